@@ -1,0 +1,130 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+int cli_exit_for(int status)
+{
+    switch (status) {
+    case LPK_OK: return CLI_EXIT_OK;
+    case LPK_ECORRUPT: case LPK_ETRUNC: case LPK_EUNSUPPORTED: case LPK_ECHECKSUM:
+    case LPK_EBADVALUE: case LPK_ENOTFOUND:
+        return CLI_EXIT_BADINPUT;
+    case LPK_EINVAL: return CLI_EXIT_USAGE;
+    default: return CLI_EXIT_RUNTIME;
+    }
+}
+
+void cli_print_error(const char *cmd, const lpk_error *err)
+{
+    const char *m = err && err->msg[0] ? err->msg : lpk_status_name(err ? err->status : -1);
+    fprintf(stderr, "llmpack %s: %s\n", cmd, m);
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "llmpack %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\ntry 'llmpack %s --help'\n", cmd);
+    return CLI_EXIT_USAGE;
+}
+
+void cli_json_print(json_t *v)
+{
+    if (!v) return;
+    json_dumpf(v, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    fputc('\n', stdout);
+    json_decref(v);
+}
+
+int cli_parse_int(const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) return -1;
+    *out = v;
+    return 0;
+}
+
+int cli_parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+uint64_t cli_peak_rss(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    uint64_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %lu kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024;
+}
+
+double cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void fmt_amount(char *buf, size_t n, double v, const char *unit)
+{
+    if (unit && strcmp(unit, "B") == 0) {
+        const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+        int i = 0;
+        while (v >= 1024 && i < 4) { v /= 1024; i++; }
+        snprintf(buf, n, "%.1f %s", v, u[i]);
+    } else {
+        snprintf(buf, n, "%.0f%s%s", v, unit && *unit ? " " : "", unit ? unit : "");
+    }
+}
+
+void cli_progress_start(cli_progress *p, const char *label, const char *unit, uint64_t total,
+                        int quiet)
+{
+    memset(p, 0, sizeof *p);
+    p->enabled = !quiet && isatty(2);
+    p->label = label;
+    p->unit = unit;
+    p->total = total;
+    p->t0 = p->last = cli_now();
+}
+
+void cli_progress_update(cli_progress *p, uint64_t done, const char *extra)
+{
+    if (!p->enabled) return;
+    double now = cli_now();
+    if (now - p->last < 0.2 && done < p->total) return;
+    p->last = now;
+    double el = now - p->t0, rate = el > 0 ? (double)done / el : 0;
+    char d[32], t[32], r[32];
+    fmt_amount(d, sizeof d, (double)done, p->unit);
+    fmt_amount(t, sizeof t, (double)p->total, p->unit);
+    fmt_amount(r, sizeof r, rate, p->unit);
+    double eta = rate > 0 && p->total > done ? (double)(p->total - done) / rate : 0;
+    fprintf(stderr, "\r\033[K%s: %s / %s (%.0f%%), %s/s, ETA %.0fs%s%s", p->label, d, t,
+            p->total ? 100.0 * (double)done / (double)p->total : 100.0, r, eta,
+            extra ? ", " : "", extra ? extra : "");
+}
+
+void cli_progress_end(cli_progress *p)
+{
+    if (p->enabled) fprintf(stderr, "\r\033[K");
+}

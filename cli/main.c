@@ -1,0 +1,59 @@
+/* llmpack: one binary over convert/, quant/, format/ and verify/. */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} commands[] = {
+    {"convert", cmd_convert, "read a Meta / Hugging Face / llama2.c checkpoint into a .lpk"},
+    {"quantize", cmd_quantize, "quantize a container to q8_0, q4_0, q4_k, ... (recipes)"},
+    {"verify", cmd_verify, "perplexity, KL divergence and top-1 agreement vs a reference"},
+    {"info", cmd_info, "describe a container (.lpk or GGUF)"},
+    {"check", cmd_check, "verify every checksum and structural rule of a container"},
+    {"export", cmd_export, "write a container as GGUF for llama.cpp"},
+    {"tokenize", cmd_tokenize, "encode text with a model's tokenizer"},
+    {"generate", cmd_generate, "greedy text generation (smoke test)"},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: llmpack COMMAND [options]   (llmpack COMMAND --help for details)\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nEvery command takes --json for machine-readable output.\n\n"
+               "exit codes:\n"
+               "  0  success\n"
+               "  1  runtime failure (I/O error, out of space or memory, interrupted)\n"
+               "  2  usage error (bad command line)\n"
+               "  3  bad input file (corrupt, truncated, unsupported, checksum mismatch,\n"
+               "     NaN/Inf weights, missing tensors)\n"
+               "  4  a verification limit (--max-ppl-delta, --max-ppl-ratio, --max-kld) was exceeded\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("llmpack %s (simd: %s)\n", LPK_VERSION_STRING, lpk_cpu_describe());
+        return CLI_EXIT_OK;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "llmpack: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return CLI_EXIT_USAGE;
+}

@@ -1,0 +1,276 @@
+/* llmpack format/: the floor every module stands on.
+ *
+ * Owns: the status/error enum and error struct, CPU feature detection, the tensor
+ * type table's layout facts, f16/bf16 conversions, the in-memory metadata store,
+ * and the container readers/writers (.lpk, and GGUF behind the same API).
+ * Nothing here includes a header from quant/, convert/, verify/ or cli/.
+ */
+#ifndef LPK_H
+#define LPK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LPK_VERSION_STRING "0.1.0"
+
+/* ---------------------------------------------------------------- status */
+/* Every function that can fail returns one of these (0 = ok, negative = error). */
+enum lpk_status {
+    LPK_OK = 0,
+    LPK_EIO = -1,          /* read/write/open failed (errno-level problem) */
+    LPK_ECORRUPT = -2,     /* input violates its format */
+    LPK_ETRUNC = -3,       /* input ends before a structure it declares */
+    LPK_EUNSUPPORTED = -4, /* valid but not supported (dtype, architecture, GGML type) */
+    LPK_ENOMEM = -5,       /* allocation failed or a size would exceed limits */
+    LPK_EINVAL = -6,       /* caller error: bad argument, wrong call order */
+    LPK_EEXIST = -7,       /* target exists and overwriting was not allowed */
+    LPK_ENOSPC = -8,       /* not enough free disk space */
+    LPK_ECHECKSUM = -9,    /* checksum mismatch */
+    LPK_EINTR = -10,       /* interrupted by a signal */
+    LPK_EBADVALUE = -11,   /* NaN/Inf or otherwise unusable numbers in the input */
+    LPK_ENOTFOUND = -12    /* a required key/tensor/file is missing */
+};
+
+/* Short stable name of a status ("ok", "io", "corrupt", ...). Never NULL. */
+const char *lpk_status_name(int status);
+
+/* Error detail that the caller owns and passes down. msg names the file, the
+ * tensor, the offset, what was expected and what was found. */
+typedef struct lpk_error {
+    int status;
+    char msg[1024];
+} lpk_error;
+
+/* Sets err (if non-NULL) with a printf-style message; returns status, so callers
+ * can write `return lpk_err(err, LPK_ECORRUPT, "%s: ...", path);`.
+ * If err already holds an error, the new message is not overwritten unless
+ * err->status == LPK_OK. */
+int lpk_err(lpk_error *err, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void lpk_error_clear(lpk_error *err);
+
+/* ---------------------------------------------------------------- cpu */
+enum lpk_cpu_flag {
+    LPK_CPU_AVX2 = 1u << 0,
+    LPK_CPU_FMA = 1u << 1,
+    LPK_CPU_F16C = 1u << 2,
+    LPK_CPU_AVX512F = 1u << 3,
+    LPK_CPU_AVX512BW = 1u << 4,
+    LPK_CPU_AVX512VL = 1u << 5,
+    LPK_CPU_AVX512VNNI = 1u << 6,
+    LPK_CPU_AVXVNNI = 1u << 7
+};
+/* Features of this CPU (cpuid + OS support via xgetbv), masked by the environment
+ * variable LLMPACK_SIMD: "scalar" (none), "avx2" (AVX2+FMA+F16C only), "avx512"
+ * or unset (all detected). Computed once; thread-safe after the first call. */
+unsigned lpk_cpu_features(void);
+/* Human-readable list of the SIMD paths in use, e.g. "avx2 fma f16c". */
+const char *lpk_cpu_describe(void);
+
+/* ---------------------------------------------------------------- types */
+/* Tensor types. Ids are GGML's type ids, so GGUF import/export maps 1:1. */
+enum lpk_type {
+    LPK_TYPE_F32 = 0,
+    LPK_TYPE_F16 = 1,
+    LPK_TYPE_Q4_0 = 2,
+    LPK_TYPE_Q4_1 = 3,
+    LPK_TYPE_Q5_0 = 6,
+    LPK_TYPE_Q5_1 = 7,
+    LPK_TYPE_Q8_0 = 8,
+    LPK_TYPE_Q4_K = 12,
+    LPK_TYPE_Q6_K = 14,
+    LPK_TYPE_Q8_K = 15, /* activations only (verify's int8 path); never stored */
+    LPK_TYPE_BF16 = 30,
+    LPK_TYPE_COUNT = 31 /* ids are < this */
+};
+
+typedef struct lpk_type_info {
+    int id;
+    const char *name;   /* "f32", "q4_k", ... */
+    int block_size;     /* elements per block (1 for f32/f16/bf16) */
+    int type_size;      /* bytes per block */
+    int storable;       /* may appear in a container */
+} lpk_type_info;
+
+/* NULL if id is not a known type. */
+const lpk_type_info *lpk_type_get(int id);
+/* Type id for a name (case-insensitive), or -1. */
+int lpk_type_from_name(const char *name);
+/* Bytes of n_elems elements of type; LPK_EINVAL if n_elems is not a multiple of
+ * the block size or the type is unknown, LPK_ENOMEM on overflow. */
+int lpk_type_nbytes(int type, uint64_t n_elems, uint64_t *out);
+
+/* ---------------------------------------------------------------- half */
+float lpk_f16_to_f32(uint16_t h);
+uint16_t lpk_f32_to_f16(float f);   /* round to nearest even; NaN stays NaN */
+float lpk_bf16_to_f32(uint16_t h);
+uint16_t lpk_f32_to_bf16(float f);  /* round to nearest even; NaN stays NaN */
+/* Row conversions (F16C / AVX2 when available, identical results either way). */
+void lpk_f16_to_f32_row(const uint16_t *src, float *dst, size_t n);
+void lpk_f32_to_f16_row(const float *src, uint16_t *dst, size_t n);
+void lpk_bf16_to_f32_row(const uint16_t *src, float *dst, size_t n);
+void lpk_f32_to_bf16_row(const float *src, uint16_t *dst, size_t n);
+/* Any of f32/f16/bf16 (little-endian bytes) -> f32. LPK_EINVAL for other types. */
+int lpk_to_f32_row(int type, const void *src, float *dst, size_t n);
+
+/* ---------------------------------------------------------------- metadata */
+/* Value types. Numbering is GGUF's, so GGUF import/export maps 1:1. */
+enum lpk_vtype {
+    LPK_V_U8 = 0, LPK_V_I8 = 1, LPK_V_U16 = 2, LPK_V_I16 = 3,
+    LPK_V_U32 = 4, LPK_V_I32 = 5, LPK_V_F32 = 6, LPK_V_BOOL = 7,
+    LPK_V_STR = 8, LPK_V_ARR = 9, LPK_V_U64 = 10, LPK_V_I64 = 11,
+    LPK_V_F64 = 12,
+    LPK_V_COUNT = 13
+};
+const char *lpk_vtype_name(int vtype);       /* "u32", "str", "arr", ... */
+size_t lpk_vtype_size(int vtype);            /* bytes of a scalar; 0 for str/arr */
+
+/* A length-counted string (not necessarily NUL-free; p[n] is always '\0'). */
+typedef struct lpk_str {
+    const char *p;
+    uint64_t n;
+} lpk_str;
+
+/* One key/value. For scalars `data` points to the value (host order); for
+ * LPK_V_STR, `str` holds it; for LPK_V_ARR, `elem` is the element type (never
+ * LPK_V_ARR), `count` the number of elements and, for numeric elements, `data`
+ * points to count values (host order, packed); for string elements use
+ * lpk_kv_str_at(). Pointers stay valid until the store is freed or the key is
+ * set again/removed. */
+typedef struct lpk_kv {
+    const char *key;
+    int type;
+    int elem;
+    uint64_t count;
+    const void *data;
+    lpk_str str;
+} lpk_kv;
+
+typedef struct lpk_meta lpk_meta;  /* ordered key/value store; owns copies */
+
+lpk_meta *lpk_meta_new(void);
+void lpk_meta_free(lpk_meta *m);                 /* NULL is fine */
+int lpk_meta_copy(lpk_meta *dst, const lpk_meta *src);  /* adds/overwrites all of src */
+
+/* Setters copy their arguments; setting an existing key replaces it in place
+ * (keeps its position). Return LPK_OK, LPK_ENOMEM or LPK_EINVAL. */
+int lpk_meta_set_scalar(lpk_meta *m, const char *key, int vtype, const void *value);
+int lpk_meta_set_u32(lpk_meta *m, const char *key, uint32_t v);
+int lpk_meta_set_i32(lpk_meta *m, const char *key, int32_t v);
+int lpk_meta_set_u64(lpk_meta *m, const char *key, uint64_t v);
+int lpk_meta_set_i64(lpk_meta *m, const char *key, int64_t v);
+int lpk_meta_set_f32(lpk_meta *m, const char *key, float v);
+int lpk_meta_set_f64(lpk_meta *m, const char *key, double v);
+int lpk_meta_set_bool(lpk_meta *m, const char *key, int v);
+int lpk_meta_set_str(lpk_meta *m, const char *key, const char *v);  /* NUL-terminated */
+int lpk_meta_set_strn(lpk_meta *m, const char *key, const char *v, uint64_t n);
+/* Numeric array: `data` holds count packed host-order values of elem type. */
+int lpk_meta_set_arr(lpk_meta *m, const char *key, int elem, const void *data, uint64_t count);
+/* String array: strs[i] with lens[i] bytes (lens may be NULL: NUL-terminated). */
+int lpk_meta_set_str_arr(lpk_meta *m, const char *key, const char *const *strs,
+                         const uint64_t *lens, uint64_t count);
+int lpk_meta_remove(lpk_meta *m, const char *key);  /* LPK_ENOTFOUND if absent */
+
+size_t lpk_meta_count(const lpk_meta *m);
+const lpk_kv *lpk_meta_at(const lpk_meta *m, size_t i);       /* in insertion order */
+const lpk_kv *lpk_meta_find(const lpk_meta *m, const char *key);  /* NULL if absent */
+lpk_str lpk_kv_str_at(const lpk_kv *kv, uint64_t i);          /* string array element */
+
+/* Typed getters: LPK_ENOTFOUND if absent, LPK_EINVAL if the stored type does not
+ * convert exactly (any integer type whose value fits; f32<->f64 for floats;
+ * bool from bool). */
+int lpk_meta_get_u32(const lpk_meta *m, const char *key, uint32_t *out);
+int lpk_meta_get_i64(const lpk_meta *m, const char *key, int64_t *out);
+int lpk_meta_get_u64(const lpk_meta *m, const char *key, uint64_t *out);
+int lpk_meta_get_f32(const lpk_meta *m, const char *key, float *out);
+int lpk_meta_get_f64(const lpk_meta *m, const char *key, double *out);
+int lpk_meta_get_bool(const lpk_meta *m, const char *key, int *out);
+/* Returns the NUL-terminated string or NULL if absent / not a string. */
+const char *lpk_meta_get_str(const lpk_meta *m, const char *key);
+
+/* ---------------------------------------------------------------- tensors */
+#define LPK_MAX_DIMS 4
+#define LPK_MAX_NAME 255
+#define LPK_ALIGN 64
+
+/* Dims are outermost first: [rows, cols] = [out_features, in_features];
+ * rows are contiguous. */
+typedef struct lpk_tensor {
+    char name[LPK_MAX_NAME + 1];
+    int type;
+    int n_dims;
+    int64_t dims[LPK_MAX_DIMS];
+    uint64_t offset;      /* absolute file offset of the data */
+    uint64_t size;        /* bytes */
+    uint64_t xxh3;        /* xxh3-64 of the bytes (0 if has_xxh3 == 0) */
+    int has_xxh3;         /* GGUF carries no checksums */
+    const void *data;     /* reader: points into the mapping; writer: unused */
+} lpk_tensor;
+
+/* Number of elements (product of dims); 0 for n_dims == 0. */
+uint64_t lpk_tensor_nelems(const lpk_tensor *t);
+/* Row length (innermost dim) and row count (product of the others). */
+int64_t lpk_tensor_ncols(const lpk_tensor *t);
+int64_t lpk_tensor_nrows(const lpk_tensor *t);
+
+/* ---------------------------------------------------------------- reader */
+enum lpk_file_kind { LPK_KIND_LPK = 1, LPK_KIND_GGUF = 2 };
+
+typedef struct lpk_reader lpk_reader;
+
+/* Opens and maps a container (.lpk, or GGUF detected by magic), validating the
+ * header, every length, every offset and size against the file size, and each
+ * tensor's size against its type and shape. Checksums are not verified here.
+ * On failure *out is NULL and err says what is wrong, naming the file. */
+int lpk_reader_open(const char *path, lpk_reader **out, lpk_error *err);
+void lpk_reader_close(lpk_reader *r);            /* NULL is fine */
+
+int lpk_reader_kind(const lpk_reader *r);         /* LPK_KIND_* */
+uint32_t lpk_reader_version(const lpk_reader *r);
+uint64_t lpk_reader_file_size(const lpk_reader *r);
+const char *lpk_reader_path(const lpk_reader *r);
+const lpk_meta *lpk_reader_meta(const lpk_reader *r);
+size_t lpk_reader_n_tensors(const lpk_reader *r);
+const lpk_tensor *lpk_reader_tensor(const lpk_reader *r, size_t i);
+const lpk_tensor *lpk_reader_find(const lpk_reader *r, const char *name);  /* NULL if absent */
+/* Recomputes the xxh3 of tensor i and compares; LPK_ECHECKSUM with detail on
+ * mismatch, LPK_OK if it matches or the file carries no checksum. */
+int lpk_reader_verify_tensor(const lpk_reader *r, size_t i, lpk_error *err);
+/* Tells the kernel the mapped pages of tensor i are no longer needed. */
+void lpk_reader_release_tensor(const lpk_reader *r, size_t i);
+
+/* ---------------------------------------------------------------- writer */
+enum lpk_writer_flags {
+    LPK_WRITE_FORCE = 1u << 0,   /* replace an existing target */
+    LPK_WRITE_GGUF = 1u << 1     /* write GGUF v3 instead of .lpk */
+};
+
+typedef struct lpk_writer lpk_writer;
+
+/* Starts a container at `path`: all tensors are declared up front (name, type,
+ * n_dims, dims; offset/size/xxh3 are computed by the writer), so the layout and
+ * the final size are known before any data is written. Data goes to a temporary
+ * file `.NAME.tmp-XXXXXX` in the target folder; free space is checked. The
+ * temporary file is removed on failure, on lpk_writer_abort() and on
+ * SIGINT/SIGTERM. `meta` is copied. */
+int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *decls,
+                    size_t n_tensors, unsigned flags, lpk_writer **out, lpk_error *err);
+/* Tensors are written in declaration order: begin, any number of writes whose
+ * sizes add up to the tensor's size, end. */
+int lpk_writer_tensor_begin(lpk_writer *w, const char *name, lpk_error *err);
+int lpk_writer_tensor_write(lpk_writer *w, const void *data, size_t n, lpk_error *err);
+int lpk_writer_tensor_end(lpk_writer *w, lpk_error *err);
+/* Completes the file (checksums patched, fsync) and renames it into place.
+ * Frees w whatever the result. */
+int lpk_writer_finish(lpk_writer *w, lpk_error *err);
+/* Removes the temporary file and frees w. NULL is fine. */
+void lpk_writer_abort(lpk_writer *w);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,8 @@
+#!/bin/sh
+# Installs llmpack's build and test dependencies from Debian packages.
+set -e
+SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq build-essential pkg-config libzstd-dev libarchive-dev \
+    libxxhash-dev libjansson-dev libpcre2-dev libcmocka-dev clang zstd zip time >/dev/null

@@ -1,0 +1,147 @@
+/* format/ basics: type table, f16/bf16 conversions, the metadata store. */
+#include "tutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../format/lpk.h"
+
+static void test_type_table(void **state)
+{
+    (void)state;
+    /* Block facts from GGML's type traits. */
+    static const struct { int id; const char *name; int bs, ts; } want[] = {
+        {LPK_TYPE_F32, "f32", 1, 4},     {LPK_TYPE_F16, "f16", 1, 2},
+        {LPK_TYPE_BF16, "bf16", 1, 2},   {LPK_TYPE_Q8_0, "q8_0", 32, 34},
+        {LPK_TYPE_Q4_0, "q4_0", 32, 18}, {LPK_TYPE_Q4_1, "q4_1", 32, 20},
+        {LPK_TYPE_Q5_0, "q5_0", 32, 22}, {LPK_TYPE_Q5_1, "q5_1", 32, 24},
+        {LPK_TYPE_Q4_K, "q4_k", 256, 144}, {LPK_TYPE_Q6_K, "q6_k", 256, 210},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const lpk_type_info *t = lpk_type_get(want[i].id);
+        assert_non_null(t);
+        assert_string_equal(t->name, want[i].name);
+        assert_int_equal(t->block_size, want[i].bs);
+        assert_int_equal(t->type_size, want[i].ts);
+        assert_int_equal(lpk_type_from_name(want[i].name), want[i].id);
+    }
+    assert_null(lpk_type_get(5));
+    assert_int_equal(lpk_type_from_name("Q4_K"), LPK_TYPE_Q4_K);
+    uint64_t n;
+    assert_int_equal(lpk_type_nbytes(LPK_TYPE_Q4_K, 512, &n), LPK_OK);
+    assert_int_equal(n, 288);
+    assert_int_equal(lpk_type_nbytes(LPK_TYPE_Q4_0, 33, &n), LPK_EINVAL);
+    assert_int_equal(lpk_type_nbytes(LPK_TYPE_F32, UINT64_MAX / 2, &n), LPK_ENOMEM);
+}
+
+static void test_f16(void **state)
+{
+    (void)state;
+    /* Bit patterns from IEEE 754 binary16. */
+    assert_int_equal(lpk_f32_to_f16(1.0f), 0x3c00);
+    assert_int_equal(lpk_f32_to_f16(-2.0f), 0xc000);
+    assert_int_equal(lpk_f32_to_f16(65504.0f), 0x7bff);
+    assert_int_equal(lpk_f32_to_f16(65520.0f), 0x7c00);      /* rounds to inf */
+    assert_int_equal(lpk_f32_to_f16(5.9604645e-08f), 0x0001); /* smallest subnormal */
+    assert_int_equal(lpk_f32_to_f16(2.9802322e-08f), 0x0000); /* half of it: ties to even */
+    assert_int_equal(lpk_f32_to_f16(1.0f + 1.0f / 2048), 0x3c00); /* tie -> even */
+    assert_int_equal(lpk_f32_to_f16(1.0f + 3.0f / 2048), 0x3c02);
+    assert_true(isnan(lpk_f16_to_f32(lpk_f32_to_f16(NAN))));
+    assert_true(lpk_f16_to_f32(0x0001) == 5.9604644775390625e-08f);
+    assert_true(lpk_f16_to_f32(0xfbff) == -65504.0f);
+    /* every finite half round-trips, and the row (SIMD) path agrees with scalar */
+    uint16_t *h = malloc(65536 * 2), *h2 = malloc(65536 * 2);
+    float *f = malloc(65536 * 4);
+    for (uint32_t i = 0; i < 65536; i++) h[i] = (uint16_t)i;
+    lpk_f16_to_f32_row(h, f, 65536);
+    for (uint32_t i = 0; i < 65536; i++) {
+        float s = lpk_f16_to_f32((uint16_t)i);
+        if (isnan(s)) { assert_true(isnan(f[i])); f[i] = 0; continue; }
+        assert_memory_equal(&s, &f[i], 4);
+        assert_int_equal(lpk_f32_to_f16(s), i);
+    }
+    uint64_t rs = 7;
+    float *g = malloc(4096 * 4);
+    for (int i = 0; i < 4096; i++) g[i] = tu_randn(&rs) * (float)(1 << (i % 24)) * 1e-6f;
+    lpk_f32_to_f16_row(g, h2, 4096);
+    for (int i = 0; i < 4096; i++) assert_int_equal(h2[i], lpk_f32_to_f16(g[i]));
+    free(g); free(h); free(h2); free(f);
+}
+
+static void test_bf16(void **state)
+{
+    (void)state;
+    assert_int_equal(lpk_f32_to_bf16(1.0f), 0x3f80);
+    assert_int_equal(lpk_f32_to_bf16(1.00390625f), 0x3f80);  /* tie -> even */
+    assert_int_equal(lpk_f32_to_bf16(1.01171875f), 0x3f82);  /* tie -> even (up) */
+    assert_true(lpk_bf16_to_f32(0xc040) == -3.0f);
+    assert_true(isnan(lpk_bf16_to_f32(lpk_f32_to_bf16(NAN))));
+    uint16_t src[37];
+    float a[37];
+    for (int i = 0; i < 37; i++) src[i] = (uint16_t)(0x3f00 + i * 77);
+    lpk_bf16_to_f32_row(src, a, 37);
+    for (int i = 0; i < 37; i++) assert_true(a[i] == lpk_bf16_to_f32(src[i]));
+}
+
+static void test_meta(void **state)
+{
+    (void)state;
+    lpk_meta *m = lpk_meta_new();
+    assert_int_equal(lpk_meta_set_u32(m, "llama.block_count", 6), 0);
+    assert_int_equal(lpk_meta_set_f32(m, "llama.rope.freq_base", 10000.0f), 0);
+    assert_int_equal(lpk_meta_set_str(m, "general.architecture", "llama"), 0);
+    assert_int_equal(lpk_meta_set_bool(m, "tokenizer.ggml.add_bos_token", 1), 0);
+    const char *toks[] = {"<unk>", "", "a\0b"};
+    uint64_t lens[] = {5, 0, 3};
+    assert_int_equal(lpk_meta_set_str_arr(m, "tokenizer.ggml.tokens", toks, lens, 3), 0);
+    float sc[3] = {0, -1.5f, 2};
+    assert_int_equal(lpk_meta_set_arr(m, "tokenizer.ggml.scores", LPK_V_F32, sc, 3), 0);
+    assert_int_equal(lpk_meta_set_i64(m, "x.neg", -5), 0);
+    assert_int_equal(lpk_meta_count(m), 7);
+
+    uint32_t u; int64_t i64; uint64_t u64; float f; int b;
+    assert_int_equal(lpk_meta_get_u32(m, "llama.block_count", &u), 0);
+    assert_int_equal(u, 6);
+    assert_int_equal(lpk_meta_get_u64(m, "x.neg", &u64), LPK_EINVAL);
+    assert_int_equal(lpk_meta_get_i64(m, "x.neg", &i64), 0);
+    assert_int_equal(i64, -5);
+    assert_int_equal(lpk_meta_get_f32(m, "llama.rope.freq_base", &f), 0);
+    assert_true(f == 10000.0f);
+    assert_int_equal(lpk_meta_get_u32(m, "missing", &u), LPK_ENOTFOUND);
+    assert_int_equal(lpk_meta_get_bool(m, "tokenizer.ggml.add_bos_token", &b), 0);
+    assert_true(b);
+    assert_string_equal(lpk_meta_get_str(m, "general.architecture"), "llama");
+    const lpk_kv *kv = lpk_meta_find(m, "tokenizer.ggml.tokens");
+    assert_non_null(kv);
+    assert_int_equal(kv->elem, LPK_V_STR);
+    lpk_str s = lpk_kv_str_at(kv, 2);
+    assert_int_equal(s.n, 3);
+    assert_memory_equal(s.p, "a\0b", 3);
+    assert_int_equal(lpk_kv_str_at(kv, 1).n, 0);
+
+    /* replacing keeps the position; copy preserves everything */
+    assert_int_equal(lpk_meta_set_u32(m, "llama.rope.freq_base", 5), 0);
+    assert_string_equal(lpk_meta_at(m, 1)->key, "llama.rope.freq_base");
+    lpk_meta *c = lpk_meta_new();
+    assert_int_equal(lpk_meta_copy(c, m), 0);
+    assert_int_equal(lpk_meta_count(c), 7);
+    assert_int_equal(lpk_kv_str_at(lpk_meta_find(c, "tokenizer.ggml.tokens"), 0).n, 5);
+    assert_int_equal(lpk_meta_remove(c, "llama.block_count"), 0);
+    assert_int_equal(lpk_meta_remove(c, "llama.block_count"), LPK_ENOTFOUND);
+    assert_string_equal(lpk_meta_at(c, 0)->key, "llama.rope.freq_base");
+    lpk_meta_free(c);
+    lpk_meta_free(m);
+    lpk_meta_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_type_table),
+        cmocka_unit_test(test_f16),
+        cmocka_unit_test(test_bf16),
+        cmocka_unit_test(test_meta),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

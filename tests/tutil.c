@@ -1,0 +1,136 @@
+#include "tutil.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int tu_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+const char *tu_shared(const char *rel)
+{
+    static char buf[4096];
+    const char *base = getenv("LLMPACK_SHARED");
+    if (!base || !*base) base = "../shared";
+    snprintf(buf, sizeof buf, "%s/%s", base, rel ? rel : "");
+    return tu_exists(buf) ? buf : NULL;
+}
+
+int tu_long(void)
+{
+    const char *e = getenv("LLMPACK_TEST_LONG");
+    return e && *e && strcmp(e, "0") != 0;
+}
+
+char *tu_tmpdir(void)
+{
+    const char *base = getenv("TMPDIR");
+    char *t = tu_fmt("%s/llmpack-test-XXXXXX", base && *base ? base : "/tmp");
+    if (!mkdtemp(t)) { free(t); return NULL; }
+    return t;
+}
+
+void tu_rmtree(const char *dir)
+{
+    if (!dir) return;
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char *p = tu_fmt("%s/%s", dir, e->d_name);
+            struct stat st;
+            if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) tu_rmtree(p);
+            else unlink(p);
+            free(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+char *tu_fmt(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *s = malloc((size_t)n + 1);
+    if (!s) return NULL;
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+char *tu_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap + 1);
+    for (;;) {
+        if (n == cap) { cap *= 2; b = realloc(b, cap + 1); }
+        size_t r = fread(b + n, 1, cap - n, f);
+        if (!r) break;
+        n += r;
+    }
+    fclose(f);
+    b[n] = '\0';
+    if (len) *len = n;
+    return b;
+}
+
+int tu_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(data, 1, len, f);
+    return (fclose(f) == 0 && w == len) ? 0 : -1;
+}
+
+int tu_llmpack(char **out, const char *args_fmt, ...)
+{
+    va_list ap;
+    va_start(ap, args_fmt);
+    int n = vsnprintf(NULL, 0, args_fmt, ap);
+    va_end(ap);
+    char *args = malloc((size_t)n + 1);
+    va_start(ap, args_fmt);
+    vsnprintf(args, (size_t)n + 1, args_fmt, ap);
+    va_end(ap);
+    const char *bin = getenv("LLMPACK_BIN");
+    if (!bin || !*bin) bin = "./llmpack";
+    char *dir = tu_tmpdir();
+    char *log = tu_fmt("%s/out", dir);
+    char *cmd = tu_fmt("%s %s > '%s' 2>&1 < /dev/null", bin, args, log);
+    int rc = system(cmd);
+    if (out) *out = tu_read_file(log, NULL);
+    unlink(log);
+    rmdir(dir);
+    free(cmd); free(log); free(dir); free(args);
+    if (rc == -1 || !WIFEXITED(rc)) return -1;
+    return WEXITSTATUS(rc);
+}
+
+uint64_t tu_rand(uint64_t *s)
+{
+    uint64_t x = *s ? *s : 0x9e3779b97f4a7c15ull;
+    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    return *s = x;
+}
+
+float tu_randn(uint64_t *s)
+{
+    double u1 = ((double)(tu_rand(s) >> 11) + 0.5) / 9007199254740992.0;
+    double u2 = ((double)(tu_rand(s) >> 11) + 0.5) / 9007199254740992.0;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}

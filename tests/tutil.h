@@ -1,0 +1,40 @@
+/* Test support shared by every suite (linked into each test binary). */
+#ifndef TUTIL_H
+#define TUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+/* ../shared (or $LLMPACK_SHARED) joined with rel, or NULL when that path does
+ * not exist. The returned string is static storage, valid until the next call. */
+const char *tu_shared(const char *rel);
+/* Skips the current test with a message naming what is missing. */
+#define TU_NEED_SHARED(var, rel)                                                 \
+    const char *var = tu_shared(rel);                                            \
+    if (!var) {                                                                  \
+        print_message("SKIP: ../shared/%s not found (set LLMPACK_SHARED)\n", rel); \
+        skip();                                                                  \
+    }
+/* True when `make test-long` runs (LLMPACK_TEST_LONG=1). */
+int tu_long(void);
+/* A fresh temporary directory for this test (removed by tu_rmtree). */
+char *tu_tmpdir(void);
+void tu_rmtree(const char *dir);
+/* printf into a malloc'ed string. */
+char *tu_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Runs the llmpack binary ($LLMPACK_BIN, else ./llmpack) with a shell-quoted
+ * argument string; stdout+stderr go to *out (malloc'ed, may be NULL). Returns
+ * the exit code, or -1 if it did not exit normally. */
+int tu_llmpack(char **out, const char *args_fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Reads a whole file (malloc'ed, NUL-terminated); NULL on error. */
+char *tu_read_file(const char *path, size_t *len);
+int tu_write_file(const char *path, const void *data, size_t len);
+int tu_exists(const char *path);
+/* Deterministic random numbers (xorshift), for fixtures. */
+uint64_t tu_rand(uint64_t *state);
+float tu_randn(uint64_t *state);   /* ~N(0,1) */
+
+#endif
