@@ -1,5 +1,6 @@
 /* Status names, error detail, CPU detection, the type table, f16/bf16. */
 #include "lpk.h"
+#include "lpk_internal.h"
 
 #include <ctype.h>
 #include <math.h>

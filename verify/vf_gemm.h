@@ -1,7 +1,7 @@
 /* verify/ internal: the batched matrix multiply the forward pass runs on.
  * Not a public header; only verify/ includes it. */
-#ifndef VK_GEMM_H
-#define VK_GEMM_H
+#ifndef VF_GEMM_H
+#define VF_GEMM_H
 
 #include <stdint.h>
 
@@ -18,7 +18,7 @@
  * Uses OpenMP threads (omp_get_max_threads()); the result is bitwise identical
  * for any thread count and summation order is fixed per output element.
  * Returns 0, or LPK_EINVAL / LPK_EUNSUPPORTED / LPK_ENOMEM. */
-int vk_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
+int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
               const float *x, int64_t n_tok, float *y);
 
 #endif
