@@ -44,17 +44,19 @@ $(O)/libllmpack.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BIN): $(CLI_OBJ) $(O)/libllmpack.a
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(O)/libllmpack.a $(LDLIBS)
+# Programs link the objects themselves (not the archive), so a strong definition
+# always overrides a weak fallback regardless of archive member order.
+$(BIN): $(CLI_OBJ) $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB_OBJ) $(LDLIBS)
 
-$(O)/tests/%: $(O)/tests/%.o $(TEST_SUPPORT_OBJ) $(O)/libllmpack.a
-	$(CC) $(LDFLAGS) -o $@ $< $(TEST_SUPPORT_OBJ) $(O)/libllmpack.a $(LDLIBS) -lcmocka
+$(O)/tests/%: $(O)/tests/%.o $(TEST_SUPPORT_OBJ) $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $< $(TEST_SUPPORT_OBJ) $(LIB_OBJ) $(LDLIBS) -lcmocka
 
-$(O)/tests/replay_%: $(O)/tests/fuzz/%.o $(O)/tests/fuzz/replay_main.o $(O)/libllmpack.a
-	$(CC) $(LDFLAGS) -o $@ $< $(O)/tests/fuzz/replay_main.o $(O)/libllmpack.a $(LDLIBS)
+$(O)/tests/replay_%: $(O)/tests/fuzz/%.o $(O)/tests/fuzz/replay_main.o $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $< $(O)/tests/fuzz/replay_main.o $(LIB_OBJ) $(LDLIBS)
 
-$(O)/bench/%: $(O)/bench/%.o $(O)/libllmpack.a
-	$(CC) $(LDFLAGS) -o $@ $< $(O)/libllmpack.a $(LDLIBS)
+$(O)/bench/%: $(O)/bench/%.o $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
 
 tests: $(BIN) $(TEST_BIN) $(FUZZ_REPLAY)
 
