@@ -38,7 +38,8 @@ all: $(BIN) $(O)/libllmpack.a
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+	@echo "  CC      $<"
+	@$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(O)/libllmpack.a: $(LIB_OBJ)
 	@rm -f $@
