@@ -227,6 +227,10 @@ typedef struct lpk_reader lpk_reader;
  * tensor's size against its type and shape. Checksums are not verified here.
  * On failure *out is NULL and err says what is wrong, naming the file. */
 int lpk_reader_open(const char *path, lpk_reader **out, lpk_error *err);
+/* The same over bytes in memory (name is used in messages); buf must stay
+ * valid and unchanged until lpk_reader_close(). */
+int lpk_reader_open_buffer(const void *buf, size_t size, const char *name, lpk_reader **out,
+                           lpk_error *err);
 void lpk_reader_close(lpk_reader *r);            /* NULL is fine */
 
 int lpk_reader_kind(const lpk_reader *r);         /* LPK_KIND_* */
@@ -238,8 +242,14 @@ size_t lpk_reader_n_tensors(const lpk_reader *r);
 const lpk_tensor *lpk_reader_tensor(const lpk_reader *r, size_t i);
 const lpk_tensor *lpk_reader_find(const lpk_reader *r, const char *name);  /* NULL if absent */
 /* Recomputes the xxh3 of tensor i and compares; LPK_ECHECKSUM with detail on
- * mismatch, LPK_OK if it matches or the file carries no checksum. */
+ * mismatch, LPK_OK if it matches or the file carries no checksum. For .lpk
+ * also checks that the padding before the tensor is zero (LPK_ECORRUPT). */
 int lpk_reader_verify_tensor(const lpk_reader *r, size_t i, lpk_error *err);
+/* Recomputes the header+metadata+directory xxh3 (docs/FORMAT.md) and compares;
+ * LPK_ECHECKSUM on mismatch, LPK_OK if it matches or the file is GGUF. */
+int lpk_reader_verify_header(const lpk_reader *r, lpk_error *err);
+/* .lpk header flags (bit 0: metadata stored zstd-compressed); 0 for GGUF. */
+unsigned lpk_reader_flags(const lpk_reader *r);
 /* Tells the kernel the mapped pages of tensor i are no longer needed. */
 void lpk_reader_release_tensor(const lpk_reader *r, size_t i);
 

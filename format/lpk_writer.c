@@ -1,0 +1,623 @@
+/* The streaming container writer (.lpk, and GGUF through gguf_header_build()).
+ *
+ * The layout is fixed at open from the declarations, the header, metadata and
+ * directory are written first with zero checksums, tensors stream through one
+ * at a time, and finish patches the directory checksums and header hash in
+ * place (docs/FORMAT.md, "Writing"), fsyncs and renames into place. Until then
+ * everything lives in `.NAME.tmp-XXXXXX` beside the target. */
+#include "lpk.h"
+#include "lpk_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+#include <zstd.h>
+
+/* Fallback until the GGUF writer is linked in; its strong definition wins. */
+__attribute__((weak)) int gguf_header_build(const lpk_meta *meta, lpk_tensor *decls,
+                                            size_t n_tensors, uint8_t **hdr,
+                                            uint64_t *hdr_size, lpk_error *err)
+{
+    (void)meta; (void)decls; (void)n_tensors;
+    *hdr = NULL;
+    *hdr_size = 0;
+    return lpk_err(err, LPK_EUNSUPPORTED, "GGUF support not built");
+}
+
+/* ---------------------------------------------------------------- signal cleanup */
+/* Temporary files that a SIGINT/SIGTERM must remove. The handler only reads
+ * these fixed buffers and calls unlink(), both async-signal-safe. */
+#define TMP_SLOTS 32
+#define TMP_PATH_MAX 4096
+static char tmp_paths[TMP_SLOTS][TMP_PATH_MAX];
+static volatile sig_atomic_t tmp_used[TMP_SLOTS];
+static volatile sig_atomic_t sig_fired;
+static volatile sig_atomic_t handlers_on;
+static struct sigaction old_int, old_term;
+static pthread_mutex_t tmp_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    for (int i = 0; i < TMP_SLOTS; i++)
+        if (tmp_used[i]) unlink(tmp_paths[i]);
+    sig_fired = 1;
+    /* Hand the signal on: the previous disposition runs once we return (the
+     * signal is blocked until then), so the default action still kills us. */
+    handlers_on = 0;
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    raise(sig);
+    errno = saved;
+}
+
+static void install_handlers(void)
+{
+    if (handlers_on) return;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGINT);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    struct sigaction cur;
+    sigaction(SIGINT, NULL, &cur);
+    if (cur.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, &old_int);
+    else old_int = cur;
+    sigaction(SIGTERM, NULL, &cur);
+    if (cur.sa_handler != SIG_IGN) sigaction(SIGTERM, &sa, &old_term);
+    else old_term = cur;
+    handlers_on = 1;
+}
+
+static int tmp_register(const char *path)
+{
+    if (strlen(path) >= TMP_PATH_MAX) return -1;
+    pthread_mutex_lock(&tmp_lock);
+    int slot = -1;
+    for (int i = 0; i < TMP_SLOTS; i++)
+        if (!tmp_used[i]) { slot = i; break; }
+    if (slot >= 0) {
+        strcpy(tmp_paths[slot], path);
+        tmp_used[slot] = 1;
+        install_handlers();
+    }
+    pthread_mutex_unlock(&tmp_lock);
+    return slot;
+}
+
+static void tmp_unregister(int slot)
+{
+    if (slot < 0) return;
+    pthread_mutex_lock(&tmp_lock);
+    tmp_used[slot] = 0;
+    pthread_mutex_unlock(&tmp_lock);
+}
+
+/* ---------------------------------------------------------------- writer */
+#define WRITER_MAGIC 0x4c504b57u /* "LPKW" */
+#define WBUF_SIZE ((size_t)1 << 20)
+
+struct lpk_writer {
+    uint32_t magic;
+    unsigned flags;
+    int fd;
+    int slot;
+    int failed;          /* a call failed: the temp file is gone, only abort/finish remain */
+    char *path, *tmp;
+    lpk_tensor *t;       /* declarations with offsets and sizes filled in */
+    size_t n;
+    uint8_t *head;       /* everything before the data section (lpk: patched at finish) */
+    uint64_t head_size;
+    uint64_t file_size;
+    uint64_t pos;        /* bytes handed to the file so far (incl. buffered) */
+    size_t cur;          /* next tensor to begin */
+    int in_tensor;
+    uint64_t written;    /* bytes of the current tensor so far */
+    XXH3_state_t *xs;
+    uint8_t *buf;
+    size_t buf_n;
+};
+
+static void w_discard(lpk_writer *w)
+{
+    if (w->fd >= 0) close(w->fd);
+    w->fd = -1;
+    if (w->tmp) unlink(w->tmp);
+    tmp_unregister(w->slot);
+    w->slot = -1;
+}
+
+static void w_free(lpk_writer *w)
+{
+    if (!w) return;
+    w->magic = 0;
+    free(w->path);
+    free(w->tmp);
+    free(w->t);
+    free(w->head);
+    free(w->buf);
+    if (w->xs) XXH3_freeState(w->xs);
+    free(w);
+}
+
+/* Marks w failed, removes the temp file and returns the status. */
+static int w_fail(lpk_writer *w, int st)
+{
+    w->failed = 1;
+    w_discard(w);
+    return st;
+}
+
+static int io_status(int e)
+{
+    return (e == ENOSPC || e == EDQUOT) ? LPK_ENOSPC : LPK_EIO;
+}
+
+static int write_all(lpk_writer *w, const void *p, size_t n, lpk_error *err)
+{
+    const uint8_t *b = p;
+    while (n) {
+        if (sig_fired) return lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
+        ssize_t k = write(w->fd, b, n);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            return lpk_err(err, io_status(e), "%s: write failed: %s", w->tmp, strerror(e));
+        }
+        b += k;
+        n -= (size_t)k;
+    }
+    return LPK_OK;
+}
+
+static int flush_buf(lpk_writer *w, lpk_error *err)
+{
+    int st = write_all(w, w->buf, w->buf_n, err);
+    w->buf_n = 0;
+    return st;
+}
+
+static int put(lpk_writer *w, const void *p, size_t n, lpk_error *err)
+{
+    w->pos += n;
+    if (w->buf_n + n > WBUF_SIZE) {
+        int st = flush_buf(w, err);
+        if (st) return st;
+        if (n >= WBUF_SIZE) return write_all(w, p, n, err);
+    }
+    memcpy(w->buf + w->buf_n, p, n);
+    w->buf_n += n;
+    return LPK_OK;
+}
+
+static int put_zeros(lpk_writer *w, uint64_t n, lpk_error *err)
+{
+    static const uint8_t zero[LPK_ALIGN];
+    while (n) {
+        size_t k = n > sizeof zero ? sizeof zero : (size_t)n;
+        int st = put(w, zero, k, err);
+        if (st) return st;
+        n -= k;
+    }
+    return LPK_OK;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Checks every declaration (name, type, shape) and fills size. */
+static int check_decls(lpk_tensor *t, size_t n, const char *path, lpk_error *err)
+{
+    if (n > LPK_MAX_TENSORS)
+        return lpk_err(err, LPK_EINVAL, "%s: %zu tensors (at most %u)", path, n, LPK_MAX_TENSORS);
+    for (size_t i = 0; i < n; i++) {
+        size_t nl = strnlen(t[i].name, sizeof t[i].name);
+        if (nl == 0 || nl > LPK_MAX_NAME)
+            return lpk_err(err, LPK_EINVAL, "%s: tensor #%zu: name length not in 1..%d", path, i,
+                           LPK_MAX_NAME);
+        const lpk_type_info *ti = lpk_type_get(t[i].type);
+        if (!ti || !ti->storable)
+            return lpk_err(err, LPK_EINVAL, "%s: tensor '%s': type %d cannot be stored", path,
+                           t[i].name, t[i].type);
+        if (t[i].n_dims < 1 || t[i].n_dims > LPK_MAX_DIMS)
+            return lpk_err(err, LPK_EINVAL, "%s: tensor '%s': n_dims %d not in 1..%d", path,
+                           t[i].name, t[i].n_dims, LPK_MAX_DIMS);
+        uint64_t ne = 1;
+        for (int d = 0; d < t[i].n_dims; d++) {
+            if (t[i].dims[d] < 1 || (uint64_t)t[i].dims[d] > UINT64_MAX / ne)
+                return lpk_err(err, LPK_EINVAL, "%s: tensor '%s': bad dim %d (%lld)", path,
+                               t[i].name, d, (long long)t[i].dims[d]);
+            ne *= (uint64_t)t[i].dims[d];
+        }
+        if ((uint64_t)lpk_tensor_ncols(&t[i]) % (uint64_t)ti->block_size)
+            return lpk_err(err, LPK_EINVAL,
+                           "%s: tensor '%s': row length %lld is not a multiple of %s's block "
+                           "size %d",
+                           path, t[i].name, (long long)lpk_tensor_ncols(&t[i]), ti->name,
+                           ti->block_size);
+        if (lpk_type_nbytes(t[i].type, ne, &t[i].size) || t[i].size > (UINT64_MAX >> 2))
+            return lpk_err(err, LPK_EINVAL, "%s: tensor '%s': size overflows", path, t[i].name);
+        t[i].has_xxh3 = 0;
+        t[i].xxh3 = 0;
+        t[i].data = NULL;
+    }
+    if (n > 1) {
+        const char **names = malloc(n * sizeof *names);
+        if (!names) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
+        for (size_t i = 0; i < n; i++) names[i] = t[i].name;
+        qsort(names, n, sizeof *names, cmp_name);
+        for (size_t i = 1; i < n; i++)
+            if (strcmp(names[i - 1], names[i]) == 0) {
+                int st = lpk_err(err, LPK_EINVAL, "%s: tensor '%s' declared twice", path,
+                                 names[i]);
+                free(names);
+                return st;
+            }
+        free(names);
+    }
+    return LPK_OK;
+}
+
+/* Header, metadata and directory of an .lpk; offsets and sizes assigned. */
+static int build_lpk_head(lpk_writer *w, const lpk_meta *meta, lpk_error *err)
+{
+    uint8_t *raw = NULL, *stored;
+    uint64_t raw_size = 0, stored_size;
+    unsigned flags = 0;
+    int st = lpk_kv_encode(meta, &raw, &raw_size, err);
+    if (st) return st;
+    size_t meta_count = lpk_meta_count(meta);
+    stored = raw;
+    stored_size = raw_size;
+    uint8_t *z = NULL;
+    if (raw_size > LPK_META_ZSTD_MIN) {
+        size_t cap = ZSTD_compressBound((size_t)raw_size);
+        z = malloc(cap);
+        if (!z) { free(raw); return lpk_err(err, LPK_ENOMEM, "%s: out of memory", w->path); }
+        size_t zn = ZSTD_compress(z, cap, raw, (size_t)raw_size, 9);
+        if (ZSTD_isError(zn)) {
+            free(raw);
+            free(z);
+            return lpk_err(err, LPK_EIO, "%s: zstd: %s", w->path, ZSTD_getErrorName(zn));
+        }
+        if (zn < raw_size) {
+            stored = z;
+            stored_size = zn;
+            flags |= LPK_FLAG_META_ZSTD;
+        }
+    }
+    uint64_t dir_offset = LPK_HDR_SIZE + stored_size;
+    uint64_t dir_end = dir_offset + (uint64_t)w->n * LPK_DIRENT_SIZE;
+    uint64_t data_offset = lpk_align_up(dir_end, LPK_ALIGN);
+    w->head = calloc(1, (size_t)data_offset);
+    if (!w->head) {
+        free(raw);
+        free(z);
+        return lpk_err(err, LPK_ENOMEM, "%s: out of memory", w->path);
+    }
+    w->head_size = data_offset;
+    uint8_t *h = w->head;
+    memcpy(h, LPK_MAGIC, LPK_MAGIC_LEN);
+    lpk_wr32(h + LPK_H_VERSION, LPK_FORMAT_VERSION);
+    lpk_wr32(h + LPK_H_FLAGS, flags);
+    lpk_wr64(h + LPK_H_META_OFFSET, LPK_HDR_SIZE);
+    lpk_wr64(h + LPK_H_META_SIZE, stored_size);
+    lpk_wr64(h + LPK_H_META_RAW_SIZE, raw_size);
+    lpk_wr64(h + LPK_H_META_COUNT, meta_count);
+    lpk_wr64(h + LPK_H_DIR_OFFSET, dir_offset);
+    lpk_wr64(h + LPK_H_N_TENSORS, w->n);
+    lpk_wr64(h + LPK_H_DATA_OFFSET, data_offset);
+    if (stored_size) memcpy(h + LPK_HDR_SIZE, stored, (size_t)stored_size);
+    free(raw);
+    free(z);
+
+    uint64_t off = data_offset;
+    for (size_t i = 0; i < w->n; i++) {
+        lpk_tensor *t = &w->t[i];
+        off = lpk_align_up(off, LPK_ALIGN);
+        t->offset = off;
+        off += t->size;
+        uint8_t *e = h + dir_offset + (uint64_t)i * LPK_DIRENT_SIZE;
+        memcpy(e + LPK_D_NAME, t->name, strlen(t->name));
+        lpk_wr32(e + LPK_D_TYPE, (uint32_t)t->type);
+        lpk_wr32(e + LPK_D_N_DIMS, (uint32_t)t->n_dims);
+        for (int d = 0; d < t->n_dims; d++) lpk_wr64(e + LPK_D_DIMS + 8 * d, (uint64_t)t->dims[d]);
+        lpk_wr64(e + LPK_D_OFFSET, t->offset);
+        lpk_wr64(e + LPK_D_SIZE, t->size);
+    }
+    w->file_size = off;
+    lpk_wr64(h + LPK_H_FILE_SIZE, off);
+    lpk_wr64(h + LPK_H_DATA_SIZE, off - data_offset);
+    return LPK_OK;
+}
+
+static int build_gguf_head(lpk_writer *w, const lpk_meta *meta, lpk_error *err)
+{
+    int st = gguf_header_build(meta, w->t, w->n, &w->head, &w->head_size, err);
+    if (st) return st;
+    uint64_t end = w->head_size;
+    for (size_t i = 0; i < w->n; i++) {
+        if (w->t[i].offset < end)
+            return lpk_err(err, LPK_EINVAL, "%s: GGUF layout puts tensor '%s' at %llu", w->path,
+                           w->t[i].name, (unsigned long long)w->t[i].offset);
+        end = w->t[i].offset + w->t[i].size;
+    }
+    w->file_size = end;
+    return LPK_OK;
+}
+
+static int make_tmp(lpk_writer *w, lpk_error *err)
+{
+    char *d = strdup(w->path), *b = strdup(w->path);
+    if (!d || !b) {
+        free(d);
+        free(b);
+        return lpk_err(err, LPK_ENOMEM, "%s: out of memory", w->path);
+    }
+    const char *dir = dirname(d), *base = basename(b);
+    size_t len = strlen(dir) + strlen(base) + 16;
+    w->tmp = malloc(len);
+    if (w->tmp) snprintf(w->tmp, len, "%s/.%s.tmp-XXXXXX", dir, base);
+    free(d);
+    free(b);
+    if (!w->tmp) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", w->path);
+    /* Block the signals while the name exists but is not yet registered. */
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, &old);
+    w->fd = mkostemp(w->tmp, O_CLOEXEC);
+    int e = errno;
+    if (w->fd >= 0) {
+        w->slot = tmp_register(w->tmp);
+        if (w->slot < 0) {
+            close(w->fd);
+            w->fd = -1;
+            unlink(w->tmp);
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            return lpk_err(err, LPK_ENOMEM, "%s: too many containers open for writing", w->path);
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (w->fd < 0) {
+        free(w->tmp);
+        w->tmp = NULL;
+        return lpk_err(err, e == ENOSPC ? LPK_ENOSPC : LPK_EIO,
+                       "%s: cannot create a temporary file beside it: %s", w->path, strerror(e));
+    }
+    fchmod(w->fd, 0644); /* mkstemp's 0600 is too private for a model file */
+    return LPK_OK;
+}
+
+int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *decls,
+                    size_t n_tensors, unsigned flags, lpk_writer **out, lpk_error *err)
+{
+    if (out) *out = NULL;
+    if (!path || !*path || !out || (n_tensors && !decls) ||
+        (flags & ~(unsigned)(LPK_WRITE_FORCE | LPK_WRITE_GGUF)))
+        return lpk_err(err, LPK_EINVAL, "lpk_writer_open: bad arguments");
+    struct stat sb;
+    if (!(flags & LPK_WRITE_FORCE) && lstat(path, &sb) == 0)
+        return lpk_err(err, LPK_EEXIST, "%s: already exists (use --force to replace it)", path);
+    lpk_writer *w = calloc(1, sizeof *w);
+    lpk_meta *empty = NULL;
+    if (!w) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
+    w->magic = WRITER_MAGIC;
+    w->fd = -1;
+    w->slot = -1;
+    w->flags = flags;
+    w->n = n_tensors;
+    w->path = strdup(path);
+    w->t = malloc((n_tensors ? n_tensors : 1) * sizeof *w->t);
+    w->buf = malloc(WBUF_SIZE);
+    w->xs = XXH3_createState();
+    if (!meta) meta = empty = lpk_meta_new();
+    int st;
+    if (!w->path || !w->t || !w->buf || !w->xs || !meta) {
+        st = lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
+        goto fail;
+    }
+    if (n_tensors) memcpy(w->t, decls, n_tensors * sizeof *w->t);
+    if ((st = check_decls(w->t, n_tensors, path, err))) goto fail;
+    st = (flags & LPK_WRITE_GGUF) ? build_gguf_head(w, meta, err) : build_lpk_head(w, meta, err);
+    if (st) goto fail;
+    if ((st = make_tmp(w, err))) goto fail;
+    struct statvfs vs;
+    if (fstatvfs(w->fd, &vs) == 0) {
+        uint64_t avail = (uint64_t)vs.f_bavail;
+        uint64_t bs = (uint64_t)vs.f_frsize;
+        if (bs && avail < UINT64_MAX / bs && avail * bs < w->file_size) {
+            st = lpk_err(err, LPK_ENOSPC, "%s: needs %llu bytes, %llu free", path,
+                         (unsigned long long)w->file_size, (unsigned long long)(avail * bs));
+            goto fail;
+        }
+    }
+    if ((st = put(w, w->head, (size_t)w->head_size, err))) goto fail;
+    lpk_meta_free(empty);
+    *out = w;
+    return LPK_OK;
+fail:
+    lpk_meta_free(empty);
+    w_discard(w);
+    w_free(w);
+    return st;
+}
+
+static int usable(lpk_writer *w, lpk_error *err, const char *fn)
+{
+    if (!w || w->magic != WRITER_MAGIC) return lpk_err(err, LPK_EINVAL, "%s: no writer", fn);
+    if (w->failed) return lpk_err(err, LPK_EINVAL, "%s: %s: an earlier call failed", fn, w->path);
+    if (sig_fired) return lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
+    return LPK_OK;
+}
+
+int lpk_writer_tensor_begin(lpk_writer *w, const char *name, lpk_error *err)
+{
+    int st = usable(w, err, "lpk_writer_tensor_begin");
+    if (st) return st;
+    if (w->in_tensor)
+        return lpk_err(err, LPK_EINVAL, "%s: tensor '%s' not ended", w->path, w->t[w->cur].name);
+    if (w->cur >= w->n)
+        return lpk_err(err, LPK_EINVAL, "%s: all %zu tensors already written", w->path, w->n);
+    lpk_tensor *t = &w->t[w->cur];
+    if (!name || strcmp(name, t->name) != 0)
+        return lpk_err(err, LPK_EINVAL, "%s: expected tensor '%s' (declaration order), got '%s'",
+                       w->path, t->name, name ? name : "(null)");
+    if ((st = put_zeros(w, t->offset - w->pos, err))) return w_fail(w, st);
+    XXH3_64bits_reset(w->xs);
+    w->in_tensor = 1;
+    w->written = 0;
+    return LPK_OK;
+}
+
+int lpk_writer_tensor_write(lpk_writer *w, const void *data, size_t n, lpk_error *err)
+{
+    int st = usable(w, err, "lpk_writer_tensor_write");
+    if (st) return st;
+    if (!w->in_tensor) return lpk_err(err, LPK_EINVAL, "%s: no tensor begun", w->path);
+    lpk_tensor *t = &w->t[w->cur];
+    if (n > t->size - w->written)
+        return lpk_err(err, LPK_EINVAL, "%s: tensor '%s': %llu bytes written, %zu more exceed %llu",
+                       w->path, t->name, (unsigned long long)w->written, n,
+                       (unsigned long long)t->size);
+    if (!n) return LPK_OK;
+    if (!data) return lpk_err(err, LPK_EINVAL, "%s: tensor '%s': NULL data", w->path, t->name);
+    XXH3_64bits_update(w->xs, data, n);
+    w->written += n;
+    if ((st = put(w, data, n, err))) return w_fail(w, st);
+    return LPK_OK;
+}
+
+int lpk_writer_tensor_end(lpk_writer *w, lpk_error *err)
+{
+    int st = usable(w, err, "lpk_writer_tensor_end");
+    if (st) return st;
+    if (!w->in_tensor) return lpk_err(err, LPK_EINVAL, "%s: no tensor begun", w->path);
+    lpk_tensor *t = &w->t[w->cur];
+    if (w->written != t->size)
+        return lpk_err(err, LPK_EINVAL, "%s: tensor '%s': %llu of %llu bytes written", w->path,
+                       t->name, (unsigned long long)w->written, (unsigned long long)t->size);
+    t->xxh3 = XXH3_64bits_digest(w->xs);
+    t->has_xxh3 = 1;
+    w->in_tensor = 0;
+    w->cur++;
+    return LPK_OK;
+}
+
+static int pwrite_all(lpk_writer *w, const uint8_t *p, size_t n, uint64_t off, lpk_error *err)
+{
+    while (n) {
+        ssize_t k = pwrite(w->fd, p, n, (off_t)off);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            return lpk_err(err, io_status(e), "%s: write failed: %s", w->tmp, strerror(e));
+        }
+        p += k;
+        n -= (size_t)k;
+        off += (uint64_t)k;
+    }
+    return LPK_OK;
+}
+
+static int place(lpk_writer *w, lpk_error *err)
+{
+    if (w->flags & LPK_WRITE_FORCE) {
+        if (rename(w->tmp, w->path) == 0) return LPK_OK;
+    } else {
+        if (renameat2(AT_FDCWD, w->tmp, AT_FDCWD, w->path, RENAME_NOREPLACE) == 0) return LPK_OK;
+        if (errno == EINVAL || errno == ENOSYS) {
+            /* file system without RENAME_NOREPLACE: link() never replaces either */
+            if (link(w->tmp, w->path) == 0) {
+                unlink(w->tmp);
+                return LPK_OK;
+            }
+        }
+    }
+    int e = errno;
+    if (e == EEXIST)
+        return lpk_err(err, LPK_EEXIST, "%s: already exists (use --force to replace it)", w->path);
+    return lpk_err(err, LPK_EIO, "%s: cannot rename %s into place: %s", w->path, w->tmp,
+                   strerror(e));
+}
+
+static void sync_dir(const char *path)
+{
+    char *d = strdup(path);
+    if (!d) return;
+    int fd = open(dirname(d), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    free(d);
+}
+
+int lpk_writer_finish(lpk_writer *w, lpk_error *err)
+{
+    int st = usable(w, err, "lpk_writer_finish");
+    if (st) goto out;
+    if (w->in_tensor || w->cur != w->n) {
+        st = lpk_err(err, LPK_EINVAL, "%s: finish after %zu of %zu tensors", w->path, w->cur, w->n);
+        goto out;
+    }
+    if ((st = put_zeros(w, w->file_size - w->pos, err))) goto out;
+    if ((st = flush_buf(w, err))) goto out;
+    if (!(w->flags & LPK_WRITE_GGUF)) {
+        uint8_t *h = w->head;
+        uint64_t dir = lpk_rd64(h + LPK_H_DIR_OFFSET);
+        for (size_t i = 0; i < w->n; i++)
+            lpk_wr64(h + dir + (uint64_t)i * LPK_DIRENT_SIZE + LPK_D_XXH3, w->t[i].xxh3);
+        lpk_wr64(h + LPK_H_HEADER_XXH3, lpk_header_hash(h, w->head_size));
+        if ((st = pwrite_all(w, h, (size_t)w->head_size, 0, err))) goto out;
+    }
+    if (fsync(w->fd) != 0) {
+        int e = errno;
+        st = lpk_err(err, io_status(e), "%s: fsync failed: %s", w->tmp, strerror(e));
+        goto out;
+    }
+    if (close(w->fd) != 0) {
+        w->fd = -1;
+        int e = errno;
+        st = lpk_err(err, io_status(e), "%s: close failed: %s", w->tmp, strerror(e));
+        goto out;
+    }
+    w->fd = -1;
+    if (sig_fired) {
+        st = lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
+        goto out;
+    }
+    if ((st = place(w, err))) goto out;
+    tmp_unregister(w->slot);
+    w->slot = -1;
+    free(w->tmp);
+    w->tmp = NULL;
+    sync_dir(w->path);
+out:
+    if (w && w->magic == WRITER_MAGIC) {
+        if (st) w_discard(w);
+        w_free(w);
+    }
+    return st;
+}
+
+void lpk_writer_abort(lpk_writer *w)
+{
+    if (!w || w->magic != WRITER_MAGIC) return;
+    w_discard(w);
+    w_free(w);
+}

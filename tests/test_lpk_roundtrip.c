@@ -1,0 +1,242 @@
+/* .lpk writer -> reader: every metadata type and every tensor type come back
+ * exactly, in plain and zstd-compressed metadata, and the writer's rules hold. */
+#include "tutil.h"
+#include "tlpk.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <xxhash.h>
+
+static void roundtrip(uint64_t n_big, size_t chunk, int want_zstd)
+{
+    char *dir = tu_tmpdir();
+    char *path = tu_fmt("%s/m.lpk", dir);
+    lpk_meta *m = tl_meta_all_types(n_big);
+    lpk_tensor d[16];
+    size_t n = tl_decls_all_types(d);
+    lpk_error err = {0};
+    int st = tl_write(path, m, d, n, 0, chunk, &err);
+    if (st) print_error("%s\n", err.msg);
+    assert_int_equal(st, LPK_OK);
+
+    lpk_reader *r;
+    st = lpk_reader_open(path, &r, &err);
+    if (st) print_error("%s\n", err.msg);
+    assert_int_equal(st, LPK_OK);
+    assert_int_equal(lpk_reader_kind(r), LPK_KIND_LPK);
+    assert_int_equal(lpk_reader_version(r), 1);
+    assert_int_equal(lpk_reader_flags(r) & 1u, want_zstd);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(lpk_reader_file_size(r), (uint64_t)sb.st_size);
+    tl_assert_meta_equal(m, lpk_reader_meta(r));
+    assert_int_equal(lpk_reader_verify_header(r, &err), LPK_OK);
+    assert_int_equal(lpk_reader_n_tensors(r), n);
+    uint64_t prev_end = 0;
+    for (size_t i = 0; i < n; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        assert_string_equal(t->name, d[i].name);
+        assert_int_equal(t->type, d[i].type);
+        assert_int_equal(t->n_dims, d[i].n_dims);
+        for (int k = 0; k < LPK_MAX_DIMS; k++)
+            assert_int_equal(t->dims[k], k < d[i].n_dims ? d[i].dims[k] : 0);
+        uint64_t size;
+        assert_int_equal(lpk_type_nbytes(t->type, lpk_tensor_nelems(t), &size), 0);
+        assert_int_equal(t->size, size);
+        assert_int_equal(t->offset % 64, 0);
+        assert_true(t->offset >= prev_end);
+        prev_end = t->offset + t->size;
+        assert_non_null(t->data);
+        const uint8_t *b = t->data;
+        for (uint64_t j = 0; j < size; j++)
+            if (b[j] != tl_byte(i, j)) fail_msg("tensor %zu byte %llu differs", i, (unsigned long long)j);
+        assert_true(t->has_xxh3);
+        assert_int_equal(t->xxh3, XXH3_64bits(b, size));
+        assert_int_equal(lpk_reader_verify_tensor(r, i, &err), LPK_OK);
+        assert_ptr_equal(lpk_reader_find(r, d[i].name), t);
+        lpk_reader_release_tensor(r, i);
+        assert_int_equal(((const uint8_t *)t->data)[0], tl_byte(i, 0)); /* re-readable */
+    }
+    assert_int_equal(prev_end, (uint64_t)sb.st_size);
+    assert_null(lpk_reader_find(r, "nope"));
+    assert_null(lpk_reader_tensor(r, n));
+    lpk_reader_close(r);
+    /* no temp file left behind */
+    char *ls = tu_fmt("test $(ls -A %s | wc -l) -eq 1", dir);
+    assert_int_equal(system(ls), 0);
+    free(ls);
+    lpk_meta_free(m);
+    free(path);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+static void test_roundtrip_plain(void **state)
+{
+    (void)state;
+    roundtrip(0, 7, 0);
+}
+
+static void test_roundtrip_zstd(void **state)
+{
+    (void)state;
+    /* a merges-sized array: the section exceeds the compression threshold */
+    roundtrip(20000, 1u << 20, 1);
+}
+
+static void test_roundtrip_mem(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *path = tu_fmt("%s/m.lpk", dir);
+    lpk_meta *m = tl_meta_all_types(0);
+    lpk_tensor d[16];
+    size_t n = tl_decls_all_types(d);
+    lpk_error err = {0};
+    assert_int_equal(tl_write(path, m, d, n, 0, 100, &err), LPK_OK);
+    size_t len;
+    char *buf = tu_read_file(path, &len);
+    lpk_reader *r;
+    assert_int_equal(lpk_reader_open_buffer(buf, len, "mem", &r, &err), LPK_OK);
+    tl_assert_meta_equal(m, lpk_reader_meta(r));
+    assert_int_equal(lpk_reader_verify_header(r, &err), LPK_OK);
+    for (size_t i = 0; i < n; i++) assert_int_equal(lpk_reader_verify_tensor(r, i, &err), 0);
+    lpk_reader_close(r);
+    free(buf);
+    lpk_meta_free(m);
+    free(path);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+static void test_empty_container(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *path = tu_fmt("%s/e.lpk", dir);
+    lpk_error err = {0};
+    lpk_writer *w;
+    assert_int_equal(lpk_writer_open(path, NULL, NULL, 0, 0, &w, &err), LPK_OK);
+    assert_int_equal(lpk_writer_finish(w, &err), LPK_OK);
+    lpk_reader *r;
+    assert_int_equal(lpk_reader_open(path, &r, &err), LPK_OK);
+    assert_int_equal(lpk_reader_n_tensors(r), 0);
+    assert_int_equal(lpk_meta_count(lpk_reader_meta(r)), 0);
+    assert_int_equal(lpk_reader_file_size(r), 128);
+    lpk_reader_close(r);
+    free(path);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* Call-order and declaration errors are caller errors, and leave no file. */
+static void test_writer_misuse(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *path = tu_fmt("%s/x.lpk", dir);
+    lpk_tensor d[16];
+    size_t n = tl_decls_all_types(d);
+    lpk_error err = {0};
+    lpk_writer *w;
+    /* bad declarations */
+    lpk_tensor bad = d[3];
+    bad.dims[1] = 33; /* q8_0 rows must be whole blocks */
+    assert_int_equal(lpk_writer_open(path, NULL, &bad, 1, 0, &w, &err), LPK_EINVAL);
+    assert_non_null(strstr(err.msg, "block size"));
+    lpk_error_clear(&err);
+    lpk_tensor two[2] = {d[0], d[0]};
+    assert_int_equal(lpk_writer_open(path, NULL, two, 2, 0, &w, &err), LPK_EINVAL);
+    assert_non_null(strstr(err.msg, "declared twice"));
+    lpk_error_clear(&err);
+    bad = d[0];
+    bad.type = LPK_TYPE_Q8_K;
+    assert_int_equal(lpk_writer_open(path, NULL, &bad, 1, 0, &w, &err), LPK_EINVAL);
+    lpk_error_clear(&err);
+    bad = d[0];
+    bad.n_dims = 5;
+    assert_int_equal(lpk_writer_open(path, NULL, &bad, 1, 0, &w, &err), LPK_EINVAL);
+    lpk_error_clear(&err);
+    /* wrong order, too many bytes, short tensor, early finish */
+    assert_int_equal(lpk_writer_open(path, NULL, d, n, 0, &w, &err), LPK_OK);
+    assert_int_equal(lpk_writer_tensor_begin(w, d[1].name, &err), LPK_EINVAL);
+    assert_non_null(strstr(err.msg, "declaration order"));
+    lpk_error_clear(&err);
+    assert_int_equal(lpk_writer_tensor_write(w, "x", 1, &err), LPK_EINVAL);
+    lpk_error_clear(&err);
+    assert_int_equal(lpk_writer_tensor_begin(w, d[0].name, &err), LPK_OK);
+    static uint8_t zero[4096];
+    assert_int_equal(lpk_writer_tensor_write(w, zero, 4096, &err), LPK_EINVAL);
+    lpk_error_clear(&err);
+    assert_int_equal(lpk_writer_tensor_write(w, zero, 100, &err), LPK_OK);
+    assert_int_equal(lpk_writer_tensor_end(w, &err), LPK_EINVAL);
+    assert_non_null(strstr(err.msg, "100 of 1280"));
+    lpk_error_clear(&err);
+    assert_int_equal(lpk_writer_finish(w, &err), LPK_EINVAL);
+    assert_false(tu_exists(path));
+    char *ls = tu_fmt("test -z \"$(ls -A %s)\"", dir);
+    assert_int_equal(system(ls), 0);
+    free(ls);
+    lpk_writer_abort(NULL);
+    free(path);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+static void test_exists_and_force(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *path = tu_fmt("%s/t.lpk", dir);
+    assert_int_equal(tu_write_file(path, "precious", 8), 0);
+    lpk_meta *m = tl_meta_all_types(0);
+    lpk_tensor d[16];
+    size_t n = tl_decls_all_types(d);
+    lpk_error err = {0};
+    assert_int_equal(tl_write(path, m, d, n, 0, 4096, &err), LPK_EEXIST);
+    assert_non_null(strstr(err.msg, "already exists"));
+    size_t len;
+    char *s = tu_read_file(path, &len);
+    assert_int_equal(len, 8);
+    assert_memory_equal(s, "precious", 8);
+    free(s);
+    /* target appears while writing: finish must not replace it either */
+    lpk_writer *w;
+    char *p2 = tu_fmt("%s/late.lpk", dir);
+    lpk_error_clear(&err);
+    assert_int_equal(lpk_writer_open(p2, NULL, NULL, 0, 0, &w, &err), LPK_OK);
+    assert_int_equal(tu_write_file(p2, "late", 4), 0);
+    assert_int_equal(lpk_writer_finish(w, &err), LPK_EEXIST);
+    s = tu_read_file(p2, &len);
+    assert_int_equal(len, 4);
+    free(s);
+    /* with force it is replaced */
+    lpk_error_clear(&err);
+    assert_int_equal(tl_write(path, m, d, n, LPK_WRITE_FORCE, 4096, &err), LPK_OK);
+    lpk_reader *r;
+    assert_int_equal(lpk_reader_open(path, &r, &err), LPK_OK);
+    lpk_reader_close(r);
+    char *ls = tu_fmt("test $(ls -A %s | wc -l) -eq 2", dir);
+    assert_int_equal(system(ls), 0);
+    free(ls);
+    lpk_meta_free(m);
+    free(p2);
+    free(path);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip_plain),
+        cmocka_unit_test(test_roundtrip_zstd),
+        cmocka_unit_test(test_roundtrip_mem),
+        cmocka_unit_test(test_empty_container),
+        cmocka_unit_test(test_writer_misuse),
+        cmocka_unit_test(test_exists_and_force),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
