@@ -1,9 +1,11 @@
 /* verify/ internal: the batched matrix multiply the forward pass runs on.
- * Not a public header; only verify/ includes it. */
+ * Not a public header; only verify/ (and its tests and benchmarks) include it. */
 #ifndef VF_GEMM_H
 #define VF_GEMM_H
 
 #include <stdint.h>
+
+#include "../quant/quant.h"
 
 /* y[t * n_out + o] = sum_i W[o][i] * x[t * n_in + i]   for t < n_tok, o < n_out.
  *
@@ -20,5 +22,60 @@
  * Returns 0, or LPK_EINVAL / LPK_EUNSUPPORTED / LPK_ENOMEM. */
 int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
               const float *x, int64_t n_tok, float *y);
+
+/* ------------------------------------------------------------------------
+ * The arithmetic, exactly (every path computes this, bit for bit):
+ *
+ * fp32 weights: y = fma(w[n-1], x[n-1], ... fma(w[1], x[1], fma(w[0], x[0], 0)))
+ *   (one fused multiply-add chain per output element, in input order).
+ *
+ * Quantized weights: per output element, acc = 0, then for each block b in
+ * order: acc = acc + term_b, with (all float, each operation rounded, no FMA)
+ *   q8_0, q4_0, q5_0:  term = (dw * dx) * (float)isum
+ *   q4_1, q5_1:        term = (dw * dx) * (float)isum + mw * sx
+ *   q4_k:              term = (dw * dx) * (float)sumi - (dmin * dx) * (float)summ
+ *   q6_k:              term = (dw * dx) * (float)sumi
+ * where isum = sum_j qw_j * qx_j over the block's 32 elements with qw the
+ * signed integer weight (q8_0: q; q4_0: q - 8; q5_0: q - 16; q4_1/q5_1: q),
+ * sx = dx * (float)sum_j qx_j, sumi = sum over sub-blocks of sc * (sum qw * qx)
+ * (q4_k: qw = q in 0..15, sub-blocks of 32; q6_k: qw = q - 32, sub-blocks of
+ * 16) and summ = sum over q4_k's 8 sub-blocks of m * (sum qx). All integer
+ * parts are exact int32 sums.
+ * Activations: per block (32 or 256 elements) d = amax / 127, q = round-to-
+ * nearest-even(x * (1 / d)), q = 0 when amax == 0.
+ * ------------------------------------------------------------------------ */
+
+/* One token's activation block for the 32-element weight types. */
+typedef struct vf_xblk32 {
+    int8_t qs[32];
+    float d;     /* scale: x ~ d * qs */
+    float s;     /* d * (float)sum */
+    int32_t sum; /* sum of qs */
+} vf_xblk32;
+
+/* Quantizes n (multiple of 32) floats into n / 32 blocks. */
+void vf_quantize_x32(const float *x, int64_t n, vf_xblk32 *out);
+/* Quantizes n (multiple of 256) floats into n / 256 q8_K blocks. */
+void vf_quantize_xk(const float *x, int64_t n, block_q8_K *out);
+
+/* Integer parts of one weight block (of wtype) against one activation block
+ * (vf_xblk32 for the 32-element types, block_q8_K for q4_k/q6_k), computed by
+ * the scalar reference: out[0] = isum or sumi, out[1] = summ (q4_k) or 0.
+ * LPK_EUNSUPPORTED for types without integer blocks. */
+int vf_block_ints(int wtype, const void *wblk, const void *xblk, int32_t out[2]);
+
+/* Kernel paths. vf_matmul picks the best the CPU has (lpk_cpu_features()). */
+enum vf_gemm_path {
+    VF_PATH_SCALAR = 0,
+    VF_PATH_AVX2 = 1,   /* AVX2 + FMA + F16C */
+    VF_PATH_AVX512 = 2  /* AVX-512 F/BW/VL (+ VNNI where present) */
+};
+/* Caps the path used by later vf_matmul calls at `path` (tests compare paths;
+ * -1 removes the cap). Not to be called while vf_matmul runs. */
+void vf_gemm_force_path(int path);
+/* The path vf_matmul uses now for wtype, and its name ("scalar", "avx2",
+ * "avx512", "avx512-vnni"). */
+int vf_gemm_path(int wtype);
+const char *vf_gemm_path_name(int wtype);
 
 #endif

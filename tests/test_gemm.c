@@ -1,0 +1,472 @@
+/* verify/'s batched matmul (vf_matmul) against an independent computation
+ * written from the block format definitions, across every kernel path and
+ * thread count. */
+#include "tutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../verify/vf_gemm.h"
+
+static const int all_types[] = {LPK_TYPE_F32, LPK_TYPE_F16, LPK_TYPE_BF16, LPK_TYPE_Q8_0,
+                                LPK_TYPE_Q4_0, LPK_TYPE_Q4_1, LPK_TYPE_Q5_0, LPK_TYPE_Q5_1,
+                                LPK_TYPE_Q4_K, LPK_TYPE_Q6_K};
+#define N_TYPES (sizeof all_types / sizeof all_types[0])
+
+static int is_k(int t) { return t == LPK_TYPE_Q4_K || t == LPK_TYPE_Q6_K; }
+static int is_fp(int t) { return t == LPK_TYPE_F32 || t == LPK_TYPE_F16 || t == LPK_TYPE_BF16; }
+
+static size_t row_bytes(int t, int64_t n_in)
+{
+    uint64_t n = 0;
+    assert_int_equal(lpk_type_nbytes(t, (uint64_t)n_in, &n), LPK_OK);
+    return (size_t)n;
+}
+
+static void put_half(uint8_t *p, float v)
+{
+    uint16_t h = lpk_f32_to_f16(v);
+    p[0] = (uint8_t)h;
+    p[1] = (uint8_t)(h >> 8);
+}
+
+static float get_half(const uint8_t *p) { return lpk_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
+
+/* Random but valid weights: random quant bytes, scales of a realistic size.
+ * Weight magnitudes vary per row so rows differ in scale. */
+static uint8_t *make_weights(int t, int64_t n_out, int64_t n_in, uint64_t seed)
+{
+    size_t rb = row_bytes(t, n_in);
+    uint8_t *w = malloc(rb * (size_t)n_out);
+    uint64_t s = seed;
+    for (size_t i = 0; i < rb * (size_t)n_out; i++) w[i] = (uint8_t)tu_rand(&s);
+    const lpk_type_info *ti = lpk_type_get(t);
+    for (int64_t o = 0; o < n_out; o++) {
+        uint8_t *row = w + (size_t)o * rb;
+        float rs = 0.02f * (1.0f + (float)(o % 7));
+        int64_t nb = n_in / ti->block_size;
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *blk = row + b * ti->type_size;
+            switch (t) {
+            case LPK_TYPE_F32: { float v = tu_randn(&s) * rs; memcpy(blk, &v, 4); break; }
+            case LPK_TYPE_F16: put_half(blk, tu_randn(&s) * rs); break;
+            case LPK_TYPE_BF16: {
+                uint16_t h = lpk_f32_to_bf16(tu_randn(&s) * rs);
+                blk[0] = (uint8_t)h; blk[1] = (uint8_t)(h >> 8); break;
+            }
+            case LPK_TYPE_Q8_0: case LPK_TYPE_Q4_0: case LPK_TYPE_Q5_0:
+                put_half(blk, rs * (0.5f + (float)(tu_rand(&s) % 100) / 100.0f) / 8);
+                break;
+            case LPK_TYPE_Q4_1: case LPK_TYPE_Q5_1:
+                put_half(blk, rs * (0.5f + (float)(tu_rand(&s) % 100) / 100.0f) / 8);
+                put_half(blk + 2, -rs * (float)(tu_rand(&s) % 100) / 100.0f);
+                break;
+            case LPK_TYPE_Q4_K: {
+                /* sub-block mins near the middle of the range, as the
+                 * quantizer makes them: m * dmin ~ 7.5 * sc * d */
+                put_half(blk, rs / 256);
+                put_half(blk + 2, rs / 256 * 8);
+                uint8_t *sb = blk + 4;
+                for (int j = 0; j < 8; j++) {
+                    int sc = 32 + (int)(tu_rand(&s) % 32);
+                    int mi = sc - 4 + (int)(tu_rand(&s) % 8);
+                    mi = mi > 63 ? 63 : mi;
+                    if (j < 4) {
+                        sb[j] = (uint8_t)((sb[j] & 0xc0) | sc);
+                        sb[j + 4] = (uint8_t)((sb[j + 4] & 0xc0) | mi);
+                    } else {
+                        sb[j + 4] = (uint8_t)((sc & 15) | (mi & 15) << 4);
+                        sb[j - 4] = (uint8_t)((sb[j - 4] & 63) | (sc >> 4) << 6);
+                        sb[j] = (uint8_t)((sb[j] & 63) | (mi >> 4) << 6);
+                    }
+                }
+                break;
+            }
+            case LPK_TYPE_Q6_K:
+                put_half(blk + 208, rs / 256);
+                break;
+            default: break;
+            }
+        }
+    }
+    return w;
+}
+
+/* ---- independent reference: weights as (integer, scale) per element ----
+ * For element e of a row: x = qw[e] * dsc[e] + mn[e] (quantized types), written
+ * element by element from the format definitions. */
+static void ref_row(int t, const uint8_t *row, int64_t n_in, int32_t *qw, double *dsc, double *mn,
+                    double *wf)
+{
+    for (int64_t e = 0; e < n_in; e++) {
+        int32_t q = 0;
+        double d = 0, m = 0, f = 0;
+        switch (t) {
+        case LPK_TYPE_F32: { float v; memcpy(&v, row + 4 * e, 4); f = v; break; }
+        case LPK_TYPE_F16: f = get_half(row + 2 * e); break;
+        case LPK_TYPE_BF16: f = lpk_bf16_to_f32((uint16_t)(row[2 * e] | row[2 * e + 1] << 8)); break;
+        case LPK_TYPE_Q8_0: {
+            const uint8_t *b = row + (e / 32) * 34;
+            q = (int8_t)b[2 + e % 32];
+            d = get_half(b);
+            break;
+        }
+        case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1: {
+            int has_m = t == LPK_TYPE_Q4_1;
+            const uint8_t *b = row + (e / 32) * (has_m ? 20 : 18);
+            int j = (int)(e % 32);
+            uint8_t byte = b[(has_m ? 4 : 2) + j % 16];
+            q = j < 16 ? (byte & 15) : (byte >> 4);
+            d = get_half(b);
+            if (has_m) m = get_half(b + 2); else q -= 8;
+            break;
+        }
+        case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1: {
+            int has_m = t == LPK_TYPE_Q5_1;
+            const uint8_t *b = row + (e / 32) * (has_m ? 24 : 22);
+            int j = (int)(e % 32);
+            const uint8_t *qh = b + (has_m ? 4 : 2);
+            uint8_t byte = qh[4 + j % 16];
+            int hi = (qh[j / 8] >> (j % 8)) & 1;
+            q = (j < 16 ? (byte & 15) : (byte >> 4)) + 16 * hi;
+            d = get_half(b);
+            if (has_m) m = get_half(b + 2); else q -= 16;
+            break;
+        }
+        case LPK_TYPE_Q4_K: {
+            const uint8_t *b = row + (e / 256) * 144;
+            int r = (int)(e % 256), c = r / 64, j = r / 32;
+            uint8_t byte = b[16 + c * 32 + r % 32];
+            q = (r % 64) < 32 ? (byte & 15) : (byte >> 4);
+            const uint8_t *s = b + 4;
+            int sc, mi;
+            if (j < 4) { sc = s[j] & 63; mi = s[j + 4] & 63; }
+            else {
+                sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+                mi = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+            }
+            d = (double)get_half(b) * sc;
+            m = -(double)get_half(b + 2) * mi;
+            break;
+        }
+        case LPK_TYPE_Q6_K: {
+            const uint8_t *b = row + (e / 256) * 210;
+            int r = (int)(e % 256), h = r / 128, rr = r % 128, k = rr / 32, l = rr % 32;
+            uint8_t lb = b[h * 64 + (k & 1) * 32 + l];
+            int lo = k < 2 ? (lb & 15) : (lb >> 4);
+            int hi = (b[128 + h * 32 + l] >> (2 * k)) & 3;
+            q = (lo | hi << 4) - 32;
+            d = (double)get_half(b + 208) * (int8_t)b[192 + h * 8 + rr / 16];
+            break;
+        }
+        default: break;
+        }
+        qw[e] = q;
+        dsc[e] = d;
+        mn[e] = m;
+        wf[e] = is_fp(t) ? f : q * d + m;
+    }
+}
+
+/* Activations quantized the documented way: blocks of bs, d = amax/127,
+ * q = nearest-even(x / d). */
+static void ref_quant_x(const float *x, int64_t n, int bs, int32_t *q, double *d)
+{
+    for (int64_t b = 0; b < n / bs; b++) {
+        float amax = 0;
+        for (int j = 0; j < bs; j++) amax = fmaxf(amax, fabsf(x[b * bs + j]));
+        float df = amax / 127.0f, id = df != 0.0f ? 1.0f / df : 0.0f;
+        for (int j = 0; j < bs; j++) q[b * bs + j] = (int32_t)nearbyintf(x[b * bs + j] * id);
+        d[b] = df;
+    }
+}
+
+static float *make_x(int64_t n_tok, int64_t n_in, uint64_t seed)
+{
+    float *x = malloc(sizeof(float) * (size_t)(n_tok * n_in));
+    uint64_t s = seed;
+    for (int64_t i = 0; i < n_tok * n_in; i++) {
+        x[i] = tu_randn(&s);
+        if (i % 97 == 0) x[i] *= 8.0f; /* outliers, as real activations have */
+    }
+    return x;
+}
+
+/* Reference y (double) and the bound on its float rounding: int8 path from
+ * the integer weights and activations, fp path from exact products. */
+static void ref_matmul(int t, const uint8_t *w, int64_t n_out, int64_t n_in, const float *x,
+                       int64_t n_tok, double *yq, double *bound, double *yfp)
+{
+    size_t rb = row_bytes(t, n_in);
+    int32_t *qw = malloc(sizeof(int32_t) * (size_t)n_in);
+    double *dsc = malloc(sizeof(double) * (size_t)n_in), *mn = malloc(sizeof(double) * (size_t)n_in);
+    double *wf = malloc(sizeof(double) * (size_t)n_in);
+    int32_t *qx = malloc(sizeof(int32_t) * (size_t)n_in);
+    double *dx = malloc(sizeof(double) * (size_t)n_in);
+    int bs = is_k(t) ? 256 : 32;
+    for (int64_t o = 0; o < n_out; o++) {
+        ref_row(t, w + (size_t)o * rb, n_in, qw, dsc, mn, wf);
+        for (int64_t tk = 0; tk < n_tok; tk++) {
+            const float *xr = x + tk * n_in;
+            double sfp = 0, afp = 0;
+            for (int64_t e = 0; e < n_in; e++) {
+                sfp += wf[e] * xr[e];
+                afp += fabs(wf[e] * xr[e]);
+            }
+            yfp[tk * n_out + o] = sfp;
+            if (is_fp(t)) {
+                yq[tk * n_out + o] = sfp;
+                bound[tk * n_out + o] = afp;
+                continue;
+            }
+            ref_quant_x(xr, n_in, bs, qx, dx);
+            double sq = 0, aq = 0;
+            for (int64_t e = 0; e < n_in; e++) {
+                double a = qw[e] * dsc[e] * (double)qx[e] * dx[e / bs];
+                double b = mn[e] * (double)qx[e] * dx[e / bs];
+                sq += a + b;
+                aq += fabs(a) + fabs(b);
+            }
+            yq[tk * n_out + o] = sq;
+            bound[tk * n_out + o] = aq;
+        }
+    }
+    free(qw); free(dsc); free(mn); free(wf); free(qx); free(dx);
+}
+
+static int n_paths(void)
+{
+    vf_gemm_force_path(-1);
+    int best = vf_gemm_path(LPK_TYPE_Q4_0);
+    return best + 1;
+}
+
+/* ---- tests ---- */
+
+/* The library's activation quantizer matches the documented rule exactly. */
+static void test_quantize_x(void **state)
+{
+    (void)state;
+    int64_t n = 512;
+    float *x = make_x(1, n, 11);
+    x[5] = 0; x[40] = 0.5f * (x[33] / 127.0f);  /* assorted values */
+    vf_xblk32 xb[16];
+    block_q8_K xk[2];
+    vf_quantize_x32(x, n, xb);
+    vf_quantize_xk(x, n, xk);
+    int32_t q[512];
+    double d[16];
+    ref_quant_x(x, n, 32, q, d);
+    for (int b = 0; b < 16; b++) {
+        assert_true(xb[b].d == (float)d[b]);
+        int32_t sum = 0;
+        for (int j = 0; j < 32; j++) { assert_int_equal(xb[b].qs[j], q[b * 32 + j]); sum += q[b * 32 + j]; }
+        assert_int_equal(xb[b].sum, sum);
+        assert_true(xb[b].s == xb[b].d * (float)sum);
+    }
+    ref_quant_x(x, n, 256, q, d);
+    for (int b = 0; b < 2; b++) {
+        assert_true(xk[b].d == (float)d[b]);
+        for (int j = 0; j < 256; j++) assert_int_equal(xk[b].qs[j], q[b * 256 + j]);
+        for (int g = 0; g < 16; g++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++) s += q[b * 256 + g * 16 + j];
+            assert_int_equal(xk[b].bsums[g], s);
+        }
+    }
+    /* an all-zero block quantizes to zeros with d = 0 */
+    float z[32] = {0};
+    vf_quantize_x32(z, 32, xb);
+    assert_true(xb[0].d == 0.0f);
+    for (int j = 0; j < 32; j++) assert_int_equal(xb[0].qs[j], 0);
+    free(x);
+}
+
+/* Integer parts of every block type equal the sums computed from the format
+ * definitions. */
+static void test_block_ints(void **state)
+{
+    (void)state;
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        int t = all_types[ti];
+        if (is_fp(t)) continue;
+        int64_t n_in = 1024;
+        int bs = is_k(t) ? 256 : 32;
+        uint8_t *w = make_weights(t, 4, n_in, 100 + ti);
+        float *x = make_x(1, n_in, 200 + ti);
+        vf_xblk32 xb[32];
+        block_q8_K xk[4];
+        vf_quantize_x32(x, n_in, xb);
+        vf_quantize_xk(x, n_in, xk);
+        int32_t qw[1024], qx[1024];
+        double dsc[1024], mn[1024], wf[1024], dx[32];
+        ref_quant_x(x, n_in, bs, qx, dx);
+        const lpk_type_info *inf = lpk_type_get(t);
+        for (int o = 0; o < 4; o++) {
+            const uint8_t *row = w + (size_t)o * row_bytes(t, n_in);
+            ref_row(t, row, n_in, qw, dsc, mn, wf);
+            for (int b = 0; b < n_in / bs; b++) {
+                int32_t got[2];
+                const void *xblk = is_k(t) ? (const void *)&xk[b] : (const void *)&xb[b];
+                assert_int_equal(vf_block_ints(t, row + b * inf->type_size, xblk, got), LPK_OK);
+                int32_t want0 = 0, want1 = 0;
+                if (t == LPK_TYPE_Q4_K) {
+                    /* sumi = sum sc * q * qx; summ = sum m * qx (sc, m integers) */
+                    const uint8_t *s = row + b * 144 + 4;
+                    for (int j = 0; j < 8; j++) {
+                        int sc, mi;
+                        if (j < 4) { sc = s[j] & 63; mi = s[j + 4] & 63; }
+                        else {
+                            sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+                            mi = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+                        }
+                        for (int l = 0; l < 32; l++) {
+                            int e = b * 256 + j * 32 + l;
+                            want0 += sc * qw[e] * qx[e];
+                            want1 += mi * qx[e];
+                        }
+                    }
+                } else if (t == LPK_TYPE_Q6_K) {
+                    for (int e = b * 256; e < b * 256 + 256; e++) {
+                        int sc = (int8_t)row[b * 210 + 192 + (e % 256) / 16];
+                        want0 += sc * qw[e] * qx[e];
+                    }
+                } else {
+                    for (int e = b * 32; e < b * 32 + 32; e++) want0 += qw[e] * qx[e];
+                }
+                assert_int_equal(got[0], want0);
+                assert_int_equal(got[1], want1);
+            }
+        }
+        free(w);
+        free(x);
+    }
+}
+
+/* vf_matmul against the double-precision reference, for every type and path,
+ * on odd shapes. */
+static void check_against_ref(int64_t n_out, int64_t n_in, int64_t n_tok)
+{
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        int t = all_types[ti];
+        if (n_in % lpk_type_get(t)->block_size) continue;
+        uint8_t *w = make_weights(t, n_out, n_in, 1000 + ti);
+        float *x = make_x(n_tok, n_in, 2000 + ti);
+        size_t ny = (size_t)(n_out * n_tok);
+        double *yq = malloc(ny * sizeof(double)), *bd = malloc(ny * sizeof(double));
+        double *yfp = malloc(ny * sizeof(double));
+        ref_matmul(t, w, n_out, n_in, x, n_tok, yq, bd, yfp);
+        float *y = malloc(ny * sizeof(float)), *y0 = malloc(ny * sizeof(float));
+        for (int p = 0; p < n_paths(); p++) {
+            vf_gemm_force_path(p);
+            if (vf_gemm_path(t) != p) continue;
+            memset(y, 0xff, ny * sizeof(float));
+            assert_int_equal(vf_matmul(w, t, n_out, n_in, x, n_tok, y), LPK_OK);
+            double num = 0, den = 0;
+            for (size_t i = 0; i < ny; i++) {
+                /* worst-case float rounding: a few roundings per block term,
+                 * one per step of the running sum */
+                double nb = (double)(n_in / lpk_type_get(t)->block_size);
+                double tol = 1.2e-7 * (nb + 4) * bd[i] + 1e-30;
+                if (!(fabs(y[i] - yq[i]) <= tol))
+                    fail_msg("%s path %d [%zu]: got %.9g want %.9g (tol %.3g)",
+                             lpk_type_get(t)->name, p, i, y[i], yq[i], tol);
+                num += (y[i] - yfp[i]) * (y[i] - yfp[i]);
+                den += yfp[i] * yfp[i];
+            }
+            /* int8 activations cost ~1% relative error against fp32 with one
+             * scale per 32 elements, a few % with one per 256 (the test's
+             * activations have 8-sigma outliers that set the scale) */
+            double rel = sqrt(num / den);
+            if (getenv("GEMM_DEBUG")) print_message("%s rel %.4g\n", lpk_type_get(t)->name, rel);
+            if (!(rel < (is_fp(t) ? 1e-6 : is_k(t) ? 0.1 : 0.03)))
+                fail_msg("%s: relative error vs fp32 %.4g", lpk_type_get(t)->name, rel);
+            /* every path gives the same bits as the scalar reference */
+            if (p == 0) memcpy(y0, y, ny * sizeof(float));
+            else if (memcmp(y0, y, ny * sizeof(float)) != 0) {
+                size_t i = 0;
+                while (memcmp(&y0[i], &y[i], 4) == 0) i++;
+                fail_msg("%s: path %s differs from scalar at %zu: %.9g vs %.9g",
+                         lpk_type_get(t)->name, vf_gemm_path_name(t), i, y[i], y0[i]);
+            }
+        }
+        vf_gemm_force_path(-1);
+        free(w); free(x); free(yq); free(bd); free(yfp); free(y); free(y0);
+    }
+}
+
+static void test_shapes_small(void **state)
+{
+    (void)state;
+    check_against_ref(5, 256, 1);
+    check_against_ref(17, 512, 3);
+    check_against_ref(33, 96, 4);   /* 32-blocks only */
+}
+
+static void test_shapes_odd(void **state)
+{
+    (void)state;
+    check_against_ref(37, 256, 13);
+    check_against_ref(3, 768, 513);
+}
+
+/* Thread count does not change a bit. */
+static void test_threads(void **state)
+{
+    (void)state;
+#ifdef _OPENMP
+    int64_t n_out = 75, n_in = 512, n_tok = 21;
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        int t = all_types[ti];
+        uint8_t *w = make_weights(t, n_out, n_in, 3000 + ti);
+        float *x = make_x(n_tok, n_in, 4000 + ti);
+        size_t ny = (size_t)(n_out * n_tok);
+        float *y1 = malloc(ny * 4), *y2 = malloc(ny * 4);
+        int saved = omp_get_max_threads();
+        omp_set_num_threads(1);
+        assert_int_equal(vf_matmul(w, t, n_out, n_in, x, n_tok, y1), LPK_OK);
+        omp_set_num_threads(2);
+        assert_int_equal(vf_matmul(w, t, n_out, n_in, x, n_tok, y2), LPK_OK);
+        omp_set_num_threads(saved);
+        assert_memory_equal(y1, y2, ny * 4);
+        free(w); free(x); free(y1); free(y2);
+    }
+#else
+    skip();
+#endif
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    float x[64] = {0}, y[4];
+    uint8_t w[256] = {0};
+    assert_int_equal(vf_matmul(w, LPK_TYPE_Q4_0, 1, 48, x, 1, y), LPK_EINVAL);
+    assert_int_equal(vf_matmul(w, LPK_TYPE_Q4_K, 1, 64, x, 1, y), LPK_EINVAL);
+    assert_int_equal(vf_matmul(w, LPK_TYPE_Q8_K, 1, 256, x, 1, y), LPK_EUNSUPPORTED);
+    assert_int_equal(vf_matmul(w, 5, 1, 32, x, 1, y), LPK_EUNSUPPORTED);
+    assert_int_equal(vf_matmul(NULL, LPK_TYPE_F32, 1, 32, x, 1, y), LPK_EINVAL);
+    assert_int_equal(vf_matmul(w, LPK_TYPE_F32, 1, 0, x, 1, y), LPK_EINVAL);
+    assert_int_equal(vf_matmul(w, LPK_TYPE_F32, 0, 32, x, 1, y), LPK_OK);
+    assert_int_equal(vf_matmul(w, LPK_TYPE_F32, 1, 32, x, 0, y), LPK_OK);
+    int32_t out[2];
+    assert_int_equal(vf_block_ints(LPK_TYPE_F16, w, x, out), LPK_EUNSUPPORTED);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_quantize_x),
+        cmocka_unit_test(test_block_ints),
+        cmocka_unit_test(test_shapes_small),
+        cmocka_unit_test(test_shapes_odd),
+        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

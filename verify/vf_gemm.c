@@ -1,0 +1,420 @@
+/* The batched matrix multiply of verify/'s forward pass: dispatch, activation
+ * quantization and the scalar reference kernels. The arithmetic every path
+ * follows is spelled out in vf_gemm.h; SIMD kernels live in vf_gemm_x86.c and
+ * produce the same bits. */
+#include "vf_gemm.h"
+#include "vf_gemm_kern.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ---------------------------------------------------------------- activations */
+void vf_quantize_x32(const float *x, int64_t n, vf_xblk32 *out)
+{
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float *v = x + b * 32;
+        float amax = 0.0f;
+        for (int j = 0; j < 32; j++) {
+            float a = fabsf(v[j]);
+            if (a > amax) amax = a;
+        }
+        float d = amax / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        int32_t sum = 0;
+        for (int j = 0; j < 32; j++) {
+            long q = lrintf(v[j] * id);
+            q = q > 127 ? 127 : (q < -127 ? -127 : q);
+            out[b].qs[j] = (int8_t)q;
+            sum += (int32_t)q;
+        }
+        out[b].d = d;
+        out[b].sum = sum;
+        out[b].s = d * (float)sum;
+    }
+}
+
+void vf_quantize_xk(const float *x, int64_t n, block_q8_K *out)
+{
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float *v = x + b * QK_K;
+        float amax = 0.0f;
+        for (int j = 0; j < QK_K; j++) {
+            float a = fabsf(v[j]);
+            if (a > amax) amax = a;
+        }
+        float d = amax / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int j = 0; j < QK_K; j++) {
+            long q = lrintf(v[j] * id);
+            q = q > 127 ? 127 : (q < -127 ? -127 : q);
+            out[b].qs[j] = (int8_t)q;
+        }
+        for (int g = 0; g < QK_K / 16; g++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++) s += out[b].qs[g * 16 + j];
+            out[b].bsums[g] = (int16_t)s;
+        }
+        out[b].d = d;
+    }
+}
+
+/* ---------------------------------------------------------------- weight unpacking */
+static float rd_half(const uint8_t *p) { return lpk_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
+
+void vf_unpack_blk32(int wtype, const uint8_t *src, vf_wblk32 *o)
+{
+    switch (wtype) {
+    case LPK_TYPE_Q8_0:
+        o->d = rd_half(src);
+        o->m = 0.0f;
+        memcpy(o->q, src + 2, 32);
+        break;
+    case LPK_TYPE_Q4_0:
+    case LPK_TYPE_Q4_1: {
+        int m1 = wtype == LPK_TYPE_Q4_1;
+        const uint8_t *qs = src + (m1 ? 4 : 2);
+        o->d = rd_half(src);
+        o->m = m1 ? rd_half(src + 2) : 0.0f;
+        int off = m1 ? 0 : 8;
+        for (int j = 0; j < 16; j++) {
+            o->q[j] = (int8_t)((qs[j] & 15) - off);
+            o->q[j + 16] = (int8_t)((qs[j] >> 4) - off);
+        }
+        break;
+    }
+    case LPK_TYPE_Q5_0:
+    case LPK_TYPE_Q5_1: {
+        int m1 = wtype == LPK_TYPE_Q5_1;
+        const uint8_t *qhp = src + (m1 ? 4 : 2);
+        const uint8_t *qs = qhp + 4;
+        uint32_t qh = (uint32_t)qhp[0] | (uint32_t)qhp[1] << 8 | (uint32_t)qhp[2] << 16 |
+                      (uint32_t)qhp[3] << 24;
+        o->d = rd_half(src);
+        o->m = m1 ? rd_half(src + 2) : 0.0f;
+        int off = m1 ? 0 : 16;
+        for (int j = 0; j < 16; j++) {
+            int lo = (qs[j] & 15) | (int)((qh >> j) & 1) << 4;
+            int hi = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+            o->q[j] = (int8_t)(lo - off);
+            o->q[j + 16] = (int8_t)(hi - off);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+void vf_unpack_q4k(const uint8_t *src, vf_wq4k *o)
+{
+    const uint8_t *s = src + 4;
+    const uint8_t *qs = src + 16;
+    o->d = rd_half(src);
+    o->dmin = rd_half(src + 2);
+    for (int j = 0; j < 8; j++) {
+        if (j < 4) {
+            o->sc[j] = s[j] & 63;
+            o->m[j] = s[j + 4] & 63;
+        } else {
+            o->sc[j] = (uint8_t)((s[j + 4] & 15) | (s[j - 4] >> 6) << 4);
+            o->m[j] = (uint8_t)((s[j + 4] >> 4) | (s[j] >> 6) << 4);
+        }
+    }
+    /* each 32 bytes: low nibbles are sub-block 2c, high nibbles sub-block 2c+1 */
+    for (int c = 0; c < 4; c++) {
+        for (int l = 0; l < 32; l++) {
+            o->q[c * 64 + l] = qs[c * 32 + l] & 15;
+            o->q[c * 64 + 32 + l] = qs[c * 32 + l] >> 4;
+        }
+    }
+}
+
+void vf_unpack_q6k(const uint8_t *src, vf_wq6k *o)
+{
+    const uint8_t *ql = src, *qh = src + 128;
+    const int8_t *sc = (const int8_t *)(src + 192);
+    o->d = rd_half(src + 208);
+    for (int j = 0; j < 16; j++) o->sc[j] = sc[j];
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *l_ = ql + h * 64, *h_ = qh + h * 32;
+        int8_t *q = o->q + h * 128;
+        for (int l = 0; l < 32; l++) {
+            q[l] = (int8_t)(((l_[l] & 15) | ((h_[l] >> 0) & 3) << 4) - 32);
+            q[l + 32] = (int8_t)(((l_[l + 32] & 15) | ((h_[l] >> 2) & 3) << 4) - 32);
+            q[l + 64] = (int8_t)(((l_[l] >> 4) | ((h_[l] >> 4) & 3) << 4) - 32);
+            q[l + 96] = (int8_t)(((l_[l + 32] >> 4) | ((h_[l] >> 6) & 3) << 4) - 32);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- scalar integer parts */
+static int32_t dot32(const int8_t *a, const int8_t *b)
+{
+    int32_t s = 0;
+    for (int j = 0; j < 32; j++) s += (int32_t)a[j] * b[j];
+    return s;
+}
+
+static void ints_q4k(const vf_wq4k *w, const block_q8_K *x, int32_t out[2])
+{
+    int32_t sumi = 0, summ = 0;
+    for (int j = 0; j < 8; j++) {
+        int32_t s = 0;
+        for (int l = 0; l < 32; l++) s += (int32_t)w->q[j * 32 + l] * x->qs[j * 32 + l];
+        sumi += (int32_t)w->sc[j] * s;
+        summ += (int32_t)w->m[j] * (x->bsums[2 * j] + x->bsums[2 * j + 1]);
+    }
+    out[0] = sumi;
+    out[1] = summ;
+}
+
+static int32_t ints_q6k(const vf_wq6k *w, const block_q8_K *x)
+{
+    int32_t sumi = 0;
+    for (int j = 0; j < 16; j++) {
+        int32_t s = 0;
+        for (int l = 0; l < 16; l++) s += (int32_t)w->q[j * 16 + l] * x->qs[j * 16 + l];
+        sumi += (int32_t)w->sc[j] * s;
+    }
+    return sumi;
+}
+
+int vf_block_ints(int wtype, const void *wblk, const void *xblk, int32_t out[2])
+{
+    out[0] = out[1] = 0;
+    switch (wtype) {
+    case LPK_TYPE_Q8_0: case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1:
+    case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1: {
+        vf_wblk32 w;
+        vf_unpack_blk32(wtype, wblk, &w);
+        out[0] = dot32(w.q, ((const vf_xblk32 *)xblk)->qs);
+        return LPK_OK;
+    }
+    case LPK_TYPE_Q4_K: {
+        vf_wq4k w;
+        vf_unpack_q4k(wblk, &w);
+        ints_q4k(&w, xblk, out);
+        return LPK_OK;
+    }
+    case LPK_TYPE_Q6_K: {
+        vf_wq6k w;
+        vf_unpack_q6k(wblk, &w);
+        out[0] = ints_q6k(&w, xblk);
+        return LPK_OK;
+    }
+    default:
+        return LPK_EUNSUPPORTED;
+    }
+}
+
+/* ---------------------------------------------------------------- scalar kernels */
+/* Rows [o0, o1) of the output, all tokens. Each row is unpacked once into
+ * scratch and reused for every token. */
+static void scalar_rows(const vf_gemm_args *a, int64_t o0, int64_t o1, void *scratch)
+{
+    int64_t nb = a->n_in / a->block, n_tok = a->n_tok;
+    for (int64_t o = o0; o < o1; o++) {
+        const uint8_t *row = (const uint8_t *)a->w + o * a->row_bytes;
+        switch (a->wtype) {
+        case LPK_TYPE_F32: case LPK_TYPE_F16: case LPK_TYPE_BF16: {
+            float *wf = scratch;
+            lpk_to_f32_row(a->wtype, row, wf, (size_t)a->n_in);
+            for (int64_t t = 0; t < n_tok; t++) {
+                const float *x = a->x + t * a->n_in;
+                float acc = 0.0f;
+                for (int64_t i = 0; i < a->n_in; i++) acc = fmaf(wf[i], x[i], acc);
+                a->y[t * a->n_out + o] = acc;
+            }
+            break;
+        }
+        case LPK_TYPE_Q8_0: case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1:
+        case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1: {
+            vf_wblk32 *wb = scratch;
+            for (int64_t b = 0; b < nb; b++)
+                vf_unpack_blk32(a->wtype, row + b * a->type_size, &wb[b]);
+            int with_min = a->wtype == LPK_TYPE_Q4_1 || a->wtype == LPK_TYPE_Q5_1;
+            for (int64_t t = 0; t < n_tok; t++) {
+                const vf_xblk32 *xb = (const vf_xblk32 *)a->xq + t * nb;
+                float acc = 0.0f;
+                for (int64_t b = 0; b < nb; b++) {
+                    int32_t isum = dot32(wb[b].q, xb[b].qs);
+                    float p = wb[b].d * xb[b].d;
+                    float term = p * (float)isum;
+                    if (with_min) {
+                        float mt = wb[b].m * xb[b].s;
+                        term = term + mt;
+                    }
+                    acc = acc + term;
+                }
+                a->y[t * a->n_out + o] = acc;
+            }
+            break;
+        }
+        case LPK_TYPE_Q4_K: {
+            vf_wq4k *wb = scratch;
+            for (int64_t b = 0; b < nb; b++) vf_unpack_q4k(row + b * a->type_size, &wb[b]);
+            for (int64_t t = 0; t < n_tok; t++) {
+                const block_q8_K *xb = (const block_q8_K *)a->xq + t * nb;
+                float acc = 0.0f;
+                for (int64_t b = 0; b < nb; b++) {
+                    int32_t in[2];
+                    ints_q4k(&wb[b], &xb[b], in);
+                    float p = wb[b].d * xb[b].d, pm = wb[b].dmin * xb[b].d;
+                    float t1 = p * (float)in[0], t2 = pm * (float)in[1];
+                    float term = t1 - t2;
+                    acc = acc + term;
+                }
+                a->y[t * a->n_out + o] = acc;
+            }
+            break;
+        }
+        case LPK_TYPE_Q6_K: {
+            vf_wq6k *wb = scratch;
+            for (int64_t b = 0; b < nb; b++) vf_unpack_q6k(row + b * a->type_size, &wb[b]);
+            for (int64_t t = 0; t < n_tok; t++) {
+                const block_q8_K *xb = (const block_q8_K *)a->xq + t * nb;
+                float acc = 0.0f;
+                for (int64_t b = 0; b < nb; b++) {
+                    int32_t isum = ints_q6k(&wb[b], &xb[b]);
+                    float p = wb[b].d * xb[b].d;
+                    float term = p * (float)isum;
+                    acc = acc + term;
+                }
+                a->y[t * a->n_out + o] = acc;
+            }
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}
+
+static size_t scalar_scratch(const vf_gemm_args *a)
+{
+    int64_t nb = a->n_in / a->block;
+    switch (a->wtype) {
+    case LPK_TYPE_Q4_K: return (size_t)nb * sizeof(vf_wq4k);
+    case LPK_TYPE_Q6_K: return (size_t)nb * sizeof(vf_wq6k);
+    case LPK_TYPE_F32: case LPK_TYPE_F16: case LPK_TYPE_BF16:
+        return (size_t)a->n_in * sizeof(float);
+    default: return (size_t)nb * sizeof(vf_wblk32);
+    }
+}
+
+static const vf_gemm_kernel kernel_scalar = {
+    "scalar", VF_PATH_SCALAR, 1, scalar_scratch, scalar_rows,
+};
+
+/* ---------------------------------------------------------------- dispatch */
+static int force_cap = -1;
+
+void vf_gemm_force_path(int path) { force_cap = path; }
+
+static int is_fp(int wtype)
+{
+    return wtype == LPK_TYPE_F32 || wtype == LPK_TYPE_F16 || wtype == LPK_TYPE_BF16;
+}
+
+static const vf_gemm_kernel *pick_kernel(int wtype)
+{
+    const vf_gemm_kernel *k = NULL;
+#if defined(__x86_64__)
+    k = vf_gemm_x86_kernel(wtype, force_cap);
+#endif
+    return k ? k : &kernel_scalar;
+}
+
+int vf_gemm_path(int wtype) { return pick_kernel(wtype)->path; }
+const char *vf_gemm_path_name(int wtype) { return pick_kernel(wtype)->name; }
+
+static int known_type(int wtype)
+{
+    switch (wtype) {
+    case LPK_TYPE_F32: case LPK_TYPE_F16: case LPK_TYPE_BF16:
+    case LPK_TYPE_Q8_0: case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1:
+    case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1: case LPK_TYPE_Q4_K: case LPK_TYPE_Q6_K:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
+              const float *x, int64_t n_tok, float *y)
+{
+    if (n_out < 0 || n_in <= 0 || n_tok < 0 || (n_out && n_tok && (!w || !x || !y)))
+        return LPK_EINVAL;
+    if (!known_type(wtype))
+        return LPK_EUNSUPPORTED;
+    const lpk_type_info *ti = lpk_type_get(wtype);
+    if (n_in % ti->block_size)
+        return LPK_EINVAL;
+    if (n_out == 0 || n_tok == 0)
+        return LPK_OK;
+    /* every product below stays far inside int64 for any realistic shape;
+     * refuse the unrealistic ones rather than overflow */
+    if (n_in > ((int64_t)1 << 30) || n_out > ((int64_t)1 << 30) || n_tok > ((int64_t)1 << 30))
+        return LPK_ENOMEM;
+
+    vf_gemm_args a;
+    memset(&a, 0, sizeof a);
+    a.w = w;
+    a.wtype = wtype;
+    a.n_out = n_out;
+    a.n_in = n_in;
+    a.n_tok = n_tok;
+    a.x = x;
+    a.y = y;
+    a.block = ti->block_size;
+    a.type_size = ti->type_size;
+    a.row_bytes = (n_in / ti->block_size) * ti->type_size;
+
+    void *xq = NULL;
+    if (!is_fp(wtype)) {
+        int64_t nb = n_in / ti->block_size;
+        size_t bsz = wtype == LPK_TYPE_Q4_K || wtype == LPK_TYPE_Q6_K ? sizeof(block_q8_K)
+                                                                      : sizeof(vf_xblk32);
+        xq = malloc((size_t)(n_tok * nb) * bsz);
+        if (!xq)
+            return LPK_ENOMEM;
+        int64_t t;
+#pragma omp parallel for schedule(static)
+        for (t = 0; t < n_tok; t++) {
+            if (bsz == sizeof(block_q8_K))
+                vf_quantize_xk(x + t * n_in, n_in, (block_q8_K *)xq + t * nb);
+            else
+                vf_quantize_x32(x + t * n_in, n_in, (vf_xblk32 *)xq + t * nb);
+        }
+        a.xq = xq;
+    }
+
+    const vf_gemm_kernel *k = pick_kernel(wtype);
+    int64_t tile = k->rows_per_tile;
+    int64_t n_tiles = (n_out + tile - 1) / tile;
+    size_t scratch_sz = k->scratch(&a);
+    int failed = 0;
+#pragma omp parallel
+    {
+        void *scratch = malloc(scratch_sz ? scratch_sz : 1);
+        if (!scratch) {
+#pragma omp atomic write
+            failed = 1;
+        }
+        int64_t i;
+#pragma omp for schedule(dynamic, 1)
+        for (i = 0; i < n_tiles; i++) {
+            if (!scratch) continue;
+            int64_t o0 = i * tile, o1 = o0 + tile < n_out ? o0 + tile : n_out;
+            k->rows(&a, o0, o1, scratch);
+        }
+        free(scratch);
+    }
+    free(xq);
+    return failed ? LPK_ENOMEM : LPK_OK;
+}

@@ -1,0 +1,48 @@
+/* verify/ internal: what the GEMM dispatcher (vf_gemm.c) shares with its SIMD
+ * kernels (vf_gemm_x86.c). Only those two files include it. */
+#ifndef VF_GEMM_KERN_H
+#define VF_GEMM_KERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vf_gemm.h"
+
+/* One vf_matmul call, validated. */
+typedef struct vf_gemm_args {
+    const void *w;        /* n_out rows of row_bytes */
+    int wtype;
+    int block;            /* elements per weight block (1 for f32/f16/bf16) */
+    int type_size;        /* bytes per weight block */
+    int64_t row_bytes;
+    int64_t n_out, n_in, n_tok;
+    const float *x;       /* (n_tok, n_in) */
+    const void *xq;       /* quantized x: (n_tok, n_in / block) of vf_xblk32 or block_q8_K */
+    float *y;             /* (n_tok, n_out) */
+} vf_gemm_args;
+
+typedef struct vf_gemm_kernel {
+    const char *name;
+    int path;                                     /* VF_PATH_* */
+    int rows_per_tile;                            /* output rows per work item */
+    size_t (*scratch)(const vf_gemm_args *a);     /* per-thread scratch bytes */
+    /* computes y for rows [o0, o1) (o1 - o0 <= rows_per_tile) and all tokens */
+    void (*rows)(const vf_gemm_args *a, int64_t o0, int64_t o1, void *scratch);
+} vf_gemm_kernel;
+
+/* Weights unpacked to signed integers (the qw of vf_gemm.h). */
+typedef struct vf_wblk32 { int8_t q[32]; float d; float m; } vf_wblk32;
+typedef struct vf_wq4k { uint8_t q[256]; uint8_t sc[8]; uint8_t m[8]; float d, dmin; } vf_wq4k;
+typedef struct vf_wq6k { int8_t q[256]; int8_t sc[16]; float d; } vf_wq6k;
+
+void vf_unpack_blk32(int wtype, const uint8_t *src, vf_wblk32 *o);
+void vf_unpack_q4k(const uint8_t *src, vf_wq4k *o);
+void vf_unpack_q6k(const uint8_t *src, vf_wq6k *o);
+
+#if defined(__x86_64__)
+/* Best x86 kernel for wtype on this CPU with paths above cap excluded (cap < 0:
+ * no cap); NULL when only the scalar reference applies. */
+const vf_gemm_kernel *vf_gemm_x86_kernel(int wtype, int cap);
+#endif
+
+#endif
