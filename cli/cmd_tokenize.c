@@ -1,10 +1,183 @@
+/* llmpack tokenize: encode text with a container's tokenizer (or straight from
+ * a tokenizer.model / tokenizer.json file) and print the ids. */
 #include "cli.h"
 
-/* Placeholder until the tokenize command lands. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../convert/convert.h"
+#include "../verify/verify.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: llmpack tokenize MODEL (--text TEXT | --file FILE) [options]\n\n"
+            "MODEL is a container (.lpk or GGUF) or a tokenizer file (SentencePiece or\n"
+            "Llama 3 tokenizer.model, Hugging Face tokenizer.json).\n\n"
+            "options:\n"
+            "  --text TEXT   text to encode\n"
+            "  --file FILE   encode the bytes of FILE ('-' reads stdin)\n"
+            "  --no-bos      do not prepend the BOS token\n"
+            "  --special     parse special-token text (e.g. <|eot_id|>) as special tokens\n"
+            "  --pieces      print each token's text beside its id\n"
+            "  --json        {\"ids\": [...], \"n_tokens\": N} (with --pieces: \"pieces\")\n"
+            "  -h, --help    this help\n");
+}
+
+/* A container starts with its magic; anything else is read as a tokenizer file. */
+static int is_container(const char *path)
+{
+    unsigned char m[8] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t n = fread(m, 1, sizeof m, f);
+    fclose(f);
+    return (n >= 4 && !memcmp(m, "GGUF", 4)) || (n >= 4 && !memcmp(m, "\x89LPK", 4));
+}
+
+static int load_tokenizer(const char *path, vf_tokenizer **tok, lpk_error *err)
+{
+    int rc;
+    if (is_container(path)) {
+        lpk_reader *r = NULL;
+        rc = lpk_reader_open(path, &r, err);
+        if (!rc) rc = vf_tokenizer_new(lpk_reader_meta(r), tok, err);
+        lpk_reader_close(r);
+        return rc;
+    }
+    lpk_meta *m = lpk_meta_new();
+    if (!m) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    rc = cv_tokenizer_load(path, m, err);
+    if (!rc) rc = vf_tokenizer_new(m, tok, err);
+    lpk_meta_free(m);
+    return rc;
+}
+
+static char *read_input(const char *path, size_t *n, lpk_error *err)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) {
+        lpk_err(err, LPK_EIO, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (len == cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) break;
+    }
+    int bad = buf && ferror(f);
+    if (f != stdin) fclose(f);
+    if (!buf) {
+        lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
+        return NULL;
+    }
+    if (bad) {
+        free(buf);
+        lpk_err(err, LPK_EIO, "%s: read error", path);
+        return NULL;
+    }
+    *n = len;
+    return buf;
+}
+
 int cmd_tokenize(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "llmpack tokenize: not built yet\n");
-    return CLI_EXIT_RUNTIME;
+    const char *model = NULL, *text = NULL, *file = NULL;
+    int bos = 1, special = 0, pieces = 0, json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        } else if (!strcmp(a, "--text") || !strcmp(a, "--file")) {
+            if (i + 1 >= argc) return cli_usage_error("tokenize", "%s needs a value", a);
+            *(a[2] == 't' ? &text : &file) = argv[++i];
+        } else if (!strcmp(a, "--no-bos")) {
+            bos = 0;
+        } else if (!strcmp(a, "--special")) {
+            special = 1;
+        } else if (!strcmp(a, "--pieces")) {
+            pieces = 1;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage_error("tokenize", "unknown option '%s'", a);
+        } else if (!model) {
+            model = a;
+        } else {
+            return cli_usage_error("tokenize", "unexpected argument '%s'", a);
+        }
+    }
+    if (!model) return cli_usage_error("tokenize", "no MODEL given");
+    if (!text == !file) return cli_usage_error("tokenize", "give exactly one of --text, --file");
+
+    lpk_error err = {0};
+    vf_tokenizer *tok = NULL;
+    char *buf = NULL;
+    int32_t *ids = NULL;
+    size_t n_text = 0, n_ids = 0;
+    int rc = load_tokenizer(model, &tok, &err);
+    if (!rc && file && !(buf = read_input(file, &n_text, &err))) rc = err.status;
+    if (!rc && text) n_text = strlen(text);
+    if (!rc) rc = vf_encode(tok, buf ? buf : text, n_text, bos, special, &ids, &n_ids, &err);
+    if (rc) {
+        cli_print_error("tokenize", &err);
+        free(buf);
+        vf_tokenizer_free(tok);
+        return cli_exit_for(rc);
+    }
+
+    char piece[1024];
+    if (json) {
+        json_t *o = json_object(), *a = json_array(), *p = pieces ? json_array() : NULL;
+        for (size_t i = 0; i < n_ids; i++) {
+            json_array_append_new(a, json_integer(ids[i]));
+            if (p) {
+                int len = vf_decode_token(tok, ids[i], piece, sizeof piece);
+                /* Pieces that are not valid UTF-8 on their own (byte tokens) go as
+                 * null; their id says what they are. */
+                json_t *s = json_stringn(piece, len > 0 ? (size_t)len : 0);
+                if (!s) s = json_null();
+                json_array_append_new(p, s);
+            }
+        }
+        json_object_set_new(o, "ids", a);
+        if (p) json_object_set_new(o, "pieces", p);
+        json_object_set_new(o, "n_tokens", json_integer((json_int_t)n_ids));
+        cli_json_print(o);
+    } else if (pieces) {
+        for (size_t i = 0; i < n_ids; i++) {
+            int len = vf_decode_token(tok, ids[i], piece, sizeof piece);
+            printf("%d\t'", ids[i]);
+            for (int j = 0; j < len; j++) {
+                unsigned char c = (unsigned char)piece[j];
+                if (c == '\n') fputs("\\n", stdout);
+                else if (c == '\t') fputs("\\t", stdout);
+                else if (c == '\r') fputs("\\r", stdout);
+                else if (c < 0x20 || c == 0x7f) printf("\\x%02x", c);
+                else putchar(c);
+            }
+            fputs("'\n", stdout);
+        }
+    } else {
+        for (size_t i = 0; i < n_ids; i++) printf("%s%d", i ? " " : "", ids[i]);
+        putchar('\n');
+    }
+    free(ids);
+    free(buf);
+    vf_tokenizer_free(tok);
+    return CLI_EXIT_OK;
 }
