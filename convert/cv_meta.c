@@ -1,0 +1,524 @@
+/* Meta checkpoint folders: params.json + consolidated.00.pth ... .NN.pth.
+ *
+ * Model-parallel shards split each weight: wq/wk/wv/w1/w3/output along dim 0,
+ * wo/w2 along dim 1, tok_embeddings along dim 1 (LLaMA 1/2) or dim 0 (LLaMA 3,
+ * recognised by shards holding full `dim`-wide rows); 1-D norms are replicated.
+ * The merged tensor is never materialised: read_rows copies each requested
+ * row's slices from the shards' mappings, and release drops those pages. */
+#include "cv_torch.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <jansson.h>
+
+enum { M_DIM0, M_DIM1, M_REPL };
+
+typedef struct meta_tensor {
+    int merge;
+    const cv_pt_tensor **parts;  /* one per shard */
+    int64_t part_rows, part_cols;
+    size_t esize;
+} meta_tensor;
+
+typedef struct meta_src {
+    cv_source base;
+    cv_torch_file **shards;
+    size_t n_shards;
+    meta_tensor *mt;             /* parallel to base.tensors */
+    const cv_pt_tensor **part_store;
+} meta_src;
+
+/* ---------------------------------------------------------------- names */
+/* Meta name -> canonical name. 1: mapped, 0: skipped (rope.freqs), -1: unknown. */
+static int meta_name(const char *m, char *out, size_t n)
+{
+    static const struct { const char *meta, *canon; } top[] = {
+        {"tok_embeddings.weight", "token_embd.weight"},
+        {"norm.weight", "output_norm.weight"},
+        {"output.weight", "output.weight"},
+    };
+    static const struct { const char *meta, *canon; } layer[] = {
+        {"attention_norm.weight", "attn_norm.weight"},
+        {"attention.wq.weight", "attn_q.weight"},
+        {"attention.wk.weight", "attn_k.weight"},
+        {"attention.wv.weight", "attn_v.weight"},
+        {"attention.wo.weight", "attn_output.weight"},
+        {"ffn_norm.weight", "ffn_norm.weight"},
+        {"feed_forward.w1.weight", "ffn_gate.weight"},
+        {"feed_forward.w2.weight", "ffn_down.weight"},
+        {"feed_forward.w3.weight", "ffn_up.weight"},
+    };
+    if (!strcmp(m, "rope.freqs")) return 0;
+    for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
+        if (!strcmp(m, top[i].meta)) {
+            snprintf(out, n, "%s", top[i].canon);
+            return 1;
+        }
+    unsigned layer_i;
+    int used = 0;
+    if (sscanf(m, "layers.%u.%n", &layer_i, &used) == 1 && used > 0 && layer_i < 100000 &&
+        m[7] >= '0' && m[7] <= '9')
+        for (size_t i = 0; i < sizeof layer / sizeof layer[0]; i++)
+            if (!strcmp(m + used, layer[i].meta)) {
+                snprintf(out, n, "blk.%u.%s", layer_i, layer[i].canon);
+                return 1;
+            }
+    return -1;
+}
+
+static int has_suffix(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+/* ---------------------------------------------------------------- reading */
+static int meta_read_rows(cv_source *s, const cv_tensor *t, int64_t row0, int64_t nrows,
+                          void *dst, lpk_error *err)
+{
+    meta_src *m = (meta_src *)s;
+    const meta_tensor *mt = t->priv;
+    int64_t rows = 1;
+    for (int d = 0; d + 1 < t->n_dims; d++) rows *= t->dims[d];
+    if (row0 < 0 || nrows < 0 || row0 > rows || nrows > rows - row0)
+        return lpk_err(err, LPK_EINVAL, "%s: rows [%lld, +%lld) of '%s' out of range (%lld rows)",
+                       s->path, (long long)row0, (long long)nrows, t->name, (long long)rows);
+    uint8_t *o = dst;
+    size_t prow = (size_t)mt->part_cols * mt->esize;
+    if (mt->merge == M_REPL || m->n_shards == 1) {
+        memcpy(o, mt->parts[0]->data + (size_t)row0 * prow, (size_t)nrows * prow);
+    } else if (mt->merge == M_DIM0) {
+        for (int64_t r = row0; r < row0 + nrows;) {
+            int64_t sh = r / mt->part_rows, lr = r % mt->part_rows;
+            int64_t k = mt->part_rows - lr;
+            if (k > row0 + nrows - r) k = row0 + nrows - r;
+            memcpy(o, mt->parts[sh]->data + (size_t)lr * prow, (size_t)k * prow);
+            o += (size_t)k * prow;
+            r += k;
+        }
+    } else {
+        for (int64_t r = row0; r < row0 + nrows; r++)
+            for (size_t sh = 0; sh < m->n_shards; sh++) {
+                memcpy(o, mt->parts[sh]->data + (size_t)r * prow, prow);
+                o += prow;
+            }
+    }
+    return 0;
+}
+
+static void meta_release(cv_source *s, const cv_tensor *t)
+{
+    meta_src *m = (meta_src *)s;
+    const meta_tensor *mt = t->priv;
+    for (size_t sh = 0; sh < m->n_shards; sh++)
+        cv_torch_file_release(m->shards[sh], mt->parts[sh]->data, mt->parts[sh]->nbytes);
+}
+
+static void meta_close(cv_source *s)
+{
+    meta_src *m = (meta_src *)s;
+    if (!m) return;
+    for (size_t i = 0; i < m->n_shards; i++) cv_torch_file_close(m->shards[i]);
+    free(m->shards);
+    free(m->mt);
+    free(m->part_store);
+    free(m->base.tensors);
+    lpk_meta_free(m->base.meta);
+    free(m);
+}
+
+static const cv_source_ops meta_ops = {meta_read_rows, meta_release, meta_close};
+
+/* ---------------------------------------------------------------- params.json */
+typedef struct meta_params {
+    int64_t dim, n_layers, n_heads, n_kv, vocab, multiple_of, max_seq_len;
+    double ffn_mult, eps, theta;
+    int scaled_rope;
+} meta_params;
+
+static int json_int(json_t *o, const char *k, int64_t *v, const char *path, lpk_error *err)
+{
+    json_t *x = json_object_get(o, k);
+    if (!x || json_is_null(x)) return 0;
+    if (json_is_real(x) && json_real_value(x) == floor(json_real_value(x)) &&
+        fabs(json_real_value(x)) < 1e15) {
+        *v = (int64_t)json_real_value(x);
+        return 0;
+    }
+    if (!json_is_integer(x))
+        return lpk_err(err, LPK_ECORRUPT, "%s: \"%s\" is not an integer", path, k);
+    *v = json_integer_value(x);
+    return 0;
+}
+
+static int json_num(json_t *o, const char *k, double *v, const char *path, lpk_error *err)
+{
+    json_t *x = json_object_get(o, k);
+    if (!x || json_is_null(x)) return 0;
+    if (!json_is_number(x))
+        return lpk_err(err, LPK_ECORRUPT, "%s: \"%s\" is not a number", path, k);
+    *v = json_number_value(x);
+    return 0;
+}
+
+static int read_params(const char *path, meta_params *p, lpk_error *err)
+{
+    memset(p, 0, sizeof *p);
+    p->vocab = -1;
+    p->theta = 10000.0;
+    p->eps = 1e-5;
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return lpk_err(err, errno == ENOENT ? LPK_ENOTFOUND : LPK_EIO, "%s: %s", path,
+                       strerror(errno));
+    if (st.st_size > (1 << 20))
+        return lpk_err(err, LPK_ECORRUPT, "%s: %lld bytes, too large for params.json", path,
+                       (long long)st.st_size);
+    json_error_t je;
+    json_t *o = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!o)
+        return lpk_err(err, LPK_ECORRUPT, "%s: line %d: %s", path, je.line, je.text);
+    int rc = 0;
+    if (!json_is_object(o)) rc = lpk_err(err, LPK_ECORRUPT, "%s: not a JSON object", path);
+    if (!rc) rc = json_int(o, "dim", &p->dim, path, err);
+    if (!rc) rc = json_int(o, "n_layers", &p->n_layers, path, err);
+    if (!rc) rc = json_int(o, "n_heads", &p->n_heads, path, err);
+    if (!rc) rc = json_int(o, "n_kv_heads", &p->n_kv, path, err);
+    if (!rc) rc = json_int(o, "vocab_size", &p->vocab, path, err);
+    if (!rc) rc = json_int(o, "multiple_of", &p->multiple_of, path, err);
+    if (!rc) rc = json_int(o, "max_seq_len", &p->max_seq_len, path, err);
+    if (!rc) rc = json_num(o, "ffn_dim_multiplier", &p->ffn_mult, path, err);
+    if (!rc) rc = json_num(o, "norm_eps", &p->eps, path, err);
+    if (!rc) rc = json_num(o, "rope_theta", &p->theta, path, err);
+    json_t *sr = json_object_get(o, "use_scaled_rope");
+    if (!rc && sr && json_is_boolean(sr)) p->scaled_rope = json_is_true(sr);
+    json_decref(o);
+    if (rc) return rc;
+    if (p->dim <= 0 || p->n_layers <= 0 || p->n_heads <= 0 || p->dim % p->n_heads)
+        return lpk_err(err, LPK_ECORRUPT,
+                       "%s: needs positive dim, n_layers, n_heads with dim a multiple of n_heads "
+                       "(dim %lld, n_layers %lld, n_heads %lld)", path, (long long)p->dim,
+                       (long long)p->n_layers, (long long)p->n_heads);
+    if (p->n_kv <= 0) p->n_kv = p->n_heads;
+    if (p->n_heads % p->n_kv)
+        return lpk_err(err, LPK_ECORRUPT, "%s: n_heads %lld is not a multiple of n_kv_heads %lld",
+                       path, (long long)p->n_heads, (long long)p->n_kv);
+    if (p->dim > (1 << 20) || p->n_layers > 10000 || p->max_seq_len < 0 ||
+        p->max_seq_len > UINT32_MAX || !(p->eps > 0) || !(p->theta > 0))
+        return lpk_err(err, LPK_ECORRUPT, "%s: implausible hyperparameters", path);
+    return 0;
+}
+
+/* LLaMA's FeedForward hidden size from dim, multiple_of, ffn_dim_multiplier. */
+static int64_t meta_ffn(const meta_params *p)
+{
+    int64_t h = 4 * p->dim;
+    h = 2 * h / 3;
+    if (p->ffn_mult > 0) h = (int64_t)(p->ffn_mult * (double)h);
+    int64_t m = p->multiple_of > 0 ? p->multiple_of : 1;
+    return m * ((h + m - 1) / m);
+}
+
+/* ---------------------------------------------------------------- shards */
+static int list_shards(const char *dir, char ***names, size_t *n, lpk_error *err)
+{
+    *names = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d) return lpk_err(err, errno == ENOENT ? LPK_ENOTFOUND : LPK_EIO, "%s: %s", dir,
+                           strerror(errno));
+    int have[100] = {0}, max = -1, rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        unsigned k;
+        int used = 0;
+        if (sscanf(e->d_name, "consolidated.%u.pth%n", &k, &used) == 1 &&
+            e->d_name[used] == 0 && strlen(e->d_name) == 19) {
+            if (k >= 100) continue;
+            have[k] = 1;
+            if ((int)k > max) max = (int)k;
+        }
+    }
+    closedir(d);
+    if (max < 0) return lpk_err(err, LPK_ENOTFOUND, "%s: no consolidated.NN.pth files", dir);
+    for (int k = 0; k <= max; k++)
+        if (!have[k])
+            return lpk_err(err, LPK_ENOTFOUND, "%s: consolidated.%02d.pth is missing (found up "
+                           "to consolidated.%02d.pth)", dir, k, max);
+    *names = calloc((size_t)max + 1, sizeof **names);
+    if (!*names) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", dir);
+    for (int k = 0; k <= max && !rc; k++) {
+        size_t l = strlen(dir) + 32;
+        if (!((*names)[k] = malloc(l))) rc = lpk_err(err, LPK_ENOMEM, "%s: out of memory", dir);
+        else snprintf((*names)[k], l, "%s/consolidated.%02d.pth", dir, k);
+        *n = (size_t)k + 1;
+    }
+    return rc;
+}
+
+static const char *base_name(const char *p)
+{
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+/* Shards must hold the same names, dtypes and ranks, and 2-D shapes that
+ * merge (checked per tensor in plan_tensor). */
+static int check_shards_agree(meta_src *m, lpk_error *err)
+{
+    const cv_torch_file *a = m->shards[0];
+    for (size_t s = 1; s < m->n_shards; s++) {
+        const cv_torch_file *b = m->shards[s];
+        for (size_t i = 0; i < a->n_tensors; i++) {
+            const cv_pt_tensor *x = &a->tensors[i], *y = cv_torch_file_find(b, x->name);
+            if (!y)
+                return lpk_err(err, LPK_ECORRUPT, "shards disagree: '%s' is in %s but not in %s",
+                               x->name, a->path, b->path);
+            if (x->stype != y->stype || x->n_dims != y->n_dims)
+                return lpk_err(err, LPK_ECORRUPT,
+                               "shards disagree: '%s' is %s with %d dims in %s but %s with %d "
+                               "dims in %s", x->name, cv_pt_stype_name(x->stype), x->n_dims,
+                               a->path, cv_pt_stype_name(y->stype), y->n_dims, b->path);
+        }
+        for (size_t i = 0; i < b->n_tensors; i++)
+            if (!cv_torch_file_find(a, b->tensors[i].name))
+                return lpk_err(err, LPK_ECORRUPT, "shards disagree: '%s' is in %s but not in %s",
+                               b->tensors[i].name, b->path, a->path);
+    }
+    return 0;
+}
+
+static int plan_tensor(meta_src *m, const meta_params *p, const cv_pt_tensor *x, cv_tensor *t,
+                       meta_tensor *mt, lpk_error *err)
+{
+    size_t S = m->n_shards;
+    const char *f0 = m->shards[0]->path;
+    if (x->type < 0)
+        return lpk_err(err, LPK_EUNSUPPORTED, "%s: tensor '%s' is %s; only float, half and "
+                       "bfloat16 tensors can be converted", f0, x->name,
+                       cv_pt_stype_name(x->stype));
+    if (x->n_dims < 1 || x->n_dims > 2)
+        return lpk_err(err, LPK_EUNSUPPORTED, "%s: tensor '%s' has %d dims (1 or 2 expected)", f0,
+                       x->name, x->n_dims);
+    for (size_t s = 0; s < S; s++) {
+        mt->parts[s] = cv_torch_file_find(m->shards[s], x->name);
+        if (!mt->parts[s])
+            return lpk_err(err, LPK_ECORRUPT, "shards disagree: '%s' missing from %s", x->name,
+                           m->shards[s]->path);
+    }
+    mt->esize = (size_t)cv_pt_stype_size(x->stype);
+    t->dtype = x->type;
+    t->n_dims = x->n_dims;
+    if (x->n_dims == 1) {
+        mt->merge = M_REPL;
+        mt->part_rows = 1;
+        mt->part_cols = x->dims[0];
+        t->dims[0] = x->dims[0];
+        for (size_t s = 1; s < S; s++)
+            if (mt->parts[s]->nbytes != x->nbytes ||
+                memcmp(mt->parts[s]->data, x->data, x->nbytes))
+                return lpk_err(err, LPK_ECORRUPT,
+                               "shards disagree: replicated tensor '%s' differs between %s and %s",
+                               x->name, f0, m->shards[s]->path);
+        return 0;
+    }
+    int64_t r = x->dims[0], c = x->dims[1];
+    for (size_t s = 1; s < S; s++)
+        if (mt->parts[s]->dims[0] != r || mt->parts[s]->dims[1] != c)
+            return lpk_err(err, LPK_ECORRUPT,
+                           "shards disagree: '%s' is [%lld, %lld] in %s but [%lld, %lld] in %s",
+                           x->name, (long long)r, (long long)c, f0,
+                           (long long)mt->parts[s]->dims[0], (long long)mt->parts[s]->dims[1],
+                           m->shards[s]->path);
+    mt->part_rows = r;
+    mt->part_cols = c;
+    if (has_suffix(t->name, "attn_output.weight") || has_suffix(t->name, "ffn_down.weight"))
+        mt->merge = M_DIM1;
+    else if (!strcmp(t->name, "token_embd.weight"))
+        mt->merge = S > 1 && c == p->dim ? M_DIM0 : M_DIM1;
+    else
+        mt->merge = M_DIM0;
+    if (S > 1 && mt->merge == M_DIM1 && (c > INT64_MAX / (int64_t)S))
+        return lpk_err(err, LPK_ECORRUPT, "%s: '%s' too large", f0, x->name);
+    t->dims[0] = mt->merge == M_DIM0 ? r * (int64_t)S : r;
+    t->dims[1] = mt->merge == M_DIM1 ? c * (int64_t)S : c;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- metadata */
+static const cv_tensor *find_t(const cv_source *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_tensors; i++)
+        if (!strcmp(s->tensors[i].name, name)) return &s->tensors[i];
+    return NULL;
+}
+
+static int fill_meta(meta_src *m, const char *dir, const char *ppath, const meta_params *p,
+                     const cv_torch_opts *opts, const char **skipped, size_t n_skipped,
+                     lpk_error *err)
+{
+    const cv_tensor *emb = find_t(&m->base, "token_embd.weight"),
+                    *gate = find_t(&m->base, "blk.0.ffn_gate.weight");
+    if (!emb || emb->n_dims != 2 || emb->dims[1] != p->dim)
+        return lpk_err(err, LPK_ECORRUPT, "%s: tok_embeddings.weight missing or not [vocab, %lld]",
+                       dir, (long long)p->dim);
+    if (!gate || gate->n_dims != 2)
+        return lpk_err(err, LPK_ECORRUPT, "%s: layers.0.feed_forward.w1.weight missing", dir);
+    int64_t vocab = emb->dims[0], ffn = gate->dims[0];
+    if (p->vocab > 0 && p->vocab != vocab)
+        return lpk_err(err, LPK_ECORRUPT, "%s: vocab_size %lld, but tok_embeddings has %lld rows",
+                       ppath, (long long)p->vocab, (long long)vocab);
+    if (p->multiple_of > 0 && meta_ffn(p) != ffn)
+        return lpk_err(err, LPK_ECORRUPT,
+                       "%s: dim/multiple_of/ffn_dim_multiplier imply a feed-forward size of %lld, "
+                       "but w1 has %lld rows", ppath, (long long)meta_ffn(p), (long long)ffn);
+    if (vocab > UINT32_MAX || ffn > UINT32_MAX)
+        return lpk_err(err, LPK_ECORRUPT, "%s: implausible tensor shapes", dir);
+    uint32_t ctx = opts && opts->context_length ? opts->context_length
+                   : p->max_seq_len > 0      ? (uint32_t)p->max_seq_len
+                                             : 4096;
+    lpk_meta *md = m->base.meta;
+    char name[256];
+    const char *bn = base_name(dir);
+    /* "meta" says little: prefer the parent folder's name. */
+    if (!strcmp(bn, "meta") && bn > dir + 1) {
+        const char *e = bn - 1, *b = e;
+        while (b > dir && b[-1] != '/') b--;
+        snprintf(name, sizeof name, "%.*s", (int)(e - b), b);
+    } else {
+        snprintf(name, sizeof name, "%s", bn);
+    }
+    int rc = 0;
+    rc |= lpk_meta_set_str(md, "general.architecture", "llama");
+    rc |= lpk_meta_set_str(md, "general.name", name[0] ? name : "model");
+    rc |= lpk_meta_set_u32(md, "llama.context_length", ctx);
+    rc |= lpk_meta_set_u32(md, "llama.embedding_length", (uint32_t)p->dim);
+    rc |= lpk_meta_set_u32(md, "llama.block_count", (uint32_t)p->n_layers);
+    rc |= lpk_meta_set_u32(md, "llama.feed_forward_length", (uint32_t)ffn);
+    rc |= lpk_meta_set_u32(md, "llama.attention.head_count", (uint32_t)p->n_heads);
+    rc |= lpk_meta_set_u32(md, "llama.attention.head_count_kv", (uint32_t)p->n_kv);
+    rc |= lpk_meta_set_f32(md, "llama.attention.layer_norm_rms_epsilon", (float)p->eps);
+    rc |= lpk_meta_set_u32(md, "llama.rope.dimension_count", (uint32_t)(p->dim / p->n_heads));
+    rc |= lpk_meta_set_f32(md, "llama.rope.freq_base", (float)p->theta);
+    if (p->scaled_rope) {
+        /* Meta's apply_scaling constants (Llama 3.1). */
+        rc |= lpk_meta_set_str(md, "llama.rope.scaling.type", "llama3");
+        rc |= lpk_meta_set_f32(md, "llama.rope.scaling.factor", 8.0f);
+        rc |= lpk_meta_set_u32(md, "llama.rope.scaling.original_context_length", 8192);
+        rc |= lpk_meta_set_f32(md, "llama.rope.scaling.low_freq_factor", 1.0f);
+        rc |= lpk_meta_set_f32(md, "llama.rope.scaling.high_freq_factor", 4.0f);
+    }
+    rc |= lpk_meta_set_u32(md, "llama.vocab_size", (uint32_t)vocab);
+    rc |= lpk_meta_set_str(md, "source.format", "meta");
+    const char **files = calloc(m->n_shards + 1, sizeof *files);
+    uint64_t *sizes = calloc(m->n_shards + 1, sizeof *sizes);
+    if (!files || !sizes) rc = LPK_ENOMEM;
+    if (!rc) {
+        files[0] = "params.json";
+        struct stat st;
+        sizes[0] = stat(ppath, &st) == 0 ? (uint64_t)st.st_size : 0;
+        for (size_t s = 0; s < m->n_shards; s++) {
+            files[s + 1] = base_name(m->shards[s]->path);
+            sizes[s + 1] = m->shards[s]->size;
+        }
+        rc |= lpk_meta_set_str_arr(md, "source.files", files, NULL, m->n_shards + 1);
+        rc |= lpk_meta_set_arr(md, "source.file_sizes", LPK_V_U64, sizes, m->n_shards + 1);
+        if (n_skipped)
+            rc |= lpk_meta_set_str_arr(md, "source.skipped_tensors", skipped, NULL, n_skipped);
+    }
+    free(files);
+    free(sizes);
+    return rc ? lpk_err(err, LPK_ENOMEM, "%s: out of memory", dir) : 0;
+}
+
+/* ---------------------------------------------------------------- open */
+int cv_meta_detect(const char *dir)
+{
+    char p[4200];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/params.json", dir);
+    if (stat(p, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    snprintf(p, sizeof p, "%s/consolidated.00.pth", dir);
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+int cv_meta_open(const char *dir, const cv_torch_opts *opts, cv_source **out, lpk_error *err)
+{
+    *out = NULL;
+    char ppath[4200];
+    if (strlen(dir) > 4000) return lpk_err(err, LPK_EINVAL, "path too long");
+    snprintf(ppath, sizeof ppath, "%s/params.json", dir);
+    meta_params p;
+    int rc = read_params(ppath, &p, err);
+    if (rc) return rc;
+    meta_src *m = calloc(1, sizeof *m);
+    if (!m) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", dir);
+    m->base.ops = &meta_ops;
+    snprintf(m->base.path, sizeof m->base.path, "%s", dir);
+    const char **skipped = NULL;
+    size_t n_skipped = 0;
+    char **names = NULL;
+    size_t n_names = 0;
+    if (!(m->base.meta = lpk_meta_new())) {
+        rc = lpk_err(err, LPK_ENOMEM, "%s: out of memory", dir);
+        goto fail;
+    }
+    if ((rc = list_shards(dir, &names, &n_names, err))) goto fail;
+    if (!(m->shards = calloc(n_names, sizeof *m->shards))) {
+        rc = lpk_err(err, LPK_ENOMEM, "%s: out of memory", dir);
+        goto fail;
+    }
+    for (size_t s = 0; s < n_names; s++) {
+        if ((rc = cv_torch_file_open(names[s], &m->shards[s], err))) goto fail;
+        m->n_shards = s + 1;
+    }
+    if ((rc = check_shards_agree(m, err))) goto fail;
+    const cv_torch_file *f0 = m->shards[0];
+    size_t nt = f0->n_tensors, S = m->n_shards;
+    m->base.tensors = calloc(nt ? nt : 1, sizeof *m->base.tensors);
+    m->mt = calloc(nt ? nt : 1, sizeof *m->mt);
+    m->part_store = calloc((nt ? nt : 1) * S, sizeof *m->part_store);
+    skipped = calloc(nt ? nt : 1, sizeof *skipped);
+    if (!m->base.tensors || !m->mt || !m->part_store || !skipped) {
+        rc = lpk_err(err, LPK_ENOMEM, "%s: out of memory", dir);
+        goto fail;
+    }
+    for (size_t i = 0; i < nt; i++) {
+        const cv_pt_tensor *x = &f0->tensors[i];
+        cv_tensor *t = &m->base.tensors[m->base.n_tensors];
+        int k = meta_name(x->name, t->name, sizeof t->name);
+        if (k == 0) {
+            skipped[n_skipped++] = x->name;
+            continue;
+        }
+        if (k < 0) {
+            rc = lpk_err(err, LPK_EUNSUPPORTED, "%s: unknown tensor '%s' (not a LLaMA weight)",
+                         f0->path, x->name);
+            goto fail;
+        }
+        snprintf(t->src_name, sizeof t->src_name, "%s", x->name);
+        meta_tensor *mt = &m->mt[m->base.n_tensors];
+        mt->parts = m->part_store + m->base.n_tensors * S;
+        if ((rc = plan_tensor(m, &p, x, t, mt, err))) goto fail;
+        t->priv = mt;
+        m->base.n_tensors++;
+    }
+    if ((rc = fill_meta(m, dir, ppath, &p, opts, skipped, n_skipped, err))) goto fail;
+    free(skipped);
+    for (size_t i = 0; i < n_names; i++) free(names[i]);
+    free(names);
+    *out = &m->base;
+    return 0;
+fail:
+    free(skipped);
+    for (size_t i = 0; i < n_names; i++) free(names[i]);
+    free(names);
+    meta_close(&m->base);
+    return rc;
+}

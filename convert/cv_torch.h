@@ -1,0 +1,143 @@
+/* convert/ internal: PyTorch checkpoints (zip + pickle), Meta folders, HF
+ * pytorch_model*.bin folders and archives of checkpoints. Not a public
+ * header; only convert/ (and its tests) include it.
+ *
+ * Layers, bottom up:
+ *   cv_pickle.c    restricted unpickler: a torch.save state dict -> tensor
+ *                  descriptions (storage key, offset, shape, strides). Nothing
+ *                  is executed; only whitelisted globals are accepted.
+ *   cv_torchzip.c  zip central directory of a mapped file, and a torch file:
+ *                  the pickle resolved against the stored data/N members.
+ *   cv_meta.c      Meta folder (params.json + consolidated.NN.pth), shards
+ *                  merged per tensor, as a cv_source.
+ *   cv_hftorch.c   HF folder with pytorch_model*.bin, as a cv_source.
+ *   cv_archive.c   .tar, .tar.gz, .tar.zst, .zip holding a checkpoint folder. */
+#ifndef CV_TORCH_H
+#define CV_TORCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cv_source.h"
+
+/* ---------------------------------------------------------------- options */
+typedef struct cv_torch_opts {
+    uint32_t context_length;  /* 0: from the checkpoint, else 4096 */
+    const char *spool_dir;    /* archives: folder for the temporary copy
+                               * (the output's folder); NULL: "." */
+} cv_torch_opts;
+
+/* ---------------------------------------------------------------- pickle */
+/* Element types of torch storages. */
+enum cv_pt_stype {
+    CV_PT_FLOAT, CV_PT_HALF, CV_PT_BFLOAT16, CV_PT_DOUBLE, CV_PT_LONG, CV_PT_INT,
+    CV_PT_SHORT, CV_PT_CHAR, CV_PT_BYTE, CV_PT_BOOL, CV_PT_UNTYPED,
+    CV_PT_STYPE_COUNT
+};
+/* Storage class name ("FloatStorage"), element size in bytes, and the lpk
+ * type (LPK_TYPE_F32/F16/BF16) or -1 when llmpack cannot convert it. */
+const char *cv_pt_stype_name(int stype);
+int cv_pt_stype_size(int stype);
+int cv_pt_stype_lpk(int stype);
+
+#define CV_PK_MAX_DIMS 8
+
+/* One entry of a state dict, as the pickle describes it. */
+typedef struct cv_pk_tensor {
+    char name[LPK_MAX_NAME + 1];
+    int stype;                        /* enum cv_pt_stype */
+    char key[64];                     /* storage key: the member ARCHIVE/data/KEY */
+    int64_t storage_numel;            /* elements the storage declares */
+    int64_t offset;                   /* storage offset, in elements */
+    int n_dims;
+    int64_t dims[CV_PK_MAX_DIMS];     /* outermost first */
+    int64_t strides[CV_PK_MAX_DIMS];  /* in elements */
+} cv_pk_tensor;
+
+/* Interprets buf (n bytes, the data.pkl of a torch zip; path for messages) as
+ * a state dict: a dict (or OrderedDict) mapping names to tensors. Only the
+ * opcodes torch.save emits (protocols 2-4, binary forms) and whitelisted
+ * globals (tensor/parameter rebuild functions, storage types, OrderedDict)
+ * are accepted; anything else fails with LPK_EUNSUPPORTED (or LPK_ECORRUPT
+ * for malformed bytes) naming the opcode or the global and its offset.
+ * *out is malloc'ed (*n_out entries, in pickle order); free() it. */
+int cv_pickle_state_dict(const uint8_t *buf, size_t n, const char *path, cv_pk_tensor **out,
+                         size_t *n_out, lpk_error *err);
+
+/* ---------------------------------------------------------------- zip */
+typedef struct cv_zip_entry {
+    const char *name;     /* points into the mapping, name_len bytes, not NUL-terminated */
+    size_t name_len;
+    uint64_t hdr_off;     /* local file header offset */
+    uint64_t csize, usize;
+    unsigned method;      /* 0 = stored */
+} cv_zip_entry;
+
+/* Parses the central directory (zip64 included) of a zip held in buf
+ * (size bytes). Every offset and length is checked against size.
+ * *out is malloc'ed (*n_out entries, central directory order); free() it.
+ * LPK_ETRUNC/LPK_ECORRUPT name the file and what is missing. */
+int cv_zip_parse(const uint8_t *buf, uint64_t size, const char *path, cv_zip_entry **out,
+                 size_t *n_out, lpk_error *err);
+/* Offset of e's data, from its local header; checks the data lies in the file. */
+int cv_zip_data_offset(const uint8_t *buf, uint64_t size, const char *path,
+                       const cv_zip_entry *e, uint64_t *off, lpk_error *err);
+
+/* ---------------------------------------------------------------- torch file */
+typedef struct cv_pt_tensor {
+    char name[LPK_MAX_NAME + 1];
+    int stype;                 /* enum cv_pt_stype */
+    int type;                  /* lpk type, or -1 (see cv_pt_stype_lpk) */
+    int n_dims;                /* <= LPK_MAX_DIMS */
+    int64_t dims[LPK_MAX_DIMS];
+    const uint8_t *data;       /* into the file mapping; contiguous, little-endian */
+    uint64_t nbytes;
+} cv_pt_tensor;
+
+typedef struct cv_torch_file {
+    char path[4096];
+    const uint8_t *map;
+    uint64_t size;
+    cv_pt_tensor *tensors;     /* in pickle order */
+    size_t n_tensors;
+} cv_torch_file;
+
+/* Maps a torch.save zip file and resolves its state dict: every tensor's bytes
+ * lie inside its storage member, strides are contiguous (else
+ * LPK_EUNSUPPORTED naming the tensor), storages may be shared. The pre-1.6
+ * pickle-only format fails with LPK_EUNSUPPORTED ("legacy torch format").
+ * Nothing but the pickle is read here; tensor pages are touched on use. */
+int cv_torch_file_open(const char *path, cv_torch_file **out, lpk_error *err);
+/* The same over bytes the caller keeps alive (no mapping is owned). */
+int cv_torch_file_open_mem(const char *name, const uint8_t *buf, uint64_t size,
+                           cv_torch_file **out, lpk_error *err);
+/* NULL if absent. */
+const cv_pt_tensor *cv_torch_file_find(const cv_torch_file *f, const char *name);
+/* Drops the mapped pages of [p, p + n) (madvise DONTNEED); data stays readable. */
+void cv_torch_file_release(const cv_torch_file *f, const void *p, uint64_t n);
+void cv_torch_file_close(cv_torch_file *f);  /* NULL is fine */
+
+/* ---------------------------------------------------------------- sources */
+/* Meta folder: params.json + consolidated.00.pth ... consolidated.NN.pth.
+ * Shards are merged per tensor (wq/wk/wv/w1/w3/output along dim 0, wo/w2
+ * along dim 1, tok_embeddings along dim 1, or dim 0 when a shard holds full
+ * rows as LLaMA 3 does; 1-D norms replicated and checked equal). rope.freqs is
+ * skipped and listed in source.skipped_tensors. llama.* keys come from
+ * params.json and the tensor shapes. Tokenizer keys are not set here. */
+int cv_meta_open(const char *dir, const cv_torch_opts *opts, cv_source **out, lpk_error *err);
+/* True when dir looks like a Meta folder (params.json + consolidated.00.pth). */
+int cv_meta_detect(const char *dir);
+
+/* Checkpoint archives (.tar, .tar.gz, .tar.zst, .zip; files at the root or in
+ * one top-level folder). The members are copied into a temporary folder in
+ * opts->spool_dir (free space checked first; removed on close, on failure and
+ * on SIGINT/SIGTERM) and that folder is opened with open_dir. */
+typedef int (*cv_dir_open_fn)(const char *dir, const cv_torch_opts *opts, cv_source **out,
+                              lpk_error *err);
+int cv_archive_open(const char *path, const cv_torch_opts *opts, cv_dir_open_fn open_dir,
+                    cv_source **out, lpk_error *err);
+/* True when path names a regular file that is a tar (plain, gzip, zstd) or zip
+ * archive and not a torch checkpoint (judged by content, not name). */
+int cv_archive_detect(const char *path);
+
+#endif

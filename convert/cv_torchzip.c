@@ -1,0 +1,386 @@
+/* Zip container access for torch.save files, and the torch file on top of it.
+ *
+ * torch.save writes an uncompressed zip: ARCHIVE/data.pkl (the state dict
+ * pickle), ARCHIVE/data/KEY (one raw little-endian storage per key),
+ * ARCHIVE/version and, since torch 1.10 or so, ARCHIVE/byteorder. Members are
+ * stored, so a storage is a byte range of the mapped file: no copy, random
+ * access, and pages can be dropped once a tensor is written. */
+#include "cv_torch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static uint32_t le16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
+static uint32_t le32(const uint8_t *p) { return le16(p) | le16(p + 2) << 16; }
+static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
+
+/* ---------------------------------------------------------------- zip */
+#define ZIP_EOCD 0x06054b50u
+#define ZIP_EOCD64 0x06064b50u
+#define ZIP_EOCD64_LOC 0x07064b50u
+#define ZIP_CDH 0x02014b50u
+#define ZIP_LFH 0x04034b50u
+
+/* Zip64 extended information extra field: the 64-bit values replace the
+ * 32-bit ones that read 0xffffffff, in the order usize, csize, offset. */
+static int zip64_extra(const uint8_t *x, size_t xn, cv_zip_entry *e, int need_u, int need_c,
+                       int need_o)
+{
+    size_t i = 0;
+    while (xn - i >= 4) {
+        uint32_t id = le16(x + i), len = le16(x + i + 2);
+        if (len > xn - i - 4) return -1;
+        if (id == 1) {
+            const uint8_t *p = x + i + 4;
+            size_t k = 0;
+            if (need_u) { if (len < k + 8) return -1; e->usize = le64(p + k); k += 8; }
+            if (need_c) { if (len < k + 8) return -1; e->csize = le64(p + k); k += 8; }
+            if (need_o) { if (len < k + 8) return -1; e->hdr_off = le64(p + k); }
+            return 0;
+        }
+        i += 4 + len;
+    }
+    return need_u || need_c || need_o ? -1 : 0;
+}
+
+int cv_zip_parse(const uint8_t *buf, uint64_t size, const char *path, cv_zip_entry **out,
+                 size_t *n_out, lpk_error *err)
+{
+    *out = NULL;
+    *n_out = 0;
+    /* The end-of-central-directory record is in the last 22 + 65535 bytes. */
+    if (size < 22)
+        return lpk_err(err, LPK_ETRUNC, "%s: %llu bytes, too short for a zip archive", path,
+                       (unsigned long long)size);
+    uint64_t lo = size > 22 + 65535 ? size - 22 - 65535 : 0, eocd = UINT64_MAX;
+    for (uint64_t p = size - 22 + 1; p-- > lo;)
+        if (le32(buf + p) == ZIP_EOCD && le16(buf + p + 20) == size - p - 22) {
+            eocd = p;
+            break;
+        }
+    if (eocd == UINT64_MAX)
+        return lpk_err(err, LPK_ETRUNC,
+                       "%s: corrupt zip: no end-of-central-directory record (truncated file?)",
+                       path);
+    uint64_t n = le16(buf + eocd + 10), cd_size = le32(buf + eocd + 12),
+             cd_off = le32(buf + eocd + 16);
+    if (eocd >= 20 && le32(buf + eocd - 20) == ZIP_EOCD64_LOC) {
+        uint64_t z = le64(buf + eocd - 20 + 8);
+        if (z > eocd - 20 || eocd - 20 - z < 56 || le32(buf + z) != ZIP_EOCD64)
+            return lpk_err(err, LPK_ECORRUPT, "%s: corrupt zip: bad zip64 end record offset %llu",
+                           path, (unsigned long long)z);
+        n = le64(buf + z + 32);
+        cd_size = le64(buf + z + 40);
+        cd_off = le64(buf + z + 48);
+    }
+    if (cd_off > eocd || cd_size > eocd - cd_off)
+        return lpk_err(err, LPK_ETRUNC,
+                       "%s: corrupt zip: central directory [%llu, +%llu) lies outside the file "
+                       "(truncated?)", path, (unsigned long long)cd_off,
+                       (unsigned long long)cd_size);
+    if (n > cd_size / 46)
+        return lpk_err(err, LPK_ECORRUPT,
+                       "%s: corrupt zip: %llu entries cannot fit a %llu-byte central directory",
+                       path, (unsigned long long)n, (unsigned long long)cd_size);
+    cv_zip_entry *e = calloc(n ? (size_t)n : 1, sizeof *e);
+    if (!e) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
+    uint64_t p = cd_off, end = cd_off + cd_size;
+    for (uint64_t i = 0; i < n; i++) {
+        if (end - p < 46 || le32(buf + p) != ZIP_CDH) {
+            free(e);
+            return lpk_err(err, LPK_ECORRUPT,
+                           "%s: corrupt zip: central directory entry %llu at offset %llu is "
+                           "malformed", path, (unsigned long long)i, (unsigned long long)p);
+        }
+        const uint8_t *h = buf + p;
+        size_t nl = le16(h + 28), xl = le16(h + 30), cl = le16(h + 32);
+        if (end - p - 46 < (uint64_t)nl + xl + cl) {
+            free(e);
+            return lpk_err(err, LPK_ECORRUPT,
+                           "%s: corrupt zip: central directory entry %llu overruns the directory",
+                           path, (unsigned long long)i);
+        }
+        e[i].method = le16(h + 10);
+        e[i].csize = le32(h + 20);
+        e[i].usize = le32(h + 24);
+        e[i].hdr_off = le32(h + 42);
+        e[i].name = (const char *)h + 46;
+        e[i].name_len = nl;
+        if (zip64_extra(h + 46 + nl, xl, &e[i], e[i].usize == 0xffffffffu,
+                        e[i].csize == 0xffffffffu, e[i].hdr_off == 0xffffffffu)) {
+            free(e);
+            return lpk_err(err, LPK_ECORRUPT, "%s: corrupt zip: entry %llu has a bad zip64 field",
+                           path, (unsigned long long)i);
+        }
+        p += 46 + nl + xl + cl;
+    }
+    *out = e;
+    *n_out = (size_t)n;
+    return 0;
+}
+
+int cv_zip_data_offset(const uint8_t *buf, uint64_t size, const char *path,
+                       const cv_zip_entry *e, uint64_t *off, lpk_error *err)
+{
+    if (e->hdr_off > size || size - e->hdr_off < 30 || le32(buf + e->hdr_off) != ZIP_LFH)
+        return lpk_err(err, LPK_ECORRUPT,
+                       "%s: corrupt zip: member '%.*s' has no local header at offset %llu", path,
+                       (int)e->name_len, e->name, (unsigned long long)e->hdr_off);
+    uint64_t d = e->hdr_off + 30 + le16(buf + e->hdr_off + 26) + le16(buf + e->hdr_off + 28);
+    if (d > size || size - d < e->csize)
+        return lpk_err(err, LPK_ETRUNC,
+                       "%s: corrupt zip: member '%.*s' (%llu bytes at offset %llu) extends past "
+                       "the end of the file (truncated?)", path, (int)e->name_len, e->name,
+                       (unsigned long long)e->csize, (unsigned long long)d);
+    *off = d;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- torch file */
+/* torch's pre-1.6 format: a bare pickle of the magic number
+ * 0x1950a86a20f9469cfc6c (LONG1, 10 bytes) follows the PROTO 2 header. */
+static const uint8_t legacy_magic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c,
+                                       0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+
+static int name_is(const cv_zip_entry *e, const char *prefix, size_t pl, const char *rest)
+{
+    size_t rl = strlen(rest);
+    return e->name_len == pl + rl && !memcmp(e->name, prefix, pl) && !memcmp(e->name + pl, rest, rl);
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+    const cv_zip_entry *x = a, *y = b;
+    size_t m = x->name_len < y->name_len ? x->name_len : y->name_len;
+    int c = memcmp(x->name, y->name, m);
+    return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
+}
+
+static int is_contiguous(const cv_pk_tensor *t)
+{
+    int64_t want = 1;
+    for (int d = t->n_dims - 1; d >= 0; d--) {
+        if (t->dims[d] != 1 && t->strides[d] != want) return 0;
+        want *= t->dims[d];
+    }
+    return 1;
+}
+
+static void fmt_dims(char *s, size_t n, const int64_t *v, int k)
+{
+    size_t o = (size_t)snprintf(s, n, "(");
+    for (int i = 0; i < k && o < n; i++)
+        o += (size_t)snprintf(s + o, n - o, "%s%lld", i ? ", " : "", (long long)v[i]);
+    if (o < n) snprintf(s + o, n - o, ")");
+}
+
+/* Resolves one pickle tensor against the sorted zip entries. */
+static int resolve(cv_torch_file *f, const cv_zip_entry *sorted, size_t n, const char *prefix,
+                   size_t pl, const cv_pk_tensor *pt, cv_pt_tensor *t, lpk_error *err)
+{
+    memcpy(t->name, pt->name, sizeof t->name);
+    t->stype = pt->stype;
+    t->type = cv_pt_stype_lpk(pt->stype);
+    if (pt->n_dims > LPK_MAX_DIMS)
+        return lpk_err(err, LPK_EUNSUPPORTED, "%s: tensor '%s' has %d dims (at most %d)", f->path,
+                       pt->name, pt->n_dims, LPK_MAX_DIMS);
+    t->n_dims = pt->n_dims;
+    uint64_t numel = 1;
+    for (int d = 0; d < pt->n_dims; d++) {
+        if (pt->dims[d] < 0 || (pt->dims[d] && numel > UINT64_MAX / (uint64_t)pt->dims[d]))
+            return lpk_err(err, LPK_ECORRUPT, "%s: tensor '%s' has a bad shape", f->path,
+                           pt->name);
+        numel *= (uint64_t)pt->dims[d];
+        t->dims[d] = pt->dims[d];
+    }
+    if (!is_contiguous(pt)) {
+        char sz[128], st[128];
+        fmt_dims(sz, sizeof sz, pt->dims, pt->n_dims);
+        fmt_dims(st, sizeof st, pt->strides, pt->n_dims);
+        return lpk_err(err, LPK_EUNSUPPORTED,
+                       "%s: tensor '%s' is not contiguous (size %s, strides %s); re-save it "
+                       "with .contiguous()", f->path, pt->name, sz, st);
+    }
+    char mname[LPK_MAX_NAME + 80];
+    int ml = snprintf(mname, sizeof mname, "%.*sdata/%s", (int)pl, prefix, pt->key);
+    cv_zip_entry key = {.name = mname, .name_len = (size_t)ml};
+    const cv_zip_entry *e = bsearch(&key, sorted, n, sizeof *sorted, cmp_entry);
+    if (!e)
+        return lpk_err(err, LPK_ECORRUPT, "%s: tensor '%s' refers to storage '%s', but there is "
+                       "no member %s", f->path, pt->name, pt->key, mname);
+    if (e->method != 0 || e->csize != e->usize)
+        return lpk_err(err, LPK_EUNSUPPORTED,
+                       "%s: member %s is compressed (method %u); torch.save stores storages "
+                       "uncompressed", f->path, mname, e->method);
+    uint64_t off;
+    int rc = cv_zip_data_offset(f->map, f->size, f->path, e, &off, err);
+    if (rc) return rc;
+    uint64_t es = (uint64_t)cv_pt_stype_size(pt->stype);
+    if (pt->storage_numel < 0 || (uint64_t)pt->storage_numel > e->usize / es ||
+        pt->offset < 0 || (uint64_t)pt->offset > (uint64_t)pt->storage_numel ||
+        numel > (uint64_t)pt->storage_numel - (uint64_t)pt->offset)
+        return lpk_err(err, LPK_ECORRUPT,
+                       "%s: tensor '%s' (%llu elements at element offset %lld) does not fit its "
+                       "storage '%s' (%lld %s elements declared, %llu bytes stored)", f->path,
+                       pt->name, (unsigned long long)numel, (long long)pt->offset, pt->key,
+                       (long long)pt->storage_numel, cv_pt_stype_name(pt->stype),
+                       (unsigned long long)e->usize);
+    t->data = f->map + off + (uint64_t)pt->offset * es;
+    t->nbytes = numel * es;
+    return 0;
+}
+
+static int torch_parse(cv_torch_file *f, lpk_error *err)
+{
+    if (f->size >= sizeof legacy_magic && !memcmp(f->map, legacy_magic, sizeof legacy_magic))
+        return lpk_err(err, LPK_EUNSUPPORTED,
+                       "%s: legacy torch format, re-save with torch>=1.6 (this is a pre-1.6 pickle, not a zip)",
+                       f->path);
+    cv_zip_entry *ents;
+    size_t n;
+    int rc = cv_zip_parse(f->map, f->size, f->path, &ents, &n, err);
+    if (rc) return rc;
+    /* The pickle is ARCHIVE/data.pkl for any top-level folder name ARCHIVE. */
+    const cv_zip_entry *pk = NULL;
+    for (size_t i = 0; i < n && !pk; i++) {
+        const char *s = ents[i].name;
+        size_t l = ents[i].name_len;
+        const char *slash = memchr(s, '/', l);
+        if (slash && (size_t)(slash - s) + 1 + 8 == l && !memcmp(slash + 1, "data.pkl", 8))
+            pk = &ents[i];
+    }
+    if (!pk) {
+        free(ents);
+        return lpk_err(err, LPK_ECORRUPT, "%s: zip archive without ARCHIVE/data.pkl: not a "
+                       "torch.save file", f->path);
+    }
+    size_t pl = pk->name_len - 8;
+    char prefix[LPK_MAX_NAME + 1];
+    if (pl > LPK_MAX_NAME) pl = LPK_MAX_NAME;  /* names are checked against members anyway */
+    memcpy(prefix, pk->name, pl);
+    prefix[pl] = 0;
+    uint64_t pk_off;
+    if ((rc = cv_zip_data_offset(f->map, f->size, f->path, pk, &pk_off, err))) goto out;
+    if (pk->method != 0 || pk->csize != pk->usize) {
+        rc = lpk_err(err, LPK_EUNSUPPORTED, "%s: %sdata.pkl is compressed (method %u)", f->path,
+                     prefix, pk->method);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (name_is(&ents[i], prefix, pl, "byteorder")) {
+            uint64_t bo;
+            if ((rc = cv_zip_data_offset(f->map, f->size, f->path, &ents[i], &bo, err))) goto out;
+            if (!(ents[i].usize == 6 && !memcmp(f->map + bo, "little", 6))) {
+                rc = lpk_err(err, LPK_EUNSUPPORTED, "%s: storages are not little-endian "
+                             "(%sbyteorder)", f->path, prefix);
+                goto out;
+            }
+        }
+    cv_pk_tensor *pts;
+    size_t npt;
+    if ((rc = cv_pickle_state_dict(f->map + pk_off, (size_t)pk->usize, f->path, &pts, &npt, err)))
+        goto out;
+    qsort(ents, n, sizeof *ents, cmp_entry);
+    f->tensors = calloc(npt ? npt : 1, sizeof *f->tensors);
+    if (!f->tensors) rc = lpk_err(err, LPK_ENOMEM, "%s: out of memory", f->path);
+    for (size_t i = 0; !rc && i < npt; i++)
+        rc = resolve(f, ents, n, prefix, pl, &pts[i], &f->tensors[i], err);
+    f->n_tensors = npt;
+    free(pts);
+out:
+    free(ents);
+    return rc;
+}
+
+/* A torch file and whether its bytes are our own mapping (unmapped on close). */
+typedef struct torch_mapped {
+    cv_torch_file f;  /* first: cv_torch_file pointers are torch_mapped pointers */
+    int mapped;
+} torch_mapped;
+
+int cv_torch_file_open_mem(const char *name, const uint8_t *buf, uint64_t size,
+                           cv_torch_file **out, lpk_error *err)
+{
+    *out = NULL;
+    torch_mapped *m = calloc(1, sizeof *m);
+    if (!m) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", name);
+    snprintf(m->f.path, sizeof m->f.path, "%s", name);
+    m->f.map = buf;
+    m->f.size = size;
+    int rc = torch_parse(&m->f, err);
+    if (rc) {
+        cv_torch_file_close(&m->f);
+        return rc;
+    }
+    *out = &m->f;
+    return 0;
+}
+
+int cv_torch_file_open(const char *path, cv_torch_file **out, lpk_error *err)
+{
+    *out = NULL;
+    torch_mapped *m = calloc(1, sizeof *m);
+    if (!m) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
+    cv_torch_file *f = &m->f;
+    snprintf(f->path, sizeof f->path, "%s", path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        free(m);
+        return lpk_err(err, e == ENOENT ? LPK_ENOTFOUND : LPK_EIO, "%s: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size == 0) {
+        close(fd);
+        free(m);
+        return lpk_err(err, LPK_ECORRUPT, "%s: not a regular, non-empty file", path);
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        free(m);
+        return lpk_err(err, LPK_EIO, "%s: mmap: %s", path, strerror(errno));
+    }
+    f->map = p;
+    f->size = (uint64_t)st.st_size;
+    m->mapped = 1;
+    int rc = torch_parse(f, err);
+    if (rc) {
+        cv_torch_file_close(f);
+        return rc;
+    }
+    *out = f;
+    return 0;
+}
+
+const cv_pt_tensor *cv_torch_file_find(const cv_torch_file *f, const char *name)
+{
+    for (size_t i = 0; i < f->n_tensors; i++)
+        if (!strcmp(f->tensors[i].name, name)) return &f->tensors[i];
+    return NULL;
+}
+
+void cv_torch_file_release(const cv_torch_file *f, const void *p, uint64_t n)
+{
+    const torch_mapped *m = (const torch_mapped *)f;
+    if (!m->mapped || !n) return;
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)p & ~(pg - 1), b = ((uintptr_t)p + n + pg - 1) & ~(pg - 1);
+    madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+void cv_torch_file_close(cv_torch_file *f)
+{
+    if (!f) return;
+    torch_mapped *m = (torch_mapped *)f;
+    if (m->mapped) munmap((void *)f->map, (size_t)f->size);
+    free(f->tensors);
+    free(m);
+}

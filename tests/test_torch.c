@@ -1,0 +1,935 @@
+/* convert/ torch reader: the restricted unpickler on hand-written pickle bytes
+ * (built from the pickle spec, protocol 2 and 4 opcodes), torch zip files
+ * built here byte by byte, crafted bad inputs (each with its own error), Meta
+ * shard merging on synthetic shards, and the shared Meta checkpoints against
+ * the same models' HF safetensors read independently (un-permuted here). */
+#include "tutil.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <xxhash.h>
+
+#include "../convert/cv_torch.h"
+
+/* ---------------------------------------------------------------- byte buffer */
+typedef struct buf {
+    uint8_t *p;
+    size_t n, cap;
+} buf;
+
+static void b_put(buf *b, const void *d, size_t n)
+{
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    if (n) memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+static void b_u8(buf *b, unsigned v) { uint8_t x = (uint8_t)v; b_put(b, &x, 1); }
+static void b_le(buf *b, uint64_t v, int k)
+{
+    for (int i = 0; i < k; i++) b_u8(b, (unsigned)(v >> (8 * i)) & 0xff);
+}
+
+/* ---------------------------------------------------------------- pickle writer */
+/* Opcodes from Python's Lib/pickle.py (the spec of the format). */
+static void pk_str(buf *b, const char *s)
+{
+    b_u8(b, 'X');  /* BINUNICODE: u32 length + utf-8 */
+    b_le(b, strlen(s), 4);
+    b_put(b, s, strlen(s));
+}
+static void pk_int(buf *b, int64_t v)
+{
+    if (v >= 0 && v < 256) { b_u8(b, 'K'); b_le(b, (uint64_t)v, 1); }
+    else if (v >= 0 && v < 65536) { b_u8(b, 'M'); b_le(b, (uint64_t)v, 2); }
+    else if (v >= INT32_MIN && v <= INT32_MAX) { b_u8(b, 'J'); b_le(b, (uint64_t)v, 4); }
+    else { b_u8(b, 0x8a); b_u8(b, 8); b_le(b, (uint64_t)v, 8); }  /* LONG1 */
+}
+static void pk_global(buf *b, const char *mod, const char *name)
+{
+    b_u8(b, 'c');
+    b_put(b, mod, strlen(mod));
+    b_u8(b, '\n');
+    b_put(b, name, strlen(name));
+    b_u8(b, '\n');
+}
+static void pk_ints(buf *b, int n, const int64_t *v)
+{
+    b_u8(b, '(');
+    for (int i = 0; i < n; i++) pk_int(b, v[i]);
+    b_u8(b, 't');
+}
+/* _rebuild_tensor_v2((storage pid), offset, size, stride, False, OrderedDict()) */
+static void pk_tensor(buf *b, const char *stype, const char *key, int64_t numel, int64_t off,
+                      int nd, const int64_t *dims, const int64_t *strides)
+{
+    pk_global(b, "torch._utils", "_rebuild_tensor_v2");
+    b_u8(b, '(');
+    b_u8(b, '(');
+    pk_str(b, "storage");
+    pk_global(b, "torch", stype);
+    pk_str(b, key);
+    pk_str(b, "cpu");
+    pk_int(b, numel);
+    b_u8(b, 't');
+    b_u8(b, 'Q');  /* BINPERSID */
+    pk_int(b, off);
+    pk_ints(b, nd, dims);
+    pk_ints(b, nd, strides);
+    b_u8(b, 0x89);  /* NEWFALSE */
+    pk_global(b, "collections", "OrderedDict");
+    b_u8(b, ')');
+    b_u8(b, 'R');
+    b_u8(b, 't');
+    b_u8(b, 'R');
+}
+
+typedef struct tspec {
+    const char *name, *stype, *key;
+    int64_t numel, off;
+    int nd;
+    int64_t dims[4], strides[4];
+} tspec;
+
+static void contiguous(tspec *t)
+{
+    int64_t s = 1;
+    for (int d = t->nd - 1; d >= 0; d--) { t->strides[d] = s; s *= t->dims[d]; }
+}
+
+/* A protocol-2 state dict: {name: tensor, ...} as torch.save writes it. */
+static buf pk_state_dict(const tspec *t, size_t n)
+{
+    buf b = {0};
+    b_u8(&b, 0x80); b_u8(&b, 2);
+    b_u8(&b, '}');
+    b_u8(&b, '(');
+    for (size_t i = 0; i < n; i++) {
+        pk_str(&b, t[i].name);
+        pk_tensor(&b, t[i].stype, t[i].key, t[i].numel, t[i].off, t[i].nd, t[i].dims,
+                  t[i].strides);
+    }
+    b_u8(&b, 'u');
+    b_u8(&b, '.');
+    return b;
+}
+
+/* ---------------------------------------------------------------- zip writer */
+static uint32_t crc32_of(const uint8_t *p, size_t n)
+{
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++) c = c >> 1 ^ (0xedb88320u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
+typedef struct zmember {
+    const char *name;
+    const void *data;
+    size_t n;
+} zmember;
+
+/* A stored zip; data aligned to 64 bytes with a padding extra field, as
+ * torch's writer does. */
+static buf zip_build(const zmember *m, size_t n)
+{
+    buf b = {0}, cd = {0};
+    for (size_t i = 0; i < n; i++) {
+        uint64_t off = b.n;
+        size_t nl = strlen(m[i].name);
+        size_t pad = (64 - (off + 30 + nl + 4) % 64) % 64;
+        uint32_t crc = crc32_of(m[i].data, m[i].n);
+        b_le(&b, 0x04034b50, 4); b_le(&b, 20, 2); b_le(&b, 0, 2); b_le(&b, 0, 2);
+        b_le(&b, 0, 4); b_le(&b, crc, 4); b_le(&b, m[i].n, 4); b_le(&b, m[i].n, 4);
+        b_le(&b, nl, 2); b_le(&b, 4 + pad, 2);
+        b_put(&b, m[i].name, nl);
+        b_le(&b, 0x4246, 2); b_le(&b, pad, 2);
+        for (size_t k = 0; k < pad; k++) b_u8(&b, 'Z');
+        b_put(&b, m[i].data, m[i].n);
+        b_le(&cd, 0x02014b50, 4); b_le(&cd, 20, 2); b_le(&cd, 20, 2); b_le(&cd, 0, 2);
+        b_le(&cd, 0, 2); b_le(&cd, 0, 4); b_le(&cd, crc, 4); b_le(&cd, m[i].n, 4);
+        b_le(&cd, m[i].n, 4); b_le(&cd, nl, 2); b_le(&cd, 0, 2); b_le(&cd, 0, 2);
+        b_le(&cd, 0, 2); b_le(&cd, 0, 2); b_le(&cd, 0, 4); b_le(&cd, off, 4);
+        b_put(&cd, m[i].name, nl);
+    }
+    uint64_t cd_off = b.n;
+    b_put(&b, cd.p, cd.n);
+    b_le(&b, 0x06054b50, 4); b_le(&b, 0, 2); b_le(&b, 0, 2); b_le(&b, n, 2); b_le(&b, n, 2);
+    b_le(&b, cd.n, 4); b_le(&b, cd_off, 4); b_le(&b, 0, 2);
+    free(cd.p);
+    return b;
+}
+
+typedef struct storage {
+    const char *key;
+    const void *data;
+    size_t n;
+} storage;
+
+/* Writes ARCHIVE/data.pkl + ARCHIVE/data/KEY... (+ byteorder) as torch.save does. */
+static void write_pth(const char *path, const char *arch, const buf *pkl, const storage *st,
+                      size_t ns, int byteorder)
+{
+    zmember m[64];
+    char *names[64];
+    size_t n = 0;
+    names[n] = tu_fmt("%s/data.pkl", arch);
+    m[n] = (zmember){names[n], pkl->p, pkl->n}; n++;
+    if (byteorder) {
+        names[n] = tu_fmt("%s/byteorder", arch);
+        m[n] = (zmember){names[n], "little", 6}; n++;
+    }
+    for (size_t i = 0; i < ns; i++) {
+        names[n] = tu_fmt("%s/data/%s", arch, st[i].key);
+        m[n] = (zmember){names[n], st[i].data, st[i].n}; n++;
+    }
+    names[n] = tu_fmt("%s/version", arch);
+    m[n] = (zmember){names[n], "3\n", 2}; n++;
+    buf z = zip_build(m, n);
+    assert_int_equal(tu_write_file(path, z.p, z.n), 0);
+    free(z.p);
+    for (size_t i = 0; i < n; i++) free(names[i]);
+}
+
+/* ---------------------------------------------------------------- unpickler */
+static void test_pickle_state_dict(void **state)
+{
+    (void)state;
+    /* Two tensors sharing storage "0" (a view at element offset 6), and one
+     * half tensor in storage "1"; protocol 2 with memo puts/gets. */
+    buf b = {0};
+    b_u8(&b, 0x80); b_u8(&b, 2);
+    b_u8(&b, '}'); b_u8(&b, 'q'); b_u8(&b, 0);         /* EMPTY_DICT, BINPUT 0 */
+    b_u8(&b, '(');
+    pk_str(&b, "a.weight");
+    pk_global(&b, "torch._utils", "_rebuild_tensor_v2");
+    b_u8(&b, 'q'); b_u8(&b, 1);
+    b_u8(&b, '('); b_u8(&b, '(');
+    pk_str(&b, "storage"); b_u8(&b, 'q'); b_u8(&b, 2);
+    pk_global(&b, "torch", "FloatStorage"); b_u8(&b, 'q'); b_u8(&b, 3);
+    pk_str(&b, "0");
+    pk_str(&b, "cpu"); b_u8(&b, 'r'); b_le(&b, 40, 4);  /* LONG_BINPUT 40 */
+    pk_int(&b, 12);
+    b_u8(&b, 't'); b_u8(&b, 'q'); b_u8(&b, 5);            /* pid tuple memo 5 */
+    b_u8(&b, 'Q');
+    pk_int(&b, 0);
+    pk_int(&b, 2); pk_int(&b, 3); b_u8(&b, 0x86);          /* TUPLE2 */
+    pk_int(&b, 3); pk_int(&b, 1); b_u8(&b, 0x86);
+    b_u8(&b, 0x89);
+    pk_global(&b, "collections", "OrderedDict"); b_u8(&b, ')'); b_u8(&b, 'R');
+    b_u8(&b, 't'); b_u8(&b, 'R');
+    pk_str(&b, "b.bias");
+    /* _rebuild_parameter(_rebuild_tensor_v2(same storage via BINGET 5), False, OD()) */
+    pk_global(&b, "torch._utils", "_rebuild_parameter");
+    b_u8(&b, '(');
+    b_u8(&b, 'h'); b_u8(&b, 1);
+    b_u8(&b, '(');
+    b_u8(&b, 'h'); b_u8(&b, 5); b_u8(&b, 'Q');
+    pk_int(&b, 6);
+    pk_int(&b, 6); b_u8(&b, 0x85);                          /* TUPLE1 */
+    pk_int(&b, 1); b_u8(&b, 0x85);
+    b_u8(&b, 0x88);
+    b_u8(&b, '}'); b_u8(&b, 't'); b_u8(&b, 'R');
+    b_u8(&b, 0x89); b_u8(&b, '}');
+    b_u8(&b, 't'); b_u8(&b, 'R');
+    b_u8(&b, 'u');
+    /* SETITEM with a half tensor built from a LONG1 sized storage */
+    pk_str(&b, "c");
+    b_u8(&b, 'h'); b_u8(&b, 1);
+    b_u8(&b, '(');
+    b_u8(&b, '('); b_u8(&b, 'h'); b_u8(&b, 2); pk_global(&b, "torch", "HalfStorage");
+    pk_str(&b, "1"); b_u8(&b, 'j'); b_le(&b, 40, 4);        /* LONG_BINGET 40 */
+    b_u8(&b, 0x8a); b_u8(&b, 1); b_u8(&b, 4); b_u8(&b, 't'); b_u8(&b, 'Q');
+    pk_int(&b, 0);
+    b_u8(&b, ')'); b_u8(&b, ')');                            /* 0-dim tensor */
+    b_u8(&b, 0x89); b_u8(&b, 'N');
+    b_u8(&b, 't'); b_u8(&b, 'R');
+    b_u8(&b, 's');
+    /* BUILD state on the dict (as OrderedDict._metadata is pickled) */
+    b_u8(&b, '}'); b_u8(&b, 'b');
+    b_u8(&b, '.');
+
+    cv_pk_tensor *t;
+    size_t n;
+    lpk_error err = {0};
+    assert_int_equal(cv_pickle_state_dict(b.p, b.n, "mem", &t, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(t[0].name, "a.weight");
+    assert_int_equal(t[0].stype, CV_PT_FLOAT);
+    assert_string_equal(t[0].key, "0");
+    assert_int_equal(t[0].storage_numel, 12);
+    assert_int_equal(t[0].n_dims, 2);
+    assert_int_equal(t[0].dims[0], 2);
+    assert_int_equal(t[0].dims[1], 3);
+    assert_int_equal(t[0].strides[0], 3);
+    assert_string_equal(t[1].name, "b.bias");
+    assert_string_equal(t[1].key, "0");
+    assert_int_equal(t[1].offset, 6);
+    assert_int_equal(t[1].n_dims, 1);
+    assert_int_equal(t[1].dims[0], 6);
+    assert_string_equal(t[2].name, "c");
+    assert_int_equal(t[2].stype, CV_PT_HALF);
+    assert_int_equal(t[2].storage_numel, 4);
+    assert_int_equal(t[2].n_dims, 0);
+    free(t);
+
+    /* Every truncation fails cleanly (no crash, no leak under ASan). */
+    for (size_t k = 0; k < b.n; k++) {
+        lpk_error e2 = {0};
+        assert_int_not_equal(cv_pickle_state_dict(b.p, k, "mem", &t, &n, &e2), 0);
+        assert_null(t);
+    }
+    /* Single-byte corruptions never crash and either parse or fail. */
+    uint64_t rs = 99;
+    for (int it = 0; it < 3000; it++) {
+        uint8_t *c = malloc(b.n);
+        memcpy(c, b.p, b.n);
+        c[tu_rand(&rs) % b.n] = (uint8_t)tu_rand(&rs);
+        lpk_error e2 = {0};
+        if (cv_pickle_state_dict(c, b.n, "mem", &t, &n, &e2) == 0) free(t);
+        else assert_true(e2.msg[0] != 0);
+        free(c);
+    }
+    free(b.p);
+}
+
+static void test_pickle_protocol4(void **state)
+{
+    (void)state;
+    /* torch.save(pickle_protocol=4): FRAME, SHORT_BINUNICODE, STACK_GLOBAL, MEMOIZE */
+    buf b = {0};
+    b_u8(&b, 0x80); b_u8(&b, 4);
+    b_u8(&b, 0x95); b_le(&b, 0, 8);
+    b_u8(&b, '}'); b_u8(&b, 0x94);
+    b_u8(&b, 0x8c); b_u8(&b, 1); b_u8(&b, 'w'); b_u8(&b, 0x94);
+    b_u8(&b, 0x8c); b_u8(&b, 12); b_put(&b, "torch._utils", 12);
+    b_u8(&b, 0x8c); b_u8(&b, 18); b_put(&b, "_rebuild_tensor_v2", 18);
+    b_u8(&b, 0x93); b_u8(&b, 0x94);
+    b_u8(&b, '(');
+    b_u8(&b, '(');
+    b_u8(&b, 0x8c); b_u8(&b, 7); b_put(&b, "storage", 7);
+    b_u8(&b, 0x8c); b_u8(&b, 5); b_put(&b, "torch", 5);
+    b_u8(&b, 0x8c); b_u8(&b, 15); b_put(&b, "BFloat16Storage", 15);
+    b_u8(&b, 0x93);
+    b_u8(&b, 0x8c); b_u8(&b, 1); b_u8(&b, '7');
+    b_u8(&b, 0x8c); b_u8(&b, 3); b_put(&b, "cpu", 3);
+    pk_int(&b, 8);
+    b_u8(&b, 't'); b_u8(&b, 'Q');
+    pk_int(&b, 0);
+    pk_int(&b, 8); b_u8(&b, 0x85);
+    pk_int(&b, 1); b_u8(&b, 0x85);
+    b_u8(&b, 0x89); b_u8(&b, 'N');
+    b_u8(&b, 't'); b_u8(&b, 'R');
+    b_u8(&b, 's');
+    b_u8(&b, '.');
+    cv_pk_tensor *t;
+    size_t n;
+    lpk_error err = {0};
+    assert_int_equal(cv_pickle_state_dict(b.p, b.n, "p4", &t, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(t[0].name, "w");
+    assert_int_equal(t[0].stype, CV_PT_BFLOAT16);
+    assert_string_equal(t[0].key, "7");
+    free(t);
+    free(b.p);
+}
+
+static int pickle_fails(const buf *b, int status, const char *needle)
+{
+    cv_pk_tensor *t = NULL;
+    size_t n;
+    lpk_error err = {0};
+    int rc = cv_pickle_state_dict(b->p, b->n, "evil.pkl", &t, &n, &err);
+    free(t);
+    if (rc != status || !strstr(err.msg, needle)) {
+        print_message("got %d '%s', wanted %d with '%s'\n", rc, err.msg, status, needle);
+        return 0;
+    }
+    return 1;
+}
+
+static void test_pickle_malicious(void **state)
+{
+    (void)state;
+    /* The classic payload: os.system("echo pwned") via GLOBAL + REDUCE. */
+    buf b = {0};
+    b_u8(&b, 0x80); b_u8(&b, 2);
+    pk_global(&b, "os", "system");
+    pk_str(&b, "touch /tmp/llmpack-pwned");
+    b_u8(&b, 0x85); b_u8(&b, 'R'); b_u8(&b, '.');
+    assert_true(pickle_fails(&b, LPK_EUNSUPPORTED, "'os.system'"));
+    assert_false(tu_exists("/tmp/llmpack-pwned"));
+    free(b.p);
+    /* builtins.eval, posix.system via STACK_GLOBAL, inside a state dict */
+    const char *bad[][2] = {{"builtins", "eval"}, {"posix", "system"},
+                            {"torch", "load"}, {"torch._utils", "_rebuild_qtensor"}};
+    for (int i = 0; i < 4; i++) {
+        buf c = {0};
+        b_u8(&c, 0x80); b_u8(&c, 4);
+        b_u8(&c, '}'); pk_str(&c, "x");
+        pk_str(&c, bad[i][0]); pk_str(&c, bad[i][1]); b_u8(&c, 0x93);
+        b_u8(&c, ')'); b_u8(&c, 'R'); b_u8(&c, 's'); b_u8(&c, '.');
+        char *want = tu_fmt("'%s.%s'", bad[i][0], bad[i][1]);
+        assert_true(pickle_fails(&c, LPK_EUNSUPPORTED, want));
+        free(want);
+        free(c.p);
+    }
+    /* A whitelisted global that is not callable */
+    buf d = {0};
+    b_u8(&d, 0x80); b_u8(&d, 2);
+    pk_global(&d, "torch", "FloatStorage"); b_u8(&d, ')'); b_u8(&d, 'R'); b_u8(&d, '.');
+    assert_true(pickle_fails(&d, LPK_EUNSUPPORTED, "not callable"));
+    free(d.p);
+}
+
+static void test_pickle_bad_opcodes(void **state)
+{
+    (void)state;
+    /* INST ('i'), OBJ ('o'), NEWOBJ (0x81), text INT ('I'), EXT1 (0x82), 0xff */
+    const uint8_t ops[] = {'i', 'o', 0x81, 'I', 0x82, 0xff, 'P', 'V'};
+    for (size_t i = 0; i < sizeof ops; i++) {
+        buf b = {0};
+        b_u8(&b, 0x80); b_u8(&b, 2);
+        b_u8(&b, '}');
+        b_u8(&b, ops[i]);
+        b_put(&b, "os\nsystem\n", 10);
+        b_u8(&b, '.');
+        char *want = tu_fmt("opcode 0x%02x", ops[i]);
+        assert_true(pickle_fails(&b, LPK_EUNSUPPORTED, want));
+        free(want);
+        free(b.p);
+    }
+    /* malformed: string longer than the pickle, memo index never set, stack
+     * underflow, protocol 1, not a dict, trailing bytes */
+    struct { const char *bytes; size_t n; int status; const char *needle; } cases[] = {
+        {"\x80\x02X\xff\xff\xff\x7f" "abc.", 12, LPK_ETRUNC, "only"},
+        {"\x80\x02h\x07.", 5, LPK_ECORRUPT, "memo"},
+        {"\x80\x02s.", 4, LPK_ECORRUPT, "underflow"},
+        {"\x80\x01}.", 4, LPK_EUNSUPPORTED, "protocol 1"},
+        {"\x80\x02]." , 4, LPK_EUNSUPPORTED, "list, not a state dict"},
+        {"\x80\x02}.xx", 6, LPK_ECORRUPT, "after the pickle"},
+        {"\x80\x02}", 3, LPK_ETRUNC, "without STOP"},
+        {"\x80\x02q\x00.", 5, LPK_ECORRUPT, "underflow"},
+        {"\x80\x02}r\xff\xff\xff\x0f.", 9, LPK_ECORRUPT, "memo index larger"},
+        {"\x80\x02}X\x01\x00\x00\x00" "aK\x01s.", 13, LPK_EUNSUPPORTED, "'a' is a int"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        buf b = {(uint8_t *)cases[i].bytes, cases[i].n, cases[i].n};
+        assert_true(pickle_fails(&b, cases[i].status, cases[i].needle));
+    }
+}
+
+/* ---------------------------------------------------------------- torch files */
+static void test_torch_file(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    float s0[12];
+    for (int i = 0; i < 12; i++) s0[i] = (float)i * 0.5f;
+    uint16_t s1[4] = {0x3c00, 0x4000, 0x4200, 0x4400};
+    tspec ts[3] = {
+        {"w", "FloatStorage", "0", 12, 0, 2, {2, 3}, {0}},
+        {"view", "FloatStorage", "0", 12, 6, 2, {3, 2}, {0}},
+        {"h", "HalfStorage", "1", 4, 1, 1, {3}, {0}},
+    };
+    for (int i = 0; i < 3; i++) contiguous(&ts[i]);
+    buf pkl = pk_state_dict(ts, 3);
+    storage st[2] = {{"0", s0, sizeof s0}, {"1", s1, sizeof s1}};
+    for (int bo = 0; bo < 2; bo++) {
+        char *p = tu_fmt("%s/m%d.pth", dir, bo);
+        write_pth(p, bo ? "archive" : "m0", &pkl, st, 2, bo);
+        cv_torch_file *f;
+        lpk_error err = {0};
+        assert_int_equal(cv_torch_file_open(p, &f, &err), 0);
+        assert_int_equal(f->n_tensors, 3);
+        const cv_pt_tensor *w = cv_torch_file_find(f, "w"), *v = cv_torch_file_find(f, "view"),
+                           *h = cv_torch_file_find(f, "h");
+        assert_non_null(w); assert_non_null(v); assert_non_null(h);
+        assert_int_equal(w->type, LPK_TYPE_F32);
+        assert_int_equal(w->nbytes, 24);
+        assert_memory_equal(w->data, s0, 24);
+        assert_int_equal(v->nbytes, 24);
+        assert_memory_equal(v->data, s0 + 6, 24);     /* storage offset honoured */
+        assert_int_equal(h->type, LPK_TYPE_F16);
+        assert_memory_equal(h->data, s1 + 1, 6);
+        cv_torch_file_release(f, w->data, w->nbytes);
+        assert_memory_equal(w->data, s0, 24);          /* still readable after release */
+        cv_torch_file_close(f);
+        free(p);
+    }
+    free(pkl.p);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+static int torch_fails(const char *path, int status, const char *needle)
+{
+    cv_torch_file *f = NULL;
+    lpk_error err = {0};
+    int rc = cv_torch_file_open(path, &f, &err);
+    cv_torch_file_close(f);
+    if (rc != status || !strstr(err.msg, needle) || !strstr(err.msg, path)) {
+        print_message("got %d '%s', wanted %d with '%s'\n", rc, err.msg, status, needle);
+        return 0;
+    }
+    return 1;
+}
+
+static void test_torch_bad_files(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    float s0[12] = {0};
+    storage st[1] = {{"0", s0, sizeof s0}};
+    /* non-contiguous: a transposed view */
+    tspec tr = {"layers.0.attention.wq.weight", "FloatStorage", "0", 12, 0, 2, {3, 4}, {1, 3}};
+    buf pkl = pk_state_dict(&tr, 1);
+    char *p = tu_fmt("%s/nc.pth", dir);
+    write_pth(p, "nc", &pkl, st, 1, 1);
+    assert_true(torch_fails(p, LPK_EUNSUPPORTED,
+                            "'layers.0.attention.wq.weight' is not contiguous"));
+    free(p); free(pkl.p);
+    /* tensor larger than its storage; storage member missing */
+    tspec big = {"w", "FloatStorage", "0", 12, 4, 1, {9}, {1}};
+    pkl = pk_state_dict(&big, 1);
+    p = tu_fmt("%s/big.pth", dir);
+    write_pth(p, "big", &pkl, st, 1, 0);
+    assert_true(torch_fails(p, LPK_ECORRUPT, "does not fit its storage"));
+    free(p); free(pkl.p);
+    tspec miss = {"w", "FloatStorage", "5", 12, 0, 1, {12}, {1}};
+    pkl = pk_state_dict(&miss, 1);
+    p = tu_fmt("%s/miss.pth", dir);
+    write_pth(p, "miss", &pkl, st, 1, 0);
+    assert_true(torch_fails(p, LPK_ECORRUPT, "no member miss/data/5"));
+    /* truncated zip: every cut loses the end-of-central-directory record */
+    size_t n;
+    char *whole = tu_read_file(p, &n);
+    char *q = tu_fmt("%s/trunc.pth", dir);
+    assert_int_equal(tu_write_file(q, whole, n - 30), 0);
+    assert_true(torch_fails(q, LPK_ETRUNC, "truncated"));
+    assert_int_equal(tu_write_file(q, whole, n / 2), 0);
+    assert_true(torch_fails(q, LPK_ETRUNC, "truncated"));
+    for (size_t k = 0; k < n; k += 7) {      /* no cut crashes */
+        cv_torch_file *f = NULL;
+        lpk_error e = {0};
+        assert_int_equal(tu_write_file(q, whole, k), 0);
+        assert_int_not_equal(cv_torch_file_open(q, &f, &e), 0);
+    }
+    free(whole); free(q); free(p); free(pkl.p);
+    /* legacy (pre-1.6) format: a bare pickle starting with the magic number */
+    static const uint8_t legacy[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9,
+                                     0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e, 0x80, 0x02, 0x4d,
+                                     0xe9, 0x03, 0x2e};
+    p = tu_fmt("%s/legacy.pth", dir);
+    assert_int_equal(tu_write_file(p, legacy, sizeof legacy), 0);
+    assert_true(torch_fails(p, LPK_EUNSUPPORTED, "legacy torch format, re-save with torch>=1.6"));
+    free(p);
+    /* a malicious pickle inside a well-formed torch zip */
+    buf evil = {0};
+    b_u8(&evil, 0x80); b_u8(&evil, 2);
+    pk_global(&evil, "os", "system"); pk_str(&evil, "true"); b_u8(&evil, 0x85);
+    b_u8(&evil, 'R'); b_u8(&evil, '.');
+    p = tu_fmt("%s/evil.pth", dir);
+    write_pth(p, "evil", &evil, st, 1, 0);
+    assert_true(torch_fails(p, LPK_EUNSUPPORTED, "'os.system'"));
+    free(p); free(evil.p);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* ---------------------------------------------------------------- synthetic Meta */
+/* A tiny LLaMA split into S model-parallel shards the way Meta's code splits
+ * it. Values are a function of (tensor, merged row, merged col) so merged
+ * reads can be checked against the formula. */
+enum { TD = 8, TL = 1, TH = 2, TV = 6, TF = 24 };
+
+static float tval(int ti, int64_t r, int64_t c) { return (float)(ti * 10000 + r * 100 + c); }
+
+typedef struct tdef {
+    const char *meta;
+    int64_t rows, cols;  /* merged; cols 0 = 1-D */
+    int split;           /* 0: dim 0, 1: dim 1, 2: replicated */
+} tdef;
+
+static const tdef tiny[] = {
+    {"tok_embeddings.weight", TV, TD, 1}, {"norm.weight", TD, 0, 2},
+    {"output.weight", TV * 2, TD, 0},
+    {"layers.0.attention.wq.weight", TD, TD, 0}, {"layers.0.attention.wk.weight", TD, TD, 0},
+    {"layers.0.attention.wv.weight", TD, TD, 0}, {"layers.0.attention.wo.weight", TD, TD, 1},
+    {"layers.0.feed_forward.w1.weight", TF, TD, 0},
+    {"layers.0.feed_forward.w2.weight", TD, TF, 1},
+    {"layers.0.feed_forward.w3.weight", TF, TD, 0},
+    {"layers.0.attention_norm.weight", TD, 0, 2}, {"layers.0.ffn_norm.weight", TD, 0, 2},
+    {"rope.freqs", 2, 0, 2},
+};
+#define NTINY (sizeof tiny / sizeof tiny[0])
+
+/* How to spoil shard 1: 0 none, 1 drop a tensor, 2 norm differs, 3 shape differs,
+ * 4 dtype differs; emb_dim0: LLaMA 3 style embedding split along rows. */
+static void write_tiny_meta(const char *dir, int S, int spoil, int emb_dim0)
+{
+    char *pp = tu_fmt("%s/params.json", dir);
+    const char *params = "{\"dim\": 8, \"multiple_of\": 4, \"n_heads\": 2, \"n_layers\": 1, "
+                         "\"norm_eps\": 1e-06, \"vocab_size\": -1, \"use_scaled_rope\": true}";
+    assert_int_equal(tu_write_file(pp, params, strlen(params)), 0);
+    free(pp);
+    for (int s = 0; s < S; s++) {
+        tspec ts[NTINY];
+        storage st[NTINY];
+        float *data[NTINY];
+        char keys[NTINY][8];
+        size_t n = 0;
+        for (size_t i = 0; i < NTINY; i++) {
+            const tdef *d = &tiny[i];
+            if (spoil == 1 && s == 1 && i == 4) continue;
+            int split = d->split;
+            if (emb_dim0 && i == 0) split = 0;
+            int64_t r = d->rows, c = d->cols ? d->cols : d->rows;
+            int64_t pr = split == 0 ? r / S : r, pc = split == 1 ? c / S : c;
+            if (!d->cols) pr = 1;
+            if (spoil == 3 && s == 1 && i == 7) pr -= 1;
+            data[n] = malloc((size_t)(pr * pc) * 4);
+            for (int64_t y = 0; y < pr; y++)
+                for (int64_t x = 0; x < pc; x++) {
+                    int64_t gr = split == 0 ? s * pr + y : y, gc = split == 1 ? s * pc + x : x;
+                    float v = d->cols ? tval((int)i, gr, gc) : tval((int)i, 0, gc);
+                    if (spoil == 2 && s == 1 && i == 11 && x == 3) v += 1;
+                    data[n][y * pc + x] = v;
+                }
+            snprintf(keys[n], sizeof keys[n], "%zu", i);
+            ts[n] = (tspec){d->meta, spoil == 4 && s == 1 && i == 5 ? "HalfStorage"
+                                                                    : "FloatStorage",
+                            keys[n], pr * pc, 0, d->cols ? 2 : 1, {0}, {0}};
+            if (d->cols) { ts[n].dims[0] = pr; ts[n].dims[1] = pc; }
+            else ts[n].dims[0] = pc;
+            contiguous(&ts[n]);
+            st[n] = (storage){keys[n], data[n], (size_t)(pr * pc) * 4};
+            n++;
+        }
+        buf pkl = pk_state_dict(ts, n);
+        char *p = tu_fmt("%s/consolidated.%02d.pth", dir, s);
+        char *arch = tu_fmt("consolidated.%02d", s);
+        write_pth(p, arch, &pkl, st, n, s == 0);
+        free(p); free(arch); free(pkl.p);
+        for (size_t i = 0; i < n; i++) free(data[i]);
+    }
+}
+
+static const cv_tensor *src_find(const cv_source *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_tensors; i++)
+        if (!strcmp(s->tensors[i].name, name)) return &s->tensors[i];
+    return NULL;
+}
+
+static void test_meta_merge(void **state)
+{
+    (void)state;
+    for (int S = 1; S <= 2; S++)
+        for (int e0 = 0; e0 < 2; e0++) {
+            char *dir = tu_tmpdir();
+            write_tiny_meta(dir, S, 0, e0);
+            cv_source *s;
+            lpk_error err = {0};
+            assert_int_equal(cv_meta_open(dir, NULL, &s, &err), 0);
+            assert_int_equal(s->n_tensors, NTINY - 1);
+            for (size_t i = 0; i + 1 < NTINY; i++) {
+                const tdef *d = &tiny[i];
+                const cv_tensor *t = NULL;
+                for (size_t k = 0; k < s->n_tensors; k++)
+                    if (!strcmp(s->tensors[k].src_name, d->meta)) t = &s->tensors[k];
+                assert_non_null(t);
+                assert_int_equal(t->dtype, LPK_TYPE_F32);
+                int64_t rows = d->cols ? d->rows : 1, cols = d->cols ? d->cols : d->rows;
+                assert_int_equal(t->dims[0], d->cols ? rows : cols);
+                if (d->cols) assert_int_equal(t->dims[1], cols);
+                float *got = malloc((size_t)(rows * cols) * 4);
+                /* read in two pieces, the second starting mid-tensor */
+                int64_t half = rows / 2;
+                assert_int_equal(s->ops->read_rows(s, t, 0, half, got, &err), 0);
+                assert_int_equal(s->ops->read_rows(s, t, half, rows - half, got + half * cols,
+                                                   &err), 0);
+                for (int64_t r = 0; r < rows; r++)
+                    for (int64_t c = 0; c < cols; c++)
+                        assert_true(got[r * cols + c] == tval((int)i, r, c));
+                s->ops->release(s, t);
+                free(got);
+            }
+            const lpk_meta *m = s->meta;
+            uint32_t u;
+            float f;
+            assert_int_equal(lpk_meta_get_u32(m, "llama.feed_forward_length", &u), 0);
+            assert_int_equal(u, TF);
+            assert_int_equal(lpk_meta_get_u32(m, "llama.vocab_size", &u), 0);
+            assert_int_equal(u, TV);
+            assert_int_equal(lpk_meta_get_u32(m, "llama.attention.head_count_kv", &u), 0);
+            assert_int_equal(u, TH);
+            assert_int_equal(lpk_meta_get_u32(m, "llama.context_length", &u), 0);
+            assert_int_equal(u, 4096);
+            assert_int_equal(lpk_meta_get_f32(m, "llama.rope.freq_base", &f), 0);
+            assert_true(f == 10000.0f);
+            assert_int_equal(lpk_meta_get_f32(m, "llama.attention.layer_norm_rms_epsilon", &f),
+                             0);
+            assert_true(f == 1e-6f);
+            assert_string_equal(lpk_meta_get_str(m, "llama.rope.scaling.type"), "llama3");
+            assert_int_equal(lpk_meta_get_f32(m, "llama.rope.scaling.factor", &f), 0);
+            assert_true(f == 8.0f);
+            assert_int_equal(lpk_meta_get_u32(m, "llama.rope.scaling.original_context_length",
+                                              &u), 0);
+            assert_int_equal(u, 8192);
+            const lpk_kv *sk = lpk_meta_find(m, "source.skipped_tensors");
+            assert_non_null(sk);
+            assert_int_equal(sk->count, 1);
+            assert_string_equal(lpk_kv_str_at(sk, 0).p, "rope.freqs");
+            s->ops->close(s);
+            tu_rmtree(dir);
+            free(dir);
+        }
+    /* --context-length wins */
+    char *dir = tu_tmpdir();
+    write_tiny_meta(dir, 1, 0, 0);
+    cv_torch_opts o = {.context_length = 777};
+    cv_source *s;
+    lpk_error err = {0};
+    assert_int_equal(cv_meta_open(dir, &o, &s, &err), 0);
+    uint32_t u;
+    assert_int_equal(lpk_meta_get_u32(s->meta, "llama.context_length", &u), 0);
+    assert_int_equal(u, 777);
+    s->ops->close(s);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+static void test_meta_bad_shards(void **state)
+{
+    (void)state;
+    static const struct { int spoil; int status; const char *needle; } cases[] = {
+        {1, LPK_ECORRUPT, "shards disagree: 'layers.0.attention.wk.weight' is in"},
+        {2, LPK_ECORRUPT, "replicated tensor 'layers.0.ffn_norm.weight' differs between"},
+        {3, LPK_ECORRUPT, "shards disagree: 'layers.0.feed_forward.w1.weight' is [12, 8]"},
+        {4, LPK_ECORRUPT, "'layers.0.attention.wv.weight' is FloatStorage"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *dir = tu_tmpdir();
+        write_tiny_meta(dir, 2, cases[i].spoil, 0);
+        cv_source *s = NULL;
+        lpk_error err = {0};
+        int rc = cv_meta_open(dir, NULL, &s, &err);
+        if (rc != cases[i].status || !strstr(err.msg, cases[i].needle) ||
+            !strstr(err.msg, "consolidated.01.pth"))
+            fail_msg("case %zu: got %d '%s'", i, rc, err.msg);
+        assert_null(s);
+        tu_rmtree(dir);
+        free(dir);
+    }
+    /* a gap in the shard numbering */
+    char *dir = tu_tmpdir();
+    write_tiny_meta(dir, 2, 0, 0);
+    char *a = tu_fmt("%s/consolidated.01.pth", dir), *b = tu_fmt("%s/consolidated.02.pth", dir);
+    assert_int_equal(rename(a, b), 0);
+    cv_source *s = NULL;
+    lpk_error err = {0};
+    assert_int_equal(cv_meta_open(dir, NULL, &s, &err), LPK_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "consolidated.01.pth is missing"));
+    free(a); free(b);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* ---------------------------------------------------------------- shared models */
+/* Independent HF safetensors reader for the comparisons: file bytes + JSON. */
+typedef struct st_file {
+    char *bytes;
+    size_t n;
+    json_t *hdr;
+    size_t data0;
+} st_file;
+
+static void st_load(st_file *f, const char *path)
+{
+    f->bytes = tu_read_file(path, &f->n);
+    assert_non_null(f->bytes);
+    uint64_t hl = 0;
+    for (int i = 0; i < 8; i++) hl |= (uint64_t)(uint8_t)f->bytes[i] << (8 * i);
+    f->hdr = json_loadb(f->bytes + 8, hl, 0, NULL);
+    assert_non_null(f->hdr);
+    f->data0 = 8 + hl;
+}
+
+/* HF name for a canonical name (docs/MODEL.md table); *perm: 0 none, else head count. */
+static void hf_name(const char *canon, char *out, size_t n, int *which)
+{
+    static const char *map[][2] = {
+        {"attn_norm.weight", "input_layernorm.weight"}, {"attn_q.weight", "self_attn.q_proj.weight"},
+        {"attn_k.weight", "self_attn.k_proj.weight"}, {"attn_v.weight", "self_attn.v_proj.weight"},
+        {"attn_output.weight", "self_attn.o_proj.weight"},
+        {"ffn_norm.weight", "post_attention_layernorm.weight"},
+        {"ffn_gate.weight", "mlp.gate_proj.weight"}, {"ffn_down.weight", "mlp.down_proj.weight"},
+        {"ffn_up.weight", "mlp.up_proj.weight"}};
+    *which = 0;
+    if (!strcmp(canon, "token_embd.weight")) snprintf(out, n, "model.embed_tokens.weight");
+    else if (!strcmp(canon, "output_norm.weight")) snprintf(out, n, "model.norm.weight");
+    else if (!strcmp(canon, "output.weight")) snprintf(out, n, "lm_head.weight");
+    else {
+        int l, used;
+        assert_int_equal(sscanf(canon, "blk.%d.%n", &l, &used), 1);
+        for (size_t i = 0; i < 9; i++)
+            if (!strcmp(canon + used, map[i][0])) {
+                snprintf(out, n, "model.layers.%d.%s", l, map[i][1]);
+                if (i == 1) *which = 1;
+                if (i == 2) *which = 2;
+                return;
+            }
+        fail_msg("no HF name for %s", canon);
+    }
+}
+
+/* Compares every tensor of a Meta source with the HF safetensors files (q/k
+ * rows un-permuted here per docs/MODEL.md); output.weight, absent from a tied
+ * HF checkpoint, is compared with the embedding. Returns the xxh3 of all
+ * tensors' bytes in source order. */
+static uint64_t compare_with_hf(cv_source *s, st_file *files, size_t nf, int n_head, int n_kv,
+                                int hd)
+{
+    XXH3_state_t *x = XXH3_createState();
+    XXH3_64bits_reset(x);
+    for (size_t i = 0; i < s->n_tensors; i++) {
+        const cv_tensor *t = &s->tensors[i];
+        char hn[256];
+        int which;
+        hf_name(t->name, hn, sizeof hn, &which);
+        json_t *e = NULL;
+        st_file *f = NULL;
+        for (size_t k = 0; k < nf && !e; k++)
+            if ((e = json_object_get(files[k].hdr, hn))) f = &files[k];
+        if (!e && !strcmp(t->name, "output.weight")) {
+            hf_name("token_embd.weight", hn, sizeof hn, &which);
+            for (size_t k = 0; k < nf && !e; k++)
+                if ((e = json_object_get(files[k].hdr, hn))) f = &files[k];
+        }
+        if (!e) fail_msg("%s (%s) not in the HF files", t->name, hn);
+        const char *dt = json_string_value(json_object_get(e, "dtype"));
+        assert_int_equal(t->dtype, !strcmp(dt, "F32") ? LPK_TYPE_F32 : LPK_TYPE_BF16);
+        json_t *off = json_object_get(e, "data_offsets");
+        size_t b0 = (size_t)json_integer_value(json_array_get(off, 0));
+        size_t b1 = (size_t)json_integer_value(json_array_get(off, 1));
+        int64_t rows = t->n_dims == 2 ? t->dims[0] : 1;
+        size_t rb = (b1 - b0) / (size_t)rows;
+        uint8_t *got = malloc(b1 - b0);
+        lpk_error err = {0};
+        assert_int_equal(s->ops->read_rows(s, t, 0, rows, got, &err), 0);
+        const uint8_t *hf = (const uint8_t *)f->bytes + f->data0 + b0;
+        int heads = which == 1 ? n_head : n_kv;
+        (void)heads;
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t src = r;
+            if (which) {  /* Meta row h*hd + 2j + t is HF row h*hd + t*hd/2 + j */
+                int64_t h = r / hd, q = r % hd;
+                src = h * hd + (q % 2) * (hd / 2) + q / 2;
+            }
+            if (memcmp(got + (size_t)r * rb, hf + (size_t)src * rb, rb))
+                fail_msg("%s row %lld differs from HF %s", t->name, (long long)r, hn);
+        }
+        XXH3_64bits_update(x, got, b1 - b0);
+        s->ops->release(s, t);
+        free(got);
+    }
+    uint64_t h = XXH3_64bits_digest(x);
+    XXH3_freeState(x);
+    return h;
+}
+
+static void test_shared_stories260k(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(meta, "models/stories260K/meta");
+    char *mdir = strdup(meta);
+    TU_NEED_SHARED(hfp, "models/stories260K/hf/model.safetensors");
+    st_file f;
+    st_load(&f, hfp);
+    cv_source *s;
+    lpk_error err = {0};
+    assert_int_equal(cv_meta_open(mdir, NULL, &s, &err), 0);
+    assert_int_equal(s->n_tensors, 3 + 5 * 9);
+    assert_non_null(src_find(s, "output.weight"));  /* Meta stores the copy */
+    compare_with_hf(s, &f, 1, 8, 4, 8);
+    uint32_t u;
+    assert_int_equal(lpk_meta_get_u32(s->meta, "llama.context_length", &u), 0);
+    assert_int_equal(u, 512);  /* max_seq_len */
+    assert_int_equal(lpk_meta_get_u32(s->meta, "llama.feed_forward_length", &u), 0);
+    assert_int_equal(u, 172);
+    assert_int_equal(lpk_meta_get_u32(s->meta, "llama.attention.head_count_kv", &u), 0);
+    assert_int_equal(u, 4);
+    assert_null(lpk_meta_find(s->meta, "source.skipped_tensors"));
+    s->ops->close(s);
+    json_decref(f.hdr);
+    free(f.bytes);
+    free(mdir);
+}
+
+static void test_shared_llama2_20m(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(meta, "models/llama2-20m/meta");
+    char *mdir = strdup(meta);
+    TU_NEED_SHARED(hf, "models/llama2-20m/hf");
+    char *hdir = strdup(hf);
+    st_file f[2];
+    for (int i = 0; i < 2; i++) {
+        char *p = tu_fmt("%s/model-0000%d-of-00002.safetensors", hdir, i + 1);
+        st_load(&f[i], p);
+        free(p);
+    }
+    cv_source *s;
+    lpk_error err = {0};
+    assert_int_equal(cv_meta_open(mdir, NULL, &s, &err), 0);
+    assert_int_equal(s->n_tensors, 3 + 6 * 9);
+    compare_with_hf(s, f, 2, 8, 4, 32);
+    uint32_t u;
+    float fl;
+    assert_int_equal(lpk_meta_get_u32(s->meta, "llama.vocab_size", &u), 0);
+    assert_int_equal(u, 32000);
+    assert_int_equal(lpk_meta_get_u32(s->meta, "llama.context_length", &u), 0);
+    assert_int_equal(u, 4096);
+    assert_int_equal(lpk_meta_get_u32(s->meta, "llama.attention.head_count_kv", &u), 0);
+    assert_int_equal(u, 4);
+    assert_int_equal(lpk_meta_get_u32(s->meta, "llama.feed_forward_length", &u), 0);
+    assert_int_equal(u, 768);
+    assert_int_equal(lpk_meta_get_f32(s->meta, "llama.rope.freq_base", &fl), 0);
+    assert_true(fl == 10000.0f);
+    const lpk_kv *sk = lpk_meta_find(s->meta, "source.skipped_tensors");
+    assert_non_null(sk);
+    assert_string_equal(lpk_kv_str_at(sk, 0).p, "rope.freqs");
+    s->ops->close(s);
+    for (int i = 0; i < 2; i++) {
+        json_decref(f[i].hdr);
+        free(f[i].bytes);
+    }
+    free(mdir);
+    free(hdir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pickle_state_dict),
+        cmocka_unit_test(test_pickle_protocol4),
+        cmocka_unit_test(test_pickle_malicious),
+        cmocka_unit_test(test_pickle_bad_opcodes),
+        cmocka_unit_test(test_torch_file),
+        cmocka_unit_test(test_torch_bad_files),
+        cmocka_unit_test(test_meta_merge),
+        cmocka_unit_test(test_meta_bad_shards),
+        cmocka_unit_test(test_shared_stories260k),
+        cmocka_unit_test(test_shared_llama2_20m),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
