@@ -257,8 +257,8 @@ int cv_tiktoken_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *
     }
 
     /* Merges as Hugging Face derives them from ranks: for every token, each
-     * split into two tokens of lower rank, ordered by (left rank, right rank);
-     * tokens in rank order. */
+     * split into two tokens, ordered by (left rank, right rank); tokens in rank
+     * order. */
     size_t max_len = 0;
     for (size_t r = 0; r < n_lines; r++) max_len = lens[r] > max_len ? lens[r] : max_len;
     local = malloc((max_len + 1) * sizeof *local);
@@ -272,8 +272,7 @@ int cv_tiktoken_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *
         size_t nl = 0;
         for (uint32_t k = 1; k < lens[r]; k++) {
             int32_t a = tk_find(&map, bytes[r], k), b = tk_find(&map, bytes[r] + k, lens[r] - k);
-            if (a >= 0 && b >= 0 && (size_t)a < r && (size_t)b < r)
-                local[nl++] = (tk_pair){a, b};
+            if (a >= 0 && b >= 0) local[nl++] = (tk_pair){a, b};
         }
         qsort(local, nl, sizeof *local, tk_pair_cmp);
         for (size_t j = 0; j < nl; j++) {

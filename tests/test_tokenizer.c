@@ -208,12 +208,290 @@ static void test_spm_llama2_20m_texts(void **state)
     vf_tokenizer_free(t);
 }
 
+static void test_bpe_llama3_cases(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(inp, "tokenizers/llama.cpp-vocab/ggml-vocab-llama-bpe.gguf.inp");
+    char *in = strdup(inp);
+    TU_NEED_SHARED(model, "tokenizers/llama3/tokenizer.json");
+    vf_tokenizer *t = load_tok(model);
+    assert_int_equal(vf_tokenizer_n_vocab(t), 128256);
+    assert_int_equal(vf_tokenizer_bos(t), 128000);
+    assert_int_equal(vf_tokenizer_eos(t), 128001);
+    run_cases(t, in, 0);
+    /* special tokens: text unless parse_special */
+    static const char chat[] = "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>";
+    int32_t *ids;
+    size_t n;
+    assert_int_equal(vf_encode(t, chat, strlen(chat), 1, 1, &ids, &n, NULL), LPK_OK);
+    assert_true(n >= 6);
+    assert_int_equal(ids[0], 128000);
+    assert_int_equal(ids[1], 128006);
+    assert_int_equal(ids[3], 128007);
+    assert_int_equal(ids[n - 1], 128009);
+    free(ids);
+    assert_int_equal(vf_encode(t, chat, strlen(chat), 0, 0, &ids, &n, NULL), LPK_OK);
+    for (size_t i = 0; i < n; i++) assert_true(ids[i] < 128000);
+    free(ids);
+    char buf[64];
+    assert_int_equal(vf_decode_token(t, 128009, buf, sizeof buf), 10);
+    assert_memory_equal(buf, "<|eot_id|>", 10);
+    assert_int_equal(vf_decode_token(t, 220, buf, sizeof buf), 1); /* "Ġ" */
+    assert_int_equal(buf[0], ' ');
+    vf_tokenizer_free(t);
+    free(in);
+}
+
+/* Meta ships Llama 3 as a tiktoken file; tokenizer.json is Hugging Face's
+ * conversion of it. Writing the tiktoken file back from tokenizer.json's vocab
+ * and loading it must give the same tokens, specials and merges. */
+static int b64(const uint8_t *p, size_t n, char *out)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    int o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+                     (i + 2 < n ? p[i + 2] : 0);
+        out[o++] = a[v >> 18];
+        out[o++] = a[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? a[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? a[v & 63] : '=';
+    }
+    return o;
+}
+
+static void test_tiktoken_llama3(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(model, "tokenizers/llama3/tokenizer.json");
+    lpk_meta *hf = lpk_meta_new(), *tk = lpk_meta_new();
+    lpk_error err = {0};
+    assert_int_equal(cv_tokenizer_load(model, hf, &err), LPK_OK);
+    const lpk_kv *toks = lpk_meta_find(hf, "tokenizer.ggml.tokens");
+    vf_tokenizer *t;
+    assert_int_equal(vf_tokenizer_new(hf, &t, &err), LPK_OK);
+    /* raw bytes of each base token = its decoding */
+    size_t cap = 128000 * 40, o = 0;
+    char *file = malloc(cap), piece[256], enc[400];
+    for (int32_t id = 0; id < 128000; id++) {
+        int n = vf_decode_token(t, id, piece, sizeof piece);
+        assert_true(n > 0);
+        int m = b64((const uint8_t *)piece, (size_t)n, enc);
+        o += (size_t)snprintf(file + o, cap - o, "%.*s %d\n", m, enc, id);
+    }
+    assert_int_equal(cv_tokenizer_load_mem("tokenizer.model", (const uint8_t *)file, o, tk, &err),
+                     LPK_OK);
+    const lpk_kv *tt = lpk_meta_find(tk, "tokenizer.ggml.tokens");
+    assert_int_equal(tt->count, toks->count);
+    for (uint64_t i = 0; i < tt->count; i++) {
+        lpk_str a = lpk_kv_str_at(tt, i), b = lpk_kv_str_at(toks, i);
+        assert_int_equal(a.n, b.n);
+        assert_memory_equal(a.p, b.p, a.n);
+    }
+    const lpk_kv *ma = lpk_meta_find(tk, "tokenizer.ggml.merges");
+    const lpk_kv *mb = lpk_meta_find(hf, "tokenizer.ggml.merges");
+    assert_int_equal(ma->count, 280147);
+    assert_int_equal(mb->count, 280147);
+    for (uint64_t i = 0; i < ma->count; i++) {
+        lpk_str a = lpk_kv_str_at(ma, i), b = lpk_kv_str_at(mb, i);
+        assert_int_equal(a.n, b.n);
+        assert_memory_equal(a.p, b.p, a.n);
+    }
+    assert_string_equal(lpk_meta_get_str(tk, "tokenizer.ggml.pre"), "llama-bpe");
+    assert_string_equal(lpk_kv_str_at(lpk_meta_find(tk, "tokenizer.pre_regex"), 0).p,
+                        lpk_kv_str_at(lpk_meta_find(hf, "tokenizer.pre_regex"), 0).p);
+    const lpk_kv *eos = lpk_meta_find(tk, "tokenizer.eos_token_ids");
+    assert_int_equal(eos->count, 2);
+    assert_int_equal(((const uint32_t *)eos->data)[1], 128009);
+    free(file);
+    vf_tokenizer_free(t);
+    lpk_meta_free(hf);
+    lpk_meta_free(tk);
+}
+
+static void test_config(void **state)
+{
+    (void)state;
+    lpk_meta *m = lpk_meta_new();
+    lpk_error err = {0};
+    const char *toks[] = {"<unk>", "<s>", "</s>", "a"};
+    assert_int_equal(lpk_meta_set_str_arr(m, "tokenizer.ggml.tokens", toks, NULL, 4), 0);
+    static const char cfg[] =
+        "{\"add_bos_token\": false, \"add_eos_token\": true, \"bos_token\": {\"content\": "
+        "\"<s>\"}, \"eos_token\": \"</s>\", \"chat_template\": [{\"name\": \"default\", "
+        "\"template\": \"T1\"}, {\"name\": \"tool_use\", \"template\": \"T2\"}]}";
+    assert_int_equal(cv_tokenizer_config_load_mem("tokenizer_config.json", (const uint8_t *)cfg,
+                                                  strlen(cfg), m, &err), LPK_OK);
+    int b;
+    uint32_t u;
+    assert_int_equal(lpk_meta_get_bool(m, "tokenizer.ggml.add_bos_token", &b), 0);
+    assert_false(b);
+    assert_int_equal(lpk_meta_get_bool(m, "tokenizer.ggml.add_eos_token", &b), 0);
+    assert_true(b);
+    assert_int_equal(lpk_meta_get_u32(m, "tokenizer.ggml.bos_token_id", &u), 0);
+    assert_int_equal(u, 1);
+    assert_int_equal(lpk_meta_get_u32(m, "tokenizer.ggml.eos_token_id", &u), 0);
+    assert_int_equal(u, 2);
+    assert_string_equal(lpk_meta_get_str(m, "tokenizer.chat_template"), "T1");
+    assert_string_equal(lpk_meta_get_str(m, "tokenizer.chat_template.tool_use"), "T2");
+    static const char cfg2[] = "{\"chat_template\": \"{{ x }}\"}";
+    assert_int_equal(cv_tokenizer_config_load_mem("c2", (const uint8_t *)cfg2, strlen(cfg2), m,
+                                                  &err), LPK_OK);
+    assert_string_equal(lpk_meta_get_str(m, "tokenizer.chat_template"), "{{ x }}");
+    static const char bad[] = "{\"chat_template\": 5}";
+    assert_int_equal(cv_tokenizer_config_load_mem("c3", (const uint8_t *)bad, strlen(bad), m,
+                                                  &err), LPK_ECORRUPT);
+    lpk_error_clear(&err);
+    assert_int_equal(cv_tokenizer_config_load_mem("c4", (const uint8_t *)"{", 1, m, &err),
+                     LPK_ECORRUPT);
+    assert_non_null(strstr(err.msg, "c4"));
+    /* loading the SentencePiece model afterwards keeps the config's flags */
+    TU_NEED_SHARED(model, "models/stories260K/hf/tokenizer.model");
+    assert_int_equal(cv_tokenizer_load(model, m, &err), LPK_OK);
+    assert_int_equal(lpk_meta_get_bool(m, "tokenizer.ggml.add_bos_token", &b), 0);
+    assert_false(b);
+    lpk_meta_free(m);
+}
+
+/* Corrupt SentencePiece files: each fails with one specific status. */
+static void test_spm_corrupt(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(model, "models/stories260K/hf/tokenizer.model");
+    size_t n;
+    uint8_t *buf = (uint8_t *)tu_read_file(model, &n);
+    lpk_meta *m = lpk_meta_new();
+    lpk_error err = {0};
+    /* cut in the middle of a piece */
+    assert_int_equal(cv_tokenizer_load_mem("cut", buf, 100, m, &err), LPK_ETRUNC);
+    assert_non_null(strstr(err.msg, "cut"));
+    /* a piece whose length swallows the next pieces: garbage inside */
+    uint8_t *c = malloc(n);
+    memcpy(c, buf, n);
+    c[1] = 0x7f;
+    lpk_error_clear(&err);
+    assert_int_equal(cv_tokenizer_load_mem("len", c, n, m, &err), LPK_ECORRUPT);
+    /* an endless varint */
+    memset(c, 0xff, 16);
+    lpk_error_clear(&err);
+    assert_int_equal(cv_tokenizer_load_mem("varint", c, 16, m, &err), LPK_ECORRUPT);
+    /* wire types 3/4 (groups) */
+    static const uint8_t grp[] = {0x0b};
+    lpk_error_clear(&err);
+    assert_int_equal(cv_tokenizer_load_mem("grp", grp, 1, m, &err), LPK_ECORRUPT);
+    /* no pieces at all */
+    static const uint8_t empty_spec[] = {0x12, 0x00};
+    lpk_error_clear(&err);
+    assert_int_equal(cv_tokenizer_load_mem("nopieces", empty_spec, 2, m, &err), LPK_ECORRUPT);
+    /* tiktoken with a repeated rank and bad base64 */
+    static const char tk1[] = "IQ== 0\nIg== 0\n", tk2[] = "IQ== 0\nI!== 1\n";
+    lpk_error_clear(&err);
+    assert_int_equal(cv_tokenizer_load_mem("tk1", (const uint8_t *)tk1, strlen(tk1), m, &err),
+                     LPK_ECORRUPT);
+    lpk_error_clear(&err);
+    assert_int_equal(cv_tokenizer_load_mem("tk2", (const uint8_t *)tk2, strlen(tk2), m, &err),
+                     LPK_ECORRUPT);
+    /* tokenizer.json that is not BPE */
+    static const char wp[] = "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}}}";
+    lpk_error_clear(&err);
+    assert_int_equal(cv_tokenizer_load_mem("wp", (const uint8_t *)wp, strlen(wp), m, &err),
+                     LPK_EUNSUPPORTED);
+    lpk_error_clear(&err);
+    assert_int_equal(cv_tokenizer_load("/nonexistent/tokenizer.model", m, &err), LPK_EIO);
+    free(c);
+    free(buf);
+    lpk_meta_free(m);
+}
+
+/* Metadata without the keys a tokenizer needs. */
+static void test_tokenizer_meta_errors(void **state)
+{
+    (void)state;
+    lpk_meta *m = lpk_meta_new();
+    vf_tokenizer *t = (vf_tokenizer *)1;
+    lpk_error err = {0};
+    assert_int_equal(vf_tokenizer_new(m, &t, &err), LPK_ENOTFOUND);
+    assert_null(t);
+    lpk_meta_set_str(m, "tokenizer.ggml.model", "bert");
+    lpk_error_clear(&err);
+    assert_int_equal(vf_tokenizer_new(m, &t, &err), LPK_EUNSUPPORTED);
+    lpk_meta_set_str(m, "tokenizer.ggml.model", "llama");
+    lpk_error_clear(&err);
+    assert_int_equal(vf_tokenizer_new(m, &t, &err), LPK_ENOTFOUND);
+    const char *toks[] = {"<unk>", "a", "\xe2\x96\x81"};
+    lpk_meta_set_str_arr(m, "tokenizer.ggml.tokens", toks, NULL, 3);
+    float sc[2] = {0, 0};
+    lpk_meta_set_arr(m, "tokenizer.ggml.scores", LPK_V_F32, sc, 2);
+    lpk_error_clear(&err);
+    assert_int_equal(vf_tokenizer_new(m, &t, &err), LPK_ECORRUPT);
+    lpk_meta_remove(m, "tokenizer.ggml.scores");
+    lpk_meta_set_u32(m, "tokenizer.ggml.unknown_token_id", 0);
+    assert_int_equal(vf_tokenizer_new(m, &t, &err), LPK_OK);
+    /* no byte tokens: unknown characters become <unk> */
+    int32_t *ids;
+    size_t n;
+    assert_int_equal(vf_encode(t, "a b", 3, 0, 0, &ids, &n, &err), LPK_OK);
+    static const int32_t want[] = {2, 1, 2, 0}; /* ▁ a ▁ <unk> */
+    assert_int_equal(n, 4);
+    assert_memory_equal(ids, want, sizeof want);
+    free(ids);
+    assert_int_equal(vf_encode(t, "a", 1, 1, 0, &ids, &n, &err), LPK_ENOTFOUND);
+    vf_tokenizer_free(t);
+    lpk_meta_free(m);
+}
+
+/* The CLI on a tokenizer file and on a container carrying its metadata. */
+static void test_cli_tokenize(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(model, "tokenizers/llama2/tokenizer.model");
+    char *path = strdup(model);
+    char *out = NULL;
+    assert_int_equal(tu_llmpack(&out, "tokenize %s --text 'Hello world'", path), 0);
+    assert_string_equal(out, "1 15043 3186\n");
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "tokenize %s --text ' Hello' --no-bos --json", path), 0);
+    assert_non_null(strstr(out, "\"n_tokens\": 2"));
+    assert_non_null(strstr(out, "29871"));
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "tokenize %s", path), 2);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "tokenize /nonexistent.model --text x"), 1);
+    free(out);
+
+    /* a container with only the tokenizer metadata */
+    char *dir = tu_tmpdir(), *lpk = tu_fmt("%s/tok.lpk", dir);
+    lpk_meta *m = lpk_meta_new();
+    lpk_error err = {0};
+    assert_int_equal(cv_tokenizer_load(path, m, &err), LPK_OK);
+    lpk_meta_set_str(m, "general.architecture", "llama");
+    lpk_writer *w = NULL;
+    int rc = lpk_writer_open(lpk, m, NULL, 0, 0, &w, &err);
+    if (rc) print_message("%s\n", err.msg);
+    assert_int_equal(rc, LPK_OK);
+    assert_int_equal(lpk_writer_finish(w, &err), LPK_OK);
+    assert_int_equal(tu_llmpack(&out, "tokenize %s --text 'Hello world' --pieces", lpk), 0);
+    assert_non_null(strstr(out, "15043\t' Hello'"));
+    free(out);
+    lpk_meta_free(m);
+    tu_rmtree(dir);
+    free(lpk);
+    free(dir);
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spm_llama2_cases),
         cmocka_unit_test(test_spm_stories260k),
         cmocka_unit_test(test_spm_llama2_20m_texts),
+        cmocka_unit_test(test_bpe_llama3_cases),
+        cmocka_unit_test(test_tiktoken_llama3),
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_spm_corrupt),
+        cmocka_unit_test(test_tokenizer_meta_errors),
+        cmocka_unit_test(test_cli_tokenize),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
