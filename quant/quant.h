@@ -63,8 +63,71 @@ _Static_assert(sizeof(block_q4_K) == 144, "q4_K block size");
 _Static_assert(sizeof(block_q6_K) == 210, "q6_K block size");
 _Static_assert(sizeof(block_q8_K) == 292, "q8_K block size");
 
-/* The rest of this header (quantize/dequantize per type, recipes, per-tensor
- * error report) is owned by quant/; see docs/QUANT.md. */
+/* ---------------------------------------------------------------- rows */
+/* Quantizes nrows rows of ncols f32 values (row-major) into dst, which receives
+ * nrows * (ncols / block_size) blocks of `type` (any storable type: the block
+ * types and f32/f16/bf16). ncols must be a multiple of the type's block size
+ * (LPK_EINVAL otherwise). imatrix: NULL, or ncols per-column importance weights
+ * (>= 0, finite) that the scale search minimises sum(w * err^2) with.
+ * NaN/Inf in src: LPK_EBADVALUE naming the row and column; dst is then
+ * unspecified. Rows run in parallel (OpenMP); the bytes written do not depend on
+ * the thread count or on the SIMD path. */
+int quant_quantize_rows(int type, const float *src, int64_t nrows, int64_t ncols, void *dst,
+                        const float *imatrix, lpk_error *err);
+/* Inverse: blocks of `type` -> f32. LPK_EINVAL for an unknown type or a ncols
+ * that is not a multiple of the block size. */
+int quant_dequantize_rows(int type, const void *src, int64_t nrows, int64_t ncols, float *dst);
+
+/* True when rows of ncols values can be stored as type. */
+int quant_row_fits(int type, int64_t ncols);
+/* True for q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q6_k (the block types quant/ makes). */
+int quant_type_is_block(int type);
+
+/* Squared error of a quantized tensor against its source, summed in a fixed
+ * order (double): *sse = sum (x - deq(q))^2, *ssx = sum x^2. */
+int quant_error(int type, const float *src, const void *q, int64_t nrows, int64_t ncols,
+                double *sse, double *ssx);
+
+/* Code path selection for tests and benchmarks: QUANT_PATH_AUTO (lpk_cpu_features,
+ * which honours LLMPACK_SIMD) or QUANT_PATH_SCALAR (reference code only).
+ * Process-wide; set it before quantizing, not while other threads quantize. */
+enum quant_path { QUANT_PATH_AUTO = 0, QUANT_PATH_SCALAR = 1 };
+void quant_set_path(int path);
+/* "avx2" or "scalar": the path quant_quantize_rows uses for type right now. */
+const char *quant_path_name(int type);
+
+/* ---------------------------------------------------------------- recipes */
+/* One choice per tensor: the type to store it as, and when the recipe's type
+ * did not fit the row length, the type it fell back from (else -1); note says
+ * why in words (empty when there is nothing to say). */
+typedef struct quant_choice {
+    int type;
+    int fallback_from; /* -1 if none */
+    char note[128];
+} quant_choice;
+
+/* Picks a type per tensor for a recipe: "f32", "f16", "bf16", "q8_0", "q4_0",
+ * "q4_1", "q5_0", "q5_1", "q4_k", "q6_k", "q4_k_m", "q4_k_s" (case-insensitive).
+ * Non-pure recipes follow llama.cpp's llama_tensor_get_type for the matching
+ * file type ("q4_k" is llama.cpp's alias of Q4_K_M); pure puts every 2-D tensor
+ * at the recipe's base type. 1-D tensors stay f32. Rows that do not fit a type
+ * fall back: q4_k -> q5_0, q6_k -> q8_0, then anything -> f16 (ncols not a
+ * multiple of 32). tensors[i].type is the source type; name, n_dims and dims
+ * are read. meta may be NULL (hyperparameters are taken from the tensors).
+ * Unknown recipe: LPK_EINVAL. */
+int quant_plan(const char *recipe, int pure, const lpk_meta *meta, const lpk_tensor *tensors,
+               size_t n, quant_choice *choices, lpk_error *err);
+/* Records the plan in meta: general.file_type (llama.cpp's llama_ftype) and
+ * quant.recipe, quant.pure, quant.types / quant.type_counts (parallel arrays),
+ * quant.fallbacks (one line per fallback). See docs/QUANT.md. */
+int quant_plan_record(const char *recipe, int pure, const lpk_tensor *tensors,
+                      const quant_choice *choices, size_t n, lpk_meta *meta);
+/* True for a recipe name quant_plan accepts. */
+int quant_recipe_valid(const char *recipe);
+/* The recipe's base type (q4_k_m -> q4_k), or -1 for an unknown recipe. */
+int quant_recipe_type(const char *recipe);
+/* Comma-separated list of the recipe names, for usage messages. */
+const char *quant_recipe_list(void);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,127 @@
+/* AVX2 inner loops of the 32-block scale searches. Same operations in the same
+ * order as quant_ref.c (one 8-lane accumulator, blocks of 8 in index order, the
+ * qi_hsum8 reduction; no FMA), so the bytes produced are identical. */
+#include "quant_internal.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define TGT __attribute__((target("avx2")))
+
+TGT static inline float hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+TGT static inline __m256 rnd_clamp(__m256 v, __m256 lo, __m256 hi)
+{
+    v = _mm256_max_ps(_mm256_min_ps(v, hi), lo);
+    return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+TGT static float sym_err_avx2(const float *x, const float *w, float d, float lo, float hi)
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    __m256 vid = _mm256_set1_ps(id), vd = _mm256_set1_ps(d);
+    __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi), acc = _mm256_setzero_ps();
+    for (int k = 0; k < 32; k += 8) {
+        __m256 xv = _mm256_loadu_ps(x + k);
+        __m256 q = rnd_clamp(_mm256_mul_ps(xv, vid), vlo, vhi);
+        __m256 e = _mm256_sub_ps(xv, _mm256_mul_ps(q, vd));
+        __m256 we = w ? _mm256_mul_ps(_mm256_loadu_ps(w + k), e) : e;
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(we, e));
+    }
+    return hsum(acc);
+}
+
+TGT static void sym_sums_avx2(const float *x, const float *w, float d, float lo, float hi,
+                              float *sxq, float *sqq)
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    __m256 vid = _mm256_set1_ps(id), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    for (int k = 0; k < 32; k += 8) {
+        __m256 xv = _mm256_loadu_ps(x + k);
+        __m256 q = rnd_clamp(_mm256_mul_ps(xv, vid), vlo, vhi);
+        __m256 wq = w ? _mm256_mul_ps(_mm256_loadu_ps(w + k), q) : q;
+        a = _mm256_add_ps(a, _mm256_mul_ps(wq, xv));
+        b = _mm256_add_ps(b, _mm256_mul_ps(wq, q));
+    }
+    *sxq = hsum(a);
+    *sqq = hsum(b);
+}
+
+TGT static float asym_err_avx2(const float *x, const float *w, float d, float m, float hi)
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    __m256 vid = _mm256_set1_ps(id), vd = _mm256_set1_ps(d), vm = _mm256_set1_ps(m);
+    __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_set1_ps(hi), acc = _mm256_setzero_ps();
+    for (int k = 0; k < 32; k += 8) {
+        __m256 xv = _mm256_loadu_ps(x + k);
+        __m256 q = rnd_clamp(_mm256_mul_ps(_mm256_sub_ps(xv, vm), vid), vlo, vhi);
+        __m256 e = _mm256_sub_ps(xv, _mm256_add_ps(_mm256_mul_ps(q, vd), vm));
+        __m256 we = w ? _mm256_mul_ps(_mm256_loadu_ps(w + k), e) : e;
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(we, e));
+    }
+    return hsum(acc);
+}
+
+TGT static void asym_sums_avx2(const float *x, const float *w, float d, float m, float hi,
+                               float s[3])
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    __m256 vid = _mm256_set1_ps(id), vm = _mm256_set1_ps(m);
+    __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_set1_ps(hi);
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps(), c = _mm256_setzero_ps();
+    for (int k = 0; k < 32; k += 8) {
+        __m256 xv = _mm256_loadu_ps(x + k);
+        __m256 q = rnd_clamp(_mm256_mul_ps(_mm256_sub_ps(xv, vm), vid), vlo, vhi);
+        __m256 wq = w ? _mm256_mul_ps(_mm256_loadu_ps(w + k), q) : q;
+        a = _mm256_add_ps(a, wq);
+        b = _mm256_add_ps(b, _mm256_mul_ps(wq, q));
+        c = _mm256_add_ps(c, _mm256_mul_ps(wq, xv));
+    }
+    s[0] = hsum(a);
+    s[1] = hsum(b);
+    s[2] = hsum(c);
+}
+
+static const qi_ops ops_avx2 = {sym_err_avx2, sym_sums_avx2, asym_err_avx2, asym_sums_avx2};
+
+void quant_avx2_q4_0(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_q4_0 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++)
+        quant_block_q4_0(&ops_avx2, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
+}
+
+void quant_avx2_q5_0(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_q5_0 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++)
+        quant_block_q5_0(&ops_avx2, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
+}
+
+void quant_avx2_q8_0(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_q8_0 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++)
+        quant_block_q8_0(&ops_avx2, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
+}
+
+void quant_avx2_q4_1(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_q4_1 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++)
+        quant_block_q4_1(&ops_avx2, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
+}
+
+void quant_avx2_q5_1(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_q5_1 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++)
+        quant_block_q5_1(&ops_avx2, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
+}
+#endif

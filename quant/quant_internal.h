@@ -1,0 +1,123 @@
+/* quant/ internal: the per-type function table and the shared numeric helpers.
+ * Only quant/ sources include this. */
+#ifndef QUANT_INTERNAL_H
+#define QUANT_INTERNAL_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "quant.h"
+
+/* Quantizes one row of n values (n a multiple of the block size). w: per-value
+ * importance (n values) or NULL for plain squared error. */
+typedef void (*quant_row_fn)(const float *x, const float *w, void *dst, int64_t n);
+typedef void (*dequant_row_fn)(const void *src, float *y, int64_t n);
+
+/* One row per block type: the table the rest of quant/ loops over. */
+typedef struct quant_kind {
+    int type;
+    quant_row_fn quantize_ref;   /* portable reference: defines the output bytes */
+    quant_row_fn quantize_avx2;  /* same bytes as quantize_ref, or NULL */
+    dequant_row_fn dequantize;
+} quant_kind;
+
+/* NULL unless type is a block type. */
+const quant_kind *quant_kind_get(int type);
+
+/* Reference quantizers and dequantizers (quant_ref.c, quant_kq.c). */
+void quant_ref_q4_0(const float *x, const float *w, void *dst, int64_t n);
+void quant_ref_q4_1(const float *x, const float *w, void *dst, int64_t n);
+void quant_ref_q5_0(const float *x, const float *w, void *dst, int64_t n);
+void quant_ref_q5_1(const float *x, const float *w, void *dst, int64_t n);
+void quant_ref_q8_0(const float *x, const float *w, void *dst, int64_t n);
+void quant_ref_q4_k(const float *x, const float *w, void *dst, int64_t n);
+void quant_ref_q6_k(const float *x, const float *w, void *dst, int64_t n);
+void quant_deq_q4_0(const void *src, float *y, int64_t n);
+void quant_deq_q4_1(const void *src, float *y, int64_t n);
+void quant_deq_q5_0(const void *src, float *y, int64_t n);
+void quant_deq_q5_1(const void *src, float *y, int64_t n);
+void quant_deq_q8_0(const void *src, float *y, int64_t n);
+void quant_deq_q4_k(const void *src, float *y, int64_t n);
+void quant_deq_q6_k(const void *src, float *y, int64_t n);
+
+/* The inner loops of the 32-block scale searches over one block (x[32], w[32]
+ * or NULL): weighted squared error of x against a given scale (and offset),
+ * and the least-squares sums of the assignment it implies. The reference and
+ * the AVX2 versions compute bit-identical results (same lane order). */
+typedef struct qi_ops {
+    float (*sym_err)(const float *x, const float *w, float d, float lo, float hi);
+    void (*sym_sums)(const float *x, const float *w, float d, float lo, float hi, float *sxq,
+                     float *sqq);
+    float (*asym_err)(const float *x, const float *w, float d, float m, float hi);
+    void (*asym_sums)(const float *x, const float *w, float d, float m, float hi, float s[3]);
+} qi_ops;
+extern const qi_ops quant_ops_ref;
+
+uint16_t quant_search_sym(const qi_ops *ops, const float *x, const float *w, int nlo, int nhi);
+void quant_search_asym(const qi_ops *ops, const float *x, const float *w, int nmax,
+                       uint16_t *dh, uint16_t *mh);
+void quant_block_q4_0(const qi_ops *ops, const float *x, const float *w, block_q4_0 *b);
+void quant_block_q5_0(const qi_ops *ops, const float *x, const float *w, block_q5_0 *b);
+void quant_block_q8_0(const qi_ops *ops, const float *x, const float *w, block_q8_0 *b);
+void quant_block_q4_1(const qi_ops *ops, const float *x, const float *w, block_q4_1 *b);
+void quant_block_q5_1(const qi_ops *ops, const float *x, const float *w, block_q5_1 *b);
+
+#if defined(__x86_64__)
+/* AVX2 quantizers (quant_avx2.c): byte-identical to the reference. */
+void quant_avx2_q8_0(const float *x, const float *w, void *dst, int64_t n);
+void quant_avx2_q4_0(const float *x, const float *w, void *dst, int64_t n);
+void quant_avx2_q5_0(const float *x, const float *w, void *dst, int64_t n);
+void quant_avx2_q4_1(const float *x, const float *w, void *dst, int64_t n);
+void quant_avx2_q5_1(const float *x, const float *w, void *dst, int64_t n);
+#endif
+
+/* ---------------------------------------------------------------- helpers */
+/* Round to nearest, ties to even, for |v| <= 2^22: the same result as
+ * vroundps(nearest) in the SIMD paths. */
+static inline float qi_round(float v)
+{
+    /* ISO C mode: no reassociation, no contraction; two exact-order roundings */
+    return (v + 12582912.0f) - 12582912.0f;
+}
+
+static inline float qi_clamp(float v, float lo, float hi)
+{
+    return v < lo ? lo : (v > hi ? hi : v);
+}
+
+/* Sum of 8 lane accumulators in the order the AVX2 code reduces a vector:
+ * (a0+a4 + a2+a6) + (a1+a5 + a3+a7). */
+static inline float qi_hsum8(const float a[8])
+{
+    float s0 = a[0] + a[4], s1 = a[1] + a[5], s2 = a[2] + a[6], s3 = a[3] + a[7];
+    float t0 = s0 + s2, t1 = s1 + s3;
+    return t0 + t1;
+}
+
+/* f32 -> f16 bits (round to nearest even), saturated to the largest finite
+ * half so a scale never becomes inf. */
+static inline uint16_t qi_f16_sat(float v)
+{
+    uint16_t h = lpk_f32_to_f16(v);
+    if ((h & 0x7fff) >= 0x7c00) /* inf (v is never NaN here) */
+        h = (uint16_t)((h & 0x8000) | 0x7bff);
+    return h;
+}
+
+/* The f16 bits one step away from h in magnitude (dir = +1 / -1), or 0xffff
+ * when that leaves the finite non-zero range. */
+static inline uint16_t qi_f16_step(uint16_t h, int dir)
+{
+    int mag = (h & 0x7fff) + dir;
+    if (mag <= 0 || mag > 0x7bff)
+        return 0xffff;
+    return (uint16_t)((h & 0x8000) | mag);
+}
+
+/* Candidate denominators of the 32-block scale searches (shared with the SIMD
+ * code so both try exactly the same scales). */
+#define QI_NGRID 9
+extern const float quant_grid_sym[QI_NGRID];   /* offsets added to nlo */
+extern const float quant_grid_asym[QI_NGRID];  /* offsets added to nmax */
+
+#endif

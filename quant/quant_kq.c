@@ -1,0 +1,400 @@
+/* Super-blocks of 256: q4_k and q6_k. Reference quantizers and GGML's
+ * dequantization formulas.
+ *
+ * Both quantizers work in three steps: a float fit per sub-block (scale, and
+ * for q4_k a min), the f16 super-block scales from those, then a search over
+ * the integer sub-block scales near the ideal ones, scored with the exact
+ * values dequantization will produce; the super-block scales are then refitted
+ * by least squares and by stepping through neighbouring f16 values, keeping
+ * whatever lowers the weighted squared error. See docs/QUANT.md. */
+#include "quant_internal.h"
+
+#include <math.h>
+
+/* ---------------------------------------------------------------- helpers */
+/* Weighted squared error of x[0..n) against s*q + o, q = clamp(round((x-o)/s)). */
+static float fit_err(const float *x, const float *w, int n, float s, float o, float lo, float hi)
+{
+    float id = s != 0.0f ? 1.0f / s : 0.0f;
+    float acc = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float q = qi_round(qi_clamp((x[i] - o) * id, lo, hi));
+        float e = x[i] - (q * s + o);
+        acc += w ? w[i] * e * e : e * e;
+    }
+    return acc;
+}
+
+/* Float fit of one sub-block: x ~ s*q + o with q in [lo, hi]. sym: o = 0 and
+ * s may be negative (the extreme element goes to lo); otherwise o <= 0 and
+ * s >= 0 (q4_k stores -o as an unsigned min). */
+static void fit_sub(const float *x, const float *w, int n, int sym, float lo, float hi, float *s_out,
+                    float *o_out)
+{
+    float mn = x[0], mx = x[0], amax = 0.0f;
+    for (int i = 0; i < n; i++) {
+        mn = x[i] < mn ? x[i] : mn;
+        mx = x[i] > mx ? x[i] : mx;
+        float a = fabsf(x[i]);
+        amax = a > amax ? a : amax;
+    }
+    float best_s = 0.0f, best_o = 0.0f, best_err;
+    if (sym) {
+        *o_out = 0.0f;
+        if (amax == 0.0f) { *s_out = 0.0f; return; }
+        float xm = mn == -amax ? -amax : amax;
+        best_err = INFINITY;
+        for (int k = 0; k < QI_NGRID; k++) {
+            float s = -xm / (-lo + quant_grid_sym[k]);
+            float e = fit_err(x, w, n, s, 0.0f, lo, hi);
+            if (e < best_err) { best_err = e; best_s = s; }
+        }
+    } else {
+        if (mn > 0.0f) mn = 0.0f;
+        best_o = mn;
+        best_err = fit_err(x, w, n, 0.0f, mn, lo, hi);
+        if (mx > mn) {
+            for (int k = 0; k < QI_NGRID; k++) {
+                float s = (mx - mn) / (hi + quant_grid_asym[k]);
+                float e = fit_err(x, w, n, s, mn, lo, hi);
+                if (e < best_err) { best_err = e; best_s = s; }
+            }
+        }
+    }
+    /* least-squares refits of the assignment (o fixed at 0 for sym, o <= 0 else) */
+    for (int it = 0; it < 3 && best_s != 0.0f; it++) {
+        float id = 1.0f / best_s;
+        float sw = 0, sq = 0, sqq = 0, sx = 0, sxq = 0;
+        for (int i = 0; i < n; i++) {
+            float q = qi_round(qi_clamp((x[i] - best_o) * id, lo, hi));
+            float wi = w ? w[i] : 1.0f;
+            sw += wi; sq += wi * q; sqq += wi * q * q; sx += wi * x[i]; sxq += wi * x[i] * q;
+        }
+        float s, o = 0.0f;
+        if (!sym) {
+            float det = sw * sqq - sq * sq;
+            if (det > 0.0f) {
+                s = (sw * sxq - sq * sx) / det;
+                o = (sqq * sx - sq * sxq) / det;
+            } else {
+                s = sqq > 0.0f ? sxq / sqq : 0.0f;
+            }
+            if (o > 0.0f) {
+                o = 0.0f;
+                s = sqq > 0.0f ? sxq / sqq : 0.0f;
+            }
+        } else {
+            s = sqq > 0.0f ? sxq / sqq : 0.0f;
+        }
+        if (!isfinite(s) || !isfinite(o) || s == 0.0f || (!sym && s < 0.0f)) break;
+        float e = fit_err(x, w, n, s, o, lo, hi);
+        if (!(e < best_err)) break;
+        best_err = e;
+        best_s = s;
+        best_o = o;
+    }
+    *s_out = best_s;
+    *o_out = best_o;
+}
+
+static int clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+/* ---------------------------------------------------------------- q4_k */
+/* Error of sub-block (32) with the stored values: x ~ (d*sc)*q - (dmin*m). */
+static float q4k_sub_err(const float *x, const float *w, float d, float dmin, int sc, int m)
+{
+    float d1 = d * (float)sc, m1 = dmin * (float)m;
+    float id = d1 != 0.0f ? 1.0f / d1 : 0.0f;
+    float acc = 0.0f;
+    for (int i = 0; i < 32; i++) {
+        float q = qi_round(qi_clamp((x[i] + m1) * id, 0.0f, 15.0f));
+        float e = x[i] - (d1 * q - m1);
+        acc += w ? w[i] * e * e : e * e;
+    }
+    return acc;
+}
+
+/* For fixed f16 super scales, the best integer (sc, m) per sub-block near the
+ * ideal ones; returns the total error. */
+static float q4k_pick(const float *x, const float *w, const float s[8], const float mn[8], float d,
+                      float dmin, int sc[8], int m[8])
+{
+    float total = 0.0f;
+    for (int j = 0; j < 8; j++) {
+        const float *xj = x + 32 * j, *wj = w ? w + 32 * j : NULL;
+        int s0 = d > 0.0f ? clampi((int)qi_round(qi_clamp(s[j] / d, 0.0f, 63.0f)), 0, 63) : 0;
+        int m0 = dmin > 0.0f ? clampi((int)qi_round(qi_clamp(mn[j] / dmin, 0.0f, 63.0f)), 0, 63)
+                             : 0;
+        float be = INFINITY;
+        int bs = s0, bm = m0;
+        for (int a = s0 - 1; a <= s0 + 1; a++) {
+            if (a < 0 || a > 63) continue;
+            for (int b = m0 - 1; b <= m0 + 1; b++) {
+                if (b < 0 || b > 63 || (b != m0 && dmin == 0.0f)) continue;
+                float e = q4k_sub_err(xj, wj, d, dmin, a, b);
+                if (e < be) { be = e; bs = a; bm = b; }
+            }
+        }
+        sc[j] = bs;
+        m[j] = bm;
+        total += be;
+    }
+    return total;
+}
+
+static void q4k_pack_scales(const int sc[8], const int m[8], uint8_t out[12])
+{
+    memset(out, 0, 12);
+    for (int j = 0; j < 8; j++) {
+        if (j < 4) {
+            out[j] = (uint8_t)sc[j];
+            out[j + 4] = (uint8_t)m[j];
+        } else {
+            out[j + 4] = (uint8_t)((sc[j] & 15) | ((m[j] & 15) << 4));
+            out[j - 4] |= (uint8_t)((sc[j] >> 4) << 6);
+            out[j] |= (uint8_t)((m[j] >> 4) << 6);
+        }
+    }
+}
+
+static void q4k_scale_min(const uint8_t s[12], int j, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+static void block_q4_k(const float *x, const float *w, block_q4_K *b)
+{
+    float s[8], mn[8], smax = 0.0f, mmax = 0.0f;
+    for (int j = 0; j < 8; j++) {
+        float o;
+        fit_sub(x + 32 * j, w ? w + 32 * j : NULL, 32, 0, 0.0f, 15.0f, &s[j], &o);
+        mn[j] = -o;
+        smax = s[j] > smax ? s[j] : smax;
+        mmax = mn[j] > mmax ? mn[j] : mmax;
+    }
+    uint16_t bd = qi_f16_sat(smax / 63.0f), bdm = qi_f16_sat(mmax / 63.0f);
+    int sc[8], m[8], tsc[8], tm[8];
+    float best = q4k_pick(x, w, s, mn, lpk_f16_to_f32(bd), lpk_f16_to_f32(bdm), sc, m);
+    for (int it = 0; it < 6; it++) {
+        uint16_t cd = bd, cdm = bdm;
+        /* least-squares (d, dmin) for the current integers and assignment */
+        double A = 0, B = 0, C = 0, P = 0, Q = 0;
+        float d = lpk_f16_to_f32(bd), dmin = lpk_f16_to_f32(bdm);
+        for (int j = 0; j < 8; j++) {
+            float d1 = d * (float)sc[j], m1 = dmin * (float)m[j];
+            float id = d1 != 0.0f ? 1.0f / d1 : 0.0f;
+            for (int i = 32 * j; i < 32 * j + 32; i++) {
+                double q = qi_round(qi_clamp((x[i] + m1) * id, 0.0f, 15.0f));
+                double wi = w ? w[i] : 1.0, u = q * sc[j], v = m[j];
+                A += wi * u * u; B += wi * u * v; C += wi * v * v;
+                P += wi * x[i] * u; Q += wi * x[i] * v;
+            }
+        }
+        double det = A * C - B * B;
+        uint16_t cand[5][2];
+        int nc = 0;
+        if (det > 0) {
+            double nd = (P * C - B * Q) / det, ndm = (B * P - A * Q) / det;
+            if (isfinite(nd) && isfinite(ndm) && nd > 0 && ndm >= 0) {
+                cand[nc][0] = qi_f16_sat((float)nd);
+                cand[nc++][1] = qi_f16_sat((float)ndm);
+            }
+        } else if (A > 0 && C == 0) {
+            double nd = P / A;
+            if (isfinite(nd) && nd > 0) { cand[nc][0] = qi_f16_sat((float)nd); cand[nc++][1] = bdm; }
+        }
+        for (int dir = -1; dir <= 1; dir += 2) {
+            uint16_t h = qi_f16_step(cd, dir);
+            if (h != 0xffff) { cand[nc][0] = h; cand[nc++][1] = cdm; }
+            h = (cdm & 0x7fff) ? qi_f16_step(cdm, dir) : 0xffff;
+            if (h != 0xffff) { cand[nc][0] = cd; cand[nc++][1] = h; }
+        }
+        for (int c = 0; c < nc; c++) {
+            if (cand[c][0] == cd && cand[c][1] == cdm) continue;
+            float e = q4k_pick(x, w, s, mn, lpk_f16_to_f32(cand[c][0]),
+                               lpk_f16_to_f32(cand[c][1]), tsc, tm);
+            if (e < best) {
+                best = e;
+                bd = cand[c][0];
+                bdm = cand[c][1];
+                memcpy(sc, tsc, sizeof sc);
+                memcpy(m, tm, sizeof m);
+            }
+        }
+        if (bd == cd && bdm == cdm) break;
+    }
+    b->d = bd;
+    b->dmin = bdm;
+    q4k_pack_scales(sc, m, b->scales);
+    float d = lpk_f16_to_f32(bd), dmin = lpk_f16_to_f32(bdm);
+    uint8_t q[256];
+    for (int j = 0; j < 8; j++) {
+        float d1 = d * (float)sc[j], m1 = dmin * (float)m[j];
+        float id = d1 != 0.0f ? 1.0f / d1 : 0.0f;
+        for (int i = 32 * j; i < 32 * j + 32; i++)
+            q[i] = (uint8_t)qi_round(qi_clamp((x[i] + m1) * id, 0.0f, 15.0f));
+    }
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++)
+            b->qs[32 * c + l] = (uint8_t)(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+}
+
+void quant_ref_q4_k(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_q4_K *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++) block_q4_k(x + QK_K * i, w ? w + QK_K * i : NULL, &b[i]);
+}
+
+void quant_deq_q4_k(const void *src, float *y, int64_t n)
+{
+    const block_q4_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        float d = lpk_f16_to_f32(b[i].d), dmin = lpk_f16_to_f32(b[i].dmin);
+        const uint8_t *q = b[i].qs;
+        for (int c = 0; c < 4; c++, q += 32) {
+            int sc, m;
+            q4k_scale_min(b[i].scales, 2 * c, &sc, &m);
+            float d1 = d * (float)sc, m1 = dmin * (float)m;
+            q4k_scale_min(b[i].scales, 2 * c + 1, &sc, &m);
+            float d2 = d * (float)sc, m2 = dmin * (float)m;
+            for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 15) - m1;
+            for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- q6_k */
+/* Error of sub-block (16) with the stored values: x ~ (d*sc)*q, q in [-32, 31]. */
+static float q6k_sub_err(const float *x, const float *w, float d, int sc)
+{
+    float ds = d * (float)sc;
+    float id = ds != 0.0f ? 1.0f / ds : 0.0f;
+    float acc = 0.0f;
+    for (int i = 0; i < 16; i++) {
+        float q = qi_round(qi_clamp(x[i] * id, -32.0f, 31.0f));
+        float e = x[i] - ds * q;
+        acc += w ? w[i] * e * e : e * e;
+    }
+    return acc;
+}
+
+static float q6k_pick(const float *x, const float *w, const float s[16], float d, int sc[16])
+{
+    float total = 0.0f;
+    for (int j = 0; j < 16; j++) {
+        const float *xj = x + 16 * j, *wj = w ? w + 16 * j : NULL;
+        int s0 = d != 0.0f ? (int)qi_round(qi_clamp(s[j] / d, -128.0f, 127.0f)) : 0;
+        float be = INFINITY;
+        int bs = s0;
+        for (int a = s0 - 2; a <= s0 + 2; a++) {
+            if (a < -128 || a > 127) continue;
+            float e = q6k_sub_err(xj, wj, d, a);
+            if (e < be) { be = e; bs = a; }
+        }
+        sc[j] = bs;
+        total += be;
+    }
+    return total;
+}
+
+static void block_q6_k(const float *x, const float *w, block_q6_K *b)
+{
+    float s[16], smax = 0.0f;
+    for (int j = 0; j < 16; j++) {
+        float o;
+        fit_sub(x + 16 * j, w ? w + 16 * j : NULL, 16, 1, -32.0f, 31.0f, &s[j], &o);
+        if (fabsf(s[j]) > fabsf(smax)) smax = s[j];
+    }
+    int sc[16], tsc[16];
+    uint16_t bd = qi_f16_sat(smax / -128.0f);
+    float best = q6k_pick(x, w, s, lpk_f16_to_f32(bd), sc);
+    {
+        uint16_t h = qi_f16_sat(smax / 127.0f);
+        float e = q6k_pick(x, w, s, lpk_f16_to_f32(h), tsc);
+        if (e < best) { best = e; bd = h; memcpy(sc, tsc, sizeof sc); }
+    }
+    for (int it = 0; it < 6 && (bd & 0x7fff); it++) {
+        uint16_t cd = bd;
+        float d = lpk_f16_to_f32(bd);
+        double A = 0, P = 0;
+        for (int j = 0; j < 16; j++) {
+            float ds = d * (float)sc[j];
+            float id = ds != 0.0f ? 1.0f / ds : 0.0f;
+            for (int i = 16 * j; i < 16 * j + 16; i++) {
+                double u = qi_round(qi_clamp(x[i] * id, -32.0f, 31.0f)) * sc[j];
+                double wi = w ? w[i] : 1.0;
+                A += wi * u * u;
+                P += wi * x[i] * u;
+            }
+        }
+        uint16_t cand[3];
+        int nc = 0;
+        if (A > 0 && isfinite(P / A) && P / A != 0) cand[nc++] = qi_f16_sat((float)(P / A));
+        for (int dir = -1; dir <= 1; dir += 2) {
+            uint16_t h = qi_f16_step(cd, dir);
+            if (h != 0xffff) cand[nc++] = h;
+        }
+        for (int c = 0; c < nc; c++) {
+            if (cand[c] == cd) continue;
+            float e = q6k_pick(x, w, s, lpk_f16_to_f32(cand[c]), tsc);
+            if (e < best) { best = e; bd = cand[c]; memcpy(sc, tsc, sizeof sc); }
+        }
+        if (bd == cd) break;
+    }
+    b->d = bd;
+    float d = lpk_f16_to_f32(bd);
+    uint8_t q[256];
+    for (int j = 0; j < 16; j++) {
+        b->scales[j] = (int8_t)sc[j];
+        float ds = d * (float)sc[j];
+        float id = ds != 0.0f ? 1.0f / ds : 0.0f;
+        for (int i = 16 * j; i < 16 * j + 16; i++)
+            q[i] = (uint8_t)((int)qi_round(qi_clamp(x[i] * id, -32.0f, 31.0f)) + 32);
+    }
+    memset(b->qh, 0, sizeof b->qh);
+    for (int c = 0; c < 2; c++) {
+        uint8_t *ql = b->ql + 64 * c, *qh = b->qh + 32 * c;
+        const uint8_t *qc = q + 128 * c;
+        for (int l = 0; l < 32; l++) {
+            ql[l] = (uint8_t)((qc[l] & 15) | ((qc[l + 64] & 15) << 4));
+            ql[l + 32] = (uint8_t)((qc[l + 32] & 15) | ((qc[l + 96] & 15) << 4));
+            qh[l] = (uint8_t)((qc[l] >> 4) | ((qc[l + 32] >> 4) << 2) | ((qc[l + 64] >> 4) << 4) |
+                              ((qc[l + 96] >> 4) << 6));
+        }
+    }
+}
+
+void quant_ref_q6_k(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_q6_K *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++) block_q6_k(x + QK_K * i, w ? w + QK_K * i : NULL, &b[i]);
+}
+
+void quant_deq_q6_k(const void *src, float *y, int64_t n)
+{
+    const block_q6_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        float d = lpk_f16_to_f32(b[i].d);
+        const uint8_t *ql = b[i].ql, *qh = b[i].qh;
+        const int8_t *sc = b[i].scales;
+        for (int c = 0; c < 2; c++, y += 128, ql += 64, qh += 32, sc += 8) {
+            for (int l = 0; l < 32; l++) {
+                int is = l / 16;
+                int q1 = ((ql[l] & 15) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                int q2 = ((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                y[l] = d * (float)sc[is] * (float)q1;
+                y[l + 32] = d * (float)sc[is + 2] * (float)q2;
+                y[l + 64] = d * (float)sc[is + 4] * (float)q3;
+                y[l + 96] = d * (float)sc[is + 6] * (float)q4;
+            }
+        }
+    }
+}

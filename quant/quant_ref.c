@@ -1,0 +1,381 @@
+/* Blocks of 32: q4_0, q4_1, q5_0, q5_1, q8_0. Reference quantizers (a scale
+ * search that minimises the weighted squared error with the f16 scale actually
+ * stored) and GGML's dequantization formulas. See docs/QUANT.md. */
+#include "quant_internal.h"
+
+#include <math.h>
+
+/* Denominator offsets tried around the level count: d = -xm / (nlo + g).
+ * Positive offsets clip the largest element, negative ones widen the step. */
+const float quant_grid_sym[QI_NGRID] = {-1.0f, -0.75f, -0.5f, -0.25f, 0.0f,
+                                        0.25f, 0.5f,   0.75f, 1.0f};
+const float quant_grid_asym[QI_NGRID] = {-1.0f, -0.75f, -0.5f, -0.25f, 0.0f,
+                                         0.25f, 0.5f,   0.75f, 1.0f};
+
+/* ---------------------------------------------------------------- kernels */
+/* The inner loops over one block of 32, in the lane order the AVX2 versions use
+ * (lane i % 8, elements in index order, reduced by qi_hsum8). */
+static float sym_err_ref(const float *x, const float *w, float d, float lo, float hi)
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    float acc[8] = {0};
+    for (int i = 0; i < 32; i++) {
+        float q = qi_round(qi_clamp(x[i] * id, lo, hi));
+        float e = x[i] - q * d;
+        acc[i & 7] += w ? w[i] * e * e : e * e;
+    }
+    return qi_hsum8(acc);
+}
+
+static void sym_sums_ref(const float *x, const float *w, float d, float lo, float hi,
+                         float *sxq, float *sqq)
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    float a[8] = {0}, b[8] = {0};
+    for (int i = 0; i < 32; i++) {
+        float q = qi_round(qi_clamp(x[i] * id, lo, hi));
+        float wq = w ? w[i] * q : q;
+        a[i & 7] += wq * x[i];
+        b[i & 7] += wq * q;
+    }
+    *sxq = qi_hsum8(a);
+    *sqq = qi_hsum8(b);
+}
+
+static float asym_err_ref(const float *x, const float *w, float d, float m, float hi)
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    float acc[8] = {0};
+    for (int i = 0; i < 32; i++) {
+        float q = qi_round(qi_clamp((x[i] - m) * id, 0.0f, hi));
+        float e = x[i] - (q * d + m);
+        acc[i & 7] += w ? w[i] * e * e : e * e;
+    }
+    return qi_hsum8(acc);
+}
+
+/* s[0..2] = sum w*q, sum w*q*q, sum w*x*q */
+static void asym_sums_ref(const float *x, const float *w, float d, float m, float hi, float s[3])
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    float a[8] = {0}, b[8] = {0}, c[8] = {0};
+    for (int i = 0; i < 32; i++) {
+        float q = qi_round(qi_clamp((x[i] - m) * id, 0.0f, hi));
+        float wq = w ? w[i] * q : q;
+        a[i & 7] += wq;
+        b[i & 7] += wq * q;
+        c[i & 7] += wq * x[i];
+    }
+    s[0] = qi_hsum8(a);
+    s[1] = qi_hsum8(b);
+    s[2] = qi_hsum8(c);
+}
+
+const qi_ops quant_ops_ref = {sym_err_ref, sym_sums_ref, asym_err_ref, asym_sums_ref};
+
+/* ---------------------------------------------------------------- searches */
+/* Best f16 scale for x ~ d * q, q in [-nlo, nhi]: a grid of candidate scales,
+ * then least-squares refits, then a walk over neighbouring f16 values, every
+ * candidate scored with the stored (f16-rounded) scale. Returns the f16 bits. */
+uint16_t quant_search_sym(const qi_ops *ops, const float *x, const float *w, int nlo, int nhi)
+{
+    float amax = 0.0f;
+    for (int i = 0; i < 32; i++) {
+        float a = fabsf(x[i]);
+        amax = a > amax ? a : amax;
+    }
+    if (amax == 0.0f)
+        return 0;
+    int neg = 0;
+    for (int i = 0; i < 32; i++) neg |= x[i] == -amax;
+    /* the extreme element goes to the side with the extra level (-nlo) */
+    float xm = neg ? -amax : amax;
+    float lo = (float)-nlo, hi = (float)nhi;
+
+    uint16_t best = 0;
+    float best_err = INFINITY;
+    for (int k = 0; k < QI_NGRID; k++) {
+        uint16_t h = qi_f16_sat(-xm / ((float)nlo + quant_grid_sym[k]));
+        float e = ops->sym_err(x, w, lpk_f16_to_f32(h), lo, hi);
+        if (e < best_err) { best_err = e; best = h; }
+    }
+    for (int it = 0; it < 4; it++) {
+        float sxq, sqq;
+        ops->sym_sums(x, w, lpk_f16_to_f32(best), lo, hi, &sxq, &sqq);
+        if (!(sqq > 0.0f)) break;
+        float d = sxq / sqq;
+        if (!isfinite(d)) break;
+        uint16_t h = qi_f16_sat(d);
+        if (h == best) break;
+        float e = ops->sym_err(x, w, lpk_f16_to_f32(h), lo, hi);
+        if (!(e < best_err)) break;
+        best_err = e;
+        best = h;
+    }
+    for (int it = 0; it < 8; it++) {
+        uint16_t cur = best;
+        for (int dir = -1; dir <= 1; dir += 2) {
+            uint16_t h = qi_f16_step(cur, dir);
+            if (h == 0xffff) continue;
+            float e = ops->sym_err(x, w, lpk_f16_to_f32(h), lo, hi);
+            if (e < best_err) { best_err = e; best = h; }
+        }
+        if (best == cur) break;
+    }
+    return best;
+}
+
+/* Best f16 (d, m) for x ~ d * q + m, q in [0, nmax]: grid over the step with
+ * m = min, joint least-squares refits, then a walk over neighbouring f16 pairs. */
+void quant_search_asym(const qi_ops *ops, const float *x, const float *w, int nmax,
+                       uint16_t *dh, uint16_t *mh)
+{
+    float mn = x[0], mx = x[0];
+    for (int i = 1; i < 32; i++) {
+        mn = x[i] < mn ? x[i] : mn;
+        mx = x[i] > mx ? x[i] : mx;
+    }
+    float hi = (float)nmax;
+    uint16_t bd = 0, bm = qi_f16_sat(mn);
+    float best_err = ops->asym_err(x, w, 0.0f, lpk_f16_to_f32(bm), hi);
+    if (mx > mn) {
+        float range = mx - mn;
+        for (int k = 0; k < QI_NGRID; k++) {
+            uint16_t h = qi_f16_sat(range / (hi + quant_grid_asym[k]));
+            float e = ops->asym_err(x, w, lpk_f16_to_f32(h), lpk_f16_to_f32(bm), hi);
+            if (e < best_err) { best_err = e; bd = h; }
+        }
+    }
+    float sw = 0.0f, swx = 0.0f;
+    {
+        float a[8] = {0}, b[8] = {0};
+        for (int i = 0; i < 32; i++) {
+            float wi = w ? w[i] : 1.0f;
+            a[i & 7] += wi;
+            b[i & 7] += wi * x[i];
+        }
+        sw = qi_hsum8(a);
+        swx = qi_hsum8(b);
+    }
+    for (int it = 0; it < 4 && bd != 0; it++) {
+        float s[3];
+        ops->asym_sums(x, w, lpk_f16_to_f32(bd), lpk_f16_to_f32(bm), hi, s);
+        float det = sw * s[1] - s[0] * s[0];
+        if (!(det > 0.0f)) break;
+        float d = (sw * s[2] - s[0] * swx) / det;
+        float m = (s[1] * swx - s[0] * s[2]) / det;
+        if (!isfinite(d) || !isfinite(m) || d <= 0.0f) break;
+        uint16_t hd = qi_f16_sat(d), hm = qi_f16_sat(m);
+        if (hd == bd && hm == bm) break;
+        float e = ops->asym_err(x, w, lpk_f16_to_f32(hd), lpk_f16_to_f32(hm), hi);
+        if (!(e < best_err)) break;
+        best_err = e;
+        bd = hd;
+        bm = hm;
+    }
+    for (int it = 0; it < 8 && bd != 0; it++) {
+        uint16_t cd = bd, cm = bm;
+        for (int a = -1; a <= 1; a++) {
+            for (int b = -1; b <= 1; b++) {
+                if (!a && !b) continue;
+                uint16_t hd = a ? qi_f16_step(cd, a) : cd;
+                uint16_t hm = b ? ((cm & 0x7fff) ? qi_f16_step(cm, b) : 0xffff) : cm;
+                if (hd == 0xffff || hm == 0xffff || (hd & 0x8000)) continue;
+                float e = ops->asym_err(x, w, lpk_f16_to_f32(hd), lpk_f16_to_f32(hm), hi);
+                if (e < best_err) { best_err = e; bd = hd; bm = hm; }
+            }
+        }
+        if (bd == cd && bm == cm) break;
+    }
+    *dh = bd;
+    *mh = bm;
+}
+
+/* ---------------------------------------------------------------- packing */
+static void sym_assign(const float *x, float d, int nlo, int nhi, int q[32])
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < 32; i++)
+        q[i] = (int)qi_round(qi_clamp(x[i] * id, (float)-nlo, (float)nhi));
+}
+
+static void asym_assign(const float *x, float d, float m, int nmax, int q[32])
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < 32; i++)
+        q[i] = (int)qi_round(qi_clamp((x[i] - m) * id, 0.0f, (float)nmax));
+}
+
+static void pack_nibbles(const int u[32], uint8_t qs[16])
+{
+    for (int j = 0; j < 16; j++)
+        qs[j] = (uint8_t)((u[j] & 15) | ((u[j + 16] & 15) << 4));
+}
+
+static void pack_qh(const int u[32], uint8_t qh[4])
+{
+    uint32_t h = 0;
+    for (int j = 0; j < 32; j++) h |= (uint32_t)((u[j] >> 4) & 1) << j;
+    for (int k = 0; k < 4; k++) qh[k] = (uint8_t)(h >> (8 * k));
+}
+
+void quant_block_q4_0(const qi_ops *ops, const float *x, const float *w, block_q4_0 *b)
+{
+    uint16_t h = quant_search_sym(ops, x, w, 8, 7);
+    int q[32];
+    sym_assign(x, lpk_f16_to_f32(h), 8, 7, q);
+    for (int i = 0; i < 32; i++) q[i] += 8;
+    b->d = h;
+    pack_nibbles(q, b->qs);
+}
+
+void quant_block_q5_0(const qi_ops *ops, const float *x, const float *w, block_q5_0 *b)
+{
+    uint16_t h = quant_search_sym(ops, x, w, 16, 15);
+    int q[32];
+    sym_assign(x, lpk_f16_to_f32(h), 16, 15, q);
+    for (int i = 0; i < 32; i++) q[i] += 16;
+    b->d = h;
+    pack_qh(q, b->qh);
+    pack_nibbles(q, b->qs);
+}
+
+void quant_block_q8_0(const qi_ops *ops, const float *x, const float *w, block_q8_0 *b)
+{
+    uint16_t h = quant_search_sym(ops, x, w, 128, 127);
+    int q[32];
+    sym_assign(x, lpk_f16_to_f32(h), 128, 127, q);
+    b->d = h;
+    for (int i = 0; i < 32; i++) b->qs[i] = (int8_t)q[i];
+}
+
+void quant_block_q4_1(const qi_ops *ops, const float *x, const float *w, block_q4_1 *b)
+{
+    uint16_t dh, mh;
+    quant_search_asym(ops, x, w, 15, &dh, &mh);
+    int q[32];
+    asym_assign(x, lpk_f16_to_f32(dh), lpk_f16_to_f32(mh), 15, q);
+    b->d = dh;
+    b->m = mh;
+    pack_nibbles(q, b->qs);
+}
+
+void quant_block_q5_1(const qi_ops *ops, const float *x, const float *w, block_q5_1 *b)
+{
+    uint16_t dh, mh;
+    quant_search_asym(ops, x, w, 31, &dh, &mh);
+    int q[32];
+    asym_assign(x, lpk_f16_to_f32(dh), lpk_f16_to_f32(mh), 31, q);
+    b->d = dh;
+    b->m = mh;
+    pack_qh(q, b->qh);
+    pack_nibbles(q, b->qs);
+}
+
+/* ---------------------------------------------------------------- rows */
+void quant_ref_q4_0(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_q4_0 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++)
+        quant_block_q4_0(&quant_ops_ref, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
+}
+
+void quant_ref_q5_0(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_q5_0 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++)
+        quant_block_q5_0(&quant_ops_ref, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
+}
+
+void quant_ref_q8_0(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_q8_0 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++)
+        quant_block_q8_0(&quant_ops_ref, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
+}
+
+void quant_ref_q4_1(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_q4_1 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++)
+        quant_block_q4_1(&quant_ops_ref, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
+}
+
+void quant_ref_q5_1(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_q5_1 *b = dst;
+    for (int64_t i = 0; i < n / 32; i++)
+        quant_block_q5_1(&quant_ops_ref, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
+}
+
+/* ---------------------------------------------------------------- dequantize */
+/* GGML's formulas: q4_0 (q - 8) * d, q4_1 q * d + m, q5_0 (q - 16) * d,
+ * q5_1 q * d + m, q8_0 q * d; element j in the low nibble, j + 16 in the high. */
+void quant_deq_q4_0(const void *src, float *y, int64_t n)
+{
+    const block_q4_0 *b = src;
+    for (int64_t i = 0; i < n / 32; i++, y += 32) {
+        float d = lpk_f16_to_f32(b[i].d);
+        for (int j = 0; j < 16; j++) {
+            y[j] = (float)((b[i].qs[j] & 15) - 8) * d;
+            y[j + 16] = (float)((b[i].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+void quant_deq_q4_1(const void *src, float *y, int64_t n)
+{
+    const block_q4_1 *b = src;
+    for (int64_t i = 0; i < n / 32; i++, y += 32) {
+        float d = lpk_f16_to_f32(b[i].d), m = lpk_f16_to_f32(b[i].m);
+        for (int j = 0; j < 16; j++) {
+            y[j] = (float)(b[i].qs[j] & 15) * d + m;
+            y[j + 16] = (float)(b[i].qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+static uint32_t load_qh(const uint8_t qh[4])
+{
+    return (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 |
+           (uint32_t)qh[3] << 24;
+}
+
+void quant_deq_q5_0(const void *src, float *y, int64_t n)
+{
+    const block_q5_0 *b = src;
+    for (int64_t i = 0; i < n / 32; i++, y += 32) {
+        float d = lpk_f16_to_f32(b[i].d);
+        uint32_t qh = load_qh(b[i].qh);
+        for (int j = 0; j < 16; j++) {
+            int lo = (b[i].qs[j] & 15) | (int)(((qh >> j) & 1) << 4);
+            int hi = (b[i].qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+            y[j] = (float)(lo - 16) * d;
+            y[j + 16] = (float)(hi - 16) * d;
+        }
+    }
+}
+
+void quant_deq_q5_1(const void *src, float *y, int64_t n)
+{
+    const block_q5_1 *b = src;
+    for (int64_t i = 0; i < n / 32; i++, y += 32) {
+        float d = lpk_f16_to_f32(b[i].d), m = lpk_f16_to_f32(b[i].m);
+        uint32_t qh = load_qh(b[i].qh);
+        for (int j = 0; j < 16; j++) {
+            int lo = (b[i].qs[j] & 15) | (int)(((qh >> j) & 1) << 4);
+            int hi = (b[i].qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+            y[j] = (float)lo * d + m;
+            y[j + 16] = (float)hi * d + m;
+        }
+    }
+}
+
+void quant_deq_q8_0(const void *src, float *y, int64_t n)
+{
+    const block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / 32; i++, y += 32) {
+        float d = lpk_f16_to_f32(b[i].d);
+        for (int j = 0; j < 32; j++) y[j] = (float)b[i].qs[j] * d;
+    }
+}

@@ -1,0 +1,193 @@
+/* Row drivers: the per-type table, path selection, parallel quantization with
+ * the NaN/Inf check, dequantization and error sums. */
+#include "quant_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__)
+#define Q_AVX2(f) f
+#else
+#define Q_AVX2(f) NULL
+#endif
+
+static const quant_kind kinds[] = {
+    {LPK_TYPE_Q4_0, quant_ref_q4_0, Q_AVX2(quant_avx2_q4_0), quant_deq_q4_0},
+    {LPK_TYPE_Q4_1, quant_ref_q4_1, Q_AVX2(quant_avx2_q4_1), quant_deq_q4_1},
+    {LPK_TYPE_Q5_0, quant_ref_q5_0, Q_AVX2(quant_avx2_q5_0), quant_deq_q5_0},
+    {LPK_TYPE_Q5_1, quant_ref_q5_1, Q_AVX2(quant_avx2_q5_1), quant_deq_q5_1},
+    {LPK_TYPE_Q8_0, quant_ref_q8_0, Q_AVX2(quant_avx2_q8_0), quant_deq_q8_0},
+    {LPK_TYPE_Q4_K, quant_ref_q4_k, NULL, quant_deq_q4_k},
+    {LPK_TYPE_Q6_K, quant_ref_q6_k, NULL, quant_deq_q6_k},
+};
+
+const quant_kind *quant_kind_get(int type)
+{
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (kinds[i].type == type)
+            return &kinds[i];
+    return NULL;
+}
+
+int quant_type_is_block(int type) { return quant_kind_get(type) != NULL; }
+
+static int is_plain(int type)
+{
+    return type == LPK_TYPE_F32 || type == LPK_TYPE_F16 || type == LPK_TYPE_BF16;
+}
+
+int quant_row_fits(int type, int64_t ncols)
+{
+    const lpk_type_info *ti = lpk_type_get(type);
+    if (!ti || !ti->storable || (!is_plain(type) && !quant_type_is_block(type)) || ncols <= 0)
+        return 0;
+    return ncols % ti->block_size == 0;
+}
+
+/* ---------------------------------------------------------------- paths */
+static int g_path = QUANT_PATH_AUTO;
+
+void quant_set_path(int path) { g_path = path == QUANT_PATH_SCALAR ? path : QUANT_PATH_AUTO; }
+
+static quant_row_fn pick(const quant_kind *k)
+{
+#if defined(__x86_64__)
+    if (g_path == QUANT_PATH_AUTO && k->quantize_avx2 && (lpk_cpu_features() & LPK_CPU_AVX2))
+        return k->quantize_avx2;
+#endif
+    return k->quantize_ref;
+}
+
+const char *quant_path_name(int type)
+{
+    const quant_kind *k = quant_kind_get(type);
+    if (!k) return "scalar";
+    return pick(k) == k->quantize_ref ? "scalar" : "avx2";
+}
+
+/* ---------------------------------------------------------------- quantize */
+/* Index of the first non-finite value in x[0..n), or -1. */
+static int64_t first_bad(const float *x, int64_t n)
+{
+    uint32_t any = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        any |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    if (!any) return -1;
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return i;
+    return -1;
+}
+
+int quant_quantize_rows(int type, const float *src, int64_t nrows, int64_t ncols, void *dst,
+                        const float *imatrix, lpk_error *err)
+{
+    const lpk_type_info *ti = lpk_type_get(type);
+    if (!ti || !quant_row_fits(type, ncols) || nrows < 0)
+        return lpk_err(err, LPK_EINVAL, "cannot quantize rows of %lld values to type %s",
+                       (long long)ncols, ti ? ti->name : "(unknown)");
+    if (imatrix) {
+        for (int64_t c = 0; c < ncols; c++)
+            if (!(imatrix[c] >= 0.0f) || !isfinite(imatrix[c]))
+                return lpk_err(err, LPK_EINVAL, "importance weight of column %lld is %g",
+                               (long long)c, (double)imatrix[c]);
+    }
+    const quant_kind *k = quant_kind_get(type);
+    quant_row_fn fn = k ? pick(k) : NULL;
+    size_t row_bytes = (size_t)(ncols / ti->block_size) * (size_t)ti->type_size;
+    int64_t bad_row = -1, bad_col = -1;
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int64_t r = 0; r < nrows; r++) {
+        const float *x = src + r * ncols;
+        int64_t c = first_bad(x, ncols);
+        if (c >= 0) {
+#pragma omp critical(quant_bad)
+            if (bad_row < 0 || r < bad_row) { bad_row = r; bad_col = c; }
+            continue;
+        }
+        uint8_t *out = (uint8_t *)dst + (size_t)r * row_bytes;
+        switch (type) {
+        case LPK_TYPE_F32: memcpy(out, x, (size_t)ncols * 4); break;
+        case LPK_TYPE_F16: lpk_f32_to_f16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
+        case LPK_TYPE_BF16: lpk_f32_to_bf16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
+        default: fn(x, imatrix, out, ncols); break;
+        }
+    }
+    if (bad_row >= 0) {
+        float v = src[bad_row * ncols + bad_col];
+        return lpk_err(err, LPK_EBADVALUE, "%s at row %lld, column %lld",
+                       isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"), (long long)bad_row,
+                       (long long)bad_col);
+    }
+    return LPK_OK;
+}
+
+/* ---------------------------------------------------------------- dequantize */
+static void deq_row(int type, const void *in, int64_t ncols, float *y)
+{
+    const quant_kind *k = quant_kind_get(type);
+    if (k)
+        k->dequantize(in, y, ncols);
+    else
+        lpk_to_f32_row(type, in, y, (size_t)ncols);
+}
+
+int quant_dequantize_rows(int type, const void *src, int64_t nrows, int64_t ncols, float *dst)
+{
+    const lpk_type_info *ti = lpk_type_get(type);
+    if (!ti || !quant_row_fits(type, ncols) || nrows < 0)
+        return LPK_EINVAL;
+    size_t row_bytes = (size_t)(ncols / ti->block_size) * (size_t)ti->type_size;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < nrows; r++)
+        deq_row(type, (const uint8_t *)src + (size_t)r * row_bytes, ncols, dst + r * ncols);
+    return LPK_OK;
+}
+
+int quant_error(int type, const float *src, const void *q, int64_t nrows, int64_t ncols,
+                double *sse, double *ssx)
+{
+    const lpk_type_info *ti = lpk_type_get(type);
+    if (!ti || !quant_row_fits(type, ncols) || nrows < 0)
+        return LPK_EINVAL;
+    size_t row_bytes = (size_t)(ncols / ti->block_size) * (size_t)ti->type_size;
+    double *part = malloc((size_t)(nrows > 0 ? nrows : 1) * 2 * sizeof(double));
+    if (!part) return LPK_ENOMEM;
+    int failed = 0;
+#pragma omp parallel
+    {
+        float *y = malloc((size_t)ncols * sizeof(float));
+        if (!y) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < nrows; r++) {
+            if (!y) continue;
+            deq_row(type, (const uint8_t *)q + (size_t)r * row_bytes, ncols, y);
+            const float *x = src + r * ncols;
+            double e = 0, s = 0;
+            for (int64_t c = 0; c < ncols; c++) {
+                double d = (double)x[c] - (double)y[c];
+                e += d * d;
+                s += (double)x[c] * x[c];
+            }
+            part[2 * r] = e;
+            part[2 * r + 1] = s;
+        }
+        free(y);
+    }
+    if (failed) { free(part); return LPK_ENOMEM; }
+    double e = 0, s = 0;
+    for (int64_t r = 0; r < nrows; r++) { e += part[2 * r]; s += part[2 * r + 1]; }
+    free(part);
+    *sse = e;
+    *ssx = s;
+    return LPK_OK;
+}
