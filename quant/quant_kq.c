@@ -47,7 +47,7 @@ static void fit_sub(const float *x, const float *w, int n, int sym, float lo, fl
         for (int k = 0; k < QI_NGRID; k++) {
             float s = -xm / (-lo + quant_grid_sym[k]);
             float e = fit_err(x, w, n, s, 0.0f, lo, hi);
-            if (e < best_err) { best_err = e; best_s = s; }
+            if (k == 0 || e < best_err) { best_err = e; best_s = s; }
         }
     } else {
         if (mn > 0.0f) mn = 0.0f;
@@ -57,7 +57,7 @@ static void fit_sub(const float *x, const float *w, int n, int sym, float lo, fl
             for (int k = 0; k < QI_NGRID; k++) {
                 float s = (mx - mn) / (hi + quant_grid_asym[k]);
                 float e = fit_err(x, w, n, s, mn, lo, hi);
-                if (e < best_err) { best_err = e; best_s = s; }
+                if ((k == 0 && isinf(best_err)) || e < best_err) { best_err = e; best_s = s; }
             }
         }
     }

@@ -97,7 +97,8 @@ uint16_t quant_search_sym(const qi_ops *ops, const float *x, const float *w, int
     for (int k = 0; k < QI_NGRID; k++) {
         uint16_t h = qi_f16_sat(-xm / ((float)nlo + quant_grid_sym[k]));
         float e = ops->sym_err(x, w, lpk_f16_to_f32(h), lo, hi);
-        if (e < best_err) { best_err = e; best = h; }
+        /* k == 0: errors overflow to inf near FLT_MAX; keep a real scale */
+        if (k == 0 || e < best_err) { best_err = e; best = h; }
     }
     for (int it = 0; it < 4; it++) {
         float sxq, sqq;
@@ -143,7 +144,7 @@ void quant_search_asym(const qi_ops *ops, const float *x, const float *w, int nm
         for (int k = 0; k < QI_NGRID; k++) {
             uint16_t h = qi_f16_sat(range / (hi + quant_grid_asym[k]));
             float e = ops->asym_err(x, w, lpk_f16_to_f32(h), lpk_f16_to_f32(bm), hi);
-            if (e < best_err) { best_err = e; bd = h; }
+            if ((k == 0 && isinf(best_err)) || e < best_err) { best_err = e; bd = h; }
         }
     }
     float sw = 0.0f, swx = 0.0f;

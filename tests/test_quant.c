@@ -1,0 +1,523 @@
+/* quant/: dequantization against GGML's block definitions, round-trip error,
+ * SIMD == reference, edge values, recipes against llama.cpp's files, and a
+ * cross-check with llama.cpp's quantized tensors of llama2-20m. */
+#include "tutil.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../format/lpk.h"
+#include "../quant/quant.h"
+
+static const int block_types[] = {LPK_TYPE_Q8_0, LPK_TYPE_Q4_0, LPK_TYPE_Q4_1, LPK_TYPE_Q5_0,
+                                  LPK_TYPE_Q5_1, LPK_TYPE_Q4_K, LPK_TYPE_Q6_K};
+#define N_BLOCK_TYPES (sizeof block_types / sizeof block_types[0])
+
+static size_t qbytes(int type, int64_t nrows, int64_t ncols)
+{
+    uint64_t n;
+    assert_int_equal(lpk_type_nbytes(type, (uint64_t)(nrows * ncols), &n), LPK_OK);
+    return (size_t)n;
+}
+
+static double rel_rmse(int type, const float *x, int64_t nrows, int64_t ncols, const float *w)
+{
+    void *q = malloc(qbytes(type, nrows, ncols));
+    lpk_error err = {0};
+    assert_int_equal(quant_quantize_rows(type, x, nrows, ncols, q, w, &err), LPK_OK);
+    double e, s;
+    assert_int_equal(quant_error(type, x, q, nrows, ncols, &e, &s), LPK_OK);
+    free(q);
+    return sqrt(e / s);
+}
+
+/* ---------------------------------------------------------------- formulas */
+/* Hand-written blocks; expected values from GGML's block definitions. */
+static void test_dequant_formulas(void **state)
+{
+    (void)state;
+    float y[256];
+    {
+        block_q4_0 b = {0};
+        b.d = 0x3800; /* 0.5 */
+        b.qs[0] = 0x9f; /* element 0: 15, element 16: 9 */
+        b.qs[7] = 0x08; /* element 7: 8 -> 0, element 23: 0 -> -8 */
+        assert_int_equal(quant_dequantize_rows(LPK_TYPE_Q4_0, &b, 1, 32, y), LPK_OK);
+        assert_true(y[0] == 3.5f && y[16] == 0.5f && y[7] == 0.0f && y[23] == -4.0f);
+        assert_true(y[1] == -4.0f);
+    }
+    {
+        block_q4_1 b = {0};
+        b.d = 0x3400; /* 0.25 */
+        b.m = 0xbc00; /* -1 */
+        b.qs[1] = 0x21;
+        assert_int_equal(quant_dequantize_rows(LPK_TYPE_Q4_1, &b, 1, 32, y), LPK_OK);
+        assert_true(y[1] == -0.75f && y[17] == -0.5f && y[0] == -1.0f);
+    }
+    {
+        block_q5_0 b = {0};
+        b.d = 0x3c00; /* 1 */
+        b.qs[3] = 0x25;  /* element 3 low nibble 5, element 19 high nibble 2 */
+        b.qh[0] = 0x08;  /* 5th bit of element 3 */
+        assert_int_equal(quant_dequantize_rows(LPK_TYPE_Q5_0, &b, 1, 32, y), LPK_OK);
+        assert_true(y[3] == 5.0f && y[19] == -14.0f && y[0] == -16.0f);
+    }
+    {
+        block_q5_1 b = {0};
+        b.d = 0x3800; /* 0.5 */
+        b.m = 0x3c00; /* 1 */
+        b.qs[0] = 0xf0;
+        b.qh[2] = 0x01; /* bit 16: 5th bit of element 16 */
+        assert_int_equal(quant_dequantize_rows(LPK_TYPE_Q5_1, &b, 1, 32, y), LPK_OK);
+        assert_true(y[0] == 1.0f && y[16] == 16.5f);
+    }
+    {
+        block_q8_0 b = {0};
+        b.d = 0x4000; /* 2 */
+        b.qs[5] = -3;
+        b.qs[31] = -128;
+        assert_int_equal(quant_dequantize_rows(LPK_TYPE_Q8_0, &b, 1, 32, y), LPK_OK);
+        assert_true(y[5] == -6.0f && y[31] == -256.0f && y[0] == 0.0f);
+    }
+    {
+        /* q4_K: sub-block 0 (sc 3, m 2), sub-block 5 (sc 37, m 50: 6-bit packing) */
+        block_q4_K b = {0};
+        b.d = 0x3c00;    /* 1 */
+        b.dmin = 0x3800; /* 0.5 */
+        b.scales[0] = 3;
+        b.scales[4] = 2;
+        b.scales[9] = (37 & 15) | ((50 & 15) << 4);
+        b.scales[1] = (uint8_t)((37 >> 4) << 6);
+        b.scales[5] = (uint8_t)((50 >> 4) << 6);
+        b.qs[0] = 0x07;        /* element 0 (sub-block 0), element 32 (sub-block 1) */
+        b.qs[64 + 4] = 0x90;   /* element 164 = sub-block 5, l = 4: high nibble */
+        assert_int_equal(quant_dequantize_rows(LPK_TYPE_Q4_K, &b, 1, 256, y), LPK_OK);
+        assert_true(y[0] == 20.0f);            /* 1*3*7 - 0.5*2 */
+        assert_true(y[32] == 0.0f);            /* sub-block 1: sc 0, m 0 */
+        assert_true(y[164] == 308.0f);         /* 37*9 - 0.5*50 */
+        assert_true(y[160] == -25.0f);         /* q 0 */
+        assert_true(y[128] == 0.0f);           /* sub-block 4: sc 0, m 0 */
+    }
+    {
+        /* q6_K: element e of chunk c = e / 128, l = e % 32, group g = (e % 128) / 32:
+         * low 4 bits in ql[64c + l + 32*(g&1)] (low nibble for g < 2), high 2 bits in
+         * qh[32c + l] at bit 2g; scale scales[e / 16]; x = d * sc * (q - 32). */
+        block_q6_K b = {0};
+        b.d = 0x3800; /* 0.5 */
+        b.scales[0] = -2;
+        b.scales[7] = 5;
+        b.scales[12] = 1;
+        b.ql[0] = 0x0a;
+        b.qh[0] = 0x02;          /* element 0: q = 10 | (2 << 4) = 42 */
+        b.ql[48] = 0x30;         /* element 112: g 3 -> ql[l+32] high nibble, l = 16 */
+        b.ql[64 + 8] = 0xf0;     /* element 200: chunk 1, e' 72, g 2, l 8: high nibble */
+        b.qh[32 + 8] = 0x30;     /* bits 4-5 = 3 */
+        assert_int_equal(quant_dequantize_rows(LPK_TYPE_Q6_K, &b, 1, 256, y), LPK_OK);
+        assert_true(y[0] == -10.0f);          /* 0.5 * -2 * (42 - 32) */
+        assert_true(y[112] == -72.5f);        /* 0.5 * 5 * (3 - 32) */
+        assert_true(y[200] == 15.5f);         /* 0.5 * 1 * (63 - 32) */
+        assert_true(y[1] == 32.0f);           /* 0.5 * -2 * (0 - 32) */
+    }
+    /* plain types */
+    uint16_t h[2] = {0x3c00, 0xc000};
+    assert_int_equal(quant_dequantize_rows(LPK_TYPE_F16, h, 1, 2, y), LPK_OK);
+    assert_true(y[0] == 1.0f && y[1] == -2.0f);
+    assert_int_equal(quant_dequantize_rows(LPK_TYPE_Q4_K, h, 1, 100, y), LPK_EINVAL);
+}
+
+/* Encoding then decoding hand-picked values that are exactly representable. */
+static void test_exact_values(void **state)
+{
+    (void)state;
+    float x[256], y[256];
+    for (int i = 0; i < 32; i++) x[i] = (float)(i - 16) * 0.25f; /* -4 .. 3.75 */
+    void *q = malloc(1024);
+    lpk_error err = {0};
+    /* q5_0 has levels -16..15: d = 0.25 reproduces these exactly */
+    assert_int_equal(quant_quantize_rows(LPK_TYPE_Q5_0, x, 1, 32, q, NULL, &err), LPK_OK);
+    quant_dequantize_rows(LPK_TYPE_Q5_0, q, 1, 32, y);
+    assert_memory_equal(x, y, 32 * sizeof(float));
+    assert_int_equal(quant_quantize_rows(LPK_TYPE_Q8_0, x, 1, 32, q, NULL, &err), LPK_OK);
+    quant_dequantize_rows(LPK_TYPE_Q8_0, q, 1, 32, y);
+    assert_memory_equal(x, y, 32 * sizeof(float));
+    assert_int_equal(quant_quantize_rows(LPK_TYPE_Q5_1, x, 1, 32, q, NULL, &err), LPK_OK);
+    quant_dequantize_rows(LPK_TYPE_Q5_1, q, 1, 32, y);
+    assert_memory_equal(x, y, 32 * sizeof(float));
+    for (int i = 0; i < 256; i++) x[i] = (float)((i % 16) - 8) * 0.5f;
+    assert_int_equal(quant_quantize_rows(LPK_TYPE_Q6_K, x, 1, 256, q, NULL, &err), LPK_OK);
+    quant_dequantize_rows(LPK_TYPE_Q6_K, q, 1, 256, y);
+    assert_memory_equal(x, y, 256 * sizeof(float));
+    /* q4_k: the 6-bit sub-block scales times an f16 super scale come close */
+    assert_int_equal(quant_quantize_rows(LPK_TYPE_Q4_K, x, 1, 256, q, NULL, &err), LPK_OK);
+    quant_dequantize_rows(LPK_TYPE_Q4_K, q, 1, 256, y);
+    for (int i = 0; i < 256; i++) assert_true(fabsf(x[i] - y[i]) < 0.02f);
+    free(q);
+}
+
+/* ---------------------------------------------------------------- round trip */
+/* Plain round-to-nearest with the max-abs scale (GGML's q4_0 reference), as the
+ * baseline the search must beat. */
+static double rtn_q4_0_sse(const float *x, int64_t n)
+{
+    double e = 0;
+    for (int64_t b = 0; b < n / 32; b++) {
+        float amax = 0, mx = 0;
+        for (int i = 0; i < 32; i++)
+            if (fabsf(x[32 * b + i]) > amax) { amax = fabsf(x[32 * b + i]); mx = x[32 * b + i]; }
+        float d = lpk_f16_to_f32(lpk_f32_to_f16(mx / -8.0f));
+        for (int i = 0; i < 32; i++) {
+            float v = d ? x[32 * b + i] / d : 0;
+            float q = fminf(fmaxf(roundf(v), -8), 7);
+            double r = x[32 * b + i] - q * d;
+            e += r * r;
+        }
+    }
+    return e;
+}
+
+static void test_roundtrip_random(void **state)
+{
+    (void)state;
+    const int64_t nr = 16, nc = 512;
+    float *x = malloc(nr * nc * sizeof(float)), *w = malloc(nc * sizeof(float));
+    uint64_t s = 11;
+    for (int64_t i = 0; i < nr * nc; i++) x[i] = tu_randn(&s) * 0.02f;
+    for (int64_t i = 0; i < nc; i++) w[i] = 0.1f + (float)(tu_rand(&s) % 1000) / 100.0f;
+    /* bounds for Gaussian weights (rel. RMSE), from the bits per weight */
+    static const struct { int type; double max; } bound[] = {
+        {LPK_TYPE_Q8_0, 0.006}, {LPK_TYPE_Q6_K, 0.02}, {LPK_TYPE_Q5_0, 0.05},
+        {LPK_TYPE_Q5_1, 0.05},  {LPK_TYPE_Q4_0, 0.10}, {LPK_TYPE_Q4_1, 0.10},
+        {LPK_TYPE_Q4_K, 0.10},  {LPK_TYPE_F16, 0.0005}, {LPK_TYPE_BF16, 0.004},
+        {LPK_TYPE_F32, 0.0},
+    };
+    for (size_t i = 0; i < sizeof bound / sizeof bound[0]; i++) {
+        double r = rel_rmse(bound[i].type, x, nr, nc, NULL);
+        print_message("%-5s rel. RMSE %.5f\n", lpk_type_get(bound[i].type)->name, r);
+        assert_true(r <= bound[i].max);
+        if (bound[i].type != LPK_TYPE_F32) assert_true(r > 0);
+    }
+    /* the search beats round-to-nearest with the max-abs scale */
+    double ssx = 0;
+    for (int64_t i = 0; i < nr * nc; i++) ssx += (double)x[i] * x[i];
+    double rtn = sqrt(rtn_q4_0_sse(x, nr * nc) / ssx);
+    double ours = rel_rmse(LPK_TYPE_Q4_0, x, nr, nc, NULL);
+    print_message("q4_0 round-to-nearest %.5f, search %.5f\n", rtn, ours);
+    assert_true(ours < rtn * 0.97);
+    /* importance weights lower the weighted error they are given */
+    for (size_t t = 0; t < N_BLOCK_TYPES; t++) {
+        int type = block_types[t];
+        void *q1 = malloc(qbytes(type, nr, nc)), *q2 = malloc(qbytes(type, nr, nc));
+        float *y = malloc(nr * nc * sizeof(float));
+        lpk_error err = {0};
+        assert_int_equal(quant_quantize_rows(type, x, nr, nc, q1, NULL, &err), 0);
+        assert_int_equal(quant_quantize_rows(type, x, nr, nc, q2, w, &err), 0);
+        double e1 = 0, e2 = 0;
+        quant_dequantize_rows(type, q1, nr, nc, y);
+        for (int64_t i = 0; i < nr * nc; i++) e1 += w[i % nc] * pow(x[i] - y[i], 2);
+        quant_dequantize_rows(type, q2, nr, nc, y);
+        for (int64_t i = 0; i < nr * nc; i++) e2 += w[i % nc] * pow(x[i] - y[i], 2);
+        print_message("%-5s weighted error: plain %.4g, with importance %.4g\n",
+                      lpk_type_get(type)->name, e1, e2);
+        assert_true(e2 < e1);
+        free(q1); free(q2); free(y);
+    }
+    free(x);
+    free(w);
+}
+
+/* ---------------------------------------------------------------- determinism */
+static void test_simd_and_threads(void **state)
+{
+    (void)state;
+    const int64_t nr = 37, nc = 768;
+    float *x = malloc(nr * nc * sizeof(float)), *w = malloc(nc * sizeof(float));
+    uint64_t s = 5;
+    for (int64_t i = 0; i < nr * nc; i++) {
+        x[i] = tu_randn(&s) * (i % 97 == 0 ? 0.3f : 0.02f);
+        if (i % 1013 == 0) x[i] = 0.0f;
+        if (i % 2039 == 0) x[i] = -x[i - 1];
+    }
+    for (int i = 0; i < 64; i++) x[5 * nc + i] = 0.0f;      /* all-zero blocks */
+    for (int i = 0; i < 64; i++) x[6 * nc + i] = 0.125f;    /* constant blocks */
+    for (int64_t i = 0; i < nc; i++) w[i] = (float)(tu_rand(&s) % 100) / 10.0f;
+    for (size_t t = 0; t < N_BLOCK_TYPES; t++) {
+        int type = block_types[t];
+        size_t nb = qbytes(type, nr, nc);
+        uint8_t *a = malloc(nb), *b = malloc(nb);
+        for (int wi = 0; wi < 2; wi++) {
+            const float *imx = wi ? w : NULL;
+            lpk_error err = {0};
+            quant_set_path(QUANT_PATH_SCALAR);
+            omp_set_num_threads(1);
+            assert_int_equal(quant_quantize_rows(type, x, nr, nc, a, imx, &err), 0);
+            quant_set_path(QUANT_PATH_AUTO);
+            omp_set_num_threads(2);
+            memset(b, 0xaa, nb);
+            assert_int_equal(quant_quantize_rows(type, x, nr, nc, b, imx, &err), 0);
+            print_message("%-5s %s vs scalar, 2 vs 1 threads\n", lpk_type_get(type)->name,
+                          quant_path_name(type));
+            assert_memory_equal(a, b, nb);
+        }
+        free(a);
+        free(b);
+    }
+    free(x);
+    free(w);
+}
+
+/* ---------------------------------------------------------------- edge values */
+static void test_edge_values(void **state)
+{
+    (void)state;
+    const int64_t nc = 256;
+    float x[512], y[512];
+    uint8_t q[2048];
+    lpk_error err = {0};
+    for (size_t t = 0; t < N_BLOCK_TYPES; t++) {
+        int type = block_types[t];
+        /* all zero */
+        memset(x, 0, sizeof x);
+        assert_int_equal(quant_quantize_rows(type, x, 2, nc, q, NULL, &err), 0);
+        quant_dequantize_rows(type, q, 2, nc, y);
+        for (int i = 0; i < 2 * nc; i++) assert_true(y[i] == 0.0f);
+        /* constant (positive and negative): reproduced closely */
+        for (int i = 0; i < 2 * nc; i++) x[i] = i < nc ? 0.3f : -7.25f;
+        assert_int_equal(quant_quantize_rows(type, x, 2, nc, q, NULL, &err), 0);
+        quant_dequantize_rows(type, q, 2, nc, y);
+        for (int i = 0; i < 2 * nc; i++) assert_true(fabsf(y[i] - x[i]) <= 0.01f * fabsf(x[i]));
+        /* +-FLT_MAX and denormals: no NaN/Inf out, signs kept */
+        for (int i = 0; i < 2 * nc; i++)
+            x[i] = i % 5 == 0 ? 3.4028235e38f : i % 5 == 1 ? -3.4028235e38f
+                 : i % 5 == 2 ? 1e-41f : i % 5 == 3 ? -2e-39f : 1.0f;
+        assert_int_equal(quant_quantize_rows(type, x, 2, nc, q, NULL, &err), 0);
+        quant_dequantize_rows(type, q, 2, nc, y);
+        for (int i = 0; i < 2 * nc; i++) assert_true(isfinite(y[i]));
+        if (type != LPK_TYPE_Q4_1 && type != LPK_TYPE_Q5_1 && type != LPK_TYPE_Q4_K) {
+            assert_true(y[0] > 60000.0f);
+            assert_true(y[1] < -60000.0f);
+        }
+        /* only denormals */
+        for (int i = 0; i < 2 * nc; i++) x[i] = (i % 3 - 1) * 1e-40f;
+        assert_int_equal(quant_quantize_rows(type, x, 2, nc, q, NULL, &err), 0);
+        quant_dequantize_rows(type, q, 2, nc, y);
+        for (int i = 0; i < 2 * nc; i++) assert_true(fabsf(y[i]) < 1e-30f);
+        /* NaN / Inf: an error naming the first bad row and column */
+        for (int i = 0; i < 2 * nc; i++) x[i] = 0.5f;
+        x[nc + 7] = NAN;
+        x[nc + 9] = INFINITY;
+        lpk_error_clear(&err);
+        assert_int_equal(quant_quantize_rows(type, x, 2, nc, q, NULL, &err), LPK_EBADVALUE);
+        assert_non_null(strstr(err.msg, "NaN at row 1, column 7"));
+        x[nc + 7] = 0.0f;
+        lpk_error_clear(&err);
+        assert_int_equal(quant_quantize_rows(type, x, 2, nc, q, NULL, &err), LPK_EBADVALUE);
+        assert_non_null(strstr(err.msg, "+Inf at row 1, column 9"));
+        lpk_error_clear(&err);
+    }
+    /* rows that do not fit */
+    assert_int_equal(quant_quantize_rows(LPK_TYPE_Q4_K, x, 1, 172, q, NULL, &err), LPK_EINVAL);
+    assert_false(quant_row_fits(LPK_TYPE_Q8_0, 172));
+    assert_true(quant_row_fits(LPK_TYPE_F16, 172));
+    assert_true(quant_row_fits(LPK_TYPE_Q5_0, 64));
+    assert_false(quant_row_fits(LPK_TYPE_Q6_K, 64));
+}
+
+/* ---------------------------------------------------------------- recipes */
+static void plan_file(const char *path, const char *recipe, int check_types)
+{
+    lpk_reader *r = NULL;
+    lpk_error err = {0};
+    assert_int_equal(lpk_reader_open(path, &r, &err), LPK_OK);
+    size_t n = lpk_reader_n_tensors(r);
+    lpk_tensor *ts = calloc(n, sizeof *ts);
+    quant_choice *ch = calloc(n, sizeof *ch);
+    for (size_t i = 0; i < n; i++) ts[i] = *lpk_reader_tensor(r, i);
+    assert_int_equal(quant_plan(recipe, 0, lpk_reader_meta(r), ts, n, ch, &err), LPK_OK);
+    int diff = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ch[i].type != ts[i].type) {
+            print_message("%s: llama.cpp %s, plan %s (%s)\n", ts[i].name,
+                          lpk_type_get(ts[i].type)->name, lpk_type_get(ch[i].type)->name,
+                          ch[i].note);
+            diff++;
+        }
+    }
+    if (check_types) assert_int_equal(diff, 0);
+    free(ts);
+    free(ch);
+    lpk_reader_close(r);
+}
+
+static void test_recipe_llama_cpp(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(p1, "gguf/llama2-20m-Q4_K_M.gguf");
+    plan_file(p1, "q4_k_m", 1);
+    TU_NEED_SHARED(p2, "gguf/stories260K-Q4_K_M.gguf");
+    plan_file(p2, "q4_k_m", 1);
+    TU_NEED_SHARED(p3, "gguf/llama2-20m-Q8_0.gguf");
+    plan_file(p3, "q8_0", 1);
+}
+
+static void set_t(lpk_tensor *t, const char *name, int nd, int64_t d0, int64_t d1)
+{
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->type = LPK_TYPE_F32;
+    t->n_dims = nd;
+    t->dims[0] = d0;
+    t->dims[1] = d1;
+}
+
+static void test_recipe_rules(void **state)
+{
+    (void)state;
+    /* stories260K's shapes: dim 64, ffn 172, tied embedding */
+    lpk_tensor ts[6];
+    set_t(&ts[0], "token_embd.weight", 2, 512, 64);
+    set_t(&ts[1], "blk.0.attn_norm.weight", 1, 64, 0);
+    set_t(&ts[2], "blk.0.attn_q.weight", 2, 64, 64);
+    set_t(&ts[3], "blk.0.ffn_down.weight", 2, 64, 172);
+    set_t(&ts[4], "blk.0.ffn_up.weight", 2, 172, 64);
+    set_t(&ts[5], "output_norm.weight", 1, 64, 0);
+    quant_choice ch[6];
+    lpk_error err = {0};
+    assert_int_equal(quant_plan("q4_0", 0, NULL, ts, 6, ch, &err), LPK_OK);
+    assert_int_equal(ch[0].type, LPK_TYPE_Q8_0); /* output matrix: q6_k -> q8_0 */
+    assert_int_equal(ch[0].fallback_from, LPK_TYPE_Q6_K);
+    assert_int_equal(ch[1].type, LPK_TYPE_F32);
+    assert_int_equal(ch[2].type, LPK_TYPE_Q4_0);
+    assert_int_equal(ch[2].fallback_from, -1);
+    assert_int_equal(ch[3].type, LPK_TYPE_F16);
+    assert_int_equal(ch[3].fallback_from, LPK_TYPE_Q4_0);
+    assert_int_equal(ch[4].type, LPK_TYPE_Q4_0);
+    assert_int_equal(quant_plan("q4_k", 1, NULL, ts, 6, ch, &err), LPK_OK);
+    assert_int_equal(ch[0].type, LPK_TYPE_Q5_0); /* pure: q4_k -> q5_0 */
+    assert_int_equal(ch[0].fallback_from, LPK_TYPE_Q4_K);
+    assert_int_equal(ch[3].type, LPK_TYPE_F16);
+    assert_int_equal(quant_plan("q6_k", 1, NULL, ts, 6, ch, &err), LPK_OK);
+    assert_int_equal(ch[2].type, LPK_TYPE_Q8_0);
+    assert_int_equal(quant_plan("f16", 0, NULL, ts, 6, ch, &err), LPK_OK);
+    assert_int_equal(ch[0].type, LPK_TYPE_F16);
+    assert_int_equal(ch[1].type, LPK_TYPE_F32);
+    assert_int_equal(quant_plan("q3_k", 0, NULL, ts, 6, ch, &err), LPK_EINVAL);
+    assert_non_null(strstr(err.msg, "q3_k"));
+
+    lpk_meta *m = lpk_meta_new();
+    assert_int_equal(quant_plan("q4_k_m", 0, NULL, ts, 6, ch, &err), LPK_OK);
+    assert_int_equal(quant_plan_record("q4_k_m", 0, ts, ch, 6, m), LPK_OK);
+    uint32_t ft;
+    assert_int_equal(lpk_meta_get_u32(m, "general.file_type", &ft), 0);
+    assert_int_equal(ft, 15);
+    assert_string_equal(lpk_meta_get_str(m, "quant.recipe"), "q4_k_m");
+    const lpk_kv *kv = lpk_meta_find(m, "quant.fallbacks");
+    assert_non_null(kv);
+    assert_int_equal(kv->count, 4); /* token_embd, attn_q, ffn_down, ffn_up */
+    lpk_meta_free(m);
+}
+
+/* ---------------------------------------------------------------- real weights */
+/* One tensor of a safetensors file as f32 (f32/f16/bf16). NULL if absent. */
+static float *st_tensor(const char *path, const char *name, int64_t *rows, int64_t *cols)
+{
+    size_t len;
+    char *buf = tu_read_file(path, &len);
+    if (!buf || len < 8) { free(buf); return NULL; }
+    uint64_t hl = 0;
+    for (int i = 0; i < 8; i++) hl |= (uint64_t)(uint8_t)buf[i] << (8 * i);
+    float *out = NULL;
+    json_t *root = hl <= len - 8 ? json_loadb(buf + 8, hl, 0, NULL) : NULL;
+    json_t *v = root ? json_object_get(root, name) : NULL;
+    if (v) {
+        const char *dt = json_string_value(json_object_get(v, "dtype"));
+        json_t *sh = json_object_get(v, "shape"), *of = json_object_get(v, "data_offsets");
+        *rows = json_integer_value(json_array_get(sh, 0));
+        *cols = json_integer_value(json_array_get(sh, 1));
+        uint64_t o0 = (uint64_t)json_integer_value(json_array_get(of, 0));
+        int64_t n = *rows * *cols;
+        int es = dt && !strcmp(dt, "F32") ? 4 : 2;
+        if (n > 0 && 8 + hl + o0 + (uint64_t)n * es <= len) {
+            const uint8_t *p = (const uint8_t *)buf + 8 + hl + o0;
+            out = malloc((size_t)n * sizeof(float));
+            for (int64_t i = 0; i < n; i++) {
+                uint16_t u;
+                memcpy(&u, p + 2 * i, 2);
+                if (es == 4) memcpy(&out[i], p + 4 * i, 4);
+                else out[i] = !strcmp(dt, "F16") ? lpk_f16_to_f32(u) : lpk_bf16_to_f32(u);
+            }
+        }
+    }
+    json_decref(root);
+    free(buf);
+    return out;
+}
+
+static float *l20_tensor(const char *hf_name, int64_t *rows, int64_t *cols)
+{
+    const char *f[2] = {"models/llama2-20m/hf/model-00001-of-00002.safetensors",
+                        "models/llama2-20m/hf/model-00002-of-00002.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        const char *p = tu_shared(f[i]);
+        float *x = p ? st_tensor(p, hf_name, rows, cols) : NULL;
+        if (x) return x;
+    }
+    return NULL;
+}
+
+/* llama.cpp's blocks of a tensor dequantized with ours against the bf16
+ * original (layout compatibility), and our own blocks' error beside theirs. */
+static void crosscheck(const lpk_reader *r, const char *gname, const char *hf_name, double lo,
+                       double hi)
+{
+    const lpk_tensor *t = lpk_reader_find(r, gname);
+    assert_non_null(t);
+    int64_t rows = 0, cols = 0;
+    float *x = l20_tensor(hf_name, &rows, &cols);
+    assert_non_null(x);
+    assert_int_equal(rows, lpk_tensor_nrows(t));
+    assert_int_equal(cols, lpk_tensor_ncols(t));
+    double e_cpp, s;
+    assert_int_equal(quant_error(t->type, x, t->data, rows, cols, &e_cpp, &s), LPK_OK);
+    double r_cpp = sqrt(e_cpp / s), r_ours = rel_rmse(t->type, x, rows, cols, NULL);
+    print_message("%-24s %-5s llama.cpp %.5f  llmpack %.5f\n", gname,
+                  lpk_type_get(t->type)->name, r_cpp, r_ours);
+    assert_true(r_cpp >= lo && r_cpp <= hi);
+    assert_true(r_ours <= r_cpp);
+    free(x);
+}
+
+static void test_gguf_crosscheck(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(m, "models/llama2-20m/hf/model-00001-of-00002.safetensors");
+    TU_NEED_SHARED(g8, "gguf/llama2-20m-Q8_0.gguf");
+    lpk_reader *r = NULL;
+    lpk_error err = {0};
+    assert_int_equal(lpk_reader_open(g8, &r, &err), LPK_OK);
+    crosscheck(r, "blk.1.ffn_down.weight", "model.layers.1.mlp.down_proj.weight", 0.002, 0.01);
+    crosscheck(r, "blk.4.attn_v.weight", "model.layers.4.self_attn.v_proj.weight", 0.002, 0.01);
+    lpk_reader_close(r);
+    TU_NEED_SHARED(g4, "gguf/llama2-20m-Q4_K_M.gguf");
+    assert_int_equal(lpk_reader_open(g4, &r, &err), LPK_OK);
+    crosscheck(r, "blk.0.ffn_gate.weight", "model.layers.0.mlp.gate_proj.weight", 0.03, 0.12);
+    crosscheck(r, "blk.2.ffn_down.weight", "model.layers.2.mlp.down_proj.weight", 0.008, 0.03);
+    crosscheck(r, "blk.3.attn_output.weight", "model.layers.3.self_attn.o_proj.weight", 0.03,
+               0.12);
+    if (tu_long())
+        crosscheck(r, "output.weight", "lm_head.weight", 0.008, 0.03);
+    lpk_reader_close(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dequant_formulas),  cmocka_unit_test(test_exact_values),
+        cmocka_unit_test(test_roundtrip_random),  cmocka_unit_test(test_simd_and_threads),
+        cmocka_unit_test(test_edge_values),       cmocka_unit_test(test_recipe_rules),
+        cmocka_unit_test(test_recipe_llama_cpp),  cmocka_unit_test(test_gguf_crosscheck),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
