@@ -365,6 +365,7 @@ static void check_against_ref(int64_t n_out, int64_t n_in, int64_t n_tok)
         for (int p = 0; p < n_paths(); p++) {
             vf_gemm_force_path(p);
             if (vf_gemm_path(t) != p) continue;
+            if (getenv("GEMM_DEBUG")) print_message("%s path %s\n", lpk_type_get(t)->name, vf_gemm_path_name(t));
             memset(y, 0xff, ny * sizeof(float));
             assert_int_equal(vf_matmul(w, t, n_out, n_in, x, n_tok, y), LPK_OK);
             double num = 0, den = 0;

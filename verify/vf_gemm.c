@@ -308,7 +308,7 @@ static size_t scalar_scratch(const vf_gemm_args *a)
 }
 
 static const vf_gemm_kernel kernel_scalar = {
-    "scalar", VF_PATH_SCALAR, 1, scalar_scratch, scalar_rows,
+    "scalar", VF_PATH_SCALAR, 1, 0, scalar_scratch, scalar_rows,
 };
 
 /* ---------------------------------------------------------------- dispatch */
@@ -343,6 +343,42 @@ static int known_type(int wtype)
     default:
         return 0;
     }
+}
+
+/* The per-(token, block) integers SIMD kernels read with broadcast loads
+ * (see vf_gemm_args.xaux). *out stays NULL when the type needs none. */
+static int make_xaux(const vf_gemm_args *a, const vf_gemm_kernel *k, int32_t **out)
+{
+    int64_t nb = a->n_in / a->block, n = a->n_tok * nb;
+    int off = 0;
+    switch (a->wtype) {
+    case LPK_TYPE_Q4_0: off = 8; break;
+    case LPK_TYPE_Q5_0: off = 16; break;
+    case LPK_TYPE_Q8_0: off = k->q8_off; break;
+    case LPK_TYPE_Q4_K: break;
+    default: return LPK_OK;
+    }
+    if (a->wtype != LPK_TYPE_Q4_K && off == 0)
+        return LPK_OK;
+    int32_t *x = malloc((size_t)n * (a->wtype == LPK_TYPE_Q4_K ? 4 : 1) * sizeof(int32_t));
+    if (!x)
+        return LPK_ENOMEM;
+    if (a->wtype == LPK_TYPE_Q4_K) {
+        const block_q8_K *xb = a->xq;
+        for (int64_t i = 0; i < n; i++) {
+            for (int k2 = 0; k2 < 4; k2++) {
+                int j = 2 * k2;
+                int32_t lo = xb[i].bsums[2 * j] + xb[i].bsums[2 * j + 1];
+                int32_t hi = xb[i].bsums[2 * j + 2] + xb[i].bsums[2 * j + 3];
+                x[i * 4 + k2] = (int32_t)(((uint32_t)lo & 0xffffu) | (uint32_t)hi << 16);
+            }
+        }
+    } else {
+        const vf_xblk32 *xb = a->xq;
+        for (int64_t i = 0; i < n; i++) x[i] = -off * xb[i].sum;
+    }
+    *out = x;
+    return LPK_OK;
 }
 
 int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
@@ -395,6 +431,15 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
     }
 
     const vf_gemm_kernel *k = pick_kernel(wtype);
+    int32_t *xaux = NULL;
+    if (xq && k->path != VF_PATH_SCALAR) {
+        int rc = make_xaux(&a, k, &xaux);
+        if (rc) {
+            free(xq);
+            return rc;
+        }
+        a.xaux = xaux;
+    }
     int64_t tile = k->rows_per_tile;
     int64_t n_tiles = (n_out + tile - 1) / tile;
     size_t scratch_sz = k->scratch(&a);
@@ -416,5 +461,6 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
         free(scratch);
     }
     free(xq);
+    free(xaux);
     return failed ? LPK_ENOMEM : LPK_OK;
 }

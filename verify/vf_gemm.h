@@ -68,7 +68,8 @@ int vf_block_ints(int wtype, const void *wblk, const void *xblk, int32_t out[2])
 enum vf_gemm_path {
     VF_PATH_SCALAR = 0,
     VF_PATH_AVX2 = 1,   /* AVX2 + FMA + F16C */
-    VF_PATH_AVX512 = 2  /* AVX-512 F/BW/VL (+ VNNI where present) */
+    VF_PATH_AVX512 = 2, /* AVX-512 F/BW/VL */
+    VF_PATH_VNNI = 3    /* AVX-512 F/BW/VL + VNNI (fp32 weights: as AVX512) */
 };
 /* Caps the path used by later vf_matmul calls at `path` (tests compare paths;
  * -1 removes the cap). Not to be called while vf_matmul runs. */

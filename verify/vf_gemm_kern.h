@@ -18,6 +18,11 @@ typedef struct vf_gemm_args {
     int64_t n_out, n_in, n_tok;
     const float *x;       /* (n_tok, n_in) */
     const void *xq;       /* quantized x: (n_tok, n_in / block) of vf_xblk32 or block_q8_K */
+    /* SIMD kernels only (NULL for the scalar one), per (token, block):
+     * 32-blocks: -off * sum (when the kernel's weight offset off != 0);
+     * q4_k: 4 words, word k = (b32[2k] | b32[2k+1] << 16) with b32[j] the
+     * int16 sum of sub-block j's 32 activations. */
+    const int32_t *xaux;
     float *y;             /* (n_tok, n_out) */
 } vf_gemm_args;
 
@@ -25,6 +30,7 @@ typedef struct vf_gemm_kernel {
     const char *name;
     int path;                                     /* VF_PATH_* */
     int rows_per_tile;                            /* output rows per work item */
+    int q8_off;                                   /* offset added to q8_0 weights (0|128) */
     size_t (*scratch)(const vf_gemm_args *a);     /* per-thread scratch bytes */
     /* computes y for rows [o0, o1) (o1 - o0 <= rows_per_tile) and all tokens */
     void (*rows)(const vf_gemm_args *a, int64_t o0, int64_t o1, void *scratch);

@@ -1,0 +1,389 @@
+/* verify/ internal: the SIMD GEMM kernels, written once for a vector of VW
+ * 32-bit lanes (8: AVX2, 16: AVX-512) and included by vf_gemm_x86.c once per
+ * instruction set. Parameters: VW, VNNI (0|1), SFX (name suffix), TGT (target
+ * attribute string).
+ *
+ * Lanes are output rows: a tile of VW rows (2 VW for fp32) is repacked once so
+ * that one vector load gives the same 4 consecutive weights (one f32 weight)
+ * of every row, and each token's activations are broadcast against it. Every
+ * lane then performs exactly the scalar reference's sequence of operations for
+ * its row, so the result is the reference's, bit for bit (see vf_gemm.h). */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(n) CAT(n, SFX)
+
+#if VW == 8
+typedef __m256i FN(vi_);
+typedef __m256 FN(vf_);
+#define vi FN(vi_)
+#define vf FN(vf_)
+#define VI_ZERO() _mm256_setzero_si256()
+#define VI_LOAD(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
+#define VI_SET1(v) _mm256_set1_epi32(v)
+#define VI_SET1_16(v) _mm256_set1_epi16(v)
+#define VI_ADD(a, b) _mm256_add_epi32(a, b)
+#define VI_ADD16(a, b) _mm256_add_epi16(a, b)
+#define VI_MULLO(a, b) _mm256_mullo_epi32(a, b)
+#define VI_MADD16(a, b) _mm256_madd_epi16(a, b)
+#define VI_MADDUBS(a, b) _mm256_maddubs_epi16(a, b)
+#define VI_SIGN8(x, w) _mm256_sign_epi8(x, w)
+#define VI_DPBUSD(acc, a, b) _mm256_dpbusd_epi32(acc, a, b)
+#define VF_ZERO() _mm256_setzero_ps()
+#define VF_LOAD(p) _mm256_loadu_ps(p)
+#define VF_STORE(p, v) _mm256_storeu_ps(p, v)
+#define VF_SET1(v) _mm256_set1_ps(v)
+#define VF_ADD(a, b) _mm256_add_ps(a, b)
+#define VF_SUB(a, b) _mm256_sub_ps(a, b)
+#define VF_MUL(a, b) _mm256_mul_ps(a, b)
+#define VF_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define VF_CVT(a) _mm256_cvtepi32_ps(a)
+#else
+typedef __m512i FN(vi_);
+typedef __m512 FN(vf_);
+#define vi FN(vi_)
+#define vf FN(vf_)
+#define VI_ZERO() _mm512_setzero_si512()
+#define VI_LOAD(p) _mm512_loadu_si512((const void *)(p))
+#define VI_SET1(v) _mm512_set1_epi32(v)
+#define VI_SET1_16(v) _mm512_set1_epi16(v)
+#define VI_ADD(a, b) _mm512_add_epi32(a, b)
+#define VI_ADD16(a, b) _mm512_add_epi16(a, b)
+#define VI_MULLO(a, b) _mm512_mullo_epi32(a, b)
+#define VI_MADD16(a, b) _mm512_madd_epi16(a, b)
+#define VI_MADDUBS(a, b) _mm512_maddubs_epi16(a, b)
+/* no vpsignb in AVX-512: negate x where w < 0 (where w == 0 |w| is 0 anyway) */
+#define VI_SIGN8(x, w) _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x)
+#define VI_DPBUSD(acc, a, b) _mm512_dpbusd_epi32(acc, a, b)
+#define VF_ZERO() _mm512_setzero_ps()
+#define VF_LOAD(p) _mm512_loadu_ps(p)
+#define VF_STORE(p, v) _mm512_storeu_ps(p, v)
+#define VF_SET1(v) _mm512_set1_ps(v)
+#define VF_ADD(a, b) _mm512_add_ps(a, b)
+#define VF_SUB(a, b) _mm512_sub_ps(a, b)
+#define VF_MUL(a, b) _mm512_mul_ps(a, b)
+#define VF_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VF_CVT(a) _mm512_cvtepi32_ps(a)
+#endif
+
+/* tokens per register tile */
+#define TT (VW == 8 ? 4 : 8)
+#define TF (VW == 8 ? 6 : 12)
+
+static inline __attribute__((target(TGT), always_inline)) vi FN(bc32)(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return VI_SET1(v);
+}
+
+/* acc + sum over 8 bytes (two groups of 4 per lane) of u8 * s8; u8 <= 63 so
+ * the 16-bit pair sums cannot saturate. */
+static inline __attribute__((target(TGT), always_inline)) vi FN(dp8)(vi acc, vi w0, vi x0, vi w1,
+                                                                       vi x1)
+{
+#if VNNI
+    return VI_DPBUSD(VI_DPBUSD(acc, w0, x0), w1, x1);
+#else
+    vi p = VI_ADD16(VI_MADDUBS(w0, x0), VI_MADDUBS(w1, x1));
+    return VI_ADD(acc, VI_MADD16(p, VI_SET1_16(1)));
+#endif
+}
+
+/* Stores lanes [0, n) of v to y. */
+static inline __attribute__((target(TGT), always_inline)) void FN(store_rows)(float *y, vf v, int n)
+{
+    if (n == VW) {
+        VF_STORE(y, v);
+    } else {
+        float tmp[VW];
+        VF_STORE(tmp, v);
+        memcpy(y, tmp, (size_t)n * sizeof(float));
+    }
+}
+
+/* Token t0 + j, clamped to the last token (a partial token tile recomputes
+ * the last token and discards it). */
+#define TOK(t0, j, n) ((t0) + (j) < (n) ? (t0) + (j) : (n) - 1)
+
+/* ---------------------------------------------------------------- 32-blocks */
+static __attribute__((target(TGT))) void FN(rows_blk32)(const vf_gemm_args *a, int64_t o0,
+                                                        int64_t o1, void *scratch)
+{
+    const int64_t nb = a->n_in / 32, n_tok = a->n_tok;
+    const int nr = (int)(o1 - o0);
+    const int sign_mode = a->wtype == LPK_TYPE_Q8_0 && !VNNI;
+    pk32 pk;
+    pack_blk32(a, o0, o1, VW, sign_mode, scratch, &pk);
+    const int has_m = a->wtype == LPK_TYPE_Q4_1 || a->wtype == LPK_TYPE_Q5_1;
+    const vf_xblk32 *xq = a->xq;
+    const int32_t *xc = a->xaux;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += TT) {
+        const vf_xblk32 *xp[TT];
+        const int32_t *cp[TT];
+        vf acc[TT];
+#pragma GCC unroll 16
+        for (int j = 0; j < TT; j++) {
+            int64_t t = TOK(t0, j, n_tok);
+            xp[j] = xq + t * nb;
+            cp[j] = xc ? xc + t * nb : NULL;
+            acc[j] = VF_ZERO();
+        }
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *qb = pk.q + b * 32 * VW;
+            vi is[TT];
+#pragma GCC unroll 16
+            for (int j = 0; j < TT; j++) is[j] = xc ? FN(bc32)(cp[j] + b) : VI_ZERO();
+            if (sign_mode) {
+                const uint8_t *qa = pk.qa + b * 32 * VW;
+#pragma GCC unroll 8
+                for (int g = 0; g < 8; g++) {
+                    vi w = VI_LOAD(qb + g * 4 * VW), wa = VI_LOAD(qa + g * 4 * VW);
+#pragma GCC unroll 16
+                    for (int j = 0; j < TT; j++) {
+                        vi xs = VI_SIGN8(FN(bc32)(xp[j][b].qs + 4 * g), w);
+                        is[j] = VI_ADD(is[j], VI_MADD16(VI_MADDUBS(wa, xs), VI_SET1_16(1)));
+                    }
+                }
+            } else {
+#pragma GCC unroll 4
+                for (int g = 0; g < 8; g += 2) {
+                    vi w0 = VI_LOAD(qb + g * 4 * VW), w1 = VI_LOAD(qb + (g + 1) * 4 * VW);
+#pragma GCC unroll 16
+                    for (int j = 0; j < TT; j++)
+                        is[j] = FN(dp8)(is[j], w0, FN(bc32)(xp[j][b].qs + 4 * g), w1,
+                                        FN(bc32)(xp[j][b].qs + 4 * g + 4));
+                }
+            }
+            vf dv = VF_LOAD(pk.d + b * VW);
+            if (has_m) {
+                vf mv = VF_LOAD(pk.m + b * VW);
+#pragma GCC unroll 16
+                for (int j = 0; j < TT; j++) {
+                    vf p = VF_MUL(dv, VF_SET1(xp[j][b].d));
+                    vf term = VF_MUL(p, VF_CVT(is[j]));
+                    term = VF_ADD(term, VF_MUL(mv, VF_SET1(xp[j][b].s)));
+                    acc[j] = VF_ADD(acc[j], term);
+                }
+            } else {
+#pragma GCC unroll 16
+                for (int j = 0; j < TT; j++) {
+                    vf p = VF_MUL(dv, VF_SET1(xp[j][b].d));
+                    acc[j] = VF_ADD(acc[j], VF_MUL(p, VF_CVT(is[j])));
+                }
+            }
+        }
+        for (int j = 0; j < TT && t0 + j < n_tok; j++)
+            FN(store_rows)(a->y + (t0 + j) * a->n_out + o0, acc[j], nr);
+    }
+}
+
+/* ---------------------------------------------------------------- q4_k */
+static __attribute__((target(TGT))) void FN(rows_q4k)(const vf_gemm_args *a, int64_t o0,
+                                                      int64_t o1, void *scratch)
+{
+    const int64_t nb = a->n_in / QK_K, n_tok = a->n_tok;
+    const int nr = (int)(o1 - o0);
+    pkk pk;
+    pack_q4k(a, o0, o1, VW, VNNI, scratch, &pk);
+    const block_q8_K *xq = a->xq;
+    const int32_t *xa = a->xaux;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += TT) {
+        const block_q8_K *xp[TT];
+        const int32_t *ap[TT];
+        vf acc[TT];
+#pragma GCC unroll 16
+        for (int j = 0; j < TT; j++) {
+            int64_t t = TOK(t0, j, n_tok);
+            xp[j] = xq + t * nb;
+            ap[j] = xa + t * nb * 4;
+            acc[j] = VF_ZERO();
+        }
+        for (int64_t b = 0; b < nb; b++) {
+            vi sumi[TT], summ[TT];
+            const int32_t *mn = pk.mins + b * 4 * VW;
+#pragma GCC unroll 16
+            for (int j = 0; j < TT; j++) {
+                vi s = VI_MADD16(VI_LOAD(mn), FN(bc32)(ap[j] + b * 4));
+                s = VI_ADD(s, VI_MADD16(VI_LOAD(mn + VW), FN(bc32)(ap[j] + b * 4 + 1)));
+                s = VI_ADD(s, VI_MADD16(VI_LOAD(mn + 2 * VW), FN(bc32)(ap[j] + b * 4 + 2)));
+                summ[j] = VI_ADD(s, VI_MADD16(VI_LOAD(mn + 3 * VW), FN(bc32)(ap[j] + b * 4 + 3)));
+                sumi[j] = VI_ZERO();
+            }
+            for (int sb = 0; sb < 8; sb++) {
+                const uint8_t *qb = pk.q + (b * 8 + sb) * 32 * VW;
+                vi sc = VI_LOAD(pk.sc + (b * 8 + sb) * VW);
+                vi s[TT];
+#if VNNI
+#pragma GCC unroll 16
+                for (int j = 0; j < TT; j++) s[j] = VI_ZERO();
+#pragma GCC unroll 8
+                for (int g = 0; g < 8; g++) {
+                    vi w = VI_LOAD(qb + g * 4 * VW);
+#pragma GCC unroll 16
+                    for (int j = 0; j < TT; j++)
+                        s[j] = VI_DPBUSD(s[j], w, FN(bc32)(xp[j][b].qs + sb * 32 + 4 * g));
+                }
+#pragma GCC unroll 16
+                for (int j = 0; j < TT; j++) sumi[j] = VI_ADD(sumi[j], VI_MULLO(s[j], sc));
+#else
+                /* q <= 15: eight 16-bit pair sums stay below 2^15; the scale
+                 * (sc, sc) as 16-bit pairs multiplies them in vpmaddwd */
+                vi w = VI_LOAD(qb);
+#pragma GCC unroll 16
+                for (int j = 0; j < TT; j++) s[j] = VI_MADDUBS(w, FN(bc32)(xp[j][b].qs + sb * 32));
+#pragma GCC unroll 8
+                for (int g = 1; g < 8; g++) {
+                    w = VI_LOAD(qb + g * 4 * VW);
+#pragma GCC unroll 16
+                    for (int j = 0; j < TT; j++)
+                        s[j] = VI_ADD16(s[j],
+                                        VI_MADDUBS(w, FN(bc32)(xp[j][b].qs + sb * 32 + 4 * g)));
+                }
+#pragma GCC unroll 16
+                for (int j = 0; j < TT; j++) sumi[j] = VI_ADD(sumi[j], VI_MADD16(s[j], sc));
+#endif
+            }
+            vf dv = VF_LOAD(pk.d + b * VW), mv = VF_LOAD(pk.dmin + b * VW);
+#pragma GCC unroll 16
+            for (int j = 0; j < TT; j++) {
+                vf dx = VF_SET1(xp[j][b].d);
+                vf t1 = VF_MUL(VF_MUL(dv, dx), VF_CVT(sumi[j]));
+                vf t2 = VF_MUL(VF_MUL(mv, dx), VF_CVT(summ[j]));
+                acc[j] = VF_ADD(acc[j], VF_SUB(t1, t2));
+            }
+        }
+        for (int j = 0; j < TT && t0 + j < n_tok; j++)
+            FN(store_rows)(a->y + (t0 + j) * a->n_out + o0, acc[j], nr);
+    }
+}
+
+/* ---------------------------------------------------------------- q6_k */
+static __attribute__((target(TGT))) void FN(rows_q6k)(const vf_gemm_args *a, int64_t o0,
+                                                      int64_t o1, void *scratch)
+{
+    const int64_t nb = a->n_in / QK_K, n_tok = a->n_tok;
+    const int nr = (int)(o1 - o0);
+    pkk pk;
+    pack_q6k(a, o0, o1, VW, VNNI, scratch, &pk);
+    const block_q8_K *xq = a->xq;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += TT) {
+        const block_q8_K *xp[TT];
+        vf acc[TT];
+#pragma GCC unroll 16
+        for (int j = 0; j < TT; j++) {
+            xp[j] = xq + TOK(t0, j, n_tok) * nb;
+            acc[j] = VF_ZERO();
+        }
+        for (int64_t b = 0; b < nb; b++) {
+            vi sumi[TT];
+            const int32_t *ns = pk.mins + b * 8 * VW;
+            /* the -32 of every weight: sum over sub-blocks of -32 sc * bsum */
+#pragma GCC unroll 16
+            for (int j = 0; j < TT; j++) {
+                vi s = VI_ZERO();
+#pragma GCC unroll 8
+                for (int k = 0; k < 8; k++)
+                    s = VI_ADD(s, VI_MADD16(VI_LOAD(ns + k * VW), FN(bc32)(&xp[j][b].bsums[2 * k])));
+                sumi[j] = s;
+            }
+            for (int sb = 0; sb < 16; sb++) {
+                const uint8_t *qb = pk.q + (b * 16 + sb) * 16 * VW;
+                vi sc = VI_LOAD(pk.sc + (b * 16 + sb) * VW);
+                vi w0 = VI_LOAD(qb), w1 = VI_LOAD(qb + 4 * VW);
+                vi w2 = VI_LOAD(qb + 8 * VW), w3 = VI_LOAD(qb + 12 * VW);
+#pragma GCC unroll 16
+                for (int j = 0; j < TT; j++) {
+                    const int8_t *x = xp[j][b].qs + sb * 16;
+#if VNNI
+                    vi s = VI_DPBUSD(VI_ZERO(), w0, FN(bc32)(x));
+                    s = VI_DPBUSD(s, w1, FN(bc32)(x + 4));
+                    s = VI_DPBUSD(s, w2, FN(bc32)(x + 8));
+                    s = VI_DPBUSD(s, w3, FN(bc32)(x + 12));
+                    sumi[j] = VI_ADD(sumi[j], VI_MULLO(s, sc));
+#else
+                    /* q <= 63: two 16-bit pair sums stay below 2^15 */
+                    vi p0 = VI_ADD16(VI_MADDUBS(w0, FN(bc32)(x)), VI_MADDUBS(w1, FN(bc32)(x + 4)));
+                    vi p1 = VI_ADD16(VI_MADDUBS(w2, FN(bc32)(x + 8)), VI_MADDUBS(w3, FN(bc32)(x + 12)));
+                    sumi[j] = VI_ADD(sumi[j], VI_ADD(VI_MADD16(p0, sc), VI_MADD16(p1, sc)));
+#endif
+                }
+            }
+            vf dv = VF_LOAD(pk.d + b * VW);
+#pragma GCC unroll 16
+            for (int j = 0; j < TT; j++) {
+                vf p = VF_MUL(dv, VF_SET1(xp[j][b].d));
+                acc[j] = VF_ADD(acc[j], VF_MUL(p, VF_CVT(sumi[j])));
+            }
+        }
+        for (int j = 0; j < TT && t0 + j < n_tok; j++)
+            FN(store_rows)(a->y + (t0 + j) * a->n_out + o0, acc[j], nr);
+    }
+}
+
+/* ---------------------------------------------------------------- fp32 */
+/* Tile of 2 VW rows, converted to f32 and transposed once, reused by every
+ * token: per input element one load of 2 VW weights, TF broadcasts, 2 TF FMAs. */
+static __attribute__((target(TGT))) void FN(rows_f32)(const vf_gemm_args *a, int64_t o0,
+                                                      int64_t o1, void *scratch)
+{
+    const int64_t n_in = a->n_in, n_tok = a->n_tok;
+    const int nr = (int)(o1 - o0);
+    const float *wt = pack_f32(a, o0, o1, 2 * VW, scratch);
+    for (int64_t t0 = 0; t0 < n_tok; t0 += TF) {
+        const float *xp[TF];
+        vf acc0[TF], acc1[TF];
+#pragma GCC unroll 16
+        for (int j = 0; j < TF; j++) {
+            xp[j] = a->x + TOK(t0, j, n_tok) * n_in;
+            acc0[j] = VF_ZERO();
+            acc1[j] = VF_ZERO();
+        }
+        for (int64_t i = 0; i < n_in; i++) {
+            vf w0 = VF_LOAD(wt + i * 2 * VW), w1 = VF_LOAD(wt + i * 2 * VW + VW);
+#pragma GCC unroll 16
+            for (int j = 0; j < TF; j++) {
+                vf xb = VF_SET1(xp[j][i]);
+                acc0[j] = VF_FMA(w0, xb, acc0[j]);
+                acc1[j] = VF_FMA(w1, xb, acc1[j]);
+            }
+        }
+        for (int j = 0; j < TF && t0 + j < n_tok; j++) {
+            float *y = a->y + (t0 + j) * a->n_out + o0;
+            FN(store_rows)(y, acc0[j], nr < VW ? nr : VW);
+            if (nr > VW) FN(store_rows)(y + VW, acc1[j], nr - VW);
+        }
+    }
+}
+
+static const vf_gemm_kernel FN(kern_blk32_) = {
+    KNAME, KPATH, VW, VNNI ? 128 : 0, scratch_blk32, FN(rows_blk32)};
+static const vf_gemm_kernel FN(kern_q4k_) = {KNAME, KPATH, VW, 0, scratch_k, FN(rows_q4k)};
+static const vf_gemm_kernel FN(kern_q6k_) = {KNAME, KPATH, VW, 0, scratch_k, FN(rows_q6k)};
+static const vf_gemm_kernel FN(kern_f32_) = {KNAME, KPATH, 2 * VW, 0, scratch_f32, FN(rows_f32)};
+
+#undef vi
+#undef vf
+#undef VI_ZERO
+#undef VI_LOAD
+#undef VI_SET1
+#undef VI_SET1_16
+#undef VI_ADD
+#undef VI_ADD16
+#undef VI_MULLO
+#undef VI_MADD16
+#undef VI_MADDUBS
+#undef VI_SIGN8
+#undef VI_DPBUSD
+#undef VF_ZERO
+#undef VF_LOAD
+#undef VF_STORE
+#undef VF_SET1
+#undef VF_ADD
+#undef VF_SUB
+#undef VF_MUL
+#undef VF_FMA
+#undef VF_CVT
+#undef TT
+#undef TF
+#undef TOK
