@@ -1,0 +1,236 @@
+/* convert/ archives: a Meta checkpoint packed as .tar.zst, .tar.gz, .tar and
+ * .zip (packed here with tar/zip) reads to the same tensors as the folder;
+ * the temporary copy disappears on close, on failure and on SIGTERM; unsafe
+ * member names are refused. */
+#include "tutil.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "../convert/cv_torch.h"
+
+static int open_meta(const char *dir, const cv_torch_opts *o, cv_source **out, lpk_error *err)
+{
+    return cv_meta_open(dir, o, out, err);
+}
+
+/* Number of leftover temporary folders in dir. */
+static int leftovers(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, ".llmpack-unpack-", 16)) n++;
+    closedir(d);
+    return n;
+}
+
+static uint64_t tensor_hash(cv_source *s, const cv_tensor *t)
+{
+    int64_t rows = 1, cols = t->dims[t->n_dims - 1];
+    for (int d = 0; d + 1 < t->n_dims; d++) rows *= t->dims[d];
+    size_t es = t->dtype == LPK_TYPE_F32 ? 4 : 2;
+    uint8_t *b = malloc((size_t)(rows * cols) * es);
+    lpk_error err = {0};
+    /* rows ascending, in two reads, as the pipeline does */
+    int64_t h = rows / 2;
+    assert_int_equal(s->ops->read_rows(s, t, 0, h, b, &err), 0);
+    assert_int_equal(s->ops->read_rows(s, t, h, rows - h, b + (size_t)(h * cols) * es, &err), 0);
+    uint64_t x = XXH3_64bits(b, (size_t)(rows * cols) * es);
+    s->ops->release(s, t);
+    free(b);
+    return x;
+}
+
+static void same_tensors(cv_source *a, cv_source *b)
+{
+    assert_int_equal(a->n_tensors, b->n_tensors);
+    for (size_t i = 0; i < a->n_tensors; i++) {
+        const cv_tensor *x = &a->tensors[i], *y = NULL;
+        for (size_t k = 0; k < b->n_tensors; k++)
+            if (!strcmp(b->tensors[k].name, x->name)) y = &b->tensors[k];
+        assert_non_null(y);
+        assert_int_equal(x->dtype, y->dtype);
+        assert_int_equal(x->n_dims, y->n_dims);
+        assert_memory_equal(x->dims, y->dims, sizeof x->dims);
+        if (tensor_hash(a, x) != tensor_hash(b, y)) fail_msg("%s differs", x->name);
+    }
+}
+
+static int sh(const char *cmd)
+{
+    int rc = system(cmd);
+    return rc == -1 || !WIFEXITED(rc) ? -1 : WEXITSTATUS(rc);
+}
+
+static void check_archives(const char *model, unsigned kinds)
+{
+    char *rel = tu_fmt("models/%s/meta", model);
+    const char *m = tu_shared(rel);
+    free(rel);
+    if (!m) {
+        print_message("SKIP: ../shared/models/%s/meta not found\n", model);
+        skip();
+    }
+    char *meta = strdup(m);
+    char *dir = tu_tmpdir();
+    cv_source *ref;
+    lpk_error err = {0};
+    assert_int_equal(cv_meta_open(meta, NULL, &ref, &err), 0);
+    /* one top-level folder (tar) and files at the root (zip) */
+    char *cmds[] = {
+        tu_fmt("tar --zstd -cf '%s/m.tar.zst' -C '%s/..' meta", dir, meta),
+        tu_fmt("tar -czf '%s/m.tar.gz' -C '%s' .", dir, meta),
+        tu_fmt("tar -cf '%s/m.tar' -C '%s/..' meta", dir, meta),
+        tu_fmt("cd '%s' && zip -q -1 -r '%s/m.zip' .", meta, dir),
+    };
+    const char *names[] = {"m.tar.zst", "m.tar.gz", "m.tar", "m.zip"};
+    for (int i = 0; i < 4; i++) {
+        if (!(kinds & (1u << i))) {
+            free(cmds[i]);
+            continue;
+        }
+        if (sh(cmds[i]) != 0) fail_msg("packing failed: %s", cmds[i]);
+        char *p = tu_fmt("%s/%s", dir, names[i]);
+        assert_true(cv_archive_detect(p));
+        cv_torch_opts o = {.spool_dir = dir};
+        cv_source *s;
+        if (cv_archive_open(p, &o, open_meta, &s, &err)) fail_msg("%s: %s", names[i], err.msg);
+        assert_string_equal(lpk_meta_get_str(s->meta, "source.format"), "meta");
+        assert_string_equal(lpk_kv_str_at(lpk_meta_find(s->meta, "source.files"), 0).p,
+                            names[i]);
+        same_tensors(ref, s);
+        assert_int_equal(leftovers(dir), 1);
+        s->ops->close(s);
+        assert_int_equal(leftovers(dir), 0);
+        unlink(p);
+        free(p);
+        free(cmds[i]);
+    }
+    ref->ops->close(ref);
+    tu_rmtree(dir);
+    free(dir);
+    free(meta);
+}
+
+static void test_archive_stories260k(void **state)
+{
+    (void)state;
+    check_archives("stories260K", 15);
+}
+
+static void test_archive_llama2_20m(void **state)
+{
+    (void)state;
+    check_archives("llama2-20m", tu_long() ? 15 : 9);  /* .tar.zst, .zip */
+}
+
+/* A one-member ustar archive, written from the format's description. */
+static void write_tar(const char *path, const char *name, const char *data)
+{
+    uint8_t b[2048] = {0};
+    size_t n = strlen(data);
+    snprintf((char *)b, 100, "%s", name);
+    memcpy(b + 100, "0000644", 8);
+    memcpy(b + 108, "0000000", 8);
+    memcpy(b + 116, "0000000", 8);
+    snprintf((char *)b + 124, 12, "%011o", (unsigned)n);
+    memcpy(b + 136, "00000000000", 12);
+    b[156] = '0';
+    memcpy(b + 257, "ustar", 6);
+    memcpy(b + 263, "00", 2);
+    memset(b + 148, ' ', 8);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++) sum += b[i];
+    snprintf((char *)b + 148, 8, "%06o", sum);
+    memcpy(b + 512, data, n);
+    assert_int_equal(tu_write_file(path, b, 1024 + 1024), 0);
+}
+
+static void test_archive_bad(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    cv_torch_opts o = {.spool_dir = dir};
+    cv_source *s = NULL;
+    lpk_error err = {0};
+    /* a member escaping the folder */
+    char *p = tu_fmt("%s/evil.tar", dir);
+    write_tar(p, "../evil.txt", "x");
+    assert_true(cv_archive_detect(p));
+    assert_int_equal(cv_archive_open(p, &o, open_meta, &s, &err), LPK_ECORRUPT);
+    assert_non_null(strstr(err.msg, "points outside"));
+    assert_int_equal(leftovers(dir), 0);
+    free(p);
+    /* a well-formed archive without a checkpoint: the folder reader's error,
+     * naming the archive */
+    p = tu_fmt("%s/readme.tar", dir);
+    write_tar(p, "model/README", "hello");
+    lpk_error_clear(&err);
+    assert_int_equal(cv_archive_open(p, &o, open_meta, &s, &err), LPK_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "readme.tar:params.json"));
+    assert_null(s);
+    assert_int_equal(leftovers(dir), 0);
+    /* truncated compressed archive */
+    char *q = tu_fmt("%s/cut.tar.gz", dir);
+    char *cmd = tu_fmt("gzip -c '%s' | head -c 40 > '%s'", p, q);
+    assert_int_equal(sh(cmd), 0);
+    lpk_error_clear(&err);
+    assert_int_not_equal(cv_archive_open(q, &o, open_meta, &s, &err), 0);
+    assert_non_null(strstr(err.msg, "cut.tar.gz"));
+    assert_int_equal(leftovers(dir), 0);
+    free(cmd); free(q); free(p);
+    /* a torch checkpoint (a zip not named .zip) is not an archive */
+    const char *pth = tu_shared("models/stories260K/meta/consolidated.00.pth");
+    if (pth) assert_false(cv_archive_detect(pth));
+    tu_rmtree(dir);
+    free(dir);
+}
+
+static void test_archive_signal(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(meta, "models/stories260K/meta");
+    char *dir = tu_tmpdir();
+    char *cmd = tu_fmt("tar -cf '%s/m.tar' -C '%s' .", dir, meta);
+    assert_int_equal(sh(cmd), 0);
+    free(cmd);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        cv_torch_opts o = {.spool_dir = dir};
+        cv_source *s;
+        lpk_error err = {0};
+        char *p = tu_fmt("%s/m.tar", dir);
+        if (cv_archive_open(p, &o, open_meta, &s, &err)) _exit(2);
+        if (leftovers(dir) != 1) _exit(3);
+        raise(SIGTERM);
+        _exit(4);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFSIGNALED(st));
+    assert_int_equal(WTERMSIG(st), SIGTERM);
+    assert_int_equal(leftovers(dir), 0);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_archive_stories260k),
+        cmocka_unit_test(test_archive_llama2_20m),
+        cmocka_unit_test(test_archive_bad),
+        cmocka_unit_test(test_archive_signal),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
