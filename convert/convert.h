@@ -26,7 +26,44 @@ int cv_tokenizer_config_load_mem(const char *name, const uint8_t *buf, size_t n,
                                  lpk_meta *meta, lpk_error *err);
 
 /* ---------------------------------------------------------------- convert */
-/* The convert pipeline API is declared below by convert/. */
+/* Called while tensors are written: bytes of source tensors done / total. */
+typedef void (*cv_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+typedef struct cv_options {
+    const char *src;          /* HF / Meta folder, llama2.c .bin, or an archive */
+    const char *out;          /* .lpk to write (atomically) */
+    const char *type;         /* NULL: keep source precision (1-D always f32);
+                               * "f32" | "f16" | "bf16" | a quant/ recipe ("q8_0", "q4_k_m", ...) */
+    int pure;                 /* recipes: one type for every 2-D tensor */
+    const char *tokenizer;    /* tokenizer file overriding the folder's, or NULL */
+    uint32_t context_length;  /* 0: from the checkpoint */
+    int hash_sources;         /* add source.xxh3 (one sequential read of each input) */
+    int threads;              /* 0: OpenMP's default */
+    int force;                /* replace an existing output */
+    cv_progress_fn progress;  /* may be NULL */
+    void *progress_ctx;
+} cv_options;
+
+typedef struct cv_report {
+    char source_format[32];   /* "hf-safetensors", "meta", "llama2c", ... */
+    size_t n_tensors;         /* written */
+    uint64_t bytes_in;        /* bytes of source tensors read */
+    uint64_t bytes_out;       /* size of the written file */
+    int tied;                 /* output.weight absent: token_embd is the output matrix */
+    char **skipped;           /* source.skipped_tensors (n_skipped) */
+    size_t n_skipped;
+    size_t n_by_type[LPK_TYPE_COUNT];  /* tensors written per type */
+    char warning[512];        /* non-fatal problem ("no tokenizer ..."), or "" */
+} cv_report;
+
+/* Converts o->src into o->out. On failure nothing is left at o->out (an
+ * existing file is kept unless the new one is complete) and err names the
+ * file, the tensor and what is wrong: LPK_ENOTFOUND / ECORRUPT / ETRUNC /
+ * EUNSUPPORTED / EBADVALUE for bad input, EINVAL for bad options, EIO / ENOSPC
+ * / ENOMEM / EEXIST / EINTR otherwise. report (may be NULL) is filled even on
+ * failure as far as known; free it with cv_report_free. */
+int cv_convert(const cv_options *o, cv_report *report, lpk_error *err);
+void cv_report_free(cv_report *r);
 
 #ifdef __cplusplus
 }

@@ -41,6 +41,22 @@ struct cv_source {
     size_t n_tensors;
     lpk_meta *meta;       /* general.*, llama.*, tokenizer.*, source.* keys */
     char path[4096];      /* what the user gave, for messages */
+    int tie_hint;         /* config: -1 unknown, 0 untied declared, 1 tied declared */
+    int streaming;        /* 1: read tensors only in listed order, rows ascending
+                           * (archives); the pipeline then keeps the order and
+                           * does not compare output.weight with token_embd */
+    char **files;         /* full paths of the input files (--hash-sources) */
+    size_t n_files;
+    char **skipped;       /* checkpoint names of tensors the model does not need */
+    size_t n_skipped;
 };
+
+/* Helpers for source implementations (convert/cv_pipeline.c). */
+/* Appends a copy of path to s->files. */
+int cv_source_add_file(cv_source *s, const char *path, lpk_error *err);
+/* Appends a copy of src_name to s->skipped (-> source.skipped_tensors). */
+int cv_source_add_skipped(cv_source *s, const char *src_name, lpk_error *err);
+/* Frees tensors, meta, files and skipped (not s itself, not tensors' priv). */
+void cv_source_free_base(cv_source *s);
 
 #endif

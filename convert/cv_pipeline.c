@@ -1,0 +1,830 @@
+/* The convert pipeline: detect and open a source, check its tensors against
+ * the hyperparameters, decide types, and stream every tensor in row blocks
+ * into the container writer. */
+#include "cv_internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+/* Elements per row block: bounds the pipeline's buffers (a few x 16 MiB). */
+#define CV_BLOCK_ELEMS (4u << 20)
+
+/* ---------------------------------------------------------------- fallbacks */
+/* Weak stand-ins for readers built elsewhere in convert/; a strong definition
+ * replaces each. */
+#define NOT_BUILT_TOK "tokenizer readers not built"
+__attribute__((weak)) int cv_tokenizer_load(const char *path, lpk_meta *meta, lpk_error *err)
+{
+    (void)path; (void)meta;
+    return lpk_err(err, LPK_EUNSUPPORTED, NOT_BUILT_TOK);
+}
+__attribute__((weak)) int cv_tokenizer_load_mem(const char *name, const uint8_t *buf, size_t n,
+                                                lpk_meta *meta, lpk_error *err)
+{
+    (void)name; (void)buf; (void)n; (void)meta;
+    return lpk_err(err, LPK_EUNSUPPORTED, NOT_BUILT_TOK);
+}
+__attribute__((weak)) int cv_tokenizer_config_load_mem(const char *name, const uint8_t *buf,
+                                                       size_t n, lpk_meta *meta, lpk_error *err)
+{
+    (void)name; (void)buf; (void)n; (void)meta;
+    return lpk_err(err, LPK_EUNSUPPORTED, NOT_BUILT_TOK);
+}
+__attribute__((weak)) int cv_meta_open(const char *dir, cv_open_opts *o, cv_source **out,
+                                       lpk_error *err)
+{
+    (void)o;
+    *out = NULL;
+    return lpk_err(err, LPK_EUNSUPPORTED, "%s: Meta checkpoints not supported yet", dir);
+}
+__attribute__((weak)) int cv_hf_torch_open(const char *dir, cv_open_opts *o, cv_source **out,
+                                           lpk_error *err)
+{
+    (void)o;
+    *out = NULL;
+    return lpk_err(err, LPK_EUNSUPPORTED, "%s: pytorch_model*.bin checkpoints not supported yet",
+                   dir);
+}
+__attribute__((weak)) int cv_archive_open(const char *path, cv_open_opts *o, cv_source **out,
+                                          lpk_error *err)
+{
+    (void)o;
+    *out = NULL;
+    return lpk_err(err, LPK_EUNSUPPORTED, "%s: archives not supported yet", path);
+}
+
+/* ---------------------------------------------------------------- small helpers */
+int cv_path_join(char *out, size_t n, const char *dir, const char *name)
+{
+    size_t dl = strlen(dir);
+    int w = snprintf(out, n, "%s%s%s", dir, dl && dir[dl - 1] == '/' ? "" : "/", name);
+    return w < 0 || (size_t)w >= n ? LPK_EINVAL : LPK_OK;
+}
+
+int cv_read_small_file(const char *path, size_t max, uint8_t **buf, size_t *n, lpk_error *err)
+{
+    *buf = NULL;
+    *n = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return lpk_err(err, errno == ENOENT ? LPK_ENOTFOUND : LPK_EIO, "%s: cannot open: %s",
+                       path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return lpk_err(err, LPK_EIO, "%s: not a regular file", path);
+    }
+    if ((uint64_t)st.st_size > max) {
+        close(fd);
+        return lpk_err(err, LPK_ECORRUPT, "%s: %lld bytes, more than the %zu allowed", path,
+                       (long long)st.st_size, max);
+    }
+    size_t len = (size_t)st.st_size;
+    uint8_t *b = malloc(len + 1);
+    if (!b) {
+        close(fd);
+        return lpk_err(err, LPK_ENOMEM, "out of memory");
+    }
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = read(fd, b + got, len - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = errno;
+            free(b);
+            close(fd);
+            return lpk_err(err, LPK_EIO, "%s: read failed: %s", path, r ? strerror(e) : "short");
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    b[len] = 0;
+    *buf = b;
+    *n = len;
+    return LPK_OK;
+}
+
+void cv_default_name(const char *path, char *out, size_t n)
+{
+    char full[PATH_MAX];
+    if (!realpath(path, full)) snprintf(full, sizeof full, "%s", path);
+    size_t l = strlen(full);
+    while (l > 1 && full[l - 1] == '/') full[--l] = 0;
+    char *b = strrchr(full, '/');
+    char *base = b ? b + 1 : full;
+    /* "models/foo/hf" -> "foo": the folder says which layout, not which model. */
+    if ((!strcmp(base, "hf") || !strncmp(base, "hf-", 3) || !strcmp(base, "meta")) && b &&
+        b != full) {
+        *b = 0;
+        char *b2 = strrchr(full, '/');
+        base = b2 ? b2 + 1 : full;
+    }
+    snprintf(out, n, "%s", base);
+    char *dot = strrchr(out, '.');
+    if (dot && dot != out && (!strcmp(dot, ".bin") || !strcmp(dot, ".lpk"))) *dot = 0;
+}
+
+int cv_source_add_file(cv_source *s, const char *path, lpk_error *err)
+{
+    char **nf = realloc(s->files, (s->n_files + 1) * sizeof *nf);
+    if (!nf) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    s->files = nf;
+    if (!(s->files[s->n_files] = strdup(path))) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    s->n_files++;
+    return LPK_OK;
+}
+
+int cv_source_add_skipped(cv_source *s, const char *src_name, lpk_error *err)
+{
+    char **nf = realloc(s->skipped, (s->n_skipped + 1) * sizeof *nf);
+    if (!nf) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    s->skipped = nf;
+    if (!(s->skipped[s->n_skipped] = strdup(src_name)))
+        return lpk_err(err, LPK_ENOMEM, "out of memory");
+    s->n_skipped++;
+    return LPK_OK;
+}
+
+void cv_source_free_base(cv_source *s)
+{
+    if (!s) return;
+    free(s->tensors);
+    s->tensors = NULL;
+    lpk_meta_free(s->meta);
+    s->meta = NULL;
+    for (size_t i = 0; i < s->n_files; i++) free(s->files[i]);
+    free(s->files);
+    s->files = NULL;
+    for (size_t i = 0; i < s->n_skipped; i++) free(s->skipped[i]);
+    free(s->skipped);
+    s->skipped = NULL;
+}
+
+/* ---------------------------------------------------------------- detection */
+const char *cv_kind_name(int kind)
+{
+    switch (kind) {
+    case CV_KIND_HF_SAFETENSORS: return "hf-safetensors";
+    case CV_KIND_HF_TORCH: return "hf-pytorch";
+    case CV_KIND_META: return "meta";
+    case CV_KIND_LLAMA2C: return "llama2c";
+    case CV_KIND_ARCHIVE: return "archive";
+    default: return "unknown";
+    }
+}
+
+static int has_suffix(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+int cv_detect_kind(const char *path, char *why, size_t why_n)
+{
+    struct stat st;
+    if (stat(path, &st)) {
+        snprintf(why, why_n, "%s: %s", path, strerror(errno));
+        return CV_KIND_UNKNOWN;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d) {
+            snprintf(why, why_n, "%s: cannot list: %s", path, strerror(errno));
+            return CV_KIND_UNKNOWN;
+        }
+        int st_files = 0, pt_bin = 0, pth = 0, params = 0, config = 0;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            const char *n = de->d_name;
+            st_files += has_suffix(n, ".safetensors") || !strcmp(n, "model.safetensors.index.json");
+            pt_bin += !strncmp(n, "pytorch_model", 13) && has_suffix(n, ".bin");
+            pth += !strncmp(n, "consolidated.", 13) && has_suffix(n, ".pth");
+            params += !strcmp(n, "params.json");
+            config += !strcmp(n, "config.json");
+        }
+        closedir(d);
+        if (st_files) return CV_KIND_HF_SAFETENSORS;
+        if (pt_bin) return CV_KIND_HF_TORCH;
+        if (pth || params) return CV_KIND_META;
+        snprintf(why, why_n, "%s: no checkpoint here (looked for *.safetensors, "
+                 "pytorch_model*.bin, params.json + consolidated.*.pth)%s", path,
+                 config ? "; config.json alone has no weights" : "");
+        return CV_KIND_UNKNOWN;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, why_n, "%s: not a file or folder", path);
+        return CV_KIND_UNKNOWN;
+    }
+    if (has_suffix(path, ".tar") || has_suffix(path, ".tar.zst") || has_suffix(path, ".tzst") ||
+        has_suffix(path, ".zip"))
+        return CV_KIND_ARCHIVE;
+    if (has_suffix(path, ".bin")) {
+        uint8_t m[4] = {0};
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t r = fd >= 0 ? read(fd, m, 4) : -1;
+        if (fd >= 0) close(fd);
+        if (r == 4 && !memcmp(m, "PK\3\4", 4)) {
+            snprintf(why, why_n, "%s: a PyTorch file; give the folder holding it and "
+                     "config.json", path);
+            return CV_KIND_UNKNOWN;
+        }
+        return CV_KIND_LLAMA2C;
+    }
+    if (has_suffix(path, ".safetensors") || has_suffix(path, ".pth")) {
+        snprintf(why, why_n, "%s: give the folder holding this file and its config", path);
+        return CV_KIND_UNKNOWN;
+    }
+    snprintf(why, why_n, "%s: not a known checkpoint (a Hugging Face or Meta folder, a "
+             "llama2.c .bin, or a .tar/.tar.zst/.zip of a folder)", path);
+    return CV_KIND_UNKNOWN;
+}
+
+/* ---------------------------------------------------------------- checks */
+static const char *const layer_parts[] = {
+    "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+    "attn_output.weight", "ffn_norm.weight", "ffn_gate.weight", "ffn_down.weight",
+    "ffn_up.weight"};
+#define N_PARTS (sizeof layer_parts / sizeof layer_parts[0])
+
+/* Canonical position: group (0 embd, 1 layers, 2 output_norm, 3 output, 4
+ * unknown), layer, part. */
+static void canon_key(const char *name, long *g, long *l, long *p)
+{
+    *g = 4; *l = 0; *p = 0;
+    if (!strcmp(name, "token_embd.weight")) { *g = 0; return; }
+    if (!strcmp(name, "output_norm.weight")) { *g = 2; return; }
+    if (!strcmp(name, "output.weight")) { *g = 3; return; }
+    if (strncmp(name, "blk.", 4)) return;
+    char *end;
+    errno = 0;
+    long v = strtol(name + 4, &end, 10);
+    if (errno || end == name + 4 || *end != '.' || v < 0 || name[4] == '-' || name[4] == '+')
+        return;
+    for (size_t i = 0; i < N_PARTS; i++)
+        if (!strcmp(end + 1, layer_parts[i])) {
+            *g = 1; *l = v; *p = (long)i;
+            return;
+        }
+}
+
+/* Shape the hyperparameters imply for a canonical name; 0 if not a model tensor. */
+static int expected_shape(const cv_hparams *hp, const char *name, int *nd, int64_t d[2])
+{
+    long g, l, p;
+    canon_key(name, &g, &l, &p);
+    int64_t q = hp->n_head * hp->head_dim, kv = hp->n_kv * hp->head_dim;
+    switch (g) {
+    case 0: case 3: *nd = 2; d[0] = hp->vocab; d[1] = hp->dim; return 1;
+    case 2: *nd = 1; d[0] = hp->dim; return 1;
+    case 1:
+        if (l >= hp->n_layers) return 0;
+        *nd = 2;
+        switch (p) {
+        case 0: case 5: *nd = 1; d[0] = hp->dim; break;
+        case 1: d[0] = q; d[1] = hp->dim; break;
+        case 2: case 3: d[0] = kv; d[1] = hp->dim; break;
+        case 4: d[0] = hp->dim; d[1] = q; break;
+        case 6: case 8: d[0] = hp->ffn; d[1] = hp->dim; break;
+        case 7: d[0] = hp->dim; d[1] = hp->ffn; break;
+        }
+        return 1;
+    default: return 0;
+    }
+}
+
+static void fmt_shape(char *b, size_t n, int nd, const int64_t *d)
+{
+    size_t o = 0;
+    o += (size_t)snprintf(b + o, n - o, "[");
+    for (int i = 0; i < nd && o < n; i++)
+        o += (size_t)snprintf(b + o, n - o, "%s%lld", i ? ", " : "", (long long)d[i]);
+    if (o < n) snprintf(b + o, n - o, "]");
+}
+
+int cv_check_tensors(const cv_hparams *hp, const cv_tensor *t, size_t n, const char *what,
+                     lpk_error *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        int nd;
+        int64_t d[2];
+        if (!expected_shape(hp, t[i].name, &nd, d))
+            return lpk_err(err, LPK_EUNSUPPORTED, "%s: unexpected tensor '%s'%s", what,
+                           t[i].src_name, strncmp(t[i].name, "blk.", 4) ? "" :
+                           " (layer beyond the configured count)");
+        if (t[i].dtype != LPK_TYPE_F32 && t[i].dtype != LPK_TYPE_F16 &&
+            t[i].dtype != LPK_TYPE_BF16)
+            return lpk_err(err, LPK_EUNSUPPORTED, "%s: tensor '%s': type %d not supported", what,
+                           t[i].src_name, t[i].dtype);
+        int ok = t[i].n_dims == nd;
+        for (int k = 0; ok && k < nd; k++) ok = t[i].dims[k] == d[k];
+        if (!ok) {
+            char have[96], want[96];
+            fmt_shape(have, sizeof have, t[i].n_dims, t[i].dims);
+            fmt_shape(want, sizeof want, nd, d);
+            return lpk_err(err, LPK_ECORRUPT, "%s: tensor '%s' has shape %s, the config "
+                           "implies %s", what, t[i].src_name, have, want);
+        }
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(t[i].name, t[j].name))
+                return lpk_err(err, LPK_ECORRUPT, "%s: tensors '%s' and '%s' are both %s", what,
+                               t[j].src_name, t[i].src_name, t[i].name);
+    }
+    /* Everything the config implies exists (no allocation sized by the config). */
+    char want[64];
+    for (int64_t k = -1; k <= hp->n_layers * (int64_t)N_PARTS; k++) {
+        if (k == -1) snprintf(want, sizeof want, "token_embd.weight");
+        else if (k == hp->n_layers * (int64_t)N_PARTS) snprintf(want, sizeof want, "output_norm.weight");
+        else snprintf(want, sizeof want, "blk.%lld.%s", (long long)(k / (int64_t)N_PARTS),
+                      layer_parts[k % (int64_t)N_PARTS]);
+        size_t i = 0;
+        while (i < n && strcmp(t[i].name, want)) i++;
+        if (i == n)
+            return lpk_err(err, LPK_ENOTFOUND, "%s: missing tensor %s (%lld layers configured)",
+                           what, want, (long long)hp->n_layers);
+    }
+    return LPK_OK;
+}
+
+static const cv_tensor *sort_base;
+static int cmp_canon(const void *a, const void *b)
+{
+    const cv_tensor *x = &sort_base[*(const size_t *)a], *y = &sort_base[*(const size_t *)b];
+    long g1, l1, p1, g2, l2, p2;
+    canon_key(x->name, &g1, &l1, &p1);
+    canon_key(y->name, &g2, &l2, &p2);
+    if (g1 != g2) return g1 < g2 ? -1 : 1;
+    if (l1 != l2) return l1 < l2 ? -1 : 1;
+    if (p1 != p2) return p1 < p2 ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* order[i] = index into t of the i-th tensor in canonical order. Not reentrant
+ * (qsort has no context argument in C11); convert runs one pipeline at a time. */
+static void canonical_order(const cv_tensor *t, size_t n, size_t *order)
+{
+    for (size_t i = 0; i < n; i++) order[i] = i;
+    sort_base = t;
+    qsort(order, n, sizeof *order, cmp_canon);
+    sort_base = NULL;
+}
+
+void cv_sort_canonical(cv_tensor *t, size_t n)
+{
+    size_t *order = malloc(n * sizeof *order);
+    cv_tensor *tmp = malloc(n * sizeof *tmp);
+    if (order && tmp) {
+        canonical_order(t, n, order);
+        for (size_t i = 0; i < n; i++) tmp[i] = t[order[i]];
+        memcpy(t, tmp, n * sizeof *t);
+    }
+    free(order);
+    free(tmp);
+}
+
+/* ---------------------------------------------------------------- convert */
+static int copy_kv(lpk_meta *dst, const lpk_kv *kv)
+{
+    switch (kv->type) {
+    case LPK_V_STR: return lpk_meta_set_strn(dst, kv->key, kv->str.p, kv->str.n);
+    case LPK_V_ARR:
+        if (kv->elem != LPK_V_STR) return lpk_meta_set_arr(dst, kv->key, kv->elem, kv->data, kv->count);
+        else {
+            const char **v = malloc((size_t)(kv->count + 1) * sizeof *v);
+            uint64_t *l = malloc((size_t)(kv->count + 1) * sizeof *l);
+            int rc = LPK_ENOMEM;
+            if (v && l) {
+                for (uint64_t i = 0; i < kv->count; i++) {
+                    lpk_str s = lpk_kv_str_at(kv, i);
+                    v[i] = s.p;
+                    l[i] = s.n;
+                }
+                rc = lpk_meta_set_str_arr(dst, kv->key, v, l, kv->count);
+            }
+            free(v);
+            free(l);
+            return rc;
+        }
+    default: return lpk_meta_set_scalar(dst, kv->key, kv->type, kv->data);
+    }
+}
+
+/* general.*, llama.*, tokenizer.*, then everything else, keeping order inside. */
+static int copy_meta_grouped(lpk_meta *dst, const lpk_meta *src)
+{
+    static const char *groups[] = {"general.", "llama.", "tokenizer.", ""};
+    for (size_t g = 0; g < 4; g++)
+        for (size_t i = 0; i < lpk_meta_count(src); i++) {
+            const lpk_kv *kv = lpk_meta_at(src, i);
+            int in = 0;
+            for (size_t h = 0; h < 3; h++)
+                if (!strncmp(kv->key, groups[h], strlen(groups[h]))) in = (int)h + 1;
+            if ((g < 3 && in == (int)g + 1) || (g == 3 && !in)) {
+                int rc = copy_kv(dst, kv);
+                if (rc) return rc;
+            }
+        }
+    return LPK_OK;
+}
+
+static int hash_file(const char *path, uint64_t *h, lpk_error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return lpk_err(err, LPK_EIO, "%s: cannot open: %s", path, strerror(errno));
+#ifdef POSIX_FADV_SEQUENTIAL
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+#endif
+    XXH3_state_t *st = XXH3_createState();
+    size_t bs = 8u << 20;
+    uint8_t *buf = malloc(bs);
+    int rc = LPK_OK;
+    if (!st || !buf) {
+        rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+        goto out;
+    }
+    XXH3_64bits_reset(st);
+    off_t pos = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf, bs);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            rc = lpk_err(err, LPK_EIO, "%s: read failed: %s", path, strerror(errno));
+            goto out;
+        }
+        if (r == 0) break;
+        XXH3_64bits_update(st, buf, (size_t)r);
+#ifdef POSIX_FADV_DONTNEED
+        posix_fadvise(fd, pos, r, POSIX_FADV_DONTNEED);
+#endif
+        pos += r;
+    }
+    *h = XXH3_64bits_digest(st);
+out:
+    free(buf);
+    XXH3_freeState(st);
+    close(fd);
+    return rc;
+}
+
+static int add_provenance(lpk_meta *m, const cv_source *s, int hash, const cv_report *rep,
+                          lpk_error *err)
+{
+    size_t n = s->n_files;
+    const char **names = calloc(n + 1, sizeof *names);
+    uint64_t *sizes = calloc(n + 1, sizeof *sizes);
+    char (*hex)[17] = calloc(n + 1, sizeof *hex);
+    const char **hexp = calloc(n + 1, sizeof *hexp);
+    int rc = LPK_OK;
+    if (!names || !sizes || !hex || !hexp) {
+        rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *b = strrchr(s->files[i], '/');
+        names[i] = b ? b + 1 : s->files[i];
+        struct stat st;
+        if (stat(s->files[i], &st)) {
+            rc = lpk_err(err, LPK_EIO, "%s: cannot stat: %s", s->files[i], strerror(errno));
+            goto out;
+        }
+        sizes[i] = (uint64_t)st.st_size;
+        if (hash) {
+            uint64_t h = 0;
+            if ((rc = hash_file(s->files[i], &h, err))) goto out;
+            snprintf(hex[i], sizeof hex[i], "%016llx", (unsigned long long)h);
+            hexp[i] = hex[i];
+        }
+    }
+    rc = lpk_meta_set_str_arr(m, "source.files", names, NULL, n);
+    rc |= lpk_meta_set_arr(m, "source.file_sizes", LPK_V_U64, sizes, n);
+    if (hash) rc |= lpk_meta_set_str_arr(m, "source.xxh3", hexp, NULL, n);
+    rc |= lpk_meta_set_str(m, "source.tool", "llmpack " LPK_VERSION_STRING);
+    rc |= lpk_meta_set_str_arr(m, "source.skipped_tensors", (const char *const *)rep->skipped,
+                               NULL, rep->n_skipped);
+    if (rc) rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+out:
+    free(names);
+    free(sizes);
+    free(hex);
+    free(hexp);
+    return rc;
+}
+
+static int64_t t_ncols(const cv_tensor *t) { return t->dims[t->n_dims - 1]; }
+static int64_t t_nrows(const cv_tensor *t)
+{
+    int64_t r = 1;
+    for (int i = 0; i < t->n_dims - 1; i++) r *= t->dims[i];
+    return r;
+}
+static size_t elem_size(int type) { return type == LPK_TYPE_F32 ? 4 : 2; }
+static int64_t block_rows(const cv_tensor *t)
+{
+    int64_t c = t_ncols(t), r = c > 0 ? (int64_t)CV_BLOCK_ELEMS / c : 1;
+    if (r < 1) r = 1;
+    return r < t_nrows(t) ? r : t_nrows(t);
+}
+
+/* Index of the first NaN/Inf among n values of type (raw little-endian bits), or -1. */
+static int64_t first_nonfinite(int type, const void *p, size_t n)
+{
+    if (type == LPK_TYPE_F32) {
+        const uint32_t *x = p;
+        for (size_t i = 0; i < n; i++)
+            if ((x[i] & 0x7f800000u) == 0x7f800000u) return (int64_t)i;
+    } else {
+        const uint16_t *x = p;
+        uint16_t e = type == LPK_TYPE_F16 ? 0x7c00 : 0x7f80;
+        for (size_t i = 0; i < n; i++)
+            if ((x[i] & e) == e) return (int64_t)i;
+    }
+    return -1;
+}
+
+static float value_at(int type, const void *p, size_t i)
+{
+    if (type == LPK_TYPE_F32) {
+        float f;
+        memcpy(&f, (const uint8_t *)p + 4 * i, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, (const uint8_t *)p + 2 * i, 2);
+    return type == LPK_TYPE_F16 ? lpk_f16_to_f32(h) : lpk_bf16_to_f32(h);
+}
+
+/* Is output.weight byte-equal to token_embd.weight? Reads both in blocks. */
+static int tensors_equal(cv_source *s, const cv_tensor *a, const cv_tensor *b, void *ba,
+                         void *bb, int *eq, lpk_error *err)
+{
+    *eq = 0;
+    if (a->dtype != b->dtype || a->n_dims != b->n_dims) return LPK_OK;
+    for (int i = 0; i < a->n_dims; i++)
+        if (a->dims[i] != b->dims[i]) return LPK_OK;
+    int64_t nr = t_nrows(a), br = block_rows(a);
+    size_t rb = (size_t)t_ncols(a) * elem_size(a->dtype);
+    for (int64_t r = 0; r < nr; r += br) {
+        int64_t k = nr - r < br ? nr - r : br;
+        int rc = s->ops->read_rows(s, a, r, k, ba, err);
+        if (!rc) rc = s->ops->read_rows(s, b, r, k, bb, err);
+        if (rc) return rc;
+        if (memcmp(ba, bb, (size_t)k * rb)) return LPK_OK;
+    }
+    *eq = 1;
+    return LPK_OK;
+}
+
+/* Output type for a tensor with --type (NULL: keep). */
+static int out_type_for(const cv_tensor *t, int want)
+{
+    if (t->n_dims == 1) return LPK_TYPE_F32;
+    return want < 0 ? t->dtype : want;
+}
+
+static void report_set_skipped(cv_report *r, const cv_source *s, const char *extra)
+{
+    size_t n = s->n_skipped + (extra ? 1 : 0);
+    r->skipped = calloc(n + 1, sizeof *r->skipped);
+    if (!r->skipped) return;
+    for (size_t i = 0; i < s->n_skipped; i++) r->skipped[i] = strdup(s->skipped[i]);
+    if (extra) r->skipped[s->n_skipped] = strdup(extra);
+    r->n_skipped = n;
+    for (size_t i = 0; i < n; i++)
+        if (!r->skipped[i]) r->skipped[i] = strdup("?");
+}
+
+void cv_report_free(cv_report *r)
+{
+    if (!r) return;
+    for (size_t i = 0; i < r->n_skipped; i++) free(r->skipped[i]);
+    free(r->skipped);
+    r->skipped = NULL;
+    r->n_skipped = 0;
+}
+
+static int open_source(const cv_options *o, cv_open_opts *oo, cv_source **s, lpk_error *err)
+{
+    char why[1024] = "";
+    int kind = cv_detect_kind(o->src, why, sizeof why);
+    switch (kind) {
+    case CV_KIND_HF_SAFETENSORS: return cv_hf_safetensors_open(o->src, oo, s, err);
+    case CV_KIND_HF_TORCH: return cv_hf_torch_open(o->src, oo, s, err);
+    case CV_KIND_META: return cv_meta_open(o->src, oo, s, err);
+    case CV_KIND_LLAMA2C: return cv_llama2c_open(o->src, oo, s, err);
+    case CV_KIND_ARCHIVE: return cv_archive_open(o->src, oo, s, err);
+    default: return lpk_err(err, LPK_ENOTFOUND, "%s", why);
+    }
+}
+
+/* Converts one block of rows src (type st) into dst (type dt) through f32
+ * (f32buf); checks every value is finite and fits dt. */
+static int convert_block(const char *what, const cv_tensor *t, int st, int dt, const void *src, float *f32buf,
+                         void *dst, int64_t row0, int64_t nrows, int threads, lpk_error *err)
+{
+    int64_t nc = t_ncols(t);
+    size_t n = (size_t)(nrows * nc);
+    int64_t bad = first_nonfinite(st, src, n);
+    if (bad >= 0)
+        return lpk_err(err, LPK_EBADVALUE, "%s: tensor '%s' (%s): value %g at index %lld (row "
+                       "%lld, column %lld)", what, t->src_name, t->name, (double)value_at(st, src, (size_t)bad),
+                       (long long)(row0 * nc + bad), (long long)(row0 + bad / nc),
+                       (long long)(bad % nc));
+    if (st == dt) {
+        memcpy(dst, src, n * elem_size(st));
+        return LPK_OK;
+    }
+    float *f = dt == LPK_TYPE_F32 ? (float *)dst : f32buf;
+    int nt = threads > 0 ? threads : 1;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nrows > 1 && threads != 1)
+    for (int64_t r = 0; r < nrows; r++) {
+        const uint8_t *sp = (const uint8_t *)src + (size_t)(r * nc) * elem_size(st);
+        float *fp = f + r * nc;
+        lpk_to_f32_row(st, sp, fp, (size_t)nc);
+        if (dt == LPK_TYPE_F16) lpk_f32_to_f16_row(fp, (uint16_t *)dst + r * nc, (size_t)nc);
+        else if (dt == LPK_TYPE_BF16) lpk_f32_to_bf16_row(fp, (uint16_t *)dst + r * nc, (size_t)nc);
+    }
+    if (dt != LPK_TYPE_F32) {
+        bad = first_nonfinite(dt, dst, n);
+        if (bad >= 0)
+            return lpk_err(err, LPK_EBADVALUE, "%s: tensor '%s' (%s): value %g at index %lld does "
+                           "not fit %s", what, t->src_name, t->name, (double)f[bad],
+                           (long long)(row0 * nc + bad), lpk_type_get(dt)->name);
+    }
+    return LPK_OK;
+}
+
+int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
+{
+    cv_report rep_local;
+    cv_report *rep = report ? report : &rep_local;
+    memset(rep, 0, sizeof *rep);
+    if (!o || !o->src || !o->out) return lpk_err(err, LPK_EINVAL, "convert: no source or output");
+    int want = -1;
+    if (o->type) {
+        want = lpk_type_from_name(o->type);
+        if (want != LPK_TYPE_F32 && want != LPK_TYPE_F16 && want != LPK_TYPE_BF16) {
+            static const char *recipes[] = {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k",
+                                            "q4_k_m", "q4_k_s", "q6_k"};
+            for (size_t i = 0; i < sizeof recipes / sizeof recipes[0]; i++)
+                if (!strcasecmp(o->type, recipes[i]))
+                    return lpk_err(err, LPK_EUNSUPPORTED, "--type %s: quantization not built",
+                                   o->type);
+            return lpk_err(err, LPK_EINVAL, "unknown --type '%s' (f32, f16, bf16, q8_0, q4_0, "
+                           "q4_1, q5_0, q5_1, q4_k, q4_k_m, q4_k_s, q6_k)", o->type);
+        }
+    }
+    if (!o->force && !access(o->out, F_OK))
+        return lpk_err(err, LPK_EEXIST, "%s exists (use --force to replace it)", o->out);
+
+    cv_open_opts oo;
+    memset(&oo, 0, sizeof oo);
+    oo.tokenizer = o->tokenizer;
+    cv_source *s = NULL;
+    lpk_meta *meta = NULL;
+    lpk_tensor *decls = NULL;
+    size_t *order = NULL;
+    void *b_src = NULL, *b_dst = NULL;
+    float *b_f32 = NULL;
+    lpk_writer *w = NULL;
+    int rc = open_source(o, &oo, &s, err);
+    if (rc) return rc;
+    snprintf(rep->warning, sizeof rep->warning, "%s", oo.warn);
+    const char *fmt = lpk_meta_get_str(s->meta, "source.format");
+    snprintf(rep->source_format, sizeof rep->source_format, "%s", fmt ? fmt : "?");
+    if (o->context_length &&
+        lpk_meta_set_u32(s->meta, "llama.context_length", o->context_length)) {
+        rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+        goto out;
+    }
+    cv_hparams hp = {.tie = s->tie_hint};
+    if ((rc = cv_hparams_from_meta(s->meta, &hp, o->src, err)) ||
+        (rc = cv_check_tensors(&hp, s->tensors, s->n_tensors, o->src, err)))
+        goto out;
+
+    /* Buffers: the largest block any tensor needs. */
+    size_t max_elems = 0;
+    for (size_t i = 0; i < s->n_tensors; i++) {
+        size_t e = (size_t)(block_rows(&s->tensors[i]) * t_ncols(&s->tensors[i]));
+        if (e > max_elems) max_elems = e;
+    }
+    b_src = malloc(max_elems * 4);
+    b_dst = malloc(max_elems * 4);
+    b_f32 = malloc(max_elems * 4);
+    order = malloc((s->n_tensors + 1) * sizeof *order);
+    decls = calloc(s->n_tensors + 1, sizeof *decls);
+    if (!b_src || !b_dst || !b_f32 || !order || !decls) {
+        rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+        goto out;
+    }
+
+    /* Tied or not. */
+    const cv_tensor *embd = NULL, *outw = NULL;
+    for (size_t i = 0; i < s->n_tensors; i++) {
+        if (!strcmp(s->tensors[i].name, "token_embd.weight")) embd = &s->tensors[i];
+        if (!strcmp(s->tensors[i].name, "output.weight")) outw = &s->tensors[i];
+    }
+    const char *dropped = NULL;
+    if (!outw) {
+        if (s->tie_hint == 0) {
+            rc = lpk_err(err, LPK_ENOTFOUND, "%s: missing tensor output.weight (the config "
+                         "says the embeddings are not tied)", o->src);
+            goto out;
+        }
+        rep->tied = 1;
+    } else if (!s->streaming) {
+        int eq;
+        if ((rc = tensors_equal(s, outw, embd, b_src, b_dst, &eq, err))) goto out;
+        if (eq) {
+            rep->tied = 1;
+            dropped = outw->src_name;
+        }
+        s->ops->release(s, outw);
+        s->ops->release(s, embd);
+    }
+    report_set_skipped(rep, s, dropped);
+
+    /* Order and declarations. */
+    if (s->streaming) for (size_t i = 0; i < s->n_tensors; i++) order[i] = i;
+    else canonical_order(s->tensors, s->n_tensors, order);
+    size_t nd = 0;
+    uint64_t total = 0;
+    size_t n2d[LPK_TYPE_COUNT] = {0};
+    for (size_t k = 0; k < s->n_tensors; k++) {
+        const cv_tensor *t = &s->tensors[order[k]];
+        if (dropped && t == outw) continue;
+        lpk_tensor *d = &decls[nd];
+        order[nd++] = order[k];
+        snprintf(d->name, sizeof d->name, "%s", t->name);
+        d->type = out_type_for(t, want);
+        d->n_dims = t->n_dims;
+        for (int i = 0; i < t->n_dims; i++) d->dims[i] = t->dims[i];
+        total += (uint64_t)t_nrows(t) * (uint64_t)t_ncols(t) * elem_size(t->dtype);
+        if (t->n_dims > 1) n2d[d->type]++;
+    }
+    meta = lpk_meta_new();
+    if (!meta || copy_meta_grouped(meta, s->meta)) {
+        rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+        goto out;
+    }
+    /* general.file_type: GGUF's llama_ftype for the dominant 2-D type. */
+    int dom = LPK_TYPE_F32;
+    if (n2d[LPK_TYPE_F16] > n2d[dom]) dom = LPK_TYPE_F16;
+    if (n2d[LPK_TYPE_BF16] > n2d[dom]) dom = LPK_TYPE_BF16;
+    if (lpk_meta_set_u32(meta, "general.file_type",
+                         dom == LPK_TYPE_F32 ? 0u : dom == LPK_TYPE_F16 ? 1u : 32u)) {
+        rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = add_provenance(meta, s, o->hash_sources, rep, err))) goto out;
+
+    if ((rc = lpk_writer_open(o->out, meta, decls, nd, o->force ? LPK_WRITE_FORCE : 0, &w, err)))
+        goto out;
+    uint64_t done = 0;
+    if (o->progress) o->progress(o->progress_ctx, 0, total);
+    for (size_t k = 0; k < nd; k++) {
+        const cv_tensor *t = &s->tensors[order[k]];
+        int dt = decls[k].type;
+        int64_t nr = t_nrows(t), nc = t_ncols(t), br = block_rows(t);
+        if ((rc = lpk_writer_tensor_begin(w, t->name, err))) goto out;
+        for (int64_t r = 0; r < nr; r += br) {
+            int64_t kr = nr - r < br ? nr - r : br;
+            if ((rc = s->ops->read_rows(s, t, r, kr, b_src, err)) ||
+                (rc = convert_block(o->src, t, t->dtype, dt, b_src, b_f32, b_dst, r, kr, o->threads,
+                                    err)) ||
+                (rc = lpk_writer_tensor_write(w, b_dst, (size_t)(kr * nc) * elem_size(dt), err)))
+                goto out;
+            done += (uint64_t)(kr * nc) * elem_size(t->dtype);
+            if (o->progress) o->progress(o->progress_ctx, done, total);
+        }
+        if ((rc = lpk_writer_tensor_end(w, err))) goto out;
+        s->ops->release(s, t);
+        rep->n_by_type[dt]++;
+        rep->n_tensors++;
+    }
+    rep->bytes_in = done;
+    rc = lpk_writer_finish(w, err);
+    w = NULL;
+    if (!rc) {
+        struct stat st;
+        if (!stat(o->out, &st)) rep->bytes_out = (uint64_t)st.st_size;
+    }
+out:
+    lpk_writer_abort(w);
+    lpk_meta_free(meta);
+    free(decls);
+    free(order);
+    free(b_src);
+    free(b_dst);
+    free(b_f32);
+    if (s) s->ops->close(s);
+    if (!report) cv_report_free(rep);
+    return rc;
+}
