@@ -317,7 +317,8 @@ int cv_hf_config_parse(const char *name, const uint8_t *buf, size_t n, cv_hparam
         goto out;
     }
     json_t *tie = json_object_get(root, "tie_word_embeddings");
-    hp->tie = json_is_boolean(tie) ? json_is_true(tie) : 0;  /* LlamaConfig default */
+    /* LlamaConfig's default is untied */
+    hp->tie = json_is_boolean(tie) && json_is_true(tie) ? CV_TIE_TIED : CV_TIE_UNTIED;
     if ((rc = cv_hparams_to_meta(hp, m, err)) ||
         (rc = cfg_rope_scaling(name, json_object_get(root, "rope_scaling"), m, err)) ||
         (rc = cfg_special_ids(name, root, m, err)))
@@ -341,9 +342,10 @@ int cv_load_tokenizer(const char *path, cv_source *s, char *warn, size_t warn_n,
                       lpk_error *err)
 {
     int rc = cv_tokenizer_load(path, s->meta, err);
-    if (rc == LPK_EUNSUPPORTED && err && !strcmp(err->msg, "tokenizer readers not built")) {
+    if (rc == LPK_EUNSUPPORTED && err) {
+        /* A tokenizer kind not read yet does not stop the weights. */
+        if (warn) snprintf(warn, warn_n, "no tokenizer: %s", err->msg);
         lpk_error_clear(err);
-        if (warn) snprintf(warn, warn_n, "no tokenizer (readers not built), %s ignored", path);
         return LPK_OK;
     }
     if (rc) return rc;
@@ -399,10 +401,6 @@ int cv_hf_folder_meta(const char *dir, const char *tokenizer_path, cv_hparams *h
             rc = cv_hf_genconfig_parse(p, buf, n, s->meta, err);
         } else {
             rc = cv_tokenizer_config_load_mem(p, buf, n, s->meta, err);
-            if (rc == LPK_EUNSUPPORTED && err && !strcmp(err->msg, "tokenizer readers not built")) {
-                lpk_error_clear(err);
-                rc = LPK_OK;
-            }
         }
         free(buf);
         buf = NULL;

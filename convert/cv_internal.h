@@ -10,6 +10,7 @@
 #include "../format/lpk.h"
 #include "convert.h"
 #include "cv_source.h"
+#include "cv_torch.h"
 
 /* ---------------------------------------------------------------- names */
 /* Maps a checkpoint tensor name to its canonical name (docs/MODEL.md).
@@ -38,7 +39,7 @@ static inline int64_t cv_unpermute_row(int64_t row, int64_t hd)
 typedef struct cv_hparams {
     int64_t dim, ffn, n_layers, n_head, n_kv, vocab, head_dim, ctx;
     double eps, rope_theta;
-    int tie;                  /* -1 unknown, 0 untied declared, 1 tied declared */
+    int tie;                  /* CV_TIE_* */
 } cv_hparams;
 
 /* Writes general.architecture and the llama.* keys of hp into meta. */
@@ -160,15 +161,14 @@ typedef struct cv_open_opts {
 /* Constructors. Each fills (*out)->meta with general.*, llama.*, tokenizer.*
  * and source.format, adds every file it reads to files (the pipeline adds
  * source.files/file_sizes/xxh3/tool), lists the tensors with canonical names
- * (skipped ones in source.skipped_tensors), and sets tie_hint. */
+ * (skipped ones in skipped), and sets tie_hint. */
 int cv_hf_safetensors_open(const char *dir, cv_open_opts *o, cv_source **out, lpk_error *err);
 int cv_llama2c_open(const char *path, cv_open_opts *o, cv_source **out, lpk_error *err);
-/* Meta folders, HF pytorch_model*.bin folders and archives (.tar, .tar.zst,
- * .zip): implemented by the torch reader. */
-int cv_meta_open(const char *dir, cv_open_opts *o, cv_source **out, lpk_error *err);
-int cv_hf_torch_open(const char *dir, cv_open_opts *o, cv_source **out, lpk_error *err);
-int cv_archive_open(const char *path, cv_open_opts *o, cv_source **out, lpk_error *err);
-
+/* HF folder with pytorch_model*.bin (torch reader, cv_hftorch.c; a weak
+ * fallback in cv_pipeline.c says "not supported yet" until it is built).
+ * Meta folders and archives: cv_meta_open / cv_archive_open in cv_torch.h. */
+int cv_hftorch_open(const char *dir, const cv_torch_opts *opts, cv_source **out,
+                    lpk_error *err);
 
 /* ---------------------------------------------------------------- checks */
 /* The expected-set check: every tensor the hyperparameters imply exists with

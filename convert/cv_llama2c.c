@@ -118,10 +118,10 @@ int cv_llama2c_open(const char *path, cv_open_opts *o, cv_source **out, lpk_erro
         goto fail;
     if (!tied) ADD("output.weight", "wcls", vocab, dim);
 #undef ADD
-    s->tie_hint = tied;
+    s->tie_hint = tied ? CV_TIE_TIED : CV_TIE_UNTIED;
     cv_hparams hp = {.dim = dim, .ffn = hidden, .n_layers = layers, .n_head = heads,
                      .n_kv = kvh, .vocab = vocab, .head_dim = hs, .ctx = seq, .eps = 1e-5,
-                     .rope_theta = 10000.0, .tie = tied};
+                     .rope_theta = 10000.0, .tie = s->tie_hint};
     char name[256];
     cv_default_name(path, name, sizeof name);
     if ((rc = cv_hparams_to_meta(&hp, s->meta, err))) goto fail;

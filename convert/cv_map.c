@@ -140,7 +140,6 @@ int cv_msrc_new(const char *path, cv_msrc **out, lpk_error *err)
     cv_msrc *m = calloc(1, sizeof *m);
     if (!m) return lpk_err(err, LPK_ENOMEM, "out of memory");
     m->src.ops = &ms_ops;
-    m->src.tie_hint = -1;
     snprintf(m->src.path, sizeof m->src.path, "%s", path);
     m->src.meta = lpk_meta_new();
     if (!m->src.meta) {

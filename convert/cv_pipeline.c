@@ -19,45 +19,22 @@
 #define CV_BLOCK_ELEMS (4u << 20)
 
 /* ---------------------------------------------------------------- fallbacks */
-/* Weak stand-ins for readers built elsewhere in convert/; a strong definition
- * replaces each. */
-#define NOT_BUILT_TOK "tokenizer readers not built"
-__attribute__((weak)) int cv_tokenizer_load(const char *path, lpk_meta *meta, lpk_error *err)
+/* Weak stand-ins for the HF pytorch_model*.bin and archive readers; their
+ * strong definitions replace them. */
+__attribute__((weak)) int cv_hftorch_open(const char *dir, const cv_torch_opts *opts,
+                                          cv_source **out, lpk_error *err)
 {
-    (void)path; (void)meta;
-    return lpk_err(err, LPK_EUNSUPPORTED, NOT_BUILT_TOK);
-}
-__attribute__((weak)) int cv_tokenizer_load_mem(const char *name, const uint8_t *buf, size_t n,
-                                                lpk_meta *meta, lpk_error *err)
-{
-    (void)name; (void)buf; (void)n; (void)meta;
-    return lpk_err(err, LPK_EUNSUPPORTED, NOT_BUILT_TOK);
-}
-__attribute__((weak)) int cv_tokenizer_config_load_mem(const char *name, const uint8_t *buf,
-                                                       size_t n, lpk_meta *meta, lpk_error *err)
-{
-    (void)name; (void)buf; (void)n; (void)meta;
-    return lpk_err(err, LPK_EUNSUPPORTED, NOT_BUILT_TOK);
-}
-__attribute__((weak)) int cv_meta_open(const char *dir, cv_open_opts *o, cv_source **out,
-                                       lpk_error *err)
-{
-    (void)o;
-    *out = NULL;
-    return lpk_err(err, LPK_EUNSUPPORTED, "%s: Meta checkpoints not supported yet", dir);
-}
-__attribute__((weak)) int cv_hf_torch_open(const char *dir, cv_open_opts *o, cv_source **out,
-                                           lpk_error *err)
-{
-    (void)o;
+    (void)opts;
     *out = NULL;
     return lpk_err(err, LPK_EUNSUPPORTED, "%s: pytorch_model*.bin checkpoints not supported yet",
                    dir);
 }
-__attribute__((weak)) int cv_archive_open(const char *path, cv_open_opts *o, cv_source **out,
+
+__attribute__((weak)) int cv_archive_open(const char *path, const cv_torch_opts *opts,
+                                          cv_dir_open_fn open_dir, cv_source **out,
                                           lpk_error *err)
 {
-    (void)o;
+    (void)opts; (void)open_dir;
     *out = NULL;
     return lpk_err(err, LPK_EUNSUPPORTED, "%s: archives not supported yet", path);
 }
@@ -474,43 +451,72 @@ out:
     return rc;
 }
 
+/* Paths of the input files: s->files, or meta's source.files under s->path. */
+static char **input_paths(const cv_source *s, size_t *n)
+{
+    const lpk_kv *kv = s->n_files ? NULL : lpk_meta_find(s->meta, "source.files");
+    *n = s->n_files ? s->n_files : kv && kv->type == LPK_V_ARR && kv->elem == LPK_V_STR
+                                       ? (size_t)kv->count : 0;
+    char **p = calloc(*n + 1, sizeof *p);
+    if (!p) return NULL;
+    for (size_t i = 0; i < *n; i++) {
+        if (s->n_files) p[i] = strdup(s->files[i]);
+        else {
+            char buf[8192];
+            lpk_str f = lpk_kv_str_at(kv, i);
+            if (!cv_path_join(buf, sizeof buf, s->path, f.p)) p[i] = strdup(buf);
+        }
+        if (!p[i]) {
+            for (size_t j = 0; j < i; j++) free(p[j]);
+            free(p);
+            return NULL;
+        }
+    }
+    return p;
+}
+
 static int add_provenance(lpk_meta *m, const cv_source *s, int hash, const cv_report *rep,
                           lpk_error *err)
 {
-    size_t n = s->n_files;
+    size_t n = 0;
+    char **paths = input_paths(s, &n);
     const char **names = calloc(n + 1, sizeof *names);
     uint64_t *sizes = calloc(n + 1, sizeof *sizes);
     char (*hex)[17] = calloc(n + 1, sizeof *hex);
     const char **hexp = calloc(n + 1, sizeof *hexp);
     int rc = LPK_OK;
-    if (!names || !sizes || !hex || !hexp) {
+    if (!paths || !names || !sizes || !hex || !hexp) {
         rc = lpk_err(err, LPK_ENOMEM, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
-        const char *b = strrchr(s->files[i], '/');
-        names[i] = b ? b + 1 : s->files[i];
+        const char *b = strrchr(paths[i], '/');
+        names[i] = b ? b + 1 : paths[i];
         struct stat st;
-        if (stat(s->files[i], &st)) {
-            rc = lpk_err(err, LPK_EIO, "%s: cannot stat: %s", s->files[i], strerror(errno));
+        if (stat(paths[i], &st)) {
+            rc = lpk_err(err, LPK_EIO, "%s: cannot stat: %s", paths[i], strerror(errno));
             goto out;
         }
         sizes[i] = (uint64_t)st.st_size;
         if (hash) {
             uint64_t h = 0;
-            if ((rc = hash_file(s->files[i], &h, err))) goto out;
+            if ((rc = hash_file(paths[i], &h, err))) goto out;
             snprintf(hex[i], sizeof hex[i], "%016llx", (unsigned long long)h);
             hexp[i] = hex[i];
         }
     }
-    rc = lpk_meta_set_str_arr(m, "source.files", names, NULL, n);
-    rc |= lpk_meta_set_arr(m, "source.file_sizes", LPK_V_U64, sizes, n);
+    if (s->n_files) {
+        rc = lpk_meta_set_str_arr(m, "source.files", names, NULL, n);
+        rc |= lpk_meta_set_arr(m, "source.file_sizes", LPK_V_U64, sizes, n);
+    }
     if (hash) rc |= lpk_meta_set_str_arr(m, "source.xxh3", hexp, NULL, n);
     rc |= lpk_meta_set_str(m, "source.tool", "llmpack " LPK_VERSION_STRING);
     rc |= lpk_meta_set_str_arr(m, "source.skipped_tensors", (const char *const *)rep->skipped,
                                NULL, rep->n_skipped);
     if (rc) rc = lpk_err(err, LPK_ENOMEM, "out of memory");
 out:
+    for (size_t i = 0; paths && i < n; i++) free(paths[i]);
+    free(paths);
     free(names);
     free(sizes);
     free(hex);
@@ -589,13 +595,17 @@ static int out_type_for(const cv_tensor *t, int want)
     return want < 0 ? t->dtype : want;
 }
 
+/* rep->skipped = meta's source.skipped_tensors + s->skipped + extra. */
 static void report_set_skipped(cv_report *r, const cv_source *s, const char *extra)
 {
-    size_t n = s->n_skipped + (extra ? 1 : 0);
+    const lpk_kv *kv = lpk_meta_find(s->meta, "source.skipped_tensors");
+    size_t nm = kv && kv->type == LPK_V_ARR && kv->elem == LPK_V_STR ? (size_t)kv->count : 0;
+    size_t n = nm + s->n_skipped + (extra ? 1 : 0);
     r->skipped = calloc(n + 1, sizeof *r->skipped);
     if (!r->skipped) return;
-    for (size_t i = 0; i < s->n_skipped; i++) r->skipped[i] = strdup(s->skipped[i]);
-    if (extra) r->skipped[s->n_skipped] = strdup(extra);
+    for (size_t i = 0; i < nm; i++) r->skipped[i] = strdup(lpk_kv_str_at(kv, i).p);
+    for (size_t i = 0; i < s->n_skipped; i++) r->skipped[nm + i] = strdup(s->skipped[i]);
+    if (extra) r->skipped[nm + s->n_skipped] = strdup(extra);
     r->n_skipped = n;
     for (size_t i = 0; i < n; i++)
         if (!r->skipped[i]) r->skipped[i] = strdup("?");
@@ -610,18 +620,61 @@ void cv_report_free(cv_report *r)
     r->n_skipped = 0;
 }
 
-static int open_source(const cv_options *o, cv_open_opts *oo, cv_source **s, lpk_error *err)
+/* What a folder opener needs besides the folder (archives call back into
+ * open_dir with only cv_torch_opts). One conversion at a time per process. */
+static struct {
+    const cv_options *o;
+    cv_open_opts *oo;
+} open_ctx;
+
+/* Meta folders carry no tokenizer keys from the reader: load tokenizer.model. */
+static int add_folder_tokenizer(const char *dir, cv_source *s, cv_open_opts *oo, lpk_error *err)
 {
+    char tp[4096];
+    if (oo->tokenizer) snprintf(tp, sizeof tp, "%s", oo->tokenizer);
+    else if (cv_path_join(tp, sizeof tp, dir, "tokenizer.model") || access(tp, R_OK)) {
+        snprintf(oo->warn, sizeof oo->warn, "no tokenizer (no tokenizer.model in %s)", dir);
+        return LPK_OK;
+    }
+    return cv_load_tokenizer(tp, s, oo->warn, sizeof oo->warn, err);
+}
+
+static int open_path(const char *path, const cv_torch_opts *topts, cv_source **s,
+                     lpk_error *err)
+{
+    cv_open_opts *oo = open_ctx.oo;
     char why[1024] = "";
-    int kind = cv_detect_kind(o->src, why, sizeof why);
+    int rc, kind = cv_detect_kind(path, why, sizeof why);
     switch (kind) {
-    case CV_KIND_HF_SAFETENSORS: return cv_hf_safetensors_open(o->src, oo, s, err);
-    case CV_KIND_HF_TORCH: return cv_hf_torch_open(o->src, oo, s, err);
-    case CV_KIND_META: return cv_meta_open(o->src, oo, s, err);
-    case CV_KIND_LLAMA2C: return cv_llama2c_open(o->src, oo, s, err);
-    case CV_KIND_ARCHIVE: return cv_archive_open(o->src, oo, s, err);
+    case CV_KIND_HF_SAFETENSORS: return cv_hf_safetensors_open(path, oo, s, err);
+    case CV_KIND_LLAMA2C: return cv_llama2c_open(path, oo, s, err);
+    case CV_KIND_HF_TORCH: return cv_hftorch_open(path, topts, s, err);
+    case CV_KIND_META:
+        if ((rc = cv_meta_open(path, topts, s, err))) return rc;
+        if ((rc = add_folder_tokenizer(path, *s, oo, err))) {
+            (*s)->ops->close(*s);
+            *s = NULL;
+        }
+        return rc;
+    case CV_KIND_ARCHIVE: return cv_archive_open(path, topts, open_path, s, err);
     default: return lpk_err(err, LPK_ENOTFOUND, "%s", why);
     }
+}
+
+static int open_source(const cv_options *o, cv_open_opts *oo, cv_source **s, lpk_error *err)
+{
+    char spool[4096];
+    snprintf(spool, sizeof spool, "%s", o->out);
+    char *sl = strrchr(spool, '/');
+    if (sl) sl[sl == spool ? 1 : 0] = 0;
+    else snprintf(spool, sizeof spool, ".");
+    cv_torch_opts topts = {.context_length = o->context_length, .spool_dir = spool};
+    open_ctx.o = o;
+    open_ctx.oo = oo;
+    int rc = open_path(o->src, &topts, s, err);
+    open_ctx.o = NULL;
+    open_ctx.oo = NULL;
+    return rc;
 }
 
 /* Converts one block of rows src (type st) into dst (type dt) through f32
@@ -733,7 +786,7 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
     }
     const char *dropped = NULL;
     if (!outw) {
-        if (s->tie_hint == 0) {
+        if (s->tie_hint == CV_TIE_UNTIED) {
             rc = lpk_err(err, LPK_ENOTFOUND, "%s: missing tensor output.weight (the config "
                          "says the embeddings are not tied)", o->src);
             goto out;

@@ -23,6 +23,8 @@ typedef struct cv_tensor {
 
 typedef struct cv_source cv_source;
 
+enum { CV_TIE_UNKNOWN = 0, CV_TIE_TIED = 1, CV_TIE_UNTIED = 2 };
+
 typedef struct cv_source_ops {
     /* Copies rows [row0, row0 + nrows) of t (row = innermost dim; a 1-D tensor
      * is one row) into dst, in t->dtype, little-endian, rows contiguous.
@@ -41,13 +43,16 @@ struct cv_source {
     size_t n_tensors;
     lpk_meta *meta;       /* general.*, llama.*, tokenizer.*, source.* keys */
     char path[4096];      /* what the user gave, for messages */
-    int tie_hint;         /* config: -1 unknown, 0 untied declared, 1 tied declared */
+    int tie_hint;         /* what the config says: CV_TIE_UNKNOWN (0), _TIED, _UNTIED */
     int streaming;        /* 1: read tensors only in listed order, rows ascending
                            * (archives); the pipeline then keeps the order and
                            * does not compare output.weight with token_embd */
-    char **files;         /* full paths of the input files (--hash-sources) */
+    char **files;         /* full paths of the input files (--hash-sources); when
+                           * none, the pipeline keeps meta's source.files and
+                           * hashes them relative to path */
     size_t n_files;
-    char **skipped;       /* checkpoint names of tensors the model does not need */
+    char **skipped;       /* checkpoint names of tensors the model does not need
+                           * (merged with meta's source.skipped_tensors) */
     size_t n_skipped;
 };
 

@@ -207,6 +207,9 @@ static void test_hf_stories(void **state)
     assert_true(theta == 10000.0f);
     assert_null(lpk_reader_find(r, "output.weight"));
     assert_int_equal(lpk_reader_n_tensors(r), 2 + 5 * 9);
+    const lpk_kv *toks = lpk_meta_find(m, "tokenizer.ggml.tokens");
+    assert_non_null(toks);
+    assert_int_equal(toks->count, 512);
     /* canonical order */
     assert_string_equal(lpk_reader_tensor(r, 0)->name, "token_embd.weight");
     assert_string_equal(lpk_reader_tensor(r, 1)->name, "blk.0.attn_norm.weight");
@@ -344,6 +347,26 @@ static void test_llama2_20m_bf16_shards(void **state)
         }
     }
     assert_true(found);
+    /* the Meta folder holds the same bf16 values: same tensors through the
+     * Meta reader (shards merged) and the HF reader (q/k un-permuted) */
+    const char *meta = tu_shared("models/llama2-20m/meta");
+    if (meta) {
+        char *out2 = tu_fmt("%s/m.lpk", dir);
+        assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s'", meta, out2), 0);
+        lpk_reader *r2;
+        assert_int_equal(lpk_reader_open(out2, &r2, NULL), 0);
+        assert_int_equal(lpk_reader_n_tensors(r2), lpk_reader_n_tensors(r));
+        for (size_t i = 0; i < lpk_reader_n_tensors(r); i++) {
+            const lpk_tensor *x = lpk_reader_tensor(r, i), *y = lpk_reader_tensor(r2, i);
+            assert_string_equal(x->name, y->name);
+            if (x->xxh3 != y->xxh3) fail_msg("%s differs between meta/ and hf/", x->name);
+        }
+        const lpk_kv *sk = lpk_meta_find(lpk_reader_meta(r2), "source.skipped_tensors");
+        assert_non_null(sk);
+        assert_string_equal(lpk_kv_str_at(sk, 0).p, "rope.freqs");
+        lpk_reader_close(r2);
+        free(out2);
+    }
     lpk_reader_close(r);
     free(s1); free(s2); free(out); free(src);
     tu_rmtree(dir);
