@@ -1,10 +1,303 @@
+/* llmpack quantize: a container (.lpk or GGUF) -> .lpk with a recipe's types,
+ * streamed tensor by tensor, with the error each tensor picked up. */
 #include "cli.h"
 
-/* Placeholder until the quantize command lands. */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../quant/quant.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: llmpack quantize IN -o OUT.lpk --type T [options]\n\n"
+            "IN is a container (.lpk or GGUF). T is one of: %s.\n"
+            "Without --pure, tensors get llama.cpp's per-tensor types for that file type\n"
+            "(e.g. the output matrix at q6_k for q4_0/q4_1/q4_k; q4_k is llama.cpp's alias\n"
+            "of q4_k_m); 1-D tensors stay f32; rows that do not fit a type fall back\n"
+            "(q4_k -> q5_0, q6_k -> q8_0, anything -> f16).\n\n"
+            "options:\n"
+            "  -o, --output OUT       output container (.lpk)\n"
+            "  --type T               recipe (see above)\n"
+            "  --pure                 every 2-D tensor at T (fallbacks still apply)\n"
+            "  --threads N            worker threads (default: all cores)\n"
+            "  --force                replace OUT if it exists\n"
+            "  --allow-requantize     quantize already quantized tensors to another type\n"
+            "                         (they are dequantized first)\n"
+            "  --json                 machine-readable report on stdout\n"
+            "  -q, --quiet            no table, no progress\n"
+            "  -h, --help             this help\n",
+            quant_recipe_list());
+}
+
+static void shape_str(const lpk_tensor *t, char *buf, size_t n)
+{
+    size_t k = 0;
+    buf[0] = '\0';
+    for (int d = 0; d < t->n_dims && k < n; d++)
+        k += (size_t)snprintf(buf + k, n - k, d ? "x%lld" : "%lld", (long long)t->dims[d]);
+}
+
+static const char *tname(int type)
+{
+    const lpk_type_info *ti = lpk_type_get(type);
+    return ti ? ti->name : "?";
+}
+
+typedef struct {
+    double sse, ssx;      /* this tensor */
+    int has_err;
+} tstat;
+
+/* Source tensor -> f32 (dequantizing block types). */
+static int to_f32(const lpk_tensor *t, float *x, lpk_error *err)
+{
+    int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
+    int rc = quant_type_is_block(t->type) ? quant_dequantize_rows(t->type, t->data, nr, nc, x)
+                                          : lpk_to_f32_row(t->type, t->data, x,
+                                                           (size_t)(nr * nc));
+    if (rc) return lpk_err(err, LPK_EUNSUPPORTED, "%s: cannot read type %s", t->name,
+                           tname(t->type));
+    return LPK_OK;
+}
+
 int cmd_quantize(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "llmpack quantize: not built yet\n");
-    return CLI_EXIT_RUNTIME;
+    const char *in = NULL, *out = NULL, *recipe = NULL;
+    int pure = 0, force = 0, json = 0, quiet = 0, requant = 0;
+    long threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--type") ||
+                   !strcmp(a, "--threads")) {
+            if (i + 1 >= argc) return cli_usage_error("quantize", "%s needs a value", a);
+            const char *v = argv[++i];
+            if (a[1] == 'o' || a[2] == 'o') out = v;
+            else if (a[2] == 't' && a[3] == 'y') recipe = v;
+            else if (cli_parse_int(v, 1, 1024, &threads))
+                return cli_usage_error("quantize", "--threads: '%s' is not a thread count", v);
+        } else if (!strcmp(a, "--pure")) {
+            pure = 1;
+        } else if (!strcmp(a, "--force")) {
+            force = 1;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            quiet = 1;
+        } else if (!strcmp(a, "--allow-requantize")) {
+            requant = 1;
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage_error("quantize", "unknown option '%s'", a);
+        } else if (!in) {
+            in = a;
+        } else {
+            return cli_usage_error("quantize", "unexpected argument '%s'", a);
+        }
+    }
+    if (!in) return cli_usage_error("quantize", "no input container given");
+    if (!out) return cli_usage_error("quantize", "no output given (-o OUT.lpk)");
+    if (!recipe) return cli_usage_error("quantize", "no --type given (one of: %s)",
+                                        quant_recipe_list());
+    if (!quant_recipe_valid(recipe))
+        return cli_usage_error("quantize", "unknown --type '%s' (one of: %s)", recipe,
+                               quant_recipe_list());
+    if (threads > 0) omp_set_num_threads((int)threads);
+
+    lpk_error err = {0};
+    lpk_reader *r = NULL;
+    lpk_meta *meta = NULL;
+    lpk_tensor *decls = NULL;
+    quant_choice *ch = NULL;
+    tstat *st = NULL;
+    lpk_writer *w = NULL;
+    float *x = NULL;
+    void *qbuf = NULL;
+    int rc = lpk_reader_open(in, &r, &err);
+    if (rc) goto done;
+    size_t n = lpk_reader_n_tensors(r);
+    decls = calloc(n ? n : 1, sizeof *decls);
+    ch = calloc(n ? n : 1, sizeof *ch);
+    st = calloc(n ? n : 1, sizeof *st);
+    meta = lpk_meta_new();
+    if (!decls || !ch || !st || !meta) {
+        rc = lpk_err(&err, LPK_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) decls[i] = *lpk_reader_tensor(r, i);
+    rc = quant_plan(recipe, pure, lpk_reader_meta(r), decls, n, ch, &err);
+    if (rc) goto done;
+    uint64_t max_elems = 0, in_bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        int src = t->type, dst = ch[i].type;
+        if (quant_type_is_block(src) && src != dst && !requant) {
+            fprintf(stderr,
+                    "llmpack quantize: %s: %s is already %s; quantizing it to %s would "
+                    "dequantize it first (add --allow-requantize)\n",
+                    in, t->name, tname(src), tname(dst));
+            rc = CLI_EXIT_USAGE;
+            goto done_usage;
+        }
+        uint64_t ne = lpk_tensor_nelems(t);
+        max_elems = ne > max_elems ? ne : max_elems;
+        in_bytes += t->size;
+        decls[i].type = dst;
+        decls[i].data = NULL;
+        if (lpk_type_nbytes(dst, ne, &decls[i].size)) {
+            rc = lpk_err(&err, LPK_EINVAL, "%s: %s does not fit type %s", in, t->name, tname(dst));
+            goto done;
+        }
+    }
+    if (requant) {
+        for (size_t i = 0; i < n; i++)
+            if (quant_type_is_block(lpk_reader_tensor(r, i)->type) &&
+                lpk_reader_tensor(r, i)->type != ch[i].type && !quiet && !json)
+                fprintf(stderr, "llmpack quantize: %s: dequantizing %s to requantize it as %s\n",
+                        lpk_reader_tensor(r, i)->name, tname(lpk_reader_tensor(r, i)->type),
+                        tname(ch[i].type));
+    }
+    rc = lpk_meta_copy(meta, lpk_reader_meta(r));
+    if (!rc) rc = quant_plan_record(recipe, pure, decls, ch, n, meta);
+    if (rc) { lpk_err(&err, rc, "cannot record the recipe in the metadata"); goto done; }
+    if (max_elems > SIZE_MAX / 8) { rc = lpk_err(&err, LPK_ENOMEM, "tensor too large"); goto done; }
+    x = malloc((size_t)(max_elems ? max_elems : 1) * sizeof(float));
+    qbuf = malloc((size_t)(max_elems ? max_elems : 1) * sizeof(float));
+    if (!x || !qbuf) { rc = lpk_err(&err, LPK_ENOMEM, "out of memory"); goto done; }
+    rc = lpk_writer_open(out, meta, decls, n, force ? LPK_WRITE_FORCE : 0, &w, &err);
+    if (rc) goto done;
+
+    cli_progress prog;
+    cli_progress_start(&prog, "quantize", "B", in_bytes, quiet || json);
+    uint64_t done_bytes = 0;
+    double t0 = cli_now();
+    for (size_t i = 0; i < n && !rc; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
+        rc = lpk_reader_verify_tensor(r, i, &err);
+        if (rc) break;
+        const void *bytes = t->data;
+        uint64_t size = decls[i].size;
+        if (t->type != ch[i].type) {
+            rc = to_f32(t, x, &err);
+            if (rc) break;
+            lpk_error qe = {0};
+            rc = quant_quantize_rows(ch[i].type, x, nr, nc, qbuf, NULL, &qe);
+            if (rc) {
+                lpk_err(&err, rc, "%s: tensor %s: %s", in, t->name, qe.msg);
+                break;
+            }
+            if (t->n_dims >= 2) {
+                quant_error(ch[i].type, x, qbuf, nr, nc, &st[i].sse, &st[i].ssx);
+                st[i].has_err = 1;
+            }
+            bytes = qbuf;
+        } else if (t->n_dims >= 2) {
+            /* copied as is: no error, but its weights count in the pooled figure */
+            rc = to_f32(t, x, &err);
+            if (rc) break;
+            for (uint64_t k = 0; k < lpk_tensor_nelems(t); k++) st[i].ssx += (double)x[k] * x[k];
+            st[i].has_err = 1;
+        }
+        rc = lpk_writer_tensor_begin(w, t->name, &err);
+        if (!rc) rc = lpk_writer_tensor_write(w, bytes, (size_t)size, &err);
+        if (!rc) rc = lpk_writer_tensor_end(w, &err);
+        lpk_reader_release_tensor(r, i);
+        done_bytes += t->size;
+        cli_progress_update(&prog, done_bytes, t->name);
+    }
+    cli_progress_end(&prog);
+    if (rc) goto done;
+    rc = lpk_writer_finish(w, &err);
+    w = NULL;
+    if (rc) goto done;
+    double secs = cli_now() - t0;
+
+    /* report */
+    double sse = 0, ssx = 0;
+    uint64_t out_bytes = 0, bytes2 = 0, in2 = 0, w2 = 0;
+    for (size_t i = 0; i < n; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        out_bytes += decls[i].size;
+        if (t->n_dims >= 2) {
+            sse += st[i].sse;
+            ssx += st[i].ssx;
+            bytes2 += decls[i].size;
+            in2 += t->size;
+            w2 += lpk_tensor_nelems(t);
+        }
+    }
+    double pooled = ssx > 0 ? sqrt(sse / ssx) : 0.0;
+    double bpw2 = w2 ? 8.0 * (double)bytes2 / (double)w2 : 0.0;
+    if (json) {
+        json_t *o = json_object(), *arr = json_array();
+        json_object_set_new(o, "input", json_string(in));
+        json_object_set_new(o, "output", json_string(out));
+        json_object_set_new(o, "type", json_string(recipe));
+        json_object_set_new(o, "pure", json_boolean(pure));
+        for (size_t i = 0; i < n; i++) {
+            const lpk_tensor *t = lpk_reader_tensor(r, i);
+            json_t *e = json_object(), *shape = json_array();
+            json_object_set_new(e, "name", json_string(t->name));
+            for (int d = 0; d < t->n_dims; d++) json_array_append_new(shape, json_integer(t->dims[d]));
+            json_object_set_new(e, "shape", shape);
+            json_object_set_new(e, "type_in", json_string(tname(t->type)));
+            json_object_set_new(e, "type_out", json_string(tname(ch[i].type)));
+            json_object_set_new(e, "bytes_in", json_integer((json_int_t)t->size));
+            json_object_set_new(e, "bytes_out", json_integer((json_int_t)decls[i].size));
+            json_object_set_new(e, "bpw", json_real(8.0 * (double)decls[i].size /
+                                                    (double)lpk_tensor_nelems(t)));
+            if (st[i].has_err)
+                json_object_set_new(e, "rel_rmse", json_real(st[i].ssx > 0 ? sqrt(st[i].sse / st[i].ssx) : 0.0));
+            if (ch[i].fallback_from >= 0)
+                json_object_set_new(e, "fallback_from", json_string(tname(ch[i].fallback_from)));
+            if (ch[i].note[0]) json_object_set_new(e, "note", json_string(ch[i].note));
+            json_array_append_new(arr, e);
+        }
+        json_object_set_new(o, "tensors", arr);
+        json_t *tot = json_object();
+        json_object_set_new(tot, "bytes_in", json_integer((json_int_t)in_bytes));
+        json_object_set_new(tot, "bytes_out", json_integer((json_int_t)out_bytes));
+        json_object_set_new(tot, "bpw_2d", json_real(bpw2));
+        json_object_set_new(tot, "rel_rmse_2d", json_real(pooled));
+        json_object_set_new(tot, "seconds", json_real(secs));
+        json_object_set_new(o, "totals", tot);
+        cli_json_print(o);
+    } else if (!quiet) {
+        printf("%-28s %-12s %-14s %10s\n", "tensor", "shape", "type", "rel. RMSE");
+        for (size_t i = 0; i < n; i++) {
+            const lpk_tensor *t = lpk_reader_tensor(r, i);
+            char shape[64], types[32], rm[16] = "-";
+            shape_str(t, shape, sizeof shape);
+            snprintf(types, sizeof types, "%s -> %s", tname(t->type), tname(ch[i].type));
+            if (st[i].has_err)
+                snprintf(rm, sizeof rm, "%.5f", st[i].ssx > 0 ? sqrt(st[i].sse / st[i].ssx) : 0.0);
+            printf("%-28s %-12s %-14s %10s%s%s\n", t->name, shape, types, rm,
+                   ch[i].note[0] ? "  " : "", ch[i].note);
+        }
+        printf("size: %.2f MB -> %.2f MB (2-D tensors: %.2f MB -> %.2f MB, %.4f bits per weight)\n",
+               (double)in_bytes / 1e6, (double)out_bytes / 1e6, (double)in2 / 1e6,
+               (double)bytes2 / 1e6, bpw2);
+        printf("pooled rel. RMSE over 2-D tensors: %.5f   (%.2f s, %s)\n", pooled, secs,
+               lpk_cpu_describe());
+    }
+
+done:
+    if (rc) cli_print_error("quantize", &err);
+    rc = rc ? cli_exit_for(rc) : CLI_EXIT_OK;
+done_usage:
+    lpk_writer_abort(w);
+    free(x);
+    free(qbuf);
+    free(decls);
+    free(ch);
+    free(st);
+    lpk_meta_free(meta);
+    lpk_reader_close(r);
+    return rc;
 }

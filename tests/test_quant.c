@@ -511,6 +511,104 @@ static void test_gguf_crosscheck(void **state)
     lpk_reader_close(r);
 }
 
+/* ---------------------------------------------------------------- CLI */
+static void test_cli_recipes(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(src, "gguf/stories260K-f32.gguf");
+    char *dir = tu_tmpdir(), *out = NULL;
+    static const char *recipes[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0",
+                                    "q5_1", "q4_k", "q6_k", "q4_k_m", "q4_k_s"};
+    for (size_t k = 0; k < sizeof recipes / sizeof recipes[0]; k++) {
+        for (int pure = 0; pure < 2; pure++) {
+            char *o = tu_fmt("%s/%s%d.lpk", dir, recipes[k], pure);
+            int rc = tu_llmpack(&out, "quantize '%s' -o '%s' --type %s %s --json", src, o,
+                                recipes[k], pure ? "--pure" : "");
+            if (rc != 0) print_message("%s\n", out);
+            assert_int_equal(rc, 0);
+            assert_non_null(strstr(out, "rel_rmse_2d"));
+            free(out);
+            lpk_reader *r = NULL, *g = NULL;
+            lpk_error err = {0};
+            assert_int_equal(lpk_reader_open(o, &r, &err), LPK_OK);
+            assert_int_equal(lpk_reader_open(src, &g, &err), LPK_OK);
+            size_t n = lpk_reader_n_tensors(g);
+            assert_int_equal(lpk_reader_n_tensors(r), n);
+            lpk_tensor *ts = calloc(n, sizeof *ts);
+            quant_choice *ch = calloc(n, sizeof *ch);
+            for (size_t i = 0; i < n; i++) ts[i] = *lpk_reader_tensor(g, i);
+            assert_int_equal(quant_plan(recipes[k], pure, NULL, ts, n, ch, &err), 0);
+            for (size_t i = 0; i < n; i++) {
+                assert_int_equal(lpk_reader_tensor(r, i)->type, ch[i].type);
+                assert_int_equal(lpk_reader_verify_tensor(r, i, &err), LPK_OK);
+            }
+            const lpk_meta *m = lpk_reader_meta(r);
+            assert_string_equal(lpk_meta_get_str(m, "quant.recipe"), recipes[k]);
+            assert_non_null(lpk_meta_find(m, "quant.types"));
+            assert_non_null(lpk_meta_find(m, "tokenizer.ggml.tokens"));
+            free(ts);
+            free(ch);
+            lpk_reader_close(r);
+            lpk_reader_close(g);
+            free(o);
+        }
+    }
+    /* byte-identical output for 1 and 2 threads */
+    char *a = tu_fmt("%s/t1.lpk", dir), *b = tu_fmt("%s/t2.lpk", dir);
+    assert_int_equal(tu_llmpack(NULL, "quantize '%s' -o '%s' --type q4_k_m --threads 1 -q", src, a), 0);
+    assert_int_equal(tu_llmpack(NULL, "quantize '%s' -o '%s' --type q4_k_m --threads 2 -q", src, b), 0);
+    size_t la, lb;
+    char *da = tu_read_file(a, &la), *db = tu_read_file(b, &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(da, db, la);
+    free(da); free(db);
+    /* requantizing is refused unless asked for */
+    char *c = tu_fmt("%s/re.lpk", dir);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q8_0", a, c), 2);
+    assert_non_null(strstr(out, "--allow-requantize"));
+    free(out);
+    assert_false(tu_exists(c));
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q8_0 --allow-requantize", a, c), 0);
+    assert_non_null(strstr(out, "dequantizing"));
+    free(out);
+    assert_int_equal(tu_llmpack(NULL, "quantize '%s' -o '%s' --type q9_9", src, c), 2);
+    free(a); free(b); free(c);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+static void test_cli_nan(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *in = tu_fmt("%s/nan.lpk", dir), *o = tu_fmt("%s/out.lpk", dir), *out = NULL;
+    lpk_tensor d[2];
+    set_t(&d[0], "blk.0.attn_norm.weight", 1, 64, 0);
+    set_t(&d[1], "blk.0.attn_q.weight", 2, 4, 64);
+    float x[256];
+    for (int i = 0; i < 256; i++) x[i] = 0.01f * (float)(i % 13);
+    x[2 * 64 + 33] = NAN;
+    lpk_meta *m = lpk_meta_new();
+    lpk_meta_set_str(m, "general.architecture", "llama");
+    lpk_writer *w = NULL;
+    lpk_error err = {0};
+    assert_int_equal(lpk_writer_open(in, m, d, 2, 0, &w, &err), 0);
+    assert_int_equal(lpk_writer_tensor_begin(w, d[0].name, &err), 0);
+    assert_int_equal(lpk_writer_tensor_write(w, x, 64 * 4, &err), 0);
+    assert_int_equal(lpk_writer_tensor_end(w, &err), 0);
+    assert_int_equal(lpk_writer_tensor_begin(w, d[1].name, &err), 0);
+    assert_int_equal(lpk_writer_tensor_write(w, x, 256 * 4, &err), 0);
+    assert_int_equal(lpk_writer_tensor_end(w, &err), 0);
+    assert_int_equal(lpk_writer_finish(w, &err), 0);
+    lpk_meta_free(m);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q8_0", in, o), 3);
+    assert_non_null(strstr(out, "blk.0.attn_q.weight: NaN at row 2, column 33"));
+    assert_false(tu_exists(o));
+    free(out);
+    tu_rmtree(dir);
+    free(dir); free(in); free(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -518,6 +616,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_random),  cmocka_unit_test(test_simd_and_threads),
         cmocka_unit_test(test_edge_values),       cmocka_unit_test(test_recipe_rules),
         cmocka_unit_test(test_recipe_llama_cpp),  cmocka_unit_test(test_gguf_crosscheck),
+        cmocka_unit_test(test_cli_recipes),       cmocka_unit_test(test_cli_nan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
