@@ -440,6 +440,84 @@ static void test_tokenizer_meta_errors(void **state)
     lpk_meta_free(m);
 }
 
+/* convert/'s metadata from tokenizer.model equals what llama.cpp's converter
+ * wrote into GGUF files from the same tokenizer (tokens, scores, types, ids). */
+static void compare_with_gguf(const char *model, const char *gguf)
+{
+    lpk_meta *m = lpk_meta_new();
+    lpk_error err = {0};
+    assert_int_equal(cv_tokenizer_load(model, m, &err), LPK_OK);
+    lpk_reader *r = NULL;
+    int rc = lpk_reader_open(gguf, &r, &err);
+    if (rc) print_message("%s\n", err.msg);
+    assert_int_equal(rc, LPK_OK);
+    const lpk_meta *g = lpk_reader_meta(r);
+    assert_string_equal(lpk_meta_get_str(g, "tokenizer.ggml.model"),
+                        lpk_meta_get_str(m, "tokenizer.ggml.model"));
+    static const char *const arrays[] = {"tokenizer.ggml.tokens", "tokenizer.ggml.scores",
+                                         "tokenizer.ggml.token_type"};
+    for (int k = 0; k < 3; k++) {
+        const lpk_kv *a = lpk_meta_find(m, arrays[k]), *b = lpk_meta_find(g, arrays[k]);
+        assert_non_null(a);
+        assert_non_null(b);
+        assert_int_equal(a->count, b->count);
+        assert_int_equal(a->elem, b->elem);
+        for (uint64_t i = 0; i < a->count; i++) {
+            if (a->elem == LPK_V_STR) {
+                lpk_str x = lpk_kv_str_at(a, i), y = lpk_kv_str_at(b, i);
+                assert_int_equal(x.n, y.n);
+                assert_memory_equal(x.p, y.p, x.n);
+            } else {
+                assert_memory_equal((const char *)a->data + 4 * i, (const char *)b->data + 4 * i,
+                                    4);
+            }
+        }
+    }
+    static const char *const ids[] = {"tokenizer.ggml.bos_token_id",
+                                      "tokenizer.ggml.eos_token_id",
+                                      "tokenizer.ggml.unknown_token_id"};
+    for (int k = 0; k < 3; k++) {
+        uint32_t a, b;
+        if (lpk_meta_get_u32(g, ids[k], &b)) continue;
+        assert_int_equal(lpk_meta_get_u32(m, ids[k], &a), LPK_OK);
+        assert_int_equal(a, b);
+    }
+    int x, y;
+    if (lpk_meta_get_bool(g, "tokenizer.ggml.add_space_prefix", &y) == LPK_OK) {
+        assert_int_equal(lpk_meta_get_bool(m, "tokenizer.ggml.add_space_prefix", &x), LPK_OK);
+        assert_int_equal(x, y);
+    }
+    lpk_reader_close(r);
+    lpk_meta_free(m);
+}
+
+static void test_spm_matches_gguf(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(g1, "tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf");
+    char *gguf = strdup(g1);
+    TU_NEED_SHARED(m1, "tokenizers/llama2/tokenizer.model");
+    compare_with_gguf(m1, gguf);
+    free(gguf);
+    TU_NEED_SHARED(g2, "gguf/stories260K-f32.gguf");
+    gguf = strdup(g2);
+    TU_NEED_SHARED(m2, "models/stories260K/hf/tokenizer.model");
+    compare_with_gguf(m2, gguf);
+    /* and the GGUF's own metadata encodes llama.cpp's test set */
+    free(gguf);
+    TU_NEED_SHARED(g3, "tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf");
+    gguf = strdup(g3);
+    lpk_reader *r = NULL;
+    vf_tokenizer *t = NULL;
+    assert_int_equal(lpk_reader_open(gguf, &r, NULL), LPK_OK);
+    assert_int_equal(vf_tokenizer_new(lpk_reader_meta(r), &t, NULL), LPK_OK);
+    lpk_reader_close(r);
+    TU_NEED_SHARED(inp, "tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf.inp");
+    run_cases(t, inp, 1);
+    vf_tokenizer_free(t);
+    free(gguf);
+}
+
 /* The CLI on a tokenizer file and on a container carrying its metadata. */
 static void test_cli_tokenize(void **state)
 {
@@ -492,6 +570,7 @@ int main(void)
         cmocka_unit_test(test_spm_corrupt),
         cmocka_unit_test(test_tokenizer_meta_errors),
         cmocka_unit_test(test_cli_tokenize),
+        cmocka_unit_test(test_spm_matches_gguf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
