@@ -13,7 +13,10 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <omp.h>
 #include <xxhash.h>
+
+#include "../quant/quant.h"
 
 /* Elements per row block: bounds the pipeline's buffers (a few x 16 MiB). */
 #define CV_BLOCK_ELEMS (4u << 20)
@@ -677,26 +680,29 @@ static int open_source(const cv_options *o, cv_open_opts *oo, cv_source **s, lpk
     return rc;
 }
 
-/* Converts one block of rows src (type st) into dst (type dt) through f32
- * (f32buf); checks every value is finite and fits dt. */
-static int convert_block(const char *what, const cv_tensor *t, int st, int dt, const void *src, float *f32buf,
-                         void *dst, int64_t row0, int64_t nrows, int threads, lpk_error *err)
+/* Converts one block of rows src (type st) into dst (type dt: f32/f16/bf16 or
+ * a quant/ block type) through f32 (f32buf); checks every value is finite and
+ * fits dt. *out_bytes = bytes written to dst. */
+static int convert_block(const char *what, const cv_tensor *t, int st, int dt, const void *src,
+                         float *f32buf, void *dst, int64_t row0, int64_t nrows,
+                         size_t *out_bytes, lpk_error *err)
 {
     int64_t nc = t_ncols(t);
     size_t n = (size_t)(nrows * nc);
     int64_t bad = first_nonfinite(st, src, n);
     if (bad >= 0)
         return lpk_err(err, LPK_EBADVALUE, "%s: tensor '%s' (%s): value %g at index %lld (row "
-                       "%lld, column %lld)", what, t->src_name, t->name, (double)value_at(st, src, (size_t)bad),
-                       (long long)(row0 * nc + bad), (long long)(row0 + bad / nc),
-                       (long long)(bad % nc));
+                       "%lld, column %lld)", what, t->src_name, t->name,
+                       (double)value_at(st, src, (size_t)bad), (long long)(row0 * nc + bad),
+                       (long long)(row0 + bad / nc), (long long)(bad % nc));
+    int block = quant_type_is_block(dt);
     if (st == dt) {
         memcpy(dst, src, n * elem_size(st));
+        *out_bytes = n * elem_size(st);
         return LPK_OK;
     }
     float *f = dt == LPK_TYPE_F32 ? (float *)dst : f32buf;
-    int nt = threads > 0 ? threads : 1;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nrows > 1 && threads != 1)
+#pragma omp parallel for schedule(static) if (nrows > 1)
     for (int64_t r = 0; r < nrows; r++) {
         const uint8_t *sp = (const uint8_t *)src + (size_t)(r * nc) * elem_size(st);
         float *fp = f + r * nc;
@@ -704,6 +710,20 @@ static int convert_block(const char *what, const cv_tensor *t, int st, int dt, c
         if (dt == LPK_TYPE_F16) lpk_f32_to_f16_row(fp, (uint16_t *)dst + r * nc, (size_t)nc);
         else if (dt == LPK_TYPE_BF16) lpk_f32_to_bf16_row(fp, (uint16_t *)dst + r * nc, (size_t)nc);
     }
+    if (block) {
+        uint64_t nb;
+        int rc = lpk_type_nbytes(dt, n, &nb);
+        if (!rc) rc = quant_quantize_rows(dt, f, nrows, nc, dst, NULL, err);
+        if (rc) {
+            if (err && !strstr(err->msg, t->name))
+                lpk_err(err, rc, "%s: tensor '%s': cannot store as %s", what, t->name,
+                        lpk_type_get(dt)->name);
+            return rc;
+        }
+        *out_bytes = (size_t)nb;
+        return LPK_OK;
+    }
+    *out_bytes = n * elem_size(dt);
     if (dt != LPK_TYPE_F32) {
         bad = first_nonfinite(dt, dst, n);
         if (bad >= 0)
@@ -721,19 +741,18 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
     memset(rep, 0, sizeof *rep);
     if (!o || !o->src || !o->out) return lpk_err(err, LPK_EINVAL, "convert: no source or output");
     int want = -1;
+    const char *recipe = NULL;
     if (o->type) {
         want = lpk_type_from_name(o->type);
         if (want != LPK_TYPE_F32 && want != LPK_TYPE_F16 && want != LPK_TYPE_BF16) {
-            static const char *recipes[] = {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k",
-                                            "q4_k_m", "q4_k_s", "q6_k"};
-            for (size_t i = 0; i < sizeof recipes / sizeof recipes[0]; i++)
-                if (!strcasecmp(o->type, recipes[i]))
-                    return lpk_err(err, LPK_EUNSUPPORTED, "--type %s: quantization not built",
-                                   o->type);
-            return lpk_err(err, LPK_EINVAL, "unknown --type '%s' (f32, f16, bf16, q8_0, q4_0, "
-                           "q4_1, q5_0, q5_1, q4_k, q4_k_m, q4_k_s, q6_k)", o->type);
+            want = -1;
+            if (!quant_recipe_valid(o->type))
+                return lpk_err(err, LPK_EINVAL, "unknown --type '%s' (%s)",
+                               o->type, quant_recipe_list());
+            recipe = o->type;
         }
     }
+    if (o->threads > 0) omp_set_num_threads(o->threads);
     if (!o->force && !access(o->out, F_OK))
         return lpk_err(err, LPK_EEXIST, "%s exists (use --force to replace it)", o->out);
 
@@ -747,6 +766,7 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
     void *b_src = NULL, *b_dst = NULL;
     float *b_f32 = NULL;
     lpk_writer *w = NULL;
+    quant_choice *choices = NULL;
     int rc = open_source(o, &oo, &s, err);
     if (rc) return rc;
     snprintf(rep->warning, sizeof rep->warning, "%s", oo.warn);
@@ -816,17 +836,27 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
         lpk_tensor *d = &decls[nd];
         order[nd++] = order[k];
         snprintf(d->name, sizeof d->name, "%s", t->name);
-        d->type = out_type_for(t, want);
+        d->type = recipe ? t->dtype : out_type_for(t, want);
         d->n_dims = t->n_dims;
         for (int i = 0; i < t->n_dims; i++) d->dims[i] = t->dims[i];
         total += (uint64_t)t_nrows(t) * (uint64_t)t_ncols(t) * elem_size(t->dtype);
-        if (t->n_dims > 1) n2d[d->type]++;
     }
     meta = lpk_meta_new();
     if (!meta || copy_meta_grouped(meta, s->meta)) {
         rc = lpk_err(err, LPK_ENOMEM, "out of memory");
         goto out;
     }
+    if (recipe) {
+        /* quant/ picks a type per tensor from the source types (decls' types). */
+        if (!(choices = calloc(nd + 1, sizeof *choices))) {
+            rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+            goto out;
+        }
+        if ((rc = quant_plan(recipe, o->pure, meta, decls, nd, choices, err))) goto out;
+        for (size_t k = 0; k < nd; k++) decls[k].type = choices[k].type;
+    }
+    for (size_t k = 0; k < nd; k++)
+        if (decls[k].n_dims > 1) n2d[decls[k].type]++;
     /* general.file_type: GGUF's llama_ftype for the dominant 2-D type. */
     int dom = LPK_TYPE_F32;
     if (n2d[LPK_TYPE_F16] > n2d[dom]) dom = LPK_TYPE_F16;
@@ -834,6 +864,10 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
     if (lpk_meta_set_u32(meta, "general.file_type",
                          dom == LPK_TYPE_F32 ? 0u : dom == LPK_TYPE_F16 ? 1u : 32u)) {
         rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+        goto out;
+    }
+    if (recipe && (rc = quant_plan_record(recipe, o->pure, decls, choices, nd, meta))) {
+        rc = lpk_err(err, rc, "cannot record the quantization plan");
         goto out;
     }
     if ((rc = add_provenance(meta, s, o->hash_sources, rep, err))) goto out;
@@ -849,10 +883,11 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
         if ((rc = lpk_writer_tensor_begin(w, t->name, err))) goto out;
         for (int64_t r = 0; r < nr; r += br) {
             int64_t kr = nr - r < br ? nr - r : br;
+            size_t ob = 0;
             if ((rc = s->ops->read_rows(s, t, r, kr, b_src, err)) ||
-                (rc = convert_block(o->src, t, t->dtype, dt, b_src, b_f32, b_dst, r, kr, o->threads,
+                (rc = convert_block(o->src, t, t->dtype, dt, b_src, b_f32, b_dst, r, kr, &ob,
                                     err)) ||
-                (rc = lpk_writer_tensor_write(w, b_dst, (size_t)(kr * nc) * elem_size(dt), err)))
+                (rc = lpk_writer_tensor_write(w, b_dst, ob, err)))
                 goto out;
             done += (uint64_t)(kr * nc) * elem_size(t->dtype);
             if (o->progress) o->progress(o->progress_ctx, done, total);
@@ -871,6 +906,7 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
     }
 out:
     lpk_writer_abort(w);
+    free(choices);
     lpk_meta_free(meta);
     free(decls);
     free(order);

@@ -15,6 +15,7 @@
 #include "../convert/convert.h"
 #include "../convert/cv_internal.h"
 #include "../format/lpk.h"
+#include "../quant/quant.h"
 
 /* ---------------------------------------------------------------- independent source reading */
 typedef struct st_file {
@@ -369,6 +370,62 @@ static void test_llama2_20m_bf16_shards(void **state)
     }
     lpk_reader_close(r);
     free(s1); free(s2); free(out); free(src);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* --type q8_0 --pure: every 2-D tensor whose rows fit is quant/'s q8_0 of the
+ * f32 source rows (taken from the f32 conversion, itself checked against the
+ * safetensors bytes above); ffn_down (172 columns) falls back to f16. */
+static void test_quantized(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(src0, "models/stories260K/hf");
+    char *src = strdup(src0);
+    char *dir = tu_tmpdir();
+    char *f = tu_fmt("%s/f.lpk", dir), *q = tu_fmt("%s/q.lpk", dir);
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s'", src, f), 0);
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --type q8_0 --pure --threads 2", src,
+                                q), 0);
+    lpk_reader *rf, *rq;
+    assert_int_equal(lpk_reader_open(f, &rf, NULL), 0);
+    assert_int_equal(lpk_reader_open(q, &rq, NULL), 0);
+    int n_q8 = 0, n_f16 = 0;
+    for (size_t i = 0; i < lpk_reader_n_tensors(rq); i++) {
+        const lpk_tensor *t = lpk_reader_tensor(rq, i), *x = lpk_reader_find(rf, t->name);
+        assert_non_null(x);
+        int64_t rows = lpk_tensor_nrows(x), cols = lpk_tensor_ncols(x);
+        if (t->n_dims == 1) {
+            assert_int_equal(t->type, LPK_TYPE_F32);
+            assert_memory_equal(t->data, x->data, (size_t)x->size);
+        } else if (cols % 32 == 0) {
+            assert_int_equal(t->type, LPK_TYPE_Q8_0);
+            void *want = malloc((size_t)t->size);
+            assert_int_equal(quant_quantize_rows(LPK_TYPE_Q8_0, x->data, rows, cols, want, NULL,
+                                                 NULL), 0);
+            assert_memory_equal(t->data, want, (size_t)t->size);
+            free(want);
+            n_q8++;
+        } else {
+            assert_int_equal(t->type, LPK_TYPE_F16);
+            const float *xf = x->data;
+            const uint16_t *h = t->data;
+            for (int64_t k = 0; k < rows * cols; k++) assert_int_equal(h[k], lpk_f32_to_f16(xf[k]));
+            n_f16++;
+        }
+    }
+    assert_int_equal(n_q8, 1 + 5 * 6);
+    assert_int_equal(n_f16, 5);
+    const lpk_meta *m = lpk_reader_meta(rq);
+    assert_string_equal(lpk_meta_get_str(m, "quant.recipe"), "q8_0");
+    meta_u32(m, "general.file_type", 7);  /* LLAMA_FTYPE_MOSTLY_Q8_0 */
+    lpk_reader_close(rf);
+    lpk_reader_close(rq);
+    /* unknown type: usage error, nothing written */
+    char *bad = tu_fmt("%s/b.lpk", dir);
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --type q3_x", src, bad), 2);
+    assert_false(tu_exists(bad));
+    free(bad); free(f); free(q); free(src);
     tu_rmtree(dir);
     free(dir);
 }
@@ -1000,6 +1057,7 @@ int main(void)
         cmocka_unit_test(test_hf_f16_and_types),
         cmocka_unit_test(test_llama2c_matches_hf),
         cmocka_unit_test(test_llama2_20m_bf16_shards),
+        cmocka_unit_test(test_quantized),
         cmocka_unit_test(test_tiny_ok_and_tied),
         cmocka_unit_test(test_bad_hf_inputs),
         cmocka_unit_test(test_sharded),
