@@ -1,10 +1,334 @@
+/* llmpack info: what a container holds (.lpk or GGUF). */
 #include "cli.h"
 
-/* Placeholder until the info command lands. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define INFO_MAX_ARRAY 64 /* longer arrays are summarized, never dumped */
+
+static void info_help(FILE *f)
+{
+    fprintf(f,
+            "usage: llmpack info FILE [--json] [--tensors]\n\n"
+            "Describes a container (.lpk or GGUF): architecture, hyperparameters, tokenizer\n"
+            "summary, provenance, size, bits per weight and tensor counts per type.\n\n"
+            "  --tensors  list every tensor (name, type, shape, offset, size, xxh3)\n"
+            "  --json     machine-readable output (always includes the tensor list;\n"
+            "             arrays of more than %d elements are summarized)\n"
+            "  -h, --help this text\n",
+            INFO_MAX_ARRAY);
+}
+
+/* A JSON string from arbitrary bytes: invalid UTF-8 bytes become U+FFFD. */
+static json_t *json_bytes(const char *p, uint64_t n)
+{
+    json_t *s = json_stringn(p, (size_t)n);
+    if (s) return s;
+    char *b = malloc((size_t)n * 3 + 1);
+    if (!b) return json_null();
+    size_t k = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        json_t *one = c < 0x80 ? json_stringn(p + i, 1) : NULL;
+        /* copy valid multi-byte sequences whole */
+        int len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+        if (!one && len > 1 && i + (uint64_t)len <= n) one = json_stringn(p + i, (size_t)len);
+        if (one) {
+            size_t l = c < 0x80 ? 1 : (size_t)len;
+            memcpy(b + k, p + i, l);
+            k += l;
+            i += l - 1;
+            json_decref(one);
+        } else {
+            memcpy(b + k, "\xef\xbf\xbd", 3);
+            k += 3;
+        }
+    }
+    s = json_stringn(b, k);
+    free(b);
+    return s ? s : json_null();
+}
+
+static json_t *json_u64(uint64_t v)
+{
+    if (v <= (uint64_t)INT64_MAX) return json_integer((json_int_t)v);
+    char b[32];
+    snprintf(b, sizeof b, "%" PRIu64, v);
+    return json_string(b);
+}
+
+static json_t *json_double(double v)
+{
+    if (isfinite(v)) return json_real(v);
+    return json_string(isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
+}
+
+/* One scalar of vtype at p (host order). */
+static json_t *json_scalar(int vtype, const void *p)
+{
+    switch (vtype) {
+    case LPK_V_U8: return json_integer(*(const uint8_t *)p);
+    case LPK_V_I8: return json_integer(*(const int8_t *)p);
+    case LPK_V_U16: { uint16_t v; memcpy(&v, p, 2); return json_integer(v); }
+    case LPK_V_I16: { int16_t v; memcpy(&v, p, 2); return json_integer(v); }
+    case LPK_V_U32: { uint32_t v; memcpy(&v, p, 4); return json_integer(v); }
+    case LPK_V_I32: { int32_t v; memcpy(&v, p, 4); return json_integer(v); }
+    case LPK_V_U64: { uint64_t v; memcpy(&v, p, 8); return json_u64(v); }
+    case LPK_V_I64: { int64_t v; memcpy(&v, p, 8); return json_integer(v); }
+    case LPK_V_F32: { float v; memcpy(&v, p, 4); return json_double(v); }
+    case LPK_V_F64: { double v; memcpy(&v, p, 8); return json_double(v); }
+    case LPK_V_BOOL: return json_boolean(*(const uint8_t *)p);
+    default: return json_null();
+    }
+}
+
+static json_t *json_kv(const lpk_kv *kv)
+{
+    if (kv->type == LPK_V_STR) return json_bytes(kv->str.p, kv->str.n);
+    if (kv->type != LPK_V_ARR) return json_scalar(kv->type, kv->data);
+    if (kv->count > INFO_MAX_ARRAY)
+        return json_pack("{s:s, s:s, s:o}", "type", "arr", "elem", lpk_vtype_name(kv->elem),
+                         "count", json_u64(kv->count));
+    json_t *a = json_array();
+    size_t es = lpk_vtype_size(kv->elem);
+    for (uint64_t i = 0; i < kv->count; i++) {
+        if (kv->elem == LPK_V_STR) {
+            lpk_str s = lpk_kv_str_at(kv, i);
+            json_array_append_new(a, json_bytes(s.p, s.n));
+        } else {
+            json_array_append_new(a, json_scalar(kv->elem, (const char *)kv->data + i * es));
+        }
+    }
+    return a;
+}
+
+/* Short text form of a value; arrays longer than 8 are summarized. */
+static void print_value(const lpk_kv *kv)
+{
+    if (kv->type == LPK_V_ARR && kv->count > 8) {
+        printf("[%s x %" PRIu64 "]", lpk_vtype_name(kv->elem), kv->count);
+        return;
+    }
+    json_t *v = json_kv(kv);
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(10));
+    if (s && kv->type == LPK_V_STR && strlen(s) > 120) strcpy(s + 110, "...\" (long)");
+    printf("%s", s ? s : "?");
+    free(s);
+    json_decref(v);
+}
+
+typedef struct info_totals {
+    uint64_t count[LPK_TYPE_COUNT];
+    uint64_t elems, bytes;
+} info_totals;
+
+static void totals(const lpk_reader *r, info_totals *t)
+{
+    memset(t, 0, sizeof *t);
+    for (size_t i = 0; i < lpk_reader_n_tensors(r); i++) {
+        const lpk_tensor *x = lpk_reader_tensor(r, i);
+        if (x->type >= 0 && x->type < LPK_TYPE_COUNT) t->count[x->type]++;
+        t->elems += lpk_tensor_nelems(x);
+        t->bytes += x->size;
+    }
+}
+
+static double bpw(const info_totals *t)
+{
+    return t->elems ? 8.0 * (double)t->bytes / (double)t->elems : 0.0;
+}
+
+static const char *type_name(int type)
+{
+    const lpk_type_info *ti = lpk_type_get(type);
+    return ti ? ti->name : "?";
+}
+
+static const char *kind_name(const lpk_reader *r)
+{
+    return lpk_reader_kind(r) == LPK_KIND_GGUF ? "gguf" : "lpk";
+}
+
+static json_t *info_json(const lpk_reader *r)
+{
+    info_totals t;
+    totals(r, &t);
+    const lpk_meta *m = lpk_reader_meta(r);
+    json_t *meta = json_object();
+    for (size_t i = 0; i < lpk_meta_count(m); i++) {
+        const lpk_kv *kv = lpk_meta_at(m, i);
+        json_object_set_new(meta, kv->key, json_kv(kv));
+    }
+    json_t *tensors = json_array();
+    for (size_t i = 0; i < lpk_reader_n_tensors(r); i++) {
+        const lpk_tensor *x = lpk_reader_tensor(r, i);
+        json_t *shape = json_array();
+        for (int d = 0; d < x->n_dims; d++) json_array_append_new(shape, json_integer(x->dims[d]));
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016" PRIx64, x->xxh3);
+        json_array_append_new(
+            tensors, json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}", "name", x->name, "type",
+                               type_name(x->type), "shape", shape, "offset", json_u64(x->offset),
+                               "size", json_u64(x->size), "xxh3",
+                               x->has_xxh3 ? json_string(hex) : json_null()));
+    }
+    json_t *counts = json_object();
+    for (int ty = 0; ty < LPK_TYPE_COUNT; ty++)
+        if (t.count[ty]) json_object_set_new(counts, type_name(ty), json_u64(t.count[ty]));
+    return json_pack("{s:s, s:s, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:f}", "file",
+                     lpk_reader_path(r), "kind", kind_name(r), "format_version",
+                     (int)lpk_reader_version(r), "metadata_compressed",
+                     json_boolean(lpk_reader_flags(r) & 1u), "metadata", meta, "tensors", tensors,
+                     "tensor_count", json_u64(lpk_reader_n_tensors(r)), "type_counts", counts,
+                     "n_elements", json_u64(t.elems), "file_size",
+                     json_u64(lpk_reader_file_size(r)), "bits_per_weight", bpw(&t));
+}
+
+static void print_key(const lpk_meta *m, const char *key, const char *label)
+{
+    const lpk_kv *kv = lpk_meta_find(m, key);
+    if (!kv) return;
+    printf("  %-22s ", label);
+    print_value(kv);
+    printf("\n");
+}
+
+static void print_prefix(const lpk_meta *m, const char *prefix, const char *const *skip)
+{
+    size_t pl = strlen(prefix);
+    for (size_t i = 0; i < lpk_meta_count(m); i++) {
+        const lpk_kv *kv = lpk_meta_at(m, i);
+        if (strncmp(kv->key, prefix, pl) != 0) continue;
+        int skipped = 0;
+        for (const char *const *s = skip; s && *s; s++) skipped |= !strcmp(kv->key, *s);
+        if (skipped) continue;
+        printf("  %-40s ", kv->key);
+        print_value(kv);
+        printf("\n");
+    }
+}
+
+static void info_text(const lpk_reader *r, int list_tensors)
+{
+    const lpk_meta *m = lpk_reader_meta(r);
+    info_totals t;
+    totals(r, &t);
+    uint64_t fs = lpk_reader_file_size(r);
+    printf("file:         %s\n", lpk_reader_path(r));
+    printf("format:       %s v%u%s\n", kind_name(r), lpk_reader_version(r),
+           (lpk_reader_flags(r) & 1u) ? " (metadata zstd-compressed)" : "");
+    printf("size:         %" PRIu64 " bytes (%.2f MiB)\n", fs, (double)fs / 1048576.0);
+    const char *arch = lpk_meta_get_str(m, "general.architecture");
+    const char *name = lpk_meta_get_str(m, "general.name");
+    printf("architecture: %s%s%s\n", arch ? arch : "(unknown)", name ? ", name " : "",
+           name ? name : "");
+    printf("parameters:   %" PRIu64 " in %zu tensors, %.3f bits per weight\n", t.elems,
+           lpk_reader_n_tensors(r), bpw(&t));
+    printf("types:       ");
+    for (int ty = 0; ty < LPK_TYPE_COUNT; ty++)
+        if (t.count[ty]) printf(" %s: %" PRIu64, type_name(ty), t.count[ty]);
+    printf("\n");
+
+    char prefix[80];
+    snprintf(prefix, sizeof prefix, "%s.", arch ? arch : "llama");
+    printf("hyperparameters:\n");
+    print_prefix(m, prefix, NULL);
+
+    printf("tokenizer:\n");
+    print_key(m, "tokenizer.ggml.model", "model");
+    print_key(m, "tokenizer.ggml.pre", "pre-tokenizer");
+    const lpk_kv *toks = lpk_meta_find(m, "tokenizer.ggml.tokens");
+    if (toks && toks->type == LPK_V_ARR) printf("  %-22s %" PRIu64 "\n", "vocab size", toks->count);
+    const lpk_kv *merges = lpk_meta_find(m, "tokenizer.ggml.merges");
+    if (merges && merges->type == LPK_V_ARR) printf("  %-22s %" PRIu64 "\n", "merges", merges->count);
+    uint32_t id;
+    static const char *const ids[][2] = {{"tokenizer.ggml.bos_token_id", "bos"},
+                                         {"tokenizer.ggml.eos_token_id", "eos"}};
+    for (size_t i = 0; i < 2; i++) {
+        if (lpk_meta_get_u32(m, ids[i][0], &id) != LPK_OK) continue;
+        printf("  %-22s %u", ids[i][1], id);
+        if (toks && toks->type == LPK_V_ARR && toks->elem == LPK_V_STR && id < toks->count) {
+            lpk_str s = lpk_kv_str_at(toks, id);
+            json_t *js = json_bytes(s.p, s.n > 40 ? 40 : s.n);
+            char *d = json_dumps(js, JSON_ENCODE_ANY);
+            printf(" %s", d ? d : "");
+            free(d);
+            json_decref(js);
+        }
+        printf("\n");
+    }
+    print_key(m, "tokenizer.ggml.add_bos_token", "add bos");
+    print_key(m, "tokenizer.ggml.add_eos_token", "add eos");
+
+    printf("provenance:\n");
+    print_prefix(m, "source.", NULL);
+    print_prefix(m, "quant.", NULL);
+
+    static const char *const shown[] = {"general.architecture", "general.name", NULL};
+    int header = 0;
+    for (size_t i = 0; i < lpk_meta_count(m); i++) {
+        const lpk_kv *kv = lpk_meta_at(m, i);
+        if (!strncmp(kv->key, prefix, strlen(prefix)) || !strncmp(kv->key, "tokenizer.", 10) ||
+            !strncmp(kv->key, "source.", 7) || !strncmp(kv->key, "quant.", 6) ||
+            !strcmp(kv->key, shown[0]) || !strcmp(kv->key, shown[1]))
+            continue;
+        if (!header) printf("other metadata:\n");
+        header = 1;
+        printf("  %-40s ", kv->key);
+        print_value(kv);
+        printf("\n");
+    }
+
+    if (!list_tensors) return;
+    printf("tensors:\n");
+    for (size_t i = 0; i < lpk_reader_n_tensors(r); i++) {
+        const lpk_tensor *x = lpk_reader_tensor(r, i);
+        char shape[128];
+        size_t k = 0;
+        shape[k++] = '[';
+        for (int d = 0; d < x->n_dims; d++)
+            k += (size_t)snprintf(shape + k, sizeof shape - k, "%s%lld", d ? ", " : "",
+                                  (long long)x->dims[d]);
+        snprintf(shape + k, sizeof shape - k, "]");
+        printf("  %-32s %-5s %-22s offset %-12" PRIu64 " size %-12" PRIu64, x->name,
+               type_name(x->type), shape, x->offset, x->size);
+        if (x->has_xxh3) printf(" xxh3 %016" PRIx64, x->xxh3);
+        printf("\n");
+    }
+}
+
 int cmd_info(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "llmpack info: not built yet\n");
-    return CLI_EXIT_RUNTIME;
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"tensors", no_argument, NULL, 't'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    int json = 0, list = 0, c;
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'j': json = 1; break;
+        case 't': list = 1; break;
+        case 'h': info_help(stdout); return CLI_EXIT_OK;
+        default:
+            return cli_usage_error("info", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1)
+        return cli_usage_error("info", optind >= argc ? "no FILE given" : "one FILE expected");
+    lpk_reader *r;
+    lpk_error err = {0};
+    int st = lpk_reader_open(argv[optind], &r, &err);
+    if (st) {
+        cli_print_error("info", &err);
+        return cli_exit_for(st);
+    }
+    if (json) cli_json_print(info_json(r));
+    else info_text(r, list);
+    lpk_reader_close(r);
+    return CLI_EXIT_OK;
 }

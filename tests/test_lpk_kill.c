@@ -1,0 +1,189 @@
+/* The writer killed mid-write: SIGKILL leaves nothing at the target (and an
+ * existing target untouched); SIGINT/SIGTERM also remove the temporary file.
+ * The child writes a ~200 MB container, tells the parent once 100 MB are in the
+ * temporary file, then waits to be killed, so the kill always lands mid-write. */
+#include "tutil.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../format/lpk.h"
+
+#define N_TENSORS 4
+#define ROWS 1024
+#define COLS 12800 /* f32: 52,428,800 bytes per tensor */
+#define CHUNK (1u << 20)
+
+static void child(const char *path, unsigned flags, int ready_fd, int hold_fd)
+{
+    lpk_tensor d[N_TENSORS];
+    memset(d, 0, sizeof d);
+    for (int i = 0; i < N_TENSORS; i++) {
+        snprintf(d[i].name, sizeof d[i].name, "blk.%d.ffn_up.weight", i);
+        d[i].type = LPK_TYPE_F32;
+        d[i].n_dims = 2;
+        d[i].dims[0] = ROWS;
+        d[i].dims[1] = COLS;
+    }
+    lpk_meta *m = lpk_meta_new();
+    lpk_meta_set_str(m, "general.architecture", "llama");
+    lpk_error err = {0};
+    lpk_writer *w;
+    if (lpk_writer_open(path, m, d, N_TENSORS, flags, &w, &err)) _exit(10);
+    uint8_t *buf = malloc(CHUNK);
+    for (size_t i = 0; i < CHUNK; i++) buf[i] = (uint8_t)(i * 7);
+    uint64_t total = 0;
+    int told = 0;
+    for (int i = 0; i < N_TENSORS; i++) {
+        if (lpk_writer_tensor_begin(w, d[i].name, &err)) _exit(11);
+        for (uint64_t k = 0; k < (uint64_t)ROWS * COLS * 4; k += CHUNK) {
+            if (lpk_writer_tensor_write(w, buf, CHUNK, &err)) _exit(12);
+            total += CHUNK;
+            if (!told && total >= (100u << 20)) {
+                told = 1;
+                char c = 'r';
+                if (write(ready_fd, &c, 1) != 1) _exit(13);
+                if (read(hold_fd, &c, 1) < 0) _exit(14); /* parent never writes: wait here */
+            }
+        }
+        if (lpk_writer_tensor_end(w, &err)) _exit(15);
+    }
+    lpk_writer_finish(w, &err);
+    _exit(0);
+}
+
+/* Size of the one temporary file for `base` in dir, or -1 if there is none. */
+static long long tmp_size(const char *dir, const char *base)
+{
+    char *prefix = tu_fmt(".%s.tmp-", base);
+    long long size = -1;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0) continue;
+        char *p = tu_fmt("%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(p, &st) == 0) size = st.st_size;
+        free(p);
+    }
+    if (d) closedir(d);
+    free(prefix);
+    return size;
+}
+
+/* Forks a writer, kills it with sig once 100 MB are written; returns the wait status. */
+static int run_and_kill(const char *dir, const char *path, unsigned flags, int sig)
+{
+    int ready[2], hold[2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(hold), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ready[0]);
+        close(hold[1]);
+        child(path, flags, ready[1], hold[0]);
+    }
+    close(ready[1]);
+    close(hold[0]);
+    char c = 0;
+    ssize_t got = read(ready[0], &c, 1);
+    if (got != 1) {
+        int ws;
+        waitpid(pid, &ws, 0);
+        fail_msg("writer child ended early (status %d)", ws);
+    }
+    const char *base = strrchr(path, '/') + 1;
+    long long in_tmp = tmp_size(dir, base);
+    int killed = kill(pid, sig);
+    int ws = 0;
+    pid_t waited = waitpid(pid, &ws, 0);
+    close(ready[0]);
+    close(hold[1]);
+    assert_int_equal(killed, 0);
+    assert_int_equal(waited, pid);
+    /* the data went to the temp file (all but the last write buffer) */
+    assert_true(in_tmp >= (99ll << 20));
+    return ws;
+}
+
+static void test_sigkill_no_target(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *path = tu_fmt("%s/big.lpk", dir);
+    int ws = run_and_kill(dir, path, 0, SIGKILL);
+    assert_true(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
+    assert_false(tu_exists(path));
+    /* SIGKILL cannot be caught: the temporary file stays, under its own name */
+    assert_true(tmp_size(dir, "big.lpk") >= 0);
+    tu_rmtree(dir);
+    free(path);
+    free(dir);
+}
+
+static void test_sigkill_existing_target(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *path = tu_fmt("%s/big.lpk", dir);
+    assert_int_equal(tu_write_file(path, "the old model", 13), 0);
+    int ws = run_and_kill(dir, path, LPK_WRITE_FORCE, SIGKILL);
+    assert_true(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
+    size_t len;
+    char *s = tu_read_file(path, &len);
+    assert_non_null(s);
+    assert_int_equal(len, 13);
+    assert_memory_equal(s, "the old model", 13);
+    free(s);
+    tu_rmtree(dir);
+    free(path);
+    free(dir);
+}
+
+static void signal_removes_temp(int sig)
+{
+    char *dir = tu_tmpdir();
+    char *path = tu_fmt("%s/big.lpk", dir);
+    char *keep = tu_fmt("%s/other", dir);
+    assert_int_equal(tu_write_file(keep, "x", 1), 0);
+    int ws = run_and_kill(dir, path, 0, sig);
+    assert_true(WIFSIGNALED(ws));
+    assert_int_equal(WTERMSIG(ws), sig); /* the default action still ends the process */
+    assert_false(tu_exists(path));
+    assert_int_equal(tmp_size(dir, "big.lpk"), -1);
+    assert_true(tu_exists(keep));
+    tu_rmtree(dir);
+    free(keep);
+    free(path);
+    free(dir);
+}
+
+static void test_sigint_removes_temp(void **state)
+{
+    (void)state;
+    signal_removes_temp(SIGINT);
+}
+
+static void test_sigterm_removes_temp(void **state)
+{
+    (void)state;
+    signal_removes_temp(SIGTERM);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sigkill_no_target),
+        cmocka_unit_test(test_sigkill_existing_target),
+        cmocka_unit_test(test_sigint_removes_temp),
+        cmocka_unit_test(test_sigterm_removes_temp),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
