@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "../convert/convert.h"
 #include "../verify/verify.h"
 
@@ -518,6 +520,111 @@ static void test_spm_matches_gguf(void **state)
     free(gguf);
 }
 
+/* Llama 2 as a SentencePiece-style tokenizer.json (what Hugging Face's
+ * LlamaConverter writes: vocab, byte_fallback, merges of every split of a
+ * piece into two pieces, in piece order, no pre-tokenizer) encodes llama.cpp's
+ * test set like tokenizer.model does. */
+static int32_t piece_find(const lpk_kv *toks, const int32_t *tab, size_t mask, const char *s,
+                          size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        if (tab[i] < 0) return -1;
+        lpk_str t = lpk_kv_str_at(toks, (uint64_t)tab[i]);
+        if (t.n == n && !memcmp(t.p, s, n)) return tab[i];
+    }
+}
+
+typedef struct merge_ent {
+    float score;      /* of the merged piece */
+    uint32_t seq;     /* order found: piece id, then split position */
+    int32_t id, k;    /* merged piece, length of its left half */
+} merge_ent;
+
+static int cmp_merge_score(const void *a, const void *b)
+{
+    const merge_ent *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+static void test_spm_style_json(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(model, "tokenizers/llama2/tokenizer.model");
+    lpk_meta *m = lpk_meta_new();
+    assert_int_equal(cv_tokenizer_load(model, m, NULL), LPK_OK);
+    const lpk_kv *toks = lpk_meta_find(m, "tokenizer.ggml.tokens");
+    const int32_t *types = lpk_meta_find(m, "tokenizer.ggml.token_type")->data;
+    size_t mask = 65535;
+    int32_t *tab = malloc((mask + 1) * sizeof *tab);
+    memset(tab, 0xff, (mask + 1) * sizeof *tab);
+    json_t *vocab = json_object(), *merges = json_array(), *added = json_array();
+    for (uint64_t id = 0; id < toks->count; id++) {
+        lpk_str t = lpk_kv_str_at(toks, id);
+        uint64_t h = 1469598103934665603ull;
+        for (size_t i = 0; i < t.n; i++) h = (h ^ (uint8_t)t.p[i]) * 1099511628211ull;
+        size_t i = h & mask;
+        while (tab[i] >= 0) i = (i + 1) & mask;
+        tab[i] = (int32_t)id;
+        json_object_set_new(vocab, t.p, json_integer((json_int_t)id));
+        if (types[id] == 3) {
+            json_t *a = json_pack("{s:I, s:s, s:b}", "id", (json_int_t)id, "content", t.p,
+                                  "special", 1);
+            json_array_append_new(added, a);
+        }
+    }
+    /* merges ordered by the score of the merged piece (descending), then by
+     * the ids of the halves */
+    const float *sc = lpk_meta_find(m, "tokenizer.ggml.scores")->data;
+    size_t nm = 0, capm = 1 << 18;
+    merge_ent *ml = malloc(capm * sizeof *ml);
+    for (uint64_t id = 0; id < toks->count; id++) {
+        lpk_str t = lpk_kv_str_at(toks, id);
+        for (size_t k = 1; k < t.n; k++) {
+            if (((uint8_t)t.p[k] & 0xc0) == 0x80) continue;
+            if (piece_find(toks, tab, mask, t.p, k) < 0 ||
+                piece_find(toks, tab, mask, t.p + k, t.n - k) < 0)
+                continue;
+            assert_true(nm < capm);
+            ml[nm] = (merge_ent){sc[id], (uint32_t)nm, (int32_t)id, (int32_t)k};
+            nm++;
+        }
+    }
+    qsort(ml, nm, sizeof *ml, cmp_merge_score);
+    for (size_t i = 0; i < nm; i++) {
+        lpk_str t = lpk_kv_str_at(toks, (uint64_t)ml[i].id);
+        char *mg = tu_fmt("%.*s %s", ml[i].k, t.p, t.p + ml[i].k);
+        json_array_append_new(merges, json_string(mg));
+        free(mg);
+    }
+    free(ml);
+    json_t *root = json_pack("{s:o, s:n, s:{s:s, s:b, s:s, s:o, s:o}}", "added_tokens", added,
+                             "pre_tokenizer", "model", "type", "BPE", "byte_fallback", 1,
+                             "unk_token", "<unk>", "vocab", vocab, "merges", merges);
+    char *js = json_dumps(root, JSON_COMPACT);
+    json_decref(root);
+    lpk_meta *hm = lpk_meta_new();
+    lpk_error err = {0};
+    int rc = cv_tokenizer_load_mem("tokenizer.json", (const uint8_t *)js, strlen(js), hm, &err);
+    if (rc) print_message("%s\n", err.msg);
+    assert_int_equal(rc, LPK_OK);
+    assert_string_equal(lpk_meta_get_str(hm, "tokenizer.ggml.model"), "llama");
+    const int32_t *ht = lpk_meta_find(hm, "tokenizer.ggml.token_type")->data;
+    assert_memory_equal(ht, types, toks->count * sizeof *types);
+    vf_tokenizer *t = NULL;
+    assert_int_equal(vf_tokenizer_new(hm, &t, &err), LPK_OK);
+    assert_int_equal(vf_tokenizer_bos(t), 1);
+    TU_NEED_SHARED(inp, "tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf.inp");
+    run_cases(t, inp, 1);
+    vf_tokenizer_free(t);
+    free(js);
+    free(tab);
+    lpk_meta_free(hm);
+    lpk_meta_free(m);
+}
+
 /* The CLI on a tokenizer file and on a container carrying its metadata. */
 static void test_cli_tokenize(void **state)
 {
@@ -571,6 +678,7 @@ int main(void)
         cmocka_unit_test(test_tokenizer_meta_errors),
         cmocka_unit_test(test_cli_tokenize),
         cmocka_unit_test(test_spm_matches_gguf),
+        cmocka_unit_test(test_spm_style_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -125,21 +125,20 @@ static int merge_all(const vf_tokenizer *t, const char *text, vf_sym *s, size_t 
 }
 
 /* A symbol that is no token becomes its bytes' tokens (SentencePiece byte
- * fallback, <0xNN>), or unk. */
+ * fallback, <0xNN>); without byte tokens, one unk for the whole symbol. */
 static int emit_bytes(const vf_tokenizer *t, const char *p, uint32_t n, vf_int_vec *out,
                       lpk_error *err)
 {
     for (uint32_t i = 0; i < n; i++) {
         int32_t id = t->byte_tok[(uint8_t)p[i]];
-        if (id < 0 && t->unk >= 0) {
-            id = t->unk;
-            i = n; /* one unk for the whole symbol */
+        if (id < 0) {
+            if (t->unk < 0)
+                return lpk_err(err, LPK_EUNSUPPORTED,
+                               "tokenizer: byte 0x%02x has no token and there is no unknown "
+                               "token", (uint8_t)p[i]);
+            return vf_ivec_push(out, t->unk) ? LPK_ENOMEM : LPK_OK;
         }
-        if (id < 0)
-            return lpk_err(err, LPK_EUNSUPPORTED,
-                           "tokenizer: byte 0x%02x has no token and there is no unknown token",
-                           (uint8_t)p[i]);
-        if (vf_ivec_push(out, id)) return lpk_err(err, LPK_ENOMEM, "tokenizer: out of memory");
+        if (vf_ivec_push(out, id)) return LPK_ENOMEM;
     }
     return LPK_OK;
 }
@@ -150,6 +149,7 @@ static int emit_chain(const vf_tokenizer *t, const char *text, const vf_sym *s, 
     for (int32_t i = ns ? 0 : -1; i >= 0; i = s[i].next) {
         int rc = s[i].id >= 0 ? (vf_ivec_push(out, s[i].id) ? LPK_ENOMEM : LPK_OK)
                               : emit_bytes(t, text + s[i].off, s[i].n, out, err);
+        /* out of memory gets its message here; emit_bytes set the others */
         if (rc == LPK_ENOMEM) return lpk_err(err, rc, "tokenizer: out of memory");
         if (rc) return rc;
     }

@@ -270,24 +270,39 @@ static int build_pairs(vf_tokenizer *t, const lpk_kv *merges, lpk_error *err)
     return rc;
 }
 
-static int cmp_special_len(const void *a, const void *b, void *ctx)
+typedef struct special_ent {
+    uint32_t len;
+    int32_t id;
+} special_ent;
+
+static int cmp_special(const void *a, const void *b)
 {
-    const vf_tokenizer *t = ctx;
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    if (t->dec_len[x] != t->dec_len[y]) return t->dec_len[x] > t->dec_len[y] ? -1 : 1;
-    return (x > y) - (x < y);
+    const special_ent *x = a, *y = b;
+    if (x->len != y->len) return x->len > y->len ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
 }
 
 static int build_special(vf_tokenizer *t)
 {
-    t->special = malloc((size_t)t->n_vocab * sizeof *t->special);
-    if (!t->special) return LPK_ENOMEM;
+    size_t n = 0;
+    for (int32_t i = 0; i < t->n_vocab; i++) {
+        int tt = t->type[i];
+        n += (tt == VF_TT_CONTROL || tt == VF_TT_USER || tt == VF_TT_UNKNOWN) && t->dec_len[i];
+    }
+    special_ent *e = malloc((n ? n : 1) * sizeof *e);
+    t->special = malloc((n ? n : 1) * sizeof *t->special);
+    if (!e || !t->special) {
+        free(e);
+        return LPK_ENOMEM;
+    }
     for (int32_t i = 0; i < t->n_vocab; i++) {
         int tt = t->type[i];
         if ((tt == VF_TT_CONTROL || tt == VF_TT_USER || tt == VF_TT_UNKNOWN) && t->dec_len[i])
-            t->special[t->n_special++] = i;
+            e[t->n_special++] = (special_ent){t->dec_len[i], i};
     }
-    qsort_r(t->special, t->n_special, sizeof *t->special, cmp_special_len, t);
+    qsort(e, t->n_special, sizeof *e, cmp_special);
+    for (size_t k = 0; k < t->n_special; k++) t->special[k] = e[k].id;
+    free(e);
     return LPK_OK;
 }
 
@@ -543,6 +558,7 @@ int vf_decode_token(const vf_tokenizer *t, int32_t id, char *buf, size_t cap)
     if (!t || id < 0 || id >= t->n_vocab || (!buf && cap)) return LPK_EINVAL;
     size_t n = t->dec_len[id];
     if (n > cap) n = cap;
+    if (n > INT32_MAX) n = INT32_MAX;
     memcpy(buf, t->dec_pool + t->dec_off[id], n);
     return (int)n;
 }
