@@ -5,7 +5,7 @@
  * it holds, and the copy is removed when the source is closed, when opening
  * fails, or on SIGINT/SIGTERM. Member names are confined to the folder: no
  * absolute paths, no "..", only regular files and folders. */
-#include "cv_torch.h"
+#include "cv_internal.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -347,6 +347,9 @@ static void arc_close(cv_source *s)
 {
     archive_src *a = (archive_src *)s;
     if (!a) return;
+    /* Only files is ours; the rest of base is the folder source's. */
+    for (size_t i = 0; i < a->base.n_files; i++) free(a->base.files[i]);
+    free(a->base.files);
     if (a->inner) a->inner->ops->close(a->inner);
     if (a->spool[0]) spool_cleanup(a->spool);
     free(a);
@@ -389,6 +392,7 @@ int cv_archive_open(const char *path, const cv_torch_opts *opts, cv_dir_open_fn 
     archive_src *a = calloc(1, sizeof *a);
     if (!a) return lpk_err(err, LPK_ENOMEM, "out of memory");
     char *spool = a->spool, root[8192];
+    (void)st;
     snprintf(spool, sizeof a->spool, "%s/.llmpack-unpack-XXXXXX", parent);
     if (strlen(parent) > 4000 || !mkdtemp(spool)) {
         free(a);
@@ -410,12 +414,20 @@ int cv_archive_open(const char *path, const cv_torch_opts *opts, cv_dir_open_fn 
     a->base = *a->inner;
     a->base.ops = &archive_ops;
     snprintf(a->base.path, sizeof a->base.path, "%s", path);
-    /* The input the user gave is the archive. */
-    const char *bn = strrchr(path, '/');
-    bn = bn ? bn + 1 : path;
-    uint64_t size = (uint64_t)st.st_size;
-    if (lpk_meta_set_str_arr(a->base.meta, "source.files", &bn, NULL, 1) ||
-        lpk_meta_set_arr(a->base.meta, "source.file_sizes", LPK_V_U64, &size, 1)) {
+    /* The input the user gave is the archive: provenance names it, and the
+     * model is named after it ("llama2-20m.tar.zst" -> "llama2-20m"). */
+    a->base.files = NULL;
+    a->base.n_files = 0;
+    if ((rc = cv_source_add_file(&a->base, path, err))) goto fail;
+    char name[256];
+    cv_default_name(path, name, sizeof name);
+    static const char *exts[] = {".tar.zst", ".tar.gz", ".tzst", ".tgz", ".tar", ".zip"};
+    for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
+        if (has_suffix(name, exts[i]) && strlen(name) > strlen(exts[i])) {
+            name[strlen(name) - strlen(exts[i])] = 0;
+            break;
+        }
+    if (lpk_meta_set_str(a->base.meta, "general.name", name)) {
         rc = lpk_err(err, LPK_ENOMEM, "out of memory");
         goto fail;
     }

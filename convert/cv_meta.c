@@ -5,7 +5,7 @@
  * recognised by shards holding full `dim`-wide rows); 1-D norms are replicated.
  * The merged tensor is never materialised: read_rows copies each requested
  * row's slices from the shards' mappings, and release drops those pages. */
-#include "cv_torch.h"
+#include "cv_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -33,44 +33,6 @@ typedef struct meta_src {
     meta_tensor *mt;             /* parallel to base.tensors */
     const cv_pt_tensor **part_store;
 } meta_src;
-
-/* ---------------------------------------------------------------- names */
-/* Meta name -> canonical name. 1: mapped, 0: skipped (rope.freqs), -1: unknown. */
-static int meta_name(const char *m, char *out, size_t n)
-{
-    static const struct { const char *meta, *canon; } top[] = {
-        {"tok_embeddings.weight", "token_embd.weight"},
-        {"norm.weight", "output_norm.weight"},
-        {"output.weight", "output.weight"},
-    };
-    static const struct { const char *meta, *canon; } layer[] = {
-        {"attention_norm.weight", "attn_norm.weight"},
-        {"attention.wq.weight", "attn_q.weight"},
-        {"attention.wk.weight", "attn_k.weight"},
-        {"attention.wv.weight", "attn_v.weight"},
-        {"attention.wo.weight", "attn_output.weight"},
-        {"ffn_norm.weight", "ffn_norm.weight"},
-        {"feed_forward.w1.weight", "ffn_gate.weight"},
-        {"feed_forward.w2.weight", "ffn_down.weight"},
-        {"feed_forward.w3.weight", "ffn_up.weight"},
-    };
-    if (!strcmp(m, "rope.freqs")) return 0;
-    for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
-        if (!strcmp(m, top[i].meta)) {
-            snprintf(out, n, "%s", top[i].canon);
-            return 1;
-        }
-    unsigned layer_i;
-    int used = 0;
-    if (sscanf(m, "layers.%u.%n", &layer_i, &used) == 1 && used > 0 && layer_i < 100000 &&
-        m[7] >= '0' && m[7] <= '9')
-        for (size_t i = 0; i < sizeof layer / sizeof layer[0]; i++)
-            if (!strcmp(m + used, layer[i].meta)) {
-                snprintf(out, n, "blk.%u.%s", layer_i, layer[i].canon);
-                return 1;
-            }
-    return -1;
-}
 
 static int has_suffix(const char *s, const char *suf)
 {
@@ -128,8 +90,7 @@ static void meta_close(cv_source *s)
     free(m->shards);
     free(m->mt);
     free(m->part_store);
-    free(m->base.tensors);
-    lpk_meta_free(m->base.meta);
+    cv_source_free_base(&m->base);
     free(m);
 }
 
@@ -262,12 +223,6 @@ static int list_shards(const char *dir, char ***names, size_t *n, lpk_error *err
     return rc;
 }
 
-static const char *base_name(const char *p)
-{
-    const char *s = strrchr(p, '/');
-    return s ? s + 1 : p;
-}
-
 /* Shards must hold the same names, dtypes and ranks, and 2-D shapes that
  * merge (checked per tensor in plan_tensor). */
 static int check_shards_agree(meta_src *m, lpk_error *err)
@@ -360,8 +315,7 @@ static const cv_tensor *find_t(const cv_source *s, const char *name)
 }
 
 static int fill_meta(meta_src *m, const char *dir, const char *ppath, const meta_params *p,
-                     const cv_torch_opts *opts, const char **skipped, size_t n_skipped,
-                     lpk_error *err)
+                     const cv_torch_opts *opts, lpk_error *err)
 {
     const cv_tensor *emb = find_t(&m->base, "token_embd.weight"),
                     *gate = find_t(&m->base, "blk.0.ffn_gate.weight");
@@ -370,42 +324,28 @@ static int fill_meta(meta_src *m, const char *dir, const char *ppath, const meta
                        dir, (long long)p->dim);
     if (!gate || gate->n_dims != 2)
         return lpk_err(err, LPK_ECORRUPT, "%s: layers.0.feed_forward.w1.weight missing", dir);
-    int64_t vocab = emb->dims[0], ffn = gate->dims[0];
-    if (p->vocab > 0 && p->vocab != vocab)
+    cv_hparams hp = {.dim = p->dim, .n_layers = p->n_layers, .n_head = p->n_heads,
+                     .n_kv = p->n_kv, .head_dim = p->dim / p->n_heads, .eps = p->eps,
+                     .rope_theta = p->theta, .vocab = emb->dims[0], .ffn = gate->dims[0]};
+    if (p->vocab > 0 && p->vocab != hp.vocab)
         return lpk_err(err, LPK_ECORRUPT, "%s: vocab_size %lld, but tok_embeddings has %lld rows",
-                       ppath, (long long)p->vocab, (long long)vocab);
-    if (p->multiple_of > 0 && meta_ffn(p) != ffn)
+                       ppath, (long long)p->vocab, (long long)hp.vocab);
+    if (p->multiple_of > 0 && meta_ffn(p) != hp.ffn)
         return lpk_err(err, LPK_ECORRUPT,
                        "%s: dim/multiple_of/ffn_dim_multiplier imply a feed-forward size of %lld, "
-                       "but w1 has %lld rows", ppath, (long long)meta_ffn(p), (long long)ffn);
-    if (vocab > UINT32_MAX || ffn > UINT32_MAX)
+                       "but w1 has %lld rows", ppath, (long long)meta_ffn(p), (long long)hp.ffn);
+    if (hp.vocab > UINT32_MAX || hp.ffn > UINT32_MAX)
         return lpk_err(err, LPK_ECORRUPT, "%s: implausible tensor shapes", dir);
-    uint32_t ctx = opts && opts->context_length ? opts->context_length
-                   : p->max_seq_len > 0      ? (uint32_t)p->max_seq_len
-                                             : 4096;
+    /* Meta's LLaMA-2 params.json gives no context length: 4096 unless told. */
+    hp.ctx = opts && opts->context_length ? opts->context_length
+             : p->max_seq_len > 0         ? p->max_seq_len
+                                          : 4096;
+    int rc = cv_hparams_to_meta(&hp, m->base.meta, err);
+    if (rc) return rc;
     lpk_meta *md = m->base.meta;
     char name[256];
-    const char *bn = base_name(dir);
-    /* "meta" says little: prefer the parent folder's name. */
-    if (!strcmp(bn, "meta") && bn > dir + 1) {
-        const char *e = bn - 1, *b = e;
-        while (b > dir && b[-1] != '/') b--;
-        snprintf(name, sizeof name, "%.*s", (int)(e - b), b);
-    } else {
-        snprintf(name, sizeof name, "%s", bn);
-    }
-    int rc = 0;
-    rc |= lpk_meta_set_str(md, "general.architecture", "llama");
+    cv_default_name(dir, name, sizeof name);
     rc |= lpk_meta_set_str(md, "general.name", name[0] ? name : "model");
-    rc |= lpk_meta_set_u32(md, "llama.context_length", ctx);
-    rc |= lpk_meta_set_u32(md, "llama.embedding_length", (uint32_t)p->dim);
-    rc |= lpk_meta_set_u32(md, "llama.block_count", (uint32_t)p->n_layers);
-    rc |= lpk_meta_set_u32(md, "llama.feed_forward_length", (uint32_t)ffn);
-    rc |= lpk_meta_set_u32(md, "llama.attention.head_count", (uint32_t)p->n_heads);
-    rc |= lpk_meta_set_u32(md, "llama.attention.head_count_kv", (uint32_t)p->n_kv);
-    rc |= lpk_meta_set_f32(md, "llama.attention.layer_norm_rms_epsilon", (float)p->eps);
-    rc |= lpk_meta_set_u32(md, "llama.rope.dimension_count", (uint32_t)(p->dim / p->n_heads));
-    rc |= lpk_meta_set_f32(md, "llama.rope.freq_base", (float)p->theta);
     if (p->scaled_rope) {
         /* Meta's apply_scaling constants (Llama 3.1). */
         rc |= lpk_meta_set_str(md, "llama.rope.scaling.type", "llama3");
@@ -414,27 +354,12 @@ static int fill_meta(meta_src *m, const char *dir, const char *ppath, const meta
         rc |= lpk_meta_set_f32(md, "llama.rope.scaling.low_freq_factor", 1.0f);
         rc |= lpk_meta_set_f32(md, "llama.rope.scaling.high_freq_factor", 4.0f);
     }
-    rc |= lpk_meta_set_u32(md, "llama.vocab_size", (uint32_t)vocab);
     rc |= lpk_meta_set_str(md, "source.format", "meta");
-    const char **files = calloc(m->n_shards + 1, sizeof *files);
-    uint64_t *sizes = calloc(m->n_shards + 1, sizeof *sizes);
-    if (!files || !sizes) rc = LPK_ENOMEM;
-    if (!rc) {
-        files[0] = "params.json";
-        struct stat st;
-        sizes[0] = stat(ppath, &st) == 0 ? (uint64_t)st.st_size : 0;
-        for (size_t s = 0; s < m->n_shards; s++) {
-            files[s + 1] = base_name(m->shards[s]->path);
-            sizes[s + 1] = m->shards[s]->size;
-        }
-        rc |= lpk_meta_set_str_arr(md, "source.files", files, NULL, m->n_shards + 1);
-        rc |= lpk_meta_set_arr(md, "source.file_sizes", LPK_V_U64, sizes, m->n_shards + 1);
-        if (n_skipped)
-            rc |= lpk_meta_set_str_arr(md, "source.skipped_tensors", skipped, NULL, n_skipped);
-    }
-    free(files);
-    free(sizes);
-    return rc ? lpk_err(err, LPK_ENOMEM, "%s: out of memory", dir) : 0;
+    if (rc) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    if ((rc = cv_source_add_file(&m->base, ppath, err))) return rc;
+    for (size_t s = 0; s < m->n_shards; s++)
+        if ((rc = cv_source_add_file(&m->base, m->shards[s]->path, err))) return rc;
+    return 0;
 }
 
 /* ---------------------------------------------------------------- open */
@@ -461,8 +386,6 @@ int cv_meta_open(const char *dir, const cv_torch_opts *opts, cv_source **out, lp
     if (!m) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", dir);
     m->base.ops = &meta_ops;
     snprintf(m->base.path, sizeof m->base.path, "%s", dir);
-    const char **skipped = NULL;
-    size_t n_skipped = 0;
     char **names = NULL;
     size_t n_names = 0;
     if (!(m->base.meta = lpk_meta_new())) {
@@ -484,20 +407,19 @@ int cv_meta_open(const char *dir, const cv_torch_opts *opts, cv_source **out, lp
     m->base.tensors = calloc(nt ? nt : 1, sizeof *m->base.tensors);
     m->mt = calloc(nt ? nt : 1, sizeof *m->mt);
     m->part_store = calloc((nt ? nt : 1) * S, sizeof *m->part_store);
-    skipped = calloc(nt ? nt : 1, sizeof *skipped);
-    if (!m->base.tensors || !m->mt || !m->part_store || !skipped) {
+    if (!m->base.tensors || !m->mt || !m->part_store) {
         rc = lpk_err(err, LPK_ENOMEM, "%s: out of memory", dir);
         goto fail;
     }
     for (size_t i = 0; i < nt; i++) {
         const cv_pt_tensor *x = &f0->tensors[i];
         cv_tensor *t = &m->base.tensors[m->base.n_tensors];
-        int k = meta_name(x->name, t->name, sizeof t->name);
-        if (k == 0) {
-            skipped[n_skipped++] = x->name;
+        int k = cv_name_from_meta(x->name, t->name, sizeof t->name);
+        if (k == CV_NAME_SKIP) {
+            if ((rc = cv_source_add_skipped(&m->base, x->name, err))) goto fail;
             continue;
         }
-        if (k < 0) {
+        if (k != CV_NAME_OK) {
             rc = lpk_err(err, LPK_EUNSUPPORTED, "%s: unknown tensor '%s' (not a LLaMA weight)",
                          f0->path, x->name);
             goto fail;
@@ -509,14 +431,12 @@ int cv_meta_open(const char *dir, const cv_torch_opts *opts, cv_source **out, lp
         t->priv = mt;
         m->base.n_tensors++;
     }
-    if ((rc = fill_meta(m, dir, ppath, &p, opts, skipped, n_skipped, err))) goto fail;
-    free(skipped);
+    if ((rc = fill_meta(m, dir, ppath, &p, opts, err))) goto fail;
     for (size_t i = 0; i < n_names; i++) free(names[i]);
     free(names);
     *out = &m->base;
     return 0;
 fail:
-    free(skipped);
     for (size_t i = 0; i < n_names; i++) free(names[i]);
     free(names);
     meta_close(&m->base);

@@ -205,7 +205,7 @@ int cv_detect_kind(const char *path, char *why, size_t why_n)
         return CV_KIND_UNKNOWN;
     }
     if (has_suffix(path, ".tar") || has_suffix(path, ".tar.zst") || has_suffix(path, ".tzst") ||
-        has_suffix(path, ".zip"))
+        has_suffix(path, ".zip") || cv_archive_detect(path))
         return CV_KIND_ARCHIVE;
     if (has_suffix(path, ".bin")) {
         uint8_t m[4] = {0};
@@ -671,7 +671,9 @@ static int open_source(const cv_options *o, cv_open_opts *oo, cv_source **s, lpk
     char *sl = strrchr(spool, '/');
     if (sl) sl[sl == spool ? 1 : 0] = 0;
     else snprintf(spool, sizeof spool, ".");
-    cv_torch_opts topts = {.context_length = o->context_length, .spool_dir = spool};
+    cv_torch_opts topts = {.context_length = o->context_length, .spool_dir = spool,
+                           .tokenizer = oo->tokenizer, .warn = oo->warn,
+                           .warn_n = sizeof oo->warn};
     open_ctx.o = o;
     open_ctx.oo = oo;
     int rc = open_path(o->src, &topts, s, err);

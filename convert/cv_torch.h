@@ -25,6 +25,9 @@ typedef struct cv_torch_opts {
     uint32_t context_length;  /* 0: from the checkpoint, else 4096 */
     const char *spool_dir;    /* archives: folder for the temporary copy
                                * (the output's folder); NULL: "." */
+    const char *tokenizer;    /* --tokenizer FILE, or NULL (HF .bin folders) */
+    char *warn;               /* out (may be NULL): a non-fatal problem */
+    size_t warn_n;
 } cv_torch_opts;
 
 /* ---------------------------------------------------------------- pickle */
@@ -122,16 +125,23 @@ void cv_torch_file_close(cv_torch_file *f);  /* NULL is fine */
  * Shards are merged per tensor (wq/wk/wv/w1/w3/output along dim 0, wo/w2
  * along dim 1, tok_embeddings along dim 1, or dim 0 when a shard holds full
  * rows as LLaMA 3 does; 1-D norms replicated and checked equal). rope.freqs is
- * skipped and listed in source.skipped_tensors. llama.* keys come from
+ * skipped (listed in the source's skipped). llama.* keys come from
  * params.json and the tensor shapes. Tokenizer keys are not set here. */
 int cv_meta_open(const char *dir, const cv_torch_opts *opts, cv_source **out, lpk_error *err);
 /* True when dir looks like a Meta folder (params.json + consolidated.00.pth). */
 int cv_meta_detect(const char *dir);
 
+/* HF folder with pytorch_model.bin, or pytorch_model-*.bin shards (with
+ * pytorch_model.bin.index.json, or all of them in name order without one):
+ * config.json and tokenizer as for safetensors, q/k rows un-permuted,
+ * *.rotary_emb.inv_freq skipped. Declared with the other readers in
+ * cv_internal.h: int cv_hftorch_open(dir, const cv_torch_opts *, out, err). */
+
 /* Checkpoint archives (.tar, .tar.gz, .tar.zst, .zip; files at the root or in
  * one top-level folder). The members are copied into a temporary folder in
  * opts->spool_dir (free space checked first; removed on close, on failure and
- * on SIGINT/SIGTERM) and that folder is opened with open_dir. */
+ * on SIGINT/SIGTERM) and that folder is opened with open_dir. The source's
+ * files are the archive itself; general.name comes from the archive's name. */
 typedef int (*cv_dir_open_fn)(const char *dir, const cv_torch_opts *opts, cv_source **out,
                               lpk_error *err);
 int cv_archive_open(const char *path, const cv_torch_opts *opts, cv_dir_open_fn open_dir,

@@ -93,6 +93,10 @@ static void check_archives(const char *model, unsigned kinds)
         tu_fmt("cd '%s' && zip -q -1 -r '%s/m.zip' .", meta, dir),
     };
     const char *names[] = {"m.tar.zst", "m.tar.gz", "m.tar", "m.zip"};
+    char *ref_lpk = tu_fmt("%s/ref.lpk", dir);
+    char *out = NULL;
+    if (tu_llmpack(&out, "convert '%s' -o '%s'", meta, ref_lpk)) fail_msg("%s", out);
+    free(out);
     for (int i = 0; i < 4; i++) {
         if (!(kinds & (1u << i))) {
             free(cmds[i]);
@@ -105,17 +109,27 @@ static void check_archives(const char *model, unsigned kinds)
         cv_source *s;
         if (cv_archive_open(p, &o, open_meta, &s, &err)) fail_msg("%s: %s", names[i], err.msg);
         assert_string_equal(lpk_meta_get_str(s->meta, "source.format"), "meta");
-        assert_string_equal(lpk_kv_str_at(lpk_meta_find(s->meta, "source.files"), 0).p,
-                            names[i]);
+        assert_int_equal(s->n_files, 1);
+        assert_string_equal(s->files[0], p);
+        assert_string_equal(lpk_meta_get_str(s->meta, "general.name"), "m");
         same_tensors(ref, s);
         assert_int_equal(leftovers(dir), 1);
         s->ops->close(s);
         assert_int_equal(leftovers(dir), 0);
+        /* and through `llmpack convert`: the same tensors as the folder */
+        char *a = tu_fmt("%s/a.lpk", dir), why[512];
+        if (tu_llmpack(&out, "convert '%s' -o '%s'", p, a)) fail_msg("%s", out);
+        free(out);
+        if (tu_lpk_same_tensors(ref_lpk, a, why, sizeof why)) fail_msg("%s: %s", names[i], why);
+        assert_int_equal(leftovers(dir), 0);
+        unlink(a);
+        free(a);
         unlink(p);
         free(p);
         free(cmds[i]);
     }
     ref->ops->close(ref);
+    free(ref_lpk);
     tu_rmtree(dir);
     free(dir);
     free(meta);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "../convert/cv_torch.h"
@@ -685,10 +686,8 @@ static void test_meta_merge(void **state)
             assert_int_equal(lpk_meta_get_u32(m, "llama.rope.scaling.original_context_length",
                                               &u), 0);
             assert_int_equal(u, 8192);
-            const lpk_kv *sk = lpk_meta_find(m, "source.skipped_tensors");
-            assert_non_null(sk);
-            assert_int_equal(sk->count, 1);
-            assert_string_equal(lpk_kv_str_at(sk, 0).p, "rope.freqs");
+            assert_int_equal(s->n_skipped, 1);
+            assert_string_equal(s->skipped[0], "rope.freqs");
             s->ops->close(s);
             tu_rmtree(dir);
             free(dir);
@@ -868,7 +867,7 @@ static void test_shared_stories260k(void **state)
     assert_int_equal(u, 172);
     assert_int_equal(lpk_meta_get_u32(s->meta, "llama.attention.head_count_kv", &u), 0);
     assert_int_equal(u, 4);
-    assert_null(lpk_meta_find(s->meta, "source.skipped_tensors"));
+    assert_int_equal(s->n_skipped, 0);
     s->ops->close(s);
     json_decref(f.hdr);
     free(f.bytes);
@@ -905,9 +904,8 @@ static void test_shared_llama2_20m(void **state)
     assert_int_equal(u, 768);
     assert_int_equal(lpk_meta_get_f32(s->meta, "llama.rope.freq_base", &fl), 0);
     assert_true(fl == 10000.0f);
-    const lpk_kv *sk = lpk_meta_find(s->meta, "source.skipped_tensors");
-    assert_non_null(sk);
-    assert_string_equal(lpk_kv_str_at(sk, 0).p, "rope.freqs");
+    assert_int_equal(s->n_skipped, 1);
+    assert_string_equal(s->skipped[0], "rope.freqs");
     s->ops->close(s);
     for (int i = 0; i < 2; i++) {
         json_decref(f[i].hdr);
@@ -915,6 +913,246 @@ static void test_shared_llama2_20m(void **state)
     }
     free(mdir);
     free(hdir);
+}
+
+/* ---------------------------------------------------------------- end to end (CLI) */
+static void same_lpk(const char *a, const char *b)
+{
+    char why[512];
+    if (tu_lpk_same_tensors(a, b, why, sizeof why)) fail_msg("%s vs %s: %s", a, b, why);
+}
+
+static void test_cli_meta_equals_hf(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(models, "models");
+    char *mdir = strdup(models);
+    char *dir = tu_tmpdir();
+    const char *names[] = {"stories260K", "llama2-20m"};
+    for (int i = 0; i < 2; i++) {
+        char *out = NULL;
+        int rc = tu_llmpack(&out, "convert '%s/%s/meta' -o '%s/m.lpk'", mdir, names[i], dir);
+        if (rc) fail_msg("%s", out);
+        free(out);
+        rc = tu_llmpack(&out, "convert '%s/%s/hf' -o '%s/h.lpk'", mdir, names[i], dir);
+        if (rc) fail_msg("%s", out);
+        free(out);
+        char *a = tu_fmt("%s/m.lpk", dir), *b = tu_fmt("%s/h.lpk", dir);
+        same_lpk(a, b);
+        unlink(a); unlink(b);
+        free(a); free(b);
+    }
+    tu_rmtree(dir);
+    free(dir);
+    free(mdir);
+}
+
+/* pytorch_model*.bin written here from the HF safetensors of a model (plus a
+ * rotary_emb.inv_freq buffer, as old HF checkpoints carry), converted, and
+ * compared with the safetensors conversion. */
+static void write_hf_bins(const char *hf, const char *dir, int n_files)
+{
+    st_file f[2];
+    char *single = tu_fmt("%s/model.safetensors", hf);
+    int nsf = tu_exists(single) ? 1 : 2;
+    free(single);
+    for (int i = 0; i < nsf; i++) {
+        char *p = nsf == 1 ? tu_fmt("%s/model.safetensors", hf)
+                           : tu_fmt("%s/model-0000%d-of-00002.safetensors", hf, i + 1);
+        st_load(&f[i], p);
+        free(p);
+    }
+    tspec ts[2][200];
+    storage st[2][200];
+    char keys[2][200][8];
+    size_t n[2] = {0, 0};
+    float inv[4] = {1, 0.1f, 0.01f, 0.001f};
+    json_t *wmap = json_object();
+    size_t total = 0;
+    for (int i = 0; i < nsf; i++) {
+        const char *k;
+        json_t *e;
+        json_object_foreach(f[i].hdr, k, e) {
+            if (!strcmp(k, "__metadata__")) continue;
+            int o = (int)(total++ % (size_t)n_files);
+            size_t j = n[o]++;
+            assert_true(j < 199);
+            const char *dt = json_string_value(json_object_get(e, "dtype"));
+            json_t *shape = json_object_get(e, "shape"), *off = json_object_get(e, "data_offsets");
+            size_t b0 = (size_t)json_integer_value(json_array_get(off, 0));
+            size_t b1 = (size_t)json_integer_value(json_array_get(off, 1));
+            snprintf(keys[o][j], 8, "%zu", j);
+            tspec *t = &ts[o][j];
+            *t = (tspec){k, !strcmp(dt, "F32") ? "FloatStorage"
+                            : !strcmp(dt, "F16") ? "HalfStorage" : "BFloat16Storage",
+                         keys[o][j], 0, 0, (int)json_array_size(shape), {0}, {0}};
+            int64_t ne = 1;
+            for (int d = 0; d < t->nd; d++) {
+                t->dims[d] = json_integer_value(json_array_get(shape, (size_t)d));
+                ne *= t->dims[d];
+            }
+            t->numel = ne;
+            contiguous(t);
+            st[o][j] = (storage){keys[o][j], f[i].bytes + f[i].data0 + b0, b1 - b0};
+            char *fname = n_files == 1 ? tu_fmt("pytorch_model.bin")
+                                       : tu_fmt("pytorch_model-0000%d-of-00002.bin", o + 1);
+            json_object_set_new(wmap, k, json_string(fname));
+            free(fname);
+        }
+    }
+    /* the buffer HF's old LlamaRotaryEmbedding saved */
+    size_t j = n[0]++;
+    snprintf(keys[0][j], 8, "%zu", j);
+    ts[0][j] = (tspec){"model.layers.0.self_attn.rotary_emb.inv_freq", "FloatStorage",
+                       keys[0][j], 4, 0, 1, {4}, {1}};
+    st[0][j] = (storage){keys[0][j], inv, sizeof inv};
+    json_object_set_new(wmap, ts[0][j].name, json_string(n_files == 1 ? "pytorch_model.bin"
+                                                         : "pytorch_model-00001-of-00002.bin"));
+    for (int o = 0; o < n_files; o++) {
+        buf pkl = pk_state_dict(ts[o], n[o]);
+        char *p = n_files == 1 ? tu_fmt("%s/pytorch_model.bin", dir)
+                               : tu_fmt("%s/pytorch_model-0000%d-of-00002.bin", dir, o + 1);
+        write_pth(p, "archive", &pkl, st[o], n[o], 1);
+        free(p);
+        free(pkl.p);
+    }
+    if (n_files > 1) {
+        json_t *idx = json_pack("{s:{s:i}, s:o}", "metadata", "total_size", 0, "weight_map", wmap);
+        char *ip = tu_fmt("%s/pytorch_model.bin.index.json", dir);
+        assert_int_equal(json_dump_file(idx, ip, 0), 0);
+        json_decref(idx);
+        free(ip);
+    } else {
+        json_decref(wmap);
+    }
+    const char *copy[] = {"config.json", "tokenizer.model"};
+    for (int i = 0; i < 2; i++) {
+        char *a = tu_fmt("%s/%s", hf, copy[i]), *b = tu_fmt("%s/%s", dir, copy[i]);
+        assert_int_equal(symlink(a, b), 0);
+        free(a); free(b);
+    }
+    for (int i = 0; i < nsf; i++) {
+        json_decref(f[i].hdr);
+        free(f[i].bytes);
+    }
+}
+
+static void test_cli_hf_bin(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(models, "models");
+    char *mdir = realpath(models, NULL);  /* symlink targets */
+    char *dir = tu_tmpdir();
+    const char *names[] = {"stories260K", "llama2-20m"};
+    for (int i = 0; i < 2; i++)
+        for (int nf = 1; nf <= 2; nf++) {
+            char *hf = tu_fmt("%s/%s/hf", mdir, names[i]);
+            char *bins = tu_fmt("%s/bins", dir);
+            assert_int_equal(mkdir(bins, 0700), 0);
+            write_hf_bins(hf, bins, nf);
+            char *out = NULL;
+            int rc = tu_llmpack(&out, "convert '%s' -o '%s/b.lpk' --json", bins, dir);
+            if (rc) fail_msg("%s", out);
+            assert_non_null(strstr(out, "\"source_format\": \"hf-pytorch\""));
+            assert_non_null(strstr(out, "model.layers.0.self_attn.rotary_emb.inv_freq"));
+            free(out);
+            rc = tu_llmpack(&out, "convert '%s' -o '%s/h.lpk'", hf, dir);
+            if (rc) fail_msg("%s", out);
+            free(out);
+            char *a = tu_fmt("%s/b.lpk", dir), *b = tu_fmt("%s/h.lpk", dir);
+            same_lpk(a, b);
+            unlink(a); unlink(b);
+            free(a); free(b);
+            tu_rmtree(bins);
+            free(bins);
+            free(hf);
+        }
+    tu_rmtree(dir);
+    free(dir);
+    free(mdir);
+}
+
+/* Crafted bad inputs through `llmpack convert`: exit 3 and a message that says
+ * what is wrong. */
+static void expect_exit3(const char *src, const char *outdir, const char *needle)
+{
+    char *out = NULL;
+    int rc = tu_llmpack(&out, "convert '%s' -o '%s/x.lpk'", src, outdir);
+    if (rc != 3 || !out || !strstr(out, needle))
+        fail_msg("convert %s: exit %d, output '%s', wanted exit 3 and '%s'", src, rc,
+                 out ? out : "", needle);
+    free(out);
+    char *x = tu_fmt("%s/x.lpk", outdir);
+    assert_false(tu_exists(x));
+    free(x);
+}
+
+static void test_cli_bad_inputs(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    /* Meta folders with one bad shard file each */
+    const char *params = "{\"dim\": 8, \"multiple_of\": 4, \"n_heads\": 2, \"n_layers\": 1, "
+                         "\"norm_eps\": 1e-06, \"vocab_size\": -1}";
+    float s0[12] = {0};
+    storage st[1] = {{"0", s0, sizeof s0}};
+    struct badcase { const char *name; buf pkl; const char *needle; } bad[3];
+    /* os.system */
+    buf b = {0};
+    b_u8(&b, 0x80); b_u8(&b, 2); b_u8(&b, '}'); pk_str(&b, "x");
+    pk_global(&b, "os", "system"); pk_str(&b, "touch /tmp/llmpack-pwned"); b_u8(&b, 0x85);
+    b_u8(&b, 'R'); b_u8(&b, 's'); b_u8(&b, '.');
+    bad[0] = (struct badcase){"evil", b, "'os.system'"};
+    /* unknown opcode */
+    buf c = {0};
+    b_u8(&c, 0x80); b_u8(&c, 2); b_u8(&c, '}'); b_u8(&c, 'i'); b_put(&c, "os\nsystem\n", 10);
+    b_u8(&c, '.');
+    bad[1] = (struct badcase){"opcode", c, "pickle opcode 0x69"};
+    /* non-contiguous */
+    tspec tr = {"layers.0.attention.wq.weight", "FloatStorage", "0", 12, 0, 2, {3, 4}, {1, 3}};
+    bad[2] = (struct badcase){"strides", pk_state_dict(&tr, 1),
+                              "'layers.0.attention.wq.weight' is not contiguous"};
+    for (int i = 0; i < 3; i++) {
+        char *m = tu_fmt("%s/%s", dir, bad[i].name);
+        assert_int_equal(mkdir(m, 0700), 0);
+        char *pp = tu_fmt("%s/params.json", m), *pth = tu_fmt("%s/consolidated.00.pth", m);
+        assert_int_equal(tu_write_file(pp, params, strlen(params)), 0);
+        write_pth(pth, "consolidated.00", &bad[i].pkl, st, 1, 0);
+        expect_exit3(m, dir, bad[i].needle);
+        free(bad[i].pkl.p);
+        free(pp); free(m);
+        /* legacy format and truncated zip: same folder, other shard bytes */
+        if (i == 2) {
+            static const uint8_t legacy[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
+                                             0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e};
+            assert_int_equal(tu_write_file(pth, legacy, sizeof legacy), 0);
+            char *m2 = tu_fmt("%s/strides", dir);
+            expect_exit3(m2, dir, "legacy torch format, re-save with torch>=1.6");
+            buf ok = pk_state_dict(&tr, 1);
+            write_pth(pth, "consolidated.00", &ok, st, 1, 0);
+            free(ok.p);
+            size_t n;
+            char *whole = tu_read_file(pth, &n);
+            assert_int_equal(tu_write_file(pth, whole, n / 2), 0);
+            expect_exit3(m2, dir, "truncated");
+            free(whole);
+            free(m2);
+        }
+        free(pth);
+    }
+    assert_false(tu_exists("/tmp/llmpack-pwned"));
+    /* shards that disagree, norms that differ */
+    for (int spoil = 1; spoil <= 2; spoil++) {
+        char *m = tu_fmt("%s/shards%d", dir, spoil);
+        assert_int_equal(mkdir(m, 0700), 0);
+        write_tiny_meta(m, 2, spoil, 0);
+        expect_exit3(m, dir, spoil == 1 ? "shards disagree: 'layers.0.attention.wk.weight'"
+                                        : "replicated tensor 'layers.0.ffn_norm.weight' "
+                                          "differs between");
+        free(m);
+    }
+    tu_rmtree(dir);
+    free(dir);
 }
 
 int main(void)
@@ -930,6 +1168,9 @@ int main(void)
         cmocka_unit_test(test_meta_bad_shards),
         cmocka_unit_test(test_shared_stories260k),
         cmocka_unit_test(test_shared_llama2_20m),
+        cmocka_unit_test(test_cli_meta_equals_hf),
+        cmocka_unit_test(test_cli_hf_bin),
+        cmocka_unit_test(test_cli_bad_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../format/lpk.h"
+
 int tu_exists(const char *path)
 {
     struct stat st;
@@ -133,4 +135,34 @@ float tu_randn(uint64_t *s)
     double u1 = ((double)(tu_rand(s) >> 11) + 0.5) / 9007199254740992.0;
     double u2 = ((double)(tu_rand(s) >> 11) + 0.5) / 9007199254740992.0;
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+int tu_lpk_same_tensors(const char *a, const char *b, char *why, size_t why_n)
+{
+    lpk_reader *ra = NULL, *rb = NULL;
+    lpk_error err = {0};
+    int rc = -1;
+    if (lpk_reader_open(a, &ra, &err) || lpk_reader_open(b, &rb, &err)) {
+        snprintf(why, why_n, "%s", err.msg);
+        goto out;
+    }
+    if (lpk_reader_n_tensors(ra) != lpk_reader_n_tensors(rb)) {
+        snprintf(why, why_n, "%zu tensors vs %zu", lpk_reader_n_tensors(ra),
+                 lpk_reader_n_tensors(rb));
+        goto out;
+    }
+    for (size_t i = 0; i < lpk_reader_n_tensors(ra); i++) {
+        const lpk_tensor *x = lpk_reader_tensor(ra, i), *y = lpk_reader_find(rb, x->name);
+        if (!y || x->type != y->type || x->n_dims != y->n_dims ||
+            memcmp(x->dims, y->dims, sizeof x->dims) || !x->has_xxh3 || !y->has_xxh3 ||
+            x->xxh3 != y->xxh3) {
+            snprintf(why, why_n, "tensor %s differs", x->name);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    lpk_reader_close(ra);
+    lpk_reader_close(rb);
+    return rc;
 }

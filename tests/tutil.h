@@ -33,6 +33,9 @@ int tu_llmpack(char **out, const char *args_fmt, ...) __attribute__((format(prin
 char *tu_read_file(const char *path, size_t *len);
 int tu_write_file(const char *path, const void *data, size_t len);
 int tu_exists(const char *path);
+/* Compares two containers tensor by tensor (name, type, shape, xxh3 of the
+ * bytes). Returns 0 when they hold the same tensors, else -1 with why filled. */
+int tu_lpk_same_tensors(const char *a, const char *b, char *why, size_t why_n);
 /* Deterministic random numbers (xorshift), for fixtures. */
 uint64_t tu_rand(uint64_t *state);
 float tu_randn(uint64_t *state);   /* ~N(0,1) */
