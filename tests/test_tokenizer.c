@@ -625,6 +625,57 @@ static void test_spm_style_json(void **state)
     lpk_meta_free(m);
 }
 
+/* Small byte-level tokenizer.json files (the fuzz seeds): merges as "a b"
+ * strings and as [a, b] pairs give the same metadata; a non-special added
+ * token splits the text even without parse_special; TemplateProcessing names
+ * BOS. */
+static void test_bpe_small_json(void **state)
+{
+    (void)state;
+    static const char *const files[] = {"tests/fuzz/corpus_tokenizer/bpe_small.json",
+                                        "tests/fuzz/corpus_tokenizer/bpe_pairs.json"};
+    lpk_meta *m[2];
+    for (int f = 0; f < 2; f++) {
+        m[f] = lpk_meta_new();
+        lpk_error err = {0};
+        int rc = cv_tokenizer_load(files[f], m[f], &err);
+        if (rc) print_message("%s\n", err.msg);
+        assert_int_equal(rc, LPK_OK);
+        vf_tokenizer *t = NULL;
+        assert_int_equal(vf_tokenizer_new(m[f], &t, &err), LPK_OK);
+        assert_int_equal(vf_tokenizer_bos(t), 267);
+        int32_t *ids;
+        size_t n;
+        assert_int_equal(vf_encode(t, "hello world<s>", 14, 1, 0, &ids, &n, &err), LPK_OK);
+        static const int32_t want[] = {267, 259, 32, 119, 111, 114, 108, 100, 267};
+        assert_int_equal(n, 9);
+        assert_memory_equal(ids, want, sizeof want);
+        free(ids);
+        /* a control token is text unless parse_special */
+        assert_int_equal(vf_encode(t, "<|eot_id|>", 10, 0, 0, &ids, &n, &err), LPK_OK);
+        assert_true(n > 1);
+        free(ids);
+        assert_int_equal(vf_encode(t, "<|eot_id|>", 10, 0, 1, &ids, &n, &err), LPK_OK);
+        assert_int_equal(n, 1);
+        assert_int_equal(ids[0], 265);
+        free(ids);
+        vf_tokenizer_free(t);
+    }
+    const lpk_kv *a = lpk_meta_find(m[0], "tokenizer.ggml.merges");
+    const lpk_kv *b = lpk_meta_find(m[1], "tokenizer.ggml.merges");
+    assert_int_equal(a->count, 6);
+    assert_int_equal(b->count, 6);
+    for (uint64_t i = 0; i < a->count; i++)
+        assert_string_equal(lpk_kv_str_at(a, i).p, lpk_kv_str_at(b, i).p);
+    /* token 266 is a hole between the added tokens: an unused [PAD266] */
+    const lpk_kv *tk = lpk_meta_find(m[0], "tokenizer.ggml.tokens");
+    assert_string_equal(lpk_kv_str_at(tk, 266).p, "[PAD266]");
+    assert_int_equal(((const int32_t *)lpk_meta_find(m[0], "tokenizer.ggml.token_type")->data)[266],
+                     5);
+    lpk_meta_free(m[0]);
+    lpk_meta_free(m[1]);
+}
+
 /* The CLI on a tokenizer file and on a container carrying its metadata. */
 static void test_cli_tokenize(void **state)
 {
@@ -679,6 +730,7 @@ int main(void)
         cmocka_unit_test(test_cli_tokenize),
         cmocka_unit_test(test_spm_matches_gguf),
         cmocka_unit_test(test_spm_style_json),
+        cmocka_unit_test(test_bpe_small_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
