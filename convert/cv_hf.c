@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- names */
@@ -338,6 +339,33 @@ int cv_hf_genconfig_parse(const char *name, const uint8_t *buf, size_t n, lpk_me
     return rc;
 }
 
+/* Sources that write source.files / file_sizes themselves (the torch readers
+ * keep s->files empty): append one more file to those arrays. */
+static int append_meta_file(lpk_meta *m, const char *path, lpk_error *err)
+{
+    const lpk_kv *f = lpk_meta_find(m, "source.files"), *z = lpk_meta_find(m, "source.file_sizes");
+    if (!f || f->type != LPK_V_ARR || f->elem != LPK_V_STR) return LPK_OK;
+    uint64_t n = f->count;
+    char **names = calloc((size_t)n + 2, sizeof *names);
+    uint64_t *sizes = calloc((size_t)n + 2, sizeof *sizes);
+    int rc = names && sizes ? LPK_OK : LPK_ENOMEM;
+    for (uint64_t i = 0; !rc && i < n; i++) {
+        if (!(names[i] = strdup(lpk_kv_str_at(f, i).p))) rc = LPK_ENOMEM;
+        if (z && z->type == LPK_V_ARR && z->elem == LPK_V_U64 && i < z->count)
+            memcpy(&sizes[i], (const uint8_t *)z->data + 8 * i, 8);
+    }
+    const char *b = strrchr(path, '/');
+    if (!rc && !(names[n] = strdup(b ? b + 1 : path))) rc = LPK_ENOMEM;
+    struct stat st;
+    sizes[n] = !rc && !stat(path, &st) ? (uint64_t)st.st_size : 0;
+    if (!rc) rc = lpk_meta_set_str_arr(m, "source.files", (const char *const *)names, NULL, n + 1);
+    if (!rc) rc = lpk_meta_set_arr(m, "source.file_sizes", LPK_V_U64, sizes, n + 1);
+    for (uint64_t i = 0; names && i <= n; i++) free(names[i]);
+    free(names);
+    free(sizes);
+    return rc ? lpk_err(err, LPK_ENOMEM, "out of memory") : LPK_OK;
+}
+
 int cv_load_tokenizer(const char *path, cv_source *s, char *warn, size_t warn_n,
                       lpk_error *err)
 {
@@ -349,7 +377,9 @@ int cv_load_tokenizer(const char *path, cv_source *s, char *warn, size_t warn_n,
         return LPK_OK;
     }
     if (rc) return rc;
-    return cv_source_add_file(s, path, err);
+    if (s->n_files || !lpk_meta_find(s->meta, "source.files"))
+        return cv_source_add_file(s, path, err);
+    return append_meta_file(s->meta, path, err);
 }
 
 int cv_hf_folder_meta(const char *dir, const char *tokenizer_path, cv_hparams *hp,

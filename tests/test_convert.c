@@ -353,9 +353,21 @@ static void test_llama2_20m_bf16_shards(void **state)
     const char *meta = tu_shared("models/llama2-20m/meta");
     if (meta) {
         char *out2 = tu_fmt("%s/m.lpk", dir);
-        assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s'", meta, out2), 0);
+        assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --hash-sources", meta, out2), 0);
         lpk_reader *r2;
         assert_int_equal(lpk_reader_open(out2, &r2, NULL), 0);
+        /* provenance: params.json, both shards and the tokenizer, each hashed */
+        const lpk_kv *mf = lpk_meta_find(lpk_reader_meta(r2), "source.files");
+        const lpk_kv *mh = lpk_meta_find(lpk_reader_meta(r2), "source.xxh3");
+        const lpk_kv *ms = lpk_meta_find(lpk_reader_meta(r2), "source.file_sizes");
+        assert_non_null(mf);
+        assert_non_null(mh);
+        assert_non_null(ms);
+        assert_int_equal(mf->count, 4);
+        assert_int_equal(mh->count, 4);
+        assert_int_equal(ms->count, 4);
+        assert_string_equal(lpk_kv_str_at(mf, 3).p, "tokenizer.model");
+        assert_non_null(lpk_meta_find(lpk_reader_meta(r2), "tokenizer.ggml.tokens"));
         assert_int_equal(lpk_reader_n_tensors(r2), lpk_reader_n_tensors(r));
         for (size_t i = 0; i < lpk_reader_n_tensors(r); i++) {
             const lpk_tensor *x = lpk_reader_tensor(r, i), *y = lpk_reader_tensor(r2, i);

@@ -1,0 +1,51 @@
+#!/bin/sh
+# Convert benchmark: generates one synthetic LLaMA checkpoint at a time
+# (bench/gen_ckpt: HF safetensors shards of random bf16, true shapes) in
+# bench/work/, runs `llmpack convert` under /usr/bin/time -v, reports GB/s and
+# peak RSS, and deletes it before the next one.
+#
+#   sh bench/convert.sh [BUILD_DIR] [tiny|7b|13b ...]     (default: 7b)
+#
+# Each model needs about twice its size in free space (checkpoint + output);
+# a model that does not fit is skipped with a message. Results are appended to
+# bench/results.json (one JSON object per line).
+set -e
+cd "$(dirname "$0")/.."
+O=${1:-build}
+[ $# -gt 0 ] && shift
+models=${*:-7b}
+bin=./llmpack
+[ "$O" = build ] || bin=$O/llmpack
+gen=$O/bench/gen_ckpt
+[ -x "$bin" ] && [ -x "$gen" ] || { echo "build first: make all $gen"; exit 1; }
+work=bench/work
+mkdir -p "$work"
+for m in $models; do
+    case $m in
+        tiny) need_gb=1 ;;
+        7b) need_gb=28 ;;
+        13b) need_gb=54 ;;
+        *) echo "unknown model $m (tiny, 7b, 13b)"; continue ;;
+    esac
+    avail_gb=$(df -Pk "$work" | awk 'NR==2 { printf "%d", $4 / 1048576 }')
+    if [ "$avail_gb" -lt "$need_gb" ]; then
+        echo "skip $m: needs ${need_gb} GB free in $work, $avail_gb GB available"
+        continue
+    fi
+    src=$work/$m-hf out=$work/$m.lpk
+    rm -rf "$src" "$out"
+    t0=$(date +%s)
+    "$gen" --shape "$m" --out "$src"
+    echo "generated in $(( $(date +%s) - t0 )) s"
+    /usr/bin/time -v "$bin" convert "$src" -o "$out" --force --json \
+        > "$work/$m.json" 2> "$work/$m.time" || { cat "$work/$m.time"; rm -rf "$src" "$out"; exit 1; }
+    bytes=$(sed -n 's/.*"bytes_in": \([0-9]*\).*/\1/p' "$work/$m.json")
+    secs=$(sed -n 's/.*"seconds": \([0-9.e+-]*\).*/\1/p' "$work/$m.json")
+    rss_kb=$(sed -n 's/.*Maximum resident set size (kbytes): \([0-9]*\).*/\1/p' "$work/$m.time")
+    line=$(awk -v m="$m" -v b="$bytes" -v s="$secs" -v r="$rss_kb" 'BEGIN {
+        printf "{\"bench\": \"convert\", \"model\": \"%s\", \"bytes\": %d, \"seconds\": %.2f, \"gb_per_s\": %.3f, \"peak_rss_mib\": %.1f}",
+               m, b, s, b / s / 1e9, r / 1024 }')
+    echo "$line"
+    echo "$line" >> bench/results.json
+    rm -rf "$src" "$out" "$work/$m.json" "$work/$m.time"
+done
