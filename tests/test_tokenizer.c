@@ -241,6 +241,19 @@ static void test_bpe_llama3_cases(void **state)
     assert_int_equal(vf_decode_token(t, 220, buf, sizeof buf), 1); /* "Ġ" */
     assert_int_equal(buf[0], ' ');
     vf_tokenizer_free(t);
+
+    /* GGUF files from llama.cpp name the pre-tokenizer ("llama-bpe") and carry
+     * neither tokenizer.pre_regex nor tokenizer.ignore_merges: same ids. */
+    lpk_meta *m = lpk_meta_new();
+    TU_NEED_SHARED(model2, "tokenizers/llama3/tokenizer.json");
+    assert_int_equal(cv_tokenizer_load(model2, m, NULL), LPK_OK);
+    assert_int_equal(lpk_meta_remove(m, "tokenizer.pre_regex"), LPK_OK);
+    assert_int_equal(lpk_meta_remove(m, "tokenizer.ignore_merges"), LPK_OK);
+    assert_string_equal(lpk_meta_get_str(m, "tokenizer.ggml.pre"), "llama-bpe");
+    assert_int_equal(vf_tokenizer_new(m, &t, NULL), LPK_OK);
+    run_cases(t, in, 0);
+    vf_tokenizer_free(t);
+    lpk_meta_free(m);
     free(in);
 }
 
