@@ -21,12 +21,13 @@ TGT static inline __m256 rnd_clamp(__m256 v, __m256 lo, __m256 hi)
     return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
-TGT static float sym_err_avx2(const float *x, const float *w, float d, float lo, float hi)
+TGT static float sym_err_avx2(const float *x, const float *w, int n, float d, float lo,
+                              float hi)
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     __m256 vid = _mm256_set1_ps(id), vd = _mm256_set1_ps(d);
     __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi), acc = _mm256_setzero_ps();
-    for (int k = 0; k < 32; k += 8) {
+    for (int k = 0; k < n; k += 8) {
         __m256 xv = _mm256_loadu_ps(x + k);
         __m256 q = rnd_clamp(_mm256_mul_ps(xv, vid), vlo, vhi);
         __m256 e = _mm256_sub_ps(xv, _mm256_mul_ps(q, vd));
@@ -36,13 +37,13 @@ TGT static float sym_err_avx2(const float *x, const float *w, float d, float lo,
     return hsum(acc);
 }
 
-TGT static void sym_sums_avx2(const float *x, const float *w, float d, float lo, float hi,
-                              float *sxq, float *sqq)
+TGT static void sym_sums_avx2(const float *x, const float *w, int n, float d, float lo,
+                              float hi, float *sxq, float *sqq)
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     __m256 vid = _mm256_set1_ps(id), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
     __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
-    for (int k = 0; k < 32; k += 8) {
+    for (int k = 0; k < n; k += 8) {
         __m256 xv = _mm256_loadu_ps(x + k);
         __m256 q = rnd_clamp(_mm256_mul_ps(xv, vid), vlo, vhi);
         __m256 wq = w ? _mm256_mul_ps(_mm256_loadu_ps(w + k), q) : q;
@@ -53,12 +54,13 @@ TGT static void sym_sums_avx2(const float *x, const float *w, float d, float lo,
     *sqq = hsum(b);
 }
 
-TGT static float asym_err_avx2(const float *x, const float *w, float d, float m, float hi)
+TGT static float asym_err_avx2(const float *x, const float *w, int n, float d, float m,
+                               float hi)
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     __m256 vid = _mm256_set1_ps(id), vd = _mm256_set1_ps(d), vm = _mm256_set1_ps(m);
     __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_set1_ps(hi), acc = _mm256_setzero_ps();
-    for (int k = 0; k < 32; k += 8) {
+    for (int k = 0; k < n; k += 8) {
         __m256 xv = _mm256_loadu_ps(x + k);
         __m256 q = rnd_clamp(_mm256_mul_ps(_mm256_sub_ps(xv, vm), vid), vlo, vhi);
         __m256 e = _mm256_sub_ps(xv, _mm256_add_ps(_mm256_mul_ps(q, vd), vm));
@@ -68,14 +70,14 @@ TGT static float asym_err_avx2(const float *x, const float *w, float d, float m,
     return hsum(acc);
 }
 
-TGT static void asym_sums_avx2(const float *x, const float *w, float d, float m, float hi,
-                               float s[3])
+TGT static void asym_sums_avx2(const float *x, const float *w, int n, float d, float m,
+                               float hi, float s[3])
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     __m256 vid = _mm256_set1_ps(id), vm = _mm256_set1_ps(m);
     __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_set1_ps(hi);
     __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps(), c = _mm256_setzero_ps();
-    for (int k = 0; k < 32; k += 8) {
+    for (int k = 0; k < n; k += 8) {
         __m256 xv = _mm256_loadu_ps(x + k);
         __m256 q = rnd_clamp(_mm256_mul_ps(_mm256_sub_ps(xv, vm), vid), vlo, vhi);
         __m256 wq = w ? _mm256_mul_ps(_mm256_loadu_ps(w + k), q) : q;
@@ -123,5 +125,19 @@ void quant_avx2_q5_1(const float *x, const float *w, void *dst, int64_t n)
     block_q5_1 *b = dst;
     for (int64_t i = 0; i < n / 32; i++)
         quant_block_q5_1(&ops_avx2, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
+}
+
+void quant_avx2_q4_k(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_q4_K *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++)
+        quant_block_q4_k(&ops_avx2, x + QK_K * i, w ? w + QK_K * i : NULL, &b[i]);
+}
+
+void quant_avx2_q6_k(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_q6_K *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++)
+        quant_block_q6_k(&ops_avx2, x + QK_K * i, w ? w + QK_K * i : NULL, &b[i]);
 }
 #endif

@@ -40,16 +40,17 @@ void quant_deq_q8_0(const void *src, float *y, int64_t n);
 void quant_deq_q4_k(const void *src, float *y, int64_t n);
 void quant_deq_q6_k(const void *src, float *y, int64_t n);
 
-/* The inner loops of the 32-block scale searches over one block (x[32], w[32]
- * or NULL): weighted squared error of x against a given scale (and offset),
+/* The inner loops of the scale searches over one block or sub-block (x[n],
+ * w[n] or NULL; n a multiple of 8): weighted squared error of x against a given scale (and offset),
  * and the least-squares sums of the assignment it implies. The reference and
  * the AVX2 versions compute bit-identical results (same lane order). */
 typedef struct qi_ops {
-    float (*sym_err)(const float *x, const float *w, float d, float lo, float hi);
-    void (*sym_sums)(const float *x, const float *w, float d, float lo, float hi, float *sxq,
-                     float *sqq);
-    float (*asym_err)(const float *x, const float *w, float d, float m, float hi);
-    void (*asym_sums)(const float *x, const float *w, float d, float m, float hi, float s[3]);
+    float (*sym_err)(const float *x, const float *w, int n, float d, float lo, float hi);
+    void (*sym_sums)(const float *x, const float *w, int n, float d, float lo, float hi,
+                     float *sxq, float *sqq);
+    float (*asym_err)(const float *x, const float *w, int n, float d, float m, float hi);
+    void (*asym_sums)(const float *x, const float *w, int n, float d, float m, float hi,
+                      float s[3]);
 } qi_ops;
 extern const qi_ops quant_ops_ref;
 
@@ -61,6 +62,8 @@ void quant_block_q5_0(const qi_ops *ops, const float *x, const float *w, block_q
 void quant_block_q8_0(const qi_ops *ops, const float *x, const float *w, block_q8_0 *b);
 void quant_block_q4_1(const qi_ops *ops, const float *x, const float *w, block_q4_1 *b);
 void quant_block_q5_1(const qi_ops *ops, const float *x, const float *w, block_q5_1 *b);
+void quant_block_q4_k(const qi_ops *ops, const float *x, const float *w, block_q4_K *b);
+void quant_block_q6_k(const qi_ops *ops, const float *x, const float *w, block_q6_K *b);
 
 #if defined(__x86_64__)
 /* AVX2 quantizers (quant_avx2.c): byte-identical to the reference. */
@@ -69,6 +72,8 @@ void quant_avx2_q4_0(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q5_0(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q4_1(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q5_1(const float *x, const float *w, void *dst, int64_t n);
+void quant_avx2_q4_k(const float *x, const float *w, void *dst, int64_t n);
+void quant_avx2_q6_k(const float *x, const float *w, void *dst, int64_t n);
 #endif
 
 /* ---------------------------------------------------------------- helpers */

@@ -12,24 +12,12 @@
 #include <math.h>
 
 /* ---------------------------------------------------------------- helpers */
-/* Weighted squared error of x[0..n) against s*q + o, q = clamp(round((x-o)/s)). */
-static float fit_err(const float *x, const float *w, int n, float s, float o, float lo, float hi)
-{
-    float id = s != 0.0f ? 1.0f / s : 0.0f;
-    float acc = 0.0f;
-    for (int i = 0; i < n; i++) {
-        float q = qi_round(qi_clamp((x[i] - o) * id, lo, hi));
-        float e = x[i] - (q * s + o);
-        acc += w ? w[i] * e * e : e * e;
-    }
-    return acc;
-}
-
-/* Float fit of one sub-block: x ~ s*q + o with q in [lo, hi]. sym: o = 0 and
- * s may be negative (the extreme element goes to lo); otherwise o <= 0 and
- * s >= 0 (q4_k stores -o as an unsigned min). */
-static void fit_sub(const float *x, const float *w, int n, int sym, float lo, float hi, float *s_out,
-                    float *o_out)
+/* Float fit of one sub-block (x[n]): x ~ s*q + o with q in [lo, hi]. sym: o = 0
+ * and s may be negative (the extreme element goes to lo); otherwise o <= 0 and
+ * s >= 0 (q4_k stores -o as an unsigned min). A grid of steps, each refitted by
+ * least squares, then refits from the best; scored by the ops kernels. */
+static void fit_sub(const qi_ops *ops, const float *x, const float *w, int n, int sym, float lo,
+                    float hi, float *s_out, float *o_out)
 {
     float mn = x[0], mx = x[0], amax = 0.0f;
     for (int i = 0; i < n; i++) {
@@ -39,100 +27,112 @@ static void fit_sub(const float *x, const float *w, int n, int sym, float lo, fl
         amax = a > amax ? a : amax;
     }
     float best_s = 0.0f, best_o = 0.0f, best_err;
+    *s_out = 0.0f;
+    *o_out = 0.0f;
     if (sym) {
-        *o_out = 0.0f;
-        if (amax == 0.0f) { *s_out = 0.0f; return; }
+        if (amax == 0.0f) return;
         float xm = mn == -amax ? -amax : amax;
         best_err = INFINITY;
         for (int k = 0; k < QI_NGRID; k++) {
             float s = -xm / (-lo + quant_grid_sym[k]);
-            float e = fit_err(x, w, n, s, 0.0f, lo, hi);
+            float e = ops->sym_err(x, w, n, s, lo, hi);
             if (k == 0 || e < best_err) { best_err = e; best_s = s; }
         }
-    } else {
-        if (mn > 0.0f) mn = 0.0f;
-        best_o = mn;
-        best_err = fit_err(x, w, n, 0.0f, mn, lo, hi);
-        if (mx > mn) {
-            for (int k = 0; k < QI_NGRID; k++) {
-                float s = (mx - mn) / (hi + quant_grid_asym[k]);
-                float e = fit_err(x, w, n, s, mn, lo, hi);
-                if ((k == 0 && isinf(best_err)) || e < best_err) { best_err = e; best_s = s; }
-            }
+        for (int it = 0; it < 3; it++) {
+            float sxq, sqq;
+            ops->sym_sums(x, w, n, best_s, lo, hi, &sxq, &sqq);
+            float s = sqq > 0.0f ? sxq / sqq : 0.0f;
+            if (!isfinite(s) || s == 0.0f || s == best_s) break;
+            float e = ops->sym_err(x, w, n, s, lo, hi);
+            if (!(e < best_err)) break;
+            best_err = e;
+            best_s = s;
         }
+        *s_out = best_s;
+        return;
     }
-    /* least-squares refits of the assignment (o fixed at 0 for sym, o <= 0 else) */
-    for (int it = 0; it < 3 && best_s != 0.0f; it++) {
-        float id = 1.0f / best_s;
-        float sw = 0, sq = 0, sqq = 0, sx = 0, sxq = 0;
+    if (mn > 0.0f) mn = 0.0f;
+    best_o = mn;
+    best_err = ops->asym_err(x, w, n, 0.0f, mn, hi);
+    if (!(mx > mn)) {
+        *o_out = mn;
+        return;
+    }
+    float sw, swx;
+    {
+        float a[8] = {0}, b[8] = {0};
         for (int i = 0; i < n; i++) {
-            float q = qi_round(qi_clamp((x[i] - best_o) * id, lo, hi));
             float wi = w ? w[i] : 1.0f;
-            sw += wi; sq += wi * q; sqq += wi * q * q; sx += wi * x[i]; sxq += wi * x[i] * q;
+            a[i & 7] += wi;
+            b[i & 7] += wi * x[i];
         }
-        float s, o = 0.0f;
-        if (!sym) {
-            float det = sw * sqq - sq * sq;
-            if (det > 0.0f) {
-                s = (sw * sxq - sq * sx) / det;
-                o = (sqq * sx - sq * sxq) / det;
-            } else {
-                s = sqq > 0.0f ? sxq / sqq : 0.0f;
-            }
-            if (o > 0.0f) {
-                o = 0.0f;
-                s = sqq > 0.0f ? sxq / sqq : 0.0f;
-            }
+        sw = qi_hsum8(a);
+        swx = qi_hsum8(b);
+    }
+    float cs = 0.0f, co = mn;
+    for (int k = 0; k <= QI_NGRID + 3; k++) {
+        if (k < QI_NGRID) {
+            /* grid point */
+            cs = (mx - mn) / (hi + quant_grid_asym[k]);
+            co = mn;
+            float e = ops->asym_err(x, w, n, cs, co, hi);
+            if ((k == 0 && isinf(best_err)) || e < best_err) { best_err = e; best_s = cs; best_o = co; }
         } else {
-            s = sqq > 0.0f ? sxq / sqq : 0.0f;
+            /* further refits from the best */
+            cs = best_s;
+            co = best_o;
         }
-        if (!isfinite(s) || !isfinite(o) || s == 0.0f || (!sym && s < 0.0f)) break;
-        float e = fit_err(x, w, n, s, o, lo, hi);
-        if (!(e < best_err)) break;
-        best_err = e;
-        best_s = s;
-        best_o = o;
+        /* joint least squares for this assignment, offset kept <= 0 */
+        float S[3];
+        ops->asym_sums(x, w, n, cs, co, hi, S);
+        float det = sw * S[1] - S[0] * S[0], s, o;
+        if (det > 0.0f) {
+            s = (sw * S[2] - S[0] * swx) / det;
+            o = (S[1] * swx - S[0] * S[2]) / det;
+        } else {
+            s = S[1] > 0.0f ? S[2] / S[1] : 0.0f;
+            o = 0.0f;
+        }
+        if (o > 0.0f) {
+            o = 0.0f;
+            s = S[1] > 0.0f ? S[2] / S[1] : 0.0f;
+        }
+        if (!isfinite(s) || !isfinite(o) || !(s > 0.0f)) continue;
+        float e = ops->asym_err(x, w, n, s, o, hi);
+        if (e < best_err) { best_err = e; best_s = s; best_o = o; }
+        else if (k >= QI_NGRID) break;
     }
     *s_out = best_s;
     *o_out = best_o;
 }
 
-static int clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
-
 /* ---------------------------------------------------------------- q4_k */
-/* Error of sub-block (32) with the stored values: x ~ (d*sc)*q - (dmin*m). */
-static float q4k_sub_err(const float *x, const float *w, float d, float dmin, int sc, int m)
+/* Error of sub-block (32) with the stored values: x ~ (d*sc)*q - (dmin*m), the
+ * same numbers as q*d1 + (-m1). */
+static float q4k_sub_err(const qi_ops *ops, const float *x, const float *w, float d, float dmin,
+                         int sc, int m)
 {
-    float d1 = d * (float)sc, m1 = dmin * (float)m;
-    float id = d1 != 0.0f ? 1.0f / d1 : 0.0f;
-    float acc = 0.0f;
-    for (int i = 0; i < 32; i++) {
-        float q = qi_round(qi_clamp((x[i] + m1) * id, 0.0f, 15.0f));
-        float e = x[i] - (d1 * q - m1);
-        acc += w ? w[i] * e * e : e * e;
-    }
-    return acc;
+    return ops->asym_err(x, w, 32, d * (float)sc, -(dmin * (float)m), 15.0f);
 }
 
 /* For fixed f16 super scales, the best integer (sc, m) per sub-block near the
  * ideal ones; returns the total error. */
-static float q4k_pick(const float *x, const float *w, const float s[8], const float mn[8], float d,
+static float q4k_pick(const qi_ops *ops, const float *x, const float *w, const float s[8], const float mn[8], float d,
                       float dmin, int sc[8], int m[8])
 {
     float total = 0.0f;
     for (int j = 0; j < 8; j++) {
         const float *xj = x + 32 * j, *wj = w ? w + 32 * j : NULL;
-        int s0 = d > 0.0f ? clampi((int)qi_round(qi_clamp(s[j] / d, 0.0f, 63.0f)), 0, 63) : 0;
-        int m0 = dmin > 0.0f ? clampi((int)qi_round(qi_clamp(mn[j] / dmin, 0.0f, 63.0f)), 0, 63)
-                             : 0;
+        int s0 = d > 0.0f ? (int)qi_round(qi_clamp(s[j] / d, 0.0f, 63.0f)) : 0;
+        int m0 = dmin > 0.0f ? (int)qi_round(qi_clamp(mn[j] / dmin, 0.0f, 63.0f)) : 0;
         float be = INFINITY;
         int bs = s0, bm = m0;
         for (int a = s0 - 1; a <= s0 + 1; a++) {
             if (a < 0 || a > 63) continue;
-            for (int b = m0 - 1; b <= m0 + 1; b++) {
-                if (b < 0 || b > 63 || (b != m0 && dmin == 0.0f)) continue;
-                float e = q4k_sub_err(xj, wj, d, dmin, a, b);
-                if (e < be) { be = e; bs = a; bm = b; }
+            for (int c = m0 - 1; c <= m0 + 1; c++) {
+                if (c < 0 || c > 63 || (c != m0 && dmin == 0.0f)) continue;
+                float e = q4k_sub_err(ops, xj, wj, d, dmin, a, c);
+                if (e < be) { be = e; bs = a; bm = c; }
             }
         }
         sc[j] = bs;
@@ -168,19 +168,19 @@ static void q4k_scale_min(const uint8_t s[12], int j, int *sc, int *m)
     }
 }
 
-static void block_q4_k(const float *x, const float *w, block_q4_K *b)
+void quant_block_q4_k(const qi_ops *ops, const float *x, const float *w, block_q4_K *b)
 {
     float s[8], mn[8], smax = 0.0f, mmax = 0.0f;
     for (int j = 0; j < 8; j++) {
         float o;
-        fit_sub(x + 32 * j, w ? w + 32 * j : NULL, 32, 0, 0.0f, 15.0f, &s[j], &o);
+        fit_sub(ops, x + 32 * j, w ? w + 32 * j : NULL, 32, 0, 0.0f, 15.0f, &s[j], &o);
         mn[j] = -o;
         smax = s[j] > smax ? s[j] : smax;
         mmax = mn[j] > mmax ? mn[j] : mmax;
     }
     uint16_t bd = qi_f16_sat(smax / 63.0f), bdm = qi_f16_sat(mmax / 63.0f);
     int sc[8], m[8], tsc[8], tm[8];
-    float best = q4k_pick(x, w, s, mn, lpk_f16_to_f32(bd), lpk_f16_to_f32(bdm), sc, m);
+    float best = q4k_pick(ops, x, w, s, mn, lpk_f16_to_f32(bd), lpk_f16_to_f32(bdm), sc, m);
     for (int it = 0; it < 6; it++) {
         uint16_t cd = bd, cdm = bdm;
         /* least-squares (d, dmin) for the current integers and assignment */
@@ -217,7 +217,7 @@ static void block_q4_k(const float *x, const float *w, block_q4_K *b)
         }
         for (int c = 0; c < nc; c++) {
             if (cand[c][0] == cd && cand[c][1] == cdm) continue;
-            float e = q4k_pick(x, w, s, mn, lpk_f16_to_f32(cand[c][0]),
+            float e = q4k_pick(ops, x, w, s, mn, lpk_f16_to_f32(cand[c][0]),
                                lpk_f16_to_f32(cand[c][1]), tsc, tm);
             if (e < best) {
                 best = e;
@@ -248,7 +248,8 @@ static void block_q4_k(const float *x, const float *w, block_q4_K *b)
 void quant_ref_q4_k(const float *x, const float *w, void *dst, int64_t n)
 {
     block_q4_K *b = dst;
-    for (int64_t i = 0; i < n / QK_K; i++) block_q4_k(x + QK_K * i, w ? w + QK_K * i : NULL, &b[i]);
+    for (int64_t i = 0; i < n / QK_K; i++)
+        quant_block_q4_k(&quant_ops_ref, x + QK_K * i, w ? w + QK_K * i : NULL, &b[i]);
 }
 
 void quant_deq_q4_k(const void *src, float *y, int64_t n)
@@ -271,20 +272,12 @@ void quant_deq_q4_k(const void *src, float *y, int64_t n)
 
 /* ---------------------------------------------------------------- q6_k */
 /* Error of sub-block (16) with the stored values: x ~ (d*sc)*q, q in [-32, 31]. */
-static float q6k_sub_err(const float *x, const float *w, float d, int sc)
+static float q6k_sub_err(const qi_ops *ops, const float *x, const float *w, float d, int sc)
 {
-    float ds = d * (float)sc;
-    float id = ds != 0.0f ? 1.0f / ds : 0.0f;
-    float acc = 0.0f;
-    for (int i = 0; i < 16; i++) {
-        float q = qi_round(qi_clamp(x[i] * id, -32.0f, 31.0f));
-        float e = x[i] - ds * q;
-        acc += w ? w[i] * e * e : e * e;
-    }
-    return acc;
+    return ops->sym_err(x, w, 16, d * (float)sc, -32.0f, 31.0f);
 }
 
-static float q6k_pick(const float *x, const float *w, const float s[16], float d, int sc[16])
+static float q6k_pick(const qi_ops *ops, const float *x, const float *w, const float s[16], float d, int sc[16])
 {
     float total = 0.0f;
     for (int j = 0; j < 16; j++) {
@@ -294,7 +287,7 @@ static float q6k_pick(const float *x, const float *w, const float s[16], float d
         int bs = s0;
         for (int a = s0 - 2; a <= s0 + 2; a++) {
             if (a < -128 || a > 127) continue;
-            float e = q6k_sub_err(xj, wj, d, a);
+            float e = q6k_sub_err(ops, xj, wj, d, a);
             if (e < be) { be = e; bs = a; }
         }
         sc[j] = bs;
@@ -303,20 +296,20 @@ static float q6k_pick(const float *x, const float *w, const float s[16], float d
     return total;
 }
 
-static void block_q6_k(const float *x, const float *w, block_q6_K *b)
+void quant_block_q6_k(const qi_ops *ops, const float *x, const float *w, block_q6_K *b)
 {
     float s[16], smax = 0.0f;
     for (int j = 0; j < 16; j++) {
         float o;
-        fit_sub(x + 16 * j, w ? w + 16 * j : NULL, 16, 1, -32.0f, 31.0f, &s[j], &o);
+        fit_sub(ops, x + 16 * j, w ? w + 16 * j : NULL, 16, 1, -32.0f, 31.0f, &s[j], &o);
         if (fabsf(s[j]) > fabsf(smax)) smax = s[j];
     }
     int sc[16], tsc[16];
     uint16_t bd = qi_f16_sat(smax / -128.0f);
-    float best = q6k_pick(x, w, s, lpk_f16_to_f32(bd), sc);
+    float best = q6k_pick(ops, x, w, s, lpk_f16_to_f32(bd), sc);
     {
         uint16_t h = qi_f16_sat(smax / 127.0f);
-        float e = q6k_pick(x, w, s, lpk_f16_to_f32(h), tsc);
+        float e = q6k_pick(ops, x, w, s, lpk_f16_to_f32(h), tsc);
         if (e < best) { best = e; bd = h; memcpy(sc, tsc, sizeof sc); }
     }
     for (int it = 0; it < 6 && (bd & 0x7fff); it++) {
@@ -342,7 +335,7 @@ static void block_q6_k(const float *x, const float *w, block_q6_K *b)
         }
         for (int c = 0; c < nc; c++) {
             if (cand[c] == cd) continue;
-            float e = q6k_pick(x, w, s, lpk_f16_to_f32(cand[c]), tsc);
+            float e = q6k_pick(ops, x, w, s, lpk_f16_to_f32(cand[c]), tsc);
             if (e < best) { best = e; bd = cand[c]; memcpy(sc, tsc, sizeof sc); }
         }
         if (bd == cd) break;
@@ -373,7 +366,8 @@ static void block_q6_k(const float *x, const float *w, block_q6_K *b)
 void quant_ref_q6_k(const float *x, const float *w, void *dst, int64_t n)
 {
     block_q6_K *b = dst;
-    for (int64_t i = 0; i < n / QK_K; i++) block_q6_k(x + QK_K * i, w ? w + QK_K * i : NULL, &b[i]);
+    for (int64_t i = 0; i < n / QK_K; i++)
+        quant_block_q6_k(&quant_ops_ref, x + QK_K * i, w ? w + QK_K * i : NULL, &b[i]);
 }
 
 void quant_deq_q6_k(const void *src, float *y, int64_t n)

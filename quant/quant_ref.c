@@ -15,11 +15,11 @@ const float quant_grid_asym[QI_NGRID] = {-1.0f, -0.75f, -0.5f, -0.25f, 0.0f,
 /* ---------------------------------------------------------------- kernels */
 /* The inner loops over one block of 32, in the lane order the AVX2 versions use
  * (lane i % 8, elements in index order, reduced by qi_hsum8). */
-static float sym_err_ref(const float *x, const float *w, float d, float lo, float hi)
+static float sym_err_ref(const float *x, const float *w, int n, float d, float lo, float hi)
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     float acc[8] = {0};
-    for (int i = 0; i < 32; i++) {
+    for (int i = 0; i < n; i++) {
         float q = qi_round(qi_clamp(x[i] * id, lo, hi));
         float e = x[i] - q * d;
         acc[i & 7] += w ? w[i] * e * e : e * e;
@@ -27,12 +27,12 @@ static float sym_err_ref(const float *x, const float *w, float d, float lo, floa
     return qi_hsum8(acc);
 }
 
-static void sym_sums_ref(const float *x, const float *w, float d, float lo, float hi,
+static void sym_sums_ref(const float *x, const float *w, int n, float d, float lo, float hi,
                          float *sxq, float *sqq)
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     float a[8] = {0}, b[8] = {0};
-    for (int i = 0; i < 32; i++) {
+    for (int i = 0; i < n; i++) {
         float q = qi_round(qi_clamp(x[i] * id, lo, hi));
         float wq = w ? w[i] * q : q;
         a[i & 7] += wq * x[i];
@@ -42,11 +42,11 @@ static void sym_sums_ref(const float *x, const float *w, float d, float lo, floa
     *sqq = qi_hsum8(b);
 }
 
-static float asym_err_ref(const float *x, const float *w, float d, float m, float hi)
+static float asym_err_ref(const float *x, const float *w, int n, float d, float m, float hi)
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     float acc[8] = {0};
-    for (int i = 0; i < 32; i++) {
+    for (int i = 0; i < n; i++) {
         float q = qi_round(qi_clamp((x[i] - m) * id, 0.0f, hi));
         float e = x[i] - (q * d + m);
         acc[i & 7] += w ? w[i] * e * e : e * e;
@@ -55,11 +55,12 @@ static float asym_err_ref(const float *x, const float *w, float d, float m, floa
 }
 
 /* s[0..2] = sum w*q, sum w*q*q, sum w*x*q */
-static void asym_sums_ref(const float *x, const float *w, float d, float m, float hi, float s[3])
+static void asym_sums_ref(const float *x, const float *w, int n, float d, float m, float hi,
+                          float s[3])
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     float a[8] = {0}, b[8] = {0}, c[8] = {0};
-    for (int i = 0; i < 32; i++) {
+    for (int i = 0; i < n; i++) {
         float q = qi_round(qi_clamp((x[i] - m) * id, 0.0f, hi));
         float wq = w ? w[i] * q : q;
         a[i & 7] += wq;
@@ -96,19 +97,19 @@ uint16_t quant_search_sym(const qi_ops *ops, const float *x, const float *w, int
     float best_err = INFINITY;
     for (int k = 0; k < QI_NGRID; k++) {
         uint16_t h = qi_f16_sat(-xm / ((float)nlo + quant_grid_sym[k]));
-        float e = ops->sym_err(x, w, lpk_f16_to_f32(h), lo, hi);
+        float e = ops->sym_err(x, w, 32, lpk_f16_to_f32(h), lo, hi);
         /* k == 0: errors overflow to inf near FLT_MAX; keep a real scale */
         if (k == 0 || e < best_err) { best_err = e; best = h; }
     }
     for (int it = 0; it < 4; it++) {
         float sxq, sqq;
-        ops->sym_sums(x, w, lpk_f16_to_f32(best), lo, hi, &sxq, &sqq);
+        ops->sym_sums(x, w, 32, lpk_f16_to_f32(best), lo, hi, &sxq, &sqq);
         if (!(sqq > 0.0f)) break;
         float d = sxq / sqq;
         if (!isfinite(d)) break;
         uint16_t h = qi_f16_sat(d);
         if (h == best) break;
-        float e = ops->sym_err(x, w, lpk_f16_to_f32(h), lo, hi);
+        float e = ops->sym_err(x, w, 32, lpk_f16_to_f32(h), lo, hi);
         if (!(e < best_err)) break;
         best_err = e;
         best = h;
@@ -118,7 +119,7 @@ uint16_t quant_search_sym(const qi_ops *ops, const float *x, const float *w, int
         for (int dir = -1; dir <= 1; dir += 2) {
             uint16_t h = qi_f16_step(cur, dir);
             if (h == 0xffff) continue;
-            float e = ops->sym_err(x, w, lpk_f16_to_f32(h), lo, hi);
+            float e = ops->sym_err(x, w, 32, lpk_f16_to_f32(h), lo, hi);
             if (e < best_err) { best_err = e; best = h; }
         }
         if (best == cur) break;
@@ -126,8 +127,26 @@ uint16_t quant_search_sym(const qi_ops *ops, const float *x, const float *w, int
     return best;
 }
 
-/* Best f16 (d, m) for x ~ d * q + m, q in [0, nmax]: grid over the step with
- * m = min, joint least-squares refits, then a walk over neighbouring f16 pairs. */
+/* Joint least-squares (d, m) for the assignment that (dh, mh) implies, as f16
+ * bits. Returns 0 when the system is singular or the result is unusable. */
+static int asym_refit(const qi_ops *ops, const float *x, const float *w, float hi, float sw,
+                      float swx, uint16_t dh, uint16_t mh, uint16_t *nd, uint16_t *nm)
+{
+    float s[3];
+    ops->asym_sums(x, w, 32, lpk_f16_to_f32(dh), lpk_f16_to_f32(mh), hi, s);
+    float det = sw * s[1] - s[0] * s[0];
+    if (!(det > 0.0f)) return 0;
+    float d = (sw * s[2] - s[0] * swx) / det;
+    float m = (s[1] * swx - s[0] * s[2]) / det;
+    if (!isfinite(d) || !isfinite(m) || d <= 0.0f) return 0;
+    *nd = qi_f16_sat(d);
+    *nm = qi_f16_sat(m);
+    return 1;
+}
+
+/* Best f16 (d, m) for x ~ d * q + m, q in [0, nmax]: a grid over the step with
+ * m = min, each point refitted by joint least squares, further refits from the
+ * best, then a walk over neighbouring f16 pairs. */
 void quant_search_asym(const qi_ops *ops, const float *x, const float *w, int nmax,
                        uint16_t *dh, uint16_t *mh)
 {
@@ -138,14 +157,11 @@ void quant_search_asym(const qi_ops *ops, const float *x, const float *w, int nm
     }
     float hi = (float)nmax;
     uint16_t bd = 0, bm = qi_f16_sat(mn);
-    float best_err = ops->asym_err(x, w, 0.0f, lpk_f16_to_f32(bm), hi);
-    if (mx > mn) {
-        float range = mx - mn;
-        for (int k = 0; k < QI_NGRID; k++) {
-            uint16_t h = qi_f16_sat(range / (hi + quant_grid_asym[k]));
-            float e = ops->asym_err(x, w, lpk_f16_to_f32(h), lpk_f16_to_f32(bm), hi);
-            if ((k == 0 && isinf(best_err)) || e < best_err) { best_err = e; bd = h; }
-        }
+    float best_err = ops->asym_err(x, w, 32, 0.0f, lpk_f16_to_f32(bm), hi);
+    if (!(mx > mn)) {
+        *dh = bd;
+        *mh = bm;
+        return;
     }
     float sw = 0.0f, swx = 0.0f;
     {
@@ -158,17 +174,22 @@ void quant_search_asym(const qi_ops *ops, const float *x, const float *w, int nm
         sw = qi_hsum8(a);
         swx = qi_hsum8(b);
     }
+    float range = mx - mn;
+    uint16_t m0 = bm;
+    for (int k = 0; k < QI_NGRID; k++) {
+        uint16_t h = qi_f16_sat(range / (hi + quant_grid_asym[k])), nd, nm;
+        float e = ops->asym_err(x, w, 32, lpk_f16_to_f32(h), lpk_f16_to_f32(m0), hi);
+        if ((k == 0 && isinf(best_err)) || e < best_err) { best_err = e; bd = h; bm = m0; }
+        if (asym_refit(ops, x, w, hi, sw, swx, h, m0, &nd, &nm)) {
+            e = ops->asym_err(x, w, 32, lpk_f16_to_f32(nd), lpk_f16_to_f32(nm), hi);
+            if (e < best_err) { best_err = e; bd = nd; bm = nm; }
+        }
+    }
     for (int it = 0; it < 4 && bd != 0; it++) {
-        float s[3];
-        ops->asym_sums(x, w, lpk_f16_to_f32(bd), lpk_f16_to_f32(bm), hi, s);
-        float det = sw * s[1] - s[0] * s[0];
-        if (!(det > 0.0f)) break;
-        float d = (sw * s[2] - s[0] * swx) / det;
-        float m = (s[1] * swx - s[0] * s[2]) / det;
-        if (!isfinite(d) || !isfinite(m) || d <= 0.0f) break;
-        uint16_t hd = qi_f16_sat(d), hm = qi_f16_sat(m);
+        uint16_t hd, hm;
+        if (!asym_refit(ops, x, w, hi, sw, swx, bd, bm, &hd, &hm)) break;
         if (hd == bd && hm == bm) break;
-        float e = ops->asym_err(x, w, lpk_f16_to_f32(hd), lpk_f16_to_f32(hm), hi);
+        float e = ops->asym_err(x, w, 32, lpk_f16_to_f32(hd), lpk_f16_to_f32(hm), hi);
         if (!(e < best_err)) break;
         best_err = e;
         bd = hd;
@@ -182,7 +203,7 @@ void quant_search_asym(const qi_ops *ops, const float *x, const float *w, int nm
                 uint16_t hd = a ? qi_f16_step(cd, a) : cd;
                 uint16_t hm = b ? ((cm & 0x7fff) ? qi_f16_step(cm, b) : 0xffff) : cm;
                 if (hd == 0xffff || hm == 0xffff || (hd & 0x8000)) continue;
-                float e = ops->asym_err(x, w, lpk_f16_to_f32(hd), lpk_f16_to_f32(hm), hi);
+                float e = ops->asym_err(x, w, 32, lpk_f16_to_f32(hd), lpk_f16_to_f32(hm), hi);
                 if (e < best_err) { best_err = e; bd = hd; bm = hm; }
             }
         }

@@ -21,8 +21,8 @@ static const quant_kind kinds[] = {
     {LPK_TYPE_Q5_0, quant_ref_q5_0, Q_AVX2(quant_avx2_q5_0), quant_deq_q5_0},
     {LPK_TYPE_Q5_1, quant_ref_q5_1, Q_AVX2(quant_avx2_q5_1), quant_deq_q5_1},
     {LPK_TYPE_Q8_0, quant_ref_q8_0, Q_AVX2(quant_avx2_q8_0), quant_deq_q8_0},
-    {LPK_TYPE_Q4_K, quant_ref_q4_k, NULL, quant_deq_q4_k},
-    {LPK_TYPE_Q6_K, quant_ref_q6_k, NULL, quant_deq_q6_k},
+    {LPK_TYPE_Q4_K, quant_ref_q4_k, Q_AVX2(quant_avx2_q4_k), quant_deq_q4_k},
+    {LPK_TYPE_Q6_K, quant_ref_q6_k, Q_AVX2(quant_avx2_q6_k), quant_deq_q6_k},
 };
 
 const quant_kind *quant_kind_get(int type)
