@@ -26,12 +26,23 @@ typedef struct {
     char name[256];
     int64_t rows, cols;
     uint16_t *h; /* f16 values */
+    float *f;    /* original values (--quality) */
 } btensor;
+
+static int keep_f32;
 
 static double now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* CPU seconds of this process (all threads): a load-independent cost figure. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -86,6 +97,7 @@ static int load_st(const char *path, btensor **ts, size_t *n)
         t->rows = r;
         t->cols = c;
         t->h = malloc((size_t)(r * c) * 2);
+        t->f = keep_f32 ? malloc((size_t)(r * c) * 4) : NULL;
         for (int64_t i = 0; i < r * c; i++) {
             float f;
             if (es == 4) memcpy(&f, p + 4 * i, 4);
@@ -95,6 +107,7 @@ static int load_st(const char *path, btensor **ts, size_t *n)
                 f = !strcmp(dt, "F16") ? lpk_f16_to_f32(u) : lpk_bf16_to_f32(u);
             }
             t->h[i] = lpk_f32_to_f16(f);
+            if (t->f) t->f[i] = f;
         }
     }
     json_decref(root);
@@ -140,6 +153,7 @@ int main(int argc, char **argv)
     }
     btensor *ts = NULL;
     size_t nt = 0;
+    keep_f32 = quality;
     for (int f = i; f < argc; f++)
         if (load_st(argv[f], &ts, &nt) != 0) return 1;
     int64_t maxn = 0, total = 0;
@@ -164,7 +178,7 @@ int main(int argc, char **argv)
             double t0 = now();
             for (size_t k = 0; k < nt; k++) {
                 int64_t n = ts[k].rows * ts[k].cols;
-                lpk_f16_to_f32_row(ts[k].h, x, (size_t)n);
+                memcpy(x, ts[k].f, (size_t)n * 4);
                 lpk_error err = {0};
                 if (!quant_row_fits(type, ts[k].cols)) continue;
                 if (quant_quantize_rows(type, x, ts[k].rows, ts[k].cols, q, NULL, &err)) {
@@ -187,7 +201,7 @@ int main(int argc, char **argv)
         for (char *th = strtok_r(thl, ",", &save); th; th = strtok_r(NULL, ",", &save)) {
             int nth = atoi(th);
             omp_set_num_threads(nth);
-            double t0 = now(), in_bytes = 0;
+            double t0 = now(), in_bytes = 0, c0 = cpu_now();
             for (size_t k = 0; k < nt; k++) {
                 int64_t n = ts[k].rows * ts[k].cols;
                 if (!quant_row_fits(type, ts[k].cols)) continue;
@@ -197,11 +211,16 @@ int main(int argc, char **argv)
                 in_bytes += (double)n * 2;
             }
             double gbs = in_bytes / (now() - t0);
-            printf("%-5s threads %d  %7.3f GB/s of f16 input  %5.1f%% of read bandwidth  (%s)\n",
-                   tok, nth, gbs / 1e9, 100.0 * gbs / rbw, quant_path_name(type));
+            double cpu_ns = (cpu_now() - c0) * 1e9 / (in_bytes / 2);
+            printf("%-5s threads %d  %7.3f GB/s of f16 input  %5.1f%% of read bandwidth  "
+                   "%6.1f cpu-ns/weight  (%s)\n",
+                   tok, nth, gbs / 1e9, 100.0 * gbs / rbw, cpu_ns, quant_path_name(type));
         }
     }
-    for (size_t k = 0; k < nt; k++) free(ts[k].h);
+    for (size_t k = 0; k < nt; k++) {
+        free(ts[k].h);
+        free(ts[k].f);
+    }
     free(ts);
     free(x);
     free(q);

@@ -106,11 +106,46 @@ void quant_avx2_q5_0(const float *x, const float *w, void *dst, int64_t n)
         quant_block_q5_0(&ops_avx2, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
 }
 
+/* q8_0 without weights: max |x|, the shared scale rule, round, pack. */
+TGT static void q8_0_rtn_avx2(const float *x, block_q8_0 *b)
+{
+    __m256 v[4], sm = _mm256_set1_ps(-0.0f);
+    for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
+    __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sm, v[0]), _mm256_andnot_ps(sm, v[1])),
+                             _mm256_max_ps(_mm256_andnot_ps(sm, v[2]), _mm256_andnot_ps(sm, v[3])));
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    float amax = _mm_cvtss_f32(m);
+    __m256 na = _mm256_set1_ps(-amax), pa = _mm256_set1_ps(amax);
+    __m256 en = _mm256_setzero_ps(), ep = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+        en = _mm256_or_ps(en, _mm256_cmp_ps(v[k], na, _CMP_EQ_OQ));
+        ep = _mm256_or_ps(ep, _mm256_cmp_ps(v[k], pa, _CMP_EQ_OQ));
+    }
+    uint16_t h = quant_q8_0_scale_of(amax, _mm256_movemask_ps(en) != 0,
+                                     _mm256_movemask_ps(ep) != 0);
+    float d = lpk_f16_to_f32(h);
+    __m256 vid = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    __m256 lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
+    __m256i q[4];
+    for (int k = 0; k < 4; k++)
+        q[k] = _mm256_cvtps_epi32(rnd_clamp(_mm256_mul_ps(v[k], vid), lo, hi));
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    b->d = h;
+    _mm256_storeu_si256((__m256i *)(void *)b->qs, p);
+}
+
 void quant_avx2_q8_0(const float *x, const float *w, void *dst, int64_t n)
 {
     block_q8_0 *b = dst;
-    for (int64_t i = 0; i < n / 32; i++)
-        quant_block_q8_0(&ops_avx2, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
+    for (int64_t i = 0; i < n / 32; i++) {
+        if (w)
+            quant_block_q8_0(&ops_avx2, x + 32 * i, w + 32 * i, &b[i]);
+        else
+            q8_0_rtn_avx2(x + 32 * i, &b[i]);
+    }
 }
 
 void quant_avx2_q4_1(const float *x, const float *w, void *dst, int64_t n)

@@ -59,6 +59,7 @@ void quant_search_asym(const qi_ops *ops, const float *x, const float *w, int nm
                        uint16_t *dh, uint16_t *mh);
 void quant_block_q4_0(const qi_ops *ops, const float *x, const float *w, block_q4_0 *b);
 void quant_block_q5_0(const qi_ops *ops, const float *x, const float *w, block_q5_0 *b);
+uint16_t quant_q8_0_scale(const float *x);
 void quant_block_q8_0(const qi_ops *ops, const float *x, const float *w, block_q8_0 *b);
 void quant_block_q4_1(const qi_ops *ops, const float *x, const float *w, block_q4_1 *b);
 void quant_block_q5_1(const qi_ops *ops, const float *x, const float *w, block_q5_1 *b);
@@ -109,20 +110,18 @@ static inline uint16_t qi_f16_sat(float v)
     return h;
 }
 
-/* The f16 bits one step away from h in magnitude (dir = +1 / -1), or 0xffff
- * when that leaves the finite non-zero range. */
-static inline uint16_t qi_f16_step(uint16_t h, int dir)
-{
-    int mag = (h & 0x7fff) + dir;
-    if (mag <= 0 || mag > 0x7bff)
-        return 0xffff;
-    return (uint16_t)((h & 0x8000) | mag);
-}
-
 /* Candidate denominators of the 32-block scale searches (shared with the SIMD
  * code so both try exactly the same scales). */
 #define QI_NGRID 9
 extern const float quant_grid_sym[QI_NGRID];   /* offsets added to nlo */
 extern const float quant_grid_asym[QI_NGRID];  /* offsets added to nmax */
+
+/* q8_0 scale bits from the block's max |x| and whether -amax / +amax occur. */
+static inline uint16_t quant_q8_0_scale_of(float amax, int neg, int pos)
+{
+    if (amax == 0.0f) return 0;
+    if (neg && pos) return qi_f16_sat(amax / 127.0f);
+    return qi_f16_sat(neg ? amax / 128.0f : amax / -128.0f);
+}
 
 #endif
