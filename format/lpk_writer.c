@@ -355,7 +355,11 @@ static int build_gguf_head(lpk_writer *w, const lpk_meta *meta, lpk_error *err)
                            w->t[i].name, (unsigned long long)w->t[i].offset);
         end = w->t[i].offset + w->t[i].size;
     }
-    w->file_size = end;
+    /* like llama.cpp, pad the last tensor too: the file ends on the alignment */
+    uint32_t align = 32;
+    const lpk_kv *a = lpk_meta_find(meta, "general.alignment");
+    if (a && a->type == LPK_V_U32) memcpy(&align, a->data, 4);
+    w->file_size = align ? lpk_align_up(end, align) : end;
     return LPK_OK;
 }
 

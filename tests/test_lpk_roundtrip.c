@@ -228,6 +228,116 @@ static void test_exists_and_force(void **state)
     free(dir);
 }
 
+/* Copies every tensor of r into a new container at path (flags: GGUF or not). */
+static int copy_container(lpk_reader *r, const char *path, unsigned flags, lpk_error *err)
+{
+    size_t n = lpk_reader_n_tensors(r);
+    lpk_tensor *d = calloc(n ? n : 1, sizeof *d);
+    for (size_t i = 0; i < n; i++) d[i] = *lpk_reader_tensor(r, i);
+    lpk_writer *w;
+    int st = lpk_writer_open(path, lpk_reader_meta(r), d, n, flags, &w, err);
+    for (size_t i = 0; i < n && !st; i++) {
+        st = lpk_writer_tensor_begin(w, d[i].name, err);
+        /* in two pieces, to exercise partial writes */
+        size_t half = (size_t)d[i].size / 2;
+        if (!st) st = lpk_writer_tensor_write(w, d[i].data, half, err);
+        if (!st)
+            st = lpk_writer_tensor_write(w, (const uint8_t *)d[i].data + half,
+                                         (size_t)d[i].size - half, err);
+        if (!st) st = lpk_writer_tensor_end(w, err);
+    }
+    free(d);
+    if (st) {
+        if (w) lpk_writer_abort(w);
+        return st;
+    }
+    return lpk_writer_finish(w, err);
+}
+
+static void assert_same_tensors(lpk_reader *a, lpk_reader *b)
+{
+    assert_int_equal(lpk_reader_n_tensors(a), lpk_reader_n_tensors(b));
+    for (size_t i = 0; i < lpk_reader_n_tensors(a); i++) {
+        const lpk_tensor *x = lpk_reader_tensor(a, i), *y = lpk_reader_tensor(b, i);
+        assert_string_equal(x->name, y->name);
+        assert_int_equal(x->type, y->type);
+        assert_int_equal(x->n_dims, y->n_dims);
+        assert_memory_equal(x->dims, y->dims, sizeof x->dims);
+        assert_int_equal(x->size, y->size);
+        assert_memory_equal(x->data, y->data, x->size);
+    }
+}
+
+/* .lpk -> GGUF through the same writer -> .lpk again: nothing lost. */
+static void test_gguf_write(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *g = tu_fmt("%s/m.gguf", dir), *l = tu_fmt("%s/back.lpk", dir);
+    lpk_error err = {0};
+    lpk_reader *src, *gr, *lr;
+    assert_int_equal(lpk_reader_open("tests/golden/all_types.lpk", &src, &err), 0);
+    int st = copy_container(src, g, 0 | LPK_WRITE_GGUF, &err);
+    if (st) fail_msg("%s", err.msg);
+    st = lpk_reader_open(g, &gr, &err);
+    if (st) fail_msg("%s", err.msg);
+    assert_int_equal(lpk_reader_kind(gr), LPK_KIND_GGUF);
+    assert_same_tensors(src, gr);
+    for (size_t i = 0; i < lpk_meta_count(lpk_reader_meta(src)); i++) {
+        const lpk_kv *kv = lpk_meta_at(lpk_reader_meta(src), i);
+        assert_non_null(lpk_meta_find(lpk_reader_meta(gr), kv->key));
+    }
+    assert_int_equal(copy_container(gr, l, 0, &err), 0);
+    assert_int_equal(lpk_reader_open(l, &lr, &err), 0);
+    assert_same_tensors(src, lr);
+    assert_int_equal(lpk_reader_verify_header(lr, &err), 0);
+    for (size_t i = 0; i < lpk_reader_n_tensors(lr); i++)
+        assert_int_equal(lpk_reader_tensor(lr, i)->xxh3, lpk_reader_tensor(src, i)->xxh3);
+    lpk_reader_close(lr);
+    lpk_reader_close(gr);
+    lpk_reader_close(src);
+    free(g);
+    free(l);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* GGUF files written by llama.cpp, copied through our reader and GGUF writer,
+ * come out byte for byte the same. */
+static void test_gguf_rewrite_llamacpp(void **state)
+{
+    (void)state;
+    static const char *const files[] = {"gguf/stories260K-f32.gguf",
+                                        "gguf/stories260K-Q4_K_M.gguf",
+                                        "gguf/llama2-20m-Q8_0.gguf",
+                                        "gguf/llama2-20m-Q4_K_M.gguf"};
+    TU_NEED_SHARED(first, files[0]);
+    (void)first;
+    char *dir = tu_tmpdir();
+    for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+        const char *sp = tu_shared(files[f]);
+        if (!sp) continue;
+        char *src = strdup(sp);
+        char *g = tu_fmt("%s/again%zu.gguf", dir, f);
+        lpk_error err = {0};
+        lpk_reader *r;
+        assert_int_equal(lpk_reader_open(src, &r, &err), 0);
+        int st = copy_container(r, g, LPK_WRITE_GGUF, &err);
+        if (st) fail_msg("%s: %s", files[f], err.msg);
+        lpk_reader_close(r);
+        size_t la, lb;
+        char *a = tu_read_file(src, &la), *b = tu_read_file(g, &lb);
+        assert_int_equal(la, lb);
+        if (memcmp(a, b, la) != 0) fail_msg("%s: rewritten bytes differ", files[f]);
+        free(a);
+        free(b);
+        free(g);
+        free(src);
+    }
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -237,6 +347,8 @@ int main(void)
         cmocka_unit_test(test_empty_container),
         cmocka_unit_test(test_writer_misuse),
         cmocka_unit_test(test_exists_and_force),
+        cmocka_unit_test(test_gguf_write),
+        cmocka_unit_test(test_gguf_rewrite_llamacpp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
