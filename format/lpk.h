@@ -174,6 +174,8 @@ int lpk_meta_set_arr(lpk_meta *m, const char *key, int elem, const void *data, u
 int lpk_meta_set_str_arr(lpk_meta *m, const char *key, const char *const *strs,
                          const uint64_t *lens, uint64_t count);
 int lpk_meta_remove(lpk_meta *m, const char *key);  /* LPK_ENOTFOUND if absent */
+/* Copies one key/value of another store into m: adds or replaces kv->key. */
+int lpk_meta_set_kv(lpk_meta *m, const lpk_kv *kv);
 
 size_t lpk_meta_count(const lpk_meta *m);
 const lpk_kv *lpk_meta_at(const lpk_meta *m, size_t i);       /* in insertion order */
@@ -279,6 +281,39 @@ int lpk_writer_tensor_end(lpk_writer *w, lpk_error *err);
 int lpk_writer_finish(lpk_writer *w, lpk_error *err);
 /* Removes the temporary file and frees w. NULL is fine. */
 void lpk_writer_abort(lpk_writer *w);
+
+
+/* ---------------------------------------------------------------- GGUF export */
+/* How a LLaMA container becomes a GGUF file for llama.cpp (docs/GGUF.md): the
+ * keys with the types llama.cpp reads, the tensor declarations, and the extra
+ * tensors export adds (rope_freqs.weight for LLaMA-3 RoPE scaling). */
+enum lpk_gguf_flags {
+    LPK_GGUF_STRIP = 1u << 0     /* drop llmpack-only keys (source.*, quant.*, ...) */
+};
+
+typedef struct lpk_gguf_plan {
+    lpk_meta *meta;          /* GGUF keys in order; owned */
+    lpk_tensor *decls;       /* n_tensors declarations, GGUF order; owned */
+    size_t n_tensors;
+    /* For each decl: index of the source tensor in the reader, or -1 for an added
+     * tensor whose bytes are extra[i] (owned, decls[i].size bytes). */
+    long *src;
+    void **extra;
+    size_t n_dropped;        /* source keys not written */
+} lpk_gguf_plan;
+
+/* Plans the export of the container open in r. `name` is general.name when the
+ * container has none (may be NULL). LPK_EUNSUPPORTED if the architecture is not
+ * LLaMA, LPK_ENOTFOUND naming a missing required key, LPK_ECORRUPT naming a key
+ * whose type cannot be converted to the one llama.cpp reads. */
+int lpk_gguf_plan_make(const lpk_reader *r, const char *name, unsigned flags,
+                       lpk_gguf_plan *plan, lpk_error *err);
+void lpk_gguf_plan_free(lpk_gguf_plan *plan);   /* NULL and zeroed plans are fine */
+/* LLaMA-3 RoPE frequency factors as llama.cpp's converter computes them (f32):
+ * n = rot_dims / 2 values. */
+void lpk_gguf_llama3_rope_factors(uint32_t rot_dims, float base, float factor,
+                                  float low_freq_factor, float high_freq_factor,
+                                  uint32_t original_ctx, float *out);
 
 #ifdef __cplusplus
 }

@@ -218,29 +218,32 @@ int lpk_meta_remove(lpk_meta *m, const char *key)
     return LPK_OK;
 }
 
+int lpk_meta_set_kv(lpk_meta *dst, const lpk_kv *kv)
+{
+    if (!dst || !kv) return LPK_EINVAL;
+    if (kv->type == LPK_V_STR) return lpk_meta_set_strn(dst, kv->key, kv->str.p, kv->str.n);
+    if (kv->type == LPK_V_ARR && kv->elem == LPK_V_STR) {
+        const meta_entry *e = (const meta_entry *)kv; /* kv is the first member */
+        const char **p = malloc((kv->count ? kv->count : 1) * sizeof *p);
+        uint64_t *l = malloc((kv->count ? kv->count : 1) * sizeof *l);
+        if (!p || !l) { free(p); free(l); return LPK_ENOMEM; }
+        for (uint64_t j = 0; j < kv->count; j++) {
+            p[j] = (const char *)e->data + e->offs[j];
+            l[j] = e->offs[j + 1] - e->offs[j] - 1;
+        }
+        int st = lpk_meta_set_str_arr(dst, kv->key, p, l, kv->count);
+        free(p);
+        free(l);
+        return st;
+    }
+    if (kv->type == LPK_V_ARR) return lpk_meta_set_arr(dst, kv->key, kv->elem, kv->data, kv->count);
+    return lpk_meta_set_scalar(dst, kv->key, kv->type, kv->data);
+}
+
 int lpk_meta_copy(lpk_meta *dst, const lpk_meta *src)
 {
     for (size_t i = 0; i < src->n; i++) {
-        const lpk_kv *kv = &src->e[i].kv;
-        int st;
-        if (kv->type == LPK_V_STR)
-            st = lpk_meta_set_strn(dst, kv->key, kv->str.p, kv->str.n);
-        else if (kv->type == LPK_V_ARR && kv->elem == LPK_V_STR) {
-            const meta_entry *e = &src->e[i];
-            const char **p = malloc((kv->count ? kv->count : 1) * sizeof *p);
-            uint64_t *l = malloc((kv->count ? kv->count : 1) * sizeof *l);
-            if (!p || !l) { free(p); free(l); return LPK_ENOMEM; }
-            for (uint64_t j = 0; j < kv->count; j++) {
-                p[j] = (const char *)e->data + e->offs[j];
-                l[j] = e->offs[j + 1] - e->offs[j] - 1;
-            }
-            st = lpk_meta_set_str_arr(dst, kv->key, p, l, kv->count);
-            free(p);
-            free(l);
-        } else if (kv->type == LPK_V_ARR)
-            st = lpk_meta_set_arr(dst, kv->key, kv->elem, kv->data, kv->count);
-        else
-            st = lpk_meta_set_scalar(dst, kv->key, kv->type, kv->data);
+        int st = lpk_meta_set_kv(dst, &src->e[i].kv);
         if (st) return st;
     }
     return LPK_OK;

@@ -1,0 +1,435 @@
+/* llmpack export: containers -> GGUF, read back through lpk_reader.
+ *
+ * Truth: the container's own bytes (every tensor must come back bit-identical),
+ * llama.cpp's GGUF files in ../shared/gguf (key names, types and values), and
+ * llama.cpp's converter's LLaMA-3 RoPE factor formula, evaluated here in double.
+ */
+#include "tutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../convert/convert.h"
+#include "../format/lpk.h"
+
+/* ---------------------------------------------------------------- fixtures */
+typedef struct tspec {
+    const char *name;
+    int type;
+    int nd;
+    int64_t dims[4];
+} tspec;
+
+/* Writes a container with meta and tensors of deterministic bytes. */
+static void write_container(const char *path, const lpk_meta *m, const tspec *ts, size_t n)
+{
+    lpk_tensor *d = calloc(n, sizeof *d);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(d[i].name, sizeof d[i].name, "%s", ts[i].name);
+        d[i].type = ts[i].type;
+        d[i].n_dims = ts[i].nd;
+        memcpy(d[i].dims, ts[i].dims, sizeof d[i].dims);
+    }
+    lpk_writer *w;
+    lpk_error err = {0};
+    if (lpk_writer_open(path, m, d, n, LPK_WRITE_FORCE, &w, &err)) fail_msg("%s", err.msg);
+    uint64_t rs = 42;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t nb;
+        assert_int_equal(lpk_type_nbytes(d[i].type, lpk_tensor_nelems(&d[i]), &nb), 0);
+        uint8_t *buf = malloc(nb);
+        if (d[i].type == LPK_TYPE_F32) {
+            for (uint64_t j = 0; j < nb / 4; j++) {
+                float f = tu_randn(&rs);
+                memcpy(buf + 4 * j, &f, 4);
+            }
+        } else {
+            /* opaque bytes; keep f16 scales finite (high byte < 0x7c) */
+            for (uint64_t j = 0; j < nb; j++) buf[j] = (uint8_t)(tu_rand(&rs) & 0x3f);
+        }
+        assert_int_equal(lpk_writer_tensor_begin(w, d[i].name, &err), 0);
+        assert_int_equal(lpk_writer_tensor_write(w, buf, nb, &err), 0);
+        assert_int_equal(lpk_writer_tensor_end(w, &err), 0);
+        free(buf);
+    }
+    if (lpk_writer_finish(w, &err)) fail_msg("%s", err.msg);
+    free(d);
+}
+
+/* llama2-20m's hyperparameters and tokenizer as docs/MODEL.md types them;
+ * wide = 1 stores the counts as u64 and eps/freq_base as f64 (export must narrow). */
+static lpk_meta *llama2_20m_meta(const char *tok_model, const char *tok_config, int wide)
+{
+    lpk_meta *m = lpk_meta_new();
+    lpk_meta_set_str(m, "general.architecture", "llama");
+    lpk_meta_set_str(m, "general.name", "llama2-20m");
+    static const struct { const char *k; uint32_t v; } u[] = {
+        {"llama.context_length", 512}, {"llama.embedding_length", 256},
+        {"llama.block_count", 6}, {"llama.feed_forward_length", 768},
+        {"llama.rope.dimension_count", 32}, {"llama.attention.head_count", 8},
+        {"llama.attention.head_count_kv", 4}, {"llama.vocab_size", 32000},
+    };
+    for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
+        if (wide) lpk_meta_set_u64(m, u[i].k, u[i].v);
+        else lpk_meta_set_u32(m, u[i].k, u[i].v);
+    }
+    if (wide) {
+        lpk_meta_set_f64(m, "llama.attention.layer_norm_rms_epsilon", 1e-5);
+        lpk_meta_set_f64(m, "llama.rope.freq_base", 10000.0);
+    } else {
+        lpk_meta_set_f32(m, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+        lpk_meta_set_f32(m, "llama.rope.freq_base", 10000.0f);
+    }
+    lpk_error err = {0};
+    if (cv_tokenizer_load(tok_model, m, &err)) fail_msg("%s", err.msg);
+    size_t n;
+    char *cfg = tu_read_file(tok_config, &n);
+    assert_non_null(cfg);
+    if (cv_tokenizer_config_load_mem(tok_config, (const uint8_t *)cfg, n, m, &err))
+        fail_msg("%s", err.msg);
+    free(cfg);
+    lpk_meta_set_u32(m, "general.file_type", 7);
+    lpk_meta_set_str(m, "source.format", "hf-safetensors");
+    const char *files[] = {"model.safetensors"};
+    lpk_meta_set_str_arr(m, "source.files", files, NULL, 1);
+    return m;
+}
+
+static lpk_reader *open_or_fail(const char *path)
+{
+    lpk_reader *r;
+    lpk_error err = {0};
+    if (lpk_reader_open(path, &r, &err)) fail_msg("%s", err.msg);
+    return r;
+}
+
+static int kv_same_value(const lpk_kv *a, const lpk_kv *b)
+{
+    if (a->type != b->type) return 0;
+    if (a->type == LPK_V_STR) return a->str.n == b->str.n && !memcmp(a->str.p, b->str.p, a->str.n);
+    if (a->type == LPK_V_ARR) {
+        if (a->elem != b->elem || a->count != b->count) return 0;
+        if (a->elem != LPK_V_STR)
+            return !a->count || !memcmp(a->data, b->data, a->count * lpk_vtype_size(a->elem));
+        for (uint64_t i = 0; i < a->count; i++) {
+            lpk_str x = lpk_kv_str_at(a, i), y = lpk_kv_str_at(b, i);
+            if (x.n != y.n || memcmp(x.p, y.p, x.n)) return 0;
+        }
+        return 1;
+    }
+    return !memcmp(a->data, b->data, lpk_vtype_size(a->type));
+}
+
+/* Every tensor of `ref` is in `got` with the same type, dims and bytes. */
+static void same_tensors(const lpk_reader *ref, const lpk_reader *got)
+{
+    for (size_t i = 0; i < lpk_reader_n_tensors(ref); i++) {
+        const lpk_tensor *a = lpk_reader_tensor(ref, i);
+        const lpk_tensor *b = lpk_reader_find(got, a->name);
+        if (!b) fail_msg("tensor %s missing", a->name);
+        assert_int_equal(a->type, b->type);
+        assert_int_equal(a->n_dims, b->n_dims);
+        assert_memory_equal(a->dims, b->dims, sizeof(int64_t) * (size_t)a->n_dims);
+        assert_int_equal(a->size, b->size);
+        if (memcmp(a->data, b->data, a->size)) fail_msg("tensor %s: bytes differ", a->name);
+        assert_int_equal(b->offset % 32, 0);
+    }
+}
+
+/* Keys in ours that llama.cpp's file lacks, and keys whose values may differ. */
+static int allowed_extra(const char *k)
+{
+    return !strcmp(k, "general.alignment") || !strncmp(k, "source.", 7) ||
+           !strncmp(k, "quant.", 6) || !strcmp(k, "tokenizer.ggml.add_space_prefix") ||
+           !strcmp(k, "tokenizer.pre_regex") || !strcmp(k, "tokenizer.ignore_merges") ||
+           !strcmp(k, "tokenizer.eos_token_ids") || !strcmp(k, "tokenizer.chat_template");
+}
+
+/* Compares the key sets, types and values of our GGUF with llama.cpp's. */
+static void compare_with_llamacpp(const char *ours, const char *theirs, int check_file_type)
+{
+    lpk_reader *a = open_or_fail(ours), *b = open_or_fail(theirs);
+    const lpk_meta *ma = lpk_reader_meta(a), *mb = lpk_reader_meta(b);
+    for (size_t i = 0; i < lpk_meta_count(mb); i++) {
+        const lpk_kv *kb = lpk_meta_at(mb, i);
+        const lpk_kv *ka = lpk_meta_find(ma, kb->key);
+        if (!ka) fail_msg("%s: key %s (in %s) missing", ours, kb->key, theirs);
+        if (ka->type != kb->type || (ka->type == LPK_V_ARR && ka->elem != kb->elem))
+            fail_msg("%s: key %s is %s/%s, llama.cpp writes %s/%s", ours, kb->key,
+                     lpk_vtype_name(ka->type), lpk_vtype_name(ka->elem),
+                     lpk_vtype_name(kb->type), lpk_vtype_name(kb->elem));
+        if (!strcmp(kb->key, "general.name")) continue;
+        if (!strcmp(kb->key, "general.file_type") && !check_file_type) continue;
+        if (!kv_same_value(ka, kb)) fail_msg("%s: key %s differs from llama.cpp's", ours, kb->key);
+    }
+    for (size_t i = 0; i < lpk_meta_count(ma); i++) {
+        const char *k = lpk_meta_at(ma, i)->key;
+        if (!lpk_meta_find(mb, k) && !allowed_extra(k))
+            fail_msg("%s: key %s is not in llama.cpp's file", ours, k);
+    }
+    lpk_reader_close(a);
+    lpk_reader_close(b);
+}
+
+/* ---------------------------------------------------------------- tests */
+static const tspec small_tensors[] = {
+    {"token_embd.weight", LPK_TYPE_Q8_0, 2, {512, 64}},
+    {"output_norm.weight", LPK_TYPE_F32, 1, {64}},
+    {"blk.0.attn_norm.weight", LPK_TYPE_F32, 1, {64}},
+    {"blk.0.attn_q.weight", LPK_TYPE_BF16, 2, {64, 64}},
+    {"blk.0.attn_k.weight", LPK_TYPE_F16, 2, {32, 64}},
+    {"blk.0.attn_v.weight", LPK_TYPE_Q4_0, 2, {32, 64}},
+    {"blk.0.attn_output.weight", LPK_TYPE_Q4_1, 2, {64, 64}},
+    {"blk.0.ffn_norm.weight", LPK_TYPE_F32, 1, {64}},
+    {"blk.0.ffn_gate.weight", LPK_TYPE_Q4_K, 2, {2, 256}},
+    {"blk.0.ffn_up.weight", LPK_TYPE_Q6_K, 2, {2, 256}},
+    {"blk.0.ffn_down.weight", LPK_TYPE_Q5_0, 2, {64, 32}},
+    {"output.weight", LPK_TYPE_Q5_1, 2, {512, 64}},
+};
+#define N_SMALL (sizeof small_tensors / sizeof small_tensors[0])
+
+static lpk_meta *small_meta(const char *tok_model)
+{
+    lpk_meta *m = lpk_meta_new();
+    lpk_meta_set_str(m, "general.architecture", "llama");
+    lpk_meta_set_u32(m, "llama.context_length", 128);
+    lpk_meta_set_u32(m, "llama.embedding_length", 64);
+    lpk_meta_set_u32(m, "llama.block_count", 1);
+    lpk_meta_set_u32(m, "llama.feed_forward_length", 256);
+    lpk_meta_set_u32(m, "llama.attention.head_count", 8);
+    lpk_meta_set_u32(m, "llama.attention.head_count_kv", 4);
+    lpk_meta_set_f32(m, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    lpk_meta_set_str(m, "source.format", "llama2c");
+    lpk_meta_set_str(m, "quant.recipe", "mixed");
+    lpk_error err = {0};
+    if (cv_tokenizer_load(tok_model, m, &err)) fail_msg("%s", err.msg);
+    return m;
+}
+
+static void test_roundtrip_all_types(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(tok, "models/stories260K/hf/tokenizer.model");
+    char *dir = tu_tmpdir();
+    char *in = tu_fmt("%s/small.lpk", dir), *out = tu_fmt("%s/small.gguf", dir);
+    lpk_meta *m = small_meta(tok);
+    write_container(in, m, small_tensors, N_SMALL);
+    char *log = NULL;
+    int rc = tu_llmpack(&log, "export '%s' -o '%s' --quiet", in, out);
+    if (rc) fail_msg("export failed (%d): %s", rc, log);
+    free(log);
+
+    lpk_reader *a = open_or_fail(in), *b = open_or_fail(out);
+    assert_int_equal(lpk_reader_kind(b), LPK_KIND_GGUF);
+    assert_int_equal(lpk_reader_version(b), 3);
+    assert_int_equal(lpk_reader_n_tensors(b), N_SMALL);
+    same_tensors(a, b);
+    const lpk_meta *g = lpk_reader_meta(b);
+    /* every source key comes back with its value (types here are already GGUF's) */
+    for (size_t i = 0; i < lpk_meta_count(m); i++) {
+        const lpk_kv *k = lpk_meta_at(m, i);
+        const lpk_kv *k2 = lpk_meta_find(g, k->key);
+        if (!k2 || !kv_same_value(k, k2)) fail_msg("key %s lost or changed", k->key);
+    }
+    uint32_t v;
+    assert_int_equal(lpk_meta_get_u32(g, "general.alignment", &v), 0);
+    assert_int_equal(v, 32);
+    assert_int_equal(lpk_meta_get_u32(g, "general.quantization_version", &v), 0);
+    assert_int_equal(v, 2);
+    assert_int_equal(lpk_meta_get_u32(g, "llama.rope.dimension_count", &v), 0);
+    assert_int_equal(v, 8); /* derived: 64 / 8 */
+    assert_int_equal(lpk_meta_get_u32(g, "llama.vocab_size", &v), 0);
+    assert_int_equal(v, 512); /* derived from token_embd */
+    assert_string_equal(lpk_meta_get_str(g, "general.name"), "small"); /* from the file name */
+    lpk_reader_close(b);
+
+    /* GGUF -> GGUF again: byte-identical file */
+    char *out2 = tu_fmt("%s/again.gguf", dir);
+    assert_int_equal(tu_llmpack(NULL, "export '%s' -o '%s' --quiet", out, out2), 0);
+    size_t n1, n2;
+    char *f1 = tu_read_file(out, &n1), *f2 = tu_read_file(out2, &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(f1, f2, n1);
+    free(f1);
+    free(f2);
+
+    /* --strip drops llmpack's own keys and nothing else */
+    assert_int_equal(tu_llmpack(NULL, "export '%s' -o '%s' --quiet --strip --force", in, out2), 0);
+    b = open_or_fail(out2);
+    assert_null(lpk_meta_find(lpk_reader_meta(b), "source.format"));
+    assert_null(lpk_meta_find(lpk_reader_meta(b), "quant.recipe"));
+    assert_non_null(lpk_meta_find(lpk_reader_meta(b), "tokenizer.ggml.tokens"));
+    same_tensors(a, b);
+    lpk_reader_close(b);
+    lpk_reader_close(a);
+    lpk_meta_free(m);
+    free(out2);
+    free(in);
+    free(out);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+static void test_cli_errors(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(tok, "models/stories260K/hf/tokenizer.model");
+    char *dir = tu_tmpdir();
+    char *in = tu_fmt("%s/in.lpk", dir), *out = tu_fmt("%s/out.gguf", dir);
+    lpk_meta *m = small_meta(tok);
+    write_container(in, m, small_tensors, 2);
+    assert_int_equal(tu_write_file(out, "keep", 4), 0);
+    char *log = NULL;
+    assert_int_equal(tu_llmpack(&log, "export '%s' -o '%s' --quiet", in, out), 1);
+    assert_non_null(strstr(log, "already exists"));
+    free(log);
+    size_t n;
+    char *keep = tu_read_file(out, &n);
+    assert_int_equal(n, 4); /* untouched */
+    free(keep);
+    assert_int_equal(tu_llmpack(NULL, "export '%s'", in), 2);
+    assert_int_equal(tu_llmpack(NULL, "export '%s' -o x --bogus", in), 2);
+
+    /* not a LLaMA model: bad input, named */
+    lpk_meta_set_str(m, "general.architecture", "gpt2");
+    write_container(in, m, small_tensors, 2);
+    assert_int_equal(tu_llmpack(&log, "export '%s' -o '%s' --force --quiet", in, out), 3);
+    assert_non_null(strstr(log, "architecture 'gpt2'"));
+    free(log);
+    /* a hyperparameter of a type that does not narrow to u32 */
+    lpk_meta_set_str(m, "general.architecture", "llama");
+    lpk_meta_set_f32(m, "llama.block_count", 1.5f);
+    write_container(in, m, small_tensors, 2);
+    assert_int_equal(tu_llmpack(&log, "export '%s' -o '%s' --force --quiet", in, out), 3);
+    assert_non_null(strstr(log, "key 'llama.block_count' is f32"));
+    free(log);
+    lpk_meta_remove(m, "llama.block_count");
+    write_container(in, m, small_tensors, 2);
+    assert_int_equal(tu_llmpack(&log, "export '%s' -o '%s' --force --quiet", in, out), 3);
+    assert_non_null(strstr(log, "'llama.block_count' is missing"));
+    free(log);
+    lpk_meta_free(m);
+    free(in);
+    free(out);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* llama.cpp's converter, in double: 1, factor, or the smooth blend. */
+static double llama3_factor_ref(int i, int dim, double base, double factor, double lo, double hi,
+                                double octx)
+{
+    double freq = 1.0 / pow(base, (double)(2 * i) / dim);
+    double wl = 2 * M_PI / freq;
+    if (wl < octx / hi) return 1.0;
+    if (wl > octx / lo) return factor;
+    double s = (octx / wl - lo) / (hi - lo);
+    return 1.0 / ((1 - s) / factor + s);
+}
+
+static void test_llama3_rope_freqs(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(tok, "models/stories260K/hf/tokenizer.model");
+    /* Llama 3.1 8B's parameters */
+    float f[64];
+    lpk_gguf_llama3_rope_factors(128, 500000.0f, 8.0f, 1.0f, 4.0f, 8192, f);
+    int ones = 0, full = 0, mid = 0;
+    for (int i = 0; i < 64; i++) {
+        double want = llama3_factor_ref(i, 128, 500000.0, 8.0, 1.0, 4.0, 8192.0);
+        if (fabs(f[i] - want) > 1e-5 * want) fail_msg("factor %d: %.9g, want %.9g", i, f[i], want);
+        ones += f[i] == 1.0f;
+        full += f[i] == 8.0f;
+        mid += f[i] > 1.0f && f[i] < 8.0f;
+    }
+    assert_true(ones > 0 && full > 0 && mid > 0);
+    for (int i = 1; i < 64; i++) assert_true(f[i] >= f[i - 1]); /* lower frequency, more scaling */
+
+    char *dir = tu_tmpdir();
+    char *in = tu_fmt("%s/l3.lpk", dir), *out = tu_fmt("%s/l3.gguf", dir);
+    lpk_meta *m = small_meta(tok);
+    lpk_meta_set_u32(m, "llama.rope.dimension_count", 8);
+    lpk_meta_set_f32(m, "llama.rope.freq_base", 500000.0f);
+    lpk_meta_set_str(m, "llama.rope.scaling.type", "llama3");
+    lpk_meta_set_f32(m, "llama.rope.scaling.factor", 8.0f);
+    lpk_meta_set_u32(m, "llama.rope.scaling.original_context_length", 64);
+    lpk_meta_set_f32(m, "llama.rope.scaling.low_freq_factor", 1.0f);
+    lpk_meta_set_f32(m, "llama.rope.scaling.high_freq_factor", 4.0f);
+    write_container(in, m, small_tensors, N_SMALL);
+    assert_int_equal(tu_llmpack(NULL, "export '%s' -o '%s' --quiet", in, out), 0);
+    lpk_reader *a = open_or_fail(in), *b = open_or_fail(out);
+    same_tensors(a, b);
+    const lpk_tensor *t = lpk_reader_find(b, "rope_freqs.weight");
+    assert_non_null(t);
+    assert_int_equal(t->type, LPK_TYPE_F32);
+    assert_int_equal(t->n_dims, 1);
+    assert_int_equal(t->dims[0], 4);
+    const float *got = t->data;
+    for (int i = 0; i < 4; i++) {
+        double want = llama3_factor_ref(i, 8, 500000.0, 8.0, 1.0, 4.0, 64.0);
+        if (fabs(got[i] - want) > 1e-5 * want) fail_msg("rope_freqs[%d] %g want %g", i, got[i], want);
+    }
+    const lpk_meta *g = lpk_reader_meta(b);
+    assert_null(lpk_meta_find(g, "llama.rope.scaling.type"));
+    assert_null(lpk_meta_find(g, "llama.rope.scaling.factor"));
+    assert_non_null(lpk_meta_find(g, "llama.rope.scaling.original_context_length"));
+    lpk_reader_close(a);
+    lpk_reader_close(b);
+
+    /* linear scaling stays as keys */
+    lpk_meta_set_str(m, "llama.rope.scaling.type", "linear");
+    write_container(in, m, small_tensors, N_SMALL);
+    assert_int_equal(tu_llmpack(NULL, "export '%s' -o '%s' --quiet --force", in, out), 0);
+    b = open_or_fail(out);
+    assert_null(lpk_reader_find(b, "rope_freqs.weight"));
+    assert_string_equal(lpk_meta_get_str(lpk_reader_meta(b), "llama.rope.scaling.type"), "linear");
+    lpk_reader_close(b);
+    lpk_meta_free(m);
+    free(in);
+    free(out);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* The llama2-20m description (tokenizer from its own files, hyperparameters as
+ * docs/MODEL.md types them, or wider) exports to the keys llama.cpp wrote. */
+static void test_keys_match_llamacpp(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(ref, "gguf/llama2-20m-Q8_0.gguf");
+    char *refp = strdup(ref);
+    TU_NEED_SHARED(tok, "models/llama2-20m/hf/tokenizer.model");
+    char *tokp = strdup(tok);
+    TU_NEED_SHARED(cfg, "models/llama2-20m/hf/tokenizer_config.json");
+    char *dir = tu_tmpdir();
+    for (int wide = 0; wide < 2; wide++) {
+        char *in = tu_fmt("%s/m%d.lpk", dir, wide), *out = tu_fmt("%s/m%d.gguf", dir, wide);
+        lpk_meta *m = llama2_20m_meta(tokp, cfg, wide);
+        static const tspec t[] = {{"output_norm.weight", LPK_TYPE_F32, 1, {256}}};
+        write_container(in, m, t, 1);
+        char *log = NULL;
+        if (tu_llmpack(&log, "export '%s' -o '%s' --quiet", in, out)) fail_msg("%s", log);
+        free(log);
+        compare_with_llamacpp(out, refp, 1);
+        lpk_meta_free(m);
+        free(in);
+        free(out);
+    }
+    tu_rmtree(dir);
+    free(dir);
+    free(refp);
+    free(tokp);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_roundtrip_all_types),
+        cmocka_unit_test(test_cli_errors),
+        cmocka_unit_test(test_llama3_rope_freqs),
+        cmocka_unit_test(test_keys_match_llamacpp),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
