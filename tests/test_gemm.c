@@ -248,17 +248,23 @@ static int n_paths(void)
 
 /* ---- tests ---- */
 
-/* The library's activation quantizer matches the documented rule exactly. */
-static void test_quantize_x(void **state)
+/* The library's activation quantizer (scalar and SIMD) matches the documented
+ * rule exactly. */
+static void check_quantize_x(void)
 {
-    (void)state;
     int64_t n = 512;
     float *x = make_x(1, n, 11);
-    x[5] = 0; x[40] = 0.5f * (x[33] / 127.0f);  /* assorted values */
+    /* block 0: d = 1 exactly, so x = k + 0.5 are rounding ties (to even) */
+    x[0] = 127.0f; x[1] = 2.5f; x[2] = 3.5f; x[3] = -2.5f; x[4] = -127.0f; x[5] = 0;
+    for (int j = 6; j < 32; j++) x[j] = fmaxf(-100.0f, fminf(100.0f, x[j] * 30.0f));
     vf_xblk32 xb[16];
     block_q8_K xk[2];
     vf_quantize_x32(x, n, xb);
     vf_quantize_xk(x, n, xk);
+    assert_true(xb[0].d == 1.0f);
+    assert_int_equal(xb[0].qs[1], 2);
+    assert_int_equal(xb[0].qs[2], 4);
+    assert_int_equal(xb[0].qs[3], -2);
     int32_t q[512];
     double d[16];
     ref_quant_x(x, n, 32, q, d);
@@ -285,6 +291,16 @@ static void test_quantize_x(void **state)
     assert_true(xb[0].d == 0.0f);
     for (int j = 0; j < 32; j++) assert_int_equal(xb[0].qs[j], 0);
     free(x);
+}
+
+static void test_quantize_x(void **state)
+{
+    (void)state;
+    for (int p = 0; p < n_paths(); p++) {
+        vf_gemm_force_path(p);
+        check_quantize_x();
+    }
+    vf_gemm_force_path(-1);
 }
 
 /* Integer parts of every block type equal the sums computed from the format

@@ -14,8 +14,25 @@
 #endif
 
 /* ---------------------------------------------------------------- activations */
+static int force_cap = -1;
+
+static int simd_quant(void)
+{
+#if defined(__x86_64__)
+    return force_cap != VF_PATH_SCALAR && (lpk_cpu_features() & LPK_CPU_AVX2);
+#else
+    return 0;
+#endif
+}
+
 void vf_quantize_x32(const float *x, int64_t n, vf_xblk32 *out)
 {
+#if defined(__x86_64__)
+    if (simd_quant()) {
+        vf_quantize_x32_avx2(x, n, out);
+        return;
+    }
+#endif
     for (int64_t b = 0; b < n / 32; b++) {
         const float *v = x + b * 32;
         float amax = 0.0f;
@@ -40,6 +57,12 @@ void vf_quantize_x32(const float *x, int64_t n, vf_xblk32 *out)
 
 void vf_quantize_xk(const float *x, int64_t n, block_q8_K *out)
 {
+#if defined(__x86_64__)
+    if (simd_quant()) {
+        vf_quantize_xk_avx2(x, n, out);
+        return;
+    }
+#endif
     for (int64_t b = 0; b < n / QK_K; b++) {
         const float *v = x + b * QK_K;
         float amax = 0.0f;
@@ -110,21 +133,25 @@ void vf_unpack_blk32(int wtype, const uint8_t *src, vf_wblk32 *o)
     }
 }
 
+void vf_q4k_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8])
+{
+    for (int j = 0; j < 8; j++) {
+        if (j < 4) {
+            sc[j] = s[j] & 63;
+            m[j] = s[j + 4] & 63;
+        } else {
+            sc[j] = (uint8_t)((s[j + 4] & 15) | (s[j - 4] >> 6) << 4);
+            m[j] = (uint8_t)((s[j + 4] >> 4) | (s[j] >> 6) << 4);
+        }
+    }
+}
+
 void vf_unpack_q4k(const uint8_t *src, vf_wq4k *o)
 {
-    const uint8_t *s = src + 4;
     const uint8_t *qs = src + 16;
     o->d = rd_half(src);
     o->dmin = rd_half(src + 2);
-    for (int j = 0; j < 8; j++) {
-        if (j < 4) {
-            o->sc[j] = s[j] & 63;
-            o->m[j] = s[j + 4] & 63;
-        } else {
-            o->sc[j] = (uint8_t)((s[j + 4] & 15) | (s[j - 4] >> 6) << 4);
-            o->m[j] = (uint8_t)((s[j + 4] >> 4) | (s[j] >> 6) << 4);
-        }
-    }
+    vf_q4k_scales(src + 4, o->sc, o->m);
     /* each 32 bytes: low nibbles are sub-block 2c, high nibbles sub-block 2c+1 */
     for (int c = 0; c < 4; c++) {
         for (int l = 0; l < 32; l++) {
@@ -312,8 +339,6 @@ static const vf_gemm_kernel kernel_scalar = {
 };
 
 /* ---------------------------------------------------------------- dispatch */
-static int force_cap = -1;
-
 void vf_gemm_force_path(int path) { force_cap = path; }
 
 static int is_fp(int wtype)

@@ -43,12 +43,17 @@ typedef struct vf_wq6k { int8_t q[256]; int8_t sc[16]; float d; } vf_wq6k;
 
 void vf_unpack_blk32(int wtype, const uint8_t *src, vf_wblk32 *o);
 void vf_unpack_q4k(const uint8_t *src, vf_wq4k *o);
+/* q4_k's 6-bit sub-block scales and mins from the 12 packed bytes s. */
+void vf_q4k_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8]);
 void vf_unpack_q6k(const uint8_t *src, vf_wq6k *o);
 
 #if defined(__x86_64__)
 /* Best x86 kernel for wtype on this CPU with paths above cap excluded (cap < 0:
  * no cap); NULL when only the scalar reference applies. */
 const vf_gemm_kernel *vf_gemm_x86_kernel(int wtype, int cap);
+/* AVX2 activation quantizers, bit-identical to the scalar ones. */
+void vf_quantize_x32_avx2(const float *x, int64_t n, vf_xblk32 *out);
+void vf_quantize_xk_avx2(const float *x, int64_t n, block_q8_K *out);
 #endif
 
 #endif

@@ -106,6 +106,158 @@ static inline __attribute__((target(TGT), always_inline)) void FN(store_rows)(fl
  * the last token and discards it). */
 #define TOK(t0, j, n) ((t0) + (j) < (n) ? (t0) + (j) : (n) - 1)
 
+/* ---------------------------------------------------------------- packing */
+static inline __attribute__((target(TGT), always_inline)) float FN(half)(const uint8_t *p)
+{
+    return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8));
+}
+
+/* Writes the 32 bytes of v as 8 groups of 4 at q, q + 4R, q + 8R, ... */
+static inline __attribute__((target(TGT), always_inline)) void FN(scatter32)(uint8_t *q, __m256i v,
+                                                                              int R)
+{
+    uint32_t t[8];
+    _mm256_storeu_si256((__m256i *)(void *)t, v);
+    for (int g = 0; g < 8; g++) memcpy(q + g * 4 * R, &t[g], 4);
+}
+
+/* One 32-block's weights as unsigned bytes: qw + the type's offset (q8_0:
+ * +128, or the signed value in sign mode). */
+static inline __attribute__((target(TGT), always_inline)) __m256i FN(unpack32)(int wtype,
+                                                                                const uint8_t *b,
+                                                                                int sign_mode)
+{
+    const __m128i m4 = _mm_set1_epi8(15);
+    switch (wtype) {
+    case LPK_TYPE_Q8_0: {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(b + 2));
+        return sign_mode ? v : _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80));
+    }
+    case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1: {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(b + (wtype == LPK_TYPE_Q4_1 ? 4 : 2)));
+        return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m4), _mm_and_si128(x, m4));
+    }
+    default: { /* q5_0, q5_1: bit j of qh is bit 4 of element j */
+        const uint8_t *qhp = b + (wtype == LPK_TYPE_Q5_1 ? 4 : 2);
+        uint32_t qh;
+        memcpy(&qh, qhp, 4);
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(qhp + 4));
+        __m256i lo = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m4), _mm_and_si128(x, m4));
+        const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                              2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        const __m256i bit = _mm256_set1_epi64x(0x8040201008040201ll);
+        __m256i h = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), shuf);
+        h = _mm256_cmpeq_epi8(_mm256_and_si256(h, bit), bit);
+        return _mm256_or_si256(lo, _mm256_and_si256(h, _mm256_set1_epi8(16)));
+    }
+    }
+}
+
+/* 32-blocks: see pk32 in vf_gemm_x86.c. */
+static __attribute__((target(TGT))) void FN(pack_blk32)(const vf_gemm_args *a, int64_t o0,
+                                                        int64_t o1, int R, int sign_mode,
+                                                        void *scratch, pk32 *pk)
+{
+    int64_t nb = a->n_in / 32;
+    pk32_layout(nb, R, scratch, pk);
+    const int has_m = a->wtype == LPK_TYPE_Q4_1 || a->wtype == LPK_TYPE_Q5_1;
+    for (int r = 0; r < R; r++) {
+        const uint8_t *row = (const uint8_t *)a->w + (o0 + r) * a->row_bytes;
+        for (int64_t b = 0; b < nb; b++) {
+            uint8_t *q = pk->q + b * 32 * R + 4 * r, *qa = pk->qa + b * 32 * R + 4 * r;
+            if (o0 + r >= o1) {
+                pk->d[b * R + r] = pk->m[b * R + r] = 0.0f;
+                FN(scatter32)(q, _mm256_setzero_si256(), R);
+                if (sign_mode) FN(scatter32)(qa, _mm256_setzero_si256(), R);
+                continue;
+            }
+            const uint8_t *blk = row + b * a->type_size;
+            pk->d[b * R + r] = FN(half)(blk);
+            pk->m[b * R + r] = has_m ? FN(half)(blk + 2) : 0.0f;
+            __m256i v = FN(unpack32)(a->wtype, blk, sign_mode);
+            FN(scatter32)(q, v, R);
+            if (sign_mode) FN(scatter32)(qa, _mm256_abs_epi8(v), R);
+        }
+    }
+}
+
+/* q4_k: see pkk in vf_gemm_x86.c. */
+static __attribute__((target(TGT))) void FN(pack_q4k)(const vf_gemm_args *a, int64_t o0,
+                                                      int64_t o1, int R, int vnni, void *scratch,
+                                                      pkk *pk)
+{
+    int64_t nb = a->n_in / QK_K;
+    pack_k_layout(nb, R, scratch, pk);
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int r = 0; r < R; r++) {
+        const uint8_t *row = (const uint8_t *)a->w + (o0 + r) * a->row_bytes;
+        int live = o0 + r < o1;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = row + b * a->type_size;
+            uint8_t sc[8], mn[8];
+            if (live) vf_q4k_scales(blk + 4, sc, mn);
+            else memset(sc, 0, 8), memset(mn, 0, 8);
+            pk->d[b * R + r] = live ? FN(half)(blk) : 0.0f;
+            pk->dmin[b * R + r] = live ? FN(half)(blk + 2) : 0.0f;
+            for (int j = 0; j < 8; j++)
+                pk->sc[(b * 8 + j) * R + r] = vnni ? sc[j] : pair16(sc[j], sc[j]);
+            for (int k = 0; k < 4; k++)
+                pk->mins[(b * 4 + k) * R + r] = pair16(mn[2 * k], mn[2 * k + 1]);
+            uint8_t *q = pk->q + b * 256 * R + 4 * r;
+            for (int c = 0; c < 4; c++) {
+                __m256i x = live ? _mm256_loadu_si256((const __m256i *)(const void *)(blk + 16 + 32 * c))
+                                 : _mm256_setzero_si256();
+                FN(scatter32)(q + (2 * c) * 32 * R, _mm256_and_si256(x, m4), R);
+                FN(scatter32)(q + (2 * c + 1) * 32 * R, _mm256_and_si256(_mm256_srli_epi16(x, 4), m4), R);
+            }
+        }
+    }
+}
+
+/* q6_k: see pkk in vf_gemm_x86.c; the 6-bit q (= qw + 32) is stored as is. */
+static __attribute__((target(TGT))) void FN(pack_q6k)(const vf_gemm_args *a, int64_t o0,
+                                                      int64_t o1, int R, int vnni, void *scratch,
+                                                      pkk *pk)
+{
+    int64_t nb = a->n_in / QK_K;
+    pack_k_layout(nb, R, scratch, pk);
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
+    for (int r = 0; r < R; r++) {
+        const uint8_t *row = (const uint8_t *)a->w + (o0 + r) * a->row_bytes;
+        int live = o0 + r < o1;
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = row + b * a->type_size;
+            pk->d[b * R + r] = live ? FN(half)(blk + 208) : 0.0f;
+            for (int j = 0; j < 16; j++) {
+                int sc = live ? (int8_t)blk[192 + j] : 0;
+                pk->sc[(b * 16 + j) * R + r] = vnni ? sc : pair16(sc, sc);
+            }
+            for (int k = 0; k < 8; k++) {
+                int s0 = live ? (int8_t)blk[192 + 2 * k] : 0, s1 = live ? (int8_t)blk[193 + 2 * k] : 0;
+                pk->mins[(b * 8 + k) * R + r] = pair16(-32 * s0, -32 * s1);
+            }
+            uint8_t *q = pk->q + b * 256 * R + 4 * r;
+            for (int h = 0; h < 2; h++) {
+                __m256i l0 = _mm256_setzero_si256(), l1 = l0, hh = l0;
+                if (live) {
+                    l0 = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 * h));
+                    l1 = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 * h + 32));
+                    hh = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 128 + 32 * h));
+                }
+                __m256i hb0 = _mm256_slli_epi16(_mm256_and_si256(hh, m2), 4);
+                __m256i hb1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 2), m2), 4);
+                __m256i hb2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 4), m2), 4);
+                __m256i hb3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, 6), m2), 4);
+                uint8_t *qh = q + h * 128 * R;
+                FN(scatter32)(qh, _mm256_or_si256(_mm256_and_si256(l0, m4), hb0), R);
+                FN(scatter32)(qh + 32 * R, _mm256_or_si256(_mm256_and_si256(l1, m4), hb1), R);
+                FN(scatter32)(qh + 64 * R, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), hb2), R);
+                FN(scatter32)(qh + 96 * R, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), hb3), R);
+            }
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- 32-blocks */
 static __attribute__((target(TGT))) void FN(rows_blk32)(const vf_gemm_args *a, int64_t o0,
                                                         int64_t o1, void *scratch)
@@ -114,7 +266,7 @@ static __attribute__((target(TGT))) void FN(rows_blk32)(const vf_gemm_args *a, i
     const int nr = (int)(o1 - o0);
     const int sign_mode = a->wtype == LPK_TYPE_Q8_0 && !VNNI;
     pk32 pk;
-    pack_blk32(a, o0, o1, VW, sign_mode, scratch, &pk);
+    FN(pack_blk32)(a, o0, o1, VW, sign_mode, scratch, &pk);
     const int has_m = a->wtype == LPK_TYPE_Q4_1 || a->wtype == LPK_TYPE_Q5_1;
     const vf_xblk32 *xq = a->xq;
     const int32_t *xc = a->xaux;
@@ -185,7 +337,7 @@ static __attribute__((target(TGT))) void FN(rows_q4k)(const vf_gemm_args *a, int
     const int64_t nb = a->n_in / QK_K, n_tok = a->n_tok;
     const int nr = (int)(o1 - o0);
     pkk pk;
-    pack_q4k(a, o0, o1, VW, VNNI, scratch, &pk);
+    FN(pack_q4k)(a, o0, o1, VW, VNNI, scratch, &pk);
     const block_q8_K *xq = a->xq;
     const int32_t *xa = a->xaux;
     for (int64_t t0 = 0; t0 < n_tok; t0 += TT) {
@@ -265,7 +417,7 @@ static __attribute__((target(TGT))) void FN(rows_q6k)(const vf_gemm_args *a, int
     const int64_t nb = a->n_in / QK_K, n_tok = a->n_tok;
     const int nr = (int)(o1 - o0);
     pkk pk;
-    pack_q6k(a, o0, o1, VW, VNNI, scratch, &pk);
+    FN(pack_q6k)(a, o0, o1, VW, VNNI, scratch, &pk);
     const block_q8_K *xq = a->xq;
     for (int64_t t0 = 0; t0 < n_tok; t0 += TT) {
         const block_q8_K *xp[TT];

@@ -23,39 +23,12 @@ static size_t scratch_blk32(const vf_gemm_args *a)
     return nb * MAX_R * (2 * sizeof(float) + 64);
 }
 
-static void pack_blk32(const vf_gemm_args *a, int64_t o0, int64_t o1, int R, int sign_mode,
-                       void *scratch, pk32 *pk)
+static void pk32_layout(int64_t nb, int R, void *scratch, pk32 *pk)
 {
-    int64_t nb = a->n_in / 32;
     pk->d = scratch;
     pk->m = pk->d + nb * R;
     pk->q = (uint8_t *)(pk->m + nb * R);
     pk->qa = pk->q + nb * 32 * R;
-    int off = 0;
-    switch (a->wtype) {
-    case LPK_TYPE_Q4_0: off = 8; break;
-    case LPK_TYPE_Q5_0: off = 16; break;
-    case LPK_TYPE_Q8_0: off = sign_mode ? 0 : 128; break;
-    default: break;
-    }
-    for (int r = 0; r < R; r++) {
-        const uint8_t *row = (const uint8_t *)a->w + (o0 + r) * a->row_bytes;
-        for (int64_t b = 0; b < nb; b++) {
-            vf_wblk32 w;
-            if (o0 + r < o1)
-                vf_unpack_blk32(a->wtype, row + b * a->type_size, &w);
-            else
-                memset(&w, 0, sizeof w);
-            pk->d[b * R + r] = w.d;
-            pk->m[b * R + r] = w.m;
-            uint8_t *q = pk->q + b * 32 * R + 4 * r, *qa = pk->qa + b * 32 * R + 4 * r;
-            for (int e = 0; e < 32; e++) {
-                int v = w.q[e] + (o0 + r < o1 ? off : 0);
-                q[(e / 4) * 4 * R + e % 4] = (uint8_t)v;
-                if (sign_mode) qa[(e / 4) * 4 * R + e % 4] = (uint8_t)(v < 0 ? -v : v);
-            }
-        }
-    }
 }
 
 /* k-quants, tile of R rows: per super-block b: d, dmin (q4_k) per row; per
@@ -82,57 +55,6 @@ static void pack_k_layout(int64_t nb, int R, void *scratch, pkk *pk)
 
 static int32_t pair16(int lo, int hi) { return (int32_t)(((uint32_t)lo & 0xffffu) | (uint32_t)hi << 16); }
 
-static void pack_q4k(const vf_gemm_args *a, int64_t o0, int64_t o1, int R, int vnni,
-                     void *scratch, pkk *pk)
-{
-    int64_t nb = a->n_in / QK_K;
-    pack_k_layout(nb, R, scratch, pk);
-    for (int r = 0; r < R; r++) {
-        const uint8_t *row = (const uint8_t *)a->w + (o0 + r) * a->row_bytes;
-        for (int64_t b = 0; b < nb; b++) {
-            vf_wq4k w;
-            if (o0 + r < o1)
-                vf_unpack_q4k(row + b * a->type_size, &w);
-            else
-                memset(&w, 0, sizeof w);
-            pk->d[b * R + r] = w.d;
-            pk->dmin[b * R + r] = w.dmin;
-            for (int j = 0; j < 8; j++)
-                pk->sc[(b * 8 + j) * R + r] = vnni ? w.sc[j] : pair16(w.sc[j], w.sc[j]);
-            for (int k = 0; k < 4; k++)
-                pk->mins[(b * 4 + k) * R + r] = pair16(w.m[2 * k], w.m[2 * k + 1]);
-            for (int e = 0; e < 256; e++)
-                pk->q[b * 256 * R + (e / 4) * 4 * R + 4 * r + e % 4] = w.q[e];
-        }
-    }
-}
-
-static void pack_q6k(const vf_gemm_args *a, int64_t o0, int64_t o1, int R, int vnni,
-                     void *scratch, pkk *pk)
-{
-    int64_t nb = a->n_in / QK_K;
-    pack_k_layout(nb, R, scratch, pk);
-    for (int r = 0; r < R; r++) {
-        const uint8_t *row = (const uint8_t *)a->w + (o0 + r) * a->row_bytes;
-        for (int64_t b = 0; b < nb; b++) {
-            vf_wq6k w;
-            int live = o0 + r < o1;
-            if (live)
-                vf_unpack_q6k(row + b * a->type_size, &w);
-            else
-                memset(&w, 0, sizeof w);
-            pk->d[b * R + r] = w.d;
-            for (int j = 0; j < 16; j++)
-                pk->sc[(b * 16 + j) * R + r] = vnni ? w.sc[j] : pair16(w.sc[j], w.sc[j]);
-            for (int k = 0; k < 8; k++)
-                pk->mins[(b * 8 + k) * R + r] = pair16(-32 * w.sc[2 * k], -32 * w.sc[2 * k + 1]);
-            for (int e = 0; e < 256; e++)
-                pk->q[b * 256 * R + (e / 4) * 4 * R + 4 * r + e % 4] =
-                    (uint8_t)(w.q[e] + (live ? 32 : 0));
-        }
-    }
-}
-
 /* fp32: the tile's rows converted to f32 and transposed, wt[i * R + r]. */
 static size_t scratch_f32(const vf_gemm_args *a)
 {
@@ -151,6 +73,76 @@ static const float *pack_f32(const vf_gemm_args *a, int64_t o0, int64_t o1, int 
         for (int64_t i = 0; i < a->n_in; i++) wt[i * R + r] = tmp[i];
     }
     return wt;
+}
+
+/* ---------------------------------------------------------------- activations */
+/* The scalar quantizers' results, bit for bit: max is exact in any order (a
+ * NaN input is skipped, as `a > amax` skips it), the scale is computed in
+ * scalar code, x * id is one rounded product, vcvtps2dq rounds to nearest even
+ * like lrintf, and out-of-range or NaN products clamp to -127 in both. */
+__attribute__((target("avx2,fma"))) static float amax8(const float *x, int n8)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_setzero_ps();
+    for (int k = 0; k < n8; k++) m = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8 * k)), m);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* 32 values -> int8 (clamped to +-127) at q; returns their sum. */
+__attribute__((target("avx2,fma"))) static int32_t quant32(const float *x, float id, int8_t *q)
+{
+    const __m256 vid = _mm256_set1_ps(id);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    __m256i i[4];
+    for (int k = 0; k < 4; k++) {
+        __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid));
+        i[k] = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+    }
+    __m256i s = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)(void *)q, p);
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+    return _mm_cvtsi128_si32(h);
+}
+
+__attribute__((target("avx2,fma"))) void vf_quantize_x32_avx2(const float *x, int64_t n, vf_xblk32 *out)
+{
+    for (int64_t b = 0; b < n / 32; b++) {
+        const float *v = x + b * 32;
+        float amax = amax8(v, 4);
+        float d = amax / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        int32_t sum = quant32(v, id, out[b].qs);
+        out[b].d = d;
+        out[b].sum = sum;
+        out[b].s = d * (float)sum;
+    }
+}
+
+__attribute__((target("avx2,fma"))) void vf_quantize_xk_avx2(const float *x, int64_t n, block_q8_K *out)
+{
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const float *v = x + b * QK_K;
+        float amax = amax8(v, 32);
+        float d = amax / 127.0f;
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int k = 0; k < 8; k++) quant32(v + 32 * k, id, out[b].qs + 32 * k);
+        for (int g = 0; g < QK_K / 16; g++) {
+            __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(out[b].qs + 16 * g)));
+            __m256i s = _mm256_madd_epi16(w, _mm256_set1_epi16(1));
+            __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+            out[b].bsums[g] = (int16_t)_mm_cvtsi128_si32(h);
+        }
+        out[b].d = d;
+    }
 }
 
 /* ---------------------------------------------------------------- kernels */
