@@ -271,12 +271,9 @@ static void scalar_rows(const vf_gemm_args *a, int64_t o0, int64_t o1, void *scr
                 for (int64_t b = 0; b < nb; b++) {
                     int32_t isum = dot32(wb[b].q, xb[b].qs);
                     float p = wb[b].d * xb[b].d;
-                    float term = p * (float)isum;
-                    if (with_min) {
-                        float mt = wb[b].m * xb[b].s;
-                        term = term + mt;
-                    }
-                    acc = acc + term;
+                    if (with_min)
+                        acc = fmaf(wb[b].m, xb[b].s, acc);
+                    acc = fmaf(p, (float)isum, acc);
                 }
                 a->y[t * a->n_out + o] = acc;
             }
@@ -291,10 +288,9 @@ static void scalar_rows(const vf_gemm_args *a, int64_t o0, int64_t o1, void *scr
                 for (int64_t b = 0; b < nb; b++) {
                     int32_t in[2];
                     ints_q4k(&wb[b], &xb[b], in);
-                    float p = wb[b].d * xb[b].d, pm = wb[b].dmin * xb[b].d;
-                    float t1 = p * (float)in[0], t2 = pm * (float)in[1];
-                    float term = t1 - t2;
-                    acc = acc + term;
+                    float p = wb[b].d * xb[b].d, pm = -wb[b].dmin * xb[b].d;
+                    acc = fmaf(pm, (float)in[1], acc);
+                    acc = fmaf(p, (float)in[0], acc);
                 }
                 a->y[t * a->n_out + o] = acc;
             }
@@ -309,8 +305,7 @@ static void scalar_rows(const vf_gemm_args *a, int64_t o0, int64_t o1, void *scr
                 for (int64_t b = 0; b < nb; b++) {
                     int32_t isum = ints_q6k(&wb[b], &xb[b]);
                     float p = wb[b].d * xb[b].d;
-                    float term = p * (float)isum;
-                    acc = acc + term;
+                    acc = fmaf(p, (float)isum, acc);
                 }
                 a->y[t * a->n_out + o] = acc;
             }
@@ -335,7 +330,7 @@ static size_t scalar_scratch(const vf_gemm_args *a)
 }
 
 static const vf_gemm_kernel kernel_scalar = {
-    "scalar", VF_PATH_SCALAR, 1, 0, scalar_scratch, scalar_rows,
+    "scalar", VF_PATH_SCALAR, 1, 0, 1, scalar_scratch, scalar_rows,
 };
 
 /* ---------------------------------------------------------------- dispatch */
@@ -372,9 +367,10 @@ static int known_type(int wtype)
 
 /* The per-(token, block) integers SIMD kernels read with broadcast loads
  * (see vf_gemm_args.xaux). *out stays NULL when the type needs none. */
-static int make_xaux(const vf_gemm_args *a, const vf_gemm_kernel *k, int32_t **out)
+static int make_xaux(const vf_gemm_args *a, const vf_gemm_kernel *k, int64_t n_tok_pad,
+                     int32_t **out)
 {
-    int64_t nb = a->n_in / a->block, n = a->n_tok * nb;
+    int64_t nb = a->n_in / a->block, n = n_tok_pad * nb;
     int off = 0;
     switch (a->wtype) {
     case LPK_TYPE_Q4_0: off = 8; break;
@@ -457,8 +453,31 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
 
     const vf_gemm_kernel *k = pick_kernel(wtype);
     int32_t *xaux = NULL;
+    int64_t n_tok_pad = n_tok;
+    if (xq && k->tok_tile > 1) {
+        /* interleave by token tile so a kernel reads a tile's activations
+         * through one pointer */
+        int64_t tt = k->tok_tile, nb = n_in / ti->block_size;
+        size_t bsz = wtype == LPK_TYPE_Q4_K || wtype == LPK_TYPE_Q6_K ? sizeof(block_q8_K)
+                                                                      : sizeof(vf_xblk32);
+        n_tok_pad = (n_tok + tt - 1) / tt * tt;
+        uint8_t *xi = malloc((size_t)(n_tok_pad * nb) * bsz);
+        if (!xi) {
+            free(xq);
+            return LPK_ENOMEM;
+        }
+        for (int64_t t = 0; t < n_tok_pad; t++) {
+            int64_t ts = t < n_tok ? t : n_tok - 1;
+            for (int64_t b = 0; b < nb; b++)
+                memcpy(xi + (size_t)(((t / tt) * nb + b) * tt + t % tt) * bsz,
+                       (const uint8_t *)xq + (size_t)(ts * nb + b) * bsz, bsz);
+        }
+        free(xq);
+        xq = xi;
+        a.xq = xq;
+    }
     if (xq && k->path != VF_PATH_SCALAR) {
-        int rc = make_xaux(&a, k, &xaux);
+        int rc = make_xaux(&a, k, n_tok_pad, &xaux);
         if (rc) {
             free(xq);
             return rc;

@@ -30,11 +30,11 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
  *   (one fused multiply-add chain per output element, in input order).
  *
  * Quantized weights: per output element, acc = 0, then for each block b in
- * order: acc = acc + term_b, with (all float, each operation rounded, no FMA)
- *   q8_0, q4_0, q5_0:  term = (dw * dx) * (float)isum
- *   q4_1, q5_1:        term = (dw * dx) * (float)isum + mw * sx
- *   q4_k:              term = (dw * dx) * (float)sumi - (dmin * dx) * (float)summ
- *   q6_k:              term = (dw * dx) * (float)sumi
+ * order (float; fma rounds once; p = dw * dx and pm = -dmin * dx rounded):
+ *   q8_0, q4_0, q5_0:  acc = fma(p, (float)isum, acc)
+ *   q4_1, q5_1:        acc = fma(mw, sx, acc); acc = fma(p, (float)isum, acc)
+ *   q4_k:              acc = fma(pm, (float)summ, acc); acc = fma(p, (float)sumi, acc)
+ *   q6_k:              acc = fma(p, (float)sumi, acc)
  * where isum = sum_j qw_j * qx_j over the block's 32 elements with qw the
  * signed integer weight (q8_0: q; q4_0: q - 8; q5_0: q - 16; q4_1/q5_1: q),
  * sx = dx * (float)sum_j qx_j, sumi = sum over sub-blocks of sc * (sum qw * qx)

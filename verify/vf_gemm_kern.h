@@ -17,8 +17,12 @@ typedef struct vf_gemm_args {
     int64_t row_bytes;
     int64_t n_out, n_in, n_tok;
     const float *x;       /* (n_tok, n_in) */
-    const void *xq;       /* quantized x: (n_tok, n_in / block) of vf_xblk32 or block_q8_K */
-    /* SIMD kernels only (NULL for the scalar one), per (token, block):
+    /* quantized x, vf_xblk32 or block_q8_K: (n_tok, n_in / block) for kernels
+     * with tok_tile 1; else interleaved (n_tok padded up to tok_tile) / tok_tile,
+     * n_in / block, tok_tile), the padding repeating the last token */
+    const void *xq;
+    /* SIMD kernels only (NULL for the scalar one), per (token, block) in the
+     * order of xq:
      * 32-blocks: -off * sum (when the kernel's weight offset off != 0);
      * q4_k: 4 words, word k = (b32[2k] | b32[2k+1] << 16) with b32[j] the
      * int16 sum of sub-block j's 32 activations. */
@@ -31,6 +35,7 @@ typedef struct vf_gemm_kernel {
     int path;                                     /* VF_PATH_* */
     int rows_per_tile;                            /* output rows per work item */
     int q8_off;                                   /* offset added to q8_0 weights (0|128) */
+    int tok_tile;                                 /* activation interleave (see xq) */
     size_t (*scratch)(const vf_gemm_args *a);     /* per-thread scratch bytes */
     /* computes y for rows [o0, o1) (o1 - o0 <= rows_per_tile) and all tokens */
     void (*rows)(const vf_gemm_args *a, int64_t o0, int64_t o1, void *scratch);

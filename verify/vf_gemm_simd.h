@@ -198,7 +198,7 @@ static __attribute__((target(TGT))) void FN(pack_q4k)(const vf_gemm_args *a, int
             if (live) vf_q4k_scales(blk + 4, sc, mn);
             else memset(sc, 0, 8), memset(mn, 0, 8);
             pk->d[b * R + r] = live ? FN(half)(blk) : 0.0f;
-            pk->dmin[b * R + r] = live ? FN(half)(blk + 2) : 0.0f;
+            pk->dmin[b * R + r] = live ? -FN(half)(blk + 2) : 0.0f;
             for (int j = 0; j < 8; j++)
                 pk->sc[(b * 8 + j) * R + r] = vnni ? sc[j] : pair16(sc[j], sc[j]);
             for (int k = 0; k < 4; k++)
@@ -265,27 +265,35 @@ static __attribute__((target(TGT))) void FN(rows_blk32)(const vf_gemm_args *a, i
     const int64_t nb = a->n_in / 32, n_tok = a->n_tok;
     const int nr = (int)(o1 - o0);
     const int sign_mode = a->wtype == LPK_TYPE_Q8_0 && !VNNI;
-    pk32 pk;
-    FN(pack_blk32)(a, o0, o1, VW, sign_mode, scratch, &pk);
+    /* GT sub-tiles of VW rows share every pass over a token tile's
+     * activations, which then come from L1/L2 rather than L3 */
+    pk32 pks[GT];
+    const int nsub = (nr + VW - 1) / VW;
+    for (int sidx = 0; sidx < nsub; sidx++) {
+        int64_t s0 = o0 + sidx * VW, s1 = s0 + VW < o1 ? s0 + VW : o1;
+        FN(pack_blk32)(a, s0, s1, VW, sign_mode, (uint8_t *)scratch + sidx * tile_bytes_blk32(a), &pks[sidx]);
+    }
     const int has_m = a->wtype == LPK_TYPE_Q4_1 || a->wtype == LPK_TYPE_Q5_1;
     const vf_xblk32 *xq = a->xq;
     const int32_t *xc = a->xaux;
     for (int64_t t0 = 0; t0 < n_tok; t0 += TT) {
-        const vf_xblk32 *xp[TT];
-        const int32_t *cp[TT];
+    for (int sidx = 0; sidx < nsub; sidx++) {
+        const pk32 pk = pks[sidx];
+        const int64_t os = o0 + sidx * VW;
+        const int ns = nr - sidx * VW < VW ? nr - sidx * VW : VW;
+        /* activations are interleaved by token tile: (tile, block, token) */
+        const vf_xblk32 *xt = xq + t0 * nb;
+        const int32_t *ct = xc ? xc + t0 * nb : NULL;
         vf acc[TT];
 #pragma GCC unroll 16
         for (int j = 0; j < TT; j++) {
-            int64_t t = TOK(t0, j, n_tok);
-            xp[j] = xq + t * nb;
-            cp[j] = xc ? xc + t * nb : NULL;
             acc[j] = VF_ZERO();
         }
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *qb = pk.q + b * 32 * VW;
             vi is[TT];
 #pragma GCC unroll 16
-            for (int j = 0; j < TT; j++) is[j] = xc ? FN(bc32)(cp[j] + b) : VI_ZERO();
+            for (int j = 0; j < TT; j++) is[j] = xc ? FN(bc32)(ct + b * TT + j) : VI_ZERO();
             if (sign_mode) {
                 const uint8_t *qa = pk.qa + b * 32 * VW;
 #pragma GCC unroll 8
@@ -293,40 +301,58 @@ static __attribute__((target(TGT))) void FN(rows_blk32)(const vf_gemm_args *a, i
                     vi w = VI_LOAD(qb + g * 4 * VW), wa = VI_LOAD(qa + g * 4 * VW);
 #pragma GCC unroll 16
                     for (int j = 0; j < TT; j++) {
-                        vi xs = VI_SIGN8(FN(bc32)(xp[j][b].qs + 4 * g), w);
+                        vi xs = VI_SIGN8(FN(bc32)(xt[b * TT + j].qs + 4 * g), w);
                         is[j] = VI_ADD(is[j], VI_MADD16(VI_MADDUBS(wa, xs), VI_SET1_16(1)));
                     }
                 }
             } else {
+#if VNNI
+                /* two chains per token: half the vpdpbusd latency chain */
+                vi is2[TT];
+#pragma GCC unroll 16
+                for (int j = 0; j < TT; j++) is2[j] = VI_ZERO();
+#pragma GCC unroll 4
+                for (int g = 0; g < 8; g += 2) {
+                    vi w0 = VI_LOAD(qb + g * 4 * VW), w1 = VI_LOAD(qb + (g + 1) * 4 * VW);
+#pragma GCC unroll 16
+                    for (int j = 0; j < TT; j++) {
+                        is[j] = VI_DPBUSD(is[j], w0, FN(bc32)(xt[b * TT + j].qs + 4 * g));
+                        is2[j] = VI_DPBUSD(is2[j], w1, FN(bc32)(xt[b * TT + j].qs + 4 * g + 4));
+                    }
+                }
+#pragma GCC unroll 16
+                for (int j = 0; j < TT; j++) is[j] = VI_ADD(is[j], is2[j]);
+#else
 #pragma GCC unroll 4
                 for (int g = 0; g < 8; g += 2) {
                     vi w0 = VI_LOAD(qb + g * 4 * VW), w1 = VI_LOAD(qb + (g + 1) * 4 * VW);
 #pragma GCC unroll 16
                     for (int j = 0; j < TT; j++)
-                        is[j] = FN(dp8)(is[j], w0, FN(bc32)(xp[j][b].qs + 4 * g), w1,
-                                        FN(bc32)(xp[j][b].qs + 4 * g + 4));
+                        is[j] = FN(dp8)(is[j], w0, FN(bc32)(xt[b * TT + j].qs + 4 * g), w1,
+                                        FN(bc32)(xt[b * TT + j].qs + 4 * g + 4));
                 }
+#endif
             }
             vf dv = VF_LOAD(pk.d + b * VW);
             if (has_m) {
                 vf mv = VF_LOAD(pk.m + b * VW);
 #pragma GCC unroll 16
                 for (int j = 0; j < TT; j++) {
-                    vf p = VF_MUL(dv, VF_SET1(xp[j][b].d));
-                    vf term = VF_MUL(p, VF_CVT(is[j]));
-                    term = VF_ADD(term, VF_MUL(mv, VF_SET1(xp[j][b].s)));
-                    acc[j] = VF_ADD(acc[j], term);
+                    vf p = VF_MUL(dv, VF_SET1(xt[b * TT + j].d));
+                    acc[j] = VF_FMA(mv, VF_SET1(xt[b * TT + j].s), acc[j]);
+                    acc[j] = VF_FMA(p, VF_CVT(is[j]), acc[j]);
                 }
             } else {
 #pragma GCC unroll 16
                 for (int j = 0; j < TT; j++) {
-                    vf p = VF_MUL(dv, VF_SET1(xp[j][b].d));
-                    acc[j] = VF_ADD(acc[j], VF_MUL(p, VF_CVT(is[j])));
+                    vf p = VF_MUL(dv, VF_SET1(xt[b * TT + j].d));
+                    acc[j] = VF_FMA(p, VF_CVT(is[j]), acc[j]);
                 }
             }
         }
         for (int j = 0; j < TT && t0 + j < n_tok; j++)
-            FN(store_rows)(a->y + (t0 + j) * a->n_out + o0, acc[j], nr);
+            FN(store_rows)(a->y + (t0 + j) * a->n_out + os, acc[j], ns);
+    }
     }
 }
 
@@ -336,19 +362,26 @@ static __attribute__((target(TGT))) void FN(rows_q4k)(const vf_gemm_args *a, int
 {
     const int64_t nb = a->n_in / QK_K, n_tok = a->n_tok;
     const int nr = (int)(o1 - o0);
-    pkk pk;
-    FN(pack_q4k)(a, o0, o1, VW, VNNI, scratch, &pk);
+    /* GT sub-tiles of VW rows share every pass over a token tile's
+     * activations, which then come from L1/L2 rather than L3 */
+    pkk pks[GT];
+    const int nsub = (nr + VW - 1) / VW;
+    for (int sidx = 0; sidx < nsub; sidx++) {
+        int64_t s0 = o0 + sidx * VW, s1 = s0 + VW < o1 ? s0 + VW : o1;
+        FN(pack_q4k)(a, s0, s1, VW, VNNI, (uint8_t *)scratch + sidx * tile_bytes_k(a), &pks[sidx]);
+    }
     const block_q8_K *xq = a->xq;
     const int32_t *xa = a->xaux;
     for (int64_t t0 = 0; t0 < n_tok; t0 += TT) {
-        const block_q8_K *xp[TT];
-        const int32_t *ap[TT];
+    for (int sidx = 0; sidx < nsub; sidx++) {
+        const pkk pk = pks[sidx];
+        const int64_t os = o0 + sidx * VW;
+        const int ns = nr - sidx * VW < VW ? nr - sidx * VW : VW;
+        const block_q8_K *xt = xq + t0 * nb;
+        const int32_t *at = xa + t0 * nb * 4;
         vf acc[TT];
 #pragma GCC unroll 16
         for (int j = 0; j < TT; j++) {
-            int64_t t = TOK(t0, j, n_tok);
-            xp[j] = xq + t * nb;
-            ap[j] = xa + t * nb * 4;
             acc[j] = VF_ZERO();
         }
         for (int64_t b = 0; b < nb; b++) {
@@ -356,10 +389,10 @@ static __attribute__((target(TGT))) void FN(rows_q4k)(const vf_gemm_args *a, int
             const int32_t *mn = pk.mins + b * 4 * VW;
 #pragma GCC unroll 16
             for (int j = 0; j < TT; j++) {
-                vi s = VI_MADD16(VI_LOAD(mn), FN(bc32)(ap[j] + b * 4));
-                s = VI_ADD(s, VI_MADD16(VI_LOAD(mn + VW), FN(bc32)(ap[j] + b * 4 + 1)));
-                s = VI_ADD(s, VI_MADD16(VI_LOAD(mn + 2 * VW), FN(bc32)(ap[j] + b * 4 + 2)));
-                summ[j] = VI_ADD(s, VI_MADD16(VI_LOAD(mn + 3 * VW), FN(bc32)(ap[j] + b * 4 + 3)));
+                vi s = VI_MADD16(VI_LOAD(mn), FN(bc32)(at + (b * TT + j) * 4));
+                s = VI_ADD(s, VI_MADD16(VI_LOAD(mn + VW), FN(bc32)(at + (b * TT + j) * 4 + 1)));
+                s = VI_ADD(s, VI_MADD16(VI_LOAD(mn + 2 * VW), FN(bc32)(at + (b * TT + j) * 4 + 2)));
+                summ[j] = VI_ADD(s, VI_MADD16(VI_LOAD(mn + 3 * VW), FN(bc32)(at + (b * TT + j) * 4 + 3)));
                 sumi[j] = VI_ZERO();
             }
             for (int sb = 0; sb < 8; sb++) {
@@ -374,7 +407,7 @@ static __attribute__((target(TGT))) void FN(rows_q4k)(const vf_gemm_args *a, int
                     vi w = VI_LOAD(qb + g * 4 * VW);
 #pragma GCC unroll 16
                     for (int j = 0; j < TT; j++)
-                        s[j] = VI_DPBUSD(s[j], w, FN(bc32)(xp[j][b].qs + sb * 32 + 4 * g));
+                        s[j] = VI_DPBUSD(s[j], w, FN(bc32)(xt[b * TT + j].qs + sb * 32 + 4 * g));
                 }
 #pragma GCC unroll 16
                 for (int j = 0; j < TT; j++) sumi[j] = VI_ADD(sumi[j], VI_MULLO(s[j], sc));
@@ -383,14 +416,14 @@ static __attribute__((target(TGT))) void FN(rows_q4k)(const vf_gemm_args *a, int
                  * (sc, sc) as 16-bit pairs multiplies them in vpmaddwd */
                 vi w = VI_LOAD(qb);
 #pragma GCC unroll 16
-                for (int j = 0; j < TT; j++) s[j] = VI_MADDUBS(w, FN(bc32)(xp[j][b].qs + sb * 32));
+                for (int j = 0; j < TT; j++) s[j] = VI_MADDUBS(w, FN(bc32)(xt[b * TT + j].qs + sb * 32));
 #pragma GCC unroll 8
                 for (int g = 1; g < 8; g++) {
                     w = VI_LOAD(qb + g * 4 * VW);
 #pragma GCC unroll 16
                     for (int j = 0; j < TT; j++)
                         s[j] = VI_ADD16(s[j],
-                                        VI_MADDUBS(w, FN(bc32)(xp[j][b].qs + sb * 32 + 4 * g)));
+                                        VI_MADDUBS(w, FN(bc32)(xt[b * TT + j].qs + sb * 32 + 4 * g)));
                 }
 #pragma GCC unroll 16
                 for (int j = 0; j < TT; j++) sumi[j] = VI_ADD(sumi[j], VI_MADD16(s[j], sc));
@@ -399,14 +432,15 @@ static __attribute__((target(TGT))) void FN(rows_q4k)(const vf_gemm_args *a, int
             vf dv = VF_LOAD(pk.d + b * VW), mv = VF_LOAD(pk.dmin + b * VW);
 #pragma GCC unroll 16
             for (int j = 0; j < TT; j++) {
-                vf dx = VF_SET1(xp[j][b].d);
-                vf t1 = VF_MUL(VF_MUL(dv, dx), VF_CVT(sumi[j]));
-                vf t2 = VF_MUL(VF_MUL(mv, dx), VF_CVT(summ[j]));
-                acc[j] = VF_ADD(acc[j], VF_SUB(t1, t2));
+                vf dx = VF_SET1(xt[b * TT + j].d);
+                /* mv holds -dmin: acc += (-dmin dx) summ, then (d dx) sumi */
+                acc[j] = VF_FMA(VF_MUL(mv, dx), VF_CVT(summ[j]), acc[j]);
+                acc[j] = VF_FMA(VF_MUL(dv, dx), VF_CVT(sumi[j]), acc[j]);
             }
         }
         for (int j = 0; j < TT && t0 + j < n_tok; j++)
-            FN(store_rows)(a->y + (t0 + j) * a->n_out + o0, acc[j], nr);
+            FN(store_rows)(a->y + (t0 + j) * a->n_out + os, acc[j], ns);
+    }
     }
 }
 
@@ -416,27 +450,36 @@ static __attribute__((target(TGT))) void FN(rows_q6k)(const vf_gemm_args *a, int
 {
     const int64_t nb = a->n_in / QK_K, n_tok = a->n_tok;
     const int nr = (int)(o1 - o0);
-    pkk pk;
-    FN(pack_q6k)(a, o0, o1, VW, VNNI, scratch, &pk);
+    /* GT sub-tiles of VW rows share every pass over a token tile's
+     * activations, which then come from L1/L2 rather than L3 */
+    pkk pks[GT];
+    const int nsub = (nr + VW - 1) / VW;
+    for (int sidx = 0; sidx < nsub; sidx++) {
+        int64_t s0 = o0 + sidx * VW, s1 = s0 + VW < o1 ? s0 + VW : o1;
+        FN(pack_q6k)(a, s0, s1, VW, VNNI, (uint8_t *)scratch + sidx * tile_bytes_k(a), &pks[sidx]);
+    }
     const block_q8_K *xq = a->xq;
     for (int64_t t0 = 0; t0 < n_tok; t0 += TT) {
-        const block_q8_K *xp[TT];
+    for (int sidx = 0; sidx < nsub; sidx++) {
+        const pkk pk = pks[sidx];
+        const int64_t os = o0 + sidx * VW;
+        const int ns = nr - sidx * VW < VW ? nr - sidx * VW : VW;
+        const block_q8_K *xt = xq + t0 * nb;
         vf acc[TT];
 #pragma GCC unroll 16
         for (int j = 0; j < TT; j++) {
-            xp[j] = xq + TOK(t0, j, n_tok) * nb;
             acc[j] = VF_ZERO();
         }
         for (int64_t b = 0; b < nb; b++) {
             vi sumi[TT];
-            const int32_t *ns = pk.mins + b * 8 * VW;
+            const int32_t *nsc = pk.mins + b * 8 * VW;
             /* the -32 of every weight: sum over sub-blocks of -32 sc * bsum */
 #pragma GCC unroll 16
             for (int j = 0; j < TT; j++) {
                 vi s = VI_ZERO();
 #pragma GCC unroll 8
                 for (int k = 0; k < 8; k++)
-                    s = VI_ADD(s, VI_MADD16(VI_LOAD(ns + k * VW), FN(bc32)(&xp[j][b].bsums[2 * k])));
+                    s = VI_ADD(s, VI_MADD16(VI_LOAD(nsc + k * VW), FN(bc32)(&xt[b * TT + j].bsums[2 * k])));
                 sumi[j] = s;
             }
             for (int sb = 0; sb < 16; sb++) {
@@ -446,7 +489,7 @@ static __attribute__((target(TGT))) void FN(rows_q6k)(const vf_gemm_args *a, int
                 vi w2 = VI_LOAD(qb + 8 * VW), w3 = VI_LOAD(qb + 12 * VW);
 #pragma GCC unroll 16
                 for (int j = 0; j < TT; j++) {
-                    const int8_t *x = xp[j][b].qs + sb * 16;
+                    const int8_t *x = xt[b * TT + j].qs + sb * 16;
 #if VNNI
                     vi s = VI_DPBUSD(VI_ZERO(), w0, FN(bc32)(x));
                     s = VI_DPBUSD(s, w1, FN(bc32)(x + 4));
@@ -464,12 +507,13 @@ static __attribute__((target(TGT))) void FN(rows_q6k)(const vf_gemm_args *a, int
             vf dv = VF_LOAD(pk.d + b * VW);
 #pragma GCC unroll 16
             for (int j = 0; j < TT; j++) {
-                vf p = VF_MUL(dv, VF_SET1(xp[j][b].d));
-                acc[j] = VF_ADD(acc[j], VF_MUL(p, VF_CVT(sumi[j])));
+                vf p = VF_MUL(dv, VF_SET1(xt[b * TT + j].d));
+                acc[j] = VF_FMA(p, VF_CVT(sumi[j]), acc[j]);
             }
         }
         for (int j = 0; j < TT && t0 + j < n_tok; j++)
-            FN(store_rows)(a->y + (t0 + j) * a->n_out + o0, acc[j], nr);
+            FN(store_rows)(a->y + (t0 + j) * a->n_out + os, acc[j], ns);
+    }
     }
 }
 
@@ -481,17 +525,22 @@ static __attribute__((target(TGT))) void FN(rows_f32)(const vf_gemm_args *a, int
 {
     const int64_t n_in = a->n_in, n_tok = a->n_tok;
     const int nr = (int)(o1 - o0);
-    const float *wt = pack_f32(a, o0, o1, 2 * VW, scratch);
+    const float *wt = pack_f32(a, o0, o1, 2 * VW, (uint8_t *)scratch + acc_bytes(a));
+    float *accb = scratch;
+    const int64_t KCH = 128;
+    for (int64_t c0 = 0; c0 < n_in; c0 += KCH) {
+    const int64_t c1 = c0 + KCH < n_in ? c0 + KCH : n_in;
     for (int64_t t0 = 0; t0 < n_tok; t0 += TF) {
         const float *xp[TF];
         vf acc0[TF], acc1[TF];
 #pragma GCC unroll 16
         for (int j = 0; j < TF; j++) {
-            xp[j] = a->x + TOK(t0, j, n_tok) * n_in;
-            acc0[j] = VF_ZERO();
-            acc1[j] = VF_ZERO();
+            int64_t t = TOK(t0, j, n_tok);
+            xp[j] = a->x + t * n_in;
+            acc0[j] = c0 ? VF_LOAD(accb + t * 2 * VW) : VF_ZERO();
+            acc1[j] = c0 ? VF_LOAD(accb + t * 2 * VW + VW) : VF_ZERO();
         }
-        for (int64_t i = 0; i < n_in; i++) {
+        for (int64_t i = c0; i < c1; i++) {
             vf w0 = VF_LOAD(wt + i * 2 * VW), w1 = VF_LOAD(wt + i * 2 * VW + VW);
 #pragma GCC unroll 16
             for (int j = 0; j < TF; j++) {
@@ -501,18 +550,24 @@ static __attribute__((target(TGT))) void FN(rows_f32)(const vf_gemm_args *a, int
             }
         }
         for (int j = 0; j < TF && t0 + j < n_tok; j++) {
+            if (c1 < n_in) {
+                VF_STORE(accb + (t0 + j) * 2 * VW, acc0[j]);
+                VF_STORE(accb + (t0 + j) * 2 * VW + VW, acc1[j]);
+                continue;
+            }
             float *y = a->y + (t0 + j) * a->n_out + o0;
             FN(store_rows)(y, acc0[j], nr < VW ? nr : VW);
             if (nr > VW) FN(store_rows)(y + VW, acc1[j], nr - VW);
         }
     }
+    }
 }
 
 static const vf_gemm_kernel FN(kern_blk32_) = {
-    KNAME, KPATH, VW, VNNI ? 128 : 0, scratch_blk32, FN(rows_blk32)};
-static const vf_gemm_kernel FN(kern_q4k_) = {KNAME, KPATH, VW, 0, scratch_k, FN(rows_q4k)};
-static const vf_gemm_kernel FN(kern_q6k_) = {KNAME, KPATH, VW, 0, scratch_k, FN(rows_q6k)};
-static const vf_gemm_kernel FN(kern_f32_) = {KNAME, KPATH, 2 * VW, 0, scratch_f32, FN(rows_f32)};
+    KNAME, KPATH, GT * VW, VNNI ? 128 : 0, TT, scratch_blk32, FN(rows_blk32)};
+static const vf_gemm_kernel FN(kern_q4k_) = {KNAME, KPATH, GT * VW, 0, TT, scratch_k, FN(rows_q4k)};
+static const vf_gemm_kernel FN(kern_q6k_) = {KNAME, KPATH, GT * VW, 0, TT, scratch_k, FN(rows_q6k)};
+static const vf_gemm_kernel FN(kern_f32_) = {KNAME, KPATH, 2 * VW, 0, 1, scratch_f32, FN(rows_f32)};
 
 #undef vi
 #undef vf

@@ -8,7 +8,14 @@
 #include <immintrin.h>
 #include <string.h>
 
-#define MAX_R 32 /* rows per tile of the widest kernel (fp32, AVX-512) */
+#define MAX_R 32 /* rows per tile of the widest fp32 kernel (AVX-512) */
+#define GT 4     /* int8 kernels: sub-tiles (of one vector of rows) per work item */
+
+/* Running sums of every token for one tile, kept between input chunks. */
+static size_t acc_bytes(const vf_gemm_args *a)
+{
+    return ((size_t)a->n_tok * MAX_R * sizeof(float) + 63) & ~(size_t)63;
+}
 
 /* ---------------------------------------------------------------- packing */
 /* 32-blocks, tile of R rows: per block b, group g (4 elements), row r:
@@ -17,11 +24,14 @@
  * its absolute value in qa. Rows past o1 are zero. */
 typedef struct { float *d, *m; uint8_t *q, *qa; } pk32;
 
-static size_t scratch_blk32(const vf_gemm_args *a)
+/* One packed sub-tile of up to 16 rows, rounded to a cache line. */
+static size_t tile_bytes_blk32(const vf_gemm_args *a)
 {
     size_t nb = (size_t)(a->n_in / 32);
-    return nb * MAX_R * (2 * sizeof(float) + 64);
+    return (nb * 16 * (2 * sizeof(float) + 64) + 63) & ~(size_t)63;
 }
+
+static size_t scratch_blk32(const vf_gemm_args *a) { return GT * tile_bytes_blk32(a); }
 
 static void pk32_layout(int64_t nb, int R, void *scratch, pk32 *pk)
 {
@@ -38,11 +48,13 @@ static void pk32_layout(int64_t nb, int R, void *scratch, pk32 *pk)
  * the unsigned weights (q4_k: q; q6_k: q + 32) of every row. */
 typedef struct { float *d, *dmin; int32_t *sc, *mins; uint8_t *q; } pkk;
 
-static size_t scratch_k(const vf_gemm_args *a)
+static size_t tile_bytes_k(const vf_gemm_args *a)
 {
     size_t nb = (size_t)(a->n_in / QK_K);
-    return nb * MAX_R * (2 * sizeof(float) + 16 * 4 + 8 * 4 + 256);
+    return (nb * 16 * (2 * sizeof(float) + 16 * 4 + 8 * 4 + 256) + 63) & ~(size_t)63;
 }
+
+static size_t scratch_k(const vf_gemm_args *a) { return GT * tile_bytes_k(a); }
 
 static void pack_k_layout(int64_t nb, int R, void *scratch, pkk *pk)
 {
@@ -58,7 +70,7 @@ static int32_t pair16(int lo, int hi) { return (int32_t)(((uint32_t)lo & 0xffffu
 /* fp32: the tile's rows converted to f32 and transposed, wt[i * R + r]. */
 static size_t scratch_f32(const vf_gemm_args *a)
 {
-    return (size_t)a->n_in * (MAX_R + 1) * sizeof(float);
+    return acc_bytes(a) + (size_t)a->n_in * (MAX_R + 1) * sizeof(float);
 }
 
 static const float *pack_f32(const vf_gemm_args *a, int64_t o0, int64_t o1, int R, void *scratch)
