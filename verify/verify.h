@@ -33,7 +33,112 @@ int vf_encode(const vf_tokenizer *t, const char *text, size_t n, int add_bos, in
 int vf_decode_token(const vf_tokenizer *t, int32_t id, char *buf, size_t cap);
 
 /* ---------------------------------------------------------------- model */
-/* The forward pass, perplexity and divergence API is declared below by verify/. */
+/* A LLaMA-architecture model (RMSNorm, interleaved-pair RoPE, grouped-query
+ * attention, SwiGLU FFN, tied or untied output) built from a container's
+ * llama.* keys and canonical tensors (docs/MODEL.md). 2-D weights stay in the
+ * reader's mapping in whatever type they are stored: f32/f16/bf16 weights run
+ * the fp32 reference path, quantized weights the int8 path (see docs/VERIFY.md). */
+
+enum vf_rope_scaling { VF_ROPE_NONE = 0, VF_ROPE_LINEAR = 1, VF_ROPE_LLAMA3 = 2 };
+
+typedef struct vf_config {
+    int dim;            /* llama.embedding_length */
+    int hidden_dim;     /* llama.feed_forward_length */
+    int n_layers;       /* llama.block_count */
+    int n_heads;        /* llama.attention.head_count */
+    int n_kv_heads;     /* llama.attention.head_count_kv (default n_heads) */
+    int head_dim;       /* llama.attention.key_length, default dim / n_heads */
+    int n_rot;          /* llama.rope.dimension_count (default head_dim): rotated dims */
+    int vocab_size;     /* rows of token_embd.weight */
+    int seq_len;        /* llama.context_length (0 if absent) */
+    int tied;           /* output.weight absent: token_embd.weight is the output matrix */
+    float norm_eps;     /* llama.attention.layer_norm_rms_epsilon (default 1e-5) */
+    float rope_theta;   /* llama.rope.freq_base (default 10000) */
+    int rope_scaling;   /* VF_ROPE_* from llama.rope.scaling.type */
+    float rope_factor;  /* llama.rope.scaling.factor (1 if none) */
+    float rope_low_freq_factor, rope_high_freq_factor; /* llama3 scaling (default 1, 4) */
+    int rope_orig_ctx;  /* llama.rope.scaling.original_context_length (llama3; default 8192) */
+} vf_config;
+
+typedef struct vf_model vf_model;
+
+/* Builds a model over r (which must stay open until vf_model_free): reads and
+ * checks the hyperparameters, finds every tensor by its canonical name and
+ * checks its shape and type. No weights are copied (1-D norms stored as f16 or
+ * bf16 are the exception: converted to small f32 copies). Errors name the file
+ * and the key or tensor: LPK_ENOTFOUND (missing key/tensor), LPK_ECORRUPT (bad
+ * shape or value), LPK_EUNSUPPORTED (architecture, type), LPK_EBADVALUE (NaN in
+ * a norm), LPK_ENOMEM. */
+int vf_model_open(const lpk_reader *r, vf_model **out, lpk_error *err);
+void vf_model_free(vf_model *m);   /* NULL is fine */
+const vf_config *vf_model_config(const vf_model *m);
+const lpk_reader *vf_model_reader(const vf_model *m);
+
+/* Runs n_tok tokens at positions pos0 .. pos0+n_tok-1 as one batch: every weight
+ * matmul is a matrix-matrix product over the batch, attention is causal over the
+ * keys/values of positions 0 .. pos of this and earlier calls (pos0 = 0 starts a
+ * new sequence; a call with pos0 > 0 continues the sequence of the previous
+ * calls). Writes the logits of the last n_logits tokens to logits
+ * (n_logits x vocab_size, row-major). Deterministic: the result is bitwise the
+ * same for any OpenMP thread count. Returns LPK_EINVAL for a token id out of
+ * range or bad counts, LPK_ENOMEM, or a matmul error naming the tensor. */
+int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_logits,
+               float *logits, lpk_error *err);
+
+/* ---------------------------------------------------------------- perplexity */
+/* llama.cpp's protocol: the token stream (BOS first) is cut into chunks of ctx
+ * tokens (remainder dropped); in each chunk the first token is set to BOS and
+ * positions ctx/2 .. ctx-2 are scored, each predicting the next token. */
+typedef struct vf_ppl_result {
+    int ctx;
+    int chunks;                 /* chunks processed so far */
+    uint64_t tokens_scored;
+    double ppl, ppl_stderr;
+    int has_ref;                /* the fields below are set only when 1 */
+    double ref_ppl, ref_ppl_stderr;
+    double ppl_ratio, ppl_ratio_stderr;      /* ppl / ref_ppl */
+    double ppl_delta, ppl_delta_stderr;      /* ppl - ref_ppl */
+    double kld_mean, kld_stderr, kld_median, kld_p99, kld_max; /* KL(P_ref || P_model) */
+    double top1_agreement, top1_stderr;     /* fraction of positions whose argmax agree */
+    double seconds;             /* time in this model's forward passes and scoring */
+    double tokens_per_second;   /* tokens run through the model per second */
+} vf_ppl_result;
+
+typedef struct vf_eval vf_eval;
+
+/* Prepares an evaluation of n_models models (and the reference ref, which may be
+ * NULL) over tokens[0 .. n_tokens) in chunks of ctx tokens; max_chunks > 0 takes
+ * only the first max_chunks chunks. bos (or -1: leave the first token as is)
+ * replaces the first token of each chunk. Models and tokens are borrowed and
+ * must outlive the evaluation. Every model needs the same vocabulary size.
+ * LPK_EINVAL: ctx < 4, fewer than ctx tokens, token ids out of range, vocab
+ * mismatch. */
+int vf_eval_new(vf_model *ref, vf_model *const *models, int n_models, const int32_t *tokens,
+                size_t n_tokens, int32_t bos, int ctx, int max_chunks, vf_eval **out,
+                lpk_error *err);
+void vf_eval_free(vf_eval *e);   /* NULL is fine */
+int vf_eval_n_chunks(const vf_eval *e);
+/* Runs the next chunk through the reference (once) and every model and adds the
+ * scored positions to the statistics. Returns 1 when a chunk was processed, 0
+ * when all chunks are done, or a negative status. */
+int vf_eval_step(vf_eval *e, lpk_error *err);
+/* Statistics of model i over the chunks processed so far. */
+void vf_eval_result(const vf_eval *e, int i, vf_ppl_result *out);
+
+/* ---------------------------------------------------------------- tensor errors */
+typedef struct vf_tensor_error {
+    char name[LPK_MAX_NAME + 1];
+    int type;            /* the model's type of the tensor */
+    int ref_type;
+    double rel_rmse;     /* sqrt(sum (w - w_ref)^2 / sum w_ref^2) */
+} vf_tensor_error;
+
+/* Per-tensor relative RMSE of every 2-D tensor of `model` whose type differs from
+ * the same tensor in `ref` (both dequantized to f32), sorted worst first.
+ * *out is malloc'ed (caller frees). LPK_ENOTFOUND / LPK_ECORRUPT when ref lacks a
+ * tensor or the shapes differ. */
+int vf_tensor_errors(const lpk_reader *model, const lpk_reader *ref, vf_tensor_error **out,
+                     size_t *n_out, lpk_error *err);
 
 #ifdef __cplusplus
 }

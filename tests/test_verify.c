@@ -1,0 +1,720 @@
+/* verify/: the forward pass against an independent double-precision
+ * implementation written here from the architecture's definition, the pieces
+ * against hand-computed values, the perplexity protocol, and the reference
+ * perplexities of the real models in ../shared. */
+#include "tutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../verify/vf_model.h"
+
+/* ---------------------------------------------------------------- pieces */
+
+static void test_rmsnorm(void **state)
+{
+    (void)state;
+    const float x[4] = {1, 2, 3, 4}, w[4] = {1, 0.5f, 2, -1};
+    float out[4];
+    vf_rmsnorm(out, x, w, 4, 0);
+    /* mean square 30/4 = 7.5, 1/sqrt(7.5) = 0.3651483717 */
+    const double s = 0.3651483716701107;
+    const double want[4] = {1 * s, 0.5 * 2 * s, 2 * 3 * s, -4 * s};
+    for (int i = 0; i < 4; i++) assert_true(fabs(out[i] - want[i]) < 1e-6);
+    vf_rmsnorm(out, x, w, 4, 0.5f);  /* 1/sqrt(8) */
+    assert_true(fabs(out[0] - 0.35355339) < 1e-6);
+}
+
+static void test_rope(void **state)
+{
+    (void)state;
+    vf_config c = {0};
+    c.n_rot = 4;
+    c.head_dim = 4;
+    c.rope_theta = 10000;
+    c.rope_factor = 1;
+    double f[2];
+    vf_rope_freqs(&c, f);
+    assert_true(f[0] == 1.0);
+    assert_true(fabs(f[1] - 0.01) < 1e-15);   /* 10000^(-2/4) */
+
+    /* pairs (0,1) and (2,3) rotate; at position 2: angles 2 and 0.02 */
+    float v[8] = {1, 0, 0, 1, 3, 4, 5, 6};
+    float co[2] = {(float)cos(2.0), (float)cos(0.02)}, si[2] = {(float)sin(2.0), (float)sin(0.02)};
+    vf_rope_rotate(v, 2, 4, 4, co, si);
+    const float want[8] = {-0.41614684f, 0.90929743f, -0.01999867f, 0.99980001f,
+                           3 * -0.41614684f - 4 * 0.90929743f, 3 * 0.90929743f + 4 * -0.41614684f,
+                           5 * 0.99980001f - 6 * 0.01999867f, 5 * 0.01999867f + 6 * 0.99980001f};
+    for (int i = 0; i < 8; i++) assert_true(fabs(v[i] - want[i]) < 1e-6);
+    /* n_rot < head_dim: the last pair stays */
+    float u[4] = {1, 0, 7, 8};
+    vf_rope_rotate(u, 1, 4, 2, co, si);
+    assert_true(fabs(u[0] + 0.41614684f) < 1e-6 && u[2] == 7 && u[3] == 8);
+
+    /* linear scaling divides every frequency (= positions / factor) */
+    c.rope_scaling = VF_ROPE_LINEAR;
+    c.rope_factor = 4;
+    vf_rope_freqs(&c, f);
+    assert_true(f[0] == 0.25 && fabs(f[1] - 0.0025) < 1e-15);
+
+    /* llama3 scaling with Llama 3.1's parameters; values from Meta's
+     * apply_scaling (theta 500000, 128 rotated dims, factor 8, low 1, high 4,
+     * original context 8192) */
+    vf_config l3 = {0};
+    l3.n_rot = 128;
+    l3.rope_theta = 500000;
+    l3.rope_scaling = VF_ROPE_LLAMA3;
+    l3.rope_factor = 8;
+    l3.rope_low_freq_factor = 1;
+    l3.rope_high_freq_factor = 4;
+    l3.rope_orig_ctx = 8192;
+    double g[64];
+    vf_rope_freqs(&l3, g);
+    assert_true(g[0] == 1.0);                                  /* high frequency: kept */
+    assert_true(fabs(g[20] / pow(500000.0, -40.0 / 128) - 1) < 1e-12); /* wavelen 1.2e2: kept */
+    /* i = 44: freq 500000^(-88/128) = 1.20770e-4, wavelen 52026 > 8192: divided by 8 */
+    assert_true(fabs(g[44] - 1.20770e-4 / 8) < 1e-9);
+    /* i = 32: freq 500000^(-64/128) = 1/707.107 = 1.414214e-3, wavelen 4442.88
+     * between 2048 and 8192: smooth = (8192 / 4442.88 - 1) / 3 = 0.281283,
+     * freq * ((1 - smooth) / 8 + smooth) = 5.248462e-4 */
+    assert_true(fabs(g[32] - 5.248462e-4) < 1e-9);
+    /* i = 35: wavelen 8218.7, just above the original context: divided by 8 */
+    assert_true(fabs(g[35] - 7.644970e-4 / 8) < 1e-9);
+}
+
+static void test_softmax_kld(void **state)
+{
+    (void)state;
+    /* logits log(1), log(2), log(3): probabilities 1/6, 2/6, 3/6 */
+    const float l[3] = {0, (float)log(2.0), (float)log(3.0)};
+    int am = -1;
+    double lse = vf_logsumexp(l, 3, &am);
+    assert_int_equal(am, 2);
+    assert_true(fabs(lse - log(6.0)) < 1e-7);
+    /* NLL of token 0 = log 6 */
+    assert_true(fabs((lse - l[0]) - 1.791759469) < 1e-6);
+    /* shifting logits changes nothing */
+    const float l2[3] = {100, 100 + (float)log(2.0), 100 + (float)log(3.0)};
+    assert_true(fabs(vf_logsumexp(l2, 3, NULL) - 100 - log(6.0)) < 1e-5);
+    /* first index of the maximum wins ties */
+    const float t[4] = {1, 5, 5, 2};
+    vf_logsumexp(t, 4, &am);
+    assert_int_equal(am, 1);
+
+    /* KL([0.5, 0.5] || [0.9, 0.1]) = 0.5 ln(0.5/0.9) + 0.5 ln(0.5/0.1) = 0.5108256 */
+    const float p[2] = {0, 0}, q[2] = {(float)log(0.9), (float)log(0.1)};
+    double kl = vf_kld(p, vf_logsumexp(p, 2, NULL), q, vf_logsumexp(q, 2, NULL), 2);
+    assert_true(fabs(kl - 0.5108256238) < 1e-6);
+    /* KL(P || P) = 0 and KL is not symmetric */
+    assert_true(fabs(vf_kld(q, 0, q, 0, 2)) < 1e-12);
+    double kl2 = vf_kld(q, vf_logsumexp(q, 2, NULL), p, vf_logsumexp(p, 2, NULL), 2);
+    assert_true(fabs(kl2 - 0.3680642071) < 1e-6);  /* 0.9 ln 1.8 + 0.1 ln 0.2 */
+}
+
+static void test_percentile(void **state)
+{
+    (void)state;
+    const float s[5] = {1, 2, 3, 4, 5};
+    assert_true(fabs(vf_percentile(s, 5, 0.99) - 4.96) < 1e-9);
+    assert_true(vf_percentile(s, 5, 0.5) == 3);
+    assert_true(vf_percentile(s, 5, 1) == 5 && vf_percentile(s, 5, 0) == 1);
+    assert_true(vf_percentile(s, 0, 0.5) == 0);
+}
+
+static void test_chunk_positions(void **state)
+{
+    (void)state;
+    /* llama.cpp: first = n_ctx/2, n_ctx - 1 - first positions scored */
+    assert_int_equal(vf_chunk_first(512), 256);
+    assert_int_equal(vf_chunk_scored(512), 255);
+    assert_int_equal(vf_chunk_first(128), 64);
+    assert_int_equal(vf_chunk_scored(128), 63);
+    assert_int_equal(vf_chunk_scored(7), 3);   /* positions 3, 4, 5 predict 4, 5, 6 */
+    /* stories260K's table: 121 chunks of 128 -> 7623 positions */
+    assert_int_equal(121 * vf_chunk_scored(128), 7623);
+}
+
+/* ---------------------------------------------------------------- a synthetic model */
+
+typedef struct tmodel {
+    int dim, hid, nl, nh, nkv, hd, vocab, tied;
+    float rope_factor;         /* linear scaling; 1 = none */
+    float *emb, *out, *onorm;  /* out == emb when tied */
+    float *an[2], *fn[2], *wq[2], *wk[2], *wv[2], *wo[2], *w1[2], *w2[2], *w3[2];
+} tmodel;
+
+static float *randv(size_t n, float scale, float bias, uint64_t *s)
+{
+    float *v = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) v[i] = bias + scale * tu_randn(s);
+    return v;
+}
+
+static void tm_init(tmodel *m, int tied, float rope_factor, uint64_t seed)
+{
+    memset(m, 0, sizeof *m);
+    m->dim = 64; m->hid = 96; m->nl = 2; m->nh = 4; m->nkv = 2; m->hd = 16; m->vocab = 96;
+    m->tied = tied;
+    m->rope_factor = rope_factor;
+    uint64_t s = seed;
+    size_t d = (size_t)m->dim, qd = (size_t)m->nh * m->hd, kvd = (size_t)m->nkv * m->hd;
+    m->emb = randv((size_t)m->vocab * d, 1.0f, 0, &s);
+    m->out = tied ? m->emb : randv((size_t)m->vocab * d, 0.15f, 0, &s);
+    m->onorm = randv(d, 0.1f, 1, &s);
+    for (int l = 0; l < m->nl; l++) {
+        m->an[l] = randv(d, 0.1f, 1, &s);
+        m->fn[l] = randv(d, 0.1f, 1, &s);
+        m->wq[l] = randv(qd * d, 0.25f, 0, &s);
+        m->wk[l] = randv(kvd * d, 0.25f, 0, &s);
+        m->wv[l] = randv(kvd * d, 0.15f, 0, &s);
+        m->wo[l] = randv(d * qd, 0.15f, 0, &s);
+        m->w1[l] = randv((size_t)m->hid * d, 0.15f, 0, &s);
+        m->w2[l] = randv(d * (size_t)m->hid, 0.15f, 0, &s);
+        m->w3[l] = randv((size_t)m->hid * d, 0.15f, 0, &s);
+    }
+}
+
+static void tm_free(tmodel *m)
+{
+    free(m->emb);
+    if (!m->tied) free(m->out);
+    free(m->onorm);
+    for (int l = 0; l < m->nl; l++) {
+        free(m->an[l]); free(m->fn[l]); free(m->wq[l]); free(m->wk[l]); free(m->wv[l]);
+        free(m->wo[l]); free(m->w1[l]); free(m->w2[l]); free(m->w3[l]);
+    }
+}
+
+/* Writes m as a container; 2-D weights stored as wtype (f32, f16 or bf16). */
+static void tm_write(const tmodel *m, const char *path, int wtype)
+{
+    lpk_meta *meta = lpk_meta_new();
+    lpk_meta_set_str(meta, "general.architecture", "llama");
+    lpk_meta_set_u32(meta, "llama.embedding_length", (uint32_t)m->dim);
+    lpk_meta_set_u32(meta, "llama.feed_forward_length", (uint32_t)m->hid);
+    lpk_meta_set_u32(meta, "llama.block_count", (uint32_t)m->nl);
+    lpk_meta_set_u32(meta, "llama.attention.head_count", (uint32_t)m->nh);
+    lpk_meta_set_u32(meta, "llama.attention.head_count_kv", (uint32_t)m->nkv);
+    lpk_meta_set_f32(meta, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    lpk_meta_set_f32(meta, "llama.rope.freq_base", 10000.0f);
+    lpk_meta_set_u32(meta, "llama.context_length", 256);
+    if (m->rope_factor != 1) {
+        lpk_meta_set_str(meta, "llama.rope.scaling.type", "linear");
+        lpk_meta_set_f32(meta, "llama.rope.scaling.factor", m->rope_factor);
+    }
+    lpk_tensor decls[32];
+    const float *data[32];
+    size_t n = 0;
+#define DECL(nm, ptr, t, r, c)                                                          \
+    do {                                                                                \
+        memset(&decls[n], 0, sizeof decls[n]);                                          \
+        snprintf(decls[n].name, sizeof decls[n].name, "%s", nm);                        \
+        decls[n].type = (t);                                                            \
+        decls[n].n_dims = (c) ? 2 : 1;                                                  \
+        decls[n].dims[0] = (r);                                                         \
+        decls[n].dims[1] = (c);                                                         \
+        data[n++] = (ptr);                                                              \
+    } while (0)
+    int qd = m->nh * m->hd, kvd = m->nkv * m->hd;
+    DECL("token_embd.weight", m->emb, wtype, m->vocab, m->dim);
+    DECL("output_norm.weight", m->onorm, LPK_TYPE_F32, m->dim, 0);
+    if (!m->tied) DECL("output.weight", m->out, wtype, m->vocab, m->dim);
+    char nm[64];
+    for (int l = 0; l < m->nl; l++) {
+#define N(s) (snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, s), nm)
+        DECL(N("attn_norm"), m->an[l], LPK_TYPE_F32, m->dim, 0);
+        DECL(N("attn_q"), m->wq[l], wtype, qd, m->dim);
+        DECL(N("attn_k"), m->wk[l], wtype, kvd, m->dim);
+        DECL(N("attn_v"), m->wv[l], wtype, kvd, m->dim);
+        DECL(N("attn_output"), m->wo[l], wtype, m->dim, qd);
+        DECL(N("ffn_norm"), m->fn[l], LPK_TYPE_F32, m->dim, 0);
+        DECL(N("ffn_gate"), m->w1[l], wtype, m->hid, m->dim);
+        DECL(N("ffn_down"), m->w2[l], wtype, m->dim, m->hid);
+        DECL(N("ffn_up"), m->w3[l], wtype, m->hid, m->dim);
+#undef N
+    }
+#undef DECL
+    lpk_writer *w = NULL;
+    lpk_error err = {0};
+    assert_int_equal(lpk_writer_open(path, meta, decls, n, LPK_WRITE_FORCE, &w, &err), LPK_OK);
+    for (size_t i = 0; i < n; i++) {
+        size_t ne = (size_t)decls[i].dims[0] * (size_t)(decls[i].n_dims == 2 ? decls[i].dims[1] : 1);
+        assert_int_equal(lpk_writer_tensor_begin(w, decls[i].name, &err), LPK_OK);
+        if (decls[i].type == LPK_TYPE_F32) {
+            assert_int_equal(lpk_writer_tensor_write(w, data[i], ne * 4, &err), LPK_OK);
+        } else {
+            uint16_t *h = malloc(ne * 2);
+            if (decls[i].type == LPK_TYPE_F16) lpk_f32_to_f16_row(data[i], h, ne);
+            else lpk_f32_to_bf16_row(data[i], h, ne);
+            assert_int_equal(lpk_writer_tensor_write(w, h, ne * 2, &err), LPK_OK);
+            free(h);
+        }
+        assert_int_equal(lpk_writer_tensor_end(w, &err), LPK_OK);
+    }
+    assert_int_equal(lpk_writer_finish(w, &err), LPK_OK);
+    lpk_meta_free(meta);
+}
+
+static void dmatvec(const float *w, int rows, int cols, const double *x, double *y)
+{
+    for (int r = 0; r < rows; r++) {
+        double s = 0;
+        for (int c = 0; c < cols; c++) s += (double)w[(size_t)r * cols + c] * x[c];
+        y[r] = s;
+    }
+}
+
+static void drmsnorm(double *o, const double *x, const float *w, int n)
+{
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    double sc = 1 / sqrt(ss / n + 1e-5);
+    for (int i = 0; i < n; i++) o[i] = x[i] * sc * w[i];
+}
+
+/* RoPE as in Meta's reference: complex rotation of pairs (2i, 2i+1) by
+ * (pos / factor) * theta^(-2i/hd). */
+static void drope(double *v, int n_heads, int hd, int pos, double factor)
+{
+    for (int h = 0; h < n_heads; h++)
+        for (int i = 0; i < hd / 2; i++) {
+            double a = (pos / factor) * pow(10000.0, -2.0 * i / hd);
+            double *p = v + h * hd + 2 * i, re = p[0], im = p[1];
+            p[0] = re * cos(a) - im * sin(a);
+            p[1] = re * sin(a) + im * cos(a);
+        }
+}
+
+/* The whole model in double, one position at a time, recomputing every key
+ * and value from scratch: logits (n x vocab). */
+static void naive_forward(const tmodel *m, const int32_t *tok, int n, double *logits)
+{
+    int d = m->dim, hd = m->hd, qd = m->nh * hd, kvd = m->nkv * hd;
+    double *x = calloc((size_t)n * d, sizeof(double));
+    double *xb = malloc((size_t)d * sizeof(double)), *o = malloc((size_t)qd * sizeof(double));
+    double *q = malloc((size_t)n * qd * sizeof(double));
+    double *k = malloc((size_t)n * kvd * sizeof(double)), *v = malloc((size_t)n * kvd * sizeof(double));
+    double *g = malloc((size_t)m->hid * sizeof(double)), *u = malloc((size_t)m->hid * sizeof(double));
+    double *y = malloc((size_t)d * sizeof(double)), *att = malloc((size_t)n * sizeof(double));
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < d; i++) x[(size_t)t * d + i] = m->emb[(size_t)tok[t] * d + i];
+    for (int l = 0; l < m->nl; l++) {
+        for (int t = 0; t < n; t++) {
+            drmsnorm(xb, x + (size_t)t * d, m->an[l], d);
+            dmatvec(m->wq[l], qd, d, xb, q + (size_t)t * qd);
+            dmatvec(m->wk[l], kvd, d, xb, k + (size_t)t * kvd);
+            dmatvec(m->wv[l], kvd, d, xb, v + (size_t)t * kvd);
+            drope(q + (size_t)t * qd, m->nh, hd, t, m->rope_factor);
+            drope(k + (size_t)t * kvd, m->nkv, hd, t, m->rope_factor);
+        }
+        for (int t = 0; t < n; t++) {
+            for (int h = 0; h < m->nh; h++) {
+                int kh = h / (m->nh / m->nkv);   /* grouped-query: heads share kv heads */
+                double mx = -1e300, sum = 0;
+                for (int s = 0; s <= t; s++) {
+                    double dot = 0;
+                    for (int i = 0; i < hd; i++)
+                        dot += q[(size_t)t * qd + h * hd + i] * k[(size_t)s * kvd + kh * hd + i];
+                    att[s] = dot / sqrt((double)hd);
+                    if (att[s] > mx) mx = att[s];
+                }
+                for (int s = 0; s <= t; s++) sum += (att[s] = exp(att[s] - mx));
+                for (int i = 0; i < hd; i++) {
+                    double acc = 0;
+                    for (int s = 0; s <= t; s++) acc += att[s] / sum * v[(size_t)s * kvd + kh * hd + i];
+                    o[h * hd + i] = acc;
+                }
+            }
+            dmatvec(m->wo[l], d, qd, o, y);
+            for (int i = 0; i < d; i++) x[(size_t)t * d + i] += y[i];
+        }
+        for (int t = 0; t < n; t++) {
+            drmsnorm(xb, x + (size_t)t * d, m->fn[l], d);
+            dmatvec(m->w1[l], m->hid, d, xb, g);
+            dmatvec(m->w3[l], m->hid, d, xb, u);
+            for (int i = 0; i < m->hid; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+            dmatvec(m->w2[l], d, m->hid, g, y);
+            for (int i = 0; i < d; i++) x[(size_t)t * d + i] += y[i];
+        }
+    }
+    for (int t = 0; t < n; t++) {
+        drmsnorm(xb, x + (size_t)t * d, m->onorm, d);
+        dmatvec(m->out, m->vocab, d, xb, logits + (size_t)t * m->vocab);
+    }
+    free(x); free(xb); free(o); free(q); free(k); free(v); free(g); free(u); free(y); free(att);
+}
+
+typedef struct opened {
+    lpk_reader *r;
+    vf_model *m;
+} opened;
+
+static opened open_model(const char *path)
+{
+    opened o = {0};
+    lpk_error err = {0};
+    int st = lpk_reader_open(path, &o.r, &err);
+    if (!st) st = vf_model_open(o.r, &o.m, &err);
+    if (st) fail_msg("%s: %s", path, err.msg);
+    return o;
+}
+
+static void close_model(opened *o)
+{
+    vf_model_free(o->m);
+    lpk_reader_close(o->r);
+}
+
+/* A synthetic model written to a fresh temporary directory. */
+typedef struct fixture {
+    char *dir, *path;
+    tmodel tm;
+} fixture;
+
+static fixture fx_new(int tied, float rope_factor, uint64_t seed, int wtype)
+{
+    fixture f;
+    f.dir = tu_tmpdir();
+    assert_non_null(f.dir);
+    f.path = tu_fmt("%s/m.lpk", f.dir);
+    tm_init(&f.tm, tied, rope_factor, seed);
+    tm_write(&f.tm, f.path, wtype);
+    return f;
+}
+
+static void fx_free(fixture *f)
+{
+    tm_free(&f->tm);
+    tu_rmtree(f->dir);
+    free(f->dir);
+    free(f->path);
+}
+
+static void make_tokens(int32_t *tok, int n, int vocab, uint64_t seed)
+{
+    uint64_t s = seed;
+    for (int i = 0; i < n; i++) tok[i] = (int32_t)(tu_rand(&s) % (uint64_t)vocab);
+}
+
+static double max_rel_diff(const float *a, const double *b, size_t n)
+{
+    double mx = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(b[i]));
+    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs(a[i] - b[i]));
+    return mx / scale;
+}
+
+/* The batched forward pass equals the naive double-precision model (untied
+ * and tied output, linear RoPE scaling, f32 and bf16 storage). */
+static void test_forward_matches_naive(void **state)
+{
+    (void)state;
+    const struct { int tied; float factor; int type; double tol; } cases[] = {
+        {0, 1, LPK_TYPE_F32, 2e-5}, {1, 1, LPK_TYPE_F32, 2e-5}, {0, 4, LPK_TYPE_F32, 2e-5},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        fixture f = fx_new(cases[ci].tied, cases[ci].factor, 11 + ci, cases[ci].type);
+        int V = f.tm.vocab;
+        opened o = open_model(f.path);
+        const vf_config *c = vf_model_config(o.m);
+        assert_int_equal(c->tied, cases[ci].tied);
+        assert_int_equal(c->head_dim, 16);
+        assert_int_equal(c->rope_scaling, cases[ci].factor != 1 ? VF_ROPE_LINEAR : VF_ROPE_NONE);
+        enum { N = 40 };
+        int32_t tok[N];
+        make_tokens(tok, N, V, 5);
+        double *want = malloc((size_t)N * V * sizeof(double));
+        float *got = malloc((size_t)N * V * sizeof(float));
+        naive_forward(&f.tm, tok, N, want);
+        lpk_error err = {0};
+        assert_int_equal(vf_forward(o.m, tok, N, 0, N, got, &err), LPK_OK);
+        double d = max_rel_diff(got, want, (size_t)N * V);
+        if (d > cases[ci].tol) fail_msg("case %zu: max rel. diff %g", ci, d);
+        close_model(&o);
+        free(want);
+        free(got);
+        fx_free(&f);
+    }
+}
+
+/* One batch, token-by-token over the KV cache, and a prefix + continuation
+ * agree; results do not depend on the thread count. */
+static void test_batch_cache_threads(void **state)
+{
+    (void)state;
+    fixture f = fx_new(0, 1, 3, LPK_TYPE_BF16);
+    opened o = open_model(f.path);
+    enum { N = 33 };
+    int V = f.tm.vocab;
+    int32_t tok[N];
+    make_tokens(tok, N, V, 9);
+    float *all = malloc((size_t)N * V * 4), *one = malloc((size_t)N * V * 4);
+    lpk_error err = {0};
+    assert_int_equal(vf_forward(o.m, tok, N, 0, N, all, &err), LPK_OK);
+    for (int t = 0; t < N; t++)
+        assert_int_equal(vf_forward(o.m, tok + t, 1, t, 1, one + (size_t)t * V, &err), LPK_OK);
+    double mx = 0;
+    for (size_t i = 0; i < (size_t)N * V; i++) mx = fmax(mx, fabs(all[i] - one[i]));
+    assert_true(mx < 1e-4);
+    /* prefix of 20 then 13 more continuing the cache */
+    assert_int_equal(vf_forward(o.m, tok, 20, 0, 0, NULL, &err), LPK_OK);
+    assert_int_equal(vf_forward(o.m, tok + 20, 13, 20, 13, one, &err), LPK_OK);
+    mx = 0;
+    for (size_t i = 0; i < (size_t)13 * V; i++) mx = fmax(mx, fabs(all[20 * V + i] - one[i]));
+    assert_true(mx < 1e-4);
+    /* bad arguments */
+    assert_int_equal(vf_forward(o.m, tok, 5, 40, 1, one, &err), LPK_EINVAL);
+    int32_t bad = V;
+    lpk_error_clear(&err);
+    assert_int_equal(vf_forward(o.m, &bad, 1, 0, 1, one, &err), LPK_EINVAL);
+    assert_non_null(strstr(err.msg, "out of range"));
+#ifdef _OPENMP
+    int nt = omp_get_max_threads();
+    for (int th = 1; th <= 3; th++) {
+        omp_set_num_threads(th);
+        assert_int_equal(vf_forward(o.m, tok, N, 0, N, one, &err), LPK_OK);
+        assert_memory_equal(all, one, (size_t)N * V * 4);
+    }
+    omp_set_num_threads(nt);
+#endif
+    close_model(&o);
+    free(all);
+    free(one);
+    fx_free(&f);
+}
+
+/* vf_eval follows llama.cpp's protocol: chunks of ctx with BOS first, positions
+ * ctx/2 .. ctx-2 scored; checked against the naive model. A model against
+ * itself: KLD 0, ratio 1, full top-1 agreement. */
+static void test_eval_protocol(void **state)
+{
+    (void)state;
+    fixture f = fx_new(1, 1, 21, LPK_TYPE_F32);
+    const tmodel tm = f.tm;
+    opened a = open_model(f.path), b = open_model(f.path);
+    enum { CTX = 16, NT = 3 * CTX + 5 };
+    int32_t tok[NT];
+    make_tokens(tok, NT, tm.vocab, 77);
+    const int32_t bos = 1;
+    /* expected: 3 chunks (5 left over), NLL summed by hand */
+    double nll = 0, nll2 = 0;
+    int count = 0;
+    double *lg = malloc((size_t)CTX * tm.vocab * sizeof(double));
+    for (int c = 0; c < 3; c++) {
+        int32_t ch[CTX];
+        memcpy(ch, tok + c * CTX, sizeof ch);
+        ch[0] = bos;
+        naive_forward(&tm, ch, CTX, lg);
+        for (int j = CTX / 2; j <= CTX - 2; j++) {
+            const double *r = lg + (size_t)j * tm.vocab;
+            double mx = r[0], s = 0;
+            for (int i = 0; i < tm.vocab; i++) mx = fmax(mx, r[i]);
+            for (int i = 0; i < tm.vocab; i++) s += exp(r[i] - mx);
+            double v = mx + log(s) - r[ch[j + 1]];
+            nll += v;
+            nll2 += v * v;
+            count++;
+        }
+    }
+    free(lg);
+    double mean = nll / count, ppl = exp(mean);
+    double se = ppl * sqrt((nll2 / count - mean * mean) / (count - 1));
+
+    vf_model *ms[2] = {a.m, b.m};
+    vf_eval *e = NULL;
+    lpk_error err = {0};
+    assert_int_equal(vf_eval_new(a.m, ms, 2, tok, NT, bos, CTX, 0, &e, &err), LPK_OK);
+    assert_int_equal(vf_eval_n_chunks(e), 3);
+    int steps = 0, st;
+    while ((st = vf_eval_step(e, &err)) == 1) steps++;
+    assert_int_equal(st, 0);
+    assert_int_equal(steps, 3);
+    vf_ppl_result r;
+    for (int i = 0; i < 2; i++) {
+        vf_eval_result(e, i, &r);
+        assert_int_equal(r.chunks, 3);
+        assert_int_equal(r.tokens_scored, 3 * (CTX - 1 - CTX / 2));
+        assert_int_equal(r.tokens_scored, count);
+        assert_true(fabs(r.ppl / ppl - 1) < 1e-5);
+        assert_true(fabs(r.ppl_stderr / se - 1) < 1e-3);
+        assert_int_equal(r.has_ref, 1);
+        assert_true(r.ref_ppl == r.ppl);
+        assert_true(r.ppl_ratio == 1 && r.ppl_delta == 0);
+        assert_true(fabs(r.kld_mean) < 1e-12 && r.kld_max < 1e-9);
+        assert_true(r.top1_agreement == 1);
+    }
+    vf_eval_free(e);
+    /* max_chunks, no reference */
+    assert_int_equal(vf_eval_new(NULL, ms, 1, tok, NT, bos, CTX, 2, &e, &err), LPK_OK);
+    assert_int_equal(vf_eval_n_chunks(e), 2);
+    while (vf_eval_step(e, &err) == 1) {}
+    vf_eval_result(e, 0, &r);
+    assert_int_equal(r.has_ref, 0);
+    assert_int_equal(r.tokens_scored, 2 * 7);
+    vf_eval_free(e);
+    /* too few tokens, bad ctx, ids out of range */
+    assert_int_equal(vf_eval_new(NULL, ms, 1, tok, CTX - 1, bos, CTX, 0, &e, &err), LPK_EINVAL);
+    assert_int_equal(vf_eval_new(NULL, ms, 1, tok, NT, bos, 3, 0, &e, &err), LPK_EINVAL);
+    tok[4] = tm.vocab;
+    assert_int_equal(vf_eval_new(NULL, ms, 1, tok, NT, bos, CTX, 0, &e, &err), LPK_EINVAL);
+    assert_null(e);
+    close_model(&a);
+    close_model(&b);
+    fx_free(&f);
+}
+
+/* A two-tensor container (embedding [4, 8], output_norm [n_norm]) with meta:
+ * opens, builds the model and returns vf_model_open's status (err says why). */
+static int open_small(const char *path, const lpk_meta *meta, int n_norm, lpk_error *err)
+{
+    lpk_tensor d[2];
+    memset(d, 0, sizeof d);
+    snprintf(d[0].name, sizeof d[0].name, "token_embd.weight");
+    d[0].type = LPK_TYPE_F32; d[0].n_dims = 2; d[0].dims[0] = 4; d[0].dims[1] = 8;
+    snprintf(d[1].name, sizeof d[1].name, "output_norm.weight");
+    d[1].type = LPK_TYPE_F32; d[1].n_dims = 1; d[1].dims[0] = n_norm;
+    float zeros[32] = {0};
+    lpk_writer *w = NULL;
+    assert_int_equal(lpk_writer_open(path, meta, d, 2, LPK_WRITE_FORCE, &w, err), LPK_OK);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(lpk_writer_tensor_begin(w, d[i].name, err), LPK_OK);
+        assert_int_equal(lpk_writer_tensor_write(w, zeros, (size_t)(i ? n_norm : 32) * 4, err), 0);
+        assert_int_equal(lpk_writer_tensor_end(w, err), LPK_OK);
+    }
+    assert_int_equal(lpk_writer_finish(w, err), LPK_OK);
+    lpk_reader *r = NULL;
+    vf_model *m = NULL;
+    assert_int_equal(lpk_reader_open(path, &r, err), LPK_OK);
+    lpk_error_clear(err);
+    int st = vf_model_open(r, &m, err);
+    if (st) assert_null(m);
+    vf_model_free(m);
+    lpk_reader_close(r);
+    return st;
+}
+
+/* Broken models fail with the status and a message naming the tensor/key. */
+static void test_model_errors(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *path = tu_fmt("%s/bad.lpk", dir);
+    lpk_meta *meta = lpk_meta_new();
+    lpk_meta_set_str(meta, "general.architecture", "llama");
+    lpk_meta_set_u32(meta, "llama.embedding_length", 8);
+    lpk_meta_set_u32(meta, "llama.feed_forward_length", 8);
+    lpk_meta_set_u32(meta, "llama.block_count", 1);
+    lpk_meta_set_u32(meta, "llama.attention.head_count", 2);
+    lpk_error err = {0};
+
+    /* a norm of the wrong length */
+    assert_int_equal(open_small(path, meta, 7, &err), LPK_ECORRUPT);
+    assert_non_null(strstr(err.msg, "output_norm.weight"));
+    /* a layer tensor missing */
+    assert_int_equal(open_small(path, meta, 8, &err), LPK_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "blk.0.attn_norm.weight"));
+    /* a hyperparameter missing */
+    lpk_meta_remove(meta, "llama.block_count");
+    assert_int_equal(open_small(path, meta, 8, &err), LPK_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "llama.block_count"));
+    /* heads that do not group */
+    lpk_meta_set_u32(meta, "llama.block_count", 1);
+    lpk_meta_set_u32(meta, "llama.attention.head_count_kv", 3);
+    assert_int_equal(open_small(path, meta, 8, &err), LPK_ECORRUPT);
+    lpk_meta_remove(meta, "llama.attention.head_count_kv");
+    /* unknown rope scaling */
+    lpk_meta_set_str(meta, "llama.rope.scaling.type", "yarn");
+    assert_int_equal(open_small(path, meta, 8, &err), LPK_EUNSUPPORTED);
+    lpk_meta_remove(meta, "llama.rope.scaling.type");
+    /* another architecture */
+    lpk_meta_set_str(meta, "general.architecture", "gpt2");
+    assert_int_equal(open_small(path, meta, 8, &err), LPK_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "gpt2"));
+
+    lpk_meta_free(meta);
+    free(path);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* ---------------------------------------------------------------- real models */
+
+/* Reads a text the way the protocol does and tokenizes it with BOS. */
+static int32_t *tokenize_file(const lpk_reader *r, const char *path, size_t *n, int32_t *bos)
+{
+    size_t len = 0;
+    char *text = tu_read_file(path, &len);
+    assert_non_null(text);
+    if (len && text[len - 1] == '\n') len--;
+    vf_tokenizer *t = NULL;
+    lpk_error err = {0};
+    if (vf_tokenizer_new(lpk_reader_meta(r), &t, &err)) fail_msg("%s", err.msg);
+    int32_t *ids = NULL;
+    if (vf_encode(t, text, len, 1, 0, &ids, n, &err)) fail_msg("%s", err.msg);
+    *bos = vf_tokenizer_bos(t);
+    vf_tokenizer_free(t);
+    free(text);
+    return ids;
+}
+
+static vf_ppl_result run_ppl(vf_model *ref, vf_model **models, int n_models, const int32_t *ids,
+                             size_t n, int32_t bos, int ctx, int chunks, int which)
+{
+    vf_eval *e = NULL;
+    lpk_error err = {0};
+    if (vf_eval_new(ref, models, n_models, ids, n, bos, ctx, chunks, &e, &err))
+        fail_msg("%s", err.msg);
+    int st;
+    while ((st = vf_eval_step(e, &err)) == 1) {}
+    if (st) fail_msg("%s", err.msg);
+    vf_ppl_result r;
+    vf_eval_result(e, which, &r);
+    vf_eval_free(e);
+    return r;
+}
+
+/* stories260K (f32 GGUF written by llama.cpp's converter) on TinyStories, ctx
+ * 128, every chunk: the independent numpy implementation's PPL 5.8585. */
+static void test_stories260k_ppl(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(gguf, "gguf/stories260K-f32.gguf");
+    opened o = open_model(gguf);
+    TU_NEED_SHARED(text, "text/TinyStories-valid-sample.txt");
+    size_t n = 0;
+    int32_t bos;
+    int32_t *ids = tokenize_file(o.r, text, &n, &bos);
+    assert_int_equal(n, 15555);
+    const int32_t first[12] = {1, 353, 331, 407, 261, 378, 383, 286, 261, 376, 298, 315};
+    assert_memory_equal(ids, first, sizeof first);
+    vf_ppl_result r = run_ppl(NULL, &o.m, 1, ids, n, bos, 128, 0, 0);
+    assert_int_equal(r.chunks, 121);
+    assert_int_equal(r.tokens_scored, 7623);
+    print_message("stories260K f32: PPL %.6f +/- %.4f\n", r.ppl, r.ppl_stderr);
+    assert_true(fabs(r.ppl - 5.8585) < 0.00051);
+    free(ids);
+    close_model(&o);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_softmax_kld),
+        cmocka_unit_test(test_percentile),
+        cmocka_unit_test(test_chunk_positions),
+        cmocka_unit_test(test_forward_matches_naive),
+        cmocka_unit_test(test_batch_cache_threads),
+        cmocka_unit_test(test_eval_protocol),
+        cmocka_unit_test(test_model_errors),
+        cmocka_unit_test(test_stories260k_ppl),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

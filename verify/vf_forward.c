@@ -1,0 +1,263 @@
+/* verify/: the forward pass over a batch of tokens (RunState + transformer). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vf_gemm.h"
+#include "vf_model.h"
+
+/* Element-operations below which a loop runs on one thread: waking a team
+ * costs more than the work. */
+#define VF_PAR_MIN (1 << 16)
+
+void vf_rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+{
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * scale);
+}
+
+void vf_rope_rotate(float *vec, int n_heads, int head_dim, int n_rot, const float *cos_row,
+                    const float *sin_row)
+{
+    for (int h = 0; h < n_heads; h++) {
+        float *v = vec + (size_t)h * head_dim;
+        for (int i = 0; i < n_rot / 2; i++) {
+            float a = v[2 * i], b = v[2 * i + 1];
+            v[2 * i] = a * cos_row[i] - b * sin_row[i];
+            v[2 * i + 1] = a * sin_row[i] + b * cos_row[i];
+        }
+    }
+}
+
+void vf_state_free(vf_state *s)
+{
+    free(s->x); free(s->xb); free(s->q); free(s->att_out); free(s->xb2);
+    free(s->hb); free(s->hb2); free(s->att);
+    free(s->key_cache); free(s->value_cache); free(s->rope_cos); free(s->rope_sin);
+    memset(s, 0, sizeof *s);
+}
+
+static float *alloc_f(size_t a, size_t b, size_t c, int *fail)
+{
+    /* every factor is bounded by vf_model's limits times an int, so the product
+     * is checked once here against SIZE_MAX */
+    if (*fail) return NULL;
+    if (b && a > SIZE_MAX / sizeof(float) / b) { *fail = 1; return NULL; }
+    size_t n = a * b;
+    if (c && n > SIZE_MAX / sizeof(float) / c) { *fail = 1; return NULL; }
+    n *= c;
+    float *p = malloc((n ? n : 1) * sizeof(float));
+    if (!p) *fail = 1;
+    return p;
+}
+
+/* Grows the state to hold a batch of n_tok tokens and positions < n_ctx; the KV
+ * cache keeps its contents (positions < s->n_past) when it grows. */
+static int state_reserve(vf_model *m, int n_tok, int n_ctx, lpk_error *err)
+{
+    vf_state *s = &m->s;
+    const vf_config *c = &m->config;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    int fail = 0;
+    if (n_tok > s->cap_tok) {
+        int cap = n_tok;
+        float *x = alloc_f((size_t)cap, (size_t)c->dim, 1, &fail);
+        float *xb = alloc_f((size_t)cap, (size_t)c->dim, 1, &fail);
+        float *xb2 = alloc_f((size_t)cap, (size_t)c->dim, 1, &fail);
+        float *q = alloc_f((size_t)cap, qd, 1, &fail);
+        float *ao = alloc_f((size_t)cap, qd, 1, &fail);
+        float *hb = alloc_f((size_t)cap, (size_t)c->hidden_dim, 1, &fail);
+        float *hb2 = alloc_f((size_t)cap, (size_t)c->hidden_dim, 1, &fail);
+        if (fail) {
+            free(x); free(xb); free(xb2); free(q); free(ao); free(hb); free(hb2);
+            return lpk_err(err, LPK_ENOMEM, "out of memory for a batch of %d tokens", n_tok);
+        }
+        free(s->x); free(s->xb); free(s->xb2); free(s->q); free(s->att_out);
+        free(s->hb); free(s->hb2);
+        s->x = x; s->xb = xb; s->xb2 = xb2; s->q = q; s->att_out = ao; s->hb = hb; s->hb2 = hb2;
+        s->cap_tok = cap;
+    }
+    if (n_ctx > s->cap_ctx) {
+        int cap = n_ctx;
+        if (s->cap_ctx && cap < 2 * s->cap_ctx && s->cap_ctx < (1 << 29)) cap = 2 * s->cap_ctx;
+        size_t nl = (size_t)c->n_layers, half = (size_t)c->n_rot / 2;
+        float *kc = alloc_f(nl, (size_t)cap, kvd, &fail);
+        float *vc = alloc_f(nl, (size_t)cap, kvd, &fail);
+        float *att = alloc_f((size_t)c->n_heads, (size_t)cap, 1, &fail);
+        float *rc = alloc_f((size_t)cap, half, 1, &fail);
+        float *rs = alloc_f((size_t)cap, half, 1, &fail);
+        if (fail) {
+            free(kc); free(vc); free(att); free(rc); free(rs);
+            return lpk_err(err, LPK_ENOMEM, "out of memory for a context of %d positions", n_ctx);
+        }
+        for (size_t l = 0; l < nl && s->n_past > 0; l++) {
+            memcpy(kc + l * cap * kvd, s->key_cache + l * s->cap_ctx * kvd,
+                   (size_t)s->n_past * kvd * sizeof(float));
+            memcpy(vc + l * cap * kvd, s->value_cache + l * s->cap_ctx * kvd,
+                   (size_t)s->n_past * kvd * sizeof(float));
+        }
+        /* angles in double: pos * freq loses nothing to float rounding */
+        for (int p = 0; p < cap; p++)
+            for (size_t i = 0; i < half; i++) {
+                double a = p * m->rope_freq[i];
+                rc[(size_t)p * half + i] = (float)cos(a);
+                rs[(size_t)p * half + i] = (float)sin(a);
+            }
+        free(s->key_cache); free(s->value_cache); free(s->att); free(s->rope_cos);
+        free(s->rope_sin);
+        s->key_cache = kc; s->value_cache = vc; s->att = att; s->rope_cos = rc; s->rope_sin = rs;
+        s->cap_ctx = cap;
+    }
+    return LPK_OK;
+}
+
+static int embed(vf_model *m, const int32_t *tokens, int n_tok, float *x, lpk_error *err)
+{
+    const vf_weights *w = &m->w;
+    int dim = m->config.dim, st = LPK_OK;
+    for (int t = 0; t < n_tok && !st; t++) {
+        const uint8_t *row = (const uint8_t *)w->token_embd + (size_t)tokens[t] * w->token_embd_row;
+        float *dst = x + (size_t)t * dim;
+        if (lpk_to_f32_row(w->token_embd_type, row, dst, (size_t)dim) != LPK_OK &&
+            vf_dequantize_rows(w->token_embd_type, row, 1, dim, dst) != LPK_OK)
+            st = lpk_err(err, LPK_EUNSUPPORTED, "token_embd.weight: cannot dequantize type %s",
+                         lpk_type_get(w->token_embd_type)->name);
+    }
+    return st;
+}
+
+static int matmul(const void *w, int wtype, int n_out, int n_in, const float *x, int n_tok,
+                  float *y, const char *what, int layer, lpk_error *err)
+{
+    int st = vf_matmul(w, wtype, n_out, n_in, x, n_tok, y);
+    if (st)
+        return lpk_err(err, st, "matmul of %s (layer %d, type %s, [%d, %d]) failed: %s", what,
+                       layer, lpk_type_get(wtype) ? lpk_type_get(wtype)->name : "?", n_out, n_in,
+                       lpk_status_name(st));
+    return LPK_OK;
+}
+
+/* Causal attention of the batch's queries (positions pos0 .. pos0+n_tok-1) over
+ * cached keys/values of positions 0 .. pos. One head per OpenMP task; each
+ * output element is computed by one thread in a fixed order. */
+static void attention(vf_model *m, int l, int n_tok, int pos0)
+{
+    const vf_config *c = &m->config;
+    vf_state *s = &m->s;
+    int hd = c->head_dim, kv_mul = c->n_heads / c->n_kv_heads;
+    size_t qd = (size_t)c->n_heads * hd, kvd = (size_t)c->n_kv_heads * hd;
+    const float *kc = s->key_cache + (size_t)l * s->cap_ctx * kvd;
+    const float *vc = s->value_cache + (size_t)l * s->cap_ctx * kvd;
+    float scale = 1.0f / sqrtf((float)hd);
+    /* threads only pay off when there is enough work per head */
+    int64_t work = (int64_t)n_tok * (pos0 + n_tok) * hd;
+#pragma omp parallel for schedule(static) if (work > VF_PAR_MIN)
+    for (int h = 0; h < c->n_heads; h++) {
+        float *att = s->att + (size_t)h * s->cap_ctx;
+        size_t koff = (size_t)(h / kv_mul) * hd;
+        for (int t = 0; t < n_tok; t++) {
+            const float *q = s->q + (size_t)t * qd + (size_t)h * hd;
+            int n_keys = pos0 + t + 1;
+            float mx = -INFINITY;
+            for (int p = 0; p < n_keys; p++) {
+                const float *k = kc + (size_t)p * kvd + koff;
+                float d = 0;
+                for (int i = 0; i < hd; i++) d += q[i] * k[i];
+                att[p] = d * scale;
+                if (att[p] > mx) mx = att[p];
+            }
+            double sum = 0;
+            for (int p = 0; p < n_keys; p++) {
+                att[p] = expf(att[p] - mx);
+                sum += att[p];
+            }
+            float inv = (float)(1.0 / sum);
+            float *o = s->att_out + (size_t)t * qd + (size_t)h * hd;
+            memset(o, 0, (size_t)hd * sizeof(float));
+            for (int p = 0; p < n_keys; p++) {
+                const float *v = vc + (size_t)p * kvd + koff;
+                float a = att[p] * inv;
+                for (int i = 0; i < hd; i++) o[i] += a * v[i];
+            }
+        }
+    }
+}
+
+int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_logits,
+               float *logits, lpk_error *err)
+{
+    const vf_config *c = &m->config;
+    const vf_weights *w = &m->w;
+    vf_state *s = &m->s;
+    if (n_tok <= 0 || n_logits < 0 || n_logits > n_tok || pos0 < 0 || pos0 > s->n_past ||
+        pos0 > INT32_MAX - n_tok || (n_logits > 0 && !logits))
+        return lpk_err(err, LPK_EINVAL, "vf_forward: bad arguments (n_tok %d, pos0 %d of %d "
+                       "cached, n_logits %d)", n_tok, pos0, s->n_past, n_logits);
+    for (int t = 0; t < n_tok; t++)
+        if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
+            return lpk_err(err, LPK_EINVAL, "token id %d at batch index %d is out of range "
+                           "(vocabulary %d)", tokens[t], t, c->vocab_size);
+    int st = state_reserve(m, n_tok, pos0 + n_tok, err);
+    if (st) return st;
+    s->n_past = pos0; /* positions >= pos0 are overwritten below */
+
+    int dim = c->dim, hd = c->head_dim, hid = c->hidden_dim, half = c->n_rot / 2;
+    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    if ((st = embed(m, tokens, n_tok, s->x, err))) return st;
+    int big = (int64_t)n_tok * dim > VF_PAR_MIN;   /* worth waking threads for */
+
+    for (int l = 0; l < c->n_layers; l++) {
+        const vf_layer *L = &w->layers[l];
+        float *kc = s->key_cache + ((size_t)l * s->cap_ctx + pos0) * kvd;
+        float *vc = s->value_cache + ((size_t)l * s->cap_ctx + pos0) * kvd;
+#pragma omp parallel for schedule(static) if (big)
+        for (int t = 0; t < n_tok; t++)
+            vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm, dim,
+                       c->norm_eps);
+        /* k and v go straight into the cache rows of their positions */
+        if ((st = matmul(L->wq, L->wq_type, qd, dim, s->xb, n_tok, s->q, "attn_q", l, err)) ||
+            (st = matmul(L->wk, L->wk_type, kvd, dim, s->xb, n_tok, kc, "attn_k", l, err)) ||
+            (st = matmul(L->wv, L->wv_type, kvd, dim, s->xb, n_tok, vc, "attn_v", l, err)))
+            return st;
+#pragma omp parallel for schedule(static) if (big)
+        for (int t = 0; t < n_tok; t++) {
+            const float *cr = s->rope_cos + (size_t)(pos0 + t) * half;
+            const float *sr = s->rope_sin + (size_t)(pos0 + t) * half;
+            vf_rope_rotate(s->q + (size_t)t * qd, c->n_heads, hd, c->n_rot, cr, sr);
+            vf_rope_rotate(kc + (size_t)t * kvd, c->n_kv_heads, hd, c->n_rot, cr, sr);
+        }
+        attention(m, l, n_tok, pos0);
+        if ((st = matmul(L->wo, L->wo_type, dim, qd, s->att_out, n_tok, s->xb2, "attn_output", l,
+                         err)))
+            return st;
+        size_t nx = (size_t)n_tok * dim;
+        for (size_t i = 0; i < nx; i++) s->x[i] += s->xb2[i];
+
+#pragma omp parallel for schedule(static) if (big)
+        for (int t = 0; t < n_tok; t++)
+            vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm, dim,
+                       c->norm_eps);
+        if ((st = matmul(L->w1, L->w1_type, hid, dim, s->xb, n_tok, s->hb, "ffn_gate", l, err)) ||
+            (st = matmul(L->w3, L->w3_type, hid, dim, s->xb, n_tok, s->hb2, "ffn_up", l, err)))
+            return st;
+        size_t nh = (size_t)n_tok * hid;
+        for (size_t i = 0; i < nh; i++) {
+            float g = s->hb[i];
+            s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];   /* SwiGLU: silu(gate) * up */
+        }
+        if ((st = matmul(L->w2, L->w2_type, dim, hid, s->hb, n_tok, s->xb2, "ffn_down", l, err)))
+            return st;
+        for (size_t i = 0; i < nx; i++) s->x[i] += s->xb2[i];
+    }
+    s->n_past = pos0 + n_tok;
+    if (n_logits == 0) return LPK_OK;
+
+    int t0 = n_tok - n_logits;
+    for (int t = t0; t < n_tok; t++)
+        vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, w->output_norm, dim,
+                   c->norm_eps);
+    return matmul(w->output, w->output_type, c->vocab_size, dim, s->xb + (size_t)t0 * dim,
+                  n_logits, logits, "output", -1, err);
+}
