@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "vf_gemm.h"
+#include "../quant/quant.h"
 #include "vf_model.h"
 
 /* Element-operations below which a loop runs on one thread: waking a team
@@ -121,7 +122,7 @@ static int embed(vf_model *m, const int32_t *tokens, int n_tok, float *x, lpk_er
         const uint8_t *row = (const uint8_t *)w->token_embd + (size_t)tokens[t] * w->token_embd_row;
         float *dst = x + (size_t)t * dim;
         if (lpk_to_f32_row(w->token_embd_type, row, dst, (size_t)dim) != LPK_OK &&
-            vf_dequantize_rows(w->token_embd_type, row, 1, dim, dst) != LPK_OK)
+            quant_dequantize_rows(w->token_embd_type, row, 1, dim, dst) != LPK_OK)
             st = lpk_err(err, LPK_EUNSUPPORTED, "token_embd.weight: cannot dequantize type %s",
                          lpk_type_get(w->token_embd_type)->name);
     }

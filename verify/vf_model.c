@@ -300,9 +300,3 @@ void vf_rope_freqs(const vf_config *c, double *freq)
         freq[i] = f;
     }
 }
-
-int vf_dequantize_rows(int type, const void *src, int64_t nrows, int64_t ncols, float *dst)
-{
-    (void)type; (void)src; (void)nrows; (void)ncols; (void)dst;
-    return LPK_EUNSUPPORTED;   /* quantized embeddings need quant/'s dequantizer */
-}

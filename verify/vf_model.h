@@ -63,9 +63,6 @@ struct vf_model {
 };
 
 void vf_state_free(vf_state *s);
-/* nrows rows of ncols values of a block type -> f32 (quant/'s dequantizer).
- * LPK_EUNSUPPORTED for a type it cannot convert. */
-int vf_dequantize_rows(int type, const void *src, int64_t nrows, int64_t ncols, float *dst);
 
 /* out[i] = w[i] * x[i] / sqrt(mean(x^2) + eps); the mean is summed in double. */
 void vf_rmsnorm(float *out, const float *x, const float *w, int n, float eps);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../quant/quant.h"
 #include "vf_model.h"
 
 #ifdef _OPENMP
@@ -293,7 +294,7 @@ static int row_to_f32(const lpk_tensor *t, int64_t row, int64_t ncols, float *ds
     lpk_type_nbytes(t->type, (uint64_t)ncols, &rb);
     const uint8_t *src = (const uint8_t *)t->data + (uint64_t)row * rb;
     if (lpk_to_f32_row(t->type, src, dst, (size_t)ncols) == LPK_OK) return LPK_OK;
-    if (vf_dequantize_rows(t->type, src, 1, ncols, dst) != LPK_OK)
+    if (quant_dequantize_rows(t->type, src, 1, ncols, dst) != LPK_OK)
         return lpk_err(err, LPK_EUNSUPPORTED, "%s: cannot dequantize type %s", t->name,
                        lpk_type_get(t->type) ? lpk_type_get(t->type)->name : "?");
     return LPK_OK;
