@@ -546,6 +546,39 @@ static void test_torch_bad_files(void **state)
     free(dir);
 }
 
+/* A file whose pickle CPython's own Pickler wrote (protocols 2 and 4, with
+ * its memo and framing), in torch.save's layout: tests/fuzz/corpus_torch. */
+static void test_torch_cpython_pickles(void **state)
+{
+    (void)state;
+    const char *files[] = {"tests/fuzz/corpus_torch/ok_p2.pth", "tests/fuzz/corpus_torch/ok_p4.pth"};
+    for (int i = 0; i < 2; i++) {
+        cv_torch_file *f;
+        lpk_error err = {0};
+        if (cv_torch_file_open(files[i], &f, &err)) fail_msg("%s", err.msg);
+        assert_int_equal(f->n_tensors, 5);
+        const cv_pt_tensor *e = cv_torch_file_find(f, "tok_embeddings.weight"),
+                           *v = cv_torch_file_find(f, "view"),
+                           *q = cv_torch_file_find(f, "layers.0.attention.wq.weight"),
+                           *h = cv_torch_file_find(f, "h"), *sc = cv_torch_file_find(f, "scalar");
+        assert_true(e && v && q && h && sc);
+        float want[12];
+        for (int k = 0; k < 12; k++) want[k] = (float)k;
+        assert_int_equal(e->n_dims, 2);
+        assert_int_equal(e->dims[0], 3);
+        assert_memory_equal(e->data, want, 24);
+        assert_memory_equal(v->data, want + 6, 24);   /* view at element 6 of storage 0 */
+        assert_int_equal(q->type, LPK_TYPE_BF16);     /* through _rebuild_parameter */
+        uint8_t b[16];
+        for (int k = 0; k < 16; k++) b[k] = (uint8_t)k;
+        assert_memory_equal(q->data, b, 16);
+        assert_int_equal(h->nbytes, 6);
+        assert_true(h->data == sc->data + 2);         /* shared storage, offset 1 */
+        assert_int_equal(sc->n_dims, 0);
+        cv_torch_file_close(f);
+    }
+}
+
 /* ---------------------------------------------------------------- synthetic Meta */
 /* A tiny LLaMA split into S model-parallel shards the way Meta's code splits
  * it. Values are a function of (tensor, merged row, merged col) so merged
@@ -1164,6 +1197,7 @@ int main(void)
         cmocka_unit_test(test_pickle_bad_opcodes),
         cmocka_unit_test(test_torch_file),
         cmocka_unit_test(test_torch_bad_files),
+        cmocka_unit_test(test_torch_cpython_pickles),
         cmocka_unit_test(test_meta_merge),
         cmocka_unit_test(test_meta_bad_shards),
         cmocka_unit_test(test_shared_stories260k),
