@@ -2,14 +2,15 @@
  *
  *   bench_quant [--types q8_0,q4_0,...] [--threads 1,2] [--quality] FILE...
  *
- * FILE: .safetensors (f32/f16/bf16) files; every 2-D tensor is used. Speed:
- * the weights are held as f16 (the usual input of `quantize`), and each run
- * converts rows to f32 and quantizes them; the rate is bytes of f16 input per
- * second, printed beside the read bandwidth of the input files from the page
- * cache. --quality prints the pooled relative RMSE and bits per weight. */
+ * FILE: containers (.lpk or GGUF); every 2-D f32/f16/bf16 tensor is used.
+ * Speed: the weights are held as f16 (the usual input of `quantize`), and each
+ * run converts them to f32 and quantizes them; the rate is bytes of f16 input
+ * per second, beside the read bandwidth of the input from the page cache
+ * (measured here, or given by --read-bw BYTES_PER_SECOND), and the CPU time
+ * per weight. --quality prints the pooled relative RMSE and bits per weight
+ * against the original values instead. */
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -46,72 +47,38 @@ static double cpu_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static uint8_t *slurp(const char *path, size_t *len)
+/* Appends the 2-D f32/f16/bf16 tensors of a container (.lpk or GGUF). */
+static int load_container(const char *path, btensor **ts, size_t *n)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return NULL;
-    struct stat st;
-    if (fstat(fd, &st) != 0) { close(fd); return NULL; }
-    uint8_t *buf = malloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (buf && got < (size_t)st.st_size) {
-        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-        if (r <= 0) { free(buf); buf = NULL; break; }
-        got += (size_t)r;
+    lpk_reader *r = NULL;
+    lpk_error err = {0};
+    if (lpk_reader_open(path, &r, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return -1;
     }
-    close(fd);
-    *len = got;
-    return buf;
-}
-
-/* Appends the 2-D tensors of a safetensors file. */
-static int load_st(const char *path, btensor **ts, size_t *n)
-{
-    size_t len;
-    uint8_t *buf = slurp(path, &len);
-    if (!buf || len < 8) { fprintf(stderr, "%s: cannot read\n", path); free(buf); return -1; }
-    uint64_t hl = 0;
-    for (int i = 0; i < 8; i++) hl |= (uint64_t)buf[i] << (8 * i);
-    if (hl > len - 8) { fprintf(stderr, "%s: bad header\n", path); free(buf); return -1; }
-    json_error_t je;
-    json_t *root = json_loadb((const char *)buf + 8, hl, 0, &je);
-    if (!root) { fprintf(stderr, "%s: bad json\n", path); free(buf); return -1; }
-    const char *key;
-    json_t *v;
-    json_object_foreach(root, key, v) {
-        json_t *shape = json_object_get(v, "shape"), *offs = json_object_get(v, "data_offsets");
-        const char *dt = json_string_value(json_object_get(v, "dtype"));
-        if (!shape || json_array_size(shape) != 2 || !dt || !offs) continue;
-        int64_t r = json_integer_value(json_array_get(shape, 0));
-        int64_t c = json_integer_value(json_array_get(shape, 1));
-        uint64_t o0 = (uint64_t)json_integer_value(json_array_get(offs, 0));
-        uint64_t o1 = (uint64_t)json_integer_value(json_array_get(offs, 1));
-        int es = !strcmp(dt, "F32") ? 4 : (!strcmp(dt, "F16") || !strcmp(dt, "BF16")) ? 2 : 0;
-        if (!es || r <= 0 || c <= 0 || o1 < o0 || o1 - o0 != (uint64_t)(r * c * es) ||
-            o1 > len - 8 - hl)
+    for (size_t i = 0; i < lpk_reader_n_tensors(r); i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        if (t->n_dims != 2 || (t->type != LPK_TYPE_F32 && t->type != LPK_TYPE_F16 &&
+                               t->type != LPK_TYPE_BF16))
             continue;
-        const uint8_t *p = buf + 8 + hl + o0;
         *ts = realloc(*ts, (*n + 1) * sizeof **ts);
-        btensor *t = &(*ts)[(*n)++];
-        snprintf(t->name, sizeof t->name, "%s", key);
-        t->rows = r;
-        t->cols = c;
-        t->h = malloc((size_t)(r * c) * 2);
-        t->f = keep_f32 ? malloc((size_t)(r * c) * 4) : NULL;
-        for (int64_t i = 0; i < r * c; i++) {
-            float f;
-            if (es == 4) memcpy(&f, p + 4 * i, 4);
-            else {
-                uint16_t u;
-                memcpy(&u, p + 2 * i, 2);
-                f = !strcmp(dt, "F16") ? lpk_f16_to_f32(u) : lpk_bf16_to_f32(u);
-            }
-            t->h[i] = lpk_f32_to_f16(f);
-            if (t->f) t->f[i] = f;
+        btensor *b = &(*ts)[(*n)++];
+        snprintf(b->name, sizeof b->name, "%s", t->name);
+        b->rows = t->dims[0];
+        b->cols = t->dims[1];
+        size_t ne = (size_t)(b->rows * b->cols);
+        float *f = malloc(ne * sizeof(float));
+        lpk_to_f32_row(t->type, t->data, f, ne);
+        b->h = malloc(ne * 2);
+        lpk_f32_to_f16_row(f, b->h, ne);
+        if (keep_f32) {
+            b->f = f;
+        } else {
+            b->f = NULL;
+            free(f);
         }
     }
-    json_decref(root);
-    free(buf);
+    lpk_reader_close(r);
     return 0;
 }
 
@@ -141,21 +108,23 @@ int main(int argc, char **argv)
     const char *types = "q8_0,q4_0,q4_1,q5_0,q4_k,q6_k";
     const char *threads = "1,2";
     int quality = 0, i = 1;
+    double given_bw = 0;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--types") && i + 1 < argc) types = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = argv[++i];
         else if (!strcmp(argv[i], "--quality")) quality = 1;
+        else if (!strcmp(argv[i], "--read-bw") && i + 1 < argc) given_bw = atof(argv[++i]);
         else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
     }
     if (i >= argc) {
-        fprintf(stderr, "usage: bench_quant [--types LIST] [--threads LIST] [--quality] FILE...\n");
+        fprintf(stderr, "usage: bench_quant [--types LIST] [--threads LIST] [--quality] [--read-bw B] FILE...\n");
         return 2;
     }
     btensor *ts = NULL;
     size_t nt = 0;
     keep_f32 = quality;
     for (int f = i; f < argc; f++)
-        if (load_st(argv[f], &ts, &nt) != 0) return 1;
+        if (load_container(argv[f], &ts, &nt) != 0) return 1;
     int64_t maxn = 0, total = 0;
     for (size_t k = 0; k < nt; k++) {
         maxn = ts[k].rows * ts[k].cols > maxn ? ts[k].rows * ts[k].cols : maxn;
@@ -163,7 +132,7 @@ int main(int argc, char **argv)
     }
     float *x = malloc((size_t)maxn * 4);
     void *q = malloc((size_t)maxn * 4);
-    double rbw = quality ? 0 : read_bw(argc - i, argv + i);
+    double rbw = quality ? 0 : given_bw > 0 ? given_bw : read_bw(argc - i, argv + i);
     printf("%zu tensors, %lld weights (%.1f MB as f16), simd %s\n", nt, (long long)total,
            total * 2 / 1e6, lpk_cpu_describe());
     if (!quality) printf("read bandwidth (page cache): %.2f GB/s\n", rbw / 1e9);

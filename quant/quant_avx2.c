@@ -90,6 +90,24 @@ TGT static void asym_sums_avx2(const float *x, const float *w, int n, float d, f
     s[2] = hsum(c);
 }
 
+/* True when x[0..n) holds a NaN or an Inf (exponent bits all set). */
+TGT int quant_avx2_any_nonfinite(const float *x, int64_t n)
+{
+    __m256i e = _mm256_set1_epi32(0x7f800000), acc = _mm256_setzero_si256();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(x + i)), e);
+        acc = _mm256_or_si256(acc, _mm256_cmpeq_epi32(v, e));
+    }
+    int any = !_mm256_testz_si256(acc, acc);
+    for (; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        any |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return any;
+}
+
 static const qi_ops ops_avx2 = {sym_err_avx2, sym_sums_avx2, asym_err_avx2, asym_sums_avx2};
 
 void quant_avx2_q4_0(const float *x, const float *w, void *dst, int64_t n)

@@ -69,6 +69,7 @@ void quant_block_q6_k(const qi_ops *ops, const float *x, const float *w, block_q
 #if defined(__x86_64__)
 /* AVX2 quantizers (quant_avx2.c): byte-identical to the reference. */
 void quant_avx2_q8_0(const float *x, const float *w, void *dst, int64_t n);
+int quant_avx2_any_nonfinite(const float *x, int64_t n);
 void quant_avx2_q4_0(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q5_0(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q4_1(const float *x, const float *w, void *dst, int64_t n);

@@ -73,11 +73,18 @@ const char *quant_path_name(int type)
 /* Index of the first non-finite value in x[0..n), or -1. */
 static int64_t first_bad(const float *x, int64_t n)
 {
-    uint32_t any = 0;
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        any |= (u & 0x7f800000u) == 0x7f800000u;
+    int any = 0;
+#if defined(__x86_64__)
+    if (lpk_cpu_features() & LPK_CPU_AVX2) {
+        any = quant_avx2_any_nonfinite(x, n);
+    } else
+#endif
+    {
+        for (int64_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            any |= (u & 0x7f800000u) == 0x7f800000u;
+        }
     }
     if (!any) return -1;
     for (int64_t i = 0; i < n; i++)

@@ -238,7 +238,7 @@ static void test_simd_and_threads(void **state)
     for (int64_t i = 0; i < nr * nc; i++) {
         x[i] = tu_randn(&s) * (i % 97 == 0 ? 0.3f : 0.02f);
         if (i % 1013 == 0) x[i] = 0.0f;
-        if (i % 2039 == 0) x[i] = -x[i - 1];
+        if (i > 0 && i % 2039 == 0) x[i] = -x[i - 1];
     }
     for (int i = 0; i < 64; i++) x[5 * nc + i] = 0.0f;      /* all-zero blocks */
     for (int i = 0; i < 64; i++) x[6 * nc + i] = 0.125f;    /* constant blocks */
