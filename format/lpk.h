@@ -268,7 +268,13 @@ typedef struct lpk_writer lpk_writer;
  * the final size are known before any data is written. Data goes to a temporary
  * file `.NAME.tmp-XXXXXX` in the target folder; free space is checked. The
  * temporary file is removed on failure, on lpk_writer_abort() and on
- * SIGINT/SIGTERM. `meta` is copied. */
+ * SIGINT/SIGTERM: the first open installs a handler that removes every open
+ * writer's temporary file, restores the previous dispositions and re-raises,
+ * so the default action still ends the process and a program's own handler
+ * still runs (install yours before opening a writer). After such a signal the
+ * writers open at that time fail with LPK_EINTR. An existing target:
+ * LPK_EEXIST unless LPK_WRITE_FORCE (checked here and again at the final
+ * rename). `meta` is copied (meta may be NULL: no keys). */
 int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *decls,
                     size_t n_tensors, unsigned flags, lpk_writer **out, lpk_error *err);
 /* Tensors are written in declaration order: begin, any number of writes whose

@@ -41,7 +41,7 @@ __attribute__((weak)) int gguf_header_build(const lpk_meta *meta, lpk_tensor *de
 #define TMP_PATH_MAX 4096
 static char tmp_paths[TMP_SLOTS][TMP_PATH_MAX];
 static volatile sig_atomic_t tmp_used[TMP_SLOTS];
-static volatile sig_atomic_t sig_fired;
+static volatile sig_atomic_t sig_count; /* signals handled so far */
 static volatile sig_atomic_t handlers_on;
 static struct sigaction old_int, old_term;
 static pthread_mutex_t tmp_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -51,7 +51,7 @@ static void on_signal(int sig)
     int saved = errno;
     for (int i = 0; i < TMP_SLOTS; i++)
         if (tmp_used[i]) unlink(tmp_paths[i]);
-    sig_fired = 1;
+    sig_count++;
     /* Hand the signal on: the previous disposition runs once we return (the
      * signal is blocked until then), so the default action still kills us. */
     handlers_on = 0;
@@ -114,6 +114,7 @@ struct lpk_writer {
     int fd;
     int slot;
     int failed;          /* a call failed: the temp file is gone, only abort/finish remain */
+    sig_atomic_t sigs;   /* sig_count when opened: a later signal removed our temp file */
     char *path, *tmp;
     lpk_tensor *t;       /* declarations with offsets and sizes filled in */
     size_t n;
@@ -168,7 +169,7 @@ static int write_all(lpk_writer *w, const void *p, size_t n, lpk_error *err)
 {
     const uint8_t *b = p;
     while (n) {
-        if (sig_fired) return lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
+        if (sig_count != w->sigs) return lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
         ssize_t k = write(w->fd, b, n);
         if (k < 0) {
             if (errno == EINTR) continue;
@@ -424,6 +425,7 @@ int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *de
     w->fd = -1;
     w->slot = -1;
     w->flags = flags;
+    w->sigs = sig_count;
     w->n = n_tensors;
     w->path = strdup(path);
     w->t = malloc((n_tensors ? n_tensors : 1) * sizeof *w->t);
@@ -465,7 +467,7 @@ static int usable(lpk_writer *w, lpk_error *err, const char *fn)
 {
     if (!w || w->magic != WRITER_MAGIC) return lpk_err(err, LPK_EINVAL, "%s: no writer", fn);
     if (w->failed) return lpk_err(err, LPK_EINVAL, "%s: %s: an earlier call failed", fn, w->path);
-    if (sig_fired) return lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
+    if (sig_count != w->sigs) return lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
     return LPK_OK;
 }
 
@@ -601,7 +603,7 @@ int lpk_writer_finish(lpk_writer *w, lpk_error *err)
         goto out;
     }
     w->fd = -1;
-    if (sig_fired) {
+    if (sig_count != w->sigs) {
         st = lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
         goto out;
     }

@@ -177,6 +177,53 @@ static void test_sigterm_removes_temp(void **state)
     signal_removes_temp(SIGTERM);
 }
 
+static volatile sig_atomic_t got_int;
+static void on_int(int sig) { (void)sig; got_int = 1; }
+
+/* A program that handles SIGINT itself still gets its handler called, the
+ * temporary file is gone, the interrupted writer says so, later writers work. */
+static void test_handled_sigint(void **state)
+{
+    (void)state;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_int;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old);
+    char *dir = tu_tmpdir();
+    char *path = tu_fmt("%s/a.lpk", dir);
+    lpk_tensor d;
+    memset(&d, 0, sizeof d);
+    strcpy(d.name, "output_norm.weight");
+    d.type = LPK_TYPE_F32;
+    d.n_dims = 1;
+    d.dims[0] = 1024;
+    lpk_error err = {0};
+    lpk_writer *w;
+    static float zero[1024];
+    assert_int_equal(lpk_writer_open(path, NULL, &d, 1, 0, &w, &err), 0);
+    assert_int_equal(lpk_writer_tensor_begin(w, d.name, &err), 0);
+    assert_int_equal(tmp_size(dir, "a.lpk") >= 0, 1);
+    raise(SIGINT);
+    assert_true(got_int);
+    assert_int_equal(tmp_size(dir, "a.lpk"), -1);
+    assert_int_equal(lpk_writer_tensor_write(w, zero, sizeof zero, &err), LPK_EINTR);
+    assert_non_null(strstr(err.msg, "interrupted"));
+    lpk_writer_abort(w);
+    assert_false(tu_exists(path));
+    lpk_error_clear(&err);
+    assert_int_equal(lpk_writer_open(path, NULL, &d, 1, 0, &w, &err), 0);
+    assert_int_equal(lpk_writer_tensor_begin(w, d.name, &err), 0);
+    assert_int_equal(lpk_writer_tensor_write(w, zero, sizeof zero, &err), 0);
+    assert_int_equal(lpk_writer_tensor_end(w, &err), 0);
+    assert_int_equal(lpk_writer_finish(w, &err), 0);
+    assert_true(tu_exists(path));
+    sigaction(SIGINT, &old, NULL);
+    tu_rmtree(dir);
+    free(path);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -184,6 +231,7 @@ int main(void)
         cmocka_unit_test(test_sigkill_existing_target),
         cmocka_unit_test(test_sigint_removes_temp),
         cmocka_unit_test(test_sigterm_removes_temp),
+        cmocka_unit_test(test_handled_sigint),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
