@@ -1,7 +1,10 @@
 /* vf_matmul throughput against the machine's measured peak.
  *
  *   bench_kernels [--threads 1,2] [--types f32,q4_0,...] [--shapes large,small]
- *                 [--min-time S] [--json FILE]
+ *                 [--min-time S] [--jsonl FILE] [--describe]
+ *
+ * --jsonl appends one JSON object per line to FILE (the peaks, then one per
+ * measurement); --describe prints the SIMD paths in use and exits.
  *
  * Peak: a register-only loop of independent FMAs (fp32) and of vpdpbusd (int8,
  * VNNI) or vpmaddubsw + vpmaddwd + vpaddd (int8, AVX2), in the widest vectors the
@@ -222,9 +225,14 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--types") && i + 1 < argc) types_s = argv[++i];
         else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) shapes_s = argv[++i];
         else if (!strcmp(argv[i], "--min-time") && i + 1 < argc) min_time = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+        else if (!strcmp(argv[i], "--jsonl") && i + 1 < argc) json_path = argv[++i];
+        else if (!strcmp(argv[i], "--describe")) {
+            printf("%s (vf_matmul: fp32 %s, int8 %s)\n", lpk_cpu_describe(),
+                   vf_gemm_path_name(LPK_TYPE_F16), vf_gemm_path_name(LPK_TYPE_Q4_0));
+            return 0;
+        }
         else { fprintf(stderr, "usage: bench_kernels [--threads 1,2] [--types LIST] "
-                               "[--shapes large,small] [--min-time S] [--json FILE]\n"); return 2; }
+                               "[--shapes large,small] [--min-time S] [--jsonl FILE] [--describe]\n"); return 2; }
     }
     int thr[8], n_thr = 0;
     for (const char *p = threads_s; p && *p && n_thr < 8;) {
@@ -232,7 +240,7 @@ int main(int argc, char **argv)
         p = strchr(p, ',');
         if (p) p++;
     }
-    FILE *js = json_path ? fopen(json_path, "w") : NULL;
+    FILE *js = json_path ? fopen(json_path, "a") : NULL;
     if (json_path && !js) { perror(json_path); return 1; }
 
     /* peaks */
@@ -256,19 +264,13 @@ int main(int argc, char **argv)
     for (int k = 0; k < n_thr; k++)
         printf("peak, %d thread%s: fp32 %.1f GFLOP/s (%s), int8 %.1f GOP/s (%s)\n", thr[k],
                thr[k] > 1 ? "s" : "", pf[k] / 1e9, pf_name, pi[k] / 1e9, pi_name);
-    if (js) {
-        fprintf(js, "{\"simd\": \"%s\", \"peak\": [", lpk_cpu_describe());
-        for (int k = 0; k < n_thr; k++)
-            fprintf(js, "%s{\"threads\": %d, \"fp32_gflops\": %.2f, \"fp32_loop\": \"%s\", "
-                        "\"int8_gops\": %.2f, \"int8_loop\": \"%s\"}",
-                    k ? ", " : "", thr[k], pf[k] / 1e9, pf_name, pi[k] / 1e9, pi_name);
-        fprintf(js, "], \"kernels\": [");
-    }
-
+    for (int k = 0; js && k < n_thr; k++)
+        fprintf(js, "{\"bench\": \"peak\", \"threads\": %d, \"fp32_gflops\": %.2f, "
+                    "\"fp32_loop\": \"%s\", \"int8_gops\": %.2f, \"int8_loop\": \"%s\"}\n",
+                thr[k], pf[k] / 1e9, pf_name, pi[k] / 1e9, pi_name);
     printf("\nG(FL)OP/s: wall = per wall-clock second; cpu = per CPU-second received x threads\n");
     printf("%-6s %-12s %-11s %5s %4s %10s %10s %10s %8s\n", "type", "path", "W shape", "n_tok",
            "thr", "ms/call", "wall", "cpu", "of peak");
-    int first = 1;
     const int64_t n_tok = 512;
     const char *tn[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q6_k"};
     float *x = malloc(sizeof(float) * (size_t)(n_tok * 11008));
@@ -305,23 +307,19 @@ int main(int argc, char **argv)
                        el / reps * 1e3, wall_rate / 1e9, rate / 1e9, frac * 100);
                 fflush(stdout);
                 if (js)
-                    fprintf(js, "%s\n  {\"type\": \"%s\", \"path\": \"%s\", \"shape\": \"%s\", "
+                    fprintf(js, "{\"bench\": \"kernels\", \"type\": \"%s\", \"path\": \"%s\", \"shape\": \"%s\", "
                                 "\"n_out\": %lld, \"n_in\": %lld, \"n_tok\": %lld, \"threads\": %d, "
-                                "\"ms_per_call\": %.3f, \"%s_wall\": %.2f, \"%s\": %.2f, \"frac_of_peak\": %.4f}",
-                            first ? "" : ",", tn[ti], vf_gemm_path_name(t), shapes[s].name,
+                                "\"ms_per_call\": %.3f, \"%s_wall\": %.2f, \"%s\": %.2f, \"frac_of_peak\": %.4f}\n",
+                            tn[ti], vf_gemm_path_name(t), shapes[s].name,
                             (long long)shapes[s].n_out, (long long)shapes[s].n_in,
                             (long long)n_tok, thr[k], el / reps * 1e3,
                             fp ? "gflops" : "gops", wall_rate / 1e9, fp ? "gflops" : "gops",
                             rate / 1e9, frac);
-                first = 0;
             }
             free(w);
         }
     }
-    if (js) {
-        fprintf(js, "\n]}\n");
-        fclose(js);
-    }
+    if (js) fclose(js);
     free(x);
     free(y);
     return 0;

@@ -1,0 +1,60 @@
+#!/bin/sh
+# make bench: every benchmark figure, printed as tables and collected in
+# bench/results.json (JSON Lines: one object per line; "bench" names the figure).
+#
+#   sh bench/run.sh [BUILD_DIR] [machine|convert|quant|kernels|verify ...]
+#
+# With no figure named, all run and results.json starts afresh; naming figures
+# (make bench-convert, make bench-quant) appends theirs. The figures:
+#   convert  bench/convert.sh (synthetic checkpoints through llmpack convert)
+#   quant    bench/quant.sh (quantizer speed and quality)
+#   kernels  bench_kernels: vf_matmul against the machine's measured peak
+#   verify   bench/bench_verify.sh: forward-pass tokens/s on llama2-20m
+# A figure whose script is absent is skipped with a message.
+cd "$(dirname "$0")/.." || exit 1
+O=${1:-build}
+[ $# -gt 0 ] && shift
+out=bench/results.json
+if [ $# -eq 0 ]; then
+    set -- machine convert quant kernels verify
+    : > "$out"
+fi
+t_all=$(date +%s)
+status=0
+
+json_str() { printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g'; }
+
+for fig in "$@"; do
+    echo "== $fig"
+    t0=$(date +%s)
+    case $fig in
+    machine)
+        cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+        cores=$(nproc)
+        simd=$("$O"/bench/bench_kernels --describe)
+        echo "CPU: $cpu, $cores cores, SIMD paths: $simd"
+        printf '{"bench": "machine", "cpu": "%s", "cores": %d, "simd": "%s", "date": "%s"}\n' \
+            "$(json_str "$cpu")" "$cores" "$(json_str "$simd")" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$out"
+        ;;
+    convert|quant)
+        if [ -f "bench/$fig.sh" ]; then
+            sh "bench/$fig.sh" "$O" || { echo "$fig benchmark failed"; status=1; }
+        else
+            echo "$fig: bench/$fig.sh not present, skipped"
+        fi
+        ;;
+    kernels)
+        "$O"/bench/bench_kernels --jsonl "$out" || { echo "kernel benchmark failed"; status=1; }
+        ;;
+    verify)
+        sh bench/bench_verify.sh "$O" || { echo "verify benchmark failed"; status=1; }
+        ;;
+    *)
+        echo "unknown figure $fig (machine, convert, quant, kernels, verify)"
+        status=2
+        ;;
+    esac
+    echo "-- $fig: $(( $(date +%s) - t0 )) s"
+done
+echo "== all figures: $(( $(date +%s) - t_all )) s; results in $out"
+exit $status
