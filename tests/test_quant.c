@@ -511,6 +511,64 @@ static void test_gguf_crosscheck(void **state)
     lpk_reader_close(r);
 }
 
+/* Round-trip bounds for every type on one real tensor. */
+static void test_real_bounds(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(m, "models/llama2-20m/hf/model-00001-of-00002.safetensors");
+    int64_t rows = 0, cols = 0;
+    float *x = l20_tensor("model.layers.3.self_attn.o_proj.weight", &rows, &cols);
+    assert_non_null(x);
+    static const struct { int type; double max; } bound[] = {
+        {LPK_TYPE_Q8_0, 0.006}, {LPK_TYPE_Q6_K, 0.02}, {LPK_TYPE_Q5_1, 0.04},
+        {LPK_TYPE_Q5_0, 0.045}, {LPK_TYPE_Q4_1, 0.08}, {LPK_TYPE_Q4_K, 0.08},
+        {LPK_TYPE_Q4_0, 0.09},
+    };
+    for (size_t i = 0; i < sizeof bound / sizeof bound[0]; i++) {
+        double r = rel_rmse(bound[i].type, x, rows, cols, NULL);
+        print_message("%-5s blk.3.attn_output rel. RMSE %.5f\n", lpk_type_get(bound[i].type)->name, r);
+        assert_true(r > 0.0 && r <= bound[i].max);
+    }
+    free(x);
+}
+
+/* Long tier: the whole of llama2-20m through convert + quantize for every
+ * recipe, pooled rel. RMSE at or below llama.cpp's (models/README.md). */
+static void test_l20_recipes(void **state)
+{
+    (void)state;
+    if (!tu_long()) skip();
+    TU_NEED_SHARED(src, "models/llama2-20m/hf");
+    char *dir = tu_tmpdir(), *in = tu_fmt("%s/l20.lpk", dir), *o = tu_fmt("%s/q.lpk", dir);
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s'", src, in), 0);
+    static const struct { const char *args; double bpw, cpp; } want[] = {
+        {"--type q8_0 --pure", 8.5, 0.00473},    {"--type q6_k --pure", 6.5625, 0.01598},
+        {"--type q5_0 --pure", 5.5, 0.03782},    {"--type q4_1 --pure", 5.0, 0.07233},
+        {"--type q4_k --pure", 4.5, 0.06561},    {"--type q4_0 --pure", 4.5, 0.07641},
+        {"--type q4_k_m", 5.3455, 0.02457},      {"--type q4_k_s", 5.3135, 0.02480},
+        {"--type q4_1", 5.6066, 0.02641},        {"--type q4_0", 5.3007, 0.02813},
+        {"--type q5_1 --pure", 6.0, 1.0},        {"--type f16", 16.0, 1e-6},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char *out = NULL;
+        assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --force --json %s", in, o,
+                                    want[i].args), 0);
+        json_t *j = json_loads(out, 0, NULL);
+        assert_non_null(j);
+        json_t *t = json_object_get(j, "totals");
+        double bpw = json_real_value(json_object_get(t, "bpw_2d"));
+        double r = json_real_value(json_object_get(t, "rel_rmse_2d"));
+        print_message("%-20s bpw %.4f rel. RMSE %.5f (llama.cpp %.5f)\n", want[i].args, bpw, r,
+                      want[i].cpp);
+        assert_true(fabs(bpw - want[i].bpw) < 1e-3);
+        assert_true(r <= want[i].cpp);
+        json_decref(j);
+        free(out);
+    }
+    tu_rmtree(dir);
+    free(dir); free(in); free(o);
+}
+
 /* ---------------------------------------------------------------- CLI */
 static void test_cli_recipes(void **state)
 {
@@ -617,6 +675,7 @@ int main(void)
         cmocka_unit_test(test_edge_values),       cmocka_unit_test(test_recipe_rules),
         cmocka_unit_test(test_recipe_llama_cpp),  cmocka_unit_test(test_gguf_crosscheck),
         cmocka_unit_test(test_cli_recipes),       cmocka_unit_test(test_cli_nan),
+        cmocka_unit_test(test_real_bounds),       cmocka_unit_test(test_l20_recipes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
