@@ -13,11 +13,18 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "../convert/cv_torch.h"
+#include "../convert/cv_internal.h"
 
 static int open_meta(const char *dir, const cv_torch_opts *o, cv_source **out, lpk_error *err)
 {
     return cv_meta_open(dir, o, out, err);
+}
+
+static int open_hf(const char *dir, const cv_torch_opts *o, cv_source **out, lpk_error *err)
+{
+    (void)o;
+    cv_open_opts oo = {0};
+    return cv_hf_safetensors_open(dir, &oo, out, err);
 }
 
 /* Number of leftover temporary folders in dir. */
@@ -63,6 +70,20 @@ static void same_tensors(cv_source *a, cv_source *b)
         assert_memory_equal(x->dims, y->dims, sizeof x->dims);
         if (tensor_hash(a, x) != tensor_hash(b, y)) fail_msg("%s differs", x->name);
     }
+}
+
+/* `llmpack convert ARCHIVE` gives the tensors of ref_lpk and leaves no
+ * temporary folder behind; the archive is removed afterwards. */
+static void convert_matches(const char *archive, const char *dir, const char *ref_lpk)
+{
+    char *a = tu_fmt("%s/a.lpk", dir), *out = NULL, why[512];
+    if (tu_llmpack(&out, "convert '%s' -o '%s'", archive, a)) fail_msg("%s", out);
+    free(out);
+    if (tu_lpk_same_tensors(ref_lpk, a, why, sizeof why)) fail_msg("%s: %s", archive, why);
+    assert_int_equal(leftovers(dir), 0);
+    unlink(a);
+    free(a);
+    unlink(archive);
 }
 
 static int sh(const char *cmd)
@@ -117,14 +138,7 @@ static void check_archives(const char *model, unsigned kinds)
         s->ops->close(s);
         assert_int_equal(leftovers(dir), 0);
         /* and through `llmpack convert`: the same tensors as the folder */
-        char *a = tu_fmt("%s/a.lpk", dir), why[512];
-        if (tu_llmpack(&out, "convert '%s' -o '%s'", p, a)) fail_msg("%s", out);
-        free(out);
-        if (tu_lpk_same_tensors(ref_lpk, a, why, sizeof why)) fail_msg("%s: %s", names[i], why);
-        assert_int_equal(leftovers(dir), 0);
-        unlink(a);
-        free(a);
-        unlink(p);
+        convert_matches(p, dir, ref_lpk);
         free(p);
         free(cmds[i]);
     }
@@ -145,6 +159,71 @@ static void test_archive_llama2_20m(void **state)
 {
     (void)state;
     check_archives("llama2-20m", tu_long() ? 15 : 9);  /* .tar.zst, .zip */
+}
+
+/* HF safetensors archives stream: nothing is unpacked (no temporary folder
+ * once open), tensors come in archive order, and they equal the folder's. */
+static void check_stream(const char *model, const char *hfdir, int n_kinds)
+{
+    char *rel = tu_fmt("models/%s/%s", model, hfdir);
+    const char *h = tu_shared(rel);
+    free(rel);
+    if (!h) {
+        print_message("SKIP: ../shared/models/%s/%s not found\n", model, hfdir);
+        skip();
+    }
+    char *hf = strdup(h);
+    char *dir = tu_tmpdir();
+    cv_source *ref;
+    cv_open_opts oo = {0};
+    lpk_error err = {0};
+    assert_int_equal(cv_hf_safetensors_open(hf, &oo, &ref, &err), 0);
+    char *ref_lpk = tu_fmt("%s/ref.lpk", dir), *out = NULL;
+    if (tu_llmpack(&out, "convert '%s' -o '%s'", hf, ref_lpk)) fail_msg("%s", out);
+    free(out);
+    char *cmds[] = {
+        tu_fmt("tar --zstd -cf '%s/%s.tar.zst' -C '%s/..' %s", dir, model, hf, hfdir),
+        tu_fmt("cd '%s' && zip -q -1 -r '%s/%s.zip' .", hf, dir, model),
+    };
+    const char *ext[] = {"tar.zst", "zip"};
+    for (int i = 0; i < 2; i++) {
+        if (i >= n_kinds) {
+            free(cmds[i]);
+            continue;
+        }
+        if (sh(cmds[i]) != 0) fail_msg("packing failed: %s", cmds[i]);
+        char *p = tu_fmt("%s/%s.%s", dir, model, ext[i]);
+        cv_torch_opts o = {.spool_dir = dir};
+        cv_source *s;
+        if (cv_archive_open(p, &o, open_hf, &s, &err)) fail_msg("%s: %s", p, err.msg);
+        assert_int_equal(s->streaming, 1);
+        assert_int_equal(leftovers(dir), 0);
+        assert_string_equal(lpk_meta_get_str(s->meta, "source.format"), "hf-safetensors");
+        assert_string_equal(lpk_meta_get_str(s->meta, "general.name"), model);
+        assert_int_equal(s->n_files, 1);
+        same_tensors(s, ref);  /* s first: read in its own order */
+        s->ops->close(s);
+        convert_matches(p, dir, ref_lpk);
+        free(p);
+        free(cmds[i]);
+    }
+    ref->ops->close(ref);
+    free(ref_lpk);
+    tu_rmtree(dir);
+    free(dir);
+    free(hf);
+}
+
+static void test_stream_stories260k(void **state)
+{
+    (void)state;
+    check_stream("stories260K", "hf", 2);
+}
+
+static void test_stream_llama2_20m(void **state)
+{
+    (void)state;
+    check_stream("llama2-20m", "hf", tu_long() ? 2 : 1);  /* two shards + index */
 }
 
 /* A one-member ustar archive, written from the format's description. */
@@ -243,6 +322,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_archive_stories260k),
         cmocka_unit_test(test_archive_llama2_20m),
+        cmocka_unit_test(test_stream_stories260k),
+        cmocka_unit_test(test_stream_llama2_20m),
         cmocka_unit_test(test_archive_bad),
         cmocka_unit_test(test_archive_signal),
     };
