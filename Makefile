@@ -48,16 +48,20 @@ $(O)/libllmpack.a: $(LIB_OBJ)
 # Programs link the objects themselves (not the archive), so a strong definition
 # always overrides a weak fallback regardless of archive member order.
 $(BIN): $(CLI_OBJ) $(LIB_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB_OBJ) $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB_OBJ) $(LDLIBS)
 
 $(O)/tests/%: $(O)/tests/%.o $(TEST_SUPPORT_OBJ) $(LIB_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $< $(TEST_SUPPORT_OBJ) $(LIB_OBJ) $(LDLIBS) -lcmocka
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $< $(TEST_SUPPORT_OBJ) $(LIB_OBJ) $(LDLIBS) -lcmocka
 
 $(O)/tests/replay_%: $(O)/tests/fuzz/%.o $(O)/tests/fuzz/replay_main.o $(LIB_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $< $(O)/tests/fuzz/replay_main.o $(LIB_OBJ) $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $< $(O)/tests/fuzz/replay_main.o $(LIB_OBJ) $(LDLIBS)
 
 $(O)/bench/%: $(O)/bench/%.o $(LIB_OBJ)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
 
 tests: $(BIN) $(TEST_BIN) $(FUZZ_REPLAY)
 

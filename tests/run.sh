@@ -25,7 +25,7 @@ for t in "$O"/tests/test_* "$O"/tests/replay_*; do
         bad="$bad $name"; echo "FAIL $name"; grep -v '^\[ *\(RUN\|OK\) *\]' "$log" | tail -n 40
     else
         echo "ok   $name ($p passed, $s skipped)"
-        grep '^\[  SKIPPED \]\|SKIP:' "$log" | grep -v 'test(s)' | sed 's/^/     /' | head -n 5
+        grep '^\[  SKIPPED \]\|SKIP:' "$log" | grep -v 'test(s)' | sort -u | sed 's/^/     /' | head -n 5
     fi
 done
 [ -n "$bad" ] && echo "failing:$bad"
