@@ -4,7 +4,7 @@
 # bench/work/, runs `llmpack convert` under /usr/bin/time -v, reports GB/s and
 # peak RSS, and deletes it before the next one.
 #
-#   sh bench/convert.sh [BUILD_DIR] [tiny|7b|13b ...]     (default: 7b)
+#   sh bench/convert.sh [BUILD_DIR] [tiny|1b|7b|13b ...]     (default: 7b)
 #
 # Each model needs about twice its size in free space (checkpoint + output);
 # a model that does not fit is skipped with a message. Results are appended to
@@ -23,9 +23,10 @@ mkdir -p "$work"
 for m in $models; do
     case $m in
         tiny) need_gb=1 ;;
+        1b) need_gb=5 ;;
         7b) need_gb=28 ;;
         13b) need_gb=54 ;;
-        *) echo "unknown model $m (tiny, 7b, 13b)"; continue ;;
+        *) echo "unknown model $m (tiny, 1b, 7b, 13b)"; continue ;;
     esac
     avail_gb=$(df -Pk "$work" | awk 'NR==2 { printf "%d", $4 / 1048576 }')
     if [ "$avail_gb" -lt "$need_gb" ]; then
@@ -42,9 +43,11 @@ for m in $models; do
     bytes=$(sed -n 's/.*"bytes_in": \([0-9]*\).*/\1/p' "$work/$m.json")
     secs=$(sed -n 's/.*"seconds": \([0-9.e+-]*\).*/\1/p' "$work/$m.json")
     rss_kb=$(sed -n 's/.*Maximum resident set size (kbytes): \([0-9]*\).*/\1/p' "$work/$m.time")
-    line=$(awk -v m="$m" -v b="$bytes" -v s="$secs" -v r="$rss_kb" 'BEGIN {
-        printf "{\"bench\": \"convert\", \"model\": \"%s\", \"bytes\": %d, \"seconds\": %.2f, \"gb_per_s\": %.3f, \"peak_rss_mib\": %.1f}",
-               m, b, s, b / s / 1e9, r / 1024 }')
+    user=$(sed -n 's/.*User time (seconds): \([0-9.]*\).*/\1/p' "$work/$m.time")
+    sys=$(sed -n 's/.*System time (seconds): \([0-9.]*\).*/\1/p' "$work/$m.time")
+    line=$(awk -v m="$m" -v b="$bytes" -v s="$secs" -v r="$rss_kb" -v u="$user" -v y="$sys" 'BEGIN {
+        printf "{\"bench\": \"convert\", \"model\": \"%s\", \"bytes\": %.0f, \"seconds\": %.2f, \"gb_per_s\": %.3f, \"peak_rss_mib\": %.1f, \"user_s\": %.1f, \"sys_s\": %.1f}",
+               m, b, s, b / s / 1e9, r / 1024, u, y }')
     echo "$line"
     echo "$line" >> bench/results.json
     rm -rf "$src" "$out" "$work/$m.json" "$work/$m.time"

@@ -2,7 +2,7 @@
  * config.json, N safetensors shards of random bf16 weights and
  * model.safetensors.index.json, for benchmarking `llmpack convert`.
  *
- *   gen_ckpt --shape 7b|13b|tiny --out DIR [--shards N] [--seed S]
+ *   gen_ckpt --shape 7b|13b|1b|tiny --out DIR [--shards N] [--seed S]
  *
  * Memory stays at one 8 MiB buffer whatever the model size. */
 #include <errno.h>
@@ -22,6 +22,7 @@ typedef struct shape {
 static const shape shapes[] = {
     {"7b", 4096, 11008, 32, 32, 32, 32000, 4096},   /* LLaMA-2-7B */
     {"13b", 5120, 13824, 40, 40, 40, 32000, 4096},  /* LLaMA-2-13B */
+    {"1b", 2048, 5632, 22, 32, 4, 32000, 2048},     /* TinyLlama-1.1B shapes (GQA) */
     {"tiny", 256, 768, 4, 8, 4, 1024, 512},         /* smoke test */
 };
 
@@ -86,12 +87,12 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
             rng = strtoull(argv[++i], NULL, 10) | 1;
         } else {
-            fprintf(stderr, "usage: gen_ckpt --shape 7b|13b|tiny --out DIR [--shards N] [--seed S]\n");
+            fprintf(stderr, "usage: gen_ckpt --shape 7b|13b|1b|tiny --out DIR [--shards N] [--seed S]\n");
             return 2;
         }
     }
     if (!sh || !out) {
-        fprintf(stderr, "usage: gen_ckpt --shape 7b|13b|tiny --out DIR [--shards N] [--seed S]\n");
+        fprintf(stderr, "usage: gen_ckpt --shape 7b|13b|1b|tiny --out DIR [--shards N] [--seed S]\n");
         return 2;
     }
     if (shards <= 0) shards = sh->dim >= 5120 ? 3 : 2;

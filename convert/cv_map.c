@@ -118,7 +118,7 @@ static void ms_release(cv_source *s, const cv_tensor *t)
     if (i >= s->n_tensors) return;
     ms_tensor *x = &m->mt[i];
     cv_mapfile_release(&m->files[x->file], x->offset, x->nbytes);
-    x->released = x->nbytes;
+    x->released = 0;  /* a later pass over the tensor starts from its beginning */
 }
 
 static void ms_close(cv_source *s)
