@@ -35,7 +35,7 @@ void vf_rope_rotate(float *vec, int n_heads, int head_dim, int n_rot, const floa
 void vf_state_free(vf_state *s)
 {
     free(s->x); free(s->xb); free(s->q); free(s->att_out); free(s->xb2);
-    free(s->hb); free(s->hb2); free(s->att);
+    free(s->hb); free(s->hb2); free(s->att); free(s->kt);
     free(s->key_cache); free(s->value_cache); free(s->rope_cos); free(s->rope_sin);
     memset(s, 0, sizeof *s);
 }
@@ -83,14 +83,16 @@ static int state_reserve(vf_model *m, int n_tok, int n_ctx, lpk_error *err)
     if (n_ctx > s->cap_ctx) {
         int cap = n_ctx;
         if (s->cap_ctx && cap < 2 * s->cap_ctx && s->cap_ctx < (1 << 29)) cap = 2 * s->cap_ctx;
+        cap = (cap + 15) / 16 * 16;   /* attention works in blocks of 16 positions */
         size_t nl = (size_t)c->n_layers, half = (size_t)c->n_rot / 2;
         float *kc = alloc_f(nl, (size_t)cap, kvd, &fail);
         float *vc = alloc_f(nl, (size_t)cap, kvd, &fail);
         float *att = alloc_f((size_t)c->n_heads, (size_t)cap, 1, &fail);
+        float *kt = alloc_f((size_t)c->n_heads, (size_t)cap, (size_t)c->head_dim, &fail);
         float *rc = alloc_f((size_t)cap, half, 1, &fail);
         float *rs = alloc_f((size_t)cap, half, 1, &fail);
         if (fail) {
-            free(kc); free(vc); free(att); free(rc); free(rs);
+            free(kc); free(vc); free(att); free(kt); free(rc); free(rs);
             return lpk_err(err, LPK_ENOMEM, "out of memory for a context of %d positions", n_ctx);
         }
         for (size_t l = 0; l < nl && s->n_past > 0; l++) {
@@ -106,9 +108,10 @@ static int state_reserve(vf_model *m, int n_tok, int n_ctx, lpk_error *err)
                 rc[(size_t)p * half + i] = (float)cos(a);
                 rs[(size_t)p * half + i] = (float)sin(a);
             }
-        free(s->key_cache); free(s->value_cache); free(s->att); free(s->rope_cos);
+        free(s->key_cache); free(s->value_cache); free(s->att); free(s->kt); free(s->rope_cos);
         free(s->rope_sin);
-        s->key_cache = kc; s->value_cache = vc; s->att = att; s->rope_cos = rc; s->rope_sin = rs;
+        s->key_cache = kc; s->value_cache = vc; s->att = att; s->kt = kt;
+        s->rope_cos = rc; s->rope_sin = rs;
         s->cap_ctx = cap;
     }
     return LPK_OK;
@@ -140,33 +143,94 @@ static int matmul(const void *w, int wtype, int n_out, int n_in, const float *x,
     return LPK_OK;
 }
 
+/* Four floats as one value (GCC/Clang vector extension: SSE on x86-64, NEON on
+ * aarch64, plain scalar code elsewhere). Each lane is an ordinary float
+ * multiply or add, so results equal the scalar loops bit for bit. */
+typedef float vf_f4 __attribute__((vector_size(16)));
+static inline vf_f4 ld4(const float *p) { vf_f4 v; memcpy(&v, p, sizeof v); return v; }
+static inline void st4(float *p, vf_f4 v) { memcpy(p, &v, sizeof v); }
+
+/* att[p] = sum_i q[i] * kt[i][p] (i in order) for p < n (n a multiple of 16;
+ * kt rows ld apart). */
+static void scores(float *att, const float *q, const float *kt, size_t ld, int hd, int n)
+{
+    for (int p = 0; p < n; p += 16) {
+        vf_f4 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (int i = 0; i < hd; i++) {
+            const float *k = kt + (size_t)i * ld + p;
+            vf_f4 qi = {q[i], q[i], q[i], q[i]};
+            a0 += qi * ld4(k);
+            a1 += qi * ld4(k + 4);
+            a2 += qi * ld4(k + 8);
+            a3 += qi * ld4(k + 12);
+        }
+        st4(att + p, a0);
+        st4(att + p + 4, a1);
+        st4(att + p + 8, a2);
+        st4(att + p + 12, a3);
+    }
+}
+
+/* o[i] = sum_p w[p] * v[p][i] (p in order) for i < hd; v rows ld apart. */
+static void weighted_sum(float *o, const float *w, const float *v, size_t ld, int hd, int n)
+{
+    int i0 = 0;
+    for (; i0 + 16 <= hd; i0 += 16) {
+        vf_f4 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (int p = 0; p < n; p++) {
+            const float *vr = v + (size_t)p * ld + i0;
+            vf_f4 wp = {w[p], w[p], w[p], w[p]};
+            a0 += wp * ld4(vr);
+            a1 += wp * ld4(vr + 4);
+            a2 += wp * ld4(vr + 8);
+            a3 += wp * ld4(vr + 12);
+        }
+        st4(o + i0, a0);
+        st4(o + i0 + 4, a1);
+        st4(o + i0 + 8, a2);
+        st4(o + i0 + 12, a3);
+    }
+    for (; i0 < hd; i0++) {
+        float a = 0;
+        for (int p = 0; p < n; p++) a += w[p] * v[(size_t)p * ld + i0];
+        o[i0] = a;
+    }
+}
+
 /* Causal attention of the batch's queries (positions pos0 .. pos0+n_tok-1) over
  * cached keys/values of positions 0 .. pos. One head per OpenMP task; each
- * output element is computed by one thread in a fixed order. */
+ * output element is computed by one thread in a fixed order: a score is
+ * q[0]k[0] + q[1]k[1] + ... and an output the sum over positions in order. */
 static void attention(vf_model *m, int l, int n_tok, int pos0)
 {
     const vf_config *c = &m->config;
     vf_state *s = &m->s;
-    int hd = c->head_dim, kv_mul = c->n_heads / c->n_kv_heads;
+    int hd = c->head_dim, kv_mul = c->n_heads / c->n_kv_heads, n_all = pos0 + n_tok;
     size_t qd = (size_t)c->n_heads * hd, kvd = (size_t)c->n_kv_heads * hd;
+    size_t ld = (size_t)s->cap_ctx;   /* a multiple of 16 */
     const float *kc = s->key_cache + (size_t)l * s->cap_ctx * kvd;
     const float *vc = s->value_cache + (size_t)l * s->cap_ctx * kvd;
     float scale = 1.0f / sqrtf((float)hd);
     /* threads only pay off when there is enough work per head */
-    int64_t work = (int64_t)n_tok * (pos0 + n_tok) * hd;
+    int64_t work = (int64_t)n_tok * n_all * hd;
 #pragma omp parallel for schedule(static) if (work > VF_PAR_MIN)
     for (int h = 0; h < c->n_heads; h++) {
-        float *att = s->att + (size_t)h * s->cap_ctx;
+        float *att = s->att + (size_t)h * ld;
+        float *kt = s->kt + (size_t)h * hd * ld;   /* (hd, ld): keys of this head, transposed */
         size_t koff = (size_t)(h / kv_mul) * hd;
+        int n_pad = (n_all + 15) / 16 * 16;
+        for (int i = 0; i < hd; i++) {
+            float *row = kt + (size_t)i * ld;
+            for (int p = 0; p < n_all; p++) row[p] = kc[(size_t)p * kvd + koff + i];
+            for (int p = n_all; p < n_pad; p++) row[p] = 0;
+        }
         for (int t = 0; t < n_tok; t++) {
             const float *q = s->q + (size_t)t * qd + (size_t)h * hd;
             int n_keys = pos0 + t + 1;
+            scores(att, q, kt, ld, hd, (n_keys + 15) / 16 * 16);
             float mx = -INFINITY;
             for (int p = 0; p < n_keys; p++) {
-                const float *k = kc + (size_t)p * kvd + koff;
-                float d = 0;
-                for (int i = 0; i < hd; i++) d += q[i] * k[i];
-                att[p] = d * scale;
+                att[p] *= scale;
                 if (att[p] > mx) mx = att[p];
             }
             double sum = 0;
@@ -175,13 +239,9 @@ static void attention(vf_model *m, int l, int n_tok, int pos0)
                 sum += att[p];
             }
             float inv = (float)(1.0 / sum);
-            float *o = s->att_out + (size_t)t * qd + (size_t)h * hd;
-            memset(o, 0, (size_t)hd * sizeof(float));
-            for (int p = 0; p < n_keys; p++) {
-                const float *v = vc + (size_t)p * kvd + koff;
-                float a = att[p] * inv;
-                for (int i = 0; i < hd; i++) o[i] += a * v[i];
-            }
+            for (int p = 0; p < n_keys; p++) att[p] *= inv;
+            weighted_sum(s->att_out + (size_t)t * qd + (size_t)h * hd, att, vc + koff, kvd, hd,
+                         n_keys);
         }
     }
 }

@@ -48,6 +48,7 @@ typedef struct vf_state {
     float *hb;               /* (cap_tok, hidden_dim) gate, then silu(gate) * up */
     float *hb2;              /* (cap_tok, hidden_dim) up */
     float *att;              /* (n_heads, cap_ctx) attention scores */
+    float *kt;               /* (n_heads, head_dim, cap_ctx) keys of a head, transposed */
     float *key_cache;        /* (n_layers, cap_ctx, n_kv_heads * head_dim) */
     float *value_cache;      /* (n_layers, cap_ctx, n_kv_heads * head_dim) */
     float *rope_cos;         /* (cap_ctx, n_rot / 2) */

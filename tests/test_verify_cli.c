@@ -1,0 +1,214 @@
+/* llmpack verify / generate end to end: models converted from ../shared into a
+ * temporary directory, numbers checked against the reference perplexities in
+ * ../shared/models/README.md (independent numpy implementation and llama.cpp). */
+#include "tutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+static json_t *parse(const char *out)
+{
+    json_error_t je;
+    json_t *j = out ? json_loads(out, 0, &je) : NULL;
+    if (!j) fail_msg("not JSON (%s): %s", out ? je.text : "no output", out ? out : "");
+    return j;
+}
+
+static double num(const json_t *o, const char *key)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!json_is_number(v)) fail_msg("key %s is not a number", key);
+    return json_number_value(v);
+}
+
+static void test_usage_errors(void **state)
+{
+    (void)state;
+    char *out = NULL;
+    assert_int_equal(tu_llmpack(&out, "verify"), 2);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "verify x.lpk"), 2);   /* no --text */
+    assert_non_null(strstr(out, "--text"));
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "verify x.lpk --text t --max-kld 0.1"), 2); /* no --ref */
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "verify x.lpk --text t --ctx 2"), 2);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "verify x.lpk --text t --bogus"), 2);
+    free(out);
+    assert_true(tu_llmpack(&out, "verify /nonexistent/x.lpk --text t") != 0);
+    assert_non_null(strstr(out, "/nonexistent/x.lpk"));
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "generate"), 2);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "verify --help"), 0);
+    assert_non_null(strstr(out, "--max-ppl-ratio"));
+    free(out);
+}
+
+/* Converts ../shared/models/NAME into dir/OUT; returns the path. */
+static char *convert(const char *dir, const char *src, const char *out_name)
+{
+    char *out = tu_fmt("%s/%s", dir, out_name), *log = NULL;
+    int rc = tu_llmpack(&log, "convert '%s' -o '%s'", src, out);
+    if (rc) fail_msg("convert %s failed (%d): %s", src, rc, log ? log : "");
+    free(log);
+    return out;
+}
+
+/* stories260K converted from HF (f32 and f16): both give the reference PPL
+ * 5.8585 over all 121 chunks of ctx 128; the f16 copy diverges very little. */
+static void test_stories260k(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(hf, "models/stories260K/hf");
+    char *dir = tu_tmpdir();
+    char *f32 = convert(dir, hf, "s.lpk");
+    TU_NEED_SHARED(hf16, "models/stories260K/hf-f16");
+    char *f16 = convert(dir, hf16, "s16.lpk");
+    TU_NEED_SHARED(text, "text/TinyStories-valid-sample.txt");
+    char *out = NULL;
+    int rc = tu_llmpack(&out, "verify '%s' --ref '%s' --text '%s' --ctx 128 --json --tensor-errors",
+                        f16, f32, text);
+    assert_int_equal(rc, 0);
+    json_t *j = parse(out);
+    assert_true(json_is_object(j));   /* one model: the object itself */
+    assert_int_equal(num(j, "chunks"), 121);
+    assert_int_equal(num(j, "tokens_scored"), 7623);
+    assert_int_equal(num(j, "ctx"), 128);
+    print_message("stories260K: f16 PPL %.5f, f32 PPL %.5f, KLD %.2g\n", num(j, "ppl"),
+                  num(j, "ref_ppl"), num(j, "kld_mean"));
+    assert_true(fabs(num(j, "ref_ppl") - 5.8585) < 0.00051);
+    assert_true(fabs(num(j, "ppl") - 5.8585) < 0.00051);
+    assert_true(num(j, "kld_mean") < 1e-4);
+    assert_true(num(j, "top1_agreement") > 0.99);
+    assert_true(json_is_true(json_object_get(j, "limits_ok")));
+    /* every 2-D tensor is f16 in one and f32 in the other: 5 layers x 7 + embedding */
+    json_t *te = json_object_get(j, "tensor_errors");
+    assert_int_equal(json_array_size(te), 36);
+    for (size_t i = 0; i < json_array_size(te); i++) {
+        double e = num(json_array_get(te, i), "rel_rmse");
+        assert_true(e > 0 && e < 1e-3);   /* f16 keeps 11 significant bits */
+        if (i) assert_true(e <= num(json_array_get(te, i - 1), "rel_rmse"));
+    }
+    json_decref(j);
+    free(out);
+
+    /* limits: a negative delta bound is exceeded (exit 4), a loose ratio is not;
+     * two models give an array */
+    rc = tu_llmpack(&out, "verify '%s' '%s' --ref '%s' --text '%s' --ctx 128 --chunks 3 --json "
+                    "--max-ppl-delta -1 --max-ppl-ratio 2", f16, f32, f32, text);
+    assert_int_equal(rc, 4);
+    j = parse(out);
+    assert_int_equal(json_array_size(j), 2);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *o = json_array_get(j, i);
+        assert_int_equal(num(o, "tokens_scored"), 3 * 63);
+        assert_true(json_is_false(json_object_get(o, "limits_ok")));
+        json_t *ex = json_object_get(o, "limits_exceeded");
+        assert_int_equal(json_array_size(ex), 1);
+        assert_string_equal(json_string_value(json_array_get(ex, 0)), "max-ppl-delta");
+    }
+    /* the reference against itself */
+    assert_true(num(json_array_get(j, 1), "kld_mean") == 0);
+    assert_true(num(json_array_get(j, 1), "ppl_ratio") == 1);
+    json_decref(j);
+    free(out);
+    rc = tu_llmpack(&out, "verify '%s' --ref '%s' --text '%s' --ctx 128 --chunks 3 --max-kld 0.01",
+                    f16, f32, text);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "limits     ok"));
+    free(out);
+    /* without a reference the ref_* fields are null */
+    rc = tu_llmpack(&out, "verify '%s' --text '%s' --ctx 128 --chunks 2 --json", f32, text);
+    assert_int_equal(rc, 0);
+    j = parse(out);
+    assert_true(json_is_null(json_object_get(j, "ref_ppl")));
+    assert_true(json_is_null(json_object_get(j, "kld_mean")));
+    json_decref(j);
+    free(out);
+
+    /* generate: greedy decoding is deterministic and continues the prompt */
+    char *out2 = NULL;
+    assert_int_equal(tu_llmpack(&out, "generate '%s' --prompt 'Once upon a time' -n 16 --json", f32), 0);
+    assert_int_equal(tu_llmpack(&out2, "generate '%s' --prompt 'Once upon a time' -n 16 --json --threads 1", f32), 0);
+    j = parse(out);
+    json_t *j2 = parse(out2);
+    assert_true(json_equal(json_object_get(j, "tokens"), json_object_get(j2, "tokens")));
+    assert_true(json_array_size(json_object_get(j, "tokens")) > 0);
+    assert_true(strlen(json_string_value(json_object_get(j, "text"))) > 0);
+    json_decref(j);
+    json_decref(j2);
+    free(out);
+    free(out2);
+
+    free(f32);
+    free(f16);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* llama2-20m: q8_0 (ours, and llama.cpp's GGUF) against the bf16 original on
+ * docs-valid.txt. Fast tier: 2 chunks, KLD far below 0.01 (llama.cpp's q8_0
+ * gets 0.000026 over 40 chunks). Long tier: the README's full-run perplexities
+ * of the bf16 model (240.8046 on 40 chunks, 4683.7246 on 20 chunks of WikiText-2). */
+static void test_llama2_20m(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(hf, "models/llama2-20m/hf");
+    char *dir = tu_tmpdir();
+    char *bf16 = convert(dir, hf, "l.lpk");
+    char *q8 = tu_fmt("%s/l_q8_0.lpk", dir), *out = NULL;
+    int rc = tu_llmpack(&out, "quantize '%s' -o '%s' --type q8_0", bf16, q8);
+    if (rc) fail_msg("quantize failed (%d): %s", rc, out ? out : "");
+    free(out);
+    TU_NEED_SHARED(gguf, "gguf/llama2-20m-Q8_0.gguf");
+    char *gg = strdup(gguf);
+    TU_NEED_SHARED(text, "text/docs-valid.txt");
+    int chunks = tu_long() ? 40 : 2;
+    rc = tu_llmpack(&out, "verify '%s' '%s' --ref '%s' --text '%s' --chunks %d --json", q8, gg,
+                    bf16, text, chunks);
+    assert_int_equal(rc, 0);
+    json_t *j = parse(out);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *o = json_array_get(j, i);
+        print_message("llama2-20m %s: PPL %.4f (bf16 %.4f), KLD %.6f, top-1 %.4f\n",
+                      i ? "llama.cpp Q8_0" : "q8_0", num(o, "ppl"), num(o, "ref_ppl"),
+                      num(o, "kld_mean"), num(o, "top1_agreement"));
+        assert_int_equal(num(o, "tokens_scored"), chunks * 255);
+        assert_true(num(o, "kld_mean") < 0.001);
+        assert_true(num(o, "top1_agreement") > 0.97);
+        if (tu_long()) assert_true(fabs(num(o, "ref_ppl") - 240.8046) < 0.05);
+    }
+    json_decref(j);
+    free(out);
+    if (tu_long()) {
+        TU_NEED_SHARED(wiki, "text/wiki.test.raw");
+        rc = tu_llmpack(&out, "verify '%s' --text '%s' --chunks 20 --json", bf16, wiki);
+        assert_int_equal(rc, 0);
+        j = parse(out);
+        print_message("llama2-20m bf16 on wiki.test.raw: PPL %.4f\n", num(j, "ppl"));
+        assert_int_equal(num(j, "tokens_scored"), 5100);
+        assert_true(fabs(num(j, "ppl") - 4683.7246) < 0.5);
+        json_decref(j);
+        free(out);
+    }
+    free(gg);
+    free(q8);
+    free(bf16);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_usage_errors),
+        cmocka_unit_test(test_stories260k),
+        cmocka_unit_test(test_llama2_20m),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
