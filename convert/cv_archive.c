@@ -128,6 +128,8 @@ int cv_archive_detect(const char *path)
     if (n < 4) return 0;
     if (h[0] == 0x1f && h[1] == 0x8b) return 1;                              /* gzip */
     if (h[0] == 0x28 && h[1] == 0xb5 && h[2] == 0x2f && h[3] == 0xfd) return 1; /* zstd */
+    if (n >= 6 && !memcmp(h, "\xfd" "7zXZ\0", 6)) return 1;                    /* xz */
+    if (h[0] == 'B' && h[1] == 'Z' && h[2] == 'h' && h[3] >= '1' && h[3] <= '9') return 1; /* bzip2 */
     if (n >= 262 && !memcmp(h + 257, "ustar", 5)) return 1;                  /* tar */
     /* A torch checkpoint is a zip too: only a .zip name makes a zip an archive. */
     if (h[0] == 'P' && h[1] == 'K') return has_suffix(path, ".zip");
@@ -368,7 +370,8 @@ static int set_archive_name(lpk_meta *meta, const char *path, lpk_error *err)
 {
     char name[256];
     cv_default_name(path, name, sizeof name);
-    static const char *exts[] = {".tar.zst", ".tar.gz", ".tzst", ".tgz", ".tar", ".zip"};
+    static const char *exts[] = {".tar.zst", ".tar.gz", ".tar.xz", ".tar.bz2", ".tzst", ".tgz",
+                                 ".txz", ".tbz2", ".tbz", ".tar", ".zip"};
     for (size_t i = 0; i < sizeof exts / sizeof exts[0]; i++)
         if (has_suffix(name, exts[i]) && strlen(name) > strlen(exts[i])) {
             name[strlen(name) - strlen(exts[i])] = 0;

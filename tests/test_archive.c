@@ -112,13 +112,14 @@ static void check_archives(const char *model, unsigned kinds)
         tu_fmt("tar -czf '%s/m.tar.gz' -C '%s' .", dir, meta),
         tu_fmt("tar -cf '%s/m.tar' -C '%s/..' meta", dir, meta),
         tu_fmt("cd '%s' && zip -q -1 -r '%s/m.zip' .", meta, dir),
+        tu_fmt("tar -cJf '%s/m.txz' -C '%s/..' meta", dir, meta),  /* xz, known by content */
     };
-    const char *names[] = {"m.tar.zst", "m.tar.gz", "m.tar", "m.zip"};
+    const char *names[] = {"m.tar.zst", "m.tar.gz", "m.tar", "m.zip", "m.txz"};
     char *ref_lpk = tu_fmt("%s/ref.lpk", dir);
     char *out = NULL;
     if (tu_llmpack(&out, "convert '%s' -o '%s'", meta, ref_lpk)) fail_msg("%s", out);
     free(out);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         if (!(kinds & (1u << i))) {
             free(cmds[i]);
             continue;
@@ -152,7 +153,7 @@ static void check_archives(const char *model, unsigned kinds)
 static void test_archive_stories260k(void **state)
 {
     (void)state;
-    check_archives("stories260K", 15);
+    check_archives("stories260K", 31);
 }
 
 static void test_archive_llama2_20m(void **state)
