@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -224,6 +225,49 @@ static void test_handled_sigint(void **state)
     free(dir);
 }
 
+/* A write that fails mid-stream (here: the file size limit) is reported,
+ * removes the temporary file and leaves the target alone. */
+static void test_write_failure(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *path = tu_fmt("%s/f.lpk", dir);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit rl = {8u << 20, 8u << 20};
+        if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(20);
+        lpk_tensor d;
+        memset(&d, 0, sizeof d);
+        strcpy(d.name, "token_embd.weight");
+        d.type = LPK_TYPE_F32;
+        d.n_dims = 2;
+        d.dims[0] = 1024;
+        d.dims[1] = 4096; /* 16 MiB */
+        lpk_error err = {0};
+        lpk_writer *w;
+        if (lpk_writer_open(path, NULL, &d, 1, 0, &w, &err)) _exit(21);
+        if (lpk_writer_tensor_begin(w, d.name, &err)) _exit(22);
+        uint8_t *buf = calloc(1, CHUNK);
+        int st = 0;
+        for (int k = 0; k < 16 && !st; k++) st = lpk_writer_tensor_write(w, buf, CHUNK, &err);
+        if (st != LPK_EIO || !strstr(err.msg, "write failed")) _exit(23);
+        if (tmp_size(dir, "f.lpk") != -1) _exit(24); /* removed at once */
+        if (lpk_writer_tensor_write(w, buf, 1, &err) == LPK_OK) _exit(25);
+        if (lpk_writer_finish(w, &err) == LPK_OK) _exit(26);
+        _exit(0);
+    }
+    int ws;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    assert_true(WIFEXITED(ws));
+    assert_int_equal(WEXITSTATUS(ws), 0);
+    assert_false(tu_exists(path));
+    tu_rmtree(dir);
+    free(path);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +276,7 @@ int main(void)
         cmocka_unit_test(test_sigint_removes_temp),
         cmocka_unit_test(test_sigterm_removes_temp),
         cmocka_unit_test(test_handled_sigint),
+        cmocka_unit_test(test_write_failure),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
