@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../convert/convert.h"
 #include "../format/lpk.h"
@@ -423,6 +424,192 @@ static void test_keys_match_llamacpp(void **state)
     free(tokp);
 }
 
+
+/* ---------------------------------------------------------------- real models */
+/* Every key of the container comes back with the same value (and type). */
+static void same_keys(const lpk_reader *src, const lpk_reader *gguf)
+{
+    const lpk_meta *a = lpk_reader_meta(src), *b = lpk_reader_meta(gguf);
+    for (size_t i = 0; i < lpk_meta_count(a); i++) {
+        const lpk_kv *k = lpk_meta_at(a, i);
+        const lpk_kv *k2 = lpk_meta_find(b, k->key);
+        if (!k2 || !kv_same_value(k, k2)) fail_msg("key %s lost or changed", k->key);
+    }
+}
+
+static void run_ok(const char *args)
+{
+    char *log = NULL;
+    int rc = tu_llmpack(&log, "%s", args);
+    if (rc) fail_msg("llmpack %s: exit %d: %s", args, rc, log ? log : "");
+    free(log);
+}
+
+/* Same tensor names and types as llama.cpp's file (same recipe). */
+static void same_types(const char *ours, const char *theirs)
+{
+    lpk_reader *a = open_or_fail(ours), *b = open_or_fail(theirs);
+    assert_int_equal(lpk_reader_n_tensors(a), lpk_reader_n_tensors(b));
+    for (size_t i = 0; i < lpk_reader_n_tensors(b); i++) {
+        const lpk_tensor *t = lpk_reader_tensor(b, i), *u = lpk_reader_find(a, t->name);
+        if (!u) fail_msg("%s: tensor %s missing", ours, t->name);
+        if (u->type != t->type)
+            fail_msg("%s: %s is %s, llama.cpp's %s", ours, t->name, lpk_type_get(u->type)->name,
+                     lpk_type_get(t->type)->name);
+    }
+    lpk_reader_close(a);
+    lpk_reader_close(b);
+}
+
+/* llama2-20m converted by llmpack, quantized to each type, exported: the GGUF
+ * passes the reader's validation, holds the container's tensors bit for bit and
+ * all its keys, and its keys match the files llama.cpp wrote. */
+static void test_llama2_20m_every_type(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(hf, "models/llama2-20m/hf");
+    char *hfp = strdup(hf);
+    TU_NEED_SHARED(q8, "gguf/llama2-20m-Q8_0.gguf");
+    char *q8p = strdup(q8);
+    TU_NEED_SHARED(q4km, "gguf/llama2-20m-Q4_K_M.gguf");
+    char *q4kmp = strdup(q4km);
+    char *dir = tu_tmpdir();
+    char *base = tu_fmt("%s/bf16.lpk", dir);
+    char *cmd = tu_fmt("convert '%s' -o '%s'", hfp, base);
+    run_ok(cmd);
+    free(cmd);
+    /* bf16 is the source precision; the others go through quantize (f32 through convert) */
+    static const char *fast[] = {"bf16", "q8_0", "q4_k_m"};
+    static const char *slow[] = {"f32", "f16", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_s", "q6_k"};
+    size_t nf = sizeof fast / sizeof fast[0], ns = tu_long() ? sizeof slow / sizeof slow[0] : 0;
+    for (size_t i = 0; i < nf + ns; i++) {
+        const char *type = i < nf ? fast[i] : slow[i - nf];
+        char *lpk = tu_fmt("%s/%s.lpk", dir, type), *gguf = tu_fmt("%s/%s.gguf", dir, type);
+        if (!strcmp(type, "bf16")) {
+            free(lpk);
+            lpk = strdup(base);
+        } else if (!strcmp(type, "f32")) {
+            cmd = tu_fmt("convert '%s' -o '%s' --type f32", hfp, lpk);
+            run_ok(cmd);
+            free(cmd);
+        } else {
+            cmd = tu_fmt("quantize '%s' -o '%s' --type %s -q", base, lpk, type);
+            run_ok(cmd);
+            free(cmd);
+        }
+        cmd = tu_fmt("export '%s' -o '%s' --quiet", lpk, gguf);
+        run_ok(cmd);
+        free(cmd);
+        cmd = tu_fmt("check '%s'", gguf);
+        run_ok(cmd);
+        free(cmd);
+        lpk_reader *a = open_or_fail(lpk), *b = open_or_fail(gguf);
+        assert_int_equal(lpk_reader_n_tensors(a), lpk_reader_n_tensors(b));
+        same_tensors(a, b);
+        same_keys(a, b);
+        lpk_reader_close(a);
+        lpk_reader_close(b);
+        int is_q8 = !strcmp(type, "q8_0"), is_q4km = !strcmp(type, "q4_k_m");
+        compare_with_llamacpp(gguf, q8p, is_q8);
+        if (is_q4km) compare_with_llamacpp(gguf, q4kmp, 1);
+        if (is_q8) same_types(gguf, q8p);
+        if (is_q4km) same_types(gguf, q4kmp);
+        unlink(gguf);
+        if (strcmp(type, "bf16")) unlink(lpk);
+        free(lpk);
+        free(gguf);
+    }
+    tu_rmtree(dir);
+    free(dir);
+    free(base);
+    free(hfp);
+    free(q8p);
+    free(q4kmp);
+}
+
+/* llama.cpp's converter and llmpack's agree on stories260K in f32, bit for bit
+ * (both store q/k in Meta's order; both leave the tied output out). */
+static void test_stories260k_matches_llamacpp(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(hf, "models/stories260K/hf");
+    char *hfp = strdup(hf);
+    TU_NEED_SHARED(ref, "gguf/stories260K-f32.gguf");
+    char *dir = tu_tmpdir();
+    char *lpk = tu_fmt("%s/s.lpk", dir), *gguf = tu_fmt("%s/s.gguf", dir);
+    char *cmd = tu_fmt("convert '%s' -o '%s'", hfp, lpk);
+    run_ok(cmd);
+    free(cmd);
+    cmd = tu_fmt("export '%s' -o '%s' --quiet", lpk, gguf);
+    run_ok(cmd);
+    free(cmd);
+    lpk_reader *l = open_or_fail(ref), *o = open_or_fail(gguf), *c = open_or_fail(lpk);
+    assert_int_equal(lpk_reader_n_tensors(o), lpk_reader_n_tensors(l));
+    assert_null(lpk_reader_find(o, "output.weight"));
+    same_tensors(l, o);
+    same_tensors(c, o);
+    /* tokenizer and hyperparameters: llama.cpp's values (it adds general.type/size_label) */
+    static const char *keys[] = {
+        "llama.context_length", "llama.embedding_length", "llama.block_count",
+        "llama.feed_forward_length", "llama.attention.head_count", "llama.attention.head_count_kv",
+        "llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon", "llama.vocab_size",
+        "llama.rope.dimension_count", "tokenizer.ggml.model", "tokenizer.ggml.pre",
+        "tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
+        "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "general.file_type",
+        "general.quantization_version"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const lpk_kv *a = lpk_meta_find(lpk_reader_meta(o), keys[i]);
+        const lpk_kv *b = lpk_meta_find(lpk_reader_meta(l), keys[i]);
+        if (!a || !b || !kv_same_value(a, b)) fail_msg("key %s differs from llama.cpp's", keys[i]);
+    }
+    lpk_reader_close(l);
+    lpk_reader_close(o);
+    lpk_reader_close(c);
+    free(lpk);
+    free(gguf);
+    free(hfp);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* info and check read llama.cpp's files; check names what is wrong in a damaged one. */
+static void test_cli_info_check(void **state)
+{
+    (void)state;
+    static const char *files[] = {
+        "gguf/llama2-20m-Q4_K_M.gguf", "gguf/llama2-20m-Q8_0.gguf", "gguf/stories260K-Q4_K_M.gguf",
+        "gguf/stories260K-f32.gguf", "tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        TU_NEED_SHARED(p, files[i]);
+        char *log = NULL;
+        if (tu_llmpack(&log, "check '%s'", p)) fail_msg("check %s: %s", p, log);
+        free(log);
+        if (tu_llmpack(&log, "info '%s' --json", p)) fail_msg("info %s: %s", p, log);
+        assert_non_null(strstr(log, "gguf"));
+        free(log);
+    }
+    TU_NEED_SHARED(f32, "gguf/stories260K-f32.gguf");
+    size_t n;
+    char *buf = tu_read_file(f32, &n);
+    char *dir = tu_tmpdir();
+    char *cut = tu_fmt("%s/cut.gguf", dir);
+    assert_int_equal(tu_write_file(cut, buf, 100000), 0);
+    char *log = NULL;
+    assert_int_equal(tu_llmpack(&log, "check '%s'", cut), 3);
+    assert_non_null(strstr(log, "tensor 'token_embd.weight'"));
+    assert_non_null(strstr(log, "extends past the end of the file"));
+    free(log);
+    buf[4] = 1; /* version 1 */
+    assert_int_equal(tu_write_file(cut, buf, n), 0);
+    assert_int_equal(tu_llmpack(&log, "info '%s'", cut), 3);
+    assert_non_null(strstr(log, "GGUF version 1 is not supported"));
+    free(log);
+    free(buf);
+    free(cut);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -430,6 +617,9 @@ int main(void)
         cmocka_unit_test(test_cli_errors),
         cmocka_unit_test(test_llama3_rope_freqs),
         cmocka_unit_test(test_keys_match_llamacpp),
+        cmocka_unit_test(test_cli_info_check),
+        cmocka_unit_test(test_stories260k_matches_llamacpp),
+        cmocka_unit_test(test_llama2_20m_every_type),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
