@@ -389,7 +389,8 @@ static int set_archive_name(lpk_meta *meta, const char *path, lpk_error *err)
  * the members again and hands out the tensors in the order they arrive. Other
  * layouts (torch files, Meta shards) are unpacked as above. */
 #define CV_NOT_STREAMABLE 1
-#define SMALL_MAX (64u << 20)
+#define SMALL_MAX (64u << 20)     /* one config/tokenizer file */
+#define SMALL_TOTAL (256u << 20)  /* all of them */
 
 typedef struct st_member {
     char *name;           /* member name in the archive */
@@ -457,6 +458,7 @@ static int scan_archive(const char *path, st_scan *sc, lpk_error *err)
     struct archive *a = arc_open(path, err);
     if (!a) return err ? err->status : LPK_ECORRUPT;
     int rc = 0, r;
+    uint64_t small_total = 0;
     struct archive_entry *e;
     char rel[4096];
     while ((r = next_member(a, path, &e, rel, sizeof rel, err)) > 0) {
@@ -464,10 +466,14 @@ static int scan_archive(const char *path, st_scan *sc, lpk_error *err)
         if (archive_entry_filetype(e) != AE_IFREG) continue;
         const char *b = base_of(rel);
         int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : -1;
+        /* Only the archive's root and one folder below can be the checkpoint. */
+        const char *sl = strchr(rel, '/');
+        if (sl && strchr(sl + 1, '/')) continue;
         int weights = has_suffix(b, ".safetensors");
         int blocks = has_suffix(b, ".pth") || has_suffix(b, ".bin") || !strcmp(b, "params.json");
         if (!weights && !blocks && !is_small_meta(b)) continue;
         if (size < 0 || (!weights && size > SMALL_MAX)) blocks = 1;
+        if (!weights && !blocks && (small_total += (uint64_t)size) > SMALL_TOTAL) blocks = 1;
         if (sc->n == sc->cap) {
             size_t c = sc->cap ? sc->cap * 2 : 16;
             st_member *q = realloc(sc->m, c * sizeof *q);
