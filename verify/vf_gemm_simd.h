@@ -518,30 +518,43 @@ static __attribute__((target(TGT))) void FN(rows_q6k)(const vf_gemm_args *a, int
 }
 
 /* ---------------------------------------------------------------- fp32 */
-/* Tile of 2 VW rows, converted to f32 and transposed once, reused by every
- * token: per input element one load of 2 VW weights, TF broadcasts, 2 TF FMAs. */
+/* A work item is GT sub-tiles of 2 VW rows, each converted to f32 and
+ * transposed once and reused by every token. The input dimension is walked in
+ * chunks: a chunk of the sub-tiles' weights stays in L2 and a token tile's
+ * activations for the chunk in L1 while every sub-tile uses them; running sums
+ * wait in accb between chunks (the order of operations is unchanged). Inner
+ * loop per input element: 2 weight loads, TF broadcasts, 2 TF FMAs. */
 static __attribute__((target(TGT))) void FN(rows_f32)(const vf_gemm_args *a, int64_t o0,
                                                       int64_t o1, void *scratch)
 {
-    const int64_t n_in = a->n_in, n_tok = a->n_tok;
-    const int nr = (int)(o1 - o0);
-    const float *wt = pack_f32(a, o0, o1, 2 * VW, (uint8_t *)scratch + acc_bytes(a));
-    float *accb = scratch;
-    const int64_t KCH = 128;
+    const int64_t n_in = a->n_in, n_tok = a->n_tok, KCH = 256;
+    const int R = 2 * VW;
+    const int nsub = (int)((o1 - o0 + R - 1) / R);
+    float *accb = scratch;                                  /* (GT, n_tok, R) */
+    float *wts = (float *)((uint8_t *)scratch + GT * acc_bytes(a)); /* (GT, n_in, R) */
+    float *tmp = wts + (size_t)GT * n_in * R;
+    for (int sidx = 0; sidx < nsub; sidx++) {
+        int64_t s0 = o0 + sidx * R, s1 = s0 + R < o1 ? s0 + R : o1;
+        pack_f32(a, s0, s1, R, wts + (size_t)sidx * n_in * R, tmp);
+    }
     for (int64_t c0 = 0; c0 < n_in; c0 += KCH) {
     const int64_t c1 = c0 + KCH < n_in ? c0 + KCH : n_in;
     for (int64_t t0 = 0; t0 < n_tok; t0 += TF) {
+    for (int sidx = 0; sidx < nsub; sidx++) {
+        const float *wt = wts + (size_t)sidx * n_in * R;
+        float *ab = accb + (size_t)sidx * n_tok * R;
+        const int nr = (int)((o1 - o0) - sidx * R < R ? (o1 - o0) - sidx * R : R);
         const float *xp[TF];
         vf acc0[TF], acc1[TF];
 #pragma GCC unroll 16
         for (int j = 0; j < TF; j++) {
             int64_t t = TOK(t0, j, n_tok);
             xp[j] = a->x + t * n_in;
-            acc0[j] = c0 ? VF_LOAD(accb + t * 2 * VW) : VF_ZERO();
-            acc1[j] = c0 ? VF_LOAD(accb + t * 2 * VW + VW) : VF_ZERO();
+            acc0[j] = c0 ? VF_LOAD(ab + t * R) : VF_ZERO();
+            acc1[j] = c0 ? VF_LOAD(ab + t * R + VW) : VF_ZERO();
         }
         for (int64_t i = c0; i < c1; i++) {
-            vf w0 = VF_LOAD(wt + i * 2 * VW), w1 = VF_LOAD(wt + i * 2 * VW + VW);
+            vf w0 = VF_LOAD(wt + i * R), w1 = VF_LOAD(wt + i * R + VW);
 #pragma GCC unroll 16
             for (int j = 0; j < TF; j++) {
                 vf xb = VF_SET1(xp[j][i]);
@@ -551,14 +564,15 @@ static __attribute__((target(TGT))) void FN(rows_f32)(const vf_gemm_args *a, int
         }
         for (int j = 0; j < TF && t0 + j < n_tok; j++) {
             if (c1 < n_in) {
-                VF_STORE(accb + (t0 + j) * 2 * VW, acc0[j]);
-                VF_STORE(accb + (t0 + j) * 2 * VW + VW, acc1[j]);
+                VF_STORE(ab + (t0 + j) * R, acc0[j]);
+                VF_STORE(ab + (t0 + j) * R + VW, acc1[j]);
                 continue;
             }
-            float *y = a->y + (t0 + j) * a->n_out + o0;
+            float *y = a->y + (t0 + j) * a->n_out + o0 + sidx * R;
             FN(store_rows)(y, acc0[j], nr < VW ? nr : VW);
             if (nr > VW) FN(store_rows)(y + VW, acc1[j], nr - VW);
         }
+    }
     }
     }
 }
@@ -567,7 +581,7 @@ static const vf_gemm_kernel FN(kern_blk32_) = {
     KNAME, KPATH, GT * VW, VNNI ? 128 : 0, TT, scratch_blk32, FN(rows_blk32)};
 static const vf_gemm_kernel FN(kern_q4k_) = {KNAME, KPATH, GT * VW, 0, TT, scratch_k, FN(rows_q4k)};
 static const vf_gemm_kernel FN(kern_q6k_) = {KNAME, KPATH, GT * VW, 0, TT, scratch_k, FN(rows_q6k)};
-static const vf_gemm_kernel FN(kern_f32_) = {KNAME, KPATH, 2 * VW, 0, 1, scratch_f32, FN(rows_f32)};
+static const vf_gemm_kernel FN(kern_f32_) = {KNAME, KPATH, GT * 2 * VW, 0, 1, scratch_f32, FN(rows_f32)};
 
 #undef vi
 #undef vf

@@ -67,15 +67,15 @@ static void pack_k_layout(int64_t nb, int R, void *scratch, pkk *pk)
 
 static int32_t pair16(int lo, int hi) { return (int32_t)(((uint32_t)lo & 0xffffu) | (uint32_t)hi << 16); }
 
-/* fp32: the tile's rows converted to f32 and transposed, wt[i * R + r]. */
+/* fp32: up to GT sub-tiles of MAX_R rows converted to f32 and transposed
+ * (wt[i * R + r]), their running sums, and one row of conversion space. */
 static size_t scratch_f32(const vf_gemm_args *a)
 {
-    return acc_bytes(a) + (size_t)a->n_in * (MAX_R + 1) * sizeof(float);
+    return GT * acc_bytes(a) + ((size_t)GT * MAX_R + 1) * (size_t)a->n_in * sizeof(float);
 }
 
-static const float *pack_f32(const vf_gemm_args *a, int64_t o0, int64_t o1, int R, void *scratch)
+static void pack_f32(const vf_gemm_args *a, int64_t o0, int64_t o1, int R, float *wt, float *tmp)
 {
-    float *wt = scratch, *tmp = wt + a->n_in * R;
     for (int r = 0; r < R; r++) {
         if (o0 + r < o1)
             lpk_to_f32_row(a->wtype, (const uint8_t *)a->w + (o0 + r) * a->row_bytes, tmp,
@@ -84,7 +84,6 @@ static const float *pack_f32(const vf_gemm_args *a, int64_t o0, int64_t o1, int 
             memset(tmp, 0, (size_t)a->n_in * sizeof(float));
         for (int64_t i = 0; i < a->n_in; i++) wt[i * R + r] = tmp[i];
     }
-    return wt;
 }
 
 /* ---------------------------------------------------------------- activations */
