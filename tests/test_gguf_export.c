@@ -463,7 +463,8 @@ static void same_types(const char *ours, const char *theirs)
 
 /* llama2-20m converted by llmpack, quantized to each type, exported: the GGUF
  * passes the reader's validation, holds the container's tensors bit for bit and
- * all its keys, and its keys match the files llama.cpp wrote. */
+ * all its keys, and its keys match the files llama.cpp wrote. The bf16 export
+ * also goes back to .lpk (lpk -> gguf -> lpk) unchanged. */
 static void test_llama2_20m_every_type(void **state)
 {
     (void)state;
@@ -509,6 +510,25 @@ static void test_llama2_20m_every_type(void **state)
         same_keys(a, b);
         lpk_reader_close(a);
         lpk_reader_close(b);
+        if (!strcmp(type, "bf16")) {
+            /* and back: GGUF -> .lpk through the reader keeps tensors and tokenizer */
+            char *back = tu_fmt("%s/back.lpk", dir);
+            cmd = tu_fmt("quantize '%s' -o '%s' --type bf16 -q", gguf, back);
+            run_ok(cmd);
+            free(cmd);
+            lpk_reader *c = open_or_fail(back), *s0 = open_or_fail(base);
+            same_tensors(s0, c);
+            const lpk_meta *mc = lpk_reader_meta(c), *m0 = lpk_reader_meta(s0);
+            for (size_t k = 0; k < lpk_meta_count(m0); k++) {
+                const lpk_kv *kv = lpk_meta_at(m0, k);
+                if (strncmp(kv->key, "tokenizer.", 10) && strncmp(kv->key, "llama.", 6)) continue;
+                const lpk_kv *kv2 = lpk_meta_find(mc, kv->key);
+                if (!kv2 || !kv_same_value(kv, kv2)) fail_msg("round trip: key %s", kv->key);
+            }
+            lpk_reader_close(c);
+            lpk_reader_close(s0);
+            free(back);
+        }
         int is_q8 = !strcmp(type, "q8_0"), is_q4km = !strcmp(type, "q4_k_m");
         compare_with_llamacpp(gguf, q8p, is_q8);
         if (is_q4km) compare_with_llamacpp(gguf, q4kmp, 1);
