@@ -300,37 +300,34 @@ static int tensor_size(const lpk_tensor *t, uint64_t *nbytes, const char *path, 
     return LPK_OK;
 }
 
-static const lpk_tensor *sort_base;
 static int by_offset(const void *a, const void *b)
 {
-    const lpk_tensor *x = &sort_base[*(const size_t *)a], *y = &sort_base[*(const size_t *)b];
+    const lpk_tensor *x = *(const lpk_tensor *const *)a, *y = *(const lpk_tensor *const *)b;
     return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 static int by_name(const void *a, const void *b)
 {
-    return strcmp(sort_base[*(const size_t *)a].name, sort_base[*(const size_t *)b].name);
+    return strcmp((*(const lpk_tensor *const *)a)->name, (*(const lpk_tensor *const *)b)->name);
 }
 
 /* Duplicate names, and (when check_overlap) overlapping data ranges. Sorting keeps
- * this O(n log n) for files that declare many tensors. Not thread-safe (sort_base). */
+ * this O(n log n) for files that declare many tensors. */
 static int check_set(const lpk_tensor *t, size_t n, int check_overlap, const char *path,
                      lpk_error *err)
 {
     if (n < 2) return LPK_OK;
-    size_t *idx = malloc(n * sizeof *idx);
+    const lpk_tensor **idx = malloc(n * sizeof *idx);
     if (!idx) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
-    for (size_t i = 0; i < n; i++) idx[i] = i;
+    for (size_t i = 0; i < n; i++) idx[i] = &t[i];
     int st = LPK_OK;
-    sort_base = t;
     qsort(idx, n, sizeof *idx, by_name);
     for (size_t i = 1; i < n && !st; i++)
-        if (!strcmp(t[idx[i - 1]].name, t[idx[i]].name))
-            st = lpk_err(err, LPK_ECORRUPT, "%s: duplicate tensor name '%s'", path,
-                         t[idx[i]].name);
+        if (!strcmp(idx[i - 1]->name, idx[i]->name))
+            st = lpk_err(err, LPK_ECORRUPT, "%s: duplicate tensor name '%s'", path, idx[i]->name);
     if (!st && check_overlap) {
         qsort(idx, n, sizeof *idx, by_offset);
         for (size_t i = 1; i < n && !st; i++) {
-            const lpk_tensor *a = &t[idx[i - 1]], *b = &t[idx[i]];
+            const lpk_tensor *a = idx[i - 1], *b = idx[i];
             if (a->size && b->size && a->offset + a->size > b->offset)
                 st = lpk_err(err, LPK_ECORRUPT,
                              "%s: tensors '%s' (offset %llu, %llu bytes) and '%s' (offset %llu) "
@@ -338,7 +335,6 @@ static int check_set(const lpk_tensor *t, size_t n, int check_overlap, const cha
                              (unsigned long long)a->size, b->name, (unsigned long long)b->offset);
         }
     }
-    sort_base = NULL;
     free(idx);
     return st;
 }
