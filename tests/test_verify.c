@@ -13,6 +13,8 @@
 #include <omp.h>
 #endif
 
+#include "../quant/quant.h"
+#include "../verify/vf_gemm.h"
 #include "../verify/vf_model.h"
 
 /* ---------------------------------------------------------------- pieces */
@@ -191,7 +193,8 @@ static void tm_free(tmodel *m)
     }
 }
 
-/* Writes m as a container; 2-D weights stored as wtype (f32, f16 or bf16). */
+/* Writes m as a container; 2-D weights stored as wtype (f32, f16, bf16 or a
+ * block type with rows of a multiple of 32). */
 static void tm_write(const tmodel *m, const char *path, int wtype)
 {
     lpk_meta *meta = lpk_meta_new();
@@ -248,6 +251,14 @@ static void tm_write(const tmodel *m, const char *path, int wtype)
         assert_int_equal(lpk_writer_tensor_begin(w, decls[i].name, &err), LPK_OK);
         if (decls[i].type == LPK_TYPE_F32) {
             assert_int_equal(lpk_writer_tensor_write(w, data[i], ne * 4, &err), LPK_OK);
+        } else if (quant_type_is_block(decls[i].type)) {
+            uint64_t nb = 0;
+            assert_int_equal(lpk_type_nbytes(decls[i].type, ne, &nb), LPK_OK);
+            void *q = malloc((size_t)nb);
+            assert_int_equal(quant_quantize_rows(decls[i].type, data[i], decls[i].dims[0],
+                                                 decls[i].dims[1], q, NULL, &err), LPK_OK);
+            assert_int_equal(lpk_writer_tensor_write(w, q, (size_t)nb, &err), LPK_OK);
+            free(q);
         } else {
             uint16_t *h = malloc(ne * 2);
             if (decls[i].type == LPK_TYPE_F16) lpk_f32_to_f16_row(data[i], h, ne);
@@ -489,6 +500,54 @@ static void test_batch_cache_threads(void **state)
     fx_free(&f);
 }
 
+/* Every kernel path gives the same logits bit for bit (f32, bf16 and the int8
+ * path of q8_0 and q4_0, whose quantized embedding is dequantized per row), and
+ * the int8 path stays close to the f32 model. */
+static void test_paths_and_int8(void **state)
+{
+    (void)state;
+    const int types[] = {LPK_TYPE_F32, LPK_TYPE_BF16, LPK_TYPE_Q8_0, LPK_TYPE_Q4_0};
+    enum { N = 24 };
+    int32_t tok[N];
+    float *ref = NULL;
+    double last_kl = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        fixture f = fx_new(0, 1, 5, types[ti]);
+        int V = f.tm.vocab;
+        make_tokens(tok, N, V, 13);
+        opened o = open_model(f.path);
+        float *a = malloc((size_t)N * V * 4), *b = malloc((size_t)N * V * 4);
+        lpk_error err = {0};
+        assert_int_equal(vf_forward(o.m, tok, N, 0, N, a, &err), LPK_OK);
+        vf_gemm_force_path(VF_PATH_SCALAR);
+        assert_int_equal(vf_forward(o.m, tok, N, 0, N, b, &err), LPK_OK);
+        vf_gemm_force_path(-1);
+        assert_memory_equal(a, b, (size_t)N * V * 4);
+        if (ti == 0) {
+            ref = a;
+            a = NULL;
+        } else {
+            /* mean KL(P_f32 || P_type) over the positions */
+            double kl = 0;
+            for (int t = 0; t < N; t++) {
+                const float *p = ref + (size_t)t * V, *q = b + (size_t)t * V;
+                kl += vf_kld(p, vf_logsumexp(p, V, NULL), q, vf_logsumexp(q, V, NULL), V) / N;
+            }
+            print_message("%s: mean KLD vs f32 %.3g\n", lpk_type_get(types[ti])->name, kl);
+            /* a random model is touchier than a trained one: loose bounds, and
+             * the order of the bit widths */
+            assert_true(kl > 0 && kl < (types[ti] == LPK_TYPE_Q4_0 ? 0.5 : 0.005));
+            if (types[ti] == LPK_TYPE_Q4_0) assert_true(kl > last_kl);
+            last_kl = kl;
+        }
+        free(a);
+        free(b);
+        close_model(&o);
+        fx_free(&f);
+    }
+    free(ref);
+}
+
 /* vf_eval follows llama.cpp's protocol: chunks of ctx with BOS first, positions
  * ctx/2 .. ctx-2 scored; checked against the naive model. A model against
  * itself: KLD 0, ratio 1, full top-1 agreement. */
@@ -712,6 +771,7 @@ int main(void)
         cmocka_unit_test(test_chunk_positions),
         cmocka_unit_test(test_forward_matches_naive),
         cmocka_unit_test(test_batch_cache_threads),
+        cmocka_unit_test(test_paths_and_int8),
         cmocka_unit_test(test_eval_protocol),
         cmocka_unit_test(test_model_errors),
         cmocka_unit_test(test_stories260k_ppl),
