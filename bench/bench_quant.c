@@ -109,11 +109,13 @@ int main(int argc, char **argv)
     const char *threads = "1,2";
     int quality = 0, i = 1;
     double given_bw = 0;
+    const char *jsonl = NULL; /* append one JSON object per result line */
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (!strcmp(argv[i], "--types") && i + 1 < argc) types = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = argv[++i];
         else if (!strcmp(argv[i], "--quality")) quality = 1;
         else if (!strcmp(argv[i], "--read-bw") && i + 1 < argc) given_bw = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--jsonl") && i + 1 < argc) jsonl = argv[++i];
         else { fprintf(stderr, "unknown option %s\n", argv[i]); return 2; }
     }
     if (i >= argc) {
@@ -162,6 +164,13 @@ int main(int argc, char **argv)
             }
             printf("%-5s bpw %.4f  pooled rel. RMSE %.5f  (%.1f s)\n", tok,
                    bytes * 8 / (double)total, sqrt(sse / ssx), now() - t0);
+            FILE *jf = jsonl ? fopen(jsonl, "a") : NULL;
+            if (jf) {
+                fprintf(jf, "{\"bench\": \"quant-quality\", \"type\": \"%s\", \"bpw\": %.4f, "
+                            "\"rel_rmse\": %.6f}\n", tok, bytes * 8 / (double)total,
+                        sqrt(sse / ssx));
+                fclose(jf);
+            }
             continue;
         }
         char thl[64];
@@ -184,6 +193,14 @@ int main(int argc, char **argv)
             printf("%-5s threads %d  %7.3f GB/s of f16 input  %5.1f%% of read bandwidth  "
                    "%6.1f cpu-ns/weight  (%s)\n",
                    tok, nth, gbs / 1e9, 100.0 * gbs / rbw, cpu_ns, quant_path_name(type));
+            FILE *jf = jsonl ? fopen(jsonl, "a") : NULL;
+            if (jf) {
+                fprintf(jf, "{\"bench\": \"quant\", \"type\": \"%s\", \"threads\": %d, "
+                            "\"gb_per_s\": %.4f, \"read_gb_per_s\": %.4f, \"ratio\": %.4f, "
+                            "\"cpu_ns_per_weight\": %.2f, \"path\": \"%s\"}\n",
+                        tok, nth, gbs / 1e9, rbw / 1e9, gbs / rbw, cpu_ns, quant_path_name(type));
+                fclose(jf);
+            }
         }
     }
     for (size_t k = 0; k < nt; k++) {

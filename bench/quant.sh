@@ -1,7 +1,9 @@
 #!/bin/sh
 # Quantizer throughput (make bench-quant): GB/s of f16 input per type at 1 and 2
 # threads, as a share of the read bandwidth of the same input from the page
-# cache (cat), plus CPU time per weight. Input: llama2-20m converted to f16.
+# cache (cat), plus CPU time per weight; then each type's pooled rel. RMSE on the
+# original weights. Input: llama2-20m. Results are appended to bench/results.json
+# (JSON Lines, "bench": "quant" / "quant-quality").
 # Usage: sh bench/quant.sh [BUILD_DIR]
 O=${1:-build}
 if [ "$O" = build ]; then BIN=./llmpack; else BIN=$O/llmpack; fi
@@ -27,4 +29,11 @@ for pass in 1 2 3 4 5; do
     [ "$bw" -gt "$best" ] && best=$bw
 done
 echo "== bench-quant: llama2-20m as f16 ($size bytes), cat from page cache: $(awk -v b="$best" 'BEGIN { printf "%.2f", b / 1e9 }') GB/s"
-"$O/bench/bench_quant" --read-bw "$best" --types q8_0,q4_0,q4_1,q5_0,q4_k,q6_k --threads 1,2 "$IN"
+OUT=${BENCH_RESULTS:-bench/results.json}
+"$O/bench/bench_quant" --jsonl "$OUT" --read-bw "$best" --types q8_0,q4_0,q4_1,q5_0,q4_k,q6_k \
+    --threads 1,2 "$IN" || exit 1
+# quality of the same types on the original bf16 weights
+"$BIN" convert "$SRC" -o "$T/in.lpk" >/dev/null || exit 1
+echo "== quality (pooled rel. RMSE over 2-D tensors, pure types)"
+"$O/bench/bench_quant" --jsonl "$OUT" --quality --types q8_0,q6_k,q5_1,q5_0,q4_1,q4_k,q4_0 \
+    "$T/in.lpk"
