@@ -176,8 +176,5 @@ int cv_hftorch_open(const char *dir, const cv_torch_opts *opts, cv_source **out,
  * twice, dtypes are f32/f16/bf16. Names the first offender. */
 int cv_check_tensors(const cv_hparams *hp, const cv_tensor *t, size_t n, const char *what,
                      lpk_error *err);
-/* Sorts tensors into canonical order: token_embd, blk.0 (attn_norm, q, k, v,
- * output, ffn_norm, gate, down, up), ..., output_norm, output. */
-void cv_sort_canonical(cv_tensor *t, size_t n);
 
 #endif

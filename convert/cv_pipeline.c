@@ -334,40 +334,35 @@ int cv_check_tensors(const cv_hparams *hp, const cv_tensor *t, size_t n, const c
     return LPK_OK;
 }
 
-static const cv_tensor *sort_base;
+typedef struct canon_pos {
+    long g, l, p;
+    const char *name;
+    size_t idx;
+} canon_pos;
+
 static int cmp_canon(const void *a, const void *b)
 {
-    const cv_tensor *x = &sort_base[*(const size_t *)a], *y = &sort_base[*(const size_t *)b];
-    long g1, l1, p1, g2, l2, p2;
-    canon_key(x->name, &g1, &l1, &p1);
-    canon_key(y->name, &g2, &l2, &p2);
-    if (g1 != g2) return g1 < g2 ? -1 : 1;
-    if (l1 != l2) return l1 < l2 ? -1 : 1;
-    if (p1 != p2) return p1 < p2 ? -1 : 1;
+    const canon_pos *x = a, *y = b;
+    if (x->g != y->g) return x->g < y->g ? -1 : 1;
+    if (x->l != y->l) return x->l < y->l ? -1 : 1;
+    if (x->p != y->p) return x->p < y->p ? -1 : 1;
     return strcmp(x->name, y->name);
 }
 
-/* order[i] = index into t of the i-th tensor in canonical order. Not reentrant
- * (qsort has no context argument in C11); convert runs one pipeline at a time. */
-static void canonical_order(const cv_tensor *t, size_t n, size_t *order)
+/* order[i] = index into t of the i-th tensor in canonical order. */
+static int canonical_order(const cv_tensor *t, size_t n, size_t *order)
 {
-    for (size_t i = 0; i < n; i++) order[i] = i;
-    sort_base = t;
-    qsort(order, n, sizeof *order, cmp_canon);
-    sort_base = NULL;
-}
-
-void cv_sort_canonical(cv_tensor *t, size_t n)
-{
-    size_t *order = malloc(n * sizeof *order);
-    cv_tensor *tmp = malloc(n * sizeof *tmp);
-    if (order && tmp) {
-        canonical_order(t, n, order);
-        for (size_t i = 0; i < n; i++) tmp[i] = t[order[i]];
-        memcpy(t, tmp, n * sizeof *t);
+    canon_pos *k = malloc((n + 1) * sizeof *k);
+    if (!k) return LPK_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        canon_key(t[i].name, &k[i].g, &k[i].l, &k[i].p);
+        k[i].name = t[i].name;
+        k[i].idx = i;
     }
-    free(order);
-    free(tmp);
+    qsort(k, n, sizeof *k, cmp_canon);
+    for (size_t i = 0; i < n; i++) order[i] = k[i].idx;
+    free(k);
+    return LPK_OK;
 }
 
 /* ---------------------------------------------------------------- convert */
@@ -828,7 +823,10 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
 
     /* Order and declarations. */
     if (s->streaming) for (size_t i = 0; i < s->n_tensors; i++) order[i] = i;
-    else canonical_order(s->tensors, s->n_tensors, order);
+    else if (canonical_order(s->tensors, s->n_tensors, order)) {
+        rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+        goto out;
+    }
     size_t nd = 0;
     uint64_t total = 0;
     size_t n2d[LPK_TYPE_COUNT] = {0};
