@@ -63,15 +63,15 @@ $(O)/bench/%: $(O)/bench/%.o $(LIB_OBJ)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
 
-tests: $(BIN) $(TEST_BIN) $(FUZZ_REPLAY)
+tests: $(BIN) $(TEST_BIN) $(FUZZ_REPLAY) $(O)/bench/gen_ckpt
 
 # Fast tier: what CI runs (< 5 min). Tests needing ../shared skip without it.
 test: tests
-	@LLMPACK_BIN=$(abspath $(BIN)) sh tests/run.sh $(O)
+	@LLMPACK_BIN=$(abspath $(BIN)) LLMPACK_GEN_CKPT=$(abspath $(O)/bench/gen_ckpt) sh tests/run.sh $(O)
 
 # Full runs on the real models (whole perplexity tables, big fixtures).
 test-long: tests
-	@LLMPACK_TEST_LONG=1 LLMPACK_BIN=$(abspath $(BIN)) sh tests/run.sh $(O)
+	@LLMPACK_TEST_LONG=1 LLMPACK_BIN=$(abspath $(BIN)) LLMPACK_GEN_CKPT=$(abspath $(O)/bench/gen_ckpt) sh tests/run.sh $(O)
 
 # The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan:

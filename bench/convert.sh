@@ -1,10 +1,15 @@
 #!/bin/sh
 # Convert benchmark: generates one synthetic LLaMA checkpoint at a time
-# (bench/gen_ckpt: HF safetensors shards of random bf16, true shapes) in
-# bench/work/, runs `llmpack convert` under /usr/bin/time -v, reports GB/s and
-# peak RSS, and deletes it before the next one.
+# (bench/gen_ckpt: random bf16, true shapes) in bench/work/, runs
+# `llmpack convert` under /usr/bin/time -v, reports GB/s and peak RSS, and
+# deletes it before the next one.
 #
-#   sh bench/convert.sh [BUILD_DIR] [tiny|1b|7b|13b ...]     (default: 7b)
+#   sh bench/convert.sh [BUILD_DIR] [MODEL ...]     (default: 7b)
+#
+# MODEL is tiny, 1b, 7b or 13b for Hugging Face layout (safetensors shards as
+# the real repos have them: 2 for 7B, 3 for 13B), or the same with -meta for
+# Meta's layout (params.json + consolidated.NN.pth torch zips split the way
+# Meta splits them: 1 shard for 7B, 2 for 13B).
 #
 # Each model needs about twice its size in free space (checkpoint + output);
 # a model that does not fit is skipped with a message. Results are appended to
@@ -21,22 +26,24 @@ gen=$O/bench/gen_ckpt
 work=bench/work
 mkdir -p "$work"
 for m in $models; do
-    case $m in
+    shape=${m%-meta} format=hf
+    [ "$shape" = "$m" ] || format=meta
+    case $shape in
         tiny) need_gb=1 ;;
         1b) need_gb=5 ;;
         7b) need_gb=28 ;;
         13b) need_gb=54 ;;
-        *) echo "unknown model $m (tiny, 1b, 7b, 13b)"; continue ;;
+        *) echo "unknown model $m (tiny, 1b, 7b, 13b, optionally with -meta)"; continue ;;
     esac
     avail_gb=$(df -Pk "$work" | awk 'NR==2 { printf "%d", $4 / 1048576 }')
     if [ "$avail_gb" -lt "$need_gb" ]; then
         echo "skip $m: needs ${need_gb} GB free in $work, $avail_gb GB available"
         continue
     fi
-    src=$work/$m-hf out=$work/$m.lpk
+    src=$work/$m-src out=$work/$m.lpk
     rm -rf "$src" "$out"
     t0=$(date +%s)
-    "$gen" --shape "$m" --out "$src"
+    "$gen" --shape "$shape" --format "$format" --out "$src"
     echo "generated in $(( $(date +%s) - t0 )) s"
     /usr/bin/time -v "$bin" convert "$src" -o "$out" --force --json \
         > "$work/$m.json" 2> "$work/$m.time" || { cat "$work/$m.time"; rm -rf "$src" "$out"; exit 1; }
