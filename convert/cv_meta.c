@@ -4,7 +4,7 @@
  * wo/w2 along dim 1, tok_embeddings along dim 1 (LLaMA 1/2) or dim 0 (LLaMA 3,
  * recognised by shards holding full `dim`-wide rows); 1-D norms are replicated.
  * The merged tensor is never materialised: read_rows copies each requested
- * row's slices from the shards' mappings, and release drops those pages. */
+ * row's slices from the shards' mappings and drops those pages. */
 #include "cv_internal.h"
 
 #include <dirent.h>
@@ -53,14 +53,20 @@ static int meta_read_rows(cv_source *s, const cv_tensor *t, int64_t row0, int64_
                        s->path, (long long)row0, (long long)nrows, t->name, (long long)rows);
     uint8_t *o = dst;
     size_t prow = (size_t)mt->part_cols * mt->esize;
+    /* Each range copied is released at once: rows are read once, in order, so
+     * resident mapped pages stay at about one block. */
     if (mt->merge == M_REPL || m->n_shards == 1) {
-        memcpy(o, mt->parts[0]->data + (size_t)row0 * prow, (size_t)nrows * prow);
+        const uint8_t *p = mt->parts[0]->data + (size_t)row0 * prow;
+        memcpy(o, p, (size_t)nrows * prow);
+        cv_torch_file_release(m->shards[0], p, (size_t)nrows * prow);
     } else if (mt->merge == M_DIM0) {
         for (int64_t r = row0; r < row0 + nrows;) {
             int64_t sh = r / mt->part_rows, lr = r % mt->part_rows;
             int64_t k = mt->part_rows - lr;
             if (k > row0 + nrows - r) k = row0 + nrows - r;
-            memcpy(o, mt->parts[sh]->data + (size_t)lr * prow, (size_t)k * prow);
+            const uint8_t *p = mt->parts[sh]->data + (size_t)lr * prow;
+            memcpy(o, p, (size_t)k * prow);
+            cv_torch_file_release(m->shards[sh], p, (size_t)k * prow);
             o += (size_t)k * prow;
             r += k;
         }
@@ -70,6 +76,9 @@ static int meta_read_rows(cv_source *s, const cv_tensor *t, int64_t row0, int64_
                 memcpy(o, mt->parts[sh]->data + (size_t)r * prow, prow);
                 o += prow;
             }
+        for (size_t sh = 0; sh < m->n_shards; sh++)
+            cv_torch_file_release(m->shards[sh], mt->parts[sh]->data + (size_t)row0 * prow,
+                                  (size_t)nrows * prow);
     }
     return 0;
 }
@@ -275,12 +284,16 @@ static int plan_tensor(meta_src *m, const meta_params *p, const cv_pt_tensor *x,
         mt->part_rows = 1;
         mt->part_cols = x->dims[0];
         t->dims[0] = x->dims[0];
-        for (size_t s = 1; s < S; s++)
-            if (mt->parts[s]->nbytes != x->nbytes ||
-                memcmp(mt->parts[s]->data, x->data, x->nbytes))
+        for (size_t s = 1; s < S; s++) {
+            int differ = mt->parts[s]->nbytes != x->nbytes ||
+                         memcmp(mt->parts[s]->data, x->data, x->nbytes);
+            cv_torch_file_release(m->shards[s], mt->parts[s]->data, mt->parts[s]->nbytes);
+            if (differ)
                 return lpk_err(err, LPK_ECORRUPT,
                                "shards disagree: replicated tensor '%s' differs between %s and %s",
                                x->name, f0, m->shards[s]->path);
+        }
+        cv_torch_file_release(m->shards[0], x->data, x->nbytes);
         return 0;
     }
     int64_t r = x->dims[0], c = x->dims[1];
@@ -432,6 +445,11 @@ int cv_meta_open(const char *dir, const cv_torch_opts *opts, cv_source **out, lp
         m->base.n_tensors++;
     }
     if ((rc = fill_meta(m, dir, ppath, &p, opts, err))) goto fail;
+    /* Reading the zip headers and comparing the replicated norms mapped pages
+     * all over the shards (a fault maps a whole folio around the byte it
+     * needs): give them back before the tensors are read. */
+    for (size_t s = 0; s < m->n_shards; s++)
+        cv_torch_file_release(m->shards[s], m->shards[s]->map, m->shards[s]->size);
     for (size_t i = 0; i < n_names; i++) free(names[i]);
     free(names);
     *out = &m->base;

@@ -220,7 +220,8 @@ static int resolve(cv_torch_file *f, const cv_zip_entry *sorted, size_t n, const
                        "uncompressed", f->path, mname, e->method);
     uint64_t off;
     int rc = cv_zip_data_offset(f->map, f->size, f->path, e, &off, err);
-    if (rc) return rc;
+    cv_torch_file_release(f, f->map + e->hdr_off, 30);  /* one header per tensor: */
+    if (rc) return rc;                                   /* keep none mapped */
     uint64_t es = (uint64_t)cv_pt_stype_size(pt->stype);
     if (pt->storage_numel < 0 || (uint64_t)pt->storage_numel > e->usize / es ||
         pt->offset < 0 || (uint64_t)pt->offset > (uint64_t)pt->storage_numel ||
@@ -367,13 +368,20 @@ const cv_pt_tensor *cv_torch_file_find(const cv_torch_file *f, const char *name)
     return NULL;
 }
 
+/* A fault on a file mapping maps the whole page-cache folio around the byte
+ * it needs (large folios: up to 2 MiB, aligned in the file), so ranges are
+ * widened to 2 MiB file-offset boundaries within the mapping: dropping the
+ * neighbours' pages only costs a re-fault from the page cache. */
+#define CV_FOLIO_MAX ((uint64_t)2 << 20)
+
 void cv_torch_file_release(const cv_torch_file *f, const void *p, uint64_t n)
 {
     const torch_mapped *m = (const torch_mapped *)f;
     if (!m->mapped || !n) return;
-    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = (uintptr_t)p & ~(pg - 1), b = ((uintptr_t)p + n + pg - 1) & ~(pg - 1);
-    madvise((void *)a, b - a, MADV_DONTNEED);
+    uint64_t a = (uint64_t)((const uint8_t *)p - f->map), b = a + n;
+    a &= ~(CV_FOLIO_MAX - 1);
+    b = b > f->size - f->size % CV_FOLIO_MAX ? f->size : (b + CV_FOLIO_MAX - 1) & ~(CV_FOLIO_MAX - 1);
+    if (b > a) madvise((void *)(uintptr_t)(f->map + a), (size_t)(b - a), MADV_DONTNEED);
 }
 
 void cv_torch_file_close(cv_torch_file *f)
