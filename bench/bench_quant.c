@@ -4,7 +4,7 @@
  *
  * FILE: containers (.lpk or GGUF); every 2-D f32/f16/bf16 tensor is used.
  * Speed: the weights are held as f16 (the usual input of `quantize`), and each
- * run converts them to f32 and quantizes them; the rate is bytes of f16 input
+ * run converts them to f32 row by row and quantizes them (quant_quantize_rows_from); the rate is bytes of f16 input
  * per second, beside the read bandwidth of the input from the page cache
  * (measured here, or given by --read-bw BYTES_PER_SECOND), and the CPU time
  * per weight. --quality prints the pooled relative RMSE and bits per weight
@@ -183,9 +183,9 @@ int main(int argc, char **argv)
             for (size_t k = 0; k < nt; k++) {
                 int64_t n = ts[k].rows * ts[k].cols;
                 if (!quant_row_fits(type, ts[k].cols)) continue;
-                lpk_f16_to_f32_row(ts[k].h, x, (size_t)n);
                 lpk_error err = {0};
-                quant_quantize_rows(type, x, ts[k].rows, ts[k].cols, q, NULL, &err);
+                quant_quantize_rows_from(type, LPK_TYPE_F16, ts[k].h, ts[k].rows, ts[k].cols, q,
+                                         NULL, &err);
                 in_bytes += (double)n * 2;
             }
             double gbs = in_bytes / (now() - t0);

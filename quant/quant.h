@@ -74,6 +74,13 @@ _Static_assert(sizeof(block_q8_K) == 292, "q8_K block size");
  * the thread count or on the SIMD path. */
 int quant_quantize_rows(int type, const float *src, int64_t nrows, int64_t ncols, void *dst,
                         const float *imatrix, lpk_error *err);
+/* The same from rows of src_type (LPK_TYPE_F32, F16 or BF16; LPK_EINVAL for
+ * others): each row is converted to f32 inside the parallel loop, into a
+ * per-thread buffer that stays in cache, and quantized from there; the bytes
+ * written equal those of converting the whole tensor to f32 first and calling
+ * quant_quantize_rows. LPK_ENOMEM when a row buffer cannot be allocated. */
+int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nrows,
+                             int64_t ncols, void *dst, const float *imatrix, lpk_error *err);
 /* Inverse: blocks of `type` -> f32. LPK_EINVAL for an unknown type or a ncols
  * that is not a multiple of the block size. */
 int quant_dequantize_rows(int type, const void *src, int64_t nrows, int64_t ncols, float *dst);

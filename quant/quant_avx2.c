@@ -90,6 +90,74 @@ TGT static void asym_sums_avx2(const float *x, const float *w, int n, float d, f
     s[2] = hsum(c);
 }
 
+/* e[k] = sym_err_avx2(x, w, n, d[k], lo, hi): the block is loaded once and the
+ * candidates, independent of each other, overlap in the pipeline. */
+TGT static void sym_err_n_avx2(const float *x, const float *w, int n, const float *d, int nd,
+                               float lo, float hi, float *e)
+{
+    if (n != 32) {
+        for (int k = 0; k < nd; k++) e[k] = sym_err_avx2(x, w, n, d[k], lo, hi);
+        return;
+    }
+    __m256 xv[4], wv[4];
+    for (int j = 0; j < 4; j++) {
+        xv[j] = _mm256_loadu_ps(x + 8 * j);
+        wv[j] = w ? _mm256_loadu_ps(w + 8 * j) : _mm256_setzero_ps();
+    }
+    __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    for (int k = 0; k < nd; k++) {
+        float id = d[k] != 0.0f ? 1.0f / d[k] : 0.0f;
+        __m256 vid = _mm256_set1_ps(id), vd = _mm256_set1_ps(d[k]), acc = _mm256_setzero_ps();
+        for (int j = 0; j < 4; j++) {
+            __m256 q = rnd_clamp(_mm256_mul_ps(xv[j], vid), vlo, vhi);
+            __m256 ej = _mm256_sub_ps(xv[j], _mm256_mul_ps(q, vd));
+            __m256 we = w ? _mm256_mul_ps(wv[j], ej) : ej;
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(we, ej));
+        }
+        e[k] = hsum(acc);
+    }
+}
+
+TGT static float amax32_avx2(const float *x, int *neg)
+{
+    __m256 v[4], sm = _mm256_set1_ps(-0.0f);
+    for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
+    __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sm, v[0]), _mm256_andnot_ps(sm, v[1])),
+                             _mm256_max_ps(_mm256_andnot_ps(sm, v[2]), _mm256_andnot_ps(sm, v[3])));
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    float amax = _mm_cvtss_f32(m);
+    __m256 na = _mm256_set1_ps(-amax), en = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) en = _mm256_or_ps(en, _mm256_cmp_ps(v[k], na, _CMP_EQ_OQ));
+    *neg = _mm256_movemask_ps(en) != 0;
+    return amax;
+}
+
+TGT static void sym_assign32_avx2(const float *x, float d, int nlo, int nhi, int q[32])
+{
+    __m256 vid = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    __m256 lo = _mm256_set1_ps((float)-nlo), hi = _mm256_set1_ps((float)nhi);
+    for (int k = 0; k < 4; k++)
+        _mm256_storeu_si256((__m256i *)(void *)(q + 8 * k),
+                            _mm256_cvtps_epi32(rnd_clamp(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * k), vid), lo, hi)));
+}
+
+/* qi_f16_sat and lpk_f16_to_f32 by F16C: round to nearest even, the same
+ * values for the finite inputs the searches convert */
+__attribute__((target("avx2,f16c"))) static uint16_t f2h_f16c(float v)
+{
+    uint16_t h = (uint16_t)_mm_extract_epi16(
+        _mm_cvtps_ph(_mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 0);
+    if ((h & 0x7fff) >= 0x7c00) h = (uint16_t)((h & 0x8000) | 0x7bff);
+    return h;
+}
+
+__attribute__((target("avx2,f16c"))) static float h2f_f16c(uint16_t h)
+{
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+}
+
 /* True when x[0..n) holds a NaN or an Inf (exponent bits all set). */
 TGT int quant_avx2_any_nonfinite(const float *x, int64_t n)
 {
@@ -108,7 +176,9 @@ TGT int quant_avx2_any_nonfinite(const float *x, int64_t n)
     return any;
 }
 
-static const qi_ops ops_avx2 = {sym_err_avx2, sym_sums_avx2, asym_err_avx2, asym_sums_avx2};
+static const qi_ops ops_avx2 = {sym_err_avx2,   sym_sums_avx2, asym_err_avx2,
+                                asym_sums_avx2, sym_err_n_avx2, amax32_avx2,
+                                sym_assign32_avx2, f2h_f16c,    h2f_f16c};
 
 void quant_avx2_q4_0(const float *x, const float *w, void *dst, int64_t n)
 {
@@ -125,30 +195,22 @@ void quant_avx2_q5_0(const float *x, const float *w, void *dst, int64_t n)
 }
 
 /* q8_0 without weights: max |x|, the shared scale rule, round, pack. */
-TGT static void q8_0_rtn_avx2(const float *x, block_q8_0 *b)
+__attribute__((target("avx2,f16c"))) static void q8_0_rtn_avx2(const float *x, block_q8_0 *b)
 {
-    __m256 v[4], sm = _mm256_set1_ps(-0.0f);
-    for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
-    __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sm, v[0]), _mm256_andnot_ps(sm, v[1])),
-                             _mm256_max_ps(_mm256_andnot_ps(sm, v[2]), _mm256_andnot_ps(sm, v[3])));
-    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
-    float amax = _mm_cvtss_f32(m);
-    __m256 na = _mm256_set1_ps(-amax), pa = _mm256_set1_ps(amax);
-    __m256 en = _mm256_setzero_ps(), ep = _mm256_setzero_ps();
-    for (int k = 0; k < 4; k++) {
-        en = _mm256_or_ps(en, _mm256_cmp_ps(v[k], na, _CMP_EQ_OQ));
-        ep = _mm256_or_ps(ep, _mm256_cmp_ps(v[k], pa, _CMP_EQ_OQ));
-    }
-    uint16_t h = quant_q8_0_scale_of(amax, _mm256_movemask_ps(en) != 0,
-                                     _mm256_movemask_ps(ep) != 0);
-    float d = lpk_f16_to_f32(h);
-    __m256 vid = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
-    __m256 lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
-    __m256i q[4];
+    int neg;
+    float amax = amax32_avx2(x, &neg);
+    __m256 pa = _mm256_set1_ps(amax), ep = _mm256_setzero_ps();
     for (int k = 0; k < 4; k++)
-        q[k] = _mm256_cvtps_epi32(rnd_clamp(_mm256_mul_ps(v[k], vid), lo, hi));
+        ep = _mm256_or_ps(ep, _mm256_cmp_ps(_mm256_loadu_ps(x + 8 * k), pa, _CMP_EQ_OQ));
+    int pos = _mm256_movemask_ps(ep) != 0;
+    /* quant_q8_0_scale_of with the f16 conversions inline */
+    uint16_t h = amax == 0.0f ? 0
+                 : f2h_f16c(neg && pos ? amax / 127.0f : (neg ? amax / 128.0f : amax / -128.0f));
+    float d = h2f_f16c(h);
+    int qi[32];
+    sym_assign32_avx2(x, d, 128, 127, qi);
+    __m256i q[4];
+    for (int k = 0; k < 4; k++) q[k] = _mm256_loadu_si256((const __m256i *)(const void *)(qi + 8 * k));
     __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
     p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     b->d = h;

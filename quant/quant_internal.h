@@ -51,6 +51,16 @@ typedef struct qi_ops {
     float (*asym_err)(const float *x, const float *w, int n, float d, float m, float hi);
     void (*asym_sums)(const float *x, const float *w, int n, float d, float m, float hi,
                       float s[3]);
+    /* Errors of nd scales d[0..nd) at once: e[k] = sym_err(x, w, n, d[k], lo, hi). */
+    void (*sym_err_n)(const float *x, const float *w, int n, const float *d, int nd, float lo,
+                      float hi, float *e);
+    /* Over one block of 32: max |x| (*neg: whether -max occurs), and the levels
+     * q[i] = round(clamp(x[i] / d, -nlo, nhi)) (0 when d is 0). */
+    float (*amax32)(const float *x, int *neg);
+    void (*sym_assign32)(const float *x, float d, int nlo, int nhi, int q[32]);
+    /* qi_f16_sat and lpk_f16_to_f32 (F16C in the AVX2 ops: same values, no calls) */
+    uint16_t (*f2h)(float v);
+    float (*h2f)(uint16_t h);
 } qi_ops;
 extern const qi_ops quant_ops_ref;
 

@@ -72,7 +72,37 @@ static void asym_sums_ref(const float *x, const float *w, int n, float d, float 
     s[2] = qi_hsum8(c);
 }
 
-const qi_ops quant_ops_ref = {sym_err_ref, sym_sums_ref, asym_err_ref, asym_sums_ref};
+static void sym_err_n_ref(const float *x, const float *w, int n, const float *d, int nd,
+                          float lo, float hi, float *e)
+{
+    for (int k = 0; k < nd; k++) e[k] = sym_err_ref(x, w, n, d[k], lo, hi);
+}
+
+static float amax32_ref(const float *x, int *neg)
+{
+    float amax = 0.0f;
+    for (int i = 0; i < 32; i++) {
+        float a = fabsf(x[i]);
+        amax = a > amax ? a : amax;
+    }
+    int ng = 0;
+    for (int i = 0; i < 32; i++) ng |= x[i] == -amax;
+    *neg = ng;
+    return amax;
+}
+
+static void sym_assign_ref(const float *x, float d, int nlo, int nhi, int q[32])
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < 32; i++)
+        q[i] = (int)qi_round(qi_clamp(x[i] * id, (float)-nlo, (float)nhi));
+}
+
+static float h2f_ref(uint16_t h) { return lpk_f16_to_f32(h); }
+
+const qi_ops quant_ops_ref = {sym_err_ref,   sym_sums_ref, asym_err_ref,   asym_sums_ref,
+                              sym_err_n_ref, amax32_ref,   sym_assign_ref, qi_f16_sat,
+                              h2f_ref};
 
 /* ---------------------------------------------------------------- searches */
 /* Best f16 scale for x ~ d * q, q in [-nlo, nhi]: a grid of candidate scales,
@@ -80,35 +110,35 @@ const qi_ops quant_ops_ref = {sym_err_ref, sym_sums_ref, asym_err_ref, asym_sums
  * (f16-rounded) scale. Returns the f16 bits. */
 uint16_t quant_search_sym(const qi_ops *ops, const float *x, const float *w, int nlo, int nhi)
 {
-    float amax = 0.0f;
-    for (int i = 0; i < 32; i++) {
-        float a = fabsf(x[i]);
-        amax = a > amax ? a : amax;
-    }
+    int neg;
+    float amax = ops->amax32(x, &neg);
     if (amax == 0.0f)
         return 0;
-    int neg = 0;
-    for (int i = 0; i < 32; i++) neg |= x[i] == -amax;
     /* the extreme element goes to the side with the extra level (-nlo) */
     float xm = neg ? -amax : amax;
     float lo = (float)-nlo, hi = (float)nhi;
 
+    uint16_t hs[QI_NGRID];
+    float ds[QI_NGRID], es[QI_NGRID];
+    for (int k = 0; k < QI_NGRID; k++) {
+        hs[k] = ops->f2h(-xm / ((float)nlo + quant_grid_sym[k]));
+        ds[k] = ops->h2f(hs[k]);
+    }
+    ops->sym_err_n(x, w, 32, ds, QI_NGRID, lo, hi, es);
     uint16_t best = 0;
     float best_err = INFINITY;
     for (int k = 0; k < QI_NGRID; k++) {
-        uint16_t h = qi_f16_sat(-xm / ((float)nlo + quant_grid_sym[k]));
-        float e = ops->sym_err(x, w, 32, lpk_f16_to_f32(h), lo, hi);
         /* k == 0: errors overflow to inf near FLT_MAX; keep a real scale */
-        if (k == 0 || e < best_err) { best_err = e; best = h; }
+        if (k == 0 || es[k] < best_err) { best_err = es[k]; best = hs[k]; }
     }
     /* one least-squares refit of the best assignment (more refits, or walking
      * through neighbouring f16 values, gain < 0.1% on real weights) */
     float sxq, sqq;
-    ops->sym_sums(x, w, 32, lpk_f16_to_f32(best), lo, hi, &sxq, &sqq);
+    ops->sym_sums(x, w, 32, ops->h2f(best), lo, hi, &sxq, &sqq);
     float d = sqq > 0.0f ? sxq / sqq : 0.0f;
     if (isfinite(d) && d != 0.0f) {
-        uint16_t h = qi_f16_sat(d);
-        if (h != best && ops->sym_err(x, w, 32, lpk_f16_to_f32(h), lo, hi) < best_err)
+        uint16_t h = ops->f2h(d);
+        if (h != best && ops->sym_err(x, w, 32, ops->h2f(h), lo, hi) < best_err)
             best = h;
     }
     return best;
@@ -187,13 +217,6 @@ void quant_search_asym(const qi_ops *ops, const float *x, const float *w, int nm
 }
 
 /* ---------------------------------------------------------------- packing */
-static void sym_assign(const float *x, float d, int nlo, int nhi, int q[32])
-{
-    float id = d != 0.0f ? 1.0f / d : 0.0f;
-    for (int i = 0; i < 32; i++)
-        q[i] = (int)qi_round(qi_clamp(x[i] * id, (float)-nlo, (float)nhi));
-}
-
 static void asym_assign(const float *x, float d, float m, int nmax, int q[32])
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -218,7 +241,7 @@ void quant_block_q4_0(const qi_ops *ops, const float *x, const float *w, block_q
 {
     uint16_t h = quant_search_sym(ops, x, w, 8, 7);
     int q[32];
-    sym_assign(x, lpk_f16_to_f32(h), 8, 7, q);
+    ops->sym_assign32(x, ops->h2f(h), 8, 7, q);
     for (int i = 0; i < 32; i++) q[i] += 8;
     b->d = h;
     pack_nibbles(q, b->qs);
@@ -228,7 +251,7 @@ void quant_block_q5_0(const qi_ops *ops, const float *x, const float *w, block_q
 {
     uint16_t h = quant_search_sym(ops, x, w, 16, 15);
     int q[32];
-    sym_assign(x, lpk_f16_to_f32(h), 16, 15, q);
+    ops->sym_assign32(x, ops->h2f(h), 16, 15, q);
     for (int i = 0; i < 32; i++) q[i] += 16;
     b->d = h;
     pack_qh(q, b->qh);
@@ -258,7 +281,7 @@ void quant_block_q8_0(const qi_ops *ops, const float *x, const float *w, block_q
 {
     uint16_t h = w ? quant_search_sym(ops, x, w, 128, 127) : quant_q8_0_scale(x);
     int q[32];
-    sym_assign(x, lpk_f16_to_f32(h), 128, 127, q);
+    ops->sym_assign32(x, ops->h2f(h), 128, 127, q);
     b->d = h;
     for (int i = 0; i < 32; i++) b->qs[i] = (int8_t)q[i];
 }

@@ -92,13 +92,28 @@ static int64_t first_bad(const float *x, int64_t n)
     return -1;
 }
 
-int quant_quantize_rows(int type, const float *src, int64_t nrows, int64_t ncols, void *dst,
-                        const float *imatrix, lpk_error *err)
+/* One row of src (f32, f16 or bf16) as f32: the row itself when it is f32,
+ * else converted into buf. */
+static const float *row_f32(int src_type, const void *src, int64_t r, int64_t ncols, float *buf)
+{
+    if (src_type == LPK_TYPE_F32) return (const float *)src + r * ncols;
+    const uint16_t *h = (const uint16_t *)src + r * ncols;
+    if (src_type == LPK_TYPE_F16)
+        lpk_f16_to_f32_row(h, buf, (size_t)ncols);
+    else
+        lpk_bf16_to_f32_row(h, buf, (size_t)ncols);
+    return buf;
+}
+
+int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nrows,
+                             int64_t ncols, void *dst, const float *imatrix, lpk_error *err)
 {
     const lpk_type_info *ti = lpk_type_get(type);
     if (!ti || !quant_row_fits(type, ncols) || nrows < 0)
         return lpk_err(err, LPK_EINVAL, "cannot quantize rows of %lld values to type %s",
                        (long long)ncols, ti ? ti->name : "(unknown)");
+    if (!is_plain(src_type))
+        return lpk_err(err, LPK_EINVAL, "cannot quantize from source type %d", src_type);
     if (imatrix) {
         for (int64_t c = 0; c < ncols; c++)
             if (!(imatrix[c] >= 0.0f) || !isfinite(imatrix[c]))
@@ -109,35 +124,55 @@ int quant_quantize_rows(int type, const float *src, int64_t nrows, int64_t ncols
     quant_row_fn fn = k ? pick(k) : NULL;
     size_t row_bytes = (size_t)(ncols / ti->block_size) * (size_t)ti->type_size;
     int64_t bad_row = -1, bad_col = -1;
+    float bad_val = 0.0f;
+    int failed = 0;
     /* threads only when there is enough work to pay for waking them: the
      * one-pass types (q8_0 without weights, f32/f16/bf16) run ~20x faster than
      * the searches */
     int cheap = !k || (type == LPK_TYPE_Q8_0 && !imatrix);
     int par = nrows > 1 && nrows * ncols >= (cheap ? (int64_t)1 << 21 : (int64_t)1 << 16);
-#pragma omp parallel for schedule(dynamic, 16) if (par)
-    for (int64_t r = 0; r < nrows; r++) {
-        const float *x = src + r * ncols;
-        int64_t c = first_bad(x, ncols);
-        if (c >= 0) {
+#pragma omp parallel if (par)
+    {
+        /* f16/bf16 rows are converted one at a time into a per-thread buffer
+         * that stays in cache for the NaN check and the quantizer */
+        float *buf = src_type == LPK_TYPE_F32 ? NULL : malloc((size_t)ncols * sizeof(float));
+        if (src_type != LPK_TYPE_F32 && !buf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 16)
+        for (int64_t r = 0; r < nrows; r++) {
+            if (src_type != LPK_TYPE_F32 && !buf) continue;
+            const float *x = row_f32(src_type, src, r, ncols, buf);
+            int64_t c = first_bad(x, ncols);
+            if (c >= 0) {
 #pragma omp critical(quant_bad)
-            if (bad_row < 0 || r < bad_row) { bad_row = r; bad_col = c; }
-            continue;
+                if (bad_row < 0 || r < bad_row) { bad_row = r; bad_col = c; bad_val = x[c]; }
+                continue;
+            }
+            uint8_t *out = (uint8_t *)dst + (size_t)r * row_bytes;
+            switch (type) {
+            case LPK_TYPE_F32: memcpy(out, x, (size_t)ncols * 4); break;
+            case LPK_TYPE_F16: lpk_f32_to_f16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
+            case LPK_TYPE_BF16: lpk_f32_to_bf16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
+            default: fn(x, imatrix, out, ncols); break;
+            }
         }
-        uint8_t *out = (uint8_t *)dst + (size_t)r * row_bytes;
-        switch (type) {
-        case LPK_TYPE_F32: memcpy(out, x, (size_t)ncols * 4); break;
-        case LPK_TYPE_F16: lpk_f32_to_f16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
-        case LPK_TYPE_BF16: lpk_f32_to_bf16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
-        default: fn(x, imatrix, out, ncols); break;
-        }
+        free(buf);
     }
-    if (bad_row >= 0) {
-        float v = src[bad_row * ncols + bad_col];
+    if (failed) return lpk_err(err, LPK_ENOMEM, "out of memory for a row of %lld values",
+                               (long long)ncols);
+    if (bad_row >= 0)
         return lpk_err(err, LPK_EBADVALUE, "%s at row %lld, column %lld",
-                       isnan(v) ? "NaN" : (v > 0 ? "+Inf" : "-Inf"), (long long)bad_row,
-                       (long long)bad_col);
-    }
+                       isnan(bad_val) ? "NaN" : (bad_val > 0 ? "+Inf" : "-Inf"),
+                       (long long)bad_row, (long long)bad_col);
     return LPK_OK;
+}
+
+int quant_quantize_rows(int type, const float *src, int64_t nrows, int64_t ncols, void *dst,
+                        const float *imatrix, lpk_error *err)
+{
+    return quant_quantize_rows_from(type, LPK_TYPE_F32, src, nrows, ncols, dst, imatrix, err);
 }
 
 /* ---------------------------------------------------------------- dequantize */
