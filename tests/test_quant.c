@@ -228,6 +228,52 @@ static void test_roundtrip_random(void **state)
     free(w);
 }
 
+/* ---------------------------------------------------------------- f16/bf16 input */
+/* quant_quantize_rows_from on f16 and bf16 rows gives the bytes of converting
+ * the tensor to f32 first, for every type, and reports a NaN in the source. */
+static void test_rows_from_halfs(void **state)
+{
+    (void)state;
+    const int64_t nr = 41, nc = 512;
+    float *x = malloc(nr * nc * sizeof(float));
+    uint16_t *h = malloc(nr * nc * 2);
+    uint64_t s = 11;
+    for (int64_t i = 0; i < nr * nc; i++) x[i] = tu_randn(&s) * (i % 89 == 0 ? 0.2f : 0.02f);
+    const int types[] = {LPK_TYPE_Q4_0, LPK_TYPE_Q4_1, LPK_TYPE_Q5_0, LPK_TYPE_Q5_1,
+                         LPK_TYPE_Q8_0, LPK_TYPE_Q4_K, LPK_TYPE_Q6_K, LPK_TYPE_F16,
+                         LPK_TYPE_BF16, LPK_TYPE_F32};
+    for (int src = 0; src < 2; src++) {
+        int st = src ? LPK_TYPE_BF16 : LPK_TYPE_F16;
+        float *y = malloc(nr * nc * sizeof(float));
+        for (int64_t i = 0; i < nr * nc; i++) {
+            h[i] = st == LPK_TYPE_F16 ? lpk_f32_to_f16(x[i]) : lpk_f32_to_bf16(x[i]);
+            y[i] = st == LPK_TYPE_F16 ? lpk_f16_to_f32(h[i]) : lpk_bf16_to_f32(h[i]);
+        }
+        for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+            size_t nb = qbytes(types[t], nr, nc);
+            uint8_t *want = malloc(nb), *got = malloc(nb);
+            lpk_error err = {0};
+            assert_int_equal(quant_quantize_rows(types[t], y, nr, nc, want, NULL, &err), 0);
+            assert_int_equal(quant_quantize_rows_from(types[t], st, h, nr, nc, got, NULL, &err), 0);
+            assert_memory_equal(want, got, nb);
+            free(want);
+            free(got);
+        }
+        free(y);
+    }
+    uint8_t *q = malloc(qbytes(LPK_TYPE_Q8_0, nr, nc));
+    lpk_error err = {0};
+    h[7 * nc + 100] = 0x7e00; /* f16 NaN */
+    assert_int_equal(quant_quantize_rows_from(LPK_TYPE_Q8_0, LPK_TYPE_F16, h, nr, nc, q, NULL, &err),
+                     LPK_EBADVALUE);
+    assert_non_null(strstr(err.msg, "NaN at row 7, column 100"));
+    assert_int_equal(quant_quantize_rows_from(LPK_TYPE_Q8_0, LPK_TYPE_Q8_0, h, nr, nc, q, NULL, &err),
+                     LPK_EINVAL);
+    free(q);
+    free(h);
+    free(x);
+}
+
 /* ---------------------------------------------------------------- determinism */
 static void test_simd_and_threads(void **state)
 {
@@ -672,6 +718,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dequant_formulas),  cmocka_unit_test(test_exact_values),
         cmocka_unit_test(test_roundtrip_random),  cmocka_unit_test(test_simd_and_threads),
+        cmocka_unit_test(test_rows_from_halfs),
         cmocka_unit_test(test_edge_values),       cmocka_unit_test(test_recipe_rules),
         cmocka_unit_test(test_recipe_llama_cpp),  cmocka_unit_test(test_gguf_crosscheck),
         cmocka_unit_test(test_cli_recipes),       cmocka_unit_test(test_cli_nan),
