@@ -1,6 +1,7 @@
 /* Checkpoint archives: .tar, .tar.gz, .tar.zst, .zip (read with libarchive).
  *
- * The members are copied into a temporary folder beside the output (free
+ * HF safetensors and one-shard Meta layouts stream (see "streaming" below).
+ * Otherwise the members are copied into a temporary folder beside the output (free
  * space checked before each member), the folder is opened as the checkpoint
  * it holds, and the copy is removed when the source is closed, when opening
  * fails, or on SIGINT/SIGTERM. Member names are confined to the folder: no
@@ -9,6 +10,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <xxhash.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -386,8 +388,10 @@ static int set_archive_name(lpk_meta *meta, const char *path, lpk_error *err)
  * the small files (configs, tokenizer: copied to a small temporary folder so
  * the folder readers can parse them) and each .safetensors member's header,
  * skipping the tensor data; a second pass, driven by read_rows, decompresses
- * the members again and hands out the tensors in the order they arrive. Other
- * layouts (torch files, Meta shards) are unpacked as above. */
+ * the members again and hands out the tensors in the order they arrive. A
+ * one-shard Meta folder streams alike: pass 1 walks consolidated.00.pth's
+ * inner zip (below) instead of a safetensors header. Other layouts (torch
+ * files, several Meta shards) are unpacked as above. */
 #define CV_NOT_STREAMABLE 1
 #define SMALL_MAX (64u << 20)     /* one config/tokenizer file */
 #define SMALL_TOTAL (256u << 20)  /* all of them */
@@ -399,7 +403,8 @@ typedef struct st_member {
     size_t n;
     uint64_t size;        /* member size */
     int weights;          /* a .safetensors member */
-    int blocks;           /* .pth/.bin/params.json, or size unknown: not streamable */
+    int blocks;           /* .bin, a .pth that cannot stream, or size unknown */
+    struct pth_info *pth; /* consolidated.NN.pth: what the walk found */
 } st_member;
 
 typedef struct st_scan {
@@ -407,9 +412,12 @@ typedef struct st_scan {
     size_t n, cap;
 } st_scan;
 
+static void pth_free(struct pth_info *pi);
+
 static void scan_free(st_scan *sc)
 {
     for (size_t i = 0; i < sc->n; i++) {
+        pth_free(sc->m[i].pth);
         free(sc->m[i].name);
         free(sc->m[i].rel);
         free(sc->m[i].data);
@@ -436,6 +444,379 @@ static int arc_read(struct archive *a, const char *path, const char *member, voi
     return 0;
 }
 
+/* ---------------------------------------------------------------- torch zips in a stream */
+/* A consolidated.NN.pth member is itself a zip whose members torch writes in
+ * order: NAME/data.pkl, NAME/byteorder, NAME/data/0, NAME/data/1, ...,
+ * NAME/version, then the central directory. All are stored (not deflated), so
+ * the local headers can be walked as the bytes arrive. torch sets the
+ * data-descriptor flag (bit 3) and leaves the sizes in the local headers zero:
+ * a storage's size then comes from the pickle (elements x element size), and
+ * the other members (data.pkl first of all) end where a descriptor
+ * ("PK\7\10", crc, sizes) naming exactly the bytes read so far follows. Each
+ * descriptor found is checked against the size used. */
+#define PKL_MAX (256u << 20)     /* data.pkl */
+#define AUX_MAX (1u << 20)       /* byteorder, version, serialization_id */
+
+typedef struct pth_info {
+    cv_pk_tensor *pk;     /* the state dict, sorted into arrival order */
+    size_t n_pk;
+    uint64_t *off;        /* per pk: its first byte, from the member's start */
+    int tied;             /* output.weight equals tok_embeddings.weight (dropped) */
+    char why[1600];       /* why it cannot stream (empty: it can) */
+} pth_info;
+
+static void pth_free(pth_info *pi)
+{
+    if (!pi) return;
+    free(pi->pk);
+    free(pi->off);
+    free(pi);
+}
+
+static uint64_t pk_nbytes(const cv_pk_tensor *t)
+{
+    uint64_t n = (uint64_t)cv_pt_stype_size(t->stype);
+    for (int d = 0; d < t->n_dims; d++) n *= (uint64_t)t->dims[d];
+    return n;
+}
+
+typedef struct pth_store {
+    char key[64];
+    uint64_t off, size;
+} pth_store;
+
+/* Bytes of one member through a buffer; two ranges may be hashed on the way. */
+typedef struct pth_rd {
+    struct archive *a;
+    const char *path, *rel;
+    uint64_t pos;                  /* bytes consumed */
+    size_t b0, b1;                 /* unconsumed buf[b0, b1) */
+    struct { uint64_t lo, hi, fed; XXH3_state_t *st; } feed[2];
+    uint8_t buf[1 << 16];
+    uint8_t x[1 << 16];            /* a local header's name and extra field */
+} pth_rd;
+
+static uint32_t rd_le16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
+static uint32_t rd_le32(const uint8_t *p) { return rd_le16(p) | rd_le16(p + 2) << 16; }
+static uint64_t rd_le64(const uint8_t *p) { return rd_le32(p) | (uint64_t)rd_le32(p + 4) << 32; }
+
+/* n bytes into dst (NULL: dropped). */
+static int rd_get(pth_rd *r, void *dst, uint64_t n, lpk_error *err)
+{
+    uint8_t *o = dst;
+    while (n) {
+        if (r->b0 == r->b1) {
+            la_ssize_t k = archive_read_data(r->a, r->buf, sizeof r->buf);
+            if (k < 0)
+                return lpk_err(err, LPK_ECORRUPT, "%s: member '%s': %s", r->path, r->rel,
+                               archive_error_string(r->a) ? archive_error_string(r->a)
+                                                          : "read error");
+            if (k == 0)
+                return lpk_err(err, LPK_ETRUNC, "%s: member '%s' ends early at offset %llu "
+                               "(truncated archive?)", r->path, r->rel,
+                               (unsigned long long)r->pos);
+            r->b0 = 0;
+            r->b1 = (size_t)k;
+        }
+        size_t k = r->b1 - r->b0 < n ? r->b1 - r->b0 : (size_t)n;
+        const uint8_t *p = r->buf + r->b0;
+        for (int f = 0; f < 2; f++) {
+            uint64_t lo = r->feed[f].lo > r->pos ? r->feed[f].lo : r->pos;
+            uint64_t hi = r->feed[f].hi < r->pos + k ? r->feed[f].hi : r->pos + k;
+            if (r->feed[f].st && lo < hi) {
+                XXH3_128bits_update(r->feed[f].st, p + (lo - r->pos), (size_t)(hi - lo));
+                r->feed[f].fed += hi - lo;
+            }
+        }
+        if (o) {
+            memcpy(o, p, k);
+            o += k;
+        }
+        r->b0 += k;
+        r->pos += k;
+        n -= k;
+    }
+    return 0;
+}
+
+/* A member of unknown size (bit 3): bytes up to its data descriptor, which is
+ * consumed too. *out is malloc'ed when keep (else NULL); 1 when more than
+ * limit bytes pass without one. */
+static int rd_scan(pth_rd *r, int keep, uint64_t limit, uint8_t **out, uint64_t *n,
+                   lpk_error *err)
+{
+    size_t cap = 4096, len = 0;
+    uint8_t *b = malloc(cap);
+    if (!b) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    for (;;) {
+        if (len == cap) {
+            uint8_t *q = len > limit ? NULL : realloc(b, cap * 2);
+            if (!q) {
+                free(b);
+                return len > limit ? 1 : lpk_err(err, LPK_ENOMEM, "out of memory");
+            }
+            b = q;
+            cap *= 2;
+        }
+        int rc = rd_get(r, b + len, 1, err);
+        if (rc) {
+            free(b);
+            return rc;
+        }
+        len++;
+        uint64_t d = 0;
+        int found = 0;
+        if (len >= 16 && !memcmp(b + len - 16, "PK\7\10", 4) &&
+            rd_le32(b + len - 8) == len - 16 && rd_le32(b + len - 4) == len - 16)
+            found = 1, d = len - 16;
+        else if (len >= 24 && !memcmp(b + len - 24, "PK\7\10", 4) &&
+                 rd_le64(b + len - 16) == len - 24 && rd_le64(b + len - 8) == len - 24)
+            found = 1, d = len - 24;
+        if (found) {
+            *n = d;
+            if (keep) *out = b;
+            else free(b);
+            return 0;
+        }
+    }
+}
+
+/* Walks a .pth member (msize bytes) as it streams: the pickle, every
+ * storage's place, and whether output.weight repeats tok_embeddings.weight.
+ * Inner-zip layouts that cannot stream set pi->why; archive errors fail. */
+static int pth_walk(struct archive *a, const char *path, const char *rel, uint64_t msize,
+                    pth_info *pi, lpk_error *err)
+{
+    pth_rd *r = calloc(1, sizeof *r);
+    pth_store *sto = NULL;
+    size_t n_sto = 0;
+    char prefix[256] = "";
+    int rc = 0, tie_i[2] = {-1, -1};
+    if (!r) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    r->a = a;
+    r->path = path;
+    r->rel = rel;
+#define WHY(...) (void)snprintf(pi->why, sizeof pi->why, __VA_ARGS__)
+    while (!rc && !pi->why[0] && r->pos < msize) {
+        uint8_t h[30];
+        uint64_t at = r->pos;
+        if ((rc = rd_get(r, h, 4, err))) break;
+        uint32_t sig = rd_le32(h);
+        if (sig == 0x02014b50 || sig == 0x06064b50 || sig == 0x06054b50) break;
+        if (sig != 0x04034b50) {
+            WHY("no zip local header at offset %llu", (unsigned long long)at);
+            break;
+        }
+        if ((rc = rd_get(r, h + 4, 26, err))) break;
+        unsigned flag = rd_le16(h + 6), method = rd_le16(h + 8);
+        uint64_t cs = rd_le32(h + 18), us = rd_le32(h + 22);
+        size_t nl = rd_le16(h + 26), xl = rd_le16(h + 28);
+        char name[1024];
+        if (nl >= sizeof name) {
+            WHY("a member name of %zu bytes at offset %llu", nl, (unsigned long long)at);
+            break;
+        }
+        if ((rc = rd_get(r, name, nl, err)) || (rc = rd_get(r, r->x, xl, err))) break;
+        name[nl] = 0;
+        int z64 = 0;
+        for (size_t q = 0; q + 4 <= xl;) {
+            unsigned id = rd_le16(r->x + q), l = rd_le16(r->x + q + 2);
+            if (q + 4 + l > xl) break;
+            if (id == 1) {
+                const uint8_t *v = r->x + q + 4;
+                unsigned k = 0;
+                z64 = 1;
+                if (us == 0xffffffffu && k + 8 <= l) us = rd_le64(v + k), k += 8;
+                if (cs == 0xffffffffu && k + 8 <= l) cs = rd_le64(v + k), k += 8;
+            }
+            q += 4 + l;
+        }
+        const char *sl = strchr(name, '/');
+        if (method != 0 || (flag & 1) || !sl || (size_t)(sl - name) >= sizeof prefix) {
+            WHY("member '%s' is %s", name, method ? "compressed" : (flag & 1) ? "encrypted"
+                                                             : "not in the checkpoint's folder");
+            break;
+        }
+        if (!prefix[0]) snprintf(prefix, sizeof prefix, "%.*s", (int)(sl - name), name);
+        else if (strncmp(name, prefix, (size_t)(sl - name)) || strlen(prefix) != (size_t)(sl - name)) {
+            WHY("member '%s' is outside '%s/'", name, prefix);
+            break;
+        }
+        const char *rest = sl + 1;
+        int known = !(flag & 8), is_pkl = !strcmp(rest, "data.pkl"),
+            is_data = !strncmp(rest, "data/", 5);
+        uint64_t size = 0;
+        if (known) {
+            if (cs != us) {
+                WHY("stored member '%s' has two sizes", name);
+                break;
+            }
+            size = cs;
+        } else if (is_data) {
+            if (!pi->pk) {
+                WHY("'%s' comes before data.pkl", name);
+                break;
+            }
+            int found = 0;
+            for (size_t i = 0; i < pi->n_pk && !found; i++)
+                if (!strcmp(pi->pk[i].key, rest + 5)) {
+                    int es = cv_pt_stype_size(pi->pk[i].stype);
+                    if (es <= 0 || pi->pk[i].storage_numel < 0 ||
+                        (uint64_t)pi->pk[i].storage_numel > UINT64_MAX / (uint64_t)es)
+                        break;
+                    size = (uint64_t)pi->pk[i].storage_numel * (uint64_t)es;
+                    found = 1;
+                }
+            if (!found) {
+                WHY("storage '%s' is not described by data.pkl", name);
+                break;
+            }
+            known = 1;
+        }
+        uint64_t data_off = r->pos;
+        if (is_pkl) {
+            uint8_t *pkl = NULL;
+            if (pi->pk) {
+                WHY("two data.pkl members");
+                break;
+            }
+            if (known) {
+                if (size > PKL_MAX) {
+                    WHY("data.pkl of %llu bytes", (unsigned long long)size);
+                    break;
+                }
+                if (!(pkl = malloc(size ? (size_t)size : 1))) {
+                    rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+                    break;
+                }
+                rc = rd_get(r, pkl, size, err);
+            } else {
+                rc = rd_scan(r, 1, PKL_MAX, &pkl, &size, err);
+                if (rc == 1) {
+                    rc = 0;
+                    WHY("data.pkl has no data descriptor within %u bytes", PKL_MAX);
+                    break;
+                }
+            }
+            char label[4600];
+            snprintf(label, sizeof label, "%s:%s", path, rel);
+            if (!rc) rc = cv_pickle_state_dict(pkl, (size_t)size, label, &pi->pk, &pi->n_pk, err);
+            free(pkl);
+            if (rc) break;
+            for (size_t i = 0; i < pi->n_pk; i++) {
+                if (!strcmp(pi->pk[i].name, "tok_embeddings.weight")) tie_i[0] = (int)i;
+                if (!strcmp(pi->pk[i].name, "output.weight")) tie_i[1] = (int)i;
+            }
+            if (!(pi->off = calloc(pi->n_pk + 1, sizeof *pi->off)) ||
+                !(sto = calloc(pi->n_pk + 1, sizeof *sto))) {
+                rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+                break;
+            }
+            if (!known) continue;  /* its descriptor is consumed */
+        } else if (is_data) {
+            if (n_sto == pi->n_pk) {
+                WHY("more storages than tensors");
+                break;
+            }
+            pth_store *st = &sto[n_sto++];
+            snprintf(st->key, sizeof st->key, "%s", rest + 5);
+            st->off = data_off;
+            st->size = size;
+            for (int f = 0; f < 2; f++) {
+                const cv_pk_tensor *t = tie_i[f] >= 0 ? &pi->pk[tie_i[f]] : NULL;
+                if (!t || strcmp(t->key, st->key) || r->feed[f].st) continue;
+                int64_t ne = 1;
+                for (int d = 0; d < t->n_dims; d++) ne *= t->dims[d];
+                uint64_t es = (uint64_t)cv_pt_stype_size(t->stype);
+                if (!(r->feed[f].st = XXH3_createState())) {
+                    rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+                    break;
+                }
+                XXH3_128bits_reset(r->feed[f].st);
+                r->feed[f].lo = data_off + (uint64_t)t->offset * es;
+                r->feed[f].hi = r->feed[f].lo + (uint64_t)ne * es;
+            }
+            if (!rc) rc = rd_get(r, NULL, size, err);
+        } else if (known) {
+            rc = rd_get(r, NULL, size, err);
+        } else {
+            rc = rd_scan(r, 0, AUX_MAX, NULL, &size, err);
+            if (rc == 1) {
+                rc = 0;
+                WHY("member '%s' has no data descriptor within %u bytes", name, AUX_MAX);
+            }
+            continue;
+        }
+        if (rc || !(flag & 8)) continue;
+        uint8_t d[24];
+        if ((rc = rd_get(r, d, 4, err))) break;
+        size_t dn = z64 ? 16 : 8;
+        if (!memcmp(d, "PK\7\10", 4) && (rc = rd_get(r, d, 4, err))) break;
+        if ((rc = rd_get(r, d + 4, dn, err))) break;
+        uint64_t dc = z64 ? rd_le64(d + 4) : rd_le32(d + 4),
+                 du = z64 ? rd_le64(d + 12) : rd_le32(d + 8);
+        if (dc != size || du != size)
+            WHY("the data descriptor of '%s' gives %llu bytes, %llu expected", name,
+                (unsigned long long)du, (unsigned long long)size);
+    }
+    if (!rc && !pi->why[0] && !pi->pk) WHY("no data.pkl");
+    /* Every tensor: contiguous, inside a storage that arrived. */
+    for (size_t i = 0; !rc && !pi->why[0] && i < pi->n_pk; i++) {
+        const cv_pk_tensor *t = &pi->pk[i];
+        const pth_store *st = NULL;
+        for (size_t k = 0; k < n_sto && !st; k++)
+            if (!strcmp(sto[k].key, t->key)) st = &sto[k];
+        uint64_t es = (uint64_t)cv_pt_stype_size(t->stype), ne = 1;
+        int bad = !st || !cv_pk_contiguous(t) || t->offset < 0;
+        for (int d = 0; d < t->n_dims && !bad; d++) {
+            if (t->dims[d] < 0 || (t->dims[d] && ne > UINT64_MAX / 16 / (uint64_t)t->dims[d]))
+                bad = 1;
+            else ne *= (uint64_t)t->dims[d];
+        }
+        if (!bad && ((uint64_t)t->offset > st->size / es || ne * es > st->size - (uint64_t)t->offset * es))
+            bad = 1;
+        if (bad) WHY("tensor '%s' is not a contiguous slice of a stored storage", t->name);
+        else pi->off[i] = st->off + (uint64_t)t->offset * es;
+    }
+    if (!rc && !pi->why[0] && tie_i[0] >= 0 && tie_i[1] >= 0) {
+        const cv_pk_tensor *e = &pi->pk[tie_i[0]], *o = &pi->pk[tie_i[1]];
+        int same = e->stype == o->stype && e->n_dims == o->n_dims &&
+                   !memcmp(e->dims, o->dims, sizeof e->dims) && r->feed[0].st && r->feed[1].st &&
+                   r->feed[0].fed == r->feed[0].hi - r->feed[0].lo &&
+                   r->feed[1].fed == r->feed[1].hi - r->feed[1].lo;
+        if (same) {
+            XXH128_hash_t x = XXH3_128bits_digest(r->feed[0].st),
+                          y = XXH3_128bits_digest(r->feed[1].st);
+            pi->tied = XXH128_isEqual(x, y);
+        }
+    }
+    /* Arrival order (a tied output.weight is dropped); bytes read once. */
+    if (!rc && !pi->why[0]) {
+        size_t n = 0;
+        for (size_t i = 0; i < pi->n_pk; i++) {
+            if (pi->tied && (int)i == tie_i[1]) continue;
+            cv_pk_tensor t = pi->pk[i];
+            uint64_t o = pi->off[i];
+            size_t j = n++;
+            for (; j > 0 && pi->off[j - 1] > o; j--) {
+                pi->pk[j] = pi->pk[j - 1];
+                pi->off[j] = pi->off[j - 1];
+            }
+            pi->pk[j] = t;
+            pi->off[j] = o;
+        }
+        pi->n_pk = n;
+        for (size_t i = 1; i < n && !pi->why[0]; i++)
+            if (pi->off[i] < pi->off[i - 1] + pk_nbytes(&pi->pk[i - 1]))
+                WHY("tensors '%s' and '%s' share bytes", pi->pk[i - 1].name, pi->pk[i].name);
+    }
+#undef WHY
+    for (int f = 0; f < 2; f++) XXH3_freeState(r->feed[f].st);
+    free(r);
+    free(sto);
+    return rc;
+}
+
 static const char *base_of(const char *p)
 {
     const char *s = strrchr(p, '/');
@@ -446,7 +827,7 @@ static int is_small_meta(const char *b)
 {
     static const char *names[] = {"config.json", "generation_config.json", "tokenizer_config.json",
                                   "tokenizer.model", "tokenizer.json", "special_tokens_map.json",
-                                  "model.safetensors.index.json"};
+                                  "model.safetensors.index.json", "params.json"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(b, names[i])) return 1;
     return 0;
@@ -470,9 +851,11 @@ static int scan_archive(const char *path, st_scan *sc, lpk_error *err)
         const char *sl = strchr(rel, '/');
         if (sl && strchr(sl + 1, '/')) continue;
         int weights = has_suffix(b, ".safetensors");
-        int blocks = has_suffix(b, ".pth") || has_suffix(b, ".bin") || !strcmp(b, "params.json");
-        if (!weights && !blocks && !is_small_meta(b)) continue;
-        if (size < 0 || (!weights && size > SMALL_MAX)) blocks = 1;
+        /* consolidated.00.pth is walked; more shards are unpacked anyway */
+        int torch = !strcmp(b, "consolidated.00.pth");
+        int blocks = (has_suffix(b, ".pth") && !torch) || has_suffix(b, ".bin");
+        if (!weights && !blocks && !torch && !is_small_meta(b)) continue;
+        if (size < 0 || (!weights && !torch && size > SMALL_MAX)) blocks = 1;
         if (!weights && !blocks && (small_total += (uint64_t)size) > SMALL_TOTAL) blocks = 1;
         if (sc->n == sc->cap) {
             size_t c = sc->cap ? sc->cap * 2 : 16;
@@ -492,7 +875,13 @@ static int scan_archive(const char *path, st_scan *sc, lpk_error *err)
             break;
         }
         if (blocks) continue;
-        if (weights) {
+        if (torch) {
+            if (!(m->pth = calloc(1, sizeof *m->pth))) {
+                rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+                break;
+            }
+            if ((rc = pth_walk(a, path, rel, m->size, m->pth, err))) break;
+        } else if (weights) {
             uint8_t pre[8];
             uint64_t hl;
             if ((rc = arc_read(a, path, rel, pre, 8, err)) ||
@@ -689,7 +1078,45 @@ static int stream_add_member(stream_src *S, const cv_hparams *hp, size_t mi, lpk
     return rc;
 }
 
-/* CV_NOT_STREAMABLE: not a safetensors layout; the caller unpacks instead. */
+/* A one-shard Meta checkpoint: params.json and tokenizer.model from the small
+ * folder, the tensors in the order the walk found their bytes. */
+static int stream_meta(stream_src *S, const char *small, size_t mi, const cv_torch_opts *opts,
+                       char *warn, size_t warn_n, lpk_error *err)
+{
+    const st_member *m = &S->sc.m[mi];
+    const pth_info *pi = m->pth;
+    char ppath[4300], label[8400], tp[4300];
+    snprintf(ppath, sizeof ppath, "%s/params.json", small);
+    snprintf(label, sizeof label, "%s:%s", S->arc_path, m->rel);
+    int rc = cv_meta_describe(small, ppath, pi->pk, pi->n_pk, label, opts, &S->base, err);
+    if (!rc && pi->tied) rc = cv_source_add_skipped(&S->base, "output.weight", err);
+    if (!rc) {
+        if (opts && opts->tokenizer) snprintf(tp, sizeof tp, "%s", opts->tokenizer);
+        else snprintf(tp, sizeof tp, "%s/tokenizer.model", small);
+        if ((opts && opts->tokenizer) || access(tp, R_OK) == 0)
+            rc = cv_load_tokenizer(tp, &S->base, warn, warn_n, err);
+        else
+            snprintf(warn, warn_n, "no tokenizer (no tokenizer.model in %s)", S->arc_path);
+    }
+    if (!rc && !(S->st = calloc(S->base.n_tensors + 1, sizeof *S->st)))
+        rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+    for (size_t j = 0; !rc && j < S->base.n_tensors; j++) {
+        cv_tensor *t = &S->base.tensors[j];
+        size_t k = (size_t)(uintptr_t)t->priv;
+        st_tensor *x = &S->st[j];
+        x->member = mi;
+        x->off = pi->off[k];
+        x->nbytes = pk_nbytes(&pi->pk[k]);
+        int64_t rows = 1;
+        for (int d = 0; d + 1 < t->n_dims; d++) rows *= t->dims[d];
+        x->row_bytes = rows > 0 ? x->nbytes / (uint64_t)rows : 0;
+        t->priv = (void *)(uintptr_t)j;
+    }
+    return rc;
+}
+
+/* CV_NOT_STREAMABLE: not a safetensors or one-shard Meta layout; the caller
+ * unpacks instead. */
 static int stream_open(const char *path, const cv_torch_opts *opts, cv_source **out,
                        lpk_error *err)
 {
@@ -710,7 +1137,8 @@ static int stream_open(const char *path, const cv_torch_opts *opts, cv_source **
         for (size_t i = 0; i < S->sc.n && strip; i++)
             if (strncmp(S->sc.m[i].rel, S->sc.m[0].rel, strip)) strip = 0;
     }
-    int any = 0;
+    int any = 0, params = 0;
+    size_t n_pth = 0, pth_i = 0;
     for (size_t i = 0; !rc && i < S->sc.n; i++) {
         st_member *m = &S->sc.m[i];
         if (strchr(m->rel + strip, '/')) {
@@ -718,12 +1146,25 @@ static int stream_open(const char *path, const cv_torch_opts *opts, cv_source **
             m->blocks = 0;
             free(m->data);
             m->data = NULL;
+            pth_free(m->pth);
+            m->pth = NULL;
             continue;
         }
         if (m->blocks) rc = CV_NOT_STREAMABLE;
         any |= m->weights;
+        if (m->pth) n_pth++, pth_i = i;
+        if (!strcmp(m->rel + strip, "params.json")) params = 1;
     }
-    if (!rc && !any) rc = CV_NOT_STREAMABLE;
+    /* A one-shard Meta folder streams too; more shards are unpacked. */
+    int meta = !rc && !any && n_pth == 1 && params &&
+               !strcmp(S->sc.m[pth_i].rel + strip, "consolidated.00.pth");
+    if (meta && S->sc.m[pth_i].pth->why[0]) {
+        if (opts && opts->warn && !opts->warn[0])
+            snprintf(opts->warn, opts->warn_n, "%s:%s cannot stream (%s): unpacked to a "
+                     "temporary folder", path, S->sc.m[pth_i].rel, S->sc.m[pth_i].pth->why);
+        meta = 0;
+    }
+    if (!rc && (any ? n_pth > 0 || params : !meta)) rc = CV_NOT_STREAMABLE;
     if (!rc && !(S->base.meta = lpk_meta_new())) rc = lpk_err(err, LPK_ENOMEM, "out of memory");
     /* The small files go to a small folder for the HF folder reader. */
     if (!rc) {
@@ -749,12 +1190,13 @@ static int stream_open(const char *path, const cv_torch_opts *opts, cv_source **
             rc = lpk_err(err, LPK_EIO, "%s: %s", p, strerror(errno));
         if (fd >= 0) close(fd);
     }
-    cv_hparams hp;
+    cv_hparams hp = {0};
     char warn[512];
-    if (!rc)
-        rc = cv_hf_folder_meta(small, opts ? opts->tokenizer : NULL, &hp, &S->base,
-                               opts && opts->warn ? opts->warn : warn,
-                               opts && opts->warn ? opts->warn_n : sizeof warn, err);
+    char *wp = opts && opts->warn ? opts->warn : warn;
+    size_t wn = opts && opts->warn ? opts->warn_n : sizeof warn;
+    if (!rc && meta) rc = stream_meta(S, small, pth_i, opts, wp, wn, err);
+    else if (!rc) rc = cv_hf_folder_meta(small, opts ? opts->tokenizer : NULL, &hp, &S->base,
+                                         wp, wn, err);
     if (small[0]) {
         if (rc < 0) rename_in_msg(err, small, path);
         spool_cleanup(small);
@@ -766,7 +1208,7 @@ static int stream_open(const char *path, const cv_torch_opts *opts, cv_source **
         rc = cv_source_add_file(&S->base, path, err);
     }
     if (!rc) rc = set_archive_name(S->base.meta, path, err);
-    if (!rc && lpk_meta_set_str(S->base.meta, "source.format", "hf-safetensors"))
+    if (!rc && !meta && lpk_meta_set_str(S->base.meta, "source.format", "hf-safetensors"))
         rc = lpk_err(err, LPK_ENOMEM, "out of memory");
     for (size_t i = 0; !rc && i < S->sc.n; i++)
         if (S->sc.m[i].weights) rc = stream_add_member(S, &hp, i, err);

@@ -258,18 +258,25 @@ static int check_shards_agree(meta_src *m, lpk_error *err)
     return 0;
 }
 
+/* Only float/half/bfloat16 tensors of 1 or 2 dims convert. */
+static int check_kind(const char *f0, const char *name, int stype, int n_dims, lpk_error *err)
+{
+    if (cv_pt_stype_lpk(stype) < 0)
+        return lpk_err(err, LPK_EUNSUPPORTED, "%s: tensor '%s' is %s; only float, half and "
+                       "bfloat16 tensors can be converted", f0, name, cv_pt_stype_name(stype));
+    if (n_dims < 1 || n_dims > 2)
+        return lpk_err(err, LPK_EUNSUPPORTED, "%s: tensor '%s' has %d dims (1 or 2 expected)", f0,
+                       name, n_dims);
+    return 0;
+}
+
 static int plan_tensor(meta_src *m, const meta_params *p, const cv_pt_tensor *x, cv_tensor *t,
                        meta_tensor *mt, lpk_error *err)
 {
     size_t S = m->n_shards;
     const char *f0 = m->shards[0]->path;
-    if (x->type < 0)
-        return lpk_err(err, LPK_EUNSUPPORTED, "%s: tensor '%s' is %s; only float, half and "
-                       "bfloat16 tensors can be converted", f0, x->name,
-                       cv_pt_stype_name(x->stype));
-    if (x->n_dims < 1 || x->n_dims > 2)
-        return lpk_err(err, LPK_EUNSUPPORTED, "%s: tensor '%s' has %d dims (1 or 2 expected)", f0,
-                       x->name, x->n_dims);
+    int rc = check_kind(f0, x->name, x->stype, x->n_dims, err);
+    if (rc) return rc;
     for (size_t s = 0; s < S; s++) {
         mt->parts[s] = cv_torch_file_find(m->shards[s], x->name);
         if (!mt->parts[s])
@@ -327,11 +334,11 @@ static const cv_tensor *find_t(const cv_source *s, const char *name)
     return NULL;
 }
 
-static int fill_meta(meta_src *m, const char *dir, const char *ppath, const meta_params *p,
+static int fill_meta(cv_source *s, const char *dir, const char *ppath, const meta_params *p,
                      const cv_torch_opts *opts, lpk_error *err)
 {
-    const cv_tensor *emb = find_t(&m->base, "token_embd.weight"),
-                    *gate = find_t(&m->base, "blk.0.ffn_gate.weight");
+    const cv_tensor *emb = find_t(s, "token_embd.weight"),
+                    *gate = find_t(s, "blk.0.ffn_gate.weight");
     if (!emb || emb->n_dims != 2 || emb->dims[1] != p->dim)
         return lpk_err(err, LPK_ECORRUPT, "%s: tok_embeddings.weight missing or not [vocab, %lld]",
                        dir, (long long)p->dim);
@@ -353,9 +360,9 @@ static int fill_meta(meta_src *m, const char *dir, const char *ppath, const meta
     hp.ctx = opts && opts->context_length ? opts->context_length
              : p->max_seq_len > 0         ? p->max_seq_len
                                           : 4096;
-    int rc = cv_hparams_to_meta(&hp, m->base.meta, err);
+    int rc = cv_hparams_to_meta(&hp, s->meta, err);
     if (rc) return rc;
-    lpk_meta *md = m->base.meta;
+    lpk_meta *md = s->meta;
     char name[256];
     cv_default_name(dir, name, sizeof name);
     rc |= lpk_meta_set_str(md, "general.name", name[0] ? name : "model");
@@ -369,10 +376,37 @@ static int fill_meta(meta_src *m, const char *dir, const char *ppath, const meta
     }
     rc |= lpk_meta_set_str(md, "source.format", "meta");
     if (rc) return lpk_err(err, LPK_ENOMEM, "out of memory");
-    if ((rc = cv_source_add_file(&m->base, ppath, err))) return rc;
-    for (size_t s = 0; s < m->n_shards; s++)
-        if ((rc = cv_source_add_file(&m->base, m->shards[s]->path, err))) return rc;
     return 0;
+}
+
+int cv_meta_describe(const char *dir, const char *ppath, const cv_pk_tensor *pk, size_t n,
+                     const char *pth, const cv_torch_opts *opts, cv_source *s, lpk_error *err)
+{
+    meta_params p;
+    int rc = read_params(ppath, &p, err);
+    if (rc) return rc;
+    if (!s->meta && !(s->meta = lpk_meta_new())) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    if (!(s->tensors = calloc(n ? n : 1, sizeof *s->tensors)))
+        return lpk_err(err, LPK_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        cv_tensor *t = &s->tensors[s->n_tensors];
+        int k = cv_name_from_meta(pk[i].name, t->name, sizeof t->name);
+        if (k == CV_NAME_SKIP) {
+            if ((rc = cv_source_add_skipped(s, pk[i].name, err))) return rc;
+            continue;
+        }
+        if (k != CV_NAME_OK)
+            return lpk_err(err, LPK_EUNSUPPORTED, "%s: unknown tensor '%s' (not a LLaMA weight)",
+                           pth, pk[i].name);
+        if ((rc = check_kind(pth, pk[i].name, pk[i].stype, pk[i].n_dims, err))) return rc;
+        snprintf(t->src_name, sizeof t->src_name, "%s", pk[i].name);
+        t->dtype = cv_pt_stype_lpk(pk[i].stype);
+        t->n_dims = pk[i].n_dims;
+        for (int d = 0; d < t->n_dims; d++) t->dims[d] = pk[i].dims[d];
+        t->priv = (void *)(uintptr_t)i;
+        s->n_tensors++;
+    }
+    return fill_meta(s, dir, ppath, &p, opts, err);
 }
 
 /* ---------------------------------------------------------------- open */
@@ -444,7 +478,11 @@ int cv_meta_open(const char *dir, const cv_torch_opts *opts, cv_source **out, lp
         t->priv = mt;
         m->base.n_tensors++;
     }
-    if ((rc = fill_meta(m, dir, ppath, &p, opts, err))) goto fail;
+    if ((rc = fill_meta(&m->base, dir, ppath, &p, opts, err)) ||
+        (rc = cv_source_add_file(&m->base, ppath, err)))
+        goto fail;
+    for (size_t s = 0; s < m->n_shards; s++)
+        if ((rc = cv_source_add_file(&m->base, m->shards[s]->path, err))) goto fail;
     /* Reading the zip headers and comparing the replicated norms mapped pages
      * all over the shards (a fault maps a whole folio around the byte it
      * needs): give them back before the tensors are read. */

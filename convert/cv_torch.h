@@ -67,6 +67,9 @@ typedef struct cv_pk_tensor {
 int cv_pickle_state_dict(const uint8_t *buf, size_t n, const char *path, cv_pk_tensor **out,
                          size_t *n_out, lpk_error *err);
 
+/* True when t's strides are row-major contiguous (size-1 dims ignored). */
+int cv_pk_contiguous(const cv_pk_tensor *t);
+
 /* ---------------------------------------------------------------- zip */
 typedef struct cv_zip_entry {
     const char *name;     /* points into the mapping, name_len bytes, not NUL-terminated */
@@ -128,6 +131,13 @@ void cv_torch_file_close(cv_torch_file *f);  /* NULL is fine */
  * skipped (listed in the source's skipped). llama.* keys come from
  * params.json and the tensor shapes. Tokenizer keys are not set here. */
 int cv_meta_open(const char *dir, const cv_torch_opts *opts, cv_source **out, lpk_error *err);
+/* A one-shard Meta checkpoint known only by its pickle (archives stream the
+ * data): s->tensors get canonical names, dtypes and shapes in the order of pk
+ * (priv = index into pk; rope.freqs goes to s->skipped), s->meta the llama.*
+ * keys from ppath (params.json) and the shapes, general.name from dir and
+ * source.format "meta". pth names the checkpoint in messages. */
+int cv_meta_describe(const char *dir, const char *ppath, const cv_pk_tensor *pk, size_t n,
+                     const char *pth, const cv_torch_opts *opts, cv_source *s, lpk_error *err);
 /* True when dir looks like a Meta folder (params.json + consolidated.00.pth). */
 int cv_meta_detect(const char *dir);
 
@@ -138,7 +148,8 @@ int cv_meta_detect(const char *dir);
  * cv_internal.h: int cv_hftorch_open(dir, const cv_torch_opts *, out, err). */
 
 /* Checkpoint archives (.tar, .tar.gz, .tar.zst, .zip; files at the root or in
- * one top-level folder). The members are copied into a temporary folder in
+ * one top-level folder). HF safetensors and one-shard Meta layouts stream
+ * (source.streaming; open_dir is not called). Otherwise the members are copied into a temporary folder in
  * opts->spool_dir (free space checked first; removed on close, on failure and
  * on SIGINT/SIGTERM) and that folder is opened with open_dir. The source's
  * files are the archive itself; general.name comes from the archive's name. */

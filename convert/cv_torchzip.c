@@ -162,7 +162,7 @@ static int cmp_entry(const void *a, const void *b)
     return c ? c : (x->name_len > y->name_len) - (x->name_len < y->name_len);
 }
 
-static int is_contiguous(const cv_pk_tensor *t)
+int cv_pk_contiguous(const cv_pk_tensor *t)
 {
     int64_t want = 1;
     for (int d = t->n_dims - 1; d >= 0; d--) {
@@ -199,7 +199,7 @@ static int resolve(cv_torch_file *f, const cv_zip_entry *sorted, size_t n, const
         numel *= (uint64_t)pt->dims[d];
         t->dims[d] = pt->dims[d];
     }
-    if (!is_contiguous(pt)) {
+    if (!cv_pk_contiguous(pt)) {
         char sz[128], st[128];
         fmt_dims(sz, sizeof sz, pt->dims, pt->n_dims);
         fmt_dims(st, sizeof st, pt->strides, pt->n_dims);
