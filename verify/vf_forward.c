@@ -150,46 +150,36 @@ typedef float vf_f4 __attribute__((vector_size(16)));
 static inline vf_f4 ld4(const float *p) { vf_f4 v; memcpy(&v, p, sizeof v); return v; }
 static inline void st4(float *p, vf_f4 v) { memcpy(p, &v, sizeof v); }
 
+/* out[j] = sum_r c[r] * m[r][j] (r in order) for j < 16; m rows ld apart. */
+static inline void rowsum16(float *out, const float *c, const float *m, size_t ld, int nr)
+{
+    vf_f4 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    for (int r = 0; r < nr; r++) {
+        const float *mr = m + (size_t)r * ld;
+        vf_f4 cr = {c[r], c[r], c[r], c[r]};
+        a0 += cr * ld4(mr);
+        a1 += cr * ld4(mr + 4);
+        a2 += cr * ld4(mr + 8);
+        a3 += cr * ld4(mr + 12);
+    }
+    st4(out, a0);
+    st4(out + 4, a1);
+    st4(out + 8, a2);
+    st4(out + 12, a3);
+}
+
 /* att[p] = sum_i q[i] * kt[i][p] (i in order) for p < n (n a multiple of 16;
  * kt rows ld apart). */
 static void scores(float *att, const float *q, const float *kt, size_t ld, int hd, int n)
 {
-    for (int p = 0; p < n; p += 16) {
-        vf_f4 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        for (int i = 0; i < hd; i++) {
-            const float *k = kt + (size_t)i * ld + p;
-            vf_f4 qi = {q[i], q[i], q[i], q[i]};
-            a0 += qi * ld4(k);
-            a1 += qi * ld4(k + 4);
-            a2 += qi * ld4(k + 8);
-            a3 += qi * ld4(k + 12);
-        }
-        st4(att + p, a0);
-        st4(att + p + 4, a1);
-        st4(att + p + 8, a2);
-        st4(att + p + 12, a3);
-    }
+    for (int p = 0; p < n; p += 16) rowsum16(att + p, q, kt + p, ld, hd);
 }
 
 /* o[i] = sum_p w[p] * v[p][i] (p in order) for i < hd; v rows ld apart. */
 static void weighted_sum(float *o, const float *w, const float *v, size_t ld, int hd, int n)
 {
     int i0 = 0;
-    for (; i0 + 16 <= hd; i0 += 16) {
-        vf_f4 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        for (int p = 0; p < n; p++) {
-            const float *vr = v + (size_t)p * ld + i0;
-            vf_f4 wp = {w[p], w[p], w[p], w[p]};
-            a0 += wp * ld4(vr);
-            a1 += wp * ld4(vr + 4);
-            a2 += wp * ld4(vr + 8);
-            a3 += wp * ld4(vr + 12);
-        }
-        st4(o + i0, a0);
-        st4(o + i0 + 4, a1);
-        st4(o + i0 + 8, a2);
-        st4(o + i0 + 12, a3);
-    }
+    for (; i0 + 16 <= hd; i0 += 16) rowsum16(o + i0, w, v + i0, ld, n);
     for (; i0 < hd; i0++) {
         float a = 0;
         for (int p = 0; p < n; p++) a += w[p] * v[(size_t)p * ld + i0];
