@@ -30,6 +30,12 @@ for fig in "$@"; do
     case $fig in
     machine)
         cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+        fam=$(sed -n 's/^cpu family[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+        mod=$(sed -n 's/^model[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+        mhz=$(sed -n 's/^cpu MHz[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+        cpu="$cpu (family $fam model $mod, ${mhz%.*} MHz)"
+        mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+        cpu="$cpu, $mem"
         cores=$(nproc)
         simd=$("$O"/bench/bench_kernels --describe)
         echo "CPU: $cpu, $cores cores, SIMD paths: $simd"
@@ -57,4 +63,6 @@ for fig in "$@"; do
     echo "-- $fig: $(( $(date +%s) - t0 )) s"
 done
 echo "== all figures: $(( $(date +%s) - t_all )) s; results in $out"
+echo
+sh bench/table.sh "$out"
 exit $status
