@@ -18,7 +18,9 @@
 # The machine's limits for the same bytes, measured in the same run: read
 # bandwidth = `cat` of the generated checkpoint from disk, write bandwidth =
 # `dd` of as many bytes to the same disk with fdatasync at the end (convert
-# fsyncs its output too). Where /proc/sys/vm/drop_caches is writable (root),
+# fsyncs its output too), copy bandwidth = the checkpoint's files `cat` into
+# one file on the same disk, fdatasync at the end (reads and writes the bytes
+# convert reads and writes, and does nothing else). Where /proc/sys/vm/drop_caches is writable (root),
 # the page cache is dropped before the read and before the convert so both
 # start cold; otherwise the figures say "cache": "warm".
 set -e
@@ -73,6 +75,13 @@ for m in $models; do
     t1=$(now)
     rm -f "$work/dd.tmp"
     write_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+    # a plain copy of the same files (what convert does at the least)
+    cold
+    t0=$(now)
+    find "$src" -type f -exec cat {} + | dd of="$work/dd.tmp" bs=1M iflag=fullblock conv=fdatasync 2>/dev/null
+    t1=$(now)
+    rm -f "$work/dd.tmp"
+    copy_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
     cold
     /usr/bin/time -v "$bin" convert "$src" -o "$out" --force --json \
         > "$work/$m.json" 2> "$work/$m.time" || { cat "$work/$m.time"; rm -rf "$src" "$out"; exit 1; }
@@ -82,10 +91,10 @@ for m in $models; do
     user=$(sed -n 's/.*User time (seconds): \([0-9.]*\).*/\1/p' "$work/$m.time")
     sys=$(sed -n 's/.*System time (seconds): \([0-9.]*\).*/\1/p' "$work/$m.time")
     line=$(awk -v m="$m" -v b="$bytes" -v s="$secs" -v r="$rss_kb" -v u="$user" -v y="$sys" \
-               -v sb="$src_bytes" -v rs="$read_s" -v ws="$write_s" -v c="$cache" 'BEGIN {
-        rbw = sb / rs / 1e9; wbw = 1048576 * (int(sb / 1048576) + 1) / ws / 1e9; cbw = b / s / 1e9
-        printf "{\"bench\": \"convert\", \"model\": \"%s\", \"bytes\": %.0f, \"seconds\": %.2f, \"gb_per_s\": %.3f, \"peak_rss_mib\": %.1f, \"user_s\": %.1f, \"sys_s\": %.1f, \"cache\": \"%s\", \"read_gb_per_s\": %.3f, \"write_gb_per_s\": %.3f, \"of_read\": %.2f, \"of_write\": %.2f}",
-               m, b, s, cbw, r / 1024, u, y, c, rbw, wbw, cbw / rbw, cbw / wbw }')
+               -v sb="$src_bytes" -v rs="$read_s" -v ws="$write_s" -v cs="$copy_s" -v c="$cache" 'BEGIN {
+        rbw = sb / rs / 1e9; wbw = 1048576 * (int(sb / 1048576) + 1) / ws / 1e9; cbw = b / s / 1e9; pbw = sb / cs / 1e9
+        printf "{\"bench\": \"convert\", \"model\": \"%s\", \"bytes\": %.0f, \"seconds\": %.2f, \"gb_per_s\": %.3f, \"peak_rss_mib\": %.1f, \"user_s\": %.1f, \"sys_s\": %.1f, \"cache\": \"%s\", \"read_gb_per_s\": %.3f, \"write_gb_per_s\": %.3f, \"copy_gb_per_s\": %.3f, \"of_read\": %.2f, \"of_write\": %.2f, \"of_copy\": %.2f}",
+               m, b, s, cbw, r / 1024, u, y, c, rbw, wbw, pbw, cbw / rbw, cbw / wbw, cbw / pbw }')
     echo "$line"
     echo "$line" >> bench/results.json
     rm -rf "$src" "$out" "$work/$m.json" "$work/$m.time"

@@ -17,9 +17,10 @@ function pct(x) { return x == "" ? "-" : sprintf("%.0f%%", 100 * x) }
 { b = val("bench") }
 b == "machine" { printf "machine: %s, %s cores, %s (%s)\n", val("cpu"), val("cores"), val("simd"), val("date") }
 b == "convert" {
-    if (!nc++) { printf "\nconvert %-10s %8s %9s %9s %9s %9s %8s %8s\n", "model", "GB", "GB/s", "read", "write", "of read", "of write", "RSS MiB" }
-    printf "        %-10s %8.2f %9.3f %9.3f %9.3f %9s %8s %8.1f\n", val("model"), val("bytes") / 1e9, val("gb_per_s"),
-        val("read_gb_per_s"), val("write_gb_per_s"), pct(val("of_read")), pct(val("of_write")), val("peak_rss_mib")
+    if (!nc++) { printf "\nconvert %-10s %7s %7s %7s %7s %7s %8s %8s %8s %8s\n", "model", "GB", "GB/s", "read", "write", "copy", "of read", "of write", "of copy", "RSS MiB" }
+    printf "        %-10s %7.2f %7.3f %7.3f %7.3f %7.3f %8s %8s %8s %8.1f\n", val("model"), val("bytes") / 1e9, val("gb_per_s"),
+        val("read_gb_per_s"), val("write_gb_per_s"), val("copy_gb_per_s"), pct(val("of_read")), pct(val("of_write")),
+        pct(val("of_copy")), val("peak_rss_mib")
 }
 b == "quant" {
     if (!nq++) { printf "\nquant   %-6s %3s %10s %10s %8s %10s  %s\n", "type", "thr", "GB/s in", "read GB/s", "of read", "ns/weight", "path" }
