@@ -96,11 +96,13 @@ int quant_error(int type, const float *src, const void *q, int64_t nrows, int64_
                 double *sse, double *ssx);
 
 /* Code path selection for tests and benchmarks: QUANT_PATH_AUTO (lpk_cpu_features,
- * which honours LLMPACK_SIMD) or QUANT_PATH_SCALAR (reference code only).
+ * which honours LLMPACK_SIMD), QUANT_PATH_SCALAR (reference code only) or
+ * QUANT_PATH_AVX2 (no AVX-512 even where the CPU has it).
  * Process-wide; set it before quantizing, not while other threads quantize. */
-enum quant_path { QUANT_PATH_AUTO = 0, QUANT_PATH_SCALAR = 1 };
+enum quant_path { QUANT_PATH_AUTO = 0, QUANT_PATH_SCALAR = 1, QUANT_PATH_AVX2 = 2 };
 void quant_set_path(int path);
-/* "avx2" or "scalar": the path quant_quantize_rows uses for type right now. */
+/* "avx512", "avx2" or "scalar": the path quant_quantize_rows uses for type
+ * without importance weights right now. */
 const char *quant_path_name(int type);
 
 /* ---------------------------------------------------------------- recipes */

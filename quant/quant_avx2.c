@@ -5,6 +5,7 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <math.h>
 
 #define TGT __attribute__((target("avx2")))
 
@@ -180,101 +181,140 @@ static const qi_ops ops_avx2 = {sym_err_avx2,   sym_sums_avx2, asym_err_avx2,
                                 asym_sums_avx2, sym_err_n_avx2, amax32_avx2,
                                 sym_assign32_avx2, f2h_f16c,    h2f_f16c};
 
-void quant_avx2_q4_0(const float *x, const float *w, void *dst, int64_t n)
-{
-    block_q4_0 *b = dst;
-    for (int64_t i = 0; i < n / 32; i++)
-        quant_block_q4_0(&ops_avx2, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
-}
+/* ---------------------------------------------------------------- lanes */
+/* The lane primitives of quant_lanes.h over 8 blocks (one per float lane). */
+#define QL_W 8
+#define QL_TARGET "avx2,fma,f16c"
+#define QL_FN __attribute__((target(QL_TARGET), always_inline)) static inline
+typedef __m256 qv;
+typedef __m256 qm;  /* all-ones lanes */
+typedef __m128i qh; /* 8 halves */
 
-void quant_avx2_q5_0(const float *x, const float *w, void *dst, int64_t n)
+QL_FN qv v_zero(void) { return _mm256_setzero_ps(); }
+QL_FN qv v_set1(float a) { return _mm256_set1_ps(a); }
+QL_FN qv v_add(qv a, qv b) { return _mm256_add_ps(a, b); }
+QL_FN qv v_sub(qv a, qv b) { return _mm256_sub_ps(a, b); }
+QL_FN qv v_mul(qv a, qv b) { return _mm256_mul_ps(a, b); }
+QL_FN qv v_div(qv a, qv b) { return _mm256_div_ps(a, b); }
+QL_FN qv v_min(qv a, qv b) { return _mm256_min_ps(a, b); }
+QL_FN qv v_max(qv a, qv b) { return _mm256_max_ps(a, b); }
+QL_FN qv v_abs(qv a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+QL_FN qv v_neg(qv a) { return _mm256_xor_ps(_mm256_set1_ps(-0.0f), a); }
+QL_FN qv v_fnmadd(qv a, qv b, qv c) { return _mm256_fnmadd_ps(a, b, c); }
+QL_FN qm v_lt(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+QL_FN qm v_gt(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+QL_FN qm v_eq(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+QL_FN qm v_neq(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_NEQ_UQ); }
+QL_FN qm v_finite(qv a) { return _mm256_cmp_ps(v_abs(a), _mm256_set1_ps(INFINITY), _CMP_LT_OQ); }
+QL_FN qm v_notfinite(qv a) { return _mm256_cmp_ps(v_abs(a), _mm256_set1_ps(INFINITY), _CMP_NLT_UQ); }
+QL_FN qm m_zero(void) { return _mm256_setzero_ps(); }
+QL_FN qm m_or(qm a, qm b) { return _mm256_or_ps(a, b); }
+QL_FN qm m_and(qm a, qm b) { return _mm256_and_ps(a, b); }
+QL_FN qm m_andnot(qm a, qm b) { return _mm256_andnot_ps(a, b); }
+QL_FN int m_any(qm m) { return _mm256_movemask_ps(m) != 0; }
+QL_FN qv v_blend(qm m, qv a, qv b) { return _mm256_blendv_ps(a, b, m); }
+QL_FN void v_store(float *p, qv a) { _mm256_storeu_ps(p, a); }
+QL_FN qh h_zero(void) { return _mm_setzero_si128(); }
+/* qi_f16_sat: round to nearest even, inf -> largest finite half */
+QL_FN qh h_f16sat(qv a)
 {
-    block_q5_0 *b = dst;
-    for (int64_t i = 0; i < n / 32; i++)
-        quant_block_q5_0(&ops_avx2, x + 32 * i, w ? w + 32 * i : NULL, &b[i]);
-}
-
-/* q8_0 without weights: max |x|, the shared scale rule, round, pack. */
-__attribute__((target("avx2,f16c"))) static void q8_0_rtn_avx2(const float *x, block_q8_0 *b)
-{
-    int neg;
-    float amax = amax32_avx2(x, &neg);
-    __m256 pa = _mm256_set1_ps(amax), ep = _mm256_setzero_ps();
-    for (int k = 0; k < 4; k++)
-        ep = _mm256_or_ps(ep, _mm256_cmp_ps(_mm256_loadu_ps(x + 8 * k), pa, _CMP_EQ_OQ));
-    int pos = _mm256_movemask_ps(ep) != 0;
-    /* quant_q8_0_scale_of with the f16 conversions inline */
-    uint16_t h = amax == 0.0f ? 0
-                 : f2h_f16c(neg && pos ? amax / 127.0f : (neg ? amax / 128.0f : amax / -128.0f));
-    float d = h2f_f16c(h);
-    int qi[32];
-    sym_assign32_avx2(x, d, 128, 127, qi);
-    __m256i q[4];
-    for (int k = 0; k < 4; k++) q[k] = _mm256_loadu_si256((const __m256i *)(const void *)(qi + 8 * k));
-    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    b->d = h;
-    _mm256_storeu_si256((__m256i *)(void *)b->qs, p);
-}
-
-/* The same for 8 blocks at once: the scale rule (divisions, f16 rounding,
- * saturation, reciprocal) runs in one vector over the 8 blocks instead of as a
- * chain of dependent scalar steps per block; same operations per block. */
-__attribute__((target("avx2,f16c"))) static void q8_0_rtn8_avx2(const float *x, block_q8_0 *b)
-{
-    float amax[8], div[8];
-    for (int j = 0; j < 8; j++) {
-        int neg;
-        amax[j] = amax32_avx2(x + 32 * j, &neg);
-        __m256 pa = _mm256_set1_ps(amax[j]), ep = _mm256_setzero_ps();
-        for (int k = 0; k < 4; k++)
-            ep = _mm256_or_ps(ep, _mm256_cmp_ps(_mm256_loadu_ps(x + 32 * j + 8 * k), pa, _CMP_EQ_OQ));
-        int pos = _mm256_movemask_ps(ep) != 0;
-        div[j] = neg && pos ? 127.0f : (neg ? 128.0f : -128.0f);
-    }
-    __m256 va = _mm256_loadu_ps(amax), zero = _mm256_setzero_ps();
-    __m128i h = _mm256_cvtps_ph(_mm256_div_ps(va, _mm256_loadu_ps(div)),
-                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    /* qi_f16_sat: inf -> largest finite half; amax == 0 -> scale 0 */
+    __m128i h = _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m128i big = _mm_cmpgt_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7fff)), _mm_set1_epi16(0x7bff));
-    h = _mm_blendv_epi8(h, _mm_or_si128(_mm_and_si128(h, _mm_set1_epi16((short)0x8000)),
-                                        _mm_set1_epi16(0x7bff)), big);
-    __m128i z = _mm_packs_epi32(_mm256_castsi256_si128(_mm256_castps_si256(_mm256_cmp_ps(va, zero, _CMP_EQ_OQ))),
-                                _mm256_extracti128_si256(_mm256_castps_si256(_mm256_cmp_ps(va, zero, _CMP_EQ_OQ)), 1));
-    h = _mm_andnot_si128(z, h);
-    __m256 d = _mm256_cvtph_ps(h);
-    __m256 id = _mm256_div_ps(_mm256_set1_ps(1.0f), d);
-    id = _mm256_andnot_ps(_mm256_cmp_ps(d, zero, _CMP_EQ_OQ), id);
-    uint16_t hs[8];
-    float ids[8];
-    _mm_storeu_si128((__m128i *)(void *)hs, h);
-    _mm256_storeu_ps(ids, id);
-    __m256 lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
-    __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    for (int j = 0; j < 8; j++) {
-        __m256 vid = _mm256_set1_ps(ids[j]);
-        __m256i q[4];
-        for (int k = 0; k < 4; k++)
-            q[k] = _mm256_cvtps_epi32(rnd_clamp(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * j + 8 * k), vid), lo, hi));
-        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-        b[j].d = hs[j];
-        _mm256_storeu_si256((__m256i *)(void *)b[j].qs, _mm256_permutevar8x32_epi32(p, perm));
+    return _mm_blendv_epi8(h, _mm_or_si128(_mm_and_si128(h, _mm_set1_epi16((short)0x8000)),
+                                           _mm_set1_epi16(0x7bff)), big);
+}
+QL_FN qv h_to_f(qh h) { return _mm256_cvtph_ps(h); }
+QL_FN qh h_blend(qm m, qh a, qh b)
+{
+    __m256i mi = _mm256_castps_si256(m);
+    return _mm_blendv_epi8(a, b, _mm_packs_epi32(_mm256_castsi256_si128(mi), _mm256_extracti128_si256(mi, 1)));
+}
+QL_FN qm h_eq(qh a, qh b) { return _mm256_castsi256_ps(_mm256_cvtepi16_epi32(_mm_cmpeq_epi16(a, b))); }
+QL_FN void h_store(uint16_t *p, qh h) { _mm_storeu_si128((__m128i *)(void *)p, h); }
+
+/* 8 values of x (type st) from element i, as f32 */
+QL_FN qv ql_ld(const void *x, int st, int64_t i)
+{
+    if (st == LPK_TYPE_F16)
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)x + i)));
+    if (st == LPK_TYPE_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)x + i))), 16));
+    return _mm256_loadu_ps((const float *)x + i);
+}
+
+/* out[e] lane b = rows[b][e], e < 32 (four 8 x 8 transposes) */
+QL_FN void ql_transpose32(const float *const rows[8], qv out[32])
+{
+    for (int c = 0; c < 32; c += 8) {
+        __m256 t[8], s[8];
+        for (int j = 0; j < 8; j += 2) {
+            __m256 r0 = _mm256_loadu_ps(rows[j] + c), r1 = _mm256_loadu_ps(rows[j + 1] + c);
+            t[j] = _mm256_unpacklo_ps(r0, r1);
+            t[j + 1] = _mm256_unpackhi_ps(r0, r1);
+        }
+        for (int j = 0; j < 8; j += 4) {
+            s[j] = _mm256_shuffle_ps(t[j], t[j + 2], 0x44);
+            s[j + 1] = _mm256_shuffle_ps(t[j], t[j + 2], 0xee);
+            s[j + 2] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+            s[j + 3] = _mm256_shuffle_ps(t[j + 1], t[j + 3], 0xee);
+        }
+        for (int j = 0; j < 4; j++) {
+            out[c + j] = _mm256_permute2f128_ps(s[j], s[j + 4], 0x20);
+            out[c + j + 4] = _mm256_permute2f128_ps(s[j], s[j + 4], 0x31);
+        }
     }
 }
 
-void quant_avx2_q8_0(const float *x, const float *w, void *dst, int64_t n)
+/* signed / unsigned int32 maxima of the f32 bits */
+QL_FN qv v_imax_s(qv a, qv b)
 {
-    block_q8_0 *b = dst;
-    int64_t i = 0;
-    if (!w)
-        for (; i + 8 <= n / 32; i += 8) q8_0_rtn8_avx2(x + 32 * i, &b[i]);
-    for (; i < n / 32; i++) {
-        if (w)
-            quant_block_q8_0(&ops_avx2, x + 32 * i, w + 32 * i, &b[i]);
-        else
-            q8_0_rtn_avx2(x + 32 * i, &b[i]);
-    }
+    return _mm256_castsi256_ps(_mm256_max_epi32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
 }
+QL_FN qv v_imax_u(qv a, qv b)
+{
+    return _mm256_castsi256_ps(_mm256_max_epu32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
+}
+
+/* Lane-wise int32 maxima (signed or unsigned) of 8 vectors: lane 4c + k of the
+ * result is the maximum of v[c + 2k]; QL_POS(p) is the block to put at position
+ * p so that lane b holds block b. */
+#define QL_POS(p) (4 * ((p) & 1) + ((p) >> 1))
+QL_FN qv ql_reduce_max(const qv v[8], int uns)
+{
+    qv w[4], u[2];
+    for (int j = 0; j < 4; j++) {
+        qv lo = _mm256_permute2f128_ps(v[2 * j], v[2 * j + 1], 0x20);
+        qv hi = _mm256_permute2f128_ps(v[2 * j], v[2 * j + 1], 0x31);
+        w[j] = uns ? v_imax_u(lo, hi) : v_imax_s(lo, hi);
+    }
+    for (int j = 0; j < 2; j++) {
+        qv lo = _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(w[2 * j]), _mm256_castps_pd(w[2 * j + 1])));
+        qv hi = _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(w[2 * j]), _mm256_castps_pd(w[2 * j + 1])));
+        u[j] = uns ? v_imax_u(lo, hi) : v_imax_s(lo, hi);
+    }
+    qv lo = _mm256_shuffle_ps(u[0], u[1], 0x88), hi = _mm256_shuffle_ps(u[0], u[1], 0xdd);
+    return uns ? v_imax_u(lo, hi) : v_imax_s(lo, hi);
+}
+
+/* q8_0 levels of one block: round(clamp(x / d, -128, 127)), the upper bound in
+ * float, the lower one by the saturating packs (round is monotonic and the
+ * bounds are integers) */
+QL_FN __m256i ql_q8_levels(const float *x, float id)
+{
+    __m256 vid = _mm256_set1_ps(id), hi = _mm256_set1_ps(127.0f);
+    __m256i q[4];
+    for (int j = 0; j < 4; j++)
+        q[j] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * j), vid), hi));
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+#include "quant_lanes.h"
+
+QL_EXPORT(quant_avx2_blocks_q8_0, LPK_TYPE_Q8_0)
+QL_EXPORT(quant_avx2_blocks_q4_0, LPK_TYPE_Q4_0)
+QL_EXPORT(quant_avx2_blocks_q5_0, LPK_TYPE_Q5_0)
 
 void quant_avx2_q4_1(const float *x, const float *w, void *dst, int64_t n)
 {

@@ -10,19 +10,22 @@
 #endif
 
 #if defined(__x86_64__)
-#define Q_AVX2(f) f
+#define Q_X86(f) f
 #else
-#define Q_AVX2(f) NULL
+#define Q_X86(f) NULL
 #endif
 
 static const quant_kind kinds[] = {
-    {LPK_TYPE_Q4_0, quant_ref_q4_0, Q_AVX2(quant_avx2_q4_0), quant_deq_q4_0},
-    {LPK_TYPE_Q4_1, quant_ref_q4_1, Q_AVX2(quant_avx2_q4_1), quant_deq_q4_1},
-    {LPK_TYPE_Q5_0, quant_ref_q5_0, Q_AVX2(quant_avx2_q5_0), quant_deq_q5_0},
-    {LPK_TYPE_Q5_1, quant_ref_q5_1, Q_AVX2(quant_avx2_q5_1), quant_deq_q5_1},
-    {LPK_TYPE_Q8_0, quant_ref_q8_0, Q_AVX2(quant_avx2_q8_0), quant_deq_q8_0},
-    {LPK_TYPE_Q4_K, quant_ref_q4_k, Q_AVX2(quant_avx2_q4_k), quant_deq_q4_k},
-    {LPK_TYPE_Q6_K, quant_ref_q6_k, Q_AVX2(quant_avx2_q6_k), quant_deq_q6_k},
+    {LPK_TYPE_Q4_0, quant_ref_q4_0, NULL, quant_deq_q4_0, Q_X86(quant_avx2_blocks_q4_0),
+     Q_X86(quant_avx512_blocks_q4_0), 1},
+    {LPK_TYPE_Q4_1, quant_ref_q4_1, Q_X86(quant_avx2_q4_1), quant_deq_q4_1, NULL, NULL, 0},
+    {LPK_TYPE_Q5_0, quant_ref_q5_0, NULL, quant_deq_q5_0, Q_X86(quant_avx2_blocks_q5_0),
+     Q_X86(quant_avx512_blocks_q5_0), 1},
+    {LPK_TYPE_Q5_1, quant_ref_q5_1, Q_X86(quant_avx2_q5_1), quant_deq_q5_1, NULL, NULL, 0},
+    {LPK_TYPE_Q8_0, quant_ref_q8_0, NULL, quant_deq_q8_0, Q_X86(quant_avx2_blocks_q8_0),
+     Q_X86(quant_avx512_blocks_q8_0), 1},
+    {LPK_TYPE_Q4_K, quant_ref_q4_k, Q_X86(quant_avx2_q4_k), quant_deq_q4_k, NULL, NULL, 0},
+    {LPK_TYPE_Q6_K, quant_ref_q6_k, Q_X86(quant_avx2_q6_k), quant_deq_q6_k, NULL, NULL, 0},
 };
 
 const quant_kind *quant_kind_get(int type)
@@ -51,21 +54,44 @@ int quant_row_fits(int type, int64_t ncols)
 /* ---------------------------------------------------------------- paths */
 static int g_path = QUANT_PATH_AUTO;
 
-void quant_set_path(int path) { g_path = path == QUANT_PATH_SCALAR ? path : QUANT_PATH_AUTO; }
+void quant_set_path(int path)
+{
+    g_path = path == QUANT_PATH_SCALAR || path == QUANT_PATH_AVX2 ? path : QUANT_PATH_AUTO;
+}
 
 static quant_row_fn pick(const quant_kind *k)
 {
 #if defined(__x86_64__)
-    if (g_path == QUANT_PATH_AUTO && k->quantize_avx2 && (lpk_cpu_features() & LPK_CPU_AVX2))
+    if (g_path != QUANT_PATH_SCALAR && k->quantize_avx2 && (lpk_cpu_features() & LPK_CPU_AVX2))
         return k->quantize_avx2;
 #endif
     return k->quantize_ref;
+}
+
+#define CPU_AVX512 (LPK_CPU_AVX512F | LPK_CPU_AVX512BW | LPK_CPU_AVX512VL)
+
+/* The many-block kernel for k (NULL: rows go through pick(k)). */
+static quant_blocks_fn pick_blocks(const quant_kind *k, const float *imatrix)
+{
+#if defined(__x86_64__)
+    unsigned f = lpk_cpu_features();
+    if (g_path == QUANT_PATH_SCALAR || (imatrix && !k->blocks_w)) return NULL;
+    if (g_path == QUANT_PATH_AUTO && k->blocks_avx512 && (f & CPU_AVX512) == CPU_AVX512)
+        return k->blocks_avx512;
+    if (k->blocks_avx2 && (f & LPK_CPU_AVX2)) return k->blocks_avx2;
+#else
+    (void)k;
+    (void)imatrix;
+#endif
+    return NULL;
 }
 
 const char *quant_path_name(int type)
 {
     const quant_kind *k = quant_kind_get(type);
     if (!k) return "scalar";
+    quant_blocks_fn bf = pick_blocks(k, NULL);
+    if (bf) return bf == k->blocks_avx512 ? "avx512" : "avx2";
     return pick(k) == k->quantize_ref ? "scalar" : "avx2";
 }
 
@@ -105,6 +131,27 @@ static const float *row_f32(int src_type, const void *src, int64_t r, int64_t nc
     return buf;
 }
 
+/* nb blocks through a many-block kernel: whole groups of QI_GROUP in place, the
+ * rest converted to f32 and padded with zero blocks (their weights copied out of
+ * the period) into one more group whose first blocks are kept. */
+static int run_blocks(quant_blocks_fn bf, const void *x, int st, const float *w, int64_t wn,
+                      uint8_t *dst, int64_t nb, size_t bsize)
+{
+    int64_t full = nb / QI_GROUP * QI_GROUP, r = nb - full;
+    size_t es = st == LPK_TYPE_F32 ? 4 : 2;
+    int bad = full ? bf(x, st, w, wn, dst, full) : 0;
+    if (!r) return bad;
+    float t[QI_GROUP * 32], tw[QI_GROUP * 32];
+    uint8_t tb[QI_GROUP * 64];
+    lpk_to_f32_row(st, (const char *)x + (size_t)full * 32 * es, t, (size_t)r * 32);
+    memset(t + 32 * r, 0, (size_t)(QI_GROUP - r) * 32 * sizeof(float));
+    if (w)
+        for (int64_t j = 0; j < QI_GROUP * 32; j++) tw[j] = w[(full * 32 + j) % wn];
+    bad |= bf(t, LPK_TYPE_F32, w ? tw : NULL, QI_GROUP * 32, tb, QI_GROUP);
+    memcpy(dst + (size_t)full * bsize, tb, (size_t)r * bsize);
+    return bad;
+}
+
 int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nrows,
                              int64_t ncols, void *dst, const float *imatrix, lpk_error *err)
 {
@@ -122,6 +169,7 @@ int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nr
     }
     const quant_kind *k = quant_kind_get(type);
     quant_row_fn fn = k ? pick(k) : NULL;
+    quant_blocks_fn bf = k ? pick_blocks(k, imatrix) : NULL;
     size_t row_bytes = (size_t)(ncols / ti->block_size) * (size_t)ti->type_size;
     int64_t bad_row = -1, bad_col = -1;
     float bad_val = 0.0f;
@@ -131,6 +179,12 @@ int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nr
      * the searches */
     int cheap = !k || (type == LPK_TYPE_Q8_0 && !imatrix);
     int par = nrows > 1 && nrows * ncols >= (cheap ? (int64_t)1 << 21 : (int64_t)1 << 16);
+    /* work items of whole rows: 16 rows, or about 32K values for the many-block
+     * kernels (a chunk of rows is one run of blocks) */
+    int64_t per = 16;
+    if (bf) per = ncols >= 32768 ? 1 : 32768 / ncols;
+    int64_t nchunks = nrows > 0 ? (nrows + per - 1) / per : 0;
+    size_t es = src_type == LPK_TYPE_F32 ? 4 : 2;
 #pragma omp parallel if (par)
     {
         /* f16/bf16 rows are converted one at a time into a per-thread buffer
@@ -140,22 +194,30 @@ int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nr
 #pragma omp atomic write
             failed = 1;
         }
-#pragma omp for schedule(dynamic, 16)
-        for (int64_t r = 0; r < nrows; r++) {
-            if (src_type != LPK_TYPE_F32 && !buf) continue;
-            const float *x = row_f32(src_type, src, r, ncols, buf);
-            int64_t c = first_bad(x, ncols);
-            if (c >= 0) {
-#pragma omp critical(quant_bad)
-                if (bad_row < 0 || r < bad_row) { bad_row = r; bad_col = c; bad_val = x[c]; }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ch = 0; ch < nchunks; ch++) {
+            int64_t r0 = ch * per, r1 = r0 + per < nrows ? r0 + per : nrows;
+            /* on NaN/Inf the rows are walked one by one to name the first */
+            if (bf && !run_blocks(bf, (const char *)src + (size_t)(r0 * ncols) * es, src_type,
+                                  imatrix, ncols, (uint8_t *)dst + (size_t)r0 * row_bytes,
+                                  (r1 - r0) * ncols / ti->block_size, (size_t)ti->type_size))
                 continue;
-            }
-            uint8_t *out = (uint8_t *)dst + (size_t)r * row_bytes;
-            switch (type) {
-            case LPK_TYPE_F32: memcpy(out, x, (size_t)ncols * 4); break;
-            case LPK_TYPE_F16: lpk_f32_to_f16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
-            case LPK_TYPE_BF16: lpk_f32_to_bf16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
-            default: fn(x, imatrix, out, ncols); break;
+            for (int64_t r = r0; r < r1; r++) {
+                if (src_type != LPK_TYPE_F32 && !buf) continue;
+                const float *x = row_f32(src_type, src, r, ncols, buf);
+                int64_t c = first_bad(x, ncols);
+                if (c >= 0) {
+#pragma omp critical(quant_bad)
+                    if (bad_row < 0 || r < bad_row) { bad_row = r; bad_col = c; bad_val = x[c]; }
+                    continue;
+                }
+                uint8_t *out = (uint8_t *)dst + (size_t)r * row_bytes;
+                switch (type) {
+                case LPK_TYPE_F32: memcpy(out, x, (size_t)ncols * 4); break;
+                case LPK_TYPE_F16: lpk_f32_to_f16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
+                case LPK_TYPE_BF16: lpk_f32_to_bf16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
+                default: fn(x, imatrix, out, ncols); break;
+                }
             }
         }
         free(buf);

@@ -253,9 +253,16 @@ static void test_rows_from_halfs(void **state)
             size_t nb = qbytes(types[t], nr, nc);
             uint8_t *want = malloc(nb), *got = malloc(nb);
             lpk_error err = {0};
+            quant_set_path(QUANT_PATH_SCALAR);
             assert_int_equal(quant_quantize_rows(types[t], y, nr, nc, want, NULL, &err), 0);
-            assert_int_equal(quant_quantize_rows_from(types[t], st, h, nr, nc, got, NULL, &err), 0);
-            assert_memory_equal(want, got, nb);
+            /* every path, converting row by row or inside the many-block kernels */
+            for (int p = 0; p < 3; p++) {
+                quant_set_path(p);
+                memset(got, 0xaa, nb);
+                assert_int_equal(quant_quantize_rows_from(types[t], st, h, nr, nc, got, NULL, &err), 0);
+                assert_memory_equal(want, got, nb);
+            }
+            quant_set_path(QUANT_PATH_AUTO);
             free(want);
             free(got);
         }
@@ -275,6 +282,27 @@ static void test_rows_from_halfs(void **state)
 }
 
 /* ---------------------------------------------------------------- determinism */
+/* x quantized by the reference on 1 thread, and by AVX2 and the automatic path
+ * (AVX-512 where the CPU has it) on 2 threads: the same bytes. */
+static void check_paths(int type, const float *x, int64_t nr, int64_t nc, const float *w)
+{
+    size_t nb = qbytes(type, nr, nc);
+    uint8_t *a = malloc(nb), *b = malloc(nb);
+    lpk_error err = {0};
+    quant_set_path(QUANT_PATH_SCALAR);
+    omp_set_num_threads(1);
+    assert_int_equal(quant_quantize_rows(type, x, nr, nc, a, w, &err), 0);
+    for (int p = 0; p < 2; p++) {
+        quant_set_path(p ? QUANT_PATH_AVX2 : QUANT_PATH_AUTO);
+        omp_set_num_threads(2);
+        memset(b, 0xaa, nb);
+        assert_int_equal(quant_quantize_rows(type, x, nr, nc, b, w, &err), 0);
+        assert_memory_equal(a, b, nb);
+    }
+    quant_set_path(QUANT_PATH_AUTO);
+    free(a);
+    free(b);
+}
 static void test_simd_and_threads(void **state)
 {
     (void)state;
@@ -290,25 +318,49 @@ static void test_simd_and_threads(void **state)
     for (int i = 0; i < 64; i++) x[6 * nc + i] = 0.125f;    /* constant blocks */
     for (int64_t i = 0; i < nc; i++) w[i] = (float)(tu_rand(&s) % 100) / 10.0f;
     for (size_t t = 0; t < N_BLOCK_TYPES; t++) {
-        int type = block_types[t];
-        size_t nb = qbytes(type, nr, nc);
-        uint8_t *a = malloc(nb), *b = malloc(nb);
         for (int wi = 0; wi < 2; wi++) {
-            const float *imx = wi ? w : NULL;
-            lpk_error err = {0};
-            quant_set_path(QUANT_PATH_SCALAR);
-            omp_set_num_threads(1);
-            assert_int_equal(quant_quantize_rows(type, x, nr, nc, a, imx, &err), 0);
-            quant_set_path(QUANT_PATH_AUTO);
-            omp_set_num_threads(2);
-            memset(b, 0xaa, nb);
-            assert_int_equal(quant_quantize_rows(type, x, nr, nc, b, imx, &err), 0);
-            print_message("%-5s %s vs scalar, 2 vs 1 threads\n", lpk_type_get(type)->name,
-                          quant_path_name(type));
-            assert_memory_equal(a, b, nb);
+            print_message("%-5s %s%s vs scalar, 2 vs 1 threads\n", lpk_type_get(block_types[t])->name,
+                          quant_path_name(block_types[t]), wi ? " (weights)" : "");
+            check_paths(block_types[t], x, nr, nc, wi ? w : NULL);
         }
-        free(a);
-        free(b);
+    }
+    free(x);
+    free(w);
+}
+
+/* Blocks chosen to hit every branch of the scale rules: both signs at the
+ * maximum, -0.0, all-zero, f16-subnormal and underflowing scales, +-FLT_MAX,
+ * denormals, a single non-zero value; every path gives the reference's bytes,
+ * in rows of 1 to 19 blocks (partial groups of 8 and 16 blocks). */
+static void test_simd_edge_bytes(void **state)
+{
+    (void)state;
+    const int nblk = 40;
+    float *x = malloc((size_t)nblk * 32 * sizeof(float)), *w = malloc(32 * 19 * sizeof(float));
+    uint64_t s = 77;
+    for (int b = 0; b < nblk; b++) {
+        float *v = x + 32 * b;
+        float scale = b < 10 ? 1e-5f * (float)(b + 1) : b < 20 ? 3e-7f * (float)(b - 9) : 0.05f;
+        for (int i = 0; i < 32; i++) v[i] = tu_randn(&s) * scale;
+        switch (b % 10) {
+        case 0: v[3] = 1.0f; v[17] = -1.0f; break;            /* both signs at max */
+        case 1: memset(v, 0, 32 * sizeof(float)); v[5] = -0.0f; break;
+        case 2: for (int i = 0; i < 32; i++) v[i] = -0.0f; v[9] = 2e-3f; break;
+        case 3: v[0] = 3.4028235e38f; v[1] = -3.4028235e38f; break;
+        case 4: for (int i = 0; i < 32; i++) v[i] = (float)(i % 3 - 1) * 1e-40f; break;
+        case 5: v[31] = -v[30] * 40.0f; break;              /* one outlier */
+        case 6: for (int i = 0; i < 32; i++) v[i] = fabsf(v[i]); break;
+        case 7: for (int i = 0; i < 32; i++) v[i] = -fabsf(v[i]); break;
+        case 8: for (int i = 0; i < 32; i++) v[i] = 6.0e-8f * (float)(i % 5); break;
+        default: break;
+        }
+    }
+    for (int i = 0; i < 32 * 19; i++) w[i] = i % 7 == 0 ? 0.0f : (float)(tu_rand(&s) % 50) / 7.0f;
+    for (size_t t = 0; t < N_BLOCK_TYPES; t++) {
+        int type = block_types[t];
+        if (lpk_type_get(type)->block_size != 32) continue;
+        for (int per = 1; per <= 19; per += 3)
+            for (int wi = 0; wi < 2; wi++) check_paths(type, x, nblk / per, 32 * per, wi ? w : NULL);
     }
     free(x);
     free(w);
@@ -718,7 +770,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dequant_formulas),  cmocka_unit_test(test_exact_values),
         cmocka_unit_test(test_roundtrip_random),  cmocka_unit_test(test_simd_and_threads),
-        cmocka_unit_test(test_rows_from_halfs),
+        cmocka_unit_test(test_rows_from_halfs),   cmocka_unit_test(test_simd_edge_bytes),
         cmocka_unit_test(test_edge_values),       cmocka_unit_test(test_recipe_rules),
         cmocka_unit_test(test_recipe_llama_cpp),  cmocka_unit_test(test_gguf_crosscheck),
         cmocka_unit_test(test_cli_recipes),       cmocka_unit_test(test_cli_nan),

@@ -1,0 +1,160 @@
+/* AVX-512 (F, BW, VL) quantizers over groups of 16 blocks of 32. The input is
+ * converted to f32 on the way (F16C for f16, a shift for bf16), every per-block
+ * quantity sits in its own lane, and each lane computes exactly what the
+ * reference computes for its block, so the bytes are identical (docs/QUANT.md,
+ * "Speed"). */
+#include "quant_internal.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#include <math.h>
+
+/* The lane primitives of quant_lanes.h over 16 blocks (one per float lane). */
+#define QL_W 16
+#define QL_TARGET "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
+#define QL_FN __attribute__((target(QL_TARGET), always_inline)) static inline
+typedef __m512 qv;
+typedef __mmask16 qm;
+typedef __m256i qh; /* 16 halves */
+
+QL_FN qv v_zero(void) { return _mm512_setzero_ps(); }
+QL_FN qv v_set1(float a) { return _mm512_set1_ps(a); }
+QL_FN qv v_add(qv a, qv b) { return _mm512_add_ps(a, b); }
+QL_FN qv v_sub(qv a, qv b) { return _mm512_sub_ps(a, b); }
+QL_FN qv v_mul(qv a, qv b) { return _mm512_mul_ps(a, b); }
+QL_FN qv v_div(qv a, qv b) { return _mm512_div_ps(a, b); }
+QL_FN qv v_min(qv a, qv b) { return _mm512_min_ps(a, b); }
+QL_FN qv v_max(qv a, qv b) { return _mm512_max_ps(a, b); }
+QL_FN qv v_abs(qv a) { return _mm512_abs_ps(a); }
+QL_FN qv v_neg(qv a)
+{
+    return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_set1_epi32((int)0x80000000u)));
+}
+QL_FN qv v_fnmadd(qv a, qv b, qv c) { return _mm512_fnmadd_ps(a, b, c); }
+QL_FN qm v_lt(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+QL_FN qm v_gt(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+QL_FN qm v_eq(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+QL_FN qm v_neq(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_NEQ_UQ); }
+QL_FN qm v_finite(qv a) { return _mm512_cmp_ps_mask(v_abs(a), _mm512_set1_ps(INFINITY), _CMP_LT_OQ); }
+QL_FN qm v_notfinite(qv a) { return _mm512_cmp_ps_mask(v_abs(a), _mm512_set1_ps(INFINITY), _CMP_NLT_UQ); }
+QL_FN qm m_zero(void) { return 0; }
+QL_FN qm m_or(qm a, qm b) { return (qm)(a | b); }
+QL_FN qm m_and(qm a, qm b) { return (qm)(a & b); }
+QL_FN qm m_andnot(qm a, qm b) { return (qm)(~a & b); }
+QL_FN int m_any(qm m) { return m != 0; }
+QL_FN qv v_blend(qm m, qv a, qv b) { return _mm512_mask_blend_ps(m, a, b); }
+QL_FN void v_store(float *p, qv a) { _mm512_storeu_ps(p, a); }
+QL_FN qh h_zero(void) { return _mm256_setzero_si256(); }
+/* qi_f16_sat: round to nearest even, inf -> largest finite half */
+QL_FN qh h_f16sat(qv a)
+{
+    __m256i h = _mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __mmask16 big = _mm256_cmpgt_epu16_mask(_mm256_and_si256(h, _mm256_set1_epi16(0x7fff)),
+                                            _mm256_set1_epi16(0x7bff));
+    return _mm256_mask_mov_epi16(h, big, _mm256_or_si256(_mm256_and_si256(h, _mm256_set1_epi16((short)0x8000)),
+                                                         _mm256_set1_epi16(0x7bff)));
+}
+QL_FN qv h_to_f(qh h) { return _mm512_cvtph_ps(h); }
+QL_FN qh h_blend(qm m, qh a, qh b) { return _mm256_mask_blend_epi16(m, a, b); }
+QL_FN qm h_eq(qh a, qh b) { return _mm256_cmpeq_epi16_mask(a, b); }
+QL_FN void h_store(uint16_t *p, qh h) { _mm256_storeu_si256((__m256i *)(void *)p, h); }
+
+/* 16 values of x (type st) from element i, as f32 */
+QL_FN qv ql_ld(const void *x, int st, int64_t i)
+{
+    if (st == LPK_TYPE_F16)
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)((const uint16_t *)x + i)));
+    if (st == LPK_TYPE_BF16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)((const uint16_t *)x + i))), 16));
+    return _mm512_loadu_ps((const float *)x + i);
+}
+
+/* out[e] lane b = rows[b][e], e < 32 (two 16 x 16 transposes) */
+QL_FN void ql_transpose32(const float *const rows[16], qv out[32])
+{
+    for (int c = 0; c < 32; c += 16) {
+        __m512 t[16], u[16], a[4], b[4], cc[4], d[4];
+        for (int j = 0; j < 16; j += 2) {
+            __m512 r0 = _mm512_loadu_ps(rows[j] + c), r1 = _mm512_loadu_ps(rows[j + 1] + c);
+            t[j] = _mm512_unpacklo_ps(r0, r1);
+            t[j + 1] = _mm512_unpackhi_ps(r0, r1);
+        }
+        /* u[4g + m], 128-bit chunk k: column 4k + m of rows 4g..4g+3 */
+        for (int j = 0; j < 16; j += 4) {
+            u[j] = _mm512_shuffle_ps(t[j], t[j + 2], 0x44);
+            u[j + 1] = _mm512_shuffle_ps(t[j], t[j + 2], 0xee);
+            u[j + 2] = _mm512_shuffle_ps(t[j + 1], t[j + 3], 0x44);
+            u[j + 3] = _mm512_shuffle_ps(t[j + 1], t[j + 3], 0xee);
+        }
+        for (int m = 0; m < 4; m++) {
+            a[m] = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88);
+            b[m] = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xdd);
+            cc[m] = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);
+            d[m] = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xdd);
+        }
+        for (int m = 0; m < 4; m++) {
+            out[c + m] = _mm512_shuffle_f32x4(a[m], cc[m], 0x88);
+            out[c + 8 + m] = _mm512_shuffle_f32x4(a[m], cc[m], 0xdd);
+            out[c + 4 + m] = _mm512_shuffle_f32x4(b[m], d[m], 0x88);
+            out[c + 12 + m] = _mm512_shuffle_f32x4(b[m], d[m], 0xdd);
+        }
+    }
+}
+
+/* signed / unsigned int32 maxima of the f32 bits */
+QL_FN qv v_imax_s(qv a, qv b)
+{
+    return _mm512_castsi512_ps(_mm512_max_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+}
+QL_FN qv v_imax_u(qv a, qv b)
+{
+    return _mm512_castsi512_ps(_mm512_max_epu32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+}
+
+/* Lane-wise int32 maxima (signed or unsigned) of 16 vectors: lane 4c + k of the
+ * result is the maximum of v[c + 4k]; QL_POS(p) is the block to put at position
+ * p so that lane b holds block b. */
+#define QL_POS(p) (4 * ((p) & 3) + ((p) >> 2))
+QL_FN qv ql_reduce_max(const qv v[16], int uns)
+{
+    qv w[8], u[4], s[2];
+    for (int j = 0; j < 8; j++) {
+        qv lo = _mm512_shuffle_f32x4(v[2 * j], v[2 * j + 1], 0x44);
+        qv hi = _mm512_shuffle_f32x4(v[2 * j], v[2 * j + 1], 0xee);
+        w[j] = uns ? v_imax_u(lo, hi) : v_imax_s(lo, hi);
+    }
+    for (int j = 0; j < 4; j++) {
+        qv lo = _mm512_shuffle_f32x4(w[2 * j], w[2 * j + 1], 0x88);
+        qv hi = _mm512_shuffle_f32x4(w[2 * j], w[2 * j + 1], 0xdd);
+        u[j] = uns ? v_imax_u(lo, hi) : v_imax_s(lo, hi);
+    }
+    for (int j = 0; j < 2; j++) {
+        qv lo = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(u[2 * j]), _mm512_castps_pd(u[2 * j + 1])));
+        qv hi = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(u[2 * j]), _mm512_castps_pd(u[2 * j + 1])));
+        s[j] = uns ? v_imax_u(lo, hi) : v_imax_s(lo, hi);
+    }
+    qv lo = _mm512_shuffle_ps(s[0], s[1], 0x88), hi = _mm512_shuffle_ps(s[0], s[1], 0xdd);
+    return uns ? v_imax_u(lo, hi) : v_imax_s(lo, hi);
+}
+
+/* q8_0 levels of one block: round(clamp(x / d, -128, 127)), the upper bound in
+ * float, the lower one by the saturating narrowing (round is monotonic and the
+ * bounds are integers) */
+QL_FN __m256i ql_q8_levels(const float *x, float id)
+{
+    __m512 vid = _mm512_set1_ps(id), hi = _mm512_set1_ps(127.0f);
+    __m512i q0 = _mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_mul_ps(_mm512_loadu_ps(x), vid), hi),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512i q1 = _mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_mul_ps(_mm512_loadu_ps(x + 16), vid), hi),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtsepi32_epi8(q0)),
+                                   _mm512_cvtsepi32_epi8(q1), 1);
+}
+
+#include "quant_lanes.h"
+
+QL_EXPORT(quant_avx512_blocks_q8_0, LPK_TYPE_Q8_0)
+QL_EXPORT(quant_avx512_blocks_q4_0, LPK_TYPE_Q4_0)
+QL_EXPORT(quant_avx512_blocks_q5_0, LPK_TYPE_Q5_0)
+#endif
