@@ -52,7 +52,8 @@ QL_FN qv ql_err(const qv *xt, const qv *wt, qv d, qv lo, qv hi)
 {
     qv id = ql_recip(d), acc[8];
     for (int j = 0; j < 8; j++) acc[j] = v_zero();
-    for (int i = 0; i < 32; i++) {
+    /* unrolled, so the 8 accumulators stay in registers */
+    _Pragma("GCC unroll 32") for (int i = 0; i < 32; i++) {
         qv e = v_fnmadd(ql_level(xt[i], id, lo, hi), d, xt[i]);
         acc[i & 7] = v_add(acc[i & 7], wt ? v_mul(v_mul(wt[i], e), e) : v_mul(e, e));
     }
@@ -86,7 +87,7 @@ QL_FN qh ql_search_sym(const qv *xt, const qv *wt, int nlo, int nhi)
     /* least-squares refit of the best assignment */
     qv d = h_to_f(best), id = ql_recip(d), a[8], b[8];
     for (int j = 0; j < 8; j++) a[j] = b[j] = v_zero();
-    for (int i = 0; i < 32; i++) {
+    _Pragma("GCC unroll 32") for (int i = 0; i < 32; i++) {
         qv q = ql_level(xt[i], id, lo, hi);
         qv wq = wt ? v_mul(wt[i], q) : q;
         a[i & 7] = v_add(a[i & 7], v_mul(wq, xt[i]));
