@@ -330,7 +330,7 @@ static size_t scalar_scratch(const vf_gemm_args *a)
 }
 
 static const vf_gemm_kernel kernel_scalar = {
-    "scalar", VF_PATH_SCALAR, 1, 0, 1, scalar_scratch, scalar_rows,
+    "scalar", VF_PATH_SCALAR, 1, 0, 1, scalar_scratch, scalar_rows, NULL, NULL,
 };
 
 /* ---------------------------------------------------------------- dispatch */
@@ -454,7 +454,22 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
     const vf_gemm_kernel *k = pick_kernel(wtype);
     int32_t *xaux = NULL;
     int64_t n_tok_pad = n_tok;
-    if (xq && k->tok_tile > 1) {
+    if (xq && k->xprep) {
+        /* the kernel's own layout, one group of tok_tile tokens at a time */
+        int64_t ng = (n_tok + k->tok_tile - 1) / k->tok_tile;
+        size_t gb = k->xprep_bytes(&a);
+        uint8_t *xg = aligned_alloc(64, (size_t)ng * gb);
+        if (!xg) {
+            free(xq);
+            return LPK_ENOMEM;
+        }
+        int64_t g;
+#pragma omp parallel for schedule(static)
+        for (g = 0; g < ng; g++) k->xprep(&a, g, xg + (size_t)g * gb);
+        free(xq);
+        xq = xg;
+        a.xq = xq;
+    } else if (xq && k->tok_tile > 1) {
         /* interleave by token tile so a kernel reads a tile's activations
          * through one pointer */
         int64_t tt = k->tok_tile, nb = n_in / ti->block_size;
@@ -476,7 +491,7 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
         xq = xi;
         a.xq = xq;
     }
-    if (xq && k->path != VF_PATH_SCALAR) {
+    if (xq && k->path != VF_PATH_SCALAR && !k->xprep) {
         int rc = make_xaux(&a, k, n_tok_pad, &xaux);
         if (rc) {
             free(xq);

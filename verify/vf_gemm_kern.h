@@ -19,7 +19,9 @@ typedef struct vf_gemm_args {
     const float *x;       /* (n_tok, n_in) */
     /* quantized x, vf_xblk32 or block_q8_K: (n_tok, n_in / block) for kernels
      * with tok_tile 1; else interleaved (n_tok padded up to tok_tile) / tok_tile,
-     * n_in / block, tok_tile), the padding repeating the last token */
+     * n_in / block, tok_tile), the padding repeating the last token; for
+     * kernels with xprep, the kernel's own layout (token groups of tok_tile,
+     * each xprep_bytes long) */
     const void *xq;
     /* SIMD kernels only (NULL for the scalar one), per (token, block) in the
      * order of xq:
@@ -39,6 +41,12 @@ typedef struct vf_gemm_kernel {
     size_t (*scratch)(const vf_gemm_args *a);     /* per-thread scratch bytes */
     /* computes y for rows [o0, o1) (o1 - o0 <= rows_per_tile) and all tokens */
     void (*rows)(const vf_gemm_args *a, int64_t o0, int64_t o1, void *scratch);
+    /* NULL, or: bytes of one group of tok_tile tokens in the kernel's own
+     * activation layout (a multiple of 64), and the function writing group g
+     * to out from a->xq in the per-token layout (tokens past n_tok repeat the
+     * last one) */
+    size_t (*xprep_bytes)(const vf_gemm_args *a);
+    void (*xprep)(const vf_gemm_args *a, int64_t g, void *out);
 } vf_gemm_kernel;
 
 /* Weights unpacked to signed integers (the qw of vf_gemm.h). */

@@ -82,12 +82,8 @@ static inline __attribute__((target(TGT), always_inline)) vi FN(bc32)(const void
 static inline __attribute__((target(TGT), always_inline)) vi FN(dp8)(vi acc, vi w0, vi x0, vi w1,
                                                                        vi x1)
 {
-#if VNNI
-    return VI_DPBUSD(VI_DPBUSD(acc, w0, x0), w1, x1);
-#else
     vi p = VI_ADD16(VI_MADDUBS(w0, x0), VI_MADDUBS(w1, x1));
     return VI_ADD(acc, VI_MADD16(p, VI_SET1_16(1)));
-#endif
 }
 
 /* Stores lanes [0, n) of v to y. */
@@ -153,6 +149,7 @@ static inline __attribute__((target(TGT), always_inline)) __m256i FN(unpack32)(i
     }
 }
 
+#if !VNNI
 /* 32-blocks: see pk32 in vf_gemm_x86.c. */
 static __attribute__((target(TGT))) void FN(pack_blk32)(const vf_gemm_args *a, int64_t o0,
                                                         int64_t o1, int R, int sign_mode,
@@ -306,23 +303,6 @@ static __attribute__((target(TGT))) void FN(rows_blk32)(const vf_gemm_args *a, i
                     }
                 }
             } else {
-#if VNNI
-                /* two chains per token: half the vpdpbusd latency chain */
-                vi is2[TT];
-#pragma GCC unroll 16
-                for (int j = 0; j < TT; j++) is2[j] = VI_ZERO();
-#pragma GCC unroll 4
-                for (int g = 0; g < 8; g += 2) {
-                    vi w0 = VI_LOAD(qb + g * 4 * VW), w1 = VI_LOAD(qb + (g + 1) * 4 * VW);
-#pragma GCC unroll 16
-                    for (int j = 0; j < TT; j++) {
-                        is[j] = VI_DPBUSD(is[j], w0, FN(bc32)(xt[b * TT + j].qs + 4 * g));
-                        is2[j] = VI_DPBUSD(is2[j], w1, FN(bc32)(xt[b * TT + j].qs + 4 * g + 4));
-                    }
-                }
-#pragma GCC unroll 16
-                for (int j = 0; j < TT; j++) is[j] = VI_ADD(is[j], is2[j]);
-#else
 #pragma GCC unroll 4
                 for (int g = 0; g < 8; g += 2) {
                     vi w0 = VI_LOAD(qb + g * 4 * VW), w1 = VI_LOAD(qb + (g + 1) * 4 * VW);
@@ -331,7 +311,6 @@ static __attribute__((target(TGT))) void FN(rows_blk32)(const vf_gemm_args *a, i
                         is[j] = FN(dp8)(is[j], w0, FN(bc32)(xt[b * TT + j].qs + 4 * g), w1,
                                         FN(bc32)(xt[b * TT + j].qs + 4 * g + 4));
                 }
-#endif
             }
             vf dv = VF_LOAD(pk.d + b * VW);
             if (has_m) {
@@ -399,19 +378,6 @@ static __attribute__((target(TGT))) void FN(rows_q4k)(const vf_gemm_args *a, int
                 const uint8_t *qb = pk.q + (b * 8 + sb) * 32 * VW;
                 vi sc = VI_LOAD(pk.sc + (b * 8 + sb) * VW);
                 vi s[TT];
-#if VNNI
-#pragma GCC unroll 16
-                for (int j = 0; j < TT; j++) s[j] = VI_ZERO();
-#pragma GCC unroll 8
-                for (int g = 0; g < 8; g++) {
-                    vi w = VI_LOAD(qb + g * 4 * VW);
-#pragma GCC unroll 16
-                    for (int j = 0; j < TT; j++)
-                        s[j] = VI_DPBUSD(s[j], w, FN(bc32)(xt[b * TT + j].qs + sb * 32 + 4 * g));
-                }
-#pragma GCC unroll 16
-                for (int j = 0; j < TT; j++) sumi[j] = VI_ADD(sumi[j], VI_MULLO(s[j], sc));
-#else
                 /* q <= 15: eight 16-bit pair sums stay below 2^15; the scale
                  * (sc, sc) as 16-bit pairs multiplies them in vpmaddwd */
                 vi w = VI_LOAD(qb);
@@ -427,7 +393,6 @@ static __attribute__((target(TGT))) void FN(rows_q4k)(const vf_gemm_args *a, int
                 }
 #pragma GCC unroll 16
                 for (int j = 0; j < TT; j++) sumi[j] = VI_ADD(sumi[j], VI_MADD16(s[j], sc));
-#endif
             }
             vf dv = VF_LOAD(pk.d + b * VW), mv = VF_LOAD(pk.dmin + b * VW);
 #pragma GCC unroll 16
@@ -490,18 +455,10 @@ static __attribute__((target(TGT))) void FN(rows_q6k)(const vf_gemm_args *a, int
 #pragma GCC unroll 16
                 for (int j = 0; j < TT; j++) {
                     const int8_t *x = xt[b * TT + j].qs + sb * 16;
-#if VNNI
-                    vi s = VI_DPBUSD(VI_ZERO(), w0, FN(bc32)(x));
-                    s = VI_DPBUSD(s, w1, FN(bc32)(x + 4));
-                    s = VI_DPBUSD(s, w2, FN(bc32)(x + 8));
-                    s = VI_DPBUSD(s, w3, FN(bc32)(x + 12));
-                    sumi[j] = VI_ADD(sumi[j], VI_MULLO(s, sc));
-#else
                     /* q <= 63: two 16-bit pair sums stay below 2^15 */
                     vi p0 = VI_ADD16(VI_MADDUBS(w0, FN(bc32)(x)), VI_MADDUBS(w1, FN(bc32)(x + 4)));
                     vi p1 = VI_ADD16(VI_MADDUBS(w2, FN(bc32)(x + 8)), VI_MADDUBS(w3, FN(bc32)(x + 12)));
                     sumi[j] = VI_ADD(sumi[j], VI_ADD(VI_MADD16(p0, sc), VI_MADD16(p1, sc)));
-#endif
                 }
             }
             vf dv = VF_LOAD(pk.d + b * VW);
@@ -516,6 +473,404 @@ static __attribute__((target(TGT))) void FN(rows_q6k)(const vf_gemm_args *a, int
     }
     }
 }
+
+#endif /* !VNNI */
+
+#if VNNI
+/* ---------------------------------------------------------------- VNNI, lanes = tokens */
+/* The int8 kernels of the VNNI path turn the tile around: a lane is a token
+ * (a group of XT = 16), a register tile is RT rows x 16 tokens. Activations
+ * are laid out once per call (xprep: 4 bytes of every token of the group per
+ * 64-byte vector, as unsigned x + 128); weights are unpacked per work item to
+ * signed bytes, row after row, and each vpdpbusd reads its row's 4 weights as
+ * a {1to16} broadcast memory operand. No transposition of the weights, and the
+ * +128 of the activations is undone exactly by starting each integer sum at
+ * -128 * (sum of the weights), a per-row constant loaded by a broadcast. */
+
+/* acc + vpdpbusd(x, the int32 at p broadcast): GCC does not fold the
+ * broadcast into vpdpbusd's {1to16} memory operand by itself, and a separate
+ * vpbroadcastd per vpdpbusd doubles the instructions of the inner loop. */
+static inline __attribute__((target(TGT), always_inline)) vi FN(dpbc)(vi acc, vi x, const void *p)
+{
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(x), "m"(*(const int32_t *)p));
+    return acc;
+}
+
+/* Activations of one group, 32-blocks: per block vt_x32 (see vf_gemm_x86.c). */
+static __attribute__((target(TGT))) void FN(xprep_t32)(const vf_gemm_args *a, int64_t grp,
+                                                       void *out)
+{
+    const int64_t nb = a->n_in / 32;
+    const vf_xblk32 *xq = a->xq;
+    vt_x32 *o = out;
+    for (int t = 0; t < XT; t++) {
+        int64_t ts = TOK(grp * XT, t, a->n_tok);
+        for (int64_t b = 0; b < nb; b++) {
+            const vf_xblk32 *x = xq + ts * nb + b;
+            __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)x->qs),
+                                         _mm256_set1_epi8((char)0x80));
+            FN(scatter32)(o[b].q[0][t], v, XT);
+            o[b].d[t] = x->d;
+            o[b].s[t] = x->s;
+        }
+    }
+}
+
+/* Activations of one group, q8_K: per super-block vt_xk. */
+static __attribute__((target(TGT))) void FN(xprep_tk)(const vf_gemm_args *a, int64_t grp,
+                                                      void *out)
+{
+    const int64_t nb = a->n_in / QK_K;
+    const block_q8_K *xq = a->xq;
+    vt_xk *o = out;
+    for (int t = 0; t < XT; t++) {
+        int64_t ts = TOK(grp * XT, t, a->n_tok);
+        for (int64_t b = 0; b < nb; b++) {
+            const block_q8_K *x = xq + ts * nb + b;
+            for (int c = 0; c < 8; c++) {
+                __m256i v = _mm256_xor_si256(
+                    _mm256_loadu_si256((const __m256i *)(const void *)(x->qs + 32 * c)),
+                    _mm256_set1_epi8((char)0x80));
+                FN(scatter32)(o[b].q[8 * c][t], v, XT);
+            }
+            o[b].d[t] = x->d;
+            for (int k = 0; k < 4; k++) {
+                const int16_t *s = x->bsums + 4 * k;
+                o[b].bs[k][t] = pair16(s[0] + s[1], s[2] + s[3]);
+            }
+        }
+    }
+}
+
+/* Sum of the 32 signed bytes of v. */
+static inline __attribute__((target(TGT), always_inline)) int32_t FN(sum_s8)(__m256i v)
+{
+    __m256i s = _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)),
+                                _mm256_setzero_si256());
+    __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    h = _mm_add_epi64(h, _mm_unpackhi_epi64(h, h));
+    return _mm_cvtsi128_si32(h) - 32 * 128;
+}
+
+/* Weights of rows [o0, o1) as vt_w32 blocks of RT32 rows (rows past o1 zero). */
+static __attribute__((target(TGT))) void FN(pack_t32)(const vf_gemm_args *a, int64_t o0,
+                                                      int64_t o1, vt_w32 *pk)
+{
+    const int64_t nb = a->n_in / 32;
+    const int has_m = a->wtype == LPK_TYPE_Q4_1 || a->wtype == LPK_TYPE_Q5_1;
+    const int off = a->wtype == LPK_TYPE_Q4_0 ? 8 : a->wtype == LPK_TYPE_Q5_0 ? 16 : 0;
+    const __m256i voff = _mm256_set1_epi8((char)off);
+    for (int r = 0; r < RT32; r++) {
+        const uint8_t *row = (const uint8_t *)a->w + (o0 + r) * a->row_bytes;
+        for (int64_t b = 0; b < nb; b++) {
+            vt_w32 *p = pk + b;
+            if (o0 + r >= o1) {
+                memset(p->q[r], 0, 32);
+                p->d[r] = p->m[r] = 0.0f;
+                p->c[r] = 0;
+                continue;
+            }
+            const uint8_t *blk = row + b * a->type_size;
+            __m256i v = _mm256_sub_epi8(FN(unpack32)(a->wtype, blk, 1), voff);
+            _mm256_storeu_si256((__m256i *)(void *)p->q[r], v);
+            p->d[r] = FN(half)(blk);
+            p->m[r] = has_m ? FN(half)(blk + 2) : 0.0f;
+            p->c[r] = -128 * FN(sum_s8)(v);
+        }
+    }
+}
+
+/* One sub-tile of RT32 rows against one token group, all blocks. */
+static inline __attribute__((target(TGT), always_inline)) void FN(tile_t32)(const vt_w32 *pk,
+                                                                            const vt_x32 *xg,
+                                                                            int64_t nb, int has_m,
+                                                                            vf *out)
+{
+    /* local sums: out escapes, and the asm's memory operand could alias it */
+    vf acc[RT32];
+#pragma GCC unroll 16
+    for (int r = 0; r < RT32; r++) acc[r] = out[r];
+    for (int64_t b = 0; b < nb; b++) {
+        const vt_w32 *w = pk + b;
+        const vt_x32 *x = xg + b;
+        vi is[RT32];
+#pragma GCC unroll 16
+        for (int r = 0; r < RT32; r++) is[r] = VI_SET1(w->c[r]);
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            vi xv = VI_LOAD(x->q[g]);
+#pragma GCC unroll 16
+            for (int r = 0; r < RT32; r++) is[r] = FN(dpbc)(is[r], xv, w->q[r] + 4 * g);
+        }
+        vf dx = VF_LOAD(x->d);
+        if (has_m) {
+            vf sx = VF_LOAD(x->s);
+#pragma GCC unroll 16
+            for (int r = 0; r < RT32; r++) acc[r] = VF_FMA(sx, VF_SET1(w->m[r]), acc[r]);
+        }
+#pragma GCC unroll 16
+        for (int r = 0; r < RT32; r++)
+            acc[r] = VF_FMA(VF_MUL(dx, VF_SET1(w->d[r])), VF_CVT(is[r]), acc[r]);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RT32; r++) out[r] = acc[r];
+}
+
+/* k-quants: weights of rows [o0, o1) as vt_wk super-blocks of RTK rows. q4_k:
+ * q = the 4-bit weights (0..15); q6_k: q - 32. c = -128 sum_j sc_j (sum of
+ * sub-block j's weights). */
+static __attribute__((target(TGT))) void FN(pack_tk)(const vf_gemm_args *a, int64_t o0,
+                                                     int64_t o1, vt_wk *pk)
+{
+    const int64_t nb = a->n_in / QK_K;
+    const int q4 = a->wtype == LPK_TYPE_Q4_K;
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
+    for (int r = 0; r < RTK; r++) {
+        const uint8_t *row = (const uint8_t *)a->w + (o0 + r) * a->row_bytes;
+        for (int64_t b = 0; b < nb; b++) {
+            vt_wk *p = pk + b;
+            if (o0 + r >= o1) {
+                memset(p->q[r], 0, QK_K);
+                memset(p->sc[r], 0, sizeof p->sc[r]);
+                memset(p->mn[r], 0, sizeof p->mn[r]);
+                p->d[r] = p->dm[r] = 0.0f;
+                p->c[r] = 0;
+                continue;
+            }
+            const uint8_t *blk = row + b * a->type_size;
+            __m256i v[8];
+            int32_t c = 0;
+            if (q4) {
+                uint8_t sc[8], mn[8];
+                vf_q4k_scales(blk + 4, sc, mn);
+                for (int k = 0; k < 4; k++) {
+                    __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 16 + 32 * k));
+                    v[2 * k] = _mm256_and_si256(x, m4);
+                    v[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+                    p->mn[r][k] = pair16(mn[2 * k], mn[2 * k + 1]);
+                }
+                for (int j = 0; j < 8; j++) {
+                    p->sc[r][j] = sc[j];
+                    c += sc[j] * FN(sum_s8)(v[j]);
+                }
+                p->d[r] = FN(half)(blk);
+                p->dm[r] = -FN(half)(blk + 2);
+            } else {
+                for (int h = 0; h < 2; h++) {
+                    __m256i l0 = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 * h));
+                    __m256i l1 = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 64 * h + 32));
+                    __m256i hh = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 128 + 32 * h));
+                    __m256i m32 = _mm256_set1_epi8(32);
+#define Q6(l, sh) _mm256_sub_epi8(_mm256_or_si256(l, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hh, sh), m2), 4)), m32)
+                    v[4 * h] = Q6(_mm256_and_si256(l0, m4), 0);
+                    v[4 * h + 1] = Q6(_mm256_and_si256(l1, m4), 2);
+                    v[4 * h + 2] = Q6(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), 4);
+                    v[4 * h + 3] = Q6(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), 6);
+#undef Q6
+                }
+                for (int j = 0; j < 16; j++) {
+                    int sc = (int8_t)blk[192 + j];
+                    __m256i h = j % 2 ? _mm256_permute2x128_si256(v[j / 2], v[j / 2], 0x81)
+                                      : _mm256_and_si256(v[j / 2], _mm256_setr_epi64x(-1, -1, 0, 0));
+                    /* the upper half is zero: its sum_s8 counts 16 zeros */
+                    p->sc[r][j] = sc;
+                    c += sc * FN(sum_s8)(h);
+                }
+                p->d[r] = FN(half)(blk + 208);
+                p->dm[r] = 0.0f;
+            }
+            for (int j = 0; j < 8; j++) _mm256_storeu_si256((__m256i *)(void *)(p->q[r] + 32 * j), v[j]);
+            p->c[r] = -128 * c;
+        }
+    }
+}
+
+static inline __attribute__((target(TGT), always_inline)) vf FN(tail_k)(vf acc, vf dx, float d,
+                                                                        vi sumi)
+{
+    return VF_FMA(VF_MUL(dx, VF_SET1(d)), VF_CVT(sumi), acc);
+}
+
+/* q4_k, one sub-tile against one token group: per sub-block of 32, 8 vpdpbusd
+ * per row, then sumi += sc * s; the mins part with 4 vpdpwssd on the
+ * (bsum, bsum) pairs. */
+static inline __attribute__((target(TGT), always_inline)) void FN(tile_q4kt)(const vt_wk *pk,
+                                                                             const vt_xk *xg,
+                                                                             int64_t nb, vf *out)
+{
+    vf acc[RTK];
+#pragma GCC unroll 16
+    for (int r = 0; r < RTK; r++) acc[r] = out[r];
+    for (int64_t b = 0; b < nb; b++) {
+        const vt_wk *w = pk + b;
+        const vt_xk *x = xg + b;
+        vi sumi[RTK];
+#pragma GCC unroll 16
+        for (int r = 0; r < RTK; r++) sumi[r] = VI_SET1(w->c[r]);
+        for (int sb = 0; sb < 8; sb++) {
+            vi s[RTK];
+#pragma GCC unroll 16
+            for (int r = 0; r < RTK; r++) s[r] = VI_ZERO();
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) {
+                vi xv = VI_LOAD(x->q[8 * sb + g]);
+#pragma GCC unroll 16
+                for (int r = 0; r < RTK; r++)
+                    s[r] = FN(dpbc)(s[r], xv, w->q[r] + 32 * sb + 4 * g);
+            }
+#pragma GCC unroll 16
+            for (int r = 0; r < RTK; r++) sumi[r] = VI_ADD(sumi[r], VI_MULLO(s[r], VI_SET1(w->sc[r][sb])));
+        }
+        vf dx = VF_LOAD(x->d);
+        vi b0 = VI_LOAD(x->bs[0]), b1 = VI_LOAD(x->bs[1]), b2 = VI_LOAD(x->bs[2]), b3 = VI_LOAD(x->bs[3]);
+#pragma GCC unroll 16
+        for (int r = 0; r < RTK; r++) {
+            vi m = _mm512_dpwssd_epi32(VI_ZERO(), b0, VI_SET1(w->mn[r][0]));
+            m = _mm512_dpwssd_epi32(m, b1, VI_SET1(w->mn[r][1]));
+            m = _mm512_dpwssd_epi32(m, b2, VI_SET1(w->mn[r][2]));
+            m = _mm512_dpwssd_epi32(m, b3, VI_SET1(w->mn[r][3]));
+            /* dm holds -dmin: acc += (-dmin dx) summ, then (d dx) sumi */
+            acc[r] = FN(tail_k)(acc[r], dx, w->dm[r], m);
+            acc[r] = FN(tail_k)(acc[r], dx, w->d[r], sumi[r]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RTK; r++) out[r] = acc[r];
+}
+
+/* q6_k: per sub-block of 16, 4 vpdpbusd per row, then sumi += sc * s. */
+static inline __attribute__((target(TGT), always_inline)) void FN(tile_q6kt)(const vt_wk *pk,
+                                                                             const vt_xk *xg,
+                                                                             int64_t nb, vf *out)
+{
+    vf acc[RTK];
+#pragma GCC unroll 16
+    for (int r = 0; r < RTK; r++) acc[r] = out[r];
+    for (int64_t b = 0; b < nb; b++) {
+        const vt_wk *w = pk + b;
+        const vt_xk *x = xg + b;
+        vi sumi[RTK];
+#pragma GCC unroll 16
+        for (int r = 0; r < RTK; r++) sumi[r] = VI_SET1(w->c[r]);
+        for (int sb = 0; sb < 16; sb++) {
+            vi s[RTK];
+#pragma GCC unroll 16
+            for (int r = 0; r < RTK; r++) s[r] = VI_ZERO();
+#pragma GCC unroll 4
+            for (int g = 0; g < 4; g++) {
+                vi xv = VI_LOAD(x->q[4 * sb + g]);
+#pragma GCC unroll 16
+                for (int r = 0; r < RTK; r++)
+                    s[r] = FN(dpbc)(s[r], xv, w->q[r] + 16 * sb + 4 * g);
+            }
+#pragma GCC unroll 16
+            for (int r = 0; r < RTK; r++) sumi[r] = VI_ADD(sumi[r], VI_MULLO(s[r], VI_SET1(w->sc[r][sb])));
+        }
+        vf dx = VF_LOAD(x->d);
+#pragma GCC unroll 16
+        for (int r = 0; r < RTK; r++) acc[r] = FN(tail_k)(acc[r], dx, w->d[r], sumi[r]);
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < RTK; r++) out[r] = acc[r];
+}
+
+/* Per-thread scratch: NS packed sub-tiles, and the running sums of every
+ * (token group, sub-tile) between input chunks. */
+static size_t FN(scratch_t)(const vf_gemm_args *a)
+{
+    const int k = a->wtype == LPK_TYPE_Q4_K || a->wtype == LPK_TYPE_Q6_K;
+    size_t nb = (size_t)(a->n_in / a->block), ng = (size_t)((a->n_tok + XT - 1) / XT);
+    size_t w = k ? (size_t)NSK * nb * sizeof(vt_wk) : (size_t)NS32 * nb * sizeof(vt_w32);
+    size_t acc = ng * (size_t)(k ? NSK * RTK : NS32 * RT32) * XT * sizeof(float);
+    return ((w + 63) & ~(size_t)63) + acc;
+}
+
+/* A work item: its NS sub-tiles are packed once; the input dimension is then
+ * walked in chunks of KC blocks, so that a chunk of the packed weights and of
+ * a token group's activations stay in L1 while every token group and
+ * sub-tile use them (the sums wait in scratch between chunks: the order of
+ * operations is unchanged). kind: 0 q8_0/q4_0/q5_0, 1 q4_1/q5_1, 2 q4_k, 3 q6_k. */
+static inline __attribute__((target(TGT), always_inline)) void FN(drive_t)(const vf_gemm_args *a,
+                                                                           int64_t o0, int64_t o1,
+                                                                           void *scratch, int kind)
+{
+    const int k = kind >= 2;
+    const int RT = k ? RTK : RT32, NS = k ? NSK : NS32;
+    const int64_t nb = a->n_in / a->block, ng = (a->n_tok + XT - 1) / XT, KC = k ? KCK : KC32;
+    const size_t wsz = k ? sizeof(vt_wk) : sizeof(vt_w32), xsz = k ? sizeof(vt_xk) : sizeof(vt_x32);
+    const int nsub = (int)((o1 - o0 + RT - 1) / RT), nr = (int)(o1 - o0);
+    uint8_t *pk = scratch;
+    float *accs = (float *)(void *)(pk + ((NS * nb * wsz + 63) & ~(size_t)63)); /* (ng, NS, RT, XT) */
+    for (int s = 0; s < nsub; s++) {
+        int64_t s0 = o0 + s * RT, s1 = s0 + RT < o1 ? s0 + RT : o1;
+        if (k) FN(pack_tk)(a, s0, s1, (vt_wk *)(void *)(pk + s * nb * wsz));
+        else FN(pack_t32)(a, s0, s1, (vt_w32 *)(void *)(pk + s * nb * wsz));
+    }
+    const __m512i gidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+                                                            11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(XT));
+    for (int64_t c0 = 0; c0 < nb; c0 += KC) {
+        const int64_t c1 = c0 + KC < nb ? c0 + KC : nb;
+        for (int64_t grp = 0; grp < ng; grp++) {
+            const uint8_t *xg = (const uint8_t *)a->xq + (grp * nb + c0) * xsz;
+            float out[OUT_ROWS][XT];
+            for (int s = 0; s < nsub; s++) {
+                float *ab = accs + (grp * NS + s) * RT * XT;
+                const uint8_t *w = pk + (s * nb + c0) * wsz;
+                vf acc[RT32];
+#pragma GCC unroll 16
+                for (int r = 0; r < RT32; r++) acc[r] = c0 && r < RT ? VF_LOAD(ab + r * XT) : VF_ZERO();
+                switch (kind) {
+                case 0: FN(tile_t32)((const vt_w32 *)(const void *)w, (const vt_x32 *)(const void *)xg, c1 - c0, 0, acc); break;
+                case 1: FN(tile_t32)((const vt_w32 *)(const void *)w, (const vt_x32 *)(const void *)xg, c1 - c0, 1, acc); break;
+                case 2: FN(tile_q4kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc); break;
+                default: FN(tile_q6kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc); break;
+                }
+#pragma GCC unroll 16
+                for (int r = 0; r < RT32; r++) {
+                    if (r >= RT) break;
+                    VF_STORE(c1 < nb ? ab + r * XT : out[s * RT + r], acc[r]);
+                }
+            }
+            if (c1 < nb) continue;
+            /* lane = token: written out one token at a time, 16 rows of the
+             * work item per gather and vector store */
+            for (int t = 0; t < XT && grp * XT + t < a->n_tok; t++) {
+                float *y = a->y + (grp * XT + t) * a->n_out + o0;
+                for (int r0 = 0; r0 < nr; r0 += 16) {
+                    __mmask16 m = nr - r0 >= 16 ? 0xffff : (__mmask16)((1u << (nr - r0)) - 1);
+                    __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, gidx, &out[r0][t], 4);
+                    _mm512_mask_storeu_ps(y + r0, m, v);
+                }
+            }
+        }
+    }
+}
+
+static __attribute__((target(TGT))) void FN(rows_t32)(const vf_gemm_args *a, int64_t o0,
+                                                      int64_t o1, void *scratch)
+{
+    if (a->wtype == LPK_TYPE_Q4_1 || a->wtype == LPK_TYPE_Q5_1) FN(drive_t)(a, o0, o1, scratch, 1);
+    else FN(drive_t)(a, o0, o1, scratch, 0);
+}
+
+static __attribute__((target(TGT))) void FN(rows_tk)(const vf_gemm_args *a, int64_t o0,
+                                                     int64_t o1, void *scratch)
+{
+    if (a->wtype == LPK_TYPE_Q4_K) FN(drive_t)(a, o0, o1, scratch, 2);
+    else FN(drive_t)(a, o0, o1, scratch, 3);
+}
+
+static size_t FN(xbytes_t32)(const vf_gemm_args *a) { return (size_t)(a->n_in / 32) * sizeof(vt_x32); }
+static size_t FN(xbytes_tk)(const vf_gemm_args *a) { return (size_t)(a->n_in / QK_K) * sizeof(vt_xk); }
+
+static const vf_gemm_kernel FN(kern_blk32_) = {KNAME, KPATH, NS32 * RT32, 0, XT, FN(scratch_t),
+                                               FN(rows_t32), FN(xbytes_t32), FN(xprep_t32)};
+static const vf_gemm_kernel FN(kern_q4k_) = {KNAME, KPATH, NSK * RTK, 0, XT, FN(scratch_t),
+                                             FN(rows_tk), FN(xbytes_tk), FN(xprep_tk)};
+static const vf_gemm_kernel FN(kern_q6k_) = {KNAME, KPATH, NSK * RTK, 0, XT, FN(scratch_t),
+                                             FN(rows_tk), FN(xbytes_tk), FN(xprep_tk)};
+#endif
 
 /* ---------------------------------------------------------------- fp32 */
 /* A work item is GT sub-tiles of 2 VW rows, each converted to f32 and
@@ -577,11 +932,16 @@ static __attribute__((target(TGT))) void FN(rows_f32)(const vf_gemm_args *a, int
     }
 }
 
-static const vf_gemm_kernel FN(kern_blk32_) = {
-    KNAME, KPATH, GT * VW, VNNI ? 128 : 0, TT, scratch_blk32, FN(rows_blk32)};
-static const vf_gemm_kernel FN(kern_q4k_) = {KNAME, KPATH, GT * VW, 0, TT, scratch_k, FN(rows_q4k)};
-static const vf_gemm_kernel FN(kern_q6k_) = {KNAME, KPATH, GT * VW, 0, TT, scratch_k, FN(rows_q6k)};
-static const vf_gemm_kernel FN(kern_f32_) = {KNAME, KPATH, GT * 2 * VW, 0, 1, scratch_f32, FN(rows_f32)};
+#if !VNNI
+static const vf_gemm_kernel FN(kern_blk32_) = {KNAME, KPATH, GT * VW, 0, TT, scratch_blk32,
+                                               FN(rows_blk32), NULL, NULL};
+static const vf_gemm_kernel FN(kern_q4k_) = {KNAME, KPATH, GT * VW, 0, TT, scratch_k, FN(rows_q4k),
+                                             NULL, NULL};
+static const vf_gemm_kernel FN(kern_q6k_) = {KNAME, KPATH, GT * VW, 0, TT, scratch_k, FN(rows_q6k),
+                                             NULL, NULL};
+#endif
+static const vf_gemm_kernel FN(kern_f32_) = {KNAME, KPATH, GT * 2 * VW, 0, 1, scratch_f32,
+                                             FN(rows_f32), NULL, NULL};
 
 #undef vi
 #undef vf

@@ -86,6 +86,31 @@ static void pack_f32(const vf_gemm_args *a, int64_t o0, int64_t o1, int R, float
     }
 }
 
+/* VNNI kernels, lanes = tokens (see vf_gemm_simd.h): activations of a group
+ * of XT tokens per 32-block / q8_K super-block, q[g][t] = bytes 4g..4g+3 of
+ * token t plus 128 (unsigned), d and s (d * sum) per token, bs[k][t] = the
+ * int16 pair (sum of sub-block 2k, of sub-block 2k+1) of 32-element sums;
+ * weights of a sub-tile of RT rows per block: signed q per row, the scales,
+ * and c = -128 * sum of the weights (k-quants: weighted by the sub-block
+ * scales), which starts each integer sum. Work items are NS sub-tiles. */
+#define XT 16
+#define RT32 12
+#define NS32 4
+#define RTK 8
+#define NSK 6
+#define KC32 16 /* input chunk, blocks */
+#define OUT_ROWS (NS32 * RT32 > NSK * RTK ? NS32 * RT32 : NSK * RTK) /* rows per work item, at most */
+#define KCK 2
+typedef struct { uint8_t q[8][XT][4]; float d[XT], s[XT]; } vt_x32;
+typedef struct { uint8_t q[64][XT][4]; float d[XT]; int32_t bs[4][XT]; } vt_xk;
+typedef struct { int8_t q[RT32][32]; float d[RT32], m[RT32]; int32_t c[RT32]; } vt_w32;
+typedef struct {
+    int8_t q[RTK][QK_K];
+    int32_t sc[RTK][16], mn[RTK][4];
+    float d[RTK], dm[RTK];
+    int32_t c[RTK];
+} vt_wk;
+
 /* ---------------------------------------------------------------- activations */
 /* The scalar quantizers' results, bit for bit: max is exact in any order (a
  * NaN input is skipped, as `a > amax` skips it), the scale is computed in
