@@ -496,6 +496,28 @@ static inline __attribute__((target(TGT), always_inline)) vi FN(dpbc)(vi acc, vi
     return acc;
 }
 
+/* vpdpbusd(0, x, the int32 at p broadcast). vpxord is a zero idiom (no
+ * execution port); GCC would rather copy a zeroed register, one more vector
+ * instruction per chain. */
+static inline __attribute__((target(TGT), always_inline)) vi FN(dpbc0)(vi x, const void *p)
+{
+    vi acc;
+    __asm__("vpxord %0, %0, %0\n\tvpdpbusd %2%{1to16%}, %1, %0"
+            : "=&v"(acc)
+            : "v"(x), "m"(*(const int32_t *)p));
+    return acc;
+}
+
+/* sum + s * (the int32 at p broadcast), in place (GCC otherwise adds into a
+ * new register and copies it back). */
+static inline __attribute__((target(TGT), always_inline)) vi FN(mulacc)(vi sum, vi s, const void *p)
+{
+    __asm__("vpmulld %2%{1to16%}, %1, %1\n\tvpaddd %1, %0, %0"
+            : "+v"(sum), "+v"(s)
+            : "m"(*(const int32_t *)p));
+    return sum;
+}
+
 /* Activations of one group, 32-blocks: per block vt_x32 (see vf_gemm_x86.c). */
 static __attribute__((target(TGT))) void FN(xprep_t32)(const vf_gemm_args *a, int64_t grp,
                                                        void *out)
@@ -708,18 +730,18 @@ static inline __attribute__((target(TGT), always_inline)) void FN(tile_q4kt)(con
 #pragma GCC unroll 16
         for (int r = 0; r < RTK; r++) sumi[r] = VI_SET1(w->c[r]);
         for (int sb = 0; sb < 8; sb++) {
-            vi s[RTK];
+            vi s[RTK], x0 = VI_LOAD(x->q[8 * sb]);
 #pragma GCC unroll 16
-            for (int r = 0; r < RTK; r++) s[r] = VI_ZERO();
+            for (int r = 0; r < RTK; r++) s[r] = FN(dpbc0)(x0, w->q[r] + 32 * sb);
 #pragma GCC unroll 8
-            for (int g = 0; g < 8; g++) {
+            for (int g = 1; g < 8; g++) {
                 vi xv = VI_LOAD(x->q[8 * sb + g]);
 #pragma GCC unroll 16
                 for (int r = 0; r < RTK; r++)
                     s[r] = FN(dpbc)(s[r], xv, w->q[r] + 32 * sb + 4 * g);
             }
 #pragma GCC unroll 16
-            for (int r = 0; r < RTK; r++) sumi[r] = VI_ADD(sumi[r], VI_MULLO(s[r], VI_SET1(w->sc[r][sb])));
+            for (int r = 0; r < RTK; r++) sumi[r] = FN(mulacc)(sumi[r], s[r], &w->sc[r][sb]);
         }
         vf dx = VF_LOAD(x->d);
         vi b0 = VI_LOAD(x->bs[0]), b1 = VI_LOAD(x->bs[1]), b2 = VI_LOAD(x->bs[2]), b3 = VI_LOAD(x->bs[3]);
@@ -753,18 +775,18 @@ static inline __attribute__((target(TGT), always_inline)) void FN(tile_q6kt)(con
 #pragma GCC unroll 16
         for (int r = 0; r < RTK; r++) sumi[r] = VI_SET1(w->c[r]);
         for (int sb = 0; sb < 16; sb++) {
-            vi s[RTK];
+            vi s[RTK], x0 = VI_LOAD(x->q[4 * sb]);
 #pragma GCC unroll 16
-            for (int r = 0; r < RTK; r++) s[r] = VI_ZERO();
+            for (int r = 0; r < RTK; r++) s[r] = FN(dpbc0)(x0, w->q[r] + 16 * sb);
 #pragma GCC unroll 4
-            for (int g = 0; g < 4; g++) {
+            for (int g = 1; g < 4; g++) {
                 vi xv = VI_LOAD(x->q[4 * sb + g]);
 #pragma GCC unroll 16
                 for (int r = 0; r < RTK; r++)
                     s[r] = FN(dpbc)(s[r], xv, w->q[r] + 16 * sb + 4 * g);
             }
 #pragma GCC unroll 16
-            for (int r = 0; r < RTK; r++) sumi[r] = VI_ADD(sumi[r], VI_MULLO(s[r], VI_SET1(w->sc[r][sb])));
+            for (int r = 0; r < RTK; r++) sumi[r] = FN(mulacc)(sumi[r], s[r], &w->sc[r][sb]);
         }
         vf dx = VF_LOAD(x->d);
 #pragma GCC unroll 16
