@@ -98,9 +98,9 @@ static void pack_f32(const vf_gemm_args *a, int64_t o0, int64_t o1, int R, float
 #define NS32 4
 #define RTK 8
 #define NSK 6
-#define KC32 16 /* input chunk, blocks */
+#define KC32 64 /* input chunk, blocks */
 #define OUT_ROWS (NS32 * RT32 > NSK * RTK ? NS32 * RT32 : NSK * RTK) /* rows per work item, at most */
-#define KCK 2
+#define KCK 8
 typedef struct { uint8_t q[8][XT][4]; float d[XT], s[XT]; } vt_x32;
 typedef struct { uint8_t q[64][XT][4]; float d[XT]; int32_t bs[4][XT]; } vt_xk;
 typedef struct { int8_t q[RT32][32]; float d[RT32], m[RT32]; int32_t c[RT32]; } vt_w32;
