@@ -432,8 +432,21 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
     a.type_size = ti->type_size;
     a.row_bytes = (n_in / ti->block_size) * ti->type_size;
 
+    const vf_gemm_kernel *k = pick_kernel(wtype);
     void *xq = NULL;
-    if (!is_fp(wtype)) {
+    if (!is_fp(wtype) && k->xprep) {
+        /* quantized straight into the kernel's own layout, one group of
+         * tok_tile tokens at a time */
+        int64_t ng = (n_tok + k->tok_tile - 1) / k->tok_tile;
+        size_t gb = k->xprep_bytes(&a);
+        xq = aligned_alloc(64, (size_t)ng * gb);
+        if (!xq)
+            return LPK_ENOMEM;
+        int64_t g;
+#pragma omp parallel for schedule(static)
+        for (g = 0; g < ng; g++) k->xprep(&a, g, (uint8_t *)xq + (size_t)g * gb);
+        a.xq = xq;
+    } else if (!is_fp(wtype)) {
         int64_t nb = n_in / ti->block_size;
         size_t bsz = wtype == LPK_TYPE_Q4_K || wtype == LPK_TYPE_Q6_K ? sizeof(block_q8_K)
                                                                       : sizeof(vf_xblk32);
@@ -451,25 +464,9 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
         a.xq = xq;
     }
 
-    const vf_gemm_kernel *k = pick_kernel(wtype);
     int32_t *xaux = NULL;
     int64_t n_tok_pad = n_tok;
-    if (xq && k->xprep) {
-        /* the kernel's own layout, one group of tok_tile tokens at a time */
-        int64_t ng = (n_tok + k->tok_tile - 1) / k->tok_tile;
-        size_t gb = k->xprep_bytes(&a);
-        uint8_t *xg = aligned_alloc(64, (size_t)ng * gb);
-        if (!xg) {
-            free(xq);
-            return LPK_ENOMEM;
-        }
-        int64_t g;
-#pragma omp parallel for schedule(static)
-        for (g = 0; g < ng; g++) k->xprep(&a, g, xg + (size_t)g * gb);
-        free(xq);
-        xq = xg;
-        a.xq = xq;
-    } else if (xq && k->tok_tile > 1) {
+    if (xq && !k->xprep && k->tok_tile > 1) {
         /* interleave by token tile so a kernel reads a tile's activations
          * through one pointer */
         int64_t tt = k->tok_tile, nb = n_in / ti->block_size;

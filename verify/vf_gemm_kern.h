@@ -42,9 +42,9 @@ typedef struct vf_gemm_kernel {
     /* computes y for rows [o0, o1) (o1 - o0 <= rows_per_tile) and all tokens */
     void (*rows)(const vf_gemm_args *a, int64_t o0, int64_t o1, void *scratch);
     /* NULL, or: bytes of one group of tok_tile tokens in the kernel's own
-     * activation layout (a multiple of 64), and the function writing group g
-     * to out from a->xq in the per-token layout (tokens past n_tok repeat the
-     * last one) */
+     * activation layout (a multiple of 64), and the function quantizing group
+     * g of a->x into out, each token exactly as vf_quantize_x32 /
+     * vf_quantize_xk do (tokens past n_tok repeat the last one) */
     size_t (*xprep_bytes)(const vf_gemm_args *a);
     void (*xprep)(const vf_gemm_args *a, int64_t g, void *out);
 } vf_gemm_kernel;

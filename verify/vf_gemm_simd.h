@@ -518,17 +518,18 @@ static inline __attribute__((target(TGT), always_inline)) vi FN(mulacc)(vi sum, 
     return sum;
 }
 
-/* Activations of one group, 32-blocks: per block vt_x32 (see vf_gemm_x86.c). */
+/* Activations of one group, 32-blocks: per block vt_x32 (see vf_gemm_x86.c),
+ * quantized block by block (straight from x: no per-token copy). */
 static __attribute__((target(TGT))) void FN(xprep_t32)(const vf_gemm_args *a, int64_t grp,
                                                        void *out)
 {
     const int64_t nb = a->n_in / 32;
-    const vf_xblk32 *xq = a->xq;
     vt_x32 *o = out;
     for (int t = 0; t < XT; t++) {
         int64_t ts = TOK(grp * XT, t, a->n_tok);
         for (int64_t b = 0; b < nb; b++) {
-            const vf_xblk32 *x = xq + ts * nb + b;
+            vf_xblk32 xb, *x = &xb;
+            vf_quantize_x32(a->x + ts * a->n_in + 32 * b, 32, x);
             __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)x->qs),
                                          _mm256_set1_epi8((char)0x80));
             FN(scatter32)(o[b].q[0][t], v, XT);
@@ -543,12 +544,12 @@ static __attribute__((target(TGT))) void FN(xprep_tk)(const vf_gemm_args *a, int
                                                       void *out)
 {
     const int64_t nb = a->n_in / QK_K;
-    const block_q8_K *xq = a->xq;
     vt_xk *o = out;
     for (int t = 0; t < XT; t++) {
         int64_t ts = TOK(grp * XT, t, a->n_tok);
         for (int64_t b = 0; b < nb; b++) {
-            const block_q8_K *x = xq + ts * nb + b;
+            block_q8_K xb, *x = &xb;
+            vf_quantize_xk(a->x + ts * a->n_in + QK_K * b, QK_K, x);
             for (int c = 0; c < 8; c++) {
                 __m256i v = _mm256_xor_si256(
                     _mm256_loadu_si256((const __m256i *)(const void *)(x->qs + 32 * c)),
