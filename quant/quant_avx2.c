@@ -297,15 +297,20 @@ QL_FN qv ql_reduce_max(const qv v[8], int uns)
     return uns ? v_imax_u(lo, hi) : v_imax_s(lo, hi);
 }
 
-/* q8_0 levels of one block: round(clamp(x / d, -128, 127)), the upper bound in
- * float, the lower one by the saturating packs (round is monotonic and the
- * bounds are integers) */
-QL_FN __m256i ql_q8_levels(const float *x, float id)
+/* Levels of one block, round(clamp(x[i] * id, lo, hi)) + off, as 32 bytes in
+ * element order (the values fit in int8; in range, the conversion rounds to
+ * nearest even exactly as qi_round; round is monotonic and the bounds are
+ * integers, so the int8 saturation can stand for the bound -128) */
+QL_FN __m256i ql_levels32(const float *x, float id, float lo, float hi, int off)
 {
-    __m256 vid = _mm256_set1_ps(id), hi = _mm256_set1_ps(127.0f);
-    __m256i q[4];
-    for (int j = 0; j < 4; j++)
-        q[j] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * j), vid), hi));
+    __m256 vid = _mm256_set1_ps(id), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    __m256i q[4], o = _mm256_set1_epi32(off);
+    for (int j = 0; j < 4; j++) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + 8 * j), vid);
+        if (lo != -128.0f || off) v = _mm256_max_ps(v, vlo); /* else: the saturating packs */
+        v = _mm256_min_ps(v, vhi);
+        q[j] = _mm256_add_epi32(_mm256_cvtps_epi32(v), o);
+    }
     __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
     return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }

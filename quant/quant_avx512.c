@@ -138,18 +138,22 @@ QL_FN qv ql_reduce_max(const qv v[16], int uns)
     return uns ? v_imax_u(lo, hi) : v_imax_s(lo, hi);
 }
 
-/* q8_0 levels of one block: round(clamp(x / d, -128, 127)), the upper bound in
- * float, the lower one by the saturating narrowing (round is monotonic and the
- * bounds are integers) */
-QL_FN __m256i ql_q8_levels(const float *x, float id)
+/* Levels of one block, round(clamp(x[i] * id, lo, hi)) + off, as 32 bytes in
+ * element order (the values fit in int8; in range, the conversion rounds to
+ * nearest even exactly as qi_round; round is monotonic and the bounds are
+ * integers, so the int8 saturation can stand for the bound -128) */
+QL_FN __m256i ql_levels32(const float *x, float id, float lo, float hi, int off)
 {
-    __m512 vid = _mm512_set1_ps(id), hi = _mm512_set1_ps(127.0f);
-    __m512i q0 = _mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_mul_ps(_mm512_loadu_ps(x), vid), hi),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512i q1 = _mm512_cvt_roundps_epi32(_mm512_min_ps(_mm512_mul_ps(_mm512_loadu_ps(x + 16), vid), hi),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtsepi32_epi8(q0)),
-                                   _mm512_cvtsepi32_epi8(q1), 1);
+    __m512 vid = _mm512_set1_ps(id), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
+    __m512i o = _mm512_set1_epi32(off), q[2];
+    for (int j = 0; j < 2; j++) {
+        __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + 16 * j), vid);
+        if (lo != -128.0f || off) v = _mm512_max_ps(v, vlo); /* else: the saturating narrowing */
+        v = _mm512_min_ps(v, vhi);
+        q[j] = _mm512_add_epi32(_mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), o);
+    }
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtsepi32_epi8(q[0])),
+                                   _mm512_cvtsepi32_epi8(q[1]), 1);
 }
 
 #include "quant_lanes.h"

@@ -6,7 +6,7 @@
  * halves), the primitives used below, ql_ld (QL_W values of a source row as
  * f32), ql_transpose32 (QL_W rows of 32 floats -> 32 vectors, lane b = row b),
  * ql_reduce_max with QL_POS (lane-wise maxima of QL_W vectors), and
- * ql_q8_levels (the int8 levels of one q8_0 block), then includes this file.
+ * ql_levels32 (the levels of one block as bytes), then includes this file.
  *
  * A group of QL_W blocks is transposed so that lane b of every vector belongs to
  * block b: the scale search (quant_search_sym) then runs on all blocks at once
@@ -18,8 +18,7 @@
  * (clamp, then (v + 1.5*2^23) - 1.5*2^23), and e = x - q*d is one fused
  * multiply-add because q*d is exact (|q| <= 128 is 8 bits, d an f16 value has
  * 11 significant bits and is never below 2^-24). The levels of the chosen scale
- * are then assigned block by block in the natural layout (AVX2 registers in
- * both builds) and packed. Only quant/quant_avx2.c and quant/quant_avx512.c
+ * are then assigned block by block in the natural layout and packed. Only quant/quant_avx2.c and quant/quant_avx512.c
  * include this file. */
 #ifndef QUANT_LANES_H
 #define QUANT_LANES_H
@@ -47,10 +46,11 @@ QL_FN qv ql_level(qv x, qv id, qv lo, qv hi)
     return v_sub(v_add(v, v_set1(QL_MAGIC)), v_set1(QL_MAGIC));
 }
 
-/* sym_err of scale d (lanes) over the 32 elements: sum w (x - q d)^2 */
-QL_FN qv ql_err(const qv *xt, const qv *wt, qv d, qv lo, qv hi)
+/* sym_err of scale d (lanes; id = ql_recip(d)) over the 32 elements:
+ * sum w (x - q d)^2 */
+QL_FN qv ql_err(const qv *xt, const qv *wt, qv d, qv id, qv lo, qv hi)
 {
-    qv id = ql_recip(d), acc[8];
+    qv acc[8];
     for (int j = 0; j < 8; j++) acc[j] = v_zero();
     /* unrolled, so the 8 accumulators stay in registers */
     _Pragma("GCC unroll 32") for (int i = 0; i < 32; i++) {
@@ -70,19 +70,22 @@ QL_FN qh ql_search_sym(const qv *xt, const qv *wt, int nlo, int nhi)
     for (int i = 0; i < 32; i++) neg = m_or(neg, v_eq(xt[i], namax));
     qv nxm = v_blend(neg, namax, amax); /* -xm */
     qv lo = v_set1((float)-nlo), hi = v_set1((float)nhi);
-    qh best = h_zero();
-    qv best_err = v_zero();
+    /* the grid scales first: their divisions and conversions do not wait for
+     * the error sums */
+    qh hk[QI_NGRID];
+    qv dk[QI_NGRID], ik[QI_NGRID];
     for (int k = 0; k < QI_NGRID; k++) {
-        qh h = h_f16sat(v_div(nxm, v_set1((float)nlo + quant_grid_sym[k])));
-        qv e = ql_err(xt, wt, h_to_f(h), lo, hi);
-        if (k == 0) {
-            best = h;
-            best_err = e;
-        } else {
-            qm m = v_lt(e, best_err);
-            best = h_blend(m, best, h);
-            best_err = v_blend(m, best_err, e);
-        }
+        hk[k] = h_f16sat(v_div(nxm, v_set1((float)nlo + quant_grid_sym[k])));
+        dk[k] = h_to_f(hk[k]);
+        ik[k] = ql_recip(dk[k]);
+    }
+    qh best = hk[0];
+    qv best_err = ql_err(xt, wt, dk[0], ik[0], lo, hi);
+    for (int k = 1; k < QI_NGRID; k++) {
+        qv e = ql_err(xt, wt, dk[k], ik[k], lo, hi);
+        qm m = v_lt(e, best_err);
+        best = h_blend(m, best, hk[k]);
+        best_err = v_blend(m, best_err, e);
     }
     /* least-squares refit of the best assignment */
     qv d = h_to_f(best), id = ql_recip(d), a[8], b[8];
@@ -99,24 +102,11 @@ QL_FN qh ql_search_sym(const qv *xt, const qv *wt, int nlo, int nhi)
     qm ok = m_and(m_and(pos, v_finite(dr)), v_neq(dr, v_zero()));
     qh hr = h_f16sat(dr);
     ok = m_andnot(h_eq(hr, best), ok);
-    qm take = m_and(ok, v_lt(ql_err(xt, wt, h_to_f(hr), lo, hi), best_err));
+    qv dh = h_to_f(hr);
+    qm take = m_and(ok, v_lt(ql_err(xt, wt, dh, ql_recip(dh), lo, hi), best_err));
     best = h_blend(take, best, hr);
     /* max |x| == 0: scale 0 */
     return h_blend(v_eq(amax, v_zero()), best, h_zero());
-}
-
-/* Levels of one block, round(clamp(x[i] * id, lo, hi)) + off, as 32 bytes in
- * element order (the values fit in int8). */
-QL_FN __m256i ql_levels32(const float *x, float id, float lo, float hi, int off)
-{
-    __m256 vid = _mm256_set1_ps(id), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
-    __m256i q[4], o = _mm256_set1_epi32(off);
-    for (int j = 0; j < 4; j++) {
-        __m256 v = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * j), vid), vlo), vhi);
-        q[j] = _mm256_add_epi32(_mm256_cvtps_epi32(v), o); /* v in range: exact round to nearest even */
-    }
-    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
 /* element j in the low nibble of byte j, element j + 16 in the high one */
@@ -163,7 +153,7 @@ QL_FN int ql_q8_0_group(const void *x, int st, float *xf, block_q8_0 *b)
     v_store(ids, ql_recip(h_to_f(h)));
     for (int k = 0; k < QL_W; k++) {
         b[k].d = hs[k];
-        _mm256_storeu_si256((__m256i *)(void *)b[k].qs, ql_q8_levels(xf + 32 * k, ids[k]));
+        _mm256_storeu_si256((__m256i *)(void *)b[k].qs, ql_levels32(xf + 32 * k, ids[k], -128.0f, 127.0f, 0));
     }
     return m_any(v_notfinite(amax));
 }
@@ -199,9 +189,9 @@ QL_FN int ql_run(const void *x, int st, const float *w, int64_t wn, void *dst, i
     int nlo = type == LPK_TYPE_Q4_0 ? 8 : type == LPK_TYPE_Q5_0 ? 16 : 128;
     for (int64_t i = 0; i < nb; i += QL_W) {
         const char *xi = (const char *)x + (size_t)i * 32 * es;
-        for (size_t o = 0; o < QL_W * 32 * es; o += 64)
-            _mm_prefetch((const char *)((uintptr_t)xi + QI_PREFETCH + o), _MM_HINT_T0);
         if (type == LPK_TYPE_Q8_0 && !w) {
+            for (size_t o = 0; o < QL_W * 32 * es; o += 64)
+                _mm_prefetch((const char *)((uintptr_t)xi + QI_PREFETCH + o), _MM_HINT_T0);
             bad |= ql_q8_0_group(xi, st, xf, (block_q8_0 *)dst + i);
             continue;
         }
@@ -231,7 +221,7 @@ QL_FN int ql_run(const void *x, int st, const float *w, int64_t wn, void *dst, i
             } else {
                 block_q8_0 *o = (block_q8_0 *)dst + i + b;
                 o->d = hs[b];
-                _mm256_storeu_si256((__m256i *)(void *)o->qs, ql_q8_levels(xb, ids[b]));
+                _mm256_storeu_si256((__m256i *)(void *)o->qs, ql_levels32(xb, ids[b], -128.0f, 127.0f, 0));
             }
         }
     }
