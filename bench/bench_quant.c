@@ -143,7 +143,11 @@ int main(int argc, char **argv)
     double rbw = quality ? 0 : given_bw > 0 ? given_bw : read_bw(argc - i, argv + i);
     printf("%zu tensors, %lld weights (%.1f MB as f16), simd %s\n", nt, (long long)total,
            total * 2 / 1e6, lpk_cpu_describe());
-    if (!quality) printf("read bandwidth (page cache): %.2f GB/s\n", rbw / 1e9);
+    if (!quality) {
+        double la[1] = {0};
+        printf("read bandwidth (page cache): %.2f GB/s; load average %.2f (2-thread figures need "
+               "an idle second core)\n", rbw / 1e9, getloadavg(la, 1) == 1 ? la[0] : -1.0);
+    }
     char tl[256];
     snprintf(tl, sizeof tl, "%s", types);
     for (char *tok = strtok(tl, ","); tok; tok = strtok(NULL, ",")) {
