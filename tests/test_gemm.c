@@ -206,9 +206,13 @@ static void ref_matmul(int t, const uint8_t *w, int64_t n_out, int64_t n_in, con
     int32_t *qw = malloc(sizeof(int32_t) * (size_t)n_in);
     double *dsc = malloc(sizeof(double) * (size_t)n_in), *mn = malloc(sizeof(double) * (size_t)n_in);
     double *wf = malloc(sizeof(double) * (size_t)n_in);
-    int32_t *qx = malloc(sizeof(int32_t) * (size_t)n_in);
-    double *dx = malloc(sizeof(double) * (size_t)n_in);
+    /* every token's activations, quantized once */
+    int32_t *qxa = malloc(sizeof(int32_t) * (size_t)(n_in * n_tok));
+    double *dxa = malloc(sizeof(double) * (size_t)(n_in * n_tok));
     int bs = is_k(t) ? 256 : 32;
+    if (!is_fp(t))
+        for (int64_t tk = 0; tk < n_tok; tk++)
+            ref_quant_x(x + tk * n_in, n_in, bs, qxa + tk * n_in, dxa + tk * n_in);
     for (int64_t o = 0; o < n_out; o++) {
         ref_row(t, w + (size_t)o * rb, n_in, qw, dsc, mn, wf);
         for (int64_t tk = 0; tk < n_tok; tk++) {
@@ -224,7 +228,8 @@ static void ref_matmul(int t, const uint8_t *w, int64_t n_out, int64_t n_in, con
                 bound[tk * n_out + o] = afp;
                 continue;
             }
-            ref_quant_x(xr, n_in, bs, qx, dx);
+            const int32_t *qx = qxa + tk * n_in;
+            const double *dx = dxa + tk * n_in;
             double sq = 0, aq = 0;
             for (int64_t e = 0; e < n_in; e++) {
                 double a = qw[e] * dsc[e] * (double)qx[e] * dx[e / bs];
@@ -236,7 +241,7 @@ static void ref_matmul(int t, const uint8_t *w, int64_t n_out, int64_t n_in, con
             bound[tk * n_out + o] = aq;
         }
     }
-    free(qw); free(dsc); free(mn); free(wf); free(qx); free(dx);
+    free(qw); free(dsc); free(mn); free(wf); free(qxa); free(dxa);
 }
 
 static int n_paths(void)
@@ -401,7 +406,9 @@ static void check_against_ref(int64_t n_out, int64_t n_in, int64_t n_tok)
              * activations have 8-sigma outliers that set the scale) */
             double rel = sqrt(num / den);
             if (getenv("GEMM_DEBUG")) print_message("%s rel %.4g\n", lpk_type_get(t)->name, rel);
-            if (!(rel < (is_fp(t) ? 1e-6 : is_k(t) ? 0.1 : 0.03)))
+            /* fp32: rounding of a running sum, growing like sqrt(n_in) */
+            double fp_tol = fmax(1e-6, 3e-8 * sqrt((double)n_in));
+            if (!(rel < (is_fp(t) ? fp_tol : is_k(t) ? 0.1 : 0.03)))
                 fail_msg("%s: relative error vs fp32 %.4g", lpk_type_get(t)->name, rel);
             /* every path gives the same bits as the scalar reference */
             if (p == 0) memcpy(y0, y, ny * sizeof(float));
@@ -430,6 +437,10 @@ static void test_shapes_odd(void **state)
     (void)state;
     check_against_ref(37, 256, 13);
     check_against_ref(3, 768, 513);
+    /* the VNNI kernels walk the input in chunks (64 32-blocks, 8
+     * super-blocks): three chunks, the last partial; 53 rows = one full work
+     * item of 48 and a partial one; 17 tokens = a group of 16 and a partial one */
+    check_against_ref(53, 4352, 17);
 }
 
 /* Thread count does not change a bit. */

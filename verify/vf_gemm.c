@@ -330,7 +330,7 @@ static size_t scalar_scratch(const vf_gemm_args *a)
 }
 
 static const vf_gemm_kernel kernel_scalar = {
-    "scalar", VF_PATH_SCALAR, 1, 0, 1, scalar_scratch, scalar_rows, NULL, NULL,
+    "scalar", VF_PATH_SCALAR, 1, 1, scalar_scratch, scalar_rows, NULL, NULL,
 };
 
 /* ---------------------------------------------------------------- dispatch */
@@ -367,15 +367,13 @@ static int known_type(int wtype)
 
 /* The per-(token, block) integers SIMD kernels read with broadcast loads
  * (see vf_gemm_args.xaux). *out stays NULL when the type needs none. */
-static int make_xaux(const vf_gemm_args *a, const vf_gemm_kernel *k, int64_t n_tok_pad,
-                     int32_t **out)
+static int make_xaux(const vf_gemm_args *a, int64_t n_tok_pad, int32_t **out)
 {
     int64_t nb = a->n_in / a->block, n = n_tok_pad * nb;
     int off = 0;
     switch (a->wtype) {
     case LPK_TYPE_Q4_0: off = 8; break;
     case LPK_TYPE_Q5_0: off = 16; break;
-    case LPK_TYPE_Q8_0: off = k->q8_off; break;
     case LPK_TYPE_Q4_K: break;
     default: return LPK_OK;
     }
@@ -489,7 +487,7 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
         a.xq = xq;
     }
     if (xq && k->path != VF_PATH_SCALAR && !k->xprep) {
-        int rc = make_xaux(&a, k, n_tok_pad, &xaux);
+        int rc = make_xaux(&a, n_tok_pad, &xaux);
         if (rc) {
             free(xq);
             return rc;

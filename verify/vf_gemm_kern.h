@@ -36,7 +36,6 @@ typedef struct vf_gemm_kernel {
     const char *name;
     int path;                                     /* VF_PATH_* */
     int rows_per_tile;                            /* output rows per work item */
-    int q8_off;                                   /* offset added to q8_0 weights (0|128) */
     int tok_tile;                                 /* activation interleave (see xq) */
     size_t (*scratch)(const vf_gemm_args *a);     /* per-thread scratch bytes */
     /* computes y for rows [o0, o1) (o1 - o0 <= rows_per_tile) and all tokens */

@@ -117,18 +117,15 @@ static inline __attribute__((target(TGT), always_inline)) void FN(scatter32)(uin
     for (int g = 0; g < 8; g++) memcpy(q + g * 4 * R, &t[g], 4);
 }
 
-/* One 32-block's weights as unsigned bytes: qw + the type's offset (q8_0:
- * +128, or the signed value in sign mode). */
+/* One 32-block's weights as bytes: q8_0 the signed weights, the others the
+ * unsigned q (qw + the type's offset). */
 static inline __attribute__((target(TGT), always_inline)) __m256i FN(unpack32)(int wtype,
-                                                                                const uint8_t *b,
-                                                                                int sign_mode)
+                                                                                const uint8_t *b)
 {
     const __m128i m4 = _mm_set1_epi8(15);
     switch (wtype) {
-    case LPK_TYPE_Q8_0: {
-        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(b + 2));
-        return sign_mode ? v : _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80));
-    }
+    case LPK_TYPE_Q8_0:
+        return _mm256_loadu_si256((const __m256i *)(const void *)(b + 2));
     case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1: {
         __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(b + (wtype == LPK_TYPE_Q4_1 ? 4 : 2)));
         return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m4), _mm_and_si128(x, m4));
@@ -171,7 +168,7 @@ static __attribute__((target(TGT))) void FN(pack_blk32)(const vf_gemm_args *a, i
             const uint8_t *blk = row + b * a->type_size;
             pk->d[b * R + r] = FN(half)(blk);
             pk->m[b * R + r] = has_m ? FN(half)(blk + 2) : 0.0f;
-            __m256i v = FN(unpack32)(a->wtype, blk, sign_mode);
+            __m256i v = FN(unpack32)(a->wtype, blk);
             FN(scatter32)(q, v, R);
             if (sign_mode) FN(scatter32)(qa, _mm256_abs_epi8(v), R);
         }
@@ -261,7 +258,7 @@ static __attribute__((target(TGT))) void FN(rows_blk32)(const vf_gemm_args *a, i
 {
     const int64_t nb = a->n_in / 32, n_tok = a->n_tok;
     const int nr = (int)(o1 - o0);
-    const int sign_mode = a->wtype == LPK_TYPE_Q8_0 && !VNNI;
+    const int sign_mode = a->wtype == LPK_TYPE_Q8_0;
     /* GT sub-tiles of VW rows share every pass over a token tile's
      * activations, which then come from L1/L2 rather than L3 */
     pk32 pks[GT];
@@ -594,7 +591,7 @@ static __attribute__((target(TGT))) void FN(pack_t32)(const vf_gemm_args *a, int
                 continue;
             }
             const uint8_t *blk = row + b * a->type_size;
-            __m256i v = _mm256_sub_epi8(FN(unpack32)(a->wtype, blk, 1), voff);
+            __m256i v = _mm256_sub_epi8(FN(unpack32)(a->wtype, blk), voff);
             _mm256_storeu_si256((__m256i *)(void *)p->q[r], v);
             p->d[r] = FN(half)(blk);
             p->m[r] = has_m ? FN(half)(blk + 2) : 0.0f;
@@ -887,11 +884,11 @@ static __attribute__((target(TGT))) void FN(rows_tk)(const vf_gemm_args *a, int6
 static size_t FN(xbytes_t32)(const vf_gemm_args *a) { return (size_t)(a->n_in / 32) * sizeof(vt_x32); }
 static size_t FN(xbytes_tk)(const vf_gemm_args *a) { return (size_t)(a->n_in / QK_K) * sizeof(vt_xk); }
 
-static const vf_gemm_kernel FN(kern_blk32_) = {KNAME, KPATH, NS32 * RT32, 0, XT, FN(scratch_t),
+static const vf_gemm_kernel FN(kern_blk32_) = {KNAME, KPATH, NS32 * RT32, XT, FN(scratch_t),
                                                FN(rows_t32), FN(xbytes_t32), FN(xprep_t32)};
-static const vf_gemm_kernel FN(kern_q4k_) = {KNAME, KPATH, NSK * RTK, 0, XT, FN(scratch_t),
+static const vf_gemm_kernel FN(kern_q4k_) = {KNAME, KPATH, NSK * RTK, XT, FN(scratch_t),
                                              FN(rows_tk), FN(xbytes_tk), FN(xprep_tk)};
-static const vf_gemm_kernel FN(kern_q6k_) = {KNAME, KPATH, NSK * RTK, 0, XT, FN(scratch_t),
+static const vf_gemm_kernel FN(kern_q6k_) = {KNAME, KPATH, NSK * RTK, XT, FN(scratch_t),
                                              FN(rows_tk), FN(xbytes_tk), FN(xprep_tk)};
 #endif
 
@@ -956,14 +953,14 @@ static __attribute__((target(TGT))) void FN(rows_f32)(const vf_gemm_args *a, int
 }
 
 #if !VNNI
-static const vf_gemm_kernel FN(kern_blk32_) = {KNAME, KPATH, GT * VW, 0, TT, scratch_blk32,
+static const vf_gemm_kernel FN(kern_blk32_) = {KNAME, KPATH, GT * VW, TT, scratch_blk32,
                                                FN(rows_blk32), NULL, NULL};
-static const vf_gemm_kernel FN(kern_q4k_) = {KNAME, KPATH, GT * VW, 0, TT, scratch_k, FN(rows_q4k),
+static const vf_gemm_kernel FN(kern_q4k_) = {KNAME, KPATH, GT * VW, TT, scratch_k, FN(rows_q4k),
                                              NULL, NULL};
-static const vf_gemm_kernel FN(kern_q6k_) = {KNAME, KPATH, GT * VW, 0, TT, scratch_k, FN(rows_q6k),
+static const vf_gemm_kernel FN(kern_q6k_) = {KNAME, KPATH, GT * VW, TT, scratch_k, FN(rows_q6k),
                                              NULL, NULL};
 #endif
-static const vf_gemm_kernel FN(kern_f32_) = {KNAME, KPATH, GT * 2 * VW, 0, 1, scratch_f32,
+static const vf_gemm_kernel FN(kern_f32_) = {KNAME, KPATH, GT * 2 * VW, 1, scratch_f32,
                                              FN(rows_f32), NULL, NULL};
 
 #undef vi
