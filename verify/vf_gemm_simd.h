@@ -591,6 +591,9 @@ static __attribute__((target(TGT))) void FN(pack_t32)(const vf_gemm_args *a, int
                 continue;
             }
             const uint8_t *blk = row + b * a->type_size;
+            /* the weights come from memory, a row per 4 KiB page or so: ask for
+             * them 1 KiB ahead (the hardware prefetcher stops at page ends) */
+            _mm_prefetch((const char *)(blk + 1024), _MM_HINT_T0);
             __m256i v = _mm256_sub_epi8(FN(unpack32)(a->wtype, blk), voff);
             _mm256_storeu_si256((__m256i *)(void *)p->q[r], v);
             p->d[r] = FN(half)(blk);
@@ -658,6 +661,9 @@ static __attribute__((target(TGT))) void FN(pack_tk)(const vf_gemm_args *a, int6
                 continue;
             }
             const uint8_t *blk = row + b * a->type_size;
+            /* the weights come from memory, a row per 4 KiB page or so: ask for
+             * them 1 KiB ahead (the hardware prefetcher stops at page ends) */
+            _mm_prefetch((const char *)(blk + 1024), _MM_HINT_T0);
             __m256i v[8];
             int32_t c = 0;
             if (q4) {
