@@ -3,11 +3,13 @@
  * instruction set. Parameters: VW, VNNI (0|1), SFX (name suffix), TGT (target
  * attribute string).
  *
- * Lanes are output rows: a tile of VW rows (2 VW for fp32) is repacked once so
- * that one vector load gives the same 4 consecutive weights (one f32 weight)
- * of every row, and each token's activations are broadcast against it. Every
- * lane then performs exactly the scalar reference's sequence of operations for
- * its row, so the result is the reference's, bit for bit (see vf_gemm.h). */
+ * fp32, and int8 without VNNI: lanes are output rows: a tile of VW rows (2 VW
+ * for fp32) is repacked once so that one vector load gives the same 4
+ * consecutive weights (one f32 weight) of every row, and each token's
+ * activations are broadcast against it. int8 with VNNI: lanes are tokens (see
+ * "VNNI, lanes = tokens" below). Either way every lane performs exactly the
+ * scalar reference's sequence of operations for its (row, token), so the
+ * result is the reference's, bit for bit (see vf_gemm.h). */
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)

@@ -1,7 +1,8 @@
 /* x86 SIMD kernels of vf_matmul (AVX2 / AVX-512 / AVX-512 VNNI), chosen at
- * run time. Weight tiles are repacked here (portable C) into the layouts the
- * kernels in vf_gemm_simd.h read; each kernel produces the scalar reference's
- * bits (see vf_gemm.h). */
+ * run time. Each work item repacks its weight rows into per-thread scratch
+ * (the layouts below; nothing is kept across calls) for the kernels in
+ * vf_gemm_simd.h; each kernel produces the scalar reference's bits (see
+ * vf_gemm.h). */
 #include "vf_gemm_kern.h"
 
 #if defined(__x86_64__)
