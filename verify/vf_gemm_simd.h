@@ -802,6 +802,36 @@ static inline __attribute__((target(TGT), always_inline)) void FN(tile_q6kt)(con
     for (int r = 0; r < RTK; r++) out[r] = acc[r];
 }
 
+/* c[j] lane i <- c[i] lane j (a 16 x 16 transpose of floats). */
+static inline __attribute__((target(TGT), always_inline)) void FN(transpose16)(__m512 *c)
+{
+    __m512 t[16], u[16];
+    for (int k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_ps(c[2 * k], c[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_ps(c[2 * k], c[2 * k + 1]);
+    }
+    /* u[4k + m], 128-bit lane L: column 4L + m of rows 4k .. 4k + 3 */
+    for (int k = 0; k < 4; k++) {
+        __m512d a0 = _mm512_castps_pd(t[4 * k]), a1 = _mm512_castps_pd(t[4 * k + 1]);
+        __m512d a2 = _mm512_castps_pd(t[4 * k + 2]), a3 = _mm512_castps_pd(t[4 * k + 3]);
+        u[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a0, a2));
+        u[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a0, a2));
+        u[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(a1, a3));
+        u[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(a1, a3));
+    }
+    /* c[4L + m]: lane L of u[m], u[4 + m], u[8 + m], u[12 + m] */
+    for (int m = 0; m < 4; m++) {
+        __m512 v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x44);
+        __m512 v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xee);
+        __m512 v2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x44);
+        __m512 v3 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xee);
+        c[m] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+        c[4 + m] = _mm512_shuffle_f32x4(v0, v2, 0xdd);
+        c[8 + m] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+        c[12 + m] = _mm512_shuffle_f32x4(v1, v3, 0xdd);
+    }
+}
+
 /* Per-thread scratch: NS packed sub-tiles, and the running sums of every
  * (token group, sub-tile) between input chunks. */
 static size_t FN(scratch_t)(const vf_gemm_args *a)
@@ -834,9 +864,6 @@ static inline __attribute__((target(TGT), always_inline)) void FN(drive_t)(const
         if (k) FN(pack_tk)(a, s0, s1, (vt_wk *)(void *)(pk + s * nb * wsz));
         else FN(pack_t32)(a, s0, s1, (vt_w32 *)(void *)(pk + s * nb * wsz));
     }
-    const __m512i gidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
-                                                            11, 12, 13, 14, 15),
-                                            _mm512_set1_epi32(XT));
     for (int64_t c0 = 0; c0 < nb; c0 += KC) {
         const int64_t c1 = c0 + KC < nb ? c0 + KC : nb;
         for (int64_t grp = 0; grp < ng; grp++) {
@@ -861,14 +888,22 @@ static inline __attribute__((target(TGT), always_inline)) void FN(drive_t)(const
                 }
             }
             if (c1 < nb) continue;
-            /* lane = token: written out one token at a time, 16 rows of the
-             * work item per gather and vector store */
+            /* lane = token: 16 rows at a time turned into 16 vectors of one
+             * token each; y written one token (all rows of the work item) at
+             * a time */
+            float outt[XT][(OUT_ROWS + 15) / 16 * 16];
+            for (int r0 = 0; r0 < nr; r0 += 16) {
+                __m512 c[16];
+                for (int i = 0; i < 16; i++)
+                    c[i] = r0 + i < nsub * RT ? _mm512_loadu_ps(out[r0 + i]) : _mm512_setzero_ps();
+                FN(transpose16)(c);
+                for (int t = 0; t < XT; t++) _mm512_storeu_ps(&outt[t][r0], c[t]);
+            }
             for (int t = 0; t < XT && grp * XT + t < a->n_tok; t++) {
                 float *y = a->y + (grp * XT + t) * a->n_out + o0;
                 for (int r0 = 0; r0 < nr; r0 += 16) {
                     __mmask16 m = nr - r0 >= 16 ? 0xffff : (__mmask16)((1u << (nr - r0)) - 1);
-                    __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, gidx, &out[r0][t], 4);
-                    _mm512_mask_storeu_ps(y + r0, m, v);
+                    _mm512_mask_storeu_ps(y + r0, m, _mm512_loadu_ps(&outt[t][r0]));
                 }
             }
         }
