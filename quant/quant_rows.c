@@ -179,10 +179,12 @@ int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nr
      * the searches */
     int cheap = !k || (type == LPK_TYPE_Q8_0 && !imatrix);
     int par = nrows > 1 && nrows * ncols >= (cheap ? (int64_t)1 << 21 : (int64_t)1 << 16);
-    /* work items of whole rows: 16 rows, or about 32K values for the many-block
-     * kernels (a chunk of rows is one run of blocks) */
-    int64_t per = 16;
-    if (bf) per = ncols >= 32768 ? 1 : 32768 / ncols;
+    /* work items of whole rows: 16 rows, or for the many-block kernels (a chunk
+     * of rows is one run of blocks) about 32K values of the one-pass q8_0 and 8K
+     * of the searches (~15 us each: enough items that a thread can take over
+     * the work of one the OS has descheduled) */
+    int64_t per = 16, item = cheap ? 32768 : 8192;
+    if (bf) per = ncols >= item ? 1 : item / ncols;
     int64_t nchunks = nrows > 0 ? (nrows + per - 1) / per : 0;
     size_t es = src_type == LPK_TYPE_F32 ? 4 : 2;
 #pragma omp parallel if (par)
