@@ -15,6 +15,9 @@ cd "$(dirname "$0")/.." || exit 1
 O=${1:-build}
 [ $# -gt 0 ] && shift
 out=bench/results.json
+# the threads wait the way `llmpack` makes them wait (cli/main.c): passively,
+# so a figure taken on a machine with other work does not measure spinning
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 if [ $# -eq 0 ]; then
     set -- machine convert quant kernels verify
     : > "$out"
