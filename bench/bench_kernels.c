@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -215,8 +216,19 @@ static int in_list(const char *list, const char *name)
     return 0;
 }
 
+/* Waiting OpenMP threads sleep (as in llmpack itself) unless the caller chose
+ * a policy: spinning workers would add their waits on a shared machine to the
+ * CPU time the per-CPU-second rates divide by. libgomp reads the policy before
+ * main(), hence the one re-execution. */
+static void passive_openmp(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY") || setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char **argv)
 {
+    passive_openmp(argv);
     const char *threads_s = "1,2", *types_s = "f32,f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,q4_k,q6_k";
     const char *shapes_s = "large,small", *json_path = NULL;
     double min_time = 0.5;
