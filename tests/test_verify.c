@@ -15,6 +15,7 @@
 
 #include "../quant/quant.h"
 #include "../verify/vf_gemm.h"
+#include "../verify/vf_math.h"
 #include "../verify/vf_model.h"
 
 /* ---------------------------------------------------------------- pieces */
@@ -520,8 +521,10 @@ static void test_paths_and_int8(void **state)
         lpk_error err = {0};
         assert_int_equal(vf_forward(o.m, tok, N, 0, N, a, &err), LPK_OK);
         vf_gemm_force_path(VF_PATH_SCALAR);
+        vf_math_force_path(VF_MATH_PORTABLE);
         assert_int_equal(vf_forward(o.m, tok, N, 0, N, b, &err), LPK_OK);
         vf_gemm_force_path(-1);
+        vf_math_force_path(-1);
         assert_memory_equal(a, b, (size_t)N * V * 4);
         if (ti == 0) {
             ref = a;

@@ -24,6 +24,15 @@ static double num(const json_t *o, const char *key)
     return json_number_value(v);
 }
 
+/* Removes the tokens_per_second line (the only field that varies run to run). */
+static void drop_speed(char *out)
+{
+    char *k = out ? strstr(out, "\"tokens_per_second\"") : NULL;
+    if (!k) fail_msg("no tokens_per_second in: %s", out ? out : "");
+    char *end = strchr(k, '\n');
+    memmove(k, end ? end + 1 : k + strlen(k), strlen(end ? end + 1 : k + strlen(k)) + 1);
+}
+
 static void test_usage_errors(void **state)
 {
     (void)state;
@@ -190,6 +199,21 @@ static void test_llama2_20m(void **state)
         if (tu_long()) assert_true(fabs(num(o, "ref_ppl") - 240.8046) < 0.05);
     }
     json_decref(j);
+    /* the same report, byte for byte (but the speed), with 1 or 2 threads and on
+     * the portable paths (LLMPACK_SIMD=scalar) */
+    drop_speed(out);
+    const char *variants[][2] = {{"1", NULL}, {"2", NULL}, {"1", "scalar"}, {"2", "scalar"}};
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        char *o2 = NULL;
+        if (variants[v][1]) setenv("LLMPACK_SIMD", variants[v][1], 1);
+        rc = tu_llmpack(&o2, "verify '%s' --ref '%s' --text '%s' --chunks 2 --threads %s --json",
+                        q8, bf16, text, variants[v][0]);
+        unsetenv("LLMPACK_SIMD");
+        assert_int_equal(rc, 0);
+        drop_speed(o2);
+        if (n_models == 1) assert_string_equal(out, o2);
+        free(o2);
+    }
     free(out);
     if (tu_long()) {
         TU_NEED_SHARED(wiki, "text/wiki.test.raw");

@@ -5,11 +5,15 @@
 
 #include "vf_gemm.h"
 #include "../quant/quant.h"
+#include "vf_math.h"
 #include "vf_model.h"
 
 /* Element-operations below which a loop runs on one thread: waking a team
  * costs more than the work. */
 #define VF_PAR_MIN (1 << 16)
+/* Queries per attention tile: their scores share each key load, their weighted
+ * sums each value load (vf_attn_scores takes up to 4). */
+#define VF_ATT_QT 4
 
 void vf_rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 {
@@ -83,12 +87,12 @@ static int state_reserve(vf_model *m, int n_tok, int n_ctx, lpk_error *err)
     if (n_ctx > s->cap_ctx) {
         int cap = n_ctx;
         if (s->cap_ctx && cap < 2 * s->cap_ctx && s->cap_ctx < (1 << 29)) cap = 2 * s->cap_ctx;
-        cap = (cap + 15) / 16 * 16;   /* attention works in blocks of 16 positions */
+        cap = (cap + 63) / 64 * 64;   /* attention works in blocks of up to 64 positions */
         size_t nl = (size_t)c->n_layers, half = (size_t)c->n_rot / 2;
         float *kc = alloc_f(nl, (size_t)cap, kvd, &fail);
         float *vc = alloc_f(nl, (size_t)cap, kvd, &fail);
-        float *att = alloc_f((size_t)c->n_heads, (size_t)cap, 1, &fail);
-        float *kt = alloc_f((size_t)c->n_heads, (size_t)cap, (size_t)c->head_dim, &fail);
+        float *att = alloc_f((size_t)c->n_heads * VF_ATT_QT, (size_t)cap, 1, &fail);
+        float *kt = alloc_f((size_t)c->n_kv_heads, (size_t)cap, (size_t)c->head_dim, &fail);
         float *rc = alloc_f((size_t)cap, half, 1, &fail);
         float *rs = alloc_f((size_t)cap, half, 1, &fail);
         if (fail) {
@@ -143,95 +147,55 @@ static int matmul(const void *w, int wtype, int n_out, int n_in, const float *x,
     return LPK_OK;
 }
 
-/* Four floats as one value (GCC/Clang vector extension: SSE on x86-64, NEON on
- * aarch64, plain scalar code elsewhere). Each lane is an ordinary float
- * multiply or add, so results equal the scalar loops bit for bit. */
-typedef float vf_f4 __attribute__((vector_size(16)));
-static inline vf_f4 ld4(const float *p) { vf_f4 v; memcpy(&v, p, sizeof v); return v; }
-static inline void st4(float *p, vf_f4 v) { memcpy(p, &v, sizeof v); }
-
-/* out[j] = sum_r c[r] * m[r][j] (r in order) for j < 16; m rows ld apart. */
-static inline void rowsum16(float *out, const float *c, const float *m, size_t ld, int nr)
-{
-    vf_f4 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    for (int r = 0; r < nr; r++) {
-        const float *mr = m + (size_t)r * ld;
-        vf_f4 cr = {c[r], c[r], c[r], c[r]};
-        a0 += cr * ld4(mr);
-        a1 += cr * ld4(mr + 4);
-        a2 += cr * ld4(mr + 8);
-        a3 += cr * ld4(mr + 12);
-    }
-    st4(out, a0);
-    st4(out + 4, a1);
-    st4(out + 8, a2);
-    st4(out + 12, a3);
-}
-
-/* att[p] = sum_i q[i] * kt[i][p] (i in order) for p < n (n a multiple of 16;
- * kt rows ld apart). */
-static void scores(float *att, const float *q, const float *kt, size_t ld, int hd, int n)
-{
-    for (int p = 0; p < n; p += 16) rowsum16(att + p, q, kt + p, ld, hd);
-}
-
-/* o[i] = sum_p w[p] * v[p][i] (p in order) for i < hd; v rows ld apart. */
-static void weighted_sum(float *o, const float *w, const float *v, size_t ld, int hd, int n)
-{
-    int i0 = 0;
-    for (; i0 + 16 <= hd; i0 += 16) rowsum16(o + i0, w, v + i0, ld, n);
-    for (; i0 < hd; i0++) {
-        float a = 0;
-        for (int p = 0; p < n; p++) a += w[p] * v[(size_t)p * ld + i0];
-        o[i0] = a;
-    }
-}
-
 /* Causal attention of the batch's queries (positions pos0 .. pos0+n_tok-1) over
- * cached keys/values of positions 0 .. pos. One head per OpenMP task; each
- * output element is computed by one thread in a fixed order: a score is
- * q[0]k[0] + q[1]k[1] + ... and an output the sum over positions in order. */
+ * cached keys/values of positions 0 .. pos. The keys of each kv head are first
+ * transposed (head_dim rows of positions, zero-padded to a multiple of 64);
+ * then one query head per OpenMP task, VF_ATT_QT queries at a time. Each
+ * output element is computed by one thread in a fixed order (vf_math.h): a
+ * score is q[0]k[0] + q[1]k[1] + ... and an output the sum over positions in
+ * order. */
 static void attention(vf_model *m, int l, int n_tok, int pos0)
 {
     const vf_config *c = &m->config;
     vf_state *s = &m->s;
     int hd = c->head_dim, kv_mul = c->n_heads / c->n_kv_heads, n_all = pos0 + n_tok;
     size_t qd = (size_t)c->n_heads * hd, kvd = (size_t)c->n_kv_heads * hd;
-    size_t ld = (size_t)s->cap_ctx;   /* a multiple of 16 */
+    size_t ld = (size_t)s->cap_ctx;   /* a multiple of 64 */
     const float *kc = s->key_cache + (size_t)l * s->cap_ctx * kvd;
     const float *vc = s->value_cache + (size_t)l * s->cap_ctx * kvd;
     float scale = 1.0f / sqrtf((float)hd);
+    int n_pad = (n_all + 63) / 64 * 64;
     /* threads only pay off when there is enough work per head */
     int64_t work = (int64_t)n_tok * n_all * hd;
 #pragma omp parallel for schedule(static) if (work > VF_PAR_MIN)
-    for (int h = 0; h < c->n_heads; h++) {
-        float *att = s->att + (size_t)h * ld;
-        float *kt = s->kt + (size_t)h * hd * ld;   /* (hd, ld): keys of this head, transposed */
-        size_t koff = (size_t)(h / kv_mul) * hd;
-        int n_pad = (n_all + 15) / 16 * 16;
-        for (int i = 0; i < hd; i++) {
-            float *row = kt + (size_t)i * ld;
-            for (int p = 0; p < n_all; p++) row[p] = kc[(size_t)p * kvd + koff + i];
-            for (int p = n_all; p < n_pad; p++) row[p] = 0;
+    for (int g = 0; g < c->n_kv_heads; g++) {
+        float *kt = s->kt + (size_t)g * hd * ld;   /* (hd, ld) */
+        const float *k = kc + (size_t)g * hd;
+        for (int p0 = 0; p0 < n_all; p0 += 16) {
+            int p1 = p0 + 16 < n_all ? p0 + 16 : n_all;
+            for (int i = 0; i < hd; i++)
+                for (int p = p0; p < p1; p++) kt[(size_t)i * ld + p] = k[(size_t)p * kvd + i];
         }
-        for (int t = 0; t < n_tok; t++) {
-            const float *q = s->q + (size_t)t * qd + (size_t)h * hd;
-            int n_keys = pos0 + t + 1;
-            scores(att, q, kt, ld, hd, (n_keys + 15) / 16 * 16);
-            float mx = -INFINITY;
-            for (int p = 0; p < n_keys; p++) {
-                att[p] *= scale;
-                if (att[p] > mx) mx = att[p];
-            }
-            double sum = 0;
-            for (int p = 0; p < n_keys; p++) {
-                att[p] = expf(att[p] - mx);
-                sum += att[p];
-            }
-            float inv = (float)(1.0 / sum);
-            for (int p = 0; p < n_keys; p++) att[p] *= inv;
-            weighted_sum(s->att_out + (size_t)t * qd + (size_t)h * hd, att, vc + koff, kvd, hd,
-                         n_keys);
+        for (int i = 0; i < hd; i++)
+            for (int p = n_all; p < n_pad; p++) kt[(size_t)i * ld + p] = 0;
+    }
+#pragma omp parallel for schedule(static) if (work > VF_PAR_MIN)
+    for (int h = 0; h < c->n_heads; h++) {
+        float *att = s->att + (size_t)h * VF_ATT_QT * ld;   /* (VF_ATT_QT, ld) */
+        const float *kt = s->kt + (size_t)(h / kv_mul) * hd * ld;
+        const float *v = vc + (size_t)(h / kv_mul) * hd;
+        for (int t0 = 0; t0 < n_tok; t0 += VF_ATT_QT) {
+            int nq = n_tok - t0 < VF_ATT_QT ? n_tok - t0 : VF_ATT_QT;
+            int n0 = pos0 + t0 + 1;   /* keys seen by the first query of the tile */
+            const float *q = s->q + (size_t)t0 * qd + (size_t)h * hd;
+            float *o = s->att_out + (size_t)t0 * qd + (size_t)h * hd;
+            vf_attn_scores(att, ld, q, qd, nq, kt, ld, hd, n0 + nq - 1);
+            for (int j = 0; j < nq; j++) vf_softmax(att + (size_t)j * ld, n0 + j, scale);
+            /* positions all queries see, then each query's further ones */
+            vf_attn_wsum(o, qd, att, ld, nq, v, kvd, hd, 0, n0, 0);
+            for (int j = 1; j < nq; j++)
+                vf_attn_wsum(o + (size_t)j * qd, qd, att + (size_t)j * ld, ld, 1, v, kvd, hd, n0,
+                             n0 + j, 1);
         }
     }
 }

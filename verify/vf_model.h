@@ -47,8 +47,8 @@ typedef struct vf_state {
     float *xb2;              /* (cap_tok, dim) sublayer output */
     float *hb;               /* (cap_tok, hidden_dim) gate, then silu(gate) * up */
     float *hb2;              /* (cap_tok, hidden_dim) up */
-    float *att;              /* (n_heads, cap_ctx) attention scores */
-    float *kt;               /* (n_heads, head_dim, cap_ctx) keys of a head, transposed */
+    float *att;              /* (n_heads, 4, cap_ctx) attention scores of a tile of queries */
+    float *kt;               /* (n_kv_heads, head_dim, cap_ctx) keys of a kv head, transposed */
     float *key_cache;        /* (n_layers, cap_ctx, n_kv_heads * head_dim) */
     float *value_cache;      /* (n_layers, cap_ctx, n_kv_heads * head_dim) */
     float *rope_cos;         /* (cap_ctx, n_rot / 2) */
@@ -74,11 +74,11 @@ void vf_rope_freqs(const vf_config *c, double *freq);
  * vec by the angle whose cos/sin are cos_row[i], sin_row[i]. */
 void vf_rope_rotate(float *vec, int n_heads, int head_dim, int n_rot, const float *cos_row,
                     const float *sin_row);
-/* log(sum exp(logits)) computed in double around the max; *argmax (if non-NULL)
- * gets the first index of the maximum. */
+/* log(sum exp(logits)) computed in double around the max (vf_sum_exp of
+ * vf_math.h); *argmax (if non-NULL) gets the first index of the maximum. */
 double vf_logsumexp(const float *logits, int n, int *argmax);
 /* KL(P || Q) = sum_i p_i (log p_i - log q_i) for the softmax distributions of
- * p_logits and q_logits with their logsumexp values, in double. */
+ * p_logits and q_logits with their logsumexp values, in double (vf_kld_sum). */
 double vf_kld(const float *p_logits, double p_lse, const float *q_logits, double q_lse, int n);
 /* Value at fraction f (0..1) of sorted[0..n) with linear interpolation between
  * neighbours (llama.cpp's percentile); 0 when n == 0. */

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "../quant/quant.h"
+#include "vf_math.h"
 #include "vf_model.h"
 
 #ifdef _OPENMP
@@ -15,24 +16,16 @@
 
 double vf_logsumexp(const float *logits, int n, int *argmax)
 {
-    float mx = logits[0];
-    int im = 0;
-    for (int i = 1; i < n; i++)
-        if (logits[i] > mx) mx = logits[i], im = i;
-    double sum = 0;
-    for (int i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
+    int im;
+    float mx = vf_max_index(logits, n, &im);
+    double sum = vf_sum_exp(logits, n, mx);
     if (argmax) *argmax = im;
     return mx + log(sum);
 }
 
 double vf_kld(const float *p_logits, double p_lse, const float *q_logits, double q_lse, int n)
 {
-    double kl = 0;
-    for (int i = 0; i < n; i++) {
-        double lp = p_logits[i] - p_lse, lq = q_logits[i] - q_lse;
-        kl += exp(lp) * (lp - lq);
-    }
-    return kl;
+    return vf_kld_sum(p_logits, p_lse, q_logits, q_lse, n);
 }
 
 double vf_percentile(const float *sorted, size_t n, double f)
