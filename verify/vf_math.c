@@ -30,12 +30,18 @@
 #define VF_MAGIC_BITS 0x4338000000000000LL
 #define VF_LN2HI 0x1.62e42feep-1          /* 32 bits: n * VF_LN2HI is exact */
 #define VF_LN2LO 0x1.a39ef35793c76p-33    /* ln 2 - VF_LN2HI */
-enum { VF_EXP_NC = 14 };
-/* 1/13!, 1/12!, ..., 1/1!, 1/0!: the Taylor polynomial, highest power first */
-static const double VF_EXP_C[VF_EXP_NC] = {
-    1.0 / 6227020800.0, 1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0,
-    1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0,
-};
+/* the Taylor polynomial: 1/k! */
+#define VF_EXP_C3 (1.0 / 6)
+#define VF_EXP_C4 (1.0 / 24)
+#define VF_EXP_C5 (1.0 / 120)
+#define VF_EXP_C6 (1.0 / 720)
+#define VF_EXP_C7 (1.0 / 5040)
+#define VF_EXP_C8 (1.0 / 40320)
+#define VF_EXP_C9 (1.0 / 362880)
+#define VF_EXP_C10 (1.0 / 3628800)
+#define VF_EXP_C11 (1.0 / 39916800)
+#define VF_EXP_C12 (1.0 / 479001600)
+#define VF_EXP_C13 (1.0 / 6227020800.0)
 
 /* ---------------------------------------------------------------- scalar reference */
 /* bit casts */
@@ -73,8 +79,20 @@ double vf_exp_ref(double x)
     double n = t - VF_MAGIC;
     double r = x - n * VF_LN2HI;
     r = r - n * VF_LN2LO;
-    double p = VF_EXP_C[0];
-    for (int k = 1; k < VF_EXP_NC; k++) p = p * r + VF_EXP_C[k];
+    double p = VF_EXP_C13;
+    p = p * r + VF_EXP_C12;
+    p = p * r + VF_EXP_C11;
+    p = p * r + VF_EXP_C10;
+    p = p * r + VF_EXP_C9;
+    p = p * r + VF_EXP_C8;
+    p = p * r + VF_EXP_C7;
+    p = p * r + VF_EXP_C6;
+    p = p * r + VF_EXP_C5;
+    p = p * r + VF_EXP_C4;
+    p = p * r + VF_EXP_C3;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
     int64_t ni = (int64_t)(d2u(t) - (uint64_t)VF_MAGIC_BITS);
     int64_t n1 = ni >> 1, n2 = ni - n1;
     return p * u2d((uint64_t)(n1 + 1023) << 52) * u2d((uint64_t)(n2 + 1023) << 52);

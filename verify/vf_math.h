@@ -53,7 +53,7 @@ double vf_kld_sum(const float *p, double p_lse, const float *q, double q_lse, in
 void vf_softmax(float *att, int n, float scale);
 /* Scores of nq (1..4) queries: att[j * lda + p] = q[j*ldq+0] * kt[0][p] +
  * q[j*ldq+1] * kt[1][p] + ... (a float sum from 0, in order of i < hd), for p
- * < n rounded up to 64; kt rows ldk apart, readable that far. */
+ * < n rounded up to 16; kt rows ldk apart, readable that far. */
 void vf_attn_scores(float *att, size_t lda, const float *q, size_t ldq, int nq, const float *kt,
                     size_t ldk, int hd, int n);
 /* Weighted sums of nq (1..4) rows of weights: o[j * ldo + i] = a + w[j][p0] *

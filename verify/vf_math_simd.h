@@ -104,8 +104,20 @@ INL vD FN(exp_v)(vD x)
     vD n = t - VF_MAGIC;
     vD r = x - n * VF_LN2HI;
     r = r - n * VF_LN2LO;
-    vD p = FN(bd)(VF_EXP_C[0]);
-    for (int k = 1; k < VF_EXP_NC; k++) p = p * r + VF_EXP_C[k];
+    vD p = FN(bd)(VF_EXP_C13);
+    p = p * r + VF_EXP_C12;
+    p = p * r + VF_EXP_C11;
+    p = p * r + VF_EXP_C10;
+    p = p * r + VF_EXP_C9;
+    p = p * r + VF_EXP_C8;
+    p = p * r + VF_EXP_C7;
+    p = p * r + VF_EXP_C6;
+    p = p * r + VF_EXP_C5;
+    p = p * r + VF_EXP_C4;
+    p = p * r + VF_EXP_C3;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
     vL ni = (vL)t - VF_MAGIC_BITS;
     vL n1 = ni >> 1, n2 = ni - n1;
     vD s1 = (vD)((n1 + 1023) << 52), s2 = (vD)((n2 + 1023) << 52);
@@ -164,6 +176,11 @@ TATTR static double FN(sum_exp)(const float *x, int n, float mx)
     for (int k = 0; k < ND; k++) acc[k] = FN(bd)(0.0);
     double m = mx;
     int i = 0;
+    for (; i + 2 * VF_SUM_LANES <= n; i += 2 * VF_SUM_LANES) {
+        vD e[2 * ND];   /* independent: computed side by side, added in order */
+        for (int k = 0; k < 2 * ND; k++) e[k] = FN(exp_v)(FN(ldh)(x + i + k * VD) - m);
+        for (int k = 0; k < 2 * ND; k++) acc[k % ND] += e[k];
+    }
     for (; i + VF_SUM_LANES <= n; i += VF_SUM_LANES)
         for (int k = 0; k < ND; k++) acc[k] += FN(exp_v)(FN(ldh)(x + i + k * VD) - m);
     for (int k = 0; k < ND && i + k * VD < n; k++) {
@@ -187,6 +204,12 @@ TATTR static double FN(kld_sum)(const float *p, double p_lse, const float *q, do
     vD acc[ND];
     for (int k = 0; k < ND; k++) acc[k] = FN(bd)(0.0);
     int i = 0;
+    for (; i + 2 * VF_SUM_LANES <= n; i += 2 * VF_SUM_LANES) {
+        vD t[2 * ND];
+        for (int k = 0; k < 2 * ND; k++)
+            t[k] = FN(kld_term)(FN(ldh)(p + i + k * VD), FN(ldh)(q + i + k * VD), p_lse, q_lse);
+        for (int k = 0; k < 2 * ND; k++) acc[k % ND] += t[k];
+    }
     for (; i + VF_SUM_LANES <= n; i += VF_SUM_LANES)
         for (int k = 0; k < ND; k++)
             acc[k] += FN(kld_term)(FN(ldh)(p + i + k * VD), FN(ldh)(q + i + k * VD), p_lse, q_lse);
@@ -263,27 +286,35 @@ TATTR static void FN(softmax)(float *att, int n, float scale)
     for (p = 0; p < n; p += VW) FN(stf)(att + p, FN(ldf)(att + p) * inv);
 }
 
-/* att[j][p] = sum_i q[j][i] * kt[i][p] (i in order) for j < NQ, p < n rounded
- * up to VW * SB. */
+/* att[j][p] = sum_i q[j][i] * kt[i][p] (i in order) for j < nq, p0 <= p < p0 +
+ * VW * ns */
+INL void FN(scores_blk)(float *att, size_t lda, const float *q, size_t ldq, const float *kt,
+                        size_t ldk, int hd, int p0, const int nq, const int ns)
+{
+    vF acc[4][SB];
+    for (int j = 0; j < nq; j++)
+        for (int s = 0; s < ns; s++) acc[j][s] = FN(bf)(0.0f);
+    for (int i = 0; i < hd; i++) {
+        const float *kr = kt + (size_t)i * ldk + p0;
+        vF k[SB];
+        for (int s = 0; s < ns; s++) k[s] = FN(ldf)(kr + s * VW);
+        for (int j = 0; j < nq; j++) {
+            vF qb = FN(bf)(q[(size_t)j * ldq + i]);
+            for (int s = 0; s < ns; s++) acc[j][s] += qb * k[s];
+        }
+    }
+    for (int j = 0; j < nq; j++)
+        for (int s = 0; s < ns; s++) FN(stf)(att + (size_t)j * lda + p0 + s * VW, acc[j][s]);
+}
+
+/* scores for p < n rounded up to VW */
 INL void FN(scores_nq)(float *att, size_t lda, const float *q, size_t ldq, const float *kt,
                        size_t ldk, int hd, int n, const int nq)
 {
-    for (int p = 0; p < n; p += VW * SB) {
-        vF acc[4][SB];
-        for (int j = 0; j < nq; j++)
-            for (int s = 0; s < SB; s++) acc[j][s] = FN(bf)(0.0f);
-        for (int i = 0; i < hd; i++) {
-            const float *kr = kt + (size_t)i * ldk + p;
-            vF k[SB];
-            for (int s = 0; s < SB; s++) k[s] = FN(ldf)(kr + s * VW);
-            for (int j = 0; j < nq; j++) {
-                vF qb = FN(bf)(q[(size_t)j * ldq + i]);
-                for (int s = 0; s < SB; s++) acc[j][s] += qb * k[s];
-            }
-        }
-        for (int j = 0; j < nq; j++)
-            for (int s = 0; s < SB; s++) FN(stf)(att + (size_t)j * lda + p + s * VW, acc[j][s]);
-    }
+    int p = 0;
+    for (; p + VW * SB <= n; p += VW * SB)
+        FN(scores_blk)(att, lda, q, ldq, kt, ldk, hd, p, nq, SB);
+    for (; p < n; p += VW) FN(scores_blk)(att, lda, q, ldq, kt, ldk, hd, p, nq, 1);
 }
 
 TATTR static void FN(scores)(float *att, size_t lda, const float *q, size_t ldq, int nq,
