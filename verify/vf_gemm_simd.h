@@ -517,6 +517,15 @@ static inline __attribute__((target(TGT), always_inline)) vi FN(mulacc)(vi sum, 
     return sum;
 }
 
+/* sum + vpdpwssd(s, the int32 at p broadcast), in place: sum + s * sc in one
+ * instruction when s is in int16 range and the int32 at p is (sc, 0) as
+ * int16s. */
+static inline __attribute__((target(TGT), always_inline)) vi FN(wsacc)(vi sum, vi s, const void *p)
+{
+    __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(sum) : "v"(s), "m"(*(const int32_t *)p));
+    return sum;
+}
+
 /* Activations of one group, 32-blocks: per block vt_x32 (see vf_gemm_x86.c),
  * quantized block by block (straight from x: no per-token copy). */
 static __attribute__((target(TGT))) void FN(xprep_t32)(const vf_gemm_args *a, int64_t grp,
@@ -642,8 +651,9 @@ static inline __attribute__((target(TGT), always_inline)) void FN(tile_t32)(cons
 }
 
 /* k-quants: weights of rows [o0, o1) as vt_wk super-blocks of RTK rows. q4_k:
- * q = the 4-bit weights (0..15); q6_k: q - 32. c = -128 sum_j sc_j (sum of
- * sub-block j's weights). */
+ * q - 8 (-8..7: a half sub-block's sum against x + 128 fits int16), sc8 the
+ * pairs (8 sc[2k], 8 sc[2k + 1]) that add back the 8; q6_k: q - 32. c = -128
+ * sum_j sc_j (sum of sub-block j's weights). */
 static __attribute__((target(TGT))) void FN(pack_tk)(const vf_gemm_args *a, int64_t o0,
                                                      int64_t o1, vt_wk *pk)
 {
@@ -658,6 +668,7 @@ static __attribute__((target(TGT))) void FN(pack_tk)(const vf_gemm_args *a, int6
                 memset(p->q[r], 0, QK_K);
                 memset(p->sc[r], 0, sizeof p->sc[r]);
                 memset(p->mn[r], 0, sizeof p->mn[r]);
+                memset(p->sc8[r], 0, sizeof p->sc8[r]);
                 p->d[r] = p->dm[r] = 0.0f;
                 p->c[r] = 0;
                 continue;
@@ -671,11 +682,13 @@ static __attribute__((target(TGT))) void FN(pack_tk)(const vf_gemm_args *a, int6
             if (q4) {
                 uint8_t sc[8], mn[8];
                 vf_q4k_scales(blk + 4, sc, mn);
+                const __m256i m8 = _mm256_set1_epi8(8);
                 for (int k = 0; k < 4; k++) {
                     __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 16 + 32 * k));
-                    v[2 * k] = _mm256_and_si256(x, m4);
-                    v[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);
+                    v[2 * k] = _mm256_sub_epi8(_mm256_and_si256(x, m4), m8);
+                    v[2 * k + 1] = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16(x, 4), m4), m8);
                     p->mn[r][k] = pair16(mn[2 * k], mn[2 * k + 1]);
+                    p->sc8[r][k] = pair16(8 * sc[2 * k], 8 * sc[2 * k + 1]);
                 }
                 for (int j = 0; j < 8; j++) {
                     p->sc[r][j] = sc[j];
@@ -719,9 +732,10 @@ static inline __attribute__((target(TGT), always_inline)) vf FN(tail_k)(vf acc, 
     return VF_FMA(VF_MUL(dx, VF_SET1(d)), VF_CVT(sumi), acc);
 }
 
-/* q4_k, one sub-tile against one token group: per sub-block of 32, 8 vpdpbusd
- * per row, then sumi += sc * s; the mins part with 4 vpdpwssd on the
- * (bsum, bsum) pairs. */
+/* q4_k, one sub-tile against one token group: per half sub-block of 16, 4
+ * vpdpbusd per row, then one vpdpwssd adds sc * s to sumi (2 instructions per
+ * 32 weights where vpmulld + vpaddd take 3 uops); 4 vpdpwssd on the (bsum,
+ * bsum) pairs add the 8 of q - 8, 4 more make the mins part. */
 static inline __attribute__((target(TGT), always_inline)) void FN(tile_q4kt)(const vt_wk *pk,
                                                                              const vt_xk *xg,
                                                                              int64_t nb, vf *out)
@@ -735,24 +749,31 @@ static inline __attribute__((target(TGT), always_inline)) void FN(tile_q4kt)(con
         vi sumi[RTK];
 #pragma GCC unroll 16
         for (int r = 0; r < RTK; r++) sumi[r] = VI_SET1(w->c[r]);
-        for (int sb = 0; sb < 8; sb++) {
-            vi s[RTK], x0 = VI_LOAD(x->q[8 * sb]);
+        /* per half sub-block (16 weights) w = q - 8 against x + 128: the sum
+         * fits int16, and one vpdpwssd with (sc, 0) scales and adds it */
+        for (int hb = 0; hb < 16; hb++) {
+            vi s[RTK], x0 = VI_LOAD(x->q[4 * hb]);
 #pragma GCC unroll 16
-            for (int r = 0; r < RTK; r++) s[r] = FN(dpbc0)(x0, w->q[r] + 32 * sb);
-#pragma GCC unroll 8
-            for (int g = 1; g < 8; g++) {
-                vi xv = VI_LOAD(x->q[8 * sb + g]);
+            for (int r = 0; r < RTK; r++) s[r] = FN(dpbc0)(x0, w->q[r] + 16 * hb);
+#pragma GCC unroll 4
+            for (int g = 1; g < 4; g++) {
+                vi xv = VI_LOAD(x->q[4 * hb + g]);
 #pragma GCC unroll 16
                 for (int r = 0; r < RTK; r++)
-                    s[r] = FN(dpbc)(s[r], xv, w->q[r] + 32 * sb + 4 * g);
+                    s[r] = FN(dpbc)(s[r], xv, w->q[r] + 16 * hb + 4 * g);
             }
 #pragma GCC unroll 16
-            for (int r = 0; r < RTK; r++) sumi[r] = FN(mulacc)(sumi[r], s[r], &w->sc[r][sb]);
+            for (int r = 0; r < RTK; r++) sumi[r] = FN(wsacc)(sumi[r], s[r], &w->sc[r][hb / 2]);
         }
         vf dx = VF_LOAD(x->d);
         vi b0 = VI_LOAD(x->bs[0]), b1 = VI_LOAD(x->bs[1]), b2 = VI_LOAD(x->bs[2]), b3 = VI_LOAD(x->bs[3]);
 #pragma GCC unroll 16
         for (int r = 0; r < RTK; r++) {
+            /* the + 8 of q: 8 sum_j sc_j (sum of sub-block j's x) */
+            sumi[r] = FN(wsacc)(sumi[r], b0, &w->sc8[r][0]);
+            sumi[r] = FN(wsacc)(sumi[r], b1, &w->sc8[r][1]);
+            sumi[r] = FN(wsacc)(sumi[r], b2, &w->sc8[r][2]);
+            sumi[r] = FN(wsacc)(sumi[r], b3, &w->sc8[r][3]);
             vi m = _mm512_dpwssd_epi32(VI_ZERO(), b0, VI_SET1(w->mn[r][0]));
             m = _mm512_dpwssd_epi32(m, b1, VI_SET1(w->mn[r][1]));
             m = _mm512_dpwssd_epi32(m, b2, VI_SET1(w->mn[r][2]));

@@ -107,7 +107,7 @@ typedef struct { uint8_t q[64][XT][4]; float d[XT]; int32_t bs[4][XT]; } vt_xk;
 typedef struct { int8_t q[RT32][32]; float d[RT32], m[RT32]; int32_t c[RT32]; } vt_w32;
 typedef struct {
     int8_t q[RTK][QK_K];
-    int32_t sc[RTK][16], mn[RTK][4];
+    int32_t sc[RTK][16], mn[RTK][4], sc8[RTK][4];
     float d[RTK], dm[RTK];
     int32_t c[RTK];
 } vt_wk;
