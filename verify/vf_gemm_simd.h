@@ -669,6 +669,7 @@ static __attribute__((target(TGT))) void FN(pack_tk)(const vf_gemm_args *a, int6
                 memset(p->sc[r], 0, sizeof p->sc[r]);
                 memset(p->mn[r], 0, sizeof p->mn[r]);
                 memset(p->sc8[r], 0, sizeof p->sc8[r]);
+                memset(p->hc[r], 0, sizeof p->hc[r]);
                 p->d[r] = p->dm[r] = 0.0f;
                 p->c[r] = 0;
                 continue;
@@ -709,13 +710,14 @@ static __attribute__((target(TGT))) void FN(pack_tk)(const vf_gemm_args *a, int6
                     v[4 * h + 3] = Q6(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), 6);
 #undef Q6
                 }
-                for (int j = 0; j < 16; j++) {
-                    int sc = (int8_t)blk[192 + j];
-                    __m256i h = j % 2 ? _mm256_permute2x128_si256(v[j / 2], v[j / 2], 0x81)
-                                      : _mm256_and_si256(v[j / 2], _mm256_setr_epi64x(-1, -1, 0, 0));
-                    /* the upper half is zero: its sum_s8 counts 16 zeros */
-                    p->sc[r][j] = sc;
-                    c += sc * FN(sum_s8)(h);
+                for (int j = 0; j < 16; j++) p->sc[r][j] = pair16((int8_t)blk[192 + j], 0);
+                for (int i = 0; i < 8; i++) {
+                    /* 8-byte sums of v[i]: halves of sub-blocks 2i, 2i + 1 */
+                    int64_t h8[4];
+                    _mm256_storeu_si256((__m256i *)(void *)h8,
+                                        _mm256_sad_epu8(_mm256_xor_si256(v[i], _mm256_set1_epi8((char)0x80)),
+                                                        _mm256_setzero_si256()));
+                    for (int k = 0; k < 4; k++) p->hc[r][4 * i + k] = -128 * ((int32_t)h8[k] - 8 * 128);
                 }
                 p->d[r] = FN(half)(blk + 208);
                 p->dm[r] = 0.0f;
@@ -800,20 +802,22 @@ static inline __attribute__((target(TGT), always_inline)) void FN(tile_q6kt)(con
         const vt_xk *x = xg + b;
         vi sumi[RTK];
 #pragma GCC unroll 16
-        for (int r = 0; r < RTK; r++) sumi[r] = VI_SET1(w->c[r]);
+        for (int r = 0; r < RTK; r++) sumi[r] = VI_ZERO();
+        /* per half sub-block (8 weights) and row: a vpdpbusd chain from
+         * -128 * (sum of its weights) gives the exact sum (int16 range), and
+         * one vpdpwssd with (sc, 0) scales it into sumi */
         for (int sb = 0; sb < 16; sb++) {
-            vi s[RTK], x0 = VI_LOAD(x->q[4 * sb]);
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const int hb = 2 * sb + h;
+                vi x0 = VI_LOAD(x->q[2 * hb]), x1 = VI_LOAD(x->q[2 * hb + 1]);
 #pragma GCC unroll 16
-            for (int r = 0; r < RTK; r++) s[r] = FN(dpbc0)(x0, w->q[r] + 16 * sb);
-#pragma GCC unroll 4
-            for (int g = 1; g < 4; g++) {
-                vi xv = VI_LOAD(x->q[4 * sb + g]);
-#pragma GCC unroll 16
-                for (int r = 0; r < RTK; r++)
-                    s[r] = FN(dpbc)(s[r], xv, w->q[r] + 16 * sb + 4 * g);
+                for (int r = 0; r < RTK; r++) {
+                    vi s = FN(dpbc)(VI_SET1(w->hc[r][hb]), x0, w->q[r] + 8 * hb);
+                    s = FN(dpbc)(s, x1, w->q[r] + 8 * hb + 4);
+                    sumi[r] = FN(wsacc)(sumi[r], s, &w->sc[r][sb]);
+                }
             }
-#pragma GCC unroll 16
-            for (int r = 0; r < RTK; r++) sumi[r] = FN(mulacc)(sumi[r], s[r], &w->sc[r][sb]);
         }
         vf dx = VF_LOAD(x->d);
 #pragma GCC unroll 16

@@ -108,6 +108,7 @@ typedef struct { int8_t q[RT32][32]; float d[RT32], m[RT32]; int32_t c[RT32]; } 
 typedef struct {
     int8_t q[RTK][QK_K];
     int32_t sc[RTK][16], mn[RTK][4], sc8[RTK][4];
+    int32_t hc[RTK][32]; /* q6_k: -128 * (sum of each half sub-block) */
     float d[RTK], dm[RTK];
     int32_t c[RTK];
 } vt_wk;
