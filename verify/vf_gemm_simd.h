@@ -753,19 +753,23 @@ static inline __attribute__((target(TGT), always_inline)) void FN(tile_q4kt)(con
         for (int r = 0; r < RTK; r++) sumi[r] = VI_SET1(w->c[r]);
         /* per half sub-block (16 weights) w = q - 8 against x + 128: the sum
          * fits int16, and one vpdpwssd with (sc, 0) scales and adds it */
-        for (int hb = 0; hb < 16; hb++) {
-            vi s[RTK], x0 = VI_LOAD(x->q[4 * hb]);
+        for (int sb = 0; sb < 8; sb++) {
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const int hb = 2 * sb + h;
+                vi s[RTK], x0 = VI_LOAD(x->q[4 * hb]);
 #pragma GCC unroll 16
-            for (int r = 0; r < RTK; r++) s[r] = FN(dpbc0)(x0, w->q[r] + 16 * hb);
+                for (int r = 0; r < RTK; r++) s[r] = FN(dpbc0)(x0, w->q[r] + 16 * hb);
 #pragma GCC unroll 4
-            for (int g = 1; g < 4; g++) {
-                vi xv = VI_LOAD(x->q[4 * hb + g]);
+                for (int g = 1; g < 4; g++) {
+                    vi xv = VI_LOAD(x->q[4 * hb + g]);
 #pragma GCC unroll 16
-                for (int r = 0; r < RTK; r++)
-                    s[r] = FN(dpbc)(s[r], xv, w->q[r] + 16 * hb + 4 * g);
+                    for (int r = 0; r < RTK; r++)
+                        s[r] = FN(dpbc)(s[r], xv, w->q[r] + 16 * hb + 4 * g);
+                }
+#pragma GCC unroll 16
+                for (int r = 0; r < RTK; r++) sumi[r] = FN(wsacc)(sumi[r], s[r], &w->sc[r][sb]);
             }
-#pragma GCC unroll 16
-            for (int r = 0; r < RTK; r++) sumi[r] = FN(wsacc)(sumi[r], s[r], &w->sc[r][hb / 2]);
         }
         vf dx = VF_LOAD(x->d);
         vi b0 = VI_LOAD(x->bs[0]), b1 = VI_LOAD(x->bs[1]), b2 = VI_LOAD(x->bs[2]), b3 = VI_LOAD(x->bs[3]);
