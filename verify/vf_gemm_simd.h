@@ -526,6 +526,13 @@ static inline __attribute__((target(TGT), always_inline)) vi FN(wsacc)(vi sum, v
     return sum;
 }
 
+/* sum + vpdpwssd(a, b), registers only, in place (as wsacc). */
+static inline __attribute__((target(TGT), always_inline)) vi FN(dpwr)(vi sum, vi a, vi b)
+{
+    __asm__("vpdpwssd %2, %1, %0" : "+v"(sum) : "v"(a), "v"(b));
+    return sum;
+}
+
 /* Activations of one group, 32-blocks: per block vt_x32 (see vf_gemm_x86.c),
  * quantized block by block (straight from x: no per-token copy). */
 static __attribute__((target(TGT))) void FN(xprep_t32)(const vf_gemm_args *a, int64_t grp,
@@ -811,16 +818,17 @@ static inline __attribute__((target(TGT), always_inline)) void FN(tile_q6kt)(con
          * -128 * (sum of its weights) gives the exact sum (int16 range), and
          * one vpdpwssd with (sc, 0) scales it into sumi */
         for (int sb = 0; sb < 16; sb++) {
-#pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                const int hb = 2 * sb + h;
-                vi x0 = VI_LOAD(x->q[2 * hb]), x1 = VI_LOAD(x->q[2 * hb + 1]);
+            vi x0 = VI_LOAD(x->q[4 * sb]), x1 = VI_LOAD(x->q[4 * sb + 1]);
+            vi x2 = VI_LOAD(x->q[4 * sb + 2]), x3 = VI_LOAD(x->q[4 * sb + 3]);
 #pragma GCC unroll 16
-                for (int r = 0; r < RTK; r++) {
-                    vi s = FN(dpbc)(VI_SET1(w->hc[r][hb]), x0, w->q[r] + 8 * hb);
-                    s = FN(dpbc)(s, x1, w->q[r] + 8 * hb + 4);
-                    sumi[r] = FN(wsacc)(sumi[r], s, &w->sc[r][sb]);
-                }
+            for (int r = 0; r < RTK; r++) {
+                vi s0 = FN(dpbc)(VI_SET1(w->hc[r][2 * sb]), x0, w->q[r] + 16 * sb);
+                vi s1 = FN(dpbc)(VI_SET1(w->hc[r][2 * sb + 1]), x2, w->q[r] + 16 * sb + 8);
+                s0 = FN(dpbc)(s0, x1, w->q[r] + 16 * sb + 4);
+                s1 = FN(dpbc)(s1, x3, w->q[r] + 16 * sb + 12);
+                vi sc = VI_SET1(w->sc[r][sb]);
+                sumi[r] = FN(dpwr)(sumi[r], s0, sc);
+                sumi[r] = FN(dpwr)(sumi[r], s1, sc);
             }
         }
         vf dx = VF_LOAD(x->d);
