@@ -507,16 +507,6 @@ static inline __attribute__((target(TGT), always_inline)) vi FN(dpbc0)(vi x, con
     return acc;
 }
 
-/* sum + s * (the int32 at p broadcast), in place (GCC otherwise adds into a
- * new register and copies it back). */
-static inline __attribute__((target(TGT), always_inline)) vi FN(mulacc)(vi sum, vi s, const void *p)
-{
-    __asm__("vpmulld %2%{1to16%}, %1, %1\n\tvpaddd %1, %0, %0"
-            : "+v"(sum), "+v"(s)
-            : "m"(*(const int32_t *)p));
-    return sum;
-}
-
 /* sum + vpdpwssd(s, the int32 at p broadcast), in place: sum + s * sc in one
  * instruction when s is in int16 range and the int32 at p is (sc, 0) as
  * int16s. */
@@ -659,8 +649,9 @@ static inline __attribute__((target(TGT), always_inline)) void FN(tile_t32)(cons
 
 /* k-quants: weights of rows [o0, o1) as vt_wk super-blocks of RTK rows. q4_k:
  * q - 8 (-8..7: a half sub-block's sum against x + 128 fits int16), sc8 the
- * pairs (8 sc[2k], 8 sc[2k + 1]) that add back the 8; q6_k: q - 32. c = -128
- * sum_j sc_j (sum of sub-block j's weights). */
+ * pairs (8 sc[2k], 8 sc[2k + 1]) that add back the 8, c = -128 sum_j sc_j (sum
+ * of sub-block j's weights); q6_k: q - 32, sc = (sc, 0) as int16s, hc the
+ * chain starts -128 * (sum of each half sub-block), c = 0. */
 static __attribute__((target(TGT))) void FN(pack_tk)(const vf_gemm_args *a, int64_t o0,
                                                      int64_t o1, vt_wk *pk)
 {
@@ -800,7 +791,8 @@ static inline __attribute__((target(TGT), always_inline)) void FN(tile_q4kt)(con
     for (int r = 0; r < RTK; r++) out[r] = acc[r];
 }
 
-/* q6_k: per sub-block of 16, 4 vpdpbusd per row, then sumi += sc * s. */
+/* q6_k: per half sub-block of 8 and row, 2 vpdpbusd from the chain start hc
+ * (the exact sum, int16 range), then one vpdpwssd adds sc * sum to sumi. */
 static inline __attribute__((target(TGT), always_inline)) void FN(tile_q6kt)(const vt_wk *pk,
                                                                              const vt_xk *xg,
                                                                              int64_t nb, vf *out)
