@@ -66,6 +66,7 @@ static void test_expf_accuracy(void **state)
     assert_true(vf_expf_ref(-0.0f) == 1.0f);
     assert_true(vf_expf_ref(-104.5f) == 0.0f);
     assert_true(vf_expf_ref(-INFINITY) == 0.0f);
+    assert_true(vf_expf_ref(NAN) == 0.0f);
     assert_true(vf_expf_ref(-103.9f) > 0.0f);   /* subnormal, not flushed */
     assert_true(isinf(vf_expf_ref(89.0f)));
     assert_true(vf_expf_ref(88.5f) == expf(88.5f) || ulps_f(vf_expf_ref(88.5f), expf(88.5f)) <= 1);
@@ -98,6 +99,7 @@ static void test_exp_accuracy(void **state)
     assert_true(vf_exp_ref(0.0) == 1.0);
     assert_true(vf_exp_ref(-746.5) == 0.0);
     assert_true(vf_exp_ref(-INFINITY) == 0.0);
+    assert_true(vf_exp_ref(NAN) == 0.0);
     assert_true(vf_exp_ref(-745.0) > 0.0);   /* the smallest subnormal */
     assert_true(isinf(vf_exp_ref(710.0)));
     assert_true(ulps_d(vf_exp_ref(700.0), exp(700.0)) <= 1);
@@ -120,6 +122,8 @@ static void test_exp_paths(void **state)
         if (i % 97 == 0) xf[i] = -(float)u * 1e-3f, xd[i] = -u * 1e-9;
     }
     xf[5] = -INFINITY, xd[5] = -INFINITY;
+    xf[6] = NAN, xd[6] = NAN;   /* clamped like everything below the range: 0 */
+    xf[7] = INFINITY, xd[7] = INFINITY;
     int paths[3], np = n_paths(paths);
     for (int pi = 0; pi < np; pi++) {
         vf_math_force_path(paths[pi]);

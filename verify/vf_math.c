@@ -8,6 +8,10 @@
 
 #include "../format/lpk.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 /* ---------------------------------------------------------------- constants */
 #define VF_EXPF_LO (-104.0f)   /* exp below rounds to 0 */
 #define VF_EXPF_HI 89.0f       /* exp above overflows */
@@ -52,8 +56,8 @@ static double u2d(uint64_t u) { double d; memcpy(&d, &u, 8); return d; }
 
 float vf_expf_ref(float x)
 {
-    x = x < VF_EXPF_LO ? VF_EXPF_LO : x;
-    x = x > VF_EXPF_HI ? VF_EXPF_HI : x;
+    x = x > VF_EXPF_LO ? x : VF_EXPF_LO;   /* NaN too */
+    x = x < VF_EXPF_HI ? x : VF_EXPF_HI;
     float t = x * VF_LOG2E_F + VF_MAGIC_F;
     float n = t - VF_MAGIC_F;
     float r = x - n * VF_LN2HI_F;
@@ -73,8 +77,8 @@ float vf_expf_ref(float x)
 
 double vf_exp_ref(double x)
 {
-    x = x < VF_EXP_LO ? VF_EXP_LO : x;
-    x = x > VF_EXP_HI ? VF_EXP_HI : x;
+    x = x > VF_EXP_LO ? x : VF_EXP_LO;   /* NaN too */
+    x = x < VF_EXP_HI ? x : VF_EXP_HI;
     double t = x * VF_LOG2E + VF_MAGIC;
     double n = t - VF_MAGIC;
     double r = x - n * VF_LN2HI;
@@ -96,14 +100,6 @@ double vf_exp_ref(double x)
     int64_t ni = (int64_t)(d2u(t) - (uint64_t)VF_MAGIC_BITS);
     int64_t n1 = ni >> 1, n2 = ni - n1;
     return p * u2d((uint64_t)(n1 + 1023) << 52) * u2d((uint64_t)(n2 + 1023) << 52);
-}
-
-double vf_sum_lanes(const double *a)
-{
-    double b[4], c[2];
-    for (int i = 0; i < 4; i++) b[i] = a[i] + a[i + 4];
-    for (int i = 0; i < 2; i++) c[i] = b[i] + b[i + 2];
-    return c[0] + c[1];
 }
 
 /* The largest of VW lane maxima b[] (lane l's first index bi[l], INT32_MAX when

@@ -16,7 +16,8 @@
 /* exp(x) for float: Cody-Waite reduction x = n ln2 + r (n = x log2e rounded to
  * nearest, ln2 split in two), degree-7 Taylor polynomial of exp(r) by Horner,
  * times 2^n applied as two powers of two (so results down to the subnormal
- * range are rounded once). x is clamped to [-104, 89]: 0 below, inf above.
+ * range are rounded once). x is clamped to [-104, 89]: 0 below (and for
+ * NaN), inf above.
  * Within 1 ulp of the correctly rounded value (tests/test_verify.c). */
 float vf_expf_ref(float x);
 /* exp(x) for double: the same scheme, degree-13 Taylor polynomial, x clamped
@@ -25,7 +26,10 @@ double vf_exp_ref(double x);
 
 enum { VF_SUM_LANES = 8 };
 /* ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)), as three halving folds */
-double vf_sum_lanes(const double *a);
+static inline double vf_sum_lanes(const double *a)
+{
+    return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
 
 /* Vector paths. The portable one is 16-byte vectors (SSE2 on x86-64, NEON on
  * aarch64, plain code elsewhere). */

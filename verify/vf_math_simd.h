@@ -58,9 +58,15 @@ INL void FN(stf)(float *p, vF v) { memcpy(p, &v, sizeof v); }
 /* VD floats widened to doubles */
 INL vD FN(ldh)(const float *p)
 {
+#if VB == 64
+    return (vD)_mm512_cvtps_pd(_mm256_loadu_ps(p));
+#elif VB == 32
+    return (vD)_mm256_cvtps_pd(_mm_loadu_ps(p));
+#else
     vH h;
     memcpy(&h, p, sizeof h);
     return __builtin_convertvector(h, vD);
+#endif
 }
 /* the first k (< VD) floats widened, the other lanes 0 */
 INL vD FN(ldh_part)(const float *p, int k)
@@ -71,12 +77,28 @@ INL vD FN(ldh_part)(const float *p, int k)
 }
 INL vF FN(self)(vI m, vF a, vF b) { return (vF)(((vI)a & m) | ((vI)b & ~m)); }
 INL vD FN(seld)(vL m, vD a, vD b) { return (vD)(((vL)a & m) | ((vL)b & ~m)); }
+/* x > c ? x : c and x < c ? x : c, lane by lane (the x86 max/min instructions) */
+#if VB == 64
+#define MAXF(x, c) ((vF)_mm512_max_ps((__m512)(x), _mm512_set1_ps(c)))
+#define MINF(x, c) ((vF)_mm512_min_ps((__m512)(x), _mm512_set1_ps(c)))
+#define MAXD(x, c) ((vD)_mm512_max_pd((__m512d)(x), _mm512_set1_pd(c)))
+#define MIND(x, c) ((vD)_mm512_min_pd((__m512d)(x), _mm512_set1_pd(c)))
+#elif VB == 32
+#define MAXF(x, c) ((vF)_mm256_max_ps((__m256)(x), _mm256_set1_ps(c)))
+#define MINF(x, c) ((vF)_mm256_min_ps((__m256)(x), _mm256_set1_ps(c)))
+#define MAXD(x, c) ((vD)_mm256_max_pd((__m256d)(x), _mm256_set1_pd(c)))
+#define MIND(x, c) ((vD)_mm256_min_pd((__m256d)(x), _mm256_set1_pd(c)))
+#else
+#define MAXF(x, c) FN(self)((x) > (c), (x), FN(bf)(c))
+#define MINF(x, c) FN(self)((x) < (c), (x), FN(bf)(c))
+#define MAXD(x, c) FN(seld)((x) > (c), (x), FN(bd)(c))
+#define MIND(x, c) FN(seld)((x) < (c), (x), FN(bd)(c))
+#endif
 
 /* vf_expf_ref, lane by lane */
 INL vF FN(expf_v)(vF x)
 {
-    x = FN(self)(x < VF_EXPF_LO, FN(bf)(VF_EXPF_LO), x);
-    x = FN(self)(x > VF_EXPF_HI, FN(bf)(VF_EXPF_HI), x);
+    x = MINF(MAXF(x, VF_EXPF_LO), VF_EXPF_HI);
     vF t = x * VF_LOG2E_F + VF_MAGIC_F;
     vF n = t - VF_MAGIC_F;
     vF r = x - n * VF_LN2HI_F;
@@ -98,8 +120,7 @@ INL vF FN(expf_v)(vF x)
 /* vf_exp_ref, lane by lane */
 INL vD FN(exp_v)(vD x)
 {
-    x = FN(seld)(x < VF_EXP_LO, FN(bd)(VF_EXP_LO), x);
-    x = FN(seld)(x > VF_EXP_HI, FN(bd)(VF_EXP_HI), x);
+    x = MIND(MAXD(x, VF_EXP_LO), VF_EXP_HI);
     vD t = x * VF_LOG2E + VF_MAGIC;
     vD n = t - VF_MAGIC;
     vD r = x - n * VF_LN2HI;
@@ -393,6 +414,10 @@ static const vf_math_kern FN(kern_) = {
 #undef FN
 #undef M_CAT
 #undef M_CAT_
+#undef MAXF
+#undef MINF
+#undef MAXD
+#undef MIND
 #undef VB
 #undef SFX
 #undef NAME
