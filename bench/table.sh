@@ -36,10 +36,10 @@ b == "peak" {
     printf "        %3s %12.1f %12.1f\n", val("threads"), val("fp32_gflops"), val("int8_gops")
 }
 b == "kernels" {
-    if (!nk++) { printf "\nkernels %-6s %-12s %-11s %3s %10s %10s %8s\n", "type", "path", "shape", "thr", "ms/call", "G(FL)OP/s", "of peak" }
+    if (!nk++) { printf "\nkernels %-6s %-12s %-11s %3s %10s %10s %8s %9s\n", "type", "path", "shape", "thr", "ms/call", "G(FL)OP/s", "of peak", "of local" }
     r = val("gops"); if (r == "") r = val("gflops")
-    printf "        %-6s %-12s %-11s %3s %10.2f %10.1f %8s\n", val("type"), val("path"), val("shape"), val("threads"),
-        val("ms_per_call"), r, pct(val("frac_of_peak"))
+    printf "        %-6s %-12s %-11s %3s %10.2f %10.1f %8s %9s\n", val("type"), val("path"), val("shape"), val("threads"),
+        val("ms_per_call"), r, pct(val("frac_of_peak")), pct(val("frac_of_local_peak"))
 }
 b == "verify" {
     if (!nv++) { printf "\nverify  %-6s %-5s %3s %10s %9s %8s\n", "type", "path", "thr", "tokens/s", "RSS MiB", "PPL" }
