@@ -55,6 +55,10 @@ static volatile int sink_i;
         a0 = OP(a0); a1 = OP(a1); a2 = OP(a2); a3 = OP(a3); a4 = OP(a4); a5 = OP(a5); \
         a6 = OP(a6); a7 = OP(a7); a8 = OP(a8); a9 = OP(a9); a10 = OP(a10); a11 = OP(a11); \
     } while (0)
+/* declares the 12 accumulators a0..a11 of type T, a_k = INIT(k) */
+#define DECL12(T, INIT)                                                            \
+    T a0 = INIT(0), a1 = INIT(1), a2 = INIT(2), a3 = INIT(3), a4 = INIT(4), a5 = INIT(5), \
+      a6 = INIT(6), a7 = INIT(7), a8 = INIT(8), a9 = INIT(9), a10 = INIT(10), a11 = INIT(11)
 #define SUM12(ADD) ADD(ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(a6, a7))), \
                        ADD(ADD(a8, a9), ADD(a10, a11)))
 
@@ -62,8 +66,7 @@ __attribute__((target("avx512f"))) static double peak_fma512(long n)
 {
     __m512 b = _mm512_set1_ps(sink_f + 1.0f), c = _mm512_set1_ps(sink_f + 0.5f);
 #define I512(k) _mm512_set1_ps(sink_f + (float)(k))
-    __m512 a0 = I512(0), a1 = I512(1), a2 = I512(2), a3 = I512(3), a4 = I512(4), a5 = I512(5),
-           a6 = I512(6), a7 = I512(7), a8 = I512(8), a9 = I512(9), a10 = I512(10), a11 = I512(11);
+    DECL12(__m512, I512);
 #define F512(a) _mm512_fmadd_ps(a, b, c)
     for (long i = 0; i < n; i++) ACC12(F512);
     sink_f = _mm512_reduce_add_ps(SUM12(_mm512_add_ps));
@@ -74,8 +77,7 @@ __attribute__((target("avx2,fma"))) static double peak_fma256(long n)
 {
     __m256 b = _mm256_set1_ps(sink_f + 1.0f), c = _mm256_set1_ps(sink_f + 0.5f);
 #define I256(k) _mm256_set1_ps(sink_f + (float)(k))
-    __m256 a0 = I256(0), a1 = I256(1), a2 = I256(2), a3 = I256(3), a4 = I256(4), a5 = I256(5),
-           a6 = I256(6), a7 = I256(7), a8 = I256(8), a9 = I256(9), a10 = I256(10), a11 = I256(11);
+    DECL12(__m256, I256);
 #define F256(a) _mm256_fmadd_ps(a, b, c)
     for (long i = 0; i < n; i++) ACC12(F256);
     float t[8];
@@ -89,8 +91,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) static double peak_vnni51
 {
     __m512i b = _mm512_set1_epi8((char)(sink_i + 3)), c = _mm512_set1_epi8((char)(sink_i + 5));
 #define J512(k) _mm512_set1_epi32(sink_i + (k))
-    __m512i a0 = J512(0), a1 = J512(1), a2 = J512(2), a3 = J512(3), a4 = J512(4), a5 = J512(5),
-            a6 = J512(6), a7 = J512(7), a8 = J512(8), a9 = J512(9), a10 = J512(10), a11 = J512(11);
+    DECL12(__m512i, J512);
 #define D512(a) _mm512_dpbusd_epi32(a, b, c)
     for (long i = 0; i < n; i++) ACC12(D512);
     sink_i = _mm512_reduce_add_epi32(SUM12(_mm512_add_epi32));
@@ -103,9 +104,7 @@ __attribute__((target("avx512f,avx512bw"))) static double peak_maddubs512(long n
 {
     __m512i b = _mm512_set1_epi8((char)(sink_i + 3));
     __m512i one = _mm512_set1_epi16(1);
-#define J512(k) _mm512_set1_epi32(sink_i + (k))
-    __m512i a0 = J512(0), a1 = J512(1), a2 = J512(2), a3 = J512(3), a4 = J512(4), a5 = J512(5),
-            a6 = J512(6), a7 = J512(7), a8 = J512(8), a9 = J512(9), a10 = J512(10), a11 = J512(11);
+    DECL12(__m512i, J512);
 #define M512(a) _mm512_add_epi32(a, _mm512_madd_epi16(_mm512_maddubs_epi16(b, a), one))
     for (long i = 0; i < n; i++) ACC12(M512);
     sink_i = _mm512_reduce_add_epi32(SUM12(_mm512_add_epi32));
@@ -117,8 +116,7 @@ __attribute__((target("avx2"))) static double peak_maddubs256(long n)
     __m256i b = _mm256_set1_epi8((char)(sink_i + 3));
     __m256i one = _mm256_set1_epi16(1);
 #define J256(k) _mm256_set1_epi32(sink_i + (k))
-    __m256i a0 = J256(0), a1 = J256(1), a2 = J256(2), a3 = J256(3), a4 = J256(4), a5 = J256(5),
-            a6 = J256(6), a7 = J256(7), a8 = J256(8), a9 = J256(9), a10 = J256(10), a11 = J256(11);
+    DECL12(__m256i, J256);
 #define M256(a) _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(b, a), one))
     for (long i = 0; i < n; i++) ACC12(M256);
     int t[8];

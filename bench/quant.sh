@@ -1,7 +1,7 @@
 #!/bin/sh
 # Quantizer throughput (make bench-quant): GB/s of f16 input per type at 1 and 2
 # threads, as a share of the read bandwidth of the same input from the page
-# cache (cat), plus CPU time per weight; then each type's pooled rel. RMSE on the
+# cache (measured by bench_quant beside each run), plus CPU time per weight; then each type's pooled rel. RMSE on the
 # original weights. Input: llama2-20m. Results are appended to bench/results.json
 # (JSON Lines, "bench": "quant" / "quant-quality").
 # Usage: sh bench/quant.sh [BUILD_DIR]
@@ -18,19 +18,7 @@ trap 'rm -rf "$T"' EXIT INT TERM
 "$BIN" convert "$SRC" -o "$T/in.f16.lpk" --type f16 >/dev/null || exit 1
 IN=$T/in.f16.lpk
 size=$(wc -c < "$IN")
-# read bandwidth, for the record: best of 5 timed passes of 10 cats each, file
-# already cached (bench_quant measures the same again beside each of its runs
-# and holds each run to that)
-cat "$IN" > /dev/null
-best=0
-for pass in 1 2 3 4 5; do
-    t0=$(date +%s%N)
-    for i in 1 2 3 4 5 6 7 8 9 10; do cat "$IN" > /dev/null; done
-    t1=$(date +%s%N)
-    bw=$(awk -v s="$size" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", 10 * s / ((b - a) / 1e9) }')
-    [ "$bw" -gt "$best" ] && best=$bw
-done
-echo "== bench-quant: llama2-20m as f16 ($size bytes), cat from page cache: $(awk -v b="$best" 'BEGIN { printf "%.2f", b / 1e9 }') GB/s"
+echo "== bench-quant: llama2-20m as f16 ($size bytes)"
 OUT=${BENCH_RESULTS:-bench/results.json}
 "$O/bench/bench_quant" --jsonl "$OUT" --types q8_0,q4_0,q4_1,q5_0,q4_k,q6_k \
     --threads 1,2 "$IN" || exit 1
