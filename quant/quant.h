@@ -115,6 +115,10 @@ typedef struct quant_choice {
     char note[128];
 } quant_choice;
 
+/* quant_plan flags. QUANT_PLAN_PURE is 1, so a plain boolean `pure` passes as is.
+ * QUANT_PLAN_IMATRIX: an importance matrix will be given to the quantizers;
+ * llama.cpp's recipes choose some tensors' types differently then. */
+enum { QUANT_PLAN_PURE = 1u, QUANT_PLAN_IMATRIX = 2u };
 /* Picks a type per tensor for a recipe: "f32", "f16", "bf16", "q8_0", "q4_0",
  * "q4_1", "q5_0", "q5_1", "q4_k", "q6_k", "q4_k_m", "q4_k_s" (case-insensitive).
  * Non-pure recipes follow llama.cpp's llama_tensor_get_type for the matching
@@ -124,8 +128,8 @@ typedef struct quant_choice {
  * multiple of 32). tensors[i].type is the source type; name, n_dims and dims
  * are read. meta may be NULL (hyperparameters are taken from the tensors).
  * Unknown recipe: LPK_EINVAL. */
-int quant_plan(const char *recipe, int pure, const lpk_meta *meta, const lpk_tensor *tensors,
-               size_t n, quant_choice *choices, lpk_error *err);
+int quant_plan(const char *recipe, unsigned flags, const lpk_meta *meta,
+               const lpk_tensor *tensors, size_t n, quant_choice *choices, lpk_error *err);
 /* Records the plan in meta: general.file_type (llama.cpp's llama_ftype) and
  * quant.recipe, quant.pure, quant.types / quant.type_counts (parallel arrays),
  * quant.fallbacks (one line per fallback). See docs/QUANT.md. */

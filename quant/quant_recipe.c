@@ -73,10 +73,11 @@ static int layer_of(const char *name, int counter)
     return counter;
 }
 
-int quant_plan(const char *recipe, int pure, const lpk_meta *meta, const lpk_tensor *tensors,
-               size_t n, quant_choice *choices, lpk_error *err)
+int quant_plan(const char *recipe, unsigned flags, const lpk_meta *meta,
+               const lpk_tensor *tensors, size_t n, quant_choice *choices, lpk_error *err)
 {
     (void)meta;
+    const int pure = (flags & QUANT_PLAN_PURE) != 0;
     const struct recipe *r = recipe_find(recipe);
     if (!r)
         return lpk_err(err, LPK_EINVAL, "unknown quantization type '%s' (known: %s)",
