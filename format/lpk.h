@@ -72,7 +72,8 @@ unsigned lpk_cpu_features(void);
 const char *lpk_cpu_describe(void);
 
 /* ---------------------------------------------------------------- types */
-/* Tensor types. Ids are GGML's type ids, so GGUF import/export maps 1:1. */
+/* Tensor types. Ids are GGML's type ids, so GGUF import/export maps 1:1.
+ * An id is usable only once it has a row in the type table (lpk_type_get). */
 enum lpk_type {
     LPK_TYPE_F32 = 0,
     LPK_TYPE_F16 = 1,
@@ -81,9 +82,14 @@ enum lpk_type {
     LPK_TYPE_Q5_0 = 6,
     LPK_TYPE_Q5_1 = 7,
     LPK_TYPE_Q8_0 = 8,
+    LPK_TYPE_Q2_K = 10,
+    LPK_TYPE_Q3_K = 11,
     LPK_TYPE_Q4_K = 12,
+    LPK_TYPE_Q5_K = 13,
     LPK_TYPE_Q6_K = 14,
     LPK_TYPE_Q8_K = 15, /* activations only (verify's int8 path); never stored */
+    LPK_TYPE_IQ4_NL = 20,
+    LPK_TYPE_IQ4_XS = 23,
     LPK_TYPE_BF16 = 30,
     LPK_TYPE_COUNT = 31 /* ids are < this */
 };
