@@ -185,6 +185,13 @@ static uint32_t derive_file_type(const lpk_reader *r)
     case LPK_TYPE_Q5_1: return 9;
     case LPK_TYPE_Q4_K: return by_type[LPK_TYPE_Q6_K] ? 15 : 14; /* Q4_K_M : Q4_K_S */
     case LPK_TYPE_Q6_K: return 18;
+    /* the ftype llama-quantize records for these types alone (q3_k and q5_k mean
+     * Q3_K_M and Q5_K_M there) */
+    case LPK_TYPE_Q2_K: return 10;
+    case LPK_TYPE_Q3_K: return 12;
+    case LPK_TYPE_Q5_K: return 17;
+    case LPK_TYPE_IQ4_NL: return 25;
+    case LPK_TYPE_IQ4_XS: return 30;
     case LPK_TYPE_BF16: return 32;
     default: return 0;
     }

@@ -146,9 +146,14 @@ static const lpk_type_info type_table[] = {
     {LPK_TYPE_Q5_0, "q5_0", 32, 22, 1},
     {LPK_TYPE_Q5_1, "q5_1", 32, 24, 1},
     {LPK_TYPE_Q8_0, "q8_0", 32, 34, 1},
+    {LPK_TYPE_Q2_K, "q2_k", 256, 84, 1},
+    {LPK_TYPE_Q3_K, "q3_k", 256, 110, 1},
     {LPK_TYPE_Q4_K, "q4_k", 256, 144, 1},
+    {LPK_TYPE_Q5_K, "q5_k", 256, 176, 1},
     {LPK_TYPE_Q6_K, "q6_k", 256, 210, 1},
     {LPK_TYPE_Q8_K, "q8_k", 256, 292, 0},
+    {LPK_TYPE_IQ4_NL, "iq4_nl", 32, 18, 1},
+    {LPK_TYPE_IQ4_XS, "iq4_xs", 256, 136, 1},
     {LPK_TYPE_BF16, "bf16", 1, 2, 1},
 };
 

@@ -51,6 +51,44 @@ typedef struct {
     int8_t scales[QK_K / 16];
     quant_half d;
 } block_q6_K;
+/* 16 sub-blocks of 16: x = d * (sc & 15) * q - dmin * (sc >> 4), q 2 bits
+ * (element e at qs[32 * (e / 128) + e % 32], bits 2 * ((e % 128) / 32)) */
+typedef struct {
+    uint8_t scales[QK_K / 16];
+    uint8_t qs[QK_K / 4];
+    quant_half d;
+    quant_half dmin;
+} block_q2_K;
+/* 16 sub-blocks of 16: x = d * (sc - 32) * (q - 4), q 3 bits: the low 2 placed as
+ * in q2_K, the high bit in hmask[e % 32] bit e / 32; sc 6 bits packed in 12 bytes */
+typedef struct {
+    uint8_t hmask[QK_K / 8];
+    uint8_t qs[QK_K / 4];
+    uint8_t scales[12];
+    quant_half d;
+} block_q3_K;
+/* q4_K's scales and layout with a 5th bit per value: x = d * sc * q - dmin * m,
+ * q 0..31, bit 4 of element 64c + l (+ 32) in qh[l] bit 2c (2c + 1) */
+typedef struct {
+    quant_half d;
+    quant_half dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} block_q5_K;
+/* The non-linear 4-bit levels of iq4_nl / iq4_xs (GGML's kvalues_iq4nl). */
+extern const int8_t quant_iq4nl_values[16];
+#define QK4_NL 32
+/* x = d * values[q]; qs[j] low nibble is element j, high nibble element j + 16 */
+typedef struct { quant_half d; uint8_t qs[QK4_NL / 2]; } block_iq4_nl;
+/* 8 sub-blocks of 32: x = d * (ls - 32) * values[q], ls 6 bits: low 4 in
+ * scales_l[j / 2] (nibble j % 2), high 2 in scales_h bits 2j; qs as iq4_nl's */
+typedef struct {
+    quant_half d;
+    uint16_t scales_h;
+    uint8_t scales_l[QK_K / 64];
+    uint8_t qs[QK_K / 2];
+} block_iq4_xs;
 /* activations for k-quant dot products: x = d * q; bsums[i] = sum of qs[16i..16i+15] */
 typedef struct { float d; int8_t qs[QK_K]; int16_t bsums[QK_K / 16]; } block_q8_K;
 
@@ -62,6 +100,11 @@ _Static_assert(sizeof(block_q8_0) == 34, "q8_0 block size");
 _Static_assert(sizeof(block_q4_K) == 144, "q4_K block size");
 _Static_assert(sizeof(block_q6_K) == 210, "q6_K block size");
 _Static_assert(sizeof(block_q8_K) == 292, "q8_K block size");
+_Static_assert(sizeof(block_q2_K) == 84, "q2_K block size");
+_Static_assert(sizeof(block_q3_K) == 110, "q3_K block size");
+_Static_assert(sizeof(block_q5_K) == 176, "q5_K block size");
+_Static_assert(sizeof(block_iq4_nl) == 18, "iq4_nl block size");
+_Static_assert(sizeof(block_iq4_xs) == 136, "iq4_xs block size");
 
 /* ---------------------------------------------------------------- rows */
 /* Quantizes nrows rows of ncols f32 values (row-major) into dst, which receives
@@ -87,7 +130,8 @@ int quant_dequantize_rows(int type, const void *src, int64_t nrows, int64_t ncol
 
 /* True when rows of ncols values can be stored as type. */
 int quant_row_fits(int type, int64_t ncols);
-/* True for q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q6_k (the block types quant/ makes). */
+/* True for the block types quant/ makes: q4_0, q4_1, q5_0, q5_1, q8_0, q2_k,
+ * q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs. */
 int quant_type_is_block(int type);
 
 /* Squared error of a quantized tensor against its source, summed in a fixed

@@ -348,4 +348,6 @@ void quant_avx2_q6_k(const float *x, const float *w, void *dst, int64_t n)
     for (int64_t i = 0; i < n / QK_K; i++)
         quant_block_q6_k(&ops_avx2, x + QK_K * i, w ? w + QK_K * i : NULL, &b[i]);
 }
+
+const qi_ops *quant_avx2_ops(void) { return &ops_avx2; }
 #endif

@@ -45,6 +45,11 @@ void quant_ref_q5_1(const float *x, const float *w, void *dst, int64_t n);
 void quant_ref_q8_0(const float *x, const float *w, void *dst, int64_t n);
 void quant_ref_q4_k(const float *x, const float *w, void *dst, int64_t n);
 void quant_ref_q6_k(const float *x, const float *w, void *dst, int64_t n);
+void quant_ref_q5_k(const float *x, const float *w, void *dst, int64_t n);
+void quant_ref_q3_k(const float *x, const float *w, void *dst, int64_t n);
+void quant_ref_q2_k(const float *x, const float *w, void *dst, int64_t n);
+void quant_ref_iq4_nl(const float *x, const float *w, void *dst, int64_t n);
+void quant_ref_iq4_xs(const float *x, const float *w, void *dst, int64_t n);
 void quant_deq_q4_0(const void *src, float *y, int64_t n);
 void quant_deq_q4_1(const void *src, float *y, int64_t n);
 void quant_deq_q5_0(const void *src, float *y, int64_t n);
@@ -52,6 +57,20 @@ void quant_deq_q5_1(const void *src, float *y, int64_t n);
 void quant_deq_q8_0(const void *src, float *y, int64_t n);
 void quant_deq_q4_k(const void *src, float *y, int64_t n);
 void quant_deq_q6_k(const void *src, float *y, int64_t n);
+void quant_deq_q5_k(const void *src, float *y, int64_t n);
+void quant_deq_q3_k(const void *src, float *y, int64_t n);
+void quant_deq_q2_k(const void *src, float *y, int64_t n);
+void quant_deq_iq4_nl(const void *src, float *y, int64_t n);
+void quant_deq_iq4_xs(const void *src, float *y, int64_t n);
+
+/* The importance weights the searches of q5_k, q3_k, q2_k, iq4_nl and iq4_xs
+ * minimise sum(w * err^2) with, for n values x (n <= 256) whose importance-matrix
+ * columns are imatrix (NULL: none): imatrix itself, buf (n floats, filled) or
+ * NULL for plain squared error (quant_k2.c). */
+const float *quant_weights_of(const float *x, const float *imatrix, int n, float *buf);
+/* q4_k's 6-bit scale/min packing (quant_kq.c; q5_k uses it too). */
+void quant_q4k_pack_scales(const int sc[8], const int m[8], uint8_t out[12]);
+void quant_q4k_scale_min(const uint8_t s[12], int j, int *sc, int *m);
 
 /* The inner loops of the scale searches over one block or sub-block (x[n],
  * w[n] or NULL; n a multiple of 8): weighted squared error of x against a given scale (and offset),
@@ -76,6 +95,10 @@ typedef struct qi_ops {
     float (*h2f)(uint16_t h);
 } qi_ops;
 extern const qi_ops quant_ops_ref;
+/* quant_kq.c's float fit of one sub-block (x ~ s*q + o, q in [lo, hi]; sym: o = 0,
+ * s may be negative; else o <= 0, s >= 0), shared with quant_k2.c. */
+void quant_fit_sub(const qi_ops *ops, const float *x, const float *w, int n, int sym, float lo,
+                   float hi, float *s, float *o);
 
 uint16_t quant_search_sym(const qi_ops *ops, const float *x, const float *w, int nlo, int nhi);
 void quant_search_asym(const qi_ops *ops, const float *x, const float *w, int nmax,
@@ -96,6 +119,11 @@ void quant_avx2_q4_1(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q5_1(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q4_k(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q6_k(const float *x, const float *w, void *dst, int64_t n);
+void quant_avx2_q5_k(const float *x, const float *w, void *dst, int64_t n);
+void quant_avx2_q3_k(const float *x, const float *w, void *dst, int64_t n);
+void quant_avx2_q2_k(const float *x, const float *w, void *dst, int64_t n);
+/* the AVX2 qi_ops (same results as quant_ops_ref) */
+const qi_ops *quant_avx2_ops(void);
 /* q4_0, q5_0 and q8_0, 8 blocks per vector (quant_lanes.h) */
 int quant_avx2_blocks_q4_0(const void *x, int src_type, const float *w, int64_t wn, void *dst,
                            int64_t nb);

@@ -384,3 +384,17 @@ void quant_deq_q6_k(const void *src, float *y, int64_t n)
         }
     }
 }
+
+/* ---------------------------------------------------------------- shared */
+void quant_fit_sub(const qi_ops *ops, const float *x, const float *w, int n, int sym, float lo,
+                   float hi, float *s, float *o)
+{
+    fit_sub(ops, x, w, n, sym, lo, hi, s, o);
+}
+
+void quant_q4k_pack_scales(const int sc[8], const int m[8], uint8_t out[12])
+{
+    q4k_pack_scales(sc, m, out);
+}
+
+void quant_q4k_scale_min(const uint8_t s[12], int j, int *sc, int *m) { q4k_scale_min(s, j, sc, m); }

@@ -1,0 +1,220 @@
+/* The non-linear 4-bit types over GGML's 16-level table: iq4_nl (blocks of 32,
+ * one f16 scale) and iq4_xs (super-blocks of 256, 6-bit sub-block scales).
+ * Reference quantizers and GGML's dequantization formulas.
+ *
+ * Each value goes to the level nearest x / d. A scale is searched from a grid
+ * that maps the largest |x| to either end of the (asymmetric) table, each grid
+ * point refitted by least squares for its assignment; every candidate is
+ * scored with the values dequantization produces. See docs/QUANT.md. */
+#include "quant_internal.h"
+
+#include <math.h>
+
+const int8_t quant_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                       1,    13,   25,  38,  53,  69,  89,  113};
+
+/* midpoints between neighbouring levels */
+static const float nl_mid[15] = {-115.5f, -93.5f, -74.0f, -57.0f, -42.0f, -28.5f, -16.0f, -4.5f,
+                                 7.0f,    19.0f,  31.5f,  45.5f,  61.0f,  79.0f,  101.0f};
+
+/* Index of the level nearest v (ties to the upper level). */
+static int nl_index(float v)
+{
+    int lo = 0, hi = 15; /* answer in [lo, hi] */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (v >= nl_mid[mid]) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* Weighted squared error of x[n] with step d (0: every value is 0). */
+static float nl_err(const float *x, const float *w, int n, float d)
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f, acc = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float e = x[i] - d * (float)quant_iq4nl_values[nl_index(x[i] * id)];
+        acc += w ? w[i] * e * e : e * e;
+    }
+    return acc;
+}
+
+/* Least-squares step for the assignment step d implies; 0 when none. */
+static float nl_refit(const float *x, const float *w, int n, float d)
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f, sxk = 0.0f, skk = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float k = (float)quant_iq4nl_values[nl_index(x[i] * id)], wi = w ? w[i] : 1.0f;
+        sxk += wi * x[i] * k;
+        skk += wi * k * k;
+    }
+    float s = skk > 0.0f ? sxk / skk : 0.0f;
+    return isfinite(s) ? s : 0.0f;
+}
+
+/* Best step for x[n] (n = 32). f16: candidates are rounded to f16 before they
+ * are scored (iq4_nl stores d itself); else they stay float (iq4_xs scales a
+ * sub-block by an integer multiple, chosen later). */
+static float nl_fit(const float *x, const float *w, int n, int f16)
+{
+    float xm = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > fabsf(xm)) xm = x[i];
+    if (xm == 0.0f) return 0.0f;
+    float best = 0.0f, best_err = INFINITY;
+    for (int end = 0; end < 2; end++) {
+        float e0 = end ? 113.0f : -127.0f;
+        for (int t = -4; t <= 4; t++) {
+            float d = xm / (e0 + (end ? -2.0f : 2.0f) * (float)t);
+            for (int r = 0; r < 2; r++) {
+                if (r) d = nl_refit(x, w, n, d);
+                if (f16) d = lpk_f16_to_f32(qi_f16_sat(d));
+                if (!isfinite(d) || d == 0.0f) continue;
+                float e = nl_err(x, w, n, d);
+                if (e < best_err) { best_err = e; best = d; }
+            }
+        }
+    }
+    return best;
+}
+
+static void nl_pack(const float *x, float d, uint8_t qs[16])
+{
+    float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int j = 0; j < 16; j++)
+        qs[j] = (uint8_t)(nl_index(x[j] * id) | nl_index(x[j + 16] * id) << 4);
+}
+
+/* ---------------------------------------------------------------- iq4_nl */
+static void quant_block_iq4_nl(const float *x, const float *w, block_iq4_nl *b)
+{
+    float d = nl_fit(x, w, 32, 1);
+    /* a refit of the chosen f16 step, kept when it scores lower */
+    for (int it = 0; it < 2 && d != 0.0f; it++) {
+        float r = lpk_f16_to_f32(qi_f16_sat(nl_refit(x, w, 32, d)));
+        if (r == d || r == 0.0f || !(nl_err(x, w, 32, r) < nl_err(x, w, 32, d))) break;
+        d = r;
+    }
+    b->d = qi_f16_sat(d);
+    nl_pack(x, d, b->qs);
+}
+
+void quant_ref_iq4_nl(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_iq4_nl *b = dst;
+    float wb[32];
+    for (int64_t i = 0; i < n / 32; i++)
+        quant_block_iq4_nl(x + 32 * i, quant_weights_of(x + 32 * i, w ? w + 32 * i : NULL, 32, wb),
+                     &b[i]);
+}
+
+void quant_deq_iq4_nl(const void *src, float *y, int64_t n)
+{
+    const block_iq4_nl *b = src;
+    for (int64_t i = 0; i < n / 32; i++, y += 32) {
+        float d = lpk_f16_to_f32(b[i].d);
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * (float)quant_iq4nl_values[b[i].qs[j] & 15];
+            y[j + 16] = d * (float)quant_iq4nl_values[b[i].qs[j] >> 4];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- iq4_xs */
+/* For a fixed f16 d, the best integer scale in -32..31 per sub-block among the
+ * 5 around the ideal; returns the total error. */
+static float xs_pick(const float *x, const float *w, const float s[8], float d, int ls[8])
+{
+    float total = 0.0f;
+    for (int j = 0; j < 8; j++) {
+        const float *xj = x + 32 * j, *wj = w ? w + 32 * j : NULL;
+        int s0 = d != 0.0f ? (int)qi_round(qi_clamp(s[j] / d, -32.0f, 31.0f)) : 0;
+        float be = INFINITY;
+        int bs = s0;
+        for (int a = s0 - 2; a <= s0 + 2; a++) {
+            if (a < -32 || a > 31) continue;
+            float e = nl_err(xj, wj, 32, d * (float)a);
+            if (e < be) { be = e; bs = a; }
+        }
+        ls[j] = bs;
+        total += be;
+    }
+    return total;
+}
+
+static void quant_block_iq4_xs(const float *x, const float *w, block_iq4_xs *b)
+{
+    float s[8], smx = 0.0f;
+    for (int j = 0; j < 8; j++) {
+        s[j] = nl_fit(x + 32 * j, w ? w + 32 * j : NULL, 32, 0);
+        if (fabsf(s[j]) > fabsf(smx)) smx = s[j];
+    }
+    int ls[8], tls[8];
+    uint16_t bd = qi_f16_sat(smx / -32.0f);
+    float best = xs_pick(x, w, s, lpk_f16_to_f32(bd), ls);
+    {
+        uint16_t h = qi_f16_sat(smx / 31.0f);
+        float e = xs_pick(x, w, s, lpk_f16_to_f32(h), tls);
+        if (e < best) { best = e; bd = h; memcpy(ls, tls, sizeof ls); }
+    }
+    for (int it = 0; it < 2 && (bd & 0x7fff); it++) {
+        /* least-squares d for the current integers and assignment */
+        float d = lpk_f16_to_f32(bd);
+        double A = 0, P = 0;
+        for (int j = 0; j < 8; j++) {
+            float dl = d * (float)ls[j], id = dl != 0.0f ? 1.0f / dl : 0.0f;
+            for (int i = 32 * j; i < 32 * j + 32; i++) {
+                double u = (double)quant_iq4nl_values[nl_index(x[i] * id)] * ls[j];
+                double wi = w ? w[i] : 1.0;
+                A += wi * u * u;
+                P += wi * x[i] * u;
+            }
+        }
+        if (!(A > 0) || !isfinite(P / A) || P / A == 0) break;
+        uint16_t h = qi_f16_sat((float)(P / A));
+        if (h == bd) break;
+        float e = xs_pick(x, w, s, lpk_f16_to_f32(h), tls);
+        if (!(e < best)) break;
+        best = e;
+        bd = h;
+        memcpy(ls, tls, sizeof ls);
+    }
+    b->d = bd;
+    b->scales_h = 0;
+    memset(b->scales_l, 0, sizeof b->scales_l);
+    float d = lpk_f16_to_f32(bd);
+    for (int j = 0; j < 8; j++) {
+        int u = ls[j] + 32;
+        b->scales_l[j / 2] |= (uint8_t)((u & 15) << (4 * (j % 2)));
+        b->scales_h |= (uint16_t)((u >> 4) << (2 * j));
+        nl_pack(x + 32 * j, d * (float)ls[j], b->qs + 16 * j);
+    }
+}
+
+void quant_ref_iq4_xs(const float *x, const float *w, void *dst, int64_t n)
+{
+    block_iq4_xs *b = dst;
+    float wb[QK_K];
+    for (int64_t i = 0; i < n / QK_K; i++)
+        quant_block_iq4_xs(x + QK_K * i, quant_weights_of(x + QK_K * i, w ? w + QK_K * i : NULL, QK_K, wb),
+                     &b[i]);
+}
+
+void quant_deq_iq4_xs(const void *src, float *y, int64_t n)
+{
+    const block_iq4_xs *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        float d = lpk_f16_to_f32(b[i].d);
+        const uint8_t *qs = b[i].qs;
+        for (int j = 0; j < 8; j++, y += 32, qs += 16) {
+            int ls = ((b[i].scales_l[j / 2] >> (4 * (j % 2))) & 15) |
+                     (((b[i].scales_h >> (2 * j)) & 3) << 4);
+            float dl = d * (float)(ls - 32);
+            for (int l = 0; l < 16; l++) {
+                y[l] = dl * (float)quant_iq4nl_values[qs[l] & 15];
+                y[l + 16] = dl * (float)quant_iq4nl_values[qs[l] >> 4];
+            }
+        }
+    }
+}
