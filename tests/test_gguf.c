@@ -314,9 +314,10 @@ static void test_bad_tensors(void **state)
     x[1].type = 77;
     b = with_tensors(32, x, 2, 66);
     expect_bad(&b, "type77.gguf", LPK_EUNSUPPORTED, "tensor 'b': unknown GGML type id 77");
-    x[1].type = 10;
+    x[1].type = 16;
     b = with_tensors(32, x, 2, 66);
-    expect_bad(&b, "type_q2k.gguf", LPK_EUNSUPPORTED, "tensor 'b': GGML type 10 (q2_k) is not");
+    expect_bad(&b, "type_iq2xxs.gguf", LPK_EUNSUPPORTED,
+               "tensor 'b': GGML type 16 (iq2_xxs) is not");
     x[1].type = LPK_TYPE_Q8_K;
     b = with_tensors(32, x, 2, 66);
     expect_bad(&b, "type_q8k.gguf", LPK_EUNSUPPORTED, "GGML type 15 (q8_k)");
