@@ -383,6 +383,58 @@ static void test_pickle_malicious(void **state)
         free(want);
         free(c.p);
     }
+    /* Allowed names in the wrong module (or a module/name that only shares a
+     * prefix with an allowed one) are refused at the global itself, via GLOBAL
+     * and via STACK_GLOBAL. The control: the same pickle with the right module
+     * is read (an empty OrderedDict, a state dict of no tensors). */
+    const char *wrong[][2] = {{"os", "OrderedDict"},
+                              {"collections.abc", "OrderedDict"},
+                              {"torch", "OrderedDict"},
+                              {"builtins", "_rebuild_tensor_v2"},
+                              {"torch._utilsX", "_rebuild_tensor"},
+                              {"torch._util", "_rebuild_tensor"},
+                              {"torch._utils", "_rebuild_tensor_v"},
+                              {"torch._utils", "_rebuild_tensor_v2X"},
+                              {"torch._tensor", "_rebuild_tensor_v2"},
+                              {"torch._utils", "_rebuild_from_type_v2"},
+                              {"torch", "_rebuild_parameter"},
+                              {"torch.nn", "Parameter"},
+                              {"torch.nn.parameter", "Tensor"},
+                              {"collections", "Tensor"},
+                              {"torchX", "FloatStorage"},
+                              {"torch._utils", "FloatStorage"},
+                              {"numpy", "HalfStorage"},
+                              {"torch", "FloatStorag"},
+                              {"collections", "OrderedDic"},
+                              {"collection", "OrderedDict"}};
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++)
+        for (int stack = 0; stack < 2; stack++) {
+            buf c = {0};
+            b_u8(&c, 0x80); b_u8(&c, 4);
+            if (stack) { pk_str(&c, wrong[i][0]); pk_str(&c, wrong[i][1]); b_u8(&c, 0x93); }
+            else pk_global(&c, wrong[i][0], wrong[i][1]);
+            b_u8(&c, ')'); b_u8(&c, 'R'); b_u8(&c, '.');
+            char *want = tu_fmt("'%s.%s' at offset", wrong[i][0], wrong[i][1]);
+            if (!pickle_fails(&c, LPK_EUNSUPPORTED, want))
+                fail_msg("%s.%s (%s) was not refused", wrong[i][0], wrong[i][1],
+                         stack ? "STACK_GLOBAL" : "GLOBAL");
+            free(want);
+            free(c.p);
+        }
+    for (int stack = 0; stack < 2; stack++) {
+        buf c = {0};
+        b_u8(&c, 0x80); b_u8(&c, 4);
+        if (stack) { pk_str(&c, "collections"); pk_str(&c, "OrderedDict"); b_u8(&c, 0x93); }
+        else pk_global(&c, "collections", "OrderedDict");
+        b_u8(&c, ')'); b_u8(&c, 'R'); b_u8(&c, '.');
+        cv_pk_tensor *t = NULL;
+        size_t n = 99;
+        lpk_error err = {0};
+        assert_int_equal(cv_pickle_state_dict(c.p, c.n, "ok.pkl", &t, &n, &err), LPK_OK);
+        assert_int_equal(n, 0);
+        free(t);
+        free(c.p);
+    }
     /* A whitelisted global that is not callable */
     buf d = {0};
     b_u8(&d, 0x80); b_u8(&d, 2);
