@@ -65,17 +65,22 @@ $(O)/bench/%: $(O)/bench/%.o $(LIB_OBJ)
 
 tests: $(BIN) $(TEST_BIN) $(FUZZ_REPLAY) $(O)/bench/gen_ckpt
 
+# Each test binary runs under a time limit (seconds; a hang fails naming the test).
+TEST_TIMEOUT ?= 600
+TEST_TIMEOUT_LONG ?= 3600
+
 # Fast tier: what CI runs (< 5 min). Tests needing ../shared skip without it.
 test: tests
-	@LLMPACK_BIN=$(abspath $(BIN)) LLMPACK_GEN_CKPT=$(abspath $(O)/bench/gen_ckpt) sh tests/run.sh $(O)
+	@LLMPACK_TEST_TIMEOUT=$(TEST_TIMEOUT) LLMPACK_BIN=$(abspath $(BIN)) LLMPACK_GEN_CKPT=$(abspath $(O)/bench/gen_ckpt) sh tests/run.sh $(O)
 
 # Full runs on the real models (whole perplexity tables, big fixtures).
 test-long: tests
-	@LLMPACK_TEST_LONG=1 LLMPACK_BIN=$(abspath $(BIN)) LLMPACK_GEN_CKPT=$(abspath $(O)/bench/gen_ckpt) sh tests/run.sh $(O)
+	@LLMPACK_TEST_TIMEOUT=$(TEST_TIMEOUT_LONG) LLMPACK_TEST_LONG=1 LLMPACK_BIN=$(abspath $(BIN)) LLMPACK_GEN_CKPT=$(abspath $(O)/bench/gen_ckpt) sh tests/run.sh $(O)
 
-# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer (about 3x
+# slower: three times the per-test time limit).
 asan:
-	$(MAKE) O=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	$(MAKE) O=build-asan OPT="-O1 -g -fno-omit-frame-pointer" TEST_TIMEOUT=$$(( $(TEST_TIMEOUT) * 3 )) \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
 # libFuzzer builds of every fuzz target (clang); `make test` replays the corpora.

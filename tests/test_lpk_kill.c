@@ -1,10 +1,13 @@
 /* The writer killed mid-write: SIGKILL leaves nothing at the target (and an
  * existing target untouched); SIGINT/SIGTERM also remove the temporary file.
  * The child writes a ~200 MB container, tells the parent once 100 MB are in the
- * temporary file, then waits to be killed, so the kill always lands mid-write. */
+ * temporary file, then waits to be killed, so the kill always lands mid-write.
+ * The child starts with default signal actions (the runner may have inherited
+ * SIGINT ignored) and every wait is bounded, so a regression fails, never hangs. */
 #include "tutil.h"
 
 #include <dirent.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,7 @@
 #define ROWS 1024
 #define COLS 12800 /* f32: 52,428,800 bytes per tensor */
 #define CHUNK (1u << 20)
+#define WAIT_S 120 /* for the child to write 100 MB, or to die once signalled */
 
 static void child(const char *path, unsigned flags, int ready_fd, int hold_fd)
 {
@@ -87,6 +91,7 @@ static int run_and_kill(const char *dir, const char *path, unsigned flags, int s
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        tu_unignore_signals();
         close(ready[0]);
         close(hold[1]);
         child(path, flags, ready[1], hold[0]);
@@ -94,21 +99,22 @@ static int run_and_kill(const char *dir, const char *path, unsigned flags, int s
     close(ready[1]);
     close(hold[0]);
     char c = 0;
-    ssize_t got = read(ready[0], &c, 1);
+    struct pollfd pf = {.fd = ready[0], .events = POLLIN};
+    ssize_t got = poll(&pf, 1, WAIT_S * 1000) == 1 ? read(ready[0], &c, 1) : -1;
     if (got != 1) {
-        int ws;
-        waitpid(pid, &ws, 0);
-        fail_msg("writer child ended early (status %d)", ws);
+        kill(pid, SIGKILL);
+        int ws = tu_wait_child(pid, WAIT_S, "writer child");
+        fail_msg("writer child did not write 100 MB (wait status %d)", ws);
     }
     const char *base = strrchr(path, '/') + 1;
     long long in_tmp = tmp_size(dir, base);
     int killed = kill(pid, sig);
-    int ws = 0;
-    pid_t waited = waitpid(pid, &ws, 0);
+    char *what = tu_fmt("writer child sent signal %d", sig);
+    int ws = tu_wait_child(pid, WAIT_S, what);
+    free(what);
     close(ready[0]);
     close(hold[1]);
     assert_int_equal(killed, 0);
-    assert_int_equal(waited, pid);
     /* the data went to the temp file (all but the last write buffer) */
     assert_true(in_tmp >= (99ll << 20));
     return ws;
@@ -178,6 +184,24 @@ static void test_sigterm_removes_temp(void **state)
     signal_removes_temp(SIGTERM);
 }
 
+/* The runner itself started with SIGINT and SIGTERM ignored (`trap '' INT TERM;
+ * make test`, a background job of a non-interactive shell): the writer child
+ * still gets default actions, so the kill lands instead of hanging the suite. */
+static void test_sigint_runner_ignoring(void **state)
+{
+    (void)state;
+    struct sigaction ign, old_int, old_term;
+    memset(&ign, 0, sizeof ign);
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGINT, &ign, &old_int);
+    sigaction(SIGTERM, &ign, &old_term);
+    signal_removes_temp(SIGINT);
+    signal_removes_temp(SIGTERM);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+}
+
 static volatile sig_atomic_t got_int;
 static void on_int(int sig) { (void)sig; got_int = 1; }
 
@@ -235,6 +259,7 @@ static void test_write_failure(void **state)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        tu_unignore_signals();
         signal(SIGXFSZ, SIG_IGN);
         struct rlimit rl = {8u << 20, 8u << 20};
         if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(20);
@@ -258,8 +283,7 @@ static void test_write_failure(void **state)
         if (lpk_writer_finish(w, &err) == LPK_OK) _exit(26);
         _exit(0);
     }
-    int ws;
-    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    int ws = tu_wait_child(pid, WAIT_S, "size-limited writer child");
     assert_true(WIFEXITED(ws));
     assert_int_equal(WEXITSTATUS(ws), 0);
     assert_false(tu_exists(path));
@@ -275,6 +299,7 @@ int main(void)
         cmocka_unit_test(test_sigkill_existing_target),
         cmocka_unit_test(test_sigint_removes_temp),
         cmocka_unit_test(test_sigterm_removes_temp),
+        cmocka_unit_test(test_sigint_runner_ignoring),
         cmocka_unit_test(test_handled_sigint),
         cmocka_unit_test(test_write_failure),
     };

@@ -1,12 +1,15 @@
 #include "tutil.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../format/lpk.h"
@@ -165,4 +168,34 @@ out:
     lpk_reader_close(ra);
     lpk_reader_close(rb);
     return rc;
+}
+
+void tu_unignore_signals(void)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction cur;
+        if (sigaction(sigs[i], NULL, &cur) == 0 && cur.sa_handler == SIG_IGN)
+            signal(sigs[i], SIG_DFL);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+int tu_wait_child(int pid, int seconds, const char *what)
+{
+    struct timespec step = {0, 10 * 1000 * 1000};
+    for (long waited = 0; waited < (long)seconds * 100; waited++) {
+        int ws = 0;
+        pid_t got = waitpid((pid_t)pid, &ws, WNOHANG);
+        if (got == (pid_t)pid) return ws;
+        if (got < 0 && errno != EINTR) fail_msg("%s: waitpid failed: %s", what, strerror(errno));
+        nanosleep(&step, NULL);
+    }
+    kill((pid_t)pid, SIGKILL);
+    int ws = 0;
+    waitpid((pid_t)pid, &ws, 0);
+    fail_msg("%s: child %d still running after %d s (killed)", what, pid, seconds);
+    return ws;
 }

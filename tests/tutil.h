@@ -36,6 +36,15 @@ int tu_exists(const char *path);
 /* Compares two containers tensor by tensor (name, type, shape, xxh3 of the
  * bytes). Returns 0 when they hold the same tensors, else -1 with why filled. */
 int tu_lpk_same_tensors(const char *a, const char *b, char *why, size_t why_n);
+/* For a test (or a forked child) that sends signals: every signal the tests send (INT,
+ * TERM, HUP, QUIT, PIPE, USR1, USR2) that is ignored goes back to its default
+ * action, and none is blocked, whatever the test runner inherited (a background
+ * job of a non-interactive shell starts with SIGINT ignored). Handlers the
+ * process installed itself stay. */
+void tu_unignore_signals(void);
+/* waitpid with a deadline: after `seconds` the child gets SIGKILL and the test
+ * fails naming `what`, instead of hanging. Returns the wait status. */
+int tu_wait_child(int pid, int seconds, const char *what);
 /* Deterministic random numbers (xorshift), for fixtures. */
 uint64_t tu_rand(uint64_t *state);
 float tu_randn(uint64_t *state);   /* ~N(0,1) */
