@@ -764,6 +764,120 @@ static void test_stories260k_ppl(void **state)
     close_model(&o);
 }
 
+/* Sorts doubles ascending (for the independent order statistics). */
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Two DIFFERENT models (stories260K f32 as the reference, llama.cpp's Q4_K_M of
+ * it) through vf_eval, against the statistics recomputed here in double from
+ * the two models' logits (vf_forward over each whole chunk of 128 tokens), from
+ * their definitions: at every scored position (64 .. 126 of each chunk, BOS
+ * first, predicting the next token) the log-softmax of each model;
+ * KL(P_ref || P_model) = sum_i p_ref(i) (log p_ref(i) - log p_model(i)); its
+ * mean, median (middle of the sorted values), p99 (linear interpolation at
+ * 0.99 (n - 1)) and max; the fraction of positions where the argmaxes agree;
+ * exp(mean NLL) of each model. A model against itself gives 0 in both KL
+ * directions, these two do not: the reverse direction KL(P_model || P_ref)
+ * is computed too and must differ by more than the tolerance, so the test
+ * tells the directions apart. */
+static void test_kld_two_models(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(ref_path, "gguf/stories260K-f32.gguf");
+    opened ref = open_model(ref_path);
+    TU_NEED_SHARED(q_path, "gguf/stories260K-Q4_K_M.gguf");
+    opened q = open_model(q_path);
+    TU_NEED_SHARED(text, "text/TinyStories-valid-sample.txt");
+    size_t n = 0;
+    int32_t bos;
+    int32_t *ids = tokenize_file(ref.r, text, &n, &bos);
+    enum { CTX = 128, FIRST = CTX / 2, NS = CTX - 1 - CTX / 2 };
+    const int chunks = (int)(n / CTX), V = vf_model_config(ref.m)->vocab_size;
+    assert_int_equal(chunks, 121);
+    const size_t np = (size_t)chunks * NS;
+
+    /* independent: double precision from the logits of each whole chunk */
+    float *lr = malloc((size_t)CTX * V * sizeof(float)), *lq = malloc((size_t)CTX * V * sizeof(float));
+    double *kl = malloc(np * sizeof(double)), *klr = malloc(np * sizeof(double));
+    double *pr = malloc((size_t)V * sizeof(double)), *pq = malloc((size_t)V * sizeof(double));
+    double nll_r = 0, nll_q = 0, kl_sum = 0;
+    long same = 0;
+    lpk_error err = {0};
+    for (int c = 0; c < chunks; c++) {
+        int32_t ch[CTX];
+        memcpy(ch, ids + (size_t)c * CTX, sizeof ch);
+        ch[0] = bos;
+        if (vf_forward(ref.m, ch, CTX, 0, CTX, lr, &err)) fail_msg("%s", err.msg);
+        if (vf_forward(q.m, ch, CTX, 0, CTX, lq, &err)) fail_msg("%s", err.msg);
+        for (int j = FIRST; j < CTX - 1; j++) {
+            const float *a = lr + (size_t)j * V, *b = lq + (size_t)j * V;
+            double ma = a[0], mb = b[0], sa = 0, sb = 0;
+            int ta = 0, tb = 0;
+            for (int i = 1; i < V; i++) {
+                if (a[i] > ma) ma = a[i], ta = i;
+                if (b[i] > mb) mb = b[i], tb = i;
+            }
+            for (int i = 0; i < V; i++) sa += exp(a[i] - ma), sb += exp(b[i] - mb);
+            double za = ma + log(sa), zb = mb + log(sb), d = 0, dr = 0;
+            for (int i = 0; i < V; i++) {
+                pr[i] = a[i] - za;   /* log p_ref(i) */
+                pq[i] = b[i] - zb;   /* log p_model(i) */
+                d += exp(pr[i]) * (pr[i] - pq[i]);
+                dr += exp(pq[i]) * (pq[i] - pr[i]);
+            }
+            size_t k = (size_t)c * NS + (size_t)(j - FIRST);
+            kl[k] = d;
+            klr[k] = dr;
+            kl_sum += d;
+            nll_r -= pr[ch[j + 1]];
+            nll_q -= pq[ch[j + 1]];
+            same += ta == tb;
+        }
+    }
+    qsort(kl, np, sizeof *kl, cmp_double);
+    qsort(klr, np, sizeof *klr, cmp_double);
+    const double mean = kl_sum / (double)np;
+    const double median = np % 2 ? kl[np / 2] : 0.5 * (kl[np / 2 - 1] + kl[np / 2]);
+    const double h = 0.99 * (double)(np - 1);
+    const size_t lo = (size_t)floor(h);
+    const double p99 = kl[lo] + (h - (double)lo) * (kl[lo + 1 < np ? lo + 1 : lo] - kl[lo]);
+    const double mx = kl[np - 1], rev_max = klr[np - 1];
+    const double rh = klr[lo] + (h - (double)lo) * (klr[lo + 1 < np ? lo + 1 : lo] - klr[lo]);
+    const double top1 = (double)same / (double)np;
+    const double ppl_r = exp(nll_r / (double)np), ppl_q = exp(nll_q / (double)np);
+
+    /* the library */
+    vf_ppl_result r = run_ppl(ref.m, &q.m, 1, ids, n, bos, CTX, 0, 0);
+    print_message("stories260K Q4_K_M vs f32, %d chunks: KLD mean %.6f (%.6f) median %.6f "
+                  "(%.6f) p99 %.6f (%.6f; reverse %.6f) max %.6f (%.6f; reverse %.6f) top-1 "
+                  "%.6f (%.6f) PPL %.6f (%.6f) ref %.6f (%.6f)\n", chunks, r.kld_mean, mean,
+                  r.kld_median, median, r.kld_p99, p99, rh, r.kld_max, mx, rev_max,
+                  r.top1_agreement, top1, r.ppl, ppl_q, r.ref_ppl, ppl_r);
+    assert_int_equal(r.chunks, chunks);
+    assert_int_equal(r.tokens_scored, np);
+    assert_int_equal(r.has_ref, 1);
+    /* the same float logits, double sums (measured: mean 1e-15, order
+     * statistics stored as float 6e-8 apart); the directions differ by far more
+     * (p99 4%, max 0.4%: checked, so the test can tell them apart) */
+    const double tol = 1e-6;
+    assert_true(fabs(p99 / rh - 1) > 1000 * tol && fabs(mx / rev_max - 1) > 1000 * tol);
+    assert_true(fabs(r.kld_mean / mean - 1) < tol);
+    assert_true(fabs(r.kld_median / median - 1) < tol);
+    assert_true(fabs(r.kld_p99 / p99 - 1) < tol);
+    assert_true(fabs(r.kld_max / mx - 1) < tol);
+    assert_true(fabs(r.top1_agreement - top1) < 0.5 / (double)np);   /* the same count */
+    assert_true(fabs(r.ppl / ppl_q - 1) < 1e-5);
+    assert_true(fabs(r.ref_ppl / ppl_r - 1) < 1e-5);
+    assert_true(fabs(r.ref_ppl - 5.8585) < 0.00051);   /* the reference's published PPL */
+
+    free(lr); free(lq); free(kl); free(klr); free(pr); free(pq); free(ids);
+    close_model(&q);
+    close_model(&ref);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -778,6 +892,7 @@ int main(void)
         cmocka_unit_test(test_eval_protocol),
         cmocka_unit_test(test_model_errors),
         cmocka_unit_test(test_stories260k_ppl),
+        cmocka_unit_test(test_kld_two_models),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
