@@ -163,14 +163,22 @@ typedef struct quant_choice {
  * QUANT_PLAN_IMATRIX: an importance matrix will be given to the quantizers;
  * llama.cpp's recipes choose some tensors' types differently then. */
 enum { QUANT_PLAN_PURE = 1u, QUANT_PLAN_IMATRIX = 2u };
-/* Picks a type per tensor for a recipe: "f32", "f16", "bf16", "q8_0", "q4_0",
- * "q4_1", "q5_0", "q5_1", "q4_k", "q6_k", "q4_k_m", "q4_k_s" (case-insensitive).
- * Non-pure recipes follow llama.cpp's llama_tensor_get_type for the matching
- * file type ("q4_k" is llama.cpp's alias of Q4_K_M); pure puts every 2-D tensor
- * at the recipe's base type. 1-D tensors stay f32. Rows that do not fit a type
- * fall back: q4_k -> q5_0, q6_k -> q8_0, then anything -> f16 (ncols not a
- * multiple of 32). tensors[i].type is the source type; name, n_dims and dims
- * are read. meta may be NULL (hyperparameters are taken from the tensors).
+/* Picks a type per tensor for a recipe (case-insensitive): "f32", "f16",
+ * "bf16", the single types "q8_0", "q6_k", "q5_1", "q5_0", "q4_1", "q4_0", and
+ * llama.cpp's mixes "q5_k_m", "q5_k_s", "q4_k_m", "q4_k_s", "iq4_nl", "iq4_xs",
+ * "q3_k_l", "q3_k_m", "q3_k_s", "q2_k" ("q5_k", "q4_k", "q3_k" are llama.cpp's
+ * aliases of the _m mixes). Non-pure recipes follow llama.cpp's
+ * llama_tensor_get_type for the matching file type tensor by tensor (the output
+ * and tied-embedding rule, attn_v / ffn_down / attn_output by layer, the GQA
+ * and 70B rules, and what changes with QUANT_PLAN_IMATRIX); pure puts every
+ * quantizable 2-D tensor at the recipe's base type. 1-D tensors stay f32.
+ * Rows that do not fit a type fall back as llama.cpp does: q2_k, q3_k, iq4_xs
+ * -> iq4_nl; q4_k -> q5_0; q5_k -> q5_1; q6_k -> q8_0; then f16 when the row is
+ * not a multiple of the fallback's block (and f16 directly for the 32-block
+ * types, where llama.cpp refuses the file). tensors[i].type is the source
+ * type; name, n_dims and dims are read, in llama.cpp's order (by layer).
+ * meta may be NULL: the head counts and layer count are then taken from the
+ * tensors (llama.attention.head_count[_kv], llama.block_count otherwise).
  * Unknown recipe: LPK_EINVAL. */
 int quant_plan(const char *recipe, unsigned flags, const lpk_meta *meta,
                const lpk_tensor *tensors, size_t n, quant_choice *choices, lpk_error *err);
@@ -185,6 +193,24 @@ int quant_recipe_valid(const char *recipe);
 int quant_recipe_type(const char *recipe);
 /* Comma-separated list of the recipe names, for usage messages. */
 const char *quant_recipe_list(void);
+/* Recipes one by one (i < quant_recipe_count(), else NULL), in the order of
+ * quant_recipe_list; *alias_of (may be NULL) receives the recipe an alias means,
+ * or NULL. */
+size_t quant_recipe_count(void);
+const char *quant_recipe_name(size_t i, const char **alias_of);
+
+/* A dense LLaMA model's shape, for size estimates without a file. */
+typedef struct quant_model_shape {
+    int n_layer, dim, ffn, n_head, n_head_kv, vocab;
+    int tied; /* no output.weight: the embedding is the output matrix */
+} quant_model_shape;
+/* Fills out (NULL: only counts) with that model's tensors (f32, no data), in
+ * llama.cpp's order and GGUF names; returns their number, 0 for a bad shape. */
+size_t quant_shape_tensors(const quant_model_shape *s, lpk_tensor *out);
+/* Bits per weight over all tensors (8 * bytes / elements, as `llmpack info`
+ * counts) of quant_plan's choices. */
+int quant_plan_bpw(const char *recipe, unsigned flags, const lpk_meta *meta,
+                   const lpk_tensor *tensors, size_t n, double *bpw, lpk_error *err);
 
 #ifdef __cplusplus
 }
