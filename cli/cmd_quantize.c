@@ -10,16 +10,46 @@
 
 #include "../quant/quant.h"
 
+/* One line per recipe with its bits per weight over all tensors, computed by
+ * planning it on two reference shapes. */
+static void recipe_table(FILE *f)
+{
+    static const quant_model_shape l2 = {32, 4096, 11008, 32, 32, 32000, 0};
+    static const quant_model_shape l3 = {32, 4096, 14336, 32, 8, 128256, 0};
+    size_t n2 = quant_shape_tensors(&l2, NULL), n3 = quant_shape_tensors(&l3, NULL);
+    lpk_tensor *t2 = calloc(n2, sizeof *t2), *t3 = calloc(n3, sizeof *t3);
+    if (!t2 || !t3) { free(t2); free(t3); return; }
+    quant_shape_tensors(&l2, t2);
+    quant_shape_tensors(&l3, t3);
+    fprintf(f, "  %-8s %11s %11s\n", "type", "Llama-2-7B", "Llama-3-8B");
+    for (size_t i = 0; i < quant_recipe_count(); i++) {
+        const char *alias = NULL, *name = quant_recipe_name(i, &alias);
+        double b2 = 0, b3 = 0;
+        if (quant_plan_bpw(name, 0, NULL, t2, n2, &b2, NULL) ||
+            quant_plan_bpw(name, 0, NULL, t3, n3, &b3, NULL))
+            continue;
+        if (alias) fprintf(f, "  %-8s same as %s\n", name, alias);
+        else fprintf(f, "  %-8s %7.3f bpw %7.3f bpw\n", name, b2, b3);
+    }
+    free(t2);
+    free(t3);
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: llmpack quantize IN -o OUT.lpk --type T [options]\n\n"
-            "IN is a container (.lpk or GGUF). T is one of: %s.\n"
+            "IN is a container (.lpk or GGUF). T is one of the types below (any case).\n"
             "Without --pure, tensors get llama.cpp's per-tensor types for that file type\n"
-            "(e.g. the output matrix at q6_k for q4_0/q4_1/q4_k; q4_k is llama.cpp's alias\n"
-            "of q4_k_m); 1-D tensors stay f32; rows that do not fit a type fall back\n"
-            "(q4_k -> q5_0, q6_k -> q8_0, anything -> f16).\n\n"
-            "options:\n"
+            "(e.g. the output matrix at q6_k; attn_v and ffn_down with more bits in the _m\n"
+            "mixes; q3_k, q4_k, q5_k mean q3_k_m, q4_k_m, q5_k_m as in llama.cpp); 1-D\n"
+            "tensors stay f32; rows that do not fit a type fall back (q2_k, q3_k, iq4_xs ->\n"
+            "iq4_nl, q4_k -> q5_0, q5_k -> q5_1, q6_k -> q8_0, then f16).\n\n"
+            "Bits per weight over all tensors (as `llmpack info` counts them) of each type\n"
+            "on two model shapes, without an importance matrix:\n");
+    recipe_table(f);
+    fprintf(f,
+            "\noptions:\n"
             "  -o, --output OUT       output container (.lpk)\n"
             "  --type T               recipe (see above)\n"
             "  --pure                 every 2-D tensor at T (fallbacks still apply)\n"
@@ -29,8 +59,7 @@ static void usage(FILE *f)
             "                         (they are dequantized first)\n"
             "  --json                 machine-readable report on stdout\n"
             "  -q, --quiet            no table, no progress\n"
-            "  -h, --help             this help\n",
-            quant_recipe_list());
+            "  -h, --help             this help\n");
 }
 
 static void shape_str(const lpk_tensor *t, char *buf, size_t n)

@@ -162,7 +162,8 @@ typedef struct plan_count {
 /* llama_tensor_get_type's choice for one quantizable matrix (before the
  * fallbacks for rows that do not fit), for the file types llmpack makes
  * (dense LLaMA models: no experts, not Falcon). */
-static int rule_type(const plan_ctx *c, plan_count *k, const lpk_tensor *t, int type)
+static int rule_type(const plan_ctx *c, plan_count *k, const lpk_tensor *t, int type,
+                     quant_choice *ch)
 {
     const char *name = t->name;
     const int ft = c->ftype;
@@ -170,7 +171,11 @@ static int rule_type(const plan_ctx *c, plan_count *k, const lpk_tensor *t, int 
         (!c->has_output && strcmp(name, "token_embd.weight") == 0)) {
         /* the output matrix (or the tied embedding): q6_k, or q8_0 when its rows
          * do not fit the base type */
-        if (!row_fits(type, lpk_tensor_ncols(t))) return LPK_TYPE_Q8_0;
+        if (!row_fits(type, lpk_tensor_ncols(t))) {
+            snprintf(ch->note, sizeof ch->note, "output rows of %lld values do not fit %s: q8_0",
+                     (long long)lpk_tensor_ncols(t), tname(type));
+            return LPK_TYPE_Q8_0;
+        }
         return type == LPK_TYPE_Q8_0 ? type : LPK_TYPE_Q6_K;
     }
     if (strcmp(name, "token_embd.weight") == 0) return type;
@@ -269,7 +274,7 @@ int quant_plan(const char *recipe, unsigned flags, const lpk_meta *meta,
             c->type = t->type == LPK_TYPE_F16 || t->type == LPK_TYPE_BF16 ? t->type : LPK_TYPE_F32;
             continue;
         }
-        int type = pure ? r->type : rule_type(&ctx, &count, t, r->type);
+        int type = pure ? r->type : rule_type(&ctx, &count, t, r->type, c);
         if (!row_fits(type, ncols)) {
             c->fallback_from = type;
             type = fallback_of(type);
