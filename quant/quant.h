@@ -212,6 +212,33 @@ size_t quant_shape_tensors(const quant_model_shape *s, lpk_tensor *out);
 int quant_plan_bpw(const char *recipe, unsigned flags, const lpk_meta *meta,
                    const lpk_tensor *tensors, size_t n, double *bpw, lpk_error *err);
 
+/* ---------------------------------------------------------------- size targets */
+/* One tensor for quant_alloc: its candidate types, the bytes each would take
+ * and each one's expected error (any non-negative measure that adds up over
+ * tensors, e.g. quant_weighted_error times a per-tensor sensitivity). */
+typedef struct quant_alloc_item {
+    int n;                 /* candidates, 1..255 */
+    const int *types;      /* n candidate types (not read by quant_alloc) */
+    const uint64_t *bytes; /* n sizes */
+    const double *err;     /* n expected errors (finite, >= 0) */
+} quant_alloc_item;
+/* Chooses candidate pick[i] for every item so that the summed bytes stay
+ * within budget and the summed error is as small as it finds (an exact dynamic
+ * program over the budget in at most 65536 units, sizes rounded up, then a local
+ * search with the exact sizes). Deterministic. LPK_ENOSPC when even the smallest
+ * candidates exceed the budget (err gives both numbers), LPK_EINVAL for a bad
+ * item, LPK_ENOMEM. */
+int quant_alloc(const quant_alloc_item *items, size_t n, uint64_t budget, int *pick,
+                lpk_error *err);
+/* Expected error of storing a tensor as type: quantizes rows 0, row_step,
+ * 2*row_step, ... (with the importance weights, as quant_quantize_rows) and
+ * returns *out = sum over columns c of imatrix[c] * sum over those rows of
+ * (x - deq(q))^2, scaled to all nrows (imatrix NULL: weights 1). With imatrix
+ * the mean squared activation of each column, that is the expected squared
+ * error the tensor adds to its layer's output per token. */
+int quant_weighted_error(int type, const float *src, int64_t nrows, int64_t ncols,
+                         const float *imatrix, int64_t row_step, double *out, lpk_error *err);
+
 #ifdef __cplusplus
 }
 #endif

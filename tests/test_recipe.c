@@ -395,12 +395,167 @@ static void test_llama_cpp_tsv(void **state)
     free(buf);
 }
 
+/* ---------------------------------------------------------------- size targets */
+/* Random small knapsacks against brute force: never over the budget, and the
+ * optimum's error (the DP's rounding is repaired by the local search). */
+static void test_alloc_brute(void **state)
+{
+    (void)state;
+    uint64_t rng = 12345;
+    enum { N = 6, C = 5 };
+    int exact = 0, runs = 200;
+    for (int run = 0; run < runs; run++) {
+        uint64_t bytes[N][C];
+        double errs[N][C];
+        quant_alloc_item items[N];
+        uint64_t least = 0, most = 0;
+        for (int i = 0; i < N; i++) {
+            uint64_t b = 1000 + tu_rand(&rng) % 100000;
+            double e = 1.0 + (double)(tu_rand(&rng) % 1000);
+            for (int c = 0; c < C; c++) {
+                bytes[i][c] = b;
+                errs[i][c] = e;
+                b += 500 + tu_rand(&rng) % 50000;
+                e *= 0.2 + 0.7 * (double)(tu_rand(&rng) % 1000) / 1000.0;
+            }
+            least += bytes[i][0];
+            most += bytes[i][C - 1];
+            items[i] = (quant_alloc_item){C, NULL, bytes[i], errs[i]};
+        }
+        uint64_t budget = least + tu_rand(&rng) % (most - least);
+        int pick[N];
+        lpk_error err = {0};
+        assert_int_equal(quant_alloc(items, N, budget, pick, &err), LPK_OK);
+        double e = 0, best = INFINITY;
+        uint64_t b = 0;
+        for (int i = 0; i < N; i++) { e += errs[i][pick[i]]; b += bytes[i][pick[i]]; }
+        assert_true(b <= budget);
+        int idx[N] = {0};
+        for (;;) {
+            double te = 0;
+            uint64_t tb = 0;
+            for (int i = 0; i < N; i++) { te += errs[i][idx[i]]; tb += bytes[i][idx[i]]; }
+            if (tb <= budget && te < best) best = te;
+            int k = 0;
+            while (k < N && ++idx[k] == C) idx[k++] = 0;
+            if (k == N) break;
+        }
+        assert_true(e >= best * (1 - 1e-12));
+        exact += e <= best * (1 + 1e-12);
+        if (e > best * 1.02) print_message("run %d: %g vs optimum %g\n", run, e, best);
+        assert_true(e <= best * 1.02);
+    }
+    print_message("quant_alloc: optimum in %d of %d random knapsacks\n", exact, runs);
+    assert_true(exact >= runs * 95 / 100);
+}
+
+/* A model-like menu with synthetic sensitivities (error = s * 4^-bits): the
+ * budget is used to within one step, sensitive tensors get more bits, the
+ * same input gives the same choice, and a budget below the smallest menu fails
+ * naming both sizes. */
+static void test_alloc_synthetic(void **state)
+{
+    (void)state;
+    static const int types[] = {LPK_TYPE_Q2_K, LPK_TYPE_Q3_K, LPK_TYPE_IQ4_XS, LPK_TYPE_Q4_K,
+                                LPK_TYPE_Q5_K, LPK_TYPE_Q6_K, LPK_TYPE_Q8_0};
+    enum { NT = 44, NC = sizeof types / sizeof types[0] };
+    uint64_t bytes[NT][NC];
+    double errs[NT][NC], sens[NT];
+    quant_alloc_item items[NT];
+    uint64_t rng = 7, total_elems = 0;
+    for (int i = 0; i < NT; i++) {
+        uint64_t ne = (uint64_t)256 * 256 * (1 + i % 3);
+        total_elems += ne;
+        sens[i] = i == 3 ? 1e4 : 1.0 + (double)(tu_rand(&rng) % 100);
+        for (int c = 0; c < NC; c++) {
+            assert_int_equal(lpk_type_nbytes(types[c], ne, &bytes[i][c]), 0);
+            double bits = 8.0 * (double)bytes[i][c] / (double)ne;
+            errs[i][c] = sens[i] * (double)ne * pow(4.0, -bits);
+        }
+        items[i] = (quant_alloc_item){NC, types, bytes[i], errs[i]};
+    }
+    int pick[NT], pick2[NT];
+    lpk_error err = {0};
+    uint64_t budget = total_elems * 4 / 8; /* 4.0 bpw */
+    assert_int_equal(quant_alloc(items, NT, budget, pick, &err), LPK_OK);
+    assert_int_equal(quant_alloc(items, NT, budget, pick2, &err), LPK_OK);
+    assert_memory_equal(pick, pick2, sizeof pick);
+    uint64_t b = 0;
+    for (int i = 0; i < NT; i++) b += bytes[i][pick[i]];
+    assert_true(b <= budget);
+    /* no single upgrade still fits */
+    for (int i = 0; i < NT; i++)
+        if (pick[i] + 1 < NC) assert_true(b - bytes[i][pick[i]] + bytes[i][pick[i] + 1] > budget);
+    /* the very sensitive tensor is at the top of the menu */
+    assert_int_equal(pick[3], NC - 1);
+    /* between two tensors of one size, the more sensitive one has no fewer bits */
+    for (int i = 0; i < NT; i++)
+        for (int j = 0; j < NT; j++)
+            if (bytes[i][0] == bytes[j][0] && sens[i] > sens[j] * 1.5)
+                assert_true(pick[i] >= pick[j]);
+    /* too small */
+    uint64_t least = 0;
+    for (int i = 0; i < NT; i++) least += bytes[i][0];
+    lpk_error_clear(&err);
+    assert_int_equal(quant_alloc(items, NT, least - 1, pick, &err), LPK_ENOSPC);
+    char want[64];
+    snprintf(want, sizeof want, "%llu bytes", (unsigned long long)least);
+    assert_non_null(strstr(err.msg, want));
+    assert_int_equal(quant_alloc(items, NT, least, pick, &err), LPK_OK);
+    for (int i = 0; i < NT; i++) assert_int_equal(pick[i], 0);
+    /* a bad item */
+    double bad[NC];
+    memcpy(bad, errs[0], sizeof bad);
+    bad[2] = NAN;
+    items[0].err = bad;
+    assert_int_equal(quant_alloc(items, NT, budget, pick, &err), LPK_EINVAL);
+}
+
+/* quant_weighted_error: with unit weights and every row it is quant_error's
+ * squared error; weights scale the columns; sampled rows estimate the whole. */
+static void test_weighted_error(void **state)
+{
+    (void)state;
+    enum { R = 64, NC = 512 };
+    float *x = malloc(R * NC * sizeof *x), w1[NC], w[NC];
+    uint64_t rng = 3;
+    for (int i = 0; i < R * NC; i++) x[i] = tu_randn(&rng);
+    for (int c = 0; c < NC; c++) { w1[c] = 1.0f; w[c] = c < 256 ? 4.0f : 0.0f; }
+    lpk_error err = {0};
+    uint64_t nb;
+    assert_int_equal(lpk_type_nbytes(LPK_TYPE_Q4_K, R * NC, &nb), 0);
+    void *q = malloc(nb);
+    assert_int_equal(quant_quantize_rows(LPK_TYPE_Q4_K, x, R, NC, q, NULL, &err), 0);
+    double sse, ssx, e1, e0, ew, es;
+    assert_int_equal(quant_error(LPK_TYPE_Q4_K, x, q, R, NC, &sse, &ssx), 0);
+    assert_int_equal(quant_weighted_error(LPK_TYPE_Q4_K, x, R, NC, NULL, 1, &e0, &err), 0);
+    assert_int_equal(quant_weighted_error(LPK_TYPE_Q4_K, x, R, NC, w1, 1, &e1, &err), 0);
+    assert_true(fabs(e0 - sse) <= 1e-9 * sse);
+    assert_true(fabs(e1 - sse) <= 1e-9 * sse);
+    /* weights 4 on the first half, 0 on the rest: about 2x, and larger than 0 */
+    assert_int_equal(quant_weighted_error(LPK_TYPE_Q4_K, x, R, NC, w, 1, &ew, &err), 0);
+    assert_true(ew > 1.5 * sse && ew < 2.5 * sse);
+    /* every 4th row, scaled to all: within 25% of the whole */
+    assert_int_equal(quant_weighted_error(LPK_TYPE_Q4_K, x, R, NC, NULL, 4, &es, &err), 0);
+    assert_true(fabs(es - sse) < 0.25 * sse);
+    /* fewer bits, more error */
+    double e6;
+    assert_int_equal(quant_weighted_error(LPK_TYPE_Q6_K, x, R, NC, NULL, 1, &e6, &err), 0);
+    assert_true(e6 < e0 / 3);
+    assert_int_equal(quant_weighted_error(LPK_TYPE_Q4_K, x, R, 100, NULL, 1, &e6, &err),
+                     LPK_EINVAL);
+    free(q);
+    free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rules),     cmocka_unit_test(test_pure),
         cmocka_unit_test(test_meta_gqa),  cmocka_unit_test(test_names),
         cmocka_unit_test(test_bpw),       cmocka_unit_test(test_llama_cpp_tsv),
+        cmocka_unit_test(test_alloc_brute), cmocka_unit_test(test_alloc_synthetic),
+        cmocka_unit_test(test_weighted_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,209 @@
+/* Size-targeted recipes: one type per tensor, chosen from a menu to minimise
+ * the sum of the tensors' expected errors under a byte budget.
+ *
+ * quant_alloc is a multiple-choice knapsack: an exact dynamic program over the
+ * budget cut into U units (every candidate's size rounded up to whole units, so
+ * the result never exceeds the budget), then a local search with the exact
+ * byte counts that spends what the rounding left over (single upgrades and
+ * upgrade/downgrade pairs that lower the total error). Everything is in a fixed
+ * order, so the choice is deterministic. */
+#include "quant_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int item_ok(const quant_alloc_item *it)
+{
+    if (!it || it->n < 1 || !it->bytes || !it->err) return 0;
+    for (int c = 0; c < it->n; c++)
+        if (!(it->err[c] >= 0.0) || !isfinite(it->err[c])) return 0;
+    return 1;
+}
+
+/* Total error and bytes of a pick. */
+static void pick_totals(const quant_alloc_item *items, size_t n, const int *pick, double *e,
+                        uint64_t *b)
+{
+    double se = 0;
+    uint64_t sb = 0;
+    for (size_t i = 0; i < n; i++) {
+        se += items[i].err[pick[i]];
+        sb += items[i].bytes[pick[i]];
+    }
+    *e = se;
+    *b = sb;
+}
+
+/* The DP: pick minimising the error with the rounded sizes within U units. */
+static int alloc_dp(const quant_alloc_item *items, size_t n, uint64_t budget, int *pick)
+{
+    /* as fine as 65536 units, within about 4e8 steps */
+    size_t U = 65536, maxc0 = 1;
+    for (size_t i = 0; i < n; i++) maxc0 = (size_t)items[i].n > maxc0 ? (size_t)items[i].n : maxc0;
+    if (U > 400000000 / (n * maxc0)) U = 400000000 / (n * maxc0);
+    if (U < 1024) U = 1024;
+    uint64_t unit = budget / U + 1; /* U * unit > budget; rounding up stays inside */
+    U = (size_t)(budget / unit);
+    double *cur = malloc((U + 1) * sizeof *cur), *nxt = malloc((U + 1) * sizeof *nxt);
+    uint8_t *choice = malloc(n * (U + 1));
+    size_t *cost = NULL;
+    int maxc = 0;
+    for (size_t i = 0; i < n; i++) maxc = items[i].n > maxc ? items[i].n : maxc;
+    cost = malloc((size_t)maxc * sizeof *cost);
+    if (!cur || !nxt || !choice || !cost || maxc > 255) {
+        free(cur); free(nxt); free(choice); free(cost);
+        return LPK_ENOMEM;
+    }
+    /* cur[u]: least error of the items so far within u units (INFINITY: none) */
+    for (size_t u = 0; u <= U; u++) cur[u] = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const quant_alloc_item *it = &items[i];
+        for (int c = 0; c < it->n; c++) {
+            uint64_t k = it->bytes[c] / unit + (it->bytes[c] % unit != 0);
+            cost[c] = k > U ? U + 1 : (size_t)k;
+        }
+        uint8_t *ch = choice + i * (U + 1);
+        for (size_t u = 0; u <= U; u++) {
+            double best = INFINITY;
+            int bc = 0;
+            for (int c = 0; c < it->n; c++) {
+                if (cost[c] > u) continue;
+                double v = cur[u - cost[c]] + it->err[c];
+                if (v < best) { best = v; bc = c; }
+            }
+            nxt[u] = best;
+            ch[u] = (uint8_t)bc;
+        }
+        double *t = cur; cur = nxt; nxt = t;
+    }
+    int rc = isfinite(cur[U]) ? LPK_OK : LPK_ENOSPC;
+    if (!rc) {
+        size_t u = U;
+        for (size_t i = n; i-- > 0;) {
+            int c = choice[i * (U + 1) + u];
+            pick[i] = c;
+            uint64_t k = items[i].bytes[c] / unit + (items[i].bytes[c] % unit != 0);
+            u -= (size_t)k;
+        }
+    }
+    free(cur); free(nxt); free(choice); free(cost);
+    return rc;
+}
+
+/* Local search with exact sizes: the best single change, or upgrade/downgrade
+ * pair, that lowers the total error and stays within the budget; repeated. */
+static void alloc_improve(const quant_alloc_item *items, size_t n, uint64_t budget, int *pick)
+{
+    double e;
+    uint64_t b;
+    pick_totals(items, n, pick, &e, &b);
+    for (size_t iter = 0; iter < 256; iter++) {
+        double best = 0;
+        size_t bi = 0, bj = 0;
+        int bci = -1, bcj = -1;
+        for (size_t i = 0; i < n; i++) {
+            const quant_alloc_item *a = &items[i];
+            for (int ci = 0; ci < a->n; ci++) {
+                if (ci == pick[i]) continue;
+                double de = a->err[ci] - a->err[pick[i]];
+                int64_t db = (int64_t)a->bytes[ci] - (int64_t)a->bytes[pick[i]];
+                if (db <= 0 || (uint64_t)db <= budget - b) {
+                    if (de < best - 1e-12 * fabs(e)) { best = de; bi = i; bci = ci; bcj = -1; }
+                    continue;
+                }
+                /* too big alone: pay for it with another tensor's downgrade */
+                if (de >= best) continue;
+                for (size_t j = 0; j < n; j++) {
+                    if (j == i) continue;
+                    const quant_alloc_item *d = &items[j];
+                    for (int cj = 0; cj < d->n; cj++) {
+                        int64_t db2 = (int64_t)d->bytes[cj] - (int64_t)d->bytes[pick[j]];
+                        if (db2 >= 0 || db + db2 > (int64_t)(budget - b)) continue;
+                        double de2 = de + d->err[cj] - d->err[pick[j]];
+                        if (de2 < best - 1e-12 * fabs(e)) {
+                            best = de2; bi = i; bci = ci; bj = j; bcj = cj;
+                        }
+                    }
+                }
+            }
+        }
+        if (bci < 0) break;
+        pick[bi] = bci;
+        if (bcj >= 0) pick[bj] = bcj;
+        pick_totals(items, n, pick, &e, &b);
+    }
+}
+
+int quant_alloc(const quant_alloc_item *items, size_t n, uint64_t budget, int *pick,
+                lpk_error *err)
+{
+    if (n && (!items || !pick)) return lpk_err(err, LPK_EINVAL, "quant_alloc: NULL arguments");
+    uint64_t least = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!item_ok(&items[i]))
+            return lpk_err(err, LPK_EINVAL, "quant_alloc: item %zu has no candidates or a "
+                                            "negative or non-finite error", i);
+        uint64_t m = UINT64_MAX;
+        for (int c = 0; c < items[i].n; c++) m = items[i].bytes[c] < m ? items[i].bytes[c] : m;
+        least += m;
+    }
+    if (least > budget)
+        return lpk_err(err, LPK_ENOSPC,
+                       "the smallest types of the menu need %llu bytes, more than the %llu "
+                       "bytes allowed", (unsigned long long)least, (unsigned long long)budget);
+    if (!n) return LPK_OK;
+    int rc = alloc_dp(items, n, budget, pick);
+    if (rc == LPK_ENOSPC) {
+        /* the rounding up made the smallest pick look too big: start from it */
+        for (size_t i = 0; i < n; i++) {
+            int s = 0;
+            for (int c = 1; c < items[i].n; c++)
+                if (items[i].bytes[c] < items[i].bytes[s]) s = c;
+            pick[i] = s;
+        }
+        rc = LPK_OK;
+    }
+    if (rc) return lpk_err(err, rc, "out of memory");
+    alloc_improve(items, n, budget, pick);
+    return LPK_OK;
+}
+
+int quant_weighted_error(int type, const float *src, int64_t nrows, int64_t ncols,
+                         const float *imatrix, int64_t row_step, double *out, lpk_error *err)
+{
+    const lpk_type_info *ti = lpk_type_get(type);
+    if (!ti || !src || !out || nrows < 0 || row_step < 1 || !quant_row_fits(type, ncols))
+        return lpk_err(err, LPK_EINVAL, "cannot estimate the error of %s rows of %lld values",
+                       ti ? ti->name : "(unknown type)", (long long)ncols);
+    int64_t ns = (nrows + row_step - 1) / row_step;
+    uint64_t qb = 0;
+    if (lpk_type_nbytes(type, (uint64_t)(ns * ncols), &qb))
+        return lpk_err(err, LPK_EINVAL, "tensor too large");
+    float *x = malloc((size_t)(ns * ncols) * sizeof *x);
+    float *y = malloc((size_t)(ns * ncols) * sizeof *y);
+    void *q = malloc(qb ? (size_t)qb : 1);
+    if (!x || !y || !q) {
+        free(x); free(y); free(q);
+        return lpk_err(err, LPK_ENOMEM, "out of memory");
+    }
+    for (int64_t s = 0; s < ns; s++)
+        memcpy(x + s * ncols, src + s * row_step * ncols, (size_t)ncols * sizeof *x);
+    int rc = quant_quantize_rows(type, x, ns, ncols, q, imatrix, err);
+    if (!rc) rc = quant_dequantize_rows(type, q, ns, ncols, y);
+    if (!rc) {
+        /* per column over the sampled rows, then weighted: a fixed order */
+        double total = 0;
+        for (int64_t c = 0; c < ncols; c++) {
+            double s2 = 0;
+            for (int64_t s = 0; s < ns; s++) {
+                double d = (double)x[s * ncols + c] - (double)y[s * ncols + c];
+                s2 += d * d;
+            }
+            total += (imatrix ? (double)imatrix[c] : 1.0) * s2;
+        }
+        *out = ns ? total * (double)nrows / (double)ns : 0.0;
+    }
+    free(x); free(y); free(q);
+    return rc;
+}
