@@ -239,6 +239,26 @@ int quant_alloc(const quant_alloc_item *items, size_t n, uint64_t budget, int *p
 int quant_weighted_error(int type, const float *src, int64_t nrows, int64_t ncols,
                          const float *imatrix, int64_t row_step, double *out, lpk_error *err);
 
+/* Size-targeted plan: every quantizable matrix gets the type of the menu that
+ * minimises the summed expected error (quant_weighted_error with its importance
+ * weights; the embedding's divided by its row count, since a token reads one
+ * row) with all tensors within budget bytes; the others keep their type (1-D:
+ * f32). tensors[i].data must hold the values (f32, f16, bf16 or a block type).
+ * imatrix: NULL, or n pointers (NULL where a tensor has none), each ncols
+ * weights. menu: NULL for the default (q2_k, q3_k, iq4_xs, iq4_nl, q4_k, q5_k,
+ * q6_k, q8_0; where no 256-block type fits: iq4_nl, q4_0, q5_0, q5_1, q8_0;
+ * else f16), or n_menu (1..16) types, those that fit a tensor's rows being its
+ * candidates. choices[i].note gives the tensor's expected error. res (may be
+ * NULL) receives the budget, the predicted bytes of all tensors and the summed
+ * expected error. LPK_ENOSPC when even the smallest types exceed the budget. */
+typedef struct quant_target_result {
+    uint64_t budget, bytes;
+    double err;
+} quant_target_result;
+int quant_plan_target(const lpk_tensor *tensors, size_t n, const float *const *imatrix,
+                      const int *menu, int n_menu, uint64_t budget, quant_choice *choices,
+                      quant_target_result *res, lpk_error *err);
+
 #ifdef __cplusplus
 }
 #endif

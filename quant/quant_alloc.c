@@ -207,3 +207,126 @@ int quant_weighted_error(int type, const float *src, int64_t nrows, int64_t ncol
     free(x); free(y); free(q);
     return rc;
 }
+
+/* ---------------------------------------------------------------- target plans */
+/* The menu: k-quants and iq4 for rows of 256, the 32-block types where only
+ * those fit, f16 last. */
+static const int menu_256[] = {LPK_TYPE_Q2_K,  LPK_TYPE_Q3_K, LPK_TYPE_IQ4_XS, LPK_TYPE_IQ4_NL,
+                               LPK_TYPE_Q4_K,  LPK_TYPE_Q5_K, LPK_TYPE_Q6_K,  LPK_TYPE_Q8_0};
+static const int menu_32[] = {LPK_TYPE_IQ4_NL, LPK_TYPE_Q4_0, LPK_TYPE_Q5_0, LPK_TYPE_Q5_1,
+                              LPK_TYPE_Q8_0,   LPK_TYPE_F16};
+#define MENU_MAX 16
+
+/* The candidate types of a tensor whose rows have ncols values: those of the
+ * menu (or the default menus) that quant/ can make for such rows. */
+static int tensor_menu(const int *menu, int n_menu, int64_t ncols, int *out)
+{
+    int k = 0;
+    if (menu) {
+        for (int i = 0; i < n_menu && k < MENU_MAX; i++)
+            if (quant_row_fits(menu[i], ncols)) out[k++] = menu[i];
+    } else {
+        for (size_t i = 0; i < sizeof menu_256 / sizeof menu_256[0]; i++)
+            if (quant_row_fits(menu_256[i], ncols)) out[k++] = menu_256[i];
+        if (!k)
+            for (size_t i = 0; i < sizeof menu_32 / sizeof menu_32[0]; i++)
+                if (quant_row_fits(menu_32[i], ncols)) out[k++] = menu_32[i];
+    }
+    if (!k) out[k++] = LPK_TYPE_F16;
+    return k;
+}
+
+/* A tensor's values as f32 (from f32, f16, bf16 or a block type). */
+static int tensor_f32(const lpk_tensor *t, float *x, lpk_error *err)
+{
+    int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
+    int rc = t->data ? (quant_type_is_block(t->type)
+                            ? quant_dequantize_rows(t->type, t->data, nr, nc, x)
+                            : lpk_to_f32_row(t->type, t->data, x, (size_t)(nr * nc)))
+                     : LPK_EINVAL;
+    return rc ? lpk_err(err, LPK_EINVAL, "%s: cannot read its values (type %d)", t->name,
+                        t->type)
+              : LPK_OK;
+}
+
+int quant_plan_target(const lpk_tensor *tensors, size_t n, const float *const *imatrix,
+                      const int *menu, int n_menu, uint64_t budget, quant_choice *choices,
+                      quant_target_result *res, lpk_error *err)
+{
+    if (n && (!tensors || !choices)) return lpk_err(err, LPK_EINVAL, "quant_plan_target: NULL");
+    if (menu && (n_menu < 1 || n_menu > MENU_MAX))
+        return lpk_err(err, LPK_EINVAL, "quant_plan_target: menu of %d types", n_menu);
+    size_t nq = 0;
+    uint64_t fixed = 0, max_elems = 0;
+    for (size_t i = 0; i < n; i++) {
+        const lpk_tensor *t = &tensors[i];
+        quant_choice *c = &choices[i];
+        c->fallback_from = -1;
+        c->note[0] = '\0';
+        uint64_t ne = lpk_tensor_nelems(t), b = 0;
+        if (quant_tensor_quantizable(t)) {
+            nq++;
+            max_elems = ne > max_elems ? ne : max_elems;
+            continue;
+        }
+        c->type = t->n_dims < 2 ? LPK_TYPE_F32
+                  : t->type == LPK_TYPE_F16 || t->type == LPK_TYPE_BF16 ? t->type : LPK_TYPE_F32;
+        if (lpk_type_nbytes(c->type, ne, &b)) return lpk_err(err, LPK_EINVAL, "%s: bad size", t->name);
+        fixed += b;
+    }
+    if (fixed > budget)
+        return lpk_err(err, LPK_ENOSPC, "the unquantized tensors (norms) alone take %llu bytes, "
+                       "more than the %llu allowed", (unsigned long long)fixed,
+                       (unsigned long long)budget);
+    quant_alloc_item *items = calloc(nq ? nq : 1, sizeof *items);
+    int *types = calloc((nq ? nq : 1) * MENU_MAX, sizeof *types);
+    uint64_t *bytes = calloc((nq ? nq : 1) * MENU_MAX, sizeof *bytes);
+    double *errs = calloc((nq ? nq : 1) * MENU_MAX, sizeof *errs);
+    int *pick = calloc(nq ? nq : 1, sizeof *pick);
+    size_t *idx = calloc(nq ? nq : 1, sizeof *idx);
+    float *x = malloc((size_t)(max_elems ? max_elems : 1) * sizeof *x);
+    int rc = items && types && bytes && errs && pick && idx && x ? LPK_OK
+             : lpk_err(err, LPK_ENOMEM, "out of memory");
+    size_t k = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const lpk_tensor *t = &tensors[i];
+        if (!quant_tensor_quantizable(t)) continue;
+        int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
+        int *ty = types + k * MENU_MAX;
+        int nm = tensor_menu(menu, n_menu, nc, ty);
+        rc = tensor_f32(t, x, err);
+        /* about 2^20 values sampled per tensor and type */
+        int64_t step = (int64_t)(lpk_tensor_nelems(t) >> 20) + 1;
+        /* the embedding is a lookup table: each token reads one row, so the
+         * error a token sees is a row's (uniform token frequencies) */
+        double scale = strcmp(t->name, "token_embd.weight") == 0 && nr > 0 ? 1.0 / (double)nr : 1.0;
+        for (int c = 0; c < nm && !rc; c++) {
+            double e = 0;
+            rc = lpk_type_nbytes(ty[c], lpk_tensor_nelems(t), &bytes[k * MENU_MAX + c]);
+            if (!rc) rc = quant_weighted_error(ty[c], x, nr, nc, imatrix ? imatrix[i] : NULL, step,
+                                               &e, err);
+            errs[k * MENU_MAX + c] = e * scale;
+        }
+        items[k] = (quant_alloc_item){nm, ty, bytes + k * MENU_MAX, errs + k * MENU_MAX};
+        idx[k++] = i;
+    }
+    if (!rc) rc = quant_alloc(items, nq, budget - fixed, pick, err);
+    if (!rc) {
+        uint64_t total = fixed;
+        double e = 0;
+        for (size_t j = 0; j < nq; j++) {
+            quant_choice *c = &choices[idx[j]];
+            c->type = items[j].types[pick[j]];
+            total += items[j].bytes[pick[j]];
+            e += items[j].err[pick[j]];
+            snprintf(c->note, sizeof c->note, "expected error %.4g", items[j].err[pick[j]]);
+        }
+        if (res) {
+            res->budget = budget;
+            res->bytes = total;
+            res->err = e;
+        }
+    }
+    free(items); free(types); free(bytes); free(errs); free(pick); free(idx); free(x);
+    return rc;
+}

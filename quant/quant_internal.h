@@ -36,6 +36,9 @@ typedef struct quant_kind {
 
 /* NULL unless type is a block type. */
 const quant_kind *quant_kind_get(int type);
+/* A matrix llama.cpp's recipes quantize (2-D, "...weight", not a norm); the
+ * others keep their type (1-D: f32). quant_recipe.c. */
+int quant_tensor_quantizable(const lpk_tensor *t);
 
 /* Reference quantizers and dequantizers (quant_ref.c, quant_kq.c). */
 void quant_ref_q4_0(const float *x, const float *w, void *dst, int64_t n);

@@ -234,8 +234,7 @@ static int fallback_of(int type)
     }
 }
 
-/* A matrix llama.cpp quantizes (else it is copied unquantized). */
-static int is_quantizable(const lpk_tensor *t)
+int quant_tensor_quantizable(const lpk_tensor *t)
 {
     return t->n_dims >= 2 && ends_with(t->name, "weight") && !strstr(t->name, "_norm.weight") &&
            !strstr(t->name, "ffn_gate_inp.weight");
@@ -270,7 +269,7 @@ int quant_plan(const char *recipe, unsigned flags, const lpk_meta *meta,
             c->type = r->type;
             continue;
         }
-        if (!is_quantizable(t)) {
+        if (!quant_tensor_quantizable(t)) {
             c->type = t->type == LPK_TYPE_F16 || t->type == LPK_TYPE_BF16 ? t->type : LPK_TYPE_F32;
             continue;
         }

@@ -548,6 +548,61 @@ static void test_weighted_error(void **state)
     free(x);
 }
 
+/* quant_plan_target on a small model with random weights: the budget holds,
+ * 1-D tensors stay f32, a tensor whose inputs are 100x more important gets
+ * more bits than its twin, and a budget below the norms fails. */
+static void test_plan_target(void **state)
+{
+    (void)state;
+    quant_model_shape sh = {2, 256, 512, 4, 2, 512, 0};
+    size_t n = quant_shape_tensors(&sh, NULL);
+    lpk_tensor *ts = calloc(n, sizeof *ts);
+    quant_shape_tensors(&sh, ts);
+    float **data = calloc(n, sizeof *data), **im = calloc(n, sizeof *im);
+    uint64_t rng = 11, elems = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t ne = lpk_tensor_nelems(&ts[i]);
+        elems += ne;
+        data[i] = malloc(ne * sizeof(float));
+        for (uint64_t j = 0; j < ne; j++) data[i][j] = 0.02f * tu_randn(&rng);
+        ts[i].data = data[i];
+        if (ts[i].n_dims == 2) {
+            int64_t nc = lpk_tensor_ncols(&ts[i]);
+            im[i] = malloc((size_t)nc * sizeof(float));
+            int hot = strcmp(ts[i].name, "blk.1.attn_q.weight") == 0;
+            for (int64_t c = 0; c < nc; c++) im[i][c] = (hot ? 100.0f : 1.0f) * (1.0f + (float)(c % 7));
+        }
+    }
+    static const int menu[] = {LPK_TYPE_Q4_0, LPK_TYPE_Q4_K, LPK_TYPE_Q6_K, LPK_TYPE_Q8_0};
+    quant_choice *ch = calloc(n, sizeof *ch);
+    quant_target_result res;
+    lpk_error err = {0};
+    uint64_t budget = elems * 5 / 8; /* 5 bpw */
+    assert_int_equal(quant_plan_target(ts, n, (const float *const *)im, menu, 4, budget, ch, &res,
+                                       &err), 0);
+    uint64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t b;
+        assert_int_equal(lpk_type_nbytes(ch[i].type, lpk_tensor_nelems(&ts[i]), &b), 0);
+        total += b;
+        if (ts[i].n_dims == 1) assert_int_equal(ch[i].type, LPK_TYPE_F32);
+        else assert_non_null(strstr(ch[i].note, "expected error"));
+    }
+    assert_int_equal(total, res.bytes);
+    assert_true(total <= budget && total > budget * 9 / 10);
+    size_t hot = find_tensor(ts, n, "blk.1.attn_q.weight");
+    size_t cold = find_tensor(ts, n, "blk.0.attn_q.weight");
+    print_message("target 5 bpw: hot attn_q %s, its twin %s, %.3f bpw\n", tn(ch[hot].type),
+                  tn(ch[cold].type), 8.0 * (double)total / (double)elems);
+    assert_true(lpk_type_get(ch[hot].type)->type_size * 256 / lpk_type_get(ch[hot].type)->block_size >
+                lpk_type_get(ch[cold].type)->type_size * 256 / lpk_type_get(ch[cold].type)->block_size);
+    /* q4_0 and q4_k cost the same: the one with the lower error is taken */
+    for (size_t i = 0; i < n; i++) assert_int_not_equal(ch[i].type, LPK_TYPE_Q4_0);
+    assert_int_equal(quant_plan_target(ts, n, NULL, menu, 4, 1000, ch, &res, &err), LPK_ENOSPC);
+    for (size_t i = 0; i < n; i++) { free(data[i]); free(im[i]); }
+    free(data); free(im); free(ch); free(ts);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -555,7 +610,7 @@ int main(void)
         cmocka_unit_test(test_meta_gqa),  cmocka_unit_test(test_names),
         cmocka_unit_test(test_bpw),       cmocka_unit_test(test_llama_cpp_tsv),
         cmocka_unit_test(test_alloc_brute), cmocka_unit_test(test_alloc_synthetic),
-        cmocka_unit_test(test_weighted_error),
+        cmocka_unit_test(test_weighted_error), cmocka_unit_test(test_plan_target),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
