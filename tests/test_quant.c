@@ -678,8 +678,10 @@ static void test_cli_recipes(void **state)
     (void)state;
     TU_NEED_SHARED(src, "gguf/stories260K-f32.gguf");
     char *dir = tu_tmpdir(), *out = NULL;
-    static const char *recipes[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0",
-                                    "q5_1", "q4_k", "q6_k", "q4_k_m", "q4_k_s"};
+    static const char *recipes[] = {"f32",    "f16",    "bf16",   "q8_0",   "q4_0",   "q4_1",
+                                    "q5_0",   "q5_1",   "q4_k",   "q6_k",   "q4_k_m", "q4_k_s",
+                                    "q5_k_m", "q5_k_s", "q5_k",   "q3_k_l", "q3_k_m", "q3_k_s",
+                                    "q3_k",   "q2_k",   "iq4_nl", "iq4_xs"};
     for (size_t k = 0; k < sizeof recipes / sizeof recipes[0]; k++) {
         for (int pure = 0; pure < 2; pure++) {
             char *o = tu_fmt("%s/%s%d.lpk", dir, recipes[k], pure);
