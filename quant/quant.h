@@ -149,6 +149,49 @@ void quant_set_path(int path);
  * without importance weights right now. */
 const char *quant_path_name(int type);
 
+/* ---------------------------------------------------------------- GPTQ */
+/* Column order of the GPTQ sweep (docs/QUANT.md, "GPTQ"). */
+enum quant_gptq_order {
+    /* columns in index order; a block's scales are chosen from its error-updated
+     * values when the sweep reaches it */
+    QUANT_GPTQ_ORDER_NONE = 0,
+    /* act-order with static groups: every block's scales chosen up front from the
+     * original weights, then all columns by decreasing diag(H) */
+    QUANT_GPTQ_ORDER_STATIC = 1,
+    /* act-order inside groups of `group` columns (groups in index order): scales
+     * chosen when the sweep first reaches a block, as in NONE */
+    QUANT_GPTQ_ORDER_BLOCK = 2
+};
+
+/* The inverse-Hessian factor of one layer input, shared by every weight that
+ * reads that input (q/k/v, gate/up). */
+typedef struct quant_gptq_factor quant_gptq_factor;
+
+/* Builds the factor from H (n x n, row-major, symmetric: X^T X of the inputs).
+ * Inputs with H[i][i] <= 0 get a unit diagonal; damp * mean(diag) is added to
+ * the diagonal (0.01 is GPTQ's default); when the Cholesky factorization still
+ * fails the dampening is multiplied by 10, up to 5 times (the value used:
+ * quant_gptq_factor_damp). group: the permutation group for
+ * QUANT_GPTQ_ORDER_BLOCK (n a multiple of it), else ignored. The result does
+ * not depend on the thread count. LPK_EINVAL bad arguments, LPK_EBADVALUE a
+ * non-finite entry or a matrix that stays indefinite, LPK_ENOMEM. Needs
+ * n * n * (8 + 4) bytes while it runs, n * n * 4 after. */
+int quant_gptq_factor_new(const double *h, int64_t n, double damp, int order, int group,
+                          quant_gptq_factor **out, lpk_error *err);
+void quant_gptq_factor_free(quant_gptq_factor *f);
+/* The relative dampening the factor was built with. */
+double quant_gptq_factor_damp(const quant_gptq_factor *f);
+/* True for the block types quant_gptq_rows writes. */
+int quant_gptq_supports(int type);
+/* GPTQ-quantizes nrows rows of ncols f32 weights (rows = output features,
+ * columns = the factor's inputs) into ordinary blocks of type (the same bytes
+ * layout quant_quantize_rows writes). Rows run in parallel (OpenMP); the bytes
+ * do not depend on the thread count. LPK_EINVAL for an unsupported type or a
+ * shape that does not match; LPK_EBADVALUE for NaN/Inf in w (naming row and
+ * column; dst unspecified). */
+int quant_gptq_rows(int type, const float *w, int64_t nrows, int64_t ncols,
+                    const quant_gptq_factor *f, void *dst, lpk_error *err);
+
 /* ---------------------------------------------------------------- recipes */
 /* One choice per tensor: the type to store it as, and when the recipe's type
  * did not fit the row length, the type it fell back from (else -1); note says

@@ -1,0 +1,478 @@
+/* GPTQ (Frantar et al., 2022) into GGML block types.
+ *
+ * A layer's weight row w is quantized column after column; each column's
+ * rounding error, divided by the diagonal of the upper Cholesky factor U of
+ * H^-1 (H = X^T X of the layer's inputs, dampened), is spread over the columns
+ * not yet quantized through that column's row of U. GGML blocks fix the
+ * grouping: a block's scales (and mins, and k-quant sub-block scales) come from
+ * the existing quantizer of its type, run on the block's error-updated values
+ * (importance = diag(H)) when the sweep first reaches one of its columns; the
+ * levels it picked are then replaced column by column by the nearest level
+ * under those fixed scales. The output is ordinary blocks of the type.
+ *
+ * Every row's sweep depends on the row and the factor only, with a fixed
+ * arithmetic order, so the bytes do not depend on the thread count or on how
+ * rows are batched. See docs/QUANT.md. */
+#include "quant_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+struct quant_gptq_factor {
+    int64_t n;
+    int order;
+    int group;      /* QUANT_GPTQ_ORDER_BLOCK: columns permuted within groups of this size */
+    double damp;    /* relative dampening actually used (may exceed the requested one) */
+    int64_t *perm;  /* sweep position -> column */
+    float *diag;    /* dampened diag(H) per column: the scale searches' importance */
+    float *u;       /* n x n, row k = sweep position k: upper Cholesky factor of the
+                     * permuted H^-1 (entries left of the diagonal unused) */
+};
+
+/* ---------------------------------------------------------------- factor */
+/* Sweep order: identity, decreasing diag(H) (ties by index), or that order
+ * inside each group of `group` columns. */
+typedef struct { double d; int64_t i; } gq_key;
+
+static int cmp_diag_desc(const void *a, const void *b)
+{
+    const gq_key *x = a, *y = b;
+    if (x->d > y->d) return -1;
+    if (x->d < y->d) return 1;
+    return x->i < y->i ? -1 : (x->i > y->i);
+}
+
+/* In-place lower Cholesky of the n x n symmetric a (lower triangle read and
+ * written). Returns 0, or -1 when a pivot is not positive and finite. */
+static int chol_lower(double *a, int64_t n)
+{
+    for (int64_t j = 0; j < n; j++) {
+        double s = a[j * n + j];
+        for (int64_t k = 0; k < j; k++) s -= a[j * n + k] * a[j * n + k];
+        if (!(s > 0.0) || !isfinite(s)) return -1;
+        double ljj = sqrt(s);
+        a[j * n + j] = ljj;
+        /* rows below j are independent: each sums in index order */
+#pragma omp parallel for schedule(static) if (n - j > 256)
+        for (int64_t i = j + 1; i < n; i++) {
+            double t = a[i * n + j];
+            const double *ri = a + i * n, *rj = a + j * n;
+            for (int64_t k = 0; k < j; k++) t -= ri[k] * rj[k];
+            a[i * n + j] = t / ljj;
+        }
+    }
+    return 0;
+}
+
+/* In-place inverse of the lower triangular l (lower triangle), last column
+ * first: Li[i][j] = -(sum_{k=j+1..i} Li[i][k] L[k][j]) / L[j][j]. col: n scratch. */
+static void tri_inverse_lower(double *l, int64_t n, double *col)
+{
+    for (int64_t j = n - 1; j >= 0; j--) {
+        double ljj = l[j * n + j];
+        for (int64_t k = j; k < n; k++) col[k] = l[k * n + j]; /* column j of L */
+#pragma omp parallel for schedule(static) if (n - j > 256)
+        for (int64_t i = j + 1; i < n; i++) {
+            double t = 0.0;
+            for (int64_t k = j + 1; k <= i; k++) t += l[i * n + k] * col[k];
+            l[i * n + j] = -t / ljj;
+        }
+        l[j * n + j] = 1.0 / ljj;
+    }
+}
+
+int quant_gptq_factor_new(const double *h, int64_t n, double damp, int order, int group,
+                          quant_gptq_factor **out, lpk_error *err)
+{
+    *out = NULL;
+    if (!h || n <= 0 || !(damp >= 0.0) || !isfinite(damp) || order < QUANT_GPTQ_ORDER_NONE ||
+        order > QUANT_GPTQ_ORDER_BLOCK)
+        return lpk_err(err, LPK_EINVAL, "gptq: bad arguments (n %lld, damp %g, order %d)",
+                       (long long)n, damp, order);
+    if (order == QUANT_GPTQ_ORDER_BLOCK && (group <= 0 || n % group != 0))
+        return lpk_err(err, LPK_EINVAL, "gptq: %lld columns are not whole groups of %d",
+                       (long long)n, group);
+    if ((uint64_t)n > (uint64_t)1 << 20)
+        return lpk_err(err, LPK_ENOMEM, "gptq: %lld columns is too many", (long long)n);
+    for (int64_t i = 0; i < n * n; i++)
+        if (!isfinite(h[i]))
+            return lpk_err(err, LPK_EBADVALUE, "gptq: Hessian entry (%lld, %lld) is not finite",
+                           (long long)(i / n), (long long)(i % n));
+
+    quant_gptq_factor *f = calloc(1, sizeof *f);
+    double *a = malloc((size_t)n * (size_t)n * sizeof *a);
+    double *dg = malloc((size_t)n * sizeof *dg), *col = malloc((size_t)n * sizeof *col);
+    if (f) {
+        f->perm = malloc((size_t)n * sizeof *f->perm);
+        f->diag = malloc((size_t)n * sizeof *f->diag);
+        f->u = malloc((size_t)n * (size_t)n * sizeof *f->u);
+    }
+    if (!f || !a || !dg || !col || !f->perm || !f->diag || !f->u) {
+        free(a);
+        free(dg);
+        free(col);
+        quant_gptq_factor_free(f);
+        return lpk_err(err, LPK_ENOMEM, "gptq: no memory for a %lld x %lld Hessian",
+                       (long long)n, (long long)n);
+    }
+    f->n = n;
+    f->order = order;
+    f->group = order == QUANT_GPTQ_ORDER_BLOCK ? group : 0;
+
+    /* dead inputs (never nonzero on the calibration text) get a unit diagonal:
+     * their weights are then quantized by plain rounding, error not spread */
+    double mean = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        dg[i] = h[i * n + i] > 0.0 ? h[i * n + i] : 1.0;
+        mean += dg[i];
+    }
+    mean /= (double)n;
+
+    for (int64_t i = 0; i < n; i++) f->perm[i] = i;
+    if (order != QUANT_GPTQ_ORDER_NONE) {
+        int64_t g = order == QUANT_GPTQ_ORDER_BLOCK ? group : n;
+        gq_key *key = malloc((size_t)g * sizeof *key);
+        if (!key) {
+            free(a);
+            free(dg);
+            free(col);
+            quant_gptq_factor_free(f);
+            return lpk_err(err, LPK_ENOMEM, "gptq: no memory for the column order");
+        }
+        for (int64_t s = 0; s < n; s += g) {
+            for (int64_t t = 0; t < g; t++) key[t] = (gq_key){dg[s + t], s + t};
+            qsort(key, (size_t)g, sizeof *key, cmp_diag_desc);
+            for (int64_t t = 0; t < g; t++) f->perm[s + t] = key[t].i;
+        }
+        free(key);
+    }
+
+    int rc = LPK_EBADVALUE;
+    double dm = damp;
+    for (int attempt = 0; attempt < 6; attempt++, dm = dm > 0.0 ? dm * 10.0 : 1e-4) {
+        /* a = R P H P R + damp: rows and columns in sweep order, reversed, so the
+         * lower Cholesky factor's inverse, reversed back, is the upper factor of
+         * the permuted H^-1 (the factor with positive diagonal is unique) */
+        double add = dm * mean;
+        for (int64_t r = 0; r < n; r++) {
+            int64_t pr = f->perm[n - 1 - r];
+            for (int64_t c = 0; c <= r; c++) {
+                int64_t pc = f->perm[n - 1 - c];
+                double v = pr == pc ? dg[pr] + add : h[pr * n + pc];
+                a[r * n + c] = v;
+            }
+        }
+        if (chol_lower(a, n) == 0) {
+            rc = LPK_OK;
+            f->damp = dm;
+            for (int64_t i = 0; i < n; i++) f->diag[i] = (float)(dg[i] + add);
+            break;
+        }
+    }
+    if (rc != LPK_OK) {
+        free(a);
+        free(dg);
+        free(col);
+        quant_gptq_factor_free(f);
+        return lpk_err(err, LPK_EBADVALUE,
+                       "gptq: Hessian is not positive definite even with dampening %g", dm / 10.0);
+    }
+    tri_inverse_lower(a, n, col);
+    for (int64_t k = 0; k < n; k++)
+        for (int64_t j = 0; j < n; j++)
+            f->u[k * n + j] = j >= k ? (float)a[(n - 1 - k) * n + (n - 1 - j)] : 0.0f;
+    free(a);
+    free(dg);
+    free(col);
+    *out = f;
+    return LPK_OK;
+}
+
+void quant_gptq_factor_free(quant_gptq_factor *f)
+{
+    if (!f) return;
+    free(f->perm);
+    free(f->diag);
+    free(f->u);
+    free(f);
+}
+
+double quant_gptq_factor_damp(const quant_gptq_factor *f) { return f ? f->damp : 0.0; }
+
+/* ---------------------------------------------------------------- levels */
+/* Element i of a block as step * q + off, q in [lo, hi]: the value GGML's
+ * dequantizer computes for level q (same float operations). */
+typedef struct { float step, off; int lo, hi; } gq_map;
+
+static void q4k_scale_min_of(const uint8_t s[12], int j, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+static gq_map elem_map(int type, const void *blk, int i)
+{
+    gq_map g = {0.0f, 0.0f, 0, 0};
+    switch (type) {
+    case LPK_TYPE_Q4_0: g.step = lpk_f16_to_f32(((const block_q4_0 *)blk)->d); g.lo = -8; g.hi = 7; break;
+    case LPK_TYPE_Q5_0: g.step = lpk_f16_to_f32(((const block_q5_0 *)blk)->d); g.lo = -16; g.hi = 15; break;
+    case LPK_TYPE_Q8_0: g.step = lpk_f16_to_f32(((const block_q8_0 *)blk)->d); g.lo = -128; g.hi = 127; break;
+    case LPK_TYPE_Q4_1: {
+        const block_q4_1 *b = blk;
+        g.step = lpk_f16_to_f32(b->d); g.off = lpk_f16_to_f32(b->m); g.hi = 15;
+        break;
+    }
+    case LPK_TYPE_Q5_1: {
+        const block_q5_1 *b = blk;
+        g.step = lpk_f16_to_f32(b->d); g.off = lpk_f16_to_f32(b->m); g.hi = 31;
+        break;
+    }
+    case LPK_TYPE_Q4_K: {
+        const block_q4_K *b = blk;
+        int sc, m;
+        q4k_scale_min_of(b->scales, i / 32, &sc, &m);
+        g.step = lpk_f16_to_f32(b->d) * (float)sc;
+        g.off = -(lpk_f16_to_f32(b->dmin) * (float)m);
+        g.hi = 15;
+        break;
+    }
+    case LPK_TYPE_Q6_K: {
+        const block_q6_K *b = blk;
+        g.step = lpk_f16_to_f32(b->d) * (float)b->scales[i / 16];
+        g.lo = -32; g.hi = 31;
+        break;
+    }
+    default: break;
+    }
+    return g;
+}
+
+static void set_nibble(uint8_t *qs, int i, int u)
+{
+    /* elements j and j + 16 share byte j (low, high nibble) */
+    int j = i & 15, sh = i & 16 ? 4 : 0;
+    qs[j] = (uint8_t)((qs[j] & ~(15 << sh)) | ((u & 15) << sh));
+}
+
+static void set_qh_bit(uint8_t qh[4], int i, int u)
+{
+    uint8_t bit = (uint8_t)(1u << (i & 7));
+    qh[i >> 3] = (uint8_t)(((u >> 4) & 1) ? (qh[i >> 3] | bit) : (qh[i >> 3] & ~bit));
+}
+
+/* Stores level q (in the map's [lo, hi]) as element i of the block. */
+static void elem_set(int type, void *blk, int i, int q)
+{
+    switch (type) {
+    case LPK_TYPE_Q4_0: set_nibble(((block_q4_0 *)blk)->qs, i, q + 8); break;
+    case LPK_TYPE_Q4_1: set_nibble(((block_q4_1 *)blk)->qs, i, q); break;
+    case LPK_TYPE_Q5_0: {
+        block_q5_0 *b = blk;
+        set_nibble(b->qs, i, q + 16);
+        set_qh_bit(b->qh, i, q + 16);
+        break;
+    }
+    case LPK_TYPE_Q5_1: {
+        block_q5_1 *b = blk;
+        set_nibble(b->qs, i, q);
+        set_qh_bit(b->qh, i, q);
+        break;
+    }
+    case LPK_TYPE_Q8_0: ((block_q8_0 *)blk)->qs[i] = (int8_t)q; break;
+    case LPK_TYPE_Q4_K: {
+        /* 64 elements per 32 bytes: the first 32 in low nibbles, the next in high */
+        block_q4_K *b = blk;
+        uint8_t *p = &b->qs[32 * (i / 64) + (i & 31)];
+        int sh = i & 32 ? 4 : 0;
+        *p = (uint8_t)((*p & ~(15 << sh)) | ((q & 15) << sh));
+        break;
+    }
+    case LPK_TYPE_Q6_K: {
+        /* per 128: quarters t = 0..3 of 32; ql low nibbles hold t 0/1, high t 2/3;
+         * qh bits 2t..2t+1 hold the top two bits */
+        block_q6_K *b = blk;
+        int u = q + 32, c = i / 128, r = i % 128, t = r / 32, l = r % 32;
+        uint8_t *ql = &b->ql[64 * c + l + (t & 1 ? 32 : 0)], *qh = &b->qh[32 * c + l];
+        int sh = t & 2 ? 4 : 0;
+        *ql = (uint8_t)((*ql & ~(15 << sh)) | ((u & 15) << sh));
+        *qh = (uint8_t)((*qh & ~(3 << (2 * t))) | (((u >> 4) & 3) << (2 * t)));
+        break;
+    }
+    default: break;
+    }
+}
+
+/* Nearest level of z under the block's fixed scales; stores it and returns the
+ * dequantized value. */
+static float assign(int type, void *blk, int i, float z)
+{
+    gq_map g = elem_map(type, blk, i);
+    float id = g.step != 0.0f ? 1.0f / g.step : 0.0f;
+    int q = (int)qi_round(qi_clamp((z - g.off) * id, (float)g.lo, (float)g.hi));
+    elem_set(type, blk, i, q);
+    return g.step * (float)q + g.off;
+}
+
+int quant_gptq_supports(int type)
+{
+    switch (type) {
+    case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1: case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1:
+    case LPK_TYPE_Q8_0: case LPK_TYPE_Q4_K: case LPK_TYPE_Q6_K:
+        return quant_kind_get(type) != NULL;
+    default: return 0;
+    }
+}
+
+/* ---------------------------------------------------------------- sweep */
+#define GQ_ROWS 8 /* rows swept together, so each row of U is read once per batch */
+
+typedef struct {
+    int type, bs;
+    size_t tsize;
+    int64_t n, nb, lazy;
+    const quant_gptq_factor *f;
+    const quant_kind *k;
+    const int64_t *blk_of;  /* sweep position -> block index in the row */
+    const uint8_t *first;   /* sweep position: first touch of its block */
+} gq_job;
+
+/* Scales of block b of one row from values x (original column order), written
+ * with provisional levels into the row's blocks dst. */
+static void pick_scales(const gq_job *j, const float *x, int64_t b, uint8_t *dst)
+{
+    j->k->quantize_ref(x, j->f->diag + b * j->bs, dst + (size_t)b * j->tsize, j->bs);
+}
+
+/* Sweeps rows [r0, r0 + nr) of w (row-major, n columns) into dst. wp: GQ_ROWS
+ * x n, e: GQ_ROWS x lazy, xb: bs floats of scratch. */
+static void sweep_rows(const gq_job *j, const float *w, int64_t r0, int nr, uint8_t *dst,
+                       float *wp, float *e, float *xb)
+{
+    const int64_t n = j->n, lazy = j->lazy;
+    const int64_t *perm = j->f->perm;
+    const float *u = j->f->u;
+    size_t row_bytes = (size_t)j->nb * j->tsize;
+    for (int r = 0; r < nr; r++) {
+        const float *src = w + (r0 + r) * n;
+        for (int64_t k = 0; k < n; k++) wp[r * n + k] = src[perm[k]];
+        if (j->f->order == QUANT_GPTQ_ORDER_STATIC) /* every block's scales up front */
+            for (int64_t b = 0; b < j->nb; b++)
+                pick_scales(j, src + b * j->bs, b, dst + (size_t)(r0 + r) * row_bytes);
+    }
+    for (int64_t i1 = 0; i1 < n; i1 += lazy) {
+        int64_t i2 = i1 + lazy < n ? i1 + lazy : n;
+        for (int r = 0; r < nr; r++) {
+            float *x = wp + r * n;
+            uint8_t *drow = dst + (size_t)(r0 + r) * row_bytes;
+            for (int64_t k = i1; k < i2; k++) {
+                int64_t b = j->blk_of[k];
+                if (j->first[k]) {
+                    /* the block's columns have all updates from earlier batches and
+                     * from this one up to k (a block never spans two batches) */
+                    memset(xb, 0, (size_t)j->bs * sizeof *xb);
+                    for (int64_t p = k; p < i2; p++)
+                        if (j->blk_of[p] == b) xb[perm[p] - b * j->bs] = x[p];
+                    pick_scales(j, xb, b, drow);
+                }
+                float z = x[k];
+                float q = assign(j->type, drow + (size_t)b * j->tsize,
+                                 (int)(perm[k] - b * j->bs), z);
+                float ek = (z - q) / u[k * n + k];
+                e[r * lazy + (k - i1)] = ek;
+                const float *uk = u + k * n;
+                for (int64_t c = k + 1; c < i2; c++) x[c] -= ek * uk[c];
+            }
+        }
+        /* the batch's errors reach the later columns, position by position */
+        for (int64_t k = i1; k < i2; k++) {
+            const float *uk = u + k * n;
+            for (int r = 0; r < nr; r++) {
+                float ek = e[r * lazy + (k - i1)];
+                float *x = wp + r * n;
+                for (int64_t c = i2; c < n; c++) x[c] -= ek * uk[c];
+            }
+        }
+    }
+}
+
+int quant_gptq_rows(int type, const float *w, int64_t nrows, int64_t ncols,
+                    const quant_gptq_factor *f, void *dst, lpk_error *err)
+{
+    const lpk_type_info *ti = lpk_type_get(type);
+    const quant_kind *k = quant_kind_get(type);
+    if (!ti || !k || !quant_gptq_supports(type))
+        return lpk_err(err, LPK_EINVAL, "gptq: type %s is not a block type GPTQ supports",
+                       ti ? ti->name : "?");
+    if (!f || f->n != ncols || nrows < 0 || ncols % ti->block_size != 0)
+        return lpk_err(err, LPK_EINVAL,
+                       "gptq: %lld columns do not match the factor (%lld) or the %s block",
+                       (long long)ncols, (long long)(f ? f->n : 0), ti->name);
+    const int bs = ti->block_size;
+    if (f->order == QUANT_GPTQ_ORDER_BLOCK && f->group % bs != 0 && bs % f->group != 0)
+        return lpk_err(err, LPK_EINVAL, "gptq: group %d and %s blocks of %d do not nest",
+                       f->group, ti->name, bs);
+    for (int64_t i = 0; i < nrows * ncols; i++)
+        if (!isfinite(w[i]))
+            return lpk_err(err, LPK_EBADVALUE, "gptq: weight at row %lld, column %lld is %s",
+                           (long long)(i / ncols), (long long)(i % ncols),
+                           isnan(w[i]) ? "NaN" : "Inf");
+    if (nrows == 0) return LPK_OK;
+
+    /* lazy batches hold whole blocks and whole permutation groups */
+    int64_t lazy = 128;
+    if (bs > lazy) lazy = bs;
+    if (f->group > lazy) lazy = f->group;
+    int64_t n = ncols;
+    int64_t *blk_of = malloc((size_t)n * sizeof *blk_of);
+    uint8_t *first = calloc((size_t)n, 1), *seen = calloc((size_t)(n / bs), 1);
+    if (!blk_of || !first || !seen) {
+        free(blk_of);
+        free(first);
+        free(seen);
+        return lpk_err(err, LPK_ENOMEM, "gptq: no memory for %lld columns", (long long)n);
+    }
+    for (int64_t p = 0; p < n; p++) {
+        int64_t b = f->perm[p] / bs;
+        blk_of[p] = b;
+        if (f->order != QUANT_GPTQ_ORDER_STATIC && !seen[b]) first[p] = seen[b] = 1;
+    }
+    free(seen);
+    gq_job job = {type, bs, (size_t)ti->type_size, n, n / bs, lazy, f, k, blk_of, first};
+    int64_t nbatch = (nrows + GQ_ROWS - 1) / GQ_ROWS;
+    int rc = LPK_OK;
+#pragma omp parallel
+    {
+        float *wp = malloc((size_t)GQ_ROWS * (size_t)n * sizeof *wp);
+        float *e = malloc((size_t)GQ_ROWS * (size_t)lazy * sizeof *e);
+        float *xb = malloc((size_t)bs * sizeof *xb);
+        if (!wp || !e || !xb) {
+#pragma omp atomic write
+            rc = LPK_ENOMEM;
+        }
+#pragma omp barrier
+        if (rc == LPK_OK) {
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t bi = 0; bi < nbatch; bi++) {
+                int64_t r0 = bi * GQ_ROWS;
+                int nr = (int)(nrows - r0 < GQ_ROWS ? nrows - r0 : GQ_ROWS);
+                sweep_rows(&job, w, r0, nr, dst, wp, e, xb);
+            }
+        }
+        free(wp);
+        free(e);
+        free(xb);
+    }
+    free(blk_of);
+    free(first);
+    if (rc != LPK_OK) return lpk_err(err, rc, "gptq: no memory for the row buffers");
+    return LPK_OK;
+}

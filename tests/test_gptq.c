@@ -1,0 +1,245 @@
+/* quant/quant_gptq.c: GPTQ's output error against round-to-nearest with the
+ * same importance, the diagonal-Hessian identity with the row quantizers,
+ * thread-count independence and bad input. */
+#include "tutil.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../format/lpk.h"
+#include "../quant/quant.h"
+
+static const int gptq_types[] = {LPK_TYPE_Q8_0, LPK_TYPE_Q4_0, LPK_TYPE_Q4_1, LPK_TYPE_Q5_0,
+                                 LPK_TYPE_Q5_1, LPK_TYPE_Q4_K, LPK_TYPE_Q6_K};
+#define N_GPTQ_TYPES (sizeof gptq_types / sizeof gptq_types[0])
+
+#define ROWS 48
+#define COLS 256
+#define TOKENS 1024
+
+static size_t qbytes(int type, int64_t nrows, int64_t ncols)
+{
+    uint64_t n;
+    assert_int_equal(lpk_type_nbytes(type, (uint64_t)(nrows * ncols), &n), LPK_OK);
+    return (size_t)n;
+}
+
+/* A layer with correlated inputs: x = g M, g ~ N(0,1) per token, M = a random
+ * mixing matrix times per-input scales spread over two decades (outlier
+ * channels); H = X^T X in double. Weights ~ N(0,1) with a few large ones. */
+static void make_layer(uint64_t seed, float *w, double *h, int correlated)
+{
+    uint64_t s = seed;
+    float *m = malloc(sizeof(float) * COLS * COLS), *x = malloc(sizeof(float) * TOKENS * COLS);
+    float *sc = malloc(sizeof(float) * COLS), *g = malloc(sizeof(float) * COLS);
+    assert_non_null(m);
+    assert_non_null(x);
+    for (int c = 0; c < COLS; c++) sc[c] = expf(1.2f * tu_randn(&s));
+    for (int a = 0; a < COLS; a++)
+        for (int b = 0; b < COLS; b++)
+            m[a * COLS + b] = correlated ? (a == b ? 1.0f : 0.0f) + 0.15f * tu_randn(&s) : (a == b);
+    for (int t = 0; t < TOKENS; t++) {
+        for (int a = 0; a < COLS; a++) g[a] = tu_randn(&s);
+        for (int b = 0; b < COLS; b++) {
+            float v = 0.0f;
+            for (int a = 0; a < COLS; a++) v += g[a] * m[a * COLS + b];
+            x[t * COLS + b] = v * sc[b];
+        }
+    }
+    for (int a = 0; a < COLS; a++)
+        for (int b = 0; b < COLS; b++) {
+            double v = 0.0;
+            for (int t = 0; t < TOKENS; t++) v += (double)x[t * COLS + a] * x[t * COLS + b];
+            h[a * COLS + b] = v;
+        }
+    for (int i = 0; i < ROWS * COLS; i++) {
+        float v = tu_randn(&s) * 0.05f;
+        w[i] = (tu_rand(&s) % 97 == 0) ? v * 6.0f : v;
+    }
+    free(m);
+    free(x);
+    free(sc);
+    free(g);
+}
+
+/* ||(W - deq Q) X||^2 = sum over rows of d^T H d. */
+static double out_err(int type, const float *w, const void *q, const double *h)
+{
+    float *y = malloc(sizeof(float) * ROWS * COLS);
+    assert_int_equal(quant_dequantize_rows(type, q, ROWS, COLS, y), LPK_OK);
+    double tot = 0.0;
+    double *d = malloc(sizeof(double) * COLS);
+    for (int r = 0; r < ROWS; r++) {
+        for (int c = 0; c < COLS; c++) d[c] = (double)w[r * COLS + c] - y[r * COLS + c];
+        for (int a = 0; a < COLS; a++) {
+            double s = 0.0;
+            for (int b = 0; b < COLS; b++) s += h[a * COLS + b] * d[b];
+            tot += d[a] * s;
+        }
+    }
+    free(d);
+    free(y);
+    return tot;
+}
+
+static void diag_of(const double *h, float *im)
+{
+    for (int c = 0; c < COLS; c++) im[c] = (float)h[c * COLS + c];
+}
+
+/* For every type and every order, GPTQ's output error is below round-to-nearest
+ * with importance = diag(H) (the imatrix of the same activations). */
+static void test_gptq_beats_rtn(void **state)
+{
+    (void)state;
+    float *w = malloc(sizeof(float) * ROWS * COLS), *im = malloc(sizeof(float) * COLS);
+    double *h = malloc(sizeof(double) * COLS * COLS);
+    make_layer(7, w, h, 1);
+    diag_of(h, im);
+    lpk_error err = {0};
+    static const int orders[] = {QUANT_GPTQ_ORDER_NONE, QUANT_GPTQ_ORDER_STATIC,
+                                 QUANT_GPTQ_ORDER_BLOCK};
+    for (size_t t = 0; t < N_GPTQ_TYPES; t++) {
+        int type = gptq_types[t];
+        void *q = malloc(qbytes(type, ROWS, COLS));
+        assert_int_equal(quant_quantize_rows(type, w, ROWS, COLS, q, im, &err), LPK_OK);
+        double e_rtn = out_err(type, w, q, h);
+        for (size_t o = 0; o < 3; o++) {
+            quant_gptq_factor *f = NULL;
+            assert_int_equal(quant_gptq_factor_new(h, COLS, 0.01, orders[o], 32, &f, &err), LPK_OK);
+            assert_int_equal(quant_gptq_rows(type, w, ROWS, COLS, f, q, &err), LPK_OK);
+            double e = out_err(type, w, q, h);
+            print_message("%-5s order %d: gptq/rtn output error %.3f\n",
+                          lpk_type_get(type)->name, orders[o], e / e_rtn);
+            assert_true(e < 0.9 * e_rtn);
+            quant_gptq_factor_free(f);
+        }
+        free(q);
+    }
+    free(w);
+    free(im);
+    free(h);
+}
+
+/* With a diagonal H there is nothing to propagate: every order must give
+ * exactly the bytes of the row quantizer with importance diag(H) + damping
+ * (checks the level packing of every type against the quantizers' own). */
+static void test_gptq_diagonal_is_rtn(void **state)
+{
+    (void)state;
+    float *w = malloc(sizeof(float) * ROWS * COLS), *im = malloc(sizeof(float) * COLS);
+    double *h = malloc(sizeof(double) * COLS * COLS);
+    make_layer(11, w, h, 0);
+    /* keep only the diagonal (the generated inputs are independent, so the
+     * off-diagonal is sampling noise) */
+    double mean = 0.0;
+    for (int a = 0; a < COLS; a++) {
+        for (int b = 0; b < COLS; b++)
+            if (a != b) h[a * COLS + b] = 0.0;
+        mean += h[a * COLS + a];
+    }
+    mean /= COLS;
+    for (int c = 0; c < COLS; c++) im[c] = (float)(h[c * COLS + c] + 0.01 * mean);
+    lpk_error err = {0};
+    for (size_t t = 0; t < N_GPTQ_TYPES; t++) {
+        int type = gptq_types[t];
+        size_t nb = qbytes(type, ROWS, COLS);
+        void *a = malloc(nb), *b = malloc(nb);
+        assert_int_equal(quant_quantize_rows(type, w, ROWS, COLS, a, im, &err), LPK_OK);
+        for (int o = QUANT_GPTQ_ORDER_NONE; o <= QUANT_GPTQ_ORDER_BLOCK; o++) {
+            quant_gptq_factor *f = NULL;
+            assert_int_equal(quant_gptq_factor_new(h, COLS, 0.01, o, 256, &f, &err), LPK_OK);
+            memset(b, 0xa5, nb);
+            assert_int_equal(quant_gptq_rows(type, w, ROWS, COLS, f, b, &err), LPK_OK);
+            if (memcmp(a, b, nb) != 0)
+                fail_msg("%s order %d: bytes differ from the row quantizer",
+                         lpk_type_get(type)->name, o);
+            quant_gptq_factor_free(f);
+        }
+        free(a);
+        free(b);
+    }
+    free(w);
+    free(im);
+    free(h);
+}
+
+/* Byte-identical output for 1 and 2 threads (factor and sweep). */
+static void test_gptq_threads(void **state)
+{
+    (void)state;
+    float *w = malloc(sizeof(float) * ROWS * COLS);
+    double *h = malloc(sizeof(double) * COLS * COLS);
+    make_layer(3, w, h, 1);
+    lpk_error err = {0};
+    int type = LPK_TYPE_Q4_K;
+    size_t nb = qbytes(type, ROWS, COLS);
+    void *out[2] = {malloc(nb), malloc(nb)};
+    for (int k = 0; k < 2; k++) {
+        omp_set_num_threads(k + 1);
+        quant_gptq_factor *f = NULL;
+        assert_int_equal(quant_gptq_factor_new(h, COLS, 0.01, QUANT_GPTQ_ORDER_NONE, 0, &f, &err),
+                         LPK_OK);
+        assert_int_equal(quant_gptq_rows(type, w, ROWS, COLS, f, out[k], &err), LPK_OK);
+        quant_gptq_factor_free(f);
+    }
+    omp_set_num_threads(2);
+    assert_memory_equal(out[0], out[1], nb);
+    free(out[0]);
+    free(out[1]);
+    free(w);
+    free(h);
+}
+
+static void test_gptq_bad_input(void **state)
+{
+    (void)state;
+    enum { N = 64 };
+    double h[N * N];
+    float w[2 * N];
+    memset(h, 0, sizeof h);
+    for (int i = 0; i < N; i++) h[i * N + i] = 1.0 + i;
+    for (int i = 0; i < 2 * N; i++) w[i] = 0.01f * (float)(i % 7);
+    lpk_error err = {0};
+    quant_gptq_factor *f = NULL;
+    /* a dead input (zero row and column) is accepted */
+    h[5 * N + 5] = 0.0;
+    assert_int_equal(quant_gptq_factor_new(h, N, 0.01, QUANT_GPTQ_ORDER_NONE, 0, &f, &err), LPK_OK);
+    uint8_t q[2 * 2 * 34];
+    assert_int_equal(quant_gptq_rows(LPK_TYPE_Q8_0, w, 2, N, f, q, &err), LPK_OK);
+    /* wrong width, type without blocks, non-finite weight */
+    assert_int_equal(quant_gptq_rows(LPK_TYPE_Q8_0, w, 1, N / 2, f, q, &err), LPK_EINVAL);
+    lpk_error_clear(&err);
+    assert_int_equal(quant_gptq_rows(LPK_TYPE_F16, w, 2, N, f, q, &err), LPK_EINVAL);
+    lpk_error_clear(&err);
+    w[N + 3] = NAN;
+    assert_int_equal(quant_gptq_rows(LPK_TYPE_Q8_0, w, 2, N, f, q, &err), LPK_EBADVALUE);
+    assert_non_null(strstr(err.msg, "row 1, column 3"));
+    lpk_error_clear(&err);
+    quant_gptq_factor_free(f);
+    /* non-finite Hessian; group that does not divide the width */
+    h[3 * N + 4] = INFINITY;
+    assert_int_equal(quant_gptq_factor_new(h, N, 0.01, QUANT_GPTQ_ORDER_NONE, 0, &f, &err),
+                     LPK_EBADVALUE);
+    assert_null(f);
+    lpk_error_clear(&err);
+    h[3 * N + 4] = 0.0;
+    assert_int_equal(quant_gptq_factor_new(h, N, 0.01, QUANT_GPTQ_ORDER_BLOCK, 48, &f, &err),
+                     LPK_EINVAL);
+    lpk_error_clear(&err);
+    assert_int_equal(quant_gptq_factor_new(h, N, -1.0, QUANT_GPTQ_ORDER_NONE, 0, &f, &err),
+                     LPK_EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gptq_beats_rtn),
+        cmocka_unit_test(test_gptq_diagonal_is_rtn),
+        cmocka_unit_test(test_gptq_threads),
+        cmocka_unit_test(test_gptq_bad_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
