@@ -204,24 +204,15 @@ void quant_gptq_factor_free(quant_gptq_factor *f)
 double quant_gptq_factor_damp(const quant_gptq_factor *f) { return f ? f->damp : 0.0; }
 
 /* ---------------------------------------------------------------- levels */
-/* Element i of a block as step * q + off, q in [lo, hi]: the value GGML's
- * dequantizer computes for level q (same float operations). */
-typedef struct { float step, off; int lo, hi; } gq_map;
-
-static void q4k_scale_min_of(const uint8_t s[12], int j, int *sc, int *m)
-{
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
-        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-}
+/* Element i of a block as step * q + off, q in [lo, hi], or for the iq4 types
+ * step * lut[q], q in [0, 15]: the value GGML's dequantizer computes for level
+ * q (same float operations). */
+typedef struct { float step, off; int lo, hi; const int8_t *lut; } gq_map;
 
 static gq_map elem_map(int type, const void *blk, int i)
 {
-    gq_map g = {0.0f, 0.0f, 0, 0};
+    gq_map g = {0.0f, 0.0f, 0, 0, NULL};
+    int sc, m;
     switch (type) {
     case LPK_TYPE_Q4_0: g.step = lpk_f16_to_f32(((const block_q4_0 *)blk)->d); g.lo = -8; g.hi = 7; break;
     case LPK_TYPE_Q5_0: g.step = lpk_f16_to_f32(((const block_q5_0 *)blk)->d); g.lo = -16; g.hi = 15; break;
@@ -238,17 +229,52 @@ static gq_map elem_map(int type, const void *blk, int i)
     }
     case LPK_TYPE_Q4_K: {
         const block_q4_K *b = blk;
-        int sc, m;
-        q4k_scale_min_of(b->scales, i / 32, &sc, &m);
+        quant_q4k_scale_min(b->scales, i / 32, &sc, &m);
         g.step = lpk_f16_to_f32(b->d) * (float)sc;
         g.off = -(lpk_f16_to_f32(b->dmin) * (float)m);
         g.hi = 15;
+        break;
+    }
+    case LPK_TYPE_Q5_K: {
+        const block_q5_K *b = blk;
+        quant_q4k_scale_min(b->scales, i / 32, &sc, &m);
+        g.step = lpk_f16_to_f32(b->d) * (float)sc;
+        g.off = -(lpk_f16_to_f32(b->dmin) * (float)m);
+        g.hi = 31;
         break;
     }
     case LPK_TYPE_Q6_K: {
         const block_q6_K *b = blk;
         g.step = lpk_f16_to_f32(b->d) * (float)b->scales[i / 16];
         g.lo = -32; g.hi = 31;
+        break;
+    }
+    case LPK_TYPE_Q2_K: {
+        const block_q2_K *b = blk;
+        uint8_t s = b->scales[i / 16];
+        g.step = lpk_f16_to_f32(b->d) * (float)(s & 15);
+        g.off = -(lpk_f16_to_f32(b->dmin) * (float)(s >> 4));
+        g.hi = 3;
+        break;
+    }
+    case LPK_TYPE_Q3_K: {
+        const block_q3_K *b = blk;
+        g.step = lpk_f16_to_f32(b->d) * (float)quant_q3k_scale(b->scales, i / 16);
+        g.lo = -4; g.hi = 3;
+        break;
+    }
+    case LPK_TYPE_IQ4_NL:
+        g.step = lpk_f16_to_f32(((const block_iq4_nl *)blk)->d);
+        g.hi = 15;
+        g.lut = quant_iq4nl_values;
+        break;
+    case LPK_TYPE_IQ4_XS: {
+        const block_iq4_xs *b = blk;
+        int j = i / 32;
+        int ls = ((b->scales_l[j / 2] >> (4 * (j % 2))) & 15) | (((b->scales_h >> (2 * j)) & 3) << 4);
+        g.step = lpk_f16_to_f32(b->d) * (float)(ls - 32);
+        g.hi = 15;
+        g.lut = quant_iq4nl_values;
         break;
     }
     default: break;
@@ -269,12 +295,20 @@ static void set_qh_bit(uint8_t qh[4], int i, int u)
     qh[i >> 3] = (uint8_t)(((u >> 4) & 1) ? (qh[i >> 3] | bit) : (qh[i >> 3] & ~bit));
 }
 
+static void set_bits(uint8_t *p, int sh, int width, int u)
+{
+    int mask = ((1 << width) - 1) << sh;
+    *p = (uint8_t)((*p & ~mask) | ((u << sh) & mask));
+}
+
 /* Stores level q (in the map's [lo, hi]) as element i of the block. */
 static void elem_set(int type, void *blk, int i, int q)
 {
     switch (type) {
     case LPK_TYPE_Q4_0: set_nibble(((block_q4_0 *)blk)->qs, i, q + 8); break;
     case LPK_TYPE_Q4_1: set_nibble(((block_q4_1 *)blk)->qs, i, q); break;
+    case LPK_TYPE_IQ4_NL: set_nibble(((block_iq4_nl *)blk)->qs, i, q); break;
+    case LPK_TYPE_IQ4_XS: set_nibble(((block_iq4_xs *)blk)->qs + 16 * (i / 32), i % 32, q); break;
     case LPK_TYPE_Q5_0: {
         block_q5_0 *b = blk;
         set_nibble(b->qs, i, q + 16);
@@ -288,12 +322,13 @@ static void elem_set(int type, void *blk, int i, int q)
         break;
     }
     case LPK_TYPE_Q8_0: ((block_q8_0 *)blk)->qs[i] = (int8_t)q; break;
-    case LPK_TYPE_Q4_K: {
-        /* 64 elements per 32 bytes: the first 32 in low nibbles, the next in high */
-        block_q4_K *b = blk;
-        uint8_t *p = &b->qs[32 * (i / 64) + (i & 31)];
-        int sh = i & 32 ? 4 : 0;
-        *p = (uint8_t)((*p & ~(15 << sh)) | ((q & 15) << sh));
+    case LPK_TYPE_Q4_K: case LPK_TYPE_Q5_K: {
+        /* 64 elements per 32 bytes: the first 32 in low nibbles, the next in high;
+         * q5_k's 5th bit of element 64c + l (+ 32) in qh[l] bit 2c (2c + 1) */
+        uint8_t *qs = type == LPK_TYPE_Q4_K ? ((block_q4_K *)blk)->qs : ((block_q5_K *)blk)->qs;
+        set_bits(&qs[32 * (i / 64) + (i & 31)], i & 32 ? 4 : 0, 4, q);
+        if (type == LPK_TYPE_Q5_K)
+            set_bits(&((block_q5_K *)blk)->qh[i & 31], 2 * (i / 64) + (i & 32 ? 1 : 0), 1, q >> 4);
         break;
     }
     case LPK_TYPE_Q6_K: {
@@ -301,22 +336,37 @@ static void elem_set(int type, void *blk, int i, int q)
          * qh bits 2t..2t+1 hold the top two bits */
         block_q6_K *b = blk;
         int u = q + 32, c = i / 128, r = i % 128, t = r / 32, l = r % 32;
-        uint8_t *ql = &b->ql[64 * c + l + (t & 1 ? 32 : 0)], *qh = &b->qh[32 * c + l];
-        int sh = t & 2 ? 4 : 0;
-        *ql = (uint8_t)((*ql & ~(15 << sh)) | ((u & 15) << sh));
-        *qh = (uint8_t)((*qh & ~(3 << (2 * t))) | (((u >> 4) & 3) << (2 * t)));
+        set_bits(&b->ql[64 * c + l + (t & 1 ? 32 : 0)], t & 2 ? 4 : 0, 4, u);
+        set_bits(&b->qh[32 * c + l], 2 * t, 2, u >> 4);
+        break;
+    }
+    case LPK_TYPE_Q2_K:
+        /* 2 bits at qs[32 * (i / 128) + i % 32], shift 2 * ((i % 128) / 32) */
+        set_bits(&((block_q2_K *)blk)->qs[32 * (i / 128) + i % 32], 2 * ((i % 128) / 32), 2, q);
+        break;
+    case LPK_TYPE_Q3_K: {
+        /* u = q + 4: low 2 bits as q2_k's, the high bit in hmask[i % 32] bit i / 32 */
+        block_q3_K *b = blk;
+        int u = q + 4;
+        set_bits(&b->qs[32 * (i / 128) + i % 32], 2 * ((i % 128) / 32), 2, u);
+        set_bits(&b->hmask[i % 32], i / 32, 1, u >> 2);
         break;
     }
     default: break;
     }
 }
 
-/* Nearest level of z under the block's fixed scales; stores it and returns the
- * dequantized value. */
+/* Nearest level of z under the block's fixed scales (the rounding the type's
+ * quantizer packs with); stores it and returns the dequantized value. */
 static float assign(int type, void *blk, int i, float z)
 {
     gq_map g = elem_map(type, blk, i);
     float id = g.step != 0.0f ? 1.0f / g.step : 0.0f;
+    if (g.lut) {
+        int q = quant_iq4nl_index(z * id);
+        elem_set(type, blk, i, q);
+        return g.step * (float)g.lut[q];
+    }
     int q = (int)qi_round(qi_clamp((z - g.off) * id, (float)g.lo, (float)g.hi));
     elem_set(type, blk, i, q);
     return g.step * (float)q + g.off;
@@ -326,7 +376,8 @@ int quant_gptq_supports(int type)
 {
     switch (type) {
     case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1: case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1:
-    case LPK_TYPE_Q8_0: case LPK_TYPE_Q4_K: case LPK_TYPE_Q6_K:
+    case LPK_TYPE_Q8_0: case LPK_TYPE_Q4_K: case LPK_TYPE_Q6_K: case LPK_TYPE_Q5_K:
+    case LPK_TYPE_Q3_K: case LPK_TYPE_Q2_K: case LPK_TYPE_IQ4_NL: case LPK_TYPE_IQ4_XS:
         return quant_kind_get(type) != NULL;
     default: return 0;
     }

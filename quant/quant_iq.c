@@ -18,7 +18,7 @@ static const float nl_mid[15] = {-115.5f, -93.5f, -74.0f, -57.0f, -42.0f, -28.5f
                                  7.0f,    19.0f,  31.5f,  45.5f,  61.0f,  79.0f,  101.0f};
 
 /* Index of the level nearest v (ties to the upper level). */
-static int nl_index(float v)
+int quant_iq4nl_index(float v)
 {
     int lo = 0, hi = 15; /* answer in [lo, hi] */
     while (lo < hi) {
@@ -34,7 +34,7 @@ static float nl_err(const float *x, const float *w, int n, float d)
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f, acc = 0.0f;
     for (int i = 0; i < n; i++) {
-        float e = x[i] - d * (float)quant_iq4nl_values[nl_index(x[i] * id)];
+        float e = x[i] - d * (float)quant_iq4nl_values[quant_iq4nl_index(x[i] * id)];
         acc += w ? w[i] * e * e : e * e;
     }
     return acc;
@@ -45,7 +45,7 @@ static float nl_refit(const float *x, const float *w, int n, float d)
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f, sxk = 0.0f, skk = 0.0f;
     for (int i = 0; i < n; i++) {
-        float k = (float)quant_iq4nl_values[nl_index(x[i] * id)], wi = w ? w[i] : 1.0f;
+        float k = (float)quant_iq4nl_values[quant_iq4nl_index(x[i] * id)], wi = w ? w[i] : 1.0f;
         sxk += wi * x[i] * k;
         skk += wi * k * k;
     }
@@ -83,7 +83,7 @@ static void nl_pack(const float *x, float d, uint8_t qs[16])
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
     for (int j = 0; j < 16; j++)
-        qs[j] = (uint8_t)(nl_index(x[j] * id) | nl_index(x[j + 16] * id) << 4);
+        qs[j] = (uint8_t)(quant_iq4nl_index(x[j] * id) | quant_iq4nl_index(x[j + 16] * id) << 4);
 }
 
 /* ---------------------------------------------------------------- iq4_nl */
@@ -165,7 +165,7 @@ static void quant_block_iq4_xs(const float *x, const float *w, block_iq4_xs *b)
         for (int j = 0; j < 8; j++) {
             float dl = d * (float)ls[j], id = dl != 0.0f ? 1.0f / dl : 0.0f;
             for (int i = 32 * j; i < 32 * j + 32; i++) {
-                double u = (double)quant_iq4nl_values[nl_index(x[i] * id)] * ls[j];
+                double u = (double)quant_iq4nl_values[quant_iq4nl_index(x[i] * id)] * ls[j];
                 double wi = w ? w[i] : 1.0;
                 A += wi * u * u;
                 P += wi * x[i] * u;

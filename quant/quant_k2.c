@@ -283,7 +283,7 @@ static void q3k_pack_scales(const int sc[16], uint8_t out[12])
     }
 }
 
-static int q3k_scale(const uint8_t s[12], int j)
+int quant_q3k_scale(const uint8_t s[12], int j)
 {
     int lo = (s[j % 8] >> (j < 8 ? 0 : 4)) & 15;
     int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
@@ -315,7 +315,7 @@ void quant_deq_q3_k(const void *src, float *y, int64_t n)
         for (int h = 0; h < 2; h++, q += 32) {
             for (int j = 0; j < 4; j++, bit++) {
                 for (int half = 0; half < 2; half++) {
-                    float dl = d_all * (float)q3k_scale(b[i].scales, is++);
+                    float dl = d_all * (float)quant_q3k_scale(b[i].scales, is++);
                     for (int l = 16 * half; l < 16 * half + 16; l++) {
                         int v = ((q[l] >> (2 * j)) & 3) - ((hm[l] >> bit) & 1 ? 0 : 4);
                         *y++ = dl * (float)v;

@@ -11,8 +11,10 @@
 #include "../format/lpk.h"
 #include "../quant/quant.h"
 
-static const int gptq_types[] = {LPK_TYPE_Q8_0, LPK_TYPE_Q4_0, LPK_TYPE_Q4_1, LPK_TYPE_Q5_0,
-                                 LPK_TYPE_Q5_1, LPK_TYPE_Q4_K, LPK_TYPE_Q6_K};
+static const int gptq_types[] = {LPK_TYPE_Q8_0,  LPK_TYPE_Q4_0,  LPK_TYPE_Q4_1, LPK_TYPE_Q5_0,
+                                 LPK_TYPE_Q5_1,  LPK_TYPE_Q4_K,  LPK_TYPE_Q6_K, LPK_TYPE_Q5_K,
+                                 LPK_TYPE_Q3_K,  LPK_TYPE_Q2_K,  LPK_TYPE_IQ4_NL,
+                                 LPK_TYPE_IQ4_XS};
 #define N_GPTQ_TYPES (sizeof gptq_types / sizeof gptq_types[0])
 
 #define ROWS 48
