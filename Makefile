@@ -12,7 +12,7 @@ CFLAGS += -std=c11 $(OPT) $(WARN) -fopenmp -fno-strict-aliasing $(SAN) \
 LDLIBS += $(shell pkg-config --libs $(PKGS)) -lm
 LDFLAGS += -fopenmp $(SAN)
 
-MODULES = format quant convert verify
+MODULES = format tok quant convert verify
 LIB_SRC = $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 LIB_OBJ = $(LIB_SRC:%.c=$(O)/%.o)
 CLI_SRC = $(wildcard cli/*.c)

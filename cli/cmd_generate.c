@@ -11,6 +11,7 @@
 #include <omp.h>
 #endif
 
+#include "../tok/tok.h"
 #include "../verify/verify.h"
 
 static const char *usage_text =
@@ -86,7 +87,7 @@ int cmd_generate(int argc, char **argv)
     lpk_error err = {0};
     lpk_reader *r = NULL;
     vf_model *m = NULL;
-    vf_tokenizer *tok = NULL;
+    tok_tokenizer *tok = NULL;
     int32_t *ids = NULL, *seq = NULL;
     float *logits = NULL;
     size_t n_ids = 0;
@@ -96,8 +97,8 @@ int cmd_generate(int argc, char **argv)
     int rc = CLI_EXIT_OK;
     int st = lpk_reader_open(path, &r, &err);
     if (!st) st = vf_model_open(r, &m, &err);
-    if (!st) st = vf_tokenizer_new(lpk_reader_meta(r), &tok, &err);
-    if (!st) st = vf_encode(tok, prompt, strlen(prompt), 1, 0, &ids, &n_ids, &err);
+    if (!st) st = tok_tokenizer_new(lpk_reader_meta(r), &tok, &err);
+    if (!st) st = tok_encode(tok, prompt, strlen(prompt), 1, 0, &ids, &n_ids, &err);
     if (!st && (n_ids == 0 || n_ids > (size_t)INT32_MAX - (size_t)n_gen))
         st = lpk_err(&err, LPK_EINVAL, "the prompt has %zu tokens", n_ids);
     const vf_config *c = st ? NULL : vf_model_config(m);
@@ -112,7 +113,7 @@ int cmd_generate(int argc, char **argv)
     double t_prompt = cli_now() - t0;
     int n_seq = (int)n_ids, produced = 0;
     uint64_t rng = (uint64_t)seed * 0x9E3779B97F4A7C15ULL + 1;
-    int32_t eos = st ? -1 : vf_tokenizer_eos(tok);
+    int32_t eos = st ? -1 : tok_tokenizer_eos(tok);
     if (!st && !json) {
         fputs(prompt, stdout);
         fflush(stdout);
@@ -124,7 +125,7 @@ int cmd_generate(int argc, char **argv)
         seq[n_seq++] = next;
         produced++;
         char piece[256];
-        int len = vf_decode_token(tok, next, piece, sizeof piece);
+        int len = tok_decode_token(tok, next, piece, sizeof piece);
         if (len > 0) {
             if (json) {
                 if (text_len + (size_t)len + 1 > text_cap) {
@@ -173,7 +174,7 @@ int cmd_generate(int argc, char **argv)
     free(logits);
     free(seq);
     free(ids);
-    vf_tokenizer_free(tok);
+    tok_tokenizer_free(tok);
     vf_model_free(m);
     lpk_reader_close(r);
     return rc;

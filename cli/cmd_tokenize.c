@@ -6,8 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../convert/convert.h"
-#include "../verify/verify.h"
+#include "../tok/tok.h"
 
 static void usage(FILE *f)
 {
@@ -36,20 +35,20 @@ static int is_container(const char *path)
     return (n >= 4 && !memcmp(m, "GGUF", 4)) || (n >= 4 && !memcmp(m, "\x89LPK", 4));
 }
 
-static int load_tokenizer(const char *path, vf_tokenizer **tok, lpk_error *err)
+static int load_tokenizer(const char *path, tok_tokenizer **tok, lpk_error *err)
 {
     int rc;
     if (is_container(path)) {
         lpk_reader *r = NULL;
         rc = lpk_reader_open(path, &r, err);
-        if (!rc) rc = vf_tokenizer_new(lpk_reader_meta(r), tok, err);
+        if (!rc) rc = tok_tokenizer_new(lpk_reader_meta(r), tok, err);
         lpk_reader_close(r);
         return rc;
     }
     lpk_meta *m = lpk_meta_new();
     if (!m) return lpk_err(err, LPK_ENOMEM, "out of memory");
-    rc = cv_tokenizer_load(path, m, err);
-    if (!rc) rc = vf_tokenizer_new(m, tok, err);
+    rc = tok_load(path, m, err);
+    if (!rc) rc = tok_tokenizer_new(m, tok, err);
     lpk_meta_free(m);
     return rc;
 }
@@ -125,18 +124,18 @@ int cmd_tokenize(int argc, char **argv)
     if (!text == !file) return cli_usage_error("tokenize", "give exactly one of --text, --file");
 
     lpk_error err = {0};
-    vf_tokenizer *tok = NULL;
+    tok_tokenizer *tok = NULL;
     char *buf = NULL;
     int32_t *ids = NULL;
     size_t n_text = 0, n_ids = 0;
     int rc = load_tokenizer(model, &tok, &err);
     if (!rc && file && !(buf = read_input(file, &n_text, &err))) rc = err.status;
     if (!rc && text) n_text = strlen(text);
-    if (!rc) rc = vf_encode(tok, buf ? buf : text, n_text, bos, special, &ids, &n_ids, &err);
+    if (!rc) rc = tok_encode(tok, buf ? buf : text, n_text, bos, special, &ids, &n_ids, &err);
     if (rc) {
         cli_print_error("tokenize", &err);
         free(buf);
-        vf_tokenizer_free(tok);
+        tok_tokenizer_free(tok);
         return cli_exit_for(rc);
     }
 
@@ -146,7 +145,7 @@ int cmd_tokenize(int argc, char **argv)
         for (size_t i = 0; i < n_ids; i++) {
             json_array_append_new(a, json_integer(ids[i]));
             if (p) {
-                int len = vf_decode_token(tok, ids[i], piece, sizeof piece);
+                int len = tok_decode_token(tok, ids[i], piece, sizeof piece);
                 /* Pieces that are not valid UTF-8 on their own (byte tokens) go as
                  * null; their id says what they are. */
                 json_t *s = json_stringn(piece, len > 0 ? (size_t)len : 0);
@@ -160,7 +159,7 @@ int cmd_tokenize(int argc, char **argv)
         cli_json_print(o);
     } else if (pieces) {
         for (size_t i = 0; i < n_ids; i++) {
-            int len = vf_decode_token(tok, ids[i], piece, sizeof piece);
+            int len = tok_decode_token(tok, ids[i], piece, sizeof piece);
             printf("%d\t'", ids[i]);
             for (int j = 0; j < len; j++) {
                 unsigned char c = (unsigned char)piece[j];
@@ -178,6 +177,6 @@ int cmd_tokenize(int argc, char **argv)
     }
     free(ids);
     free(buf);
-    vf_tokenizer_free(tok);
+    tok_tokenizer_free(tok);
     return CLI_EXIT_OK;
 }

@@ -10,6 +10,7 @@
 #include <omp.h>
 #endif
 
+#include "../tok/tok.h"
 #include "../verify/verify.h"
 
 static const char *usage_text =
@@ -269,7 +270,7 @@ int cmd_verify(int argc, char **argv)
     loaded ref = {0};
     loaded *models = calloc((size_t)n_paths, sizeof *models);
     vf_model **mv = calloc((size_t)n_paths, sizeof *mv);
-    vf_tokenizer *tok = NULL;
+    tok_tokenizer *tok = NULL;
     char *text = NULL;
     int32_t *ids = NULL;
     size_t n_text = 0, n_ids = 0;
@@ -281,11 +282,11 @@ int cmd_verify(int argc, char **argv)
         mv[i] = models[i].m;
     }
     const lpk_reader *tok_src = ref_path ? ref.r : st ? NULL : models[0].r;
-    if (!st) st = vf_tokenizer_new(lpk_reader_meta(tok_src), &tok, &err);
+    if (!st) st = tok_tokenizer_new(lpk_reader_meta(tok_src), &tok, &err);
     if (!st) st = read_text(text_path, &text, &n_text, &err);
-    if (!st) st = vf_encode(tok, text, n_text, 1, 0, &ids, &n_ids, &err);
+    if (!st) st = tok_encode(tok, text, n_text, 1, 0, &ids, &n_ids, &err);
     if (!st)
-        st = vf_eval_new(ref_path ? ref.m : NULL, mv, n_paths, ids, n_ids, vf_tokenizer_bos(tok),
+        st = vf_eval_new(ref_path ? ref.m : NULL, mv, n_paths, ids, n_ids, tok_tokenizer_bos(tok),
                          (int)ctx, (int)max_chunks, &ev, &err);
     if (st) {
         cli_print_error(cmd, &err);
@@ -355,7 +356,7 @@ done:
     vf_eval_free(ev);
     free(ids);
     free(text);
-    vf_tokenizer_free(tok);
+    tok_tokenizer_free(tok);
     for (int i = 0; models && i < n_paths; i++) unload(&models[i]);
     unload(&ref);
     free(models);

@@ -1,5 +1,5 @@
 /* llmpack convert/: checkpoint readers (Hugging Face, Meta, llama2.c, archives)
- * and the convert pipeline into a container. Prefix cv_. Depends on quant/ and
+ * and the convert pipeline into a container. Prefix cv_. Depends on quant/, tok/ and
  * format/. */
 #ifndef CONVERT_H
 #define CONVERT_H
@@ -12,18 +12,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---------------------------------------------------------------- tokenizers */
-/* Reads a tokenizer file into tokenizer.* keys of meta (docs/MODEL.md):
- * SentencePiece `tokenizer.model` (protobuf), Meta's Llama 3 `tokenizer.model`
- * (tiktoken: base64 token + rank per line), or HF `tokenizer.json`. The kind is
- * detected from the content. `name` is used in messages. */
-int cv_tokenizer_load(const char *path, lpk_meta *meta, lpk_error *err);
-int cv_tokenizer_load_mem(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
-                          lpk_error *err);
-/* HF tokenizer_config.json: add_bos_token, add_eos_token, chat_template. */
-int cv_tokenizer_config_load_mem(const char *name, const uint8_t *buf, size_t n,
-                                 lpk_meta *meta, lpk_error *err);
 
 /* ---------------------------------------------------------------- convert */
 /* Called while tensors are written: bytes of source tensors done / total. */

@@ -369,7 +369,7 @@ static int append_meta_file(lpk_meta *m, const char *path, lpk_error *err)
 int cv_load_tokenizer(const char *path, cv_source *s, char *warn, size_t warn_n,
                       lpk_error *err)
 {
-    int rc = cv_tokenizer_load(path, s->meta, err);
+    int rc = tok_load(path, s->meta, err);
     if (rc == LPK_EUNSUPPORTED && err) {
         /* A tokenizer kind not read yet does not stop the weights. */
         if (warn) snprintf(warn, warn_n, "no tokenizer: %s", err->msg);
@@ -430,7 +430,7 @@ int cv_hf_folder_meta(const char *dir, const char *tokenizer_path, cv_hparams *h
         if (i == 0) {
             rc = cv_hf_genconfig_parse(p, buf, n, s->meta, err);
         } else {
-            rc = cv_tokenizer_config_load_mem(p, buf, n, s->meta, err);
+            rc = tok_config_load_mem(p, buf, n, s->meta, err);
         }
         free(buf);
         buf = NULL;

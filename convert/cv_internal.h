@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "../format/lpk.h"
+#include "../tok/tok.h"
 #include "convert.h"
 #include "cv_source.h"
 #include "cv_torch.h"

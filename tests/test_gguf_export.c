@@ -14,6 +14,7 @@
 
 #include "../convert/convert.h"
 #include "../format/lpk.h"
+#include "../tok/tok.h"
 
 /* ---------------------------------------------------------------- fixtures */
 typedef struct tspec {
@@ -84,11 +85,11 @@ static lpk_meta *llama2_20m_meta(const char *tok_model, const char *tok_config, 
         lpk_meta_set_f32(m, "llama.rope.freq_base", 10000.0f);
     }
     lpk_error err = {0};
-    if (cv_tokenizer_load(tok_model, m, &err)) fail_msg("%s", err.msg);
+    if (tok_load(tok_model, m, &err)) fail_msg("%s", err.msg);
     size_t n;
     char *cfg = tu_read_file(tok_config, &n);
     assert_non_null(cfg);
-    if (cv_tokenizer_config_load_mem(tok_config, (const uint8_t *)cfg, n, m, &err))
+    if (tok_config_load_mem(tok_config, (const uint8_t *)cfg, n, m, &err))
         fail_msg("%s", err.msg);
     free(cfg);
     lpk_meta_set_u32(m, "general.file_type", 7);
@@ -205,7 +206,7 @@ static lpk_meta *small_meta(const char *tok_model)
     lpk_meta_set_str(m, "source.format", "llama2c");
     lpk_meta_set_str(m, "quant.recipe", "mixed");
     lpk_error err = {0};
-    if (cv_tokenizer_load(tok_model, m, &err)) fail_msg("%s", err.msg);
+    if (tok_load(tok_model, m, &err)) fail_msg("%s", err.msg);
     return m;
 }
 

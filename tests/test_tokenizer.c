@@ -9,18 +9,17 @@
 
 #include <jansson.h>
 
-#include "../convert/convert.h"
-#include "../verify/verify.h"
+#include "../tok/tok.h"
 
-static vf_tokenizer *load_tok(const char *path)
+static tok_tokenizer *load_tok(const char *path)
 {
     lpk_meta *m = lpk_meta_new();
     lpk_error err = {0};
-    int rc = cv_tokenizer_load(path, m, &err);
+    int rc = tok_load(path, m, &err);
     if (rc) print_message("%s\n", err.msg);
     assert_int_equal(rc, LPK_OK);
-    vf_tokenizer *t = NULL;
-    rc = vf_tokenizer_new(m, &t, &err);
+    tok_tokenizer *t = NULL;
+    rc = tok_tokenizer_new(m, &t, &err);
     if (rc) print_message("%s\n", err.msg);
     assert_int_equal(rc, LPK_OK);
     lpk_meta_free(m);
@@ -82,12 +81,12 @@ static void free_cases(vcase *c, size_t n)
     free(c);
 }
 
-static char *decode_all(const vf_tokenizer *t, const int32_t *ids, size_t n, size_t *len)
+static char *decode_all(const tok_tokenizer *t, const int32_t *ids, size_t n, size_t *len)
 {
     size_t cap = 16 * n + 16, o = 0;
     char *s = malloc(cap);
     for (size_t i = 0; i < n; i++) {
-        int r = vf_decode_token(t, ids[i], s + o, cap - o);
+        int r = tok_decode_token(t, ids[i], s + o, cap - o);
         assert_true(r >= 0);
         o += (size_t)r;
     }
@@ -97,7 +96,7 @@ static char *decode_all(const vf_tokenizer *t, const int32_t *ids, size_t n, siz
 
 /* Encodes every case, compares with the expected ids and checks that decoding
  * gives the text back (SentencePiece: after the dummy-prefix space). */
-static void run_cases(const vf_tokenizer *t, const char *inp, int dummy_prefix)
+static void run_cases(const tok_tokenizer *t, const char *inp, int dummy_prefix)
 {
     vcase *c;
     size_t n = load_cases(inp, &c);
@@ -106,7 +105,7 @@ static void run_cases(const vf_tokenizer *t, const char *inp, int dummy_prefix)
         int32_t *ids;
         size_t nid;
         lpk_error err = {0};
-        assert_int_equal(vf_encode(t, c[i].text, c[i].n, 0, 0, &ids, &nid, &err), LPK_OK);
+        assert_int_equal(tok_encode(t, c[i].text, c[i].n, 0, 0, &ids, &nid, &err), LPK_OK);
         int same = nid == c[i].n_ids && !memcmp(ids, c[i].ids, nid * sizeof *ids);
         if (!same) {
             print_message("case %zu \"%s\": got", i, c[i].text);
@@ -134,38 +133,38 @@ static void test_spm_llama2_cases(void **state)
     TU_NEED_SHARED(inp, "tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf.inp");
     char *in = strdup(inp);
     TU_NEED_SHARED(model, "tokenizers/llama2/tokenizer.model");
-    vf_tokenizer *t = load_tok(model);
-    assert_int_equal(vf_tokenizer_n_vocab(t), 32000);
-    assert_int_equal(vf_tokenizer_bos(t), 1);
-    assert_int_equal(vf_tokenizer_eos(t), 2);
+    tok_tokenizer *t = load_tok(model);
+    assert_int_equal(tok_tokenizer_n_vocab(t), 32000);
+    assert_int_equal(tok_tokenizer_bos(t), 1);
+    assert_int_equal(tok_tokenizer_eos(t), 2);
     run_cases(t, in, 1);
     /* BOS on request; special-token text only with parse_special */
     int32_t *ids;
     size_t n;
-    assert_int_equal(vf_encode(t, "<s>Hi", 5, 1, 0, &ids, &n, NULL), LPK_OK);
+    assert_int_equal(tok_encode(t, "<s>Hi", 5, 1, 0, &ids, &n, NULL), LPK_OK);
     assert_true(n > 2 && ids[0] == 1 && ids[1] != 1);
     free(ids);
-    assert_int_equal(vf_encode(t, "<s>Hi", 5, 0, 1, &ids, &n, NULL), LPK_OK);
+    assert_int_equal(tok_encode(t, "<s>Hi", 5, 0, 1, &ids, &n, NULL), LPK_OK);
     assert_true(n >= 2 && ids[0] == 1);
     free(ids);
     char buf[16];
-    assert_int_equal(vf_decode_token(t, 13, buf, sizeof buf), 1); /* <0x0A> */
+    assert_int_equal(tok_decode_token(t, 13, buf, sizeof buf), 1); /* <0x0A> */
     assert_int_equal(buf[0], '\n');
-    assert_int_equal(vf_decode_token(t, 32000, buf, sizeof buf), LPK_EINVAL);
-    vf_tokenizer_free(t);
+    assert_int_equal(tok_decode_token(t, 32000, buf, sizeof buf), LPK_EINVAL);
+    tok_tokenizer_free(t);
     free(in);
 }
 
 /* Counts tokens of a whole file (BOS first), optionally dropping one trailing
  * newline as llama.cpp's -f does. */
-static size_t count_file(const vf_tokenizer *t, const char *path, int drop_nl, int32_t **ids)
+static size_t count_file(const tok_tokenizer *t, const char *path, int drop_nl, int32_t **ids)
 {
     size_t n, nid;
     char *s = tu_read_file(path, &n);
     assert_non_null(s);
     if (drop_nl && n && s[n - 1] == '\n') n--;
     lpk_error err = {0};
-    assert_int_equal(vf_encode(t, s, n, 1, 0, ids, &nid, &err), LPK_OK);
+    assert_int_equal(tok_encode(t, s, n, 1, 0, ids, &nid, &err), LPK_OK);
     size_t dl;
     char *d = decode_all(t, *ids + 1, nid - 1, &dl);
     assert_int_equal(dl, n + 1);
@@ -181,8 +180,8 @@ static void test_spm_stories260k(void **state)
     TU_NEED_SHARED(txt, "text/TinyStories-valid-sample.txt");
     char *text = strdup(txt);
     TU_NEED_SHARED(model, "models/stories260K/hf/tokenizer.model");
-    vf_tokenizer *t = load_tok(model);
-    assert_int_equal(vf_tokenizer_n_vocab(t), 512);
+    tok_tokenizer *t = load_tok(model);
+    assert_int_equal(tok_tokenizer_n_vocab(t), 512);
     int32_t *ids;
     assert_int_equal(count_file(t, text, 0, &ids), 15555);
     static const int32_t want[] = {1, 353, 331, 407, 261, 378, 383, 286, 261, 376, 298, 315};
@@ -191,7 +190,7 @@ static void test_spm_stories260k(void **state)
     for (size_t i = 0; i < 15555; i++) has_cr |= ids[i] == 16;
     assert_true(has_cr);
     free(ids);
-    vf_tokenizer_free(t);
+    tok_tokenizer_free(t);
     free(text);
 }
 
@@ -199,7 +198,7 @@ static void test_spm_llama2_20m_texts(void **state)
 {
     (void)state;
     TU_NEED_SHARED(model, "models/llama2-20m/hf/tokenizer.model");
-    vf_tokenizer *t = load_tok(model);
+    tok_tokenizer *t = load_tok(model);
     TU_NEED_SHARED(docs, "text/docs-valid.txt");
     int32_t *ids;
     assert_int_equal(count_file(t, docs, 1, &ids), 271204);
@@ -207,7 +206,7 @@ static void test_spm_llama2_20m_texts(void **state)
     TU_NEED_SHARED(wiki, "text/wiki.test.raw");
     assert_int_equal(count_file(t, wiki, 1, &ids), 335687);
     free(ids);
-    vf_tokenizer_free(t);
+    tok_tokenizer_free(t);
 }
 
 static void test_bpe_llama3_cases(void **state)
@@ -216,43 +215,43 @@ static void test_bpe_llama3_cases(void **state)
     TU_NEED_SHARED(inp, "tokenizers/llama.cpp-vocab/ggml-vocab-llama-bpe.gguf.inp");
     char *in = strdup(inp);
     TU_NEED_SHARED(model, "tokenizers/llama3/tokenizer.json");
-    vf_tokenizer *t = load_tok(model);
-    assert_int_equal(vf_tokenizer_n_vocab(t), 128256);
-    assert_int_equal(vf_tokenizer_bos(t), 128000);
-    assert_int_equal(vf_tokenizer_eos(t), 128001);
+    tok_tokenizer *t = load_tok(model);
+    assert_int_equal(tok_tokenizer_n_vocab(t), 128256);
+    assert_int_equal(tok_tokenizer_bos(t), 128000);
+    assert_int_equal(tok_tokenizer_eos(t), 128001);
     run_cases(t, in, 0);
     /* special tokens: text unless parse_special */
     static const char chat[] = "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>";
     int32_t *ids;
     size_t n;
-    assert_int_equal(vf_encode(t, chat, strlen(chat), 1, 1, &ids, &n, NULL), LPK_OK);
+    assert_int_equal(tok_encode(t, chat, strlen(chat), 1, 1, &ids, &n, NULL), LPK_OK);
     assert_true(n >= 6);
     assert_int_equal(ids[0], 128000);
     assert_int_equal(ids[1], 128006);
     assert_int_equal(ids[3], 128007);
     assert_int_equal(ids[n - 1], 128009);
     free(ids);
-    assert_int_equal(vf_encode(t, chat, strlen(chat), 0, 0, &ids, &n, NULL), LPK_OK);
+    assert_int_equal(tok_encode(t, chat, strlen(chat), 0, 0, &ids, &n, NULL), LPK_OK);
     for (size_t i = 0; i < n; i++) assert_true(ids[i] < 128000);
     free(ids);
     char buf[64];
-    assert_int_equal(vf_decode_token(t, 128009, buf, sizeof buf), 10);
+    assert_int_equal(tok_decode_token(t, 128009, buf, sizeof buf), 10);
     assert_memory_equal(buf, "<|eot_id|>", 10);
-    assert_int_equal(vf_decode_token(t, 220, buf, sizeof buf), 1); /* "Ġ" */
+    assert_int_equal(tok_decode_token(t, 220, buf, sizeof buf), 1); /* "Ġ" */
     assert_int_equal(buf[0], ' ');
-    vf_tokenizer_free(t);
+    tok_tokenizer_free(t);
 
     /* GGUF files from llama.cpp name the pre-tokenizer ("llama-bpe") and carry
      * neither tokenizer.pre_regex nor tokenizer.ignore_merges: same ids. */
     lpk_meta *m = lpk_meta_new();
     TU_NEED_SHARED(model2, "tokenizers/llama3/tokenizer.json");
-    assert_int_equal(cv_tokenizer_load(model2, m, NULL), LPK_OK);
+    assert_int_equal(tok_load(model2, m, NULL), LPK_OK);
     assert_int_equal(lpk_meta_remove(m, "tokenizer.pre_regex"), LPK_OK);
     assert_int_equal(lpk_meta_remove(m, "tokenizer.ignore_merges"), LPK_OK);
     assert_string_equal(lpk_meta_get_str(m, "tokenizer.ggml.pre"), "llama-bpe");
-    assert_int_equal(vf_tokenizer_new(m, &t, NULL), LPK_OK);
+    assert_int_equal(tok_tokenizer_new(m, &t, NULL), LPK_OK);
     run_cases(t, in, 0);
-    vf_tokenizer_free(t);
+    tok_tokenizer_free(t);
     lpk_meta_free(m);
     free(in);
 }
@@ -281,20 +280,20 @@ static void test_tiktoken_llama3(void **state)
     TU_NEED_SHARED(model, "tokenizers/llama3/tokenizer.json");
     lpk_meta *hf = lpk_meta_new(), *tk = lpk_meta_new();
     lpk_error err = {0};
-    assert_int_equal(cv_tokenizer_load(model, hf, &err), LPK_OK);
+    assert_int_equal(tok_load(model, hf, &err), LPK_OK);
     const lpk_kv *toks = lpk_meta_find(hf, "tokenizer.ggml.tokens");
-    vf_tokenizer *t;
-    assert_int_equal(vf_tokenizer_new(hf, &t, &err), LPK_OK);
+    tok_tokenizer *t;
+    assert_int_equal(tok_tokenizer_new(hf, &t, &err), LPK_OK);
     /* raw bytes of each base token = its decoding */
     size_t cap = 128000 * 40, o = 0;
     char *file = malloc(cap), piece[256], enc[400];
     for (int32_t id = 0; id < 128000; id++) {
-        int n = vf_decode_token(t, id, piece, sizeof piece);
+        int n = tok_decode_token(t, id, piece, sizeof piece);
         assert_true(n > 0);
         int m = b64((const uint8_t *)piece, (size_t)n, enc);
         o += (size_t)snprintf(file + o, cap - o, "%.*s %d\n", m, enc, id);
     }
-    assert_int_equal(cv_tokenizer_load_mem("tokenizer.model", (const uint8_t *)file, o, tk, &err),
+    assert_int_equal(tok_load_mem("tokenizer.model", (const uint8_t *)file, o, tk, &err),
                      LPK_OK);
     const lpk_kv *tt = lpk_meta_find(tk, "tokenizer.ggml.tokens");
     assert_int_equal(tt->count, toks->count);
@@ -319,7 +318,7 @@ static void test_tiktoken_llama3(void **state)
     assert_int_equal(eos->count, 2);
     assert_int_equal(((const uint32_t *)eos->data)[1], 128009);
     free(file);
-    vf_tokenizer_free(t);
+    tok_tokenizer_free(t);
     lpk_meta_free(hf);
     lpk_meta_free(tk);
 }
@@ -335,8 +334,8 @@ static void test_config(void **state)
         "{\"add_bos_token\": false, \"add_eos_token\": true, \"bos_token\": {\"content\": "
         "\"<s>\"}, \"eos_token\": \"</s>\", \"chat_template\": [{\"name\": \"default\", "
         "\"template\": \"T1\"}, {\"name\": \"tool_use\", \"template\": \"T2\"}]}";
-    assert_int_equal(cv_tokenizer_config_load_mem("tokenizer_config.json", (const uint8_t *)cfg,
-                                                  strlen(cfg), m, &err), LPK_OK);
+    assert_int_equal(tok_config_load_mem("tokenizer_config.json", (const uint8_t *)cfg,
+                                         strlen(cfg), m, &err), LPK_OK);
     int b;
     uint32_t u;
     assert_int_equal(lpk_meta_get_bool(m, "tokenizer.ggml.add_bos_token", &b), 0);
@@ -350,19 +349,19 @@ static void test_config(void **state)
     assert_string_equal(lpk_meta_get_str(m, "tokenizer.chat_template"), "T1");
     assert_string_equal(lpk_meta_get_str(m, "tokenizer.chat_template.tool_use"), "T2");
     static const char cfg2[] = "{\"chat_template\": \"{{ x }}\"}";
-    assert_int_equal(cv_tokenizer_config_load_mem("c2", (const uint8_t *)cfg2, strlen(cfg2), m,
-                                                  &err), LPK_OK);
+    assert_int_equal(tok_config_load_mem("c2", (const uint8_t *)cfg2, strlen(cfg2), m,
+                                         &err), LPK_OK);
     assert_string_equal(lpk_meta_get_str(m, "tokenizer.chat_template"), "{{ x }}");
     static const char bad[] = "{\"chat_template\": 5}";
-    assert_int_equal(cv_tokenizer_config_load_mem("c3", (const uint8_t *)bad, strlen(bad), m,
-                                                  &err), LPK_ECORRUPT);
+    assert_int_equal(tok_config_load_mem("c3", (const uint8_t *)bad, strlen(bad), m,
+                                         &err), LPK_ECORRUPT);
     lpk_error_clear(&err);
-    assert_int_equal(cv_tokenizer_config_load_mem("c4", (const uint8_t *)"{", 1, m, &err),
+    assert_int_equal(tok_config_load_mem("c4", (const uint8_t *)"{", 1, m, &err),
                      LPK_ECORRUPT);
     assert_non_null(strstr(err.msg, "c4"));
     /* loading the SentencePiece model afterwards keeps the config's flags */
     TU_NEED_SHARED(model, "models/stories260K/hf/tokenizer.model");
-    assert_int_equal(cv_tokenizer_load(model, m, &err), LPK_OK);
+    assert_int_equal(tok_load(model, m, &err), LPK_OK);
     assert_int_equal(lpk_meta_get_bool(m, "tokenizer.ggml.add_bos_token", &b), 0);
     assert_false(b);
     lpk_meta_free(m);
@@ -378,41 +377,41 @@ static void test_spm_corrupt(void **state)
     lpk_meta *m = lpk_meta_new();
     lpk_error err = {0};
     /* cut in the middle of a piece */
-    assert_int_equal(cv_tokenizer_load_mem("cut", buf, 100, m, &err), LPK_ETRUNC);
+    assert_int_equal(tok_load_mem("cut", buf, 100, m, &err), LPK_ETRUNC);
     assert_non_null(strstr(err.msg, "cut"));
     /* a piece whose length swallows the next pieces: garbage inside */
     uint8_t *c = malloc(n);
     memcpy(c, buf, n);
     c[1] = 0x7f;
     lpk_error_clear(&err);
-    assert_int_equal(cv_tokenizer_load_mem("len", c, n, m, &err), LPK_ECORRUPT);
+    assert_int_equal(tok_load_mem("len", c, n, m, &err), LPK_ECORRUPT);
     /* an endless varint */
     memset(c, 0xff, 16);
     lpk_error_clear(&err);
-    assert_int_equal(cv_tokenizer_load_mem("varint", c, 16, m, &err), LPK_ECORRUPT);
+    assert_int_equal(tok_load_mem("varint", c, 16, m, &err), LPK_ECORRUPT);
     /* wire types 3/4 (groups) */
     static const uint8_t grp[] = {0x0b};
     lpk_error_clear(&err);
-    assert_int_equal(cv_tokenizer_load_mem("grp", grp, 1, m, &err), LPK_ECORRUPT);
+    assert_int_equal(tok_load_mem("grp", grp, 1, m, &err), LPK_ECORRUPT);
     /* no pieces at all */
     static const uint8_t empty_spec[] = {0x12, 0x00};
     lpk_error_clear(&err);
-    assert_int_equal(cv_tokenizer_load_mem("nopieces", empty_spec, 2, m, &err), LPK_ECORRUPT);
+    assert_int_equal(tok_load_mem("nopieces", empty_spec, 2, m, &err), LPK_ECORRUPT);
     /* tiktoken with a repeated rank and bad base64 */
     static const char tk1[] = "IQ== 0\nIg== 0\n", tk2[] = "IQ== 0\nI!== 1\n";
     lpk_error_clear(&err);
-    assert_int_equal(cv_tokenizer_load_mem("tk1", (const uint8_t *)tk1, strlen(tk1), m, &err),
+    assert_int_equal(tok_load_mem("tk1", (const uint8_t *)tk1, strlen(tk1), m, &err),
                      LPK_ECORRUPT);
     lpk_error_clear(&err);
-    assert_int_equal(cv_tokenizer_load_mem("tk2", (const uint8_t *)tk2, strlen(tk2), m, &err),
+    assert_int_equal(tok_load_mem("tk2", (const uint8_t *)tk2, strlen(tk2), m, &err),
                      LPK_ECORRUPT);
     /* tokenizer.json that is not BPE */
     static const char wp[] = "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}}}";
     lpk_error_clear(&err);
-    assert_int_equal(cv_tokenizer_load_mem("wp", (const uint8_t *)wp, strlen(wp), m, &err),
+    assert_int_equal(tok_load_mem("wp", (const uint8_t *)wp, strlen(wp), m, &err),
                      LPK_EUNSUPPORTED);
     lpk_error_clear(&err);
-    assert_int_equal(cv_tokenizer_load("/nonexistent/tokenizer.model", m, &err), LPK_EIO);
+    assert_int_equal(tok_load("/nonexistent/tokenizer.model", m, &err), LPK_EIO);
     free(c);
     free(buf);
     lpk_meta_free(m);
@@ -423,35 +422,35 @@ static void test_tokenizer_meta_errors(void **state)
 {
     (void)state;
     lpk_meta *m = lpk_meta_new();
-    vf_tokenizer *t = (vf_tokenizer *)1;
+    tok_tokenizer *t = (tok_tokenizer *)1;
     lpk_error err = {0};
-    assert_int_equal(vf_tokenizer_new(m, &t, &err), LPK_ENOTFOUND);
+    assert_int_equal(tok_tokenizer_new(m, &t, &err), LPK_ENOTFOUND);
     assert_null(t);
     lpk_meta_set_str(m, "tokenizer.ggml.model", "bert");
     lpk_error_clear(&err);
-    assert_int_equal(vf_tokenizer_new(m, &t, &err), LPK_EUNSUPPORTED);
+    assert_int_equal(tok_tokenizer_new(m, &t, &err), LPK_EUNSUPPORTED);
     lpk_meta_set_str(m, "tokenizer.ggml.model", "llama");
     lpk_error_clear(&err);
-    assert_int_equal(vf_tokenizer_new(m, &t, &err), LPK_ENOTFOUND);
+    assert_int_equal(tok_tokenizer_new(m, &t, &err), LPK_ENOTFOUND);
     const char *toks[] = {"<unk>", "a", "\xe2\x96\x81"};
     lpk_meta_set_str_arr(m, "tokenizer.ggml.tokens", toks, NULL, 3);
     float sc[2] = {0, 0};
     lpk_meta_set_arr(m, "tokenizer.ggml.scores", LPK_V_F32, sc, 2);
     lpk_error_clear(&err);
-    assert_int_equal(vf_tokenizer_new(m, &t, &err), LPK_ECORRUPT);
+    assert_int_equal(tok_tokenizer_new(m, &t, &err), LPK_ECORRUPT);
     lpk_meta_remove(m, "tokenizer.ggml.scores");
     lpk_meta_set_u32(m, "tokenizer.ggml.unknown_token_id", 0);
-    assert_int_equal(vf_tokenizer_new(m, &t, &err), LPK_OK);
+    assert_int_equal(tok_tokenizer_new(m, &t, &err), LPK_OK);
     /* no byte tokens: unknown characters become <unk> */
     int32_t *ids;
     size_t n;
-    assert_int_equal(vf_encode(t, "a b", 3, 0, 0, &ids, &n, &err), LPK_OK);
+    assert_int_equal(tok_encode(t, "a b", 3, 0, 0, &ids, &n, &err), LPK_OK);
     static const int32_t want[] = {2, 1, 2, 0}; /* ▁ a ▁ <unk> */
     assert_int_equal(n, 4);
     assert_memory_equal(ids, want, sizeof want);
     free(ids);
-    assert_int_equal(vf_encode(t, "a", 1, 1, 0, &ids, &n, &err), LPK_ENOTFOUND);
-    vf_tokenizer_free(t);
+    assert_int_equal(tok_encode(t, "a", 1, 1, 0, &ids, &n, &err), LPK_ENOTFOUND);
+    tok_tokenizer_free(t);
     lpk_meta_free(m);
 }
 
@@ -461,7 +460,7 @@ static void compare_with_gguf(const char *model, const char *gguf)
 {
     lpk_meta *m = lpk_meta_new();
     lpk_error err = {0};
-    assert_int_equal(cv_tokenizer_load(model, m, &err), LPK_OK);
+    assert_int_equal(tok_load(model, m, &err), LPK_OK);
     lpk_reader *r = NULL;
     int rc = lpk_reader_open(gguf, &r, &err);
     if (rc) print_message("%s\n", err.msg);
@@ -523,13 +522,13 @@ static void test_spm_matches_gguf(void **state)
     TU_NEED_SHARED(g3, "tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf");
     gguf = strdup(g3);
     lpk_reader *r = NULL;
-    vf_tokenizer *t = NULL;
+    tok_tokenizer *t = NULL;
     assert_int_equal(lpk_reader_open(gguf, &r, NULL), LPK_OK);
-    assert_int_equal(vf_tokenizer_new(lpk_reader_meta(r), &t, NULL), LPK_OK);
+    assert_int_equal(tok_tokenizer_new(lpk_reader_meta(r), &t, NULL), LPK_OK);
     lpk_reader_close(r);
     TU_NEED_SHARED(inp, "tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf.inp");
     run_cases(t, inp, 1);
-    vf_tokenizer_free(t);
+    tok_tokenizer_free(t);
     free(gguf);
 }
 
@@ -567,7 +566,7 @@ static void test_spm_style_json(void **state)
     (void)state;
     TU_NEED_SHARED(model, "tokenizers/llama2/tokenizer.model");
     lpk_meta *m = lpk_meta_new();
-    assert_int_equal(cv_tokenizer_load(model, m, NULL), LPK_OK);
+    assert_int_equal(tok_load(model, m, NULL), LPK_OK);
     const lpk_kv *toks = lpk_meta_find(m, "tokenizer.ggml.tokens");
     const int32_t *types = lpk_meta_find(m, "tokenizer.ggml.token_type")->data;
     size_t mask = 65535;
@@ -620,18 +619,18 @@ static void test_spm_style_json(void **state)
     json_decref(root);
     lpk_meta *hm = lpk_meta_new();
     lpk_error err = {0};
-    int rc = cv_tokenizer_load_mem("tokenizer.json", (const uint8_t *)js, strlen(js), hm, &err);
+    int rc = tok_load_mem("tokenizer.json", (const uint8_t *)js, strlen(js), hm, &err);
     if (rc) print_message("%s\n", err.msg);
     assert_int_equal(rc, LPK_OK);
     assert_string_equal(lpk_meta_get_str(hm, "tokenizer.ggml.model"), "llama");
     const int32_t *ht = lpk_meta_find(hm, "tokenizer.ggml.token_type")->data;
     assert_memory_equal(ht, types, toks->count * sizeof *types);
-    vf_tokenizer *t = NULL;
-    assert_int_equal(vf_tokenizer_new(hm, &t, &err), LPK_OK);
-    assert_int_equal(vf_tokenizer_bos(t), 1);
+    tok_tokenizer *t = NULL;
+    assert_int_equal(tok_tokenizer_new(hm, &t, &err), LPK_OK);
+    assert_int_equal(tok_tokenizer_bos(t), 1);
     TU_NEED_SHARED(inp, "tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf.inp");
     run_cases(t, inp, 1);
-    vf_tokenizer_free(t);
+    tok_tokenizer_free(t);
     free(js);
     free(tab);
     lpk_meta_free(hm);
@@ -651,28 +650,28 @@ static void test_bpe_small_json(void **state)
     for (int f = 0; f < 2; f++) {
         m[f] = lpk_meta_new();
         lpk_error err = {0};
-        int rc = cv_tokenizer_load(files[f], m[f], &err);
+        int rc = tok_load(files[f], m[f], &err);
         if (rc) print_message("%s\n", err.msg);
         assert_int_equal(rc, LPK_OK);
-        vf_tokenizer *t = NULL;
-        assert_int_equal(vf_tokenizer_new(m[f], &t, &err), LPK_OK);
-        assert_int_equal(vf_tokenizer_bos(t), 267);
+        tok_tokenizer *t = NULL;
+        assert_int_equal(tok_tokenizer_new(m[f], &t, &err), LPK_OK);
+        assert_int_equal(tok_tokenizer_bos(t), 267);
         int32_t *ids;
         size_t n;
-        assert_int_equal(vf_encode(t, "hello world<s>", 14, 1, 0, &ids, &n, &err), LPK_OK);
+        assert_int_equal(tok_encode(t, "hello world<s>", 14, 1, 0, &ids, &n, &err), LPK_OK);
         static const int32_t want[] = {267, 259, 32, 119, 111, 114, 108, 100, 267};
         assert_int_equal(n, 9);
         assert_memory_equal(ids, want, sizeof want);
         free(ids);
         /* a control token is text unless parse_special */
-        assert_int_equal(vf_encode(t, "<|eot_id|>", 10, 0, 0, &ids, &n, &err), LPK_OK);
+        assert_int_equal(tok_encode(t, "<|eot_id|>", 10, 0, 0, &ids, &n, &err), LPK_OK);
         assert_true(n > 1);
         free(ids);
-        assert_int_equal(vf_encode(t, "<|eot_id|>", 10, 0, 1, &ids, &n, &err), LPK_OK);
+        assert_int_equal(tok_encode(t, "<|eot_id|>", 10, 0, 1, &ids, &n, &err), LPK_OK);
         assert_int_equal(n, 1);
         assert_int_equal(ids[0], 265);
         free(ids);
-        vf_tokenizer_free(t);
+        tok_tokenizer_free(t);
     }
     const lpk_kv *a = lpk_meta_find(m[0], "tokenizer.ggml.merges");
     const lpk_kv *b = lpk_meta_find(m[1], "tokenizer.ggml.merges");
@@ -712,7 +711,7 @@ static void test_cli_tokenize(void **state)
     char *dir = tu_tmpdir(), *lpk = tu_fmt("%s/tok.lpk", dir);
     lpk_meta *m = lpk_meta_new();
     lpk_error err = {0};
-    assert_int_equal(cv_tokenizer_load(path, m, &err), LPK_OK);
+    assert_int_equal(tok_load(path, m, &err), LPK_OK);
     lpk_meta_set_str(m, "general.architecture", "llama");
     lpk_writer *w = NULL;
     int rc = lpk_writer_open(lpk, m, NULL, 0, 0, &w, &err);

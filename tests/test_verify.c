@@ -14,6 +14,7 @@
 #endif
 
 #include "../quant/quant.h"
+#include "../tok/tok.h"
 #include "../verify/vf_gemm.h"
 #include "../verify/vf_math.h"
 #include "../verify/vf_model.h"
@@ -714,13 +715,13 @@ static int32_t *tokenize_file(const lpk_reader *r, const char *path, size_t *n, 
     char *text = tu_read_file(path, &len);
     assert_non_null(text);
     if (len && text[len - 1] == '\n') len--;
-    vf_tokenizer *t = NULL;
+    tok_tokenizer *t = NULL;
     lpk_error err = {0};
-    if (vf_tokenizer_new(lpk_reader_meta(r), &t, &err)) fail_msg("%s", err.msg);
+    if (tok_tokenizer_new(lpk_reader_meta(r), &t, &err)) fail_msg("%s", err.msg);
     int32_t *ids = NULL;
-    if (vf_encode(t, text, len, 1, 0, &ids, n, &err)) fail_msg("%s", err.msg);
-    *bos = vf_tokenizer_bos(t);
-    vf_tokenizer_free(t);
+    if (tok_encode(t, text, len, 1, 0, &ids, n, &err)) fail_msg("%s", err.msg);
+    *bos = tok_tokenizer_bos(t);
+    tok_tokenizer_free(t);
     free(text);
     return ids;
 }

@@ -6,17 +6,13 @@
  * (Llama 2's tokenizer.json: stored as "llama", scores from merge ranks).
  * Added tokens keep their ids: special ones are control tokens, the others
  * user-defined. */
-#include "cv_tok.h"
+#include "tok_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
-
-/* GPT-2's pattern: what a ByteLevel pre-tokenizer with use_regex splits by. */
-static const char gpt2_pattern[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 typedef struct hf_pre {
     const char *pats[16];
@@ -55,7 +51,7 @@ static int pre_one(const char *name, json_t *p, hf_pre *pre, lpk_error *err)
                            "%s: ByteLevel pre-tokenizer with add_prefix_space", name);
         if (json_is_false(json_object_get(p, "use_regex"))) return LPK_OK;
         if (pre->n == 16) goto too_many;
-        pre->pats[pre->n++] = gpt2_pattern;
+        pre->pats[pre->n++] = tok_gpt2_pattern;
         return LPK_OK;
     }
     if (!strcmp(type, "Metaspace")) { /* SentencePiece-style: spaces become U+2581 */
@@ -142,8 +138,8 @@ static int set_special(lpk_meta *meta, const char *key, int64_t id, size_t n_tok
     return lpk_meta_set_u32(meta, key, (uint32_t)id);
 }
 
-int cv_hfjson_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
-                    lpk_error *err)
+int tok_hfjson_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
+                     lpk_error *err)
 {
     json_error_t je;
     json_t *root = json_loadb((const char *)buf, n, 0, &je);
@@ -297,8 +293,8 @@ int cv_hfjson_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *me
     }
 
     const char *pre_name = "default";
-    if (pre.n == 1 && !strcmp(pre.pats[0], cv_llama3_pattern)) pre_name = "llama-bpe";
-    else if (pre.n == 1 && pre.pats[0] == gpt2_pattern) pre_name = "gpt2";
+    if (pre.n == 1 && !strcmp(pre.pats[0], tok_llama3_pattern)) pre_name = "llama-bpe";
+    else if (pre.n == 1 && pre.pats[0] == tok_gpt2_pattern) pre_name = "gpt2";
     if ((rc = lpk_meta_set_str(meta, "tokenizer.ggml.model", spm ? "llama" : "gpt2")) ||
         (rc = lpk_meta_set_str(meta, "tokenizer.ggml.pre", pre_name)) ||
         (rc = lpk_meta_set_str_arr(meta, "tokenizer.ggml.tokens", strs, lens, n_tok)) ||
@@ -309,8 +305,8 @@ int cv_hfjson_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *me
                           unk ? vocab_id(vocab, added, unk) : -1, n_tok)) ||
         (rc = lpk_meta_set_bool(meta, "tokenizer.ggml.add_space_prefix",
                                 spm && !pre.no_prefix)) ||
-        (rc = cv_meta_default_bool(meta, "tokenizer.ggml.add_bos_token", bos_id >= 0)) ||
-        (rc = cv_meta_default_bool(meta, "tokenizer.ggml.add_eos_token", eos != NULL)))
+        (rc = tok_meta_default_bool(meta, "tokenizer.ggml.add_bos_token", bos_id >= 0)) ||
+        (rc = tok_meta_default_bool(meta, "tokenizer.ggml.add_eos_token", eos != NULL)))
         goto meta_fail;
     if (spm) {
         rc = lpk_meta_set_arr(meta, "tokenizer.ggml.scores", LPK_V_F32, scores, n_tok);

@@ -1,37 +1,40 @@
-/* verify/ internal: tokenizer state shared by vf_tokenizer.c (construction,
- * special tokens, decoding), vf_tok_merge.c (the merge loop of SentencePiece
- * and byte-level BPE) and vf_tok_regex.c (the byte-level pre-tokenizer). */
-#ifndef VF_TOK_H
-#define VF_TOK_H
+/* tok/ internal, not installed: the tokenizer file parsers behind
+ * tok_load_mem() (tok_load.c, tok_spm_proto.c, tok_hfjson.c), and the
+ * tokenizer state shared by tok_vocab.c (construction, special tokens,
+ * decoding), tok_merge.c (the merge loop of SentencePiece and byte-level BPE)
+ * and tok_regex.c (the byte-level pre-tokenizer). Helpers several of them use
+ * are in tok_common.c, below all of them. */
+#ifndef TOK_INTERNAL_H
+#define TOK_INTERNAL_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "verify.h"
+#include "tok.h"
 
-enum vf_tok_kind { VF_TOK_SPM = 1, VF_TOK_BPE = 2 };
+enum tok_kind { TOK_KIND_SPM = 1, TOK_KIND_BPE = 2 };
 /* GGUF token types (docs/MODEL.md). */
-enum { VF_TT_NORMAL = 1, VF_TT_UNKNOWN = 2, VF_TT_CONTROL = 3, VF_TT_USER = 4,
-       VF_TT_UNUSED = 5, VF_TT_BYTE = 6 };
+enum { TOK_TT_NORMAL = 1, TOK_TT_UNKNOWN = 2, TOK_TT_CONTROL = 3, TOK_TT_USER = 4,
+       TOK_TT_UNUSED = 5, TOK_TT_BYTE = 6 };
 
 /* Byte string -> token id, open addressing over the tokenizer's key pool. */
-typedef struct vf_strmap {
+typedef struct tok_strmap {
     int32_t *slot;          /* id or -1 */
     size_t mask;
-} vf_strmap;
+} tok_strmap;
 
 /* (left id, right id) -> merge rank and the merged token. */
-typedef struct vf_pair {
+typedef struct tok_pair {
     uint64_t key;           /* left << 32 | right; UINT64_MAX = empty */
     int32_t rank, result;
-} vf_pair;
+} tok_pair;
 
-typedef struct vf_int_vec {
+typedef struct tok_int_vec {
     int32_t *v;
     size_t n, cap;
-} vf_int_vec;
+} tok_int_vec;
 
-struct vf_tokenizer {
+struct tok_tokenizer {
     int kind;
     int32_t n_vocab;
     int32_t *type;          /* (n_vocab) GGUF token type */
@@ -46,12 +49,12 @@ struct vf_tokenizer {
     char *dec_pool;
     uint64_t *dec_off;
     uint32_t *dec_len;
-    vf_strmap vocab;        /* key -> id; a later duplicate wins */
+    tok_strmap vocab;        /* key -> id; a later duplicate wins */
     int32_t byte_tok[256];  /* token standing for a single raw byte, or -1 */
     int32_t bos, eos, unk;
     int add_space_prefix;   /* SentencePiece dummy prefix */
     int ignore_merges;      /* BPE: a pre-token that is a token is emitted whole */
-    vf_pair *pairs;         /* BPE merges, open addressing */
+    tok_pair *pairs;         /* BPE merges, open addressing */
     size_t pair_mask;
     void **re;              /* BPE: compiled pre-tokenizer regexes (pcre2_code *) */
     size_t n_re;
@@ -59,21 +62,48 @@ struct vf_tokenizer {
     size_t n_special;
 };
 
-int32_t vf_strmap_find(const vf_tokenizer *t, const char *s, size_t n);
-int vf_ivec_push(vf_int_vec *v, int32_t x);
+int32_t tok_strmap_find(const tok_tokenizer *t, const char *s, size_t n);
+int tok_ivec_push(tok_int_vec *v, int32_t x);
 
 /* Encodes one run of plain text (no special tokens), appending to out. */
-int vf_spm_encode(const vf_tokenizer *t, const char *text, size_t n, int add_prefix,
-                  vf_int_vec *out, lpk_error *err);
-int vf_bpe_encode_word(const vf_tokenizer *t, const char *w, size_t n, vf_int_vec *out,
-                       lpk_error *err);
+int tok_spm_encode(const tok_tokenizer *t, const char *text, size_t n, int add_prefix,
+                   tok_int_vec *out, lpk_error *err);
+int tok_bpe_encode_word(const tok_tokenizer *t, const char *w, size_t n, tok_int_vec *out,
+                        lpk_error *err);
 
 /* Pre-tokenizer: compiles t->re from patterns; splits text into pieces and
- * calls vf_bpe_encode_word on each. */
-int vf_regex_compile(vf_tokenizer *t, const char *const *pats, const uint64_t *lens, size_t n,
-                     lpk_error *err);
-void vf_regex_free(vf_tokenizer *t);
-int vf_bpe_encode(const vf_tokenizer *t, const char *text, size_t n, vf_int_vec *out,
+ * calls tok_bpe_encode_word on each. */
+int tok_regex_compile(tok_tokenizer *t, const char *const *pats, const uint64_t *lens, size_t n,
+                      lpk_error *err);
+void tok_regex_free(tok_tokenizer *t);
+int tok_bpe_encode(const tok_tokenizer *t, const char *text, size_t n, tok_int_vec *out,
+                   lpk_error *err);
+
+/* ---------------------------------------------------------------- file parsers */
+/* Each parser writes the tokenizer.* keys of docs/MODEL.md into meta and
+ * names `name` in messages. */
+/* SentencePiece ModelProto (protobuf wire format). */
+int tok_spm_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
                   lpk_error *err);
+/* Meta's Llama 3 tiktoken file: "BASE64 RANK" per line. */
+int tok_tiktoken_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
+                       lpk_error *err);
+/* Hugging Face tokenizer.json (BPE model). */
+int tok_hfjson_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
+                     lpk_error *err);
+
+/* GPT-2's byte-to-unicode map: the UTF-8 encoding (1 or 2 bytes) of the
+ * printable code point that stands for byte b in byte-level BPE vocabularies.
+ * Returns the number of bytes written to out[0..1]. */
+int tok_byte_to_utf8(uint8_t b, char out[2]);
+
+/* Sets key only when meta does not have it yet (tokenizer_config.json may have
+ * been read first and wins). */
+int tok_meta_default_bool(lpk_meta *meta, const char *key, int v);
+
+/* Llama 3's pre-tokenizer pattern (Meta's tokenizer.py and tokenizer.json). */
+extern const char tok_llama3_pattern[];
+/* GPT-2's pattern (a ByteLevel pre-tokenizer with use_regex). */
+extern const char tok_gpt2_pattern[];
 
 #endif

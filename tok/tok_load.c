@@ -1,8 +1,8 @@
 /* Tokenizer files -> tokenizer.* metadata: detection, Meta's Llama 3 tiktoken
- * file, tokenizer_config.json. SentencePiece protobuf is in cv_spm_proto.c,
- * Hugging Face tokenizer.json in cv_hf_tokenizer.c. */
-#include "convert.h"
-#include "cv_tok.h"
+ * file, tokenizer_config.json. SentencePiece protobuf is in tok_spm_proto.c,
+ * Hugging Face tokenizer.json in tok_hfjson.c. */
+#include "tok.h"
+#include "tok_internal.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -11,39 +11,6 @@
 #include <sys/stat.h>
 
 #include <jansson.h>
-
-/* Meta's llama3/tokenizer.py (and the pre_tokenizer of Llama 3's tokenizer.json). */
-const char cv_llama3_pattern[] =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}|"
-    " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-
-int cv_byte_to_utf8(uint8_t b, char out[2])
-{
-    /* Printable Latin-1 bytes stand for themselves; the other 68 bytes map, in
-     * order, to U+0100.. (GPT-2's bytes_to_unicode). */
-    uint32_t cp;
-    if ((b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || b >= 0xae) {
-        cp = b;
-    } else {
-        uint32_t k = 0;
-        for (uint32_t x = 0; x < b; x++)
-            if (!((x >= 0x21 && x <= 0x7e) || (x >= 0xa1 && x <= 0xac) || x >= 0xae)) k++;
-        cp = 0x100 + k;
-    }
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    out[0] = (char)(0xc0 | (cp >> 6));
-    out[1] = (char)(0x80 | (cp & 0x3f));
-    return 2;
-}
-
-int cv_meta_default_bool(lpk_meta *meta, const char *key, int v)
-{
-    if (lpk_meta_find(meta, key)) return LPK_OK;
-    return lpk_meta_set_bool(meta, key, v);
-}
 
 /* ---------------------------------------------------------------- tiktoken */
 
@@ -146,12 +113,12 @@ enum { TK_N_SPECIAL = 256 };
 static size_t tk_mapped(const uint8_t *p, size_t n, char *out)
 {
     size_t o = 0;
-    for (size_t i = 0; i < n; i++) o += (size_t)cv_byte_to_utf8(p[i], out + o);
+    for (size_t i = 0; i < n; i++) o += (size_t)tok_byte_to_utf8(p[i], out + o);
     return o;
 }
 
-int cv_tiktoken_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
-                      lpk_error *err)
+int tok_tiktoken_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
+                       lpk_error *err)
 {
     int rc = LPK_OK;
     size_t n_lines = 0;
@@ -307,7 +274,7 @@ int cv_tiktoken_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *
     free(moff);
     moff = NULL;
 
-    const char *pat = cv_llama3_pattern;
+    const char *pat = tok_llama3_pattern;
     uint32_t eos_ids[2] = {(uint32_t)n_lines + 1, (uint32_t)n_lines + 9};
     if ((rc = lpk_meta_set_str(meta, "tokenizer.ggml.model", "gpt2")) ||
         (rc = lpk_meta_set_str(meta, "tokenizer.ggml.pre", "llama-bpe")) ||
@@ -321,8 +288,8 @@ int cv_tiktoken_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *
         (rc = lpk_meta_set_str_arr(meta, "tokenizer.pre_regex", &pat, NULL, 1)) ||
         (rc = lpk_meta_set_bool(meta, "tokenizer.ignore_merges", 1)) ||
         (rc = lpk_meta_set_bool(meta, "tokenizer.ggml.add_space_prefix", 0)) ||
-        (rc = cv_meta_default_bool(meta, "tokenizer.ggml.add_bos_token", 1)) ||
-        (rc = cv_meta_default_bool(meta, "tokenizer.ggml.add_eos_token", 0)))
+        (rc = tok_meta_default_bool(meta, "tokenizer.ggml.add_bos_token", 1)) ||
+        (rc = tok_meta_default_bool(meta, "tokenizer.ggml.add_eos_token", 0)))
         rc = lpk_err(err, rc, "%s: cannot store tokenizer metadata", name);
     goto out;
 nomem:
@@ -345,22 +312,22 @@ out:
 
 /* ---------------------------------------------------------------- dispatch */
 
-int cv_tokenizer_load_mem(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
-                          lpk_error *err)
+int tok_load_mem(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
+                 lpk_error *err)
 {
     if (!name || (!buf && n) || !meta)
-        return lpk_err(err, LPK_EINVAL, "cv_tokenizer_load_mem: bad arguments");
+        return lpk_err(err, LPK_EINVAL, "tok_load_mem: bad arguments");
     size_t i = 0;
     while (i < n && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t')) i++;
-    if (i < n && buf[i] == '{') return cv_hfjson_parse(name, buf, n, meta, err);
-    if (is_tiktoken(buf, n)) return cv_tiktoken_parse(name, buf, n, meta, err);
+    if (i < n && buf[i] == '{') return tok_hfjson_parse(name, buf, n, meta, err);
+    if (is_tiktoken(buf, n)) return tok_tiktoken_parse(name, buf, n, meta, err);
     if (n == 0) return lpk_err(err, LPK_ECORRUPT, "%s: empty tokenizer file", name);
-    return cv_spm_parse(name, buf, n, meta, err);
+    return tok_spm_parse(name, buf, n, meta, err);
 }
 
-int cv_tokenizer_load(const char *path, lpk_meta *meta, lpk_error *err)
+int tok_load(const char *path, lpk_meta *meta, lpk_error *err)
 {
-    if (!path || !meta) return lpk_err(err, LPK_EINVAL, "cv_tokenizer_load: bad arguments");
+    if (!path || !meta) return lpk_err(err, LPK_EINVAL, "tok_load: bad arguments");
     FILE *f = fopen(path, "rb");
     if (!f) return lpk_err(err, LPK_EIO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -388,7 +355,7 @@ int cv_tokenizer_load(const char *path, lpk_meta *meta, lpk_error *err)
         rc = lpk_err(err, ferr ? LPK_EIO : LPK_ETRUNC, "%s: read %zu of %zu bytes", path, got,
                      n);
     else
-        rc = cv_tokenizer_load_mem(path, buf, n, meta, err);
+        rc = tok_load_mem(path, buf, n, meta, err);
     free(buf);
     return rc;
 }
@@ -468,11 +435,11 @@ static int config_chat_template(const char *name, json_t *ct, lpk_meta *meta, lp
     return rc;
 }
 
-int cv_tokenizer_config_load_mem(const char *name, const uint8_t *buf, size_t n,
-                                 lpk_meta *meta, lpk_error *err)
+int tok_config_load_mem(const char *name, const uint8_t *buf, size_t n,
+                        lpk_meta *meta, lpk_error *err)
 {
     if (!name || (!buf && n) || !meta)
-        return lpk_err(err, LPK_EINVAL, "cv_tokenizer_config_load_mem: bad arguments");
+        return lpk_err(err, LPK_EINVAL, "tok_config_load_mem: bad arguments");
     json_error_t je;
     json_t *root = json_loadb((const char *)buf, n, JSON_REJECT_DUPLICATES, &je);
     if (!root)

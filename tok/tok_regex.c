@@ -4,15 +4,15 @@
  * goes through the merges. PCRE2 in UTF mode with Unicode properties (\p{L},
  * \p{N}, \s); invalid UTF-8 never matches and ends up in the gaps. */
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "vf_tok.h"
+#include "tok_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include <pcre2.h>
 
-int vf_regex_compile(vf_tokenizer *t, const char *const *pats, const uint64_t *lens, size_t n,
-                     lpk_error *err)
+int tok_regex_compile(tok_tokenizer *t, const char *const *pats, const uint64_t *lens, size_t n,
+                      lpk_error *err)
 {
     t->re = calloc(n ? n : 1, sizeof *t->re);
     if (!t->re) return lpk_err(err, LPK_ENOMEM, "tokenizer: out of memory");
@@ -35,7 +35,7 @@ int vf_regex_compile(vf_tokenizer *t, const char *const *pats, const uint64_t *l
     return LPK_OK;
 }
 
-void vf_regex_free(vf_tokenizer *t)
+void tok_regex_free(tok_tokenizer *t)
 {
     for (size_t i = 0; i < t->n_re; i++) pcre2_code_free(t->re[i]);
     free(t->re);
@@ -45,11 +45,11 @@ void vf_regex_free(vf_tokenizer *t)
 
 /* Splits text[0..n) by regex k and recurses into regex k+1 for each piece;
  * after the last regex, the piece is encoded. */
-static int split(const vf_tokenizer *t, size_t k, const char *text, size_t n,
-                 pcre2_match_data *md, vf_int_vec *out, lpk_error *err)
+static int split(const tok_tokenizer *t, size_t k, const char *text, size_t n,
+                 pcre2_match_data *md, tok_int_vec *out, lpk_error *err)
 {
     if (n == 0) return LPK_OK;
-    if (k == t->n_re) return vf_bpe_encode_word(t, text, n, out, err);
+    if (k == t->n_re) return tok_bpe_encode_word(t, text, n, out, err);
     const pcre2_code *re = t->re[k];
     size_t pos = 0, gap = 0;
     int rc;
@@ -76,8 +76,8 @@ static int split(const vf_tokenizer *t, size_t k, const char *text, size_t n,
     return split(t, k + 1, text + gap, n - gap, md, out, err);
 }
 
-int vf_bpe_encode(const vf_tokenizer *t, const char *text, size_t n, vf_int_vec *out,
-                  lpk_error *err)
+int tok_bpe_encode(const tok_tokenizer *t, const char *text, size_t n, tok_int_vec *out,
+                   lpk_error *err)
 {
     pcre2_match_data *md = NULL;
     if (t->n_re) {

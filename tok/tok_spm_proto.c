@@ -7,7 +7,7 @@
  *               eos_id = 42; pad_id = 43 }   (defaults 0, 1, 2, -1)
  * NormalizerSpec { add_dummy_prefix = 3 (default true) }
  * Unknown fields are skipped by wire type, as protobuf readers do. */
-#include "cv_tok.h"
+#include "tok_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -181,8 +181,8 @@ static int set_id(lpk_meta *meta, const char *key, int64_t id, uint64_t n_pieces
     return lpk_meta_set_u32(meta, key, (uint32_t)id);
 }
 
-int cv_spm_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
-                 lpk_error *err)
+int tok_spm_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
+                  lpk_error *err)
 {
     pb_cur c = {buf, n, 0, 0, name};
     spm_spec sp = {2, 0, 1, 2, -1, 0, 1};
@@ -267,8 +267,8 @@ int cv_spm_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
         (rc = set_id(meta, "tokenizer.ggml.unknown_token_id", sp.unk_id, n_pieces)) ||
         (rc = set_id(meta, "tokenizer.ggml.padding_token_id", sp.pad_id, n_pieces)) ||
         (rc = lpk_meta_set_bool(meta, "tokenizer.ggml.add_space_prefix", sp.add_dummy_prefix)) ||
-        (rc = cv_meta_default_bool(meta, "tokenizer.ggml.add_bos_token", 1)) ||
-        (rc = cv_meta_default_bool(meta, "tokenizer.ggml.add_eos_token", 0)))
+        (rc = tok_meta_default_bool(meta, "tokenizer.ggml.add_bos_token", 1)) ||
+        (rc = tok_meta_default_bool(meta, "tokenizer.ggml.add_eos_token", 0)))
         rc = lpk_err(err, rc, "%s: cannot store tokenizer metadata", name);
 out:
     free(strs);

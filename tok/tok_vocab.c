@@ -1,7 +1,7 @@
 /* Tokenizer from a container's tokenizer.* metadata: construction, special
- * tokens, vf_encode and vf_decode_token. The merge loop is in vf_tok_merge.c,
- * the byte-level pre-tokenizer in vf_tok_regex.c. */
-#include "vf_tok.h"
+ * tokens, tok_encode and tok_decode_token. The merge loop is in tok_merge.c,
+ * the byte-level pre-tokenizer in tok_regex.c. */
+#include "tok_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,40 +9,9 @@
 
 #include <xxhash.h>
 
-/* Llama 3's pattern: used for GGUF files that name the pre-tokenizer but do not
- * carry tokenizer.pre_regex. */
-static const char llama3_pattern[] =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}|"
-    " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-/* GPT-2's pattern (tokenizers' ByteLevel pre-tokenizer with use_regex). */
-static const char gpt2_pattern[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
-
-int vf_ivec_push(vf_int_vec *v, int32_t x)
-{
-    if (v->n == v->cap) {
-        size_t nc = v->cap ? v->cap * 2 : 256;
-        int32_t *nv = realloc(v->v, nc * sizeof *nv);
-        if (!nv) return LPK_ENOMEM;
-        v->v = nv;
-        v->cap = nc;
-    }
-    v->v[v->n++] = x;
-    return LPK_OK;
-}
-
 /* ---------------------------------------------------------------- maps */
 
-int32_t vf_strmap_find(const vf_tokenizer *t, const char *s, size_t n)
-{
-    for (size_t i = XXH3_64bits(s, n) & t->vocab.mask;; i = (i + 1) & t->vocab.mask) {
-        int32_t id = t->vocab.slot[i];
-        if (id < 0) return -1;
-        if (t->key_len[id] == n && !memcmp(t->key_pool + t->key_off[id], s, n)) return id;
-    }
-}
-
-static int strmap_build(vf_tokenizer *t)
+static int strmap_build(tok_tokenizer *t)
 {
     size_t cap = 16;
     while (cap < 2 * (size_t)t->n_vocab) cap <<= 1;
@@ -151,7 +120,7 @@ static int32_t meta_id(const lpk_meta *m, const char *key, int32_t n_vocab)
     return (int32_t)v;
 }
 
-static int build_texts(vf_tokenizer *t, const lpk_kv *toks, lpk_error *err)
+static int build_texts(tok_tokenizer *t, const lpk_kv *toks, lpk_error *err)
 {
     uint64_t total = 0;
     for (int32_t i = 0; i < t->n_vocab; i++) {
@@ -176,9 +145,9 @@ static int build_texts(vf_tokenizer *t, const lpk_kv *toks, lpk_error *err)
         char *k = t->key_pool + ko, *d = t->dec_pool + dko;
         size_t kn = s.n, dn = 0;
         int tt = t->type[i];
-        if (t->kind == VF_TOK_SPM) {
+        if (t->kind == TOK_KIND_SPM) {
             memcpy(k, s.p, s.n);
-            int b = tt == VF_TT_BYTE ? byte_piece(s.p, s.n) : -1;
+            int b = tt == TOK_TT_BYTE ? byte_piece(s.p, s.n) : -1;
             if (b >= 0) {
                 d[dn++] = (char)b;
             } else {
@@ -192,7 +161,7 @@ static int build_texts(vf_tokenizer *t, const lpk_kv *toks, lpk_error *err)
                     }
                 }
             }
-        } else if (tt == VF_TT_NORMAL || tt == VF_TT_BYTE || tt == VF_TT_UNUSED) {
+        } else if (tt == TOK_TT_NORMAL || tt == TOK_TT_BYTE || tt == TOK_TT_UNUSED) {
             kn = bytelevel_unmap(s.p, s.n, k);
             memcpy(d, k, kn);
             dn = kn;
@@ -211,24 +180,24 @@ static int build_texts(vf_tokenizer *t, const lpk_kv *toks, lpk_error *err)
     return LPK_OK;
 }
 
-static int build_byte_tokens(vf_tokenizer *t)
+static int build_byte_tokens(tok_tokenizer *t)
 {
     for (int b = 0; b < 256; b++) {
         char buf[8];
         t->byte_tok[b] = -1;
-        if (t->kind == VF_TOK_SPM) {
+        if (t->kind == TOK_KIND_SPM) {
             snprintf(buf, sizeof buf, "<0x%02X>", b);
-            t->byte_tok[b] = vf_strmap_find(t, buf, 6);
+            t->byte_tok[b] = tok_strmap_find(t, buf, 6);
         } else {
             buf[0] = (char)b;
-            t->byte_tok[b] = vf_strmap_find(t, buf, 1);
+            t->byte_tok[b] = tok_strmap_find(t, buf, 1);
         }
     }
     return LPK_OK;
 }
 
 /* Byte-level merges "a b" -> (left id, right id) -> rank, merged token. */
-static int build_pairs(vf_tokenizer *t, const lpk_kv *merges, lpk_error *err)
+static int build_pairs(tok_tokenizer *t, const lpk_kv *merges, lpk_error *err)
 {
     size_t n = merges ? merges->count : 0, cap = 16;
     while (cap < 2 * n) cap <<= 1;
@@ -253,15 +222,15 @@ static int build_pairs(vf_tokenizer *t, const lpk_kv *merges, lpk_error *err)
         }
         size_t la = bytelevel_unmap(m.p, (size_t)(sp - m.p), buf);
         size_t lb = bytelevel_unmap(sp + 1, m.n - (size_t)(sp - m.p) - 1, buf + la);
-        int32_t a = vf_strmap_find(t, buf, la), b = vf_strmap_find(t, buf + la, lb);
+        int32_t a = tok_strmap_find(t, buf, la), b = tok_strmap_find(t, buf + la, lb);
         if (a < 0 || b < 0) continue; /* a merge of unknown tokens never applies */
-        int32_t r = vf_strmap_find(t, buf, la + lb);
+        int32_t r = tok_strmap_find(t, buf, la + lb);
         uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
         uint64_t h = key * 0x9e3779b97f4a7c15ull;
         for (size_t j = (size_t)(h >> 20) & t->pair_mask;; j = (j + 1) & t->pair_mask) {
             if (t->pairs[j].key == key) break; /* the first (lowest) rank stays */
             if (t->pairs[j].key == UINT64_MAX) {
-                t->pairs[j] = (vf_pair){key, (int32_t)i, r};
+                t->pairs[j] = (tok_pair){key, (int32_t)i, r};
                 break;
             }
         }
@@ -282,12 +251,12 @@ static int cmp_special(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-static int build_special(vf_tokenizer *t)
+static int build_special(tok_tokenizer *t)
 {
     size_t n = 0;
     for (int32_t i = 0; i < t->n_vocab; i++) {
         int tt = t->type[i];
-        n += (tt == VF_TT_CONTROL || tt == VF_TT_USER || tt == VF_TT_UNKNOWN) && t->dec_len[i];
+        n += (tt == TOK_TT_CONTROL || tt == TOK_TT_USER || tt == TOK_TT_UNKNOWN) && t->dec_len[i];
     }
     special_ent *e = malloc((n ? n : 1) * sizeof *e);
     t->special = malloc((n ? n : 1) * sizeof *t->special);
@@ -297,7 +266,7 @@ static int build_special(vf_tokenizer *t)
     }
     for (int32_t i = 0; i < t->n_vocab; i++) {
         int tt = t->type[i];
-        if ((tt == VF_TT_CONTROL || tt == VF_TT_USER || tt == VF_TT_UNKNOWN) && t->dec_len[i])
+        if ((tt == TOK_TT_CONTROL || tt == TOK_TT_USER || tt == TOK_TT_UNKNOWN) && t->dec_len[i])
             e[t->n_special++] = (special_ent){t->dec_len[i], i};
     }
     qsort(e, t->n_special, sizeof *e, cmp_special);
@@ -306,7 +275,7 @@ static int build_special(vf_tokenizer *t)
     return LPK_OK;
 }
 
-static int setup_regex(vf_tokenizer *t, const lpk_meta *meta, lpk_error *err)
+static int setup_regex(tok_tokenizer *t, const lpk_meta *meta, lpk_error *err)
 {
     const lpk_kv *kv = lpk_meta_find(meta, "tokenizer.pre_regex");
     if (kv && kv->type == LPK_V_ARR && kv->elem == LPK_V_STR && kv->count) {
@@ -319,7 +288,7 @@ static int setup_regex(vf_tokenizer *t, const lpk_meta *meta, lpk_error *err)
                 pats[i] = s.p;
                 lens[i] = s.n;
             }
-            rc = vf_regex_compile(t, pats, lens, kv->count, err);
+            rc = tok_regex_compile(t, pats, lens, kv->count, err);
         } else {
             lpk_err(err, rc, "tokenizer: out of memory");
         }
@@ -329,21 +298,21 @@ static int setup_regex(vf_tokenizer *t, const lpk_meta *meta, lpk_error *err)
     }
     /* GGUF files name the pre-tokenizer instead. */
     const char *pre = lpk_meta_get_str(meta, "tokenizer.ggml.pre");
-    const char *pat = gpt2_pattern;
+    const char *pat = tok_gpt2_pattern;
     if (pre && (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3") || !strcmp(pre, "llama-v3")))
-        pat = llama3_pattern;
+        pat = tok_llama3_pattern;
     uint64_t len = strlen(pat);
-    return vf_regex_compile(t, &pat, &len, 1, err);
+    return tok_regex_compile(t, &pat, &len, 1, err);
 }
 
-int vf_tokenizer_new(const lpk_meta *meta, vf_tokenizer **out, lpk_error *err)
+int tok_tokenizer_new(const lpk_meta *meta, tok_tokenizer **out, lpk_error *err)
 {
-    if (!out) return lpk_err(err, LPK_EINVAL, "vf_tokenizer_new: out is NULL");
+    if (!out) return lpk_err(err, LPK_EINVAL, "tok_tokenizer_new: out is NULL");
     *out = NULL;
-    if (!meta) return lpk_err(err, LPK_EINVAL, "vf_tokenizer_new: meta is NULL");
+    if (!meta) return lpk_err(err, LPK_EINVAL, "tok_tokenizer_new: meta is NULL");
     const char *model = lpk_meta_get_str(meta, "tokenizer.ggml.model");
     if (!model) return lpk_err(err, LPK_ENOTFOUND, "tokenizer: no tokenizer.ggml.model key");
-    int kind = !strcmp(model, "llama") ? VF_TOK_SPM : !strcmp(model, "gpt2") ? VF_TOK_BPE : 0;
+    int kind = !strcmp(model, "llama") ? TOK_KIND_SPM : !strcmp(model, "gpt2") ? TOK_KIND_BPE : 0;
     if (!kind)
         return lpk_err(err, LPK_EUNSUPPORTED,
                        "tokenizer: tokenizer.ggml.model \"%s\" (supported: llama, gpt2)", model);
@@ -353,7 +322,7 @@ int vf_tokenizer_new(const lpk_meta *meta, vf_tokenizer **out, lpk_error *err)
     if (toks->count > INT32_MAX / 2)
         return lpk_err(err, LPK_ECORRUPT, "tokenizer: %llu tokens",
                        (unsigned long long)toks->count);
-    vf_tokenizer *t = calloc(1, sizeof *t);
+    tok_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return lpk_err(err, LPK_ENOMEM, "tokenizer: out of memory");
     t->kind = kind;
     t->n_vocab = (int32_t)toks->count;
@@ -373,11 +342,11 @@ int vf_tokenizer_new(const lpk_meta *meta, vf_tokenizer **out, lpk_error *err)
         goto fail;
     }
     for (int32_t i = 0; i < t->n_vocab; i++) {
-        int32_t v = VF_TT_NORMAL;
+        int32_t v = TOK_TT_NORMAL;
         if (tt) memcpy(&v, (const char *)tt->data + 4 * (size_t)i, 4);
         t->type[i] = v;
     }
-    if (kind == VF_TOK_SPM) {
+    if (kind == TOK_KIND_SPM) {
         const lpk_kv *sc = lpk_meta_find(meta, "tokenizer.ggml.scores");
         if (sc && (sc->type != LPK_V_ARR || sc->elem != LPK_V_F32 || sc->count != toks->count)) {
             rc = lpk_err(err, LPK_ECORRUPT,
@@ -401,8 +370,8 @@ int vf_tokenizer_new(const lpk_meta *meta, vf_tokenizer **out, lpk_error *err)
     t->unk = meta_id(meta, "tokenizer.ggml.unknown_token_id", t->n_vocab);
     int b = 1; /* SentencePiece's default */
     lpk_meta_get_bool(meta, "tokenizer.ggml.add_space_prefix", &b);
-    t->add_space_prefix = b && kind == VF_TOK_SPM;
-    if (kind == VF_TOK_BPE) {
+    t->add_space_prefix = b && kind == TOK_KIND_SPM;
+    if (kind == TOK_KIND_BPE) {
         const char *pre = lpk_meta_get_str(meta, "tokenizer.ggml.pre");
         int im = pre && !strcmp(pre, "llama-bpe");
         lpk_meta_get_bool(meta, "tokenizer.ignore_merges", &im);
@@ -414,14 +383,14 @@ int vf_tokenizer_new(const lpk_meta *meta, vf_tokenizer **out, lpk_error *err)
     *out = t;
     return LPK_OK;
 fail:
-    vf_tokenizer_free(t);
+    tok_tokenizer_free(t);
     return rc;
 }
 
-void vf_tokenizer_free(vf_tokenizer *t)
+void tok_tokenizer_free(tok_tokenizer *t)
 {
     if (!t) return;
-    vf_regex_free(t);
+    tok_regex_free(t);
     free(t->type);
     free(t->score);
     free(t->key_pool);
@@ -436,29 +405,29 @@ void vf_tokenizer_free(vf_tokenizer *t)
     free(t);
 }
 
-int32_t vf_tokenizer_n_vocab(const vf_tokenizer *t) { return t ? t->n_vocab : 0; }
-int32_t vf_tokenizer_bos(const vf_tokenizer *t) { return t ? t->bos : -1; }
-int32_t vf_tokenizer_eos(const vf_tokenizer *t) { return t ? t->eos : -1; }
+int32_t tok_tokenizer_n_vocab(const tok_tokenizer *t) { return t ? t->n_vocab : 0; }
+int32_t tok_tokenizer_bos(const tok_tokenizer *t) { return t ? t->bos : -1; }
+int32_t tok_tokenizer_eos(const tok_tokenizer *t) { return t ? t->eos : -1; }
 
 /* ---------------------------------------------------------------- encode */
 
 /* A run of text or one special token. */
-typedef struct vf_frag {
+typedef struct tok_frag {
     size_t off, n;
     int32_t id;     /* -1: text */
-} vf_frag;
+} tok_frag;
 
-typedef struct vf_frags {
-    vf_frag *f;
+typedef struct tok_frags {
+    tok_frag *f;
     size_t n, cap;
-} vf_frags;
+} tok_frags;
 
-static int frags_insert(vf_frags *fs, size_t at, const vf_frag *add, size_t n_add)
+static int frags_insert(tok_frags *fs, size_t at, const tok_frag *add, size_t n_add)
 {
     if (fs->n + n_add > fs->cap) {
         size_t nc = fs->cap ? fs->cap * 2 : 16;
         while (nc < fs->n + n_add) nc *= 2;
-        vf_frag *nf = realloc(fs->f, nc * sizeof *nf);
+        tok_frag *nf = realloc(fs->f, nc * sizeof *nf);
         if (!nf) return LPK_ENOMEM;
         fs->f = nf;
         fs->cap = nc;
@@ -472,23 +441,23 @@ static int frags_insert(vf_frags *fs, size_t at, const vf_frag *add, size_t n_ad
 /* Splits text fragments at special-token text, longest token first (as
  * llama.cpp's tokenizer_st_partition does). User-defined tokens always split;
  * control and unknown tokens only with parse_special. */
-static int partition(const vf_tokenizer *t, const char *text, size_t n, int parse_special,
-                     vf_frags *fs)
+static int partition(const tok_tokenizer *t, const char *text, size_t n, int parse_special,
+                     tok_frags *fs)
 {
-    vf_frag whole = {0, n, -1};
+    tok_frag whole = {0, n, -1};
     if (n && frags_insert(fs, 0, &whole, 1)) return LPK_ENOMEM;
     for (size_t k = 0; k < t->n_special; k++) {
         int32_t id = t->special[k];
-        if (!parse_special && t->type[id] != VF_TT_USER) continue;
+        if (!parse_special && t->type[id] != TOK_TT_USER) continue;
         const char *s = t->dec_pool + t->dec_off[id];
         size_t sl = t->dec_len[id];
         for (size_t i = 0; i < fs->n; i++) {
-            vf_frag f = fs->f[i];
+            tok_frag f = fs->f[i];
             if (f.id >= 0 || f.n < sl) continue;
             const char *hit = memmem(text + f.off, f.n, s, sl);
             if (!hit) continue;
             size_t at = (size_t)(hit - text);
-            vf_frag parts[3] = {{f.off, at - f.off, -1}, {at, sl, id},
+            tok_frag parts[3] = {{f.off, at - f.off, -1}, {at, sl, id},
                                 {at + sl, f.off + f.n - at - sl, -1}};
             /* Replace f by [left] special [right]; right is scanned next. */
             fs->f[i] = parts[1];
@@ -504,41 +473,41 @@ static int partition(const vf_tokenizer *t, const char *text, size_t n, int pars
     return LPK_OK;
 }
 
-int vf_encode(const vf_tokenizer *t, const char *text, size_t n, int add_bos, int parse_special,
-              int32_t **ids, size_t *n_ids, lpk_error *err)
+int tok_encode(const tok_tokenizer *t, const char *text, size_t n, int add_bos, int parse_special,
+               int32_t **ids, size_t *n_ids, lpk_error *err)
 {
     if (!t || (!text && n) || !ids || !n_ids)
-        return lpk_err(err, LPK_EINVAL, "vf_encode: bad arguments");
+        return lpk_err(err, LPK_EINVAL, "tok_encode: bad arguments");
     *ids = NULL;
     *n_ids = 0;
-    vf_int_vec out = {0};
-    vf_frags fs = {0};
+    tok_int_vec out = {0};
+    tok_frags fs = {0};
     int rc = LPK_OK;
     if (add_bos) {
         if (t->bos < 0) {
             rc = lpk_err(err, LPK_ENOTFOUND, "tokenizer: BOS requested but the model has none");
             goto out;
         }
-        if (vf_ivec_push(&out, t->bos)) goto nomem;
+        if (tok_ivec_push(&out, t->bos)) goto nomem;
     }
     if (partition(t, text, n, parse_special, &fs)) goto nomem;
     int prev_special = 1; /* SentencePiece: the dummy prefix goes at the start */
     for (size_t i = 0; i < fs.n && !rc; i++) {
-        vf_frag f = fs.f[i];
+        tok_frag f = fs.f[i];
         if (f.id >= 0) {
-            if (vf_ivec_push(&out, f.id)) goto nomem;
+            if (tok_ivec_push(&out, f.id)) goto nomem;
             prev_special = 1;
-        } else if (t->kind == VF_TOK_SPM) {
-            rc = vf_spm_encode(t, text + f.off, f.n, t->add_space_prefix && prev_special, &out,
-                               err);
+        } else if (t->kind == TOK_KIND_SPM) {
+            rc = tok_spm_encode(t, text + f.off, f.n, t->add_space_prefix && prev_special, &out,
+                                err);
             prev_special = 0;
         } else {
-            rc = vf_bpe_encode(t, text + f.off, f.n, &out, err);
+            rc = tok_bpe_encode(t, text + f.off, f.n, &out, err);
         }
     }
     if (rc) goto out;
     if (out.n == 0) { /* keep *ids non-NULL for callers that test it */
-        if (vf_ivec_push(&out, 0)) goto nomem;
+        if (tok_ivec_push(&out, 0)) goto nomem;
         out.n = 0;
     }
     *ids = out.v;
@@ -553,7 +522,7 @@ out:
     return rc;
 }
 
-int vf_decode_token(const vf_tokenizer *t, int32_t id, char *buf, size_t cap)
+int tok_decode_token(const tok_tokenizer *t, int32_t id, char *buf, size_t cap)
 {
     if (!t || id < 0 || id >= t->n_vocab || (!buf && cap)) return LPK_EINVAL;
     size_t n = t->dec_len[id];
