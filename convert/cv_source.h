@@ -56,7 +56,7 @@ struct cv_source {
     size_t n_skipped;
 };
 
-/* Helpers for source implementations (convert/cv_pipeline.c). */
+/* Helpers for source implementations (convert/cv_source.c). */
 /* Appends a copy of path to s->files. */
 int cv_source_add_file(cv_source *s, const char *path, lpk_error *err);
 /* Appends a copy of src_name to s->skipped (-> source.skipped_tensors). */
