@@ -15,10 +15,66 @@
 
 static const int all_types[] = {LPK_TYPE_F32, LPK_TYPE_F16, LPK_TYPE_BF16, LPK_TYPE_Q8_0,
                                 LPK_TYPE_Q4_0, LPK_TYPE_Q4_1, LPK_TYPE_Q5_0, LPK_TYPE_Q5_1,
-                                LPK_TYPE_Q4_K, LPK_TYPE_Q6_K};
+                                LPK_TYPE_Q4_K, LPK_TYPE_Q6_K, LPK_TYPE_Q5_K, LPK_TYPE_Q3_K,
+                                LPK_TYPE_Q2_K, LPK_TYPE_IQ4_NL, LPK_TYPE_IQ4_XS};
 #define N_TYPES (sizeof all_types / sizeof all_types[0])
 
-static int is_k(int t) { return t == LPK_TYPE_Q4_K || t == LPK_TYPE_Q6_K; }
+static float get_half(const uint8_t *p) { return lpk_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
+
+static int is_k(int t) { return lpk_type_get(t)->block_size == 256; }
+/* q5_k, q3_k, q2_k, iq4_xs: super-block scales (d, dmin) and integer sub-block
+ * scale / min of element i (0..255) of block b, from GGML's layouts. */
+static int is_kg(int t)
+{
+    return t == LPK_TYPE_Q5_K || t == LPK_TYPE_Q3_K || t == LPK_TYPE_Q2_K || t == LPK_TYPE_IQ4_XS;
+}
+static const int kv_nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+static void kg_elem(int t, const uint8_t *b, int i, double *d, double *dmin, int *sc, int *mi, int *q)
+{
+    *dmin = 0;
+    *mi = 0;
+    switch (t) {
+    case LPK_TYPE_Q5_K: {
+        const uint8_t *s = b + 4, *qh = b + 16, *qs = b + 48;
+        int j = i / 32, c = i / 64, l = i % 32, hi = (i % 64) >= 32;
+        if (j < 4) { *sc = s[j] & 63; *mi = s[j + 4] & 63; }
+        else {
+            *sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+            *mi = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        }
+        *q = ((qs[32 * c + l] >> (hi ? 4 : 0)) & 15) | ((qh[l] >> (2 * c + hi)) & 1) << 4;
+        *d = get_half(b);
+        *dmin = get_half(b + 2);
+        break;
+    }
+    case LPK_TYPE_Q2_K:
+        *sc = b[i / 16] & 15;
+        *mi = b[i / 16] >> 4;
+        *q = (b[16 + 32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3;
+        *d = get_half(b + 80);
+        *dmin = get_half(b + 82);
+        break;
+    case LPK_TYPE_Q3_K: {
+        const uint8_t *s = b + 96;
+        int j = i / 16;
+        int u = ((j < 8 ? s[j] : s[j - 8] >> 4) & 15) | ((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4;
+        *sc = u - 32;
+        int lo = (b[32 + 32 * (i / 128) + i % 32] >> (2 * ((i % 128) / 32))) & 3;
+        *q = lo + 4 * ((b[i % 32] >> (i / 32)) & 1) - 4;
+        *d = get_half(b + 108);
+        break;
+    }
+    default: { /* iq4_xs */
+        int j = i / 32, l = i % 32;
+        int sh = b[2] | b[3] << 8;
+        *sc = (((b[4 + j / 2] >> (4 * (j % 2))) & 15) | ((sh >> (2 * j)) & 3) << 4) - 32;
+        uint8_t byte = b[8 + 16 * j + l % 16];
+        *q = kv_nl[l < 16 ? (byte & 15) : (byte >> 4)];
+        *d = get_half(b);
+        break;
+    }
+    }
+}
 static int is_fp(int t) { return t == LPK_TYPE_F32 || t == LPK_TYPE_F16 || t == LPK_TYPE_BF16; }
 
 static size_t row_bytes(int t, int64_t n_in)
@@ -35,7 +91,6 @@ static void put_half(uint8_t *p, float v)
     p[1] = (uint8_t)(h >> 8);
 }
 
-static float get_half(const uint8_t *p) { return lpk_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
 
 /* Random but valid weights: random quant bytes, scales of a realistic size.
  * Weight magnitudes vary per row so rows differ in scale. */
@@ -89,6 +144,27 @@ static uint8_t *make_weights(int t, int64_t n_out, int64_t n_in, uint64_t seed)
             }
             case LPK_TYPE_Q6_K:
                 put_half(blk + 208, rs / 256);
+                break;
+            case LPK_TYPE_Q5_K:
+                /* as q4_k: m * dmin ~ 15.5 * sc * d */
+                put_half(blk, rs / 512);
+                put_half(blk + 2, rs / 512 * 16);
+                break;
+            case LPK_TYPE_Q2_K:
+                put_half(blk + 80, rs / 16);
+                put_half(blk + 82, rs / 16);
+                for (int j = 0; j < 16; j++) {
+                    int sc = (int)(tu_rand(&s) % 16), mi = (3 * sc) / 2;
+                    blk[j] = (uint8_t)(sc | (mi > 15 ? 15 : mi) << 4);
+                }
+                break;
+            case LPK_TYPE_Q3_K: put_half(blk + 108, rs / 64); break;
+            case LPK_TYPE_IQ4_NL: put_half(blk, rs / 64); break;
+            case LPK_TYPE_IQ4_XS:
+                /* sub-block scales -32..-17, as the quantizer's all share a sign
+                 * and size */
+                put_half(blk, rs / 1024);
+                blk[2] = blk[3] = 0;
                 break;
             default: break;
             }
@@ -162,6 +238,23 @@ static void ref_row(int t, const uint8_t *row, int64_t n_in, int32_t *qw, double
             int hi = (b[128 + h * 32 + l] >> (2 * k)) & 3;
             q = (lo | hi << 4) - 32;
             d = (double)get_half(b + 208) * (int8_t)b[192 + h * 8 + rr / 16];
+            break;
+        }
+        case LPK_TYPE_IQ4_NL: {
+            const uint8_t *b = row + (e / 32) * 18;
+            int j = (int)(e % 32);
+            uint8_t byte = b[2 + j % 16];
+            q = kv_nl[j < 16 ? (byte & 15) : (byte >> 4)];
+            d = get_half(b);
+            break;
+        }
+        case LPK_TYPE_Q5_K: case LPK_TYPE_Q3_K: case LPK_TYPE_Q2_K: case LPK_TYPE_IQ4_XS: {
+            double bd, bdm;
+            int sc, mi;
+            kg_elem(t, row + (e / 256) * lpk_type_get(t)->type_size, (int)(e % 256), &bd, &bdm,
+                    &sc, &mi, &q);
+            d = bd * sc;
+            m = -bdm * mi;
             break;
         }
         default: break;
@@ -356,6 +449,14 @@ static void test_block_ints(void **state)
                     for (int e = b * 256; e < b * 256 + 256; e++) {
                         int sc = (int8_t)row[b * 210 + 192 + (e % 256) / 16];
                         want0 += sc * qw[e] * qx[e];
+                    }
+                } else if (is_kg(t)) {
+                    for (int i = 0; i < 256; i++) {
+                        double d, dmin;
+                        int sc, mi, q;
+                        kg_elem(t, row + b * inf->type_size, i, &d, &dmin, &sc, &mi, &q);
+                        want0 += sc * q * qx[b * 256 + i];
+                        want1 += mi * qx[b * 256 + i];
                     }
                 } else {
                     for (int e = b * 32; e < b * 32 + 32; e++) want0 += qw[e] * qx[e];

@@ -128,6 +128,95 @@ void vf_unpack_blk32(int wtype, const uint8_t *src, vf_wblk32 *o)
         }
         break;
     }
+    case LPK_TYPE_IQ4_NL:
+        o->d = rd_half(src);
+        o->m = 0.0f;
+        for (int j = 0; j < 16; j++) {
+            o->q[j] = quant_iq4nl_values[src[2 + j] & 15];
+            o->q[j + 16] = quant_iq4nl_values[src[2 + j] >> 4];
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+int vf_is_kg(int wtype)
+{
+    return wtype == LPK_TYPE_Q5_K || wtype == LPK_TYPE_Q3_K || wtype == LPK_TYPE_Q2_K ||
+           wtype == LPK_TYPE_IQ4_XS;
+}
+
+/* Field offsets follow the block structs of quant/quant.h; the bit positions
+ * are those of their comments (GGML's layouts). */
+void vf_unpack_kg(int wtype, const uint8_t *src, vf_wkg *o)
+{
+    memset(o->m, 0, sizeof o->m);
+    o->dmin = 0.0f;
+    switch (wtype) {
+    case LPK_TYPE_Q5_K: {
+        const block_q5_K *b = (const void *)src;
+        uint8_t sc[8], m[8];
+        o->d = lpk_f16_to_f32(b->d);
+        o->dmin = lpk_f16_to_f32(b->dmin);
+        o->nsub = 8;
+        vf_q4k_scales(b->scales, sc, m);
+        for (int j = 0; j < 8; j++) {
+            o->sc[j] = (int8_t)sc[j];
+            o->m[j] = (int8_t)m[j];
+        }
+        for (int c = 0; c < 4; c++) {
+            for (int l = 0; l < 32; l++) {
+                o->q[64 * c + l] = (int8_t)((b->qs[32 * c + l] & 15) | ((b->qh[l] >> (2 * c)) & 1) << 4);
+                o->q[64 * c + 32 + l] =
+                    (int8_t)((b->qs[32 * c + l] >> 4) | ((b->qh[l] >> (2 * c + 1)) & 1) << 4);
+            }
+        }
+        break;
+    }
+    case LPK_TYPE_Q2_K: {
+        const block_q2_K *b = (const void *)src;
+        o->d = lpk_f16_to_f32(b->d);
+        o->dmin = lpk_f16_to_f32(b->dmin);
+        o->nsub = 16;
+        for (int j = 0; j < 16; j++) {
+            o->sc[j] = (int8_t)(b->scales[j] & 15);
+            o->m[j] = (int8_t)(b->scales[j] >> 4);
+        }
+        for (int e = 0; e < 256; e++)
+            o->q[e] = (int8_t)((b->qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3);
+        break;
+    }
+    case LPK_TYPE_Q3_K: {
+        const block_q3_K *b = (const void *)src;
+        o->d = lpk_f16_to_f32(b->d);
+        o->nsub = 16;
+        for (int j = 0; j < 16; j++) {
+            int lo = (b->scales[j % 8] >> (j < 8 ? 0 : 4)) & 15;
+            int hi = (b->scales[8 + j % 4] >> (2 * (j / 4))) & 3;
+            o->sc[j] = (int8_t)((lo | hi << 4) - 32);
+        }
+        for (int e = 0; e < 256; e++) {
+            int lo2 = (b->qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+            int hb = (b->hmask[e % 32] >> (e / 32)) & 1;
+            o->q[e] = (int8_t)(lo2 - (hb ? 0 : 4));
+        }
+        break;
+    }
+    case LPK_TYPE_IQ4_XS: {
+        const block_iq4_xs *b = (const void *)src;
+        o->d = lpk_f16_to_f32(b->d);
+        o->nsub = 8;
+        for (int j = 0; j < 8; j++) {
+            int ls = ((b->scales_l[j / 2] >> (4 * (j % 2))) & 15) | ((b->scales_h >> (2 * j)) & 3) << 4;
+            o->sc[j] = (int8_t)(ls - 32);
+            for (int l = 0; l < 16; l++) {
+                o->q[32 * j + l] = quant_iq4nl_values[b->qs[16 * j + l] & 15];
+                o->q[32 * j + 16 + l] = quant_iq4nl_values[b->qs[16 * j + l] >> 4];
+            }
+        }
+        break;
+    }
     default:
         break;
     }
@@ -211,15 +300,38 @@ static int32_t ints_q6k(const vf_wq6k *w, const block_q8_K *x)
     return sumi;
 }
 
+/* sumi = sum_j sc[j] * (sum of q * x over sub-block j); summ = sum_j m[j] *
+ * (sum of x over sub-block j), from the 16-element sums of q8_K. */
+static void ints_kg(const vf_wkg *w, const block_q8_K *x, int32_t out[2])
+{
+    int len = QK_K / w->nsub, per = len / 16;
+    int32_t sumi = 0, summ = 0;
+    for (int j = 0; j < w->nsub; j++) {
+        int32_t s = 0, bs = 0;
+        for (int l = 0; l < len; l++) s += (int32_t)w->q[j * len + l] * x->qs[j * len + l];
+        for (int k = 0; k < per; k++) bs += x->bsums[j * per + k];
+        sumi += (int32_t)w->sc[j] * s;
+        summ += (int32_t)w->m[j] * bs;
+    }
+    out[0] = sumi;
+    out[1] = summ;
+}
+
 int vf_block_ints(int wtype, const void *wblk, const void *xblk, int32_t out[2])
 {
     out[0] = out[1] = 0;
     switch (wtype) {
     case LPK_TYPE_Q8_0: case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1:
-    case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1: {
+    case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1: case LPK_TYPE_IQ4_NL: {
         vf_wblk32 w;
         vf_unpack_blk32(wtype, wblk, &w);
         out[0] = dot32(w.q, ((const vf_xblk32 *)xblk)->qs);
+        return LPK_OK;
+    }
+    case LPK_TYPE_Q5_K: case LPK_TYPE_Q3_K: case LPK_TYPE_Q2_K: case LPK_TYPE_IQ4_XS: {
+        vf_wkg w;
+        vf_unpack_kg(wtype, wblk, &w);
+        ints_kg(&w, xblk, out);
         return LPK_OK;
     }
     case LPK_TYPE_Q4_K: {
@@ -260,7 +372,7 @@ static void scalar_rows(const vf_gemm_args *a, int64_t o0, int64_t o1, void *scr
             break;
         }
         case LPK_TYPE_Q8_0: case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1:
-        case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1: {
+        case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1: case LPK_TYPE_IQ4_NL: {
             vf_wblk32 *wb = scratch;
             for (int64_t b = 0; b < nb; b++)
                 vf_unpack_blk32(a->wtype, row + b * a->type_size, &wb[b]);
@@ -311,6 +423,25 @@ static void scalar_rows(const vf_gemm_args *a, int64_t o0, int64_t o1, void *scr
             }
             break;
         }
+        case LPK_TYPE_Q5_K: case LPK_TYPE_Q3_K: case LPK_TYPE_Q2_K: case LPK_TYPE_IQ4_XS: {
+            vf_wkg *wb = scratch;
+            for (int64_t b = 0; b < nb; b++) vf_unpack_kg(a->wtype, row + b * a->type_size, &wb[b]);
+            int with_min = a->wtype == LPK_TYPE_Q5_K || a->wtype == LPK_TYPE_Q2_K;
+            for (int64_t t = 0; t < n_tok; t++) {
+                const block_q8_K *xb = (const block_q8_K *)a->xq + t * nb;
+                float acc = 0.0f;
+                for (int64_t b = 0; b < nb; b++) {
+                    int32_t in[2];
+                    ints_kg(&wb[b], &xb[b], in);
+                    float p = wb[b].d * xb[b].d, pm = -wb[b].dmin * xb[b].d;
+                    if (with_min)
+                        acc = fmaf(pm, (float)in[1], acc);
+                    acc = fmaf(p, (float)in[0], acc);
+                }
+                a->y[t * a->n_out + o] = acc;
+            }
+            break;
+        }
         default:
             break;
         }
@@ -323,6 +454,8 @@ static size_t scalar_scratch(const vf_gemm_args *a)
     switch (a->wtype) {
     case LPK_TYPE_Q4_K: return (size_t)nb * sizeof(vf_wq4k);
     case LPK_TYPE_Q6_K: return (size_t)nb * sizeof(vf_wq6k);
+    case LPK_TYPE_Q5_K: case LPK_TYPE_Q3_K: case LPK_TYPE_Q2_K: case LPK_TYPE_IQ4_XS:
+        return (size_t)nb * sizeof(vf_wkg);
     case LPK_TYPE_F32: case LPK_TYPE_F16: case LPK_TYPE_BF16:
         return (size_t)a->n_in * sizeof(float);
     default: return (size_t)nb * sizeof(vf_wblk32);
@@ -353,12 +486,20 @@ static const vf_gemm_kernel *pick_kernel(int wtype)
 int vf_gemm_path(int wtype) { return pick_kernel(wtype)->path; }
 const char *vf_gemm_path_name(int wtype) { return pick_kernel(wtype)->name; }
 
+/* Bytes of one activation block for wtype: q8_K for the super-block types. */
+static size_t xblk_bytes(int wtype)
+{
+    return lpk_type_get(wtype)->block_size == QK_K ? sizeof(block_q8_K) : sizeof(vf_xblk32);
+}
+
 static int known_type(int wtype)
 {
     switch (wtype) {
     case LPK_TYPE_F32: case LPK_TYPE_F16: case LPK_TYPE_BF16:
     case LPK_TYPE_Q8_0: case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1:
     case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1: case LPK_TYPE_Q4_K: case LPK_TYPE_Q6_K:
+    case LPK_TYPE_Q5_K: case LPK_TYPE_Q3_K: case LPK_TYPE_Q2_K: case LPK_TYPE_IQ4_NL:
+    case LPK_TYPE_IQ4_XS:
         return 1;
     default:
         return 0;
@@ -446,8 +587,7 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
         a.xq = xq;
     } else if (!is_fp(wtype)) {
         int64_t nb = n_in / ti->block_size;
-        size_t bsz = wtype == LPK_TYPE_Q4_K || wtype == LPK_TYPE_Q6_K ? sizeof(block_q8_K)
-                                                                      : sizeof(vf_xblk32);
+        size_t bsz = xblk_bytes(wtype);
         xq = malloc((size_t)(n_tok * nb) * bsz);
         if (!xq)
             return LPK_ENOMEM;
@@ -468,8 +608,7 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
         /* interleave by token tile so a kernel reads a tile's activations
          * through one pointer */
         int64_t tt = k->tok_tile, nb = n_in / ti->block_size;
-        size_t bsz = wtype == LPK_TYPE_Q4_K || wtype == LPK_TYPE_Q6_K ? sizeof(block_q8_K)
-                                                                      : sizeof(vf_xblk32);
+        size_t bsz = xblk_bytes(wtype);
         n_tok_pad = (n_tok + tt - 1) / tt * tt;
         uint8_t *xi = malloc((size_t)(n_tok_pad * nb) * bsz);
         if (!xi) {

@@ -14,9 +14,9 @@
  * into a read-only mapping.
  * f32/f16/bf16 weights: fp32 math (the reference path).
  * Quantized weights: x is quantized per token to the activation blocks the type
- * needs (q8_0-style blocks of 32 for q4_0/q4_1/q5_0/q5_1/q8_0, q8_K super-blocks
- * for q4_k/q6_k), integer dot products with int32 accumulation, scales applied
- * once per block.
+ * needs (q8_0-style blocks of 32 for q4_0/q4_1/q5_0/q5_1/q8_0/iq4_nl, q8_K
+ * super-blocks for q2_k/q3_k/q4_k/q5_k/q6_k/iq4_xs), integer dot products with
+ * int32 accumulation, scales applied once per block.
  * Uses OpenMP threads (omp_get_max_threads()); the result is bitwise identical
  * for any thread count and summation order is fixed per output element.
  * Returns 0, or LPK_EINVAL / LPK_EUNSUPPORTED / LPK_ENOMEM. */
@@ -33,14 +33,17 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
  * order (float; fma rounds once; p = dw * dx and pm = -dmin * dx rounded):
  *   q8_0, q4_0, q5_0:  acc = fma(p, (float)isum, acc)
  *   q4_1, q5_1:        acc = fma(mw, sx, acc); acc = fma(p, (float)isum, acc)
- *   q4_k:              acc = fma(pm, (float)summ, acc); acc = fma(p, (float)sumi, acc)
- *   q6_k:              acc = fma(p, (float)sumi, acc)
+ *   q4_k, q5_k, q2_k:  acc = fma(pm, (float)summ, acc); acc = fma(p, (float)sumi, acc)
+ *   q6_k, q3_k, iq4_xs: acc = fma(p, (float)sumi, acc)
+ *   iq4_nl:            as q8_0, qw = the table value (quant_iq4nl_values)
  * where isum = sum_j qw_j * qx_j over the block's 32 elements with qw the
  * signed integer weight (q8_0: q; q4_0: q - 8; q5_0: q - 16; q4_1/q5_1: q),
  * sx = dx * (float)sum_j qx_j, sumi = sum over sub-blocks of sc * (sum qw * qx)
  * (q4_k: qw = q in 0..15, sub-blocks of 32; q6_k: qw = q - 32, sub-blocks of
- * 16) and summ = sum over q4_k's 8 sub-blocks of m * (sum qx). All integer
- * parts are exact int32 sums.
+ * 16; q5_k: q in 0..31, 32; q2_k: q in 0..3, 16; q3_k: q - 4, 16, sc - 32;
+ * iq4_xs: the table value, 32, ls - 32) and summ = sum over the sub-blocks of
+ * m * (sum qx) (q4_k, q5_k, q2_k). All integer parts are exact int32 sums.
+ * q5_k, q3_k, q2_k, iq4_nl and iq4_xs run on the scalar kernel on every path.
  * Activations: per block (32 or 256 elements) d = amax / 127, q = round-to-
  * nearest-even(x * (1 / d)), q = 0 when amax == 0.
  * ------------------------------------------------------------------------ */
@@ -59,8 +62,9 @@ void vf_quantize_x32(const float *x, int64_t n, vf_xblk32 *out);
 void vf_quantize_xk(const float *x, int64_t n, block_q8_K *out);
 
 /* Integer parts of one weight block (of wtype) against one activation block
- * (vf_xblk32 for the 32-element types, block_q8_K for q4_k/q6_k), computed by
- * the scalar reference: out[0] = isum or sumi, out[1] = summ (q4_k) or 0.
+ * (vf_xblk32 for the 32-element types, block_q8_K for the super-block types),
+ * computed by the scalar reference: out[0] = isum or sumi, out[1] = summ (the
+ * types with mins) or 0.
  * LPK_EUNSUPPORTED for types without integer blocks. */
 int vf_block_ints(int wtype, const void *wblk, const void *xblk, int32_t out[2]);
 

@@ -53,7 +53,21 @@ typedef struct vf_wblk32 { int8_t q[32]; float d; float m; } vf_wblk32;
 typedef struct vf_wq4k { uint8_t q[256]; uint8_t sc[8]; uint8_t m[8]; float d, dmin; } vf_wq4k;
 typedef struct vf_wq6k { int8_t q[256]; int8_t sc[16]; float d; } vf_wq6k;
 
+/* q5_k, q3_k, q2_k, iq4_xs: signed q per value, per sub-block (nsub of 256 /
+ * nsub values) the integer scale and min (0 without a min); x = d * sc * q -
+ * dmin * m. */
+typedef struct vf_wkg {
+    int8_t q[256];
+    int8_t sc[16];
+    int8_t m[16];
+    float d, dmin;
+    int nsub;
+} vf_wkg;
+
 void vf_unpack_blk32(int wtype, const uint8_t *src, vf_wblk32 *o);
+void vf_unpack_kg(int wtype, const uint8_t *src, vf_wkg *o);
+/* True for the super-block types vf_unpack_kg takes. */
+int vf_is_kg(int wtype);
 void vf_unpack_q4k(const uint8_t *src, vf_wq4k *o);
 /* q4_k's 6-bit sub-block scales and mins from the 12 packed bytes s. */
 void vf_q4k_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8]);

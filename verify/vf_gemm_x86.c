@@ -227,7 +227,9 @@ static const vf_gemm_kernel *by_type(int wtype, const vf_gemm_kernel *f32, const
     case LPK_TYPE_F32: case LPK_TYPE_F16: case LPK_TYPE_BF16: return f32;
     case LPK_TYPE_Q4_K: return q4k;
     case LPK_TYPE_Q6_K: return q6k;
-    default: return b32;
+    case LPK_TYPE_Q8_0: case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1:
+    case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1: return b32;
+    default: return NULL; /* the scalar reference */
     }
 }
 
