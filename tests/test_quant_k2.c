@@ -299,12 +299,59 @@ static void test_llama_cpp_files(void **state)
     lpk_reader_close(rf);
 }
 
+/* quantize (GGUF f32 in) -> .lpk -> export GGUF -> read back: every tensor has
+ * the same type and bytes, and general.file_type is llama.cpp's for the type. */
+static void test_gguf_export_roundtrip(void **state)
+{
+    (void)state;
+    static const struct { const char *type; int id; unsigned ftype; } f[] = {
+        {"q5_k", LPK_TYPE_Q5_K, 17}, {"q3_k", LPK_TYPE_Q3_K, 12}, {"q2_k", LPK_TYPE_Q2_K, 10},
+        {"iq4_nl", LPK_TYPE_IQ4_NL, 25}, {"iq4_xs", LPK_TYPE_IQ4_XS, 30},
+    };
+    TU_NEED_SHARED(src, "gguf/kernel-check-f32.gguf");
+    char *dir = tu_tmpdir();
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        char *l = tu_fmt("%s/%s.lpk", dir, f[i].type), *g = tu_fmt("%s/%s.gguf", dir, f[i].type);
+        char *out = NULL;
+        int rc = tu_llmpack(&out, "quantize '%s' --type %s --pure -o '%s'", src, f[i].type, l);
+        if (rc != 0) fail_msg("quantize %s: %s", f[i].type, out ? out : "");
+        free(out);
+        rc = tu_llmpack(&out, "export '%s' -o '%s'", l, g);
+        if (rc != 0) fail_msg("export %s: %s", f[i].type, out ? out : "");
+        free(out);
+        lpk_reader *a = NULL, *b = NULL;
+        lpk_error err = {0};
+        assert_int_equal(lpk_reader_open(l, &a, &err), LPK_OK);
+        assert_int_equal(lpk_reader_open(g, &b, &err), LPK_OK);
+        assert_int_equal(lpk_reader_kind(b), LPK_KIND_GGUF);
+        int n_typed = 0;
+        for (size_t k = 0; k < lpk_reader_n_tensors(a); k++) {
+            const lpk_tensor *ta = lpk_reader_tensor(a, k), *tb = lpk_reader_find(b, ta->name);
+            assert_non_null(tb);
+            assert_int_equal(ta->type, tb->type);
+            assert_int_equal(ta->size, tb->size);
+            assert_memory_equal(ta->data, tb->data, (size_t)ta->size);
+            n_typed += ta->type == f[i].id;
+        }
+        assert_true(n_typed >= 28);
+        uint32_t ft = 0;
+        assert_int_equal(lpk_meta_get_u32(lpk_reader_meta(b), "general.file_type", &ft), LPK_OK);
+        assert_int_equal(ft, f[i].ftype);
+        lpk_reader_close(a);
+        lpk_reader_close(b);
+        free(l);
+        free(g);
+    }
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formulas),        cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_simd_same_bytes), cmocka_unit_test(test_edges),
-        cmocka_unit_test(test_llama_cpp_files),
+        cmocka_unit_test(test_llama_cpp_files), cmocka_unit_test(test_gguf_export_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
