@@ -83,7 +83,7 @@ for m in $models; do
     rm -f "$work/dd.tmp"
     copy_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
     cold
-    /usr/bin/time -v "$bin" convert "$src" -o "$out" --force --json \
+    /usr/bin/time -v "$bin" convert "$src" -o "$out" --force --json --no-tokenizer \
         > "$work/$m.json" 2> "$work/$m.time" || { cat "$work/$m.time"; rm -rf "$src" "$out"; exit 1; }
     bytes=$(sed -n 's/.*"bytes_in": \([0-9]*\).*/\1/p' "$work/$m.json")
     secs=$(sed -n 's/.*"seconds": \([0-9.e+-]*\).*/\1/p' "$work/$m.json")

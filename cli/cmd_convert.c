@@ -18,7 +18,10 @@ static void usage(FILE *f)
             "                         q4_k | q4_k_m | q4_k_s | q6_k (default: keep the\n"
             "                         source precision; 1-D tensors are always f32)\n"
             "  --pure                 quantize every 2-D tensor to T (no recipe)\n"
-            "  --tokenizer FILE       tokenizer.model / tokenizer.json to embed\n"
+            "  --tokenizer FILE       tokenizer.model / tokenizer.json / llama2.c tokenizer.bin\n"
+            "                         to embed (default: the checkpoint's own)\n"
+            "  --no-tokenizer         convert a checkpoint that has no tokenizer (the\n"
+            "                         container then cannot be verified or exported)\n"
             "  --context-length N     override the training context length\n"
             "  --hash-sources         record the xxh3 of every input file\n"
             "  --threads N            worker threads (default: all cores)\n"
@@ -55,6 +58,8 @@ int cmd_convert(int argc, char **argv)
         } else if (!strcmp(a, "--tokenizer")) {
             if (!has_val) return cli_usage_error("convert", "--tokenizer needs a file");
             o.tokenizer = argv[++i];
+        } else if (!strcmp(a, "--no-tokenizer")) {
+            o.no_tokenizer = 1;
         } else if (!strcmp(a, "--context-length")) {
             long v;
             if (!has_val || cli_parse_int(argv[++i], 1, UINT32_MAX, &v))
@@ -95,6 +100,7 @@ int cmd_convert(int argc, char **argv)
     cli_progress_end(&prog);
     double secs = cli_now() - t0;
     if (rep.warning[0]) fprintf(stderr, "llmpack convert: warning: %s\n", rep.warning);
+    if (rep.note[0] && !json) fprintf(stderr, "llmpack convert: %s\n", rep.note);
     if (rc) {
         cli_print_error("convert", &err);
         cv_report_free(&rep);
@@ -119,6 +125,9 @@ int cmd_convert(int argc, char **argv)
         json_object_set_new(j, "tied", json_boolean(rep.tied));
         json_object_set_new(j, "skipped_tensors", sk);
         json_object_set_new(j, "warning", rep.warning[0] ? json_string(rep.warning) : json_null());
+        json_object_set_new(j, "note", rep.note[0] ? json_string(rep.note) : json_null());
+        json_object_set_new(j, "tokenizer", rep.tokenizer[0] ? json_string(rep.tokenizer)
+                                                             : json_null());
         cli_json_print(j);
     } else {
         char types[256] = "";

@@ -28,6 +28,8 @@ typedef struct cv_options {
     int hash_sources;         /* add source.xxh3 (one sequential read of each input) */
     int threads;              /* 0: OpenMP's default */
     int force;                /* replace an existing output */
+    int no_tokenizer;         /* convert a checkpoint that has no tokenizer (else
+                               * that is bad input: LPK_ENOTFOUND) */
     cv_progress_fn progress;  /* may be NULL */
     void *progress_ctx;
 } cv_options;
@@ -41,7 +43,10 @@ typedef struct cv_report {
     char **skipped;           /* source.skipped_tensors (n_skipped) */
     size_t n_skipped;
     size_t n_by_type[LPK_TYPE_COUNT];  /* tensors written per type */
-    char warning[512];        /* non-fatal problem ("no tokenizer ..."), or "" */
+    char warning[1024];       /* non-fatal problems ("no tokenizer ...", dropped
+                               * added tokens), or "" */
+    char tokenizer[4096];     /* the tokenizer file used, or "" */
+    char note[512];           /* which files were chosen and why, or "" */
 } cv_report;
 
 /* Converts o->src into o->out. On failure nothing is left at o->out (an

@@ -827,6 +827,7 @@ static int is_small_meta(const char *b)
 {
     static const char *names[] = {"config.json", "generation_config.json", "tokenizer_config.json",
                                   "tokenizer.model", "tokenizer.json", "special_tokens_map.json",
+                                  "added_tokens.json", "chat_template.json",
                                   "model.safetensors.index.json", "params.json"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(b, names[i])) return 1;

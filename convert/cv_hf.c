@@ -146,10 +146,11 @@ static int cfg_int(const char *name, json_t *root, const char *key, int64_t def,
         *out = def;
         return LPK_OK;
     }
-    if (!json_is_integer(v) || json_integer_value(v) <= 0 ||
-        json_integer_value(v) > (json_int_t)UINT32_MAX)
+    double d = json_is_integer(v) ? (double)json_integer_value(v)
+               : json_is_real(v)  ? json_real_value(v) : -1;
+    if (!(d > 0) || d > (double)UINT32_MAX || d != (double)(int64_t)d)
         return lpk_err(err, LPK_ECORRUPT, "%s: \"%s\" must be a positive integer", name, key);
-    *out = (int64_t)json_integer_value(v);
+    *out = (int64_t)d;
     return LPK_OK;
 }
 
@@ -204,33 +205,32 @@ static int cfg_rope_scaling(const char *name, json_t *rs, lpk_meta *m, lpk_error
                    "(linear, llama3 are)", name, type);
 }
 
-/* bos/eos: an integer, or (eos) a list of integers. */
-static int cfg_special_ids(const char *name, json_t *root, lpk_meta *m, lpk_error *err)
+/* A token id: a non-negative integer (or integral real) below 2^32, else -1. */
+static int64_t cfg_id(json_t *v)
 {
-    json_t *b = json_object_get(root, "bos_token_id");
-    if (json_is_integer(b) && json_integer_value(b) >= 0 &&
-        json_integer_value(b) <= (json_int_t)UINT32_MAX &&
-        lpk_meta_set_u32(m, "tokenizer.ggml.bos_token_id", (uint32_t)json_integer_value(b)))
+    double d = json_is_integer(v) ? (double)json_integer_value(v)
+               : json_is_real(v)  ? json_real_value(v) : -1;
+    return d >= 0 && d <= (double)UINT32_MAX && d == (double)(int64_t)d ? (int64_t)d : -1;
+}
+
+/* bos/eos: an integer, or (eos) a list of integers; anything else (null, a
+ * string, a negative number) says nothing. The final ids are decided by
+ * cv_vocab_finish with llama.cpp's precedence; these are fallbacks. */
+static int cfg_special_ids(json_t *root, lpk_meta *m, lpk_error *err)
+{
+    int64_t b = cfg_id(json_object_get(root, "bos_token_id"));
+    if (b >= 0 && lpk_meta_set_u32(m, "tokenizer.ggml.bos_token_id", (uint32_t)b))
         return lpk_err(err, LPK_ENOMEM, "out of memory");
     json_t *e = json_object_get(root, "eos_token_id");
-    if (!e || json_is_null(e)) return LPK_OK;
     uint32_t ids[64];
     size_t n = 0;
-    if (json_is_integer(e)) {
-        if (json_integer_value(e) < 0 || json_integer_value(e) > (json_int_t)UINT32_MAX)
-            return lpk_err(err, LPK_ECORRUPT, "%s: bad eos_token_id", name);
-        ids[n++] = (uint32_t)json_integer_value(e);
+    if (cfg_id(e) >= 0) {
+        ids[n++] = (uint32_t)cfg_id(e);
     } else if (json_is_array(e)) {
         size_t i;
         json_t *x;
-        json_array_foreach(e, i, x) {
-            if (!json_is_integer(x) || json_integer_value(x) < 0 ||
-                json_integer_value(x) > (json_int_t)UINT32_MAX || n == 64)
-                return lpk_err(err, LPK_ECORRUPT, "%s: bad eos_token_id list", name);
-            ids[n++] = (uint32_t)json_integer_value(x);
-        }
-    } else {
-        return lpk_err(err, LPK_ECORRUPT, "%s: bad eos_token_id", name);
+        json_array_foreach(e, i, x)
+            if (cfg_id(x) >= 0 && n < 64) ids[n++] = (uint32_t)cfg_id(x);
     }
     if (!n) return LPK_OK;
     int rc = lpk_meta_set_u32(m, "tokenizer.ggml.eos_token_id", ids[0]);
@@ -238,10 +238,18 @@ static int cfg_special_ids(const char *name, json_t *root, lpk_meta *m, lpk_erro
     return rc ? lpk_err(err, LPK_ENOMEM, "out of memory") : LPK_OK;
 }
 
-static json_t *load_json(const char *name, const uint8_t *buf, size_t n, lpk_error *err)
+struct json_t *cv_json_load(const char *name, const uint8_t *buf, size_t n, size_t flags,
+                            lpk_error *err)
 {
+    size_t rn = 0;
+    char *relaxed = lpk_json_relax_bigints((const char *)buf, n, &rn);
+    if (!relaxed) {
+        lpk_err(err, LPK_ENOMEM, "%s: out of memory", name);
+        return NULL;
+    }
     json_error_t je;
-    json_t *root = json_loadb((const char *)buf, n, 0, &je);
+    json_t *root = json_loadb(relaxed, rn, flags, &je);
+    free(relaxed);
     if (!root) {
         lpk_err(err, LPK_ECORRUPT, "%s: not valid JSON: %s (line %d)", name, je.text, je.line);
         return NULL;
@@ -252,6 +260,11 @@ static json_t *load_json(const char *name, const uint8_t *buf, size_t n, lpk_err
         return NULL;
     }
     return root;
+}
+
+static json_t *load_json(const char *name, const uint8_t *buf, size_t n, lpk_error *err)
+{
+    return cv_json_load(name, buf, n, 0, err);
 }
 
 int cv_hf_config_parse(const char *name, const uint8_t *buf, size_t n, cv_hparams *hp,
@@ -267,14 +280,17 @@ int cv_hf_config_parse(const char *name, const uint8_t *buf, size_t n, cv_hparam
     const char *a0 = json_is_array(arch) && json_is_string(json_array_get(arch, 0))
                          ? json_string_value(json_array_get(arch, 0)) : NULL;
     const char *mts = json_is_string(mt) ? json_string_value(mt) : NULL;
-    if (a0 && strcmp(a0, "LlamaForCausalLM") && strcmp(a0, "LLaMAForCausalLM")) {
+    /* Mistral 7B is LLaMA's architecture with a sliding attention window;
+     * llama.cpp converts it as llama too. */
+    if (a0 && strcmp(a0, "LlamaForCausalLM") && strcmp(a0, "LLaMAForCausalLM") &&
+        strcmp(a0, "MistralForCausalLM")) {
         rc = lpk_err(err, LPK_EUNSUPPORTED, "%s: architecture %s not supported "
-                     "(LlamaForCausalLM is)", name, a0);
+                     "(LlamaForCausalLM and MistralForCausalLM are)", name, a0);
         goto out;
     }
-    if (mts && strcmp(mts, "llama")) {
-        rc = lpk_err(err, LPK_EUNSUPPORTED, "%s: model_type \"%s\" not supported (llama is)",
-                     name, mts);
+    if (mts && strcmp(mts, "llama") && strcmp(mts, "mistral")) {
+        rc = lpk_err(err, LPK_EUNSUPPORTED, "%s: model_type \"%s\" not supported (llama and "
+                     "mistral are)", name, mts);
         goto out;
     }
     if (!a0 && !mts) {
@@ -322,8 +338,11 @@ int cv_hf_config_parse(const char *name, const uint8_t *buf, size_t n, cv_hparam
     hp->tie = json_is_boolean(tie) && json_is_true(tie) ? CV_TIE_TIED : CV_TIE_UNTIED;
     if ((rc = cv_hparams_to_meta(hp, m, err)) ||
         (rc = cfg_rope_scaling(name, json_object_get(root, "rope_scaling"), m, err)) ||
-        (rc = cfg_special_ids(name, root, m, err)))
+        (rc = cfg_special_ids(root, m, err)))
         goto out;
+    int64_t sw = cfg_id(json_object_get(root, "sliding_window"));
+    if (sw > 0 && lpk_meta_set_u32(m, "llama.attention.sliding_window", (uint32_t)sw))
+        rc = lpk_err(err, LPK_ENOMEM, "out of memory");
 out:
     json_decref(root);
     return rc;
@@ -334,7 +353,7 @@ int cv_hf_genconfig_parse(const char *name, const uint8_t *buf, size_t n, lpk_me
 {
     json_t *root = load_json(name, buf, n, err);
     if (!root) return err ? err->status : LPK_ECORRUPT;
-    int rc = cfg_special_ids(name, root, m, err);
+    int rc = cfg_special_ids(root, m, err);
     json_decref(root);
     return rc;
 }
@@ -370,6 +389,7 @@ int cv_load_tokenizer(const char *path, cv_source *s, char *warn, size_t warn_n,
                       lpk_error *err)
 {
     int rc = tok_load(path, s->meta, err);
+    if (!rc) snprintf(s->tokenizer, sizeof s->tokenizer, "%s", path);
     if (rc == LPK_EUNSUPPORTED && err) {
         /* A tokenizer kind not read yet does not stop the weights. */
         if (warn) snprintf(warn, warn_n, "no tokenizer: %s", err->msg);
@@ -414,6 +434,8 @@ int cv_hf_folder_meta(const char *dir, const char *tokenizer_path, cv_hparams *h
     } else if (warn) {
         snprintf(warn, warn_n, "no tokenizer (no tokenizer.model or tokenizer.json in %s)", dir);
     }
+    cv_special_ids own;
+    cv_special_snapshot(s->meta, &own);
     if ((rc = cv_hf_config_parse(p, buf, n, hp, s->meta, err))) goto out;
     free(buf);
     buf = NULL;
@@ -436,6 +458,12 @@ int cv_hf_folder_meta(const char *dir, const char *tokenizer_path, cv_hparams *h
         buf = NULL;
         if (rc || (rc = cv_source_add_file(s, p, err))) goto out;
     }
+    static const char *more[] = {"added_tokens.json", "chat_template.json"};
+    for (int i = 0; i < 2; i++)
+        if (!cv_path_join(p, sizeof p, dir, more[i]) && !access(p, R_OK) &&
+            (rc = cv_source_add_file(s, p, err)))
+            goto out;
+    if ((rc = cv_vocab_finish(dir, s->meta, hp->vocab, &own, warn, warn_n, err))) goto out;
     char name[256];
     cv_default_name(dir, name, sizeof name);
     if (lpk_meta_set_str(s->meta, "general.name", name))

@@ -79,6 +79,32 @@ void cv_default_name(const char *path, char *out, size_t n);
 /* dir + "/" + name into out; LPK_EINVAL if it does not fit. */
 int cv_path_join(char *out, size_t n, const char *dir, const char *name);
 
+/* ---------------------------------------------------------------- json, vocabulary */
+/* Parses a JSON object (jansson flags), integers of any size allowed (those
+ * past int64 become reals, lpk_json_relax_bigints). NULL on error (err set,
+ * naming `name`). */
+struct json_t;
+struct json_t *cv_json_load(const char *name, const uint8_t *buf, size_t n, size_t flags,
+                            lpk_error *err);
+
+/* Special ids of the tokenizer file itself, taken before the folder's JSON
+ * files say anything: bos, eos, unk, sep, pad, cls, mask (-1: none). */
+#define CV_N_SPECIAL 7
+typedef struct cv_special_ids {
+    int64_t id[CV_N_SPECIAL];
+} cv_special_ids;
+void cv_special_snapshot(const lpk_meta *m, cv_special_ids *own);
+/* Completes tokenizer.* in m for an embedding of n_rows rows, as llama.cpp's
+ * converter does (convert/cv_vocab.c): added_tokens.json and tokenizer_config's
+ * added_tokens_decoder join the tokens at their ids, [PAD<id>] pads up to
+ * n_rows, added tokens at or past n_rows are dropped (listed in warn), special
+ * ids by llama.cpp's precedence (own: the tokenizer file's), Code Llama's infill
+ * ids, add_prefix_space, chat_template.json. dir (NULL: no folder files) holds
+ * the JSON files. Nothing happens without tokenizer.ggml.tokens. A base
+ * vocabulary larger than n_rows is LPK_EBADVALUE. */
+int cv_vocab_finish(const char *dir, lpk_meta *m, int64_t n_rows, const cv_special_ids *own,
+                    char *warn, size_t warn_n, lpk_error *err);
+
 /* ---------------------------------------------------------------- safetensors */
 typedef struct cv_st_entry {
     char name[LPK_MAX_NAME + 1];
@@ -152,11 +178,14 @@ const char *cv_kind_name(int kind);
 /* Looks at path (a folder or a file) and says what it is; *why explains
  * CV_KIND_UNKNOWN (which files were looked for). */
 int cv_detect_kind(const char *path, char *why, size_t why_n);
+/* Does the folder hold pytorch_model*.bin files? */
+int cv_dir_has_torch_bins(const char *dir);
 
 /* Options every source constructor takes. */
 typedef struct cv_open_opts {
     const char *tokenizer;     /* --tokenizer FILE, or NULL */
-    char warn[512];            /* out: a non-fatal problem (e.g. no tokenizer) */
+    char warn[1024];           /* out: non-fatal problems (e.g. no tokenizer) */
+    char note[512];            /* out: which files were chosen and why */
 } cv_open_opts;
 
 /* Constructors. Each fills (*out)->meta with general.*, llama.*, tokenizer.*

@@ -54,6 +54,7 @@ struct cv_source {
     char **skipped;       /* checkpoint names of tensors the model does not need
                            * (merged with meta's source.skipped_tensors) */
     size_t n_skipped;
+    char tokenizer[4096]; /* the tokenizer file loaded (cv_load_tokenizer), or "" */
 };
 
 /* Helpers for source implementations (convert/cv_source.c). */

@@ -322,6 +322,12 @@ int lpk_gguf_plan_make(const lpk_reader *r, const char *name, unsigned flags,
     if (strcmp(arch, "llama"))
         return lpk_err(err, LPK_EUNSUPPORTED,
                        "%s: architecture '%s' (GGUF export supports 'llama')", path, arch);
+    /* llama.cpp refuses a LLaMA GGUF without a vocabulary */
+    const lpk_kv *toks = lpk_meta_find(s, "tokenizer.ggml.tokens");
+    if (!toks || toks->type != LPK_V_ARR || !toks->count)
+        return lpk_err(err, LPK_ENOTFOUND, "%s: no tokenizer (tokenizer.ggml.tokens), which "
+                       "llama.cpp needs; convert the checkpoint with its tokenizer (--tokenizer "
+                       "FILE)", path);
     size_t nt = lpk_reader_n_tensors(r);
     p->meta = lpk_meta_new();
     p->decls = calloc(nt + 1, sizeof *p->decls);

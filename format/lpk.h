@@ -53,6 +53,15 @@ int lpk_err(lpk_error *err, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void lpk_error_clear(lpk_error *err);
 
+/* ---------------------------------------------------------------- json text */
+/* Hugging Face writes integers JSON parsers cannot hold in 64 bits (the
+ * transformers "no limit" sentinel 1000000000000000019884624838656 in
+ * tokenizer_config.json). Returns a malloc'ed, NUL-terminated copy of the n
+ * bytes of JSON text in which every integer literal outside strings that does
+ * not fit int64 has ".0" appended (a real number to any parser); *out_n is its
+ * length. The text is not otherwise checked. NULL when out of memory. */
+char *lpk_json_relax_bigints(const char *text, size_t n, size_t *out_n);
+
 /* ---------------------------------------------------------------- cpu */
 enum lpk_cpu_flag {
     LPK_CPU_AVX2 = 1u << 0,

@@ -336,3 +336,69 @@ int lpk_to_f32_row(int type, const void *src, float *dst, size_t n)
     default: return LPK_EINVAL;
     }
 }
+
+/* ---------------------------------------------------------------- json text */
+/* Does the integer literal p[0..n) (optional '-', digits) fit int64? */
+static int int_literal_fits(const char *p, size_t n)
+{
+    int neg = n && p[0] == '-';
+    size_t i = (size_t)neg, digits = n - (size_t)neg;
+    while (i < n && p[i] == '0' && digits > 1) i++, digits--;
+    if (digits < 19) return 1;
+    if (digits > 19) return 0;
+    return memcmp(p + i, neg ? "9223372036854775808" : "9223372036854775807", 19) <= 0;
+}
+
+char *lpk_json_relax_bigints(const char *text, size_t n, size_t *out_n)
+{
+    size_t extra = 0, i = 0;
+    int in_str = 0;
+    /* two passes: count the literals to widen, then copy */
+    for (int pass = 0; pass < 2; pass++) {
+        char *out = NULL;
+        size_t o = 0;
+        if (pass) {
+            out = malloc(n + extra + 1);
+            if (!out) return NULL;
+        }
+        in_str = 0;
+        for (i = 0; i < n;) {
+            char c = text[i];
+            if (in_str) {
+                if (c == '\\' && i + 1 < n) {
+                    if (out) out[o] = c, out[o + 1] = text[i + 1];
+                    o += 2, i += 2;
+                    continue;
+                }
+                if (c == '"') in_str = 0;
+                if (out) out[o] = c;
+                o++, i++;
+                continue;
+            }
+            if (c == '"') in_str = 1;
+            if (c == '-' || (c >= '0' && c <= '9')) {
+                size_t b = i;
+                if (c == '-') i++;
+                while (i < n && text[i] >= '0' && text[i] <= '9') i++;
+                int is_int = i > b + (c == '-') &&
+                             !(i < n && (text[i] == '.' || text[i] == 'e' || text[i] == 'E'));
+                if (out) memcpy(out + o, text + b, i - b);
+                o += i - b;
+                if (is_int && !int_literal_fits(text + b, i - b)) {
+                    if (out) memcpy(out + o, ".0", 2);
+                    o += 2;
+                    if (!pass) extra += 2;
+                }
+                continue;
+            }
+            if (out) out[o] = c;
+            o++, i++;
+        }
+        if (pass) {
+            out[o] = 0;
+            if (out_n) *out_n = o;
+            return out;
+        }
+    }
+    return NULL;
+}

@@ -25,7 +25,7 @@ static void gen(const char *args)
 static void convert(const char *src, const char *out)
 {
     char *log = NULL;
-    int rc = tu_llmpack(&log, "convert '%s' -o '%s' --force", src, out);
+    int rc = tu_llmpack(&log, "convert '%s' -o '%s' --no-tokenizer --force", src, out);
     if (rc) fail_msg("convert %s: %s", src, log ? log : "");
     free(log);
 }

@@ -180,7 +180,7 @@ static void test_hf_stories(void **state)
     TU_NEED_SHARED(src, "models/stories260K/hf");
     char *dir = tu_tmpdir();
     char *out = tu_fmt("%s/s.lpk", dir), *log = NULL;
-    assert_int_equal(tu_llmpack(&log, "convert '%s' -o '%s' --json", src, out), 0);
+    assert_int_equal(tu_llmpack(&log, "convert '%s' -o '%s' --no-tokenizer --json", src, out), 0);
     assert_non_null(strstr(log, "\"tied\": true"));
     free(log);
     char *st = tu_fmt("%s/model.safetensors", src);
@@ -218,13 +218,13 @@ static void test_hf_stories(void **state)
     lpk_reader_close(r);
     free(st);
     /* --context-length overrides */
-    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --force --context-length 1024", src,
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer --force --context-length 1024", src,
                                 out), 0);
     assert_int_equal(lpk_reader_open(out, &r, NULL), 0);
     meta_u32(lpk_reader_meta(r), "llama.context_length", 1024);
     lpk_reader_close(r);
     /* no --force: refuses to replace */
-    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s'", src, out), 1);
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer", src, out), 1);
     free(out);
     tu_rmtree(dir);
     free(dir);
@@ -236,7 +236,7 @@ static void test_hf_f16_and_types(void **state)
     TU_NEED_SHARED(src, "models/stories260K/hf-f16");
     char *dir = tu_tmpdir();
     char *out = tu_fmt("%s/f.lpk", dir);
-    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s'", src, out), 0);
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer", src, out), 0);
     char *st = tu_fmt("%s/model.safetensors", src);
     const char *sh[] = {st};
     check_against_hf(out, sh, 1, 8, -1);  /* f16 kept bit-exact */
@@ -245,16 +245,16 @@ static void test_hf_f16_and_types(void **state)
     meta_u32(lpk_reader_meta(r), "general.file_type", 1);
     lpk_reader_close(r);
     /* f16 -> f32 and bf16 (exact widening; RNE narrowing checked per value) */
-    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --force --type f32", src, out), 0);
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer --force --type f32", src, out), 0);
     check_against_hf(out, sh, 1, 8, LPK_TYPE_F32);
-    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --force --type bf16", src, out), 0);
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer --force --type bf16", src, out), 0);
     check_against_hf(out, sh, 1, 8, LPK_TYPE_BF16);
     free(st);
     /* f32 source -> f16: round to nearest even */
     const char *src32 = tu_shared("models/stories260K/hf");
     assert_non_null(src32);
     char *st32 = tu_fmt("%s/model.safetensors", src32);
-    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --force --type f16 --threads 2",
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer --force --type f16 --threads 2",
                                 src32, out), 0);
     const char *sh32[] = {st32};
     check_against_hf(out, sh32, 1, 8, LPK_TYPE_F16);
@@ -275,11 +275,11 @@ static void test_llama2c_matches_hf(void **state)
     char *tok = tu_fmt("%s/tokenizer.model", hfd);
     char *dir = tu_tmpdir();
     char *a = tu_fmt("%s/a.lpk", dir), *b = tu_fmt("%s/b.lpk", dir), *log = NULL;
-    assert_int_equal(tu_llmpack(&log, "convert '%s' -o '%s' --tokenizer '%s' --json", bin, a,
+    assert_int_equal(tu_llmpack(&log, "convert '%s' -o '%s' --no-tokenizer --tokenizer '%s' --json", bin, a,
                                 tok), 0);
     assert_non_null(strstr(log, "freq_cis_real"));
     free(log);
-    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s'", hfd, b), 0);
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer", hfd, b), 0);
     lpk_reader *ra, *rb;
     assert_int_equal(lpk_reader_open(a, &ra, NULL), 0);
     assert_int_equal(lpk_reader_open(b, &rb, NULL), 0);
@@ -312,7 +312,7 @@ static void test_llama2_20m_bf16_shards(void **state)
     char *src = strdup(src0);
     char *dir = tu_tmpdir();
     char *out = tu_fmt("%s/l.lpk", dir), *log = NULL;
-    assert_int_equal(tu_llmpack(&log, "convert '%s' -o '%s' --json --hash-sources", src, out), 0);
+    assert_int_equal(tu_llmpack(&log, "convert '%s' -o '%s' --no-tokenizer --json --hash-sources", src, out), 0);
     assert_non_null(strstr(log, "\"tied\": false"));
     free(log);
     char *s1 = tu_fmt("%s/model-00001-of-00002.safetensors", src);
@@ -353,7 +353,7 @@ static void test_llama2_20m_bf16_shards(void **state)
     const char *meta = tu_shared("models/llama2-20m/meta");
     if (meta) {
         char *out2 = tu_fmt("%s/m.lpk", dir);
-        assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --hash-sources", meta, out2), 0);
+        assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer --hash-sources", meta, out2), 0);
         lpk_reader *r2;
         assert_int_equal(lpk_reader_open(out2, &r2, NULL), 0);
         /* provenance: params.json, both shards and the tokenizer, each hashed */
@@ -396,8 +396,8 @@ static void test_quantized(void **state)
     char *src = strdup(src0);
     char *dir = tu_tmpdir();
     char *f = tu_fmt("%s/f.lpk", dir), *q = tu_fmt("%s/q.lpk", dir);
-    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s'", src, f), 0);
-    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --type q8_0 --pure --threads 2", src,
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer", src, f), 0);
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer --type q8_0 --pure --threads 2", src,
                                 q), 0);
     lpk_reader *rf, *rq;
     assert_int_equal(lpk_reader_open(f, &rf, NULL), 0);
@@ -435,7 +435,7 @@ static void test_quantized(void **state)
     lpk_reader_close(rq);
     /* unknown type: usage error, nothing written */
     char *bad = tu_fmt("%s/b.lpk", dir);
-    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --type q3_x", src, bad), 2);
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer --type q3_x", src, bad), 2);
     assert_false(tu_exists(bad));
     free(bad); free(f); free(q); free(src);
     tu_rmtree(dir);
@@ -570,7 +570,7 @@ static int dir_has_prefix(const char *dir, const char *prefix)
 static void expect_bad(const char *root, const char *src, const char *want)
 {
     char *out = tu_fmt("%s/out.lpk", root), *log = NULL;
-    int rc = tu_llmpack(&log, "convert '%s' -o '%s'", src, out);
+    int rc = tu_llmpack(&log, "convert '%s' -o '%s' --no-tokenizer", src, out);
     if (rc != 3 || !log || !strstr(log, want))
         fail_msg("%s: exit %d, output '%s', want exit 3 and '%s'", src, rc, log ? log : "", want);
     /* one line, naming the input */
@@ -589,7 +589,7 @@ static void test_tiny_ok_and_tied(void **state)
     tiny_build(&t, 0);
     char *d = tiny_folder(root, "ok", &t, tiny_config());
     char *out = tu_fmt("%s/ok.lpk", root);
-    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s'", d, out), 0);
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer", d, out), 0);
     char *st = tu_fmt("%s/model.safetensors", d);
     const char *sh[] = {st};
     check_against_hf(out, sh, 1, T_HD, -1);
@@ -615,7 +615,7 @@ static void test_tiny_ok_and_tied(void **state)
     json_object_set_new(cfg, "tie_word_embeddings", json_false());
     d = (free(d), tiny_folder(root, "same", &t, cfg));
     char *log = NULL;
-    assert_int_equal(tu_llmpack(&log, "convert '%s' -o '%s' --force --json", d, out), 0);
+    assert_int_equal(tu_llmpack(&log, "convert '%s' -o '%s' --no-tokenizer --force --json", d, out), 0);
     assert_non_null(strstr(log, "\"tied\": true"));
     assert_non_null(strstr(log, "lm_head.weight"));
     free(log);
@@ -631,7 +631,7 @@ static void test_tiny_ok_and_tied(void **state)
     /* lm_head different: kept */
     tiny_build(&t, 1);
     d = (free(d), tiny_folder(root, "untied", &t, tiny_config()));
-    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --force", d, out), 0);
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer --force", d, out), 0);
     st = tu_fmt("%s/model.safetensors", d);
     sh[0] = st;
     check_against_hf(out, sh, 1, T_HD, -1);
@@ -817,7 +817,7 @@ static void test_bad_hf_inputs(void **state)
     memcpy(t.data + db, &big, 4);
     d = tiny_folder(root, "big", &t, tiny_config());
     char *out = tu_fmt("%s/out.lpk", root), *log = NULL;
-    assert_int_equal(tu_llmpack(&log, "convert '%s' -o '%s' --type f16", d, out), 3);
+    assert_int_equal(tu_llmpack(&log, "convert '%s' -o '%s' --no-tokenizer --type f16", d, out), 3);
     assert_non_null(strstr(log, "does not fit f16"));
     assert_false(tu_exists(out));
     free(log);
@@ -891,7 +891,7 @@ static void test_sharded(void **state)
     tiny_build(&t, 1);
     char *d = shard_folder(root, "good", &t, NULL);
     char *out = tu_fmt("%s/g.lpk", root);
-    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s'", d, out), 0);
+    assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer", d, out), 0);
     char *s1 = tu_fmt("%s/model-00001-of-00002.safetensors", d);
     char *s2 = tu_fmt("%s/model-00002-of-00002.safetensors", d);
     const char *sh[] = {s1, s2};
@@ -943,7 +943,7 @@ static void test_llama2c_crafted(void **state)
     }
     char *p = tu_fmt("%s/m.bin", root), *out = tu_fmt("%s/m.lpk", root), *log = NULL;
     assert_int_equal(tu_write_file(p, buf, nb), 0);
-    assert_int_equal(tu_llmpack(&log, "convert '%s' -o '%s'", p, out), 0);
+    assert_int_equal(tu_llmpack(&log, "convert '%s' -o '%s' --no-tokenizer", p, out), 0);
     assert_non_null(strstr(log, "no tokenizer"));
     free(log);
     lpk_reader *r;
