@@ -6,7 +6,11 @@
  *         each weight split the way Meta's code splits it)
  *
  *   gen_ckpt --shape 7b|13b|1b|tiny --out DIR [--format hf|meta] [--shards N]
- *            [--seed S] [--zip64]
+ *            [--seed S] [--zip64] [--tied]
+ *   gen_ckpt --custom DIM,FFN,LAYERS,HEADS,KV_HEADS,VOCAB ...
+ *
+ * --tied leaves lm_head.weight out of HF checkpoints (tie_word_embeddings);
+ * --custom gives any shape (tests write real repos' metadata beside it).
  *
  * Every value is a function of (seed, canonical tensor, canonical row), so the
  * two layouts of one seed hold the same model: converting either gives the
@@ -49,6 +53,7 @@ typedef struct tdesc {
 } tdesc;
 
 static uint64_t seed = 0x9e3779b97f4a7c15ull;
+static int tied_hf;
 
 static uint64_t mix(uint64_t x)
 {
@@ -244,7 +249,8 @@ static size_t build_tensors(const shape *sh, tdesc *t)
         }
     }
     T("output_norm.weight", "model.norm.weight", "norm.weight", sh->dim, 0, SPLIT_REPL, K_NORM, 0);
-    T("output.weight", "lm_head.weight", "output.weight", sh->vocab, sh->dim, SPLIT_DIM0,
+    T("output.weight", tied_hf ? "" : "lm_head.weight", "output.weight", sh->vocab, sh->dim,
+      SPLIT_DIM0,
       K_WEIGHT, 0);
     T("rope.freqs", "", "rope.freqs", hd / 2, 0, SPLIT_REPL, K_FREQS, 0);
 #undef T
@@ -614,14 +620,15 @@ static int write_meta(const shape *sh, const tdesc *t, size_t nt, const char *ou
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: gen_ckpt --shape 7b|13b|1b|tiny --out DIR [--format hf|meta] "
-                    "[--shards N] [--seed S] [--zip64]\n");
+    fprintf(stderr, "usage: gen_ckpt (--shape 7b|13b|1b|tiny | --custom D,FFN,L,H,KV,VOCAB) "
+                    "--out DIR [--format hf|meta] [--shards N] [--seed S] [--zip64] [--tied]\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
     const shape *sh = NULL;
+    shape custom = {"custom", 0, 0, 0, 0, 0, 0, 4096};
     const char *out = NULL;
     int shards = 0, meta = 0, force64 = 0;
     for (int i = 1; i < argc; i++) {
@@ -639,6 +646,18 @@ int main(int argc, char **argv)
             shards = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--seed") && i + 1 < argc) {
             seed = strtoull(argv[++i], NULL, 10);
+        } else if (!strcmp(argv[i], "--custom") && i + 1 < argc) {
+            long long v[6];
+            if (sscanf(argv[++i], "%lld,%lld,%lld,%lld,%lld,%lld", &v[0], &v[1], &v[2], &v[3],
+                       &v[4], &v[5]) != 6 || v[0] <= 0 || v[1] <= 0 || v[2] <= 0 || v[3] <= 0 ||
+                v[4] <= 0 || v[5] <= 0 || v[0] % v[3] || v[3] % v[4] || v[0] > 65536 ||
+                v[1] > 1 << 20 || v[2] > 1000 || v[5] > 1 << 22)
+                return usage();
+            custom.dim = v[0], custom.ffn = v[1], custom.layers = v[2], custom.heads = v[3];
+            custom.kv = v[4], custom.vocab = v[5];
+            sh = &custom;
+        } else if (!strcmp(argv[i], "--tied")) {
+            tied_hf = 1;
         } else if (!strcmp(argv[i], "--zip64")) {
             force64 = 1;
         } else {
