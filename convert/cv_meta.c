@@ -327,6 +327,17 @@ static int plan_tensor(meta_src *m, const meta_params *p, const cv_pt_tensor *x,
 }
 
 /* ---------------------------------------------------------------- metadata */
+/* Context length of a Meta release: Llama 3.1 (llama3 RoPE scaling) 131072,
+ * Llama 3 (128256 tokens, rope_theta 500000) 8192, Code Llama (rope_theta 1e6)
+ * 16384, Llama 2 (norm_eps 1e-5) 4096, LLaMA 1 2048. */
+static int64_t meta_default_ctx(const meta_params *p, int64_t vocab)
+{
+    if (vocab == 128256 && p->theta == 500000.0) return p->scaled_rope ? 131072 : 8192;
+    if (p->theta == 1000000.0) return 16384;
+    if (p->eps == 1e-5) return 4096;
+    return 2048;
+}
+
 static const cv_tensor *find_t(const cv_source *s, const char *name)
 {
     for (size_t i = 0; i < s->n_tensors; i++)
@@ -356,10 +367,12 @@ static int fill_meta(cv_source *s, const char *dir, const char *ppath, const met
                        "but w1 has %lld rows", ppath, (long long)meta_ffn(p), (long long)hp.ffn);
     if (hp.vocab > UINT32_MAX || hp.ffn > UINT32_MAX)
         return lpk_err(err, LPK_ECORRUPT, "%s: implausible tensor shapes", dir);
-    /* Meta's LLaMA-2 params.json gives no context length: 4096 unless told. */
+    /* params.json gives no context length (llama2.c's exports excepted): the
+     * model's, as Meta's reference code and llama.cpp's convert_legacy_llama.py
+     * know them, unless told. */
     hp.ctx = opts && opts->context_length ? opts->context_length
              : p->max_seq_len > 0         ? p->max_seq_len
-                                          : 4096;
+                                          : meta_default_ctx(p, hp.vocab);
     int rc = cv_hparams_to_meta(&hp, s->meta, err);
     if (rc) return rc;
     lpk_meta *md = s->meta;

@@ -10,9 +10,11 @@
  *   vocabulary larger than the embedding is bad input;
  * - special ids: tokenizer_config.json's bos/eos/unk/sep/pad/cls/mask_token
  *   (a string or {"content": ...}) looked up among tokenizer.json's
- *   added_tokens, else config.json's *_token_id, else (llmpack)
- *   generation_config.json's, else the tokenizer file's own; Code Llama's
- *   prefix/suffix/middle/eot for a 32016-token vocabulary. */
+ *   added_tokens, else config.json's *_token_id, else the tokenizer file's
+ *   own; Code Llama's prefix/suffix/middle/eot for a 32016-token vocabulary.
+ *   generation_config.json and special_tokens_map.json are not read for ids
+ *   (llama.cpp reads neither: Llama 2's generation_config.json says pad 0,
+ *   and its GGUF has no pad id). */
 #include "cv_internal.h"
 
 #include <jansson.h>
@@ -193,19 +195,17 @@ static const char *token_content(json_t *v)
 }
 
 /* One special id by llama.cpp's precedence (first valid wins). */
-static int64_t pick_id(json_t *tc, json_t *tokjson, json_t *cfg, json_t *gen, const char *typ,
-                       int64_t own, int64_t n_vocab)
+static int64_t pick_id(json_t *tc, json_t *tokjson, json_t *cfg, const char *typ, int64_t own,
+                       int64_t n_vocab)
 {
     char k[48];
-    int64_t c[4] = {-1, -1, -1, own};
+    int64_t c[3] = {-1, -1, own};
     snprintf(k, sizeof k, "%s_token", typ);
     const char *name = token_content(json_object_get(tc, k));
     if (name && tokjson) c[0] = added_id(tokjson, name);
     snprintf(k, sizeof k, "%s_token_id", typ);
     c[1] = json_id(json_object_get(cfg, k));
-    json_t *g = json_object_get(gen, k);
-    c[2] = json_is_array(g) ? json_id(json_array_get(g, 0)) : json_id(g);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 3; i++)
         if (c[i] >= 0 && c[i] < n_vocab) return c[i];
     return -1;
 }
@@ -224,13 +224,12 @@ int cv_vocab_finish(const char *dir, lpk_meta *m, int64_t n_rows, const cv_speci
     if (!tk || tk->type != LPK_V_ARR || tk->elem != LPK_V_STR || n_rows <= 0) return LPK_OK;
     int rc = LPK_OK;
     vocab v = {0};
-    json_t *tc = NULL, *cfg = NULL, *gen = NULL, *tokjson = NULL, *added = NULL, *ctj = NULL;
+    json_t *tc = NULL, *cfg = NULL, *tokjson = NULL, *added = NULL, *ctj = NULL;
     char dropped[400] = "";
     size_t n_dropped = 0;
     if (vocab_load(m, &v, (size_t)n_rows)) goto nomem;
     if ((tc = folder_json(dir, "tokenizer_config.json", &rc, err), rc) ||
         (cfg = folder_json(dir, "config.json", &rc, err), rc) ||
-        (gen = folder_json(dir, "generation_config.json", &rc, err), rc) ||
         (added = folder_json(dir, "added_tokens.json", &rc, err), rc) ||
         (ctj = folder_json(dir, "chat_template.json", &rc, err), rc))
         goto out;
@@ -315,7 +314,7 @@ int cv_vocab_finish(const char *dir, lpk_meta *m, int64_t n_rows, const cv_speci
 
     /* Special ids. */
     for (int i = 0; i < CV_N_SPECIAL; i++) {
-        int64_t id = pick_id(tc, tokjson, cfg, gen, special_kinds[i].typ,
+        int64_t id = pick_id(tc, tokjson, cfg, special_kinds[i].typ,
                              own ? own->id[i] : -1, n_rows);
         if (set_or_remove(m, special_kinds[i].key, id)) goto nomem;
     }
@@ -327,7 +326,7 @@ int cv_vocab_finish(const char *dir, lpk_meta *m, int64_t n_rows, const cv_speci
             {"middle", "tokenizer.ggml.middle_token_id", 32009},
             {"eot", "tokenizer.ggml.eot_token_id", 32010}};
         for (size_t i = 0; i < 4; i++) {
-            int64_t id = pick_id(tc, tokjson, cfg, NULL, cl[i].typ, cl[i].id, n_rows);
+            int64_t id = pick_id(tc, tokjson, cfg, cl[i].typ, cl[i].id, n_rows);
             if (set_or_remove(m, cl[i].key, id)) goto nomem;
         }
     }
@@ -351,7 +350,6 @@ out:
     vocab_free(&v);
     json_decref(tc);
     json_decref(cfg);
-    json_decref(gen);
     json_decref(tokjson);
     json_decref(added);
     json_decref(ctj);

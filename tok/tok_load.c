@@ -441,7 +441,12 @@ int tok_config_load_mem(const char *name, const uint8_t *buf, size_t n,
     if (!name || (!buf && n) || !meta)
         return lpk_err(err, LPK_EINVAL, "tok_config_load_mem: bad arguments");
     json_error_t je;
-    json_t *root = json_loadb((const char *)buf, n, JSON_REJECT_DUPLICATES, &je);
+    /* transformers writes integers past int64 (model_max_length's "no limit") */
+    size_t rn = 0;
+    char *relaxed = lpk_json_relax_bigints((const char *)buf, n, &rn);
+    if (!relaxed) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", name);
+    json_t *root = json_loadb(relaxed, rn, JSON_REJECT_DUPLICATES, &je);
+    free(relaxed);
     if (!root)
         return lpk_err(err, LPK_ECORRUPT, "%s: invalid JSON at line %d column %d: %s", name,
                        je.line, je.column, je.text);
