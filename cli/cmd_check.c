@@ -14,7 +14,10 @@ static void check_help(FILE *f)
             "checksums: their structure is checked only.\n\n"
             "  --json     machine-readable result\n"
             "  -h, --help this text\n\n"
-            "exit status: 0 all is well, 3 the file has a problem, 1 it could not be read\n");
+            "exit status: 0 all is well; 3 the file is missing or has a problem (structure,\n"
+            "checksum, unsupported type or version); 1 it exists but cannot be read (not a\n"
+            "regular file, no permission, I/O or mmap failure, out of memory); 2 bad command\n"
+            "line\n");
 }
 
 int cmd_check(int argc, char **argv)
