@@ -804,7 +804,7 @@ static void test_kld_two_models(void **state)
     float *lr = malloc((size_t)CTX * V * sizeof(float)), *lq = malloc((size_t)CTX * V * sizeof(float));
     double *kl = malloc(np * sizeof(double)), *klr = malloc(np * sizeof(double));
     double *pr = malloc((size_t)V * sizeof(double)), *pq = malloc((size_t)V * sizeof(double));
-    double nll_r = 0, nll_q = 0, kl_sum = 0;
+    double nll_r = 0, nll_q = 0, kl_sum = 0, nll_r2 = 0, nll_q2 = 0, nll_rq = 0, kl_sum2 = 0;
     long same = 0;
     lpk_error err = {0};
     for (int c = 0; c < chunks; c++) {
@@ -833,8 +833,12 @@ static void test_kld_two_models(void **state)
             kl[k] = d;
             klr[k] = dr;
             kl_sum += d;
+            kl_sum2 += d * d;
             nll_r -= pr[ch[j + 1]];
             nll_q -= pq[ch[j + 1]];
+            nll_r2 += pr[ch[j + 1]] * pr[ch[j + 1]];
+            nll_q2 += pq[ch[j + 1]] * pq[ch[j + 1]];
+            nll_rq += pr[ch[j + 1]] * pq[ch[j + 1]];
             same += ta == tb;
         }
     }
@@ -849,12 +853,23 @@ static void test_kld_two_models(void **state)
     const double rh = klr[lo] + (h - (double)lo) * (klr[lo + 1 < np ? lo + 1 : lo] - klr[lo]);
     const double top1 = (double)same / (double)np;
     const double ppl_r = exp(nll_r / (double)np), ppl_q = exp(nll_q / (double)np);
+    /* standard errors (llama.cpp's definitions): of a mean, sqrt(var / (n - 1));
+     * PPL's through exp; ratio and delta with the covariance of the two NLLs */
+    const double dn = (double)np, mr = nll_r / dn, mq = nll_q / dn;
+    const double ur = sqrt((nll_r2 / dn - mr * mr) / (dn - 1));
+    const double uq = sqrt((nll_q2 / dn - mq * mq) / (dn - 1));
+    const double cov = (nll_rq / dn - mr * mq) / (dn - 1);
+    const double kld_se = sqrt((kl_sum2 / dn - mean * mean) / (dn - 1));
+    const double top1_se = sqrt(top1 * (1 - top1) / (dn - 1));
+    const double ratio_se = ppl_q / ppl_r * sqrt(ur * ur + uq * uq - 2 * cov);
+    const double delta_se = sqrt(ppl_q * ppl_q * uq * uq + ppl_r * ppl_r * ur * ur -
+                                 2 * ppl_q * ppl_r * cov);
 
     /* the library */
     vf_ppl_result r = run_ppl(ref.m, &q.m, 1, ids, n, bos, CTX, 0, 0);
-    print_message("stories260K Q4_K_M vs f32, %d chunks: KLD mean %.6f (%.6f) median %.6f "
-                  "(%.6f) p99 %.6f (%.6f; reverse %.6f) max %.6f (%.6f; reverse %.6f) top-1 "
-                  "%.6f (%.6f) PPL %.6f (%.6f) ref %.6f (%.6f)\n", chunks, r.kld_mean, mean,
+    print_message("stories260K Q4_K_M vs f32, %d chunks: KLD mean %.9g (%.9g) median %.9g "
+                  "(%.9g) p99 %.9g (%.9g; reverse %.9g) max %.9g (%.9g; reverse %.9g) top-1 "
+                  "%.9g (%.9g) PPL %.9g (%.9g) ref %.9g (%.9g)\n", chunks, r.kld_mean, mean,
                   r.kld_median, median, r.kld_p99, p99, rh, r.kld_max, mx, rev_max,
                   r.top1_agreement, top1, r.ppl, ppl_q, r.ref_ppl, ppl_r);
     assert_int_equal(r.chunks, chunks);
@@ -872,6 +887,18 @@ static void test_kld_two_models(void **state)
     assert_true(fabs(r.top1_agreement - top1) < 0.5 / (double)np);   /* the same count */
     assert_true(fabs(r.ppl / ppl_q - 1) < 1e-5);
     assert_true(fabs(r.ref_ppl / ppl_r - 1) < 1e-5);
+    assert_true(fabs(r.ppl_ratio / (ppl_q / ppl_r) - 1) < 1e-9);
+    assert_true(fabs(r.ppl_delta - (ppl_q - ppl_r)) < 1e-5);
+    print_message("stderr: PPL %.9g (%.9g) ref %.9g (%.9g) ratio %.9g (%.9g) delta %.9g (%.9g) "
+                  "KLD %.9g (%.9g) top-1 %.9g (%.9g)\n", r.ppl_stderr, ppl_q * uq,
+                  r.ref_ppl_stderr, ppl_r * ur, r.ppl_ratio_stderr, ratio_se,
+                  r.ppl_delta_stderr, delta_se, r.kld_stderr, kld_se, r.top1_stderr, top1_se);
+    assert_true(fabs(r.ppl_stderr / (ppl_q * uq) - 1) < 1e-6);
+    assert_true(fabs(r.ref_ppl_stderr / (ppl_r * ur) - 1) < 1e-6);
+    assert_true(fabs(r.ppl_ratio_stderr / ratio_se - 1) < 1e-6);
+    assert_true(fabs(r.ppl_delta_stderr / delta_se - 1) < 1e-6);
+    assert_true(fabs(r.kld_stderr / kld_se - 1) < 1e-6);
+    assert_true(fabs(r.top1_stderr / top1_se - 1) < 1e-9);
     assert_true(fabs(r.ref_ppl - 5.8585) < 0.00051);   /* the reference's published PPL */
 
     free(lr); free(lq); free(kl); free(klr); free(pr); free(pq); free(ids);
