@@ -153,7 +153,10 @@ static void test_exact_values(void **state)
     /* q4_k: the 6-bit sub-block scales times an f16 super scale come close */
     assert_int_equal(quant_quantize_rows(LPK_TYPE_Q4_K, x, 1, 256, q, NULL, &err), LPK_OK);
     quant_dequantize_rows(LPK_TYPE_Q4_K, q, 1, 256, y);
-    for (int i = 0; i < 256; i++) assert_true(fabsf(x[i] - y[i]) < 0.02f);
+    float worst = 0;
+    for (int i = 0; i < 256; i++) worst = fmaxf(worst, fabsf(x[i] - y[i]));
+    print_message("q4_k on exact values: largest error %.6g\n", worst);
+    tu_near("q4_k largest error on exact values", worst, 0.0009765625, 0);   /* 2^-10 */
     free(q);
 }
 
@@ -186,27 +189,34 @@ static void test_roundtrip_random(void **state)
     uint64_t s = 11;
     for (int64_t i = 0; i < nr * nc; i++) x[i] = tu_randn(&s) * 0.02f;
     for (int64_t i = 0; i < nc; i++) w[i] = 0.1f + (float)(tu_rand(&s) % 1000) / 100.0f;
-    /* bounds for Gaussian weights (rel. RMSE), from the bits per weight */
-    static const struct { int type; double max; } bound[] = {
-        {LPK_TYPE_Q8_0, 0.006}, {LPK_TYPE_Q6_K, 0.02}, {LPK_TYPE_Q5_0, 0.05},
-        {LPK_TYPE_Q5_1, 0.05},  {LPK_TYPE_Q4_0, 0.10}, {LPK_TYPE_Q4_1, 0.10},
-        {LPK_TYPE_Q4_K, 0.10},  {LPK_TYPE_F16, 0.0005}, {LPK_TYPE_BF16, 0.004},
+    /* rel. RMSE on Gaussian weights, as measured (deterministic: the same on
+     * every kernel path; 1% either way fails) */
+    static const struct { int type; double want; } bound[] = {
+        {LPK_TYPE_Q8_0, 0.00529905}, {LPK_TYPE_Q6_K, 0.0169141}, {LPK_TYPE_Q5_0, 0.039979},
+        {LPK_TYPE_Q5_1, 0.033368},   {LPK_TYPE_Q4_0, 0.0801772}, {LPK_TYPE_Q4_1, 0.0696975},
+        {LPK_TYPE_Q4_K, 0.0702414},  {LPK_TYPE_F16, 0.000203871}, {LPK_TYPE_BF16, 0.00165385},
         {LPK_TYPE_F32, 0.0},
     };
     for (size_t i = 0; i < sizeof bound / sizeof bound[0]; i++) {
         double r = rel_rmse(bound[i].type, x, nr, nc, NULL);
-        print_message("%-5s rel. RMSE %.5f\n", lpk_type_get(bound[i].type)->name, r);
-        assert_true(r <= bound[i].max);
-        if (bound[i].type != LPK_TYPE_F32) assert_true(r > 0);
+        print_message("%-5s rel. RMSE %.6g\n", lpk_type_get(bound[i].type)->name, r);
+        tu_near(lpk_type_get(bound[i].type)->name, r, bound[i].want, 0.01);
     }
     /* the search beats round-to-nearest with the max-abs scale */
     double ssx = 0;
     for (int64_t i = 0; i < nr * nc; i++) ssx += (double)x[i] * x[i];
     double rtn = sqrt(rtn_q4_0_sse(x, nr * nc) / ssx);
     double ours = rel_rmse(LPK_TYPE_Q4_0, x, nr, nc, NULL);
-    print_message("q4_0 round-to-nearest %.5f, search %.5f\n", rtn, ours);
+    print_message("q4_0 round-to-nearest %.6g, search %.6g\n", rtn, ours);
     assert_true(ours < rtn * 0.97);
-    /* importance weights lower the weighted error they are given */
+    /* importance weights lower the weighted error they are given (to the
+     * measured values, 1%) */
+    static const struct { int type; double plain, weighted; } imp[] = {
+        {LPK_TYPE_Q8_0, 0.000478232, 0.000404232}, {LPK_TYPE_Q4_0, 0.109605, 0.105764},
+        {LPK_TYPE_Q4_1, 0.082941, 0.0778024},      {LPK_TYPE_Q5_0, 0.0271053, 0.0260525},
+        {LPK_TYPE_Q5_1, 0.0189076, 0.0177857},     {LPK_TYPE_Q4_K, 0.0840763, 0.0791071},
+        {LPK_TYPE_Q6_K, 0.00490473, 0.00463318},
+    };
     for (size_t t = 0; t < N_BLOCK_TYPES; t++) {
         int type = block_types[t];
         void *q1 = malloc(qbytes(type, nr, nc)), *q2 = malloc(qbytes(type, nr, nc));
@@ -219,9 +229,14 @@ static void test_roundtrip_random(void **state)
         for (int64_t i = 0; i < nr * nc; i++) e1 += w[i % nc] * pow(x[i] - y[i], 2);
         quant_dequantize_rows(type, q2, nr, nc, y);
         for (int64_t i = 0; i < nr * nc; i++) e2 += w[i % nc] * pow(x[i] - y[i], 2);
-        print_message("%-5s weighted error: plain %.4g, with importance %.4g\n",
+        print_message("%-5s weighted error: plain %.6g, with importance %.6g\n",
                       lpk_type_get(type)->name, e1, e2);
         assert_true(e2 < e1);
+        size_t k = 0;
+        while (k < sizeof imp / sizeof imp[0] && imp[k].type != type) k++;
+        if (k == sizeof imp / sizeof imp[0]) fail_msg("no measured errors for %s", lpk_type_get(type)->name);
+        tu_near("weighted error, plain", e1, imp[k].plain, 0.01);
+        tu_near("weighted error, with importance", e2, imp[k].weighted, 0.01);
         free(q1); free(q2); free(y);
     }
     free(x);
@@ -571,9 +586,11 @@ static float *l20_tensor(const char *hf_name, int64_t *rows, int64_t *cols)
 }
 
 /* llama.cpp's blocks of a tensor dequantized with ours against the bf16
- * original (layout compatibility), and our own blocks' error beside theirs. */
-static void crosscheck(const lpk_reader *r, const char *gname, const char *hf_name, double lo,
-                       double hi)
+ * original (layout compatibility: llama.cpp's file gives exactly the error
+ * measured, want_cpp, to 1e-5), and our own blocks' error (want_ours, 1%) no
+ * worse than theirs. */
+static void crosscheck(const lpk_reader *r, const char *gname, const char *hf_name,
+                       double want_cpp, double want_ours)
 {
     const lpk_tensor *t = lpk_reader_find(r, gname);
     assert_non_null(t);
@@ -585,9 +602,10 @@ static void crosscheck(const lpk_reader *r, const char *gname, const char *hf_na
     double e_cpp, s;
     assert_int_equal(quant_error(t->type, x, t->data, rows, cols, &e_cpp, &s), LPK_OK);
     double r_cpp = sqrt(e_cpp / s), r_ours = rel_rmse(t->type, x, rows, cols, NULL);
-    print_message("%-24s %-5s llama.cpp %.5f  llmpack %.5f\n", gname,
+    print_message("%-24s %-5s llama.cpp %.6g  llmpack %.6g\n", gname,
                   lpk_type_get(t->type)->name, r_cpp, r_ours);
-    assert_true(r_cpp >= lo && r_cpp <= hi);
+    tu_near("llama.cpp's blocks", r_cpp, want_cpp, 1e-5);
+    tu_near("our blocks", r_ours, want_ours, 0.01);
     assert_true(r_ours <= r_cpp);
     free(x);
 }
@@ -600,21 +618,25 @@ static void test_gguf_crosscheck(void **state)
     lpk_reader *r = NULL;
     lpk_error err = {0};
     assert_int_equal(lpk_reader_open(g8, &r, &err), LPK_OK);
-    crosscheck(r, "blk.1.ffn_down.weight", "model.layers.1.mlp.down_proj.weight", 0.002, 0.01);
-    crosscheck(r, "blk.4.attn_v.weight", "model.layers.4.self_attn.v_proj.weight", 0.002, 0.01);
+    crosscheck(r, "blk.1.ffn_down.weight", "model.layers.1.mlp.down_proj.weight", 0.00543169,
+               0.00537597);
+    crosscheck(r, "blk.4.attn_v.weight", "model.layers.4.self_attn.v_proj.weight", 0.00541105,
+               0.00534346);
     lpk_reader_close(r);
     TU_NEED_SHARED(g4, "gguf/llama2-20m-Q4_K_M.gguf");
     assert_int_equal(lpk_reader_open(g4, &r, &err), LPK_OK);
-    crosscheck(r, "blk.0.ffn_gate.weight", "model.layers.0.mlp.gate_proj.weight", 0.03, 0.12);
-    crosscheck(r, "blk.2.ffn_down.weight", "model.layers.2.mlp.down_proj.weight", 0.008, 0.03);
-    crosscheck(r, "blk.3.attn_output.weight", "model.layers.3.self_attn.o_proj.weight", 0.03,
-               0.12);
+    crosscheck(r, "blk.0.ffn_gate.weight", "model.layers.0.mlp.gate_proj.weight", 0.0705848,
+               0.0691226);
+    crosscheck(r, "blk.2.ffn_down.weight", "model.layers.2.mlp.down_proj.weight", 0.0178187,
+               0.0170958);
+    crosscheck(r, "blk.3.attn_output.weight", "model.layers.3.self_attn.o_proj.weight",
+               0.0681936, 0.0667956);
     if (tu_long())
-        crosscheck(r, "output.weight", "lm_head.weight", 0.008, 0.03);
+        crosscheck(r, "output.weight", "lm_head.weight", 0.0158357, 0.0152316);
     lpk_reader_close(r);
 }
 
-/* Round-trip bounds for every type on one real tensor. */
+/* Round-trip error of every type on one real tensor, as measured (1%). */
 static void test_real_bounds(void **state)
 {
     (void)state;
@@ -622,21 +644,22 @@ static void test_real_bounds(void **state)
     int64_t rows = 0, cols = 0;
     float *x = l20_tensor("model.layers.3.self_attn.o_proj.weight", &rows, &cols);
     assert_non_null(x);
-    static const struct { int type; double max; } bound[] = {
-        {LPK_TYPE_Q8_0, 0.006}, {LPK_TYPE_Q6_K, 0.02}, {LPK_TYPE_Q5_1, 0.04},
-        {LPK_TYPE_Q5_0, 0.045}, {LPK_TYPE_Q4_1, 0.08}, {LPK_TYPE_Q4_K, 0.08},
-        {LPK_TYPE_Q4_0, 0.09},
+    static const struct { int type; double want; } bound[] = {
+        {LPK_TYPE_Q8_0, 0.00500148}, {LPK_TYPE_Q6_K, 0.0160773}, {LPK_TYPE_Q5_1, 0.0320399},
+        {LPK_TYPE_Q5_0, 0.0376081},  {LPK_TYPE_Q4_1, 0.0663467}, {LPK_TYPE_Q4_K, 0.0667956},
+        {LPK_TYPE_Q4_0, 0.0763253},
     };
     for (size_t i = 0; i < sizeof bound / sizeof bound[0]; i++) {
         double r = rel_rmse(bound[i].type, x, rows, cols, NULL);
-        print_message("%-5s blk.3.attn_output rel. RMSE %.5f\n", lpk_type_get(bound[i].type)->name, r);
-        assert_true(r > 0.0 && r <= bound[i].max);
+        print_message("%-5s blk.3.attn_output rel. RMSE %.6g\n", lpk_type_get(bound[i].type)->name, r);
+        tu_near(lpk_type_get(bound[i].type)->name, r, bound[i].want, 0.01);
     }
     free(x);
 }
 
 /* Long tier: the whole of llama2-20m through convert + quantize for every
- * recipe, pooled rel. RMSE at or below llama.cpp's (models/README.md). */
+ * recipe, pooled rel. RMSE as measured (1%) and at or below llama.cpp's
+ * (models/README.md; q5_1 has no llama.cpp figure: -1). */
 static void test_l20_recipes(void **state)
 {
     (void)state;
@@ -644,13 +667,19 @@ static void test_l20_recipes(void **state)
     TU_NEED_SHARED(src, "models/llama2-20m/hf");
     char *dir = tu_tmpdir(), *in = tu_fmt("%s/l20.lpk", dir), *o = tu_fmt("%s/q.lpk", dir);
     assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s'", src, in), 0);
-    static const struct { const char *args; double bpw, cpp; } want[] = {
-        {"--type q8_0 --pure", 8.5, 0.00473},    {"--type q6_k --pure", 6.5625, 0.01598},
-        {"--type q5_0 --pure", 5.5, 0.03782},    {"--type q4_1 --pure", 5.0, 0.07233},
-        {"--type q4_k --pure", 4.5, 0.06561},    {"--type q4_0 --pure", 4.5, 0.07641},
-        {"--type q4_k_m", 5.3455, 0.02457},      {"--type q4_k_s", 5.3069, 0.02480},
-        {"--type q4_1", 5.6066, 0.02641},        {"--type q4_0", 5.3007, 0.02813},
-        {"--type q5_1 --pure", 6.0, 1.0},        {"--type f16", 16.0, 1e-6},
+    static const struct { const char *args; double bpw, cpp, ours; } want[] = {
+        {"--type q8_0 --pure", 8.5, 0.00473, 0.00468461},
+        {"--type q6_k --pure", 6.5625, 0.01598, 0.0153671},
+        {"--type q5_0 --pure", 5.5, 0.03782, 0.0352389},
+        {"--type q4_1 --pure", 5.0, 0.07233, 0.0641041},
+        {"--type q4_k --pure", 4.5, 0.06561, 0.0644225},
+        {"--type q4_0 --pure", 4.5, 0.07641, 0.0715252},
+        {"--type q4_k_m", 5.3455, 0.02457, 0.0239},
+        {"--type q4_k_s", 5.3069, 0.02480, 0.024109},
+        {"--type q4_1", 5.6066, 0.02641, 0.0241144},
+        {"--type q4_0", 5.3007, 0.02813, 0.0266649},
+        {"--type q5_1 --pure", 6.0, -1, 0.0309536},
+        {"--type f16", 16.0, -1, 3.76379e-09},   /* f16 of the bf16 weights: nearly exact */
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         char *out = NULL;
@@ -661,10 +690,11 @@ static void test_l20_recipes(void **state)
         json_t *t = json_object_get(j, "totals");
         double bpw = json_real_value(json_object_get(t, "bpw_2d"));
         double r = json_real_value(json_object_get(t, "rel_rmse_2d"));
-        print_message("%-20s bpw %.4f rel. RMSE %.5f (llama.cpp %.5f)\n", want[i].args, bpw, r,
+        print_message("%-20s bpw %.4f rel. RMSE %.6g (llama.cpp %.5f)\n", want[i].args, bpw, r,
                       want[i].cpp);
         assert_true(fabs(bpw - want[i].bpw) < 1e-3);
-        assert_true(r <= want[i].cpp);
+        tu_near(want[i].args, r, want[i].ours, 0.01);
+        if (want[i].cpp > 0) assert_true(r <= want[i].cpp);
         json_decref(j);
         free(out);
     }

@@ -537,11 +537,14 @@ static void test_paths_and_int8(void **state)
                 const float *p = ref + (size_t)t * V, *q = b + (size_t)t * V;
                 kl += vf_kld(p, vf_logsumexp(p, V, NULL), q, vf_logsumexp(q, V, NULL), V) / N;
             }
-            print_message("%s: mean KLD vs f32 %.3g\n", lpk_type_get(types[ti])->name, kl);
-            /* a random model is touchier than a trained one: loose bounds, and
-             * the order of the bit widths */
-            assert_true(kl > 0 && kl < (types[ti] == LPK_TYPE_Q4_0 ? 0.5 : 0.005));
-            if (types[ti] == LPK_TYPE_Q4_0) assert_true(kl > last_kl);
+            print_message("%s: mean KLD vs f32 %.6g\n", lpk_type_get(types[ti])->name, kl);
+            /* a random model is touchier than a trained one: the measured values
+             * (deterministic, 2%), in the order of the bit widths */
+            const double want = types[ti] == LPK_TYPE_BF16   ? 5.07893e-05
+                                : types[ti] == LPK_TYPE_Q8_0 ? 0.00100073
+                                                             : 0.121377;
+            tu_near(lpk_type_get(types[ti])->name, kl, want, 0.02);
+            assert_true(kl > last_kl);
             last_kl = kl;
         }
         free(a);

@@ -199,3 +199,9 @@ int tu_wait_child(int pid, int seconds, const char *what)
     fail_msg("%s: child %d still running after %d s (killed)", what, pid, seconds);
     return ws;
 }
+
+void tu_near(const char *what, double got, double want, double rel)
+{
+    int ok = want == 0 ? got == 0 : fabs(got / want - 1) <= rel;
+    if (!ok) fail_msg("%s: %.9g, expected %.9g (within %g)", what, got, want, rel);
+}

@@ -45,6 +45,11 @@ void tu_unignore_signals(void);
 /* waitpid with a deadline: after `seconds` the child gets SIGKILL and the test
  * fails naming `what`, instead of hanging. Returns the wait status. */
 int tu_wait_child(int pid, int seconds, const char *what);
+/* Fails the test (naming what, got and want) unless |got / want - 1| <= rel
+ * (or got == want exactly when want is 0). For measured, deterministic values:
+ * a regression of a few percent fails, and so does an improvement nobody
+ * re-measured. */
+void tu_near(const char *what, double got, double want, double rel);
 /* Deterministic random numbers (xorshift), for fixtures. */
 uint64_t tu_rand(uint64_t *state);
 float tu_randn(uint64_t *state);   /* ~N(0,1) */
