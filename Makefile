@@ -33,7 +33,7 @@ BIN = $(O)/llmpack
 endif
 
 .SECONDARY:
-.PHONY: all test test-long asan fuzz bench bench-convert bench-quant install clean tests
+.PHONY: all test test-long asan mutants fuzz bench bench-convert bench-quant install clean tests
 all: $(BIN) $(O)/libllmpack.a
 
 $(O)/%.o: %.c
@@ -82,6 +82,11 @@ test-long: tests
 asan:
 	$(MAKE) O=build-asan OPT="-O1 -g -fno-omit-frame-pointer" TEST_TIMEOUT=$$(( $(TEST_TIMEOUT) * 3 )) \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
+
+# One-line bugs (scripts/mutants.list) each put into a scratch copy of the tree and
+# the suite run on it; reports the survivors (slow; not CI). MUTANTS="id ..." for a subset.
+mutants:
+	@sh scripts/mutants.sh $(MUTANTS)
 
 # libFuzzer builds of every fuzz target (clang); `make test` replays the corpora.
 fuzz:
