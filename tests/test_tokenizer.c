@@ -517,6 +517,9 @@ static void test_spm_matches_gguf(void **state)
     gguf = strdup(g2);
     TU_NEED_SHARED(m2, "models/stories260K/hf/tokenizer.model");
     compare_with_gguf(m2, gguf);
+    /* llama2.c's own tokenizer.bin of the same model gives the same metadata */
+    TU_NEED_SHARED(m3, "models/stories260K/llama2c/tok512.bin");
+    compare_with_gguf(m3, gguf);
     /* and the GGUF's own metadata encodes llama.cpp's test set */
     free(gguf);
     TU_NEED_SHARED(g3, "tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf");
