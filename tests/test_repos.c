@@ -6,7 +6,8 @@
  *   setup lines     build the checkpoint in a temporary folder: `weights` writes
  *                   tiny random weights with bench/gen_ckpt, `patch` puts the
  *                   tiny shape into config.json / params.json (every other byte
- *                   stays as published), `shared` copies a real tokenizer from
+ *                   stays as published), `touch` / `replace` / `copy` set up a
+ *                   variant, `shared` copies a real tokenizer from
  *                   ../shared, `tokjson-llama2` / `tokjson-llama31` / `tiktoken`
  *                   write tokenizer files derived from ../shared's;
  *   `convert DIR`   the folder converted (`also DIR`: another one, for the
@@ -403,6 +404,22 @@ static void run_fixture(const char *name)
         } else if (!strcmp(w[0], "tokjson-llama31")) {
             char *p = tu_fmt("%s/%s", f.root, w[1]);
             write_tokjson_llama31(tu_shared("tokenizers/llama3/tokenizer.json"), p);
+            free(p);
+        } else if (!strcmp(w[0], "touch")) {
+            /* touch FILE: an empty file (pytorch_model*.bin beside safetensors) */
+            char *p = tu_fmt("%s/%s", f.root, w[1]);
+            assert_int_equal(tu_write_file(p, "", 0), 0);
+            free(p);
+        } else if (!strcmp(w[0], "replace")) {
+            /* replace FILE OLD NEW: the first OLD in the file becomes NEW */
+            char *p = tu_fmt("%s/%s", f.root, w[1]);
+            size_t len;
+            char *t = tu_read_file(p, &len), *hit = t ? strstr(t, w[2]) : NULL;
+            if (!hit) fail_msg("%s: no '%s' in %s", name, w[2], w[1]);
+            char *o = tu_fmt("%.*s%s%s", (int)(hit - t), t, w[3], hit + strlen(w[2]));
+            assert_int_equal(tu_write_file(p, o, strlen(o)), 0);
+            free(o);
+            free(t);
             free(p);
         } else if (!strcmp(w[0], "copy")) {
             char *a = tu_fmt("%s/%s", f.root, w[1]), *b = tu_fmt("%s/%s", f.root, w[2]);

@@ -367,6 +367,88 @@ static void test_config(void **state)
     lpk_meta_free(m);
 }
 
+/* Special and added tokens split the text as llama.cpp's tokenizer_st_partition
+ * does: by the token's stored text, longest first, user-defined always,
+ * control only with parse_special. Code Llama's user-defined `▁<PRE>` (U+2581
+ * then "<PRE>") matches that text, never " <PRE>"; the dummy prefix follows a
+ * special token. */
+static void encode_ids(const tok_tokenizer *t, const char *s, int special, int32_t **ids,
+                       size_t *n)
+{
+    assert_int_equal(tok_encode(t, s, strlen(s), 0, special, ids, n, NULL), LPK_OK);
+}
+
+static void test_special_partition(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(model, "models/stories260K/hf/tokenizer.model");
+    lpk_meta *m = lpk_meta_new();
+    assert_int_equal(tok_load(model, m, NULL), LPK_OK);
+    const lpk_kv *tk = lpk_meta_find(m, "tokenizer.ggml.tokens");
+    const lpk_kv *ty = lpk_meta_find(m, "tokenizer.ggml.token_type");
+    const lpk_kv *sc = lpk_meta_find(m, "tokenizer.ggml.scores");
+    size_t n = (size_t)tk->count;
+    /* two added tokens: user-defined "▁<PRE>" (n) and control "<EOT>" (n + 1) */
+    const char **strs = malloc((n + 2) * sizeof *strs);
+    int32_t *types = malloc((n + 2) * sizeof *types);
+    float *scores = malloc((n + 2) * sizeof *scores);
+    for (size_t i = 0; i < n; i++) {
+        strs[i] = strndup(lpk_kv_str_at(tk, i).p, (size_t)lpk_kv_str_at(tk, i).n);
+        memcpy(&types[i], (const uint8_t *)ty->data + 4 * i, 4);
+        memcpy(&scores[i], (const uint8_t *)sc->data + 4 * i, 4);
+    }
+    strs[n] = "\xe2\x96\x81<PRE>";
+    types[n] = 4;
+    scores[n] = -1000;
+    strs[n + 1] = "<EOT>";
+    types[n + 1] = 3;
+    scores[n + 1] = -1000;
+    lpk_meta *m2 = lpk_meta_new();
+    assert_int_equal(lpk_meta_copy(m2, m), 0);
+    assert_int_equal(lpk_meta_set_str_arr(m2, "tokenizer.ggml.tokens", strs, NULL, n + 2), 0);
+    assert_int_equal(lpk_meta_set_arr(m2, "tokenizer.ggml.token_type", LPK_V_I32, types, n + 2), 0);
+    assert_int_equal(lpk_meta_set_arr(m2, "tokenizer.ggml.scores", LPK_V_F32, scores, n + 2), 0);
+    tok_tokenizer *base, *ext;
+    assert_int_equal(tok_tokenizer_new(m, &base, NULL), LPK_OK);
+    assert_int_equal(tok_tokenizer_new(m2, &ext, NULL), LPK_OK);
+    int32_t *a, *b, *c;
+    size_t na, nb, nc;
+    /* " <PRE>" is plain text: the same ids as without the added tokens */
+    encode_ids(ext, "a <PRE> b", 0, &a, &na);
+    encode_ids(base, "a <PRE> b", 0, &b, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na * sizeof *a);
+    free(a);
+    free(b);
+    /* the literal token text splits (user-defined: even without parse_special):
+     * "a" | ▁<PRE> | " b", the dummy prefix again after the special token */
+    encode_ids(ext, "a\xe2\x96\x81<PRE> b", 0, &a, &na);
+    encode_ids(base, "a", 0, &b, &nb);
+    encode_ids(base, " b", 0, &c, &nc); /* " b" with the dummy prefix: U+2581 U+2581 b */
+    assert_int_equal(na, nb + 1 + nc);
+    assert_memory_equal(a, b, nb * sizeof *a);
+    assert_int_equal(a[nb], (int32_t)n);
+    assert_memory_equal(a + nb + 1, c, nc * sizeof *a);
+    free(a);
+    free(b);
+    free(c);
+    /* control text splits only with parse_special */
+    encode_ids(ext, "x<EOT>", 0, &a, &na);
+    for (size_t i = 0; i < na; i++) assert_true(a[i] != (int32_t)n + 1);
+    free(a);
+    encode_ids(ext, "x<EOT>", 1, &a, &na);
+    assert_int_equal(a[na - 1], (int32_t)n + 1);
+    free(a);
+    tok_tokenizer_free(base);
+    tok_tokenizer_free(ext);
+    for (size_t i = 0; i < n; i++) free((char *)strs[i]);
+    free(strs);
+    free(types);
+    free(scores);
+    lpk_meta_free(m);
+    lpk_meta_free(m2);
+}
+
 /* Corrupt SentencePiece files: each fails with one specific status. */
 static void test_spm_corrupt(void **state)
 {
@@ -517,6 +599,9 @@ static void test_spm_matches_gguf(void **state)
     gguf = strdup(g2);
     TU_NEED_SHARED(m2, "models/stories260K/hf/tokenizer.model");
     compare_with_gguf(m2, gguf);
+    /* llama2.c's own tokenizer.bin of the same model gives the same metadata */
+    TU_NEED_SHARED(m3, "models/stories260K/llama2c/tok512.bin");
+    compare_with_gguf(m3, gguf);
     /* and the GGUF's own metadata encodes llama.cpp's test set */
     free(gguf);
     TU_NEED_SHARED(g3, "tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf");
@@ -737,6 +822,7 @@ int main(void)
         cmocka_unit_test(test_bpe_llama3_cases),
         cmocka_unit_test(test_tiktoken_llama3),
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_special_partition),
         cmocka_unit_test(test_spm_corrupt),
         cmocka_unit_test(test_tokenizer_meta_errors),
         cmocka_unit_test(test_cli_tokenize),

@@ -16,8 +16,9 @@ extern "C" {
 /* ---------------------------------------------------------------- files -> metadata */
 /* Reads a tokenizer file into tokenizer.* keys of meta (docs/MODEL.md):
  * SentencePiece `tokenizer.model` (protobuf), Meta's Llama 3 `tokenizer.model`
- * (tiktoken: base64 token + rank per line), or HF `tokenizer.json`. The kind is
- * detected from the content. `name` is used in messages. */
+ * (tiktoken: base64 token + rank per line), HF `tokenizer.json`, or llama2.c's
+ * `tokenizer.bin`. The kind is detected from the content. `name` is used in
+ * messages. */
 int tok_load(const char *path, lpk_meta *meta, lpk_error *err);
 int tok_load_mem(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
                  lpk_error *err);

@@ -89,6 +89,11 @@ int tok_spm_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta
 int tok_tiktoken_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
                        lpk_error *err);
 /* Hugging Face tokenizer.json (BPE model). */
+/* llama2.c's tokenizer.bin (tok_llama2c.c); tok_is_llama2c: the whole buffer
+ * parses as one. */
+int tok_is_llama2c(const uint8_t *buf, size_t n);
+int tok_llama2c_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
+                      lpk_error *err);
 int tok_hfjson_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
                      lpk_error *err);
 

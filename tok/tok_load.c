@@ -321,6 +321,7 @@ int tok_load_mem(const char *name, const uint8_t *buf, size_t n, lpk_meta *meta,
     while (i < n && (buf[i] == ' ' || buf[i] == '\n' || buf[i] == '\r' || buf[i] == '\t')) i++;
     if (i < n && buf[i] == '{') return tok_hfjson_parse(name, buf, n, meta, err);
     if (is_tiktoken(buf, n)) return tok_tiktoken_parse(name, buf, n, meta, err);
+    if (tok_is_llama2c(buf, n)) return tok_llama2c_parse(name, buf, n, meta, err);
     if (n == 0) return lpk_err(err, LPK_ECORRUPT, "%s: empty tokenizer file", name);
     return tok_spm_parse(name, buf, n, meta, err);
 }

@@ -256,7 +256,7 @@ static int build_special(tok_tokenizer *t)
     size_t n = 0;
     for (int32_t i = 0; i < t->n_vocab; i++) {
         int tt = t->type[i];
-        n += (tt == TOK_TT_CONTROL || tt == TOK_TT_USER || tt == TOK_TT_UNKNOWN) && t->dec_len[i];
+        n += (tt == TOK_TT_CONTROL || tt == TOK_TT_USER || tt == TOK_TT_UNKNOWN) && t->key_len[i];
     }
     special_ent *e = malloc((n ? n : 1) * sizeof *e);
     t->special = malloc((n ? n : 1) * sizeof *t->special);
@@ -266,8 +266,8 @@ static int build_special(tok_tokenizer *t)
     }
     for (int32_t i = 0; i < t->n_vocab; i++) {
         int tt = t->type[i];
-        if ((tt == TOK_TT_CONTROL || tt == TOK_TT_USER || tt == TOK_TT_UNKNOWN) && t->dec_len[i])
-            e[t->n_special++] = (special_ent){t->dec_len[i], i};
+        if ((tt == TOK_TT_CONTROL || tt == TOK_TT_USER || tt == TOK_TT_UNKNOWN) && t->key_len[i])
+            e[t->n_special++] = (special_ent){t->key_len[i], i};
     }
     qsort(e, t->n_special, sizeof *e, cmp_special);
     for (size_t k = 0; k < t->n_special; k++) t->special[k] = e[k].id;
@@ -440,7 +440,9 @@ static int frags_insert(tok_frags *fs, size_t at, const tok_frag *add, size_t n_
 
 /* Splits text fragments at special-token text, longest token first (as
  * llama.cpp's tokenizer_st_partition does). User-defined tokens always split;
- * control and unknown tokens only with parse_special. */
+ * control and unknown tokens only with parse_special. The text matched is the
+ * token's own, as stored: Code Llama's `▁<PRE>` matches U+2581 + "<PRE>", not
+ * " <PRE>" (llama.cpp compares the token text, not its decoding). */
 static int partition(const tok_tokenizer *t, const char *text, size_t n, int parse_special,
                      tok_frags *fs)
 {
@@ -449,8 +451,8 @@ static int partition(const tok_tokenizer *t, const char *text, size_t n, int par
     for (size_t k = 0; k < t->n_special; k++) {
         int32_t id = t->special[k];
         if (!parse_special && t->type[id] != TOK_TT_USER) continue;
-        const char *s = t->dec_pool + t->dec_off[id];
-        size_t sl = t->dec_len[id];
+        const char *s = t->key_pool + t->key_off[id];
+        size_t sl = t->key_len[id];
         for (size_t i = 0; i < fs->n; i++) {
             tok_frag f = fs->f[i];
             if (f.id >= 0 || f.n < sl) continue;
