@@ -498,3 +498,14 @@ int lpk_imatrix_write(const char *path, lpk_imatrix *im, int format, unsigned fl
     free(b);
     return st;
 }
+
+int lpk_imatrix_rehash(lpk_imatrix *im)
+{
+    uint8_t *b;
+    size_t n;
+    int st = lpk_imatrix_legacy_bytes(im, &b, &n);
+    if (st) return st;
+    im->hash = XXH3_64bits(b, n);
+    free(b);
+    return LPK_OK;
+}

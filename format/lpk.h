@@ -352,6 +352,9 @@ int lpk_imatrix_write(const char *path, lpk_imatrix *im, int format, unsigned fl
 /* The legacy layout in memory (*out malloc'ed), e.g. to hash a matrix that is
  * never written. LPK_ENOMEM. */
 int lpk_imatrix_legacy_bytes(const lpk_imatrix *im, uint8_t **out, size_t *n_out);
+/* Sets im->hash to the xxh3-64 of its legacy layout (a matrix made in memory
+ * and never written is named by what writing it would give). LPK_ENOMEM. */
+int lpk_imatrix_rehash(lpk_imatrix *im);
 
 
 /* ---------------------------------------------------------------- GGUF export */
