@@ -509,3 +509,17 @@ int lpk_imatrix_rehash(lpk_imatrix *im)
     free(b);
     return LPK_OK;
 }
+
+int lpk_imatrix_record(const lpk_imatrix *im, const char *file, lpk_meta *meta)
+{
+    char h[24];
+    snprintf(h, sizeof h, "%016llx", (unsigned long long)im->hash);
+    int st = LPK_OK;
+    if (file) st = lpk_meta_set_str(meta, "quantize.imatrix.file", file);
+    if (!st && im->dataset) st = lpk_meta_set_str(meta, "quantize.imatrix.dataset", im->dataset);
+    if (!st) st = lpk_meta_set_i32(meta, "quantize.imatrix.entries_count", (int32_t)im->n);
+    if (!st && im->chunks > 0)
+        st = lpk_meta_set_i32(meta, "quantize.imatrix.chunks_count", im->chunks);
+    if (!st) st = lpk_meta_set_str(meta, "quant.imatrix.hash", h);
+    return st;
+}

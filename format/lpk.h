@@ -352,6 +352,11 @@ int lpk_imatrix_write(const char *path, lpk_imatrix *im, int format, unsigned fl
 /* The legacy layout in memory (*out malloc'ed), e.g. to hash a matrix that is
  * never written. LPK_ENOMEM. */
 int lpk_imatrix_legacy_bytes(const lpk_imatrix *im, uint8_t **out, size_t *n_out);
+/* Records where an importance matrix came from in meta: llama.cpp's keys
+ * quantize.imatrix.file (file, may be NULL: not recorded), .dataset, .entries_count
+ * and .chunks_count (i32, as llama-quantize writes them), and llmpack's
+ * quant.imatrix.hash (the xxh3-64 as 16 hex digits). LPK_ENOMEM. */
+int lpk_imatrix_record(const lpk_imatrix *im, const char *file, lpk_meta *meta);
 /* Sets im->hash to the xxh3-64 of its legacy layout (a matrix made in memory
  * and never written is named by what writing it would give). LPK_ENOMEM. */
 int lpk_imatrix_rehash(lpk_imatrix *im);

@@ -196,6 +196,110 @@ static void test_cli(void **state)
     free(dir);
 }
 
+/* quantize/convert --imatrix: the matrix is checked against the model (one
+ * made for another model: exit 3 naming the entry), tensors without an entry
+ * are listed, and the container and its GGUF export carry the provenance. */
+static void test_quantize_imatrix(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(m0, S260);
+    char *model = strdup(m0);
+    TU_NEED_SHARED(t0, TINY);
+    char *text = strdup(t0);
+    TU_NEED_SHARED(l0, "gguf/llama2-20m-docs-calib.imatrix");
+    char *other = strdup(l0);
+    char *dir = tu_tmpdir(), *out = NULL;
+    char *im = tu_fmt("%s/s.imatrix", dir), *q = tu_fmt("%s/q.lpk", dir),
+         *g = tu_fmt("%s/q.gguf", dir);
+    assert_int_equal(tu_llmpack(&out, "calibrate '%s' --text '%s' --ctx 128 --no-output -q -o '%s'",
+                                model, text, im), 0);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q4_k_m --imatrix '%s' --json",
+                                model, q, im), 0);
+    /* token_embd (the tied output) has no entry without the output matrix */
+    assert_non_null(strstr(out, "\"default_weighting\": [\n      \"token_embd.weight\"\n"));
+    assert_non_null(strstr(out, "\"entries\": 35"));
+    free(out);
+    lpk_error err = {0};
+    lpk_reader *r = NULL;
+    assert_int_equal(lpk_reader_open(q, &r, &err), LPK_OK);
+    const lpk_meta *m = lpk_reader_meta(r);
+    uint32_t v;
+    assert_int_equal(lpk_meta_get_u32(m, "quantize.imatrix.entries_count", &v), LPK_OK);
+    assert_int_equal(v, 35);
+    assert_int_equal(lpk_meta_get_u32(m, "quantize.imatrix.chunks_count", &v), LPK_OK);
+    assert_int_equal(v, 121);
+    assert_string_equal(lpk_meta_get_str(m, "quantize.imatrix.dataset"), text);
+    assert_string_equal(lpk_meta_get_str(m, "quantize.imatrix.file"), im);
+    lpk_imatrix *imx = NULL;
+    assert_int_equal(lpk_imatrix_read(im, &imx, &err), LPK_OK);
+    char h[24];
+    snprintf(h, sizeof h, "%016llx", (unsigned long long)imx->hash);
+    assert_string_equal(lpk_meta_get_str(m, "quant.imatrix.hash"), h);
+    lpk_imatrix_free(imx);
+    lpk_reader_close(r);
+    /* llama.cpp's keys survive the export (stripped or not) */
+    assert_int_equal(tu_llmpack(&out, "export '%s' -o '%s'", q, g), 0);
+    free(out);
+    assert_int_equal(lpk_reader_open(g, &r, &err), LPK_OK);
+    assert_int_equal(lpk_meta_get_u32(lpk_reader_meta(r), "quantize.imatrix.entries_count", &v),
+                     LPK_OK);
+    assert_int_equal(v, 35);
+    lpk_reader_close(r);
+    /* --calib: the same in one go; the same bytes as --imatrix of that matrix */
+    char *q2 = tu_fmt("%s/q2.lpk", dir), *q3 = tu_fmt("%s/q3.lpk", dir),
+         *im2 = tu_fmt("%s/full.imatrix", dir);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q4_0 --calib '%s' -q", model,
+                                q2, text), 0);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "calibrate '%s' --text '%s' -q -o '%s'", model, text, im2),
+                     0);
+    free(out);
+    /* (default ctx 512: 30 chunks) */
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q4_0 --imatrix '%s' -q",
+                                model, q3, im2), 0);
+    free(out);
+    char why[256];
+    assert_int_equal(tu_lpk_same_tensors(q2, q3, why, sizeof why), 0);
+    /* another model's matrix: exit 3 naming the entry, no output */
+    char *bad = tu_fmt("%s/bad.lpk", dir);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q4_k_m --imatrix '%s'",
+                                model, bad, other), 3);
+    assert_non_null(strstr(out, ".weight"));
+    assert_non_null(strstr(out, "another model"));
+    free(out);
+    assert_false(tu_exists(bad));
+    /* the same through convert */
+    TU_NEED_SHARED(hf0, "models/stories260K/hf");
+    char *hf = strdup(hf0);
+    assert_int_equal(tu_llmpack(&out, "convert '%s' -o '%s' --type q4_k_m --imatrix '%s'", hf, bad,
+                                other), 3);
+    assert_non_null(strstr(out, "another model"));
+    free(out);
+    assert_false(tu_exists(bad));
+    char *c = tu_fmt("%s/c.lpk", dir);
+    assert_int_equal(tu_llmpack(&out, "convert '%s' -o '%s' --type q4_k_m --imatrix '%s'", hf, c,
+                                im), 0);
+    assert_non_null(strstr(out, "default weighting: token_embd.weight"));
+    free(out);
+    /* convert from the f32 source = quantize of the f32 GGUF, same matrix */
+    assert_int_equal(tu_lpk_same_tensors(c, q, why, sizeof why), 0);
+    free(c);
+    free(hf);
+    free(bad);
+    free(q2);
+    free(q3);
+    free(im2);
+    free(im);
+    free(q);
+    free(g);
+    free(model);
+    free(text);
+    free(other);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 /* test-long: the whole of docs-calib.txt through llama2-20m, against
  * llama-imatrix's own file for the same model, text and ctx: every column of
  * every entry within 1e-4 relative (measured: 3e-5 at most). */
@@ -206,7 +310,8 @@ static void test_llama_imatrix(void **state)
         print_message("SKIP: the 206-chunk comparison with llama-imatrix runs in make test-long\n");
         skip();
     }
-    TU_NEED_SHARED(hf, "models/llama2-20m/hf");
+    TU_NEED_SHARED(hf0, "models/llama2-20m/hf");
+    char *hf = strdup(hf0);
     TU_NEED_SHARED(ref_path, "gguf/llama2-20m-docs-calib.imatrix");
     char *ref_s = strdup(ref_path);
     TU_NEED_SHARED(text, "text/docs-calib.txt");
@@ -245,6 +350,7 @@ static void test_llama_imatrix(void **state)
     free(lpk);
     free(ref_s);
     free(text_s);
+    free(hf);
     tu_rmtree(dir);
     free(dir);
 }
@@ -255,6 +361,7 @@ int main(void)
         cmocka_unit_test(test_layer0_independent),
         cmocka_unit_test(test_threads_and_prefix),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_quantize_imatrix),
         cmocka_unit_test(test_llama_imatrix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
