@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../tok/tok.h"
+
 /* The weights whose inputs are collected, in forward-pass order. */
 static const char *const kinds[] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                                     "ffn_gate", "ffn_up", "ffn_down"};
@@ -165,24 +167,24 @@ int calib_file(const char *model_path, const char *text_path, const calib_opts *
 {
     lpk_reader *r = NULL;
     vf_model *m = NULL;
-    vf_tokenizer *tok = NULL;
+    tok_tokenizer *tok = NULL;
     char *text = NULL;
     int32_t *ids = NULL;
     size_t n_text = 0, n_ids = 0;
     *out = NULL;
     int st = lpk_reader_open(model_path, &r, err);
     if (!st) st = vf_model_open(r, &m, err);
-    if (!st) st = vf_tokenizer_new(lpk_reader_meta(r), &tok, err);
+    if (!st) st = tok_tokenizer_new(lpk_reader_meta(r), &tok, err);
     if (!st) st = vf_read_text(text_path, &text, &n_text, err);
-    if (!st) st = vf_encode(tok, text, n_text, 1, 0, &ids, &n_ids, err);
+    if (!st) st = tok_encode(tok, text, n_text, 1, 0, &ids, &n_ids, err);
     free(text);
     if (!st) {
         calib_opts oo = o ? *o : (calib_opts){0};
         if (!oo.dataset) oo.dataset = text_path;
-        st = calib_run(m, ids, n_ids, vf_tokenizer_bos(tok), &oo, out, err);
+        st = calib_run(m, ids, n_ids, tok_tokenizer_bos(tok), &oo, out, err);
     }
     free(ids);
-    vf_tokenizer_free(tok);
+    tok_tokenizer_free(tok);
     vf_model_free(m);
     lpk_reader_close(r);
     return st;

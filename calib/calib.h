@@ -1,7 +1,7 @@
 /* llmpack calib/: calibration. Runs verify/'s fp32 forward pass over a text
  * and collects, for every 2-D weight the quantizers touch, statistics of the
  * activations that multiply it (importance matrices, llama-imatrix's
- * protocol). Prefix calib_. Depends on verify/ and format/ (and so on quant/
+ * protocol). Prefix calib_. Depends on verify/, tok/ and format/ (and so on quant/
  * only through them); nothing below includes this header. See docs/QUANT.md,
  * "Importance matrices". */
 #ifndef CALIB_H

@@ -11,6 +11,7 @@
 
 #include "tutil.h"
 #include "../calib/calib.h"
+#include "../tok/tok.h"
 
 #define S260 "gguf/stories260K-f32.gguf"
 #define TINY "text/TinyStories-valid-sample.txt"
@@ -48,14 +49,14 @@ static void test_layer0_independent(void **state)
     assert_memory_equal(q->sum2, v->sum2, (size_t)q->n * 4);
 
     lpk_reader *r = NULL;
-    vf_tokenizer *tok = NULL;
+    tok_tokenizer *tok = NULL;
     assert_int_equal(lpk_reader_open(model, &r, &err), LPK_OK);
-    assert_int_equal(vf_tokenizer_new(lpk_reader_meta(r), &tok, &err), LPK_OK);
+    assert_int_equal(tok_tokenizer_new(lpk_reader_meta(r), &tok, &err), LPK_OK);
     char *t;
     size_t nt, nid;
     int32_t *ids;
     assert_int_equal(vf_read_text(text, &t, &nt, &err), LPK_OK);
-    assert_int_equal(vf_encode(tok, t, nt, 1, 0, &ids, &nid, &err), LPK_OK);
+    assert_int_equal(tok_encode(tok, t, nt, 1, 0, &ids, &nid, &err), LPK_OK);
     const lpk_tensor *emb = lpk_reader_find(r, "token_embd.weight"),
                      *nw = lpk_reader_find(r, "blk.0.attn_norm.weight");
     assert_int_equal(emb->type, LPK_TYPE_F32);
@@ -64,7 +65,7 @@ static void test_layer0_independent(void **state)
     double *want = calloc((size_t)dim, sizeof(double));
     for (size_t c = 0; c < 121; c++)
         for (size_t i = 0; i < 128; i++) {
-            int32_t id = i == 0 ? vf_tokenizer_bos(tok) : ids[c * 128 + i];
+            int32_t id = i == 0 ? tok_tokenizer_bos(tok) : ids[c * 128 + i];
             const float *e = E + (size_t)id * dim;
             double ss = 0;
             for (int j = 0; j < dim; j++) ss += (double)e[j] * e[j];
@@ -80,7 +81,7 @@ static void test_layer0_independent(void **state)
     free(want);
     free(ids);
     free(t);
-    vf_tokenizer_free(tok);
+    tok_tokenizer_free(tok);
     lpk_reader_close(r);
     lpk_imatrix_free(im);
     free(model);
