@@ -12,7 +12,7 @@ CFLAGS += -std=c11 $(OPT) $(WARN) -fopenmp -fno-strict-aliasing $(SAN) \
 LDLIBS += $(shell pkg-config --libs $(PKGS)) -lm
 LDFLAGS += -fopenmp $(SAN)
 
-MODULES = format tok quant convert verify
+MODULES = format tok quant convert verify calib
 LIB_SRC = $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 LIB_OBJ = $(LIB_SRC:%.c=$(O)/%.o)
 CLI_SRC = $(wildcard cli/*.c)
@@ -108,10 +108,11 @@ bench-quant: all $(BENCH_BIN)
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 	    $(DESTDIR)$(PREFIX)/include/llmpack/format $(DESTDIR)$(PREFIX)/include/llmpack/quant \
-	    $(DESTDIR)$(PREFIX)/include/llmpack/convert $(DESTDIR)$(PREFIX)/include/llmpack/verify
+	    $(DESTDIR)$(PREFIX)/include/llmpack/convert $(DESTDIR)$(PREFIX)/include/llmpack/verify \
+	    $(DESTDIR)$(PREFIX)/include/llmpack/calib
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/llmpack
 	install -m 644 $(O)/libllmpack.a $(DESTDIR)$(PREFIX)/lib/libllmpack.a
-	for h in format/lpk.h quant/quant.h convert/convert.h verify/verify.h; do \
+	for h in format/lpk.h quant/quant.h convert/convert.h verify/verify.h calib/calib.h; do \
 	  [ -f $$h ] && install -m 644 $$h $(DESTDIR)$(PREFIX)/include/llmpack/$$h; done; true
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@PKGS@|$(PKGS)|' llmpack.pc.in \
 	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/llmpack.pc

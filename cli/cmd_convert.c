@@ -18,6 +18,8 @@ static void usage(FILE *f)
             "                         q4_k | q4_k_m | q4_k_s | q6_k (default: keep the\n"
             "                         source precision; 1-D tensors are always f32)\n"
             "  --pure                 quantize every 2-D tensor to T (no recipe)\n"
+            "  --imatrix FILE         importance matrix for --type's scale searches\n"
+            "                         (llmpack calibrate, llama-imatrix)\n"
             "  --tokenizer FILE       tokenizer.model / tokenizer.json / llama2.c tokenizer.bin\n"
             "                         to embed (default: the checkpoint's own)\n"
             "  --no-tokenizer         convert a checkpoint that has no tokenizer (the\n"
@@ -55,6 +57,9 @@ int cmd_convert(int argc, char **argv)
             o.type = argv[++i];
         } else if (!strcmp(a, "--pure")) {
             o.pure = 1;
+        } else if (!strcmp(a, "--imatrix")) {
+            if (!has_val) return cli_usage_error("convert", "--imatrix needs a file");
+            o.imatrix_path = argv[++i];
         } else if (!strcmp(a, "--tokenizer")) {
             if (!has_val) return cli_usage_error("convert", "--tokenizer needs a file");
             o.tokenizer = argv[++i];
@@ -87,6 +92,17 @@ int cmd_convert(int argc, char **argv)
     if (!o.src) return cli_usage_error("convert", "no source given");
     if (!o.out) return cli_usage_error("convert", "no output given (-o OUT.lpk)");
     if (o.pure && !o.type) return cli_usage_error("convert", "--pure needs --type");
+    if (o.imatrix_path && !o.type) return cli_usage_error("convert", "--imatrix needs --type");
+    lpk_imatrix *im = NULL;
+    if (o.imatrix_path) {
+        lpk_error ie = {0};
+        int st = lpk_imatrix_read(o.imatrix_path, &im, &ie);
+        if (st) {
+            cli_print_error("convert", &ie);
+            return cli_exit_for(st);
+        }
+        o.imatrix = im;
+    }
 
     cli_progress prog;
     cli_progress_start(&prog, "convert", "B", 0, json);
@@ -97,6 +113,7 @@ int cmd_convert(int argc, char **argv)
     lpk_error err;
     lpk_error_clear(&err);
     int rc = cv_convert(&o, &rep, &err);
+    lpk_imatrix_free(im);
     cli_progress_end(&prog);
     double secs = cli_now() - t0;
     if (rep.warning[0]) fprintf(stderr, "llmpack convert: warning: %s\n", rep.warning);
@@ -124,6 +141,12 @@ int cmd_convert(int argc, char **argv)
         json_object_set_new(j, "peak_rss", json_integer((json_int_t)cli_peak_rss()));
         json_object_set_new(j, "tied", json_boolean(rep.tied));
         json_object_set_new(j, "skipped_tensors", sk);
+        if (im || o.imatrix_path) {
+            json_t *ne = json_array();
+            for (size_t i = 0; i < rep.n_no_imatrix; i++)
+                json_array_append_new(ne, json_string(rep.no_imatrix[i]));
+            json_object_set_new(j, "imatrix_default_weighting", ne);
+        }
         json_object_set_new(j, "warning", rep.warning[0] ? json_string(rep.warning) : json_null());
         json_object_set_new(j, "note", rep.note[0] ? json_string(rep.note) : json_null());
         json_object_set_new(j, "tokenizer", rep.tokenizer[0] ? json_string(rep.tokenizer)
@@ -140,6 +163,11 @@ int cmd_convert(int argc, char **argv)
                rep.n_tensors, types, rep.tied ? ", tied output" : "",
                (double)rep.bytes_out / (1 << 20), rep.source_format, secs,
                secs > 0 ? (double)rep.bytes_in / secs / 1e6 : 0.0);
+        if (rep.n_no_imatrix) {
+            printf("no importance-matrix entry, default weighting:");
+            for (size_t i = 0; i < rep.n_no_imatrix; i++) printf(" %s", rep.no_imatrix[i]);
+            printf("\n");
+        }
         if (rep.n_skipped) {
             printf("skipped:");
             for (size_t i = 0; i < rep.n_skipped; i++) printf(" %s", rep.skipped[i]);

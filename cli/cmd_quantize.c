@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../calib/calib.h"
 #include "../quant/quant.h"
 
 /* One line per recipe with its bits per weight over all tensors, computed by
@@ -53,6 +54,10 @@ static void usage(FILE *f)
             "  -o, --output OUT       output container (.lpk)\n"
             "  --type T               recipe (see above)\n"
             "  --pure                 every 2-D tensor at T (fallbacks still apply)\n"
+            "  --imatrix FILE         importance matrix (llmpack calibrate, llama-imatrix;\n"
+            "                         legacy or GGUF layout) weighting every scale search\n"
+            "  --calib TEXT           calibrate on TEXT first (ctx 512, every chunk), then\n"
+            "                         quantize with that matrix (IN needs f32/f16/bf16 weights)\n"
             "  --threads N            worker threads (default: all cores)\n"
             "  --force                replace OUT if it exists\n"
             "  --allow-requantize     quantize already quantized tensors to another type\n"
@@ -95,7 +100,7 @@ static int to_f32(const lpk_tensor *t, float *x, lpk_error *err)
 
 int cmd_quantize(int argc, char **argv)
 {
-    const char *in = NULL, *out = NULL, *recipe = NULL;
+    const char *in = NULL, *out = NULL, *recipe = NULL, *im_path = NULL, *calib_text = NULL;
     int pure = 0, force = 0, json = 0, quiet = 0, requant = 0;
     long threads = 0;
     for (int i = 1; i < argc; i++) {
@@ -104,10 +109,12 @@ int cmd_quantize(int argc, char **argv)
             usage(stdout);
             return CLI_EXIT_OK;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--type") ||
-                   !strcmp(a, "--threads")) {
+                   !strcmp(a, "--threads") || !strcmp(a, "--imatrix") || !strcmp(a, "--calib")) {
             if (i + 1 >= argc) return cli_usage_error("quantize", "%s needs a value", a);
             const char *v = argv[++i];
-            if (a[1] == 'o' || a[2] == 'o') out = v;
+            if (!strcmp(a, "--imatrix")) im_path = v;
+            else if (!strcmp(a, "--calib")) calib_text = v;
+            else if (a[1] == 'o' || a[2] == 'o') out = v;
             else if (a[2] == 't' && a[3] == 'y') recipe = v;
             else if (cli_parse_int(v, 1, 1024, &threads))
                 return cli_usage_error("quantize", "--threads: '%s' is not a thread count", v);
@@ -136,9 +143,15 @@ int cmd_quantize(int argc, char **argv)
     if (!quant_recipe_valid(recipe))
         return cli_usage_error("quantize", "unknown --type '%s' (one of: %s)", recipe,
                                quant_recipe_list());
+    if (im_path && calib_text)
+        return cli_usage_error("quantize", "--imatrix and --calib exclude each other");
     if (threads > 0) omp_set_num_threads((int)threads);
 
     lpk_error err = {0};
+    lpk_imatrix *im = NULL;
+    float *wbuf = NULL;
+    char **no_entry = NULL;
+    size_t n_no_entry = 0;
     lpk_reader *r = NULL;
     lpk_meta *meta = NULL;
     lpk_tensor *decls = NULL;
@@ -159,7 +172,16 @@ int cmd_quantize(int argc, char **argv)
         goto done;
     }
     for (size_t i = 0; i < n; i++) decls[i] = *lpk_reader_tensor(r, i);
-    rc = quant_plan(recipe, pure, lpk_reader_meta(r), decls, n, ch, &err);
+    if (im_path) rc = lpk_imatrix_read(im_path, &im, &err);
+    else if (calib_text) {
+        calib_opts co = {.ctx = 512};
+        if (!quiet && !json) fprintf(stderr, "llmpack quantize: calibrating on %s\n", calib_text);
+        rc = calib_file(in, calib_text, &co, &im, &err);
+    }
+    if (!rc && im) rc = lpk_imatrix_check(im, im_path ? im_path : calib_text, decls, n, &err);
+    if (rc) goto done;
+    rc = quant_plan(recipe, (pure ? QUANT_PLAN_PURE : 0u) | (im ? QUANT_PLAN_IMATRIX : 0u),
+                    lpk_reader_meta(r), decls, n, ch, &err);
     if (rc) goto done;
     uint64_t max_elems = 0, in_bytes = 0;
     for (size_t i = 0; i < n; i++) {
@@ -193,11 +215,20 @@ int cmd_quantize(int argc, char **argv)
     }
     rc = lpk_meta_copy(meta, lpk_reader_meta(r));
     if (!rc) rc = quant_plan_record(recipe, pure, decls, ch, n, meta);
+    if (!rc && im) rc = lpk_imatrix_record(im, im_path, meta);
     if (rc) { lpk_err(&err, rc, "cannot record the recipe in the metadata"); goto done; }
     if (max_elems > SIZE_MAX / 8) { rc = lpk_err(&err, LPK_ENOMEM, "tensor too large"); goto done; }
     x = malloc((size_t)(max_elems ? max_elems : 1) * sizeof(float));
     qbuf = malloc((size_t)(max_elems ? max_elems : 1) * sizeof(float));
     if (!x || !qbuf) { rc = lpk_err(&err, LPK_ENOMEM, "out of memory"); goto done; }
+    if (im) {
+        int64_t maxc = 1;
+        for (size_t i = 0; i < n; i++)
+            if (lpk_tensor_ncols(&decls[i]) > maxc) maxc = lpk_tensor_ncols(&decls[i]);
+        wbuf = malloc((size_t)maxc * sizeof(float));
+        no_entry = calloc(n ? n : 1, sizeof *no_entry);
+        if (!wbuf || !no_entry) { rc = lpk_err(&err, LPK_ENOMEM, "out of memory"); goto done; }
+    }
     rc = lpk_writer_open(out, meta, decls, n, force ? LPK_WRITE_FORCE : 0, &w, &err);
     if (rc) goto done;
 
@@ -216,7 +247,17 @@ int cmd_quantize(int argc, char **argv)
             rc = to_f32(t, x, &err);
             if (rc) break;
             lpk_error qe = {0};
-            rc = quant_quantize_rows(ch[i].type, x, nr, nc, qbuf, NULL, &qe);
+            const float *iw = NULL;
+            if (im && quant_type_is_block(ch[i].type)) {
+                const lpk_imatrix_entry *e = lpk_imatrix_find(im, t->name);
+                if (e) {
+                    lpk_imatrix_weights(e, wbuf);
+                    iw = wbuf;
+                } else {
+                    no_entry[n_no_entry++] = (char *)t->name;
+                }
+            }
+            rc = quant_quantize_rows(ch[i].type, x, nr, nc, qbuf, iw, &qe);
             if (rc) {
                 lpk_err(&err, rc, "%s: tensor %s: %s", in, t->name, qe.msg);
                 break;
@@ -289,6 +330,20 @@ int cmd_quantize(int argc, char **argv)
             json_array_append_new(arr, e);
         }
         json_object_set_new(o, "tensors", arr);
+        if (im) {
+            json_t *ij = json_object(), *ne = json_array();
+            char h[24];
+            snprintf(h, sizeof h, "%016llx", (unsigned long long)im->hash);
+            json_object_set_new(ij, "file", im_path ? json_string(im_path) : json_null());
+            json_object_set_new(ij, "calibration_text", calib_text ? json_string(calib_text) : json_null());
+            json_object_set_new(ij, "hash", json_string(h));
+            json_object_set_new(ij, "dataset", im->dataset ? json_string(im->dataset) : json_null());
+            json_object_set_new(ij, "entries", json_integer((json_int_t)im->n));
+            json_object_set_new(ij, "chunks", json_integer(im->chunks));
+            for (size_t i = 0; i < n_no_entry; i++) json_array_append_new(ne, json_string(no_entry[i]));
+            json_object_set_new(ij, "default_weighting", ne);
+            json_object_set_new(o, "imatrix", ij);
+        }
         json_t *tot = json_object();
         json_object_set_new(tot, "bytes_in", json_integer((json_int_t)in_bytes));
         json_object_set_new(tot, "bytes_out", json_integer((json_int_t)out_bytes));
@@ -314,6 +369,16 @@ int cmd_quantize(int argc, char **argv)
                (double)bytes2 / 1e6, bpw2);
         printf("pooled rel. RMSE over 2-D tensors: %.5f   (%.2f s, %s)\n", pooled, secs,
                lpk_cpu_describe());
+        if (im) {
+            printf("importance matrix: %s (%zu entries, %d chunks, xxh3 %016llx)\n",
+                   im_path ? im_path : calib_text, im->n, im->chunks,
+                   (unsigned long long)im->hash);
+            if (n_no_entry) {
+                printf("no entry, default weighting:");
+                for (size_t i = 0; i < n_no_entry; i++) printf(" %s", no_entry[i]);
+                printf("\n");
+            }
+        }
     }
 
 done:
@@ -321,6 +386,9 @@ done:
     rc = rc ? cli_exit_for(rc) : CLI_EXIT_OK;
 done_usage:
     lpk_writer_abort(w);
+    lpk_imatrix_free(im);
+    free(wbuf);
+    free(no_entry);
     free(x);
     free(qbuf);
     free(decls);

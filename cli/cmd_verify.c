@@ -56,39 +56,6 @@ static void unload(loaded *l)
     lpk_reader_close(l->r);
 }
 
-/* The file as bytes; one trailing '\n' dropped (as llama.cpp's -f does). */
-static int read_text(const char *path, char **out, size_t *n, lpk_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return lpk_err(err, LPK_EIO, "%s: cannot open", path);
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    int st = buf ? LPK_OK : LPK_ENOMEM;
-    while (!st) {
-        if (len == cap) {
-            char *nb = cap < SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-            if (!nb) { st = LPK_ENOMEM; break; }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) {
-            if (ferror(f)) st = LPK_EIO;
-            break;
-        }
-    }
-    fclose(f);
-    if (st) {
-        free(buf);
-        return lpk_err(err, st, "%s: %s", path, st == LPK_EIO ? "read error" : "out of memory");
-    }
-    if (len && buf[len - 1] == '\n') len--;
-    *out = buf;
-    *n = len;
-    return LPK_OK;
-}
-
 static const char *base_name(const char *p)
 {
     const char *s = strrchr(p, '/');
@@ -283,7 +250,7 @@ int cmd_verify(int argc, char **argv)
     }
     const lpk_reader *tok_src = ref_path ? ref.r : st ? NULL : models[0].r;
     if (!st) st = tok_tokenizer_new(lpk_reader_meta(tok_src), &tok, &err);
-    if (!st) st = read_text(text_path, &text, &n_text, &err);
+    if (!st) st = vf_read_text(text_path, &text, &n_text, &err);
     if (!st) st = tok_encode(tok, text, n_text, 1, 0, &ids, &n_ids, &err);
     if (!st)
         st = vf_eval_new(ref_path ? ref.m : NULL, mv, n_paths, ids, n_ids, tok_tokenizer_bos(tok),

@@ -1,4 +1,4 @@
-/* llmpack: one binary over convert/, quant/, format/ and verify/. */
+/* llmpack: one binary over convert/, quant/, format/, verify/ and calib/. */
 #include "cli.h"
 
 #include <stdlib.h>
@@ -12,6 +12,7 @@ static const struct {
 } commands[] = {
     {"convert", cmd_convert, "read a Meta / Hugging Face / llama2.c checkpoint into a .lpk"},
     {"quantize", cmd_quantize, "quantize a container to q8_0, q4_0, q4_k, ... (recipes)"},
+    {"calibrate", cmd_calibrate, "importance matrix (llama.cpp's imatrix) from calibration text"},
     {"verify", cmd_verify, "perplexity, KL divergence and top-1 agreement vs a reference"},
     {"info", cmd_info, "describe a container (.lpk or GGUF)"},
     {"check", cmd_check, "verify every checksum and structural rule of a container"},

@@ -32,6 +32,12 @@ typedef struct cv_options {
                                * that is bad input: LPK_ENOTFOUND) */
     cv_progress_fn progress;  /* may be NULL */
     void *progress_ctx;
+    /* Importance matrix for the recipe's scale searches (NULL: none), checked
+     * against the model's tensors (LPK_ECORRUPT naming an entry that does not
+     * fit) and recorded in the metadata (lpk_imatrix_record) with
+     * imatrix_path. Ignored without a block-type recipe. */
+    const lpk_imatrix *imatrix;
+    const char *imatrix_path;
 } cv_options;
 
 typedef struct cv_report {
@@ -47,6 +53,8 @@ typedef struct cv_report {
                                * added tokens), or "" */
     char tokenizer[4096];     /* the tokenizer file used, or "" */
     char note[512];           /* which files were chosen and why, or "" */
+    char **no_imatrix;        /* quantized without an importance-matrix entry (n_no_imatrix) */
+    size_t n_no_imatrix;
 } cv_report;
 
 /* Converts o->src into o->out. On failure nothing is left at o->out (an

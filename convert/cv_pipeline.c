@@ -499,6 +499,10 @@ void cv_report_free(cv_report *r)
     free(r->skipped);
     r->skipped = NULL;
     r->n_skipped = 0;
+    for (size_t i = 0; i < r->n_no_imatrix; i++) free(r->no_imatrix[i]);
+    free(r->no_imatrix);
+    r->no_imatrix = NULL;
+    r->n_no_imatrix = 0;
 }
 
 /* What a folder opener needs besides the folder (archives call back into
@@ -632,7 +636,7 @@ static int open_source(const cv_options *o, cv_open_opts *oo, cv_source **s, lpk
  * fits dt. *out_bytes = bytes written to dst. */
 static int convert_block(const char *what, const cv_tensor *t, int st, int dt, const void *src,
                          float *f32buf, void *dst, int64_t row0, int64_t nrows,
-                         size_t *out_bytes, lpk_error *err)
+                         const float *imw, size_t *out_bytes, lpk_error *err)
 {
     int64_t nc = t_ncols(t);
     size_t n = (size_t)(nrows * nc);
@@ -660,7 +664,7 @@ static int convert_block(const char *what, const cv_tensor *t, int st, int dt, c
     if (block) {
         uint64_t nb;
         int rc = lpk_type_nbytes(dt, n, &nb);
-        if (!rc) rc = quant_quantize_rows(dt, f, nrows, nc, dst, NULL, err);
+        if (!rc) rc = quant_quantize_rows(dt, f, nrows, nc, dst, imw, err);
         if (rc) {
             if (err && !strstr(err->msg, t->name))
                 lpk_err(err, rc, "%s: tensor '%s': cannot store as %s", what, t->name,
@@ -678,6 +682,28 @@ static int convert_block(const char *what, const cv_tensor *t, int st, int dt, c
                            "not fit %s", what, t->src_name, t->name, (double)f[bad],
                            (long long)(row0 * nc + bad), lpk_type_get(dt)->name);
     }
+    return LPK_OK;
+}
+
+/* The importance weights of entry e (row length nc) into *buf (grown as
+ * needed); no entry: the tensor is listed in rep->no_imatrix. */
+static int imatrix_weights(const lpk_imatrix_entry *e, int64_t nc, float **buf, const char *name,
+                           cv_report *rep, lpk_error *err)
+{
+    if (!e) {
+        char **l = realloc(rep->no_imatrix, (rep->n_no_imatrix + 1) * sizeof *l);
+        if (!l || !(l[rep->n_no_imatrix] = strdup(name))) {
+            if (l) rep->no_imatrix = l;
+            return lpk_err(err, LPK_ENOMEM, "out of memory");
+        }
+        rep->no_imatrix = l;
+        rep->n_no_imatrix++;
+        return LPK_OK;
+    }
+    float *b = realloc(*buf, (size_t)nc * sizeof(float));
+    if (!b) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    *buf = b;
+    lpk_imatrix_weights(e, b);
     return LPK_OK;
 }
 
@@ -711,7 +737,7 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
     lpk_tensor *decls = NULL;
     size_t *order = NULL;
     void *b_src = NULL, *b_dst = NULL;
-    float *b_f32 = NULL;
+    float *b_f32 = NULL, *imbuf = NULL;
     lpk_writer *w = NULL;
     quant_choice *choices = NULL;
     int rc = open_source(o, &oo, &s, err);
@@ -810,7 +836,13 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
             rc = lpk_err(err, LPK_ENOMEM, "out of memory");
             goto out;
         }
-        if ((rc = quant_plan(recipe, o->pure, meta, decls, nd, choices, err))) goto out;
+        const lpk_imatrix *im = o->imatrix;
+        if (im && (rc = lpk_imatrix_check(im, o->imatrix_path ? o->imatrix_path : "importance "
+                                          "matrix", decls, nd, err)))
+            goto out;
+        if ((rc = quant_plan(recipe, (o->pure ? QUANT_PLAN_PURE : 0u) |
+                             (im ? QUANT_PLAN_IMATRIX : 0u), meta, decls, nd, choices, err)))
+            goto out;
         for (size_t k = 0; k < nd; k++) decls[k].type = choices[k].type;
     }
     for (size_t k = 0; k < nd; k++)
@@ -824,7 +856,8 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
         rc = lpk_err(err, LPK_ENOMEM, "out of memory");
         goto out;
     }
-    if (recipe && (rc = quant_plan_record(recipe, o->pure, decls, choices, nd, meta))) {
+    if (recipe && ((rc = quant_plan_record(recipe, o->pure, decls, choices, nd, meta)) ||
+                   (o->imatrix && (rc = lpk_imatrix_record(o->imatrix, o->imatrix_path, meta))))) {
         rc = lpk_err(err, rc, "cannot record the quantization plan");
         goto out;
     }
@@ -838,13 +871,19 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
         const cv_tensor *t = &s->tensors[order[k]];
         int dt = decls[k].type;
         int64_t nr = t_nrows(t), nc = t_ncols(t), br = block_rows(t);
+        const float *imw = NULL;
+        if (recipe && o->imatrix && quant_type_is_block(dt)) {
+            const lpk_imatrix_entry *e = lpk_imatrix_find(o->imatrix, t->name);
+            if ((rc = imatrix_weights(e, nc, &imbuf, t->name, rep, err))) goto out;
+            imw = e ? imbuf : NULL;
+        }
         if ((rc = lpk_writer_tensor_begin(w, t->name, err))) goto out;
         for (int64_t r = 0; r < nr; r += br) {
             int64_t kr = nr - r < br ? nr - r : br;
             size_t ob = 0;
             if ((rc = s->ops->read_rows(s, t, r, kr, b_src, err)) ||
-                (rc = convert_block(o->src, t, t->dtype, dt, b_src, b_f32, b_dst, r, kr, &ob,
-                                    err)) ||
+                (rc = convert_block(o->src, t, t->dtype, dt, b_src, b_f32, b_dst, r, kr, imw,
+                                    &ob, err)) ||
                 (rc = lpk_writer_tensor_write(w, b_dst, ob, err)))
                 goto out;
             done += (uint64_t)(kr * nc) * elem_size(t->dtype);
@@ -871,6 +910,7 @@ out:
     free(b_src);
     free(b_dst);
     free(b_f32);
+    free(imbuf);
     if (s) s->ops->close(s);
     if (!report) cv_report_free(rep);
     return rc;

@@ -303,6 +303,73 @@ int lpk_writer_finish(lpk_writer *w, lpk_error *err);
 /* Removes the temporary file and frees w. NULL is fine. */
 void lpk_writer_abort(lpk_writer *w);
 
+/* Writes n bytes to path atomically: a temporary file beside it, fsync, rename
+ * (the same rules and signal cleanup as lpk_writer: LPK_EEXIST unless
+ * LPK_WRITE_FORCE; nothing is left at path on failure or SIGINT/SIGTERM). */
+int lpk_file_write(const char *path, const void *data, size_t n, unsigned flags,
+                   lpk_error *err);
+
+/* ---------------------------------------------------------------- importance matrices */
+/* Per-column statistics of the activations that multiply a weight (docs/QUANT.md,
+ * "Importance matrices"), as llama.cpp's llama-imatrix collects them. Two file
+ * layouts, detected from the content on reading: llama.cpp b4748's legacy
+ * binary one and newer llama.cpp's GGUF one (general.type "imatrix", tensors
+ * NAME.in_sum2 and NAME.counts). */
+enum lpk_imatrix_format { LPK_IMATRIX_AUTO = 0, LPK_IMATRIX_LEGACY = 1, LPK_IMATRIX_GGUF = 2 };
+
+typedef struct lpk_imatrix_entry {
+    char name[LPK_MAX_NAME + 1];  /* the weight's GGUF name, blk.0.attn_q.weight */
+    int64_t n;                    /* values: the weight's row length */
+    float *sum2;                  /* n sums of squared activations, per column */
+    float count;                  /* activations each sum is over (legacy files: ncall) */
+    int32_t ncall;                /* chunks (legacy's call count) */
+} lpk_imatrix_entry;
+
+typedef struct lpk_imatrix {
+    lpk_imatrix_entry *e;
+    size_t n;
+    char *dataset;                /* calibration text's name, or NULL */
+    int32_t chunks;               /* chunks the matrix was computed on (0 if unknown) */
+    int32_t chunk_size;           /* tokens per chunk (0 if unknown) */
+    int format;                   /* LPK_IMATRIX_* the file was read as (0 if made) */
+    uint64_t hash;                /* xxh3-64 of the file's bytes (read or written) */
+} lpk_imatrix;
+
+lpk_imatrix *lpk_imatrix_new(void);             /* NULL when out of memory */
+void lpk_imatrix_free(lpk_imatrix *im);          /* NULL is fine */
+/* Appends an entry of n zero sums (count 0); *out (may be NULL) points to it
+ * until the next add. LPK_EINVAL (bad name or n), LPK_ENOMEM. */
+int lpk_imatrix_add(lpk_imatrix *im, const char *name, int64_t n, lpk_imatrix_entry **out);
+int lpk_imatrix_set_dataset(lpk_imatrix *im, const char *dataset);   /* copied; NULL clears */
+const lpk_imatrix_entry *lpk_imatrix_find(const lpk_imatrix *im, const char *name);
+/* The importance weight per column, sum2 / count (n values into w). */
+void lpk_imatrix_weights(const lpk_imatrix_entry *e, float *w);
+/* Reads either layout. Truncation: LPK_ETRUNC; bad structure: LPK_ECORRUPT;
+ * NaN/Inf/negative values: LPK_EBADVALUE; each message names the file and the
+ * entry. Sets format and hash. */
+int lpk_imatrix_read(const char *path, lpk_imatrix **out, lpk_error *err);
+int lpk_imatrix_read_buffer(const void *buf, size_t size, const char *name, lpk_imatrix **out,
+                            lpk_error *err);
+/* Checks that every entry names a 2-D tensor of the list whose rows have n
+ * values, once (LPK_ECORRUPT naming the entry: made for another model). */
+int lpk_imatrix_check(const lpk_imatrix *im, const char *path, const lpk_tensor *tensors,
+                      size_t n_tensors, lpk_error *err);
+/* Writes format (LPK_IMATRIX_AUTO: GGUF when path ends in .gguf, else legacy)
+ * atomically (flags: LPK_WRITE_FORCE); sets im->hash to the written bytes'. */
+int lpk_imatrix_write(const char *path, lpk_imatrix *im, int format, unsigned flags,
+                      lpk_error *err);
+/* The legacy layout in memory (*out malloc'ed), e.g. to hash a matrix that is
+ * never written. LPK_ENOMEM. */
+int lpk_imatrix_legacy_bytes(const lpk_imatrix *im, uint8_t **out, size_t *n_out);
+/* Records where an importance matrix came from in meta: llama.cpp's keys
+ * quantize.imatrix.file (file, may be NULL: not recorded), .dataset, .entries_count
+ * and .chunks_count (i32, as llama-quantize writes them), and llmpack's
+ * quant.imatrix.hash (the xxh3-64 as 16 hex digits). LPK_ENOMEM. */
+int lpk_imatrix_record(const lpk_imatrix *im, const char *file, lpk_meta *meta);
+/* Sets im->hash to the xxh3-64 of its legacy layout (a matrix made in memory
+ * and never written is named by what writing it would give). LPK_ENOMEM. */
+int lpk_imatrix_rehash(lpk_imatrix *im);
+
 
 /* ---------------------------------------------------------------- GGUF export */
 /* How a LLaMA container becomes a GGUF file for llama.cpp (docs/GGUF.md): the

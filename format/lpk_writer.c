@@ -627,3 +627,45 @@ void lpk_writer_abort(lpk_writer *w)
     w_discard(w);
     w_free(w);
 }
+
+int lpk_file_write(const char *path, const void *data, size_t n, unsigned flags,
+                   lpk_error *err)
+{
+    if (!path || !*path || (n && !data) || (flags & ~(unsigned)LPK_WRITE_FORCE))
+        return lpk_err(err, LPK_EINVAL, "lpk_file_write: bad arguments");
+    struct stat sb;
+    if (!(flags & LPK_WRITE_FORCE) && lstat(path, &sb) == 0)
+        return lpk_err(err, LPK_EEXIST, "%s: already exists (use --force to replace it)", path);
+    lpk_writer *w = calloc(1, sizeof *w);
+    if (!w) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
+    w->magic = WRITER_MAGIC;
+    w->fd = -1;
+    w->slot = -1;
+    w->flags = flags;
+    w->sigs = sig_count;
+    w->path = strdup(path);
+    int st = w->path ? make_tmp(w, err) : lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
+    if (!st) st = write_all(w, data, n, err);
+    if (!st && fsync(w->fd) != 0) {
+        int e = errno;
+        st = lpk_err(err, io_status(e), "%s: fsync failed: %s", w->tmp, strerror(e));
+    }
+    if (!st) {
+        int rc = close(w->fd), e = errno;
+        w->fd = -1;
+        if (rc != 0) st = lpk_err(err, io_status(e), "%s: close failed: %s", w->tmp, strerror(e));
+    }
+    if (!st && sig_count != w->sigs) st = lpk_err(err, LPK_EINTR, "%s: interrupted", path);
+    if (!st) st = place(w, err);
+    if (!st) {
+        tmp_unregister(w->slot);
+        w->slot = -1;
+        free(w->tmp);
+        w->tmp = NULL;
+        sync_dir(w->path);
+    } else {
+        w_discard(w);
+    }
+    w_free(w);
+    return st;
+}

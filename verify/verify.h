@@ -65,6 +65,24 @@ const lpk_reader *vf_model_reader(const vf_model *m);
 int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_logits,
                float *logits, lpk_error *err);
 
+/* The activations entering one 2-D weight's matmul: x holds n_tok rows of n_in
+ * values (the weight's row length), valid during the call only. layer is the
+ * block index (-1 for output.weight); name the tensor's canonical kind
+ * ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up",
+ * "ffn_down", "output"). Called from the thread running vf_forward, in the
+ * order of the forward pass; q/k/v and gate/up see the same x. For
+ * "output", every token of the batch is passed (the final norm is then run on
+ * all of them, whatever n_logits). */
+typedef void (*vf_act_hook)(void *user, int layer, const char *name, const float *x, int n_tok,
+                            int n_in);
+/* Installs (or with NULL removes) the hook: calibration (calib/) collects its
+ * statistics through it, so there is one forward pass, not two. */
+void vf_model_set_act_hook(vf_model *m, vf_act_hook hook, void *user);
+/* on: keys and values are rounded to f16 as they enter the cache, as
+ * llama.cpp's default f16 KV cache stores them (calibration uses this to
+ * collect the same statistics as llama-imatrix). Off by default. */
+void vf_model_set_kv_f16(vf_model *m, int on);
+
 /* ---------------------------------------------------------------- perplexity */
 /* llama.cpp's protocol: the token stream (BOS first) is cut into chunks of ctx
  * tokens (remainder dropped); in each chunk the first token is set to BOS and
@@ -104,6 +122,11 @@ int vf_eval_n_chunks(const vf_eval *e);
 int vf_eval_step(vf_eval *e, lpk_error *err);
 /* Statistics of model i over the chunks processed so far. */
 void vf_eval_result(const vf_eval *e, int i, vf_ppl_result *out);
+
+/* A text file as bytes, one trailing '\n' dropped (as llama.cpp's -f does):
+ * what perplexity and calibration tokenize. *out is malloc'ed (caller frees).
+ * LPK_EIO naming the file, LPK_ENOMEM. */
+int vf_read_text(const char *path, char **out, size_t *n, lpk_error *err);
 
 /* ---------------------------------------------------------------- tensor errors */
 typedef struct vf_tensor_error {

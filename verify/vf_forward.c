@@ -136,9 +136,19 @@ static int embed(vf_model *m, const int32_t *tokens, int n_tok, float *x, lpk_er
     return st;
 }
 
-static int matmul(const void *w, int wtype, int n_out, int n_in, const float *x, int n_tok,
-                  float *y, const char *what, int layer, lpk_error *err)
+void vf_model_set_act_hook(vf_model *m, vf_act_hook hook, void *user)
 {
+    m->act_hook = hook;
+    m->act_user = user;
+}
+
+void vf_model_set_kv_f16(vf_model *m, int on) { m->kv_f16 = on != 0; }
+
+static int matmul(vf_model *m, const void *w, int wtype, int n_out, int n_in, const float *x,
+                  int n_tok, float *y, const char *what, int layer, lpk_error *err)
+{
+    /* (the output matrix's hook runs in vf_forward, over every token) */
+    if (m->act_hook && layer >= 0) m->act_hook(m->act_user, layer, what, x, n_tok, n_in);
     int st = vf_matmul(w, wtype, n_out, n_in, x, n_tok, y);
     if (st)
         return lpk_err(err, st, "matmul of %s (layer %d, type %s, [%d, %d]) failed: %s", what,
@@ -232,9 +242,9 @@ int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_lo
             vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm, dim,
                        c->norm_eps);
         /* k and v go straight into the cache rows of their positions */
-        if ((st = matmul(L->wq, L->wq_type, qd, dim, s->xb, n_tok, s->q, "attn_q", l, err)) ||
-            (st = matmul(L->wk, L->wk_type, kvd, dim, s->xb, n_tok, kc, "attn_k", l, err)) ||
-            (st = matmul(L->wv, L->wv_type, kvd, dim, s->xb, n_tok, vc, "attn_v", l, err)))
+        if ((st = matmul(m, L->wq, L->wq_type, qd, dim, s->xb, n_tok, s->q, "attn_q", l, err)) ||
+            (st = matmul(m, L->wk, L->wk_type, kvd, dim, s->xb, n_tok, kc, "attn_k", l, err)) ||
+            (st = matmul(m, L->wv, L->wv_type, kvd, dim, s->xb, n_tok, vc, "attn_v", l, err)))
             return st;
 #pragma omp parallel for schedule(static) if (big)
         for (int t = 0; t < n_tok; t++) {
@@ -243,8 +253,13 @@ int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_lo
             vf_rope_rotate(s->q + (size_t)t * qd, c->n_heads, hd, c->n_rot, cr, sr);
             vf_rope_rotate(kc + (size_t)t * kvd, c->n_kv_heads, hd, c->n_rot, cr, sr);
         }
+        if (m->kv_f16)
+            for (size_t i = 0; i < (size_t)n_tok * kvd; i++) {
+                kc[i] = lpk_f16_to_f32(lpk_f32_to_f16(kc[i]));
+                vc[i] = lpk_f16_to_f32(lpk_f32_to_f16(vc[i]));
+            }
         attention(m, l, n_tok, pos0);
-        if ((st = matmul(L->wo, L->wo_type, dim, qd, s->att_out, n_tok, s->xb2, "attn_output", l,
+        if ((st = matmul(m, L->wo, L->wo_type, dim, qd, s->att_out, n_tok, s->xb2, "attn_output", l,
                          err)))
             return st;
         size_t nx = (size_t)n_tok * dim;
@@ -254,25 +269,28 @@ int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_lo
         for (int t = 0; t < n_tok; t++)
             vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm, dim,
                        c->norm_eps);
-        if ((st = matmul(L->w1, L->w1_type, hid, dim, s->xb, n_tok, s->hb, "ffn_gate", l, err)) ||
-            (st = matmul(L->w3, L->w3_type, hid, dim, s->xb, n_tok, s->hb2, "ffn_up", l, err)))
+        if ((st = matmul(m, L->w1, L->w1_type, hid, dim, s->xb, n_tok, s->hb, "ffn_gate", l, err)) ||
+            (st = matmul(m, L->w3, L->w3_type, hid, dim, s->xb, n_tok, s->hb2, "ffn_up", l, err)))
             return st;
         size_t nh = (size_t)n_tok * hid;
         for (size_t i = 0; i < nh; i++) {
             float g = s->hb[i];
             s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];   /* SwiGLU: silu(gate) * up */
         }
-        if ((st = matmul(L->w2, L->w2_type, dim, hid, s->hb, n_tok, s->xb2, "ffn_down", l, err)))
+        if ((st = matmul(m, L->w2, L->w2_type, dim, hid, s->hb, n_tok, s->xb2, "ffn_down", l, err)))
             return st;
         for (size_t i = 0; i < nx; i++) s->x[i] += s->xb2[i];
     }
     s->n_past = pos0 + n_tok;
-    if (n_logits == 0) return LPK_OK;
+    if (n_logits == 0 && !m->act_hook) return LPK_OK;
 
-    int t0 = n_tok - n_logits;
+    int t0 = m->act_hook ? 0 : n_tok - n_logits;
     for (int t = t0; t < n_tok; t++)
         vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, w->output_norm, dim,
                    c->norm_eps);
-    return matmul(w->output, w->output_type, c->vocab_size, dim, s->xb + (size_t)t0 * dim,
+    if (m->act_hook) m->act_hook(m->act_user, -1, "output", s->xb, n_tok, dim);
+    if (n_logits == 0) return LPK_OK;
+    t0 = n_tok - n_logits;
+    return matmul(m, w->output, w->output_type, c->vocab_size, dim, s->xb + (size_t)t0 * dim,
                   n_logits, logits, "output", -1, err);
 }

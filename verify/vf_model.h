@@ -61,6 +61,9 @@ struct vf_model {
     vf_weights w;
     vf_state s;
     double *rope_freq;       /* (n_rot / 2) angular frequency of each pair, scaling applied */
+    vf_act_hook act_hook;    /* vf_model_set_act_hook, or NULL */
+    void *act_user;
+    int kv_f16;              /* vf_model_set_kv_f16 */
 };
 
 void vf_state_free(vf_state *s);

@@ -382,3 +382,36 @@ int vf_tensor_errors(const lpk_reader *model, const lpk_reader *ref, vf_tensor_e
     *n_out = n;
     return LPK_OK;
 }
+
+/* The file as bytes; one trailing '\n' dropped (as llama.cpp's -f does). */
+int vf_read_text(const char *path, char **out, size_t *n, lpk_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return lpk_err(err, LPK_EIO, "%s: cannot open", path);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    int st = buf ? LPK_OK : LPK_ENOMEM;
+    while (!st) {
+        if (len == cap) {
+            char *nb = cap < SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+            if (!nb) { st = LPK_ENOMEM; break; }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) {
+            if (ferror(f)) st = LPK_EIO;
+            break;
+        }
+    }
+    fclose(f);
+    if (st) {
+        free(buf);
+        return lpk_err(err, st, "%s: %s", path, st == LPK_EIO ? "read error" : "out of memory");
+    }
+    if (len && buf[len - 1] == '\n') len--;
+    *out = buf;
+    *n = len;
+    return LPK_OK;
+}

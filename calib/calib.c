@@ -1,0 +1,191 @@
+/* Importance matrices from calibration text (calib.h). */
+#include "calib.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../tok/tok.h"
+
+/* The weights whose inputs are collected, in forward-pass order. */
+static const char *const kinds[] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                    "ffn_gate", "ffn_up", "ffn_down"};
+#define N_KINDS (int)(sizeof kinds / sizeof kinds[0])
+
+typedef struct {
+    int n_layers;
+    int64_t *ncols;     /* (n_layers * N_KINDS + 1) row length of each weight */
+    float **sum;        /* the same: per-column sums of squares (NULL: not collected) */
+    uint64_t *count;    /* tokens seen per weight */
+    int *calls;         /* chunks seen per weight */
+    int bad;            /* a hook call did not match the model's shapes */
+} acc;
+
+static int slot(const acc *a, int layer, const char *name)
+{
+    if (layer < 0) return strcmp(name, "output") ? -1 : a->n_layers * N_KINDS;
+    if (layer >= a->n_layers) return -1;
+    for (int k = 0; k < N_KINDS; k++)
+        if (!strcmp(name, kinds[k])) return layer * N_KINDS + k;
+    return -1;
+}
+
+static void hook(void *user, int layer, const char *name, const float *x, int n_tok, int n_in)
+{
+    acc *a = user;
+    int s = slot(a, layer, name);
+    if (s < 0 || !a->sum[s]) return;
+    if (n_in != a->ncols[s]) { a->bad = 1; return; }
+    /* float sums, token by token, as llama-imatrix adds them: its files and
+     * ours then agree to a few 1e-6 (double sums differ from its by up to
+     * 2e-4 on 100K tokens, its float rounding) */
+    float *sum = a->sum[s];
+    for (int t = 0; t < n_tok; t++) {
+        const float *r = x + (size_t)t * n_in;
+        for (int j = 0; j < n_in; j++) sum[j] += r[j] * r[j];
+    }
+    a->count[s] += (uint64_t)n_tok;
+    a->calls[s]++;
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int plain(int type)
+{
+    return type == LPK_TYPE_F32 || type == LPK_TYPE_F16 || type == LPK_TYPE_BF16;
+}
+
+int calib_run(vf_model *m, const int32_t *tokens, size_t n_tokens, int32_t bos,
+              const calib_opts *o, lpk_imatrix **out, lpk_error *err)
+{
+    *out = NULL;
+    const vf_config *c = vf_model_config(m);
+    const lpk_reader *r = vf_model_reader(m);
+    int ctx = o && o->ctx > 0 ? o->ctx : 512;
+    if (ctx < 2 || (size_t)ctx > n_tokens)
+        return lpk_err(err, LPK_EINVAL, "calibration needs at least one chunk of %d tokens; the "
+                       "text has %zu", ctx, n_tokens);
+    for (size_t i = 0; i < lpk_reader_n_tensors(r); i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        if (t->n_dims >= 2 && !plain(t->type))
+            return lpk_err(err, LPK_EUNSUPPORTED, "%s: %s is %s: calibration runs the fp32 "
+                           "reference pass and needs f32/f16/bf16 weights",
+                           lpk_reader_path(r), t->name, lpk_type_get(t->type)->name);
+    }
+    size_t n_chunks = n_tokens / (size_t)ctx;
+    if (o && o->max_chunks > 0 && (size_t)o->max_chunks < n_chunks) n_chunks = (size_t)o->max_chunks;
+    if (n_chunks > INT32_MAX) n_chunks = INT32_MAX;
+
+    int ns = c->n_layers * N_KINDS + 1, st = LPK_OK;
+    acc a = {0};
+    a.n_layers = c->n_layers;
+    a.ncols = calloc((size_t)ns, sizeof *a.ncols);
+    a.sum = calloc((size_t)ns, sizeof *a.sum);
+    a.count = calloc((size_t)ns, sizeof *a.count);
+    a.calls = calloc((size_t)ns, sizeof *a.calls);
+    int32_t *chunk = malloc((size_t)ctx * sizeof *chunk);
+    lpk_imatrix *im = NULL;
+    if (!a.ncols || !a.sum || !a.count || !a.calls || !chunk) goto nomem;
+    int qd = c->n_heads * c->head_dim;
+    for (int l = 0; l < c->n_layers; l++) {
+        int64_t nc[N_KINDS] = {c->dim, c->dim, c->dim, qd, c->dim, c->dim, c->hidden_dim};
+        for (int k = 0; k < N_KINDS; k++) a.ncols[l * N_KINDS + k] = nc[k];
+    }
+    a.ncols[ns - 1] = c->dim;
+    for (int s = 0; s < ns; s++) {
+        if (s == ns - 1 && o && o->no_output) continue;
+        if (!(a.sum[s] = calloc((size_t)a.ncols[s], sizeof(float)))) goto nomem;
+    }
+
+    vf_model_set_act_hook(m, hook, &a);
+    vf_model_set_kv_f16(m, 1);
+    double t0 = now();
+    for (size_t ch = 0; ch < n_chunks && !st; ch++) {
+        memcpy(chunk, tokens + ch * (size_t)ctx, (size_t)ctx * sizeof *chunk);
+        if (bos >= 0) chunk[0] = bos;
+        st = vf_forward(m, chunk, ctx, 0, 0, NULL, err);
+        if (!st && a.bad)
+            st = lpk_err(err, LPK_ECORRUPT, "%s: a weight's input does not match its shape",
+                         lpk_reader_path(r));
+        if (!st && o && o->progress)
+            o->progress(o->user, (int)ch + 1, (int)n_chunks, (uint64_t)(ch + 1) * (uint64_t)ctx,
+                        now() - t0);
+    }
+    vf_model_set_act_hook(m, NULL, NULL);
+    vf_model_set_kv_f16(m, 0);
+    if (st) goto done;
+
+    if (!(im = lpk_imatrix_new())) goto nomem;
+    im->chunks = (int32_t)n_chunks;
+    im->chunk_size = ctx;
+    if (o && o->dataset && lpk_imatrix_set_dataset(im, o->dataset)) goto nomem;
+    for (int s = 0; s < ns; s++) {
+        if (!a.sum[s] || !a.count[s]) continue;
+        char name[LPK_MAX_NAME + 1];
+        if (s == ns - 1)
+            snprintf(name, sizeof name, "%s", c->tied ? "token_embd.weight" : "output.weight");
+        else
+            snprintf(name, sizeof name, "blk.%d.%s.weight", s / N_KINDS, kinds[s % N_KINDS]);
+        lpk_imatrix_entry *e;
+        if ((st = lpk_imatrix_add(im, name, a.ncols[s], &e))) goto nomem;
+        memcpy(e->sum2, a.sum[s], (size_t)e->n * sizeof(float));
+        e->count = (float)a.count[s];
+        e->ncall = a.calls[s];
+        for (int64_t j = 0; j < e->n; j++)
+            if (!isfinite(e->sum2[j])) {
+                st = lpk_err(err, LPK_EBADVALUE, "%s: activations entering %s overflow (column "
+                             "%lld)", lpk_reader_path(r), name, (long long)j);
+                goto done;
+            }
+    }
+    if (lpk_imatrix_rehash(im)) goto nomem;
+    goto done;
+nomem:
+    st = lpk_err(err, LPK_ENOMEM, "out of memory for the calibration statistics");
+done:
+    if (a.sum)
+        for (int s = 0; s < ns; s++) free(a.sum[s]);
+    free(a.sum);
+    free(a.ncols);
+    free(a.count);
+    free(a.calls);
+    free(chunk);
+    if (st) lpk_imatrix_free(im);
+    else *out = im;
+    return st;
+}
+
+int calib_file(const char *model_path, const char *text_path, const calib_opts *o,
+               lpk_imatrix **out, lpk_error *err)
+{
+    lpk_reader *r = NULL;
+    vf_model *m = NULL;
+    tok_tokenizer *tok = NULL;
+    char *text = NULL;
+    int32_t *ids = NULL;
+    size_t n_text = 0, n_ids = 0;
+    *out = NULL;
+    int st = lpk_reader_open(model_path, &r, err);
+    if (!st) st = vf_model_open(r, &m, err);
+    if (!st) st = tok_tokenizer_new(lpk_reader_meta(r), &tok, err);
+    if (!st) st = vf_read_text(text_path, &text, &n_text, err);
+    if (!st) st = tok_encode(tok, text, n_text, 1, 0, &ids, &n_ids, err);
+    free(text);
+    if (!st) {
+        calib_opts oo = o ? *o : (calib_opts){0};
+        if (!oo.dataset) oo.dataset = text_path;
+        st = calib_run(m, ids, n_ids, tok_tokenizer_bos(tok), &oo, out, err);
+    }
+    free(ids);
+    tok_tokenizer_free(tok);
+    vf_model_free(m);
+    lpk_reader_close(r);
+    return st;
+}

@@ -1,0 +1,134 @@
+/* llmpack calibrate: an importance matrix from calibration text (calib/). */
+#include "cli.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../calib/calib.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: llmpack calibrate MODEL --text CALIB.txt -o FILE [options]\n\n"
+            "Runs the fp32 reference forward pass over the text (llama-imatrix's protocol:\n"
+            "BOS first, chunks of --ctx tokens whose first token is BOS) and writes, for every\n"
+            "attention and feed-forward matrix and the output matrix, the per-column sum of\n"
+            "squared inputs and their count. MODEL is a .lpk or GGUF with f32/f16/bf16\n"
+            "weights. FILE ending in .gguf gets newer llama.cpp's GGUF layout, any other\n"
+            "name llama.cpp b4748's legacy layout (both read by quantize --imatrix).\n\n"
+            "options:\n"
+            "  --text FILE            calibration text\n"
+            "  -o, --output FILE      importance matrix to write\n"
+            "  --ctx N                tokens per chunk (default 512)\n"
+            "  --chunks N             only the first N chunks (default: all)\n"
+            "  --no-output            leave out the output matrix (as llama-imatrix does)\n"
+            "  --threads N            worker threads (default: all cores)\n"
+            "  --force                replace FILE if it exists\n"
+            "  --json                 machine-readable report on stdout\n"
+            "  -q, --quiet            no progress\n"
+            "  -h, --help             this help\n");
+}
+
+typedef struct {
+    cli_progress p;
+} prog_state;
+
+static void on_chunk(void *user, int done, int total, uint64_t tokens, double seconds)
+{
+    prog_state *s = user;
+    char extra[64];
+    if (done == 1) {
+        /* the clock starts with the first chunk: loading and tokenizing are done */
+        s->p.total = (uint64_t)total;
+        s->p.t0 = cli_now() - seconds;
+    }
+    snprintf(extra, sizeof extra, "%.0f tokens/s", seconds > 0 ? (double)tokens / seconds : 0.0);
+    cli_progress_update(&s->p, (uint64_t)done, extra);
+}
+
+int cmd_calibrate(int argc, char **argv)
+{
+    const char *model = NULL, *text = NULL, *out = NULL;
+    long ctx = 512, chunks = 0, threads = 0;
+    int force = 0, json = 0, quiet = 0, no_output = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        } else if (!strcmp(a, "--text") || !strcmp(a, "-o") || !strcmp(a, "--output") ||
+                   !strcmp(a, "--ctx") || !strcmp(a, "--chunks") || !strcmp(a, "--threads")) {
+            if (i + 1 >= argc) return cli_usage_error("calibrate", "%s needs a value", a);
+            const char *v = argv[++i];
+            if (!strcmp(a, "--text")) text = v;
+            else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = v;
+            else if (!strcmp(a, "--ctx") ? cli_parse_int(v, 4, 1 << 20, &ctx)
+                     : !strcmp(a, "--chunks") ? cli_parse_int(v, 1, 1L << 30, &chunks)
+                     : cli_parse_int(v, 1, 1024, &threads))
+                return cli_usage_error("calibrate", "%s: '%s' is not a valid value", a, v);
+        } else if (!strcmp(a, "--force")) {
+            force = 1;
+        } else if (!strcmp(a, "--no-output")) {
+            no_output = 1;
+        } else if (!strcmp(a, "--json")) {
+            json = 1;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            quiet = 1;
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage_error("calibrate", "unknown option '%s'", a);
+        } else if (!model) {
+            model = a;
+        } else {
+            return cli_usage_error("calibrate", "unexpected argument '%s'", a);
+        }
+    }
+    if (!model) return cli_usage_error("calibrate", "no model given");
+    if (!text) return cli_usage_error("calibrate", "no --text given");
+    if (!out) return cli_usage_error("calibrate", "no output given (-o FILE)");
+    if (threads > 0) omp_set_num_threads((int)threads);
+
+    lpk_error err = {0};
+    prog_state ps;
+    cli_progress_start(&ps.p, "calibrate", "chunks", 0, quiet || json);
+    calib_opts o = {.ctx = (int)ctx, .max_chunks = (int)chunks, .no_output = no_output,
+                    .progress = on_chunk, .user = &ps};
+    lpk_imatrix *im = NULL;
+    double t0 = cli_now();
+    int st = calib_file(model, text, &o, &im, &err);
+    cli_progress_end(&ps.p);
+    double secs = cli_now() - t0;
+    if (!st) st = lpk_imatrix_write(out, im, LPK_IMATRIX_AUTO, force ? LPK_WRITE_FORCE : 0, &err);
+    if (st) {
+        cli_print_error("calibrate", &err);
+        lpk_imatrix_free(im);
+        return cli_exit_for(st);
+    }
+    uint64_t tokens = (uint64_t)im->chunks * (uint64_t)im->chunk_size;
+    if (json) {
+        json_t *j = json_object(), *names = json_array();
+        json_object_set_new(j, "model", json_string(model));
+        json_object_set_new(j, "text", json_string(text));
+        json_object_set_new(j, "output", json_string(out));
+        json_object_set_new(j, "format", json_string(im->format == LPK_IMATRIX_GGUF ||
+                                                     strstr(out, ".gguf") ? "gguf" : "legacy"));
+        json_object_set_new(j, "ctx", json_integer(im->chunk_size));
+        json_object_set_new(j, "chunks", json_integer(im->chunks));
+        json_object_set_new(j, "tokens", json_integer((json_int_t)tokens));
+        json_object_set_new(j, "entries", json_integer((json_int_t)im->n));
+        for (size_t i = 0; i < im->n; i++) json_array_append_new(names, json_string(im->e[i].name));
+        json_object_set_new(j, "tensors", names);
+        char h[32];
+        snprintf(h, sizeof h, "%016llx", (unsigned long long)im->hash);
+        json_object_set_new(j, "hash", json_string(h));
+        json_object_set_new(j, "seconds", json_real(secs));
+        json_object_set_new(j, "tokens_per_second", json_real(secs > 0 ? (double)tokens / secs : 0));
+        cli_json_print(j);
+    } else if (!quiet) {
+        printf("%s: %zu entries from %d chunks of %d tokens (%.1f s, %.0f tokens/s), xxh3 "
+               "%016llx\n", out, im->n, im->chunks, im->chunk_size, secs,
+               secs > 0 ? (double)tokens / secs : 0.0, (unsigned long long)im->hash);
+    }
+    lpk_imatrix_free(im);
+    return CLI_EXIT_OK;
+}
