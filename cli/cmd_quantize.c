@@ -208,9 +208,9 @@ int cmd_quantize(int argc, char **argv)
     for (size_t i = 0; i < n && !rc; i++) {
         const lpk_tensor *t = lpk_reader_tensor(r, i);
         int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
-        rc = lpk_reader_verify_tensor(r, i, &err);
+        const void *bytes;
+        rc = lpk_reader_tensor_data(r, i, &bytes, &err);
         if (rc) break;
-        const void *bytes = t->data;
         uint64_t size = decls[i].size;
         if (t->type != ch[i].type) {
             rc = to_f32(t, x, &err);

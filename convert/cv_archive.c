@@ -18,18 +18,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- cleanup registry */
-/* Paths created in the spool folder, in creation order. A signal handler
- * removes them newest first (files before their folders) with unlink/rmdir,
- * which are async-signal-safe; the list only changes with the signals blocked. */
+/* Paths created in the spool folder, in creation order. The cleanup hook
+ * (format/'s signal handler runs it) removes them newest first (files before
+ * their folders) with unlink/rmdir, which are async-signal-safe; the list only
+ * changes with the signals blocked. A spool root is kept open and locked
+ * (spool_fds) so that a later run's lpk_sweep_stale leaves it alone while this
+ * process lives. */
 static char **spool_paths;
+static int *spool_fds;
 static size_t spool_n, spool_cap;
-static volatile sig_atomic_t spool_handlers_on;
-static struct sigaction spool_old_int, spool_old_term;
 
 static void spool_remove_all(void)
 {
@@ -37,65 +40,64 @@ static void spool_remove_all(void)
         if (unlink(spool_paths[i]) != 0) rmdir(spool_paths[i]);
 }
 
-static void spool_on_signal(int sig)
+static int spool_register_fd(const char *path, int fd)
 {
-    int saved = errno;
-    spool_remove_all();
-    spool_handlers_on = 0;
-    sigaction(SIGINT, &spool_old_int, NULL);
-    sigaction(SIGTERM, &spool_old_term, NULL);
-    raise(sig);
-    errno = saved;
-}
-
-static void block_signals(sigset_t *old)
-{
-    sigset_t s;
-    sigemptyset(&s);
-    sigaddset(&s, SIGINT);
-    sigaddset(&s, SIGTERM);
-    sigprocmask(SIG_BLOCK, &s, old);
-}
-
-static int spool_register(const char *path)
-{
-    sigset_t old;
-    block_signals(&old);
+    lpk_cleanup_block();
     int rc = 0;
     char *p = strdup(path);
     if (!p) rc = -1;
     if (!rc && spool_n == spool_cap) {
         size_t c = spool_cap ? spool_cap * 2 : 64;
         char **q = realloc(spool_paths, c * sizeof *q);
-        if (!q) rc = -1;
-        else { spool_paths = q; spool_cap = c; }
+        int *f = q ? realloc(spool_fds, c * sizeof *f) : NULL;
+        if (q) spool_paths = q;
+        if (f) spool_fds = f;
+        if (!q || !f) rc = -1;
+        else spool_cap = c;
     }
-    if (!rc) spool_paths[spool_n++] = p;
-    else free(p);
-    if (!rc && !spool_handlers_on) {
-        struct sigaction sa, cur;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = spool_on_signal;
-        sigemptyset(&sa.sa_mask);
-        sigaddset(&sa.sa_mask, SIGINT);
-        sigaddset(&sa.sa_mask, SIGTERM);
-        sigaction(SIGINT, NULL, &cur);
-        if (cur.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, &spool_old_int);
-        else spool_old_int = cur;
-        sigaction(SIGTERM, NULL, &cur);
-        if (cur.sa_handler != SIG_IGN) sigaction(SIGTERM, &sa, &spool_old_term);
-        else spool_old_term = cur;
-        spool_handlers_on = 1;
+    if (!rc) {
+        spool_fds[spool_n] = fd;
+        spool_paths[spool_n++] = p;
+    } else {
+        free(p);
     }
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    lpk_cleanup_unblock();
+    if (!rc && lpk_cleanup_add(spool_remove_all)) rc = -1;
     return rc;
+}
+
+static int spool_register(const char *path) { return spool_register_fd(path, -1); }
+
+/* mkdtemp of tmpl (ending in XXXXXX), registered and locked. */
+static int spool_mkdtemp(char *tmpl, lpk_error *err)
+{
+    char *slash = strrchr(tmpl, '/');
+    if (slash) {
+        *slash = 0;
+        lpk_sweep_stale(tmpl);
+        *slash = '/';
+    }
+    if (!mkdtemp(tmpl)) {
+        int e = errno;
+        lpk_err(err, LPK_EIO, "%s: cannot create a temporary folder: %s", tmpl, strerror(e));
+        tmpl[0] = 0;
+        return LPK_EIO;
+    }
+    int fd = open(tmpl, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) flock(fd, LOCK_EX | LOCK_NB);
+    if (spool_register_fd(tmpl, fd)) {
+        if (fd >= 0) close(fd);
+        rmdir(tmpl);
+        tmpl[0] = 0;
+        return lpk_err(err, LPK_ENOMEM, "out of memory");
+    }
+    return 0;
 }
 
 /* Removes every registered path under root (root included) and forgets them. */
 static void spool_cleanup(const char *root)
 {
-    sigset_t old;
-    block_signals(&old);
+    lpk_cleanup_block();
     size_t rl = strlen(root), keep = 0;
     for (size_t i = spool_n; i-- > 0;) {
         const char *p = spool_paths[i];
@@ -104,11 +106,16 @@ static void spool_cleanup(const char *root)
     }
     for (size_t i = 0; i < spool_n; i++) {
         char *p = spool_paths[i];
-        if (!strncmp(p, root, rl) && (p[rl] == 0 || p[rl] == '/')) free(p);
-        else spool_paths[keep++] = p;
+        if (!strncmp(p, root, rl) && (p[rl] == 0 || p[rl] == '/')) {
+            if (spool_fds[i] >= 0) close(spool_fds[i]);
+            free(p);
+        } else {
+            spool_fds[keep] = spool_fds[i];
+            spool_paths[keep++] = p;
+        }
     }
     spool_n = keep;
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    lpk_cleanup_unblock();
 }
 
 /* ---------------------------------------------------------------- detection */
@@ -1171,15 +1178,7 @@ static int stream_open(const char *path, const cv_torch_opts *opts, cv_source **
     if (!rc) {
         snprintf(small, sizeof small, "%s/.llmpack-unpack-XXXXXX",
                  opts && opts->spool_dir ? opts->spool_dir : ".");
-        if (!mkdtemp(small)) {
-            rc = lpk_err(err, LPK_EIO, "%s: cannot create a temporary folder: %s", small,
-                         strerror(errno));
-            small[0] = 0;
-        } else if (spool_register(small)) {
-            rmdir(small);
-            small[0] = 0;
-            rc = lpk_err(err, LPK_ENOMEM, "out of memory");
-        }
+        rc = spool_mkdtemp(small, err);
     }
     for (size_t i = 0; !rc && i < S->sc.n; i++) {
         st_member *m = &S->sc.m[i];
@@ -1276,16 +1275,13 @@ int cv_archive_open(const char *path, const cv_torch_opts *opts, cv_dir_open_fn 
     char *spool = a->spool, root[8192];
     (void)st;
     snprintf(spool, sizeof a->spool, "%s/.llmpack-unpack-XXXXXX", parent);
-    if (strlen(parent) > 4000 || !mkdtemp(spool)) {
+    if (strlen(parent) > 4000) {
         free(a);
-        return lpk_err(err, LPK_EIO, "%s: cannot create a temporary folder: %s", parent,
-                       strerror(errno));
+        return lpk_err(err, LPK_EINVAL, "%s: folder name too long", parent);
     }
-    rc = 0;
-    if (spool_register(spool)) {
-        rmdir(spool);
+    if ((rc = spool_mkdtemp(spool, err))) {
         free(a);
-        return lpk_err(err, LPK_ENOMEM, "out of memory");
+        return rc;
     }
     if ((rc = extract(path, spool, err))) goto fail;
     find_root(spool, root, sizeof root);

@@ -138,7 +138,8 @@ static int find_2d(const lpk_reader *r, const char *name, int64_t rows, int64_t 
     if (!ti || t->type == LPK_TYPE_Q8_K)
         return lpk_err(err, LPK_EUNSUPPORTED, "%s: tensor %s has unsupported type %d",
                        lpk_reader_path(r), name, t->type);
-    *data = t->data;
+    int st = lpk_reader_tensor_data(r, lpk_reader_index(r, t), data, err);
+    if (st) return st;
     *type = t->type;
     return LPK_OK;
 }
@@ -153,13 +154,16 @@ static int find_norm(const lpk_reader *r, const char *name, int64_t n, float **o
         return lpk_err(err, LPK_ECORRUPT, "%s: tensor %s has %d dims [%lld...], expected [%lld]",
                        lpk_reader_path(r), name, t->n_dims, (long long)t->dims[0], (long long)n);
     const float *v;
+    const void *data;
+    int st = lpk_reader_tensor_data(r, lpk_reader_index(r, t), &data, err);
+    if (st) return st;
     if (t->type == LPK_TYPE_F32) {
-        if ((uintptr_t)t->data % sizeof(float))
+        if ((uintptr_t)data % sizeof(float))
             return lpk_err(err, LPK_ECORRUPT, "%s: tensor %s is not 4-byte aligned",
                            lpk_reader_path(r), name);
-        v = t->data;
+        v = data;
     } else if (t->type == LPK_TYPE_F16 || t->type == LPK_TYPE_BF16) {
-        lpk_to_f32_row(t->type, t->data, *owned, (size_t)n);
+        lpk_to_f32_row(t->type, data, *owned, (size_t)n);
         v = *owned;
         *owned += n;
     } else {
