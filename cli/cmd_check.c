@@ -39,7 +39,7 @@ int cmd_check(int argc, char **argv)
     lpk_error err = {0};
     const lpk_tensor *bad = NULL;
     size_t checked = 0;
-    int st = lpk_reader_open_flags(path, 0, &r, &err); /* check always verifies */
+    int st = cli_open_input(path, 0, &r, &err); /* check always verifies */
     if (!st) {
         size_t n = lpk_reader_n_tensors(r);
         uint64_t total = 0, done = 0;

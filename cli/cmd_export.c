@@ -106,7 +106,7 @@ int cmd_export(int argc, char **argv)
     uint64_t bytes = 0;
     double t0 = cli_now();
     char *name = name_from_path(in);
-    int st = lpk_reader_open(in, &r, &err);
+    int st = cli_open_input(in, lpk_reader_default_flags(), &r, &err);
     if (!st) st = lpk_gguf_plan_make(r, name, flags, &plan, &err);
     if (!st)
         st = lpk_writer_open(out, plan.meta, plan.decls, plan.n_tensors,

@@ -322,7 +322,7 @@ int cmd_info(int argc, char **argv)
         return cli_usage_error("info", optind >= argc ? "no FILE given" : "one FILE expected");
     lpk_reader *r;
     lpk_error err = {0};
-    int st = lpk_reader_open(argv[optind], &r, &err);
+    int st = cli_open_input(argv[optind], lpk_reader_default_flags(), &r, &err);
     if (st) {
         cli_print_error("info", &err);
         return cli_exit_for(st);

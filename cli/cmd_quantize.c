@@ -147,7 +147,7 @@ int cmd_quantize(int argc, char **argv)
     lpk_writer *w = NULL;
     float *x = NULL;
     void *qbuf = NULL;
-    int rc = lpk_reader_open(in, &r, &err);
+    int rc = cli_open_input(in, lpk_reader_default_flags(), &r, &err);
     if (rc) goto done;
     size_t n = lpk_reader_n_tensors(r);
     decls = calloc(n ? n : 1, sizeof *decls);

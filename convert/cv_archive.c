@@ -300,6 +300,161 @@ static int next_member(struct archive *a, const char *path, struct archive_entry
     }
 }
 
+/* ---------------------------------------------------------------- links */
+/* A link member is followed only to another member of the same archive (a tar
+ * of a Hugging Face cache snapshot is made of symlinks into blobs/): its target
+ * is resolved as a member name, never as a path on this machine, and the link
+ * becomes a hard link to that member's unpacked copy. Anything else (absolute,
+ * climbing out, to no member, to a folder) is an error naming both. */
+typedef struct arc_link {
+    char *rel;      /* the link member's name */
+    char *target;   /* as stored */
+    char *resolved; /* member name it points to, "" until resolved */
+    int hard;
+} arc_link;
+
+typedef struct arc_links {
+    arc_link *l;
+    size_t n, cap;
+} arc_links;
+
+static void links_free(arc_links *ls)
+{
+    for (size_t i = 0; i < ls->n; i++) {
+        free(ls->l[i].rel);
+        free(ls->l[i].target);
+        free(ls->l[i].resolved);
+    }
+    free(ls->l);
+    memset(ls, 0, sizeof *ls);
+}
+
+/* The member name a link's target means, or an error. Hard link targets are
+ * member names; symlink targets are relative to the link's folder. */
+static int link_resolve(const char *path, const char *rel, const char *target, int hard,
+                        char *out, size_t n, lpk_error *err)
+{
+    if (!target || !*target)
+        return lpk_err(err, LPK_ECORRUPT, "%s: link member '%s' has no target", path, rel);
+    if (target[0] == '/')
+        return lpk_err(err, LPK_ECORRUPT, "%s: link member '%s' -> '%s': an absolute target is "
+                       "outside the archive", path, rel, target);
+    char buf[8400];
+    const char *slash = strrchr(rel, '/');
+    if (hard || !slash) snprintf(buf, sizeof buf, "%s", target);
+    else snprintf(buf, sizeof buf, "%.*s/%s", (int)(slash - rel), rel, target);
+    /* normalise: drop "." and empty components, ".." pops one */
+    char *comp[512];
+    int depth = 0;
+    for (char *save = NULL, *c = strtok_r(buf, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+        if (!strcmp(c, ".")) continue;
+        if (!strcmp(c, "..")) {
+            if (depth == 0)
+                return lpk_err(err, LPK_ECORRUPT, "%s: link member '%s' -> '%s' climbs out of the "
+                               "archive", path, rel, target);
+            depth--;
+            continue;
+        }
+        if (depth == 512)
+            return lpk_err(err, LPK_ECORRUPT, "%s: link member '%s': target too deep", path, rel);
+        comp[depth++] = c;
+    }
+    if (!depth)
+        return lpk_err(err, LPK_ECORRUPT, "%s: link member '%s' -> '%s' points at the archive's "
+                       "root folder", path, rel, target);
+    size_t o = 0;
+    out[0] = 0;
+    for (int i = 0; i < depth; i++) {
+        int k = snprintf(out + o, n - o, "%s%s", i ? "/" : "", comp[i]);
+        if (k < 0 || (size_t)k >= n - o)
+            return lpk_err(err, LPK_ECORRUPT, "%s: link member '%s': target too long", path, rel);
+        o += (size_t)k;
+    }
+    return 0;
+}
+
+/* Records link member e (named rel), its target resolved to a member name. */
+static int link_add(arc_links *ls, const char *path, const char *rel, struct archive_entry *e,
+                    lpk_error *err)
+{
+    const char *hl = archive_entry_hardlink(e);
+    const char *target = hl ? hl : archive_entry_symlink(e);
+    char res[4096];
+    int rc = link_resolve(path, rel, target, hl != NULL, res, sizeof res, err);
+    if (rc) return rc;
+    if (ls->n == ls->cap) {
+        size_t c = ls->cap ? ls->cap * 2 : 16;
+        arc_link *q = realloc(ls->l, c * sizeof *q);
+        if (!q) return lpk_err(err, LPK_ENOMEM, "out of memory");
+        ls->l = q;
+        ls->cap = c;
+    }
+    arc_link *l = &ls->l[ls->n];
+    l->rel = strdup(rel);
+    l->target = strdup(target);
+    l->resolved = strdup(res);
+    l->hard = hl != NULL;
+    if (!l->rel || !l->target || !l->resolved) {
+        free(l->rel); free(l->target); free(l->resolved);
+        return lpk_err(err, LPK_ENOMEM, "out of memory");
+    }
+    ls->n++;
+    return 0;
+}
+
+/* Makes every recorded link a hard link, inside root, to the unpacked member it
+ * names (links to links resolve in as many rounds as needed). */
+static int links_make(const arc_links *ls, const char *path, const char *root, lpk_error *err)
+{
+    char *done = calloc(ls->n ? ls->n : 1, 1);
+    if (!done) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    int rc = 0;
+    size_t left = ls->n;
+    for (int progress = 1; left && progress && !rc;) {
+        progress = 0;
+        for (size_t i = 0; i < ls->n && !rc; i++) {
+            if (done[i]) continue;
+            const arc_link *l = &ls->l[i];
+            char src[8400], dst[8400];
+            snprintf(src, sizeof src, "%s/%s", root, l->resolved);
+            snprintf(dst, sizeof dst, "%s/%s", root, l->rel);
+            struct stat sb;
+            if (lstat(src, &sb) != 0) continue; /* not there (yet) */
+            if (!S_ISREG(sb.st_mode)) {
+                rc = lpk_err(err, LPK_ECORRUPT, "%s: link member '%s' -> '%s' points at a folder "
+                             "(only links to files are followed)", path, l->rel, l->target);
+                break;
+            }
+            if ((rc = make_parents(root, l->rel, 0, err))) break;
+            if (link(src, dst) != 0) {
+                rc = errno == EEXIST
+                         ? lpk_err(err, LPK_ECORRUPT, "%s: member '%s' appears twice", path, l->rel)
+                         : lpk_err(err, LPK_EIO, "%s: %s", dst, strerror(errno));
+                break;
+            }
+            if (spool_register(dst)) {
+                unlink(dst);
+                rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+                break;
+            }
+            done[i] = 1;
+            left--;
+            progress = 1;
+        }
+    }
+    for (size_t i = 0; i < ls->n && !rc; i++)
+        if (!done[i])
+            rc = lpk_err(err, LPK_ECORRUPT, "%s: link member '%s' -> '%s': the archive has no "
+                         "member '%s'", path, ls->l[i].rel, ls->l[i].target, ls->l[i].resolved);
+    free(done);
+    return rc;
+}
+
+static int is_link(struct archive_entry *e)
+{
+    return archive_entry_hardlink(e) != NULL || archive_entry_filetype(e) == AE_IFLNK;
+}
+
 static int extract(const char *path, const char *root, lpk_error *err)
 {
     struct archive *a = arc_open(path, err);
@@ -307,9 +462,14 @@ static int extract(const char *path, const char *root, lpk_error *err)
     int rc = 0, r, n_files = 0;
     struct archive_entry *e;
     char rel[4096];
+    arc_links links = {0};
     while ((r = next_member(a, path, &e, rel, sizeof rel, err)) > 0) {
+        if (is_link(e)) {
+            if ((rc = link_add(&links, path, rel, e, err))) break;
+            continue;
+        }
         mode_t type = archive_entry_filetype(e);
-        if (type != AE_IFREG && type != AE_IFDIR) continue;  /* links, devices: ignored */
+        if (type != AE_IFREG && type != AE_IFDIR) continue;  /* devices, FIFOs: ignored */
         if (type == AE_IFDIR) {
             if ((rc = make_parents(root, rel, 1, err))) break;
             continue;
@@ -322,8 +482,11 @@ static int extract(const char *path, const char *root, lpk_error *err)
         if ((rc = copy_member(a, path, dst, rel, err))) break;
         n_files++;
     }
-    if (r < 0) rc = r;
+    if (r < 0 && !rc) rc = r;
     archive_read_free(a);
+    if (!rc) rc = links_make(&links, path, root, err);
+    n_files += (int)links.n;
+    links_free(&links);
     if (!rc && n_files == 0)
         rc = lpk_err(err, LPK_ECORRUPT, "%s: the archive holds no files", path);
     return rc;
@@ -852,6 +1015,14 @@ static int scan_archive(const char *path, st_scan *sc, lpk_error *err)
     char rel[4096];
     while ((r = next_member(a, path, &e, rel, sizeof rel, err)) > 0) {
         const char *name = archive_entry_pathname(e);
+        if (is_link(e)) {
+            /* checked and followed by the unpacking path */
+            arc_links one = {0};
+            rc = link_add(&one, path, rel, e, err);
+            links_free(&one);
+            if (!rc) rc = CV_NOT_STREAMABLE;
+            break;
+        }
         if (archive_entry_filetype(e) != AE_IFREG) continue;
         const char *b = base_of(rel);
         int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : -1;

@@ -401,6 +401,7 @@ char *lpk_json_relax_bigints(const char *text, size_t n, size_t *out_n)
         }
     }
     return NULL;
+}
 
 /* ---------------------------------------------------------------- finite values */
 /* Where each block type keeps its f16 scales (GGML's block layouts). */

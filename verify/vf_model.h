@@ -61,6 +61,7 @@ struct vf_model {
     vf_weights w;
     vf_state s;
     double *rope_freq;       /* (n_rot / 2) angular frequency of each pair, scaling applied */
+    int shape_only;          /* vf_model_check: keys, names, shapes, types; no data read */
 };
 
 void vf_state_free(vf_state *s);
