@@ -94,8 +94,13 @@ int lpk_is_term_signal(int sig);
 int lpk_map_guard(const void *addr, uint64_t len, const char *path);
 void lpk_map_unguard(const void *addr);
 /* LPK_ETRUNC naming the file if the mapping at addr faulted; addr NULL: if any
- * mapping of this process ever did (writers check it before renaming). */
+ * guarded mapping did. */
 int lpk_map_check(const void *addr, lpk_error *err);
+/* Faults caught so far in this process, and LPK_ETRUNC naming the latest
+ * file if there were more than `count` (a writer compares with the count at
+ * its open before renaming: what it wrote may come from zeros). */
+unsigned lpk_map_fault_count(void);
+int lpk_map_check_since(unsigned count, lpk_error *err);
 
 /* Non-fatal notices (a stale temporary file removed, a file with no
  * checksums): silent unless a program sets a function. */

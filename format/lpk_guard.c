@@ -133,7 +133,8 @@ static char *map_path[MAP_SLOTS];
 static volatile sig_atomic_t bus_on;
 static struct sigaction old_bus;
 static uintptr_t page_size;
-static char sticky_fault[1024]; /* a faulted mapping already unguarded */
+static volatile sig_atomic_t fault_count; /* faults caught so far */
+static char last_fault[1024];              /* the file of the latest one */
 
 static void on_bus(int sig, siginfo_t *si, void *uc)
 {
@@ -151,6 +152,12 @@ static void on_bus(int sig, siginfo_t *si, void *uc)
             MAP_FAILED)
             break;
         map_faulted[i] = 1;
+        /* plain byte copy: no library call in the handler */
+        const char *src = map_path[i];
+        size_t k = 0;
+        for (; src && src[k] && k + 1 < sizeof last_fault; k++) last_fault[k] = src[k];
+        last_fault[k] = 0;
+        fault_count++;
         errno = saved;
         return;
     }
@@ -210,8 +217,6 @@ void lpk_map_unguard(const void *addr)
         if (map_base[i] != (uintptr_t)addr) continue;
         map_base[i] = 0;
         map_len[i] = 0;
-        if (map_faulted[i] && !sticky_fault[0])
-            snprintf(sticky_fault, sizeof sticky_fault, "%s", map_path[i]);
         map_faulted[i] = 0;
         free(map_path[i]);
         map_path[i] = NULL;
@@ -226,9 +231,16 @@ int lpk_map_check(const void *addr, lpk_error *err)
     for (int i = 0; i < MAP_SLOTS && !st; i++)
         if (map_base[i] && (!addr || map_base[i] == (uintptr_t)addr) && map_faulted[i])
             st = fault_err(map_path[i], err);
-    if (!st && !addr && sticky_fault[0]) st = fault_err(sticky_fault, err);
     pthread_mutex_unlock(&guard_lock);
     return st;
+}
+
+unsigned lpk_map_fault_count(void) { return (unsigned)fault_count; }
+
+int lpk_map_check_since(unsigned count, lpk_error *err)
+{
+    if ((unsigned)fault_count == count) return LPK_OK;
+    return fault_err(last_fault[0] ? last_fault : "an input file", err);
 }
 
 /* ---------------------------------------------------------------- notices */

@@ -89,6 +89,7 @@ struct lpk_writer {
     int slot;
     int failed;          /* a call failed: the temp file is gone, only abort/finish remain */
     unsigned sigs;       /* lpk_signal_count() when opened: a later signal removed our temp file */
+    unsigned faults;     /* lpk_map_fault_count() when opened */
     char *path, *tmp;
     lpk_tensor *t;       /* declarations with offsets and sizes filled in */
     size_t n;
@@ -419,6 +420,7 @@ int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *de
     w->slot = -1;
     w->flags = flags;
     w->sigs = lpk_signal_count();
+    w->faults = lpk_map_fault_count();
     w->n = n_tensors;
     w->path = strdup(path);
     w->t = malloc((n_tensors ? n_tensors : 1) * sizeof *w->t);
@@ -603,7 +605,7 @@ int lpk_writer_finish(lpk_writer *w, lpk_error *err)
         goto out;
     }
     /* an input that shrank while mapped fed zeros: nothing of it is placed */
-    if ((st = lpk_map_check(NULL, err))) goto out;
+    if ((st = lpk_map_check_since(w->faults, err))) goto out;
     if ((st = place(w, err))) goto out;
     tmp_unregister(w->slot);
     w->slot = -1;
