@@ -302,7 +302,9 @@ typedef struct lpk_reader lpk_reader;
 
 /* Opens and maps a container (.lpk, or GGUF detected by magic), validating the
  * header, every length, every offset and size against the file size, and each
- * tensor's size against its type and shape. Checksums are not verified here.
+ * tensor's size against its type and shape, and (.lpk) the header+metadata+
+ * directory checksum unless the process default says LPK_OPEN_NO_VERIFY;
+ * tensor checksums are verified by lpk_reader_tensor_data as each is read.
  * On failure *out is NULL and err says what is wrong, naming the file. */
 int lpk_reader_open(const char *path, lpk_reader **out, lpk_error *err);
 enum lpk_open_flags {
@@ -367,14 +369,16 @@ typedef struct lpk_writer lpk_writer;
  * n_dims, dims; offset/size/xxh3 are computed by the writer), so the layout and
  * the final size are known before any data is written. Data goes to a temporary
  * file `.NAME.tmp-XXXXXX` in the target folder; free space is checked. The
- * temporary file is removed on failure, on lpk_writer_abort() and on
- * SIGINT/SIGTERM: the first open installs a handler that removes every open
- * writer's temporary file, restores the previous dispositions and re-raises,
- * so the default action still ends the process and a program's own handler
- * still runs (install yours before opening a writer). After such a signal the
- * writers open at that time fail with LPK_EINTR. An existing target:
- * LPK_EEXIST unless LPK_WRITE_FORCE (checked here and again at the final
- * rename). `meta` is copied (meta may be NULL: no keys). */
+ * temporary file (mode 0666 minus the umask, flock'ed while open) is removed
+ * on failure, on lpk_writer_abort() and on the cleanup signals (see "guard":
+ * the previous disposition runs afterwards, so the default action still ends
+ * the process and a program's own handler still runs). After such a signal the
+ * writers open at that time fail with LPK_EINTR. Stale temporary files of
+ * killed runs in the folder are swept first (lpk_sweep_stale). An existing
+ * target: LPK_EEXIST unless LPK_WRITE_FORCE (checked here and again at the
+ * final rename); a target that is not a regular file (device, FIFO, folder,
+ * symbolic link): LPK_EINVAL, forced or not. lpk_writer_finish fails with
+ * LPK_ETRUNC when a guarded input mapping faulted since the open. `meta` is copied (meta may be NULL: no keys). */
 int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *decls,
                     size_t n_tensors, unsigned flags, lpk_writer **out, lpk_error *err);
 /* Tensors are written in declaration order: begin, any number of writes whose
