@@ -32,6 +32,11 @@ int cmd_export(int argc, char **argv);
 /* Maps a status to an exit code: bad-input statuses (corrupt, truncated,
  * unsupported, checksum, badvalue, notfound) -> 3, invalid -> 2, others -> 1. */
 int cli_exit_for(int status);
+/* Opens an input container (lpk_reader_open_flags with the process default
+ * flags, or `flags`); a GGUF is also checked the way verify checks it
+ * (vf_model_check: hyperparameters, required tensors, shapes). On failure *r
+ * is NULL. */
+int cli_open_input(const char *path, unsigned flags, lpk_reader **r, lpk_error *err);
 /* Prints "llmpack CMD: MESSAGE" to stderr (message from err, or its status name). */
 void cli_print_error(const char *cmd, const lpk_error *err);
 /* Usage error: prints the message and "try 'llmpack CMD --help'"; returns 2. */

@@ -1,5 +1,7 @@
 #include "cli.h"
 
+#include "../verify/verify.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -7,6 +9,17 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+int cli_open_input(const char *path, unsigned flags, lpk_reader **r, lpk_error *err)
+{
+    int st = lpk_reader_open_flags(path, flags, r, err);
+    if (!st && lpk_reader_kind(*r) == LPK_KIND_GGUF) st = vf_model_check(*r, err);
+    if (st) {
+        lpk_reader_close(*r);
+        *r = NULL;
+    }
+    return st;
+}
 
 int cli_exit_for(int status)
 {

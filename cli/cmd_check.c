@@ -42,8 +42,7 @@ int cmd_check(int argc, char **argv)
     lpk_error err = {0};
     const lpk_tensor *bad = NULL;
     size_t checked = 0;
-    int st = lpk_reader_open(path, &r, &err);
-    if (!st) st = lpk_reader_verify_header(r, &err);
+    int st = cli_open_input(path, 0, &r, &err); /* check always verifies */
     if (!st) {
         size_t n = lpk_reader_n_tensors(r);
         uint64_t total = 0, done = 0;
@@ -51,7 +50,8 @@ int cmd_check(int argc, char **argv)
         cli_progress p;
         cli_progress_start(&p, "checking", "B", total, json);
         for (size_t i = 0; i < n && !st; i++) {
-            st = lpk_reader_verify_tensor(r, i, &err);
+            const void *data;
+            st = lpk_reader_tensor_data(r, i, &data, &err);
             if (st) bad = lpk_reader_tensor(r, i);
             else checked++;
             done += lpk_reader_tensor(r, i)->size;

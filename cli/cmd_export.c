@@ -48,8 +48,7 @@ static int write_all(const lpk_reader *r, const lpk_gguf_plan *p, lpk_writer *w,
         const void *data = p->extra[i];
         if (p->src[i] >= 0) {
             size_t si = (size_t)p->src[i];
-            if ((st = lpk_reader_verify_tensor(r, si, err))) break;
-            data = lpk_reader_tensor(r, si)->data;
+            if ((st = lpk_reader_tensor_data(r, si, &data, err))) break;
         }
         if ((st = lpk_writer_tensor_begin(w, d->name, err))) break;
         /* in slices, so progress moves and the mapping can be released as we go */
@@ -107,7 +106,7 @@ int cmd_export(int argc, char **argv)
     uint64_t bytes = 0;
     double t0 = cli_now();
     char *name = name_from_path(in);
-    int st = lpk_reader_open(in, &r, &err);
+    int st = cli_open_input(in, lpk_reader_default_flags(), &r, &err);
     if (!st) st = lpk_gguf_plan_make(r, name, flags, &plan, &err);
     if (!st)
         st = lpk_writer_open(out, plan.meta, plan.decls, plan.n_tensors,

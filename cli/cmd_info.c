@@ -9,6 +9,13 @@
 
 #define INFO_MAX_ARRAY 64 /* longer arrays are summarized, never dumped */
 
+/* "xxh3" (verified at open), "xxh3-unverified" or "none" (GGUF). */
+static const char *checksums(const lpk_reader *r)
+{
+    if (!lpk_reader_has_checksums(r)) return "none";
+    return lpk_reader_default_flags() & LPK_OPEN_NO_VERIFY ? "xxh3-unverified" : "xxh3";
+}
+
 static void info_help(FILE *f)
 {
     fprintf(f,
@@ -178,8 +185,9 @@ static json_t *info_json(const lpk_reader *r)
     json_t *counts = json_object();
     for (int ty = 0; ty < LPK_TYPE_COUNT; ty++)
         if (t.count[ty]) json_object_set_new(counts, type_name(ty), json_u64(t.count[ty]));
-    return json_pack("{s:s, s:s, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:f}", "file",
-                     lpk_reader_path(r), "kind", kind_name(r), "format_version",
+    return json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:f}", "file",
+                     lpk_reader_path(r), "kind", kind_name(r), "checksums", checksums(r),
+                     "format_version",
                      (int)lpk_reader_version(r), "metadata_compressed",
                      json_boolean(lpk_reader_flags(r) & 1u), "metadata", meta, "tensors", tensors,
                      "tensor_count", json_u64(lpk_reader_n_tensors(r)), "type_counts", counts,
@@ -221,6 +229,13 @@ static void info_text(const lpk_reader *r, int list_tensors)
     printf("format:       %s v%u%s\n", kind_name(r), lpk_reader_version(r),
            (lpk_reader_flags(r) & 1u) ? " (metadata zstd-compressed)" : "");
     printf("size:         %" PRIu64 " bytes (%.2f MiB)\n", fs, (double)fs / 1048576.0);
+    printf("checksums:    %s\n", !lpk_reader_has_checksums(r)
+                                     ? "none (GGUF carries no checksums: corruption cannot be "
+                                       "detected)"
+                                 : lpk_reader_default_flags() & LPK_OPEN_NO_VERIFY
+                                     ? "xxh3 (not verified: --no-verify-checksums)"
+                                     : "xxh3 (header, metadata and directory verified; "
+                                       "'llmpack check' verifies the tensors)");
     const char *arch = lpk_meta_get_str(m, "general.architecture");
     const char *name = lpk_meta_get_str(m, "general.name");
     printf("architecture: %s%s%s\n", arch ? arch : "(unknown)", name ? ", name " : "",
@@ -322,7 +337,7 @@ int cmd_info(int argc, char **argv)
         return cli_usage_error("info", optind >= argc ? "no FILE given" : "one FILE expected");
     lpk_reader *r;
     lpk_error err = {0};
-    int st = lpk_reader_open(argv[optind], &r, &err);
+    int st = cli_open_input(argv[optind], lpk_reader_default_flags(), &r, &err);
     if (st) {
         cli_print_error("info", &err);
         return cli_exit_for(st);

@@ -160,7 +160,7 @@ int cmd_quantize(int argc, char **argv)
     lpk_writer *w = NULL;
     float *x = NULL;
     void *qbuf = NULL;
-    int rc = lpk_reader_open(in, &r, &err);
+    int rc = cli_open_input(in, lpk_reader_default_flags(), &r, &err);
     if (rc) goto done;
     size_t n = lpk_reader_n_tensors(r);
     decls = calloc(n ? n : 1, sizeof *decls);
@@ -239,9 +239,9 @@ int cmd_quantize(int argc, char **argv)
     for (size_t i = 0; i < n && !rc; i++) {
         const lpk_tensor *t = lpk_reader_tensor(r, i);
         int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
-        rc = lpk_reader_verify_tensor(r, i, &err);
+        const void *bytes;
+        rc = lpk_reader_tensor_data(r, i, &bytes, &err);
         if (rc) break;
-        const void *bytes = t->data;
         uint64_t size = decls[i].size;
         if (t->type != ch[i].type) {
             rc = to_f32(t, x, &err);

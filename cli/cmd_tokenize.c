@@ -40,7 +40,7 @@ static int load_tokenizer(const char *path, tok_tokenizer **tok, lpk_error *err)
     int rc;
     if (is_container(path)) {
         lpk_reader *r = NULL;
-        rc = lpk_reader_open(path, &r, err);
+        rc = cli_open_input(path, lpk_reader_default_flags(), &r, err);
         if (!rc) rc = tok_tokenizer_new(lpk_reader_meta(r), tok, err);
         lpk_reader_close(r);
         return rc;

@@ -46,6 +46,8 @@ static int load(const char *path, loaded *out, lpk_error *err)
 {
     out->path = path;
     int st = lpk_reader_open(path, &out->r, err);
+    if (!st && !lpk_reader_has_checksums(out->r))
+        lpk_notice("%s: GGUF carries no checksums: its bytes cannot be verified", path);
     if (!st) st = vf_model_open(out->r, &out->m, err);
     return st;
 }
@@ -76,19 +78,37 @@ static int check_limits(const limits *l, const vf_ppl_result *r, const char **na
     return n;
 }
 
-static json_t *jnum_or_null(int has, double v) { return has ? json_real(v) : json_null(); }
-
-static json_t *result_json(const char *path, const vf_ppl_result *r, const char **ex, int n_ex,
-                           const vf_tensor_error *te, size_t n_te)
+/* null for what was not measured: jansson has no NaN/Inf and would drop the key */
+static json_t *jnum_or_null(int has, double v)
 {
+    return has && isfinite(v) ? json_real(v) : json_null();
+}
+
+static const char *checksums_state(const lpk_reader *r)
+{
+    if (!r) return NULL;
+    if (!lpk_reader_has_checksums(r)) return "none";
+    return lpk_reader_default_flags() & LPK_OPEN_NO_VERIFY ? "skipped" : "verified";
+}
+
+/* One model's report. Every key is present in every case: r NULL (verify
+ * failed before measuring) gives nulls, limits_ok false and the error. */
+static json_t *result_json(const char *path, const vf_ppl_result *r, const char **ex, int n_ex,
+                           const vf_tensor_error *te, size_t n_te, const lpk_reader *rd,
+                           const char *error)
+{
+    static const vf_ppl_result none;
     json_t *o = json_object();
-    int h = r->has_ref;
+    int ok = r != NULL;
+    if (!r) r = &none;
+    int h = ok && r->has_ref;
     json_object_set_new(o, "model", json_string(path));
-    json_object_set_new(o, "ctx", json_integer(r->ctx));
-    json_object_set_new(o, "chunks", json_integer(r->chunks));
-    json_object_set_new(o, "tokens_scored", json_integer((json_int_t)r->tokens_scored));
-    json_object_set_new(o, "ppl", json_real(r->ppl));
-    json_object_set_new(o, "ppl_stderr", json_real(r->ppl_stderr));
+    json_object_set_new(o, "ctx", ok ? json_integer(r->ctx) : json_null());
+    json_object_set_new(o, "chunks", ok ? json_integer(r->chunks) : json_null());
+    json_object_set_new(o, "tokens_scored",
+                        ok ? json_integer((json_int_t)r->tokens_scored) : json_null());
+    json_object_set_new(o, "ppl", jnum_or_null(ok, r->ppl));
+    json_object_set_new(o, "ppl_stderr", jnum_or_null(ok, r->ppl_stderr));
     json_object_set_new(o, "ref_ppl", jnum_or_null(h, r->ref_ppl));
     json_object_set_new(o, "ref_ppl_stderr", jnum_or_null(h, r->ref_ppl_stderr));
     json_object_set_new(o, "ppl_ratio", jnum_or_null(h, r->ppl_ratio));
@@ -100,8 +120,10 @@ static json_t *result_json(const char *path, const vf_ppl_result *r, const char 
     json_object_set_new(o, "kld_p99", jnum_or_null(h, r->kld_p99));
     json_object_set_new(o, "kld_max", jnum_or_null(h, r->kld_max));
     json_object_set_new(o, "top1_agreement", jnum_or_null(h, r->top1_agreement));
-    json_object_set_new(o, "tokens_per_second", json_real(r->tokens_per_second));
-    json_object_set_new(o, "limits_ok", json_boolean(n_ex == 0));
+    json_object_set_new(o, "tokens_per_second", jnum_or_null(ok, r->tokens_per_second));
+    const char *cs = checksums_state(rd);
+    json_object_set_new(o, "checksums", cs ? json_string(cs) : json_null());
+    json_object_set_new(o, "limits_ok", json_boolean(ok && n_ex == 0));
     json_t *a = json_array();
     for (int i = 0; i < n_ex; i++) json_array_append_new(a, json_string(ex[i]));
     json_object_set_new(o, "limits_exceeded", a);
@@ -117,6 +139,7 @@ static json_t *result_json(const char *path, const vf_ppl_result *r, const char 
         }
         json_object_set_new(o, "tensor_errors", t);
     }
+    json_object_set_new(o, "error", error ? json_string(error) : json_null());
     return o;
 }
 
@@ -159,6 +182,22 @@ static void result_text(const char *path, const char *ref, const vf_ppl_result *
             printf("    %-28s %-5s %.6f\n", te[i].name, lpk_type_get(te[i].type)->name,
                    te[i].rel_rmse);
     }
+}
+
+/* --json when verify failed: the same keys, unmeasured (null), with the error. */
+static void print_failed(const char **paths, const loaded *models, int n, const lpk_error *err)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(arr, result_json(paths[i], NULL, NULL, 0, NULL, 0,
+                                               models ? models[i].r : NULL,
+                                               err->msg[0] ? err->msg : lpk_status_name(err->status)));
+    if (n == 1) {
+        json_t *one = json_incref(json_array_get(arr, 0));
+        json_decref(arr);
+        arr = one;
+    }
+    cli_json_print(arr);
 }
 
 int cmd_verify(int argc, char **argv)
@@ -258,6 +297,7 @@ int cmd_verify(int argc, char **argv)
     if (st) {
         cli_print_error(cmd, &err);
         rc = cli_exit_for(st);
+        if (json) print_failed(paths, models, n_paths, &err);
         goto done;
     }
 
@@ -283,6 +323,7 @@ int cmd_verify(int argc, char **argv)
     if (st < 0) {
         cli_print_error(cmd, &err);
         rc = cli_exit_for(st);
+        if (json) print_failed(paths, models, n_paths, &err);
         goto done;
     }
 
@@ -300,9 +341,12 @@ int cmd_verify(int argc, char **argv)
             cli_print_error(cmd, &err);
             rc = cli_exit_for(st);
             json_decref(arr);
+            if (json) print_failed(paths, models, n_paths, &err);
             goto done;
         }
-        if (json) json_array_append_new(arr, result_json(paths[i], &r, ex, n_ex, te, n_te));
+        if (json)
+            json_array_append_new(arr, result_json(paths[i], &r, ex, n_ex, te, n_te, models[i].r,
+                                                   NULL));
         else result_text(paths[i], ref_path, &r, &lim, ex, n_ex, te, n_te);
         free(te);
     }

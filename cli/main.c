@@ -1,6 +1,7 @@
 /* llmpack: one binary over convert/, quant/, format/, verify/ and calib/. */
 #include "cli.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -28,7 +29,11 @@ static void usage(FILE *f)
                "commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\nEvery command takes --json for machine-readable output.\n\n"
+    fprintf(f, "\nEvery command takes --json for machine-readable output, and\n"
+               "--no-verify-checksums to skip checksum verification of .lpk inputs (faster;\n"
+               "structure and NaN/Inf are still checked). Killed by a signal (INT, TERM, HUP,\n"
+               "QUIT, ...), llmpack removes its temporary files and exits 1; on a closed\n"
+               "pipe it stops quietly (exit 1).\n\n"
                "exit codes:\n"
                "  0  success\n"
                "  1  runtime failure (I/O error, out of space or memory, interrupted)\n"
@@ -52,9 +57,55 @@ static void prefer_passive_openmp(char **argv)
     /* exec failed (no /proc): carry on with the default policy */
 }
 
+static void on_notice(const char *msg) { fprintf(stderr, "llmpack: %s\n", msg); }
+
+/* Runs after format/'s cleanup hooks (they chain to the disposition they
+ * found, this one): the documented exit code instead of death by signal. */
+static void on_fatal_signal(int sig)
+{
+    static const char msg[] = "llmpack: interrupted by a signal\n";
+    lpk_cleanup_run();
+    if (sig != SIGPIPE) {
+        ssize_t k = write(2, msg, sizeof msg - 1);
+        (void)k;
+    }
+    _exit(CLI_EXIT_RUNTIME);
+}
+
+static void install_signal_exit(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_fatal_signal;
+    sigfillset(&sa.sa_mask);
+    for (int sig = 1; sig < 32; sig++) {
+        if (!lpk_is_term_signal(sig)) continue;
+        struct sigaction cur;
+        if (sigaction(sig, NULL, &cur) == 0 && cur.sa_handler != SIG_IGN) sigaction(sig, &sa, NULL);
+    }
+}
+
+/* Global options any command takes: removed from argv before the command sees it. */
+static int global_options(int argc, char **argv)
+{
+    int n = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i > 1 && !strcmp(argv[i], "--no-verify-checksums")) {
+            lpk_reader_set_default_flags(lpk_reader_default_flags() | LPK_OPEN_NO_VERIFY);
+            continue;
+        }
+        argv[n++] = argv[i];
+    }
+    argv[n] = NULL;
+    return n;
+}
+
 int main(int argc, char **argv)
 {
     prefer_passive_openmp(argv);
+    install_signal_exit();
+    lpk_set_notice(on_notice);
+    argc = global_options(argc, argv);
     if (argc < 2) {
         usage(stderr);
         return CLI_EXIT_USAGE;

@@ -18,18 +18,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 /* ---------------------------------------------------------------- cleanup registry */
-/* Paths created in the spool folder, in creation order. A signal handler
- * removes them newest first (files before their folders) with unlink/rmdir,
- * which are async-signal-safe; the list only changes with the signals blocked. */
+/* Paths created in the spool folder, in creation order. The cleanup hook
+ * (format/'s signal handler runs it) removes them newest first (files before
+ * their folders) with unlink/rmdir, which are async-signal-safe; the list only
+ * changes with the signals blocked. A spool root is kept open and locked
+ * (spool_fds) so that a later run's lpk_sweep_stale leaves it alone while this
+ * process lives. */
 static char **spool_paths;
+static int *spool_fds;
 static size_t spool_n, spool_cap;
-static volatile sig_atomic_t spool_handlers_on;
-static struct sigaction spool_old_int, spool_old_term;
 
 static void spool_remove_all(void)
 {
@@ -37,65 +40,64 @@ static void spool_remove_all(void)
         if (unlink(spool_paths[i]) != 0) rmdir(spool_paths[i]);
 }
 
-static void spool_on_signal(int sig)
+static int spool_register_fd(const char *path, int fd)
 {
-    int saved = errno;
-    spool_remove_all();
-    spool_handlers_on = 0;
-    sigaction(SIGINT, &spool_old_int, NULL);
-    sigaction(SIGTERM, &spool_old_term, NULL);
-    raise(sig);
-    errno = saved;
-}
-
-static void block_signals(sigset_t *old)
-{
-    sigset_t s;
-    sigemptyset(&s);
-    sigaddset(&s, SIGINT);
-    sigaddset(&s, SIGTERM);
-    sigprocmask(SIG_BLOCK, &s, old);
-}
-
-static int spool_register(const char *path)
-{
-    sigset_t old;
-    block_signals(&old);
+    lpk_cleanup_block();
     int rc = 0;
     char *p = strdup(path);
     if (!p) rc = -1;
     if (!rc && spool_n == spool_cap) {
         size_t c = spool_cap ? spool_cap * 2 : 64;
         char **q = realloc(spool_paths, c * sizeof *q);
-        if (!q) rc = -1;
-        else { spool_paths = q; spool_cap = c; }
+        int *f = q ? realloc(spool_fds, c * sizeof *f) : NULL;
+        if (q) spool_paths = q;
+        if (f) spool_fds = f;
+        if (!q || !f) rc = -1;
+        else spool_cap = c;
     }
-    if (!rc) spool_paths[spool_n++] = p;
-    else free(p);
-    if (!rc && !spool_handlers_on) {
-        struct sigaction sa, cur;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = spool_on_signal;
-        sigemptyset(&sa.sa_mask);
-        sigaddset(&sa.sa_mask, SIGINT);
-        sigaddset(&sa.sa_mask, SIGTERM);
-        sigaction(SIGINT, NULL, &cur);
-        if (cur.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, &spool_old_int);
-        else spool_old_int = cur;
-        sigaction(SIGTERM, NULL, &cur);
-        if (cur.sa_handler != SIG_IGN) sigaction(SIGTERM, &sa, &spool_old_term);
-        else spool_old_term = cur;
-        spool_handlers_on = 1;
+    if (!rc) {
+        spool_fds[spool_n] = fd;
+        spool_paths[spool_n++] = p;
+    } else {
+        free(p);
     }
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    lpk_cleanup_unblock();
+    if (!rc && lpk_cleanup_add(spool_remove_all)) rc = -1;
     return rc;
+}
+
+static int spool_register(const char *path) { return spool_register_fd(path, -1); }
+
+/* mkdtemp of tmpl (ending in XXXXXX), registered and locked. */
+static int spool_mkdtemp(char *tmpl, lpk_error *err)
+{
+    char *slash = strrchr(tmpl, '/');
+    if (slash) {
+        *slash = 0;
+        lpk_sweep_stale(tmpl);
+        *slash = '/';
+    }
+    if (!mkdtemp(tmpl)) {
+        int e = errno;
+        lpk_err(err, LPK_EIO, "%s: cannot create a temporary folder: %s", tmpl, strerror(e));
+        tmpl[0] = 0;
+        return LPK_EIO;
+    }
+    int fd = open(tmpl, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) flock(fd, LOCK_EX | LOCK_NB);
+    if (spool_register_fd(tmpl, fd)) {
+        if (fd >= 0) close(fd);
+        rmdir(tmpl);
+        tmpl[0] = 0;
+        return lpk_err(err, LPK_ENOMEM, "out of memory");
+    }
+    return 0;
 }
 
 /* Removes every registered path under root (root included) and forgets them. */
 static void spool_cleanup(const char *root)
 {
-    sigset_t old;
-    block_signals(&old);
+    lpk_cleanup_block();
     size_t rl = strlen(root), keep = 0;
     for (size_t i = spool_n; i-- > 0;) {
         const char *p = spool_paths[i];
@@ -104,11 +106,16 @@ static void spool_cleanup(const char *root)
     }
     for (size_t i = 0; i < spool_n; i++) {
         char *p = spool_paths[i];
-        if (!strncmp(p, root, rl) && (p[rl] == 0 || p[rl] == '/')) free(p);
-        else spool_paths[keep++] = p;
+        if (!strncmp(p, root, rl) && (p[rl] == 0 || p[rl] == '/')) {
+            if (spool_fds[i] >= 0) close(spool_fds[i]);
+            free(p);
+        } else {
+            spool_fds[keep] = spool_fds[i];
+            spool_paths[keep++] = p;
+        }
     }
     spool_n = keep;
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    lpk_cleanup_unblock();
 }
 
 /* ---------------------------------------------------------------- detection */
@@ -293,6 +300,161 @@ static int next_member(struct archive *a, const char *path, struct archive_entry
     }
 }
 
+/* ---------------------------------------------------------------- links */
+/* A link member is followed only to another member of the same archive (a tar
+ * of a Hugging Face cache snapshot is made of symlinks into blobs/): its target
+ * is resolved as a member name, never as a path on this machine, and the link
+ * becomes a hard link to that member's unpacked copy. Anything else (absolute,
+ * climbing out, to no member, to a folder) is an error naming both. */
+typedef struct arc_link {
+    char *rel;      /* the link member's name */
+    char *target;   /* as stored */
+    char *resolved; /* member name it points to, "" until resolved */
+    int hard;
+} arc_link;
+
+typedef struct arc_links {
+    arc_link *l;
+    size_t n, cap;
+} arc_links;
+
+static void links_free(arc_links *ls)
+{
+    for (size_t i = 0; i < ls->n; i++) {
+        free(ls->l[i].rel);
+        free(ls->l[i].target);
+        free(ls->l[i].resolved);
+    }
+    free(ls->l);
+    memset(ls, 0, sizeof *ls);
+}
+
+/* The member name a link's target means, or an error. Hard link targets are
+ * member names; symlink targets are relative to the link's folder. */
+static int link_resolve(const char *path, const char *rel, const char *target, int hard,
+                        char *out, size_t n, lpk_error *err)
+{
+    if (!target || !*target)
+        return lpk_err(err, LPK_ECORRUPT, "%s: link member '%s' has no target", path, rel);
+    if (target[0] == '/')
+        return lpk_err(err, LPK_ECORRUPT, "%s: link member '%s' -> '%s': an absolute target is "
+                       "outside the archive", path, rel, target);
+    char buf[8400];
+    const char *slash = strrchr(rel, '/');
+    if (hard || !slash) snprintf(buf, sizeof buf, "%s", target);
+    else snprintf(buf, sizeof buf, "%.*s/%s", (int)(slash - rel), rel, target);
+    /* normalise: drop "." and empty components, ".." pops one */
+    char *comp[512];
+    int depth = 0;
+    for (char *save = NULL, *c = strtok_r(buf, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+        if (!strcmp(c, ".")) continue;
+        if (!strcmp(c, "..")) {
+            if (depth == 0)
+                return lpk_err(err, LPK_ECORRUPT, "%s: link member '%s' -> '%s' climbs out of the "
+                               "archive", path, rel, target);
+            depth--;
+            continue;
+        }
+        if (depth == 512)
+            return lpk_err(err, LPK_ECORRUPT, "%s: link member '%s': target too deep", path, rel);
+        comp[depth++] = c;
+    }
+    if (!depth)
+        return lpk_err(err, LPK_ECORRUPT, "%s: link member '%s' -> '%s' points at the archive's "
+                       "root folder", path, rel, target);
+    size_t o = 0;
+    out[0] = 0;
+    for (int i = 0; i < depth; i++) {
+        int k = snprintf(out + o, n - o, "%s%s", i ? "/" : "", comp[i]);
+        if (k < 0 || (size_t)k >= n - o)
+            return lpk_err(err, LPK_ECORRUPT, "%s: link member '%s': target too long", path, rel);
+        o += (size_t)k;
+    }
+    return 0;
+}
+
+/* Records link member e (named rel), its target resolved to a member name. */
+static int link_add(arc_links *ls, const char *path, const char *rel, struct archive_entry *e,
+                    lpk_error *err)
+{
+    const char *hl = archive_entry_hardlink(e);
+    const char *target = hl ? hl : archive_entry_symlink(e);
+    char res[4096];
+    int rc = link_resolve(path, rel, target, hl != NULL, res, sizeof res, err);
+    if (rc) return rc;
+    if (ls->n == ls->cap) {
+        size_t c = ls->cap ? ls->cap * 2 : 16;
+        arc_link *q = realloc(ls->l, c * sizeof *q);
+        if (!q) return lpk_err(err, LPK_ENOMEM, "out of memory");
+        ls->l = q;
+        ls->cap = c;
+    }
+    arc_link *l = &ls->l[ls->n];
+    l->rel = strdup(rel);
+    l->target = strdup(target);
+    l->resolved = strdup(res);
+    l->hard = hl != NULL;
+    if (!l->rel || !l->target || !l->resolved) {
+        free(l->rel); free(l->target); free(l->resolved);
+        return lpk_err(err, LPK_ENOMEM, "out of memory");
+    }
+    ls->n++;
+    return 0;
+}
+
+/* Makes every recorded link a hard link, inside root, to the unpacked member it
+ * names (links to links resolve in as many rounds as needed). */
+static int links_make(const arc_links *ls, const char *path, const char *root, lpk_error *err)
+{
+    char *done = calloc(ls->n ? ls->n : 1, 1);
+    if (!done) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    int rc = 0;
+    size_t left = ls->n;
+    for (int progress = 1; left && progress && !rc;) {
+        progress = 0;
+        for (size_t i = 0; i < ls->n && !rc; i++) {
+            if (done[i]) continue;
+            const arc_link *l = &ls->l[i];
+            char src[8400], dst[8400];
+            snprintf(src, sizeof src, "%s/%s", root, l->resolved);
+            snprintf(dst, sizeof dst, "%s/%s", root, l->rel);
+            struct stat sb;
+            if (lstat(src, &sb) != 0) continue; /* not there (yet) */
+            if (!S_ISREG(sb.st_mode)) {
+                rc = lpk_err(err, LPK_ECORRUPT, "%s: link member '%s' -> '%s' points at a folder "
+                             "(only links to files are followed)", path, l->rel, l->target);
+                break;
+            }
+            if ((rc = make_parents(root, l->rel, 0, err))) break;
+            if (link(src, dst) != 0) {
+                rc = errno == EEXIST
+                         ? lpk_err(err, LPK_ECORRUPT, "%s: member '%s' appears twice", path, l->rel)
+                         : lpk_err(err, LPK_EIO, "%s: %s", dst, strerror(errno));
+                break;
+            }
+            if (spool_register(dst)) {
+                unlink(dst);
+                rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+                break;
+            }
+            done[i] = 1;
+            left--;
+            progress = 1;
+        }
+    }
+    for (size_t i = 0; i < ls->n && !rc; i++)
+        if (!done[i])
+            rc = lpk_err(err, LPK_ECORRUPT, "%s: link member '%s' -> '%s': the archive has no "
+                         "member '%s'", path, ls->l[i].rel, ls->l[i].target, ls->l[i].resolved);
+    free(done);
+    return rc;
+}
+
+static int is_link(struct archive_entry *e)
+{
+    return archive_entry_hardlink(e) != NULL || archive_entry_filetype(e) == AE_IFLNK;
+}
+
 static int extract(const char *path, const char *root, lpk_error *err)
 {
     struct archive *a = arc_open(path, err);
@@ -300,9 +462,14 @@ static int extract(const char *path, const char *root, lpk_error *err)
     int rc = 0, r, n_files = 0;
     struct archive_entry *e;
     char rel[4096];
+    arc_links links = {0};
     while ((r = next_member(a, path, &e, rel, sizeof rel, err)) > 0) {
+        if (is_link(e)) {
+            if ((rc = link_add(&links, path, rel, e, err))) break;
+            continue;
+        }
         mode_t type = archive_entry_filetype(e);
-        if (type != AE_IFREG && type != AE_IFDIR) continue;  /* links, devices: ignored */
+        if (type != AE_IFREG && type != AE_IFDIR) continue;  /* devices, FIFOs: ignored */
         if (type == AE_IFDIR) {
             if ((rc = make_parents(root, rel, 1, err))) break;
             continue;
@@ -315,8 +482,11 @@ static int extract(const char *path, const char *root, lpk_error *err)
         if ((rc = copy_member(a, path, dst, rel, err))) break;
         n_files++;
     }
-    if (r < 0) rc = r;
+    if (r < 0 && !rc) rc = r;
     archive_read_free(a);
+    if (!rc) rc = links_make(&links, path, root, err);
+    n_files += (int)links.n;
+    links_free(&links);
     if (!rc && n_files == 0)
         rc = lpk_err(err, LPK_ECORRUPT, "%s: the archive holds no files", path);
     return rc;
@@ -845,6 +1015,14 @@ static int scan_archive(const char *path, st_scan *sc, lpk_error *err)
     char rel[4096];
     while ((r = next_member(a, path, &e, rel, sizeof rel, err)) > 0) {
         const char *name = archive_entry_pathname(e);
+        if (is_link(e)) {
+            /* checked and followed by the unpacking path */
+            arc_links one = {0};
+            rc = link_add(&one, path, rel, e, err);
+            links_free(&one);
+            if (!rc) rc = CV_NOT_STREAMABLE;
+            break;
+        }
         if (archive_entry_filetype(e) != AE_IFREG) continue;
         const char *b = base_of(rel);
         int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : -1;
@@ -1171,15 +1349,7 @@ static int stream_open(const char *path, const cv_torch_opts *opts, cv_source **
     if (!rc) {
         snprintf(small, sizeof small, "%s/.llmpack-unpack-XXXXXX",
                  opts && opts->spool_dir ? opts->spool_dir : ".");
-        if (!mkdtemp(small)) {
-            rc = lpk_err(err, LPK_EIO, "%s: cannot create a temporary folder: %s", small,
-                         strerror(errno));
-            small[0] = 0;
-        } else if (spool_register(small)) {
-            rmdir(small);
-            small[0] = 0;
-            rc = lpk_err(err, LPK_ENOMEM, "out of memory");
-        }
+        rc = spool_mkdtemp(small, err);
     }
     for (size_t i = 0; !rc && i < S->sc.n; i++) {
         st_member *m = &S->sc.m[i];
@@ -1276,16 +1446,13 @@ int cv_archive_open(const char *path, const cv_torch_opts *opts, cv_dir_open_fn 
     char *spool = a->spool, root[8192];
     (void)st;
     snprintf(spool, sizeof a->spool, "%s/.llmpack-unpack-XXXXXX", parent);
-    if (strlen(parent) > 4000 || !mkdtemp(spool)) {
+    if (strlen(parent) > 4000) {
         free(a);
-        return lpk_err(err, LPK_EIO, "%s: cannot create a temporary folder: %s", parent,
-                       strerror(errno));
+        return lpk_err(err, LPK_EINVAL, "%s: folder name too long", parent);
     }
-    rc = 0;
-    if (spool_register(spool)) {
-        rmdir(spool);
+    if ((rc = spool_mkdtemp(spool, err))) {
         free(a);
-        return lpk_err(err, LPK_ENOMEM, "out of memory");
+        return rc;
     }
     if ((rc = extract(path, spool, err))) goto fail;
     find_root(spool, root, sizeof root);

@@ -41,6 +41,7 @@ int cv_mapfile_open(cv_mapfile *f, const char *path, lpk_error *err)
             return lpk_err(err, LPK_EIO, "%s: cannot map: %s", path, strerror(e));
         }
         f->base = p;
+        lpk_map_guard(p, f->size, path); /* a truncation mid-read: an error, not a SIGBUS */
     }
     close(fd);
     return LPK_OK;
@@ -48,7 +49,10 @@ int cv_mapfile_open(cv_mapfile *f, const char *path, lpk_error *err)
 
 void cv_mapfile_close(cv_mapfile *f)
 {
-    if (f && f->base) munmap((void *)(uintptr_t)f->base, (size_t)f->size);
+    if (f && f->base) {
+        lpk_map_unguard(f->base);
+        munmap((void *)(uintptr_t)f->base, (size_t)f->size);
+    }
     if (f) f->base = NULL;
 }
 

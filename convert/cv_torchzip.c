@@ -352,7 +352,9 @@ int cv_torch_file_open(const char *path, cv_torch_file **out, lpk_error *err)
     f->map = p;
     f->size = (uint64_t)st.st_size;
     m->mapped = 1;
+    lpk_map_guard(p, f->size, path); /* a truncation mid-read: an error, not a SIGBUS */
     int rc = torch_parse(f, err);
+    if (!rc) rc = lpk_map_check(p, err);
     if (rc) {
         cv_torch_file_close(f);
         return rc;
@@ -388,7 +390,10 @@ void cv_torch_file_close(cv_torch_file *f)
 {
     if (!f) return;
     torch_mapped *m = (torch_mapped *)f;
-    if (m->mapped) munmap((void *)f->map, (size_t)f->size);
+    if (m->mapped) {
+        lpk_map_unguard(f->map);
+        munmap((void *)f->map, (size_t)f->size);
+    }
     free(f->tensors);
     free(m);
 }

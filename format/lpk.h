@@ -62,6 +62,61 @@ void lpk_error_clear(lpk_error *err);
  * length. The text is not otherwise checked. NULL when out of memory. */
 char *lpk_json_relax_bigints(const char *text, size_t n, size_t *out_n);
 
+/* ---------------------------------------------------------------- guard */
+/* Process-wide protection (lpk_guard.c, docs/RELIABILITY.md).
+ *
+ * Cleanup on signals: SIGHUP, SIGINT, SIGQUIT, SIGPIPE, SIGALRM, SIGTERM,
+ * SIGUSR1/2, SIGXCPU and SIGXFSZ run every registered hook (which must be
+ * async-signal-safe: unlink, rmdir), then the previous disposition of the
+ * signal (the default ends the process; a program's own handler still runs;
+ * a signal ignored at the first registration stays ignored). */
+typedef void (*lpk_cleanup_fn)(void);
+/* Registers fn once (again: no-op) and installs the handlers; LPK_ENOMEM when
+ * all 8 hook slots are taken. */
+int lpk_cleanup_add(lpk_cleanup_fn fn);
+/* Runs the hooks now (async-signal-safe): for a program's own handlers. */
+void lpk_cleanup_run(void);
+/* Blocks / restores the cleanup signals in this thread, around changes to the
+ * lists the hooks read. Calls nest: the outermost unblock restores the mask. */
+void lpk_cleanup_block(void);
+void lpk_cleanup_unblock(void);
+/* Number of cleanup signals handled so far (writers compare it to fail with
+ * LPK_EINTR after one). */
+unsigned lpk_signal_count(void);
+/* 1 if sig is one of the cleanup signals above. */
+int lpk_is_term_signal(int sig);
+
+/* Mapped files that shrink while mapped: a SIGBUS inside a guarded range is
+ * caught, the rest of the range reads as zeros, and lpk_map_check reports
+ * "FILE changed or was truncated while reading" (LPK_ETRUNC). A SIGBUS outside
+ * every guarded range runs the cleanup hooks and ends the process as before.
+ * Unguard before munmap. */
+int lpk_map_guard(const void *addr, uint64_t len, const char *path);
+void lpk_map_unguard(const void *addr);
+/* LPK_ETRUNC naming the file if the mapping at addr faulted; addr NULL: if any
+ * guarded mapping did. */
+int lpk_map_check(const void *addr, lpk_error *err);
+/* Faults caught so far in this process, and LPK_ETRUNC naming the latest
+ * file if there were more than `count` (a writer compares with the count at
+ * its open before renaming: what it wrote may come from zeros). */
+unsigned lpk_map_fault_count(void);
+int lpk_map_check_since(unsigned count, lpk_error *err);
+
+/* Non-fatal notices (a stale temporary file removed, a file with no
+ * checksums): silent unless a program sets a function. */
+typedef void (*lpk_notice_fn)(const char *msg);
+void lpk_set_notice(lpk_notice_fn fn);
+void lpk_notice(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Mode for new output files: 0666 minus the process umask. */
+unsigned lpk_output_mode(void);
+/* Removes, from folder dir, temporary files of llmpack's naming patterns
+ * (`.NAME.tmp-XXXXXX` holding an .lpk/GGUF header or nothing, and
+ * `.llmpack-unpack-XXXXXX` folders) that are older than this process, owned by
+ * this user, and not locked by a live writer; a notice names each. Returns how
+ * many were removed. */
+int lpk_sweep_stale(const char *dir);
+
 /* ---------------------------------------------------------------- cpu */
 enum lpk_cpu_flag {
     LPK_CPU_AVX2 = 1u << 0,
@@ -118,6 +173,12 @@ int lpk_type_from_name(const char *name);
 /* Bytes of n_elems elements of type; LPK_EINVAL if n_elems is not a multiple of
  * the block size or the type is unknown, LPK_ENOMEM on overflow. */
 int lpk_type_nbytes(int type, uint64_t n_elems, uint64_t *out);
+
+/* Checks n bytes of `type` data for non-finite numbers: every element of
+ * f32/f16/bf16, the f16 scales (d, and dmin/m where the type has one) of each
+ * block of the block types. Returns LPK_OK, or LPK_EBADVALUE with *where set to
+ * the element (float types) or block index; types without a known layout pass. */
+int lpk_check_finite(int type, const void *data, uint64_t n, uint64_t *where);
 
 /* ---------------------------------------------------------------- half */
 float lpk_f16_to_f32(uint16_t h);
@@ -241,9 +302,22 @@ typedef struct lpk_reader lpk_reader;
 
 /* Opens and maps a container (.lpk, or GGUF detected by magic), validating the
  * header, every length, every offset and size against the file size, and each
- * tensor's size against its type and shape. Checksums are not verified here.
+ * tensor's size against its type and shape, and (.lpk) the header+metadata+
+ * directory checksum unless the process default says LPK_OPEN_NO_VERIFY;
+ * tensor checksums are verified by lpk_reader_tensor_data as each is read.
  * On failure *out is NULL and err says what is wrong, naming the file. */
 int lpk_reader_open(const char *path, lpk_reader **out, lpk_error *err);
+enum lpk_open_flags {
+    LPK_OPEN_NO_VERIFY = 1u << 0  /* skip checksum verification (--no-verify-checksums) */
+};
+/* Like lpk_reader_open, and (unless LPK_OPEN_NO_VERIFY, or the process default
+ * set below) verifies the header+metadata+directory checksum before any
+ * metadata is decoded: LPK_ECHECKSUM naming the file. lpk_reader_open uses the
+ * process default flags. The file's mapping is guarded (lpk_map_guard). */
+int lpk_reader_open_flags(const char *path, unsigned flags, lpk_reader **out, lpk_error *err);
+/* Flags every lpk_reader_open uses (default 0: verify). */
+void lpk_reader_set_default_flags(unsigned flags);
+unsigned lpk_reader_default_flags(void);
 /* The same over bytes in memory (name is used in messages); buf must stay
  * valid and unchanged until lpk_reader_close(). */
 int lpk_reader_open_buffer(const void *buf, size_t size, const char *name, lpk_reader **out,
@@ -267,6 +341,19 @@ int lpk_reader_verify_tensor(const lpk_reader *r, size_t i, lpk_error *err);
 int lpk_reader_verify_header(const lpk_reader *r, lpk_error *err);
 /* .lpk header flags (bit 0: metadata stored zstd-compressed); 0 for GGUF. */
 unsigned lpk_reader_flags(const lpk_reader *r);
+/* The bytes of tensor i with the checks every consumer needs, in one pass over
+ * them: its xxh3 (first access only; not with LPK_OPEN_NO_VERIFY), zero
+ * padding before it (.lpk), finite values (f32/f16/bf16 elements, the f16
+ * scales of block types: LPK_EBADVALUE naming tensor and element or block),
+ * and that the file did not shrink while mapped (LPK_ETRUNC). *data is NULL on
+ * error. Not for concurrent calls on one reader. */
+int lpk_reader_tensor_data(const lpk_reader *r, size_t i, const void **data, lpk_error *err);
+/* Index of tensor t (a pointer from lpk_reader_tensor/find) in r. */
+size_t lpk_reader_index(const lpk_reader *r, const lpk_tensor *t);
+/* LPK_ETRUNC if r's file shrank while mapped (see lpk_map_check). */
+int lpk_reader_check_io(const lpk_reader *r, lpk_error *err);
+/* 1 if the file carries checksums (.lpk), 0 if not (GGUF). */
+int lpk_reader_has_checksums(const lpk_reader *r);
 /* Tells the kernel the mapped pages of tensor i are no longer needed. */
 void lpk_reader_release_tensor(const lpk_reader *r, size_t i);
 
@@ -282,14 +369,16 @@ typedef struct lpk_writer lpk_writer;
  * n_dims, dims; offset/size/xxh3 are computed by the writer), so the layout and
  * the final size are known before any data is written. Data goes to a temporary
  * file `.NAME.tmp-XXXXXX` in the target folder; free space is checked. The
- * temporary file is removed on failure, on lpk_writer_abort() and on
- * SIGINT/SIGTERM: the first open installs a handler that removes every open
- * writer's temporary file, restores the previous dispositions and re-raises,
- * so the default action still ends the process and a program's own handler
- * still runs (install yours before opening a writer). After such a signal the
- * writers open at that time fail with LPK_EINTR. An existing target:
- * LPK_EEXIST unless LPK_WRITE_FORCE (checked here and again at the final
- * rename). `meta` is copied (meta may be NULL: no keys). */
+ * temporary file (mode 0666 minus the umask, flock'ed while open) is removed
+ * on failure, on lpk_writer_abort() and on the cleanup signals (see "guard":
+ * the previous disposition runs afterwards, so the default action still ends
+ * the process and a program's own handler still runs). After such a signal the
+ * writers open at that time fail with LPK_EINTR. Stale temporary files of
+ * killed runs in the folder are swept first (lpk_sweep_stale). An existing
+ * target: LPK_EEXIST unless LPK_WRITE_FORCE (checked here and again at the
+ * final rename); a target that is not a regular file (device, FIFO, folder,
+ * symbolic link): LPK_EINVAL, forced or not. lpk_writer_finish fails with
+ * LPK_ETRUNC when a guarded input mapping faulted since the open. `meta` is copied (meta may be NULL: no keys). */
 int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *decls,
                     size_t n_tensors, unsigned flags, lpk_writer **out, lpk_error *err);
 /* Tensors are written in declaration order: begin, any number of writes whose

@@ -402,3 +402,49 @@ char *lpk_json_relax_bigints(const char *text, size_t n, size_t *out_n)
     }
     return NULL;
 }
+
+/* ---------------------------------------------------------------- finite values */
+/* Where each block type keeps its f16 scales (GGML's block layouts). */
+static const struct {
+    int type, n;
+    uint16_t off[2];
+} scale_at[] = {
+    {LPK_TYPE_Q4_0, 1, {0, 0}},   {LPK_TYPE_Q4_1, 2, {0, 2}},   {LPK_TYPE_Q5_0, 1, {0, 0}},
+    {LPK_TYPE_Q5_1, 2, {0, 2}},   {LPK_TYPE_Q8_0, 1, {0, 0}},   {LPK_TYPE_Q2_K, 2, {80, 82}},
+    {LPK_TYPE_Q3_K, 1, {108, 0}}, {LPK_TYPE_Q4_K, 2, {0, 2}},   {LPK_TYPE_Q5_K, 2, {0, 2}},
+    {LPK_TYPE_Q6_K, 1, {208, 0}}, {LPK_TYPE_IQ4_NL, 1, {0, 0}}, {LPK_TYPE_IQ4_XS, 1, {0, 0}},
+};
+
+int lpk_check_finite(int type, const void *data, uint64_t n, uint64_t *where)
+{
+    const uint8_t *p = data;
+    uint64_t bad = UINT64_MAX;
+    if (type == LPK_TYPE_F32 || type == LPK_TYPE_F16 || type == LPK_TYPE_BF16) {
+        /* exponent all ones = Inf or NaN; chunks keep the inner loop branch-free */
+        int es = type == LPK_TYPE_F32 ? 4 : 2;
+        uint32_t m = type == LPK_TYPE_F32 ? 0x7f800000u : type == LPK_TYPE_F16 ? 0x7c00u : 0x7f80u;
+        uint64_t ne = n / (uint64_t)es;
+        for (uint64_t c = 0; c < ne && bad == UINT64_MAX; c += 4096) {
+            uint64_t e = ne - c < 4096 ? ne : c + 4096;
+            unsigned hit = 0;
+            if (es == 4)
+                for (uint64_t i = c; i < e; i++) hit |= (lpk_rd32(p + 4 * i) & m) == m;
+            else
+                for (uint64_t i = c; i < e; i++) hit |= (lpk_rd16(p + 2 * i) & m) == m;
+            for (uint64_t i = c; hit && i < e && bad == UINT64_MAX; i++)
+                if (((es == 4 ? lpk_rd32(p + 4 * i) : lpk_rd16(p + 2 * i)) & m) == m) bad = i;
+        }
+    } else {
+        const lpk_type_info *ti = lpk_type_get(type);
+        for (size_t k = 0; ti && k < sizeof scale_at / sizeof scale_at[0]; k++) {
+            if (scale_at[k].type != type) continue;
+            uint64_t bs = (uint64_t)ti->type_size;
+            for (uint64_t b = 0; b + bs <= n && bad == UINT64_MAX; b += bs)
+                for (int j = 0; j < scale_at[k].n; j++)
+                    if ((lpk_rd16(p + b + scale_at[k].off[j]) & 0x7c00u) == 0x7c00u) bad = b / bs;
+        }
+    }
+    if (bad == UINT64_MAX) return LPK_OK;
+    if (where) *where = bad;
+    return LPK_EBADVALUE;
+}

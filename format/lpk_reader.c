@@ -43,7 +43,14 @@ struct lpk_reader {
     lpk_tensor *t;
     size_t n;
     const lpk_tensor **by_name;
+    unsigned open_flags;    /* LPK_OPEN_* */
+    uint8_t *checked;       /* per tensor: 1 once lpk_reader_tensor_data passed */
 };
+
+static unsigned default_flags;
+
+void lpk_reader_set_default_flags(unsigned flags) { default_flags = flags; }
+unsigned lpk_reader_default_flags(void) { return default_flags; }
 
 static const char *const section_names[] = {"header", "metadata", "tensor directory",
                                             "tensor data"};
@@ -287,6 +294,11 @@ static int open_lpk(lpk_reader *r, lpk_error *err)
             return lpk_err(err, LPK_ECORRUPT, "%s: padding byte %llu before the data is not zero",
                            p, (unsigned long long)i);
     r->head_size = dataoff;
+    /* Nothing the header points to is used before its checksum matches. */
+    if (!(r->open_flags & LPK_OPEN_NO_VERIFY)) {
+        int hs = lpk_reader_verify_header(r, err);
+        if (hs) return hs;
+    }
 
     /* metadata */
     if (mraw > LPK_META_MAX)
@@ -349,6 +361,8 @@ static int open_common(lpk_reader *r, lpk_error *err)
                      r->path, b[0], b[1], b[2], b[3]);
     }
     if (st) return st;
+    r->checked = calloc(r->n ? r->n : 1, 1);
+    if (!r->checked) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", r->path);
     return index_names(r, err);
 }
 
@@ -375,6 +389,7 @@ int lpk_reader_open_buffer(const void *buf, size_t size, const char *name, lpk_r
     if (!r) return lpk_err(err, LPK_ENOMEM, "out of memory");
     r->buf = buf;
     r->size = size;
+    r->open_flags = default_flags;
     int st = size ? open_common(r, err)
                   : lpk_err(err, LPK_ETRUNC, "%s: empty file", r->path);
     if (st) {
@@ -386,6 +401,11 @@ int lpk_reader_open_buffer(const void *buf, size_t size, const char *name, lpk_r
 }
 
 int lpk_reader_open(const char *path, lpk_reader **out, lpk_error *err)
+{
+    return lpk_reader_open_flags(path, default_flags, out, err);
+}
+
+int lpk_reader_open_flags(const char *path, unsigned flags, lpk_reader **out, lpk_error *err)
 {
     if (!out) return lpk_err(err, LPK_EINVAL, "lpk_reader_open: NULL out");
     *out = NULL;
@@ -426,7 +446,11 @@ int lpk_reader_open(const char *path, lpk_reader **out, lpk_error *err)
     }
     r->buf = m;
     r->mapped = 1;
+    r->open_flags = flags;
+    /* a file truncated by someone else while mapped: an error, not a SIGBUS */
+    if (lpk_map_guard(m, r->size, path) == LPK_OK) r->mapped = 2;
     int st = open_common(r, err);
+    if (!st) st = lpk_reader_check_io(r, err);
     if (st) {
         lpk_reader_close(r);
         return st;
@@ -439,7 +463,9 @@ void lpk_reader_close(lpk_reader *r)
 {
     if (!r || r->magic != READER_MAGIC) return;
     r->magic = 0;
+    if (r->mapped == 2) lpk_map_unguard(r->buf);
     if (r->mapped) munmap((void *)r->buf, (size_t)r->size);
+    free(r->checked);
     lpk_meta_free(r->meta);
     free(r->t);
     free(r->by_name);
@@ -481,6 +507,61 @@ int lpk_reader_verify_header(const lpk_reader *r, lpk_error *err)
     return LPK_OK;
 }
 
+int lpk_reader_has_checksums(const lpk_reader *r) { return r && r->kind == LPK_KIND_LPK; }
+
+int lpk_reader_check_io(const lpk_reader *r, lpk_error *err)
+{
+    return r && r->mapped == 2 ? lpk_map_check(r->buf, err) : LPK_OK;
+}
+
+size_t lpk_reader_index(const lpk_reader *r, const lpk_tensor *t)
+{
+    return (size_t)(t - r->t);
+}
+
+/* Names where lpk_check_finite found a NaN/Inf: row and column of the element,
+ * or of the first element of the block whose scale it is. */
+static int bad_value(const lpk_reader *r, const lpk_tensor *t, uint64_t where, lpk_error *err)
+{
+    const lpk_type_info *ti = lpk_type_get(t->type);
+    uint64_t cols = (uint64_t)lpk_tensor_ncols(t), bs = ti ? (uint64_t)ti->block_size : 1;
+    if (bs > 1) {
+        uint64_t bpr = cols / bs ? cols / bs : 1;
+        return lpk_err(err, LPK_EBADVALUE,
+                       "%s: %s: %s block %llu (row %llu, columns %llu..%llu) has a NaN or "
+                       "infinite scale", r->path, t->name, ti->name, (unsigned long long)where,
+                       (unsigned long long)(where / bpr), (unsigned long long)(where % bpr * bs),
+                       (unsigned long long)(where % bpr * bs + bs - 1));
+    }
+    float v = 0;
+    const uint8_t *p = (const uint8_t *)t->data + where * (uint64_t)ti->type_size;
+    lpk_to_f32_row(t->type, p, &v, 1);
+    return lpk_err(err, LPK_EBADVALUE, "%s: %s: %s at row %llu, column %llu", r->path, t->name,
+                   v != v ? "NaN" : "Inf", (unsigned long long)(where / cols),
+                   (unsigned long long)(where % cols));
+}
+
+int lpk_reader_tensor_data(const lpk_reader *r, size_t i, const void **data, lpk_error *err)
+{
+    *data = NULL;
+    if (!r || i >= r->n) return lpk_err(err, LPK_EINVAL, "lpk_reader_tensor_data: bad index");
+    const lpk_tensor *t = &r->t[i];
+    int st;
+    if (!r->checked[i]) {
+        if (!(r->open_flags & LPK_OPEN_NO_VERIFY) && (st = lpk_reader_verify_tensor(r, i, err)))
+            return st;
+        uint64_t where;
+        if (lpk_check_finite(t->type, t->data, t->size, &where)) {
+            if ((st = lpk_reader_check_io(r, err))) return st;
+            return bad_value(r, t, where, err);
+        }
+        r->checked[i] = 1;
+    }
+    if ((st = lpk_reader_check_io(r, err))) return st;
+    *data = t->data;
+    return LPK_OK;
+}
+
 int lpk_reader_verify_tensor(const lpk_reader *r, size_t i, lpk_error *err)
 {
     if (!r || i >= r->n) return lpk_err(err, LPK_EINVAL, "lpk_reader_verify_tensor: bad index");
@@ -494,8 +575,10 @@ int lpk_reader_verify_tensor(const lpk_reader *r, size_t i, lpk_error *err)
                                "%s: padding byte %llu before tensor '%s' is not zero", r->path,
                                (unsigned long long)o, t->name);
     }
-    if (!t->has_xxh3) return LPK_OK;
+    if (!t->has_xxh3) return lpk_reader_check_io(r, err);
     uint64_t got = XXH3_64bits(t->data, (size_t)t->size);
+    int io = lpk_reader_check_io(r, err);
+    if (io) return io;
     if (got != t->xxh3)
         return lpk_err(err, LPK_ECHECKSUM,
                        "%s: tensor '%s' (offset %llu, %llu bytes): xxh3 expected %016llx, found "

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -35,49 +36,19 @@ __attribute__((weak)) int gguf_header_build(const lpk_meta *meta, lpk_tensor *de
 }
 
 /* ---------------------------------------------------------------- signal cleanup */
-/* Temporary files that a SIGINT/SIGTERM must remove. The handler only reads
- * these fixed buffers and calls unlink(), both async-signal-safe. */
+/* Temporary files that a termination signal must remove (lpk_guard.c runs
+ * the hook). The hook only reads these fixed buffers and calls unlink(), both
+ * async-signal-safe. */
 #define TMP_SLOTS 32
 #define TMP_PATH_MAX 4096
 static char tmp_paths[TMP_SLOTS][TMP_PATH_MAX];
 static volatile sig_atomic_t tmp_used[TMP_SLOTS];
-static volatile sig_atomic_t sig_count; /* signals handled so far */
-static volatile sig_atomic_t handlers_on;
-static struct sigaction old_int, old_term;
 static pthread_mutex_t tmp_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void on_signal(int sig)
+static void remove_tmps(void)
 {
-    int saved = errno;
     for (int i = 0; i < TMP_SLOTS; i++)
         if (tmp_used[i]) unlink(tmp_paths[i]);
-    sig_count++;
-    /* Hand the signal on: the previous disposition runs once we return (the
-     * signal is blocked until then), so the default action still kills us. */
-    handlers_on = 0;
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    raise(sig);
-    errno = saved;
-}
-
-static void install_handlers(void)
-{
-    if (handlers_on) return;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaddset(&sa.sa_mask, SIGINT);
-    sigaddset(&sa.sa_mask, SIGTERM);
-    struct sigaction cur;
-    sigaction(SIGINT, NULL, &cur);
-    if (cur.sa_handler != SIG_IGN) sigaction(SIGINT, &sa, &old_int);
-    else old_int = cur;
-    sigaction(SIGTERM, NULL, &cur);
-    if (cur.sa_handler != SIG_IGN) sigaction(SIGTERM, &sa, &old_term);
-    else old_term = cur;
-    handlers_on = 1;
 }
 
 static int tmp_register(const char *path)
@@ -90,7 +61,10 @@ static int tmp_register(const char *path)
     if (slot >= 0) {
         strcpy(tmp_paths[slot], path);
         tmp_used[slot] = 1;
-        install_handlers();
+        if (lpk_cleanup_add(remove_tmps)) {
+            tmp_used[slot] = 0;
+            slot = -1;
+        }
     }
     pthread_mutex_unlock(&tmp_lock);
     return slot;
@@ -114,7 +88,8 @@ struct lpk_writer {
     int fd;
     int slot;
     int failed;          /* a call failed: the temp file is gone, only abort/finish remain */
-    sig_atomic_t sigs;   /* sig_count when opened: a later signal removed our temp file */
+    unsigned sigs;       /* lpk_signal_count() when opened: a later signal removed our temp file */
+    unsigned faults;     /* lpk_map_fault_count() when opened */
     char *path, *tmp;
     lpk_tensor *t;       /* declarations with offsets and sizes filled in */
     size_t n;
@@ -169,7 +144,7 @@ static int write_all(lpk_writer *w, const void *p, size_t n, lpk_error *err)
 {
     const uint8_t *b = p;
     while (n) {
-        if (sig_count != w->sigs) return lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
+        if (lpk_signal_count() != w->sigs) return lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
         ssize_t k = write(w->fd, b, n);
         if (k < 0) {
             if (errno == EINTR) continue;
@@ -364,6 +339,20 @@ static int build_gguf_head(lpk_writer *w, const lpk_meta *meta, lpk_error *err)
     return LPK_OK;
 }
 
+/* Only regular files are ever replaced: a device, FIFO, socket, folder or
+ * symbolic link (/dev/stdout is one) at the target is a usage error. */
+static int not_regular(const char *path, const struct stat *sb, lpk_error *err)
+{
+    const char *what = S_ISLNK(sb->st_mode)    ? "a symbolic link"
+                       : S_ISDIR(sb->st_mode)  ? "a folder"
+                       : S_ISFIFO(sb->st_mode) ? "a FIFO"
+                       : S_ISCHR(sb->st_mode) || S_ISBLK(sb->st_mode) ? "a device"
+                                                                      : "not a regular file";
+    return lpk_err(err, LPK_EINVAL,
+                   "%s is %s: output goes only to a regular file path (written beside it, then "
+                   "renamed into place), never to a device, FIFO, link or stdout", path, what);
+}
+
 static int make_tmp(lpk_writer *w, lpk_error *err)
 {
     char *d = strdup(w->path), *b = strdup(w->path);
@@ -373,6 +362,7 @@ static int make_tmp(lpk_writer *w, lpk_error *err)
         return lpk_err(err, LPK_ENOMEM, "%s: out of memory", w->path);
     }
     const char *dir = dirname(d), *base = basename(b);
+    lpk_sweep_stale(dir);
     size_t len = strlen(dir) + strlen(base) + 16;
     w->tmp = malloc(len);
     if (w->tmp) snprintf(w->tmp, len, "%s/.%s.tmp-XXXXXX", dir, base);
@@ -380,31 +370,31 @@ static int make_tmp(lpk_writer *w, lpk_error *err)
     free(b);
     if (!w->tmp) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", w->path);
     /* Block the signals while the name exists but is not yet registered. */
-    sigset_t set, old;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, &old);
+    lpk_cleanup_block();
     w->fd = mkostemp(w->tmp, O_CLOEXEC);
     int e = errno;
     if (w->fd >= 0) {
+        /* held until the process ends, so a later run's sweep
+         * (lpk_sweep_stale) knows this file is in use */
+        flock(w->fd, LOCK_EX | LOCK_NB);
         w->slot = tmp_register(w->tmp);
         if (w->slot < 0) {
             close(w->fd);
             w->fd = -1;
             unlink(w->tmp);
-            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            lpk_cleanup_unblock();
             return lpk_err(err, LPK_ENOMEM, "%s: too many containers open for writing", w->path);
         }
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    lpk_cleanup_unblock();
     if (w->fd < 0) {
         free(w->tmp);
         w->tmp = NULL;
         return lpk_err(err, e == ENOSPC ? LPK_ENOSPC : LPK_EIO,
                        "%s: cannot create a temporary file beside it: %s", w->path, strerror(e));
     }
-    fchmod(w->fd, 0644); /* mkstemp's 0600 is too private for a model file */
+    /* mkstemp's 0600 is too private for a model file: what open(2) would give */
+    fchmod(w->fd, (mode_t)lpk_output_mode());
     return LPK_OK;
 }
 
@@ -416,8 +406,12 @@ int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *de
         (flags & ~(unsigned)(LPK_WRITE_FORCE | LPK_WRITE_GGUF)))
         return lpk_err(err, LPK_EINVAL, "lpk_writer_open: bad arguments");
     struct stat sb;
-    if (!(flags & LPK_WRITE_FORCE) && lstat(path, &sb) == 0)
-        return lpk_err(err, LPK_EEXIST, "%s: already exists (use --force to replace it)", path);
+    if (lstat(path, &sb) == 0) {
+        if (!S_ISREG(sb.st_mode)) return not_regular(path, &sb, err);
+        if (!(flags & LPK_WRITE_FORCE))
+            return lpk_err(err, LPK_EEXIST, "%s: already exists (use --force to replace it)",
+                           path);
+    }
     lpk_writer *w = calloc(1, sizeof *w);
     lpk_meta *empty = NULL;
     if (!w) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
@@ -425,7 +419,8 @@ int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *de
     w->fd = -1;
     w->slot = -1;
     w->flags = flags;
-    w->sigs = sig_count;
+    w->sigs = lpk_signal_count();
+    w->faults = lpk_map_fault_count();
     w->n = n_tensors;
     w->path = strdup(path);
     w->t = malloc((n_tensors ? n_tensors : 1) * sizeof *w->t);
@@ -467,7 +462,7 @@ static int usable(lpk_writer *w, lpk_error *err, const char *fn)
 {
     if (!w || w->magic != WRITER_MAGIC) return lpk_err(err, LPK_EINVAL, "%s: no writer", fn);
     if (w->failed) return lpk_err(err, LPK_EINVAL, "%s: %s: an earlier call failed", fn, w->path);
-    if (sig_count != w->sigs) return lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
+    if (lpk_signal_count() != w->sigs) return lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
     return LPK_OK;
 }
 
@@ -542,6 +537,8 @@ static int pwrite_all(lpk_writer *w, const uint8_t *p, size_t n, uint64_t off, l
 
 static int place(lpk_writer *w, lpk_error *err)
 {
+    struct stat sb;
+    if (lstat(w->path, &sb) == 0 && !S_ISREG(sb.st_mode)) return not_regular(w->path, &sb, err);
     if (w->flags & LPK_WRITE_FORCE) {
         if (rename(w->tmp, w->path) == 0) return LPK_OK;
     } else {
@@ -603,10 +600,12 @@ int lpk_writer_finish(lpk_writer *w, lpk_error *err)
         goto out;
     }
     w->fd = -1;
-    if (sig_count != w->sigs) {
+    if (lpk_signal_count() != w->sigs) {
         st = lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
         goto out;
     }
+    /* an input that shrank while mapped fed zeros: nothing of it is placed */
+    if ((st = lpk_map_check_since(w->faults, err))) goto out;
     if ((st = place(w, err))) goto out;
     tmp_unregister(w->slot);
     w->slot = -1;

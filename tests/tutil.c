@@ -2,8 +2,10 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +126,23 @@ int tu_llmpack(char **out, const char *args_fmt, ...)
     free(cmd); free(log); free(dir); free(args);
     if (rc == -1 || !WIFEXITED(rc)) return -1;
     return WEXITSTATUS(rc);
+}
+
+pid_t tu_llmpack_spawn(const char *log, char *const *argv)
+{
+    const char *bin = getenv("LLMPACK_BIN");
+    if (!bin || !*bin) bin = "./llmpack";
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    tu_unignore_signals();
+    int in = open("/dev/null", O_RDONLY);
+    int out = open(log ? log : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (in < 0 || out < 0) _exit(127);
+    dup2(in, 0);
+    dup2(out, 1);
+    dup2(out, 2);
+    execv(bin, argv);
+    _exit(127);
 }
 
 uint64_t tu_rand(uint64_t *s)

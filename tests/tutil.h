@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <sys/types.h>
 
 /* ../shared (or $LLMPACK_SHARED) joined with rel, or NULL when that path does
  * not exist. The returned string is static storage, valid until the next call. */
@@ -29,6 +30,10 @@ char *tu_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * argument string; stdout+stderr go to *out (malloc'ed, may be NULL). Returns
  * the exit code, or -1 if it did not exit normally. */
 int tu_llmpack(char **out, const char *args_fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Starts the llmpack binary with argv (argv[0] is ignored; NULL-terminated) in a
+ * child with default signals, stdin /dev/null, stdout and stderr to the file
+ * log (NULL: /dev/null). Returns the child's pid. */
+pid_t tu_llmpack_spawn(const char *log, char *const *argv);
 /* Reads a whole file (malloc'ed, NUL-terminated); NULL on error. */
 char *tu_read_file(const char *path, size_t *len);
 int tu_write_file(const char *path, const void *data, size_t len);

@@ -51,6 +51,10 @@ typedef struct vf_model vf_model;
  * a norm), LPK_ENOMEM. */
 int vf_model_open(const lpk_reader *r, vf_model **out, lpk_error *err);
 void vf_model_free(vf_model *m);   /* NULL is fine */
+/* The structural half of vf_model_open without reading any tensor data: the
+ * hyperparameters, every tensor the architecture needs, their shapes and
+ * types. What every command checks a GGUF input with (docs/RELIABILITY.md). */
+int vf_model_check(const lpk_reader *r, lpk_error *err);
 const vf_config *vf_model_config(const vf_model *m);
 const lpk_reader *vf_model_reader(const vf_model *m);
 

@@ -124,7 +124,7 @@ static int read_config(const lpk_reader *r, vf_config *c, lpk_error *err)
 }
 
 /* A 2-D weight [rows, cols]; any stored type (vf_matmul rejects what it cannot run). */
-static int find_2d(const lpk_reader *r, const char *name, int64_t rows, int64_t cols,
+static int find_2d(int shape_only, const lpk_reader *r, const char *name, int64_t rows, int64_t cols,
                    const void **data, int *type, lpk_error *err)
 {
     const lpk_tensor *t = lpk_reader_find(r, name);
@@ -138,13 +138,15 @@ static int find_2d(const lpk_reader *r, const char *name, int64_t rows, int64_t 
     if (!ti || t->type == LPK_TYPE_Q8_K)
         return lpk_err(err, LPK_EUNSUPPORTED, "%s: tensor %s has unsupported type %d",
                        lpk_reader_path(r), name, t->type);
-    *data = t->data;
     *type = t->type;
+    if (shape_only) return LPK_OK;
+    int st = lpk_reader_tensor_data(r, lpk_reader_index(r, t), data, err);
+    if (st) return st;
     return LPK_OK;
 }
 
 /* A 1-D norm of n values: used in place when f32, else converted into *owned. */
-static int find_norm(const lpk_reader *r, const char *name, int64_t n, float **owned,
+static int find_norm(int shape_only, const lpk_reader *r, const char *name, int64_t n, float **owned,
                      const float **out, lpk_error *err)
 {
     const lpk_tensor *t = lpk_reader_find(r, name);
@@ -153,13 +155,23 @@ static int find_norm(const lpk_reader *r, const char *name, int64_t n, float **o
         return lpk_err(err, LPK_ECORRUPT, "%s: tensor %s has %d dims [%lld...], expected [%lld]",
                        lpk_reader_path(r), name, t->n_dims, (long long)t->dims[0], (long long)n);
     const float *v;
+    const void *data;
+    if (shape_only) {
+        if (t->type != LPK_TYPE_F32 && t->type != LPK_TYPE_F16 && t->type != LPK_TYPE_BF16)
+            return lpk_err(err, LPK_EUNSUPPORTED, "%s: norm %s has type %s (f32, f16 or bf16 "
+                           "expected)", lpk_reader_path(r), name,
+                           lpk_type_get(t->type) ? lpk_type_get(t->type)->name : "?");
+        return LPK_OK;
+    }
+    int st = lpk_reader_tensor_data(r, lpk_reader_index(r, t), &data, err);
+    if (st) return st;
     if (t->type == LPK_TYPE_F32) {
-        if ((uintptr_t)t->data % sizeof(float))
+        if ((uintptr_t)data % sizeof(float))
             return lpk_err(err, LPK_ECORRUPT, "%s: tensor %s is not 4-byte aligned",
                            lpk_reader_path(r), name);
-        v = t->data;
+        v = data;
     } else if (t->type == LPK_TYPE_F16 || t->type == LPK_TYPE_BF16) {
-        lpk_to_f32_row(t->type, t->data, *owned, (size_t)n);
+        lpk_to_f32_row(t->type, data, *owned, (size_t)n);
         v = *owned;
         *owned += n;
     } else {
@@ -194,7 +206,7 @@ static int load_weights(vf_model *m, lpk_error *err)
         vs != (uint32_t)c->vocab_size)
         return lpk_err(err, LPK_ECORRUPT, "%s: llama.vocab_size %u differs from token_embd rows %d",
                        lpk_reader_path(r), vs, c->vocab_size);
-    if ((st = find_2d(r, "token_embd.weight", c->vocab_size, c->dim, &w->token_embd,
+    if ((st = find_2d(m->shape_only, r, "token_embd.weight", c->vocab_size, c->dim, &w->token_embd,
                       &w->token_embd_type, err)))
         return st;
     uint64_t rb;
@@ -207,7 +219,7 @@ static int load_weights(vf_model *m, lpk_error *err)
     if (c->tied) {
         w->output = w->token_embd;
         w->output_type = w->token_embd_type;
-    } else if ((st = find_2d(r, "output.weight", c->vocab_size, c->dim, &w->output,
+    } else if ((st = find_2d(m->shape_only, r, "output.weight", c->vocab_size, c->dim, &w->output,
                              &w->output_type, err))) {
         return st;
     }
@@ -219,22 +231,22 @@ static int load_weights(vf_model *m, lpk_error *err)
     if (!w->owned || !w->layers)
         return lpk_err(err, LPK_ENOMEM, "%s: out of memory for the model", lpk_reader_path(r));
     float *own = w->owned;
-    if ((st = find_norm(r, "output_norm.weight", c->dim, &own, &w->output_norm, err)))
+    if ((st = find_norm(m->shape_only, r, "output_norm.weight", c->dim, &own, &w->output_norm, err)))
         return st;
     int64_t qd = (int64_t)c->n_heads * c->head_dim, kvd = (int64_t)c->n_kv_heads * c->head_dim;
     for (int l = 0; l < c->n_layers; l++) {
         vf_layer *L = &w->layers[l];
         char n[LPK_MAX_NAME + 1];
 #define NAME(s) (snprintf(n, sizeof n, "blk.%d." s ".weight", l), n)
-        if ((st = find_norm(r, NAME("attn_norm"), c->dim, &own, &L->attn_norm, err)) ||
-            (st = find_norm(r, NAME("ffn_norm"), c->dim, &own, &L->ffn_norm, err)) ||
-            (st = find_2d(r, NAME("attn_q"), qd, c->dim, &L->wq, &L->wq_type, err)) ||
-            (st = find_2d(r, NAME("attn_k"), kvd, c->dim, &L->wk, &L->wk_type, err)) ||
-            (st = find_2d(r, NAME("attn_v"), kvd, c->dim, &L->wv, &L->wv_type, err)) ||
-            (st = find_2d(r, NAME("attn_output"), c->dim, qd, &L->wo, &L->wo_type, err)) ||
-            (st = find_2d(r, NAME("ffn_gate"), c->hidden_dim, c->dim, &L->w1, &L->w1_type, err)) ||
-            (st = find_2d(r, NAME("ffn_down"), c->dim, c->hidden_dim, &L->w2, &L->w2_type, err)) ||
-            (st = find_2d(r, NAME("ffn_up"), c->hidden_dim, c->dim, &L->w3, &L->w3_type, err)))
+        if ((st = find_norm(m->shape_only, r, NAME("attn_norm"), c->dim, &own, &L->attn_norm, err)) ||
+            (st = find_norm(m->shape_only, r, NAME("ffn_norm"), c->dim, &own, &L->ffn_norm, err)) ||
+            (st = find_2d(m->shape_only, r, NAME("attn_q"), qd, c->dim, &L->wq, &L->wq_type, err)) ||
+            (st = find_2d(m->shape_only, r, NAME("attn_k"), kvd, c->dim, &L->wk, &L->wk_type, err)) ||
+            (st = find_2d(m->shape_only, r, NAME("attn_v"), kvd, c->dim, &L->wv, &L->wv_type, err)) ||
+            (st = find_2d(m->shape_only, r, NAME("attn_output"), c->dim, qd, &L->wo, &L->wo_type, err)) ||
+            (st = find_2d(m->shape_only, r, NAME("ffn_gate"), c->hidden_dim, c->dim, &L->w1, &L->w1_type, err)) ||
+            (st = find_2d(m->shape_only, r, NAME("ffn_down"), c->dim, c->hidden_dim, &L->w2, &L->w2_type, err)) ||
+            (st = find_2d(m->shape_only, r, NAME("ffn_up"), c->hidden_dim, c->dim, &L->w3, &L->w3_type, err)))
             return st;
 #undef NAME
     }
@@ -261,6 +273,19 @@ int vf_model_open(const lpk_reader *r, vf_model **out, lpk_error *err)
     }
     *out = m;
     return LPK_OK;
+}
+
+int vf_model_check(const lpk_reader *r, lpk_error *err)
+{
+    if (!r) return lpk_err(err, LPK_EINVAL, "vf_model_check: no reader");
+    vf_model *m = calloc(1, sizeof *m);
+    if (!m) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    m->reader = r;
+    m->shape_only = 1;
+    int st = read_config(r, &m->config, err);
+    if (!st) st = load_weights(m, err);
+    vf_model_free(m);
+    return st;
 }
 
 void vf_model_free(vf_model *m)

@@ -64,6 +64,7 @@ struct vf_model {
     vf_act_hook act_hook;    /* vf_model_set_act_hook, or NULL */
     void *act_user;
     int kv_f16;              /* vf_model_set_kv_f16 */
+    int shape_only;          /* vf_model_check: keys, names, shapes, types; no data read */
 };
 
 void vf_state_free(vf_state *s);

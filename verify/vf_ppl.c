@@ -158,7 +158,18 @@ int vf_eval_n_chunks(const vf_eval *e) { return e->n_chunks; }
  * are scored, and causality makes the other logits independent of it. */
 static int run_chunk(vf_eval *e, vf_model *m, float *logits, lpk_error *err)
 {
-    return vf_forward(m, e->chunk, e->ctx - 1, 0, e->n_scored, logits, err);
+    int st = vf_forward(m, e->chunk, e->ctx - 1, 0, e->n_scored, logits, err);
+    const lpk_reader *r = vf_model_reader(m);
+    /* weights read as zeros after the file shrank, or logits that overflowed:
+     * no statistic is computed from them (a gate must not pass unmeasured) */
+    if (!st) st = lpk_reader_check_io(r, err);
+    uint64_t bad;
+    if (!st && lpk_check_finite(LPK_TYPE_F32, logits,
+                                (uint64_t)e->n_scored * (uint64_t)e->n_vocab * sizeof(float), &bad))
+        st = lpk_err(err, LPK_EBADVALUE, "%s: chunk %d, scored position %llu: a logit is NaN or "
+                     "infinite (the model's numbers overflow)", lpk_reader_path(r), e->next,
+                     (unsigned long long)(bad / (uint64_t)e->n_vocab));
+    return st;
 }
 
 int vf_eval_step(vf_eval *e, lpk_error *err)

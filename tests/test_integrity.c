@@ -1,0 +1,811 @@
+/* Integrity on every path (docs/RELIABILITY.md): checksums checked by every
+ * command, NaN/Inf in weights, scales and logits, files truncated while
+ * mapped, signals at several points, stale temporary files, special output
+ * files, links in archives, structurally broken GGUF. Each case runs the real
+ * binary (or the library) and checks the exit code, the message and that no
+ * output or temporary file is left. */
+#include "tutil.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "../format/lpk.h"
+
+#define WAIT_S 180
+
+static int sh(const char *cmd) { return system(cmd); }
+
+/* Number of entries of dir whose name starts with '.' and holds ".tmp-" or
+ * "llmpack-unpack-": what a killed or failed run could leave. */
+static int temp_files(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d)))
+        if (e->d_name[0] == '.' && (strstr(e->d_name, ".tmp-") || strstr(e->d_name, "llmpack-unpack-")))
+            n++;
+    closedir(d);
+    return n;
+}
+
+static void expect_fail(int want, const char *sub, const char *no_file, const char *args_fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Runs llmpack, wants exit `want` with `sub` in its output and no file no_file. */
+static void expect_fail(int want, const char *sub, const char *no_file, const char *args_fmt, ...)
+{
+    va_list ap;
+    va_start(ap, args_fmt);
+    char args[4096];
+    vsnprintf(args, sizeof args, args_fmt, ap);
+    va_end(ap);
+    char *out = NULL;
+    int rc = tu_llmpack(&out, "%s", args);
+    if (rc != want || (sub && (!out || !strstr(out, sub))))
+        fail_msg("llmpack %s: exit %d (want %d), output: %s (want '%s')", args, rc, want,
+                 out ? out : "", sub ? sub : "");
+    if (no_file && tu_exists(no_file)) fail_msg("llmpack %s left %s", args, no_file);
+    free(out);
+}
+
+/* A small, real model: stories260K converted (f32). NULL (test skipped) without ../shared. */
+static char *small_model(const char *dir)
+{
+    const char *src = tu_shared("models/stories260K/hf");
+    if (!src) return NULL;
+    char *m = tu_fmt("%s/m.lpk", dir), *out = NULL;
+    if (tu_llmpack(&out, "convert '%s' -o '%s'", src, m)) fail_msg("convert: %s", out);
+    free(out);
+    return m;
+}
+
+#define NEED_MODEL(var, dir)                                                        \
+    char *var = small_model(dir);                                                   \
+    if (!var) {                                                                     \
+        print_message("SKIP: ../shared/models/stories260K/hf not found\n");         \
+        tu_rmtree(dir);                                                             \
+        free(dir);                                                                  \
+        skip();                                                                     \
+    }
+
+static void copy_flip(const char *from, const char *to, size_t off, uint8_t x)
+{
+    size_t n;
+    char *b = tu_read_file(from, &n);
+    assert_non_null(b);
+    assert_true(off < n);
+    b[off] ^= (char)x;
+    assert_int_equal(tu_write_file(to, b, n), 0);
+    free(b);
+}
+
+static const lpk_tensor *tensor_of(const char *path, const char *name, lpk_reader **r)
+{
+    assert_int_equal(lpk_reader_open_flags(path, LPK_OPEN_NO_VERIFY, r, NULL), 0);
+    const lpk_tensor *t = lpk_reader_find(*r, name);
+    assert_non_null(t);
+    return t;
+}
+
+/* Rewrites container `from` as `to` (valid checksums) after edit() changed
+ * the bytes of tensor `name`. */
+static void rewrite(const char *from, const char *to, const char *name,
+                    void (*edit)(const lpk_tensor *t, uint8_t *bytes))
+{
+    lpk_reader *r;
+    lpk_error err = {0};
+    assert_int_equal(lpk_reader_open(from, &r, &err), 0);
+    size_t n = lpk_reader_n_tensors(r);
+    lpk_tensor *d = calloc(n, sizeof *d);
+    for (size_t i = 0; i < n; i++) d[i] = *lpk_reader_tensor(r, i);
+    lpk_writer *w;
+    assert_int_equal(lpk_writer_open(to, lpk_reader_meta(r), d, n, LPK_WRITE_FORCE, &w, &err), 0);
+    int edited = 0;
+    for (size_t i = 0; i < n; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        uint8_t *b = malloc(t->size);
+        memcpy(b, t->data, t->size);
+        if (!strcmp(t->name, name)) edit(t, b), edited = 1;
+        assert_int_equal(lpk_writer_tensor_begin(w, t->name, &err), 0);
+        assert_int_equal(lpk_writer_tensor_write(w, b, t->size, &err), 0);
+        assert_int_equal(lpk_writer_tensor_end(w, &err), 0);
+        free(b);
+    }
+    assert_true(edited);
+    assert_int_equal(lpk_writer_finish(w, &err), 0);
+    free(d);
+    lpk_reader_close(r);
+}
+
+/* ---------------------------------------------------------------- 1. checksums */
+static void test_checksums_every_command(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    NEED_MODEL(m, dir);
+    const char *text = tu_shared("text/TinyStories-valid-sample.txt");
+    char *text_p = text ? strdup(text) : NULL;
+    assert_non_null(text_p);
+    char *o = tu_fmt("%s/out.lpk", dir), *g = tu_fmt("%s/out.gguf", dir);
+
+    /* one letter of general.name flipped: the header checksum fails */
+    size_t n;
+    char *b = tu_read_file(m, &n);
+    char *name = memmem(b, n, "general.name", 12);
+    assert_non_null(name);
+    size_t name_off = (size_t)(name - b) + 8; /* the 'n' of "name" */
+    free(b);
+    char *hdr = tu_fmt("%s/hdr.lpk", dir);
+    copy_flip(m, hdr, name_off, 0x20);
+    const char *H = "header+metadata+directory";
+    expect_fail(3, H, NULL, "info '%s'", hdr);
+    expect_fail(3, H, NULL, "check '%s'", hdr);
+    expect_fail(3, H, o, "quantize '%s' -o '%s' --type q8_0", hdr, o);
+    expect_fail(3, H, g, "export '%s' -o '%s'", hdr, g);
+    expect_fail(3, H, NULL, "verify '%s' --text '%s' --ctx 64 --chunks 1", hdr, text_p);
+    expect_fail(3, H, NULL, "tokenize '%s' --text hello", hdr);
+    expect_fail(3, H, NULL, "generate '%s' --prompt hello -n 2", hdr);
+    assert_int_equal(temp_files(dir), 0);
+    /* on purpose, the check can be skipped (check itself never skips it) */
+    char *out = NULL;
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q8_0 --no-verify-checksums",
+                                hdr, o), 0);
+    free(out);
+    assert_true(tu_exists(o));
+    unlink(o);
+    expect_fail(3, H, NULL, "check --no-verify-checksums '%s'", hdr);
+
+    /* one byte of a tensor flipped: named, nothing written */
+    lpk_reader *r;
+    const lpk_tensor *t = tensor_of(m, "blk.0.attn_q.weight", &r);
+    size_t toff = (size_t)t->offset + 40;
+    lpk_reader_close(r);
+    char *ten = tu_fmt("%s/ten.lpk", dir);
+    copy_flip(m, ten, toff, 0x01);
+    const char *T = "tensor 'blk.0.attn_q.weight'";
+    expect_fail(3, T, NULL, "check '%s'", ten);
+    expect_fail(3, T, o, "quantize '%s' -o '%s' --type q8_0", ten, o);
+    expect_fail(3, T, g, "export '%s' -o '%s'", ten, g);
+    expect_fail(3, T, NULL, "verify '%s' --text '%s' --ctx 64 --chunks 1", ten, text_p);
+    expect_fail(3, T, NULL, "verify '%s' --ref '%s' --text '%s' --ctx 64 --chunks 1", m, ten,
+                text_p);
+    assert_int_equal(temp_files(dir), 0);
+
+    /* GGUF has no checksums, and info and verify say so */
+    const char *gg = tu_shared("gguf/stories260K-f32.gguf");
+    if (gg) {
+        char *gp = strdup(gg);
+        assert_int_equal(tu_llmpack(&out, "info '%s'", gp), 0);
+        assert_non_null(strstr(out, "checksums:    none (GGUF carries no checksums"));
+        free(out);
+        assert_int_equal(tu_llmpack(&out, "verify '%s' --text '%s' --ctx 64 --chunks 1 -q", gp,
+                                    text_p), 0);
+        assert_non_null(strstr(out, "GGUF carries no checksums"));
+        free(out);
+        assert_int_equal(tu_llmpack(&out, "info --json '%s'", m), 0);
+        assert_non_null(strstr(out, "\"checksums\": \"xxh3\""));
+        free(out);
+        free(gp);
+    }
+    tu_rmtree(dir);
+    free(dir); free(m); free(o); free(g); free(hdr); free(ten); free(text_p);
+}
+
+/* ---------------------------------------------------------------- 2. NaN/Inf */
+static void put_nan(const lpk_tensor *t, uint8_t *b)
+{
+    float v = NAN;
+    memcpy(b + 4 * (size_t)(1 * t->dims[1] + 5), &v, 4); /* row 1, column 5 */
+}
+
+static void put_inf_scale(const lpk_tensor *t, uint8_t *b)
+{
+    assert_int_equal(t->type, LPK_TYPE_Q8_0);
+    b[34 * 3] = 0x00; /* block 3's f16 scale: +Inf */
+    b[34 * 3 + 1] = 0x7c;
+}
+
+static void put_huge_row(const lpk_tensor *t, uint8_t *b)
+{
+    float v = 3e38f;
+    for (int64_t c = 0; c < t->dims[1]; c++) memcpy(b + 4 * (size_t)(7 * t->dims[1] + c), &v, 4);
+}
+
+/* The JSON object in out (stderr's message line may come first). */
+static json_t *keys_of(const char *out)
+{
+    json_error_t je;
+    const char *b = out ? strchr(out, '{') : NULL;
+    json_t *j = b ? json_loads(b, 0, &je) : NULL;
+    if (!j) fail_msg("not JSON: %s", out ? out : "");
+    return j;
+}
+
+static void test_nonfinite(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    NEED_MODEL(m, dir);
+    char *text = strdup(tu_shared("text/TinyStories-valid-sample.txt"));
+    char *nan = tu_fmt("%s/nan.lpk", dir), *o = tu_fmt("%s/o.lpk", dir), *g = tu_fmt("%s/o.gguf", dir);
+    rewrite(m, nan, "blk.0.attn_q.weight", put_nan);
+    const char *N = "blk.0.attn_q.weight: NaN at row 1, column 5";
+    expect_fail(3, N, NULL, "check '%s'", nan);
+    expect_fail(3, N, g, "export '%s' -o '%s'", nan, g);
+    expect_fail(3, N, o, "quantize '%s' -o '%s' --type q8_0", nan, o);
+    expect_fail(3, N, NULL, "verify '%s' --text '%s' --ctx 64 --chunks 1", nan, text);
+
+    /* verify --json: the same keys as a good run, unmeasured ones null, the error */
+    char *good = NULL, *bad = NULL;
+    assert_int_equal(tu_llmpack(&good, "verify '%s' --ref '%s' --text '%s' --ctx 64 --chunks 1 "
+                                "--json --max-kld 1", m, m, text), 0);
+    assert_int_equal(tu_llmpack(&bad, "verify '%s' --ref '%s' --text '%s' --ctx 64 --chunks 1 "
+                                "--json --max-kld 1", nan, m, text), 3);
+    json_t *jg = keys_of(good), *jb = keys_of(bad);
+    const char *k;
+    json_t *v;
+    json_object_foreach(jg, k, v) {
+        if (!json_object_get(jb, k)) fail_msg("key %s missing from the failed run's JSON", k);
+    }
+    json_object_foreach(jb, k, v) {
+        if (!json_object_get(jg, k)) fail_msg("key %s missing from the good run's JSON", k);
+    }
+    assert_true(json_is_null(json_object_get(jb, "ppl")));
+    assert_true(json_is_null(json_object_get(jb, "kld_mean")));
+    assert_true(json_is_false(json_object_get(jb, "limits_ok")));
+    assert_non_null(strstr(json_string_value(json_object_get(jb, "error")), N));
+    assert_true(json_is_null(json_object_get(jg, "error")));
+    assert_true(json_is_true(json_object_get(jg, "limits_ok")));
+    json_decref(jg);
+    json_decref(jb);
+    free(good);
+    free(bad);
+
+    /* an Inf scale in a q8_0 block */
+    char *q8 = tu_fmt("%s/q8.lpk", dir), *inf = tu_fmt("%s/inf.lpk", dir), *out = NULL;
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q8_0 --pure", m, q8), 0);
+    free(out);
+    rewrite(q8, inf, "blk.1.attn_q.weight", put_inf_scale);
+    const char *I = "blk.1.attn_q.weight: q8_0 block 3 (row 1, columns 32..63) has a NaN or "
+                    "infinite scale";
+    expect_fail(3, I, NULL, "check '%s'", inf);
+    expect_fail(3, I, NULL, "verify '%s' --text '%s' --ctx 64 --chunks 1", inf, text);
+    expect_fail(3, I, g, "export '%s' -o '%s'", inf, g);
+
+    /* finite weights whose logits overflow: verify measures nothing and says so */
+    char *huge = tu_fmt("%s/huge.lpk", dir);
+    rewrite(m, huge, "token_embd.weight", put_huge_row);
+    expect_fail(3, "NaN or infinite", NULL, "verify '%s' --text '%s' --ctx 64 --chunks 1", huge,
+                text);
+    assert_int_equal(temp_files(dir), 0);
+    tu_rmtree(dir);
+    free(dir); free(m); free(text); free(nan); free(o); free(g); free(q8); free(inf); free(huge);
+}
+
+/* ---------------------------------------------------------------- big input */
+#define BIG_T 4
+#define BIG_ROWS 2048
+#define BIG_COLS 8192 /* f32: 64 MiB per tensor */
+
+/* A 256 MiB container of finite f32 weights, big enough that a command is
+ * still reading it when a fault arrives. */
+static char *big_input(const char *dir)
+{
+    char *p = tu_fmt("%s/big.lpk", dir);
+    lpk_tensor d[BIG_T];
+    memset(d, 0, sizeof d);
+    for (int i = 0; i < BIG_T; i++) {
+        snprintf(d[i].name, sizeof d[i].name, "blk.%d.ffn_up.weight", i);
+        d[i].type = LPK_TYPE_F32;
+        d[i].n_dims = 2;
+        d[i].dims[0] = BIG_ROWS;
+        d[i].dims[1] = BIG_COLS;
+    }
+    lpk_meta *m = lpk_meta_new();
+    lpk_meta_set_str(m, "general.architecture", "llama");
+    lpk_error err = {0};
+    lpk_writer *w;
+    assert_int_equal(lpk_writer_open(p, m, d, BIG_T, 0, &w, &err), 0);
+    float *row = malloc(BIG_COLS * sizeof *row);
+    for (int c = 0; c < BIG_COLS; c++) row[c] = 0.001f * (float)((c * 37) % 101 - 50);
+    for (int i = 0; i < BIG_T; i++) {
+        assert_int_equal(lpk_writer_tensor_begin(w, d[i].name, &err), 0);
+        for (int r = 0; r < BIG_ROWS; r++)
+            assert_int_equal(lpk_writer_tensor_write(w, row, BIG_COLS * sizeof *row, &err), 0);
+        assert_int_equal(lpk_writer_tensor_end(w, &err), 0);
+    }
+    assert_int_equal(lpk_writer_finish(w, &err), 0);
+    free(row);
+    lpk_meta_free(m);
+    return p;
+}
+
+/* Size of the temporary file for `base` in dir (-1: none). */
+static long long tmp_of(const char *dir, const char *base)
+{
+    char *prefix = tu_fmt(".%s.tmp-", base);
+    long long size = -1;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, strlen(prefix))) continue;
+        char *p = tu_fmt("%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(p, &st) == 0) size = st.st_size;
+        free(p);
+    }
+    if (d) closedir(d);
+    free(prefix);
+    return size;
+}
+
+/* Starts `llmpack quantize in -o dir/out.lpk --type q8_0` and returns once its
+ * temporary output holds at least min_bytes (0: exists). */
+static pid_t start_quantize(const char *dir, const char *in, long long min_bytes, char **log)
+{
+    char *o = tu_fmt("%s/out.lpk", dir);
+    *log = tu_fmt("%s/log.txt", dir);
+    char *argv[] = {"llmpack", "quantize", (char *)in, "-o", o, "--type", "q8_0", NULL};
+    pid_t pid = tu_llmpack_spawn(*log, argv);
+    assert_true(pid > 0);
+    struct timespec nap = {0, 1000 * 1000};
+    for (long i = 0; i < (long)WAIT_S * 1000; i++) {
+        long long s = tmp_of(dir, "out.lpk");
+        if (s >= 0 && s >= min_bytes) break;
+        int ws;
+        if (waitpid(pid, &ws, WNOHANG) == pid) {
+            char *l = tu_read_file(*log, NULL);
+            fail_msg("quantize ended before the fault point (status %d): %s", ws, l ? l : "");
+        }
+        nanosleep(&nap, NULL);
+    }
+    free(o);
+    return pid;
+}
+
+/* ---------------------------------------------------------------- 3. truncation */
+static void test_truncated_while_mapped_library(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *p = tu_fmt("%s/t.lpk", dir);
+    lpk_tensor d[2];
+    memset(d, 0, sizeof d);
+    for (int i = 0; i < 2; i++) {
+        snprintf(d[i].name, sizeof d[i].name, "t%d", i);
+        d[i].type = LPK_TYPE_F32;
+        d[i].n_dims = 2;
+        d[i].dims[0] = 256;
+        d[i].dims[1] = 4096;
+    }
+    lpk_error err = {0};
+    lpk_writer *w;
+    assert_int_equal(lpk_writer_open(p, NULL, d, 2, 0, &w, &err), 0);
+    float *buf = calloc(256 * 4096, sizeof *buf);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(lpk_writer_tensor_begin(w, d[i].name, &err), 0);
+        assert_int_equal(lpk_writer_tensor_write(w, buf, 256 * 4096 * 4, &err), 0);
+        assert_int_equal(lpk_writer_tensor_end(w, &err), 0);
+    }
+    assert_int_equal(lpk_writer_finish(w, &err), 0);
+    free(buf);
+    lpk_reader *r;
+    assert_int_equal(lpk_reader_open(p, &r, &err), 0);
+    const void *data;
+    assert_int_equal(lpk_reader_tensor_data(r, 0, &data, &err), 0);
+    /* a pipeline's writer, open while its input is read */
+    char *o = tu_fmt("%s/o.lpk", dir);
+    assert_int_equal(lpk_writer_open(o, NULL, d, 1, 0, &w, &err), 0);
+    /* a second process shrinks the file while it is mapped here */
+    pid_t pid = fork();
+    if (pid == 0) _exit(truncate(p, 4 << 20) == 0 ? 0 : 1);
+    int ws = tu_wait_child(pid, WAIT_S, "truncating child");
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    lpk_error_clear(&err);
+    assert_int_equal(lpk_reader_tensor_data(r, 1, &data, &err), LPK_ETRUNC);
+    char *want = tu_fmt("%s changed or was truncated while reading", p);
+    assert_string_equal(err.msg, want);
+    free(want);
+    /* the writer refuses to place what it produced from that input */
+    assert_int_equal(lpk_writer_tensor_begin(w, d[0].name, &err), 0);
+    float *z = calloc(256 * 4096, sizeof *z);
+    assert_int_equal(lpk_writer_tensor_write(w, z, 256 * 4096 * 4, &err), 0);
+    free(z);
+    assert_int_equal(lpk_writer_tensor_end(w, &err), 0);
+    lpk_error_clear(&err);
+    assert_int_equal(lpk_writer_finish(w, &err), LPK_ETRUNC);
+    assert_false(tu_exists(o));
+    lpk_reader_close(r);
+    assert_int_equal(temp_files(dir), 0);
+    tu_rmtree(dir);
+    free(dir); free(p); free(o);
+}
+
+static void test_truncated_while_quantizing(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *in = big_input(dir), *log = NULL, *o = tu_fmt("%s/out.lpk", dir);
+    pid_t pid = start_quantize(dir, in, 0, &log);
+    /* from this process, while quantize reads it: the second half goes */
+    assert_int_equal(truncate(in, (off_t)(BIG_T / 2) * BIG_ROWS * BIG_COLS * 4), 0);
+    int ws = tu_wait_child(pid, WAIT_S, "quantize of a truncated input");
+    char *l = tu_read_file(log, NULL);
+    char *want = tu_fmt("%s changed or was truncated while reading", in);
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 3 || !strstr(l, want))
+        fail_msg("status %d, output: %s", ws, l ? l : "");
+    assert_false(tu_exists(o));
+    unlink(log);
+    assert_int_equal(temp_files(dir), 0);
+    free(want); free(l);
+    tu_rmtree(dir);
+    free(dir); free(in); free(log); free(o);
+}
+
+/* ---------------------------------------------------------------- 4. signals */
+static void test_signals_clean_up_and_exit_1(void **state)
+{
+    (void)state;
+    tu_unignore_signals();
+    char *dir = tu_tmpdir();
+    char *in = big_input(dir), *o = tu_fmt("%s/out.lpk", dir);
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+    static const long long points[] = {0, 24ll << 20}; /* output opened; 24 MiB written */
+    for (size_t s = 0; s < sizeof sigs / sizeof sigs[0]; s++)
+        for (size_t k = 0; k < sizeof points / sizeof points[0]; k++) {
+            char *log = NULL;
+            pid_t pid = start_quantize(dir, in, points[k], &log);
+            assert_int_equal(kill(pid, sigs[s]), 0);
+            char *what = tu_fmt("quantize sent signal %d at point %zu", sigs[s], k);
+            int ws = tu_wait_child(pid, WAIT_S, what);
+            char *l = tu_read_file(log, NULL);
+            if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 1)
+                fail_msg("%s: wait status %d (want exit 1): %s", what, ws, l ? l : "");
+            assert_non_null(strstr(l, "interrupted by a signal"));
+            assert_false(tu_exists(o));
+            unlink(log);
+            if (temp_files(dir)) fail_msg("%s: temporary files left", what);
+            free(l); free(log); free(what);
+        }
+    tu_rmtree(dir);
+    free(dir); free(in); free(o);
+}
+
+static void test_closed_pipe(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    /* enough tensors that `info --tensors` outgrows a pipe's buffer */
+    enum { NT = 3000 };
+    lpk_tensor *d = calloc(NT, sizeof *d);
+    for (int i = 0; i < NT; i++) {
+        snprintf(d[i].name, sizeof d[i].name, "blk.%d.attn_norm.weight", i);
+        d[i].type = LPK_TYPE_F32;
+        d[i].n_dims = 1;
+        d[i].dims[0] = 16;
+    }
+    char *p = tu_fmt("%s/many.lpk", dir);
+    lpk_error err = {0};
+    lpk_writer *w;
+    assert_int_equal(lpk_writer_open(p, NULL, d, NT, 0, &w, &err), 0);
+    float z[16] = {0};
+    for (int i = 0; i < NT; i++) {
+        assert_int_equal(lpk_writer_tensor_begin(w, d[i].name, &err), 0);
+        assert_int_equal(lpk_writer_tensor_write(w, z, sizeof z, &err), 0);
+        assert_int_equal(lpk_writer_tensor_end(w, &err), 0);
+    }
+    assert_int_equal(lpk_writer_finish(w, &err), 0);
+    free(d);
+    const char *bin = getenv("LLMPACK_BIN");
+    char *cmd = tu_fmt("cd '%s' && trap - PIPE; ('%s' info --tensors many.lpk 2>err; echo $? > rc) "
+                       "| head -n 1 > first", dir, bin && *bin ? bin : "./llmpack");
+    assert_int_equal(sh(cmd), 0);
+    free(cmd);
+    char *f = tu_fmt("%s/rc", dir), *e = tu_fmt("%s/err", dir), *h = tu_fmt("%s/first", dir);
+    char *rc = tu_read_file(f, NULL), *errs = tu_read_file(e, NULL), *first = tu_read_file(h, NULL);
+    assert_string_equal(rc, "1\n");   /* stopped, with the documented code */
+    assert_string_equal(errs, "");    /* quietly */
+    assert_non_null(strstr(first, "many.lpk"));
+    free(rc); free(errs); free(first); free(f); free(e); free(h);
+    assert_int_equal(temp_files(dir), 0);
+    tu_rmtree(dir);
+    free(dir); free(p);
+}
+
+/* Sets path's modification time an hour back. */
+static void age(const char *path)
+{
+    struct timeval tv[2];
+    gettimeofday(&tv[0], NULL);
+    tv[0].tv_sec -= 3600;
+    tv[1] = tv[0];
+    assert_int_equal(utimes(path, tv), 0);
+}
+
+static void test_stale_temporary_files_swept(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    /* what SIGKILLed runs leave: a writer's temporary file, an unpack folder */
+    char *stale = tu_fmt("%s/.out.lpk.tmp-AbC123", dir);
+    assert_int_equal(tu_write_file(stale, "\x89LPK\r\n\x1a\n partial", 17), 0);
+    age(stale);
+    char *spool = tu_fmt("%s/.llmpack-unpack-XyZ789", dir), *inner = tu_fmt("%s/model.bin", spool);
+    assert_int_equal(mkdir(spool, 0700), 0);
+    assert_int_equal(tu_write_file(inner, "x", 1), 0);
+    age(inner);
+    age(spool);
+    /* what must stay: someone else's file of the same pattern, a live writer's file */
+    char *foreign = tu_fmt("%s/.notes.txt.tmp-QwE456", dir);
+    assert_int_equal(tu_write_file(foreign, "my notes", 8), 0);
+    age(foreign);
+    char *live = tu_fmt("%s/.other.lpk.tmp-LiV000", dir);
+    assert_int_equal(tu_write_file(live, "GGUF....", 8), 0);
+    age(live);
+    int lfd = open(live, O_RDONLY);
+    assert_true(lfd >= 0);
+    assert_int_equal(flock(lfd, LOCK_EX), 0);
+    /* the next run writing into this folder sweeps */
+    lpk_tensor d;
+    memset(&d, 0, sizeof d);
+    strcpy(d.name, "output_norm.weight");
+    d.type = LPK_TYPE_F32;
+    d.n_dims = 1;
+    d.dims[0] = 4;
+    char *in = tu_fmt("%s/in.lpk", dir), *o = tu_fmt("%s/out.lpk", dir), *out = NULL;
+    lpk_error err = {0};
+    lpk_writer *w;
+    float x[4] = {1, 2, 3, 4};
+    assert_int_equal(lpk_writer_open(in, NULL, &d, 1, 0, &w, &err), 0);
+    /* (this library call swept too, without a message: no notice function) */
+    assert_int_equal(lpk_writer_tensor_begin(w, d.name, &err), 0);
+    assert_int_equal(lpk_writer_tensor_write(w, x, sizeof x, &err), 0);
+    assert_int_equal(lpk_writer_tensor_end(w, &err), 0);
+    assert_int_equal(lpk_writer_finish(w, &err), 0);
+    assert_false(tu_exists(stale));
+    assert_false(tu_exists(spool));
+    assert_true(tu_exists(foreign));
+    assert_true(tu_exists(live));
+    /* and the CLI says what it removed */
+    assert_int_equal(tu_write_file(stale, "", 0), 0);
+    age(stale);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type f16", in, o), 0);
+    char *msg = tu_fmt("removed %s, left by an earlier run that was killed", stale);
+    if (!strstr(out, msg)) fail_msg("no notice in: %s", out);
+    free(msg);
+    free(out);
+    assert_false(tu_exists(stale));
+    assert_true(tu_exists(live));
+    close(lfd);
+    tu_rmtree(dir);
+    free(dir); free(stale); free(spool); free(inner); free(foreign); free(live); free(in); free(o);
+}
+
+/* ---------------------------------------------------------------- 5. special files */
+static void test_special_outputs(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    lpk_tensor d;
+    memset(&d, 0, sizeof d);
+    strcpy(d.name, "output_norm.weight");
+    d.type = LPK_TYPE_F32;
+    d.n_dims = 1;
+    d.dims[0] = 4;
+    char *in = tu_fmt("%s/in.lpk", dir);
+    lpk_error err = {0};
+    lpk_writer *w;
+    float x[4] = {1, 2, 3, 4};
+    assert_int_equal(lpk_writer_open(in, NULL, &d, 1, 0, &w, &err), 0);
+    assert_int_equal(lpk_writer_tensor_begin(w, d.name, &err), 0);
+    assert_int_equal(lpk_writer_tensor_write(w, x, sizeof x, &err), 0);
+    assert_int_equal(lpk_writer_tensor_end(w, &err), 0);
+    assert_int_equal(lpk_writer_finish(w, &err), 0);
+
+    struct stat sb;
+    assert_int_equal(stat("/dev/null", &sb), 0);
+    dev_t rdev = sb.st_rdev;
+    expect_fail(2, "/dev/null is a device", NULL, "quantize '%s' -o /dev/null --type f16 --force",
+                in);
+    assert_int_equal(lstat("/dev/null", &sb), 0);
+    assert_true(S_ISCHR(sb.st_mode) && sb.st_rdev == rdev); /* still the device */
+    expect_fail(2, "/dev/stdout is a symbolic link", NULL,
+                "quantize '%s' -o /dev/stdout --type f16 --force", in);
+    char *fifo = tu_fmt("%s/fifo", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    expect_fail(2, "is a FIFO", NULL, "quantize '%s' -o '%s' --type f16 --force", in, fifo);
+    assert_int_equal(lstat(fifo, &sb), 0);
+    assert_true(S_ISFIFO(sb.st_mode));
+    char *sub = tu_fmt("%s/sub", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    expect_fail(2, "is a folder", NULL, "quantize '%s' -o '%s' --type f16 --force", in, sub);
+    char *link = tu_fmt("%s/link.lpk", dir), *target = tu_fmt("%s/target.lpk", dir);
+    assert_int_equal(tu_write_file(target, "keep", 4), 0);
+    assert_int_equal(symlink(target, link), 0);
+    expect_fail(2, "is a symbolic link", NULL, "quantize '%s' -o '%s' --type f16 --force", in,
+                link);
+    assert_int_equal(lstat(link, &sb), 0);
+    assert_true(S_ISLNK(sb.st_mode));
+    assert_int_equal(temp_files(dir), 0);
+
+    /* the new file's mode follows the umask */
+    static const struct { const char *mask; unsigned mode; } um[] = {{"027", 0640}, {"002", 0664},
+                                                                      {"077", 0600}};
+    const char *bin = getenv("LLMPACK_BIN");
+    for (size_t i = 0; i < sizeof um / sizeof um[0]; i++) {
+        char *o = tu_fmt("%s/m%zu.lpk", dir, i);
+        char *cmd = tu_fmt("umask %s && '%s' quantize '%s' -o '%s' --type f16 > /dev/null 2>&1",
+                           um[i].mask, bin && *bin ? bin : "./llmpack", in, o);
+        assert_int_equal(sh(cmd), 0);
+        assert_int_equal(stat(o, &sb), 0);
+        if ((sb.st_mode & 0777) != um[i].mode)
+            fail_msg("umask %s: mode %o, want %o", um[i].mask, sb.st_mode & 0777, um[i].mode);
+        free(cmd);
+        free(o);
+    }
+    tu_rmtree(dir);
+    free(dir); free(in); free(fifo); free(sub); free(link); free(target);
+}
+
+/* ---------------------------------------------------------------- 6. links in archives */
+static void test_archive_links(void **state)
+{
+    (void)state;
+    const char *hf = tu_shared("models/stories260K/hf");
+    if (!hf) {
+        print_message("SKIP: ../shared/models/stories260K/hf not found\n");
+        skip();
+    }
+    char *hfa = realpath(hf, NULL);
+    char *dir = tu_tmpdir();
+    char *cmd = tu_fmt(
+        "cd '%s' && mkdir -p m/blobs && cp '%s/config.json' m/ && "
+        "cp '%s/model.safetensors' m/blobs/abc && cp '%s/tokenizer.model' m/blobs/tok && "
+        "ln -s blobs/abc m/model.safetensors && ln -s ./blobs/../blobs/tok m/tokenizer.model && "
+        "tar -cf sym.tar m && rm -rf h && mkdir h && cp m/config.json m/blobs/tok h/ && "
+        "mv h/tok h/tokenizer.model && cp m/blobs/abc h/blob && ln h/blob h/model.safetensors && "
+        "tar -cf hard.tar h", dir, hfa, hfa, hfa);
+    assert_int_equal(sh(cmd), 0);
+    free(cmd);
+    char *out = NULL, *plain = tu_fmt("%s/plain.lpk", dir);
+    assert_int_equal(tu_llmpack(&out, "convert '%s' -o '%s'", hfa, plain), 0);
+    free(out);
+    /* links to members: followed (a symlinked snapshot, a hard link) */
+    const char *ok[] = {"sym.tar", "hard.tar"};
+    for (int i = 0; i < 2; i++) {
+        char *o = tu_fmt("%s/%s.lpk", dir, ok[i]);
+        if (tu_llmpack(&out, "convert '%s/%s' -o '%s'", dir, ok[i], o)) fail_msg("%s: %s", ok[i], out);
+        free(out);
+        char why[512];
+        if (tu_lpk_same_tensors(plain, o, why, sizeof why)) fail_msg("%s: %s", ok[i], why);
+        free(o);
+    }
+    /* any other link: exit 3 naming member and target, nothing read from outside */
+    static const struct { const char *target, *msg; } bad[] = {
+        {"/etc/passwd", "link member 'm/tokenizer.json' -> '/etc/passwd': an absolute target is "
+                        "outside the archive"},
+        {"../../etc/passwd", "link member 'm/tokenizer.json' -> '../../etc/passwd' climbs out of "
+                             "the archive"},
+        {"blobs/../../../x", "link member 'm/tokenizer.json' -> 'blobs/../../../x' climbs out"},
+        {"missing.json", "link member 'm/tokenizer.json' -> 'missing.json': the archive has no "
+                         "member 'm/missing.json'"},
+        {"blobs", "points at a folder"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cmd = tu_fmt("cd '%s' && rm -f m/tokenizer.json && ln -s '%s' m/tokenizer.json && "
+                     "tar -cf bad.tar m", dir, bad[i].target);
+        assert_int_equal(sh(cmd), 0);
+        free(cmd);
+        char *o = tu_fmt("%s/bad.lpk", dir), *tar = tu_fmt("%s/bad.tar", dir);
+        expect_fail(3, bad[i].msg, o, "convert '%s' -o '%s'", tar, o);
+        free(o);
+        free(tar);
+    }
+    /* a hard link to something not in the archive */
+    cmd = tu_fmt("cd '%s' && rm -f m/tokenizer.json && python3 -c \"import tarfile\n"
+                 "t=tarfile.open('hl.tar','w'); t.add('m/config.json'); t.add('m/blobs/abc', 'm/model.safetensors')\n"
+                 "i=tarfile.TarInfo('m/tokenizer.model'); i.type=tarfile.LNKTYPE; i.linkname='/etc/passwd'; t.addfile(i); t.close()\"",
+                 dir);
+    if (sh(cmd) == 0) {
+        char *o = tu_fmt("%s/hl.lpk", dir), *tar = tu_fmt("%s/hl.tar", dir);
+        expect_fail(3, "link member 'm/tokenizer.model' -> '/etc/passwd'", o,
+                    "convert '%s' -o '%s'", tar, o);
+        free(o);
+        free(tar);
+    }
+    free(cmd);
+    assert_int_equal(temp_files(dir), 0);
+    tu_rmtree(dir);
+    free(dir); free(plain); free(hfa);
+}
+
+/* ---------------------------------------------------------------- 7. broken GGUF */
+static void gguf_variant(const char *src, const char *dst, const char *find, size_t at,
+                         const void *bytes, size_t n)
+{
+    size_t len;
+    char *b = tu_read_file(src, &len);
+    assert_non_null(b);
+    size_t off = at;
+    if (find) {
+        char *p = memmem(b, len, find, strlen(find));
+        assert_non_null(p);
+        off = (size_t)(p - b) + at;
+    }
+    memcpy(b + off, bytes, n);
+    assert_int_equal(tu_write_file(dst, b, len), 0);
+    free(b);
+}
+
+static void test_broken_gguf(void **state)
+{
+    (void)state;
+    const char *gs = tu_shared("gguf/stories260K-f32.gguf");
+    const char *ts = tu_shared("text/TinyStories-valid-sample.txt");
+    if (!gs || !ts) {
+        print_message("SKIP: ../shared/gguf/stories260K-f32.gguf not found\n");
+        skip();
+    }
+    char *g = strdup(tu_shared("gguf/stories260K-f32.gguf"));
+    char *text = strdup(tu_shared("text/TinyStories-valid-sample.txt"));
+    char *dir = tu_tmpdir();
+    char *v[4];
+    for (int i = 0; i < 4; i++) v[i] = tu_fmt("%s/v%d.gguf", dir, i);
+    /* llama.block_count destroyed (the key renamed) */
+    gguf_variant(g, v[0], "llama.block_count", 12, "X", 1);
+    /* zero tensors */
+    uint64_t zero = 0;
+    gguf_variant(g, v[1], NULL, 8, &zero, 8);
+    /* a required tensor missing (renamed) */
+    gguf_variant(g, v[2], "blk.2.ffn_up.weight", 6, "X", 1);
+    /* feed_forward_length no longer matches the ffn tensors' shapes */
+    char *key = "llama.feed_forward_length";
+    uint32_t ffn = 999;
+    gguf_variant(g, v[3], key, strlen(key) + 4, &ffn, 4);
+    const char *why[4] = {"llama.block_count", "", "blk.2.ffn_up.weight", "has shape"};
+    char *o = tu_fmt("%s/o.lpk", dir), *og = tu_fmt("%s/o.gguf", dir);
+    for (int i = 0; i < 4; i++) {
+        expect_fail(3, why[i], NULL, "info '%s'", v[i]);
+        expect_fail(3, why[i], NULL, "check '%s'", v[i]);
+        expect_fail(3, why[i], o, "quantize '%s' -o '%s' --type q8_0", v[i], o);
+        expect_fail(3, why[i], og, "export '%s' -o '%s'", v[i], og);
+        expect_fail(3, why[i], NULL, "verify '%s' --text '%s' --ctx 64 --chunks 1", v[i], text);
+        expect_fail(3, why[i], NULL, "tokenize '%s' --text hello", v[i]);
+    }
+    assert_int_equal(temp_files(dir), 0);
+    tu_rmtree(dir);
+    for (int i = 0; i < 4; i++) free(v[i]);
+    free(dir); free(g); free(text); free(o); free(og);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_checksums_every_command),
+        cmocka_unit_test(test_nonfinite),
+        cmocka_unit_test(test_truncated_while_mapped_library),
+        cmocka_unit_test(test_truncated_while_quantizing),
+        cmocka_unit_test(test_signals_clean_up_and_exit_1),
+        cmocka_unit_test(test_closed_pipe),
+        cmocka_unit_test(test_stale_temporary_files_swept),
+        cmocka_unit_test(test_special_outputs),
+        cmocka_unit_test(test_archive_links),
+        cmocka_unit_test(test_broken_gguf),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
