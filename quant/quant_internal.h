@@ -129,6 +129,8 @@ void quant_avx2_q6_k(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q5_k(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q3_k(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q2_k(const float *x, const float *w, void *dst, int64_t n);
+void quant_avx2_iq4_nl(const float *x, const float *w, void *dst, int64_t n);
+void quant_avx2_iq4_xs(const float *x, const float *w, void *dst, int64_t n);
 /* the AVX2 qi_ops (same results as quant_ops_ref) */
 const qi_ops *quant_avx2_ops(void);
 /* q4_0, q5_0 and q8_0, 8 blocks per vector (quant_lanes.h) */
