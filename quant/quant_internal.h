@@ -68,8 +68,8 @@ void quant_deq_iq4_xs(const void *src, float *y, int64_t n);
 
 /* The importance weights the searches of q5_k, q3_k, q2_k, iq4_nl and iq4_xs
  * minimise sum(w * err^2) with, for n values x (n <= 256) whose importance-matrix
- * columns are imatrix (NULL: none): imatrix itself, buf (n floats, filled) or
- * NULL for plain squared error (quant_k2.c). */
+ * columns are imatrix (NULL: none): imatrix itself, else a default weighting of
+ * x written into buf (n floats), or NULL for plain squared error (quant_k2.c). */
 const float *quant_weights_of(const float *x, const float *imatrix, int n, float *buf);
 /* q4_k's 6-bit scale/min packing (quant_kq.c; q5_k uses it too). */
 void quant_q4k_pack_scales(const int sc[8], const int m[8], uint8_t out[12]);
@@ -129,6 +129,8 @@ void quant_avx2_q6_k(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q5_k(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q3_k(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q2_k(const float *x, const float *w, void *dst, int64_t n);
+void quant_avx2_iq4_nl(const float *x, const float *w, void *dst, int64_t n);
+void quant_avx2_iq4_xs(const float *x, const float *w, void *dst, int64_t n);
 /* the AVX2 qi_ops (same results as quant_ops_ref) */
 const qi_ops *quant_avx2_ops(void);
 /* q4_0, q5_0 and q8_0, 8 blocks per vector (quant_lanes.h) */

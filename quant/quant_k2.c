@@ -11,14 +11,22 @@
 #include <math.h>
 
 /* The importance weights of the new types' searches for n values (n <= 256):
- * the importance matrix's columns as given, NULL (plain squared error) without
- * one. The one place that decides the default weighting. */
+ * the importance matrix's columns as given; without one, w_i = sqrt(s2 + x_i^2)
+ * with s2 the block's mean square, on x / max|x| (the same argmin, no overflow).
+ * Measured on llama2-20m (pure types, docs-valid 40 chunks, KLD against bf16),
+ * this beats plain squared error by 14-25% and |x| or x^2 on the whole
+ * (docs/QUANT.md). The one place that decides the default weighting. */
 const float *quant_weights_of(const float *x, const float *imatrix, int n, float *buf)
 {
-    (void)x;
-    (void)buf;
-    (void)n;
-    return imatrix;
+    if (imatrix) return imatrix;
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    if (amax == 0.0f) return NULL;
+    float ia = 1.0f / amax, s2 = 0.0f;
+    for (int i = 0; i < n; i++) s2 += (x[i] * ia) * (x[i] * ia);
+    s2 /= (float)n;
+    for (int i = 0; i < n; i++) buf[i] = sqrtf(s2 + (x[i] * ia) * (x[i] * ia));
+    return buf;
 }
 
 /* ---------------------------------------------------------------- asymmetric */

@@ -29,8 +29,8 @@ static const quant_kind kinds[] = {
     {LPK_TYPE_Q5_K, quant_ref_q5_k, Q_X86(quant_avx2_q5_k), quant_deq_q5_k, NULL, NULL, 0},
     {LPK_TYPE_Q3_K, quant_ref_q3_k, Q_X86(quant_avx2_q3_k), quant_deq_q3_k, NULL, NULL, 0},
     {LPK_TYPE_Q2_K, quant_ref_q2_k, Q_X86(quant_avx2_q2_k), quant_deq_q2_k, NULL, NULL, 0},
-    {LPK_TYPE_IQ4_NL, quant_ref_iq4_nl, NULL, quant_deq_iq4_nl, NULL, NULL, 0},
-    {LPK_TYPE_IQ4_XS, quant_ref_iq4_xs, NULL, quant_deq_iq4_xs, NULL, NULL, 0},
+    {LPK_TYPE_IQ4_NL, quant_ref_iq4_nl, Q_X86(quant_avx2_iq4_nl), quant_deq_iq4_nl, NULL, NULL, 0},
+    {LPK_TYPE_IQ4_XS, quant_ref_iq4_xs, Q_X86(quant_avx2_iq4_xs), quant_deq_iq4_xs, NULL, NULL, 0},
 };
 
 const quant_kind *quant_kind_get(int type)

@@ -305,7 +305,7 @@ static void test_llama_cpp_files(void **state)
         double rc = sqrt(e_cpp / sx), ro = sqrt(e_ours / sx);
         print_message("%-6s %d tensors: rel. RMSE llama.cpp %.6g, llmpack %.6g\n",
                       lpk_type_get(f[i].type)->name, n_seen, rc, ro);
-        /* plain squared error (ours) vs llama.cpp's weighted searches */
+        /* both weight the error by the values (quant_weights_of, llama.cpp x^2 / |x|) */
         assert_true(ro <= 1.02 * rc);
         tu_near("llama.cpp's blocks, pooled", rc, f[i].cpp, 1e-5);
         tu_near("our blocks, pooled", ro, f[i].ours, 0.01);

@@ -2,7 +2,7 @@
  * llama-quantize --pure in q5_k, q3_k, q2_k, iq4_nl, iq4_xs): our int8 path on
  * GGML's own blocks against the PPL llama-perplexity computes on the same files
  * (../shared/gguf/README.md: TinyStories-valid-sample.txt, ctx 128, all 121
- * chunks). The fast tier runs iq4_nl; make test-long runs all five. */
+ * chunks). */
 #include "tutil.h"
 
 #include <math.h>
@@ -33,16 +33,18 @@ static void test_kernel_check_ppl(void **state)
 {
     (void)state;
     /* llama.cpp b4748's llama-perplexity on each file (the README's table) and
-     * how far ours may be from it */
-    static const struct { const char *t; double ppl, tol; int fast; } f[] = {
-        {"IQ4_NL", 819.1755, 0.001, 1}, {"Q3_K", 830.0697, 0.001, 0},
-        {"Q5_K", 820.5333, 0.001, 0},   {"IQ4_XS", 820.9034, 0.002, 0},
-        {"Q2_K", 853.9672, 0.002, 0},
+     * how far ours may be from it. IQ4_XS (-0.15%) and Q2_K (+0.13%) miss the
+     * issue's 0.1%: the int8 paths differ in how activations are rounded to
+     * int8 (GGML's q8_K scale is -127/max, ours max/127), and on this random
+     * model that alone moves the PPL by ~0.1% (IQ4_XS with GGML's rounding:
+     * 820.63, -0.03%; Q2_K: 855.32, +0.16%); docs/VERIFY.md */
+    static const struct { const char *t; double ppl, tol; } f[] = {
+        {"IQ4_NL", 819.1755, 0.001}, {"Q3_K", 830.0697, 0.001}, {"Q5_K", 820.5333, 0.001},
+        {"IQ4_XS", 820.9034, 0.002}, {"Q2_K", 853.9672, 0.002},
     };
     TU_NEED_SHARED(text, "text/TinyStories-valid-sample.txt");
     char *tp = strdup(text);
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
-        if (!f[i].fast && !tu_long()) continue;
         char *rel = tu_fmt("gguf/kernel-check-%s.gguf", f[i].t);
         const char *p = tu_shared(rel);
         if (!p) {

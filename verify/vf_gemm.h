@@ -43,7 +43,8 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
  * 16; q5_k: q in 0..31, 32; q2_k: q in 0..3, 16; q3_k: q - 4, 16, sc - 32;
  * iq4_xs: the table value, 32, ls - 32) and summ = sum over the sub-blocks of
  * m * (sum qx) (q4_k, q5_k, q2_k). All integer parts are exact int32 sums.
- * q5_k, q3_k, q2_k, iq4_nl and iq4_xs run on the scalar kernel on every path.
+ * q5_k, q3_k, q2_k, iq4_nl and iq4_xs: one AVX2 kernel on every x86 path (the
+ * same steps, integer sums 32 products at a time).
  * Activations: per block (32 or 256 elements) d = amax / 127, q = round-to-
  * nearest-even(x * (1 / d)), q = 0 when amax == 0.
  * ------------------------------------------------------------------------ */

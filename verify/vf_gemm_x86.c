@@ -7,6 +7,7 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define MAX_R 32 /* rows per tile of the widest fp32 kernel (AVX-512) */
@@ -220,6 +221,104 @@ __attribute__((target("avx2,fma"))) void vf_quantize_xk_avx2(const float *x, int
 #define KPATH VF_PATH_VNNI
 #include "vf_gemm_simd.h"
 
+/* ---------------------------------------------------------------- q5_k, q3_k, q2_k, iq4_xs, iq4_nl */
+/* The scalar kernel's arithmetic (vf_gemm.h), with each block's integer sums
+ * taken 32 products at a time: |q| <= 127 on both sides (no -128 in any of
+ * these weights, activations clamp to +-127), so sign + maddubs pairs stay
+ * within int16 and every sum is exact; the float steps are the scalar
+ * kernel's, in its order. Rows are unpacked once per work item. */
+#define NG_ROWS 4
+
+/* one super-block: the weights and, per 32 values, the 8 lanes' sub-block scales */
+typedef struct { vf_wkg w; int32_t scl[8][8]; } ng_blk;
+
+static size_t scratch_ng(const vf_gemm_args *a)
+{
+    int64_t nb = a->n_in / a->block;
+    size_t per = a->block == QK_K ? sizeof(ng_blk) : sizeof(vf_wblk32);
+    return (size_t)NG_ROWS * (size_t)nb * per;
+}
+
+__attribute__((target("avx2"))) static inline __m256i ng_dot32(const int8_t *w, const int8_t *x)
+{
+    __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)w);
+    __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)x);
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+__attribute__((target("avx2"))) static inline int32_t ng_hsum(__m256i v)
+{
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+    return _mm_cvtsi128_si32(h);
+}
+
+__attribute__((target("avx2,fma"))) static void rows_ng(const vf_gemm_args *a, int64_t o0,
+                                                        int64_t o1, void *scratch)
+{
+    int64_t nb = a->n_in / a->block;
+    int k = a->block == QK_K;
+    int with_min = a->wtype == LPK_TYPE_Q5_K || a->wtype == LPK_TYPE_Q2_K;
+    for (int64_t o = o0; o < o1; o++) {
+        const uint8_t *row = (const uint8_t *)a->w + o * a->row_bytes;
+        if (k) {
+            ng_blk *wb = (ng_blk *)scratch + (o - o0) * nb;
+            for (int64_t b = 0; b < nb; b++) {
+                vf_unpack_kg(a->wtype, row + b * a->type_size, &wb[b].w);
+                int len = QK_K / wb[b].w.nsub;
+                for (int c = 0; c < 8; c++)
+                    for (int l = 0; l < 8; l++) wb[b].scl[c][l] = wb[b].w.sc[(32 * c + 4 * l) / len];
+            }
+        } else {
+            vf_wblk32 *wb = (vf_wblk32 *)scratch + (o - o0) * nb;
+            for (int64_t b = 0; b < nb; b++) vf_unpack_blk32(a->wtype, row + b * a->type_size, &wb[b]);
+        }
+    }
+    for (int64_t t = 0; t < a->n_tok; t++) {
+        for (int64_t o = o0; o < o1; o++) {
+            float acc = 0.0f;
+            if (k) {
+                const ng_blk *wb = (const ng_blk *)scratch + (o - o0) * nb;
+                const block_q8_K *xb = (const block_q8_K *)a->xq + t * nb;
+                for (int64_t b = 0; b < nb; b++) {
+                    __m256i v = _mm256_setzero_si256();
+                    for (int c = 0; c < 8; c++)
+                        v = _mm256_add_epi32(v, _mm256_mullo_epi32(
+                                                    ng_dot32(wb[b].w.q + 32 * c, xb[b].qs + 32 * c),
+                                                    _mm256_loadu_si256((const __m256i *)(const void *)wb[b].scl[c])));
+                    int32_t sumi = ng_hsum(v);
+                    float p = wb[b].w.d * xb[b].d;
+                    if (with_min) {
+                        int per = 16 / wb[b].w.nsub;
+                        int32_t summ = 0;
+                        for (int j = 0; j < wb[b].w.nsub; j++) {
+                            int32_t bs = 0;
+                            for (int q = 0; q < per; q++) bs += xb[b].bsums[j * per + q];
+                            summ += (int32_t)wb[b].w.m[j] * bs;
+                        }
+                        float pm = -wb[b].w.dmin * xb[b].d;
+                        acc = fmaf(pm, (float)summ, acc);
+                    }
+                    acc = fmaf(p, (float)sumi, acc);
+                }
+            } else {
+                const vf_wblk32 *wb = (const vf_wblk32 *)scratch + (o - o0) * nb;
+                const vf_xblk32 *xb = (const vf_xblk32 *)a->xq + t * nb;
+                for (int64_t b = 0; b < nb; b++) {
+                    int32_t isum = ng_hsum(ng_dot32(wb[b].q, xb[b].qs));
+                    acc = fmaf(wb[b].d * xb[b].d, (float)isum, acc);
+                }
+            }
+            a->y[t * a->n_out + o] = acc;
+        }
+    }
+}
+
+static const vf_gemm_kernel kern_ng_avx2 = {"avx2", VF_PATH_AVX2, NG_ROWS, 1, scratch_ng,
+                                            rows_ng, NULL, NULL};
+
 static const vf_gemm_kernel *by_type(int wtype, const vf_gemm_kernel *f32, const vf_gemm_kernel *b32,
                                      const vf_gemm_kernel *q4k, const vf_gemm_kernel *q6k)
 {
@@ -229,7 +328,10 @@ static const vf_gemm_kernel *by_type(int wtype, const vf_gemm_kernel *f32, const
     case LPK_TYPE_Q6_K: return q6k;
     case LPK_TYPE_Q8_0: case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1:
     case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1: return b32;
-    default: return NULL; /* the scalar reference */
+    /* one AVX2 kernel on every x86 path */
+    case LPK_TYPE_Q5_K: case LPK_TYPE_Q3_K: case LPK_TYPE_Q2_K: case LPK_TYPE_IQ4_XS:
+    case LPK_TYPE_IQ4_NL: return &kern_ng_avx2;
+    default: return NULL;
     }
 }
 
