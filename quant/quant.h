@@ -288,7 +288,8 @@ int quant_weighted_error(int type, const float *src, int64_t nrows, int64_t ncol
  * row) with all tensors within budget bytes; the others keep their type (1-D:
  * f32). tensors[i].data must hold the values (f32, f16, bf16 or a block type).
  * imatrix: NULL, or n pointers (NULL where a tensor has none), each ncols
- * weights. menu: NULL for the default (q2_k, q3_k, iq4_xs, iq4_nl, q4_k, q5_k,
+ * weights. gain: NULL, or n factors the tensors' errors are multiplied by (a
+ * per-tensor sensitivity of the model's output). menu: NULL for the default (q2_k, q3_k, iq4_xs, iq4_nl, q4_k, q5_k,
  * q6_k, q8_0; where no 256-block type fits: iq4_nl, q4_0, q5_0, q5_1, q8_0;
  * else f16), or n_menu (1..16) types, those that fit a tensor's rows being its
  * candidates. choices[i].note gives the tensor's expected error. res (may be
@@ -299,8 +300,17 @@ typedef struct quant_target_result {
     double err;
 } quant_target_result;
 int quant_plan_target(const lpk_tensor *tensors, size_t n, const float *const *imatrix,
-                      const int *menu, int n_menu, uint64_t budget, quant_choice *choices,
+                      const double *gain, const int *menu, int n_menu, uint64_t budget,
+                      quant_choice *choices,
                       quant_target_result *res, lpk_error *err);
+/* Records a size-targeted plan in meta: quant.recipe "target", quant.target
+ * (the limit as given, e.g. "bpw 4.85" or "max-size 14 MB"), quant.target.budget,
+ * quant.target.predicted_bytes (u64), quant.target.predicted_error (f64), the
+ * quant.types / quant.type_counts / quant.fallbacks of quant_plan_record, and
+ * general.file_type of the mix named after the type that holds most bytes. */
+int quant_plan_record_target(const char *target, const quant_target_result *res,
+                             const lpk_tensor *tensors, const quant_choice *choices, size_t n,
+                             lpk_meta *meta);
 
 #ifdef __cplusplus
 }

@@ -250,7 +250,8 @@ static int tensor_f32(const lpk_tensor *t, float *x, lpk_error *err)
 }
 
 int quant_plan_target(const lpk_tensor *tensors, size_t n, const float *const *imatrix,
-                      const int *menu, int n_menu, uint64_t budget, quant_choice *choices,
+                      const double *gain, const int *menu, int n_menu, uint64_t budget,
+                      quant_choice *choices,
                       quant_target_result *res, lpk_error *err)
 {
     if (n && (!tensors || !choices)) return lpk_err(err, LPK_EINVAL, "quant_plan_target: NULL");
@@ -300,6 +301,7 @@ int quant_plan_target(const lpk_tensor *tensors, size_t n, const float *const *i
         /* the embedding is a lookup table: each token reads one row, so the
          * error a token sees is a row's (uniform token frequencies) */
         double scale = strcmp(t->name, "token_embd.weight") == 0 && nr > 0 ? 1.0 / (double)nr : 1.0;
+        if (gain) scale *= gain[i];
         for (int c = 0; c < nm && !rc; c++) {
             double e = 0;
             rc = lpk_type_nbytes(ty[c], lpk_tensor_nelems(t), &bytes[k * MENU_MAX + c]);

@@ -286,15 +286,11 @@ int quant_plan(const char *recipe, unsigned flags, const lpk_meta *meta,
     return LPK_OK;
 }
 
-int quant_plan_record(const char *recipe, int pure, const lpk_tensor *tensors,
-                      const quant_choice *choices, size_t n, lpk_meta *meta)
+/* quant.types, quant.type_counts and quant.fallbacks of a plan. */
+static int record_types(const lpk_tensor *tensors, const quant_choice *choices, size_t n,
+                        lpk_meta *meta)
 {
-    const struct recipe *r = recipe_find(recipe);
-    if (!r || !meta || (n && (!tensors || !choices)))
-        return LPK_EINVAL;
-    int rc = lpk_meta_set_u32(meta, "general.file_type", r->ftype);
-    if (!rc) rc = lpk_meta_set_str(meta, "quant.recipe", r->name);
-    if (!rc) rc = lpk_meta_set_bool(meta, "quant.pure", pure != 0);
+    int rc = LPK_OK;
     const char *names[LPK_TYPE_COUNT];
     uint32_t counts[LPK_TYPE_COUNT];
     uint64_t nt = 0;
@@ -328,6 +324,50 @@ int quant_plan_record(const char *recipe, int pure, const lpk_tensor *tensors,
     } else if (!rc && lpk_meta_find(meta, "quant.fallbacks")) {
         lpk_meta_remove(meta, "quant.fallbacks");
     }
+    return rc;
+}
+
+int quant_plan_record(const char *recipe, int pure, const lpk_tensor *tensors,
+                      const quant_choice *choices, size_t n, lpk_meta *meta)
+{
+    const struct recipe *r = recipe_find(recipe);
+    if (!r || !meta || (n && (!tensors || !choices)))
+        return LPK_EINVAL;
+    int rc = lpk_meta_set_u32(meta, "general.file_type", r->ftype);
+    if (!rc) rc = lpk_meta_set_str(meta, "quant.recipe", r->name);
+    if (!rc) rc = lpk_meta_set_bool(meta, "quant.pure", pure != 0);
+    if (!rc) rc = record_types(tensors, choices, n, meta);
+    return rc;
+}
+
+int quant_plan_record_target(const char *target, const quant_target_result *res,
+                             const lpk_tensor *tensors, const quant_choice *choices, size_t n,
+                             lpk_meta *meta)
+{
+    if (!target || !res || !meta || (n && (!tensors || !choices)))
+        return LPK_EINVAL;
+    /* general.file_type: the mix named after the type holding most bytes */
+    uint64_t by_type[LPK_TYPE_COUNT] = {0};
+    for (size_t i = 0; i < n; i++) {
+        uint64_t b = 0;
+        if (choices[i].type >= 0 && choices[i].type < LPK_TYPE_COUNT && tensors[i].n_dims >= 2 &&
+            !lpk_type_nbytes(choices[i].type, lpk_tensor_nelems(&tensors[i]), &b))
+            by_type[choices[i].type] += b;
+    }
+    int top = LPK_TYPE_F32;
+    for (int t = 0; t < LPK_TYPE_COUNT; t++)
+        if (by_type[t] > by_type[top]) top = t;
+    uint32_t ftype = 0;
+    for (size_t i = 0; i < N_RECIPES; i++)
+        if (recipes[i].type == top) { ftype = recipes[i].ftype; break; }
+    int rc = lpk_meta_set_u32(meta, "general.file_type", ftype);
+    if (!rc) rc = lpk_meta_set_str(meta, "quant.recipe", "target");
+    if (!rc) rc = lpk_meta_set_bool(meta, "quant.pure", 0);
+    if (!rc) rc = lpk_meta_set_str(meta, "quant.target", target);
+    if (!rc) rc = lpk_meta_set_u64(meta, "quant.target.budget", res->budget);
+    if (!rc) rc = lpk_meta_set_u64(meta, "quant.target.predicted_bytes", res->bytes);
+    if (!rc) rc = lpk_meta_set_f64(meta, "quant.target.predicted_error", res->err);
+    if (!rc) rc = record_types(tensors, choices, n, meta);
     return rc;
 }
 

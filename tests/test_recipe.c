@@ -578,7 +578,7 @@ static void test_plan_target(void **state)
     quant_target_result res;
     lpk_error err = {0};
     uint64_t budget = elems * 5 / 8; /* 5 bpw */
-    assert_int_equal(quant_plan_target(ts, n, (const float *const *)im, menu, 4, budget, ch, &res,
+    assert_int_equal(quant_plan_target(ts, n, (const float *const *)im, NULL, menu, 4, budget, ch, &res,
                                        &err), 0);
     uint64_t total = 0;
     for (size_t i = 0; i < n; i++) {
@@ -598,7 +598,19 @@ static void test_plan_target(void **state)
                 lpk_type_get(ch[cold].type)->type_size * 256 / lpk_type_get(ch[cold].type)->block_size);
     /* q4_0 and q4_k cost the same: the one with the lower error is taken */
     for (size_t i = 0; i < n; i++) assert_int_not_equal(ch[i].type, LPK_TYPE_Q4_0);
-    assert_int_equal(quant_plan_target(ts, n, NULL, menu, 4, 1000, ch, &res, &err), LPK_ENOSPC);
+    /* recorded in the metadata */
+    lpk_meta *m = lpk_meta_new();
+    assert_int_equal(quant_plan_target(ts, n, (const float *const *)im, NULL, menu, 4, budget, ch,
+                                       &res, &err), 0);
+    assert_int_equal(quant_plan_record_target("bpw 5", &res, ts, ch, n, m), 0);
+    assert_string_equal(lpk_meta_get_str(m, "quant.recipe"), "target");
+    assert_string_equal(lpk_meta_get_str(m, "quant.target"), "bpw 5");
+    uint64_t pb;
+    assert_int_equal(lpk_meta_get_u64(m, "quant.target.predicted_bytes", &pb), 0);
+    assert_int_equal(pb, res.bytes);
+    assert_non_null(lpk_meta_find(m, "quant.types"));
+    lpk_meta_free(m);
+    assert_int_equal(quant_plan_target(ts, n, NULL, NULL, menu, 4, 1000, ch, &res, &err), LPK_ENOSPC);
     for (size_t i = 0; i < n; i++) { free(data[i]); free(im[i]); }
     free(data); free(im); free(ch); free(ts);
 }
