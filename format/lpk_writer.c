@@ -641,7 +641,7 @@ int lpk_file_write(const char *path, const void *data, size_t n, unsigned flags,
     w->fd = -1;
     w->slot = -1;
     w->flags = flags;
-    w->sigs = sig_count;
+    w->sigs = lpk_signal_count();
     w->path = strdup(path);
     int st = w->path ? make_tmp(w, err) : lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
     if (!st) st = write_all(w, data, n, err);
@@ -654,7 +654,7 @@ int lpk_file_write(const char *path, const void *data, size_t n, unsigned flags,
         w->fd = -1;
         if (rc != 0) st = lpk_err(err, io_status(e), "%s: close failed: %s", w->tmp, strerror(e));
     }
-    if (!st && sig_count != w->sigs) st = lpk_err(err, LPK_EINTR, "%s: interrupted", path);
+    if (!st && lpk_signal_count() != w->sigs) st = lpk_err(err, LPK_EINTR, "%s: interrupted", path);
     if (!st) st = place(w, err);
     if (!st) {
         tmp_unregister(w->slot);
