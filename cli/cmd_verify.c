@@ -42,11 +42,13 @@ typedef struct loaded {
     vf_model *m;
 } loaded;
 
-static int load(const char *path, loaded *out, lpk_error *err)
+/* say: print the no-checksums notice (not with --json, whose output has
+ * "checksums": "none" instead). */
+static int load(const char *path, loaded *out, int say, lpk_error *err)
 {
     out->path = path;
     int st = lpk_reader_open(path, &out->r, err);
-    if (!st && !lpk_reader_has_checksums(out->r))
+    if (!st && say && !lpk_reader_has_checksums(out->r))
         lpk_notice("%s: GGUF carries no checksums: its bytes cannot be verified", path);
     if (!st) st = vf_model_open(out->r, &out->m, err);
     return st;
@@ -282,9 +284,9 @@ int cmd_verify(int argc, char **argv)
     size_t n_text = 0, n_ids = 0;
     vf_eval *ev = NULL;
     if (!models || !mv) st = lpk_err(&err, LPK_ENOMEM, "out of memory");
-    if (!st && ref_path) st = load(ref_path, &ref, &err);
+    if (!st && ref_path) st = load(ref_path, &ref, !json, &err);
     for (int i = 0; !st && i < n_paths; i++) {
-        st = load(paths[i], &models[i], &err);
+        st = load(paths[i], &models[i], !json, &err);
         mv[i] = models[i].m;
     }
     const lpk_reader *tok_src = ref_path ? ref.r : st ? NULL : models[0].r;
