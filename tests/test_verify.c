@@ -798,9 +798,10 @@ static void test_kld_two_models(void **state)
     size_t n = 0;
     int32_t bos;
     int32_t *ids = tokenize_file(ref.r, text, &n, &bos);
-    enum { CTX = 128, FIRST = CTX / 2, NS = CTX - 1 - CTX / 2 };
-    const int chunks = (int)(n / CTX), V = vf_model_config(ref.m)->vocab_size;
-    assert_int_equal(chunks, 121);
+    /* the first 40 of the 121 chunks (test_stories260k_ppl runs them all) */
+    enum { CTX = 128, FIRST = CTX / 2, NS = CTX - 1 - CTX / 2, CHUNKS = 40 };
+    const int chunks = CHUNKS, V = vf_model_config(ref.m)->vocab_size;
+    assert_true(n / CTX >= CHUNKS);
     const size_t np = (size_t)chunks * NS;
 
     /* independent: double precision from the logits of each whole chunk */
@@ -869,7 +870,7 @@ static void test_kld_two_models(void **state)
                                  2 * ppl_q * ppl_r * cov);
 
     /* the library */
-    vf_ppl_result r = run_ppl(ref.m, &q.m, 1, ids, n, bos, CTX, 0, 0);
+    vf_ppl_result r = run_ppl(ref.m, &q.m, 1, ids, n, bos, CTX, CHUNKS, 0);
     print_message("stories260K Q4_K_M vs f32, %d chunks: KLD mean %.9g (%.9g) median %.9g "
                   "(%.9g) p99 %.9g (%.9g; reverse %.9g) max %.9g (%.9g; reverse %.9g) top-1 "
                   "%.9g (%.9g) PPL %.9g (%.9g) ref %.9g (%.9g)\n", chunks, r.kld_mean, mean,
@@ -880,7 +881,7 @@ static void test_kld_two_models(void **state)
     assert_int_equal(r.has_ref, 1);
     /* the same float logits, double sums (measured: mean 1e-15, order
      * statistics stored as float 6e-8 apart); the directions differ by far more
-     * (p99 4%, max 0.4%: checked, so the test can tell them apart) */
+     * (p99 10%, max 0.4%: checked, so the test can tell them apart) */
     const double tol = 1e-6;
     assert_true(fabs(p99 / rh - 1) > 1000 * tol && fabs(mx / rev_max - 1) > 1000 * tol);
     assert_true(fabs(r.kld_mean / mean - 1) < tol);
@@ -902,7 +903,6 @@ static void test_kld_two_models(void **state)
     assert_true(fabs(r.ppl_delta_stderr / delta_se - 1) < 1e-6);
     assert_true(fabs(r.kld_stderr / kld_se - 1) < 1e-6);
     assert_true(fabs(r.top1_stderr / top1_se - 1) < 1e-9);
-    assert_true(fabs(r.ref_ppl - 5.8585) < 0.00051);   /* the reference's published PPL */
 
     free(lr); free(lq); free(kl); free(klr); free(pr); free(pq); free(ids);
     close_model(&q);
