@@ -288,6 +288,23 @@ static void test_archive_bad(void **state)
     assert_non_null(strstr(err.msg, "points outside"));
     assert_int_equal(leftovers(dir), 0);
     free(p);
+    /* absolute names, ".." further down, "." and empty components */
+    static const char *const unsafe[] = {"/llmpack-evil.txt", "/etc/llmpack-evil.txt",
+                                         "model/../../evil.txt", "./../evil.txt",
+                                         "model/./params.json", "model//params.json"};
+    for (size_t i = 0; i < sizeof unsafe / sizeof unsafe[0]; i++) {
+        p = tu_fmt("%s/unsafe%zu.tar", dir, i);
+        write_tar(p, unsafe[i], "x");
+        lpk_error_clear(&err);
+        assert_int_equal(cv_archive_open(p, &o, open_meta, &s, &err), LPK_ECORRUPT);
+        char *want = tu_fmt("member name '%s' points outside", unsafe[i]);
+        if (!strstr(err.msg, want)) fail_msg("%s: %s", unsafe[i], err.msg);
+        assert_null(s);
+        assert_int_equal(leftovers(dir), 0);
+        assert_false(tu_exists("/llmpack-evil.txt"));
+        free(want);
+        free(p);
+    }
     /* a well-formed archive without a checkpoint: the folder reader's error,
      * naming the archive */
     p = tu_fmt("%s/readme.tar", dir);
