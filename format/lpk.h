@@ -15,7 +15,17 @@
 extern "C" {
 #endif
 
-#define LPK_VERSION_STRING "0.1.0"
+/* The one place the version is set: the Makefile (library soname, llmpack.pc) reads
+ * these three lines; `llmpack --version` prints LPK_VERSION_STRING. */
+#define LPK_VERSION_MAJOR 0
+#define LPK_VERSION_MINOR 1
+#define LPK_VERSION_PATCH 0
+#define LPK_STR_(x) #x
+#define LPK_STR(x) LPK_STR_(x)
+#define LPK_VERSION_STRING                                                                  \
+    LPK_STR(LPK_VERSION_MAJOR) "." LPK_STR(LPK_VERSION_MINOR) "." LPK_STR(LPK_VERSION_PATCH)
+/* The version of the library actually linked (LPK_VERSION_STRING of its build). */
+const char *lpk_version(void);
 
 /* ---------------------------------------------------------------- status */
 /* Every function that can fail returns one of these (0 = ok, negative = error). */
