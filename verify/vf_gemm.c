@@ -160,7 +160,7 @@ void vf_unpack_kg(int wtype, const uint8_t *src, vf_wkg *o)
         o->d = lpk_f16_to_f32(b->d);
         o->dmin = lpk_f16_to_f32(b->dmin);
         o->nsub = 8;
-        vf_q4k_scales(b->scales, sc, m);
+        quant_q4k_scales(b->scales, sc, m);
         for (int j = 0; j < 8; j++) {
             o->sc[j] = (int8_t)sc[j];
             o->m[j] = (int8_t)m[j];
@@ -222,25 +222,12 @@ void vf_unpack_kg(int wtype, const uint8_t *src, vf_wkg *o)
     }
 }
 
-void vf_q4k_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8])
-{
-    for (int j = 0; j < 8; j++) {
-        if (j < 4) {
-            sc[j] = s[j] & 63;
-            m[j] = s[j + 4] & 63;
-        } else {
-            sc[j] = (uint8_t)((s[j + 4] & 15) | (s[j - 4] >> 6) << 4);
-            m[j] = (uint8_t)((s[j + 4] >> 4) | (s[j] >> 6) << 4);
-        }
-    }
-}
-
 void vf_unpack_q4k(const uint8_t *src, vf_wq4k *o)
 {
     const uint8_t *qs = src + 16;
     o->d = rd_half(src);
     o->dmin = rd_half(src + 2);
-    vf_q4k_scales(src + 4, o->sc, o->m);
+    quant_q4k_scales(src + 4, o->sc, o->m);
     /* each 32 bytes: low nibbles are sub-block 2c, high nibbles sub-block 2c+1 */
     for (int c = 0; c < 4; c++) {
         for (int l = 0; l < 32; l++) {
