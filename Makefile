@@ -44,7 +44,8 @@ BIN = $(O)/llmpack
 endif
 
 .SECONDARY:
-.PHONY: all test test-long asan mutants fuzz bench bench-convert bench-quant install clean tests
+.PHONY: all test test-long asan mutants fuzz bench bench-convert bench-quant install clean tests \
+        check-deps
 all: $(BIN) $(O)/libllmpack.a $(SHLIB)
 
 $(O)/%.o: %.c
@@ -79,6 +80,10 @@ $(O)/tests/replay_%: $(O)/tests/fuzz/%.o $(O)/tests/fuzz/replay_main.o $(LIB_OBJ
 $(O)/bench/%: $(O)/bench/%.o $(LIB_OBJ)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
+
+# Module layering and no call cycles between files (docs/ARCHITECTURE.md).
+check-deps: $(LIB_OBJ) $(CLI_OBJ)
+	@sh scripts/check-deps.sh $(O)
 
 tests: all $(TEST_BIN) $(FUZZ_REPLAY) $(O)/bench/gen_ckpt
 
