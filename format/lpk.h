@@ -127,6 +127,33 @@ unsigned lpk_output_mode(void);
  * many were removed. */
 int lpk_sweep_stale(const char *dir);
 
+/* ---------------------------------------------------------------- little-endian */
+/* The one set of little-endian field readers/writers: every parser of a file
+ * format (containers, GGUF, zip, pickle, llama2.c) decodes fields with these,
+ * never by reading into a struct. p must have the bytes (callers check sizes). */
+static inline uint16_t lpk_rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t lpk_rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+static inline uint64_t lpk_rd64(const uint8_t *p)
+{
+    return (uint64_t)lpk_rd32(p) | ((uint64_t)lpk_rd32(p + 4) << 32);
+}
+static inline void lpk_wr32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+static inline void lpk_wr64(uint8_t *p, uint64_t v)
+{
+    lpk_wr32(p, (uint32_t)v);
+    lpk_wr32(p + 4, (uint32_t)(v >> 32));
+}
+
 /* ---------------------------------------------------------------- cpu */
 enum lpk_cpu_flag {
     LPK_CPU_AVX2 = 1u << 0,

@@ -87,7 +87,7 @@ void vf_quantize_xk(const float *x, int64_t n, block_q8_K *out)
 }
 
 /* ---------------------------------------------------------------- weight unpacking */
-static float rd_half(const uint8_t *p) { return lpk_f16_to_f32((uint16_t)(p[0] | p[1] << 8)); }
+static float rd_half(const uint8_t *p) { return lpk_f16_to_f32(lpk_rd16(p)); }
 
 void vf_unpack_blk32(int wtype, const uint8_t *src, vf_wblk32 *o)
 {
@@ -115,8 +115,7 @@ void vf_unpack_blk32(int wtype, const uint8_t *src, vf_wblk32 *o)
         int m1 = wtype == LPK_TYPE_Q5_1;
         const uint8_t *qhp = src + (m1 ? 4 : 2);
         const uint8_t *qs = qhp + 4;
-        uint32_t qh = (uint32_t)qhp[0] | (uint32_t)qhp[1] << 8 | (uint32_t)qhp[2] << 16 |
-                      (uint32_t)qhp[3] << 24;
+        uint32_t qh = lpk_rd32(qhp);
         o->d = rd_half(src);
         o->m = m1 ? rd_half(src + 2) : 0.0f;
         int off = m1 ? 0 : 16;
