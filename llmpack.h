@@ -7,6 +7,7 @@
  *   quant/quant.h      quant_ block quantizers, recipes
  *   convert/convert.h  cv_    checkpoint readers, the convert pipeline
  *   verify/verify.h    vf_    forward passes, perplexity, divergence
+ *   calib/calib.h      calib_ importance matrices, GPTQ
  * LPK_VERSION_STRING is the version of these headers; lpk_version() the linked
  * library's. */
 #ifndef LLMPACK_H
@@ -17,5 +18,6 @@
 #include "quant/quant.h"
 #include "convert/convert.h"
 #include "verify/verify.h"
+#include "calib/calib.h"
 
 #endif
