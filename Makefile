@@ -1,4 +1,4 @@
-# llmpack build. `make` builds ./llmpack and libllmpack.a; see README.md.
+# llmpack build. `make` builds ./llmpack, libllmpack.a and libllmpack.so; see README.md.
 CC ?= cc
 O ?= build
 PREFIX ?= /usr/local
@@ -6,13 +6,24 @@ PKGS = libzstd libarchive libxxhash jansson libpcre2-8
 
 WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla -Wformat=2 -Werror
 OPT ?= -O2 -g
-CPPFLAGS += -D_GNU_SOURCE -DLLMPACK_VERSION=\"0.1.0\"
-CFLAGS += -std=c11 $(OPT) $(WARN) -fopenmp -fno-strict-aliasing $(SAN) \
+# The version is set in one place, format/lpk.h (LPK_VERSION_MAJOR/MINOR/PATCH).
+version_part = $(shell sed -n 's/^\#define LPK_VERSION_$(1) \([0-9][0-9]*\)$$/\1/p' format/lpk.h)
+VERSION_MAJOR := $(call version_part,MAJOR)
+VERSION := $(VERSION_MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
+SONAME = libllmpack.so.$(VERSION_MAJOR)
+SHLIB = $(O)/libllmpack.so.$(VERSION)
+
+CPPFLAGS += -D_GNU_SOURCE
+# -fPIC: the same objects go into libllmpack.a, libllmpack.so and the programs.
+CFLAGS += -std=c11 $(OPT) $(WARN) -fopenmp -fno-strict-aliasing -fPIC $(SAN) \
           $(shell pkg-config --cflags $(PKGS))
 LDLIBS += $(shell pkg-config --libs $(PKGS)) -lm
 LDFLAGS += -fopenmp $(SAN)
 
-MODULES = format tok quant convert verify calib
+MODULES = format tok quant convert verify calib lib
+# Installed under include/llmpack/: the entry header and each module's public header.
+PUBLIC_HEADERS = $(wildcard format/lpk.h tok/tok.h quant/quant.h convert/convert.h \
+                 verify/verify.h calib/calib.h lib/jobs.h)
 LIB_SRC = $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
 LIB_OBJ = $(LIB_SRC:%.c=$(O)/%.o)
 CLI_SRC = $(wildcard cli/*.c)
@@ -33,8 +44,9 @@ BIN = $(O)/llmpack
 endif
 
 .SECONDARY:
-.PHONY: all test test-long asan mutants fuzz bench bench-convert bench-quant install clean tests
-all: $(BIN) $(O)/libllmpack.a
+.PHONY: all test test-long asan mutants fuzz bench bench-convert bench-quant install clean tests \
+        check-deps
+all: $(BIN) $(O)/libllmpack.a $(SHLIB)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -45,8 +57,14 @@ $(O)/libllmpack.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-# Programs link the objects themselves (not the archive), so a strong definition
-# always overrides a weak fallback regardless of archive member order.
+# The shared library carries its dependencies (DT_NEEDED), so `-lllmpack` alone links.
+$(SHLIB): $(LIB_OBJ)
+	@echo "  LD      $@"
+	@$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $(LDFLAGS) -o $@ $(LIB_OBJ) $(LDLIBS)
+	@ln -sf libllmpack.so.$(VERSION) $(O)/$(SONAME)
+	@ln -sf $(SONAME) $(O)/libllmpack.so
+
+# Programs link the library's objects themselves (the same ones as the archive).
 $(BIN): $(CLI_OBJ) $(LIB_OBJ)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIB_OBJ) $(LDLIBS)
@@ -63,7 +81,11 @@ $(O)/bench/%: $(O)/bench/%.o $(LIB_OBJ)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $< $(LIB_OBJ) $(LDLIBS)
 
-tests: $(BIN) $(TEST_BIN) $(FUZZ_REPLAY) $(O)/bench/gen_ckpt
+# Module layering and no call cycles between files (docs/ARCHITECTURE.md).
+check-deps: $(LIB_OBJ) $(CLI_OBJ)
+	@sh scripts/check-deps.sh $(O)
+
+tests: all $(TEST_BIN) $(FUZZ_REPLAY) $(O)/bench/gen_ckpt
 
 # Each test binary runs under a time limit (seconds; a hang fails naming the test).
 TEST_TIMEOUT ?= 600
@@ -71,7 +93,7 @@ TEST_TIMEOUT_LONG ?= 3600
 
 # Fast tier: what CI runs (< 5 min). Tests needing ../shared skip without it.
 test: tests
-	@LLMPACK_TEST_TIMEOUT=$(TEST_TIMEOUT) LLMPACK_BIN=$(abspath $(BIN)) LLMPACK_GEN_CKPT=$(abspath $(O)/bench/gen_ckpt) sh tests/run.sh $(O)
+	@LLMPACK_SAN="$(SAN)" LLMPACK_TEST_TIMEOUT=$(TEST_TIMEOUT) LLMPACK_BIN=$(abspath $(BIN)) LLMPACK_GEN_CKPT=$(abspath $(O)/bench/gen_ckpt) sh tests/run.sh $(O)
 
 # Full runs on the real models (whole perplexity tables, big fixtures).
 test-long: tests
@@ -105,17 +127,21 @@ bench-convert: all $(BENCH_BIN)
 bench-quant: all $(BENCH_BIN)
 	@sh bench/run.sh $(O) quant
 
+# bin/llmpack, lib/libllmpack.{a,so.$(VERSION)} (+ soname links), lib/pkgconfig/llmpack.pc,
+# include/llmpack/llmpack.h (the entry header) and the module headers it includes.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
-	    $(DESTDIR)$(PREFIX)/include/llmpack/format $(DESTDIR)$(PREFIX)/include/llmpack/quant \
-	    $(DESTDIR)$(PREFIX)/include/llmpack/convert $(DESTDIR)$(PREFIX)/include/llmpack/verify \
-	    $(DESTDIR)$(PREFIX)/include/llmpack/calib
+	    $(addprefix $(DESTDIR)$(PREFIX)/include/llmpack/,$(sort $(dir $(PUBLIC_HEADERS))))
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/llmpack
 	install -m 644 $(O)/libllmpack.a $(DESTDIR)$(PREFIX)/lib/libllmpack.a
-	for h in format/lpk.h quant/quant.h convert/convert.h verify/verify.h calib/calib.h; do \
-	  [ -f $$h ] && install -m 644 $$h $(DESTDIR)$(PREFIX)/include/llmpack/$$h; done; true
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@PKGS@|$(PKGS)|' llmpack.pc.in \
-	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/llmpack.pc
+	install -m 755 $(SHLIB) $(DESTDIR)$(PREFIX)/lib/libllmpack.so.$(VERSION)
+	ln -sf libllmpack.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libllmpack.so
+	install -m 644 llmpack.h $(DESTDIR)$(PREFIX)/include/llmpack/llmpack.h
+	for h in $(PUBLIC_HEADERS); do \
+	  install -m 644 $$h $(DESTDIR)$(PREFIX)/include/llmpack/$$h || exit 1; done
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@PKGS@|$(PKGS)|' -e 's|@VERSION@|$(VERSION)|' \
+	    llmpack.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/llmpack.pc
 
 clean:
 	rm -rf build build-asan llmpack

@@ -115,7 +115,7 @@ int main(int argc, char **argv)
         return CLI_EXIT_OK;
     }
     if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
-        printf("llmpack %s (simd: %s)\n", LPK_VERSION_STRING, lpk_cpu_describe());
+        printf("llmpack %s (simd: %s)\n", lpk_version(), lpk_cpu_describe());
         return CLI_EXIT_OK;
     }
     for (size_t i = 0; i < N_COMMANDS; i++)

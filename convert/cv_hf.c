@@ -100,16 +100,16 @@ int cv_name_from_meta(const char *m, char *out, size_t n)
 int cv_hparams_to_meta(const cv_hparams *hp, lpk_meta *m, lpk_error *err)
 {
     int rc = lpk_meta_set_str(m, "general.architecture", "llama");
-    rc |= lpk_meta_set_u32(m, "llama.context_length", (uint32_t)hp->ctx);
-    rc |= lpk_meta_set_u32(m, "llama.embedding_length", (uint32_t)hp->dim);
-    rc |= lpk_meta_set_u32(m, "llama.block_count", (uint32_t)hp->n_layers);
-    rc |= lpk_meta_set_u32(m, "llama.feed_forward_length", (uint32_t)hp->ffn);
-    rc |= lpk_meta_set_u32(m, "llama.attention.head_count", (uint32_t)hp->n_head);
-    rc |= lpk_meta_set_u32(m, "llama.attention.head_count_kv", (uint32_t)hp->n_kv);
-    rc |= lpk_meta_set_f32(m, "llama.attention.layer_norm_rms_epsilon", (float)hp->eps);
-    rc |= lpk_meta_set_u32(m, "llama.rope.dimension_count", (uint32_t)hp->head_dim);
-    rc |= lpk_meta_set_f32(m, "llama.rope.freq_base", (float)hp->rope_theta);
-    rc |= lpk_meta_set_u32(m, "llama.vocab_size", (uint32_t)hp->vocab);
+    if (!rc) rc = lpk_meta_set_u32(m, "llama.context_length", (uint32_t)hp->ctx);
+    if (!rc) rc = lpk_meta_set_u32(m, "llama.embedding_length", (uint32_t)hp->dim);
+    if (!rc) rc = lpk_meta_set_u32(m, "llama.block_count", (uint32_t)hp->n_layers);
+    if (!rc) rc = lpk_meta_set_u32(m, "llama.feed_forward_length", (uint32_t)hp->ffn);
+    if (!rc) rc = lpk_meta_set_u32(m, "llama.attention.head_count", (uint32_t)hp->n_head);
+    if (!rc) rc = lpk_meta_set_u32(m, "llama.attention.head_count_kv", (uint32_t)hp->n_kv);
+    if (!rc) rc = lpk_meta_set_f32(m, "llama.attention.layer_norm_rms_epsilon", (float)hp->eps);
+    if (!rc) rc = lpk_meta_set_u32(m, "llama.rope.dimension_count", (uint32_t)hp->head_dim);
+    if (!rc) rc = lpk_meta_set_f32(m, "llama.rope.freq_base", (float)hp->rope_theta);
+    if (!rc) rc = lpk_meta_set_u32(m, "llama.vocab_size", (uint32_t)hp->vocab);
     return rc ? lpk_err(err, LPK_ENOMEM, "out of memory") : LPK_OK;
 }
 
@@ -184,7 +184,7 @@ static int cfg_rope_scaling(const char *name, json_t *rs, lpk_meta *m, lpk_error
     if (!(factor > 0)) return lpk_err(err, LPK_ECORRUPT, "%s: rope_scaling has no factor", name);
     if (!strcmp(type, "linear")) {
         rc = lpk_meta_set_str(m, "llama.rope.scaling.type", "linear");
-        rc |= lpk_meta_set_f32(m, "llama.rope.scaling.factor", (float)factor);
+        if (!rc) rc = lpk_meta_set_f32(m, "llama.rope.scaling.factor", (float)factor);
         return rc ? lpk_err(err, LPK_ENOMEM, "out of memory") : LPK_OK;
     }
     if (!strcmp(type, "llama3")) {
@@ -195,10 +195,11 @@ static int cfg_rope_scaling(const char *name, json_t *rs, lpk_meta *m, lpk_error
             (rc = cfg_int(name, rs, "original_max_position_embeddings", -1, &orig, err)))
             return rc;
         rc = lpk_meta_set_str(m, "llama.rope.scaling.type", "llama3");
-        rc |= lpk_meta_set_f32(m, "llama.rope.scaling.factor", (float)factor);
-        rc |= lpk_meta_set_u32(m, "llama.rope.scaling.original_context_length", (uint32_t)orig);
-        rc |= lpk_meta_set_f32(m, "llama.rope.scaling.low_freq_factor", (float)lo);
-        rc |= lpk_meta_set_f32(m, "llama.rope.scaling.high_freq_factor", (float)hi);
+        if (!rc) rc = lpk_meta_set_f32(m, "llama.rope.scaling.factor", (float)factor);
+        if (!rc)
+            rc = lpk_meta_set_u32(m, "llama.rope.scaling.original_context_length", (uint32_t)orig);
+        if (!rc) rc = lpk_meta_set_f32(m, "llama.rope.scaling.low_freq_factor", (float)lo);
+        if (!rc) rc = lpk_meta_set_f32(m, "llama.rope.scaling.high_freq_factor", (float)hi);
         return rc ? lpk_err(err, LPK_ENOMEM, "out of memory") : LPK_OK;
     }
     return lpk_err(err, LPK_EUNSUPPORTED, "%s: rope_scaling type \"%s\" not supported "
@@ -234,32 +235,8 @@ static int cfg_special_ids(json_t *root, lpk_meta *m, lpk_error *err)
     }
     if (!n) return LPK_OK;
     int rc = lpk_meta_set_u32(m, "tokenizer.ggml.eos_token_id", ids[0]);
-    if (n > 1) rc |= lpk_meta_set_arr(m, "tokenizer.eos_token_ids", LPK_V_U32, ids, n);
+    if (!rc && n > 1) rc = lpk_meta_set_arr(m, "tokenizer.eos_token_ids", LPK_V_U32, ids, n);
     return rc ? lpk_err(err, LPK_ENOMEM, "out of memory") : LPK_OK;
-}
-
-struct json_t *cv_json_load(const char *name, const uint8_t *buf, size_t n, size_t flags,
-                            lpk_error *err)
-{
-    size_t rn = 0;
-    char *relaxed = lpk_json_relax_bigints((const char *)buf, n, &rn);
-    if (!relaxed) {
-        lpk_err(err, LPK_ENOMEM, "%s: out of memory", name);
-        return NULL;
-    }
-    json_error_t je;
-    json_t *root = json_loadb(relaxed, rn, flags, &je);
-    free(relaxed);
-    if (!root) {
-        lpk_err(err, LPK_ECORRUPT, "%s: not valid JSON: %s (line %d)", name, je.text, je.line);
-        return NULL;
-    }
-    if (!json_is_object(root)) {
-        json_decref(root);
-        lpk_err(err, LPK_ECORRUPT, "%s: not a JSON object", name);
-        return NULL;
-    }
-    return root;
 }
 
 static json_t *load_json(const char *name, const uint8_t *buf, size_t n, lpk_error *err)

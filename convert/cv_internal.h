@@ -194,8 +194,7 @@ typedef struct cv_open_opts {
  * (skipped ones in skipped), and sets tie_hint. */
 int cv_hf_safetensors_open(const char *dir, cv_open_opts *o, cv_source **out, lpk_error *err);
 int cv_llama2c_open(const char *path, cv_open_opts *o, cv_source **out, lpk_error *err);
-/* HF folder with pytorch_model*.bin (torch reader, cv_hftorch.c; a weak
- * fallback in cv_pipeline.c says "not supported yet" until it is built).
+/* HF folder with pytorch_model*.bin (torch reader, cv_hftorch.c).
  * Meta folders and archives: cv_meta_open / cv_archive_open in cv_torch.h. */
 int cv_hftorch_open(const char *dir, const cv_torch_opts *opts, cv_source **out,
                     lpk_error *err);

@@ -13,11 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int32_t rd_i32(const uint8_t *p)
-{
-    return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                     (uint32_t)p[3] << 24);
-}
+static int32_t rd_i32(const uint8_t *p) { return (int32_t)lpk_rd32(p); }
 
 /* a*b*c elements, overflow-checked into *acc (running element count). */
 static int add_elems(uint64_t *acc, uint64_t a, uint64_t b, uint64_t c)

@@ -378,16 +378,16 @@ static int fill_meta(cv_source *s, const char *dir, const char *ppath, const met
     lpk_meta *md = s->meta;
     char name[256];
     cv_default_name(dir, name, sizeof name);
-    rc |= lpk_meta_set_str(md, "general.name", name[0] ? name : "model");
+    if (!rc) rc = lpk_meta_set_str(md, "general.name", name[0] ? name : "model");
     if (p->scaled_rope) {
         /* Meta's apply_scaling constants (Llama 3.1). */
-        rc |= lpk_meta_set_str(md, "llama.rope.scaling.type", "llama3");
-        rc |= lpk_meta_set_f32(md, "llama.rope.scaling.factor", 8.0f);
-        rc |= lpk_meta_set_u32(md, "llama.rope.scaling.original_context_length", 8192);
-        rc |= lpk_meta_set_f32(md, "llama.rope.scaling.low_freq_factor", 1.0f);
-        rc |= lpk_meta_set_f32(md, "llama.rope.scaling.high_freq_factor", 4.0f);
+        if (!rc) rc = lpk_meta_set_str(md, "llama.rope.scaling.type", "llama3");
+        if (!rc) rc = lpk_meta_set_f32(md, "llama.rope.scaling.factor", 8.0f);
+        if (!rc) rc = lpk_meta_set_u32(md, "llama.rope.scaling.original_context_length", 8192);
+        if (!rc) rc = lpk_meta_set_f32(md, "llama.rope.scaling.low_freq_factor", 1.0f);
+        if (!rc) rc = lpk_meta_set_f32(md, "llama.rope.scaling.high_freq_factor", 4.0f);
     }
-    rc |= lpk_meta_set_str(md, "source.format", "meta");
+    if (!rc) rc = lpk_meta_set_str(md, "source.format", "meta");
     if (rc) return lpk_err(err, LPK_ENOMEM, "out of memory");
     return 0;
 }

@@ -1,6 +1,6 @@
 /* Helpers every convert/ file may use, below all of them (docs/ARCHITECTURE.md):
- * paths, small files, a model's default name, and the file and skipped-tensor
- * lists of a cv_source. This file calls nothing else in convert/. */
+ * paths, small files, JSON objects, a model's default name, and the file and
+ * skipped-tensor lists of a cv_source. This file calls nothing else in convert/. */
 #include "cv_internal.h"
 
 #include <errno.h>
@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 int cv_path_join(char *out, size_t n, const char *dir, const char *name)
 {
@@ -118,3 +120,26 @@ void cv_source_free_base(cv_source *s)
     s->skipped = NULL;
 }
 
+struct json_t *cv_json_load(const char *name, const uint8_t *buf, size_t n, size_t flags,
+                            lpk_error *err)
+{
+    size_t rn = 0;
+    char *relaxed = lpk_json_relax_bigints((const char *)buf, n, &rn);
+    if (!relaxed) {
+        lpk_err(err, LPK_ENOMEM, "%s: out of memory", name);
+        return NULL;
+    }
+    json_error_t je;
+    json_t *root = json_loadb(relaxed, rn, flags, &je);
+    free(relaxed);
+    if (!root) {
+        lpk_err(err, LPK_ECORRUPT, "%s: not valid JSON: %s (line %d)", name, je.text, je.line);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        lpk_err(err, LPK_ECORRUPT, "%s: not a JSON object", name);
+        return NULL;
+    }
+    return root;
+}

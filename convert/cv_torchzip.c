@@ -16,9 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static uint32_t le16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
-static uint32_t le32(const uint8_t *p) { return le16(p) | le16(p + 2) << 16; }
-static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
 
 /* ---------------------------------------------------------------- zip */
 #define ZIP_EOCD 0x06054b50u
@@ -34,14 +31,14 @@ static int zip64_extra(const uint8_t *x, size_t xn, cv_zip_entry *e, int need_u,
 {
     size_t i = 0;
     while (xn - i >= 4) {
-        uint32_t id = le16(x + i), len = le16(x + i + 2);
+        uint32_t id = lpk_rd16(x + i), len = lpk_rd16(x + i + 2);
         if (len > xn - i - 4) return -1;
         if (id == 1) {
             const uint8_t *p = x + i + 4;
             size_t k = 0;
-            if (need_u) { if (len < k + 8) return -1; e->usize = le64(p + k); k += 8; }
-            if (need_c) { if (len < k + 8) return -1; e->csize = le64(p + k); k += 8; }
-            if (need_o) { if (len < k + 8) return -1; e->hdr_off = le64(p + k); }
+            if (need_u) { if (len < k + 8) return -1; e->usize = lpk_rd64(p + k); k += 8; }
+            if (need_c) { if (len < k + 8) return -1; e->csize = lpk_rd64(p + k); k += 8; }
+            if (need_o) { if (len < k + 8) return -1; e->hdr_off = lpk_rd64(p + k); }
             return 0;
         }
         i += 4 + len;
@@ -60,7 +57,7 @@ int cv_zip_parse(const uint8_t *buf, uint64_t size, const char *path, cv_zip_ent
                        (unsigned long long)size);
     uint64_t lo = size > 22 + 65535 ? size - 22 - 65535 : 0, eocd = UINT64_MAX;
     for (uint64_t p = size - 22 + 1; p-- > lo;)
-        if (le32(buf + p) == ZIP_EOCD && le16(buf + p + 20) == size - p - 22) {
+        if (lpk_rd32(buf + p) == ZIP_EOCD && lpk_rd16(buf + p + 20) == size - p - 22) {
             eocd = p;
             break;
         }
@@ -68,16 +65,16 @@ int cv_zip_parse(const uint8_t *buf, uint64_t size, const char *path, cv_zip_ent
         return lpk_err(err, LPK_ETRUNC,
                        "%s: corrupt zip: no end-of-central-directory record (truncated file?)",
                        path);
-    uint64_t n = le16(buf + eocd + 10), cd_size = le32(buf + eocd + 12),
-             cd_off = le32(buf + eocd + 16);
-    if (eocd >= 20 && le32(buf + eocd - 20) == ZIP_EOCD64_LOC) {
-        uint64_t z = le64(buf + eocd - 20 + 8);
-        if (z > eocd - 20 || eocd - 20 - z < 56 || le32(buf + z) != ZIP_EOCD64)
+    uint64_t n = lpk_rd16(buf + eocd + 10), cd_size = lpk_rd32(buf + eocd + 12),
+             cd_off = lpk_rd32(buf + eocd + 16);
+    if (eocd >= 20 && lpk_rd32(buf + eocd - 20) == ZIP_EOCD64_LOC) {
+        uint64_t z = lpk_rd64(buf + eocd - 20 + 8);
+        if (z > eocd - 20 || eocd - 20 - z < 56 || lpk_rd32(buf + z) != ZIP_EOCD64)
             return lpk_err(err, LPK_ECORRUPT, "%s: corrupt zip: bad zip64 end record offset %llu",
                            path, (unsigned long long)z);
-        n = le64(buf + z + 32);
-        cd_size = le64(buf + z + 40);
-        cd_off = le64(buf + z + 48);
+        n = lpk_rd64(buf + z + 32);
+        cd_size = lpk_rd64(buf + z + 40);
+        cd_off = lpk_rd64(buf + z + 48);
     }
     if (cd_off > eocd || cd_size > eocd - cd_off)
         return lpk_err(err, LPK_ETRUNC,
@@ -92,24 +89,24 @@ int cv_zip_parse(const uint8_t *buf, uint64_t size, const char *path, cv_zip_ent
     if (!e) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
     uint64_t p = cd_off, end = cd_off + cd_size;
     for (uint64_t i = 0; i < n; i++) {
-        if (end - p < 46 || le32(buf + p) != ZIP_CDH) {
+        if (end - p < 46 || lpk_rd32(buf + p) != ZIP_CDH) {
             free(e);
             return lpk_err(err, LPK_ECORRUPT,
                            "%s: corrupt zip: central directory entry %llu at offset %llu is "
                            "malformed", path, (unsigned long long)i, (unsigned long long)p);
         }
         const uint8_t *h = buf + p;
-        size_t nl = le16(h + 28), xl = le16(h + 30), cl = le16(h + 32);
+        size_t nl = lpk_rd16(h + 28), xl = lpk_rd16(h + 30), cl = lpk_rd16(h + 32);
         if (end - p - 46 < (uint64_t)nl + xl + cl) {
             free(e);
             return lpk_err(err, LPK_ECORRUPT,
                            "%s: corrupt zip: central directory entry %llu overruns the directory",
                            path, (unsigned long long)i);
         }
-        e[i].method = le16(h + 10);
-        e[i].csize = le32(h + 20);
-        e[i].usize = le32(h + 24);
-        e[i].hdr_off = le32(h + 42);
+        e[i].method = lpk_rd16(h + 10);
+        e[i].csize = lpk_rd32(h + 20);
+        e[i].usize = lpk_rd32(h + 24);
+        e[i].hdr_off = lpk_rd32(h + 42);
         e[i].name = (const char *)h + 46;
         e[i].name_len = nl;
         if (zip64_extra(h + 46 + nl, xl, &e[i], e[i].usize == 0xffffffffu,
@@ -128,11 +125,11 @@ int cv_zip_parse(const uint8_t *buf, uint64_t size, const char *path, cv_zip_ent
 int cv_zip_data_offset(const uint8_t *buf, uint64_t size, const char *path,
                        const cv_zip_entry *e, uint64_t *off, lpk_error *err)
 {
-    if (e->hdr_off > size || size - e->hdr_off < 30 || le32(buf + e->hdr_off) != ZIP_LFH)
+    if (e->hdr_off > size || size - e->hdr_off < 30 || lpk_rd32(buf + e->hdr_off) != ZIP_LFH)
         return lpk_err(err, LPK_ECORRUPT,
                        "%s: corrupt zip: member '%.*s' has no local header at offset %llu", path,
                        (int)e->name_len, e->name, (unsigned long long)e->hdr_off);
-    uint64_t d = e->hdr_off + 30 + le16(buf + e->hdr_off + 26) + le16(buf + e->hdr_off + 28);
+    uint64_t d = e->hdr_off + 30 + lpk_rd16(buf + e->hdr_off + 26) + lpk_rd16(buf + e->hdr_off + 28);
     if (d > size || size - d < e->csize)
         return lpk_err(err, LPK_ETRUNC,
                        "%s: corrupt zip: member '%.*s' (%llu bytes at offset %llu) extends past "

@@ -60,7 +60,7 @@ static int rd_u32(gcur *c, uint32_t *v, const char *what)
 {
     int st = need(c, 4, what);
     if (st) return st;
-    *v = (uint32_t)le_load(c->p + c->pos, 4);
+    *v = lpk_rd32(c->p + c->pos);
     c->pos += 4;
     return LPK_OK;
 }
@@ -69,7 +69,7 @@ static int rd_u64(gcur *c, uint64_t *v, const char *what)
 {
     int st = need(c, 8, what);
     if (st) return st;
-    *v = le_load(c->p + c->pos, 8);
+    *v = lpk_rd64(c->p + c->pos);
     c->pos += 8;
     return LPK_OK;
 }

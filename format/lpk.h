@@ -15,7 +15,17 @@
 extern "C" {
 #endif
 
-#define LPK_VERSION_STRING "0.1.0"
+/* The one place the version is set: the Makefile (library soname, llmpack.pc) reads
+ * these three lines; `llmpack --version` prints LPK_VERSION_STRING. */
+#define LPK_VERSION_MAJOR 0
+#define LPK_VERSION_MINOR 1
+#define LPK_VERSION_PATCH 0
+#define LPK_STR_(x) #x
+#define LPK_STR(x) LPK_STR_(x)
+#define LPK_VERSION_STRING                                                                  \
+    LPK_STR(LPK_VERSION_MAJOR) "." LPK_STR(LPK_VERSION_MINOR) "." LPK_STR(LPK_VERSION_PATCH)
+/* The version of the library actually linked (LPK_VERSION_STRING of its build). */
+const char *lpk_version(void);
 
 /* ---------------------------------------------------------------- status */
 /* Every function that can fail returns one of these (0 = ok, negative = error). */
@@ -116,6 +126,33 @@ unsigned lpk_output_mode(void);
  * this user, and not locked by a live writer; a notice names each. Returns how
  * many were removed. */
 int lpk_sweep_stale(const char *dir);
+
+/* ---------------------------------------------------------------- little-endian */
+/* The one set of little-endian field readers/writers: every parser of a file
+ * format (containers, GGUF, zip, pickle, llama2.c) decodes fields with these,
+ * never by reading into a struct. p must have the bytes (callers check sizes). */
+static inline uint16_t lpk_rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint32_t lpk_rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+static inline uint64_t lpk_rd64(const uint8_t *p)
+{
+    return (uint64_t)lpk_rd32(p) | ((uint64_t)lpk_rd32(p + 4) << 32);
+}
+static inline void lpk_wr32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+static inline void lpk_wr64(uint8_t *p, uint64_t v)
+{
+    lpk_wr32(p, (uint32_t)v);
+    lpk_wr32(p + 4, (uint32_t)(v >> 32));
+}
 
 /* ---------------------------------------------------------------- cpu */
 enum lpk_cpu_flag {

@@ -115,6 +115,11 @@ unsigned lpk_cpu_features(void)
     return __atomic_load_n(&cpu_flags, __ATOMIC_RELAXED);
 }
 
+const char *lpk_version(void)
+{
+    return LPK_VERSION_STRING;
+}
+
 const char *lpk_cpu_describe(void)
 {
     static char buf[128];

@@ -67,24 +67,6 @@ int gguf_header_build(const lpk_meta *meta, lpk_tensor *decls, size_t n_tensors,
 #define LPK_KEY_MAX 65535u
 #define LPK_MAX_TENSORS 1000000u
 
-static inline uint16_t lpk_rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static inline uint32_t lpk_rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-static inline uint64_t lpk_rd64(const uint8_t *p)
-{
-    return (uint64_t)lpk_rd32(p) | ((uint64_t)lpk_rd32(p + 4) << 32);
-}
-static inline void lpk_wr32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
-}
-static inline void lpk_wr64(uint8_t *p, uint64_t v)
-{
-    lpk_wr32(p, (uint32_t)v);
-    lpk_wr32(p + 4, (uint32_t)(v >> 32));
-}
 static inline uint64_t lpk_align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 /* xxh3-64 of the header+metadata+directory bytes buf[0, n) with the header's

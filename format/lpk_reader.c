@@ -16,17 +16,6 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-/* Fallback until the GGUF reader is linked in; its strong definition wins. */
-__attribute__((weak)) int gguf_parse(const uint8_t *buf, uint64_t size, const char *path,
-                                     lpk_meta *meta, lpk_tensor **tensors, size_t *n_tensors,
-                                     uint32_t *version, lpk_error *err)
-{
-    (void)buf; (void)size; (void)meta; (void)version;
-    *tensors = NULL;
-    *n_tensors = 0;
-    return lpk_err(err, LPK_EUNSUPPORTED, "%s: GGUF support not built", path);
-}
-
 #define READER_MAGIC 0x4c504b52u /* "LPKR" */
 
 struct lpk_reader {

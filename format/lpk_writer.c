@@ -24,17 +24,6 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-/* Fallback until the GGUF writer is linked in; its strong definition wins. */
-__attribute__((weak)) int gguf_header_build(const lpk_meta *meta, lpk_tensor *decls,
-                                            size_t n_tensors, uint8_t **hdr,
-                                            uint64_t *hdr_size, lpk_error *err)
-{
-    (void)meta; (void)decls; (void)n_tensors;
-    *hdr = NULL;
-    *hdr_size = 0;
-    return lpk_err(err, LPK_EUNSUPPORTED, "GGUF support not built");
-}
-
 /* ---------------------------------------------------------------- signal cleanup */
 /* Temporary files that a termination signal must remove (lpk_guard.c runs
  * the hook). The hook only reads these fixed buffers and calls unlink(), both

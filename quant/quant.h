@@ -106,6 +106,10 @@ _Static_assert(sizeof(block_q5_K) == 176, "q5_K block size");
 _Static_assert(sizeof(block_iq4_nl) == 18, "iq4_nl block size");
 _Static_assert(sizeof(block_iq4_xs) == 136, "iq4_xs block size");
 
+/* q4_K's (and q5_K's) 6-bit sub-block scales and mins from their 12 packed bytes:
+ * the one decoder of that packing (quant/ and verify/'s kernels use it). */
+void quant_q4k_scales(const uint8_t s[12], uint8_t sc[8], uint8_t m[8]);
+
 /* ---------------------------------------------------------------- rows */
 /* Quantizes nrows rows of ncols f32 values (row-major) into dst, which receives
  * nrows * (ncols / block_size) blocks of `type` (any storable type: the block

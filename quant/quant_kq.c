@@ -398,3 +398,13 @@ void quant_q4k_pack_scales(const int sc[8], const int m[8], uint8_t out[12])
 }
 
 void quant_q4k_scale_min(const uint8_t s[12], int j, int *sc, int *m) { q4k_scale_min(s, j, sc, m); }
+
+void quant_q4k_scales(const uint8_t s[12], uint8_t sc[8], uint8_t m[8])
+{
+    for (int j = 0; j < 8; j++) {
+        int a, b;
+        q4k_scale_min(s, j, &a, &b);
+        sc[j] = (uint8_t)a;
+        m[j] = (uint8_t)b;
+    }
+}

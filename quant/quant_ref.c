@@ -374,8 +374,7 @@ void quant_deq_q4_1(const void *src, float *y, int64_t n)
 
 static uint32_t load_qh(const uint8_t qh[4])
 {
-    return (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 |
-           (uint32_t)qh[3] << 24;
+    return lpk_rd32(qh);
 }
 
 void quant_deq_q5_0(const void *src, float *y, int64_t n)

@@ -5,4 +5,6 @@ SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq build-essential pkg-config libzstd-dev libarchive-dev \
-    libxxhash-dev libjansson-dev libpcre2-dev libcmocka-dev clang zstd zip time >/dev/null
+    libxxhash-dev libjansson-dev libpcre2-dev libcmocka-dev clang zstd zip time \
+    liblz4-dev libacl1-dev >/dev/null
+# liblz4-dev and libacl1-dev: libarchive.pc names them for `pkg-config --static` links.

@@ -46,6 +46,20 @@ for t in "$O"/tests/test_* "$O"/tests/replay_*; do
         grep '^\[  SKIPPED \]\|SKIP:' "$log" | grep -v 'test(s)' | sort -u | sed 's/^/     /' | head -n 5
     fi
 done
+# Shell tests (tests/test_*.sh BUILD_DIR): exit 0 passes, 77 skips (saying why),
+# anything else fails.
+for t in tests/test_*.sh; do
+    [ -f "$t" ] || continue
+    name=$(basename "$t" .sh)
+    log="$O/tests/$name.log"
+    t0=$(date +%s)
+    timeout -k 10 "$limit" sh "$t" "$O" > "$log" 2>&1
+    rc=$?
+    secs=$(( $(date +%s) - t0 ))
+    if [ $rc -eq 0 ]; then pass=$((pass + 1)); echo "ok   $name (${secs}s; $(tail -n 1 "$log"))"
+    elif [ $rc -eq 77 ]; then skip=$((skip + 1)); echo "ok   $name (skipped: $(tail -n 1 "$log"))"
+    else fail=$((fail + 1)); bad="$bad $name"; echo "FAIL $name (exit $rc)"; tail -n 20 "$log"; fi
+done
 [ -n "$bad" ] && echo "failing:$bad"
 echo "$pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]

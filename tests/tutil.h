@@ -10,7 +10,10 @@
 #include <sys/types.h>
 
 /* ../shared (or $LLMPACK_SHARED) joined with rel, or NULL when that path does
- * not exist. The returned string is static storage, valid until the next call. */
+ * not exist; for the few files examples/ ships identically (the demo model =
+ * models/stories260K/hf-f16, its tokenizer.model, the TinyStories sample) the
+ * copy in examples/ when ../shared is absent. The returned string is static
+ * storage, valid until the next call. */
 const char *tu_shared(const char *rel);
 /* Skips the current test with a message naming what is missing. */
 #define TU_NEED_SHARED(var, rel)                                                 \

@@ -76,7 +76,7 @@ static int pb_fixed32(pb_cur *c, uint32_t *v, lpk_error *err)
         return lpk_err(err, LPK_ETRUNC, "%s: fixed32 runs past the end at offset %zu", c->name,
                        c->base + c->off);
     const uint8_t *q = c->p + c->off;
-    *v = (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
+    *v = lpk_rd32(q);
     c->off += 4;
     return LPK_OK;
 }

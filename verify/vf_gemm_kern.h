@@ -69,8 +69,6 @@ void vf_unpack_kg(int wtype, const uint8_t *src, vf_wkg *o);
 /* True for the super-block types vf_unpack_kg takes. */
 int vf_is_kg(int wtype);
 void vf_unpack_q4k(const uint8_t *src, vf_wq4k *o);
-/* q4_k's 6-bit sub-block scales and mins from the 12 packed bytes s. */
-void vf_q4k_scales(const uint8_t *s, uint8_t sc[8], uint8_t m[8]);
 void vf_unpack_q6k(const uint8_t *src, vf_wq6k *o);
 
 #if defined(__x86_64__)

@@ -191,7 +191,7 @@ static __attribute__((target(TGT))) void FN(pack_q4k)(const vf_gemm_args *a, int
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *blk = row + b * a->type_size;
             uint8_t sc[8], mn[8];
-            if (live) vf_q4k_scales(blk + 4, sc, mn);
+            if (live) quant_q4k_scales(blk + 4, sc, mn);
             else memset(sc, 0, 8), memset(mn, 0, 8);
             pk->d[b * R + r] = live ? FN(half)(blk) : 0.0f;
             pk->dmin[b * R + r] = live ? -FN(half)(blk + 2) : 0.0f;
@@ -534,7 +534,7 @@ static __attribute__((target(TGT))) void FN(xprep_t32)(const vf_gemm_args *a, in
         int64_t ts = TOK(grp * XT, t, a->n_tok);
         for (int64_t b = 0; b < nb; b++) {
             vf_xblk32 xb, *x = &xb;
-            vf_quantize_x32(a->x + ts * a->n_in + 32 * b, 32, x);
+            vf_quantize_x32_avx2(a->x + ts * a->n_in + 32 * b, 32, x); /* = the scalar bits */
             __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)x->qs),
                                          _mm256_set1_epi8((char)0x80));
             FN(scatter32)(o[b].q[0][t], v, XT);
@@ -554,7 +554,7 @@ static __attribute__((target(TGT))) void FN(xprep_tk)(const vf_gemm_args *a, int
         int64_t ts = TOK(grp * XT, t, a->n_tok);
         for (int64_t b = 0; b < nb; b++) {
             block_q8_K xb, *x = &xb;
-            vf_quantize_xk(a->x + ts * a->n_in + QK_K * b, QK_K, x);
+            vf_quantize_xk_avx2(a->x + ts * a->n_in + QK_K * b, QK_K, x); /* = the scalar bits */
             for (int c = 0; c < 8; c++) {
                 __m256i v = _mm256_xor_si256(
                     _mm256_loadu_si256((const __m256i *)(const void *)(x->qs + 32 * c)),
@@ -680,7 +680,7 @@ static __attribute__((target(TGT))) void FN(pack_tk)(const vf_gemm_args *a, int6
             int32_t c = 0;
             if (q4) {
                 uint8_t sc[8], mn[8];
-                vf_q4k_scales(blk + 4, sc, mn);
+                quant_q4k_scales(blk + 4, sc, mn);
                 const __m256i m8 = _mm256_set1_epi8(8);
                 for (int k = 0; k < 4; k++) {
                     __m256i x = _mm256_loadu_si256((const __m256i *)(const void *)(blk + 16 + 32 * k));
