@@ -2,7 +2,9 @@
  * streamed tensor by tensor, with the error each tensor picked up. */
 #include "cli.h"
 
+#include <inttypes.h>
 #include <math.h>
+#include <sys/stat.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +12,7 @@
 
 #include "../calib/calib.h"
 #include "../quant/quant.h"
+#include "../verify/verify.h"
 
 /* One line per recipe with its bits per weight over all tensors, computed by
  * planning it on two reference shapes. */
@@ -58,6 +61,17 @@ static void usage(FILE *f)
             "                         legacy or GGUF layout) weighting every scale search\n"
             "  --calib TEXT           calibrate on TEXT first (ctx 512, every chunk), then\n"
             "                         quantize with that matrix (IN needs f32/f16/bf16 weights)\n"
+            "  --target-bpw X         instead of --type: each matrix's type chosen from the\n"
+            "                         menu (q2_k .. q8_0, iq4_xs, iq4_nl) to minimise the\n"
+            "                         expected KL divergence with X bits per weight over all\n"
+            "                         tensors (as `llmpack info` counts them); needs --calib\n"
+            "                         TEXT: each matrix's sensitivity is measured on it (that\n"
+            "                         matrix alone at q3_k, KLD on chunks of 512 tokens), and\n"
+            "                         the importance matrix (--imatrix, else from TEXT)\n"
+            "                         weighs each type's error\n"
+            "  --max-size N           the same for an output file of at most N bytes\n"
+            "                         (suffixes KB MB GB, KiB MiB GiB)\n"
+            "  --calib-chunks N       chunks of TEXT for the sensitivities (default 4)\n"
             "  --threads N            worker threads (default: all cores)\n"
             "  --force                replace OUT if it exists\n"
             "  --allow-requantize     quantize already quantized tensors to another type\n"
@@ -98,21 +112,60 @@ static int to_f32(const lpk_tensor *t, float *x, lpk_error *err)
     return LPK_OK;
 }
 
+/* "123", "14.5MB", "2GiB" -> bytes; -1 when not a size. */
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    static const struct { const char *sfx; double mul; } units[] = {
+        {"", 1},          {"B", 1},           {"KB", 1e3},      {"MB", 1e6},
+        {"GB", 1e9},      {"KiB", 1024.0},    {"MiB", 1048576.0}, {"GiB", 1073741824.0},
+    };
+    if (end == s || !(v > 0)) return -1;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(end, units[i].sfx) != 0) continue;
+        double b = v * units[i].mul;
+        if (!(b < 1.8e19)) return -1;
+        *out = (uint64_t)b;
+        return 0;
+    }
+    return -1;
+}
+
 int cmd_quantize(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *recipe = NULL, *im_path = NULL, *calib_text = NULL;
     int pure = 0, force = 0, json = 0, quiet = 0, requant = 0;
     long threads = 0;
+    const char *target_bpw_s = NULL, *max_size_s = NULL;
+    double target_bpw = 0;
+    uint64_t max_size = 0;
+    long calib_chunks = 4;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
             return CLI_EXIT_OK;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--type") ||
-                   !strcmp(a, "--threads") || !strcmp(a, "--imatrix") || !strcmp(a, "--calib")) {
+                   !strcmp(a, "--threads") || !strcmp(a, "--imatrix") || !strcmp(a, "--calib") ||
+                   !strcmp(a, "--target-bpw") || !strcmp(a, "--max-size") ||
+                   !strcmp(a, "--calib-chunks")) {
             if (i + 1 >= argc) return cli_usage_error("quantize", "%s needs a value", a);
             const char *v = argv[++i];
-            if (!strcmp(a, "--imatrix")) im_path = v;
+            if (!strcmp(a, "--target-bpw")) {
+                target_bpw_s = v;
+                if (cli_parse_double(v, &target_bpw) || !(target_bpw > 0 && target_bpw <= 32))
+                    return cli_usage_error("quantize", "--target-bpw: '%s' is not a number of "
+                                           "bits per weight (0 < X <= 32)", v);
+            } else if (!strcmp(a, "--max-size")) {
+                max_size_s = v;
+                if (parse_size(v, &max_size))
+                    return cli_usage_error("quantize", "--max-size: '%s' is not a size (bytes, "
+                                           "or with KB MB GB KiB MiB GiB)", v);
+            } else if (!strcmp(a, "--calib-chunks")) {
+                if (cli_parse_int(v, 1, 100000, &calib_chunks))
+                    return cli_usage_error("quantize", "--calib-chunks: '%s' is not a count", v);
+            } else if (!strcmp(a, "--imatrix")) im_path = v;
             else if (!strcmp(a, "--calib")) calib_text = v;
             else if (a[1] == 'o' || a[2] == 'o') out = v;
             else if (a[2] == 't' && a[3] == 'y') recipe = v;
@@ -138,12 +191,23 @@ int cmd_quantize(int argc, char **argv)
     }
     if (!in) return cli_usage_error("quantize", "no input container given");
     if (!out) return cli_usage_error("quantize", "no output given (-o OUT.lpk)");
-    if (!recipe) return cli_usage_error("quantize", "no --type given (one of: %s)",
-                                        quant_recipe_list());
-    if (!quant_recipe_valid(recipe))
+    const int target = target_bpw_s || max_size_s;
+    if (target && (recipe || pure))
+        return cli_usage_error("quantize", "--target-bpw / --max-size choose the types: no "
+                               "--type or --pure with them");
+    if (target_bpw_s && max_size_s)
+        return cli_usage_error("quantize", "--target-bpw and --max-size exclude each other");
+    if (target && !calib_text)
+        return cli_usage_error("quantize", "--target-bpw / --max-size need --calib TEXT (the "
+                               "sensitivities are measured on it)");
+    if (!target && !recipe) return cli_usage_error("quantize", "no --type given (one of: %s)",
+                                                   quant_recipe_list());
+    if (!target && !quant_recipe_valid(recipe))
         return cli_usage_error("quantize", "unknown --type '%s' (one of: %s)", recipe,
                                quant_recipe_list());
-    if (im_path && calib_text)
+    /* with a size target both may be given: the matrix from the file, the
+     * sensitivities from the text */
+    if (im_path && calib_text && !target)
         return cli_usage_error("quantize", "--imatrix and --calib exclude each other");
     if (threads > 0) omp_set_num_threads((int)threads);
 
@@ -156,6 +220,12 @@ int cmd_quantize(int argc, char **argv)
     lpk_meta *meta = NULL;
     lpk_tensor *decls = NULL;
     quant_choice *ch = NULL;
+    double *gains = NULL;
+    float **imw = NULL;
+    quant_target_result tres = {0, 0, 0};
+    char target_str[96] = "";
+    uint64_t budget = 0;
+    int tries = 0;
     tstat *st = NULL;
     lpk_writer *w = NULL;
     float *x = NULL;
@@ -180,9 +250,52 @@ int cmd_quantize(int argc, char **argv)
     }
     if (!rc && im) rc = lpk_imatrix_check(im, im_path ? im_path : calib_text, decls, n, &err);
     if (rc) goto done;
-    rc = quant_plan(recipe, (pure ? QUANT_PLAN_PURE : 0u) | (im ? QUANT_PLAN_IMATRIX : 0u),
-                    lpk_reader_meta(r), decls, n, ch, &err);
+    if (target) {
+        /* the budget for all tensors: bits per weight over every tensor, or the
+         * file size less the input's non-tensor bytes and some slack (the
+         * writer's exact size is checked below) */
+        uint64_t elems = 0, in_tensors = 0;
+        for (size_t i = 0; i < n; i++) {
+            elems += lpk_tensor_nelems(&decls[i]);
+            in_tensors += decls[i].size;
+        }
+        if (target_bpw_s) {
+            budget = (uint64_t)(target_bpw * (double)elems / 8.0);
+            snprintf(target_str, sizeof target_str, "bpw %s", target_bpw_s);
+        } else {
+            uint64_t fsz = lpk_reader_file_size(r);
+            uint64_t overhead = (fsz > in_tensors ? fsz - in_tensors : 0) + 4096 + 64 * (uint64_t)n;
+            budget = max_size > overhead ? max_size - overhead : 0;
+            snprintf(target_str, sizeof target_str, "max-size %s", max_size_s);
+        }
+        gains = calloc(n ? n : 1, sizeof *gains);
+        imw = calloc(n ? n : 1, sizeof *imw);
+        if (!gains || !imw) { rc = lpk_err(&err, LPK_ENOMEM, "out of memory"); goto done; }
+        for (size_t i = 0; i < n && im; i++) {
+            const lpk_imatrix_entry *e = lpk_imatrix_find(im, decls[i].name);
+            if (!e) continue;
+            imw[i] = malloc((size_t)e->n * sizeof(float));
+            if (!imw[i]) { rc = lpk_err(&err, LPK_ENOMEM, "out of memory"); goto done; }
+            lpk_imatrix_weights(e, imw[i]);
+        }
+        if (!quiet && !json)
+            fprintf(stderr, "llmpack quantize: measuring each matrix's sensitivity on %s\n",
+                    calib_text);
+        rc = vf_target_gains_text(r, calib_text, 512, (int)calib_chunks,
+                                  (const float *const *)imw, gains, &err);
+        if (!rc) rc = quant_plan_target(decls, n, (const float *const *)imw, gains, NULL, 0,
+                                        budget, ch, &tres, &err);
+        if (rc == LPK_ENOSPC) {
+            fprintf(stderr, "llmpack quantize: %s: %s\n", in, err.msg);
+            rc = CLI_EXIT_USAGE;
+            goto done_usage;
+        }
+    } else {
+        rc = quant_plan(recipe, (pure ? QUANT_PLAN_PURE : 0u) | (im ? QUANT_PLAN_IMATRIX : 0u),
+                        lpk_reader_meta(r), decls, n, ch, &err);
+    }
     if (rc) goto done;
+planned:;
     uint64_t max_elems = 0, in_bytes = 0;
     for (size_t i = 0; i < n; i++) {
         const lpk_tensor *t = lpk_reader_tensor(r, i);
@@ -214,14 +327,15 @@ int cmd_quantize(int argc, char **argv)
                         tname(ch[i].type));
     }
     rc = lpk_meta_copy(meta, lpk_reader_meta(r));
-    if (!rc) rc = quant_plan_record(recipe, pure, decls, ch, n, meta);
+    if (!rc) rc = target ? quant_plan_record_target(target_str, &tres, decls, ch, n, meta)
+                         : quant_plan_record(recipe, pure, decls, ch, n, meta);
     if (!rc && im) rc = lpk_imatrix_record(im, im_path, meta);
     if (rc) { lpk_err(&err, rc, "cannot record the recipe in the metadata"); goto done; }
     if (max_elems > SIZE_MAX / 8) { rc = lpk_err(&err, LPK_ENOMEM, "tensor too large"); goto done; }
     x = malloc((size_t)(max_elems ? max_elems : 1) * sizeof(float));
     qbuf = malloc((size_t)(max_elems ? max_elems : 1) * sizeof(float));
     if (!x || !qbuf) { rc = lpk_err(&err, LPK_ENOMEM, "out of memory"); goto done; }
-    if (im) {
+    if (im && !wbuf) {
         int64_t maxc = 1;
         for (size_t i = 0; i < n; i++)
             if (lpk_tensor_ncols(&decls[i]) > maxc) maxc = lpk_tensor_ncols(&decls[i]);
@@ -231,6 +345,32 @@ int cmd_quantize(int argc, char **argv)
     }
     rc = lpk_writer_open(out, meta, decls, n, force ? LPK_WRITE_FORCE : 0, &w, &err);
     if (rc) goto done;
+    if (max_size_s && lpk_writer_file_size(w) > max_size && tries++ < 8) {
+        /* the metadata and alignment took more than estimated: plan again with
+         * a budget smaller by the excess and a step that doubles each time (the
+         * plan moves in whole tensors' steps) */
+        uint64_t excess = lpk_writer_file_size(w) - max_size + ((uint64_t)4096 << tries);
+        lpk_writer_abort(w);
+        w = NULL;
+        free(x);
+        free(qbuf);
+        x = qbuf = NULL;
+        budget = budget > excess ? budget - excess : 0;
+        for (size_t i = 0; i < n; i++) decls[i] = *lpk_reader_tensor(r, i);
+        rc = quant_plan_target(decls, n, (const float *const *)imw, gains, NULL, 0, budget, ch,
+                               &tres, &err);
+        if (rc == LPK_ENOSPC) {
+            fprintf(stderr, "llmpack quantize: %s: %s\n", in, err.msg);
+            rc = CLI_EXIT_USAGE;
+            goto done_usage;
+        }
+        if (rc) goto done;
+        goto planned;
+    }
+    if (max_size_s && lpk_writer_file_size(w) > max_size) {
+        rc = lpk_err(&err, LPK_ENOSPC, "%s: no plan found within %" PRIu64 " bytes", out, max_size);
+        goto done;
+    }
 
     cli_progress prog;
     cli_progress_start(&prog, "quantize", "B", in_bytes, quiet || json);
@@ -308,11 +448,27 @@ int cmd_quantize(int argc, char **argv)
     }
     double pooled = ssx > 0 ? sqrt(sse / ssx) : 0.0;
     double bpw2 = w2 ? 8.0 * (double)bytes2 / (double)w2 : 0.0;
+    uint64_t all_elems = 0, file_bytes = 0;
+    for (size_t i = 0; i < n; i++) all_elems += lpk_tensor_nelems(&decls[i]);
+    struct stat sb;
+    if (stat(out, &sb) == 0) file_bytes = (uint64_t)sb.st_size;
     if (json) {
         json_t *o = json_object(), *arr = json_array();
         json_object_set_new(o, "input", json_string(in));
         json_object_set_new(o, "output", json_string(out));
-        json_object_set_new(o, "type", json_string(recipe));
+        json_object_set_new(o, "type", json_string(target ? "target" : recipe));
+        if (target) {
+            json_t *tj = json_object();
+            json_object_set_new(tj, "limit", json_string(target_str));
+            json_object_set_new(tj, "budget_bytes", json_integer((json_int_t)tres.budget));
+            json_object_set_new(tj, "predicted_bytes", json_integer((json_int_t)tres.bytes));
+            json_object_set_new(tj, "achieved_bytes", json_integer((json_int_t)out_bytes));
+            json_object_set_new(tj, "file_bytes", json_integer((json_int_t)file_bytes));
+            json_object_set_new(tj, "bpw", json_real(all_elems ? 8.0 * (double)out_bytes /
+                                                                (double)all_elems : 0.0));
+            json_object_set_new(tj, "predicted_kld", json_real(tres.err));
+            json_object_set_new(o, "target", tj);
+        }
         json_object_set_new(o, "pure", json_boolean(pure));
         for (size_t i = 0; i < n; i++) {
             const lpk_tensor *t = lpk_reader_tensor(r, i);
@@ -373,6 +529,13 @@ int cmd_quantize(int argc, char **argv)
                (double)bytes2 / 1e6, bpw2);
         printf("pooled rel. RMSE over 2-D tensors: %.5f   (%.2f s, %s)\n", pooled, secs,
                lpk_cpu_describe());
+        if (target)
+            printf("target %s: tensors %" PRIu64 " bytes predicted, %" PRIu64 " written (budget %"
+                   PRIu64 ", %.4f bits per weight over all tensors); file %" PRIu64
+                   " bytes; predicted KLD %.6f (sum over tensors)\n",
+                   target_str, tres.bytes, out_bytes, tres.budget,
+                   all_elems ? 8.0 * (double)out_bytes / (double)all_elems : 0.0, file_bytes,
+                   tres.err);
         if (im) {
             printf("importance matrix: %s (%zu entries, %d chunks, xxh3 %016llx)\n",
                    im_path ? im_path : calib_text, im->n, im->chunks,
@@ -397,6 +560,9 @@ done_usage:
     free(qbuf);
     free(decls);
     free(ch);
+    free(gains);
+    for (size_t i = 0; imw && i < n; i++) free(imw[i]);
+    free(imw);
     free(st);
     lpk_meta_free(meta);
     lpk_reader_close(r);

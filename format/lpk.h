@@ -428,6 +428,8 @@ int lpk_writer_tensor_end(lpk_writer *w, lpk_error *err);
 int lpk_writer_finish(lpk_writer *w, lpk_error *err);
 /* Removes the temporary file and frees w. NULL is fine. */
 void lpk_writer_abort(lpk_writer *w);
+/* The size the finished file will have (known from the declarations at open). */
+uint64_t lpk_writer_file_size(const lpk_writer *w);
 
 /* Writes n bytes to path atomically: a temporary file beside it, fsync, rename
  * (the same rules and signal cleanup as lpk_writer: LPK_EEXIST unless

@@ -657,3 +657,5 @@ int lpk_file_write(const char *path, const void *data, size_t n, unsigned flags,
     w_free(w);
     return st;
 }
+
+uint64_t lpk_writer_file_size(const lpk_writer *w) { return w ? w->file_size : 0; }

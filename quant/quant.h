@@ -320,6 +320,10 @@ int quant_plan_target(const lpk_tensor *tensors, size_t n, const float *const *i
                       const double *gain, const int *menu, int n_menu, uint64_t budget,
                       quant_choice *choices,
                       quant_target_result *res, lpk_error *err);
+/* The expected error quant_plan_target assigns tensor t (its data holding the
+ * values) stored as type, before any gain. */
+int quant_tensor_expected_error(const lpk_tensor *t, int type, const float *imatrix,
+                                double *out, lpk_error *err);
 /* Records a size-targeted plan in meta: quant.recipe "target", quant.target
  * (the limit as given, e.g. "bpw 4.85" or "max-size 14 MB"), quant.target.budget,
  * quant.target.predicted_bytes (u64), quant.target.predicted_error (f64), the

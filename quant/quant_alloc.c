@@ -249,6 +249,32 @@ static int tensor_f32(const lpk_tensor *t, float *x, lpk_error *err)
               : LPK_OK;
 }
 
+/* The expected error of t (values x) as type, as quant_plan_target weighs it. */
+static int target_error(const lpk_tensor *t, const float *x, int type, const float *imatrix,
+                        double *out, lpk_error *err)
+{
+    int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
+    /* about 2^20 values sampled per tensor and type */
+    int64_t step = (int64_t)(lpk_tensor_nelems(t) >> 20) + 1;
+    int rc = quant_weighted_error(type, x, nr, nc, imatrix, step, out, err);
+    /* the embedding is a lookup table: each token reads one row, so the error a
+     * token sees is a row's (uniform token frequencies) */
+    if (!rc && strcmp(t->name, "token_embd.weight") == 0 && nr > 0) *out /= (double)nr;
+    return rc;
+}
+
+int quant_tensor_expected_error(const lpk_tensor *t, int type, const float *imatrix,
+                                double *out, lpk_error *err)
+{
+    if (!t || !out || t->n_dims < 2) return lpk_err(err, LPK_EINVAL, "not a matrix");
+    float *x = malloc((size_t)lpk_tensor_nelems(t) * sizeof *x);
+    if (!x) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    int rc = tensor_f32(t, x, err);
+    if (!rc) rc = target_error(t, x, type, imatrix, out, err);
+    free(x);
+    return rc;
+}
+
 int quant_plan_target(const lpk_tensor *tensors, size_t n, const float *const *imatrix,
                       const double *gain, const int *menu, int n_menu, uint64_t budget,
                       quant_choice *choices,
@@ -295,19 +321,13 @@ int quant_plan_target(const lpk_tensor *tensors, size_t n, const float *const *i
         int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
         int *ty = types + k * MENU_MAX;
         int nm = tensor_menu(menu, n_menu, nc, ty);
+        (void)nr;
         rc = tensor_f32(t, x, err);
-        /* about 2^20 values sampled per tensor and type */
-        int64_t step = (int64_t)(lpk_tensor_nelems(t) >> 20) + 1;
-        /* the embedding is a lookup table: each token reads one row, so the
-         * error a token sees is a row's (uniform token frequencies) */
-        double scale = strcmp(t->name, "token_embd.weight") == 0 && nr > 0 ? 1.0 / (double)nr : 1.0;
-        if (gain) scale *= gain[i];
         for (int c = 0; c < nm && !rc; c++) {
             double e = 0;
             rc = lpk_type_nbytes(ty[c], lpk_tensor_nelems(t), &bytes[k * MENU_MAX + c]);
-            if (!rc) rc = quant_weighted_error(ty[c], x, nr, nc, imatrix ? imatrix[i] : NULL, step,
-                                               &e, err);
-            errs[k * MENU_MAX + c] = e * scale;
+            if (!rc) rc = target_error(t, x, ty[c], imatrix ? imatrix[i] : NULL, &e, err);
+            errs[k * MENU_MAX + c] = e * (gain ? gain[i] : 1.0);
         }
         items[k] = (quant_alloc_item){nm, ty, bytes + k * MENU_MAX, errs + k * MENU_MAX};
         idx[k++] = i;

@@ -5,6 +5,7 @@
  * checked row by row. */
 #include "tutil.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -615,6 +616,71 @@ static void test_plan_target(void **state)
     free(data); free(im); free(ch); free(ts);
 }
 
+/* quantize --target-bpw / --max-size end to end on llama.cpp's kernel-check
+ * model (k-quant shapes, random weights): within the limit, recorded, chosen
+ * from the menu, exported to GGUF; bad limits are usage errors. */
+static void test_cli_target(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(src0, "gguf/kernel-check-f32.gguf");
+    char *src = strdup(src0); /* tu_shared's buffer is reused */
+    TU_NEED_SHARED(text0, "text/TinyStories-valid-sample.txt");
+    char *text = strdup(text0);
+    char *dir = tu_tmpdir(), *o = tu_fmt("%s/t.lpk", dir), *g = tu_fmt("%s/t.gguf", dir);
+    char *out = NULL;
+    int rc = tu_llmpack(&out, "quantize '%s' -o '%s' --target-bpw 4.5 --calib '%s' "
+                        "--calib-chunks 1 --json", src, o, text);
+    if (rc) print_message("%s\n", out);
+    assert_int_equal(rc, 0);
+    json_t *j = json_loads(out, 0, NULL);
+    assert_non_null(j);
+    json_t *t = json_object_get(j, "target");
+    double bpw = json_real_value(json_object_get(t, "bpw"));
+    json_int_t pred = json_integer_value(json_object_get(t, "predicted_bytes"));
+    json_int_t got = json_integer_value(json_object_get(t, "achieved_bytes"));
+    print_message("target 4.5 bpw: %.4f bpw, %lld bytes\n", bpw, (long long)got);
+    assert_true(bpw <= 4.5 && bpw > 4.3);
+    assert_int_equal(pred, got);
+    json_decref(j);
+    free(out);
+    lpk_reader *r = NULL;
+    lpk_error err = {0};
+    assert_int_equal(lpk_reader_open(o, &r, &err), 0);
+    assert_string_equal(lpk_meta_get_str(lpk_reader_meta(r), "quant.recipe"), "target");
+    assert_string_equal(lpk_meta_get_str(lpk_reader_meta(r), "quant.target"), "bpw 4.5");
+    int kinds = 0, seen[LPK_TYPE_COUNT] = {0};
+    for (size_t i = 0; i < lpk_reader_n_tensors(r); i++) {
+        const lpk_tensor *x = lpk_reader_tensor(r, i);
+        assert_int_equal(lpk_reader_verify_tensor(r, i, &err), 0);
+        if (x->n_dims == 2 && !seen[x->type]++) kinds++;
+    }
+    assert_true(kinds >= 2); /* a mix, not one type */
+    lpk_reader_close(r);
+    assert_int_equal(tu_llmpack(NULL, "export '%s' -o '%s'", o, g), 0);
+    assert_int_equal(tu_llmpack(NULL, "check '%s'", g), 0);
+    /* --max-size: the file fits */
+    assert_int_equal(tu_llmpack(NULL, "quantize '%s' -o '%s' --max-size 1.5MB --calib '%s' "
+                                "--calib-chunks 1 --force -q", src, o, text), 0);
+    size_t len = 0;
+    char *bytes = tu_read_file(o, &len);
+    print_message("max-size 1.5MB: file %zu bytes\n", len);
+    assert_true(len <= 1500000 && len > 1400000);
+    free(bytes);
+    /* usage errors */
+    assert_int_equal(tu_llmpack(NULL, "quantize '%s' -o '%s/u.lpk' --target-bpw 4", src, dir), 2);
+    assert_int_equal(tu_llmpack(NULL, "quantize '%s' -o '%s/u.lpk' --target-bpw 4 --type q4_0 "
+                                "--calib '%s'", src, dir, text), 2);
+    assert_int_equal(tu_llmpack(NULL, "quantize '%s' -o '%s/u.lpk' --max-size 3XB --calib '%s'",
+                                src, dir, text), 2);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s/u.lpk' --target-bpw 1 --calib '%s'",
+                                src, dir, text), 2);
+    assert_non_null(strstr(out, "more than"));
+    free(out);
+    assert_false(tu_exists(tu_fmt("%s/u.lpk", dir)));
+    tu_rmtree(dir);
+    free(dir); free(o); free(g); free(text); free(src);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -622,7 +688,7 @@ int main(void)
         cmocka_unit_test(test_meta_gqa),  cmocka_unit_test(test_names),
         cmocka_unit_test(test_bpw),       cmocka_unit_test(test_llama_cpp_tsv),
         cmocka_unit_test(test_alloc_brute), cmocka_unit_test(test_alloc_synthetic),
-        cmocka_unit_test(test_weighted_error), cmocka_unit_test(test_plan_target),
+        cmocka_unit_test(test_weighted_error), cmocka_unit_test(test_plan_target), cmocka_unit_test(test_cli_target),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
