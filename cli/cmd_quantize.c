@@ -254,10 +254,14 @@ int cmd_quantize(int argc, char **argv)
                     lpk_imatrix_weights(e, wbuf);
                     iw = wbuf;
                 } else {
+                    /* no entry: every column of equal importance */
+                    for (int64_t c = 0; c < nc; c++) wbuf[c] = 1.0f;
+                    iw = wbuf;
                     no_entry[n_no_entry++] = (char *)t->name;
                 }
             }
-            rc = quant_quantize_rows(ch[i].type, x, nr, nc, qbuf, iw, &qe);
+            rc = quant_quantize_rows_ex(ch[i].type, LPK_TYPE_F32, x, nr, nc, qbuf, iw,
+                                        QUANT_ROWS_OUTPUT_WEIGHTING, &qe);
             if (rc) {
                 lpk_err(&err, rc, "%s: tensor %s: %s", in, t->name, qe.msg);
                 break;

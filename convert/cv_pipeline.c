@@ -664,7 +664,9 @@ static int convert_block(const char *what, const cv_tensor *t, int st, int dt, c
     if (block) {
         uint64_t nb;
         int rc = lpk_type_nbytes(dt, n, &nb);
-        if (!rc) rc = quant_quantize_rows(dt, f, nrows, nc, dst, imw, err);
+        if (!rc)
+            rc = quant_quantize_rows_ex(dt, LPK_TYPE_F32, f, nrows, nc, dst, imw,
+                                        QUANT_ROWS_OUTPUT_WEIGHTING, err);
         if (rc) {
             if (err && !strstr(err->msg, t->name))
                 lpk_err(err, rc, "%s: tensor '%s': cannot store as %s", what, t->name,
@@ -686,11 +688,16 @@ static int convert_block(const char *what, const cv_tensor *t, int st, int dt, c
 }
 
 /* The importance weights of entry e (row length nc) into *buf (grown as
- * needed); no entry: the tensor is listed in rep->no_imatrix. */
+ * needed); no entry: every column of equal importance, and the tensor is
+ * listed in rep->no_imatrix. */
 static int imatrix_weights(const lpk_imatrix_entry *e, int64_t nc, float **buf, const char *name,
                            cv_report *rep, lpk_error *err)
 {
+    float *b = realloc(*buf, (size_t)nc * sizeof(float));
+    if (!b) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    *buf = b;
     if (!e) {
+        for (int64_t c = 0; c < nc; c++) b[c] = 1.0f;
         char **l = realloc(rep->no_imatrix, (rep->n_no_imatrix + 1) * sizeof *l);
         if (!l || !(l[rep->n_no_imatrix] = strdup(name))) {
             if (l) rep->no_imatrix = l;
@@ -700,9 +707,6 @@ static int imatrix_weights(const lpk_imatrix_entry *e, int64_t nc, float **buf, 
         rep->n_no_imatrix++;
         return LPK_OK;
     }
-    float *b = realloc(*buf, (size_t)nc * sizeof(float));
-    if (!b) return lpk_err(err, LPK_ENOMEM, "out of memory");
-    *buf = b;
     lpk_imatrix_weights(e, b);
     return LPK_OK;
 }
@@ -875,7 +879,7 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
         if (recipe && o->imatrix && quant_type_is_block(dt)) {
             const lpk_imatrix_entry *e = lpk_imatrix_find(o->imatrix, t->name);
             if ((rc = imatrix_weights(e, nc, &imbuf, t->name, rep, err))) goto out;
-            imw = e ? imbuf : NULL;
+            imw = imbuf;
         }
         if ((rc = lpk_writer_tensor_begin(w, t->name, err))) goto out;
         for (int64_t r = 0; r < nr; r += br) {

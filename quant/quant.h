@@ -124,6 +124,19 @@ int quant_quantize_rows(int type, const float *src, int64_t nrows, int64_t ncols
  * quant_quantize_rows. LPK_ENOMEM when a row buffer cannot be allocated. */
 int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nrows,
                              int64_t ncols, void *dst, const float *imatrix, lpk_error *err);
+/* quant_quantize_rows_ex flags. QUANT_ROWS_OUTPUT_WEIGHTING: weight the scale
+ * searches of the super-block types (k-quants, iq4_xs) for the model's output
+ * error rather than the weights' squared error (docs/QUANT.md, "Weighting"):
+ * value i of a row gets w_i = |x_i| without an importance matrix,
+ * imatrix[c] * sqrt(sigma^2 + x_i^2) with one (sigma^2: the row's mean
+ * square). The 32-block types keep the importance alone (or none), which
+ * measured better for them. What quantize and convert use. */
+enum { QUANT_ROWS_OUTPUT_WEIGHTING = 1u };
+/* quant_quantize_rows_from with flags (0: the same as it). The same
+ * guarantees: bytes independent of threads and SIMD path. */
+int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrows,
+                           int64_t ncols, void *dst, const float *imatrix, unsigned flags,
+                           lpk_error *err);
 /* Inverse: blocks of `type` -> f32. LPK_EINVAL for an unknown type or a ncols
  * that is not a multiple of the block size. */
 int quant_dequantize_rows(int type, const void *src, int64_t nrows, int64_t ncols, float *dst);

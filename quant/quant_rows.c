@@ -2,6 +2,7 @@
  * the NaN/Inf check, dequantization and error sums. */
 #include "quant_internal.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 
@@ -75,18 +76,19 @@ static quant_row_fn pick(const quant_kind *k)
 
 #define CPU_AVX512 (LPK_CPU_AVX512F | LPK_CPU_AVX512BW | LPK_CPU_AVX512VL)
 
-/* The many-block kernel for k (NULL: rows go through pick(k)). */
-static quant_blocks_fn pick_blocks(const quant_kind *k, const float *imatrix)
+/* The many-block kernel for k (NULL: rows go through pick(k)); weighted: the
+ * rows come with importance weights. */
+static quant_blocks_fn pick_blocks(const quant_kind *k, int weighted)
 {
 #if defined(__x86_64__)
     unsigned f = lpk_cpu_features();
-    if (g_path == QUANT_PATH_SCALAR || (imatrix && !k->blocks_w)) return NULL;
+    if (g_path == QUANT_PATH_SCALAR || (weighted && !k->blocks_w)) return NULL;
     if (g_path == QUANT_PATH_AUTO && k->blocks_avx512 && (f & CPU_AVX512) == CPU_AVX512)
         return k->blocks_avx512;
     if (k->blocks_avx2 && (f & LPK_CPU_AVX2)) return k->blocks_avx2;
 #else
     (void)k;
-    (void)imatrix;
+    (void)weighted;
 #endif
     return NULL;
 }
@@ -95,7 +97,7 @@ const char *quant_path_name(int type)
 {
     const quant_kind *k = quant_kind_get(type);
     if (!k) return "scalar";
-    quant_blocks_fn bf = pick_blocks(k, NULL);
+    quant_blocks_fn bf = pick_blocks(k, 0);
     if (bf) return bf == k->blocks_avx512 ? "avx512" : "avx2";
     return pick(k) == k->quantize_ref ? "scalar" : "avx2";
 }
@@ -157,8 +159,36 @@ static int run_blocks(quant_blocks_fn bf, const void *x, int st, const float *w,
     return bad;
 }
 
+/* The per-value weights of one row x[n] of a super-block type under
+ * QUANT_ROWS_OUTPUT_WEIGHTING (docs/QUANT.md, "Weighting"): |x| without an
+ * importance matrix; with one, the column's importance times
+ * sqrt(sigma^2 + x^2), sigma^2 the row's mean square (summed in double, in
+ * index order). (32-blocks take the importance alone.) */
+static void output_weights(const float *x, const float *im, int64_t n, float *w)
+{
+    if (!im) {
+        for (int64_t i = 0; i < n; i++) w[i] = fabsf(x[i]);
+        return;
+    }
+    double s2 = 0;
+    for (int64_t i = 0; i < n; i++) s2 += (double)x[i] * x[i];
+    s2 /= (double)n;
+    for (int64_t i = 0; i < n; i++) {
+        /* in double and saturated: rows near FLT_MAX keep finite weights */
+        double v = (double)im[i] * sqrt(s2 + (double)x[i] * x[i]);
+        w[i] = v < FLT_MAX ? (float)v : FLT_MAX;
+    }
+}
+
 int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nrows,
                              int64_t ncols, void *dst, const float *imatrix, lpk_error *err)
+{
+    return quant_quantize_rows_ex(type, src_type, src, nrows, ncols, dst, imatrix, 0, err);
+}
+
+int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrows,
+                           int64_t ncols, void *dst, const float *imatrix, unsigned flags,
+                           lpk_error *err)
 {
     const lpk_type_info *ti = lpk_type_get(type);
     if (!ti || !quant_row_fits(type, ncols) || nrows < 0)
@@ -173,8 +203,11 @@ int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nr
                                (long long)c, (double)imatrix[c]);
     }
     const quant_kind *k = quant_kind_get(type);
+    /* per-value weights from the rows (q8_0 without an importance matrix is
+     * rounding noise: it stays a one-pass type) */
+    int ow = k && (flags & QUANT_ROWS_OUTPUT_WEIGHTING) && ti->block_size >= QK_K;
     quant_row_fn fn = k ? pick(k) : NULL;
-    quant_blocks_fn bf = k ? pick_blocks(k, imatrix) : NULL;
+    quant_blocks_fn bf = k ? pick_blocks(k, imatrix || ow) : NULL;
     size_t row_bytes = (size_t)(ncols / ti->block_size) * (size_t)ti->type_size;
     int64_t bad_row = -1, bad_col = -1;
     float bad_val = 0.0f;
@@ -182,7 +215,7 @@ int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nr
     /* threads only when there is enough work to pay for waking them: the
      * one-pass types (q8_0 without weights, f32/f16/bf16) run ~20x faster than
      * the searches */
-    int cheap = !k || (type == LPK_TYPE_Q8_0 && !imatrix);
+    int cheap = !k || (type == LPK_TYPE_Q8_0 && !imatrix && !ow);
     int par = nrows > 1 && nrows * ncols >= (cheap ? (int64_t)1 << 21 : (int64_t)1 << 16);
     /* work items of whole rows: 16 rows, or for the many-block kernels (a chunk
      * of rows is one run of blocks) about 32K values of the one-pass q8_0 and 8K
@@ -197,20 +230,33 @@ int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nr
         /* f16/bf16 rows are converted one at a time into a per-thread buffer
          * that stays in cache for the NaN check and the quantizer */
         float *buf = src_type == LPK_TYPE_F32 ? NULL : malloc((size_t)ncols * sizeof(float));
-        if (src_type != LPK_TYPE_F32 && !buf) {
+        /* weights of a chunk of rows (the many-block kernels take them with
+         * the chunk as period) or of one row */
+        float *wb = ow ? malloc((size_t)(bf ? per : 1) * (size_t)ncols * sizeof(float)) : NULL;
+        if ((src_type != LPK_TYPE_F32 && !buf) || (ow && !wb)) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ch = 0; ch < nchunks; ch++) {
             int64_t r0 = ch * per, r1 = r0 + per < nrows ? r0 + per : nrows;
+            if ((src_type != LPK_TYPE_F32 && !buf) || (ow && !wb)) continue;
+            const float *bw = imatrix;
+            int64_t bwn = ncols;
+            if (bf && ow) {
+                /* (a NaN/Inf gives NaN weights; the kernel then reports the rows) */
+                for (int64_t r = r0; r < r1; r++)
+                    output_weights(row_f32(src_type, src, r, ncols, buf), imatrix, ncols,
+                                   wb + (r - r0) * ncols);
+                bw = wb;
+                bwn = (r1 - r0) * ncols;
+            }
             /* on NaN/Inf the rows are walked one by one to name the first */
             if (bf && !run_blocks(bf, (const char *)src + (size_t)(r0 * ncols) * es, src_type,
-                                  imatrix, ncols, (uint8_t *)dst + (size_t)r0 * row_bytes,
+                                  bw, bwn, (uint8_t *)dst + (size_t)r0 * row_bytes,
                                   (r1 - r0) * ncols / ti->block_size, (size_t)ti->type_size))
                 continue;
             for (int64_t r = r0; r < r1; r++) {
-                if (src_type != LPK_TYPE_F32 && !buf) continue;
                 const float *x = row_f32(src_type, src, r, ncols, buf);
                 int64_t c = first_bad(x, ncols);
                 if (c >= 0) {
@@ -223,11 +269,15 @@ int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nr
                 case LPK_TYPE_F32: memcpy(out, x, (size_t)ncols * 4); break;
                 case LPK_TYPE_F16: lpk_f32_to_f16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
                 case LPK_TYPE_BF16: lpk_f32_to_bf16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
-                default: fn(x, imatrix, out, ncols); break;
+                default:
+                    if (ow) output_weights(x, imatrix, ncols, wb);
+                    fn(x, ow ? wb : imatrix, out, ncols);
+                    break;
                 }
             }
         }
         free(buf);
+        free(wb);
     }
     if (failed) return lpk_err(err, LPK_ENOMEM, "out of memory for a row of %lld values",
                                (long long)ncols);
