@@ -66,11 +66,12 @@ void quant_deq_q2_k(const void *src, float *y, int64_t n);
 void quant_deq_iq4_nl(const void *src, float *y, int64_t n);
 void quant_deq_iq4_xs(const void *src, float *y, int64_t n);
 
-/* The importance weights the searches of q5_k, q3_k, q2_k, iq4_nl and iq4_xs
- * minimise sum(w * err^2) with, for n values x (n <= 256) whose importance-matrix
- * columns are imatrix (NULL: none): imatrix itself, else a default weighting of
- * x written into buf (n floats), or NULL for plain squared error (quant_k2.c). */
-const float *quant_weights_of(const float *x, const float *imatrix, int n, float *buf);
+/* The importance weights the searches of type (q5_k, q3_k, q2_k, iq4_nl or
+ * iq4_xs) minimise sum(w * err^2) with, for n values x (n <= 256) whose
+ * importance-matrix columns are imatrix (NULL: none): imatrix itself, else a
+ * default weighting of x written into buf (n floats), or NULL for plain squared
+ * error (quant_k2.c). */
+const float *quant_weights_of(int type, const float *x, const float *imatrix, int n, float *buf);
 /* q4_k's 6-bit scale/min packing (quant_kq.c; q5_k uses it too). */
 void quant_q4k_pack_scales(const int sc[8], const int m[8], uint8_t out[12]);
 void quant_q4k_scale_min(const uint8_t s[12], int j, int *sc, int *m);

@@ -169,7 +169,7 @@ static void rows_iq4_nl(const nl_ops *ops, const float *x, const float *w, void 
     float wb[32];
     for (int64_t i = 0; i < n / 32; i++)
         quant_block_iq4_nl(ops, x + 32 * i,
-                           quant_weights_of(x + 32 * i, w ? w + 32 * i : NULL, 32, wb), &b[i]);
+                           quant_weights_of(LPK_TYPE_IQ4_NL, x + 32 * i, w ? w + 32 * i : NULL, 32, wb), &b[i]);
 }
 
 void quant_ref_iq4_nl(const float *x, const float *w, void *dst, int64_t n)
@@ -266,7 +266,7 @@ static void rows_iq4_xs(const nl_ops *ops, const float *x, const float *w, void 
     float wb[QK_K];
     for (int64_t i = 0; i < n / QK_K; i++)
         quant_block_iq4_xs(ops, x + QK_K * i,
-                           quant_weights_of(x + QK_K * i, w ? w + QK_K * i : NULL, QK_K, wb), &b[i]);
+                           quant_weights_of(LPK_TYPE_IQ4_XS, x + QK_K * i, w ? w + QK_K * i : NULL, QK_K, wb), &b[i]);
 }
 
 void quant_ref_iq4_xs(const float *x, const float *w, void *dst, int64_t n)

@@ -11,14 +11,16 @@
 #include <math.h>
 
 /* The importance weights of the new types' searches for n values (n <= 256):
- * the importance matrix's columns as given; without one, w_i = sqrt(s2 + x_i^2)
- * with s2 the block's mean square, on x / max|x| (the same argmin, no overflow).
- * Measured on llama2-20m (pure types, docs-valid 40 chunks, KLD against bf16),
- * this beats plain squared error by 14-25% and |x| or x^2 on the whole
+ * the importance matrix's columns as given; without one, for q5_k, q3_k and
+ * q2_k w_i = sqrt(s2 + x_i^2) with s2 the block's mean square, on x / max|x|
+ * (the same argmin, no overflow), and plain squared error for iq4_nl/iq4_xs.
+ * Measured on llama2-20m (docs-valid 40 chunks, KLD against bf16): the
+ * weighting beats plain squared error by 14-25% on pure q5_k/q3_k/q2_k (|x| and
+ * x^2 do about as well), and loses 10-14% on the IQ4_NL/IQ4_XS recipes
  * (docs/QUANT.md). The one place that decides the default weighting. */
-const float *quant_weights_of(const float *x, const float *imatrix, int n, float *buf)
+const float *quant_weights_of(int type, const float *x, const float *imatrix, int n, float *buf)
 {
-    if (imatrix) return imatrix;
+    if (imatrix || type == LPK_TYPE_IQ4_NL || type == LPK_TYPE_IQ4_XS) return imatrix;
     float amax = 0.0f;
     for (int i = 0; i < n; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
     if (amax == 0.0f) return NULL;
@@ -335,21 +337,21 @@ void quant_deq_q3_k(const void *src, float *y, int64_t n)
 }
 
 /* ---------------------------------------------------------------- rows */
-#define K2_ROWS(name, fn, btype, ops)                                                   \
+#define K2_ROWS(name, fn, btype, ops, type)                                                   \
     void name(const float *x, const float *w, void *dst, int64_t n)                    \
     {                                                                                  \
         btype *b = dst;                                                                \
         float wb[QK_K];                                                                \
         for (int64_t i = 0; i < n / QK_K; i++)                                         \
             fn(ops, x + QK_K * i,                                                      \
-               quant_weights_of(x + QK_K * i, w ? w + QK_K * i : NULL, QK_K, wb), &b[i]); \
+               quant_weights_of(type, x + QK_K * i, w ? w + QK_K * i : NULL, QK_K, wb), &b[i]); \
     }
 
-K2_ROWS(quant_ref_q5_k, block_q5_k, block_q5_K, &quant_ops_ref)
-K2_ROWS(quant_ref_q3_k, block_q3_k, block_q3_K, &quant_ops_ref)
-K2_ROWS(quant_ref_q2_k, block_q2_k, block_q2_K, &quant_ops_ref)
+K2_ROWS(quant_ref_q5_k, block_q5_k, block_q5_K, &quant_ops_ref, LPK_TYPE_Q5_K)
+K2_ROWS(quant_ref_q3_k, block_q3_k, block_q3_K, &quant_ops_ref, LPK_TYPE_Q3_K)
+K2_ROWS(quant_ref_q2_k, block_q2_k, block_q2_K, &quant_ops_ref, LPK_TYPE_Q2_K)
 #if defined(__x86_64__)
-K2_ROWS(quant_avx2_q5_k, block_q5_k, block_q5_K, quant_avx2_ops())
-K2_ROWS(quant_avx2_q3_k, block_q3_k, block_q3_K, quant_avx2_ops())
-K2_ROWS(quant_avx2_q2_k, block_q2_k, block_q2_K, quant_avx2_ops())
+K2_ROWS(quant_avx2_q5_k, block_q5_k, block_q5_K, quant_avx2_ops(), LPK_TYPE_Q5_K)
+K2_ROWS(quant_avx2_q3_k, block_q3_k, block_q3_K, quant_avx2_ops(), LPK_TYPE_Q3_K)
+K2_ROWS(quant_avx2_q2_k, block_q2_k, block_q2_K, quant_avx2_ops(), LPK_TYPE_Q2_K)
 #endif
