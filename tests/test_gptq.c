@@ -354,6 +354,20 @@ static void test_gptq_end_to_end(void **state)
     assert_non_null(strstr(out, "gptq"));
     assert_non_null(strstr(out, "quant.gptq.calib_xxh3"));
     free(out);
+    /* convert --method gptq from the HF folder: the same tensors */
+    TU_NEED_SHARED(h0, "models/stories260K/hf");
+    assert_int_equal(tu_llmpack(&out, "convert '%s' -o '%s/conv.lpk' --type q4_0 --pure --method "
+                                      "gptq --calib '%s' --chunks 15", h0, dir, text), 0);
+    free(out);
+    char why[256], *a = tu_fmt("%s/gptq.lpk", dir), *b = tu_fmt("%s/conv.lpk", dir),
+                   *tmp = tu_fmt("%s/conv.lpk.src.tmp", dir);
+    if (tu_lpk_same_tensors(a, b, why, sizeof why)) fail_msg("convert vs quantize: %s", why);
+    assert_false(tu_exists(tmp));
+    free(a);
+    free(b);
+    free(tmp);
+    assert_int_equal(tu_llmpack(&out, "convert '%s' -o '%s/x.lpk' --calib '%s'", h0, dir, text), 2);
+    free(out);
     /* usage: gptq without calibration text; bad order */
     assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s/x.lpk' --type q4_0 --method gptq",
                                 model, dir), 2);
