@@ -56,6 +56,54 @@ int calib_run(vf_model *m, const int32_t *tokens, size_t n_tokens, int32_t bos,
 int calib_file(const char *model_path, const char *text_path, const calib_opts *o,
                lpk_imatrix **out, lpk_error *err);
 
+/* ---------------------------------------------------------------- GPTQ */
+/* Settings of a GPTQ run (calib_gptq_opts_default fills GPTQ's defaults). */
+typedef struct calib_gptq_opts {
+    int ctx;       /* tokens per calibration chunk (512) */
+    int chunks;    /* chunks to run, 0 = every whole chunk of the text (0) */
+    double damp;   /* dampening, fraction of mean diag(H) (0.01) */
+    int order;     /* QUANT_GPTQ_ORDER_* (QUANT_GPTQ_ORDER_NONE) */
+} calib_gptq_opts;
+void calib_gptq_opts_default(calib_gptq_opts *o);
+
+/* The Hessians H = X^T X of every 2-D weight's input of one model: per block
+ * the attention input (shared by attn_q/k/v), attn_output's input, the FFN
+ * input (shared by ffn_gate/up) and ffn_down's input; the output matrix's
+ * input (the final norm's output). token_embd has none (a lookup, not a
+ * product: it keeps round-to-nearest). */
+typedef struct calib_gptq calib_gptq;
+
+/* Runs the fp32 forward pass of the model in r (f32/f16/bf16 weights) over the
+ * calibration text file calib_path (vf_read_text), tokenized with r's
+ * tokenizer, with calib_run's protocol (chunks of o->ctx tokens, the first set
+ * to BOS, f16 KV cache), accumulating the Hessians in double in a fixed order
+ * (the result does not depend on the thread count). A tied model's output
+ * matrix is token_embd, which keeps round-to-nearest: no Hessian then.
+ * progress (may be NULL) is called after each chunk. Errors: LPK_EIO (calibration file), LPK_EINVAL
+ * (text shorter than one chunk, bad options), LPK_EUNSUPPORTED (quantized
+ * source weights), the forward pass's errors, LPK_ENOMEM. */
+int calib_gptq_collect(const lpk_reader *r, const char *calib_path, const calib_gptq_opts *o,
+                       calib_progress_fn progress, void *user, calib_gptq **out,
+                       lpk_error *err);
+void calib_gptq_free(calib_gptq *g);   /* NULL is fine */
+
+/* Whether GPTQ applies to tensor `name` stored as type (a block type GPTQ
+ * supports, and a tensor with a Hessian). */
+int calib_gptq_applies(const calib_gptq *g, const char *name, int type);
+/* GPTQ-quantizes tensor `name` (nrows x ncols f32 in x) into dst as type. The
+ * factor of its Hessian is built on first use and kept for the tensors that
+ * share it. LPK_EINVAL when calib_gptq_applies is false or the shape does not
+ * match the Hessian; quant_gptq_rows' errors. */
+int calib_gptq_quantize(calib_gptq *g, const char *name, int type, const float *x,
+                        int64_t nrows, int64_t ncols, void *dst, lpk_error *err);
+/* The importance vector diag(H) / tokens of tensor name's input (an imatrix of
+ * the same text), or NULL when it has no Hessian; valid until calib_gptq_free. */
+const float *calib_gptq_imatrix(calib_gptq *g, const char *name, int64_t ncols);
+/* Provenance in meta: quant.method = "gptq", quant.gptq.calib_xxh3 (hex xxh3-64
+ * of the calibration file's bytes), .calib_tokens, .chunks, .ctx, .damp,
+ * .order ("none", "act-order", "block-act-order"). */
+int calib_gptq_record(const calib_gptq *g, lpk_meta *meta);
+
 #ifdef __cplusplus
 }
 #endif

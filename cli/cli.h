@@ -64,5 +64,8 @@ void cli_progress_start(cli_progress *p, const char *label, const char *unit, ui
 /* `extra` (may be NULL) is appended, e.g. "ppl 5.86". */
 void cli_progress_update(cli_progress *p, uint64_t done, const char *extra);
 void cli_progress_end(cli_progress *p);
+/* A calib_progress_fn over a cli_progress (user): chunks done of total, with
+ * the token rate; the clock starts at the first chunk. */
+void cli_chunk_progress(void *user, int done, int total, uint64_t tokens, double seconds);
 
 #endif

@@ -30,23 +30,6 @@ static void usage(FILE *f)
             "  -h, --help             this help\n");
 }
 
-typedef struct {
-    cli_progress p;
-} prog_state;
-
-static void on_chunk(void *user, int done, int total, uint64_t tokens, double seconds)
-{
-    prog_state *s = user;
-    char extra[64];
-    if (done == 1) {
-        /* the clock starts with the first chunk: loading and tokenizing are done */
-        s->p.total = (uint64_t)total;
-        s->p.t0 = cli_now() - seconds;
-    }
-    snprintf(extra, sizeof extra, "%.0f tokens/s", seconds > 0 ? (double)tokens / seconds : 0.0);
-    cli_progress_update(&s->p, (uint64_t)done, extra);
-}
-
 int cmd_calibrate(int argc, char **argv)
 {
     const char *model = NULL, *text = NULL, *out = NULL;
@@ -89,14 +72,14 @@ int cmd_calibrate(int argc, char **argv)
     if (threads > 0) omp_set_num_threads((int)threads);
 
     lpk_error err = {0};
-    prog_state ps;
-    cli_progress_start(&ps.p, "calibrate", "chunks", 0, quiet || json);
+    cli_progress ps;
+    cli_progress_start(&ps, "calibrate", "chunks", 0, quiet || json);
     calib_opts o = {.ctx = (int)ctx, .max_chunks = (int)chunks, .no_output = no_output,
-                    .progress = on_chunk, .user = &ps};
+                    .progress = cli_chunk_progress, .user = &ps};
     lpk_imatrix *im = NULL;
     double t0 = cli_now();
     int st = calib_file(model, text, &o, &im, &err);
-    cli_progress_end(&ps.p);
+    cli_progress_end(&ps);
     double secs = cli_now() - t0;
     if (!st) st = lpk_imatrix_write(out, im, LPK_IMATRIX_AUTO, force ? LPK_WRITE_FORCE : 0, &err);
     if (st) {

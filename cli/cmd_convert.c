@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../convert/convert.h"
 
@@ -20,6 +21,10 @@ static void usage(FILE *f)
             "  --pure                 quantize every 2-D tensor to T (no recipe)\n"
             "  --imatrix FILE         importance matrix for --type's scale searches\n"
             "                         (llmpack calibrate, llama-imatrix)\n"
+            "  --method gptq          GPTQ (needs --type and --calib TEXT): converts at the\n"
+            "                         source precision to OUT.src.tmp, then runs quantize\n"
+            "                         --method gptq on it (also --chunks, --damp, --order,\n"
+            "                         --act-order; see llmpack quantize --help)\n"
             "  --tokenizer FILE       tokenizer.model / tokenizer.json / llama2.c tokenizer.bin\n"
             "                         to embed (default: the checkpoint's own)\n"
             "  --no-tokenizer         convert a checkpoint that has no tokenizer (the\n"
@@ -38,11 +43,52 @@ static void on_progress(void *ctx, uint64_t done, uint64_t total)
     cli_progress_update(p, done, NULL);
 }
 
+/* convert --method gptq: GPTQ needs the unquantized model for its calibration
+ * pass, so convert at the source precision to a temporary file beside OUT and
+ * hand that to quantize with the GPTQ options (qargs); the temporary is
+ * removed whatever happens. */
+static int convert_gptq(cv_options *o, int json, char **qargs, int nq)
+{
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.src.tmp", o->out) >= sizeof tmp)
+        return cli_usage_error("convert", "output path too long");
+    const char *out = o->out, *type = o->type;
+    int pure = o->pure, force = o->force;
+    o->out = tmp;
+    o->type = NULL;
+    o->pure = 0;
+    o->force = 1;
+    cv_report rep;
+    lpk_error err;
+    lpk_error_clear(&err);
+    int rc = cv_convert(o, &rep, &err);
+    if (rep.warning[0]) fprintf(stderr, "llmpack convert: warning: %s\n", rep.warning);
+    cv_report_free(&rep);
+    if (rc) {
+        cli_print_error("convert", &err);
+        unlink(tmp);
+        return cli_exit_for(rc);
+    }
+    char thr[16];
+    snprintf(thr, sizeof thr, "%d", o->threads);
+    char *av[32] = {"quantize", tmp, "-o", (char *)out, "--type", (char *)type};
+    int ac = 6;
+    if (pure) av[ac++] = "--pure";
+    if (force) av[ac++] = "--force";
+    if (json) av[ac++] = "--json";
+    if (o->threads > 0) { av[ac++] = "--threads"; av[ac++] = thr; }
+    for (int i = 0; i < nq && ac < 31; i++) av[ac++] = qargs[i];
+    rc = cmd_quantize(ac, av);
+    unlink(tmp);
+    return rc;
+}
+
 int cmd_convert(int argc, char **argv)
 {
     cv_options o;
     memset(&o, 0, sizeof o);
-    int json = 0;
+    int json = 0, gptq = 0, calib = 0, nq = 0;
+    char *qargs[16];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int has_val = i + 1 < argc;
@@ -60,6 +106,21 @@ int cmd_convert(int argc, char **argv)
         } else if (!strcmp(a, "--imatrix")) {
             if (!has_val) return cli_usage_error("convert", "--imatrix needs a file");
             o.imatrix_path = argv[++i];
+        } else if (!strcmp(a, "--method") || !strcmp(a, "--calib") || !strcmp(a, "--chunks") ||
+                   !strcmp(a, "--damp") || !strcmp(a, "--order")) {
+            if (!has_val) return cli_usage_error("convert", "%s needs a value", a);
+            if (!strcmp(a, "--method")) {
+                if (strcmp(argv[i + 1], "gptq") && strcmp(argv[i + 1], "rtn"))
+                    return cli_usage_error("convert", "--method: bad value '%s'", argv[i + 1]);
+                gptq = !strcmp(argv[i + 1], "gptq");
+            }
+            calib |= !strcmp(a, "--calib");
+            if (nq > 12) return cli_usage_error("convert", "too many GPTQ options");
+            qargs[nq++] = argv[i];
+            qargs[nq++] = argv[++i];
+        } else if (!strcmp(a, "--act-order")) {
+            if (nq > 12) return cli_usage_error("convert", "too many GPTQ options");
+            qargs[nq++] = argv[i];
         } else if (!strcmp(a, "--tokenizer")) {
             if (!has_val) return cli_usage_error("convert", "--tokenizer needs a file");
             o.tokenizer = argv[++i];
@@ -93,6 +154,15 @@ int cmd_convert(int argc, char **argv)
     if (!o.out) return cli_usage_error("convert", "no output given (-o OUT.lpk)");
     if (o.pure && !o.type) return cli_usage_error("convert", "--pure needs --type");
     if (o.imatrix_path && !o.type) return cli_usage_error("convert", "--imatrix needs --type");
+    if (nq && !gptq)
+        return cli_usage_error("convert", "--calib, --chunks, --damp and the orders need --method gptq");
+    if (gptq) {
+        if (!o.type || !calib)
+            return cli_usage_error("convert", "--method gptq needs --type and --calib TEXT");
+        if (o.imatrix_path)
+            return cli_usage_error("convert", "--imatrix and --method gptq exclude each other");
+        return convert_gptq(&o, json, qargs, nq);
+    }
     lpk_imatrix *im = NULL;
     if (o.imatrix_path) {
         lpk_error ie = {0};

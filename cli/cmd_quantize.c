@@ -72,6 +72,13 @@ static void usage(FILE *f)
             "  --max-size N           the same for an output file of at most N bytes\n"
             "                         (suffixes KB MB GB, KiB MiB GiB)\n"
             "  --calib-chunks N       chunks of TEXT for the sensitivities (default 4)\n"
+            "  --method M             rtn (round to nearest, default) or gptq (error-compensating,\n"
+            "                         needs --calib: Hessians of every layer input on TEXT)\n"
+            "  --chunks N             calibrate on the first N chunks of 512 tokens only\n"
+            "  --damp X               gptq: dampening, fraction of mean diag(H) (default 0.01)\n"
+            "  --act-order            gptq: columns by decreasing activation energy, every\n"
+            "                         block's scales chosen up front (--order act-order)\n"
+            "  --order O              gptq: none (default), act-order or block-act-order\n"
             "  --threads N            worker threads (default: all cores)\n"
             "  --force                replace OUT if it exists\n"
             "  --allow-requantize     quantize already quantized tensors to another type\n"
@@ -135,8 +142,10 @@ static int parse_size(const char *s, uint64_t *out)
 int cmd_quantize(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *recipe = NULL, *im_path = NULL, *calib_text = NULL;
-    int pure = 0, force = 0, json = 0, quiet = 0, requant = 0;
-    long threads = 0;
+    int pure = 0, force = 0, json = 0, quiet = 0, requant = 0, gptq = 0;
+    long threads = 0, chunks = 0;
+    calib_gptq_opts go;
+    calib_gptq_opts_default(&go);
     const char *target_bpw_s = NULL, *max_size_s = NULL;
     double target_bpw = 0;
     uint64_t max_size = 0;
@@ -171,6 +180,27 @@ int cmd_quantize(int argc, char **argv)
             else if (a[2] == 't' && a[3] == 'y') recipe = v;
             else if (cli_parse_int(v, 1, 1024, &threads))
                 return cli_usage_error("quantize", "--threads: '%s' is not a thread count", v);
+        } else if (!strcmp(a, "--method") || !strcmp(a, "--chunks") || !strcmp(a, "--damp") ||
+                   !strcmp(a, "--order")) {
+            if (i + 1 >= argc) return cli_usage_error("quantize", "%s needs a value", a);
+            const char *v = argv[++i];
+            int bad = 0;
+            if (!strcmp(a, "--method")) {
+                gptq = !strcmp(v, "gptq");
+                bad = !gptq && strcmp(v, "rtn");
+            } else if (!strcmp(a, "--chunks")) {
+                bad = cli_parse_int(v, 1, INT32_MAX, &chunks);
+            } else if (!strcmp(a, "--damp")) {
+                char *end;
+                go.damp = strtod(v, &end);
+                bad = *end || end == v || !(go.damp >= 0.0 && go.damp <= 10.0);
+            } else {
+                go.order = quant_gptq_order_parse(v);
+                bad = go.order < 0;
+            }
+            if (bad) return cli_usage_error("quantize", "%s: bad value '%s'", a, v);
+        } else if (!strcmp(a, "--act-order")) {
+            go.order = QUANT_GPTQ_ORDER_STATIC;
         } else if (!strcmp(a, "--pure")) {
             pure = 1;
         } else if (!strcmp(a, "--force")) {
@@ -209,10 +239,13 @@ int cmd_quantize(int argc, char **argv)
      * sensitivities from the text */
     if (im_path && calib_text && !target)
         return cli_usage_error("quantize", "--imatrix and --calib exclude each other");
+    if (gptq && !calib_text)
+        return cli_usage_error("quantize", "--method gptq needs --calib TEXT");
     if (threads > 0) omp_set_num_threads((int)threads);
 
     lpk_error err = {0};
     lpk_imatrix *im = NULL;
+    calib_gptq *g = NULL;
     float *wbuf = NULL;
     char **no_entry = NULL;
     size_t n_no_entry = 0;
@@ -243,8 +276,14 @@ int cmd_quantize(int argc, char **argv)
     }
     for (size_t i = 0; i < n; i++) decls[i] = *lpk_reader_tensor(r, i);
     if (im_path) rc = lpk_imatrix_read(im_path, &im, &err);
-    else if (calib_text) {
-        calib_opts co = {.ctx = 512};
+    else if (calib_text && gptq) {
+        go.chunks = (int)chunks;
+        cli_progress cp;
+        cli_progress_start(&cp, "gptq calibration", "chunks", 0, quiet || json);
+        rc = calib_gptq_collect(r, calib_text, &go, cli_chunk_progress, &cp, &g, &err);
+        cli_progress_end(&cp);
+    } else if (calib_text) {
+        calib_opts co = {.ctx = 512, .max_chunks = (int)chunks};
         if (!quiet && !json) fprintf(stderr, "llmpack quantize: calibrating on %s\n", calib_text);
         rc = calib_file(in, calib_text, &co, &im, &err);
     }
@@ -291,7 +330,7 @@ int cmd_quantize(int argc, char **argv)
             goto done_usage;
         }
     } else {
-        rc = quant_plan(recipe, (pure ? QUANT_PLAN_PURE : 0u) | (im ? QUANT_PLAN_IMATRIX : 0u),
+        rc = quant_plan(recipe, (pure ? QUANT_PLAN_PURE : 0u) | (im || g ? QUANT_PLAN_IMATRIX : 0u),
                         lpk_reader_meta(r), decls, n, ch, &err);
     }
     if (rc) goto done;
@@ -330,6 +369,7 @@ planned:;
     if (!rc) rc = target ? quant_plan_record_target(target_str, &tres, decls, ch, n, meta)
                          : quant_plan_record(recipe, pure, decls, ch, n, meta);
     if (!rc && im) rc = lpk_imatrix_record(im, im_path, meta);
+    if (!rc && g) rc = calib_gptq_record(g, meta);
     if (rc) { lpk_err(&err, rc, "cannot record the recipe in the metadata"); goto done; }
     if (max_elems > SIZE_MAX / 8) { rc = lpk_err(&err, LPK_ENOMEM, "tensor too large"); goto done; }
     x = malloc((size_t)(max_elems ? max_elems : 1) * sizeof(float));
@@ -400,8 +440,11 @@ planned:;
                     no_entry[n_no_entry++] = (char *)t->name;
                 }
             }
-            rc = quant_quantize_rows_ex(ch[i].type, LPK_TYPE_F32, x, nr, nc, qbuf, iw,
-                                        QUANT_ROWS_OUTPUT_WEIGHTING, &qe);
+            if (g && calib_gptq_applies(g, t->name, ch[i].type))
+                rc = calib_gptq_quantize(g, t->name, ch[i].type, x, nr, nc, qbuf, &qe);
+            else
+                rc = quant_quantize_rows_ex(ch[i].type, LPK_TYPE_F32, x, nr, nc, qbuf, iw,
+                                            QUANT_ROWS_OUTPUT_WEIGHTING, &qe);
             if (rc) {
                 lpk_err(&err, rc, "%s: tensor %s: %s", in, t->name, qe.msg);
                 break;
@@ -470,6 +513,7 @@ planned:;
             json_object_set_new(o, "target", tj);
         }
         json_object_set_new(o, "pure", json_boolean(pure));
+        json_object_set_new(o, "method", json_string(g ? "gptq" : "rtn"));
         for (size_t i = 0; i < n; i++) {
             const lpk_tensor *t = lpk_reader_tensor(r, i);
             json_t *e = json_object(), *shape = json_array();
@@ -554,6 +598,7 @@ done:
 done_usage:
     lpk_writer_abort(w);
     lpk_imatrix_free(im);
+    calib_gptq_free(g);
     free(wbuf);
     free(no_entry);
     free(x);

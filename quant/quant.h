@@ -180,6 +180,10 @@ enum quant_gptq_order {
     QUANT_GPTQ_ORDER_BLOCK = 2
 };
 
+/* "none", "act-order", "block-act-order" <-> the enum (-1 / NULL if unknown). */
+int quant_gptq_order_parse(const char *name);
+const char *quant_gptq_order_name(int order);
+
 /* The inverse-Hessian factor of one layer input, shared by every weight that
  * reads that input (q/k/v, gate/up). */
 typedef struct quant_gptq_factor quant_gptq_factor;

@@ -33,6 +33,20 @@ struct quant_gptq_factor {
                      * permuted H^-1 (entries left of the diagonal unused) */
 };
 
+static const char *const order_names[] = {"none", "act-order", "block-act-order"};
+
+int quant_gptq_order_parse(const char *name)
+{
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, order_names[i])) return i;
+    return -1;
+}
+
+const char *quant_gptq_order_name(int order)
+{
+    return order >= 0 && order < 3 ? order_names[order] : NULL;
+}
+
 /* ---------------------------------------------------------------- factor */
 /* Sweep order: identity, decreasing diag(H) (ties by index), or that order
  * inside each group of `group` columns. */

@@ -1,6 +1,7 @@
-/* quant/quant_gptq.c: GPTQ's output error against round-to-nearest with the
+/* GPTQ: quant/quant_gptq.c's output error against round-to-nearest with the
  * same importance, the diagonal-Hessian identity with the row quantizers,
- * thread-count independence and bad input. */
+ * thread-count independence and bad input; calib/'s Hessians against
+ * calib_run's importance matrix; end to end through quantize and verify. */
 #include "tutil.h"
 
 #include <math.h>
@@ -8,8 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../calib/calib.h"
 #include "../format/lpk.h"
 #include "../quant/quant.h"
+
+#define S260 "gguf/stories260K-f32.gguf"
+#define TINY "text/TinyStories-valid-sample.txt"
 
 static const int gptq_types[] = {LPK_TYPE_Q8_0,  LPK_TYPE_Q4_0,  LPK_TYPE_Q4_1, LPK_TYPE_Q5_0,
                                  LPK_TYPE_Q5_1,  LPK_TYPE_Q4_K,  LPK_TYPE_Q6_K, LPK_TYPE_Q5_K,
@@ -235,6 +240,150 @@ static void test_gptq_bad_input(void **state)
                      LPK_EINVAL);
 }
 
+/* diag(H) / tokens of every input equals calib_run's importance matrix of the
+ * same text (its float sums: to 1e-4); the Hessians and the GPTQ bytes do not
+ * depend on the thread count; a tied model's output (token_embd) has none. */
+static void test_gptq_hessians(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(m0, S260);
+    char *model = strdup(m0);
+    TU_NEED_SHARED(t0, TINY);
+    char *text = strdup(t0);
+    lpk_error err = {0};
+    calib_opts co = {.ctx = 128};
+    lpk_imatrix *im = NULL;
+    assert_int_equal(calib_file(model, text, &co, &im, &err), LPK_OK);
+    lpk_reader *r = NULL;
+    assert_int_equal(lpk_reader_open(model, &r, &err), LPK_OK);
+    calib_gptq_opts go;
+    calib_gptq_opts_default(&go);
+    go.ctx = 128;
+    calib_gptq *g[2] = {NULL, NULL};
+    for (int k = 0; k < 2; k++) {
+        omp_set_num_threads(k + 1);
+        assert_int_equal(calib_gptq_collect(r, text, &go, NULL, NULL, &g[k], &err), LPK_OK);
+    }
+    omp_set_num_threads(2);
+    int checked = 0;
+    for (size_t i = 0; i < im->n; i++) {
+        const lpk_imatrix_entry *e = &im->e[i];
+        const float *d = calib_gptq_imatrix(g[0], e->name, e->n);
+        if (!strcmp(e->name, "token_embd.weight")) {
+            assert_null(d);
+            assert_false(calib_gptq_applies(g[0], e->name, LPK_TYPE_Q8_0));
+            continue;
+        }
+        assert_non_null(d);
+        for (int64_t j = 0; j < e->n; j++) {
+            double want = e->sum2[j] / e->count;
+            if (fabs(d[j] - want) > 1e-4 * want + 1e-12)
+                fail_msg("%s column %lld: diag(H)/tokens %g, imatrix %g", e->name, (long long)j,
+                         (double)d[j], want);
+        }
+        checked++;
+    }
+    assert_int_equal(checked, 35); /* 5 layers x 7 weights */
+    /* GPTQ bytes of one weight from both collections */
+    const lpk_tensor *t = lpk_reader_find(r, "blk.2.attn_q.weight");
+    assert_non_null(t);
+    int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
+    float *x = malloc(sizeof(float) * (size_t)(nr * nc));
+    assert_int_equal(lpk_to_f32_row(t->type, t->data, x, (size_t)(nr * nc)), LPK_OK);
+    size_t nb = qbytes(LPK_TYPE_Q8_0, nr, nc);
+    void *q[2] = {malloc(nb), malloc(nb)};
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(calib_gptq_quantize(g[k], t->name, LPK_TYPE_Q8_0, x, nr, nc, q[k], &err),
+                         LPK_OK);
+    assert_memory_equal(q[0], q[1], nb);
+    /* no Hessian for names outside the model, or types GPTQ does not write */
+    assert_false(calib_gptq_applies(g[0], "blk.9.attn_q.weight", LPK_TYPE_Q8_0));
+    assert_false(calib_gptq_applies(g[0], "blk.2.attn_q.weight", LPK_TYPE_F16));
+    assert_int_equal(calib_gptq_quantize(g[0], "blk.2.attn_q.weight", LPK_TYPE_Q8_0, x, nr, 32,
+                                         q[0], &err), LPK_EINVAL);
+    free(q[0]);
+    free(q[1]);
+    free(x);
+    calib_gptq_free(g[0]);
+    calib_gptq_free(g[1]);
+    lpk_reader_close(r);
+    lpk_imatrix_free(im);
+    free(model);
+    free(text);
+}
+
+static double json_kld(const char *out, int i)
+{
+    /* verify --json: an array of model objects, "kld_mean" once per model */
+    const char *p = out;
+    for (int k = 0; k <= i; k++) {
+        p = strstr(p, "\"kld_mean\":");
+        assert_non_null(p);
+        p += 11;
+    }
+    return strtod(p, NULL);
+}
+
+/* stories260K, q4_0 pure: GPTQ beats round-to-nearest with an importance
+ * matrix from the same calibration chunks in KLD against the f32 model, and
+ * the file says how it was made. */
+static void test_gptq_end_to_end(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(m0, S260);
+    char *model = strdup(m0);
+    TU_NEED_SHARED(t0, TINY);
+    char *text = strdup(t0);
+    char *dir = tu_tmpdir();
+    char *out = NULL;
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s/rtn.lpk' --type q4_0 --pure --calib "
+                                      "'%s' --chunks 15 -q", model, dir, text), 0);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s/gptq.lpk' --type q4_0 --pure --method "
+                                      "gptq --calib '%s' --chunks 15 -q", model, dir, text), 0);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "verify '%s/rtn.lpk' '%s/gptq.lpk' --ref '%s' --text '%s' "
+                                      "--ctx 128 --json -q", dir, dir, model, text), 0);
+    double k_rtn = json_kld(out, 0), k_gptq = json_kld(out, 1);
+    free(out);
+    print_message("stories260K q4_0: KLD rtn+imatrix %.5f, gptq %.5f (%.2fx)\n", k_rtn, k_gptq,
+                  k_gptq / k_rtn);
+    assert_true(k_rtn > 0.0 && k_gptq < 0.9 * k_rtn);
+    assert_int_equal(tu_llmpack(&out, "info '%s/gptq.lpk'", dir), 0);
+    assert_non_null(strstr(out, "quant.method"));
+    assert_non_null(strstr(out, "gptq"));
+    assert_non_null(strstr(out, "quant.gptq.calib_xxh3"));
+    free(out);
+    /* convert --method gptq from the HF folder: the same tensors */
+    TU_NEED_SHARED(h0, "models/stories260K/hf");
+    assert_int_equal(tu_llmpack(&out, "convert '%s' -o '%s/conv.lpk' --type q4_0 --pure --method "
+                                      "gptq --calib '%s' --chunks 15", h0, dir, text), 0);
+    free(out);
+    char why[256], *a = tu_fmt("%s/gptq.lpk", dir), *b = tu_fmt("%s/conv.lpk", dir),
+                   *tmp = tu_fmt("%s/conv.lpk.src.tmp", dir);
+    if (tu_lpk_same_tensors(a, b, why, sizeof why)) fail_msg("convert vs quantize: %s", why);
+    assert_false(tu_exists(tmp));
+    free(a);
+    free(b);
+    free(tmp);
+    assert_int_equal(tu_llmpack(&out, "convert '%s' -o '%s/x.lpk' --calib '%s'", h0, dir, text), 2);
+    free(out);
+    /* usage: gptq without calibration text; bad order */
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s/x.lpk' --type q4_0 --method gptq",
+                                model, dir), 2);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s/x.lpk' --type q4_0 --method gptq "
+                                      "--calib '%s' --order sideways", model, dir, text), 2);
+    free(out);
+    char *x = tu_fmt("%s/x.lpk", dir);
+    assert_false(tu_exists(x));
+    free(x);
+    tu_rmtree(dir);
+    free(dir);
+    free(model);
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -242,6 +391,8 @@ int main(void)
         cmocka_unit_test(test_gptq_diagonal_is_rtn),
         cmocka_unit_test(test_gptq_threads),
         cmocka_unit_test(test_gptq_bad_input),
+        cmocka_unit_test(test_gptq_hessians),
+        cmocka_unit_test(test_gptq_end_to_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
