@@ -335,25 +335,6 @@ static char *big_input(const char *dir)
     return p;
 }
 
-/* Size of the temporary file for `base` in dir (-1: none). */
-static long long tmp_of(const char *dir, const char *base)
-{
-    char *prefix = tu_fmt(".%s.tmp-", base);
-    long long size = -1;
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (strncmp(e->d_name, prefix, strlen(prefix))) continue;
-        char *p = tu_fmt("%s/%s", dir, e->d_name);
-        struct stat st;
-        if (stat(p, &st) == 0) size = st.st_size;
-        free(p);
-    }
-    if (d) closedir(d);
-    free(prefix);
-    return size;
-}
-
 /* Starts `llmpack quantize in -o dir/out.lpk --type q8_0` and returns once its
  * temporary output holds at least min_bytes (0: exists). */
 static pid_t start_quantize(const char *dir, const char *in, long long min_bytes, char **log)
@@ -365,7 +346,7 @@ static pid_t start_quantize(const char *dir, const char *in, long long min_bytes
     assert_true(pid > 0);
     struct timespec nap = {0, 1000 * 1000};
     for (long i = 0; i < (long)WAIT_S * 1000; i++) {
-        long long s = tmp_of(dir, "out.lpk");
+        long long s = tu_tmp_size(dir, "out.lpk");
         if (s >= 0 && s >= min_bytes) break;
         int ws;
         if (waitpid(pid, &ws, WNOHANG) == pid) {
@@ -537,6 +518,27 @@ static void age(const char *path)
     assert_int_equal(utimes(path, tv), 0);
 }
 
+/* dir/in.lpk: one 4-value f32 tensor (the library's writer sweeps the folder). */
+static char *tiny_input(const char *dir)
+{
+    lpk_tensor d;
+    memset(&d, 0, sizeof d);
+    strcpy(d.name, "output_norm.weight");
+    d.type = LPK_TYPE_F32;
+    d.n_dims = 1;
+    d.dims[0] = 4;
+    char *in = tu_fmt("%s/in.lpk", dir);
+    lpk_error err = {0};
+    lpk_writer *w;
+    float x[4] = {1, 2, 3, 4};
+    assert_int_equal(lpk_writer_open(in, NULL, &d, 1, 0, &w, &err), 0);
+    assert_int_equal(lpk_writer_tensor_begin(w, d.name, &err), 0);
+    assert_int_equal(lpk_writer_tensor_write(w, x, sizeof x, &err), 0);
+    assert_int_equal(lpk_writer_tensor_end(w, &err), 0);
+    assert_int_equal(lpk_writer_finish(w, &err), 0);
+    return in;
+}
+
 static void test_stale_temporary_files_swept(void **state)
 {
     (void)state;
@@ -560,23 +562,9 @@ static void test_stale_temporary_files_swept(void **state)
     int lfd = open(live, O_RDONLY);
     assert_true(lfd >= 0);
     assert_int_equal(flock(lfd, LOCK_EX), 0);
-    /* the next run writing into this folder sweeps */
-    lpk_tensor d;
-    memset(&d, 0, sizeof d);
-    strcpy(d.name, "output_norm.weight");
-    d.type = LPK_TYPE_F32;
-    d.n_dims = 1;
-    d.dims[0] = 4;
-    char *in = tu_fmt("%s/in.lpk", dir), *o = tu_fmt("%s/out.lpk", dir), *out = NULL;
-    lpk_error err = {0};
-    lpk_writer *w;
-    float x[4] = {1, 2, 3, 4};
-    assert_int_equal(lpk_writer_open(in, NULL, &d, 1, 0, &w, &err), 0);
-    /* (this library call swept too, without a message: no notice function) */
-    assert_int_equal(lpk_writer_tensor_begin(w, d.name, &err), 0);
-    assert_int_equal(lpk_writer_tensor_write(w, x, sizeof x, &err), 0);
-    assert_int_equal(lpk_writer_tensor_end(w, &err), 0);
-    assert_int_equal(lpk_writer_finish(w, &err), 0);
+    /* the next run writing into this folder sweeps (this library call: without a
+     * message, no notice function is set) */
+    char *in = tiny_input(dir), *o = tu_fmt("%s/out.lpk", dir), *out = NULL;
     assert_false(tu_exists(stale));
     assert_false(tu_exists(spool));
     assert_true(tu_exists(foreign));
@@ -601,21 +589,7 @@ static void test_special_outputs(void **state)
 {
     (void)state;
     char *dir = tu_tmpdir();
-    lpk_tensor d;
-    memset(&d, 0, sizeof d);
-    strcpy(d.name, "output_norm.weight");
-    d.type = LPK_TYPE_F32;
-    d.n_dims = 1;
-    d.dims[0] = 4;
-    char *in = tu_fmt("%s/in.lpk", dir);
-    lpk_error err = {0};
-    lpk_writer *w;
-    float x[4] = {1, 2, 3, 4};
-    assert_int_equal(lpk_writer_open(in, NULL, &d, 1, 0, &w, &err), 0);
-    assert_int_equal(lpk_writer_tensor_begin(w, d.name, &err), 0);
-    assert_int_equal(lpk_writer_tensor_write(w, x, sizeof x, &err), 0);
-    assert_int_equal(lpk_writer_tensor_end(w, &err), 0);
-    assert_int_equal(lpk_writer_finish(w, &err), 0);
+    char *in = tiny_input(dir);
 
     struct stat sb;
     assert_int_equal(stat("/dev/null", &sb), 0);

@@ -63,25 +63,6 @@ static void child(const char *path, unsigned flags, int ready_fd, int hold_fd)
     _exit(0);
 }
 
-/* Size of the one temporary file for `base` in dir, or -1 if there is none. */
-static long long tmp_size(const char *dir, const char *base)
-{
-    char *prefix = tu_fmt(".%s.tmp-", base);
-    long long size = -1;
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    while (d && (e = readdir(d))) {
-        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0) continue;
-        char *p = tu_fmt("%s/%s", dir, e->d_name);
-        struct stat st;
-        if (stat(p, &st) == 0) size = st.st_size;
-        free(p);
-    }
-    if (d) closedir(d);
-    free(prefix);
-    return size;
-}
-
 /* Forks a writer, kills it with sig once 100 MB are written; returns the wait status. */
 static int run_and_kill(const char *dir, const char *path, unsigned flags, int sig)
 {
@@ -107,7 +88,7 @@ static int run_and_kill(const char *dir, const char *path, unsigned flags, int s
         fail_msg("writer child did not write 100 MB (wait status %d)", ws);
     }
     const char *base = strrchr(path, '/') + 1;
-    long long in_tmp = tmp_size(dir, base);
+    long long in_tmp = tu_tmp_size(dir, base);
     int killed = kill(pid, sig);
     char *what = tu_fmt("writer child sent signal %d", sig);
     int ws = tu_wait_child(pid, WAIT_S, what);
@@ -129,7 +110,7 @@ static void test_sigkill_no_target(void **state)
     assert_true(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
     assert_false(tu_exists(path));
     /* SIGKILL cannot be caught: the temporary file stays, under its own name */
-    assert_true(tmp_size(dir, "big.lpk") >= 0);
+    assert_true(tu_tmp_size(dir, "big.lpk") >= 0);
     tu_rmtree(dir);
     free(path);
     free(dir);
@@ -164,7 +145,7 @@ static void signal_removes_temp(int sig)
     assert_true(WIFSIGNALED(ws));
     assert_int_equal(WTERMSIG(ws), sig); /* the default action still ends the process */
     assert_false(tu_exists(path));
-    assert_int_equal(tmp_size(dir, "big.lpk"), -1);
+    assert_int_equal(tu_tmp_size(dir, "big.lpk"), -1);
     assert_true(tu_exists(keep));
     tu_rmtree(dir);
     free(keep);
@@ -228,10 +209,10 @@ static void test_handled_sigint(void **state)
     static float zero[1024];
     assert_int_equal(lpk_writer_open(path, NULL, &d, 1, 0, &w, &err), 0);
     assert_int_equal(lpk_writer_tensor_begin(w, d.name, &err), 0);
-    assert_int_equal(tmp_size(dir, "a.lpk") >= 0, 1);
+    assert_int_equal(tu_tmp_size(dir, "a.lpk") >= 0, 1);
     raise(SIGINT);
     assert_true(got_int);
-    assert_int_equal(tmp_size(dir, "a.lpk"), -1);
+    assert_int_equal(tu_tmp_size(dir, "a.lpk"), -1);
     assert_int_equal(lpk_writer_tensor_write(w, zero, sizeof zero, &err), LPK_EINTR);
     assert_non_null(strstr(err.msg, "interrupted"));
     lpk_writer_abort(w);
@@ -278,7 +259,7 @@ static void test_write_failure(void **state)
         int st = 0;
         for (int k = 0; k < 16 && !st; k++) st = lpk_writer_tensor_write(w, buf, CHUNK, &err);
         if (st != LPK_EIO || !strstr(err.msg, "write failed")) _exit(23);
-        if (tmp_size(dir, "f.lpk") != -1) _exit(24); /* removed at once */
+        if (tu_tmp_size(dir, "f.lpk") != -1) _exit(24); /* removed at once */
         if (lpk_writer_tensor_write(w, buf, 1, &err) == LPK_OK) _exit(25);
         if (lpk_writer_finish(w, &err) == LPK_OK) _exit(26);
         _exit(0);

@@ -145,6 +145,24 @@ pid_t tu_llmpack_spawn(const char *log, char *const *argv)
     _exit(127);
 }
 
+long long tu_tmp_size(const char *dir, const char *base)
+{
+    char *prefix = tu_fmt(".%s.tmp-", base);
+    long long size = -1;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0) continue;
+        char *p = tu_fmt("%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(p, &st) == 0) size = st.st_size;
+        free(p);
+    }
+    if (d) closedir(d);
+    free(prefix);
+    return size;
+}
+
 uint64_t tu_rand(uint64_t *s)
 {
     uint64_t x = *s ? *s : 0x9e3779b97f4a7c15ull;

@@ -34,6 +34,9 @@ int tu_llmpack(char **out, const char *args_fmt, ...) __attribute__((format(prin
  * child with default signals, stdin /dev/null, stdout and stderr to the file
  * log (NULL: /dev/null). Returns the child's pid. */
 pid_t tu_llmpack_spawn(const char *log, char *const *argv);
+/* Size of the temporary file a writer keeps for target `base` in dir
+ * (`.BASE.tmp-XXXXXX`), or -1 if there is none. */
+long long tu_tmp_size(const char *dir, const char *base);
 /* Reads a whole file (malloc'ed, NUL-terminated); NULL on error. */
 char *tu_read_file(const char *path, size_t *len);
 int tu_write_file(const char *path, const void *data, size_t len);
