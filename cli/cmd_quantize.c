@@ -263,9 +263,10 @@ int cmd_quantize(int argc, char **argv)
     lpk_writer *w = NULL;
     float *x = NULL;
     void *qbuf = NULL;
+    size_t n = 0;
     int rc = cli_open_input(in, lpk_reader_default_flags(), &r, &err);
     if (rc) goto done;
-    size_t n = lpk_reader_n_tensors(r);
+    n = lpk_reader_n_tensors(r);
     decls = calloc(n ? n : 1, sizeof *decls);
     ch = calloc(n ? n : 1, sizeof *ch);
     st = calloc(n ? n : 1, sizeof *st);
