@@ -676,7 +676,9 @@ static void test_cli_target(void **state)
                                 src, dir, text), 2);
     assert_non_null(strstr(out, "more than"));
     free(out);
-    assert_false(tu_exists(tu_fmt("%s/u.lpk", dir)));
+    char *u = tu_fmt("%s/u.lpk", dir);
+    assert_false(tu_exists(u));
+    free(u);
     tu_rmtree(dir);
     free(dir); free(o); free(g); free(text); free(src);
 }
