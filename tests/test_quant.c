@@ -16,24 +16,6 @@ static const int block_types[] = {LPK_TYPE_Q8_0, LPK_TYPE_Q4_0, LPK_TYPE_Q4_1, L
                                   LPK_TYPE_Q5_1, LPK_TYPE_Q4_K, LPK_TYPE_Q6_K};
 #define N_BLOCK_TYPES (sizeof block_types / sizeof block_types[0])
 
-static size_t qbytes(int type, int64_t nrows, int64_t ncols)
-{
-    uint64_t n;
-    assert_int_equal(lpk_type_nbytes(type, (uint64_t)(nrows * ncols), &n), LPK_OK);
-    return (size_t)n;
-}
-
-static double rel_rmse(int type, const float *x, int64_t nrows, int64_t ncols, const float *w)
-{
-    void *q = malloc(qbytes(type, nrows, ncols));
-    lpk_error err = {0};
-    assert_int_equal(quant_quantize_rows(type, x, nrows, ncols, q, w, &err), LPK_OK);
-    double e, s;
-    assert_int_equal(quant_error(type, x, q, nrows, ncols, &e, &s), LPK_OK);
-    free(q);
-    return sqrt(e / s);
-}
-
 /* ---------------------------------------------------------------- formulas */
 /* Hand-written blocks; expected values from GGML's block definitions. */
 static void test_dequant_formulas(void **state)
@@ -198,7 +180,7 @@ static void test_roundtrip_random(void **state)
         {LPK_TYPE_F32, 0.0},
     };
     for (size_t i = 0; i < sizeof bound / sizeof bound[0]; i++) {
-        double r = rel_rmse(bound[i].type, x, nr, nc, NULL);
+        double r = tu_rel_rmse(bound[i].type, x, nr, nc, NULL);
         print_message("%-5s rel. RMSE %.6g\n", lpk_type_get(bound[i].type)->name, r);
         tu_near(lpk_type_get(bound[i].type)->name, r, bound[i].want, 0.01);
     }
@@ -206,7 +188,7 @@ static void test_roundtrip_random(void **state)
     double ssx = 0;
     for (int64_t i = 0; i < nr * nc; i++) ssx += (double)x[i] * x[i];
     double rtn = sqrt(rtn_q4_0_sse(x, nr * nc) / ssx);
-    double ours = rel_rmse(LPK_TYPE_Q4_0, x, nr, nc, NULL);
+    double ours = tu_rel_rmse(LPK_TYPE_Q4_0, x, nr, nc, NULL);
     print_message("q4_0 round-to-nearest %.6g, search %.6g\n", rtn, ours);
     assert_true(ours < rtn * 0.97);
     /* importance weights lower the weighted error they are given (to the
@@ -219,7 +201,7 @@ static void test_roundtrip_random(void **state)
     };
     for (size_t t = 0; t < N_BLOCK_TYPES; t++) {
         int type = block_types[t];
-        void *q1 = malloc(qbytes(type, nr, nc)), *q2 = malloc(qbytes(type, nr, nc));
+        void *q1 = malloc(tu_qbytes(type, nr, nc)), *q2 = malloc(tu_qbytes(type, nr, nc));
         float *y = malloc(nr * nc * sizeof(float));
         lpk_error err = {0};
         assert_int_equal(quant_quantize_rows(type, x, nr, nc, q1, NULL, &err), 0);
@@ -243,7 +225,7 @@ static void test_roundtrip_random(void **state)
      * super-block types and leaves the 32-block types' bytes as they are */
     for (size_t t = 0; t < N_BLOCK_TYPES; t++) {
         int type = block_types[t];
-        size_t nb = qbytes(type, nr, nc);
+        size_t nb = tu_qbytes(type, nr, nc);
         void *q1 = malloc(nb), *q2 = malloc(nb);
         float *y = malloc(nr * nc * sizeof(float));
         lpk_error err = {0};
@@ -290,7 +272,7 @@ static void test_rows_from_halfs(void **state)
             y[i] = st == LPK_TYPE_F16 ? lpk_f16_to_f32(h[i]) : lpk_bf16_to_f32(h[i]);
         }
         for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
-            size_t nb = qbytes(types[t], nr, nc);
+            size_t nb = tu_qbytes(types[t], nr, nc);
             uint8_t *want = malloc(nb), *got = malloc(nb);
             lpk_error err = {0};
             for (unsigned fl = 0; fl < 2; fl++) {
@@ -312,7 +294,7 @@ static void test_rows_from_halfs(void **state)
         }
         free(y);
     }
-    uint8_t *q = malloc(qbytes(LPK_TYPE_Q8_0, nr, nc));
+    uint8_t *q = malloc(tu_qbytes(LPK_TYPE_Q8_0, nr, nc));
     lpk_error err = {0};
     h[7 * nc + 100] = 0x7e00; /* f16 NaN */
     assert_int_equal(quant_quantize_rows_from(LPK_TYPE_Q8_0, LPK_TYPE_F16, h, nr, nc, q, NULL, &err),
@@ -331,7 +313,7 @@ static void test_rows_from_halfs(void **state)
 static void check_paths(int type, const float *x, int64_t nr, int64_t nc, const float *w,
                         unsigned flags)
 {
-    size_t nb = qbytes(type, nr, nc);
+    size_t nb = tu_qbytes(type, nr, nc);
     uint8_t *a = malloc(nb), *b = malloc(nb);
     lpk_error err = {0};
     quant_set_path(QUANT_PATH_SCALAR);
@@ -638,7 +620,7 @@ static void crosscheck(const lpk_reader *r, const char *gname, const char *hf_na
     assert_int_equal(cols, lpk_tensor_ncols(t));
     double e_cpp, s;
     assert_int_equal(quant_error(t->type, x, t->data, rows, cols, &e_cpp, &s), LPK_OK);
-    double r_cpp = sqrt(e_cpp / s), r_ours = rel_rmse(t->type, x, rows, cols, NULL);
+    double r_cpp = sqrt(e_cpp / s), r_ours = tu_rel_rmse(t->type, x, rows, cols, NULL);
     print_message("%-24s %-5s llama.cpp %.6g  llmpack %.6g\n", gname,
                   lpk_type_get(t->type)->name, r_cpp, r_ours);
     tu_near("llama.cpp's blocks", r_cpp, want_cpp, 1e-5);
@@ -687,7 +669,7 @@ static void test_real_bounds(void **state)
         {LPK_TYPE_Q4_0, 0.0763253},
     };
     for (size_t i = 0; i < sizeof bound / sizeof bound[0]; i++) {
-        double r = rel_rmse(bound[i].type, x, rows, cols, NULL);
+        double r = tu_rel_rmse(bound[i].type, x, rows, cols, NULL);
         print_message("%-5s blk.3.attn_output rel. RMSE %.6g\n", lpk_type_get(bound[i].type)->name, r);
         tu_near(lpk_type_get(bound[i].type)->name, r, bound[i].want, 0.01);
     }

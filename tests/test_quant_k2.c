@@ -16,24 +16,6 @@ static const int new_types[] = {LPK_TYPE_Q5_K, LPK_TYPE_Q3_K, LPK_TYPE_Q2_K, LPK
                                 LPK_TYPE_IQ4_XS};
 #define N_NEW (sizeof new_types / sizeof new_types[0])
 
-static size_t qbytes(int type, int64_t nrows, int64_t ncols)
-{
-    uint64_t n;
-    assert_int_equal(lpk_type_nbytes(type, (uint64_t)(nrows * ncols), &n), LPK_OK);
-    return (size_t)n;
-}
-
-static double rel_rmse(int type, const float *x, int64_t nrows, int64_t ncols, const float *w)
-{
-    void *q = malloc(qbytes(type, nrows, ncols));
-    lpk_error err = {0};
-    assert_int_equal(quant_quantize_rows(type, x, nrows, ncols, q, w, &err), LPK_OK);
-    double e, s;
-    assert_int_equal(quant_error(type, x, q, nrows, ncols, &e, &s), LPK_OK);
-    free(q);
-    return sqrt(e / s);
-}
-
 /* ---------------------------------------------------------------- formulas */
 /* Hand-made blocks; expected values worked out from GGML's definitions. */
 static void test_formulas(void **state)
@@ -162,12 +144,12 @@ static void test_roundtrip(void **state)
     for (int64_t c = 0; c < cols; c++) w[c] = (float)(tu_rand(&s) % 1000) / 100.0f + 0.01f;
     for (size_t i = 0; i < N_NEW; i++) {
         int t = new_types[i];
-        double r = rel_rmse(t, x, rows, cols, NULL);
+        double r = tu_rel_rmse(t, x, rows, cols, NULL);
         print_message("%-6s rel. RMSE %.6g\n", lpk_type_get(t)->name, r);
         const size_t mi = measured_of(t);
         tu_near(lpk_type_get(t)->name, r, measured[mi].rmse, 0.01);
         /* importance weights lower the weighted error */
-        size_t nb = qbytes(t, rows, cols);
+        size_t nb = tu_qbytes(t, rows, cols);
         void *q0 = malloc(nb), *q1 = malloc(nb);
         lpk_error err = {0};
         assert_int_equal(quant_quantize_rows(t, x, rows, cols, q0, NULL, &err), LPK_OK);
@@ -205,7 +187,7 @@ static void test_simd_same_bytes(void **state)
     for (int64_t c = 0; c < cols; c++) w[c] = (float)(tu_rand(&s) % 100) / 10.0f;
     for (size_t i = 0; i < N_NEW; i++) {
         int t = new_types[i];
-        size_t nb = qbytes(t, rows, cols);
+        size_t nb = tu_qbytes(t, rows, cols);
         for (int wi = 0; wi < 2; wi++) {
             void *a = malloc(nb), *b = malloc(nb);
             lpk_error err = {0};
@@ -297,7 +279,7 @@ static void test_llama_cpp_files(void **state)
             assert_true(r1 >= f[i].lo && r1 <= f[i].hi);
             e_cpp += e;
             sx += s;
-            double ro = rel_rmse(t->type, tf->data, rows, cols, NULL);
+            double ro = tu_rel_rmse(t->type, tf->data, rows, cols, NULL);
             e_ours += ro * ro * s;
             n_seen++;
         }

@@ -1,5 +1,7 @@
 #include "tutil.h"
 
+#include "../quant/quant.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -258,4 +260,22 @@ void tu_near(const char *what, double got, double want, double rel)
 {
     int ok = want == 0 ? got == 0 : fabs(got / want - 1) <= rel;
     if (!ok) fail_msg("%s: %.9g, expected %.9g (within %g)", what, got, want, rel);
+}
+
+size_t tu_qbytes(int type, int64_t nrows, int64_t ncols)
+{
+    uint64_t n;
+    assert_int_equal(lpk_type_nbytes(type, (uint64_t)(nrows * ncols), &n), LPK_OK);
+    return (size_t)n;
+}
+
+double tu_rel_rmse(int type, const float *x, int64_t nrows, int64_t ncols, const float *w)
+{
+    void *q = malloc(tu_qbytes(type, nrows, ncols));
+    lpk_error err = {0};
+    assert_int_equal(quant_quantize_rows(type, x, nrows, ncols, q, w, &err), LPK_OK);
+    double e, s;
+    assert_int_equal(quant_error(type, x, q, nrows, ncols, &e, &s), LPK_OK);
+    free(q);
+    return sqrt(e / s);
 }

@@ -61,6 +61,11 @@ int tu_wait_child(int pid, int seconds, const char *what);
  * a regression of a few percent fails, and so does an improvement nobody
  * re-measured. */
 void tu_near(const char *what, double got, double want, double rel);
+/* Bytes of nrows x ncols values stored as type (fails the test if they do not fit). */
+size_t tu_qbytes(int type, int64_t nrows, int64_t ncols);
+/* Relative RMSE of quantizing x (nrows x ncols) to type with importance weights w
+ * (NULL: none), through quant_quantize_rows and quant_error. */
+double tu_rel_rmse(int type, const float *x, int64_t nrows, int64_t ncols, const float *w);
 /* Deterministic random numbers (xorshift), for fixtures. */
 uint64_t tu_rand(uint64_t *state);
 float tu_randn(uint64_t *state);   /* ~N(0,1) */
