@@ -61,7 +61,8 @@ static void write_container(const char *path, const lpk_meta *m, const tspec *ts
 }
 
 /* llama2-20m's hyperparameters and tokenizer as docs/MODEL.md types them;
- * wide = 1 stores the counts as u64 and eps/freq_base as f64 (export must narrow). */
+ * wide = 1 stores the counts and special-token ids as u64 and eps/freq_base as
+ * f64 (export must narrow). */
 static lpk_meta *llama2_20m_meta(const char *tok_model, const char *tok_config, int wide)
 {
     lpk_meta *m = lpk_meta_new();
@@ -92,6 +93,17 @@ static lpk_meta *llama2_20m_meta(const char *tok_model, const char *tok_config, 
     if (tok_config_load_mem(tok_config, (const uint8_t *)cfg, n, m, &err))
         fail_msg("%s", err.msg);
     free(cfg);
+    if (wide) {
+        /* the special ids as wider integers too: llama.cpp reads them only as u32 */
+        static const char *const ids[] = {"tokenizer.ggml.bos_token_id",
+                                          "tokenizer.ggml.eos_token_id",
+                                          "tokenizer.ggml.unknown_token_id"};
+        for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+            uint32_t id;
+            if (lpk_meta_get_u32(m, ids[i], &id)) fail_msg("%s: no %s", tok_config, ids[i]);
+            lpk_meta_set_u64(m, ids[i], id);
+        }
+    }
     lpk_meta_set_u32(m, "general.file_type", 7);
     lpk_meta_set_str(m, "source.format", "hf-safetensors");
     const char *files[] = {"model.safetensors"};
