@@ -438,6 +438,115 @@ static void test_truncated_while_quantizing(void **state)
     free(dir); free(in); free(log); free(o);
 }
 
+/* Whether /proc/pid/maps lists a mapping of path. */
+static int maps_hold(pid_t pid, const char *path)
+{
+    char mp[64];
+    snprintf(mp, sizeof mp, "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(mp, "r");
+    if (!f) return 0;
+    char line[8192];
+    int hit = 0;
+    while (!hit && fgets(line, sizeof line, f)) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = '\0';
+        size_t n = strlen(line), k = strlen(path);
+        hit = n >= k && !strcmp(line + n - k, path);
+    }
+    fclose(f);
+    return hit;
+}
+
+/* Runs llmpack argv; the moment its maps list `victim`, truncates victim to
+ * `keep` bytes from this process. Returns 1 and the wait status when the
+ * truncation hit the running command, 0 when the command ended first (the
+ * race was lost; the caller restores the file and tries again). */
+static int truncate_while_mapped(char *const *argv, const char *victim, off_t keep,
+                                 const char *log, int *ws)
+{
+    pid_t pid = tu_llmpack_spawn(log, argv);
+    assert_true(pid > 0);
+    int hit = 0;
+    for (;;) {
+        if (maps_hold(pid, victim)) {
+            assert_int_equal(truncate(victim, keep), 0);
+            hit = 1;
+            break;
+        }
+        if (waitpid(pid, ws, WNOHANG) == pid) return 0;
+    }
+    *ws = tu_wait_child(pid, WAIT_S, argv[1]);
+    return hit;
+}
+
+/* convert, export, check and verify each get their input truncated while they
+ * have it mapped: exit 3 "FILE changed or was truncated while reading", no
+ * output, no temporary file. The model is large enough (about 90M parameters)
+ * that each command is still reading when the truncation lands; a run that
+ * finished first is repeated on a restored file. */
+static void test_truncated_while_reading_every_command(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    const char *gen = getenv("LLMPACK_GEN_CKPT");
+    if (!gen || !*gen) gen = "build/bench/gen_ckpt";
+    char *hf = tu_fmt("%s/hf", dir), *cmd = tu_fmt("'%s' --custom 1024,4096,6,16,4,512 --format hf "
+                                                   "--shards 1 --seed 7 --out '%s' >/dev/null", gen, hf);
+    assert_int_equal(sh(cmd), 0);
+    free(cmd);
+    char *tok = tu_fmt("%s/tokenizer.model", hf);
+    size_t tn;
+    char *tb = tu_read_file("examples/stories260K/tokenizer.model", &tn);
+    assert_non_null(tb);
+    assert_int_equal(tu_write_file(tok, tb, tn), 0);
+    free(tb);
+    char *st = tu_fmt("%s/model-00001-of-00001.safetensors", hf), *st_keep = tu_fmt("%s/keep.st", dir);
+    char *m = tu_fmt("%s/m.lpk", dir), *m_keep = tu_fmt("%s/keep.lpk", dir);
+    char *log = tu_fmt("%s/log.txt", dir), *out = NULL;
+    if (tu_llmpack(&out, "convert '%s' -o '%s'", hf, m)) fail_msg("convert: %s", out);
+    free(out);
+    cmd = tu_fmt("cp '%s' '%s' && cp '%s' '%s'", st, st_keep, m, m_keep);
+    assert_int_equal(sh(cmd), 0);
+    free(cmd);
+    char *o_lpk = tu_fmt("%s/o.lpk", dir), *o_gguf = tu_fmt("%s/o.gguf", dir);
+    char *text = "examples/TinyStories-valid-sample.txt";
+    struct { char *argv[12]; const char *victim, *keep, *out; } runs[] = {
+        {{"llmpack", "convert", hf, "-o", o_lpk, NULL}, st, st_keep, o_lpk},
+        {{"llmpack", "export", m, "-o", o_gguf, NULL}, m, m_keep, o_gguf},
+        {{"llmpack", "check", m, NULL}, m, m_keep, NULL},
+        {{"llmpack", "verify", m, "--text", text, "--ctx", "64", "--chunks", "1", NULL}, m,
+         m_keep, NULL},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        struct stat sb;
+        assert_int_equal(stat(runs[i].keep, &sb), 0);
+        int ws = 0, won = 0;
+        for (int attempt = 0; attempt < 5 && !won; attempt++) {
+            cmd = tu_fmt("cp '%s' '%s'", runs[i].keep, runs[i].victim);
+            assert_int_equal(sh(cmd), 0);
+            free(cmd);
+            if (runs[i].out) unlink(runs[i].out);
+            won = truncate_while_mapped(runs[i].argv, runs[i].victim, sb.st_size / 3, log, &ws);
+            if (!won) print_message("%s: finished before the truncation, again\n", runs[i].argv[1]);
+        }
+        if (!won) fail_msg("llmpack %s finished before its input could be truncated, 5 times",
+                           runs[i].argv[1]);
+        char *l = tu_read_file(log, NULL);
+        char *want = tu_fmt("%s changed or was truncated while reading", runs[i].victim);
+        if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 3 || !l || !strstr(l, want))
+            fail_msg("llmpack %s: status %d (want exit 3 and '%s'), output: %s", runs[i].argv[1],
+                     ws, want, l ? l : "");
+        if (runs[i].out && tu_exists(runs[i].out))
+            fail_msg("llmpack %s left %s", runs[i].argv[1], runs[i].out);
+        assert_int_equal(temp_files(dir), 0);
+        free(want);
+        free(l);
+    }
+    tu_rmtree(dir);
+    free(dir); free(hf); free(tok); free(st); free(st_keep); free(m); free(m_keep);
+    free(log); free(o_lpk); free(o_gguf);
+}
+
 /* ---------------------------------------------------------------- 4. signals */
 static void test_signals_clean_up_and_exit_1(void **state)
 {
@@ -774,6 +883,7 @@ int main(void)
         cmocka_unit_test(test_nonfinite),
         cmocka_unit_test(test_truncated_while_mapped_library),
         cmocka_unit_test(test_truncated_while_quantizing),
+        cmocka_unit_test(test_truncated_while_reading_every_command),
         cmocka_unit_test(test_signals_clean_up_and_exit_1),
         cmocka_unit_test(test_closed_pipe),
         cmocka_unit_test(test_stale_temporary_files_swept),
