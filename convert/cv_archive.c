@@ -493,35 +493,54 @@ static int extract(const char *path, const char *root, lpk_error *err)
 }
 
 /* The checkpoint folder: the spool root, or its only entry when that is a folder. */
+static int is_ckpt_file(const char *b)
+{
+    return !strcmp(b, "params.json") || !strcmp(b, "config.json") ||
+           has_suffix(b, ".safetensors") || has_suffix(b, ".pth") || has_suffix(b, ".bin");
+}
+
+/* The checkpoint folder in the unpacked tree: the root, or the one folder in
+ * it when the root holds no checkpoint file itself (files beside that folder,
+ * such as Meta's tokenizer.model next to llama-2-7b/, are its parent's, as on
+ * disk); two levels at most ("llama-2/tokenizer.model", "llama-2/llama-2-7b/"). */
 static void find_root(const char *spool, char *out, size_t n)
 {
     snprintf(out, n, "%s", spool);
-    DIR *d = opendir(spool);
-    if (!d) return;
-    struct dirent *e;
-    int count = 0;
-    char only[256] = "";
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        count++;
-        snprintf(only, sizeof only, "%s", e->d_name);
+    for (int level = 0; level < 2; level++) {
+        DIR *d = opendir(out);
+        if (!d) return;
+        struct dirent *e;
+        int dirs = 0, ckpt = 0;
+        char only[256] = "";
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char p[8400];
+            struct stat st;
+            snprintf(p, sizeof p, "%s/%s", out, e->d_name);
+            if (stat(p, &st) != 0) continue;
+            if (S_ISDIR(st.st_mode)) {
+                dirs++;
+                snprintf(only, sizeof only, "%s", e->d_name);
+            } else {
+                ckpt |= is_ckpt_file(e->d_name);
+            }
+        }
+        closedir(d);
+        if (dirs != 1 || ckpt) return;
+        size_t l = strlen(out);
+        if (l + 1 + strlen(only) >= n) return;
+        snprintf(out + l, n - l, "/%s", only);
     }
-    closedir(d);
-    if (count != 1) return;
-    char p[8192];
-    struct stat st;
-    snprintf(p, sizeof p, "%s/%s", spool, only);
-    if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) snprintf(out, n, "%s", p);
 }
 
-/* Messages from the folder reader name files in the spool folder: name them
- * inside the archive instead ("model.tar.zst:consolidated.00.pth"). */
-static void rename_in_msg(lpk_error *err, const char *root, const char *archive_path)
+/* Text naming files in the spool folder root names them inside the archive
+ * instead ("model.tar.zst:consolidated.00.pth"). */
+static void rename_in_text(char *text, size_t cap, const char *root, const char *archive_path)
 {
-    if (!err || !err->status) return;
-    char out[sizeof err->msg];
+    char out[2048];
     size_t o = 0, rl = strlen(root);
-    const char *m = err->msg;
+    const char *m = text;
+    if (!rl || !strstr(text, root)) return;
     while (*m && o + 1 < sizeof out) {
         if (!strncmp(m, root, rl)) {
             int w = snprintf(out + o, sizeof out - o, "%s:", archive_path);
@@ -534,7 +553,14 @@ static void rename_in_msg(lpk_error *err, const char *root, const char *archive_
         }
     }
     out[o] = 0;
-    memcpy(err->msg, out, o + 1);
+    snprintf(text, cap, "%s", out);
+}
+
+/* Messages from the folder reader name files in the spool folder: name them
+ * inside the archive instead ("model.tar.zst:consolidated.00.pth"). */
+static void rename_in_msg(lpk_error *err, const char *root, const char *archive_path)
+{
+    if (err && err->status) rename_in_text(err->msg, sizeof err->msg, root, archive_path);
 }
 
 /* general.name from the archive's name ("llama2-20m.tar.zst" -> "llama2-20m"). */
@@ -575,6 +601,7 @@ typedef struct st_member {
     int weights;          /* a .safetensors member */
     int blocks;           /* .bin, a .pth that cannot stream, or size unknown */
     struct pth_info *pth; /* consolidated.NN.pth: what the walk found */
+    int parent;           /* tokenizer.model in the checkpoint folder's parent */
 } st_member;
 
 typedef struct st_scan {
@@ -1259,24 +1286,22 @@ static int stream_add_member(stream_src *S, const cv_hparams *hp, size_t mi, lpk
 
 /* A one-shard Meta checkpoint: params.json and tokenizer.model from the small
  * folder, the tensors in the order the walk found their bytes. */
-static int stream_meta(stream_src *S, const char *small, size_t mi, const cv_torch_opts *opts,
-                       char *warn, size_t warn_n, lpk_error *err)
+static int stream_meta(stream_src *S, const char *ckdir, const char *shown, size_t mi,
+                       const cv_torch_opts *opts, char *warn, size_t warn_n, lpk_error *err)
 {
     const st_member *m = &S->sc.m[mi];
     const pth_info *pi = m->pth;
-    char ppath[4300], label[8400], tp[4300];
-    snprintf(ppath, sizeof ppath, "%s/params.json", small);
+    char ppath[8500], label[8400];
+    snprintf(ppath, sizeof ppath, "%s/params.json", ckdir);
     snprintf(label, sizeof label, "%s:%s", S->arc_path, m->rel);
-    int rc = cv_meta_describe(small, ppath, pi->pk, pi->n_pk, label, opts, &S->base, err);
+    int rc = cv_meta_describe(ckdir, ppath, pi->pk, pi->n_pk, label, opts, &S->base, err);
     if (!rc && pi->tied) rc = cv_source_add_skipped(&S->base, "output.weight", err);
-    if (!rc) {
-        if (opts && opts->tokenizer) snprintf(tp, sizeof tp, "%s", opts->tokenizer);
-        else snprintf(tp, sizeof tp, "%s/tokenizer.model", small);
-        if ((opts && opts->tokenizer) || access(tp, R_OK) == 0)
-            rc = cv_load_tokenizer(tp, &S->base, warn, warn_n, err);
-        else
-            snprintf(warn, warn_n, "no tokenizer (no tokenizer.model in %s)", S->arc_path);
-    }
+    /* as for the folder on disk: the folder's or its parent's tokenizer.model,
+     * then the vocabulary completed against the embedding */
+    if (!rc)
+        rc = cv_meta_tokenizer(ckdir, shown, opts ? opts->tokenizer : NULL, &S->base,
+                               opts ? opts->note : NULL, opts ? opts->note_n : 0, warn, warn_n,
+                               err);
     if (!rc && !(S->st = calloc(S->base.n_tensors + 1, sizeof *S->st)))
         rc = lpk_err(err, LPK_ENOMEM, "out of memory");
     for (size_t j = 0; !rc && j < S->base.n_tensors; j++) {
@@ -1305,22 +1330,45 @@ static int stream_open(const char *path, const cv_torch_opts *opts, cv_source **
     S->base.streaming = 1;
     snprintf(S->base.path, sizeof S->base.path, "%s", path);
     snprintf(S->arc_path, sizeof S->arc_path, "%s", path);
-    char small[4200] = "";
+    char small[4200] = "", ckdir[8400] = "", label[8400];
     int rc = scan_archive(path, &S->sc, err);
-    /* One top-level folder holding everything: names below it. Only files
-     * directly in the checkpoint folder count, as for folders. */
+    /* The checkpoint folder: one top-level folder holding everything, else the
+     * root, else (Meta's download: tokenizer.model beside the one model folder)
+     * the one folder below the root with a params.json, whose parent's
+     * tokenizer.model is kept. Only files directly in the checkpoint folder
+     * count, as for folders. */
     size_t strip = 0;
+    const char *ck = NULL;  /* its name, S->sc.m[..].rel up to strip */
+    int beside = 0;
     if (!rc && S->sc.n) {
         const char *sl = strchr(S->sc.m[0].rel, '/');
         strip = sl ? (size_t)(sl - S->sc.m[0].rel) + 1 : 0;
         for (size_t i = 0; i < S->sc.n && strip; i++)
             if (strncmp(S->sc.m[i].rel, S->sc.m[0].rel, strip)) strip = 0;
+        if (strip) ck = S->sc.m[0].rel;
+        size_t n_sub = 0, sub = 0;
+        int root_ck = 0;
+        for (size_t i = 0; i < S->sc.n && !strip; i++) {
+            const char *r = S->sc.m[i].rel, *b = base_of(r);
+            if (r == b) root_ck |= strcmp(b, "tokenizer.model") != 0;
+            else if (!strcmp(b, "params.json")) n_sub++, sub = i;
+        }
+        if (!strip && !root_ck && n_sub == 1) {
+            ck = S->sc.m[sub].rel;
+            strip = (size_t)(base_of(ck) - ck);
+            beside = 1;
+        }
     }
     int any = 0, params = 0;
     size_t n_pth = 0, pth_i = 0;
     for (size_t i = 0; !rc && i < S->sc.n; i++) {
         st_member *m = &S->sc.m[i];
-        if (strchr(m->rel + strip, '/')) {
+        int inside = !strip || !strncmp(m->rel, ck, strip);
+        if (beside && !inside && !strcmp(m->rel, "tokenizer.model") && m->data) {
+            m->parent = 1;  /* Meta's tokenizer.model beside the model folder */
+            continue;
+        }
+        if (!inside || strchr(m->rel + strip, '/')) {
             m->weights = 0;
             m->blocks = 0;
             free(m->data);
@@ -1351,11 +1399,21 @@ static int stream_open(const char *path, const cv_torch_opts *opts, cv_source **
                  opts && opts->spool_dir ? opts->spool_dir : ".");
         rc = spool_mkdtemp(small, err);
     }
+    /* in the small folder as in the archive: the checkpoint folder's files in
+     * a folder of its name, a tokenizer.model beside it in its parent */
+    if (!rc) {
+        snprintf(ckdir, sizeof ckdir, "%s%s%.*s", small, strip ? "/" : "",
+                 strip ? (int)strip - 1 : 0, ck ? ck : "");
+        snprintf(label, sizeof label, "%s%s%.*s", path, strip ? ":" : "",
+                 strip ? (int)strip - 1 : 0, ck ? ck : "");
+        if (strip && (rc = make_parents(small, ckdir + strlen(small) + 1, 1, err))) ckdir[0] = 0;
+    }
     for (size_t i = 0; !rc && i < S->sc.n; i++) {
         st_member *m = &S->sc.m[i];
         if (m->weights || !m->data) continue;
         char p[8400];
-        snprintf(p, sizeof p, "%s/%s", small, m->rel + strip);
+        if (m->parent) snprintf(p, sizeof p, "%s/%s", small, m->rel);
+        else snprintf(p, sizeof p, "%s/%s", ckdir, m->rel + strip);
         int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0 || spool_register(p) || write(fd, m->data, m->n) != (ssize_t)m->n)
             rc = lpk_err(err, LPK_EIO, "%s: %s", p, strerror(errno));
@@ -1365,11 +1423,14 @@ static int stream_open(const char *path, const cv_torch_opts *opts, cv_source **
     char warn[512];
     char *wp = opts && opts->warn ? opts->warn : warn;
     size_t wn = opts && opts->warn ? opts->warn_n : sizeof warn;
-    if (!rc && meta) rc = stream_meta(S, small, pth_i, opts, wp, wn, err);
-    else if (!rc) rc = cv_hf_folder_meta(small, opts ? opts->tokenizer : NULL, &hp, &S->base,
+    if (!rc && meta) rc = stream_meta(S, ckdir, label, pth_i, opts, wp, wn, err);
+    else if (!rc) rc = cv_hf_folder_meta(ckdir, opts ? opts->tokenizer : NULL, &hp, &S->base,
                                          wp, wn, err);
     if (small[0]) {
-        if (rc < 0) rename_in_msg(err, small, path);
+        if (rc < 0) {
+            if (ckdir[0]) rename_in_msg(err, ckdir, label);
+            rename_in_msg(err, small, path);
+        }
         spool_cleanup(small);
     }
     if (!rc) {
@@ -1456,10 +1517,18 @@ int cv_archive_open(const char *path, const cv_torch_opts *opts, cv_dir_open_fn 
     }
     if ((rc = extract(path, spool, err))) goto fail;
     find_root(spool, root, sizeof root);
-    if ((rc = open_dir(root, opts, &a->inner, err))) {
-        rename_in_msg(err, root, path);
-        goto fail;
+    rc = open_dir(root, opts, &a->inner, err);
+    /* messages name the archive's members, not the temporary copy */
+    rename_in_msg(err, root, path);
+    rename_in_msg(err, spool, path);
+    for (int k = 0; k < 2 && opts; k++) {
+        char *t = k ? opts->note : opts->warn;
+        size_t tn = k ? opts->note_n : opts->warn_n;
+        if (!t) continue;
+        rename_in_text(t, tn, root, path);
+        rename_in_text(t, tn, spool, path);
     }
+    if (rc) goto fail;
     a->base = *a->inner;
     a->base.ops = &archive_ops;
     snprintf(a->base.path, sizeof a->base.path, "%s", path);

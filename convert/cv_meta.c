@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -420,6 +421,82 @@ int cv_meta_describe(const char *dir, const char *ppath, const cv_pk_tensor *pk,
         s->n_tensors++;
     }
     return fill_meta(s, dir, ppath, &p, opts, err);
+}
+
+/* Meta's Llama 3.1 renamed some of Llama 3's 256 special tokens (Meta's
+ * reference tokenizer and Hugging Face's converter): id 128000 + i. */
+static void llama31_special(int i, char *out, size_t cap)
+{
+    static const char *const first[] = {
+        "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+        "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>",
+        "<|reserved_special_token_2|>", "<|start_header_id|>", "<|end_header_id|>",
+        "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"};
+    if (i < 11) snprintf(out, cap, "%s", first[i]);
+    else snprintf(out, cap, "<|reserved_special_token_%d|>", i - 8);
+}
+
+/* A Meta Llama 3.1 folder (use_scaled_rope) with Meta's tiktoken file: 3.1's
+ * special-token names and stop ids (eos, eom, eot). */
+static int meta_llama31_names(lpk_meta *m, lpk_error *err)
+{
+    const lpk_kv *t = lpk_meta_find(m, "tokenizer.ggml.tokens");
+    const char *sc = lpk_meta_get_str(m, "llama.rope.scaling.type");
+    if (!t || t->type != LPK_V_ARR || t->elem != LPK_V_STR || t->count != 128256 || !sc ||
+        strcmp(sc, "llama3"))
+        return LPK_OK;
+    lpk_str b = lpk_kv_str_at(t, 128000);
+    if (b.n != 17 || memcmp(b.p, "<|begin_of_text|>", 17)) return LPK_OK;
+    const char **v = malloc(128256 * sizeof *v);
+    char (*names)[40] = malloc(256 * sizeof *names);
+    int rc = v && names ? LPK_OK : LPK_ENOMEM;
+    for (uint64_t i = 0; !rc && i < 128256; i++) {
+        if (i < 128000) {
+            v[i] = lpk_kv_str_at(t, i).p; /* byte-level text: no NUL inside */
+            continue;
+        }
+        llama31_special((int)(i - 128000), names[i - 128000], sizeof names[0]);
+        v[i] = names[i - 128000];
+    }
+    /* the values are copied before the old array is released */
+    if (!rc) rc = lpk_meta_set_str_arr(m, "tokenizer.ggml.tokens", v, NULL, 128256);
+    uint32_t stop[3] = {128001, 128008, 128009};
+    if (!rc) rc = lpk_meta_set_arr(m, "tokenizer.eos_token_ids", LPK_V_U32, stop, 3);
+    free(v);
+    free(names);
+    return rc ? lpk_err(err, rc, "out of memory") : LPK_OK;
+}
+
+/* Meta folders carry no tokenizer keys from the reader: tokenizer.model in the
+ * model folder, else in its parent (Meta's download puts it next to the
+ * llama-2-7b/, llama-2-70b/ folders). */
+int cv_meta_tokenizer(const char *dir, const char *label, const char *tokenizer, cv_source *s,
+                      char *note, size_t note_n, char *warn, size_t warn_n, lpk_error *err)
+{
+    char tp[4096];
+    int rc;
+    if (!label) label = dir;
+    if (tokenizer) {
+        snprintf(tp, sizeof tp, "%s", tokenizer);
+    } else if (!cv_path_join(tp, sizeof tp, dir, "tokenizer.model") && !access(tp, R_OK)) {
+        /* in the folder */
+    } else if (!cv_path_join(tp, sizeof tp, dir, "../tokenizer.model") && !access(tp, R_OK)) {
+        if (note)
+            snprintf(note, note_n, "tokenizer.model from the parent folder of %.400s, as Meta's "
+                     "download lays it out", label);
+    } else {
+        snprintf(warn, warn_n, "no tokenizer (no tokenizer.model in %.400s or its parent folder)",
+                 label);
+        return LPK_OK;
+    }
+    if ((rc = cv_load_tokenizer(tp, s, warn, warn_n, err)) ||
+        (rc = meta_llama31_names(s->meta, err)))
+        return rc;
+    uint32_t rows = 0;
+    lpk_meta_get_u32(s->meta, "llama.vocab_size", &rows);
+    cv_special_ids own;
+    cv_special_snapshot(s->meta, &own);
+    return cv_vocab_finish(dir, s->meta, rows, &own, warn, warn_n, err);
 }
 
 /* ---------------------------------------------------------------- open */

@@ -512,81 +512,6 @@ static struct {
     cv_open_opts *oo;
 } open_ctx;
 
-/* Meta's Llama 3.1 renamed some of Llama 3's 256 special tokens (Meta's
- * reference tokenizer and Hugging Face's converter): id 128000 + i. */
-static void llama31_special(int i, char *out, size_t cap)
-{
-    static const char *const first[] = {
-        "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
-        "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>",
-        "<|reserved_special_token_2|>", "<|start_header_id|>", "<|end_header_id|>",
-        "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"};
-    if (i < 11) snprintf(out, cap, "%s", first[i]);
-    else snprintf(out, cap, "<|reserved_special_token_%d|>", i - 8);
-}
-
-/* A Meta Llama 3.1 folder (use_scaled_rope) with Meta's tiktoken file: 3.1's
- * special-token names and stop ids (eos, eom, eot). */
-static int meta_llama31_names(lpk_meta *m, lpk_error *err)
-{
-    const lpk_kv *t = lpk_meta_find(m, "tokenizer.ggml.tokens");
-    const char *sc = lpk_meta_get_str(m, "llama.rope.scaling.type");
-    if (!t || t->type != LPK_V_ARR || t->elem != LPK_V_STR || t->count != 128256 || !sc ||
-        strcmp(sc, "llama3"))
-        return LPK_OK;
-    lpk_str b = lpk_kv_str_at(t, 128000);
-    if (b.n != 17 || memcmp(b.p, "<|begin_of_text|>", 17)) return LPK_OK;
-    const char **v = malloc(128256 * sizeof *v);
-    char (*names)[40] = malloc(256 * sizeof *names);
-    int rc = v && names ? LPK_OK : LPK_ENOMEM;
-    for (uint64_t i = 0; !rc && i < 128256; i++) {
-        if (i < 128000) {
-            v[i] = lpk_kv_str_at(t, i).p; /* byte-level text: no NUL inside */
-            continue;
-        }
-        llama31_special((int)(i - 128000), names[i - 128000], sizeof names[0]);
-        v[i] = names[i - 128000];
-    }
-    /* the values are copied before the old array is released */
-    if (!rc) rc = lpk_meta_set_str_arr(m, "tokenizer.ggml.tokens", v, NULL, 128256);
-    uint32_t stop[3] = {128001, 128008, 128009};
-    if (!rc) rc = lpk_meta_set_arr(m, "tokenizer.eos_token_ids", LPK_V_U32, stop, 3);
-    free(v);
-    free(names);
-    return rc ? lpk_err(err, rc, "out of memory") : LPK_OK;
-}
-
-/* Meta folders carry no tokenizer keys from the reader: tokenizer.model in the
- * model folder, else in its parent (Meta's download puts it next to the
- * llama-2-7b/, llama-2-70b/ folders). */
-static int add_folder_tokenizer(const char *dir, cv_source *s, cv_open_opts *oo, lpk_error *err)
-{
-    char tp[4096], parent[4096];
-    int rc;
-    if (oo->tokenizer) {
-        snprintf(tp, sizeof tp, "%s", oo->tokenizer);
-    } else if (!cv_path_join(tp, sizeof tp, dir, "tokenizer.model") && !access(tp, R_OK)) {
-        /* in the folder */
-    } else if (!cv_path_join(parent, sizeof parent, dir, "../tokenizer.model") &&
-               !access(parent, R_OK)) {
-        snprintf(tp, sizeof tp, "%s", parent);
-        snprintf(oo->note, sizeof oo->note, "tokenizer.model from the parent folder (%.400s), as "
-                 "Meta's download lays it out", parent);
-    } else {
-        snprintf(oo->warn, sizeof oo->warn, "no tokenizer (no tokenizer.model in %s or its "
-                 "parent folder)", dir);
-        return LPK_OK;
-    }
-    if ((rc = cv_load_tokenizer(tp, s, oo->warn, sizeof oo->warn, err)) ||
-        (rc = meta_llama31_names(s->meta, err)))
-        return rc;
-    uint32_t rows = 0;
-    lpk_meta_get_u32(s->meta, "llama.vocab_size", &rows);
-    cv_special_ids own;
-    cv_special_snapshot(s->meta, &own);
-    return cv_vocab_finish(dir, s->meta, rows, &own, oo->warn, sizeof oo->warn, err);
-}
-
 static int open_path(const char *path, const cv_torch_opts *topts, cv_source **s,
                      lpk_error *err)
 {
@@ -603,7 +528,8 @@ static int open_path(const char *path, const cv_torch_opts *topts, cv_source **s
     case CV_KIND_HF_TORCH: return cv_hftorch_open(path, topts, s, err);
     case CV_KIND_META:
         if ((rc = cv_meta_open(path, topts, s, err))) return rc;
-        if ((rc = add_folder_tokenizer(path, *s, oo, err))) {
+        if ((rc = cv_meta_tokenizer(path, NULL, oo->tokenizer, *s, oo->note, sizeof oo->note,
+                                    oo->warn, sizeof oo->warn, err))) {
             (*s)->ops->close(*s);
             *s = NULL;
         }
@@ -622,7 +548,8 @@ static int open_source(const cv_options *o, cv_open_opts *oo, cv_source **s, lpk
     else snprintf(spool, sizeof spool, ".");
     cv_torch_opts topts = {.context_length = o->context_length, .spool_dir = spool,
                            .tokenizer = oo->tokenizer, .warn = oo->warn,
-                           .warn_n = sizeof oo->warn};
+                           .warn_n = sizeof oo->warn, .note = oo->note,
+                           .note_n = sizeof oo->note};
     open_ctx.o = o;
     open_ctx.oo = oo;
     int rc = open_path(o->src, &topts, s, err);

@@ -28,6 +28,8 @@ typedef struct cv_torch_opts {
     const char *tokenizer;    /* --tokenizer FILE, or NULL (HF .bin folders) */
     char *warn;               /* out (may be NULL): a non-fatal problem */
     size_t warn_n;
+    char *note;               /* out (may be NULL): which files were chosen and why */
+    size_t note_n;
 } cv_torch_opts;
 
 /* ---------------------------------------------------------------- pickle */
@@ -138,6 +140,13 @@ int cv_meta_open(const char *dir, const cv_torch_opts *opts, cv_source **out, lp
  * source.format "meta". pth names the checkpoint in messages. */
 int cv_meta_describe(const char *dir, const char *ppath, const cv_pk_tensor *pk, size_t n,
                      const char *pth, const cv_torch_opts *opts, cv_source *s, lpk_error *err);
+/* The tokenizer of a Meta folder: the given file, else tokenizer.model in dir,
+ * else in dir's parent (Meta's download layout; *note says so, naming the
+ * folder as label, NULL: dir); then Llama 3.1's special-token names and the
+ * vocabulary completed against the embedding rows (cv_vocab_finish). No
+ * tokenizer: *warn says so and the source keeps no tokenizer keys. */
+int cv_meta_tokenizer(const char *dir, const char *label, const char *tokenizer, cv_source *s,
+                      char *note, size_t note_n, char *warn, size_t warn_n, lpk_error *err);
 /* True when dir looks like a Meta folder (params.json + consolidated.00.pth). */
 int cv_meta_detect(const char *dir);
 

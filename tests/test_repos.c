@@ -297,6 +297,44 @@ static void compare_oracle(const fx *f, const char *path)
     lpk_reader_close(o);
 }
 
+/* Every key of a's metadata but general.name and source.* is in b with the
+ * same value (the name and provenance name the input, archive or folder). */
+static void same_meta(const char *name, const char *a, const char *b)
+{
+    lpk_reader *ra, *rb;
+    assert_int_equal(lpk_reader_open(a, &ra, NULL), 0);
+    assert_int_equal(lpk_reader_open(b, &rb, NULL), 0);
+    const lpk_meta *ma = lpk_reader_meta(ra), *mb = lpk_reader_meta(rb);
+    size_t n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        const lpk_meta *x = pass ? mb : ma, *y = pass ? ma : mb;
+        for (size_t i = 0; i < lpk_meta_count(x); i++) {
+            const lpk_kv *k = lpk_meta_at(x, i);
+            if (!strcmp(k->key, "general.name") || !strncmp(k->key, "source.", 7)) continue;
+            const lpk_kv *o = lpk_meta_find(y, k->key);
+            if (!o) fail_msg("%s: %s only in %s", name, k->key, pass ? b : a);
+            n += !pass;
+            int same = o->type == k->type && o->elem == k->elem && o->count == k->count;
+            if (same && k->type == LPK_V_STR) {
+                same = o->str.n == k->str.n && !memcmp(o->str.p, k->str.p, (size_t)k->str.n);
+            } else if (same && k->type == LPK_V_ARR && k->elem == LPK_V_STR) {
+                for (uint64_t j = 0; same && j < k->count; j++) {
+                    lpk_str u = lpk_kv_str_at(k, j), v = lpk_kv_str_at(o, j);
+                    same = u.n == v.n && !memcmp(u.p, v.p, (size_t)u.n);
+                }
+            } else if (same) {
+                size_t sz = k->type == LPK_V_ARR ? lpk_vtype_size(k->elem) * (size_t)k->count
+                                                 : lpk_vtype_size(k->type);
+                same = !memcmp(k->data, o->data, sz);
+            }
+            if (!same) fail_msg("%s: %s differs between %s and %s", name, k->key, a, b);
+        }
+    }
+    assert_true(n > 10);
+    lpk_reader_close(ra);
+    lpk_reader_close(rb);
+}
+
 /* ---------------------------------------------------------------- the run */
 static int split_words(char *line, char **w, int max)
 {
@@ -444,6 +482,25 @@ static void run_fixture(const char *name)
             unlink(out);
             free(rlog);
             free(out);
+        } else if (!strcmp(w[0], "archive")) {
+            /* archive NAME ENTRY...: NAME (.tar, .tar.zst, .zip) packs ENTRY... of the
+             * download folder as they lie there */
+            char *list = strdup("");
+            for (int i = 2; i < nw; i++) {
+                char *nl2 = tu_fmt("%s '%s'", list, w[i]);
+                free(list);
+                list = nl2;
+            }
+            const char *b = w[1];
+            size_t bl = strlen(b);
+            char *cmd = bl > 4 && !strcmp(b + bl - 4, ".zip")
+                            ? tu_fmt("cd '%s' && zip -q -0 -r '%s' %s", f.root, b, list)
+                        : bl > 8 && !strcmp(b + bl - 8, ".tar.zst")
+                            ? tu_fmt("tar --zstd -cf '%s/%s' -C '%s' %s", f.root, b, f.root, list)
+                            : tu_fmt("tar -cf '%s/%s' -C '%s' %s", f.root, b, f.root, list);
+            if (system(cmd)) fail_msg("%s: %s failed", name, cmd);
+            free(cmd);
+            free(list);
         } else if (!strcmp(w[0], "tiktoken")) {
             char *p = tu_fmt("%s/%s", f.root, w[1]);
             write_tiktoken(tu_shared("tokenizers/llama3/tokenizer.json"), p);
@@ -597,6 +654,25 @@ static void run_fixture(const char *name)
                 const char *o = tu_shared(w[1]);
                 assert_non_null(o);
                 compare_oracle(&f, o);
+            } else if (!strcmp(w[0], "same_archive")) {
+                /* same_archive ARCHIVE [TEXT]: the archive converts exactly as the folder
+                 * (tensors and every metadata key but the name and provenance), and
+                 * says TEXT */
+                char *arc = tu_fmt("%s/%s", f.root, w[1]), *b = tu_fmt("%s/b.lpk", f.root);
+                char *alog = NULL;
+                int rc = tu_llmpack(&alog, "convert '%s' -o '%s' --force", arc, b);
+                if (rc) fail_msg("%s: convert %s exit %d: %s", name, arc, rc, alog ? alog : "");
+                const char *want = nw > 2 ? strstr(line, w[2]) : NULL;
+                if (want && (!alog || !strstr(alog, want)))
+                    fail_msg("%s: convert %s did not say '%s': %s", name, arc, want,
+                             alog ? alog : "");
+                char why[256];
+                if (tu_lpk_same_tensors(f.lpk, b, why, sizeof why))
+                    fail_msg("%s: %s and %s: %s", name, f.model, arc, why);
+                same_meta(name, f.lpk, b);
+                free(alog);
+                free(arc);
+                free(b);
             } else if (!strcmp(w[0], "same_tensors")) {
                 char *other = tu_fmt("%s/%s", f.root, w[1]), *b = tu_fmt("%s/b.lpk", f.root);
                 char *olog = NULL;
