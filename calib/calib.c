@@ -145,7 +145,11 @@ int calib_run(vf_model *m, const int32_t *tokens, size_t n_tokens, int32_t bos,
                 goto done;
             }
     }
-    if (lpk_imatrix_rehash(im)) goto nomem;
+    if ((st = lpk_imatrix_rehash(im))) {
+        if (st != LPK_EBADVALUE) goto nomem;
+        st = lpk_err(err, st, "%s: the activations' squares overflow a float once averaged",
+                     lpk_reader_path(r));
+    }
     goto done;
 nomem:
     st = lpk_err(err, LPK_ENOMEM, "out of memory for the calibration statistics");

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,8 +227,33 @@ static void put_i32(obuf *b, int32_t v)
     put_bytes(b, t, 4);
 }
 
+/* The value llama-imatrix's legacy layout stores for column k: sum/count * ncall,
+ * in double, so that a file read back (count == ncall) writes its own values. */
+static double legacy_value(const lpk_imatrix_entry *e, int32_t ncall, int64_t k)
+{
+    return e->count > 0 ? (double)e->sum2[k] / e->count * ncall : 0.0;
+}
+
+static int32_t legacy_ncall(const lpk_imatrix_entry *e)
+{
+    return e->ncall > 0 ? e->ncall : 1;
+}
+
+/* The first entry whose legacy values do not fit in a float (a GGUF matrix
+ * with tiny counts and huge sums), or NULL. */
+static const lpk_imatrix_entry *legacy_overflow(const lpk_imatrix *im)
+{
+    for (size_t i = 0; i < im->n; i++) {
+        const lpk_imatrix_entry *e = &im->e[i];
+        for (int64_t k = 0; k < e->n; k++)
+            if (!(fabs(legacy_value(e, legacy_ncall(e), k)) <= FLT_MAX)) return e;
+    }
+    return NULL;
+}
+
 int lpk_imatrix_legacy_bytes(const lpk_imatrix *im, uint8_t **out, size_t *n_out)
 {
+    if (legacy_overflow(im)) return LPK_EBADVALUE;
     obuf b = {0};
     put_i32(&b, (int32_t)im->n);
     float *tmp = NULL;
@@ -235,16 +261,13 @@ int lpk_imatrix_legacy_bytes(const lpk_imatrix *im, uint8_t **out, size_t *n_out
         const lpk_imatrix_entry *e = &im->e[i];
         put_i32(&b, (int32_t)strlen(e->name));
         put_bytes(&b, e->name, strlen(e->name));
-        int32_t ncall = e->ncall > 0 ? e->ncall : 1;
+        int32_t ncall = legacy_ncall(e);
         put_i32(&b, ncall);
         put_i32(&b, (int32_t)e->n);
         float *t2 = realloc(tmp, (size_t)e->n * sizeof(float));
         if (!t2) { b.fail = 1; break; }
         tmp = t2;
-        /* llama-imatrix stores sum/count * ncall; in double, so that a file read
-         * back (count == ncall) writes its own values again */
-        for (int64_t k = 0; k < e->n; k++)
-            tmp[k] = e->count > 0 ? (float)((double)e->sum2[k] / e->count * ncall) : 0.0f;
+        for (int64_t k = 0; k < e->n; k++) tmp[k] = (float)legacy_value(e, ncall, k);
         put_bytes(&b, tmp, (size_t)e->n * 4);
     }
     free(tmp);
@@ -489,6 +512,11 @@ int lpk_imatrix_write(const char *path, lpk_imatrix *im, int format, unsigned fl
         free(b);
         return LPK_OK;
     }
+    const lpk_imatrix_entry *big = legacy_overflow(im);
+    if (big)
+        return lpk_err(err, LPK_EBADVALUE, "%s: entry %s: its values scaled to %d calls are "
+                       "past a float's range, which the legacy layout cannot hold (write a "
+                       ".gguf instead)", path, big->name, (int)legacy_ncall(big));
     uint8_t *b;
     size_t n;
     if ((st = lpk_imatrix_legacy_bytes(im, &b, &n)))

@@ -483,11 +483,13 @@ int lpk_imatrix_read_buffer(const void *buf, size_t size, const char *name, lpk_
 int lpk_imatrix_check(const lpk_imatrix *im, const char *path, const lpk_tensor *tensors,
                       size_t n_tensors, lpk_error *err);
 /* Writes format (LPK_IMATRIX_AUTO: GGUF when path ends in .gguf, else legacy)
- * atomically (flags: LPK_WRITE_FORCE); sets im->hash to the written bytes'. */
+ * atomically (flags: LPK_WRITE_FORCE); sets im->hash to the written bytes'.
+ * Values the legacy layout cannot hold (sum/count * calls past a float's range,
+ * possible in a GGUF matrix read back): LPK_EBADVALUE naming the entry. */
 int lpk_imatrix_write(const char *path, lpk_imatrix *im, int format, unsigned flags,
                       lpk_error *err);
 /* The legacy layout in memory (*out malloc'ed), e.g. to hash a matrix that is
- * never written. LPK_ENOMEM. */
+ * never written. LPK_ENOMEM; LPK_EBADVALUE as lpk_imatrix_write. */
 int lpk_imatrix_legacy_bytes(const lpk_imatrix *im, uint8_t **out, size_t *n_out);
 /* Records where an importance matrix came from in meta: llama.cpp's keys
  * quantize.imatrix.file (file, may be NULL: not recorded), .dataset, .entries_count
@@ -495,7 +497,8 @@ int lpk_imatrix_legacy_bytes(const lpk_imatrix *im, uint8_t **out, size_t *n_out
  * quant.imatrix.hash (the xxh3-64 as 16 hex digits). LPK_ENOMEM. */
 int lpk_imatrix_record(const lpk_imatrix *im, const char *file, lpk_meta *meta);
 /* Sets im->hash to the xxh3-64 of its legacy layout (a matrix made in memory
- * and never written is named by what writing it would give). LPK_ENOMEM. */
+ * and never written is named by what writing it would give). LPK_ENOMEM,
+ * LPK_EBADVALUE (values the legacy layout cannot hold). */
 int lpk_imatrix_rehash(lpk_imatrix *im);
 
 

@@ -235,12 +235,61 @@ static void test_errors(void **state)
     lpk_imatrix_free(im);
 }
 
+/* A GGUF matrix whose sums are large and whose count is tiny reads (every
+ * value finite), but its legacy values (sum/count * calls) are past a float's
+ * range: writing or hashing the legacy layout is EBADVALUE naming the entry,
+ * never an Inf that the legacy reader would then refuse. Found by fuzz_imatrix;
+ * the GGUF is kept in its corpus (LLMPACK_IMATRIX_CRASH_OUT writes it there). */
+static void test_legacy_overflow(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    lpk_imatrix *im = make_im();
+    lpk_error err = {0};
+    im->e[1].sum2[5] = 3.0e38f;
+    im->e[1].count = 0.5f;
+    char *g = tu_fmt("%s/big.gguf", dir);
+    assert_int_equal(lpk_imatrix_write(g, im, LPK_IMATRIX_AUTO, 0, &err), LPK_OK);
+    const char *keep = getenv("LLMPACK_IMATRIX_CRASH_OUT");
+    if (keep) assert_int_equal(lpk_imatrix_write(keep, im, LPK_IMATRIX_GGUF, LPK_WRITE_FORCE,
+                                                 &err), LPK_OK);
+    lpk_imatrix *r = NULL;
+    assert_int_equal(lpk_imatrix_read(g, &r, &err), LPK_OK);
+    uint8_t *b = NULL;
+    size_t n = 0;
+    assert_int_equal(lpk_imatrix_legacy_bytes(r, &b, &n), LPK_EBADVALUE);
+    assert_null(b);
+    assert_int_equal(lpk_imatrix_rehash(r), LPK_EBADVALUE);
+    char *l = tu_fmt("%s/big.dat", dir);
+    lpk_error_clear(&err);
+    assert_int_equal(lpk_imatrix_write(l, r, LPK_IMATRIX_AUTO, 0, &err), LPK_EBADVALUE);
+    assert_non_null(strstr(err.msg, "blk.0.ffn_down.weight"));
+    assert_non_null(strstr(err.msg, ".gguf"));
+    assert_false(tu_exists(l));
+    /* one step inside the range writes, and reads back finite */
+    r->e[1].count = 1.0f;
+    r->e[1].ncall = 1;
+    lpk_error_clear(&err);
+    assert_int_equal(lpk_imatrix_write(l, r, LPK_IMATRIX_AUTO, 0, &err), LPK_OK);
+    lpk_imatrix *back = NULL;
+    assert_int_equal(lpk_imatrix_read(l, &back, &err), LPK_OK);
+    assert_true(back->e[1].sum2[5] == 3.0e38f);
+    lpk_imatrix_free(back);
+    lpk_imatrix_free(r);
+    lpk_imatrix_free(im);
+    free(g);
+    free(l);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_llama_file),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_legacy_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
