@@ -50,6 +50,40 @@ int cli_parse_double(const char *s, double *out);
 uint64_t cli_peak_rss(void);
 double cli_now(void); /* monotonic seconds */
 
+/* Model outputs (convert, quantize, export): the format a path asks for. */
+enum cli_format { CLI_FMT_LPK = 1, CLI_FMT_GGUF = 2 };
+/* Sets *fmt from format_opt (--format's value: "gguf" or "lpk", any case; NULL
+ * when not given) or else from out's name (.gguf, .lpk, any case). A name
+ * without either suffix and no --format, a --format the name contradicts, or
+ * something other than a regular file at out (a device, FIFO, folder, link):
+ * prints the usage error naming out and returns CLI_EXIT_USAGE; else 0. */
+int cli_output_format(const char *cmd, const char *out, const char *format_opt, int *fmt);
+/* A temporary container for a GGUF output made in two steps (a .lpk, then
+ * export): creates an empty `.BASE.tmp-XXXXXX` beside out (the writers'
+ * naming: what a SIGKILL leaves is swept by the next run there), its name in
+ * path (n bytes), registered so that the cleanup signals remove it. Write it
+ * with LPK_WRITE_FORCE; cli_tmp_hold once it is complete (a lock that keeps
+ * other runs' sweeps off it); cli_tmp_remove on every path out. */
+int cli_tmp_beside(const char *out, char *path, size_t n, lpk_error *err);
+void cli_tmp_hold(const char *path);
+void cli_tmp_remove(const char *path);   /* a path not registered: no-op */
+/* "dir/llama2-20m.q4_k.lpk" -> "llama2-20m.q4_k" (malloc'ed; NULL when out of
+ * memory): general.name for an export whose container has none. */
+char *cli_name_from_path(const char *path);
+
+/* What cli_export_gguf wrote. */
+typedef struct cli_export_stats {
+    size_t n_tensors, n_added, n_keys, n_dropped;
+    uint64_t data_bytes;    /* tensor bytes written */
+    uint64_t file_size;
+} cli_export_stats;
+/* export's pipeline (cmd_export.c): the model open at `in` (.lpk or GGUF) as
+ * GGUF v3 at out, with general.name `name` when it has none (may be NULL);
+ * gguf_flags: LPK_GGUF_*, write_flags: LPK_WRITE_FORCE; a progress display
+ * unless quiet. Nothing is left at out on failure. Status, message in err. */
+int cli_export_gguf(const char *in, const char *out, const char *name, unsigned gguf_flags,
+                    unsigned write_flags, int quiet, cli_export_stats *s, lpk_error *err);
+
 /* Progress on a tty (stderr), silent otherwise. `total` in units of work
  * (bytes, chunks); the label says what is going on. */
 typedef struct cli_progress {

@@ -9,12 +9,19 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: llmpack convert SRC -o OUT.lpk [options]\n\n"
+            "usage: llmpack convert SRC -o OUT.lpk|OUT.gguf [options]\n\n"
             "SRC: a Hugging Face folder (config.json + *.safetensors or pytorch_model*.bin),\n"
             "a Meta folder (params.json + consolidated.*.pth), a llama2.c .bin, or a\n"
-            ".tar / .tar.zst / .zip of a folder.\n\n"
+            ".tar / .tar.zst / .zip of a folder.\n"
+            "OUT's name says the format: .lpk writes a container; .gguf writes a GGUF for\n"
+            "llama.cpp (through a temporary container beside it, removed at the end: the\n"
+            "same memory as convert + export, twice the output's size on disk for a while).\n\n"
+            "examples:\n"
+            "  llmpack convert ./Llama-2-7b-hf -o llama-2-7b.bf16.lpk\n"
+            "  llmpack convert ./Llama-2-7b-hf -o llama-2-7b-Q4_K_M.gguf --type Q4_K_M\n\n"
             "options:\n"
-            "  -o, --output FILE      container to write (written atomically)\n"
+            "  -o, --output FILE      file to write (written atomically)\n"
+            "  --format F             lpk | gguf, for a FILE named neither .lpk nor .gguf\n"
             "  --type T               f32 | f16 | bf16 | q8_0 | q4_0 | q4_1 | q5_0 | q5_1 |\n"
             "                         q4_k | q4_k_m | q4_k_s | q6_k (default: keep the\n"
             "                         source precision; 1-D tensors are always f32)\n"
@@ -22,7 +29,8 @@ static void usage(FILE *f)
             "  --imatrix FILE         importance matrix for --type's scale searches\n"
             "                         (llmpack calibrate, llama-imatrix)\n"
             "  --method gptq          GPTQ (needs --type and --calib TEXT): converts at the\n"
-            "                         source precision to OUT.src.tmp, then runs quantize\n"
+            "                         source precision to a temporary file beside OUT, then\n"
+            "                         runs quantize\n"
             "                         --method gptq on it (also --chunks, --damp, --order,\n"
             "                         --act-order; see llmpack quantize --help)\n"
             "  --tokenizer FILE       tokenizer.model / tokenizer.json / llama2.c tokenizer.bin\n"
@@ -45,13 +53,19 @@ static void on_progress(void *ctx, uint64_t done, uint64_t total)
 
 /* convert --method gptq: GPTQ needs the unquantized model for its calibration
  * pass, so convert at the source precision to a temporary file beside OUT and
- * hand that to quantize with the GPTQ options (qargs); the temporary is
- * removed whatever happens. */
-static int convert_gptq(cv_options *o, int json, char **qargs, int nq)
+ * hand that to quantize with the GPTQ options (qargs) and the output format
+ * (fmt); the temporary is removed whatever happens. */
+static int convert_gptq(cv_options *o, int json, int fmt, char **qargs, int nq)
 {
     char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.src.tmp", o->out) >= sizeof tmp)
-        return cli_usage_error("convert", "output path too long");
+    lpk_error err;
+    lpk_error_clear(&err);
+    int rc = lpk_writer_check_target(o->out, o->force ? LPK_WRITE_FORCE : 0, &err);
+    if (!rc) rc = cli_tmp_beside(o->out, tmp, sizeof tmp, &err);
+    if (rc) {
+        cli_print_error("convert", &err);
+        return cli_exit_for(rc);
+    }
     const char *out = o->out, *type = o->type;
     int pure = o->pure, force = o->force;
     o->out = tmp;
@@ -59,27 +73,27 @@ static int convert_gptq(cv_options *o, int json, char **qargs, int nq)
     o->pure = 0;
     o->force = 1;
     cv_report rep;
-    lpk_error err;
-    lpk_error_clear(&err);
-    int rc = cv_convert(o, &rep, &err);
+    rc = cv_convert(o, &rep, &err);
     if (rep.warning[0]) fprintf(stderr, "llmpack convert: warning: %s\n", rep.warning);
     cv_report_free(&rep);
     if (rc) {
         cli_print_error("convert", &err);
-        unlink(tmp);
+        cli_tmp_remove(tmp);
         return cli_exit_for(rc);
     }
+    cli_tmp_hold(tmp);
     char thr[16];
     snprintf(thr, sizeof thr, "%d", o->threads);
-    char *av[32] = {"quantize", tmp, "-o", (char *)out, "--type", (char *)type};
-    int ac = 6;
+    char *av[32] = {"quantize", tmp,      "-o", (char *)out, "--type", (char *)type,
+                    "--format", fmt == CLI_FMT_GGUF ? "gguf" : "lpk"};
+    int ac = 8;
     if (pure) av[ac++] = "--pure";
     if (force) av[ac++] = "--force";
     if (json) av[ac++] = "--json";
     if (o->threads > 0) { av[ac++] = "--threads"; av[ac++] = thr; }
     for (int i = 0; i < nq && ac < 31; i++) av[ac++] = qargs[i];
     rc = cmd_quantize(ac, av);
-    unlink(tmp);
+    cli_tmp_remove(tmp);
     return rc;
 }
 
@@ -88,6 +102,7 @@ int cmd_convert(int argc, char **argv)
     cv_options o;
     memset(&o, 0, sizeof o);
     int json = 0, gptq = 0, calib = 0, nq = 0;
+    const char *format = NULL;
     char *qargs[16];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -98,6 +113,9 @@ int cmd_convert(int argc, char **argv)
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
             if (!has_val) return cli_usage_error("convert", "%s needs a file", a);
             o.out = argv[++i];
+        } else if (!strcmp(a, "--format")) {
+            if (!has_val) return cli_usage_error("convert", "--format needs gguf or lpk");
+            format = argv[++i];
         } else if (!strcmp(a, "--type")) {
             if (!has_val) return cli_usage_error("convert", "--type needs a type");
             o.type = argv[++i];
@@ -156,12 +174,33 @@ int cmd_convert(int argc, char **argv)
     if (o.imatrix_path && !o.type) return cli_usage_error("convert", "--imatrix needs --type");
     if (nq && !gptq)
         return cli_usage_error("convert", "--calib, --chunks, --damp and the orders need --method gptq");
+    int fmt = 0, urc = cli_output_format("convert", o.out, format, &fmt);
+    if (urc) return urc;
+    if (fmt == CLI_FMT_GGUF && o.no_tokenizer)
+        return cli_usage_error("convert", "a GGUF output needs the tokenizer (no --no-tokenizer)");
     if (gptq) {
         if (!o.type || !calib)
             return cli_usage_error("convert", "--method gptq needs --type and --calib TEXT");
         if (o.imatrix_path)
             return cli_usage_error("convert", "--imatrix and --method gptq exclude each other");
-        return convert_gptq(&o, json, qargs, nq);
+        return convert_gptq(&o, json, fmt, qargs, nq);
+    }
+    /* GGUF: convert into a container beside OUT, then export it */
+    const char *final_out = NULL;
+    int force_out = 0;
+    char tmp[4096] = "";
+    if (fmt == CLI_FMT_GGUF) {
+        lpk_error te = {0};
+        int st = lpk_writer_check_target(o.out, o.force ? LPK_WRITE_FORCE : 0, &te);
+        if (!st) st = cli_tmp_beside(o.out, tmp, sizeof tmp, &te);
+        if (st) {
+            cli_print_error("convert", &te);
+            return cli_exit_for(st);
+        }
+        final_out = o.out;
+        force_out = o.force;
+        o.out = tmp;
+        o.force = 1;
     }
     lpk_imatrix *im = NULL;
     if (o.imatrix_path) {
@@ -169,6 +208,7 @@ int cmd_convert(int argc, char **argv)
         int st = lpk_imatrix_read(o.imatrix_path, &im, &ie);
         if (st) {
             cli_print_error("convert", &ie);
+            cli_tmp_remove(tmp);
             return cli_exit_for(st);
         }
         o.imatrix = im;
@@ -185,6 +225,16 @@ int cmd_convert(int argc, char **argv)
     int rc = cv_convert(&o, &rep, &err);
     lpk_imatrix_free(im);
     cli_progress_end(&prog);
+    if (!rc && final_out) {
+        cli_tmp_hold(tmp);
+        cli_export_stats es;
+        char *name = cli_name_from_path(final_out);
+        rc = cli_export_gguf(tmp, final_out, name, 0, force_out ? LPK_WRITE_FORCE : 0, json, &es,
+                             &err);
+        free(name);
+    }
+    cli_tmp_remove(tmp);
+    if (final_out) o.out = final_out;
     double secs = cli_now() - t0;
     if (rep.warning[0]) fprintf(stderr, "llmpack convert: warning: %s\n", rep.warning);
     if (rep.note[0] && !json) fprintf(stderr, "llmpack convert: %s\n", rep.note);
@@ -203,6 +253,7 @@ int cmd_convert(int argc, char **argv)
         json_object_set_new(j, "source", json_string(o.src));
         json_object_set_new(j, "source_format", json_string(rep.source_format));
         json_object_set_new(j, "output", json_string(o.out));
+        json_object_set_new(j, "format", json_string(final_out ? "gguf" : "lpk"));
         json_object_set_new(j, "tensors", json_integer((json_int_t)rep.n_tensors));
         json_object_set_new(j, "types", types);
         json_object_set_new(j, "bytes_in", json_integer((json_int_t)rep.bytes_in));
@@ -229,8 +280,8 @@ int cmd_convert(int argc, char **argv)
             if (rep.n_by_type[t])
                 off += (size_t)snprintf(types + off, sizeof types - off, "%s%zu %s", off ? ", " : "",
                                         rep.n_by_type[t], lpk_type_get(t)->name);
-        printf("%s: %zu tensors (%s)%s, %.1f MiB from %s in %.1f s (%.0f MB/s)\n", o.out,
-               rep.n_tensors, types, rep.tied ? ", tied output" : "",
+        printf("%s: %s%zu tensors (%s)%s, %.1f MiB from %s in %.1f s (%.0f MB/s)\n", o.out,
+               final_out ? "GGUF, " : "", rep.n_tensors, types, rep.tied ? ", tied output" : "",
                (double)rep.bytes_out / (1 << 20), rep.source_format, secs,
                secs > 0 ? (double)rep.bytes_in / secs / 1e6 : 0.0);
         if (rep.n_no_imatrix) {

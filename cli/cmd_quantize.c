@@ -1,5 +1,6 @@
 /* llmpack quantize: a container (.lpk or GGUF) -> .lpk with a recipe's types,
- * streamed tensor by tensor, with the error each tensor picked up. */
+ * streamed tensor by tensor, with the error each tensor picked up; a GGUF
+ * output is that container exported (cmd_export.c) and removed. */
 #include "cli.h"
 
 #include <inttypes.h>
@@ -42,8 +43,10 @@ static void recipe_table(FILE *f)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: llmpack quantize IN -o OUT.lpk --type T [options]\n\n"
+            "usage: llmpack quantize IN -o OUT.lpk|OUT.gguf --type T [options]\n\n"
             "IN is a container (.lpk or GGUF). T is one of the types below (any case).\n"
+            "OUT's name says the format: .lpk writes a container, .gguf a GGUF for\n"
+            "llama.cpp (through a temporary container beside it, removed at the end).\n"
             "Without --pure, tensors get llama.cpp's per-tensor types for that file type\n"
             "(e.g. the output matrix at q6_k; attn_v and ffn_down with more bits in the _m\n"
             "mixes; q3_k, q4_k, q5_k mean q3_k_m, q4_k_m, q5_k_m as in llama.cpp); 1-D\n"
@@ -54,7 +57,8 @@ static void usage(FILE *f)
     recipe_table(f);
     fprintf(f,
             "\noptions:\n"
-            "  -o, --output OUT       output container (.lpk)\n"
+            "  -o, --output OUT       output: OUT.lpk or OUT.gguf\n"
+            "  --format F             lpk | gguf, for an OUT named neither .lpk nor .gguf\n"
             "  --type T               recipe (see above)\n"
             "  --pure                 every 2-D tensor at T (fallbacks still apply)\n"
             "  --imatrix FILE         importance matrix (llmpack calibrate, llama-imatrix;\n"
@@ -70,7 +74,7 @@ static void usage(FILE *f)
             "                         the importance matrix (--imatrix, else from TEXT)\n"
             "                         weighs each type's error\n"
             "  --max-size N           the same for an output file of at most N bytes\n"
-            "                         (suffixes KB MB GB, KiB MiB GiB)\n"
+            "                         (suffixes KB MB GB, KiB MiB GiB; .lpk output only)\n"
             "  --calib-chunks N       chunks of TEXT for the sensitivities (default 4)\n"
             "  --method M             rtn (round to nearest, default) or gptq (error-compensating,\n"
             "                         needs --calib: Hessians of every layer input on TEXT)\n"
@@ -142,6 +146,8 @@ static int parse_size(const char *s, uint64_t *out)
 int cmd_quantize(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *recipe = NULL, *im_path = NULL, *calib_text = NULL;
+    const char *format = NULL, *final_out = NULL;
+    char tmp_out[4096] = "";
     int pure = 0, force = 0, json = 0, quiet = 0, requant = 0, gptq = 0;
     long threads = 0, chunks = 0;
     calib_gptq_opts go;
@@ -158,7 +164,7 @@ int cmd_quantize(int argc, char **argv)
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--type") ||
                    !strcmp(a, "--threads") || !strcmp(a, "--imatrix") || !strcmp(a, "--calib") ||
                    !strcmp(a, "--target-bpw") || !strcmp(a, "--max-size") ||
-                   !strcmp(a, "--calib-chunks")) {
+                   !strcmp(a, "--calib-chunks") || !strcmp(a, "--format")) {
             if (i + 1 >= argc) return cli_usage_error("quantize", "%s needs a value", a);
             const char *v = argv[++i];
             if (!strcmp(a, "--target-bpw")) {
@@ -174,7 +180,8 @@ int cmd_quantize(int argc, char **argv)
             } else if (!strcmp(a, "--calib-chunks")) {
                 if (cli_parse_int(v, 1, 100000, &calib_chunks))
                     return cli_usage_error("quantize", "--calib-chunks: '%s' is not a count", v);
-            } else if (!strcmp(a, "--imatrix")) im_path = v;
+            } else if (!strcmp(a, "--format")) format = v;
+            else if (!strcmp(a, "--imatrix")) im_path = v;
             else if (!strcmp(a, "--calib")) calib_text = v;
             else if (a[1] == 'o' || a[2] == 'o') out = v;
             else if (a[2] == 't' && a[3] == 'y') recipe = v;
@@ -241,6 +248,12 @@ int cmd_quantize(int argc, char **argv)
         return cli_usage_error("quantize", "--imatrix and --calib exclude each other");
     if (gptq && !calib_text)
         return cli_usage_error("quantize", "--method gptq needs --calib TEXT");
+    int fmt = 0, urc = cli_output_format("quantize", out, format, &fmt);
+    if (urc) return urc;
+    if (fmt == CLI_FMT_GGUF && max_size_s)
+        return cli_usage_error("quantize", "--max-size counts the bytes of a .lpk output (a GGUF "
+                               "holds its metadata uncompressed); write OUT.lpk, or use "
+                               "--target-bpw");
     if (threads > 0) omp_set_num_threads((int)threads);
 
     lpk_error err = {0};
@@ -264,7 +277,16 @@ int cmd_quantize(int argc, char **argv)
     float *x = NULL;
     void *qbuf = NULL;
     size_t n = 0;
-    int rc = cli_open_input(in, lpk_reader_default_flags(), &r, &err);
+    int rc = LPK_OK;
+    if (fmt == CLI_FMT_GGUF) {
+        /* GGUF: quantize into a container beside OUT, then export it */
+        rc = lpk_writer_check_target(out, force ? LPK_WRITE_FORCE : 0, &err);
+        if (!rc) rc = cli_tmp_beside(out, tmp_out, sizeof tmp_out, &err);
+        if (rc) goto done;
+        final_out = out;
+        out = tmp_out;
+    }
+    rc = cli_open_input(in, lpk_reader_default_flags(), &r, &err);
     if (rc) goto done;
     n = lpk_reader_n_tensors(r);
     decls = calloc(n ? n : 1, sizeof *decls);
@@ -384,7 +406,7 @@ planned:;
         no_entry = calloc(n ? n : 1, sizeof *no_entry);
         if (!wbuf || !no_entry) { rc = lpk_err(&err, LPK_ENOMEM, "out of memory"); goto done; }
     }
-    rc = lpk_writer_open(out, meta, decls, n, force ? LPK_WRITE_FORCE : 0, &w, &err);
+    rc = lpk_writer_open(out, meta, decls, n, force || final_out ? LPK_WRITE_FORCE : 0, &w, &err);
     if (rc) goto done;
     if (max_size_s && lpk_writer_file_size(w) > max_size && tries++ < 8) {
         /* the metadata and alignment took more than estimated: plan again with
@@ -474,6 +496,17 @@ planned:;
     rc = lpk_writer_finish(w, &err);
     w = NULL;
     if (rc) goto done;
+    if (final_out) {
+        cli_tmp_hold(tmp_out);
+        cli_export_stats es;
+        char *name = cli_name_from_path(final_out);
+        rc = cli_export_gguf(tmp_out, final_out, name, 0, force ? LPK_WRITE_FORCE : 0,
+                             quiet || json, &es, &err);
+        free(name);
+        cli_tmp_remove(tmp_out);
+        out = final_out;
+        if (rc) goto done;
+    }
     double secs = cli_now() - t0;
 
     /* report */
@@ -500,6 +533,7 @@ planned:;
         json_t *o = json_object(), *arr = json_array();
         json_object_set_new(o, "input", json_string(in));
         json_object_set_new(o, "output", json_string(out));
+        json_object_set_new(o, "format", json_string(final_out ? "gguf" : "lpk"));
         json_object_set_new(o, "type", json_string(target ? "target" : recipe));
         if (target) {
             json_t *tj = json_object();
@@ -598,6 +632,7 @@ done:
     rc = rc ? cli_exit_for(rc) : CLI_EXIT_OK;
 done_usage:
     lpk_writer_abort(w);
+    if (tmp_out[0]) cli_tmp_remove(tmp_out);
     lpk_imatrix_free(im);
     calib_gptq_free(g);
     free(wbuf);

@@ -418,6 +418,11 @@ typedef struct lpk_writer lpk_writer;
  * LPK_ETRUNC when a guarded input mapping faulted since the open. `meta` is copied (meta may be NULL: no keys). */
 int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *decls,
                     size_t n_tensors, unsigned flags, lpk_writer **out, lpk_error *err);
+/* What lpk_writer_open checks of the target before anything is created, for a
+ * program that writes it only after a long first step: LPK_EEXIST if a file
+ * is there and flags lack LPK_WRITE_FORCE; LPK_EINVAL (the message says what
+ * it is) if something other than a regular file is there. */
+int lpk_writer_check_target(const char *path, unsigned flags, lpk_error *err);
 /* Tensors are written in declaration order: begin, any number of writes whose
  * sizes add up to the tensor's size, end. */
 int lpk_writer_tensor_begin(lpk_writer *w, const char *name, lpk_error *err);

@@ -387,6 +387,17 @@ static int make_tmp(lpk_writer *w, lpk_error *err)
     return LPK_OK;
 }
 
+int lpk_writer_check_target(const char *path, unsigned flags, lpk_error *err)
+{
+    if (!path || !*path) return lpk_err(err, LPK_EINVAL, "no output path");
+    struct stat sb;
+    if (lstat(path, &sb) != 0) return LPK_OK;
+    if (!S_ISREG(sb.st_mode)) return not_regular(path, &sb, err);
+    if (!(flags & LPK_WRITE_FORCE))
+        return lpk_err(err, LPK_EEXIST, "%s: already exists (use --force to replace it)", path);
+    return LPK_OK;
+}
+
 int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *decls,
                     size_t n_tensors, unsigned flags, lpk_writer **out, lpk_error *err)
 {
@@ -394,13 +405,8 @@ int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *de
     if (!path || !*path || !out || (n_tensors && !decls) ||
         (flags & ~(unsigned)(LPK_WRITE_FORCE | LPK_WRITE_GGUF)))
         return lpk_err(err, LPK_EINVAL, "lpk_writer_open: bad arguments");
-    struct stat sb;
-    if (lstat(path, &sb) == 0) {
-        if (!S_ISREG(sb.st_mode)) return not_regular(path, &sb, err);
-        if (!(flags & LPK_WRITE_FORCE))
-            return lpk_err(err, LPK_EEXIST, "%s: already exists (use --force to replace it)",
-                           path);
-    }
+    int st = lpk_writer_check_target(path, flags, err);
+    if (st) return st;
     lpk_writer *w = calloc(1, sizeof *w);
     lpk_meta *empty = NULL;
     if (!w) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
@@ -416,7 +422,6 @@ int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *de
     w->buf = malloc(WBUF_SIZE);
     w->xs = XXH3_createState();
     if (!meta) meta = empty = lpk_meta_new();
-    int st;
     if (!w->path || !w->t || !w->buf || !w->xs || !meta) {
         st = lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
         goto fail;

@@ -28,21 +28,6 @@
 
 static int sh(const char *cmd) { return system(cmd); }
 
-/* Number of entries of dir whose name starts with '.' and holds ".tmp-" or
- * "llmpack-unpack-": what a killed or failed run could leave. */
-static int temp_files(const char *dir)
-{
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    struct dirent *e;
-    int n = 0;
-    while ((e = readdir(d)))
-        if (e->d_name[0] == '.' && (strstr(e->d_name, ".tmp-") || strstr(e->d_name, "llmpack-unpack-")))
-            n++;
-    closedir(d);
-    return n;
-}
-
 static void expect_fail(int want, const char *sub, const char *no_file, const char *args_fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -160,7 +145,7 @@ static void test_checksums_every_command(void **state)
     expect_fail(3, H, NULL, "verify '%s' --text '%s' --ctx 64 --chunks 1", hdr, text_p);
     expect_fail(3, H, NULL, "tokenize '%s' --text hello", hdr);
     expect_fail(3, H, NULL, "generate '%s' --prompt hello -n 2", hdr);
-    assert_int_equal(temp_files(dir), 0);
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
     /* on purpose, the check can be skipped (check itself never skips it) */
     char *out = NULL;
     assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q8_0 --no-verify-checksums",
@@ -184,7 +169,7 @@ static void test_checksums_every_command(void **state)
     expect_fail(3, T, NULL, "verify '%s' --text '%s' --ctx 64 --chunks 1", ten, text_p);
     expect_fail(3, T, NULL, "verify '%s' --ref '%s' --text '%s' --ctx 64 --chunks 1", m, ten,
                 text_p);
-    assert_int_equal(temp_files(dir), 0);
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
 
     /* GGUF has no checksums, and info and verify say so */
     const char *gg = tu_shared("gguf/stories260K-f32.gguf");
@@ -292,7 +277,7 @@ static void test_nonfinite(void **state)
     rewrite(m, huge, "token_embd.weight", put_huge_row);
     expect_fail(3, "NaN or infinite", NULL, "verify '%s' --text '%s' --ctx 64 --chunks 1", huge,
                 text);
-    assert_int_equal(temp_files(dir), 0);
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
     tu_rmtree(dir);
     free(dir); free(m); free(text); free(nan); free(o); free(g); free(q8); free(inf); free(huge);
 }
@@ -412,7 +397,7 @@ static void test_truncated_while_mapped_library(void **state)
     assert_int_equal(lpk_writer_finish(w, &err), LPK_ETRUNC);
     assert_false(tu_exists(o));
     lpk_reader_close(r);
-    assert_int_equal(temp_files(dir), 0);
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
     tu_rmtree(dir);
     free(dir); free(p); free(o);
 }
@@ -432,7 +417,7 @@ static void test_truncated_while_quantizing(void **state)
         fail_msg("status %d, output: %s", ws, l ? l : "");
     assert_false(tu_exists(o));
     unlink(log);
-    assert_int_equal(temp_files(dir), 0);
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
     free(want); free(l);
     tu_rmtree(dir);
     free(dir); free(in); free(log); free(o);
@@ -538,7 +523,7 @@ static void test_truncated_while_reading_every_command(void **state)
                      ws, want, l ? l : "");
         if (runs[i].out && tu_exists(runs[i].out))
             fail_msg("llmpack %s left %s", runs[i].argv[1], runs[i].out);
-        assert_int_equal(temp_files(dir), 0);
+        assert_int_equal(tu_dir_entries(dir, 1), 0);
         free(want);
         free(l);
     }
@@ -569,7 +554,7 @@ static void test_signals_clean_up_and_exit_1(void **state)
             assert_non_null(strstr(l, "interrupted by a signal"));
             assert_false(tu_exists(o));
             unlink(log);
-            if (temp_files(dir)) fail_msg("%s: temporary files left", what);
+            if (tu_dir_entries(dir, 1)) fail_msg("%s: temporary files left", what);
             free(l); free(log); free(what);
         }
     tu_rmtree(dir);
@@ -612,7 +597,7 @@ static void test_closed_pipe(void **state)
     assert_string_equal(errs, "");    /* quietly */
     assert_non_null(strstr(first, "many.lpk"));
     free(rc); free(errs); free(first); free(f); free(e); free(h);
-    assert_int_equal(temp_files(dir), 0);
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
     tu_rmtree(dir);
     free(dir); free(p);
 }
@@ -724,7 +709,7 @@ static void test_special_outputs(void **state)
                 link);
     assert_int_equal(lstat(link, &sb), 0);
     assert_true(S_ISLNK(sb.st_mode));
-    assert_int_equal(temp_files(dir), 0);
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
 
     /* the new file's mode follows the umask */
     static const struct { const char *mask; unsigned mode; } um[] = {{"027", 0640}, {"002", 0664},
@@ -812,7 +797,7 @@ static void test_archive_links(void **state)
         free(tar);
     }
     free(cmd);
-    assert_int_equal(temp_files(dir), 0);
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
     tu_rmtree(dir);
     free(dir); free(plain); free(hfa);
 }
@@ -870,7 +855,7 @@ static void test_broken_gguf(void **state)
         expect_fail(3, why[i], NULL, "verify '%s' --text '%s' --ctx 64 --chunks 1", v[i], text);
         expect_fail(3, why[i], NULL, "tokenize '%s' --text hello", v[i]);
     }
-    assert_int_equal(temp_files(dir), 0);
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
     tu_rmtree(dir);
     for (int i = 0; i < 4; i++) free(v[i]);
     free(dir); free(g); free(text); free(o); free(og);

@@ -24,6 +24,22 @@ int tu_exists(const char *path)
     return stat(path, &st) == 0;
 }
 
+int tu_dir_entries(const char *dir, int only_temp)
+{
+    DIR *d = opendir(dir);
+    if (!d) fail_msg("cannot open folder %s", dir);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d))) {
+        const char *s = e->d_name;
+        if (!strcmp(s, ".") || !strcmp(s, "..")) continue;
+        if (!only_temp || (s[0] == '.' && (strstr(s, ".tmp-") || strstr(s, "llmpack-unpack-"))))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
 /* Files of ../shared that examples/ ships byte for byte (the demo model is
  * shared's stories260K/hf-f16; its tokenizer is stories260K's; the text is
  * shared's sample): without ../shared, tests use these. */

@@ -44,6 +44,9 @@ long long tu_tmp_size(const char *dir, const char *base);
 char *tu_read_file(const char *path, size_t *len);
 int tu_write_file(const char *path, const void *data, size_t len);
 int tu_exists(const char *path);
+/* Entries of dir other than . and ..; with only_temp, only llmpack's temporary
+ * files and unpack folders (`.NAME.tmp-XXXXXX`, `.llmpack-unpack-XXXXXX`). */
+int tu_dir_entries(const char *dir, int only_temp);
 /* Compares two containers tensor by tensor (name, type, shape, xxh3 of the
  * bytes). Returns 0 when they hold the same tensors, else -1 with why filled. */
 int tu_lpk_same_tensors(const char *a, const char *b, char *why, size_t why_n);
