@@ -43,6 +43,28 @@ void cli_print_error(const char *cmd, const lpk_error *err);
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints a JSON value to stdout (indented, key order kept) and frees it. */
 void cli_json_print(json_t *v);
+/* Option parsing, the same for every command: getopt_long (`--opt value`,
+ * `--opt=value`, options and operands in any order, `--` ends the options)
+ * with the state reset, so commands can run one after another in a process.
+ * Call cli_getopt_start, then cli_getopt until it returns -1: it returns the
+ * option's val, or CLI_OPT_BAD after printing the usage error (unknown option,
+ * missing value); the operands are argv[optind..argc). shorts must not start
+ * with ':' (added here). */
+struct option;
+#define CLI_OPT_BAD (-2)
+void cli_getopt_start(void);
+int cli_getopt(const char *cmd, int argc, char **argv, const char *shorts,
+               const struct option *longs);
+/* A command's one input, from -m or an operand: sets *slot to v; a second
+ * one is a usage error naming both (returns CLI_EXIT_USAGE, else 0).
+ * cli_operands does the same for each of argv[optind..argc). */
+int cli_set_operand(const char *cmd, const char **slot, const char *v);
+int cli_operands(const char *cmd, int argc, char **argv, const char **slot);
+/* The long name of the option whose val is `val` ("?" if none). */
+const char *cli_opt_name(const struct option *longs, int val);
+/* --threads N: 0 means all cores (the default), else 1..1024. Returns 0, or
+ * prints the usage error and returns -1. */
+int cli_parse_threads(const char *cmd, const char *v, long *out);
 /* Parses a positive integer option value; returns 0 on success. */
 int cli_parse_int(const char *s, long min, long max, long *out);
 int cli_parse_double(const char *s, double *out);

@@ -3,6 +3,7 @@
 #include "../verify/verify.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -56,6 +57,56 @@ void cli_json_print(json_t *v)
     json_dumpf(v, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
     fputc('\n', stdout);
     json_decref(v);
+}
+
+void cli_getopt_start(void)
+{
+    optind = 0; /* 0, not 1: glibc then resets its permutation state too */
+    opterr = 0;
+}
+
+int cli_getopt(const char *cmd, int argc, char **argv, const char *shorts,
+               const struct option *longs)
+{
+    char spec[64];
+    snprintf(spec, sizeof spec, ":%s", shorts);
+    int c = getopt_long(argc, argv, spec, longs, NULL);
+    if (c != '?' && c != ':') return c;
+    /* the word at fault: an option missing its value ends argv; an unknown
+     * long option was the word just passed; an unknown short one is optopt */
+    const char *w = optind > 0 && optind <= argc ? argv[optind - 1] : "?";
+    char sh[3] = {'-', (char)optopt, 0};
+    if (c == ':') cli_usage_error(cmd, "option '%s' needs a value", w);
+    else cli_usage_error(cmd, "unknown option '%s'", optopt ? sh : w);
+    return CLI_OPT_BAD;
+}
+
+int cli_set_operand(const char *cmd, const char **slot, const char *v)
+{
+    if (*slot) return cli_usage_error(cmd, "more than one input ('%s', '%s')", *slot, v);
+    *slot = v;
+    return CLI_EXIT_OK;
+}
+
+int cli_operands(const char *cmd, int argc, char **argv, const char **slot)
+{
+    for (; optind < argc; optind++)
+        if (cli_set_operand(cmd, slot, argv[optind])) return CLI_EXIT_USAGE;
+    return CLI_EXIT_OK;
+}
+
+const char *cli_opt_name(const struct option *longs, int val)
+{
+    for (; longs && longs->name; longs++)
+        if (!longs->flag && longs->val == val) return longs->name;
+    return "?";
+}
+
+int cli_parse_threads(const char *cmd, const char *v, long *out)
+{
+    if (cli_parse_int(v, 0, 1024, out) == 0) return 0;
+    cli_usage_error(cmd, "--threads: '%s' is not a thread count (0 = all cores, up to 1024)", v);
+    return -1;
 }
 
 int cli_parse_int(const char *s, long min, long max, long *out)

@@ -1,6 +1,7 @@
 /* llmpack calibrate: an importance matrix from calibration text (calib/). */
 #include "cli.h"
 
+#include <getopt.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,16 +19,20 @@ static void usage(FILE *f)
             "weights. FILE ending in .gguf gets newer llama.cpp's GGUF layout, any other\n"
             "name llama.cpp b4748's legacy layout (both read by quantize --imatrix).\n\n"
             "options:\n"
-            "  --text FILE            calibration text\n"
+            "  -f, --text FILE        calibration text\n"
             "  -o, --output FILE      importance matrix to write\n"
-            "  --ctx N                tokens per chunk (default 512)\n"
+            "  -c, --ctx N            tokens per chunk (default 512)\n"
             "  --chunks N             only the first N chunks (default: all)\n"
             "  --no-output            leave out the output matrix (as llama-imatrix does)\n"
-            "  --threads N            worker threads (default: all cores)\n"
+            "  -t, --threads N        worker threads (default, or 0: all cores)\n"
+            "  -m, --model MODEL      MODEL as an option\n"
             "  --force                replace FILE if it exists\n"
             "  --json                 machine-readable report on stdout\n"
             "  -q, --quiet            no progress\n"
-            "  -h, --help             this help\n");
+            "  -h, --help             this help\n"
+            "Options take their value as --opt VALUE or --opt=VALUE.\n\n"
+            "example (llama-imatrix -m MODEL -f TEXT -o FILE -c 512):\n"
+            "  llmpack calibrate model.f16.lpk -f wiki.train.raw -o model.imatrix -c 512\n");
 }
 
 int cmd_calibrate(int argc, char **argv)
@@ -35,37 +40,42 @@ int cmd_calibrate(int argc, char **argv)
     const char *model = NULL, *text = NULL, *out = NULL;
     long ctx = 512, chunks = 0, threads = 0;
     int force = 0, json = 0, quiet = 0, no_output = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return CLI_EXIT_OK;
-        } else if (!strcmp(a, "--text") || !strcmp(a, "-o") || !strcmp(a, "--output") ||
-                   !strcmp(a, "--ctx") || !strcmp(a, "--chunks") || !strcmp(a, "--threads")) {
-            if (i + 1 >= argc) return cli_usage_error("calibrate", "%s needs a value", a);
-            const char *v = argv[++i];
-            if (!strcmp(a, "--text")) text = v;
-            else if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = v;
-            else if (!strcmp(a, "--ctx") ? cli_parse_int(v, 4, 1 << 20, &ctx)
-                     : !strcmp(a, "--chunks") ? cli_parse_int(v, 1, 1L << 30, &chunks)
-                     : cli_parse_int(v, 1, 1024, &threads))
-                return cli_usage_error("calibrate", "%s: '%s' is not a valid value", a, v);
-        } else if (!strcmp(a, "--force")) {
-            force = 1;
-        } else if (!strcmp(a, "--no-output")) {
-            no_output = 1;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error("calibrate", "unknown option '%s'", a);
-        } else if (!model) {
-            model = a;
-        } else {
-            return cli_usage_error("calibrate", "unexpected argument '%s'", a);
+    enum { O_CHUNKS = 256, O_NO_OUTPUT, O_FORCE, O_JSON };
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},           {"output", required_argument, NULL, 'o'},
+        {"model", required_argument, NULL, 'm'},    {"text", required_argument, NULL, 'f'},
+        {"ctx", required_argument, NULL, 'c'},      {"chunks", required_argument, NULL, O_CHUNKS},
+        {"threads", required_argument, NULL, 't'},  {"quiet", no_argument, NULL, 'q'},
+        {"no-output", no_argument, NULL, O_NO_OUTPUT},
+        {"force", no_argument, NULL, O_FORCE},      {"json", no_argument, NULL, O_JSON},
+        {NULL, 0, NULL, 0}};
+    int c;
+    cli_getopt_start();
+    while ((c = cli_getopt("calibrate", argc, argv, "ho:m:f:c:t:q", opts)) != -1) {
+        switch (c) {
+        case 'h': usage(stdout); return CLI_EXIT_OK;
+        case 'o': out = optarg; break;
+        case 'm':
+            if (cli_set_operand("calibrate", &model, optarg)) return CLI_EXIT_USAGE;
+            break;
+        case 'f': text = optarg; break;
+        case 'c': case O_CHUNKS:
+            if (c == 'c' ? cli_parse_int(optarg, 4, 1 << 20, &ctx)
+                         : cli_parse_int(optarg, 1, 1L << 30, &chunks))
+                return cli_usage_error("calibrate", "--%s: '%s' is not a valid value",
+                                       cli_opt_name(opts, c), optarg);
+            break;
+        case 't':
+            if (cli_parse_threads("calibrate", optarg, &threads)) return CLI_EXIT_USAGE;
+            break;
+        case 'q': quiet = 1; break;
+        case O_NO_OUTPUT: no_output = 1; break;
+        case O_FORCE: force = 1; break;
+        case O_JSON: json = 1; break;
+        default: return CLI_EXIT_USAGE;
         }
     }
+    if (cli_operands("calibrate", argc, argv, &model)) return CLI_EXIT_USAGE;
     if (!model) return cli_usage_error("calibrate", "no model given");
     if (!text) return cli_usage_error("calibrate", "no --text given");
     if (!out) return cli_usage_error("calibrate", "no output given (-o FILE)");

@@ -13,6 +13,8 @@ static void check_help(FILE *f)
             "or the first problem (tensor, offset, expected vs found). GGUF files carry no\n"
             "checksums: their structure is checked only.\n\n"
             "  --json     machine-readable result\n"
+            "  -q, --quiet  no progress display\n"
+            "  -m FILE    FILE as an option (also --model)\n"
             "  -h, --help this text\n\n"
             "exit status: 0 all is well; 3 the file is missing or has a problem (structure,\n"
             "checksum, unsupported type or version); 1 it exists but cannot be read (not a\n"
@@ -22,22 +24,28 @@ static void check_help(FILE *f)
 
 int cmd_check(int argc, char **argv)
 {
-    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+    enum { O_JSON = 256 };
+    static const struct option opts[] = {{"json", no_argument, NULL, O_JSON},
+                                         {"model", required_argument, NULL, 'm'},
+                                         {"quiet", no_argument, NULL, 'q'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    int json = 0, c;
-    opterr = 0;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    int json = 0, quiet = 0, c;
+    const char *path = NULL;
+    cli_getopt_start();
+    while ((c = cli_getopt("check", argc, argv, "hm:q", opts)) != -1) {
         switch (c) {
-        case 'j': json = 1; break;
+        case O_JSON: json = 1; break;
+        case 'm':
+            if (cli_set_operand("check", &path, optarg)) return CLI_EXIT_USAGE;
+            break;
+        case 'q': quiet = 1; break;
         case 'h': check_help(stdout); return CLI_EXIT_OK;
-        default: return cli_usage_error("check", "unknown option '%s'", argv[optind - 1]);
+        default: return CLI_EXIT_USAGE;
         }
     }
-    if (optind != argc - 1)
-        return cli_usage_error("check", optind >= argc ? "no FILE given" : "one FILE expected");
-    const char *path = argv[optind];
+    if (cli_operands("check", argc, argv, &path)) return CLI_EXIT_USAGE;
+    if (!path) return cli_usage_error("check", "no FILE given");
     lpk_reader *r = NULL;
     lpk_error err = {0};
     const lpk_tensor *bad = NULL;
@@ -48,7 +56,7 @@ int cmd_check(int argc, char **argv)
         uint64_t total = 0, done = 0;
         for (size_t i = 0; i < n; i++) total += lpk_reader_tensor(r, i)->size;
         cli_progress p;
-        cli_progress_start(&p, "checking", "B", total, json);
+        cli_progress_start(&p, "checking", "B", total, json || quiet);
         for (size_t i = 0; i < n && !st; i++) {
             const void *data;
             st = lpk_reader_tensor_data(r, i, &data, &err);

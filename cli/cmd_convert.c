@@ -1,5 +1,6 @@
 #include "cli.h"
 
+#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,9 +40,13 @@ static void usage(FILE *f)
             "                         container then cannot be verified or exported)\n"
             "  --context-length N     override the training context length\n"
             "  --hash-sources         record the xxh3 of every input file\n"
-            "  --threads N            worker threads (default: all cores)\n"
+            "  -t, --threads N        worker threads (default, or 0: all cores)\n"
             "  --force                replace OUT if it exists\n"
-            "  --json                 print a JSON summary\n");
+            "  --json                 print a JSON summary\n"
+            "  -q, --quiet            no progress, no summary (errors and warnings only)\n"
+            "  -m, --model SRC        SRC as an option\n"
+            "  -h, --help             this help\n"
+            "Options take their value as --opt VALUE or --opt=VALUE.\n");
 }
 
 static void on_progress(void *ctx, uint64_t done, uint64_t total)
@@ -55,7 +60,7 @@ static void on_progress(void *ctx, uint64_t done, uint64_t total)
  * pass, so convert at the source precision to a temporary file beside OUT and
  * hand that to quantize with the GPTQ options (qargs) and the output format
  * (fmt); the temporary is removed whatever happens. */
-static int convert_gptq(cv_options *o, int json, int fmt, char **qargs, int nq)
+static int convert_gptq(cv_options *o, int json, int quiet, int fmt, char **qargs, int nq)
 {
     char tmp[4096];
     lpk_error err;
@@ -90,6 +95,7 @@ static int convert_gptq(cv_options *o, int json, int fmt, char **qargs, int nq)
     if (pure) av[ac++] = "--pure";
     if (force) av[ac++] = "--force";
     if (json) av[ac++] = "--json";
+    if (quiet) av[ac++] = "--quiet";
     if (o->threads > 0) { av[ac++] = "--threads"; av[ac++] = thr; }
     for (int i = 0; i < nq && ac < 31; i++) av[ac++] = qargs[i];
     rc = cmd_quantize(ac, av);
@@ -101,73 +107,80 @@ int cmd_convert(int argc, char **argv)
 {
     cv_options o;
     memset(&o, 0, sizeof o);
-    int json = 0, gptq = 0, calib = 0, nq = 0;
+    int json = 0, quiet = 0, gptq = 0, calib = 0, nq = 0, c;
     const char *format = NULL;
     char *qargs[16];
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has_val = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return CLI_EXIT_OK;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-            if (!has_val) return cli_usage_error("convert", "%s needs a file", a);
-            o.out = argv[++i];
-        } else if (!strcmp(a, "--format")) {
-            if (!has_val) return cli_usage_error("convert", "--format needs gguf or lpk");
-            format = argv[++i];
-        } else if (!strcmp(a, "--type")) {
-            if (!has_val) return cli_usage_error("convert", "--type needs a type");
-            o.type = argv[++i];
-        } else if (!strcmp(a, "--pure")) {
-            o.pure = 1;
-        } else if (!strcmp(a, "--imatrix")) {
-            if (!has_val) return cli_usage_error("convert", "--imatrix needs a file");
-            o.imatrix_path = argv[++i];
-        } else if (!strcmp(a, "--method") || !strcmp(a, "--calib") || !strcmp(a, "--chunks") ||
-                   !strcmp(a, "--damp") || !strcmp(a, "--order")) {
-            if (!has_val) return cli_usage_error("convert", "%s needs a value", a);
-            if (!strcmp(a, "--method")) {
-                if (strcmp(argv[i + 1], "gptq") && strcmp(argv[i + 1], "rtn"))
-                    return cli_usage_error("convert", "--method: bad value '%s'", argv[i + 1]);
-                gptq = !strcmp(argv[i + 1], "gptq");
+    enum { O_FORMAT = 256, O_TYPE, O_PURE, O_IMATRIX, O_METHOD, O_CALIB, O_CHUNKS, O_DAMP,
+           O_ORDER, O_ACT_ORDER, O_TOKENIZER, O_NO_TOKENIZER, O_CTX_LEN, O_HASH, O_FORCE,
+           O_JSON };
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},          {"output", required_argument, NULL, 'o'},
+        {"model", required_argument, NULL, 'm'},   {"threads", required_argument, NULL, 't'},
+        {"quiet", no_argument, NULL, 'q'},         {"format", required_argument, NULL, O_FORMAT},
+        {"type", required_argument, NULL, O_TYPE}, {"pure", no_argument, NULL, O_PURE},
+        {"imatrix", required_argument, NULL, O_IMATRIX},
+        {"method", required_argument, NULL, O_METHOD},
+        {"calib", required_argument, NULL, O_CALIB},
+        {"chunks", required_argument, NULL, O_CHUNKS},
+        {"damp", required_argument, NULL, O_DAMP},
+        {"order", required_argument, NULL, O_ORDER},
+        {"act-order", no_argument, NULL, O_ACT_ORDER},
+        {"tokenizer", required_argument, NULL, O_TOKENIZER},
+        {"no-tokenizer", no_argument, NULL, O_NO_TOKENIZER},
+        {"context-length", required_argument, NULL, O_CTX_LEN},
+        {"hash-sources", no_argument, NULL, O_HASH},
+        {"force", no_argument, NULL, O_FORCE},
+        {"json", no_argument, NULL, O_JSON},
+        {NULL, 0, NULL, 0}};
+    static const char *const gptq_opt[] = {"--method", "--calib", "--chunks", "--damp", "--order"};
+    cli_getopt_start();
+    while ((c = cli_getopt("convert", argc, argv, "ho:m:t:q", opts)) != -1) {
+        long v;
+        switch (c) {
+        case 'h': usage(stdout); return CLI_EXIT_OK;
+        case 'o': o.out = optarg; break;
+        case 'm':
+            if (cli_set_operand("convert", &o.src, optarg)) return CLI_EXIT_USAGE;
+            break;
+        case 't':
+            if (cli_parse_threads("convert", optarg, &v)) return CLI_EXIT_USAGE;
+            o.threads = (int)v;
+            break;
+        case 'q': quiet = 1; break;
+        case O_FORMAT: format = optarg; break;
+        case O_TYPE: o.type = optarg; break;
+        case O_PURE: o.pure = 1; break;
+        case O_IMATRIX: o.imatrix_path = optarg; break;
+        case O_METHOD: case O_CALIB: case O_CHUNKS: case O_DAMP: case O_ORDER:
+            /* handed to quantize as they are */
+            if (c == O_METHOD) {
+                if (strcmp(optarg, "gptq") && strcmp(optarg, "rtn"))
+                    return cli_usage_error("convert", "--method: bad value '%s'", optarg);
+                gptq = !strcmp(optarg, "gptq");
             }
-            calib |= !strcmp(a, "--calib");
+            calib |= c == O_CALIB;
             if (nq > 12) return cli_usage_error("convert", "too many GPTQ options");
-            qargs[nq++] = argv[i];
-            qargs[nq++] = argv[++i];
-        } else if (!strcmp(a, "--act-order")) {
+            qargs[nq++] = (char *)gptq_opt[c - O_METHOD];
+            qargs[nq++] = optarg;
+            break;
+        case O_ACT_ORDER:
             if (nq > 12) return cli_usage_error("convert", "too many GPTQ options");
-            qargs[nq++] = argv[i];
-        } else if (!strcmp(a, "--tokenizer")) {
-            if (!has_val) return cli_usage_error("convert", "--tokenizer needs a file");
-            o.tokenizer = argv[++i];
-        } else if (!strcmp(a, "--no-tokenizer")) {
-            o.no_tokenizer = 1;
-        } else if (!strcmp(a, "--context-length")) {
-            long v;
-            if (!has_val || cli_parse_int(argv[++i], 1, UINT32_MAX, &v))
+            qargs[nq++] = "--act-order";
+            break;
+        case O_TOKENIZER: o.tokenizer = optarg; break;
+        case O_NO_TOKENIZER: o.no_tokenizer = 1; break;
+        case O_CTX_LEN:
+            if (cli_parse_int(optarg, 1, UINT32_MAX, &v))
                 return cli_usage_error("convert", "--context-length needs a positive integer");
             o.context_length = (uint32_t)v;
-        } else if (!strcmp(a, "--threads")) {
-            long v;
-            if (!has_val || cli_parse_int(argv[++i], 1, 1024, &v))
-                return cli_usage_error("convert", "--threads needs an integer in 1..1024");
-            o.threads = (int)v;
-        } else if (!strcmp(a, "--hash-sources")) {
-            o.hash_sources = 1;
-        } else if (!strcmp(a, "--force")) {
-            o.force = 1;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error("convert", "unknown option '%s'", a);
-        } else if (!o.src) {
-            o.src = a;
-        } else {
-            return cli_usage_error("convert", "more than one source ('%s', '%s')", o.src, a);
+            break;
+        case O_HASH: o.hash_sources = 1; break;
+        case O_FORCE: o.force = 1; break;
+        case O_JSON: json = 1; break;
+        default: return CLI_EXIT_USAGE;
         }
     }
+    if (cli_operands("convert", argc, argv, &o.src)) return CLI_EXIT_USAGE;
     if (!o.src) return cli_usage_error("convert", "no source given");
     if (!o.out) return cli_usage_error("convert", "no output given (-o OUT.lpk)");
     if (o.pure && !o.type) return cli_usage_error("convert", "--pure needs --type");
@@ -183,7 +196,7 @@ int cmd_convert(int argc, char **argv)
             return cli_usage_error("convert", "--method gptq needs --type and --calib TEXT");
         if (o.imatrix_path)
             return cli_usage_error("convert", "--imatrix and --method gptq exclude each other");
-        return convert_gptq(&o, json, fmt, qargs, nq);
+        return convert_gptq(&o, json, quiet, fmt, qargs, nq);
     }
     /* GGUF: convert into a container beside OUT, then export it */
     const char *final_out = NULL;
@@ -215,7 +228,7 @@ int cmd_convert(int argc, char **argv)
     }
 
     cli_progress prog;
-    cli_progress_start(&prog, "convert", "B", 0, json);
+    cli_progress_start(&prog, "convert", "B", 0, json || quiet);
     o.progress = on_progress;
     o.progress_ctx = &prog;
     double t0 = cli_now();
@@ -229,7 +242,7 @@ int cmd_convert(int argc, char **argv)
         cli_tmp_hold(tmp);
         cli_export_stats es;
         char *name = cli_name_from_path(final_out);
-        rc = cli_export_gguf(tmp, final_out, name, 0, force_out ? LPK_WRITE_FORCE : 0, json, &es,
+        rc = cli_export_gguf(tmp, final_out, name, 0, force_out ? LPK_WRITE_FORCE : 0, json || quiet, &es,
                              &err);
         free(name);
     }
@@ -237,7 +250,7 @@ int cmd_convert(int argc, char **argv)
     if (final_out) o.out = final_out;
     double secs = cli_now() - t0;
     if (rep.warning[0]) fprintf(stderr, "llmpack convert: warning: %s\n", rep.warning);
-    if (rep.note[0] && !json) fprintf(stderr, "llmpack convert: %s\n", rep.note);
+    if (rep.note[0] && !json && !quiet) fprintf(stderr, "llmpack convert: %s\n", rep.note);
     if (rc) {
         cli_print_error("convert", &err);
         cv_report_free(&rep);
@@ -273,7 +286,7 @@ int cmd_convert(int argc, char **argv)
         json_object_set_new(j, "tokenizer", rep.tokenizer[0] ? json_string(rep.tokenizer)
                                                              : json_null());
         cli_json_print(j);
-    } else {
+    } else if (!quiet) {
         char types[256] = "";
         size_t off = 0;
         for (int t = 0; t < LPK_TYPE_COUNT && off < sizeof types; t++)

@@ -3,6 +3,7 @@
  * streams and reports. */
 #include "cli.h"
 
+#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,9 +24,11 @@ static void usage(FILE *f)
             "  --format F         gguf | lpk, for an OUT named neither .gguf nor .lpk\n"
             "  --force            replace FILE if it exists\n"
             "  --strip            drop llmpack-only keys (source.*, quant.*, ...; GGUF only)\n"
-            "  --quiet            no progress display\n"
+            "  -q, --quiet        no progress display\n"
             "  --json             print a JSON summary\n"
-            "  -h, --help         this help\n");
+            "  -m, --model IN     IN as an option\n"
+            "  -h, --help         this help\n"
+            "Options take their value as --opt VALUE or --opt=VALUE.\n");
 }
 
 /* Writes n tensors: decls[i]'s bytes from the reader's tensor src[i], or
@@ -138,33 +141,31 @@ int cmd_export(int argc, char **argv)
     const char *in = NULL, *out = NULL, *format = NULL;
     int force = 0, json = 0, quiet = 0;
     unsigned flags = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return CLI_EXIT_OK;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-            if (++i >= argc) return cli_usage_error("export", "%s needs a file name", a);
-            out = argv[i];
-        } else if (!strcmp(a, "--format")) {
-            if (++i >= argc) return cli_usage_error("export", "--format needs gguf or lpk");
-            format = argv[i];
-        } else if (!strcmp(a, "--force")) {
-            force = 1;
-        } else if (!strcmp(a, "--strip")) {
-            flags |= LPK_GGUF_STRIP;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error("export", "unknown option '%s'", a);
-        } else if (!in) {
-            in = a;
-        } else {
-            return cli_usage_error("export", "more than one input ('%s', '%s')", in, a);
+    enum { O_FORMAT = 256, O_FORCE, O_STRIP, O_JSON };
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},        {"output", required_argument, NULL, 'o'},
+        {"model", required_argument, NULL, 'm'}, {"quiet", no_argument, NULL, 'q'},
+        {"format", required_argument, NULL, O_FORMAT},
+        {"force", no_argument, NULL, O_FORCE},   {"strip", no_argument, NULL, O_STRIP},
+        {"json", no_argument, NULL, O_JSON},     {NULL, 0, NULL, 0}};
+    int c;
+    cli_getopt_start();
+    while ((c = cli_getopt("export", argc, argv, "ho:m:q", opts)) != -1) {
+        switch (c) {
+        case 'h': usage(stdout); return CLI_EXIT_OK;
+        case 'o': out = optarg; break;
+        case 'm':
+            if (cli_set_operand("export", &in, optarg)) return CLI_EXIT_USAGE;
+            break;
+        case 'q': quiet = 1; break;
+        case O_FORMAT: format = optarg; break;
+        case O_FORCE: force = 1; break;
+        case O_STRIP: flags |= LPK_GGUF_STRIP; break;
+        case O_JSON: json = 1; break;
+        default: return CLI_EXIT_USAGE;
         }
     }
+    if (cli_operands("export", argc, argv, &in)) return CLI_EXIT_USAGE;
     if (!in) return cli_usage_error("export", "no input container given");
     if (!out) return cli_usage_error("export", "no output given (-o OUT.gguf)");
     int fmt = 0, rc = cli_output_format("export", out, format, &fmt);

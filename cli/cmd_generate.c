@@ -3,6 +3,7 @@
  * step over the KV cache. */
 #include "cli.h"
 
+#include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,12 +21,17 @@ static const char *usage_text =
     "Continues TEXT with up to N tokens (default 64), stopping at end-of-sequence.\n"
     "\n"
     "options:\n"
-    "  --prompt TEXT   the prompt (BOS is prepended)\n"
-    "  -n N            tokens to generate (default 64)\n"
+    "  -p, --prompt TEXT  the prompt (BOS is prepended)\n"
+    "  -n, --n-predict N  tokens to generate (default 64)\n"
     "  --temp T        0 (default): greedy; > 0: sample from softmax(logits / T)\n"
     "  --seed S        random seed for sampling (default 1)\n"
-    "  --threads N     OpenMP threads\n"
-    "  --json          machine-readable output\n";
+    "  -t, --threads N OpenMP threads (default, or 0: all cores)\n"
+    "  --json          machine-readable output\n"
+    "  -m, --model MODEL  MODEL as an option\n"
+    "  -h, --help      this help\n"
+    "Options take their value as --opt VALUE or --opt=VALUE.\n\n"
+    "example (llama-cli -m MODEL -p TEXT -n 32):\n"
+    "  llmpack generate model.q4_k_m.gguf -p 'Once upon a time' -n 32\n";
 
 static int pick(const float *logits, int n, double temp, uint64_t *rng)
 {
@@ -51,34 +57,42 @@ int cmd_generate(int argc, char **argv)
     long n_gen = 64, threads = 0, seed = 1;
     double temp = 0;
     int json = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has_val = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(usage_text, stdout);
-            return CLI_EXIT_OK;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "--prompt") && has_val) {
-            prompt = argv[++i];
-        } else if (!strcmp(a, "-n") && has_val) {
-            if (cli_parse_int(argv[++i], 0, 1 << 20, &n_gen))
+    enum { O_JSON = 256, O_TEMP, O_SEED };
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},           {"model", required_argument, NULL, 'm'},
+        {"prompt", required_argument, NULL, 'p'},   {"n-predict", required_argument, NULL, 'n'},
+        {"threads", required_argument, NULL, 't'},  {"temp", required_argument, NULL, O_TEMP},
+        {"seed", required_argument, NULL, O_SEED},  {"json", no_argument, NULL, O_JSON},
+        {NULL, 0, NULL, 0}};
+    int oc;
+    cli_getopt_start();
+    while ((oc = cli_getopt(cmd, argc, argv, "hm:p:n:t:", opts)) != -1) {
+        switch (oc) {
+        case 'h': fputs(usage_text, stdout); return CLI_EXIT_OK;
+        case 'm':
+            if (cli_set_operand(cmd, &path, optarg)) return CLI_EXIT_USAGE;
+            break;
+        case 'p': prompt = optarg; break;
+        case 'n':
+            if (cli_parse_int(optarg, 0, 1 << 20, &n_gen))
                 return cli_usage_error(cmd, "-n wants an integer in 0..%d", 1 << 20);
-        } else if (!strcmp(a, "--temp") && has_val) {
-            if (cli_parse_double(argv[++i], &temp) || temp < 0)
+            break;
+        case 't':
+            if (cli_parse_threads(cmd, optarg, &threads)) return CLI_EXIT_USAGE;
+            break;
+        case O_TEMP:
+            if (cli_parse_double(optarg, &temp) || temp < 0)
                 return cli_usage_error(cmd, "--temp wants a number >= 0");
-        } else if (!strcmp(a, "--seed") && has_val) {
-            if (cli_parse_int(argv[++i], 0, 1L << 62, &seed))
+            break;
+        case O_SEED:
+            if (cli_parse_int(optarg, 0, 1L << 62, &seed))
                 return cli_usage_error(cmd, "--seed wants a non-negative integer");
-        } else if (!strcmp(a, "--threads") && has_val) {
-            if (cli_parse_int(argv[++i], 1, 4096, &threads))
-                return cli_usage_error(cmd, "--threads wants a positive integer");
-        } else if ((a[0] == '-' && a[1]) || path) {
-            return cli_usage_error(cmd, "unexpected argument or missing value: %s", a);
-        } else {
-            path = a;
+            break;
+        case O_JSON: json = 1; break;
+        default: return CLI_EXIT_USAGE;
         }
     }
+    if (cli_operands(cmd, argc, argv, &path)) return CLI_EXIT_USAGE;
     if (!path || !prompt) return cli_usage_error(cmd, !path ? "no MODEL given" : "--prompt is required");
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads((int)threads);

@@ -25,6 +25,7 @@ static void info_help(FILE *f)
             "  --tensors  list every tensor (name, type, shape, offset, size, xxh3)\n"
             "  --json     machine-readable output (always includes the tensor list;\n"
             "             arrays of more than %d elements are summarized)\n"
+            "  -m FILE    FILE as an option (also --model)\n"
             "  -h, --help this text\n",
             INFO_MAX_ARRAY);
 }
@@ -317,27 +318,31 @@ static void info_text(const lpk_reader *r, int list_tensors)
 
 int cmd_info(int argc, char **argv)
 {
-    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
-                                         {"tensors", no_argument, NULL, 't'},
+    enum { O_JSON = 256, O_TENSORS };
+    static const struct option opts[] = {{"json", no_argument, NULL, O_JSON},
+                                         {"tensors", no_argument, NULL, O_TENSORS},
+                                         {"model", required_argument, NULL, 'm'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     int json = 0, list = 0, c;
-    opterr = 0;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    const char *path = NULL;
+    cli_getopt_start();
+    while ((c = cli_getopt("info", argc, argv, "hm:", opts)) != -1) {
         switch (c) {
-        case 'j': json = 1; break;
-        case 't': list = 1; break;
+        case O_JSON: json = 1; break;
+        case O_TENSORS: list = 1; break;
+        case 'm':
+            if (cli_set_operand("info", &path, optarg)) return CLI_EXIT_USAGE;
+            break;
         case 'h': info_help(stdout); return CLI_EXIT_OK;
-        default:
-            return cli_usage_error("info", "unknown option '%s'", argv[optind - 1]);
+        default: return CLI_EXIT_USAGE;
         }
     }
-    if (optind != argc - 1)
-        return cli_usage_error("info", optind >= argc ? "no FILE given" : "one FILE expected");
+    if (cli_operands("info", argc, argv, &path)) return CLI_EXIT_USAGE;
+    if (!path) return cli_usage_error("info", "no FILE given");
     lpk_reader *r;
     lpk_error err = {0};
-    int st = cli_open_input(argv[optind], lpk_reader_default_flags(), &r, &err);
+    int st = cli_open_input(path, lpk_reader_default_flags(), &r, &err);
     if (st) {
         cli_print_error("info", &err);
         return cli_exit_for(st);

@@ -3,6 +3,7 @@
  * output is that container exported (cmd_export.c) and removed. */
 #include "cli.h"
 
+#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <sys/stat.h>
@@ -83,13 +84,15 @@ static void usage(FILE *f)
             "  --act-order            gptq: columns by decreasing activation energy, every\n"
             "                         block's scales chosen up front (--order act-order)\n"
             "  --order O              gptq: none (default), act-order or block-act-order\n"
-            "  --threads N            worker threads (default: all cores)\n"
+            "  -t, --threads N        worker threads (default, or 0: all cores)\n"
             "  --force                replace OUT if it exists\n"
             "  --allow-requantize     quantize already quantized tensors to another type\n"
             "                         (they are dequantized first)\n"
             "  --json                 machine-readable report on stdout\n"
             "  -q, --quiet            no table, no progress\n"
-            "  -h, --help             this help\n");
+            "  -m, --model IN         IN as an option\n"
+            "  -h, --help             this help\n"
+            "Options take their value as --opt VALUE or --opt=VALUE.\n");
 }
 
 static void shape_str(const lpk_tensor *t, char *buf, size_t n)
@@ -156,76 +159,90 @@ int cmd_quantize(int argc, char **argv)
     double target_bpw = 0;
     uint64_t max_size = 0;
     long calib_chunks = 4;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return CLI_EXIT_OK;
-        } else if (!strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--type") ||
-                   !strcmp(a, "--threads") || !strcmp(a, "--imatrix") || !strcmp(a, "--calib") ||
-                   !strcmp(a, "--target-bpw") || !strcmp(a, "--max-size") ||
-                   !strcmp(a, "--calib-chunks") || !strcmp(a, "--format")) {
-            if (i + 1 >= argc) return cli_usage_error("quantize", "%s needs a value", a);
-            const char *v = argv[++i];
-            if (!strcmp(a, "--target-bpw")) {
-                target_bpw_s = v;
-                if (cli_parse_double(v, &target_bpw) || !(target_bpw > 0 && target_bpw <= 32))
-                    return cli_usage_error("quantize", "--target-bpw: '%s' is not a number of "
-                                           "bits per weight (0 < X <= 32)", v);
-            } else if (!strcmp(a, "--max-size")) {
-                max_size_s = v;
-                if (parse_size(v, &max_size))
-                    return cli_usage_error("quantize", "--max-size: '%s' is not a size (bytes, "
-                                           "or with KB MB GB KiB MiB GiB)", v);
-            } else if (!strcmp(a, "--calib-chunks")) {
-                if (cli_parse_int(v, 1, 100000, &calib_chunks))
-                    return cli_usage_error("quantize", "--calib-chunks: '%s' is not a count", v);
-            } else if (!strcmp(a, "--format")) format = v;
-            else if (!strcmp(a, "--imatrix")) im_path = v;
-            else if (!strcmp(a, "--calib")) calib_text = v;
-            else if (a[1] == 'o' || a[2] == 'o') out = v;
-            else if (a[2] == 't' && a[3] == 'y') recipe = v;
-            else if (cli_parse_int(v, 1, 1024, &threads))
-                return cli_usage_error("quantize", "--threads: '%s' is not a thread count", v);
-        } else if (!strcmp(a, "--method") || !strcmp(a, "--chunks") || !strcmp(a, "--damp") ||
-                   !strcmp(a, "--order")) {
-            if (i + 1 >= argc) return cli_usage_error("quantize", "%s needs a value", a);
-            const char *v = argv[++i];
-            int bad = 0;
-            if (!strcmp(a, "--method")) {
-                gptq = !strcmp(v, "gptq");
-                bad = !gptq && strcmp(v, "rtn");
-            } else if (!strcmp(a, "--chunks")) {
-                bad = cli_parse_int(v, 1, INT32_MAX, &chunks);
-            } else if (!strcmp(a, "--damp")) {
-                char *end;
-                go.damp = strtod(v, &end);
-                bad = *end || end == v || !(go.damp >= 0.0 && go.damp <= 10.0);
-            } else {
-                go.order = quant_gptq_order_parse(v);
-                bad = go.order < 0;
-            }
-            if (bad) return cli_usage_error("quantize", "%s: bad value '%s'", a, v);
-        } else if (!strcmp(a, "--act-order")) {
-            go.order = QUANT_GPTQ_ORDER_STATIC;
-        } else if (!strcmp(a, "--pure")) {
-            pure = 1;
-        } else if (!strcmp(a, "--force")) {
-            force = 1;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (!strcmp(a, "--allow-requantize")) {
-            requant = 1;
-        } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error("quantize", "unknown option '%s'", a);
-        } else if (!in) {
-            in = a;
-        } else {
-            return cli_usage_error("quantize", "unexpected argument '%s'", a);
+    enum { O_TYPE = 256, O_IMATRIX, O_CALIB, O_TARGET_BPW, O_MAX_SIZE, O_CALIB_CHUNKS,
+           O_FORMAT, O_METHOD, O_CHUNKS, O_DAMP, O_ORDER, O_ACT_ORDER, O_PURE, O_FORCE, O_JSON,
+           O_REQUANT };
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},          {"output", required_argument, NULL, 'o'},
+        {"model", required_argument, NULL, 'm'},   {"threads", required_argument, NULL, 't'},
+        {"quiet", no_argument, NULL, 'q'},         {"type", required_argument, NULL, O_TYPE},
+        {"imatrix", required_argument, NULL, O_IMATRIX},
+        {"calib", required_argument, NULL, O_CALIB},
+        {"target-bpw", required_argument, NULL, O_TARGET_BPW},
+        {"max-size", required_argument, NULL, O_MAX_SIZE},
+        {"calib-chunks", required_argument, NULL, O_CALIB_CHUNKS},
+        {"format", required_argument, NULL, O_FORMAT},
+        {"method", required_argument, NULL, O_METHOD},
+        {"chunks", required_argument, NULL, O_CHUNKS},
+        {"damp", required_argument, NULL, O_DAMP},
+        {"order", required_argument, NULL, O_ORDER},
+        {"act-order", no_argument, NULL, O_ACT_ORDER},
+        {"pure", no_argument, NULL, O_PURE},
+        {"force", no_argument, NULL, O_FORCE},
+        {"json", no_argument, NULL, O_JSON},
+        {"allow-requantize", no_argument, NULL, O_REQUANT},
+        {NULL, 0, NULL, 0}};
+    int oc;
+    cli_getopt_start();
+    while ((oc = cli_getopt("quantize", argc, argv, "ho:m:t:q", opts)) != -1) {
+        const char *v = optarg;
+        int bad = 0;
+        switch (oc) {
+        case 'h': usage(stdout); return CLI_EXIT_OK;
+        case 'o': out = v; break;
+        case 'm':
+            if (cli_set_operand("quantize", &in, v)) return CLI_EXIT_USAGE;
+            break;
+        case 't':
+            if (cli_parse_threads("quantize", v, &threads)) return CLI_EXIT_USAGE;
+            break;
+        case 'q': quiet = 1; break;
+        case O_TYPE: recipe = v; break;
+        case O_IMATRIX: im_path = v; break;
+        case O_CALIB: calib_text = v; break;
+        case O_FORMAT: format = v; break;
+        case O_TARGET_BPW:
+            target_bpw_s = v;
+            if (cli_parse_double(v, &target_bpw) || !(target_bpw > 0 && target_bpw <= 32))
+                return cli_usage_error("quantize", "--target-bpw: '%s' is not a number of "
+                                       "bits per weight (0 < X <= 32)", v);
+            break;
+        case O_MAX_SIZE:
+            max_size_s = v;
+            if (parse_size(v, &max_size))
+                return cli_usage_error("quantize", "--max-size: '%s' is not a size (bytes, "
+                                       "or with KB MB GB KiB MiB GiB)", v);
+            break;
+        case O_CALIB_CHUNKS:
+            if (cli_parse_int(v, 1, 100000, &calib_chunks))
+                return cli_usage_error("quantize", "--calib-chunks: '%s' is not a count", v);
+            break;
+        case O_METHOD:
+            gptq = !strcmp(v, "gptq");
+            bad = !gptq && strcmp(v, "rtn");
+            break;
+        case O_CHUNKS: bad = cli_parse_int(v, 1, INT32_MAX, &chunks); break;
+        case O_DAMP: {
+            char *end;
+            go.damp = strtod(v, &end);
+            bad = *end || end == v || !(go.damp >= 0.0 && go.damp <= 10.0);
+            break;
         }
+        case O_ORDER:
+            go.order = quant_gptq_order_parse(v);
+            bad = go.order < 0;
+            break;
+        case O_ACT_ORDER: go.order = QUANT_GPTQ_ORDER_STATIC; break;
+        case O_PURE: pure = 1; break;
+        case O_FORCE: force = 1; break;
+        case O_JSON: json = 1; break;
+        case O_REQUANT: requant = 1; break;
+        default: return CLI_EXIT_USAGE;
+        }
+        if (bad)
+            return cli_usage_error("quantize", "--%s: bad value '%s'", cli_opt_name(opts, oc), v);
     }
+    if (cli_operands("quantize", argc, argv, &in)) return CLI_EXIT_USAGE;
     if (!in) return cli_usage_error("quantize", "no input container given");
     if (!out) return cli_usage_error("quantize", "no output given (-o OUT.lpk)");
     const int target = target_bpw_s || max_size_s;

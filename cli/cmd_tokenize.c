@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,13 +16,15 @@ static void usage(FILE *f)
             "MODEL is a container (.lpk or GGUF) or a tokenizer file (SentencePiece or\n"
             "Llama 3 tokenizer.model, Hugging Face tokenizer.json).\n\n"
             "options:\n"
-            "  --text TEXT   text to encode\n"
-            "  --file FILE   encode the bytes of FILE ('-' reads stdin)\n"
+            "  --text TEXT   text to encode (also -p, --prompt)\n"
+            "  -f, --file FILE  encode the bytes of FILE ('-' reads stdin)\n"
+            "  -m, --model MODEL  MODEL as an option\n"
             "  --no-bos      do not prepend the BOS token\n"
             "  --special     parse special-token text (e.g. <|eot_id|>) as special tokens\n"
             "  --pieces      print each token's text beside its id\n"
             "  --json        {\"ids\": [...], \"n_tokens\": N} (with --pieces: \"pieces\")\n"
-            "  -h, --help    this help\n");
+            "  -h, --help    this help\n"
+            "Options take their value as --opt VALUE or --opt=VALUE.\n");
 }
 
 /* A container starts with its magic; anything else is read as a tokenizer file. */
@@ -96,30 +99,31 @@ int cmd_tokenize(int argc, char **argv)
 {
     const char *model = NULL, *text = NULL, *file = NULL;
     int bos = 1, special = 0, pieces = 0, json = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            return CLI_EXIT_OK;
-        } else if (!strcmp(a, "--text") || !strcmp(a, "--file")) {
-            if (i + 1 >= argc) return cli_usage_error("tokenize", "%s needs a value", a);
-            *(a[2] == 't' ? &text : &file) = argv[++i];
-        } else if (!strcmp(a, "--no-bos")) {
-            bos = 0;
-        } else if (!strcmp(a, "--special")) {
-            special = 1;
-        } else if (!strcmp(a, "--pieces")) {
-            pieces = 1;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error("tokenize", "unknown option '%s'", a);
-        } else if (!model) {
-            model = a;
-        } else {
-            return cli_usage_error("tokenize", "unexpected argument '%s'", a);
+    enum { O_TEXT = 256, O_NO_BOS, O_SPECIAL, O_PIECES, O_JSON };
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},         {"model", required_argument, NULL, 'm'},
+        {"file", required_argument, NULL, 'f'},   {"text", required_argument, NULL, O_TEXT},
+        {"prompt", required_argument, NULL, 'p'}, {"no-bos", no_argument, NULL, O_NO_BOS},
+        {"special", no_argument, NULL, O_SPECIAL}, {"pieces", no_argument, NULL, O_PIECES},
+        {"json", no_argument, NULL, O_JSON},      {NULL, 0, NULL, 0}};
+    int oc;
+    cli_getopt_start();
+    while ((oc = cli_getopt("tokenize", argc, argv, "hm:f:p:", opts)) != -1) {
+        switch (oc) {
+        case 'h': usage(stdout); return CLI_EXIT_OK;
+        case 'm':
+            if (cli_set_operand("tokenize", &model, optarg)) return CLI_EXIT_USAGE;
+            break;
+        case 'f': file = optarg; break;
+        case 'p': case O_TEXT: text = optarg; break;
+        case O_NO_BOS: bos = 0; break;
+        case O_SPECIAL: special = 1; break;
+        case O_PIECES: pieces = 1; break;
+        case O_JSON: json = 1; break;
+        default: return CLI_EXIT_USAGE;
         }
     }
+    if (cli_operands("tokenize", argc, argv, &model)) return CLI_EXIT_USAGE;
     if (!model) return cli_usage_error("tokenize", "no MODEL given");
     if (!text == !file) return cli_usage_error("tokenize", "give exactly one of --text, --file");
 

@@ -2,6 +2,7 @@
  * reference (llama.cpp's protocol; see docs/VERIFY.md). */
 #include "cli.h"
 
+#include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,16 +25,22 @@ static const char *usage_text =
     "\n"
     "options:\n"
     "  --ref REF            reference model (e.g. the f16/bf16 original)\n"
-    "  --text FILE          evaluation text (required)\n"
-    "  --ctx N              tokens per chunk (default 512)\n"
+    "  -f, --text FILE      evaluation text (required)\n"
+    "  -c, --ctx N          tokens per chunk (default 512)\n"
     "  --chunks N           only the first N chunks\n"
-    "  --threads N          OpenMP threads (results do not depend on it)\n"
+    "  -t, --threads N      OpenMP threads (default, or 0: all cores; results do not\n"
+    "                       depend on it)\n"
     "  --max-ppl-delta X    limit on ppl - ref_ppl       } exceeded: exit code 4\n"
     "  --max-ppl-ratio X    limit on ppl / ref_ppl       }\n"
     "  --max-kld X          limit on the mean KLD        }\n"
     "  --tensor-errors      per-tensor rel. RMSE against the reference's tensors\n"
     "  --json               machine-readable output\n"
-    "  -q, --quiet          no progress line\n";
+    "  -q, --quiet          no progress line\n"
+    "  -m, --model MODEL    a MODEL as an option (repeatable)\n"
+    "  -h, --help           this help\n"
+    "Options take their value as --opt VALUE or --opt=VALUE.\n\n"
+    "example (llama-perplexity -m MODEL -f TEXT -c 512, and the KL divergence too):\n"
+    "  llmpack verify model.q4_k_m.gguf --ref model.f16.lpk -f wiki.test.raw -c 512\n";
 
 /* One loaded container + model. */
 typedef struct loaded {
@@ -211,55 +218,57 @@ int cmd_verify(int argc, char **argv)
     const char **paths = calloc((size_t)argc, sizeof *paths);
     int n_paths = 0;
     if (!paths) return CLI_EXIT_RUNTIME;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has_val = i + 1 < argc;
+    enum { O_REF = 256, O_CHUNKS, O_MAX_DELTA, O_MAX_RATIO, O_MAX_KLD, O_TENSOR_ERRORS,
+           O_JSON };
+    static const struct option opts[] = {
+        {"help", no_argument, NULL, 'h'},          {"model", required_argument, NULL, 'm'},
+        {"text", required_argument, NULL, 'f'},    {"ctx", required_argument, NULL, 'c'},
+        {"threads", required_argument, NULL, 't'}, {"quiet", no_argument, NULL, 'q'},
+        {"ref", required_argument, NULL, O_REF},   {"chunks", required_argument, NULL, O_CHUNKS},
+        {"max-ppl-delta", required_argument, NULL, O_MAX_DELTA},
+        {"max-ppl-ratio", required_argument, NULL, O_MAX_RATIO},
+        {"max-kld", required_argument, NULL, O_MAX_KLD},
+        {"tensor-errors", no_argument, NULL, O_TENSOR_ERRORS},
+        {"json", no_argument, NULL, O_JSON},
+        {NULL, 0, NULL, 0}};
+    int oc, urc = -1;
+    cli_getopt_start();
+    while (urc < 0 && (oc = cli_getopt(cmd, argc, argv, "hm:f:c:t:q", opts)) != -1) {
         double d;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(usage_text, stdout);
-            free(paths);
-            return CLI_EXIT_OK;
-        } else if (!strcmp(a, "--json")) {
-            json = 1;
-        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (!strcmp(a, "--tensor-errors")) {
-            tensor_errors = 1;
-        } else if (!strcmp(a, "--ref") && has_val) {
-            ref_path = argv[++i];
-        } else if (!strcmp(a, "--text") && has_val) {
-            text_path = argv[++i];
-        } else if (!strcmp(a, "--ctx") && has_val) {
-            if (cli_parse_int(argv[++i], 4, 1 << 20, &ctx)) {
-                free(paths);
-                return cli_usage_error(cmd, "--ctx wants an integer in 4..%d", 1 << 20);
+        switch (oc) {
+        case 'h': fputs(usage_text, stdout); urc = CLI_EXIT_OK; break;
+        case 'm': paths[n_paths++] = optarg; break;
+        case 'f': text_path = optarg; break;
+        case 'c':
+            if (cli_parse_int(optarg, 4, 1 << 20, &ctx))
+                urc = cli_usage_error(cmd, "--ctx wants an integer in 4..%d", 1 << 20);
+            break;
+        case 't':
+            if (cli_parse_threads(cmd, optarg, &threads)) urc = CLI_EXIT_USAGE;
+            break;
+        case 'q': quiet = 1; break;
+        case O_REF: ref_path = optarg; break;
+        case O_CHUNKS:
+            if (cli_parse_int(optarg, 1, 1L << 30, &max_chunks))
+                urc = cli_usage_error(cmd, "--chunks wants a positive integer");
+            break;
+        case O_MAX_DELTA: case O_MAX_RATIO: case O_MAX_KLD:
+            if (cli_parse_double(optarg, &d)) {
+                urc = cli_usage_error(cmd, "--%s wants a number", cli_opt_name(opts, oc));
+                break;
             }
-        } else if (!strcmp(a, "--chunks") && has_val) {
-            if (cli_parse_int(argv[++i], 1, 1L << 30, &max_chunks)) {
-                free(paths);
-                return cli_usage_error(cmd, "--chunks wants a positive integer");
-            }
-        } else if (!strcmp(a, "--threads") && has_val) {
-            if (cli_parse_int(argv[++i], 1, 4096, &threads)) {
-                free(paths);
-                return cli_usage_error(cmd, "--threads wants a positive integer");
-            }
-        } else if ((!strcmp(a, "--max-ppl-delta") || !strcmp(a, "--max-ppl-ratio") ||
-                    !strcmp(a, "--max-kld")) && has_val) {
-            if (cli_parse_double(argv[++i], &d)) {
-                free(paths);
-                return cli_usage_error(cmd, "%s wants a number", a);
-            }
-            if (!strcmp(a, "--max-ppl-delta")) lim.ppl_delta = d;
-            else if (!strcmp(a, "--max-ppl-ratio")) lim.ppl_ratio = d;
-            else lim.kld = d;
-        } else if (a[0] == '-' && a[1]) {
-            free(paths);
-            return cli_usage_error(cmd, "unknown option or missing value: %s", a);
-        } else {
-            paths[n_paths++] = a;
+            *(oc == O_MAX_DELTA ? &lim.ppl_delta : oc == O_MAX_RATIO ? &lim.ppl_ratio : &lim.kld) = d;
+            break;
+        case O_TENSOR_ERRORS: tensor_errors = 1; break;
+        case O_JSON: json = 1; break;
+        default: urc = CLI_EXIT_USAGE; break;
         }
     }
+    if (urc >= 0) {
+        free(paths);
+        return urc;
+    }
+    while (optind < argc) paths[n_paths++] = argv[optind++];
     if (!n_paths || !text_path) {
         free(paths);
         return cli_usage_error(cmd, !n_paths ? "no MODEL given" : "--text FILE is required");
