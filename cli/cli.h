@@ -37,6 +37,12 @@ int cli_exit_for(int status);
  * (vf_model_check: hyperparameters, required tensors, shapes). On failure *r
  * is NULL. */
 int cli_open_input(const char *path, unsigned flags, lpk_reader **r, lpk_error *err);
+/* The inputs named on a command line (n paths; NULL entries: options not given,
+ * "-": stdin) are checked before any work: one that does not exist prints
+ * "llmpack CMD: PATH: cannot open: ..." and gives CLI_EXIT_RUNTIME (exit 1,
+ * as `llmpack --help` documents), not the bad-input 3 the readers' "not
+ * found" would give. Returns 0 when all exist. */
+int cli_inputs_exist(const char *cmd, const char *const *paths, size_t n);
 /* Prints "llmpack CMD: MESSAGE" to stderr (message from err, or its status name). */
 void cli_print_error(const char *cmd, const lpk_error *err);
 /* Usage error: prints the message and "try 'llmpack CMD --help'"; returns 2. */

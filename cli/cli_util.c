@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +21,18 @@ int cli_open_input(const char *path, unsigned flags, lpk_reader **r, lpk_error *
         *r = NULL;
     }
     return st;
+}
+
+int cli_inputs_exist(const char *cmd, const char *const *paths, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct stat sb;
+        if (!paths[i] || !strcmp(paths[i], "-") || stat(paths[i], &sb) == 0) continue;
+        if (errno != ENOENT && errno != ENOTDIR) continue; /* the reader says what it is */
+        fprintf(stderr, "llmpack %s: %s: cannot open: %s\n", cmd, paths[i], strerror(errno));
+        return CLI_EXIT_RUNTIME;
+    }
+    return CLI_EXIT_OK;
 }
 
 int cli_exit_for(int status)

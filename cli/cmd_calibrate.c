@@ -79,6 +79,8 @@ int cmd_calibrate(int argc, char **argv)
     if (!model) return cli_usage_error("calibrate", "no model given");
     if (!text) return cli_usage_error("calibrate", "no --text given");
     if (!out) return cli_usage_error("calibrate", "no output given (-o FILE)");
+    const char *inputs[] = {model, text};
+    if ((c = cli_inputs_exist("calibrate", inputs, 2))) return c;
     if (threads > 0) omp_set_num_threads((int)threads);
 
     lpk_error err = {0};

@@ -16,8 +16,8 @@ static void check_help(FILE *f)
             "  -q, --quiet  no progress display\n"
             "  -m FILE    FILE as an option (also --model)\n"
             "  -h, --help this text\n\n"
-            "exit status: 0 all is well; 3 the file is missing or has a problem (structure,\n"
-            "checksum, unsupported type or version); 1 it exists but cannot be read (not a\n"
+            "exit status: 0 all is well; 3 the file has a problem (structure, checksum,\n"
+            "unsupported type or version); 1 it does not exist or cannot be read (not a\n"
             "regular file, no permission, I/O or mmap failure, out of memory); 2 bad command\n"
             "line\n");
 }
@@ -46,6 +46,7 @@ int cmd_check(int argc, char **argv)
     }
     if (cli_operands("check", argc, argv, &path)) return CLI_EXIT_USAGE;
     if (!path) return cli_usage_error("check", "no FILE given");
+    if ((c = cli_inputs_exist("check", &path, 1))) return c;
     lpk_reader *r = NULL;
     lpk_error err = {0};
     const lpk_tensor *bad = NULL;

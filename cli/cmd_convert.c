@@ -108,7 +108,7 @@ int cmd_convert(int argc, char **argv)
     cv_options o;
     memset(&o, 0, sizeof o);
     int json = 0, quiet = 0, gptq = 0, calib = 0, nq = 0, c;
-    const char *format = NULL;
+    const char *format = NULL, *calib_path = NULL;
     char *qargs[16];
     enum { O_FORMAT = 256, O_TYPE, O_PURE, O_IMATRIX, O_METHOD, O_CALIB, O_CHUNKS, O_DAMP,
            O_ORDER, O_ACT_ORDER, O_TOKENIZER, O_NO_TOKENIZER, O_CTX_LEN, O_HASH, O_FORCE,
@@ -159,6 +159,7 @@ int cmd_convert(int argc, char **argv)
                 gptq = !strcmp(optarg, "gptq");
             }
             calib |= c == O_CALIB;
+            if (c == O_CALIB) calib_path = optarg;
             if (nq > 12) return cli_usage_error("convert", "too many GPTQ options");
             qargs[nq++] = (char *)gptq_opt[c - O_METHOD];
             qargs[nq++] = optarg;
@@ -191,6 +192,8 @@ int cmd_convert(int argc, char **argv)
     if (urc) return urc;
     if (fmt == CLI_FMT_GGUF && o.no_tokenizer)
         return cli_usage_error("convert", "a GGUF output needs the tokenizer (no --no-tokenizer)");
+    const char *inputs[] = {o.src, o.tokenizer, o.imatrix_path, calib_path};
+    if ((urc = cli_inputs_exist("convert", inputs, 4))) return urc;
     if (gptq) {
         if (!o.type || !calib)
             return cli_usage_error("convert", "--method gptq needs --type and --calib TEXT");

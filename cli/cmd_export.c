@@ -169,6 +169,7 @@ int cmd_export(int argc, char **argv)
     if (!in) return cli_usage_error("export", "no input container given");
     if (!out) return cli_usage_error("export", "no output given (-o OUT.gguf)");
     int fmt = 0, rc = cli_output_format("export", out, format, &fmt);
+    if (!rc) rc = cli_inputs_exist("export", &in, 1);
     if (rc) return rc;
     if (fmt == CLI_FMT_LPK && (flags & LPK_GGUF_STRIP))
         return cli_usage_error("export", "--strip applies to GGUF outputs only");

@@ -94,6 +94,7 @@ int cmd_generate(int argc, char **argv)
     }
     if (cli_operands(cmd, argc, argv, &path)) return CLI_EXIT_USAGE;
     if (!path || !prompt) return cli_usage_error(cmd, !path ? "no MODEL given" : "--prompt is required");
+    if ((oc = cli_inputs_exist(cmd, &path, 1))) return oc;
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads((int)threads);
 #endif

@@ -340,6 +340,7 @@ int cmd_info(int argc, char **argv)
     }
     if (cli_operands("info", argc, argv, &path)) return CLI_EXIT_USAGE;
     if (!path) return cli_usage_error("info", "no FILE given");
+    if ((c = cli_inputs_exist("info", &path, 1))) return c;
     lpk_reader *r;
     lpk_error err = {0};
     int st = cli_open_input(path, lpk_reader_default_flags(), &r, &err);

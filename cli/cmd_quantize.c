@@ -267,6 +267,8 @@ int cmd_quantize(int argc, char **argv)
         return cli_usage_error("quantize", "--method gptq needs --calib TEXT");
     int fmt = 0, urc = cli_output_format("quantize", out, format, &fmt);
     if (urc) return urc;
+    const char *inputs[] = {in, im_path, calib_text};
+    if ((urc = cli_inputs_exist("quantize", inputs, 3))) return urc;
     if (fmt == CLI_FMT_GGUF && max_size_s)
         return cli_usage_error("quantize", "--max-size counts the bytes of a .lpk output (a GGUF "
                                "holds its metadata uncompressed); write OUT.lpk, or use "

@@ -126,6 +126,8 @@ int cmd_tokenize(int argc, char **argv)
     if (cli_operands("tokenize", argc, argv, &model)) return CLI_EXIT_USAGE;
     if (!model) return cli_usage_error("tokenize", "no MODEL given");
     if (!text == !file) return cli_usage_error("tokenize", "give exactly one of --text, --file");
+    const char *inputs[] = {model, file};
+    if ((oc = cli_inputs_exist("tokenize", inputs, 2))) return oc;
 
     lpk_error err = {0};
     tok_tokenizer *tok = NULL;

@@ -278,6 +278,12 @@ int cmd_verify(int argc, char **argv)
         free(paths);
         return cli_usage_error(cmd, "--tensor-errors and the --max-* limits need --ref");
     }
+    const char *inputs[] = {ref_path, text_path};
+    if ((urc = cli_inputs_exist(cmd, paths, (size_t)n_paths)) ||
+        (urc = cli_inputs_exist(cmd, inputs, 2))) {
+        free(paths);
+        return urc;
+    }
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads((int)threads);
 #endif

@@ -36,8 +36,10 @@ static void usage(FILE *f)
                "pipe it stops quietly (exit 1).\n\n"
                "exit codes:\n"
                "  0  success\n"
-               "  1  runtime failure (I/O error, out of space or memory, interrupted)\n"
-               "  2  usage error (bad command line)\n"
+               "  1  runtime failure (an input that does not exist or cannot be read, I/O error,\n"
+               "     out of space or memory, interrupted)\n"
+               "  2  usage error (bad command line: unknown option, missing value or required\n"
+               "     option, an output named neither .lpk nor .gguf without --format)\n"
                "  3  bad input file (corrupt, truncated, unsupported, checksum mismatch,\n"
                "     NaN/Inf weights, missing tensors)\n"
                "  4  a verification limit (--max-ppl-delta, --max-ppl-ratio, --max-kld) was exceeded\n");

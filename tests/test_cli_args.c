@@ -1,5 +1,7 @@
 /* Every command parses its options the same way (getopt_long: `--opt value`,
- * `--opt=value`, llama.cpp's short forms). On the demo model. */
+ * `--opt=value`, llama.cpp's short forms) and exits with the codes `llmpack
+ * --help` documents: 2 for a bad command line, 1 for an input that does not
+ * exist, 3 for an input that is not what it claims. On the demo model. */
 #include "tutil.h"
 
 #include <stdarg.h>
@@ -133,10 +135,114 @@ static void test_short_and_equals_forms(void **state)
     free(dir); free(m); free(a); free(q1); free(q2); free(i1); free(i2); free(g);
 }
 
+/* tmpl with every @IN@ replaced by in and @OUT@ by out (malloc'ed). */
+static char *subst(const char *tmpl, const char *in, const char *out)
+{
+    size_t cap = strlen(tmpl) + 4 * (strlen(in) + strlen(out)) + 1, k = 0;
+    char *r = malloc(cap);
+    assert_non_null(r);
+    while (*tmpl) {
+        const char *v = !strncmp(tmpl, "@IN@", 4) ? in : !strncmp(tmpl, "@OUT@", 5) ? out : NULL;
+        if (v) {
+            size_t n = strlen(v);
+            assert_true(k + n < cap);
+            memcpy(r + k, v, n);
+            k += n;
+            tmpl += v == in ? 4 : 5;
+        } else {
+            assert_true(k + 1 < cap);
+            r[k++] = *tmpl++;
+        }
+    }
+    r[k] = 0;
+    return r;
+}
+
+/* Each command with @IN@ the input under test (@MODEL@ a good model), and
+ * @OUT@ a folder for outputs; `missing` leaves out a required option. */
+static const struct {
+    const char *args, *missing;
+} commands[] = {
+    {"convert '@IN@' -o '@OUT@/o.lpk'", "convert -o '@OUT@/o.lpk'"},
+    {"quantize '@IN@' -o '@OUT@/o.lpk' --type q8_0", "quantize '@IN@' --type q8_0"},
+    {"calibrate '@IN@' -o '@OUT@/o.imatrix' -f " TEXT, "calibrate '@IN@' -f " TEXT},
+    {"verify '@IN@' -f " TEXT " --chunks 1", "verify '@IN@'"},
+    {"verify @MODEL@ --ref '@IN@' -f " TEXT " --chunks 1", "verify --ref '@IN@' -f " TEXT},
+    {"info '@IN@'", "info"},
+    {"check '@IN@'", "check"},
+    {"export '@IN@' -o '@OUT@/o.gguf'", "export '@IN@'"},
+    {"tokenize '@IN@' --text hi", "tokenize '@IN@'"},
+    {"generate '@IN@' -p hi -n 1", "generate '@IN@'"},
+};
+
+static void test_exit_codes_every_command(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *m = demo_lpk(dir), *out_dir = tu_fmt("%s/out", dir);
+    assert_int_equal(mkdir(out_dir, 0700), 0);
+    /* inputs that are not what they claim: random bytes named .lpk and .gguf, a
+     * folder without a checkpoint */
+    char *junk_lpk = tu_fmt("%s/junk.lpk", dir), *junk_gguf = tu_fmt("%s/junk.gguf", dir);
+    char *empty = tu_fmt("%s/empty", dir), *nope = tu_fmt("%s/nope.lpk", dir);
+    unsigned char bytes[4096];
+    uint64_t seed = 20;
+    for (size_t i = 0; i < sizeof bytes; i++) bytes[i] = (unsigned char)tu_rand(&seed);
+    assert_int_equal(tu_write_file(junk_lpk, bytes, sizeof bytes), 0);
+    assert_int_equal(tu_write_file(junk_gguf, bytes, sizeof bytes), 0);
+    assert_int_equal(mkdir(empty, 0700), 0);
+    char *note = tu_fmt("%s/README", empty);
+    assert_int_equal(tu_write_file(note, "no model here\n", 14), 0);
+    char *qm = tu_fmt("'%s'", m);
+
+    for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++) {
+        char *tmpl = subst(commands[c].args, "@IN@", out_dir), *o, *line;
+        /* @MODEL@: the good model (replace it first, @IN@ stays) */
+        char *at = strstr(tmpl, "@MODEL@");
+        if (at) {
+            char *t2 = tu_fmt("%.*s%s%s", (int)(at - tmpl), tmpl, qm, at + 7);
+            free(tmpl);
+            tmpl = t2;
+        }
+        int is_convert = !strncmp(tmpl, "convert", 7);
+        const char *good = is_convert ? DEMO : m;
+        /* 2: an unknown option; a required option left out */
+        line = subst(tmpl, good, out_dir);
+        o = run(2, "%s --no-such-option", line);
+        if (!strstr(o, "unknown option '--no-such-option'"))
+            fail_msg("%s: the unknown option is not named: %s", line, o);
+        free(o);
+        free(line);
+        line = subst(commands[c].missing, good, out_dir);
+        free(run(2, "%s", line));
+        free(line);
+        /* 1: an input that does not exist */
+        line = subst(tmpl, nope, out_dir);
+        o = run(1, "%s", line);
+        if (!strstr(o, "nope.lpk: cannot open")) fail_msg("%s: no 'cannot open' naming it: %s", line, o);
+        free(o);
+        free(line);
+        /* 3: random bytes named .lpk and .gguf; a folder without a checkpoint */
+        const char *bad[] = {junk_lpk, junk_gguf, is_convert ? empty : NULL};
+        for (size_t b = 0; b < 3 && bad[b]; b++) {
+            line = subst(tmpl, bad[b], out_dir);
+            o = run(3, "%s", line);
+            if (!strstr(o, strrchr(bad[b], '/') + 1)) fail_msg("%s: the file is not named: %s", line, o);
+            free(o);
+            free(line);
+        }
+        free(tmpl);
+        assert_int_equal(tu_dir_entries(out_dir, 0), 0); /* nothing written */
+    }
+    tu_rmtree(dir);
+    free(dir); free(m); free(out_dir); free(junk_lpk); free(junk_gguf); free(empty); free(nope);
+    free(note); free(qm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_short_and_equals_forms),
+        cmocka_unit_test(test_exit_codes_every_command),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
