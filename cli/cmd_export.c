@@ -28,7 +28,10 @@ static void usage(FILE *f)
             "  --json             print a JSON summary\n"
             "  -m, --model IN     IN as an option\n"
             "  -h, --help         this help\n"
-            "Options take their value as --opt VALUE or --opt=VALUE.\n");
+            "Options take their value as --opt VALUE or --opt=VALUE.\n\n"
+            "examples:\n"
+            "  llmpack export model.q4_k_m.lpk -o model-Q4_K_M.gguf\n"
+            "  llmpack export downloaded.gguf -o downloaded.lpk\n");
 }
 
 /* Writes n tensors: decls[i]'s bytes from the reader's tensor src[i], or

@@ -92,7 +92,10 @@ static void usage(FILE *f)
             "  -q, --quiet            no table, no progress\n"
             "  -m, --model IN         IN as an option\n"
             "  -h, --help             this help\n"
-            "Options take their value as --opt VALUE or --opt=VALUE.\n");
+            "Options take their value as --opt VALUE or --opt=VALUE.\n\n"
+            "examples (llama-quantize [--imatrix F] IN.gguf OUT.gguf Q4_K_M):\n"
+            "  llmpack quantize model.f16.lpk -o model-Q4_K_M.gguf --type Q4_K_M\n"
+            "  llmpack quantize model.f16.gguf -o model.q4_k_m.lpk --type q4_k_m --imatrix F\n");
 }
 
 static void shape_str(const lpk_tensor *t, char *buf, size_t n)

@@ -11,13 +11,13 @@ static const struct {
     int (*fn)(int, char **);
     const char *summary;
 } commands[] = {
-    {"convert", cmd_convert, "read a Meta / Hugging Face / llama2.c checkpoint into a .lpk"},
+    {"convert", cmd_convert, "read a Meta / Hugging Face / llama2.c checkpoint into a .lpk or GGUF"},
     {"quantize", cmd_quantize, "quantize a container to q8_0, q4_0, q4_k, ... (recipes)"},
     {"calibrate", cmd_calibrate, "importance matrix (llama.cpp's imatrix) from calibration text"},
     {"verify", cmd_verify, "perplexity, KL divergence and top-1 agreement vs a reference"},
     {"info", cmd_info, "describe a container (.lpk or GGUF)"},
     {"check", cmd_check, "verify every checksum and structural rule of a container"},
-    {"export", cmd_export, "write a container as GGUF for llama.cpp"},
+    {"export", cmd_export, "write a container as GGUF for llama.cpp (or a GGUF as a .lpk)"},
     {"tokenize", cmd_tokenize, "encode text with a model's tokenizer"},
     {"generate", cmd_generate, "greedy text generation (smoke test)"},
 };
