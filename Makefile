@@ -110,13 +110,25 @@ asan:
 mutants:
 	@sh scripts/mutants.sh $(MUTANTS)
 
-# libFuzzer builds of every fuzz target (clang); `make test` replays the corpora.
-fuzz:
-	@mkdir -p $(O)/fuzz
-	for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang $(CPPFLAGS) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined \
-	    $$(pkg-config --cflags $(PKGS)) $$f $(LIB_SRC) -o $(O)/fuzz/$$n -fopenmp \
-	    $(LDLIBS) || exit 1; done
+# libFuzzer builds of every fuzz target (clang, ASan + UBSan); `make test` replays
+# the corpora. The library is compiled once (fuzzer-no-link) and linked into each target.
+FUZZ_OBJ_DIR = $(O)/fuzz-obj
+FUZZ_CFLAGS = $(CPPFLAGS) -std=c11 -g -O1 -fsanitize=fuzzer-no-link,address,undefined -fopenmp \
+	$(shell pkg-config --cflags $(PKGS))
+FUZZ_LIB_OBJ = $(LIB_SRC:%.c=$(FUZZ_OBJ_DIR)/%.o)
+FUZZ_BIN = $(FUZZ_SRC:tests/fuzz/%.c=$(O)/fuzz/%)
+
+$(FUZZ_OBJ_DIR)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CLANG   $<"
+	@clang $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+
+$(O)/fuzz/%: $(FUZZ_OBJ_DIR)/tests/fuzz/%.o $(FUZZ_LIB_OBJ)
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@clang -fsanitize=fuzzer,address,undefined -fopenmp -o $@ $^ $(LDLIBS)
+
+fuzz: $(FUZZ_BIN)
 
 bench: all $(BENCH_BIN)
 	@sh bench/run.sh $(O)
