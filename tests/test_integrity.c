@@ -561,6 +561,59 @@ static void test_signals_clean_up_and_exit_1(void **state)
     free(dir); free(in); free(o);
 }
 
+/* convert --method gptq writes the unquantized model to an intermediate file
+ * beside the output, then runs GPTQ on it: a signal during the GPTQ pass
+ * removes that file too (llama2-20m, a calibration long enough to be running). */
+static void test_signals_during_convert_gptq(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(h0, "models/llama2-20m/hf");
+    char *hf = strdup(h0);
+    TU_NEED_SHARED(t0, "text/docs-calib.txt");
+    char *text = strdup(t0);
+    tu_unignore_signals();
+    char *dir = tu_tmpdir();
+    char *o = tu_fmt("%s/c.lpk", dir), *log = tu_fmt("%s/log.txt", dir);
+    static const int sigs[] = {SIGINT, SIGHUP};
+    for (size_t s = 0; s < sizeof sigs / sizeof sigs[0]; s++) {
+        char *argv[] = {"llmpack", "convert", hf, "-o", o, "--type", "q4_k", "--method", "gptq",
+                        "--calib", text, "--chunks", "64", NULL};
+        pid_t pid = tu_llmpack_spawn(log, argv);
+        assert_true(pid > 0);
+        /* the intermediate (.c.lpk.tmp-XXXXXX) is complete once it is non-empty:
+         * its writer renamed it into place and GPTQ has started */
+        struct timespec nap = {0, 1000 * 1000};
+        for (long i = 0; i < (long)WAIT_S * 1000 && tu_tmp_size(dir, "c.lpk") <= 0; i++) {
+            int ws;
+            if (waitpid(pid, &ws, WNOHANG) == pid) {
+                char *l = tu_read_file(log, NULL);
+                fail_msg("convert ended before its GPTQ pass (status %d): %s", ws, l ? l : "");
+            }
+            nanosleep(&nap, NULL);
+        }
+        assert_true(tu_tmp_size(dir, "c.lpk") > 0);
+        assert_int_equal(kill(pid, sigs[s]), 0);
+        char *what = tu_fmt("convert --method gptq sent signal %d", sigs[s]);
+        int ws = tu_wait_child(pid, WAIT_S, what);
+        char *l = tu_read_file(log, NULL);
+        if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 1)
+            fail_msg("%s: wait status %d (want exit 1): %s", what, ws, l ? l : "");
+        unlink(log);
+        /* nothing at all is left in the folder, whatever its name */
+        DIR *d = opendir(dir);
+        assert_non_null(d);
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+                fail_msg("%s: %s left", what, e->d_name);
+        closedir(d);
+        free(l);
+        free(what);
+    }
+    tu_rmtree(dir);
+    free(dir); free(o); free(log); free(hf); free(text);
+}
+
 static void test_closed_pipe(void **state)
 {
     (void)state;
@@ -870,6 +923,7 @@ int main(void)
         cmocka_unit_test(test_truncated_while_quantizing),
         cmocka_unit_test(test_truncated_while_reading_every_command),
         cmocka_unit_test(test_signals_clean_up_and_exit_1),
+        cmocka_unit_test(test_signals_during_convert_gptq),
         cmocka_unit_test(test_closed_pipe),
         cmocka_unit_test(test_stale_temporary_files_swept),
         cmocka_unit_test(test_special_outputs),
