@@ -89,8 +89,8 @@ int cli_output_format(const char *cmd, const char *out, const char *format_opt, 
 /* A temporary container for a GGUF output made in two steps (a .lpk, then
  * export): creates an empty `.BASE.tmp-XXXXXX` beside out (the writers'
  * naming: what a SIGKILL leaves is swept by the next run there), its name in
- * path (n bytes), registered so that the cleanup signals remove it. Write it
- * with LPK_WRITE_FORCE; cli_tmp_hold once it is complete (a lock that keeps
+ * path (n bytes), registered (lpk_temp_register) so that the cleanup signals
+ * remove it. Write it with LPK_WRITE_FORCE; cli_tmp_hold once it is complete (a lock that keeps
  * other runs' sweeps off it); cli_tmp_remove on every path out. */
 int cli_tmp_beside(const char *out, char *path, size_t n, lpk_error *err);
 void cli_tmp_hold(const char *path);

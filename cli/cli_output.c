@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -47,19 +46,14 @@ int cli_output_format(const char *cmd, const char *out, const char *format_opt, 
     return CLI_EXIT_OK;
 }
 
-/* The temporary containers of this process, removed by the cleanup hook on a
- * signal: fixed storage and flags the hook can read without locks. */
+/* The temporary containers of this process: the path, its slot in the
+ * signal-cleanup registry (lpk_temp_register) and the lock cli_tmp_hold takes. */
 #define CLI_TMP_SLOTS 4
 #define CLI_TMP_PATH 4096
 static char tmp_path[CLI_TMP_SLOTS][CLI_TMP_PATH];
 static int tmp_fd[CLI_TMP_SLOTS];
-static volatile sig_atomic_t tmp_used[CLI_TMP_SLOTS];
-
-static void tmp_remove_all(void)
-{
-    for (int i = 0; i < CLI_TMP_SLOTS; i++)
-        if (tmp_used[i]) unlink(tmp_path[i]);
-}
+static int tmp_reg[CLI_TMP_SLOTS];
+static int tmp_used[CLI_TMP_SLOTS];
 
 int cli_tmp_beside(const char *out, char *path, size_t n, lpk_error *err)
 {
@@ -69,24 +63,27 @@ int cli_tmp_beside(const char *out, char *path, size_t n, lpk_error *err)
     if (n > CLI_TMP_PATH) n = CLI_TMP_PATH;
     if ((size_t)snprintf(path, n, "%.*s.%s.tmp-XXXXXX", dl, out, base) >= n)
         return lpk_err(err, LPK_EINVAL, "%s: path too long", out);
-    if (lpk_cleanup_add(tmp_remove_all))
-        return lpk_err(err, LPK_ENOMEM, "%s: cannot register a temporary file", out);
-    lpk_cleanup_block();
     int slot = -1;
     for (int i = 0; i < CLI_TMP_SLOTS && slot < 0; i++)
         if (!tmp_used[i]) slot = i;
-    int fd = slot < 0 ? -1 : mkostemp(path, O_CLOEXEC), e = errno;
+    if (slot < 0) return lpk_err(err, LPK_ENOMEM, "%s: too many temporary files", out);
+    /* no signal between creating the name and registering it */
+    lpk_cleanup_block();
+    int fd = mkostemp(path, O_CLOEXEC), e = errno, reg = -1;
     if (fd >= 0) {
-        memcpy(tmp_path[slot], path, strlen(path) + 1);
-        tmp_fd[slot] = -1;
-        tmp_used[slot] = 1;
         close(fd);
+        reg = lpk_temp_register(path);
+        if (reg < 0) unlink(path);
     }
     lpk_cleanup_unblock();
-    if (slot < 0) return lpk_err(err, LPK_ENOMEM, "%s: too many temporary files", out);
     if (fd < 0)
         return lpk_err(err, e == ENOSPC ? LPK_ENOSPC : LPK_EIO,
                        "%s: cannot create a temporary file beside it: %s", out, strerror(e));
+    if (reg < 0) return lpk_err(err, LPK_ENOMEM, "%s: cannot register a temporary file", out);
+    memcpy(tmp_path[slot], path, strlen(path) + 1);
+    tmp_fd[slot] = -1;
+    tmp_reg[slot] = reg;
+    tmp_used[slot] = 1;
     return LPK_OK;
 }
 
@@ -113,10 +110,11 @@ void cli_tmp_remove(const char *path)
     if (i < 0) return;
     lpk_cleanup_block();
     unlink(tmp_path[i]);
+    lpk_temp_unregister(tmp_reg[i]);
+    lpk_cleanup_unblock();
     if (tmp_fd[i] >= 0) close(tmp_fd[i]);
     tmp_fd[i] = -1;
     tmp_used[i] = 0;
-    lpk_cleanup_unblock();
 }
 
 char *cli_name_from_path(const char *path)

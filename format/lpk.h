@@ -118,6 +118,12 @@ typedef void (*lpk_notice_fn)(const char *msg);
 void lpk_set_notice(lpk_notice_fn fn);
 void lpk_notice(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Files the cleanup signals remove (the writers' temporary files, and a
+ * program's own intermediate files): registers path (copied) and returns its
+ * slot, or -1 when the path is too long or all 32 slots are taken.
+ * Unregistering does not remove the file. */
+int lpk_temp_register(const char *path);
+void lpk_temp_unregister(int slot);
 /* Mode for new output files: 0666 minus the process umask. */
 unsigned lpk_output_mode(void);
 /* Removes, from folder dir, temporary files of llmpack's naming patterns

@@ -40,7 +40,7 @@ static void remove_tmps(void)
         if (tmp_used[i]) unlink(tmp_paths[i]);
 }
 
-static int tmp_register(const char *path)
+int lpk_temp_register(const char *path)
 {
     if (strlen(path) >= TMP_PATH_MAX) return -1;
     pthread_mutex_lock(&tmp_lock);
@@ -59,7 +59,7 @@ static int tmp_register(const char *path)
     return slot;
 }
 
-static void tmp_unregister(int slot)
+void lpk_temp_unregister(int slot)
 {
     if (slot < 0) return;
     pthread_mutex_lock(&tmp_lock);
@@ -99,7 +99,7 @@ static void w_discard(lpk_writer *w)
     if (w->fd >= 0) close(w->fd);
     w->fd = -1;
     if (w->tmp) unlink(w->tmp);
-    tmp_unregister(w->slot);
+    lpk_temp_unregister(w->slot);
     w->slot = -1;
 }
 
@@ -366,7 +366,7 @@ static int make_tmp(lpk_writer *w, lpk_error *err)
         /* held until the process ends, so a later run's sweep
          * (lpk_sweep_stale) knows this file is in use */
         flock(w->fd, LOCK_EX | LOCK_NB);
-        w->slot = tmp_register(w->tmp);
+        w->slot = lpk_temp_register(w->tmp);
         if (w->slot < 0) {
             close(w->fd);
             w->fd = -1;
@@ -601,7 +601,7 @@ int lpk_writer_finish(lpk_writer *w, lpk_error *err)
     /* an input that shrank while mapped fed zeros: nothing of it is placed */
     if ((st = lpk_map_check_since(w->faults, err))) goto out;
     if ((st = place(w, err))) goto out;
-    tmp_unregister(w->slot);
+    lpk_temp_unregister(w->slot);
     w->slot = -1;
     free(w->tmp);
     w->tmp = NULL;
@@ -651,7 +651,7 @@ int lpk_file_write(const char *path, const void *data, size_t n, unsigned flags,
     if (!st && lpk_signal_count() != w->sigs) st = lpk_err(err, LPK_EINTR, "%s: interrupted", path);
     if (!st) st = place(w, err);
     if (!st) {
-        tmp_unregister(w->slot);
+        lpk_temp_unregister(w->slot);
         w->slot = -1;
         free(w->tmp);
         w->tmp = NULL;
