@@ -97,7 +97,8 @@ static int tmp_slot(const char *path)
 void cli_tmp_hold(const char *path)
 {
     int i = tmp_slot(path);
-    if (i < 0 || tmp_fd[i] >= 0) return;
+    if (i < 0) return;
+    if (tmp_fd[i] >= 0) close(tmp_fd[i]); /* a file written again: lock the new one */
     /* the writer's lock went with its file descriptor; a later run's sweep
      * (lpk_sweep_stale) leaves a locked file alone */
     tmp_fd[i] = open(path, O_RDONLY | O_CLOEXEC);

@@ -71,7 +71,8 @@ static int write_all(const lpk_reader *r, const lpk_tensor *decls, const long *s
 }
 
 int cli_export_gguf(const char *in, const char *out, const char *name, unsigned gguf_flags,
-                    unsigned write_flags, int quiet, cli_export_stats *s, lpk_error *err)
+                    unsigned write_flags, int quiet, uint64_t max_size, cli_export_stats *s,
+                    lpk_error *err)
 {
     lpk_reader *r = NULL;
     lpk_gguf_plan plan = {0};
@@ -83,6 +84,9 @@ int cli_export_gguf(const char *in, const char *out, const char *name, unsigned 
         st = lpk_writer_open(out, plan.meta, plan.decls, plan.n_tensors,
                              LPK_WRITE_GGUF | (write_flags & LPK_WRITE_FORCE), &w, err);
     if (!st) s->file_size = lpk_writer_file_size(w);
+    if (!st && max_size && s->file_size > max_size)
+        st = lpk_err(err, LPK_ENOSPC, "%s: the GGUF would be %llu bytes, over the limit of %llu",
+                     out, (unsigned long long)s->file_size, (unsigned long long)max_size);
     if (!st)
         st = write_all(r, plan.decls, plan.src, plan.extra, plan.n_tensors, w, quiet,
                        &s->data_bytes, err);
@@ -184,7 +188,7 @@ int cmd_export(int argc, char **argv)
     int st;
     if (fmt == CLI_FMT_GGUF) {
         char *name = cli_name_from_path(in);
-        st = cli_export_gguf(in, out, name, flags, wf, quiet || json, &s, &err);
+        st = cli_export_gguf(in, out, name, flags, wf, quiet || json, 0, &s, &err);
         free(name);
     } else {
         st = copy_container(in, out, wf, quiet || json, &s, &err);

@@ -75,7 +75,7 @@ static void usage(FILE *f)
             "                         the importance matrix (--imatrix, else from TEXT)\n"
             "                         weighs each type's error\n"
             "  --max-size N           the same for an output file of at most N bytes\n"
-            "                         (suffixes KB MB GB, KiB MiB GiB; .lpk output only)\n"
+            "                         (suffixes KB MB GB, KiB MiB GiB)\n"
             "  --calib-chunks N       chunks of TEXT for the sensitivities (default 4)\n"
             "  --method M             rtn (round to nearest, default) or gptq (error-compensating,\n"
             "                         needs --calib: Hessians of every layer input on TEXT)\n"
@@ -127,6 +127,31 @@ static int to_f32(const lpk_tensor *t, float *x, lpk_error *err)
     if (rc) return lpk_err(err, LPK_EUNSUPPORTED, "%s: cannot read type %s", t->name,
                            tname(t->type));
     return LPK_OK;
+}
+
+/* Bytes of a GGUF file of the keys in m and the n tensors that are not
+ * tensor data (the header, key/values, tensor infos, alignment padding at
+ * most): what export adds to the tensors, near enough for a budget (its keys
+ * are m's give or take a few; the exported file's exact size is checked). */
+static uint64_t gguf_overhead(const lpk_meta *m, const lpk_tensor *decls, size_t n)
+{
+    uint64_t b = 4 + 4 + 8 + 8 + 31;
+    for (size_t i = 0; i < lpk_meta_count(m); i++) {
+        const lpk_kv *kv = lpk_meta_at(m, i);
+        b += 8 + strlen(kv->key) + 4;
+        if (kv->type == LPK_V_STR) {
+            b += 8 + kv->str.n;
+        } else if (kv->type != LPK_V_ARR) {
+            b += lpk_vtype_size(kv->type);
+        } else {
+            b += 4 + 8;
+            if (kv->elem != LPK_V_STR) b += kv->count * lpk_vtype_size(kv->elem);
+            else for (uint64_t k = 0; k < kv->count; k++) b += 8 + lpk_kv_str_at(kv, k).n;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        b += 8 + strlen(decls[i].name) + 4 + 8 * (uint64_t)decls[i].n_dims + 4 + 8 + 31;
+    return b;
 }
 
 /* "123", "14.5MB", "2GiB" -> bytes; -1 when not a size. */
@@ -272,10 +297,6 @@ int cmd_quantize(int argc, char **argv)
     if (urc) return urc;
     const char *inputs[] = {in, im_path, calib_text};
     if ((urc = cli_inputs_exist("quantize", inputs, 3))) return urc;
-    if (fmt == CLI_FMT_GGUF && max_size_s)
-        return cli_usage_error("quantize", "--max-size counts the bytes of a .lpk output (a GGUF "
-                               "holds its metadata uncompressed); write OUT.lpk, or use "
-                               "--target-bpw");
     if (threads > 0) omp_set_num_threads((int)threads);
 
     lpk_error err = {0};
@@ -348,7 +369,9 @@ int cmd_quantize(int argc, char **argv)
             snprintf(target_str, sizeof target_str, "bpw %s", target_bpw_s);
         } else {
             uint64_t fsz = lpk_reader_file_size(r);
-            uint64_t overhead = (fsz > in_tensors ? fsz - in_tensors : 0) + 4096 + 64 * (uint64_t)n;
+            uint64_t overhead = final_out ? gguf_overhead(lpk_reader_meta(r), decls, n)
+                                          : fsz > in_tensors ? fsz - in_tensors : 0;
+            overhead += 4096 + 64 * (uint64_t)n;
             budget = max_size > overhead ? max_size - overhead : 0;
             snprintf(target_str, sizeof target_str, "max-size %s", max_size_s);
         }
@@ -430,11 +453,14 @@ planned:;
     }
     rc = lpk_writer_open(out, meta, decls, n, force || final_out ? LPK_WRITE_FORCE : 0, &w, &err);
     if (rc) goto done;
-    if (max_size_s && lpk_writer_file_size(w) > max_size && tries++ < 8) {
+    /* a GGUF output's size is checked when it is exported, below */
+    uint64_t excess = 0;
+    if (max_size_s && !final_out && lpk_writer_file_size(w) > max_size && tries++ < 8) {
         /* the metadata and alignment took more than estimated: plan again with
          * a budget smaller by the excess and a step that doubles each time (the
          * plan moves in whole tensors' steps) */
-        uint64_t excess = lpk_writer_file_size(w) - max_size + ((uint64_t)4096 << tries);
+        excess = lpk_writer_file_size(w) - max_size + ((uint64_t)4096 << tries);
+replan:
         lpk_writer_abort(w);
         w = NULL;
         free(x);
@@ -452,7 +478,7 @@ planned:;
         if (rc) goto done;
         goto planned;
     }
-    if (max_size_s && lpk_writer_file_size(w) > max_size) {
+    if (max_size_s && !final_out && lpk_writer_file_size(w) > max_size) {
         rc = lpk_err(&err, LPK_ENOSPC, "%s: no plan found within %" PRIu64 " bytes", out, max_size);
         goto done;
     }
@@ -523,11 +549,18 @@ planned:;
         cli_export_stats es;
         char *name = cli_name_from_path(final_out);
         rc = cli_export_gguf(tmp_out, final_out, name, 0, force ? LPK_WRITE_FORCE : 0,
-                             quiet || json, &es, &err);
+                             quiet || json, max_size_s ? max_size : 0, &es, &err);
         free(name);
-        cli_tmp_remove(tmp_out);
-        out = final_out;
+        if (rc == LPK_ENOSPC && max_size_s && es.file_size > max_size && tries++ < 8) {
+            /* the GGUF came out larger than estimated: quantize again */
+            excess = es.file_size - max_size + ((uint64_t)4096 << tries);
+            lpk_error_clear(&err);
+            memset(st, 0, n * sizeof *st);
+            n_no_entry = 0;
+            goto replan;
+        }
         if (rc) goto done;
+        out = final_out;
     }
     double secs = cli_now() - t0;
 
