@@ -16,6 +16,7 @@ static void check_help(FILE *f)
             "  -q, --quiet  no progress display\n"
             "  -m FILE    FILE as an option (also --model)\n"
             "  -h, --help this text\n\n"
+            "example: llmpack check model.q4_k_m.lpk && echo intact\n\n"
             "exit status: 0 all is well; 3 the file has a problem (structure, checksum,\n"
             "unsupported type or version); 1 it does not exist or cannot be read (not a\n"
             "regular file, no permission, I/O or mmap failure, out of memory); 2 bad command\n"

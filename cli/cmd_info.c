@@ -26,7 +26,9 @@ static void info_help(FILE *f)
             "  --json     machine-readable output (always includes the tensor list;\n"
             "             arrays of more than %d elements are summarized)\n"
             "  -m FILE    FILE as an option (also --model)\n"
-            "  -h, --help this text\n",
+            "  -h, --help this text\n\n"
+            "example (gguf-dump FILE):\n"
+            "  llmpack info model-Q4_K_M.gguf --tensors\n",
             INFO_MAX_ARRAY);
 }
 

@@ -24,7 +24,10 @@ static void usage(FILE *f)
             "  --pieces      print each token's text beside its id\n"
             "  --json        {\"ids\": [...], \"n_tokens\": N} (with --pieces: \"pieces\")\n"
             "  -h, --help    this help\n"
-            "Options take their value as --opt VALUE or --opt=VALUE.\n");
+            "Options take their value as --opt VALUE or --opt=VALUE.\n\n"
+            "examples (llama-tokenize -m MODEL -p TEXT):\n"
+            "  llmpack tokenize model.gguf -p 'Hello world' --pieces\n"
+            "  llmpack tokenize tokenizer.model -f wiki.test.raw --json\n");
 }
 
 /* A container starts with its magic; anything else is read as a tokenizer file. */

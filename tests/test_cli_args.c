@@ -233,6 +233,22 @@ static void test_exit_codes_every_command(void **state)
         free(tmpl);
         assert_int_equal(tu_dir_entries(out_dir, 0), 0); /* nothing written */
     }
+    /* the other inputs a command names: texts, an importance matrix, a tokenizer */
+    static const char *const others[] = {
+        "verify '@IN@' -f '@OUT@/nope.txt'",
+        "calibrate '@IN@' -f '@OUT@/nope.txt' -o '@OUT@/o.imatrix'",
+        "quantize '@IN@' -o '@OUT@/o.lpk' --type q4_k --imatrix '@OUT@/nope.dat'",
+        "quantize '@IN@' -o '@OUT@/o.gguf' --type q4_k --calib '@OUT@/nope.txt'",
+        "convert " DEMO " -o '@OUT@/o.gguf' --tokenizer '@OUT@/nope.model'",
+        "tokenize '@IN@' -f '@OUT@/nope.txt'",
+    };
+    for (size_t c = 0; c < sizeof others / sizeof others[0]; c++) {
+        char *line = subst(others[c], m, out_dir), *o = run(1, "%s", line);
+        if (!strstr(o, ": cannot open")) fail_msg("%s: no 'cannot open': %s", line, o);
+        free(o);
+        free(line);
+        assert_int_equal(tu_dir_entries(out_dir, 0), 0);
+    }
     tu_rmtree(dir);
     free(dir); free(m); free(out_dir); free(junk_lpk); free(junk_gguf); free(empty); free(nope);
     free(note); free(qm);
