@@ -516,8 +516,9 @@ static void find_root(const char *spool, char *out, size_t n)
             if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
             char p[8400];
             struct stat st;
-            snprintf(p, sizeof p, "%s/%s", out, e->d_name);
-            if (stat(p, &st) != 0) continue;
+            if ((size_t)snprintf(p, sizeof p, "%s/%s", out, e->d_name) >= sizeof p ||
+                stat(p, &st) != 0)
+                continue;
             if (S_ISDIR(st.st_mode)) {
                 dirs++;
                 snprintf(only, sizeof only, "%s", e->d_name);
@@ -1412,8 +1413,12 @@ static int stream_open(const char *path, const cv_torch_opts *opts, cv_source **
         st_member *m = &S->sc.m[i];
         if (m->weights || !m->data) continue;
         char p[8400];
-        if (m->parent) snprintf(p, sizeof p, "%s/%s", small, m->rel);
-        else snprintf(p, sizeof p, "%s/%s", ckdir, m->rel + strip);
+        int len = m->parent ? snprintf(p, sizeof p, "%s/%s", small, m->rel)
+                            : snprintf(p, sizeof p, "%s/%s", ckdir, m->rel + strip);
+        if (len < 0 || (size_t)len >= sizeof p) {
+            rc = lpk_err(err, LPK_EUNSUPPORTED, "%s:%s: member name too long", path, m->rel);
+            break;
+        }
         int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0 || spool_register(p) || write(fd, m->data, m->n) != (ssize_t)m->n)
             rc = lpk_err(err, LPK_EIO, "%s: %s", p, strerror(errno));
