@@ -14,6 +14,7 @@
 #include "../tok/tok.h"
 
 #define S260 "gguf/stories260K-f32.gguf"
+#define S260_ARGS "--type f32" /* without ../shared: llmpack's f32 GGUF of the demo model */
 #define TINY "text/TinyStories-valid-sample.txt"
 
 /* blk.0's q/k/v see rmsnorm(embedding) * attn_norm: computed here straight
@@ -22,7 +23,7 @@
 static void test_layer0_independent(void **state)
 {
     (void)state;
-    TU_NEED_SHARED(m0, S260);
+    const char *m0 = tu_shared_or_demo(S260, S260_ARGS);
     char *model = strdup(m0);
     TU_NEED_SHARED(t0, TINY);
     char *text = strdup(t0);
@@ -92,7 +93,7 @@ static void test_layer0_independent(void **state)
 static void test_threads_and_prefix(void **state)
 {
     (void)state;
-    TU_NEED_SHARED(m0, S260);
+    const char *m0 = tu_shared_or_demo(S260, S260_ARGS);
     char *model = strdup(m0);
     TU_NEED_SHARED(t0, TINY);
     char *text = strdup(t0);
@@ -128,7 +129,7 @@ static void test_threads_and_prefix(void **state)
 static void test_cli(void **state)
 {
     (void)state;
-    TU_NEED_SHARED(m0, S260);
+    const char *m0 = tu_shared_or_demo(S260, S260_ARGS);
     char *model = strdup(m0);
     TU_NEED_SHARED(t0, TINY);
     char *text = strdup(t0);
@@ -203,13 +204,26 @@ static void test_cli(void **state)
 static void test_quantize_imatrix(void **state)
 {
     (void)state;
-    TU_NEED_SHARED(m0, S260);
+    const char *m0 = tu_shared_or_demo(S260, S260_ARGS);
     char *model = strdup(m0);
     TU_NEED_SHARED(t0, TINY);
     char *text = strdup(t0);
-    TU_NEED_SHARED(l0, "gguf/llama2-20m-docs-calib.imatrix");
-    char *other = strdup(l0);
     char *dir = tu_tmpdir(), *out = NULL;
+    /* another model's matrix: llama-imatrix's for llama2-20m, else one made here
+     * with llama2-20m's first entry (256 columns; stories260K's rows have 64) */
+    const char *l0 = tu_shared("gguf/llama2-20m-docs-calib.imatrix");
+    char *other = l0 ? strdup(l0) : tu_fmt("%s/other.imatrix", dir);
+    if (!l0) {
+        lpk_imatrix *o = lpk_imatrix_new();
+        lpk_imatrix_entry *e = NULL;
+        assert_int_equal(lpk_imatrix_add(o, "blk.0.attn_q.weight", 256, &e), LPK_OK);
+        for (int i = 0; i < 256; i++) e->sum2[i] = 1.0f;
+        e->count = 1;
+        e->ncall = 1;
+        lpk_error werr = {0};
+        assert_int_equal(lpk_imatrix_write(other, o, LPK_IMATRIX_LEGACY, 0, &werr), LPK_OK);
+        lpk_imatrix_free(o);
+    }
     char *im = tu_fmt("%s/s.imatrix", dir), *q = tu_fmt("%s/q.lpk", dir),
          *g = tu_fmt("%s/q.gguf", dir);
     assert_int_equal(tu_llmpack(&out, "calibrate '%s' --text '%s' --ctx 128 --no-output -q -o '%s'",
@@ -270,9 +284,10 @@ static void test_quantize_imatrix(void **state)
     assert_non_null(strstr(out, "another model"));
     free(out);
     assert_false(tu_exists(bad));
-    /* the same through convert */
-    TU_NEED_SHARED(hf0, "models/stories260K/hf");
-    char *hf = strdup(hf0);
+    /* the same through convert (the f32 source, else the demo model: its f16
+     * values are what the f32 GGUF made from it holds) */
+    const char *hf0 = tu_shared("models/stories260K/hf");
+    char *hf = strdup(hf0 ? hf0 : "examples/stories260K");
     assert_int_equal(tu_llmpack(&out, "convert '%s' -o '%s' --type q4_k_m --imatrix '%s'", hf, bad,
                                 other), 3);
     assert_non_null(strstr(out, "another model"));

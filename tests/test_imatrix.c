@@ -225,7 +225,7 @@ static void test_errors(void **state)
         assert_true(st < 0);
     }
     free(g);
-    TU_NEED_SHARED(model, "gguf/stories260K-f32.gguf");
+    const char *model = tu_shared_or_demo("gguf/stories260K-f32.gguf", "--type f32");
     lpk_error_clear(&err);
     assert_int_equal(lpk_imatrix_read(model, &r, &err), LPK_ECORRUPT);
     assert_non_null(strstr(err.msg, "not an importance matrix"));

@@ -682,7 +682,10 @@ static void test_real_bounds(void **state)
 static void test_l20_recipes(void **state)
 {
     (void)state;
-    if (!tu_long()) skip();
+    if (!tu_long()) {
+        print_message("SKIP: llama2-20m's recipe table runs in make test-long\n");
+        skip();
+    }
     TU_NEED_SHARED(src, "models/llama2-20m/hf");
     char *dir = tu_tmpdir(), *in = tu_fmt("%s/l20.lpk", dir), *o = tu_fmt("%s/q.lpk", dir);
     assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s'", src, in), 0);
@@ -729,7 +732,7 @@ static void test_l20_recipes(void **state)
 static void test_cli_recipes(void **state)
 {
     (void)state;
-    TU_NEED_SHARED(src, "gguf/stories260K-f32.gguf");
+    const char *src = tu_shared_or_demo("gguf/stories260K-f32.gguf", "--type f32");
     char *dir = tu_tmpdir(), *out = NULL;
     static const char *recipes[] = {"f32",    "f16",    "bf16",   "q8_0",   "q4_0",   "q4_1",
                                     "q5_0",   "q5_1",   "q4_k",   "q6_k",   "q4_k_m", "q4_k_s",

@@ -745,14 +745,14 @@ static vf_ppl_result run_ppl(vf_model *ref, vf_model **models, int n_models, con
     return r;
 }
 
-/* stories260K (f32 GGUF written by llama.cpp's converter) on TinyStories, ctx
- * 128, every chunk: the independent numpy implementation's PPL 5.8585. */
-static void test_stories260k_ppl(void **state)
+/* stories260K on TinyStories, ctx 128, every chunk: the independent numpy
+ * implementation's PPL 5.8585, the same for the f32 weights and their f16
+ * rounding (../shared/models/README.md). Always on the demo model (f16) converted
+ * to an f32 GGUF by llmpack; also on the f32 GGUF written by llama.cpp's
+ * converter when ../shared has it. */
+static void check_stories260k_ppl(const char *gguf, const char *text)
 {
-    (void)state;
-    TU_NEED_SHARED(gguf, "gguf/stories260K-f32.gguf");
     opened o = open_model(gguf);
-    TU_NEED_SHARED(text, "text/TinyStories-valid-sample.txt");
     size_t n = 0;
     int32_t bos;
     int32_t *ids = tokenize_file(o.r, text, &n, &bos);
@@ -762,10 +762,25 @@ static void test_stories260k_ppl(void **state)
     vf_ppl_result r = run_ppl(NULL, &o.m, 1, ids, n, bos, 128, 0, 0);
     assert_int_equal(r.chunks, 121);
     assert_int_equal(r.tokens_scored, 7623);
-    print_message("stories260K f32: PPL %.6f +/- %.4f\n", r.ppl, r.ppl_stderr);
+    print_message("stories260K %s: PPL %.6f +/- %.4f\n", gguf, r.ppl, r.ppl_stderr);
     assert_true(fabs(r.ppl - 5.8585) < 0.00051);
     free(ids);
     close_model(&o);
+}
+
+static void test_stories260k_ppl(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(t0, "text/TinyStories-valid-sample.txt");
+    char *text = strdup(t0);
+    check_stories260k_ppl(tu_demo("demo-f32.gguf", "--type f32"), text);
+    const char *g = tu_shared("gguf/stories260K-f32.gguf");
+    if (g) {
+        char *gguf = strdup(g);
+        check_stories260k_ppl(gguf, text);
+        free(gguf);
+    }
+    free(text);
 }
 
 /* Sorts doubles ascending (for the independent order statistics). */
@@ -775,8 +790,8 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Two DIFFERENT models (stories260K f32 as the reference, llama.cpp's Q4_K_M of
- * it) through vf_eval, against the statistics recomputed here in double from
+/* Two DIFFERENT models (stories260K f32 as the reference, a Q4_K_M of it:
+ * llama.cpp's files, else llmpack's of the demo model) through vf_eval, against the statistics recomputed here in double from
  * the two models' logits (vf_forward over each whole chunk of 128 tokens), from
  * their definitions: at every scored position (64 .. 126 of each chunk, BOS
  * first, predicting the next token) the log-softmax of each model;
@@ -790,10 +805,9 @@ static int cmp_double(const void *a, const void *b)
 static void test_kld_two_models(void **state)
 {
     (void)state;
-    TU_NEED_SHARED(ref_path, "gguf/stories260K-f32.gguf");
-    opened ref = open_model(ref_path);
-    TU_NEED_SHARED(q_path, "gguf/stories260K-Q4_K_M.gguf");
-    opened q = open_model(q_path);
+    /* llama.cpp's files, else llmpack's of the demo model */
+    opened ref = open_model(tu_shared_or_demo("gguf/stories260K-f32.gguf", "--type f32"));
+    opened q = open_model(tu_shared_or_demo("gguf/stories260K-Q4_K_M.gguf", "--type q4_k_m"));
     TU_NEED_SHARED(text, "text/TinyStories-valid-sample.txt");
     size_t n = 0;
     int32_t bos;

@@ -66,6 +66,65 @@ const char *tu_shared(const char *rel)
     return NULL;
 }
 
+/* Inputs made from the demo model (tu_shared_or_demo): one folder per process,
+ * removed at exit by the process that made it (not by a forked child). */
+static char *demo_dir;
+static pid_t demo_owner;
+static struct { char *rel, *path; } demo_made[16];
+
+static void demo_cleanup(void)
+{
+    if (demo_dir && getpid() == demo_owner) tu_rmtree(demo_dir);
+}
+
+/* Converts the demo model to name in demo_dir (cached per process). */
+static const char *demo_convert(const char *key, const char *name, const char *args,
+                                const char *why)
+{
+    size_t i = 0;
+    for (; i < sizeof demo_made / sizeof demo_made[0] && demo_made[i].rel; i++)
+        if (!strcmp(demo_made[i].rel, key)) return demo_made[i].path;
+    if (i == sizeof demo_made / sizeof demo_made[0]) fail_msg("tutil: too many demo inputs");
+    if (!demo_dir) {
+        demo_dir = tu_tmpdir();
+        if (!demo_dir) fail_msg("tutil: no temporary folder");
+        demo_owner = getpid();
+        atexit(demo_cleanup);
+    }
+    char *path = tu_fmt("%s/%s", demo_dir, name), *log = NULL;
+    int rc = tu_llmpack(&log, "convert examples/stories260K -o '%s' %s -q", path, args);
+    if (rc != 0)
+        fail_msg("%sconvert examples/stories260K -o %s %s failed (exit %d): %s", why, name, args,
+                 rc, log ? log : "");
+    free(log);
+    demo_made[i].rel = strdup(key);
+    demo_made[i].path = path;
+    return path;
+}
+
+const char *tu_demo(const char *name, const char *convert_args)
+{
+    return demo_convert(name, name, convert_args, "");
+}
+
+const char *tu_shared_or_demo(const char *rel, const char *convert_args)
+{
+    const char *s = tu_shared(rel);
+    if (s) return s;
+    const char *base = strrchr(rel, '/');
+    char *why = tu_fmt("../shared/%s not found, and ", rel), *key = tu_fmt("shared:%s", rel);
+    int first = 1;
+    for (size_t i = 0; i < sizeof demo_made / sizeof demo_made[0] && demo_made[i].rel; i++)
+        if (!strcmp(demo_made[i].rel, key)) first = 0;
+    const char *p = demo_convert(key, base ? base + 1 : rel, convert_args, why);
+    if (first)
+        print_message("NOTE: ../shared/%s not found: using examples/stories260K converted with "
+                      "%s\n", rel, convert_args);
+    free(why);
+    free(key);
+    return p;
+}
+
 int tu_long(void)
 {
     const char *e = getenv("LLMPACK_TEST_LONG");

@@ -22,6 +22,20 @@ const char *tu_shared(const char *rel);
         print_message("SKIP: ../shared/%s not found (set LLMPACK_SHARED)\n", rel); \
         skip();                                                                  \
     }
+/* For an input ../shared holds that llmpack can also make from the demo model:
+ * ../shared/rel (or $LLMPACK_SHARED/rel) when it exists; otherwise
+ * `llmpack convert examples/stories260K -o DIR/BASE convert_args` (BASE = rel's
+ * last component), run once per process into a temporary folder that is removed
+ * at exit, with a note saying so. Fails the test if that conversion fails.
+ * Example: tu_shared_or_demo(
+ * "gguf/stories260K-f32.gguf", "--type f32") gives llama.cpp's f32 GGUF of
+ * stories260K, or llmpack's f32 GGUF of the same (f16) weights. The string is
+ * tu_shared's static storage when ../shared has rel, else valid until exit. */
+const char *tu_shared_or_demo(const char *rel, const char *convert_args);
+/* `llmpack convert examples/stories260K -o DIR/name convert_args`, whether or not
+ * ../shared exists (once per process and name; removed at exit; fails the test
+ * if the conversion fails). The string stays valid until exit. */
+const char *tu_demo(const char *name, const char *convert_args);
 /* True when `make test-long` runs (LLMPACK_TEST_LONG=1). */
 int tu_long(void);
 /* A fresh temporary directory for this test (removed by tu_rmtree). */
