@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -105,15 +106,26 @@ static int sh(const char *cmd)
     return rc == -1 || !WIFEXITED(rc) ? -1 : WEXITSTATUS(rc);
 }
 
-static void check_archives(const char *model, int ref_shards, unsigned kinds)
+/* A Meta folder of random bf16 weights in `shards` model-parallel torch zips
+ * (bench/gen_ckpt, dim 128, ffn 512, 4 layers, vocab 512, 2.2 MB) with the demo
+ * model's tokenizer.model, in dir/meta; returns its path. */
+static char *gen_meta(const char *dir, int shards)
 {
-    char *rel = tu_fmt("models/%s/meta", model);
-    const char *m = tu_shared(rel);
-    free(rel);
-    if (!m) {
-        print_message("SKIP: ../shared/models/%s/meta not found\n", model);
-        skip();
-    }
+    const char *gen = getenv("LLMPACK_GEN_CKPT");
+    if (!gen || !*gen) gen = "build/bench/gen_ckpt";
+    char *meta = tu_fmt("%s/meta", dir);
+    char *cmd = tu_fmt("'%s' --custom 128,512,4,8,4,512 --format meta --shards %d --seed 7 "
+                       "--out '%s' > /dev/null && cp examples/stories260K/tokenizer.model '%s/'",
+                       gen, shards, meta, meta);
+    if (system(cmd)) fail_msg("%s failed", cmd);
+    free(cmd);
+    return meta;
+}
+
+/* The Meta folder m packed as each kind of archive (kinds: bits of the names
+ * below) opens as the folder does and converts to the same tensors. */
+static void check_archives(const char *m, int ref_shards, unsigned kinds)
+{
     char *meta = strdup(m);
     char *dir = tu_tmpdir();
     cv_source *ref;
@@ -177,27 +189,31 @@ static void check_archives(const char *model, int ref_shards, unsigned kinds)
 static void test_archive_stories260k(void **state)
 {
     (void)state;
-    check_archives("stories260K", 1, 31);
+    TU_NEED_SHARED(meta, "models/stories260K/meta");
+    check_archives(meta, 1, 31);
 }
 
-static void test_archive_llama2_20m(void **state)
+/* Two shards (unpacked, not streamed): a generated Meta folder always,
+ * llama2-20m's when ../shared has it. */
+static void test_archive_two_shards(void **state)
 {
     (void)state;
-    check_archives("llama2-20m", 2, tu_long() ? 15 : 9);  /* .tar.zst, .zip */
+    char *dir = tu_tmpdir(), *meta = gen_meta(dir, 2);
+    check_archives(meta, 2, tu_long() ? 15 : 9);  /* .tar.zst, .zip */
+    free(meta);
+    tu_rmtree(dir);
+    free(dir);
+    const char *m = tu_shared("models/llama2-20m/meta");
+    if (m) check_archives(m, 2, tu_long() ? 15 : 9);
+    else print_message("NOTE: ../shared/models/llama2-20m/meta not found: not checked\n");
 }
 
 /* HF safetensors archives stream: nothing is unpacked (no temporary folder
  * once open), tensors come in archive order, and they equal the folder's. */
-static void check_stream(const char *model, const char *hfdir, int n_kinds)
+static void check_stream(const char *model, const char *h, int n_kinds)
 {
-    char *rel = tu_fmt("models/%s/%s", model, hfdir);
-    const char *h = tu_shared(rel);
-    free(rel);
-    if (!h) {
-        print_message("SKIP: ../shared/models/%s/%s not found\n", model, hfdir);
-        skip();
-    }
     char *hf = strdup(h);
+    const char *hfdir = strrchr(hf, '/') ? strrchr(hf, '/') + 1 : hf;
     char *dir = tu_tmpdir();
     cv_source *ref;
     cv_open_opts oo = {0};
@@ -239,16 +255,35 @@ static void check_stream(const char *model, const char *hfdir, int n_kinds)
     free(hf);
 }
 
+/* The demo model always, ../shared's f32 original when present. */
 static void test_stream_stories260k(void **state)
 {
     (void)state;
-    check_stream("stories260K", "hf", 2);
+    check_stream("stories260K", "examples/stories260K", 2);
+    const char *hf = tu_shared("models/stories260K/hf");
+    if (hf) check_stream("stories260K", hf, 2);
 }
 
-static void test_stream_llama2_20m(void **state)
+/* Two shards + index: generated random weights (bench/gen_ckpt, with the demo
+ * model's tokenizer) always, llama2-20m when ../shared has it. */
+static void test_stream_shards(void **state)
 {
     (void)state;
-    check_stream("llama2-20m", "hf", tu_long() ? 2 : 1);  /* two shards + index */
+    const char *gen = getenv("LLMPACK_GEN_CKPT");
+    if (!gen || !*gen) gen = "build/bench/gen_ckpt";
+    char *dir = tu_tmpdir(), *hf = tu_fmt("%s/hf", dir);
+    char *cmd = tu_fmt("'%s' --custom 128,344,4,8,4,512 --format hf --shards 2 --seed 7 "
+                       "--out '%s' > /dev/null && cp examples/stories260K/tokenizer.model '%s/'",
+                       gen, hf, hf);
+    if (system(cmd)) fail_msg("%s failed", cmd);
+    free(cmd);
+    check_stream("gen", hf, tu_long() ? 2 : 1);
+    free(hf);
+    tu_rmtree(dir);
+    free(dir);
+    const char *l20 = tu_shared("models/llama2-20m/hf");
+    if (l20) check_stream("llama2-20m", l20, tu_long() ? 2 : 1);
+    else print_message("NOTE: ../shared/models/llama2-20m/hf not found: not checked\n");
 }
 
 /* A one-member ustar archive, written from the format's description. */
@@ -335,8 +370,11 @@ static void test_archive_bad(void **state)
 static void test_stream_meta_truncated(void **state)
 {
     (void)state;
-    TU_NEED_SHARED(meta, "models/stories260K/meta");
-    char *dir = tu_tmpdir();
+    /* stories260K's, else a generated one (2.2 MB: the cut falls in a tensor) */
+    char *dir = tu_tmpdir(), *gdir = tu_fmt("%s/gen", dir);
+    const char *sm = tu_shared("models/stories260K/meta");
+    assert_int_equal(mkdir(gdir, 0700), 0);
+    char *meta = sm ? strdup(sm) : gen_meta(gdir, 1);
     const char *names[] = {"m.tar.zst", "m.tar"};
     for (int i = 0; i < 2; i++) {
         char *cmd = tu_fmt("tar %s -cf '%s/%s' -C '%s' .", i ? "" : "--zstd", dir, names[i], meta);
@@ -354,17 +392,23 @@ static void test_stream_meta_truncated(void **state)
     }
     tu_rmtree(dir);
     free(dir);
+    free(gdir);
+    free(meta);
 }
 
 static void test_archive_signal(void **state)
 {
     (void)state;
-    /* two shards: unpacked (one shard would stream) */
-    TU_NEED_SHARED(meta, "models/llama2-20m/meta");
-    char *dir = tu_tmpdir();
+    /* two shards: unpacked (one shard would stream); llama2-20m's, else generated */
+    char *dir = tu_tmpdir(), *gdir = tu_fmt("%s/gen", dir);
+    const char *lm = tu_shared("models/llama2-20m/meta");
+    assert_int_equal(mkdir(gdir, 0700), 0);
+    char *meta = lm ? strdup(lm) : gen_meta(gdir, 2);
     char *cmd = tu_fmt("tar -cf '%s/m.tar' -C '%s' .", dir, meta);
     assert_int_equal(sh(cmd), 0);
     free(cmd);
+    free(meta);
+    free(gdir);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -393,9 +437,9 @@ int main(void)
     tu_unignore_signals();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_archive_stories260k),
-        cmocka_unit_test(test_archive_llama2_20m),
+        cmocka_unit_test(test_archive_two_shards),
         cmocka_unit_test(test_stream_stories260k),
-        cmocka_unit_test(test_stream_llama2_20m),
+        cmocka_unit_test(test_stream_shards),
         cmocka_unit_test(test_stream_meta_truncated),
         cmocka_unit_test(test_archive_bad),
         cmocka_unit_test(test_archive_signal),

@@ -487,32 +487,27 @@ static void same_types(const char *ours, const char *theirs)
     lpk_reader_close(b);
 }
 
-/* llama2-20m converted by llmpack, quantized to each type, exported: the GGUF
- * passes the reader's validation, holds the container's tensors bit for bit and
- * all its keys, and its keys match the files llama.cpp wrote. The bf16 export
- * also goes back to .lpk (lpk -> gguf -> lpk) unchanged. */
-static void test_llama2_20m_every_type(void **state)
+/* A model converted by llmpack (source precision src_type: bf16 or f16),
+ * quantized to each type, exported: the GGUF passes the reader's validation,
+ * holds the container's tensors bit for bit and all its keys, and (q8p, q4kmp:
+ * the files llama.cpp wrote, when given) its keys match llama.cpp's. The export
+ * at the source precision also goes back to .lpk (lpk -> gguf -> lpk) unchanged. */
+static void every_type(const char *hfp, const char *src_type, const char *q8p, const char *q4kmp)
 {
-    (void)state;
-    TU_NEED_SHARED(hf, "models/llama2-20m/hf");
-    char *hfp = strdup(hf);
-    TU_NEED_SHARED(q8, "gguf/llama2-20m-Q8_0.gguf");
-    char *q8p = strdup(q8);
-    TU_NEED_SHARED(q4km, "gguf/llama2-20m-Q4_K_M.gguf");
-    char *q4kmp = strdup(q4km);
     char *dir = tu_tmpdir();
-    char *base = tu_fmt("%s/bf16.lpk", dir);
+    char *base = tu_fmt("%s/%s.lpk", dir, src_type);
     char *cmd = tu_fmt("convert '%s' -o '%s'", hfp, base);
     run_ok(cmd);
     free(cmd);
-    /* bf16 is the source precision; the others go through quantize (f32 through convert) */
-    static const char *fast[] = {"bf16", "q8_0", "q4_k_m"};
-    static const char *slow[] = {"f32", "f16", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_s", "q6_k"};
+    /* the source precision; the others go through quantize (f32 through convert) */
+    const char *fast[] = {src_type, "q8_0", "q4_k_m"};
+    const char *slow[] = {"f32", strcmp(src_type, "f16") ? "f16" : "bf16", "q4_0", "q4_1",
+                          "q5_0", "q5_1", "q4_k_s", "q6_k"};
     size_t nf = sizeof fast / sizeof fast[0], ns = tu_long() ? sizeof slow / sizeof slow[0] : 0;
     for (size_t i = 0; i < nf + ns; i++) {
         const char *type = i < nf ? fast[i] : slow[i - nf];
         char *lpk = tu_fmt("%s/%s.lpk", dir, type), *gguf = tu_fmt("%s/%s.gguf", dir, type);
-        if (!strcmp(type, "bf16")) {
+        if (!strcmp(type, src_type)) {
             free(lpk);
             lpk = strdup(base);
         } else if (!strcmp(type, "f32")) {
@@ -536,10 +531,10 @@ static void test_llama2_20m_every_type(void **state)
         same_keys(a, b);
         lpk_reader_close(a);
         lpk_reader_close(b);
-        if (!strcmp(type, "bf16")) {
+        if (!strcmp(type, src_type)) {
             /* and back: GGUF -> .lpk through the reader keeps tensors and tokenizer */
             char *back = tu_fmt("%s/back.lpk", dir);
-            cmd = tu_fmt("quantize '%s' -o '%s' --type bf16 -q", gguf, back);
+            cmd = tu_fmt("quantize '%s' -o '%s' --type %s -q", gguf, back, src_type);
             run_ok(cmd);
             free(cmd);
             lpk_reader *c = open_or_fail(back), *s0 = open_or_fail(base);
@@ -556,18 +551,35 @@ static void test_llama2_20m_every_type(void **state)
             free(back);
         }
         int is_q8 = !strcmp(type, "q8_0"), is_q4km = !strcmp(type, "q4_k_m");
-        compare_with_llamacpp(gguf, q8p, is_q8);
-        if (is_q4km) compare_with_llamacpp(gguf, q4kmp, 1);
-        if (is_q8) same_types(gguf, q8p);
-        if (is_q4km) same_types(gguf, q4kmp);
+        if (q8p) compare_with_llamacpp(gguf, q8p, is_q8);
+        if (q4kmp && is_q4km) compare_with_llamacpp(gguf, q4kmp, 1);
+        if (q8p && is_q8) same_types(gguf, q8p);
+        if (q4kmp && is_q4km) same_types(gguf, q4kmp);
         unlink(gguf);
-        if (strcmp(type, "bf16")) unlink(lpk);
+        if (strcmp(type, src_type)) unlink(lpk);
         free(lpk);
         free(gguf);
     }
     tu_rmtree(dir);
     free(dir);
     free(base);
+}
+
+/* The demo model (f16) always; llama2-20m (bf16), with llama.cpp's files to
+ * compare with, when ../shared has them. */
+static void test_every_type(void **state)
+{
+    (void)state;
+    every_type("examples/stories260K", "f16", NULL, NULL);
+    const char *hf = tu_shared("models/llama2-20m/hf");
+    char *hfp = hf ? strdup(hf) : NULL;
+    const char *q8 = tu_shared("gguf/llama2-20m-Q8_0.gguf");
+    char *q8p = q8 ? strdup(q8) : NULL;
+    const char *q4km = tu_shared("gguf/llama2-20m-Q4_K_M.gguf");
+    char *q4kmp = q4km ? strdup(q4km) : NULL;
+    if (hfp && q8p && q4kmp) every_type(hfp, "bf16", q8p, q4kmp);
+    else print_message("NOTE: ../shared's llama2-20m and its llama.cpp GGUFs not found: only the "
+                       "demo model checked\n");
     free(hfp);
     free(q8p);
     free(q4kmp);
@@ -618,15 +630,22 @@ static void test_stories260k_matches_llamacpp(void **state)
     free(dir);
 }
 
-/* info and check read llama.cpp's files; check names what is wrong in a damaged one. */
+/* info and check read llmpack's GGUFs of the demo model and llama.cpp's files
+ * (those ../shared has); check names what is wrong in a damaged one. */
 static void test_cli_info_check(void **state)
 {
     (void)state;
     static const char *files[] = {
+        "demo-f32.gguf", "demo-Q4_K_M.gguf",
         "gguf/llama2-20m-Q4_K_M.gguf", "gguf/llama2-20m-Q8_0.gguf", "gguf/stories260K-Q4_K_M.gguf",
         "gguf/stories260K-f32.gguf", "tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf"};
+    const char *demo_args[] = {"--type f32", "--type q4_k_m"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        TU_NEED_SHARED(p, files[i]);
+        const char *p = i < 2 ? tu_demo(files[i], demo_args[i]) : tu_shared(files[i]);
+        if (!p) {
+            print_message("NOTE: ../shared/%s not found: not checked\n", files[i]);
+            continue;
+        }
         char *log = NULL;
         if (strstr(files[i], "vocab")) {
             /* a vocabulary-only GGUF is a valid file but not a model: check says which
@@ -646,7 +665,7 @@ static void test_cli_info_check(void **state)
         assert_non_null(strstr(log, "gguf"));
         free(log);
     }
-    TU_NEED_SHARED(f32, "gguf/stories260K-f32.gguf");
+    const char *f32 = tu_shared_or_demo("gguf/stories260K-f32.gguf", "--type f32");
     size_t n;
     char *buf = tu_read_file(f32, &n);
     char *dir = tu_tmpdir();
@@ -677,7 +696,7 @@ int main(void)
         cmocka_unit_test(test_keys_match_llamacpp),
         cmocka_unit_test(test_cli_info_check),
         cmocka_unit_test(test_stories260k_matches_llamacpp),
-        cmocka_unit_test(test_llama2_20m_every_type),
+        cmocka_unit_test(test_every_type),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

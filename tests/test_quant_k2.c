@@ -305,7 +305,7 @@ static void test_gguf_export_roundtrip(void **state)
         {"q5_k", LPK_TYPE_Q5_K, 17}, {"q3_k", LPK_TYPE_Q3_K, 12}, {"q2_k", LPK_TYPE_Q2_K, 10},
         {"iq4_nl", LPK_TYPE_IQ4_NL, 25}, {"iq4_xs", LPK_TYPE_IQ4_XS, 30},
     };
-    TU_NEED_SHARED(src, "gguf/kernel-check-f32.gguf");
+    const char *src = tu_kernel_check();
     char *dir = tu_tmpdir();
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
         char *l = tu_fmt("%s/%s.lpk", dir, f[i].type), *g = tu_fmt("%s/%s.gguf", dir, f[i].type);

@@ -617,13 +617,13 @@ static void test_plan_target(void **state)
 }
 
 /* quantize --target-bpw / --max-size end to end on llama.cpp's kernel-check
- * model (k-quant shapes, random weights): within the limit, recorded, chosen
- * from the menu, exported to GGUF; bad limits are usage errors. */
+ * model, or one of its shapes (k-quant shapes, random weights): within the
+ * limit, recorded, chosen from the menu, exported to GGUF; bad limits are usage
+ * errors. */
 static void test_cli_target(void **state)
 {
     (void)state;
-    TU_NEED_SHARED(src0, "gguf/kernel-check-f32.gguf");
-    char *src = strdup(src0); /* tu_shared's buffer is reused */
+    char *src = strdup(tu_kernel_check()); /* tu_shared's buffer is reused */
     TU_NEED_SHARED(text0, "text/TinyStories-valid-sample.txt");
     char *text = strdup(text0);
     char *dir = tu_tmpdir(), *o = tu_fmt("%s/t.lpk", dir), *g = tu_fmt("%s/t.gguf", dir);

@@ -77,25 +77,31 @@ static void demo_cleanup(void)
     if (demo_dir && getpid() == demo_owner) tu_rmtree(demo_dir);
 }
 
-/* Converts the demo model to name in demo_dir (cached per process). */
-static const char *demo_convert(const char *key, const char *name, const char *args,
-                                const char *why)
+/* The folder demo inputs go to (made on first use). */
+static const char *demo_folder(void)
 {
-    size_t i = 0;
-    for (; i < sizeof demo_made / sizeof demo_made[0] && demo_made[i].rel; i++)
-        if (!strcmp(demo_made[i].rel, key)) return demo_made[i].path;
-    if (i == sizeof demo_made / sizeof demo_made[0]) fail_msg("tutil: too many demo inputs");
     if (!demo_dir) {
         demo_dir = tu_tmpdir();
         if (!demo_dir) fail_msg("tutil: no temporary folder");
         demo_owner = getpid();
         atexit(demo_cleanup);
     }
-    char *path = tu_fmt("%s/%s", demo_dir, name), *log = NULL;
-    int rc = tu_llmpack(&log, "convert examples/stories260K -o '%s' %s -q", path, args);
+    return demo_dir;
+}
+
+/* Converts src to name in demo_dir (cached per process under key). */
+static const char *demo_convert(const char *key, const char *src, const char *name,
+                                const char *args, const char *why)
+{
+    size_t i = 0;
+    for (; i < sizeof demo_made / sizeof demo_made[0] && demo_made[i].rel; i++)
+        if (!strcmp(demo_made[i].rel, key)) return demo_made[i].path;
+    if (i == sizeof demo_made / sizeof demo_made[0]) fail_msg("tutil: too many demo inputs");
+    char *path = tu_fmt("%s/%s", demo_folder(), name), *log = NULL;
+    int rc = tu_llmpack(&log, "convert '%s' -o '%s' %s -q", src, path, args);
     if (rc != 0)
-        fail_msg("%sconvert examples/stories260K -o %s %s failed (exit %d): %s", why, name, args,
-                 rc, log ? log : "");
+        fail_msg("%sconvert %s -o %s %s failed (exit %d): %s", why, src, name, args, rc,
+                 log ? log : "");
     free(log);
     demo_made[i].rel = strdup(key);
     demo_made[i].path = path;
@@ -104,7 +110,7 @@ static const char *demo_convert(const char *key, const char *name, const char *a
 
 const char *tu_demo(const char *name, const char *convert_args)
 {
-    return demo_convert(name, name, convert_args, "");
+    return demo_convert(name, "examples/stories260K", name, convert_args, "");
 }
 
 const char *tu_shared_or_demo(const char *rel, const char *convert_args)
@@ -116,12 +122,37 @@ const char *tu_shared_or_demo(const char *rel, const char *convert_args)
     int first = 1;
     for (size_t i = 0; i < sizeof demo_made / sizeof demo_made[0] && demo_made[i].rel; i++)
         if (!strcmp(demo_made[i].rel, key)) first = 0;
-    const char *p = demo_convert(key, base ? base + 1 : rel, convert_args, why);
+    const char *p = demo_convert(key, "examples/stories260K", base ? base + 1 : rel,
+                                 convert_args, why);
     if (first)
         print_message("NOTE: ../shared/%s not found: using examples/stories260K converted with "
                       "%s\n", rel, convert_args);
     free(why);
     free(key);
+    return p;
+}
+
+const char *tu_kernel_check(void)
+{
+    const char *s = tu_shared("gguf/kernel-check-f32.gguf");
+    if (s) return s;
+    static int noted;
+    const char *gen = getenv("LLMPACK_GEN_CKPT");
+    if (!gen || !*gen) gen = "build/bench/gen_ckpt";
+    char *hf = tu_fmt("%s/kernel-check-hf", demo_folder());
+    if (!tu_exists(hf)) {
+        char *cmd = tu_fmt("'%s' --custom 256,768,4,8,4,512 --format hf --seed 1 --out '%s' "
+                           ">/dev/null", gen, hf);
+        if (system(cmd)) fail_msg("../shared/gguf/kernel-check-f32.gguf not found, and %s failed", cmd);
+        free(cmd);
+    }
+    const char *p = demo_convert("kernel-check", hf, "kernel-check-f32.gguf",
+                                 "--type f32 --tokenizer examples/stories260K/tokenizer.model",
+                                 "../shared/gguf/kernel-check-f32.gguf not found, and ");
+    free(hf);
+    if (!noted++)
+        print_message("NOTE: ../shared/gguf/kernel-check-f32.gguf not found: using a model of its "
+                      "shapes made by bench/gen_ckpt (random weights, seed 1)\n");
     return p;
 }
 

@@ -36,6 +36,12 @@ const char *tu_shared_or_demo(const char *rel, const char *convert_args);
  * ../shared exists (once per process and name; removed at exit; fails the test
  * if the conversion fails). The string stays valid until exit. */
 const char *tu_demo(const char *name, const char *convert_args);
+/* ../shared/gguf/kernel-check-f32.gguf (llama.cpp's f32 GGUF of a random model
+ * with k-quant shapes: dim 256, ffn 768, 4 layers, 8 heads, 4 kv heads, untied,
+ * stories260K's tokenizer); without ../shared, a model of the same shapes made
+ * by bench/gen_ckpt ($LLMPACK_GEN_CKPT, seed 1) and converted to an f32 GGUF
+ * with the demo model's tokenizer (once per process, removed at exit). */
+const char *tu_kernel_check(void);
 /* True when `make test-long` runs (LLMPACK_TEST_LONG=1). */
 int tu_long(void);
 /* A fresh temporary directory for this test (removed by tu_rmtree). */
