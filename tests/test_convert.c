@@ -320,10 +320,11 @@ static void test_llama2c_matches_hf(void **state)
     free(dir);
 }
 
-static void test_llama2_20m_bf16_shards(void **state)
+/* A bf16 HF checkpoint in two shards (untied; head_dim, vocab): every tensor
+ * equals the shards' bytes, provenance hashes; and the Meta folder meta (NULL:
+ * none) holding the same values gives the same tensors. */
+static void check_bf16_shards(const char *src0, const char *meta, int head_dim, uint32_t vocab)
 {
-    (void)state;
-    TU_NEED_SHARED(src0, "models/llama2-20m/hf");
     char *src = strdup(src0);
     char *dir = tu_tmpdir();
     char *out = tu_fmt("%s/l.lpk", dir), *log = NULL;
@@ -333,14 +334,14 @@ static void test_llama2_20m_bf16_shards(void **state)
     char *s1 = tu_fmt("%s/model-00001-of-00002.safetensors", src);
     char *s2 = tu_fmt("%s/model-00002-of-00002.safetensors", src);
     const char *sh[] = {s1, s2};
-    check_against_hf(out, sh, 2, 32, -1);
+    check_against_hf(out, sh, 2, head_dim, -1);
     lpk_reader *r;
     assert_int_equal(lpk_reader_open(out, &r, NULL), 0);
     const lpk_meta *m = lpk_reader_meta(r);
     assert_non_null(lpk_reader_find(r, "output.weight"));
     assert_int_equal(lpk_reader_find(r, "blk.0.attn_q.weight")->type, LPK_TYPE_BF16);
     meta_u32(m, "general.file_type", 32);
-    meta_u32(m, "llama.vocab_size", 32000);
+    meta_u32(m, "llama.vocab_size", vocab);
     meta_u32(m, "tokenizer.ggml.bos_token_id", 1);
     meta_u32(m, "tokenizer.ggml.eos_token_id", 2);
     const lpk_kv *files = lpk_meta_find(m, "source.files");
@@ -365,7 +366,6 @@ static void test_llama2_20m_bf16_shards(void **state)
     assert_true(found);
     /* the Meta folder holds the same bf16 values: same tensors through the
      * Meta reader (shards merged) and the HF reader (q/k un-permuted) */
-    const char *meta = tu_shared("models/llama2-20m/meta");
     if (meta) {
         char *out2 = tu_fmt("%s/m.lpk", dir);
         assert_int_equal(tu_llmpack(NULL, "convert '%s' -o '%s' --no-tokenizer --hash-sources", meta, out2), 0);
@@ -399,6 +399,34 @@ static void test_llama2_20m_bf16_shards(void **state)
     free(s1); free(s2); free(out); free(src);
     tu_rmtree(dir);
     free(dir);
+}
+
+/* bench/gen_ckpt's model of dim 256 (head_dim 32, vocab 512; random bf16
+ * weights, one seed in both layouts, the demo model's tokenizer beside the Meta
+ * shards) always; llama2-20m when ../shared has it. */
+static void test_bf16_shards(void **state)
+{
+    (void)state;
+    const char *gen = getenv("LLMPACK_GEN_CKPT");
+    char *dir = tu_tmpdir(), *hf = tu_fmt("%s/hf", dir), *meta = tu_fmt("%s/meta", dir);
+    char *cmd = tu_fmt("g='%s' && \"$g\" --custom 256,768,4,8,4,512 --format hf --shards 2 "
+                       "--seed 3 --out '%s' > /dev/null && \"$g\" --custom 256,768,4,8,4,512 "
+                       "--format meta --shards 2 --seed 3 --out '%s' > /dev/null && "
+                       "cp examples/stories260K/tokenizer.model '%s/'",
+                       gen && *gen ? gen : "build/bench/gen_ckpt", hf, meta, meta);
+    if (system(cmd)) fail_msg("%s failed", cmd);
+    free(cmd);
+    check_bf16_shards(hf, meta, 32, 512);
+    free(hf);
+    free(meta);
+    tu_rmtree(dir);
+    free(dir);
+    char *l20 = tu_shared_dup("models/llama2-20m/hf"),
+         *l20m = tu_shared_dup("models/llama2-20m/meta");
+    if (l20) check_bf16_shards(l20, l20m, 32, 32000);
+    else print_message("NOTE: ../shared/models/llama2-20m not found: not checked\n");
+    free(l20);
+    free(l20m);
 }
 
 /* --type q8_0 --pure: every 2-D tensor whose rows fit is quant/'s q8_0 of the
@@ -1090,7 +1118,7 @@ int main(void)
         cmocka_unit_test(test_hf_stories),
         cmocka_unit_test(test_hf_f16_and_types),
         cmocka_unit_test(test_llama2c_matches_hf),
-        cmocka_unit_test(test_llama2_20m_bf16_shards),
+        cmocka_unit_test(test_bf16_shards),
         cmocka_unit_test(test_quantized),
         cmocka_unit_test(test_tiny_ok_and_tied),
         cmocka_unit_test(test_bad_hf_inputs),

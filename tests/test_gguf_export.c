@@ -571,12 +571,9 @@ static void test_every_type(void **state)
 {
     (void)state;
     every_type("examples/stories260K", "f16", NULL, NULL);
-    const char *hf = tu_shared("models/llama2-20m/hf");
-    char *hfp = hf ? strdup(hf) : NULL;
-    const char *q8 = tu_shared("gguf/llama2-20m-Q8_0.gguf");
-    char *q8p = q8 ? strdup(q8) : NULL;
-    const char *q4km = tu_shared("gguf/llama2-20m-Q4_K_M.gguf");
-    char *q4kmp = q4km ? strdup(q4km) : NULL;
+    char *hfp = tu_shared_dup("models/llama2-20m/hf"),
+         *q8p = tu_shared_dup("gguf/llama2-20m-Q8_0.gguf"),
+         *q4kmp = tu_shared_dup("gguf/llama2-20m-Q4_K_M.gguf");
     if (hfp && q8p && q4kmp) every_type(hfp, "bf16", q8p, q4kmp);
     else print_message("NOTE: ../shared's llama2-20m and its llama.cpp GGUFs not found: only the "
                        "demo model checked\n");

@@ -555,21 +555,37 @@ static void test_signals_clean_up_and_exit_1(void **state)
 
 /* convert --method gptq writes the unquantized model to an intermediate file
  * beside the output, then runs GPTQ on it: a signal during the GPTQ pass
- * removes that file too (llama2-20m, a calibration long enough to be running). */
+ * removes that file too (a model and a calibration big enough to be running:
+ * llama2-20m on docs-calib.txt, else bench/gen_ckpt's model of dim 256, 4
+ * layers, with the demo model's tokenizer, on the TinyStories sample). */
 static void test_signals_during_convert_gptq(void **state)
 {
     (void)state;
-    TU_NEED_SHARED(h0, "models/llama2-20m/hf");
-    char *hf = strdup(h0);
-    TU_NEED_SHARED(t0, "text/docs-calib.txt");
+    char *gdir = tu_tmpdir();
+    const char *h0 = tu_shared("models/llama2-20m/hf");
+    char *hf = h0 ? strdup(h0) : tu_fmt("%s/hf", gdir);
+    const char *t0 = tu_shared(h0 ? "text/docs-calib.txt" : "text/TinyStories-valid-sample.txt");
+    assert_non_null(t0);
     char *text = strdup(t0);
+    char *tok_path = strdup("examples/stories260K/tokenizer.model");
+    if (!h0) {
+        const char *gen = getenv("LLMPACK_GEN_CKPT");
+        char *cmd = tu_fmt("'%s' --custom 256,768,4,8,4,512 --format hf --seed 1 --out '%s' "
+                           "> /dev/null", gen && *gen ? gen : "build/bench/gen_ckpt", hf);
+        if (system(cmd)) fail_msg("%s failed", cmd);
+        free(cmd);
+    }
     tu_unignore_signals();
     char *dir = tu_tmpdir();
     char *o = tu_fmt("%s/c.lpk", dir), *log = tu_fmt("%s/log.txt", dir);
     static const int sigs[] = {SIGINT, SIGHUP};
     for (size_t s = 0; s < sizeof sigs / sizeof sigs[0]; s++) {
-        char *argv[] = {"llmpack", "convert", hf, "-o", o, "--type", "q4_k", "--method", "gptq",
-                        "--calib", text, "--chunks", "64", NULL};
+        char *argv[16] = {"llmpack", "convert", hf, "-o", o, "--type", "q4_k", "--method", "gptq",
+                          "--calib", text, "--chunks", "64", NULL};
+        if (!h0) {  /* the generated model has no tokenizer: the demo model's */
+            argv[13] = "--tokenizer";
+            argv[14] = tok_path;
+        }
         pid_t pid = tu_llmpack_spawn(log, argv);
         assert_true(pid > 0);
         /* the intermediate (.c.lpk.tmp-XXXXXX) is complete once it is non-empty:
@@ -603,7 +619,8 @@ static void test_signals_during_convert_gptq(void **state)
         free(what);
     }
     tu_rmtree(dir);
-    free(dir); free(o); free(log); free(hf); free(text);
+    tu_rmtree(gdir);
+    free(dir); free(o); free(log); free(hf); free(text); free(gdir); free(tok_path);
 }
 
 static void test_closed_pipe(void **state)

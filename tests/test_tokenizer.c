@@ -617,10 +617,11 @@ static void test_spm_matches_gguf(void **state)
     free(gguf);
 }
 
-/* Llama 2 as a SentencePiece-style tokenizer.json (what Hugging Face's
- * LlamaConverter writes: vocab, byte_fallback, merges of every split of a
- * piece into two pieces, in piece order, no pre-tokenizer) encodes llama.cpp's
- * test set like tokenizer.model does. */
+/* A SentencePiece model as a SentencePiece-style tokenizer.json (what Hugging
+ * Face's LlamaConverter writes: vocab, byte_fallback, merges of every split of a
+ * piece into two pieces, in piece order, no pre-tokenizer) encodes like
+ * tokenizer.model does: stories260K's (the demo model's) on the TinyStories
+ * sample always, Llama 2's on llama.cpp's test set when ../shared has them. */
 static int32_t piece_find(const lpk_kv *toks, const int32_t *tab, size_t mask, const char *s,
                           size_t n)
 {
@@ -646,10 +647,10 @@ static int cmp_merge_score(const void *a, const void *b)
     return (x->seq > y->seq) - (x->seq < y->seq);
 }
 
-static void test_spm_style_json(void **state)
+/* The tokenizer.json form of the SentencePiece model at path, loaded (its
+ * metadata in *hm_out, to free after the tokenizer). */
+static tok_tokenizer *spm_as_json(const char *model, lpk_meta **hm_out)
 {
-    (void)state;
-    TU_NEED_SHARED(model, "tokenizers/llama2/tokenizer.model");
     lpk_meta *m = lpk_meta_new();
     assert_int_equal(tok_load(model, m, NULL), LPK_OK);
     const lpk_kv *toks = lpk_meta_find(m, "tokenizer.ggml.tokens");
@@ -713,13 +714,47 @@ static void test_spm_style_json(void **state)
     tok_tokenizer *t = NULL;
     assert_int_equal(tok_tokenizer_new(hm, &t, &err), LPK_OK);
     assert_int_equal(tok_tokenizer_bos(t), 1);
-    TU_NEED_SHARED(inp, "tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf.inp");
-    run_cases(t, inp, 1);
-    tok_tokenizer_free(t);
     free(js);
     free(tab);
-    lpk_meta_free(hm);
     lpk_meta_free(m);
+    *hm_out = hm;
+    return t;
+}
+
+static void test_spm_style_json(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(txt, "text/TinyStories-valid-sample.txt");
+    char *text = strdup(txt);
+    lpk_meta *hm = NULL;
+    tok_tokenizer *j = spm_as_json("examples/stories260K/tokenizer.model", &hm),
+                  *t = load_tok("examples/stories260K/tokenizer.model");
+    int32_t *a, *b;
+    assert_int_equal(count_file(t, text, 0, &a), 15555);
+    assert_int_equal(count_file(j, text, 0, &b), 15555);
+    static const int32_t want[] = {1, 353, 331, 407, 261, 378, 383, 286, 261, 376, 298, 315};
+    assert_memory_equal(b, want, sizeof want);
+    assert_memory_equal(a, b, 15555 * sizeof *a);
+    free(a);
+    free(b);
+    tok_tokenizer_free(j);
+    tok_tokenizer_free(t);
+    lpk_meta_free(hm);
+    free(text);
+    char *mp = tu_shared_dup("tokenizers/llama2/tokenizer.model"),
+         *ip = tu_shared_dup("tokenizers/llama.cpp-vocab/ggml-vocab-llama-spm.gguf.inp");
+    if (!mp || !ip) {
+        print_message("NOTE: ../shared/tokenizers not found: Llama 2's not checked\n");
+        free(mp);
+        free(ip);
+        return;
+    }
+    j = spm_as_json(mp, &hm);
+    run_cases(j, ip, 1);
+    tok_tokenizer_free(j);
+    lpk_meta_free(hm);
+    free(ip);
+    free(mp);
 }
 
 /* Small byte-level tokenizer.json files (the fuzz seeds): merges as "a b"
@@ -773,19 +808,24 @@ static void test_bpe_small_json(void **state)
     lpk_meta_free(m[1]);
 }
 
-/* The CLI on a tokenizer file and on a container carrying its metadata. */
-static void test_cli_tokenize(void **state)
+/* The CLI on a tokenizer file and on a container carrying its metadata: text
+ * and its ids with BOS; a text with a leading space (no BOS, JSON): its token
+ * count and the id of the extra space; a piece --pieces prints. */
+typedef struct {
+    const char *text, *ids, *space_text, *n_space, *space_id, *piece;
+} cli_case;
+
+static void check_cli_tokenize(const char *model, const cli_case *c)
 {
-    (void)state;
-    TU_NEED_SHARED(model, "tokenizers/llama2/tokenizer.model");
     char *path = strdup(model);
     char *out = NULL;
-    assert_int_equal(tu_llmpack(&out, "tokenize %s --text 'Hello world'", path), 0);
-    assert_string_equal(out, "1 15043 3186\n");
+    assert_int_equal(tu_llmpack(&out, "tokenize %s --text '%s'", path, c->text), 0);
+    assert_string_equal(out, c->ids);
     free(out);
-    assert_int_equal(tu_llmpack(&out, "tokenize %s --text ' Hello' --no-bos --json", path), 0);
-    assert_non_null(strstr(out, "\"n_tokens\": 2"));
-    assert_non_null(strstr(out, "29871"));
+    assert_int_equal(tu_llmpack(&out, "tokenize %s --text '%s' --no-bos --json", path,
+                                c->space_text), 0);
+    assert_non_null(strstr(out, c->n_space));
+    assert_non_null(strstr(out, c->space_id));
     free(out);
     assert_int_equal(tu_llmpack(&out, "tokenize %s", path), 2);
     free(out);
@@ -803,14 +843,32 @@ static void test_cli_tokenize(void **state)
     if (rc) print_message("%s\n", err.msg);
     assert_int_equal(rc, LPK_OK);
     assert_int_equal(lpk_writer_finish(w, &err), LPK_OK);
-    assert_int_equal(tu_llmpack(&out, "tokenize %s --text 'Hello world' --pieces", lpk), 0);
-    assert_non_null(strstr(out, "15043\t' Hello'"));
+    assert_int_equal(tu_llmpack(&out, "tokenize %s --text '%s' --pieces", lpk, c->text), 0);
+    assert_non_null(strstr(out, c->piece));
     free(out);
     lpk_meta_free(m);
     tu_rmtree(dir);
     free(lpk);
     free(dir);
     free(path);
+}
+
+/* stories260K's tokenizer (the demo model's) always: the first 12 ids of the
+ * TinyStories sample are ../shared/models/README.md's, from llama2.c's
+ * tokenizer; LLaMA-2's when ../shared has it. */
+static void test_cli_tokenize(void **state)
+{
+    (void)state;
+    static const cli_case stories = {
+        "once upon a time there was a little girl",
+        "1 353 331 407 261 378 383 286 261 376 298 315 421\n", " once", "\"n_tokens\": 3",
+        "410", "407\t' upon'"};
+    check_cli_tokenize("examples/stories260K/tokenizer.model", &stories);
+    static const cli_case llama2 = {"Hello world", "1 15043 3186\n", " Hello",
+                                    "\"n_tokens\": 2", "29871", "15043\t' Hello'"};
+    const char *model = tu_shared("tokenizers/llama2/tokenizer.model");
+    if (model) check_cli_tokenize(model, &llama2);
+    else print_message("NOTE: ../shared/tokenizers/llama2/tokenizer.model not found: not checked\n");
 }
 
 int main(void)

@@ -279,13 +279,13 @@ static void test_two_models_json(void **state)
     };
     const char *r = tu_demo("demo-f32.gguf", "--type f32");
     check_two_models_json(r, tu_demo("demo-Q4_K_M.gguf", "--type q4_k_m"), text, &want[0]);
-    const char *g = tu_shared("gguf/stories260K-f32.gguf");
-    char *gf = g ? strdup(g) : NULL;
-    const char *gq = tu_shared("gguf/stories260K-Q4_K_M.gguf");
+    char *gf = tu_shared_dup("gguf/stories260K-f32.gguf"),
+         *gq = tu_shared_dup("gguf/stories260K-Q4_K_M.gguf");
     if (gf && gq) check_two_models_json(gf, gq, text, &want[1]);
     else print_message("NOTE: ../shared/gguf/stories260K-{f32,Q4_K_M}.gguf not found: llama.cpp's "
                        "files not checked\n");
     free(gf);
+    free(gq);
     free(text);
 }
 

@@ -156,6 +156,12 @@ const char *tu_kernel_check(void)
     return p;
 }
 
+char *tu_shared_dup(const char *rel)
+{
+    const char *s = tu_shared(rel);
+    return s ? strdup(s) : NULL;
+}
+
 int tu_long(void)
 {
     const char *e = getenv("LLMPACK_TEST_LONG");

@@ -15,6 +15,8 @@
  * copy in examples/ when ../shared is absent. The returned string is static
  * storage, valid until the next call. */
 const char *tu_shared(const char *rel);
+/* tu_shared(rel) in a malloc'ed copy (NULL when absent). */
+char *tu_shared_dup(const char *rel);
 /* Skips the current test with a message naming what is missing. */
 #define TU_NEED_SHARED(var, rel)                                                 \
     const char *var = tu_shared(rel);                                            \
