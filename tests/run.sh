@@ -1,6 +1,8 @@
 #!/bin/sh
 # Runs every test binary in $1/tests (cmocka suites and fuzz-corpus replays) and
 # prints one closing line: "N passed, N failed, N skipped".
+# A cmocka test that skips must say why first (a "SKIP: ..." line, as
+# TU_NEED_SHARED prints): a silent skip fails its binary.
 # Each binary runs under a time limit of $LLMPACK_TEST_TIMEOUT seconds (default
 # 600; `make asan` and `make test-long` raise it): a binary that does not finish
 # in time is killed (SIGTERM to its process group, SIGKILL 10 s later) and counted
@@ -38,6 +40,14 @@ for t in "$O"/tests/test_* "$O"/tests/replay_*; do
     s=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test.*/\1/p' "$log" | tail -n 1)
     p=${p:-0}; f=${f:-0}; s=${s:-0}
     if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi   # crashed or aborted
+    # skips without a reason: a SKIPPED line (the first of each test, before the
+    # closing list) with no "SKIP:" line since the test's RUN line
+    silent=$(awk '/^\[ RUN      \]/ { why = 0 } /^SKIP:/ { why = 1 }
+                  /^\[  SKIPPED \] test/ { if (!seen[$4]++ && !why) printf " %s", $4 }' "$log")
+    if [ -n "$silent" ]; then
+        echo "$name: skipped without saying why (print a SKIP: line first):$silent"
+        f=$((f + 1))
+    fi
     pass=$((pass + p)); fail=$((fail + f)); skip=$((skip + s))
     if [ "$f" -ne 0 ]; then
         bad="$bad $name"; echo "FAIL $name (exit $rc)"; grep -v '^\[ *\(RUN\|OK\) *\]' "$log" | tail -n 40
