@@ -51,6 +51,7 @@ for t in bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q6_k; do
             { cat "$work/v.time"; exit 1; }
         t1=$(date +%s.%N)
         rss_kb=$(sed -n 's/.*Maximum resident set size (kbytes): \([0-9]*\).*/\1/p' "$work/v.time")
+        # results[0].ppl (docs/verify.schema.json): the first "ppl" key
         ppl=$(sed -n 's/.*"ppl": \([0-9.e+-]*\).*/\1/p' "$work/v.json" | head -n 1)
         secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
         tps=$(awk -v s="$secs" -v n="$chunks" -v c="$ctx" 'BEGIN { printf "%.1f", n * c / s }')

@@ -99,6 +99,19 @@ void cli_tmp_remove(const char *path);   /* a path not registered: no-op */
  * memory): general.name for an export whose container has none. */
 char *cli_name_from_path(const char *path);
 
+/* A model file in words (info, verify). type: the recipe recorded by quantize
+ * (quant.recipe, "Q4_K_M"), else the recipe of general.file_type (llama.cpp's
+ * file type, as GGUF files carry it), else the tensor type holding the most
+ * bytes ("F16"); type_from says which: "recipe", "file_type" or "tensors".
+ * bpw: tensor bits over tensor elements, as info prints it. */
+typedef struct cli_model_desc {
+    char type[32];
+    const char *type_from;
+    uint64_t file_size, n_elements, tensor_bytes;
+    double bpw;
+} cli_model_desc;
+void cli_model_describe(const lpk_reader *r, cli_model_desc *d);
+
 /* What cli_export_gguf wrote. */
 typedef struct cli_export_stats {
     size_t n_tensors, n_added, n_keys, n_dropped;

@@ -6,6 +6,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include <xxhash.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -34,7 +37,7 @@ static const char *usage_text =
     "  --max-ppl-ratio X    limit on ppl / ref_ppl       }\n"
     "  --max-kld X          limit on the mean KLD        }\n"
     "  --tensor-errors      per-tensor rel. RMSE against the reference's tensors\n"
-    "  --json               machine-readable output\n"
+    "  --json               one JSON document (docs/verify.schema.json)\n"
     "  -q, --quiet          no progress line\n"
     "  -m, --model MODEL    a MODEL as an option (repeatable)\n"
     "  -h, --help           this help\n"
@@ -100,56 +103,169 @@ static const char *checksums_state(const lpk_reader *r)
     return lpk_reader_default_flags() & LPK_OPEN_NO_VERIFY ? "skipped" : "verified";
 }
 
-/* One model's report. Every key is present in every case: r NULL (verify
- * failed before measuring) gives nulls, limits_ok false and the error. */
-static json_t *result_json(const char *path, const vf_ppl_result *r, const char **ex, int n_ex,
-                           const vf_tensor_error *te, size_t n_te, const lpk_reader *rd,
-                           const char *error)
+static json_t *jstr_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+/* file, type, type_from, size_bytes, bits_per_weight, checksums of a model
+ * (null when it was not opened) into o. */
+static void file_json(json_t *o, const char *path, const lpk_reader *rd)
+{
+    cli_model_desc d;
+    if (rd) cli_model_describe(rd, &d);
+    json_object_set_new(o, "file", json_string(path));
+    json_object_set_new(o, "type", rd ? json_string(d.type) : json_null());
+    json_object_set_new(o, "type_from", rd ? json_string(d.type_from) : json_null());
+    json_object_set_new(o, "size_bytes", rd ? json_integer((json_int_t)d.file_size) : json_null());
+    json_object_set_new(o, "bits_per_weight", rd ? json_real(d.bpw) : json_null());
+    json_object_set_new(o, "checksums", jstr_or_null(checksums_state(rd)));
+}
+
+/* The measurements of one model: (key, value, has). */
+typedef struct measure {
+    const char *key;
+    double v;
+    int has;
+} measure;
+
+/* One model's object in "results" (docs/verify.schema.json). Every key is
+ * present in every case: r NULL (verify failed before measuring) gives nulls,
+ * pass false and the error; a value measured but not finite is null too, with
+ * the error naming it. */
+static json_t *result_json(const char *path, const vf_ppl_result *r, const limits *lim,
+                           int tensor_errors, const vf_tensor_error *te, size_t n_te,
+                           const lpk_reader *rd, const char *error)
 {
     static const vf_ppl_result none;
     json_t *o = json_object();
     int ok = r != NULL;
     if (!r) r = &none;
     int h = ok && r->has_ref;
-    json_object_set_new(o, "model", json_string(path));
-    json_object_set_new(o, "ctx", ok ? json_integer(r->ctx) : json_null());
-    json_object_set_new(o, "chunks", ok ? json_integer(r->chunks) : json_null());
-    json_object_set_new(o, "tokens_scored",
-                        ok ? json_integer((json_int_t)r->tokens_scored) : json_null());
-    json_object_set_new(o, "ppl", jnum_or_null(ok, r->ppl));
-    json_object_set_new(o, "ppl_stderr", jnum_or_null(ok, r->ppl_stderr));
-    json_object_set_new(o, "ref_ppl", jnum_or_null(h, r->ref_ppl));
-    json_object_set_new(o, "ref_ppl_stderr", jnum_or_null(h, r->ref_ppl_stderr));
-    json_object_set_new(o, "ppl_ratio", jnum_or_null(h, r->ppl_ratio));
-    json_object_set_new(o, "ppl_ratio_stderr", jnum_or_null(h, r->ppl_ratio_stderr));
-    json_object_set_new(o, "ppl_delta", jnum_or_null(h, r->ppl_delta));
-    json_object_set_new(o, "ppl_delta_stderr", jnum_or_null(h, r->ppl_delta_stderr));
-    json_object_set_new(o, "kld_mean", jnum_or_null(h, r->kld_mean));
-    json_object_set_new(o, "kld_median", jnum_or_null(h, r->kld_median));
-    json_object_set_new(o, "kld_p99", jnum_or_null(h, r->kld_p99));
-    json_object_set_new(o, "kld_max", jnum_or_null(h, r->kld_max));
-    json_object_set_new(o, "top1_agreement", jnum_or_null(h, r->top1_agreement));
-    json_object_set_new(o, "tokens_per_second", jnum_or_null(ok, r->tokens_per_second));
-    const char *cs = checksums_state(rd);
-    json_object_set_new(o, "checksums", cs ? json_string(cs) : json_null());
-    json_object_set_new(o, "limits_ok", json_boolean(ok && n_ex == 0));
-    json_t *a = json_array();
-    for (int i = 0; i < n_ex; i++) json_array_append_new(a, json_string(ex[i]));
-    json_object_set_new(o, "limits_exceeded", a);
-    if (te) {
-        json_t *t = json_array();
+    file_json(o, path, rd);
+    const measure ms[] = {
+        {"ppl", r->ppl, ok}, {"ppl_stderr", r->ppl_stderr, ok},
+        {"ref_ppl", r->ref_ppl, h}, {"ref_ppl_stderr", r->ref_ppl_stderr, h},
+        {"ppl_ratio", r->ppl_ratio, h}, {"ppl_ratio_stderr", r->ppl_ratio_stderr, h},
+        {"ppl_delta", r->ppl_delta, h}, {"ppl_delta_stderr", r->ppl_delta_stderr, h},
+        {"kld_mean", r->kld_mean, h}, {"kld_mean_stderr", r->kld_stderr, h},
+        {"kld_median", r->kld_median, h}, {"kld_p99", r->kld_p99, h},
+        {"kld_max", r->kld_max, h}, {"top1_agreement", r->top1_agreement, h},
+        {"top1_agreement_stderr", r->top1_stderr, h},
+        {"tokens_per_second", r->tokens_per_second, ok}};
+    char bad[256] = "";
+    size_t nb = 0;
+    for (size_t i = 0; i < sizeof ms / sizeof ms[0]; i++) {
+        json_object_set_new(o, ms[i].key, jnum_or_null(ms[i].has, ms[i].v));
+        if (ms[i].has && !isfinite(ms[i].v) && nb < sizeof bad)
+            nb += (size_t)snprintf(bad + nb, sizeof bad - nb, "%s%s", nb ? ", " : "", ms[i].key);
+    }
+    char nonfinite[300];
+    if (!error && nb) {
+        snprintf(nonfinite, sizeof nonfinite, "not a finite number: %s", bad);
+        error = nonfinite;
+    }
+    /* each limit given: its value, what it bounds, the measured value, pass */
+    const struct { const char *name, *metric; double value, measured; } ls[] = {
+        {"max-ppl-delta", "ppl_delta", lim->ppl_delta, r->ppl_delta},
+        {"max-ppl-ratio", "ppl_ratio", lim->ppl_ratio, r->ppl_ratio},
+        {"max-kld", "kld_mean", lim->kld, r->kld_mean}};
+    json_t *la = json_array();
+    int pass = ok && !error;
+    for (size_t i = 0; i < 3; i++) {
+        if (isnan(ls[i].value)) continue;
+        int lp = h && isfinite(ls[i].measured) && ls[i].measured <= ls[i].value;
+        pass &= lp;
+        json_t *e = json_object();
+        json_object_set_new(e, "name", json_string(ls[i].name));
+        json_object_set_new(e, "metric", json_string(ls[i].metric));
+        json_object_set_new(e, "value", json_real(ls[i].value));
+        json_object_set_new(e, "measured", jnum_or_null(h, ls[i].measured));
+        json_object_set_new(e, "pass", json_boolean(lp));
+        json_array_append_new(la, e);
+    }
+    json_object_set_new(o, "limits", la);
+    json_t *t = json_null();
+    if (tensor_errors && te) {
+        t = json_array();
         for (size_t i = 0; i < n_te; i++) {
             json_t *e = json_object();
             json_object_set_new(e, "name", json_string(te[i].name));
             json_object_set_new(e, "type", json_string(lpk_type_get(te[i].type)->name));
             json_object_set_new(e, "ref_type", json_string(lpk_type_get(te[i].ref_type)->name));
-            json_object_set_new(e, "rel_rmse", json_real(te[i].rel_rmse));
+            json_object_set_new(e, "rel_rmse", jnum_or_null(1, te[i].rel_rmse));
             json_array_append_new(t, e);
         }
-        json_object_set_new(o, "tensor_errors", t);
     }
-    json_object_set_new(o, "error", error ? json_string(error) : json_null());
+    json_object_set_new(o, "tensor_errors", t);
+    json_object_set_new(o, "pass", json_boolean(pass));
+    json_object_set_new(o, "error", jstr_or_null(error));
     return o;
+}
+
+/* What the run knows besides the results, for the top-level object. */
+typedef struct run_info {
+    const char *ref_path, *text_path;
+    const lpk_reader *ref;          /* NULL: not given or not opened */
+    int text_read;                  /* bytes and hash known */
+    uint64_t text_bytes, text_hash;
+    int tokenized;
+    size_t n_tokens;
+    int measured;                   /* chunks and tokens_scored known */
+    int chunks;
+    uint64_t tokens_scored;
+    long ctx, max_chunks, threads;
+    const limits *lim;
+    int tensor_errors;
+} run_info;
+
+/* The whole --json document (docs/verify.schema.json): results is the array
+ * of the models' objects (taken); error NULL on success. pass: every result
+ * passed and nothing failed. */
+static void print_json(const run_info *ri, json_t *results, const char *error)
+{
+    json_t *doc = json_object();
+    json_object_set_new(doc, "schema_version", json_integer(1));
+    json_t *ref = json_null();
+    if (ri->ref_path) {
+        ref = json_object();
+        file_json(ref, ri->ref_path, ri->ref);
+        json_object_set_new(ref, "error", jstr_or_null(ri->ref ? NULL : error));
+    }
+    json_object_set_new(doc, "reference", ref);
+    json_t *tx = json_object();
+    json_object_set_new(tx, "file", json_string(ri->text_path));
+    json_object_set_new(tx, "bytes", ri->text_read ? json_integer((json_int_t)ri->text_bytes)
+                                                   : json_null());
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)ri->text_hash);
+    json_object_set_new(tx, "xxh3", ri->text_read ? json_string(hex) : json_null());
+    json_object_set_new(tx, "tokens", ri->tokenized ? json_integer((json_int_t)ri->n_tokens)
+                                                    : json_null());
+    json_object_set_new(tx, "tokens_scored",
+                        ri->measured ? json_integer((json_int_t)ri->tokens_scored) : json_null());
+    json_object_set_new(tx, "error", jstr_or_null(ri->measured ? NULL : error));
+    json_object_set_new(doc, "text", tx);
+    json_t *se = json_object();
+    json_object_set_new(se, "ctx", json_integer(ri->ctx));
+    json_object_set_new(se, "chunks", ri->measured ? json_integer(ri->chunks) : json_null());
+    json_object_set_new(se, "max_chunks", ri->max_chunks ? json_integer(ri->max_chunks)
+                                                         : json_null());
+    json_object_set_new(se, "threads", json_integer(ri->threads));
+    json_t *lj = json_object();
+    json_object_set_new(lj, "max_ppl_delta", jnum_or_null(1, ri->lim->ppl_delta));
+    json_object_set_new(lj, "max_ppl_ratio", jnum_or_null(1, ri->lim->ppl_ratio));
+    json_object_set_new(lj, "max_kld", jnum_or_null(1, ri->lim->kld));
+    json_object_set_new(se, "limits", lj);
+    json_object_set_new(se, "tensor_errors", json_boolean(ri->tensor_errors));
+    json_object_set_new(doc, "settings", se);
+    int pass = !error && json_array_size(results) > 0;
+    for (size_t i = 0; i < json_array_size(results); i++)
+        pass &= json_is_true(json_object_get(json_array_get(results, i), "pass"));
+    json_object_set_new(doc, "results", results);
+    json_object_set_new(doc, "pass", json_boolean(pass));
+    json_object_set_new(doc, "error", jstr_or_null(error));
+    cli_json_print(doc);
 }
 
 static void result_text(const char *path, const char *ref, const vf_ppl_result *r,
@@ -194,19 +310,15 @@ static void result_text(const char *path, const char *ref, const vf_ppl_result *
 }
 
 /* --json when verify failed: the same keys, unmeasured (null), with the error. */
-static void print_failed(const char **paths, const loaded *models, int n, const lpk_error *err)
+static void print_failed(const run_info *ri, const char **paths, const loaded *models, int n,
+                         const lpk_error *err)
 {
+    const char *msg = err->msg[0] ? err->msg : lpk_status_name(err->status);
     json_t *arr = json_array();
     for (int i = 0; i < n; i++)
-        json_array_append_new(arr, result_json(paths[i], NULL, NULL, 0, NULL, 0,
-                                               models ? models[i].r : NULL,
-                                               err->msg[0] ? err->msg : lpk_status_name(err->status)));
-    if (n == 1) {
-        json_t *one = json_incref(json_array_get(arr, 0));
-        json_decref(arr);
-        arr = one;
-    }
-    cli_json_print(arr);
+        json_array_append_new(arr, result_json(paths[i], NULL, ri->lim, ri->tensor_errors, NULL,
+                                               0, models ? models[i].r : NULL, msg));
+    print_json(ri, arr, msg);
 }
 
 int cmd_verify(int argc, char **argv)
@@ -286,7 +398,13 @@ int cmd_verify(int argc, char **argv)
     }
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads((int)threads);
+    int n_threads = omp_get_max_threads();
+#else
+    int n_threads = 1;
 #endif
+    run_info ri = {.ref_path = ref_path, .text_path = text_path, .ctx = ctx,
+                   .max_chunks = max_chunks, .threads = n_threads, .lim = &lim,
+                   .tensor_errors = tensor_errors};
 
     lpk_error err = {0};
     int st = LPK_OK, rc = CLI_EXIT_OK;
@@ -299,22 +417,48 @@ int cmd_verify(int argc, char **argv)
     size_t n_text = 0, n_ids = 0;
     vf_eval *ev = NULL;
     if (!models || !mv) st = lpk_err(&err, LPK_ENOMEM, "out of memory");
+    /* the text first: its hash is reported even when a model is bad */
+    if (!st) st = vf_read_text(text_path, &text, &n_text, &err);
+    if (!st) {
+        /* the hash is of the file's bytes, with the trailing newline the
+         * protocol drops (the file is then one byte longer than the text) */
+        struct stat sb;
+        XXH3_state_t *hs = XXH3_createState();
+        if (!hs) {
+            st = lpk_err(&err, LPK_ENOMEM, "out of memory");
+        } else {
+            XXH3_64bits_reset(hs);
+            XXH3_64bits_update(hs, text, n_text);
+            ri.text_bytes = n_text;
+            if (!stat(text_path, &sb) && (uint64_t)sb.st_size == (uint64_t)n_text + 1) {
+                XXH3_64bits_update(hs, "\n", 1);
+                ri.text_bytes = n_text + 1;
+            }
+            ri.text_hash = XXH3_64bits_digest(hs);
+            XXH3_freeState(hs);
+            ri.text_read = 1;
+        }
+    }
     if (!st && ref_path) st = load(ref_path, &ref, !json, &err);
+    if (!st) ri.ref = ref.r;
     for (int i = 0; !st && i < n_paths; i++) {
         st = load(paths[i], &models[i], !json, &err);
         mv[i] = models[i].m;
     }
     const lpk_reader *tok_src = ref_path ? ref.r : st ? NULL : models[0].r;
     if (!st) st = tok_tokenizer_new(lpk_reader_meta(tok_src), &tok, &err);
-    if (!st) st = vf_read_text(text_path, &text, &n_text, &err);
     if (!st) st = tok_encode(tok, text, n_text, 1, 0, &ids, &n_ids, &err);
+    if (!st) {
+        ri.tokenized = 1;
+        ri.n_tokens = n_ids;
+    }
     if (!st)
         st = vf_eval_new(ref_path ? ref.m : NULL, mv, n_paths, ids, n_ids, tok_tokenizer_bos(tok),
                          (int)ctx, (int)max_chunks, &ev, &err);
     if (st) {
         cli_print_error(cmd, &err);
         rc = cli_exit_for(st);
-        if (json) print_failed(paths, models, n_paths, &err);
+        if (json) print_failed(&ri, paths, models, n_paths, &err);
         goto done;
     }
 
@@ -340,7 +484,7 @@ int cmd_verify(int argc, char **argv)
     if (st < 0) {
         cli_print_error(cmd, &err);
         rc = cli_exit_for(st);
-        if (json) print_failed(paths, models, n_paths, &err);
+        if (json) print_failed(&ri, paths, models, n_paths, &err);
         goto done;
     }
 
@@ -349,6 +493,11 @@ int cmd_verify(int argc, char **argv)
     for (int i = 0; i < n_paths; i++) {
         vf_ppl_result r;
         vf_eval_result(ev, i, &r);
+        if (i == 0) {
+            ri.measured = 1;
+            ri.chunks = r.chunks;
+            ri.tokens_scored = r.tokens_scored;
+        }
         const char *ex[3];
         int n_ex = r.has_ref ? check_limits(&lim, &r, ex) : 0;
         any_exceeded |= n_ex > 0;
@@ -358,23 +507,16 @@ int cmd_verify(int argc, char **argv)
             cli_print_error(cmd, &err);
             rc = cli_exit_for(st);
             json_decref(arr);
-            if (json) print_failed(paths, models, n_paths, &err);
+            if (json) print_failed(&ri, paths, models, n_paths, &err);
             goto done;
         }
         if (json)
-            json_array_append_new(arr, result_json(paths[i], &r, ex, n_ex, te, n_te, models[i].r,
-                                                   NULL));
+            json_array_append_new(arr, result_json(paths[i], &r, &lim, tensor_errors, te, n_te,
+                                                   models[i].r, NULL));
         else result_text(paths[i], ref_path, &r, &lim, ex, n_ex, te, n_te);
         free(te);
     }
-    if (json) {
-        if (n_paths == 1) {
-            json_t *one = json_incref(json_array_get(arr, 0));
-            json_decref(arr);
-            arr = one;
-        }
-        cli_json_print(arr);
-    }
+    if (json) print_json(&ri, arr, NULL);
     if (any_exceeded) {
         if (!json) fprintf(stderr, "llmpack verify: a limit was exceeded\n");
         rc = CLI_EXIT_LIMIT;

@@ -262,6 +262,9 @@ const char *quant_recipe_list(void);
  * or NULL. */
 size_t quant_recipe_count(void);
 const char *quant_recipe_name(size_t i, const char **alias_of);
+/* The recipe whose general.file_type (llama.cpp's llama_ftype) is ftype, not an
+ * alias ("q4_k_m" for 15), or NULL when no recipe has it. */
+const char *quant_recipe_for_ftype(uint32_t ftype);
 
 /* A dense LLaMA model's shape, for size estimates without a file. */
 typedef struct quant_model_shape {

@@ -66,6 +66,13 @@ const char *quant_recipe_name(size_t i, const char **alias_of)
     return recipes[i].name;
 }
 
+const char *quant_recipe_for_ftype(uint32_t ftype)
+{
+    for (size_t i = 0; i < N_RECIPES; i++)
+        if (recipes[i].ftype == ftype && !recipes[i].alias_of) return recipes[i].name;
+    return NULL;
+}
+
 static const char *tname(int type)
 {
     const lpk_type_info *ti = lpk_type_get(type);

@@ -10,6 +10,8 @@
 #include <omp.h>
 
 #include "tutil.h"
+
+#include <jansson.h>
 #include "../calib/calib.h"
 #include "../tok/tok.h"
 
@@ -382,9 +384,14 @@ static double kld_of(const char *ref, const char *q, const char *text)
     char *out = NULL;
     assert_int_equal(tu_llmpack(&out, "verify '%s' --ref '%s' --text '%s' --ctx 512 --chunks 40 "
                                 "--json", q, ref, text), 0);
-    const char *k = strstr(out, "\"kld_mean\":");
-    assert_non_null(k);
-    double v = atof(k + strlen("\"kld_mean\":"));
+    /* verify --json (docs/verify.schema.json): results[0].kld_mean */
+    json_error_t je;
+    json_t *doc = json_loads(out, 0, &je);
+    if (!doc) fail_msg("not JSON (%s): %s", je.text, out);
+    json_t *k = json_object_get(json_array_get(json_object_get(doc, "results"), 0), "kld_mean");
+    if (!json_is_number(k)) fail_msg("no results[0].kld_mean in: %s", out);
+    double v = json_number_value(k);
+    json_decref(doc);
     free(out);
     return v;
 }

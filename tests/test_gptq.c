@@ -4,6 +4,8 @@
  * calib_run's importance matrix; end to end through quantize and verify. */
 #include "tutil.h"
 
+#include <jansson.h>
+
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -315,14 +317,16 @@ static void test_gptq_hessians(void **state)
 
 static double json_kld(const char *out, int i)
 {
-    /* verify --json: an array of model objects, "kld_mean" once per model */
-    const char *p = out;
-    for (int k = 0; k <= i; k++) {
-        p = strstr(p, "\"kld_mean\":");
-        assert_non_null(p);
-        p += 11;
-    }
-    return strtod(p, NULL);
+    /* verify --json (docs/verify.schema.json): results[i].kld_mean */
+    json_error_t je;
+    json_t *doc = json_loads(out, 0, &je);
+    if (!doc) fail_msg("not JSON (%s): %s", je.text, out);
+    json_t *v = json_object_get(json_array_get(json_object_get(doc, "results"), (size_t)i),
+                                "kld_mean");
+    if (!json_is_number(v)) fail_msg("no results[%d].kld_mean in: %s", i, out);
+    double k = json_number_value(v);
+    json_decref(doc);
+    return k;
 }
 
 /* stories260K, q4_0 pure: GPTQ beats round-to-nearest with an importance

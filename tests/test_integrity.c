@@ -233,23 +233,40 @@ static void test_nonfinite(void **state)
                                 "--json --max-kld 1", m, m, text), 0);
     assert_int_equal(tu_llmpack(&bad, "verify '%s' --ref '%s' --text '%s' --ctx 64 --chunks 1 "
                                 "--json --max-kld 1", nan, m, text), 3);
-    json_t *jg = keys_of(good), *jb = keys_of(bad);
-    const char *k;
-    json_t *v;
-    json_object_foreach(jg, k, v) {
-        if (!json_object_get(jb, k)) fail_msg("key %s missing from the failed run's JSON", k);
-    }
-    json_object_foreach(jb, k, v) {
-        if (!json_object_get(jg, k)) fail_msg("key %s missing from the good run's JSON", k);
+    json_t *dg = keys_of(good), *db = keys_of(bad);
+    /* the document and its first result: the same keys in both runs */
+    json_t *jg = json_array_get(json_object_get(dg, "results"), 0);
+    json_t *jb = json_array_get(json_object_get(db, "results"), 0);
+    const json_t *pairs[][2] = {{dg, db}, {jg, jb}};
+    for (size_t p = 0; p < 2; p++) {
+        const char *k;
+        json_t *v;
+        json_object_foreach((json_t *)pairs[p][0], k, v) {
+            if (!json_object_get(pairs[p][1], k))
+                fail_msg("key %s missing from the failed run's JSON", k);
+        }
+        json_object_foreach((json_t *)pairs[p][1], k, v) {
+            if (!json_object_get(pairs[p][0], k))
+                fail_msg("key %s missing from the good run's JSON", k);
+        }
     }
     assert_true(json_is_null(json_object_get(jb, "ppl")));
     assert_true(json_is_null(json_object_get(jb, "kld_mean")));
-    assert_true(json_is_false(json_object_get(jb, "limits_ok")));
+    assert_true(json_is_false(json_object_get(jb, "pass")));
+    assert_true(json_is_false(json_object_get(db, "pass")));
     assert_non_null(strstr(json_string_value(json_object_get(jb, "error")), N));
+    assert_non_null(strstr(json_string_value(json_object_get(db, "error")), N));
+    json_t *lim = json_array_get(json_object_get(jb, "limits"), 0);
+    assert_true(json_is_null(json_object_get(lim, "measured")));
+    assert_true(json_is_false(json_object_get(lim, "pass")));
     assert_true(json_is_null(json_object_get(jg, "error")));
-    assert_true(json_is_true(json_object_get(jg, "limits_ok")));
-    json_decref(jg);
-    json_decref(jb);
+    assert_true(json_is_true(json_object_get(jg, "pass")));
+    assert_true(json_is_true(json_object_get(dg, "pass")));
+    json_decref(dg);
+    json_decref(db);
+    /* both against the published schema (skipped without python3-jsonschema) */
+    tu_json_schema_valid("docs/verify.schema.json", good, "verify --json, good run");
+    tu_json_schema_valid("docs/verify.schema.json", bad, "verify --json, NaN weights");
     free(good);
     free(bad);
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <xxhash.h>
 
 static json_t *parse(const char *out)
 {
@@ -24,13 +25,58 @@ static double num(const json_t *o, const char *key)
     return json_number_value(v);
 }
 
-/* Removes the tokens_per_second line (the only field that varies run to run). */
-static void drop_speed(char *out)
+/* verify --json (docs/verify.schema.json): the document's results[i], after
+ * checking the layout around it. */
+static json_t *res(const json_t *doc, size_t i)
 {
-    char *k = out ? strstr(out, "\"tokens_per_second\"") : NULL;
-    if (!k) fail_msg("no tokens_per_second in: %s", out ? out : "");
+    if (!json_is_object(doc)) fail_msg("verify --json is not an object");
+    assert_int_equal(json_integer_value(json_object_get(doc, "schema_version")), 1);
+    json_t *o = json_array_get(json_object_get(doc, "results"), i);
+    if (!json_is_object(o)) fail_msg("no results[%zu]", i);
+    return o;
+}
+
+/* doc's section ("text", "settings") */
+static json_t *sec(const json_t *doc, const char *name)
+{
+    json_t *o = json_object_get(doc, name);
+    if (!json_is_object(o)) fail_msg("no object %s", name);
+    return o;
+}
+
+/* Names of the limits a result failed, comma-separated ("" when none). */
+static const char *failed_limits(const json_t *o)
+{
+    static char b[128];
+    b[0] = '\0';
+    json_t *l = json_object_get(o, "limits");
+    if (!json_is_array(l)) fail_msg("limits is not an array");
+    for (size_t i = 0; i < json_array_size(l); i++) {
+        json_t *e = json_array_get(l, i);
+        if (json_is_true(json_object_get(e, "pass"))) continue;
+        snprintf(b + strlen(b), sizeof b - strlen(b), "%s%s", b[0] ? "," : "",
+                 json_string_value(json_object_get(e, "name")));
+    }
+    return b;
+}
+
+/* Removes the line of `key` (the tokens/s rate and the thread count, the only
+ * fields that vary from run to run or with --threads). */
+static void drop_line(char *out, const char *key)
+{
+    char *q = tu_fmt("\"%s\"", key);
+    char *k = out ? strstr(out, q) : NULL;
+    if (!k) fail_msg("no %s in: %s", key, out ? out : "");
+    free(q);
+    while (k > out && k[-1] != '\n') k--;
     char *end = strchr(k, '\n');
     memmove(k, end ? end + 1 : k + strlen(k), strlen(end ? end + 1 : k + strlen(k)) + 1);
+}
+
+static void drop_speed(char *out)
+{
+    drop_line(out, "tokens_per_second");
+    drop_line(out, "threads");
 }
 
 static void test_usage_errors(void **state)
@@ -84,30 +130,36 @@ static void test_stories260k(void **state)
     char *out = NULL;
     const int chunks = 121;
     int rc;
-    json_t *j;
+    json_t *doc, *j;
     if (!f32) {
         print_message("NOTE: ../shared/models/stories260K/hf not found: f16 against f32 not "
                       "checked\n");
         rc = tu_llmpack(&out, "verify '%s' --text '%s' --ctx 128 --chunks %d --json", f16, text,
                         chunks);
         assert_int_equal(rc, 0);
-        j = parse(out);
-        assert_int_equal(num(j, "chunks"), chunks);
-        assert_int_equal(num(j, "tokens_scored"), chunks * 63);
+        doc = parse(out);
+        j = res(doc, 0);
+        assert_int_equal(num(sec(doc, "settings"), "chunks"), chunks);
+        assert_int_equal(num(sec(doc, "text"), "tokens_scored"), chunks * 63);
         assert_true(fabs(num(j, "ppl") - 5.8585) < 0.00051);
         assert_true(fabs(num(j, "ppl") / 5.858475125 - 1) < 1e-6);
-        json_decref(j);
+        json_decref(doc);
         free(out);
         f32 = convert(dir, "examples/stories260K", "s.lpk", "--type f32");
     } else {
         rc = tu_llmpack(&out, "verify '%s' --ref '%s' --text '%s' --ctx 128 --chunks %d --json "
                         "--tensor-errors", f16, f32, text, chunks);
         assert_int_equal(rc, 0);
-        j = parse(out);
-        assert_true(json_is_object(j));   /* one model: the object itself */
-        assert_int_equal(num(j, "chunks"), chunks);
-        assert_int_equal(num(j, "tokens_scored"), chunks * 63);
-        assert_int_equal(num(j, "ctx"), 128);
+        doc = parse(out);
+        assert_int_equal(json_array_size(json_object_get(doc, "results")), 1);
+        j = res(doc, 0);
+        assert_int_equal(num(sec(doc, "settings"), "chunks"), chunks);
+        assert_int_equal(num(sec(doc, "text"), "tokens_scored"), chunks * 63);
+        assert_int_equal(num(sec(doc, "settings"), "ctx"), 128);
+        assert_string_equal(json_string_value(json_object_get(j, "type")), "F16");
+        assert_string_equal(json_string_value(json_object_get(j, "file")), f16);
+        assert_string_equal(json_string_value(json_object_get(sec(doc, "reference"), "type")),
+                            "F32");
         print_message("stories260K: f16 PPL %.5f, f32 PPL %.5f, KLD %.2g\n", num(j, "ppl"),
                       num(j, "ref_ppl"), num(j, "kld_mean"));
         /* the published 5.8585 (4 decimals), and the measured values to 1e-6 */
@@ -118,7 +170,8 @@ static void test_stories260k(void **state)
         /* f16 rounding: measured KLD 1.054e-6, 7618 of 7623 top tokens agree */
         assert_true(fabs(num(j, "kld_mean") / 1.054161529e-6 - 1) < 0.02);
         assert_int_equal((long)floor(num(j, "top1_agreement") * 7623 + 0.5), 7618);
-        assert_true(json_is_true(json_object_get(j, "limits_ok")));
+        assert_true(json_is_true(json_object_get(j, "pass")));
+        assert_true(json_is_true(json_object_get(doc, "pass")));
         /* every 2-D tensor is f16 in one and f32 in the other: 5 layers x 7 + embedding */
         json_t *te = json_object_get(j, "tensor_errors");
         assert_int_equal(json_array_size(te), 36);
@@ -128,7 +181,7 @@ static void test_stories260k(void **state)
             assert_true(e > 1.85e-4 && e < 2.15e-4);
             if (i) assert_true(e <= num(json_array_get(te, i - 1), "rel_rmse"));
         }
-        json_decref(j);
+        json_decref(doc);
         free(out);
     }
 
@@ -137,20 +190,20 @@ static void test_stories260k(void **state)
     rc = tu_llmpack(&out, "verify '%s' '%s' --ref '%s' --text '%s' --ctx 128 --chunks 3 --json "
                     "--max-ppl-delta -1 --max-ppl-ratio 2", f16, f32, f32, text);
     assert_int_equal(rc, 4);
-    j = parse(out);
-    assert_int_equal(json_array_size(j), 2);
+    doc = parse(out);
+    assert_int_equal(json_array_size(json_object_get(doc, "results")), 2);
+    assert_int_equal(num(sec(doc, "text"), "tokens_scored"), 3 * 63);
+    assert_true(json_is_false(json_object_get(doc, "pass")));
     for (size_t i = 0; i < 2; i++) {
-        json_t *o = json_array_get(j, i);
-        assert_int_equal(num(o, "tokens_scored"), 3 * 63);
-        assert_true(json_is_false(json_object_get(o, "limits_ok")));
-        json_t *ex = json_object_get(o, "limits_exceeded");
-        assert_int_equal(json_array_size(ex), 1);
-        assert_string_equal(json_string_value(json_array_get(ex, 0)), "max-ppl-delta");
+        json_t *o = res(doc, i);
+        assert_true(json_is_false(json_object_get(o, "pass")));
+        assert_string_equal(failed_limits(o), "max-ppl-delta");
+        assert_int_equal(json_array_size(json_object_get(o, "limits")), 2);
     }
     /* the reference against itself */
-    assert_true(num(json_array_get(j, 1), "kld_mean") == 0);
-    assert_true(num(json_array_get(j, 1), "ppl_ratio") == 1);
-    json_decref(j);
+    assert_true(num(res(doc, 1), "kld_mean") == 0);
+    assert_true(num(res(doc, 1), "ppl_ratio") == 1);
+    json_decref(doc);
     free(out);
     rc = tu_llmpack(&out, "verify '%s' --ref '%s' --text '%s' --ctx 128 --chunks 3 --max-kld 0.01",
                     f16, f32, text);
@@ -160,10 +213,11 @@ static void test_stories260k(void **state)
     /* without a reference the ref_* fields are null */
     rc = tu_llmpack(&out, "verify '%s' --text '%s' --ctx 128 --chunks 2 --json", f32, text);
     assert_int_equal(rc, 0);
-    j = parse(out);
-    assert_true(json_is_null(json_object_get(j, "ref_ppl")));
-    assert_true(json_is_null(json_object_get(j, "kld_mean")));
-    json_decref(j);
+    doc = parse(out);
+    assert_true(json_is_null(json_object_get(res(doc, 0), "ref_ppl")));
+    assert_true(json_is_null(json_object_get(res(doc, 0), "kld_mean")));
+    assert_true(json_is_null(json_object_get(doc, "reference")));
+    json_decref(doc);
     free(out);
 
     /* generate: greedy decoding is deterministic and continues the prompt */
@@ -197,6 +251,7 @@ typedef struct {
     double ppl, ppl_stderr, ref_ppl, ref_ppl_stderr, ratio_stderr, delta_stderr;
     double kld_mean, kld_median, kld_p99, kld_max, top1;
     double kld_above, kld_below, delta_above, delta_below, ratio_above, ratio_below;
+    const char *type_from;  /* how verify names the model's type */
 } two_models_want;
 
 static void check_two_models_json(const char *ref, const char *q, const char *text,
@@ -207,9 +262,11 @@ static void check_two_models_json(const char *ref, const char *q, const char *te
     int rc = tu_llmpack(&out, "verify '%s' --ref '%s' --text '%s' --ctx 128 --chunks 40 --json",
                         m, r, text);
     assert_int_equal(rc, 0);
-    json_t *j = parse(out);
+    json_t *doc = parse(out), *j = res(doc, 0);
+    assert_int_equal(num(sec(doc, "settings"), "ctx"), 128);
+    assert_int_equal(num(sec(doc, "settings"), "chunks"), 40);
+    assert_int_equal(num(sec(doc, "text"), "tokens_scored"), 40 * 63);
     const struct { const char *key; double want; } keys[] = {
-        {"ctx", 128}, {"chunks", 40}, {"tokens_scored", 40 * 63},
         {"ppl", w->ppl}, {"ppl_stderr", w->ppl_stderr},
         {"ref_ppl", w->ref_ppl}, {"ref_ppl_stderr", w->ref_ppl_stderr},
         {"ppl_ratio", w->ppl / w->ref_ppl}, {"ppl_ratio_stderr", w->ratio_stderr},
@@ -222,11 +279,16 @@ static void check_two_models_json(const char *ref, const char *q, const char *te
         if (!(fabs(got / keys[i].want - 1) < 1e-6))
             fail_msg("%s: %s: %.9g, expected %.9g", m, keys[i].key, got, keys[i].want);
     }
-    assert_string_equal(json_string_value(json_object_get(j, "model")), m);
+    assert_string_equal(json_string_value(json_object_get(j, "file")), m);
     assert_true(num(j, "tokens_per_second") > 0);
-    assert_true(json_is_true(json_object_get(j, "limits_ok")));
-    assert_int_equal(json_array_size(json_object_get(j, "limits_exceeded")), 0);
-    json_decref(j);
+    assert_true(json_is_true(json_object_get(j, "pass")));
+    assert_int_equal(json_array_size(json_object_get(j, "limits")), 0);
+    /* a GGUF: no checksums; Q4_K_M from the recipe llmpack recorded, or from
+     * llama.cpp's general.file_type */
+    assert_string_equal(json_string_value(json_object_get(j, "type")), "Q4_K_M");
+    assert_string_equal(json_string_value(json_object_get(j, "type_from")), w->type_from);
+    assert_string_equal(json_string_value(json_object_get(j, "checksums")), "none");
+    json_decref(doc);
     free(out);
     /* limits just above the measured values pass, just below fail (exit 4,
      * naming the limit) */
@@ -241,12 +303,17 @@ static void check_two_models_json(const char *ref, const char *q, const char *te
                             "--json --%s %g",
                             m, r, text, lim[i].opt, below ? lim[i].below : lim[i].above);
             assert_int_equal(rc, below ? 4 : 0);
-            j = parse(out);
-            json_t *ex = json_object_get(j, "limits_exceeded");
-            assert_int_equal(json_array_size(ex), below);
-            if (below) assert_string_equal(json_string_value(json_array_get(ex, 0)), lim[i].opt);
-            assert_true(json_is_true(json_object_get(j, "limits_ok")) == !below);
-            json_decref(j);
+            doc = parse(out);
+            j = res(doc, 0);
+            assert_string_equal(failed_limits(j), below ? lim[i].opt : "");
+            json_t *l = json_array_get(json_object_get(j, "limits"), 0);
+            assert_string_equal(json_string_value(json_object_get(l, "name")), lim[i].opt);
+            assert_true(num(l, "value") == (below ? lim[i].below : lim[i].above));
+            assert_true(num(l, "measured") ==
+                        num(j, json_string_value(json_object_get(l, "metric"))));
+            assert_true(json_is_true(json_object_get(j, "pass")) == !below);
+            assert_true(json_is_true(json_object_get(doc, "pass")) == !below);
+            json_decref(doc);
             free(out);
         }
     }
@@ -268,14 +335,16 @@ static void test_two_models_json(void **state)
          .kld_mean = 0.0193487101, .kld_median = 0.00947897788, .kld_p99 = 0.179336827,
          .kld_max = 0.781882524, .top1 = 0.918650794,
          .kld_above = 0.01935, .kld_below = 0.01934, .delta_above = 0.1103,
-         .delta_below = 0.1102, .ratio_above = 1.01886, .ratio_below = 1.01884},
+         .delta_below = 0.1102, .ratio_above = 1.01886, .ratio_below = 1.01884,
+         .type_from = "recipe"},
         {.ppl = 6.02307695, .ppl_stderr = 0.270011173,
          .ref_ppl = 5.84923125, .ref_ppl_stderr = 0.260058938,
          .ratio_stderr = 0.00505079212, .delta_stderr = 0.0306897317,
          .kld_mean = 0.0231158461, .kld_median = 0.0103617488, .kld_p99 = 0.209672451,
          .kld_max = 2.11034048, .top1 = 0.918253968,
          .kld_above = 0.02312, .kld_below = 0.02311, .delta_above = 0.1739,
-         .delta_below = 0.1737, .ratio_above = 1.0298, .ratio_below = 1.0296},
+         .delta_below = 0.1737, .ratio_above = 1.0298, .ratio_below = 1.0296,
+         .type_from = "file_type"},
     };
     const char *r = tu_demo("demo-f32.gguf", "--type f32");
     check_two_models_json(r, tu_demo("demo-Q4_K_M.gguf", "--type q4_k_m"), text, &want[0]);
@@ -313,12 +382,12 @@ static void test_llama2_20m(void **state)
     assert_int_equal(rc, 0);
     json_t *j = parse(out);
     size_t n_models = tu_long() ? 2 : 1;
+    assert_int_equal(num(sec(j, "text"), "tokens_scored"), chunks * 255);
     for (size_t i = 0; i < n_models; i++) {
-        json_t *o = json_is_array(j) ? json_array_get(j, i) : j;
+        json_t *o = res(j, i);
         print_message("llama2-20m %s: PPL %.4f (bf16 %.4f), KLD %.6f, top-1 %.4f\n",
                       i ? "llama.cpp Q8_0" : "q8_0", num(o, "ppl"), num(o, "ref_ppl"),
                       num(o, "kld_mean"), num(o, "top1_agreement"));
-        assert_int_equal(num(o, "tokens_scored"), chunks * 255);
         if (tu_long()) {
             /* 40 chunks: ours and llama.cpp's both 0.000026 (docs/VERIFY.md) */
             assert_true(fabs(num(o, "kld_mean") / 0.000026 - 1) < 0.1);
@@ -355,9 +424,9 @@ static void test_llama2_20m(void **state)
         rc = tu_llmpack(&out, "verify '%s' --text '%s' --chunks 20 --json", bf16, wiki);
         assert_int_equal(rc, 0);
         j = parse(out);
-        print_message("llama2-20m bf16 on wiki.test.raw: PPL %.4f\n", num(j, "ppl"));
-        assert_int_equal(num(j, "tokens_scored"), 5100);
-        assert_true(fabs(num(j, "ppl") - 4683.7246) < 0.5);
+        print_message("llama2-20m bf16 on wiki.test.raw: PPL %.4f\n", num(res(j, 0), "ppl"));
+        assert_int_equal(num(sec(j, "text"), "tokens_scored"), 5100);
+        assert_true(fabs(num(res(j, 0), "ppl") - 4683.7246) < 0.5);
         json_decref(j);
         free(out);
     }
@@ -368,12 +437,91 @@ static void test_llama2_20m(void **state)
     free(dir);
 }
 
+/* verify --json against docs/verify.schema.json, checked by an independent
+ * validator (python3-jsonschema) on real outputs: one model with a limit and
+ * tensor errors, two models with a limit exceeded, no reference, and runs that
+ * could not measure (a model that is not a container, a text that is not
+ * there after the check: nulls with errors). The NaN-weights case is checked
+ * in test_integrity. */
+#define SCHEMA "docs/verify.schema.json"
+static void test_schema(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *m = convert(dir, "examples/stories260K", "s.lpk", ""), *q = tu_fmt("%s/q.lpk", dir), *out = NULL;
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q4_k_m -q", m, q), 0);
+    free(out);
+    TU_NEED_SHARED(t0, "text/TinyStories-valid-sample.txt");
+    char *text = strdup(t0);
+    /* m: the f16 model, q: its Q4_K_M, the text as a model: not a container */
+    const struct { char *args; int rc; size_t n; } runs[] = {
+        {tu_fmt("'%s' --ref '%s' -f '%s' -c 64 --chunks 2 --max-kld 1 --tensor-errors --json",
+                q, m, text), 0, 1},
+        {tu_fmt("'%s' '%s' --ref '%s' -f '%s' -c 64 --chunks 2 --max-kld 0.001 "
+                "--max-ppl-ratio 2 --json", m, q, m, text), 4, 2},
+        {tu_fmt("'%s' -f '%s' -c 64 --chunks 1 --json", q, text), 0, 1},
+        {tu_fmt("'%s' '%s' --ref '%s' -f '%s' -c 64 --chunks 1 --max-kld 1 --json", m, text, m,
+                text), 3, 2},
+    };
+    int checked = 0;
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char *a = runs[i].args;
+        int rc = tu_llmpack(&out, "verify %s", a);
+        if (rc != runs[i].rc) fail_msg("verify %s: exit %d, expected %d: %s", a, rc, runs[i].rc, out);
+        checked += tu_json_schema_valid(SCHEMA, out, a);
+        json_t *doc = parse(strchr(out, '{'));
+        assert_int_equal(json_array_size(json_object_get(doc, "results")), runs[i].n);
+        assert_true(json_is_true(json_object_get(doc, "pass")) == (rc == 0));
+        /* the text's hash is xxh3-64 of its bytes (also when a model is bad:
+         * the text is read first) */
+        size_t n;
+        char *b = tu_read_file(text, &n);
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)XXH3_64bits(b, n));
+        free(b);
+        json_t *tx = sec(doc, "text");
+        assert_string_equal(json_string_value(json_object_get(tx, "xxh3")), hex);
+        assert_int_equal(num(tx, "bytes"), n);
+        if (rc == 3) {
+            /* the text named as a model: not a container, nothing measured */
+            json_t *bad = res(doc, 1);
+            assert_true(json_is_null(json_object_get(bad, "ppl")));
+            assert_true(json_is_null(json_object_get(bad, "type")));
+            assert_non_null(strstr(json_string_value(json_object_get(bad, "error")), text));
+            assert_true(json_is_string(json_object_get(doc, "error")));
+            json_t *l = json_array_get(json_object_get(res(doc, 0), "limits"), 0);
+            assert_true(json_is_null(json_object_get(l, "measured")));
+            assert_true(json_is_false(json_object_get(l, "pass")));
+        }
+        json_decref(doc);
+        free(out);
+        free(a);
+    }
+    /* nothing could be read: the text vanished (a FIFO that nobody writes is
+     * not portable; a folder is refused by the reader) */
+    int rc = tu_llmpack(&out, "verify '%s' -f '%s' -c 64 --json", m, dir);
+    assert_int_equal(rc, 1);
+    checked += tu_json_schema_valid(SCHEMA, out, "text is a folder");
+    json_t *doc = parse(strchr(out, '{'));
+    assert_true(json_is_null(json_object_get(sec(doc, "text"), "xxh3")));
+    assert_true(json_is_string(json_object_get(sec(doc, "text"), "error")));
+    json_decref(doc);
+    free(out);
+    free(text);
+    free(m);
+    free(q);
+    tu_rmtree(dir);
+    free(dir);
+    if (!checked) skip();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_stories260k),
         cmocka_unit_test(test_two_models_json),
+        cmocka_unit_test(test_schema),
         cmocka_unit_test(test_llama2_20m),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

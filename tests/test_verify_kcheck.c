@@ -19,8 +19,9 @@ static double run_ppl(const char *model, const char *text)
     json_error_t je;
     json_t *j = json_loads(out, 0, &je);
     if (!j) fail_msg("not JSON: %s", out);
-    const json_t *v = json_object_get(j, "ppl");
-    const json_t *c = json_object_get(j, "chunks");
+    /* verify --json: docs/verify.schema.json */
+    const json_t *v = json_object_get(json_array_get(json_object_get(j, "results"), 0), "ppl");
+    const json_t *c = json_object_get(json_object_get(j, "settings"), "chunks");
     assert_true(json_is_number(v) && json_is_integer(c));
     assert_int_equal(json_integer_value(c), 121);
     double ppl = json_number_value(v);

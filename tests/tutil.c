@@ -259,6 +259,48 @@ int tu_llmpack(char **out, const char *args_fmt, ...)
     return WEXITSTATUS(rc);
 }
 
+int tu_json_schema_valid(const char *schema, const char *json, const char *what)
+{
+    static const char *py =
+        "import json, sys\n"
+        "try:\n"
+        "    import jsonschema\n"
+        "except ImportError:\n"
+        "    sys.exit(77)\n"
+        "schema = json.load(open(sys.argv[1]))\n"
+        "cls = jsonschema.validators.validator_for(schema)\n"
+        "cls.check_schema(schema)\n"
+        "errs = list(cls(schema).iter_errors(json.load(open(sys.argv[2]))))\n"
+        "for e in errs:\n"
+        "    print('/'.join(str(p) for p in e.absolute_path) or '(top)', ':', e.message)\n"
+        "sys.exit(1 if errs else 0)\n";
+    if (!tu_exists(schema)) fail_msg("schema %s not found (run from the source tree)", schema);
+    const char *b = json ? strchr(json, '{') : NULL;
+    if (!b) fail_msg("%s: no JSON object in: %s", what, json ? json : "(no output)");
+    char *dir = tu_tmpdir();
+    char *doc = tu_fmt("%s/doc.json", dir), *script = tu_fmt("%s/check.py", dir);
+    char *log = tu_fmt("%s/log", dir);
+    if (tu_write_file(doc, b, strlen(b)) || tu_write_file(script, py, strlen(py)))
+        fail_msg("cannot write to %s", dir);
+    char *cmd = tu_fmt("command -v python3 > /dev/null 2>&1 || exit 78; "
+                       "python3 '%s' '%s' '%s' > '%s' 2>&1", script, schema, doc, log);
+    int rc = system(cmd);
+    rc = rc == -1 || !WIFEXITED(rc) ? -1 : WEXITSTATUS(rc);
+    char *msg = tu_read_file(log, NULL);
+    tu_rmtree(dir);
+    free(cmd); free(doc); free(script); free(log); free(dir);
+    if (rc == 77 || rc == 78) {
+        print_message("SKIP: %s (install python3-jsonschema: scripts/deps-debian.sh)\n",
+                      rc == 78 ? "python3 not found" : "python3 has no jsonschema module");
+        free(msg);
+        return 0;
+    }
+    if (rc != 0) fail_msg("%s: not valid against %s (exit %d):\n%s\ndocument: %s", what, schema,
+                          rc, msg ? msg : "", b);
+    free(msg);
+    return 1;
+}
+
 pid_t tu_llmpack_spawn(const char *log, char *const *argv)
 {
     const char *bin = getenv("LLMPACK_BIN");

@@ -59,6 +59,13 @@ int tu_llmpack(char **out, const char *args_fmt, ...) __attribute__((format(prin
  * child with default signals, stdin /dev/null, stdout and stderr to the file
  * log (NULL: /dev/null). Returns the child's pid. */
 pid_t tu_llmpack_spawn(const char *log, char *const *argv);
+/* Checks the JSON document in `json` (from its first '{', so a message line
+ * before it is ignored) against the JSON Schema file `schema` with an
+ * independent validator: python3's jsonschema (Debian's python3-jsonschema).
+ * Returns 1 when valid; fails the test with the validator's message (and
+ * `what`) when not; returns 0 after printing why when python3 or the module
+ * is absent (the caller skips or goes on). */
+int tu_json_schema_valid(const char *schema, const char *json, const char *what);
 /* Size of the temporary file a writer keeps for target `base` in dir
  * (`.BASE.tmp-XXXXXX`), or -1 if there is none. */
 long long tu_tmp_size(const char *dir, const char *base);
