@@ -20,11 +20,14 @@ static void info_help(FILE *f)
 {
     fprintf(f,
             "usage: llmpack info FILE [--json] [--tensors]\n\n"
-            "Describes a container (.lpk or GGUF): architecture, hyperparameters, tokenizer\n"
-            "summary, provenance, size, bits per weight and tensor counts per type.\n\n"
+            "Describes a container (.lpk or GGUF): in words first (its type, e.g. Q4_K_M;\n"
+            "tied output; context; rope; bos/eos/eot/pad with their pieces; chat template;\n"
+            "how it was quantized), then architecture, hyperparameters, tokenizer summary,\n"
+            "provenance, size, bits per weight and tensor counts per type.\n\n"
             "  --tensors  list every tensor (name, type, shape, offset, size, xxh3)\n"
             "  --json     machine-readable output (always includes the tensor list;\n"
-            "             arrays of more than %d elements are summarized)\n"
+            "             arrays of more than %d elements are summarized; the words\n"
+            "             under \"summary\")\n"
             "  -m FILE    FILE as an option (also --model)\n"
             "  -h, --help this text\n\n"
             "example (gguf-dump FILE):\n"
@@ -162,6 +165,186 @@ static const char *kind_name(const lpk_reader *r)
     return lpk_reader_kind(r) == LPK_KIND_GGUF ? "gguf" : "lpk";
 }
 
+/* A token id key as {id, piece} (null when absent). */
+static json_t *token_json(const lpk_meta *m, const char *key)
+{
+    uint32_t id;
+    if (lpk_meta_get_u32(m, key, &id) != LPK_OK) return json_null();
+    const lpk_kv *toks = lpk_meta_find(m, "tokenizer.ggml.tokens");
+    json_t *piece = json_null();
+    if (toks && toks->type == LPK_V_ARR && toks->elem == LPK_V_STR && id < toks->count) {
+        lpk_str s = lpk_kv_str_at(toks, id);
+        piece = json_bytes(s.p, s.n);
+    }
+    return json_pack("{s:I, s:o}", "id", (json_int_t)id, "piece", piece);
+}
+
+/* Every key under prefix as an object (prefix stripped), or null when none. */
+static json_t *keys_under(const lpk_meta *m, const char *prefix)
+{
+    json_t *o = NULL;
+    size_t pl = strlen(prefix);
+    for (size_t i = 0; i < lpk_meta_count(m); i++) {
+        const lpk_kv *kv = lpk_meta_at(m, i);
+        if (strncmp(kv->key, prefix, pl) != 0 || !kv->key[pl]) continue;
+        if (!o) o = json_object();
+        json_object_set_new(o, kv->key + pl, json_kv(kv));
+    }
+    return o ? o : json_null();
+}
+
+static json_t *key_or_null(const lpk_meta *m, const char *key)
+{
+    const lpk_kv *kv = lpk_meta_find(m, key);
+    return kv ? json_kv(kv) : json_null();
+}
+
+/* What the file is, in words (JSON "summary"; info_text prints the same):
+ * its type, tied output, context, rope, special tokens, chat template and how
+ * it was quantized. Keys the file does not carry are null. */
+static json_t *summary_json(const lpk_reader *r)
+{
+    const lpk_meta *m = lpk_reader_meta(r);
+    cli_model_desc d;
+    cli_model_describe(r, &d);
+    const char *arch = lpk_meta_get_str(m, "general.architecture");
+    char k[128];
+#define ARCH_KEY(suffix) (snprintf(k, sizeof k, "%s.%s", arch ? arch : "llama", suffix), k)
+    json_t *s = json_object();
+    json_object_set_new(s, "type", json_string(d.type));
+    json_object_set_new(s, "type_from", json_string(d.type_from));
+    const lpk_tensor *out = lpk_reader_find(r, "output.weight");
+    json_object_set_new(s, "tied_output", json_boolean(!out));
+    json_object_set_new(s, "output_type", out ? json_string(type_name(out->type)) : json_null());
+    json_object_set_new(s, "context_length", key_or_null(m, ARCH_KEY("context_length")));
+    json_t *rope = json_object();
+    json_object_set_new(rope, "freq_base", key_or_null(m, ARCH_KEY("rope.freq_base")));
+    json_object_set_new(rope, "scaling", keys_under(m, ARCH_KEY("rope.scaling.")));
+    json_object_set_new(s, "rope", rope);
+    json_t *sp = json_object();
+    static const char *const ids[][2] = {{"bos", "tokenizer.ggml.bos_token_id"},
+                                         {"eos", "tokenizer.ggml.eos_token_id"},
+                                         {"eot", "tokenizer.ggml.eot_token_id"},
+                                         {"pad", "tokenizer.ggml.padding_token_id"}};
+    for (size_t i = 0; i < 4; i++) json_object_set_new(sp, ids[i][0], token_json(m, ids[i][1]));
+    json_object_set_new(s, "special_tokens", sp);
+    const lpk_kv *ct = lpk_meta_find(m, "tokenizer.chat_template");
+    int has_ct = ct && ct->type == LPK_V_STR;
+    json_object_set_new(s, "chat_template",
+                        json_pack("{s:b, s:o}", "present", has_ct, "bytes",
+                                  has_ct ? json_u64(ct->str.n) : json_null()));
+    /* quantize's keys (quant.*), llama.cpp's imatrix keys (quantize.imatrix.*) */
+    json_t *q = json_object();
+    json_object_set_new(q, "recipe", key_or_null(m, "quant.recipe"));
+    json_object_set_new(q, "pure", key_or_null(m, "quant.pure"));
+    const char *method = lpk_meta_get_str(m, "quant.method");
+    json_object_set_new(q, "method", method ? json_string(method)
+                                     : lpk_meta_find(m, "quant.recipe") ? json_string("rtn")
+                                                                        : json_null());
+    json_t *im = keys_under(m, "quant.imatrix.");
+    if (json_is_null(im)) {
+        json_decref(im);
+        im = keys_under(m, "quantize.imatrix.");
+    }
+    json_object_set_new(q, "imatrix", im);
+    json_object_set_new(q, "gptq", keys_under(m, "quant.gptq."));
+    json_object_set_new(q, "target", keys_under(m, "quant.target."));
+    json_object_set_new(s, "quantization", q);
+#undef ARCH_KEY
+    return s;
+}
+
+/* A JSON value in one line ("none" for null). */
+static void print_json_short(const json_t *v)
+{
+    if (json_is_null(v) || !v) {
+        printf("none");
+        return;
+    }
+    char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(10));
+    printf("%s", t ? t : "?");
+    free(t);
+}
+
+/* An object's members as "k v, k v" (pieces of keys_under). */
+static void print_members(const json_t *o)
+{
+    const char *key;
+    json_t *v;
+    int first = 1;
+    json_object_foreach((json_t *)o, key, v) {
+        printf("%s%s ", first ? "" : ", ", key);
+        print_json_short(v);
+        first = 0;
+    }
+}
+
+static void summary_text(const lpk_reader *r)
+{
+    json_t *s = summary_json(r);
+    const char *from = json_string_value(json_object_get(s, "type_from"));
+    printf("type:         %s (%s)\n", json_string_value(json_object_get(s, "type")),
+           !strcmp(from, "recipe")      ? "the recipe quantize recorded"
+           : !strcmp(from, "file_type") ? "from general.file_type"
+                                        : "the type holding the most bytes");
+    if (json_is_true(json_object_get(s, "tied_output")))
+        printf("output:       tied (the token embedding is the output matrix)\n");
+    else
+        printf("output:       own matrix output.weight (%s)\n",
+               json_string_value(json_object_get(s, "output_type")));
+    printf("context:      ");
+    print_json_short(json_object_get(s, "context_length"));
+    json_t *rope = json_object_get(s, "rope");
+    printf(" tokens\nrope:         freq base ");
+    print_json_short(json_object_get(rope, "freq_base"));
+    json_t *sc = json_object_get(rope, "scaling");
+    printf(", scaling ");
+    if (json_is_object(sc)) print_members(sc);
+    else printf("none");
+    printf("\nspecial:      ");
+    const char *key;
+    json_t *v;
+    int first = 1;
+    json_object_foreach(json_object_get(s, "special_tokens"), key, v) {
+        printf("%s%s ", first ? "" : ", ", key);
+        if (json_is_null(v)) {
+            printf("none");
+        } else {
+            printf("%" JSON_INTEGER_FORMAT " ", json_integer_value(json_object_get(v, "id")));
+            print_json_short(json_object_get(v, "piece"));
+        }
+        first = 0;
+    }
+    json_t *ct = json_object_get(s, "chat_template");
+    if (json_is_true(json_object_get(ct, "present")))
+        printf("\nchat template: yes (%" JSON_INTEGER_FORMAT " bytes)\n",
+               json_integer_value(json_object_get(ct, "bytes")));
+    else
+        printf("\nchat template: no\n");
+    json_t *q = json_object_get(s, "quantization");
+    if (!json_is_null(json_object_get(q, "method"))) {
+        printf("quantized:    method %s", json_string_value(json_object_get(q, "method")));
+        if (json_is_string(json_object_get(q, "recipe")))
+            printf(", recipe %s%s", json_string_value(json_object_get(q, "recipe")),
+                   json_is_true(json_object_get(q, "pure")) ? " (pure)" : "");
+        static const char *const parts[] = {"imatrix", "gptq", "target"};
+        for (size_t i = 0; i < 3; i++) {
+            json_t *p = json_object_get(q, parts[i]);
+            if (!json_is_object(p)) continue;
+            printf("; %s: ", parts[i]);
+            print_members(p);
+        }
+        printf("\n");
+    } else if (json_is_object(json_object_get(q, "imatrix"))) {
+        printf("quantized:    imatrix: ");
+        print_members(json_object_get(q, "imatrix"));
+        printf("\n");
+    } else {
+        printf("quantized:    no record of how (not made by llmpack quantize)\n");
+    }
+    json_decref(s);
+}
+
 static json_t *info_json(const lpk_reader *r)
 {
     info_totals t;
@@ -188,14 +371,15 @@ static json_t *info_json(const lpk_reader *r)
     json_t *counts = json_object();
     for (int ty = 0; ty < LPK_TYPE_COUNT; ty++)
         if (t.count[ty]) json_object_set_new(counts, type_name(ty), json_u64(t.count[ty]));
-    return json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:f}", "file",
+    return json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:f, s:o}", "file",
                      lpk_reader_path(r), "kind", kind_name(r), "checksums", checksums(r),
                      "format_version",
                      (int)lpk_reader_version(r), "metadata_compressed",
                      json_boolean(lpk_reader_flags(r) & 1u), "metadata", meta, "tensors", tensors,
                      "tensor_count", json_u64(lpk_reader_n_tensors(r)), "type_counts", counts,
                      "n_elements", json_u64(t.elems), "file_size",
-                     json_u64(lpk_reader_file_size(r)), "bits_per_weight", bpw(&t));
+                     json_u64(lpk_reader_file_size(r)), "bits_per_weight", bpw(&t),
+                     "summary", summary_json(r));
 }
 
 static void print_key(const lpk_meta *m, const char *key, const char *label)
@@ -249,6 +433,7 @@ static void info_text(const lpk_reader *r, int list_tensors)
     for (int ty = 0; ty < LPK_TYPE_COUNT; ty++)
         if (t.count[ty]) printf(" %s: %" PRIu64, type_name(ty), t.count[ty]);
     printf("\n");
+    summary_text(r);
 
     char prefix[80];
     snprintf(prefix, sizeof prefix, "%s.", arch ? arch : "llama");
