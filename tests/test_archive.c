@@ -111,13 +111,12 @@ static int sh(const char *cmd)
  * model's tokenizer.model, in dir/meta; returns its path. */
 static char *gen_meta(const char *dir, int shards)
 {
-    const char *gen = getenv("LLMPACK_GEN_CKPT");
-    if (!gen || !*gen) gen = "build/bench/gen_ckpt";
     char *meta = tu_fmt("%s/meta", dir);
-    char *cmd = tu_fmt("'%s' --custom 128,512,4,8,4,512 --format meta --shards %d --seed 7 "
-                       "--out '%s' > /dev/null && cp examples/stories260K/tokenizer.model '%s/'",
-                       gen, shards, meta, meta);
-    if (system(cmd)) fail_msg("%s failed", cmd);
+    char *args = tu_fmt("--custom 128,512,4,8,4,512 --format meta --shards %d --seed 7", shards);
+    tu_gen_ckpt(meta, args);
+    free(args);
+    char *cmd = tu_fmt("cp examples/stories260K/tokenizer.model '%s/'", meta);
+    assert_int_equal(sh(cmd), 0);
     free(cmd);
     return meta;
 }
@@ -278,13 +277,10 @@ static void test_stream_stories260k(void **state)
 static void test_stream_shards(void **state)
 {
     (void)state;
-    const char *gen = getenv("LLMPACK_GEN_CKPT");
-    if (!gen || !*gen) gen = "build/bench/gen_ckpt";
     char *dir = tu_tmpdir(), *hf = tu_fmt("%s/hf", dir);
-    char *cmd = tu_fmt("'%s' --custom 128,344,4,8,4,512 --format hf --shards 2 --seed 7 "
-                       "--out '%s' > /dev/null && cp examples/stories260K/tokenizer.model '%s/'",
-                       gen, hf, hf);
-    if (system(cmd)) fail_msg("%s failed", cmd);
+    tu_gen_ckpt(hf, "--custom 128,344,4,8,4,512 --format hf --shards 2 --seed 7");
+    char *cmd = tu_fmt("cp examples/stories260K/tokenizer.model '%s/'", hf);
+    assert_int_equal(sh(cmd), 0);
     free(cmd);
     check_stream("gen", hf, tu_long() ? 2 : 1);
     free(hf);

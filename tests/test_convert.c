@@ -407,13 +407,10 @@ static void check_bf16_shards(const char *src0, const char *meta, int head_dim, 
 static void test_bf16_shards(void **state)
 {
     (void)state;
-    const char *gen = getenv("LLMPACK_GEN_CKPT");
     char *dir = tu_tmpdir(), *hf = tu_fmt("%s/hf", dir), *meta = tu_fmt("%s/meta", dir);
-    char *cmd = tu_fmt("g='%s' && \"$g\" --custom 256,768,4,8,4,512 --format hf --shards 2 "
-                       "--seed 3 --out '%s' > /dev/null && \"$g\" --custom 256,768,4,8,4,512 "
-                       "--format meta --shards 2 --seed 3 --out '%s' > /dev/null && "
-                       "cp examples/stories260K/tokenizer.model '%s/'",
-                       gen && *gen ? gen : "build/bench/gen_ckpt", hf, meta, meta);
+    tu_gen_ckpt(hf, "--custom 256,768,4,8,4,512 --format hf --shards 2 --seed 3");
+    tu_gen_ckpt(meta, "--custom 256,768,4,8,4,512 --format meta --shards 2 --seed 3");
+    char *cmd = tu_fmt("cp examples/stories260K/tokenizer.model '%s/'", meta);
     if (system(cmd)) fail_msg("%s failed", cmd);
     free(cmd);
     check_bf16_shards(hf, meta, 32, 512);

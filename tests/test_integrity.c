@@ -164,21 +164,18 @@ static void test_checksums_every_command(void **state)
     assert_int_equal(tu_dir_entries(dir, 1), 0);
 
     /* GGUF has no checksums, and info and verify say so */
-    const char *gg = tu_shared_or_demo("gguf/stories260K-f32.gguf", "--type f32");
-    {
-        char *gp = strdup(gg);
-        assert_int_equal(tu_llmpack(&out, "info '%s'", gp), 0);
-        assert_non_null(strstr(out, "checksums:    none (GGUF carries no checksums"));
-        free(out);
-        assert_int_equal(tu_llmpack(&out, "verify '%s' --text '%s' --ctx 64 --chunks 1 -q", gp,
-                                    text_p), 0);
-        assert_non_null(strstr(out, "GGUF carries no checksums"));
-        free(out);
-        assert_int_equal(tu_llmpack(&out, "info --json '%s'", m), 0);
-        assert_non_null(strstr(out, "\"checksums\": \"xxh3\""));
-        free(out);
-        free(gp);
-    }
+    char *gp = strdup(tu_shared_or_demo("gguf/stories260K-f32.gguf", "--type f32"));
+    assert_int_equal(tu_llmpack(&out, "info '%s'", gp), 0);
+    assert_non_null(strstr(out, "checksums:    none (GGUF carries no checksums"));
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "verify '%s' --text '%s' --ctx 64 --chunks 1 -q", gp,
+                                text_p), 0);
+    assert_non_null(strstr(out, "GGUF carries no checksums"));
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "info --json '%s'", m), 0);
+    assert_non_null(strstr(out, "\"checksums\": \"xxh3\""));
+    free(out);
+    free(gp);
     tu_rmtree(dir);
     free(dir); free(m); free(o); free(g); free(hdr); free(ten); free(text_p);
 }
@@ -482,12 +479,8 @@ static void test_truncated_while_reading_every_command(void **state)
 {
     (void)state;
     char *dir = tu_tmpdir();
-    const char *gen = getenv("LLMPACK_GEN_CKPT");
-    if (!gen || !*gen) gen = "build/bench/gen_ckpt";
-    char *hf = tu_fmt("%s/hf", dir), *cmd = tu_fmt("'%s' --custom 1024,4096,6,16,4,512 --format hf "
-                                                   "--shards 1 --seed 7 --out '%s' >/dev/null", gen, hf);
-    assert_int_equal(sh(cmd), 0);
-    free(cmd);
+    char *hf = tu_fmt("%s/hf", dir);
+    tu_gen_ckpt(hf, "--custom 1024,4096,6,16,4,512 --format hf --shards 1 --seed 7");
     char *tok = tu_fmt("%s/tokenizer.model", hf);
     size_t tn;
     char *tb = tu_read_file("examples/stories260K/tokenizer.model", &tn);
@@ -499,7 +492,7 @@ static void test_truncated_while_reading_every_command(void **state)
     char *log = tu_fmt("%s/log.txt", dir), *out = NULL;
     if (tu_llmpack(&out, "convert '%s' -o '%s'", hf, m)) fail_msg("convert: %s", out);
     free(out);
-    cmd = tu_fmt("cp '%s' '%s' && cp '%s' '%s'", st, st_keep, m, m_keep);
+    char *cmd = tu_fmt("cp '%s' '%s' && cp '%s' '%s'", st, st_keep, m, m_keep);
     assert_int_equal(sh(cmd), 0);
     free(cmd);
     char *o_lpk = tu_fmt("%s/o.lpk", dir), *o_gguf = tu_fmt("%s/o.gguf", dir);
@@ -585,13 +578,7 @@ static void test_signals_during_convert_gptq(void **state)
     assert_non_null(t0);
     char *text = strdup(t0);
     char *tok_path = strdup("examples/stories260K/tokenizer.model");
-    if (!h0) {
-        const char *gen = getenv("LLMPACK_GEN_CKPT");
-        char *cmd = tu_fmt("'%s' --custom 256,768,4,8,4,512 --format hf --seed 1 --out '%s' "
-                           "> /dev/null", gen && *gen ? gen : "build/bench/gen_ckpt", hf);
-        if (system(cmd)) fail_msg("%s failed", cmd);
-        free(cmd);
-    }
+    if (!h0) tu_gen_ckpt(hf, "--custom 256,768,4,8,4,512 --format hf --seed 1");
     tu_unignore_signals();
     char *dir = tu_tmpdir();
     char *o = tu_fmt("%s/c.lpk", dir), *log = tu_fmt("%s/log.txt", dir);

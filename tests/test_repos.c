@@ -356,8 +356,6 @@ static void run_fixture(const char *name)
         print_message("SKIP: ../shared/tokenizers not found (set LLMPACK_SHARED)\n");
         skip();
     }
-    const char *gen = getenv("LLMPACK_GEN_CKPT");
-    if (!gen || !*gen) gen = "build/bench/gen_ckpt";
     f.root = tu_tmpdir();
     copy_tree(dir, f.root);
     f.model = strdup(f.root);
@@ -399,10 +397,10 @@ static void run_fixture(const char *name)
                 if (!strcmp(w[i], "shards") && i + 1 < nw) shards = w[++i];
                 if (!strcmp(w[i], "tied")) tied = " --tied";
             }
-            char *cmd = tu_fmt("'%s' --custom %s --format %s --shards %s --seed 1234%s --out '%s' "
-                               ">/dev/null", gen, w[3], w[2], shards, tied, out);
-            if (system(cmd)) fail_msg("%s: %s failed", name, cmd);
-            free(cmd);
+            char *args = tu_fmt("--custom %s --format %s --shards %s --seed 1234%s", w[3], w[2],
+                                shards, tied);
+            tu_gen_ckpt(out, args);
+            free(args);
             free(out);
         } else if (!strcmp(w[0], "patch")) {
             /* patch FILE key=value ...: the fixture's file (FILE, else its base name),

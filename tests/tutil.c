@@ -66,8 +66,9 @@ const char *tu_shared(const char *rel)
     return NULL;
 }
 
-/* Inputs made from the demo model (tu_shared_or_demo): one folder per process,
- * removed at exit by the process that made it (not by a forked child). */
+/* Inputs made from the demo model or by gen_ckpt (tu_shared_or_demo, tu_demo,
+ * tu_kernel_check): one folder per process, removed at exit by the process that
+ * made it (not by a forked child). */
 static char *demo_dir;
 static pid_t demo_owner;
 static struct { char *rel, *path; } demo_made[16];
@@ -132,20 +133,23 @@ const char *tu_shared_or_demo(const char *rel, const char *convert_args)
     return p;
 }
 
+void tu_gen_ckpt(const char *out, const char *args)
+{
+    const char *gen = getenv("LLMPACK_GEN_CKPT");
+    if (!gen || !*gen) gen = "build/bench/gen_ckpt";
+    char *cmd = tu_fmt("'%s' %s --out '%s' > /dev/null", gen, args, out);
+    int rc = system(cmd);
+    if (rc) fail_msg("%s: exit status %d", cmd, rc);
+    free(cmd);
+}
+
 const char *tu_kernel_check(void)
 {
     const char *s = tu_shared("gguf/kernel-check-f32.gguf");
     if (s) return s;
     static int noted;
-    const char *gen = getenv("LLMPACK_GEN_CKPT");
-    if (!gen || !*gen) gen = "build/bench/gen_ckpt";
     char *hf = tu_fmt("%s/kernel-check-hf", demo_folder());
-    if (!tu_exists(hf)) {
-        char *cmd = tu_fmt("'%s' --custom 256,768,4,8,4,512 --format hf --seed 1 --out '%s' "
-                           ">/dev/null", gen, hf);
-        if (system(cmd)) fail_msg("../shared/gguf/kernel-check-f32.gguf not found, and %s failed", cmd);
-        free(cmd);
-    }
+    if (!tu_exists(hf)) tu_gen_ckpt(hf, "--custom 256,768,4,8,4,512 --format hf --seed 1");
     const char *p = demo_convert("kernel-check", hf, "kernel-check-f32.gguf",
                                  "--type f32 --tokenizer examples/stories260K/tokenizer.model",
                                  "../shared/gguf/kernel-check-f32.gguf not found, and ");

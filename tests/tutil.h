@@ -38,6 +38,10 @@ const char *tu_shared_or_demo(const char *rel, const char *convert_args);
  * ../shared exists (once per process and name; removed at exit; fails the test
  * if the conversion fails). The string stays valid until exit. */
 const char *tu_demo(const char *name, const char *convert_args);
+/* Runs bench/gen_ckpt ($LLMPACK_GEN_CKPT, else build/bench/gen_ckpt) with args
+ * (gen_ckpt's options but --out) writing the checkpoint to out; fails the test
+ * naming the command if it fails. */
+void tu_gen_ckpt(const char *out, const char *args);
 /* ../shared/gguf/kernel-check-f32.gguf (llama.cpp's f32 GGUF of a random model
  * with k-quant shapes: dim 256, ffn 768, 4 layers, 8 heads, 4 kv heads, untied,
  * stories260K's tokenizer); without ../shared, a model of the same shapes made
