@@ -39,6 +39,8 @@ static void usage(FILE *f)
             "  --no-tokenizer         convert a checkpoint that has no tokenizer (the\n"
             "                         container then cannot be verified or exported)\n"
             "  --context-length N     override the training context length\n"
+            "  --name NAME            general.name (default: the model's own name, from\n"
+            "                         config.json's _name_or_path or the folder's name)\n"
             "  --hash-sources         record the xxh3 of every input file\n"
             "  -t, --threads N        worker threads (default, or 0: all cores)\n"
             "  --force                replace OUT if it exists\n"
@@ -111,7 +113,7 @@ int cmd_convert(int argc, char **argv)
     const char *format = NULL, *calib_path = NULL;
     char *qargs[16];
     enum { O_FORMAT = 256, O_TYPE, O_PURE, O_IMATRIX, O_METHOD, O_CALIB, O_CHUNKS, O_DAMP,
-           O_ORDER, O_ACT_ORDER, O_TOKENIZER, O_NO_TOKENIZER, O_CTX_LEN, O_HASH, O_FORCE,
+           O_ORDER, O_ACT_ORDER, O_TOKENIZER, O_NO_TOKENIZER, O_CTX_LEN, O_NAME, O_HASH, O_FORCE,
            O_JSON };
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},          {"output", required_argument, NULL, 'o'},
@@ -128,6 +130,7 @@ int cmd_convert(int argc, char **argv)
         {"tokenizer", required_argument, NULL, O_TOKENIZER},
         {"no-tokenizer", no_argument, NULL, O_NO_TOKENIZER},
         {"context-length", required_argument, NULL, O_CTX_LEN},
+        {"name", required_argument, NULL, O_NAME},
         {"hash-sources", no_argument, NULL, O_HASH},
         {"force", no_argument, NULL, O_FORCE},
         {"json", no_argument, NULL, O_JSON},
@@ -174,6 +177,10 @@ int cmd_convert(int argc, char **argv)
             if (cli_parse_int(optarg, 1, UINT32_MAX, &v))
                 return cli_usage_error("convert", "--context-length needs a positive integer");
             o.context_length = (uint32_t)v;
+            break;
+        case O_NAME:
+            if (!*optarg) return cli_usage_error("convert", "--name wants a non-empty name");
+            o.name = optarg;
             break;
         case O_HASH: o.hash_sources = 1; break;
         case O_FORCE: o.force = 1; break;

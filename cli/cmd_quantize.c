@@ -85,6 +85,7 @@ static void usage(FILE *f)
             "                         block's scales chosen up front (--order act-order)\n"
             "  --order O              gptq: none (default), act-order or block-act-order\n"
             "  -t, --threads N        worker threads (default, or 0: all cores)\n"
+            "  --name NAME            general.name of OUT (default: IN's)\n"
             "  --force                replace OUT if it exists\n"
             "  --allow-requantize     quantize already quantized tensors to another type\n"
             "                         (they are dequantized first)\n"
@@ -183,13 +184,13 @@ int cmd_quantize(int argc, char **argv)
     long threads = 0, chunks = 0;
     calib_gptq_opts go;
     calib_gptq_opts_default(&go);
-    const char *target_bpw_s = NULL, *max_size_s = NULL;
+    const char *target_bpw_s = NULL, *max_size_s = NULL, *out_name = NULL;
     double target_bpw = 0;
     uint64_t max_size = 0;
     long calib_chunks = 4;
     enum { O_TYPE = 256, O_IMATRIX, O_CALIB, O_TARGET_BPW, O_MAX_SIZE, O_CALIB_CHUNKS,
            O_FORMAT, O_METHOD, O_CHUNKS, O_DAMP, O_ORDER, O_ACT_ORDER, O_PURE, O_FORCE, O_JSON,
-           O_REQUANT };
+           O_REQUANT, O_NAME };
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},          {"output", required_argument, NULL, 'o'},
         {"model", required_argument, NULL, 'm'},   {"threads", required_argument, NULL, 't'},
@@ -207,6 +208,7 @@ int cmd_quantize(int argc, char **argv)
         {"act-order", no_argument, NULL, O_ACT_ORDER},
         {"pure", no_argument, NULL, O_PURE},
         {"force", no_argument, NULL, O_FORCE},
+        {"name", required_argument, NULL, O_NAME},
         {"json", no_argument, NULL, O_JSON},
         {"allow-requantize", no_argument, NULL, O_REQUANT},
         {NULL, 0, NULL, 0}};
@@ -263,6 +265,10 @@ int cmd_quantize(int argc, char **argv)
         case O_ACT_ORDER: go.order = QUANT_GPTQ_ORDER_STATIC; break;
         case O_PURE: pure = 1; break;
         case O_FORCE: force = 1; break;
+        case O_NAME:
+            if (!*optarg) return cli_usage_error("quantize", "--name wants a non-empty name");
+            out_name = optarg;
+            break;
         case O_JSON: json = 1; break;
         case O_REQUANT: requant = 1; break;
         default: return CLI_EXIT_USAGE;
@@ -434,6 +440,7 @@ planned:;
                         tname(ch[i].type));
     }
     rc = lpk_meta_copy(meta, lpk_reader_meta(r));
+    if (!rc && out_name) rc = lpk_meta_set_str(meta, "general.name", out_name);
     if (!rc) rc = target ? quant_plan_record_target(target_str, &tres, decls, ch, n, meta)
                          : quant_plan_record(recipe, pure, decls, ch, n, meta);
     if (!rc && im) rc = lpk_imatrix_record(im, im_path, meta);

@@ -25,6 +25,8 @@ typedef struct cv_options {
     int pure;                 /* recipes: one type for every 2-D tensor */
     const char *tokenizer;    /* tokenizer file overriding the folder's, or NULL */
     uint32_t context_length;  /* 0: from the checkpoint */
+    const char *name;         /* general.name; NULL: the model's own (config.json's
+                                 _name_or_path, else the folder or file name) */
     int hash_sources;         /* add source.xxh3 (one sequential read of each input) */
     int threads;              /* 0: OpenMP's default */
     int force;                /* replace an existing output */

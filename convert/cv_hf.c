@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -317,6 +318,22 @@ int cv_hf_config_parse(const char *name, const uint8_t *buf, size_t n, cv_hparam
         (rc = cfg_rope_scaling(name, json_object_get(root, "rope_scaling"), m, err)) ||
         (rc = cfg_special_ids(root, m, err)))
         goto out;
+    /* config's name: "meta-llama/Llama-2-7b-hf" -> "Llama-2-7b-hf" (a local
+     * path as well: its last component); cv_hf_folder_meta prefers the
+     * folder's name unless that one says nothing */
+    const char *np = json_string_value(json_object_get(root, "_name_or_path"));
+    if (np) {
+        char nb[256];
+        snprintf(nb, sizeof nb, "%s", np);
+        size_t l = strlen(nb);
+        while (l && nb[l - 1] == '/') nb[--l] = 0;
+        const char *b = strrchr(nb, '/');
+        b = b ? b + 1 : nb;
+        if (*b && lpk_meta_set_str(m, "general.name", b)) {
+            rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+            goto out;
+        }
+    }
     int64_t sw = cfg_id(json_object_get(root, "sliding_window"));
     if (sw > 0 && lpk_meta_set_u32(m, "llama.attention.sliding_window", (uint32_t)sw))
         rc = lpk_err(err, LPK_ENOMEM, "out of memory");
@@ -377,6 +394,18 @@ int cv_load_tokenizer(const char *path, cv_source *s, char *warn, size_t warn_n,
     if (s->n_files || !lpk_meta_find(s->meta, "source.files"))
         return cv_source_add_file(s, path, err);
     return append_meta_file(s->meta, path, err);
+}
+
+/* A folder name that does not name a model: "model", "checkpoint", a commit
+ * hash (a snapshot outside Hugging Face's cache layout), ... */
+static int generic_name(const char *s)
+{
+    static const char *const generic[] = {"model", "models", "checkpoint", "checkpoints",
+                                          "weights", "original", "snapshot", "download", "."};
+    for (size_t i = 0; i < sizeof generic / sizeof generic[0]; i++)
+        if (!strcasecmp(s, generic[i])) return 1;
+    size_t n = strlen(s), hex = strspn(s, "0123456789abcdef");
+    return n >= 7 && hex == n;
 }
 
 int cv_hf_folder_meta(const char *dir, const char *tokenizer_path, cv_hparams *hp,
@@ -441,9 +470,13 @@ int cv_hf_folder_meta(const char *dir, const char *tokenizer_path, cv_hparams *h
             (rc = cv_source_add_file(s, p, err)))
             goto out;
     if ((rc = cv_vocab_finish(dir, s->meta, hp->vocab, &own, warn, warn_n, err))) goto out;
+    /* The folder's name, unless it is a generic one and config.json names the
+     * model: fine-tunes keep their base model's _name_or_path (alpaca-7b's
+     * says huggyllama/llama-7b), so the folder a user named wins. */
     char name[256];
     cv_default_name(dir, name, sizeof name);
-    if (lpk_meta_set_str(s->meta, "general.name", name))
+    if ((!generic_name(name) || !lpk_meta_find(s->meta, "general.name")) &&
+        lpk_meta_set_str(s->meta, "general.name", name))
         rc = lpk_err(err, LPK_ENOMEM, "out of memory");
 out:
     free(buf);

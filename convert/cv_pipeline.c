@@ -783,7 +783,8 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
     if (n2d[LPK_TYPE_F16] > n2d[dom]) dom = LPK_TYPE_F16;
     if (n2d[LPK_TYPE_BF16] > n2d[dom]) dom = LPK_TYPE_BF16;
     if (lpk_meta_set_u32(meta, "general.file_type",
-                         dom == LPK_TYPE_F32 ? 0u : dom == LPK_TYPE_F16 ? 1u : 32u)) {
+                         dom == LPK_TYPE_F32 ? 0u : dom == LPK_TYPE_F16 ? 1u : 32u) ||
+        (o->name && lpk_meta_set_str(meta, "general.name", o->name))) {
         rc = lpk_err(err, LPK_ENOMEM, "out of memory");
         goto out;
     }

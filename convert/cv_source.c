@@ -72,6 +72,20 @@ void cv_default_name(const char *path, char *out, size_t n)
     while (l > 1 && full[l - 1] == '/') full[--l] = 0;
     char *b = strrchr(full, '/');
     char *base = b ? b + 1 : full;
+    /* Hugging Face's cache: ".../models--org--NAME/snapshots/REVISION" -> "NAME" */
+    char *snap = b && b != full ? b - 1 : NULL;
+    while (snap && snap > full && *snap != '/') snap--;
+    if (snap && *snap == '/' && !strncmp(snap, "/snapshots/", 11) && snap + 10 == b) {
+        *snap = 0;
+        char *repo = strrchr(full, '/');
+        repo = repo ? repo + 1 : full;
+        char *dash = !strncmp(repo, "models--", 8) ? strstr(repo + 8, "--") : NULL;
+        if (dash && dash[2]) {
+            snprintf(out, n, "%s", dash + 2);
+            return;
+        }
+        *snap = '/';
+    }
     /* "models/foo/hf" -> "foo": the folder says which layout, not which model. */
     if ((!strcmp(base, "hf") || !strncmp(base, "hf-", 3) || !strcmp(base, "meta")) && b &&
         b != full) {

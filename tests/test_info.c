@@ -1,6 +1,7 @@
 /* llmpack info in words (the "summary" of --json and its text lines) on real
  * files: the demo model converted and quantized (examples/, or ../shared), and
- * llama.cpp's GGUF files in ../shared when present. */
+ * llama.cpp's GGUF files in ../shared when present; the names convert and
+ * quantize give (general.name). */
 #include "tutil.h"
 
 #include <stdlib.h>
@@ -170,11 +171,97 @@ static void test_llama_cpp_gguf(void **state)
     free(t);
 }
 
+/* general.name of info's "architecture:" line */
+static char *model_name(const char *path)
+{
+    char *out = NULL;
+    assert_int_equal(tu_llmpack(&out, "info --json '%s'", path), 0);
+    json_error_t je;
+    json_t *j = json_loads(out, 0, &je);
+    if (!j) fail_msg("not JSON: %s", out);
+    const char *n = json_string_value(json_object_get(json_object_get(j, "metadata"),
+                                                      "general.name"));
+    char *r = n ? strdup(n) : NULL;
+    json_decref(j);
+    free(out);
+    return r;
+}
+
+/* convert's general.name: --name, else the folder's name (Hugging Face's
+ * cache layout: the repository's), else config.json's _name_or_path when the
+ * folder's name is a generic one; a fine-tune's folder wins over the base
+ * model its config names. */
+static void test_names(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *out = NULL;
+    char *cfg = tu_read_file("examples/stories260K/config.json", NULL);
+    assert_non_null(cfg);
+    char *named = tu_fmt("{\n  \"_name_or_path\": \"some-org/Base-Model-7b/\",%s", strchr(cfg, '{') + 1);
+    static const struct { const char *folder; int with_path; const char *want; } cases[] = {
+        {"models--some-org--Tiny-Llama/snapshots/0123abcd", 0, "Tiny-Llama"},
+        {"model", 1, "Base-Model-7b"},
+        {"0123456789abcdef0123", 1, "Base-Model-7b"},
+        {"my-finetune", 1, "my-finetune"},
+        {"model", 0, "model"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *src = tu_fmt("%s/c%zu/%s", dir, i, cases[i].folder);
+        char *cmd = tu_fmt("mkdir -p '%s' && cp examples/stories260K/model.safetensors "
+                           "examples/stories260K/tokenizer.model '%s'/", src, src);
+        assert_int_equal(system(cmd), 0);
+        free(cmd);
+        char *c = tu_fmt("%s/config.json", src);
+        const char *body = cases[i].with_path ? named : cfg;
+        assert_int_equal(tu_write_file(c, body, strlen(body)), 0);
+        char *o = tu_fmt("%s/c%zu.lpk", dir, i);
+        if (tu_llmpack(&out, "convert '%s' -o '%s' -q", src, o))
+            fail_msg("convert %s: %s", src, out);
+        free(out);
+        char *n = model_name(o);
+        if (!n || strcmp(n, cases[i].want))
+            fail_msg("%s: general.name %s, expected %s", cases[i].folder, n ? n : "(none)",
+                     cases[i].want);
+        free(n);
+        free(c); free(o); free(src);
+    }
+    /* --name wins, also through quantize --type in the same pass and a GGUF output */
+    char *o = tu_fmt("%s/n.gguf", dir);
+    assert_int_equal(tu_llmpack(&out, "convert examples/stories260K -o '%s' --type q8_0 "
+                                      "--name 'Stories 260K chat' -q", o), 0);
+    free(out);
+    char *n = model_name(o);
+    assert_string_equal(n, "Stories 260K chat");
+    free(n);
+    /* quantize --name renames; without it the input's name is kept */
+    char *q1 = tu_fmt("%s/q1.lpk", dir), *q2 = tu_fmt("%s/q2.lpk", dir);
+    char *c0 = tu_fmt("%s/c0.lpk", dir);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q4_0 --name Tiny-Q4 -q", c0,
+                                q1), 0);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q4_0 -q", c0, q2), 0);
+    free(out);
+    n = model_name(q1);
+    assert_string_equal(n, "Tiny-Q4");
+    free(n);
+    n = model_name(q2);
+    assert_string_equal(n, "Tiny-Llama");
+    free(n);
+    free(q1); free(q2); free(c0);
+    assert_int_equal(tu_llmpack(&out, "convert examples/stories260K -o '%s/x.lpk' --name=", dir), 2);
+    assert_non_null(strstr(out, "--name"));
+    free(out);
+    free(o); free(named); free(cfg);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_demo_model),
         cmocka_unit_test(test_llama_cpp_gguf),
+        cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
