@@ -128,14 +128,21 @@ int cli_export_gguf(const char *in, const char *out, const char *name, unsigned 
                     unsigned write_flags, int quiet, uint64_t max_size, cli_export_stats *s,
                     lpk_error *err);
 
-/* Progress on a tty (stderr), silent otherwise. `total` in units of work
- * (bytes, chunks); the label says what is going on. */
+/* Progress on stderr (none with quiet). On a tty a live line, redrawn at most
+ * every 0.2 s. Otherwise (a CI log) plain lines "llmpack LABEL: done / total
+ * (P%), rate, ETA ...": none during the first 10 s (short runs print
+ * nothing), then one every 10 s or at each further 10% of the total,
+ * whichever comes first, and "llmpack LABEL: done in T" at the end if any was
+ * printed. LLMPACK_PROGRESS_INTERVAL=SECONDS replaces the 10 s (tests use a
+ * short one). `total` in units of work (bytes, chunks; 0: unknown); the label
+ * says what is going on. */
 typedef struct cli_progress {
-    int enabled;
+    int enabled, tty;
     const char *label;
     const char *unit;     /* "B" prints sizes; anything else prints counts */
     uint64_t total;
-    double t0, last;
+    double t0, last, interval;
+    int tenth, lines;     /* plain lines: the last 10% step printed, lines printed */
 } cli_progress;
 void cli_progress_start(cli_progress *p, const char *label, const char *unit, uint64_t total,
                         int quiet);

@@ -173,37 +173,90 @@ static void fmt_amount(char *buf, size_t n, double v, const char *unit)
     }
 }
 
+/* "42s", "3m07s", "2h05m" */
+static void fmt_duration(char *buf, size_t n, double s)
+{
+    long v = s > 0 && s < 1e9 ? (long)(s + 0.5) : 0;
+    if (v < 60) snprintf(buf, n, "%lds", v);
+    else if (v < 3600) snprintf(buf, n, "%ldm%02lds", v / 60, v % 60);
+    else snprintf(buf, n, "%ldh%02ldm", v / 3600, v % 3600 / 60);
+}
+
+/* Seconds between plain progress lines: LLMPACK_PROGRESS_INTERVAL (tests
+ * shorten it), else 10. */
+static double plain_interval(void)
+{
+    const char *e = getenv("LLMPACK_PROGRESS_INTERVAL");
+    char *end;
+    double v = e && *e ? strtod(e, &end) : 10.0;
+    return e && *e && *end == '\0' && v >= 0 && v <= 86400 ? v : 10.0;
+}
+
 void cli_progress_start(cli_progress *p, const char *label, const char *unit, uint64_t total,
                         int quiet)
 {
     memset(p, 0, sizeof *p);
-    p->enabled = !quiet && isatty(2);
+    p->enabled = !quiet;
+    p->tty = !quiet && isatty(2);
+    p->interval = plain_interval();
     p->label = label;
     p->unit = unit;
     p->total = total;
     p->t0 = p->last = cli_now();
 }
 
+/* The progress text: "3.0 MiB / 12.0 MiB (25%), 1.5 MiB/s, ETA 6s[, extra]". */
+static void progress_text(const cli_progress *p, uint64_t done, double now, const char *extra,
+                          char *buf, size_t n)
+{
+    double el = now - p->t0, rate = el > 0 ? (double)done / el : 0;
+    char d[32], t[32], r[32], e[32];
+    fmt_amount(d, sizeof d, (double)done, p->unit);
+    fmt_amount(r, sizeof r, rate, p->unit);
+    if (p->total) {
+        fmt_amount(t, sizeof t, (double)p->total, p->unit);
+        fmt_duration(e, sizeof e, rate > 0 && p->total > done ? (double)(p->total - done) / rate
+                                                              : 0);
+        snprintf(buf, n, "%s / %s (%.0f%%), %s/s, ETA %s%s%s", d, t,
+                 100.0 * (double)done / (double)p->total, r, e, extra ? ", " : "",
+                 extra ? extra : "");
+    } else {
+        snprintf(buf, n, "%s, %s/s%s%s", d, r, extra ? ", " : "", extra ? extra : "");
+    }
+}
+
 void cli_progress_update(cli_progress *p, uint64_t done, const char *extra)
 {
     if (!p->enabled) return;
     double now = cli_now();
-    if (now - p->last < 0.2 && done < p->total) return;
+    char text[256];
+    if (p->tty) {
+        if (now - p->last < 0.2 && done < p->total) return;
+        p->last = now;
+        progress_text(p, done, now, extra, text, sizeof text);
+        fprintf(stderr, "\r\033[K%s: %s", p->label, text);
+        return;
+    }
+    /* a log, not a terminal: nothing during the first interval (a short run
+     * stays quiet), then a line every interval or every further 10% */
+    if (now - p->t0 < p->interval) return;
+    int tenth = p->total ? (int)(10.0 * (double)done / (double)p->total) : 0;
+    if (p->lines && now - p->last < p->interval && tenth <= p->tenth) return;
     p->last = now;
-    double el = now - p->t0, rate = el > 0 ? (double)done / el : 0;
-    char d[32], t[32], r[32];
-    fmt_amount(d, sizeof d, (double)done, p->unit);
-    fmt_amount(t, sizeof t, (double)p->total, p->unit);
-    fmt_amount(r, sizeof r, rate, p->unit);
-    double eta = rate > 0 && p->total > done ? (double)(p->total - done) / rate : 0;
-    fprintf(stderr, "\r\033[K%s: %s / %s (%.0f%%), %s/s, ETA %.0fs%s%s", p->label, d, t,
-            p->total ? 100.0 * (double)done / (double)p->total : 100.0, r, eta,
-            extra ? ", " : "", extra ? extra : "");
+    p->tenth = tenth;
+    p->lines++;
+    progress_text(p, done, now, extra, text, sizeof text);
+    fprintf(stderr, "llmpack %s: %s\n", p->label, text);
 }
 
 void cli_progress_end(cli_progress *p)
 {
-    if (p->enabled) fprintf(stderr, "\r\033[K");
+    if (p->tty) fprintf(stderr, "\r\033[K");
+    else if (p->enabled && p->lines) {
+        char el[32];
+        fmt_duration(el, sizeof el, cli_now() - p->t0);
+        fprintf(stderr, "llmpack %s: done in %s\n", p->label, el);
+    }
 }
 
 void cli_chunk_progress(void *user, int done, int total, uint64_t tokens, double seconds)

@@ -468,7 +468,7 @@ int cmd_verify(int argc, char **argv)
                 n_ids, n_chunks, ctx, n_paths, n_paths > 1 ? "s" : "",
                 ref_path ? " + reference" : "");
     cli_progress prog;
-    cli_progress_start(&prog, "verify", "chunks", (uint64_t)n_chunks, quiet);
+    cli_progress_start(&prog, "verify", "chunks", (uint64_t)n_chunks, quiet || json);
     for (int c = 0; (st = vf_eval_step(ev, &err)) == 1; c++) {
         vf_ppl_result r;
         vf_eval_result(ev, 0, &r);

@@ -1,7 +1,8 @@
 /* Every command parses its options the same way (getopt_long: `--opt value`,
  * `--opt=value`, llama.cpp's short forms) and exits with the codes `llmpack
  * --help` documents: 2 for a bad command line, 1 for an input that does not
- * exist, 3 for an input that is not what it claims. On the demo model. */
+ * exist, 3 for an input that is not what it claims; progress in a log is plain
+ * lines, -q silences it. On the demo model. */
 #include "tutil.h"
 
 #include <stdarg.h>
@@ -263,11 +264,79 @@ static void test_exit_codes_every_command(void **state)
     free(note); free(qm);
 }
 
+/* Lines of out starting with prefix. */
+static int count_lines(const char *out, const char *prefix)
+{
+    int n = 0;
+    size_t pl = strlen(prefix);
+    for (const char *p = out; p && *p;) {
+        if (!strncmp(p, prefix, pl)) n++;
+        p = strchr(p, '\n');
+        if (p) p++;
+    }
+    return n;
+}
+
+/* Progress on a stderr that is not a terminal (a CI log): plain lines with the
+ * rate and ETA, none for a run shorter than the interval (10 s;
+ * LLMPACK_PROGRESS_INTERVAL shortens it here), none with -q or --json. */
+static void test_progress_in_logs(void **state)
+{
+    (void)state;
+    char *text = strdup(TEXT);
+    char *dir = tu_tmpdir(), *out = NULL;
+    char *m = tu_fmt("%s/m.lpk", dir), *q = tu_fmt("%s/q.lpk", dir);
+    /* the default interval: these runs take well under 10 s, nothing is printed */
+    unsetenv("LLMPACK_PROGRESS_INTERVAL");
+    assert_int_equal(tu_llmpack(&out, "convert examples/stories260K -o '%s'", m), 0);
+    assert_int_equal(count_lines(out, "llmpack convert: "), 0);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "verify '%s' -f '%s' -c 64 --chunks 20", m, text), 0);
+    assert_int_equal(count_lines(out, "llmpack verify: "), 0);
+    free(out);
+
+    /* an interval of 0: a line at every step, then "done in" */
+    setenv("LLMPACK_PROGRESS_INTERVAL", "0", 1);
+    assert_int_equal(tu_llmpack(&out, "verify '%s' -f '%s' -c 64 --chunks 20", m, text), 0);
+    assert_int_equal(count_lines(out, "llmpack verify: "), 20 + 1);
+    assert_non_null(strstr(out, "llmpack verify: 1 chunks / 20 chunks (5%), "));
+    assert_non_null(strstr(out, "llmpack verify: 20 chunks / 20 chunks (100%), "));
+    assert_non_null(strstr(out, " chunks/s, ETA "));
+    assert_non_null(strstr(out, "llmpack verify: done in "));
+    assert_null(strchr(out, '\r'));       /* no terminal control in a log */
+    assert_null(strstr(out, "\033["));
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q8_0", m, q), 0);
+    assert_true(count_lines(out, "llmpack quantize: ") >= 2);
+    assert_non_null(strstr(out, " MiB/s, ETA ")); /* sizes in binary units */
+    free(out);
+    /* -q and --json: nothing */
+    assert_int_equal(tu_llmpack(&out, "verify '%s' -f '%s' -c 64 --chunks 5 -q", m, text), 0);
+    assert_int_equal(count_lines(out, "llmpack verify: "), 0);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "verify '%s' -f '%s' -c 64 --chunks 5 --json", m, text), 0);
+    assert_int_equal(count_lines(out, "llmpack verify: "), 0);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q4_0 --force -q", m, q), 0);
+    assert_string_equal(out, "");
+    free(out);
+    /* a value that is not a number of seconds: the default */
+    setenv("LLMPACK_PROGRESS_INTERVAL", "soon", 1);
+    assert_int_equal(tu_llmpack(&out, "verify '%s' -f '%s' -c 64 --chunks 5", m, text), 0);
+    assert_int_equal(count_lines(out, "llmpack verify: "), 0);
+    free(out);
+    unsetenv("LLMPACK_PROGRESS_INTERVAL");
+    free(m); free(q); free(text);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_short_and_equals_forms),
         cmocka_unit_test(test_exit_codes_every_command),
+        cmocka_unit_test(test_progress_in_logs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
