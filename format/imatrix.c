@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <float.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -304,9 +305,16 @@ static int read_gguf(const uint8_t *buf, size_t size, const char *path, lpk_imat
                      "(general.type is %s)", path, gt ? gt : "absent");
         goto out;
     }
-    uint32_t u;
-    if (!lpk_meta_get_u32(m, "imatrix.chunk_count", &u)) im->chunks = (int32_t)u;
-    if (!lpk_meta_get_u32(m, "imatrix.chunk_size", &u)) im->chunk_size = (int32_t)u;
+    static const char *const counts[2] = {"imatrix.chunk_count", "imatrix.chunk_size"};
+    for (int k = 0; k < 2; k++) {
+        uint32_t u;
+        if (lpk_meta_get_u32(m, counts[k], &u)) continue;
+        if (u > INT32_MAX) {
+            st = lpk_err(err, LPK_ECORRUPT, "%s: %s is %u, out of range", path, counts[k], u);
+            goto out;
+        }
+        *(k ? &im->chunk_size : &im->chunks) = (int32_t)u;
+    }
     const lpk_kv *ds = lpk_meta_find(m, "imatrix.datasets");
     if (ds && ds->type == LPK_V_ARR && ds->elem == LPK_V_STR && ds->count > 0) {
         lpk_str s = lpk_kv_str_at(ds, 0);
