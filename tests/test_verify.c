@@ -812,8 +812,10 @@ static void test_kld_two_models(void **state)
     size_t n = 0;
     int32_t bos;
     int32_t *ids = tokenize_file(ref.r, text, &n, &bos);
-    /* the first 40 of the 121 chunks (test_stories260k_ppl runs them all) */
-    enum { CTX = 128, FIRST = CTX / 2, NS = CTX - 1 - CTX / 2, CHUNKS = 40 };
+    /* the first 39 of the 121 chunks (test_stories260k_ppl runs them all): 39 * 63
+     * scored positions, an odd count; the first 38 chunks give an even one, so
+     * both of the median's cases are checked */
+    enum { CTX = 128, FIRST = CTX / 2, NS = CTX - 1 - CTX / 2, CHUNKS = 39 };
     const int chunks = CHUNKS, V = vf_model_config(ref.m)->vocab_size;
     assert_true(n / CTX >= CHUNKS);
     const size_t np = (size_t)chunks * NS;
@@ -860,6 +862,12 @@ static void test_kld_two_models(void **state)
             same += ta == tb;
         }
     }
+    const size_t ne = np - NS;   /* without the last chunk */
+    double *kle = malloc(ne * sizeof(double));
+    memcpy(kle, kl, ne * sizeof(double));
+    qsort(kle, ne, sizeof *kle, cmp_double);
+    const double median_even = 0.5 * (kle[ne / 2 - 1] + kle[ne / 2]);
+    assert_true(np % 2 == 1 && ne % 2 == 0);
     qsort(kl, np, sizeof *kl, cmp_double);
     qsort(klr, np, sizeof *klr, cmp_double);
     const double mean = kl_sum / (double)np;
@@ -917,8 +925,13 @@ static void test_kld_two_models(void **state)
     assert_true(fabs(r.ppl_delta_stderr / delta_se - 1) < 1e-6);
     assert_true(fabs(r.kld_stderr / kld_se - 1) < 1e-6);
     assert_true(fabs(r.top1_stderr / top1_se - 1) < 1e-9);
+    /* an even count: the mean of the two middle values */
+    vf_ppl_result re = run_ppl(ref.m, &q.m, 1, ids, n, bos, CTX, CHUNKS - 1, 0);
+    assert_int_equal(re.tokens_scored, ne);
+    print_message("%d chunks: KLD median %.9g (%.9g)\n", CHUNKS - 1, re.kld_median, median_even);
+    assert_true(fabs(re.kld_median / median_even - 1) < tol);
 
-    free(lr); free(lq); free(kl); free(klr); free(pr); free(pq); free(ids);
+    free(lr); free(lq); free(kl); free(klr); free(kle); free(pr); free(pq); free(ids);
     close_model(&q);
     close_model(&ref);
 }
