@@ -29,7 +29,8 @@ static const char *usage_text =
     "options:\n"
     "  --ref REF            reference model (e.g. the f16/bf16 original)\n"
     "  -f, --text FILE      evaluation text (required)\n"
-    "  -c, --ctx N          tokens per chunk (default 512)\n"
+    "  -c, --ctx N          tokens per chunk (default 512; above a model's trained\n"
+    "                       context: measured, with a warning)\n"
     "  --chunks N           only the first N chunks\n"
     "  -t, --threads N      OpenMP threads (default, or 0: all cores; results do not\n"
     "                       depend on it)\n"
@@ -462,6 +463,15 @@ int cmd_verify(int argc, char **argv)
         goto done;
     }
 
+    /* a context past what a model was trained on: measured, but say so */
+    for (int i = -1; i < n_paths; i++) {
+        if (i < 0 && !ref_path) continue;
+        const vf_model *m = i < 0 ? ref.m : models[i].m;
+        int trained = vf_model_config(m)->seq_len;
+        if (trained > 0 && ctx > trained)
+            fprintf(stderr, "llmpack %s: warning: --ctx %ld is above the %d tokens %s was trained "
+                    "on\n", cmd, ctx, trained, i < 0 ? ref_path : paths[i]);
+    }
     int n_chunks = vf_eval_n_chunks(ev);
     if (!json && !quiet)
         fprintf(stderr, "%s: %zu tokens, %d chunks of %ld, %d model%s%s\n", base_name(text_path),

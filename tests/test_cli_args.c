@@ -331,12 +331,33 @@ static void test_progress_in_logs(void **state)
     free(dir);
 }
 
+/* --ctx past a model's trained context (the demo model: 512) is measured, with
+ * a warning naming both numbers and the file; at or below it, no warning. */
+static void test_ctx_above_trained(void **state)
+{
+    (void)state;
+    const char *m = tu_demo("m.lpk", "");
+    char *out = NULL;
+    assert_int_equal(tu_llmpack(&out, "verify '%s' --ref '%s' -f %s -c 1024 --chunks 2", m, m, TEXT),
+                     0);
+    char *want = tu_fmt("llmpack verify: warning: --ctx 1024 is above the 512 tokens %s was "
+                        "trained on", m);
+    assert_int_equal(count_lines(out, want), 2);   /* the reference and the model */
+    assert_non_null(strstr(out, "2 chunks x 1024 tokens"));
+    free(want);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "verify '%s' -f %s -c 512 --chunks 2", m, TEXT), 0);
+    assert_null(strstr(out, "warning"));
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_short_and_equals_forms),
         cmocka_unit_test(test_exit_codes_every_command),
         cmocka_unit_test(test_progress_in_logs),
+        cmocka_unit_test(test_ctx_above_trained),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
