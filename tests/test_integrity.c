@@ -6,7 +6,6 @@
  * output or temporary file is left. */
 #include "tutil.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
@@ -326,6 +325,26 @@ static char *big_input(const char *dir)
     return p;
 }
 
+/* Waits until the temporary file of dir/base (.base.tmp-XXXXXX) exists and
+ * holds at least min_bytes; fails with `why` and the child's log if the child
+ * ends first. */
+static void wait_tmp(pid_t pid, const char *dir, const char *base, long long min_bytes,
+                     const char *log, const char *why)
+{
+    struct timespec nap = {0, 1000 * 1000};
+    for (long i = 0; i < (long)WAIT_S * 1000; i++) {
+        long long s = tu_tmp_size(dir, base);
+        if (s >= 0 && s >= min_bytes) return;
+        int ws;
+        if (waitpid(pid, &ws, WNOHANG) == pid) {
+            char *l = tu_read_file(log, NULL);
+            fail_msg("%s (status %d): %s", why, ws, l ? l : "");
+        }
+        nanosleep(&nap, NULL);
+    }
+    fail_msg("%s: no %s/.%s.tmp-* of %lld bytes after %d s", why, dir, base, min_bytes, WAIT_S);
+}
+
 /* Starts `llmpack quantize in -o dir/out.lpk --type q8_0` and returns once its
  * temporary output holds at least min_bytes (0: exists). */
 static pid_t start_quantize(const char *dir, const char *in, long long min_bytes, char **log)
@@ -335,17 +354,7 @@ static pid_t start_quantize(const char *dir, const char *in, long long min_bytes
     char *argv[] = {"llmpack", "quantize", (char *)in, "-o", o, "--type", "q8_0", NULL};
     pid_t pid = tu_llmpack_spawn(*log, argv);
     assert_true(pid > 0);
-    struct timespec nap = {0, 1000 * 1000};
-    for (long i = 0; i < (long)WAIT_S * 1000; i++) {
-        long long s = tu_tmp_size(dir, "out.lpk");
-        if (s >= 0 && s >= min_bytes) break;
-        int ws;
-        if (waitpid(pid, &ws, WNOHANG) == pid) {
-            char *l = tu_read_file(*log, NULL);
-            fail_msg("quantize ended before the fault point (status %d): %s", ws, l ? l : "");
-        }
-        nanosleep(&nap, NULL);
-    }
+    wait_tmp(pid, dir, "out.lpk", min_bytes, *log, "quantize ended before the fault point");
     free(o);
     return pid;
 }
@@ -594,16 +603,7 @@ static void test_signals_during_convert_gptq(void **state)
         assert_true(pid > 0);
         /* the intermediate (.c.lpk.tmp-XXXXXX) is complete once it is non-empty:
          * its writer renamed it into place and GPTQ has started */
-        struct timespec nap = {0, 1000 * 1000};
-        for (long i = 0; i < (long)WAIT_S * 1000 && tu_tmp_size(dir, "c.lpk") <= 0; i++) {
-            int ws;
-            if (waitpid(pid, &ws, WNOHANG) == pid) {
-                char *l = tu_read_file(log, NULL);
-                fail_msg("convert ended before its GPTQ pass (status %d): %s", ws, l ? l : "");
-            }
-            nanosleep(&nap, NULL);
-        }
-        assert_true(tu_tmp_size(dir, "c.lpk") > 0);
+        wait_tmp(pid, dir, "c.lpk", 1, log, "convert ended before its GPTQ pass");
         assert_int_equal(kill(pid, sigs[s]), 0);
         char *what = tu_fmt("convert --method gptq sent signal %d", sigs[s]);
         int ws = tu_wait_child(pid, WAIT_S, what);
@@ -612,13 +612,8 @@ static void test_signals_during_convert_gptq(void **state)
             fail_msg("%s: wait status %d (want exit 1): %s", what, ws, l ? l : "");
         unlink(log);
         /* nothing at all is left in the folder, whatever its name */
-        DIR *d = opendir(dir);
-        assert_non_null(d);
-        struct dirent *e;
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
-                fail_msg("%s: %s left", what, e->d_name);
-        closedir(d);
+        int left = tu_dir_entries(dir, 0);
+        if (left) fail_msg("%s: %d files left", what, left);
         free(l);
         free(what);
     }
