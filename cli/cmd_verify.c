@@ -16,6 +16,7 @@
 
 #include "../tok/tok.h"
 #include "../verify/verify.h"
+#include "report_html.h"
 
 static const char *usage_text =
     "usage: llmpack verify MODEL... [--ref REF] --text FILE [options]\n"
@@ -38,13 +39,20 @@ static const char *usage_text =
     "  --max-ppl-ratio X    limit on ppl / ref_ppl       }\n"
     "  --max-kld X          limit on the mean KLD        }\n"
     "  --tensor-errors      per-tensor rel. RMSE against the reference's tensors\n"
+    "  --report FILE        an HTML report (one file, charts inline): the summary, PPL,\n"
+    "                       KLD and top-1 per chunk, the KLD distribution, per-tensor\n"
+    "                       errors (with --ref), size against KLD\n"
+    "  --force              replace an existing --report FILE\n"
     "  --json               one JSON document (docs/verify.schema.json)\n"
     "  -q, --quiet          no progress line\n"
     "  -m, --model MODEL    a MODEL as an option (repeatable)\n"
     "  -h, --help           this help\n"
     "Options take their value as --opt VALUE or --opt=VALUE.\n\n"
     "example (llama-perplexity -m MODEL -f TEXT -c 512, and the KL divergence too):\n"
-    "  llmpack verify model.q4_k_m.gguf --ref model.f16.lpk -f wiki.test.raw -c 512\n";
+    "  llmpack verify model.q4_k_m.gguf --ref model.f16.lpk -f wiki.test.raw -c 512\n"
+    "several types against the original, with a report to compare them in:\n"
+    "  llmpack verify m.q8_0.lpk m.q4_k_m.lpk m.q2_k.lpk --ref m.bf16.lpk -f wiki.test.raw \\\n"
+    "      --report report.html\n";
 
 /* One loaded container + model. */
 typedef struct loaded {
@@ -322,17 +330,57 @@ static void print_failed(const run_info *ri, const char **paths, const loaded *m
     print_json(ri, arr, msg);
 }
 
+/* --report: the measured run as HTML at path (the per-chunk values and every
+ * position's KLD come from the evaluation itself). */
+static int write_report(const char *path, int force, const run_info *ri, size_t n_ids,
+                        const char **paths, int n, const loaded *models, const vf_eval *ev,
+                        const vf_ppl_result *res, vf_tensor_error *const *tes,
+                        const size_t *n_tes, const char (*exceeded)[48], lpk_error *err)
+{
+    report_model *rm = calloc((size_t)n, sizeof *rm);
+    vf_chunk_result *ch = calloc((size_t)n * (size_t)(ri->chunks ? ri->chunks : 1), sizeof *ch);
+    if (!rm || !ch) {
+        free(rm);
+        free(ch);
+        return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
+    }
+    const limits *l = ri->lim;
+    int n_limits = !isnan(l->ppl_delta) + !isnan(l->ppl_ratio) + !isnan(l->kld);
+    report_run run = {.ref_path = ri->ref_path, .text_path = ri->text_path,
+                      .text_bytes = ri->text_bytes, .n_tokens = n_ids, .ctx = (int)ri->ctx,
+                      .chunks = ri->chunks, .threads = (int)ri->threads,
+                      .tokens_scored = ri->tokens_scored, .models = rm, .n_models = n};
+    if (ri->ref) cli_model_describe(ri->ref, &run.ref_desc);
+    for (int i = 0; i < n; i++) {
+        rm[i].path = paths[i];
+        cli_model_describe(models[i].r, &rm[i].desc);
+        rm[i].res = res[i];
+        vf_chunk_result *mine = ch + (size_t)i * (size_t)ri->chunks;
+        rm[i].chunks = mine;
+        for (int c = 0; c < ri->chunks; c++) vf_eval_chunk_result(ev, i, c, &mine[c]);
+        rm[i].kld = vf_eval_klds(ev, i, &rm[i].n_kld);
+        rm[i].te = tes[i];
+        rm[i].n_te = n_tes[i];
+        rm[i].n_limits = n_limits;
+        rm[i].exceeded = exceeded[i];
+    }
+    int st = report_html_write(path, &run, force ? LPK_WRITE_FORCE : 0, err);
+    free(rm);
+    free(ch);
+    return st;
+}
+
 int cmd_verify(int argc, char **argv)
 {
-    const char *cmd = "verify", *ref_path = NULL, *text_path = NULL;
+    const char *cmd = "verify", *ref_path = NULL, *text_path = NULL, *report_path = NULL;
     long ctx = 512, max_chunks = 0, threads = 0;
-    int json = 0, quiet = 0, tensor_errors = 0;
+    int json = 0, quiet = 0, tensor_errors = 0, force = 0;
     limits lim = {NAN, NAN, NAN};
     const char **paths = calloc((size_t)argc, sizeof *paths);
     int n_paths = 0;
     if (!paths) return CLI_EXIT_RUNTIME;
     enum { O_REF = 256, O_CHUNKS, O_MAX_DELTA, O_MAX_RATIO, O_MAX_KLD, O_TENSOR_ERRORS,
-           O_JSON };
+           O_JSON, O_REPORT, O_FORCE };
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},          {"model", required_argument, NULL, 'm'},
         {"text", required_argument, NULL, 'f'},    {"ctx", required_argument, NULL, 'c'},
@@ -343,6 +391,8 @@ int cmd_verify(int argc, char **argv)
         {"max-kld", required_argument, NULL, O_MAX_KLD},
         {"tensor-errors", no_argument, NULL, O_TENSOR_ERRORS},
         {"json", no_argument, NULL, O_JSON},
+        {"report", required_argument, NULL, O_REPORT},
+        {"force", no_argument, NULL, O_FORCE},
         {NULL, 0, NULL, 0}};
     int oc, urc = -1;
     cli_getopt_start();
@@ -374,6 +424,8 @@ int cmd_verify(int argc, char **argv)
             break;
         case O_TENSOR_ERRORS: tensor_errors = 1; break;
         case O_JSON: json = 1; break;
+        case O_REPORT: report_path = optarg; break;
+        case O_FORCE: force = 1; break;
         default: urc = CLI_EXIT_USAGE; break;
         }
     }
@@ -396,6 +448,16 @@ int cmd_verify(int argc, char **argv)
         (urc = cli_inputs_exist(cmd, inputs, 2))) {
         free(paths);
         return urc;
+    }
+    /* a report that could not be written is known before the run, not after */
+    if (report_path) {
+        lpk_error terr = {0};
+        int tst = lpk_writer_check_target(report_path, force ? LPK_WRITE_FORCE : 0, &terr);
+        if (tst) {
+            cli_print_error(cmd, &terr);
+            free(paths);
+            return cli_exit_for(tst);
+        }
     }
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads((int)threads);
@@ -498,39 +560,69 @@ int cmd_verify(int argc, char **argv)
         goto done;
     }
 
-    json_t *arr = json ? json_array() : NULL;
-    int any_exceeded = 0;
-    for (int i = 0; i < n_paths; i++) {
-        vf_ppl_result r;
-        vf_eval_result(ev, i, &r);
+    /* every model's numbers first: the text, the JSON and the report show them */
+    vf_ppl_result *res = calloc((size_t)n_paths, sizeof *res);
+    vf_tensor_error **tes = calloc((size_t)n_paths, sizeof *tes);
+    size_t *n_tes = calloc((size_t)n_paths, sizeof *n_tes);
+    char (*exceeded)[48] = calloc((size_t)n_paths, sizeof *exceeded);
+    int *n_exs = calloc((size_t)n_paths, sizeof *n_exs);
+    int any_exceeded = 0, want_te = tensor_errors || (report_path && ref_path);
+    if (!res || !tes || !n_tes || !exceeded || !n_exs)
+        st = lpk_err(&err, LPK_ENOMEM, "out of memory");
+    for (int i = 0; !st && i < n_paths; i++) {
+        vf_eval_result(ev, i, &res[i]);
         if (i == 0) {
             ri.measured = 1;
-            ri.chunks = r.chunks;
-            ri.tokens_scored = r.tokens_scored;
+            ri.chunks = res[i].chunks;
+            ri.tokens_scored = res[i].tokens_scored;
         }
         const char *ex[3];
-        int n_ex = r.has_ref ? check_limits(&lim, &r, ex) : 0;
-        any_exceeded |= n_ex > 0;
-        vf_tensor_error *te = NULL;
-        size_t n_te = 0;
-        if (tensor_errors && (st = vf_tensor_errors(models[i].r, ref.r, &te, &n_te, &err))) {
-            cli_print_error(cmd, &err);
-            rc = cli_exit_for(st);
-            json_decref(arr);
-            if (json) print_failed(&ri, paths, models, n_paths, &err);
-            goto done;
-        }
+        n_exs[i] = res[i].has_ref ? check_limits(&lim, &res[i], ex) : 0;
+        for (int k = 0; k < n_exs[i]; k++)
+            snprintf(exceeded[i] + strlen(exceeded[i]), sizeof exceeded[i] - strlen(exceeded[i]),
+                     "%s%s", k ? ", " : "", ex[k]);
+        any_exceeded |= n_exs[i] > 0;
+        if (want_te) st = vf_tensor_errors(models[i].r, ref.r, &tes[i], &n_tes[i], &err);
+    }
+    if (st) {
+        cli_print_error(cmd, &err);
+        rc = cli_exit_for(st);
+        if (json) print_failed(&ri, paths, models, n_paths, &err);
+        goto results_done;
+    }
+    if (report_path && (st = write_report(report_path, force, &ri, n_ids, paths, n_paths, models, ev,
+                                          res, tes, n_tes, exceeded, &err))) {
+        cli_print_error(cmd, &err);
+        rc = cli_exit_for(st);
+        if (json) print_failed(&ri, paths, models, n_paths, &err);
+        goto results_done;
+    }
+    json_t *arr = json ? json_array() : NULL;
+    for (int i = 0; i < n_paths; i++) {
+        const vf_tensor_error *te = tensor_errors ? tes[i] : NULL;
+        size_t n_te = tensor_errors ? n_tes[i] : 0;
         if (json)
-            json_array_append_new(arr, result_json(paths[i], &r, &lim, tensor_errors, te, n_te,
-                                                   models[i].r, NULL));
-        else result_text(paths[i], ref_path, &r, &lim, ex, n_ex, te, n_te);
-        free(te);
+            json_array_append_new(arr, result_json(paths[i], &res[i], &lim, tensor_errors, te,
+                                                   n_te, models[i].r, NULL));
+        else {
+            const char *ex[3];
+            int n_ex = res[i].has_ref ? check_limits(&lim, &res[i], ex) : 0;
+            result_text(paths[i], ref_path, &res[i], &lim, ex, n_ex, te, n_te);
+        }
     }
     if (json) print_json(&ri, arr, NULL);
+    if (report_path && !json && !quiet) fprintf(stderr, "report: %s\n", report_path);
     if (any_exceeded) {
         if (!json) fprintf(stderr, "llmpack verify: a limit was exceeded\n");
         rc = CLI_EXIT_LIMIT;
     }
+results_done:
+    for (int i = 0; tes && i < n_paths; i++) free(tes[i]);
+    free(tes);
+    free(n_tes);
+    free(res);
+    free(exceeded);
+    free(n_exs);
 
 done:
     vf_eval_free(ev);

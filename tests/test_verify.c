@@ -826,6 +826,10 @@ static void test_kld_two_models(void **state)
     double *pr = malloc((size_t)V * sizeof(double)), *pq = malloc((size_t)V * sizeof(double));
     double nll_r = 0, nll_q = 0, kl_sum = 0, nll_r2 = 0, nll_q2 = 0, nll_rq = 0, kl_sum2 = 0;
     long same = 0;
+    /* per chunk (what verify --report plots), and every position's KLD in order */
+    double c_nr[CHUNKS] = {0}, c_nq[CHUNKS] = {0}, c_kl[CHUNKS] = {0};
+    long c_same[CHUNKS] = {0};
+    double *kl_order = malloc(np * sizeof(double));
     lpk_error err = {0};
     for (int c = 0; c < chunks; c++) {
         int32_t ch[CTX];
@@ -860,6 +864,11 @@ static void test_kld_two_models(void **state)
             nll_q2 += pq[ch[j + 1]] * pq[ch[j + 1]];
             nll_rq += pr[ch[j + 1]] * pq[ch[j + 1]];
             same += ta == tb;
+            c_nr[c] -= pr[ch[j + 1]];
+            c_nq[c] -= pq[ch[j + 1]];
+            c_kl[c] += d;
+            c_same[c] += ta == tb;
+            kl_order[k] = d;
         }
     }
     const size_t ne = np - NS;   /* without the last chunk */
@@ -925,6 +934,42 @@ static void test_kld_two_models(void **state)
     assert_true(fabs(r.ppl_delta_stderr / delta_se - 1) < 1e-6);
     assert_true(fabs(r.kld_stderr / kld_se - 1) < 1e-6);
     assert_true(fabs(r.top1_stderr / top1_se - 1) < 1e-9);
+    /* the per-chunk values and the positions' KLD, from the same evaluation */
+    {
+        vf_eval *e = NULL;
+        if (vf_eval_new(ref.m, &q.m, 1, ids, n, bos, CTX, CHUNKS, &e, &err)) fail_msg("%s", err.msg);
+        int st;
+        while ((st = vf_eval_step(e, &err)) == 1) {}
+        if (st) fail_msg("%s", err.msg);
+        for (int c = 0; c < chunks; c++) {
+            vf_chunk_result cr;
+            vf_eval_chunk_result(e, 0, c, &cr);
+            if (fabs(cr.ppl / exp(c_nq[c] / NS) - 1) > 1e-5 ||
+                fabs(cr.ref_ppl / exp(c_nr[c] / NS) - 1) > 1e-5 ||
+                fabs(cr.kld_mean / (c_kl[c] / NS) - 1) > tol ||
+                fabs(cr.top1_agreement - (double)c_same[c] / NS) > 0.5 / NS)
+                fail_msg("chunk %d: ppl %.9g (%.9g) ref %.9g (%.9g) kld %.9g (%.9g) top-1 %.9g "
+                         "(%.9g)", c, cr.ppl, exp(c_nq[c] / NS), cr.ref_ppl, exp(c_nr[c] / NS),
+                         cr.kld_mean, c_kl[c] / NS, cr.top1_agreement, (double)c_same[c] / NS);
+        }
+        size_t nk = 0;
+        const float *kv = vf_eval_klds(e, 0, &nk);
+        assert_int_equal(nk, np);
+        for (size_t k = 0; k < np; k++)
+            if (fabs(kv[k] - kl_order[k]) > 1e-6 * fabs(kl_order[k]) + 1e-9)
+                fail_msg("position %zu: KLD %.9g, want %.9g", k, kv[k], kl_order[k]);
+        vf_eval_free(e);
+        /* without a reference: no KLD, NAN per chunk */
+        if (vf_eval_new(NULL, &q.m, 1, ids, n, bos, CTX, 1, &e, &err)) fail_msg("%s", err.msg);
+        assert_int_equal(vf_eval_step(e, &err), 1);
+        vf_chunk_result cr;
+        vf_eval_chunk_result(e, 0, 0, &cr);
+        assert_true(fabs(cr.ppl / exp(c_nq[0] / NS) - 1) < 1e-5);
+        assert_true(isnan(cr.ref_ppl) && isnan(cr.kld_mean) && isnan(cr.top1_agreement));
+        assert_null(vf_eval_klds(e, 0, &nk));
+        assert_int_equal(nk, 0);
+        vf_eval_free(e);
+    }
     /* an even count: the mean of the two middle values */
     vf_ppl_result re = run_ppl(ref.m, &q.m, 1, ids, n, bos, CTX, CHUNKS - 1, 0);
     assert_int_equal(re.tokens_scored, ne);
@@ -932,6 +977,7 @@ static void test_kld_two_models(void **state)
     assert_true(fabs(re.kld_median / median_even - 1) < tol);
 
     free(lr); free(lq); free(kl); free(klr); free(kle); free(pr); free(pq); free(ids);
+    free(kl_order);
     close_model(&q);
     close_model(&ref);
 }

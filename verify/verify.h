@@ -127,6 +127,22 @@ int vf_eval_step(vf_eval *e, lpk_error *err);
 /* Statistics of model i over the chunks processed so far. */
 void vf_eval_result(const vf_eval *e, int i, vf_ppl_result *out);
 
+/* One chunk's share of the statistics (what a report plots per chunk), from
+ * the same sums as vf_eval_result: each over the chunk's scored positions. */
+typedef struct vf_chunk_result {
+    double ppl;             /* exp(mean NLL) of the model */
+    double ref_ppl;         /* the same for the reference; NAN without one */
+    double kld_mean;        /* mean KL(P_ref || P_model); NAN without a reference */
+    double top1_agreement;  /* fraction of same argmax; NAN without a reference */
+} vf_chunk_result;
+/* Chunk c (0 <= c < the chunks processed) of model i. */
+void vf_eval_chunk_result(const vf_eval *e, int i, int c, vf_chunk_result *out);
+/* The KLD of every position of model i scored so far, in the order scored
+ * (*n of them; chunk c's are [c * n_scored, (c + 1) * n_scored)); NULL and 0
+ * without a reference. Owned by e, valid until the next vf_eval_step or
+ * vf_eval_free. */
+const float *vf_eval_klds(const vf_eval *e, int i, size_t *n);
+
 /* A text file as bytes, one trailing '\n' dropped (as llama.cpp's -f does):
  * what perplexity and calibration tokenize. *out is malloc'ed (caller frees).
  * LPK_EIO naming the file, LPK_ENOMEM. */

@@ -54,6 +54,9 @@ typedef struct vf_acc {
     double sum_kld, sum_kld2;
     uint64_t n_same_top, count;
     float *kld;          /* (n_chunks * n_scored) KLD of every scored position */
+    /* per chunk (n_chunks): sums over its scored positions */
+    double *chunk_nll, *chunk_nll_ref, *chunk_kld;
+    uint32_t *chunk_same;
     double seconds;
     uint64_t tokens_run;
 } vf_acc;
@@ -78,7 +81,11 @@ struct vf_eval {
 void vf_eval_free(vf_eval *e)
 {
     if (!e) return;
-    for (int i = 0; e->acc && i < e->n_models; i++) free(e->acc[i].kld);
+    for (int i = 0; e->acc && i < e->n_models; i++) {
+        vf_acc *a = &e->acc[i];
+        free(a->kld); free(a->chunk_nll); free(a->chunk_nll_ref); free(a->chunk_kld);
+        free(a->chunk_same);
+    }
     free(e->acc);
     free(e->chunk); free(e->ref_logits); free(e->logits); free(e->ref_lse); free(e->ref_top);
     free(e->nll); free(e->kld); free(e->top);
@@ -134,14 +141,22 @@ int vf_eval_new(vf_model *ref, vf_model *const *models, int n_models, const int3
         e->top = malloc(ns * sizeof(int));
         e->acc = calloc((size_t)n_models, sizeof *e->acc);
         ok = e->chunk && e->logits && e->nll && e->kld && e->top && e->acc;
+        for (int i = 0; ok && i < n_models; i++)
+            ok = (e->acc[i].chunk_nll = calloc(n_chunks, sizeof(double))) != NULL;
     }
     if (ok && ref) {
         e->ref_logits = malloc(nl * sizeof(float));
         e->ref_lse = malloc(ns * sizeof(double));
         e->ref_top = malloc(ns * sizeof(int));
         ok = e->ref_logits && e->ref_lse && e->ref_top;
-        for (int i = 0; ok && i < n_models; i++)
-            ok = (e->acc[i].kld = malloc(n_chunks * ns * sizeof(float))) != NULL;
+        for (int i = 0; ok && i < n_models; i++) {
+            vf_acc *a = &e->acc[i];
+            a->kld = malloc(n_chunks * ns * sizeof(float));
+            a->chunk_nll_ref = calloc(n_chunks, sizeof(double));
+            a->chunk_kld = calloc(n_chunks, sizeof(double));
+            a->chunk_same = calloc(n_chunks, sizeof(uint32_t));
+            ok = a->kld && a->chunk_nll_ref && a->chunk_kld && a->chunk_same;
+        }
     }
     if (!ok) {
         vf_eval_free(e);
@@ -204,6 +219,7 @@ int vf_eval_step(vf_eval *e, lpk_error *err)
             double v = e->nll[j];
             a->sum_nll += v;
             a->sum_nll2 += v * v;
+            a->chunk_nll[e->next] += v;
             if (e->ref) {
                 const float *rl = e->ref_logits + (size_t)j * nv;
                 double vr = e->ref_lse[j] - rl[target[j]];
@@ -214,6 +230,9 @@ int vf_eval_step(vf_eval *e, lpk_error *err)
                 a->sum_kld2 += e->kld[j] * e->kld[j];
                 a->n_same_top += e->top[j] == e->ref_top[j];
                 a->kld[a->count] = (float)e->kld[j];
+                a->chunk_nll_ref[e->next] += vr;
+                a->chunk_kld[e->next] += e->kld[j];
+                a->chunk_same[e->next] += e->top[j] == e->ref_top[j];
             }
             a->count++;
         }
@@ -287,6 +306,22 @@ void vf_eval_result(const vf_eval *e, int i, vf_ppl_result *r)
     r->kld_p99 = vf_percentile(s, n, 0.99);
     r->kld_max = s[n - 1];
     free(s);
+}
+
+void vf_eval_chunk_result(const vf_eval *e, int i, int c, vf_chunk_result *out)
+{
+    const vf_acc *a = &e->acc[i];
+    double ns = e->n_scored;
+    out->ppl = exp(a->chunk_nll[c] / ns);
+    out->ref_ppl = e->ref ? exp(a->chunk_nll_ref[c] / ns) : NAN;
+    out->kld_mean = e->ref ? a->chunk_kld[c] / ns : NAN;
+    out->top1_agreement = e->ref ? a->chunk_same[c] / ns : NAN;
+}
+
+const float *vf_eval_klds(const vf_eval *e, int i, size_t *n)
+{
+    *n = e->ref ? (size_t)e->acc[i].count : 0;
+    return e->ref ? e->acc[i].kld : NULL;
 }
 
 /* ---------------------------------------------------------------- tensor errors */
