@@ -48,7 +48,7 @@ int cli_output_format(const char *cmd, const char *out, const char *format_opt, 
 
 /* The temporary containers of this process: the path, its slot in the
  * signal-cleanup registry (lpk_temp_register) and the lock cli_tmp_hold takes. */
-#define CLI_TMP_SLOTS 4
+#define CLI_TMP_SLOTS 20 /* quantize: one per GGUF output (CLI_QUANT_MAX_OUTPUTS) */
 #define CLI_TMP_PATH 4096
 static char tmp_path[CLI_TMP_SLOTS][CLI_TMP_PATH];
 static int tmp_fd[CLI_TMP_SLOTS];

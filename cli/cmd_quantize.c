@@ -1,8 +1,9 @@
-/* llmpack quantize: a container (.lpk or GGUF) -> .lpk with a recipe's types,
- * streamed tensor by tensor, with the error each tensor picked up; a GGUF
- * output is that container exported (cmd_export.c) and removed. */
-#include "cli.h"
+/* llmpack quantize: the command line and the report. A container (.lpk or
+ * GGUF) -> one output with a recipe's types, or several (--type A,B,C into a
+ * folder) from one read; the pipeline is cli_quantize.c. */
+#include "cli_quantize.h"
 
+#include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -10,11 +11,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-#include "../calib/calib.h"
-#include "../quant/quant.h"
-#include "../verify/verify.h"
+#include <strings.h>
 
 /* One line per recipe with its bits per weight over all tensors, computed by
  * planning it on two reference shapes. */
@@ -44,10 +41,17 @@ static void recipe_table(FILE *f)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: llmpack quantize IN -o OUT.lpk|OUT.gguf --type T [options]\n\n"
+            "usage: llmpack quantize IN -o OUT.lpk|OUT.gguf --type T [options]\n"
+            "       llmpack quantize IN -o DIR/ --type T1,T2,... [--format lpk|gguf] [options]\n\n"
             "IN is a container (.lpk or GGUF). T is one of the types below (any case).\n"
             "OUT's name says the format: .lpk writes a container, .gguf a GGUF for\n"
             "llama.cpp (through a temporary container beside it, removed at the end).\n"
+            "Several types (or -o ending in '/'): IN is read once and DIR/NAME-T.lpk is\n"
+            "written for each T (.gguf with --format gguf), each file the same bytes as\n"
+            "the run of that type alone; NAME is --name, else IN's general.name, else\n"
+            "IN's file name, made a file name; T as typed, in upper case. DIR must exist.\n"
+            "The options apply to every output (--target-bpw, --max-size: one file only).\n"
+            "A failure or a signal keeps the outputs completed before it, nothing else.\n"
             "Without --pure, tensors get llama.cpp's per-tensor types for that file type\n"
             "(e.g. the output matrix at q6_k; attn_v and ffn_down with more bits in the _m\n"
             "mixes; q3_k, q4_k, q5_k mean q3_k_m, q4_k_m, q5_k_m as in llama.cpp); 1-D\n"
@@ -58,9 +62,10 @@ static void usage(FILE *f)
     recipe_table(f);
     fprintf(f,
             "\noptions:\n"
-            "  -o, --output OUT       output: OUT.lpk or OUT.gguf\n"
-            "  --format F             lpk | gguf, for an OUT named neither .lpk nor .gguf\n"
-            "  --type T               recipe (see above)\n"
+            "  -o, --output OUT       output: OUT.lpk or OUT.gguf, or a folder DIR/\n"
+            "  --format F             lpk | gguf, for an OUT named neither .lpk nor .gguf,\n"
+            "                         or for the files in DIR/ (default lpk)\n"
+            "  --type T               recipe (see above), or several: T1,T2,... (at most 16)\n"
             "  --pure                 every 2-D tensor at T (fallbacks still apply)\n"
             "  --imatrix FILE         importance matrix (llmpack calibrate, llama-imatrix;\n"
             "                         legacy or GGUF layout) weighting every scale search\n"
@@ -96,7 +101,8 @@ static void usage(FILE *f)
             "Options take their value as --opt VALUE or --opt=VALUE.\n\n"
             "examples (llama-quantize [--imatrix F] IN.gguf OUT.gguf Q4_K_M):\n"
             "  llmpack quantize model.f16.lpk -o model-Q4_K_M.gguf --type Q4_K_M\n"
-            "  llmpack quantize model.f16.gguf -o model.q4_k_m.lpk --type q4_k_m --imatrix F\n");
+            "  llmpack quantize model.f16.gguf -o model.q4_k_m.lpk --type q4_k_m --imatrix F\n"
+            "  llmpack quantize model.f16.lpk -o dist/ --type Q4_K_M,Q5_K_M,Q8_0 --format gguf\n");
 }
 
 static void shape_str(const lpk_tensor *t, char *buf, size_t n)
@@ -111,48 +117,6 @@ static const char *tname(int type)
 {
     const lpk_type_info *ti = lpk_type_get(type);
     return ti ? ti->name : "?";
-}
-
-typedef struct {
-    double sse, ssx;      /* this tensor */
-    int has_err;
-} tstat;
-
-/* Source tensor -> f32 (dequantizing block types). */
-static int to_f32(const lpk_tensor *t, float *x, lpk_error *err)
-{
-    int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
-    int rc = quant_type_is_block(t->type) ? quant_dequantize_rows(t->type, t->data, nr, nc, x)
-                                          : lpk_to_f32_row(t->type, t->data, x,
-                                                           (size_t)(nr * nc));
-    if (rc) return lpk_err(err, LPK_EUNSUPPORTED, "%s: cannot read type %s", t->name,
-                           tname(t->type));
-    return LPK_OK;
-}
-
-/* Bytes of a GGUF file of the keys in m and the n tensors that are not
- * tensor data (the header, key/values, tensor infos, alignment padding at
- * most): what export adds to the tensors, near enough for a budget (its keys
- * are m's give or take a few; the exported file's exact size is checked). */
-static uint64_t gguf_overhead(const lpk_meta *m, const lpk_tensor *decls, size_t n)
-{
-    uint64_t b = 4 + 4 + 8 + 8 + 31;
-    for (size_t i = 0; i < lpk_meta_count(m); i++) {
-        const lpk_kv *kv = lpk_meta_at(m, i);
-        b += 8 + strlen(kv->key) + 4;
-        if (kv->type == LPK_V_STR) {
-            b += 8 + kv->str.n;
-        } else if (kv->type != LPK_V_ARR) {
-            b += lpk_vtype_size(kv->type);
-        } else {
-            b += 4 + 8;
-            if (kv->elem != LPK_V_STR) b += kv->count * lpk_vtype_size(kv->elem);
-            else for (uint64_t k = 0; k < kv->count; k++) b += 8 + lpk_kv_str_at(kv, k).n;
-        }
-    }
-    for (size_t i = 0; i < n; i++)
-        b += 8 + strlen(decls[i].name) + 4 + 8 * (uint64_t)decls[i].n_dims + 4 + 8 + 31;
-    return b;
 }
 
 /* "123", "14.5MB", "2GiB" -> bytes; -1 when not a size. */
@@ -175,19 +139,218 @@ static int parse_size(const char *s, uint64_t *out)
     return -1;
 }
 
+/* One output's totals: bytes out (all tensors, and the 2-D ones with their
+ * bytes in and weights), the pooled rel. RMSE over 2-D tensors, the file. */
+typedef struct out_totals {
+    uint64_t out_bytes, bytes2, in2, w2, all_elems, file_bytes;
+    double pooled, bpw2;
+} out_totals;
+
+static void totals_of(const cli_quant_run *run, const cli_quant_out *q, out_totals *tt)
+{
+    double sse = 0, ssx = 0;
+    memset(tt, 0, sizeof *tt);
+    for (size_t i = 0; i < run->n; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(run->r, i);
+        tt->out_bytes += q->decls[i].size;
+        tt->all_elems += lpk_tensor_nelems(&q->decls[i]);
+        if (t->n_dims >= 2) {
+            sse += q->st[i].sse;
+            ssx += q->st[i].ssx;
+            tt->bytes2 += q->decls[i].size;
+            tt->in2 += t->size;
+            tt->w2 += lpk_tensor_nelems(t);
+        }
+    }
+    tt->pooled = ssx > 0 ? sqrt(sse / ssx) : 0.0;
+    tt->bpw2 = tt->w2 ? 8.0 * (double)tt->bytes2 / (double)tt->w2 : 0.0;
+    struct stat sb;
+    if (stat(q->path, &sb) == 0) tt->file_bytes = (uint64_t)sb.st_size;
+}
+
+/* The report of one output: the table and totals (text), or its JSON object. */
+static void report_text(const cli_quant_opts *o, const cli_quant_run *run,
+                        const cli_quant_out *q)
+{
+    const lpk_reader *r = run->r;
+    size_t n = run->n;
+    out_totals tt;
+    totals_of(run, q, &tt);
+    printf("%-28s %-12s %-14s %10s\n", "tensor", "shape", "type", "rel. RMSE");
+    for (size_t i = 0; i < n; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        char shape[64], types[32], rm[16] = "-";
+        shape_str(t, shape, sizeof shape);
+        snprintf(types, sizeof types, "%s -> %s", tname(t->type), tname(q->ch[i].type));
+        if (q->st[i].has_err)
+            snprintf(rm, sizeof rm, "%.5f",
+                     q->st[i].ssx > 0 ? sqrt(q->st[i].sse / q->st[i].ssx) : 0.0);
+        printf("%-28s %-12s %-14s %10s%s%s\n", t->name, shape, types, rm,
+               q->ch[i].note[0] ? "  " : "", q->ch[i].note);
+    }
+    printf("size: %.2f MB -> %.2f MB (2-D tensors: %.2f MB -> %.2f MB, %.4f bits per weight)\n",
+           (double)run->in_bytes / 1e6, (double)tt.out_bytes / 1e6, (double)tt.in2 / 1e6,
+           (double)tt.bytes2 / 1e6, tt.bpw2);
+    printf("pooled rel. RMSE over 2-D tensors: %.5f   (%.2f s, %s)\n", tt.pooled, run->seconds,
+           lpk_cpu_describe());
+    if (!q->recipe)
+        printf("target %s: tensors %" PRIu64 " bytes predicted, %" PRIu64 " written (budget %"
+               PRIu64 ", %.4f bits per weight over all tensors); file %" PRIu64
+               " bytes; predicted KLD %.6f (sum over tensors)\n",
+               run->target_str, run->tres.bytes, tt.out_bytes, run->tres.budget,
+               tt.all_elems ? 8.0 * (double)tt.out_bytes / (double)tt.all_elems : 0.0,
+               tt.file_bytes, run->tres.err);
+    if (run->im) {
+        printf("importance matrix: %s (%zu entries, %d chunks, xxh3 %016llx)\n",
+               o->im_path ? o->im_path : o->calib_text, run->im->n, run->im->chunks,
+               (unsigned long long)run->im->hash);
+        if (q->n_no_entry) {
+            printf("no entry, default weighting:");
+            for (size_t i = 0; i < q->n_no_entry; i++) printf(" %s", q->no_entry[i]);
+            printf("\n");
+        }
+    }
+}
+
+static json_t *report_json(const cli_quant_opts *o, const cli_quant_run *run,
+                           const cli_quant_out *q)
+{
+    const lpk_reader *r = run->r;
+    size_t n = run->n;
+    out_totals tt;
+    totals_of(run, q, &tt);
+    json_t *j = json_object(), *arr = json_array();
+    json_object_set_new(j, "input", json_string(o->in));
+    json_object_set_new(j, "output", json_string(q->path));
+    json_object_set_new(j, "format", json_string(q->fmt == CLI_FMT_GGUF ? "gguf" : "lpk"));
+    json_object_set_new(j, "type", json_string(q->recipe ? q->recipe : "target"));
+    if (!q->recipe) {
+        json_t *tj = json_object();
+        json_object_set_new(tj, "limit", json_string(run->target_str));
+        json_object_set_new(tj, "budget_bytes", json_integer((json_int_t)run->tres.budget));
+        json_object_set_new(tj, "predicted_bytes", json_integer((json_int_t)run->tres.bytes));
+        json_object_set_new(tj, "achieved_bytes", json_integer((json_int_t)tt.out_bytes));
+        json_object_set_new(tj, "file_bytes", json_integer((json_int_t)tt.file_bytes));
+        json_object_set_new(tj, "bpw", json_real(tt.all_elems ? 8.0 * (double)tt.out_bytes /
+                                                               (double)tt.all_elems
+                                                         : 0.0));
+        json_object_set_new(tj, "predicted_kld", json_real(run->tres.err));
+        json_object_set_new(j, "target", tj);
+    }
+    json_object_set_new(j, "pure", json_boolean(o->pure));
+    json_object_set_new(j, "method", json_string(run->g ? "gptq" : "rtn"));
+    for (size_t i = 0; i < n; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        json_t *e = json_object(), *shape = json_array();
+        json_object_set_new(e, "name", json_string(t->name));
+        for (int d = 0; d < t->n_dims; d++) json_array_append_new(shape, json_integer(t->dims[d]));
+        json_object_set_new(e, "shape", shape);
+        json_object_set_new(e, "type_in", json_string(tname(t->type)));
+        json_object_set_new(e, "type_out", json_string(tname(q->ch[i].type)));
+        json_object_set_new(e, "bytes_in", json_integer((json_int_t)t->size));
+        json_object_set_new(e, "bytes_out", json_integer((json_int_t)q->decls[i].size));
+        json_object_set_new(e, "bpw", json_real(8.0 * (double)q->decls[i].size /
+                                                (double)lpk_tensor_nelems(t)));
+        if (q->st[i].has_err)
+            json_object_set_new(e, "rel_rmse", json_real(q->st[i].ssx > 0
+                                                             ? sqrt(q->st[i].sse / q->st[i].ssx)
+                                                             : 0.0));
+        if (q->ch[i].fallback_from >= 0)
+            json_object_set_new(e, "fallback_from", json_string(tname(q->ch[i].fallback_from)));
+        if (q->ch[i].note[0]) json_object_set_new(e, "note", json_string(q->ch[i].note));
+        json_array_append_new(arr, e);
+    }
+    json_object_set_new(j, "tensors", arr);
+    if (run->im) {
+        json_t *ij = json_object(), *ne = json_array();
+        char h[24];
+        snprintf(h, sizeof h, "%016llx", (unsigned long long)run->im->hash);
+        json_object_set_new(ij, "file", o->im_path ? json_string(o->im_path) : json_null());
+        json_object_set_new(ij, "calibration_text",
+                            o->calib_text ? json_string(o->calib_text) : json_null());
+        json_object_set_new(ij, "hash", json_string(h));
+        json_object_set_new(ij, "dataset",
+                            run->im->dataset ? json_string(run->im->dataset) : json_null());
+        json_object_set_new(ij, "entries", json_integer((json_int_t)run->im->n));
+        json_object_set_new(ij, "chunks", json_integer(run->im->chunks));
+        for (size_t i = 0; i < q->n_no_entry; i++)
+            json_array_append_new(ne, json_string(q->no_entry[i]));
+        json_object_set_new(ij, "default_weighting", ne);
+        json_object_set_new(j, "imatrix", ij);
+    }
+    json_t *tot = json_object();
+    json_object_set_new(tot, "bytes_in", json_integer((json_int_t)run->in_bytes));
+    json_object_set_new(tot, "bytes_out", json_integer((json_int_t)tt.out_bytes));
+    json_object_set_new(tot, "bpw_2d", json_real(tt.bpw2));
+    json_object_set_new(tot, "rel_rmse_2d", json_real(tt.pooled));
+    json_object_set_new(tot, "seconds", json_real(run->seconds));
+    json_object_set_new(j, "totals", tot);
+    return j;
+}
+
+/* ---------------------------------------------------------------- several outputs */
+/* A model name as a file name: letters, digits and . _ + - kept, any other
+ * run of bytes one '-', no leading '.' or '-', no trailing '-', at most 100
+ * bytes; "model" when nothing is left. */
+static void file_name_of(const char *name, char *buf, size_t n)
+{
+    size_t k = 0;
+    for (const char *p = name; *p && k + 1 < n && k < 100; p++) {
+        unsigned char c = (unsigned char)*p;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '_' || c == '+' || c == '-';
+        if (!ok) c = '-';
+        if (c == '-' && k > 0 && buf[k - 1] == '-') continue;
+        if ((c == '-' || c == '.') && k == 0) continue;
+        buf[k++] = (char)c;
+    }
+    while (k > 0 && buf[k - 1] == '-') k--;
+    buf[k] = '\0';
+    if (!k) snprintf(buf, n, "model");
+}
+
+/* The recipe a name stands for (aliases resolved: q4_k -> q4_k_m), or NULL. */
+static const char *recipe_canonical(const char *name)
+{
+    for (size_t i = 0; i < quant_recipe_count(); i++) {
+        const char *alias = NULL, *r = quant_recipe_name(i, &alias);
+        if (!strcasecmp(r, name)) return alias ? alias : r;
+    }
+    return NULL;
+}
+
+/* The model's name for the output files: --name, else IN's general.name, else
+ * IN's file name without its extension. */
+static int model_name(const char *in, const char *opt, char *buf, size_t n)
+{
+    if (opt) {
+        file_name_of(opt, buf, n);
+        return LPK_OK;
+    }
+    lpk_reader *r = NULL;
+    lpk_error err = {0};
+    int rc = cli_open_input(in, lpk_reader_default_flags(), &r, &err);
+    if (rc) {
+        cli_print_error("quantize", &err);
+        return rc;
+    }
+    const char *g = lpk_meta_get_str(lpk_reader_meta(r), "general.name");
+    char *base = g && *g ? NULL : cli_name_from_path(in);
+    file_name_of(g && *g ? g : base ? base : "", buf, n);
+    free(base);
+    lpk_reader_close(r);
+    return LPK_OK;
+}
+
 int cmd_quantize(int argc, char **argv)
 {
-    const char *in = NULL, *out = NULL, *recipe = NULL, *im_path = NULL, *calib_text = NULL;
-    const char *format = NULL, *final_out = NULL;
-    char tmp_out[4096] = "";
-    int pure = 0, force = 0, json = 0, quiet = 0, requant = 0, gptq = 0;
-    long threads = 0, chunks = 0;
-    calib_gptq_opts go;
-    calib_gptq_opts_default(&go);
-    const char *target_bpw_s = NULL, *max_size_s = NULL, *out_name = NULL;
-    double target_bpw = 0;
-    uint64_t max_size = 0;
-    long calib_chunks = 4;
+    const char *in = NULL, *out = NULL, *recipe = NULL, *format = NULL;
+    int json = 0, quiet = 0;
+    long threads = 0;
+    cli_quant_opts o;
+    memset(&o, 0, sizeof o);
+    calib_gptq_opts_default(&o.go);
+    o.calib_chunks = 4;
     enum { O_TYPE = 256, O_IMATRIX, O_CALIB, O_TARGET_BPW, O_MAX_SIZE, O_CALIB_CHUNKS,
            O_FORMAT, O_METHOD, O_CHUNKS, O_DAMP, O_ORDER, O_ACT_ORDER, O_PURE, O_FORCE, O_JSON,
            O_REQUANT, O_NAME };
@@ -228,49 +391,49 @@ int cmd_quantize(int argc, char **argv)
             break;
         case 'q': quiet = 1; break;
         case O_TYPE: recipe = v; break;
-        case O_IMATRIX: im_path = v; break;
-        case O_CALIB: calib_text = v; break;
+        case O_IMATRIX: o.im_path = v; break;
+        case O_CALIB: o.calib_text = v; break;
         case O_FORMAT: format = v; break;
         case O_TARGET_BPW:
-            target_bpw_s = v;
-            if (cli_parse_double(v, &target_bpw) || !(target_bpw > 0 && target_bpw <= 32))
+            o.target_bpw_s = v;
+            if (cli_parse_double(v, &o.target_bpw) || !(o.target_bpw > 0 && o.target_bpw <= 32))
                 return cli_usage_error("quantize", "--target-bpw: '%s' is not a number of "
                                        "bits per weight (0 < X <= 32)", v);
             break;
         case O_MAX_SIZE:
-            max_size_s = v;
-            if (parse_size(v, &max_size))
+            o.max_size_s = v;
+            if (parse_size(v, &o.max_size))
                 return cli_usage_error("quantize", "--max-size: '%s' is not a size (bytes, "
                                        "or with KB MB GB KiB MiB GiB)", v);
             break;
         case O_CALIB_CHUNKS:
-            if (cli_parse_int(v, 1, 100000, &calib_chunks))
+            if (cli_parse_int(v, 1, 100000, &o.calib_chunks))
                 return cli_usage_error("quantize", "--calib-chunks: '%s' is not a count", v);
             break;
         case O_METHOD:
-            gptq = !strcmp(v, "gptq");
-            bad = !gptq && strcmp(v, "rtn");
+            o.gptq = !strcmp(v, "gptq");
+            bad = !o.gptq && strcmp(v, "rtn");
             break;
-        case O_CHUNKS: bad = cli_parse_int(v, 1, INT32_MAX, &chunks); break;
+        case O_CHUNKS: bad = cli_parse_int(v, 1, INT32_MAX, &o.chunks); break;
         case O_DAMP: {
             char *end;
-            go.damp = strtod(v, &end);
-            bad = *end || end == v || !(go.damp >= 0.0 && go.damp <= 10.0);
+            o.go.damp = strtod(v, &end);
+            bad = *end || end == v || !(o.go.damp >= 0.0 && o.go.damp <= 10.0);
             break;
         }
         case O_ORDER:
-            go.order = quant_gptq_order_parse(v);
-            bad = go.order < 0;
+            o.go.order = quant_gptq_order_parse(v);
+            bad = o.go.order < 0;
             break;
-        case O_ACT_ORDER: go.order = QUANT_GPTQ_ORDER_STATIC; break;
-        case O_PURE: pure = 1; break;
-        case O_FORCE: force = 1; break;
+        case O_ACT_ORDER: o.go.order = QUANT_GPTQ_ORDER_STATIC; break;
+        case O_PURE: o.pure = 1; break;
+        case O_FORCE: o.force = 1; break;
         case O_NAME:
             if (!*optarg) return cli_usage_error("quantize", "--name wants a non-empty name");
-            out_name = optarg;
+            o.name = optarg;
             break;
         case O_JSON: json = 1; break;
-        case O_REQUANT: requant = 1; break;
+        case O_REQUANT: o.requant = 1; break;
         default: return CLI_EXIT_USAGE;
         }
         if (bad)
@@ -279,435 +442,150 @@ int cmd_quantize(int argc, char **argv)
     if (cli_operands("quantize", argc, argv, &in)) return CLI_EXIT_USAGE;
     if (!in) return cli_usage_error("quantize", "no input container given");
     if (!out) return cli_usage_error("quantize", "no output given (-o OUT.lpk)");
-    const int target = target_bpw_s || max_size_s;
-    if (target && (recipe || pure))
+    o.in = in;
+    const int target = o.target_bpw_s || o.max_size_s;
+    if (target && (recipe || o.pure))
         return cli_usage_error("quantize", "--target-bpw / --max-size choose the types: no "
                                "--type or --pure with them");
-    if (target_bpw_s && max_size_s)
+    if (o.target_bpw_s && o.max_size_s)
         return cli_usage_error("quantize", "--target-bpw and --max-size exclude each other");
-    if (target && !calib_text)
+    if (target && !o.calib_text)
         return cli_usage_error("quantize", "--target-bpw / --max-size need --calib TEXT (the "
                                "sensitivities are measured on it)");
     if (!target && !recipe) return cli_usage_error("quantize", "no --type given (one of: %s)",
                                                    quant_recipe_list());
-    if (!target && !quant_recipe_valid(recipe))
-        return cli_usage_error("quantize", "unknown --type '%s' (one of: %s)", recipe,
-                               quant_recipe_list());
+    /* --type A,B,C: several outputs, into a folder */
+    char types_buf[1024];
+    const char *types[CLI_QUANT_MAX_OUTPUTS];
+    size_t n_types = 0;
+    if (recipe) {
+        if (strlen(recipe) >= sizeof types_buf)
+            return cli_usage_error("quantize", "--type: list too long");
+        memcpy(types_buf, recipe, strlen(recipe) + 1);
+        for (char *p = types_buf, *next; p; p = next) {
+            next = strchr(p, ',');
+            if (next) *next++ = '\0';
+            if (!*p) return cli_usage_error("quantize", "--type '%s': an empty type in the list",
+                                            recipe);
+            if (!quant_recipe_valid(p))
+                return cli_usage_error("quantize", "unknown --type '%s' (one of: %s)", p,
+                                       quant_recipe_list());
+            if (n_types == CLI_QUANT_MAX_OUTPUTS)
+                return cli_usage_error("quantize", "--type: at most %d types in one run",
+                                       CLI_QUANT_MAX_OUTPUTS);
+            for (size_t k = 0; k < n_types; k++)
+                if (!strcmp(recipe_canonical(types[k]), recipe_canonical(p)))
+                    return cli_usage_error("quantize", "--type: %s and %s are the same recipe "
+                                           "(%s)", types[k], p, recipe_canonical(p));
+            types[n_types++] = p;
+        }
+    }
     /* with a size target both may be given: the matrix from the file, the
      * sensitivities from the text */
-    if (im_path && calib_text && !target)
+    if (o.im_path && o.calib_text && !target)
         return cli_usage_error("quantize", "--imatrix and --calib exclude each other");
-    if (gptq && !calib_text)
+    if (o.gptq && !o.calib_text)
         return cli_usage_error("quantize", "--method gptq needs --calib TEXT");
-    int fmt = 0, urc = cli_output_format("quantize", out, format, &fmt);
-    if (urc) return urc;
-    const char *inputs[] = {in, im_path, calib_text};
-    if ((urc = cli_inputs_exist("quantize", inputs, 3))) return urc;
-    if (threads > 0) omp_set_num_threads((int)threads);
-
-    lpk_error err = {0};
-    lpk_imatrix *im = NULL;
-    calib_gptq *g = NULL;
-    float *wbuf = NULL;
-    char **no_entry = NULL;
-    size_t n_no_entry = 0;
-    lpk_reader *r = NULL;
-    lpk_meta *meta = NULL;
-    lpk_tensor *decls = NULL;
-    quant_choice *ch = NULL;
-    double *gains = NULL;
-    float **imw = NULL;
-    quant_target_result tres = {0, 0, 0};
-    char target_str[96] = "";
-    uint64_t budget = 0;
-    int tries = 0;
-    tstat *st = NULL;
-    lpk_writer *w = NULL;
-    float *x = NULL;
-    void *qbuf = NULL;
-    size_t n = 0;
-    int rc = LPK_OK;
-    if (fmt == CLI_FMT_GGUF) {
-        /* GGUF: quantize into a container beside OUT, then export it */
-        rc = lpk_writer_check_target(out, force ? LPK_WRITE_FORCE : 0, &err);
-        if (!rc) rc = cli_tmp_beside(out, tmp_out, sizeof tmp_out, &err);
-        if (rc) goto done;
-        final_out = out;
-        out = tmp_out;
-    }
-    rc = cli_open_input(in, lpk_reader_default_flags(), &r, &err);
-    if (rc) goto done;
-    n = lpk_reader_n_tensors(r);
-    decls = calloc(n ? n : 1, sizeof *decls);
-    ch = calloc(n ? n : 1, sizeof *ch);
-    st = calloc(n ? n : 1, sizeof *st);
-    meta = lpk_meta_new();
-    if (!decls || !ch || !st || !meta) {
-        rc = lpk_err(&err, LPK_ENOMEM, "out of memory");
-        goto done;
-    }
-    for (size_t i = 0; i < n; i++) decls[i] = *lpk_reader_tensor(r, i);
-    if (im_path) rc = lpk_imatrix_read(im_path, &im, &err);
-    else if (calib_text && gptq) {
-        go.chunks = (int)chunks;
-        cli_progress cp;
-        cli_progress_start(&cp, "gptq calibration", "chunks", 0, quiet || json);
-        rc = calib_gptq_collect(r, calib_text, &go, cli_chunk_progress, &cp, &g, &err);
-        cli_progress_end(&cp);
-    } else if (calib_text) {
-        calib_opts co = {.ctx = 512, .max_chunks = (int)chunks};
-        if (!quiet && !json) fprintf(stderr, "llmpack quantize: calibrating on %s\n", calib_text);
-        rc = calib_file(in, calib_text, &co, &im, &err);
-    }
-    if (!rc && im) rc = lpk_imatrix_check(im, im_path ? im_path : calib_text, decls, n, &err);
-    if (rc) goto done;
-    if (target) {
-        /* the budget for all tensors: bits per weight over every tensor, or the
-         * file size less the input's non-tensor bytes and some slack (the
-         * writer's exact size is checked below) */
-        uint64_t elems = 0, in_tensors = 0;
-        for (size_t i = 0; i < n; i++) {
-            elems += lpk_tensor_nelems(&decls[i]);
-            in_tensors += decls[i].size;
-        }
-        if (target_bpw_s) {
-            budget = (uint64_t)(target_bpw * (double)elems / 8.0);
-            snprintf(target_str, sizeof target_str, "bpw %s", target_bpw_s);
-        } else {
-            uint64_t fsz = lpk_reader_file_size(r);
-            uint64_t overhead = final_out ? gguf_overhead(lpk_reader_meta(r), decls, n)
-                                          : fsz > in_tensors ? fsz - in_tensors : 0;
-            overhead += 4096 + 64 * (uint64_t)n;
-            budget = max_size > overhead ? max_size - overhead : 0;
-            snprintf(target_str, sizeof target_str, "max-size %s", max_size_s);
-        }
-        gains = calloc(n ? n : 1, sizeof *gains);
-        imw = calloc(n ? n : 1, sizeof *imw);
-        if (!gains || !imw) { rc = lpk_err(&err, LPK_ENOMEM, "out of memory"); goto done; }
-        for (size_t i = 0; i < n && im; i++) {
-            const lpk_imatrix_entry *e = lpk_imatrix_find(im, decls[i].name);
-            if (!e) continue;
-            imw[i] = malloc((size_t)e->n * sizeof(float));
-            if (!imw[i]) { rc = lpk_err(&err, LPK_ENOMEM, "out of memory"); goto done; }
-            lpk_imatrix_weights(e, imw[i]);
-        }
-        if (!quiet && !json)
-            fprintf(stderr, "llmpack quantize: measuring each matrix's sensitivity on %s\n",
-                    calib_text);
-        rc = vf_target_gains_text(r, calib_text, 512, (int)calib_chunks,
-                                  (const float *const *)imw, gains, &err);
-        if (!rc) rc = quant_plan_target(decls, n, (const float *const *)imw, gains, NULL, 0,
-                                        budget, ch, &tres, &err);
-        if (rc == LPK_ENOSPC) {
-            fprintf(stderr, "llmpack quantize: %s: %s\n", in, err.msg);
-            rc = CLI_EXIT_USAGE;
-            goto done_usage;
-        }
+    struct stat sb;
+    size_t ol = strlen(out);
+    /* the folder form: -o DIR/, or several types and -o an existing folder; one
+     * type and a folder without the '/' stays the mistake it was (exit 2) */
+    const int is_dir = stat(out, &sb) == 0 && S_ISDIR(sb.st_mode);
+    const int folder = (ol && out[ol - 1] == '/') || (n_types > 1 && is_dir);
+    if (is_dir && !folder)
+        return cli_usage_error("quantize", "%s is a folder (to write %s/<name>-<TYPE>.lpk into "
+                               "it, end it with '/')", out, out);
+    if (n_types > 1 && !folder)
+        return cli_usage_error("quantize", "%s: several types write one file each into a folder "
+                               "(-o DIR/)", out);
+    if (folder && target)
+        return cli_usage_error("quantize", "--target-bpw / --max-size write one file: -o "
+                               "OUT.lpk|OUT.gguf, not a folder");
+    int fmt = 0, urc;
+    if (!folder) {
+        urc = cli_output_format("quantize", out, format, &fmt);
     } else {
-        rc = quant_plan(recipe, (pure ? QUANT_PLAN_PURE : 0u) | (im || g ? QUANT_PLAN_IMATRIX : 0u),
-                        lpk_reader_meta(r), decls, n, ch, &err);
+        fmt = !format || !strcasecmp(format, "lpk") ? CLI_FMT_LPK
+              : !strcasecmp(format, "gguf")         ? CLI_FMT_GGUF
+                                                    : 0;
+        urc = fmt ? 0 : cli_usage_error("quantize", "--format: '%s' is not gguf or lpk", format);
     }
-    if (rc) goto done;
-planned:;
-    uint64_t max_elems = 0, in_bytes = 0;
-    for (size_t i = 0; i < n; i++) {
-        const lpk_tensor *t = lpk_reader_tensor(r, i);
-        int src = t->type, dst = ch[i].type;
-        if (quant_type_is_block(src) && src != dst && !requant) {
-            fprintf(stderr,
-                    "llmpack quantize: %s: %s is already %s; quantizing it to %s would "
-                    "dequantize it first (add --allow-requantize)\n",
-                    in, t->name, tname(src), tname(dst));
-            rc = CLI_EXIT_USAGE;
-            goto done_usage;
-        }
-        uint64_t ne = lpk_tensor_nelems(t);
-        max_elems = ne > max_elems ? ne : max_elems;
-        in_bytes += t->size;
-        decls[i].type = dst;
-        decls[i].data = NULL;
-        if (lpk_type_nbytes(dst, ne, &decls[i].size)) {
-            rc = lpk_err(&err, LPK_EINVAL, "%s: %s does not fit type %s", in, t->name, tname(dst));
-            goto done;
-        }
+    if (urc) return urc;
+    const char *inputs[] = {in, o.im_path, o.calib_text};
+    if ((urc = cli_inputs_exist("quantize", inputs, 3))) return urc;
+    if (folder && (stat(out, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
+        fprintf(stderr, "llmpack quantize: %s: no such folder (create it first)\n", out);
+        return CLI_EXIT_RUNTIME;
     }
-    if (requant) {
-        for (size_t i = 0; i < n; i++)
-            if (quant_type_is_block(lpk_reader_tensor(r, i)->type) &&
-                lpk_reader_tensor(r, i)->type != ch[i].type && !quiet && !json)
-                fprintf(stderr, "llmpack quantize: %s: dequantizing %s to requantize it as %s\n",
-                        lpk_reader_tensor(r, i)->name, tname(lpk_reader_tensor(r, i)->type),
-                        tname(ch[i].type));
-    }
-    rc = lpk_meta_copy(meta, lpk_reader_meta(r));
-    if (!rc && out_name) rc = lpk_meta_set_str(meta, "general.name", out_name);
-    if (!rc) rc = target ? quant_plan_record_target(target_str, &tres, decls, ch, n, meta)
-                         : quant_plan_record(recipe, pure, decls, ch, n, meta);
-    if (!rc && im) rc = lpk_imatrix_record(im, im_path, meta);
-    if (!rc && g) rc = calib_gptq_record(g, meta);
-    if (rc) { lpk_err(&err, rc, "cannot record the recipe in the metadata"); goto done; }
-    if (max_elems > SIZE_MAX / 8) { rc = lpk_err(&err, LPK_ENOMEM, "tensor too large"); goto done; }
-    x = malloc((size_t)(max_elems ? max_elems : 1) * sizeof(float));
-    qbuf = malloc((size_t)(max_elems ? max_elems : 1) * sizeof(float));
-    if (!x || !qbuf) { rc = lpk_err(&err, LPK_ENOMEM, "out of memory"); goto done; }
-    if (im && !wbuf) {
-        int64_t maxc = 1;
-        for (size_t i = 0; i < n; i++)
-            if (lpk_tensor_ncols(&decls[i]) > maxc) maxc = lpk_tensor_ncols(&decls[i]);
-        wbuf = malloc((size_t)maxc * sizeof(float));
-        no_entry = calloc(n ? n : 1, sizeof *no_entry);
-        if (!wbuf || !no_entry) { rc = lpk_err(&err, LPK_ENOMEM, "out of memory"); goto done; }
-    }
-    rc = lpk_writer_open(out, meta, decls, n, force || final_out ? LPK_WRITE_FORCE : 0, &w, &err);
-    if (rc) goto done;
-    /* a GGUF output's size is checked when it is exported, below */
-    uint64_t excess = 0;
-    if (max_size_s && !final_out && lpk_writer_file_size(w) > max_size && tries++ < 8) {
-        /* the metadata and alignment took more than estimated: plan again with
-         * a budget smaller by the excess and a step that doubles each time (the
-         * plan moves in whole tensors' steps) */
-        excess = lpk_writer_file_size(w) - max_size + ((uint64_t)4096 << tries);
-replan:
-        lpk_writer_abort(w);
-        w = NULL;
-        free(x);
-        free(qbuf);
-        x = qbuf = NULL;
-        budget = budget > excess ? budget - excess : 0;
-        for (size_t i = 0; i < n; i++) decls[i] = *lpk_reader_tensor(r, i);
-        rc = quant_plan_target(decls, n, (const float *const *)imw, gains, NULL, 0, budget, ch,
-                               &tres, &err);
-        if (rc == LPK_ENOSPC) {
-            fprintf(stderr, "llmpack quantize: %s: %s\n", in, err.msg);
-            rc = CLI_EXIT_USAGE;
-            goto done_usage;
-        }
-        if (rc) goto done;
-        goto planned;
-    }
-    if (max_size_s && !final_out && lpk_writer_file_size(w) > max_size) {
-        rc = lpk_err(&err, LPK_ENOSPC, "%s: no plan found within %" PRIu64 " bytes", out, max_size);
-        goto done;
-    }
+    if (threads > 0) omp_set_num_threads((int)threads);
+    o.quiet = quiet || json;
 
-    cli_progress prog;
-    cli_progress_start(&prog, "quantize", "B", in_bytes, quiet || json);
-    uint64_t done_bytes = 0;
-    double t0 = cli_now();
-    for (size_t i = 0; i < n && !rc; i++) {
-        const lpk_tensor *t = lpk_reader_tensor(r, i);
-        int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
-        const void *bytes;
-        rc = lpk_reader_tensor_data(r, i, &bytes, &err);
-        if (rc) break;
-        uint64_t size = decls[i].size;
-        if (t->type != ch[i].type) {
-            rc = to_f32(t, x, &err);
-            if (rc) break;
-            lpk_error qe = {0};
-            const float *iw = NULL;
-            if (im && quant_type_is_block(ch[i].type)) {
-                const lpk_imatrix_entry *e = lpk_imatrix_find(im, t->name);
-                if (e) {
-                    lpk_imatrix_weights(e, wbuf);
-                    iw = wbuf;
-                } else {
-                    /* no entry: every column of equal importance */
-                    for (int64_t c = 0; c < nc; c++) wbuf[c] = 1.0f;
-                    iw = wbuf;
-                    no_entry[n_no_entry++] = (char *)t->name;
-                }
-            }
-            if (g && calib_gptq_applies(g, t->name, ch[i].type))
-                rc = calib_gptq_quantize(g, t->name, ch[i].type, x, nr, nc, qbuf, &qe);
-            else
-                rc = quant_quantize_rows_ex(ch[i].type, LPK_TYPE_F32, x, nr, nc, qbuf, iw,
-                                            QUANT_ROWS_OUTPUT_WEIGHTING, &qe);
-            if (rc) {
-                lpk_err(&err, rc, "%s: tensor %s: %s", in, t->name, qe.msg);
+    cli_quant_out outs[CLI_QUANT_MAX_OUTPUTS];
+    char *paths[CLI_QUANT_MAX_OUTPUTS] = {NULL};
+    size_t n_out = folder ? n_types : 1;
+    memset(outs, 0, sizeof outs);
+    int rc = LPK_OK;
+    if (folder) {
+        /* DIR/<name>-<TYPE>.lpk|.gguf, TYPE as spelled, in upper case */
+        char name[128];
+        int nrc = model_name(in, o.name, name, sizeof name);
+        if (nrc) return cli_exit_for(nrc);
+        while (ol > 1 && out[ol - 1] == '/') ol--;
+        for (size_t k = 0; k < n_out && !rc; k++) {
+            char up[32];
+            size_t tl = strlen(types[k]);
+            for (size_t c = 0; c <= tl && c < sizeof up; c++)
+                up[c] = (char)toupper((unsigned char)types[k][c]);
+            up[sizeof up - 1] = '\0';
+            size_t pl = ol + strlen(name) + strlen(up) + 8;
+            paths[k] = malloc(pl);
+            if (!paths[k]) {
+                rc = LPK_ENOMEM;
                 break;
             }
-            if (t->n_dims >= 2) {
-                quant_error(ch[i].type, x, qbuf, nr, nc, &st[i].sse, &st[i].ssx);
-                st[i].has_err = 1;
-            }
-            bytes = qbuf;
-        } else if (t->n_dims >= 2) {
-            /* copied as is: no error, but its weights count in the pooled figure */
-            rc = to_f32(t, x, &err);
-            if (rc) break;
-            for (uint64_t k = 0; k < lpk_tensor_nelems(t); k++) st[i].ssx += (double)x[k] * x[k];
-            st[i].has_err = 1;
+            snprintf(paths[k], pl, "%.*s%s%s-%s.%s", (int)ol, out, out[ol - 1] == '/' ? "" : "/",
+                     name, up, fmt == CLI_FMT_GGUF ? "gguf" : "lpk");
+            outs[k].path = paths[k];
+            outs[k].recipe = types[k];
+            outs[k].fmt = fmt;
         }
-        rc = lpk_writer_tensor_begin(w, t->name, &err);
-        if (!rc) rc = lpk_writer_tensor_write(w, bytes, (size_t)size, &err);
-        if (!rc) rc = lpk_writer_tensor_end(w, &err);
-        lpk_reader_release_tensor(r, i);
-        done_bytes += t->size;
-        cli_progress_update(&prog, done_bytes, t->name);
+    } else {
+        outs[0].path = out;
+        outs[0].recipe = target ? NULL : types[0];
+        outs[0].fmt = fmt;
     }
-    cli_progress_end(&prog);
-    if (rc) goto done;
-    rc = lpk_writer_finish(w, &err);
-    w = NULL;
-    if (rc) goto done;
-    if (final_out) {
-        cli_tmp_hold(tmp_out);
-        cli_export_stats es;
-        char *name = cli_name_from_path(final_out);
-        rc = cli_export_gguf(tmp_out, final_out, name, 0, force ? LPK_WRITE_FORCE : 0,
-                             quiet || json, max_size_s ? max_size : 0, &es, &err);
-        free(name);
-        if (rc == LPK_ENOSPC && max_size_s && es.file_size > max_size && tries++ < 8) {
-            /* the GGUF came out larger than estimated: quantize again */
-            excess = es.file_size - max_size + ((uint64_t)4096 << tries);
-            lpk_error_clear(&err);
-            memset(st, 0, n * sizeof *st);
-            n_no_entry = 0;
-            goto replan;
-        }
-        if (rc) goto done;
-        out = final_out;
-    }
-    double secs = cli_now() - t0;
-
-    /* report */
-    double sse = 0, ssx = 0;
-    uint64_t out_bytes = 0, bytes2 = 0, in2 = 0, w2 = 0;
-    for (size_t i = 0; i < n; i++) {
-        const lpk_tensor *t = lpk_reader_tensor(r, i);
-        out_bytes += decls[i].size;
-        if (t->n_dims >= 2) {
-            sse += st[i].sse;
-            ssx += st[i].ssx;
-            bytes2 += decls[i].size;
-            in2 += t->size;
-            w2 += lpk_tensor_nelems(t);
-        }
-    }
-    double pooled = ssx > 0 ? sqrt(sse / ssx) : 0.0;
-    double bpw2 = w2 ? 8.0 * (double)bytes2 / (double)w2 : 0.0;
-    uint64_t all_elems = 0, file_bytes = 0;
-    for (size_t i = 0; i < n; i++) all_elems += lpk_tensor_nelems(&decls[i]);
-    struct stat sb;
-    if (stat(out, &sb) == 0) file_bytes = (uint64_t)sb.st_size;
-    if (json) {
-        json_t *o = json_object(), *arr = json_array();
-        json_object_set_new(o, "input", json_string(in));
-        json_object_set_new(o, "output", json_string(out));
-        json_object_set_new(o, "format", json_string(final_out ? "gguf" : "lpk"));
-        json_object_set_new(o, "type", json_string(target ? "target" : recipe));
-        if (target) {
-            json_t *tj = json_object();
-            json_object_set_new(tj, "limit", json_string(target_str));
-            json_object_set_new(tj, "budget_bytes", json_integer((json_int_t)tres.budget));
-            json_object_set_new(tj, "predicted_bytes", json_integer((json_int_t)tres.bytes));
-            json_object_set_new(tj, "achieved_bytes", json_integer((json_int_t)out_bytes));
-            json_object_set_new(tj, "file_bytes", json_integer((json_int_t)file_bytes));
-            json_object_set_new(tj, "bpw", json_real(all_elems ? 8.0 * (double)out_bytes /
-                                                                (double)all_elems : 0.0));
-            json_object_set_new(tj, "predicted_kld", json_real(tres.err));
-            json_object_set_new(o, "target", tj);
-        }
-        json_object_set_new(o, "pure", json_boolean(pure));
-        json_object_set_new(o, "method", json_string(g ? "gptq" : "rtn"));
-        for (size_t i = 0; i < n; i++) {
-            const lpk_tensor *t = lpk_reader_tensor(r, i);
-            json_t *e = json_object(), *shape = json_array();
-            json_object_set_new(e, "name", json_string(t->name));
-            for (int d = 0; d < t->n_dims; d++) json_array_append_new(shape, json_integer(t->dims[d]));
-            json_object_set_new(e, "shape", shape);
-            json_object_set_new(e, "type_in", json_string(tname(t->type)));
-            json_object_set_new(e, "type_out", json_string(tname(ch[i].type)));
-            json_object_set_new(e, "bytes_in", json_integer((json_int_t)t->size));
-            json_object_set_new(e, "bytes_out", json_integer((json_int_t)decls[i].size));
-            json_object_set_new(e, "bpw", json_real(8.0 * (double)decls[i].size /
-                                                    (double)lpk_tensor_nelems(t)));
-            if (st[i].has_err)
-                json_object_set_new(e, "rel_rmse", json_real(st[i].ssx > 0 ? sqrt(st[i].sse / st[i].ssx) : 0.0));
-            if (ch[i].fallback_from >= 0)
-                json_object_set_new(e, "fallback_from", json_string(tname(ch[i].fallback_from)));
-            if (ch[i].note[0]) json_object_set_new(e, "note", json_string(ch[i].note));
-            json_array_append_new(arr, e);
-        }
-        json_object_set_new(o, "tensors", arr);
-        if (im) {
-            json_t *ij = json_object(), *ne = json_array();
-            char h[24];
-            snprintf(h, sizeof h, "%016llx", (unsigned long long)im->hash);
-            json_object_set_new(ij, "file", im_path ? json_string(im_path) : json_null());
-            json_object_set_new(ij, "calibration_text", calib_text ? json_string(calib_text) : json_null());
-            json_object_set_new(ij, "hash", json_string(h));
-            json_object_set_new(ij, "dataset", im->dataset ? json_string(im->dataset) : json_null());
-            json_object_set_new(ij, "entries", json_integer((json_int_t)im->n));
-            json_object_set_new(ij, "chunks", json_integer(im->chunks));
-            for (size_t i = 0; i < n_no_entry; i++) json_array_append_new(ne, json_string(no_entry[i]));
-            json_object_set_new(ij, "default_weighting", ne);
-            json_object_set_new(o, "imatrix", ij);
-        }
-        json_t *tot = json_object();
-        json_object_set_new(tot, "bytes_in", json_integer((json_int_t)in_bytes));
-        json_object_set_new(tot, "bytes_out", json_integer((json_int_t)out_bytes));
-        json_object_set_new(tot, "bpw_2d", json_real(bpw2));
-        json_object_set_new(tot, "rel_rmse_2d", json_real(pooled));
-        json_object_set_new(tot, "seconds", json_real(secs));
-        json_object_set_new(o, "totals", tot);
-        cli_json_print(o);
+    cli_quant_run run;
+    memset(&run, 0, sizeof run);
+    lpk_error err = {0};
+    if (rc) lpk_err(&err, rc, "out of memory");
+    else rc = cli_quantize_run(&o, outs, n_out, &run, &err);
+    if (rc) {
+        cli_print_error("quantize", &err);
+        for (size_t k = 0; k < n_out; k++)
+            if (outs[k].written)
+                fprintf(stderr, "llmpack quantize: %s was completed before the failure and "
+                        "stays\n", outs[k].path);
+    } else if (json && !folder) {
+        cli_json_print(report_json(&o, &run, &outs[0]));
+    } else if (json) {
+        json_t *j = json_object(), *arr = json_array();
+        json_object_set_new(j, "input", json_string(in));
+        json_object_set_new(j, "folder", json_string(out));
+        json_object_set_new(j, "format", json_string(fmt == CLI_FMT_GGUF ? "gguf" : "lpk"));
+        for (size_t k = 0; k < n_out; k++)
+            json_array_append_new(arr, report_json(&o, &run, &outs[k]));
+        json_object_set_new(j, "outputs", arr);
+        json_object_set_new(j, "seconds", json_real(run.seconds));
+        cli_json_print(j);
     } else if (!quiet) {
-        printf("%-28s %-12s %-14s %10s\n", "tensor", "shape", "type", "rel. RMSE");
-        for (size_t i = 0; i < n; i++) {
-            const lpk_tensor *t = lpk_reader_tensor(r, i);
-            char shape[64], types[32], rm[16] = "-";
-            shape_str(t, shape, sizeof shape);
-            snprintf(types, sizeof types, "%s -> %s", tname(t->type), tname(ch[i].type));
-            if (st[i].has_err)
-                snprintf(rm, sizeof rm, "%.5f", st[i].ssx > 0 ? sqrt(st[i].sse / st[i].ssx) : 0.0);
-            printf("%-28s %-12s %-14s %10s%s%s\n", t->name, shape, types, rm,
-                   ch[i].note[0] ? "  " : "", ch[i].note);
+        for (size_t k = 0; k < n_out; k++) {
+            if (folder) printf("%s== %s (%s)\n", k ? "\n" : "", outs[k].path, outs[k].recipe);
+            report_text(&o, &run, &outs[k]);
         }
-        printf("size: %.2f MB -> %.2f MB (2-D tensors: %.2f MB -> %.2f MB, %.4f bits per weight)\n",
-               (double)in_bytes / 1e6, (double)out_bytes / 1e6, (double)in2 / 1e6,
-               (double)bytes2 / 1e6, bpw2);
-        printf("pooled rel. RMSE over 2-D tensors: %.5f   (%.2f s, %s)\n", pooled, secs,
-               lpk_cpu_describe());
-        if (target)
-            printf("target %s: tensors %" PRIu64 " bytes predicted, %" PRIu64 " written (budget %"
-                   PRIu64 ", %.4f bits per weight over all tensors); file %" PRIu64
-                   " bytes; predicted KLD %.6f (sum over tensors)\n",
-                   target_str, tres.bytes, out_bytes, tres.budget,
-                   all_elems ? 8.0 * (double)out_bytes / (double)all_elems : 0.0, file_bytes,
-                   tres.err);
-        if (im) {
-            printf("importance matrix: %s (%zu entries, %d chunks, xxh3 %016llx)\n",
-                   im_path ? im_path : calib_text, im->n, im->chunks,
-                   (unsigned long long)im->hash);
-            if (n_no_entry) {
-                printf("no entry, default weighting:");
-                for (size_t i = 0; i < n_no_entry; i++) printf(" %s", no_entry[i]);
-                printf("\n");
-            }
-        }
+        if (folder)
+            printf("\n%zu files from one read of %s in %.2f s\n", n_out, in, run.seconds);
     }
-
-done:
-    if (rc) cli_print_error("quantize", &err);
-    rc = rc ? cli_exit_for(rc) : CLI_EXIT_OK;
-done_usage:
-    lpk_writer_abort(w);
-    if (tmp_out[0]) cli_tmp_remove(tmp_out);
-    lpk_imatrix_free(im);
-    calib_gptq_free(g);
-    free(wbuf);
-    free(no_entry);
-    free(x);
-    free(qbuf);
-    free(decls);
-    free(ch);
-    free(gains);
-    for (size_t i = 0; imw && i < n; i++) free(imw[i]);
-    free(imw);
-    free(st);
-    lpk_meta_free(meta);
-    lpk_reader_close(r);
-    return rc;
+    cli_quantize_free(outs, n_out, &run);
+    for (size_t k = 0; k < n_out; k++) free(paths[k]);
+    return rc ? cli_exit_for(rc) : CLI_EXIT_OK;
 }

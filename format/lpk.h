@@ -120,7 +120,7 @@ void lpk_notice(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Files the cleanup signals remove (the writers' temporary files, and a
  * program's own intermediate files): registers path (copied) and returns its
- * slot, or -1 when the path is too long or all 32 slots are taken.
+ * slot, or -1 when the path is too long or all 64 slots are taken.
  * Unregistering does not remove the file. */
 int lpk_temp_register(const char *path);
 void lpk_temp_unregister(int slot);

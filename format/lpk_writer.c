@@ -28,7 +28,7 @@
 /* Temporary files that a termination signal must remove (lpk_guard.c runs
  * the hook). The hook only reads these fixed buffers and calls unlink(), both
  * async-signal-safe. */
-#define TMP_SLOTS 32
+#define TMP_SLOTS 64
 #define TMP_PATH_MAX 4096
 static char tmp_paths[TMP_SLOTS][TMP_PATH_MAX];
 static volatile sig_atomic_t tmp_used[TMP_SLOTS];

@@ -32,37 +32,6 @@ static char kind_of(const char *path)
     return k;
 }
 
-static void same_bytes(const char *a, const char *b)
-{
-    size_t na = 0, nb = 0;
-    char *x = tu_read_file(a, &na), *y = tu_read_file(b, &nb);
-    assert_non_null(x);
-    assert_non_null(y);
-    if (na != nb || memcmp(x, y, na)) fail_msg("%s (%zu bytes) and %s (%zu bytes) differ", a, na, b, nb);
-    free(x);
-    free(y);
-}
-
-/* Runs llmpack: wants exit `want` and, if sub is not NULL, sub in its output. */
-static void vexpect(int want, const char *sub, const char *args_fmt, va_list ap)
-{
-    char args[4096], *out = NULL;
-    vsnprintf(args, sizeof args, args_fmt, ap);
-    int rc = tu_llmpack(&out, "%s", args);
-    if (rc != want) fail_msg("llmpack %s: exit %d, want %d: %s", args, rc, want, out ? out : "");
-    if (sub && !strstr(out, sub)) fail_msg("llmpack %s: no '%s' in: %s", args, sub, out);
-    free(out);
-}
-
-static void run_ok(const char *args_fmt, ...) __attribute__((format(printf, 1, 2)));
-static void run_ok(const char *args_fmt, ...)
-{
-    va_list ap;
-    va_start(ap, args_fmt);
-    vexpect(0, NULL, args_fmt, ap);
-    va_end(ap);
-}
-
 /* The --json report names `path` as output, in format `fmt`. */
 static void json_output(const char *out, const char *path, const char *fmt)
 {
@@ -87,43 +56,43 @@ static void test_convert_by_extension(void **state)
     (void)state;
     char *dir = tu_tmpdir();
     char *g = tu_fmt("%s/m.gguf", dir), *l = tu_fmt("%s/m.lpk", dir), *e = tu_fmt("%s/e.gguf", dir);
-    run_ok("convert %s -o '%s'", DEMO, g);
+    tu_run_ok("convert %s -o '%s'", DEMO, g);
     assert_int_equal(kind_of(g), 'g');
-    run_ok("convert %s -o '%s'", DEMO, l);
+    tu_run_ok("convert %s -o '%s'", DEMO, l);
     assert_int_equal(kind_of(l), 'l');
-    run_ok("export '%s' -o '%s'", l, e);
-    same_bytes(g, e); /* one command = convert + export */
+    tu_run_ok("export '%s' -o '%s'", l, e);
+    tu_same_bytes(g, e); /* one command = convert + export */
 
     /* quantizing in the same pass, with the type spelled as llama.cpp does */
     char *qg = tu_fmt("%s/m-Q4_K_M.gguf", dir), *ql = tu_fmt("%s/q.lpk", dir),
          *qe = tu_fmt("%s/q.gguf", dir);
-    run_ok("convert %s -o '%s' --type Q4_K_M", DEMO, qg);
-    run_ok("convert %s -o '%s' --type Q4_K_M", DEMO, ql);
-    run_ok("export '%s' -o '%s'", ql, qe);
+    tu_run_ok("convert %s -o '%s' --type Q4_K_M", DEMO, qg);
+    tu_run_ok("convert %s -o '%s' --type Q4_K_M", DEMO, ql);
+    tu_run_ok("export '%s' -o '%s'", ql, qe);
     assert_int_equal(kind_of(qg), 'g');
-    same_bytes(qg, qe);
+    tu_same_bytes(qg, qe);
 
     /* the suffix in any case; --format for other names */
     char *up = tu_fmt("%s/M.GGUF", dir), *bin = tu_fmt("%s/m.bin", dir), *bl = tu_fmt("%s/l.bin", dir);
-    run_ok("convert %s -o '%s'", DEMO, up);
-    same_bytes(up, g);
-    run_ok("convert %s -o '%s' --format gguf", DEMO, bin);
-    same_bytes(bin, g);
-    run_ok("convert %s -o '%s' --format LPK", DEMO, bl);
-    same_bytes(bl, l);
+    tu_run_ok("convert %s -o '%s'", DEMO, up);
+    tu_same_bytes(up, g);
+    tu_run_ok("convert %s -o '%s' --format gguf", DEMO, bin);
+    tu_same_bytes(bin, g);
+    tu_run_ok("convert %s -o '%s' --format LPK", DEMO, bl);
+    tu_same_bytes(bl, l);
 
     /* JSON names the file asked for and its format */
     char *out = NULL;
     assert_int_equal(tu_llmpack(&out, "convert %s -o '%s' --force --json", DEMO, g), 0);
     json_output(out, g, "gguf");
     free(out);
-    same_bytes(g, e);
+    tu_same_bytes(g, e);
 
     /* an existing output is kept without --force, before any work is done */
     assert_int_equal(tu_llmpack(&out, "convert %s -o '%s'", DEMO, g), 1);
     assert_non_null(strstr(out, "already exists"));
     free(out);
-    same_bytes(g, e);
+    tu_same_bytes(g, e);
     no_temp_left(dir);
     free(g); free(l); free(e); free(qg); free(ql); free(qe); free(up); free(bin); free(bl);
 }
@@ -137,7 +106,7 @@ static void expect_usage(const char *dir, const char *sub, const char *args_fmt,
     int before = tu_dir_entries(dir, 0);
     va_list ap;
     va_start(ap, args_fmt);
-    vexpect(2, sub, args_fmt, ap);
+    tu_vexpect(2, sub, args_fmt, ap);
     va_end(ap);
     assert_int_equal(tu_dir_entries(dir, 0), before); /* nothing written */
 }
@@ -147,7 +116,7 @@ static void test_bad_output_name(void **state)
     (void)state;
     char *dir = tu_tmpdir();
     char *in = tu_fmt("%s/in.lpk", dir), *bin = tu_fmt("%s/model.bin", dir);
-    run_ok("convert %s -o '%s'", DEMO, in);
+    tu_run_ok("convert %s -o '%s'", DEMO, in);
     const char *why = "cannot tell the output format";
     expect_usage(dir, why, "convert %s -o '%s'", DEMO, bin);
     expect_usage(dir, why, "convert %s -o '%s' --type q8_0", DEMO, bin);
@@ -177,25 +146,25 @@ static void test_quantize_by_extension(void **state)
     char *dir = tu_tmpdir();
     char *in = tu_fmt("%s/in.lpk", dir), *g = tu_fmt("%s/q.gguf", dir), *l = tu_fmt("%s/q.lpk", dir),
          *e = tu_fmt("%s/e.gguf", dir);
-    run_ok("convert %s -o '%s'", DEMO, in);
+    tu_run_ok("convert %s -o '%s'", DEMO, in);
     char *out = NULL;
     assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q8_0 --json", in, g), 0);
     json_output(out, g, "gguf");
     free(out);
-    run_ok("quantize '%s' -o '%s' --type q8_0 -q", in, l);
-    run_ok("export '%s' -o '%s'", l, e);
+    tu_run_ok("quantize '%s' -o '%s' --type q8_0 -q", in, l);
+    tu_run_ok("export '%s' -o '%s'", l, e);
     assert_int_equal(kind_of(g), 'g');
     assert_int_equal(kind_of(l), 'l');
-    same_bytes(g, e);
+    tu_same_bytes(g, e);
     /* a GGUF input quantized to a GGUF */
     char *g2 = tu_fmt("%s/q2.gguf", dir);
-    run_ok("quantize '%s' -o '%s' --type q8_0 -q", g, g2);
+    tu_run_ok("quantize '%s' -o '%s' --type q8_0 -q", g, g2);
     assert_int_equal(kind_of(g2), 'g');
     /* --max-size bounds the GGUF's bytes (its metadata is not compressed: more
      * than the container's) */
     char *s = tu_fmt("%s/s.gguf", dir), *sl = tu_fmt("%s/s.lpk", dir);
-    run_ok("quantize '%s' -o '%s' --max-size 300KB --calib " TEXT " --calib-chunks 1 -q", in, s);
-    run_ok("quantize '%s' -o '%s' --max-size 300KB --calib " TEXT " --calib-chunks 1 -q", in, sl);
+    tu_run_ok("quantize '%s' -o '%s' --max-size 300KB --calib " TEXT " --calib-chunks 1 -q", in, s);
+    tu_run_ok("quantize '%s' -o '%s' --max-size 300KB --calib " TEXT " --calib-chunks 1 -q", in, sl);
     size_t ns = 0, nl = 0;
     free(tu_read_file(s, &ns));
     free(tu_read_file(sl, &nl));
@@ -214,7 +183,7 @@ static void test_export_lpk(void **state)
     (void)state;
     char *dir = tu_tmpdir();
     char *g = tu_fmt("%s/m.gguf", dir), *l = tu_fmt("%s/m.lpk", dir), *g2 = tu_fmt("%s/m2.gguf", dir);
-    run_ok("convert %s -o '%s'", DEMO, g);
+    tu_run_ok("convert %s -o '%s'", DEMO, g);
     /* a GGUF from elsewhere into a container: checksummed, and back unchanged */
     char *out = NULL;
     assert_int_equal(tu_llmpack(&out, "export '%s' -o '%s'", g, l), 0);
@@ -223,8 +192,8 @@ static void test_export_lpk(void **state)
     assert_int_equal(kind_of(l), 'l');
     assert_int_equal(tu_llmpack(&out, "check '%s'", l), 0);
     free(out);
-    run_ok("export '%s' -o '%s'", l, g2);
-    same_bytes(g, g2);
+    tu_run_ok("export '%s' -o '%s'", l, g2);
+    tu_same_bytes(g, g2);
     no_temp_left(dir);
     free(g); free(l); free(g2);
 }
@@ -243,7 +212,7 @@ static void test_failure_leaves_nothing(void **state)
     assert_false(tu_exists(g));
     /* quantize: an importance matrix that is not one */
     char *in = tu_fmt("%s/in.lpk", dir), *im = tu_fmt("%s/bad.imatrix", dir);
-    run_ok("convert %s -o '%s'", DEMO, in);
+    tu_run_ok("convert %s -o '%s'", DEMO, in);
     assert_int_equal(tu_write_file(im, "junk", 4), 0);
     assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q4_k --imatrix '%s'", in, g, im),
                      3);
@@ -293,7 +262,7 @@ static void test_signal_leaves_nothing(void **state)
     char *top = tu_tmpdir(), *dir = tu_fmt("%s/out", top);
     assert_int_equal(mkdir(dir, 0700), 0);
     char *in = tu_fmt("%s/in.lpk", dir), *g = tu_fmt("%s/q.gguf", dir);
-    run_ok("convert %s -o '%s'", DEMO, in);
+    tu_run_ok("convert %s -o '%s'", DEMO, in);
     /* quantize's temporary container exists while it calibrates */
     char *qa[] = {"llmpack", "quantize", in, "-o", g, "--type", "q4_k", "--calib", TEXT, NULL};
     kill_mid_run(dir, "q.gguf", qa, "in.lpk");

@@ -221,6 +221,12 @@ static void test_nonfinite(void **state)
     expect_fail(3, N, NULL, "check '%s'", nan);
     expect_fail(3, N, g, "export '%s' -o '%s'", nan, g);
     expect_fail(3, N, o, "quantize '%s' -o '%s' --type q8_0", nan, o);
+    /* several outputs: none is left, complete or not */
+    char *od = tu_fmt("%s/multi", dir);
+    assert_int_equal(mkdir(od, 0700), 0);
+    expect_fail(3, N, NULL, "quantize '%s' -o '%s/' --type q8_0,q4_k_m --format gguf", nan, od);
+    assert_int_equal(tu_dir_entries(od, 0), 0);
+    free(od);
     expect_fail(3, N, NULL, "verify '%s' --text '%s' --ctx 64 --chunks 1", nan, text);
 
     /* verify --json: the same keys as a good run, unmeasured ones null, the error */
@@ -357,6 +363,20 @@ static pid_t start_quantize(const char *dir, const char *in, long long min_bytes
     wait_tmp(pid, dir, "out.lpk", min_bytes, *log, "quantize ended before the fault point");
     free(o);
     return pid;
+}
+
+/* Sends sig to the child pid and wants it to end with exit 1 saying it was
+ * interrupted (its output in log); what names the case in a failure. */
+static void signal_wants_exit_1(pid_t pid, int sig, const char *log, const char *what)
+{
+    assert_int_equal(kill(pid, sig), 0);
+    int ws = tu_wait_child(pid, WAIT_S, what);
+    char *l = tu_read_file(log, NULL);
+    if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 1)
+        fail_msg("%s: wait status %d (want exit 1): %s", what, ws, l ? l : "");
+    if (!l || !strstr(l, "interrupted by a signal"))
+        fail_msg("%s: no 'interrupted by a signal' in: %s", what, l ? l : "");
+    free(l);
 }
 
 /* ---------------------------------------------------------------- 3. truncation */
@@ -556,20 +576,71 @@ static void test_signals_clean_up_and_exit_1(void **state)
         for (size_t k = 0; k < sizeof points / sizeof points[0]; k++) {
             char *log = NULL;
             pid_t pid = start_quantize(dir, in, points[k], &log);
-            assert_int_equal(kill(pid, sigs[s]), 0);
             char *what = tu_fmt("quantize sent signal %d at point %zu", sigs[s], k);
-            int ws = tu_wait_child(pid, WAIT_S, what);
-            char *l = tu_read_file(log, NULL);
-            if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 1)
-                fail_msg("%s: wait status %d (want exit 1): %s", what, ws, l ? l : "");
-            assert_non_null(strstr(l, "interrupted by a signal"));
+            signal_wants_exit_1(pid, sigs[s], log, what);
             assert_false(tu_exists(o));
             unlink(log);
             if (tu_dir_entries(dir, 1)) fail_msg("%s: temporary files left", what);
-            free(l); free(log); free(what);
+            free(log); free(what);
         }
     tu_rmtree(dir);
     free(dir); free(in); free(o);
+}
+
+/* quantize --type A,B,C -o DIR/: a signal while the outputs are written
+ * leaves none of them (the 256 MiB input: all temporary files open, then 24
+ * MiB into the first); a signal once the first GGUF is complete, while the
+ * next ones are exported, keeps that one (whole: `check` passes) and leaves
+ * nothing of the others. */
+static void test_signals_during_multi_output(void **state)
+{
+    (void)state;
+    tu_unignore_signals();
+    char *dir = tu_tmpdir(), *out = tu_fmt("%s/out", dir), *log = tu_fmt("%s/log.txt", dir);
+    char *in = big_input(dir), *o = tu_fmt("%s/", out);
+    assert_int_equal(mkdir(out, 0700), 0);
+    static const int sigs[] = {SIGINT, SIGTERM};
+    static const long long points[] = {0, 24ll << 20};
+    for (size_t s = 0; s < sizeof sigs / sizeof sigs[0]; s++)
+        for (size_t k = 0; k < sizeof points / sizeof points[0]; k++) {
+            char *argv[] = {"llmpack", "quantize", in, "-o", o, "--type", "q8_0,q4_0,q5_0", NULL};
+            pid_t pid = tu_llmpack_spawn(log, argv);
+            assert_true(pid > 0);
+            wait_tmp(pid, out, "big-Q5_0.lpk", 0, log, "quantize ended before its last output opened");
+            wait_tmp(pid, out, "big-Q8_0.lpk", points[k], log, "quantize ended before the point");
+            char *what = tu_fmt("quantize of 3 outputs sent signal %d at point %zu", sigs[s], k);
+            signal_wants_exit_1(pid, sigs[s], log, what);
+            if (tu_dir_entries(out, 0)) fail_msg("%s: files left in %s", what, out);
+            free(what);
+        }
+
+    /* GGUF outputs: exported one after the other once all are quantized */
+    char *hf = tu_fmt("%s/hf", dir), *m = tu_fmt("%s/m.lpk", dir), *cl = NULL;
+    tu_gen_ckpt(hf, "--custom 512,1536,4,8,4,512 --format hf --seed 3");
+    assert_int_equal(tu_llmpack(&cl, "convert '%s' -o '%s' --tokenizer "
+                                "examples/stories260K/tokenizer.model -q", hf, m), 0);
+    free(cl);
+    char *first = tu_fmt("%s/sig-Q4_0.gguf", out);
+    char *argv[] = {"llmpack", "quantize", m, "-o", o, "--type", "q4_0,f32,f16,bf16", "--format",
+                    "gguf", "--name", "sig", NULL};
+    pid_t pid = tu_llmpack_spawn(log, argv);
+    assert_true(pid > 0);
+    struct timespec nap = {0, 500 * 1000};
+    for (long i = 0; !tu_exists(first); i++) {
+        int ws;
+        if (waitpid(pid, &ws, WNOHANG) == pid || i > (long)WAIT_S * 2000) {
+            char *l = tu_read_file(log, NULL);
+            fail_msg("quantize ended before its first GGUF was complete (status %d): %s", ws,
+                     l ? l : "");
+        }
+        nanosleep(&nap, NULL);
+    }
+    signal_wants_exit_1(pid, SIGINT, log, "quantize to 4 GGUFs, SIGINT while exporting the second");
+    assert_int_equal(tu_dir_entries(out, 0), 1); /* the first output alone */
+    assert_int_equal(tu_llmpack(&cl, "check '%s'", first), 0);
+    free(cl);
+    tu_rmtree(dir);
+    free(dir); free(out); free(log); free(in); free(o); free(hf); free(m); free(first);
 }
 
 /* convert --method gptq writes the unquantized model to an intermediate file
@@ -922,6 +993,7 @@ int main(void)
         cmocka_unit_test(test_truncated_while_quantizing),
         cmocka_unit_test(test_truncated_while_reading_every_command),
         cmocka_unit_test(test_signals_clean_up_and_exit_1),
+        cmocka_unit_test(test_signals_during_multi_output),
         cmocka_unit_test(test_signals_during_convert_gptq),
         cmocka_unit_test(test_closed_pipe),
         cmocka_unit_test(test_stale_temporary_files_swept),

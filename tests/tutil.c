@@ -263,6 +263,44 @@ int tu_llmpack(char **out, const char *args_fmt, ...)
     return WEXITSTATUS(rc);
 }
 
+void tu_vexpect(int want, const char *sub, const char *args_fmt, va_list ap)
+{
+    char args[4096], *out = NULL;
+    vsnprintf(args, sizeof args, args_fmt, ap);
+    int rc = tu_llmpack(&out, "%s", args);
+    if (rc != want || (sub && (!out || !strstr(out, sub))))
+        fail_msg("llmpack %s: exit %d (want %d), output: %s (want '%s')", args, rc, want,
+                 out ? out : "", sub ? sub : "");
+    free(out);
+}
+
+void tu_expect(int want, const char *sub, const char *args_fmt, ...)
+{
+    va_list ap;
+    va_start(ap, args_fmt);
+    tu_vexpect(want, sub, args_fmt, ap);
+    va_end(ap);
+}
+
+void tu_run_ok(const char *args_fmt, ...)
+{
+    va_list ap;
+    va_start(ap, args_fmt);
+    tu_vexpect(0, NULL, args_fmt, ap);
+    va_end(ap);
+}
+
+void tu_same_bytes(const char *a, const char *b)
+{
+    size_t na = 0, nb = 0;
+    char *x = tu_read_file(a, &na), *y = tu_read_file(b, &nb);
+    if (!x || !y) fail_msg("cannot read %s or %s", a, b);
+    if (na != nb || memcmp(x, y, na))
+        fail_msg("%s (%zu bytes) and %s (%zu bytes) differ", a, na, b, nb);
+    free(x);
+    free(y);
+}
+
 int tu_json_schema_valid(const char *schema, const char *json, const char *what)
 {
     static const char *py =

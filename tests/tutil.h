@@ -59,6 +59,15 @@ char *tu_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * argument string; stdout+stderr go to *out (malloc'ed, may be NULL). Returns
  * the exit code, or -1 if it did not exit normally. */
 int tu_llmpack(char **out, const char *args_fmt, ...) __attribute__((format(printf, 2, 3)));
+/* tu_llmpack, failing the test unless it exits `want` and, when sub is not
+ * NULL, prints sub (stdout or stderr). */
+void tu_vexpect(int want, const char *sub, const char *args_fmt, va_list ap);
+void tu_expect(int want, const char *sub, const char *args_fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* tu_expect(0, NULL, ...): the command must succeed. */
+void tu_run_ok(const char *args_fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Fails the test unless files a and b hold the same bytes. */
+void tu_same_bytes(const char *a, const char *b);
 /* Starts the llmpack binary with argv (argv[0] is ignored; NULL-terminated) in a
  * child with default signals, stdin /dev/null, stdout and stderr to the file
  * log (NULL: /dev/null). Returns the child's pid. */
