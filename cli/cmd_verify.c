@@ -370,6 +370,49 @@ static int write_report(const char *path, int force, const run_info *ri, size_t 
     return st;
 }
 
+/* verify's progress: text tokens of chunks x ctx, advancing after each block
+ * of each forward pass (vf_eval_set_progress), and once the first tokens are
+ * timed, an estimate of the whole run when it is long. */
+typedef struct verify_progress {
+    cli_progress p;
+    char extra[96];       /* the running statistics, as of the last chunk */
+    uint64_t ctx;
+    int n_chunks, n_pass;
+    int estimated;
+} verify_progress;
+
+/* The estimate of the whole run, once: from the first chunk (every pass: the
+ * reference's and the models' may run at different speeds), or from the
+ * progress after a fifth of the interval (2 s) when a chunk takes longer; said
+ * when the run is expected to take over three intervals (30 s). */
+static void estimate(verify_progress *vp, uint64_t done, uint64_t total)
+{
+    double el = cli_now() - vp->p.t0;
+    if (!vp->estimated && done && (el >= vp->p.interval / 5 || done >= vp->ctx)) {
+        vp->estimated = 1;
+        double est = el * (double)total / (double)done;
+        if (est > 3 * vp->p.interval) {
+            if (vp->p.tty) fputs("\r\033[K", stderr);
+            if (est >= 60)
+                fprintf(stderr, "llmpack verify: estimated %.0f min", est / 60);
+            else
+                fprintf(stderr, "llmpack verify: estimated %.0f s", est);
+            fprintf(stderr, " (%d chunk%s of %llu tokens, %d forward pass%s each)\n",
+                    vp->n_chunks, vp->n_chunks > 1 ? "s" : "", (unsigned long long)vp->ctx,
+                    vp->n_pass, vp->n_pass > 1 ? "es" : "");
+        }
+    }
+}
+
+static void on_progress(void *user, uint64_t done, uint64_t total)
+{
+    verify_progress *vp = user;
+    /* a chunk's end is reported by the loop, with its statistics */
+    if (done % vp->ctx == 0) return;
+    estimate(vp, done, total);
+    cli_progress_update(&vp->p, done, vp->extra[0] ? vp->extra : NULL);
+}
+
 int cmd_verify(int argc, char **argv)
 {
     const char *cmd = "verify", *ref_path = NULL, *text_path = NULL, *report_path = NULL;
@@ -539,20 +582,23 @@ int cmd_verify(int argc, char **argv)
         fprintf(stderr, "%s: %zu tokens, %d chunks of %ld, %d model%s%s\n", base_name(text_path),
                 n_ids, n_chunks, ctx, n_paths, n_paths > 1 ? "s" : "",
                 ref_path ? " + reference" : "");
-    cli_progress prog;
-    cli_progress_start(&prog, "verify", "chunks", (uint64_t)n_chunks, quiet || json);
+    verify_progress vp = {.ctx = (uint64_t)ctx, .n_chunks = n_chunks,
+                          .n_pass = n_paths + (ref_path != NULL)};
+    cli_progress_start(&vp.p, "verify", "tokens", (uint64_t)n_chunks * (uint64_t)ctx,
+                       quiet || json);
+    if (vp.p.enabled) vf_eval_set_progress(ev, on_progress, &vp);
     for (int c = 0; (st = vf_eval_step(ev, &err)) == 1; c++) {
         vf_ppl_result r;
         vf_eval_result(ev, 0, &r);
-        char extra[128];
         if (r.has_ref)
-            snprintf(extra, sizeof extra, "ppl %.4f (ref %.4f), kld %.6f, %.0f tok/s", r.ppl,
-                     r.ref_ppl, r.kld_mean, r.tokens_per_second);
+            snprintf(vp.extra, sizeof vp.extra, "ppl %.4f (ref %.4f), kld %.6f", r.ppl,
+                     r.ref_ppl, r.kld_mean);
         else
-            snprintf(extra, sizeof extra, "ppl %.4f, %.0f tok/s", r.ppl, r.tokens_per_second);
-        cli_progress_update(&prog, (uint64_t)c + 1, extra);
+            snprintf(vp.extra, sizeof vp.extra, "ppl %.4f", r.ppl);
+        if (vp.p.enabled) estimate(&vp, ((uint64_t)c + 1) * (uint64_t)ctx, vp.p.total);
+        cli_progress_update(&vp.p, ((uint64_t)c + 1) * (uint64_t)ctx, vp.extra);
     }
-    cli_progress_end(&prog);
+    cli_progress_end(&vp.p);
     if (st < 0) {
         cli_print_error(cmd, &err);
         rc = cli_exit_for(st);

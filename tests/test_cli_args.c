@@ -279,7 +279,10 @@ static int count_lines(const char *out, const char *prefix)
 
 /* Progress on a stderr that is not a terminal (a CI log): plain lines with the
  * rate and ETA, none for a run shorter than the interval (10 s;
- * LLMPACK_PROGRESS_INTERVAL shortens it here), none with -q or --json. */
+ * LLMPACK_PROGRESS_INTERVAL shortens it here), none with -q or --json. verify's
+ * counts the text's tokens and advances after each block of each forward pass,
+ * not only at a chunk's end, and says first how long the run will take when
+ * that is over three intervals. */
 static void test_progress_in_logs(void **state)
 {
     (void)state;
@@ -295,14 +298,29 @@ static void test_progress_in_logs(void **state)
     assert_int_equal(count_lines(out, "llmpack verify: "), 0);
     free(out);
 
-    /* an interval of 0: a line at every step, then "done in" */
+    /* an interval of 0: the estimate, a line at every step, then "done in". The
+     * demo model has 5 blocks: 6 steps a pass (the blocks, the output matrix),
+     * the last one of a chunk reported with the chunk's statistics */
     setenv("LLMPACK_PROGRESS_INTERVAL", "0", 1);
     assert_int_equal(tu_llmpack(&out, "verify '%s' -f '%s' -c 64 --chunks 20", m, text), 0);
-    assert_int_equal(count_lines(out, "llmpack verify: "), 20 + 1);
-    assert_non_null(strstr(out, "llmpack verify: 1 chunks / 20 chunks (5%), "));
-    assert_non_null(strstr(out, "llmpack verify: 20 chunks / 20 chunks (100%), "));
-    assert_non_null(strstr(out, " chunks/s, ETA "));
+    assert_int_equal(count_lines(out, "llmpack verify: estimated "), 1);
+    assert_int_equal(count_lines(out, "llmpack verify: "), 1 + 20 * 6 + 1);
+    assert_non_null(strstr(out, " (20 chunks of 64 tokens, 1 forward pass each)\n"
+                                "llmpack verify: 11 tokens / 1280 tokens (1%), "));
+    assert_non_null(strstr(out, "llmpack verify: 64 tokens / 1280 tokens (5%), "));
+    assert_non_null(strstr(out, "llmpack verify: 1280 tokens / 1280 tokens (100%), "));
+    assert_non_null(strstr(out, " tokens/s, ETA "));
     assert_non_null(strstr(out, "llmpack verify: done in "));
+    free(out);
+    /* with a reference the passes share each chunk: the reference's first
+     * block is 5 of 64 tokens, its last step 32 */
+    assert_int_equal(tu_llmpack(&out, "verify '%s' --ref '%s' -f '%s' -c 64 --chunks 2", m, m,
+                                text), 0);
+    assert_int_equal(count_lines(out, "llmpack verify: "), 1 + 2 * 12 + 1);
+    assert_non_null(strstr(out, "(2 chunks of 64 tokens, 2 forward passes each)\n"
+                                "llmpack verify: 5 tokens / 128 tokens (4%), "));
+    assert_non_null(strstr(out, "llmpack verify: 32 tokens / 128 tokens (25%), "));
+    assert_non_null(strstr(out, "llmpack verify: 64 tokens / 128 tokens (50%), "));
     assert_null(strchr(out, '\r'));       /* no terminal control in a log */
     assert_null(strstr(out, "\033["));
     free(out);

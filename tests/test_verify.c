@@ -558,6 +558,20 @@ static void test_paths_and_int8(void **state)
 /* vf_eval follows llama.cpp's protocol: chunks of ctx with BOS first, positions
  * ctx/2 .. ctx-2 scored; checked against the naive model. A model against
  * itself: KLD 0, ratio 1, full top-1 agreement. */
+/* vf_eval_set_progress's calls, recorded */
+typedef struct progress_log {
+    uint64_t done[256], total;
+    int n;
+} progress_log;
+
+static void log_progress(void *user, uint64_t done, uint64_t total)
+{
+    progress_log *l = user;
+    if (l->n < 256) l->done[l->n] = done;
+    l->n++;
+    l->total = total;
+}
+
 static void test_eval_protocol(void **state)
 {
     (void)state;
@@ -597,10 +611,24 @@ static void test_eval_protocol(void **state)
     lpk_error err = {0};
     assert_int_equal(vf_eval_new(a.m, ms, 2, tok, NT, bos, CTX, 0, &e, &err), LPK_OK);
     assert_int_equal(vf_eval_n_chunks(e), 3);
+    /* progress: after each block and the output matrix of each of the three
+     * passes (the reference, two models), in text tokens; each pass takes a
+     * third of the chunk's */
+    progress_log pl = {0};
+    vf_eval_set_progress(e, log_progress, &pl);
     int steps = 0, st;
     while ((st = vf_eval_step(e, &err)) == 1) steps++;
     assert_int_equal(st, 0);
     assert_int_equal(steps, 3);
+    const int n_steps = vf_model_config(a.m)->n_layers + 1;
+    assert_int_equal(pl.n, 3 * 3 * n_steps);
+    assert_int_equal(pl.total, 3 * CTX);
+    for (int c = 0, k = 0; c < 3; c++)
+        for (int p = 0; p < 3; p++)
+            for (int j = 1; j <= n_steps; j++, k++)
+                assert_int_equal(pl.done[k], (uint64_t)(c * CTX + (int)((p + (double)j / n_steps) /
+                                                                        3 * CTX + 0.5)));
+    assert_int_equal(pl.done[pl.n - 1], 3 * CTX);
     vf_ppl_result r;
     for (int i = 0; i < 2; i++) {
         vf_eval_result(e, i, &r);

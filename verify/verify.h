@@ -127,6 +127,15 @@ int vf_eval_step(vf_eval *e, lpk_error *err);
 /* Statistics of model i over the chunks processed so far. */
 void vf_eval_result(const vf_eval *e, int i, vf_ppl_result *out);
 
+/* Progress inside vf_eval_step: called (from the thread running it) after each
+ * block of each forward pass, with done of total text tokens, total =
+ * chunks x ctx; within a chunk the passes (the reference, then each model)
+ * share its ctx tokens equally, so done rises from the first block of the
+ * first chunk and reaches c x ctx when chunk c is complete. */
+typedef void (*vf_progress_fn)(void *user, uint64_t done, uint64_t total);
+/* Installs (or with NULL removes) the progress callback. */
+void vf_eval_set_progress(vf_eval *e, vf_progress_fn fn, void *user);
+
 /* One chunk's share of the statistics (what a report plots per chunk), from
  * the same sums as vf_eval_result: each over the chunk's scored positions. */
 typedef struct vf_chunk_result {

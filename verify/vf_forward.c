@@ -280,17 +280,26 @@ int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_lo
         if ((st = matmul(m, L->w2, L->w2_type, dim, hid, s->hb, n_tok, s->xb2, "ffn_down", l, err)))
             return st;
         for (size_t i = 0; i < nx; i++) s->x[i] += s->xb2[i];
+        if (m->step_hook) m->step_hook(m->step_user, l + 1, c->n_layers + 1);
     }
     s->n_past = pos0 + n_tok;
-    if (n_logits == 0 && !m->act_hook) return LPK_OK;
+    if (n_logits == 0 && !m->act_hook) {
+        if (m->step_hook) m->step_hook(m->step_user, c->n_layers + 1, c->n_layers + 1);
+        return LPK_OK;
+    }
 
     int t0 = m->act_hook ? 0 : n_tok - n_logits;
     for (int t = t0; t < n_tok; t++)
         vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, w->output_norm, dim,
                    c->norm_eps);
     if (m->act_hook) m->act_hook(m->act_user, -1, "output", s->xb, n_tok, dim);
-    if (n_logits == 0) return LPK_OK;
+    if (n_logits == 0) {
+        if (m->step_hook) m->step_hook(m->step_user, c->n_layers + 1, c->n_layers + 1);
+        return LPK_OK;
+    }
     t0 = n_tok - n_logits;
-    return matmul(m, w->output, w->output_type, c->vocab_size, dim, s->xb + (size_t)t0 * dim,
-                  n_logits, logits, "output", -1, err);
+    st = matmul(m, w->output, w->output_type, c->vocab_size, dim, s->xb + (size_t)t0 * dim,
+                n_logits, logits, "output", -1, err);
+    if (!st && m->step_hook) m->step_hook(m->step_user, c->n_layers + 1, c->n_layers + 1);
+    return st;
 }

@@ -76,6 +76,9 @@ struct vf_eval {
     double *nll, *kld;    /* (n_scored) per-position results of the model being scored */
     int *top;             /* (n_scored) */
     vf_acc *acc;          /* (n_models) */
+    vf_progress_fn progress;   /* vf_eval_set_progress, or NULL */
+    void *progress_user;
+    int pass;             /* the forward pass running in the current chunk: 0 .. n_pass - 1 */
 };
 
 void vf_eval_free(vf_eval *e)
@@ -169,11 +172,34 @@ int vf_eval_new(vf_model *ref, vf_model *const *models, int n_models, const int3
 
 int vf_eval_n_chunks(const vf_eval *e) { return e->n_chunks; }
 
+void vf_eval_set_progress(vf_eval *e, vf_progress_fn fn, void *user)
+{
+    e->progress = fn;
+    e->progress_user = user;
+}
+
+/* A block of the current pass is done: the text tokens that stands for. */
+static void eval_step_done(void *user, int done, int total)
+{
+    const vf_eval *e = user;
+    int n_pass = e->n_models + (e->ref != NULL);
+    double f = (e->pass + (double)done / total) / n_pass;
+    uint64_t ctx = (uint64_t)e->ctx;
+    e->progress(e->progress_user, (uint64_t)e->next * ctx + (uint64_t)(f * (double)ctx + 0.5),
+                (uint64_t)e->n_chunks * ctx);
+}
+
 /* The chunk minus its last token: the last token is never an input whose logits
  * are scored, and causality makes the other logits independent of it. */
 static int run_chunk(vf_eval *e, vf_model *m, float *logits, lpk_error *err)
 {
+    if (e->progress) {
+        m->step_hook = eval_step_done;
+        m->step_user = e;
+    }
     int st = vf_forward(m, e->chunk, e->ctx - 1, 0, e->n_scored, logits, err);
+    m->step_hook = NULL;
+    m->step_user = NULL;
     const lpk_reader *r = vf_model_reader(m);
     /* weights read as zeros after the file shrank, or logits that overflowed:
      * no statistic is computed from them (a gate must not pass unmeasured) */
@@ -196,8 +222,10 @@ int vf_eval_step(vf_eval *e, lpk_error *err)
     /* position first + j predicts chunk[first + j + 1] */
     const int32_t *target = e->chunk + first + 1;
     int st;
+    e->pass = 0;
     if (e->ref) {
         if ((st = run_chunk(e, e->ref, e->ref_logits, err))) return st;
+        e->pass++;
 #pragma omp parallel for schedule(static) if ((int64_t)ns * nv > (1 << 16))
         for (int j = 0; j < ns; j++)
             e->ref_lse[j] = vf_logsumexp(e->ref_logits + (size_t)j * nv, nv, &e->ref_top[j]);
@@ -206,6 +234,7 @@ int vf_eval_step(vf_eval *e, lpk_error *err)
         vf_acc *a = &e->acc[i];
         double t0 = now_seconds();
         if ((st = run_chunk(e, e->models[i], e->logits, err))) return st;
+        e->pass++;
 #pragma omp parallel for schedule(static) if ((int64_t)ns * nv > (1 << 16))
         for (int j = 0; j < ns; j++) {
             const float *lg = e->logits + (size_t)j * nv;
