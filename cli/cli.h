@@ -119,12 +119,14 @@ typedef struct cli_export_stats {
     uint64_t file_size;
 } cli_export_stats;
 /* export's pipeline (cmd_export.c): the model open at `in` (.lpk or GGUF) as
- * GGUF v3 at out, with general.name `name` when it has none (may be NULL);
+ * GGUF v3 at out, with general.name `name` when it has none (may be NULL), or
+ * `set_name` whatever it has (export --name; NULL: none);
  * gguf_flags: LPK_GGUF_*, write_flags: LPK_WRITE_FORCE; a progress display
  * unless quiet. max_size (0: none): a file that would be larger is
  * LPK_ENOSPC before anything is written (s->file_size says how large). Nothing
  * is left at out on failure. Status, message in err. */
-int cli_export_gguf(const char *in, const char *out, const char *name, unsigned gguf_flags,
+int cli_export_gguf(const char *in, const char *out, const char *name, const char *set_name,
+                    unsigned gguf_flags,
                     unsigned write_flags, int quiet, uint64_t max_size, cli_export_stats *s,
                     lpk_error *err);
 

@@ -392,7 +392,7 @@ int cli_quantize_run(const cli_quant_opts *o, cli_quant_out *outs, size_t n_out,
                 if (q->fmt != CLI_FMT_GGUF) continue;
                 cli_export_stats es;
                 char *name = cli_name_from_path(q->path);
-                rc = cli_export_gguf(q->tmp, q->path, name, 0, o->force ? LPK_WRITE_FORCE : 0,
+                rc = cli_export_gguf(q->tmp, q->path, name, NULL, 0, o->force ? LPK_WRITE_FORCE : 0,
                                      o->quiet, o->max_size_s ? o->max_size : 0, &es, err);
                 free(name);
                 if (rc == LPK_ENOSPC && o->max_size_s && es.file_size > o->max_size &&

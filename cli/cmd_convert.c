@@ -252,8 +252,8 @@ int cmd_convert(int argc, char **argv)
         cli_tmp_hold(tmp);
         cli_export_stats es;
         char *name = cli_name_from_path(final_out);
-        rc = cli_export_gguf(tmp, final_out, name, 0, force_out ? LPK_WRITE_FORCE : 0, json || quiet, 0, &es,
-                             &err);
+        rc = cli_export_gguf(tmp, final_out, name, NULL, 0, force_out ? LPK_WRITE_FORCE : 0,
+                             json || quiet, 0, &es, &err);
         free(name);
     }
     cli_tmp_remove(tmp);

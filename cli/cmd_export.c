@@ -24,6 +24,8 @@ static void usage(FILE *f)
             "  --format F         gguf | lpk, for an OUT named neither .gguf nor .lpk\n"
             "  --force            replace FILE if it exists\n"
             "  --strip            drop llmpack-only keys (source.*, quant.*, ...; GGUF only)\n"
+            "  --name NAME        general.name of OUT (default: IN's; a GGUF output of an\n"
+            "                     IN without one: IN's file name)\n"
             "  -q, --quiet        no progress display\n"
             "  --json             print a JSON summary\n"
             "  -m, --model IN     IN as an option\n"
@@ -70,7 +72,8 @@ static int write_all(const lpk_reader *r, const lpk_tensor *decls, const long *s
     return st;
 }
 
-int cli_export_gguf(const char *in, const char *out, const char *name, unsigned gguf_flags,
+int cli_export_gguf(const char *in, const char *out, const char *name, const char *set_name,
+                    unsigned gguf_flags,
                     unsigned write_flags, int quiet, uint64_t max_size, cli_export_stats *s,
                     lpk_error *err)
 {
@@ -80,6 +83,8 @@ int cli_export_gguf(const char *in, const char *out, const char *name, unsigned 
     memset(s, 0, sizeof *s);
     int st = cli_open_input(in, lpk_reader_default_flags(), &r, err);
     if (!st) st = lpk_gguf_plan_make(r, name, gguf_flags, &plan, err);
+    if (!st && set_name && lpk_meta_set_str(plan.meta, "general.name", set_name))
+        st = lpk_err(err, LPK_ENOMEM, "out of memory");
     if (!st)
         st = lpk_writer_open(out, plan.meta, plan.decls, plan.n_tensors,
                              LPK_WRITE_GGUF | (write_flags & LPK_WRITE_FORCE), &w, err);
@@ -104,12 +109,14 @@ int cli_export_gguf(const char *in, const char *out, const char *name, unsigned 
     return st;
 }
 
-/* export -o X.lpk: IN's keys and tensors as they are, into a container. */
-static int copy_container(const char *in, const char *out, unsigned write_flags, int quiet,
-                          cli_export_stats *s, lpk_error *err)
+/* export -o X.lpk: IN's keys and tensors as they are, into a container
+ * (general.name set to set_name unless NULL). */
+static int copy_container(const char *in, const char *out, const char *set_name,
+                          unsigned write_flags, int quiet, cli_export_stats *s, lpk_error *err)
 {
     lpk_reader *r = NULL;
     lpk_writer *w = NULL;
+    lpk_meta *meta = NULL;
     lpk_tensor *decls = NULL;
     long *src = NULL;
     memset(s, 0, sizeof *s);
@@ -125,9 +132,15 @@ static int copy_container(const char *in, const char *out, unsigned write_flags,
         decls[i].data = NULL;
         src[i] = (long)i;
     }
+    if (!st && set_name) {
+        meta = lpk_meta_new();
+        if (!meta || lpk_meta_copy(meta, lpk_reader_meta(r)) ||
+            lpk_meta_set_str(meta, "general.name", set_name))
+            st = lpk_err(err, LPK_ENOMEM, "out of memory");
+    }
     if (!st)
-        st = lpk_writer_open(out, lpk_reader_meta(r), decls, n, write_flags & LPK_WRITE_FORCE,
-                             &w, err);
+        st = lpk_writer_open(out, meta ? meta : lpk_reader_meta(r), decls, n,
+                             write_flags & LPK_WRITE_FORCE, &w, err);
     if (!st) s->file_size = lpk_writer_file_size(w);
     if (!st) st = write_all(r, decls, src, NULL, n, w, quiet, &s->data_bytes, err);
     if (!st) {
@@ -136,7 +149,8 @@ static int copy_container(const char *in, const char *out, unsigned write_flags,
     }
     lpk_writer_abort(w);
     s->n_tensors = n;
-    s->n_keys = r ? lpk_meta_count(lpk_reader_meta(r)) : 0;
+    s->n_keys = meta ? lpk_meta_count(meta) : r ? lpk_meta_count(lpk_reader_meta(r)) : 0;
+    lpk_meta_free(meta);
     free(decls);
     free(src);
     lpk_reader_close(r);
@@ -145,16 +159,17 @@ static int copy_container(const char *in, const char *out, unsigned write_flags,
 
 int cmd_export(int argc, char **argv)
 {
-    const char *in = NULL, *out = NULL, *format = NULL;
+    const char *in = NULL, *out = NULL, *format = NULL, *set_name = NULL;
     int force = 0, json = 0, quiet = 0;
     unsigned flags = 0;
-    enum { O_FORMAT = 256, O_FORCE, O_STRIP, O_JSON };
+    enum { O_FORMAT = 256, O_FORCE, O_STRIP, O_JSON, O_NAME };
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},        {"output", required_argument, NULL, 'o'},
         {"model", required_argument, NULL, 'm'}, {"quiet", no_argument, NULL, 'q'},
         {"format", required_argument, NULL, O_FORMAT},
         {"force", no_argument, NULL, O_FORCE},   {"strip", no_argument, NULL, O_STRIP},
-        {"json", no_argument, NULL, O_JSON},     {NULL, 0, NULL, 0}};
+        {"json", no_argument, NULL, O_JSON},     {"name", required_argument, NULL, O_NAME},
+        {NULL, 0, NULL, 0}};
     int c;
     cli_getopt_start();
     while ((c = cli_getopt("export", argc, argv, "ho:m:q", opts)) != -1) {
@@ -169,6 +184,10 @@ int cmd_export(int argc, char **argv)
         case O_FORCE: force = 1; break;
         case O_STRIP: flags |= LPK_GGUF_STRIP; break;
         case O_JSON: json = 1; break;
+        case O_NAME:
+            if (!*optarg) return cli_usage_error("export", "--name wants a non-empty name");
+            set_name = optarg;
+            break;
         default: return CLI_EXIT_USAGE;
         }
     }
@@ -188,10 +207,10 @@ int cmd_export(int argc, char **argv)
     int st;
     if (fmt == CLI_FMT_GGUF) {
         char *name = cli_name_from_path(in);
-        st = cli_export_gguf(in, out, name, flags, wf, quiet || json, 0, &s, &err);
+        st = cli_export_gguf(in, out, name, set_name, flags, wf, quiet || json, 0, &s, &err);
         free(name);
     } else {
-        st = copy_container(in, out, wf, quiet || json, &s, &err);
+        st = copy_container(in, out, set_name, wf, quiet || json, &s, &err);
     }
     if (st) {
         cli_print_error("export", &err);

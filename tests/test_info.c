@@ -187,6 +187,19 @@ static char *model_name(const char *path)
     return r;
 }
 
+/* `export IN -o OUT opts` succeeds and OUT's general.name is want */
+static void export_named(const char *in, const char *out_path, const char *opts, const char *want)
+{
+    char *out = NULL;
+    if (tu_llmpack(&out, "export '%s' -o '%s' %s -q", in, out_path, opts))
+        fail_msg("export %s %s: %s", in, opts, out ? out : "");
+    free(out);
+    char *n = model_name(out_path);
+    if (!n || strcmp(n, want))
+        fail_msg("export %s: general.name %s, want %s", opts, n ? n : "(none)", want);
+    free(n);
+}
+
 /* convert's general.name: --name, else the folder's name (Hugging Face's
  * cache layout: the repository's), else config.json's _name_or_path when the
  * folder's name is a generic one; a fine-tune's folder wins over the base
@@ -247,6 +260,20 @@ static void test_names(void **state)
     n = model_name(q2);
     assert_string_equal(n, "Tiny-Llama");
     free(n);
+    /* export --name renames, to GGUF and to a container (and only the name:
+     * the tensors are the input's); without it the name is kept */
+    char *e1 = tu_fmt("%s/e1.gguf", dir), *e2 = tu_fmt("%s/e2.lpk", dir);
+    char *e3 = tu_fmt("%s/e3.gguf", dir), *e0 = tu_fmt("%s/e0.lpk", dir);
+    export_named(q1, e1, "--name 'Tiny Q4 (GGUF)'", "Tiny Q4 (GGUF)");
+    export_named(e1, e2, "--name=Tiny-Q4-again", "Tiny-Q4-again");
+    export_named(e2, e3, "", "Tiny-Q4-again");
+    export_named(q1, e0, "--name Other", "Other");
+    char why[256];
+    if (tu_lpk_same_tensors(q1, e0, why, sizeof why)) fail_msg("export --name: %s", why);
+    assert_int_equal(tu_llmpack(&out, "export '%s' -o '%s/e4.gguf' --name=", q1, dir), 2);
+    assert_non_null(strstr(out, "--name wants a non-empty name"));
+    free(out);
+    free(e0); free(e1); free(e2); free(e3);
     free(q1); free(q2); free(c0);
     assert_int_equal(tu_llmpack(&out, "convert examples/stories260K -o '%s/x.lpk' --name=", dir), 2);
     assert_non_null(strstr(out, "--name"));
