@@ -15,7 +15,10 @@ static const char *const palette[] = {"#2763b8", "#d4631a", "#2a8a4a", "#b8323a"
                                       "#8c6d1f", "#1f8a8a", "#c2408f", "#5a6b7d", "#99a800"};
 #define REF_COLOR "#222222"
 
-static const char *model_color(int i) { return palette[i % (int)(sizeof palette / sizeof *palette)]; }
+static const char *model_color(int i)
+{
+    return palette[i % (int)(sizeof palette / sizeof *palette)];
+}
 
 /* ---------------------------------------------------------------- text */
 
@@ -144,7 +147,8 @@ static void draw_axes(FILE *f, const axis *ax, const axis *ay)
             if (dim == 0) {
                 double x = px_x(a, v);
                 fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" class=\"grid\"/>"
-                        "<text x=\"%.1f\" y=\"%d\" class=\"tick\" text-anchor=\"middle\">%s</text>\n",
+                        "<text x=\"%.1f\" y=\"%d\" class=\"tick\" text-anchor=\"middle\">%s"
+                        "</text>\n",
                         x, MT, x, MT + PH, x, MT + PH + 16, lb);
             } else {
                 double y = px_y(a, v);
@@ -225,8 +229,9 @@ static void chart(FILE *f, const char *id, const char *title, const char *note, 
             esc(f, c->label);
             fprintf(f, ": %.6g, %.6g</title></circle>", c->x[j], c->y[j]);
             if (c->names && c->names[j]) {
-                fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" class=\"pt\"%s>", x + (x > ML + PW - 90 ? -8 : 8),
-                        y - 7, x > ML + PW - 90 ? " text-anchor=\"end\"" : "");
+                int right = x > ML + PW - 90;   /* near the right edge: the label goes left */
+                fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" class=\"pt\"%s>", x + (right ? -8 : 8),
+                        y - 7, right ? " text-anchor=\"end\"" : "");
                 esc(f, c->names[j]);
                 fputs("</text>", f);
             }
@@ -273,7 +278,8 @@ static int collect_kinds(const report_run *run, char kinds[][KIND_LEN], int *n_l
                                         "ffn_gate", "ffn_up", "ffn_down"};
     int nk = 0;
     *n_layers = 0;
-    for (size_t i = 0; i < sizeof order / sizeof *order; i++) snprintf(kinds[nk++], KIND_LEN, "%s", order[i]);
+    for (size_t i = 0; i < sizeof order / sizeof *order; i++)
+        snprintf(kinds[nk++], KIND_LEN, "%s", order[i]);
     int used[MAX_KINDS] = {0};
     for (int m = 0; m < run->n_models; m++)
         for (size_t t = 0; t < run->models[m].n_te; t++) {
@@ -484,7 +490,8 @@ static const char *style =
 static void summary_table(FILE *f, const report_run *run)
 {
     int ref = run->ref_path != NULL;
-    fputs("<section id=\"summary\"><h2>Summary</h2>\n<div class=\"wide\"><table><tr><th class=\"l\">model</th>"
+    fputs("<section id=\"summary\"><h2>Summary</h2>\n<div class=\"wide\"><table><tr>"
+          "<th class=\"l\">model</th>"
           "<th class=\"l\">type</th><th>size</th><th>bpw</th><th>PPL</th>", f);
     if (ref)
         fputs("<th>ref PPL</th><th>PPL ratio</th><th>KLD mean</th><th>KLD p99</th>"
@@ -499,8 +506,9 @@ static void summary_table(FILE *f, const report_run *run)
         esc(f, rm->path);
         fprintf(f, "\"><i style=\"background:%s\"></i>", model_color(m));
         esc(f, base_name(rm->path));
-        fprintf(f, "</td><td class=\"l\">%s</td><td>%s</td><td>%.2f</td><td>%.4f &plusmn; %.4f</td>",
-                rm->desc.type, sz, rm->desc.bpw, r->ppl, r->ppl_stderr);
+        fprintf(f, "</td><td class=\"l\">%s</td><td>%s</td><td>%.2f</td>"
+                "<td>%.4f &plusmn; %.4f</td>", rm->desc.type, sz, rm->desc.bpw, r->ppl,
+                r->ppl_stderr);
         if (ref)
             fprintf(f, "<td>%.4f</td><td>%.5f</td><td>%.6f</td><td>%.6f</td><td>%.3f%%</td>",
                     r->ref_ppl, r->ppl_ratio, r->kld_mean, r->kld_p99, 100 * r->top1_agreement);
@@ -597,7 +605,8 @@ static int write_page(FILE *f, const report_run *run, lpk_error *err)
               "Each model's file size and mean KL(P_ref || P_model) over every scored position: "
               "lower left is better. A model identical to the reference (KLD 0) has no point "
               "on the log scale.", ax, ay, s, nm, 1,
-              ref ? "No model has a KLD above 0." : "KL divergence needs --ref.");
+              ref ? "No model has a KLD above 0: each model's distributions are the reference's."
+                  : "KL divergence needs --ref.");
         free(names);
     }
 
@@ -664,7 +673,8 @@ static int write_page(FILE *f, const report_run *run, lpk_error *err)
               "Cumulative distribution of KL(P_ref || P_model) over the scored positions: the "
               "further left a curve rises, the closer the model is to the reference. Values "
               "below the axis's left end are drawn at it.", ax, ay, s, ns, 1,
-              "KL divergence needs --ref.");
+              ref ? "Every position's KLD is 0: each model's distributions are the reference's."
+                  : "KL divergence needs --ref.");
     }
 
     /* top-1 agreement per chunk */

@@ -103,8 +103,10 @@ static void test_report_demo(void **state)
     assert_int_equal(chart_points(html, "kld-cdf"), 2 * 300);
     assert_true(chart_points(html, "tensor-errors-0") > 0);   /* without --tensor-errors */
     assert_true(chart_points(html, "tensor-errors-1") > 0);
-    /* the table's numbers are --json's */
+    /* the table's numbers are --json's; the tensor errors computed for the
+     * report are not listed there without --tensor-errors */
     json_t *res = json_object_get(j, "results");
+    assert_true(json_is_null(json_object_get(json_array_get(res, 0), "tensor_errors")));
     for (size_t i = 0; i < 2; i++) {
         json_t *r = json_array_get(res, i);
         char *cell = tu_fmt("<td>%.4f &plusmn;", jnum(r, "ppl"));
@@ -149,6 +151,15 @@ static void test_report_demo(void **state)
     char *h2 = read_report(r2, 1);
     assert_int_equal(chart_points(h2, "ppl-chunks"), 3);
     assert_int_equal(count(h2, "needs --ref"), 3);
+    free(h2);
+    /* a model against itself: KLD 0 everywhere, nothing on a log scale, said so */
+    assert_int_equal(tu_llmpack(&out, "verify '%s' --ref '%s' -f %s -c 128 --chunks 2 --report '%s' "
+                                "--force -q", m, m, TEXT, r2), 0);
+    free(out);
+    h2 = read_report(r2, 2);   /* PPL and top-1 per chunk */
+    assert_int_equal(count(h2, "each model&#39;s distributions are the reference&#39;s"), 2);
+    assert_int_equal(count(h2, "No tensor errors: "), 1);
+    assert_int_equal(chart_points(h2, "top1-chunks"), 2);
     free(h2);
     free(r2);
     free(html);
