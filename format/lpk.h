@@ -361,6 +361,11 @@ int lpk_reader_open_flags(const char *path, unsigned flags, lpk_reader **out, lp
 /* Flags every lpk_reader_open uses (default 0: verify). */
 void lpk_reader_set_default_flags(unsigned flags);
 unsigned lpk_reader_default_flags(void);
+/* The same over an open file (a memfd, an unlinked temporary file): maps it
+ * whole; fd can be closed once this returns (the mapping keeps the file).
+ * name stands for it in messages and lpk_reader_path. */
+int lpk_reader_open_fd(int fd, const char *name, unsigned flags, lpk_reader **out,
+                       lpk_error *err);
 /* The same over bytes in memory (name is used in messages); buf must stay
  * valid and unchanged until lpk_reader_close(). */
 int lpk_reader_open_buffer(const void *buf, size_t size, const char *name, lpk_reader **out,
@@ -424,6 +429,13 @@ typedef struct lpk_writer lpk_writer;
  * LPK_ETRUNC when a guarded input mapping faulted since the open. `meta` is copied (meta may be NULL: no keys). */
 int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *decls,
                     size_t n_tensors, unsigned flags, lpk_writer **out, lpk_error *err);
+/* The same into a file the caller has open for writing (a memfd, an unlinked
+ * temporary file): truncated and written from offset 0, never closed, renamed
+ * or synced (lpk_writer_finish leaves the complete container in it, readable
+ * with lpk_reader_open_fd); name stands for it in messages. flags: LPK_WRITE_GGUF
+ * only. On failure the file's content is undefined: the caller discards it. */
+int lpk_writer_open_fd(int fd, const char *name, const lpk_meta *meta, const lpk_tensor *decls,
+                       size_t n_tensors, unsigned flags, lpk_writer **out, lpk_error *err);
 /* What lpk_writer_open checks of the target before anything is created, for a
  * program that writes it only after a long first step: LPK_EEXIST if a file
  * is there and flags lack LPK_WRITE_FORCE; LPK_EINVAL (the message says what

@@ -405,30 +405,33 @@ int lpk_reader_open_flags(const char *path, unsigned flags, lpk_reader **out, lp
         return lpk_err(err, e == ENOENT ? LPK_ENOTFOUND : LPK_EIO, "%s: cannot open: %s", path,
                        strerror(e));
     }
+    int st = lpk_reader_open_fd(fd, path, flags, out, err);
+    close(fd);
+    return st;
+}
+
+int lpk_reader_open_fd(int fd, const char *path, unsigned flags, lpk_reader **out,
+                       lpk_error *err)
+{
+    if (!out) return lpk_err(err, LPK_EINVAL, "lpk_reader_open: NULL out");
+    *out = NULL;
+    if (!path) return lpk_err(err, LPK_EINVAL, "lpk_reader_open: NULL path");
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
         return lpk_err(err, LPK_EIO, "%s: not a regular file", path);
-    }
     lpk_reader *r = reader_new(path);
-    if (!r) {
-        close(fd);
-        return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
-    }
+    if (!r) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
     r->size = (uint64_t)sb.st_size;
     if (r->size == 0) {
-        close(fd);
         lpk_reader_close(r);
         return lpk_err(err, LPK_ETRUNC, "%s: empty file", path);
     }
     if (r->size > SIZE_MAX) {
-        close(fd);
         lpk_reader_close(r);
         return lpk_err(err, LPK_ENOMEM, "%s: too large to map", path);
     }
     void *m = mmap(NULL, (size_t)r->size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
-    close(fd);
     if (m == MAP_FAILED) {
         lpk_reader_close(r);
         return lpk_err(err, LPK_EIO, "%s: mmap failed: %s", path, strerror(e));

@@ -77,6 +77,7 @@ struct lpk_writer {
     int fd;
     int slot;
     int failed;          /* a call failed: the temp file is gone, only abort/finish remain */
+    int borrowed;        /* lpk_writer_open_fd: fd is the caller's (no temp file, no rename) */
     unsigned sigs;       /* lpk_signal_count() when opened: a later signal removed our temp file */
     unsigned faults;     /* lpk_map_fault_count() when opened */
     char *path, *tmp;
@@ -94,9 +95,16 @@ struct lpk_writer {
     size_t buf_n;
 };
 
+/* The file written, for messages: the temporary file, or the caller's name
+ * for it (lpk_writer_open_fd). */
+static const char *w_file(const lpk_writer *w)
+{
+    return w->tmp ? w->tmp : w->path;
+}
+
 static void w_discard(lpk_writer *w)
 {
-    if (w->fd >= 0) close(w->fd);
+    if (w->fd >= 0 && !w->borrowed) close(w->fd);
     w->fd = -1;
     if (w->tmp) unlink(w->tmp);
     lpk_temp_unregister(w->slot);
@@ -138,7 +146,7 @@ static int write_all(lpk_writer *w, const void *p, size_t n, lpk_error *err)
         if (k < 0) {
             if (errno == EINTR) continue;
             int e = errno;
-            return lpk_err(err, io_status(e), "%s: write failed: %s", w->tmp, strerror(e));
+            return lpk_err(err, io_status(e), "%s: write failed: %s", w_file(w), strerror(e));
         }
         b += k;
         n -= (size_t)k;
@@ -398,14 +406,17 @@ int lpk_writer_check_target(const char *path, unsigned flags, lpk_error *err)
     return LPK_OK;
 }
 
-int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *decls,
-                    size_t n_tensors, unsigned flags, lpk_writer **out, lpk_error *err)
+/* lpk_writer_open (fd < 0: a temporary file beside path) and
+ * lpk_writer_open_fd (fd: the caller's file; path names it). */
+static int writer_open(const char *path, int fd, const lpk_meta *meta, const lpk_tensor *decls,
+                       size_t n_tensors, unsigned flags, lpk_writer **out, lpk_error *err)
 {
     if (out) *out = NULL;
     if (!path || !*path || !out || (n_tensors && !decls) ||
-        (flags & ~(unsigned)(LPK_WRITE_FORCE | LPK_WRITE_GGUF)))
+        (flags & ~(unsigned)(LPK_WRITE_FORCE | LPK_WRITE_GGUF)) ||
+        (fd >= 0 && (flags & LPK_WRITE_FORCE)))
         return lpk_err(err, LPK_EINVAL, "lpk_writer_open: bad arguments");
-    int st = lpk_writer_check_target(path, flags, err);
+    int st = fd >= 0 ? LPK_OK : lpk_writer_check_target(path, flags, err);
     if (st) return st;
     lpk_writer *w = calloc(1, sizeof *w);
     lpk_meta *empty = NULL;
@@ -430,9 +441,22 @@ int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *de
     if ((st = check_decls(w->t, n_tensors, path, err))) goto fail;
     st = (flags & LPK_WRITE_GGUF) ? build_gguf_head(w, meta, err) : build_lpk_head(w, meta, err);
     if (st) goto fail;
-    if ((st = make_tmp(w, err))) goto fail;
+    if (fd >= 0) {
+        /* the caller's file, written from its start; nothing to create or rename */
+        w->fd = fd;
+        w->borrowed = 1;
+        if (lseek(fd, 0, SEEK_SET) != 0 || ftruncate(fd, 0) != 0) {
+            int e = errno;
+            st = lpk_err(err, LPK_EIO, "%s: cannot write to the file given: %s", path,
+                         strerror(e));
+            goto fail;
+        }
+    } else if ((st = make_tmp(w, err))) {
+        goto fail;
+    }
     struct statvfs vs;
-    if (fstatvfs(w->fd, &vs) == 0) {
+    /* f_blocks 0: a file system without a size (a memfd's): memory is the limit */
+    if (fstatvfs(w->fd, &vs) == 0 && vs.f_blocks) {
         uint64_t avail = (uint64_t)vs.f_bavail;
         uint64_t bs = (uint64_t)vs.f_frsize;
         if (bs && avail < UINT64_MAX / bs && avail * bs < w->file_size) {
@@ -450,6 +474,19 @@ fail:
     w_discard(w);
     w_free(w);
     return st;
+}
+
+int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *decls,
+                    size_t n_tensors, unsigned flags, lpk_writer **out, lpk_error *err)
+{
+    return writer_open(path, -1, meta, decls, n_tensors, flags, out, err);
+}
+
+int lpk_writer_open_fd(int fd, const char *name, const lpk_meta *meta, const lpk_tensor *decls,
+                       size_t n_tensors, unsigned flags, lpk_writer **out, lpk_error *err)
+{
+    if (fd < 0) return lpk_err(err, LPK_EINVAL, "lpk_writer_open_fd: no file");
+    return writer_open(name, fd, meta, decls, n_tensors, flags, out, err);
 }
 
 static int usable(lpk_writer *w, lpk_error *err, const char *fn)
@@ -520,7 +557,7 @@ static int pwrite_all(lpk_writer *w, const uint8_t *p, size_t n, uint64_t off, l
         if (k < 0) {
             if (errno == EINTR) continue;
             int e = errno;
-            return lpk_err(err, io_status(e), "%s: write failed: %s", w->tmp, strerror(e));
+            return lpk_err(err, io_status(e), "%s: write failed: %s", w_file(w), strerror(e));
         }
         p += k;
         n -= (size_t)k;
@@ -582,15 +619,22 @@ int lpk_writer_finish(lpk_writer *w, lpk_error *err)
         lpk_wr64(h + LPK_H_HEADER_XXH3, lpk_header_hash(h, w->head_size));
         if ((st = pwrite_all(w, h, (size_t)w->head_size, 0, err))) goto out;
     }
+    if (w->borrowed) {
+        /* the caller's file stays open and unnamed: no fsync, close or rename */
+        if (lpk_signal_count() != w->sigs) st = lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
+        else st = lpk_map_check_since(w->faults, err);
+        w->fd = -1;
+        goto out;
+    }
     if (fsync(w->fd) != 0) {
         int e = errno;
-        st = lpk_err(err, io_status(e), "%s: fsync failed: %s", w->tmp, strerror(e));
+        st = lpk_err(err, io_status(e), "%s: fsync failed: %s", w_file(w), strerror(e));
         goto out;
     }
     if (close(w->fd) != 0) {
         w->fd = -1;
         int e = errno;
-        st = lpk_err(err, io_status(e), "%s: close failed: %s", w->tmp, strerror(e));
+        st = lpk_err(err, io_status(e), "%s: close failed: %s", w_file(w), strerror(e));
         goto out;
     }
     w->fd = -1;
@@ -641,12 +685,12 @@ int lpk_file_write(const char *path, const void *data, size_t n, unsigned flags,
     if (!st) st = write_all(w, data, n, err);
     if (!st && fsync(w->fd) != 0) {
         int e = errno;
-        st = lpk_err(err, io_status(e), "%s: fsync failed: %s", w->tmp, strerror(e));
+        st = lpk_err(err, io_status(e), "%s: fsync failed: %s", w_file(w), strerror(e));
     }
     if (!st) {
         int rc = close(w->fd), e = errno;
         w->fd = -1;
-        if (rc != 0) st = lpk_err(err, io_status(e), "%s: close failed: %s", w->tmp, strerror(e));
+        if (rc != 0) st = lpk_err(err, io_status(e), "%s: close failed: %s", w_file(w), strerror(e));
     }
     if (!st && lpk_signal_count() != w->sigs) st = lpk_err(err, LPK_EINTR, "%s: interrupted", path);
     if (!st) st = place(w, err);
