@@ -170,14 +170,23 @@ int calib_file(const char *model_path, const char *text_path, const calib_opts *
                lpk_imatrix **out, lpk_error *err)
 {
     lpk_reader *r = NULL;
+    *out = NULL;
+    int st = lpk_reader_open(model_path, &r, err);
+    if (!st) st = calib_reader(r, text_path, o, out, err);
+    lpk_reader_close(r);
+    return st;
+}
+
+int calib_reader(const lpk_reader *r, const char *text_path, const calib_opts *o,
+                 lpk_imatrix **out, lpk_error *err)
+{
     vf_model *m = NULL;
     tok_tokenizer *tok = NULL;
     char *text = NULL;
     int32_t *ids = NULL;
     size_t n_text = 0, n_ids = 0;
     *out = NULL;
-    int st = lpk_reader_open(model_path, &r, err);
-    if (!st) st = vf_model_open(r, &m, err);
+    int st = vf_model_open(r, &m, err);
     if (!st) st = tok_tokenizer_new(lpk_reader_meta(r), &tok, err);
     if (!st) st = vf_read_text(text_path, &text, &n_text, err);
     if (!st) st = tok_encode(tok, text, n_text, 1, 0, &ids, &n_ids, err);
@@ -190,6 +199,5 @@ int calib_file(const char *model_path, const char *text_path, const calib_opts *
     free(ids);
     tok_tokenizer_free(tok);
     vf_model_free(m);
-    lpk_reader_close(r);
     return st;
 }

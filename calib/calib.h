@@ -55,6 +55,9 @@ int calib_run(vf_model *m, const int32_t *tokens, size_t n_tokens, int32_t bos,
  * The dataset name defaults to text_path. */
 int calib_file(const char *model_path, const char *text_path, const calib_opts *o,
                lpk_imatrix **out, lpk_error *err);
+/* The same with the model already open (r stays the caller's). */
+int calib_reader(const lpk_reader *r, const char *text_path, const calib_opts *o,
+                 lpk_imatrix **out, lpk_error *err);
 
 /* ---------------------------------------------------------------- GPTQ */
 /* Settings of a GPTQ run (calib_gptq_opts_default fills GPTQ's defaults). */

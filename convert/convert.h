@@ -40,6 +40,18 @@ typedef struct cv_options {
      * imatrix_path. Ignored without a block-type recipe. */
     const lpk_imatrix *imatrix;
     const char *imatrix_path;
+    /* Archives that must be unpacked (docs/CONVERT.md) go into a temporary
+     * folder here; NULL: the output's folder. */
+    const char *spool_dir;
+    /* Non-NULL: the container goes into a file the caller provides instead of
+     * out (nothing is created at out, which only names the result in messages;
+     * force is ignored). Called once, when the tensors' total size is known
+     * (tensor_bytes; the container adds its header and padding, a few KiB per
+     * 100 tensors), it returns a file open for reading and writing (a memfd,
+     * an unlinked temporary file) that cv_convert writes from offset 0 and
+     * does not close, or -1 with err set. On failure its content is undefined. */
+    int (*out_fd)(void *ctx, uint64_t tensor_bytes, lpk_error *err);
+    void *out_fd_ctx;
 } cv_options;
 
 typedef struct cv_report {
@@ -58,6 +70,11 @@ typedef struct cv_report {
     char **no_imatrix;        /* quantized without an importance-matrix entry (n_no_imatrix) */
     size_t n_no_imatrix;
 } cv_report;
+
+/* What cv_convert would read at path: "hf-safetensors", "hf-pytorch",
+ * "meta", "llama2c" or "archive" (from the folder's files, the name or the
+ * first bytes; nothing is read beyond that), or NULL when it is none of them. */
+const char *cv_source_kind(const char *path);
 
 /* Converts o->src into o->out. On failure nothing is left at o->out (an
  * existing file is kept unless the new one is complete) and err names the

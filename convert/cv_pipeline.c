@@ -111,6 +111,13 @@ int cv_detect_kind(const char *path, char *why, size_t why_n)
     return CV_KIND_UNKNOWN;
 }
 
+const char *cv_source_kind(const char *path)
+{
+    char why[512];
+    int k = cv_detect_kind(path, why, sizeof why);
+    return k == CV_KIND_UNKNOWN ? NULL : cv_kind_name(k);
+}
+
 /* ---------------------------------------------------------------- checks */
 static const char *const layer_parts[] = {
     "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
@@ -542,10 +549,10 @@ static int open_path(const char *path, const cv_torch_opts *topts, cv_source **s
 static int open_source(const cv_options *o, cv_open_opts *oo, cv_source **s, lpk_error *err)
 {
     char spool[4096];
-    snprintf(spool, sizeof spool, "%s", o->out);
-    char *sl = strrchr(spool, '/');
+    snprintf(spool, sizeof spool, "%s", o->spool_dir ? o->spool_dir : o->out);
+    char *sl = o->spool_dir ? NULL : strrchr(spool, '/');
     if (sl) sl[sl == spool ? 1 : 0] = 0;
-    else snprintf(spool, sizeof spool, ".");
+    else if (!o->spool_dir) snprintf(spool, sizeof spool, ".");
     cv_torch_opts topts = {.context_length = o->context_length, .spool_dir = spool,
                            .tokenizer = oo->tokenizer, .warn = oo->warn,
                            .warn_n = sizeof oo->warn, .note = oo->note,
@@ -657,7 +664,7 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
         }
     }
     if (o->threads > 0) omp_set_num_threads(o->threads);
-    if (!o->force && !access(o->out, F_OK))
+    if (!o->out_fd && !o->force && !access(o->out, F_OK))
         return lpk_err(err, LPK_EEXIST, "%s exists (use --force to replace it)", o->out);
 
     cv_open_opts oo;
@@ -795,8 +802,22 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
     }
     if ((rc = add_provenance(meta, s, o->hash_sources, rep, err))) goto out;
 
-    if ((rc = lpk_writer_open(o->out, meta, decls, nd, o->force ? LPK_WRITE_FORCE : 0, &w, err)))
-        goto out;
+    int fd = -1;
+    if (o->out_fd) {
+        uint64_t bytes = 0;
+        for (size_t k = 0; k < nd; k++) {
+            uint64_t b;
+            if (!lpk_type_nbytes(decls[k].type, lpk_tensor_nelems(&decls[k]), &b)) bytes += b;
+        }
+        if ((fd = o->out_fd(o->out_fd_ctx, bytes, err)) < 0) {
+            rc = err && err->status ? err->status : LPK_EIO;
+            goto out;
+        }
+        rc = lpk_writer_open_fd(fd, o->out, meta, decls, nd, 0, &w, err);
+    } else {
+        rc = lpk_writer_open(o->out, meta, decls, nd, o->force ? LPK_WRITE_FORCE : 0, &w, err);
+    }
+    if (rc) goto out;
     uint64_t done = 0;
     if (o->progress) o->progress(o->progress_ctx, 0, total);
     for (size_t k = 0; k < nd; k++) {
@@ -831,7 +852,7 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
     w = NULL;
     if (!rc) {
         struct stat st;
-        if (!stat(o->out, &st)) rep->bytes_out = (uint64_t)st.st_size;
+        if (fd >= 0 ? !fstat(fd, &st) : !stat(o->out, &st)) rep->bytes_out = (uint64_t)st.st_size;
     }
 out:
     lpk_writer_abort(w);
