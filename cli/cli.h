@@ -112,6 +112,29 @@ typedef struct cli_model_desc {
 } cli_model_desc;
 void cli_model_describe(const lpk_reader *r, cli_model_desc *d);
 
+/* A model input of verify, calibrate, generate: a container (.lpk or GGUF, by
+ * name or content) opens as cli_open_input does; anything else convert reads
+ * (a Hugging Face or Meta folder, a llama2.c .bin, an archive) is converted
+ * first, at its source precision, into a memfd (or, when the container would
+ * take more than LLMPACK_MEMFD_MAX bytes, by default half of MemAvailable,
+ * into an unlinked file in TMPDIR), which the reader then maps: nothing is
+ * written at or beside path. Unless quiet, one line on stderr says so (and a
+ * progress display runs). Errors are convert's, naming the file. *r is NULL
+ * on failure; the reader's path is `path`. */
+int cli_open_model(const char *cmd, const char *path, unsigned flags, int quiet, lpk_reader **r,
+                   lpk_error *err);
+/* What cli_open_model would convert path as (cv_source_kind's name; "folder"
+ * for a folder convert does not recognise, whose error it then gives), or
+ * NULL when it opens path as a container: a file named .lpk or .gguf (any
+ * case), starting with a container's magic, or that convert does not read. */
+const char *cli_model_convert_kind(const char *path);
+/* 1 when path starts with the magic of a GGUF or an .lpk. */
+int cli_is_container(const char *path);
+/* $TMPDIR, else /tmp. */
+const char *cli_tmpdir(void);
+/* A cv_progress_fn over a cli_progress (ctx): bytes done of total. */
+void cli_bytes_progress(void *ctx, uint64_t done, uint64_t total);
+
 /* What cli_export_gguf wrote. */
 typedef struct cli_export_stats {
     size_t n_tensors, n_added, n_keys, n_dropped;

@@ -16,7 +16,8 @@ static void usage(FILE *f)
             "BOS first, chunks of --ctx tokens whose first token is BOS) and writes, for every\n"
             "attention and feed-forward matrix and the output matrix, the per-column sum of\n"
             "squared inputs and their count. MODEL is a .lpk or GGUF with f32/f16/bf16\n"
-            "weights. FILE ending in .gguf gets newer llama.cpp's GGUF layout, any other\n"
+            "weights, or a checkpoint convert reads (a Hugging Face or Meta folder, an\n"
+            "archive), converted in memory first (docs/VERIFY.md). FILE ending in .gguf gets newer llama.cpp's GGUF layout, any other\n"
             "name llama.cpp b4748's legacy layout (both read by quantize --imatrix).\n\n"
             "options:\n"
             "  -f, --text FILE        calibration text\n"
@@ -84,13 +85,17 @@ int cmd_calibrate(int argc, char **argv)
     if (threads > 0) omp_set_num_threads((int)threads);
 
     lpk_error err = {0};
+    lpk_reader *r = NULL;
+    double t0 = cli_now();
+    int st = cli_open_model("calibrate", model, lpk_reader_default_flags(), quiet || json, &r,
+                            &err);
     cli_progress ps;
     cli_progress_start(&ps, "calibrate", "chunks", 0, quiet || json);
     calib_opts o = {.ctx = (int)ctx, .max_chunks = (int)chunks, .no_output = no_output,
-                    .progress = cli_chunk_progress, .user = &ps};
+                    .progress = cli_chunk_progress, .user = &ps, .dataset = text};
     lpk_imatrix *im = NULL;
-    double t0 = cli_now();
-    int st = calib_file(model, text, &o, &im, &err);
+    if (!st) st = calib_reader(r, text, &o, &im, &err);
+    lpk_reader_close(r);
     cli_progress_end(&ps);
     double secs = cli_now() - t0;
     if (!st) st = lpk_imatrix_write(out, im, LPK_IMATRIX_AUTO, force ? LPK_WRITE_FORCE : 0, &err);

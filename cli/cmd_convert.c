@@ -51,13 +51,6 @@ static void usage(FILE *f)
             "Options take their value as --opt VALUE or --opt=VALUE.\n");
 }
 
-static void on_progress(void *ctx, uint64_t done, uint64_t total)
-{
-    cli_progress *p = ctx;
-    p->total = total;
-    cli_progress_update(p, done, NULL);
-}
-
 /* convert --method gptq: GPTQ needs the unquantized model for its calibration
  * pass, so convert at the source precision to a temporary file beside OUT and
  * hand that to quantize with the GPTQ options (qargs) and the output format
@@ -239,7 +232,7 @@ int cmd_convert(int argc, char **argv)
 
     cli_progress prog;
     cli_progress_start(&prog, "convert", "B", 0, json || quiet);
-    o.progress = on_progress;
+    o.progress = cli_bytes_progress;
     o.progress_ctx = &prog;
     double t0 = cli_now();
     cv_report rep;

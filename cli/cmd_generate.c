@@ -19,6 +19,8 @@ static const char *usage_text =
     "usage: llmpack generate MODEL --prompt TEXT [-n N] [options]\n"
     "\n"
     "Continues TEXT with up to N tokens (default 64), stopping at end-of-sequence.\n"
+    "MODEL: a container (.lpk, GGUF) or a checkpoint convert reads (a folder, an\n"
+    "archive; converted in memory first).\n"
     "\n"
     "options:\n"
     "  -p, --prompt TEXT  the prompt (BOS is prepended)\n"
@@ -110,7 +112,7 @@ int cmd_generate(int argc, char **argv)
     char *text = NULL;
     size_t text_len = 0, text_cap = 0;
     int rc = CLI_EXIT_OK;
-    int st = lpk_reader_open(path, &r, &err);
+    int st = cli_open_model(cmd, path, lpk_reader_default_flags(), json, &r, &err);
     if (!st) st = vf_model_open(r, &m, &err);
     if (!st) st = tok_tokenizer_new(lpk_reader_meta(r), &tok, &err);
     if (!st) st = tok_encode(tok, prompt, strlen(prompt), 1, 0, &ids, &n_ids, &err);

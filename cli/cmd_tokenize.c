@@ -13,8 +13,9 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: llmpack tokenize MODEL (--text TEXT | --file FILE) [options]\n\n"
-            "MODEL is a container (.lpk or GGUF) or a tokenizer file (SentencePiece or\n"
-            "Llama 3 tokenizer.model, Hugging Face tokenizer.json).\n\n"
+            "MODEL is a container (.lpk or GGUF), a checkpoint folder or archive that\n"
+            "convert reads (converted in memory first, the whole model), or a tokenizer\n"
+            "file (SentencePiece or Llama 3 tokenizer.model, Hugging Face tokenizer.json).\n\n"
             "options:\n"
             "  --text TEXT   text to encode (also -p, --prompt)\n"
             "  -f, --file FILE  encode the bytes of FILE ('-' reads stdin)\n"
@@ -30,23 +31,16 @@ static void usage(FILE *f)
             "  llmpack tokenize tokenizer.model -f wiki.test.raw --json\n");
 }
 
-/* A container starts with its magic; anything else is read as a tokenizer file. */
-static int is_container(const char *path)
-{
-    unsigned char m[8] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    size_t n = fread(m, 1, sizeof m, f);
-    fclose(f);
-    return (n >= 4 && !memcmp(m, "GGUF", 4)) || (n >= 4 && !memcmp(m, "\x89LPK", 4));
-}
-
-static int load_tokenizer(const char *path, tok_tokenizer **tok, lpk_error *err)
+/* A container (its magic), or a checkpoint folder or archive (converted: the
+ * container's tokenizer is the one convert completes from the folder's files);
+ * anything else, a llama2.c .bin included, is read as a tokenizer file. */
+static int load_tokenizer(const char *path, int quiet, tok_tokenizer **tok, lpk_error *err)
 {
     int rc;
-    if (is_container(path)) {
+    const char *kind = cli_model_convert_kind(path);
+    if (cli_is_container(path) || (kind && strcmp(kind, "llama2c"))) {
         lpk_reader *r = NULL;
-        rc = cli_open_input(path, lpk_reader_default_flags(), &r, err);
+        rc = cli_open_model("tokenize", path, lpk_reader_default_flags(), quiet, &r, err);
         if (!rc) rc = tok_tokenizer_new(lpk_reader_meta(r), tok, err);
         lpk_reader_close(r);
         return rc;
@@ -137,7 +131,7 @@ int cmd_tokenize(int argc, char **argv)
     char *buf = NULL;
     int32_t *ids = NULL;
     size_t n_text = 0, n_ids = 0;
-    int rc = load_tokenizer(model, &tok, &err);
+    int rc = load_tokenizer(model, json, &tok, &err);
     if (!rc && file && !(buf = read_input(file, &n_text, &err))) rc = err.status;
     if (!rc && text) n_text = strlen(text);
     if (!rc) rc = tok_encode(tok, buf ? buf : text, n_text, bos, special, &ids, &n_ids, &err);

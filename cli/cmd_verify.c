@@ -27,6 +27,11 @@ static const char *usage_text =
     "same chunks and each model's report adds the reference PPL, their ratio and\n"
     "difference, KL(P_ref || P_model) and top-1 agreement.\n"
     "\n"
+    "MODEL and REF are containers (.lpk, GGUF) or anything convert reads (a Hugging\n"
+    "Face or Meta folder, an archive): those are converted at their source precision\n"
+    "into memory first (a memfd; above LLMPACK_MEMFD_MAX bytes, default half the\n"
+    "available memory, an unlinked file in TMPDIR), nothing written to disk.\n"
+    "\n"
     "options:\n"
     "  --ref REF            reference model (e.g. the f16/bf16 original)\n"
     "  -f, --text FILE      evaluation text (required)\n"
@@ -50,6 +55,7 @@ static const char *usage_text =
     "Options take their value as --opt VALUE or --opt=VALUE.\n\n"
     "example (llama-perplexity -m MODEL -f TEXT -c 512, and the KL divergence too):\n"
     "  llmpack verify model.q4_k_m.gguf --ref model.f16.lpk -f wiki.test.raw -c 512\n"
+    "  llmpack verify llama-2-7b-Q4_K_M.gguf --ref ./Llama-2-7b-hf -f wiki.test.raw\n"
     "several types against the original, with a report to compare them in:\n"
     "  llmpack verify m.q8_0.lpk m.q4_k_m.lpk m.q2_k.lpk --ref m.bf16.lpk -f wiki.test.raw \\\n"
     "      --report report.html\n";
@@ -62,11 +68,12 @@ typedef struct loaded {
 } loaded;
 
 /* say: print the no-checksums notice (not with --json, whose output has
- * "checksums": "none" instead). */
-static int load(const char *path, loaded *out, int say, lpk_error *err)
+ * "checksums": "none" instead). A checkpoint (folder, archive) is converted
+ * into memory first, saying so unless quiet. */
+static int load(const char *path, loaded *out, int say, int quiet, lpk_error *err)
 {
     out->path = path;
-    int st = lpk_reader_open(path, &out->r, err);
+    int st = cli_open_model("verify", path, lpk_reader_default_flags(), quiet, &out->r, err);
     if (!st && say && !lpk_reader_has_checksums(out->r))
         lpk_notice("%s: GGUF carries no checksums: its bytes cannot be verified", path);
     if (!st) st = vf_model_open(out->r, &out->m, err);
@@ -545,10 +552,10 @@ int cmd_verify(int argc, char **argv)
             ri.text_read = 1;
         }
     }
-    if (!st && ref_path) st = load(ref_path, &ref, !json, &err);
+    if (!st && ref_path) st = load(ref_path, &ref, !json, quiet || json, &err);
     if (!st) ri.ref = ref.r;
     for (int i = 0; !st && i < n_paths; i++) {
-        st = load(paths[i], &models[i], !json, &err);
+        st = load(paths[i], &models[i], !json, quiet || json, &err);
         mv[i] = models[i].m;
     }
     const lpk_reader *tok_src = ref_path ? ref.r : st ? NULL : models[0].r;
