@@ -5,7 +5,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <xxhash.h>
 
@@ -228,14 +230,17 @@ static void test_exists_and_force(void **state)
     free(dir);
 }
 
-/* Copies every tensor of r into a new container at path (flags: GGUF or not). */
-static int copy_container(lpk_reader *r, const char *path, unsigned flags, lpk_error *err)
+/* Copies every tensor of r into a new container at path (flags: GGUF or not),
+ * or with fd >= 0 into that file (lpk_writer_open_fd; path names it). */
+static int copy_container_fd(lpk_reader *r, const char *path, int fd, unsigned flags,
+                             lpk_error *err)
 {
     size_t n = lpk_reader_n_tensors(r);
     lpk_tensor *d = calloc(n ? n : 1, sizeof *d);
     for (size_t i = 0; i < n; i++) d[i] = *lpk_reader_tensor(r, i);
     lpk_writer *w;
-    int st = lpk_writer_open(path, lpk_reader_meta(r), d, n, flags, &w, err);
+    int st = fd >= 0 ? lpk_writer_open_fd(fd, path, lpk_reader_meta(r), d, n, flags, &w, err)
+                     : lpk_writer_open(path, lpk_reader_meta(r), d, n, flags, &w, err);
     for (size_t i = 0; i < n && !st; i++) {
         st = lpk_writer_tensor_begin(w, d[i].name, err);
         /* in two pieces, to exercise partial writes */
@@ -252,6 +257,11 @@ static int copy_container(lpk_reader *r, const char *path, unsigned flags, lpk_e
         return st;
     }
     return lpk_writer_finish(w, err);
+}
+
+static int copy_container(lpk_reader *r, const char *path, unsigned flags, lpk_error *err)
+{
+    return copy_container_fd(r, path, -1, flags, err);
 }
 
 static void assert_same_tensors(lpk_reader *a, lpk_reader *b)
@@ -298,6 +308,59 @@ static void test_gguf_write(void **state)
     lpk_reader_close(src);
     free(g);
     free(l);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+/* Into a memfd (as verify converts a folder): the same bytes as the file the
+ * path writer makes, .lpk and GGUF, whatever the memfd held before; read back
+ * through lpk_reader_open_fd after the fd is closed; nothing named anywhere. */
+static void test_write_fd(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    lpk_error err = {0};
+    lpk_reader *src, *back;
+    assert_int_equal(lpk_reader_open("tests/golden/all_types.lpk", &src, &err), 0);
+    for (int gguf = 0; gguf < 2; gguf++) {
+        unsigned fl = gguf ? LPK_WRITE_GGUF : 0;
+        char *path = tu_fmt("%s/m.%s", dir, gguf ? "gguf" : "lpk");
+        assert_int_equal(copy_container(src, path, fl, &err), 0);
+        size_t n = 0;
+        char *want = tu_read_file(path, &n);
+        assert_non_null(want);
+        int fd = memfd_create("test", MFD_CLOEXEC);
+        assert_true(fd >= 0);
+        char junk[70000];
+        memset(junk, 0x5a, sizeof junk);
+        assert_int_equal(write(fd, junk, sizeof junk), (ssize_t)sizeof junk);
+        int st = copy_container_fd(src, "in memory", fd, fl, &err);
+        if (st) fail_msg("%s", err.msg);
+        struct stat sb;
+        assert_int_equal(fstat(fd, &sb), 0);
+        assert_int_equal((uint64_t)sb.st_size, (uint64_t)n);
+        char *got = malloc(n);
+        assert_int_equal(pread(fd, got, n, 0), (ssize_t)n);
+        assert_memory_equal(got, want, n);
+        assert_int_equal(lpk_reader_open_fd(fd, "in memory", 0, &back, &err), 0);
+        close(fd);
+        assert_string_equal(lpk_reader_path(back), "in memory");
+        assert_same_tensors(src, back);
+        for (size_t i = 0; i < lpk_reader_n_tensors(back); i++)
+            assert_int_equal(lpk_reader_verify_tensor(back, i, &err), 0);
+        lpk_reader_close(back);
+        free(got);
+        free(want);
+        free(path);
+    }
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
+    /* only LPK_WRITE_GGUF applies to a caller's file; no file at all is refused */
+    lpk_writer *w = NULL;
+    assert_int_equal(lpk_writer_open_fd(0, "x", NULL, NULL, 0, LPK_WRITE_FORCE, &w, &err),
+                     LPK_EINVAL);
+    assert_int_equal(lpk_writer_open_fd(-1, "x", NULL, NULL, 0, 0, &w, &err), LPK_EINVAL);
+    assert_null(w);
+    lpk_reader_close(src);
     tu_rmtree(dir);
     free(dir);
 }
@@ -353,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_writer_misuse),
         cmocka_unit_test(test_exists_and_force),
         cmocka_unit_test(test_gguf_write),
+        cmocka_unit_test(test_write_fd),
         cmocka_unit_test(test_gguf_rewrite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
