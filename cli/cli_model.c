@@ -131,7 +131,7 @@ static int open_spool(void *ctx, uint64_t bytes, lpk_error *err)
         /* a file system without O_TMPFILE: a named file, unlinked at once */
         char *t = malloc(strlen(dir) + 32);
         if (!t) return lpk_err(err, LPK_ENOMEM, "out of memory");
-        sprintf(t, "%s/.llmpack-verify-XXXXXX", dir);
+        sprintf(t, "%s/.llmpack-converted-XXXXXX", dir);
         s->fd = mkostemp(t, O_CLOEXEC);
         if (s->fd >= 0) unlink(t);
         free(t);
