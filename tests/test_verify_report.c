@@ -178,36 +178,47 @@ static const char *chromium(void)
     return NULL;
 }
 
+/* Chromium's log of loading html_path (malloc'ed): stderr of --dump-dom with
+ * logging on; the DOM it built in dir/dom.html. */
+static char *chromium_log(const char *chrome, const char *html_path, const char *dir)
+{
+    char *dom = tu_fmt("%s/dom.html", dir), *log = tu_fmt("%s/chromium.log", dir);
+    char *profile = tu_fmt("%s/profile", dir);
+    char *cmd = tu_fmt("timeout 120 %s --headless --disable-gpu --no-sandbox "
+                       "--user-data-dir='%s' --enable-logging=stderr --v=0 --dump-dom "
+                       "'file://%s' > '%s' 2> '%s'", chrome, profile, html_path, dom, log);
+    int rc = system(cmd);
+    char *lg = tu_read_file(log, NULL);
+    if (rc != 0) fail_msg("%s: exit %d: %s", cmd, rc, lg ? lg : "");
+    free(cmd); free(dom); free(log); free(profile);
+    return lg ? lg : strdup("");
+}
+
 /* Renders html_path in headless Chromium: no console message (the page has no
  * script, so any message is an error: a blocked resource, a parse failure),
  * and the DOM it built holds every chart with its data; a screenshot is made. */
 static void render(const char *chrome, const char *html_path, const char *dir)
 {
-    char *dom = tu_fmt("%s/dom.html", dir), *log = tu_fmt("%s/chromium.log", dir);
-    char *png = tu_fmt("%s/shot.png", dir), *profile = tu_fmt("%s/profile", dir);
-    char *cmd = tu_fmt("timeout 120 %s --headless --disable-gpu --no-sandbox "
-                       "--user-data-dir='%s' --enable-logging=stderr --v=0 --dump-dom "
-                       "'file://%s' > '%s' 2> '%s'", chrome, profile, html_path, dom, log);
-    int rc = system(cmd);
-    char *lg = tu_read_file(log, NULL), *d = tu_read_file(dom, NULL);
-    if (rc != 0) fail_msg("%s: exit %d: %s", cmd, rc, lg ? lg : "");
+    char *lg = chromium_log(chrome, html_path, dir);
+    char *dom = tu_fmt("%s/dom.html", dir), *png = tu_fmt("%s/shot.png", dir);
+    char *profile = tu_fmt("%s/profile", dir);
+    char *d = tu_read_file(dom, NULL);
     assert_non_null(d);
-    if (lg && strstr(lg, ":CONSOLE")) fail_msg("%s: console messages:\n%s", html_path, lg);
+    if (strstr(lg, ":CONSOLE")) fail_msg("%s: console messages:\n%s", html_path, lg);
     char *file = tu_read_file(html_path, NULL);
     int n = every_chart_has_data(file, html_path);
     assert_int_equal(every_chart_has_data(d, "the rendered DOM"), n);
     assert_true(count(d, "<polyline") + count(d, "<circle") + count(d, "fill=\"#") > n);
     free(file);
-    free(cmd);
-    cmd = tu_fmt("timeout 120 %s --headless --disable-gpu --no-sandbox --user-data-dir='%s' "
-                 "--hide-scrollbars --window-size=1200,1600 --screenshot='%s' 'file://%s' "
-                 "> /dev/null 2>&1", chrome, profile, png, html_path);
+    char *cmd = tu_fmt("timeout 120 %s --headless --disable-gpu --no-sandbox --user-data-dir='%s' "
+                       "--hide-scrollbars --window-size=1200,1600 --screenshot='%s' "
+                       "'file://%s' > /dev/null 2>&1", chrome, profile, png, html_path);
     assert_int_equal(system(cmd), 0);
     size_t np = 0;
     char *p = tu_read_file(png, &np);
     if (!p || np < 1000 || memcmp(p, "\x89PNG", 4)) fail_msg("%s: no screenshot", png);
     free(p);
-    free(lg); free(d); free(cmd); free(dom); free(log); free(png); free(profile);
+    free(lg); free(d); free(cmd); free(dom); free(png); free(profile);
 }
 
 static char *abs_path(const char *p)
@@ -224,6 +235,16 @@ static void test_report_chromium(void **state)
     if (!chrome) skip();
     const char *m = tu_demo("m.lpk", "");
     char *dir = tu_tmpdir(), *out = NULL;
+    /* the check itself: a page that does log an error is seen to */
+    char *bad = tu_fmt("%s/bad.html", dir);
+    const char *bad_page = "<!DOCTYPE html><html><body><p>x</p><script>console.error("
+                           "'report check'); no_such_function();</script></body></html>\n";
+    assert_int_equal(tu_write_file(bad, bad_page, strlen(bad_page)), 0);
+    char *lg = chromium_log(chrome, bad, dir);
+    if (!strstr(lg, ":CONSOLE") || !strstr(lg, "no_such_function"))
+        fail_msg("chromium's log does not show a page's console errors:\n%s", lg);
+    free(lg);
+    free(bad);
     char *q = tu_fmt("%s/q.lpk", dir), *rep = tu_fmt("%s/r.html", dir);
     assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q4_0 -q", m, q), 0);
     free(out);
