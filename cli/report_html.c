@@ -380,7 +380,9 @@ static void tensor_maps(FILE *f, const report_run *run)
         const report_model *rm = &run->models[m];
         fprintf(f, "<div><h3><i style=\"background:%s\"></i>", model_color(m));
         esc(f, base_name(rm->path));
-        fprintf(f, " (%s)</h3>\n", rm->desc.type);
+        fputs(" (", f);
+        esc(f, rm->desc.type);
+        fputs(")</h3>\n", f);
         if (!rm->te || !rm->n_te) {
             fputs("<p class=\"nodata\">Every 2-D tensor has the reference's type: no error "
                   "to show.</p></div>\n", f);
@@ -396,8 +398,10 @@ static void tensor_maps(FILE *f, const report_run *run)
         fputs("\">\n", f);
         /* row labels, column labels, grey cells */
         for (int r = 0; r < rows; r++) {
-            fprintf(f, "<text x=\"%d\" y=\"%d\" class=\"tick\" text-anchor=\"end\">%s</text>\n",
-                    left - 6, top + r * ch + ch - 5, kinds[r]);
+            fprintf(f, "<text x=\"%d\" y=\"%d\" class=\"tick\" text-anchor=\"end\">", left - 6,
+                    top + r * ch + ch - 5);
+            esc(f, kinds[r]);
+            fputs("</text>\n", f);
             for (int l = 0; l < n_layers; l++)
                 fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" class=\"same\"/>",
                         left + l * cw, top + r * ch, cw - 1, ch - 1);
@@ -411,10 +415,13 @@ static void tensor_maps(FILE *f, const report_run *run)
             }
         /* the tensors outside the blocks: one cell each, stacked right of the grid */
         int ox = left + n_layers * cw + gap, ow = cw > 12 ? cw : 12;
-        for (int o = 0; o < no; o++)
+        for (int o = 0; o < no; o++) {
             fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" class=\"same\"/>"
-                    "<text x=\"%d\" y=\"%d\" class=\"tick\">%s</text>\n", ox, top + o * ch,
-                    ow - 1, ch - 1, ox + ow + 5, top + o * ch + ch - 5, outer[o]);
+                    "<text x=\"%d\" y=\"%d\" class=\"tick\">", ox, top + o * ch, ow - 1, ch - 1,
+                    ox + ow + 5, top + o * ch + ch - 5);
+            esc(f, outer[o]);
+            fputs("</text>\n", f);
+        }
         fprintf(f, "<text x=\"%d\" y=\"%d\" class=\"axis\">layer</text>\n", left - 44, top - 6);
         /* the measured cells */
         for (size_t t = 0; t < rm->n_te; t++) {
@@ -506,9 +513,10 @@ static void summary_table(FILE *f, const report_run *run)
         esc(f, rm->path);
         fprintf(f, "\"><i style=\"background:%s\"></i>", model_color(m));
         esc(f, base_name(rm->path));
-        fprintf(f, "</td><td class=\"l\">%s</td><td>%s</td><td>%.2f</td>"
-                "<td>%.4f &plusmn; %.4f</td>", rm->desc.type, sz, rm->desc.bpw, r->ppl,
-                r->ppl_stderr);
+        fputs("</td><td class=\"l\">", f);
+        esc(f, rm->desc.type);
+        fprintf(f, "</td><td>%s</td><td>%.2f</td><td>%.4f &plusmn; %.4f</td>", sz, rm->desc.bpw,
+                r->ppl, r->ppl_stderr);
         if (ref)
             fprintf(f, "<td>%.4f</td><td>%.5f</td><td>%.6f</td><td>%.6f</td><td>%.3f%%</td>",
                     r->ref_ppl, r->ppl_ratio, r->kld_mean, r->kld_p99, 100 * r->top1_agreement);
@@ -540,7 +548,9 @@ static void header(FILE *f, const report_run *run)
     if (run->ref_path) {
         fmt_size(sz, sizeof sz, (double)run->ref_desc.file_size);
         esc(f, run->ref_path);
-        fprintf(f, " (%s, %s, %.2f bits/weight)", run->ref_desc.type, sz, run->ref_desc.bpw);
+        fputs(" (", f);
+        esc(f, run->ref_desc.type);
+        fprintf(f, ", %s, %.2f bits/weight)", sz, run->ref_desc.bpw);
     } else {
         fputs("none (no --ref: perplexity only)", f);
     }
