@@ -44,7 +44,7 @@ BIN = $(O)/llmpack
 endif
 
 .SECONDARY:
-.PHONY: all test test-long test-noshared asan mutants fuzz bench bench-convert bench-quant \
+.PHONY: all test test-long test-noshared asan mutants fuzz bench bench-convert bench-quant bench-quant-multi \
         install clean tests check-deps
 all: $(BIN) $(O)/libllmpack.a $(SHLIB)
 
@@ -144,6 +144,9 @@ bench-convert: all $(BENCH_BIN)
 
 bench-quant: all $(BENCH_BIN)
 	@sh bench/run.sh $(O) quant
+
+bench-quant-multi: all $(BENCH_BIN)
+	@sh bench/run.sh $(O) quant-multi
 
 # bin/llmpack, lib/libllmpack.{a,so.$(VERSION)} (+ soname links), lib/pkgconfig/llmpack.pc,
 # include/llmpack/llmpack.h (the entry header) and the module headers it includes.

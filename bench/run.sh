@@ -10,6 +10,8 @@
 #   quant    bench/quant.sh (quantizer speed and quality)
 #   kernels  bench_kernels: vf_matmul against the machine's measured peak
 #   verify   bench/bench_verify.sh: forward-pass tokens/s on llama2-20m
+#   quant-multi  bench/quant_multi.sh: quantize --type A,B,C -o DIR/ against
+#            one run per type on the 1.1B shape
 # A figure whose script is absent is skipped with a message.
 cd "$(dirname "$0")/.." || exit 1
 O=${1:-build}
@@ -21,7 +23,7 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 if [ $# -eq 0 ]; then
     # convert last: it writes and deletes tens of GB, and the writeback and
     # freeing that follow disturb CPU-bound figures for minutes
-    set -- machine quant kernels verify convert
+    set -- machine quant kernels verify quant-multi convert
     : > "$out"
 fi
 t_all=$(date +%s)
@@ -60,8 +62,11 @@ for fig in "$@"; do
     verify)
         sh bench/bench_verify.sh "$O" || { echo "verify benchmark failed"; status=1; }
         ;;
+    quant-multi)
+        sh bench/quant_multi.sh "$O" || { echo "quant-multi benchmark failed"; status=1; }
+        ;;
     *)
-        echo "unknown figure $fig (machine, convert, quant, kernels, verify)"
+        echo "unknown figure $fig (machine, convert, quant, kernels, verify, quant-multi)"
         status=2
         ;;
     esac

@@ -41,6 +41,11 @@ b == "kernels" {
     printf "        %-6s %-12s %-11s %3s %10.2f %10.1f %8s %9s\n", val("type"), val("path"), val("shape"), val("threads"),
         val("ms_per_call"), r, pct(val("frac_of_peak")), pct(val("frac_of_local_peak"))
 }
+b == "quant-multi" {
+    if (!nm++) { printf "\nquant-multi %-18s %3s %9s %9s %8s %8s %9s  %s\n", "types", "thr", "single s", "one run s", "saving", "CPU sav.", "same", "load" }
+    printf "            %-18s %3s %9.2f %9.2f %8s %8s %9s  %s\n", val("types"), val("threads"), val("single_s"),
+        val("multi_s"), pct(val("saving")), pct(val("cpu_saving")), val("same_bytes"), val("load")
+}
 b == "verify" {
     if (!nv++) { printf "\nverify  %-6s %-5s %3s %10s %9s %8s\n", "type", "path", "thr", "tokens/s", "RSS MiB", "PPL" }
     printf "        %-6s %-5s %3s %10.1f %9.1f %8s\n", val("type"), val("path"), val("threads"), val("tokens_per_s"),
