@@ -187,7 +187,7 @@ static int write_tensor(const char *in, cli_quant_run *run, cli_quant_out *q, si
             rc = calib_gptq_quantize(run->g, t->name, type, x, nr, nc, q->qbuf, &qe);
         else
             rc = quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, q->qbuf, iw,
-                                        QUANT_ROWS_OUTPUT_WEIGHTING, &qe);
+                                        quant_rows_flags(t->name, q->decls, run->n), &qe);
         if (rc) return lpk_err(err, rc, "%s: tensor %s: %s", in, t->name, qe.msg);
         if (t->n_dims >= 2) {
             quant_error(type, x, q->qbuf, nr, nc, &st->sse, &st->ssx);

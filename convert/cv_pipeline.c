@@ -570,7 +570,8 @@ static int open_source(const cv_options *o, cv_open_opts *oo, cv_source **s, lpk
  * fits dt. *out_bytes = bytes written to dst. */
 static int convert_block(const char *what, const cv_tensor *t, int st, int dt, const void *src,
                          float *f32buf, void *dst, int64_t row0, int64_t nrows,
-                         const float *imw, size_t *out_bytes, lpk_error *err)
+                         const float *imw, unsigned qflags, size_t *out_bytes,
+                         lpk_error *err)
 {
     int64_t nc = t_ncols(t);
     size_t n = (size_t)(nrows * nc);
@@ -599,8 +600,7 @@ static int convert_block(const char *what, const cv_tensor *t, int st, int dt, c
         uint64_t nb;
         int rc = lpk_type_nbytes(dt, n, &nb);
         if (!rc)
-            rc = quant_quantize_rows_ex(dt, LPK_TYPE_F32, f, nrows, nc, dst, imw,
-                                        QUANT_ROWS_OUTPUT_WEIGHTING, err);
+            rc = quant_quantize_rows_ex(dt, LPK_TYPE_F32, f, nrows, nc, dst, imw, qflags, err);
         if (rc) {
             if (err && !strstr(err->msg, t->name))
                 lpk_err(err, rc, "%s: tensor '%s': cannot store as %s", what, t->name,
@@ -836,7 +836,7 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
             size_t ob = 0;
             if ((rc = s->ops->read_rows(s, t, r, kr, b_src, err)) ||
                 (rc = convert_block(o->src, t, t->dtype, dt, b_src, b_f32, b_dst, r, kr, imw,
-                                    &ob, err)) ||
+                                    quant_rows_flags(t->name, decls, nd), &ob, err)) ||
                 (rc = lpk_writer_tensor_write(w, b_dst, ob, err)))
                 goto out;
             done += (uint64_t)(kr * nc) * elem_size(t->dtype);

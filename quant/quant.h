@@ -135,7 +135,14 @@ int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nr
  * imatrix[c] * sqrt(sigma^2 + x_i^2) with one (sigma^2: the row's mean
  * square). The 32-block types keep the importance alone (or none), which
  * measured better for them. What quantize and convert use. */
-enum { QUANT_ROWS_OUTPUT_WEIGHTING = 1u };
+enum { QUANT_ROWS_OUTPUT_WEIGHTING = 1u, QUANT_ROWS_LOOKUP = 2u };
+/* QUANT_ROWS_LOOKUP: the rows are a lookup table (the token embedding of a
+ * model with its own output matrix: a token reads its row, no activation
+ * multiplies a column), weighted for that instead: the k-quants (q2_k..q6_k)
+ * by sqrt(sigma^2 + x_i^2) (times the importance, if one is given), iq4_xs by
+ * |x_i|, the 32-block types not at all. quant_rows_flags gives the flags of a
+ * named tensor of a model. */
+unsigned quant_rows_flags(const char *name, const lpk_tensor *tensors, size_t n);
 /* quant_quantize_rows_from with flags (0: the same as it). The same
  * guarantees: bytes independent of threads and SIMD path. */
 int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrows,

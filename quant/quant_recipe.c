@@ -445,3 +445,12 @@ int quant_plan_bpw(const char *recipe, unsigned flags, const lpk_meta *meta,
     if (!rc && bpw) *bpw = elems ? 8.0 * (double)bytes / (double)elems : 0.0;
     return rc;
 }
+
+unsigned quant_rows_flags(const char *name, const lpk_tensor *tensors, size_t n)
+{
+    unsigned f = QUANT_ROWS_OUTPUT_WEIGHTING;
+    if (strcmp(name, "token_embd.weight") != 0) return f;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(tensors[i].name, "output.weight") == 0) return f | QUANT_ROWS_LOOKUP;
+    return f;
+}

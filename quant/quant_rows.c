@@ -159,25 +159,43 @@ static int run_blocks(quant_blocks_fn bf, const void *x, int st, const float *w,
     return bad;
 }
 
-/* The per-value weights of one row x[n] of a super-block type under
- * QUANT_ROWS_OUTPUT_WEIGHTING (docs/QUANT.md, "Weighting"): |x| without an
- * importance matrix; with one, the column's importance times
- * sqrt(sigma^2 + x^2), sigma^2 the row's mean square (summed in double, in
- * index order). (32-blocks take the importance alone.) */
-static void output_weights(const float *x, const float *im, int64_t n, float *w)
+/* The per-value weights of one row x[n] under QUANT_ROWS_OUTPUT_WEIGHTING or
+ * QUANT_ROWS_LOOKUP (docs/QUANT.md, "Weighting"): the column's importance (1
+ * without a matrix) times |x| (k < 0) or times sqrt(k sigma^2 + x^2), sigma^2
+ * the row's mean square (summed in double, in index order). */
+static void output_weights(const float *x, const float *im, int64_t n, double k, float *w)
 {
-    if (!im) {
-        for (int64_t i = 0; i < n; i++) w[i] = fabsf(x[i]);
-        return;
-    }
     double s2 = 0;
-    for (int64_t i = 0; i < n; i++) s2 += (double)x[i] * x[i];
-    s2 /= (double)n;
+    if (k >= 0) {
+        for (int64_t i = 0; i < n; i++) s2 += (double)x[i] * x[i];
+        s2 = k * s2 / (double)n;
+    }
     for (int64_t i = 0; i < n; i++) {
+        double a = k >= 0 ? sqrt(s2 + (double)x[i] * x[i]) : fabs((double)x[i]);
         /* in double and saturated: rows near FLT_MAX keep finite weights */
-        double v = (double)im[i] * sqrt(s2 + (double)x[i] * x[i]);
+        double v = im ? (double)im[i] * a : a;
         w[i] = v < FLT_MAX ? (float)v : FLT_MAX;
     }
+}
+
+/* The k of output_weights for a type (k < 0: |x|), or 0 when the type takes
+ * the importance alone (32-block types, or no weighting flag). Measured on
+ * llama2-20m (docs/QUANT.md): without a matrix |x|; with one the row's
+ * mean square at a quarter, q5_k's at full; a lookup table sqrt(sigma^2 +
+ * x^2) for the k-quants and |x| for iq4_xs. */
+static int output_rule(int type, int has_im, unsigned flags, double *k)
+{
+    const lpk_type_info *ti = lpk_type_get(type);
+    if (!(flags & (QUANT_ROWS_OUTPUT_WEIGHTING | QUANT_ROWS_LOOKUP)) || !quant_kind_get(type) ||
+        ti->block_size < QK_K)
+        return 0;
+    if (flags & QUANT_ROWS_LOOKUP)
+        *k = type == LPK_TYPE_IQ4_XS ? -1.0 : 1.0;
+    else if (!has_im)
+        *k = -1.0;
+    else
+        *k = type == LPK_TYPE_Q5_K ? 1.0 : 0.25;
+    return 1;
 }
 
 int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nrows,
@@ -205,7 +223,8 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
     const quant_kind *k = quant_kind_get(type);
     /* per-value weights from the rows (q8_0 without an importance matrix is
      * rounding noise: it stays a one-pass type) */
-    int ow = k && (flags & QUANT_ROWS_OUTPUT_WEIGHTING) && ti->block_size >= QK_K;
+    double ok = 0;
+    int ow = output_rule(type, imatrix != NULL, flags, &ok);
     quant_row_fn fn = k ? pick(k) : NULL;
     quant_blocks_fn bf = k ? pick_blocks(k, imatrix || ow) : NULL;
     size_t row_bytes = (size_t)(ncols / ti->block_size) * (size_t)ti->type_size;
@@ -246,7 +265,7 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
             if (bf && ow) {
                 /* (a NaN/Inf gives NaN weights; the kernel then reports the rows) */
                 for (int64_t r = r0; r < r1; r++)
-                    output_weights(row_f32(src_type, src, r, ncols, buf), imatrix, ncols,
+                    output_weights(row_f32(src_type, src, r, ncols, buf), imatrix, ncols, ok,
                                    wb + (r - r0) * ncols);
                 bw = wb;
                 bwn = (r1 - r0) * ncols;
@@ -270,7 +289,7 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
                 case LPK_TYPE_F16: lpk_f32_to_f16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
                 case LPK_TYPE_BF16: lpk_f32_to_bf16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
                 default:
-                    if (ow) output_weights(x, imatrix, ncols, wb);
+                    if (ow) output_weights(x, imatrix, ncols, ok, wb);
                     fn(x, ow ? wb : imatrix, out, ncols);
                     break;
                 }

@@ -246,6 +246,70 @@ static void test_roundtrip_random(void **state)
         }
         free(q1); free(q2); free(y);
     }
+    /* a lookup table (QUANT_ROWS_LOOKUP): the k-quants weight by
+     * sqrt(sigma^2 + x^2), lower on that weighted error than the |x| rule (and
+     * for q5_k the bytes of the output weighting with an importance of 1
+     * everywhere, which is that rule for q5_k); iq4_xs keeps |x|; the 32-block
+     * types stay unweighted */
+    float *ones = malloc(nc * sizeof(float));
+    for (int64_t c = 0; c < nc; c++) ones[c] = 1.0f;
+    static const int all_types[] = {LPK_TYPE_Q8_0, LPK_TYPE_Q4_0, LPK_TYPE_Q4_1, LPK_TYPE_Q5_0,
+                                    LPK_TYPE_Q5_1, LPK_TYPE_IQ4_NL, LPK_TYPE_Q2_K, LPK_TYPE_Q3_K,
+                                    LPK_TYPE_Q4_K, LPK_TYPE_Q5_K, LPK_TYPE_Q6_K, LPK_TYPE_IQ4_XS};
+    for (size_t t = 0; t < sizeof all_types / sizeof all_types[0]; t++) {
+        int type = all_types[t];
+        size_t nb = tu_qbytes(type, nr, nc);
+        void *ql = malloc(nb), *qo = malloc(nb), *qs = malloc(nb);
+        lpk_error err = {0};
+        assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, ql, NULL,
+                                                QUANT_ROWS_OUTPUT_WEIGHTING | QUANT_ROWS_LOOKUP,
+                                                &err), 0);
+        assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, qo, NULL,
+                                                QUANT_ROWS_OUTPUT_WEIGHTING, &err), 0);
+        assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, qs, ones,
+                                                QUANT_ROWS_OUTPUT_WEIGHTING, &err), 0);
+        if (lpk_type_get(type)->block_size < QK_K) {
+            assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, qo, NULL, 0,
+                                                    &err), 0);
+            assert_memory_equal(ql, qo, nb);
+        } else if (type == LPK_TYPE_IQ4_XS) {
+            assert_memory_equal(ql, qo, nb);
+        } else {
+            if (type == LPK_TYPE_Q5_K) assert_memory_equal(ql, qs, nb);
+            else assert_memory_not_equal(ql, qs, nb);
+            float *y = malloc(nr * nc * sizeof(float));
+            double e[2] = {0, 0};
+            for (int v = 0; v < 2; v++) {
+                quant_dequantize_rows(type, v ? ql : qo, nr, nc, y);
+                for (int64_t r = 0; r < nr; r++) {
+                    const float *xr = x + r * nc, *yr = y + r * nc;
+                    double s2 = 0;
+                    for (int64_t i = 0; i < nc; i++) s2 += (double)xr[i] * xr[i];
+                    s2 /= (double)nc;
+                    for (int64_t i = 0; i < nc; i++)
+                        e[v] += sqrt(s2 + (double)xr[i] * xr[i]) * pow(xr[i] - yr[i], 2);
+                }
+            }
+            print_message("%-6s sqrt(sigma^2+x^2)-weighted error: |x| rule %.4g, lookup %.4g\n",
+                          lpk_type_get(type)->name, e[0], e[1]);
+            assert_true(e[1] < e[0]);
+            free(y);
+        }
+        free(ql); free(qo); free(qs);
+    }
+    free(ones);
+    /* which tensors are lookup tables */
+    lpk_tensor ts[3];
+    memset(ts, 0, sizeof ts);
+    snprintf(ts[0].name, sizeof ts[0].name, "token_embd.weight");
+    snprintf(ts[1].name, sizeof ts[1].name, "blk.0.attn_q.weight");
+    snprintf(ts[2].name, sizeof ts[2].name, "output.weight");
+    assert_int_equal(quant_rows_flags("token_embd.weight", ts, 3),
+                     QUANT_ROWS_OUTPUT_WEIGHTING | QUANT_ROWS_LOOKUP);
+    assert_int_equal(quant_rows_flags("blk.0.attn_q.weight", ts, 3), QUANT_ROWS_OUTPUT_WEIGHTING);
+    assert_int_equal(quant_rows_flags("output.weight", ts, 3), QUANT_ROWS_OUTPUT_WEIGHTING);
+    /* tied: the embedding is also the output matrix */
+    assert_int_equal(quant_rows_flags("token_embd.weight", ts, 2), QUANT_ROWS_OUTPUT_WEIGHTING);
     free(x);
     free(w);
 }
@@ -348,12 +412,14 @@ static void test_simd_and_threads(void **state)
     for (size_t t = 0; t < N_BLOCK_TYPES; t++) {
         /* without and with importance weights, each with and without the
          * output weighting */
-        for (int wi = 0; wi < 4; wi++) {
+        for (int wi = 0; wi < 6; wi++) {
             print_message("%-5s %s%s%s vs scalar, 2 vs 1 threads\n",
                           lpk_type_get(block_types[t])->name, quant_path_name(block_types[t]),
-                          wi & 1 ? " (weights)" : "", wi & 2 ? " (output weighting)" : "");
+                          wi & 1 ? " (weights)" : "",
+                          wi & 4 ? " (lookup)" : wi & 2 ? " (output weighting)" : "");
             check_paths(block_types[t], x, nr, nc, wi & 1 ? w : NULL,
-                        wi & 2 ? QUANT_ROWS_OUTPUT_WEIGHTING : 0u);
+                        wi & 4 ? QUANT_ROWS_OUTPUT_WEIGHTING | QUANT_ROWS_LOOKUP
+                        : wi & 2 ? QUANT_ROWS_OUTPUT_WEIGHTING : 0u);
         }
     }
     free(x);
