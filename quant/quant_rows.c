@@ -179,22 +179,25 @@ static void output_weights(const float *x, const float *im, int64_t n, double k,
 }
 
 /* The k of output_weights for a type (k < 0: |x|), or 0 when the type takes
- * the importance alone (32-block types, or no weighting flag). Measured on
- * llama2-20m (docs/QUANT.md): without a matrix |x|; with one the row's
- * mean square at a quarter, q5_k's at full; a lookup table sqrt(sigma^2 +
- * x^2) for the k-quants and |x| for iq4_xs. */
+ * the importance alone (or no weights). Measured on llama2-20m (docs/QUANT.md,
+ * "Weighting"): without a matrix |x| for the super-block types and nothing for
+ * the 32-block types; with one a quarter of the row's mean square (q5_k: all of
+ * it) for every type; a lookup table sqrt(sigma^2 + x^2) for the k-quants, |x|
+ * for iq4_xs, nothing for the 32-block types. */
 static int output_rule(int type, int has_im, unsigned flags, double *k)
 {
-    const lpk_type_info *ti = lpk_type_get(type);
-    if (!(flags & (QUANT_ROWS_OUTPUT_WEIGHTING | QUANT_ROWS_LOOKUP)) || !quant_kind_get(type) ||
-        ti->block_size < QK_K)
+    if (!(flags & (QUANT_ROWS_OUTPUT_WEIGHTING | QUANT_ROWS_LOOKUP)) || !quant_kind_get(type))
         return 0;
-    if (flags & QUANT_ROWS_LOOKUP)
+    int super = lpk_type_get(type)->block_size >= QK_K;
+    if (flags & QUANT_ROWS_LOOKUP) {
         *k = type == LPK_TYPE_IQ4_XS ? -1.0 : 1.0;
-    else if (!has_im)
+        return super;
+    }
+    if (!has_im) {
         *k = -1.0;
-    else
-        *k = type == LPK_TYPE_Q5_K ? 1.0 : 0.25;
+        return super;
+    }
+    *k = type == LPK_TYPE_Q5_K ? 1.0 : 0.25;
     return 1;
 }
 
