@@ -297,6 +297,36 @@ static void test_roundtrip_random(void **state)
         }
         free(ql); free(qo); free(qs);
     }
+    /* with an importance matrix every type weights by importance x
+     * sqrt(k sigma^2 + x^2), k = 1/4 (q5_k: 1): lower on that error than the
+     * importance alone */
+    for (size_t t = 0; t < sizeof all_types / sizeof all_types[0]; t++) {
+        int type = all_types[t];
+        double k = type == LPK_TYPE_Q5_K ? 1.0 : 0.25;
+        size_t nb = tu_qbytes(type, nr, nc);
+        void *qi = malloc(nb), *qw = malloc(nb);
+        float *y = malloc(nr * nc * sizeof(float));
+        lpk_error err = {0};
+        assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, qi, w, 0, &err), 0);
+        assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, qw, w,
+                                                QUANT_ROWS_OUTPUT_WEIGHTING, &err), 0);
+        double e[2] = {0, 0};
+        for (int v = 0; v < 2; v++) {
+            quant_dequantize_rows(type, v ? qw : qi, nr, nc, y);
+            for (int64_t r = 0; r < nr; r++) {
+                const float *xr = x + r * nc, *yr = y + r * nc;
+                double s2 = 0;
+                for (int64_t i = 0; i < nc; i++) s2 += (double)xr[i] * xr[i];
+                s2 = k * s2 / (double)nc;
+                for (int64_t i = 0; i < nc; i++)
+                    e[v] += w[i] * sqrt(s2 + (double)xr[i] * xr[i]) * pow(xr[i] - yr[i], 2);
+            }
+        }
+        print_message("%-6s importance x sqrt(%.2f sigma^2 + x^2) error: importance alone %.4g, "
+                      "output weighting %.4g\n", lpk_type_get(type)->name, k, e[0], e[1]);
+        assert_true(e[1] < e[0]);
+        free(qi); free(qw); free(y);
+    }
     free(ones);
     /* which tensors are lookup tables */
     lpk_tensor ts[3];
