@@ -159,45 +159,55 @@ static int run_blocks(quant_blocks_fn bf, const void *x, int st, const float *w,
     return bad;
 }
 
-/* The per-value weights of one row x[n] under QUANT_ROWS_OUTPUT_WEIGHTING or
- * QUANT_ROWS_LOOKUP (docs/QUANT.md, "Weighting"): the column's importance (1
- * without a matrix) times |x| (k < 0) or times sqrt(k sigma^2 + x^2), sigma^2
- * the row's mean square (summed in double, in index order). */
-static void output_weights(const float *x, const float *im, int64_t n, double k, float *w)
+/* How a row's values are weighted under QUANT_ROWS_OUTPUT_WEIGHTING or
+ * QUANT_ROWS_LOOKUP: k < 0 |x|, else sqrt(k sigma^2 + x^2); times the
+ * column's importance (its square root when root_im). */
+typedef struct {
+    double k;
+    int root_im;
+} ow_rule;
+
+/* The per-value weights of one row x[n] under rule r (docs/QUANT.md,
+ * "Weighting"); im NULL: importance 1; sigma^2 the row's mean square (summed in
+ * double, in index order). */
+static void output_weights(const float *x, const float *im, int64_t n, ow_rule r, float *w)
 {
     double s2 = 0;
-    if (k >= 0) {
+    if (r.k >= 0) {
         for (int64_t i = 0; i < n; i++) s2 += (double)x[i] * x[i];
-        s2 = k * s2 / (double)n;
+        s2 = r.k * s2 / (double)n;
     }
     for (int64_t i = 0; i < n; i++) {
-        double a = k >= 0 ? sqrt(s2 + (double)x[i] * x[i]) : fabs((double)x[i]);
+        double a = r.k >= 0 ? sqrt(s2 + (double)x[i] * x[i]) : fabs((double)x[i]);
         /* in double and saturated: rows near FLT_MAX keep finite weights */
-        double v = im ? (double)im[i] * a : a;
+        double v = !im ? a : r.root_im ? sqrt((double)im[i]) * a : (double)im[i] * a;
         w[i] = v < FLT_MAX ? (float)v : FLT_MAX;
     }
 }
 
-/* The k of output_weights for a type (k < 0: |x|), or 0 when the type takes
- * the importance alone (or no weights). Measured on llama2-20m (docs/QUANT.md,
- * "Weighting"): without a matrix |x| for the super-block types and nothing for
- * the 32-block types; with one a quarter of the row's mean square (q5_k: all of
- * it) for every type; a lookup table sqrt(sigma^2 + x^2) for the k-quants, |x|
- * for iq4_xs, nothing for the 32-block types. */
-static int output_rule(int type, int has_im, unsigned flags, double *k)
+/* The output_weights rule of a type, or 0 when the type takes the importance
+ * alone (or no weights). Measured on llama2-20m (docs/QUANT.md, "Weighting"):
+ * without a matrix |x| for the super-block types and nothing for the 32-block
+ * types; with one the importance times sqrt(sigma^2 / 4 + x^2) for every type
+ * but q5_k (sqrt(sigma^2 + x^2)) and q2_k (the importance's square root times
+ * |x|); a lookup table sqrt(sigma^2 + x^2) for the k-quants, |x| for iq4_xs,
+ * nothing for the 32-block types. */
+static int output_rule(int type, int has_im, unsigned flags, ow_rule *r)
 {
+    r->root_im = 0;
     if (!(flags & (QUANT_ROWS_OUTPUT_WEIGHTING | QUANT_ROWS_LOOKUP)) || !quant_kind_get(type))
         return 0;
     int super = lpk_type_get(type)->block_size >= QK_K;
     if (flags & QUANT_ROWS_LOOKUP) {
-        *k = type == LPK_TYPE_IQ4_XS ? -1.0 : 1.0;
+        r->k = type == LPK_TYPE_IQ4_XS ? -1.0 : 1.0;
         return super;
     }
     if (!has_im) {
-        *k = -1.0;
+        r->k = -1.0;
         return super;
     }
-    *k = type == LPK_TYPE_Q5_K ? 1.0 : 0.25;
+    r->k = type == LPK_TYPE_Q5_K ? 1.0 : type == LPK_TYPE_Q2_K ? -1.0 : 0.25;
+    r->root_im = type == LPK_TYPE_Q2_K;
     return 1;
 }
 
@@ -226,7 +236,7 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
     const quant_kind *k = quant_kind_get(type);
     /* per-value weights from the rows (q8_0 without an importance matrix is
      * rounding noise: it stays a one-pass type) */
-    double ok = 0;
+    ow_rule ok = {0, 0};
     int ow = output_rule(type, imatrix != NULL, flags, &ok);
     quant_row_fn fn = k ? pick(k) : NULL;
     quant_blocks_fn bf = k ? pick_blocks(k, imatrix || ow) : NULL;

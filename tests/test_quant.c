@@ -298,8 +298,8 @@ static void test_roundtrip_random(void **state)
         free(ql); free(qo); free(qs);
     }
     /* with an importance matrix every type weights by importance x
-     * sqrt(k sigma^2 + x^2), k = 1/4 (q5_k: 1): lower on that error than the
-     * importance alone */
+     * sqrt(k sigma^2 + x^2), k = 1/4 (q5_k: 1; q2_k: sqrt(importance) x |x|):
+     * lower on that error than the importance alone */
     for (size_t t = 0; t < sizeof all_types / sizeof all_types[0]; t++) {
         int type = all_types[t];
         double k = type == LPK_TYPE_Q5_K ? 1.0 : 0.25;
@@ -319,11 +319,13 @@ static void test_roundtrip_random(void **state)
                 for (int64_t i = 0; i < nc; i++) s2 += (double)xr[i] * xr[i];
                 s2 = k * s2 / (double)nc;
                 for (int64_t i = 0; i < nc; i++)
-                    e[v] += w[i] * sqrt(s2 + (double)xr[i] * xr[i]) * pow(xr[i] - yr[i], 2);
+                    e[v] += (type == LPK_TYPE_Q2_K ? sqrt(w[i]) * fabs(xr[i])
+                                                   : w[i] * sqrt(s2 + (double)xr[i] * xr[i])) *
+                            pow(xr[i] - yr[i], 2);
             }
         }
-        print_message("%-6s importance x sqrt(%.2f sigma^2 + x^2) error: importance alone %.4g, "
-                      "output weighting %.4g\n", lpk_type_get(type)->name, k, e[0], e[1]);
+        print_message("%-6s weighted error (k %.2f): importance alone %.4g, output weighting "
+                      "%.4g\n", lpk_type_get(type)->name, k, e[0], e[1]);
         assert_true(e[1] < e[0]);
         free(qi); free(qw); free(y);
     }
