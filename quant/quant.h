@@ -129,12 +129,13 @@ int quant_quantize_rows(int type, const float *src, int64_t nrows, int64_t ncols
 int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nrows,
                              int64_t ncols, void *dst, const float *imatrix, lpk_error *err);
 /* quant_quantize_rows_ex flags. QUANT_ROWS_OUTPUT_WEIGHTING: weight the scale
- * searches of the super-block types (k-quants, iq4_xs) for the model's output
- * error rather than the weights' squared error (docs/QUANT.md, "Weighting"):
- * value i of a row gets w_i = |x_i| without an importance matrix,
- * imatrix[c] * sqrt(sigma^2 + x_i^2) with one (sigma^2: the row's mean
- * square). The 32-block types keep the importance alone (or none), which
- * measured better for them. What quantize and convert use. */
+ * searches for the model's output error rather than the weights' squared
+ * error (docs/QUANT.md, "Weighting"): without an importance matrix the
+ * super-block types (k-quants, iq4_xs) weight value i of a row by |x_i| and the
+ * 32-block types keep plain squared error; with one every type weights it by
+ * imatrix[c] * sqrt(sigma^2/4 + x_i^2) (sigma^2: the row's mean square; q5_k
+ * sigma^2 in full, q2_k sqrt(imatrix[c]) * |x_i|). What quantize and convert
+ * use. */
 enum { QUANT_ROWS_OUTPUT_WEIGHTING = 1u, QUANT_ROWS_LOOKUP = 2u };
 /* QUANT_ROWS_LOOKUP: the rows are a lookup table (the token embedding of a
  * model with its own output matrix: a token reads its row, no activation
