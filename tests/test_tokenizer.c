@@ -378,36 +378,52 @@ static void encode_ids(const tok_tokenizer *t, const char *s, int special, int32
     assert_int_equal(tok_encode(t, s, strlen(s), 0, special, ids, n, NULL), LPK_OK);
 }
 
+/* A copy of m's tokenizer metadata with n_add tokens appended (score -1000). */
+static lpk_meta *with_added_tokens(const lpk_meta *m, const char *const *add,
+                                   const int32_t *add_types, size_t n_add)
+{
+    const lpk_kv *tk = lpk_meta_find(m, "tokenizer.ggml.tokens");
+    const lpk_kv *ty = lpk_meta_find(m, "tokenizer.ggml.token_type");
+    const lpk_kv *sc = lpk_meta_find(m, "tokenizer.ggml.scores");
+    size_t n = (size_t)tk->count;
+    const char **strs = malloc((n + n_add) * sizeof *strs);
+    int32_t *types = malloc((n + n_add) * sizeof *types);
+    float *scores = malloc((n + n_add) * sizeof *scores);
+    for (size_t i = 0; i < n; i++) {
+        strs[i] = strndup(lpk_kv_str_at(tk, i).p, (size_t)lpk_kv_str_at(tk, i).n);
+        memcpy(&types[i], (const uint8_t *)ty->data + 4 * i, 4);
+        memcpy(&scores[i], (const uint8_t *)sc->data + 4 * i, 4);
+    }
+    for (size_t i = 0; i < n_add; i++) {
+        strs[n + i] = add[i];
+        types[n + i] = add_types[i];
+        scores[n + i] = -1000;
+    }
+    lpk_meta *m2 = lpk_meta_new();
+    assert_int_equal(lpk_meta_copy(m2, m), 0);
+    assert_int_equal(lpk_meta_set_str_arr(m2, "tokenizer.ggml.tokens", strs, NULL, n + n_add), 0);
+    assert_int_equal(lpk_meta_set_arr(m2, "tokenizer.ggml.token_type", LPK_V_I32, types,
+                                      n + n_add), 0);
+    assert_int_equal(lpk_meta_set_arr(m2, "tokenizer.ggml.scores", LPK_V_F32, scores, n + n_add),
+                     0);
+    for (size_t i = 0; i < n; i++) free((char *)strs[i]);
+    free(strs);
+    free(types);
+    free(scores);
+    return m2;
+}
+
 static void test_special_partition(void **state)
 {
     (void)state;
     TU_NEED_SHARED(model, "models/stories260K/hf/tokenizer.model");
     lpk_meta *m = lpk_meta_new();
     assert_int_equal(tok_load(model, m, NULL), LPK_OK);
-    const lpk_kv *tk = lpk_meta_find(m, "tokenizer.ggml.tokens");
-    const lpk_kv *ty = lpk_meta_find(m, "tokenizer.ggml.token_type");
-    const lpk_kv *sc = lpk_meta_find(m, "tokenizer.ggml.scores");
-    size_t n = (size_t)tk->count;
+    size_t n = (size_t)lpk_meta_find(m, "tokenizer.ggml.tokens")->count;
     /* two added tokens: user-defined "▁<PRE>" (n) and control "<EOT>" (n + 1) */
-    const char **strs = malloc((n + 2) * sizeof *strs);
-    int32_t *types = malloc((n + 2) * sizeof *types);
-    float *scores = malloc((n + 2) * sizeof *scores);
-    for (size_t i = 0; i < n; i++) {
-        strs[i] = strndup(lpk_kv_str_at(tk, i).p, (size_t)lpk_kv_str_at(tk, i).n);
-        memcpy(&types[i], (const uint8_t *)ty->data + 4 * i, 4);
-        memcpy(&scores[i], (const uint8_t *)sc->data + 4 * i, 4);
-    }
-    strs[n] = "\xe2\x96\x81<PRE>";
-    types[n] = 4;
-    scores[n] = -1000;
-    strs[n + 1] = "<EOT>";
-    types[n + 1] = 3;
-    scores[n + 1] = -1000;
-    lpk_meta *m2 = lpk_meta_new();
-    assert_int_equal(lpk_meta_copy(m2, m), 0);
-    assert_int_equal(lpk_meta_set_str_arr(m2, "tokenizer.ggml.tokens", strs, NULL, n + 2), 0);
-    assert_int_equal(lpk_meta_set_arr(m2, "tokenizer.ggml.token_type", LPK_V_I32, types, n + 2), 0);
-    assert_int_equal(lpk_meta_set_arr(m2, "tokenizer.ggml.scores", LPK_V_F32, scores, n + 2), 0);
+    static const char *const add[] = {"\xe2\x96\x81<PRE>", "<EOT>"};
+    static const int32_t add_types[] = {4, 3};
+    lpk_meta *m2 = with_added_tokens(m, add, add_types, 2);
     tok_tokenizer *base, *ext;
     assert_int_equal(tok_tokenizer_new(m, &base, NULL), LPK_OK);
     assert_int_equal(tok_tokenizer_new(m2, &ext, NULL), LPK_OK);
@@ -441,10 +457,108 @@ static void test_special_partition(void **state)
     free(a);
     tok_tokenizer_free(base);
     tok_tokenizer_free(ext);
-    for (size_t i = 0; i < n; i++) free((char *)strs[i]);
-    free(strs);
-    free(types);
-    free(scores);
+    lpk_meta_free(m);
+    lpk_meta_free(m2);
+}
+
+/* Encoding in pieces (tok_cut_point, tok_encode_cont): at every place the cut
+ * rule allows, the ids of the part before (with BOS) followed by those of the
+ * part after equal the whole text's; on texts built to be hard: runs of
+ * newlines and spaces, CR LF, punctuation and digits against newlines,
+ * contractions, multi-byte and broken UTF-8 just before a newline, U+2581. */
+static const char *const hard_parts[] = {
+    "a\n", "\n\n", " \n", "  \nb", "\r\n", "!!\n\n", "x\nY", "'s\nt", "123\n456", "\xc3\xa9\n",
+    "\xe2\x96\x81\n", "\xf0\x9f\x98\x80\nq", "\xf0" "ab\nX", "\x80\nz", "\xe2\n!", "\t\n", "  ",
+    " the", "Hello", ",", "\n", ".\n", "x", "ab\ncd", "\n ", "\xe2\x96\x81", "'ll", "1234567",
+    " \xc3\xa9t\xc3\xa9", "?!\n", "\n\nThe", "-\n-", "\xc3\n", "x\n\xc3\xa9"};
+
+static char *hard_text(unsigned seed, size_t parts, size_t *n)
+{
+    size_t cap = parts * 16 + 1, len = 0;
+    char *s = malloc(cap);
+    for (size_t i = 0; i < parts; i++) {
+        seed = seed * 1103515245u + 12345u;
+        const char *p = hard_parts[(seed >> 16) % (sizeof hard_parts / sizeof *hard_parts)];
+        size_t k = strlen(p);
+        assert_true(len + k < cap);
+        memcpy(s + len, p, k);
+        len += k;
+    }
+    *n = len;
+    return s;
+}
+
+/* Every cut the rule allows in text[0..n); returns how many were checked. */
+static size_t check_cuts(const tok_tokenizer *t, const char *text, size_t n)
+{
+    int32_t *w, *a, *b;
+    size_t nw, na, nb, checked = 0;
+    assert_int_equal(tok_encode(t, text, n, 1, 0, &w, &nw, NULL), LPK_OK);
+    for (size_t p = 3; p < n; p++) {
+        if (tok_cut_point(t, text, p + 1) != p) continue;
+        assert_int_equal(tok_encode(t, text, p, 1, 0, &a, &na, NULL), LPK_OK);
+        assert_int_equal(tok_encode_cont(t, text + p, n - p, 0, &b, &nb, NULL), LPK_OK);
+        if (na + nb != nw || memcmp(a, w, na * sizeof *a) || memcmp(b, w + na, nb * sizeof *b))
+            fail_msg("cut at %zu of %zu: the parts' ids differ from the whole's", p, n);
+        free(a);
+        free(b);
+        checked++;
+    }
+    free(w);
+    return checked;
+}
+
+static void test_cut_points(void **state)
+{
+    (void)state;
+    /* the demo model's tokenizer always; Llama 2's and Llama 3's with ../shared */
+    const char *paths[] = {"examples/stories260K/tokenizer.model",
+                           "tokenizers/llama2/tokenizer.model", "tokenizers/llama3/tokenizer.json"};
+    for (int k = 0; k < 3; k++) {
+        char *path = k ? tu_shared_dup(paths[k]) : strdup(paths[k]);
+        if (!path) {
+            print_message("(%s absent: not checked)\n", paths[k]);
+            continue;
+        }
+        tok_tokenizer *t = load_tok(path);
+        assert_true(tok_tokenizer_can_cut(t));
+        size_t checked = 0;
+        for (unsigned seed = 1; seed <= 6; seed++) {
+            size_t n;
+            char *s = hard_text(seed, 300, &n);
+            checked += check_cuts(t, s, n);
+            free(s);
+        }
+        print_message("%s: %zu cuts checked\n", paths[k], checked);
+        assert_true(checked > 100);
+        /* the rule's own limits: nothing at the very start, nor where the
+         * newline has a space or CR before it, or a space or newline after */
+        assert_int_equal(tok_cut_point(t, "ab\ncd", 5), 3);
+        assert_int_equal(tok_cut_point(t, "a\ncd", 4), 0);
+        assert_int_equal(tok_cut_point(t, "ab \ncd", 6), 0);
+        assert_int_equal(tok_cut_point(t, "ab\r\ncd", 6), 0);
+        assert_int_equal(tok_cut_point(t, "ab\n cd", 6), 0);
+        assert_int_equal(tok_cut_point(t, "ab\n\ncd", 6), 0);
+        assert_int_equal(tok_cut_point(t, "ab\n", 3), 0);
+        tok_tokenizer_free(t);
+        free(path);
+    }
+    /* a tokenizer the rule is not proven for never cuts: a pre-tokenizer
+     * pattern other than Llama 3's or GPT-2's ... */
+    tok_tokenizer *t = load_tok("tests/fuzz/corpus_tokenizer/bpe_small.json");
+    assert_false(tok_tokenizer_can_cut(t));
+    assert_int_equal(tok_cut_point(t, "ab\ncd", 5), 0);
+    tok_tokenizer_free(t);
+    /* ... and a user-defined token holding a newline */
+    lpk_meta *m = lpk_meta_new();
+    assert_int_equal(tok_load("examples/stories260K/tokenizer.model", m, NULL), LPK_OK);
+    static const char *const add[] = {"b\nc"};
+    static const int32_t add_types[] = {4};
+    lpk_meta *m2 = with_added_tokens(m, add, add_types, 1);
+    assert_int_equal(tok_tokenizer_new(m2, &t, NULL), LPK_OK);
+    assert_false(tok_tokenizer_can_cut(t));
+    assert_int_equal(tok_cut_point(t, "ab\ncd", 5), 0);
+    tok_tokenizer_free(t);
     lpk_meta_free(m);
     lpk_meta_free(m2);
 }
@@ -887,6 +1001,7 @@ int main(void)
         cmocka_unit_test(test_spm_matches_gguf),
         cmocka_unit_test(test_spm_style_json),
         cmocka_unit_test(test_bpe_small_json),
+        cmocka_unit_test(test_cut_points),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

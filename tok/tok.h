@@ -41,6 +41,19 @@ int32_t tok_tokenizer_eos(const tok_tokenizer *t);   /* -1 if none */
  * unless parse_special. */
 int tok_encode(const tok_tokenizer *t, const char *text, size_t n, int add_bos,
                int parse_special, int32_t **ids, size_t *n_ids, lpk_error *err);
+/* Encoding a text in pieces (docs/TOKENIZER.md, "Encoding a text in pieces"):
+ * tok_cut_point(t, text, n) is the last place p (3 <= p < n) where text may be
+ * cut: tok_encode of text[0..p) followed by tok_encode_cont of text[p..) gives
+ * the ids tok_encode gives for the whole, whatever follows text[n-1] (the rule
+ * looks at text[p] but not past it). 0 when text[0..n) has no such place, and
+ * always when !tok_tokenizer_can_cut(t) (a tokenizer the rule is not proven
+ * for: encode such a text whole). */
+int tok_tokenizer_can_cut(const tok_tokenizer *t);
+size_t tok_cut_point(const tok_tokenizer *t, const char *text, size_t n);
+/* tok_encode of a text that continues one cut at a tok_cut_point: no BOS, no
+ * SentencePiece dummy prefix at its start. */
+int tok_encode_cont(const tok_tokenizer *t, const char *text, size_t n, int parse_special,
+                    int32_t **ids, size_t *n_ids, lpk_error *err);
 /* The bytes of one token as text (byte tokens give their byte, SentencePiece's
  * U+2581 becomes a space, byte-level BPE is unmapped). Returns the number of bytes
  * written (at most cap), or a negative status. */

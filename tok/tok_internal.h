@@ -60,6 +60,10 @@ struct tok_tokenizer {
     size_t n_re;
     int32_t *special;       /* control/user-defined/unknown ids, longest text first */
     size_t n_special;
+    /* BPE: the pre-tokenizer is exactly one of the patterns tok_cut_point's
+     * rule is proven for (Llama 3's or GPT-2's) */
+    int re_known;
+    int can_cut;            /* tok_cut_point may cut (tok_tokenizer_can_cut) */
 };
 
 int32_t tok_strmap_find(const tok_tokenizer *t, const char *s, size_t n);

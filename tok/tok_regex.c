@@ -32,6 +32,10 @@ int tok_regex_compile(tok_tokenizer *t, const char *const *pats, const uint64_t 
         pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* optional: falls back to the interpreter */
         t->re[t->n_re++] = re;
     }
+    t->re_known = n == 1 && ((lens[0] == strlen(tok_llama3_pattern) &&
+                              !memcmp(pats[0], tok_llama3_pattern, lens[0])) ||
+                             (lens[0] == strlen(tok_gpt2_pattern) &&
+                              !memcmp(pats[0], tok_gpt2_pattern, lens[0])));
     return LPK_OK;
 }
 

@@ -305,6 +305,27 @@ static int setup_regex(tok_tokenizer *t, const lpk_meta *meta, lpk_error *err)
     return tok_regex_compile(t, &pat, &len, 1, err);
 }
 
+/* Whether text may be cut after a newline (tok_cut_point). No special token's
+ * text may hold a newline: partition would otherwise find one across the cut,
+ * or make the newline itself special (and give the text after it a dummy
+ * prefix). SentencePiece: no token of two bytes or more holds one, so the
+ * newline's symbol never merges with a neighbour. Byte-level BPE: merges stay
+ * inside pre-tokenizer pieces, and the rule is proven for Llama 3's and
+ * GPT-2's patterns only (docs/TOKENIZER.md, "Encoding a text in pieces"). */
+static int cut_allowed(const tok_tokenizer *t)
+{
+    if (t->kind == TOK_KIND_BPE && !t->re_known) return 0;
+    for (int32_t i = 0; i < t->n_vocab; i++) {
+        const char *k = t->key_pool + t->key_off[i];
+        uint32_t n = t->key_len[i];
+        if (!memchr(k, '\n', n)) continue;
+        int tt = t->type[i];
+        if (tt == TOK_TT_CONTROL || tt == TOK_TT_USER || tt == TOK_TT_UNKNOWN) return 0;
+        if (t->kind == TOK_KIND_SPM && n > 1) return 0;
+    }
+    return 1;
+}
+
 int tok_tokenizer_new(const lpk_meta *meta, tok_tokenizer **out, lpk_error *err)
 {
     if (!out) return lpk_err(err, LPK_EINVAL, "tok_tokenizer_new: out is NULL");
@@ -380,6 +401,7 @@ int tok_tokenizer_new(const lpk_meta *meta, tok_tokenizer **out, lpk_error *err)
             (rc = setup_regex(t, meta, err)))
             goto fail;
     }
+    t->can_cut = cut_allowed(t);
     *out = t;
     return LPK_OK;
 fail:
@@ -475,8 +497,10 @@ static int partition(const tok_tokenizer *t, const char *text, size_t n, int par
     return LPK_OK;
 }
 
-int tok_encode(const tok_tokenizer *t, const char *text, size_t n, int add_bos, int parse_special,
-               int32_t **ids, size_t *n_ids, lpk_error *err)
+/* cont: text continues a text cut at a tok_cut_point (no dummy prefix at its
+ * start: the text before the cut ends in plain text). */
+static int encode(const tok_tokenizer *t, const char *text, size_t n, int add_bos,
+                  int parse_special, int cont, int32_t **ids, size_t *n_ids, lpk_error *err)
 {
     if (!t || (!text && n) || !ids || !n_ids)
         return lpk_err(err, LPK_EINVAL, "tok_encode: bad arguments");
@@ -493,7 +517,7 @@ int tok_encode(const tok_tokenizer *t, const char *text, size_t n, int add_bos, 
         if (tok_ivec_push(&out, t->bos)) goto nomem;
     }
     if (partition(t, text, n, parse_special, &fs)) goto nomem;
-    int prev_special = 1; /* SentencePiece: the dummy prefix goes at the start */
+    int prev_special = !cont; /* SentencePiece: the dummy prefix goes at the start */
     for (size_t i = 0; i < fs.n && !rc; i++) {
         tok_frag f = fs.f[i];
         if (f.id >= 0) {
@@ -522,6 +546,49 @@ out:
     free(out.v);
     free(fs.f);
     return rc;
+}
+
+int tok_encode(const tok_tokenizer *t, const char *text, size_t n, int add_bos, int parse_special,
+               int32_t **ids, size_t *n_ids, lpk_error *err)
+{
+    return encode(t, text, n, add_bos, parse_special, 0, ids, n_ids, err);
+}
+
+int tok_encode_cont(const tok_tokenizer *t, const char *text, size_t n, int parse_special,
+                    int32_t **ids, size_t *n_ids, lpk_error *err)
+{
+    return encode(t, text, n, 0, parse_special, 1, ids, n_ids, err);
+}
+
+int tok_tokenizer_can_cut(const tok_tokenizer *t) { return t && t->can_cut; }
+
+static int graphic(char c) { return c > 0x20 && c < 0x7f; }
+
+/* The cut p falls after a newline with ASCII around it: text[p-3] < 0x80,
+ * text[p-2] and text[p] printable and not a space, text[p-1] == '\n'.
+ * - Special tokens: none holds a newline (cut_allowed), so no occurrence spans
+ *   the cut, and partition's left-to-right search finds the same ones on both
+ *   sides; the text after the cut continues a plain run (no dummy prefix).
+ * - SentencePiece: symbols are UTF-8 characters cut by their lead byte's
+ *   length (up to 4), so with ASCII at p-3 and p-2 no symbol spans the cut;
+ *   the newline's symbol never merges (no longer token holds a newline), and
+ *   the merges on either side, best first and leftmost on ties, are those of
+ *   each side alone.
+ * - Byte-level BPE, Llama 3's and GPT-2's patterns: no alternative matches a
+ *   newline together with a printable character after it; the pieces before
+ *   p-1 never look past p-1 (runs of one class, a one-character look-ahead);
+ *   and the piece holding the newline ends at p whether text[p] is there or
+ *   not ([\r\n]*, \s*[\r\n]+, \s+(?!\S) and \s+ all stop before a printable
+ *   character and at the end). No lookbehind: matching from p sees what
+ *   matching a text that starts at p sees. */
+size_t tok_cut_point(const tok_tokenizer *t, const char *text, size_t n)
+{
+    if (!t || !t->can_cut || !text || n < 4) return 0;
+    for (size_t p = n - 1; p >= 3; p--)
+        if (text[p - 1] == '\n' && graphic(text[p]) && graphic(text[p - 2]) &&
+            (uint8_t)text[p - 3] < 0x80)
+            return p;
+    return 0;
 }
 
 int tok_decode_token(const tok_tokenizer *t, int32_t id, char *buf, size_t cap)
