@@ -62,8 +62,27 @@ static int plain(int type)
     return type == LPK_TYPE_F32 || type == LPK_TYPE_F16 || type == LPK_TYPE_BF16;
 }
 
-int calib_run(vf_model *m, const int32_t *tokens, size_t n_tokens, int32_t bos,
-              const calib_opts *o, lpk_imatrix **out, lpk_error *err)
+/* Where the token ids come from: an array (calib_run) or a text read piece by
+ * piece (calib_reader). */
+typedef struct {
+    const int32_t *v;
+    size_t n, at;
+    calib_text *s;
+} id_source;
+
+static int source_read(id_source *x, int32_t *dst, size_t n, size_t *got, lpk_error *err)
+{
+    if (x->s) return calib_text_read(x->s, dst, n, got, err);
+    *got = x->n - x->at < n ? x->n - x->at : n;
+    memcpy(dst, x->v + x->at, *got * sizeof *dst);
+    x->at += *got;
+    return LPK_OK;
+}
+
+/* calib_run over src, which holds n_tokens ids (or, from a text, at least
+ * that many: the count may stop at the chunks asked for). */
+static int run(vf_model *m, id_source *src, size_t n_tokens, int32_t bos, const calib_opts *o,
+               const char *text_path, lpk_imatrix **out, lpk_error *err)
 {
     *out = NULL;
     const vf_config *c = vf_model_config(m);
@@ -108,7 +127,13 @@ int calib_run(vf_model *m, const int32_t *tokens, size_t n_tokens, int32_t bos,
     vf_model_set_kv_f16(m, 1);
     double t0 = now();
     for (size_t ch = 0; ch < n_chunks && !st; ch++) {
-        memcpy(chunk, tokens + ch * (size_t)ctx, (size_t)ctx * sizeof *chunk);
+        size_t got;
+        if ((st = source_read(src, chunk, (size_t)ctx, &got, err))) break;
+        if (got < (size_t)ctx) {
+            st = lpk_err(err, LPK_ECORRUPT, "%s: the text changed while it was read",
+                         text_path ? text_path : "calibration");
+            break;
+        }
         if (bos >= 0) chunk[0] = bos;
         st = vf_forward(m, chunk, ctx, 0, 0, NULL, err);
         if (!st && a.bad)
@@ -166,6 +191,13 @@ done:
     return st;
 }
 
+int calib_run(vf_model *m, const int32_t *tokens, size_t n_tokens, int32_t bos,
+              const calib_opts *o, lpk_imatrix **out, lpk_error *err)
+{
+    id_source src = {tokens, n_tokens, 0, NULL};
+    return run(m, &src, n_tokens, bos, o, NULL, out, err);
+}
+
 int calib_file(const char *model_path, const char *text_path, const calib_opts *o,
                lpk_imatrix **out, lpk_error *err)
 {
@@ -182,21 +214,26 @@ int calib_reader(const lpk_reader *r, const char *text_path, const calib_opts *o
 {
     vf_model *m = NULL;
     tok_tokenizer *tok = NULL;
-    char *text = NULL;
-    int32_t *ids = NULL;
-    size_t n_text = 0, n_ids = 0;
+    calib_text *txt = NULL;
+    size_t n_ids = 0;
     *out = NULL;
+    calib_opts oo = o ? *o : (calib_opts){0};
+    if (!oo.dataset) oo.dataset = text_path;
+    int ctx = oo.ctx > 0 ? oo.ctx : 512;
+    /* counting stops at the chunks asked for (a short text is counted whole,
+     * so run's message names its length) */
+    size_t max = SIZE_MAX;
+    if (ctx >= 2 && oo.max_chunks > 0 && (size_t)oo.max_chunks <= SIZE_MAX / (size_t)ctx)
+        max = (size_t)oo.max_chunks * (size_t)ctx;
     int st = vf_model_open(r, &m, err);
     if (!st) st = tok_tokenizer_new(lpk_reader_meta(r), &tok, err);
-    if (!st) st = vf_read_text(text_path, &text, &n_text, err);
-    if (!st) st = tok_encode(tok, text, n_text, 1, 0, &ids, &n_ids, err);
-    free(text);
+    if (!st) st = calib_text_open(text_path, tok, oo.text_block, &txt, err);
+    if (!st) st = calib_text_count(txt, max, &n_ids, err);
     if (!st) {
-        calib_opts oo = o ? *o : (calib_opts){0};
-        if (!oo.dataset) oo.dataset = text_path;
-        st = calib_run(m, ids, n_ids, tok_tokenizer_bos(tok), &oo, out, err);
+        id_source src = {NULL, 0, 0, txt};
+        st = run(m, &src, n_ids, tok_tokenizer_bos(tok), &oo, text_path, out, err);
     }
-    free(ids);
+    calib_text_close(txt);
     tok_tokenizer_free(tok);
     vf_model_free(m);
     return st;

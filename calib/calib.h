@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "../format/lpk.h"
+#include "../tok/tok.h"
 #include "../verify/verify.h"
 
 #ifdef __cplusplus
@@ -29,6 +30,7 @@ typedef struct calib_opts {
     const char *dataset;      /* recorded as the matrix's dataset name (may be NULL) */
     calib_progress_fn progress;   /* may be NULL */
     void *user;
+    size_t text_block;        /* calib_reader: bytes of text read at a time (calib_text_open) */
 } calib_opts;
 
 /* Collects an importance matrix over tokens (the whole calibration text
@@ -50,14 +52,42 @@ typedef struct calib_opts {
 int calib_run(vf_model *m, const int32_t *tokens, size_t n_tokens, int32_t bos,
               const calib_opts *o, lpk_imatrix **out, lpk_error *err);
 
-/* The whole job from files: opens model_path (.lpk or GGUF), reads text_path
- * (vf_read_text), tokenizes it with the model's tokenizer and runs calib_run.
- * The dataset name defaults to text_path. */
+/* The whole job from files: opens model_path (.lpk or GGUF), tokenizes
+ * text_path with the model's tokenizer as it reads it (calib_text; the ids
+ * vf_read_text and tok_encode with BOS give) and runs calib_run on them: the
+ * same matrix as calib_run on the whole text's ids. The dataset name defaults
+ * to text_path. */
 int calib_file(const char *model_path, const char *text_path, const calib_opts *o,
                lpk_imatrix **out, lpk_error *err);
 /* The same with the model already open (r stays the caller's). */
 int calib_reader(const lpk_reader *r, const char *text_path, const calib_opts *o,
                  lpk_imatrix **out, lpk_error *err);
+
+/* ---------------------------------------------------------------- calibration text */
+/* The token ids of a text file, read and tokenized piece by piece: the ids of
+ * tok_encode(tok, text, n, 1, 0) on the bytes vf_read_text gives (BOS first,
+ * one trailing '\n' dropped), while holding only about one block of text and
+ * its ids. The file is read a block at a time and cut at the last
+ * tok_cut_point of what is held (a stretch without one is held whole). A
+ * tokenizer without a cut rule (tok_tokenizer_can_cut), or a file that is no
+ * regular file (calib_text_count could not read it twice), is read and encoded
+ * whole at open. */
+typedef struct calib_text calib_text;
+/* block: bytes read at a time (0: 64 KiB). path and tok must outlive s.
+ * LPK_EIO naming the file, tok_encode's errors, LPK_ENOMEM. */
+int calib_text_open(const char *path, const tok_tokenizer *tok, size_t block, calib_text **out,
+                    lpk_error *err);
+void calib_text_close(calib_text *s);   /* NULL is fine */
+/* 1 when the text was read and encoded whole at open. */
+int calib_text_whole(const calib_text *s);
+/* The next ids, up to n of them, into ids; *got < n only at the end. */
+int calib_text_read(calib_text *s, int32_t *ids, size_t n, size_t *got, lpk_error *err);
+/* The number of ids of the whole text, counting stops at max: reads the file
+ * again through a second calib_text (s itself does not move). */
+int calib_text_count(const calib_text *s, size_t max, size_t *n, lpk_error *err);
+/* xxh3-64 of the text's bytes (those vf_read_text gives): reads the rest of
+ * the file, hashing only; no ids are read from s afterwards. */
+int calib_text_hash(calib_text *s, uint64_t *hash, lpk_error *err);
 
 /* ---------------------------------------------------------------- GPTQ */
 /* Settings of a GPTQ run (calib_gptq_opts_default fills GPTQ's defaults). */
@@ -66,6 +96,7 @@ typedef struct calib_gptq_opts {
     int chunks;    /* chunks to run, 0 = every whole chunk of the text (0) */
     double damp;   /* dampening, fraction of mean diag(H) (0.01) */
     int order;     /* QUANT_GPTQ_ORDER_* (QUANT_GPTQ_ORDER_NONE) */
+    size_t text_block;   /* calib_text_open's block (0: its default) */
 } calib_gptq_opts;
 void calib_gptq_opts_default(calib_gptq_opts *o);
 
@@ -77,7 +108,7 @@ void calib_gptq_opts_default(calib_gptq_opts *o);
 typedef struct calib_gptq calib_gptq;
 
 /* Runs the fp32 forward pass of the model in r (f32/f16/bf16 weights) over the
- * calibration text file calib_path (vf_read_text), tokenized with r's
+ * calibration text file calib_path (read through calib_text), tokenized with r's
  * tokenizer, with calib_run's protocol (chunks of o->ctx tokens, the first set
  * to BOS, f16 KV cache), accumulating the Hessians in double in a fixed order
  * (the result does not depend on the thread count). A tied model's output

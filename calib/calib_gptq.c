@@ -41,6 +41,7 @@ void calib_gptq_opts_default(calib_gptq_opts *o)
     o->chunks = 0;
     o->damp = 0.01;
     o->order = QUANT_GPTQ_ORDER_NONE;
+    o->text_block = 0;
 }
 
 static void hess_free(hess *h)
@@ -167,22 +168,22 @@ int calib_gptq_collect(const lpk_reader *r, const char *calib_path, const calib_
     }
     vf_model *m = NULL;
     tok_tokenizer *tok = NULL;
-    char *text = NULL;
-    size_t n_text = 0, n_ids = 0;
-    int32_t *ids = NULL;
+    calib_text *txt = NULL;
+    size_t n_ids = 0;
     calib_gptq *g = calloc(1, sizeof *g);
     if (!g) return lpk_err(err, LPK_ENOMEM, "gptq: out of memory");
     g->o = *o;
     int st = vf_model_open(r, &m, err);
     if (!st) st = tok_tokenizer_new(lpk_reader_meta(r), &tok, err);
-    if (!st) st = vf_read_text(calib_path, &text, &n_text, err);
-    if (!st) {
-        g->text_hash = XXH3_64bits(text, n_text);
-        st = tok_encode(tok, text, n_text, 1, 0, &ids, &n_ids, err);
-    }
+    if (!st) st = calib_text_open(calib_path, tok, o->text_block, &txt, err);
+    /* counting stops at the chunks asked for; a text shorter than one chunk
+     * is counted whole for the message */
+    size_t max = o->chunks > 0 ? (size_t)o->chunks * (size_t)o->ctx : SIZE_MAX;
+    if (!st) st = calib_text_count(txt, max, &n_ids, err);
     if (st) goto fail;
     const vf_config *c = vf_model_config(m);
-    int n_chunks = (int)(n_ids / (size_t)o->ctx);
+    size_t whole_chunks = n_ids / (size_t)o->ctx;
+    int n_chunks = whole_chunks > INT32_MAX ? INT32_MAX : (int)whole_chunks;
     if (o->chunks > 0 && o->chunks < n_chunks) n_chunks = o->chunks;
     if (n_chunks < 1) {
         st = lpk_err(err, LPK_EINVAL, "%s: %zu tokens, fewer than one chunk of %d", calib_path,
@@ -215,7 +216,12 @@ int calib_gptq_collect(const lpk_reader *r, const char *calib_path, const calib_
     double t0 = now_s();
     int32_t bos = tok_tokenizer_bos(tok);
     for (int k = 0; k < n_chunks && !st; k++) {
-        memcpy(chunk, ids + (size_t)k * (size_t)o->ctx, (size_t)o->ctx * sizeof *chunk);
+        size_t got;
+        if ((st = calib_text_read(txt, chunk, (size_t)o->ctx, &got, err))) break;
+        if (got < (size_t)o->ctx) {
+            st = lpk_err(err, LPK_ECORRUPT, "%s: the text changed while it was read", calib_path);
+            break;
+        }
         if (bos >= 0) chunk[0] = bos;
         st = vf_forward(m, chunk, o->ctx, 0, 0, NULL, err);
         if (!st && hc.bad)
@@ -229,12 +235,12 @@ int calib_gptq_collect(const lpk_reader *r, const char *calib_path, const calib_
     free(chunk);
     free(hc.xd);
     vf_model_set_act_hook(m, NULL, NULL);
+    if (!st) st = calib_text_hash(txt, &g->text_hash, err);
     if (st) goto fail;
     for (int i = 0; i < g->n_layers * H_PER_LAYER; i++) hess_finish(&g->layer[i]);
     if (g->output.h) hess_finish(&g->output);
     g->finished = 1;
-    free(ids);
-    free(text);
+    calib_text_close(txt);
     tok_tokenizer_free(tok);
     vf_model_free(m);
     *out = g;
@@ -242,8 +248,7 @@ int calib_gptq_collect(const lpk_reader *r, const char *calib_path, const calib_
 nomem:
     st = lpk_err(err, LPK_ENOMEM, "gptq: no memory for the Hessians");
 fail:
-    free(ids);
-    free(text);
+    calib_text_close(txt);
     tok_tokenizer_free(tok);
     vf_model_free(m);
     calib_gptq_free(g);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -123,6 +124,157 @@ static void test_threads_and_prefix(void **state)
     assert_int_equal(calib_file(model, text, &o, &a, &err), LPK_EINVAL);
     assert_null(a);
     free(model);
+    free(text);
+}
+
+/* The text is read and tokenized a block at a time (calib_text): its ids are
+ * the whole text's for any block size, and calib_reader's matrix files are
+ * byte for byte those calib_run makes from the whole text's ids (the path
+ * calibrate took before it streamed), with blocks and contexts that put the
+ * text's cuts and the chunk boundaries in awkward places. */
+static void check_stream(const char *model, const char *text, const int *ctxs, int n_ctx,
+                         int chunks, const size_t *blocks, int n_blocks)
+{
+    lpk_error err = {0};
+    lpk_reader *r = NULL;
+    vf_model *m = NULL;
+    tok_tokenizer *tok = NULL;
+    assert_int_equal(lpk_reader_open(model, &r, &err), LPK_OK);
+    assert_int_equal(vf_model_open(r, &m, &err), LPK_OK);
+    assert_int_equal(tok_tokenizer_new(lpk_reader_meta(r), &tok, &err), LPK_OK);
+    char *t;
+    size_t nt, nid;
+    int32_t *ids;
+    assert_int_equal(vf_read_text(text, &t, &nt, &err), LPK_OK);
+    assert_int_equal(tok_encode(tok, t, nt, 1, 0, &ids, &nid, &err), LPK_OK);
+    free(t);
+    int32_t *got = malloc((nid + 100) * sizeof *got);
+    for (int b = 0; b < n_blocks; b++) {
+        calib_text *s = NULL;
+        assert_int_equal(calib_text_open(text, tok, blocks[b], &s, &err), LPK_OK);
+        assert_false(calib_text_whole(s));
+        size_t n = 0, k, count;
+        assert_int_equal(calib_text_count(s, SIZE_MAX, &count, &err), LPK_OK);
+        assert_int_equal(count, nid);
+        /* reads of odd sizes */
+        for (size_t want = 1; ; want = want % 613 + 37) {
+            assert_int_equal(calib_text_read(s, got + n, want, &k, &err), LPK_OK);
+            n += k;
+            if (k < want) break;
+        }
+        assert_int_equal(n, nid);
+        if (memcmp(got, ids, nid * sizeof *ids)) fail_msg("block %zu: ids differ", blocks[b]);
+        calib_text_close(s);
+    }
+    free(got);
+    char *dir = tu_tmpdir();
+    for (int c = 0; c < n_ctx; c++) {
+        calib_opts o = {.ctx = ctxs[c], .max_chunks = chunks, .dataset = text};
+        lpk_imatrix *a = NULL;
+        assert_int_equal(calib_run(m, ids, nid, tok_tokenizer_bos(tok), &o, &a, &err), LPK_OK);
+        char *pa = tu_fmt("%s/whole.dat", dir), *ga = tu_fmt("%s/whole.gguf", dir);
+        assert_int_equal(lpk_imatrix_write(pa, a, LPK_IMATRIX_AUTO, LPK_WRITE_FORCE, &err), LPK_OK);
+        assert_int_equal(lpk_imatrix_write(ga, a, LPK_IMATRIX_AUTO, LPK_WRITE_FORCE, &err), LPK_OK);
+        size_t na, nga;
+        char *fa = tu_read_file(pa, &na), *fga = tu_read_file(ga, &nga);
+        for (int b = 0; b < n_blocks; b++) {
+            lpk_imatrix *s = NULL;
+            o.text_block = blocks[b];
+            assert_int_equal(calib_reader(r, text, &o, &s, &err), LPK_OK);
+            char *pb = tu_fmt("%s/stream.dat", dir), *gb = tu_fmt("%s/stream.gguf", dir);
+            assert_int_equal(lpk_imatrix_write(pb, s, LPK_IMATRIX_AUTO, LPK_WRITE_FORCE, &err),
+                             LPK_OK);
+            assert_int_equal(lpk_imatrix_write(gb, s, LPK_IMATRIX_AUTO, LPK_WRITE_FORCE, &err),
+                             LPK_OK);
+            size_t nb, ngb;
+            char *fb = tu_read_file(pb, &nb), *fgb = tu_read_file(gb, &ngb);
+            if (nb != na || memcmp(fa, fb, na) || ngb != nga || memcmp(fga, fgb, nga))
+                fail_msg("ctx %d, block %zu: the files differ", ctxs[c], blocks[b]);
+            free(fb);
+            free(fgb);
+            free(pb);
+            free(gb);
+            lpk_imatrix_free(s);
+        }
+        print_message("%s, ctx %d: %d chunks, the same bytes from %d block sizes\n", text, ctxs[c],
+                      a->chunks, n_blocks);
+        free(fa);
+        free(fga);
+        free(pa);
+        free(ga);
+        lpk_imatrix_free(a);
+    }
+    tu_rmtree(dir);
+    free(dir);
+    free(ids);
+    tok_tokenizer_free(tok);
+    vf_model_free(m);
+    lpk_reader_close(r);
+}
+
+static void test_stream_demo(void **state)
+{
+    (void)state;
+    const char *m0 = tu_shared_or_demo(S260, S260_ARGS);
+    char *model = strdup(m0);
+    TU_NEED_SHARED(t0, TINY);
+    char *text = strdup(t0);
+    /* the first 40 chunks of 97 (ids: the whole text) */
+    static const int ctx = 97;
+    static const size_t blocks[] = {1, 2, 3, 7, 100, 4093, 0};
+    check_stream(model, text, &ctx, 1, 40, blocks, 7);
+
+    /* a pipe cannot be counted and read again: read whole, the same matrix
+     * (every chunk to the end of the text) as the file read a piece at a time */
+    char *dir = tu_tmpdir(), *fifo = tu_fmt("%s/text.fifo", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        size_t n;
+        char *b = tu_read_file(text, &n);
+        FILE *f = fopen(fifo, "wb");
+        _exit(b && f && fwrite(b, 1, n, f) == n && fclose(f) == 0 ? 0 : 1);
+    }
+    lpk_error err = {0};
+    calib_opts o = {.ctx = 97, .dataset = text};
+    lpk_imatrix *a = NULL, *b = NULL;
+    assert_int_equal(calib_file(model, fifo, &o, &a, &err), LPK_OK);
+    int ws;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    assert_int_equal(calib_file(model, text, &o, &b, &err), LPK_OK);
+    assert_true(a->hash == b->hash);
+    lpk_imatrix_free(a);
+    lpk_imatrix_free(b);
+    tu_rmtree(dir);
+    free(fifo);
+    free(dir);
+    free(model);
+    free(text);
+}
+
+/* llama2-20m on docs-calib.txt (when ../shared has them): 8 chunks of 512 and
+ * 12 of 300. */
+static void test_stream_llama2_20m(void **state)
+{
+    (void)state;
+    TU_NEED_SHARED(hf0, "models/llama2-20m/hf");
+    char *hf = strdup(hf0);
+    TU_NEED_SHARED(t0, "text/docs-calib.txt");
+    char *text = strdup(t0);
+    char *dir = tu_tmpdir();
+    char *lpk = tu_fmt("%s/m.lpk", dir), *out = NULL;
+    assert_int_equal(tu_llmpack(&out, "convert '%s' -o '%s'", hf, lpk), 0);
+    free(out);
+    static const int ctxs[] = {512, 300};
+    static const size_t blocks[] = {1, 4093, 0};
+    check_stream(lpk, text, ctxs, 1, 8, blocks, 3);
+    check_stream(lpk, text, ctxs + 1, 1, 12, blocks + 1, 1);
+    tu_rmtree(dir);
+    free(dir);
+    free(lpk);
+    free(hf);
     free(text);
 }
 
@@ -447,6 +599,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layer0_independent),
         cmocka_unit_test(test_threads_and_prefix),
+        cmocka_unit_test(test_stream_demo),
+        cmocka_unit_test(test_stream_llama2_20m),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_quantize_imatrix),
         cmocka_unit_test(test_llama_imatrix),

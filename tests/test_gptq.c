@@ -10,6 +10,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "../calib/calib.h"
 #include "../format/lpk.h"
@@ -329,6 +330,69 @@ static double json_kld(const char *out, int i)
     return k;
 }
 
+/* The calibration text is read a piece at a time (calib_text): a block of 1
+ * byte and the default one give the same Hessians and the same GPTQ bytes, and
+ * the recorded hash is that of the whole text's bytes (one trailing newline
+ * dropped), also when the chunks asked for end before the text does. */
+static void test_gptq_stream(void **state)
+{
+    (void)state;
+    const char *m0 = tu_shared_or_demo(S260, S260_ARGS);
+    char *model = strdup(m0);
+    TU_NEED_SHARED(t0, TINY);
+    char *text = strdup(t0);
+    lpk_error err = {0};
+    lpk_reader *r = NULL;
+    assert_int_equal(lpk_reader_open(model, &r, &err), LPK_OK);
+    calib_gptq_opts go;
+    calib_gptq_opts_default(&go);
+    go.ctx = 97;
+    go.chunks = 20;
+    calib_gptq *g[2] = {NULL, NULL};
+    lpk_meta *meta[2];
+    for (int k = 0; k < 2; k++) {
+        go.text_block = k ? 0 : 1;
+        assert_int_equal(calib_gptq_collect(r, text, &go, NULL, NULL, &g[k], &err), LPK_OK);
+        meta[k] = lpk_meta_new();
+        assert_int_equal(calib_gptq_record(g[k], meta[k]), LPK_OK);
+    }
+    char *t;
+    size_t nt;
+    assert_int_equal(vf_read_text(text, &t, &nt, &err), LPK_OK);
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)XXH3_64bits(t, nt));
+    free(t);
+    for (int k = 0; k < 2; k++) {
+        assert_string_equal(lpk_meta_get_str(meta[k], "quant.gptq.calib_xxh3"), hex);
+        uint64_t tokens = 0;
+        assert_int_equal(lpk_meta_get_u64(meta[k], "quant.gptq.calib_tokens", &tokens), 0);
+        assert_true(tokens == 20 * 97);
+        lpk_meta_free(meta[k]);
+    }
+    const lpk_tensor *w = lpk_reader_find(r, "blk.1.attn_output.weight");
+    assert_non_null(w);
+    int64_t nr = lpk_tensor_nrows(w), nc = lpk_tensor_ncols(w);
+    const float *d0 = calib_gptq_imatrix(g[0], w->name, nc), *d1 = calib_gptq_imatrix(g[1], w->name, nc);
+    assert_non_null(d0);
+    assert_memory_equal(d0, d1, (size_t)nc * sizeof *d0);
+    float *x = malloc(sizeof(float) * (size_t)(nr * nc));
+    assert_int_equal(lpk_to_f32_row(w->type, w->data, x, (size_t)(nr * nc)), LPK_OK);
+    size_t nb = qbytes(LPK_TYPE_Q8_0, nr, nc);
+    void *q[2] = {malloc(nb), malloc(nb)};
+    for (int k = 0; k < 2; k++)
+        assert_int_equal(calib_gptq_quantize(g[k], w->name, LPK_TYPE_Q8_0, x, nr, nc, q[k], &err),
+                         LPK_OK);
+    assert_memory_equal(q[0], q[1], nb);
+    free(q[0]);
+    free(q[1]);
+    free(x);
+    calib_gptq_free(g[0]);
+    calib_gptq_free(g[1]);
+    lpk_reader_close(r);
+    free(model);
+    free(text);
+}
+
 /* stories260K, q4_0 pure: GPTQ beats round-to-nearest with an importance
  * matrix from the same calibration chunks in KLD against the f32 model, and
  * the file says how it was made. */
@@ -397,6 +461,7 @@ int main(void)
         cmocka_unit_test(test_gptq_threads),
         cmocka_unit_test(test_gptq_bad_input),
         cmocka_unit_test(test_gptq_hessians),
+        cmocka_unit_test(test_gptq_stream),
         cmocka_unit_test(test_gptq_end_to_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
