@@ -44,7 +44,7 @@ BIN = $(O)/llmpack
 endif
 
 .SECONDARY:
-.PHONY: all test test-long test-noshared asan mutants fuzz bench bench-convert bench-quant bench-quant-multi \
+.PHONY: all test test-long test-noshared asan mutants fuzz bench bench-convert bench-quant bench-quant-multi bench-calib \
         install clean tests check-deps
 all: $(BIN) $(O)/libllmpack.a $(SHLIB)
 
@@ -147,6 +147,9 @@ bench-quant: all $(BENCH_BIN)
 
 bench-quant-multi: all $(BENCH_BIN)
 	@sh bench/run.sh $(O) quant-multi
+
+bench-calib: all $(BENCH_BIN)
+	@sh bench/run.sh $(O) calib
 
 # bin/llmpack, lib/libllmpack.{a,so.$(VERSION)} (+ soname links), lib/pkgconfig/llmpack.pc,
 # include/llmpack/llmpack.h (the entry header) and the module headers it includes.

@@ -2,7 +2,7 @@
 # make bench: every benchmark figure, printed as tables and collected in
 # bench/results.json (JSON Lines: one object per line; "bench" names the figure).
 #
-#   sh bench/run.sh [BUILD_DIR] [machine|convert|quant|kernels|verify ...]
+#   sh bench/run.sh [BUILD_DIR] [machine|convert|quant|kernels|verify|calib ...]
 #
 # With no figure named, all run and results.json starts afresh; naming figures
 # (make bench-convert, make bench-quant) appends theirs. The figures:
@@ -12,6 +12,8 @@
 #   verify   bench/bench_verify.sh: forward-pass tokens/s on llama2-20m
 #   quant-multi  bench/quant_multi.sh: quantize --type A,B,C -o DIR/ against
 #            one run per type on the 1.1B shape
+#   calib    bench/bench_calib.sh: llmpack calibrate's tokens/s on llama2-20m
+#            (and llama-imatrix's where LLAMA_CPP_DIR is set)
 # A figure whose script is absent is skipped with a message.
 cd "$(dirname "$0")/.." || exit 1
 O=${1:-build}
@@ -23,7 +25,7 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 if [ $# -eq 0 ]; then
     # convert last: it writes and deletes tens of GB, and the writeback and
     # freeing that follow disturb CPU-bound figures for minutes
-    set -- machine quant kernels verify quant-multi convert
+    set -- machine quant kernels verify calib quant-multi convert
     : > "$out"
 fi
 t_all=$(date +%s)
@@ -62,11 +64,14 @@ for fig in "$@"; do
     verify)
         sh bench/bench_verify.sh "$O" || { echo "verify benchmark failed"; status=1; }
         ;;
+    calib)
+        sh bench/bench_calib.sh "$O" || { echo "calib benchmark failed"; status=1; }
+        ;;
     quant-multi)
         sh bench/quant_multi.sh "$O" || { echo "quant-multi benchmark failed"; status=1; }
         ;;
     *)
-        echo "unknown figure $fig (machine, convert, quant, kernels, verify, quant-multi)"
+        echo "unknown figure $fig (machine, convert, quant, kernels, verify, calib, quant-multi)"
         status=2
         ;;
     esac

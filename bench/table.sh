@@ -51,4 +51,10 @@ b == "verify" {
     printf "        %-6s %-5s %3s %10.1f %9.1f %8s\n", val("type"), val("path"), val("threads"), val("tokens_per_s"),
         val("peak_rss_mib"), val("ppl")
 }
+b == "calib" {
+    if (!ncb++) { printf "\ncalib   %-12s %3s %10s %9s %12s %6s  %s\n", "model", "thr", "tokens/s", "RSS MiB", "imatrix t/s", "ratio", "load" }
+    printf "        %-12s %3s %10.1f %9.1f %12s %6s  %s\n", val("model"), val("threads"), val("tokens_per_s"),
+        val("peak_rss_mib"), val("imatrix_tokens_per_s") == "null" ? "-" : val("imatrix_tokens_per_s"),
+        val("ratio") == "null" ? "-" : val("ratio"), val("load")
+}
 ' "$f"
