@@ -69,6 +69,27 @@ const lpk_reader *vf_model_reader(const vf_model *m);
 int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_logits,
                float *logits, lpk_error *err);
 
+/* One block at a time (what layer-by-layer GPTQ runs, calib/): the pieces of
+ * vf_forward, so a batch of hidden states goes through the same code.
+ * vf_embed writes the embeddings of n_tok tokens (n_tok x dim) to x; LPK_EINVAL
+ * for a token id out of range. */
+int vf_embed(vf_model *m, const int32_t *tokens, int n_tok, float *x, lpk_error *err);
+/* The matrices of a block, in the order vf_layer_forward's f32w takes them. */
+enum { VF_LAYER_MATRICES = 7 }; /* attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down */
+/* Runs block l on the hidden states x (n_tok x dim, a sequence of its own at
+ * positions 0 .. n_tok-1), in place: x becomes the block's output, bitwise what
+ * vf_forward computes for the same batch (the act hook is called for the
+ * block's matmuls as there). f32w: NULL, or VF_LAYER_MATRICES pointers in the
+ * order above, each NULL (the model's weight) or an f32 replacement of the
+ * same shape, used for this call only. The KV cache of other blocks is stale
+ * afterwards: the next vf_forward must start at position 0. LPK_EINVAL (bad
+ * layer or count), LPK_ENOMEM, a matmul error naming the tensor. */
+int vf_layer_forward(vf_model *m, int l, float *x, int n_tok, const float *const *f32w,
+                     lpk_error *err);
+/* The final norm of n_tok hidden states x (n_tok x dim) into out (the output
+ * matrix's input, as vf_forward computes it). */
+void vf_output_norm(const vf_model *m, const float *x, int n_tok, float *out);
+
 /* The activations entering one 2-D weight's matmul: x holds n_tok rows of n_in
  * values (the weight's row length), valid during the call only. layer is the
  * block index (-1 for output.weight); name the tensor's canonical kind

@@ -210,6 +210,63 @@ static void attention(vf_model *m, int l, int n_tok, int pos0)
     }
 }
 
+/* Block l (weights L) on the batch in s->x, positions pos0 .. pos0+n_tok-1:
+ * attention over the layer's cache, then the FFN, both added to s->x. */
+static int layer_run(vf_model *m, const vf_layer *L, int l, int n_tok, int pos0, lpk_error *err)
+{
+    const vf_config *c = &m->config;
+    vf_state *s = &m->s;
+    int dim = c->dim, hd = c->head_dim, hid = c->hidden_dim, half = c->n_rot / 2;
+    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, st;
+    int big = (int64_t)n_tok * dim > VF_PAR_MIN;   /* worth waking threads for */
+    float *kc = s->key_cache + ((size_t)l * s->cap_ctx + pos0) * kvd;
+    float *vc = s->value_cache + ((size_t)l * s->cap_ctx + pos0) * kvd;
+#pragma omp parallel for schedule(static) if (big)
+    for (int t = 0; t < n_tok; t++)
+        vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm, dim,
+                   c->norm_eps);
+    /* k and v go straight into the cache rows of their positions */
+    if ((st = matmul(m, L->wq, L->wq_type, qd, dim, s->xb, n_tok, s->q, "attn_q", l, err)) ||
+        (st = matmul(m, L->wk, L->wk_type, kvd, dim, s->xb, n_tok, kc, "attn_k", l, err)) ||
+        (st = matmul(m, L->wv, L->wv_type, kvd, dim, s->xb, n_tok, vc, "attn_v", l, err)))
+        return st;
+#pragma omp parallel for schedule(static) if (big)
+    for (int t = 0; t < n_tok; t++) {
+        const float *cr = s->rope_cos + (size_t)(pos0 + t) * half;
+        const float *sr = s->rope_sin + (size_t)(pos0 + t) * half;
+        vf_rope_rotate(s->q + (size_t)t * qd, c->n_heads, hd, c->n_rot, cr, sr);
+        vf_rope_rotate(kc + (size_t)t * kvd, c->n_kv_heads, hd, c->n_rot, cr, sr);
+    }
+    if (m->kv_f16)
+        for (size_t i = 0; i < (size_t)n_tok * kvd; i++) {
+            kc[i] = lpk_f16_to_f32(lpk_f32_to_f16(kc[i]));
+            vc[i] = lpk_f16_to_f32(lpk_f32_to_f16(vc[i]));
+        }
+    attention(m, l, n_tok, pos0);
+    if ((st = matmul(m, L->wo, L->wo_type, dim, qd, s->att_out, n_tok, s->xb2, "attn_output", l,
+                     err)))
+        return st;
+    size_t nx = (size_t)n_tok * dim;
+    for (size_t i = 0; i < nx; i++) s->x[i] += s->xb2[i];
+
+#pragma omp parallel for schedule(static) if (big)
+    for (int t = 0; t < n_tok; t++)
+        vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm, dim,
+                   c->norm_eps);
+    if ((st = matmul(m, L->w1, L->w1_type, hid, dim, s->xb, n_tok, s->hb, "ffn_gate", l, err)) ||
+        (st = matmul(m, L->w3, L->w3_type, hid, dim, s->xb, n_tok, s->hb2, "ffn_up", l, err)))
+        return st;
+    size_t nh = (size_t)n_tok * hid;
+    for (size_t i = 0; i < nh; i++) {
+        float g = s->hb[i];
+        s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];   /* SwiGLU: silu(gate) * up */
+    }
+    if ((st = matmul(m, L->w2, L->w2_type, dim, hid, s->hb, n_tok, s->xb2, "ffn_down", l, err)))
+        return st;
+    for (size_t i = 0; i < nx; i++) s->x[i] += s->xb2[i];
+    return LPK_OK;
+}
+
 int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_logits,
                float *logits, lpk_error *err)
 {
@@ -228,58 +285,11 @@ int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_lo
     if (st) return st;
     s->n_past = pos0; /* positions >= pos0 are overwritten below */
 
-    int dim = c->dim, hd = c->head_dim, hid = c->hidden_dim, half = c->n_rot / 2;
-    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    int dim = c->dim;
     if ((st = embed(m, tokens, n_tok, s->x, err))) return st;
-    int big = (int64_t)n_tok * dim > VF_PAR_MIN;   /* worth waking threads for */
 
     for (int l = 0; l < c->n_layers; l++) {
-        const vf_layer *L = &w->layers[l];
-        float *kc = s->key_cache + ((size_t)l * s->cap_ctx + pos0) * kvd;
-        float *vc = s->value_cache + ((size_t)l * s->cap_ctx + pos0) * kvd;
-#pragma omp parallel for schedule(static) if (big)
-        for (int t = 0; t < n_tok; t++)
-            vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm, dim,
-                       c->norm_eps);
-        /* k and v go straight into the cache rows of their positions */
-        if ((st = matmul(m, L->wq, L->wq_type, qd, dim, s->xb, n_tok, s->q, "attn_q", l, err)) ||
-            (st = matmul(m, L->wk, L->wk_type, kvd, dim, s->xb, n_tok, kc, "attn_k", l, err)) ||
-            (st = matmul(m, L->wv, L->wv_type, kvd, dim, s->xb, n_tok, vc, "attn_v", l, err)))
-            return st;
-#pragma omp parallel for schedule(static) if (big)
-        for (int t = 0; t < n_tok; t++) {
-            const float *cr = s->rope_cos + (size_t)(pos0 + t) * half;
-            const float *sr = s->rope_sin + (size_t)(pos0 + t) * half;
-            vf_rope_rotate(s->q + (size_t)t * qd, c->n_heads, hd, c->n_rot, cr, sr);
-            vf_rope_rotate(kc + (size_t)t * kvd, c->n_kv_heads, hd, c->n_rot, cr, sr);
-        }
-        if (m->kv_f16)
-            for (size_t i = 0; i < (size_t)n_tok * kvd; i++) {
-                kc[i] = lpk_f16_to_f32(lpk_f32_to_f16(kc[i]));
-                vc[i] = lpk_f16_to_f32(lpk_f32_to_f16(vc[i]));
-            }
-        attention(m, l, n_tok, pos0);
-        if ((st = matmul(m, L->wo, L->wo_type, dim, qd, s->att_out, n_tok, s->xb2, "attn_output", l,
-                         err)))
-            return st;
-        size_t nx = (size_t)n_tok * dim;
-        for (size_t i = 0; i < nx; i++) s->x[i] += s->xb2[i];
-
-#pragma omp parallel for schedule(static) if (big)
-        for (int t = 0; t < n_tok; t++)
-            vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm, dim,
-                       c->norm_eps);
-        if ((st = matmul(m, L->w1, L->w1_type, hid, dim, s->xb, n_tok, s->hb, "ffn_gate", l, err)) ||
-            (st = matmul(m, L->w3, L->w3_type, hid, dim, s->xb, n_tok, s->hb2, "ffn_up", l, err)))
-            return st;
-        size_t nh = (size_t)n_tok * hid;
-        for (size_t i = 0; i < nh; i++) {
-            float g = s->hb[i];
-            s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];   /* SwiGLU: silu(gate) * up */
-        }
-        if ((st = matmul(m, L->w2, L->w2_type, dim, hid, s->hb, n_tok, s->xb2, "ffn_down", l, err)))
-            return st;
-        for (size_t i = 0; i < nx; i++) s->x[i] += s->xb2[i];
+        if ((st = layer_run(m, &w->layers[l], l, n_tok, pos0, err))) return st;
         if (m->step_hook) m->step_hook(m->step_user, l + 1, c->n_layers + 1);
     }
     s->n_past = pos0 + n_tok;
@@ -302,4 +312,50 @@ int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_lo
                 n_logits, logits, "output", -1, err);
     if (!st && m->step_hook) m->step_hook(m->step_user, c->n_layers + 1, c->n_layers + 1);
     return st;
+}
+
+int vf_embed(vf_model *m, const int32_t *tokens, int n_tok, float *x, lpk_error *err)
+{
+    for (int t = 0; t < n_tok; t++)
+        if (tokens[t] < 0 || tokens[t] >= m->config.vocab_size)
+            return lpk_err(err, LPK_EINVAL, "token id %d at batch index %d is out of range "
+                           "(vocabulary %d)", tokens[t], t, m->config.vocab_size);
+    return embed(m, tokens, n_tok, x, err);
+}
+
+int vf_layer_forward(vf_model *m, int l, float *x, int n_tok, const float *const *f32w,
+                     lpk_error *err)
+{
+    const vf_config *c = &m->config;
+    vf_state *s = &m->s;
+    if (l < 0 || l >= c->n_layers || n_tok <= 0 || !x)
+        return lpk_err(err, LPK_EINVAL, "vf_layer_forward: bad arguments (layer %d of %d, n_tok "
+                       "%d)", l, c->n_layers, n_tok);
+    int st = state_reserve(m, n_tok, n_tok, err);
+    if (st) return st;
+    vf_layer L = m->w.layers[l];
+    if (f32w) {
+        const void **wp[VF_LAYER_MATRICES] = {&L.wq, &L.wk, &L.wv, &L.wo, &L.w1, &L.w3, &L.w2};
+        int *tp[VF_LAYER_MATRICES] = {&L.wq_type, &L.wk_type, &L.wv_type, &L.wo_type,
+                                      &L.w1_type, &L.w3_type, &L.w2_type};
+        for (int k = 0; k < VF_LAYER_MATRICES; k++)
+            if (f32w[k]) {
+                *wp[k] = f32w[k];
+                *tp[k] = LPK_TYPE_F32;
+            }
+    }
+    size_t nx = (size_t)n_tok * (size_t)c->dim;
+    memcpy(s->x, x, nx * sizeof *x);
+    s->n_past = 0; /* this layer's cache is rewritten; the other layers' are stale */
+    st = layer_run(m, &L, l, n_tok, 0, err);
+    if (!st) memcpy(x, s->x, nx * sizeof *x);
+    return st;
+}
+
+void vf_output_norm(const vf_model *m, const float *x, int n_tok, float *out)
+{
+    int dim = m->config.dim;
+    for (int t = 0; t < n_tok; t++)
+        vf_rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, m->w.output_norm, dim,
+                   m->config.norm_eps);
 }
