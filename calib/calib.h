@@ -97,6 +97,7 @@ typedef struct calib_gptq_opts {
     double damp;   /* dampening, fraction of mean diag(H) (0.01) */
     int order;     /* QUANT_GPTQ_ORDER_* (QUANT_GPTQ_ORDER_NONE) */
     size_t text_block;   /* calib_text_open's block (0: its default) */
+    int sequential;/* 1: block l's inputs come from blocks 0..l-1 as quantized (0) */
 } calib_gptq_opts;
 void calib_gptq_opts_default(calib_gptq_opts *o);
 
@@ -107,13 +108,21 @@ void calib_gptq_opts_default(calib_gptq_opts *o);
  * product: it keeps round-to-nearest). */
 typedef struct calib_gptq calib_gptq;
 
-/* Runs the fp32 forward pass of the model in r (f32/f16/bf16 weights) over the
- * calibration text file calib_path (read through calib_text), tokenized with r's
- * tokenizer, with calib_run's protocol (chunks of o->ctx tokens, the first set
- * to BOS, f16 KV cache), accumulating the Hessians in double in a fixed order
- * (the result does not depend on the thread count). A tied model's output
- * matrix is token_embd, which keeps round-to-nearest: no Hessian then.
- * progress (may be NULL) is called after each chunk. Errors: LPK_EIO (calibration file), LPK_EINVAL
+/* Prepares GPTQ of the model in r (f32/f16/bf16 weights) with the calibration
+ * text file calib_path (read through calib_text), tokenized with r's tokenizer, with
+ * calib_run's protocol (chunks of o->ctx tokens, the first set to BOS, f16 KV
+ * cache): keeps the embeddings of every chunk's tokens as hidden states. The
+ * Hessians are made one block at a time when a weight of the block is first
+ * asked for (calib_gptq_quantize, calib_gptq_imatrix): the block is run on
+ * every chunk (vf_layer_forward) accumulating them in double in a fixed order,
+ * so they equal those of one full forward pass per chunk, bit for bit, and do
+ * not depend on the thread count. Then the hidden states move on through the
+ * block: its original weights, or with o->sequential the matrices as
+ * calib_gptq_quantize wrote them. Ask in block order (as files hold them):
+ * an earlier block starts again from the embeddings. A tied model's output
+ * matrix is token_embd, which keeps round-to-nearest: no Hessian then. r must
+ * stay open until calib_gptq_free. progress (may be NULL) is called once, when
+ * the hidden states are ready. Errors: LPK_EIO (calibration file), LPK_EINVAL
  * (text shorter than one chunk, bad options), LPK_EUNSUPPORTED (quantized
  * source weights), the forward pass's errors, LPK_ENOMEM. */
 int calib_gptq_collect(const lpk_reader *r, const char *calib_path, const calib_gptq_opts *o,
@@ -124,18 +133,23 @@ void calib_gptq_free(calib_gptq *g);   /* NULL is fine */
 /* Whether GPTQ applies to tensor `name` stored as type (a block type GPTQ
  * supports, and a tensor with a Hessian). */
 int calib_gptq_applies(const calib_gptq *g, const char *name, int type);
-/* GPTQ-quantizes tensor `name` (nrows x ncols f32 in x) into dst as type. The
- * factor of its Hessian is built on first use and kept for the tensors that
- * share it. LPK_EINVAL when calib_gptq_applies is false or the shape does not
- * match the Hessian; quant_gptq_rows' errors. */
+/* GPTQ-quantizes tensor `name` (nrows x ncols f32 in x) into dst as type,
+ * making its block's Hessians first if they are not the ones held (the forward
+ * pass's errors). The factor of its Hessian is built on first use and kept for
+ * the tensors that share it. With o.sequential a copy of the result (f32) is
+ * kept to move the hidden states through the block. LPK_EINVAL when
+ * calib_gptq_applies is false or the shape does not match the Hessian;
+ * quant_gptq_rows' errors. */
 int calib_gptq_quantize(calib_gptq *g, const char *name, int type, const float *x,
                         int64_t nrows, int64_t ncols, void *dst, lpk_error *err);
 /* The importance vector diag(H) / tokens of tensor name's input (an imatrix of
- * the same text), or NULL when it has no Hessian; valid until calib_gptq_free. */
+ * the same text), or NULL when it has no Hessian (or making it failed); valid
+ * until a weight of another block is asked for, or calib_gptq_free. */
 const float *calib_gptq_imatrix(calib_gptq *g, const char *name, int64_t ncols);
 /* Provenance in meta: quant.method = "gptq", quant.gptq.calib_xxh3 (hex xxh3-64
  * of the calibration file's bytes), .calib_tokens, .chunks, .ctx, .damp,
- * .order ("none", "act-order", "block-act-order"). */
+ * .order ("none", "act-order", "block-act-order"), .inputs ("original",
+ * "quantized"). */
 int calib_gptq_record(const calib_gptq *g, lpk_meta *meta);
 
 #ifdef __cplusplus

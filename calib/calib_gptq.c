@@ -1,5 +1,6 @@
-/* GPTQ's Hessians from the fp32 forward pass over calibration text (through
- * verify's activation hook), and the per-tensor GPTQ quantization with them.
+/* GPTQ's Hessians, one block at a time from the hidden states of the calibration
+ * tokens (verify's block forward and activation hook), and the per-tensor GPTQ
+ * quantization with them.
  * See docs/QUANT.md, "GPTQ". */
 #include "calib.h"
 
@@ -26,13 +27,21 @@ typedef struct {
 } hess;
 
 struct calib_gptq {
+    vf_model *m;        /* over the caller's reader */
     int n_layers;
-    hess *layer;        /* n_layers x H_PER_LAYER */
-    hess output;
+    hess L[H_PER_LAYER];/* the Hessians of block `cur` */
+    hess output;        /* the output matrix's, when cur == n_layers */
+    int cur;            /* the block whose Hessians are held (n_layers: output), -1: none */
+    int hs_layer;       /* the block hs enter (n_layers: the final norm) */
+    float *hs;          /* (chunks * ctx, dim): hidden states of every calibration token */
+    float *scratch;     /* (ctx, dim) */
+    double *xd;         /* ctx x widest input: hess_add's scratch */
+    int32_t *ids;       /* (chunks * ctx) the chunks' tokens, first of each set to BOS */
+    float *qw[VF_LAYER_MATRICES]; /* sequential: block cur's quantized matrices (f32), or NULL */
+    int bad;            /* a hook call did not match the shapes */
     calib_gptq_opts o;
     uint64_t text_hash, tokens;
     int chunks;
-    int finished;
 };
 
 void calib_gptq_opts_default(calib_gptq_opts *o)
@@ -42,6 +51,7 @@ void calib_gptq_opts_default(calib_gptq_opts *o)
     o->damp = 0.01;
     o->order = QUANT_GPTQ_ORDER_NONE;
     o->text_block = 0;
+    o->sequential = 0;
 }
 
 static void hess_free(hess *h)
@@ -52,17 +62,33 @@ static void hess_free(hess *h)
     quant_gptq_factor_free(h->f[1]);
 }
 
+static void free_qw(calib_gptq *g)
+{
+    for (int k = 0; k < VF_LAYER_MATRICES; k++) {
+        free(g->qw[k]);
+        g->qw[k] = NULL;
+    }
+}
+
 void calib_gptq_free(calib_gptq *g)
 {
     if (!g) return;
-    for (int i = 0; g->layer && i < g->n_layers * H_PER_LAYER; i++) hess_free(&g->layer[i]);
-    free(g->layer);
+    for (int i = 0; i < H_PER_LAYER; i++) hess_free(&g->L[i]);
     hess_free(&g->output);
+    free_qw(g);
+    free(g->hs);
+    free(g->scratch);
+    free(g->xd);
+    free(g->ids);
+    vf_model_free(g->m);
     free(g);
 }
 
-static int hess_init(hess *h, int64_t n)
+/* An empty n x n Hessian (the old one and what was made from it freed). */
+static int hess_reset(hess *h, int64_t n)
 {
+    hess_free(h);
+    memset(h, 0, sizeof *h);
     h->n = n;
     h->h = calloc((size_t)n * (size_t)n, sizeof *h->h);
     return h->h ? 0 : -1;
@@ -104,37 +130,31 @@ static void hess_add(hess *h, const float *x, int n_tok, double *xd)
     h->tokens += (uint64_t)n_tok;
 }
 
-typedef struct {
-    calib_gptq *g;
-    int bad;    /* a hook call did not match the shapes */
-    double *xd; /* ctx x widest input: hess_add's scratch */
-} hook_ctx;
-
-static hess *hess_for(calib_gptq *g, int layer, const char *kind)
+/* Which Hessian of block `layer` (or the output, layer -1) a weight kind
+ * multiplies: H_* or -1. */
+static int hess_kind(const char *kind)
 {
-    if (layer < 0) return !strcmp(kind, "output") && g->output.h ? &g->output : NULL;
-    if (layer >= g->n_layers) return NULL;
-    hess *L = g->layer + (size_t)layer * H_PER_LAYER;
     if (!strcmp(kind, "attn_q") || !strcmp(kind, "attn_k") || !strcmp(kind, "attn_v"))
-        return &L[H_ATTN_IN];
-    if (!strcmp(kind, "attn_output")) return &L[H_ATTN_OUT];
-    if (!strcmp(kind, "ffn_gate") || !strcmp(kind, "ffn_up")) return &L[H_FFN_IN];
-    if (!strcmp(kind, "ffn_down")) return &L[H_FFN_OUT];
-    return NULL;
+        return H_ATTN_IN;
+    if (!strcmp(kind, "attn_output")) return H_ATTN_OUT;
+    if (!strcmp(kind, "ffn_gate") || !strcmp(kind, "ffn_up")) return H_FFN_IN;
+    if (!strcmp(kind, "ffn_down")) return H_FFN_OUT;
+    return -1;
 }
 
 static void on_act(void *user, int layer, const char *name, const float *x, int n_tok, int n_in)
 {
-    hook_ctx *c = user;
+    calib_gptq *g = user;
     /* q/k/v and gate/up see the same input: count it once */
     if (!strcmp(name, "attn_k") || !strcmp(name, "attn_v") || !strcmp(name, "ffn_up")) return;
-    hess *h = hess_for(c->g, layer, name);
-    if (!h) return;
-    if (h->n != n_in || n_tok > c->g->o.ctx) {
-        c->bad = 1;
+    int k = hess_kind(name);
+    if (k < 0 || layer != g->cur) return;
+    hess *h = &g->L[k];
+    if (h->n != n_in || n_tok > g->o.ctx) {
+        g->bad = 1;
         return;
     }
-    hess_add(h, x, n_tok, c->xd);
+    hess_add(h, x, n_tok, g->xd);
 }
 
 static double now_s(void)
@@ -149,6 +169,93 @@ static void hess_finish(hess *h)
 {
     for (int64_t a = 0; a < h->n; a++)
         for (int64_t b = 0; b < a; b++) h->h[b * h->n + a] = h->h[a * h->n + b];
+}
+
+/* The hidden states back to the embeddings of the chunks' tokens. */
+static int restart(calib_gptq *g, lpk_error *err)
+{
+    int ctx = g->o.ctx, dim = vf_model_config(g->m)->dim;
+    free_qw(g);
+    g->cur = -1;
+    g->hs_layer = 0;
+    for (int k = 0; k < g->chunks; k++) {
+        int st = vf_embed(g->m, g->ids + (size_t)k * (size_t)ctx, ctx,
+                          g->hs + (size_t)k * (size_t)ctx * (size_t)dim, err);
+        if (st) return st;
+    }
+    return LPK_OK;
+}
+
+/* Makes the Hessians of block l (l == n_layers: the output matrix's) the ones
+ * held. In order (l after cur) the hidden states go on from where they are;
+ * before cur, they start again from the embeddings. Chunk after chunk, each
+ * Hessian entry sums its tokens in the order of the full forward pass: the
+ * same values as one vf_forward per chunk with the hook. */
+static int move_to(calib_gptq *g, int l, lpk_error *err)
+{
+    if (l == g->cur) return LPK_OK;
+    const vf_config *c = vf_model_config(g->m);
+    int ctx = g->o.ctx, st = LPK_OK;
+    size_t chunk_floats = (size_t)ctx * (size_t)c->dim;
+    if (g->hs_layer > l && (st = restart(g, err))) return st;
+    /* the blocks in between: hidden states only (sequential: through the
+     * quantized matrices of block cur) */
+    vf_model_set_act_hook(g->m, NULL, NULL);
+    while (g->hs_layer < l) {
+        int seq = g->o.sequential && g->hs_layer == g->cur;
+        for (int k = 0; k < g->chunks && !st; k++)
+            st = vf_layer_forward(g->m, g->hs_layer, g->hs + (size_t)k * chunk_floats, ctx,
+                                  seq ? (const float *const *)g->qw : NULL, err);
+        if (st) {
+            g->cur = -1; /* the hidden states are half moved: start again next time */
+            g->hs_layer = c->n_layers + 1;
+            return st;
+        }
+        g->hs_layer++;
+    }
+    free_qw(g);
+    g->cur = -1;
+    if (l == c->n_layers) {
+        for (int i = 0; i < H_PER_LAYER; i++) hess_reset(&g->L[i], 0);
+        if (hess_reset(&g->output, c->dim))
+            return lpk_err(err, LPK_ENOMEM, "gptq: no memory for the output's Hessian");
+        for (int k = 0; k < g->chunks; k++) {
+            vf_output_norm(g->m, g->hs + (size_t)k * chunk_floats, ctx, g->scratch);
+            hess_add(&g->output, g->scratch, ctx, g->xd);
+        }
+        hess_finish(&g->output);
+        g->cur = l;
+        return LPK_OK;
+    }
+    int qd = c->n_heads * c->head_dim;
+    hess_reset(&g->output, 0);
+    if (hess_reset(&g->L[H_ATTN_IN], c->dim) || hess_reset(&g->L[H_ATTN_OUT], qd) ||
+        hess_reset(&g->L[H_FFN_IN], c->dim) || hess_reset(&g->L[H_FFN_OUT], c->hidden_dim))
+        return lpk_err(err, LPK_ENOMEM, "gptq: no memory for the Hessians of block %d", l);
+    g->cur = l;
+    g->bad = 0;
+    /* non-sequential: the same pass moves the hidden states on through the
+     * original block; sequential: they wait for the quantized one */
+    vf_model_set_act_hook(g->m, on_act, g);
+    for (int k = 0; k < g->chunks && !st; k++) {
+        float *x = g->hs + (size_t)k * chunk_floats;
+        if (g->o.sequential) {
+            memcpy(g->scratch, x, chunk_floats * sizeof *x);
+            x = g->scratch;
+        }
+        st = vf_layer_forward(g->m, l, x, ctx, NULL, err);
+        if (!st && g->bad)
+            st = lpk_err(err, LPK_ECORRUPT, "gptq: a layer input does not match its weight's width");
+    }
+    vf_model_set_act_hook(g->m, NULL, NULL);
+    if (st) {
+        g->cur = -1; /* the hidden states are half moved: start again next time */
+        g->hs_layer = c->n_layers + 1;
+        return st;
+    }
+    if (!g->o.sequential) g->hs_layer = l + 1;
+    for (int i = 0; i < H_PER_LAYER; i++) hess_finish(&g->L[i]);
+    return LPK_OK;
 }
 
 int calib_gptq_collect(const lpk_reader *r, const char *calib_path, const calib_gptq_opts *o,
@@ -166,14 +273,15 @@ int calib_gptq_collect(const lpk_reader *r, const char *calib_path, const calib_
                            "gptq: %s is already quantized (%s); GPTQ needs the f32/f16/bf16 "
                            "weights for the calibration pass", t->name, lpk_type_get(t->type)->name);
     }
-    vf_model *m = NULL;
     tok_tokenizer *tok = NULL;
     calib_text *txt = NULL;
     size_t n_ids = 0;
     calib_gptq *g = calloc(1, sizeof *g);
     if (!g) return lpk_err(err, LPK_ENOMEM, "gptq: out of memory");
     g->o = *o;
-    int st = vf_model_open(r, &m, err);
+    g->cur = -1;
+    double t0 = now_s();
+    int st = vf_model_open(r, &g->m, err);
     if (!st) st = tok_tokenizer_new(lpk_reader_meta(r), &tok, err);
     if (!st) st = calib_text_open(calib_path, tok, o->text_block, &txt, err);
     /* counting stops at the chunks asked for; a text shorter than one chunk
@@ -181,7 +289,7 @@ int calib_gptq_collect(const lpk_reader *r, const char *calib_path, const calib_
     size_t max = o->chunks > 0 ? (size_t)o->chunks * (size_t)o->ctx : SIZE_MAX;
     if (!st) st = calib_text_count(txt, max, &n_ids, err);
     if (st) goto fail;
-    const vf_config *c = vf_model_config(m);
+    const vf_config *c = vf_model_config(g->m);
     size_t whole_chunks = n_ids / (size_t)o->ctx;
     int n_chunks = whole_chunks > INT32_MAX ? INT32_MAX : (int)whole_chunks;
     if (o->chunks > 0 && o->chunks < n_chunks) n_chunks = o->chunks;
@@ -191,108 +299,131 @@ int calib_gptq_collect(const lpk_reader *r, const char *calib_path, const calib_
         goto fail;
     }
     g->n_layers = c->n_layers;
-    g->layer = calloc((size_t)c->n_layers * H_PER_LAYER, sizeof *g->layer);
-    if (!g->layer) goto nomem;
+    g->chunks = n_chunks;
+    g->tokens = (uint64_t)n_chunks * (uint64_t)o->ctx;
     int qd = c->n_heads * c->head_dim;
-    for (int l = 0; l < c->n_layers; l++) {
-        hess *L = g->layer + (size_t)l * H_PER_LAYER;
-        if (hess_init(&L[H_ATTN_IN], c->dim) || hess_init(&L[H_ATTN_OUT], qd) ||
-            hess_init(&L[H_FFN_IN], c->dim) || hess_init(&L[H_FFN_OUT], c->hidden_dim))
-            goto nomem;
-    }
-    if (!c->tied && hess_init(&g->output, c->dim)) goto nomem;
-
     int64_t widest = c->dim > qd ? c->dim : qd;
     if (c->hidden_dim > widest) widest = c->hidden_dim;
-    hook_ctx hc = {g, 0, malloc((size_t)o->ctx * (size_t)widest * sizeof(double))};
-    int32_t *chunk = malloc((size_t)o->ctx * sizeof *chunk);
-    if (!hc.xd || !chunk) {
-        free(hc.xd);
-        free(chunk);
-        goto nomem;
-    }
-    vf_model_set_act_hook(m, on_act, &hc);
-    vf_model_set_kv_f16(m, 1);
-    double t0 = now_s();
+    size_t n_tok = (size_t)n_chunks * (size_t)o->ctx;
+    if (n_tok > SIZE_MAX / sizeof(float) / (size_t)c->dim) goto nomem;
+    g->hs = malloc(n_tok * (size_t)c->dim * sizeof *g->hs);
+    g->scratch = malloc((size_t)o->ctx * (size_t)c->dim * sizeof *g->scratch);
+    g->xd = malloc((size_t)o->ctx * (size_t)widest * sizeof *g->xd);
+    g->ids = malloc(n_tok * sizeof *g->ids);
+    if (!g->hs || !g->scratch || !g->xd || !g->ids) goto nomem;
     int32_t bos = tok_tokenizer_bos(tok);
     for (int k = 0; k < n_chunks && !st; k++) {
+        int32_t *chunk = g->ids + (size_t)k * (size_t)o->ctx;
         size_t got;
         if ((st = calib_text_read(txt, chunk, (size_t)o->ctx, &got, err))) break;
-        if (got < (size_t)o->ctx) {
+        if (got < (size_t)o->ctx)
             st = lpk_err(err, LPK_ECORRUPT, "%s: the text changed while it was read", calib_path);
-            break;
-        }
-        if (bos >= 0) chunk[0] = bos;
-        st = vf_forward(m, chunk, o->ctx, 0, 0, NULL, err);
-        if (!st && hc.bad)
-            st = lpk_err(err, LPK_ECORRUPT, "gptq: a layer input does not match its weight's width");
-        if (!st) {
-            g->chunks++;
-            g->tokens += (uint64_t)o->ctx;
-            if (progress) progress(user, k + 1, n_chunks, g->tokens, now_s() - t0);
-        }
+        else if (bos >= 0)
+            chunk[0] = bos;
     }
-    free(chunk);
-    free(hc.xd);
-    vf_model_set_act_hook(m, NULL, NULL);
     if (!st) st = calib_text_hash(txt, &g->text_hash, err);
     if (st) goto fail;
-    for (int i = 0; i < g->n_layers * H_PER_LAYER; i++) hess_finish(&g->layer[i]);
-    if (g->output.h) hess_finish(&g->output);
-    g->finished = 1;
+    vf_model_set_kv_f16(g->m, 1);
+    if ((st = restart(g, err))) goto fail;
+    if (progress) progress(user, n_chunks, n_chunks, g->tokens, now_s() - t0);
     calib_text_close(txt);
     tok_tokenizer_free(tok);
-    vf_model_free(m);
     *out = g;
     return LPK_OK;
 nomem:
-    st = lpk_err(err, LPK_ENOMEM, "gptq: no memory for the Hessians");
+    st = lpk_err(err, LPK_ENOMEM, "gptq: no memory for the hidden states of %d chunks",
+                 g->chunks);
 fail:
     calib_text_close(txt);
     tok_tokenizer_free(tok);
-    vf_model_free(m);
     calib_gptq_free(g);
     return st;
 }
 
-/* blk.N.KIND.weight or output.weight -> its Hessian (NULL if none). */
-static hess *hess_of_name(calib_gptq *g, const char *name)
+/* blk.N.KIND.weight or output.weight -> its block (n_layers for the output)
+ * and H_* index (-1 for the output); 0 when it has no Hessian. */
+static int parse_name(const calib_gptq *g, const char *name, int *layer, int *kind)
 {
-    if (!g || !g->finished) return NULL;
-    if (!strcmp(name, "output.weight")) return g->output.h ? &g->output : NULL;
-    int layer, k = 0;
-    char kind[64];
-    if (sscanf(name, "blk.%d.%63[a-z_].weight%n", &layer, kind, &k) != 2 || name[k] != '\0')
-        return NULL;
-    return hess_for(g, layer, kind);
+    if (!g) return 0;
+    if (!strcmp(name, "output.weight")) {
+        *layer = g->n_layers;
+        *kind = -1;
+        return !vf_model_config(g->m)->tied;
+    }
+    int k = 0;
+    char buf[64];
+    if (sscanf(name, "blk.%d.%63[a-z_].weight%n", layer, buf, &k) != 2 || name[k] != '\0' ||
+        *layer < 0 || *layer >= g->n_layers)
+        return 0;
+    *kind = hess_kind(buf);
+    return *kind >= 0;
+}
+
+/* The Hessian of tensor name into *out, its block made current. LPK_EINVAL
+ * when it has none; move_to's errors. */
+static int hess_of_name(calib_gptq *g, const char *name, hess **out, lpk_error *err)
+{
+    int layer, kind;
+    *out = NULL;
+    if (!parse_name(g, name, &layer, &kind))
+        return lpk_err(err, LPK_EINVAL, "gptq: no Hessian for %s", name);
+    int st = move_to(g, layer, err);
+    if (!st) *out = kind < 0 ? &g->output : &g->L[kind];
+    return st;
 }
 
 int calib_gptq_applies(const calib_gptq *g, const char *name, int type)
 {
-    return quant_gptq_supports(type) && hess_of_name((calib_gptq *)g, name) != NULL;
+    int layer, kind;
+    return quant_gptq_supports(type) && parse_name(g, name, &layer, &kind);
+}
+
+/* Which of vf_layer_forward's matrices a weight kind is (-1: none). */
+static int matrix_index(const char *name)
+{
+    static const char *const kinds[VF_LAYER_MATRICES] = {
+        "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    int layer, k = 0;
+    char buf[64];
+    if (sscanf(name, "blk.%d.%63[a-z_].weight%n", &layer, buf, &k) != 2 || name[k] != '\0')
+        return -1;
+    for (int i = 0; i < VF_LAYER_MATRICES; i++)
+        if (!strcmp(buf, kinds[i])) return i;
+    return -1;
 }
 
 int calib_gptq_quantize(calib_gptq *g, const char *name, int type, const float *x,
                         int64_t nrows, int64_t ncols, void *dst, lpk_error *err)
 {
-    hess *h = hess_of_name(g, name);
-    if (!h || !quant_gptq_supports(type))
-        return lpk_err(err, LPK_EINVAL, "gptq: no Hessian for %s or type not supported", name);
+    if (!quant_gptq_supports(type))
+        return lpk_err(err, LPK_EINVAL, "gptq: type %s not supported", lpk_type_get(type)->name);
+    hess *h;
+    int st = hess_of_name(g, name, &h, err);
+    if (st) return st;
     if (h->n != ncols)
         return lpk_err(err, LPK_EINVAL, "gptq: %s has %lld columns, its input %lld", name,
                        (long long)ncols, (long long)h->n);
     int group = lpk_type_get(type)->block_size, slot = group >= 256;
-    if (!h->f[slot]) {
-        int st = quant_gptq_factor_new(h->h, h->n, g->o.damp, g->o.order, group, &h->f[slot], err);
-        if (st) return st;
-    }
-    return quant_gptq_rows(type, x, nrows, ncols, h->f[slot], dst, err);
+    if (!h->f[slot] &&
+        (st = quant_gptq_factor_new(h->h, h->n, g->o.damp, g->o.order, group, &h->f[slot], err)))
+        return st;
+    st = quant_gptq_rows(type, x, nrows, ncols, h->f[slot], dst, err);
+    int k = matrix_index(name);
+    if (st || !g->o.sequential || k < 0) return st;
+    /* the block's output for the next one is made with what was just written */
+    size_t n = (size_t)nrows * (size_t)ncols;
+    if (!g->qw[k] && !(g->qw[k] = malloc(n * sizeof(float))))
+        return lpk_err(err, LPK_ENOMEM, "gptq: no memory for %s's quantized copy", name);
+    if (quant_dequantize_rows(type, dst, nrows, ncols, g->qw[k]) != LPK_OK)
+        return lpk_err(err, LPK_EUNSUPPORTED, "gptq: cannot dequantize %s", name);
+    return LPK_OK;
 }
 
 const float *calib_gptq_imatrix(calib_gptq *g, const char *name, int64_t ncols)
 {
-    hess *h = hess_of_name(g, name);
-    if (!h || h->n != ncols || h->tokens == 0) return NULL;
+    lpk_error e = {0};
+    hess *h;
+    if (hess_of_name(g, name, &h, &e) || h->n != ncols || h->tokens == 0) return NULL;
     if (!h->imatrix) {
         h->imatrix = malloc((size_t)h->n * sizeof *h->imatrix);
         if (!h->imatrix) return NULL;
@@ -313,5 +444,7 @@ int calib_gptq_record(const calib_gptq *g, lpk_meta *meta)
     if (!st) st = lpk_meta_set_u32(meta, "quant.gptq.ctx", (uint32_t)g->o.ctx);
     if (!st) st = lpk_meta_set_f64(meta, "quant.gptq.damp", g->o.damp);
     if (!st) st = lpk_meta_set_str(meta, "quant.gptq.order", quant_gptq_order_name(g->o.order));
+    if (!st)
+        st = lpk_meta_set_str(meta, "quant.gptq.inputs", g->o.sequential ? "quantized" : "original");
     return st;
 }

@@ -32,8 +32,8 @@ static void usage(FILE *f)
             "  --method gptq          GPTQ (needs --type and --calib TEXT): converts at the\n"
             "                         source precision to a temporary file beside OUT, then\n"
             "                         runs quantize --method gptq on it (also --chunks,\n"
-            "                         --damp, --order, --act-order; see llmpack quantize\n"
-            "                         --help)\n"
+            "                         --damp, --order, --act-order, --inputs; see llmpack\n"
+            "                         quantize --help)\n"
             "  --tokenizer FILE       tokenizer.model / tokenizer.json / llama2.c tokenizer.bin\n"
             "                         to embed (default: the checkpoint's own)\n"
             "  --no-tokenizer         convert a checkpoint that has no tokenizer (the\n"
@@ -106,8 +106,8 @@ int cmd_convert(int argc, char **argv)
     const char *format = NULL, *calib_path = NULL;
     char *qargs[16];
     enum { O_FORMAT = 256, O_TYPE, O_PURE, O_IMATRIX, O_METHOD, O_CALIB, O_CHUNKS, O_DAMP,
-           O_ORDER, O_ACT_ORDER, O_TOKENIZER, O_NO_TOKENIZER, O_CTX_LEN, O_NAME, O_HASH, O_FORCE,
-           O_JSON };
+           O_ORDER, O_INPUTS, O_ACT_ORDER, O_TOKENIZER, O_NO_TOKENIZER, O_CTX_LEN, O_NAME, O_HASH,
+           O_FORCE, O_JSON };
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},          {"output", required_argument, NULL, 'o'},
         {"model", required_argument, NULL, 'm'},   {"threads", required_argument, NULL, 't'},
@@ -119,6 +119,7 @@ int cmd_convert(int argc, char **argv)
         {"chunks", required_argument, NULL, O_CHUNKS},
         {"damp", required_argument, NULL, O_DAMP},
         {"order", required_argument, NULL, O_ORDER},
+        {"inputs", required_argument, NULL, O_INPUTS},
         {"act-order", no_argument, NULL, O_ACT_ORDER},
         {"tokenizer", required_argument, NULL, O_TOKENIZER},
         {"no-tokenizer", no_argument, NULL, O_NO_TOKENIZER},
@@ -128,7 +129,8 @@ int cmd_convert(int argc, char **argv)
         {"force", no_argument, NULL, O_FORCE},
         {"json", no_argument, NULL, O_JSON},
         {NULL, 0, NULL, 0}};
-    static const char *const gptq_opt[] = {"--method", "--calib", "--chunks", "--damp", "--order"};
+    static const char *const gptq_opt[] = {"--method", "--calib", "--chunks", "--damp", "--order",
+                                           "--inputs"};
     cli_getopt_start();
     while ((c = cli_getopt("convert", argc, argv, "ho:m:t:q", opts)) != -1) {
         long v;
@@ -148,6 +150,7 @@ int cmd_convert(int argc, char **argv)
         case O_PURE: o.pure = 1; break;
         case O_IMATRIX: o.imatrix_path = optarg; break;
         case O_METHOD: case O_CALIB: case O_CHUNKS: case O_DAMP: case O_ORDER:
+        case O_INPUTS:
             /* handed to quantize as they are */
             if (c == O_METHOD) {
                 if (strcmp(optarg, "gptq") && strcmp(optarg, "rtn"))
@@ -187,7 +190,8 @@ int cmd_convert(int argc, char **argv)
     if (o.pure && !o.type) return cli_usage_error("convert", "--pure needs --type");
     if (o.imatrix_path && !o.type) return cli_usage_error("convert", "--imatrix needs --type");
     if (nq && !gptq)
-        return cli_usage_error("convert", "--calib, --chunks, --damp and the orders need --method gptq");
+        return cli_usage_error("convert", "--calib, --chunks, --damp, --inputs and the orders need "
+                               "--method gptq");
     int fmt = 0, urc = cli_output_format("convert", o.out, format, &fmt);
     if (urc) return urc;
     if (fmt == CLI_FMT_GGUF && o.no_tokenizer)

@@ -89,6 +89,9 @@ static void usage(FILE *f)
             "  --act-order            gptq: columns by decreasing activation energy, every\n"
             "                         block's scales chosen up front (--order act-order)\n"
             "  --order O              gptq: none (default), act-order or block-act-order\n"
+            "  --inputs I             gptq: each block's Hessians from the inputs the blocks\n"
+            "                         before it give as quantized (quantized) or from the\n"
+            "                         original model's (original; default)\n"
             "  -t, --threads N        worker threads (default, or 0: all cores)\n"
             "  --name NAME            general.name of OUT (default: IN's)\n"
             "  --force                replace OUT if it exists\n"
@@ -352,7 +355,7 @@ int cmd_quantize(int argc, char **argv)
     calib_gptq_opts_default(&o.go);
     o.calib_chunks = 4;
     enum { O_TYPE = 256, O_IMATRIX, O_CALIB, O_TARGET_BPW, O_MAX_SIZE, O_CALIB_CHUNKS,
-           O_FORMAT, O_METHOD, O_CHUNKS, O_DAMP, O_ORDER, O_ACT_ORDER, O_PURE, O_FORCE, O_JSON,
+           O_FORMAT, O_METHOD, O_CHUNKS, O_DAMP, O_ORDER, O_ACT_ORDER, O_INPUTS, O_PURE, O_FORCE, O_JSON,
            O_REQUANT, O_NAME };
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},          {"output", required_argument, NULL, 'o'},
@@ -369,6 +372,7 @@ int cmd_quantize(int argc, char **argv)
         {"damp", required_argument, NULL, O_DAMP},
         {"order", required_argument, NULL, O_ORDER},
         {"act-order", no_argument, NULL, O_ACT_ORDER},
+        {"inputs", required_argument, NULL, O_INPUTS},
         {"pure", no_argument, NULL, O_PURE},
         {"force", no_argument, NULL, O_FORCE},
         {"name", required_argument, NULL, O_NAME},
@@ -426,6 +430,10 @@ int cmd_quantize(int argc, char **argv)
             bad = o.go.order < 0;
             break;
         case O_ACT_ORDER: o.go.order = QUANT_GPTQ_ORDER_STATIC; break;
+        case O_INPUTS:
+            o.go.sequential = !strcmp(v, "quantized");
+            bad = !o.go.sequential && strcmp(v, "original");
+            break;
         case O_PURE: o.pure = 1; break;
         case O_FORCE: o.force = 1; break;
         case O_NAME:
@@ -495,6 +503,9 @@ int cmd_quantize(int argc, char **argv)
     if (is_dir && !folder)
         return cli_usage_error("quantize", "%s is a folder (to write %s/<name>-<TYPE>.lpk into "
                                "it, end it with '/')", out, out);
+    if (o.gptq && o.go.sequential && n_types > 1)
+        return cli_usage_error("quantize", "--inputs quantized makes one output at a time (each "
+                               "type's blocks see their own quantized inputs)");
     if (n_types > 1 && !folder)
         return cli_usage_error("quantize", "%s: several types write one file each into a folder "
                                "(-o DIR/)", out);

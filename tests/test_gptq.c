@@ -15,6 +15,8 @@
 #include "../calib/calib.h"
 #include "../format/lpk.h"
 #include "../quant/quant.h"
+#include "../tok/tok.h"
+#include "../verify/verify.h"
 
 #define S260 "gguf/stories260K-f32.gguf"
 #define S260_ARGS "--type f32" /* without ../shared: llmpack's f32 GGUF of the demo model */
@@ -316,6 +318,215 @@ static void test_gptq_hessians(void **state)
     free(text);
 }
 
+/* The Hessians as one vf_forward per chunk with the activation hook makes them
+ * (what calib_gptq_collect did before it went block by block): every input's
+ * X^T X summed token after token, chunk after chunk, in double. */
+typedef struct {
+    int n_layers;
+    int64_t n[5];     /* widths: attention in, attn_output in, FFN in, ffn_down in, output */
+    double **h;       /* n_layers * 4 + 1 matrices */
+} ref_hess;
+
+static void ref_hook(void *user, int layer, const char *name, const float *x, int n_tok, int n_in)
+{
+    ref_hess *R = user;
+    int k;
+    if (!strcmp(name, "attn_q")) k = 0;
+    else if (!strcmp(name, "attn_output")) k = 1;
+    else if (!strcmp(name, "ffn_gate")) k = 2;
+    else if (!strcmp(name, "ffn_down")) k = 3;
+    else if (!strcmp(name, "output")) k = 4;
+    else return;
+    double *h = R->h[k == 4 ? R->n_layers * 4 : layer * 4 + k];
+    assert_int_equal(n_in, R->n[k]);
+    for (int t = 0; t < n_tok; t++) {
+        const float *xt = x + (size_t)t * (size_t)n_in;
+        for (int a = 0; a < n_in; a++)
+            for (int b = 0; b < n_in; b++) h[(size_t)a * n_in + b] += (double)xt[a] * xt[b];
+    }
+}
+
+/* calib_gptq's block-by-block GPTQ (inputs: the original model's) writes every
+ * weight of model_path bitwise as GPTQ with the Hessians of the full forward
+ * pass: the same file as before it kept one block's Hessians at a time; a
+ * weight asked for again (an earlier block) starts over and still agrees. */
+static void check_layerwise(const char *model_path, const char *text, int type, int chunks)
+{
+    enum { CTX = 128 };
+    lpk_error err = {0};
+    lpk_reader *r = NULL;
+    assert_int_equal(lpk_reader_open(model_path, &r, &err), LPK_OK);
+    vf_model *m = NULL;
+    tok_tokenizer *tok = NULL;
+    char *txt = NULL;
+    size_t n_txt = 0, n_ids = 0;
+    int32_t *ids = NULL;
+    assert_int_equal(vf_model_open(r, &m, &err), LPK_OK);
+    assert_int_equal(tok_tokenizer_new(lpk_reader_meta(r), &tok, &err), LPK_OK);
+    assert_int_equal(vf_read_text(text, &txt, &n_txt, &err), LPK_OK);
+    assert_int_equal(tok_encode(tok, txt, n_txt, 1, 0, &ids, &n_ids, &err), LPK_OK);
+    assert_true(n_ids >= (size_t)chunks * CTX);
+    const vf_config *c = vf_model_config(m);
+    ref_hess R = {c->n_layers, {c->dim, c->n_heads * c->head_dim, c->dim, c->hidden_dim, c->dim},
+                  calloc((size_t)c->n_layers * 4 + 1, sizeof(double *))};
+    for (int i = 0; i <= c->n_layers * 4; i++) {
+        int64_t n = R.n[i == c->n_layers * 4 ? 4 : i % 4];
+        R.h[i] = calloc((size_t)(n * n), sizeof(double));
+    }
+    vf_model_set_act_hook(m, ref_hook, &R);
+    vf_model_set_kv_f16(m, 1);
+    for (int k = 0; k < chunks; k++) {
+        int32_t *chunk = ids + (size_t)k * CTX;
+        chunk[0] = tok_tokenizer_bos(tok);
+        assert_int_equal(vf_forward(m, chunk, CTX, 0, 0, NULL, &err), LPK_OK);
+    }
+    calib_gptq_opts go;
+    calib_gptq_opts_default(&go);
+    go.ctx = CTX;
+    go.chunks = chunks;
+    calib_gptq *g = NULL;
+    assert_int_equal(calib_gptq_collect(r, text, &go, NULL, NULL, &g, &err), LPK_OK);
+    int group = lpk_type_get(type)->block_size, checked = 0, want = 1;
+    size_t first = SIZE_MAX;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < lpk_reader_n_tensors(r); i++) {
+            const lpk_tensor *t = lpk_reader_tensor(r, i);
+            if (!calib_gptq_applies(g, t->name, type) ||
+                lpk_tensor_ncols(t) % lpk_type_get(type)->block_size)
+                continue; /* (stories260K's ffn_down: 172 columns) */
+            if (first == SIZE_MAX) first = i;
+            want += pass == 0;
+            if (pass == 1 && i != first) break; /* again: the first block's first weight */
+            int layer = -1, k = 4;
+            char kind[64];
+            if (sscanf(t->name, "blk.%d.%63[a-z_]", &layer, kind) == 2) {
+                k = !strcmp(kind, "attn_output") ? 1 : !strncmp(kind, "attn", 4) ? 0
+                  : !strcmp(kind, "ffn_down") ? 3 : 2;
+            }
+            const double *h = R.h[k == 4 ? c->n_layers * 4 : layer * 4 + k];
+            int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
+            float *x = malloc(sizeof(float) * (size_t)(nr * nc));
+            const void *data = NULL;
+            assert_int_equal(lpk_reader_tensor_data(r, i, &data, &err), LPK_OK);
+            assert_int_equal(lpk_to_f32_row(t->type, data, x, (size_t)(nr * nc)), LPK_OK);
+            size_t nb = qbytes(type, nr, nc);
+            void *q0 = malloc(nb), *q1 = malloc(nb);
+            quant_gptq_factor *f = NULL;
+            assert_int_equal(quant_gptq_factor_new(h, nc, go.damp, go.order, group, &f, &err),
+                             LPK_OK);
+            assert_int_equal(quant_gptq_rows(type, x, nr, nc, f, q0, &err), LPK_OK);
+            assert_int_equal(calib_gptq_quantize(g, t->name, type, x, nr, nc, q1, &err), LPK_OK);
+            if (memcmp(q0, q1, nb)) fail_msg("%s: %s differs from the full pass's GPTQ", model_path,
+                                             t->name);
+            checked++;
+            quant_gptq_factor_free(f);
+            free(q0);
+            free(q1);
+            free(x);
+        }
+    assert_int_equal(checked, want);
+    assert_true(checked > c->n_layers * 5);
+    calib_gptq_free(g);
+    for (int i = 0; i <= c->n_layers * 4; i++) free(R.h[i]);
+    free(R.h);
+    free(ids);
+    free(txt);
+    tok_tokenizer_free(tok);
+    vf_model_free(m);
+    lpk_reader_close(r);
+}
+
+static void test_gptq_layerwise(void **state)
+{
+    (void)state;
+    const char *t0 = tu_shared(TINY);
+    char *text = strdup(t0 ? t0 : "examples/TinyStories-valid-sample.txt");
+    char *model = strdup(tu_shared_or_demo(S260, S260_ARGS));
+    check_layerwise(model, text, LPK_TYPE_Q4_0, 3);
+    const char *l20 = tu_shared("models/llama2-20m/hf");
+    if (l20) {
+        char *dir = tu_tmpdir(), *out = NULL, *lpk = tu_fmt("%s/l20.lpk", dir);
+        assert_int_equal(tu_llmpack(&out, "convert '%s' -o '%s' -q", l20, lpk), 0);
+        free(out);
+        check_layerwise(lpk, text, LPK_TYPE_Q4_K, 2);
+        free(lpk);
+        tu_rmtree(dir);
+        free(dir);
+    } else {
+        print_message("NOTE: ../shared/models/llama2-20m not found: checked on the demo model only\n");
+    }
+    free(model);
+    free(text);
+}
+
+/* --inputs quantized: the first block's weights are those of the original
+ * inputs (the embeddings either way), later ones differ; the bytes do not
+ * depend on the thread count. */
+static void test_gptq_sequential(void **state)
+{
+    (void)state;
+    const char *t0 = tu_shared(TINY);
+    char *text = strdup(t0 ? t0 : "examples/TinyStories-valid-sample.txt");
+    char *model = strdup(tu_shared_or_demo(S260, S260_ARGS));
+    lpk_error err = {0};
+    lpk_reader *r = NULL;
+    assert_int_equal(lpk_reader_open(model, &r, &err), LPK_OK);
+    calib_gptq_opts go;
+    calib_gptq_opts_default(&go);
+    go.ctx = 128;
+    go.chunks = 3;
+    const int type = LPK_TYPE_Q4_0;
+    size_t n = lpk_reader_n_tensors(r), total = 0, *off = calloc(n + 1, sizeof *off);
+    for (size_t i = 0; i < n; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        off[i] = total;
+        if (t->n_dims == 2 && lpk_tensor_ncols(t) % 32 == 0) total += qbytes(type, lpk_tensor_nrows(t), lpk_tensor_ncols(t));
+    }
+    off[n] = total;
+    uint8_t *q[3] = {calloc(1, total), calloc(1, total), calloc(1, total)};
+    for (int run = 0; run < 3; run++) {
+        go.sequential = run > 0;
+        omp_set_num_threads(run == 2 ? 1 : 2);
+        calib_gptq *g = NULL;
+        assert_int_equal(calib_gptq_collect(r, text, &go, NULL, NULL, &g, &err), LPK_OK);
+        for (size_t i = 0; i < n; i++) {
+            const lpk_tensor *t = lpk_reader_tensor(r, i);
+            if (!calib_gptq_applies(g, t->name, type) || lpk_tensor_ncols(t) % 32) continue;
+            int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
+            float *x = malloc(sizeof(float) * (size_t)(nr * nc));
+            const void *data = NULL;
+            assert_int_equal(lpk_reader_tensor_data(r, i, &data, &err), LPK_OK);
+            assert_int_equal(lpk_to_f32_row(t->type, data, x, (size_t)(nr * nc)), LPK_OK);
+            if (calib_gptq_quantize(g, t->name, type, x, nr, nc, q[run] + off[i], &err))
+                fail_msg("%s", err.msg);
+            free(x);
+        }
+        calib_gptq_free(g);
+    }
+    omp_set_num_threads(2);
+    int same0 = 0, differ = 0;
+    for (size_t i = 0; i < n; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        size_t nb = off[i + 1] - off[i];
+        if (!nb || strncmp(t->name, "blk.", 4)) continue;
+        int eq = !memcmp(q[0] + off[i], q[1] + off[i], nb);
+        if (!strncmp(t->name, "blk.0.", 6)) {
+            if (!eq) fail_msg("%s: block 0 differs between the input kinds", t->name);
+            same0++;
+        } else {
+            differ += !eq;
+        }
+    }
+    assert_int_equal(same0, 6); /* (ffn_down: 172 columns, not q4_0) */
+    assert_true(differ > 0);
+    assert_memory_equal(q[1], q[2], total);
+    for (int k = 0; k < 3; k++) free(q[k]);
+    free(off);
+    lpk_reader_close(r);
+    free(model);
+    free(text);
+}
+
 static double json_kld(const char *out, int i)
 {
     /* verify --json (docs/verify.schema.json): results[i].kld_mean */
@@ -444,6 +655,14 @@ static void test_gptq_end_to_end(void **state)
     assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s/x.lpk' --type q4_0 --method gptq "
                                       "--calib '%s' --order sideways", model, dir, text), 2);
     free(out);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s/x.lpk' --type q4_0 --method gptq "
+                                      "--calib '%s' --inputs sideways", model, dir, text), 2);
+    free(out);
+    /* each type would need its own quantized inputs: one output at a time */
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s/' --type q4_0,q8_0 --method gptq "
+                                      "--calib '%s' --inputs quantized", model, dir, text), 2);
+    assert_non_null(strstr(out, "--inputs quantized"));
+    free(out);
     char *x = tu_fmt("%s/x.lpk", dir);
     assert_false(tu_exists(x));
     free(x);
@@ -462,6 +681,8 @@ int main(void)
         cmocka_unit_test(test_gptq_bad_input),
         cmocka_unit_test(test_gptq_hessians),
         cmocka_unit_test(test_gptq_stream),
+        cmocka_unit_test(test_gptq_layerwise),
+        cmocka_unit_test(test_gptq_sequential),
         cmocka_unit_test(test_gptq_end_to_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
