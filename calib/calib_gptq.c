@@ -245,7 +245,8 @@ static int move_to(calib_gptq *g, int l, lpk_error *err)
         }
         st = vf_layer_forward(g->m, l, x, ctx, NULL, err);
         if (!st && g->bad)
-            st = lpk_err(err, LPK_ECORRUPT, "gptq: a layer input does not match its weight's width");
+            st = lpk_err(err, LPK_ECORRUPT,
+                         "gptq: a layer input does not match its weight's width");
     }
     vf_model_set_act_hook(g->m, NULL, NULL);
     if (st) {
@@ -445,6 +446,7 @@ int calib_gptq_record(const calib_gptq *g, lpk_meta *meta)
     if (!st) st = lpk_meta_set_f64(meta, "quant.gptq.damp", g->o.damp);
     if (!st) st = lpk_meta_set_str(meta, "quant.gptq.order", quant_gptq_order_name(g->o.order));
     if (!st)
-        st = lpk_meta_set_str(meta, "quant.gptq.inputs", g->o.sequential ? "quantized" : "original");
+        st = lpk_meta_set_str(meta, "quant.gptq.inputs",
+                              g->o.sequential ? "quantized" : "original");
     return st;
 }

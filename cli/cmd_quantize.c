@@ -355,8 +355,8 @@ int cmd_quantize(int argc, char **argv)
     calib_gptq_opts_default(&o.go);
     o.calib_chunks = 4;
     enum { O_TYPE = 256, O_IMATRIX, O_CALIB, O_TARGET_BPW, O_MAX_SIZE, O_CALIB_CHUNKS,
-           O_FORMAT, O_METHOD, O_CHUNKS, O_DAMP, O_ORDER, O_ACT_ORDER, O_INPUTS, O_PURE, O_FORCE, O_JSON,
-           O_REQUANT, O_NAME };
+           O_FORMAT, O_METHOD, O_CHUNKS, O_DAMP, O_ORDER, O_ACT_ORDER, O_INPUTS, O_PURE, O_FORCE,
+           O_JSON, O_REQUANT, O_NAME };
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},          {"output", required_argument, NULL, 'o'},
         {"model", required_argument, NULL, 'm'},   {"threads", required_argument, NULL, 't'},

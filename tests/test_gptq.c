@@ -453,7 +453,7 @@ static void test_gptq_layerwise(void **state)
         tu_rmtree(dir);
         free(dir);
     } else {
-        print_message("NOTE: ../shared/models/llama2-20m not found: checked on the demo model only\n");
+        print_message("NOTE: ../shared/models/llama2-20m not found: demo model only\n");
     }
     free(model);
     free(text);
@@ -480,7 +480,8 @@ static void test_gptq_sequential(void **state)
     for (size_t i = 0; i < n; i++) {
         const lpk_tensor *t = lpk_reader_tensor(r, i);
         off[i] = total;
-        if (t->n_dims == 2 && lpk_tensor_ncols(t) % 32 == 0) total += qbytes(type, lpk_tensor_nrows(t), lpk_tensor_ncols(t));
+        if (t->n_dims == 2 && lpk_tensor_ncols(t) % 32 == 0)
+            total += qbytes(type, lpk_tensor_nrows(t), lpk_tensor_ncols(t));
     }
     off[n] = total;
     uint8_t *q[3] = {calloc(1, total), calloc(1, total), calloc(1, total)};

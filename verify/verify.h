@@ -75,7 +75,8 @@ int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_lo
  * for a token id out of range. */
 int vf_embed(vf_model *m, const int32_t *tokens, int n_tok, float *x, lpk_error *err);
 /* The matrices of a block, in the order vf_layer_forward's f32w takes them. */
-enum { VF_LAYER_MATRICES = 7 }; /* attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down */
+/* attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down */
+enum { VF_LAYER_MATRICES = 7 };
 /* Runs block l on the hidden states x (n_tok x dim, a sequence of its own at
  * positions 0 .. n_tok-1), in place: x becomes the block's output, bitwise what
  * vf_forward computes for the same batch (the act hook is called for the
