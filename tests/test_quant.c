@@ -163,6 +163,31 @@ static double rtn_q4_0_sse(const float *x, int64_t n)
     return e;
 }
 
+/* Error of the blocks q against x (nr rows of nc), each value weighted by
+ * im[c] (1 if NULL; its square root when root_im) times |x| (k < 0) or
+ * sqrt(k sigma^2 + x^2), sigma^2 the row's mean square: the rules of
+ * QUANT_ROWS_OUTPUT_WEIGHTING / QUANT_ROWS_LOOKUP written out. */
+static double rule_error(int type, const void *q, const float *x, int64_t nr, int64_t nc,
+                         const float *im, int root_im, double k)
+{
+    float *y = malloc(nr * nc * sizeof(float));
+    quant_dequantize_rows(type, q, nr, nc, y);
+    double e = 0;
+    for (int64_t r = 0; r < nr; r++) {
+        const float *xr = x + r * nc, *yr = y + r * nc;
+        double s2 = 0;
+        for (int64_t i = 0; i < nc; i++) s2 += (double)xr[i] * xr[i];
+        s2 = k * s2 / (double)nc;
+        for (int64_t i = 0; i < nc; i++) {
+            double a = k < 0 ? fabs(xr[i]) : sqrt(s2 + (double)xr[i] * xr[i]);
+            double c = !im ? 1.0 : root_im ? sqrt(im[i]) : im[i];
+            e += c * a * pow(xr[i] - yr[i], 2);
+        }
+    }
+    free(y);
+    return e;
+}
+
 static void test_roundtrip_random(void **state)
 {
     (void)state;
@@ -227,7 +252,6 @@ static void test_roundtrip_random(void **state)
         int type = block_types[t];
         size_t nb = tu_qbytes(type, nr, nc);
         void *q1 = malloc(nb), *q2 = malloc(nb);
-        float *y = malloc(nr * nc * sizeof(float));
         lpk_error err = {0};
         assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, q1, NULL, 0, &err), 0);
         assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, q2, NULL,
@@ -235,16 +259,13 @@ static void test_roundtrip_random(void **state)
         if (lpk_type_get(type)->block_size < QK_K) {
             assert_memory_equal(q1, q2, nb);
         } else {
-            double e1 = 0, e2 = 0;
-            quant_dequantize_rows(type, q1, nr, nc, y);
-            for (int64_t i = 0; i < nr * nc; i++) e1 += fabs(x[i]) * pow(x[i] - y[i], 2);
-            quant_dequantize_rows(type, q2, nr, nc, y);
-            for (int64_t i = 0; i < nr * nc; i++) e2 += fabs(x[i]) * pow(x[i] - y[i], 2);
+            double e1 = rule_error(type, q1, x, nr, nc, NULL, 0, -1.0),
+                   e2 = rule_error(type, q2, x, nr, nc, NULL, 0, -1.0);
             print_message("%-6s |x|-weighted error: plain %.4g, output weighting %.4g\n",
                           lpk_type_get(type)->name, e1, e2);
             assert_true(e2 < e1);
         }
-        free(q1); free(q2); free(y);
+        free(q1); free(q2);
     }
     /* a lookup table (QUANT_ROWS_LOOKUP): the k-quants weight by
      * sqrt(sigma^2 + x^2), lower on that weighted error than the |x| rule (and
@@ -277,23 +298,11 @@ static void test_roundtrip_random(void **state)
         } else {
             if (type == LPK_TYPE_Q5_K) assert_memory_equal(ql, qs, nb);
             else assert_memory_not_equal(ql, qs, nb);
-            float *y = malloc(nr * nc * sizeof(float));
-            double e[2] = {0, 0};
-            for (int v = 0; v < 2; v++) {
-                quant_dequantize_rows(type, v ? ql : qo, nr, nc, y);
-                for (int64_t r = 0; r < nr; r++) {
-                    const float *xr = x + r * nc, *yr = y + r * nc;
-                    double s2 = 0;
-                    for (int64_t i = 0; i < nc; i++) s2 += (double)xr[i] * xr[i];
-                    s2 /= (double)nc;
-                    for (int64_t i = 0; i < nc; i++)
-                        e[v] += sqrt(s2 + (double)xr[i] * xr[i]) * pow(xr[i] - yr[i], 2);
-                }
-            }
+            double e[2] = {rule_error(type, qo, x, nr, nc, NULL, 0, 1.0),
+                           rule_error(type, ql, x, nr, nc, NULL, 0, 1.0)};
             print_message("%-6s sqrt(sigma^2+x^2)-weighted error: |x| rule %.4g, lookup %.4g\n",
                           lpk_type_get(type)->name, e[0], e[1]);
             assert_true(e[1] < e[0]);
-            free(y);
         }
         free(ql); free(qo); free(qs);
     }
@@ -305,29 +314,17 @@ static void test_roundtrip_random(void **state)
         double k = type == LPK_TYPE_Q5_K ? 1.0 : 0.25;
         size_t nb = tu_qbytes(type, nr, nc);
         void *qi = malloc(nb), *qw = malloc(nb);
-        float *y = malloc(nr * nc * sizeof(float));
         lpk_error err = {0};
         assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, qi, w, 0, &err), 0);
         assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, qw, w,
                                                 QUANT_ROWS_OUTPUT_WEIGHTING, &err), 0);
-        double e[2] = {0, 0};
-        for (int v = 0; v < 2; v++) {
-            quant_dequantize_rows(type, v ? qw : qi, nr, nc, y);
-            for (int64_t r = 0; r < nr; r++) {
-                const float *xr = x + r * nc, *yr = y + r * nc;
-                double s2 = 0;
-                for (int64_t i = 0; i < nc; i++) s2 += (double)xr[i] * xr[i];
-                s2 = k * s2 / (double)nc;
-                for (int64_t i = 0; i < nc; i++)
-                    e[v] += (type == LPK_TYPE_Q2_K ? sqrt(w[i]) * fabs(xr[i])
-                                                   : w[i] * sqrt(s2 + (double)xr[i] * xr[i])) *
-                            pow(xr[i] - yr[i], 2);
-            }
-        }
+        int q2 = type == LPK_TYPE_Q2_K;
+        double e[2] = {rule_error(type, qi, x, nr, nc, w, q2, q2 ? -1.0 : k),
+                       rule_error(type, qw, x, nr, nc, w, q2, q2 ? -1.0 : k)};
         print_message("%-6s weighted error (k %.2f): importance alone %.4g, output weighting "
                       "%.4g\n", lpk_type_get(type)->name, k, e[0], e[1]);
         assert_true(e[1] < e[0]);
-        free(qi); free(qw); free(y);
+        free(qi); free(qw);
     }
     free(ones);
     /* which tensors are lookup tables */
