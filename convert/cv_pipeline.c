@@ -830,13 +830,14 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
             if ((rc = imatrix_weights(e, nc, &imbuf, t->name, rep, err))) goto out;
             imw = imbuf;
         }
+        unsigned qflags = quant_rows_flags(t->name, decls, nd);
         if ((rc = lpk_writer_tensor_begin(w, t->name, err))) goto out;
         for (int64_t r = 0; r < nr; r += br) {
             int64_t kr = nr - r < br ? nr - r : br;
             size_t ob = 0;
             if ((rc = s->ops->read_rows(s, t, r, kr, b_src, err)) ||
                 (rc = convert_block(o->src, t, t->dtype, dt, b_src, b_f32, b_dst, r, kr, imw,
-                                    quant_rows_flags(t->name, decls, nd), &ob, err)) ||
+                                    qflags, &ob, err)) ||
                 (rc = lpk_writer_tensor_write(w, b_dst, ob, err)))
                 goto out;
             done += (uint64_t)(kr * nc) * elem_size(t->dtype);
