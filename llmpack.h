@@ -8,6 +8,8 @@
  *   convert/convert.h  cv_    checkpoint readers, the convert pipeline
  *   verify/verify.h    vf_    forward passes, perplexity, divergence
  *   calib/calib.h      calib_ importance matrices, GPTQ
+ *   lib/jobs.h         llmpack_ the jobs of the llmpack command (export, convert,
+ *                      quantize, verify, ...): progress, cancellation, errors
  * LPK_VERSION_STRING is the version of these headers; lpk_version() the linked
  * library's. */
 #ifndef LLMPACK_H
@@ -19,5 +21,6 @@
 #include "convert/convert.h"
 #include "verify/verify.h"
 #include "calib/calib.h"
+#include "lib/jobs.h"
 
 #endif

@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "../format/lpk.h"
+#include "../lib/jobs.h"
 
 /* Exit codes, documented in `llmpack --help` and docs/CLI.md. */
 enum cli_exit {
@@ -32,10 +33,7 @@ int cmd_export(int argc, char **argv);
 /* Maps a status to an exit code: bad-input statuses (corrupt, truncated,
  * unsupported, checksum, badvalue, notfound) -> 3, invalid -> 2, others -> 1. */
 int cli_exit_for(int status);
-/* Opens an input container (lpk_reader_open_flags with the process default
- * flags, or `flags`); a GGUF is also checked the way verify checks it
- * (vf_model_check: hyperparameters, required tensors, shapes). On failure *r
- * is NULL. */
+/* llmpack_open_input (lib/jobs.h) with the error in err. */
 int cli_open_input(const char *path, unsigned flags, lpk_reader **r, lpk_error *err);
 /* The inputs named on a command line (n paths; NULL entries: options not given,
  * "-": stdin) are checked before any work: one that does not exist prints
@@ -78,80 +76,36 @@ int cli_parse_double(const char *s, double *out);
 uint64_t cli_peak_rss(void);
 double cli_now(void); /* monotonic seconds */
 
-/* Model outputs (convert, quantize, export): the format a path asks for. */
-enum cli_format { CLI_FMT_LPK = 1, CLI_FMT_GGUF = 2 };
-/* Sets *fmt from format_opt (--format's value: "gguf" or "lpk", any case; NULL
+/* Model outputs (convert, quantize, export): the format a path asks for.
+ * Sets *fmt (LLMPACK_FMT_*) from format_opt (--format's value: "gguf" or "lpk", any case; NULL
  * when not given) or else from out's name (.gguf, .lpk, any case). A name
  * without either suffix and no --format, a --format the name contradicts, or
  * something other than a regular file at out (a device, FIFO, folder, link):
  * prints the usage error naming out and returns CLI_EXIT_USAGE; else 0. */
 int cli_output_format(const char *cmd, const char *out, const char *format_opt, int *fmt);
-/* A temporary container for a GGUF output made in two steps (a .lpk, then
- * export): creates an empty `.BASE.tmp-XXXXXX` beside out (the writers'
- * naming: what a SIGKILL leaves is swept by the next run there), its name in
- * path (n bytes), registered (lpk_temp_register) so that the cleanup signals
- * remove it. Write it with LPK_WRITE_FORCE; cli_tmp_hold once it is complete (a lock that keeps
- * other runs' sweeps off it); cli_tmp_remove on every path out. */
-int cli_tmp_beside(const char *out, char *path, size_t n, lpk_error *err);
-void cli_tmp_hold(const char *path);
-void cli_tmp_remove(const char *path);   /* a path not registered: no-op */
-/* "dir/llama2-20m.q4_k.lpk" -> "llama2-20m.q4_k" (malloc'ed; NULL when out of
- * memory): general.name for an export whose container has none. */
-char *cli_name_from_path(const char *path);
 
-/* A model file in words (info, verify). type: the recipe recorded by quantize
- * (quant.recipe, "Q4_K_M"), else the recipe of general.file_type (llama.cpp's
- * file type, as GGUF files carry it), else the tensor type holding the most
- * bytes ("F16"); type_from says which: "recipe", "file_type" or "tensors".
- * bpw: tensor bits over tensor elements, as info prints it. */
-typedef struct cli_model_desc {
-    char type[32];
-    const char *type_from;
-    uint64_t file_size, n_elements, tensor_bytes;
-    double bpw;
-} cli_model_desc;
-void cli_model_describe(const lpk_reader *r, cli_model_desc *d);
 
-/* A model input of verify, calibrate, generate: a container (.lpk or GGUF, by
- * name or content) opens as cli_open_input does; anything else convert reads
- * (a Hugging Face or Meta folder, a llama2.c .bin, an archive) is converted
- * first, at its source precision, into a memfd (or, when the container would
- * take more than LLMPACK_MEMFD_MAX bytes, by default half of MemAvailable,
- * into an unlinked file in TMPDIR), which the reader then maps: nothing is
- * written at or beside path. Unless quiet, one line on stderr says so (and a
- * progress display runs). Errors are convert's, naming the file. *r is NULL
- * on failure; the reader's path is `path`. */
+/* llmpack_open_model (lib/jobs.h) for command cmd: unless quiet, its notice
+ * ("converting ... into memory") on stderr and a progress display. */
 int cli_open_model(const char *cmd, const char *path, unsigned flags, int quiet, lpk_reader **r,
                    lpk_error *err);
-/* What cli_open_model would convert path as (cv_source_kind's name; "folder"
- * for a folder convert does not recognise, whose error it then gives), or
- * NULL when it opens path as a container: a file named .lpk or .gguf (any
- * case), starting with a container's magic, or that convert does not read. */
-const char *cli_model_convert_kind(const char *path);
-/* 1 when path starts with the magic of a GGUF or an .lpk. */
-int cli_is_container(const char *path);
-/* $TMPDIR, else /tmp. */
-const char *cli_tmpdir(void);
-/* A cv_progress_fn over a cli_progress (ctx): bytes done of total. */
-void cli_bytes_progress(void *ctx, uint64_t done, uint64_t total);
+/* A cv_progress_fn over a cli_progress (ctx): bytes done of total; never stops. */
+int cli_bytes_progress(void *ctx, uint64_t done, uint64_t total);
 
-/* What cli_export_gguf wrote. */
-typedef struct cli_export_stats {
-    size_t n_tensors, n_added, n_keys, n_dropped;
-    uint64_t data_bytes;    /* tensor bytes written */
-    uint64_t file_size;
-} cli_export_stats;
-/* export's pipeline (cmd_export.c): the model open at `in` (.lpk or GGUF) as
- * GGUF v3 at out, with general.name `name` when it has none (may be NULL), or
- * `set_name` whatever it has (export --name; NULL: none);
- * gguf_flags: LPK_GGUF_*, write_flags: LPK_WRITE_FORCE; a progress display
- * unless quiet. max_size (0: none): a file that would be larger is
- * LPK_ENOSPC before anything is written (s->file_size says how large). Nothing
- * is left at out on failure. Status, message in err. */
-int cli_export_gguf(const char *in, const char *out, const char *name, const char *set_name,
-                    unsigned gguf_flags,
-                    unsigned write_flags, int quiet, uint64_t max_size, cli_export_stats *s,
-                    lpk_error *err);
+/* The export job (llmpack_export) for quantize's and convert's GGUF outputs:
+ * `in` as GGUF v3 at out, general.name `name` when in has none; progress
+ * unless quiet; max_size as llmpack_export's. res may be NULL. */
+int cli_export_gguf(const char *in, const char *out, const char *name, int force, int quiet,
+                    uint64_t max_size, llmpack_export_result *res, lpk_error *err);
+
+/* A job run by command cmd: progress on stderr (cli_progress below, the label
+ * "CMD" or "CMD: STAGE") and notices as "llmpack CMD: MESSAGE" lines, none
+ * with quiet. cli_job_init returns LPK_ENOMEM when the handle cannot be made. */
+typedef struct cli_job cli_job;
+int cli_job_init(cli_job *cj, const char *cmd, int quiet);
+void cli_job_free(cli_job *cj);
+/* Prints the job's error as "llmpack CMD: MESSAGE" and returns its exit code. */
+int cli_job_fail(const cli_job *cj);
 
 /* Progress on stderr (none with quiet). On a tty a live line, redrawn at most
  * every 0.2 s. Otherwise (a CI log) plain lines "llmpack LABEL: done / total
@@ -174,6 +128,14 @@ void cli_progress_start(cli_progress *p, const char *label, const char *unit, ui
 /* `extra` (may be NULL) is appended, e.g. "ppl 5.86". */
 void cli_progress_update(cli_progress *p, uint64_t done, const char *extra);
 void cli_progress_end(cli_progress *p);
+
+struct cli_job {
+    llmpack_job *j;
+    const char *cmd;
+    int quiet;
+    cli_progress pr;
+    char label[96];
+};
 /* A calib_progress_fn over a cli_progress (user): chunks done of total, with
  * the token rate; the clock starts at the first chunk. */
 void cli_chunk_progress(void *user, int done, int total, uint64_t tokens, double seconds);

@@ -59,7 +59,7 @@ static uint64_t gguf_overhead(const lpk_meta *m, const lpk_tensor *decls, size_t
  * output's temporary container. */
 static const char *container_of(const cli_quant_out *q)
 {
-    return q->fmt == CLI_FMT_GGUF ? q->tmp : q->path;
+    return q->fmt == LLMPACK_FMT_GGUF ? q->tmp : q->path;
 }
 
 /* The size-target plan of the single output (budget in bytes of tensors). */
@@ -128,7 +128,7 @@ static int prepare_output(const cli_quant_opts *o, cli_quant_run *run, cli_quant
         return lpk_err(err, LPK_ENOMEM, "out of memory");
     }
     /* the temporary container of a GGUF output exists already (empty) */
-    unsigned flags = o->force || q->fmt == CLI_FMT_GGUF ? LPK_WRITE_FORCE : 0;
+    unsigned flags = o->force || q->fmt == LLMPACK_FMT_GGUF ? LPK_WRITE_FORCE : 0;
     rc = lpk_writer_open(container_of(q), meta, q->decls, run->n, flags, &q->w, err);
     lpk_meta_free(meta);
     return rc;
@@ -143,7 +143,7 @@ static int check_space(const cli_quant_out *outs, size_t n_out, lpk_error *err)
     for (size_t k = 0; k < n_out; k++) {
         uint64_t s = lpk_writer_file_size(outs[k].w);
         need += s;
-        if (outs[k].fmt == CLI_FMT_GGUF && s > gguf) gguf = s;
+        if (outs[k].fmt == LLMPACK_FMT_GGUF && s > gguf) gguf = s;
     }
     need += gguf;
     char dir[4096];
@@ -238,8 +238,8 @@ int cli_quantize_run(const cli_quant_opts *o, cli_quant_out *outs, size_t n_out,
     /* every target before any work; GGUF outputs get their temporary container */
     for (size_t k = 0; k < n_out && !rc; k++) {
         rc = lpk_writer_check_target(outs[k].path, o->force ? LPK_WRITE_FORCE : 0, err);
-        if (!rc && outs[k].fmt == CLI_FMT_GGUF)
-            rc = cli_tmp_beside(outs[k].path, outs[k].tmp, sizeof outs[k].tmp, err);
+        if (!rc && outs[k].fmt == LLMPACK_FMT_GGUF)
+            rc = llmpack_tmp_beside(outs[k].path, outs[k].tmp, sizeof outs[k].tmp, err);
     }
     if (!rc) rc = cli_open_input(o->in, lpk_reader_default_flags(), &run->r, err);
     if (rc) goto done;
@@ -293,7 +293,7 @@ int cli_quantize_run(const cli_quant_opts *o, cli_quant_out *outs, size_t n_out,
             snprintf(run->target_str, sizeof run->target_str, "bpw %s", o->target_bpw_s);
         } else {
             uint64_t fsz = lpk_reader_file_size(r);
-            uint64_t overhead = outs[0].fmt == CLI_FMT_GGUF
+            uint64_t overhead = outs[0].fmt == LLMPACK_FMT_GGUF
                                     ? gguf_overhead(lpk_reader_meta(r), src_decls, n)
                                     : fsz > in_tensors ? fsz - in_tensors : 0;
             overhead += 4096 + 64 * (uint64_t)n;
@@ -345,7 +345,7 @@ int cli_quantize_run(const cli_quant_opts *o, cli_quant_out *outs, size_t n_out,
         uint64_t excess = 0;
         for (size_t k = 0; k < n_out && !rc; k++) rc = prepare_output(o, run, &outs[k], err);
         if (rc) goto done;
-        if (o->max_size_s && outs[0].fmt == CLI_FMT_LPK &&
+        if (o->max_size_s && outs[0].fmt == LLMPACK_FMT_LPK &&
             lpk_writer_file_size(outs[0].w) > o->max_size) {
             if (tries++ >= 8) {
                 rc = lpk_err(err, LPK_ENOSPC, "%s: no plan found within %" PRIu64 " bytes",
@@ -384,16 +384,16 @@ int cli_quantize_run(const cli_quant_opts *o, cli_quant_out *outs, size_t n_out,
             for (size_t k = 0; k < n_out && !rc; k++) {
                 rc = lpk_writer_finish(outs[k].w, err);
                 outs[k].w = NULL;
-                if (!rc && outs[k].fmt == CLI_FMT_GGUF) cli_tmp_hold(outs[k].tmp);
+                if (!rc && outs[k].fmt == LLMPACK_FMT_GGUF) llmpack_tmp_hold(outs[k].tmp);
                 else if (!rc) outs[k].written = 1;
             }
             for (size_t k = 0; k < n_out && !rc; k++) {
                 cli_quant_out *q = &outs[k];
-                if (q->fmt != CLI_FMT_GGUF) continue;
-                cli_export_stats es;
-                char *name = cli_name_from_path(q->path);
-                rc = cli_export_gguf(q->tmp, q->path, name, NULL, 0, o->force ? LPK_WRITE_FORCE : 0,
-                                     o->quiet, o->max_size_s ? o->max_size : 0, &es, err);
+                if (q->fmt != LLMPACK_FMT_GGUF) continue;
+                llmpack_export_result es;
+                char *name = llmpack_name_from_path(q->path);
+                rc = cli_export_gguf(q->tmp, q->path, name, o->force, o->quiet,
+                                     o->max_size_s ? o->max_size : 0, &es, err);
                 free(name);
                 if (rc == LPK_ENOSPC && o->max_size_s && es.file_size > o->max_size &&
                     tries++ < 8) {
@@ -404,7 +404,7 @@ int cli_quantize_run(const cli_quant_opts *o, cli_quant_out *outs, size_t n_out,
                     break;
                 }
                 /* the container is not needed any more, whatever happened */
-                cli_tmp_remove(q->tmp);
+                llmpack_tmp_remove(q->tmp);
                 q->tmp[0] = '\0';
                 if (!rc) q->written = 1;
             }
@@ -422,7 +422,7 @@ done:
     for (size_t k = 0; k < n_out; k++) {
         lpk_writer_abort(outs[k].w);
         outs[k].w = NULL;
-        if (outs[k].tmp[0]) cli_tmp_remove(outs[k].tmp);
+        if (outs[k].tmp[0]) llmpack_tmp_remove(outs[k].tmp);
         outs[k].tmp[0] = '\0';
         free(outs[k].qbuf);
         outs[k].qbuf = NULL;

@@ -43,7 +43,7 @@ typedef struct cli_quant_stat {
 typedef struct cli_quant_out {
     const char *path;          /* the file to write */
     const char *recipe;        /* --type as given (NULL with a size target) */
-    int fmt;                   /* CLI_FMT_LPK or CLI_FMT_GGUF */
+    int fmt;                   /* LLMPACK_FMT_LPK or LLMPACK_FMT_GGUF */
     lpk_tensor *decls;         /* n: the output's tensors (type, size) */
     quant_choice *ch;          /* n: the plan */
     cli_quant_stat *st;        /* n */

@@ -1,7 +1,5 @@
 #include "cli.h"
 
-#include "../verify/verify.h"
-
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -11,17 +9,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-int cli_open_input(const char *path, unsigned flags, lpk_reader **r, lpk_error *err)
-{
-    int st = lpk_reader_open_flags(path, flags, r, err);
-    if (!st && lpk_reader_kind(*r) == LPK_KIND_GGUF) st = vf_model_check(*r, err);
-    if (st) {
-        lpk_reader_close(*r);
-        *r = NULL;
-    }
-    return st;
-}
 
 int cli_inputs_exist(const char *cmd, const char *const *paths, size_t n)
 {
@@ -272,9 +259,10 @@ void cli_chunk_progress(void *user, int done, int total, uint64_t tokens, double
     cli_progress_update(p, (uint64_t)done, extra);
 }
 
-void cli_bytes_progress(void *ctx, uint64_t done, uint64_t total)
+int cli_bytes_progress(void *ctx, uint64_t done, uint64_t total)
 {
     cli_progress *p = ctx;
     p->total = total;
     cli_progress_update(p, done, NULL);
+    return 0;
 }

@@ -61,7 +61,7 @@ static int convert_gptq(cv_options *o, int json, int quiet, int fmt, char **qarg
     lpk_error err;
     lpk_error_clear(&err);
     int rc = lpk_writer_check_target(o->out, o->force ? LPK_WRITE_FORCE : 0, &err);
-    if (!rc) rc = cli_tmp_beside(o->out, tmp, sizeof tmp, &err);
+    if (!rc) rc = llmpack_tmp_beside(o->out, tmp, sizeof tmp, &err);
     if (rc) {
         cli_print_error("convert", &err);
         return cli_exit_for(rc);
@@ -78,14 +78,14 @@ static int convert_gptq(cv_options *o, int json, int quiet, int fmt, char **qarg
     cv_report_free(&rep);
     if (rc) {
         cli_print_error("convert", &err);
-        cli_tmp_remove(tmp);
+        llmpack_tmp_remove(tmp);
         return cli_exit_for(rc);
     }
-    cli_tmp_hold(tmp);
+    llmpack_tmp_hold(tmp);
     char thr[16];
     snprintf(thr, sizeof thr, "%d", o->threads);
     char *av[32] = {"quantize", tmp,      "-o", (char *)out, "--type", (char *)type,
-                    "--format", fmt == CLI_FMT_GGUF ? "gguf" : "lpk"};
+                    "--format", fmt == LLMPACK_FMT_GGUF ? "gguf" : "lpk"};
     int ac = 8;
     if (pure) av[ac++] = "--pure";
     if (force) av[ac++] = "--force";
@@ -94,7 +94,7 @@ static int convert_gptq(cv_options *o, int json, int quiet, int fmt, char **qarg
     if (o->threads > 0) { av[ac++] = "--threads"; av[ac++] = thr; }
     for (int i = 0; i < nq && ac < 31; i++) av[ac++] = qargs[i];
     rc = cmd_quantize(ac, av);
-    cli_tmp_remove(tmp);
+    llmpack_tmp_remove(tmp);
     return rc;
 }
 
@@ -194,7 +194,7 @@ int cmd_convert(int argc, char **argv)
                                "--method gptq");
     int fmt = 0, urc = cli_output_format("convert", o.out, format, &fmt);
     if (urc) return urc;
-    if (fmt == CLI_FMT_GGUF && o.no_tokenizer)
+    if (fmt == LLMPACK_FMT_GGUF && o.no_tokenizer)
         return cli_usage_error("convert", "a GGUF output needs the tokenizer (no --no-tokenizer)");
     const char *inputs[] = {o.src, o.tokenizer, o.imatrix_path, calib_path};
     if ((urc = cli_inputs_exist("convert", inputs, 4))) return urc;
@@ -209,10 +209,10 @@ int cmd_convert(int argc, char **argv)
     const char *final_out = NULL;
     int force_out = 0;
     char tmp[4096] = "";
-    if (fmt == CLI_FMT_GGUF) {
+    if (fmt == LLMPACK_FMT_GGUF) {
         lpk_error te = {0};
         int st = lpk_writer_check_target(o.out, o.force ? LPK_WRITE_FORCE : 0, &te);
-        if (!st) st = cli_tmp_beside(o.out, tmp, sizeof tmp, &te);
+        if (!st) st = llmpack_tmp_beside(o.out, tmp, sizeof tmp, &te);
         if (st) {
             cli_print_error("convert", &te);
             return cli_exit_for(st);
@@ -228,7 +228,7 @@ int cmd_convert(int argc, char **argv)
         int st = lpk_imatrix_read(o.imatrix_path, &im, &ie);
         if (st) {
             cli_print_error("convert", &ie);
-            cli_tmp_remove(tmp);
+            llmpack_tmp_remove(tmp);
             return cli_exit_for(st);
         }
         o.imatrix = im;
@@ -246,14 +246,12 @@ int cmd_convert(int argc, char **argv)
     lpk_imatrix_free(im);
     cli_progress_end(&prog);
     if (!rc && final_out) {
-        cli_tmp_hold(tmp);
-        cli_export_stats es;
-        char *name = cli_name_from_path(final_out);
-        rc = cli_export_gguf(tmp, final_out, name, NULL, 0, force_out ? LPK_WRITE_FORCE : 0,
-                             json || quiet, 0, &es, &err);
+        llmpack_tmp_hold(tmp);
+        char *name = llmpack_name_from_path(final_out);
+        rc = cli_export_gguf(tmp, final_out, name, force_out, json || quiet, 0, NULL, &err);
         free(name);
     }
-    cli_tmp_remove(tmp);
+    llmpack_tmp_remove(tmp);
     if (final_out) o.out = final_out;
     double secs = cli_now() - t0;
     if (rep.warning[0]) fprintf(stderr, "llmpack convert: warning: %s\n", rep.warning);

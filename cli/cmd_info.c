@@ -205,8 +205,8 @@ static json_t *key_or_null(const lpk_meta *m, const char *key)
 static json_t *summary_json(const lpk_reader *r)
 {
     const lpk_meta *m = lpk_reader_meta(r);
-    cli_model_desc d;
-    cli_model_describe(r, &d);
+    llmpack_model_desc d;
+    llmpack_model_describe(r, &d);
     const char *arch = lpk_meta_get_str(m, "general.architecture");
     char k[128];
 #define ARCH_KEY(suffix) (snprintf(k, sizeof k, "%s.%s", arch ? arch : "llama", suffix), k)

@@ -225,7 +225,7 @@ static json_t *report_json(const cli_quant_opts *o, const cli_quant_run *run,
     json_t *j = json_object(), *arr = json_array();
     json_object_set_new(j, "input", json_string(o->in));
     json_object_set_new(j, "output", json_string(q->path));
-    json_object_set_new(j, "format", json_string(q->fmt == CLI_FMT_GGUF ? "gguf" : "lpk"));
+    json_object_set_new(j, "format", json_string(q->fmt == LLMPACK_FMT_GGUF ? "gguf" : "lpk"));
     json_object_set_new(j, "type", json_string(q->recipe ? q->recipe : "target"));
     if (!q->recipe) {
         json_t *tj = json_object();
@@ -338,7 +338,7 @@ static int model_name(const char *in, const char *opt, char *buf, size_t n)
         return rc;
     }
     const char *g = lpk_meta_get_str(lpk_reader_meta(r), "general.name");
-    char *base = g && *g ? NULL : cli_name_from_path(in);
+    char *base = g && *g ? NULL : llmpack_name_from_path(in);
     file_name_of(g && *g ? g : base ? base : "", buf, n);
     free(base);
     lpk_reader_close(r);
@@ -516,8 +516,8 @@ int cmd_quantize(int argc, char **argv)
     if (!folder) {
         urc = cli_output_format("quantize", out, format, &fmt);
     } else {
-        fmt = !format || !strcasecmp(format, "lpk") ? CLI_FMT_LPK
-              : !strcasecmp(format, "gguf")         ? CLI_FMT_GGUF
+        fmt = !format || !strcasecmp(format, "lpk") ? LLMPACK_FMT_LPK
+              : !strcasecmp(format, "gguf")         ? LLMPACK_FMT_GGUF
                                                     : 0;
         urc = fmt ? 0 : cli_usage_error("quantize", "--format: '%s' is not gguf or lpk", format);
     }
@@ -555,7 +555,7 @@ int cmd_quantize(int argc, char **argv)
                 break;
             }
             snprintf(paths[k], pl, "%.*s%s%s-%s.%s", (int)ol, out, out[ol - 1] == '/' ? "" : "/",
-                     name, up, fmt == CLI_FMT_GGUF ? "gguf" : "lpk");
+                     name, up, fmt == LLMPACK_FMT_GGUF ? "gguf" : "lpk");
             outs[k].path = paths[k];
             outs[k].recipe = types[k];
             outs[k].fmt = fmt;
@@ -582,7 +582,7 @@ int cmd_quantize(int argc, char **argv)
         json_t *j = json_object(), *arr = json_array();
         json_object_set_new(j, "input", json_string(in));
         json_object_set_new(j, "folder", json_string(out));
-        json_object_set_new(j, "format", json_string(fmt == CLI_FMT_GGUF ? "gguf" : "lpk"));
+        json_object_set_new(j, "format", json_string(fmt == LLMPACK_FMT_GGUF ? "gguf" : "lpk"));
         for (size_t k = 0; k < n_out; k++)
             json_array_append_new(arr, report_json(&o, &run, &outs[k]));
         json_object_set_new(j, "outputs", arr);

@@ -37,8 +37,8 @@ static void usage(FILE *f)
 static int load_tokenizer(const char *path, int quiet, tok_tokenizer **tok, lpk_error *err)
 {
     int rc;
-    const char *kind = cli_model_convert_kind(path);
-    if (cli_is_container(path) || (kind && strcmp(kind, "llama2c"))) {
+    const char *kind = llmpack_model_convert_kind(path);
+    if (llmpack_is_container(path) || (kind && strcmp(kind, "llama2c"))) {
         lpk_reader *r = NULL;
         rc = cli_open_model("tokenize", path, lpk_reader_default_flags(), quiet, &r, err);
         if (!rc) rc = tok_tokenizer_new(lpk_reader_meta(r), tok, err);

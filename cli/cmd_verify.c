@@ -128,8 +128,8 @@ static json_t *jstr_or_null(const char *s)
  * (null when it was not opened) into o. */
 static void file_json(json_t *o, const char *path, const lpk_reader *rd)
 {
-    cli_model_desc d;
-    if (rd) cli_model_describe(rd, &d);
+    llmpack_model_desc d;
+    if (rd) llmpack_model_describe(rd, &d);
     json_object_set_new(o, "file", json_string(path));
     json_object_set_new(o, "type", rd ? json_string(d.type) : json_null());
     json_object_set_new(o, "type_from", rd ? json_string(d.type_from) : json_null());
@@ -357,10 +357,10 @@ static int write_report(const char *path, int force, const run_info *ri, size_t 
                       .text_bytes = ri->text_bytes, .n_tokens = n_ids, .ctx = (int)ri->ctx,
                       .chunks = ri->chunks, .threads = (int)ri->threads,
                       .tokens_scored = ri->tokens_scored, .models = rm, .n_models = n};
-    if (ri->ref) cli_model_describe(ri->ref, &run.ref_desc);
+    if (ri->ref) llmpack_model_describe(ri->ref, &run.ref_desc);
     for (int i = 0; i < n; i++) {
         rm[i].path = paths[i];
-        cli_model_describe(models[i].r, &rm[i].desc);
+        llmpack_model_describe(models[i].r, &rm[i].desc);
         rm[i].res = res[i];
         vf_chunk_result *mine = ch + (size_t)i * (size_t)ri->chunks;
         rm[i].chunks = mine;

@@ -13,7 +13,7 @@
 /* One model as the report shows it. Everything is borrowed. */
 typedef struct report_model {
     const char *path;               /* as given on the command line */
-    cli_model_desc desc;            /* type, size, bits per weight */
+    llmpack_model_desc desc;            /* type, size, bits per weight */
     vf_ppl_result res;              /* vf_eval_result */
     const vf_chunk_result *chunks;  /* res.chunks entries (vf_eval_chunk_result) */
     const float *kld;               /* n_kld positions' KLD (vf_eval_klds); NULL without --ref */
@@ -26,7 +26,7 @@ typedef struct report_model {
 
 typedef struct report_run {
     const char *ref_path;           /* NULL without --ref */
-    cli_model_desc ref_desc;
+    llmpack_model_desc ref_desc;
     const char *text_path;
     uint64_t text_bytes;
     size_t n_tokens;                /* the whole text, BOS included */

@@ -14,8 +14,10 @@ extern "C" {
 #endif
 
 /* ---------------------------------------------------------------- convert */
-/* Called while tensors are written: bytes of source tensors done / total. */
-typedef void (*cv_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+/* Called while tensors are written: bytes of source tensors done / total.
+ * A non-zero return stops the conversion: cv_convert returns LPK_EINTR
+ * ("OUT: cancelled") and leaves nothing at out. */
+typedef int (*cv_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 typedef struct cv_options {
     const char *src;          /* HF / Meta folder, llama2.c .bin, or an archive */

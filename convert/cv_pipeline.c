@@ -819,7 +819,10 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
     }
     if (rc) goto out;
     uint64_t done = 0;
-    if (o->progress) o->progress(o->progress_ctx, 0, total);
+    if (o->progress && o->progress(o->progress_ctx, 0, total)) {
+        rc = lpk_err(err, LPK_EINTR, "%s: cancelled", o->out);
+        goto out;
+    }
     for (size_t k = 0; k < nd; k++) {
         const cv_tensor *t = &s->tensors[order[k]];
         int dt = decls[k].type;
@@ -841,7 +844,10 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
                 (rc = lpk_writer_tensor_write(w, b_dst, ob, err)))
                 goto out;
             done += (uint64_t)(kr * nc) * elem_size(t->dtype);
-            if (o->progress) o->progress(o->progress_ctx, done, total);
+            if (o->progress && o->progress(o->progress_ctx, done, total)) {
+                rc = lpk_err(err, LPK_EINTR, "%s: cancelled", o->out);
+                goto out;
+            }
         }
         if ((rc = lpk_writer_tensor_end(w, err))) goto out;
         s->ops->release(s, t);

@@ -1,0 +1,43 @@
+/* lib/'s own helpers for the job implementations (not installed). */
+#ifndef LLMPACK_JOB_INTERNAL_H
+#define LLMPACK_JOB_INTERNAL_H
+
+#include <signal.h>
+
+#include "jobs.h"
+
+struct llmpack_job {
+    lpk_error err;
+    llmpack_progress_fn progress;
+    void *progress_user;
+    llmpack_notice_fn notice;
+    void *notice_user;
+    volatile sig_atomic_t cancel;
+    const char *stage;   /* the stage begun and not ended, or NULL */
+    const char *unit;
+    uint64_t total;
+};
+
+/* The error a job fills (passed down to the modules' functions). */
+static inline lpk_error *job_err(llmpack_job *j) { return &j->err; }
+/* Starts a job: clears the status and message (not a cancellation). */
+void job_start(llmpack_job *j);
+/* Ends a job with status rc: ends a stage left open, records rc on the handle
+ * (with the status name as message if the job set none) and returns it. */
+int job_finish(llmpack_job *j, int rc);
+/* Progress: a stage begins (total 0: unknown), moves to done, ends. Each
+ * returns LPK_EINTR (message "PATH: cancelled", what names the work) once
+ * the job is cancelled, else LPK_OK. */
+int job_begin(llmpack_job *j, const char *stage, const char *unit, uint64_t total,
+              const char *what);
+int job_update(llmpack_job *j, uint64_t done, const char *item, const char *what);
+void job_end(llmpack_job *j);
+/* LPK_EINTR naming what once cancelled, else LPK_OK. */
+int job_check_cancel(llmpack_job *j, const char *what);
+/* llmpack_open_input / llmpack_open_model inside a job (no start or finish). */
+int job_open_input(llmpack_job *j, const char *path, unsigned flags, lpk_reader **r);
+int job_open_model(llmpack_job *j, const char *path, unsigned flags, lpk_reader **r);
+/* A notice, printf-style. */
+void job_notice(llmpack_job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

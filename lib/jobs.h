@@ -1,0 +1,162 @@
+/* llmpack lib/: the jobs the llmpack command does, as a library API. Prefix
+ * llmpack_. Uses every module below it (docs/ARCHITECTURE.md); cli/ is argument
+ * parsing and printing over this header.
+ *
+ * Every job runs on a handle (llmpack_job) that carries what the caller wants
+ * to hear (a progress callback, a notice callback), a way to stop it
+ * (llmpack_job_cancel, from any thread or a signal handler) and, after a
+ * failure, the status and a message naming the file and what is wrong
+ * (llmpack_job_error), in the style of libarchive's archive_error_string.
+ * A job returns LPK_OK or one of the LPK_E* status codes of format/lpk.h
+ * (never two of them combined); the same status is on the handle. A
+ * cancelled job returns LPK_EINTR and leaves no output behind. One handle
+ * runs one job at a time; it can run several one after another. */
+#ifndef LLMPACK_JOBS_H
+#define LLMPACK_JOBS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../format/lpk.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- the handle */
+typedef struct llmpack_job llmpack_job;
+
+/* A stage of a job begins, moves, or ends. Stages do not nest: a job ends one
+ * before it begins the next. */
+enum llmpack_progress_event {
+    LLMPACK_PROGRESS_BEGIN = 1,
+    LLMPACK_PROGRESS_UPDATE = 2,
+    LLMPACK_PROGRESS_END = 3
+};
+typedef struct llmpack_progress {
+    int event;            /* enum llmpack_progress_event */
+    const char *stage;    /* what is going on: "converting", "export", "quantize", ... */
+    const char *unit;     /* "B": done and total are bytes; else a count of unit */
+    uint64_t done, total; /* total 0: not known */
+    const char *item;     /* what is being worked on, or a figure ("ppl 5.86"); may be NULL */
+} llmpack_progress;
+typedef void (*llmpack_progress_fn)(void *user, const llmpack_progress *p);
+/* Non-fatal things a user should know (a checkpoint converted on the fly, a
+ * tokenizer missing), one sentence, no trailing newline. */
+typedef void (*llmpack_notice_fn)(void *user, const char *msg);
+
+/* A new handle (NULL when out of memory); free with llmpack_job_free. */
+llmpack_job *llmpack_job_new(void);
+void llmpack_job_free(llmpack_job *j);
+/* Callbacks (NULL: none), called from the thread that runs the job. */
+void llmpack_job_set_progress(llmpack_job *j, llmpack_progress_fn fn, void *user);
+void llmpack_job_set_notice(llmpack_job *j, llmpack_notice_fn fn, void *user);
+/* Asks the running (or the next) job to stop: it returns LPK_EINTR at its
+ * next progress point (a tensor, a slice of a tensor, a chunk of text) and
+ * removes what it was writing. Async-signal-safe. llmpack_job_reset clears it. */
+void llmpack_job_cancel(llmpack_job *j);
+int llmpack_job_cancelled(const llmpack_job *j);
+/* The status of the last job run on j (LPK_OK before any) and its message
+ * ("" when none). The message stays until the next job or reset. */
+int llmpack_job_status(const llmpack_job *j);
+const char *llmpack_job_error(const llmpack_job *j);
+/* The error as format/'s struct, for code that passes it on. */
+const lpk_error *llmpack_job_lpk_error(const llmpack_job *j);
+/* Clears the status, the message and a cancellation. */
+void llmpack_job_reset(llmpack_job *j);
+
+/* ---------------------------------------------------------------- model inputs */
+/* Output formats of convert, quantize and export. */
+enum llmpack_format { LLMPACK_FMT_LPK = 1, LLMPACK_FMT_GGUF = 2 };
+
+/* Opens a container (.lpk or GGUF) for reading with lpk_reader_open_flags;
+ * a GGUF is also checked the way verify checks it (hyperparameters, required
+ * tensors, shapes). *r is NULL on failure. */
+int llmpack_open_input(llmpack_job *j, const char *path, unsigned flags, lpk_reader **r);
+/* Opens any model: a container as llmpack_open_input does; anything convert
+ * reads (a Hugging Face or Meta folder, a llama2.c .bin, an archive) is
+ * converted first, at its source precision, into a memfd (or, when the
+ * container would take more than LLMPACK_MEMFD_MAX bytes, by default half of
+ * MemAvailable, into an unlinked file in TMPDIR), which the reader maps:
+ * nothing is written at or beside path. A notice says so; progress stage
+ * "converting" (bytes). The reader's path is `path`. */
+int llmpack_open_model(llmpack_job *j, const char *path, unsigned flags, lpk_reader **r);
+/* What llmpack_open_model would convert path as (cv_source_kind's name;
+ * "folder" for a folder convert does not recognise), or NULL when it opens
+ * path as a container: a file named .lpk or .gguf (any case), starting with a
+ * container's magic, or that convert does not read. */
+const char *llmpack_model_convert_kind(const char *path);
+/* 1 when path starts with the magic of a GGUF or an .lpk. */
+int llmpack_is_container(const char *path);
+/* $TMPDIR, else /tmp. */
+const char *llmpack_tmpdir(void);
+
+/* A model file in words. type: the recipe recorded by quantize (quant.recipe,
+ * "Q4_K_M"), else the recipe of general.file_type (llama.cpp's file type, as
+ * GGUF files carry it), else the tensor type holding the most bytes ("F16");
+ * type_from says which: "recipe", "file_type" or "tensors". bpw: tensor bits
+ * over tensor elements. */
+typedef struct llmpack_model_desc {
+    char type[32];
+    const char *type_from;
+    uint64_t file_size, n_elements, tensor_bytes;
+    double bpw;
+} llmpack_model_desc;
+void llmpack_model_describe(const lpk_reader *r, llmpack_model_desc *d);
+
+/* "dir/llama2-20m.q4_k.lpk" -> "llama2-20m.q4_k" (malloc'ed; NULL when out of
+ * memory): the general.name a GGUF gets from its container's file name. */
+char *llmpack_name_from_path(const char *path);
+
+/* Outputs made in two steps (a container, then a GGUF from it): creates an
+ * empty `.BASE.tmp-XXXXXX` beside out (the writers' naming: what a SIGKILL
+ * leaves is swept by the next run there), its name in path (n bytes),
+ * registered so that the cleanup signals remove it. Write it with
+ * LPK_WRITE_FORCE; llmpack_tmp_hold once it is complete (a lock that keeps
+ * other runs' sweeps off it); llmpack_tmp_remove on every path out (a path
+ * not made here: no-op). At most 20 at a time in a process. */
+int llmpack_tmp_beside(const char *out, char *path, size_t n, lpk_error *err);
+void llmpack_tmp_hold(const char *path);
+void llmpack_tmp_remove(const char *path);
+
+/* ---------------------------------------------------------------- export */
+typedef struct llmpack_export_opts {
+    const char *in;        /* .lpk or GGUF */
+    const char *out;       /* written to a temporary file beside it, renamed when complete */
+    int format;            /* LLMPACK_FMT_GGUF: GGUF v3 for llama.cpp (format/'s mapping);
+                            * LLMPACK_FMT_LPK: a container with in's keys and tensors as
+                            * they are */
+    const char *name;      /* general.name of a GGUF output whose input has none
+                            * (NULL: in's file name, llmpack_name_from_path) */
+    const char *set_name;  /* general.name of the output whatever in has (NULL: keep) */
+    int strip;             /* GGUF: drop llmpack-only keys (LPK_GGUF_STRIP) */
+    int force;             /* replace an existing out */
+    uint64_t max_size;     /* a larger output is LPK_ENOSPC before anything is written
+                            * (0: no limit) */
+} llmpack_export_opts;
+typedef struct llmpack_export_result {
+    size_t n_tensors, n_added, n_keys, n_dropped;
+    uint64_t data_bytes;   /* tensor bytes written */
+    uint64_t file_size;    /* of out (also set when max_size stopped the export) */
+} llmpack_export_result;
+/* Every tensor's checksum is verified on the way; progress stage "export"
+ * (bytes). Nothing is left at out on failure. res may be NULL. */
+int llmpack_export(llmpack_job *j, const llmpack_export_opts *o, llmpack_export_result *res);
+
+/* ---------------------------------------------------------------- convert */
+
+/* ---------------------------------------------------------------- quantize */
+
+/* ---------------------------------------------------------------- calibrate */
+
+/* ---------------------------------------------------------------- verify */
+
+/* ---------------------------------------------------------------- check */
+
+/* ---------------------------------------------------------------- info */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
