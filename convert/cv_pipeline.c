@@ -393,15 +393,18 @@ static int add_provenance(lpk_meta *m, const cv_source *s, int hash, const cv_re
             hexp[i] = hex[i];
         }
     }
+    /* the first failure is the status (two ORed together would be a third) */
     if (s->n_files) {
         rc = lpk_meta_set_str_arr(m, "source.files", names, NULL, n);
-        rc |= lpk_meta_set_arr(m, "source.file_sizes", LPK_V_U64, sizes, n);
+        if (!rc) rc = lpk_meta_set_arr(m, "source.file_sizes", LPK_V_U64, sizes, n);
     }
-    if (hash) rc |= lpk_meta_set_str_arr(m, "source.xxh3", hexp, NULL, n);
-    rc |= lpk_meta_set_str(m, "source.tool", "llmpack " LPK_VERSION_STRING);
-    rc |= lpk_meta_set_str_arr(m, "source.skipped_tensors", (const char *const *)rep->skipped,
-                               NULL, rep->n_skipped);
-    if (rc) rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+    if (!rc && hash) rc = lpk_meta_set_str_arr(m, "source.xxh3", hexp, NULL, n);
+    if (!rc) rc = lpk_meta_set_str(m, "source.tool", "llmpack " LPK_VERSION_STRING);
+    if (!rc)
+        rc = lpk_meta_set_str_arr(m, "source.skipped_tensors",
+                                  (const char *const *)rep->skipped, NULL, rep->n_skipped);
+    if (rc == LPK_ENOMEM) rc = lpk_err(err, rc, "out of memory");
+    else if (rc) rc = lpk_err(err, rc, "source.* metadata: %s", lpk_status_name(rc));
 out:
     for (size_t i = 0; paths && i < n; i++) free(paths[i]);
     free(paths);
