@@ -89,8 +89,6 @@ int cli_output_format(const char *cmd, const char *out, const char *format_opt, 
  * ("converting ... into memory") on stderr and a progress display. */
 int cli_open_model(const char *cmd, const char *path, unsigned flags, int quiet, lpk_reader **r,
                    lpk_error *err);
-/* A cv_progress_fn over a cli_progress (ctx): bytes done of total; never stops. */
-int cli_bytes_progress(void *ctx, uint64_t done, uint64_t total);
 
 /* The export job (llmpack_export) for quantize's and convert's GGUF outputs:
  * `in` as GGUF v3 at out, general.name `name` when in has none; progress
@@ -133,6 +131,7 @@ struct cli_job {
     llmpack_job *j;
     const char *cmd;
     int quiet;
+    int stage_label;  /* label a stage with its name alone ("export"), not "CMD: STAGE" */
     cli_progress pr;
     char label[96];
 };

@@ -10,7 +10,7 @@ static void on_progress(void *user, const llmpack_progress *p)
     cli_job *cj = user;
     switch (p->event) {
     case LLMPACK_PROGRESS_BEGIN:
-        if (strcmp(p->stage, cj->cmd))
+        if (strcmp(p->stage, cj->cmd) && !cj->stage_label)
             snprintf(cj->label, sizeof cj->label, "%s: %s", cj->cmd, p->stage);
         else
             snprintf(cj->label, sizeof cj->label, "%s", cj->cmd);

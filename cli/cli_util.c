@@ -258,11 +258,3 @@ void cli_chunk_progress(void *user, int done, int total, uint64_t tokens, double
     snprintf(extra, sizeof extra, "%.0f tokens/s", seconds > 0 ? (double)tokens / seconds : 0.0);
     cli_progress_update(p, (uint64_t)done, extra);
 }
-
-int cli_bytes_progress(void *ctx, uint64_t done, uint64_t total)
-{
-    cli_progress *p = ctx;
-    p->total = total;
-    cli_progress_update(p, done, NULL);
-    return 0;
-}

@@ -1,3 +1,6 @@
+/* llmpack convert: a checkpoint into a container or a GGUF: arguments and the
+ * report over the convert job (llmpack_convert). --method gptq still converts
+ * here and runs the quantize command on the result. */
 #include "cli.h"
 
 #include <getopt.h>
@@ -55,25 +58,23 @@ static void usage(FILE *f)
  * pass, so convert at the source precision to a temporary file beside OUT and
  * hand that to quantize with the GPTQ options (qargs) and the output format
  * (fmt); the temporary is removed whatever happens. */
-static int convert_gptq(cv_options *o, int json, int quiet, int fmt, char **qargs, int nq)
+static int convert_gptq(const llmpack_convert_opts *co, int json, int quiet, char **qargs, int nq)
 {
     char tmp[4096];
     lpk_error err;
     lpk_error_clear(&err);
-    int rc = lpk_writer_check_target(o->out, o->force ? LPK_WRITE_FORCE : 0, &err);
-    if (!rc) rc = llmpack_tmp_beside(o->out, tmp, sizeof tmp, &err);
+    int rc = lpk_writer_check_target(co->out, co->force ? LPK_WRITE_FORCE : 0, &err);
+    if (!rc) rc = llmpack_tmp_beside(co->out, tmp, sizeof tmp, &err);
     if (rc) {
         cli_print_error("convert", &err);
         return cli_exit_for(rc);
     }
-    const char *out = o->out, *type = o->type;
-    int pure = o->pure, force = o->force;
-    o->out = tmp;
-    o->type = NULL;
-    o->pure = 0;
-    o->force = 1;
+    cv_options o = {.src = co->src, .out = tmp, .tokenizer = co->tokenizer,
+                    .context_length = co->context_length, .name = co->name,
+                    .hash_sources = co->hash_sources, .threads = co->threads, .force = 1,
+                    .no_tokenizer = co->no_tokenizer};
     cv_report rep;
-    rc = cv_convert(o, &rep, &err);
+    rc = cv_convert(&o, &rep, &err);
     if (rep.warning[0]) fprintf(stderr, "llmpack convert: warning: %s\n", rep.warning);
     cv_report_free(&rep);
     if (rc) {
@@ -83,24 +84,93 @@ static int convert_gptq(cv_options *o, int json, int quiet, int fmt, char **qarg
     }
     llmpack_tmp_hold(tmp);
     char thr[16];
-    snprintf(thr, sizeof thr, "%d", o->threads);
-    char *av[32] = {"quantize", tmp,      "-o", (char *)out, "--type", (char *)type,
-                    "--format", fmt == LLMPACK_FMT_GGUF ? "gguf" : "lpk"};
+    snprintf(thr, sizeof thr, "%d", co->threads);
+    char *av[32] = {"quantize", tmp,      "-o", (char *)co->out, "--type", (char *)co->type,
+                    "--format", co->format == LLMPACK_FMT_GGUF ? "gguf" : "lpk"};
     int ac = 8;
-    if (pure) av[ac++] = "--pure";
-    if (force) av[ac++] = "--force";
+    if (co->pure) av[ac++] = "--pure";
+    if (co->force) av[ac++] = "--force";
     if (json) av[ac++] = "--json";
     if (quiet) av[ac++] = "--quiet";
-    if (o->threads > 0) { av[ac++] = "--threads"; av[ac++] = thr; }
+    if (co->threads > 0) { av[ac++] = "--threads"; av[ac++] = thr; }
     for (int i = 0; i < nq && ac < 31; i++) av[ac++] = qargs[i];
     rc = cmd_quantize(ac, av);
     llmpack_tmp_remove(tmp);
     return rc;
 }
 
+/* The job's notices: its warning also with -q and --json, the rest unless quiet. */
+static void on_notice(void *user, const char *msg)
+{
+    const cli_job *cj = user;
+    if (!cj->quiet || !strncmp(msg, "warning: ", 9)) fprintf(stderr, "llmpack convert: %s\n", msg);
+}
+
+/* The report on stdout: JSON, or a line (and the tensors without an
+ * importance-matrix entry, the tensors skipped). */
+static void print_report(const llmpack_convert_opts *co, const cv_report *rep, int json,
+                         double secs)
+{
+    int gguf = co->format == LLMPACK_FMT_GGUF;
+    if (json) {
+        json_t *j = json_object();
+        json_t *sk = json_array(), *types = json_object();
+        for (size_t i = 0; i < rep->n_skipped; i++)
+            json_array_append_new(sk, json_string(rep->skipped[i]));
+        for (int t = 0; t < LPK_TYPE_COUNT; t++)
+            if (rep->n_by_type[t])
+                json_object_set_new(types, lpk_type_get(t)->name,
+                                    json_integer((json_int_t)rep->n_by_type[t]));
+        json_object_set_new(j, "source", json_string(co->src));
+        json_object_set_new(j, "source_format", json_string(rep->source_format));
+        json_object_set_new(j, "output", json_string(co->out));
+        json_object_set_new(j, "format", json_string(gguf ? "gguf" : "lpk"));
+        json_object_set_new(j, "tensors", json_integer((json_int_t)rep->n_tensors));
+        json_object_set_new(j, "types", types);
+        json_object_set_new(j, "bytes_in", json_integer((json_int_t)rep->bytes_in));
+        json_object_set_new(j, "bytes_out", json_integer((json_int_t)rep->bytes_out));
+        json_object_set_new(j, "seconds", json_real(secs));
+        json_object_set_new(j, "peak_rss", json_integer((json_int_t)cli_peak_rss()));
+        json_object_set_new(j, "tied", json_boolean(rep->tied));
+        json_object_set_new(j, "skipped_tensors", sk);
+        if (co->imatrix) {
+            json_t *ne = json_array();
+            for (size_t i = 0; i < rep->n_no_imatrix; i++)
+                json_array_append_new(ne, json_string(rep->no_imatrix[i]));
+            json_object_set_new(j, "imatrix_default_weighting", ne);
+        }
+        json_object_set_new(j, "warning", rep->warning[0] ? json_string(rep->warning) : json_null());
+        json_object_set_new(j, "note", rep->note[0] ? json_string(rep->note) : json_null());
+        json_object_set_new(j, "tokenizer", rep->tokenizer[0] ? json_string(rep->tokenizer)
+                                                              : json_null());
+        cli_json_print(j);
+        return;
+    }
+    char types[256] = "";
+    size_t off = 0;
+    for (int t = 0; t < LPK_TYPE_COUNT && off < sizeof types; t++)
+        if (rep->n_by_type[t])
+            off += (size_t)snprintf(types + off, sizeof types - off, "%s%zu %s", off ? ", " : "",
+                                    rep->n_by_type[t], lpk_type_get(t)->name);
+    printf("%s: %s%zu tensors (%s)%s, %.1f MiB from %s in %.1f s (%.0f MB/s)\n", co->out,
+           gguf ? "GGUF, " : "", rep->n_tensors, types, rep->tied ? ", tied output" : "",
+           (double)rep->bytes_out / (1 << 20), rep->source_format, secs,
+           secs > 0 ? (double)rep->bytes_in / secs / 1e6 : 0.0);
+    if (rep->n_no_imatrix) {
+        printf("no importance-matrix entry, default weighting:");
+        for (size_t i = 0; i < rep->n_no_imatrix; i++) printf(" %s", rep->no_imatrix[i]);
+        printf("\n");
+    }
+    if (rep->n_skipped) {
+        printf("skipped:");
+        for (size_t i = 0; i < rep->n_skipped; i++) printf(" %s", rep->skipped[i]);
+        printf("\n");
+    }
+}
+
 int cmd_convert(int argc, char **argv)
 {
-    cv_options o;
+    llmpack_convert_opts o;
     memset(&o, 0, sizeof o);
     int json = 0, quiet = 0, gptq = 0, calib = 0, nq = 0, c;
     const char *format = NULL, *calib_path = NULL;
@@ -148,7 +218,7 @@ int cmd_convert(int argc, char **argv)
         case O_FORMAT: format = optarg; break;
         case O_TYPE: o.type = optarg; break;
         case O_PURE: o.pure = 1; break;
-        case O_IMATRIX: o.imatrix_path = optarg; break;
+        case O_IMATRIX: o.imatrix = optarg; break;
         case O_METHOD: case O_CALIB: case O_CHUNKS: case O_DAMP: case O_ORDER:
         case O_INPUTS:
             /* handed to quantize as they are */
@@ -188,131 +258,36 @@ int cmd_convert(int argc, char **argv)
     if (!o.src) return cli_usage_error("convert", "no source given");
     if (!o.out) return cli_usage_error("convert", "no output given (-o OUT.lpk)");
     if (o.pure && !o.type) return cli_usage_error("convert", "--pure needs --type");
-    if (o.imatrix_path && !o.type) return cli_usage_error("convert", "--imatrix needs --type");
+    if (o.imatrix && !o.type) return cli_usage_error("convert", "--imatrix needs --type");
     if (nq && !gptq)
         return cli_usage_error("convert", "--calib, --chunks, --damp, --inputs and the orders need "
                                "--method gptq");
-    int fmt = 0, urc = cli_output_format("convert", o.out, format, &fmt);
+    int urc = cli_output_format("convert", o.out, format, &o.format);
     if (urc) return urc;
-    if (fmt == LLMPACK_FMT_GGUF && o.no_tokenizer)
+    if (o.format == LLMPACK_FMT_GGUF && o.no_tokenizer)
         return cli_usage_error("convert", "a GGUF output needs the tokenizer (no --no-tokenizer)");
-    const char *inputs[] = {o.src, o.tokenizer, o.imatrix_path, calib_path};
+    const char *inputs[] = {o.src, o.tokenizer, o.imatrix, calib_path};
     if ((urc = cli_inputs_exist("convert", inputs, 4))) return urc;
     if (gptq) {
         if (!o.type || !calib)
             return cli_usage_error("convert", "--method gptq needs --type and --calib TEXT");
-        if (o.imatrix_path)
+        if (o.imatrix)
             return cli_usage_error("convert", "--imatrix and --method gptq exclude each other");
-        return convert_gptq(&o, json, quiet, fmt, qargs, nq);
-    }
-    /* GGUF: convert into a container beside OUT, then export it */
-    const char *final_out = NULL;
-    int force_out = 0;
-    char tmp[4096] = "";
-    if (fmt == LLMPACK_FMT_GGUF) {
-        lpk_error te = {0};
-        int st = lpk_writer_check_target(o.out, o.force ? LPK_WRITE_FORCE : 0, &te);
-        if (!st) st = llmpack_tmp_beside(o.out, tmp, sizeof tmp, &te);
-        if (st) {
-            cli_print_error("convert", &te);
-            return cli_exit_for(st);
-        }
-        final_out = o.out;
-        force_out = o.force;
-        o.out = tmp;
-        o.force = 1;
-    }
-    lpk_imatrix *im = NULL;
-    if (o.imatrix_path) {
-        lpk_error ie = {0};
-        int st = lpk_imatrix_read(o.imatrix_path, &im, &ie);
-        if (st) {
-            cli_print_error("convert", &ie);
-            llmpack_tmp_remove(tmp);
-            return cli_exit_for(st);
-        }
-        o.imatrix = im;
+        return convert_gptq(&o, json, quiet, qargs, nq);
     }
 
-    cli_progress prog;
-    cli_progress_start(&prog, "convert", "B", 0, json || quiet);
-    o.progress = cli_bytes_progress;
-    o.progress_ctx = &prog;
+    cli_job cj;
+    if (cli_job_init(&cj, "convert", quiet || json)) {
+        fprintf(stderr, "llmpack convert: out of memory\n");
+        return CLI_EXIT_RUNTIME;
+    }
+    cj.stage_label = 1; /* a GGUF's second stage shows as "export", as export's own */
+    llmpack_job_set_notice(cj.j, on_notice, &cj);
+    llmpack_convert_result res;
     double t0 = cli_now();
-    cv_report rep;
-    lpk_error err;
-    lpk_error_clear(&err);
-    int rc = cv_convert(&o, &rep, &err);
-    lpk_imatrix_free(im);
-    cli_progress_end(&prog);
-    if (!rc && final_out) {
-        llmpack_tmp_hold(tmp);
-        char *name = llmpack_name_from_path(final_out);
-        rc = cli_export_gguf(tmp, final_out, name, force_out, json || quiet, 0, NULL, &err);
-        free(name);
-    }
-    llmpack_tmp_remove(tmp);
-    if (final_out) o.out = final_out;
-    double secs = cli_now() - t0;
-    if (rep.warning[0]) fprintf(stderr, "llmpack convert: warning: %s\n", rep.warning);
-    if (rep.note[0] && !json && !quiet) fprintf(stderr, "llmpack convert: %s\n", rep.note);
-    if (rc) {
-        cli_print_error("convert", &err);
-        cv_report_free(&rep);
-        return cli_exit_for(rc);
-    }
-    if (json) {
-        json_t *j = json_object();
-        json_t *sk = json_array(), *types = json_object();
-        for (size_t i = 0; i < rep.n_skipped; i++) json_array_append_new(sk, json_string(rep.skipped[i]));
-        for (int t = 0; t < LPK_TYPE_COUNT; t++)
-            if (rep.n_by_type[t])
-                json_object_set_new(types, lpk_type_get(t)->name, json_integer((json_int_t)rep.n_by_type[t]));
-        json_object_set_new(j, "source", json_string(o.src));
-        json_object_set_new(j, "source_format", json_string(rep.source_format));
-        json_object_set_new(j, "output", json_string(o.out));
-        json_object_set_new(j, "format", json_string(final_out ? "gguf" : "lpk"));
-        json_object_set_new(j, "tensors", json_integer((json_int_t)rep.n_tensors));
-        json_object_set_new(j, "types", types);
-        json_object_set_new(j, "bytes_in", json_integer((json_int_t)rep.bytes_in));
-        json_object_set_new(j, "bytes_out", json_integer((json_int_t)rep.bytes_out));
-        json_object_set_new(j, "seconds", json_real(secs));
-        json_object_set_new(j, "peak_rss", json_integer((json_int_t)cli_peak_rss()));
-        json_object_set_new(j, "tied", json_boolean(rep.tied));
-        json_object_set_new(j, "skipped_tensors", sk);
-        if (im || o.imatrix_path) {
-            json_t *ne = json_array();
-            for (size_t i = 0; i < rep.n_no_imatrix; i++)
-                json_array_append_new(ne, json_string(rep.no_imatrix[i]));
-            json_object_set_new(j, "imatrix_default_weighting", ne);
-        }
-        json_object_set_new(j, "warning", rep.warning[0] ? json_string(rep.warning) : json_null());
-        json_object_set_new(j, "note", rep.note[0] ? json_string(rep.note) : json_null());
-        json_object_set_new(j, "tokenizer", rep.tokenizer[0] ? json_string(rep.tokenizer)
-                                                             : json_null());
-        cli_json_print(j);
-    } else if (!quiet) {
-        char types[256] = "";
-        size_t off = 0;
-        for (int t = 0; t < LPK_TYPE_COUNT && off < sizeof types; t++)
-            if (rep.n_by_type[t])
-                off += (size_t)snprintf(types + off, sizeof types - off, "%s%zu %s", off ? ", " : "",
-                                        rep.n_by_type[t], lpk_type_get(t)->name);
-        printf("%s: %s%zu tensors (%s)%s, %.1f MiB from %s in %.1f s (%.0f MB/s)\n", o.out,
-               final_out ? "GGUF, " : "", rep.n_tensors, types, rep.tied ? ", tied output" : "",
-               (double)rep.bytes_out / (1 << 20), rep.source_format, secs,
-               secs > 0 ? (double)rep.bytes_in / secs / 1e6 : 0.0);
-        if (rep.n_no_imatrix) {
-            printf("no importance-matrix entry, default weighting:");
-            for (size_t i = 0; i < rep.n_no_imatrix; i++) printf(" %s", rep.no_imatrix[i]);
-            printf("\n");
-        }
-        if (rep.n_skipped) {
-            printf("skipped:");
-            for (size_t i = 0; i < rep.n_skipped; i++) printf(" %s", rep.skipped[i]);
-            printf("\n");
-        }
-    }
-    cv_report_free(&rep);
-    return CLI_EXIT_OK;
+    int rc = llmpack_convert(cj.j, &o, &res) ? cli_job_fail(&cj) : CLI_EXIT_OK;
+    if (!rc && (json || !quiet)) print_report(&o, &res.report, json, cli_now() - t0);
+    cli_job_free(&cj);
+    llmpack_convert_result_free(&res);
+    return rc;
 }

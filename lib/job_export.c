@@ -132,12 +132,9 @@ static int copy_container(llmpack_job *j, const llmpack_export_opts *o, llmpack_
     return st;
 }
 
-int llmpack_export(llmpack_job *j, const llmpack_export_opts *o, llmpack_export_result *res)
+int job_export(llmpack_job *j, const llmpack_export_opts *o, llmpack_export_result *s)
 {
-    llmpack_export_result local;
-    llmpack_export_result *s = res ? res : &local;
     memset(s, 0, sizeof *s);
-    job_start(j);
     int st;
     if (!o->in || !o->out)
         st = lpk_err(job_err(j), LPK_EINVAL, "export: no %s given", o->in ? "output" : "input");
@@ -149,5 +146,12 @@ int llmpack_export(llmpack_job *j, const llmpack_export_opts *o, llmpack_export_
                       : copy_container(j, o, s);
     else
         st = lpk_err(job_err(j), LPK_EINVAL, "%s: unknown output format %d", o->out, o->format);
-    return job_finish(j, st);
+    return st;
+}
+
+int llmpack_export(llmpack_job *j, const llmpack_export_opts *o, llmpack_export_result *res)
+{
+    llmpack_export_result local;
+    job_start(j);
+    return job_finish(j, job_export(j, o, res ? res : &local));
 }

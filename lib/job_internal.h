@@ -37,6 +37,8 @@ int job_check_cancel(llmpack_job *j, const char *what);
 /* llmpack_open_input / llmpack_open_model inside a job (no start or finish). */
 int job_open_input(llmpack_job *j, const char *path, unsigned flags, lpk_reader **r);
 int job_open_model(llmpack_job *j, const char *path, unsigned flags, lpk_reader **r);
+/* llmpack_export inside a job (no start or finish); res is not NULL. */
+int job_export(llmpack_job *j, const llmpack_export_opts *o, llmpack_export_result *res);
 /* A notice, printf-style. */
 void job_notice(llmpack_job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

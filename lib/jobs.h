@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "../format/lpk.h"
+#include "../convert/convert.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -144,6 +145,41 @@ typedef struct llmpack_export_result {
 int llmpack_export(llmpack_job *j, const llmpack_export_opts *o, llmpack_export_result *res);
 
 /* ---------------------------------------------------------------- convert */
+typedef struct llmpack_convert_opts {
+    const char *src;          /* a Hugging Face or Meta folder, a llama2.c .bin, or a .tar /
+                               * .tar.zst / .zip of a folder (cv_source_kind) */
+    const char *out;          /* written to a temporary file beside it, renamed when complete */
+    int format;               /* LLMPACK_FMT_LPK: a container; LLMPACK_FMT_GGUF: a container
+                               * written to a temporary file beside out, then exported
+                               * (llmpack_export, general.name default out's file name) and
+                               * removed: twice out's size on disk for a while */
+    const char *type;         /* NULL: the source precision (1-D tensors f32); "f32", "f16",
+                               * "bf16" or a quant/ recipe ("q8_0", "q4_k_m", ...) */
+    int pure;                 /* with type: that type for every 2-D tensor, no recipe */
+    const char *imatrix;      /* an importance matrix file (llmpack calibrate, llama-imatrix)
+                               * for type's scale searches, or NULL; needs type */
+    const char *tokenizer;    /* a tokenizer file instead of the checkpoint's, or NULL */
+    int no_tokenizer;         /* a checkpoint without a tokenizer is converted (else it is
+                               * LPK_ENOTFOUND); not for GGUF outputs */
+    uint32_t context_length;  /* 0: the checkpoint's */
+    const char *name;         /* general.name (NULL: the model's own) */
+    int hash_sources;         /* record the xxh3 of every input file */
+    int threads;              /* 0: OpenMP's default */
+    int force;                /* replace an existing out */
+} llmpack_convert_opts;
+typedef struct llmpack_convert_result {
+    cv_report report;         /* convert/'s (bytes_out: of the container, also for a GGUF) */
+    uint64_t file_size;       /* of out */
+} llmpack_convert_result;
+/* Converts o->src into o->out. Progress stage "convert" (bytes of source
+ * tensors), then for a GGUF "export" (bytes). Notices: the report's warning as
+ * "warning: WARNING" (a tokenizer missing, added tokens dropped: a CLI prints it
+ * even when asked to be quiet) and its note (which files were chosen), after
+ * the conversion, also when it fails. Nothing is left at or beside out on
+ * failure or cancellation. res (may be NULL) is filled as far as known, also
+ * on failure; free it with llmpack_convert_result_free. */
+int llmpack_convert(llmpack_job *j, const llmpack_convert_opts *o, llmpack_convert_result *res);
+void llmpack_convert_result_free(llmpack_convert_result *res);
 
 /* ---------------------------------------------------------------- quantize */
 

@@ -5,6 +5,7 @@
  * notices. On the demo model (examples/), so it runs without ../shared. */
 #include "tutil.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -268,6 +269,214 @@ static void test_open_model(void **state)
     free(in);
 }
 
+/* ---------------------------------------------------------------- convert */
+/* A folder dir/name with n of the demo's files. */
+static char *demo_part(const char *dir, const char *name, const char *const *files, size_t n)
+{
+    char *d = tu_fmt("%s/%s", dir, name);
+    if (mkdir(d, 0755)) fail_msg("mkdir %s", d);
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        char *from = tu_fmt("%s/%s", demo, files[i]), *to = tu_fmt("%s/%s", d, files[i]);
+        char *data = tu_read_file(from, &len);
+        assert_non_null(data);
+        assert_int_equal(tu_write_file(to, data, len), 0);
+        free(data);
+        free(from);
+        free(to);
+    }
+    return d;
+}
+
+/* The demo's weights and config, no tokenizer. */
+static char *demo_without_tokenizer(const char *dir)
+{
+    static const char *const files[] = {"config.json", "model.safetensors"};
+    return demo_part(dir, "notok", files, 2);
+}
+
+/* To a container: one "convert" stage whose bytes add up to the report's,
+ * the same bytes as convert/'s own call; a warning as a notice. */
+static void test_convert_lpk(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *ref = demo_container(dir), *out = tu_fmt("%s/job.lpk", dir);
+    seen s;
+    llmpack_job *j = new_job(&s);
+    llmpack_convert_opts o = {.src = demo, .out = out, .format = LLMPACK_FMT_LPK};
+    llmpack_convert_result res;
+    assert_int_equal(llmpack_convert(j, &o, &res), LPK_OK);
+    assert_int_equal(llmpack_job_status(j), LPK_OK);
+    assert_string_equal(llmpack_job_error(j), "");
+    assert_string_equal(s.stages, "convert,");
+    assert_int_equal(s.ends, 1);
+    assert_true(s.updates > 1);
+    assert_true(s.last_done == res.report.bytes_in && s.last_total == res.report.bytes_in);
+    assert_int_equal(res.file_size, file_size(out));
+    assert_int_equal(res.report.bytes_out, file_size(out));
+    assert_string_equal(res.report.source_format, "hf-safetensors");
+    assert_int_equal(res.report.n_tensors, 47);
+    assert_string_equal(s.notices, "");
+    llmpack_convert_result_free(&res);
+    tu_same_bytes(ref, out);
+
+    /* no tokenizer: converted with no_tokenizer, the warning as a notice */
+    char *notok = demo_without_tokenizer(dir), *out2 = tu_fmt("%s/notok.lpk", dir);
+    o = (llmpack_convert_opts){.src = notok, .out = out2, .format = LLMPACK_FMT_LPK,
+                               .no_tokenizer = 1, .type = "q8_0"};
+    assert_int_equal(llmpack_convert(j, &o, NULL), LPK_OK);
+    assert_non_null(strstr(s.notices, "warning: no tokenizer ("));
+    assert_true(tu_exists(out2));
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir);
+    free(ref);
+    free(out);
+    free(notok);
+    free(out2);
+}
+
+/* To a GGUF: "convert" then "export", the bytes of `llmpack convert` with the
+ * same options (general.name from the output's file name: same name in two
+ * folders), no temporary left beside it. */
+static void test_convert_gguf(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *cli_dir = tu_fmt("%s/cli", dir);
+    char *out = tu_fmt("%s/demo-Q4_K_M.gguf", dir), *cli_out = tu_fmt("%s/demo-Q4_K_M.gguf", cli_dir);
+    assert_int_equal(mkdir(cli_dir, 0755), 0);
+    seen s;
+    llmpack_job *j = new_job(&s);
+    llmpack_convert_opts o = {.src = demo, .out = out, .format = LLMPACK_FMT_GGUF,
+                              .type = "q4_k_m", .threads = 2};
+    llmpack_convert_result res;
+    assert_int_equal(llmpack_convert(j, &o, &res), LPK_OK);
+    assert_string_equal(s.stages, "convert,export,");
+    assert_int_equal(s.ends, 2);
+    assert_int_equal(res.file_size, file_size(out));
+    assert_int_equal(res.report.n_by_type[LPK_TYPE_Q5_0], 28); /* rows of 64: no q4_k */
+    llmpack_convert_result_free(&res);
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
+    lpk_reader *r = NULL;
+    lpk_error err = {0};
+    assert_int_equal(lpk_reader_open(out, &r, &err), LPK_OK);
+    assert_int_equal(lpk_reader_kind(r), LPK_KIND_GGUF);
+    lpk_reader_close(r);
+
+    tu_run_ok("convert %s -o '%s' --type q4_k_m -q", demo, cli_out);
+    tu_same_bytes(cli_out, out);
+
+    /* the same handle, an existing output without force: EEXIST, kept */
+    uint64_t before = file_size(out);
+    assert_int_equal(llmpack_convert(j, &o, NULL), LPK_EEXIST);
+    assert_non_null(strstr(llmpack_job_error(j), out));
+    assert_int_equal(file_size(out), before);
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir);
+    free(cli_dir);
+    free(out);
+    free(cli_out);
+}
+
+/* Cancelled in the conversion (a container, a GGUF) and in a GGUF's export:
+ * LPK_EINTR naming the output, the stage closed, nothing at or beside it. */
+static void test_convert_cancel(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *lpk = tu_fmt("%s/c.lpk", dir), *gguf = tu_fmt("%s/c.gguf", dir);
+    seen s;
+    llmpack_job *j = new_job(&s);
+    /* a run to the end counts the updates of both stages */
+    llmpack_convert_opts o = {.src = demo, .out = gguf, .format = LLMPACK_FMT_GGUF};
+    assert_int_equal(llmpack_convert(j, &o, NULL), LPK_OK);
+    int all = s.updates;
+    assert_int_equal(remove(gguf), 0);
+
+    const struct { const char *out; int fmt, at; } cases[] = {
+        {lpk, LLMPACK_FMT_LPK, 2}, {gguf, LLMPACK_FMT_GGUF, 2}, {gguf, LLMPACK_FMT_GGUF, all}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        llmpack_job_reset(j);
+        memset(s.stages, 0, sizeof s.stages);
+        s.updates = s.begins = s.ends = 0;
+        s.cancel_at = cases[k].at;
+        o = (llmpack_convert_opts){.src = demo, .out = cases[k].out, .format = cases[k].fmt};
+        llmpack_convert_result res;
+        assert_int_equal(llmpack_convert(j, &o, &res), LPK_EINTR);
+        llmpack_convert_result_free(&res);
+        assert_int_equal(llmpack_job_status(j), LPK_EINTR);
+        assert_non_null(strstr(llmpack_job_error(j), "cancelled"));
+        assert_non_null(strstr(llmpack_job_error(j), cases[k].out));
+        assert_int_equal(s.updates, cases[k].at);
+        assert_int_equal(s.begins, s.ends);
+        assert_string_equal(s.stages, k < 2 ? "convert," : "convert,export,");
+        assert_false(tu_exists(cases[k].out));
+        assert_int_equal(tu_dir_entries(dir, 0), 0);
+    }
+    /* cancelled before it starts: nothing written, no stage run to its end */
+    s.cancel_at = 0;
+    s.updates = 0;
+    assert_int_equal(llmpack_convert(j, &o, NULL), LPK_EINTR);
+    assert_int_equal(s.updates, 0);
+    assert_int_equal(tu_dir_entries(dir, 0), 0);
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir);
+    free(lpk);
+    free(gguf);
+}
+
+/* Bad input and bad options: the documented status, the message naming the
+ * file, nothing written. */
+static void test_convert_errors(void **state)
+{
+    (void)state;
+    static const char *const files[] = {"model.safetensors", "tokenizer.model"};
+    char *dir = tu_tmpdir(), *src = demo_part(dir, "nocfg", files, 2);
+    char *out = tu_fmt("%s/o.gguf", dir);
+    seen s;
+    llmpack_job *j = new_job(&s);
+    llmpack_convert_opts o = {.src = src, .out = out, .format = LLMPACK_FMT_GGUF};
+    assert_int_equal(llmpack_convert(j, &o, NULL), LPK_ENOTFOUND);
+    assert_int_equal(llmpack_job_status(j), LPK_ENOTFOUND);
+    assert_non_null(strstr(llmpack_job_error(j), src));
+    assert_non_null(strstr(llmpack_job_error(j), "config.json"));
+    assert_false(tu_exists(out));
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
+
+    /* the tokenizer missing is an error naming the folder, after the warning */
+    char *notok = demo_without_tokenizer(dir);
+    o.src = notok;
+    assert_int_equal(llmpack_convert(j, &o, NULL), LPK_ENOTFOUND);
+    assert_non_null(strstr(llmpack_job_error(j), notok));
+    assert_non_null(strstr(s.notices, "warning: no tokenizer"));
+    assert_false(tu_exists(out));
+
+    /* options the CLI refuses as usage errors */
+    const llmpack_convert_opts bad[] = {
+        {.src = demo, .format = LLMPACK_FMT_LPK},
+        {.src = demo, .out = out, .format = 9},
+        {.src = demo, .out = out, .format = LLMPACK_FMT_LPK, .pure = 1},
+        {.src = demo, .out = out, .format = LLMPACK_FMT_GGUF, .no_tokenizer = 1},
+        {.src = demo, .out = out, .format = LLMPACK_FMT_LPK, .type = "q3_x"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        assert_int_equal(llmpack_convert(j, &bad[k], NULL), LPK_EINVAL);
+        assert_int_equal(llmpack_job_status(j), LPK_EINVAL);
+        assert_true(strlen(llmpack_job_error(j)) > 0);
+    }
+    assert_false(tu_exists(out));
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir);
+    free(src);
+    free(out);
+    free(notok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -275,6 +484,10 @@ int main(void)
         cmocka_unit_test(test_export_cancel),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_open_model),
+        cmocka_unit_test(test_convert_lpk),
+        cmocka_unit_test(test_convert_gguf),
+        cmocka_unit_test(test_convert_cancel),
+        cmocka_unit_test(test_convert_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
