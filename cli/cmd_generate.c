@@ -1,19 +1,11 @@
 /* llmpack generate: greedy (or sampled) continuation of a prompt, a smoke test
- * of a model and its tokenizer. Runs the prompt as one batch, then one token per
- * step over the KV cache. */
+ * of a model and its tokenizer: arguments and printing over the generate job
+ * (llmpack_generate), the tokens printed as they come. */
 #include "cli.h"
 
 #include <getopt.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#include "../tok/tok.h"
-#include "../verify/verify.h"
 
 static const char *usage_text =
     "usage: llmpack generate MODEL --prompt TEXT [-n N] [options]\n"
@@ -35,22 +27,46 @@ static const char *usage_text =
     "example (llama-cli -m MODEL -p TEXT -n 32):\n"
     "  llmpack generate model.q4_k_m.gguf -p 'Once upon a time' -n 32\n";
 
-static int pick(const float *logits, int n, double temp, uint64_t *rng)
+/* What the token callback prints or collects. */
+typedef struct gen_out {
+    int json, prompt_shown, oom;
+    const char *prompt;
+    json_t *ids;
+    char *text;
+    size_t len, cap;
+} gen_out;
+
+static void show_prompt(gen_out *g)
 {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (logits[i] > logits[best]) best = i;
-    if (temp <= 0) return best;
-    double sum = 0;
-    for (int i = 0; i < n; i++) sum += exp((logits[i] - logits[best]) / temp);
-    /* xorshift64*: a uniform double in [0, 1) */
-    *rng ^= *rng >> 12; *rng ^= *rng << 25; *rng ^= *rng >> 27;
-    double u = (double)((*rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0 * sum;
-    for (int i = 0; i < n; i++) {
-        u -= exp((logits[i] - logits[best]) / temp);
-        if (u < 0) return i;
+    if (g->json || g->prompt_shown) return;
+    fputs(g->prompt, stdout);
+    fflush(stdout);
+    g->prompt_shown = 1;
+}
+
+/* Each token as it comes: its text on stdout (after the prompt), or into the
+ * JSON's text and ids. */
+static int on_token(void *user, int32_t id, const char *piece, size_t len)
+{
+    gen_out *g = user;
+    show_prompt(g);
+    if (!g->json) {
+        fwrite(piece, 1, len, stdout);
+        fflush(stdout);
+        return 0;
     }
-    return best;
+    if (g->len + len + 1 > g->cap) {
+        size_t nc = (g->cap + len + 1) * 2;
+        char *nt = realloc(g->text, nc);
+        if (!nt) return g->oom = 1;
+        g->text = nt;
+        g->cap = nc;
+    }
+    memcpy(g->text + g->len, piece, len);
+    g->len += len;
+    g->text[g->len] = 0;
+    json_array_append_new(g->ids, json_integer(id));
+    return 0;
 }
 
 int cmd_generate(int argc, char **argv)
@@ -97,102 +113,47 @@ int cmd_generate(int argc, char **argv)
     if (cli_operands(cmd, argc, argv, &path)) return CLI_EXIT_USAGE;
     if (!path || !prompt) return cli_usage_error(cmd, !path ? "no MODEL given" : "--prompt is required");
     if ((oc = cli_inputs_exist(cmd, &path, 1))) return oc;
-#ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads((int)threads);
-#endif
-
-    lpk_error err = {0};
-    lpk_reader *r = NULL;
-    vf_model *m = NULL;
-    tok_tokenizer *tok = NULL;
-    int32_t *ids = NULL, *seq = NULL;
-    float *logits = NULL;
-    size_t n_ids = 0;
-    json_t *out_ids = json ? json_array() : NULL;
-    char *text = NULL;
-    size_t text_len = 0, text_cap = 0;
+    cli_job cj;
+    if (cli_job_init(&cj, cmd, json)) {
+        fprintf(stderr, "llmpack %s: out of memory\n", cmd);
+        return CLI_EXIT_RUNTIME;
+    }
+    gen_out g = {.json = json, .prompt = prompt, .ids = json ? json_array() : NULL};
+    llmpack_generate_opts go = {.model = path, .prompt = prompt, .n_predict = n_gen,
+                                .temp = temp, .seed = (uint64_t)seed, .threads = (int)threads,
+                                .on_token = on_token, .user = &g};
+    llmpack_generate_result res;
     int rc = CLI_EXIT_OK;
-    int st = cli_open_model(cmd, path, lpk_reader_default_flags(), json, &r, &err);
-    if (!st) st = vf_model_open(r, &m, &err);
-    if (!st) st = tok_tokenizer_new(lpk_reader_meta(r), &tok, &err);
-    if (!st) st = tok_encode(tok, prompt, strlen(prompt), 1, 0, &ids, &n_ids, &err);
-    if (!st && (n_ids == 0 || n_ids > (size_t)INT32_MAX - (size_t)n_gen))
-        st = lpk_err(&err, LPK_EINVAL, "the prompt has %zu tokens", n_ids);
-    const vf_config *c = st ? NULL : vf_model_config(m);
-    if (!st) {
-        logits = malloc((size_t)c->vocab_size * sizeof(float));
-        seq = malloc((n_ids + (size_t)n_gen) * sizeof *seq);
-        if (!logits || !seq) st = lpk_err(&err, LPK_ENOMEM, "out of memory");
-    }
-    if (!st) memcpy(seq, ids, n_ids * sizeof *seq);
-    double t0 = cli_now();
-    if (!st) st = vf_forward(m, seq, (int)n_ids, 0, 1, logits, &err);
-    double t_prompt = cli_now() - t0;
-    int n_seq = (int)n_ids, produced = 0;
-    uint64_t rng = (uint64_t)seed * 0x9E3779B97F4A7C15ULL + 1;
-    int32_t eos = st ? -1 : tok_tokenizer_eos(tok);
-    if (!st && !json) {
-        fputs(prompt, stdout);
-        fflush(stdout);
-    }
-    t0 = cli_now();
-    while (!st && produced < n_gen) {
-        int next = pick(logits, c->vocab_size, temp, &rng);
-        if (next == eos) break;
-        seq[n_seq++] = next;
-        produced++;
-        char piece[256];
-        int len = tok_decode_token(tok, next, piece, sizeof piece);
-        if (len > 0) {
-            if (json) {
-                if (text_len + (size_t)len + 1 > text_cap) {
-                    size_t nc = (text_cap + (size_t)len + 1) * 2;
-                    char *nt = realloc(text, nc);
-                    if (!nt) { st = lpk_err(&err, LPK_ENOMEM, "out of memory"); break; }
-                    text = nt;
-                    text_cap = nc;
-                }
-                memcpy(text + text_len, piece, (size_t)len);
-                text_len += (size_t)len;
-                text[text_len] = 0;
-            } else {
-                fwrite(piece, 1, (size_t)len, stdout);
-                fflush(stdout);
-            }
-        }
-        if (json) json_array_append_new(out_ids, json_integer(next));
-        if (produced < n_gen) st = vf_forward(m, &seq[n_seq - 1], 1, n_seq - 1, 1, logits, &err);
-    }
-    double t_gen = cli_now() - t0;
-    if (st) {
+    if (llmpack_generate(cj.j, &go, &res)) {
         if (!json) fputc('\n', stdout);
-        cli_print_error(cmd, &err);
-        rc = cli_exit_for(st);
+        if (g.oom) {
+            fprintf(stderr, "llmpack %s: out of memory\n", cmd);
+            rc = CLI_EXIT_RUNTIME;
+        } else {
+            rc = cli_job_fail(&cj);
+        }
     } else if (json) {
         json_t *o = json_object();
         json_object_set_new(o, "model", json_string(path));
         json_object_set_new(o, "prompt", json_string(prompt));
-        json_object_set_new(o, "prompt_tokens", json_integer((json_int_t)n_ids));
+        json_object_set_new(o, "prompt_tokens", json_integer((json_int_t)res.n_prompt));
         json_object_set_new(o, "temp", json_real(temp));
-        json_object_set_new(o, "tokens", out_ids);
-        out_ids = NULL;
-        json_object_set_new(o, "text", json_stringn_nocheck(text ? text : "", text_len));
-        json_object_set_new(o, "prompt_seconds", json_real(t_prompt));
+        json_object_set_new(o, "tokens", g.ids);
+        g.ids = NULL;
+        json_object_set_new(o, "text", json_stringn_nocheck(g.text ? g.text : "", g.len));
+        json_object_set_new(o, "prompt_seconds", json_real(res.prompt_seconds));
         json_object_set_new(o, "tokens_per_second",
-                            json_real(t_gen > 0 ? produced / t_gen : 0));
+                            json_real(res.gen_seconds > 0 ? res.n_generated / res.gen_seconds : 0));
         cli_json_print(o);
     } else {
+        show_prompt(&g);
         fputc('\n', stdout);
-        fprintf(stderr, "%d tokens, %.1f tokens/s (prompt: %zu tokens in %.3fs)\n", produced,
-                t_gen > 0 ? produced / t_gen : 0, n_ids, t_prompt);
+        fprintf(stderr, "%ld tokens, %.1f tokens/s (prompt: %zu tokens in %.3fs)\n",
+                res.n_generated, res.gen_seconds > 0 ? res.n_generated / res.gen_seconds : 0,
+                res.n_prompt, res.prompt_seconds);
     }
-    json_decref(out_ids);
-    free(text);
-    free(logits);
-    free(seq);
-    free(ids);
-    tok_tokenizer_free(tok);
-    vf_model_free(m);
-    lpk_reader_close(r);
+    cli_job_free(&cj);
+    json_decref(g.ids);
+    free(g.text);
     return rc;
 }

@@ -1,5 +1,6 @@
 /* llmpack tokenize: encode text with a container's tokenizer (or straight from
- * a tokenizer.model / tokenizer.json file) and print the ids. */
+ * a tokenizer.model / tokenizer.json file) and print the ids: the tokenizer
+ * from llmpack_open_tokenizer, the text read here, tok_encode, the printing. */
 #include "cli.h"
 
 #include <errno.h>
@@ -29,28 +30,6 @@ static void usage(FILE *f)
             "examples (llama-tokenize -m MODEL -p TEXT):\n"
             "  llmpack tokenize model.gguf -p 'Hello world' --pieces\n"
             "  llmpack tokenize tokenizer.model -f wiki.test.raw --json\n");
-}
-
-/* A container (its magic), or a checkpoint folder or archive (converted: the
- * container's tokenizer is the one convert completes from the folder's files);
- * anything else, a llama2.c .bin included, is read as a tokenizer file. */
-static int load_tokenizer(const char *path, int quiet, tok_tokenizer **tok, lpk_error *err)
-{
-    int rc;
-    const char *kind = llmpack_model_convert_kind(path);
-    if (llmpack_is_container(path) || (kind && strcmp(kind, "llama2c"))) {
-        lpk_reader *r = NULL;
-        rc = cli_open_model("tokenize", path, lpk_reader_default_flags(), quiet, &r, err);
-        if (!rc) rc = tok_tokenizer_new(lpk_reader_meta(r), tok, err);
-        lpk_reader_close(r);
-        return rc;
-    }
-    lpk_meta *m = lpk_meta_new();
-    if (!m) return lpk_err(err, LPK_ENOMEM, "out of memory");
-    rc = tok_load(path, m, err);
-    if (!rc) rc = tok_tokenizer_new(m, tok, err);
-    lpk_meta_free(m);
-    return rc;
 }
 
 static char *read_input(const char *path, size_t *n, lpk_error *err)
@@ -126,12 +105,18 @@ int cmd_tokenize(int argc, char **argv)
     const char *inputs[] = {model, file};
     if ((oc = cli_inputs_exist("tokenize", inputs, 2))) return oc;
 
-    lpk_error err = {0};
+    cli_job cj;
+    if (cli_job_init(&cj, "tokenize", json)) {
+        fprintf(stderr, "llmpack tokenize: out of memory\n");
+        return CLI_EXIT_RUNTIME;
+    }
     tok_tokenizer *tok = NULL;
+    int rc = llmpack_open_tokenizer(cj.j, model, &tok);
+    lpk_error err = *llmpack_job_lpk_error(cj.j);
+    cli_job_free(&cj);
     char *buf = NULL;
     int32_t *ids = NULL;
     size_t n_text = 0, n_ids = 0;
-    int rc = load_tokenizer(model, json, &tok, &err);
     if (!rc && file && !(buf = read_input(file, &n_text, &err))) rc = err.status;
     if (!rc && text) n_text = strlen(text);
     if (!rc) rc = tok_encode(tok, buf ? buf : text, n_text, bos, special, &ids, &n_ids, &err);

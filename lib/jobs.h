@@ -19,6 +19,7 @@
 
 #include "../format/lpk.h"
 #include "../convert/convert.h"
+#include "../tok/tok.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -180,6 +181,42 @@ typedef struct llmpack_convert_result {
  * on failure; free it with llmpack_convert_result_free. */
 int llmpack_convert(llmpack_job *j, const llmpack_convert_opts *o, llmpack_convert_result *res);
 void llmpack_convert_result_free(llmpack_convert_result *res);
+
+/* ---------------------------------------------------------------- tokenize, generate */
+/* The tokenizer of path: a container, or a checkpoint folder or archive
+ * (converted as llmpack_open_model does: the tokenizer convert completes from
+ * the folder's files); anything else, a llama2.c .bin included, is read as a
+ * tokenizer file (tok_load: SentencePiece or Llama 3 tokenizer.model, Hugging
+ * Face tokenizer.json, llama2.c tokenizer.bin). *tok is NULL on failure; free
+ * it with tok_tokenizer_free. */
+int llmpack_open_tokenizer(llmpack_job *j, const char *path, tok_tokenizer **tok);
+
+#define LLMPACK_GENERATE_MAX (1L << 20) /* the most tokens one run generates */
+/* A token generated: its id and its text (len bytes, not NUL-terminated; len
+ * 0 for a token without text of its own). Non-zero stops the run: LPK_EINTR. */
+typedef int (*llmpack_token_fn)(void *user, int32_t id, const char *piece, size_t len);
+typedef struct llmpack_generate_opts {
+    const char *model;     /* anything llmpack_open_model opens */
+    const char *prompt;    /* BOS is prepended */
+    long n_predict;        /* at most this many tokens (0..LLMPACK_GENERATE_MAX); fewer at
+                            * the end-of-sequence token */
+    double temp;           /* 0: greedy; > 0: sampled from softmax(logits / temp) */
+    uint64_t seed;         /* the sampling's seed: the same seed, the same tokens */
+    int threads;           /* 0: OpenMP's default */
+    llmpack_token_fn on_token; /* may be NULL */
+    void *user;
+} llmpack_generate_opts;
+typedef struct llmpack_generate_result {
+    size_t n_prompt;       /* the prompt's tokens, BOS included */
+    long n_generated;
+    double prompt_seconds; /* the prompt's forward pass */
+    double gen_seconds;    /* the generation loop, on_token included */
+} llmpack_generate_result;
+/* Continues o->prompt: the prompt as one batch, then one token per step over
+ * the KV cache. No progress stage of its own (on_token is called for each
+ * token) but the model's "converting" when it is a checkpoint; a cancellation
+ * is seen before each token. res may be NULL. */
+int llmpack_generate(llmpack_job *j, const llmpack_generate_opts *o, llmpack_generate_result *res);
 
 /* ---------------------------------------------------------------- quantize */
 

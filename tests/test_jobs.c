@@ -477,6 +477,147 @@ static void test_convert_errors(void **state)
     free(notok);
 }
 
+/* ---------------------------------------------------------------- tokenize, generate */
+/* The same tokenizer from a checkpoint folder, its container and its
+ * tokenizer file; a file that is none of them is an error naming it. */
+static void test_open_tokenizer(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *in = demo_container(dir);
+    char *tok_file = tu_fmt("%s/tokenizer.model", demo), *junk = tu_fmt("%s/junk.txt", dir);
+    const char *paths[] = {demo, in, tok_file};
+    seen s;
+    llmpack_job *j = new_job(&s);
+    int32_t *first = NULL;
+    size_t n_first = 0;
+    for (size_t k = 0; k < 3; k++) {
+        tok_tokenizer *tok = NULL;
+        assert_int_equal(llmpack_open_tokenizer(j, paths[k], &tok), LPK_OK);
+        int32_t *ids = NULL;
+        size_t n = 0;
+        lpk_error err = {0};
+        assert_int_equal(tok_encode(tok, "Once upon a time", 16, 1, 0, &ids, &n, &err), LPK_OK);
+        assert_true(n > 2);
+        if (!first) {
+            first = ids;
+            n_first = n;
+        } else {
+            assert_int_equal(n, n_first);
+            assert_memory_equal(ids, first, n * sizeof *ids);
+            free(ids);
+        }
+        tok_tokenizer_free(tok);
+    }
+    free(first);
+    assert_non_null(strstr(s.notices, "into memory")); /* the folder was converted */
+
+    assert_int_equal(tu_write_file(junk, "not a tokenizer\n", 16), 0);
+    tok_tokenizer *tok = (tok_tokenizer *)1;
+    int st = llmpack_open_tokenizer(j, junk, &tok);
+    assert_true(st != LPK_OK);
+    assert_null(tok);
+    assert_int_equal(llmpack_job_status(j), st);
+    assert_non_null(strstr(llmpack_job_error(j), junk));
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir);
+    free(in);
+    free(tok_file);
+    free(junk);
+}
+
+/* What the token callback saw, and when it stops the run. */
+typedef struct tokens_seen {
+    int32_t ids[64];
+    int n, stop_at;
+    char text[1024];
+    llmpack_job *cancel;  /* cancel this handle at stop_at instead of returning 1 */
+} tokens_seen;
+
+static int on_token(void *user, int32_t id, const char *piece, size_t len)
+{
+    tokens_seen *t = user;
+    if (t->n < 64) t->ids[t->n] = id;
+    t->n++;
+    strncat(t->text, piece, len < sizeof t->text - strlen(t->text) - 1
+                                ? len : sizeof t->text - strlen(t->text) - 1);
+    if (t->n != t->stop_at) return 0;
+    if (!t->cancel) return 1;
+    llmpack_job_cancel(t->cancel);
+    return 0;
+}
+
+/* Greedy generation gives the tokens of `llmpack generate --json`; the
+ * callback or a cancel stops it with LPK_EINTR; errors name the file. */
+static void test_generate(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *in = demo_container(dir);
+    seen s;
+    llmpack_job *j = new_job(&s);
+    tokens_seen t = {0};
+    llmpack_generate_opts o = {.model = in, .prompt = "Once upon a time", .n_predict = 24,
+                               .on_token = on_token, .user = &t};
+    llmpack_generate_result res;
+    assert_int_equal(llmpack_generate(j, &o, &res), LPK_OK);
+    assert_int_equal(res.n_generated, 24);
+    assert_int_equal(t.n, 24);
+    assert_true(res.n_prompt > 1);
+    assert_true(strlen(t.text) > 24);
+    assert_string_equal(s.stages, ""); /* a container: no stage */
+
+    char *out = NULL;
+    assert_int_equal(tu_llmpack(&out, "generate '%s' -p 'Once upon a time' -n 24 --json", in), 0);
+    char want[1024] = "\"tokens\": [";
+    for (int i = 0; i < t.n; i++)
+        snprintf(want + strlen(want), sizeof want - strlen(want), "%s\n    %d", i ? "," : "",
+                 t.ids[i]);
+    assert_non_null(strstr(out, want));
+    free(out);
+
+    /* the same seed samples the same tokens; the callback stops the run */
+    tokens_seen a = {0}, b = {.stop_at = 5};
+    o.temp = 0.9;
+    o.seed = 3;
+    o.user = &a;
+    assert_int_equal(llmpack_generate(j, &o, NULL), LPK_OK);
+    o.user = &b;
+    assert_int_equal(llmpack_generate(j, &o, &res), LPK_EINTR);
+    assert_int_equal(b.n, 5);
+    assert_int_equal(res.n_generated, 5);
+    assert_memory_equal(a.ids, b.ids, 5 * sizeof a.ids[0]);
+    assert_non_null(strstr(llmpack_job_error(j), "cancelled"));
+
+    /* cancelled from the callback: seen before the next token */
+    tokens_seen c = {.stop_at = 3, .cancel = j};
+    o.user = &c;
+    assert_int_equal(llmpack_generate(j, &o, NULL), LPK_EINTR);
+    assert_int_equal(c.n, 3);
+    llmpack_job_reset(j);
+
+    /* a checkpoint folder is converted first ("converting"); bad inputs */
+    o = (llmpack_generate_opts){.model = demo, .prompt = "Once", .n_predict = 2};
+    assert_int_equal(llmpack_generate(j, &o, &res), LPK_OK);
+    assert_string_equal(s.stages, "converting,");
+    char *junk = tu_fmt("%s/junk.lpk", dir);
+    assert_int_equal(tu_write_file(junk, "\x89LPK not really", 15), 0);
+    o.model = junk;
+    int st = llmpack_generate(j, &o, NULL);
+    assert_true(st == LPK_ETRUNC || st == LPK_ECORRUPT);
+    assert_non_null(strstr(llmpack_job_error(j), junk));
+    o.model = in;
+    o.n_predict = -1;
+    assert_int_equal(llmpack_generate(j, &o, NULL), LPK_EINVAL);
+    o.n_predict = 1;
+    o.prompt = NULL;
+    assert_int_equal(llmpack_generate(j, &o, NULL), LPK_EINVAL);
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir);
+    free(in);
+    free(junk);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -488,6 +629,8 @@ int main(void)
         cmocka_unit_test(test_convert_gguf),
         cmocka_unit_test(test_convert_cancel),
         cmocka_unit_test(test_convert_errors),
+        cmocka_unit_test(test_open_tokenizer),
+        cmocka_unit_test(test_generate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
