@@ -694,10 +694,6 @@ typedef struct pth_rd {
     uint8_t x[1 << 16];            /* a local header's name and extra field */
 } pth_rd;
 
-static uint32_t rd_le16(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8; }
-static uint32_t rd_le32(const uint8_t *p) { return rd_le16(p) | rd_le16(p + 2) << 16; }
-static uint64_t rd_le64(const uint8_t *p) { return rd_le32(p) | (uint64_t)rd_le32(p + 4) << 32; }
-
 /* n bytes into dst (NULL: dropped). */
 static int rd_get(pth_rd *r, void *dst, uint64_t n, lpk_error *err)
 {
@@ -765,10 +761,10 @@ static int rd_scan(pth_rd *r, int keep, uint64_t limit, uint8_t **out, uint64_t 
         uint64_t d = 0;
         int found = 0;
         if (len >= 16 && !memcmp(b + len - 16, "PK\7\10", 4) &&
-            rd_le32(b + len - 8) == len - 16 && rd_le32(b + len - 4) == len - 16)
+            lpk_rd32(b + len - 8) == len - 16 && lpk_rd32(b + len - 4) == len - 16)
             found = 1, d = len - 16;
         else if (len >= 24 && !memcmp(b + len - 24, "PK\7\10", 4) &&
-                 rd_le64(b + len - 16) == len - 24 && rd_le64(b + len - 8) == len - 24)
+                 lpk_rd64(b + len - 16) == len - 24 && lpk_rd64(b + len - 8) == len - 24)
             found = 1, d = len - 24;
         if (found) {
             *n = d;
@@ -799,16 +795,16 @@ static int pth_walk(struct archive *a, const char *path, const char *rel, uint64
         uint8_t h[30];
         uint64_t at = r->pos;
         if ((rc = rd_get(r, h, 4, err))) break;
-        uint32_t sig = rd_le32(h);
+        uint32_t sig = lpk_rd32(h);
         if (sig == 0x02014b50 || sig == 0x06064b50 || sig == 0x06054b50) break;
         if (sig != 0x04034b50) {
             WHY("no zip local header at offset %llu", (unsigned long long)at);
             break;
         }
         if ((rc = rd_get(r, h + 4, 26, err))) break;
-        unsigned flag = rd_le16(h + 6), method = rd_le16(h + 8);
-        uint64_t cs = rd_le32(h + 18), us = rd_le32(h + 22);
-        size_t nl = rd_le16(h + 26), xl = rd_le16(h + 28);
+        unsigned flag = lpk_rd16(h + 6), method = lpk_rd16(h + 8);
+        uint64_t cs = lpk_rd32(h + 18), us = lpk_rd32(h + 22);
+        size_t nl = lpk_rd16(h + 26), xl = lpk_rd16(h + 28);
         char name[1024];
         if (nl >= sizeof name) {
             WHY("a member name of %zu bytes at offset %llu", nl, (unsigned long long)at);
@@ -818,14 +814,14 @@ static int pth_walk(struct archive *a, const char *path, const char *rel, uint64
         name[nl] = 0;
         int z64 = 0;
         for (size_t q = 0; q + 4 <= xl;) {
-            unsigned id = rd_le16(r->x + q), l = rd_le16(r->x + q + 2);
+            unsigned id = lpk_rd16(r->x + q), l = lpk_rd16(r->x + q + 2);
             if (q + 4 + l > xl) break;
             if (id == 1) {
                 const uint8_t *v = r->x + q + 4;
                 unsigned k = 0;
                 z64 = 1;
-                if (us == 0xffffffffu && k + 8 <= l) us = rd_le64(v + k), k += 8;
-                if (cs == 0xffffffffu && k + 8 <= l) cs = rd_le64(v + k), k += 8;
+                if (us == 0xffffffffu && k + 8 <= l) us = lpk_rd64(v + k), k += 8;
+                if (cs == 0xffffffffu && k + 8 <= l) cs = lpk_rd64(v + k), k += 8;
             }
             q += 4 + l;
         }
@@ -951,8 +947,8 @@ static int pth_walk(struct archive *a, const char *path, const char *rel, uint64
         size_t dn = z64 ? 16 : 8;
         if (!memcmp(d, "PK\7\10", 4) && (rc = rd_get(r, d, 4, err))) break;
         if ((rc = rd_get(r, d + 4, dn, err))) break;
-        uint64_t dc = z64 ? rd_le64(d + 4) : rd_le32(d + 4),
-                 du = z64 ? rd_le64(d + 12) : rd_le32(d + 8);
+        uint64_t dc = z64 ? lpk_rd64(d + 4) : lpk_rd32(d + 4),
+                 du = z64 ? lpk_rd64(d + 12) : lpk_rd32(d + 8);
         if (dc != size || du != size)
             WHY("the data descriptor of '%s' gives %llu bytes, %llu expected", name,
                 (unsigned long long)du, (unsigned long long)size);

@@ -207,8 +207,7 @@ static int need(pk_vm *vm, size_t k)
 
 static uint64_t rd_le(pk_vm *vm, size_t k)
 {
-    uint64_t v = 0;
-    for (size_t i = 0; i < k; i++) v |= (uint64_t)vm->buf[vm->pos + i] << (8 * i);
+    uint64_t v = lpk_rdn(vm->buf + vm->pos, (unsigned)k);
     vm->pos += k;
     return v;
 }

@@ -14,8 +14,7 @@ int cv_st_header_len(const char *name, const uint8_t *p, uint64_t file_size, uin
     if (file_size < 8)
         return lpk_err(err, LPK_ETRUNC, "%s: %llu bytes, too short for a safetensors header",
                        name, (unsigned long long)file_size);
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; i--) n = n << 8 | p[i];
+    uint64_t n = lpk_rd64(p);
     if (n > CV_ST_MAX_HEADER)
         return lpk_err(err, LPK_ECORRUPT,
                        "%s: safetensors header length %llu exceeds the 100 MB limit", name,

@@ -49,13 +49,6 @@ static int need(gcur *c, uint64_t n, const char *what)
     return LPK_OK;
 }
 
-static uint64_t le_load(const uint8_t *p, unsigned n)
-{
-    uint64_t v = 0;
-    for (unsigned i = 0; i < n; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 static int rd_u32(gcur *c, uint32_t *v, const char *what)
 {
     int st = need(c, 4, what);
@@ -96,7 +89,7 @@ static void decode_le(const uint8_t *src, void *dst, uint64_t count, unsigned es
 {
     uint8_t *d = dst;
     for (uint64_t i = 0; i < count; i++) {
-        uint64_t v = le_load(src + i * es, es);
+        uint64_t v = lpk_rdn(src + i * es, es);
         switch (es) {
         case 1: d[i] = (uint8_t)v; break;
         case 2: { uint16_t x = (uint16_t)v; memcpy(d + i * 2, &x, 2); break; }

@@ -147,6 +147,20 @@ static inline uint64_t lpk_rd64(const uint8_t *p)
 {
     return (uint64_t)lpk_rd32(p) | ((uint64_t)lpk_rd32(p + 4) << 32);
 }
+/* An unsigned field of n bytes, n from 0 to 8 (pickle's 1/2/4-byte operands,
+ * GGUF arrays of any element width). */
+static inline uint64_t lpk_rdn(const uint8_t *p, unsigned n)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < n; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+/* An IEEE-754 binary32 stored little-endian. */
+static inline float lpk_rdf32(const uint8_t *p)
+{
+    union { uint32_t u; float f; } v = {lpk_rd32(p)};
+    return v.f;
+}
 static inline void lpk_wr32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)v;

@@ -15,23 +15,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* Walks the file; returns the token count, or 0 if it is not this format. */
 static size_t count_tokens(const uint8_t *buf, size_t n)
 {
     if (n < 4) return 0;
-    uint32_t max_len = le32(buf);
+    uint32_t max_len = lpk_rd32(buf);
     if (max_len == 0 || max_len > 4096) return 0;
     size_t pos = 4, k = 0;
     while (pos < n) {
         if (n - pos < 8) return 0;
-        float score;
-        memcpy(&score, buf + pos, 4);
-        uint32_t len = le32(buf + pos + 4);
+        float score = lpk_rdf32(buf + pos);
+        uint32_t len = lpk_rd32(buf + pos + 4);
         if (!isfinite(score) || len > max_len || n - pos - 8 < len) return 0;
         pos += 8 + len;
         k++;
@@ -57,8 +51,8 @@ int tok_llama2c_parse(const char *name, const uint8_t *buf, size_t n, lpk_meta *
     int rc = strs && scores && types ? LPK_OK : LPK_ENOMEM;
     size_t pos = 4;
     for (size_t i = 0; !rc && i < nt; i++) {
-        uint32_t len = le32(buf + pos + 4);
-        memcpy(&scores[i], buf + pos, 4);
+        uint32_t len = lpk_rd32(buf + pos + 4);
+        scores[i] = lpk_rdf32(buf + pos);
         const char *p = (const char *)buf + pos + 8;
         pos += 8 + len;
         if (i == 1 && len == 5 && !memcmp(p, "\n<s>\n", 5)) p = "<s>", len = 3;

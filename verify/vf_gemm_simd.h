@@ -107,7 +107,7 @@ static inline __attribute__((target(TGT), always_inline)) void FN(store_rows)(fl
 /* ---------------------------------------------------------------- packing */
 static inline __attribute__((target(TGT), always_inline)) float FN(half)(const uint8_t *p)
 {
-    return _cvtsh_ss((unsigned short)(p[0] | p[1] << 8));
+    return _cvtsh_ss(lpk_rd16(p));
 }
 
 /* Writes the 32 bytes of v as 8 groups of 4 at q, q + 4R, q + 8R, ... */
