@@ -760,12 +760,13 @@ static int rd_scan(pth_rd *r, int keep, uint64_t limit, uint8_t **out, uint64_t 
         len++;
         uint64_t d = 0;
         int found = 0;
-        if (len >= 16 && !memcmp(b + len - 16, "PK\7\10", 4) &&
-            lpk_rd32(b + len - 8) == len - 16 && lpk_rd32(b + len - 4) == len - 16)
-            found = 1, d = len - 16;
-        else if (len >= 24 && !memcmp(b + len - 24, "PK\7\10", 4) &&
-                 lpk_rd64(b + len - 16) == len - 24 && lpk_rd64(b + len - 8) == len - 24)
-            found = 1, d = len - 24;
+        for (int z64 = 0; z64 < 2 && !found; z64++) {
+            size_t dl = z64 ? 24 : 16;  /* signature, crc, the two sizes */
+            uint64_t cs, us;
+            if (len < dl || lpk_rd32(b + len - dl) != CV_ZIP_DESCRIPTOR) continue;
+            cv_zip_descriptor_read(b + len - dl + 4, z64, &cs, &us);
+            if (cs == len - dl && us == len - dl) found = 1, d = len - dl;
+        }
         if (found) {
             *n = d;
             if (keep) *out = b;
@@ -792,19 +793,21 @@ static int pth_walk(struct archive *a, const char *path, const char *rel, uint64
     r->rel = rel;
 #define WHY(...) (void)snprintf(pi->why, sizeof pi->why, __VA_ARGS__)
     while (!rc && !pi->why[0] && r->pos < msize) {
-        uint8_t h[30];
+        uint8_t h[CV_ZIP_LOCAL_SIZE];
         uint64_t at = r->pos;
         if ((rc = rd_get(r, h, 4, err))) break;
         uint32_t sig = lpk_rd32(h);
-        if (sig == 0x02014b50 || sig == 0x06064b50 || sig == 0x06054b50) break;
-        if (sig != 0x04034b50) {
+        if (sig == CV_ZIP_CENTRAL || sig == CV_ZIP_END64 || sig == CV_ZIP_END) break;
+        if (sig != CV_ZIP_LOCAL) {
             WHY("no zip local header at offset %llu", (unsigned long long)at);
             break;
         }
-        if ((rc = rd_get(r, h + 4, 26, err))) break;
-        unsigned flag = lpk_rd16(h + 6), method = lpk_rd16(h + 8);
-        uint64_t cs = lpk_rd32(h + 18), us = lpk_rd32(h + 22);
-        size_t nl = lpk_rd16(h + 26), xl = lpk_rd16(h + 28);
+        if ((rc = rd_get(r, h + 4, sizeof h - 4, err))) break;
+        cv_zip_local lh;
+        (void)cv_zip_local_read(h, &lh);  /* the signature is checked above */
+        unsigned flag = lh.flag, method = lh.method;
+        uint64_t cs = lh.csize, us = lh.usize;
+        size_t nl = lh.name_len, xl = lh.extra_len;
         char name[1024];
         if (nl >= sizeof name) {
             WHY("a member name of %zu bytes at offset %llu", nl, (unsigned long long)at);
@@ -812,19 +815,10 @@ static int pth_walk(struct archive *a, const char *path, const char *rel, uint64
         }
         if ((rc = rd_get(r, name, nl, err)) || (rc = rd_get(r, r->x, xl, err))) break;
         name[nl] = 0;
-        int z64 = 0;
-        for (size_t q = 0; q + 4 <= xl;) {
-            unsigned id = lpk_rd16(r->x + q), l = lpk_rd16(r->x + q + 2);
-            if (q + 4 + l > xl) break;
-            if (id == 1) {
-                const uint8_t *v = r->x + q + 4;
-                unsigned k = 0;
-                z64 = 1;
-                if (us == 0xffffffffu && k + 8 <= l) us = lpk_rd64(v + k), k += 8;
-                if (cs == 0xffffffffu && k + 8 <= l) cs = lpk_rd64(v + k), k += 8;
-            }
-            q += 4 + l;
-        }
+        /* Lenient, as the rest of the walk: a bad zip64 field leaves the
+         * 32-bit sizes; z64 (the field is there) sets the descriptor's width. */
+        int z64;
+        (void)cv_zip64_extra(r->x, xl, &us, &cs, NULL, &z64);
         const char *sl = strchr(name, '/');
         if (method != 0 || (flag & 1) || !sl || (size_t)(sl - name) >= sizeof prefix) {
             WHY("member '%s' is %s", name, method ? "compressed" : (flag & 1) ? "encrypted"
@@ -945,10 +939,10 @@ static int pth_walk(struct archive *a, const char *path, const char *rel, uint64
         uint8_t d[24];
         if ((rc = rd_get(r, d, 4, err))) break;
         size_t dn = z64 ? 16 : 8;
-        if (!memcmp(d, "PK\7\10", 4) && (rc = rd_get(r, d, 4, err))) break;
+        if (lpk_rd32(d) == CV_ZIP_DESCRIPTOR && (rc = rd_get(r, d, 4, err))) break;
         if ((rc = rd_get(r, d + 4, dn, err))) break;
-        uint64_t dc = z64 ? lpk_rd64(d + 4) : lpk_rd32(d + 4),
-                 du = z64 ? lpk_rd64(d + 12) : lpk_rd32(d + 8);
+        uint64_t dc, du;
+        cv_zip_descriptor_read(d, z64, &dc, &du);
         if (dc != size || du != size)
             WHY("the data descriptor of '%s' gives %llu bytes, %llu expected", name,
                 (unsigned long long)du, (unsigned long long)size);

@@ -6,8 +6,12 @@
  *   cv_pickle.c    restricted unpickler: a torch.save state dict -> tensor
  *                  descriptions (storage key, offset, shape, strides). Nothing
  *                  is executed; only whitelisted globals are accepted.
- *   cv_torchzip.c  zip central directory of a mapped file, and a torch file:
- *                  the pickle resolved against the stored data/N members.
+ *   cv_zip.c       zip records (local and central headers, zip64 extra
+ *                  fields, data descriptors, end records) and the central
+ *                  directory of a mapped zip: the one zip decoder, used by
+ *                  cv_torchzip.c and by cv_archive.c's streaming walk.
+ *   cv_torchzip.c  a torch file: the pickle resolved against the stored
+ *                  data/N members.
  *   cv_meta.c      Meta folder (params.json + consolidated.NN.pth), shards
  *                  merged per tensor, as a cv_source.
  *   cv_hftorch.c   HF folder with pytorch_model*.bin, as a cv_source.
@@ -73,6 +77,38 @@ int cv_pickle_state_dict(const uint8_t *buf, size_t n, const char *path, cv_pk_t
 int cv_pk_contiguous(const cv_pk_tensor *t);
 
 /* ---------------------------------------------------------------- zip */
+/* Record signatures (the first u32 of each record). */
+#define CV_ZIP_LOCAL 0x04034b50u      /* local file header */
+#define CV_ZIP_CENTRAL 0x02014b50u    /* central directory header */
+#define CV_ZIP_DESCRIPTOR 0x08074b50u /* data descriptor (the signature is optional) */
+#define CV_ZIP_END 0x06054b50u        /* end of central directory */
+#define CV_ZIP_END64 0x06064b50u      /* zip64 end of central directory */
+#define CV_ZIP_END64_LOC 0x07064b50u  /* zip64 end of central directory locator */
+#define CV_ZIP_LOCAL_SIZE 30          /* a local header's fixed part (name, extra follow) */
+
+/* A local file header's fixed part. Sizes read 0 when the descriptor flag
+ * (bit 3) is set, 0xffffffff when the zip64 extra field holds them. */
+typedef struct cv_zip_local {
+    unsigned flag, method;
+    uint64_t csize, usize;
+    size_t name_len, extra_len;
+} cv_zip_local;
+
+/* Decodes the CV_ZIP_LOCAL_SIZE bytes at h; -1 when they do not start with
+ * CV_ZIP_LOCAL. */
+int cv_zip_local_read(const uint8_t *h, cv_zip_local *l);
+/* The zip64 extended information field of the extra data x (xn bytes): each
+ * of *usize, *csize, *off (in that order; NULL: not in this record) that
+ * reads 0xffffffff is replaced by the field's next 64-bit value. *found: 1
+ * when the field is there. Returns -1 when an extra field runs past xn or a
+ * value that reads 0xffffffff has no 64-bit replacement (the ones before it
+ * are replaced), else 0. */
+int cv_zip64_extra(const uint8_t *x, size_t xn, uint64_t *usize, uint64_t *csize,
+                   uint64_t *off, int *found);
+/* A data descriptor from its crc at p (the optional signature is before p):
+ * 4 + 8 bytes, or 4 + 16 with z64 (a member with a zip64 extra field). */
+void cv_zip_descriptor_read(const uint8_t *p, int z64, uint64_t *csize, uint64_t *usize);
+
 typedef struct cv_zip_entry {
     const char *name;     /* points into the mapping, name_len bytes, not NUL-terminated */
     size_t name_len;

@@ -484,6 +484,55 @@ static void test_pickle_bad_opcodes(void **state)
 }
 
 /* ---------------------------------------------------------------- torch files */
+/* The zip record decoders on hand-built records: a zip64 field replaces
+ * exactly the values that read 0xffffffff, in its order; a short or missing
+ * field is an error (the values before it are replaced); data descriptors of
+ * both widths. */
+static void test_zip_records(void **state)
+{
+    (void)state;
+    buf x = {0};
+    b_le(&x, 0x5455, 2); b_le(&x, 5, 2); b_le(&x, 0, 5);      /* another field first */
+    b_le(&x, 1, 2); b_le(&x, 16, 2);
+    b_le(&x, 0x123456789ull, 8); b_le(&x, 0xfffffffffull, 8);
+    uint64_t us = 0xffffffffu, cs = 7, off = 0xffffffffu;
+    int found = -1;
+    assert_int_equal(cv_zip64_extra(x.p, x.n, &us, &cs, &off, &found), 0);
+    assert_int_equal(found, 1);
+    assert_true(us == 0x123456789ull && cs == 7 && off == 0xfffffffffull);
+    us = cs = off = 0xffffffffu;  /* three wanted, two there */
+    assert_int_equal(cv_zip64_extra(x.p, x.n, &us, &cs, &off, &found), -1);
+    assert_true(found == 1 && us == 0x123456789ull && cs == 0xfffffffffull && off == 0xffffffffu);
+    us = 0xffffffffu;
+    assert_int_equal(cv_zip64_extra(x.p, 9, &us, NULL, NULL, &found), -1);  /* no field */
+    assert_true(found == 0 && us == 0xffffffffu);
+    assert_int_equal(cv_zip64_extra(x.p, 9, &cs, NULL, NULL, &found), 0);   /* none wanted */
+    assert_int_equal(cv_zip64_extra(x.p, 8, &us, NULL, NULL, &found), -1);  /* overrun */
+    free(x.p);
+
+    buf h = {0};
+    b_le(&h, 0x04034b50, 4); b_le(&h, 45, 2); b_le(&h, 8, 2); b_le(&h, 0, 2);
+    b_le(&h, 0, 4); b_le(&h, 0xdeadbeef, 4); b_le(&h, 1000, 4); b_le(&h, 2000, 4);
+    b_le(&h, 12, 2); b_le(&h, 20, 2);
+    cv_zip_local l;
+    assert_int_equal(h.n, CV_ZIP_LOCAL_SIZE);
+    assert_int_equal(cv_zip_local_read(h.p, &l), 0);
+    assert_true(l.flag == 8 && l.method == 0 && l.csize == 1000 && l.usize == 2000 &&
+                l.name_len == 12 && l.extra_len == 20);
+    h.p[0] ^= 1;
+    assert_int_equal(cv_zip_local_read(h.p, &l), -1);
+    free(h.p);
+
+    buf d = {0};
+    b_le(&d, 0xcafe, 4); b_le(&d, 300, 4); b_le(&d, 400, 4); b_le(&d, 5, 4); b_le(&d, 0, 4);
+    uint64_t dc, du;
+    cv_zip_descriptor_read(d.p, 0, &dc, &du);
+    assert_true(dc == 300 && du == 400);
+    cv_zip_descriptor_read(d.p, 1, &dc, &du);
+    assert_true(dc == (400ull << 32 | 300) && du == 5);  /* 4 + 8 + 8 bytes */
+    free(d.p);
+}
+
 static void test_torch_file(void **state)
 {
     (void)state;
@@ -1261,6 +1310,7 @@ int main(void)
         cmocka_unit_test(test_pickle_protocol4),
         cmocka_unit_test(test_pickle_malicious),
         cmocka_unit_test(test_pickle_bad_opcodes),
+        cmocka_unit_test(test_zip_records),
         cmocka_unit_test(test_torch_file),
         cmocka_unit_test(test_torch_bad_files),
         cmocka_unit_test(test_torch_cpython_pickles),
