@@ -106,9 +106,71 @@ _Static_assert(sizeof(block_q5_K) == 176, "q5_K block size");
 _Static_assert(sizeof(block_iq4_nl) == 18, "iq4_nl block size");
 _Static_assert(sizeof(block_iq4_xs) == 136, "iq4_xs block size");
 
-/* q4_K's (and q5_K's) 6-bit sub-block scales and mins from their 12 packed bytes:
- * the one decoder of that packing (quant/ and verify/'s kernels use it). */
+/* ---------------------------------------------------------------- block fields */
+/* The one decoder of each packed field of the blocks above: quant/'s
+ * dequantizers and GPTQ, and verify/'s unpacking into integer form, read the
+ * bits through these (inline: they sit in per-element loops). j is a
+ * sub-block, e an element of a 256-value super-block (i of a 32-value block). */
+
+/* q4_K's (and q5_K's) 6-bit scale and min of sub-block j (0..7). */
+static inline void quant_q4k_scale_min(const uint8_t s[12], int j, int *sc, int *m)
+{
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+/* All 8 of them (quant_kq.c; verify/'s kernels call it once per block). */
 void quant_q4k_scales(const uint8_t s[12], uint8_t sc[8], uint8_t m[8]);
+/* q4_K's 4-bit value of element e (0..15): 64-element chunks of 32 bytes, low
+ * nibbles first. */
+static inline int quant_q4k_q(const uint8_t qs[128], int e)
+{
+    return (qs[32 * (e / 64) + e % 32] >> (4 * ((e / 32) % 2))) & 15;
+}
+/* q5_K's value of element e (0..31): q4_K's nibble and bit e / 32 of qh[e % 32]. */
+static inline int quant_q5k_q(const block_q5_K *b, int e)
+{
+    return quant_q4k_q(b->qs, e) | ((b->qh[e % 32] >> (e / 32)) & 1) << 4;
+}
+/* q6_K's value of element e (-32..31). */
+static inline int quant_q6k_q(const block_q6_K *b, int e)
+{
+    int h = e / 128, k = (e % 128) / 32, l = e % 32;
+    int lo = (b->ql[64 * h + 32 * (k & 1) + l] >> (4 * (k >> 1))) & 15;
+    int hi = (b->qh[32 * h + l] >> (2 * k)) & 3;
+    return (lo | hi << 4) - 32;
+}
+/* The 2 bits of element e that q2_K stores and q3_K stores as its low bits. */
+static inline int quant_q2k_q(const uint8_t qs[64], int e)
+{
+    return (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
+}
+/* q3_K's value of element e (-4..3): the high bit set means no offset. */
+static inline int quant_q3k_q(const block_q3_K *b, int e)
+{
+    return quant_q2k_q(b->qs, e) - ((b->hmask[e % 32] >> (e / 32)) & 1 ? 0 : 4);
+}
+/* q3_K's signed 6-bit scale of sub-block j (0..15; -32..31). */
+static inline int quant_q3k_scale(const uint8_t s[12], int j)
+{
+    int lo = (s[j % 8] >> (j < 8 ? 0 : 4)) & 15;
+    int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return (lo | hi << 4) - 32;
+}
+/* iq4_xs's signed 6-bit scale of sub-block j (0..7; -32..31). */
+static inline int quant_iq4xs_scale(const block_iq4_xs *b, int j)
+{
+    return (((b->scales_l[j / 2] >> (4 * (j % 2))) & 15) | ((b->scales_h >> (2 * j)) & 3) << 4) - 32;
+}
+/* q5_0's / q5_1's unsigned 5-bit value of element i (0..31) with qh = lpk_rd32(b->qh). */
+static inline int quant_q5_q(const uint8_t qs[16], uint32_t qh, int i)
+{
+    return ((qs[i % 16] >> (4 * (i / 16))) & 15) | (int)((qh >> i) & 1) << 4;
+}
 
 /* ---------------------------------------------------------------- rows */
 /* Quantizes nrows rows of ncols f32 values (row-major) into dst, which receives

@@ -285,8 +285,7 @@ static gq_map elem_map(int type, const void *blk, int i)
     case LPK_TYPE_IQ4_XS: {
         const block_iq4_xs *b = blk;
         int j = i / 32;
-        int ls = ((b->scales_l[j / 2] >> (4 * (j % 2))) & 15) | (((b->scales_h >> (2 * j)) & 3) << 4);
-        g.step = lpk_f16_to_f32(b->d) * (float)(ls - 32);
+        g.step = lpk_f16_to_f32(b->d) * (float)quant_iq4xs_scale(b, j);
         g.hi = 15;
         g.lut = quant_iq4nl_values;
         break;

@@ -74,9 +74,6 @@ void quant_deq_iq4_xs(const void *src, float *y, int64_t n);
 const float *quant_weights_of(int type, const float *x, const float *imatrix, int n, float *buf);
 /* q4_k's 6-bit scale/min packing (quant_kq.c; q5_k uses it too). */
 void quant_q4k_pack_scales(const int sc[8], const int m[8], uint8_t out[12]);
-void quant_q4k_scale_min(const uint8_t s[12], int j, int *sc, int *m);
-/* q3_k's signed 6-bit sub-block scale j (quant_k2.c). */
-int quant_q3k_scale(const uint8_t s[12], int j);
 /* Index of the iq4_nl level nearest v (in units of the step; ties upward). */
 int quant_iq4nl_index(float v);
 

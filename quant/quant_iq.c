@@ -293,9 +293,7 @@ void quant_deq_iq4_xs(const void *src, float *y, int64_t n)
         float d = lpk_f16_to_f32(b[i].d);
         const uint8_t *qs = b[i].qs;
         for (int j = 0; j < 8; j++, y += 32, qs += 16) {
-            int ls = ((b[i].scales_l[j / 2] >> (4 * (j % 2))) & 15) |
-                     (((b[i].scales_h >> (2 * j)) & 3) << 4);
-            float dl = d * (float)(ls - 32);
+            float dl = d * (float)quant_iq4xs_scale(&b[i], j);
             for (int l = 0; l < 16; l++) {
                 y[l] = dl * (float)quant_iq4nl_values[qs[l] & 15];
                 y[l + 16] = dl * (float)quant_iq4nl_values[qs[l] >> 4];

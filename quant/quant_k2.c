@@ -228,18 +228,14 @@ void quant_deq_q5_k(const void *src, float *y, int64_t n)
     const block_q5_K *b = src;
     for (int64_t i = 0; i < n / QK_K; i++) {
         float d = lpk_f16_to_f32(b[i].d), dmin = lpk_f16_to_f32(b[i].dmin);
-        const uint8_t *ql = b[i].qs, *qh = b[i].qh;
-        for (int c = 0; c < 4; c++, ql += 32) {
+        for (int c = 0; c < 4; c++) {
             int sc, m;
             quant_q4k_scale_min(b[i].scales, 2 * c, &sc, &m);
             float d1 = d * (float)sc, m1 = dmin * (float)m;
             quant_q4k_scale_min(b[i].scales, 2 * c + 1, &sc, &m);
             float d2 = d * (float)sc, m2 = dmin * (float)m;
-            int u1 = 1 << (2 * c), u2 = 2 << (2 * c);
-            for (int l = 0; l < 32; l++)
-                *y++ = d1 * (float)((ql[l] & 15) + (qh[l] & u1 ? 16 : 0)) - m1;
-            for (int l = 0; l < 32; l++)
-                *y++ = d2 * (float)((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+            for (int l = 0; l < 32; l++) *y++ = d1 * (float)quant_q5k_q(&b[i], 64 * c + l) - m1;
+            for (int l = 0; l < 32; l++) *y++ = d2 * (float)quant_q5k_q(&b[i], 64 * c + 32 + l) - m2;
         }
     }
 }
@@ -263,17 +259,10 @@ void quant_deq_q2_k(const void *src, float *y, int64_t n)
     const block_q2_K *b = src;
     for (int64_t i = 0; i < n / QK_K; i++) {
         float d = lpk_f16_to_f32(b[i].d), dmin = lpk_f16_to_f32(b[i].dmin);
-        const uint8_t *q = b[i].qs;
-        int is = 0;
-        for (int h = 0; h < 2; h++, q += 32) {
-            for (int j = 0; j < 4; j++) {
-                for (int half = 0; half < 2; half++) {
-                    uint8_t sc = b[i].scales[is++];
-                    float dl = d * (float)(sc & 15), ml = dmin * (float)(sc >> 4);
-                    for (int l = 0; l < 16; l++)
-                        *y++ = dl * (float)((q[16 * half + l] >> (2 * j)) & 3) - ml;
-                }
-            }
+        for (int j = 0; j < 16; j++) {
+            uint8_t sc = b[i].scales[j];
+            float dl = d * (float)(sc & 15), ml = dmin * (float)(sc >> 4);
+            for (int e = 16 * j; e < 16 * j + 16; e++) *y++ = dl * (float)quant_q2k_q(b[i].qs, e) - ml;
         }
     }
 }
@@ -291,13 +280,6 @@ static void q3k_pack_scales(const int sc[16], uint8_t out[12])
         out[j % 8] |= (uint8_t)((u & 15) << (j < 8 ? 0 : 4));
         out[8 + j % 4] |= (uint8_t)((u >> 4) << (2 * (j / 4)));
     }
-}
-
-int quant_q3k_scale(const uint8_t s[12], int j)
-{
-    int lo = (s[j % 8] >> (j < 8 ? 0 : 4)) & 15;
-    int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-    return (lo | hi << 4) - 32;
 }
 
 static void block_q3_k(const qi_ops *ops, const float *x, const float *w, block_q3_K *b)
@@ -320,18 +302,9 @@ void quant_deq_q3_k(const void *src, float *y, int64_t n)
     const block_q3_K *b = src;
     for (int64_t i = 0; i < n / QK_K; i++) {
         float d_all = lpk_f16_to_f32(b[i].d);
-        const uint8_t *q = b[i].qs, *hm = b[i].hmask;
-        int is = 0, bit = 0;
-        for (int h = 0; h < 2; h++, q += 32) {
-            for (int j = 0; j < 4; j++, bit++) {
-                for (int half = 0; half < 2; half++) {
-                    float dl = d_all * (float)quant_q3k_scale(b[i].scales, is++);
-                    for (int l = 16 * half; l < 16 * half + 16; l++) {
-                        int v = ((q[l] >> (2 * j)) & 3) - ((hm[l] >> bit) & 1 ? 0 : 4);
-                        *y++ = dl * (float)v;
-                    }
-                }
-            }
+        for (int j = 0; j < 16; j++) {
+            float dl = d_all * (float)quant_q3k_scale(b[i].scales, j);
+            for (int e = 16 * j; e < 16 * j + 16; e++) *y++ = dl * (float)quant_q3k_q(&b[i], e);
         }
     }
 }

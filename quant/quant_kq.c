@@ -157,17 +157,6 @@ static void q4k_pack_scales(const int sc[8], const int m[8], uint8_t out[12])
     }
 }
 
-static void q4k_scale_min(const uint8_t s[12], int j, int *sc, int *m)
-{
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
-        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-}
-
 void quant_block_q4_k(const qi_ops *ops, const float *x, const float *w, block_q4_K *b)
 {
     float s[8], mn[8], smax = 0.0f, mmax = 0.0f;
@@ -256,12 +245,12 @@ void quant_deq_q4_k(const void *src, float *y, int64_t n)
         const uint8_t *q = b[i].qs;
         for (int c = 0; c < 4; c++, q += 32) {
             int sc, m;
-            q4k_scale_min(b[i].scales, 2 * c, &sc, &m);
+            quant_q4k_scale_min(b[i].scales, 2 * c, &sc, &m);
             float d1 = d * (float)sc, m1 = dmin * (float)m;
-            q4k_scale_min(b[i].scales, 2 * c + 1, &sc, &m);
+            quant_q4k_scale_min(b[i].scales, 2 * c + 1, &sc, &m);
             float d2 = d * (float)sc, m2 = dmin * (float)m;
-            for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 15) - m1;
-            for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
+            for (int l = 0; l < 32; l++) *y++ = d1 * (float)quant_q4k_q(b[i].qs, 64 * c + l) - m1;
+            for (int l = 0; l < 32; l++) *y++ = d2 * (float)quant_q4k_q(b[i].qs, 64 * c + 32 + l) - m2;
         }
     }
 }
@@ -367,21 +356,9 @@ void quant_deq_q6_k(const void *src, float *y, int64_t n)
     const block_q6_K *b = src;
     for (int64_t i = 0; i < n / QK_K; i++) {
         float d = lpk_f16_to_f32(b[i].d);
-        const uint8_t *ql = b[i].ql, *qh = b[i].qh;
-        const int8_t *sc = b[i].scales;
-        for (int c = 0; c < 2; c++, y += 128, ql += 64, qh += 32, sc += 8) {
-            for (int l = 0; l < 32; l++) {
-                int is = l / 16;
-                int q1 = ((ql[l] & 15) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                int q2 = ((ql[l + 32] & 15) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                y[l] = d * (float)sc[is] * (float)q1;
-                y[l + 32] = d * (float)sc[is + 2] * (float)q2;
-                y[l + 64] = d * (float)sc[is + 4] * (float)q3;
-                y[l + 96] = d * (float)sc[is + 6] * (float)q4;
-            }
-        }
+        for (int e = 0; e < QK_K; e++)
+            y[e] = d * (float)b[i].scales[e / 16] * (float)quant_q6k_q(&b[i], e);
+        y += QK_K;
     }
 }
 
@@ -397,13 +374,11 @@ void quant_q4k_pack_scales(const int sc[8], const int m[8], uint8_t out[12])
     q4k_pack_scales(sc, m, out);
 }
 
-void quant_q4k_scale_min(const uint8_t s[12], int j, int *sc, int *m) { q4k_scale_min(s, j, sc, m); }
-
 void quant_q4k_scales(const uint8_t s[12], uint8_t sc[8], uint8_t m[8])
 {
     for (int j = 0; j < 8; j++) {
         int a, b;
-        q4k_scale_min(s, j, &a, &b);
+        quant_q4k_scale_min(s, j, &a, &b);
         sc[j] = (uint8_t)a;
         m[j] = (uint8_t)b;
     }

@@ -372,20 +372,14 @@ void quant_deq_q4_1(const void *src, float *y, int64_t n)
     }
 }
 
-static uint32_t load_qh(const uint8_t qh[4])
-{
-    return lpk_rd32(qh);
-}
-
 void quant_deq_q5_0(const void *src, float *y, int64_t n)
 {
     const block_q5_0 *b = src;
     for (int64_t i = 0; i < n / 32; i++, y += 32) {
         float d = lpk_f16_to_f32(b[i].d);
-        uint32_t qh = load_qh(b[i].qh);
+        uint32_t qh = lpk_rd32(b[i].qh);
         for (int j = 0; j < 16; j++) {
-            int lo = (b[i].qs[j] & 15) | (int)(((qh >> j) & 1) << 4);
-            int hi = (b[i].qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+            int lo = quant_q5_q(b[i].qs, qh, j), hi = quant_q5_q(b[i].qs, qh, j + 16);
             y[j] = (float)(lo - 16) * d;
             y[j + 16] = (float)(hi - 16) * d;
         }
@@ -397,10 +391,9 @@ void quant_deq_q5_1(const void *src, float *y, int64_t n)
     const block_q5_1 *b = src;
     for (int64_t i = 0; i < n / 32; i++, y += 32) {
         float d = lpk_f16_to_f32(b[i].d), m = lpk_f16_to_f32(b[i].m);
-        uint32_t qh = load_qh(b[i].qh);
+        uint32_t qh = lpk_rd32(b[i].qh);
         for (int j = 0; j < 16; j++) {
-            int lo = (b[i].qs[j] & 15) | (int)(((qh >> j) & 1) << 4);
-            int hi = (b[i].qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+            int lo = quant_q5_q(b[i].qs, qh, j), hi = quant_q5_q(b[i].qs, qh, j + 16);
             y[j] = (float)lo * d + m;
             y[j + 16] = (float)hi * d + m;
         }
