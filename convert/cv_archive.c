@@ -23,50 +23,12 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-/* ---------------------------------------------------------------- cleanup registry */
-/* Paths created in the spool folder, in creation order. The cleanup hook
- * (format/'s signal handler runs it) removes them newest first (files before
- * their folders) with unlink/rmdir, which are async-signal-safe; the list only
- * changes with the signals blocked. A spool root is kept open and locked
- * (spool_fds) so that a later run's lpk_sweep_stale leaves it alone while this
- * process lives. */
-static char **spool_paths;
-static int *spool_fds;
-static size_t spool_n, spool_cap;
-
-static void spool_remove_all(void)
-{
-    for (size_t i = spool_n; i-- > 0;)
-        if (unlink(spool_paths[i]) != 0) rmdir(spool_paths[i]);
-}
-
-static int spool_register_fd(const char *path, int fd)
-{
-    lpk_cleanup_block();
-    int rc = 0;
-    char *p = strdup(path);
-    if (!p) rc = -1;
-    if (!rc && spool_n == spool_cap) {
-        size_t c = spool_cap ? spool_cap * 2 : 64;
-        char **q = realloc(spool_paths, c * sizeof *q);
-        int *f = q ? realloc(spool_fds, c * sizeof *f) : NULL;
-        if (q) spool_paths = q;
-        if (f) spool_fds = f;
-        if (!q || !f) rc = -1;
-        else spool_cap = c;
-    }
-    if (!rc) {
-        spool_fds[spool_n] = fd;
-        spool_paths[spool_n++] = p;
-    } else {
-        free(p);
-    }
-    lpk_cleanup_unblock();
-    if (!rc && lpk_cleanup_add(spool_remove_all)) rc = -1;
-    return rc;
-}
-
-static int spool_register(const char *path) { return spool_register_fd(path, -1); }
+/* ---------------------------------------------------------------- spool folder */
+/* Every path created in the spool folder is registered with format/'s
+ * registry (lpk_temp_register), which a termination signal empties: files
+ * first, then folders innermost first. A spool root is kept open and locked
+ * (its descriptor held by the registry) so that a later run's
+ * lpk_sweep_stale leaves it alone while this process lives. */
 
 /* mkdtemp of tmpl (ending in XXXXXX), registered and locked. */
 static int spool_mkdtemp(char *tmpl, lpk_error *err)
@@ -85,37 +47,13 @@ static int spool_mkdtemp(char *tmpl, lpk_error *err)
     }
     int fd = open(tmpl, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) flock(fd, LOCK_EX | LOCK_NB);
-    if (spool_register_fd(tmpl, fd)) {
+    if (lpk_temp_register_fd(tmpl, fd) < 0) {
         if (fd >= 0) close(fd);
         rmdir(tmpl);
         tmpl[0] = 0;
         return lpk_err(err, LPK_ENOMEM, "out of memory");
     }
     return 0;
-}
-
-/* Removes every registered path under root (root included) and forgets them. */
-static void spool_cleanup(const char *root)
-{
-    lpk_cleanup_block();
-    size_t rl = strlen(root), keep = 0;
-    for (size_t i = spool_n; i-- > 0;) {
-        const char *p = spool_paths[i];
-        if (!strncmp(p, root, rl) && (p[rl] == 0 || p[rl] == '/'))
-            if (unlink(p) != 0) rmdir(p);
-    }
-    for (size_t i = 0; i < spool_n; i++) {
-        char *p = spool_paths[i];
-        if (!strncmp(p, root, rl) && (p[rl] == 0 || p[rl] == '/')) {
-            if (spool_fds[i] >= 0) close(spool_fds[i]);
-            free(p);
-        } else {
-            spool_fds[keep] = spool_fds[i];
-            spool_paths[keep++] = p;
-        }
-    }
-    spool_n = keep;
-    lpk_cleanup_unblock();
 }
 
 /* ---------------------------------------------------------------- detection */
@@ -181,7 +119,7 @@ static int make_parents(const char *root, const char *rel, int last_too, lpk_err
         if (*s != '/') continue;
         *s = 0;
         if (mkdir(p, 0700) == 0) {
-            if (spool_register(p)) return lpk_err(err, LPK_ENOMEM, "out of memory");
+            if (lpk_temp_register(p) < 0) return lpk_err(err, LPK_ENOMEM, "out of memory");
         } else if (errno != EEXIST) {
             return lpk_err(err, LPK_EIO, "%s: %s", p, strerror(errno));
         }
@@ -189,7 +127,7 @@ static int make_parents(const char *root, const char *rel, int last_too, lpk_err
     }
     if (last_too) {
         if (mkdir(p, 0700) == 0) {
-            if (spool_register(p)) return lpk_err(err, LPK_ENOMEM, "out of memory");
+            if (lpk_temp_register(p) < 0) return lpk_err(err, LPK_ENOMEM, "out of memory");
         } else if (errno != EEXIST) {
             return lpk_err(err, LPK_EIO, "%s: %s", p, strerror(errno));
         }
@@ -221,7 +159,7 @@ static int copy_member(struct archive *a, const char *archive_path, const char *
                            name);
         return lpk_err(err, LPK_EIO, "%s: %s", dst, strerror(errno));
     }
-    if (spool_register(dst)) {
+    if (lpk_temp_register(dst) < 0) {
         close(fd);
         unlink(dst);
         return lpk_err(err, LPK_ENOMEM, "out of memory");
@@ -272,7 +210,7 @@ static struct archive *arc_open(const char *path, lpk_error *err)
     archive_read_support_format_gnutar(a);
     archive_read_support_format_zip(a);
     if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK) {
-        lpk_err(err, errno == ENOENT ? LPK_ENOTFOUND : LPK_ECORRUPT, "%s: %s", path,
+        lpk_err(err, archive_errno(a) == ENOENT ? LPK_ENOTFOUND : LPK_ECORRUPT, "%s: %s", path,
                 archive_error_string(a) ? archive_error_string(a) : "cannot open");
         archive_read_free(a);
         return NULL;
@@ -432,7 +370,7 @@ static int links_make(const arc_links *ls, const char *path, const char *root, l
                          : lpk_err(err, LPK_EIO, "%s: %s", dst, strerror(errno));
                 break;
             }
-            if (spool_register(dst)) {
+            if (lpk_temp_register(dst) < 0) {
                 unlink(dst);
                 rc = lpk_err(err, LPK_ENOMEM, "out of memory");
                 break;
@@ -1410,7 +1348,7 @@ static int stream_open(const char *path, const cv_torch_opts *opts, cv_source **
             break;
         }
         int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0 || spool_register(p) || write(fd, m->data, m->n) != (ssize_t)m->n)
+        if (fd < 0 || lpk_temp_register(p) < 0 || write(fd, m->data, m->n) != (ssize_t)m->n)
             rc = lpk_err(err, LPK_EIO, "%s: %s", p, strerror(errno));
         if (fd >= 0) close(fd);
     }
@@ -1426,7 +1364,7 @@ static int stream_open(const char *path, const cv_torch_opts *opts, cv_source **
             if (ckdir[0]) rename_in_msg(err, ckdir, label);
             rename_in_msg(err, small, path);
         }
-        spool_cleanup(small);
+        lpk_temp_remove(small);
     }
     if (!rc) {
         S->base.tie_hint = hp.tie;
@@ -1480,7 +1418,7 @@ static void arc_close(cv_source *s)
     for (size_t i = 0; i < a->base.n_files; i++) free(a->base.files[i]);
     free(a->base.files);
     if (a->inner) a->inner->ops->close(a->inner);
-    if (a->spool[0]) spool_cleanup(a->spool);
+    if (a->spool[0]) lpk_temp_remove(a->spool);
     free(a);
 }
 

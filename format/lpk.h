@@ -118,12 +118,21 @@ typedef void (*lpk_notice_fn)(const char *msg);
 void lpk_set_notice(lpk_notice_fn fn);
 void lpk_notice(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* Files the cleanup signals remove (the writers' temporary files, and a
- * program's own intermediate files): registers path (copied) and returns its
- * slot, or -1 when the path is too long or all 64 slots are taken.
- * Unregistering does not remove the file. */
+/* The one registry of paths the cleanup signals remove: the writers'
+ * temporary files, a program's own intermediate files, and temporary folders
+ * with what was created in them (the archive reader's spool). Registers path
+ * (copied) and returns its slot, or -1 when the path is too long (4096 bytes
+ * or more) or memory is short. On a signal, registered files are unlinked,
+ * then registered folders removed (rmdir) innermost first. Unregistering
+ * does not remove the path. */
 int lpk_temp_register(const char *path);
+/* The same, holding fd (e.g. a folder's lock, or -1) open until the slot is
+ * unregistered or removed; then fd is closed. */
+int lpk_temp_register_fd(const char *path, int fd);
 void lpk_temp_unregister(int slot);
+/* Removes now, and unregisters, root and every registered path under root/
+ * (files, then folders innermost first). */
+void lpk_temp_remove(const char *root);
 /* Mode for new output files: 0666 minus the process umask. */
 unsigned lpk_output_mode(void);
 /* Removes, from folder dir, temporary files of llmpack's naming patterns

@@ -259,6 +259,117 @@ void lpk_notice(const char *fmt, ...)
     notice_fn(buf);
 }
 
+/* ---------------------------------------------------------------- temporary paths */
+/* The one registry of paths a termination signal removes: the writers'
+ * temporary files, a program's intermediate files, and the archive reader's
+ * spool folder and everything in it. Entries live in chunks that never move
+ * (the first one static, later ones allocated and linked once, never freed),
+ * each with a fixed path buffer, so the hook reads only memory that stays
+ * valid and calls only unlink and rmdir, both async-signal-safe. */
+#define TMP_CHUNK 64
+#define TMP_PATH_MAX 4096
+typedef struct tmp_chunk {
+    char path[TMP_CHUNK][TMP_PATH_MAX];
+    int fd[TMP_CHUNK];                      /* held open until unregistered, or -1 */
+    volatile sig_atomic_t used[TMP_CHUNK];
+    struct tmp_chunk *volatile next;
+} tmp_chunk;
+static tmp_chunk tmp_first;
+static pthread_mutex_t tmp_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Files first (unlink fails on a folder), then folders, innermost first:
+ * rmdir passes until one removes nothing. root: only root and paths under
+ * root/ (NULL: all). */
+static int tmp_match(const char *p, const char *root)
+{
+    if (!root) return 1;
+    size_t rl = strlen(root);
+    return !strncmp(p, root, rl) && (p[rl] == 0 || p[rl] == '/');
+}
+
+static void tmp_remove(const char *root)
+{
+    int e = errno;  /* a signal handler, or a caller that reports errno next */
+    for (tmp_chunk *c = &tmp_first; c; c = c->next)
+        for (int i = 0; i < TMP_CHUNK; i++)
+            if (c->used[i] && tmp_match(c->path[i], root)) unlink(c->path[i]);
+    for (int more = 1; more;) {
+        more = 0;
+        for (tmp_chunk *c = &tmp_first; c; c = c->next)
+            for (int i = 0; i < TMP_CHUNK; i++)
+                if (c->used[i] && tmp_match(c->path[i], root) && rmdir(c->path[i]) == 0) more = 1;
+    }
+    errno = e;
+}
+
+static void tmp_remove_all(void) { tmp_remove(NULL); }
+
+int lpk_temp_register_fd(const char *path, int fd)
+{
+    if (strlen(path) >= TMP_PATH_MAX || lpk_cleanup_add(tmp_remove_all)) return -1;
+    lpk_cleanup_block();
+    pthread_mutex_lock(&tmp_lock);
+    int slot = -1, base = 0;
+    tmp_chunk *c = &tmp_first;
+    for (;; c = c->next, base += TMP_CHUNK) {
+        for (int i = 0; i < TMP_CHUNK && slot < 0; i++)
+            if (!c->used[i]) slot = i;
+        if (slot >= 0 || !c->next) break;
+    }
+    if (slot < 0) {
+        tmp_chunk *n = calloc(1, sizeof *n);
+        if (n) {
+            c->next = n;
+            c = n;
+            base += TMP_CHUNK;
+            slot = 0;
+        }
+    }
+    if (slot >= 0) {
+        strcpy(c->path[slot], path);
+        c->fd[slot] = fd;
+        c->used[slot] = 1;
+        slot += base;
+    }
+    pthread_mutex_unlock(&tmp_lock);
+    lpk_cleanup_unblock();
+    return slot;
+}
+
+int lpk_temp_register(const char *path) { return lpk_temp_register_fd(path, -1); }
+
+/* Forgets entry i of c (tmp_lock held), closing its descriptor. */
+static void tmp_forget(tmp_chunk *c, int i)
+{
+    c->used[i] = 0;
+    if (c->fd[i] >= 0) close(c->fd[i]);
+    c->fd[i] = -1;
+}
+
+void lpk_temp_unregister(int slot)
+{
+    if (slot < 0) return;
+    lpk_cleanup_block();
+    pthread_mutex_lock(&tmp_lock);
+    tmp_chunk *c = &tmp_first;
+    for (; c && slot >= TMP_CHUNK; slot -= TMP_CHUNK) c = c->next;
+    if (c && c->used[slot]) tmp_forget(c, slot);
+    pthread_mutex_unlock(&tmp_lock);
+    lpk_cleanup_unblock();
+}
+
+void lpk_temp_remove(const char *root)
+{
+    lpk_cleanup_block();
+    pthread_mutex_lock(&tmp_lock);
+    tmp_remove(root);
+    for (tmp_chunk *c = &tmp_first; c; c = c->next)
+        for (int i = 0; i < TMP_CHUNK; i++)
+            if (c->used[i] && tmp_match(c->path[i], root)) tmp_forget(c, i);
+    pthread_mutex_unlock(&tmp_lock);
+    lpk_cleanup_unblock();
+}
+
 /* ---------------------------------------------------------------- output mode */
 unsigned lpk_output_mode(void)
 {

@@ -11,8 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,49 +21,6 @@
 
 #include <xxhash.h>
 #include <zstd.h>
-
-/* ---------------------------------------------------------------- signal cleanup */
-/* Temporary files that a termination signal must remove (lpk_guard.c runs
- * the hook). The hook only reads these fixed buffers and calls unlink(), both
- * async-signal-safe. */
-#define TMP_SLOTS 64
-#define TMP_PATH_MAX 4096
-static char tmp_paths[TMP_SLOTS][TMP_PATH_MAX];
-static volatile sig_atomic_t tmp_used[TMP_SLOTS];
-static pthread_mutex_t tmp_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void remove_tmps(void)
-{
-    for (int i = 0; i < TMP_SLOTS; i++)
-        if (tmp_used[i]) unlink(tmp_paths[i]);
-}
-
-int lpk_temp_register(const char *path)
-{
-    if (strlen(path) >= TMP_PATH_MAX) return -1;
-    pthread_mutex_lock(&tmp_lock);
-    int slot = -1;
-    for (int i = 0; i < TMP_SLOTS; i++)
-        if (!tmp_used[i]) { slot = i; break; }
-    if (slot >= 0) {
-        strcpy(tmp_paths[slot], path);
-        tmp_used[slot] = 1;
-        if (lpk_cleanup_add(remove_tmps)) {
-            tmp_used[slot] = 0;
-            slot = -1;
-        }
-    }
-    pthread_mutex_unlock(&tmp_lock);
-    return slot;
-}
-
-void lpk_temp_unregister(int slot)
-{
-    if (slot < 0) return;
-    pthread_mutex_lock(&tmp_lock);
-    tmp_used[slot] = 0;
-    pthread_mutex_unlock(&tmp_lock);
-}
 
 /* ---------------------------------------------------------------- writer */
 #define WRITER_MAGIC 0x4c504b57u /* "LPKW" */

@@ -765,6 +765,67 @@ static char *tiny_input(const char *dir)
     return in;
 }
 
+/* The one registry of temporary paths (lpk_temp_register): folders and the
+ * files in them, registered in any order and beyond one chunk of 64, are
+ * removed files first and folders innermost first, by lpk_temp_remove (only
+ * the paths under the given root) and by a termination signal (all but the
+ * unregistered ones). */
+static void make_tree(const char *dir, int n, int reg)
+{
+    char *a = tu_fmt("%s/a", dir), *b = tu_fmt("%s/a/b", dir);
+    assert_int_equal(mkdir(a, 0700), 0);
+    assert_int_equal(mkdir(b, 0700), 0);
+    for (int i = 0; i < n; i++) {
+        char *f = tu_fmt("%s/f%d", i % 2 ? a : b, i);
+        assert_int_equal(tu_write_file(f, "x", 1), 0);
+        if (reg) assert_true(lpk_temp_register(f) >= 0);
+        free(f);
+        if (reg && i == n / 2) {  /* folders registered between their files */
+            int fd = open(a, O_RDONLY | O_DIRECTORY);
+            assert_true(fd >= 0);
+            assert_true(lpk_temp_register_fd(a, fd) >= 0);
+            assert_true(lpk_temp_register(b) >= 0);
+        }
+    }
+    free(a);
+    free(b);
+}
+
+static void test_temp_registry(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *a = tu_fmt("%s/a", dir), *ab = tu_fmt("%s/ab", dir), *keep = tu_fmt("%s/keep", dir);
+    assert_int_equal(mkdir(ab, 0700), 0);
+    assert_true(lpk_temp_register(ab) >= 0);
+    assert_int_equal(tu_write_file(keep, "k", 1), 0);
+    int ks = lpk_temp_register(keep);
+    assert_true(ks >= 0);
+    make_tree(dir, 150, 1);
+    lpk_temp_remove(a);
+    assert_false(tu_exists(a));
+    assert_true(tu_exists(ab) && tu_exists(keep));
+    lpk_temp_unregister(ks);
+    lpk_temp_remove(ab);
+    assert_false(tu_exists(ab));
+    assert_true(tu_exists(keep));
+    /* a signal: everything registered goes, the unregistered file stays */
+    pid_t pid = fork();
+    if (pid == 0) {
+        make_tree(dir, 150, 1);
+        if (mkdir(ab, 0700) != 0 || lpk_temp_register(ab) < 0) _exit(2);
+        raise(SIGTERM);
+        _exit(3);
+    }
+    int ws = tu_wait_child(pid, WAIT_S, "registering child");
+    assert_true(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGTERM);
+    assert_false(tu_exists(a));
+    assert_false(tu_exists(ab));
+    assert_true(tu_exists(keep));
+    tu_rmtree(dir);
+    free(dir); free(a); free(ab); free(keep);
+}
+
 static void test_stale_temporary_files_swept(void **state)
 {
     (void)state;
@@ -996,6 +1057,7 @@ int main(void)
         cmocka_unit_test(test_signals_during_multi_output),
         cmocka_unit_test(test_signals_during_convert_gptq),
         cmocka_unit_test(test_closed_pipe),
+        cmocka_unit_test(test_temp_registry),
         cmocka_unit_test(test_stale_temporary_files_swept),
         cmocka_unit_test(test_special_outputs),
         cmocka_unit_test(test_archive_links),
