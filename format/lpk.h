@@ -194,6 +194,15 @@ enum lpk_cpu_flag {
     LPK_CPU_AVX512VNNI = 1u << 6,
     LPK_CPU_AVXVNNI = 1u << 7
 };
+/* Per-ISA code (docs/ARCHITECTURE.md, "SIMD variants"): a function compiled for
+ * the instruction sets isa (e.g. "avx2,fma,f16c") and called only where
+ * lpk_cpu_features() reports them. In a template included once per instruction
+ * set, LPK_SIMD_FN and LPK_SIMD_INL declare a static (inlined) function for the
+ * including file's SIMD_TGT. */
+#define LPK_TARGET(isa) __attribute__((target(isa)))
+#define LPK_TARGET_INLINE(isa) __attribute__((target(isa), always_inline)) inline
+#define LPK_SIMD_FN static LPK_TARGET(SIMD_TGT)
+#define LPK_SIMD_INL static LPK_TARGET_INLINE(SIMD_TGT)
 /* Features of this CPU (cpuid + OS support via xgetbv), masked by the environment
  * variable LLMPACK_SIMD: "scalar" (none), "avx2" (AVX2+FMA+F16C only), "avx512"
  * or unset (all detected). Computed once; thread-safe after the first call. */

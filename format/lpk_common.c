@@ -266,8 +266,7 @@ uint16_t lpk_f32_to_bf16(float f)
 }
 
 #ifdef LPK_X86
-__attribute__((target("avx2,f16c")))
-static void f16_to_f32_f16c(const uint16_t *src, float *dst, size_t n)
+static LPK_TARGET("avx2,f16c") void f16_to_f32_f16c(const uint16_t *src, float *dst, size_t n)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -275,8 +274,7 @@ static void f16_to_f32_f16c(const uint16_t *src, float *dst, size_t n)
     for (; i < n; i++) dst[i] = lpk_f16_to_f32(src[i]);
 }
 
-__attribute__((target("avx2,f16c")))
-static void f32_to_f16_f16c(const float *src, uint16_t *dst, size_t n)
+static LPK_TARGET("avx2,f16c") void f32_to_f16_f16c(const float *src, uint16_t *dst, size_t n)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
@@ -285,8 +283,7 @@ static void f32_to_f16_f16c(const float *src, uint16_t *dst, size_t n)
     for (; i < n; i++) dst[i] = lpk_f32_to_f16(src[i]);
 }
 
-__attribute__((target("avx2")))
-static void bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n)
+static LPK_TARGET("avx2") void bf16_to_f32_avx2(const uint16_t *src, float *dst, size_t n)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {

@@ -7,22 +7,20 @@
 #include <immintrin.h>
 #include <math.h>
 
-#define TGT __attribute__((target("avx2")))
-
-TGT static inline float hsum(__m256 v)
+static inline LPK_TARGET("avx2") float hsum(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
-TGT static inline __m256 rnd_clamp(__m256 v, __m256 lo, __m256 hi)
+static inline LPK_TARGET("avx2") __m256 rnd_clamp(__m256 v, __m256 lo, __m256 hi)
 {
     v = _mm256_max_ps(_mm256_min_ps(v, hi), lo);
     return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
-TGT static float sym_err_avx2(const float *x, const float *w, int n, float d, float lo,
+static LPK_TARGET("avx2") float sym_err_avx2(const float *x, const float *w, int n, float d, float lo,
                               float hi)
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -38,7 +36,7 @@ TGT static float sym_err_avx2(const float *x, const float *w, int n, float d, fl
     return hsum(acc);
 }
 
-TGT static void sym_sums_avx2(const float *x, const float *w, int n, float d, float lo,
+static LPK_TARGET("avx2") void sym_sums_avx2(const float *x, const float *w, int n, float d, float lo,
                               float hi, float *sxq, float *sqq)
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -55,7 +53,7 @@ TGT static void sym_sums_avx2(const float *x, const float *w, int n, float d, fl
     *sqq = hsum(b);
 }
 
-TGT static float asym_err_avx2(const float *x, const float *w, int n, float d, float m,
+static LPK_TARGET("avx2") float asym_err_avx2(const float *x, const float *w, int n, float d, float m,
                                float hi)
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -71,7 +69,7 @@ TGT static float asym_err_avx2(const float *x, const float *w, int n, float d, f
     return hsum(acc);
 }
 
-TGT static void asym_sums_avx2(const float *x, const float *w, int n, float d, float m,
+static LPK_TARGET("avx2") void asym_sums_avx2(const float *x, const float *w, int n, float d, float m,
                                float hi, float s[3])
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -93,7 +91,7 @@ TGT static void asym_sums_avx2(const float *x, const float *w, int n, float d, f
 
 /* e[k] = sym_err_avx2(x, w, n, d[k], lo, hi): the block is loaded once and the
  * candidates, independent of each other, overlap in the pipeline. */
-TGT static void sym_err_n_avx2(const float *x, const float *w, int n, const float *d, int nd,
+static LPK_TARGET("avx2") void sym_err_n_avx2(const float *x, const float *w, int n, const float *d, int nd,
                                float lo, float hi, float *e)
 {
     if (n != 32) {
@@ -119,7 +117,7 @@ TGT static void sym_err_n_avx2(const float *x, const float *w, int n, const floa
     }
 }
 
-TGT static inline float amax32_avx2(const float *x, int *neg)
+static inline LPK_TARGET("avx2") float amax32_avx2(const float *x, int *neg)
 {
     __m256 v[4], sm = _mm256_set1_ps(-0.0f);
     for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
@@ -135,7 +133,7 @@ TGT static inline float amax32_avx2(const float *x, int *neg)
     return amax;
 }
 
-TGT static void sym_assign32_avx2(const float *x, float d, int nlo, int nhi, int q[32])
+static LPK_TARGET("avx2") void sym_assign32_avx2(const float *x, float d, int nlo, int nhi, int q[32])
 {
     __m256 vid = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
     __m256 lo = _mm256_set1_ps((float)-nlo), hi = _mm256_set1_ps((float)nhi);
@@ -146,7 +144,7 @@ TGT static void sym_assign32_avx2(const float *x, float d, int nlo, int nhi, int
 
 /* qi_f16_sat and lpk_f16_to_f32 by F16C: round to nearest even, the same
  * values for the finite inputs the searches convert */
-__attribute__((target("avx2,f16c"))) static uint16_t f2h_f16c(float v)
+static LPK_TARGET("avx2,f16c") uint16_t f2h_f16c(float v)
 {
     uint16_t h = (uint16_t)_mm_extract_epi16(
         _mm_cvtps_ph(_mm_set_ss(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), 0);
@@ -154,13 +152,13 @@ __attribute__((target("avx2,f16c"))) static uint16_t f2h_f16c(float v)
     return h;
 }
 
-__attribute__((target("avx2,f16c"))) static float h2f_f16c(uint16_t h)
+static LPK_TARGET("avx2,f16c") float h2f_f16c(uint16_t h)
 {
     return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
 }
 
 /* True when x[0..n) holds a NaN or an Inf (exponent bits all set). */
-TGT int quant_avx2_any_nonfinite(const float *x, int64_t n)
+LPK_TARGET("avx2") int quant_avx2_any_nonfinite(const float *x, int64_t n)
 {
     __m256i e = _mm256_set1_epi32(0x7f800000), acc = _mm256_setzero_si256();
     int64_t i = 0;
@@ -183,57 +181,56 @@ static const qi_ops ops_avx2 = {sym_err_avx2,   sym_sums_avx2, asym_err_avx2,
 
 /* ---------------------------------------------------------------- lanes */
 /* The lane primitives of quant_lanes.h over 8 blocks (one per float lane). */
-#define QL_W 8
-#define QL_TARGET "avx2,fma,f16c"
-#define QL_FN __attribute__((target(QL_TARGET), always_inline)) static inline
+#define SIMD_W 8
+#define SIMD_TGT "avx2,fma,f16c"
 typedef __m256 qv;
 typedef __m256 qm;  /* all-ones lanes */
 typedef __m128i qh; /* 8 halves */
 
-QL_FN qv v_zero(void) { return _mm256_setzero_ps(); }
-QL_FN qv v_set1(float a) { return _mm256_set1_ps(a); }
-QL_FN qv v_add(qv a, qv b) { return _mm256_add_ps(a, b); }
-QL_FN qv v_sub(qv a, qv b) { return _mm256_sub_ps(a, b); }
-QL_FN qv v_mul(qv a, qv b) { return _mm256_mul_ps(a, b); }
-QL_FN qv v_div(qv a, qv b) { return _mm256_div_ps(a, b); }
-QL_FN qv v_min(qv a, qv b) { return _mm256_min_ps(a, b); }
-QL_FN qv v_max(qv a, qv b) { return _mm256_max_ps(a, b); }
-QL_FN qv v_abs(qv a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
-QL_FN qv v_neg(qv a) { return _mm256_xor_ps(_mm256_set1_ps(-0.0f), a); }
-QL_FN qv v_fnmadd(qv a, qv b, qv c) { return _mm256_fnmadd_ps(a, b, c); }
-QL_FN qm v_lt(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
-QL_FN qm v_gt(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
-QL_FN qm v_eq(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
-QL_FN qm v_neq(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_NEQ_UQ); }
-QL_FN qm v_finite(qv a) { return _mm256_cmp_ps(v_abs(a), _mm256_set1_ps(INFINITY), _CMP_LT_OQ); }
-QL_FN qm v_notfinite(qv a) { return _mm256_cmp_ps(v_abs(a), _mm256_set1_ps(INFINITY), _CMP_NLT_UQ); }
-QL_FN qm m_zero(void) { return _mm256_setzero_ps(); }
-QL_FN qm m_or(qm a, qm b) { return _mm256_or_ps(a, b); }
-QL_FN qm m_and(qm a, qm b) { return _mm256_and_ps(a, b); }
-QL_FN qm m_andnot(qm a, qm b) { return _mm256_andnot_ps(a, b); }
-QL_FN int m_any(qm m) { return _mm256_movemask_ps(m) != 0; }
-QL_FN qv v_blend(qm m, qv a, qv b) { return _mm256_blendv_ps(a, b, m); }
-QL_FN void v_store(float *p, qv a) { _mm256_storeu_ps(p, a); }
-QL_FN qh h_zero(void) { return _mm_setzero_si128(); }
+LPK_SIMD_INL qv v_zero(void) { return _mm256_setzero_ps(); }
+LPK_SIMD_INL qv v_set1(float a) { return _mm256_set1_ps(a); }
+LPK_SIMD_INL qv v_add(qv a, qv b) { return _mm256_add_ps(a, b); }
+LPK_SIMD_INL qv v_sub(qv a, qv b) { return _mm256_sub_ps(a, b); }
+LPK_SIMD_INL qv v_mul(qv a, qv b) { return _mm256_mul_ps(a, b); }
+LPK_SIMD_INL qv v_div(qv a, qv b) { return _mm256_div_ps(a, b); }
+LPK_SIMD_INL qv v_min(qv a, qv b) { return _mm256_min_ps(a, b); }
+LPK_SIMD_INL qv v_max(qv a, qv b) { return _mm256_max_ps(a, b); }
+LPK_SIMD_INL qv v_abs(qv a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+LPK_SIMD_INL qv v_neg(qv a) { return _mm256_xor_ps(_mm256_set1_ps(-0.0f), a); }
+LPK_SIMD_INL qv v_fnmadd(qv a, qv b, qv c) { return _mm256_fnmadd_ps(a, b, c); }
+LPK_SIMD_INL qm v_lt(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+LPK_SIMD_INL qm v_gt(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+LPK_SIMD_INL qm v_eq(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
+LPK_SIMD_INL qm v_neq(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_NEQ_UQ); }
+LPK_SIMD_INL qm v_finite(qv a) { return _mm256_cmp_ps(v_abs(a), _mm256_set1_ps(INFINITY), _CMP_LT_OQ); }
+LPK_SIMD_INL qm v_notfinite(qv a) { return _mm256_cmp_ps(v_abs(a), _mm256_set1_ps(INFINITY), _CMP_NLT_UQ); }
+LPK_SIMD_INL qm m_zero(void) { return _mm256_setzero_ps(); }
+LPK_SIMD_INL qm m_or(qm a, qm b) { return _mm256_or_ps(a, b); }
+LPK_SIMD_INL qm m_and(qm a, qm b) { return _mm256_and_ps(a, b); }
+LPK_SIMD_INL qm m_andnot(qm a, qm b) { return _mm256_andnot_ps(a, b); }
+LPK_SIMD_INL int m_any(qm m) { return _mm256_movemask_ps(m) != 0; }
+LPK_SIMD_INL qv v_blend(qm m, qv a, qv b) { return _mm256_blendv_ps(a, b, m); }
+LPK_SIMD_INL void v_store(float *p, qv a) { _mm256_storeu_ps(p, a); }
+LPK_SIMD_INL qh h_zero(void) { return _mm_setzero_si128(); }
 /* qi_f16_sat: round to nearest even, inf -> largest finite half */
-QL_FN qh h_f16sat(qv a)
+LPK_SIMD_INL qh h_f16sat(qv a)
 {
     __m128i h = _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m128i big = _mm_cmpgt_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7fff)), _mm_set1_epi16(0x7bff));
     return _mm_blendv_epi8(h, _mm_or_si128(_mm_and_si128(h, _mm_set1_epi16((short)0x8000)),
                                            _mm_set1_epi16(0x7bff)), big);
 }
-QL_FN qv h_to_f(qh h) { return _mm256_cvtph_ps(h); }
-QL_FN qh h_blend(qm m, qh a, qh b)
+LPK_SIMD_INL qv h_to_f(qh h) { return _mm256_cvtph_ps(h); }
+LPK_SIMD_INL qh h_blend(qm m, qh a, qh b)
 {
     __m256i mi = _mm256_castps_si256(m);
     return _mm_blendv_epi8(a, b, _mm_packs_epi32(_mm256_castsi256_si128(mi), _mm256_extracti128_si256(mi, 1)));
 }
-QL_FN qm h_eq(qh a, qh b) { return _mm256_castsi256_ps(_mm256_cvtepi16_epi32(_mm_cmpeq_epi16(a, b))); }
-QL_FN void h_store(uint16_t *p, qh h) { _mm_storeu_si128((__m128i *)(void *)p, h); }
+LPK_SIMD_INL qm h_eq(qh a, qh b) { return _mm256_castsi256_ps(_mm256_cvtepi16_epi32(_mm_cmpeq_epi16(a, b))); }
+LPK_SIMD_INL void h_store(uint16_t *p, qh h) { _mm_storeu_si128((__m128i *)(void *)p, h); }
 
 /* 8 values of x (type st) from element i, as f32 */
-QL_FN qv ql_ld(const void *x, int st, int64_t i)
+LPK_SIMD_INL qv ql_ld(const void *x, int st, int64_t i)
 {
     if (st == LPK_TYPE_F16)
         return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)x + i)));
@@ -244,7 +241,7 @@ QL_FN qv ql_ld(const void *x, int st, int64_t i)
 }
 
 /* out[e] lane b = rows[b][e], e < 32 (four 8 x 8 transposes) */
-QL_FN void ql_transpose32(const float *const rows[8], qv out[32])
+LPK_SIMD_INL void ql_transpose32(const float *const rows[8], qv out[32])
 {
     for (int c = 0; c < 32; c += 8) {
         __m256 t[8], s[8];
@@ -267,11 +264,11 @@ QL_FN void ql_transpose32(const float *const rows[8], qv out[32])
 }
 
 /* signed / unsigned int32 maxima of the f32 bits */
-QL_FN qv v_imax_s(qv a, qv b)
+LPK_SIMD_INL qv v_imax_s(qv a, qv b)
 {
     return _mm256_castsi256_ps(_mm256_max_epi32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
 }
-QL_FN qv v_imax_u(qv a, qv b)
+LPK_SIMD_INL qv v_imax_u(qv a, qv b)
 {
     return _mm256_castsi256_ps(_mm256_max_epu32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
 }
@@ -280,7 +277,7 @@ QL_FN qv v_imax_u(qv a, qv b)
  * result is the maximum of v[c + 2k]; QL_POS(p) is the block to put at position
  * p so that lane b holds block b. */
 #define QL_POS(p) (4 * ((p) & 1) + ((p) >> 1))
-QL_FN qv ql_reduce_max(const qv v[8], int uns)
+LPK_SIMD_INL qv ql_reduce_max(const qv v[8], int uns)
 {
     qv w[4], u[2];
     for (int j = 0; j < 4; j++) {
@@ -301,7 +298,7 @@ QL_FN qv ql_reduce_max(const qv v[8], int uns)
  * element order (the values fit in int8; in range, the conversion rounds to
  * nearest even exactly as qi_round; round is monotonic and the bounds are
  * integers, so the int8 saturation can stand for the bound -128) */
-QL_FN __m256i ql_levels32(const float *x, float id, float lo, float hi, int off)
+LPK_SIMD_INL __m256i ql_levels32(const float *x, float id, float lo, float hi, int off)
 {
     __m256 vid = _mm256_set1_ps(id), vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
     __m256i q[4], o = _mm256_set1_epi32(off);

@@ -10,43 +10,42 @@
 #include <math.h>
 
 /* The lane primitives of quant_lanes.h over 16 blocks (one per float lane). */
-#define QL_W 16
-#define QL_TARGET "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
-#define QL_FN __attribute__((target(QL_TARGET), always_inline)) static inline
+#define SIMD_W 16
+#define SIMD_TGT "avx512f,avx512bw,avx512vl,avx2,fma,f16c"
 typedef __m512 qv;
 typedef __mmask16 qm;
 typedef __m256i qh; /* 16 halves */
 
-QL_FN qv v_zero(void) { return _mm512_setzero_ps(); }
-QL_FN qv v_set1(float a) { return _mm512_set1_ps(a); }
-QL_FN qv v_add(qv a, qv b) { return _mm512_add_ps(a, b); }
-QL_FN qv v_sub(qv a, qv b) { return _mm512_sub_ps(a, b); }
-QL_FN qv v_mul(qv a, qv b) { return _mm512_mul_ps(a, b); }
-QL_FN qv v_div(qv a, qv b) { return _mm512_div_ps(a, b); }
-QL_FN qv v_min(qv a, qv b) { return _mm512_min_ps(a, b); }
-QL_FN qv v_max(qv a, qv b) { return _mm512_max_ps(a, b); }
-QL_FN qv v_abs(qv a) { return _mm512_abs_ps(a); }
-QL_FN qv v_neg(qv a)
+LPK_SIMD_INL qv v_zero(void) { return _mm512_setzero_ps(); }
+LPK_SIMD_INL qv v_set1(float a) { return _mm512_set1_ps(a); }
+LPK_SIMD_INL qv v_add(qv a, qv b) { return _mm512_add_ps(a, b); }
+LPK_SIMD_INL qv v_sub(qv a, qv b) { return _mm512_sub_ps(a, b); }
+LPK_SIMD_INL qv v_mul(qv a, qv b) { return _mm512_mul_ps(a, b); }
+LPK_SIMD_INL qv v_div(qv a, qv b) { return _mm512_div_ps(a, b); }
+LPK_SIMD_INL qv v_min(qv a, qv b) { return _mm512_min_ps(a, b); }
+LPK_SIMD_INL qv v_max(qv a, qv b) { return _mm512_max_ps(a, b); }
+LPK_SIMD_INL qv v_abs(qv a) { return _mm512_abs_ps(a); }
+LPK_SIMD_INL qv v_neg(qv a)
 {
     return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_set1_epi32((int)0x80000000u)));
 }
-QL_FN qv v_fnmadd(qv a, qv b, qv c) { return _mm512_fnmadd_ps(a, b, c); }
-QL_FN qm v_lt(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
-QL_FN qm v_gt(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
-QL_FN qm v_eq(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
-QL_FN qm v_neq(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_NEQ_UQ); }
-QL_FN qm v_finite(qv a) { return _mm512_cmp_ps_mask(v_abs(a), _mm512_set1_ps(INFINITY), _CMP_LT_OQ); }
-QL_FN qm v_notfinite(qv a) { return _mm512_cmp_ps_mask(v_abs(a), _mm512_set1_ps(INFINITY), _CMP_NLT_UQ); }
-QL_FN qm m_zero(void) { return 0; }
-QL_FN qm m_or(qm a, qm b) { return (qm)(a | b); }
-QL_FN qm m_and(qm a, qm b) { return (qm)(a & b); }
-QL_FN qm m_andnot(qm a, qm b) { return (qm)(~a & b); }
-QL_FN int m_any(qm m) { return m != 0; }
-QL_FN qv v_blend(qm m, qv a, qv b) { return _mm512_mask_blend_ps(m, a, b); }
-QL_FN void v_store(float *p, qv a) { _mm512_storeu_ps(p, a); }
-QL_FN qh h_zero(void) { return _mm256_setzero_si256(); }
+LPK_SIMD_INL qv v_fnmadd(qv a, qv b, qv c) { return _mm512_fnmadd_ps(a, b, c); }
+LPK_SIMD_INL qm v_lt(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+LPK_SIMD_INL qm v_gt(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+LPK_SIMD_INL qm v_eq(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+LPK_SIMD_INL qm v_neq(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_NEQ_UQ); }
+LPK_SIMD_INL qm v_finite(qv a) { return _mm512_cmp_ps_mask(v_abs(a), _mm512_set1_ps(INFINITY), _CMP_LT_OQ); }
+LPK_SIMD_INL qm v_notfinite(qv a) { return _mm512_cmp_ps_mask(v_abs(a), _mm512_set1_ps(INFINITY), _CMP_NLT_UQ); }
+LPK_SIMD_INL qm m_zero(void) { return 0; }
+LPK_SIMD_INL qm m_or(qm a, qm b) { return (qm)(a | b); }
+LPK_SIMD_INL qm m_and(qm a, qm b) { return (qm)(a & b); }
+LPK_SIMD_INL qm m_andnot(qm a, qm b) { return (qm)(~a & b); }
+LPK_SIMD_INL int m_any(qm m) { return m != 0; }
+LPK_SIMD_INL qv v_blend(qm m, qv a, qv b) { return _mm512_mask_blend_ps(m, a, b); }
+LPK_SIMD_INL void v_store(float *p, qv a) { _mm512_storeu_ps(p, a); }
+LPK_SIMD_INL qh h_zero(void) { return _mm256_setzero_si256(); }
 /* qi_f16_sat: round to nearest even, inf -> largest finite half */
-QL_FN qh h_f16sat(qv a)
+LPK_SIMD_INL qh h_f16sat(qv a)
 {
     __m256i h = _mm512_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __mmask16 big = _mm256_cmpgt_epu16_mask(_mm256_and_si256(h, _mm256_set1_epi16(0x7fff)),
@@ -54,13 +53,13 @@ QL_FN qh h_f16sat(qv a)
     return _mm256_mask_mov_epi16(h, big, _mm256_or_si256(_mm256_and_si256(h, _mm256_set1_epi16((short)0x8000)),
                                                          _mm256_set1_epi16(0x7bff)));
 }
-QL_FN qv h_to_f(qh h) { return _mm512_cvtph_ps(h); }
-QL_FN qh h_blend(qm m, qh a, qh b) { return _mm256_mask_blend_epi16(m, a, b); }
-QL_FN qm h_eq(qh a, qh b) { return _mm256_cmpeq_epi16_mask(a, b); }
-QL_FN void h_store(uint16_t *p, qh h) { _mm256_storeu_si256((__m256i *)(void *)p, h); }
+LPK_SIMD_INL qv h_to_f(qh h) { return _mm512_cvtph_ps(h); }
+LPK_SIMD_INL qh h_blend(qm m, qh a, qh b) { return _mm256_mask_blend_epi16(m, a, b); }
+LPK_SIMD_INL qm h_eq(qh a, qh b) { return _mm256_cmpeq_epi16_mask(a, b); }
+LPK_SIMD_INL void h_store(uint16_t *p, qh h) { _mm256_storeu_si256((__m256i *)(void *)p, h); }
 
 /* 16 values of x (type st) from element i, as f32 */
-QL_FN qv ql_ld(const void *x, int st, int64_t i)
+LPK_SIMD_INL qv ql_ld(const void *x, int st, int64_t i)
 {
     if (st == LPK_TYPE_F16)
         return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)((const uint16_t *)x + i)));
@@ -71,7 +70,7 @@ QL_FN qv ql_ld(const void *x, int st, int64_t i)
 }
 
 /* out[e] lane b = rows[b][e], e < 32 (two 16 x 16 transposes) */
-QL_FN void ql_transpose32(const float *const rows[16], qv out[32])
+LPK_SIMD_INL void ql_transpose32(const float *const rows[16], qv out[32])
 {
     for (int c = 0; c < 32; c += 16) {
         __m512 t[16], u[16], a[4], b[4], cc[4], d[4];
@@ -103,11 +102,11 @@ QL_FN void ql_transpose32(const float *const rows[16], qv out[32])
 }
 
 /* signed / unsigned int32 maxima of the f32 bits */
-QL_FN qv v_imax_s(qv a, qv b)
+LPK_SIMD_INL qv v_imax_s(qv a, qv b)
 {
     return _mm512_castsi512_ps(_mm512_max_epi32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
 }
-QL_FN qv v_imax_u(qv a, qv b)
+LPK_SIMD_INL qv v_imax_u(qv a, qv b)
 {
     return _mm512_castsi512_ps(_mm512_max_epu32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
 }
@@ -116,7 +115,7 @@ QL_FN qv v_imax_u(qv a, qv b)
  * result is the maximum of v[c + 4k]; QL_POS(p) is the block to put at position
  * p so that lane b holds block b. */
 #define QL_POS(p) (4 * ((p) & 3) + ((p) >> 2))
-QL_FN qv ql_reduce_max(const qv v[16], int uns)
+LPK_SIMD_INL qv ql_reduce_max(const qv v[16], int uns)
 {
     qv w[8], u[4], s[2];
     for (int j = 0; j < 8; j++) {
@@ -142,7 +141,7 @@ QL_FN qv ql_reduce_max(const qv v[16], int uns)
  * element order (the values fit in int8; in range, the conversion rounds to
  * nearest even exactly as qi_round; round is monotonic and the bounds are
  * integers, so the int8 saturation can stand for the bound -128) */
-QL_FN __m256i ql_levels32(const float *x, float id, float lo, float hi, int off)
+LPK_SIMD_INL __m256i ql_levels32(const float *x, float id, float lo, float hi, int off)
 {
     __m512 vid = _mm512_set1_ps(id), vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi);
     __m512i o = _mm512_set1_epi32(off), q[2];

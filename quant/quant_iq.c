@@ -70,7 +70,7 @@ static const float nl_values_f[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                       1,    13,   25,  38,  53,  69,  89,  113};
 
 /* The levels of 8 values v: the count of midpoints <= v, as the scalar index. */
-__attribute__((target("avx2"))) static inline __m256 nl_level8(__m256 v)
+static inline LPK_TARGET("avx2") __m256 nl_level8(__m256 v)
 {
     __m256i i = _mm256_setzero_si256();
     for (int k = 0; k < 15; k++)
@@ -79,7 +79,7 @@ __attribute__((target("avx2"))) static inline __m256 nl_level8(__m256 v)
     return _mm256_i32gather_ps(nl_values_f, i, 4);
 }
 
-__attribute__((target("avx2"))) static float nl_err_avx2(const float *x, const float *w, float d)
+static LPK_TARGET("avx2") float nl_err_avx2(const float *x, const float *w, float d)
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f, acc[8];
     __m256 vd = _mm256_set1_ps(d), vid = _mm256_set1_ps(id), s = _mm256_setzero_ps();
@@ -95,7 +95,7 @@ __attribute__((target("avx2"))) static float nl_err_avx2(const float *x, const f
     return qi_hsum8(acc);
 }
 
-__attribute__((target("avx2"))) static float nl_refit_avx2(const float *x, const float *w, float d)
+static LPK_TARGET("avx2") float nl_refit_avx2(const float *x, const float *w, float d)
 {
     float id = d != 0.0f ? 1.0f / d : 0.0f, a[8], b[8];
     __m256 vid = _mm256_set1_ps(id), sa = _mm256_setzero_ps(), sb = _mm256_setzero_ps();

@@ -1,14 +1,15 @@
 /* Lane-per-block quantizers for the symmetric 32-block types (q4_0, q5_0,
  * q8_0), written once over a few lane primitives and compiled twice: for AVX2
- * (QL_W = 8 blocks per group, quant_avx2.c) and AVX-512 (QL_W = 16,
- * quant_avx512.c). The including file defines QL_W, QL_FN (the function
- * attributes), the types qv (QL_W floats), qm (a QL_W-lane mask) and qh (QL_W
- * halves), the primitives used below, ql_ld (QL_W values of a source row as
- * f32), ql_transpose32 (QL_W rows of 32 floats -> 32 vectors, lane b = row b),
- * ql_reduce_max with QL_POS (lane-wise maxima of QL_W vectors), and
+ * (SIMD_W = 8 blocks per group, quant_avx2.c) and AVX-512 (SIMD_W = 16,
+ * quant_avx512.c; the SIMD template of docs/ARCHITECTURE.md). The including
+ * file defines SIMD_W and SIMD_TGT (target string), the types qv (SIMD_W
+ * floats), qm (a SIMD_W-lane mask) and qh (SIMD_W halves), the primitives used
+ * below (LPK_SIMD_INL functions), ql_ld (SIMD_W values of a source row as
+ * f32), ql_transpose32 (SIMD_W rows of 32 floats -> 32 vectors, lane b = row b),
+ * ql_reduce_max with QL_POS (lane-wise maxima of SIMD_W vectors), and
  * ql_levels32 (the levels of one block as bytes), then includes this file.
  *
- * A group of QL_W blocks is transposed so that lane b of every vector belongs to
+ * A group of SIMD_W blocks is transposed so that lane b of every vector belongs to
  * block b: the scale search (quant_search_sym) then runs on all blocks at once
  * with no horizontal sums, every candidate independent of the others. Each lane
  * performs the reference's operations on its block in the reference's order (8
@@ -26,13 +27,13 @@
 #define QL_MAGIC 12582912.0f /* 1.5 * 2^23: qi_round */
 
 /* d != 0 ? 1 / d : 0, per lane */
-QL_FN qv ql_recip(qv d)
+LPK_SIMD_INL qv ql_recip(qv d)
 {
     return v_blend(v_neq(d, v_zero()), v_zero(), v_div(v_set1(1.0f), d));
 }
 
 /* qi_hsum8 of 8 lane accumulators */
-QL_FN qv ql_hsum8(const qv a[8])
+LPK_SIMD_INL qv ql_hsum8(const qv a[8])
 {
     qv s0 = v_add(a[0], a[4]), s1 = v_add(a[1], a[5]), s2 = v_add(a[2], a[6]);
     qv s3 = v_add(a[3], a[7]);
@@ -40,7 +41,7 @@ QL_FN qv ql_hsum8(const qv a[8])
 }
 
 /* q = qi_round(qi_clamp(x * id, lo, hi)) */
-QL_FN qv ql_level(qv x, qv id, qv lo, qv hi)
+LPK_SIMD_INL qv ql_level(qv x, qv id, qv lo, qv hi)
 {
     qv v = v_min(v_max(v_mul(x, id), lo), hi);
     return v_sub(v_add(v, v_set1(QL_MAGIC)), v_set1(QL_MAGIC));
@@ -48,7 +49,7 @@ QL_FN qv ql_level(qv x, qv id, qv lo, qv hi)
 
 /* sym_err of scale d (lanes; id = ql_recip(d)) over the 32 elements:
  * sum w (x - q d)^2 */
-QL_FN qv ql_err(const qv *xt, const qv *wt, qv d, qv id, qv lo, qv hi)
+LPK_SIMD_INL qv ql_err(const qv *xt, const qv *wt, qv d, qv id, qv lo, qv hi)
 {
     qv acc[8];
     for (int j = 0; j < 8; j++) acc[j] = v_zero();
@@ -61,7 +62,7 @@ QL_FN qv ql_err(const qv *xt, const qv *wt, qv d, qv id, qv lo, qv hi)
 }
 
 /* quant_search_sym for every lane: the f16 bits of the best scale */
-QL_FN qh ql_search_sym(const qv *xt, const qv *wt, int nlo, int nhi)
+LPK_SIMD_INL qh ql_search_sym(const qv *xt, const qv *wt, int nlo, int nhi)
 {
     qv amax = v_zero();
     for (int i = 0; i < 32; i++) amax = v_max(amax, v_abs(xt[i]));
@@ -110,30 +111,30 @@ QL_FN qh ql_search_sym(const qv *xt, const qv *wt, int nlo, int nhi)
 }
 
 /* element j in the low nibble of byte j, element j + 16 in the high one */
-QL_FN __m128i ql_nibbles(__m256i u)
+LPK_SIMD_INL __m128i ql_nibbles(__m256i u)
 {
     __m128i lo = _mm256_castsi256_si128(u), hi = _mm256_extracti128_si256(u, 1);
     return _mm_or_si128(_mm_and_si128(lo, _mm_set1_epi8(15)),
                         _mm_slli_epi16(_mm_and_si128(hi, _mm_set1_epi8(15)), 4));
 }
 
-/* q8_0 without weights (quant_q8_0_scale, round to nearest) for a group of QL_W
+/* q8_0 without weights (quant_q8_0_scale, round to nearest) for a group of SIMD_W
  * blocks, read in the natural layout (this type is bound by reading its input:
  * no transpose). Per block, as integers on the f32 bits: the largest
  * non-negative value (signed max, floored at 0) and the largest bit pattern
  * (unsigned max: the most negative value when one is negative); the vectors of
- * the QL_W blocks are reduced together (ql_reduce_max, block b in lane b). max
+ * the SIMD_W blocks are reduced together (ql_reduce_max, block b in lane b). max
  * |x| is the larger magnitude of the two; +max occurs when the first equals it,
  * -max when the second is its negation; a NaN or Inf shows as a non-finite max
  * (its bits exceed every finite value's). xf receives the values as f32.
  * Returns nonzero when a block holds NaN/Inf. */
-QL_FN int ql_q8_0_group(const void *x, int st, float *xf, block_q8_0 *b)
+LPK_SIMD_INL int ql_q8_0_group(const void *x, int st, float *xf, block_q8_0 *b)
 {
-    qv vs[QL_W], vu[QL_W];
-    for (int p = 0; p < QL_W; p++) {
+    qv vs[SIMD_W], vu[SIMD_W];
+    for (int p = 0; p < SIMD_W; p++) {
         int k = QL_POS(p);
         qv s = v_zero(), u = v_zero();
-        for (int j = 0; j < 32; j += QL_W) {
+        for (int j = 0; j < 32; j += SIMD_W) {
             qv v = ql_ld(x, st, 32 * k + j);
             v_store(xf + 32 * k + j, v);
             s = v_imax_s(s, v);
@@ -147,25 +148,25 @@ QL_FN int ql_q8_0_group(const void *x, int st, float *xf, block_q8_0 *b)
     qm pos = v_eq(ms, amax), neg = v_eq(mu, v_neg(amax));
     qv div = v_blend(neg, v_set1(-128.0f), v_blend(pos, v_set1(128.0f), v_set1(127.0f)));
     qh h = h_blend(v_eq(amax, v_zero()), h_f16sat(v_div(amax, div)), h_zero());
-    uint16_t hs[QL_W];
-    float ids[QL_W];
+    uint16_t hs[SIMD_W];
+    float ids[SIMD_W];
     h_store(hs, h);
     v_store(ids, ql_recip(h_to_f(h)));
-    for (int k = 0; k < QL_W; k++) {
+    for (int k = 0; k < SIMD_W; k++) {
         b[k].d = hs[k];
         _mm256_storeu_si256((__m256i *)(void *)b[k].qs, ql_levels32(xf + 32 * k, ids[k], -128.0f, 127.0f, 0));
     }
     return m_any(v_notfinite(amax));
 }
 
-/* Loads a group of QL_W blocks (32 * QL_W values of type st) into xf (f32, natural
+/* Loads a group of SIMD_W blocks (32 * SIMD_W values of type st) into xf (f32, natural
  * layout) and xt (transposed). Returns nonzero when one is NaN or Inf. */
-QL_FN int ql_load(const void *x, int st, float *xf, qv xt[32])
+LPK_SIMD_INL int ql_load(const void *x, int st, float *xf, qv xt[32])
 {
     qm bad = m_zero();
-    const float *rows[QL_W];
-    for (int b = 0; b < QL_W; b++) {
-        for (int j = 0; j < 32; j += QL_W) {
+    const float *rows[SIMD_W];
+    for (int b = 0; b < SIMD_W; b++) {
+        for (int j = 0; j < 32; j += SIMD_W) {
             qv v = ql_ld(x, st, 32 * b + j);
             bad = m_or(bad, v_notfinite(v));
             v_store(xf + 32 * b + j, v);
@@ -176,36 +177,36 @@ QL_FN int ql_load(const void *x, int st, float *xf, qv xt[32])
     return m_any(bad);
 }
 
-/* nb blocks (a multiple of QL_W) of type (q4_0, q5_0 or q8_0) from x (type st),
+/* nb blocks (a multiple of SIMD_W) of type (q4_0, q5_0 or q8_0) from x (type st),
  * importance weights w of period wn or NULL. */
-QL_FN int ql_run(const void *x, int st, const float *w, int64_t wn, void *dst, int64_t nb,
+LPK_SIMD_INL int ql_run(const void *x, int st, const float *w, int64_t wn, void *dst, int64_t nb,
                  int type)
 {
-    float xf[QL_W * 32], ids[QL_W];
-    uint16_t hs[QL_W];
+    float xf[SIMD_W * 32], ids[SIMD_W];
+    uint16_t hs[SIMD_W];
     qv xt[32], wt[32];
     int bad = 0;
     size_t es = st == LPK_TYPE_F32 ? 4 : 2;
     int nlo = type == LPK_TYPE_Q4_0 ? 8 : type == LPK_TYPE_Q5_0 ? 16 : 128;
-    for (int64_t i = 0; i < nb; i += QL_W) {
+    for (int64_t i = 0; i < nb; i += SIMD_W) {
         const char *xi = (const char *)x + (size_t)i * 32 * es;
         if (type == LPK_TYPE_Q8_0 && !w) {
-            for (size_t o = 0; o < QL_W * 32 * es; o += 64)
+            for (size_t o = 0; o < SIMD_W * 32 * es; o += 64)
                 _mm_prefetch((const char *)((uintptr_t)xi + QI_PREFETCH + o), _MM_HINT_T0);
             bad |= ql_q8_0_group(xi, st, xf, (block_q8_0 *)dst + i);
             continue;
         }
         bad |= ql_load(xi, st, xf, xt);
         if (w) {
-            const float *rows[QL_W];
-            for (int b = 0; b < QL_W; b++) rows[b] = w + (32 * (i + b)) % wn;
+            const float *rows[SIMD_W];
+            for (int b = 0; b < SIMD_W; b++) rows[b] = w + (32 * (i + b)) % wn;
             ql_transpose32(rows, wt);
         }
         /* the NULL is a constant in the inlined search: no per-element test */
         qh h = w ? ql_search_sym(xt, wt, nlo, nlo - 1) : ql_search_sym(xt, NULL, nlo, nlo - 1);
         h_store(hs, h);
         v_store(ids, ql_recip(h_to_f(h)));
-        for (int b = 0; b < QL_W; b++) {
+        for (int b = 0; b < SIMD_W; b++) {
             const float *xb = xf + 32 * b;
             if (type == LPK_TYPE_Q4_0) {
                 block_q4_0 *o = (block_q4_0 *)dst + i + b;
@@ -230,7 +231,7 @@ QL_FN int ql_run(const void *x, int st, const float *w, int64_t wn, void *dst, i
 
 /* The exported kernels: one body per source type so the loads specialise. */
 #define QL_EXPORT(name, type)                                                              \
-    __attribute__((target(QL_TARGET))) int name(const void *x, int src_type, const float *w, \
+    LPK_TARGET(SIMD_TGT) int name(const void *x, int src_type, const float *w, \
                                                 int64_t wn, void *dst, int64_t nb)           \
     {                                                                                      \
         switch (src_type) {                                                                \

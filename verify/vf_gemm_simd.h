@@ -1,9 +1,11 @@
-/* verify/ internal: the SIMD GEMM kernels, written once for a vector of VW
+/* verify/ internal: the SIMD GEMM kernels, written once for a vector of SIMD_W
  * 32-bit lanes (8: AVX2, 16: AVX-512) and included by vf_gemm_x86.c once per
- * instruction set. Parameters: VW, VNNI (0|1), SFX (name suffix), TGT (target
- * attribute string).
+ * instruction set (the SIMD template of docs/ARCHITECTURE.md). Parameters:
+ * SIMD_W, SIMD_SFX (name suffix), SIMD_NAME (path name), SIMD_TGT (target
+ * string), VNNI (0|1), KPATH (the path's VF_PATH_ value); all undefined at
+ * the end.
  *
- * fp32, and int8 without VNNI: lanes are output rows: a tile of VW rows (2 VW
+ * fp32, and int8 without VNNI: lanes are output rows: a tile of SIMD_W rows (2 SIMD_W
  * for fp32) is repacked once so that one vector load gives the same 4
  * consecutive weights (one f32 weight) of every row, and each token's
  * activations are broadcast against it. int8 with VNNI: lanes are tokens (see
@@ -11,11 +13,11 @@
  * scalar reference's sequence of operations for its (row, token), so the
  * result is the reference's, bit for bit (see vf_gemm.h). */
 
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-#define FN(n) CAT(n, SFX)
+#define SIMD_CAT_(a, b) a##b
+#define SIMD_CAT(a, b) SIMD_CAT_(a, b)
+#define FN(n) SIMD_CAT(n, SIMD_SFX)
 
-#if VW == 8
+#if SIMD_W == 8
 typedef __m256i FN(vi_);
 typedef __m256 FN(vf_);
 #define vi FN(vi_)
@@ -69,10 +71,10 @@ typedef __m512 FN(vf_);
 #endif
 
 /* tokens per register tile */
-#define TT (VW == 8 ? 4 : 8)
-#define TF (VW == 8 ? 6 : 12)
+#define TT (SIMD_W == 8 ? 4 : 8)
+#define TF (SIMD_W == 8 ? 6 : 12)
 
-static inline __attribute__((target(TGT), always_inline)) vi FN(bc32)(const void *p)
+LPK_SIMD_INL vi FN(bc32)(const void *p)
 {
     int32_t v;
     memcpy(&v, p, 4);
@@ -81,7 +83,7 @@ static inline __attribute__((target(TGT), always_inline)) vi FN(bc32)(const void
 
 /* acc + sum over 8 bytes (two groups of 4 per lane) of u8 * s8; u8 <= 63 so
  * the 16-bit pair sums cannot saturate. */
-static inline __attribute__((target(TGT), always_inline)) vi FN(dp8)(vi acc, vi w0, vi x0, vi w1,
+LPK_SIMD_INL vi FN(dp8)(vi acc, vi w0, vi x0, vi w1,
                                                                        vi x1)
 {
     vi p = VI_ADD16(VI_MADDUBS(w0, x0), VI_MADDUBS(w1, x1));
@@ -89,12 +91,12 @@ static inline __attribute__((target(TGT), always_inline)) vi FN(dp8)(vi acc, vi 
 }
 
 /* Stores lanes [0, n) of v to y. */
-static inline __attribute__((target(TGT), always_inline)) void FN(store_rows)(float *y, vf v, int n)
+LPK_SIMD_INL void FN(store_rows)(float *y, vf v, int n)
 {
-    if (n == VW) {
+    if (n == SIMD_W) {
         VF_STORE(y, v);
     } else {
-        float tmp[VW];
+        float tmp[SIMD_W];
         VF_STORE(tmp, v);
         memcpy(y, tmp, (size_t)n * sizeof(float));
     }
@@ -105,13 +107,13 @@ static inline __attribute__((target(TGT), always_inline)) void FN(store_rows)(fl
 #define TOK(t0, j, n) ((t0) + (j) < (n) ? (t0) + (j) : (n) - 1)
 
 /* ---------------------------------------------------------------- packing */
-static inline __attribute__((target(TGT), always_inline)) float FN(half)(const uint8_t *p)
+LPK_SIMD_INL float FN(half)(const uint8_t *p)
 {
     return _cvtsh_ss(lpk_rd16(p));
 }
 
 /* Writes the 32 bytes of v as 8 groups of 4 at q, q + 4R, q + 8R, ... */
-static inline __attribute__((target(TGT), always_inline)) void FN(scatter32)(uint8_t *q, __m256i v,
+LPK_SIMD_INL void FN(scatter32)(uint8_t *q, __m256i v,
                                                                               int R)
 {
     uint32_t t[8];
@@ -121,7 +123,7 @@ static inline __attribute__((target(TGT), always_inline)) void FN(scatter32)(uin
 
 /* One 32-block's weights as bytes: q8_0 the signed weights, the others the
  * unsigned q (qw + the type's offset). */
-static inline __attribute__((target(TGT), always_inline)) __m256i FN(unpack32)(int wtype,
+LPK_SIMD_INL __m256i FN(unpack32)(int wtype,
                                                                                 const uint8_t *b)
 {
     const __m128i m4 = _mm_set1_epi8(15);
@@ -150,7 +152,7 @@ static inline __attribute__((target(TGT), always_inline)) __m256i FN(unpack32)(i
 
 #if !VNNI
 /* 32-blocks: see pk32 in vf_gemm_x86.c. */
-static __attribute__((target(TGT))) void FN(pack_blk32)(const vf_gemm_args *a, int64_t o0,
+LPK_SIMD_FN void FN(pack_blk32)(const vf_gemm_args *a, int64_t o0,
                                                         int64_t o1, int R, int sign_mode,
                                                         void *scratch, pk32 *pk)
 {
@@ -178,7 +180,7 @@ static __attribute__((target(TGT))) void FN(pack_blk32)(const vf_gemm_args *a, i
 }
 
 /* q4_k: see pkk in vf_gemm_x86.c. */
-static __attribute__((target(TGT))) void FN(pack_q4k)(const vf_gemm_args *a, int64_t o0,
+LPK_SIMD_FN void FN(pack_q4k)(const vf_gemm_args *a, int64_t o0,
                                                       int64_t o1, int R, int vnni, void *scratch,
                                                       pkk *pk)
 {
@@ -211,7 +213,7 @@ static __attribute__((target(TGT))) void FN(pack_q4k)(const vf_gemm_args *a, int
 }
 
 /* q6_k: see pkk in vf_gemm_x86.c; the 6-bit q (= qw + 32) is stored as is. */
-static __attribute__((target(TGT))) void FN(pack_q6k)(const vf_gemm_args *a, int64_t o0,
+LPK_SIMD_FN void FN(pack_q6k)(const vf_gemm_args *a, int64_t o0,
                                                       int64_t o1, int R, int vnni, void *scratch,
                                                       pkk *pk)
 {
@@ -255,19 +257,19 @@ static __attribute__((target(TGT))) void FN(pack_q6k)(const vf_gemm_args *a, int
 }
 
 /* ---------------------------------------------------------------- 32-blocks */
-static __attribute__((target(TGT))) void FN(rows_blk32)(const vf_gemm_args *a, int64_t o0,
+LPK_SIMD_FN void FN(rows_blk32)(const vf_gemm_args *a, int64_t o0,
                                                         int64_t o1, void *scratch)
 {
     const int64_t nb = a->n_in / 32, n_tok = a->n_tok;
     const int nr = (int)(o1 - o0);
     const int sign_mode = a->wtype == LPK_TYPE_Q8_0;
-    /* GT sub-tiles of VW rows share every pass over a token tile's
+    /* GT sub-tiles of SIMD_W rows share every pass over a token tile's
      * activations, which then come from L1/L2 rather than L3 */
     pk32 pks[GT];
-    const int nsub = (nr + VW - 1) / VW;
+    const int nsub = (nr + SIMD_W - 1) / SIMD_W;
     for (int sidx = 0; sidx < nsub; sidx++) {
-        int64_t s0 = o0 + sidx * VW, s1 = s0 + VW < o1 ? s0 + VW : o1;
-        FN(pack_blk32)(a, s0, s1, VW, sign_mode, (uint8_t *)scratch + sidx * tile_bytes_blk32(a), &pks[sidx]);
+        int64_t s0 = o0 + sidx * SIMD_W, s1 = s0 + SIMD_W < o1 ? s0 + SIMD_W : o1;
+        FN(pack_blk32)(a, s0, s1, SIMD_W, sign_mode, (uint8_t *)scratch + sidx * tile_bytes_blk32(a), &pks[sidx]);
     }
     const int has_m = a->wtype == LPK_TYPE_Q4_1 || a->wtype == LPK_TYPE_Q5_1;
     const vf_xblk32 *xq = a->xq;
@@ -275,8 +277,8 @@ static __attribute__((target(TGT))) void FN(rows_blk32)(const vf_gemm_args *a, i
     for (int64_t t0 = 0; t0 < n_tok; t0 += TT) {
     for (int sidx = 0; sidx < nsub; sidx++) {
         const pk32 pk = pks[sidx];
-        const int64_t os = o0 + sidx * VW;
-        const int ns = nr - sidx * VW < VW ? nr - sidx * VW : VW;
+        const int64_t os = o0 + sidx * SIMD_W;
+        const int ns = nr - sidx * SIMD_W < SIMD_W ? nr - sidx * SIMD_W : SIMD_W;
         /* activations are interleaved by token tile: (tile, block, token) */
         const vf_xblk32 *xt = xq + t0 * nb;
         const int32_t *ct = xc ? xc + t0 * nb : NULL;
@@ -286,15 +288,15 @@ static __attribute__((target(TGT))) void FN(rows_blk32)(const vf_gemm_args *a, i
             acc[j] = VF_ZERO();
         }
         for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *qb = pk.q + b * 32 * VW;
+            const uint8_t *qb = pk.q + b * 32 * SIMD_W;
             vi is[TT];
 #pragma GCC unroll 16
             for (int j = 0; j < TT; j++) is[j] = xc ? FN(bc32)(ct + b * TT + j) : VI_ZERO();
             if (sign_mode) {
-                const uint8_t *qa = pk.qa + b * 32 * VW;
+                const uint8_t *qa = pk.qa + b * 32 * SIMD_W;
 #pragma GCC unroll 8
                 for (int g = 0; g < 8; g++) {
-                    vi w = VI_LOAD(qb + g * 4 * VW), wa = VI_LOAD(qa + g * 4 * VW);
+                    vi w = VI_LOAD(qb + g * 4 * SIMD_W), wa = VI_LOAD(qa + g * 4 * SIMD_W);
 #pragma GCC unroll 16
                     for (int j = 0; j < TT; j++) {
                         vi xs = VI_SIGN8(FN(bc32)(xt[b * TT + j].qs + 4 * g), w);
@@ -304,16 +306,16 @@ static __attribute__((target(TGT))) void FN(rows_blk32)(const vf_gemm_args *a, i
             } else {
 #pragma GCC unroll 4
                 for (int g = 0; g < 8; g += 2) {
-                    vi w0 = VI_LOAD(qb + g * 4 * VW), w1 = VI_LOAD(qb + (g + 1) * 4 * VW);
+                    vi w0 = VI_LOAD(qb + g * 4 * SIMD_W), w1 = VI_LOAD(qb + (g + 1) * 4 * SIMD_W);
 #pragma GCC unroll 16
                     for (int j = 0; j < TT; j++)
                         is[j] = FN(dp8)(is[j], w0, FN(bc32)(xt[b * TT + j].qs + 4 * g), w1,
                                         FN(bc32)(xt[b * TT + j].qs + 4 * g + 4));
                 }
             }
-            vf dv = VF_LOAD(pk.d + b * VW);
+            vf dv = VF_LOAD(pk.d + b * SIMD_W);
             if (has_m) {
-                vf mv = VF_LOAD(pk.m + b * VW);
+                vf mv = VF_LOAD(pk.m + b * SIMD_W);
 #pragma GCC unroll 16
                 for (int j = 0; j < TT; j++) {
                     vf p = VF_MUL(dv, VF_SET1(xt[b * TT + j].d));
@@ -335,26 +337,26 @@ static __attribute__((target(TGT))) void FN(rows_blk32)(const vf_gemm_args *a, i
 }
 
 /* ---------------------------------------------------------------- q4_k */
-static __attribute__((target(TGT))) void FN(rows_q4k)(const vf_gemm_args *a, int64_t o0,
+LPK_SIMD_FN void FN(rows_q4k)(const vf_gemm_args *a, int64_t o0,
                                                       int64_t o1, void *scratch)
 {
     const int64_t nb = a->n_in / QK_K, n_tok = a->n_tok;
     const int nr = (int)(o1 - o0);
-    /* GT sub-tiles of VW rows share every pass over a token tile's
+    /* GT sub-tiles of SIMD_W rows share every pass over a token tile's
      * activations, which then come from L1/L2 rather than L3 */
     pkk pks[GT];
-    const int nsub = (nr + VW - 1) / VW;
+    const int nsub = (nr + SIMD_W - 1) / SIMD_W;
     for (int sidx = 0; sidx < nsub; sidx++) {
-        int64_t s0 = o0 + sidx * VW, s1 = s0 + VW < o1 ? s0 + VW : o1;
-        FN(pack_q4k)(a, s0, s1, VW, VNNI, (uint8_t *)scratch + sidx * tile_bytes_k(a), &pks[sidx]);
+        int64_t s0 = o0 + sidx * SIMD_W, s1 = s0 + SIMD_W < o1 ? s0 + SIMD_W : o1;
+        FN(pack_q4k)(a, s0, s1, SIMD_W, VNNI, (uint8_t *)scratch + sidx * tile_bytes_k(a), &pks[sidx]);
     }
     const block_q8_K *xq = a->xq;
     const int32_t *xa = a->xaux;
     for (int64_t t0 = 0; t0 < n_tok; t0 += TT) {
     for (int sidx = 0; sidx < nsub; sidx++) {
         const pkk pk = pks[sidx];
-        const int64_t os = o0 + sidx * VW;
-        const int ns = nr - sidx * VW < VW ? nr - sidx * VW : VW;
+        const int64_t os = o0 + sidx * SIMD_W;
+        const int ns = nr - sidx * SIMD_W < SIMD_W ? nr - sidx * SIMD_W : SIMD_W;
         const block_q8_K *xt = xq + t0 * nb;
         const int32_t *at = xa + t0 * nb * 4;
         vf acc[TT];
@@ -364,18 +366,18 @@ static __attribute__((target(TGT))) void FN(rows_q4k)(const vf_gemm_args *a, int
         }
         for (int64_t b = 0; b < nb; b++) {
             vi sumi[TT], summ[TT];
-            const int32_t *mn = pk.mins + b * 4 * VW;
+            const int32_t *mn = pk.mins + b * 4 * SIMD_W;
 #pragma GCC unroll 16
             for (int j = 0; j < TT; j++) {
                 vi s = VI_MADD16(VI_LOAD(mn), FN(bc32)(at + (b * TT + j) * 4));
-                s = VI_ADD(s, VI_MADD16(VI_LOAD(mn + VW), FN(bc32)(at + (b * TT + j) * 4 + 1)));
-                s = VI_ADD(s, VI_MADD16(VI_LOAD(mn + 2 * VW), FN(bc32)(at + (b * TT + j) * 4 + 2)));
-                summ[j] = VI_ADD(s, VI_MADD16(VI_LOAD(mn + 3 * VW), FN(bc32)(at + (b * TT + j) * 4 + 3)));
+                s = VI_ADD(s, VI_MADD16(VI_LOAD(mn + SIMD_W), FN(bc32)(at + (b * TT + j) * 4 + 1)));
+                s = VI_ADD(s, VI_MADD16(VI_LOAD(mn + 2 * SIMD_W), FN(bc32)(at + (b * TT + j) * 4 + 2)));
+                summ[j] = VI_ADD(s, VI_MADD16(VI_LOAD(mn + 3 * SIMD_W), FN(bc32)(at + (b * TT + j) * 4 + 3)));
                 sumi[j] = VI_ZERO();
             }
             for (int sb = 0; sb < 8; sb++) {
-                const uint8_t *qb = pk.q + (b * 8 + sb) * 32 * VW;
-                vi sc = VI_LOAD(pk.sc + (b * 8 + sb) * VW);
+                const uint8_t *qb = pk.q + (b * 8 + sb) * 32 * SIMD_W;
+                vi sc = VI_LOAD(pk.sc + (b * 8 + sb) * SIMD_W);
                 vi s[TT];
                 /* q <= 15: eight 16-bit pair sums stay below 2^15; the scale
                  * (sc, sc) as 16-bit pairs multiplies them in vpmaddwd */
@@ -384,7 +386,7 @@ static __attribute__((target(TGT))) void FN(rows_q4k)(const vf_gemm_args *a, int
                 for (int j = 0; j < TT; j++) s[j] = VI_MADDUBS(w, FN(bc32)(xt[b * TT + j].qs + sb * 32));
 #pragma GCC unroll 8
                 for (int g = 1; g < 8; g++) {
-                    w = VI_LOAD(qb + g * 4 * VW);
+                    w = VI_LOAD(qb + g * 4 * SIMD_W);
 #pragma GCC unroll 16
                     for (int j = 0; j < TT; j++)
                         s[j] = VI_ADD16(s[j],
@@ -393,7 +395,7 @@ static __attribute__((target(TGT))) void FN(rows_q4k)(const vf_gemm_args *a, int
 #pragma GCC unroll 16
                 for (int j = 0; j < TT; j++) sumi[j] = VI_ADD(sumi[j], VI_MADD16(s[j], sc));
             }
-            vf dv = VF_LOAD(pk.d + b * VW), mv = VF_LOAD(pk.dmin + b * VW);
+            vf dv = VF_LOAD(pk.d + b * SIMD_W), mv = VF_LOAD(pk.dmin + b * SIMD_W);
 #pragma GCC unroll 16
             for (int j = 0; j < TT; j++) {
                 vf dx = VF_SET1(xt[b * TT + j].d);
@@ -409,25 +411,25 @@ static __attribute__((target(TGT))) void FN(rows_q4k)(const vf_gemm_args *a, int
 }
 
 /* ---------------------------------------------------------------- q6_k */
-static __attribute__((target(TGT))) void FN(rows_q6k)(const vf_gemm_args *a, int64_t o0,
+LPK_SIMD_FN void FN(rows_q6k)(const vf_gemm_args *a, int64_t o0,
                                                       int64_t o1, void *scratch)
 {
     const int64_t nb = a->n_in / QK_K, n_tok = a->n_tok;
     const int nr = (int)(o1 - o0);
-    /* GT sub-tiles of VW rows share every pass over a token tile's
+    /* GT sub-tiles of SIMD_W rows share every pass over a token tile's
      * activations, which then come from L1/L2 rather than L3 */
     pkk pks[GT];
-    const int nsub = (nr + VW - 1) / VW;
+    const int nsub = (nr + SIMD_W - 1) / SIMD_W;
     for (int sidx = 0; sidx < nsub; sidx++) {
-        int64_t s0 = o0 + sidx * VW, s1 = s0 + VW < o1 ? s0 + VW : o1;
-        FN(pack_q6k)(a, s0, s1, VW, VNNI, (uint8_t *)scratch + sidx * tile_bytes_k(a), &pks[sidx]);
+        int64_t s0 = o0 + sidx * SIMD_W, s1 = s0 + SIMD_W < o1 ? s0 + SIMD_W : o1;
+        FN(pack_q6k)(a, s0, s1, SIMD_W, VNNI, (uint8_t *)scratch + sidx * tile_bytes_k(a), &pks[sidx]);
     }
     const block_q8_K *xq = a->xq;
     for (int64_t t0 = 0; t0 < n_tok; t0 += TT) {
     for (int sidx = 0; sidx < nsub; sidx++) {
         const pkk pk = pks[sidx];
-        const int64_t os = o0 + sidx * VW;
-        const int ns = nr - sidx * VW < VW ? nr - sidx * VW : VW;
+        const int64_t os = o0 + sidx * SIMD_W;
+        const int ns = nr - sidx * SIMD_W < SIMD_W ? nr - sidx * SIMD_W : SIMD_W;
         const block_q8_K *xt = xq + t0 * nb;
         vf acc[TT];
 #pragma GCC unroll 16
@@ -436,21 +438,21 @@ static __attribute__((target(TGT))) void FN(rows_q6k)(const vf_gemm_args *a, int
         }
         for (int64_t b = 0; b < nb; b++) {
             vi sumi[TT];
-            const int32_t *nsc = pk.mins + b * 8 * VW;
+            const int32_t *nsc = pk.mins + b * 8 * SIMD_W;
             /* the -32 of every weight: sum over sub-blocks of -32 sc * bsum */
 #pragma GCC unroll 16
             for (int j = 0; j < TT; j++) {
                 vi s = VI_ZERO();
 #pragma GCC unroll 8
                 for (int k = 0; k < 8; k++)
-                    s = VI_ADD(s, VI_MADD16(VI_LOAD(nsc + k * VW), FN(bc32)(&xt[b * TT + j].bsums[2 * k])));
+                    s = VI_ADD(s, VI_MADD16(VI_LOAD(nsc + k * SIMD_W), FN(bc32)(&xt[b * TT + j].bsums[2 * k])));
                 sumi[j] = s;
             }
             for (int sb = 0; sb < 16; sb++) {
-                const uint8_t *qb = pk.q + (b * 16 + sb) * 16 * VW;
-                vi sc = VI_LOAD(pk.sc + (b * 16 + sb) * VW);
-                vi w0 = VI_LOAD(qb), w1 = VI_LOAD(qb + 4 * VW);
-                vi w2 = VI_LOAD(qb + 8 * VW), w3 = VI_LOAD(qb + 12 * VW);
+                const uint8_t *qb = pk.q + (b * 16 + sb) * 16 * SIMD_W;
+                vi sc = VI_LOAD(pk.sc + (b * 16 + sb) * SIMD_W);
+                vi w0 = VI_LOAD(qb), w1 = VI_LOAD(qb + 4 * SIMD_W);
+                vi w2 = VI_LOAD(qb + 8 * SIMD_W), w3 = VI_LOAD(qb + 12 * SIMD_W);
 #pragma GCC unroll 16
                 for (int j = 0; j < TT; j++) {
                     const int8_t *x = xt[b * TT + j].qs + sb * 16;
@@ -460,7 +462,7 @@ static __attribute__((target(TGT))) void FN(rows_q6k)(const vf_gemm_args *a, int
                     sumi[j] = VI_ADD(sumi[j], VI_ADD(VI_MADD16(p0, sc), VI_MADD16(p1, sc)));
                 }
             }
-            vf dv = VF_LOAD(pk.d + b * VW);
+            vf dv = VF_LOAD(pk.d + b * SIMD_W);
 #pragma GCC unroll 16
             for (int j = 0; j < TT; j++) {
                 vf p = VF_MUL(dv, VF_SET1(xt[b * TT + j].d));
@@ -489,7 +491,7 @@ static __attribute__((target(TGT))) void FN(rows_q6k)(const vf_gemm_args *a, int
 /* acc + vpdpbusd(x, the int32 at p broadcast): GCC does not fold the
  * broadcast into vpdpbusd's {1to16} memory operand by itself, and a separate
  * vpbroadcastd per vpdpbusd doubles the instructions of the inner loop. */
-static inline __attribute__((target(TGT), always_inline)) vi FN(dpbc)(vi acc, vi x, const void *p)
+LPK_SIMD_INL vi FN(dpbc)(vi acc, vi x, const void *p)
 {
     __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(x), "m"(*(const int32_t *)p));
     return acc;
@@ -498,7 +500,7 @@ static inline __attribute__((target(TGT), always_inline)) vi FN(dpbc)(vi acc, vi
 /* vpdpbusd(0, x, the int32 at p broadcast). vpxord is a zero idiom (no
  * execution port); GCC would rather copy a zeroed register, one more vector
  * instruction per chain. */
-static inline __attribute__((target(TGT), always_inline)) vi FN(dpbc0)(vi x, const void *p)
+LPK_SIMD_INL vi FN(dpbc0)(vi x, const void *p)
 {
     vi acc;
     __asm__("vpxord %0, %0, %0\n\tvpdpbusd %2%{1to16%}, %1, %0"
@@ -510,14 +512,14 @@ static inline __attribute__((target(TGT), always_inline)) vi FN(dpbc0)(vi x, con
 /* sum + vpdpwssd(s, the int32 at p broadcast), in place: sum + s * sc in one
  * instruction when s is in int16 range and the int32 at p is (sc, 0) as
  * int16s. */
-static inline __attribute__((target(TGT), always_inline)) vi FN(wsacc)(vi sum, vi s, const void *p)
+LPK_SIMD_INL vi FN(wsacc)(vi sum, vi s, const void *p)
 {
     __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(sum) : "v"(s), "m"(*(const int32_t *)p));
     return sum;
 }
 
 /* sum + vpdpwssd(a, b), registers only, in place (as wsacc). */
-static inline __attribute__((target(TGT), always_inline)) vi FN(dpwr)(vi sum, vi a, vi b)
+LPK_SIMD_INL vi FN(dpwr)(vi sum, vi a, vi b)
 {
     __asm__("vpdpwssd %2, %1, %0" : "+v"(sum) : "v"(a), "v"(b));
     return sum;
@@ -525,7 +527,7 @@ static inline __attribute__((target(TGT), always_inline)) vi FN(dpwr)(vi sum, vi
 
 /* Activations of one group, 32-blocks: per block vt_x32 (see vf_gemm_x86.c),
  * quantized block by block (straight from x: no per-token copy). */
-static __attribute__((target(TGT))) void FN(xprep_t32)(const vf_gemm_args *a, int64_t grp,
+LPK_SIMD_FN void FN(xprep_t32)(const vf_gemm_args *a, int64_t grp,
                                                        void *out)
 {
     const int64_t nb = a->n_in / 32;
@@ -545,7 +547,7 @@ static __attribute__((target(TGT))) void FN(xprep_t32)(const vf_gemm_args *a, in
 }
 
 /* Activations of one group, q8_K: per super-block vt_xk. */
-static __attribute__((target(TGT))) void FN(xprep_tk)(const vf_gemm_args *a, int64_t grp,
+LPK_SIMD_FN void FN(xprep_tk)(const vf_gemm_args *a, int64_t grp,
                                                       void *out)
 {
     const int64_t nb = a->n_in / QK_K;
@@ -571,7 +573,7 @@ static __attribute__((target(TGT))) void FN(xprep_tk)(const vf_gemm_args *a, int
 }
 
 /* Sum of the 32 signed bytes of v. */
-static inline __attribute__((target(TGT), always_inline)) int32_t FN(sum_s8)(__m256i v)
+LPK_SIMD_INL int32_t FN(sum_s8)(__m256i v)
 {
     __m256i s = _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)),
                                 _mm256_setzero_si256());
@@ -581,7 +583,7 @@ static inline __attribute__((target(TGT), always_inline)) int32_t FN(sum_s8)(__m
 }
 
 /* Weights of rows [o0, o1) as vt_w32 blocks of RT32 rows (rows past o1 zero). */
-static __attribute__((target(TGT))) void FN(pack_t32)(const vf_gemm_args *a, int64_t o0,
+LPK_SIMD_FN void FN(pack_t32)(const vf_gemm_args *a, int64_t o0,
                                                       int64_t o1, vt_w32 *pk)
 {
     const int64_t nb = a->n_in / 32;
@@ -612,7 +614,7 @@ static __attribute__((target(TGT))) void FN(pack_t32)(const vf_gemm_args *a, int
 }
 
 /* One sub-tile of RT32 rows against one token group, all blocks. */
-static inline __attribute__((target(TGT), always_inline)) void FN(tile_t32)(const vt_w32 *pk,
+LPK_SIMD_INL void FN(tile_t32)(const vt_w32 *pk,
                                                                             const vt_x32 *xg,
                                                                             int64_t nb, int has_m,
                                                                             vf *out)
@@ -652,7 +654,7 @@ static inline __attribute__((target(TGT), always_inline)) void FN(tile_t32)(cons
  * pairs (8 sc[2k], 8 sc[2k + 1]) that add back the 8, c = -128 sum_j sc_j (sum
  * of sub-block j's weights); q6_k: q - 32, sc = (sc, 0) as int16s, hc the
  * chain starts -128 * (sum of each half sub-block), c = 0. */
-static __attribute__((target(TGT))) void FN(pack_tk)(const vf_gemm_args *a, int64_t o0,
+LPK_SIMD_FN void FN(pack_tk)(const vf_gemm_args *a, int64_t o0,
                                                      int64_t o1, vt_wk *pk)
 {
     const int64_t nb = a->n_in / QK_K;
@@ -726,7 +728,7 @@ static __attribute__((target(TGT))) void FN(pack_tk)(const vf_gemm_args *a, int6
     }
 }
 
-static inline __attribute__((target(TGT), always_inline)) vf FN(tail_k)(vf acc, vf dx, float d,
+LPK_SIMD_INL vf FN(tail_k)(vf acc, vf dx, float d,
                                                                         vi sumi)
 {
     return VF_FMA(VF_MUL(dx, VF_SET1(d)), VF_CVT(sumi), acc);
@@ -736,7 +738,7 @@ static inline __attribute__((target(TGT), always_inline)) vf FN(tail_k)(vf acc, 
  * vpdpbusd per row, then one vpdpwssd adds sc * s to sumi (2 instructions per
  * 32 weights where vpmulld + vpaddd take 3 uops); 4 vpdpwssd on the (bsum,
  * bsum) pairs add the 8 of q - 8, 4 more make the mins part. */
-static inline __attribute__((target(TGT), always_inline)) void FN(tile_q4kt)(const vt_wk *pk,
+LPK_SIMD_INL void FN(tile_q4kt)(const vt_wk *pk,
                                                                              const vt_xk *xg,
                                                                              int64_t nb, vf *out)
 {
@@ -793,7 +795,7 @@ static inline __attribute__((target(TGT), always_inline)) void FN(tile_q4kt)(con
 
 /* q6_k: per half sub-block of 8 and row, 2 vpdpbusd from the chain start hc
  * (the exact sum, int16 range), then one vpdpwssd adds sc * sum to sumi. */
-static inline __attribute__((target(TGT), always_inline)) void FN(tile_q6kt)(const vt_wk *pk,
+LPK_SIMD_INL void FN(tile_q6kt)(const vt_wk *pk,
                                                                              const vt_xk *xg,
                                                                              int64_t nb, vf *out)
 {
@@ -832,7 +834,7 @@ static inline __attribute__((target(TGT), always_inline)) void FN(tile_q6kt)(con
 }
 
 /* c[j] lane i <- c[i] lane j (a 16 x 16 transpose of floats). */
-static inline __attribute__((target(TGT), always_inline)) void FN(transpose16)(__m512 *c)
+LPK_SIMD_INL void FN(transpose16)(__m512 *c)
 {
     __m512 t[16], u[16];
     for (int k = 0; k < 8; k++) {
@@ -877,7 +879,7 @@ static size_t FN(scratch_t)(const vf_gemm_args *a)
  * a token group's activations stay in L1 while every token group and
  * sub-tile use them (the sums wait in scratch between chunks: the order of
  * operations is unchanged). kind: 0 q8_0/q4_0/q5_0, 1 q4_1/q5_1, 2 q4_k, 3 q6_k. */
-static inline __attribute__((target(TGT), always_inline)) void FN(drive_t)(const vf_gemm_args *a,
+LPK_SIMD_INL void FN(drive_t)(const vf_gemm_args *a,
                                                                            int64_t o0, int64_t o1,
                                                                            void *scratch, int kind)
 {
@@ -939,14 +941,14 @@ static inline __attribute__((target(TGT), always_inline)) void FN(drive_t)(const
     }
 }
 
-static __attribute__((target(TGT))) void FN(rows_t32)(const vf_gemm_args *a, int64_t o0,
+LPK_SIMD_FN void FN(rows_t32)(const vf_gemm_args *a, int64_t o0,
                                                       int64_t o1, void *scratch)
 {
     if (a->wtype == LPK_TYPE_Q4_1 || a->wtype == LPK_TYPE_Q5_1) FN(drive_t)(a, o0, o1, scratch, 1);
     else FN(drive_t)(a, o0, o1, scratch, 0);
 }
 
-static __attribute__((target(TGT))) void FN(rows_tk)(const vf_gemm_args *a, int64_t o0,
+LPK_SIMD_FN void FN(rows_tk)(const vf_gemm_args *a, int64_t o0,
                                                      int64_t o1, void *scratch)
 {
     if (a->wtype == LPK_TYPE_Q4_K) FN(drive_t)(a, o0, o1, scratch, 2);
@@ -956,26 +958,26 @@ static __attribute__((target(TGT))) void FN(rows_tk)(const vf_gemm_args *a, int6
 static size_t FN(xbytes_t32)(const vf_gemm_args *a) { return (size_t)(a->n_in / 32) * sizeof(vt_x32); }
 static size_t FN(xbytes_tk)(const vf_gemm_args *a) { return (size_t)(a->n_in / QK_K) * sizeof(vt_xk); }
 
-static const vf_gemm_kernel FN(kern_blk32_) = {KNAME, KPATH, NS32 * RT32, XT, FN(scratch_t),
+static const vf_gemm_kernel FN(kern_blk32_) = {SIMD_NAME, KPATH, NS32 * RT32, XT, FN(scratch_t),
                                                FN(rows_t32), FN(xbytes_t32), FN(xprep_t32)};
-static const vf_gemm_kernel FN(kern_q4k_) = {KNAME, KPATH, NSK * RTK, XT, FN(scratch_t),
+static const vf_gemm_kernel FN(kern_q4k_) = {SIMD_NAME, KPATH, NSK * RTK, XT, FN(scratch_t),
                                              FN(rows_tk), FN(xbytes_tk), FN(xprep_tk)};
-static const vf_gemm_kernel FN(kern_q6k_) = {KNAME, KPATH, NSK * RTK, XT, FN(scratch_t),
+static const vf_gemm_kernel FN(kern_q6k_) = {SIMD_NAME, KPATH, NSK * RTK, XT, FN(scratch_t),
                                              FN(rows_tk), FN(xbytes_tk), FN(xprep_tk)};
 #endif
 
 /* ---------------------------------------------------------------- fp32 */
-/* A work item is GT sub-tiles of 2 VW rows, each converted to f32 and
+/* A work item is GT sub-tiles of 2 SIMD_W rows, each converted to f32 and
  * transposed once and reused by every token. The input dimension is walked in
  * chunks: a chunk of the sub-tiles' weights stays in L2 and a token tile's
  * activations for the chunk in L1 while every sub-tile uses them; running sums
  * wait in accb between chunks (the order of operations is unchanged). Inner
  * loop per input element: 2 weight loads, TF broadcasts, 2 TF FMAs. */
-static __attribute__((target(TGT))) void FN(rows_f32)(const vf_gemm_args *a, int64_t o0,
+LPK_SIMD_FN void FN(rows_f32)(const vf_gemm_args *a, int64_t o0,
                                                       int64_t o1, void *scratch)
 {
     const int64_t n_in = a->n_in, n_tok = a->n_tok, KCH = 256;
-    const int R = 2 * VW;
+    const int R = 2 * SIMD_W;
     const int nsub = (int)((o1 - o0 + R - 1) / R);
     float *accb = scratch;                                  /* (GT, n_tok, R) */
     float *wts = (float *)((uint8_t *)scratch + GT * acc_bytes(a)); /* (GT, n_in, R) */
@@ -998,10 +1000,10 @@ static __attribute__((target(TGT))) void FN(rows_f32)(const vf_gemm_args *a, int
             int64_t t = TOK(t0, j, n_tok);
             xp[j] = a->x + t * n_in;
             acc0[j] = c0 ? VF_LOAD(ab + t * R) : VF_ZERO();
-            acc1[j] = c0 ? VF_LOAD(ab + t * R + VW) : VF_ZERO();
+            acc1[j] = c0 ? VF_LOAD(ab + t * R + SIMD_W) : VF_ZERO();
         }
         for (int64_t i = c0; i < c1; i++) {
-            vf w0 = VF_LOAD(wt + i * R), w1 = VF_LOAD(wt + i * R + VW);
+            vf w0 = VF_LOAD(wt + i * R), w1 = VF_LOAD(wt + i * R + SIMD_W);
 #pragma GCC unroll 16
             for (int j = 0; j < TF; j++) {
                 vf xb = VF_SET1(xp[j][i]);
@@ -1012,12 +1014,12 @@ static __attribute__((target(TGT))) void FN(rows_f32)(const vf_gemm_args *a, int
         for (int j = 0; j < TF && t0 + j < n_tok; j++) {
             if (c1 < n_in) {
                 VF_STORE(ab + (t0 + j) * R, acc0[j]);
-                VF_STORE(ab + (t0 + j) * R + VW, acc1[j]);
+                VF_STORE(ab + (t0 + j) * R + SIMD_W, acc1[j]);
                 continue;
             }
             float *y = a->y + (t0 + j) * a->n_out + o0 + sidx * R;
-            FN(store_rows)(y, acc0[j], nr < VW ? nr : VW);
-            if (nr > VW) FN(store_rows)(y + VW, acc1[j], nr - VW);
+            FN(store_rows)(y, acc0[j], nr < SIMD_W ? nr : SIMD_W);
+            if (nr > SIMD_W) FN(store_rows)(y + SIMD_W, acc1[j], nr - SIMD_W);
         }
     }
     }
@@ -1025,14 +1027,14 @@ static __attribute__((target(TGT))) void FN(rows_f32)(const vf_gemm_args *a, int
 }
 
 #if !VNNI
-static const vf_gemm_kernel FN(kern_blk32_) = {KNAME, KPATH, GT * VW, TT, scratch_blk32,
+static const vf_gemm_kernel FN(kern_blk32_) = {SIMD_NAME, KPATH, GT * SIMD_W, TT, scratch_blk32,
                                                FN(rows_blk32), NULL, NULL};
-static const vf_gemm_kernel FN(kern_q4k_) = {KNAME, KPATH, GT * VW, TT, scratch_k, FN(rows_q4k),
+static const vf_gemm_kernel FN(kern_q4k_) = {SIMD_NAME, KPATH, GT * SIMD_W, TT, scratch_k, FN(rows_q4k),
                                              NULL, NULL};
-static const vf_gemm_kernel FN(kern_q6k_) = {KNAME, KPATH, GT * VW, TT, scratch_k, FN(rows_q6k),
+static const vf_gemm_kernel FN(kern_q6k_) = {SIMD_NAME, KPATH, GT * SIMD_W, TT, scratch_k, FN(rows_q6k),
                                              NULL, NULL};
 #endif
-static const vf_gemm_kernel FN(kern_f32_) = {KNAME, KPATH, GT * 2 * VW, 1, scratch_f32,
+static const vf_gemm_kernel FN(kern_f32_) = {SIMD_NAME, KPATH, GT * 2 * SIMD_W, 1, scratch_f32,
                                              FN(rows_f32), NULL, NULL};
 
 #undef vi
@@ -1060,3 +1062,12 @@ static const vf_gemm_kernel FN(kern_f32_) = {KNAME, KPATH, GT * 2 * VW, 1, scrat
 #undef TT
 #undef TF
 #undef TOK
+#undef FN
+#undef SIMD_CAT
+#undef SIMD_CAT_
+#undef SIMD_W
+#undef SIMD_SFX
+#undef SIMD_NAME
+#undef SIMD_TGT
+#undef VNNI
+#undef KPATH

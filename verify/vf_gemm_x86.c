@@ -119,7 +119,7 @@ typedef struct {
  * NaN input is skipped, as `a > amax` skips it), the scale is computed in
  * scalar code, x * id is one rounded product, vcvtps2dq rounds to nearest even
  * like lrintf, and out-of-range or NaN products clamp to -127 in both. */
-__attribute__((target("avx2,fma"))) static float amax8(const float *x, int n8)
+static LPK_TARGET("avx2,fma") float amax8(const float *x, int n8)
 {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 m = _mm256_setzero_ps();
@@ -131,7 +131,7 @@ __attribute__((target("avx2,fma"))) static float amax8(const float *x, int n8)
 }
 
 /* 32 values -> int8 (clamped to +-127) at q; returns their sum. */
-__attribute__((target("avx2,fma"))) static int32_t quant32(const float *x, float id, int8_t *q)
+static LPK_TARGET("avx2,fma") int32_t quant32(const float *x, float id, int8_t *q)
 {
     const __m256 vid = _mm256_set1_ps(id);
     const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
@@ -150,7 +150,7 @@ __attribute__((target("avx2,fma"))) static int32_t quant32(const float *x, float
     return _mm_cvtsi128_si32(h);
 }
 
-__attribute__((target("avx2,fma"))) void vf_quantize_x32_avx2(const float *x, int64_t n, vf_xblk32 *out)
+LPK_TARGET("avx2,fma") void vf_quantize_x32_avx2(const float *x, int64_t n, vf_xblk32 *out)
 {
     for (int64_t b = 0; b < n / 32; b++) {
         const float *v = x + b * 32;
@@ -164,7 +164,7 @@ __attribute__((target("avx2,fma"))) void vf_quantize_x32_avx2(const float *x, in
     }
 }
 
-__attribute__((target("avx2,fma"))) void vf_quantize_xk_avx2(const float *x, int64_t n, block_q8_K *out)
+LPK_TARGET("avx2,fma") void vf_quantize_xk_avx2(const float *x, int64_t n, block_q8_K *out)
 {
     for (int64_t b = 0; b < n / QK_K; b++) {
         const float *v = x + b * QK_K;
@@ -185,39 +185,27 @@ __attribute__((target("avx2,fma"))) void vf_quantize_xk_avx2(const float *x, int
 }
 
 /* ---------------------------------------------------------------- kernels */
-#define VW 8
+#define SIMD_W 8
+#define SIMD_SFX _avx2
+#define SIMD_NAME "avx2"
+#define SIMD_TGT "avx2,fma,f16c"
 #define VNNI 0
-#define SFX _avx2
-#define TGT "avx2,fma,f16c"
-#define KNAME "avx2"
 #define KPATH VF_PATH_AVX2
 #include "vf_gemm_simd.h"
-#undef VW
-#undef VNNI
-#undef SFX
-#undef TGT
-#undef KNAME
 
-#define VW 16
+#define SIMD_W 16
+#define SIMD_SFX _avx512
+#define SIMD_NAME "avx512"
+#define SIMD_TGT "avx2,fma,f16c,avx512f,avx512bw,avx512vl"
 #define VNNI 0
-#define SFX _avx512
-#define TGT "avx2,fma,f16c,avx512f,avx512bw,avx512vl"
-#define KNAME "avx512"
-#undef KPATH
 #define KPATH VF_PATH_AVX512
 #include "vf_gemm_simd.h"
-#undef VW
-#undef VNNI
-#undef SFX
-#undef TGT
-#undef KNAME
 
-#define VW 16
+#define SIMD_W 16
+#define SIMD_SFX _vnni
+#define SIMD_NAME "avx512-vnni"
+#define SIMD_TGT "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
 #define VNNI 1
-#define SFX _vnni
-#define TGT "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"
-#define KNAME "avx512-vnni"
-#undef KPATH
 #define KPATH VF_PATH_VNNI
 #include "vf_gemm_simd.h"
 
@@ -239,7 +227,7 @@ static size_t scratch_ng(const vf_gemm_args *a)
     return (size_t)NG_ROWS * (size_t)nb * per;
 }
 
-__attribute__((target("avx2"))) static inline __m256i ng_dot32(const int8_t *w, const int8_t *x)
+static inline LPK_TARGET("avx2") __m256i ng_dot32(const int8_t *w, const int8_t *x)
 {
     __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)w);
     __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)x);
@@ -247,7 +235,7 @@ __attribute__((target("avx2"))) static inline __m256i ng_dot32(const int8_t *w, 
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 }
 
-__attribute__((target("avx2"))) static inline int32_t ng_hsum(__m256i v)
+static inline LPK_TARGET("avx2") int32_t ng_hsum(__m256i v)
 {
     __m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
@@ -255,7 +243,7 @@ __attribute__((target("avx2"))) static inline int32_t ng_hsum(__m256i v)
     return _mm_cvtsi128_si32(h);
 }
 
-__attribute__((target("avx2,fma"))) static void rows_ng(const vf_gemm_args *a, int64_t o0,
+static LPK_TARGET("avx2,fma") void rows_ng(const vf_gemm_args *a, int64_t o0,
                                                         int64_t o1, void *scratch)
 {
     int64_t nb = a->n_in / a->block;

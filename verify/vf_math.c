@@ -133,27 +133,26 @@ typedef struct vf_math_kern {
                  size_t ldv, int hd, int p0, int p1, int acc_in);
 } vf_math_kern;
 
-#define VB 16
-#define SFX _portable
-#define NAME "portable"
-#define TATTR
+#define SIMD_W 4
+#define SIMD_SFX _portable
+#define SIMD_NAME "portable"
 #define SB 2
 #define CB 2
 #include "vf_math_simd.h"
 
 #if defined(__x86_64__)
-#define VB 32
-#define SFX _avx2
-#define NAME "avx2"
-#define TATTR __attribute__((target("avx2")))
+#define SIMD_W 8
+#define SIMD_SFX _avx2
+#define SIMD_NAME "avx2"
+#define SIMD_TGT "avx2"
 #define SB 2
 #define CB 2
 #include "vf_math_simd.h"
 
-#define VB 64
-#define SFX _avx512
-#define NAME "avx512"
-#define TATTR __attribute__((target("avx2,avx512f")))
+#define SIMD_W 16
+#define SIMD_SFX _avx512
+#define SIMD_NAME "avx512"
+#define SIMD_TGT "avx2,avx512f"
 #define SB 4
 #define CB 2
 #include "vf_math_simd.h"

@@ -1,19 +1,21 @@
 /* verify/ internal: the vector kernels of vf_math.c, written once with GCC/Clang
- * vector extensions for vectors of VB bytes and included once per instruction
- * set. Parameters: VB (16: portable, SSE2/NEON or plain code; 32: AVX2; 64:
- * AVX-512), SFX (name suffix), NAME (path name), TATTR (target attribute, or
- * empty), SB (score vectors per tile row), CB (weighted-sum vectors per tile
- * row); all undefined at the end.
+ * vector extensions and included once per instruction set (the SIMD template
+ * of docs/ARCHITECTURE.md). Parameters: SIMD_W (floats per vector: 4 for the
+ * portable path, SSE2/NEON or plain code; 8: AVX2; 16: AVX-512), SIMD_SFX
+ * (name suffix), SIMD_NAME (path name), SIMD_TGT (target string; not defined
+ * for the portable path), SB (score vectors per tile row), CB (weighted-sum
+ * vectors per tile row); all undefined at the end.
  *
  * Every lane performs the operations the scalar reference (vf_math.c) writes
  * down, in the same order: plain multiplies and adds (the build does not
  * contract them into fused multiply-adds), so each path gives the same bits. */
 
-#define M_CAT_(a, b) a##b
-#define M_CAT(a, b) M_CAT_(a, b)
-#define FN(n) M_CAT(n, SFX)
+#define SIMD_CAT_(a, b) a##b
+#define SIMD_CAT(a, b) SIMD_CAT_(a, b)
+#define FN(n) SIMD_CAT(n, SIMD_SFX)
+#define VB (4 * SIMD_W)   /* bytes per vector */
 
-#define VW (VB / 4)   /* floats per vector */
+#define VW SIMD_W   /* floats per vector */
 #define VD (VB / 8)   /* doubles per vector */
 #define ND (VF_SUM_LANES / VD)   /* double vectors per group of VF_SUM_LANES */
 
@@ -28,7 +30,14 @@ typedef float FN(vh_t) __attribute__((vector_size(VB / 2)));   /* VD floats */
 #define vL FN(vl_t)
 #define vH FN(vh_t)
 
-#define INL static inline __attribute__((always_inline)) TATTR
+/* static (inlined) functions: for SIMD_TGT, or for the baseline */
+#ifdef SIMD_TGT
+#define SFN LPK_SIMD_FN
+#define INL LPK_SIMD_INL
+#else
+#define SFN static
+#define INL static inline __attribute__((always_inline))
+#endif
 
 INL vF FN(bf)(float c)
 {
@@ -145,7 +154,7 @@ INL vD FN(exp_v)(vD x)
     return p * s1 * s2;
 }
 
-TATTR static void FN(expf_n)(float *y, const float *x, size_t n)
+SFN void FN(expf_n)(float *y, const float *x, size_t n)
 {
     size_t i = 0;
     for (; i + VW <= n; i += VW) FN(stf)(y + i, FN(expf_v)(FN(ldf)(x + i)));
@@ -157,7 +166,7 @@ TATTR static void FN(expf_n)(float *y, const float *x, size_t n)
     }
 }
 
-TATTR static void FN(exp_n)(double *y, const double *x, size_t n)
+SFN void FN(exp_n)(double *y, const double *x, size_t n)
 {
     size_t i = 0;
     for (; i + VD <= n; i += VD) {
@@ -191,7 +200,7 @@ INL double FN(reduce8)(const vD *acc)
 }
 
 /* sum of exp((double)x[i] - mx), lane i % 8 */
-TATTR static double FN(sum_exp)(const float *x, int n, float mx)
+SFN double FN(sum_exp)(const float *x, int n, float mx)
 {
     vD acc[ND];
     for (int k = 0; k < ND; k++) acc[k] = FN(bd)(0.0);
@@ -220,7 +229,7 @@ INL vD FN(kld_term)(vD p, vD q, double p_lse, double q_lse)
     return FN(exp_v)(lp) * (lp - lq);
 }
 
-TATTR static double FN(kld_sum)(const float *p, double p_lse, const float *q, double q_lse, int n)
+SFN double FN(kld_sum)(const float *p, double p_lse, const float *q, double q_lse, int n)
 {
     vD acc[ND];
     for (int k = 0; k < ND; k++) acc[k] = FN(bd)(0.0);
@@ -245,7 +254,7 @@ TATTR static double FN(kld_sum)(const float *p, double p_lse, const float *q, do
 }
 
 /* Largest x[i] and the first index holding it (lane-wise, then across lanes). */
-TATTR static float FN(max_index)(const float *x, int n, int *index)
+SFN float FN(max_index)(const float *x, int n, int *index)
 {
     vF best = FN(bf)(-INFINITY);
     vI bidx = FN(bi)(INT32_MAX), idx;
@@ -273,7 +282,7 @@ TATTR static float FN(max_index)(const float *x, int n, int *index)
 
 /* att[p] *= scale; e = exp(att[p] - max); att[p] = e * (float)(1 / sum e) for
  * p < n. att is readable and writable up to n rounded up to VW. */
-TATTR static void FN(softmax)(float *att, int n, float scale)
+SFN void FN(softmax)(float *att, int n, float scale)
 {
     vF best = FN(bf)(-INFINITY);
     int p = 0;
@@ -338,7 +347,7 @@ INL void FN(scores_nq)(float *att, size_t lda, const float *q, size_t ldq, const
     for (; p < n; p += VW) FN(scores_blk)(att, lda, q, ldq, kt, ldk, hd, p, nq, 1);
 }
 
-TATTR static void FN(scores)(float *att, size_t lda, const float *q, size_t ldq, int nq,
+SFN void FN(scores)(float *att, size_t lda, const float *q, size_t ldq, int nq,
                              const float *kt, size_t ldk, int hd, int n)
 {
     switch (nq) {
@@ -386,7 +395,7 @@ INL void FN(wsum_nq)(float *o, size_t ldo, const float *w, size_t ldw, const flo
         }
 }
 
-TATTR static void FN(wsum)(float *o, size_t ldo, const float *w, size_t ldw, int nq,
+SFN void FN(wsum)(float *o, size_t ldo, const float *w, size_t ldw, int nq,
                            const float *v, size_t ldv, int hd, int p0, int p1, int acc_in)
 {
     switch (nq) {
@@ -398,7 +407,7 @@ TATTR static void FN(wsum)(float *o, size_t ldo, const float *w, size_t ldw, int
 }
 
 static const vf_math_kern FN(kern_) = {
-    NAME, FN(expf_n), FN(exp_n), FN(max_index), FN(sum_exp), FN(kld_sum), FN(softmax),
+    SIMD_NAME, FN(expf_n), FN(exp_n), FN(max_index), FN(sum_exp), FN(kld_sum), FN(softmax),
     FN(scores), FN(wsum),
 };
 
@@ -408,19 +417,21 @@ static const vf_math_kern FN(kern_) = {
 #undef vL
 #undef vH
 #undef INL
+#undef SFN
 #undef VW
 #undef VD
 #undef ND
 #undef FN
-#undef M_CAT
-#undef M_CAT_
+#undef SIMD_CAT
+#undef SIMD_CAT_
 #undef MAXF
 #undef MINF
 #undef MAXD
 #undef MIND
 #undef VB
-#undef SFX
-#undef NAME
-#undef TATTR
+#undef SIMD_W
+#undef SIMD_SFX
+#undef SIMD_NAME
+#undef SIMD_TGT
 #undef SB
 #undef CB
