@@ -1,20 +1,13 @@
 /* llmpack verify: perplexity of models on a text, and their divergence from a
- * reference (llama.cpp's protocol; see docs/VERIFY.md). */
+ * reference (llama.cpp's protocol; see docs/VERIFY.md): arguments, progress and
+ * the report (text, --json, --report HTML) over the verify job (llmpack_verify). */
 #include "cli.h"
 
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#include <xxhash.h>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-#include "../tok/tok.h"
 #include "../verify/verify.h"
 #include "report_html.h"
 
@@ -60,32 +53,6 @@ static const char *usage_text =
     "  llmpack verify m.q8_0.lpk m.q4_k_m.lpk m.q2_k.lpk --ref m.bf16.lpk -f wiki.test.raw \\\n"
     "      --report report.html\n";
 
-/* One loaded container + model. */
-typedef struct loaded {
-    const char *path;
-    lpk_reader *r;
-    vf_model *m;
-} loaded;
-
-/* say: print the no-checksums notice (not with --json, whose output has
- * "checksums": "none" instead). A checkpoint (folder, archive) is converted
- * into memory first, saying so unless quiet. */
-static int load(const char *path, loaded *out, int say, int quiet, lpk_error *err)
-{
-    out->path = path;
-    int st = cli_open_model("verify", path, lpk_reader_default_flags(), quiet, &out->r, err);
-    if (!st && say && !lpk_reader_has_checksums(out->r))
-        lpk_notice("%s: GGUF carries no checksums: its bytes cannot be verified", path);
-    if (!st) st = vf_model_open(out->r, &out->m, err);
-    return st;
-}
-
-static void unload(loaded *l)
-{
-    vf_model_free(l->m);
-    lpk_reader_close(l->r);
-}
-
 static const char *base_name(const char *p)
 {
     const char *s = strrchr(p, '/');
@@ -96,15 +63,11 @@ typedef struct limits {
     double ppl_delta, ppl_ratio, kld; /* NAN: not set */
 } limits;
 
-/* Names of the limits r exceeds (written to names, up to 3); returns the count. */
-static int check_limits(const limits *l, const vf_ppl_result *r, const char **names)
-{
-    int n = 0;
-    if (!isnan(l->ppl_delta) && !(r->ppl_delta <= l->ppl_delta)) names[n++] = "max-ppl-delta";
-    if (!isnan(l->ppl_ratio) && !(r->ppl_ratio <= l->ppl_ratio)) names[n++] = "max-ppl-ratio";
-    if (!isnan(l->kld) && !(r->kld_mean <= l->kld)) names[n++] = "max-kld";
-    return n;
-}
+/* The limits' names and bits, in the order reports list them. */
+static const struct { unsigned bit; const char *name; } limit_names[] = {
+    {LLMPACK_MAX_PPL_DELTA, "max-ppl-delta"},
+    {LLMPACK_MAX_PPL_RATIO, "max-ppl-ratio"},
+    {LLMPACK_MAX_KLD, "max-kld"}};
 
 /* null for what was not measured: jansson has no NaN/Inf and would drop the key */
 static json_t *jnum_or_null(int has, double v)
@@ -112,11 +75,9 @@ static json_t *jnum_or_null(int has, double v)
     return has && isfinite(v) ? json_real(v) : json_null();
 }
 
-static const char *checksums_state(const lpk_reader *r)
+static const char *checksums_state(int c)
 {
-    if (!r) return NULL;
-    if (!lpk_reader_has_checksums(r)) return "none";
-    return lpk_reader_default_flags() & LPK_OPEN_NO_VERIFY ? "skipped" : "verified";
+    return c == LLMPACK_SUMS_NONE ? "none" : c == LLMPACK_SUMS_SKIPPED ? "skipped" : "verified";
 }
 
 static json_t *jstr_or_null(const char *s)
@@ -125,17 +86,18 @@ static json_t *jstr_or_null(const char *s)
 }
 
 /* file, type, type_from, size_bytes, bits_per_weight, checksums of a model
- * (null when it was not opened) into o. */
-static void file_json(json_t *o, const char *path, const lpk_reader *rd)
+ * (null when known is 0: it was not opened) into o. */
+static void file_json(json_t *o, const char *path, const llmpack_verify_model *m, int known)
 {
-    llmpack_model_desc d;
-    if (rd) llmpack_model_describe(rd, &d);
+    const llmpack_model_desc *d = &m->desc;
     json_object_set_new(o, "file", json_string(path));
-    json_object_set_new(o, "type", rd ? json_string(d.type) : json_null());
-    json_object_set_new(o, "type_from", rd ? json_string(d.type_from) : json_null());
-    json_object_set_new(o, "size_bytes", rd ? json_integer((json_int_t)d.file_size) : json_null());
-    json_object_set_new(o, "bits_per_weight", rd ? json_real(d.bpw) : json_null());
-    json_object_set_new(o, "checksums", jstr_or_null(checksums_state(rd)));
+    json_object_set_new(o, "type", known ? json_string(d->type) : json_null());
+    json_object_set_new(o, "type_from", known ? json_string(d->type_from) : json_null());
+    json_object_set_new(o, "size_bytes", known ? json_integer((json_int_t)d->file_size)
+                                               : json_null());
+    json_object_set_new(o, "bits_per_weight", known ? json_real(d->bpw) : json_null());
+    json_object_set_new(o, "checksums", known ? json_string(checksums_state(m->checksums))
+                                              : json_null());
 }
 
 /* The measurements of one model: (key, value, has). */
@@ -151,14 +113,14 @@ typedef struct measure {
  * the error naming it. */
 static json_t *result_json(const char *path, const vf_ppl_result *r, const limits *lim,
                            int tensor_errors, const vf_tensor_error *te, size_t n_te,
-                           const lpk_reader *rd, const char *error)
+                           const llmpack_verify_model *vm, const char *error)
 {
     static const vf_ppl_result none;
     json_t *o = json_object();
     int ok = r != NULL;
     if (!r) r = &none;
     int h = ok && r->has_ref;
-    file_json(o, path, rd);
+    file_json(o, path, vm, vm->opened);
     const measure ms[] = {
         {"ppl", r->ppl, ok}, {"ppl_stderr", r->ppl_stderr, ok},
         {"ref_ppl", r->ref_ppl, h}, {"ref_ppl_stderr", r->ref_ppl_stderr, h},
@@ -219,18 +181,10 @@ static json_t *result_json(const char *path, const vf_ppl_result *r, const limit
     return o;
 }
 
-/* What the run knows besides the results, for the top-level object. */
+/* The command line as the report shows it, besides the job's result. */
 typedef struct run_info {
     const char *ref_path, *text_path;
-    const lpk_reader *ref;          /* NULL: not given or not opened */
-    int text_read;                  /* bytes and hash known */
-    uint64_t text_bytes, text_hash;
-    int tokenized;
-    size_t n_tokens;
-    int measured;                   /* chunks and tokens_scored known */
-    int chunks;
-    uint64_t tokens_scored;
-    long ctx, max_chunks, threads;
+    long ctx, max_chunks;
     const limits *lim;
     int tensor_errors;
 } run_info;
@@ -238,36 +192,38 @@ typedef struct run_info {
 /* The whole --json document (docs/verify.schema.json): results is the array
  * of the models' objects (taken); error NULL on success. pass: every result
  * passed and nothing failed. */
-static void print_json(const run_info *ri, json_t *results, const char *error)
+static void print_json(const run_info *ri, const llmpack_verify_result *res, json_t *results,
+                       const char *error)
 {
     json_t *doc = json_object();
     json_object_set_new(doc, "schema_version", json_integer(1));
     json_t *ref = json_null();
     if (ri->ref_path) {
         ref = json_object();
-        file_json(ref, ri->ref_path, ri->ref);
-        json_object_set_new(ref, "error", jstr_or_null(ri->ref ? NULL : error));
+        file_json(ref, ri->ref_path, &res->ref, res->ref.loaded);
+        json_object_set_new(ref, "error", jstr_or_null(res->ref.loaded ? NULL : error));
     }
     json_object_set_new(doc, "reference", ref);
     json_t *tx = json_object();
     json_object_set_new(tx, "file", json_string(ri->text_path));
-    json_object_set_new(tx, "bytes", ri->text_read ? json_integer((json_int_t)ri->text_bytes)
-                                                   : json_null());
-    char hex[17];
-    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)ri->text_hash);
-    json_object_set_new(tx, "xxh3", ri->text_read ? json_string(hex) : json_null());
-    json_object_set_new(tx, "tokens", ri->tokenized ? json_integer((json_int_t)ri->n_tokens)
+    json_object_set_new(tx, "bytes", res->text_read ? json_integer((json_int_t)res->text_bytes)
                                                     : json_null());
-    json_object_set_new(tx, "tokens_scored",
-                        ri->measured ? json_integer((json_int_t)ri->tokens_scored) : json_null());
-    json_object_set_new(tx, "error", jstr_or_null(ri->measured ? NULL : error));
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)res->text_xxh3);
+    json_object_set_new(tx, "xxh3", res->text_read ? json_string(hex) : json_null());
+    json_object_set_new(tx, "tokens", res->tokenized ? json_integer((json_int_t)res->n_tokens)
+                                                     : json_null());
+    json_object_set_new(tx, "tokens_scored", res->measured
+                                                 ? json_integer((json_int_t)res->tokens_scored)
+                                                 : json_null());
+    json_object_set_new(tx, "error", jstr_or_null(res->measured ? NULL : error));
     json_object_set_new(doc, "text", tx);
     json_t *se = json_object();
     json_object_set_new(se, "ctx", json_integer(ri->ctx));
-    json_object_set_new(se, "chunks", ri->measured ? json_integer(ri->chunks) : json_null());
+    json_object_set_new(se, "chunks", res->measured ? json_integer(res->chunks) : json_null());
     json_object_set_new(se, "max_chunks", ri->max_chunks ? json_integer(ri->max_chunks)
                                                          : json_null());
-    json_object_set_new(se, "threads", json_integer(ri->threads));
+    json_object_set_new(se, "threads", json_integer(res->threads));
     json_t *lj = json_object();
     json_object_set_new(lj, "max_ppl_delta", jnum_or_null(1, ri->lim->ppl_delta));
     json_object_set_new(lj, "max_ppl_ratio", jnum_or_null(1, ri->lim->ppl_ratio));
@@ -285,8 +241,7 @@ static void print_json(const run_info *ri, json_t *results, const char *error)
 }
 
 static void result_text(const char *path, const char *ref, const vf_ppl_result *r,
-                        const limits *lim, const char **ex, int n_ex, const vf_tensor_error *te,
-                        size_t n_te)
+                        const limits *lim, unsigned ex, const vf_tensor_error *te, size_t n_te)
 {
     printf("%s\n", path);
     printf("  %d chunks x %d tokens, %llu positions scored, %.0f tokens/s\n", r->chunks, r->ctx,
@@ -302,18 +257,15 @@ static void result_text(const char *path, const char *ref, const vf_ppl_result *
                100 * r->top1_agreement, 100 * r->top1_stderr);
     }
     if (!isnan(lim->ppl_delta) || !isnan(lim->ppl_ratio) || !isnan(lim->kld)) {
-        if (!n_ex) {
+        if (!ex) {
             printf("  limits     ok\n");
         } else {
             printf("  limits     EXCEEDED:");
-            for (int i = 0; i < n_ex; i++) {
-                if (!strcmp(ex[i], "max-ppl-delta"))
-                    printf(" ppl delta %.4f > %g;", r->ppl_delta, lim->ppl_delta);
-                else if (!strcmp(ex[i], "max-ppl-ratio"))
-                    printf(" ppl ratio %.6f > %g;", r->ppl_ratio, lim->ppl_ratio);
-                else
-                    printf(" kld mean %.6f > %g;", r->kld_mean, lim->kld);
-            }
+            if (ex & LLMPACK_MAX_PPL_DELTA)
+                printf(" ppl delta %.4f > %g;", r->ppl_delta, lim->ppl_delta);
+            if (ex & LLMPACK_MAX_PPL_RATIO)
+                printf(" ppl ratio %.6f > %g;", r->ppl_ratio, lim->ppl_ratio);
+            if (ex & LLMPACK_MAX_KLD) printf(" kld mean %.6f > %g;", r->kld_mean, lim->kld);
             printf("\n");
         }
     }
@@ -326,73 +278,100 @@ static void result_text(const char *path, const char *ref, const vf_ppl_result *
 }
 
 /* --json when verify failed: the same keys, unmeasured (null), with the error. */
-static void print_failed(const run_info *ri, const char **paths, const loaded *models, int n,
-                         const lpk_error *err)
+static void print_failed(const run_info *ri, const llmpack_verify_result *res, const char **paths,
+                         int n, const lpk_error *err)
 {
+    static const llmpack_verify_model unknown;
     const char *msg = err->msg[0] ? err->msg : lpk_status_name(err->status);
     json_t *arr = json_array();
     for (int i = 0; i < n; i++)
         json_array_append_new(arr, result_json(paths[i], NULL, ri->lim, ri->tensor_errors, NULL,
-                                               0, models ? models[i].r : NULL, msg));
-    print_json(ri, arr, msg);
+                                               0, i < res->n_models ? &res->models[i] : &unknown,
+                                               msg));
+    print_json(ri, res, arr, msg);
 }
 
 /* --report: the measured run as HTML at path (the per-chunk values and every
  * position's KLD come from the evaluation itself). */
-static int write_report(const char *path, int force, const run_info *ri, size_t n_ids,
-                        const char **paths, int n, const loaded *models, const vf_eval *ev,
-                        const vf_ppl_result *res, vf_tensor_error *const *tes,
-                        const size_t *n_tes, const char (*exceeded)[48], lpk_error *err)
+static int write_report(const char *path, int force, const run_info *ri,
+                        const llmpack_verify_result *res, lpk_error *err)
 {
+    int n = res->n_models;
     report_model *rm = calloc((size_t)n, sizeof *rm);
-    vf_chunk_result *ch = calloc((size_t)n * (size_t)(ri->chunks ? ri->chunks : 1), sizeof *ch);
-    if (!rm || !ch) {
+    char (*exceeded)[48] = calloc((size_t)n, sizeof *exceeded);
+    if (!rm || !exceeded) {
         free(rm);
-        free(ch);
+        free(exceeded);
         return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
     }
     const limits *l = ri->lim;
     int n_limits = !isnan(l->ppl_delta) + !isnan(l->ppl_ratio) + !isnan(l->kld);
     report_run run = {.ref_path = ri->ref_path, .text_path = ri->text_path,
-                      .text_bytes = ri->text_bytes, .n_tokens = n_ids, .ctx = (int)ri->ctx,
-                      .chunks = ri->chunks, .threads = (int)ri->threads,
-                      .tokens_scored = ri->tokens_scored, .models = rm, .n_models = n};
-    if (ri->ref) llmpack_model_describe(ri->ref, &run.ref_desc);
+                      .text_bytes = res->text_bytes, .n_tokens = res->n_tokens,
+                      .ctx = (int)ri->ctx, .chunks = res->chunks, .threads = res->threads,
+                      .tokens_scored = res->tokens_scored, .models = rm, .n_models = n};
+    if (res->ref.loaded) run.ref_desc = res->ref.desc;
     for (int i = 0; i < n; i++) {
-        rm[i].path = paths[i];
-        llmpack_model_describe(models[i].r, &rm[i].desc);
-        rm[i].res = res[i];
-        vf_chunk_result *mine = ch + (size_t)i * (size_t)ri->chunks;
-        rm[i].chunks = mine;
-        for (int c = 0; c < ri->chunks; c++) vf_eval_chunk_result(ev, i, c, &mine[c]);
-        rm[i].kld = vf_eval_klds(ev, i, &rm[i].n_kld);
-        rm[i].te = tes[i];
-        rm[i].n_te = n_tes[i];
+        const llmpack_verify_model *m = &res->models[i];
+        rm[i].path = m->path;
+        rm[i].desc = m->desc;
+        rm[i].res = m->ppl;
+        rm[i].chunks = m->chunks;
+        rm[i].kld = m->kld;
+        rm[i].n_kld = m->n_kld;
+        rm[i].te = m->te;
+        rm[i].n_te = m->n_te;
         rm[i].n_limits = n_limits;
+        for (size_t k = 0; k < 3; k++)
+            if (m->exceeded & limit_names[k].bit)
+                snprintf(exceeded[i] + strlen(exceeded[i]),
+                         sizeof exceeded[i] - strlen(exceeded[i]), "%s%s",
+                         exceeded[i][0] ? ", " : "", limit_names[k].name);
         rm[i].exceeded = exceeded[i];
     }
     int st = report_html_write(path, &run, force ? LPK_WRITE_FORCE : 0, err);
     free(rm);
-    free(ch);
+    free(exceeded);
     return st;
 }
 
-/* verify's progress: text tokens of chunks x ctx, advancing after each block
- * of each forward pass (vf_eval_set_progress), and once the first tokens are
- * timed, an estimate of the whole run when it is long. */
-typedef struct verify_progress {
+/* What the job's callbacks print: the conversions' notices and progress, the
+ * no-checksums notice of each input as it is opened, the warnings, the text
+ * line and the evaluation's progress: text tokens of chunks x ctx, advancing
+ * after each block of each forward pass, and once the first tokens are timed,
+ * an estimate of the whole run when it is long. */
+typedef struct verify_cli {
+    const run_info *ri;
+    const llmpack_verify_result *res;
+    int n_paths, quiet, json;
+    int said;             /* inputs (the reference first) whose checksums were considered */
+    int converting;       /* in stage "converting": its notices are the conversion's */
     cli_progress p;
-    char extra[96];       /* the running statistics, as of the last chunk */
+    char label[96];
     uint64_t ctx;
     int n_chunks, n_pass;
     int estimated;
-} verify_progress;
+} verify_cli;
+
+/* The no-checksums notice of each input opened since the last call (not with
+ * --json, whose output has "checksums": "none" instead). */
+static void say_checksums(verify_cli *v)
+{
+    const llmpack_verify_result *res = v->res;
+    for (; v->said <= res->n_models; v->said++) {
+        const llmpack_verify_model *m = v->said ? &res->models[v->said - 1] : &res->ref;
+        if (!v->said && !m->path) continue;
+        if (!m->opened) break;
+        if (!v->json && m->checksums == LLMPACK_SUMS_NONE)
+            lpk_notice("%s: GGUF carries no checksums: its bytes cannot be verified", m->path);
+    }
+}
 
 /* The estimate of the whole run, once: from the first chunk (every pass: the
  * reference's and the models' may run at different speeds), or from the
  * progress after a fifth of the interval (2 s) when a chunk takes longer; said
  * when the run is expected to take over three intervals (30 s). */
-static void estimate(verify_progress *vp, uint64_t done, uint64_t total)
+static void estimate(verify_cli *vp, uint64_t done, uint64_t total)
 {
     double el = cli_now() - vp->p.t0;
     if (!vp->estimated && done && (el >= vp->p.interval / 5 || done >= vp->ctx)) {
@@ -411,13 +390,45 @@ static void estimate(verify_progress *vp, uint64_t done, uint64_t total)
     }
 }
 
-static void on_progress(void *user, uint64_t done, uint64_t total)
+static void on_progress(void *user, const llmpack_progress *pg)
 {
-    verify_progress *vp = user;
-    /* a chunk's end is reported by the loop, with its statistics */
-    if (done % vp->ctx == 0) return;
-    estimate(vp, done, total);
-    cli_progress_update(&vp->p, done, vp->extra[0] ? vp->extra : NULL);
+    verify_cli *v = user;
+    say_checksums(v);
+    int evaluating = !strcmp(pg->stage, "evaluating");
+    switch (pg->event) {
+    case LLMPACK_PROGRESS_BEGIN:
+        v->converting = !strcmp(pg->stage, "converting");
+        if (evaluating) {
+            const llmpack_verify_result *res = v->res;
+            if (!v->json && !v->quiet)
+                fprintf(stderr, "%s: %zu tokens, %d chunks of %ld, %d model%s%s\n",
+                        base_name(v->ri->text_path), res->n_tokens, res->n_chunks, v->ri->ctx,
+                        v->n_paths, v->n_paths > 1 ? "s" : "", v->ri->ref_path ? " + reference" : "");
+            v->n_chunks = res->n_chunks;
+            snprintf(v->label, sizeof v->label, "verify");
+        } else {
+            snprintf(v->label, sizeof v->label, "verify: %s", pg->stage);
+        }
+        cli_progress_start(&v->p, v->label, pg->unit, pg->total, v->quiet || v->json);
+        break;
+    case LLMPACK_PROGRESS_UPDATE:
+        v->p.total = pg->total;
+        if (evaluating && v->p.enabled) estimate(v, pg->done, pg->total);
+        cli_progress_update(&v->p, pg->done, pg->item);
+        break;
+    case LLMPACK_PROGRESS_END:
+        cli_progress_end(&v->p);
+        v->converting = 0;
+        break;
+    }
+}
+
+/* A conversion's notices unless quiet; the warnings always. */
+static void on_notice(void *user, const char *msg)
+{
+    verify_cli *v = user;
+    say_checksums(v);
+    if (!v->converting || !(v->quiet || v->json)) fprintf(stderr, "llmpack verify: %s\n", msg);
 }
 
 int cmd_verify(int argc, char **argv)
@@ -509,183 +520,59 @@ int cmd_verify(int argc, char **argv)
             return cli_exit_for(tst);
         }
     }
-#ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads((int)threads);
-    int n_threads = omp_get_max_threads();
-#else
-    int n_threads = 1;
-#endif
+    cli_job cj;
+    if (cli_job_init(&cj, cmd, quiet || json)) {
+        fprintf(stderr, "llmpack verify: out of memory\n");
+        free(paths);
+        return CLI_EXIT_RUNTIME;
+    }
     run_info ri = {.ref_path = ref_path, .text_path = text_path, .ctx = ctx,
-                   .max_chunks = max_chunks, .threads = n_threads, .lim = &lim,
-                   .tensor_errors = tensor_errors};
-
-    lpk_error err = {0};
-    int st = LPK_OK, rc = CLI_EXIT_OK;
-    loaded ref = {0};
-    loaded *models = calloc((size_t)n_paths, sizeof *models);
-    vf_model **mv = calloc((size_t)n_paths, sizeof *mv);
-    tok_tokenizer *tok = NULL;
-    char *text = NULL;
-    int32_t *ids = NULL;
-    size_t n_text = 0, n_ids = 0;
-    vf_eval *ev = NULL;
-    if (!models || !mv) st = lpk_err(&err, LPK_ENOMEM, "out of memory");
-    /* the text first: its hash is reported even when a model is bad */
-    if (!st) st = vf_read_text(text_path, &text, &n_text, &err);
-    if (!st) {
-        /* the hash is of the file's bytes, with the trailing newline the
-         * protocol drops (the file is then one byte longer than the text) */
-        struct stat sb;
-        XXH3_state_t *hs = XXH3_createState();
-        if (!hs) {
-            st = lpk_err(&err, LPK_ENOMEM, "out of memory");
-        } else {
-            XXH3_64bits_reset(hs);
-            XXH3_64bits_update(hs, text, n_text);
-            ri.text_bytes = n_text;
-            if (!stat(text_path, &sb) && (uint64_t)sb.st_size == (uint64_t)n_text + 1) {
-                XXH3_64bits_update(hs, "\n", 1);
-                ri.text_bytes = n_text + 1;
-            }
-            ri.text_hash = XXH3_64bits_digest(hs);
-            XXH3_freeState(hs);
-            ri.text_read = 1;
-        }
+                   .max_chunks = max_chunks, .lim = &lim, .tensor_errors = tensor_errors};
+    llmpack_verify_opts vo = {
+        .models = paths, .n_models = n_paths, .ref = ref_path, .text = text_path,
+        .ctx = (int)ctx, .max_chunks = (int)max_chunks, .threads = (int)threads,
+        .max_ppl_delta = lim.ppl_delta, .max_ppl_ratio = lim.ppl_ratio, .max_kld = lim.kld,
+        /* a report shows them whenever there is a reference */
+        .tensor_errors = tensor_errors || (report_path && ref_path)};
+    for (size_t k = 0; k < 3; k++) {
+        double v = k == 0 ? lim.ppl_delta : k == 1 ? lim.ppl_ratio : lim.kld;
+        if (!isnan(v)) vo.limits |= limit_names[k].bit;
     }
-    if (!st && ref_path) st = load(ref_path, &ref, !json, quiet || json, &err);
-    if (!st) ri.ref = ref.r;
-    for (int i = 0; !st && i < n_paths; i++) {
-        st = load(paths[i], &models[i], !json, quiet || json, &err);
-        mv[i] = models[i].m;
-    }
-    const lpk_reader *tok_src = ref_path ? ref.r : st ? NULL : models[0].r;
-    if (!st) st = tok_tokenizer_new(lpk_reader_meta(tok_src), &tok, &err);
-    if (!st) st = tok_encode(tok, text, n_text, 1, 0, &ids, &n_ids, &err);
-    if (!st) {
-        ri.tokenized = 1;
-        ri.n_tokens = n_ids;
-    }
-    if (!st)
-        st = vf_eval_new(ref_path ? ref.m : NULL, mv, n_paths, ids, n_ids, tok_tokenizer_bos(tok),
-                         (int)ctx, (int)max_chunks, &ev, &err);
+    llmpack_verify_result res;
+    verify_cli v = {.ri = &ri, .res = &res, .n_paths = n_paths, .quiet = quiet, .json = json,
+                    .ctx = (uint64_t)ctx, .n_pass = n_paths + (ref_path != NULL)};
+    llmpack_job_set_progress(cj.j, on_progress, &v);
+    llmpack_job_set_notice(cj.j, on_notice, &v);
+    int st = llmpack_verify(cj.j, &vo, &res), rc = CLI_EXIT_OK;
+    say_checksums(&v);
+    lpk_error err = *llmpack_job_lpk_error(cj.j);
+    if (!st && report_path) st = write_report(report_path, force, &ri, &res, &err);
     if (st) {
         cli_print_error(cmd, &err);
         rc = cli_exit_for(st);
-        if (json) print_failed(&ri, paths, models, n_paths, &err);
+        if (json) print_failed(&ri, &res, paths, n_paths, &err);
         goto done;
-    }
-
-    /* a context past what a model was trained on: measured, but say so */
-    for (int i = -1; i < n_paths; i++) {
-        if (i < 0 && !ref_path) continue;
-        const vf_model *m = i < 0 ? ref.m : models[i].m;
-        int trained = vf_model_config(m)->seq_len;
-        if (trained > 0 && ctx > trained)
-            fprintf(stderr, "llmpack %s: warning: --ctx %ld is above the %d tokens %s was trained "
-                    "on\n", cmd, ctx, trained, i < 0 ? ref_path : paths[i]);
-    }
-    int n_chunks = vf_eval_n_chunks(ev);
-    if (!json && !quiet)
-        fprintf(stderr, "%s: %zu tokens, %d chunks of %ld, %d model%s%s\n", base_name(text_path),
-                n_ids, n_chunks, ctx, n_paths, n_paths > 1 ? "s" : "",
-                ref_path ? " + reference" : "");
-    verify_progress vp = {.ctx = (uint64_t)ctx, .n_chunks = n_chunks,
-                          .n_pass = n_paths + (ref_path != NULL)};
-    cli_progress_start(&vp.p, "verify", "tokens", (uint64_t)n_chunks * (uint64_t)ctx,
-                       quiet || json);
-    if (vp.p.enabled) vf_eval_set_progress(ev, on_progress, &vp);
-    for (int c = 0; (st = vf_eval_step(ev, &err)) == 1; c++) {
-        vf_ppl_result r;
-        vf_eval_result(ev, 0, &r);
-        if (r.has_ref)
-            snprintf(vp.extra, sizeof vp.extra, "ppl %.4f (ref %.4f), kld %.6f", r.ppl,
-                     r.ref_ppl, r.kld_mean);
-        else
-            snprintf(vp.extra, sizeof vp.extra, "ppl %.4f", r.ppl);
-        if (vp.p.enabled) estimate(&vp, ((uint64_t)c + 1) * (uint64_t)ctx, vp.p.total);
-        cli_progress_update(&vp.p, ((uint64_t)c + 1) * (uint64_t)ctx, vp.extra);
-    }
-    cli_progress_end(&vp.p);
-    if (st < 0) {
-        cli_print_error(cmd, &err);
-        rc = cli_exit_for(st);
-        if (json) print_failed(&ri, paths, models, n_paths, &err);
-        goto done;
-    }
-
-    /* every model's numbers first: the text, the JSON and the report show them */
-    vf_ppl_result *res = calloc((size_t)n_paths, sizeof *res);
-    vf_tensor_error **tes = calloc((size_t)n_paths, sizeof *tes);
-    size_t *n_tes = calloc((size_t)n_paths, sizeof *n_tes);
-    char (*exceeded)[48] = calloc((size_t)n_paths, sizeof *exceeded);
-    int *n_exs = calloc((size_t)n_paths, sizeof *n_exs);
-    int any_exceeded = 0, want_te = tensor_errors || (report_path && ref_path);
-    if (!res || !tes || !n_tes || !exceeded || !n_exs)
-        st = lpk_err(&err, LPK_ENOMEM, "out of memory");
-    for (int i = 0; !st && i < n_paths; i++) {
-        vf_eval_result(ev, i, &res[i]);
-        if (i == 0) {
-            ri.measured = 1;
-            ri.chunks = res[i].chunks;
-            ri.tokens_scored = res[i].tokens_scored;
-        }
-        const char *ex[3];
-        n_exs[i] = res[i].has_ref ? check_limits(&lim, &res[i], ex) : 0;
-        for (int k = 0; k < n_exs[i]; k++)
-            snprintf(exceeded[i] + strlen(exceeded[i]), sizeof exceeded[i] - strlen(exceeded[i]),
-                     "%s%s", k ? ", " : "", ex[k]);
-        any_exceeded |= n_exs[i] > 0;
-        if (want_te) st = vf_tensor_errors(models[i].r, ref.r, &tes[i], &n_tes[i], &err);
-    }
-    if (st) {
-        cli_print_error(cmd, &err);
-        rc = cli_exit_for(st);
-        if (json) print_failed(&ri, paths, models, n_paths, &err);
-        goto results_done;
-    }
-    if (report_path && (st = write_report(report_path, force, &ri, n_ids, paths, n_paths, models, ev,
-                                          res, tes, n_tes, exceeded, &err))) {
-        cli_print_error(cmd, &err);
-        rc = cli_exit_for(st);
-        if (json) print_failed(&ri, paths, models, n_paths, &err);
-        goto results_done;
     }
     json_t *arr = json ? json_array() : NULL;
     for (int i = 0; i < n_paths; i++) {
-        const vf_tensor_error *te = tensor_errors ? tes[i] : NULL;
-        size_t n_te = tensor_errors ? n_tes[i] : 0;
+        const llmpack_verify_model *m = &res.models[i];
+        const vf_tensor_error *te = tensor_errors ? m->te : NULL;
+        size_t n_te = tensor_errors ? m->n_te : 0;
         if (json)
-            json_array_append_new(arr, result_json(paths[i], &res[i], &lim, tensor_errors, te,
-                                                   n_te, models[i].r, NULL));
-        else {
-            const char *ex[3];
-            int n_ex = res[i].has_ref ? check_limits(&lim, &res[i], ex) : 0;
-            result_text(paths[i], ref_path, &res[i], &lim, ex, n_ex, te, n_te);
-        }
+            json_array_append_new(arr, result_json(paths[i], &m->ppl, &lim, tensor_errors, te,
+                                                   n_te, m, NULL));
+        else
+            result_text(paths[i], ref_path, &m->ppl, &lim, m->exceeded, te, n_te);
     }
-    if (json) print_json(&ri, arr, NULL);
+    if (json) print_json(&ri, &res, arr, NULL);
     if (report_path && !json && !quiet) fprintf(stderr, "report: %s\n", report_path);
-    if (any_exceeded) {
+    if (res.limit_exceeded) {
         if (!json) fprintf(stderr, "llmpack verify: a limit was exceeded\n");
         rc = CLI_EXIT_LIMIT;
     }
-results_done:
-    for (int i = 0; tes && i < n_paths; i++) free(tes[i]);
-    free(tes);
-    free(n_tes);
-    free(res);
-    free(exceeded);
-    free(n_exs);
-
 done:
-    vf_eval_free(ev);
-    free(ids);
-    free(text);
-    tok_tokenizer_free(tok);
-    for (int i = 0; models && i < n_paths; i++) unload(&models[i]);
-    unload(&ref);
-    free(models);
-    free(mv);
+    llmpack_verify_result_free(&res);
+    cli_job_free(&cj);
     free(paths);
     return rc;
 }

@@ -188,8 +188,9 @@ int job_open_model(llmpack_job *j, const char *path, unsigned flags, lpk_reader 
     cv_report rep;
     if (!st) {
         st = cv_convert(&o, &rep, job_err(j));
-        job_end(j);
+        /* within the stage, as every notice of the conversion */
         if (rep.warning[0]) job_notice(j, "%s: warning: %s", path, rep.warning);
+        job_end(j);
         cv_report_free(&rep);
     }
     if (!st) st = lpk_reader_open_fd(s.fd, path, flags, r, job_err(j));

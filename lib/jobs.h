@@ -20,6 +20,7 @@
 #include "../format/lpk.h"
 #include "../convert/convert.h"
 #include "../tok/tok.h"
+#include "../verify/verify.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -81,7 +82,8 @@ int llmpack_open_input(llmpack_job *j, const char *path, unsigned flags, lpk_rea
  * container would take more than LLMPACK_MEMFD_MAX bytes, by default half of
  * MemAvailable, into an unlinked file in TMPDIR), which the reader maps:
  * nothing is written at or beside path. A notice says so; progress stage
- * "converting" (bytes). The reader's path is `path`. */
+ * "converting" (bytes), during which the conversion's notices come. The
+ * reader's path is `path`. */
 int llmpack_open_model(llmpack_job *j, const char *path, unsigned flags, lpk_reader **r);
 /* What llmpack_open_model would convert path as (cv_source_kind's name;
  * "folder" for a folder convert does not recognise), or NULL when it opens
@@ -223,6 +225,93 @@ int llmpack_generate(llmpack_job *j, const llmpack_generate_opts *o, llmpack_gen
 /* ---------------------------------------------------------------- calibrate */
 
 /* ---------------------------------------------------------------- verify */
+/* Whether a file's bytes are checked against checksums as they are read. */
+enum llmpack_checksums {
+    LLMPACK_SUMS_NONE = 0,      /* a GGUF: it carries none, its bytes cannot be verified */
+    LLMPACK_SUMS_SKIPPED = 1,   /* opened with LPK_OPEN_NO_VERIFY */
+    LLMPACK_SUMS_VERIFIED = 2
+};
+/* The checksum state of an open reader. */
+int llmpack_checksums_of(const lpk_reader *r);
+
+/* The limits a verification can be held to (bits of llmpack_verify_opts.limits
+ * and of llmpack_verify_model.exceeded). */
+enum llmpack_verify_limit {
+    LLMPACK_MAX_PPL_DELTA = 1,  /* ppl - ref_ppl */
+    LLMPACK_MAX_PPL_RATIO = 2,  /* ppl / ref_ppl */
+    LLMPACK_MAX_KLD = 4         /* mean KL(P_ref || P_model) */
+};
+
+typedef struct llmpack_verify_opts {
+    const char *const *models;  /* n_models models: containers, or anything convert reads
+                                 * (llmpack_open_model: converted in memory first) */
+    int n_models;
+    const char *ref;            /* the reference (NULL: none); its tokenizer tokenizes the
+                                 * text (without one: the first model's) */
+    const char *text;           /* the evaluation text (vf_read_text) */
+    int ctx;                    /* tokens per chunk, at least 4 (0: 512) */
+    int max_chunks;             /* only the first max_chunks chunks (0: all) */
+    int threads;                /* > 0: omp_set_num_threads(threads) first (OpenMP's
+                                 * setting of the calling thread, kept after the job);
+                                 * results do not depend on it */
+    unsigned limits;            /* LLMPACK_MAX_* bits: the maxima below that apply (need ref) */
+    double max_ppl_delta, max_ppl_ratio, max_kld;
+    int tensor_errors;          /* per-tensor rel. RMSE against ref's tensors (needs ref) */
+} llmpack_verify_opts;
+
+/* One input of a verification (a model, or the reference). */
+typedef struct llmpack_verify_model {
+    const char *path;           /* the options' (borrowed); NULL: no reference */
+    int opened;                 /* the file opened: desc and checksums are set */
+    int loaded;                 /* and built as a model (vf_model_open): trained_ctx set */
+    llmpack_model_desc desc;
+    int checksums;              /* enum llmpack_checksums */
+    int trained_ctx;            /* llama.context_length (0: not recorded or not loaded) */
+    /* the measurements (models only), set once the result's measured is 1: */
+    vf_ppl_result ppl;
+    vf_chunk_result *chunks;    /* ppl.chunks entries, one per chunk */
+    float *kld;                 /* the KLD of every scored position, in the order scored
+                                 * (n_kld; NULL without a reference) */
+    size_t n_kld;
+    unsigned exceeded;          /* LLMPACK_MAX_* bits: the limits it exceeded (a value
+                                 * that is not a number exceeds its limit) */
+    vf_tensor_error *te;        /* n_te tensors, worst first (opts.tensor_errors); else NULL */
+    size_t n_te;
+} llmpack_verify_model;
+
+/* What a verification found. Filled as the job goes, and on failure as far as
+ * it got (what a report of a failed run shows); progress and notice callbacks
+ * may read it: at the BEGIN of stage "evaluating" every input is open and the
+ * text tokenized. Free with llmpack_verify_result_free whatever the job returned. */
+typedef struct llmpack_verify_result {
+    llmpack_verify_model ref;   /* ref.path NULL without a reference; no measurements */
+    llmpack_verify_model *models; /* n_models, in the options' order */
+    int n_models;
+    int text_read;              /* text_bytes and text_xxh3 are set */
+    uint64_t text_bytes;        /* of the file (the protocol drops one trailing newline) */
+    uint64_t text_xxh3;         /* XXH3-64 of the file's bytes */
+    int tokenized;              /* n_tokens and n_chunks are set */
+    size_t n_tokens;            /* the whole text, BOS included */
+    int n_chunks;               /* chunks to evaluate */
+    int ctx, threads;           /* as run (threads: omp_get_max_threads) */
+    int measured;               /* every model's ppl, chunks and kld are set */
+    int chunks;                 /* chunks evaluated */
+    uint64_t tokens_scored;     /* positions scored per model */
+    int limit_exceeded;         /* some model exceeded a limit (the job still returns LPK_OK) */
+} llmpack_verify_result;
+
+/* Perplexity of each model on the text (llama.cpp's protocol, docs/VERIFY.md)
+ * and, with a reference, their divergence from it (vf_eval). Progress: stage
+ * "converting" (bytes) for each input convert reads; then "evaluating" in text
+ * tokens (total chunks x ctx), updated after each block of each forward pass
+ * and at each chunk's end with the first model's statistics so far as the item
+ * ("ppl 5.8614 (ref 5.8585), kld 0.000893"); each update is a cancellation
+ * point. Notices: the conversions, and "warning: --ctx N is above the T tokens
+ * PATH was trained on" (measured anyway). Errors name the file: a model that
+ * does not load, a vocabulary unlike the reference's, a text shorter than one
+ * chunk (LPK_EINVAL). A limit exceeded is not an error (res->limit_exceeded). */
+int llmpack_verify(llmpack_job *j, const llmpack_verify_opts *o, llmpack_verify_result *res);
+void llmpack_verify_result_free(llmpack_verify_result *res);
 
 /* ---------------------------------------------------------------- check */
 

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <jansson.h>
+
 #include "../lib/jobs.h"
 #include "../convert/convert.h"
 
@@ -618,6 +620,244 @@ static void test_generate(void **state)
     free(junk);
 }
 
+/* ---------------------------------------------------------------- verify, check, info */
+static const char *const demo_text = "examples/TinyStories-valid-sample.txt";
+
+/* The demo model as a q8_0 container in dir. */
+static char *demo_q8(const char *dir)
+{
+    char *path = tu_fmt("%s/demo.q8_0.lpk", dir);
+    lpk_error err = {0};
+    cv_options o = {.src = demo, .out = path, .type = "q8_0"};
+    if (cv_convert(&o, NULL, &err)) fail_msg("convert %s: %s", demo, err.msg);
+    return path;
+}
+
+/* What verify's callbacks saw of the evaluation. */
+typedef struct vseen {
+    seen s;
+    uint64_t ctx;
+    int chunk_ends, items;       /* updates at a chunk's end; of them with "ppl " items */
+    int cancel_chunk;            /* cancel at the end of this chunk (0: never) */
+    int cancel_block;            /* cancel at this update inside a chunk (0: never) */
+    int blocks;
+} vseen;
+
+static void on_verify_progress(void *user, const llmpack_progress *p)
+{
+    vseen *v = user;
+    on_progress(&v->s, p);
+    if (p->event != LLMPACK_PROGRESS_UPDATE || strcmp(p->stage, "evaluating")) return;
+    assert_string_equal(p->unit, "tokens");
+    if (p->done % v->ctx) {
+        if (++v->blocks == v->cancel_block) llmpack_job_cancel(v->s.j);
+        return;
+    }
+    v->chunk_ends++;
+    v->items += p->item && !strncmp(p->item, "ppl ", 4);
+    if (v->chunk_ends == v->cancel_chunk) llmpack_job_cancel(v->s.j);
+}
+
+static llmpack_job *new_verify_job(vseen *v, uint64_t ctx)
+{
+    llmpack_job *j = new_job(&v->s);
+    v->ctx = ctx;
+    v->chunk_ends = v->items = v->cancel_chunk = v->cancel_block = v->blocks = 0;
+    llmpack_job_set_progress(j, on_verify_progress, v);
+    return j;
+}
+
+/* A number of a --json document: results[0].key, or the top-level path. */
+static double json_num(json_t *doc, const char *key)
+{
+    json_t *r = json_array_get(json_object_get(doc, "results"), 0);
+    json_t *v = json_object_get(r, key);
+    if (!json_is_number(v)) fail_msg("--json has no number %s", key);
+    return json_number_value(v);
+}
+
+/* llmpack_verify of a q8_0 against the f16 original: the numbers are what
+ * `llmpack verify --json` prints for the same inputs; one "evaluating" stage
+ * whose chunk ends carry the statistics; the result describes the inputs; a
+ * limit exceeded is a result, not an error. */
+static void test_verify(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *f16 = demo_container(dir), *q8 = demo_q8(dir);
+    vseen v;
+    llmpack_job *j = new_verify_job(&v, 128);
+    const char *models[] = {q8};
+    llmpack_verify_opts o = {.models = models, .n_models = 1, .ref = f16, .text = demo_text,
+                             .ctx = 128, .max_chunks = 3, .limits = LLMPACK_MAX_KLD,
+                             .max_kld = 0, .tensor_errors = 1};
+    llmpack_verify_result res;
+    assert_int_equal(llmpack_verify(j, &o, &res), LPK_OK);
+    assert_int_equal(llmpack_job_status(j), LPK_OK);
+    assert_string_equal(v.s.stages, "evaluating,");
+    assert_int_equal(v.s.ends, 1);
+    assert_int_equal(v.chunk_ends, 3);
+    assert_int_equal(v.items, 3);
+    assert_true(v.blocks > 3);  /* inside the chunks too */
+    assert_int_equal(v.s.last_done, 3 * 128);
+    assert_int_equal(v.s.last_total, 3 * 128);
+    assert_string_equal(v.s.notices, "");
+
+    assert_int_equal(res.n_models, 1);
+    assert_int_equal(res.chunks, 3);
+    assert_int_equal(res.n_chunks, 3);
+    assert_int_equal(res.tokens_scored, 3 * (128 - 1 - 64));
+    assert_true(res.measured && res.text_read && res.tokenized);
+    size_t n_text = 0;
+    free(tu_read_file(demo_text, &n_text));
+    assert_int_equal(res.text_bytes, n_text);
+    const llmpack_verify_model *m = &res.models[0];
+    assert_true(m->opened && m->loaded && res.ref.opened && res.ref.loaded);
+    assert_string_equal(m->desc.type, "Q8_0");
+    assert_int_equal(m->checksums, LLMPACK_SUMS_VERIFIED);
+    assert_int_equal(m->trained_ctx, 512);
+    assert_int_equal(m->ppl.chunks, 3);
+    assert_int_equal(m->n_kld, res.tokens_scored);
+    assert_non_null(m->chunks);
+    assert_true(m->te && m->n_te > 0);
+    /* max_kld 0: exceeded, and the job still succeeded */
+    assert_int_equal(m->exceeded, LLMPACK_MAX_KLD);
+    assert_true(res.limit_exceeded);
+
+    char *out = NULL;
+    assert_int_equal(tu_llmpack(&out, "verify '%s' --ref '%s' --text '%s' --ctx 128 --chunks 3 "
+                                "--max-kld 0 --json", q8, f16, demo_text), 4);
+    json_error_t je;
+    json_t *doc = json_loads(out, 0, &je);
+    if (!doc) fail_msg("verify --json: %s\n%s", je.text, out);
+    tu_near("ppl", m->ppl.ppl, json_num(doc, "ppl"), 1e-9);
+    tu_near("ref_ppl", m->ppl.ref_ppl, json_num(doc, "ref_ppl"), 1e-9);
+    tu_near("kld_mean", m->ppl.kld_mean, json_num(doc, "kld_mean"), 1e-9);
+    tu_near("kld_p99", m->ppl.kld_p99, json_num(doc, "kld_p99"), 1e-9);
+    tu_near("top1", m->ppl.top1_agreement, json_num(doc, "top1_agreement"), 1e-9);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(doc, "text"), "tokens")),
+                     res.n_tokens);
+    json_decref(doc);
+    free(out);
+    llmpack_verify_result_free(&res);
+
+    /* a checkpoint as the model: converted first; a context above the trained
+     * one is measured, with a warning */
+    j = (llmpack_job_free(j), new_verify_job(&v, 1024));
+    models[0] = demo;
+    o = (llmpack_verify_opts){.models = models, .n_models = 1, .ref = f16, .text = demo_text,
+                              .ctx = 1024, .max_chunks = 1};
+    assert_int_equal(llmpack_verify(j, &o, &res), LPK_OK);
+    assert_string_equal(v.s.stages, "converting,evaluating,");
+    assert_non_null(strstr(v.s.notices, "into memory"));
+    assert_non_null(strstr(v.s.notices, "warning: --ctx 1024 is above the 512 tokens"));
+    assert_int_equal(res.chunks, 1);
+    /* the same weights: no divergence */
+    assert_true(res.models[0].ppl.kld_max < 1e-9);
+    assert_int_equal(res.models[0].exceeded, 0);
+    llmpack_verify_result_free(&res);
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir);
+    free(f16);
+    free(q8);
+}
+
+/* Cancelled at the end of the first chunk, or inside it: LPK_EINTR on the
+ * handle, the stage closed, nothing measured; the inputs' part of the result
+ * is still there. */
+static void test_verify_cancel(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *f16 = demo_container(dir);
+    vseen v;
+    llmpack_job *j = new_verify_job(&v, 64);
+    v.cancel_chunk = 1;
+    const char *models[] = {f16};
+    llmpack_verify_opts o = {.models = models, .n_models = 1, .text = demo_text, .ctx = 64,
+                             .max_chunks = 5};
+    llmpack_verify_result res;
+    assert_int_equal(llmpack_verify(j, &o, &res), LPK_EINTR);
+    assert_int_equal(llmpack_job_status(j), LPK_EINTR);
+    assert_non_null(strstr(llmpack_job_error(j), "cancelled"));
+    assert_int_equal(v.chunk_ends, 1);
+    assert_int_equal(v.s.ends, 1);
+    assert_int_equal(v.s.open, 0);
+    assert_false(res.measured);
+    assert_true(res.models[0].opened && res.tokenized);
+    assert_int_equal(res.n_chunks, 5);
+    llmpack_verify_result_free(&res);
+
+    /* inside a chunk: the forward pass stops at the block that cancelled */
+    llmpack_job_reset(j);
+    v.cancel_chunk = 0;
+    v.cancel_block = 2;
+    v.blocks = v.chunk_ends = 0;
+    assert_int_equal(llmpack_verify(j, &o, &res), LPK_EINTR);
+    assert_non_null(strstr(llmpack_job_error(j), "cancelled"));
+    assert_int_equal(v.blocks, 2);
+    assert_int_equal(v.chunk_ends, 0);
+    assert_false(res.measured);
+    llmpack_verify_result_free(&res);
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir);
+    free(f16);
+}
+
+/* Errors on the handle, naming the file; the result says how far it got. */
+static void test_verify_errors(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *f16 = demo_container(dir);
+    char *none = tu_fmt("%s/none.txt", dir), *shorty = tu_fmt("%s/short.txt", dir);
+    assert_int_equal(tu_write_file(shorty, "Once upon a time", 16), 0);
+    vseen v;
+    llmpack_job *j = new_verify_job(&v, 128);
+    const char *models[] = {f16};
+    llmpack_verify_opts o = {.models = models, .n_models = 1, .text = none, .ctx = 128};
+    llmpack_verify_result res;
+    assert_int_equal(llmpack_verify(j, &o, &res), LPK_EIO);
+    assert_non_null(strstr(llmpack_job_error(j), none));
+    assert_false(res.text_read);
+    assert_false(res.models[0].opened);
+    llmpack_verify_result_free(&res);
+
+    o.text = shorty; /* fewer tokens than one chunk */
+    assert_int_equal(llmpack_verify(j, &o, &res), LPK_EINVAL);
+    assert_non_null(strstr(llmpack_job_error(j), "fewer than one chunk"));
+    assert_true(res.text_read && res.tokenized && res.models[0].loaded);
+    assert_false(res.measured);
+    llmpack_verify_result_free(&res);
+
+    o.text = demo_text; /* limits without a reference */
+    o.limits = LLMPACK_MAX_KLD;
+    assert_int_equal(llmpack_verify(j, &o, &res), LPK_EINVAL);
+    llmpack_verify_result_free(&res);
+
+    /* a vocabulary unlike the reference's (the demo has 512 tokens, llama2 32000) */
+    const char *big = tu_shared("gguf/llama2-20m-Q8_0.gguf");
+    if (big) {
+        models[0] = big;
+        o = (llmpack_verify_opts){.models = models, .n_models = 1, .ref = f16,
+                                  .text = demo_text, .ctx = 128, .max_chunks = 1};
+        assert_int_equal(llmpack_verify(j, &o, &res), LPK_EINVAL);
+        assert_non_null(strstr(llmpack_job_error(j), "vocabulary"));
+        assert_non_null(strstr(llmpack_job_error(j), big));
+        assert_int_equal(res.models[0].checksums, LLMPACK_SUMS_NONE);
+        assert_int_equal(v.s.begins, 0);
+        llmpack_verify_result_free(&res);
+    } else {
+        print_message("note: ../shared/gguf/llama2-20m-Q8_0.gguf not found: vocabulary "
+                      "mismatch not checked\n");
+    }
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir);
+    free(f16);
+    free(none);
+    free(shorty);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -631,6 +871,9 @@ int main(void)
         cmocka_unit_test(test_convert_errors),
         cmocka_unit_test(test_open_tokenizer),
         cmocka_unit_test(test_generate),
+        cmocka_unit_test(test_verify),
+        cmocka_unit_test(test_verify_cancel),
+        cmocka_unit_test(test_verify_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

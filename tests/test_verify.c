@@ -564,12 +564,13 @@ typedef struct progress_log {
     int n;
 } progress_log;
 
-static void log_progress(void *user, uint64_t done, uint64_t total)
+static int log_progress(void *user, uint64_t done, uint64_t total)
 {
     progress_log *l = user;
     if (l->n < 256) l->done[l->n] = done;
     l->n++;
     l->total = total;
+    return 0;
 }
 
 static void test_eval_protocol(void **state)

@@ -153,8 +153,10 @@ void vf_eval_result(const vf_eval *e, int i, vf_ppl_result *out);
  * block of each forward pass, with done of total text tokens, total =
  * chunks x ctx; within a chunk the passes (the reference, then each model)
  * share its ctx tokens equally, so done rises from the first block of the
- * first chunk and reaches c x ctx when chunk c is complete. */
-typedef void (*vf_progress_fn)(void *user, uint64_t done, uint64_t total);
+ * first chunk and reaches c x ctx when chunk c is complete. A non-zero return
+ * stops the chunk there: vf_eval_step returns LPK_EINTR ("PATH: cancelled",
+ * the model running) and the evaluation cannot go on (free it). */
+typedef int (*vf_progress_fn)(void *user, uint64_t done, uint64_t total);
 /* Installs (or with NULL removes) the progress callback. */
 void vf_eval_set_progress(vf_eval *e, vf_progress_fn fn, void *user);
 

@@ -267,6 +267,15 @@ static int layer_run(vf_model *m, const vf_layer *L, int l, int n_tok, int pos0,
     return LPK_OK;
 }
 
+/* Step done of a forward pass is complete: the step hook's say, which may stop
+ * the pass (LPK_EINTR). */
+static int step(vf_model *m, int done, lpk_error *err)
+{
+    if (!m->step_hook || !m->step_hook(m->step_user, done, m->config.n_layers + 1))
+        return LPK_OK;
+    return lpk_err(err, LPK_EINTR, "%s: cancelled", lpk_reader_path(m->reader));
+}
+
 int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_logits,
                float *logits, lpk_error *err)
 {
@@ -290,28 +299,21 @@ int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_lo
 
     for (int l = 0; l < c->n_layers; l++) {
         if ((st = layer_run(m, &w->layers[l], l, n_tok, pos0, err))) return st;
-        if (m->step_hook) m->step_hook(m->step_user, l + 1, c->n_layers + 1);
+        if ((st = step(m, l + 1, err))) return st;
     }
     s->n_past = pos0 + n_tok;
-    if (n_logits == 0 && !m->act_hook) {
-        if (m->step_hook) m->step_hook(m->step_user, c->n_layers + 1, c->n_layers + 1);
-        return LPK_OK;
-    }
+    if (n_logits == 0 && !m->act_hook) return step(m, c->n_layers + 1, err);
 
     int t0 = m->act_hook ? 0 : n_tok - n_logits;
     for (int t = t0; t < n_tok; t++)
         vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, w->output_norm, dim,
                    c->norm_eps);
     if (m->act_hook) m->act_hook(m->act_user, -1, "output", s->xb, n_tok, dim);
-    if (n_logits == 0) {
-        if (m->step_hook) m->step_hook(m->step_user, c->n_layers + 1, c->n_layers + 1);
-        return LPK_OK;
-    }
+    if (n_logits == 0) return step(m, c->n_layers + 1, err);
     t0 = n_tok - n_logits;
     st = matmul(m, w->output, w->output_type, c->vocab_size, dim, s->xb + (size_t)t0 * dim,
                 n_logits, logits, "output", -1, err);
-    if (!st && m->step_hook) m->step_hook(m->step_user, c->n_layers + 1, c->n_layers + 1);
-    return st;
+    return st ? st : step(m, c->n_layers + 1, err);
 }
 
 int vf_embed(vf_model *m, const int32_t *tokens, int n_tok, float *x, lpk_error *err)

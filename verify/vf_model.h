@@ -66,8 +66,9 @@ struct vf_model {
     int kv_f16;              /* vf_model_set_kv_f16 */
     /* called after each block and after the output matmul of a vf_forward
      * (done of total = n_layers + 1 steps): how the evaluation reports progress
-     * inside a chunk. NULL: none. */
-    void (*step_hook)(void *user, int done, int total);
+     * inside a chunk; a non-zero return stops it: vf_forward returns
+     * LPK_EINTR, "PATH: cancelled"). NULL: none. */
+    int (*step_hook)(void *user, int done, int total);
     void *step_user;
     int shape_only;          /* vf_model_check: keys, names, shapes, types; no data read */
 };

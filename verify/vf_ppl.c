@@ -179,14 +179,15 @@ void vf_eval_set_progress(vf_eval *e, vf_progress_fn fn, void *user)
 }
 
 /* A block of the current pass is done: the text tokens that stands for. */
-static void eval_step_done(void *user, int done, int total)
+static int eval_step_done(void *user, int done, int total)
 {
     const vf_eval *e = user;
     int n_pass = e->n_models + (e->ref != NULL);
     double f = (e->pass + (double)done / total) / n_pass;
     uint64_t ctx = (uint64_t)e->ctx;
-    e->progress(e->progress_user, (uint64_t)e->next * ctx + (uint64_t)(f * (double)ctx + 0.5),
-                (uint64_t)e->n_chunks * ctx);
+    return e->progress(e->progress_user,
+                       (uint64_t)e->next * ctx + (uint64_t)(f * (double)ctx + 0.5),
+                       (uint64_t)e->n_chunks * ctx);
 }
 
 /* The chunk minus its last token: the last token is never an input whose logits
