@@ -1,4 +1,5 @@
-/* llmpack check: every structural rule and every checksum of a container. */
+/* llmpack check: every structural rule and every checksum of a container:
+ * arguments and the verdict over the check job (llmpack_check). */
 #include "cli.h"
 
 #include <getopt.h>
@@ -21,6 +22,23 @@ static void check_help(FILE *f)
             "unsupported type or version); 1 it does not exist or cannot be read (not a\n"
             "regular file, no permission, I/O or mmap failure, out of memory); 2 bad command\n"
             "line\n");
+}
+
+/* The check's progress, labelled "checking" as it always was. */
+typedef struct check_display {
+    int quiet;
+    cli_progress p;
+} check_display;
+
+static void on_progress(void *user, const llmpack_progress *pg)
+{
+    check_display *d = user;
+    if (pg->event == LLMPACK_PROGRESS_BEGIN)
+        cli_progress_start(&d->p, "checking", pg->unit, pg->total, d->quiet);
+    else if (pg->event == LLMPACK_PROGRESS_UPDATE)
+        cli_progress_update(&d->p, pg->done, NULL);
+    else
+        cli_progress_end(&d->p);
 }
 
 int cmd_check(int argc, char **argv)
@@ -48,49 +66,38 @@ int cmd_check(int argc, char **argv)
     if (cli_operands("check", argc, argv, &path)) return CLI_EXIT_USAGE;
     if (!path) return cli_usage_error("check", "no FILE given");
     if ((c = cli_inputs_exist("check", &path, 1))) return c;
-    lpk_reader *r = NULL;
-    lpk_error err = {0};
-    const lpk_tensor *bad = NULL;
-    size_t checked = 0;
-    int st = cli_open_input(path, 0, &r, &err); /* check always verifies */
-    if (!st) {
-        size_t n = lpk_reader_n_tensors(r);
-        uint64_t total = 0, done = 0;
-        for (size_t i = 0; i < n; i++) total += lpk_reader_tensor(r, i)->size;
-        cli_progress p;
-        cli_progress_start(&p, "checking", "B", total, json || quiet);
-        for (size_t i = 0; i < n && !st; i++) {
-            const void *data;
-            st = lpk_reader_tensor_data(r, i, &data, &err);
-            if (st) bad = lpk_reader_tensor(r, i);
-            else checked++;
-            done += lpk_reader_tensor(r, i)->size;
-            lpk_reader_release_tensor(r, i);
-            cli_progress_update(&p, done, NULL);
-        }
-        cli_progress_end(&p);
+    cli_job cj;
+    if (cli_job_init(&cj, "check", 1)) {
+        fprintf(stderr, "llmpack check: out of memory\n");
+        return CLI_EXIT_RUNTIME;
     }
-    int gguf = r && lpk_reader_kind(r) == LPK_KIND_GGUF;
+    check_display d = {.quiet = json || quiet};
+    llmpack_job_set_progress(cj.j, on_progress, &d);
+    llmpack_check_opts o = {.path = path};
+    llmpack_check_result res;
+    int st = llmpack_check(cj.j, &o, &res);
+    const lpk_error *err = llmpack_job_lpk_error(cj.j);
+    int gguf = res.opened && res.kind == LPK_KIND_GGUF;
     if (json) {
-        json_t *o = json_pack("{s:s, s:b, s:s}", "file", path, "ok", st == LPK_OK, "status",
-                              lpk_status_name(st));
-        if (st) json_object_set_new(o, "error", json_string(err.msg[0] ? err.msg : ""));
-        if (bad) {
-            json_object_set_new(o, "tensor", json_string(bad->name));
-            json_object_set_new(o, "offset", json_integer((json_int_t)bad->offset));
+        json_t *jo = json_pack("{s:s, s:b, s:s}", "file", path, "ok", st == LPK_OK, "status",
+                               lpk_status_name(st));
+        if (st) json_object_set_new(jo, "error", json_string(err->msg[0] ? err->msg : ""));
+        if (res.failed) {
+            json_object_set_new(jo, "tensor", json_string(res.tensor));
+            json_object_set_new(jo, "offset", json_integer((json_int_t)res.offset));
         }
-        if (r) {
-            json_object_set_new(o, "kind", json_string(gguf ? "gguf" : "lpk"));
-            json_object_set_new(o, "checksums", json_boolean(!gguf));
-            json_object_set_new(o, "tensors_checked", json_integer((json_int_t)checked));
+        if (res.opened) {
+            json_object_set_new(jo, "kind", json_string(gguf ? "gguf" : "lpk"));
+            json_object_set_new(jo, "checksums", json_boolean(!gguf));
+            json_object_set_new(jo, "tensors_checked", json_integer((json_int_t)res.tensors_checked));
         }
-        cli_json_print(o);
+        cli_json_print(jo);
     } else if (st) {
-        cli_print_error("check", &err);
+        cli_print_error("check", err);
     } else {
         printf("ok\n");
         if (gguf) fprintf(stderr, "llmpack check: GGUF has no checksums: structure checked only\n");
     }
-    lpk_reader_close(r);
+    cli_job_free(&cj);
     return cli_exit_for(st);
 }

@@ -314,6 +314,27 @@ int llmpack_verify(llmpack_job *j, const llmpack_verify_opts *o, llmpack_verify_
 void llmpack_verify_result_free(llmpack_verify_result *res);
 
 /* ---------------------------------------------------------------- check */
+typedef struct llmpack_check_opts {
+    const char *path;           /* .lpk or GGUF */
+} llmpack_check_opts;
+typedef struct llmpack_check_result {
+    int opened;                 /* the file opened (its header, metadata and directory are
+                                 * sound): the fields below are set */
+    int kind;                   /* LPK_KIND_LPK or LPK_KIND_GGUF */
+    int checksums;              /* enum llmpack_checksums (never SKIPPED: check verifies) */
+    size_t n_tensors;
+    size_t tensors_checked;     /* tensors found intact */
+    int failed;                 /* a tensor failed: its name and offset below */
+    char tensor[LPK_MAX_NAME + 1];
+    uint64_t offset;
+} llmpack_check_result;
+/* Every structural rule of docs/FORMAT.md and every checksum: the header's,
+ * then each tensor's xxh3 in file order, stopping at the first tensor that
+ * fails (LPK_ECHECKSUM, the message naming the tensor, its offset, the
+ * expected and found values). A GGUF's structure is checked (it has no
+ * checksums). Progress stage "checking" (bytes; the item: the tensor). res
+ * may be NULL. */
+int llmpack_check(llmpack_job *j, const llmpack_check_opts *o, llmpack_check_result *res);
 
 /* ---------------------------------------------------------------- info */
 

@@ -858,6 +858,65 @@ static void test_verify_errors(void **state)
     free(shorty);
 }
 
+/* check: every tensor's bytes, then one byte flipped in a tensor:
+ * LPK_ECHECKSUM naming it, the tensors before it counted intact. */
+static void test_check(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *f16 = demo_container(dir), *bad = tu_fmt("%s/bad.lpk", dir);
+    seen s;
+    llmpack_job *j = new_job(&s);
+    llmpack_check_opts o = {.path = f16};
+    llmpack_check_result res;
+    assert_int_equal(llmpack_check(j, &o, &res), LPK_OK);
+    lpk_reader *r = NULL;
+    lpk_error err = {0};
+    assert_int_equal(lpk_reader_open(f16, &r, &err), LPK_OK);
+    size_t n = lpk_reader_n_tensors(r), victim = n / 2;
+    uint64_t bytes = 0;
+    for (size_t i = 0; i < n; i++) bytes += lpk_reader_tensor(r, i)->size;
+    const lpk_tensor *t = lpk_reader_tensor(r, victim);
+    char name[LPK_MAX_NAME + 1];
+    memcpy(name, t->name, strlen(t->name) + 1);
+    uint64_t off = t->offset;
+    lpk_reader_close(r);
+    assert_true(res.opened);
+    assert_int_equal(res.kind, LPK_KIND_LPK);
+    assert_int_equal(res.checksums, LLMPACK_SUMS_VERIFIED);
+    assert_int_equal(res.n_tensors, n);
+    assert_int_equal(res.tensors_checked, n);
+    assert_false(res.failed);
+    assert_string_equal(s.stages, "checking,");
+    assert_true(s.last_done == bytes && s.last_total == bytes);
+
+    size_t len = 0;
+    char *b = tu_read_file(f16, &len);
+    b[off + 3] ^= 0x10;
+    assert_int_equal(tu_write_file(bad, b, len), 0);
+    free(b);
+    o.path = bad;
+    assert_int_equal(llmpack_check(j, &o, &res), LPK_ECHECKSUM);
+    assert_int_equal(llmpack_job_status(j), LPK_ECHECKSUM);
+    assert_non_null(strstr(llmpack_job_error(j), name));
+    assert_non_null(strstr(llmpack_job_error(j), bad));
+    assert_true(res.failed);
+    assert_string_equal(res.tensor, name);
+    assert_int_equal(res.offset, off);
+    assert_int_equal(res.tensors_checked, victim);
+
+    /* cancelled at the first tensor */
+    o.path = f16;
+    s.cancel_at = 1;
+    s.updates = 0;
+    assert_int_equal(llmpack_check(j, &o, &res), LPK_EINTR);
+    assert_int_equal(res.tensors_checked, 1);
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir);
+    free(f16);
+    free(bad);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -874,6 +933,7 @@ int main(void)
         cmocka_unit_test(test_verify),
         cmocka_unit_test(test_verify_cancel),
         cmocka_unit_test(test_verify_errors),
+        cmocka_unit_test(test_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
