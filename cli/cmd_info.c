@@ -1,4 +1,5 @@
-/* llmpack info: what a container holds (.lpk or GGUF). */
+/* llmpack info: what a container holds (.lpk or GGUF): arguments and the text
+ * and --json printing of the info job's description (llmpack_info). */
 #include "cli.h"
 
 #include <getopt.h>
@@ -10,10 +11,9 @@
 #define INFO_MAX_ARRAY 64 /* longer arrays are summarized, never dumped */
 
 /* "xxh3" (verified at open), "xxh3-unverified" or "none" (GGUF). */
-static const char *checksums(const lpk_reader *r)
+static const char *checksums(int c)
 {
-    if (!lpk_reader_has_checksums(r)) return "none";
-    return lpk_reader_default_flags() & LPK_OPEN_NO_VERIFY ? "xxh3-unverified" : "xxh3";
+    return c == LLMPACK_SUMS_NONE ? "none" : c == LLMPACK_SUMS_SKIPPED ? "xxh3-unverified" : "xxh3";
 }
 
 static void info_help(FILE *f)
@@ -133,124 +133,73 @@ static void print_value(const lpk_kv *kv)
     json_decref(v);
 }
 
-typedef struct info_totals {
-    uint64_t count[LPK_TYPE_COUNT];
-    uint64_t elems, bytes;
-} info_totals;
-
-static void totals(const lpk_reader *r, info_totals *t)
-{
-    memset(t, 0, sizeof *t);
-    for (size_t i = 0; i < lpk_reader_n_tensors(r); i++) {
-        const lpk_tensor *x = lpk_reader_tensor(r, i);
-        if (x->type >= 0 && x->type < LPK_TYPE_COUNT) t->count[x->type]++;
-        t->elems += lpk_tensor_nelems(x);
-        t->bytes += x->size;
-    }
-}
-
-static double bpw(const info_totals *t)
-{
-    return t->elems ? 8.0 * (double)t->bytes / (double)t->elems : 0.0;
-}
-
 static const char *type_name(int type)
 {
     const lpk_type_info *ti = lpk_type_get(type);
     return ti ? ti->name : "?";
 }
 
-static const char *kind_name(const lpk_reader *r)
+static const char *kind_name(const llmpack_info_result *in)
 {
-    return lpk_reader_kind(r) == LPK_KIND_GGUF ? "gguf" : "lpk";
+    return in->kind == LPK_KIND_GGUF ? "gguf" : "lpk";
 }
 
-/* A token id key as {id, piece} (null when absent). */
-static json_t *token_json(const lpk_meta *m, const char *key)
+/* A special token as {id, piece} (null when absent). */
+static json_t *token_json(const llmpack_special_token *t)
 {
-    uint32_t id;
-    if (lpk_meta_get_u32(m, key, &id) != LPK_OK) return json_null();
-    const lpk_kv *toks = lpk_meta_find(m, "tokenizer.ggml.tokens");
-    json_t *piece = json_null();
-    if (toks && toks->type == LPK_V_ARR && toks->elem == LPK_V_STR && id < toks->count) {
-        lpk_str s = lpk_kv_str_at(toks, id);
-        piece = json_bytes(s.p, s.n);
-    }
-    return json_pack("{s:I, s:o}", "id", (json_int_t)id, "piece", piece);
+    if (!t->has) return json_null();
+    json_t *piece = t->has_piece ? json_bytes(t->piece.p, t->piece.n) : json_null();
+    return json_pack("{s:I, s:o}", "id", (json_int_t)t->id, "piece", piece);
 }
 
-/* Every key under prefix as an object (prefix stripped), or null when none. */
-static json_t *keys_under(const lpk_meta *m, const char *prefix)
+/* A group of keys as an object (prefix stripped), or null when none. */
+static json_t *group_json(const llmpack_key_group *g)
 {
-    json_t *o = NULL;
-    size_t pl = strlen(prefix);
-    for (size_t i = 0; i < lpk_meta_count(m); i++) {
-        const lpk_kv *kv = lpk_meta_at(m, i);
-        if (strncmp(kv->key, prefix, pl) != 0 || !kv->key[pl]) continue;
-        if (!o) o = json_object();
-        json_object_set_new(o, kv->key + pl, json_kv(kv));
-    }
-    return o ? o : json_null();
+    if (!g->n) return json_null();
+    json_t *o = json_object();
+    for (size_t i = 0; i < g->n; i++)
+        json_object_set_new(o, g->kv[i]->key + g->prefix_len, json_kv(g->kv[i]));
+    return o;
 }
 
-static json_t *key_or_null(const lpk_meta *m, const char *key)
+static json_t *kv_or_null(const lpk_kv *kv)
 {
-    const lpk_kv *kv = lpk_meta_find(m, key);
     return kv ? json_kv(kv) : json_null();
 }
 
 /* What the file is, in words (JSON "summary"; info_text prints the same):
  * its type, tied output, context, rope, special tokens, chat template and how
  * it was quantized. Keys the file does not carry are null. */
-static json_t *summary_json(const lpk_reader *r)
+static json_t *summary_json(const llmpack_info_result *in)
 {
-    const lpk_meta *m = lpk_reader_meta(r);
-    llmpack_model_desc d;
-    llmpack_model_describe(r, &d);
-    const char *arch = lpk_meta_get_str(m, "general.architecture");
-    char k[128];
-#define ARCH_KEY(suffix) (snprintf(k, sizeof k, "%s.%s", arch ? arch : "llama", suffix), k)
     json_t *s = json_object();
-    json_object_set_new(s, "type", json_string(d.type));
-    json_object_set_new(s, "type_from", json_string(d.type_from));
-    const lpk_tensor *out = lpk_reader_find(r, "output.weight");
-    json_object_set_new(s, "tied_output", json_boolean(!out));
-    json_object_set_new(s, "output_type", out ? json_string(type_name(out->type)) : json_null());
-    json_object_set_new(s, "context_length", key_or_null(m, ARCH_KEY("context_length")));
+    json_object_set_new(s, "type", json_string(in->desc.type));
+    json_object_set_new(s, "type_from", json_string(in->desc.type_from));
+    json_object_set_new(s, "tied_output", json_boolean(in->tied_output));
+    json_object_set_new(s, "output_type", in->tied_output ? json_null()
+                                                          : json_string(type_name(in->output_type)));
+    json_object_set_new(s, "context_length", kv_or_null(in->context_length));
     json_t *rope = json_object();
-    json_object_set_new(rope, "freq_base", key_or_null(m, ARCH_KEY("rope.freq_base")));
-    json_object_set_new(rope, "scaling", keys_under(m, ARCH_KEY("rope.scaling.")));
+    json_object_set_new(rope, "freq_base", kv_or_null(in->rope_freq_base));
+    json_object_set_new(rope, "scaling", group_json(&in->rope_scaling));
     json_object_set_new(s, "rope", rope);
     json_t *sp = json_object();
-    static const char *const ids[][2] = {{"bos", "tokenizer.ggml.bos_token_id"},
-                                         {"eos", "tokenizer.ggml.eos_token_id"},
-                                         {"eot", "tokenizer.ggml.eot_token_id"},
-                                         {"pad", "tokenizer.ggml.padding_token_id"}};
-    for (size_t i = 0; i < 4; i++) json_object_set_new(sp, ids[i][0], token_json(m, ids[i][1]));
+    for (size_t i = 0; i < 4; i++)
+        json_object_set_new(sp, in->special[i].name, token_json(&in->special[i]));
     json_object_set_new(s, "special_tokens", sp);
-    const lpk_kv *ct = lpk_meta_find(m, "tokenizer.chat_template");
-    int has_ct = ct && ct->type == LPK_V_STR;
     json_object_set_new(s, "chat_template",
-                        json_pack("{s:b, s:o}", "present", has_ct, "bytes",
-                                  has_ct ? json_u64(ct->str.n) : json_null()));
-    /* quantize's keys (quant.*), llama.cpp's imatrix keys (quantize.imatrix.*) */
+                        json_pack("{s:b, s:o}", "present", in->chat_template, "bytes",
+                                  in->chat_template ? json_u64(in->chat_template_bytes)
+                                                    : json_null()));
     json_t *q = json_object();
-    json_object_set_new(q, "recipe", key_or_null(m, "quant.recipe"));
-    json_object_set_new(q, "pure", key_or_null(m, "quant.pure"));
-    const char *method = lpk_meta_get_str(m, "quant.method");
-    json_object_set_new(q, "method", method ? json_string(method)
-                                     : lpk_meta_find(m, "quant.recipe") ? json_string("rtn")
-                                                                        : json_null());
-    json_t *im = keys_under(m, "quant.imatrix.");
-    if (json_is_null(im)) {
-        json_decref(im);
-        im = keys_under(m, "quantize.imatrix.");
-    }
-    json_object_set_new(q, "imatrix", im);
-    json_object_set_new(q, "gptq", keys_under(m, "quant.gptq."));
-    json_object_set_new(q, "target", keys_under(m, "quant.target."));
+    json_object_set_new(q, "recipe", kv_or_null(in->quant_recipe));
+    json_object_set_new(q, "pure", kv_or_null(in->quant_pure));
+    json_object_set_new(q, "method", in->quant_method ? json_string(in->quant_method)
+                                                      : json_null());
+    json_object_set_new(q, "imatrix", group_json(&in->imatrix));
+    json_object_set_new(q, "gptq", group_json(&in->gptq));
+    json_object_set_new(q, "target", group_json(&in->target));
     json_object_set_new(s, "quantization", q);
-#undef ARCH_KEY
     return s;
 }
 
@@ -279,9 +228,9 @@ static void print_members(const json_t *o)
     }
 }
 
-static void summary_text(const lpk_reader *r)
+static void summary_text(const llmpack_info_result *in)
 {
-    json_t *s = summary_json(r);
+    json_t *s = summary_json(in);
     const char *from = json_string_value(json_object_get(s, "type_from"));
     printf("type:         %s (%s)\n", json_string_value(json_object_get(s, "type")),
            !strcmp(from, "recipe")      ? "the recipe quantize recorded"
@@ -345,10 +294,9 @@ static void summary_text(const lpk_reader *r)
     json_decref(s);
 }
 
-static json_t *info_json(const lpk_reader *r)
+static json_t *info_json(const llmpack_info_result *in)
 {
-    info_totals t;
-    totals(r, &t);
+    const lpk_reader *r = in->r;
     const lpk_meta *m = lpk_reader_meta(r);
     json_t *meta = json_object();
     for (size_t i = 0; i < lpk_meta_count(m); i++) {
@@ -370,16 +318,16 @@ static json_t *info_json(const lpk_reader *r)
     }
     json_t *counts = json_object();
     for (int ty = 0; ty < LPK_TYPE_COUNT; ty++)
-        if (t.count[ty]) json_object_set_new(counts, type_name(ty), json_u64(t.count[ty]));
+        if (in->type_count[ty])
+            json_object_set_new(counts, type_name(ty), json_u64(in->type_count[ty]));
     return json_pack("{s:s, s:s, s:s, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:f, s:o}", "file",
-                     lpk_reader_path(r), "kind", kind_name(r), "checksums", checksums(r),
-                     "format_version",
-                     (int)lpk_reader_version(r), "metadata_compressed",
-                     json_boolean(lpk_reader_flags(r) & 1u), "metadata", meta, "tensors", tensors,
-                     "tensor_count", json_u64(lpk_reader_n_tensors(r)), "type_counts", counts,
-                     "n_elements", json_u64(t.elems), "file_size",
-                     json_u64(lpk_reader_file_size(r)), "bits_per_weight", bpw(&t),
-                     "summary", summary_json(r));
+                     lpk_reader_path(r), "kind", kind_name(in), "checksums",
+                     checksums(in->checksums), "format_version", (int)in->version,
+                     "metadata_compressed", json_boolean(in->metadata_compressed), "metadata",
+                     meta, "tensors", tensors, "tensor_count", json_u64(in->n_tensors),
+                     "type_counts", counts, "n_elements", json_u64(in->desc.n_elements),
+                     "file_size", json_u64(in->desc.file_size), "bits_per_weight", in->desc.bpw,
+                     "summary", summary_json(in));
 }
 
 static void print_key(const lpk_meta *m, const char *key, const char *label)
@@ -406,37 +354,33 @@ static void print_prefix(const lpk_meta *m, const char *prefix, const char *cons
     }
 }
 
-static void info_text(const lpk_reader *r, int list_tensors)
+static void info_text(const llmpack_info_result *in, int list_tensors)
 {
+    const lpk_reader *r = in->r;
     const lpk_meta *m = lpk_reader_meta(r);
-    info_totals t;
-    totals(r, &t);
-    uint64_t fs = lpk_reader_file_size(r);
+    uint64_t fs = in->desc.file_size;
     printf("file:         %s\n", lpk_reader_path(r));
-    printf("format:       %s v%u%s\n", kind_name(r), lpk_reader_version(r),
-           (lpk_reader_flags(r) & 1u) ? " (metadata zstd-compressed)" : "");
+    printf("format:       %s v%u%s\n", kind_name(in), in->version,
+           in->metadata_compressed ? " (metadata zstd-compressed)" : "");
     printf("size:         %" PRIu64 " bytes (%.2f MiB)\n", fs, (double)fs / 1048576.0);
-    printf("checksums:    %s\n", !lpk_reader_has_checksums(r)
+    printf("checksums:    %s\n", in->checksums == LLMPACK_SUMS_NONE
                                      ? "none (GGUF carries no checksums: corruption cannot be "
                                        "detected)"
-                                 : lpk_reader_default_flags() & LPK_OPEN_NO_VERIFY
+                                 : in->checksums == LLMPACK_SUMS_SKIPPED
                                      ? "xxh3 (not verified: --no-verify-checksums)"
                                      : "xxh3 (header, metadata and directory verified; "
                                        "'llmpack check' verifies the tensors)");
-    const char *arch = lpk_meta_get_str(m, "general.architecture");
-    const char *name = lpk_meta_get_str(m, "general.name");
-    printf("architecture: %s%s%s\n", arch ? arch : "(unknown)", name ? ", name " : "",
-           name ? name : "");
-    printf("parameters:   %" PRIu64 " in %zu tensors, %.3f bits per weight\n", t.elems,
-           lpk_reader_n_tensors(r), bpw(&t));
+    printf("architecture: %s%s%s\n", in->arch ? in->arch : "(unknown)",
+           in->name ? ", name " : "", in->name ? in->name : "");
+    printf("parameters:   %" PRIu64 " in %zu tensors, %.3f bits per weight\n",
+           in->desc.n_elements, in->n_tensors, in->desc.bpw);
     printf("types:       ");
     for (int ty = 0; ty < LPK_TYPE_COUNT; ty++)
-        if (t.count[ty]) printf(" %s: %" PRIu64, type_name(ty), t.count[ty]);
+        if (in->type_count[ty]) printf(" %s: %" PRIu64, type_name(ty), in->type_count[ty]);
     printf("\n");
-    summary_text(r);
+    summary_text(in);
 
-    char prefix[80];
-    snprintf(prefix, sizeof prefix, "%s.", arch ? arch : "llama");
+    const char *prefix = in->arch_prefix;
     printf("hyperparameters:\n");
     print_prefix(m, prefix, NULL);
 
@@ -447,14 +391,12 @@ static void info_text(const lpk_reader *r, int list_tensors)
     if (toks && toks->type == LPK_V_ARR) printf("  %-22s %" PRIu64 "\n", "vocab size", toks->count);
     const lpk_kv *merges = lpk_meta_find(m, "tokenizer.ggml.merges");
     if (merges && merges->type == LPK_V_ARR) printf("  %-22s %" PRIu64 "\n", "merges", merges->count);
-    uint32_t id;
-    static const char *const ids[][2] = {{"tokenizer.ggml.bos_token_id", "bos"},
-                                         {"tokenizer.ggml.eos_token_id", "eos"}};
-    for (size_t i = 0; i < 2; i++) {
-        if (lpk_meta_get_u32(m, ids[i][0], &id) != LPK_OK) continue;
-        printf("  %-22s %u", ids[i][1], id);
-        if (toks && toks->type == LPK_V_ARR && toks->elem == LPK_V_STR && id < toks->count) {
-            lpk_str s = lpk_kv_str_at(toks, id);
+    for (size_t i = 0; i < 2; i++) { /* bos, eos */
+        const llmpack_special_token *t = &in->special[i];
+        if (!t->has) continue;
+        printf("  %-22s %u", t->name, t->id);
+        if (t->has_piece) {
+            lpk_str s = t->piece;
             json_t *js = json_bytes(s.p, s.n > 40 ? 40 : s.n);
             char *d = json_dumps(js, JSON_ENCODE_ANY);
             printf(" %s", d ? d : "");
@@ -528,15 +470,18 @@ int cmd_info(int argc, char **argv)
     if (cli_operands("info", argc, argv, &path)) return CLI_EXIT_USAGE;
     if (!path) return cli_usage_error("info", "no FILE given");
     if ((c = cli_inputs_exist("info", &path, 1))) return c;
-    lpk_reader *r;
-    lpk_error err = {0};
-    int st = cli_open_input(path, lpk_reader_default_flags(), &r, &err);
-    if (st) {
-        cli_print_error("info", &err);
-        return cli_exit_for(st);
+    cli_job cj;
+    if (cli_job_init(&cj, "info", 1)) {
+        fprintf(stderr, "llmpack info: out of memory\n");
+        return CLI_EXIT_RUNTIME;
     }
-    if (json) cli_json_print(info_json(r));
-    else info_text(r, list);
-    lpk_reader_close(r);
-    return CLI_EXIT_OK;
+    llmpack_info_opts o = {.path = path};
+    llmpack_info_result in;
+    int rc = CLI_EXIT_OK;
+    if (llmpack_info(cj.j, &o, &in)) rc = cli_job_fail(&cj);
+    else if (json) cli_json_print(info_json(&in));
+    else info_text(&in, list);
+    llmpack_info_result_free(&in);
+    cli_job_free(&cj);
+    return rc;
 }

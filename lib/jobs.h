@@ -337,6 +337,62 @@ typedef struct llmpack_check_result {
 int llmpack_check(llmpack_job *j, const llmpack_check_opts *o, llmpack_check_result *res);
 
 /* ---------------------------------------------------------------- info */
+typedef struct llmpack_info_opts {
+    const char *path;           /* .lpk or GGUF, opened with lpk_reader_default_flags() */
+} llmpack_info_opts;
+
+/* The metadata keys under a prefix, in the file's order. */
+typedef struct llmpack_key_group {
+    const lpk_kv **kv;          /* n keys (NULL when none) */
+    size_t n;
+    size_t prefix_len;          /* kv[i]->key + prefix_len: the key under the prefix */
+} llmpack_key_group;
+
+typedef struct llmpack_special_token {
+    const char *name;           /* "bos", "eos", "eot", "pad" */
+    const char *key;            /* "tokenizer.ggml.bos_token_id", ... */
+    int has;                    /* the file records it: id */
+    uint32_t id;
+    int has_piece;              /* id is in the vocabulary: piece is its text (raw bytes) */
+    lpk_str piece;
+} llmpack_special_token;
+
+/* A model file described: what `llmpack info` shows, as data. The pointers
+ * (keys, strings, pieces) point into r's metadata: valid until
+ * llmpack_info_result_free. */
+typedef struct llmpack_info_result {
+    lpk_reader *r;              /* the open file (owned): metadata and tensor directory */
+    int kind;                   /* LPK_KIND_LPK or LPK_KIND_GGUF */
+    uint32_t version;           /* format version */
+    int metadata_compressed;    /* the metadata is zstd-compressed */
+    int checksums;              /* enum llmpack_checksums */
+    llmpack_model_desc desc;    /* type in words, file size, elements, bytes, bits per weight */
+    size_t n_tensors;
+    uint64_t type_count[LPK_TYPE_COUNT]; /* tensors of each type */
+    const char *arch;           /* general.architecture (NULL: none) */
+    const char *name;           /* general.name (NULL: none) */
+    char arch_prefix[72];       /* "ARCH." ("llama." without an architecture): the
+                                 * hyperparameters' keys */
+    int tied_output;            /* no output.weight: the token embedding is the output matrix */
+    int output_type;            /* output.weight's type (-1 when tied) */
+    const lpk_kv *context_length;   /* ARCH.context_length (NULL: absent) */
+    const lpk_kv *rope_freq_base;   /* ARCH.rope.freq_base */
+    llmpack_key_group rope_scaling; /* ARCH.rope.scaling.* */
+    llmpack_special_token special[4]; /* bos, eos, eot, pad */
+    int chat_template;          /* tokenizer.chat_template is a string ... */
+    uint64_t chat_template_bytes; /* ... of this many bytes */
+    /* how it was quantized: quantize's keys (quant.*), llama.cpp's imatrix keys */
+    const lpk_kv *quant_recipe, *quant_pure; /* NULL: absent */
+    const char *quant_method;   /* quant.method; "rtn" when only a recipe is recorded; NULL:
+                                 * no record of quantize */
+    llmpack_key_group imatrix;  /* quant.imatrix.*, else quantize.imatrix.* */
+    llmpack_key_group gptq;     /* quant.gptq.* */
+    llmpack_key_group target;   /* quant.target.* */
+} llmpack_info_result;
+/* Opens path (llmpack_open_input) and describes it. No progress. res is
+ * zeroed first; free it with llmpack_info_result_free whatever this returns. */
+int llmpack_info(llmpack_job *j, const llmpack_info_opts *o, llmpack_info_result *res);
+void llmpack_info_result_free(llmpack_info_result *res);
 
 #ifdef __cplusplus
 }

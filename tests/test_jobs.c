@@ -917,6 +917,66 @@ static void test_check(void **state)
     free(bad);
 }
 
+/* info: the description agrees with what lpk_reader says of the file. */
+static void test_info(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *q8 = demo_q8(dir), *junk = tu_fmt("%s/junk.lpk", dir);
+    seen s;
+    llmpack_job *j = new_job(&s);
+    llmpack_info_opts o = {.path = q8};
+    llmpack_info_result in;
+    assert_int_equal(llmpack_info(j, &o, &in), LPK_OK);
+    lpk_reader *r = NULL;
+    lpk_error err = {0};
+    assert_int_equal(lpk_reader_open(q8, &r, &err), LPK_OK);
+    const lpk_meta *m = lpk_reader_meta(r);
+    assert_int_equal(in.kind, lpk_reader_kind(r));
+    assert_int_equal(in.version, lpk_reader_version(r));
+    assert_int_equal(in.checksums, LLMPACK_SUMS_VERIFIED);
+    assert_int_equal(in.n_tensors, lpk_reader_n_tensors(r));
+    llmpack_model_desc d;
+    llmpack_model_describe(r, &d);
+    assert_string_equal(in.desc.type, d.type);
+    assert_int_equal(in.desc.tensor_bytes, d.tensor_bytes);
+    assert_int_equal(in.desc.file_size, lpk_reader_file_size(r));
+    uint64_t counted = 0, q8_count = 0;
+    for (int t = 0; t < LPK_TYPE_COUNT; t++) counted += in.type_count[t];
+    for (size_t i = 0; i < lpk_reader_n_tensors(r); i++)
+        q8_count += lpk_reader_tensor(r, i)->type == LPK_TYPE_Q8_0;
+    assert_int_equal(counted, lpk_reader_n_tensors(r));
+    assert_int_equal(in.type_count[LPK_TYPE_Q8_0], q8_count);
+    assert_true(q8_count > 0);
+    assert_string_equal(in.arch, lpk_meta_get_str(m, "general.architecture"));
+    assert_string_equal(in.arch_prefix, "llama.");
+    assert_int_equal(in.tied_output, lpk_reader_find(r, "output.weight") == NULL);
+    uint32_t bos;
+    assert_int_equal(lpk_meta_get_u32(m, "tokenizer.ggml.bos_token_id", &bos), LPK_OK);
+    assert_string_equal(in.special[0].name, "bos");
+    assert_true(in.special[0].has && in.special[0].has_piece);
+    assert_int_equal(in.special[0].id, bos);
+    assert_non_null(in.context_length);
+    assert_ptr_equal(in.context_length,
+                     lpk_meta_find(lpk_reader_meta(in.r), "llama.context_length"));
+    lpk_reader_close(r);
+    llmpack_info_result_free(&in);
+    assert_null(in.r);
+
+    assert_int_equal(tu_write_file(junk, "\x89LPK not really", 15), 0);
+    o.path = junk;
+    int st = llmpack_info(j, &o, &in);
+    assert_true(st == LPK_ETRUNC || st == LPK_ECORRUPT);
+    assert_non_null(strstr(llmpack_job_error(j), junk));
+    assert_null(in.r);
+    llmpack_info_result_free(&in);
+    assert_string_equal(s.stages, "");
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir);
+    free(q8);
+    free(junk);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -934,6 +994,7 @@ int main(void)
         cmocka_unit_test(test_verify_cancel),
         cmocka_unit_test(test_verify_errors),
         cmocka_unit_test(test_check),
+        cmocka_unit_test(test_info),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
