@@ -317,6 +317,8 @@ LPK_SIMD_INL __m256i ql_levels32(const float *x, float id, float lo, float hi, i
 QL_EXPORT(quant_avx2_blocks_q8_0, LPK_TYPE_Q8_0)
 QL_EXPORT(quant_avx2_blocks_q4_0, LPK_TYPE_Q4_0)
 QL_EXPORT(quant_avx2_blocks_q5_0, LPK_TYPE_Q5_0)
+QL_EXPORT(quant_avx2_blocks_q4_1, LPK_TYPE_Q4_1)
+QL_EXPORT(quant_avx2_blocks_q5_1, LPK_TYPE_Q5_1)
 
 void quant_avx2_q4_1(const float *x, const float *w, void *dst, int64_t n)
 {

@@ -160,4 +160,6 @@ LPK_SIMD_INL __m256i ql_levels32(const float *x, float id, float lo, float hi, i
 QL_EXPORT(quant_avx512_blocks_q8_0, LPK_TYPE_Q8_0)
 QL_EXPORT(quant_avx512_blocks_q4_0, LPK_TYPE_Q4_0)
 QL_EXPORT(quant_avx512_blocks_q5_0, LPK_TYPE_Q5_0)
+QL_EXPORT(quant_avx512_blocks_q4_1, LPK_TYPE_Q4_1)
+QL_EXPORT(quant_avx512_blocks_q5_1, LPK_TYPE_Q5_1)
 #endif

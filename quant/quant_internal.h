@@ -131,8 +131,12 @@ void quant_avx2_iq4_nl(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_iq4_xs(const float *x, const float *w, void *dst, int64_t n);
 /* the AVX2 qi_ops (same results as quant_ops_ref) */
 const qi_ops *quant_avx2_ops(void);
-/* q4_0, q5_0 and q8_0, 8 blocks per vector (quant_lanes.h) */
+/* q4_0, q4_1, q5_0, q5_1 and q8_0, 8 blocks per vector (quant_lanes.h) */
 int quant_avx2_blocks_q4_0(const void *x, int src_type, const float *w, int64_t wn, void *dst,
+                           int64_t nb);
+int quant_avx2_blocks_q4_1(const void *x, int src_type, const float *w, int64_t wn, void *dst,
+                           int64_t nb);
+int quant_avx2_blocks_q5_1(const void *x, int src_type, const float *w, int64_t wn, void *dst,
                            int64_t nb);
 int quant_avx2_blocks_q5_0(const void *x, int src_type, const float *w, int64_t wn, void *dst,
                            int64_t nb);
@@ -140,6 +144,10 @@ int quant_avx2_blocks_q8_0(const void *x, int src_type, const float *w, int64_t 
                            int64_t nb);
 /* AVX-512 (F, BW, VL) quantizers (quant_avx512.c): the same, 16 blocks per vector. */
 int quant_avx512_blocks_q4_0(const void *x, int src_type, const float *w, int64_t wn,
+                             void *dst, int64_t nb);
+int quant_avx512_blocks_q4_1(const void *x, int src_type, const float *w, int64_t wn,
+                             void *dst, int64_t nb);
+int quant_avx512_blocks_q5_1(const void *x, int src_type, const float *w, int64_t wn,
                              void *dst, int64_t nb);
 int quant_avx512_blocks_q5_0(const void *x, int src_type, const float *w, int64_t wn,
                              void *dst, int64_t nb);

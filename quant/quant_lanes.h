@@ -1,5 +1,5 @@
-/* Lane-per-block quantizers for the symmetric 32-block types (q4_0, q5_0,
- * q8_0), written once over a few lane primitives and compiled twice: for AVX2
+/* Lane-per-block quantizers for the 32-block types (q4_0, q5_0, q8_0, and the
+ * asymmetric q4_1, q5_1), written once over a few lane primitives and compiled twice: for AVX2
  * (SIMD_W = 8 blocks per group, quant_avx2.c) and AVX-512 (SIMD_W = 16,
  * quant_avx512.c; the SIMD template of docs/ARCHITECTURE.md). The including
  * file defines SIMD_W and SIMD_TGT (target string), the types qv (SIMD_W
@@ -110,6 +110,110 @@ LPK_SIMD_INL qh ql_search_sym(const qv *xt, const qv *wt, int nlo, int nhi)
     return h_blend(v_eq(amax, v_zero()), best, h_zero());
 }
 
+/* ---------------------------------------------------------------- asymmetric (q4_1, q5_1) */
+/* asym_err of (d, m) per lane (id = ql_recip(d)): sum w (x - (q d + m))^2 with
+ * q = round(clamp((x - m) id, 0, hi)) */
+LPK_SIMD_INL qv ql_aerr(const qv *xt, const qv *wt, qv d, qv id, qv m, qv hi)
+{
+    qv acc[8], zero = v_zero();
+    for (int j = 0; j < 8; j++) acc[j] = v_zero();
+    _Pragma("GCC unroll 32") for (int i = 0; i < 32; i++) {
+        qv q = ql_level(v_sub(xt[i], m), id, zero, hi);
+        qv e = v_sub(xt[i], v_add(v_mul(q, d), m));
+        acc[i & 7] = v_add(acc[i & 7], wt ? v_mul(v_mul(wt[i], e), e) : v_mul(e, e));
+    }
+    return ql_hsum8(acc);
+}
+
+/* asym_refit per lane: the joint least-squares (d, m) of the assignment that
+ * (dh, mh) implies, as halves in *nd, *nm; the lanes where it is usable. */
+LPK_SIMD_INL qm ql_arefit(const qv *xt, const qv *wt, qv hi, qv sw, qv swx, qh dh, qh mh, qh *nd,
+                   qh *nm)
+{
+    qv d = h_to_f(dh), m = h_to_f(mh), id = ql_recip(d), zero = v_zero();
+    qv a[8], b[8], c[8];
+    for (int j = 0; j < 8; j++) a[j] = b[j] = c[j] = v_zero();
+    _Pragma("GCC unroll 32") for (int i = 0; i < 32; i++) {
+        qv q = ql_level(v_sub(xt[i], m), id, zero, hi);
+        qv wq = wt ? v_mul(wt[i], q) : q;
+        a[i & 7] = v_add(a[i & 7], wq);
+        b[i & 7] = v_add(b[i & 7], v_mul(wq, q));
+        c[i & 7] = v_add(c[i & 7], v_mul(wq, xt[i]));
+    }
+    qv s0 = ql_hsum8(a), s1 = ql_hsum8(b), s2 = ql_hsum8(c);
+    qv det = v_sub(v_mul(sw, s1), v_mul(s0, s0));
+    qm ok = v_gt(det, zero);
+    qv sdet = v_blend(ok, v_set1(1.0f), det); /* no division by a failed lane's det */
+    qv rd = v_div(v_sub(v_mul(sw, s2), v_mul(s0, swx)), sdet);
+    qv rm = v_div(v_sub(v_mul(s1, swx), v_mul(s0, s2)), sdet);
+    ok = m_and(ok, m_and(m_and(v_finite(rd), v_finite(rm)), v_gt(rd, zero)));
+    *nd = h_f16sat(v_blend(ok, zero, rd));
+    *nm = h_f16sat(v_blend(ok, zero, rm));
+    return ok;
+}
+
+/* quant_search_asym for every lane: the f16 bits of the best (d, m) */
+LPK_SIMD_INL void ql_search_asym(const qv *xt, const qv *wt, int nmax, qh *dh, qh *mh)
+{
+    qv mn = xt[0], mx = xt[0];
+    for (int i = 1; i < 32; i++) {
+        mn = v_blend(v_lt(xt[i], mn), mn, xt[i]);
+        mx = v_blend(v_gt(xt[i], mx), mx, xt[i]);
+    }
+    qv hi = v_set1((float)nmax), zero = v_zero();
+    qh bd = h_zero(), bm = h_f16sat(mn);
+    qv best_err = ql_aerr(xt, wt, zero, zero, h_to_f(bm), hi);
+    qm live = v_gt(mx, mn); /* else the block is flat: (0, min) */
+    qv sa[8], sb[8];
+    for (int j = 0; j < 8; j++) sa[j] = sb[j] = v_zero();
+    for (int i = 0; i < 32; i++) {
+        qv wi = wt ? wt[i] : v_set1(1.0f);
+        sa[i & 7] = v_add(sa[i & 7], wi);
+        sb[i & 7] = v_add(sb[i & 7], v_mul(wi, xt[i]));
+    }
+    qv sw = ql_hsum8(sa), swx = ql_hsum8(sb), range = v_sub(mx, mn);
+    qh m0 = bm;
+    qv fm0 = h_to_f(m0);
+    for (int k = 0; k < QI_NGRID; k++) {
+        qh h = h_f16sat(v_div(range, v_set1((float)nmax + quant_grid_asym[k])));
+        qv d = h_to_f(h);
+        qv e = ql_aerr(xt, wt, d, ql_recip(d), fm0, hi);
+        qm take = v_lt(e, best_err);
+        if (k == 0) take = m_or(take, v_eq(v_abs(best_err), v_set1(INFINITY)));
+        take = m_and(take, live);
+        bd = h_blend(take, bd, h);
+        bm = h_blend(take, bm, m0);
+        best_err = v_blend(take, best_err, e);
+        qh nd, nm;
+        qm ok = m_and(live, ql_arefit(xt, wt, hi, sw, swx, h, m0, &nd, &nm));
+        if (m_any(ok)) {
+            qv fd = h_to_f(nd);
+            e = ql_aerr(xt, wt, fd, ql_recip(fd), h_to_f(nm), hi);
+            take = m_and(ok, v_lt(e, best_err));
+            bd = h_blend(take, bd, nd);
+            bm = h_blend(take, bm, nm);
+            best_err = v_blend(take, best_err, e);
+        }
+    }
+    /* two more refits from the best, each lane until one does not improve */
+    for (int it = 0; it < 2; it++) {
+        live = m_andnot(h_eq(bd, h_zero()), live);
+        if (!m_any(live)) break;
+        qh nd, nm;
+        qm ok = m_and(live, ql_arefit(xt, wt, hi, sw, swx, bd, bm, &nd, &nm));
+        ok = m_andnot(m_and(h_eq(nd, bd), h_eq(nm, bm)), ok);
+        qv fd = h_to_f(nd);
+        qv e = ql_aerr(xt, wt, fd, ql_recip(fd), h_to_f(nm), hi);
+        qm take = m_and(ok, v_lt(e, best_err));
+        bd = h_blend(take, bd, nd);
+        bm = h_blend(take, bm, nm);
+        best_err = v_blend(take, best_err, e);
+        live = take;
+    }
+    *dh = bd;
+    *mh = bm;
+}
+
 /* element j in the low nibble of byte j, element j + 16 in the high one */
 LPK_SIMD_INL __m128i ql_nibbles(__m256i u)
 {
@@ -177,7 +281,58 @@ LPK_SIMD_INL int ql_load(const void *x, int st, float *xf, qv xt[32])
     return m_any(bad);
 }
 
-/* nb blocks (a multiple of SIMD_W) of type (q4_0, q5_0 or q8_0) from x (type st),
+/* The search in two bodies, with weights and without (the NULL a constant:
+ * no per-element test), each compiled once rather than inlined into every
+ * source type's kernel. */
+LPK_SIMD_FN __attribute__((noinline)) void ql_search_asym_w(const qv *xt, const qv *wt,
+                                                            int nmax, qh *dh, qh *mh)
+{
+    ql_search_asym(xt, wt, nmax, dh, mh);
+}
+
+LPK_SIMD_FN __attribute__((noinline)) void ql_search_asym_nw(const qv *xt, int nmax, qh *dh,
+                                                             qh *mh)
+{
+    ql_search_asym(xt, NULL, nmax, dh, mh);
+}
+
+/* The blocks of a group of q4_1 or q5_1 (i: the first's index in dst): the
+ * search on the transposed values, then each block's levels in the natural
+ * layout, packed. */
+LPK_SIMD_INL void ql_asym_group(const qv *xt, const qv *wt, const float *xf, int type, void *dst,
+                         int64_t i)
+{
+    int nmax = type == LPK_TYPE_Q4_1 ? 15 : 31;
+    qh dh, mh;
+    if (wt) ql_search_asym_w(xt, wt, nmax, &dh, &mh);
+    else ql_search_asym_nw(xt, nmax, &dh, &mh);
+    uint16_t ds[SIMD_W], ms[SIMD_W];
+    float ids[SIMD_W], mf[SIMD_W];
+    h_store(ds, dh);
+    h_store(ms, mh);
+    v_store(ids, ql_recip(h_to_f(dh)));
+    v_store(mf, h_to_f(mh));
+    for (int b = 0; b < SIMD_W; b++) {
+        float t[32];
+        for (int j = 0; j < 32; j++) t[j] = xf[32 * b + j] - mf[b];
+        __m256i u = ql_levels32(t, ids[b], 0.0f, (float)nmax, 0);
+        if (type == LPK_TYPE_Q4_1) {
+            block_q4_1 *o = (block_q4_1 *)dst + i + b;
+            o->d = ds[b];
+            o->m = ms[b];
+            _mm_storeu_si128((__m128i *)(void *)o->qs, ql_nibbles(u));
+        } else {
+            block_q5_1 *o = (block_q5_1 *)dst + i + b;
+            uint32_t hb = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(u, 3));
+            o->d = ds[b];
+            o->m = ms[b];
+            memcpy(o->qh, &hb, 4);
+            _mm_storeu_si128((__m128i *)(void *)o->qs, ql_nibbles(u));
+        }
+    }
+}
+
+/* nb blocks (a multiple of SIMD_W) of type (q4_0, q4_1, q5_0, q5_1 or q8_0) from x (type st),
  * importance weights w of period wn or NULL. */
 LPK_SIMD_INL int ql_run(const void *x, int st, const float *w, int64_t wn, void *dst, int64_t nb,
                  int type)
@@ -201,6 +356,10 @@ LPK_SIMD_INL int ql_run(const void *x, int st, const float *w, int64_t wn, void 
             const float *rows[SIMD_W];
             for (int b = 0; b < SIMD_W; b++) rows[b] = w + (32 * (i + b)) % wn;
             ql_transpose32(rows, wt);
+        }
+        if (type == LPK_TYPE_Q4_1 || type == LPK_TYPE_Q5_1) {
+            ql_asym_group(xt, w ? wt : NULL, xf, type, dst, i);
+            continue;
         }
         /* the NULL is a constant in the inlined search: no per-element test */
         qh h = w ? ql_search_sym(xt, wt, nlo, nlo - 1) : ql_search_sym(xt, NULL, nlo, nlo - 1);
