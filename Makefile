@@ -44,7 +44,7 @@ BIN = $(O)/llmpack
 endif
 
 .SECONDARY:
-.PHONY: all test test-long test-noshared asan mutants fuzz bench bench-convert bench-quant bench-quant-multi bench-calib \
+.PHONY: all test test-long test-noshared asan mutants fuzz bench bench-convert bench-quant bench-quant-multi bench-calib bench-peer-quant \
         install clean tests check-deps
 all: $(BIN) $(O)/libllmpack.a $(SHLIB)
 
@@ -150,6 +150,10 @@ bench-quant-multi: all $(BENCH_BIN)
 
 bench-calib: all $(BENCH_BIN)
 	@sh bench/run.sh $(O) calib
+
+# llmpack quantize against llama-quantize (LLAMA_CPP_DIR=path of a llama.cpp build)
+bench-peer-quant: all $(BENCH_BIN)
+	@sh bench/run.sh $(O) peer-quant
 
 # bin/llmpack, lib/libllmpack.{a,so.$(VERSION)} (+ soname links), lib/pkgconfig/llmpack.pc,
 # include/llmpack/llmpack.h (the entry header) and the module headers it includes.

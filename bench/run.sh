@@ -14,6 +14,8 @@
 #            one run per type on the 1.1B shape
 #   calib    bench/bench_calib.sh: llmpack calibrate's tokens/s on llama2-20m
 #            (and llama-imatrix's where LLAMA_CPP_DIR is set)
+#   peer-quant  bench/peer_quant.sh: llmpack quantize against llama-quantize,
+#            every recipe, 1.1B shape (only where LLAMA_CPP_DIR is set)
 # A figure whose script is absent is skipped with a message.
 cd "$(dirname "$0")/.." || exit 1
 O=${1:-build}
@@ -25,7 +27,7 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 if [ $# -eq 0 ]; then
     # convert last: it writes and deletes tens of GB, and the writeback and
     # freeing that follow disturb CPU-bound figures for minutes
-    set -- machine quant kernels verify calib quant-multi convert
+    set -- machine quant kernels verify calib quant-multi peer-quant convert
     : > "$out"
 fi
 t_all=$(date +%s)
@@ -70,8 +72,11 @@ for fig in "$@"; do
     quant-multi)
         sh bench/quant_multi.sh "$O" || { echo "quant-multi benchmark failed"; status=1; }
         ;;
+    peer-quant)
+        sh bench/peer_quant.sh "$O" || { echo "peer-quant benchmark failed"; status=1; }
+        ;;
     *)
-        echo "unknown figure $fig (machine, convert, quant, kernels, verify, calib, quant-multi)"
+        echo "unknown figure $fig (machine, convert, quant, kernels, verify, calib, quant-multi, peer-quant)"
         status=2
         ;;
     esac
