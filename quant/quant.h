@@ -265,10 +265,16 @@ typedef struct quant_gptq_factor quant_gptq_factor;
  * quant_gptq_factor_damp). group: the permutation group for
  * QUANT_GPTQ_ORDER_BLOCK (n a multiple of it), else ignored. The result does
  * not depend on the thread count. LPK_EINVAL bad arguments, LPK_EBADVALUE a
- * non-finite entry or a matrix that stays indefinite, LPK_ENOMEM. Needs
- * n * n * (8 + 4) bytes while it runs, n * n * 4 after. */
+ * non-finite entry or a matrix that stays indefinite, LPK_ENOMEM. Needs a
+ * copy of H (n * n * 8 bytes) while it runs, n * n * 4 after. */
 int quant_gptq_factor_new(const double *h, int64_t n, double damp, int order, int group,
                           quant_gptq_factor **out, lpk_error *err);
+/* The same factor, built in h's own memory: h (malloc'd, n * n doubles) is
+ * taken in every case, kept shrunk to n * n floats inside the factor or
+ * freed; the caller must not use or free it afterwards. Nothing beyond O(n)
+ * is allocated, so the peak is H itself. */
+int quant_gptq_factor_take(double *h, int64_t n, double damp, int order, int group,
+                           quant_gptq_factor **out, lpk_error *err);
 void quant_gptq_factor_free(quant_gptq_factor *f);
 /* The relative dampening the factor was built with. */
 double quant_gptq_factor_damp(const quant_gptq_factor *f);

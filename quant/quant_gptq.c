@@ -99,10 +99,59 @@ static void tri_inverse_lower(double *l, int64_t n, double *col)
     }
 }
 
-int quant_gptq_factor_new(const double *h, int64_t n, double damp, int order, int group,
-                          quant_gptq_factor **out, lpk_error *err)
+/* Tiles of the triangle copies below: a tile's rows and columns stay in cache. */
+#define GQ_TILE 64
+
+/* The strict lower triangle of a (n x n) from its strict upper one
+ * (a[r][c] = a[c][r], c < r); up: the other way round. */
+static void mirror(double *a, int64_t n, int up)
 {
-    *out = NULL;
+#pragma omp parallel for schedule(dynamic, 1) if (n > 256)
+    for (int64_t r0 = 0; r0 < n; r0 += GQ_TILE) {
+        int64_t r1 = r0 + GQ_TILE < n ? r0 + GQ_TILE : n;
+        for (int64_t c0 = 0; c0 <= r0; c0 += GQ_TILE)
+            for (int64_t r = r0; r < r1; r++) {
+                int64_t c1 = c0 + GQ_TILE < r ? c0 + GQ_TILE : r;
+                for (int64_t c = c0; c < c1; c++) {
+                    if (up) a[c * n + r] = a[r * n + c];
+                    else a[r * n + c] = a[c * n + r];
+                }
+            }
+    }
+}
+
+/* Rows and columns of the n x n a put in the order q: afterwards a[r][c] is
+ * the former a[q[r]][q[c]]. Rows move along the cycles of q through one row of
+ * scratch (row), then each row's columns through another (col). seen: n bytes. */
+static void permute_sym(double *a, int64_t n, const int64_t *q, double *row, double *col,
+                        unsigned char *seen)
+{
+    const size_t rb = (size_t)n * sizeof *a;
+    memset(seen, 0, (size_t)n);
+    for (int64_t s = 0; s < n; s++) {
+        if (seen[s]) continue;
+        seen[s] = 1;
+        if (q[s] == s) continue;
+        memcpy(row, a + s * n, rb);
+        int64_t r = s;
+        while (q[r] != s) {
+            memcpy(a + r * n, a + q[r] * n, rb);
+            r = q[r];
+            seen[r] = 1;
+        }
+        memcpy(a + r * n, row, rb);
+    }
+    for (int64_t r = 0; r < n; r++) {
+        double *ar = a + r * n;
+        for (int64_t c = 0; c < n; c++) col[c] = ar[q[c]];
+        memcpy(ar, col, rb);
+    }
+}
+
+/* The checks both constructors make before any allocation. */
+static int factor_check(const double *h, int64_t n, double damp, int order, int group,
+                        lpk_error *err)
+{
     if (!h || n <= 0 || !(damp >= 0.0) || !isfinite(damp) || order < QUANT_GPTQ_ORDER_NONE ||
         order > QUANT_GPTQ_ORDER_BLOCK)
         return lpk_err(err, LPK_EINVAL, "gptq: bad arguments (n %lld, damp %g, order %d)",
@@ -116,22 +165,28 @@ int quant_gptq_factor_new(const double *h, int64_t n, double damp, int order, in
         if (!isfinite(h[i]))
             return lpk_err(err, LPK_EBADVALUE, "gptq: Hessian entry (%lld, %lld) is not finite",
                            (long long)(i / n), (long long)(i % n));
+    return LPK_OK;
+}
 
+/* The factor of the checked H in a (n x n doubles, malloc'd), built in a's own
+ * memory: a ends as the factor's u (shrunk to floats) or is freed. */
+static int factor_build(double *a, int64_t n, double damp, int order, int group,
+                        quant_gptq_factor **out, lpk_error *err)
+{
     quant_gptq_factor *f = calloc(1, sizeof *f);
-    double *a = malloc((size_t)n * (size_t)n * sizeof *a);
     double *dg = malloc((size_t)n * sizeof *dg), *col = malloc((size_t)n * sizeof *col);
+    double *row = malloc((size_t)n * sizeof *row);
+    int64_t *q = malloc((size_t)n * sizeof *q);
+    unsigned char *seen = malloc((size_t)n);
     if (f) {
         f->perm = malloc((size_t)n * sizeof *f->perm);
         f->diag = malloc((size_t)n * sizeof *f->diag);
-        f->u = malloc((size_t)n * (size_t)n * sizeof *f->u);
     }
-    if (!f || !a || !dg || !col || !f->perm || !f->diag || !f->u) {
-        free(a);
-        free(dg);
-        free(col);
-        quant_gptq_factor_free(f);
-        return lpk_err(err, LPK_ENOMEM, "gptq: no memory for a %lld x %lld Hessian",
-                       (long long)n, (long long)n);
+    int rc = LPK_OK;
+    if (!f || !dg || !col || !row || !q || !seen || !f->perm || !f->diag) {
+        rc = lpk_err(err, LPK_ENOMEM, "gptq: no memory for a %lld x %lld Hessian",
+                     (long long)n, (long long)n);
+        goto out;
     }
     f->n = n;
     f->order = order;
@@ -141,7 +196,7 @@ int quant_gptq_factor_new(const double *h, int64_t n, double damp, int order, in
      * their weights are then quantized by plain rounding, error not spread */
     double mean = 0.0;
     for (int64_t i = 0; i < n; i++) {
-        dg[i] = h[i * n + i] > 0.0 ? h[i * n + i] : 1.0;
+        dg[i] = a[i * n + i] > 0.0 ? a[i * n + i] : 1.0;
         mean += dg[i];
     }
     mean /= (double)n;
@@ -151,11 +206,8 @@ int quant_gptq_factor_new(const double *h, int64_t n, double damp, int order, in
         int64_t g = order == QUANT_GPTQ_ORDER_BLOCK ? group : n;
         gq_key *key = malloc((size_t)g * sizeof *key);
         if (!key) {
-            free(a);
-            free(dg);
-            free(col);
-            quant_gptq_factor_free(f);
-            return lpk_err(err, LPK_ENOMEM, "gptq: no memory for the column order");
+            rc = lpk_err(err, LPK_ENOMEM, "gptq: no memory for the column order");
+            goto out;
         }
         for (int64_t s = 0; s < n; s += g) {
             for (int64_t t = 0; t < g; t++) key[t] = (gq_key){dg[s + t], s + t};
@@ -165,21 +217,20 @@ int quant_gptq_factor_new(const double *h, int64_t n, double damp, int order, in
         free(key);
     }
 
-    int rc = LPK_EBADVALUE;
+    /* a = R P H P R: rows and columns in sweep order, reversed, so the lower
+     * Cholesky factor's inverse, reversed back, is the upper factor of the
+     * permuted H^-1 (the factor with positive diagonal is unique). Its lower
+     * triangle is what counts; a copy in the upper one survives the
+     * factorization, for another attempt with more dampening. */
+    for (int64_t r = 0; r < n; r++) q[r] = f->perm[n - 1 - r];
+    permute_sym(a, n, q, row, col, seen);
+    mirror(a, n, 1);
+    rc = LPK_EBADVALUE;
     double dm = damp;
     for (int attempt = 0; attempt < 6; attempt++, dm = dm > 0.0 ? dm * 10.0 : 1e-4) {
-        /* a = R P H P R + damp: rows and columns in sweep order, reversed, so the
-         * lower Cholesky factor's inverse, reversed back, is the upper factor of
-         * the permuted H^-1 (the factor with positive diagonal is unique) */
         double add = dm * mean;
-        for (int64_t r = 0; r < n; r++) {
-            int64_t pr = f->perm[n - 1 - r];
-            for (int64_t c = 0; c <= r; c++) {
-                int64_t pc = f->perm[n - 1 - c];
-                double v = pr == pc ? dg[pr] + add : h[pr * n + pc];
-                a[r * n + c] = v;
-            }
-        }
+        if (attempt > 0) mirror(a, n, 0);
+        for (int64_t r = 0; r < n; r++) a[r * n + r] = dg[q[r]] + add;
         if (chol_lower(a, n) == 0) {
             rc = LPK_OK;
             f->damp = dm;
@@ -188,22 +239,69 @@ int quant_gptq_factor_new(const double *h, int64_t n, double damp, int order, in
         }
     }
     if (rc != LPK_OK) {
-        free(a);
-        free(dg);
-        free(col);
-        quant_gptq_factor_free(f);
-        return lpk_err(err, LPK_EBADVALUE,
-                       "gptq: Hessian is not positive definite even with dampening %g", dm / 10.0);
+        rc = lpk_err(err, LPK_EBADVALUE,
+                     "gptq: Hessian is not positive definite even with dampening %g", dm / 10.0);
+        goto out;
     }
     tri_inverse_lower(a, n, col);
-    for (int64_t k = 0; k < n; k++)
-        for (int64_t j = 0; j < n; j++)
-            f->u[k * n + j] = j >= k ? (float)a[(n - 1 - k) * n + (n - 1 - j)] : 0.0f;
+    /* u[k][j] = a[n-1-k][n-1-j] for j >= k (0 left of the diagonal): the whole
+     * array reversed, then each entry narrowed to float in place, front to
+     * back (float i overwrites bytes of doubles before i, already read) */
+    const size_t nn = (size_t)n * (size_t)n;
+    for (size_t i = 0; i < nn / 2; i++) {
+        double t = a[i];
+        a[i] = a[nn - 1 - i];
+        a[nn - 1 - i] = t;
+    }
+    unsigned char *bytes = (unsigned char *)a;
+    for (size_t i = 0; i < nn; i++) {
+        double v;
+        memcpy(&v, bytes + i * sizeof v, sizeof v);
+        float u = (int64_t)(i % (size_t)n) >= (int64_t)(i / (size_t)n) ? (float)v : 0.0f;
+        memcpy(bytes + i * sizeof u, &u, sizeof u);
+    }
+    float *u = realloc(a, nn * sizeof *u);
+    f->u = u ? u : (float *)(void *)a;
+    a = NULL;
+out:
     free(a);
     free(dg);
     free(col);
+    free(row);
+    free(q);
+    free(seen);
+    if (rc) {
+        quant_gptq_factor_free(f);
+        f = NULL;
+    }
     *out = f;
-    return LPK_OK;
+    return rc;
+}
+
+int quant_gptq_factor_new(const double *h, int64_t n, double damp, int order, int group,
+                          quant_gptq_factor **out, lpk_error *err)
+{
+    *out = NULL;
+    int rc = factor_check(h, n, damp, order, group, err);
+    if (rc) return rc;
+    double *a = malloc((size_t)n * (size_t)n * sizeof *a);
+    if (!a)
+        return lpk_err(err, LPK_ENOMEM, "gptq: no memory for a %lld x %lld Hessian",
+                       (long long)n, (long long)n);
+    memcpy(a, h, (size_t)n * (size_t)n * sizeof *a);
+    return factor_build(a, n, damp, order, group, out, err);
+}
+
+int quant_gptq_factor_take(double *h, int64_t n, double damp, int order, int group,
+                           quant_gptq_factor **out, lpk_error *err)
+{
+    *out = NULL;
+    int rc = factor_check(h, n, damp, order, group, err);
+    if (rc) {
+        free(h);
+        return rc;
+    }
+    return factor_build(h, n, damp, order, group, out, err);
 }
 
 void quant_gptq_factor_free(quant_gptq_factor *f)
