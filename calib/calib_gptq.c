@@ -20,10 +20,13 @@ enum { H_ATTN_IN, H_ATTN_OUT, H_FFN_IN, H_FFN_OUT, H_PER_LAYER };
 
 typedef struct {
     int64_t n;          /* input width */
-    double *h;          /* n x n; lower triangle accumulated, mirrored by finish() */
+    double *h;          /* n x n; lower triangle accumulated, mirrored by finish();
+                         * NULL once a factor was built in its memory */
+    double *diag;       /* (n) diag(H), kept by finish() */
     uint64_t tokens;    /* rows of X seen */
     float *imatrix;     /* diag(H) / tokens, made on demand */
-    quant_gptq_factor *f[2]; /* built on demand: [0] group 32, [1] group 256 */
+    quant_gptq_factor *f[2]; /* built on demand: [0] group 32 (and every group when
+                              * the order does not depend on it), [1] group 256 */
 } hess;
 
 struct calib_gptq {
@@ -57,6 +60,7 @@ void calib_gptq_opts_default(calib_gptq_opts *o)
 static void hess_free(hess *h)
 {
     free(h->h);
+    free(h->diag);
     free(h->imatrix);
     quant_gptq_factor_free(h->f[0]);
     quant_gptq_factor_free(h->f[1]);
@@ -164,11 +168,17 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Mirrors the lower triangles (the factor wants the whole matrix). */
-static void hess_finish(hess *h)
+/* Mirrors the lower triangles (the factor wants the whole matrix) and keeps
+ * the diagonal (the matrix itself may become a factor). */
+static int hess_finish(hess *h)
 {
+    if (!h->h) return 0;
     for (int64_t a = 0; a < h->n; a++)
         for (int64_t b = 0; b < a; b++) h->h[b * h->n + a] = h->h[a * h->n + b];
+    h->diag = malloc((size_t)h->n * sizeof *h->diag);
+    if (!h->diag) return -1;
+    for (int64_t i = 0; i < h->n; i++) h->diag[i] = h->h[i * h->n + i];
+    return 0;
 }
 
 /* The hidden states back to the embeddings of the chunks' tokens. */
@@ -223,7 +233,8 @@ static int move_to(calib_gptq *g, int l, lpk_error *err)
             vf_output_norm(g->m, g->hs + (size_t)k * chunk_floats, ctx, g->scratch);
             hess_add(&g->output, g->scratch, ctx, g->xd);
         }
-        hess_finish(&g->output);
+        if (hess_finish(&g->output))
+            return lpk_err(err, LPK_ENOMEM, "gptq: no memory for the output's Hessian");
         g->cur = l;
         return LPK_OK;
     }
@@ -255,7 +266,11 @@ static int move_to(calib_gptq *g, int l, lpk_error *err)
         return st;
     }
     if (!g->o.sequential) g->hs_layer = l + 1;
-    for (int i = 0; i < H_PER_LAYER; i++) hess_finish(&g->L[i]);
+    for (int i = 0; i < H_PER_LAYER; i++)
+        if (hess_finish(&g->L[i])) {
+            g->cur = -1;
+            return lpk_err(err, LPK_ENOMEM, "gptq: no memory for the Hessians of block %d", l);
+        }
     return LPK_OK;
 }
 
@@ -404,10 +419,21 @@ int calib_gptq_quantize(calib_gptq *g, const char *name, int type, const float *
     if (h->n != ncols)
         return lpk_err(err, LPK_EINVAL, "gptq: %s has %lld columns, its input %lld", name,
                        (long long)ncols, (long long)h->n);
-    int group = lpk_type_get(type)->block_size, slot = group >= 256;
-    if (!h->f[slot] &&
-        (st = quant_gptq_factor_new(h->h, h->n, g->o.damp, g->o.order, group, &h->f[slot], err)))
-        return st;
+    /* only block-act-order's factor depends on the group: the others build
+     * one factor in the Hessian's own memory (no copy; the Hessian is gone) */
+    int group = lpk_type_get(type)->block_size;
+    int slot = g->o.order == QUANT_GPTQ_ORDER_BLOCK && group >= 256;
+    if (!h->f[slot]) {
+        if (g->o.order != QUANT_GPTQ_ORDER_BLOCK) {
+            st = quant_gptq_factor_take(h->h, h->n, g->o.damp, g->o.order, group, &h->f[slot],
+                                        err);
+            h->h = NULL;
+        } else {
+            st = quant_gptq_factor_new(h->h, h->n, g->o.damp, g->o.order, group, &h->f[slot],
+                                       err);
+        }
+        if (st) return st;
+    }
     st = quant_gptq_rows(type, x, nrows, ncols, h->f[slot], dst, err);
     int k = matrix_index(name);
     if (st || !g->o.sequential || k < 0) return st;
@@ -429,7 +455,7 @@ const float *calib_gptq_imatrix(calib_gptq *g, const char *name, int64_t ncols)
         h->imatrix = malloc((size_t)h->n * sizeof *h->imatrix);
         if (!h->imatrix) return NULL;
         for (int64_t i = 0; i < h->n; i++)
-            h->imatrix[i] = (float)(h->h[i * h->n + i] / (double)h->tokens);
+            h->imatrix[i] = (float)(h->diag[i] / (double)h->tokens);
     }
     return h->imatrix;
 }
