@@ -82,8 +82,10 @@ enum { VF_LAYER_MATRICES = 7 };
  * vf_forward computes for the same batch (the act hook is called for the
  * block's matmuls as there). f32w: NULL, or VF_LAYER_MATRICES pointers in the
  * order above, each NULL (the model's weight) or an f32 replacement of the
- * same shape, used for this call only. The KV cache of other blocks is stale
- * afterwards: the next vf_forward must start at position 0. LPK_EINVAL (bad
+ * same shape, used for this call only. It needs a KV cache of one block only
+ * (it uses the first block's place of a larger one that is there already), so
+ * every block's cache is stale afterwards: the next vf_forward must start at
+ * position 0 (and grows the cache to every block). LPK_EINVAL (bad
  * layer or count), LPK_ENOMEM, a matmul error naming the tensor. */
 int vf_layer_forward(vf_model *m, int l, float *x, int n_tok, const float *const *f32w,
                      lpk_error *err);

@@ -58,9 +58,10 @@ static float *alloc_f(size_t a, size_t b, size_t c, int *fail)
     return p;
 }
 
-/* Grows the state to hold a batch of n_tok tokens and positions < n_ctx; the KV
- * cache keeps its contents (positions < s->n_past) when it grows. */
-static int state_reserve(vf_model *m, int n_tok, int n_ctx, lpk_error *err)
+/* Grows the state to hold a batch of n_tok tokens and positions < n_ctx in a KV
+ * cache of kv_layers blocks; the cache keeps its contents (positions <
+ * s->n_past of the blocks it held) when it grows. */
+static int state_reserve(vf_model *m, int n_tok, int n_ctx, int kv_layers, lpk_error *err)
 {
     vf_state *s = &m->s;
     const vf_config *c = &m->config;
@@ -84,11 +85,13 @@ static int state_reserve(vf_model *m, int n_tok, int n_ctx, lpk_error *err)
         s->x = x; s->xb = xb; s->xb2 = xb2; s->q = q; s->att_out = ao; s->hb = hb; s->hb2 = hb2;
         s->cap_tok = cap;
     }
-    if (n_ctx > s->cap_ctx) {
-        int cap = n_ctx;
-        if (s->cap_ctx && cap < 2 * s->cap_ctx && s->cap_ctx < (1 << 29)) cap = 2 * s->cap_ctx;
+    if (n_ctx > s->cap_ctx || kv_layers > s->kv_layers) {
+        int cap = n_ctx > s->cap_ctx ? n_ctx : s->cap_ctx;
+        if (n_ctx > s->cap_ctx && s->cap_ctx && cap < 2 * s->cap_ctx && s->cap_ctx < (1 << 29))
+            cap = 2 * s->cap_ctx;
         cap = (cap + 63) / 64 * 64;   /* attention works in blocks of up to 64 positions */
-        size_t nl = (size_t)c->n_layers, half = (size_t)c->n_rot / 2;
+        if (kv_layers < s->kv_layers) kv_layers = s->kv_layers;
+        size_t nl = (size_t)kv_layers, half = (size_t)c->n_rot / 2;
         float *kc = alloc_f(nl, (size_t)cap, kvd, &fail);
         float *vc = alloc_f(nl, (size_t)cap, kvd, &fail);
         float *att = alloc_f((size_t)c->n_heads * VF_ATT_QT, (size_t)cap, 1, &fail);
@@ -99,7 +102,7 @@ static int state_reserve(vf_model *m, int n_tok, int n_ctx, lpk_error *err)
             free(kc); free(vc); free(att); free(kt); free(rc); free(rs);
             return lpk_err(err, LPK_ENOMEM, "out of memory for a context of %d positions", n_ctx);
         }
-        for (size_t l = 0; l < nl && s->n_past > 0; l++) {
+        for (size_t l = 0; l < (size_t)s->kv_layers && s->n_past > 0; l++) {
             memcpy(kc + l * cap * kvd, s->key_cache + l * s->cap_ctx * kvd,
                    (size_t)s->n_past * kvd * sizeof(float));
             memcpy(vc + l * cap * kvd, s->value_cache + l * s->cap_ctx * kvd,
@@ -117,6 +120,7 @@ static int state_reserve(vf_model *m, int n_tok, int n_ctx, lpk_error *err)
         s->key_cache = kc; s->value_cache = vc; s->att = att; s->kt = kt;
         s->rope_cos = rc; s->rope_sin = rs;
         s->cap_ctx = cap;
+        s->kv_layers = kv_layers;
     }
     return LPK_OK;
 }
@@ -164,15 +168,15 @@ static int matmul(vf_model *m, const void *w, int wtype, int n_out, int n_in, co
  * output element is computed by one thread in a fixed order (vf_math.h): a
  * score is q[0]k[0] + q[1]k[1] + ... and an output the sum over positions in
  * order. */
-static void attention(vf_model *m, int l, int n_tok, int pos0)
+static void attention(vf_model *m, int kl, int n_tok, int pos0)
 {
     const vf_config *c = &m->config;
     vf_state *s = &m->s;
     int hd = c->head_dim, kv_mul = c->n_heads / c->n_kv_heads, n_all = pos0 + n_tok;
     size_t qd = (size_t)c->n_heads * hd, kvd = (size_t)c->n_kv_heads * hd;
     size_t ld = (size_t)s->cap_ctx;   /* a multiple of 64 */
-    const float *kc = s->key_cache + (size_t)l * s->cap_ctx * kvd;
-    const float *vc = s->value_cache + (size_t)l * s->cap_ctx * kvd;
+    const float *kc = s->key_cache + (size_t)kl * s->cap_ctx * kvd;
+    const float *vc = s->value_cache + (size_t)kl * s->cap_ctx * kvd;
     float scale = 1.0f / sqrtf((float)hd);
     int n_pad = (n_all + 63) / 64 * 64;
     /* threads only pay off when there is enough work per head */
@@ -211,16 +215,17 @@ static void attention(vf_model *m, int l, int n_tok, int pos0)
 }
 
 /* Block l (weights L) on the batch in s->x, positions pos0 .. pos0+n_tok-1:
- * attention over the layer's cache, then the FFN, both added to s->x. */
-static int layer_run(vf_model *m, const vf_layer *L, int l, int n_tok, int pos0, lpk_error *err)
+ * attention over the cache's block kl, then the FFN, both added to s->x. */
+static int layer_run(vf_model *m, const vf_layer *L, int l, int kl, int n_tok, int pos0,
+                     lpk_error *err)
 {
     const vf_config *c = &m->config;
     vf_state *s = &m->s;
     int dim = c->dim, hd = c->head_dim, hid = c->hidden_dim, half = c->n_rot / 2;
     int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd, st;
     int big = (int64_t)n_tok * dim > VF_PAR_MIN;   /* worth waking threads for */
-    float *kc = s->key_cache + ((size_t)l * s->cap_ctx + pos0) * kvd;
-    float *vc = s->value_cache + ((size_t)l * s->cap_ctx + pos0) * kvd;
+    float *kc = s->key_cache + ((size_t)kl * s->cap_ctx + pos0) * kvd;
+    float *vc = s->value_cache + ((size_t)kl * s->cap_ctx + pos0) * kvd;
 #pragma omp parallel for schedule(static) if (big)
     for (int t = 0; t < n_tok; t++)
         vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm, dim,
@@ -242,7 +247,7 @@ static int layer_run(vf_model *m, const vf_layer *L, int l, int n_tok, int pos0,
             kc[i] = lpk_f16_to_f32(lpk_f32_to_f16(kc[i]));
             vc[i] = lpk_f16_to_f32(lpk_f32_to_f16(vc[i]));
         }
-    attention(m, l, n_tok, pos0);
+    attention(m, kl, n_tok, pos0);
     if ((st = matmul(m, L->wo, L->wo_type, dim, qd, s->att_out, n_tok, s->xb2, "attn_output", l,
                      err)))
         return st;
@@ -290,7 +295,7 @@ int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_lo
         if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
             return lpk_err(err, LPK_EINVAL, "token id %d at batch index %d is out of range "
                            "(vocabulary %d)", tokens[t], t, c->vocab_size);
-    int st = state_reserve(m, n_tok, pos0 + n_tok, err);
+    int st = state_reserve(m, n_tok, pos0 + n_tok, c->n_layers, err);
     if (st) return st;
     s->n_past = pos0; /* positions >= pos0 are overwritten below */
 
@@ -298,7 +303,7 @@ int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_lo
     if ((st = embed(m, tokens, n_tok, s->x, err))) return st;
 
     for (int l = 0; l < c->n_layers; l++) {
-        if ((st = layer_run(m, &w->layers[l], l, n_tok, pos0, err))) return st;
+        if ((st = layer_run(m, &w->layers[l], l, l, n_tok, pos0, err))) return st;
         if ((st = step(m, l + 1, err))) return st;
     }
     s->n_past = pos0 + n_tok;
@@ -333,7 +338,8 @@ int vf_layer_forward(vf_model *m, int l, float *x, int n_tok, const float *const
     if (l < 0 || l >= c->n_layers || n_tok <= 0 || !x)
         return lpk_err(err, LPK_EINVAL, "vf_layer_forward: bad arguments (layer %d of %d, n_tok "
                        "%d)", l, c->n_layers, n_tok);
-    int st = state_reserve(m, n_tok, n_tok, err);
+    /* one block's cache (the first of a larger one that is there already) */
+    int st = state_reserve(m, n_tok, n_tok, 1, err);
     if (st) return st;
     vf_layer L = m->w.layers[l];
     if (f32w) {
@@ -348,8 +354,8 @@ int vf_layer_forward(vf_model *m, int l, float *x, int n_tok, const float *const
     }
     size_t nx = (size_t)n_tok * (size_t)c->dim;
     memcpy(s->x, x, nx * sizeof *x);
-    s->n_past = 0; /* this layer's cache is rewritten; the other layers' are stale */
-    st = layer_run(m, &L, l, n_tok, 0, err);
+    s->n_past = 0; /* the cache's first block is rewritten; the others are stale */
+    st = layer_run(m, &L, l, 0, n_tok, 0, err);
     if (!st) memcpy(x, s->x, nx * sizeof *x);
     return st;
 }

@@ -39,6 +39,8 @@ typedef struct vf_weights {
  * positions 0 .. cap_ctx-1. Grown on demand by vf_forward. */
 typedef struct vf_state {
     int cap_tok, cap_ctx;
+    int kv_layers;           /* blocks the KV cache holds: n_layers after a vf_forward,
+                              * 1 when only vf_layer_forward ran */
     int n_past;              /* positions held in the cache */
     float *x;                /* (cap_tok, dim) residual stream */
     float *xb;               /* (cap_tok, dim) normed input of a sublayer */
@@ -49,8 +51,8 @@ typedef struct vf_state {
     float *hb2;              /* (cap_tok, hidden_dim) up */
     float *att;              /* (n_heads, 4, cap_ctx) attention scores of a tile of queries */
     float *kt;               /* (n_kv_heads, head_dim, cap_ctx) keys of a kv head, transposed */
-    float *key_cache;        /* (n_layers, cap_ctx, n_kv_heads * head_dim) */
-    float *value_cache;      /* (n_layers, cap_ctx, n_kv_heads * head_dim) */
+    float *key_cache;        /* (kv_layers, cap_ctx, n_kv_heads * head_dim) */
+    float *value_cache;      /* (kv_layers, cap_ctx, n_kv_heads * head_dim) */
     float *rope_cos;         /* (cap_ctx, n_rot / 2) */
     float *rope_sin;         /* (cap_ctx, n_rot / 2) */
 } vf_state;
