@@ -129,6 +129,15 @@ int calib_gptq_collect(const lpk_reader *r, const char *calib_path, const calib_
                        calib_progress_fn progress, void *user, calib_gptq **out,
                        lpk_error *err);
 void calib_gptq_free(calib_gptq *g);   /* NULL is fine */
+/* Progress of the blocks' calibration passes from now on: fn (NULL: none) is
+ * called after each chunk a block runs on, done of total = the chunks run
+ * through blocks since this call of the model's n_layers * chunks (twice that
+ * with o.sequential: the second pass through the quantized block counts),
+ * tokens = done * ctx, seconds since this call. The time between passes (the
+ * GPTQ sweeps of the block before) is in the seconds, so done / seconds gives
+ * an ETA for the whole model once a block is done. user must stay valid until
+ * the next call or calib_gptq_free. */
+void calib_gptq_set_progress(calib_gptq *g, calib_progress_fn fn, void *user);
 
 /* Whether GPTQ applies to tensor `name` stored as type (a block type GPTQ
  * supports, and a tensor with a Hessian). */

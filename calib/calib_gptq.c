@@ -45,6 +45,10 @@ struct calib_gptq {
     calib_gptq_opts o;
     uint64_t text_hash, tokens;
     int chunks;
+    calib_progress_fn progress; /* calib_gptq_set_progress */
+    void *progress_user;
+    int64_t passed;     /* chunks run through blocks since set_progress */
+    double progress_t0;
 };
 
 void calib_gptq_opts_default(calib_gptq_opts *o)
@@ -181,6 +185,25 @@ static int hess_finish(hess *h)
     return 0;
 }
 
+void calib_gptq_set_progress(calib_gptq *g, calib_progress_fn fn, void *user)
+{
+    if (!g) return;
+    g->progress = fn;
+    g->progress_user = user;
+    g->passed = 0;
+    g->progress_t0 = now_s();
+}
+
+/* One more chunk through a block, to the progress function. */
+static void passed_chunk(calib_gptq *g)
+{
+    if (!g->progress) return;
+    int64_t total = (int64_t)g->n_layers * g->chunks * (g->o.sequential ? 2 : 1);
+    if (g->passed < total) g->passed++;
+    g->progress(g->progress_user, (int)g->passed, (int)total,
+                (uint64_t)g->passed * (uint64_t)g->o.ctx, now_s() - g->progress_t0);
+}
+
 /* The hidden states back to the embeddings of the chunks' tokens. */
 static int restart(calib_gptq *g, lpk_error *err)
 {
@@ -213,9 +236,11 @@ static int move_to(calib_gptq *g, int l, lpk_error *err)
     vf_model_set_act_hook(g->m, NULL, NULL);
     while (g->hs_layer < l) {
         int seq = g->o.sequential && g->hs_layer == g->cur;
-        for (int k = 0; k < g->chunks && !st; k++)
+        for (int k = 0; k < g->chunks && !st; k++) {
             st = vf_layer_forward(g->m, g->hs_layer, g->hs + (size_t)k * chunk_floats, ctx,
                                   seq ? (const float *const *)g->qw : NULL, err);
+            if (!st) passed_chunk(g);
+        }
         if (st) {
             g->cur = -1; /* the hidden states are half moved: start again next time */
             g->hs_layer = c->n_layers + 1;
@@ -258,6 +283,7 @@ static int move_to(calib_gptq *g, int l, lpk_error *err)
         if (!st && g->bad)
             st = lpk_err(err, LPK_ECORRUPT,
                          "gptq: a layer input does not match its weight's width");
+        if (!st) passed_chunk(g);
     }
     vf_model_set_act_hook(g->m, NULL, NULL);
     if (st) {

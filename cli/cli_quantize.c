@@ -361,8 +361,11 @@ int cli_quantize_run(const cli_quant_opts *o, cli_quant_out *outs, size_t n_out,
         if (rc) goto done;
 
         if (!excess) {
-            cli_progress prog;
+            cli_progress prog, gp;
             cli_progress_start(&prog, "quantize", "B", run->in_bytes, o->quiet);
+            /* GPTQ: the blocks' calibration passes with their own ETA */
+            cli_progress_start(&gp, "gptq blocks", "chunks", 0, o->quiet || !run->g);
+            calib_gptq_set_progress(run->g, run->g ? cli_chunk_progress : NULL, &gp);
             uint64_t done_bytes = 0;
             double t0 = cli_now();
             for (size_t i = 0; i < n && !rc; i++) {
@@ -380,6 +383,8 @@ int cli_quantize_run(const cli_quant_opts *o, cli_quant_out *outs, size_t n_out,
                 cli_progress_update(&prog, done_bytes, t->name);
             }
             cli_progress_end(&prog);
+            cli_progress_end(&gp);
+            calib_gptq_set_progress(run->g, NULL, NULL);
             /* complete each output in order; a GGUF output's container waits */
             for (size_t k = 0; k < n_out && !rc; k++) {
                 rc = lpk_writer_finish(outs[k].w, err);

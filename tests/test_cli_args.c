@@ -328,6 +328,16 @@ static void test_progress_in_logs(void **state)
     assert_true(count_lines(out, "llmpack quantize: ") >= 2);
     assert_non_null(strstr(out, " MiB/s, ETA ")); /* sizes in binary units */
     free(out);
+    /* GPTQ: the blocks' calibration passes, each chunk through each block (5
+     * blocks, 2 chunks), with their ETA, then "done in" */
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q8_0 --method gptq --calib "
+                                "'%s' --chunks 2 --force", m, q, text), 0);
+    assert_int_equal(count_lines(out, "llmpack gptq blocks: "), 5 * 2 + 1);
+    assert_non_null(strstr(out, "llmpack gptq blocks: 1 chunks / 10 chunks (10%), "));
+    assert_non_null(strstr(out, "llmpack gptq blocks: 10 chunks / 10 chunks (100%), "));
+    assert_non_null(strstr(out, " chunks/s, ETA "));
+    assert_non_null(strstr(out, "llmpack gptq blocks: done in "));
+    free(out);
     /* -q and --json: nothing */
     assert_int_equal(tu_llmpack(&out, "verify '%s' -f '%s' -c 64 --chunks 5 -q", m, text), 0);
     assert_int_equal(count_lines(out, "llmpack verify: "), 0);
