@@ -2,7 +2,7 @@
 # make bench: every benchmark figure, printed as tables and collected in
 # bench/results.json (JSON Lines: one object per line; "bench" names the figure).
 #
-#   sh bench/run.sh [BUILD_DIR] [machine|convert|quant|kernels|verify|calib ...]
+#   sh bench/run.sh [BUILD_DIR] [machine|convert|quant|kernels|verify|calib|gptq ...]
 #
 # With no figure named, all run and results.json starts afresh; naming figures
 # (make bench-convert, make bench-quant) appends theirs. The figures:
@@ -16,6 +16,8 @@
 #            (and llama-imatrix's where LLAMA_CPP_DIR is set)
 #   peer-quant  bench/peer_quant.sh: llmpack quantize against llama-quantize,
 #            every recipe, 1.1B shape (only where LLAMA_CPP_DIR is set)
+#   gptq     bench/gptq.sh: quantize --method gptq on one block of 7B widths,
+#            time and peak RSS, extrapolated to 32 blocks and 128 chunks
 # A figure whose script is absent is skipped with a message.
 cd "$(dirname "$0")/.." || exit 1
 O=${1:-build}
@@ -27,7 +29,7 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 if [ $# -eq 0 ]; then
     # convert last: it writes and deletes tens of GB, and the writeback and
     # freeing that follow disturb CPU-bound figures for minutes
-    set -- machine quant kernels verify calib quant-multi peer-quant convert
+    set -- machine quant kernels verify calib quant-multi peer-quant gptq convert
     : > "$out"
 fi
 t_all=$(date +%s)
@@ -75,8 +77,11 @@ for fig in "$@"; do
     peer-quant)
         sh bench/peer_quant.sh "$O" || { echo "peer-quant benchmark failed"; status=1; }
         ;;
+    gptq)
+        sh bench/gptq.sh "$O" || { echo "gptq benchmark failed"; status=1; }
+        ;;
     *)
-        echo "unknown figure $fig (machine, convert, quant, kernels, verify, calib, quant-multi, peer-quant)"
+        echo "unknown figure $fig (machine, convert, quant, kernels, verify, calib, quant-multi, peer-quant, gptq)"
         status=2
         ;;
     esac

@@ -51,6 +51,16 @@ b == "verify" {
     printf "        %-6s %-5s %3s %10.1f %9.1f %8s\n", val("type"), val("path"), val("threads"), val("tokens_per_s"),
         val("peak_rss_mib"), val("ppl")
 }
+b == "gptq" {
+    if (!ng++) { printf "\ngptq    %-7s %6s %6s %9s %9s %9s  %s\n", "type", "blocks", "chunks", "wall s", "CPU s", "RSS MiB", "load" }
+    printf "        %-7s %6s %6s %9.1f %9.1f %9.1f  %s\n", val("type"), val("layers"), val("chunks"), val("wall_s"),
+        val("cpu_s"), val("peak_rss_mib"), val("load")
+}
+b == "gptq-7b" {
+    printf "gptq 7B shape, 128 chunks (extrapolated): peak RSS %s MiB; per block %s s + %s s a chunk; at most %s h\n",
+        val("peak_rss_mib"), val("block_fixed_s") == "" ? "-" : val("block_fixed_s"),
+        val("block_chunk_s") == "" ? "-" : val("block_chunk_s"), val("hours") == "" ? "-" : val("hours")
+}
 b == "calib" {
     if (!ncb++) { printf "\ncalib   %-12s %3s %10s %9s %12s %6s  %s\n", "model", "thr", "tokens/s", "RSS MiB", "imatrix t/s", "ratio", "load" }
     printf "        %-12s %3s %10.1f %9.1f %12s %6s  %s\n", val("model"), val("threads"), val("tokens_per_s"),
