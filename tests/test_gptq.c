@@ -206,6 +206,54 @@ static void test_gptq_threads(void **state)
     free(h);
 }
 
+/* quant_gptq_factor_take (built in H's own memory) makes the factor
+ * quant_gptq_factor_new (from a copy) makes: the same bytes from every order,
+ * and after dampening retries (an indefinite H); it takes H on errors too. */
+static void test_gptq_factor_take(void **state)
+{
+    (void)state;
+    float *w = malloc(sizeof(float) * ROWS * COLS);
+    double *h = malloc(sizeof(double) * COLS * COLS);
+    make_layer(11, w, h, 1);
+    lpk_error err = {0};
+    int type = LPK_TYPE_Q4_K;
+    size_t nb = qbytes(type, ROWS, COLS);
+    void *out[2] = {malloc(nb), malloc(nb)};
+    for (int pass = 0; pass < 4; pass++) {
+        int order = pass < 3 ? pass : QUANT_GPTQ_ORDER_NONE;
+        if (pass == 3) {
+            /* indefinite: a diagonal H but inputs 0 and 1 with a correlation of 3
+             * (needs a dampening above 2 * mean(diag): the fourth attempt, 10) */
+            memset(h, 0, sizeof(double) * COLS * COLS);
+            for (int i = 0; i < COLS; i++) h[i * COLS + i] = 1.0 + 0.001 * i;
+            h[0 * COLS + 1] = h[1 * COLS + 0] = 3.0;
+        }
+        quant_gptq_factor *f[2] = {NULL, NULL};
+        double *copy = malloc(sizeof(double) * COLS * COLS);
+        memcpy(copy, h, sizeof(double) * COLS * COLS);
+        assert_int_equal(quant_gptq_factor_new(h, COLS, 0.01, order, 32, &f[0], &err), LPK_OK);
+        assert_int_equal(quant_gptq_factor_take(copy, COLS, 0.01, order, 32, &f[1], &err), LPK_OK);
+        assert_true(quant_gptq_factor_damp(f[0]) == quant_gptq_factor_damp(f[1]));
+        if (pass == 3) assert_true(quant_gptq_factor_damp(f[0]) > 0.01);
+        for (int k = 0; k < 2; k++) {
+            assert_int_equal(quant_gptq_rows(type, w, ROWS, COLS, f[k], out[k], &err), LPK_OK);
+            quant_gptq_factor_free(f[k]);
+        }
+        assert_memory_equal(out[0], out[1], nb);
+    }
+    double *bad = malloc(sizeof(double) * COLS * COLS);
+    memcpy(bad, h, sizeof(double) * COLS * COLS);
+    bad[7] = NAN;
+    quant_gptq_factor *f = NULL;
+    assert_int_equal(quant_gptq_factor_take(bad, COLS, 0.01, QUANT_GPTQ_ORDER_NONE, 0, &f, &err),
+                     LPK_EBADVALUE);
+    assert_null(f);
+    free(out[0]);
+    free(out[1]);
+    free(w);
+    free(h);
+}
+
 static void test_gptq_bad_input(void **state)
 {
     (void)state;
@@ -679,6 +727,7 @@ int main(void)
         cmocka_unit_test(test_gptq_beats_rtn),
         cmocka_unit_test(test_gptq_diagonal_is_rtn),
         cmocka_unit_test(test_gptq_threads),
+        cmocka_unit_test(test_gptq_factor_take),
         cmocka_unit_test(test_gptq_bad_input),
         cmocka_unit_test(test_gptq_hessians),
         cmocka_unit_test(test_gptq_stream),
