@@ -54,7 +54,8 @@ if [ "$avail_gb" -lt "$need_gb" ]; then
 fi
 rm -rf "$work"
 mkdir -p "$work"
-trap 'rm -rf "$work"' EXIT INT TERM
+trap 'rm -rf "$work"' EXIT
+trap 'exit 1' INT TERM
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 echo "machine: $cpu, $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 t0=$(date +%s)
