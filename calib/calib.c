@@ -139,9 +139,10 @@ static int run(vf_model *m, id_source *src, size_t n_tokens, int32_t bos, const 
         if (!st && a.bad)
             st = lpk_err(err, LPK_ECORRUPT, "%s: a weight's input does not match its shape",
                          lpk_reader_path(r));
-        if (!st && o && o->progress)
+        if (!st && o && o->progress &&
             o->progress(o->user, (int)ch + 1, (int)n_chunks, (uint64_t)(ch + 1) * (uint64_t)ctx,
-                        now() - t0);
+                        now() - t0))
+            st = lpk_err(err, LPK_EINTR, "%s: cancelled", text_path ? text_path : "calibration");
     }
     vf_model_set_act_hook(m, NULL, NULL);
     vf_model_set_kv_f16(m, 0);

@@ -19,9 +19,11 @@ extern "C" {
 #endif
 
 /* Called after each chunk: done of total chunks, tokens run so far and the
- * seconds spent in the forward pass. */
-typedef void (*calib_progress_fn)(void *user, int done, int total, uint64_t tokens,
-                                  double seconds);
+ * seconds spent in the forward pass. Non-zero stops the run (calib_run,
+ * calib_reader, calib_gptq_collect): LPK_EINTR ("TEXT: cancelled"), nothing
+ * returned. */
+typedef int (*calib_progress_fn)(void *user, int done, int total, uint64_t tokens,
+                                 double seconds);
 
 typedef struct calib_opts {
     int ctx;                  /* tokens per chunk; 0: 512 */

@@ -367,7 +367,10 @@ int calib_gptq_collect(const lpk_reader *r, const char *calib_path, const calib_
     if (st) goto fail;
     vf_model_set_kv_f16(g->m, 1);
     if ((st = restart(g, err))) goto fail;
-    if (progress) progress(user, n_chunks, n_chunks, g->tokens, now_s() - t0);
+    if (progress && progress(user, n_chunks, n_chunks, g->tokens, now_s() - t0)) {
+        st = lpk_err(err, LPK_EINTR, "%s: cancelled", calib_path);
+        goto fail;
+    }
     calib_text_close(txt);
     tok_tokenizer_free(tok);
     *out = g;

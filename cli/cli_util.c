@@ -246,7 +246,7 @@ void cli_progress_end(cli_progress *p)
     }
 }
 
-void cli_chunk_progress(void *user, int done, int total, uint64_t tokens, double seconds)
+int cli_chunk_progress(void *user, int done, int total, uint64_t tokens, double seconds)
 {
     cli_progress *p = user;
     char extra[64];
@@ -257,4 +257,5 @@ void cli_chunk_progress(void *user, int done, int total, uint64_t tokens, double
     }
     snprintf(extra, sizeof extra, "%.0f tokens/s", seconds > 0 ? (double)tokens / seconds : 0.0);
     cli_progress_update(p, (uint64_t)done, extra);
+    return 0;
 }
