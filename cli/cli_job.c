@@ -13,7 +13,7 @@ static void on_progress(void *user, const llmpack_progress *p)
         if (strcmp(p->stage, cj->cmd) && !cj->stage_label)
             snprintf(cj->label, sizeof cj->label, "%s: %s", cj->cmd, p->stage);
         else
-            snprintf(cj->label, sizeof cj->label, "%s", cj->cmd);
+            snprintf(cj->label, sizeof cj->label, "%s", p->stage);
         cli_progress_start(&cj->pr, cj->label, p->unit, p->total, cj->quiet);
         break;
     case LLMPACK_PROGRESS_UPDATE:

@@ -1,7 +1,8 @@
-/* llmpack quantize: the command line and the report. A container (.lpk or
- * GGUF) -> one output with a recipe's types, or several (--type A,B,C into a
- * folder) from one read; the pipeline is cli_quantize.c. */
-#include "cli_quantize.h"
+/* llmpack quantize: the command line and the report over the quantize job
+ * (llmpack_quantize, lib/job_quantize.c). A container (.lpk or GGUF) -> one
+ * output with a recipe's types, or several (--type A,B,C into a folder) from
+ * one read. */
+#include "cli.h"
 
 #include <ctype.h>
 #include <getopt.h>
@@ -12,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "../quant/quant.h"
 
 /* One line per recipe with its bits per weight over all tensors, computed by
  * planning it on two reference shapes. */
@@ -135,7 +138,7 @@ static int parse_size(const char *s, uint64_t *out)
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
         if (strcmp(end, units[i].sfx) != 0) continue;
         double b = v * units[i].mul;
-        if (!(b < 1.8e19)) return -1;
+        if (!(b >= 1 && b < 1.8e19)) return -1;
         *out = (uint64_t)b;
         return 0;
     }
@@ -149,135 +152,138 @@ typedef struct out_totals {
     double pooled, bpw2;
 } out_totals;
 
-static void totals_of(const cli_quant_run *run, const cli_quant_out *q, out_totals *tt)
+static void totals_of(const llmpack_quantize_report *rep, const llmpack_quantize_output *q,
+                      out_totals *tt)
 {
     double sse = 0, ssx = 0;
     memset(tt, 0, sizeof *tt);
-    for (size_t i = 0; i < run->n; i++) {
-        const lpk_tensor *t = lpk_reader_tensor(run->r, i);
-        tt->out_bytes += q->decls[i].size;
-        tt->all_elems += lpk_tensor_nelems(&q->decls[i]);
+    for (size_t i = 0; i < rep->n_tensors; i++) {
+        const llmpack_quantize_tensor *x = &q->tensors[i];
+        const lpk_tensor *t = &x->in;
+        tt->out_bytes += x->size;
+        tt->all_elems += lpk_tensor_nelems(t);
         if (t->n_dims >= 2) {
-            sse += q->st[i].sse;
-            ssx += q->st[i].ssx;
-            tt->bytes2 += q->decls[i].size;
+            sse += x->sse;
+            ssx += x->ssx;
+            tt->bytes2 += x->size;
             tt->in2 += t->size;
             tt->w2 += lpk_tensor_nelems(t);
         }
     }
     tt->pooled = ssx > 0 ? sqrt(sse / ssx) : 0.0;
     tt->bpw2 = tt->w2 ? 8.0 * (double)tt->bytes2 / (double)tt->w2 : 0.0;
-    struct stat sb;
-    if (stat(q->path, &sb) == 0) tt->file_bytes = (uint64_t)sb.st_size;
+    tt->file_bytes = q->file_size;
 }
 
 /* The report of one output: the table and totals (text), or its JSON object. */
-static void report_text(const cli_quant_opts *o, const cli_quant_run *run,
-                        const cli_quant_out *q)
+static void report_text(const llmpack_quantize_opts *o, const llmpack_quantize_report *run,
+                        const llmpack_quantize_out *qo, const llmpack_quantize_output *q)
 {
-    const lpk_reader *r = run->r;
-    size_t n = run->n;
+    size_t n = run->n_tensors;
     out_totals tt;
     totals_of(run, q, &tt);
     printf("%-28s %-12s %-14s %10s\n", "tensor", "shape", "type", "rel. RMSE");
     for (size_t i = 0; i < n; i++) {
-        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        const llmpack_quantize_tensor *x = &q->tensors[i];
+        const lpk_tensor *t = &x->in;
         char shape[64], types[32], rm[16] = "-";
         shape_str(t, shape, sizeof shape);
-        snprintf(types, sizeof types, "%s -> %s", tname(t->type), tname(q->ch[i].type));
-        if (q->st[i].has_err)
-            snprintf(rm, sizeof rm, "%.5f",
-                     q->st[i].ssx > 0 ? sqrt(q->st[i].sse / q->st[i].ssx) : 0.0);
+        snprintf(types, sizeof types, "%s -> %s", tname(t->type), tname(x->type));
+        if (x->has_err) snprintf(rm, sizeof rm, "%.5f", x->ssx > 0 ? sqrt(x->sse / x->ssx) : 0.0);
         printf("%-28s %-12s %-14s %10s%s%s\n", t->name, shape, types, rm,
-               q->ch[i].note[0] ? "  " : "", q->ch[i].note);
+               x->note[0] ? "  " : "", x->note);
     }
     printf("size: %.2f MB -> %.2f MB (2-D tensors: %.2f MB -> %.2f MB, %.4f bits per weight)\n",
            (double)run->in_bytes / 1e6, (double)tt.out_bytes / 1e6, (double)tt.in2 / 1e6,
            (double)tt.bytes2 / 1e6, tt.bpw2);
     printf("pooled rel. RMSE over 2-D tensors: %.5f   (%.2f s, %s)\n", tt.pooled, run->seconds,
            lpk_cpu_describe());
-    if (!q->recipe)
+    if (!qo->recipe)
         printf("target %s: tensors %" PRIu64 " bytes predicted, %" PRIu64 " written (budget %"
                PRIu64 ", %.4f bits per weight over all tensors); file %" PRIu64
                " bytes; predicted KLD %.6f (sum over tensors)\n",
-               run->target_str, run->tres.bytes, tt.out_bytes, run->tres.budget,
+               run->target, run->target_bytes, tt.out_bytes, run->target_budget,
                tt.all_elems ? 8.0 * (double)tt.out_bytes / (double)tt.all_elems : 0.0,
-               tt.file_bytes, run->tres.err);
-    if (run->im) {
+               tt.file_bytes, run->target_error);
+    const lpk_imatrix *im = run->imatrix;
+    if (im) {
         printf("importance matrix: %s (%zu entries, %d chunks, xxh3 %016llx)\n",
-               o->im_path ? o->im_path : o->calib_text, run->im->n, run->im->chunks,
-               (unsigned long long)run->im->hash);
-        if (q->n_no_entry) {
+               o->imatrix ? o->imatrix : o->calib_text, im->n, im->chunks,
+               (unsigned long long)im->hash);
+        size_t n_no = 0;
+        for (size_t i = 0; i < n; i++) n_no += q->tensors[i].no_entry;
+        if (n_no) {
             printf("no entry, default weighting:");
-            for (size_t i = 0; i < q->n_no_entry; i++) printf(" %s", q->no_entry[i]);
+            for (size_t i = 0; i < n; i++)
+                if (q->tensors[i].no_entry) printf(" %s", q->tensors[i].in.name);
             printf("\n");
         }
     }
 }
 
-static json_t *report_json(const cli_quant_opts *o, const cli_quant_run *run,
-                           const cli_quant_out *q)
+static json_t *report_json(const llmpack_quantize_opts *o, const llmpack_quantize_report *run,
+                           const llmpack_quantize_out *qo, const llmpack_quantize_output *q)
 {
-    const lpk_reader *r = run->r;
-    size_t n = run->n;
+    size_t n = run->n_tensors;
     out_totals tt;
     totals_of(run, q, &tt);
     json_t *j = json_object(), *arr = json_array();
     json_object_set_new(j, "input", json_string(o->in));
-    json_object_set_new(j, "output", json_string(q->path));
-    json_object_set_new(j, "format", json_string(q->fmt == LLMPACK_FMT_GGUF ? "gguf" : "lpk"));
-    json_object_set_new(j, "type", json_string(q->recipe ? q->recipe : "target"));
-    if (!q->recipe) {
+    json_object_set_new(j, "output", json_string(qo->path));
+    json_object_set_new(j, "format", json_string(qo->format == LLMPACK_FMT_GGUF ? "gguf" : "lpk"));
+    json_object_set_new(j, "type", json_string(qo->recipe ? qo->recipe : "target"));
+    if (!qo->recipe) {
         json_t *tj = json_object();
-        json_object_set_new(tj, "limit", json_string(run->target_str));
-        json_object_set_new(tj, "budget_bytes", json_integer((json_int_t)run->tres.budget));
-        json_object_set_new(tj, "predicted_bytes", json_integer((json_int_t)run->tres.bytes));
+        json_object_set_new(tj, "limit", json_string(run->target));
+        json_object_set_new(tj, "budget_bytes", json_integer((json_int_t)run->target_budget));
+        json_object_set_new(tj, "predicted_bytes", json_integer((json_int_t)run->target_bytes));
         json_object_set_new(tj, "achieved_bytes", json_integer((json_int_t)tt.out_bytes));
         json_object_set_new(tj, "file_bytes", json_integer((json_int_t)tt.file_bytes));
         json_object_set_new(tj, "bpw", json_real(tt.all_elems ? 8.0 * (double)tt.out_bytes /
                                                                (double)tt.all_elems
                                                          : 0.0));
-        json_object_set_new(tj, "predicted_kld", json_real(run->tres.err));
+        json_object_set_new(tj, "predicted_kld", json_real(run->target_error));
         json_object_set_new(j, "target", tj);
     }
     json_object_set_new(j, "pure", json_boolean(o->pure));
-    json_object_set_new(j, "method", json_string(run->g ? "gptq" : "rtn"));
+    json_object_set_new(j, "method", json_string(run->gptq ? "gptq" : "rtn"));
     for (size_t i = 0; i < n; i++) {
-        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        const llmpack_quantize_tensor *x = &q->tensors[i];
+        const lpk_tensor *t = &x->in;
         json_t *e = json_object(), *shape = json_array();
         json_object_set_new(e, "name", json_string(t->name));
         for (int d = 0; d < t->n_dims; d++) json_array_append_new(shape, json_integer(t->dims[d]));
         json_object_set_new(e, "shape", shape);
         json_object_set_new(e, "type_in", json_string(tname(t->type)));
-        json_object_set_new(e, "type_out", json_string(tname(q->ch[i].type)));
+        json_object_set_new(e, "type_out", json_string(tname(x->type)));
         json_object_set_new(e, "bytes_in", json_integer((json_int_t)t->size));
-        json_object_set_new(e, "bytes_out", json_integer((json_int_t)q->decls[i].size));
-        json_object_set_new(e, "bpw", json_real(8.0 * (double)q->decls[i].size /
+        json_object_set_new(e, "bytes_out", json_integer((json_int_t)x->size));
+        json_object_set_new(e, "bpw", json_real(8.0 * (double)x->size /
                                                 (double)lpk_tensor_nelems(t)));
-        if (q->st[i].has_err)
-            json_object_set_new(e, "rel_rmse", json_real(q->st[i].ssx > 0
-                                                             ? sqrt(q->st[i].sse / q->st[i].ssx)
-                                                             : 0.0));
-        if (q->ch[i].fallback_from >= 0)
-            json_object_set_new(e, "fallback_from", json_string(tname(q->ch[i].fallback_from)));
-        if (q->ch[i].note[0]) json_object_set_new(e, "note", json_string(q->ch[i].note));
+        if (x->has_err)
+            json_object_set_new(e, "rel_rmse",
+                                json_real(x->ssx > 0 ? sqrt(x->sse / x->ssx) : 0.0));
+        if (x->fallback_from >= 0)
+            json_object_set_new(e, "fallback_from", json_string(tname(x->fallback_from)));
+        if (x->note[0]) json_object_set_new(e, "note", json_string(x->note));
         json_array_append_new(arr, e);
     }
     json_object_set_new(j, "tensors", arr);
-    if (run->im) {
+    const lpk_imatrix *im = run->imatrix;
+    if (im) {
         json_t *ij = json_object(), *ne = json_array();
         char h[24];
-        snprintf(h, sizeof h, "%016llx", (unsigned long long)run->im->hash);
-        json_object_set_new(ij, "file", o->im_path ? json_string(o->im_path) : json_null());
+        snprintf(h, sizeof h, "%016llx", (unsigned long long)im->hash);
+        json_object_set_new(ij, "file", o->imatrix ? json_string(o->imatrix) : json_null());
         json_object_set_new(ij, "calibration_text",
                             o->calib_text ? json_string(o->calib_text) : json_null());
         json_object_set_new(ij, "hash", json_string(h));
-        json_object_set_new(ij, "dataset",
-                            run->im->dataset ? json_string(run->im->dataset) : json_null());
-        json_object_set_new(ij, "entries", json_integer((json_int_t)run->im->n));
-        json_object_set_new(ij, "chunks", json_integer(run->im->chunks));
-        for (size_t i = 0; i < q->n_no_entry; i++)
-            json_array_append_new(ne, json_string(q->no_entry[i]));
+        json_object_set_new(ij, "dataset", im->dataset ? json_string(im->dataset) : json_null());
+        json_object_set_new(ij, "entries", json_integer((json_int_t)im->n));
+        json_object_set_new(ij, "chunks", json_integer(im->chunks));
+        for (size_t i = 0; i < n; i++)
+            if (q->tensors[i].no_entry)
+                json_array_append_new(ne, json_string(q->tensors[i].in.name));
         json_object_set_new(ij, "default_weighting", ne);
         json_object_set_new(j, "imatrix", ij);
     }
@@ -292,26 +298,6 @@ static json_t *report_json(const cli_quant_opts *o, const cli_quant_run *run,
 }
 
 /* ---------------------------------------------------------------- several outputs */
-/* A model name as a file name: letters, digits and . _ + - kept, any other
- * run of bytes one '-', no leading '.' or '-', no trailing '-', at most 100
- * bytes; "model" when nothing is left. */
-static void file_name_of(const char *name, char *buf, size_t n)
-{
-    size_t k = 0;
-    for (const char *p = name; *p && k + 1 < n && k < 100; p++) {
-        unsigned char c = (unsigned char)*p;
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 c == '.' || c == '_' || c == '+' || c == '-';
-        if (!ok) c = '-';
-        if (c == '-' && k > 0 && buf[k - 1] == '-') continue;
-        if ((c == '-' || c == '.') && k == 0) continue;
-        buf[k++] = (char)c;
-    }
-    while (k > 0 && buf[k - 1] == '-') k--;
-    buf[k] = '\0';
-    if (!k) snprintf(buf, n, "model");
-}
-
 /* The recipe a name stands for (aliases resolved: q4_k -> q4_k_m), or NULL. */
 static const char *recipe_canonical(const char *name)
 {
@@ -322,38 +308,15 @@ static const char *recipe_canonical(const char *name)
     return NULL;
 }
 
-/* The model's name for the output files: --name, else IN's general.name, else
- * IN's file name without its extension. */
-static int model_name(const char *in, const char *opt, char *buf, size_t n)
-{
-    if (opt) {
-        file_name_of(opt, buf, n);
-        return LPK_OK;
-    }
-    lpk_reader *r = NULL;
-    lpk_error err = {0};
-    int rc = cli_open_input(in, lpk_reader_default_flags(), &r, &err);
-    if (rc) {
-        cli_print_error("quantize", &err);
-        return rc;
-    }
-    const char *g = lpk_meta_get_str(lpk_reader_meta(r), "general.name");
-    char *base = g && *g ? NULL : llmpack_name_from_path(in);
-    file_name_of(g && *g ? g : base ? base : "", buf, n);
-    free(base);
-    lpk_reader_close(r);
-    return LPK_OK;
-}
-
 int cmd_quantize(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *recipe = NULL, *format = NULL;
     int json = 0, quiet = 0;
     long threads = 0;
-    cli_quant_opts o;
-    memset(&o, 0, sizeof o);
-    calib_gptq_opts_default(&o.go);
-    o.calib_chunks = 4;
+    const char *target_bpw_s = NULL, *max_size_s = NULL;
+    long chunks = 0, calib_chunks = 4;
+    llmpack_quantize_opts o;
+    llmpack_quantize_opts_init(&o);
     enum { O_TYPE = 256, O_IMATRIX, O_CALIB, O_TARGET_BPW, O_MAX_SIZE, O_CALIB_CHUNKS,
            O_FORMAT, O_METHOD, O_CHUNKS, O_DAMP, O_ORDER, O_ACT_ORDER, O_INPUTS, O_PURE, O_FORCE,
            O_JSON, O_REQUANT, O_NAME };
@@ -395,44 +358,44 @@ int cmd_quantize(int argc, char **argv)
             break;
         case 'q': quiet = 1; break;
         case O_TYPE: recipe = v; break;
-        case O_IMATRIX: o.im_path = v; break;
+        case O_IMATRIX: o.imatrix = v; break;
         case O_CALIB: o.calib_text = v; break;
         case O_FORMAT: format = v; break;
         case O_TARGET_BPW:
-            o.target_bpw_s = v;
+            target_bpw_s = v;
             if (cli_parse_double(v, &o.target_bpw) || !(o.target_bpw > 0 && o.target_bpw <= 32))
                 return cli_usage_error("quantize", "--target-bpw: '%s' is not a number of "
                                        "bits per weight (0 < X <= 32)", v);
             break;
         case O_MAX_SIZE:
-            o.max_size_s = v;
+            max_size_s = v;
             if (parse_size(v, &o.max_size))
                 return cli_usage_error("quantize", "--max-size: '%s' is not a size (bytes, "
                                        "or with KB MB GB KiB MiB GiB)", v);
             break;
         case O_CALIB_CHUNKS:
-            if (cli_parse_int(v, 1, 100000, &o.calib_chunks))
+            if (cli_parse_int(v, 1, 100000, &calib_chunks))
                 return cli_usage_error("quantize", "--calib-chunks: '%s' is not a count", v);
             break;
         case O_METHOD:
             o.gptq = !strcmp(v, "gptq");
             bad = !o.gptq && strcmp(v, "rtn");
             break;
-        case O_CHUNKS: bad = cli_parse_int(v, 1, INT32_MAX, &o.chunks); break;
+        case O_CHUNKS: bad = cli_parse_int(v, 1, INT32_MAX, &chunks); break;
         case O_DAMP: {
             char *end;
-            o.go.damp = strtod(v, &end);
-            bad = *end || end == v || !(o.go.damp >= 0.0 && o.go.damp <= 10.0);
+            o.gptq_damp = strtod(v, &end);
+            bad = *end || end == v || !(o.gptq_damp >= 0.0 && o.gptq_damp <= 10.0);
             break;
         }
         case O_ORDER:
-            o.go.order = quant_gptq_order_parse(v);
-            bad = o.go.order < 0;
+            o.gptq_order = quant_gptq_order_parse(v);
+            bad = o.gptq_order < 0;
             break;
-        case O_ACT_ORDER: o.go.order = QUANT_GPTQ_ORDER_STATIC; break;
+        case O_ACT_ORDER: o.gptq_order = QUANT_GPTQ_ORDER_STATIC; break;
         case O_INPUTS:
-            o.go.sequential = !strcmp(v, "quantized");
-            bad = !o.go.sequential && strcmp(v, "original");
+            o.gptq_sequential = !strcmp(v, "quantized");
+            bad = !o.gptq_sequential && strcmp(v, "original");
             break;
         case O_PURE: o.pure = 1; break;
         case O_FORCE: o.force = 1; break;
@@ -441,7 +404,7 @@ int cmd_quantize(int argc, char **argv)
             o.name = optarg;
             break;
         case O_JSON: json = 1; break;
-        case O_REQUANT: o.requant = 1; break;
+        case O_REQUANT: o.allow_requantize = 1; break;
         default: return CLI_EXIT_USAGE;
         }
         if (bad)
@@ -451,11 +414,13 @@ int cmd_quantize(int argc, char **argv)
     if (!in) return cli_usage_error("quantize", "no input container given");
     if (!out) return cli_usage_error("quantize", "no output given (-o OUT.lpk)");
     o.in = in;
-    const int target = o.target_bpw_s || o.max_size_s;
+    o.chunks = (int)chunks;
+    o.calib_chunks = (int)calib_chunks;
+    const int target = target_bpw_s || max_size_s;
     if (target && (recipe || o.pure))
         return cli_usage_error("quantize", "--target-bpw / --max-size choose the types: no "
                                "--type or --pure with them");
-    if (o.target_bpw_s && o.max_size_s)
+    if (target_bpw_s && max_size_s)
         return cli_usage_error("quantize", "--target-bpw and --max-size exclude each other");
     if (target && !o.calib_text)
         return cli_usage_error("quantize", "--target-bpw / --max-size need --calib TEXT (the "
@@ -464,7 +429,7 @@ int cmd_quantize(int argc, char **argv)
                                                    quant_recipe_list());
     /* --type A,B,C: several outputs, into a folder */
     char types_buf[1024];
-    const char *types[CLI_QUANT_MAX_OUTPUTS];
+    const char *types[LLMPACK_QUANTIZE_MAX_OUTPUTS];
     size_t n_types = 0;
     if (recipe) {
         if (strlen(recipe) >= sizeof types_buf)
@@ -478,9 +443,9 @@ int cmd_quantize(int argc, char **argv)
             if (!quant_recipe_valid(p))
                 return cli_usage_error("quantize", "unknown --type '%s' (one of: %s)", p,
                                        quant_recipe_list());
-            if (n_types == CLI_QUANT_MAX_OUTPUTS)
+            if (n_types == LLMPACK_QUANTIZE_MAX_OUTPUTS)
                 return cli_usage_error("quantize", "--type: at most %d types in one run",
-                                       CLI_QUANT_MAX_OUTPUTS);
+                                       LLMPACK_QUANTIZE_MAX_OUTPUTS);
             for (size_t k = 0; k < n_types; k++)
                 if (!strcmp(recipe_canonical(types[k]), recipe_canonical(p)))
                     return cli_usage_error("quantize", "--type: %s and %s are the same recipe "
@@ -490,7 +455,7 @@ int cmd_quantize(int argc, char **argv)
     }
     /* with a size target both may be given: the matrix from the file, the
      * sensitivities from the text */
-    if (o.im_path && o.calib_text && !target)
+    if (o.imatrix && o.calib_text && !target)
         return cli_usage_error("quantize", "--imatrix and --calib exclude each other");
     if (o.gptq && !o.calib_text)
         return cli_usage_error("quantize", "--method gptq needs --calib TEXT");
@@ -503,7 +468,7 @@ int cmd_quantize(int argc, char **argv)
     if (is_dir && !folder)
         return cli_usage_error("quantize", "%s is a folder (to write %s/<name>-<TYPE>.lpk into "
                                "it, end it with '/')", out, out);
-    if (o.gptq && o.go.sequential && n_types > 1)
+    if (o.gptq && o.gptq_sequential && n_types > 1)
         return cli_usage_error("quantize", "--inputs quantized makes one output at a time (each "
                                "type's blocks see their own quantized inputs)");
     if (n_types > 1 && !folder)
@@ -522,25 +487,39 @@ int cmd_quantize(int argc, char **argv)
         urc = fmt ? 0 : cli_usage_error("quantize", "--format: '%s' is not gguf or lpk", format);
     }
     if (urc) return urc;
-    const char *inputs[] = {in, o.im_path, o.calib_text};
+    const char *inputs[] = {in, o.imatrix, o.calib_text};
     if ((urc = cli_inputs_exist("quantize", inputs, 3))) return urc;
     if (folder && (stat(out, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
         fprintf(stderr, "llmpack quantize: %s: no such folder (create it first)\n", out);
         return CLI_EXIT_RUNTIME;
     }
     if (threads > 0) omp_set_num_threads((int)threads);
-    o.quiet = quiet || json;
+    char label[96] = "";
+    if (target_bpw_s) snprintf(label, sizeof label, "bpw %s", target_bpw_s);
+    else if (max_size_s) snprintf(label, sizeof label, "max-size %s", max_size_s);
+    o.target_label = label[0] ? label : NULL;
 
-    cli_quant_out outs[CLI_QUANT_MAX_OUTPUTS];
-    char *paths[CLI_QUANT_MAX_OUTPUTS] = {NULL};
+    cli_job cj;
+    if (cli_job_init(&cj, "quantize", quiet || json)) {
+        fprintf(stderr, "llmpack quantize: out of memory\n");
+        return CLI_EXIT_RUNTIME;
+    }
+    /* stages labelled by their names ("export", "gptq calibration"), as when each
+     * was a step of its own */
+    cj.stage_label = 1;
+    llmpack_quantize_out outs[LLMPACK_QUANTIZE_MAX_OUTPUTS];
+    char *paths[LLMPACK_QUANTIZE_MAX_OUTPUTS] = {NULL};
     size_t n_out = folder ? n_types : 1;
     memset(outs, 0, sizeof outs);
     int rc = LPK_OK;
     if (folder) {
         /* DIR/<name>-<TYPE>.lpk|.gguf, TYPE as spelled, in upper case */
         char name[128];
-        int nrc = model_name(in, o.name, name, sizeof name);
-        if (nrc) return cli_exit_for(nrc);
+        if (llmpack_quantize_name(cj.j, in, o.name, name, sizeof name)) {
+            int ec = cli_job_fail(&cj);
+            cli_job_free(&cj);
+            return ec;
+        }
         while (ol > 1 && out[ol - 1] == '/') ol--;
         for (size_t k = 0; k < n_out && !rc; k++) {
             char up[32];
@@ -558,45 +537,47 @@ int cmd_quantize(int argc, char **argv)
                      name, up, fmt == LLMPACK_FMT_GGUF ? "gguf" : "lpk");
             outs[k].path = paths[k];
             outs[k].recipe = types[k];
-            outs[k].fmt = fmt;
+            outs[k].format = fmt;
         }
     } else {
         outs[0].path = out;
         outs[0].recipe = target ? NULL : types[0];
-        outs[0].fmt = fmt;
+        outs[0].format = fmt;
     }
-    cli_quant_run run;
+    llmpack_quantize_report run;
     memset(&run, 0, sizeof run);
-    lpk_error err = {0};
-    if (rc) lpk_err(&err, rc, "out of memory");
-    else rc = cli_quantize_run(&o, outs, n_out, &run, &err);
+    int ec = CLI_EXIT_OK;
     if (rc) {
-        cli_print_error("quantize", &err);
-        for (size_t k = 0; k < n_out; k++)
-            if (outs[k].written)
+        fprintf(stderr, "llmpack quantize: out of memory\n");
+        ec = CLI_EXIT_RUNTIME;
+    } else if (llmpack_quantize(cj.j, &o, outs, n_out, &run)) {
+        ec = cli_job_fail(&cj);
+        for (size_t k = 0; k < run.n_out; k++)
+            if (run.outputs[k].written)
                 fprintf(stderr, "llmpack quantize: %s was completed before the failure and "
                         "stays\n", outs[k].path);
     } else if (json && !folder) {
-        cli_json_print(report_json(&o, &run, &outs[0]));
+        cli_json_print(report_json(&o, &run, &outs[0], &run.outputs[0]));
     } else if (json) {
         json_t *j = json_object(), *arr = json_array();
         json_object_set_new(j, "input", json_string(in));
         json_object_set_new(j, "folder", json_string(out));
         json_object_set_new(j, "format", json_string(fmt == LLMPACK_FMT_GGUF ? "gguf" : "lpk"));
         for (size_t k = 0; k < n_out; k++)
-            json_array_append_new(arr, report_json(&o, &run, &outs[k]));
+            json_array_append_new(arr, report_json(&o, &run, &outs[k], &run.outputs[k]));
         json_object_set_new(j, "outputs", arr);
         json_object_set_new(j, "seconds", json_real(run.seconds));
         cli_json_print(j);
     } else if (!quiet) {
         for (size_t k = 0; k < n_out; k++) {
             if (folder) printf("%s== %s (%s)\n", k ? "\n" : "", outs[k].path, outs[k].recipe);
-            report_text(&o, &run, &outs[k]);
+            report_text(&o, &run, &outs[k], &run.outputs[k]);
         }
         if (folder)
             printf("\n%zu files from one read of %s in %.2f s\n", n_out, in, run.seconds);
     }
-    cli_quantize_free(outs, n_out, &run);
+    llmpack_quantize_report_free(&run);
+    cli_job_free(&cj);
     for (size_t k = 0; k < n_out; k++) free(paths[k]);
-    return rc ? cli_exit_for(rc) : CLI_EXIT_OK;
+    return ec;
 }

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 llmpack_job *llmpack_job_new(void) { return calloc(1, sizeof(llmpack_job)); }
 
@@ -99,4 +100,20 @@ void job_notice(llmpack_job *j, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     j->notice(j->notice_user, msg);
+}
+
+int job_chunk_progress(void *user, int done, int total, uint64_t tokens, double seconds)
+{
+    job_chunks *c = user;
+    c->j->total = (uint64_t)total;
+    snprintf(c->item, sizeof c->item, "%.0f tokens/s",
+             seconds > 0 ? (double)tokens / seconds : 0.0);
+    return job_update(c->j, (uint64_t)done, c->item, c->what) != LPK_OK;
+}
+
+double job_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }

@@ -39,6 +39,17 @@ int job_open_input(llmpack_job *j, const char *path, unsigned flags, lpk_reader 
 int job_open_model(llmpack_job *j, const char *path, unsigned flags, lpk_reader **r);
 /* llmpack_export inside a job (no start or finish); res is not NULL. */
 int job_export(llmpack_job *j, const llmpack_export_opts *o, llmpack_export_result *res);
+/* A calib_progress_fn (calib/calib.h) over the stage begun on j, in chunks:
+ * the total, the token rate as item, and a cancellation point (what names
+ * the work). user: a job_chunks. */
+typedef struct job_chunks {
+    llmpack_job *j;
+    const char *what;
+    char item[64];
+} job_chunks;
+int job_chunk_progress(void *user, int done, int total, uint64_t tokens, double seconds);
+/* Monotonic seconds. */
+double job_now(void);
 /* A notice, printf-style. */
 void job_notice(llmpack_job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -221,6 +221,113 @@ typedef struct llmpack_generate_result {
 int llmpack_generate(llmpack_job *j, const llmpack_generate_opts *o, llmpack_generate_result *res);
 
 /* ---------------------------------------------------------------- quantize */
+/* A container -> one or several outputs, each with a recipe's types (or, for
+ * one output, the types a size target chooses), from one read of the input:
+ * every tensor is read (its checksum verified) once, converted to f32 once,
+ * and quantized, measured and written once per output. Every output's bytes
+ * equal those of a run with that output alone. */
+#define LLMPACK_QUANTIZE_MAX_OUTPUTS 16
+
+/* What applies to every output of a run. Start from llmpack_quantize_opts_init. */
+typedef struct llmpack_quantize_opts {
+    const char *in;          /* container (.lpk or GGUF) */
+    const char *imatrix;     /* importance matrix file (legacy or GGUF layout), or NULL */
+    const char *calib_text;  /* calibration text, or NULL. Without imatrix or gptq: the
+                              * importance matrix is computed from it (ctx 512) first;
+                              * with gptq: GPTQ's Hessians; with a size target: each
+                              * matrix's sensitivity (and the importance matrix unless
+                              * imatrix is given) */
+    int chunks;              /* chunks of 512 tokens of calib_text for the matrix or GPTQ
+                              * (0: every whole chunk) */
+    const char *name;        /* general.name of the outputs (NULL: in's) */
+    int pure;                /* every 2-D tensor at the recipe's type (fallbacks apply) */
+    int force;               /* replace existing outputs */
+    int allow_requantize;    /* quantize already quantized tensors to another type
+                              * (dequantized first; a notice per tensor) */
+    int gptq;                /* GPTQ instead of round-to-nearest (needs calib_text) */
+    double gptq_damp;        /* dampening, fraction of mean diag(H) (init: 0.01) */
+    int gptq_order;          /* 0 none, 1 act-order, 2 block-act-order (quant.h's
+                              * QUANT_GPTQ_ORDER_*) */
+    int gptq_sequential;     /* each block's Hessians from the inputs the blocks before
+                              * it give as quantized (one output only) */
+    /* A size target instead of recipes (one output, its recipe NULL; needs
+     * calib_text): at most target_bpw bits per weight over all tensors, or a file
+     * of at most max_size bytes; 0: none (not both). */
+    double target_bpw;
+    uint64_t max_size;
+    const char *target_label;  /* the limit as recorded in quant.target and the report
+                                * ("bpw 4.5", "max-size 14MB"); NULL: made from the number */
+    int calib_chunks;        /* chunks of calib_text for the sensitivities (init: 4) */
+} llmpack_quantize_opts;
+void llmpack_quantize_opts_init(llmpack_quantize_opts *o);
+
+/* One output. */
+typedef struct llmpack_quantize_out {
+    const char *path;        /* written to a temporary file beside it, renamed when
+                              * complete (a GGUF: a temporary container beside it,
+                              * exported, then removed) */
+    const char *recipe;      /* a recipe (quant_recipe_valid, any case); NULL with a
+                              * size target */
+    int format;              /* LLMPACK_FMT_LPK or LLMPACK_FMT_GGUF */
+} llmpack_quantize_out;
+
+/* Per tensor of one output. */
+typedef struct llmpack_quantize_tensor {
+    lpk_tensor in;           /* the input's declaration (data NULL) */
+    int type;                /* its type in the output */
+    uint64_t size;           /* its bytes in the output */
+    int fallback_from;       /* the type its rows did not fit, else -1 */
+    char note[128];          /* the plan's note, or "" */
+    double sse, ssx;         /* 2-D tensors (has_err): squared error and squared values */
+    int has_err;
+    int no_entry;            /* the importance matrix had no entry: equal weights used */
+} llmpack_quantize_tensor;
+
+typedef struct llmpack_quantize_output {
+    int written;             /* complete and renamed into place (also after a failure) */
+    uint64_t file_size;      /* of the file written */
+    llmpack_quantize_tensor *tensors;   /* n_tensors of the report, once planned */
+} llmpack_quantize_output;
+
+/* What a run did, for a report. Filled on success and on failure (outputs[k].
+ * written says which outputs stay); free with llmpack_quantize_report_free. */
+typedef struct llmpack_quantize_report {
+    size_t n_out;
+    llmpack_quantize_output *outputs;   /* n_out, in the order given */
+    size_t n_tensors;        /* of the input */
+    uint64_t in_bytes;       /* the input's tensor bytes */
+    int gptq;                /* GPTQ was used */
+    lpk_imatrix *imatrix;    /* the importance matrix used (read or computed), or NULL */
+    char target[96];         /* a size target's label, or "" */
+    uint64_t target_budget, target_bytes;   /* tensor bytes allowed and predicted */
+    double target_error;     /* the plan's predicted KL divergence (sum over tensors) */
+    double seconds;          /* from the first tensor read to the last output */
+} llmpack_quantize_report;
+void llmpack_quantize_report_free(llmpack_quantize_report *rep);   /* NULL is fine */
+
+/* Quantizes o->in into the n_out outputs (1..LLMPACK_QUANTIZE_MAX_OUTPUTS).
+ * Every output is checked before any work (an existing file without force:
+ * LPK_EEXIST). At the end the outputs are completed and renamed into place in
+ * order; a failure or a cancellation keeps those completed before it and
+ * leaves nothing of the others (no file, no temporary file). Progress stages:
+ * "calibrating" (chunks; the importance matrix from calib_text), "gptq
+ * calibration" (chunks), "quantize" (bytes of the input, item the tensor),
+ * "export" (bytes, per GGUF output). Notices: the calibration, the
+ * sensitivities, each tensor requantized. LPK_EINVAL: options that do not go
+ * together, an unknown recipe, a tensor already quantized to another type
+ * without allow_requantize; LPK_EINTR when cancelled. rep may be NULL. */
+int llmpack_quantize(llmpack_job *j, const llmpack_quantize_opts *o,
+                     const llmpack_quantize_out *outs, size_t n_out,
+                     llmpack_quantize_report *rep);
+
+/* The name quantize gives the files of a model in a folder (NAME in
+ * DIR/NAME-TYPE.lpk): name when not NULL, else in's general.name, else in's
+ * file name without its extension; letters, digits and . _ + - kept, any other
+ * run of bytes one '-', no leading '.' or '-', no trailing '-', at most 100
+ * bytes; "model" when nothing is left. buf holds n bytes (n >= 8). */
+int llmpack_quantize_name(llmpack_job *j, const char *in, const char *name, char *buf,
+                          size_t n);
+
 
 /* ---------------------------------------------------------------- calibrate */
 

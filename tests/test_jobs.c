@@ -977,6 +977,228 @@ static void test_info(void **state)
     free(junk);
 }
 
+/* ---------------------------------------------------------------- quantize */
+#define TEXT "examples/TinyStories-valid-sample.txt"
+
+/* The demo container's outputs: a Q4_K_M container and a Q8_0 GGUF. */
+static void two_outs(llmpack_quantize_out *outs, const char *dir)
+{
+    memset(outs, 0, 2 * sizeof *outs);
+    outs[0] = (llmpack_quantize_out){tu_fmt("%s/a.lpk", dir), "Q4_K_M", LLMPACK_FMT_LPK};
+    outs[1] = (llmpack_quantize_out){tu_fmt("%s/b.gguf", dir), "q8_0", LLMPACK_FMT_GGUF};
+}
+
+/* A handle on s, and the options' defaults with input in. */
+static llmpack_job *quantize_job(seen *s, llmpack_quantize_opts *o, const char *in)
+{
+    llmpack_quantize_opts_init(o);
+    o->in = in;
+    return new_job(s);
+}
+
+static void free_outs(llmpack_quantize_out *outs, size_t n)
+{
+    for (size_t k = 0; k < n; k++) free((char *)outs[k].path);
+}
+
+/* Two outputs from one read: each file the bytes of its run alone; the
+ * stages in order, the quantize stage adding up to the input's tensor bytes;
+ * the report describes both. */
+static void test_quantize(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *in = demo_container(dir);
+    char *multi = tu_fmt("%s/multi", dir), *single = tu_fmt("%s/single", dir);
+    assert_int_equal(mkdir(multi, 0700), 0);
+    assert_int_equal(mkdir(single, 0700), 0);
+    llmpack_quantize_out m[2], one[2];
+    two_outs(m, multi);
+    two_outs(one, single);
+    llmpack_quantize_opts o;
+    seen s;
+    llmpack_job *j = quantize_job(&s, &o, in);
+    llmpack_quantize_report rep;
+    assert_int_equal(llmpack_quantize(j, &o, m, 2, &rep), LPK_OK);
+    assert_int_equal(llmpack_job_status(j), LPK_OK);
+    assert_string_equal(s.stages, "quantize,export,");
+    assert_int_equal(s.begins, 2);
+    assert_int_equal(s.ends, 2);
+    assert_int_equal(rep.n_out, 2);
+    assert_true(rep.n_tensors > 0 && rep.in_bytes > 0);
+    assert_false(rep.gptq);
+    assert_null(rep.imatrix);
+    for (size_t k = 0; k < 2; k++) {
+        assert_true(rep.outputs[k].written);
+        assert_int_equal(rep.outputs[k].file_size, file_size(m[k].path));
+        assert_non_null(rep.outputs[k].tensors);
+    }
+    /* the Q8_0 output's matrices are q8_0 but those whose rows do not fit it
+     * (ffn_down's 172 values: f16, and the plan says why); 1-D tensors stay f32 */
+    for (size_t i = 0; i < rep.n_tensors; i++) {
+        const llmpack_quantize_tensor *t = &rep.outputs[1].tensors[i];
+        if (t->in.n_dims == 1) {
+            assert_int_equal(t->type, LPK_TYPE_F32);
+        } else if (t->fallback_from >= 0) {
+            assert_int_equal(t->fallback_from, LPK_TYPE_Q8_0);
+            assert_int_equal(t->type, LPK_TYPE_F16);
+            assert_non_null(strstr(t->note, "rows of 172 values"));
+        } else {
+            assert_int_equal(t->type, LPK_TYPE_Q8_0);
+        }
+        assert_true(t->in.n_dims == 1 || t->has_err);
+    }
+    uint64_t in_bytes = rep.in_bytes;
+    llmpack_quantize_report_free(&rep);
+    llmpack_quantize_report_free(&rep); /* freed twice: nothing */
+    assert_int_equal(tu_dir_entries(multi, 0), 2);
+
+    /* each alone, the report left out */
+    for (size_t k = 0; k < 2; k++) {
+        s.stages[0] = '\0';
+        assert_int_equal(llmpack_quantize(j, &o, &one[k], 1, NULL), LPK_OK);
+        assert_string_equal(s.stages, k ? "quantize,export," : "quantize,");
+        if (!k) assert_true(s.last_done == in_bytes && s.last_total == in_bytes);
+        tu_same_bytes(m[k].path, one[k].path);
+    }
+    /* the folder name of the model's files */
+    char name[64];
+    assert_int_equal(llmpack_quantize_name(j, in, NULL, name, sizeof name), LPK_OK);
+    assert_string_equal(name, "stories260K");
+    assert_int_equal(llmpack_quantize_name(j, in, "my model/1", name, sizeof name), LPK_OK);
+    assert_string_equal(name, "my-model-1");
+    llmpack_job_free(j);
+    free_outs(m, 2);
+    free_outs(one, 2);
+    tu_rmtree(dir);
+    free(dir); free(in); free(multi); free(single);
+}
+
+/* Cancelled while quantizing: LPK_EINTR naming the input, no output and no
+ * temporary file. Cancelled while the second output is exported: the first,
+ * complete, stays and the report says so. Cancelled while calibrating on a
+ * text: nothing written. */
+static void test_quantize_cancel(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *in = demo_container(dir), *outdir = tu_fmt("%s/out", dir);
+    assert_int_equal(mkdir(outdir, 0700), 0);
+    llmpack_quantize_out q[2];
+    two_outs(q, outdir);
+    llmpack_quantize_opts o;
+    seen s;
+    llmpack_job *j = quantize_job(&s, &o, in);
+    llmpack_quantize_report rep;
+    s.cancel_at = 2;
+    assert_int_equal(llmpack_quantize(j, &o, q, 2, &rep), LPK_EINTR);
+    assert_int_equal(llmpack_job_status(j), LPK_EINTR);
+    assert_non_null(strstr(llmpack_job_error(j), "cancelled"));
+    assert_non_null(strstr(llmpack_job_error(j), in));
+    assert_int_equal(s.updates, 2);
+    assert_int_equal(s.begins, s.ends);
+    assert_false(rep.outputs[0].written || rep.outputs[1].written);
+    size_t n_tensors = rep.n_tensors;
+    llmpack_quantize_report_free(&rep);
+    assert_int_equal(tu_dir_entries(outdir, 0), 0);
+
+    /* the quantize stage has an update per tensor; the next one is the export's */
+    llmpack_job *j2 = new_job(&s);
+    s.cancel_at = (int)n_tensors + 1;
+    assert_int_equal(llmpack_quantize(j2, &o, q, 2, &rep), LPK_EINTR);
+    assert_string_equal(s.stages, "quantize,export,");
+    assert_non_null(strstr(llmpack_job_error(j2), q[1].path));
+    assert_true(rep.outputs[0].written);
+    assert_false(rep.outputs[1].written);
+    assert_true(tu_exists(q[0].path));
+    assert_false(tu_exists(q[1].path));
+    assert_int_equal(tu_dir_entries(outdir, 0), 1);
+    llmpack_quantize_report_free(&rep);
+
+    /* in the calibration: the first chunk */
+    llmpack_job *j3 = new_job(&s);
+    s.cancel_at = 1;
+    o.force = 1;
+    o.calib_text = TEXT;
+    o.chunks = 2;
+    assert_int_equal(llmpack_quantize(j3, &o, &q[1], 1, NULL), LPK_EINTR);
+    assert_string_equal(s.stages, "calibrating,");
+    assert_non_null(strstr(s.notices, "calibrating on " TEXT));
+    assert_non_null(strstr(llmpack_job_error(j3), TEXT));
+    assert_false(tu_exists(q[1].path));
+    assert_int_equal(tu_dir_entries(outdir, 0), 1);
+    /* run to the end, it reports the matrix and its chunks */
+    llmpack_job_reset(j3);
+    s.cancel_at = 0;
+    s.stages[0] = '\0';
+    assert_int_equal(llmpack_quantize(j3, &o, &q[1], 1, &rep), LPK_OK);
+    assert_string_equal(s.stages, "calibrating,quantize,export,");
+    assert_non_null(rep.imatrix);
+    assert_int_equal(rep.imatrix->chunks, 2);
+    llmpack_quantize_report_free(&rep);
+    llmpack_job_free(j);
+    llmpack_job_free(j2);
+    llmpack_job_free(j3);
+    free_outs(q, 2);
+    tu_rmtree(dir);
+    free(dir); free(in); free(outdir);
+}
+
+/* Errors on the handle, nothing written: an unknown recipe, an importance
+ * matrix file that is not one, an output that exists, options that do not go
+ * together, a tensor already quantized. */
+static void test_quantize_errors(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *in = demo_container(dir);
+    char *out = tu_fmt("%s/o.lpk", dir), *junk = tu_fmt("%s/junk.imatrix", dir);
+    assert_int_equal(tu_write_file(junk, "not an importance matrix", 24), 0);
+    llmpack_quantize_out q = {out, "Q9_Z", LLMPACK_FMT_LPK};
+    llmpack_quantize_opts o;
+    seen s;
+    llmpack_job *j = quantize_job(&s, &o, in);
+    assert_int_equal(llmpack_quantize(j, &o, &q, 1, NULL), LPK_EINVAL);
+    assert_non_null(strstr(llmpack_job_error(j), "Q9_Z"));
+    assert_false(tu_exists(out));
+
+    q.recipe = "IQ4_XS";
+    o.imatrix = junk;
+    int st = llmpack_quantize(j, &o, &q, 1, NULL);
+    assert_true(st == LPK_ECORRUPT || st == LPK_ETRUNC);
+    assert_int_equal(llmpack_job_status(j), st);
+    assert_non_null(strstr(llmpack_job_error(j), junk));
+    assert_false(tu_exists(out));
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
+
+    o.imatrix = NULL;
+    o.gptq = 1;
+    assert_int_equal(llmpack_quantize(j, &o, &q, 1, NULL), LPK_EINVAL);
+    o.gptq = 0;
+    o.target_bpw = 6;
+    assert_int_equal(llmpack_quantize(j, &o, &q, 1, NULL), LPK_EINVAL); /* no text, a recipe */
+    o.target_bpw = 0;
+    assert_int_equal(llmpack_quantize(j, &o, &q, 0, NULL), LPK_EINVAL);
+
+    assert_int_equal(tu_write_file(out, "x", 1), 0);
+    assert_int_equal(llmpack_quantize(j, &o, &q, 1, NULL), LPK_EEXIST);
+    assert_non_null(strstr(llmpack_job_error(j), out));
+
+    /* a Q8_0 container requantized to Q4_0: refused, then allowed with a notice */
+    char *q8 = tu_fmt("%s/q8.lpk", dir), *q4 = tu_fmt("%s/q4.lpk", dir);
+    llmpack_quantize_out a = {q8, "q8_0", LLMPACK_FMT_LPK}, b = {q4, "q4_0", LLMPACK_FMT_LPK};
+    assert_int_equal(llmpack_quantize(j, &o, &a, 1, NULL), LPK_OK);
+    o.in = q8;
+    o.pure = 1;
+    assert_int_equal(llmpack_quantize(j, &o, &b, 1, NULL), LPK_EINVAL);
+    assert_non_null(strstr(llmpack_job_error(j), "--allow-requantize"));
+    assert_false(tu_exists(q4));
+    o.allow_requantize = 1;
+    s.notices[0] = '\0';
+    assert_int_equal(llmpack_quantize(j, &o, &b, 1, NULL), LPK_OK);
+    assert_non_null(strstr(s.notices, "dequantizing q8_0 to requantize it as q4_0"));
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir); free(in); free(out); free(junk); free(q8); free(q4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -995,6 +1217,9 @@ int main(void)
         cmocka_unit_test(test_verify_errors),
         cmocka_unit_test(test_check),
         cmocka_unit_test(test_info),
+        cmocka_unit_test(test_quantize),
+        cmocka_unit_test(test_quantize_cancel),
+        cmocka_unit_test(test_quantize_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,674 @@
+/* The quantize job: a container (.lpk or GGUF) -> one or several outputs,
+ * each with a recipe's types, streamed tensor by tensor: every source tensor
+ * is read (and its checksum verified) once, converted to f32 once, and
+ * quantized, measured and written once per output. A GGUF output is a
+ * container beside it, exported (job_export.c) and removed. */
+#include "job_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include "../calib/calib.h"
+#include "../quant/quant.h"
+#include "../verify/verify.h"
+
+/* One output while the job runs. */
+typedef struct qout {
+    const llmpack_quantize_out *o;
+    llmpack_quantize_output *rep;
+    lpk_tensor *decls;         /* n: the output's tensors (type, size) */
+    quant_choice *ch;          /* n: the plan */
+    llmpack_quantize_tensor *t;/* n: the report's entries (rep->tensors once planned) */
+    char tmp[4096];            /* a GGUF output's temporary container, or "" */
+    lpk_writer *w;
+    void *qbuf;
+} qout;
+
+/* What the outputs share. */
+typedef struct qrun {
+    llmpack_job *j;
+    const llmpack_quantize_opts *o;
+    lpk_reader *r;
+    size_t n;
+    lpk_imatrix *im;
+    calib_gptq *g;
+    quant_target_result tres;
+    llmpack_quantize_report *rep;
+    uint64_t done_bytes;       /* the quantize stage's bytes so far */
+    char item[96];             /* its item while GPTQ runs a block's calibration passes */
+} qrun;
+
+static const char *tname(int type)
+{
+    const lpk_type_info *ti = lpk_type_get(type);
+    return ti ? ti->name : "?";
+}
+
+void llmpack_quantize_opts_init(llmpack_quantize_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    calib_gptq_opts go;
+    calib_gptq_opts_default(&go);
+    o->gptq_damp = go.damp;
+    o->gptq_order = go.order;
+    o->calib_chunks = 4;
+}
+
+void llmpack_quantize_report_free(llmpack_quantize_report *rep)
+{
+    if (!rep) return;
+    for (size_t k = 0; k < rep->n_out && rep->outputs; k++) free(rep->outputs[k].tensors);
+    free(rep->outputs);
+    lpk_imatrix_free(rep->imatrix);
+    memset(rep, 0, sizeof *rep);
+}
+
+/* Source tensor -> f32 (dequantizing block types). */
+static int to_f32(const lpk_tensor *t, float *x, lpk_error *err)
+{
+    int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
+    int rc = quant_type_is_block(t->type) ? quant_dequantize_rows(t->type, t->data, nr, nc, x)
+                                          : lpk_to_f32_row(t->type, t->data, x,
+                                                           (size_t)(nr * nc));
+    if (rc) return lpk_err(err, LPK_EUNSUPPORTED, "%s: cannot read type %s", t->name,
+                           tname(t->type));
+    return LPK_OK;
+}
+
+/* Bytes of a GGUF file of the keys in m and the n tensors that are not
+ * tensor data (the header, key/values, tensor infos, alignment padding at
+ * most): what export adds to the tensors, near enough for a budget (its keys
+ * are m's give or take a few; the exported file's exact size is checked). */
+static uint64_t gguf_overhead(const lpk_meta *m, const lpk_tensor *decls, size_t n)
+{
+    uint64_t b = 4 + 4 + 8 + 8 + 31;
+    for (size_t i = 0; i < lpk_meta_count(m); i++) {
+        const lpk_kv *kv = lpk_meta_at(m, i);
+        b += 8 + strlen(kv->key) + 4;
+        if (kv->type == LPK_V_STR) {
+            b += 8 + kv->str.n;
+        } else if (kv->type != LPK_V_ARR) {
+            b += lpk_vtype_size(kv->type);
+        } else {
+            b += 4 + 8;
+            if (kv->elem != LPK_V_STR) b += kv->count * lpk_vtype_size(kv->elem);
+            else for (uint64_t k = 0; k < kv->count; k++) b += 8 + lpk_kv_str_at(kv, k).n;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        b += 8 + strlen(decls[i].name) + 4 + 8 * (uint64_t)decls[i].n_dims + 4 + 8 + 31;
+    return b;
+}
+
+/* The container path an output's tensors go to: the output itself, or a GGUF
+ * output's temporary container. */
+static const char *container_of(const qout *q)
+{
+    return q->o->format == LLMPACK_FMT_GGUF ? q->tmp : q->o->path;
+}
+
+/* The size-target plan of the single output (budget in bytes of tensors). */
+static int plan_target(qrun *run, qout *q, const float *const *imw, const double *gains,
+                       uint64_t budget)
+{
+    lpk_error *err = job_err(run->j);
+    for (size_t i = 0; i < run->n; i++) q->decls[i] = *lpk_reader_tensor(run->r, i);
+    int rc = quant_plan_target(q->decls, run->n, imw, gains, NULL, 0, budget, q->ch,
+                               &run->tres, err);
+    if (rc == LPK_ENOSPC) {
+        /* a budget no plan fits: the limit asked for is the problem (exit 2) */
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        rc = lpk_err(err, LPK_EINVAL, "%s: %s", run->o->in, msg);
+    }
+    return rc;
+}
+
+/* Everything about output q that follows from its plan: the refusal of a
+ * tensor to requantize, the declarations' sizes, the metadata, its buffer;
+ * then its writer is opened. */
+static int prepare_output(qrun *run, qout *q)
+{
+    const llmpack_quantize_opts *o = run->o;
+    lpk_error *err = job_err(run->j);
+    lpk_reader *r = run->r;
+    uint64_t max_bytes = 1;
+    for (size_t i = 0; i < run->n; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        int src = t->type, dst = q->ch[i].type;
+        if (quant_type_is_block(src) && src != dst && !o->allow_requantize)
+            return lpk_err(err, LPK_EINVAL,
+                           "%s: %s is already %s; quantizing it to %s would dequantize it "
+                           "first (add --allow-requantize)", o->in, t->name, tname(src),
+                           tname(dst));
+        q->decls[i] = *t;
+        q->decls[i].type = dst;
+        q->decls[i].data = NULL;
+        if (lpk_type_nbytes(dst, lpk_tensor_nelems(t), &q->decls[i].size))
+            return lpk_err(err, LPK_EINVAL, "%s: %s does not fit type %s", o->in, t->name,
+                           tname(dst));
+        if (q->decls[i].size > max_bytes) max_bytes = q->decls[i].size;
+    }
+    if (o->allow_requantize)
+        for (size_t i = 0; i < run->n; i++) {
+            const lpk_tensor *t = lpk_reader_tensor(r, i);
+            if (quant_type_is_block(t->type) && t->type != q->ch[i].type)
+                job_notice(run->j, "%s: dequantizing %s to requantize it as %s", t->name,
+                           tname(t->type), tname(q->ch[i].type));
+        }
+    lpk_meta *meta = lpk_meta_new();
+    int rc = meta ? lpk_meta_copy(meta, lpk_reader_meta(r)) : LPK_ENOMEM;
+    if (!rc && o->name) rc = lpk_meta_set_str(meta, "general.name", o->name);
+    if (!rc)
+        rc = q->o->recipe
+                 ? quant_plan_record(q->o->recipe, o->pure, q->decls, q->ch, run->n, meta)
+                 : quant_plan_record_target(run->rep->target, &run->tres, q->decls, q->ch,
+                                            run->n, meta);
+    if (!rc && run->im) rc = lpk_imatrix_record(run->im, o->imatrix, meta);
+    if (!rc && run->g) rc = calib_gptq_record(run->g, meta);
+    if (rc) {
+        lpk_meta_free(meta);
+        return lpk_err(err, rc, "cannot record the recipe in the metadata");
+    }
+    if (max_bytes > SIZE_MAX || !(q->qbuf = malloc((size_t)max_bytes))) {
+        lpk_meta_free(meta);
+        return lpk_err(err, LPK_ENOMEM, "out of memory");
+    }
+    /* the temporary container of a GGUF output exists already (empty) */
+    unsigned flags = o->force || q->o->format == LLMPACK_FMT_GGUF ? LPK_WRITE_FORCE : 0;
+    rc = lpk_writer_open(container_of(q), meta, q->decls, run->n, flags, &q->w, err);
+    lpk_meta_free(meta);
+    return rc;
+}
+
+/* All outputs together must fit the free space of their folder (each writer
+ * checks its own file only): the containers, and the largest GGUF beside
+ * them while it is exported. */
+static int check_space(const qout *outs, size_t n_out, lpk_error *err)
+{
+    uint64_t need = 0, gguf = 0;
+    for (size_t k = 0; k < n_out; k++) {
+        uint64_t s = lpk_writer_file_size(outs[k].w);
+        need += s;
+        if (outs[k].o->format == LLMPACK_FMT_GGUF && s > gguf) gguf = s;
+    }
+    need += gguf;
+    char dir[4096];
+    const char *path = outs[0].o->path, *slash = strrchr(path, '/');
+    int dl = slash ? (int)(slash - path) + 1 : 0;
+    snprintf(dir, sizeof dir, "%.*s", dl, dl ? path : ".");
+    struct statvfs vs;
+    if (statvfs(dir, &vs) != 0 || !vs.f_frsize || vs.f_bavail > UINT64_MAX / vs.f_frsize)
+        return LPK_OK;
+    uint64_t avail = (uint64_t)vs.f_bavail * vs.f_frsize;
+    if (avail < need)
+        return lpk_err(err, LPK_ENOSPC, "%s: the %zu outputs need about %" PRIu64 " bytes, %"
+                       PRIu64 " free", dir, n_out, need, avail);
+    return LPK_OK;
+}
+
+/* Output q's version of tensor i (t, its f32 values in x when converted):
+ * quantized (or the source bytes), measured, written. */
+static int write_tensor(qrun *run, qout *q, size_t i, const lpk_tensor *t, const void *bytes,
+                        const float *x, float *wbuf)
+{
+    lpk_error *err = job_err(run->j);
+    int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
+    int type = q->ch[i].type, rc = LPK_OK;
+    llmpack_quantize_tensor *st = &q->t[i];
+    if (t->type != type) {
+        lpk_error qe = {0};
+        const float *iw = NULL;
+        if (run->im && quant_type_is_block(type)) {
+            const lpk_imatrix_entry *e = lpk_imatrix_find(run->im, t->name);
+            if (e) {
+                lpk_imatrix_weights(e, wbuf);
+            } else {
+                /* no entry: every column of equal importance */
+                for (int64_t c = 0; c < nc; c++) wbuf[c] = 1.0f;
+                st->no_entry = 1;
+            }
+            iw = wbuf;
+        }
+        if (run->g && calib_gptq_applies(run->g, t->name, type))
+            rc = calib_gptq_quantize(run->g, t->name, type, x, nr, nc, q->qbuf, &qe);
+        else
+            rc = quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, q->qbuf, iw,
+                                        quant_rows_flags(t->name, q->decls, run->n), &qe);
+        if (rc) return lpk_err(err, rc, "%s: tensor %s: %s", run->o->in, t->name, qe.msg);
+        if (t->n_dims >= 2) {
+            quant_error(type, x, q->qbuf, nr, nc, &st->sse, &st->ssx);
+            st->has_err = 1;
+        }
+        bytes = q->qbuf;
+    } else if (t->n_dims >= 2) {
+        /* copied as is: no error, but its weights count in the pooled figure */
+        for (uint64_t k = 0; k < lpk_tensor_nelems(t); k++) st->ssx += (double)x[k] * x[k];
+        st->has_err = 1;
+    }
+    rc = lpk_writer_tensor_begin(q->w, t->name, err);
+    if (!rc) rc = lpk_writer_tensor_write(q->w, bytes, (size_t)q->decls[i].size, err);
+    if (!rc) rc = lpk_writer_tensor_end(q->w, err);
+    return rc;
+}
+
+/* Forgets what a pass over the tensors did to the outputs (before another). */
+static void reset_outputs(qout *outs, size_t n_out, size_t n)
+{
+    for (size_t k = 0; k < n_out; k++) {
+        lpk_writer_abort(outs[k].w);
+        outs[k].w = NULL;
+        free(outs[k].qbuf);
+        outs[k].qbuf = NULL;
+        memset(outs[k].t, 0, n * sizeof *outs[k].t);
+    }
+}
+
+/* The options that do not go together, and the outputs. */
+static int check_opts(const llmpack_quantize_opts *o, const llmpack_quantize_out *outs,
+                      size_t n_out, lpk_error *err)
+{
+    const int target = o->target_bpw > 0 || o->max_size > 0;
+    if (!o->in) return lpk_err(err, LPK_EINVAL, "quantize: no input given");
+    if (!n_out || n_out > LLMPACK_QUANTIZE_MAX_OUTPUTS)
+        return lpk_err(err, LPK_EINVAL, "quantize: %zu outputs (1 to %d)", n_out,
+                       LLMPACK_QUANTIZE_MAX_OUTPUTS);
+    if (target && n_out != 1)
+        return lpk_err(err, LPK_EINVAL, "quantize: a size target writes one output, not %zu",
+                       n_out);
+    if (o->target_bpw > 0 && o->max_size > 0)
+        return lpk_err(err, LPK_EINVAL, "quantize: a bits-per-weight target and a size limit "
+                       "exclude each other");
+    if (target && !o->calib_text)
+        return lpk_err(err, LPK_EINVAL, "quantize: a size target needs a calibration text");
+    if (o->imatrix && o->calib_text && !target)
+        return lpk_err(err, LPK_EINVAL, "quantize: an importance matrix file and a "
+                       "calibration text exclude each other");
+    if (o->gptq && !o->calib_text)
+        return lpk_err(err, LPK_EINVAL, "quantize: GPTQ needs a calibration text");
+    if (o->gptq && o->gptq_sequential && n_out > 1)
+        return lpk_err(err, LPK_EINVAL, "quantize: GPTQ with quantized inputs makes one "
+                       "output at a time");
+    for (size_t k = 0; k < n_out; k++) {
+        const llmpack_quantize_out *q = &outs[k];
+        if (!q->path) return lpk_err(err, LPK_EINVAL, "quantize: output %zu has no path", k);
+        if (q->format != LLMPACK_FMT_LPK && q->format != LLMPACK_FMT_GGUF)
+            return lpk_err(err, LPK_EINVAL, "%s: unknown output format %d", q->path, q->format);
+        if (target ? q->recipe != NULL : !q->recipe)
+            return lpk_err(err, LPK_EINVAL, "%s: %s", q->path, target
+                           ? "a size target chooses the types: no recipe with it"
+                           : "no recipe given");
+        if (q->recipe && !quant_recipe_valid(q->recipe))
+            return lpk_err(err, LPK_EINVAL, "%s: unknown recipe '%s' (one of: %s)", q->path,
+                           q->recipe, quant_recipe_list());
+    }
+    return LPK_OK;
+}
+
+/* The importance matrix (read, or computed from the text) or GPTQ's
+ * Hessians: once for all outputs. src: the input's declarations. */
+static int weighting(qrun *run, const lpk_tensor *src)
+{
+    const llmpack_quantize_opts *o = run->o;
+    llmpack_job *j = run->j;
+    lpk_error *err = job_err(j);
+    int rc = LPK_OK;
+    job_chunks cs = {.j = j, .what = o->calib_text};
+    if (o->imatrix) {
+        rc = lpk_imatrix_read(o->imatrix, &run->im, err);
+    } else if (o->calib_text && o->gptq) {
+        calib_gptq_opts go;
+        calib_gptq_opts_default(&go);
+        go.chunks = o->chunks;
+        go.damp = o->gptq_damp;
+        go.order = o->gptq_order;
+        go.sequential = o->gptq_sequential;
+        rc = job_begin(j, "gptq calibration", "chunks", 0, o->calib_text);
+        if (!rc)
+            rc = calib_gptq_collect(run->r, o->calib_text, &go, job_chunk_progress, &cs, &run->g,
+                                    err);
+        job_end(j);
+        run->rep->gptq = run->g != NULL;
+    } else if (o->calib_text) {
+        calib_opts co = {.ctx = 512, .max_chunks = o->chunks, .progress = job_chunk_progress,
+                         .user = &cs};
+        job_notice(j, "calibrating on %s", o->calib_text);
+        rc = job_begin(j, "calibrating", "chunks", 0, o->calib_text);
+        if (!rc) rc = calib_reader(run->r, o->calib_text, &co, &run->im, err);
+        job_end(j);
+    }
+    if (!rc && run->im)
+        rc = lpk_imatrix_check(run->im, o->imatrix ? o->imatrix : o->calib_text, src, run->n,
+                               err);
+    return rc;
+}
+
+/* The size target's budget in bytes of tensors, and the sensitivities and
+ * importance rows of every tensor (*gains, *imw: n each), then the plan. */
+static int target_plan(qrun *run, qout *q, uint64_t *budget, double **gains, float ***imw)
+{
+    const llmpack_quantize_opts *o = run->o;
+    lpk_error *err = job_err(run->j);
+    lpk_reader *r = run->r;
+    size_t n = run->n;
+    const lpk_tensor *src = q->decls; /* the input's declarations until planned */
+    /* bits per weight over every tensor, or the file size less the input's
+     * non-tensor bytes and some slack (the writer's exact size is checked later) */
+    uint64_t elems = 0, in_tensors = 0;
+    for (size_t i = 0; i < n; i++) {
+        elems += lpk_tensor_nelems(&src[i]);
+        in_tensors += src[i].size;
+    }
+    char *label = run->rep->target;
+    size_t ln = sizeof run->rep->target;
+    if (o->target_bpw > 0) {
+        *budget = (uint64_t)(o->target_bpw * (double)elems / 8.0);
+        if (o->target_label) snprintf(label, ln, "%s", o->target_label);
+        else snprintf(label, ln, "bpw %g", o->target_bpw);
+    } else {
+        uint64_t fsz = lpk_reader_file_size(r);
+        uint64_t overhead = q->o->format == LLMPACK_FMT_GGUF
+                                ? gguf_overhead(lpk_reader_meta(r), src, n)
+                                : fsz > in_tensors ? fsz - in_tensors : 0;
+        overhead += 4096 + 64 * (uint64_t)n;
+        *budget = o->max_size > overhead ? o->max_size - overhead : 0;
+        if (o->target_label) snprintf(label, ln, "%s", o->target_label);
+        else snprintf(label, ln, "max-size %" PRIu64, o->max_size);
+    }
+    *gains = calloc(n ? n : 1, sizeof **gains);
+    *imw = calloc(n ? n : 1, sizeof **imw);
+    if (!*gains || !*imw) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n && run->im; i++) {
+        const lpk_imatrix_entry *e = lpk_imatrix_find(run->im, src[i].name);
+        if (!e) continue;
+        if (!((*imw)[i] = malloc((size_t)e->n * sizeof(float))))
+            return lpk_err(err, LPK_ENOMEM, "out of memory");
+        lpk_imatrix_weights(e, (*imw)[i]);
+    }
+    job_notice(run->j, "measuring each matrix's sensitivity on %s", o->calib_text);
+    int rc = job_check_cancel(run->j, o->in);
+    if (!rc)
+        rc = vf_target_gains_text(r, o->calib_text, 512, o->calib_chunks,
+                                  (const float *const *)*imw, *gains, err);
+    if (!rc) rc = plan_target(run, q, (const float *const *)*imw, *gains, *budget);
+    return rc;
+}
+
+/* calib_gptq_set_progress's callback: the blocks' calibration passes as the
+ * quantize stage's item (stages do not nest), each chunk a cancellation point. */
+static int on_gptq_blocks(void *user, int done, int total, uint64_t tokens, double seconds)
+{
+    qrun *run = user;
+    snprintf(run->item, sizeof run->item, "gptq blocks %d/%d chunks, %.0f tokens/s", done, total,
+             seconds > 0 ? (double)tokens / seconds : 0.0);
+    return job_update(run->j, run->done_bytes, run->item, run->o->in) != LPK_OK;
+}
+
+/* One pass: every tensor read once and written to every output, the outputs
+ * completed in order, the GGUF ones exported. *excess > 0 when a size target
+ * was missed by that many bytes (nothing kept: plan again). */
+static int quantize_pass(qrun *run, qout *outs, size_t n_out, float *x, float *wbuf,
+                         int *tries, uint64_t *excess)
+{
+    const llmpack_quantize_opts *o = run->o;
+    llmpack_job *j = run->j;
+    lpk_error *err = job_err(j);
+    lpk_reader *r = run->r;
+    int rc = job_begin(j, "quantize", "B", run->rep->in_bytes, o->in);
+    run->done_bytes = 0;
+    if (run->g) calib_gptq_set_progress(run->g, on_gptq_blocks, run);
+    double t0 = job_now();
+    for (size_t i = 0; i < run->n && !rc; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        const void *bytes;
+        rc = lpk_reader_tensor_data(r, i, &bytes, err);
+        if (rc) break;
+        int need_f32 = t->n_dims >= 2;
+        for (size_t k = 0; k < n_out; k++) need_f32 |= t->type != outs[k].ch[i].type;
+        if (need_f32) rc = to_f32(t, x, err);
+        for (size_t k = 0; k < n_out && !rc; k++)
+            rc = write_tensor(run, &outs[k], i, t, bytes, x, wbuf);
+        lpk_reader_release_tensor(r, i);
+        run->done_bytes += t->size;
+        if (!rc) rc = job_update(j, run->done_bytes, t->name, o->in);
+    }
+    if (run->g) calib_gptq_set_progress(run->g, NULL, NULL);
+    job_end(j);
+    /* complete each output in order; a GGUF output's container waits */
+    for (size_t k = 0; k < n_out && !rc; k++) {
+        rc = lpk_writer_finish(outs[k].w, err);
+        outs[k].w = NULL;
+        if (!rc && outs[k].o->format == LLMPACK_FMT_GGUF) llmpack_tmp_hold(outs[k].tmp);
+        else if (!rc) outs[k].rep->written = 1;
+    }
+    for (size_t k = 0; k < n_out && !rc; k++) {
+        qout *q = &outs[k];
+        if (q->o->format != LLMPACK_FMT_GGUF) continue;
+        llmpack_export_result es;
+        char *name = llmpack_name_from_path(q->o->path);
+        llmpack_export_opts eo = {.in = q->tmp, .out = q->o->path, .format = LLMPACK_FMT_GGUF,
+                                  .name = name, .force = o->force, .max_size = o->max_size};
+        rc = name ? job_export(j, &eo, &es) : lpk_err(err, LPK_ENOMEM, "out of memory");
+        free(name);
+        if (rc == LPK_ENOSPC && o->max_size && es.file_size > o->max_size && (*tries)++ < 8) {
+            /* the GGUF came out larger than estimated: quantize again */
+            *excess = es.file_size - o->max_size + ((uint64_t)4096 << *tries);
+            lpk_error_clear(err);
+            return LPK_OK;
+        }
+        /* the container is not needed any more, whatever happened */
+        llmpack_tmp_remove(q->tmp);
+        q->tmp[0] = '\0';
+        if (!rc) q->rep->written = 1;
+    }
+    run->rep->seconds = job_now() - t0;
+    return rc;
+}
+
+/* The report's figures of each output once the run is over. */
+static void fill_report(qrun *run, qout *outs, size_t n_out)
+{
+    llmpack_quantize_report *rep = run->rep;
+    rep->target_budget = run->tres.budget;
+    rep->target_bytes = run->tres.bytes;
+    rep->target_error = run->tres.err;
+    for (size_t k = 0; k < n_out; k++) {
+        qout *q = &outs[k];
+        if (q->rep->written) {
+            struct stat sb;
+            if (stat(q->o->path, &sb) == 0) q->rep->file_size = (uint64_t)sb.st_size;
+        }
+        if (!q->t || !q->ch) continue;
+        for (size_t i = 0; i < run->n; i++) {
+            llmpack_quantize_tensor *t = &q->t[i];
+            t->in = *lpk_reader_tensor(run->r, i);
+            t->in.data = NULL;
+            t->type = q->ch[i].type;
+            t->size = q->decls[i].size;
+            t->fallback_from = q->ch[i].fallback_from;
+            memcpy(t->note, q->ch[i].note, sizeof t->note);
+            t->note[sizeof t->note - 1] = '\0';
+        }
+        q->rep->tensors = q->t;
+        q->t = NULL;
+    }
+}
+
+static int quantize(qrun *run, const llmpack_quantize_out *given, qout *outs, size_t n_out)
+{
+    const llmpack_quantize_opts *o = run->o;
+    llmpack_job *j = run->j;
+    lpk_error *err = job_err(j);
+    llmpack_quantize_report *rep = run->rep;
+    const int target = o->target_bpw > 0 || o->max_size > 0;
+    double *gains = NULL;
+    float **imw = NULL, *x = NULL, *wbuf = NULL;
+    uint64_t budget = 0;
+    int tries = 0;
+    int rc = check_opts(o, given, n_out, err);
+    if (!rc && !(rep->outputs = calloc(n_out, sizeof *rep->outputs)))
+        rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+    if (rc) return rc;
+    rep->n_out = n_out;
+    for (size_t k = 0; k < n_out; k++) {
+        outs[k].o = &given[k];
+        outs[k].rep = &rep->outputs[k];
+    }
+    /* every target before any work; GGUF outputs get their temporary container */
+    for (size_t k = 0; k < n_out && !rc; k++) {
+        rc = lpk_writer_check_target(given[k].path, o->force ? LPK_WRITE_FORCE : 0, err);
+        if (!rc && given[k].format == LLMPACK_FMT_GGUF)
+            rc = llmpack_tmp_beside(given[k].path, outs[k].tmp, sizeof outs[k].tmp, err);
+    }
+    if (!rc) rc = job_open_input(j, o->in, lpk_reader_default_flags(), &run->r);
+    if (rc) goto done;
+    lpk_reader *r = run->r;
+    size_t n = run->n = rep->n_tensors = lpk_reader_n_tensors(r);
+    for (size_t k = 0; k < n_out && !rc; k++) {
+        outs[k].decls = calloc(n ? n : 1, sizeof *outs[k].decls);
+        outs[k].ch = calloc(n ? n : 1, sizeof *outs[k].ch);
+        outs[k].t = calloc(n ? n : 1, sizeof *outs[k].t);
+        if (!outs[k].decls || !outs[k].ch || !outs[k].t)
+            rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+        for (size_t i = 0; i < n && !rc; i++) outs[k].decls[i] = *lpk_reader_tensor(r, i);
+    }
+    if (rc) goto done;
+    for (size_t i = 0; i < n; i++) rep->in_bytes += lpk_reader_tensor(r, i)->size;
+
+    if ((rc = weighting(run, outs[0].decls))) goto done;
+
+    /* the plans */
+    if (target) {
+        rc = target_plan(run, &outs[0], &budget, &gains, &imw);
+    } else {
+        unsigned flags = (o->pure ? QUANT_PLAN_PURE : 0u) |
+                         (run->im || run->g ? QUANT_PLAN_IMATRIX : 0u);
+        for (size_t k = 0; k < n_out && !rc; k++)
+            rc = quant_plan(given[k].recipe, flags, lpk_reader_meta(r), outs[k].decls, n,
+                            outs[k].ch, err);
+    }
+    if (rc) goto done;
+
+    /* one f32 copy of the largest tensor, one importance row */
+    uint64_t max_elems = 1;
+    int64_t max_cols = 1;
+    for (size_t i = 0; i < n; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        if (lpk_tensor_nelems(t) > max_elems) max_elems = lpk_tensor_nelems(t);
+        if (lpk_tensor_ncols(t) > max_cols) max_cols = lpk_tensor_ncols(t);
+    }
+    if (max_elems > SIZE_MAX / sizeof(float)) {
+        rc = lpk_err(err, LPK_ENOMEM, "tensor too large");
+        goto done;
+    }
+    x = malloc((size_t)max_elems * sizeof *x);
+    wbuf = run->im ? malloc((size_t)max_cols * sizeof *wbuf) : NULL;
+    if (!x || (run->im && !wbuf)) { rc = lpk_err(err, LPK_ENOMEM, "out of memory"); goto done; }
+
+    for (;;) { /* more than once only when a size target is missed */
+        uint64_t excess = 0;
+        for (size_t k = 0; k < n_out && !rc; k++) rc = prepare_output(run, &outs[k]);
+        if (rc) goto done;
+        if (o->max_size && given[0].format == LLMPACK_FMT_LPK &&
+            lpk_writer_file_size(outs[0].w) > o->max_size) {
+            if (tries++ >= 8) {
+                rc = lpk_err(err, LPK_ENOSPC, "%s: no plan found within %" PRIu64 " bytes",
+                             given[0].path, o->max_size);
+                goto done;
+            }
+            /* the metadata and alignment took more than estimated: plan again with
+             * a budget smaller by the excess and a step that doubles each time (the
+             * plan moves in whole tensors' steps) */
+            excess = lpk_writer_file_size(outs[0].w) - o->max_size + ((uint64_t)4096 << tries);
+        }
+        if (!excess && n_out > 1) rc = check_space(outs, n_out, err);
+        if (rc) goto done;
+        if (!excess) {
+            rc = quantize_pass(run, outs, n_out, x, wbuf, &tries, &excess);
+            if (rc || !excess) break;
+        }
+        reset_outputs(outs, n_out, n);
+        budget = budget > excess ? budget - excess : 0;
+        rc = plan_target(run, &outs[0], (const float *const *)imw, gains, budget);
+        if (rc) goto done;
+    }
+
+done:
+    fill_report(run, outs, n_out);
+    for (size_t k = 0; k < n_out; k++) {
+        lpk_writer_abort(outs[k].w);
+        if (outs[k].tmp[0]) llmpack_tmp_remove(outs[k].tmp);
+        free(outs[k].qbuf);
+        free(outs[k].decls);
+        free(outs[k].ch);
+        free(outs[k].t);
+    }
+    free(x);
+    free(wbuf);
+    free(gains);
+    for (size_t i = 0; imw && i < run->n; i++) free(imw[i]);
+    free(imw);
+    return rc;
+}
+
+int llmpack_quantize(llmpack_job *j, const llmpack_quantize_opts *o,
+                     const llmpack_quantize_out *outs, size_t n_out,
+                     llmpack_quantize_report *rep)
+{
+    llmpack_quantize_report local;
+    qout q[LLMPACK_QUANTIZE_MAX_OUTPUTS];
+    memset(q, 0, sizeof q);
+    qrun run = {.j = j, .o = o, .rep = rep ? rep : &local};
+    memset(run.rep, 0, sizeof *run.rep);
+    job_start(j);
+    int rc = quantize(&run, outs, q, n_out);
+    run.rep->imatrix = run.im;
+    calib_gptq_free(run.g);
+    lpk_reader_close(run.r);
+    if (!rep) llmpack_quantize_report_free(&local);
+    return job_finish(j, rc);
+}
+
+/* ---------------------------------------------------------------- file names */
+/* A model name as a file name (llmpack_quantize_name's rules). */
+static void file_name_of(const char *name, char *buf, size_t n)
+{
+    size_t k = 0;
+    for (const char *p = name; *p && k + 1 < n && k < 100; p++) {
+        unsigned char c = (unsigned char)*p;
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '_' || c == '+' || c == '-';
+        if (!ok) c = '-';
+        if (c == '-' && k > 0 && buf[k - 1] == '-') continue;
+        if ((c == '-' || c == '.') && k == 0) continue;
+        buf[k++] = (char)c;
+    }
+    while (k > 0 && buf[k - 1] == '-') k--;
+    buf[k] = '\0';
+    if (!k) snprintf(buf, n, "model");
+}
+
+int llmpack_quantize_name(llmpack_job *j, const char *in, const char *name, char *buf, size_t n)
+{
+    job_start(j);
+    if (n < 8) return job_finish(j, lpk_err(job_err(j), LPK_EINVAL, "quantize: name buffer "
+                                            "of %zu bytes", n));
+    if (name) {
+        file_name_of(name, buf, n);
+        return job_finish(j, LPK_OK);
+    }
+    lpk_reader *r = NULL;
+    int rc = job_open_input(j, in, lpk_reader_default_flags(), &r);
+    if (!rc) {
+        const char *g = lpk_meta_get_str(lpk_reader_meta(r), "general.name");
+        char *base = g && *g ? NULL : llmpack_name_from_path(in);
+        file_name_of(g && *g ? g : base ? base : "", buf, n);
+        free(base);
+    }
+    lpk_reader_close(r);
+    return job_finish(j, rc);
+}
