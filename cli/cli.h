@@ -135,8 +135,5 @@ struct cli_job {
     cli_progress pr;
     char label[96];
 };
-/* A calib_progress_fn over a cli_progress (user): chunks done of total, with
- * the token rate; the clock starts at the first chunk. Never stops the run. */
-int cli_chunk_progress(void *user, int done, int total, uint64_t tokens, double seconds);
 
 #endif

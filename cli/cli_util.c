@@ -245,17 +245,3 @@ void cli_progress_end(cli_progress *p)
         fprintf(stderr, "llmpack %s: done in %s\n", p->label, el);
     }
 }
-
-int cli_chunk_progress(void *user, int done, int total, uint64_t tokens, double seconds)
-{
-    cli_progress *p = user;
-    char extra[64];
-    if (done == 1) {
-        /* loading and tokenizing are done when the first chunk reports */
-        p->total = (uint64_t)total;
-        p->t0 = cli_now() - seconds;
-    }
-    snprintf(extra, sizeof extra, "%.0f tokens/s", seconds > 0 ? (double)tokens / seconds : 0.0);
-    cli_progress_update(p, (uint64_t)done, extra);
-    return 0;
-}

@@ -1,4 +1,5 @@
-/* llmpack calibrate: an importance matrix from calibration text (calib/). */
+/* llmpack calibrate: an importance matrix from calibration text; arguments
+ * and the report over the calibrate job (llmpack_calibrate). */
 #include "cli.h"
 
 #include <getopt.h>
@@ -6,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../calib/calib.h"
 
 static void usage(FILE *f)
 {
@@ -84,26 +84,22 @@ int cmd_calibrate(int argc, char **argv)
     if ((c = cli_inputs_exist("calibrate", inputs, 2))) return c;
     if (threads > 0) omp_set_num_threads((int)threads);
 
-    lpk_error err = {0};
-    lpk_reader *r = NULL;
-    double t0 = cli_now();
-    int st = cli_open_model("calibrate", model, lpk_reader_default_flags(), quiet || json, &r,
-                            &err);
-    cli_progress ps;
-    cli_progress_start(&ps, "calibrate", "chunks", 0, quiet || json);
-    calib_opts o = {.ctx = (int)ctx, .max_chunks = (int)chunks, .no_output = no_output,
-                    .progress = cli_chunk_progress, .user = &ps, .dataset = text};
-    lpk_imatrix *im = NULL;
-    if (!st) st = calib_reader(r, text, &o, &im, &err);
-    lpk_reader_close(r);
-    cli_progress_end(&ps);
-    double secs = cli_now() - t0;
-    if (!st) st = lpk_imatrix_write(out, im, LPK_IMATRIX_AUTO, force ? LPK_WRITE_FORCE : 0, &err);
-    if (st) {
-        cli_print_error("calibrate", &err);
-        lpk_imatrix_free(im);
-        return cli_exit_for(st);
+    cli_job cj;
+    if (cli_job_init(&cj, "calibrate", quiet || json)) {
+        fprintf(stderr, "llmpack calibrate: out of memory\n");
+        return CLI_EXIT_RUNTIME;
     }
+    llmpack_calibrate_opts o = {.model = model, .text = text, .out = out, .ctx = (int)ctx,
+                                .chunks = (int)chunks, .no_output = no_output, .force = force};
+    llmpack_calibrate_result res;
+    if (llmpack_calibrate(cj.j, &o, &res)) {
+        int ec = cli_job_fail(&cj);
+        cli_job_free(&cj);
+        return ec;
+    }
+    cli_job_free(&cj);
+    const lpk_imatrix *im = res.imatrix;
+    double secs = res.seconds;
     uint64_t tokens = (uint64_t)im->chunks * (uint64_t)im->chunk_size;
     if (json) {
         json_t *j = json_object(), *names = json_array();
@@ -129,6 +125,6 @@ int cmd_calibrate(int argc, char **argv)
                "%016llx\n", out, im->n, im->chunks, im->chunk_size, secs,
                secs > 0 ? (double)tokens / secs : 0.0, (unsigned long long)im->hash);
     }
-    lpk_imatrix_free(im);
+    llmpack_calibrate_result_free(&res);
     return CLI_EXIT_OK;
 }

@@ -330,6 +330,34 @@ int llmpack_quantize_name(llmpack_job *j, const char *in, const char *name, char
 
 
 /* ---------------------------------------------------------------- calibrate */
+/* An importance matrix from calibration text, llama-imatrix's protocol
+ * (calib/calib.h, calib_run): the fp32 reference pass over the text in chunks
+ * of ctx tokens, and for every attention and feed-forward matrix and the
+ * output matrix the per-column sum of squared inputs and their count. */
+typedef struct llmpack_calibrate_opts {
+    const char *model;       /* any model llmpack_open_model opens, f32/f16/bf16 weights */
+    const char *text;        /* calibration text */
+    const char *out;         /* the matrix to write: newer llama.cpp's GGUF layout when
+                              * named .gguf, else llama.cpp b4748's legacy layout */
+    int ctx;                 /* tokens per chunk (0: 512) */
+    int chunks;              /* only the first chunks (0: every whole chunk) */
+    int no_output;           /* leave out the output matrix (as llama-imatrix does) */
+    int force;               /* replace an existing out */
+} llmpack_calibrate_opts;
+typedef struct llmpack_calibrate_result {
+    lpk_imatrix *imatrix;    /* the matrix written (hash: of the file's bytes) */
+    double seconds;          /* opening the model and the forward passes */
+} llmpack_calibrate_result;
+void llmpack_calibrate_result_free(llmpack_calibrate_result *res);   /* NULL is fine */
+
+/* Progress stages "converting" (llmpack_open_model, when the model is no
+ * container) and "calibrate" (chunks, item the token rate); each chunk is a
+ * cancellation point. The file is written atomically: nothing at out on
+ * failure. res (may be NULL) is filled on success; free it with
+ * llmpack_calibrate_result_free. */
+int llmpack_calibrate(llmpack_job *j, const llmpack_calibrate_opts *o,
+                      llmpack_calibrate_result *res);
+
 
 /* ---------------------------------------------------------------- verify */
 /* Whether a file's bytes are checked against checksums as they are read. */

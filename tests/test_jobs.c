@@ -1199,6 +1199,71 @@ static void test_quantize_errors(void **state)
     free(dir); free(in); free(out); free(junk); free(q8); free(q4);
 }
 
+/* ---------------------------------------------------------------- calibrate */
+/* A matrix from the demo folder (converted in memory) and from its
+ * container: the same entries; the files read back as written, in both
+ * layouts; cancelled at the first chunk, no file. */
+static void test_calibrate(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *in = demo_container(dir);
+    char *legacy = tu_fmt("%s/m.imatrix", dir), *gguf = tu_fmt("%s/m.gguf", dir);
+    seen s;
+    llmpack_job *j = new_job(&s);
+    llmpack_calibrate_opts o = {.model = demo, .text = TEXT, .out = legacy, .chunks = 2};
+    llmpack_calibrate_result res;
+    assert_int_equal(llmpack_calibrate(j, &o, &res), LPK_OK);
+    assert_string_equal(s.stages, "converting,calibrate,");
+    assert_true(s.last_done == 2 && s.last_total == 2);
+    assert_non_null(strstr(s.notices, "into memory"));
+    assert_non_null(res.imatrix);
+    assert_int_equal(res.imatrix->chunks, 2);
+    assert_int_equal(res.imatrix->chunk_size, 512);
+
+    lpk_imatrix *back = NULL;
+    lpk_error err = {0};
+    assert_int_equal(lpk_imatrix_read(legacy, &back, &err), LPK_OK);
+    assert_int_equal(back->n, res.imatrix->n);
+    assert_int_equal(back->hash, res.imatrix->hash);
+    assert_int_equal(back->chunks, 2);
+    for (size_t i = 0; i < back->n; i++) {
+        assert_string_equal(back->e[i].name, res.imatrix->e[i].name);
+        assert_int_equal(back->e[i].n, res.imatrix->e[i].n);
+    }
+    lpk_imatrix_free(back);
+
+    o.model = in;
+    o.out = gguf;
+    llmpack_calibrate_result r2;
+    s.stages[0] = '\0';
+    assert_int_equal(llmpack_calibrate(j, &o, &r2), LPK_OK);
+    assert_string_equal(s.stages, "calibrate,");
+    assert_int_equal(lpk_imatrix_read(gguf, &back, &err), LPK_OK);
+    assert_int_equal(back->format, LPK_IMATRIX_GGUF);
+    assert_int_equal(back->n, res.imatrix->n);
+    for (size_t i = 0; i < back->n; i++)
+        assert_memory_equal(back->e[i].sum2, res.imatrix->e[i].sum2,
+                            (size_t)back->e[i].n * sizeof(float));
+    lpk_imatrix_free(back);
+    llmpack_calibrate_result_free(&r2);
+    llmpack_calibrate_result_free(&res);
+
+    /* an existing file, then a cancellation: nothing (more) written */
+    assert_int_equal(llmpack_calibrate(j, &o, NULL), LPK_EEXIST);
+    assert_non_null(strstr(llmpack_job_error(j), gguf));
+    char *out3 = tu_fmt("%s/c.imatrix", dir);
+    o.out = out3;
+    s.cancel_at = s.updates + 1;
+    assert_int_equal(llmpack_calibrate(j, &o, &res), LPK_EINTR);
+    assert_non_null(strstr(llmpack_job_error(j), "cancelled"));
+    assert_null(res.imatrix);
+    assert_false(tu_exists(out3));
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir); free(in); free(legacy); free(gguf); free(out3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1220,6 +1285,7 @@ int main(void)
         cmocka_unit_test(test_quantize),
         cmocka_unit_test(test_quantize_cancel),
         cmocka_unit_test(test_quantize_errors),
+        cmocka_unit_test(test_calibrate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
