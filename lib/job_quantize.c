@@ -347,6 +347,14 @@ static int weighting(qrun *run, const lpk_tensor *src)
     return rc;
 }
 
+/* vf_sens_progress_fn over the job: tensors looked at; a cancellation point. */
+static int on_sens(void *user, size_t done, size_t total)
+{
+    const qrun *run = user;
+    (void)total;
+    return job_update(run->j, done, NULL, run->o->in) != LPK_OK;
+}
+
 /* The size target's budget in bytes of tensors, and the sensitivities and
  * importance rows of every tensor (*gains, *imw: n each), then the plan. */
 static int target_plan(qrun *run, qout *q, uint64_t *budget, double **gains, float ***imw)
@@ -390,10 +398,11 @@ static int target_plan(qrun *run, qout *q, uint64_t *budget, double **gains, flo
         lpk_imatrix_weights(e, (*imw)[i]);
     }
     job_notice(run->j, "measuring each matrix's sensitivity on %s", o->calib_text);
-    int rc = job_check_cancel(run->j, o->in);
+    int rc = job_begin(run->j, "sensitivities", "tensors", n, o->in);
     if (!rc)
         rc = vf_target_gains_text(r, o->calib_text, 512, o->calib_chunks,
-                                  (const float *const *)*imw, *gains, err);
+                                  (const float *const *)*imw, *gains, on_sens, run, err);
+    job_end(run->j);
     if (!rc) rc = plan_target(run, q, (const float *const *)*imw, *gains, *budget);
     return rc;
 }

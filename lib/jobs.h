@@ -311,8 +311,10 @@ void llmpack_quantize_report_free(llmpack_quantize_report *rep);   /* NULL is fi
  * order; a failure or a cancellation keeps those completed before it and
  * leaves nothing of the others (no file, no temporary file). Progress stages:
  * "calibrating" (chunks; the importance matrix from calib_text), "gptq
- * calibration" (chunks), "quantize" (bytes of the input, item the tensor),
- * "export" (bytes, per GGUF output). Notices: the calibration, the
+ * calibration" (chunks), "sensitivities" (a size target's: tensors looked
+ * at, a step per 8 matrices measured), "quantize" (bytes of the input, item
+ * the tensor), "export" (bytes, per GGUF output); each update is a
+ * cancellation point. Notices: the calibration, the
  * sensitivities, each tensor requantized. LPK_EINVAL: options that do not go
  * together, an unknown recipe, a tensor already quantized to another type
  * without allow_requantize; LPK_EINTR when cancelled. rep may be NULL. */

@@ -1142,6 +1142,49 @@ static void test_quantize_cancel(void **state)
     free(dir); free(in); free(outdir);
 }
 
+/* A size target: the sensitivities are a stage of their own and can be
+ * cancelled there; run to the end, the report gives the target's figures and
+ * the file stays within it. */
+static void test_quantize_target(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *in = demo_container(dir), *out = tu_fmt("%s/t.lpk", dir);
+    llmpack_quantize_out q = {out, NULL, LLMPACK_FMT_LPK};
+    llmpack_quantize_opts o;
+    seen s;
+    llmpack_job *j = quantize_job(&s, &o, in);
+    o.calib_text = TEXT;
+    o.chunks = 1;
+    o.calib_chunks = 1;
+    o.target_bpw = 9;
+    s.cancel_at = 2; /* the calibration's one chunk, then the first group of matrices */
+    assert_int_equal(llmpack_quantize(j, &o, &q, 1, NULL), LPK_EINTR);
+    assert_string_equal(s.stages, "calibrating,sensitivities,");
+    assert_non_null(strstr(s.notices, "measuring each matrix's sensitivity"));
+    assert_non_null(strstr(llmpack_job_error(j), "cancelled"));
+    assert_int_equal(tu_dir_entries(dir, 0), 1); /* the input only */
+
+    llmpack_job_reset(j);
+    s.cancel_at = 0;
+    s.stages[0] = '\0';
+    llmpack_quantize_report rep;
+    assert_int_equal(llmpack_quantize(j, &o, &q, 1, &rep), LPK_OK);
+    assert_string_equal(s.stages, "calibrating,sensitivities,quantize,");
+    assert_string_equal(rep.target, "bpw 9");
+    assert_true(rep.target_budget > 0 && rep.target_bytes <= rep.target_budget);
+    uint64_t bytes = 0, elems = 0;
+    for (size_t i = 0; i < rep.n_tensors; i++) {
+        bytes += rep.outputs[0].tensors[i].size;
+        elems += lpk_tensor_nelems(&rep.outputs[0].tensors[i].in);
+    }
+    assert_true(8.0 * (double)bytes / (double)elems <= 9.0);
+    assert_int_equal(rep.outputs[0].file_size, file_size(out));
+    llmpack_quantize_report_free(&rep);
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir); free(in); free(out);
+}
+
 /* Errors on the handle, nothing written: an unknown recipe, an importance
  * matrix file that is not one, an output that exists, options that do not go
  * together, a tensor already quantized. */
@@ -1284,6 +1327,7 @@ int main(void)
         cmocka_unit_test(test_info),
         cmocka_unit_test(test_quantize),
         cmocka_unit_test(test_quantize_cancel),
+        cmocka_unit_test(test_quantize_target),
         cmocka_unit_test(test_quantize_errors),
         cmocka_unit_test(test_calibrate),
     };

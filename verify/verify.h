@@ -205,22 +205,28 @@ int vf_tensor_errors(const lpk_reader *model, const lpk_reader *ref, vf_tensor_e
  * is non-NULL: n pointers, NULL for none) and kld[i] receives the mean
  * KL(P_model || P_probe) over the chunks of tokens (vf_eval_new's protocol:
  * ctx, max_chunks, bos). kld has lpk_reader_n_tensors(r) entries; NAN for the
- * tensors not probed. Runs the reference once per 8 probed tensors. */
+ * tensors not probed. Runs the reference once per 8 probed tensors; after each
+ * such group progress (may be NULL) gets the tensors of r looked at so far and
+ * their number, and non-zero from it stops with LPK_EINTR ("MODEL: cancelled"). */
+typedef int (*vf_sens_progress_fn)(void *user, size_t done, size_t total);
 int vf_tensor_sensitivity(const lpk_reader *r, const int32_t *tokens, size_t n_tokens,
                           int32_t bos, int ctx, int max_chunks, int probe_type,
-                          const float *const *imatrix, double *kld, lpk_error *err);
+                          const float *const *imatrix, double *kld,
+                          vf_sens_progress_fn progress, void *user, lpk_error *err);
 /* Gains for quant_plan_target: vf_tensor_sensitivity with q3_k divided by the
  * expected error quant_plan_target gives each tensor at q3_k, so that gain times
  * expected error predicts the tensor's KLD at any type (n = lpk_reader_n_tensors
- * entries; the matrices whose rows do not fit q3_k get the largest gain). */
+ * entries; the matrices whose rows do not fit q3_k get the largest gain).
+ * progress: vf_tensor_sensitivity's. */
 int vf_target_gains(const lpk_reader *r, const int32_t *tokens, size_t n_tokens, int32_t bos,
                     int ctx, int max_chunks, const float *const *imatrix, double *gain,
-                    lpk_error *err);
+                    vf_sens_progress_fn progress, void *user, lpk_error *err);
 /* The same from a text file, tokenized with the model's tokenizer (one trailing
  * newline dropped, BOS first). LPK_EIO naming the file, LPK_EINVAL when it holds
  * less than one chunk. */
 int vf_target_gains_text(const lpk_reader *r, const char *text_path, int ctx, int max_chunks,
-                         const float *const *imatrix, double *gain, lpk_error *err);
+                         const float *const *imatrix, double *gain,
+                         vf_sens_progress_fn progress, void *user, lpk_error *err);
 
 #ifdef __cplusplus
 }

@@ -81,7 +81,8 @@ static int probe_bytes(const lpk_tensor *t, int type, const float *imatrix, void
 
 int vf_tensor_sensitivity(const lpk_reader *r, const int32_t *tokens, size_t n_tokens,
                           int32_t bos, int ctx, int max_chunks, int probe_type,
-                          const float *const *imatrix, double *kld, lpk_error *err)
+                          const float *const *imatrix, double *kld,
+                          vf_sens_progress_fn progress, void *user, lpk_error *err)
 {
     size_t n = lpk_reader_n_tensors(r);
     for (size_t i = 0; i < n; i++) kld[i] = NAN;
@@ -126,6 +127,8 @@ int vf_tensor_sensitivity(const lpk_reader *r, const int32_t *tokens, size_t n_t
             ms[k] = NULL;
             bytes[k] = NULL;
         }
+        if (!rc && progress && progress(user, i, n))
+            rc = lpk_err(err, LPK_EINTR, "%s: cancelled", lpk_reader_path(r));
     }
     vf_model_free(ref);
     return rc;
@@ -133,12 +136,12 @@ int vf_tensor_sensitivity(const lpk_reader *r, const int32_t *tokens, size_t n_t
 
 int vf_target_gains(const lpk_reader *r, const int32_t *tokens, size_t n_tokens, int32_t bos,
                     int ctx, int max_chunks, const float *const *imatrix, double *gain,
-                    lpk_error *err)
+                    vf_sens_progress_fn progress, void *user, lpk_error *err)
 {
     const int probe = LPK_TYPE_Q3_K;
     size_t n = lpk_reader_n_tensors(r);
     int rc = vf_tensor_sensitivity(r, tokens, n_tokens, bos, ctx, max_chunks, probe, imatrix,
-                                   gain, err);
+                                   gain, progress, user, err);
     double top = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         if (isnan(gain[i])) continue;
@@ -156,7 +159,8 @@ int vf_target_gains(const lpk_reader *r, const int32_t *tokens, size_t n_tokens,
 }
 
 int vf_target_gains_text(const lpk_reader *r, const char *text_path, int ctx, int max_chunks,
-                         const float *const *imatrix, double *gain, lpk_error *err)
+                         const float *const *imatrix, double *gain,
+                         vf_sens_progress_fn progress, void *user, lpk_error *err)
 {
     FILE *f = fopen(text_path, "rb");
     if (!f) return lpk_err(err, LPK_EIO, "%s: cannot open", text_path);
@@ -188,7 +192,7 @@ int vf_target_gains_text(const lpk_reader *r, const char *text_path, int ctx, in
         rc = lpk_err(err, LPK_EINVAL, "%s: %zu tokens, fewer than one chunk of %d", text_path,
                      n_ids, ctx);
     if (!rc) rc = vf_target_gains(r, ids, n_ids, tok_tokenizer_bos(tok), ctx, max_chunks, imatrix,
-                                  gain, err);
+                                  gain, progress, user, err);
     free(ids);
     tok_tokenizer_free(tok);
     free(text);
