@@ -90,12 +90,6 @@ int cli_output_format(const char *cmd, const char *out, const char *format_opt, 
 int cli_open_model(const char *cmd, const char *path, unsigned flags, int quiet, lpk_reader **r,
                    lpk_error *err);
 
-/* The export job (llmpack_export) for quantize's and convert's GGUF outputs:
- * `in` as GGUF v3 at out, general.name `name` when in has none; progress
- * unless quiet; max_size as llmpack_export's. res may be NULL. */
-int cli_export_gguf(const char *in, const char *out, const char *name, int force, int quiet,
-                    uint64_t max_size, llmpack_export_result *res, lpk_error *err);
-
 /* A job run by command cmd: progress on stderr (cli_progress below, the label
  * "CMD" or "CMD: STAGE") and notices as "llmpack CMD: MESSAGE" lines, none
  * with quiet. cli_job_init returns LPK_ENOMEM when the handle cannot be made. */

@@ -77,13 +77,3 @@ int cli_open_model(const char *cmd, const char *path, unsigned flags, int quiet,
     if (cli_job_init(&cj, cmd, quiet)) return lpk_err(err, LPK_ENOMEM, "out of memory");
     return take_error(&cj, llmpack_open_model(cj.j, path, flags, r), err);
 }
-
-int cli_export_gguf(const char *in, const char *out, const char *name, int force, int quiet,
-                    uint64_t max_size, llmpack_export_result *res, lpk_error *err)
-{
-    cli_job cj;
-    if (cli_job_init(&cj, "export", quiet)) return lpk_err(err, LPK_ENOMEM, "out of memory");
-    llmpack_export_opts o = {.in = in, .out = out, .format = LLMPACK_FMT_GGUF, .name = name,
-                             .force = force, .max_size = max_size};
-    return take_error(&cj, llmpack_export(cj.j, &o, res), err);
-}
