@@ -96,6 +96,8 @@ int cli_open_model(const char *cmd, const char *path, unsigned flags, int quiet,
 typedef struct cli_job cli_job;
 int cli_job_init(cli_job *cj, const char *cmd, int quiet);
 void cli_job_free(cli_job *cj);
+/* The progress display of cli_job_init's callback, for a command's own callback. */
+void cli_job_progress(cli_job *cj, const llmpack_progress *p);
 /* Prints the job's error as "llmpack CMD: MESSAGE" and returns its exit code. */
 int cli_job_fail(const cli_job *cj);
 

@@ -5,9 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void on_progress(void *user, const llmpack_progress *p)
+void cli_job_progress(cli_job *cj, const llmpack_progress *p)
 {
-    cli_job *cj = user;
     switch (p->event) {
     case LLMPACK_PROGRESS_BEGIN:
         if (strcmp(p->stage, cj->cmd) && !cj->stage_label)
@@ -23,6 +22,8 @@ static void on_progress(void *user, const llmpack_progress *p)
     case LLMPACK_PROGRESS_END: cli_progress_end(&cj->pr); break;
     }
 }
+
+static void on_progress(void *user, const llmpack_progress *p) { cli_job_progress(user, p); }
 
 static void on_notice(void *user, const char *msg)
 {

@@ -39,7 +39,8 @@ typedef struct qrun {
     quant_target_result tres;
     llmpack_quantize_report *rep;
     uint64_t done_bytes;       /* the quantize stage's bytes so far */
-    char item[96];             /* its item while GPTQ runs a block's calibration passes */
+    char item[96];             /* the item of a "gptq blocks" update */
+    int gptq_events;           /* "gptq blocks" updates were sent (an end is due) */
 } qrun;
 
 static const char *tname(int type)
@@ -407,14 +408,27 @@ static int target_plan(qrun *run, qout *q, uint64_t *budget, double **gains, flo
     return rc;
 }
 
-/* calib_gptq_set_progress's callback: the blocks' calibration passes as the
- * quantize stage's item (stages do not nest), each chunk a cancellation point. */
+/* GPTQ's block passes inside the quantize stage: events of stage "gptq blocks"
+ * (chunks) that do not end the quantize stage (jobs.h). */
+static void gptq_event(qrun *run, int event, uint64_t done, uint64_t total)
+{
+    llmpack_job *j = run->j;
+    if (!j->progress) return;
+    llmpack_progress p = {.event = event, .stage = "gptq blocks", .unit = "chunks", .done = done,
+                          .total = total, .item = event == LLMPACK_PROGRESS_UPDATE ? run->item
+                                                                                  : NULL};
+    j->progress(j->progress_user, &p);
+}
+
+/* calib_gptq_set_progress's callback: a chunk through a block; a cancellation point. */
 static int on_gptq_blocks(void *user, int done, int total, uint64_t tokens, double seconds)
 {
     qrun *run = user;
-    snprintf(run->item, sizeof run->item, "gptq blocks %d/%d chunks, %.0f tokens/s", done, total,
+    snprintf(run->item, sizeof run->item, "%.0f tokens/s",
              seconds > 0 ? (double)tokens / seconds : 0.0);
-    return job_update(run->j, run->done_bytes, run->item, run->o->in) != LPK_OK;
+    run->gptq_events = 1;
+    gptq_event(run, LLMPACK_PROGRESS_UPDATE, (uint64_t)done, (uint64_t)total);
+    return job_check_cancel(run->j, run->o->in) != LPK_OK;
 }
 
 /* One pass: every tensor read once and written to every output, the outputs
@@ -446,6 +460,8 @@ static int quantize_pass(qrun *run, qout *outs, size_t n_out, float *x, float *w
         if (!rc) rc = job_update(j, run->done_bytes, t->name, o->in);
     }
     if (run->g) calib_gptq_set_progress(run->g, NULL, NULL);
+    if (run->gptq_events) gptq_event(run, LLMPACK_PROGRESS_END, 0, 0);
+    run->gptq_events = 0;
     job_end(j);
     /* complete each output in order; a GGUF output's container waits */
     for (size_t k = 0; k < n_out && !rc; k++) {

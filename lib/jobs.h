@@ -314,7 +314,10 @@ void llmpack_quantize_report_free(llmpack_quantize_report *rep);   /* NULL is fi
  * calibration" (chunks), "sensitivities" (a size target's: tensors looked
  * at, a step per 8 matrices measured), "quantize" (bytes of the input, item
  * the tensor), "export" (bytes, per GGUF output); each update is a
- * cancellation point. Notices: the calibration, the
+ * cancellation point. With GPTQ the blocks' calibration passes report inside
+ * the quantize stage as updates of stage "gptq blocks" (chunks through blocks
+ * of the whole model, item the token rate) and one end of it, the quantize
+ * stage staying open: the one exception to stages not nesting. Notices: the calibration, the
  * sensitivities, each tensor requantized. LPK_EINVAL: options that do not go
  * together, an unknown recipe, a tensor already quantized to another type
  * without allow_requantize; LPK_EINTR when cancelled. rep may be NULL. */
