@@ -1,6 +1,8 @@
-/* Converts the demo model (stories260K) to q8_0 through the library, checks every
- * checksum of the result, and measures perplexity and KL divergence against the
- * f16 original on the sample text. Run from examples/ with no arguments:
+/* The demo model (stories260K) through the library's jobs (lib/jobs.h): converted
+ * to f16, quantized to Q4_K_M, every checksum of the result checked, then measured
+ * against the f16 original on the sample text (perplexity, KL divergence, top-1
+ * agreement over the first 4 chunks of 128 tokens). Run from examples/ with no
+ * arguments:
  *
  *     cc library.c $(pkg-config --cflags --libs llmpack) -o library && ./library
  *
@@ -10,87 +12,64 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
-static int convert(const char *out, const char *type, lpk_error *err)
+/* One line on stderr as each stage of a job ends. */
+static void on_progress(void *user, const llmpack_progress *p)
 {
-    cv_options o = {.src = "stories260K", .out = out, .type = type};
-    return cv_convert(&o, NULL, err);
-}
-
-static int check(const char *path, lpk_error *err)
-{
-    lpk_reader *r = NULL;
-    int rc = lpk_reader_open(path, &r, err);
-    if (!rc) rc = lpk_reader_verify_header(r, err);
-    for (size_t i = 0; !rc && i < lpk_reader_n_tensors(r); i++)
-        rc = lpk_reader_verify_tensor(r, i, err);
-    lpk_reader_close(r);
-    return rc;
-}
-
-static int read_text(const char *path, char **text, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    *text = malloc(1 << 20);
-    *n = *text ? fread(*text, 1, 1 << 20, f) : 0;
-    fclose(f);
-    return *text ? 0 : -1;
-}
-
-/* PPL of model against ref over the first 4 chunks of 128 tokens. */
-static int measure(const char *ref_path, const char *path, vf_ppl_result *res, lpk_error *err)
-{
-    lpk_reader *rr = NULL, *r = NULL;
-    vf_model *ref = NULL, *m = NULL;
-    tok_tokenizer *tok = NULL;
-    vf_eval *ev = NULL;
-    int32_t *ids = NULL;
-    size_t n_ids = 0, n_text = 0;
-    char *text = NULL;
-    int rc = read_text("TinyStories-valid-sample.txt", &text, &n_text)
-                 ? lpk_err(err, LPK_EIO, "TinyStories-valid-sample.txt: cannot read")
-                 : LPK_OK;
-    if (!rc) rc = lpk_reader_open(ref_path, &rr, err);
-    if (!rc) rc = lpk_reader_open(path, &r, err);
-    if (!rc) rc = vf_model_open(rr, &ref, err);
-    if (!rc) rc = vf_model_open(r, &m, err);
-    if (!rc) rc = tok_tokenizer_new(lpk_reader_meta(rr), &tok, err);
-    if (!rc) rc = tok_encode(tok, text, n_text, 1, 0, &ids, &n_ids, err);
-    if (!rc) rc = vf_eval_new(ref, &m, 1, ids, n_ids, tok_tokenizer_bos(tok), 128, 4, &ev, err);
-    while (!rc && (rc = vf_eval_step(ev, err)) == 1) rc = 0;
-    if (!rc) vf_eval_result(ev, 0, res);
-    vf_eval_free(ev);
-    free(ids);
-    free(text);
-    tok_tokenizer_free(tok);
-    vf_model_free(m);
-    vf_model_free(ref);
-    lpk_reader_close(r);
-    lpk_reader_close(rr);
-    return rc;
+    (void)user;
+    if (p->event == LLMPACK_PROGRESS_END) fprintf(stderr, "example: %s done\n", p->stage);
 }
 
 int main(void)
 {
-    char dir[] = "/tmp/llmpack-example-XXXXXX", f16[64], q8[64];
+    char dir[] = "/tmp/llmpack-example-XXXXXX", f16[64], q4[64];
     if (!mkdtemp(dir)) return 1;
     snprintf(f16, sizeof f16, "%s/demo.f16.lpk", dir);
-    snprintf(q8, sizeof q8, "%s/demo.q8_0.lpk", dir);
-    lpk_error err = {0};
-    vf_ppl_result res;
-    int rc = convert(f16, NULL, &err);
-    if (!rc) rc = convert(q8, "q8_0", &err);
-    if (!rc) rc = check(q8, &err);
-    if (!rc) rc = measure(f16, q8, &res, &err);
-    if (rc) fprintf(stderr, "example: %s (%s)\n", err.msg, lpk_status_name(rc));
-    else
-        printf("llmpack %s: q8_0 PPL %.4f, f16 PPL %.4f, KLD %.6f, top-1 %.2f%%\n",
-               lpk_version(), res.ppl, res.ref_ppl, res.kld_mean, 100 * res.top1_agreement);
+    snprintf(q4, sizeof q4, "%s/demo.q4_k_m.lpk", dir);
+    llmpack_job *j = llmpack_job_new();
+    if (!j) return 1;
+    llmpack_job_set_progress(j, on_progress, NULL);
+
+    /* the Hugging Face folder -> an f16 container */
+    llmpack_convert_opts co = {.src = "stories260K", .out = f16, .format = LLMPACK_FMT_LPK,
+                               .type = "f16"};
+    llmpack_convert_result cres;
+    int rc = llmpack_convert(j, &co, &cres);
+    llmpack_convert_result_free(&cres);
+
+    /* f16 -> Q4_K_M (llama.cpp's recipe, tensor by tensor) */
+    llmpack_quantize_opts qo;
+    llmpack_quantize_opts_init(&qo);
+    qo.in = f16;
+    llmpack_quantize_out out = {.path = q4, .recipe = "Q4_K_M", .format = LLMPACK_FMT_LPK};
+    if (!rc) rc = llmpack_quantize(j, &qo, &out, 1, NULL);
+
+    /* every tensor's checksum */
+    llmpack_check_opts ko = {.path = q4};
+    llmpack_check_result kres;
+    if (!rc) rc = llmpack_check(j, &ko, &kres);
+
+    /* Q4_K_M against its f16 original */
+    const char *models[] = {q4};
+    llmpack_verify_opts vo = {.models = models, .n_models = 1, .ref = f16,
+                              .text = "TinyStories-valid-sample.txt", .ctx = 128,
+                              .max_chunks = 4};
+    llmpack_verify_result vr;
+    if (!rc) {
+        rc = llmpack_verify(j, &vo, &vr);
+        if (!rc) {
+            const vf_ppl_result *p = &vr.models[0].ppl;
+            printf("llmpack %s: Q4_K_M PPL %.4f, f16 PPL %.4f, KLD %.6f, top-1 %.2f%%, "
+                   "%zu tensors checked\n", lpk_version(), p->ppl, p->ref_ppl, p->kld_mean,
+                   100 * p->top1_agreement, kres.tensors_checked);
+        }
+        llmpack_verify_result_free(&vr);
+    }
+    if (rc) fprintf(stderr, "example: %s (%s)\n", llmpack_job_error(j), lpk_status_name(rc));
+    llmpack_job_free(j);
     unlink(f16);
-    unlink(q8);
+    unlink(q4);
     rmdir(dir);
     return rc ? 1 : 0;
 }
