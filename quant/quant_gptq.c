@@ -126,6 +126,7 @@ static void mirror(double *a, int64_t n, int up)
 static void permute_sym(double *a, int64_t n, const int64_t *q, double *row, double *col,
                         unsigned char *seen)
 {
+    if (n <= 0) return; /* (and the compiler then knows the sizes below are small) */
     const size_t rb = (size_t)n * sizeof *a;
     memset(seen, 0, (size_t)n);
     for (int64_t s = 0; s < n; s++) {
