@@ -16,7 +16,8 @@
 #     is written), so peak(128) = peak(C) + (128 - C) * 512 * (dim * 4 + 4);
 #   - time: a block's calibration pass grows with the chunks, its GPTQ sweeps
 #     do not; the two runs give per block (LAYERS = 1) the fixed part A and the
-#     part per chunk B, and 32 * (A + 128 * B) is the estimate: an upper bound,
+#     part per chunk B in CPU seconds (wall seconds too when the load allows a
+#     fit), and 32 * (A + 128 * B) is the estimate: an upper bound,
 #     since A also holds what happens once per model (loading, token_embd, the
 #     output matrix's GPTQ).
 # Needs about 3 GB free in bench/work/ (skipped otherwise); removes all it
@@ -102,10 +103,16 @@ echo "$fit" | awk -v L="$layers" -v dim="$dim" -v out="$out" -v type="$type" '
         bw = (w2 - w1) / (c2 - c1) / L; aw = (w1 - c1 * bw * L) / L
         bu = (u2 - u1) / (c2 - c1) / L; au = (u1 - c1 * bu * L) / L
         tw = 32 * (aw + 128 * bw); tu = 32 * (au + 128 * bu)
-        printf "time per block: %.0f s wall (%.0f s CPU) fixed + %.1f s wall (%.1f s CPU) a chunk;" \
-               " 7B with 128 chunks: at most %.1f h wall (%.1f h CPU)\n", aw, au, bw, bu, tw / 3600, tu / 3600
-        printf "{\"bench\": \"gptq-7b\", \"type\": \"%s\", \"chunks\": 128, \"peak_rss_mib\": %.0f, \"block_fixed_s\": %.1f, \"block_chunk_s\": %.2f, \"hours\": %.2f, \"cpu_hours\": %.2f}\n", \
-               type, rss, aw, bw, tw / 3600, tu / 3600 >> out
+        printf "time per block: %.0f s CPU fixed + %.1f s CPU a chunk; 7B with 128 chunks: at most" \
+               " %.1f h CPU\n", au, bu, tu / 3600
+        # wall seconds follow the load of the machine: their fit only when it is sane
+        if (bw > 0 && aw > 0)
+            printf "    wall: %.0f s fixed + %.1f s a chunk, at most %.1f h\n", aw, bw, tw / 3600
+        else
+            printf "    wall: no fit (the load changed between the runs)\n"
+        wall = bw > 0 && aw > 0 ? sprintf("%.2f", tw / 3600) : "null"
+        printf "{\"bench\": \"gptq-7b\", \"type\": \"%s\", \"chunks\": 128, \"peak_rss_mib\": %.0f, \"block_fixed_cpu_s\": %.1f, \"block_chunk_cpu_s\": %.2f, \"hours\": %s, \"cpu_hours\": %.2f}\n", \
+               type, rss, au, bu, wall, tu / 3600 >> out
     } else {
         printf "{\"bench\": \"gptq-7b\", \"type\": \"%s\", \"chunks\": 128, \"peak_rss_mib\": %.0f}\n", type, rss >> out
     }

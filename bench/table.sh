@@ -57,9 +57,9 @@ b == "gptq" {
         val("cpu_s"), val("peak_rss_mib"), val("load")
 }
 b == "gptq-7b" {
-    printf "gptq 7B shape, 128 chunks (extrapolated): peak RSS %s MiB; per block %s s + %s s a chunk; at most %s h\n",
-        val("peak_rss_mib"), val("block_fixed_s") == "" ? "-" : val("block_fixed_s"),
-        val("block_chunk_s") == "" ? "-" : val("block_chunk_s"), val("hours") == "" ? "-" : val("hours")
+    printf "gptq 7B shape, 128 chunks (extrapolated): peak RSS %s MiB; per block %s + %s CPU s a chunk; at most %s CPU h\n",
+        val("peak_rss_mib"), val("block_fixed_cpu_s") == "" ? "-" : val("block_fixed_cpu_s"),
+        val("block_chunk_cpu_s") == "" ? "-" : val("block_chunk_cpu_s"), val("cpu_hours") == "" ? "-" : val("cpu_hours")
 }
 b == "calib" {
     if (!ncb++) { printf "\ncalib   %-12s %3s %10s %9s %12s %6s  %s\n", "model", "thr", "tokens/s", "RSS MiB", "imatrix t/s", "ratio", "load" }
