@@ -17,8 +17,7 @@
 cd "$(dirname "$0")/.." || exit 1
 O=${1:-build}
 chunks=${2:-16}
-bin=./llmpack
-[ "$O" = build ] || bin=$O/llmpack
+. bench/common.sh
 shared=${LLMPACK_SHARED:-../shared}
 src=$shared/models/llama2-20m/hf
 text=$shared/text/docs-calib.txt
@@ -37,14 +36,9 @@ if ! "$bin" calibrate --help 2>&1 | grep -q '^usage: llmpack calibrate'; then
 fi
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 echo "machine: $cpu, $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-imatrix=
-if [ -n "$LLAMA_CPP_DIR" ]; then
-    for b in "$LLAMA_CPP_DIR/build/bin/llama-imatrix" "$LLAMA_CPP_DIR/bin/llama-imatrix" \
-             "$LLAMA_CPP_DIR/llama-imatrix"; do
-        [ -x "$b" ] && { imatrix=$b; break; }
-    done
-    [ -n "$imatrix" ] || echo "calib bench: no llama-imatrix under LLAMA_CPP_DIR=$LLAMA_CPP_DIR"
-fi
+imatrix=$(llama_tool llama-imatrix)
+[ -n "$LLAMA_CPP_DIR" ] && [ -z "$imatrix" ] &&
+    echo "calib bench: no llama-imatrix under LLAMA_CPP_DIR=$LLAMA_CPP_DIR"
 work=bench/work/calib
 rm -rf "$work"
 mkdir -p "$work"

@@ -27,10 +27,7 @@
 #   CHUNKS="1 3" LAYERS=1 TYPE=Q4_K_M THREADS=2 (defaults)
 cd "$(dirname "$0")/.." || exit 1
 O=${1:-build}
-bin=./llmpack
-[ "$O" = build ] || bin=$O/llmpack
-gen=$O/bench/gen_ckpt
-[ -x "$bin" ] && [ -x "$gen" ] || { echo "build first: make all $gen"; exit 1; }
+. bench/common.sh
 chunks=${CHUNKS:-1 3}
 layers=${LAYERS:-1}
 type=${TYPE:-Q4_K_M}

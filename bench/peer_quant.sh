@@ -18,15 +18,8 @@
 #   RECIPES=Q8_0,Q4_0,... THREADS=2 (defaults: every recipe both have)
 cd "$(dirname "$0")/.." || exit 1
 O=${1:-build}
-bin=./llmpack
-[ "$O" = build ] || bin=$O/llmpack
-gen=$O/bench/gen_ckpt
-[ -x "$bin" ] && [ -x "$gen" ] || { echo "build first: make all $gen"; exit 1; }
-lq=
-for b in "$LLAMA_CPP_DIR/build/bin/llama-quantize" "$LLAMA_CPP_DIR/bin/llama-quantize" \
-         "$LLAMA_CPP_DIR/llama-quantize"; do
-    [ -n "$LLAMA_CPP_DIR" ] && [ -x "$b" ] && { lq=$b; break; }
-done
+. bench/common.sh
+lq=$(llama_tool llama-quantize)
 if [ -z "$lq" ]; then
     echo "peer-quant: no llama-quantize (set LLAMA_CPP_DIR to a llama.cpp build); skipped"
     exit 0

@@ -17,10 +17,7 @@
 cd "$(dirname "$0")/.." || exit 1
 O=${1:-build}
 rounds=${2:-1}
-bin=./llmpack
-[ "$O" = build ] || bin=$O/llmpack
-gen=$O/bench/gen_ckpt
-[ -x "$bin" ] && [ -x "$gen" ] || { echo "build first: make all $gen"; exit 1; }
+. bench/common.sh
 types=${TYPES:-Q4_K_M,Q5_K_M,Q8_0}
 threads=${THREADS:-2}
 out=${BENCH_RESULTS:-bench/results.json}
