@@ -90,6 +90,15 @@ int cli_output_format(const char *cmd, const char *out, const char *format_opt, 
 int cli_open_model(const char *cmd, const char *path, unsigned flags, int quiet, lpk_reader **r,
                    lpk_error *err);
 
+/* quantize's GPTQ options, also convert's: opt names the option ("method",
+ * "chunks", "damp", "order", "act-order", "inputs"), v is its value (NULL for
+ * act-order). Sets o's field; returns 1 for a bad value (the caller prints the
+ * usage error), else 0. */
+int cli_quantize_gptq_opt(const char *opt, const char *v, llmpack_quantize_opts *o);
+/* quantize's report of run's first output (out) on stdout: the table, or JSON. */
+void cli_quantize_report(const llmpack_quantize_opts *o, const llmpack_quantize_report *run,
+                         const llmpack_quantize_out *out, int json);
+
 /* A job run by command cmd: progress on stderr (cli_progress below, the label
  * "CMD" or "CMD: STAGE") and notices as "llmpack CMD: MESSAGE" lines, none
  * with quiet. cli_job_init returns LPK_ENOMEM when the handle cannot be made. */

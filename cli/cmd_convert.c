@@ -1,6 +1,6 @@
 /* llmpack convert: a checkpoint into a container or a GGUF: arguments and the
- * report over the convert job (llmpack_convert). --method gptq still converts
- * here and runs the quantize command on the result. */
+ * report over the convert job (llmpack_convert); --method gptq's options and
+ * report are quantize's. */
 #include "cli.h"
 
 #include <getopt.h>
@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../convert/convert.h"
+#include "../quant/quant.h"
 
 static void usage(FILE *f)
 {
@@ -52,51 +53,6 @@ static void usage(FILE *f)
             "  -m, --model SRC        SRC as an option\n"
             "  -h, --help             this help\n"
             "Options take their value as --opt VALUE or --opt=VALUE.\n");
-}
-
-/* convert --method gptq: GPTQ needs the unquantized model for its calibration
- * pass, so convert at the source precision to a temporary file beside OUT and
- * hand that to quantize with the GPTQ options (qargs) and the output format
- * (fmt); the temporary is removed whatever happens. */
-static int convert_gptq(const llmpack_convert_opts *co, int json, int quiet, char **qargs, int nq)
-{
-    char tmp[4096];
-    lpk_error err;
-    lpk_error_clear(&err);
-    int rc = lpk_writer_check_target(co->out, co->force ? LPK_WRITE_FORCE : 0, &err);
-    if (!rc) rc = llmpack_tmp_beside(co->out, tmp, sizeof tmp, &err);
-    if (rc) {
-        cli_print_error("convert", &err);
-        return cli_exit_for(rc);
-    }
-    cv_options o = {.src = co->src, .out = tmp, .tokenizer = co->tokenizer,
-                    .context_length = co->context_length, .name = co->name,
-                    .hash_sources = co->hash_sources, .threads = co->threads, .force = 1,
-                    .no_tokenizer = co->no_tokenizer};
-    cv_report rep;
-    rc = cv_convert(&o, &rep, &err);
-    if (rep.warning[0]) fprintf(stderr, "llmpack convert: warning: %s\n", rep.warning);
-    cv_report_free(&rep);
-    if (rc) {
-        cli_print_error("convert", &err);
-        llmpack_tmp_remove(tmp);
-        return cli_exit_for(rc);
-    }
-    llmpack_tmp_hold(tmp);
-    char thr[16];
-    snprintf(thr, sizeof thr, "%d", co->threads);
-    char *av[32] = {"quantize", tmp,      "-o", (char *)co->out, "--type", (char *)co->type,
-                    "--format", co->format == LLMPACK_FMT_GGUF ? "gguf" : "lpk"};
-    int ac = 8;
-    if (co->pure) av[ac++] = "--pure";
-    if (co->force) av[ac++] = "--force";
-    if (json) av[ac++] = "--json";
-    if (quiet) av[ac++] = "--quiet";
-    if (co->threads > 0) { av[ac++] = "--threads"; av[ac++] = thr; }
-    for (int i = 0; i < nq && ac < 31; i++) av[ac++] = qargs[i];
-    rc = cmd_quantize(ac, av);
-    llmpack_tmp_remove(tmp);
-    return rc;
 }
 
 /* The job's notices: its warning also with -q and --json, the rest unless quiet. */
@@ -172,9 +128,10 @@ int cmd_convert(int argc, char **argv)
 {
     llmpack_convert_opts o;
     memset(&o, 0, sizeof o);
-    int json = 0, quiet = 0, gptq = 0, calib = 0, nq = 0, c;
-    const char *format = NULL, *calib_path = NULL;
-    char *qargs[16];
+    int json = 0, quiet = 0, gptq_opts = 0, c;
+    const char *format = NULL;
+    llmpack_quantize_opts qo;
+    llmpack_quantize_opts_init(&qo);
     enum { O_FORMAT = 256, O_TYPE, O_PURE, O_IMATRIX, O_METHOD, O_CALIB, O_CHUNKS, O_DAMP,
            O_ORDER, O_INPUTS, O_ACT_ORDER, O_TOKENIZER, O_NO_TOKENIZER, O_CTX_LEN, O_NAME, O_HASH,
            O_FORCE, O_JSON };
@@ -199,8 +156,6 @@ int cmd_convert(int argc, char **argv)
         {"force", no_argument, NULL, O_FORCE},
         {"json", no_argument, NULL, O_JSON},
         {NULL, 0, NULL, 0}};
-    static const char *const gptq_opt[] = {"--method", "--calib", "--chunks", "--damp", "--order",
-                                           "--inputs"};
     cli_getopt_start();
     while ((c = cli_getopt("convert", argc, argv, "ho:m:t:q", opts)) != -1) {
         long v;
@@ -219,23 +174,16 @@ int cmd_convert(int argc, char **argv)
         case O_TYPE: o.type = optarg; break;
         case O_PURE: o.pure = 1; break;
         case O_IMATRIX: o.imatrix = optarg; break;
-        case O_METHOD: case O_CALIB: case O_CHUNKS: case O_DAMP: case O_ORDER:
-        case O_INPUTS:
-            /* handed to quantize as they are */
-            if (c == O_METHOD) {
-                if (strcmp(optarg, "gptq") && strcmp(optarg, "rtn"))
-                    return cli_usage_error("convert", "--method: bad value '%s'", optarg);
-                gptq = !strcmp(optarg, "gptq");
-            }
-            calib |= c == O_CALIB;
-            if (c == O_CALIB) calib_path = optarg;
-            if (nq > 12) return cli_usage_error("convert", "too many GPTQ options");
-            qargs[nq++] = (char *)gptq_opt[c - O_METHOD];
-            qargs[nq++] = optarg;
+        case O_CALIB:
+            qo.calib_text = optarg;
+            gptq_opts = 1;
             break;
-        case O_ACT_ORDER:
-            if (nq > 12) return cli_usage_error("convert", "too many GPTQ options");
-            qargs[nq++] = "--act-order";
+        case O_METHOD: case O_CHUNKS: case O_DAMP: case O_ORDER: case O_ACT_ORDER: case O_INPUTS:
+            /* quantize's, for its GPTQ step */
+            if (cli_quantize_gptq_opt(cli_opt_name(opts, c), optarg, &qo))
+                return cli_usage_error("convert", "--%s: bad value '%s'", cli_opt_name(opts, c),
+                                       optarg);
+            gptq_opts |= c != O_METHOD;
             break;
         case O_TOKENIZER: o.tokenizer = optarg; break;
         case O_NO_TOKENIZER: o.no_tokenizer = 1; break;
@@ -259,21 +207,24 @@ int cmd_convert(int argc, char **argv)
     if (!o.out) return cli_usage_error("convert", "no output given (-o OUT.lpk)");
     if (o.pure && !o.type) return cli_usage_error("convert", "--pure needs --type");
     if (o.imatrix && !o.type) return cli_usage_error("convert", "--imatrix needs --type");
-    if (nq && !gptq)
+    if (gptq_opts && !qo.gptq)
         return cli_usage_error("convert", "--calib, --chunks, --damp, --inputs and the orders need "
                                "--method gptq");
     int urc = cli_output_format("convert", o.out, format, &o.format);
     if (urc) return urc;
     if (o.format == LLMPACK_FMT_GGUF && o.no_tokenizer)
         return cli_usage_error("convert", "a GGUF output needs the tokenizer (no --no-tokenizer)");
-    const char *inputs[] = {o.src, o.tokenizer, o.imatrix, calib_path};
+    const char *inputs[] = {o.src, o.tokenizer, o.imatrix, qo.calib_text};
     if ((urc = cli_inputs_exist("convert", inputs, 4))) return urc;
-    if (gptq) {
-        if (!o.type || !calib)
+    if (qo.gptq) {
+        if (!o.type || !qo.calib_text)
             return cli_usage_error("convert", "--method gptq needs --type and --calib TEXT");
         if (o.imatrix)
             return cli_usage_error("convert", "--imatrix and --method gptq exclude each other");
-        return convert_gptq(&o, json, quiet, qargs, nq);
+        if (!quant_recipe_valid(o.type))
+            return cli_usage_error("convert", "unknown --type '%s' (one of: %s)", o.type,
+                                   quant_recipe_list());
+        o.quantize = &qo;
     }
 
     cli_job cj;
@@ -286,7 +237,15 @@ int cmd_convert(int argc, char **argv)
     llmpack_convert_result res;
     double t0 = cli_now();
     int rc = llmpack_convert(cj.j, &o, &res) ? cli_job_fail(&cj) : CLI_EXIT_OK;
-    if (!rc && (json || !quiet)) print_report(&o, &res.report, json, cli_now() - t0);
+    if (!rc && res.quantize && (json || !quiet)) {
+        /* quantize's report; its input is the source (the container it read is gone) */
+        llmpack_quantize_out qout = {.path = o.out, .recipe = o.type, .format = o.format};
+        qo.in = o.src;
+        qo.pure = o.pure;
+        cli_quantize_report(&qo, res.quantize, &qout, json);
+    } else if (!rc && (json || !quiet)) {
+        print_report(&o, &res.report, json, cli_now() - t0);
+    }
     cli_job_free(&cj);
     llmpack_convert_result_free(&res);
     return rc;

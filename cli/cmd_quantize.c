@@ -297,6 +297,46 @@ static json_t *report_json(const llmpack_quantize_opts *o, const llmpack_quantiz
     return j;
 }
 
+int cli_quantize_gptq_opt(const char *opt, const char *v, llmpack_quantize_opts *o)
+{
+    long n;
+    char *end;
+    if (!strcmp(opt, "act-order")) {
+        o->gptq_order = QUANT_GPTQ_ORDER_STATIC;
+        return 0;
+    }
+    if (!v) return 1;
+    if (!strcmp(opt, "method")) {
+        o->gptq = !strcmp(v, "gptq");
+        return !o->gptq && strcmp(v, "rtn");
+    }
+    if (!strcmp(opt, "chunks")) {
+        if (cli_parse_int(v, 1, INT32_MAX, &n)) return 1;
+        o->chunks = (int)n;
+        return 0;
+    }
+    if (!strcmp(opt, "damp")) {
+        o->gptq_damp = strtod(v, &end);
+        return *end || end == v || !(o->gptq_damp >= 0.0 && o->gptq_damp <= 10.0);
+    }
+    if (!strcmp(opt, "order")) {
+        o->gptq_order = quant_gptq_order_parse(v);
+        return o->gptq_order < 0;
+    }
+    if (!strcmp(opt, "inputs")) {
+        o->gptq_sequential = !strcmp(v, "quantized");
+        return !o->gptq_sequential && strcmp(v, "original");
+    }
+    return 1;
+}
+
+void cli_quantize_report(const llmpack_quantize_opts *o, const llmpack_quantize_report *run,
+                         const llmpack_quantize_out *out, int json)
+{
+    if (json) cli_json_print(report_json(o, run, out, &run->outputs[0]));
+    else report_text(o, run, out, &run->outputs[0]);
+}
+
 /* ---------------------------------------------------------------- several outputs */
 /* The recipe a name stands for (aliases resolved: q4_k -> q4_k_m), or NULL. */
 static const char *recipe_canonical(const char *name)
@@ -339,7 +379,7 @@ int cmd_quantize(int argc, char **argv)
     int json = 0, quiet = 0;
     long threads = 0;
     const char *target_bpw_s = NULL, *max_size_s = NULL;
-    long chunks = 0, calib_chunks = 4;
+    long calib_chunks = 4;
     llmpack_quantize_opts o;
     llmpack_quantize_opts_init(&o);
     enum { O_TYPE = 256, O_IMATRIX, O_CALIB, O_TARGET_BPW, O_MAX_SIZE, O_CALIB_CHUNKS,
@@ -402,26 +442,8 @@ int cmd_quantize(int argc, char **argv)
             if (cli_parse_int(v, 1, 100000, &calib_chunks))
                 return cli_usage_error("quantize", "--calib-chunks: '%s' is not a count", v);
             break;
-        case O_METHOD:
-            o.gptq = !strcmp(v, "gptq");
-            bad = !o.gptq && strcmp(v, "rtn");
-            break;
-        case O_CHUNKS: bad = cli_parse_int(v, 1, INT32_MAX, &chunks); break;
-        case O_DAMP: {
-            char *end;
-            o.gptq_damp = strtod(v, &end);
-            bad = *end || end == v || !(o.gptq_damp >= 0.0 && o.gptq_damp <= 10.0);
-            break;
-        }
-        case O_ORDER:
-            o.gptq_order = quant_gptq_order_parse(v);
-            bad = o.gptq_order < 0;
-            break;
-        case O_ACT_ORDER: o.gptq_order = QUANT_GPTQ_ORDER_STATIC; break;
-        case O_INPUTS:
-            o.gptq_sequential = !strcmp(v, "quantized");
-            bad = !o.gptq_sequential && strcmp(v, "original");
-            break;
+        case O_METHOD: case O_CHUNKS: case O_DAMP: case O_ORDER: case O_ACT_ORDER:
+        case O_INPUTS: bad = cli_quantize_gptq_opt(cli_opt_name(opts, oc), v, &o); break;
         case O_PURE: o.pure = 1; break;
         case O_FORCE: o.force = 1; break;
         case O_NAME:
@@ -439,7 +461,6 @@ int cmd_quantize(int argc, char **argv)
     if (!in) return cli_usage_error("quantize", "no input container given");
     if (!out) return cli_usage_error("quantize", "no output given (-o OUT.lpk)");
     o.in = in;
-    o.chunks = (int)chunks;
     o.calib_chunks = (int)calib_chunks;
     const int target = target_bpw_s || max_size_s;
     if (target && (recipe || o.pure))

@@ -31,6 +31,9 @@ static int check_opts(llmpack_job *j, const llmpack_convert_opts *o)
                        o->pure ? "pure" : "an importance matrix");
     if (o->format == LLMPACK_FMT_GGUF && o->no_tokenizer)
         return lpk_err(err, LPK_EINVAL, "%s: a GGUF output needs the tokenizer", o->out);
+    if (o->quantize && (!o->type || o->imatrix))
+        return lpk_err(err, LPK_EINVAL, "convert: a quantize step needs a type and no "
+                       "importance matrix");
     return LPK_OK;
 }
 
@@ -88,6 +91,37 @@ static int convert_gguf(llmpack_job *j, const llmpack_convert_opts *o, llmpack_c
     return st;
 }
 
+/* The quantize step: the source precision into a container beside out, out
+ * quantized from it (its report malloc'ed into s->quantize), the container
+ * removed whatever happens. */
+static int convert_quantize(llmpack_job *j, const llmpack_convert_opts *o,
+                            llmpack_convert_result *s)
+{
+    lpk_error *err = job_err(j);
+    char tmp[4096] = "";
+    int st = lpk_writer_check_target(o->out, o->force ? LPK_WRITE_FORCE : 0, err);
+    if (!st) st = llmpack_tmp_beside(o->out, tmp, sizeof tmp, err);
+    llmpack_convert_opts co = *o;
+    co.type = NULL;
+    co.pure = 0;
+    if (!st) st = convert_into(j, &co, tmp, 1, &s->report);
+    if (!st && !(s->quantize = calloc(1, sizeof *s->quantize)))
+        st = lpk_err(err, LPK_ENOMEM, "out of memory");
+    if (!st) {
+        llmpack_tmp_hold(tmp);
+        llmpack_quantize_opts qo = *o->quantize;
+        qo.in = tmp;
+        qo.pure = o->pure;
+        qo.force = o->force;
+        llmpack_quantize_out out = {.path = o->out, .recipe = o->type, .format = o->format};
+        /* a job inside this one: its status and message are this job's */
+        st = llmpack_quantize(j, &qo, &out, 1, s->quantize);
+        if (s->quantize->n_out) s->file_size = s->quantize->outputs[0].file_size;
+    }
+    llmpack_tmp_remove(tmp);
+    return st;
+}
+
 int llmpack_convert(llmpack_job *j, const llmpack_convert_opts *o, llmpack_convert_result *res)
 {
     llmpack_convert_result local;
@@ -95,7 +129,9 @@ int llmpack_convert(llmpack_job *j, const llmpack_convert_opts *o, llmpack_conve
     memset(s, 0, sizeof *s);
     job_start(j);
     int st = check_opts(j, o);
-    if (!st && o->format == LLMPACK_FMT_GGUF) {
+    if (!st && o->quantize) {
+        st = convert_quantize(j, o, s);
+    } else if (!st && o->format == LLMPACK_FMT_GGUF) {
         st = convert_gguf(j, o, s);
     } else if (!st) {
         st = convert_into(j, o, o->out, o->force, &s->report);
@@ -109,5 +145,7 @@ void llmpack_convert_result_free(llmpack_convert_result *res)
 {
     if (!res) return;
     cv_report_free(&res->report);
+    llmpack_quantize_report_free(res->quantize);
+    free(res->quantize);
     memset(res, 0, sizeof *res);
 }

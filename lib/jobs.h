@@ -169,13 +169,22 @@ typedef struct llmpack_convert_opts {
     int hash_sources;         /* record the xxh3 of every input file */
     int threads;              /* 0: OpenMP's default */
     int force;                /* replace an existing out */
+    /* NULL, or a quantize step (GPTQ, which needs the unquantized model): the
+     * checkpoint is converted at its source precision into a temporary
+     * container beside out, llmpack_quantize makes out from it (recipe type,
+     * pure, force and format as given here; in is ignored; needs type, not with
+     * imatrix), and the container is removed. */
+    const struct llmpack_quantize_opts *quantize;
 } llmpack_convert_opts;
 typedef struct llmpack_convert_result {
     cv_report report;         /* convert/'s (bytes_out: of the container, also for a GGUF) */
     uint64_t file_size;       /* of out */
+    struct llmpack_quantize_report *quantize; /* the quantize step's report (opts.quantize),
+                                               * else NULL */
 } llmpack_convert_result;
 /* Converts o->src into o->out. Progress stage "convert" (bytes of source
- * tensors), then for a GGUF "export" (bytes). Notices: the report's warning as
+ * tensors), then for a GGUF "export" (bytes), or the quantize step's stages.
+ * Notices: the report's warning as
  * "warning: WARNING" (a tokenizer missing, added tokens dropped: a CLI prints it
  * even when asked to be quiet) and its note (which files were chosen), after
  * the conversion, also when it fails. Nothing is left at or beside out on

@@ -479,6 +479,66 @@ static void test_convert_errors(void **state)
     free(notok);
 }
 
+/* The quantize step (GPTQ): the bytes of `llmpack convert --method gptq`,
+ * quantize's stages after "convert", its report in the result; cancelled in
+ * it, nothing at or beside the output. */
+static void test_convert_gptq(void **state)
+{
+    (void)state;
+    const char *text = "examples/TinyStories-valid-sample.txt";
+    char *dir = tu_tmpdir(), *cli_dir = tu_fmt("%s/cli", dir);
+    char *out = tu_fmt("%s/g.gguf", dir), *cli_out = tu_fmt("%s/g.gguf", cli_dir);
+    assert_int_equal(mkdir(cli_dir, 0755), 0);
+    seen s;
+    llmpack_job *j = new_job(&s);
+    llmpack_quantize_opts qo;
+    llmpack_quantize_opts_init(&qo);
+    qo.gptq = 1;
+    qo.calib_text = text;
+    qo.chunks = 2;
+    llmpack_convert_opts o = {.src = demo, .out = out, .format = LLMPACK_FMT_GGUF,
+                              .type = "q4_0", .quantize = &qo};
+    llmpack_convert_result res;
+    assert_int_equal(llmpack_convert(j, &o, &res), LPK_OK);
+    assert_non_null(res.quantize);
+    assert_int_equal(res.quantize->n_out, 1);
+    assert_true(res.quantize->gptq);
+    assert_int_equal(res.file_size, file_size(out));
+    assert_int_equal(strncmp(s.stages, "convert,", 8), 0);
+    assert_non_null(strstr(s.stages, ",quantize,"));
+    assert_non_null(strstr(s.stages, ",export,"));
+    assert_int_equal(s.begins, s.ends);
+    llmpack_convert_result_free(&res);
+    assert_null(res.quantize);
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
+    tu_run_ok("convert %s -o '%s' --type q4_0 --method gptq --calib %s --chunks 2 -q", demo,
+              cli_out, text);
+    tu_same_bytes(cli_out, out);
+
+    /* cancelled in the quantize step */
+    assert_int_equal(remove(out), 0);
+    int all = s.updates;
+    s.updates = s.begins = s.ends = 0;
+    s.cancel_at = all - 1;
+    assert_int_equal(llmpack_convert(j, &o, &res), LPK_EINTR);
+    llmpack_convert_result_free(&res);
+    assert_non_null(strstr(llmpack_job_error(j), "cancelled"));
+    assert_int_equal(s.begins, s.ends);
+    assert_false(tu_exists(out));
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
+
+    /* a quantize step needs a type */
+    llmpack_job_reset(j);
+    o.type = NULL;
+    assert_int_equal(llmpack_convert(j, &o, NULL), LPK_EINVAL);
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir);
+    free(cli_dir);
+    free(out);
+    free(cli_out);
+}
+
 /* ---------------------------------------------------------------- tokenize, generate */
 /* The same tokenizer from a checkpoint folder, its container and its
  * tokenizer file; a file that is none of them is an error naming it. */
@@ -1318,6 +1378,7 @@ int main(void)
         cmocka_unit_test(test_convert_gguf),
         cmocka_unit_test(test_convert_cancel),
         cmocka_unit_test(test_convert_errors),
+        cmocka_unit_test(test_convert_gptq),
         cmocka_unit_test(test_open_tokenizer),
         cmocka_unit_test(test_generate),
         cmocka_unit_test(test_verify),
