@@ -73,13 +73,13 @@ static int convert_gguf(llmpack_job *j, const llmpack_convert_opts *o, llmpack_c
     lpk_error *err = job_err(j);
     char tmp[4096] = "";
     int st = lpk_writer_check_target(o->out, o->force ? LPK_WRITE_FORCE : 0, err);
-    if (!st) st = llmpack_tmp_beside(o->out, tmp, sizeof tmp, err);
+    if (!st) st = job_tmp_beside(o->out, tmp, sizeof tmp, err);
     if (!st) st = convert_into(j, o, tmp, 1, &s->report);
     char *name = NULL;
-    if (!st && !(name = llmpack_name_from_path(o->out)))
+    if (!st && !(name = job_name_from_path(o->out)))
         st = lpk_err(err, LPK_ENOMEM, "out of memory");
     if (!st) {
-        llmpack_tmp_hold(tmp);
+        job_tmp_hold(tmp);
         llmpack_export_opts eo = {.in = tmp, .out = o->out, .format = LLMPACK_FMT_GGUF,
                                   .name = name, .force = o->force};
         llmpack_export_result er;
@@ -87,7 +87,7 @@ static int convert_gguf(llmpack_job *j, const llmpack_convert_opts *o, llmpack_c
         s->file_size = er.file_size;
     }
     free(name);
-    llmpack_tmp_remove(tmp);
+    job_tmp_remove(tmp);
     return st;
 }
 
@@ -100,7 +100,7 @@ static int convert_quantize(llmpack_job *j, const llmpack_convert_opts *o,
     lpk_error *err = job_err(j);
     char tmp[4096] = "";
     int st = lpk_writer_check_target(o->out, o->force ? LPK_WRITE_FORCE : 0, err);
-    if (!st) st = llmpack_tmp_beside(o->out, tmp, sizeof tmp, err);
+    if (!st) st = job_tmp_beside(o->out, tmp, sizeof tmp, err);
     llmpack_convert_opts co = *o;
     co.type = NULL;
     co.pure = 0;
@@ -108,7 +108,7 @@ static int convert_quantize(llmpack_job *j, const llmpack_convert_opts *o,
     if (!st && !(s->quantize = calloc(1, sizeof *s->quantize)))
         st = lpk_err(err, LPK_ENOMEM, "out of memory");
     if (!st) {
-        llmpack_tmp_hold(tmp);
+        job_tmp_hold(tmp);
         llmpack_quantize_opts qo = *o->quantize;
         qo.in = tmp;
         qo.pure = o->pure;
@@ -118,7 +118,7 @@ static int convert_quantize(llmpack_job *j, const llmpack_convert_opts *o,
         st = llmpack_quantize(j, &qo, &out, 1, s->quantize);
         if (s->quantize->n_out) s->file_size = s->quantize->outputs[0].file_size;
     }
-    llmpack_tmp_remove(tmp);
+    job_tmp_remove(tmp);
     return st;
 }
 

@@ -47,7 +47,7 @@ static int export_gguf(llmpack_job *j, const llmpack_export_opts *o, llmpack_exp
     lpk_reader *r = NULL;
     lpk_gguf_plan plan = {0};
     lpk_writer *w = NULL;
-    char *name = o->name ? NULL : llmpack_name_from_path(o->in);
+    char *name = o->name ? NULL : job_name_from_path(o->in);
     int st = !o->name && !name ? lpk_err(err, LPK_ENOMEM, "out of memory") : LPK_OK;
     if (!st) st = job_open_input(j, o->in, lpk_reader_default_flags(), &r);
     if (!st)

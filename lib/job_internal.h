@@ -50,6 +50,19 @@ typedef struct job_chunks {
 int job_chunk_progress(void *user, int done, int total, uint64_t tokens, double seconds);
 /* Monotonic seconds. */
 double job_now(void);
+/* "dir/llama2-20m.q4_k.lpk" -> "llama2-20m.q4_k" (malloc'ed; NULL when out of
+ * memory): the general.name a GGUF gets from its container's file name. */
+char *job_name_from_path(const char *path);
+/* Outputs made in two steps (a container, then a GGUF or a quantized file
+ * from it): creates an empty `.BASE.tmp-XXXXXX` beside out (the writers'
+ * naming: what a SIGKILL leaves is swept by the next run there), its name in
+ * path (n bytes), registered so that the cleanup signals remove it. Write it
+ * with LPK_WRITE_FORCE; job_tmp_hold once it is complete (a lock that keeps
+ * other runs' sweeps off it); job_tmp_remove on every path out (a path not
+ * made here: no-op). At most 20 at a time in a process. */
+int job_tmp_beside(const char *out, char *path, size_t n, lpk_error *err);
+void job_tmp_hold(const char *path);
+void job_tmp_remove(const char *path);
 /* A notice, printf-style. */
 void job_notice(llmpack_job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

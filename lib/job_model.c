@@ -206,7 +206,7 @@ int llmpack_open_model(llmpack_job *j, const char *path, unsigned flags, lpk_rea
 
 /* ---------------------------------------------------------------- temporary outputs */
 /* The temporary containers of this process: the path, its slot in the
- * signal-cleanup registry (lpk_temp_register) and the lock llmpack_tmp_hold takes. */
+ * signal-cleanup registry (lpk_temp_register) and the lock job_tmp_hold takes. */
 #define TMP_SLOTS 20 /* quantize: one per GGUF output (at most 16) */
 #define TMP_PATH 4096
 static char tmp_path[TMP_SLOTS][TMP_PATH];
@@ -214,7 +214,7 @@ static int tmp_fd[TMP_SLOTS];
 static int tmp_reg[TMP_SLOTS];
 static int tmp_used[TMP_SLOTS];
 
-int llmpack_tmp_beside(const char *out, char *path, size_t n, lpk_error *err)
+int job_tmp_beside(const char *out, char *path, size_t n, lpk_error *err)
 {
     const char *slash = strrchr(out, '/');
     int dl = slash ? (int)(slash - out + 1) : 0;
@@ -253,7 +253,7 @@ static int tmp_slot(const char *path)
     return -1;
 }
 
-void llmpack_tmp_hold(const char *path)
+void job_tmp_hold(const char *path)
 {
     int i = tmp_slot(path);
     if (i < 0) return;
@@ -264,7 +264,7 @@ void llmpack_tmp_hold(const char *path)
     if (tmp_fd[i] >= 0) flock(tmp_fd[i], LOCK_SH | LOCK_NB);
 }
 
-void llmpack_tmp_remove(const char *path)
+void job_tmp_remove(const char *path)
 {
     int i = tmp_slot(path);
     if (i < 0) return;
@@ -277,7 +277,7 @@ void llmpack_tmp_remove(const char *path)
     tmp_used[i] = 0;
 }
 
-char *llmpack_name_from_path(const char *path)
+char *job_name_from_path(const char *path)
 {
     const char *b = strrchr(path, '/');
     b = b ? b + 1 : path;

@@ -467,14 +467,14 @@ static int quantize_pass(qrun *run, qout *outs, size_t n_out, float *x, float *w
     for (size_t k = 0; k < n_out && !rc; k++) {
         rc = lpk_writer_finish(outs[k].w, err);
         outs[k].w = NULL;
-        if (!rc && outs[k].o->format == LLMPACK_FMT_GGUF) llmpack_tmp_hold(outs[k].tmp);
+        if (!rc && outs[k].o->format == LLMPACK_FMT_GGUF) job_tmp_hold(outs[k].tmp);
         else if (!rc) outs[k].rep->written = 1;
     }
     for (size_t k = 0; k < n_out && !rc; k++) {
         qout *q = &outs[k];
         if (q->o->format != LLMPACK_FMT_GGUF) continue;
         llmpack_export_result es;
-        char *name = llmpack_name_from_path(q->o->path);
+        char *name = job_name_from_path(q->o->path);
         llmpack_export_opts eo = {.in = q->tmp, .out = q->o->path, .format = LLMPACK_FMT_GGUF,
                                   .name = name, .force = o->force, .max_size = o->max_size};
         rc = name ? job_export(j, &eo, &es) : lpk_err(err, LPK_ENOMEM, "out of memory");
@@ -486,7 +486,7 @@ static int quantize_pass(qrun *run, qout *outs, size_t n_out, float *x, float *w
             return LPK_OK;
         }
         /* the container is not needed any more, whatever happened */
-        llmpack_tmp_remove(q->tmp);
+        job_tmp_remove(q->tmp);
         q->tmp[0] = '\0';
         if (!rc) q->rep->written = 1;
     }
@@ -547,7 +547,7 @@ static int quantize(qrun *run, const llmpack_quantize_out *given, qout *outs, si
     for (size_t k = 0; k < n_out && !rc; k++) {
         rc = lpk_writer_check_target(given[k].path, o->force ? LPK_WRITE_FORCE : 0, err);
         if (!rc && given[k].format == LLMPACK_FMT_GGUF)
-            rc = llmpack_tmp_beside(given[k].path, outs[k].tmp, sizeof outs[k].tmp, err);
+            rc = job_tmp_beside(given[k].path, outs[k].tmp, sizeof outs[k].tmp, err);
     }
     if (!rc) rc = job_open_input(j, o->in, lpk_reader_default_flags(), &run->r);
     if (rc) goto done;
@@ -626,7 +626,7 @@ done:
     fill_report(run, outs, n_out);
     for (size_t k = 0; k < n_out; k++) {
         lpk_writer_abort(outs[k].w);
-        if (outs[k].tmp[0]) llmpack_tmp_remove(outs[k].tmp);
+        if (outs[k].tmp[0]) job_tmp_remove(outs[k].tmp);
         free(outs[k].qbuf);
         free(outs[k].decls);
         free(outs[k].ch);
@@ -690,7 +690,7 @@ int llmpack_quantize_name(llmpack_job *j, const char *in, const char *name, char
     int rc = job_open_input(j, in, lpk_reader_default_flags(), &r);
     if (!rc) {
         const char *g = lpk_meta_get_str(lpk_reader_meta(r), "general.name");
-        char *base = g && *g ? NULL : llmpack_name_from_path(in);
+        char *base = g && *g ? NULL : job_name_from_path(in);
         file_name_of(g && *g ? g : base ? base : "", buf, n);
         free(base);
     }

@@ -108,21 +108,6 @@ typedef struct llmpack_model_desc {
 } llmpack_model_desc;
 void llmpack_model_describe(const lpk_reader *r, llmpack_model_desc *d);
 
-/* "dir/llama2-20m.q4_k.lpk" -> "llama2-20m.q4_k" (malloc'ed; NULL when out of
- * memory): the general.name a GGUF gets from its container's file name. */
-char *llmpack_name_from_path(const char *path);
-
-/* Outputs made in two steps (a container, then a GGUF from it): creates an
- * empty `.BASE.tmp-XXXXXX` beside out (the writers' naming: what a SIGKILL
- * leaves is swept by the next run there), its name in path (n bytes),
- * registered so that the cleanup signals remove it. Write it with
- * LPK_WRITE_FORCE; llmpack_tmp_hold once it is complete (a lock that keeps
- * other runs' sweeps off it); llmpack_tmp_remove on every path out (a path
- * not made here: no-op). At most 20 at a time in a process. */
-int llmpack_tmp_beside(const char *out, char *path, size_t n, lpk_error *err);
-void llmpack_tmp_hold(const char *path);
-void llmpack_tmp_remove(const char *path);
-
 /* ---------------------------------------------------------------- export */
 typedef struct llmpack_export_opts {
     const char *in;        /* .lpk or GGUF */
@@ -131,7 +116,7 @@ typedef struct llmpack_export_opts {
                             * LLMPACK_FMT_LPK: a container with in's keys and tensors as
                             * they are */
     const char *name;      /* general.name of a GGUF output whose input has none
-                            * (NULL: in's file name, llmpack_name_from_path) */
+                            * (NULL: in's file name without its extension) */
     const char *set_name;  /* general.name of the output whatever in has (NULL: keep) */
     int strip;             /* GGUF: drop llmpack-only keys (LPK_GGUF_STRIP) */
     int force;             /* replace an existing out */
