@@ -6,20 +6,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "../verify/verify.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 int llmpack_open_tokenizer(llmpack_job *j, const char *path, tok_tokenizer **tok)
 {
@@ -81,13 +73,13 @@ static int generate(llmpack_job *j, const llmpack_generate_opts *o, vf_model *m,
         if (!logits || !seq) st = lpk_err(err, LPK_ENOMEM, "out of memory");
     }
     if (!st) memcpy(seq, ids, n_ids * sizeof *seq);
-    double t0 = now();
+    double t0 = job_now();
     if (!st) st = vf_forward(m, seq, (int)n_ids, 0, 1, logits, err);
-    s->prompt_seconds = now() - t0;
+    s->prompt_seconds = job_now() - t0;
     int n_seq = (int)n_ids;
     uint64_t rng = o->seed * 0x9E3779B97F4A7C15ULL + 1;
     int32_t eos = tok_tokenizer_eos(tok);
-    t0 = now();
+    t0 = job_now();
     while (!st && s->n_generated < o->n_predict) {
         if ((st = job_check_cancel(j, o->model))) break;
         int next = pick(logits, c->vocab_size, o->temp, &rng);
@@ -103,7 +95,7 @@ static int generate(llmpack_job *j, const llmpack_generate_opts *o, vf_model *m,
         if (s->n_generated < o->n_predict)
             st = vf_forward(m, &seq[n_seq - 1], 1, n_seq - 1, 1, logits, err);
     }
-    s->gen_seconds = now() - t0;
+    s->gen_seconds = job_now() - t0;
     free(logits);
     free(seq);
     free(ids);
