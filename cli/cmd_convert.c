@@ -183,7 +183,7 @@ int cmd_convert(int argc, char **argv)
             if (cli_quantize_gptq_opt(cli_opt_name(opts, c), optarg, &qo))
                 return cli_usage_error("convert", "--%s: bad value '%s'", cli_opt_name(opts, c),
                                        optarg);
-            gptq_opts |= c != O_METHOD;
+            gptq_opts = 1; /* --method rtn included, as before: convert has no other method */
             break;
         case O_TOKENIZER: o.tokenizer = optarg; break;
         case O_NO_TOKENIZER: o.no_tokenizer = 1; break;
