@@ -139,6 +139,8 @@ struct cli_job {
     int stage_label;  /* label a stage with its name alone ("export"), not "CMD: STAGE" */
     cli_progress pr;
     char label[96];
+    cli_progress inner; /* "gptq blocks", shown inside the quantize stage */
+    int inner_started;
 };
 
 #endif

@@ -5,8 +5,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* "gptq blocks" (GPTQ's block passes, reported inside the open quantize stage):
+ * a display of its own, with its ETA, that starts at its first update. */
+static void nested_progress(cli_job *cj, const llmpack_progress *p)
+{
+    if (p->event == LLMPACK_PROGRESS_UPDATE) {
+        if (!cj->inner_started) cli_progress_start(&cj->inner, p->stage, p->unit, 0, cj->quiet);
+        cj->inner_started = 1;
+        cj->inner.total = p->total;
+        cli_progress_update(&cj->inner, p->done, p->item);
+    } else if (p->event == LLMPACK_PROGRESS_END && cj->inner_started) {
+        cli_progress_end(&cj->inner);
+        cj->inner_started = 0;
+    }
+}
+
 void cli_job_progress(cli_job *cj, const llmpack_progress *p)
 {
+    if (!strcmp(p->stage, "gptq blocks")) {
+        nested_progress(cj, p);
+        return;
+    }
     switch (p->event) {
     case LLMPACK_PROGRESS_BEGIN:
         if (strcmp(p->stage, cj->cmd) && !cj->stage_label)

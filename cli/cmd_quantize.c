@@ -348,31 +348,6 @@ static const char *recipe_canonical(const char *name)
     return NULL;
 }
 
-/* The job's progress through cli_job's, but for "gptq blocks" (the blocks'
- * calibration passes, reported inside the quantize stage): a display of their
- * own, with its ETA. */
-typedef struct gptq_progress {
-    cli_job *cj;
-    cli_progress pr;
-    int started;
-} gptq_progress;
-
-static void on_progress(void *user, const llmpack_progress *p)
-{
-    gptq_progress *g = user;
-    if (strcmp(p->stage, "gptq blocks")) {
-        cli_job_progress(g->cj, p);
-    } else if (p->event == LLMPACK_PROGRESS_UPDATE) {
-        if (!g->started) cli_progress_start(&g->pr, "gptq blocks", "chunks", 0, g->cj->quiet);
-        g->started = 1;
-        g->pr.total = p->total;
-        cli_progress_update(&g->pr, p->done, p->item);
-    } else if (p->event == LLMPACK_PROGRESS_END && g->started) {
-        cli_progress_end(&g->pr);
-        g->started = 0;
-    }
-}
-
 int cmd_quantize(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL, *recipe = NULL, *format = NULL;
@@ -553,8 +528,6 @@ int cmd_quantize(int argc, char **argv)
     /* stages labelled by their names ("export", "gptq calibration"), as when each
      * was a step of its own; GPTQ's block passes on a line of their own */
     cj.stage_label = 1;
-    gptq_progress gp = {.cj = &cj};
-    llmpack_job_set_progress(cj.j, on_progress, &gp);
     llmpack_quantize_out outs[LLMPACK_QUANTIZE_MAX_OUTPUTS];
     char *paths[LLMPACK_QUANTIZE_MAX_OUTPUTS] = {NULL};
     size_t n_out = folder ? n_types : 1;
