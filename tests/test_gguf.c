@@ -14,31 +14,17 @@
 #include "../format/lpk_internal.h"
 
 /* ---------------------------------------------------------------- file builder */
-typedef struct fb {
-    uint8_t *p;
-    size_t n, cap;
-} fb;
-
-static void fb_put(fb *b, const void *src, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    memcpy(b->p + b->n, src, n);
-    b->n += n;
-}
+typedef tu_buf fb;
 static void fb_le(fb *b, uint64_t v, unsigned n)
 {
     uint8_t t[8];
     for (unsigned i = 0; i < n; i++) t[i] = (uint8_t)(v >> (8 * i));
-    fb_put(b, t, n);
+    tu_buf_put(b, t, n);
 }
 static void fb_u32(fb *b, uint32_t v) { fb_le(b, v, 4); }
 static void fb_u64(fb *b, uint64_t v) { fb_le(b, v, 8); }
-static void fb_str(fb *b, const char *s) { fb_u64(b, strlen(s)); fb_put(b, s, strlen(s)); }
-static void fb_pad(fb *b, size_t align) { while (b->n % align) fb_put(b, "", 1); }
+static void fb_str(fb *b, const char *s) { fb_u64(b, strlen(s)); tu_buf_put(b, s, strlen(s)); }
+static void fb_pad(fb *b, size_t align) { while (b->n % align) tu_buf_put(b, "", 1); }
 static void fb_kv_u32(fb *b, const char *k, uint32_t v) { fb_str(b, k); fb_u32(b, LPK_V_U32); fb_u32(b, v); }
 static void fb_kv_str(fb *b, const char *k, const char *v) { fb_str(b, k); fb_u32(b, LPK_V_STR); fb_str(b, v); }
 
@@ -69,7 +55,7 @@ static const tinfo good_t[2] = {
 static fb good_file(void)
 {
     fb b = {0};
-    fb_put(&b, "GGUF", 4);
+    tu_buf_put(&b, "GGUF", 4);
     fb_u32(&b, 3);
     fb_u64(&b, 2);
     fb_u64(&b, 3);
@@ -83,7 +69,7 @@ static fb good_file(void)
     fb_str(&b, "");
     for (int i = 0; i < 2; i++) fb_tensor(&b, &good_t[i]);
     fb_pad(&b, 32);
-    for (int i = 0; i < 32 + 34; i++) fb_put(&b, &(uint8_t){(uint8_t)i}, 1);
+    for (int i = 0; i < 32 + 34; i++) tu_buf_put(&b, &(uint8_t){(uint8_t)i}, 1);
     return b;
 }
 
@@ -172,7 +158,7 @@ static void test_good_small(void **state)
 static fb head(uint32_t version, uint64_t n_t, uint64_t n_kv)
 {
     fb b = {0};
-    fb_put(&b, "GGUF", 4);
+    tu_buf_put(&b, "GGUF", 4);
     fb_u32(&b, version);
     fb_u64(&b, n_t);
     fb_u64(&b, n_kv);
@@ -187,7 +173,7 @@ static fb with_tensors(uint32_t align, const tinfo *t, int n, size_t data_size)
     if (align) fb_kv_u32(&b, "general.alignment", align);
     for (int i = 0; i < n; i++) fb_tensor(&b, &t[i]);
     fb_pad(&b, align && (align & (align - 1)) == 0 ? align : 32);
-    for (size_t i = 0; i < data_size; i++) fb_put(&b, "\x55", 1);
+    for (size_t i = 0; i < data_size; i++) tu_buf_put(&b, "\x55", 1);
     return b;
 }
 
@@ -235,18 +221,18 @@ static void test_bad_kv(void **state)
     (void)state;
     fb b = head(3, 0, 1);
     fb_u64(&b, 1ull << 60);
-    fb_put(&b, "general.name", 12);
+    tu_buf_put(&b, "general.name", 12);
     expect_bad(&b, "huge_key_len.gguf", LPK_ETRUNC, "declares 1152921504606846976 bytes");
 
     b = one_key("general.name", LPK_V_STR);
     fb_u64(&b, 1ull << 60);
-    fb_put(&b, "abcd", 4);
+    tu_buf_put(&b, "abcd", 4);
     expect_bad(&b, "huge_str_len.gguf", LPK_ETRUNC, "declares 1152921504606846976 bytes");
 
     b = one_key("tokenizer.ggml.scores", LPK_V_ARR);
     fb_u32(&b, LPK_V_F32);
     fb_u64(&b, 1ull << 40);
-    fb_put(&b, "abcdefgh", 8);
+    tu_buf_put(&b, "abcdefgh", 8);
     expect_bad(&b, "huge_arr.gguf", LPK_ETRUNC, "declares 1099511627776 f32 values");
 
     b = one_key("tokenizer.ggml.tokens", LPK_V_ARR);
@@ -267,7 +253,7 @@ static void test_bad_kv(void **state)
     expect_bad(&b, "vtype.gguf", LPK_ECORRUPT, "unknown value type 13");
 
     b = one_key("x.flag", LPK_V_BOOL);
-    fb_put(&b, "\x02", 1);
+    tu_buf_put(&b, "\x02", 1);
     expect_bad(&b, "bool.gguf", LPK_ECORRUPT, "bool value 2");
 
     b = head(3, 0, 2);
@@ -461,9 +447,9 @@ static void test_build_roundtrip(void **state)
             end = d[i].offset + d[i].size;
         }
         fb file = {0};
-        fb_put(&file, hdr, (size_t)hsz);
+        tu_buf_put(&file, hdr, (size_t)hsz);
         free(hdr);
-        while (file.n < end) fb_put(&file, &(uint8_t){(uint8_t)(file.n * 7)}, 1);
+        while (file.n < end) tu_buf_put(&file, &(uint8_t){(uint8_t)(file.n * 7)}, 1);
         if (pass == 0) save_corpus("built_all_types.gguf", &file);
 
         lpk_meta *m2;

@@ -16,22 +16,8 @@
 #include "../convert/cv_torch.h"
 
 /* ---------------------------------------------------------------- byte buffer */
-typedef struct buf {
-    uint8_t *p;
-    size_t n, cap;
-} buf;
-
-static void b_put(buf *b, const void *d, size_t n)
-{
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    if (n) memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-static void b_u8(buf *b, unsigned v) { uint8_t x = (uint8_t)v; b_put(b, &x, 1); }
+typedef tu_buf buf;
+static void b_u8(buf *b, unsigned v) { uint8_t x = (uint8_t)v; tu_buf_put(b, &x, 1); }
 static void b_le(buf *b, uint64_t v, int k)
 {
     for (int i = 0; i < k; i++) b_u8(b, (unsigned)(v >> (8 * i)) & 0xff);
@@ -43,7 +29,7 @@ static void pk_str(buf *b, const char *s)
 {
     b_u8(b, 'X');  /* BINUNICODE: u32 length + utf-8 */
     b_le(b, strlen(s), 4);
-    b_put(b, s, strlen(s));
+    tu_buf_put(b, s, strlen(s));
 }
 static void pk_int(buf *b, int64_t v)
 {
@@ -55,9 +41,9 @@ static void pk_int(buf *b, int64_t v)
 static void pk_global(buf *b, const char *mod, const char *name)
 {
     b_u8(b, 'c');
-    b_put(b, mod, strlen(mod));
+    tu_buf_put(b, mod, strlen(mod));
     b_u8(b, '\n');
-    b_put(b, name, strlen(name));
+    tu_buf_put(b, name, strlen(name));
     b_u8(b, '\n');
 }
 static void pk_ints(buf *b, int n, const int64_t *v)
@@ -151,18 +137,18 @@ static buf zip_build(const zmember *m, size_t n)
         b_le(&b, 0x04034b50, 4); b_le(&b, 20, 2); b_le(&b, 0, 2); b_le(&b, 0, 2);
         b_le(&b, 0, 4); b_le(&b, crc, 4); b_le(&b, m[i].n, 4); b_le(&b, m[i].n, 4);
         b_le(&b, nl, 2); b_le(&b, 4 + pad, 2);
-        b_put(&b, m[i].name, nl);
+        tu_buf_put(&b, m[i].name, nl);
         b_le(&b, 0x4246, 2); b_le(&b, pad, 2);
         for (size_t k = 0; k < pad; k++) b_u8(&b, 'Z');
-        b_put(&b, m[i].data, m[i].n);
+        tu_buf_put(&b, m[i].data, m[i].n);
         b_le(&cd, 0x02014b50, 4); b_le(&cd, 20, 2); b_le(&cd, 20, 2); b_le(&cd, 0, 2);
         b_le(&cd, 0, 2); b_le(&cd, 0, 4); b_le(&cd, crc, 4); b_le(&cd, m[i].n, 4);
         b_le(&cd, m[i].n, 4); b_le(&cd, nl, 2); b_le(&cd, 0, 2); b_le(&cd, 0, 2);
         b_le(&cd, 0, 2); b_le(&cd, 0, 2); b_le(&cd, 0, 4); b_le(&cd, off, 4);
-        b_put(&cd, m[i].name, nl);
+        tu_buf_put(&cd, m[i].name, nl);
     }
     uint64_t cd_off = b.n;
-    b_put(&b, cd.p, cd.n);
+    tu_buf_put(&b, cd.p, cd.n);
     b_le(&b, 0x06054b50, 4); b_le(&b, 0, 2); b_le(&b, 0, 2); b_le(&b, n, 2); b_le(&b, n, 2);
     b_le(&b, cd.n, 4); b_le(&b, cd_off, 4); b_le(&b, 0, 2);
     free(cd.p);
@@ -314,17 +300,17 @@ static void test_pickle_protocol4(void **state)
     b_u8(&b, 0x95); b_le(&b, 0, 8);
     b_u8(&b, '}'); b_u8(&b, 0x94);
     b_u8(&b, 0x8c); b_u8(&b, 1); b_u8(&b, 'w'); b_u8(&b, 0x94);
-    b_u8(&b, 0x8c); b_u8(&b, 12); b_put(&b, "torch._utils", 12);
-    b_u8(&b, 0x8c); b_u8(&b, 18); b_put(&b, "_rebuild_tensor_v2", 18);
+    b_u8(&b, 0x8c); b_u8(&b, 12); tu_buf_put(&b, "torch._utils", 12);
+    b_u8(&b, 0x8c); b_u8(&b, 18); tu_buf_put(&b, "_rebuild_tensor_v2", 18);
     b_u8(&b, 0x93); b_u8(&b, 0x94);
     b_u8(&b, '(');
     b_u8(&b, '(');
-    b_u8(&b, 0x8c); b_u8(&b, 7); b_put(&b, "storage", 7);
-    b_u8(&b, 0x8c); b_u8(&b, 5); b_put(&b, "torch", 5);
-    b_u8(&b, 0x8c); b_u8(&b, 15); b_put(&b, "BFloat16Storage", 15);
+    b_u8(&b, 0x8c); b_u8(&b, 7); tu_buf_put(&b, "storage", 7);
+    b_u8(&b, 0x8c); b_u8(&b, 5); tu_buf_put(&b, "torch", 5);
+    b_u8(&b, 0x8c); b_u8(&b, 15); tu_buf_put(&b, "BFloat16Storage", 15);
     b_u8(&b, 0x93);
     b_u8(&b, 0x8c); b_u8(&b, 1); b_u8(&b, '7');
-    b_u8(&b, 0x8c); b_u8(&b, 3); b_put(&b, "cpu", 3);
+    b_u8(&b, 0x8c); b_u8(&b, 3); tu_buf_put(&b, "cpu", 3);
     pk_int(&b, 8);
     b_u8(&b, 't'); b_u8(&b, 'Q');
     pk_int(&b, 0);
@@ -456,7 +442,7 @@ static void test_pickle_bad_opcodes(void **state)
         b_u8(&b, 0x80); b_u8(&b, 2);
         b_u8(&b, '}');
         b_u8(&b, ops[i]);
-        b_put(&b, "os\nsystem\n", 10);
+        tu_buf_put(&b, "os\nsystem\n", 10);
         b_u8(&b, '.');
         char *want = tu_fmt("opcode 0x%02x", ops[i]);
         assert_true(pickle_fails(&b, LPK_EUNSUPPORTED, want));
@@ -1253,7 +1239,7 @@ static void test_cli_bad_inputs(void **state)
     bad[0] = (struct badcase){"evil", b, "'os.system'"};
     /* unknown opcode */
     buf c = {0};
-    b_u8(&c, 0x80); b_u8(&c, 2); b_u8(&c, '}'); b_u8(&c, 'i'); b_put(&c, "os\nsystem\n", 10);
+    b_u8(&c, 0x80); b_u8(&c, 2); b_u8(&c, '}'); b_u8(&c, 'i'); tu_buf_put(&c, "os\nsystem\n", 10);
     b_u8(&c, '.');
     bad[1] = (struct badcase){"opcode", c, "pickle opcode 0x69"};
     /* non-contiguous */

@@ -213,6 +213,17 @@ char *tu_fmt(const char *fmt, ...)
     return s;
 }
 
+void tu_buf_put(tu_buf *b, const void *d, size_t n)
+{
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    if (n) memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+
 char *tu_read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");

@@ -82,6 +82,13 @@ int tu_json_schema_valid(const char *schema, const char *json, const char *what)
 /* Size of the temporary file a writer keeps for target `base` in dir
  * (`.BASE.tmp-XXXXXX`), or -1 if there is none. */
 long long tu_tmp_size(const char *dir, const char *base);
+/* A byte buffer that grows as bytes are appended (files built in memory);
+ * start from {0}, free(p) when done. */
+typedef struct tu_buf {
+    uint8_t *p;
+    size_t n, cap;
+} tu_buf;
+void tu_buf_put(tu_buf *b, const void *d, size_t n);
 /* Reads a whole file (malloc'ed, NUL-terminated); NULL on error. */
 char *tu_read_file(const char *path, size_t *len);
 int tu_write_file(const char *path, const void *data, size_t len);
