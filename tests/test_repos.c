@@ -16,13 +16,18 @@
  *                   folder as set up so far to fail with that exit and text;
  *   expectations    what llama.cpp's convert_hf_to_gguf.py (c392e50) writes for
  *                   that folder, as each fixture's README.md derives it, checked
- *                   on the exported GGUF.
+ *                   on the exported GGUF; `tokenize IDS TEXT`: the ids llama.cpp's
+ *                   llama-tokenize gave for TEXT on that GGUF.
  *
  * The fixtures use ../shared's tokenizers; without them, stand-ins of the same
  * shapes (tests/tstandin.h) written by the test: every expectation but the
  * real pieces is then checked the same way, and `oracle` compares the
  * vocabulary with the stand-in's pieces instead of llama.cpp's file (a NOTE
- * says so). */
+ * says so); `tokenize` lines then only compare llmpack with llama.cpp (their
+ * ids are the real tokenizers').
+ * test_llama_cpp runs them all again where LLAMA_CPP_DIR points at a llama.cpp
+ * build: llama-tokenize must give each `tokenize` line's ids too, and
+ * llama-simple must load each exported GGUF and generate. */
 #include "tutil.h"
 
 #include <dirent.h>
@@ -366,6 +371,105 @@ static void compare_standin(const fx *f)
     }
 }
 
+/* ---------------------------------------------------------------- llama.cpp */
+/* llama.cpp's program NAME under $LLAMA_CPP_DIR (build/bin/, bin/ or the folder
+ * itself, as bench/common.sh looks), or NULL */
+static char *llama_tool(const char *name)
+{
+    const char *d = getenv("LLAMA_CPP_DIR");
+    if (!d || !*d) return NULL;
+    static const char *const sub[] = {"build/bin/", "bin/", ""};
+    for (int i = 0; i < 3; i++) {
+        char *p = tu_fmt("%s/%s%s", d, sub[i], name);
+        if (access(p, X_OK) == 0) return p;
+        free(p);
+    }
+    return NULL;
+}
+
+/* set by test_llama_cpp: llama-tokenize and llama-simple, else NULL */
+static char *llama_tokenize, *llama_simple;
+
+/* The text of a `tokenize` line: \n, \t and \\ unescaped. */
+static char *unescape(const char *s)
+{
+    char *out = malloc(strlen(s) + 1), *o = out;
+    for (; *s; s++) {
+        if (*s == '\\' && (s[1] == 'n' || s[1] == 't' || s[1] == '\\')) {
+            s++;
+            *o++ = *s == 'n' ? '\n' : *s == 't' ? '\t' : '\\';
+        } else {
+            *o++ = *s;
+        }
+    }
+    *o = 0;
+    return out;
+}
+
+/* "[1, 2, 3]" (llama-tokenize --ids) or {"ids": [1, 2, 3], ...} (llmpack
+ * tokenize --json): the ids as "1,2,3" */
+static char *ids_of(const char *out)
+{
+    const char *a = out ? strchr(out, '[') : NULL, *b = a ? strchr(a, ']') : NULL;
+    if (!b) return NULL;
+    char *r = malloc((size_t)(b - a) + 1), *o = r;
+    for (const char *p = a + 1; p < b; p++)
+        if (*p != ' ' && *p != '\n') *o++ = *p;
+    *o = 0;
+    return r;
+}
+
+/* tokenize IDS TEXT on the exported GGUF: llmpack (special tokens parsed, BOS
+ * as the GGUF says) and, under test_llama_cpp, llama-tokenize give IDS. With
+ * stand-in tokenizers IDS (the real tokenizers' ids) do not apply: llmpack's ids
+ * must then equal llama-tokenize's, where it runs. */
+static void check_tokenize(const fx *f, const char *want, const char *escaped)
+{
+    char *text = unescape(escaped), *file = tu_fmt("%s/tokenize.txt", f->root);
+    assert_int_equal(tu_write_file(file, text, strlen(text)), 0);
+    char *out = NULL;
+    int rc = tu_llmpack(&out, "tokenize '%s' -f '%s' --special --json", f->gguf, file);
+    char *got = rc ? NULL : ids_of(out), *mine = NULL;
+    if (!got || (!f->standin && strcmp(got, want)))
+        fail_msg("%s: llmpack tokenize '%s': %s, want %s", f->name, escaped,
+                 got ? got : out ? out : "no output", f->standin ? "ids" : want);
+    if (f->standin) want = mine = got;
+    else free(got);
+    free(out);
+    if (llama_tokenize) {
+        char *res = tu_fmt("%s/llama-tokenize.out", f->root);
+        char *cmd = tu_fmt("'%s' -m '%s' -f '%s' --ids --no-escape --log-disable > '%s' 2>&1",
+                           llama_tokenize, f->gguf, file, res);
+        rc = system(cmd);
+        out = tu_read_file(res, NULL);
+        got = rc ? NULL : ids_of(out);
+        if (!got || strcmp(got, want))
+            fail_msg("%s: llama-tokenize '%s': %s, want %s", f->name, escaped,
+                     got ? got : out ? out : "no output", want);
+        free(got);
+        free(out);
+        free(cmd);
+        free(res);
+    }
+    free(mine);
+    free(text);
+    free(file);
+}
+
+/* under test_llama_cpp: llama-simple loads the GGUF and generates 2 tokens */
+static void check_llama_loads(const fx *f)
+{
+    if (!llama_simple) return;
+    char *res = tu_fmt("%s/llama-simple.out", f->root);
+    char *cmd = tu_fmt("'%s' -m '%s' -n 2 Hello > '%s' 2>&1", llama_simple, f->gguf, res);
+    if (system(cmd)) {
+        char *out = tu_read_file(res, NULL);
+        fail_msg("%s: llama-simple did not run %s: %s", f->name, f->gguf, out ? out : "");
+    }
+    free(cmd);
+    free(res);
+}
+
 /* ---------------------------------------------------------------- the run */
 static int split_words(char *line, char **w, int max)
 {
@@ -562,6 +666,7 @@ static void run_fixture(const char *name)
                 }
                 assert_int_equal(lpk_reader_open(f.gguf, &f.r, NULL), 0);
                 f.m = lpk_reader_meta(f.r);
+                check_llama_loads(&f);
             }
             const lpk_meta *m = f.m;
             uint32_t u;
@@ -679,6 +784,10 @@ static void run_fixture(const char *name)
                 const char *v = lpk_meta_get_str(m, w[1]);
                 if (!v || strcmp(v, w[2])) fail_msg("%s: %s is %s, want %s", name, w[1],
                                                      v ? v : "missing", w[2]);
+            } else if (!strcmp(w[0], "tokenize")) {
+                /* tokenize IDS TEXT: TEXT is the rest of the line after IDS */
+                assert_true(nw > 2);
+                check_tokenize(&f, w[1], line + (w[2] - l));
             } else if (!strcmp(w[0], "tied")) {
                 int has = lpk_reader_find(f.r, "output.weight") != NULL;
                 assert_int_equal(has, !atoi(w[1]));
@@ -760,6 +869,34 @@ FIXTURE(test_meta_llama2_7b, "meta-llama-2-7b")
 FIXTURE(test_meta_llama2_70b, "meta-llama-2-70b")
 FIXTURE(test_meta_llama31_8b, "meta-llama-3.1-8b-instruct")
 
+/* Every fixture again, against llama.cpp's own programs (LLAMA_CPP_DIR). */
+static void test_llama_cpp(void **state)
+{
+    (void)state;
+    llama_tokenize = llama_tool("llama-tokenize");
+    llama_simple = llama_tool("llama-simple");
+    if (!llama_tokenize || !llama_simple) {
+        print_message("SKIP: no llama-tokenize and llama-simple under LLAMA_CPP_DIR (%s)\n",
+                      getenv("LLAMA_CPP_DIR") ? getenv("LLAMA_CPP_DIR") : "unset");
+        free(llama_tokenize);
+        free(llama_simple);
+        llama_tokenize = llama_simple = NULL;
+        skip();
+    }
+    static const char *const all[] = {
+        "llama-2-7b-hf", "llama-2-7b-chat-hf", "codellama-7b-hf", "vicuna-7b-v1.5-16k",
+        "alpaca-7b-32001", "tinyllama-1.1b-chat-v1.0", "meta-llama-3-8b-instruct",
+        "llama-3.1-8b-instruct", "llama-3.2-1b", "mistral-7b-v0.1", "meta-llama-2-7b",
+        "meta-llama-2-70b", "meta-llama-3.1-8b-instruct"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        print_message("llama.cpp: %s\n", all[i]);
+        run_fixture(all[i]);
+    }
+    free(llama_tokenize);
+    free(llama_simple);
+    llama_tokenize = llama_simple = NULL;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -769,7 +906,7 @@ int main(void)
         cmocka_unit_test(test_llama3_8b_instruct),  cmocka_unit_test(test_llama31_8b_instruct),
         cmocka_unit_test(test_llama32_1b),          cmocka_unit_test(test_mistral_7b),
         cmocka_unit_test(test_meta_llama2_7b),      cmocka_unit_test(test_meta_llama2_70b),
-        cmocka_unit_test(test_meta_llama31_8b),
+        cmocka_unit_test(test_meta_llama31_8b),     cmocka_unit_test(test_llama_cpp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
