@@ -44,7 +44,7 @@ BIN = $(O)/llmpack
 endif
 
 .SECONDARY:
-.PHONY: all test test-long test-noshared asan mutants fuzz bench bench-convert bench-quant bench-quant-multi bench-calib bench-peer-quant bench-gptq \
+.PHONY: all test test-long test-noshared asan mutants fuzz bench bench-convert bench-quant bench-quant-multi bench-calib bench-peer-quant bench-peer-verify bench-gptq \
         install clean tests check-deps
 all: $(BIN) $(O)/libllmpack.a $(SHLIB)
 
@@ -154,6 +154,9 @@ bench-calib: all $(BENCH_BIN)
 # llmpack quantize against llama-quantize (LLAMA_CPP_DIR=path of a llama.cpp build)
 bench-peer-quant: all $(BENCH_BIN)
 	@sh bench/run.sh $(O) peer-quant
+
+bench-peer-verify: all $(BENCH_BIN)
+	@sh bench/run.sh $(O) peer-verify
 
 bench-gptq: all $(BENCH_BIN)
 	@sh bench/run.sh $(O) gptq

@@ -16,6 +16,8 @@
 #            (and llama-imatrix's where LLAMA_CPP_DIR is set)
 #   peer-quant  bench/peer_quant.sh: llmpack quantize against llama-quantize,
 #            every recipe, 1.1B shape (only where LLAMA_CPP_DIR is set)
+#   peer-verify  bench/peer_verify.sh: llmpack verify against llama-perplexity
+#            on the same GGUF files, 1.1B shape (only where LLAMA_CPP_DIR is set)
 #   gptq     bench/gptq.sh: quantize --method gptq on one block of 7B widths,
 #            time and peak RSS, extrapolated to 32 blocks and 128 chunks
 # A figure whose script is absent is skipped with a message.
@@ -29,7 +31,7 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 if [ $# -eq 0 ]; then
     # convert last: it writes and deletes tens of GB, and the writeback and
     # freeing that follow disturb CPU-bound figures for minutes
-    set -- machine quant kernels verify calib quant-multi peer-quant gptq convert
+    set -- machine quant kernels verify calib quant-multi peer-quant peer-verify gptq convert
     : > "$out"
 fi
 t_all=$(date +%s)
@@ -77,11 +79,14 @@ for fig in "$@"; do
     peer-quant)
         sh bench/peer_quant.sh "$O" || { echo "peer-quant benchmark failed"; status=1; }
         ;;
+    peer-verify)
+        sh bench/peer_verify.sh "$O" || { echo "peer-verify benchmark failed"; status=1; }
+        ;;
     gptq)
         sh bench/gptq.sh "$O" || { echo "gptq benchmark failed"; status=1; }
         ;;
     *)
-        echo "unknown figure $fig (machine, convert, quant, kernels, verify, calib, quant-multi, peer-quant, gptq)"
+        echo "unknown figure $fig (machine, convert, quant, kernels, verify, calib, quant-multi, peer-quant, peer-verify, gptq)"
         status=2
         ;;
     esac
