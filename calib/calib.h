@@ -137,8 +137,9 @@ void calib_gptq_free(calib_gptq *g);   /* NULL is fine */
  * with o.sequential: the second pass through the quantized block counts),
  * tokens = done * ctx, seconds since this call. The time between passes (the
  * GPTQ sweeps of the block before) is in the seconds, so done / seconds gives
- * an ETA for the whole model once a block is done. user must stay valid until
- * the next call or calib_gptq_free. */
+ * an ETA for the whole model once a block is done. A non-zero return stops the
+ * block's pass at that chunk: the call that ran it returns LPK_EINTR. user must
+ * stay valid until the next call or calib_gptq_free. */
 void calib_gptq_set_progress(calib_gptq *g, calib_progress_fn fn, void *user);
 
 /* Whether GPTQ applies to tensor `name` stored as type (a block type GPTQ

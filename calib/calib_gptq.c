@@ -194,14 +194,17 @@ void calib_gptq_set_progress(calib_gptq *g, calib_progress_fn fn, void *user)
     g->progress_t0 = now_s();
 }
 
-/* One more chunk through a block, to the progress function. */
-static void passed_chunk(calib_gptq *g)
+/* One more chunk through a block, to the progress function; LPK_EINTR when it
+ * asks to stop. */
+static int passed_chunk(calib_gptq *g, lpk_error *err)
 {
-    if (!g->progress) return;
+    if (!g->progress) return LPK_OK;
     int64_t total = (int64_t)g->n_layers * g->chunks * (g->o.sequential ? 2 : 1);
     if (g->passed < total) g->passed++;
-    g->progress(g->progress_user, (int)g->passed, (int)total,
-                (uint64_t)g->passed * (uint64_t)g->o.ctx, now_s() - g->progress_t0);
+    if (g->progress(g->progress_user, (int)g->passed, (int)total,
+                    (uint64_t)g->passed * (uint64_t)g->o.ctx, now_s() - g->progress_t0))
+        return lpk_err(err, LPK_EINTR, "gptq: cancelled");
+    return LPK_OK;
 }
 
 /* The hidden states back to the embeddings of the chunks' tokens. */
@@ -239,7 +242,7 @@ static int move_to(calib_gptq *g, int l, lpk_error *err)
         for (int k = 0; k < g->chunks && !st; k++) {
             st = vf_layer_forward(g->m, g->hs_layer, g->hs + (size_t)k * chunk_floats, ctx,
                                   seq ? (const float *const *)g->qw : NULL, err);
-            if (!st) passed_chunk(g);
+            if (!st) st = passed_chunk(g, err);
         }
         if (st) {
             g->cur = -1; /* the hidden states are half moved: start again next time */
@@ -283,7 +286,7 @@ static int move_to(calib_gptq *g, int l, lpk_error *err)
         if (!st && g->bad)
             st = lpk_err(err, LPK_ECORRUPT,
                          "gptq: a layer input does not match its weight's width");
-        if (!st) passed_chunk(g);
+        if (!st) st = passed_chunk(g, err);
     }
     vf_model_set_act_hook(g->m, NULL, NULL);
     if (st) {

@@ -240,6 +240,7 @@ static int write_tensor(qrun *run, qout *q, size_t i, const lpk_tensor *t, const
         else
             rc = quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, q->qbuf, iw,
                                         quant_rows_flags(t->name, q->decls, run->n), &qe);
+        if (rc == LPK_EINTR) return lpk_err(err, rc, "%s: cancelled", run->o->in);
         if (rc) return lpk_err(err, rc, "%s: tensor %s: %s", run->o->in, t->name, qe.msg);
         if (t->n_dims >= 2) {
             quant_error(type, x, q->qbuf, nr, nc, &st->sse, &st->ssx);

@@ -310,8 +310,9 @@ void llmpack_quantize_report_free(llmpack_quantize_report *rep);   /* NULL is fi
  * the tensor), "export" (bytes, per GGUF output); each update is a
  * cancellation point. With GPTQ the blocks' calibration passes report inside
  * the quantize stage as updates of stage "gptq blocks" (chunks through blocks
- * of the whole model, item the token rate) and one end of it, the quantize
- * stage staying open: the one exception to stages not nesting. Notices: the calibration, the
+ * of the whole model, item the token rate; each a cancellation point) and one
+ * end of it, the quantize stage staying open: the one exception to stages not
+ * nesting. Notices: the calibration, the
  * sensitivities, each tensor requantized. LPK_EINVAL: options that do not go
  * together, an unknown recipe, a tensor already quantized to another type
  * without allow_requantize; LPK_EINTR when cancelled. rep may be NULL. */

@@ -1140,6 +1140,63 @@ static void test_quantize(void **state)
     free(dir); free(in); free(multi); free(single);
 }
 
+/* What a quantize job with GPTQ showed: the events of its own stages to
+ * on_progress, and the nested "gptq blocks" updates counted apart. */
+typedef struct gptq_seen {
+    seen s;
+    int blocks;        /* "gptq blocks" updates */
+    int cancel_block;  /* cancel at this one (0: never) */
+} gptq_seen;
+
+static void on_gptq_progress(void *user, const llmpack_progress *p)
+{
+    gptq_seen *g = user;
+    if (strcmp(p->stage, "gptq blocks")) {
+        on_progress(&g->s, p);
+    } else if (p->event == LLMPACK_PROGRESS_UPDATE && ++g->blocks == g->cancel_block) {
+        llmpack_job_cancel(g->s.j);
+    }
+}
+
+/* GPTQ's block passes are cancellation points: cancelled at the first chunk
+ * through the first block, the job stops there (the second chunk of that pass
+ * is not run), returns LPK_EINTR naming the input and writes nothing. */
+static void test_quantize_gptq_cancel(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir(), *in = demo_container(dir), *out = tu_fmt("%s/g.lpk", dir);
+    llmpack_quantize_opts o;
+    gptq_seen g = {0};
+    llmpack_job *j = quantize_job(&g.s, &o, in);
+    llmpack_job_set_progress(j, on_gptq_progress, &g);
+    o.gptq = 1;
+    o.calib_text = TEXT;
+    o.chunks = 2;
+    llmpack_quantize_out q = {.path = out, .recipe = "q4_0", .format = LLMPACK_FMT_LPK};
+    /* run to the end: two updates a block */
+    if (llmpack_quantize(j, &o, &q, 1, NULL)) fail_msg("%s", llmpack_job_error(j));
+    int all = g.blocks;
+    assert_true(all >= 4);
+    assert_int_equal(all % 2, 0);
+    assert_int_equal(remove(out), 0);
+
+    llmpack_job_reset(j);
+    g.blocks = 0;
+    g.cancel_block = 1;
+    assert_int_equal(llmpack_quantize(j, &o, &q, 1, NULL), LPK_EINTR);
+    assert_int_equal(g.blocks, 1);
+    assert_non_null(strstr(llmpack_job_error(j), "cancelled"));
+    assert_non_null(strstr(llmpack_job_error(j), in));
+    assert_false(tu_exists(out));
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
+    assert_int_equal(tu_dir_entries(dir, 0), 1); /* the input alone */
+    llmpack_job_free(j);
+    tu_rmtree(dir);
+    free(dir);
+    free(in);
+    free(out);
+}
+
 /* Cancelled while quantizing: LPK_EINTR naming the input, no output and no
  * temporary file. Cancelled while the second output is exported: the first,
  * complete, stays and the report says so. Cancelled while calibrating on a
@@ -1395,6 +1452,7 @@ int main(void)
         cmocka_unit_test(test_info),
         cmocka_unit_test(test_quantize),
         cmocka_unit_test(test_quantize_cancel),
+        cmocka_unit_test(test_quantize_gptq_cancel),
         cmocka_unit_test(test_quantize_target),
         cmocka_unit_test(test_quantize_errors),
         cmocka_unit_test(test_calibrate),
