@@ -184,9 +184,13 @@ static uint8_t *make_weights(int t, int64_t n_out, int64_t n_in, size_t *bytes)
         }
         for (size_t b = 0; b < n / (size_t)ti->type_size; b++) {
             uint8_t *p = w + b * (size_t)ti->type_size;
+            /* the f16 scales where each layout has them (quant/quant.h) */
             if (t == LPK_TYPE_Q6_K) { put_half(p + 208, 0.001f); continue; }
+            if (t == LPK_TYPE_Q3_K) { put_half(p + 108, 0.001f); continue; }
+            if (t == LPK_TYPE_Q2_K) { put_half(p + 80, 0.003f); put_half(p + 82, 0.002f); continue; }
             put_half(p, 0.003f);
-            if (t == LPK_TYPE_Q4_1 || t == LPK_TYPE_Q5_1 || t == LPK_TYPE_Q4_K) put_half(p + 2, 0.002f);
+            if (t == LPK_TYPE_Q4_1 || t == LPK_TYPE_Q5_1 || t == LPK_TYPE_Q4_K || t == LPK_TYPE_Q5_K)
+                put_half(p + 2, 0.002f);
         }
     }
     *bytes = n;
@@ -227,7 +231,8 @@ static void passive_openmp(char **argv)
 int main(int argc, char **argv)
 {
     passive_openmp(argv);
-    const char *threads_s = "1,2", *types_s = "f32,f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,q4_k,q6_k";
+    const char *threads_s = "1,2", *types_s = "f32,f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,q4_k,q6_k,"
+                                                   "q5_k,q3_k,q2_k,iq4_nl,iq4_xs";
     const char *shapes_s = "large,small", *json_path = NULL;
     double min_time = 0.5;
     for (int i = 1; i < argc; i++) {
@@ -284,7 +289,8 @@ int main(int argc, char **argv)
     printf("%-6s %-12s %-11s %5s %4s %10s %10s %10s %8s %8s\n", "type", "path", "W shape", "n_tok",
            "thr", "ms/call", "wall", "cpu", "of peak", "of local");
     const int64_t n_tok = 512;
-    const char *tn[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q6_k"};
+    const char *tn[] = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q6_k",
+                        "q5_k", "q3_k", "q2_k", "iq4_nl", "iq4_xs"};
     float *x = malloc(sizeof(float) * (size_t)(n_tok * 11008));
     float *y = malloc(sizeof(float) * (size_t)(n_tok * 32000));
     if (!x || !y) return 1;
