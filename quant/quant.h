@@ -196,15 +196,19 @@ int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nr
  * super-block types (k-quants, iq4_xs) weight value i of a row by |x_i| and the
  * 32-block types keep plain squared error; with one every type weights it by
  * imatrix[c] * sqrt(sigma^2/4 + x_i^2) (sigma^2: the row's mean square; q5_k
- * sigma^2 in full, q2_k sqrt(imatrix[c]) * |x_i|). What quantize and convert
- * use. */
-enum { QUANT_ROWS_OUTPUT_WEIGHTING = 1u, QUANT_ROWS_LOOKUP = 2u };
+ * sigma^2 in full, q2_k sqrt(imatrix[c]) * |x_i|, iq4_nl imatrix[c]^0.1). What
+ * quantize and convert use. */
+enum { QUANT_ROWS_OUTPUT_WEIGHTING = 1u, QUANT_ROWS_LOOKUP = 2u, QUANT_ROWS_HEAD = 4u };
+/* QUANT_ROWS_HEAD: the rows are the output matrix (output.weight, or the
+ * token embedding of a tied model); with an importance matrix iq4_nl and
+ * iq4_xs weight them by the importance alone. */
 /* QUANT_ROWS_LOOKUP: the rows are a lookup table (the token embedding of a
  * model with its own output matrix: a token reads its row, no activation
  * multiplies a column), weighted for that instead: the k-quants (q2_k..q6_k)
  * by sqrt(sigma^2 + x_i^2) (times the importance, if one is given), iq4_xs by
  * |x_i|, the 32-block types not at all. quant_rows_flags gives the flags of a
- * named tensor of a model. */
+ * named tensor of a model (QUANT_ROWS_OUTPUT_WEIGHTING, with QUANT_ROWS_LOOKUP
+ * or QUANT_ROWS_HEAD where they apply). */
 unsigned quant_rows_flags(const char *name, const lpk_tensor *tensors, size_t n);
 /* quant_quantize_rows_from with flags (0: the same as it). The same
  * guarantees: bytes independent of threads and SIMD path. */

@@ -449,8 +449,10 @@ int quant_plan_bpw(const char *recipe, unsigned flags, const lpk_meta *meta,
 unsigned quant_rows_flags(const char *name, const lpk_tensor *tensors, size_t n)
 {
     unsigned f = QUANT_ROWS_OUTPUT_WEIGHTING;
+    if (strcmp(name, "output.weight") == 0) return f | QUANT_ROWS_HEAD;
     if (strcmp(name, "token_embd.weight") != 0) return f;
     for (size_t i = 0; i < n; i++)
         if (strcmp(tensors[i].name, "output.weight") == 0) return f | QUANT_ROWS_LOOKUP;
-    return f;
+    /* tied: the embedding is also the output matrix */
+    return f | QUANT_ROWS_HEAD;
 }

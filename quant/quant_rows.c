@@ -162,11 +162,13 @@ static int run_blocks(quant_blocks_fn bf, const void *x, int st, const float *w,
 }
 
 /* How a row's values are weighted under QUANT_ROWS_OUTPUT_WEIGHTING or
- * QUANT_ROWS_LOOKUP: k < 0 |x|, else sqrt(k sigma^2 + x^2); times the
- * column's importance (its square root when root_im). */
+ * QUANT_ROWS_LOOKUP: a magnitude term (flat: 1; else k < 0 |x|, k >= 0
+ * sqrt(k sigma^2 + x^2)) times the column's importance raised to im_pow (1:
+ * as given; 0.5: its square root). */
 typedef struct {
     double k;
-    int root_im;
+    int flat;
+    double im_pow;
 } ow_rule;
 
 /* The per-value weights of one row x[n] under rule r (docs/QUANT.md,
@@ -175,14 +177,17 @@ typedef struct {
 static void output_weights(const float *x, const float *im, int64_t n, ow_rule r, float *w)
 {
     double s2 = 0;
-    if (r.k >= 0) {
+    if (!r.flat && r.k >= 0) {
         for (int64_t i = 0; i < n; i++) s2 += (double)x[i] * x[i];
         s2 = r.k * s2 / (double)n;
     }
     for (int64_t i = 0; i < n; i++) {
-        double a = r.k >= 0 ? sqrt(s2 + (double)x[i] * x[i]) : fabs((double)x[i]);
+        double a = r.flat ? 1.0 : r.k >= 0 ? sqrt(s2 + (double)x[i] * x[i]) : fabs((double)x[i]);
+        double v = !im ? a
+                   : r.im_pow == 1.0 ? (double)im[i] * a
+                   : r.im_pow == 0.5 ? sqrt((double)im[i]) * a
+                                     : pow((double)im[i], r.im_pow) * a;
         /* in double and saturated: rows near FLT_MAX keep finite weights */
-        double v = !im ? a : r.root_im ? sqrt((double)im[i]) * a : (double)im[i] * a;
         w[i] = v < FLT_MAX ? (float)v : FLT_MAX;
     }
 }
@@ -191,12 +196,15 @@ static void output_weights(const float *x, const float *im, int64_t n, ow_rule r
  * alone (or no weights). Measured on llama2-20m (docs/QUANT.md, "Weighting"):
  * without a matrix |x| for the super-block types and nothing for the 32-block
  * types; with one the importance times sqrt(sigma^2 / 4 + x^2) for every type
- * but q5_k (sqrt(sigma^2 + x^2)) and q2_k (the importance's square root times
- * |x|); a lookup table sqrt(sigma^2 + x^2) for the k-quants, |x| for iq4_xs,
- * nothing for the 32-block types. */
+ * but q5_k (sqrt(sigma^2 + x^2)), q2_k (the importance's square root times
+ * |x|) and iq4_nl (the importance to the power 1/10, no magnitude term); the
+ * output matrix at iq4_nl/iq4_xs the importance alone; a lookup table
+ * sqrt(sigma^2 + x^2) for the k-quants, |x| for iq4_xs, nothing for the
+ * 32-block types. */
 static int output_rule(int type, int has_im, unsigned flags, ow_rule *r)
 {
-    r->root_im = 0;
+    r->flat = 0;
+    r->im_pow = 1.0;
     if (!(flags & (QUANT_ROWS_OUTPUT_WEIGHTING | QUANT_ROWS_LOOKUP)) || !quant_kind_get(type))
         return 0;
     int super = lpk_type_get(type)->block_size >= QK_K;
@@ -208,8 +216,11 @@ static int output_rule(int type, int has_im, unsigned flags, ow_rule *r)
         r->k = -1.0;
         return super;
     }
+    int iq4 = type == LPK_TYPE_IQ4_NL || type == LPK_TYPE_IQ4_XS;
+    if (iq4 && (flags & QUANT_ROWS_HEAD)) return 0;
     r->k = type == LPK_TYPE_Q5_K ? 1.0 : type == LPK_TYPE_Q2_K ? -1.0 : 0.25;
-    r->root_im = type == LPK_TYPE_Q2_K;
+    r->im_pow = type == LPK_TYPE_Q2_K ? 0.5 : type == LPK_TYPE_IQ4_NL ? 0.1 : 1.0;
+    r->flat = type == LPK_TYPE_IQ4_NL;
     return 1;
 }
 
@@ -238,7 +249,7 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
     const quant_kind *k = quant_kind_get(type);
     /* per-value weights from the rows (q8_0 without an importance matrix is
      * rounding noise: it stays a one-pass type) */
-    ow_rule ok = {0, 0};
+    ow_rule ok = {0, 0, 1.0};
     int ow = output_rule(type, imatrix != NULL, flags, &ok);
     quant_row_fn fn = k ? pick(k) : NULL;
     quant_blocks_fn bf = k ? pick_blocks(k, imatrix || ow) : NULL;

@@ -308,26 +308,47 @@ static void test_roundtrip_random(void **state)
     }
     /* with an importance matrix every type weights by importance x
      * sqrt(k sigma^2 + x^2), k = 1/4 (q5_k: 1; q2_k: sqrt(importance) x |x|):
-     * lower on that error than the importance alone */
+     * lower on that error than the importance alone; iq4_nl takes the
+     * importance to the power 1/10 alone (the bytes of that vector given as the
+     * importance), and the output matrix at iq4_nl/iq4_xs (QUANT_ROWS_HEAD) the
+     * importance as given */
+    float *w10 = malloc(nc * sizeof(float));
+    for (int64_t c = 0; c < nc; c++) w10[c] = (float)pow((double)w[c], 0.1);
     for (size_t t = 0; t < sizeof all_types / sizeof all_types[0]; t++) {
         int type = all_types[t];
         double k = type == LPK_TYPE_Q5_K ? 1.0 : 0.25;
         size_t nb = tu_qbytes(type, nr, nc);
-        void *qi = malloc(nb), *qw = malloc(nb);
+        void *qi = malloc(nb), *qw = malloc(nb), *qh = malloc(nb);
         lpk_error err = {0};
         assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, qi, w, 0, &err), 0);
         assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, qw, w,
                                                 QUANT_ROWS_OUTPUT_WEIGHTING, &err), 0);
+        assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, qh, w,
+                                                QUANT_ROWS_OUTPUT_WEIGHTING | QUANT_ROWS_HEAD,
+                                                &err), 0);
+        if (type == LPK_TYPE_IQ4_NL || type == LPK_TYPE_IQ4_XS) {
+            assert_memory_equal(qh, qi, nb);
+        } else {
+            assert_memory_equal(qh, qw, nb);
+        }
+        if (type == LPK_TYPE_IQ4_NL) {
+            assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, qi, w10, 0,
+                                                    &err), 0);
+            assert_memory_equal(qw, qi, nb);
+            free(qi); free(qw); free(qh);
+            continue;
+        }
         int q2 = type == LPK_TYPE_Q2_K;
         double e[2] = {rule_error(type, qi, x, nr, nc, w, q2, q2 ? -1.0 : k),
                        rule_error(type, qw, x, nr, nc, w, q2, q2 ? -1.0 : k)};
         print_message("%-6s weighted error (k %.2f): importance alone %.4g, output weighting "
                       "%.4g\n", lpk_type_get(type)->name, k, e[0], e[1]);
         assert_true(e[1] < e[0]);
-        free(qi); free(qw);
+        free(qi); free(qw); free(qh);
     }
+    free(w10);
     free(ones);
-    /* which tensors are lookup tables */
+    /* which tensors are lookup tables, which the output matrix */
     lpk_tensor ts[3];
     memset(ts, 0, sizeof ts);
     snprintf(ts[0].name, sizeof ts[0].name, "token_embd.weight");
@@ -336,9 +357,11 @@ static void test_roundtrip_random(void **state)
     assert_int_equal(quant_rows_flags("token_embd.weight", ts, 3),
                      QUANT_ROWS_OUTPUT_WEIGHTING | QUANT_ROWS_LOOKUP);
     assert_int_equal(quant_rows_flags("blk.0.attn_q.weight", ts, 3), QUANT_ROWS_OUTPUT_WEIGHTING);
-    assert_int_equal(quant_rows_flags("output.weight", ts, 3), QUANT_ROWS_OUTPUT_WEIGHTING);
+    assert_int_equal(quant_rows_flags("output.weight", ts, 3),
+                     QUANT_ROWS_OUTPUT_WEIGHTING | QUANT_ROWS_HEAD);
     /* tied: the embedding is also the output matrix */
-    assert_int_equal(quant_rows_flags("token_embd.weight", ts, 2), QUANT_ROWS_OUTPUT_WEIGHTING);
+    assert_int_equal(quant_rows_flags("token_embd.weight", ts, 2),
+                     QUANT_ROWS_OUTPUT_WEIGHTING | QUANT_ROWS_HEAD);
     free(x);
     free(w);
 }
