@@ -6,8 +6,9 @@
 # LLAMA_CPP_DIR points at a llama.cpp build, llama-imatrix runs on the same GGUF
 # file, text, context, chunks and threads, and the ratio is printed. The machine and its load
 # average are printed first and recorded with every run: on a shared machine
-# the figures move with the load. Appends one JSON object per run to
-# bench/results.json.
+# the figures move with the load: each run's CPU seconds (user + sys) are
+# printed and recorded too, and compare better than wall time under load.
+# Appends one JSON object per run to bench/results.json.
 #
 #   sh bench/bench_calib.sh [BUILD_DIR] [CHUNKS]     (default: 16 chunks)
 #
@@ -47,7 +48,8 @@ model=$work/$name.f16.gguf
 "$bin" convert "$src" -o "$model" --type f16 --force > "$work/convert.log" 2>&1 ||
     { cat "$work/convert.log"; exit 1; }
 
-# run OUT_PREFIX CMD...: wall seconds and peak RSS (KiB) of CMD into $secs, $rss_kb
+# run OUT_PREFIX CMD...: wall seconds, CPU seconds (user + sys) and peak RSS
+# (KiB) of CMD into $secs, $cpus, $rss_kb
 run() {
     p=$1
     shift
@@ -56,11 +58,13 @@ run() {
     t1=$(date +%s.%N)
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
     rss_kb=$(sed -n 's/.*Maximum resident set size (kbytes): \([0-9]*\).*/\1/p' "$p.time")
+    cpus=$(awk -F': ' '/User time \(seconds\)|System time \(seconds\)/ { s += $2 }
+                       END { printf "%.2f", s }' "$p.time")
 }
 
 tokens=$((chunks * ctx))
-printf '%-12s %4s %8s %10s %10s %12s %12s %8s  %s\n' model thr tokens seconds tokens/s \
-    "peak RSS MiB" "imatrix t/s" ratio load
+printf '%-12s %4s %8s %10s %10s %8s %12s %12s %8s %10s  %s\n' model thr tokens seconds tokens/s \
+    "CPU s" "peak RSS MiB" "imatrix t/s" ratio "im CPU s" load
 for thr in 1 2; do
     load=$(cut -d' ' -f1-3 /proc/loadavg)
     run "$work/ours" "$bin" calibrate "$model" -f "$text" -o "$work/ours.dat" -c $ctx \
@@ -68,20 +72,24 @@ for thr in 1 2; do
     tps=$(awk -v s="$secs" -v n="$tokens" 'BEGIN { printf "%.1f", n / s }')
     rss=$(awk -v r="${rss_kb:-0}" 'BEGIN { printf "%.1f", r / 1024 }')
     ours_secs=$secs
+    ours_cpu=$cpus
     ltps=null
     ratio=null
+    lcpu=null
     if [ -n "$imatrix" ]; then
         run "$work/theirs" "$imatrix" -m "$model" -f "$text" -o "$work/theirs.dat" -c $ctx \
             --chunks "$chunks" -t $thr
         ltps=$(awk -v s="$secs" -v n="$tokens" 'BEGIN { printf "%.1f", n / s }')
         ratio=$(awk -v a="$secs" -v b="$ours_secs" 'BEGIN { printf "%.3f", a / b }')
+        lcpu=$cpus
     fi
-    printf '{"bench": "calib", "model": "%s", "threads": %d, "ctx": %d, "tokens": %d, "seconds": %s, "tokens_per_s": %s, "peak_rss_mib": %s, "imatrix_tokens_per_s": %s, "ratio": %s, "load": "%s"}\n' \
-        "$name" "$thr" "$ctx" "$tokens" "$ours_secs" "$tps" "$rss" "$ltps" "$ratio" "$load" \
+    printf '{"bench": "calib", "model": "%s", "threads": %d, "ctx": %d, "tokens": %d, "seconds": %s, "tokens_per_s": %s, "peak_rss_mib": %s, "imatrix_tokens_per_s": %s, "ratio": %s, "cpu_seconds": %s, "imatrix_cpu_seconds": %s, "load": "%s"}\n' \
+        "$name" "$thr" "$ctx" "$tokens" "$ours_secs" "$tps" "$rss" "$ltps" "$ratio" "$ours_cpu" "$lcpu" "$load" \
         >> bench/results.json
-    printf '%-12s %4s %8s %10s %10s %12s %12s %8s  %s\n' "$name" "$thr" "$tokens" "$ours_secs" \
-        "$tps" "$rss" "$([ "$ltps" = null ] && echo - || echo "$ltps")" \
-        "$([ "$ratio" = null ] && echo - || echo "$ratio")" "$load"
+    printf '%-12s %4s %8s %10s %10s %8s %12s %12s %8s %10s  %s\n' "$name" "$thr" "$tokens" \
+        "$ours_secs" "$tps" "$ours_cpu" "$rss" "$([ "$ltps" = null ] && echo - || echo "$ltps")" \
+        "$([ "$ratio" = null ] && echo - || echo "$ratio")" \
+        "$([ "$lcpu" = null ] && echo - || echo "$lcpu")" "$load"
 done
 [ -n "$imatrix" ] || echo "(llama-imatrix not timed: set LLAMA_CPP_DIR to a llama.cpp build)"
 echo "ratio: llmpack's tokens/s over llama-imatrix's (above 1: llmpack is faster)"
