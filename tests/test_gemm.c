@@ -266,16 +266,35 @@ static void ref_row(int t, const uint8_t *row, int64_t n_in, int32_t *qw, double
     }
 }
 
-/* Activations quantized the documented way: blocks of bs, d = amax/127,
- * q = nearest-even(x / d). */
-static void ref_quant_x(const float *x, int64_t n, int bs, int32_t *q, double *d)
+/* Activations quantized the documented way (vf_gemm.h: the bytes of GGML's
+ * x86 quantizers). Blocks of 32: q = nearest-even(x * (127 / amax)), d and s
+ * the f16 values of amax / 127 and of (amax / 127) * sum q. Blocks of 256:
+ * max = the first x of the largest magnitude, is = -127 / max, q =
+ * nearest-even(x * is), d = 1 / is (s unused). */
+static void ref_quant_x(const float *x, int64_t n, int bs, int32_t *q, double *d, double *s)
 {
     for (int64_t b = 0; b < n / bs; b++) {
-        float amax = 0;
-        for (int j = 0; j < bs; j++) amax = fmaxf(amax, fabsf(x[b * bs + j]));
-        float df = amax / 127.0f, id = df != 0.0f ? 1.0f / df : 0.0f;
-        for (int j = 0; j < bs; j++) q[b * bs + j] = (int32_t)nearbyintf(x[b * bs + j] * id);
-        d[b] = df;
+        const float *v = x + b * bs;
+        float amax = 0, max = 0;
+        for (int j = 0; j < bs; j++)
+            if (fabsf(v[j]) > amax) {
+                amax = fabsf(v[j]);
+                max = v[j];
+            }
+        float m = bs == 32 ? 127.0f / amax : -127.0f / max;
+        if (amax == 0) m = 0;
+        int32_t sum = 0;
+        for (int j = 0; j < bs; j++) {
+            q[b * bs + j] = (int32_t)nearbyintf(v[j] * m);
+            sum += q[b * bs + j];
+        }
+        if (bs == 32) {
+            d[b] = lpk_f16_to_f32(lpk_f32_to_f16(amax / 127.0f));
+            s[b] = lpk_f16_to_f32(lpk_f32_to_f16(amax / 127.0f * (float)sum));
+        } else {
+            d[b] = amax == 0 ? 0.0f : 1.0f / m;
+            s[b] = 0;
+        }
     }
 }
 
@@ -302,10 +321,12 @@ static void ref_matmul(int t, const uint8_t *w, int64_t n_out, int64_t n_in, con
     /* every token's activations, quantized once */
     int32_t *qxa = malloc(sizeof(int32_t) * (size_t)(n_in * n_tok));
     double *dxa = malloc(sizeof(double) * (size_t)(n_in * n_tok));
+    double *sxa = malloc(sizeof(double) * (size_t)(n_in * n_tok));
     int bs = is_k(t) ? 256 : 32;
     if (!is_fp(t))
         for (int64_t tk = 0; tk < n_tok; tk++)
-            ref_quant_x(x + tk * n_in, n_in, bs, qxa + tk * n_in, dxa + tk * n_in);
+            ref_quant_x(x + tk * n_in, n_in, bs, qxa + tk * n_in, dxa + tk * n_in,
+                        sxa + tk * n_in);
     for (int64_t o = 0; o < n_out; o++) {
         ref_row(t, w + (size_t)o * rb, n_in, qw, dsc, mn, wf);
         for (int64_t tk = 0; tk < n_tok; tk++) {
@@ -322,11 +343,14 @@ static void ref_matmul(int t, const uint8_t *w, int64_t n_out, int64_t n_in, con
                 continue;
             }
             const int32_t *qx = qxa + tk * n_in;
-            const double *dx = dxa + tk * n_in;
+            const double *dx = dxa + tk * n_in, *sx = sxa + tk * n_in;
             double sq = 0, aq = 0;
             for (int64_t e = 0; e < n_in; e++) {
                 double a = qw[e] * dsc[e] * (double)qx[e] * dx[e / bs];
-                double b = mn[e] * (double)qx[e] * dx[e / bs];
+                /* the mins: per element with q8_K's bsums, per block with
+                 * the 32-blocks' s (one m per block) */
+                double b = bs == 32 ? (e % 32 == 0 ? mn[e] * sx[e / 32] : 0)
+                                    : mn[e] * (double)qx[e] * dx[e / bs];
                 sq += a + b;
                 aq += fabs(a) + fabs(b);
             }
@@ -334,7 +358,7 @@ static void ref_matmul(int t, const uint8_t *w, int64_t n_out, int64_t n_in, con
             bound[tk * n_out + o] = aq;
         }
     }
-    free(qw); free(dsc); free(mn); free(wf); free(qxa); free(dxa);
+    free(qw); free(dsc); free(mn); free(wf); free(qxa); free(dxa); free(sxa);
 }
 
 static int n_paths(void)
@@ -355,6 +379,9 @@ static void check_quantize_x(void)
     /* block 0: d = 1 exactly, so x = k + 0.5 are rounding ties (to even) */
     x[0] = 127.0f; x[1] = 2.5f; x[2] = 3.5f; x[3] = -2.5f; x[4] = -127.0f; x[5] = 0;
     for (int j = 6; j < 32; j++) x[j] = fmaxf(-100.0f, fminf(100.0f, x[j] * 30.0f));
+    /* q8_K block 1: the largest magnitude twice, negative first */
+    x[300] = -200.0f;
+    x[400] = 200.0f;
     vf_xblk32 xb[16];
     block_q8_K xk[2];
     vf_quantize_x32(x, n, xb);
@@ -363,17 +390,27 @@ static void check_quantize_x(void)
     assert_int_equal(xb[0].qs[1], 2);
     assert_int_equal(xb[0].qs[2], 4);
     assert_int_equal(xb[0].qs[3], -2);
+    /* q8_K: the first value of the largest magnitude is +127 (x[4] = -127
+     * comes later), so is = -1 and d = -1: q = -x, ties to even */
+    assert_true(xk[0].d == -1.0f);
+    assert_int_equal(xk[0].qs[0], -127);
+    assert_int_equal(xk[0].qs[1], -2);
+    assert_int_equal(xk[0].qs[2], -4);
+    assert_int_equal(xk[0].qs[4], 127);
+    assert_true(xk[1].d == 1.0f / (127.0f / 200.0f));
+    assert_int_equal(xk[1].qs[300 - 256], -127);
+    assert_int_equal(xk[1].qs[400 - 256], 127);
     int32_t q[512];
-    double d[16];
-    ref_quant_x(x, n, 32, q, d);
+    double d[16], sr[16];
+    ref_quant_x(x, n, 32, q, d, sr);
     for (int b = 0; b < 16; b++) {
         assert_true(xb[b].d == (float)d[b]);
         int32_t sum = 0;
         for (int j = 0; j < 32; j++) { assert_int_equal(xb[b].qs[j], q[b * 32 + j]); sum += q[b * 32 + j]; }
         assert_int_equal(xb[b].sum, sum);
-        assert_true(xb[b].s == xb[b].d * (float)sum);
+        assert_true(xb[b].s == (float)sr[b]);
     }
-    ref_quant_x(x, n, 256, q, d);
+    ref_quant_x(x, n, 256, q, d, sr);
     for (int b = 0; b < 2; b++) {
         assert_true(xk[b].d == (float)d[b]);
         for (int j = 0; j < 256; j++) assert_int_equal(xk[b].qs[j], q[b * 256 + j]);
@@ -418,8 +455,8 @@ static void test_block_ints(void **state)
         vf_quantize_x32(x, n_in, xb);
         vf_quantize_xk(x, n_in, xk);
         int32_t qw[1024], qx[1024];
-        double dsc[1024], mn[1024], wf[1024], dx[32];
-        ref_quant_x(x, n_in, bs, qx, dx);
+        double dsc[1024], mn[1024], wf[1024], dx[32], sx[32];
+        ref_quant_x(x, n_in, bs, qx, dx, sx);
         const lpk_type_info *inf = lpk_type_get(t);
         for (int o = 0; o < 4; o++) {
             const uint8_t *row = w + (size_t)o * row_bytes(t, n_in);

@@ -40,8 +40,7 @@ void vf_quantize_x32(const float *x, int64_t n, vf_xblk32 *out)
             float a = fabsf(v[j]);
             if (a > amax) amax = a;
         }
-        float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         int32_t sum = 0;
         for (int j = 0; j < 32; j++) {
             long q = lrintf(v[j] * id);
@@ -49,9 +48,7 @@ void vf_quantize_x32(const float *x, int64_t n, vf_xblk32 *out)
             out[b].qs[j] = (int8_t)q;
             sum += (int32_t)q;
         }
-        out[b].d = d;
-        out[b].sum = sum;
-        out[b].s = d * (float)sum;
+        vf_x32_scales(amax, sum, &out[b]);
     }
 }
 
@@ -65,15 +62,17 @@ void vf_quantize_xk(const float *x, int64_t n, block_q8_K *out)
 #endif
     for (int64_t b = 0; b < n / QK_K; b++) {
         const float *v = x + b * QK_K;
-        float amax = 0.0f;
+        float amax = 0.0f, max = 0.0f;
         for (int j = 0; j < QK_K; j++) {
             float a = fabsf(v[j]);
-            if (a > amax) amax = a;
+            if (a > amax) {
+                amax = a;
+                max = v[j];
+            }
         }
-        float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        float is = amax != 0.0f ? -127.0f / max : 0.0f;
         for (int j = 0; j < QK_K; j++) {
-            long q = lrintf(v[j] * id);
+            long q = lrintf(v[j] * is);
             q = q > 127 ? 127 : (q < -127 ? -127 : q);
             out[b].qs[j] = (int8_t)q;
         }
@@ -82,7 +81,7 @@ void vf_quantize_xk(const float *x, int64_t n, block_q8_K *out)
             for (int j = 0; j < 16; j++) s += out[b].qs[g * 16 + j];
             out[b].bsums[g] = (int16_t)s;
         }
-        out[b].d = d;
+        out[b].d = amax != 0.0f ? 1.0f / is : 0.0f;
     }
 }
 

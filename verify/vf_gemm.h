@@ -45,15 +45,23 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
  * m * (sum qx) (q4_k, q5_k, q2_k). All integer parts are exact int32 sums.
  * q5_k, q3_k, q2_k, iq4_nl and iq4_xs: one AVX2 kernel on every x86 path (the
  * same steps, integer sums 32 products at a time).
- * Activations: per block (32 or 256 elements) d = amax / 127, q = round-to-
- * nearest-even(x * (1 / d)), q = 0 when amax == 0.
+ * Activations: the bytes GGML's x86 code gives (ggml-cpu-quants.c, b4748),
+ * so that the int8 path sees what llama.cpp's does on the same input:
+ *   32-element blocks (q8_0 and q8_1 of GGML): amax = max |x|, q = round-to-
+ *   nearest-even(x * (127 / amax)), q = 0 when amax == 0; the scales are
+ *   stored in f16 as GGML's blocks hold them: d = f16(amax / 127), s =
+ *   f16((amax / 127) * sum q);
+ *   q8_K (256 elements): max = the first x of the largest magnitude (signed),
+ *   is = -127 / max, q = round-to-nearest-even(x * is), d = 1 / is (so d < 0
+ *   when max > 0; d * q is what matters); all zero when max == 0.
+ * q is clamped to +-127 (only NaN or infinite inputs reach the clamp).
  * ------------------------------------------------------------------------ */
 
 /* One token's activation block for the 32-element weight types. */
 typedef struct vf_xblk32 {
     int8_t qs[32];
-    float d;     /* scale: x ~ d * qs */
-    float s;     /* d * (float)sum */
+    float d;     /* scale: x ~ d * qs (a value of f16) */
+    float s;     /* the scale times sum (a value of f16) */
     int32_t sum; /* sum of qs */
 } vf_xblk32;
 

@@ -3,10 +3,30 @@
 #ifndef VF_GEMM_KERN_H
 #define VF_GEMM_KERN_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "vf_gemm.h"
+
+/* The scalar steps of the activation quantizers (vf_gemm.h), shared by every
+ * path: a 32-block's d, s and sum from its amax and the sum of its qs; and the
+ * signed maximum of a q8_K block (the first of its QK_K values whose magnitude
+ * is amax). */
+static inline void vf_x32_scales(float amax, int32_t sum, vf_xblk32 *out)
+{
+    float d = amax / 127.0f;
+    out->d = lpk_f16_to_f32(lpk_f32_to_f16(d));
+    out->sum = sum;
+    out->s = lpk_f16_to_f32(lpk_f32_to_f16(d * (float)sum));
+}
+
+static inline float vf_xk_max(const float *v, float amax)
+{
+    int j = 0;
+    while (j < QK_K - 1 && fabsf(v[j]) != amax) j++;
+    return v[j];
+}
 
 /* One vf_matmul call, validated. */
 typedef struct vf_gemm_args {

@@ -116,7 +116,8 @@ typedef struct {
 
 /* ---------------------------------------------------------------- activations */
 /* The scalar quantizers' results, bit for bit: max is exact in any order (a
- * NaN input is skipped, as `a > amax` skips it), the scale is computed in
+ * NaN input is skipped, as `a > amax` skips it), the signed maximum of q8_K is
+ * the first element of that magnitude in both, the scales are computed in
  * scalar code, x * id is one rounded product, vcvtps2dq rounds to nearest even
  * like lrintf, and out-of-range or NaN products clamp to -127 in both. */
 static LPK_TARGET("avx2,fma") float amax8(const float *x, int n8)
@@ -155,12 +156,8 @@ LPK_TARGET("avx2,fma") void vf_quantize_x32_avx2(const float *x, int64_t n, vf_x
     for (int64_t b = 0; b < n / 32; b++) {
         const float *v = x + b * 32;
         float amax = amax8(v, 4);
-        float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
-        int32_t sum = quant32(v, id, out[b].qs);
-        out[b].d = d;
-        out[b].sum = sum;
-        out[b].s = d * (float)sum;
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        vf_x32_scales(amax, quant32(v, id, out[b].qs), &out[b]);
     }
 }
 
@@ -169,9 +166,8 @@ LPK_TARGET("avx2,fma") void vf_quantize_xk_avx2(const float *x, int64_t n, block
     for (int64_t b = 0; b < n / QK_K; b++) {
         const float *v = x + b * QK_K;
         float amax = amax8(v, 32);
-        float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
-        for (int k = 0; k < 8; k++) quant32(v + 32 * k, id, out[b].qs + 32 * k);
+        float is = amax != 0.0f ? -127.0f / vf_xk_max(v, amax) : 0.0f;
+        for (int k = 0; k < 8; k++) quant32(v + 32 * k, is, out[b].qs + 32 * k);
         for (int g = 0; g < QK_K / 16; g++) {
             __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(out[b].qs + 16 * g)));
             __m256i s = _mm256_madd_epi16(w, _mm256_set1_epi16(1));
@@ -180,7 +176,7 @@ LPK_TARGET("avx2,fma") void vf_quantize_xk_avx2(const float *x, int64_t n, block
             h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
             out[b].bsums[g] = (int16_t)_mm_cvtsi128_si32(h);
         }
-        out[b].d = d;
+        out[b].d = amax != 0.0f ? 1.0f / is : 0.0f;
     }
 }
 
