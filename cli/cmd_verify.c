@@ -37,6 +37,9 @@ static const char *usage_text =
     "  --max-ppl-ratio X    limit on ppl / ref_ppl       }\n"
     "  --max-kld X          limit on the mean KLD        }\n"
     "  --tensor-errors      per-tensor rel. RMSE against the reference's tensors\n"
+    "  --kv-f16             the MODELs' attention as llama.cpp runs it with its default\n"
+    "                       f16 KV cache: keys, values, queries and softmax weights\n"
+    "                       rounded to f16 (REF's stays fp32)\n"
     "  --report FILE        an HTML report (one file, charts inline): the summary, PPL,\n"
     "                       KLD and top-1 per chunk, the KLD distribution, per-tensor\n"
     "                       errors (with --ref), size against KLD\n"
@@ -186,7 +189,7 @@ typedef struct run_info {
     const char *ref_path, *text_path;
     long ctx, max_chunks;
     const limits *lim;
-    int tensor_errors;
+    int tensor_errors, kv_f16;
 } run_info;
 
 /* The whole --json document (docs/verify.schema.json): results is the array
@@ -230,6 +233,7 @@ static void print_json(const run_info *ri, const llmpack_verify_result *res, jso
     json_object_set_new(lj, "max_kld", jnum_or_null(1, ri->lim->kld));
     json_object_set_new(se, "limits", lj);
     json_object_set_new(se, "tensor_errors", json_boolean(ri->tensor_errors));
+    json_object_set_new(se, "kv_f16", json_boolean(ri->kv_f16));
     json_object_set_new(doc, "settings", se);
     int pass = !error && json_array_size(results) > 0;
     for (size_t i = 0; i < json_array_size(results); i++)
@@ -309,6 +313,7 @@ static int write_report(const char *path, int force, const run_info *ri,
     report_run run = {.ref_path = ri->ref_path, .text_path = ri->text_path,
                       .text_bytes = res->text_bytes, .n_tokens = res->n_tokens,
                       .ctx = (int)ri->ctx, .chunks = res->chunks, .threads = res->threads,
+                      .kv_f16 = ri->kv_f16,
                       .tokens_scored = res->tokens_scored, .models = rm, .n_models = n};
     if (res->ref.loaded) run.ref_desc = res->ref.desc;
     for (int i = 0; i < n; i++) {
@@ -435,13 +440,13 @@ int cmd_verify(int argc, char **argv)
 {
     const char *cmd = "verify", *ref_path = NULL, *text_path = NULL, *report_path = NULL;
     long ctx = 512, max_chunks = 0, threads = 0;
-    int json = 0, quiet = 0, tensor_errors = 0, force = 0;
+    int json = 0, quiet = 0, tensor_errors = 0, force = 0, kv_f16 = 0;
     limits lim = {NAN, NAN, NAN};
     const char **paths = calloc((size_t)argc, sizeof *paths);
     int n_paths = 0;
     if (!paths) return CLI_EXIT_RUNTIME;
     enum { O_REF = 256, O_CHUNKS, O_MAX_DELTA, O_MAX_RATIO, O_MAX_KLD, O_TENSOR_ERRORS,
-           O_JSON, O_REPORT, O_FORCE };
+           O_JSON, O_REPORT, O_FORCE, O_KV_F16 };
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},          {"model", required_argument, NULL, 'm'},
         {"text", required_argument, NULL, 'f'},    {"ctx", required_argument, NULL, 'c'},
@@ -451,6 +456,7 @@ int cmd_verify(int argc, char **argv)
         {"max-ppl-ratio", required_argument, NULL, O_MAX_RATIO},
         {"max-kld", required_argument, NULL, O_MAX_KLD},
         {"tensor-errors", no_argument, NULL, O_TENSOR_ERRORS},
+        {"kv-f16", no_argument, NULL, O_KV_F16},
         {"json", no_argument, NULL, O_JSON},
         {"report", required_argument, NULL, O_REPORT},
         {"force", no_argument, NULL, O_FORCE},
@@ -484,6 +490,7 @@ int cmd_verify(int argc, char **argv)
             *(oc == O_MAX_DELTA ? &lim.ppl_delta : oc == O_MAX_RATIO ? &lim.ppl_ratio : &lim.kld) = d;
             break;
         case O_TENSOR_ERRORS: tensor_errors = 1; break;
+        case O_KV_F16: kv_f16 = 1; break;
         case O_JSON: json = 1; break;
         case O_REPORT: report_path = optarg; break;
         case O_FORCE: force = 1; break;
@@ -527,13 +534,14 @@ int cmd_verify(int argc, char **argv)
         return CLI_EXIT_RUNTIME;
     }
     run_info ri = {.ref_path = ref_path, .text_path = text_path, .ctx = ctx,
-                   .max_chunks = max_chunks, .lim = &lim, .tensor_errors = tensor_errors};
+                   .max_chunks = max_chunks, .lim = &lim, .tensor_errors = tensor_errors,
+                   .kv_f16 = kv_f16};
     llmpack_verify_opts vo = {
         .models = paths, .n_models = n_paths, .ref = ref_path, .text = text_path,
         .ctx = (int)ctx, .max_chunks = (int)max_chunks, .threads = (int)threads,
         .max_ppl_delta = lim.ppl_delta, .max_ppl_ratio = lim.ppl_ratio, .max_kld = lim.kld,
         /* a report shows them whenever there is a reference */
-        .tensor_errors = tensor_errors || (report_path && ref_path)};
+        .tensor_errors = tensor_errors || (report_path && ref_path), .kv_f16 = kv_f16};
     for (size_t k = 0; k < 3; k++) {
         double v = k == 0 ? lim.ppl_delta : k == 1 ? lim.ppl_ratio : lim.kld;
         if (!isnan(v)) vo.limits |= limit_names[k].bit;

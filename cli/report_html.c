@@ -544,6 +544,9 @@ static void header(FILE *f, const report_run *run)
     fprintf(f, "<tr><td>protocol</td><td>%d chunks of %d tokens, positions %d..%d of each scored: "
             "%llu positions per model</td></tr>\n", run->chunks, run->ctx, run->ctx / 2,
             run->ctx - 2, (unsigned long long)run->tokens_scored);
+    if (run->kv_f16)
+        fputs("<tr><td>attention</td><td>the models' with an f16 KV cache, as llama.cpp's "
+              "default (--kv-f16); the reference's in fp32</td></tr>\n", f);
     fputs("<tr><td>reference</td><td>", f);
     if (run->ref_path) {
         fmt_size(sz, sizeof sz, (double)run->ref_desc.file_size);

@@ -31,6 +31,7 @@ typedef struct report_run {
     uint64_t text_bytes;
     size_t n_tokens;                /* the whole text, BOS included */
     int ctx, chunks, threads;
+    int kv_f16;                     /* --kv-f16 */
     uint64_t tokens_scored;         /* per model */
     const report_model *models;
     int n_models;

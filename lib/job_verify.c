@@ -158,7 +158,10 @@ static int verify_run(run *rn)
     int st = vf_read_text(o->text, &text, &n_text, err);
     if (!st) st = hash_text(rn, text, n_text);
     if (!st && o->ref) st = load(rn, &res->ref, &rn->ref_r, &rn->ref_m);
-    for (int i = 0; !st && i < n; i++) st = load(rn, &res->models[i], &rn->rs[i], &rn->ms[i]);
+    for (int i = 0; !st && i < n; i++) {
+        st = load(rn, &res->models[i], &rn->rs[i], &rn->ms[i]);
+        if (!st && o->kv_f16) vf_model_set_kv_f16(rn->ms[i], VF_KV_F16_ATTN);
+    }
     if (!st) st = tok_tokenizer_new(lpk_reader_meta(o->ref ? rn->ref_r : rn->rs[0]), &tok, err);
     if (!st) st = tok_encode(tok, text, n_text, 1, 0, &ids, &n_ids, err);
     if (!st) {

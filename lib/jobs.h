@@ -392,6 +392,9 @@ typedef struct llmpack_verify_opts {
     unsigned limits;            /* LLMPACK_MAX_* bits: the maxima below that apply (need ref) */
     double max_ppl_delta, max_ppl_ratio, max_kld;
     int tensor_errors;          /* per-tensor rel. RMSE against ref's tensors (needs ref) */
+    int kv_f16;                 /* the models' attention as llama.cpp's default f16 KV
+                                 * cache computes it (VF_KV_F16_ATTN); the reference's
+                                 * stays fp32 */
 } llmpack_verify_opts;
 
 /* One input of a verification (a model, or the reference). */

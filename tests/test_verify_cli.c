@@ -114,6 +114,42 @@ static char *convert(const char *dir, const char *src, const char *out_name, con
     return out;
 }
 
+/* --kv-f16 changes the MODELs' attention (llama.cpp's f16 KV cache), not the
+ * reference's: the demo model against itself is identical without it (KLD 0)
+ * and slightly different with it, with the same reference PPL. */
+static void test_kv_f16(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *m = convert(dir, "examples/stories260K", "s16.lpk", "");
+    const char *text = "examples/TinyStories-valid-sample.txt";
+    double ppl[2], ref_ppl[2], kld[2];
+    for (int k = 0; k < 2; k++) {
+        char *out = NULL;
+        int rc = tu_llmpack(&out, "verify '%s' --ref '%s' --text '%s' --ctx 128 --chunks 8 --json%s",
+                            m, m, text, k ? " --kv-f16" : "");
+        assert_int_equal(rc, 0);
+        json_t *doc = parse(out);
+        json_t *j = res(doc, 0);
+        assert_true(json_is_boolean(json_object_get(sec(doc, "settings"), "kv_f16")));
+        assert_int_equal(json_is_true(json_object_get(sec(doc, "settings"), "kv_f16")), k);
+        ppl[k] = num(j, "ppl");
+        ref_ppl[k] = num(j, "ref_ppl");
+        kld[k] = num(j, "kld_mean");
+        json_decref(doc);
+        free(out);
+    }
+    print_message("--kv-f16: PPL %.6f -> %.6f (ref %.6f), KLD %.3g\n", ppl[0], ppl[1], ref_ppl[1],
+                  kld[1]);
+    assert_true(ppl[0] == ref_ppl[0] && kld[0] == 0);
+    assert_true(ref_ppl[1] == ref_ppl[0]);
+    assert_true(ppl[1] != ppl[0] && fabs(ppl[1] / ppl[0] - 1) < 1e-3);
+    assert_true(kld[1] > 0 && kld[1] < 1e-4);
+    tu_rmtree(dir);
+    free(dir);
+    free(m);
+}
+
 /* stories260K converted from HF (f32 and f16): both give the reference PPL
  * 5.8585 over all 121 chunks of ctx 128 (under a second: the fast tier runs them
  * all); the f16 copy diverges very little. The f16 model is the demo model
@@ -520,6 +556,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_stories260k),
+        cmocka_unit_test(test_kv_f16),
         cmocka_unit_test(test_two_models_json),
         cmocka_unit_test(test_schema),
         cmocka_unit_test(test_llama2_20m),

@@ -106,10 +106,16 @@ typedef void (*vf_act_hook)(void *user, int layer, const char *name, const float
 /* Installs (or with NULL removes) the hook: calibration (calib/) collects its
  * statistics through it, so there is one forward pass, not two. */
 void vf_model_set_act_hook(vf_model *m, vf_act_hook hook, void *user);
-/* on: keys and values are rounded to f16 as they enter the cache, as
- * llama.cpp's default f16 KV cache stores them (calibration uses this to
- * collect the same statistics as llama-imatrix). Off by default. */
-void vf_model_set_kv_f16(vf_model *m, int on);
+/* llama.cpp's default f16 KV cache, emulated (off, 0, by default).
+ * VF_KV_F16_CACHE: keys and values are rounded to f16 as they enter the cache,
+ * as that cache stores them (calibration uses this to collect the same
+ * statistics as llama-imatrix).
+ * VF_KV_F16_ATTN: also the queries and the softmax weights, as llama.cpp's two
+ * attention products with an f16 cache take them (GGML converts the other
+ * operand of a product with f16 to f16 first): scores = f16(q) . k, output =
+ * sum of f16(weight) * v, both summed in f32. verify --kv-f16. */
+enum { VF_KV_F16_CACHE = 1, VF_KV_F16_ATTN = 2 };
+void vf_model_set_kv_f16(vf_model *m, int mode);
 
 /* ---------------------------------------------------------------- perplexity */
 /* llama.cpp's protocol: the token stream (BOS first) is cut into chunks of ctx

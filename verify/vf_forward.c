@@ -146,7 +146,16 @@ void vf_model_set_act_hook(vf_model *m, vf_act_hook hook, void *user)
     m->act_user = user;
 }
 
-void vf_model_set_kv_f16(vf_model *m, int on) { m->kv_f16 = on != 0; }
+void vf_model_set_kv_f16(vf_model *m, int mode)
+{
+    m->kv_f16 = mode >= VF_KV_F16_ATTN ? VF_KV_F16_ATTN : mode > 0 ? VF_KV_F16_CACHE : 0;
+}
+
+/* x = the f16 value nearest x (ties to even), for n floats */
+static void round_f16(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = lpk_f16_to_f32(lpk_f32_to_f16(x[i]));
+}
 
 static int matmul(vf_model *m, const void *w, int wtype, int n_out, int n_in, const float *x,
                   int n_tok, float *y, const char *what, int layer, lpk_error *err)
@@ -167,7 +176,7 @@ static int matmul(vf_model *m, const void *w, int wtype, int n_out, int n_in, co
  * then one query head per OpenMP task, VF_ATT_QT queries at a time. Each
  * output element is computed by one thread in a fixed order (vf_math.h): a
  * score is q[0]k[0] + q[1]k[1] + ... and an output the sum over positions in
- * order. */
+ * order (with VF_KV_F16_ATTN, of the softmax weights rounded to f16). */
 static void attention(vf_model *m, int kl, int n_tok, int pos0)
 {
     const vf_config *c = &m->config;
@@ -205,6 +214,8 @@ static void attention(vf_model *m, int kl, int n_tok, int pos0)
             float *o = s->att_out + (size_t)t0 * qd + (size_t)h * hd;
             vf_attn_scores(att, ld, q, qd, nq, kt, ld, hd, n0 + nq - 1);
             for (int j = 0; j < nq; j++) vf_softmax(att + (size_t)j * ld, n0 + j, scale);
+            if (m->kv_f16 == VF_KV_F16_ATTN)
+                for (int j = 0; j < nq; j++) round_f16(att + (size_t)j * ld, (size_t)(n0 + j));
             /* positions all queries see, then each query's further ones */
             vf_attn_wsum(o, qd, att, ld, nq, v, kvd, hd, 0, n0, 0);
             for (int j = 1; j < nq; j++)
@@ -242,11 +253,11 @@ static int layer_run(vf_model *m, const vf_layer *L, int l, int kl, int n_tok, i
         vf_rope_rotate(s->q + (size_t)t * qd, c->n_heads, hd, c->n_rot, cr, sr);
         vf_rope_rotate(kc + (size_t)t * kvd, c->n_kv_heads, hd, c->n_rot, cr, sr);
     }
-    if (m->kv_f16)
-        for (size_t i = 0; i < (size_t)n_tok * kvd; i++) {
-            kc[i] = lpk_f16_to_f32(lpk_f32_to_f16(kc[i]));
-            vc[i] = lpk_f16_to_f32(lpk_f32_to_f16(vc[i]));
-        }
+    if (m->kv_f16) {
+        round_f16(kc, (size_t)n_tok * kvd);
+        round_f16(vc, (size_t)n_tok * kvd);
+    }
+    if (m->kv_f16 == VF_KV_F16_ATTN) round_f16(s->q, (size_t)n_tok * qd);
     attention(m, kl, n_tok, pos0);
     if ((st = matmul(m, L->wo, L->wo_type, dim, qd, s->att_out, n_tok, s->xb2, "attn_output", l,
                      err)))

@@ -65,7 +65,7 @@ struct vf_model {
     double *rope_freq;       /* (n_rot / 2) angular frequency of each pair, scaling applied */
     vf_act_hook act_hook;    /* vf_model_set_act_hook, or NULL */
     void *act_user;
-    int kv_f16;              /* vf_model_set_kv_f16 */
+    int kv_f16;              /* vf_model_set_kv_f16: 0, VF_KV_F16_CACHE or _ATTN */
     /* called after each block and after the output matmul of a vf_forward
      * (done of total = n_layers + 1 steps): how the evaluation reports progress
      * inside a chunk; a non-zero return stops it: vf_forward returns
