@@ -625,8 +625,9 @@ static int convert_block(const char *what, const cv_tensor *t, int st, int dt, c
 }
 
 /* The importance weights of entry e (row length nc) into *buf (grown as
- * needed); no entry: every column of equal importance, and the tensor is
- * listed in rep->no_imatrix. */
+ * needed); no entry: nothing in *buf (the tensor takes the weighting used
+ * without a matrix, docs/QUANT.md) and the tensor is listed in
+ * rep->no_imatrix. */
 static int imatrix_weights(const lpk_imatrix_entry *e, int64_t nc, float **buf, const char *name,
                            cv_report *rep, lpk_error *err)
 {
@@ -634,7 +635,6 @@ static int imatrix_weights(const lpk_imatrix_entry *e, int64_t nc, float **buf, 
     if (!b) return lpk_err(err, LPK_ENOMEM, "out of memory");
     *buf = b;
     if (!e) {
-        for (int64_t c = 0; c < nc; c++) b[c] = 1.0f;
         char **l = realloc(rep->no_imatrix, (rep->n_no_imatrix + 1) * sizeof *l);
         if (!l || !(l[rep->n_no_imatrix] = strdup(name))) {
             if (l) rep->no_imatrix = l;
@@ -834,7 +834,7 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
         if (recipe && o->imatrix && quant_type_is_block(dt)) {
             const lpk_imatrix_entry *e = lpk_imatrix_find(o->imatrix, t->name);
             if ((rc = imatrix_weights(e, nc, &imbuf, t->name, rep, err))) goto out;
-            imw = imbuf;
+            imw = e ? imbuf : NULL;
         }
         unsigned qflags = quant_rows_flags(t->name, decls, nd);
         if ((rc = lpk_writer_tensor_begin(w, t->name, err))) goto out;

@@ -228,12 +228,11 @@ static int write_tensor(qrun *run, qout *q, size_t i, const lpk_tensor *t, const
             const lpk_imatrix_entry *e = lpk_imatrix_find(run->im, t->name);
             if (e) {
                 lpk_imatrix_weights(e, wbuf);
+                iw = wbuf;
             } else {
-                /* no entry: every column of equal importance */
-                for (int64_t c = 0; c < nc; c++) wbuf[c] = 1.0f;
+                /* no entry: the weighting used without a matrix (docs/QUANT.md) */
                 st->no_entry = 1;
             }
-            iw = wbuf;
         }
         if (run->g && calib_gptq_applies(run->g, t->name, type))
             rc = calib_gptq_quantize(run->g, t->name, type, x, nr, nc, q->qbuf, &qe);
