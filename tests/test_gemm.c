@@ -607,6 +607,72 @@ static void test_threads(void **state)
 #endif
 }
 
+/* Offsets of the f16 scale fields (d, and dmin or 0) in a block of t. */
+static int scale_fields(int t, int off[2])
+{
+    off[1] = -1;
+    switch (t) {
+    case LPK_TYPE_Q4_1: case LPK_TYPE_Q5_1: case LPK_TYPE_Q4_K: case LPK_TYPE_Q5_K:
+        off[0] = 0; off[1] = 2; return 2;
+    case LPK_TYPE_Q6_K: off[0] = 208; return 1;
+    case LPK_TYPE_Q3_K: off[0] = 108; return 1;
+    case LPK_TYPE_Q2_K: off[0] = 80; off[1] = 82; return 2;
+    default: off[0] = 0; return 1;
+    }
+}
+
+/* The integer sums at their extremes: every block filled with one byte
+ * pattern (largest and smallest weights and scales of every type, the sign
+ * mixes in between), activations at +-127 with the weights' signs, against
+ * them, or all one sign. An int16 step that overflowed in a SIMD kernel would
+ * show as a difference from the scalar reference. */
+static void test_extremes(void **state)
+{
+    (void)state;
+    static const uint8_t pat[] = {0x00, 0xff, 0x55, 0xaa, 0x77, 0x88, 0x0f, 0xf0, 0x80, 0x7f};
+    const int64_t n_out = 37, n_in = 512, n_tok = 4;
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        int t = all_types[ti];
+        if (is_fp(t)) continue;
+        const lpk_type_info *inf = lpk_type_get(t);
+        size_t rb = row_bytes(t, n_in), ny = (size_t)(n_out * n_tok);
+        uint8_t *w = malloc(rb * (size_t)n_out);
+        float *x = malloc(sizeof(float) * (size_t)(n_in * n_tok));
+        float *y = malloc(ny * sizeof(float)), *y0 = malloc(ny * sizeof(float));
+        int32_t *qw = malloc(sizeof(int32_t) * (size_t)n_in);
+        double *dsc = malloc(sizeof(double) * (size_t)n_in), *mn = malloc(sizeof(double) * (size_t)n_in);
+        double *wf = malloc(sizeof(double) * (size_t)n_in);
+        for (size_t pi = 0; pi < sizeof pat; pi++) {
+            memset(w, pat[pi], rb * (size_t)n_out);
+            int off[2], nf = scale_fields(t, off);
+            for (int64_t o = 0; o < n_out; o++)
+                for (int64_t b = 0; b < n_in / inf->block_size; b++)
+                    for (int f = 0; f < nf; f++)
+                        put_half(w + (size_t)o * rb + b * inf->type_size + off[f], f ? 0.5f : 0.25f + 0.01f * (float)o);
+            ref_row(t, w, n_in, qw, dsc, mn, wf);
+            for (int64_t e = 0; e < n_in; e++) {
+                float sg = qw[e] * dsc[e] < 0 ? -1.0f : 1.0f;
+                x[e] = sg;
+                x[n_in + e] = -sg;
+                x[2 * n_in + e] = 1.0f;
+                x[3 * n_in + e] = -1.0f;
+            }
+            for (int p = 0; p < n_paths(); p++) {
+                vf_gemm_force_path(p);
+                if (vf_gemm_path(t) != p) continue;
+                memset(y, 0xff, ny * sizeof(float));
+                assert_int_equal(vf_matmul(w, t, n_out, n_in, x, n_tok, y), LPK_OK);
+                if (p == 0) memcpy(y0, y, ny * sizeof(float));
+                else if (memcmp(y0, y, ny * sizeof(float)) != 0)
+                    fail_msg("%s, bytes 0x%02x: path %s differs from scalar", inf->name, pat[pi],
+                             vf_gemm_path_name(t));
+            }
+            vf_gemm_force_path(-1);
+        }
+        free(w); free(x); free(y); free(y0); free(qw); free(dsc); free(mn); free(wf);
+    }
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -632,6 +698,7 @@ int main(void)
         cmocka_unit_test(test_shapes_small),
         cmocka_unit_test(test_shapes_odd),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_extremes),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -329,18 +329,17 @@ static int make_xaux(const vf_gemm_args *a, int64_t n_tok_pad, int32_t **out)
 {
     int64_t nb = a->n_in / a->block, n = n_tok_pad * nb;
     int off = 0;
+    const int k32 = a->wtype == LPK_TYPE_Q4_K || a->wtype == LPK_TYPE_Q5_K;
     switch (a->wtype) {
     case LPK_TYPE_Q4_0: off = 8; break;
     case LPK_TYPE_Q5_0: off = 16; break;
-    case LPK_TYPE_Q4_K: break;
+    case LPK_TYPE_Q4_K: case LPK_TYPE_Q5_K: break;
     default: return LPK_OK;
     }
-    if (a->wtype != LPK_TYPE_Q4_K && off == 0)
-        return LPK_OK;
-    int32_t *x = malloc((size_t)n * (a->wtype == LPK_TYPE_Q4_K ? 4 : 1) * sizeof(int32_t));
+    int32_t *x = malloc((size_t)n * (k32 ? 4 : 1) * sizeof(int32_t));
     if (!x)
         return LPK_ENOMEM;
-    if (a->wtype == LPK_TYPE_Q4_K) {
+    if (k32) {
         const block_q8_K *xb = a->xq;
         for (int64_t i = 0; i < n; i++) {
             for (int k2 = 0; k2 < 4; k2++) {

@@ -43,8 +43,11 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
  * 16; q5_k: q in 0..31, 32; q2_k: q in 0..3, 16; q3_k: q - 4, 16, sc - 32;
  * iq4_xs: the table value, 32, ls - 32) and summ = sum over the sub-blocks of
  * m * (sum qx) (q4_k, q5_k, q2_k). All integer parts are exact int32 sums.
- * q5_k, q3_k, q2_k, iq4_nl and iq4_xs: one AVX2 kernel on every x86 path (the
- * same steps, integer sums 32 products at a time).
+ * The SIMD kernels share out the types by block shape: iq4_nl runs q8_0's
+ * 32-block kernels (signed weights), q5_k and iq4_xs q4_k's (8 sub-blocks of
+ * 32), q3_k and q2_k q6_k's (16 sub-blocks of 16); each keeps every integer
+ * step within its int16 / int32 bound (see the kernels' comments; activations
+ * are within +-127).
  * Activations: the bytes GGML's x86 code gives (ggml-cpu-quants.c, b4748),
  * so that the int8 path sees what llama.cpp's does on the same input:
  *   32-element blocks (q8_0 and q8_1 of GGML): amax = max |x|, q = round-to-

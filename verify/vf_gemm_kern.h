@@ -46,7 +46,7 @@ typedef struct vf_gemm_args {
     /* SIMD kernels only (NULL for the scalar one), per (token, block) in the
      * order of xq:
      * 32-blocks: -off * sum (when the kernel's weight offset off != 0);
-     * q4_k: 4 words, word k = (b32[2k] | b32[2k+1] << 16) with b32[j] the
+     * q4_k, q5_k: 4 words, word k = (b32[2k] | b32[2k+1] << 16) with b32[j] the
      * int16 sum of sub-block j's 32 activations. */
     const int32_t *xaux;
     float *y;             /* (n_tok, n_out) */

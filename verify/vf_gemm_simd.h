@@ -121,8 +121,8 @@ LPK_SIMD_INL void FN(scatter32)(uint8_t *q, __m256i v,
     for (int g = 0; g < 8; g++) memcpy(q + g * 4 * R, &t[g], 4);
 }
 
-/* One 32-block's weights as bytes: q8_0 the signed weights, the others the
- * unsigned q (qw + the type's offset). */
+/* One 32-block's weights as bytes: q8_0 and iq4_nl the signed weights, the
+ * others the unsigned q (qw + the type's offset). */
 LPK_SIMD_INL __m256i FN(unpack32)(int wtype,
                                                                                 const uint8_t *b)
 {
@@ -130,6 +130,13 @@ LPK_SIMD_INL __m256i FN(unpack32)(int wtype,
     switch (wtype) {
     case LPK_TYPE_Q8_0:
         return _mm256_loadu_si256((const __m256i *)(const void *)(b + 2));
+    case LPK_TYPE_IQ4_NL: { /* the table values of the 4-bit indices */
+        const __m256i tbl = _mm256_broadcastsi128_si256(
+            _mm_loadu_si128((const __m128i *)(const void *)quant_iq4nl_values));
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(b + 2));
+        __m256i idx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), _mm256_set1_epi8(15));
+        return _mm256_shuffle_epi8(tbl, idx);
+    }
     case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1: {
         __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(b + (wtype == LPK_TYPE_Q4_1 ? 4 : 2)));
         return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m4), _mm_and_si128(x, m4));
@@ -179,7 +186,35 @@ LPK_SIMD_FN void FN(pack_blk32)(const vf_gemm_args *a, int64_t o0,
     }
 }
 
-/* q4_k: see pkk in vf_gemm_x86.c. */
+/* One super-block of q5_k or iq4_xs (in q4_k's layout), q3_k or q2_k (in
+ * q6_k's) for row r of the tile; blk NULL: a row past the tile's end (zeros). */
+LPK_SIMD_INL void FN(pack_kg)(int wtype, const uint8_t *blk, int64_t b, int r, int R, pkk *pk)
+{
+    kg_blk k;
+    if (blk) {
+        kg_unpack(wtype, blk, &k);
+    } else {
+        memset(&k, 0, sizeof k);
+        k.nsub = wtype == LPK_TYPE_Q3_K || wtype == LPK_TYPE_Q2_K ? 16 : 8;
+    }
+    const int ns = k.nsub, off = wtype == LPK_TYPE_Q3_K ? 4 : 0;
+    pk->d[b * R + r] = k.d;
+    pk->dmin[b * R + r] = -k.dmin;
+    for (int j = 0; j < ns; j++) pk->sc[(b * ns + j) * R + r] = pair16(k.sc[j], k.sc[j]);
+    /* q3_k: q + 4 (0..7) as unsigned weights; the pairs (-4 sc, -4 sc') take
+     * 4 * sc * (sum of the sub-block's x) back out */
+    for (int i = 0; i < ns / 2; i++)
+        pk->mins[(b * (ns / 2) + i) * R + r] =
+            off ? pair16(-off * k.sc[2 * i], -off * k.sc[2 * i + 1]) : pair16(k.mn[2 * i], k.mn[2 * i + 1]);
+    uint8_t *q = pk->q + b * 256 * R + 4 * r, *qa = pk->qa + b * 256 * R + 4 * r;
+    for (int c = 0; c < 8; c++) {
+        __m256i v = _mm256_add_epi8(k.v[c], _mm256_set1_epi8((char)off));
+        FN(scatter32)(q + c * 32 * R, v, R);
+        if (wtype == LPK_TYPE_IQ4_XS) FN(scatter32)(qa + c * 32 * R, _mm256_abs_epi8(v), R);
+    }
+}
+
+/* q4_k (q5_k, iq4_xs): see pkk in vf_gemm_x86.c. */
 LPK_SIMD_FN void FN(pack_q4k)(const vf_gemm_args *a, int64_t o0,
                                                       int64_t o1, int R, int vnni, void *scratch,
                                                       pkk *pk)
@@ -192,6 +227,10 @@ LPK_SIMD_FN void FN(pack_q4k)(const vf_gemm_args *a, int64_t o0,
         int live = o0 + r < o1;
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *blk = row + b * a->type_size;
+            if (a->wtype != LPK_TYPE_Q4_K) {
+                FN(pack_kg)(a->wtype, live ? blk : NULL, b, r, R, pk);
+                continue;
+            }
             uint8_t sc[8], mn[8];
             if (live) quant_q4k_scales(blk + 4, sc, mn);
             else memset(sc, 0, 8), memset(mn, 0, 8);
@@ -212,7 +251,8 @@ LPK_SIMD_FN void FN(pack_q4k)(const vf_gemm_args *a, int64_t o0,
     }
 }
 
-/* q6_k: see pkk in vf_gemm_x86.c; the 6-bit q (= qw + 32) is stored as is. */
+/* q6_k (q3_k, q2_k): see pkk in vf_gemm_x86.c; q6_k's 6-bit q (= qw + 32) is
+ * stored as is. */
 LPK_SIMD_FN void FN(pack_q6k)(const vf_gemm_args *a, int64_t o0,
                                                       int64_t o1, int R, int vnni, void *scratch,
                                                       pkk *pk)
@@ -225,6 +265,10 @@ LPK_SIMD_FN void FN(pack_q6k)(const vf_gemm_args *a, int64_t o0,
         int live = o0 + r < o1;
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *blk = row + b * a->type_size;
+            if (a->wtype != LPK_TYPE_Q6_K) {
+                FN(pack_kg)(a->wtype, live ? blk : NULL, b, r, R, pk);
+                continue;
+            }
             pk->d[b * R + r] = live ? FN(half)(blk + 208) : 0.0f;
             for (int j = 0; j < 16; j++) {
                 int sc = live ? (int8_t)blk[192 + j] : 0;
@@ -262,7 +306,8 @@ LPK_SIMD_FN void FN(rows_blk32)(const vf_gemm_args *a, int64_t o0,
 {
     const int64_t nb = a->n_in / 32, n_tok = a->n_tok;
     const int nr = (int)(o1 - o0);
-    const int sign_mode = a->wtype == LPK_TYPE_Q8_0;
+    /* q8_0, iq4_nl: signed weights, |w| <= 127 */
+    const int sign_mode = a->wtype == LPK_TYPE_Q8_0 || a->wtype == LPK_TYPE_IQ4_NL;
     /* GT sub-tiles of SIMD_W rows share every pass over a token tile's
      * activations, which then come from L1/L2 rather than L3 */
     pk32 pks[GT];
@@ -336,9 +381,10 @@ LPK_SIMD_FN void FN(rows_blk32)(const vf_gemm_args *a, int64_t o0,
     }
 }
 
-/* ---------------------------------------------------------------- q4_k */
-LPK_SIMD_FN void FN(rows_q4k)(const vf_gemm_args *a, int64_t o0,
-                                                      int64_t o1, void *scratch)
+/* ---------------------------------------------------------------- q4_k, q5_k, iq4_xs */
+/* mode 0 q4_k, 1 q5_k, 2 iq4_xs (a constant in each caller below). */
+LPK_SIMD_INL void FN(rows_q4k_m)(const vf_gemm_args *a, int64_t o0,
+                                 int64_t o1, void *scratch, int mode)
 {
     const int64_t nb = a->n_in / QK_K, n_tok = a->n_tok;
     const int nr = (int)(o1 - o0);
@@ -352,13 +398,17 @@ LPK_SIMD_FN void FN(rows_q4k)(const vf_gemm_args *a, int64_t o0,
     }
     const block_q8_K *xq = a->xq;
     const int32_t *xa = a->xaux;
+    /* groups of 4 weights summed in int16 before vpmaddwd: q4_k all 8 of a
+     * sub-block (16 products of q <= 15 and |x| <= 127: <= 30480), q5_k 4
+     * (8 products of q <= 31: <= 31496) */
+    const int GS = mode == 1 ? 4 : 8;
     for (int64_t t0 = 0; t0 < n_tok; t0 += TT) {
     for (int sidx = 0; sidx < nsub; sidx++) {
         const pkk pk = pks[sidx];
         const int64_t os = o0 + sidx * SIMD_W;
         const int ns = nr - sidx * SIMD_W < SIMD_W ? nr - sidx * SIMD_W : SIMD_W;
         const block_q8_K *xt = xq + t0 * nb;
-        const int32_t *at = xa + t0 * nb * 4;
+        const int32_t *at = mode != 2 ? xa + t0 * nb * 4 : NULL;
         vf acc[TT];
 #pragma GCC unroll 16
         for (int j = 0; j < TT; j++) {
@@ -369,38 +419,57 @@ LPK_SIMD_FN void FN(rows_q4k)(const vf_gemm_args *a, int64_t o0,
             const int32_t *mn = pk.mins + b * 4 * SIMD_W;
 #pragma GCC unroll 16
             for (int j = 0; j < TT; j++) {
+                sumi[j] = summ[j] = VI_ZERO();
+                if (mode == 2) continue;
                 vi s = VI_MADD16(VI_LOAD(mn), FN(bc32)(at + (b * TT + j) * 4));
                 s = VI_ADD(s, VI_MADD16(VI_LOAD(mn + SIMD_W), FN(bc32)(at + (b * TT + j) * 4 + 1)));
                 s = VI_ADD(s, VI_MADD16(VI_LOAD(mn + 2 * SIMD_W), FN(bc32)(at + (b * TT + j) * 4 + 2)));
                 summ[j] = VI_ADD(s, VI_MADD16(VI_LOAD(mn + 3 * SIMD_W), FN(bc32)(at + (b * TT + j) * 4 + 3)));
-                sumi[j] = VI_ZERO();
             }
             for (int sb = 0; sb < 8; sb++) {
                 const uint8_t *qb = pk.q + (b * 8 + sb) * 32 * SIMD_W;
                 vi sc = VI_LOAD(pk.sc + (b * 8 + sb) * SIMD_W);
-                vi s[TT];
-                /* q <= 15: eight 16-bit pair sums stay below 2^15; the scale
-                 * (sc, sc) as 16-bit pairs multiplies them in vpmaddwd */
-                vi w = VI_LOAD(qb);
-#pragma GCC unroll 16
-                for (int j = 0; j < TT; j++) s[j] = VI_MADDUBS(w, FN(bc32)(xt[b * TT + j].qs + sb * 32));
+                if (mode == 2) {
+                    /* signed weights: |w| * (x with w's sign), pairs <= 2 * 127 *
+                     * 127 in int16, each scaled by (sc, sc) in vpmaddwd */
+                    const uint8_t *qa = pk.qa + (b * 8 + sb) * 32 * SIMD_W;
 #pragma GCC unroll 8
-                for (int g = 1; g < 8; g++) {
-                    w = VI_LOAD(qb + g * 4 * SIMD_W);
+                    for (int g = 0; g < 8; g++) {
+                        vi w = VI_LOAD(qb + g * 4 * SIMD_W), wa = VI_LOAD(qa + g * 4 * SIMD_W);
 #pragma GCC unroll 16
-                    for (int j = 0; j < TT; j++)
-                        s[j] = VI_ADD16(s[j],
-                                        VI_MADDUBS(w, FN(bc32)(xt[b * TT + j].qs + sb * 32 + 4 * g)));
+                        for (int j = 0; j < TT; j++) {
+                            vi xs = VI_SIGN8(FN(bc32)(xt[b * TT + j].qs + sb * 32 + 4 * g), w);
+                            sumi[j] = VI_ADD(sumi[j], VI_MADD16(VI_MADDUBS(wa, xs), sc));
+                        }
+                    }
+                    continue;
                 }
+#pragma GCC unroll 2
+                for (int g0 = 0; g0 < 8; g0 += GS) {
+                    vi s[TT];
+                    /* the scale (sc, sc) as 16-bit pairs multiplies the int16
+                     * sums in vpmaddwd */
+                    vi w = VI_LOAD(qb + g0 * 4 * SIMD_W);
 #pragma GCC unroll 16
-                for (int j = 0; j < TT; j++) sumi[j] = VI_ADD(sumi[j], VI_MADD16(s[j], sc));
+                    for (int j = 0; j < TT; j++) s[j] = VI_MADDUBS(w, FN(bc32)(xt[b * TT + j].qs + sb * 32 + 4 * g0));
+#pragma GCC unroll 8
+                    for (int g = g0 + 1; g < g0 + GS; g++) {
+                        w = VI_LOAD(qb + g * 4 * SIMD_W);
+#pragma GCC unroll 16
+                        for (int j = 0; j < TT; j++)
+                            s[j] = VI_ADD16(s[j],
+                                            VI_MADDUBS(w, FN(bc32)(xt[b * TT + j].qs + sb * 32 + 4 * g)));
+                    }
+#pragma GCC unroll 16
+                    for (int j = 0; j < TT; j++) sumi[j] = VI_ADD(sumi[j], VI_MADD16(s[j], sc));
+                }
             }
             vf dv = VF_LOAD(pk.d + b * SIMD_W), mv = VF_LOAD(pk.dmin + b * SIMD_W);
 #pragma GCC unroll 16
             for (int j = 0; j < TT; j++) {
                 vf dx = VF_SET1(xt[b * TT + j].d);
                 /* mv holds -dmin: acc += (-dmin dx) summ, then (d dx) sumi */
-                acc[j] = VF_FMA(VF_MUL(mv, dx), VF_CVT(summ[j]), acc[j]);
+                if (mode != 2) acc[j] = VF_FMA(VF_MUL(mv, dx), VF_CVT(summ[j]), acc[j]);
                 acc[j] = VF_FMA(VF_MUL(dv, dx), VF_CVT(sumi[j]), acc[j]);
             }
         }
@@ -410,9 +479,20 @@ LPK_SIMD_FN void FN(rows_q4k)(const vf_gemm_args *a, int64_t o0,
     }
 }
 
-/* ---------------------------------------------------------------- q6_k */
-LPK_SIMD_FN void FN(rows_q6k)(const vf_gemm_args *a, int64_t o0,
-                                                      int64_t o1, void *scratch)
+LPK_SIMD_FN void FN(rows_q4k)(const vf_gemm_args *a, int64_t o0,
+                              int64_t o1, void *scratch)
+{
+    switch (a->wtype) {
+    case LPK_TYPE_Q5_K: FN(rows_q4k_m)(a, o0, o1, scratch, 1); break;
+    case LPK_TYPE_IQ4_XS: FN(rows_q4k_m)(a, o0, o1, scratch, 2); break;
+    default: FN(rows_q4k_m)(a, o0, o1, scratch, 0); break;
+    }
+}
+
+/* ---------------------------------------------------------------- q6_k, q3_k, q2_k */
+/* with_min: q2_k (a constant in each caller below). */
+LPK_SIMD_INL void FN(rows_q6k_m)(const vf_gemm_args *a, int64_t o0,
+                                 int64_t o1, void *scratch, int with_min)
 {
     const int64_t nb = a->n_in / QK_K, n_tok = a->n_tok;
     const int nr = (int)(o1 - o0);
@@ -437,16 +517,18 @@ LPK_SIMD_FN void FN(rows_q6k)(const vf_gemm_args *a, int64_t o0,
             acc[j] = VF_ZERO();
         }
         for (int64_t b = 0; b < nb; b++) {
-            vi sumi[TT];
+            vi sumi[TT], summ[TT];
             const int32_t *nsc = pk.mins + b * 8 * SIMD_W;
-            /* the -32 of every weight: sum over sub-blocks of -32 sc * bsum */
+            /* q6_k, q3_k: the offset of every weight, sum over sub-blocks of
+             * -off sc * bsum; q2_k: the mins part, sum of m * bsum */
 #pragma GCC unroll 16
             for (int j = 0; j < TT; j++) {
                 vi s = VI_ZERO();
 #pragma GCC unroll 8
                 for (int k = 0; k < 8; k++)
                     s = VI_ADD(s, VI_MADD16(VI_LOAD(nsc + k * SIMD_W), FN(bc32)(&xt[b * TT + j].bsums[2 * k])));
-                sumi[j] = s;
+                summ[j] = with_min ? s : VI_ZERO();
+                sumi[j] = with_min ? VI_ZERO() : s;
             }
             for (int sb = 0; sb < 16; sb++) {
                 const uint8_t *qb = pk.q + (b * 16 + sb) * 16 * SIMD_W;
@@ -462,17 +544,26 @@ LPK_SIMD_FN void FN(rows_q6k)(const vf_gemm_args *a, int64_t o0,
                     sumi[j] = VI_ADD(sumi[j], VI_ADD(VI_MADD16(p0, sc), VI_MADD16(p1, sc)));
                 }
             }
-            vf dv = VF_LOAD(pk.d + b * SIMD_W);
+            vf dv = VF_LOAD(pk.d + b * SIMD_W), mv = VF_LOAD(pk.dmin + b * SIMD_W);
 #pragma GCC unroll 16
             for (int j = 0; j < TT; j++) {
-                vf p = VF_MUL(dv, VF_SET1(xt[b * TT + j].d));
-                acc[j] = VF_FMA(p, VF_CVT(sumi[j]), acc[j]);
+                vf dx = VF_SET1(xt[b * TT + j].d);
+                /* mv holds -dmin: acc += (-dmin dx) summ, then (d dx) sumi */
+                if (with_min) acc[j] = VF_FMA(VF_MUL(mv, dx), VF_CVT(summ[j]), acc[j]);
+                acc[j] = VF_FMA(VF_MUL(dv, dx), VF_CVT(sumi[j]), acc[j]);
             }
         }
         for (int j = 0; j < TT && t0 + j < n_tok; j++)
             FN(store_rows)(a->y + (t0 + j) * a->n_out + os, acc[j], ns);
     }
     }
+}
+
+LPK_SIMD_FN void FN(rows_q6k)(const vf_gemm_args *a, int64_t o0,
+                              int64_t o1, void *scratch)
+{
+    if (a->wtype == LPK_TYPE_Q2_K) FN(rows_q6k_m)(a, o0, o1, scratch, 1);
+    else FN(rows_q6k_m)(a, o0, o1, scratch, 0);
 }
 
 #endif /* !VNNI */
@@ -568,6 +659,7 @@ LPK_SIMD_FN void FN(xprep_tk)(const vf_gemm_args *a, int64_t grp,
                 const int16_t *s = x->bsums + 4 * k;
                 o[b].bs[k][t] = pair16(s[0] + s[1], s[2] + s[3]);
             }
+            for (int k = 0; k < 8; k++) o[b].bs16[k][t] = pair16(x->bsums[2 * k], x->bsums[2 * k + 1]);
         }
     }
 }
@@ -649,11 +741,28 @@ LPK_SIMD_INL void FN(tile_t32)(const vt_w32 *pk,
     for (int r = 0; r < RT32; r++) out[r] = acc[r];
 }
 
+/* Sums of the signed bytes of v in runs of n (8, 16 or 32), to out[0 .. 32 / n). */
+LPK_SIMD_INL void FN(run_sums)(__m256i v, int n, int32_t *out)
+{
+    int64_t h8[4];
+    _mm256_storeu_si256((__m256i *)(void *)h8,
+                        _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)), _mm256_setzero_si256()));
+    for (int k = 0; k < 32 / n; k++) {
+        int64_t s = 0;
+        for (int i = 0; i < n / 8; i++) s += h8[k * (n / 8) + i];
+        out[k] = (int32_t)s - n * 128;
+    }
+}
+
 /* k-quants: weights of rows [o0, o1) as vt_wk super-blocks of RTK rows. q4_k:
  * q - 8 (-8..7: a half sub-block's sum against x + 128 fits int16), sc8 the
  * pairs (8 sc[2k], 8 sc[2k + 1]) that add back the 8, c = -128 sum_j sc_j (sum
  * of sub-block j's weights); q6_k: q - 32, sc = (sc, 0) as int16s, hc the
- * chain starts -128 * (sum of each half sub-block), c = 0. */
+ * chain starts -128 * (sum of each half sub-block), c = 0. q5_k: q - 16, hc
+ * per half sub-block (16), sc8 = (16 sc[2k], 16 sc[2k + 1]), mins as q4_k's;
+ * q3_k, q2_k: qw (-4..3, 0..3), sc = (sc, 0), hc per sub-block (16), q2_k's
+ * mins as pairs (m[2k], m[2k + 1]) of sub-blocks of 16; iq4_xs: the values,
+ * sc the plain int32 scale, hc per sub-block (32). c = 0 for all of these. */
 LPK_SIMD_FN void FN(pack_tk)(const vf_gemm_args *a, int64_t o0,
                                                      int64_t o1, vt_wk *pk)
 {
@@ -680,7 +789,28 @@ LPK_SIMD_FN void FN(pack_tk)(const vf_gemm_args *a, int64_t o0,
             _mm_prefetch((const char *)(blk + 1024), _MM_HINT_T0);
             __m256i v[8];
             int32_t c = 0;
-            if (q4) {
+            if (a->wtype != LPK_TYPE_Q4_K && a->wtype != LPK_TYPE_Q6_K) {
+                kg_blk k;
+                kg_unpack(a->wtype, blk, &k);
+                const int q5 = a->wtype == LPK_TYPE_Q5_K, xs = a->wtype == LPK_TYPE_IQ4_XS;
+                /* runs whose integer sum must fit int16 or stay in int32 */
+                const int run = xs ? 32 : 16;
+                for (int j = 0; j < 8; j++) {
+                    v[j] = q5 ? _mm256_sub_epi8(k.v[j], _mm256_set1_epi8(16)) : k.v[j];
+                    FN(run_sums)(v[j], run, &p->hc[r][j * (32 / run)]);
+                }
+                for (int j = 0; j < 8 * (32 / run); j++) p->hc[r][j] *= -128;
+                for (int j = 0; j < k.nsub; j++) p->sc[r][j] = xs ? k.sc[j] : pair16(k.sc[j], 0);
+                if (q5)
+                    for (int i = 0; i < 4; i++) {
+                        p->mn[r][i] = pair16(k.mn[2 * i], k.mn[2 * i + 1]);
+                        p->sc8[r][i] = pair16(16 * k.sc[2 * i], 16 * k.sc[2 * i + 1]);
+                    }
+                if (a->wtype == LPK_TYPE_Q2_K)
+                    for (int i = 0; i < 8; i++) p->mn[r][i] = pair16(k.mn[2 * i], k.mn[2 * i + 1]);
+                p->d[r] = k.d;
+                p->dm[r] = -k.dmin;
+            } else if (q4) {
                 uint8_t sc[8], mn[8];
                 quant_q4k_scales(blk + 4, sc, mn);
                 const __m256i m8 = _mm256_set1_epi8(8);
@@ -734,13 +864,15 @@ LPK_SIMD_INL vf FN(tail_k)(vf acc, vf dx, float d,
     return VF_FMA(VF_MUL(dx, VF_SET1(d)), VF_CVT(sumi), acc);
 }
 
-/* q4_k, one sub-tile against one token group: per half sub-block of 16, 4
- * vpdpbusd per row, then one vpdpwssd adds sc * s to sumi (2 instructions per
- * 32 weights where vpmulld + vpaddd take 3 uops); 4 vpdpwssd on the (bsum,
- * bsum) pairs add the 8 of q - 8, 4 more make the mins part. */
+/* q4_k (q5 0) and q5_k (q5 1), one sub-tile against one token group: per
+ * half sub-block of 16, 4 vpdpbusd per row, then one vpdpwssd adds sc * s to
+ * sumi (2 instructions per 32 weights where vpmulld + vpaddd take 3 uops); 4
+ * vpdpwssd on the (bsum, bsum) pairs add the 8 of q - 8 (16 of q - 16), 4 more
+ * make the mins part. q5_k's chains start at hc: each sum is then that of
+ * (q - 16) * x, |.| <= 16 * 16 * 127 = 32512, in int16 range. */
 LPK_SIMD_INL void FN(tile_q4kt)(const vt_wk *pk,
                                                                              const vt_xk *xg,
-                                                                             int64_t nb, vf *out)
+                                                                             int64_t nb, vf *out, int q5)
 {
     vf acc[RTK];
 #pragma GCC unroll 16
@@ -759,7 +891,9 @@ LPK_SIMD_INL void FN(tile_q4kt)(const vt_wk *pk,
                 const int hb = 2 * sb + h;
                 vi s[RTK], x0 = VI_LOAD(x->q[4 * hb]);
 #pragma GCC unroll 16
-                for (int r = 0; r < RTK; r++) s[r] = FN(dpbc0)(x0, w->q[r] + 16 * hb);
+                for (int r = 0; r < RTK; r++)
+                    s[r] = q5 ? FN(dpbc)(VI_SET1(w->hc[r][hb]), x0, w->q[r] + 16 * hb)
+                              : FN(dpbc0)(x0, w->q[r] + 16 * hb);
 #pragma GCC unroll 4
                 for (int g = 1; g < 4; g++) {
                     vi xv = VI_LOAD(x->q[4 * hb + g]);
@@ -793,11 +927,16 @@ LPK_SIMD_INL void FN(tile_q4kt)(const vt_wk *pk,
     for (int r = 0; r < RTK; r++) out[r] = acc[r];
 }
 
-/* q6_k: per half sub-block of 8 and row, 2 vpdpbusd from the chain start hc
- * (the exact sum, int16 range), then one vpdpwssd adds sc * sum to sumi. */
+/* q6_k (kind 0): per half sub-block of 8 and row, 2 vpdpbusd from the chain
+ * start hc (the exact sum, int16 range), then one vpdpwssd adds sc * sum to
+ * sumi. q3_k (kind 1) and q2_k (kind 2): one chain of 4 per sub-block of 16
+ * (|sum of qw * x| <= 16 * 4 * 127 = 8128); q2_k's mins part: 8 vpdpwssd of
+ * the (m, m') pairs on the 16-element sums. iq4_xs (kind 3): per sub-block of
+ * 32 and row, 8 vpdpbusd from hc give the exact sum of w * x (|.| <= 32 * 127
+ * * 127, int32 only), which vpmulld scales by the sub-block's scale. */
 LPK_SIMD_INL void FN(tile_q6kt)(const vt_wk *pk,
                                                                              const vt_xk *xg,
-                                                                             int64_t nb, vf *out)
+                                                                             int64_t nb, vf *out, int kind)
 {
     vf acc[RTK];
 #pragma GCC unroll 16
@@ -808,12 +947,43 @@ LPK_SIMD_INL void FN(tile_q6kt)(const vt_wk *pk,
         vi sumi[RTK];
 #pragma GCC unroll 16
         for (int r = 0; r < RTK; r++) sumi[r] = VI_ZERO();
+        for (int sb = 0; kind == 3 && sb < 8; sb++) {
+            vi s[RTK];
+#pragma GCC unroll 16
+            for (int r = 0; r < RTK; r++) s[r] = VI_SET1(w->hc[r][sb]);
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                vi x0 = VI_LOAD(x->q[8 * sb + 4 * h]), x1 = VI_LOAD(x->q[8 * sb + 4 * h + 1]);
+                vi x2 = VI_LOAD(x->q[8 * sb + 4 * h + 2]), x3 = VI_LOAD(x->q[8 * sb + 4 * h + 3]);
+#pragma GCC unroll 16
+                for (int r = 0; r < RTK; r++) {
+                    const int8_t *q = w->q[r] + 32 * sb + 16 * h;
+                    s[r] = FN(dpbc)(s[r], x0, q);
+                    s[r] = FN(dpbc)(s[r], x1, q + 4);
+                    s[r] = FN(dpbc)(s[r], x2, q + 8);
+                    s[r] = FN(dpbc)(s[r], x3, q + 12);
+                }
+            }
+#pragma GCC unroll 16
+            for (int r = 0; r < RTK; r++) sumi[r] = VI_ADD(sumi[r], VI_MULLO(s[r], VI_SET1(w->sc[r][sb])));
+        }
         /* per half sub-block (8 weights) and row: a vpdpbusd chain from
          * -128 * (sum of its weights) gives the exact sum (int16 range), and
          * one vpdpwssd with (sc, 0) scales it into sumi */
-        for (int sb = 0; sb < 16; sb++) {
+        for (int sb = 0; kind != 3 && sb < 16; sb++) {
             vi x0 = VI_LOAD(x->q[4 * sb]), x1 = VI_LOAD(x->q[4 * sb + 1]);
             vi x2 = VI_LOAD(x->q[4 * sb + 2]), x3 = VI_LOAD(x->q[4 * sb + 3]);
+            if (kind) {
+#pragma GCC unroll 16
+                for (int r = 0; r < RTK; r++) {
+                    vi s0 = FN(dpbc)(VI_SET1(w->hc[r][sb]), x0, w->q[r] + 16 * sb);
+                    s0 = FN(dpbc)(s0, x1, w->q[r] + 16 * sb + 4);
+                    s0 = FN(dpbc)(s0, x2, w->q[r] + 16 * sb + 8);
+                    s0 = FN(dpbc)(s0, x3, w->q[r] + 16 * sb + 12);
+                    sumi[r] = FN(wsacc)(sumi[r], s0, &w->sc[r][sb]);
+                }
+                continue;
+            }
 #pragma GCC unroll 16
             for (int r = 0; r < RTK; r++) {
                 vi s0 = FN(dpbc)(VI_SET1(w->hc[r][2 * sb]), x0, w->q[r] + 16 * sb);
@@ -826,6 +996,16 @@ LPK_SIMD_INL void FN(tile_q6kt)(const vt_wk *pk,
             }
         }
         vf dx = VF_LOAD(x->d);
+        if (kind == 2) {
+            /* dm holds -dmin: acc += (-dmin dx) summ, then (d dx) sumi */
+#pragma GCC unroll 16
+            for (int r = 0; r < RTK; r++) {
+                vi m = VI_ZERO();
+#pragma GCC unroll 8
+                for (int k = 0; k < 8; k++) m = FN(wsacc)(m, VI_LOAD(x->bs16[k]), &w->mn[r][k]);
+                acc[r] = FN(tail_k)(acc[r], dx, w->dm[r], m);
+            }
+        }
 #pragma GCC unroll 16
         for (int r = 0; r < RTK; r++) acc[r] = FN(tail_k)(acc[r], dx, w->d[r], sumi[r]);
     }
@@ -867,7 +1047,7 @@ LPK_SIMD_INL void FN(transpose16)(__m512 *c)
  * (token group, sub-tile) between input chunks. */
 static size_t FN(scratch_t)(const vf_gemm_args *a)
 {
-    const int k = a->wtype == LPK_TYPE_Q4_K || a->wtype == LPK_TYPE_Q6_K;
+    const int k = a->block == QK_K;
     size_t nb = (size_t)(a->n_in / a->block), ng = (size_t)((a->n_tok + XT - 1) / XT);
     size_t w = k ? (size_t)NSK * nb * sizeof(vt_wk) : (size_t)NS32 * nb * sizeof(vt_w32);
     size_t acc = ng * (size_t)(k ? NSK * RTK : NS32 * RT32) * XT * sizeof(float);
@@ -878,7 +1058,8 @@ static size_t FN(scratch_t)(const vf_gemm_args *a)
  * walked in chunks of KC blocks, so that a chunk of the packed weights and of
  * a token group's activations stay in L1 while every token group and
  * sub-tile use them (the sums wait in scratch between chunks: the order of
- * operations is unchanged). kind: 0 q8_0/q4_0/q5_0, 1 q4_1/q5_1, 2 q4_k, 3 q6_k. */
+ * operations is unchanged). kind: 0 q8_0/q4_0/q5_0/iq4_nl, 1 q4_1/q5_1, 2 q4_k,
+ * 3 q6_k, 4 q5_k, 5 iq4_xs, 6 q3_k, 7 q2_k. */
 LPK_SIMD_INL void FN(drive_t)(const vf_gemm_args *a,
                                                                            int64_t o0, int64_t o1,
                                                                            void *scratch, int kind)
@@ -909,8 +1090,12 @@ LPK_SIMD_INL void FN(drive_t)(const vf_gemm_args *a,
                 switch (kind) {
                 case 0: FN(tile_t32)((const vt_w32 *)(const void *)w, (const vt_x32 *)(const void *)xg, c1 - c0, 0, acc); break;
                 case 1: FN(tile_t32)((const vt_w32 *)(const void *)w, (const vt_x32 *)(const void *)xg, c1 - c0, 1, acc); break;
-                case 2: FN(tile_q4kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc); break;
-                default: FN(tile_q6kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc); break;
+                case 2: FN(tile_q4kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc, 0); break;
+                case 3: FN(tile_q6kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc, 0); break;
+                case 4: FN(tile_q4kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc, 1); break;
+                case 5: FN(tile_q6kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc, 3); break;
+                case 6: FN(tile_q6kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc, 1); break;
+                default: FN(tile_q6kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc, 2); break;
                 }
 #pragma GCC unroll 16
                 for (int r = 0; r < RT32; r++) {
@@ -951,8 +1136,14 @@ LPK_SIMD_FN void FN(rows_t32)(const vf_gemm_args *a, int64_t o0,
 LPK_SIMD_FN void FN(rows_tk)(const vf_gemm_args *a, int64_t o0,
                                                      int64_t o1, void *scratch)
 {
-    if (a->wtype == LPK_TYPE_Q4_K) FN(drive_t)(a, o0, o1, scratch, 2);
-    else FN(drive_t)(a, o0, o1, scratch, 3);
+    switch (a->wtype) {
+    case LPK_TYPE_Q4_K: FN(drive_t)(a, o0, o1, scratch, 2); break;
+    case LPK_TYPE_Q5_K: FN(drive_t)(a, o0, o1, scratch, 4); break;
+    case LPK_TYPE_IQ4_XS: FN(drive_t)(a, o0, o1, scratch, 5); break;
+    case LPK_TYPE_Q3_K: FN(drive_t)(a, o0, o1, scratch, 6); break;
+    case LPK_TYPE_Q2_K: FN(drive_t)(a, o0, o1, scratch, 7); break;
+    default: FN(drive_t)(a, o0, o1, scratch, 3); break;
+    }
 }
 
 static size_t FN(xbytes_t32)(const vf_gemm_args *a) { return (size_t)(a->n_in / 32) * sizeof(vt_x32); }

@@ -22,8 +22,8 @@ static size_t acc_bytes(const vf_gemm_args *a)
 /* ---------------------------------------------------------------- packing */
 /* 32-blocks, tile of R rows: per block b, group g (4 elements), row r:
  * q[(b * 8 + g) * 4R + 4r + k] = weight 4g + k of row r as an unsigned byte
- * (signed qw + the type's offset), or in sign mode the signed q8_0 weight with
- * its absolute value in qa. Rows past o1 are zero. */
+ * (signed qw + the type's offset), or in sign mode (q8_0, iq4_nl) the signed
+ * weight with its absolute value in qa. Rows past o1 are zero. */
 typedef struct { float *d, *m; uint8_t *q, *qa; } pk32;
 
 /* One packed sub-tile of up to 16 rows, rounded to a cache line. */
@@ -43,17 +43,20 @@ static void pk32_layout(int64_t nb, int R, void *scratch, pk32 *pk)
     pk->qa = pk->q + nb * 32 * R;
 }
 
-/* k-quants, tile of R rows: per super-block b: d, dmin (q4_k) per row; per
- * sub-block the scale per row (int32, or as two equal int16 halves when
- * pair16); mins: q4_k the sub-block mins as int16 pairs (m[2k], m[2k+1]),
- * q6_k the pairs (-32 sc[2k], -32 sc[2k+1]); q: per sub-block and group of 4,
- * the unsigned weights (q4_k: q; q6_k: q + 32) of every row. */
-typedef struct { float *d, *dmin; int32_t *sc, *mins; uint8_t *q; } pkk;
+/* k-quants, tile of R rows: per super-block b: d, -dmin (types with mins)
+ * per row; per sub-block the scale per row (int32, or as two equal int16
+ * halves when pair16); mins: q4_k, q5_k and q2_k the sub-block mins as int16
+ * pairs (m[2k], m[2k+1]), q6_k and q3_k the pairs (-off sc[2k], -off sc[2k+1])
+ * that take the weights' offset off back out; q: per sub-block and group of
+ * 4, the weights of every row, unsigned (q4_k, q5_k, q2_k: q; q6_k: q + 32;
+ * q3_k: q + 4) or for iq4_xs the signed values, with their absolute values in
+ * qa. */
+typedef struct { float *d, *dmin; int32_t *sc, *mins; uint8_t *q, *qa; } pkk;
 
 static size_t tile_bytes_k(const vf_gemm_args *a)
 {
     size_t nb = (size_t)(a->n_in / QK_K);
-    return (nb * 16 * (2 * sizeof(float) + 16 * 4 + 8 * 4 + 256) + 63) & ~(size_t)63;
+    return (nb * 16 * (2 * sizeof(float) + 16 * 4 + 8 * 4 + 2 * 256) + 63) & ~(size_t)63;
 }
 
 static size_t scratch_k(const vf_gemm_args *a) { return GT * tile_bytes_k(a); }
@@ -65,6 +68,7 @@ static void pack_k_layout(int64_t nb, int R, void *scratch, pkk *pk)
     pk->sc = (int32_t *)(pk->dmin + nb * R);
     pk->mins = pk->sc + nb * 16 * R;
     pk->q = (uint8_t *)(pk->mins + nb * 8 * R);
+    pk->qa = pk->q + nb * 256 * R;
 }
 
 static int32_t pair16(int lo, int hi) { return (int32_t)(((uint32_t)lo & 0xffffu) | (uint32_t)hi << 16); }
@@ -104,15 +108,89 @@ static void pack_f32(const vf_gemm_args *a, int64_t o0, int64_t o1, int R, float
 #define OUT_ROWS (NS32 * RT32 > NSK * RTK ? NS32 * RT32 : NSK * RTK) /* rows per work item, at most */
 #define KCK 8
 typedef struct { uint8_t q[8][XT][4]; float d[XT], s[XT]; } vt_x32;
-typedef struct { uint8_t q[64][XT][4]; float d[XT]; int32_t bs[4][XT]; } vt_xk;
+/* bs16[k][t]: the int16 pair (sum of 16-element group 2k, of group 2k + 1) */
+typedef struct { uint8_t q[64][XT][4]; float d[XT]; int32_t bs[4][XT], bs16[8][XT]; } vt_xk;
 typedef struct { int8_t q[RT32][32]; float d[RT32], m[RT32]; int32_t c[RT32]; } vt_w32;
 typedef struct {
     int8_t q[RTK][QK_K];
-    int32_t sc[RTK][16], mn[RTK][4], sc8[RTK][4];
-    int32_t hc[RTK][32]; /* q6_k: -128 * (sum of each half sub-block) */
+    int32_t sc[RTK][16], mn[RTK][8], sc8[RTK][4];
+    /* chain starts: -128 * (sum of the weights of each run of 8 (q6_k), 16
+     * (q5_k, q3_k, q2_k) or 32 (iq4_xs)) */
+    int32_t hc[RTK][32];
     float d[RTK], dm[RTK];
     int32_t c[RTK];
 } vt_wk;
+
+/* ---------------------------------------------------------------- k-quant unpacking */
+/* One super-block of q5_k, q3_k, q2_k or iq4_xs in the integer form of
+ * vf_gemm.h (as vf_unpack_kg, 32 values per vector): v[c] = qw of elements
+ * 32c .. 32c + 31 (q5_k 0..31, q3_k -4..3, q2_k 0..3, iq4_xs the table values
+ * -127..113); sc, mn the nsub (8 or 16) sub-block scales and mins (mn 0 for
+ * the types without); d, dmin. */
+typedef struct { __m256i v[8]; int32_t sc[16], mn[16]; float d, dmin; int nsub; } kg_blk;
+
+static LPK_TARGET("avx2") void kg_unpack(int wtype, const uint8_t *blk, kg_blk *o)
+{
+#define LD32(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
+#define SRL(v, n) _mm256_srl_epi16(v, _mm_cvtsi32_si128(n))
+    const __m256i m1 = _mm256_set1_epi8(1), m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(15);
+    memset(o->mn, 0, sizeof o->mn);
+    o->dmin = 0.0f;
+    switch (wtype) {
+    case LPK_TYPE_Q5_K: { /* d, dmin, scales[12], qh[32], qs[128] */
+        uint8_t sc[8], mn[8];
+        quant_q4k_scales(blk + 4, sc, mn);
+        for (int j = 0; j < 8; j++) o->sc[j] = sc[j], o->mn[j] = mn[j];
+        o->nsub = 8;
+        o->d = lpk_f16_to_f32(lpk_rd16(blk));
+        o->dmin = lpk_f16_to_f32(lpk_rd16(blk + 2));
+        __m256i qh = LD32(blk + 16);
+        for (int c = 0; c < 8; c++) {
+            __m256i lo = _mm256_and_si256(SRL(LD32(blk + 48 + 32 * (c / 2)), 4 * (c % 2)), m4);
+            __m256i hb = _mm256_and_si256(SRL(qh, c), m1);
+            o->v[c] = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 4));
+        }
+        break;
+    }
+    case LPK_TYPE_Q2_K: /* scales[16], qs[64], d, dmin */
+    case LPK_TYPE_Q3_K: { /* hmask[32], qs[64], scales[12], d */
+        int q3 = wtype == LPK_TYPE_Q3_K;
+        const uint8_t *qs = blk + (q3 ? 32 : 16);
+        o->nsub = 16;
+        for (int j = 0; j < 16; j++) {
+            o->sc[j] = q3 ? quant_q3k_scale(blk + 96, j) : blk[j] & 15;
+            o->mn[j] = q3 ? 0 : blk[j] >> 4;
+        }
+        o->d = lpk_f16_to_f32(lpk_rd16(blk + (q3 ? 108 : 80)));
+        o->dmin = q3 ? 0.0f : lpk_f16_to_f32(lpk_rd16(blk + 82));
+        __m256i hm = LD32(blk);
+        for (int c = 0; c < 8; c++) {
+            __m256i v = _mm256_and_si256(SRL(LD32(qs + 32 * (c / 4)), 2 * (c % 4)), m3);
+            if (q3) /* high bit clear: q - 4 */
+                v = _mm256_sub_epi8(_mm256_or_si256(v, _mm256_slli_epi16(_mm256_and_si256(SRL(hm, c), m1), 2)),
+                                    _mm256_set1_epi8(4));
+            o->v[c] = v;
+        }
+        break;
+    }
+    default: { /* iq4_xs: d, scales_h, scales_l[4], qs[128] */
+        const __m256i tbl = _mm256_broadcastsi128_si256(
+            _mm_loadu_si128((const __m128i *)(const void *)quant_iq4nl_values));
+        unsigned sh = lpk_rd16(blk + 2);
+        o->nsub = 8;
+        o->d = lpk_f16_to_f32(lpk_rd16(blk));
+        for (int j = 0; j < 8; j++) {
+            o->sc[j] = (int32_t)(((blk[4 + j / 2] >> (4 * (j % 2))) & 15) | ((sh >> (2 * j)) & 3) << 4) - 32;
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(blk + 8 + 16 * j));
+            __m256i idx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), m4);
+            o->v[j] = _mm256_shuffle_epi8(tbl, idx);
+        }
+        break;
+    }
+    }
+#undef LD32
+#undef SRL
+}
 
 /* ---------------------------------------------------------------- activations */
 /* The scalar quantizers' results, bit for bit: max is exact in any order (a
@@ -205,116 +283,17 @@ LPK_TARGET("avx2,fma") void vf_quantize_xk_avx2(const float *x, int64_t n, block
 #define KPATH VF_PATH_VNNI
 #include "vf_gemm_simd.h"
 
-/* ---------------------------------------------------------------- q5_k, q3_k, q2_k, iq4_xs, iq4_nl */
-/* The scalar kernel's arithmetic (vf_gemm.h), with each block's integer sums
- * taken 32 products at a time: |q| <= 127 on both sides (no -128 in any of
- * these weights, activations clamp to +-127), so sign + maddubs pairs stay
- * within int16 and every sum is exact; the float steps are the scalar
- * kernel's, in its order. Rows are unpacked once per work item. */
-#define NG_ROWS 4
-
-/* one super-block: the weights and, per 32 values, the 8 lanes' sub-block scales */
-typedef struct { vf_wkg w; int32_t scl[8][8]; } ng_blk;
-
-static size_t scratch_ng(const vf_gemm_args *a)
-{
-    int64_t nb = a->n_in / a->block;
-    size_t per = a->block == QK_K ? sizeof(ng_blk) : sizeof(vf_wblk32);
-    return (size_t)NG_ROWS * (size_t)nb * per;
-}
-
-static inline LPK_TARGET("avx2") __m256i ng_dot32(const int8_t *w, const int8_t *x)
-{
-    __m256i a = _mm256_loadu_si256((const __m256i *)(const void *)w);
-    __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)x);
-    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
-}
-
-static inline LPK_TARGET("avx2") int32_t ng_hsum(__m256i v)
-{
-    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
-    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
-    return _mm_cvtsi128_si32(h);
-}
-
-static LPK_TARGET("avx2,fma") void rows_ng(const vf_gemm_args *a, int64_t o0,
-                                                        int64_t o1, void *scratch)
-{
-    int64_t nb = a->n_in / a->block;
-    int k = a->block == QK_K;
-    int with_min = a->wtype == LPK_TYPE_Q5_K || a->wtype == LPK_TYPE_Q2_K;
-    for (int64_t o = o0; o < o1; o++) {
-        const uint8_t *row = (const uint8_t *)a->w + o * a->row_bytes;
-        if (k) {
-            ng_blk *wb = (ng_blk *)scratch + (o - o0) * nb;
-            for (int64_t b = 0; b < nb; b++) {
-                vf_unpack_kg(a->wtype, row + b * a->type_size, &wb[b].w);
-                int len = QK_K / wb[b].w.nsub;
-                for (int c = 0; c < 8; c++)
-                    for (int l = 0; l < 8; l++) wb[b].scl[c][l] = wb[b].w.sc[(32 * c + 4 * l) / len];
-            }
-        } else {
-            vf_wblk32 *wb = (vf_wblk32 *)scratch + (o - o0) * nb;
-            for (int64_t b = 0; b < nb; b++) vf_unpack_blk32(a->wtype, row + b * a->type_size, &wb[b]);
-        }
-    }
-    for (int64_t t = 0; t < a->n_tok; t++) {
-        for (int64_t o = o0; o < o1; o++) {
-            float acc = 0.0f;
-            if (k) {
-                const ng_blk *wb = (const ng_blk *)scratch + (o - o0) * nb;
-                const block_q8_K *xb = (const block_q8_K *)a->xq + t * nb;
-                for (int64_t b = 0; b < nb; b++) {
-                    __m256i v = _mm256_setzero_si256();
-                    for (int c = 0; c < 8; c++)
-                        v = _mm256_add_epi32(v, _mm256_mullo_epi32(
-                                                    ng_dot32(wb[b].w.q + 32 * c, xb[b].qs + 32 * c),
-                                                    _mm256_loadu_si256((const __m256i *)(const void *)wb[b].scl[c])));
-                    int32_t sumi = ng_hsum(v);
-                    float p = wb[b].w.d * xb[b].d;
-                    if (with_min) {
-                        int per = 16 / wb[b].w.nsub;
-                        int32_t summ = 0;
-                        for (int j = 0; j < wb[b].w.nsub; j++) {
-                            int32_t bs = 0;
-                            for (int q = 0; q < per; q++) bs += xb[b].bsums[j * per + q];
-                            summ += (int32_t)wb[b].w.m[j] * bs;
-                        }
-                        float pm = -wb[b].w.dmin * xb[b].d;
-                        acc = fmaf(pm, (float)summ, acc);
-                    }
-                    acc = fmaf(p, (float)sumi, acc);
-                }
-            } else {
-                const vf_wblk32 *wb = (const vf_wblk32 *)scratch + (o - o0) * nb;
-                const vf_xblk32 *xb = (const vf_xblk32 *)a->xq + t * nb;
-                for (int64_t b = 0; b < nb; b++) {
-                    int32_t isum = ng_hsum(ng_dot32(wb[b].q, xb[b].qs));
-                    acc = fmaf(wb[b].d * xb[b].d, (float)isum, acc);
-                }
-            }
-            a->y[t * a->n_out + o] = acc;
-        }
-    }
-}
-
-static const vf_gemm_kernel kern_ng_avx2 = {"avx2", VF_PATH_AVX2, NG_ROWS, 1, scratch_ng,
-                                            rows_ng, NULL, NULL};
-
 static const vf_gemm_kernel *by_type(int wtype, const vf_gemm_kernel *f32, const vf_gemm_kernel *b32,
                                      const vf_gemm_kernel *q4k, const vf_gemm_kernel *q6k)
 {
     switch (wtype) {
     case LPK_TYPE_F32: case LPK_TYPE_F16: case LPK_TYPE_BF16: return f32;
-    case LPK_TYPE_Q4_K: return q4k;
-    case LPK_TYPE_Q6_K: return q6k;
+    /* 8 sub-blocks of 32 */
+    case LPK_TYPE_Q4_K: case LPK_TYPE_Q5_K: case LPK_TYPE_IQ4_XS: return q4k;
+    /* 16 sub-blocks of 16 */
+    case LPK_TYPE_Q6_K: case LPK_TYPE_Q3_K: case LPK_TYPE_Q2_K: return q6k;
     case LPK_TYPE_Q8_0: case LPK_TYPE_Q4_0: case LPK_TYPE_Q4_1:
-    case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1: return b32;
-    /* one AVX2 kernel on every x86 path */
-    case LPK_TYPE_Q5_K: case LPK_TYPE_Q3_K: case LPK_TYPE_Q2_K: case LPK_TYPE_IQ4_XS:
-    case LPK_TYPE_IQ4_NL: return &kern_ng_avx2;
+    case LPK_TYPE_Q5_0: case LPK_TYPE_Q5_1: case LPK_TYPE_IQ4_NL: return b32;
     default: return NULL;
     }
 }
