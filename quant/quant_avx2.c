@@ -314,6 +314,40 @@ LPK_SIMD_INL __m256i ql_levels32(const float *x, float id, float lo, float hi, i
 
 #include "quant_lanes.h"
 
+/* the further primitives of quant_lanes_k.h */
+LPK_SIMD_INL qv v_sqrt(qv a) { return _mm256_sqrt_ps(a); }
+LPK_SIMD_INL unsigned m_bits(qm m) { return (unsigned)_mm256_movemask_ps(m); }
+LPK_SIMD_INL qm m_from_bits(unsigned b)
+{
+    __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)b), bit), bit));
+}
+LPK_SIMD_INL qh h_load(const uint16_t *p) { return _mm_loadu_si128((const __m128i *)(const void *)p); }
+typedef struct { __m256d lo, hi; } qd; /* lanes 0-3, 4-7 */
+LPK_SIMD_INL qd d_zero(void)
+{
+    qd r = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+    return r;
+}
+/* s + (a * b) * c, every lane in double */
+LPK_SIMD_INL qd d_acc(qd s, qv a, qv b, qv c)
+{
+    __m256d al = _mm256_cvtps_pd(_mm256_castps256_ps128(a)), ah = _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1));
+    __m256d bl = _mm256_cvtps_pd(_mm256_castps256_ps128(b)), bh = _mm256_cvtps_pd(_mm256_extractf128_ps(b, 1));
+    __m256d cl = _mm256_cvtps_pd(_mm256_castps256_ps128(c)), ch = _mm256_cvtps_pd(_mm256_extractf128_ps(c, 1));
+    s.lo = _mm256_add_pd(s.lo, _mm256_mul_pd(_mm256_mul_pd(al, bl), cl));
+    s.hi = _mm256_add_pd(s.hi, _mm256_mul_pd(_mm256_mul_pd(ah, bh), ch));
+    return s;
+}
+LPK_SIMD_INL void d_store(double *p, qd s)
+{
+    _mm256_storeu_pd(p, s.lo);
+    _mm256_storeu_pd(p + 4, s.hi);
+}
+
+#define QK_PREFIX quant_avx2_
+#include "quant_lanes_k.h"
+
 QL_EXPORT(quant_avx2_blocks_q8_0, LPK_TYPE_Q8_0)
 QL_EXPORT(quant_avx2_blocks_q4_0, LPK_TYPE_Q4_0)
 QL_EXPORT(quant_avx2_blocks_q5_0, LPK_TYPE_Q5_0)

@@ -157,6 +157,38 @@ LPK_SIMD_INL __m256i ql_levels32(const float *x, float id, float lo, float hi, i
 
 #include "quant_lanes.h"
 
+/* the further primitives of quant_lanes_k.h */
+LPK_SIMD_INL qv v_sqrt(qv a) { return _mm512_sqrt_ps(a); }
+LPK_SIMD_INL unsigned m_bits(qm m) { return (unsigned)m; }
+LPK_SIMD_INL qm m_from_bits(unsigned b) { return (qm)b; }
+LPK_SIMD_INL qh h_load(const uint16_t *p) { return _mm256_loadu_si256((const __m256i *)(const void *)p); }
+typedef struct { __m512d lo, hi; } qd; /* lanes 0-7, 8-15 */
+LPK_SIMD_INL qd d_zero(void)
+{
+    qd r = {_mm512_setzero_pd(), _mm512_setzero_pd()};
+    return r;
+}
+LPK_SIMD_INL __m512d d_lo(qv a) { return _mm512_cvtps_pd(_mm512_castps512_ps256(a)); }
+LPK_SIMD_INL __m512d d_hi(qv a)
+{
+    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+}
+/* s + (a * b) * c, every lane in double */
+LPK_SIMD_INL qd d_acc(qd s, qv a, qv b, qv c)
+{
+    s.lo = _mm512_add_pd(s.lo, _mm512_mul_pd(_mm512_mul_pd(d_lo(a), d_lo(b)), d_lo(c)));
+    s.hi = _mm512_add_pd(s.hi, _mm512_mul_pd(_mm512_mul_pd(d_hi(a), d_hi(b)), d_hi(c)));
+    return s;
+}
+LPK_SIMD_INL void d_store(double *p, qd s)
+{
+    _mm512_storeu_pd(p, s.lo);
+    _mm512_storeu_pd(p + 8, s.hi);
+}
+
+#define QK_PREFIX quant_avx512_
+#include "quant_lanes_k.h"
+
 QL_EXPORT(quant_avx512_blocks_q8_0, LPK_TYPE_Q8_0)
 QL_EXPORT(quant_avx512_blocks_q4_0, LPK_TYPE_Q4_0)
 QL_EXPORT(quant_avx512_blocks_q5_0, LPK_TYPE_Q5_0)

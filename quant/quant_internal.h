@@ -12,10 +12,11 @@
  * importance (n values) or NULL for plain squared error. */
 typedef void (*quant_row_fn)(const float *x, const float *w, void *dst, int64_t n);
 typedef void (*dequant_row_fn)(const void *src, float *y, int64_t n);
-/* Quantizes nb consecutive 32-blocks (nb a multiple of QI_GROUP): x holds
- * nb * 32 values of src_type (LPK_TYPE_F32, F16 or BF16), converted to f32 on
+/* Quantizes nb consecutive 32-blocks (nb a multiple of QI_GROUP; for the
+ * super-block types nb super-blocks, any count): x holds
+ * nb * 32 (256) values of src_type (LPK_TYPE_F32, F16 or BF16), converted to f32 on
  * the way; w: NULL, or importance weights with period wn (value i has weight
- * w[i % wn], wn a multiple of 32), so a run of whole rows is one call. Returns
+ * w[i % wn], wn a multiple of the block), so a run of whole rows is one call. Returns
  * nonzero when x holds a NaN or an Inf (dst is then unspecified). The bytes
  * equal quantize_ref's on the same values, row by row. */
 #define QI_GROUP 16
@@ -116,6 +117,13 @@ void quant_block_q4_1(const qi_ops *ops, const float *x, const float *w, block_q
 void quant_block_q5_1(const qi_ops *ops, const float *x, const float *w, block_q5_1 *b);
 void quant_block_q4_k(const qi_ops *ops, const float *x, const float *w, block_q4_K *b);
 void quant_block_q6_k(const qi_ops *ops, const float *x, const float *w, block_q6_K *b);
+/* The last step of q3_k's and q6_k's quantizers: the levels of x[256] under the
+ * f16 super-block scale d and the integer sub-block scales sc, packed into *b
+ * with them (quant_k2.c, quant_kq.c; the many-block kernels call them too). */
+void quant_q3k_finish(const float *x, uint16_t d, const int sc[16], block_q3_K *b);
+void quant_q6k_finish(const float *x, uint16_t d, const int sc[16], block_q6_K *b);
+/* q3_k's packing of the 16 signed 6-bit sub-block scales (quant_kq.c) */
+void quant_q3k_pack_scales(const int sc[16], uint8_t out[12]);
 
 #if defined(__x86_64__)
 /* AVX2 quantizers (quant_avx2.c): byte-identical to the reference. */
@@ -142,6 +150,12 @@ int quant_avx2_blocks_q5_0(const void *x, int src_type, const float *w, int64_t 
                            int64_t nb);
 int quant_avx2_blocks_q8_0(const void *x, int src_type, const float *w, int64_t wn, void *dst,
                            int64_t nb);
+/* q3_k and q6_k, 8 super-blocks per vector (quant_lanes_k.h); nb counts
+ * super-blocks */
+int quant_avx2_sblocks_q3_k(const void *x, int src_type, const float *w, int64_t wn, void *dst,
+                            int64_t nb);
+int quant_avx2_sblocks_q6_k(const void *x, int src_type, const float *w, int64_t wn, void *dst,
+                            int64_t nb);
 /* AVX-512 (F, BW, VL) quantizers (quant_avx512.c): the same, 16 blocks per vector. */
 int quant_avx512_blocks_q4_0(const void *x, int src_type, const float *w, int64_t wn,
                              void *dst, int64_t nb);
@@ -153,6 +167,10 @@ int quant_avx512_blocks_q5_0(const void *x, int src_type, const float *w, int64_
                              void *dst, int64_t nb);
 int quant_avx512_blocks_q8_0(const void *x, int src_type, const float *w, int64_t wn,
                              void *dst, int64_t nb);
+int quant_avx512_sblocks_q3_k(const void *x, int src_type, const float *w, int64_t wn,
+                              void *dst, int64_t nb);
+int quant_avx512_sblocks_q6_k(const void *x, int src_type, const float *w, int64_t wn,
+                              void *dst, int64_t nb);
 #endif
 
 /* ---------------------------------------------------------------- helpers */

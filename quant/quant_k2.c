@@ -165,6 +165,8 @@ static void sym_assign(const float *x, float d, const int *sc, float lo, float h
     }
 }
 
+/* The f16 super-block scale and the integer sub-block scales (the levels
+ * follow from them: sym_assign). q: room for 256 levels during the refits. */
 static void sym_search(const qi_ops *ops, const float *x, const float *w, float lo, float hi,
                        uint16_t *pd, int *sc, int8_t *q)
 {
@@ -200,7 +202,6 @@ static void sym_search(const qi_ops *ops, const float *x, const float *w, float 
         memcpy(sc, tsc, sizeof tsc);
     }
     *pd = bd;
-    sym_assign(x, lpk_f16_to_f32(bd), sc, lo, hi, q);
 }
 
 /* ---------------------------------------------------------------- q5_k */
@@ -272,22 +273,12 @@ void quant_deq_q2_k(const void *src, float *y, int64_t n)
  * hmask[e % 32] bit e / 32. Scales sc + 32 (6 bits): low nibble in byte j (j < 8)
  * or the high nibble of byte j - 8, the top 2 bits in byte 8 + j % 4 at bit
  * 2 * (j / 4). */
-static void q3k_pack_scales(const int sc[16], uint8_t out[12])
+void quant_q3k_finish(const float *x, uint16_t d, const int sc[16], block_q3_K *b)
 {
-    memset(out, 0, 12);
-    for (int j = 0; j < 16; j++) {
-        int u = sc[j] + 32;
-        out[j % 8] |= (uint8_t)((u & 15) << (j < 8 ? 0 : 4));
-        out[8 + j % 4] |= (uint8_t)((u >> 4) << (2 * (j / 4)));
-    }
-}
-
-static void block_q3_k(const qi_ops *ops, const float *x, const float *w, block_q3_K *b)
-{
-    int sc[16];
     int8_t q[256];
-    sym_search(ops, x, w, -4.0f, 3.0f, &b->d, sc, q);
-    q3k_pack_scales(sc, b->scales);
+    sym_assign(x, lpk_f16_to_f32(d), sc, -4.0f, 3.0f, q);
+    b->d = d;
+    quant_q3k_pack_scales(sc, b->scales);
     memset(b->qs, 0, sizeof b->qs);
     memset(b->hmask, 0, sizeof b->hmask);
     for (int e = 0; e < 256; e++) {
@@ -295,6 +286,15 @@ static void block_q3_k(const qi_ops *ops, const float *x, const float *w, block_
         b->qs[32 * (e / 128) + e % 32] |= (uint8_t)((u & 3) << (2 * ((e % 128) / 32)));
         b->hmask[e % 32] |= (uint8_t)((u >> 2) << (e / 32));
     }
+}
+
+static void block_q3_k(const qi_ops *ops, const float *x, const float *w, block_q3_K *b)
+{
+    int sc[16];
+    int8_t q[256];
+    uint16_t d;
+    sym_search(ops, x, w, -4.0f, 3.0f, &d, sc, q);
+    quant_q3k_finish(x, d, sc, b);
 }
 
 void quant_deq_q3_k(const void *src, float *y, int64_t n)

@@ -321,6 +321,11 @@ void quant_block_q6_k(const qi_ops *ops, const float *x, const float *w, block_q
         }
         if (bd == cd) break;
     }
+    quant_q6k_finish(x, bd, sc, b);
+}
+
+void quant_q6k_finish(const float *x, uint16_t bd, const int sc[16], block_q6_K *b)
+{
     b->d = bd;
     float d = lpk_f16_to_f32(bd);
     uint8_t q[256];
@@ -367,6 +372,18 @@ void quant_fit_sub(const qi_ops *ops, const float *x, const float *w, int n, int
                    float hi, float *s, float *o)
 {
     fit_sub(ops, x, w, n, sym, lo, hi, s, o);
+}
+
+/* q3_k's scales packed as quant_k2.c describes (here, not there: the SIMD kernels
+ * call this, and quant_k2.c calls into the SIMD file) */
+void quant_q3k_pack_scales(const int sc[16], uint8_t out[12])
+{
+    memset(out, 0, 12);
+    for (int j = 0; j < 16; j++) {
+        int u = sc[j] + 32;
+        out[j % 8] |= (uint8_t)((u & 15) << (j < 8 ? 0 : 4));
+        out[8 + j % 4] |= (uint8_t)((u >> 4) << (2 * (j / 4)));
+    }
 }
 
 void quant_q4k_pack_scales(const int sc[8], const int m[8], uint8_t out[12])

