@@ -3,6 +3,7 @@
 #ifndef QUANT_INTERNAL_H
 #define QUANT_INTERNAL_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -150,11 +151,17 @@ int quant_avx2_blocks_q5_0(const void *x, int src_type, const float *w, int64_t 
                            int64_t nb);
 int quant_avx2_blocks_q8_0(const void *x, int src_type, const float *w, int64_t wn, void *dst,
                            int64_t nb);
-/* q3_k and q6_k, 8 super-blocks per vector (quant_lanes_k.h); nb counts
- * super-blocks */
+/* q3_k, q6_k, q4_k, q5_k and q2_k, 8 super-blocks per vector
+ * (quant_lanes_k.h); nb counts super-blocks */
 int quant_avx2_sblocks_q3_k(const void *x, int src_type, const float *w, int64_t wn, void *dst,
                             int64_t nb);
 int quant_avx2_sblocks_q6_k(const void *x, int src_type, const float *w, int64_t wn, void *dst,
+                            int64_t nb);
+int quant_avx2_sblocks_q4_k(const void *x, int src_type, const float *w, int64_t wn, void *dst,
+                            int64_t nb);
+int quant_avx2_sblocks_q5_k(const void *x, int src_type, const float *w, int64_t wn, void *dst,
+                            int64_t nb);
+int quant_avx2_sblocks_q2_k(const void *x, int src_type, const float *w, int64_t wn, void *dst,
                             int64_t nb);
 /* AVX-512 (F, BW, VL) quantizers (quant_avx512.c): the same, 16 blocks per vector. */
 int quant_avx512_blocks_q4_0(const void *x, int src_type, const float *w, int64_t wn,
@@ -170,6 +177,12 @@ int quant_avx512_blocks_q8_0(const void *x, int src_type, const float *w, int64_
 int quant_avx512_sblocks_q3_k(const void *x, int src_type, const float *w, int64_t wn,
                               void *dst, int64_t nb);
 int quant_avx512_sblocks_q6_k(const void *x, int src_type, const float *w, int64_t wn,
+                              void *dst, int64_t nb);
+int quant_avx512_sblocks_q4_k(const void *x, int src_type, const float *w, int64_t wn,
+                              void *dst, int64_t nb);
+int quant_avx512_sblocks_q5_k(const void *x, int src_type, const float *w, int64_t wn,
+                              void *dst, int64_t nb);
+int quant_avx512_sblocks_q2_k(const void *x, int src_type, const float *w, int64_t wn,
                               void *dst, int64_t nb);
 #endif
 
@@ -216,6 +229,29 @@ static inline uint16_t qi_f16_sat(float v)
 #define QI_NGRID 9
 extern const float quant_grid_sym[QI_NGRID];   /* offsets added to nlo */
 extern const float quant_grid_asym[QI_NGRID];  /* offsets added to nmax */
+
+/* asym_search's refit (quant_k2.c; q4_k's too): the least-squares (d, dmin)
+ * from the sums A = sum w u^2, B = sum w u v, C = sum w v^2, P = sum w x u,
+ * Q = sum w x v (u = q sc, v = m), as f16 bits in *cd, *cdm (dmin, the current
+ * one, kept when no min is in use); 0 when there is no usable solution. */
+static inline int quant_asym_solve(double A, double B, double C, double P, double Q, float dmin,
+                                   uint16_t *cd, uint16_t *cdm)
+{
+    double det = A * C - B * B, nd, ndm;
+    if (det > 0) {
+        nd = (P * C - B * Q) / det;
+        ndm = (B * P - A * Q) / det;
+    } else if (A > 0 && C == 0) {
+        nd = P / A;
+        ndm = dmin;
+    } else {
+        return 0;
+    }
+    if (!isfinite(nd) || !isfinite(ndm) || !(nd > 0) || ndm < 0) return 0;
+    *cd = qi_f16_sat((float)nd);
+    *cdm = qi_f16_sat((float)ndm);
+    return 1;
+}
 
 /* q8_0 scale bits from the block's max |x| and whether -amax / +amax occur. */
 static inline uint16_t quant_q8_0_scale_of(float amax, int neg, int pos)

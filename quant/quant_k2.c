@@ -107,18 +107,8 @@ static void asym_search(const qi_ops *ops, const k2_asym *k, const float *x, con
                 P += wi * x[i] * u; Q += wi * x[i] * v;
             }
         }
-        double det = A * C - B * B, nd, ndm;
-        if (det > 0) {
-            nd = (P * C - B * Q) / det;
-            ndm = (B * P - A * Q) / det;
-        } else if (A > 0 && C == 0) {
-            nd = P / A;
-            ndm = dmin;
-        } else {
-            break;
-        }
-        if (!isfinite(nd) || !isfinite(ndm) || !(nd > 0) || ndm < 0) break;
-        uint16_t cd = qi_f16_sat((float)nd), cdm = qi_f16_sat((float)ndm);
+        uint16_t cd, cdm;
+        if (!quant_asym_solve(A, B, C, P, Q, dmin, &cd, &cdm)) break;
         if (cd == bd && cdm == bdm) break;
         float e = asym_pick(ops, k, x, w, s, mn, lpk_f16_to_f32(cd), lpk_f16_to_f32(cdm), tsc, tm);
         if (!(e < best)) break;

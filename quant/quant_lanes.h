@@ -40,10 +40,12 @@ LPK_SIMD_INL qv ql_hsum8(const qv a[8])
     return v_add(v_add(s0, s2), v_add(s1, s3));
 }
 
-/* q = qi_round(qi_clamp(x * id, lo, hi)) */
+/* q = qi_round(qi_clamp(x * id, lo, hi)); a NaN stays NaN as in qi_clamp (the
+ * bound first: max and min return their second operand when one is NaN; the
+ * super-block fits meet inf * 0 on +-FLT_MAX) */
 LPK_SIMD_INL qv ql_level(qv x, qv id, qv lo, qv hi)
 {
-    qv v = v_min(v_max(v_mul(x, id), lo), hi);
+    qv v = v_min(hi, v_max(lo, v_mul(x, id)));
     return v_sub(v_add(v, v_set1(QL_MAGIC)), v_set1(QL_MAGIC));
 }
 
@@ -121,13 +123,13 @@ LPK_SIMD_INL qh ql_search_sym(const qv *xt, const qv *wt, int nlo, int nhi)
 }
 
 /* ---------------------------------------------------------------- asymmetric (q4_1, q5_1) */
-/* asym_err of (d, m) per lane (id = ql_recip(d)): sum w (x - (q d + m))^2 with
- * q = round(clamp((x - m) id, 0, hi)) */
-LPK_SIMD_INL qv ql_aerr(const qv *xt, const qv *wt, qv d, qv id, qv m, qv hi)
+/* asym_err of (d, m) per lane (id = ql_recip(d)) over n (8 <= n <= 32)
+ * elements: sum w (x - (q d + m))^2 with q = round(clamp((x - m) id, 0, hi)) */
+LPK_SIMD_INL qv ql_aerr(const qv *xt, const qv *wt, int n, qv d, qv id, qv m, qv hi)
 {
     qv acc[8], zero = v_zero();
     for (int j = 0; j < 8; j++) acc[j] = v_zero();
-    _Pragma("GCC unroll 32") for (int i = 0; i < 32; i++) {
+    _Pragma("GCC unroll 32") for (int i = 0; i < n; i++) {
         qv q = ql_level(v_sub(xt[i], m), id, zero, hi);
         qv e = v_sub(xt[i], v_add(v_mul(q, d), m));
         acc[i & 7] = v_add(acc[i & 7], wt ? v_mul(v_mul(wt[i], e), e) : v_mul(e, e));
@@ -135,22 +137,32 @@ LPK_SIMD_INL qv ql_aerr(const qv *xt, const qv *wt, qv d, qv id, qv m, qv hi)
     return ql_hsum8(acc);
 }
 
-/* asym_refit per lane: the joint least-squares (d, m) of the assignment that
- * (dh, mh) implies, as halves in *nd, *nm; the lanes where it is usable. */
-LPK_SIMD_INL qm ql_arefit(const qv *xt, const qv *wt, qv hi, qv sw, qv swx, qh dh, qh mh, qh *nd,
-                   qh *nm)
+/* asym_sums of (d, m) per lane over n (8 <= n <= 32) elements: sum w q,
+ * sum w q q, sum w q x */
+LPK_SIMD_INL void ql_asums(const qv *xt, const qv *wt, int n, qv d, qv m, qv hi, qv *s0, qv *s1,
+                           qv *s2)
 {
-    qv d = h_to_f(dh), m = h_to_f(mh), id = ql_recip(d), zero = v_zero();
-    qv a[8], b[8], c[8];
+    qv id = ql_recip(d), zero = v_zero(), a[8], b[8], c[8];
     for (int j = 0; j < 8; j++) a[j] = b[j] = c[j] = v_zero();
-    _Pragma("GCC unroll 32") for (int i = 0; i < 32; i++) {
+    _Pragma("GCC unroll 32") for (int i = 0; i < n; i++) {
         qv q = ql_level(v_sub(xt[i], m), id, zero, hi);
         qv wq = wt ? v_mul(wt[i], q) : q;
         a[i & 7] = v_add(a[i & 7], wq);
         b[i & 7] = v_add(b[i & 7], v_mul(wq, q));
         c[i & 7] = v_add(c[i & 7], v_mul(wq, xt[i]));
     }
-    qv s0 = ql_hsum8(a), s1 = ql_hsum8(b), s2 = ql_hsum8(c);
+    *s0 = ql_hsum8(a);
+    *s1 = ql_hsum8(b);
+    *s2 = ql_hsum8(c);
+}
+
+/* asym_refit per lane: the joint least-squares (d, m) of the assignment that
+ * (dh, mh) implies, as halves in *nd, *nm; the lanes where it is usable. */
+LPK_SIMD_INL qm ql_arefit(const qv *xt, const qv *wt, qv hi, qv sw, qv swx, qh dh, qh mh, qh *nd,
+                   qh *nm)
+{
+    qv s0, s1, s2, zero = v_zero();
+    ql_asums(xt, wt, 32, h_to_f(dh), h_to_f(mh), hi, &s0, &s1, &s2);
     qv det = v_sub(v_mul(sw, s1), v_mul(s0, s0));
     qm ok = v_gt(det, zero);
     qv sdet = v_blend(ok, v_set1(1.0f), det); /* no division by a failed lane's det */
@@ -160,6 +172,15 @@ LPK_SIMD_INL qm ql_arefit(const qv *xt, const qv *wt, qv hi, qv sw, qv swx, qh d
     *nd = h_f16sat(v_blend(ok, zero, rd));
     *nm = h_f16sat(v_blend(ok, zero, rm));
     return ok;
+}
+
+/* Whether grid point k of an asymmetric search (error e) replaces the best, in
+ * the live lanes: a lower error, or the first point where the best is inf. */
+LPK_SIMD_INL qm ql_grid_take(int k, qv e, qv best_err, qm live)
+{
+    qm take = v_lt(e, best_err);
+    if (k == 0) take = m_or(take, v_eq(v_abs(best_err), v_set1(INFINITY)));
+    return m_and(take, live);
 }
 
 /* quant_search_asym for every lane: the f16 bits of the best (d, m) */
@@ -172,7 +193,7 @@ LPK_SIMD_INL void ql_search_asym(const qv *xt, const qv *wt, int nmax, qh *dh, q
     }
     qv hi = v_set1((float)nmax), zero = v_zero();
     qh bd = h_zero(), bm = h_f16sat(mn);
-    qv best_err = ql_aerr(xt, wt, zero, zero, h_to_f(bm), hi);
+    qv best_err = ql_aerr(xt, wt, 32, zero, zero, h_to_f(bm), hi);
     qm live = v_gt(mx, mn); /* else the block is flat: (0, min) */
     qv sa[8], sb[8];
     for (int j = 0; j < 8; j++) sa[j] = sb[j] = v_zero();
@@ -187,10 +208,8 @@ LPK_SIMD_INL void ql_search_asym(const qv *xt, const qv *wt, int nmax, qh *dh, q
     for (int k = 0; k < QI_NGRID; k++) {
         qh h = h_f16sat(v_div(range, v_set1((float)nmax + quant_grid_asym[k])));
         qv d = h_to_f(h);
-        qv e = ql_aerr(xt, wt, d, ql_recip(d), fm0, hi);
-        qm take = v_lt(e, best_err);
-        if (k == 0) take = m_or(take, v_eq(v_abs(best_err), v_set1(INFINITY)));
-        take = m_and(take, live);
+        qv e = ql_aerr(xt, wt, 32, d, ql_recip(d), fm0, hi);
+        qm take = ql_grid_take(k, e, best_err, live);
         bd = h_blend(take, bd, h);
         bm = h_blend(take, bm, m0);
         best_err = v_blend(take, best_err, e);
@@ -198,7 +217,7 @@ LPK_SIMD_INL void ql_search_asym(const qv *xt, const qv *wt, int nmax, qh *dh, q
         qm ok = m_and(live, ql_arefit(xt, wt, hi, sw, swx, h, m0, &nd, &nm));
         if (m_any(ok)) {
             qv fd = h_to_f(nd);
-            e = ql_aerr(xt, wt, fd, ql_recip(fd), h_to_f(nm), hi);
+            e = ql_aerr(xt, wt, 32, fd, ql_recip(fd), h_to_f(nm), hi);
             take = m_and(ok, v_lt(e, best_err));
             bd = h_blend(take, bd, nd);
             bm = h_blend(take, bm, nm);
@@ -213,7 +232,7 @@ LPK_SIMD_INL void ql_search_asym(const qv *xt, const qv *wt, int nmax, qh *dh, q
         qm ok = m_and(live, ql_arefit(xt, wt, hi, sw, swx, bd, bm, &nd, &nm));
         ok = m_andnot(m_and(h_eq(nd, bd), h_eq(nm, bm)), ok);
         qv fd = h_to_f(nd);
-        qv e = ql_aerr(xt, wt, fd, ql_recip(fd), h_to_f(nm), hi);
+        qv e = ql_aerr(xt, wt, 32, fd, ql_recip(fd), h_to_f(nm), hi);
         qm take = m_and(ok, v_lt(e, best_err));
         bd = h_blend(take, bd, nd);
         bm = h_blend(take, bm, nm);

@@ -550,9 +550,8 @@ static void test_simd_edge_bytes_k(void **state)
         }
     }
     for (int i = 0; i < n * 19; i++) w[i] = i % 7 == 0 ? 0.0f : (float)(tu_rand(&s) % 50) / 7.0f;
-    /* (q4_k, q5_k, q2_k: the AVX2 path differs from the reference on the
-     * super-block holding +-FLT_MAX, where the asymmetric searches overflow) */
-    const int types[] = {LPK_TYPE_Q6_K, LPK_TYPE_Q3_K, LPK_TYPE_IQ4_XS};
+    const int types[] = {LPK_TYPE_Q6_K, LPK_TYPE_Q3_K, LPK_TYPE_Q4_K, LPK_TYPE_Q5_K,
+                         LPK_TYPE_Q2_K, LPK_TYPE_IQ4_XS};
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++)
         for (int per = 1; per <= 19; per += 3)
             for (int wi = 0; wi < 6; wi++) {
