@@ -1,6 +1,6 @@
 # Shared set-up of the bench scripts (sourced with `. bench/common.sh` from the
 # repository root, after `O=` is set): the llmpack binary and bench/gen_ckpt of
-# build folder O (exits when they are not built), and llama_tool.
+# build folder O (exits when they are not built), llama_tool and bench_work.
 bin=./llmpack
 [ "$O" = build ] || bin=$O/llmpack
 gen=$O/bench/gen_ckpt
@@ -14,4 +14,21 @@ llama_tool() {
     for b in "$LLAMA_CPP_DIR/build/bin/$1" "$LLAMA_CPP_DIR/bin/$1" "$LLAMA_CPP_DIR/$1"; do
         [ -x "$b" ] && { echo "$b"; return 0; }
     done
+}
+
+# bench_work NAME GB: $work = a fresh bench/work/NAME, removed when the script
+# ends, if GB gigabytes are free in bench/work; else says so and exits 0 (the
+# figure is skipped).
+bench_work() {
+    mkdir -p bench/work
+    avail_gb=$(df -Pk bench/work | awk 'NR==2 { printf "%d", $4 / 1048576 }')
+    if [ "$avail_gb" -lt "$2" ]; then
+        echo "$1: needs $2 GB free in bench/work, $avail_gb GB available; skipped"
+        exit 0
+    fi
+    work=bench/work/$1
+    rm -rf "$work"
+    mkdir -p "$work"
+    trap 'rm -rf "$work"' EXIT
+    trap 'exit 1' INT TERM
 }

@@ -42,18 +42,7 @@ if [ ! -f "$tokdir/tokenizer.model" ] || [ ! -f "$text" ]; then
     exit 0
 fi
 dim=4096
-work=bench/work/gptq
-mkdir -p bench/work
-need_gb=$(( 2 + layers ))
-avail_gb=$(df -Pk bench/work | awk 'NR==2 { printf "%d", $4 / 1048576 }')
-if [ "$avail_gb" -lt "$need_gb" ]; then
-    echo "gptq: needs $need_gb GB free in bench/work, $avail_gb GB available; skipped"
-    exit 0
-fi
-rm -rf "$work"
-mkdir -p "$work"
-trap 'rm -rf "$work"' EXIT
-trap 'exit 1' INT TERM
+bench_work gptq $(( 2 + layers ))
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 echo "machine: $cpu, $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 t0=$(date +%s)

@@ -30,16 +30,7 @@ recipes=${RECIPES:-Q8_0,Q4_0,Q4_1,Q5_0,Q5_1,Q4_K_S,Q4_K_M,Q5_K_S,Q5_K_M,Q6_K,Q3_
 threads=${THREADS:-2}
 out=${BENCH_RESULTS:-bench/results.json}
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
-work=bench/work/peer-quant
-mkdir -p bench/work
-avail_gb=$(df -Pk bench/work | awk 'NR==2 { printf "%d", $4 / 1048576 }')
-if [ "$avail_gb" -lt 8 ]; then
-    echo "peer-quant: needs 8 GB free in bench/work, $avail_gb GB available; skipped"
-    exit 0
-fi
-rm -rf "$work"
-mkdir -p "$work"
-trap 'rm -rf "$work"' EXIT INT TERM
+bench_work peer-quant 8
 "$gen" --shape 1b --format hf --out "$work/hf" > /dev/null || exit 1
 "$bin" convert "$work/hf" -o "$work/in.lpk" --type f16 --tokenizer "$tok" --name m -q ||
     { echo "peer-quant: convert failed"; exit 1; }

@@ -36,16 +36,7 @@ chunks=${CHUNKS:-4}
 ctx=512
 out=${BENCH_RESULTS:-bench/results.json}
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
-work=bench/work/peer-verify
-mkdir -p bench/work
-avail_gb=$(df -Pk bench/work | awk 'NR==2 { printf "%d", $4 / 1048576 }')
-if [ "$avail_gb" -lt 12 ]; then
-    echo "peer-verify: needs 12 GB free in bench/work, $avail_gb GB available; skipped"
-    exit 0
-fi
-rm -rf "$work"
-mkdir -p "$work"
-trap 'rm -rf "$work"' EXIT INT TERM
+bench_work peer-verify 12
 # the first 256 KiB of wiki.test.raw: enough tokens for 16 chunks of 512
 head -c 262144 "$text" > "$work/text.txt"
 "$gen" --shape 1b --format hf --out "$work/hf" > /dev/null || exit 1

@@ -22,16 +22,8 @@ types=${TYPES:-Q4_K_M,Q5_K_M,Q8_0}
 threads=${THREADS:-2}
 out=${BENCH_RESULTS:-bench/results.json}
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
-work=bench/work/quant-multi
-mkdir -p bench/work
-avail_gb=$(df -Pk bench/work | awk 'NR==2 { printf "%d", $4 / 1048576 }')
-if [ "$avail_gb" -lt 11 ]; then
-    echo "quant-multi: needs 11 GB free in bench/work, $avail_gb GB available; skipped"
-    exit 0
-fi
-rm -rf "$work"
+bench_work quant-multi 11
 mkdir -p "$work/single" "$work/multi"
-trap 'rm -rf "$work"' EXIT INT TERM
 t0=$(date +%s)
 "$gen" --shape 1b --format hf --out "$work/hf" > /dev/null || exit 1
 "$bin" convert "$work/hf" -o "$work/in.lpk" --type f16 --no-tokenizer --name m -q 2> /dev/null ||
