@@ -1,6 +1,7 @@
 # Shared set-up of the bench scripts (sourced with `. bench/common.sh` from the
 # repository root, after `O=` is set): the llmpack binary and bench/gen_ckpt of
-# build folder O (exits when they are not built), llama_tool and bench_work.
+# build folder O (exits when they are not built), llama_tool, bench_work and
+# bench_1b.
 bin=./llmpack
 [ "$O" = build ] || bin=$O/llmpack
 gen=$O/bench/gen_ckpt
@@ -31,4 +32,17 @@ bench_work() {
     mkdir -p "$work"
     trap 'rm -rf "$work"' EXIT
     trap 'exit 1' INT TERM
+}
+
+# bench_1b OUT [CONVERT_OPTION...]: a random bf16 model of TinyLlama-1.1B's
+# shapes (gen_ckpt --shape 1b, in $work/hf, removed after) converted to OUT at
+# f16 (a container, or a GGUF by OUT's name) with the options given.
+bench_1b() {
+    b1_out=$1
+    shift
+    "$gen" --shape 1b --format hf --out "$work/hf" > /dev/null &&
+        "$bin" convert "$work/hf" -o "$b1_out" --type f16 --name m -q "$@"
+    b1_st=$?
+    rm -rf "$work/hf"
+    return $b1_st
 }

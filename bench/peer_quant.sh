@@ -31,10 +31,7 @@ threads=${THREADS:-2}
 out=${BENCH_RESULTS:-bench/results.json}
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 bench_work peer-quant 8
-"$gen" --shape 1b --format hf --out "$work/hf" > /dev/null || exit 1
-"$bin" convert "$work/hf" -o "$work/in.lpk" --type f16 --tokenizer "$tok" --name m -q ||
-    { echo "peer-quant: convert failed"; exit 1; }
-rm -rf "$work/hf"
+bench_1b "$work/in.lpk" --tokenizer "$tok" || { echo "peer-quant: convert failed"; exit 1; }
 "$bin" export "$work/in.lpk" -o "$work/in.gguf" -q > /dev/null ||
     { echo "peer-quant: export failed"; exit 1; }
 in=$work/in.lpk

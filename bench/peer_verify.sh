@@ -39,10 +39,7 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 bench_work peer-verify 12
 # the first 256 KiB of wiki.test.raw: enough tokens for 16 chunks of 512
 head -c 262144 "$text" > "$work/text.txt"
-"$gen" --shape 1b --format hf --out "$work/hf" > /dev/null || exit 1
-"$bin" convert "$work/hf" -o "$work/F16.gguf" --type f16 --tokenizer "$tok" --name m -q ||
-    { echo "peer-verify: convert failed"; exit 1; }
-rm -rf "$work/hf"
+bench_1b "$work/F16.gguf" --tokenizer "$tok" || { echo "peer-verify: convert failed"; exit 1; }
 echo "== peer-verify: 1.1B shape, ctx $ctx, $chunks chunks, $threads threads, $lp"
 
 load() { cut -d' ' -f1 /proc/loadavg; }

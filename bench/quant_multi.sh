@@ -25,10 +25,7 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 bench_work quant-multi 11
 mkdir -p "$work/single" "$work/multi"
 t0=$(date +%s)
-"$gen" --shape 1b --format hf --out "$work/hf" > /dev/null || exit 1
-"$bin" convert "$work/hf" -o "$work/in.lpk" --type f16 --no-tokenizer --name m -q 2> /dev/null ||
-    { echo "quant-multi: convert failed"; exit 1; }
-rm -rf "$work/hf"
+bench_1b "$work/in.lpk" --no-tokenizer 2> /dev/null || { echo "quant-multi: convert failed"; exit 1; }
 in=$work/in.lpk
 echo "== quant-multi: 1.1B shape as f16 ($(wc -c < "$in") bytes, made in $(( $(date +%s) - t0 )) s), $types, $threads threads"
 
