@@ -321,19 +321,28 @@ SFN void FN(softmax)(float *att, int n, float scale)
 INL void FN(scores_blk)(float *att, size_t lda, const float *q, size_t ldq, const float *kt,
                         size_t ldk, int hd, int p0, const int nq, const int ns)
 {
+    /* the loops over j and s unrolled (nq and ns are constants here): the
+     * sums then live in registers, not on the stack */
     vF acc[4][SB];
+#pragma GCC unroll 4
     for (int j = 0; j < nq; j++)
+#pragma GCC unroll 4
         for (int s = 0; s < ns; s++) acc[j][s] = FN(bf)(0.0f);
     for (int i = 0; i < hd; i++) {
         const float *kr = kt + (size_t)i * ldk + p0;
         vF k[SB];
+#pragma GCC unroll 4
         for (int s = 0; s < ns; s++) k[s] = FN(ldf)(kr + s * VW);
+#pragma GCC unroll 4
         for (int j = 0; j < nq; j++) {
             vF qb = FN(bf)(q[(size_t)j * ldq + i]);
+#pragma GCC unroll 4
             for (int s = 0; s < ns; s++) acc[j][s] += qb * k[s];
         }
     }
+#pragma GCC unroll 4
     for (int j = 0; j < nq; j++)
+#pragma GCC unroll 4
         for (int s = 0; s < ns; s++) FN(stf)(att + (size_t)j * lda + p0 + s * VW, acc[j][s]);
 }
 
@@ -364,19 +373,26 @@ INL void FN(wsum_cols)(float *o, size_t ldo, const float *w, size_t ldw, const f
                        size_t ldv, int i0, int p0, int p1, int acc_in, const int nq, const int nc)
 {
     vF acc[4][CB];
+#pragma GCC unroll 4
     for (int j = 0; j < nq; j++)
+#pragma GCC unroll 4
         for (int c = 0; c < nc; c++)
             acc[j][c] = acc_in ? FN(ldf)(o + (size_t)j * ldo + i0 + c * VW) : FN(bf)(0.0f);
     for (int p = p0; p < p1; p++) {
         const float *vr = v + (size_t)p * ldv + i0;
         vF x[CB];
+#pragma GCC unroll 4
         for (int c = 0; c < nc; c++) x[c] = FN(ldf)(vr + c * VW);
+#pragma GCC unroll 4
         for (int j = 0; j < nq; j++) {
             vF wb = FN(bf)(w[(size_t)j * ldw + p]);
+#pragma GCC unroll 4
             for (int c = 0; c < nc; c++) acc[j][c] += wb * x[c];
         }
     }
+#pragma GCC unroll 4
     for (int j = 0; j < nq; j++)
+#pragma GCC unroll 4
         for (int c = 0; c < nc; c++) FN(stf)(o + (size_t)j * ldo + i0 + c * VW, acc[j][c]);
 }
 
