@@ -673,6 +673,61 @@ static void test_extremes(void **state)
     }
 }
 
+/* Activations at the edges of their quantizer, through vf_matmul on every
+ * path against the scalar reference (the VNNI kernels quantize 16 tokens at a
+ * time in their own code): per 32-block one scale, from all zeros through
+ * values whose d or s is an f16 subnormal, ties of the f16 rounding, up to d
+ * beyond f16's range (infinite), and blocks with an infinite or NaN value.
+ * Outputs must match bit for bit, or both be NaN. 19 tokens: a full group of
+ * 16 and a partial one. */
+static void test_x_extremes(void **state)
+{
+    (void)state;
+    static const float sc[] = {0.0f, 1e-30f, 1e-9f, 3e-7f, 7.62939453125e-6f, 0.01f, 1.0f,
+                               127.0f * 1.0009765625f, 1e5f, 8.3e6f, 1e7f, 3e38f};
+    const int64_t n_out = 20, n_in = 1024, n_tok = 19;
+    float *x = malloc(sizeof(float) * (size_t)(n_in * n_tok));
+    uint64_t sd = 77;
+    for (int64_t t = 0; t < n_tok; t++)
+        for (int64_t b = 0; b < n_in / 32; b++) {
+            float s = sc[(size_t)(t * 7 + b) % (sizeof sc / sizeof sc[0])];
+            for (int j = 0; j < 32; j++) {
+                float v = tu_randn(&sd);
+                /* some blocks: the largest value exactly s, ties at +-0.5 */
+                x[t * n_in + b * 32 + j] = (b % 3 == 0 && j == 5) ? s : (b % 5 == 0) ? s * (float)(j - 16) / 32.5f
+                                                                                     : s * v / 4.0f;
+            }
+        }
+    x[3 * n_in + 40] = INFINITY;
+    x[4 * n_in + 70] = -INFINITY;
+    x[5 * n_in + 100] = NAN;
+    x[17 * n_in + 200] = NAN;
+    size_t ny = (size_t)(n_out * n_tok);
+    float *y = malloc(ny * sizeof(float)), *y0 = malloc(ny * sizeof(float));
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        int t = all_types[ti];
+        if (is_fp(t)) continue;
+        uint8_t *w = make_weights(t, n_out, n_in, 5000 + ti);
+        for (int p = 0; p < n_paths(); p++) {
+            vf_gemm_force_path(p);
+            if (vf_gemm_path(t) != p) continue;
+            memset(y, 0xff, ny * sizeof(float));
+            assert_int_equal(vf_matmul(w, t, n_out, n_in, x, n_tok, y), LPK_OK);
+            if (p == 0) {
+                memcpy(y0, y, ny * sizeof(float));
+                continue;
+            }
+            for (size_t i = 0; i < ny; i++)
+                if (!(isnan(y[i]) && isnan(y0[i])) && memcmp(&y[i], &y0[i], 4) != 0)
+                    fail_msg("%s: path %s differs from scalar at %zu: %.9g vs %.9g",
+                             lpk_type_get(t)->name, vf_gemm_path_name(t), i, y[i], y0[i]);
+        }
+        vf_gemm_force_path(-1);
+        free(w);
+    }
+    free(x); free(y); free(y0);
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -699,6 +754,7 @@ int main(void)
         cmocka_unit_test(test_shapes_odd),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_extremes),
+        cmocka_unit_test(test_x_extremes),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -171,8 +171,10 @@ int vf_block_ints(int wtype, const void *wblk, const void *xblk, int32_t out[2])
 /* ---------------------------------------------------------------- scalar kernels */
 /* Rows [o0, o1) of the output, all tokens. Each row is unpacked once into
  * scratch and reused for every token. */
-static void scalar_rows(const vf_gemm_args *a, int64_t o0, int64_t o1, void *scratch)
+static void scalar_rows(const vf_gemm_args *a, int64_t o0, int64_t o1, int64_t o_next,
+                        void *scratch)
 {
+    (void)o_next;
     int64_t nb = a->n_in / a->block, n_tok = a->n_tok;
     for (int64_t o = o0; o < o1; o++) {
         const uint8_t *row = (const uint8_t *)a->w + o * a->row_bytes;
@@ -453,6 +455,10 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
     int64_t n_tiles = (n_out + tile - 1) / tile;
     size_t scratch_sz = k->scratch(&a);
     int failed = 0;
+    /* work items are handed out one at a time, each thread claiming its next
+     * one before it starts the current one (so that the kernel can fetch the
+     * next one's weights from memory while it computes) */
+    int64_t claimed = 0;
 #pragma omp parallel
     {
         void *scratch = malloc(scratch_sz ? scratch_sz : 1);
@@ -460,12 +466,15 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
 #pragma omp atomic write
             failed = 1;
         }
-        int64_t i;
-#pragma omp for schedule(dynamic, 1)
-        for (i = 0; i < n_tiles; i++) {
-            if (!scratch) continue;
+        int64_t i, next;
+#pragma omp atomic capture
+        i = claimed++;
+        while (scratch && i < n_tiles) {
+#pragma omp atomic capture
+            next = claimed++;
             int64_t o0 = i * tile, o1 = o0 + tile < n_out ? o0 + tile : n_out;
-            k->rows(&a, o0, o1, scratch);
+            k->rows(&a, o0, o1, next < n_tiles ? next * tile : -1, scratch);
+            i = next;
         }
         free(scratch);
     }

@@ -58,8 +58,10 @@ typedef struct vf_gemm_kernel {
     int rows_per_tile;                            /* output rows per work item */
     int tok_tile;                                 /* activation interleave (see xq) */
     size_t (*scratch)(const vf_gemm_args *a);     /* per-thread scratch bytes */
-    /* computes y for rows [o0, o1) (o1 - o0 <= rows_per_tile) and all tokens */
-    void (*rows)(const vf_gemm_args *a, int64_t o0, int64_t o1, void *scratch);
+    /* computes y for rows [o0, o1) (o1 - o0 <= rows_per_tile) and all tokens;
+     * o_next: the first row of the work item the thread does next, or -1 (a
+     * kernel may prefetch its weights) */
+    void (*rows)(const vf_gemm_args *a, int64_t o0, int64_t o1, int64_t o_next, void *scratch);
     /* NULL, or: bytes of one group of tok_tile tokens in the kernel's own
      * activation layout (a multiple of 64), and the function quantizing group
      * g of a->x into out, each token exactly as vf_quantize_x32 /

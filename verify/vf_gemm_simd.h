@@ -302,8 +302,10 @@ LPK_SIMD_FN void FN(pack_q6k)(const vf_gemm_args *a, int64_t o0,
 
 /* ---------------------------------------------------------------- 32-blocks */
 LPK_SIMD_FN void FN(rows_blk32)(const vf_gemm_args *a, int64_t o0,
-                                                        int64_t o1, void *scratch)
+                                                        int64_t o1, int64_t o_next,
+        void *scratch)
 {
+    (void)o_next;
     const int64_t nb = a->n_in / 32, n_tok = a->n_tok;
     const int nr = (int)(o1 - o0);
     /* q8_0, iq4_nl: signed weights, |w| <= 127 */
@@ -480,8 +482,10 @@ LPK_SIMD_INL void FN(rows_q4k_m)(const vf_gemm_args *a, int64_t o0,
 }
 
 LPK_SIMD_FN void FN(rows_q4k)(const vf_gemm_args *a, int64_t o0,
-                              int64_t o1, void *scratch)
+                              int64_t o1, int64_t o_next,
+        void *scratch)
 {
+    (void)o_next;
     switch (a->wtype) {
     case LPK_TYPE_Q5_K: FN(rows_q4k_m)(a, o0, o1, scratch, 1); break;
     case LPK_TYPE_IQ4_XS: FN(rows_q4k_m)(a, o0, o1, scratch, 2); break;
@@ -560,8 +564,10 @@ LPK_SIMD_INL void FN(rows_q6k_m)(const vf_gemm_args *a, int64_t o0,
 }
 
 LPK_SIMD_FN void FN(rows_q6k)(const vf_gemm_args *a, int64_t o0,
-                              int64_t o1, void *scratch)
+                              int64_t o1, int64_t o_next,
+        void *scratch)
 {
+    (void)o_next;
     if (a->wtype == LPK_TYPE_Q2_K) FN(rows_q6k_m)(a, o0, o1, scratch, 1);
     else FN(rows_q6k_m)(a, o0, o1, scratch, 0);
 }
@@ -617,23 +623,83 @@ LPK_SIMD_INL vi FN(dpwr)(vi sum, vi a, vi b)
 }
 
 /* Activations of one group, 32-blocks: per block vt_x32 (see vf_gemm_x86.c),
- * quantized block by block (straight from x: no per-token copy). */
+ * the 16 tokens of the group a block at a time, each exactly as the scalar
+ * quantizer does it: amax (exact in any order; NaN skipped, as `a > amax`
+ * skips it), id = 127 / amax, q = x * id rounded to nearest even (vcvtps2dq,
+ * like lrintf) and clamped to +-127 (out-of-range or NaN products clamp to
+ * -127 in both), d and s rounded to f16 by vcvtps2ph (round to nearest even,
+ * as lpk_f32_to_f16; the same for subnormal, infinite and NaN values) from the
+ * same float operations as vf_x32_scales. The 16 x 32 bytes are turned into
+ * the (group of 4, token) order by three rounds of vpermt2d, each exchanging
+ * one bit of the register index with one bit of the lane index. */
 LPK_SIMD_FN void FN(xprep_t32)(const vf_gemm_args *a, int64_t grp,
                                                        void *out)
 {
     const int64_t nb = a->n_in / 32;
     vt_x32 *o = out;
-    for (int t = 0; t < XT; t++) {
-        int64_t ts = TOK(grp * XT, t, a->n_tok);
-        for (int64_t b = 0; b < nb; b++) {
-            vf_xblk32 xb, *x = &xb;
-            vf_quantize_x32_avx2(a->x + ts * a->n_in + 32 * b, 32, x); /* = the scalar bits */
-            __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)x->qs),
-                                         _mm256_set1_epi8((char)0x80));
-            FN(scatter32)(o[b].q[0][t], v, XT);
-            o[b].d[t] = x->d;
-            o[b].s[t] = x->s;
+    const float *xr[XT];
+    for (int t = 0; t < XT; t++) xr[t] = a->x + TOK(grp * XT, t, a->n_tok) * a->n_in;
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    /* round k swaps register-index bit k with lane bit k: the register with
+     * the bit clear takes lanes of the bit clear from itself and from the
+     * other register (moved down), the other one the lanes of the bit set */
+    __m512i ix[3], iy[3];
+    for (int k = 0; k < 3; k++) {
+        int32_t xi[16], yi[16];
+        for (int l = 0; l < 16; l++) {
+            int bit = 1 << k;
+            xi[l] = l & bit ? 16 + (l & ~bit) : l;
+            yi[l] = l & bit ? 16 + l : l | bit;
         }
+        ix[k] = _mm512_loadu_si512(xi);
+        iy[k] = _mm512_loadu_si512(yi);
+    }
+    for (int64_t b = 0; b < nb; b++) {
+        float am[XT], id[XT];
+        for (int t = 0; t < XT; t++) {
+            const float *v = xr[t] + 32 * b;
+            __m512 m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(v)), _mm512_setzero_ps());
+            m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(v + 16)), m);
+            am[t] = _mm512_reduce_max_ps(m);
+        }
+        __m512 amv = _mm512_loadu_ps(am);
+        __mmask16 nz = _mm512_cmp_ps_mask(amv, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+        _mm512_storeu_ps(id, _mm512_maskz_div_ps(nz, _mm512_set1_ps(127.0f), amv));
+        /* token t's 32 bytes at 64 (t % 8) + 32 (t / 8): register k holds
+         * tokens k and k + 8, so that after the three rounds lane t is token t */
+        __m512i r[8];
+        for (int t = 0; t < XT; t++) {
+            const float *v = xr[t] + 32 * b;
+            const __m512 vid = _mm512_set1_ps(id[t]);
+            __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v), vid));
+            __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(v + 16), vid));
+            q0 = _mm512_min_epi32(_mm512_max_epi32(q0, lo), hi);
+            q1 = _mm512_min_epi32(_mm512_max_epi32(q1, lo), hi);
+            __m256i q = _mm256_set_m128i(_mm512_cvtepi32_epi8(q1), _mm512_cvtepi32_epi8(q0));
+            if (t < 8) r[t] = _mm512_castsi256_si512(q);
+            else r[t - 8] = _mm512_inserti64x4(r[t - 8], q, 1);
+        }
+        for (int k = 0; k < 3; k++) {
+            const int bit = 1 << k;
+            for (int i = 0; i < 8; i++) {
+                if (i & bit) continue;
+                __m512i x = r[i], y = r[i | bit];
+                r[i] = _mm512_permutex2var_epi32(x, ix[k], y);
+                r[i | bit] = _mm512_permutex2var_epi32(x, iy[k], y);
+            }
+        }
+        /* sum of q per token: vpdpbusd of (q + 128) with bytes of 1, less 32 * 128 */
+        __m512i sum = _mm512_set1_epi32(-32 * 128);
+        for (int g = 0; g < 8; g++) {
+            __m512i u = _mm512_xor_si512(r[g], _mm512_set1_epi8((char)0x80));
+            sum = _mm512_dpbusd_epi32(sum, u, _mm512_set1_epi8(1));
+            _mm512_storeu_si512(o[b].q[g], u);
+        }
+        __m512 d = _mm512_div_ps(amv, _mm512_set1_ps(127.0f));
+        __m512 s = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sum));
+        const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        _mm512_storeu_ps(o[b].d, _mm512_cvtph_ps(_mm512_cvtps_ph(d, rn)));
+        _mm512_storeu_ps(o[b].s, _mm512_cvtph_ps(_mm512_cvtps_ph(s, rn)));
     }
 }
 
@@ -674,7 +740,11 @@ LPK_SIMD_INL int32_t FN(sum_s8)(__m256i v)
     return _mm_cvtsi128_si32(h) - 32 * 128;
 }
 
-/* Weights of rows [o0, o1) as vt_w32 blocks of RT32 rows (rows past o1 zero). */
+/* Weights of rows [o0, o1) as vt_w32 blocks of RT32 rows (rows past o1 zero).
+ * Block by block across the rows: the rows come from memory (a few KiB apart,
+ * often a page each), so all of them stream at once, each asked for 512 bytes
+ * ahead (the hardware prefetcher stops at page ends), and each vt_w32 is
+ * written whole. */
 LPK_SIMD_FN void FN(pack_t32)(const vf_gemm_args *a, int64_t o0,
                                                       int64_t o1, vt_w32 *pk)
 {
@@ -682,20 +752,19 @@ LPK_SIMD_FN void FN(pack_t32)(const vf_gemm_args *a, int64_t o0,
     const int has_m = a->wtype == LPK_TYPE_Q4_1 || a->wtype == LPK_TYPE_Q5_1;
     const int off = a->wtype == LPK_TYPE_Q4_0 ? 8 : a->wtype == LPK_TYPE_Q5_0 ? 16 : 0;
     const __m256i voff = _mm256_set1_epi8((char)off);
-    for (int r = 0; r < RT32; r++) {
-        const uint8_t *row = (const uint8_t *)a->w + (o0 + r) * a->row_bytes;
+    const int nr = (int)(o1 - o0);
+    const uint8_t *w0 = (const uint8_t *)a->w + o0 * a->row_bytes;
+    for (int r = nr; r < RT32; r++)
         for (int64_t b = 0; b < nb; b++) {
-            vt_w32 *p = pk + b;
-            if (o0 + r >= o1) {
-                memset(p->q[r], 0, 32);
-                p->d[r] = p->m[r] = 0.0f;
-                p->c[r] = 0;
-                continue;
-            }
-            const uint8_t *blk = row + b * a->type_size;
-            /* the weights come from memory, a row per 4 KiB page or so: ask for
-             * them 1 KiB ahead (the hardware prefetcher stops at page ends) */
-            _mm_prefetch((const char *)(blk + 1024), _MM_HINT_T0);
+            memset(pk[b].q[r], 0, 32);
+            pk[b].d[r] = pk[b].m[r] = 0.0f;
+            pk[b].c[r] = 0;
+        }
+    for (int64_t b = 0; b < nb; b++) {
+        vt_w32 *p = pk + b;
+        for (int r = 0; r < nr; r++) {
+            const uint8_t *blk = w0 + r * a->row_bytes + b * a->type_size;
+            _mm_prefetch((const char *)(blk + 512), _MM_HINT_T0);
             __m256i v = _mm256_sub_epi8(FN(unpack32)(a->wtype, blk), voff);
             _mm256_storeu_si256((__m256i *)(void *)p->q[r], v);
             p->d[r] = FN(half)(blk);
@@ -1058,11 +1127,13 @@ static size_t FN(scratch_t)(const vf_gemm_args *a)
  * walked in chunks of KC blocks, so that a chunk of the packed weights and of
  * a token group's activations stay in L1 while every token group and
  * sub-tile use them (the sums wait in scratch between chunks: the order of
- * operations is unchanged). kind: 0 q8_0/q4_0/q5_0/iq4_nl, 1 q4_1/q5_1, 2 q4_k,
- * 3 q6_k, 4 q5_k, 5 iq4_xs, 6 q3_k, 7 q2_k. */
-LPK_SIMD_INL void FN(drive_t)(const vf_gemm_args *a,
-                                                                           int64_t o0, int64_t o1,
-                                                                           void *scratch, int kind)
+ * operations is unchanged). Meanwhile the weights of the thread's next work
+ * item (rows from o_next, contiguous in memory) are asked into L2, a slice
+ * after each token group, so that packing them finds them there rather than
+ * waiting on memory. kind: 0 q8_0/q4_0/q5_0/iq4_nl, 1 q4_1/q5_1, 2 q4_k, 3
+ * q6_k, 4 q5_k, 5 iq4_xs, 6 q3_k, 7 q2_k. */
+LPK_SIMD_INL void FN(drive_t)(const vf_gemm_args *a, int64_t o0, int64_t o1,
+                              int64_t o_next, void *scratch, int kind)
 {
     const int k = kind >= 2;
     const int RT = k ? RTK : RT32, NS = k ? NSK : NS32;
@@ -1076,9 +1147,20 @@ LPK_SIMD_INL void FN(drive_t)(const vf_gemm_args *a,
         if (k) FN(pack_tk)(a, s0, s1, (vt_wk *)(void *)(pk + s * nb * wsz));
         else FN(pack_t32)(a, s0, s1, (vt_w32 *)(void *)(pk + s * nb * wsz));
     }
+    const char *pf = NULL;
+    int64_t pf_lines = 0, pf_step = 0;
+    if (o_next >= 0) {
+        int64_t rows = a->n_out - o_next < NS * RT ? a->n_out - o_next : NS * RT;
+        pf = (const char *)a->w + o_next * a->row_bytes;
+        pf_lines = (rows * a->row_bytes + 63) / 64;
+        int64_t steps = ((nb + KC - 1) / KC) * ng;
+        pf_step = (pf_lines + steps - 1) / steps;
+    }
     for (int64_t c0 = 0; c0 < nb; c0 += KC) {
         const int64_t c1 = c0 + KC < nb ? c0 + KC : nb;
         for (int64_t grp = 0; grp < ng; grp++) {
+            for (int64_t i = 0; i < pf_step && pf_lines > 0; i++, pf_lines--, pf += 64)
+                _mm_prefetch(pf, _MM_HINT_T1);
             const uint8_t *xg = (const uint8_t *)a->xq + (grp * nb + c0) * xsz;
             float out[OUT_ROWS][XT];
             for (int s = 0; s < nsub; s++) {
@@ -1127,22 +1209,24 @@ LPK_SIMD_INL void FN(drive_t)(const vf_gemm_args *a,
 }
 
 LPK_SIMD_FN void FN(rows_t32)(const vf_gemm_args *a, int64_t o0,
-                                                      int64_t o1, void *scratch)
+                                                      int64_t o1, int64_t o_next,
+        void *scratch)
 {
-    if (a->wtype == LPK_TYPE_Q4_1 || a->wtype == LPK_TYPE_Q5_1) FN(drive_t)(a, o0, o1, scratch, 1);
-    else FN(drive_t)(a, o0, o1, scratch, 0);
+    if (a->wtype == LPK_TYPE_Q4_1 || a->wtype == LPK_TYPE_Q5_1) FN(drive_t)(a, o0, o1, o_next, scratch, 1);
+    else FN(drive_t)(a, o0, o1, o_next, scratch, 0);
 }
 
 LPK_SIMD_FN void FN(rows_tk)(const vf_gemm_args *a, int64_t o0,
-                                                     int64_t o1, void *scratch)
+                                                     int64_t o1, int64_t o_next,
+        void *scratch)
 {
     switch (a->wtype) {
-    case LPK_TYPE_Q4_K: FN(drive_t)(a, o0, o1, scratch, 2); break;
-    case LPK_TYPE_Q5_K: FN(drive_t)(a, o0, o1, scratch, 4); break;
-    case LPK_TYPE_IQ4_XS: FN(drive_t)(a, o0, o1, scratch, 5); break;
-    case LPK_TYPE_Q3_K: FN(drive_t)(a, o0, o1, scratch, 6); break;
-    case LPK_TYPE_Q2_K: FN(drive_t)(a, o0, o1, scratch, 7); break;
-    default: FN(drive_t)(a, o0, o1, scratch, 3); break;
+    case LPK_TYPE_Q4_K: FN(drive_t)(a, o0, o1, o_next, scratch, 2); break;
+    case LPK_TYPE_Q5_K: FN(drive_t)(a, o0, o1, o_next, scratch, 4); break;
+    case LPK_TYPE_IQ4_XS: FN(drive_t)(a, o0, o1, o_next, scratch, 5); break;
+    case LPK_TYPE_Q3_K: FN(drive_t)(a, o0, o1, o_next, scratch, 6); break;
+    case LPK_TYPE_Q2_K: FN(drive_t)(a, o0, o1, o_next, scratch, 7); break;
+    default: FN(drive_t)(a, o0, o1, o_next, scratch, 3); break;
     }
 }
 
@@ -1165,8 +1249,10 @@ static const vf_gemm_kernel FN(kern_q6k_) = {SIMD_NAME, KPATH, NSK * RTK, XT, FN
  * wait in accb between chunks (the order of operations is unchanged). Inner
  * loop per input element: 2 weight loads, TF broadcasts, 2 TF FMAs. */
 LPK_SIMD_FN void FN(rows_f32)(const vf_gemm_args *a, int64_t o0,
-                                                      int64_t o1, void *scratch)
+                                                      int64_t o1, int64_t o_next,
+        void *scratch)
 {
+    (void)o_next;
     const int64_t n_in = a->n_in, n_tok = a->n_tok, KCH = 256;
     const int R = 2 * SIMD_W;
     const int nsub = (int)((o1 - o0 + R - 1) / R);
