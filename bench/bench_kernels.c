@@ -1,6 +1,6 @@
 /* vf_matmul throughput against the machine's measured peak.
  *
- *   bench_kernels [--threads 1,2] [--types f32,q4_0,...] [--shapes large,small]
+ *   bench_kernels [--threads 1,2] [--types f32,q4_0,...] [--shapes large,small,1b]
  *                 [--min-time S] [--jsonl FILE] [--describe]
  *
  * --jsonl appends one JSON object per line to FILE (the peaks, then one per
@@ -198,12 +198,17 @@ static uint8_t *make_weights(int t, int64_t n_out, int64_t n_in, size_t *bytes)
 }
 
 /* ---------------------------------------------------------------- main */
-typedef struct { const char *name; int64_t n_out, n_in; int large; } shape;
+/* cls: the group --shapes selects it by (besides its name): "large" (7B),
+ * "small" (llama2-20m) or "1b" (TinyLlama-1.1B: wq/wo, ffn_gate/up, ffn_down;
+ * not in the default set) */
+typedef struct { const char *name; int64_t n_out, n_in; const char *cls; } shape;
 
 static const shape shapes[] = {
-    {"4096x4096", 4096, 4096, 1},   {"4096x11008", 4096, 11008, 1},
-    {"256x256", 256, 256, 0},       {"768x256", 768, 256, 0},
-    {"256x768", 256, 768, 0},       {"32000x256", 32000, 256, 0},
+    {"4096x4096", 4096, 4096, "large"}, {"4096x11008", 4096, 11008, "large"},
+    {"256x256", 256, 256, "small"},     {"768x256", 768, 256, "small"},
+    {"256x768", 256, 768, "small"},     {"32000x256", 32000, 256, "small"},
+    {"2048x2048", 2048, 2048, "1b"},    {"5632x2048", 5632, 2048, "1b"},
+    {"2048x5632", 2048, 5632, "1b"},
 };
 
 static int in_list(const char *list, const char *name)
@@ -247,7 +252,7 @@ int main(int argc, char **argv)
             return 0;
         }
         else { fprintf(stderr, "usage: bench_kernels [--threads 1,2] [--types LIST] "
-                               "[--shapes large,small] [--min-time S] [--jsonl FILE] [--describe]\n"); return 2; }
+                               "[--shapes large,small,1b] [--min-time S] [--jsonl FILE] [--describe]\n"); return 2; }
     }
     int thr[8], n_thr = 0;
     for (const char *p = threads_s; p && *p && n_thr < 8;) {
@@ -296,7 +301,7 @@ int main(int argc, char **argv)
     if (!x || !y) return 1;
     for (int64_t i = 0; i < n_tok * 11008; i++) x[i] = next_f();
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
-        if (!in_list(shapes_s, shapes[s].large ? "large" : "small") && !in_list(shapes_s, shapes[s].name))
+        if (!in_list(shapes_s, shapes[s].cls) && !in_list(shapes_s, shapes[s].name))
             continue;
         for (size_t ti = 0; ti < sizeof tn / sizeof tn[0]; ti++) {
             if (!in_list(types_s, tn[ti])) continue;
