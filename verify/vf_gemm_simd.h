@@ -774,40 +774,66 @@ LPK_SIMD_FN void FN(pack_t32)(const vf_gemm_args *a, int64_t o0,
     }
 }
 
-/* One sub-tile of RT32 rows against one token group, all blocks. */
-LPK_SIMD_INL void FN(tile_t32)(const vt_w32 *pk,
-                                                                            const vt_x32 *xg,
-                                                                            int64_t nb, int has_m,
-                                                                            vf *out)
+/* acc + vpdpbusd(x, w), registers only (GCC would fold a broadcast w into
+ * each vpdpbusd as a memory operand: one load per use instead of one). */
+LPK_SIMD_INL vi FN(dpbr)(vi acc, vi x, vi w)
 {
-    /* local sums: out escapes, and the asm's memory operand could alias it */
-    vf acc[RT32];
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(x), "v"(w));
+    return acc;
+}
+
+/* One sub-tile of RT32 rows against NG (1 or 2, a constant at each call)
+ * token groups, all blocks: each row's 4 weights are broadcast into a
+ * register once and used for both groups (a register tile of RT32 rows x 32
+ * tokens: 4 RT32 + 3 vectors live). */
+LPK_SIMD_INL void FN(tile_t32)(const vt_w32 *pk, const vt_x32 *xg0, const vt_x32 *xg1, int64_t nb,
+                               int has_m, const int NG, vf *out0, vf *out1)
+{
+    /* local sums: out escapes */
+    vf acc[2][RT32];
 #pragma GCC unroll 16
-    for (int r = 0; r < RT32; r++) acc[r] = out[r];
+    for (int r = 0; r < RT32; r++) {
+        acc[0][r] = out0[r];
+        acc[1][r] = NG > 1 ? out1[r] : VF_ZERO();
+    }
     for (int64_t b = 0; b < nb; b++) {
         const vt_w32 *w = pk + b;
-        const vt_x32 *x = xg + b;
-        vi is[RT32];
+        const vt_x32 *x[2] = {xg0 + b, NG > 1 ? xg1 + b : xg0 + b};
+        vi is[2][RT32];
 #pragma GCC unroll 16
-        for (int r = 0; r < RT32; r++) is[r] = VI_SET1(w->c[r]);
+        for (int r = 0; r < RT32; r++) {
+            vi c = VI_SET1(w->c[r]);
+            is[0][r] = c;
+            is[1][r] = c;
+        }
 #pragma GCC unroll 8
         for (int g = 0; g < 8; g++) {
-            vi xv = VI_LOAD(x->q[g]);
+            vi xv0 = VI_LOAD(x[0]->q[g]), xv1 = NG > 1 ? VI_LOAD(x[1]->q[g]) : xv0;
 #pragma GCC unroll 16
-            for (int r = 0; r < RT32; r++) is[r] = FN(dpbc)(is[r], xv, w->q[r] + 4 * g);
+            for (int r = 0; r < RT32; r++) {
+                vi wb = FN(bc32)(w->q[r] + 4 * g);
+                is[0][r] = FN(dpbr)(is[0][r], xv0, wb);
+                if (NG > 1) is[1][r] = FN(dpbr)(is[1][r], xv1, wb);
+            }
         }
-        vf dx = VF_LOAD(x->d);
-        if (has_m) {
-            vf sx = VF_LOAD(x->s);
+#pragma GCC unroll 2
+        for (int h = 0; h < NG; h++) {
+            vf dx = VF_LOAD(x[h]->d);
+            if (has_m) {
+                vf sx = VF_LOAD(x[h]->s);
 #pragma GCC unroll 16
-            for (int r = 0; r < RT32; r++) acc[r] = VF_FMA(sx, VF_SET1(w->m[r]), acc[r]);
+                for (int r = 0; r < RT32; r++) acc[h][r] = VF_FMA(sx, VF_SET1(w->m[r]), acc[h][r]);
+            }
+#pragma GCC unroll 16
+            for (int r = 0; r < RT32; r++)
+                acc[h][r] = VF_FMA(VF_MUL(dx, VF_SET1(w->d[r])), VF_CVT(is[h][r]), acc[h][r]);
         }
-#pragma GCC unroll 16
-        for (int r = 0; r < RT32; r++)
-            acc[r] = VF_FMA(VF_MUL(dx, VF_SET1(w->d[r])), VF_CVT(is[r]), acc[r]);
     }
 #pragma GCC unroll 16
-    for (int r = 0; r < RT32; r++) out[r] = acc[r];
+    for (int r = 0; r < RT32; r++) {
+        out0[r] = acc[0][r];
+        if (NG > 1) out1[r] = acc[1][r];
+    }
 }
 
 /* Sums of the signed bytes of v in runs of n (8, 16 or 32), to out[0 .. 32 / n). */
@@ -1158,50 +1184,73 @@ LPK_SIMD_INL void FN(drive_t)(const vf_gemm_args *a, int64_t o0, int64_t o1,
     }
     for (int64_t c0 = 0; c0 < nb; c0 += KC) {
         const int64_t c1 = c0 + KC < nb ? c0 + KC : nb;
-        for (int64_t grp = 0; grp < ng; grp++) {
-            for (int64_t i = 0; i < pf_step && pf_lines > 0; i++, pf_lines--, pf += 64)
+        /* 32-blocks: token groups two at a time (see tile_t32) */
+        for (int64_t grp = 0; grp < ng;) {
+            const int two = kind < 2 && grp + 1 < ng;
+            for (int64_t i = 0; i < pf_step * (1 + two) && pf_lines > 0; i++, pf_lines--, pf += 64)
                 _mm_prefetch(pf, _MM_HINT_T1);
             const uint8_t *xg = (const uint8_t *)a->xq + (grp * nb + c0) * xsz;
-            float out[OUT_ROWS][XT];
+            const uint8_t *xg1 = two ? xg + nb * xsz : xg;
+            float out[2][OUT_ROWS][XT];
             for (int s = 0; s < nsub; s++) {
-                float *ab = accs + (grp * NS + s) * RT * XT;
+                float *ab = accs + (grp * NS + s) * RT * XT, *ab1 = ab + NS * RT * XT;
                 const uint8_t *w = pk + (s * nb + c0) * wsz;
-                vf acc[RT32];
+                vf acc[2][OUT_RT];
 #pragma GCC unroll 16
-                for (int r = 0; r < RT32; r++) acc[r] = c0 && r < RT ? VF_LOAD(ab + r * XT) : VF_ZERO();
-                switch (kind) {
-                case 0: FN(tile_t32)((const vt_w32 *)(const void *)w, (const vt_x32 *)(const void *)xg, c1 - c0, 0, acc); break;
-                case 1: FN(tile_t32)((const vt_w32 *)(const void *)w, (const vt_x32 *)(const void *)xg, c1 - c0, 1, acc); break;
-                case 2: FN(tile_q4kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc, 0); break;
-                case 3: FN(tile_q6kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc, 0); break;
-                case 4: FN(tile_q4kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc, 1); break;
-                case 5: FN(tile_q6kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc, 3); break;
-                case 6: FN(tile_q6kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc, 1); break;
-                default: FN(tile_q6kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc, 2); break;
+                for (int r = 0; r < OUT_RT; r++) {
+                    acc[0][r] = c0 && r < RT ? VF_LOAD(ab + r * XT) : VF_ZERO();
+                    acc[1][r] = c0 && two && r < RT ? VF_LOAD(ab1 + r * XT) : VF_ZERO();
                 }
+                const vt_w32 *w32 = (const vt_w32 *)(const void *)w;
+                const vt_x32 *x0 = (const vt_x32 *)(const void *)xg, *x1 = (const vt_x32 *)(const void *)xg1;
+                switch (kind) {
+                case 0:
+                    if (two) FN(tile_t32)(w32, x0, x1, c1 - c0, 0, 2, acc[0], acc[1]);
+                    else FN(tile_t32)(w32, x0, x0, c1 - c0, 0, 1, acc[0], acc[1]);
+                    break;
+                case 1:
+                    if (two) FN(tile_t32)(w32, x0, x1, c1 - c0, 1, 2, acc[0], acc[1]);
+                    else FN(tile_t32)(w32, x0, x0, c1 - c0, 1, 1, acc[0], acc[1]);
+                    break;
+                case 2: FN(tile_q4kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc[0], 0); break;
+                case 3: FN(tile_q6kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc[0], 0); break;
+                case 4: FN(tile_q4kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc[0], 1); break;
+                case 5: FN(tile_q6kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc[0], 3); break;
+                case 6: FN(tile_q6kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc[0], 1); break;
+                default: FN(tile_q6kt)((const vt_wk *)(const void *)w, (const vt_xk *)(const void *)xg, c1 - c0, acc[0], 2); break;
+                }
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; h++) {
+                    if (h > two) break;
 #pragma GCC unroll 16
-                for (int r = 0; r < RT32; r++) {
-                    if (r >= RT) break;
-                    VF_STORE(c1 < nb ? ab + r * XT : out[s * RT + r], acc[r]);
+                    for (int r = 0; r < OUT_RT; r++) {
+                        if (r >= RT) break;
+                        VF_STORE(c1 < nb ? (h ? ab1 : ab) + r * XT : out[h][s * RT + r], acc[h][r]);
+                    }
                 }
             }
-            if (c1 < nb) continue;
+            if (c1 < nb) {
+                grp += 1 + two;
+                continue;
+            }
             /* lane = token: 16 rows at a time turned into 16 vectors of one
              * token each; y written one token (all rows of the work item) at
              * a time */
-            float outt[XT][(OUT_ROWS + 15) / 16 * 16];
-            for (int r0 = 0; r0 < nr; r0 += 16) {
-                __m512 c[16];
-                for (int i = 0; i < 16; i++)
-                    c[i] = r0 + i < nsub * RT ? _mm512_loadu_ps(out[r0 + i]) : _mm512_setzero_ps();
-                FN(transpose16)(c);
-                for (int t = 0; t < XT; t++) _mm512_storeu_ps(&outt[t][r0], c[t]);
-            }
-            for (int t = 0; t < XT && grp * XT + t < a->n_tok; t++) {
-                float *y = a->y + (grp * XT + t) * a->n_out + o0;
+            for (int h = 0; h <= two; h++, grp++) {
+                float outt[XT][(OUT_ROWS + 15) / 16 * 16];
                 for (int r0 = 0; r0 < nr; r0 += 16) {
-                    __mmask16 m = nr - r0 >= 16 ? 0xffff : (__mmask16)((1u << (nr - r0)) - 1);
-                    _mm512_mask_storeu_ps(y + r0, m, _mm512_loadu_ps(&outt[t][r0]));
+                    __m512 c[16];
+                    for (int i = 0; i < 16; i++)
+                        c[i] = r0 + i < nsub * RT ? _mm512_loadu_ps(out[h][r0 + i]) : _mm512_setzero_ps();
+                    FN(transpose16)(c);
+                    for (int t = 0; t < XT; t++) _mm512_storeu_ps(&outt[t][r0], c[t]);
+                }
+                for (int t = 0; t < XT && grp * XT + t < a->n_tok; t++) {
+                    float *y = a->y + (grp * XT + t) * a->n_out + o0;
+                    for (int r0 = 0; r0 < nr; r0 += 16) {
+                        __mmask16 m = nr - r0 >= 16 ? 0xffff : (__mmask16)((1u << (nr - r0)) - 1);
+                        _mm512_mask_storeu_ps(y + r0, m, _mm512_loadu_ps(&outt[t][r0]));
+                    }
                 }
             }
         }

@@ -100,12 +100,13 @@ static void pack_f32(const vf_gemm_args *a, int64_t o0, int64_t o1, int R, float
  * and c = -128 * sum of the weights (k-quants: weighted by the sub-block
  * scales), which starts each integer sum. Work items are NS sub-tiles. */
 #define XT 16
-#define RT32 12
-#define NS32 4
+#define RT32 6
+#define NS32 8
 #define RTK 8
 #define NSK 6
 #define KC32 64 /* input chunk, blocks */
 #define OUT_ROWS (NS32 * RT32 > NSK * RTK ? NS32 * RT32 : NSK * RTK) /* rows per work item, at most */
+#define OUT_RT (RT32 > RTK ? RT32 : RTK) /* rows per sub-tile, at most */
 #define KCK 8
 typedef struct { uint8_t q[8][XT][4]; float d[XT], s[XT]; } vt_x32;
 /* bs16[k][t]: the int16 pair (sum of 16-element group 2k, of group 2k + 1) */
