@@ -154,7 +154,7 @@ typedef struct vf_math_kern {
 #define SIMD_NAME "avx512"
 #define SIMD_TGT "avx2,avx512f"
 #define SB 4
-#define CB 2
+#define CB 4
 #include "vf_math_simd.h"
 #endif
 
