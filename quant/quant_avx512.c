@@ -30,6 +30,7 @@ LPK_SIMD_INL qv v_neg(qv a)
     return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_set1_epi32((int)0x80000000u)));
 }
 LPK_SIMD_INL qv v_fnmadd(qv a, qv b, qv c) { return _mm512_fnmadd_ps(a, b, c); }
+LPK_SIMD_INL qv v_fmadd(qv a, qv b, qv c) { return _mm512_fmadd_ps(a, b, c); }
 LPK_SIMD_INL qm v_lt(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
 LPK_SIMD_INL qm v_gt(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
 LPK_SIMD_INL qm v_eq(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }

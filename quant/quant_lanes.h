@@ -156,13 +156,12 @@ LPK_SIMD_INL void ql_asums(const qv *xt, const qv *wt, int n, qv d, qv m, qv hi,
     *s2 = ql_hsum8(c);
 }
 
-/* asym_refit per lane: the joint least-squares (d, m) of the assignment that
- * (dh, mh) implies, as halves in *nd, *nm; the lanes where it is usable. */
-LPK_SIMD_INL qm ql_arefit(const qv *xt, const qv *wt, qv hi, qv sw, qv swx, qh dh, qh mh, qh *nd,
-                   qh *nm)
+/* The joint least-squares (d, m) of an assignment from its sums s0 = sum w q,
+ * s1 = sum w q q, s2 = sum w q x (asym_refit's solve), as halves in *nd, *nm;
+ * the lanes where it is usable. */
+LPK_SIMD_INL qm ql_asolve(qv sw, qv swx, qv s0, qv s1, qv s2, qh *nd, qh *nm)
 {
-    qv s0, s1, s2, zero = v_zero();
-    ql_asums(xt, wt, 32, h_to_f(dh), h_to_f(mh), hi, &s0, &s1, &s2);
+    qv zero = v_zero();
     qv det = v_sub(v_mul(sw, s1), v_mul(s0, s0));
     qm ok = v_gt(det, zero);
     qv sdet = v_blend(ok, v_set1(1.0f), det); /* no division by a failed lane's det */
@@ -174,6 +173,16 @@ LPK_SIMD_INL qm ql_arefit(const qv *xt, const qv *wt, qv hi, qv sw, qv swx, qh d
     return ok;
 }
 
+/* asym_refit per lane: the joint least-squares (d, m) of the assignment that
+ * (dh, mh) implies, as halves in *nd, *nm; the lanes where it is usable. */
+LPK_SIMD_INL qm ql_arefit(const qv *xt, const qv *wt, qv hi, qv sw, qv swx, qh dh, qh mh, qh *nd,
+                   qh *nm)
+{
+    qv s0, s1, s2;
+    ql_asums(xt, wt, 32, h_to_f(dh), h_to_f(mh), hi, &s0, &s1, &s2);
+    return ql_asolve(sw, swx, s0, s1, s2, nd, nm);
+}
+
 /* Whether grid point k of an asymmetric search (error e) replaces the best, in
  * the live lanes: a lower error, or the first point where the best is inf. */
 LPK_SIMD_INL qm ql_grid_take(int k, qv e, qv best_err, qm live)
@@ -181,6 +190,69 @@ LPK_SIMD_INL qm ql_grid_take(int k, qv e, qv best_err, qm live)
     qm take = v_lt(e, best_err);
     if (k == 0) take = m_or(take, v_eq(v_abs(best_err), v_set1(INFINITY)));
     return m_and(take, live);
+}
+
+/* The 32-block search's own forms of asym_err and asym_sums (q4_1, q5_1),
+ * bit-identical to them because its steps are f16 values: q*d is then exact (q
+ * <= 31: 5 bits, d: 11 significant bits, never below 2^-24), so q*d + m is one
+ * fused multiply-add. */
+
+/* asym_err of an f16 step d (id = ql_recip(d)) and m over the 32 elements */
+LPK_SIMD_INL qv ql_aerr_h(const qv *xt, const qv *wt, qv d, qv id, qv m, qv hi)
+{
+    qv acc[8], zero = v_zero();
+    for (int j = 0; j < 8; j++) acc[j] = v_zero();
+    _Pragma("GCC unroll 32") for (int i = 0; i < 32; i++) {
+        qv e = v_sub(xt[i], v_fmadd(ql_level(v_sub(xt[i], m), id, zero, hi), d, m));
+        acc[i & 7] = v_add(acc[i & 7], wt ? v_mul(v_mul(wt[i], e), e) : v_mul(e, e));
+    }
+    return ql_hsum8(acc);
+}
+
+/* asym_err of step 0 and m: q is 0 and q*0 + m is m (the sign of a zero
+ * difference does not reach its square) */
+LPK_SIMD_INL qv ql_aerr0(const qv *xt, const qv *wt, qv m)
+{
+    qv acc[8];
+    for (int j = 0; j < 8; j++) acc[j] = v_zero();
+    for (int i = 0; i < 32; i++) {
+        qv e = v_sub(xt[i], m);
+        acc[i & 7] = v_add(acc[i & 7], wt ? v_mul(v_mul(wt[i], e), e) : v_mul(e, e));
+    }
+    return ql_hsum8(acc);
+}
+
+/* A grid point (f16 step d, id = ql_recip(d), the grid's m) in one pass: its
+ * asym_err and its asym_sums s[0..2], from yt[i] = max(x[i] - m, 0) (then
+ * max(0, (x - m) id) is yt id: both are 0 where x < m, and id >= 0). Each
+ * accumulator takes its 4 elements in index order as in the separate
+ * functions; lane j's are summed before lane j + 1's, so that 4 accumulators,
+ * not 32, are live at once. */
+LPK_SIMD_INL qv ql_agrid(const qv *xt, const qv *yt, const qv *wt, qv d, qv id, qv m, qv hi,
+                         qv s[3])
+{
+    qv acc[8], a[8], b[8], c[8];
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+        qv ea = v_zero(), sa = v_zero(), sb = v_zero(), sc = v_zero();
+        _Pragma("GCC unroll 4") for (int i = j; i < 32; i += 8) {
+            qv v = v_min(hi, v_mul(yt[i], id));
+            qv q = v_sub(v_add(v, v_set1(QL_MAGIC)), v_set1(QL_MAGIC));
+            qv e = v_sub(xt[i], v_fmadd(q, d, m));
+            qv wq = wt ? v_mul(wt[i], q) : q;
+            ea = v_add(ea, wt ? v_mul(v_mul(wt[i], e), e) : v_mul(e, e));
+            sa = v_add(sa, wq);
+            sb = v_add(sb, v_mul(wq, q));
+            sc = v_add(sc, v_mul(wq, xt[i]));
+        }
+        acc[j] = ea;
+        a[j] = sa;
+        b[j] = sb;
+        c[j] = sc;
+    }
+    s[0] = ql_hsum8(a);
+    s[1] = ql_hsum8(b);
+    s[2] = ql_hsum8(c);
+    return ql_hsum8(acc);
 }
 
 /* quant_search_asym for every lane: the f16 bits of the best (d, m) */
@@ -193,31 +265,32 @@ LPK_SIMD_INL void ql_search_asym(const qv *xt, const qv *wt, int nmax, qh *dh, q
     }
     qv hi = v_set1((float)nmax), zero = v_zero();
     qh bd = h_zero(), bm = h_f16sat(mn);
-    qv best_err = ql_aerr(xt, wt, 32, zero, zero, h_to_f(bm), hi);
+    qh m0 = bm;
+    qv fm0 = h_to_f(m0);
+    qv best_err = ql_aerr0(xt, wt, fm0);
     qm live = v_gt(mx, mn); /* else the block is flat: (0, min) */
-    qv sa[8], sb[8];
+    qv sa[8], sb[8], yt[32];
     for (int j = 0; j < 8; j++) sa[j] = sb[j] = v_zero();
     for (int i = 0; i < 32; i++) {
         qv wi = wt ? wt[i] : v_set1(1.0f);
         sa[i & 7] = v_add(sa[i & 7], wi);
         sb[i & 7] = v_add(sb[i & 7], v_mul(wi, xt[i]));
+        yt[i] = v_max(v_sub(xt[i], fm0), zero);
     }
     qv sw = ql_hsum8(sa), swx = ql_hsum8(sb), range = v_sub(mx, mn);
-    qh m0 = bm;
-    qv fm0 = h_to_f(m0);
     for (int k = 0; k < QI_NGRID; k++) {
         qh h = h_f16sat(v_div(range, v_set1((float)nmax + quant_grid_asym[k])));
-        qv d = h_to_f(h);
-        qv e = ql_aerr(xt, wt, 32, d, ql_recip(d), fm0, hi);
+        qv d = h_to_f(h), s[3];
+        qv e = ql_agrid(xt, yt, wt, d, ql_recip(d), fm0, hi, s);
         qm take = ql_grid_take(k, e, best_err, live);
         bd = h_blend(take, bd, h);
         bm = h_blend(take, bm, m0);
         best_err = v_blend(take, best_err, e);
         qh nd, nm;
-        qm ok = m_and(live, ql_arefit(xt, wt, hi, sw, swx, h, m0, &nd, &nm));
+        qm ok = m_and(live, ql_asolve(sw, swx, s[0], s[1], s[2], &nd, &nm));
         if (m_any(ok)) {
             qv fd = h_to_f(nd);
-            e = ql_aerr(xt, wt, 32, fd, ql_recip(fd), h_to_f(nm), hi);
+            e = ql_aerr_h(xt, wt, fd, ql_recip(fd), h_to_f(nm), hi);
             take = m_and(ok, v_lt(e, best_err));
             bd = h_blend(take, bd, nd);
             bm = h_blend(take, bm, nm);
@@ -232,7 +305,7 @@ LPK_SIMD_INL void ql_search_asym(const qv *xt, const qv *wt, int nmax, qh *dh, q
         qm ok = m_and(live, ql_arefit(xt, wt, hi, sw, swx, bd, bm, &nd, &nm));
         ok = m_andnot(m_and(h_eq(nd, bd), h_eq(nm, bm)), ok);
         qv fd = h_to_f(nd);
-        qv e = ql_aerr(xt, wt, 32, fd, ql_recip(fd), h_to_f(nm), hi);
+        qv e = ql_aerr_h(xt, wt, fd, ql_recip(fd), h_to_f(nm), hi);
         qm take = m_and(ok, v_lt(e, best_err));
         bd = h_blend(take, bd, nd);
         bm = h_blend(take, bm, nm);
