@@ -18,7 +18,9 @@ static const char *usage_text =
     "trailing newline dropped, BOS first, chunks of --ctx tokens whose first token is\n"
     "BOS, positions ctx/2 .. ctx-2 scored). With --ref, the reference runs on the\n"
     "same chunks and each model's report adds the reference PPL, their ratio and\n"
-    "difference, KL(P_ref || P_model) and top-1 agreement.\n"
+    "difference, KL(P_ref || P_model) and top-1 agreement; with several MODELs, each\n"
+    "after the first also its KLD and top-1 difference to the first, paired on the same\n"
+    "positions, with standard errors (\"vs first\"; in --json, vs_first).\n"
     "\n"
     "MODEL and REF are containers (.lpk, GGUF) or anything convert reads (a Hugging\n"
     "Face or Meta folder, an archive): those are converted at their source precision\n"
@@ -110,14 +112,30 @@ typedef struct measure {
     int has;
 } measure;
 
+/* "vs_first" of a result: the paired differences to the first model (first:
+ * its path), null when r has none (the first model, no reference, nothing
+ * measured). */
+static json_t *vs_first_json(const char *first, const vf_ppl_result *r)
+{
+    if (!r || !r->has_paired) return json_null();
+    json_t *o = json_object();
+    json_object_set_new(o, "file", json_string(first));
+    json_object_set_new(o, "kld_mean_diff", jnum_or_null(1, r->kld_diff));
+    json_object_set_new(o, "kld_mean_diff_stderr", jnum_or_null(1, r->kld_diff_stderr));
+    json_object_set_new(o, "top1_agreement_diff", jnum_or_null(1, r->top1_diff));
+    json_object_set_new(o, "top1_agreement_diff_stderr", jnum_or_null(1, r->top1_diff_stderr));
+    return o;
+}
+
 /* One model's object in "results" (docs/verify.schema.json). Every key is
  * present in every case: r NULL (verify failed before measuring) gives nulls,
  * pass false and the error; a value measured but not finite is null too, with
- * the error naming it. */
+ * the error naming it. first: the first model's path (for "vs_first"). */
 static json_t *result_json(const char *path, const vf_ppl_result *r, const limits *lim,
                            int tensor_errors, const vf_tensor_error *te, size_t n_te,
-                           const llmpack_verify_model *vm, const char *error)
+                           const llmpack_verify_model *vm, const char *first, const char *error)
 {
+    json_t *vs = vs_first_json(first, r);
     static const vf_ppl_result none;
     json_t *o = json_object();
     int ok = r != NULL;
@@ -179,6 +197,7 @@ static json_t *result_json(const char *path, const vf_ppl_result *r, const limit
         }
     }
     json_object_set_new(o, "tensor_errors", t);
+    json_object_set_new(o, "vs_first", vs);
     json_object_set_new(o, "pass", json_boolean(pass));
     json_object_set_new(o, "error", jstr_or_null(error));
     return o;
@@ -244,8 +263,9 @@ static void print_json(const run_info *ri, const llmpack_verify_result *res, jso
     cli_json_print(doc);
 }
 
-static void result_text(const char *path, const char *ref, const vf_ppl_result *r,
-                        const limits *lim, unsigned ex, const vf_tensor_error *te, size_t n_te)
+static void result_text(const char *path, const char *ref, const char *first,
+                        const vf_ppl_result *r, const limits *lim, unsigned ex,
+                        const vf_tensor_error *te, size_t n_te)
 {
     printf("%s\n", path);
     printf("  %d chunks x %d tokens, %llu positions scored, %.0f tokens/s\n", r->chunks, r->ctx,
@@ -259,6 +279,19 @@ static void result_text(const char *path, const char *ref, const vf_ppl_result *
                r->kld_stderr, r->kld_median, r->kld_p99, r->kld_max);
         printf("  top-1      %.3f%% +/- %.3f%% same token as the reference\n",
                100 * r->top1_agreement, 100 * r->top1_stderr);
+    }
+    if (r->has_paired) {
+        /* the KLD difference to the decimal of the standard error's second
+         * significant digit (at least 6 decimals, as the KLD); z: the difference
+         * in standard errors, none when every position's difference is the same
+         * (a model against itself: all 0) */
+        double se = r->kld_diff_stderr;
+        int dec = se > 0 ? 1 - (int)floor(log10(se)) : 6;
+        dec = dec < 6 ? 6 : dec > 12 ? 12 : dec;
+        char z[32] = "z -";
+        if (se > 0) snprintf(z, sizeof z, "z %+.1f", r->kld_diff / se);
+        printf("  vs first   KLD %+.*f +/- %.*f (%s), top-1 %+.3f%% +/- %.3f%%   (%s)\n", dec,
+               r->kld_diff, dec, se, z, 100 * r->top1_diff, 100 * r->top1_diff_stderr, first);
     }
     if (!isnan(lim->ppl_delta) || !isnan(lim->ppl_ratio) || !isnan(lim->kld)) {
         if (!ex) {
@@ -291,7 +324,7 @@ static void print_failed(const run_info *ri, const llmpack_verify_result *res, c
     for (int i = 0; i < n; i++)
         json_array_append_new(arr, result_json(paths[i], NULL, ri->lim, ri->tensor_errors, NULL,
                                                0, i < res->n_models ? &res->models[i] : &unknown,
-                                               msg));
+                                               paths[0], msg));
     print_json(ri, res, arr, msg);
 }
 
@@ -568,9 +601,9 @@ int cmd_verify(int argc, char **argv)
         size_t n_te = tensor_errors ? m->n_te : 0;
         if (json)
             json_array_append_new(arr, result_json(paths[i], &m->ppl, &lim, tensor_errors, te,
-                                                   n_te, m, NULL));
+                                                   n_te, m, paths[0], NULL));
         else
-            result_text(paths[i], ref_path, &m->ppl, &lim, m->exceeded, te, n_te);
+            result_text(paths[i], ref_path, paths[0], &m->ppl, &lim, m->exceeded, te, n_te);
     }
     if (json) print_json(&ri, &res, arr, NULL);
     if (report_path && !json && !quiet) fprintf(stderr, "report: %s\n", report_path);

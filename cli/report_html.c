@@ -530,7 +530,25 @@ static void summary_table(FILE *f, const report_run *run)
         }
         fputs("</tr>\n", f);
     }
-    fputs("</table></div></section>\n", f);
+    fputs("</table></div>\n", f);
+    /* each model after the first against the first, paired on the same positions */
+    int said = 0;
+    for (int m = 1; m < run->n_models; m++) {
+        const vf_ppl_result *r = &run->models[m].res;
+        if (!r->has_paired) continue;
+        if (!said++) {
+            fputs("<p class=\"note\" id=\"paired\">Against ", f);
+            esc(f, base_name(run->models[0].path));
+            fputs(" on the same positions (mean difference &plusmn; its standard error):", f);
+        }
+        fputs(said == 1 ? " " : "; ", f);
+        esc(f, base_name(run->models[m].path));
+        fprintf(f, " KLD %+.3g &plusmn; %.2g", r->kld_diff, r->kld_diff_stderr);
+        if (r->kld_diff_stderr > 0) fprintf(f, " (z %+.1f)", r->kld_diff / r->kld_diff_stderr);
+        fprintf(f, ", top-1 %+.2f%% &plusmn; %.2f%%", 100 * r->top1_diff,
+                100 * r->top1_diff_stderr);
+    }
+    fputs(said ? ".</p>\n</section>\n" : "</section>\n", f);
 }
 
 static void header(FILE *f, const report_run *run)

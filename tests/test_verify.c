@@ -817,8 +817,9 @@ static int32_t *tokenize_file(const lpk_reader *r, const char *path, size_t *n, 
     return ids;
 }
 
-static vf_ppl_result run_ppl(vf_model *ref, vf_model **models, int n_models, const int32_t *ids,
-                             size_t n, int32_t bos, int ctx, int chunks, int which)
+/* An evaluation run over every chunk (all of them when chunks is 0). */
+static vf_eval *run_eval(vf_model *ref, vf_model **models, int n_models, const int32_t *ids,
+                         size_t n, int32_t bos, int ctx, int chunks)
 {
     vf_eval *e = NULL;
     lpk_error err = {0};
@@ -827,6 +828,13 @@ static vf_ppl_result run_ppl(vf_model *ref, vf_model **models, int n_models, con
     int st;
     while ((st = vf_eval_step(e, &err)) == 1) {}
     if (st) fail_msg("%s", err.msg);
+    return e;
+}
+
+static vf_ppl_result run_ppl(vf_model *ref, vf_model **models, int n_models, const int32_t *ids,
+                             size_t n, int32_t bos, int ctx, int chunks, int which)
+{
+    vf_eval *e = run_eval(ref, models, n_models, ids, n, bos, ctx, chunks);
     vf_ppl_result r;
     vf_eval_result(e, which, &r);
     vf_eval_free(e);
@@ -1070,6 +1078,145 @@ static void test_kld_two_models(void **state)
     close_model(&ref);
 }
 
+/* m's argmax at every scored position of the first `chunks` chunks (the
+ * protocol's: BOS first, positions ctx/2 .. ctx-2), in the order scored, from
+ * the logits of each whole chunk. */
+static void scored_tops(vf_model *m, const int32_t *ids, int32_t bos, int ctx, int chunks,
+                        int *top)
+{
+    const int V = vf_model_config(m)->vocab_size, first = ctx / 2, ns = ctx - 1 - first;
+    float *lg = malloc((size_t)ctx * V * sizeof(float));
+    int32_t *ch = malloc((size_t)ctx * sizeof *ch);
+    lpk_error err = {0};
+    for (int c = 0; c < chunks; c++) {
+        memcpy(ch, ids + (size_t)c * ctx, (size_t)ctx * sizeof *ch);
+        ch[0] = bos;
+        if (vf_forward(m, ch, ctx, 0, ctx, lg, &err)) fail_msg("%s", err.msg);
+        for (int j = 0; j < ns; j++) {
+            const float *a = lg + (size_t)(first + j) * V;
+            int t = 0;
+            for (int i = 1; i < V; i++)
+                if (a[i] > a[t]) t = i;
+            top[(size_t)c * ns + (size_t)j] = t;
+        }
+    }
+    free(lg);
+    free(ch);
+}
+
+/* Mean and standard error (sd with n - 1, over sqrt(n)) of x[0 .. n), two passes. */
+static void mean_se2(const double *x, size_t n, double *mean, double *se)
+{
+    double s = 0, v = 0;
+    for (size_t i = 0; i < n; i++) s += x[i];
+    *mean = s / (double)n;
+    for (size_t i = 0; i < n; i++) v += (x[i] - *mean) * (x[i] - *mean);
+    *se = sqrt(v / (double)(n - 1) / (double)n);
+}
+
+/* The paired comparison with the first model (vf_ppl_result.has_paired):
+ * models {A, A again (opened twice), B} against the f32 demo model, A its
+ * Q4_K_M, B its Q4_0. A against itself: differences exactly 0, standard
+ * errors exactly 0. B: the KLD difference is the difference of the means, and
+ * its standard error is the one recomputed here (two passes) from the
+ * positions' KLDs (vf_eval_klds); the top-1 difference and its standard error
+ * are recomputed from each model's argmax at every scored position (the
+ * logits of vf_forward over each whole chunk). The same numbers, bit for bit,
+ * for 1 and 2 threads. */
+static void test_paired(void **state)
+{
+    (void)state;
+    opened ref = open_model(tu_demo("demo-f32.gguf", "--type f32"));
+    opened a = open_model(tu_demo("demo-Q4_K_M.gguf", "--type q4_k_m"));
+    opened a2 = open_model(tu_demo("demo-Q4_K_M.gguf", "--type q4_k_m"));
+    opened b = open_model(tu_demo("demo-Q4_0.gguf", "--type q4_0"));
+    size_t n = 0;
+    int32_t bos;
+    int32_t *ids = tokenize_file(ref.r, "examples/TinyStories-valid-sample.txt", &n, &bos);
+    enum { CTX = 128, NS = CTX - 1 - CTX / 2, CHUNKS = 12, NP = CHUNKS * NS };
+    vf_model *ms[3] = {a.m, a2.m, b.m};
+    vf_eval *e = run_eval(ref.m, ms, 3, ids, n, bos, CTX, CHUNKS);
+    vf_ppl_result r[3];
+    for (int i = 0; i < 3; i++) vf_eval_result(e, i, &r[i]);
+    assert_int_equal(r[0].has_paired, 0);
+    assert_int_equal(r[1].has_paired, 1);
+    assert_int_equal(r[2].has_paired, 1);
+    /* the same model twice */
+    assert_true(r[1].kld_diff == 0 && r[1].kld_diff_stderr == 0);
+    assert_true(r[1].top1_diff == 0 && r[1].top1_diff_stderr == 0);
+    assert_true(r[1].kld_mean == r[0].kld_mean);
+    /* B - A from the positions' KLDs */
+    size_t n0 = 0, n2 = 0;
+    const float *k0 = vf_eval_klds(e, 0, &n0), *k2 = vf_eval_klds(e, 2, &n2);
+    assert_int_equal(n0, NP);
+    assert_int_equal(n2, NP);
+    double *d = malloc(NP * sizeof *d), dm, dse;
+    for (size_t k = 0; k < NP; k++) d[k] = (double)k2[k] - k0[k];
+    mean_se2(d, NP, &dm, &dse);
+    /* top-1, from the argmaxes */
+    int *tr = malloc(3 * NP * sizeof *tr), *ta = tr + NP, *tb = ta + NP;
+    scored_tops(ref.m, ids, bos, CTX, CHUNKS, tr);
+    scored_tops(a.m, ids, bos, CTX, CHUNKS, ta);
+    scored_tops(b.m, ids, bos, CTX, CHUNKS, tb);
+    int gained = 0, lost = 0;
+    for (size_t k = 0; k < NP; k++) {
+        d[k] = (tb[k] == tr[k]) - (ta[k] == tr[k]);
+        gained += d[k] > 0;
+        lost += d[k] < 0;
+    }
+    double tm, tse;
+    mean_se2(d, NP, &tm, &tse);
+    print_message("B - A over %d positions: KLD %.9g +- %.9g (here %.9g +- %.9g; the means' "
+                  "difference %.9g, unpaired stderr %.9g), top-1 %.9g +- %.9g (here %.9g +- "
+                  "%.9g: %d gained, %d lost)\n", NP, r[2].kld_diff, r[2].kld_diff_stderr, dm,
+                  dse, r[2].kld_mean - r[0].kld_mean,
+                  sqrt(r[0].kld_stderr * r[0].kld_stderr + r[2].kld_stderr * r[2].kld_stderr),
+                  r[2].top1_diff, r[2].top1_diff_stderr, tm, tse, gained, lost);
+    assert_true(r[2].kld_diff > 0 && dse > 0 && gained + lost > 0);
+    assert_true(fabs(r[2].kld_diff - (r[2].kld_mean - r[0].kld_mean)) < 1e-12);
+    /* the positions' KLDs are stored as float: 6e-8 relative each */
+    assert_true(fabs(r[2].kld_diff / dm - 1) < 1e-6);
+    assert_true(fabs(r[2].kld_diff_stderr / dse - 1) < 1e-5);
+    assert_true(fabs(r[2].top1_diff - tm) < 1e-12);
+    assert_true(fabs(r[2].top1_diff - (r[2].top1_agreement - r[0].top1_agreement)) < 1e-12);
+    assert_true(fabs(r[2].top1_diff_stderr / tse - 1) < 1e-9);
+    /* by hand from the counts: the differences are -1, 0, 1 */
+    double p = (double)(gained - lost) / NP, v = (double)(gained + lost) / NP - p * p;
+    assert_true(fabs(r[2].top1_diff_stderr / sqrt(v / (NP - 1)) - 1) < 1e-9);
+    vf_eval_free(e);
+#ifdef _OPENMP
+    int nt = omp_get_max_threads();
+    for (int th = 1; th <= 2; th++) {
+        omp_set_num_threads(th);
+        e = run_eval(ref.m, ms, 3, ids, n, bos, CTX, CHUNKS);
+        vf_ppl_result t;
+        vf_eval_result(e, 2, &t);
+        assert_memory_equal(&t.kld_diff, &r[2].kld_diff, sizeof t.kld_diff);
+        assert_memory_equal(&t.kld_diff_stderr, &r[2].kld_diff_stderr, sizeof t.kld_diff);
+        assert_memory_equal(&t.top1_diff, &r[2].top1_diff, sizeof t.kld_diff);
+        assert_memory_equal(&t.top1_diff_stderr, &r[2].top1_diff_stderr, sizeof t.kld_diff);
+        vf_eval_free(e);
+    }
+    omp_set_num_threads(nt);
+#endif
+    /* one model, or no reference: nothing to pair */
+    e = run_eval(ref.m, ms + 2, 1, ids, n, bos, CTX, 1);
+    vf_eval_result(e, 0, &r[0]);
+    assert_int_equal(r[0].has_paired, 0);
+    vf_eval_free(e);
+    e = run_eval(NULL, ms, 3, ids, n, bos, CTX, 1);
+    vf_eval_result(e, 2, &r[2]);
+    assert_int_equal(r[2].has_paired, 0);
+    vf_eval_free(e);
+    free(d);
+    free(tr);
+    free(ids);
+    close_model(&b);
+    close_model(&a2);
+    close_model(&a);
+    close_model(&ref);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1086,6 +1233,7 @@ int main(void)
         cmocka_unit_test(test_model_errors),
         cmocka_unit_test(test_stories260k_ppl),
         cmocka_unit_test(test_kld_two_models),
+        cmocka_unit_test(test_paired),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -551,6 +551,74 @@ static void test_schema(void **state)
     if (!checked) skip();
 }
 
+/* The paired comparison with the first model ("vs_first", the "vs first"
+ * line): the demo model's Q4_K_M twice and its Q4_0 against the f16 model.
+ * The Q4_K_M against itself: all four values exactly 0 ("z -" in the text);
+ * the Q4_0: its KLD difference is the difference of the two kld_means, its
+ * top-1 difference that of the agreements (to the JSON's digits), and its
+ * standard error under the unpaired one; the document passes the schema, and
+ * the numbers are the same with 1 and 2 threads. The library test
+ * (test_verify.c, test_paired) recomputes the standard errors. */
+static void test_paired_cli(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *m = convert(dir, "examples/stories260K", "s.lpk", "");
+    char *a = tu_fmt("%s/a.lpk", dir), *b = tu_fmt("%s/b.lpk", dir), *out = NULL;
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q4_k_m -q", m, a), 0);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type q4_0 -q", m, b), 0);
+    free(out);
+    const char *text = "examples/TinyStories-valid-sample.txt";
+    char *args = tu_fmt("'%s' '%s' '%s' --ref '%s' -f %s -c 128 --chunks 8", a, a, b, m, text);
+    char *js[2];
+    for (int th = 1; th <= 2; th++) {
+        assert_int_equal(tu_llmpack(&js[th - 1], "verify %s --json -t %d", args, th), 0);
+        tu_json_schema_valid(SCHEMA, js[th - 1], "three models, paired");
+        drop_line(js[th - 1], "threads");
+        for (int i = 0; i < 3; i++) drop_line(js[th - 1], "tokens_per_second");
+    }
+    assert_string_equal(js[0], js[1]);
+    json_t *doc = parse(js[0]);
+    assert_true(json_is_null(json_object_get(res(doc, 0), "vs_first")));
+    json_t *same = json_object_get(res(doc, 1), "vs_first");
+    assert_string_equal(json_string_value(json_object_get(same, "file")), a);
+    static const char *keys[] = {"kld_mean_diff", "kld_mean_diff_stderr", "top1_agreement_diff",
+                                 "top1_agreement_diff_stderr"};
+    for (size_t k = 0; k < 4; k++) assert_true(num(same, keys[k]) == 0);
+    json_t *r0 = res(doc, 0), *r2 = res(doc, 2), *p = json_object_get(r2, "vs_first");
+    double d = num(p, "kld_mean_diff"), se = num(p, "kld_mean_diff_stderr");
+    double means = num(r2, "kld_mean") - num(r0, "kld_mean");
+    double unpaired = hypot(num(r2, "kld_mean_stderr"), num(r0, "kld_mean_stderr"));
+    double td = num(p, "top1_agreement_diff");
+    print_message("q4_0 - q4_k_m: KLD %.9g +- %.9g (means %.9g, unpaired +- %.9g), top-1 %.9g "
+                  "+- %.9g\n", d, se, means, unpaired, td, num(p, "top1_agreement_diff_stderr"));
+    assert_true(d > 0 && fabs(d / means - 1) < 1e-8);
+    assert_true(se > 0 && se < unpaired);
+    assert_true(fabs(td - (num(r2, "top1_agreement") - num(r0, "top1_agreement"))) < 1e-9);
+    assert_true(num(p, "top1_agreement_diff_stderr") > 0);
+    /* the text: a "vs first" line for the second and third model only */
+    assert_int_equal(tu_llmpack(&out, "verify %s -q", args), 0);
+    const char *l0 = strstr(out, "  vs first   KLD +0.000000 +/- 0.000000 (z -), top-1 +0.000% "
+                                 "+/- 0.000%");
+    assert_non_null(l0);
+    assert_true(strstr(out, "vs first") == l0 + 2);
+    char *l2 = tu_fmt("  vs first   KLD %+.6f +/- %.6f (z %+.1f), top-1 %+.3f%% +/- %.3f%%", d, se,
+                      d / se, 100 * td, 100 * num(p, "top1_agreement_diff_stderr"));
+    if (!strstr(l0 + 1, l2)) fail_msg("no \"%s\" in:\n%s", l2, out);
+    free(l2);
+    free(out);
+    json_decref(doc);
+    free(js[0]);
+    free(js[1]);
+    free(args);
+    free(a);
+    free(b);
+    free(m);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -559,6 +627,7 @@ int main(void)
         cmocka_unit_test(test_kv_f16),
         cmocka_unit_test(test_two_models_json),
         cmocka_unit_test(test_schema),
+        cmocka_unit_test(test_paired_cli),
         cmocka_unit_test(test_llama2_20m),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

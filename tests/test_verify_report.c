@@ -116,6 +116,16 @@ static void test_report_demo(void **state)
             fail_msg("result %zu: %s / %s / %s not in the report", i, cell, kld, top);
         free(cell); free(kld); free(top);
     }
+    /* the second model against the first, paired: --json's vs_first */
+    json_t *vs = json_object_get(json_array_get(res, 1), "vs_first");
+    char *pair = tu_fmt("q4_k_m.lpk KLD %+.3g &plusmn; %.2g (z %+.1f), top-1 %+.2f%% &plusmn; "
+                        "%.2f%%.</p>", jnum(vs, "kld_mean_diff"), jnum(vs, "kld_mean_diff_stderr"),
+                        jnum(vs, "kld_mean_diff") / jnum(vs, "kld_mean_diff_stderr"),
+                        100 * jnum(vs, "top1_agreement_diff"),
+                        100 * jnum(vs, "top1_agreement_diff_stderr"));
+    if (!strstr(html, "<p class=\"note\" id=\"paired\">Against q8_0.lpk ") || !strstr(html, pair))
+        fail_msg("no paired note \"%s\" in the report", pair);
+    free(pair);
     assert_int_equal(count(html, "class=\"l pass\">pass<"), 1);
     assert_int_equal(count(html, "class=\"l fail\">FAIL: max-kld<"), 1);
     assert_non_null(strstr(html, "Q4_K_M"));

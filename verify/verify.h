@@ -132,6 +132,15 @@ typedef struct vf_ppl_result {
     double ppl_delta, ppl_delta_stderr;      /* ppl - ref_ppl */
     double kld_mean, kld_stderr, kld_median, kld_p99, kld_max; /* KL(P_ref || P_model) */
     double top1_agreement, top1_stderr;     /* fraction of positions whose argmax agree */
+    /* Paired against the first model (models[0]) on the same positions; set only
+     * when has_paired (a reference, and a model other than the first): the mean
+     * over the positions of KLD(this) - KLD(first) and of same-top-1(this) -
+     * same-top-1(first) (so kld_diff = kld_mean - first's kld_mean and top1_diff =
+     * top1_agreement - first's, to rounding), each with the standard error of
+     * its mean: the differences' standard deviation over sqrt(n). */
+    int has_paired;
+    double kld_diff, kld_diff_stderr;
+    double top1_diff, top1_diff_stderr;
     double seconds;             /* time in this model's forward passes and scoring */
     double tokens_per_second;   /* tokens run through the model per second */
 } vf_ppl_result;

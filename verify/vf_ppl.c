@@ -53,6 +53,9 @@ typedef struct vf_acc {
     double sum_nll_ref, sum_nll_ref2, sum_nll_nll_ref;
     double sum_kld, sum_kld2;
     uint64_t n_same_top, count;
+    /* paired against models[0] (models after the first, with a reference) */
+    double sum_dkld, sum_dkld2;      /* of KLD - KLD(models[0]) */
+    uint64_t n_top_gained, n_top_lost;   /* top-1 agrees here and not in models[0], and back */
     float *kld;          /* (n_chunks * n_scored) KLD of every scored position */
     /* per chunk (n_chunks): sums over its scored positions */
     double *chunk_nll, *chunk_nll_ref, *chunk_kld;
@@ -75,6 +78,8 @@ struct vf_eval {
     int *ref_top;         /* (n_scored) argmax of the reference */
     double *nll, *kld;    /* (n_scored) per-position results of the model being scored */
     int *top;             /* (n_scored) */
+    double *kld0;         /* (n_scored) models[0]'s KLD and same top-1 in the current chunk, */
+    unsigned char *same0; /* to pair the others' with (several models and a reference) */
     vf_acc *acc;          /* (n_models) */
     vf_progress_fn progress;   /* vf_eval_set_progress, or NULL */
     void *progress_user;
@@ -91,7 +96,7 @@ void vf_eval_free(vf_eval *e)
     }
     free(e->acc);
     free(e->chunk); free(e->ref_logits); free(e->logits); free(e->ref_lse); free(e->ref_top);
-    free(e->nll); free(e->kld); free(e->top);
+    free(e->nll); free(e->kld); free(e->top); free(e->kld0); free(e->same0);
     free(e);
 }
 
@@ -152,6 +157,11 @@ int vf_eval_new(vf_model *ref, vf_model *const *models, int n_models, const int3
         e->ref_lse = malloc(ns * sizeof(double));
         e->ref_top = malloc(ns * sizeof(int));
         ok = e->ref_logits && e->ref_lse && e->ref_top;
+        if (ok && n_models > 1) {
+            e->kld0 = malloc(ns * sizeof(double));
+            e->same0 = malloc(ns);
+            ok = e->kld0 && e->same0;
+        }
         for (int i = 0; ok && i < n_models; i++) {
             vf_acc *a = &e->acc[i];
             a->kld = malloc(n_chunks * ns * sizeof(float));
@@ -256,13 +266,24 @@ int vf_eval_step(vf_eval *e, lpk_error *err)
                 a->sum_nll_ref += vr;
                 a->sum_nll_ref2 += vr * vr;
                 a->sum_nll_nll_ref += v * vr;
+                int same = e->top[j] == e->ref_top[j];
                 a->sum_kld += e->kld[j];
                 a->sum_kld2 += e->kld[j] * e->kld[j];
-                a->n_same_top += e->top[j] == e->ref_top[j];
+                a->n_same_top += same;
+                if (i == 0 && e->kld0) {
+                    e->kld0[j] = e->kld[j];
+                    e->same0[j] = (unsigned char)same;
+                } else if (i > 0) {
+                    double d = e->kld[j] - e->kld0[j];
+                    a->sum_dkld += d;
+                    a->sum_dkld2 += d * d;
+                    a->n_top_gained += same && !e->same0[j];
+                    a->n_top_lost += !same && e->same0[j];
+                }
                 a->kld[a->count] = (float)e->kld[j];
                 a->chunk_nll_ref[e->next] += vr;
                 a->chunk_kld[e->next] += e->kld[j];
-                a->chunk_same[e->next] += e->top[j] == e->ref_top[j];
+                a->chunk_same[e->next] += same;
             }
             a->count++;
         }
@@ -327,6 +348,14 @@ void vf_eval_result(const vf_eval *e, int i, vf_ppl_result *r)
     double p = (double)a->n_same_top / (double)a->count;
     r->top1_agreement = p;
     r->top1_stderr = a->count > 1 ? sqrt(p * (1 - p) / (double)(a->count - 1)) : 0;
+    if (i > 0) {
+        /* the per-position differences: d in {-1, 0, 1} for top-1, so their sum
+         * is gained - lost and their sum of squares gained + lost */
+        r->has_paired = 1;
+        mean_unc(a->sum_dkld, a->sum_dkld2, a->count, &r->kld_diff, &r->kld_diff_stderr);
+        double g = (double)a->n_top_gained, l = (double)a->n_top_lost;
+        mean_unc(g - l, g + l, a->count, &r->top1_diff, &r->top1_diff_stderr);
+    }
     float *s = malloc(a->count * sizeof(float));
     if (!s) return;   /* the order statistics stay 0 when memory is short */
     memcpy(s, a->kld, a->count * sizeof(float));
