@@ -84,6 +84,60 @@ static void test_bf16(void **state)
     for (int i = 0; i < 37; i++) assert_true(a[i] == lpk_bf16_to_f32(src[i]));
 }
 
+/* lpk_check_finite on f32/f16/bf16 arrays: every exponent pattern next to the
+ * Inf/NaN one, a bad value at each position of a word and in the tail, the first
+ * of two found, an unaligned start. */
+static void put(uint8_t *p, int es, uint32_t v)
+{
+    if (es == 4) lpk_wr32(p, v);
+    else { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+}
+
+static void test_check_finite(void **state)
+{
+    (void)state;
+    const int types[] = {LPK_TYPE_F32, LPK_TYPE_F16, LPK_TYPE_BF16};
+    enum { N = 9000 };
+    uint8_t *buf = malloc(4 * N + 1);
+    for (int t = 0; t < 3; t++) {
+        int es = t ? 2 : 4;
+        uint32_t m = t == 0 ? 0x7f800000u : t == 1 ? 0x7c00u : 0x7f80u;
+        uint32_t near = m - (m & (0u - m)); /* largest finite exponent, sign set below */
+        uint8_t *p = buf + 1;               /* unaligned */
+        for (uint64_t i = 0; i < N; i++) {
+            uint32_t v = (i % 3 == 0 ? near : (uint32_t)(i * 2654435761u) & ~m) |
+                         (i % 2 ? (es == 4 ? 0x80000000u : 0x8000u) : 0) | (i % 5 ? 1u : 0u);
+            put(p + (uint64_t)es * i, es, v);
+        }
+        uint64_t where = 0;
+        assert_int_equal(lpk_check_finite(types[t], p, (uint64_t)N * es, &where), LPK_OK);
+        const uint64_t at[] = {0, 1, 2, 3, 4095, 4096, 4097, 8191, N - 2, N - 1};
+        for (size_t k = 0; k < sizeof at / sizeof at[0]; k++)
+            for (int nan = 0; nan < 2; nan++) {
+                uint8_t *e = p + at[k] * es;
+                uint32_t old = es == 4 ? lpk_rd32(e) : lpk_rd16(e);
+                uint32_t bad = m | (nan ? 1u : 0u) | (k % 2 ? (es == 4 ? 0x80000000u : 0x8000u) : 0);
+                put(e, es, bad);
+                where = 0;
+                assert_int_equal(lpk_check_finite(types[t], p, (uint64_t)N * es, &where),
+                                 LPK_EBADVALUE);
+                assert_int_equal(where, at[k]);
+                if (at[k] + 3 < N) { /* a second one after it: the first is named */
+                    uint8_t *f = e + 3 * es;
+                    uint32_t o2 = es == 4 ? lpk_rd32(f) : lpk_rd16(f);
+                    put(f, es, m);
+                    assert_int_equal(lpk_check_finite(types[t], p, (uint64_t)N * es, &where),
+                                     LPK_EBADVALUE);
+                    assert_int_equal(where, at[k]);
+                    put(f, es, o2);
+                }
+                put(e, es, old);
+            }
+        assert_int_equal(lpk_check_finite(types[t], p, (uint64_t)N * es, &where), LPK_OK);
+    }
+    free(buf);
+}
+
 static void test_meta(void **state)
 {
     (void)state;
@@ -141,6 +195,7 @@ int main(void)
         cmocka_unit_test(test_type_table),
         cmocka_unit_test(test_f16),
         cmocka_unit_test(test_bf16),
+        cmocka_unit_test(test_check_finite),
         cmocka_unit_test(test_meta),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
