@@ -212,7 +212,8 @@ static int check_space(const qout *outs, size_t n_out, lpk_error *err)
     return LPK_OK;
 }
 
-/* Output q's version of tensor i (t, its f32 values in x when converted):
+/* Output q's version of tensor i (t, its bytes, its f32 values in x when
+ * converted, else NULL: quantized from the f32/f16/bf16 bytes row by row):
  * quantized (or the source bytes), measured, written. */
 static int write_tensor(qrun *run, qout *q, size_t i, const lpk_tensor *t, const void *bytes,
                         const float *x, float *wbuf)
@@ -234,17 +235,22 @@ static int write_tensor(qrun *run, qout *q, size_t i, const lpk_tensor *t, const
                 st->no_entry = 1;
             }
         }
-        if (run->g && calib_gptq_applies(run->g, t->name, type))
+        int gptq = run->g && calib_gptq_applies(run->g, t->name, type);
+        int measure = t->n_dims >= 2;
+        if (gptq)
             rc = calib_gptq_quantize(run->g, t->name, type, x, nr, nc, q->qbuf, &qe);
         else
-            rc = quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, q->qbuf, iw,
-                                        quant_rows_flags(t->name, q->decls, run->n), &qe);
+            /* the error sums come with the rows, while they are in cache */
+            rc = quant_quantize_rows_err(type, x ? LPK_TYPE_F32 : t->type, x ? (const void *)x
+                                                                             : bytes,
+                                         nr, nc, q->qbuf, iw,
+                                         quant_rows_flags(t->name, q->decls, run->n),
+                                         measure ? &st->sse : NULL, measure ? &st->ssx : NULL,
+                                         &qe);
         if (rc == LPK_EINTR) return lpk_err(err, rc, "%s: cancelled", run->o->in);
         if (rc) return lpk_err(err, rc, "%s: tensor %s: %s", run->o->in, t->name, qe.msg);
-        if (t->n_dims >= 2) {
-            quant_error(type, x, q->qbuf, nr, nc, &st->sse, &st->ssx);
-            st->has_err = 1;
-        }
+        if (measure && gptq) quant_error(type, x, q->qbuf, nr, nc, &st->sse, &st->ssx);
+        st->has_err = measure;
         bytes = q->qbuf;
     } else if (t->n_dims >= 2) {
         /* copied as is: no error, but its weights count in the pooled figure */
@@ -450,11 +456,19 @@ static int quantize_pass(qrun *run, qout *outs, size_t n_out, float *x, float *w
         const void *bytes;
         rc = lpk_reader_tensor_data(r, i, &bytes, err);
         if (rc) break;
-        int need_f32 = t->n_dims >= 2;
-        for (size_t k = 0; k < n_out; k++) need_f32 |= t->type != outs[k].ch[i].type;
+        /* an f32 copy only where something needs one: a block type's source
+         * (dequantized), GPTQ, the squared sum of a matrix copied as is; the
+         * quantizers read f32/f16/bf16 rows as they are */
+        int plain = t->type == LPK_TYPE_F32 || t->type == LPK_TYPE_F16 ||
+                    t->type == LPK_TYPE_BF16, need_f32 = 0;
+        for (size_t k = 0; k < n_out; k++) {
+            int dst = outs[k].ch[i].type;
+            if (t->type == dst) need_f32 |= t->n_dims >= 2;
+            else need_f32 |= !plain || (run->g && calib_gptq_applies(run->g, t->name, dst));
+        }
         if (need_f32) rc = to_f32(t, x, err);
         for (size_t k = 0; k < n_out && !rc; k++)
-            rc = write_tensor(run, &outs[k], i, t, bytes, x, wbuf);
+            rc = write_tensor(run, &outs[k], i, t, bytes, need_f32 ? x : NULL, wbuf);
         lpk_reader_release_tensor(r, i);
         run->done_bytes += t->size;
         if (!rc) rc = job_update(j, run->done_bytes, t->name, o->in);

@@ -215,6 +215,12 @@ unsigned quant_rows_flags(const char *name, const lpk_tensor *tensors, size_t n)
 int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrows,
                            int64_t ncols, void *dst, const float *imatrix, unsigned flags,
                            lpk_error *err);
+/* quant_quantize_rows_ex and, into *sse and *ssx, quant_error's figures of the
+ * result against the source (the same values, summed in the same order), each
+ * row measured while it is in cache: no second pass over the tensor. */
+int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nrows,
+                            int64_t ncols, void *dst, const float *imatrix, unsigned flags,
+                            double *sse, double *ssx, lpk_error *err);
 /* Inverse: blocks of `type` -> f32. LPK_EINVAL for an unknown type or a ncols
  * that is not a multiple of the block size. */
 int quant_dequantize_rows(int type, const void *src, int64_t nrows, int64_t ncols, float *dst);
@@ -226,7 +232,9 @@ int quant_row_fits(int type, int64_t ncols);
 int quant_type_is_block(int type);
 
 /* Squared error of a quantized tensor against its source, summed in a fixed
- * order (double): *sse = sum (x - deq(q))^2, *ssx = sum x^2. */
+ * order (double): *sse = sum (x - deq(q))^2, *ssx = sum x^2; each row in 16
+ * lanes (value c in lane c mod 16, the lanes then added in order), the rows in
+ * order. The same figures on every SIMD path and thread count. */
 int quant_error(int type, const float *src, const void *q, int64_t nrows, int64_t ncols,
                 double *sse, double *ssx);
 

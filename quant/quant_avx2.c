@@ -175,6 +175,79 @@ LPK_TARGET("avx2") int quant_avx2_any_nonfinite(const float *x, int64_t n)
     return any;
 }
 
+/* 8 levels (int32, offset already taken off) times d, stored at y. */
+static LPK_TARGET_INLINE("avx2") void deq8(__m256i q, __m256 d, float *y)
+{
+    _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
+}
+
+LPK_TARGET("avx2,f16c") void quant_avx2_deq_q4_0(const void *src, float *y, int64_t n)
+{
+    const block_q4_0 *b = src;
+    const __m128i m4 = _mm_set1_epi8(15);
+    const __m256i off = _mm256_set1_epi32(8);
+    for (int64_t i = 0; i < n / 32; i++, y += 32) {
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(b[i].d));
+        __m128i q = _mm_loadu_si128((const __m128i *)(const void *)b[i].qs);
+        __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+        deq8(_mm256_sub_epi32(_mm256_cvtepu8_epi32(lo), off), d, y);
+        deq8(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)), off), d, y + 8);
+        deq8(_mm256_sub_epi32(_mm256_cvtepu8_epi32(hi), off), d, y + 16);
+        deq8(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)), off), d, y + 24);
+    }
+}
+
+LPK_TARGET("avx2,f16c") void quant_avx2_deq_q5_0(const void *src, float *y, int64_t n)
+{
+    const block_q5_0 *b = src;
+    const __m128i m4 = _mm_set1_epi8(15);
+    const __m256i off = _mm256_set1_epi32(16), one = _mm256_set1_epi32(1);
+    const __m256i sh = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int64_t i = 0; i < n / 32; i++, y += 32) {
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(b[i].d));
+        __m128i q = _mm_loadu_si128((const __m128i *)(const void *)b[i].qs);
+        __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+        __m128i nib[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+        uint32_t qh = lpk_rd32(b[i].qh);
+        for (int k = 0; k < 4; k++) {
+            /* bit 8k + j of qh is the fifth bit of element 8k + j */
+            __m256i h = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)(qh >> (8 * k))),
+                                                           sh), one);
+            __m256i v = _mm256_or_si256(_mm256_cvtepu8_epi32(nib[k]), _mm256_slli_epi32(h, 4));
+            deq8(_mm256_sub_epi32(v, off), d, y + 8 * k);
+        }
+    }
+}
+
+LPK_TARGET("avx2,f16c") void quant_avx2_deq_q8_0(const void *src, float *y, int64_t n)
+{
+    const block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / 32; i++, y += 32) {
+        __m256 d = _mm256_set1_ps(_cvtsh_ss(b[i].d));
+        for (int k = 0; k < 4; k++)
+            deq8(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(b[i].qs + 8 * k))),
+                 d, y + 8 * k);
+    }
+}
+
+LPK_TARGET("avx2") void quant_avx2_err_lanes(const float *x, const float *y, int64_t n,
+                                              double *le, double *ls)
+{
+    __m256d e[4], s[4];
+    for (int k = 0; k < 4; k++) e[k] = s[k] = _mm256_setzero_pd();
+    for (int64_t i = 0; i + 16 <= n; i += 16)
+        for (int k = 0; k < 4; k++) {
+            __m256d a = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4 * k));
+            __m256d d = _mm256_sub_pd(a, _mm256_cvtps_pd(_mm_loadu_ps(y + i + 4 * k)));
+            e[k] = _mm256_add_pd(e[k], _mm256_mul_pd(d, d));
+            s[k] = _mm256_add_pd(s[k], _mm256_mul_pd(a, a));
+        }
+    for (int k = 0; k < 4; k++) {
+        _mm256_storeu_pd(le + 4 * k, e[k]);
+        _mm256_storeu_pd(ls + 4 * k, s[k]);
+    }
+}
+
 static const qi_ops ops_avx2 = {sym_err_avx2,   sym_sums_avx2, asym_err_avx2,
                                 asym_sums_avx2, sym_err_n_avx2, amax32_avx2,
                                 sym_assign32_avx2, f2h_f16c,    h2f_f16c};

@@ -126,9 +126,20 @@ void quant_q6k_finish(const float *x, uint16_t d, const int sc[16], block_q6_K *
 /* q3_k's packing of the 16 signed 6-bit sub-block scales (quant_kq.c) */
 void quant_q3k_pack_scales(const int sc[16], uint8_t out[12]);
 
+enum { QUANT_ERR_LANES = 16 };
+
 #if defined(__x86_64__)
 /* AVX2 quantizers (quant_avx2.c): byte-identical to the reference. */
 int quant_avx2_any_nonfinite(const float *x, int64_t n);
+/* The error sums of a row in QUANT_ERR_LANES lanes (quant_rows.c, err_row):
+ * lane j += (x[c] - y[c])^2 and += x[c]^2 in double for c = j mod
+ * QUANT_ERR_LANES; n a multiple of QUANT_ERR_LANES. The same lanes as the
+ * reference, bit for bit (no fused multiply-add); the AVX-512 path uses it too. */
+void quant_avx2_err_lanes(const float *x, const float *y, int64_t n, double *le, double *ls);
+/* AVX2 + F16C dequantizers of q4_0, q5_0 and q8_0: the reference's values. */
+void quant_avx2_deq_q4_0(const void *src, float *y, int64_t n);
+void quant_avx2_deq_q5_0(const void *src, float *y, int64_t n);
+void quant_avx2_deq_q8_0(const void *src, float *y, int64_t n);
 void quant_avx2_q4_1(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q5_1(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q4_k(const float *x, const float *w, void *dst, int64_t n);

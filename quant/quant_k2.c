@@ -287,14 +287,24 @@ static void block_q3_k(const qi_ops *ops, const float *x, const float *w, block_
     quant_q3k_finish(x, d, sc, b);
 }
 
+/* quant_q3k_q's values element by element, decoded in runs of 32 (element
+ * 128 h + 32 s + l: bits 2s of qs[32 h + l], bit 4h + s of hmask[l]) that the
+ * compiler can vectorize. */
 void quant_deq_q3_k(const void *src, float *y, int64_t n)
 {
     const block_q3_K *b = src;
-    for (int64_t i = 0; i < n / QK_K; i++) {
+    int8_t q[QK_K];
+    for (int64_t i = 0; i < n / QK_K; i++, y += QK_K) {
         float d_all = lpk_f16_to_f32(b[i].d);
+        for (int h = 0; h < 2; h++)
+            for (int s = 0; s < 4; s++)
+                for (int l = 0; l < 32; l++)
+                    q[128 * h + 32 * s + l] =
+                        (int8_t)(((b[i].qs[32 * h + l] >> (2 * s)) & 3) -
+                                 (((b[i].hmask[l] >> (4 * h + s)) & 1) ^ 1) * 4);
         for (int j = 0; j < 16; j++) {
             float dl = d_all * (float)quant_q3k_scale(b[i].scales, j);
-            for (int e = 16 * j; e < 16 * j + 16; e++) *y++ = dl * (float)quant_q3k_q(&b[i], e);
+            for (int e = 16 * j; e < 16 * j + 16; e++) y[e] = dl * (float)q[e];
         }
     }
 }

@@ -184,6 +184,15 @@ typedef struct {
  * double, in index order). */
 static void output_weights(const float *x, const float *im, int64_t n, ow_rule r, float *w)
 {
+    if (!im && !r.flat && r.k < 0) {
+        /* |x| alone: the same floats without the round trip through double
+         * (a NaN or an Inf saturates to FLT_MAX as below) */
+        for (int64_t i = 0; i < n; i++) {
+            float a = fabsf(x[i]);
+            w[i] = a < FLT_MAX ? a : FLT_MAX;
+        }
+        return;
+    }
     double s2 = 0;
     if (!r.flat && r.k >= 0) {
         for (int64_t i = 0; i < n; i++) s2 += (double)x[i] * x[i];
@@ -242,6 +251,17 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
                            int64_t ncols, void *dst, const float *imatrix, unsigned flags,
                            lpk_error *err)
 {
+    return quant_quantize_rows_err(type, src_type, src, nrows, ncols, dst, imatrix, flags, NULL,
+                                   NULL, err);
+}
+
+static void deq_row(int type, const void *in, int64_t ncols, float *y);
+static void err_row(const float *x, const float *y, int64_t n, double *e, double *s);
+
+int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nrows,
+                            int64_t ncols, void *dst, const float *imatrix, unsigned flags,
+                            double *sse, double *ssx, lpk_error *err)
+{
     const lpk_type_info *ti = lpk_type_get(type);
     if (!ti || !quant_row_fits(type, ncols) || nrows < 0)
         return lpk_err(err, LPK_EINVAL, "cannot quantize rows of %lld values to type %s",
@@ -279,6 +299,12 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
     if (bf) per = ncols >= item ? 1 : item / ncols;
     int64_t nchunks = nrows > 0 ? (nrows + per - 1) / per : 0;
     size_t es = src_type == LPK_TYPE_F32 ? 4 : 2;
+    /* the error sums of each row (sse/ssx asked for), added in row order at the end */
+    double *part = sse && ssx ? malloc((size_t)(nrows > 0 ? nrows : 1) * 2 * sizeof(double))
+                              : NULL;
+    if (sse && ssx && !part)
+        return lpk_err(err, LPK_ENOMEM, "out of memory for the error sums of %lld rows",
+                       (long long)nrows);
 #pragma omp parallel if (par)
     {
         /* f16/bf16 rows are converted one at a time into a per-thread buffer
@@ -287,14 +313,16 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
         /* weights of a chunk of rows (the many-block kernels take them with
          * the chunk as period) or of one row */
         float *wb = ow ? malloc((size_t)(bf ? per : 1) * (size_t)ncols * sizeof(float)) : NULL;
-        if ((src_type != LPK_TYPE_F32 && !buf) || (ow && !wb)) {
+        /* a quantized row dequantized again, for the error sums */
+        float *yb = part ? malloc((size_t)ncols * sizeof(float)) : NULL;
+        if ((src_type != LPK_TYPE_F32 && !buf) || (ow && !wb) || (part && !yb)) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ch = 0; ch < nchunks; ch++) {
             int64_t r0 = ch * per, r1 = r0 + per < nrows ? r0 + per : nrows;
-            if ((src_type != LPK_TYPE_F32 && !buf) || (ow && !wb)) continue;
+            if ((src_type != LPK_TYPE_F32 && !buf) || (ow && !wb) || (part && !yb)) continue;
             const float *bw = imatrix;
             int64_t bwn = ncols;
             if (bf && ow) {
@@ -306,19 +334,25 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
                 bwn = (r1 - r0) * ncols;
             }
             /* on NaN/Inf the rows are walked one by one to name the first */
-            if (bf && !run_blocks(bf, (const char *)src + (size_t)(r0 * ncols) * es, src_type,
-                                  bw, bwn, (uint8_t *)dst + (size_t)r0 * row_bytes,
-                                  (r1 - r0) * ncols / ti->block_size, ti))
-                continue;
+            int done = bf && !run_blocks(bf, (const char *)src + (size_t)(r0 * ncols) * es,
+                                         src_type, bw, bwn, (uint8_t *)dst + (size_t)r0 * row_bytes,
+                                         (r1 - r0) * ncols / ti->block_size, ti);
+            if (done && !part) continue;
             for (int64_t r = r0; r < r1; r++) {
                 const float *x = row_f32(src_type, src, r, ncols, buf);
+                uint8_t *out = (uint8_t *)dst + (size_t)r * row_bytes;
+                if (done) {
+                    /* the rows in cache again: dequantized and compared */
+                    deq_row(type, out, ncols, yb);
+                    err_row(x, yb, ncols, &part[2 * r], &part[2 * r + 1]);
+                    continue;
+                }
                 int64_t c = first_bad(x, ncols);
                 if (c >= 0) {
 #pragma omp critical(quant_bad)
                     if (bad_row < 0 || r < bad_row) { bad_row = r; bad_col = c; bad_val = x[c]; }
                     continue;
                 }
-                uint8_t *out = (uint8_t *)dst + (size_t)r * row_bytes;
                 switch (type) {
                 case LPK_TYPE_F32: memcpy(out, x, (size_t)ncols * 4); break;
                 case LPK_TYPE_F16: lpk_f32_to_f16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
@@ -328,11 +362,23 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
                     fn(x, ow ? wb : imatrix, out, ncols);
                     break;
                 }
+                if (part) {
+                    deq_row(type, out, ncols, yb);
+                    err_row(x, yb, ncols, &part[2 * r], &part[2 * r + 1]);
+                }
             }
         }
         free(buf);
         free(wb);
+        free(yb);
     }
+    if (part && !failed && bad_row < 0) {
+        double e = 0, s2 = 0;
+        for (int64_t r = 0; r < nrows; r++) { e += part[2 * r]; s2 += part[2 * r + 1]; }
+        *sse = e;
+        *ssx = s2;
+    }
+    free(part);
     if (failed) return lpk_err(err, LPK_ENOMEM, "out of memory for a row of %lld values",
                                (long long)ncols);
     if (bad_row >= 0)
@@ -352,6 +398,18 @@ int quant_quantize_rows(int type, const float *src, int64_t nrows, int64_t ncols
 static void deq_row(int type, const void *in, int64_t ncols, float *y)
 {
     const quant_kind *k = quant_kind_get(type);
+#if defined(__x86_64__)
+    const unsigned f16c = LPK_CPU_AVX2 | LPK_CPU_F16C;
+    if (k && g_path != QUANT_PATH_SCALAR && (lpk_cpu_features() & f16c) == f16c) {
+        dequant_row_fn v = type == LPK_TYPE_Q4_0 ? quant_avx2_deq_q4_0
+                           : type == LPK_TYPE_Q5_0 ? quant_avx2_deq_q5_0
+                           : type == LPK_TYPE_Q8_0 ? quant_avx2_deq_q8_0 : NULL;
+        if (v) {
+            v(in, y, ncols);
+            return;
+        }
+    }
+#endif
     if (k)
         k->dequantize(in, y, ncols);
     else
@@ -368,6 +426,33 @@ int quant_dequantize_rows(int type, const void *src, int64_t nrows, int64_t ncol
     for (int64_t r = 0; r < nrows; r++)
         deq_row(type, (const uint8_t *)src + (size_t)r * row_bytes, ncols, dst + r * ncols);
     return LPK_OK;
+}
+
+/* The error sums of one row, (x - y)^2 and x^2, in double: value c goes to
+ * lane c mod QUANT_ERR_LANES (each lane in index order), then the lanes are
+ * added in order. The lanes are independent chains, so the vector paths run
+ * them at full width with the same figures as this loop, bit for bit. */
+static void err_row(const float *x, const float *y, int64_t n, double *e, double *s)
+{
+    double le[QUANT_ERR_LANES], ls[QUANT_ERR_LANES];
+    int64_t c = 0, nl = n / QUANT_ERR_LANES * QUANT_ERR_LANES;
+#if defined(__x86_64__)
+    if (g_path != QUANT_PATH_SCALAR && (lpk_cpu_features() & LPK_CPU_AVX2)) {
+        quant_avx2_err_lanes(x, y, nl, le, ls);
+        c = nl;
+    }
+#endif
+    if (!c)
+        for (int j = 0; j < QUANT_ERR_LANES; j++) le[j] = ls[j] = 0;
+    for (; c < n; c++) {
+        double d = (double)x[c] - (double)y[c];
+        le[c % QUANT_ERR_LANES] += d * d;
+        ls[c % QUANT_ERR_LANES] += (double)x[c] * x[c];
+    }
+    double se = 0, ss = 0;
+    for (int j = 0; j < QUANT_ERR_LANES; j++) { se += le[j]; ss += ls[j]; }
+    *e = se;
+    *s = ss;
 }
 
 int quant_error(int type, const float *src, const void *q, int64_t nrows, int64_t ncols,
@@ -391,15 +476,7 @@ int quant_error(int type, const float *src, const void *q, int64_t nrows, int64_
         for (int64_t r = 0; r < nrows; r++) {
             if (!y) continue;
             deq_row(type, (const uint8_t *)q + (size_t)r * row_bytes, ncols, y);
-            const float *x = src + r * ncols;
-            double e = 0, s = 0;
-            for (int64_t c = 0; c < ncols; c++) {
-                double d = (double)x[c] - (double)y[c];
-                e += d * d;
-                s += (double)x[c] * x[c];
-            }
-            part[2 * r] = e;
-            part[2 * r + 1] = s;
+            err_row(src + r * ncols, y, ncols, &part[2 * r], &part[2 * r + 1]);
         }
         free(y);
     }

@@ -426,27 +426,43 @@ static void test_rows_from_halfs(void **state)
 
 /* ---------------------------------------------------------------- determinism */
 /* x quantized by the reference on 1 thread, and by AVX2 and the automatic path
- * (AVX-512 where the CPU has it) on 2 threads: the same bytes. */
+ * (AVX-512 where the CPU has it) on 2 threads: the same bytes, the same
+ * dequantized values and the same error sums, bit for bit (quant_error's and
+ * those measured while quantizing). */
 static void check_paths(int type, const float *x, int64_t nr, int64_t nc, const float *w,
                         unsigned flags)
 {
     size_t nb = tu_qbytes(type, nr, nc);
     uint8_t *a = malloc(nb), *b = malloc(nb);
+    float *ya = malloc((size_t)(nr * nc) * sizeof(float)), *yb = malloc((size_t)(nr * nc) * sizeof(float));
     lpk_error err = {0};
+    double e0, s0, e, s;
     quant_set_path(QUANT_PATH_SCALAR);
     omp_set_num_threads(1);
     assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, a, w, flags, &err), 0);
-    for (int p = 0; p < 2; p++) {
-        quant_set_path(p ? QUANT_PATH_AVX2 : QUANT_PATH_AUTO);
+    assert_int_equal(quant_error(type, x, a, nr, nc, &e0, &s0), 0);
+    assert_int_equal(quant_dequantize_rows(type, a, nr, nc, ya), 0);
+    for (int p = 0; p < 3; p++) {
+        quant_set_path(p == 2 ? QUANT_PATH_SCALAR : p ? QUANT_PATH_AVX2 : QUANT_PATH_AUTO);
         omp_set_num_threads(2);
         memset(b, 0xaa, nb);
-        assert_int_equal(quant_quantize_rows_ex(type, LPK_TYPE_F32, x, nr, nc, b, w, flags, &err),
-                         0);
+        e = s = -1;
+        assert_int_equal(quant_quantize_rows_err(type, LPK_TYPE_F32, x, nr, nc, b, w, flags, &e,
+                                                 &s, &err), 0);
         assert_memory_equal(a, b, nb);
+        assert_memory_equal(&e, &e0, sizeof e);
+        assert_memory_equal(&s, &s0, sizeof s);
+        assert_int_equal(quant_error(type, x, b, nr, nc, &e, &s), 0);
+        assert_memory_equal(&e, &e0, sizeof e);
+        assert_memory_equal(&s, &s0, sizeof s);
+        assert_int_equal(quant_dequantize_rows(type, b, nr, nc, yb), 0);
+        assert_memory_equal(ya, yb, (size_t)(nr * nc) * sizeof(float));
     }
     quant_set_path(QUANT_PATH_AUTO);
     free(a);
     free(b);
+    free(ya);
+    free(yb);
 }
 static void test_simd_and_threads(void **state)
 {
