@@ -175,6 +175,25 @@ LPK_TARGET("avx2") int quant_avx2_any_nonfinite(const float *x, int64_t n)
     return any;
 }
 
+/* On the bits: |x| clears the sign; finite values are at most FLT_MAX's bits,
+ * Inf and NaN above them, so an unsigned minimum saturates exactly those. */
+LPK_TARGET("avx2") void quant_avx2_abs_weights(const float *x, float *w, int64_t n)
+{
+    const __m256i abs = _mm256_set1_epi32(0x7fffffff), top = _mm256_set1_epi32(0x7f7fffff);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i u = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(x + i)), abs);
+        _mm256_storeu_si256((__m256i *)(void *)(w + i), _mm256_min_epu32(u, top));
+    }
+    for (; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        u &= 0x7fffffffu;
+        u = u < 0x7f7fffffu ? u : 0x7f7fffffu;
+        memcpy(&w[i], &u, 4);
+    }
+}
+
 /* 8 levels (int32, offset already taken off) times d, stored at y. */
 static LPK_TARGET_INLINE("avx2") void deq8(__m256i q, __m256 d, float *y)
 {

@@ -136,6 +136,8 @@ int quant_avx2_any_nonfinite(const float *x, int64_t n);
  * QUANT_ERR_LANES; n a multiple of QUANT_ERR_LANES. The same lanes as the
  * reference, bit for bit (no fused multiply-add); the AVX-512 path uses it too. */
 void quant_avx2_err_lanes(const float *x, const float *y, int64_t n, double *le, double *ls);
+/* w[i] = |x[i]|, FLT_MAX for a NaN or an Inf (quant_rows.c, output_weights). */
+void quant_avx2_abs_weights(const float *x, float *w, int64_t n);
 /* AVX2 + F16C dequantizers of q4_0, q5_0 and q8_0: the reference's values. */
 void quant_avx2_deq_q4_0(const void *src, float *y, int64_t n);
 void quant_avx2_deq_q5_0(const void *src, float *y, int64_t n);

@@ -187,6 +187,12 @@ static void output_weights(const float *x, const float *im, int64_t n, ow_rule r
     if (!im && !r.flat && r.k < 0) {
         /* |x| alone: the same floats without the round trip through double
          * (a NaN or an Inf saturates to FLT_MAX as below) */
+#if defined(__x86_64__)
+        if (g_path != QUANT_PATH_SCALAR && (lpk_cpu_features() & LPK_CPU_AVX2)) {
+            quant_avx2_abs_weights(x, w, n);
+            return;
+        }
+#endif
         for (int64_t i = 0; i < n; i++) {
             float a = fabsf(x[i]);
             w[i] = a < FLT_MAX ? a : FLT_MAX;
