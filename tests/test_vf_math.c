@@ -148,6 +148,84 @@ static void test_exp_paths(void **state)
     free(xf); free(yf); free(xd); free(yd);
 }
 
+/* vf_expf_glibc against libm's expf, where libm is glibc's FMA build (glibc on
+ * x86-64 with AVX2 and FMA, as LLMPACK_SIMD leaves them: its expf then is
+ * __expf_fma), on every 61st bit pattern of
+ * the floats and on the special cases' edges; everywhere, within 1 ulp of exp
+ * in double rounded to float. */
+static void test_expf_glibc(void **state)
+{
+    (void)state;
+    int same_libm = 0;
+#if defined(__GLIBC__) && defined(__x86_64__)
+    same_libm = (lpk_cpu_features() & (LPK_CPU_FMA | LPK_CPU_AVX2)) ==
+                (LPK_CPU_FMA | LPK_CPU_AVX2);
+#endif
+    static const float edge[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 88.0f, -88.0f,
+                                 0x1.62e42ep6f, 0x1.62e430p6f, -0x1.9fe368p6f, -0x1.9fe36ap6f,
+                                 -0x1.9d1d9ep6f, -0x1.9d1da0p6f, -0x1.9d1d9cp6f, 0x1p-149f, -1e-30f};
+    uint64_t n = 0, worst = 0;
+    for (uint64_t b = 0; b < (1ull << 32) + 16 * 61; b += 61, n++) {
+        float x;
+        if (b < (1ull << 32)) {
+            uint32_t u = (uint32_t)b;
+            memcpy(&x, &u, 4);
+        } else {
+            x = edge[(b - (1ull << 32)) / 61];
+        }
+        float y = vf_expf_glibc(x);
+        if (same_libm && fbits(y) != fbits(expf(x)))
+            fail_msg("vf_expf_glibc(%a) = %a, glibc's expf %a", (double)x, (double)y, (double)expf(x));
+        float e = (float)exp((double)x);
+        if (isnan(x)) {
+            assert_true(isnan(y));
+        } else {
+            uint64_t d = ulps_f(y, e);
+            if (d > 1) fail_msg("vf_expf_glibc(%a) = %a, exp %a", (double)x, (double)y, (double)e);
+            worst = d > worst ? d : worst;
+        }
+    }
+    print_message("vf_expf_glibc: %llu inputs, worst %llu ulp against exp; %s\n",
+                  (unsigned long long)n, (unsigned long long)worst,
+                  same_libm ? "same bits as libm's expf" : "libm not compared");
+}
+
+/* Every path's vf_swiglu gives the scalar definition bit for bit (inputs past
+ * the special-case edges in some vectors, lengths with partial vectors). */
+static void test_swiglu_paths(void **state)
+{
+    (void)state;
+    enum { N = 4099 };
+    float *g = malloc(N * sizeof(float)), *u = malloc(N * sizeof(float));
+    float *h = malloc((N + 1) * sizeof(float)), *want = malloc(N * sizeof(float));
+    uint64_t rs = 11;
+    for (int i = 0; i < N; i++) {
+        double a = (double)(tu_rand(&rs) >> 11) * 0x1p-53, b = (double)(tu_rand(&rs) >> 11) * 0x1p-53;
+        g[i] = (float)(-12.0 + 24.0 * a);
+        u[i] = (float)(-4.0 + 8.0 * b);
+        if (i % 331 == 5) g[i] = (float)(-120.0 + 240.0 * a); /* past +-88 */
+    }
+    g[3000] = INFINITY, g[3001] = -INFINITY, g[3002] = NAN, g[3003] = -0.0f, g[3004] = 0x1p-149f;
+    g[3005] = -103.5f, g[3006] = 88.6f, g[3007] = -88.6f;
+    for (int i = 0; i < N; i++) want[i] = g[i] / (1.0f + vf_expf_glibc(-g[i])) * u[i];
+    int paths[3], np = n_paths(paths);
+    for (int pi = 0; pi < np; pi++) {
+        vf_math_force_path(paths[pi]);
+        for (int len = N; len >= N - 17; len -= 3) {
+            memcpy(h, g, (size_t)len * sizeof(float));
+            h[len] = 12345.0f;
+            vf_swiglu(h, u, (size_t)len);
+            for (int i = 0; i < len; i++)
+                if (fbits(h[i]) != fbits(want[i]))
+                    fail_msg("%s swiglu(%a, %a) = %a, reference %a", vf_math_path_name(),
+                             (double)g[i], (double)u[i], (double)h[i], (double)want[i]);
+            assert_true(h[len] == 12345.0f);
+        }
+    }
+    vf_math_force_path(-1);
+    free(g); free(u); free(h); free(want);
+}
+
 /* ------------------------------------------------ scalar definitions (vf_math.h) */
 static double ref_sum_exp(const float *x, int n, float mx)
 {
@@ -289,6 +367,8 @@ int main(void)
         cmocka_unit_test(test_expf_accuracy),
         cmocka_unit_test(test_exp_accuracy),
         cmocka_unit_test(test_exp_paths),
+        cmocka_unit_test(test_expf_glibc),
+        cmocka_unit_test(test_swiglu_paths),
         cmocka_unit_test(test_reductions_paths),
         cmocka_unit_test(test_attention_paths),
     };

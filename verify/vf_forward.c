@@ -272,14 +272,11 @@ static int layer_run(vf_model *m, const vf_layer *L, int l, int kl, int n_tok, i
     if ((st = matmul(m, L->w1, L->w1_type, hid, dim, s->xb, n_tok, s->hb, "ffn_gate", l, err)) ||
         (st = matmul(m, L->w3, L->w3_type, hid, dim, s->xb, n_tok, s->hb2, "ffn_up", l, err)))
         return st;
-    /* SwiGLU: silu(gate) * up, element by element (libm's expf: the threads
-     * share its cost, the bits do not depend on them) */
-    int64_t nh = (int64_t)n_tok * hid;
+    /* SwiGLU: silu(gate) * up (vf_swiglu: glibc's expf to the bit, in
+     * vectors), a token per iteration */
 #pragma omp parallel for schedule(static) if (big)
-    for (int64_t i = 0; i < nh; i++) {
-        float g = s->hb[i];
-        s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];
-    }
+    for (int t = 0; t < n_tok; t++)
+        vf_swiglu(s->hb + (size_t)t * hid, s->hb2 + (size_t)t * hid, (size_t)hid);
     if ((st = matmul(m, L->w2, L->w2_type, dim, hid, s->hb, n_tok, s->xb2, "ffn_down", l, err)))
         return st;
     for (size_t i = 0; i < nx; i++) s->x[i] += s->xb2[i];

@@ -24,6 +24,19 @@ float vf_expf_ref(float x);
  * to [-746, 710]. */
 double vf_exp_ref(double x);
 
+/* exp(x) for float as glibc's expf (2.28 and later, the FMA build this
+ * machine's libm runs: Arm's optimized-routines algorithm) computes it, to the
+ * bit: x * 32 / ln 2 = k + r in double (fused multiply-adds), 2^(k / 32) from a
+ * table of 32, a degree-3 polynomial of r, one rounding to float; the special
+ * cases (|x| >= 88, inf, NaN) as glibc returns them. The forward pass's SwiGLU
+ * has called libm's expf since it was written; this keeps its bits and makes
+ * them the same on every machine and path (tests/test_vf_math.c compares it
+ * with libm's expf where that is glibc's FMA build). */
+float vf_expf_glibc(float x);
+/* SwiGLU in place: h[i] = h[i] / (1.0f + vf_expf_glibc(-h[i])) * u[i] (float
+ * operations in that order), i < n. */
+void vf_swiglu(float *h, const float *u, size_t n);
+
 enum { VF_SUM_LANES = 8 };
 /* ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)), as three halving folds */
 static inline double vf_sum_lanes(const double *a)
