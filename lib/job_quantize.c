@@ -243,7 +243,7 @@ static int write_tensor(qrun *run, qout *q, size_t i, const lpk_tensor *t, const
             /* the error sums come with the rows, while they are in cache */
             rc = quant_quantize_rows_err(type, x ? LPK_TYPE_F32 : t->type, x ? (const void *)x
                                                                              : bytes,
-                                         nr, nc, q->qbuf, iw,
+                                         nr, nc, q->qbuf, iw, NULL,
                                          quant_rows_flags(t->name, q->decls, run->n),
                                          measure ? &st->sse : NULL, measure ? &st->ssx : NULL,
                                          &qe);

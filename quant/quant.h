@@ -215,12 +215,25 @@ unsigned quant_rows_flags(const char *name, const lpk_tensor *tensors, size_t n)
 int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrows,
                            int64_t ncols, void *dst, const float *imatrix, unsigned flags,
                            lpk_error *err);
-/* quant_quantize_rows_ex and, into *sse and *ssx, quant_error's figures of the
- * result against the source (the same values, summed in the same order), each
- * row measured while it is in cache: no second pass over the tensor. */
+/* quant_quantize_rows_ex and, into *sse and *ssx (both NULL: not measured),
+ * quant_error's figures of the result against the source (the same values,
+ * summed in the same order), each row measured while it is in cache: no
+ * second pass over the tensor.
+ * cov32: NULL, or the 32x32 diagonal blocks of the covariance of the rows'
+ * input (ncols * 32 finite floats: cov32[(b * 32 + i) * 32 + j] = mean of
+ * x[32b + i] * x[32b + j] over the calibration tokens; each block's diagonal
+ * >= 0, LPK_EINVAL otherwise; of a block that is not symmetric, its symmetric
+ * part is used). For the types quant_type_uses_cov
+ * names, each block b is then searched for the least e^T C_b e (e the block's
+ * weight error) instead of a weighted squared error, and imatrix and flags
+ * are not used for them (docs/QUANT.md, "q4_0 scored with the input
+ * covariance"); other types ignore cov32. One scalar search: the bytes do not
+ * depend on the thread count or the SIMD path. */
 int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nrows,
-                            int64_t ncols, void *dst, const float *imatrix, unsigned flags,
-                            double *sse, double *ssx, lpk_error *err);
+                            int64_t ncols, void *dst, const float *imatrix, const float *cov32,
+                            unsigned flags, double *sse, double *ssx, lpk_error *err);
+/* True for the types whose search takes quant_quantize_rows_err's cov32. */
+int quant_type_uses_cov(int type);
 /* Inverse: blocks of `type` -> f32. LPK_EINVAL for an unknown type or a ncols
  * that is not a multiple of the block size. */
 int quant_dequantize_rows(int type, const void *src, int64_t nrows, int64_t ncols, float *dst);

@@ -110,6 +110,15 @@ void quant_fit_sub(const qi_ops *ops, const float *x, const float *w, int n, int
 uint16_t quant_search_sym(const qi_ops *ops, const float *x, const float *w, int nlo, int nhi);
 void quant_search_asym(const qi_ops *ops, const float *x, const float *w, int nmax,
                        uint16_t *dh, uint16_t *mh);
+/* The 32-block packings: u[j] (0..15 used) as nibbles, element j low and
+ * j + 16 high; bit 4 of each u[j] as bit j of qh (u32 LE). */
+void quant_pack_nibbles(const int u[32], uint8_t qs[16]);
+void quant_pack_qh(const int u[32], uint8_t qh[4]);
+/* The searches scored with the input covariance (quant_cov.c): whether type
+ * has one, and one row of n values with its n / 32 blocks C_b (cov32: n * 32
+ * floats, block k's at cov32 + 1024 k, row-major) into dst. */
+int quant_cov_supports(int type);
+void quant_cov_row(int type, const float *x, const float *cov32, void *dst, int64_t n);
 void quant_block_q4_0(const qi_ops *ops, const float *x, const float *w, block_q4_0 *b);
 void quant_block_q5_0(const qi_ops *ops, const float *x, const float *w, block_q5_0 *b);
 uint16_t quant_q8_0_scale(const float *x);

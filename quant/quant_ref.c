@@ -224,13 +224,13 @@ static void asym_assign(const float *x, float d, float m, int nmax, int q[32])
         q[i] = (int)qi_round(qi_clamp((x[i] - m) * id, 0.0f, (float)nmax));
 }
 
-static void pack_nibbles(const int u[32], uint8_t qs[16])
+void quant_pack_nibbles(const int u[32], uint8_t qs[16])
 {
     for (int j = 0; j < 16; j++)
         qs[j] = (uint8_t)((u[j] & 15) | ((u[j + 16] & 15) << 4));
 }
 
-static void pack_qh(const int u[32], uint8_t qh[4])
+void quant_pack_qh(const int u[32], uint8_t qh[4])
 {
     uint32_t h = 0;
     for (int j = 0; j < 32; j++) h |= (uint32_t)((u[j] >> 4) & 1) << j;
@@ -244,7 +244,7 @@ void quant_block_q4_0(const qi_ops *ops, const float *x, const float *w, block_q
     ops->sym_assign32(x, ops->h2f(h), 8, 7, q);
     for (int i = 0; i < 32; i++) q[i] += 8;
     b->d = h;
-    pack_nibbles(q, b->qs);
+    quant_pack_nibbles(q, b->qs);
 }
 
 void quant_block_q5_0(const qi_ops *ops, const float *x, const float *w, block_q5_0 *b)
@@ -254,8 +254,8 @@ void quant_block_q5_0(const qi_ops *ops, const float *x, const float *w, block_q
     ops->sym_assign32(x, ops->h2f(h), 16, 15, q);
     for (int i = 0; i < 32; i++) q[i] += 16;
     b->d = h;
-    pack_qh(q, b->qh);
-    pack_nibbles(q, b->qs);
+    quant_pack_qh(q, b->qh);
+    quant_pack_nibbles(q, b->qs);
 }
 
 /* q8_0 without importance weights: the error is almost all rounding noise, so a
@@ -294,7 +294,7 @@ void quant_block_q4_1(const qi_ops *ops, const float *x, const float *w, block_q
     asym_assign(x, lpk_f16_to_f32(dh), lpk_f16_to_f32(mh), 15, q);
     b->d = dh;
     b->m = mh;
-    pack_nibbles(q, b->qs);
+    quant_pack_nibbles(q, b->qs);
 }
 
 void quant_block_q5_1(const qi_ops *ops, const float *x, const float *w, block_q5_1 *b)
@@ -305,8 +305,8 @@ void quant_block_q5_1(const qi_ops *ops, const float *x, const float *w, block_q
     asym_assign(x, lpk_f16_to_f32(dh), lpk_f16_to_f32(mh), 31, q);
     b->d = dh;
     b->m = mh;
-    pack_qh(q, b->qh);
-    pack_nibbles(q, b->qs);
+    quant_pack_qh(q, b->qh);
+    quant_pack_nibbles(q, b->qs);
 }
 
 /* ---------------------------------------------------------------- rows */

@@ -257,16 +257,35 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
                            int64_t ncols, void *dst, const float *imatrix, unsigned flags,
                            lpk_error *err)
 {
-    return quant_quantize_rows_err(type, src_type, src, nrows, ncols, dst, imatrix, flags, NULL,
-                                   NULL, err);
+    return quant_quantize_rows_err(type, src_type, src, nrows, ncols, dst, imatrix, NULL, flags,
+                                   NULL, NULL, err);
+}
+
+int quant_type_uses_cov(int type) { return quant_cov_supports(type); }
+
+/* cov32 as quant_quantize_rows_err takes it: finite, each block's diagonal
+ * >= 0. */
+static int check_cov32(const float *cov32, int64_t ncols, lpk_error *err)
+{
+    for (int64_t b = 0; b < ncols / 32; b++) {
+        const float *C = cov32 + 1024 * b;
+        for (int i = 0; i < 32; i++)
+            for (int j = 0; j < 32; j++) {
+                float v = C[32 * i + j];
+                if (!isfinite(v) || (i == j && v < 0))
+                    return lpk_err(err, LPK_EINVAL, "covariance block %lld: value (%d, %d) "
+                                   "is %g", (long long)b, i, j, (double)v);
+            }
+    }
+    return LPK_OK;
 }
 
 static void deq_row(int type, const void *in, int64_t ncols, float *y);
 static void err_row(const float *x, const float *y, int64_t n, double *e, double *s);
 
 int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nrows,
-                            int64_t ncols, void *dst, const float *imatrix, unsigned flags,
-                            double *sse, double *ssx, lpk_error *err)
+                            int64_t ncols, void *dst, const float *imatrix, const float *cov32,
+                            unsigned flags, double *sse, double *ssx, lpk_error *err)
 {
     const lpk_type_info *ti = lpk_type_get(type);
     if (!ti || !quant_row_fits(type, ncols) || nrows < 0)
@@ -280,13 +299,19 @@ int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nro
                 return lpk_err(err, LPK_EINVAL, "importance weight of column %lld is %g",
                                (long long)c, (double)imatrix[c]);
     }
+    /* the covariance search replaces the weights and every kernel */
+    int cv = cov32 && quant_type_uses_cov(type);
+    if (cv) {
+        int rc = check_cov32(cov32, ncols, err);
+        if (rc) return rc;
+    }
     const quant_kind *k = quant_kind_get(type);
     /* per-value weights from the rows (q8_0 without an importance matrix is
      * rounding noise: it stays a one-pass type) */
     ow_rule ok = {0, 0, 1.0};
-    int ow = output_rule(type, imatrix != NULL, flags, &ok);
+    int ow = cv ? 0 : output_rule(type, imatrix != NULL, flags, &ok);
     quant_row_fn fn = k ? pick(k) : NULL;
-    quant_blocks_fn bf = k ? pick_blocks(k, imatrix || ow) : NULL;
+    quant_blocks_fn bf = k && !cv ? pick_blocks(k, imatrix || ow) : NULL;
     size_t row_bytes = (size_t)(ncols / ti->block_size) * (size_t)ti->type_size;
     int64_t bad_row = -1, bad_col = -1;
     float bad_val = 0.0f;
@@ -364,6 +389,10 @@ int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nro
                 case LPK_TYPE_F16: lpk_f32_to_f16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
                 case LPK_TYPE_BF16: lpk_f32_to_bf16_row(x, (uint16_t *)(void *)out, (size_t)ncols); break;
                 default:
+                    if (cv) {
+                        quant_cov_row(type, x, cov32, out, ncols);
+                        break;
+                    }
                     if (ow) output_weights(x, imatrix, ncols, ok, wb);
                     fn(x, ow ? wb : imatrix, out, ncols);
                     break;

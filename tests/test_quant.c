@@ -447,8 +447,8 @@ static void check_paths(int type, const float *x, int64_t nr, int64_t nc, const 
         omp_set_num_threads(2);
         memset(b, 0xaa, nb);
         e = s = -1;
-        assert_int_equal(quant_quantize_rows_err(type, LPK_TYPE_F32, x, nr, nc, b, w, flags, &e,
-                                                 &s, &err), 0);
+        assert_int_equal(quant_quantize_rows_err(type, LPK_TYPE_F32, x, nr, nc, b, w, NULL, flags,
+                                                 &e, &s, &err), 0);
         assert_memory_equal(a, b, nb);
         assert_memory_equal(&e, &e0, sizeof e);
         assert_memory_equal(&s, &s0, sizeof s);

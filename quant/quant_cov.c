@@ -1,0 +1,343 @@
+/* The 32-block types scored with the input covariance: a row's output error
+ * for a weight error e is e^T C e, C the covariance of the layer input; each
+ * block b of 32 columns is searched against C_b, the 32x32 diagonal block of C
+ * over its columns (docs/QUANT.md, "q4_0 scored with the input covariance").
+ *
+ * A block's search: the candidate scales of the diagonal search (quant_ref.c's
+ * grid), each with its values rounded to nearest, scored by e^T C_b e with the
+ * stored f16 scale (and min); up to three least-squares refits of the best
+ * assignment under C_b; then greedy moves of single values by one level while
+ * e^T C_b e drops. One scalar code path, in double in a fixed order: the bytes
+ * do not depend on the SIMD path or the thread count. */
+#include "quant_internal.h"
+
+#include <math.h>
+
+enum { COV_REFITS = 3, COV_MOVES = 64 };
+
+/* A block's levels: value i is d * lv[q[i]] + m, q[i] in [0, nl). */
+typedef struct {
+    const float *lv;
+    int nl;
+    int asym;   /* a min m is fitted (else m = 0) */
+    int table;  /* iq4_nl's levels (rounded by quant_iq4nl_index) */
+} cov_levels;
+
+static const float lv_q4_0[16] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
+static const float lv_q5_0[32] = {-16, -15, -14, -13, -12, -11, -10, -9, -8, -7, -6,
+                                  -5,  -4,  -3,  -2,  -1,  0,   1,   2,  3,  4,  5,
+                                  6,   7,   8,   9,   10,  11,  12,  13, 14, 15};
+static const float lv_u[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                               16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+
+/* What a block's candidates share: x, C_b, C_b x, C_b 1 and the scalars. */
+typedef struct {
+    const float *x, *C;
+    double cx[32], s[32]; /* C x, C 1 */
+    double xcx, sx, s11;  /* x^T C x, 1^T C x, 1^T C 1 */
+} cov_block;
+
+/* One assignment with its scale and min: the levels y = lv[q], C y and the
+ * quadratic form's pieces. */
+typedef struct {
+    int q[32];
+    double cy[32];
+    double ycy, ycx, ys; /* y^T C y, y^T C x, y^T C 1 */
+    float d, m;
+    uint16_t dh, mh;
+    double e;            /* e^T C e, e = x - d y - m */
+} cov_cand;
+
+static void cov_block_init(cov_block *b, const float *x, const float *C)
+{
+    b->x = x;
+    b->C = C;
+    b->xcx = b->sx = b->s11 = 0;
+    for (int i = 0; i < 32; i++) {
+        double a = 0, s = 0;
+        for (int j = 0; j < 32; j++) {
+            a += (double)C[32 * i + j] * x[j];
+            s += (double)C[32 * i + j];
+        }
+        b->cx[i] = a;
+        b->s[i] = s;
+    }
+    for (int i = 0; i < 32; i++) {
+        b->xcx += (double)x[i] * b->cx[i];
+        b->sx += b->cx[i];
+        b->s11 += b->s[i];
+    }
+}
+
+/* c's error under (c->d, c->m) from c->cy: y^T C y, y^T C x, y^T C 1, e^T C e. */
+static void cov_score(const cov_block *b, const cov_levels *L, cov_cand *c)
+{
+    c->ycy = c->ycx = c->ys = 0;
+    for (int i = 0; i < 32; i++) {
+        double y = L->lv[c->q[i]];
+        c->ycy += y * c->cy[i];
+        c->ycx += y * b->cx[i];
+        c->ys += y * b->s[i];
+    }
+    double d = c->d, m = c->m;
+    c->e = b->xcx - 2 * d * c->ycx - 2 * m * b->sx + d * d * c->ycy + 2 * d * m * c->ys +
+           m * m * b->s11;
+}
+
+/* Greedy moves of single values by one level while e^T C e drops, the best
+ * move first (at most COV_MOVES); c->cy follows the moves, then c is scored. */
+static void cov_greedy(const cov_block *b, const cov_levels *L, cov_cand *c)
+{
+    double g[32], d = c->d, m = c->m; /* g = C e */
+    for (int i = 0; i < 32; i++) g[i] = b->cx[i] - d * c->cy[i] - m * b->s[i];
+    for (int it = 0; it < COV_MOVES; it++) {
+        double best = 0;
+        int bi = -1, bq = 0;
+        for (int i = 0; i < 32; i++) {
+            double cii = b->C[33 * i];
+            for (int s = -1; s <= 1; s += 2) {
+                int nq = c->q[i] + s;
+                if (nq < 0 || nq >= L->nl) continue;
+                double t = d * ((double)L->lv[nq] - L->lv[c->q[i]]); /* e_i -= t */
+                double de = -2 * t * g[i] + t * t * cii;
+                if (de < best) { best = de; bi = i; bq = nq; }
+            }
+        }
+        /* a drop within the rounding of e itself is no drop */
+        if (bi < 0 || !(-best > 1e-12 * fabs(c->e))) break;
+        double dy = (double)L->lv[bq] - L->lv[c->q[bi]], t = d * dy;
+        const float *Ci = b->C + 32 * bi; /* C's column bi (C is symmetric) */
+        for (int j = 0; j < 32; j++) {
+            g[j] -= t * Ci[j];
+            c->cy[j] += dy * Ci[j];
+        }
+        c->q[bi] = bq;
+        c->e += best;
+    }
+    cov_score(b, L, c);
+}
+
+/* The candidate of stored scale dh (and min mh): values rounded to the nearest
+ * level, then greedy moves; scored. */
+static void cov_try(const cov_block *b, const cov_levels *L, uint16_t dh, uint16_t mh,
+                    cov_cand *c)
+{
+    c->dh = dh;
+    c->mh = mh;
+    c->d = lpk_f16_to_f32(dh);
+    c->m = L->asym ? lpk_f16_to_f32(mh) : 0.0f;
+    float id = c->d != 0.0f ? 1.0f / c->d : 0.0f;
+    float lo = L->lv[0], hi = L->lv[L->nl - 1];
+    for (int i = 0; i < 32; i++)
+        c->q[i] = L->table ? quant_iq4nl_index((b->x[i] - c->m) * id)
+                           : (int)(qi_round(qi_clamp((b->x[i] - c->m) * id, lo, hi)) - lo);
+    for (int i = 0; i < 32; i++) {
+        const float *Ci = b->C + 32 * i;
+        double a = 0;
+        for (int j = 0; j < 32; j++) a += (double)Ci[j] * L->lv[c->q[j]];
+        c->cy[i] = a;
+    }
+    cov_score(b, L, c);
+    cov_greedy(b, L, c);
+}
+
+/* Least-squares scale (and min) of c's assignment under C, as f16 bits; 0 when
+ * there is none. */
+static int cov_refit(const cov_block *b, const cov_levels *L, const cov_cand *c, uint16_t *dh,
+                     uint16_t *mh)
+{
+    double d, m = 0;
+    if (!L->asym) {
+        if (!(c->ycy > 0)) return 0;
+        d = c->ycx / c->ycy;
+    } else {
+        double det = c->ycy * b->s11 - c->ys * c->ys;
+        if (!(det > 0)) return 0;
+        d = (c->ycx * b->s11 - c->ys * b->sx) / det;
+        m = (c->ycy * b->sx - c->ys * c->ycx) / det;
+    }
+    if (!isfinite(d) || !isfinite(m) || d == 0 || (L->asym && d < 0)) return 0;
+    *dh = qi_f16_sat((float)d);
+    *mh = L->asym ? qi_f16_sat((float)m) : 0;
+    return 1;
+}
+
+/* The search of one block (x[32], C[32 * 32]) over levels L with the
+ * candidate scales dh[0..nd) (and mins mh): *out the best candidate, then up
+ * to COV_REFITS least-squares refits of the best assignment as candidates. */
+static void cov_search(const float *x, const float *C, const cov_levels *L, const uint16_t *dh,
+                       const uint16_t *mh, int nd, cov_cand *out)
+{
+    cov_block b;
+    cov_block_init(&b, x, C);
+    cov_cand c;
+    for (int k = 0; k < nd; k++) {
+        cov_try(&b, L, dh[k], mh ? mh[k] : 0, &c);
+        /* k == 0 always: a real scale even when every error is inf */
+        if (k == 0 || c.e < out->e) *out = c;
+    }
+    for (int it = 0; it < COV_REFITS; it++) {
+        uint16_t h, hm;
+        if (!cov_refit(&b, L, out, &h, &hm) || (h == out->dh && hm == out->mh)) break;
+        cov_try(&b, L, h, hm, &c);
+        if (!(c.e < out->e)) break;
+        *out = c;
+    }
+}
+
+/* The trace of C_b is 0 (columns never active): no output error either way,
+ * so the block keeps the plain search's result. */
+static int cov_dead(const float *C)
+{
+    double t = 0;
+    for (int i = 0; i < 32; i++) t += C[33 * i];
+    return !(t > 0);
+}
+
+static void cov_sym(const float *x, const float *C, int nlo, const float *lv, uint16_t *dh,
+                    int q[32])
+{
+    cov_levels L = {lv, 2 * nlo, 0, 0};
+    int neg;
+    float amax = quant_ops_ref.amax32(x, &neg);
+    if (amax == 0.0f || cov_dead(C)) {
+        *dh = quant_search_sym(&quant_ops_ref, x, NULL, nlo, nlo - 1);
+        quant_ops_ref.sym_assign32(x, lpk_f16_to_f32(*dh), nlo, nlo - 1, q);
+        for (int i = 0; i < 32; i++) q[i] += nlo;
+        return;
+    }
+    float xm = neg ? -amax : amax;
+    uint16_t hs[QI_NGRID];
+    for (int k = 0; k < QI_NGRID; k++) hs[k] = qi_f16_sat(-xm / ((float)nlo + quant_grid_sym[k]));
+    cov_cand c;
+    cov_search(x, C, &L, hs, NULL, QI_NGRID, &c);
+    *dh = c.dh;
+    memcpy(q, c.q, sizeof c.q);
+}
+
+static void cov_asym(const float *x, const float *C, int nmax, uint16_t *dh, uint16_t *mh,
+                     int q[32])
+{
+    cov_levels L = {lv_u, nmax + 1, 1, 0};
+    float mn = x[0], mx = x[0];
+    for (int i = 1; i < 32; i++) {
+        mn = x[i] < mn ? x[i] : mn;
+        mx = x[i] > mx ? x[i] : mx;
+    }
+    if (!(mx > mn) || cov_dead(C)) {
+        quant_search_asym(&quant_ops_ref, x, NULL, nmax, dh, mh);
+        float d = lpk_f16_to_f32(*dh), m = lpk_f16_to_f32(*mh);
+        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int i = 0; i < 32; i++)
+            q[i] = (int)qi_round(qi_clamp((x[i] - m) * id, 0.0f, (float)nmax));
+        return;
+    }
+    uint16_t hs[QI_NGRID], ms[QI_NGRID];
+    for (int k = 0; k < QI_NGRID; k++) {
+        hs[k] = qi_f16_sat((mx - mn) / ((float)nmax + quant_grid_asym[k]));
+        ms[k] = qi_f16_sat(mn);
+    }
+    cov_cand c;
+    cov_search(x, C, &L, hs, ms, QI_NGRID, &c);
+    *dh = c.dh;
+    *mh = c.mh;
+    memcpy(q, c.q, sizeof c.q);
+}
+
+/* iq4_nl: the largest |x| mapped near either end of the table (nl_fit's 18
+ * scales). */
+static void cov_iq4_nl(const float *x, const float *C, uint16_t *dh, int q[32])
+{
+    static const float lv[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                 1,    13,   25,  38,  53,  69,  89,  113};
+    cov_levels L = {lv, 16, 0, 1};
+    float xm = 0.0f;
+    for (int i = 0; i < 32; i++)
+        if (fabsf(x[i]) > fabsf(xm)) xm = x[i];
+    if (xm == 0.0f || cov_dead(C)) {
+        block_iq4_nl b;
+        quant_ref_iq4_nl(x, NULL, &b, 32);
+        *dh = b.d;
+        for (int j = 0; j < 16; j++) {
+            q[j] = b.qs[j] & 15;
+            q[j + 16] = b.qs[j] >> 4;
+        }
+        return;
+    }
+    uint16_t hs[18];
+    for (int end = 0, k = 0; end < 2; end++) {
+        float e0 = end ? 113.0f : -127.0f;
+        for (int t = -4; t <= 4; t++) hs[k++] = qi_f16_sat(xm / (e0 + (end ? -2.0f : 2.0f) * (float)t));
+    }
+    cov_cand c;
+    cov_search(x, C, &L, hs, NULL, 18, &c);
+    *dh = c.dh;
+    memcpy(q, c.q, sizeof c.q);
+}
+
+int quant_cov_supports(int type)
+{
+    switch (type) {
+    case LPK_TYPE_Q4_0: case LPK_TYPE_Q5_0: case LPK_TYPE_Q4_1: case LPK_TYPE_Q5_1:
+    case LPK_TYPE_IQ4_NL:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+void quant_cov_row(int type, const float *x, const float *cov32, void *dst, int64_t n)
+{
+    for (int64_t k = 0; k < n / 32; k++) {
+        const float *xb = x + 32 * k, *Ck = cov32 + 1024 * k;
+        /* the symmetric part (the searches read C's rows as its columns) */
+        float C[1024];
+        for (int i = 0; i < 32; i++)
+            for (int j = 0; j < 32; j++) C[32 * i + j] = (Ck[32 * i + j] + Ck[32 * j + i]) * 0.5f;
+        int q[32];
+        uint16_t dh, mh;
+        switch (type) {
+        case LPK_TYPE_Q4_0: {
+            block_q4_0 *b = (block_q4_0 *)dst + k;
+            cov_sym(xb, C, 8, lv_q4_0, &dh, q);
+            b->d = dh;
+            quant_pack_nibbles(q, b->qs);
+            break;
+        }
+        case LPK_TYPE_Q5_0: {
+            block_q5_0 *b = (block_q5_0 *)dst + k;
+            cov_sym(xb, C, 16, lv_q5_0, &dh, q);
+            b->d = dh;
+            quant_pack_qh(q, b->qh);
+            quant_pack_nibbles(q, b->qs);
+            break;
+        }
+        case LPK_TYPE_Q4_1: {
+            block_q4_1 *b = (block_q4_1 *)dst + k;
+            cov_asym(xb, C, 15, &dh, &mh, q);
+            b->d = dh;
+            b->m = mh;
+            quant_pack_nibbles(q, b->qs);
+            break;
+        }
+        case LPK_TYPE_Q5_1: {
+            block_q5_1 *b = (block_q5_1 *)dst + k;
+            cov_asym(xb, C, 31, &dh, &mh, q);
+            b->d = dh;
+            b->m = mh;
+            quant_pack_qh(q, b->qh);
+            quant_pack_nibbles(q, b->qs);
+            break;
+        }
+        case LPK_TYPE_IQ4_NL: {
+            block_iq4_nl *b = (block_iq4_nl *)dst + k;
+            cov_iq4_nl(xb, C, &dh, q);
+            b->d = dh;
+            quant_pack_nibbles(q, b->qs);
+            break;
+        }
+        default:
+            return;
+        }
+    }
+}
