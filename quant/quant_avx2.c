@@ -200,41 +200,86 @@ static LPK_TARGET_INLINE("avx2") void deq8(__m256i q, __m256 d, float *y)
     _mm256_storeu_ps(y, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
 }
 
+/* 32 levels times d plus m (q * d then + m, two roundings as in the
+ * reference), stored at y; d and m as f16 bits. */
+static LPK_TARGET_INLINE("avx2,f16c") void deq32m(const __m256i v[4], uint16_t dh, uint16_t mh,
+                                                  float *y)
+{
+    __m256 d = _mm256_set1_ps(_cvtsh_ss(dh)), m = _mm256_set1_ps(_cvtsh_ss(mh));
+    for (int k = 0; k < 4; k++)
+        _mm256_storeu_ps(y + 8 * k,
+                         _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v[k]), d), m));
+}
+
+/* The 32 levels of a 4-bit block as int32, 8 per vector: element j in the low
+ * nibble of byte j, element j + 16 in the high one. */
+static LPK_TARGET_INLINE("avx2") void q4_levels(const uint8_t *qs, __m256i v[4])
+{
+    const __m128i m4 = _mm_set1_epi8(15);
+    __m128i q = _mm_loadu_si128((const __m128i *)(const void *)qs);
+    __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+    v[0] = _mm256_cvtepu8_epi32(lo);
+    v[1] = _mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8));
+    v[2] = _mm256_cvtepu8_epi32(hi);
+    v[3] = _mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8));
+}
+
+/* The 32 levels of a 5-bit block: the 4-bit ones, bit j of qh the fifth bit
+ * of element j. */
+static LPK_TARGET_INLINE("avx2") void q5_levels(const uint8_t *qs, const uint8_t *qhb,
+                                                __m256i v[4])
+{
+    const __m256i one = _mm256_set1_epi32(1), sh = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    uint32_t qh = lpk_rd32(qhb);
+    q4_levels(qs, v);
+    for (int k = 0; k < 4; k++) {
+        __m256i h = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)(qh >> (8 * k))),
+                                                       sh), one);
+        v[k] = _mm256_or_si256(v[k], _mm256_slli_epi32(h, 4));
+    }
+}
+
 LPK_TARGET("avx2,f16c") void quant_avx2_deq_q4_0(const void *src, float *y, int64_t n)
 {
     const block_q4_0 *b = src;
-    const __m128i m4 = _mm_set1_epi8(15);
     const __m256i off = _mm256_set1_epi32(8);
     for (int64_t i = 0; i < n / 32; i++, y += 32) {
         __m256 d = _mm256_set1_ps(_cvtsh_ss(b[i].d));
-        __m128i q = _mm_loadu_si128((const __m128i *)(const void *)b[i].qs);
-        __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-        deq8(_mm256_sub_epi32(_mm256_cvtepu8_epi32(lo), off), d, y);
-        deq8(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)), off), d, y + 8);
-        deq8(_mm256_sub_epi32(_mm256_cvtepu8_epi32(hi), off), d, y + 16);
-        deq8(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)), off), d, y + 24);
+        __m256i v[4];
+        q4_levels(b[i].qs, v);
+        for (int k = 0; k < 4; k++) deq8(_mm256_sub_epi32(v[k], off), d, y + 8 * k);
+    }
+}
+
+LPK_TARGET("avx2,f16c") void quant_avx2_deq_q4_1(const void *src, float *y, int64_t n)
+{
+    const block_q4_1 *b = src;
+    __m256i v[4];
+    for (int64_t i = 0; i < n / 32; i++, y += 32) {
+        q4_levels(b[i].qs, v);
+        deq32m(v, b[i].d, b[i].m, y);
     }
 }
 
 LPK_TARGET("avx2,f16c") void quant_avx2_deq_q5_0(const void *src, float *y, int64_t n)
 {
     const block_q5_0 *b = src;
-    const __m128i m4 = _mm_set1_epi8(15);
-    const __m256i off = _mm256_set1_epi32(16), one = _mm256_set1_epi32(1);
-    const __m256i sh = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i off = _mm256_set1_epi32(16);
     for (int64_t i = 0; i < n / 32; i++, y += 32) {
         __m256 d = _mm256_set1_ps(_cvtsh_ss(b[i].d));
-        __m128i q = _mm_loadu_si128((const __m128i *)(const void *)b[i].qs);
-        __m128i lo = _mm_and_si128(q, m4), hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-        __m128i nib[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
-        uint32_t qh = lpk_rd32(b[i].qh);
-        for (int k = 0; k < 4; k++) {
-            /* bit 8k + j of qh is the fifth bit of element 8k + j */
-            __m256i h = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)(qh >> (8 * k))),
-                                                           sh), one);
-            __m256i v = _mm256_or_si256(_mm256_cvtepu8_epi32(nib[k]), _mm256_slli_epi32(h, 4));
-            deq8(_mm256_sub_epi32(v, off), d, y + 8 * k);
-        }
+        __m256i v[4];
+        q5_levels(b[i].qs, b[i].qh, v);
+        for (int k = 0; k < 4; k++) deq8(_mm256_sub_epi32(v[k], off), d, y + 8 * k);
+    }
+}
+
+LPK_TARGET("avx2,f16c") void quant_avx2_deq_q5_1(const void *src, float *y, int64_t n)
+{
+    const block_q5_1 *b = src;
+    __m256i v[4];
+    for (int64_t i = 0; i < n / 32; i++, y += 32) {
+        q5_levels(b[i].qs, b[i].qh, v);
+        deq32m(v, b[i].d, b[i].m, y);
     }
 }
 

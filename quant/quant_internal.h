@@ -147,9 +147,11 @@ int quant_avx2_any_nonfinite(const float *x, int64_t n);
 void quant_avx2_err_lanes(const float *x, const float *y, int64_t n, double *le, double *ls);
 /* w[i] = |x[i]|, FLT_MAX for a NaN or an Inf (quant_rows.c, output_weights). */
 void quant_avx2_abs_weights(const float *x, float *w, int64_t n);
-/* AVX2 + F16C dequantizers of q4_0, q5_0 and q8_0: the reference's values. */
+/* AVX2 + F16C dequantizers of the 32-block types: the reference's values. */
 void quant_avx2_deq_q4_0(const void *src, float *y, int64_t n);
+void quant_avx2_deq_q4_1(const void *src, float *y, int64_t n);
 void quant_avx2_deq_q5_0(const void *src, float *y, int64_t n);
+void quant_avx2_deq_q5_1(const void *src, float *y, int64_t n);
 void quant_avx2_deq_q8_0(const void *src, float *y, int64_t n);
 void quant_avx2_q4_1(const float *x, const float *w, void *dst, int64_t n);
 void quant_avx2_q5_1(const float *x, const float *w, void *dst, int64_t n);

@@ -437,7 +437,9 @@ static void deq_row(int type, const void *in, int64_t ncols, float *y)
     const unsigned f16c = LPK_CPU_AVX2 | LPK_CPU_F16C;
     if (k && g_path != QUANT_PATH_SCALAR && (lpk_cpu_features() & f16c) == f16c) {
         dequant_row_fn v = type == LPK_TYPE_Q4_0 ? quant_avx2_deq_q4_0
+                           : type == LPK_TYPE_Q4_1 ? quant_avx2_deq_q4_1
                            : type == LPK_TYPE_Q5_0 ? quant_avx2_deq_q5_0
+                           : type == LPK_TYPE_Q5_1 ? quant_avx2_deq_q5_1
                            : type == LPK_TYPE_Q8_0 ? quant_avx2_deq_q8_0 : NULL;
         if (v) {
             v(in, y, ncols);
