@@ -336,6 +336,8 @@ LPK_SIMD_INL qv v_abs(qv a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a);
 LPK_SIMD_INL qv v_neg(qv a) { return _mm256_xor_ps(_mm256_set1_ps(-0.0f), a); }
 LPK_SIMD_INL qv v_fnmadd(qv a, qv b, qv c) { return _mm256_fnmadd_ps(a, b, c); }
 LPK_SIMD_INL qv v_fmadd(qv a, qv b, qv c) { return _mm256_fmadd_ps(a, b, c); }
+/* round to nearest even (qi_round for |a| < 2^22, but for the sign of a zero) */
+LPK_SIMD_INL qv v_round(qv a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 LPK_SIMD_INL qm v_lt(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
 LPK_SIMD_INL qm v_gt(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
 LPK_SIMD_INL qm v_eq(qv a, qv b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }

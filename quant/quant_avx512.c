@@ -31,6 +31,11 @@ LPK_SIMD_INL qv v_neg(qv a)
 }
 LPK_SIMD_INL qv v_fnmadd(qv a, qv b, qv c) { return _mm512_fnmadd_ps(a, b, c); }
 LPK_SIMD_INL qv v_fmadd(qv a, qv b, qv c) { return _mm512_fmadd_ps(a, b, c); }
+/* round to nearest even (qi_round for |a| < 2^22, but for the sign of a zero) */
+LPK_SIMD_INL qv v_round(qv a)
+{
+    return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
 LPK_SIMD_INL qm v_lt(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
 LPK_SIMD_INL qm v_gt(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
 LPK_SIMD_INL qm v_eq(qv a, qv b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }

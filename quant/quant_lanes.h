@@ -173,16 +173,6 @@ LPK_SIMD_INL qm ql_asolve(qv sw, qv swx, qv s0, qv s1, qv s2, qh *nd, qh *nm)
     return ok;
 }
 
-/* asym_refit per lane: the joint least-squares (d, m) of the assignment that
- * (dh, mh) implies, as halves in *nd, *nm; the lanes where it is usable. */
-LPK_SIMD_INL qm ql_arefit(const qv *xt, const qv *wt, qv hi, qv sw, qv swx, qh dh, qh mh, qh *nd,
-                   qh *nm)
-{
-    qv s0, s1, s2;
-    ql_asums(xt, wt, 32, h_to_f(dh), h_to_f(mh), hi, &s0, &s1, &s2);
-    return ql_asolve(sw, swx, s0, s1, s2, nd, nm);
-}
-
 /* Whether grid point k of an asymmetric search (error e) replaces the best, in
  * the live lanes: a lower error, or the first point where the best is inf. */
 LPK_SIMD_INL qm ql_grid_take(int k, qv e, qv best_err, qm live)
@@ -195,18 +185,57 @@ LPK_SIMD_INL qm ql_grid_take(int k, qv e, qv best_err, qm live)
 /* The 32-block search's own forms of asym_err and asym_sums (q4_1, q5_1),
  * bit-identical to them because its steps are f16 values: q*d is then exact (q
  * <= 31: 5 bits, d: 11 significant bits, never below 2^-24), so q*d + m is one
- * fused multiply-add. */
+ * fused multiply-add. The level is rounded by v_round (vrndscaleps, one
+ * instruction) instead of the reference's two additions: they differ only in
+ * the sign of a zero level, which no sum or error sees (every accumulator
+ * starts at +0, and +-0 * d + m is m). Without weights the sums of q and q*q
+ * are sums of small integers (q*q <= 961, 32 of them < 2^24), exact in any
+ * order, so q*q + s is one fused multiply-add as well. */
+
+/* max(0, (x - m) id) clamped to hi and rounded: the level of y = x - m */
+LPK_SIMD_INL qv ql_alevel(qv y, qv id, qv hi)
+{
+    return v_round(v_min(hi, v_max(v_zero(), v_mul(y, id))));
+}
 
 /* asym_err of an f16 step d (id = ql_recip(d)) and m over the 32 elements */
 LPK_SIMD_INL qv ql_aerr_h(const qv *xt, const qv *wt, qv d, qv id, qv m, qv hi)
 {
-    qv acc[8], zero = v_zero();
+    qv acc[8];
     for (int j = 0; j < 8; j++) acc[j] = v_zero();
     _Pragma("GCC unroll 32") for (int i = 0; i < 32; i++) {
-        qv e = v_sub(xt[i], v_fmadd(ql_level(v_sub(xt[i], m), id, zero, hi), d, m));
+        qv e = v_sub(xt[i], v_fmadd(ql_alevel(v_sub(xt[i], m), id, hi), d, m));
         acc[i & 7] = v_add(acc[i & 7], wt ? v_mul(v_mul(wt[i], e), e) : v_mul(e, e));
     }
     return ql_hsum8(acc);
+}
+
+/* asym_sums of an f16 step d and m over the 32 elements */
+LPK_SIMD_INL void ql_asums_h(const qv *xt, const qv *wt, qv d, qv m, qv hi, qv *s0, qv *s1,
+                             qv *s2)
+{
+    qv id = ql_recip(d), a[8], b[8], c[8];
+    for (int j = 0; j < 8; j++) a[j] = b[j] = c[j] = v_zero();
+    _Pragma("GCC unroll 32") for (int i = 0; i < 32; i++) {
+        qv q = ql_alevel(v_sub(xt[i], m), id, hi);
+        qv wq = wt ? v_mul(wt[i], q) : q;
+        a[i & 7] = v_add(a[i & 7], wq);
+        b[i & 7] = wt ? v_add(b[i & 7], v_mul(wq, q)) : v_fmadd(q, q, b[i & 7]);
+        c[i & 7] = v_add(c[i & 7], v_mul(wq, xt[i]));
+    }
+    *s0 = ql_hsum8(a);
+    *s1 = ql_hsum8(b);
+    *s2 = ql_hsum8(c);
+}
+
+/* asym_refit per lane: the joint least-squares (d, m) of the assignment that
+ * (dh, mh) implies, as halves in *nd, *nm; the lanes where it is usable. */
+LPK_SIMD_INL qm ql_arefit(const qv *xt, const qv *wt, qv hi, qv sw, qv swx, qh dh, qh mh, qh *nd,
+                   qh *nm)
+{
+    qv s0, s1, s2;
+    ql_asums_h(xt, wt, h_to_f(dh), h_to_f(mh), hi, &s0, &s1, &s2);
+    return ql_asolve(sw, swx, s0, s1, s2, nd, nm);
 }
 
 /* asym_err of step 0 and m: q is 0 and q*0 + m is m (the sign of a zero
@@ -235,13 +264,12 @@ LPK_SIMD_INL qv ql_agrid(const qv *xt, const qv *yt, const qv *wt, qv d, qv id, 
     _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
         qv ea = v_zero(), sa = v_zero(), sb = v_zero(), sc = v_zero();
         _Pragma("GCC unroll 4") for (int i = j; i < 32; i += 8) {
-            qv v = v_min(hi, v_mul(yt[i], id));
-            qv q = v_sub(v_add(v, v_set1(QL_MAGIC)), v_set1(QL_MAGIC));
+            qv q = v_round(v_min(hi, v_mul(yt[i], id)));
             qv e = v_sub(xt[i], v_fmadd(q, d, m));
             qv wq = wt ? v_mul(wt[i], q) : q;
             ea = v_add(ea, wt ? v_mul(v_mul(wt[i], e), e) : v_mul(e, e));
             sa = v_add(sa, wq);
-            sb = v_add(sb, v_mul(wq, q));
+            sb = wt ? v_add(sb, v_mul(wq, q)) : v_fmadd(q, q, sb);
             sc = v_add(sc, v_mul(wq, xt[i]));
         }
         acc[j] = ea;
