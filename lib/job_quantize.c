@@ -6,6 +6,7 @@
 #include "job_internal.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,8 @@ typedef struct qout {
     llmpack_quantize_tensor *t;/* n: the report's entries (rep->tensors once planned) */
     char tmp[4096];            /* a GGUF output's temporary container, or "" */
     lpk_writer *w;
-    void *qbuf;
+    void *qbuf;                /* the tensor being quantized */
+    void *qbuf2;               /* the previous one, while it is written */
 } qout;
 
 /* What the outputs share. */
@@ -175,7 +177,8 @@ static int prepare_output(qrun *run, qout *q)
         lpk_meta_free(meta);
         return lpk_err(err, rc, "cannot record the recipe in the metadata");
     }
-    if (max_bytes > SIZE_MAX || !(q->qbuf = malloc((size_t)max_bytes))) {
+    if (max_bytes > SIZE_MAX || !(q->qbuf = malloc((size_t)max_bytes)) ||
+        !(q->qbuf2 = malloc((size_t)max_bytes))) {
         lpk_meta_free(meta);
         return lpk_err(err, LPK_ENOMEM, "out of memory");
     }
@@ -215,8 +218,10 @@ static int check_space(const qout *outs, size_t n_out, lpk_error *err)
 /* Output q's version of tensor i (t, its bytes, its f32 values in x when
  * converted, else NULL: quantized from the f32/f16/bf16 bytes row by row):
  * quantized (or the source bytes), measured, written. */
-static int write_tensor(qrun *run, qout *q, size_t i, const lpk_tensor *t, const void *bytes,
-                        const float *x, float *wbuf)
+/* Tensor i for output q: quantized into q->qbuf (*out = q->qbuf) or, when the
+ * output keeps the source type, the source bytes themselves (*out = bytes). */
+static int prepare_tensor(qrun *run, qout *q, size_t i, const lpk_tensor *t, const void *bytes,
+                          const float *x, float *wbuf, const void **out)
 {
     lpk_error *err = job_err(run->j);
     int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
@@ -251,16 +256,81 @@ static int write_tensor(qrun *run, qout *q, size_t i, const lpk_tensor *t, const
         if (rc) return lpk_err(err, rc, "%s: tensor %s: %s", run->o->in, t->name, qe.msg);
         if (measure && gptq) quant_error(type, x, q->qbuf, nr, nc, &st->sse, &st->ssx);
         st->has_err = measure;
-        bytes = q->qbuf;
-    } else if (t->n_dims >= 2) {
+        *out = q->qbuf;
+        return LPK_OK;
+    }
+    if (t->n_dims >= 2) {
         /* copied as is: no error, but its weights count in the pooled figure */
         for (uint64_t k = 0; k < lpk_tensor_nelems(t); k++) st->ssx += (double)x[k] * x[k];
         st->has_err = 1;
     }
-    rc = lpk_writer_tensor_begin(q->w, t->name, err);
+    *out = bytes;
+    return rc;
+}
+
+/* Tensor i's bytes into output q's container. */
+static int write_out(qout *q, size_t i, const char *name, const void *bytes, lpk_error *err)
+{
+    int rc = lpk_writer_tensor_begin(q->w, name, err);
     if (!rc) rc = lpk_writer_tensor_write(q->w, bytes, (size_t)q->decls[i].size, err);
     if (!rc) rc = lpk_writer_tensor_end(q->w, err);
     return rc;
+}
+
+/* The writes of one tensor's quantized bytes (each output's qbuf2: checksum
+ * and copy into the file) on a thread of their own while the next tensor is
+ * quantized into qbuf. The containers are written in tensor order all the
+ * same: the next writes start only once these are joined. */
+typedef struct qwrites {
+    qout *outs;
+    size_t n_out, i;
+    const char *name;
+    pthread_t th;
+    int active, rc;
+    lpk_error err;
+} qwrites;
+
+static void *qwrites_run(void *arg)
+{
+    qwrites *b = arg;
+    for (size_t k = 0; k < b->n_out && !b->rc; k++)
+        b->rc = write_out(&b->outs[k], b->i, b->name, b->outs[k].qbuf2, &b->err);
+    return NULL;
+}
+
+/* Waits for the writes under way; their status (and message into err). */
+static int qwrites_join(qwrites *b, lpk_error *err)
+{
+    if (!b->active) return LPK_OK;
+    pthread_join(b->th, NULL);
+    b->active = 0;
+    if (b->rc && err) *err = b->err;
+    return b->rc;
+}
+
+/* Starts the writes of tensor i (every output quantized it into qbuf): the
+ * buffers are swapped, so the next tensor is quantized into the other one.
+ * Writes on this thread when no thread can be started. */
+static int qwrites_start(qwrites *b, qout *outs, size_t n_out, size_t i, const char *name,
+                         lpk_error *err)
+{
+    for (size_t k = 0; k < n_out; k++) {
+        void *t = outs[k].qbuf;
+        outs[k].qbuf = outs[k].qbuf2;
+        outs[k].qbuf2 = t;
+    }
+    b->outs = outs;
+    b->n_out = n_out;
+    b->i = i;
+    b->name = name;
+    b->rc = LPK_OK;
+    if (pthread_create(&b->th, NULL, qwrites_run, b) == 0) {
+        b->active = 1;
+        return LPK_OK;
+    }
+    qwrites_run(b);
+    if (b->rc && err) *err = b->err;
+    return b->rc;
 }
 
 /* Forgets what a pass over the tensors did to the outputs (before another). */
@@ -270,7 +340,8 @@ static void reset_outputs(qout *outs, size_t n_out, size_t n)
         lpk_writer_abort(outs[k].w);
         outs[k].w = NULL;
         free(outs[k].qbuf);
-        outs[k].qbuf = NULL;
+        free(outs[k].qbuf2);
+        outs[k].qbuf = outs[k].qbuf2 = NULL;
         memset(outs[k].t, 0, n * sizeof *outs[k].t);
     }
 }
@@ -451,6 +522,9 @@ static int quantize_pass(qrun *run, qout *outs, size_t n_out, float *x, float *w
     run->done_bytes = 0;
     if (run->g) calib_gptq_set_progress(run->g, on_gptq_blocks, run);
     double t0 = job_now();
+    qwrites bw = {0};
+    const void **out = calloc(n_out ? n_out : 1, sizeof *out);
+    if (!out && !rc) rc = lpk_err(err, LPK_ENOMEM, "out of memory");
     for (size_t i = 0; i < run->n && !rc; i++) {
         const lpk_tensor *t = lpk_reader_tensor(r, i);
         const void *bytes;
@@ -467,12 +541,30 @@ static int quantize_pass(qrun *run, qout *outs, size_t n_out, float *x, float *w
             else need_f32 |= !plain || (run->g && calib_gptq_applies(run->g, t->name, dst));
         }
         if (need_f32) rc = to_f32(t, x, err);
-        for (size_t k = 0; k < n_out && !rc; k++)
-            rc = write_tensor(run, &outs[k], i, t, bytes, need_f32 ? x : NULL, wbuf);
+        /* quantized while the previous tensor is written */
+        int all_q = 1;
+        for (size_t k = 0; k < n_out && !rc; k++) {
+            rc = prepare_tensor(run, &outs[k], i, t, bytes, need_f32 ? x : NULL, wbuf, &out[k]);
+            all_q &= out[k] == outs[k].qbuf;
+        }
+        int wrc = qwrites_join(&bw, err);
+        if (!rc) rc = wrc;
+        if (!rc && all_q) {
+            rc = qwrites_start(&bw, outs, n_out, i, t->name, err);
+        } else {
+            /* a tensor copied as is is written from the input's mapping, here */
+            for (size_t k = 0; k < n_out && !rc; k++)
+                rc = write_out(&outs[k], i, t->name, out[k], err);
+        }
         lpk_reader_release_tensor(r, i);
         run->done_bytes += t->size;
         if (!rc) rc = job_update(j, run->done_bytes, t->name, o->in);
     }
+    {
+        int wrc = qwrites_join(&bw, rc ? NULL : err);
+        if (!rc) rc = wrc;
+    }
+    free(out);
     if (run->g) calib_gptq_set_progress(run->g, NULL, NULL);
     if (run->gptq_events) gptq_event(run, LLMPACK_PROGRESS_END, 0, 0);
     run->gptq_events = 0;
@@ -642,6 +734,7 @@ done:
         lpk_writer_abort(outs[k].w);
         if (outs[k].tmp[0]) job_tmp_remove(outs[k].tmp);
         free(outs[k].qbuf);
+        free(outs[k].qbuf2);
         free(outs[k].decls);
         free(outs[k].ch);
         free(outs[k].t);
