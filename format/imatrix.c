@@ -19,11 +19,16 @@
 
 #define SUM2_SUFFIX ".in_sum2"
 #define COUNTS_SUFFIX ".counts"
+#define COV_SUFFIX LPK_IMATRIX_COV32_SUFFIX
+#define COV_W 32   /* columns per block of the cov32 entries */
 
 void lpk_imatrix_free(lpk_imatrix *im)
 {
     if (!im) return;
-    for (size_t i = 0; i < im->n; i++) free(im->e[i].sum2);
+    for (size_t i = 0; i < im->n; i++) {
+        free(im->e[i].sum2);
+        free(im->e[i].cov32);
+    }
     free(im->e);
     free(im->dataset);
     free(im);
@@ -34,9 +39,16 @@ lpk_imatrix *lpk_imatrix_new(void)
     return calloc(1, sizeof(lpk_imatrix));
 }
 
+static int ends_with(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a > b && !strcmp(s + a - b, suf);
+}
+
 int lpk_imatrix_add(lpk_imatrix *im, const char *name, int64_t n, lpk_imatrix_entry **out)
 {
-    if (!im || !name || !*name || strlen(name) > LPK_MAX_NAME || n <= 0 || n > INT32_MAX)
+    if (!im || !name || !*name || strlen(name) > LPK_MAX_NAME || n <= 0 || n > INT32_MAX ||
+        ends_with(name, COV_SUFFIX))
         return LPK_EINVAL;
     lpk_imatrix_entry *e = realloc(im->e, (im->n + 1) * sizeof *e);
     if (!e) return LPK_ENOMEM;
@@ -76,7 +88,77 @@ void lpk_imatrix_weights(const lpk_imatrix_entry *e, float *w)
         w[i] = e->count > 0 ? (float)((double)e->sum2[i] / e->count) : 1.0f;
 }
 
+int lpk_imatrix_add_cov32(lpk_imatrix_entry *e)
+{
+    if (!e || e->n % COV_W || strlen(e->name) + strlen(COV_SUFFIX) > LPK_MAX_NAME)
+        return LPK_EINVAL;
+    if (e->cov32) return LPK_OK;
+    e->cov32 = calloc((size_t)e->n * COV_W, sizeof(float));
+    return e->cov32 ? LPK_OK : LPK_ENOMEM;
+}
+
+int lpk_imatrix_cov32(const lpk_imatrix *im, const char *tensor, int64_t ncols, float *out)
+{
+    const lpk_imatrix_entry *e = lpk_imatrix_find(im, tensor);
+    if (!e || !e->cov32 || e->n != ncols) return 0;
+    for (int64_t k = 0; k < e->n * COV_W; k++)
+        out[k] = e->count > 0 ? (float)((double)e->cov32[k] / e->count) : 0.0f;
+    return 1;
+}
+
+size_t lpk_imatrix_n_cov32(const lpk_imatrix *im)
+{
+    size_t n = 0;
+    for (size_t i = 0; im && i < im->n; i++) n += im->e[i].cov32 != NULL;
+    return n;
+}
+
 /* ---------------------------------------------------------------- checks */
+
+/* e's cov32 blocks, if any: finite, the diagonal not negative (products of
+ * a value with itself); off-diagonal values may have either sign. */
+static int check_cov(const lpk_imatrix_entry *e, const char *path, lpk_error *err)
+{
+    if (!e->cov32) return LPK_OK;
+    if (e->n % COV_W)
+        return lpk_err(err, LPK_ECORRUPT, "%s: entry %s%s: %lld columns are not a multiple "
+                       "of %d", path, e->name, COV_SUFFIX, (long long)e->n, COV_W);
+    for (int64_t c = 0; c < e->n; c++)
+        for (int j = 0; j < COV_W; j++) {
+            float v = e->cov32[c * COV_W + j];
+            if (!isfinite(v) || (j == c % COV_W && v < 0.0f))
+                return lpk_err(err, LPK_EBADVALUE, "%s: entry %s%s: value %g at column %lld, "
+                               "%lld", path, e->name, COV_SUFFIX, (double)v, (long long)c,
+                               (long long)(c - c % COV_W + j));
+        }
+    return LPK_OK;
+}
+
+/* Gives the entry named base (the name less COV_SUFFIX) the nv values v of a
+ * cov32 entry of `calls` calls (legacy; 0: sums over the entry's own count). */
+static int attach_cov(lpk_imatrix *im, const char *base, const float *v, int64_t nv,
+                      int32_t calls, const char *path, lpk_error *err)
+{
+    lpk_imatrix_entry *e = NULL;
+    for (size_t i = 0; i < im->n && !e; i++)
+        if (!strcmp(im->e[i].name, base)) e = &im->e[i];
+    if (!e)
+        return lpk_err(err, LPK_ECORRUPT, "%s: entry %s%s without the entry %s", path, base,
+                       COV_SUFFIX, base);
+    if (e->cov32)
+        return lpk_err(err, LPK_ECORRUPT, "%s: entry %s%s appears twice", path, base,
+                       COV_SUFFIX);
+    if (e->n % COV_W || nv != e->n * COV_W)
+        return lpk_err(err, LPK_ECORRUPT, "%s: entry %s%s: %lld values; its entry has %lld "
+                       "columns: %s", path, base, COV_SUFFIX, (long long)nv, (long long)e->n,
+                       e->n % COV_W ? "not a multiple of 32" : "expected 32 per column");
+    if (lpk_imatrix_add_cov32(e)) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
+    if (!calls || (float)calls == e->count)
+        memcpy(e->cov32, v, (size_t)nv * sizeof(float));
+    else
+        for (int64_t k = 0; k < nv; k++) e->cov32[k] = (float)((double)v[k] / calls * e->count);
+    return check_cov(e, path, err);
+}
 static int check_values(const lpk_imatrix_entry *e, const char *path, lpk_error *err)
 {
     if (!(e->count > 0) || !isfinite(e->count))
@@ -110,6 +192,7 @@ int lpk_imatrix_check(const lpk_imatrix *im, const char *path, const lpk_tensor 
             if (!strcmp(im->e[k].name, e->name))
                 return lpk_err(err, LPK_ECORRUPT, "%s: entry %s appears twice", path, e->name);
         int st = check_values(e, path, err);
+        if (!st) st = check_cov(e, path, err);
         if (st) return st;
     }
     return LPK_OK;
@@ -133,6 +216,11 @@ static int read_legacy(const uint8_t *buf, size_t size, const char *path, lpk_im
 {
     cur c = {buf, size};
     int32_t n;
+    /* NAME.cov32 entries, given to NAME's entry once all are read (any order) */
+    typedef struct { char name[LPK_MAX_NAME + 1]; const uint8_t *v; int32_t ncall, nval; } later;
+    later *cov = NULL;
+    size_t n_cov = 0;
+    int st = LPK_OK;
     if (!rd_i32(&c, &n)) return lpk_err(err, LPK_ETRUNC, "%s: truncated: no entry count", path);
     if (n < 1 || (size_t)n > size / 16)
         return lpk_err(err, LPK_ECORRUPT, "%s: not an importance matrix (entry count %d)", path,
@@ -165,17 +253,52 @@ static int read_legacy(const uint8_t *buf, size_t size, const char *path, lpk_im
         if (c.left / 4 < (size_t)nval)
             return lpk_err(err, LPK_ETRUNC, "%s: entry %s: truncated (%d values declared, %zu "
                            "bytes left)", path, name, (int)nval, c.left);
+        if (ends_with(name, COV_SUFFIX)) {
+            later *t = realloc(cov, (n_cov + 1) * sizeof *cov);
+            if (!t) {
+                free(cov);
+                return lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
+            }
+            cov = t;
+            snprintf(cov[n_cov].name, sizeof cov[n_cov].name, "%.*s",
+                     (int)(strlen(name) - strlen(COV_SUFFIX)), name);
+            cov[n_cov].v = c.p;
+            cov[n_cov].ncall = ncall;
+            cov[n_cov++].nval = nval;
+            c.p += (size_t)nval * 4;
+            c.left -= (size_t)nval * 4;
+            continue;
+        }
         lpk_imatrix_entry *e;
-        int st = lpk_imatrix_add(im, name, nval, &e);
-        if (st) return lpk_err(err, st, "%s: entry %s: out of memory", path, name);
+        if ((st = lpk_imatrix_add(im, name, nval, &e))) {
+            free(cov);
+            return lpk_err(err, st, "%s: entry %s: out of memory", path, name);
+        }
         memcpy(e->sum2, c.p, (size_t)nval * 4);
         c.p += (size_t)nval * 4;
         c.left -= (size_t)nval * 4;
         /* legacy values are sum/count * ncall: as sums over ncall "activations" */
         e->count = (float)ncall;
         e->ncall = ncall;
-        if ((st = check_values(e, path, err))) return st;
+        if ((st = check_values(e, path, err))) {
+            free(cov);
+            return st;
+        }
     }
+    float *tmp = NULL;
+    for (size_t k = 0; k < n_cov && !st; k++) {
+        float *t = realloc(tmp, (size_t)cov[k].nval * sizeof(float));
+        if (!t) {
+            st = lpk_err(err, LPK_ENOMEM, "%s: out of memory", path);
+            break;
+        }
+        tmp = t;
+        for (int32_t i = 0; i < cov[k].nval; i++) tmp[i] = lpk_rdf32(cov[k].v + 4 * (size_t)i);
+        st = attach_cov(im, cov[k].name, tmp, cov[k].nval, cov[k].ncall, path, err);
+    }
+    free(tmp);
+    free(cov);
+    if (st) return st;
     /* b4748 appends the last call count and the dataset name; older files end here */
     if (c.left) {
         int32_t last, len;
@@ -228,11 +351,12 @@ static void put_i32(obuf *b, int32_t v)
     put_bytes(b, t, 4);
 }
 
-/* The value llama-imatrix's legacy layout stores for column k: sum/count * ncall,
- * in double, so that a file read back (count == ncall) writes its own values. */
-static double legacy_value(const lpk_imatrix_entry *e, int32_t ncall, int64_t k)
+/* The value llama-imatrix's legacy layout stores for sum v of entry e:
+ * v/count * ncall, in double, so that a file read back (count == ncall)
+ * writes its own values. */
+static double legacy_value(const lpk_imatrix_entry *e, int32_t ncall, float v)
 {
-    return e->count > 0 ? (double)e->sum2[k] / e->count * ncall : 0.0;
+    return e->count > 0 ? (double)v / e->count * ncall : 0.0;
 }
 
 static int32_t legacy_ncall(const lpk_imatrix_entry *e)
@@ -240,37 +364,53 @@ static int32_t legacy_ncall(const lpk_imatrix_entry *e)
     return e->ncall > 0 ? e->ncall : 1;
 }
 
-/* The first entry whose legacy values do not fit in a float (a GGUF matrix
- * with tiny counts and huge sums), or NULL. */
+/* The first entry whose legacy values (its cov32 blocks' too) do not fit in
+ * a float (a GGUF matrix with tiny counts and huge sums), or NULL. */
 static const lpk_imatrix_entry *legacy_overflow(const lpk_imatrix *im)
 {
     for (size_t i = 0; i < im->n; i++) {
         const lpk_imatrix_entry *e = &im->e[i];
         for (int64_t k = 0; k < e->n; k++)
-            if (!(fabs(legacy_value(e, legacy_ncall(e), k)) <= FLT_MAX)) return e;
+            if (!(fabs(legacy_value(e, legacy_ncall(e), e->sum2[k])) <= FLT_MAX)) return e;
+        for (int64_t k = 0; e->cov32 && k < e->n * COV_W; k++)
+            if (!(fabs(legacy_value(e, legacy_ncall(e), e->cov32[k])) <= FLT_MAX)) return e;
     }
     return NULL;
+}
+
+/* One legacy entry: name (with suffix), e's call count, n values v scaled. */
+static void put_legacy_entry(obuf *b, const lpk_imatrix_entry *e, const char *suffix,
+                             const float *v, int64_t n, float *tmp)
+{
+    put_i32(b, (int32_t)(strlen(e->name) + strlen(suffix)));
+    put_bytes(b, e->name, strlen(e->name));
+    put_bytes(b, suffix, strlen(suffix));
+    int32_t ncall = legacy_ncall(e);
+    put_i32(b, ncall);
+    put_i32(b, (int32_t)n);
+    for (int64_t k = 0; k < n; k++) tmp[k] = (float)legacy_value(e, ncall, v[k]);
+    put_bytes(b, tmp, (size_t)n * 4);
 }
 
 int lpk_imatrix_legacy_bytes(const lpk_imatrix *im, uint8_t **out, size_t *n_out)
 {
     if (legacy_overflow(im)) return LPK_EBADVALUE;
     obuf b = {0};
-    put_i32(&b, (int32_t)im->n);
-    float *tmp = NULL;
-    for (size_t i = 0; i < im->n && !b.fail; i++) {
-        const lpk_imatrix_entry *e = &im->e[i];
-        put_i32(&b, (int32_t)strlen(e->name));
-        put_bytes(&b, e->name, strlen(e->name));
-        int32_t ncall = legacy_ncall(e);
-        put_i32(&b, ncall);
-        put_i32(&b, (int32_t)e->n);
-        float *t2 = realloc(tmp, (size_t)e->n * sizeof(float));
-        if (!t2) { b.fail = 1; break; }
-        tmp = t2;
-        for (int64_t k = 0; k < e->n; k++) tmp[k] = (float)legacy_value(e, ncall, k);
-        put_bytes(&b, tmp, (size_t)e->n * 4);
-    }
+    size_t n_cov = lpk_imatrix_n_cov32(im);
+    if (im->n + n_cov > INT32_MAX) return LPK_EINVAL;
+    put_i32(&b, (int32_t)(im->n + n_cov));
+    int64_t most = 0;
+    for (size_t i = 0; i < im->n; i++)
+        if (im->e[i].n * (im->e[i].cov32 ? COV_W : 1) > most)
+            most = im->e[i].n * (im->e[i].cov32 ? COV_W : 1);
+    float *tmp = malloc((size_t)(most ? most : 1) * sizeof(float));
+    if (!tmp) b.fail = 1;
+    /* llama-imatrix's entries first, then the cov32 blocks in the same order */
+    for (size_t i = 0; i < im->n && !b.fail; i++)
+        put_legacy_entry(&b, &im->e[i], "", im->e[i].sum2, im->e[i].n, tmp);
+    for (size_t i = 0; i < im->n && !b.fail; i++)
+        if (im->e[i].cov32)
+            put_legacy_entry(&b, &im->e[i], COV_SUFFIX, im->e[i].cov32, im->e[i].n * COV_W, tmp);
     free(tmp);
     put_i32(&b, im->chunks);
     size_t dl = im->dataset ? strlen(im->dataset) : 0;
@@ -286,11 +426,6 @@ int lpk_imatrix_legacy_bytes(const lpk_imatrix *im, uint8_t **out, size_t *n_out
 }
 
 /* ---------------------------------------------------------------- GGUF */
-static int ends_with(const char *s, const char *suf)
-{
-    size_t a = strlen(s), b = strlen(suf);
-    return a > b && !strcmp(s + a - b, suf);
-}
 
 static int read_gguf(const uint8_t *buf, size_t size, const char *path, lpk_imatrix *im,
                      lpk_error *err)
@@ -341,6 +476,11 @@ static int read_gguf(const uint8_t *buf, size_t size, const char *path, lpk_imat
         snprintf(name, sizeof name, "%.*s", (int)(strlen(t->name) - strlen(SUM2_SUFFIX)),
                  t->name);
         snprintf(cname, sizeof cname, "%s%s", name, COUNTS_SUFFIX);
+        if (ends_with(name, COV_SUFFIX)) {
+            st = lpk_err(err, LPK_ECORRUPT, "%s: entry %s: a name ending in %s is %s's "
+                         "blocks, not an entry", path, name, COV_SUFFIX, "another entry");
+            goto out;
+        }
         const lpk_tensor *c = lpk_reader_find(r, cname);
         if (!c) {
             st = lpk_err(err, LPK_ECORRUPT, "%s: entry %s: sums without counts", path, name);
@@ -373,6 +513,24 @@ static int read_gguf(const uint8_t *buf, size_t size, const char *path, lpk_imat
         st = lpk_err(err, LPK_ECORRUPT, "%s: an importance matrix without entries", path);
         goto out;
     }
+    /* NAME.cov32: raw sums over NAME.counts' activations, n/32 x 32 x 32 */
+    for (size_t i = 0; i < nt && !st; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        if (!ends_with(t->name, COV_SUFFIX)) continue;
+        char name[LPK_MAX_NAME + 1];
+        snprintf(name, sizeof name, "%.*s", (int)(strlen(t->name) - strlen(COV_SUFFIX)),
+                 t->name);
+        uint64_t nv = lpk_tensor_nelems(t);
+        if (t->type != LPK_TYPE_F32 || t->n_dims != 3 || t->dims[1] != COV_W ||
+            t->dims[2] != COV_W || nv > INT32_MAX) {
+            st = lpk_err(err, LPK_ECORRUPT, "%s: entry %s%s: %d-D %s; expected f32 blocks of "
+                         "32 x 32", path, name, COV_SUFFIX, t->n_dims,
+                         lpk_type_get(t->type) ? lpk_type_get(t->type)->name : "?");
+            break;
+        }
+        st = attach_cov(im, name, t->data, (int64_t)nv, 0, path, err);
+    }
+    if (st) goto out;
     im->format = LPK_IMATRIX_GGUF;
 out:
     lpk_reader_close(r);
@@ -382,7 +540,7 @@ out:
 static int write_gguf(const char *path, const lpk_imatrix *im, unsigned flags, lpk_error *err)
 {
     lpk_meta *m = lpk_meta_new();
-    lpk_tensor *d = calloc(2 * im->n + 1, sizeof *d);
+    lpk_tensor *d = calloc(3 * im->n + 1, sizeof *d);
     int st = m && d ? LPK_OK : LPK_ENOMEM;
     if (!st) st = lpk_meta_set_str(m, "general.type", "imatrix");
     if (!st && im->dataset) {
@@ -396,9 +554,12 @@ static int write_gguf(const char *path, const lpk_imatrix *im, unsigned flags, l
         free(d);
         return lpk_err(err, st, "%s: out of memory", path);
     }
+    /* per entry NAME.in_sum2, NAME.counts and, if it has them, NAME.cov32 */
+    size_t nd = 0;
     for (size_t i = 0; i < im->n; i++) {
-        lpk_tensor *s = &d[2 * i], *c = &d[2 * i + 1];
-        if (strlen(im->e[i].name) + strlen(SUM2_SUFFIX) > LPK_MAX_NAME) {
+        lpk_tensor *s = &d[nd++], *c = &d[nd++];
+        if (strlen(im->e[i].name) + strlen(SUM2_SUFFIX) > LPK_MAX_NAME ||
+            (im->e[i].cov32 && strlen(im->e[i].name) + strlen(COV_SUFFIX) > LPK_MAX_NAME)) {
             lpk_meta_free(m);
             free(d);
             return lpk_err(err, LPK_EINVAL, "%s: entry name %s is too long", path, im->e[i].name);
@@ -413,16 +574,31 @@ static int write_gguf(const char *path, const lpk_imatrix *im, unsigned flags, l
         s->dims[0] = 1;
         s->dims[1] = im->e[i].n;
         c->dims[0] = c->dims[1] = 1;
+        if (im->e[i].cov32) {
+            lpk_tensor *v = &d[nd++];
+            memcpy(v->name, im->e[i].name, nl);
+            memcpy(v->name + nl, COV_SUFFIX, sizeof COV_SUFFIX);
+            v->type = LPK_TYPE_F32;
+            v->n_dims = 3;
+            v->dims[0] = im->e[i].n / COV_W;
+            v->dims[1] = v->dims[2] = COV_W;
+        }
     }
     lpk_writer *w = NULL;
-    st = lpk_writer_open(path, m, d, 2 * im->n, flags | LPK_WRITE_GGUF, &w, err);
-    for (size_t i = 0; i < im->n && !st; i++) {
-        st = lpk_writer_tensor_begin(w, d[2 * i].name, err);
-        if (!st) st = lpk_writer_tensor_write(w, im->e[i].sum2, (size_t)im->e[i].n * 4, err);
+    st = lpk_writer_open(path, m, d, nd, flags | LPK_WRITE_GGUF, &w, err);
+    for (size_t i = 0, k = 0; i < im->n && !st; i++) {
+        const lpk_imatrix_entry *e = &im->e[i];
+        st = lpk_writer_tensor_begin(w, d[k++].name, err);
+        if (!st) st = lpk_writer_tensor_write(w, e->sum2, (size_t)e->n * 4, err);
         if (!st) st = lpk_writer_tensor_end(w, err);
-        if (!st) st = lpk_writer_tensor_begin(w, d[2 * i + 1].name, err);
-        if (!st) st = lpk_writer_tensor_write(w, &im->e[i].count, 4, err);
+        if (!st) st = lpk_writer_tensor_begin(w, d[k++].name, err);
+        if (!st) st = lpk_writer_tensor_write(w, &e->count, 4, err);
         if (!st) st = lpk_writer_tensor_end(w, err);
+        if (!st && e->cov32) {
+            st = lpk_writer_tensor_begin(w, d[k++].name, err);
+            if (!st) st = lpk_writer_tensor_write(w, e->cov32, (size_t)e->n * COV_W * 4, err);
+            if (!st) st = lpk_writer_tensor_end(w, err);
+        }
     }
     if (w) {
         if (!st) st = lpk_writer_finish(w, err);
@@ -554,6 +730,8 @@ int lpk_imatrix_record(const lpk_imatrix *im, const char *file, lpk_meta *meta)
     if (file) st = lpk_meta_set_str(meta, "quantize.imatrix.file", file);
     if (!st && im->dataset) st = lpk_meta_set_str(meta, "quantize.imatrix.dataset", im->dataset);
     if (!st) st = lpk_meta_set_i32(meta, "quantize.imatrix.entries_count", (int32_t)im->n);
+    size_t n_cov = lpk_imatrix_n_cov32(im);
+    if (!st && n_cov) st = lpk_meta_set_i32(meta, "quant.imatrix.cov32_count", (int32_t)n_cov);
     if (!st && im->chunks > 0)
         st = lpk_meta_set_i32(meta, "quantize.imatrix.chunks_count", im->chunks);
     if (!st) st = lpk_meta_set_str(meta, "quant.imatrix.hash", h);

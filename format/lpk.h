@@ -506,6 +506,13 @@ typedef struct lpk_imatrix_entry {
     float *sum2;                  /* n sums of squared activations, per column */
     float count;                  /* activations each sum is over (legacy files: ncall) */
     int32_t ncall;                /* chunks (legacy's call count) */
+    /* NULL, or n * 32 sums (n a multiple of 32) over the same activations x as
+     * sum2: cov32[(b*32 + i)*32 + j] = sum of x[b*32 + i] * x[b*32 + j], the
+     * 32x32 diagonal blocks of X^T X (block b = columns b*32 .. b*32+31).
+     * Divided by count: the blocks of the input's second-moment matrix
+     * (lpk_imatrix_cov32); the diagonal is sum2 to rounding. In files: the
+     * entry NAME.cov32 (docs/QUANT.md, "Importance matrices"). */
+    float *cov32;
 } lpk_imatrix_entry;
 
 typedef struct lpk_imatrix {
@@ -521,24 +528,49 @@ typedef struct lpk_imatrix {
 lpk_imatrix *lpk_imatrix_new(void);             /* NULL when out of memory */
 void lpk_imatrix_free(lpk_imatrix *im);          /* NULL is fine */
 /* Appends an entry of n zero sums (count 0); *out (may be NULL) points to it
- * until the next add. LPK_EINVAL (bad name or n), LPK_ENOMEM. */
+ * until the next add. LPK_EINVAL (bad name or n; a name ending in
+ * LPK_IMATRIX_COV32_SUFFIX), LPK_ENOMEM. */
 int lpk_imatrix_add(lpk_imatrix *im, const char *name, int64_t n, lpk_imatrix_entry **out);
 int lpk_imatrix_set_dataset(lpk_imatrix *im, const char *dataset);   /* copied; NULL clears */
 const lpk_imatrix_entry *lpk_imatrix_find(const lpk_imatrix *im, const char *name);
 /* The importance weight per column, sum2 / count (n values into w). */
 void lpk_imatrix_weights(const lpk_imatrix_entry *e, float *w);
+/* The name suffix of the 32x32 block entries in files ("blk.0.attn_q.weight.cov32"). */
+#define LPK_IMATRIX_COV32_SUFFIX ".cov32"
+/* Gives e zeroed cov32 sums (n * 32 floats; kept if it has them). LPK_EINVAL
+ * when e->n is not a multiple of 32 or NAME.cov32 would be too long;
+ * LPK_ENOMEM. */
+int lpk_imatrix_add_cov32(lpk_imatrix_entry *e);
+/* The 32x32 diagonal blocks of the second-moment matrix of tensor's input
+ * (E[x x^T] over the calibration tokens, block b = columns b*32 .. b*32+31):
+ * out[(b*32 + i)*32 + j] = mean of x[b*32 + i] * x[b*32 + j] (ncols * 32 floats,
+ * cov32 / count; the diagonal equals lpk_imatrix_weights'). Returns 1, or 0
+ * with out untouched when im has no such entry for tensor or its rows do not
+ * have ncols values. */
+int lpk_imatrix_cov32(const lpk_imatrix *im, const char *tensor, int64_t ncols, float *out);
+/* Entries that carry cov32 blocks. */
+size_t lpk_imatrix_n_cov32(const lpk_imatrix *im);
 /* Reads either layout. Truncation: LPK_ETRUNC; bad structure: LPK_ECORRUPT;
  * NaN/Inf/negative values: LPK_EBADVALUE; each message names the file and the
- * entry. Sets format and hash. */
+ * entry. NAME.cov32 entries go to NAME's entry (cov32): one without NAME's
+ * entry, one of the wrong length (not NAME's n * 32, or n not a multiple of
+ * 32), twice: LPK_ECORRUPT; NaN/Inf, a negative diagonal value: LPK_EBADVALUE
+ * (off-diagonal values may be negative). A legacy NAME.cov32 of another call
+ * count than NAME's is rescaled to NAME's count (values / its calls * count).
+ * Sets format and hash. */
 int lpk_imatrix_read(const char *path, lpk_imatrix **out, lpk_error *err);
 int lpk_imatrix_read_buffer(const void *buf, size_t size, const char *name, lpk_imatrix **out,
                             lpk_error *err);
 /* Checks that every entry names a 2-D tensor of the list whose rows have n
- * values, once (LPK_ECORRUPT naming the entry: made for another model). */
+ * values, once (LPK_ECORRUPT naming the entry: made for another model); so
+ * the same of the cov32 blocks an entry carries. */
 int lpk_imatrix_check(const lpk_imatrix *im, const char *path, const lpk_tensor *tensors,
                       size_t n_tensors, lpk_error *err);
 /* Writes format (LPK_IMATRIX_AUTO: GGUF when path ends in .gguf, else legacy)
  * atomically (flags: LPK_WRITE_FORCE); sets im->hash to the written bytes'.
+ * cov32 blocks: legacy, an entry NAME.cov32 (after all plain entries, in their
+ * order) of n * 32 values scaled as NAME's; GGUF, an f32 tensor NAME.cov32 of
+ * n/32 x 32 x 32 raw sums beside NAME.in_sum2 and NAME.counts.
  * Values the legacy layout cannot hold (sum/count * calls past a float's range,
  * possible in a GGUF matrix read back): LPK_EBADVALUE naming the entry. */
 int lpk_imatrix_write(const char *path, lpk_imatrix *im, int format, unsigned flags,
@@ -548,8 +580,10 @@ int lpk_imatrix_write(const char *path, lpk_imatrix *im, int format, unsigned fl
 int lpk_imatrix_legacy_bytes(const lpk_imatrix *im, uint8_t **out, size_t *n_out);
 /* Records where an importance matrix came from in meta: llama.cpp's keys
  * quantize.imatrix.file (file, may be NULL: not recorded), .dataset, .entries_count
- * and .chunks_count (i32, as llama-quantize writes them), and llmpack's
- * quant.imatrix.hash (the xxh3-64 as 16 hex digits). LPK_ENOMEM. */
+ * (the entries llama-imatrix would have: cov32 blocks do not count) and
+ * .chunks_count (i32, as llama-quantize writes them), and llmpack's
+ * quant.imatrix.hash (the xxh3-64 as 16 hex digits) and, when some entries
+ * carry them, quant.imatrix.cov32_count (i32). LPK_ENOMEM. */
 int lpk_imatrix_record(const lpk_imatrix *im, const char *file, lpk_meta *meta);
 /* Sets im->hash to the xxh3-64 of its legacy layout (a matrix made in memory
  * and never written is named by what writing it would give). LPK_ENOMEM,

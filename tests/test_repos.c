@@ -372,21 +372,6 @@ static void compare_standin(const fx *f)
 }
 
 /* ---------------------------------------------------------------- llama.cpp */
-/* llama.cpp's program NAME under $LLAMA_CPP_DIR (build/bin/, bin/ or the folder
- * itself, as bench/common.sh looks), or NULL */
-static char *llama_tool(const char *name)
-{
-    const char *d = getenv("LLAMA_CPP_DIR");
-    if (!d || !*d) return NULL;
-    static const char *const sub[] = {"build/bin/", "bin/", ""};
-    for (int i = 0; i < 3; i++) {
-        char *p = tu_fmt("%s/%s%s", d, sub[i], name);
-        if (access(p, X_OK) == 0) return p;
-        free(p);
-    }
-    return NULL;
-}
-
 /* set by test_llama_cpp: llama-tokenize and llama-simple, else NULL */
 static char *llama_tokenize, *llama_simple;
 
@@ -873,8 +858,8 @@ FIXTURE(test_meta_llama31_8b, "meta-llama-3.1-8b-instruct")
 static void test_llama_cpp(void **state)
 {
     (void)state;
-    llama_tokenize = llama_tool("llama-tokenize");
-    llama_simple = llama_tool("llama-simple");
+    llama_tokenize = tu_llama_tool("llama-tokenize");
+    llama_simple = tu_llama_tool("llama-simple");
     if (!llama_tokenize || !llama_simple) {
         print_message("SKIP: no llama-tokenize and llama-simple under LLAMA_CPP_DIR (%s)\n",
                       getenv("LLAMA_CPP_DIR") ? getenv("LLAMA_CPP_DIR") : "unset");

@@ -486,3 +486,16 @@ double tu_rel_rmse(int type, const float *x, int64_t nrows, int64_t ncols, const
     free(q);
     return sqrt(e / s);
 }
+
+char *tu_llama_tool(const char *name)
+{
+    const char *d = getenv("LLAMA_CPP_DIR");
+    if (!d || !*d) return NULL;
+    static const char *const sub[] = {"build/bin/", "bin/", ""};
+    for (int i = 0; i < 3; i++) {
+        char *p = tu_fmt("%s/%s%s", d, sub[i], name);
+        if (access(p, X_OK) == 0) return p;
+        free(p);
+    }
+    return NULL;
+}

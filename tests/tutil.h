@@ -50,6 +50,9 @@ void tu_gen_ckpt(const char *out, const char *args);
 const char *tu_kernel_check(void);
 /* True when `make test-long` runs (LLMPACK_TEST_LONG=1). */
 int tu_long(void);
+/* llama.cpp's program NAME under $LLAMA_CPP_DIR (build/bin/, bin/ or the
+ * folder itself, as bench/common.sh looks; malloc'ed), or NULL. */
+char *tu_llama_tool(const char *name);
 /* A fresh temporary directory for this test (removed by tu_rmtree). */
 char *tu_tmpdir(void);
 void tu_rmtree(const char *dir);

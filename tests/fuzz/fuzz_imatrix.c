@@ -30,6 +30,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!(e->count > 0) || !isfinite(e->count)) abort();
         for (int64_t j = 0; j < e->n; j++)
             if (!isfinite(e->sum2[j]) || e->sum2[j] < 0) abort();
+        if (e->cov32 && e->n % 32) abort();
+        for (int64_t j = 0; e->cov32 && j < e->n * 32; j++)
+            if (!isfinite(e->cov32[j]) || (j % 1024 % 33 == 0 && e->cov32[j] < 0)) abort();
     }
     uint8_t *b = NULL;
     size_t n = 0;
@@ -38,7 +41,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (lpk_imatrix_read_buffer(b, n, "fuzz.legacy", &back, &err) != LPK_OK) abort();
         if (back->n != im->n) abort();
         for (size_t i = 0; i < im->n; i++)
-            if (strcmp(back->e[i].name, im->e[i].name) || back->e[i].n != im->e[i].n) abort();
+            if (strcmp(back->e[i].name, im->e[i].name) || back->e[i].n != im->e[i].n ||
+                !back->e[i].cov32 != !im->e[i].cov32)
+                abort();
         lpk_imatrix_free(back);
         free(b);
     }
