@@ -280,10 +280,15 @@ static int write_out(qout *q, size_t i, const char *name, const void *bytes, lpk
 /* The writes of one tensor's quantized bytes (each output's qbuf2: checksum
  * and copy into the file) on a thread of their own while the next tensor is
  * quantized into qbuf. The containers are written in tensor order all the
- * same: the next writes start only once these are joined. */
+ * same: the next writes start only once these are joined. The same thread
+ * then reads and verifies tensor `ahead` of the input (its checksum, the
+ * finiteness check and the first touch of its pages), which the quantize
+ * loop asks for once these writes are joined: an error there is left for the
+ * loop to find and report. */
 typedef struct qwrites {
     qout *outs;
-    size_t n_out, i;
+    lpk_reader *r;
+    size_t n_out, i, ahead;
     const char *name;
     pthread_t th;
     int active, rc;
@@ -295,6 +300,11 @@ static void *qwrites_run(void *arg)
     qwrites *b = arg;
     for (size_t k = 0; k < b->n_out && !b->rc; k++)
         b->rc = write_out(&b->outs[k], b->i, b->name, b->outs[k].qbuf2, &b->err);
+    if (!b->rc && b->ahead < lpk_reader_n_tensors(b->r)) {
+        const void *data;
+        lpk_error ignored = {0};
+        (void)lpk_reader_tensor_data(b->r, b->ahead, &data, &ignored);
+    }
     return NULL;
 }
 
@@ -311,8 +321,8 @@ static int qwrites_join(qwrites *b, lpk_error *err)
 /* Starts the writes of tensor i (every output quantized it into qbuf): the
  * buffers are swapped, so the next tensor is quantized into the other one.
  * Writes on this thread when no thread can be started. */
-static int qwrites_start(qwrites *b, qout *outs, size_t n_out, size_t i, const char *name,
-                         lpk_error *err)
+static int qwrites_start(qwrites *b, lpk_reader *r, qout *outs, size_t n_out, size_t i,
+                         const char *name, lpk_error *err)
 {
     for (size_t k = 0; k < n_out; k++) {
         void *t = outs[k].qbuf;
@@ -320,14 +330,18 @@ static int qwrites_start(qwrites *b, qout *outs, size_t n_out, size_t i, const c
         outs[k].qbuf2 = t;
     }
     b->outs = outs;
+    b->r = r;
     b->n_out = n_out;
     b->i = i;
+    /* tensor i + 1 is read next, while this thread runs: it takes i + 2 */
+    b->ahead = i + 2;
     b->name = name;
     b->rc = LPK_OK;
     if (pthread_create(&b->th, NULL, qwrites_run, b) == 0) {
         b->active = 1;
         return LPK_OK;
     }
+    b->ahead = SIZE_MAX;
     qwrites_run(b);
     if (b->rc && err) *err = b->err;
     return b->rc;
@@ -550,7 +564,7 @@ static int quantize_pass(qrun *run, qout *outs, size_t n_out, float *x, float *w
         int wrc = qwrites_join(&bw, err);
         if (!rc) rc = wrc;
         if (!rc && all_q) {
-            rc = qwrites_start(&bw, outs, n_out, i, t->name, err);
+            rc = qwrites_start(&bw, r, outs, n_out, i, t->name, err);
         } else {
             /* a tensor copied as is is written from the input's mapping, here */
             for (size_t k = 0; k < n_out && !rc; k++)
