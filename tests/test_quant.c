@@ -497,8 +497,9 @@ static void test_simd_and_threads(void **state)
 
 /* Blocks chosen to hit every branch of the scale rules: both signs at the
  * maximum, -0.0, all-zero, f16-subnormal and underflowing scales, +-FLT_MAX,
- * denormals, a single non-zero value; every path gives the reference's bytes,
- * in rows of 1 to 19 blocks (partial groups of 8 and 16 blocks). */
+ * denormals, a single non-zero value, a +0 minimum beside -0 values; every path
+ * gives the reference's bytes, in rows of 1 to 19 blocks (partial groups of 8
+ * and 16 blocks). */
 static void test_simd_edge_bytes(void **state)
 {
     (void)state;
@@ -519,6 +520,12 @@ static void test_simd_edge_bytes(void **state)
         case 6: for (int i = 0; i < 32; i++) v[i] = fabsf(v[i]); break;
         case 7: for (int i = 0; i < 32; i++) v[i] = -fabsf(v[i]); break;
         case 8: for (int i = 0; i < 32; i++) v[i] = 6.0e-8f * (float)(i % 5); break;
+        case 9:
+            /* minimum +0 with -0 elements: x - m is -0, the q4_1/q5_1 level a
+             * zero of either sign (v_round against the reference's additions) */
+            for (int i = 0; i < 32; i++) v[i] = i % 3 == 1 ? -0.0f : fabsf(v[i]);
+            v[0] = 0.0f;
+            break;
         default: break;
         }
     }
