@@ -35,6 +35,32 @@ static void test_rmsnorm(void **state)
     assert_true(fabs(out[0] - 0.35355339) < 1e-6);
 }
 
+/* vf_rmsnorm_rows (8 rows' sums side by side) gives each row's vf_rmsnorm bit
+ * for bit, for row counts around multiples of 8 and widths with wide value
+ * ranges (where the order of the double sum shows). */
+static void test_rmsnorm_rows(void **state)
+{
+    (void)state;
+    enum { N = 203, T = 19 };
+    float *x = malloc(sizeof(float) * N * T), *w = malloc(sizeof(float) * N);
+    float *got = malloc(sizeof(float) * N * T), *want = malloc(sizeof(float) * N);
+    uint64_t rs = 5;
+    for (int i = 0; i < N; i++) w[i] = (float)((tu_rand(&rs) >> 40) * 0x1p-24 * 4.0 - 2.0);
+    for (int i = 0; i < N * T; i++) {
+        double u = (double)(tu_rand(&rs) >> 11) * 0x1p-53;
+        x[i] = (float)((u - 0.5) * ldexp(1.0, (int)(tu_rand(&rs) % 40) - 20));
+    }
+    for (int nt = 0; nt <= T; nt++) {
+        memset(got, 0, sizeof(float) * N * T);
+        vf_rmsnorm_rows(got, x, w, nt, N, 1e-5f);
+        for (int t = 0; t < nt; t++) {
+            vf_rmsnorm(want, x + t * N, w, N, 1e-5f);
+            assert_memory_equal(got + t * N, want, sizeof(float) * N);
+        }
+    }
+    free(x); free(w); free(got); free(want);
+}
+
 static void test_rope(void **state)
 {
     (void)state;
@@ -1221,6 +1247,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_rmsnorm_rows),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_softmax_kld),
         cmocka_unit_test(test_percentile),

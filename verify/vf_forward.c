@@ -2,6 +2,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "vf_gemm.h"
 #include "../quant/quant.h"
@@ -21,6 +24,36 @@ void vf_rmsnorm(float *out, const float *x, const float *w, int n, float eps)
     for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
     float scale = (float)(1.0 / sqrt(ss / n + eps));
     for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * scale);
+}
+
+void vf_rmsnorm_rows(float *out, const float *x, const float *w, int n_tok, int n, float eps)
+{
+    int t = 0;
+    for (; t + 8 <= n_tok; t += 8) {
+        const float *xt = x + (size_t)t * n;
+        double ss[8] = {0};
+        for (int i = 0; i < n; i++)
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) ss[k] += (double)xt[(size_t)k * n + i] * xt[(size_t)k * n + i];
+        for (int k = 0; k < 8; k++) {
+            float scale = (float)(1.0 / sqrt(ss[k] / n + eps));
+            float *o = out + (size_t)(t + k) * n;
+            const float *xr = xt + (size_t)k * n;
+            for (int i = 0; i < n; i++) o[i] = w[i] * (xr[i] * scale);
+        }
+    }
+    for (; t < n_tok; t++) vf_rmsnorm(out + (size_t)t * n, x + (size_t)t * n, w, n, eps);
+}
+
+/* vf_rmsnorm_rows on the threads, 8 rows per iteration when there is enough work */
+static void rmsnorm_par(float *out, const float *x, const float *w, int n_tok, int n, float eps)
+{
+    int ng = (n_tok + 7) / 8;
+#pragma omp parallel for schedule(static) if ((int64_t)n_tok * n > VF_PAR_MIN)
+    for (int g = 0; g < ng; g++) {
+        int nt = n_tok - 8 * g < 8 ? n_tok - 8 * g : 8;
+        vf_rmsnorm_rows(out + (size_t)g * 8 * n, x + (size_t)g * 8 * n, w, nt, n, eps);
+    }
 }
 
 void vf_rope_rotate(float *vec, int n_heads, int head_dim, int n_rot, const float *cos_row,
@@ -44,6 +77,20 @@ void vf_state_free(vf_state *s)
     memset(s, 0, sizeof *s);
 }
 
+void *vf_alloc_big(size_t n)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const size_t huge = (size_t)2 << 20;
+    if (n >= 2 * huge && n <= SIZE_MAX - huge) {
+        size_t r = (n + huge - 1) & ~(huge - 1);
+        void *p = aligned_alloc(huge, r);
+        if (p) madvise(p, r, MADV_HUGEPAGE); /* a hint: without it, 4 KiB pages */
+        return p;
+    }
+#endif
+    return malloc(n ? n : 1);
+}
+
 static float *alloc_f(size_t a, size_t b, size_t c, int *fail)
 {
     /* every factor is bounded by vf_model's limits times an int, so the product
@@ -53,7 +100,7 @@ static float *alloc_f(size_t a, size_t b, size_t c, int *fail)
     size_t n = a * b;
     if (c && n > SIZE_MAX / sizeof(float) / c) { *fail = 1; return NULL; }
     n *= c;
-    float *p = malloc((n ? n : 1) * sizeof(float));
+    float *p = vf_alloc_big(n * sizeof(float));
     if (!p) *fail = 1;
     return p;
 }
@@ -237,10 +284,7 @@ static int layer_run(vf_model *m, const vf_layer *L, int l, int kl, int n_tok, i
     int big = (int64_t)n_tok * dim > VF_PAR_MIN;   /* worth waking threads for */
     float *kc = s->key_cache + ((size_t)kl * s->cap_ctx + pos0) * kvd;
     float *vc = s->value_cache + ((size_t)kl * s->cap_ctx + pos0) * kvd;
-#pragma omp parallel for schedule(static) if (big)
-    for (int t = 0; t < n_tok; t++)
-        vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm, dim,
-                   c->norm_eps);
+    rmsnorm_par(s->xb, s->x, L->attn_norm, n_tok, dim, c->norm_eps);
     /* k and v go straight into the cache rows of their positions */
     if ((st = matmul(m, L->wq, L->wq_type, qd, dim, s->xb, n_tok, s->q, "attn_q", l, err)) ||
         (st = matmul(m, L->wk, L->wk_type, kvd, dim, s->xb, n_tok, kc, "attn_k", l, err)) ||
@@ -265,10 +309,7 @@ static int layer_run(vf_model *m, const vf_layer *L, int l, int kl, int n_tok, i
     size_t nx = (size_t)n_tok * dim;
     for (size_t i = 0; i < nx; i++) s->x[i] += s->xb2[i];
 
-#pragma omp parallel for schedule(static) if (big)
-    for (int t = 0; t < n_tok; t++)
-        vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm, dim,
-                   c->norm_eps);
+    rmsnorm_par(s->xb, s->x, L->ffn_norm, n_tok, dim, c->norm_eps);
     if ((st = matmul(m, L->w1, L->w1_type, hid, dim, s->xb, n_tok, s->hb, "ffn_gate", l, err)) ||
         (st = matmul(m, L->w3, L->w3_type, hid, dim, s->xb, n_tok, s->hb2, "ffn_up", l, err)))
         return st;
@@ -321,9 +362,8 @@ int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_lo
     if (n_logits == 0 && !m->act_hook) return step(m, c->n_layers + 1, err);
 
     int t0 = m->act_hook ? 0 : n_tok - n_logits;
-    for (int t = t0; t < n_tok; t++)
-        vf_rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, w->output_norm, dim,
-                   c->norm_eps);
+    rmsnorm_par(s->xb + (size_t)t0 * dim, s->x + (size_t)t0 * dim, w->output_norm, n_tok - t0,
+                dim, c->norm_eps);
     if (m->act_hook) m->act_hook(m->act_user, -1, "output", s->xb, n_tok, dim);
     if (n_logits == 0) return step(m, c->n_layers + 1, err);
     t0 = n_tok - n_logits;
@@ -374,7 +414,5 @@ int vf_layer_forward(vf_model *m, int l, float *x, int n_tok, const float *const
 void vf_output_norm(const vf_model *m, const float *x, int n_tok, float *out)
 {
     int dim = m->config.dim;
-    for (int t = 0; t < n_tok; t++)
-        vf_rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, m->w.output_norm, dim,
-                   m->config.norm_eps);
+    vf_rmsnorm_rows(out, x, m->w.output_norm, n_tok, dim, m->config.norm_eps);
 }

@@ -76,9 +76,17 @@ struct vf_model {
 };
 
 void vf_state_free(vf_state *s);
+/* malloc(n), or for n of 4 MiB and more a block aligned to 2 MiB that the
+ * kernel is asked to back with huge pages (the forward pass's state and the
+ * logits: first touching them took ~16000 page faults per 64 MB); free() it. */
+void *vf_alloc_big(size_t n);
 
 /* out[i] = w[i] * x[i] / sqrt(mean(x^2) + eps); the mean is summed in double. */
 void vf_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+/* vf_rmsnorm of n_tok rows of n (x and out rows n apart), the same bits; the
+ * sums of up to 8 rows run side by side (one row's is a chain of dependent
+ * double adds). */
+void vf_rmsnorm_rows(float *out, const float *x, const float *w, int n_tok, int n, float eps);
 /* Angular frequency of each RoPE pair i < n_rot/2: theta^(-2i/n_rot), then the
  * scaling of c (linear: / factor; llama3: Meta's per-frequency apply_scaling). */
 void vf_rope_freqs(const vf_config *c, double *freq);

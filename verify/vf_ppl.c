@@ -143,7 +143,7 @@ int vf_eval_new(vf_model *ref, vf_model *const *models, int n_models, const int3
     int ok = nl / ns == (size_t)n_vocab && nl < SIZE_MAX / sizeof(float);
     if (ok) {
         e->chunk = malloc((size_t)ctx * sizeof *e->chunk);
-        e->logits = malloc(nl * sizeof(float));
+        e->logits = vf_alloc_big(nl * sizeof(float));
         e->nll = malloc(ns * sizeof(double));
         e->kld = malloc(ns * sizeof(double));
         e->top = malloc(ns * sizeof(int));
@@ -153,7 +153,7 @@ int vf_eval_new(vf_model *ref, vf_model *const *models, int n_models, const int3
             ok = (e->acc[i].chunk_nll = calloc(n_chunks, sizeof(double))) != NULL;
     }
     if (ok && ref) {
-        e->ref_logits = malloc(nl * sizeof(float));
+        e->ref_logits = vf_alloc_big(nl * sizeof(float));
         e->ref_lse = malloc(ns * sizeof(double));
         e->ref_top = malloc(ns * sizeof(int));
         ok = e->ref_logits && e->ref_lse && e->ref_top;
