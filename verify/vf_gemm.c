@@ -6,6 +6,7 @@
 #include "vf_gemm_kern.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -285,6 +286,56 @@ static const vf_gemm_kernel kernel_scalar = {
     "scalar", VF_PATH_SCALAR, 1, 1, scalar_scratch, scalar_rows, NULL, NULL,
 };
 
+/* ---------------------------------------------------------------- buffers */
+/* Per-thread buffers kept from one vf_matmul call to the next (the forward
+ * pass makes ~150 calls per batch with the same few sizes; fresh heap pages
+ * cost a page fault each, and page faults are dear in a virtual machine):
+ * grown as needed, up to KEEP_MAX bytes kept; larger ones are freed after the
+ * call. Threads are OpenMP's pool and the callers': each uses only its own. */
+enum { KEEP_MAX = 64 << 20 };
+typedef struct { void *p; size_t n; } keep_buf;
+static _Thread_local keep_buf keep[2]; /* activations, scratch */
+#define keep_x keep[0]
+#define keep_s keep[1]
+/* a thread's kept buffers are freed when it exits */
+static pthread_key_t keep_key;
+static pthread_once_t keep_once = PTHREAD_ONCE_INIT;
+
+static void keep_free(void *v)
+{
+    keep_buf *b = v;
+    for (int i = 0; i < 2; i++) {
+        free(b[i].p);
+        b[i].p = NULL;
+        b[i].n = 0;
+    }
+}
+
+static void keep_key_make(void) { (void)pthread_key_create(&keep_key, keep_free); }
+
+static void *keep_get(keep_buf *b, size_t n)
+{
+    n = (n + 63) & ~(size_t)63;
+    if (b->n >= n) return b->p;
+    if (!keep[0].p && !keep[1].p) {
+        (void)pthread_once(&keep_once, keep_key_make);
+        (void)pthread_setspecific(keep_key, keep);
+    }
+    free(b->p);
+    b->p = aligned_alloc(64, n ? n : 64);
+    b->n = b->p ? n : 0;
+    return b->p;
+}
+
+static void keep_put(keep_buf *b)
+{
+    if (b->n > KEEP_MAX) {
+        free(b->p);
+        b->p = NULL;
+        b->n = 0;
+    }
+}
+
 /* ---------------------------------------------------------------- dispatch */
 void vf_gemm_force_path(int path) { force_cap = path; }
 
@@ -391,14 +442,16 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
 
     const vf_gemm_kernel *k = pick_kernel(wtype);
     void *xq = NULL;
+    int kept = 0; /* xq is keep_x */
     if (!is_fp(wtype) && k->xprep) {
         /* quantized straight into the kernel's own layout, one group of
          * tok_tile tokens at a time */
         int64_t ng = (n_tok + k->tok_tile - 1) / k->tok_tile;
         size_t gb = k->xprep_bytes(&a);
-        xq = aligned_alloc(64, (size_t)ng * gb);
+        xq = keep_get(&keep_x, (size_t)ng * gb);
         if (!xq)
             return LPK_ENOMEM;
+        kept = 1;
         int64_t g;
 #pragma omp parallel for schedule(static)
         for (g = 0; g < ng; g++) k->xprep(&a, g, (uint8_t *)xq + (size_t)g * gb);
@@ -461,7 +514,7 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
     int64_t claimed = 0;
 #pragma omp parallel
     {
-        void *scratch = malloc(scratch_sz ? scratch_sz : 1);
+        void *scratch = keep_get(&keep_s, scratch_sz);
         if (!scratch) {
 #pragma omp atomic write
             failed = 1;
@@ -476,9 +529,10 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
             k->rows(&a, o0, o1, next < n_tiles ? next * tile : -1, scratch);
             i = next;
         }
-        free(scratch);
+        keep_put(&keep_s);
     }
-    free(xq);
+    if (kept) keep_put(&keep_x);
+    else free(xq);
     free(xaux);
     return failed ? LPK_ENOMEM : LPK_OK;
 }
