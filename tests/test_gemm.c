@@ -728,6 +728,63 @@ static void test_x_extremes(void **state)
     free(x); free(y); free(y0);
 }
 
+/* vf_matmul_n gives each matrix's vf_matmul bit for bit: three matrices of
+ * one type (row counts with partial work items, one empty), and of mixed
+ * types, on every path and at 1 and 2 threads. */
+static void test_matmul_n(void **state)
+{
+    (void)state;
+    const int64_t n_in = 512, n_tok = 37, n_out[3] = {101, 0, 50};
+    float *x = make_x(n_tok, n_in, 8000);
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        int types[2][3] = {{all_types[ti], all_types[ti], all_types[ti]},
+                           {all_types[ti], LPK_TYPE_Q8_0, all_types[(ti + 5) % N_TYPES]}};
+        for (int mix = 0; mix < 2; mix++) {
+            uint8_t *w[3];
+            float *want[3], *got[3];
+            vf_mat m[3];
+            for (int j = 0; j < 3; j++) {
+                size_t ny = (size_t)(n_out[j] * n_tok) + 1;
+                w[j] = make_weights(types[mix][j], n_out[j] ? n_out[j] : 1, n_in, 9000 + 10 * ti + j);
+                want[j] = malloc(ny * 4);
+                got[j] = malloc(ny * 4);
+                m[j] = (vf_mat){w[j], types[mix][j], n_out[j], got[j]};
+            }
+            for (int p = 0; p < n_paths(); p++) {
+                vf_gemm_force_path(p);
+                for (int j = 0; j < 3; j++)
+                    assert_int_equal(vf_matmul(w[j], types[mix][j], n_out[j], n_in, x, n_tok, want[j]), LPK_OK);
+#ifdef _OPENMP
+                int saved = omp_get_max_threads();
+                for (int th = 1; th <= 2; th++) {
+                    omp_set_num_threads(th);
+#endif
+                    for (int j = 0; j < 3; j++) memset(got[j], 0xff, (size_t)(n_out[j] * n_tok) * 4 + 4);
+                    assert_int_equal(vf_matmul_n(m, 3, n_in, x, n_tok), LPK_OK);
+                    for (int j = 0; j < 3; j++) {
+                        assert_memory_equal(got[j], want[j], (size_t)(n_out[j] * n_tok) * 4);
+                        uint32_t past;
+                        memcpy(&past, got[j] + n_out[j] * n_tok, 4);
+                        assert_true(past == 0xffffffffu); /* nothing written past y */
+                    }
+#ifdef _OPENMP
+                }
+                omp_set_num_threads(saved);
+#endif
+            }
+            vf_gemm_force_path(-1);
+            for (int j = 0; j < 3; j++) { free(w[j]); free(want[j]); free(got[j]); }
+        }
+    }
+    free(x);
+    float y[4];
+    uint8_t wb[256] = {0};
+    vf_mat bad[2] = {{wb, LPK_TYPE_Q4_0, 1, y}, {wb, LPK_TYPE_Q4_K, 1, y}};
+    assert_int_equal(vf_matmul_n(bad, 2, 32, y, 1), LPK_EINVAL); /* 32 not a multiple of 256 */
+    assert_int_equal(vf_matmul_n(bad, 0, 32, y, 1), LPK_EINVAL);
+    assert_int_equal(vf_matmul_n(bad, VF_MAT_MAX + 1, 32, y, 1), LPK_EINVAL);
+}
+
 static void test_errors(void **state)
 {
     (void)state;
@@ -755,6 +812,7 @@ int main(void)
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_extremes),
         cmocka_unit_test(test_x_extremes),
+        cmocka_unit_test(test_matmul_n),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -217,6 +217,23 @@ static int matmul(vf_model *m, const void *w, int wtype, int n_out, int n_in, co
     return LPK_OK;
 }
 
+/* matmul of n matrices (what[j]: their names) on the same input: one
+ * vf_matmul_n call (the activations quantized once where the types agree). */
+static int matmul_n(vf_model *m, const vf_mat *mats, int n, int n_in, const float *x, int n_tok,
+                    const char *const *what, int layer, lpk_error *err)
+{
+    if (m->act_hook)
+        for (int j = 0; j < n; j++) m->act_hook(m->act_user, layer, what[j], x, n_tok, n_in);
+    int st = vf_matmul_n(mats, n, n_in, x, n_tok);
+    if (st) {
+        const lpk_type_info *ti = lpk_type_get(mats[0].wtype);
+        return lpk_err(err, st, "matmul of %s (layer %d, type %s, [%lld, %d]) failed: %s",
+                       what[0], layer, ti ? ti->name : "?", (long long)mats[0].n_out, n_in,
+                       lpk_status_name(st));
+    }
+    return LPK_OK;
+}
+
 /* Causal attention of the batch's queries (positions pos0 .. pos0+n_tok-1) over
  * cached keys/values of positions 0 .. pos. The keys of each kv head are first
  * transposed (head_dim rows of positions, zero-padded to a multiple of 64);
@@ -286,9 +303,10 @@ static int layer_run(vf_model *m, const vf_layer *L, int l, int kl, int n_tok, i
     float *vc = s->value_cache + ((size_t)kl * s->cap_ctx + pos0) * kvd;
     rmsnorm_par(s->xb, s->x, L->attn_norm, n_tok, dim, c->norm_eps);
     /* k and v go straight into the cache rows of their positions */
-    if ((st = matmul(m, L->wq, L->wq_type, qd, dim, s->xb, n_tok, s->q, "attn_q", l, err)) ||
-        (st = matmul(m, L->wk, L->wk_type, kvd, dim, s->xb, n_tok, kc, "attn_k", l, err)) ||
-        (st = matmul(m, L->wv, L->wv_type, kvd, dim, s->xb, n_tok, vc, "attn_v", l, err)))
+    static const char *const qkv_names[3] = {"attn_q", "attn_k", "attn_v"};
+    const vf_mat qkv[3] = {{L->wq, L->wq_type, qd, s->q}, {L->wk, L->wk_type, kvd, kc},
+                           {L->wv, L->wv_type, kvd, vc}};
+    if ((st = matmul_n(m, qkv, 3, dim, s->xb, n_tok, qkv_names, l, err)))
         return st;
 #pragma omp parallel for schedule(static) if (big)
     for (int t = 0; t < n_tok; t++) {
@@ -310,8 +328,9 @@ static int layer_run(vf_model *m, const vf_layer *L, int l, int kl, int n_tok, i
     for (size_t i = 0; i < nx; i++) s->x[i] += s->xb2[i];
 
     rmsnorm_par(s->xb, s->x, L->ffn_norm, n_tok, dim, c->norm_eps);
-    if ((st = matmul(m, L->w1, L->w1_type, hid, dim, s->xb, n_tok, s->hb, "ffn_gate", l, err)) ||
-        (st = matmul(m, L->w3, L->w3_type, hid, dim, s->xb, n_tok, s->hb2, "ffn_up", l, err)))
+    static const char *const gu_names[2] = {"ffn_gate", "ffn_up"};
+    const vf_mat gu[2] = {{L->w1, L->w1_type, hid, s->hb}, {L->w3, L->w3_type, hid, s->hb2}};
+    if ((st = matmul_n(m, gu, 2, dim, s->xb, n_tok, gu_names, l, err)))
         return st;
     /* SwiGLU: silu(gate) * up (vf_swiglu: glibc's expf to the bit, in
      * vectors), a token per iteration */

@@ -413,33 +413,57 @@ static int make_xaux(const vf_gemm_args *a, int64_t n_tok_pad, int32_t **out)
 int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
               const float *x, int64_t n_tok, float *y)
 {
-    if (n_out < 0 || n_in <= 0 || n_tok < 0 || (n_out && n_tok && (!w || !x || !y)))
+    vf_mat m = {w, wtype, n_out, y};
+    return vf_matmul_n(&m, 1, n_in, x, n_tok);
+}
+
+int vf_matmul_n(const vf_mat *mats, int n_mat, int64_t n_in, const float *x, int64_t n_tok)
+{
+    if (n_mat < 1 || n_mat > VF_MAT_MAX || n_in <= 0 || n_tok < 0)
         return LPK_EINVAL;
-    if (!known_type(wtype))
-        return LPK_EUNSUPPORTED;
-    const lpk_type_info *ti = lpk_type_get(wtype);
-    if (n_in % ti->block_size)
-        return LPK_EINVAL;
-    if (n_out == 0 || n_tok == 0)
+    const int wtype = mats[0].wtype;
+    for (int j = 0; j < n_mat; j++) {
+        const vf_mat *m = &mats[j];
+        if (m->n_out < 0 || (m->n_out && n_tok && (!m->w || !x || !m->y)))
+            return LPK_EINVAL;
+        if (!known_type(m->wtype))
+            return LPK_EUNSUPPORTED;
+        if (n_in % lpk_type_get(m->wtype)->block_size)
+            return LPK_EINVAL;
+        if (m->n_out > ((int64_t)1 << 30))
+            return LPK_ENOMEM;
+    }
+    /* matrices of other types than the first: one call each */
+    for (int j = 1; j < n_mat; j++)
+        if (mats[j].wtype != wtype) {
+            for (int i = 0; i < n_mat; i++) {
+                int st = vf_matmul_n(&mats[i], 1, n_in, x, n_tok);
+                if (st) return st;
+            }
+            return LPK_OK;
+        }
+    int64_t rows = 0;
+    for (int j = 0; j < n_mat; j++) rows += mats[j].n_out;
+    if (n_tok == 0 || rows == 0)
         return LPK_OK;
     /* every product below stays far inside int64 for any realistic shape;
      * refuse the unrealistic ones rather than overflow */
-    if (n_in > ((int64_t)1 << 30) || n_out > ((int64_t)1 << 30) || n_tok > ((int64_t)1 << 30))
+    if (n_in > ((int64_t)1 << 30) || n_tok > ((int64_t)1 << 30))
         return LPK_ENOMEM;
+    const lpk_type_info *ti = lpk_type_get(wtype);
 
     vf_gemm_args a;
     memset(&a, 0, sizeof a);
-    a.w = w;
+    a.w = mats[0].w;
     a.wtype = wtype;
-    a.n_out = n_out;
+    a.n_out = mats[0].n_out;
     a.n_in = n_in;
     a.n_tok = n_tok;
     a.x = x;
-    a.y = y;
+    a.y = mats[0].y;
     a.block = ti->block_size;
     a.type_size = ti->type_size;
     a.row_bytes = (n_in / ti->block_size) * ti->type_size;
-
     const vf_gemm_kernel *k = pick_kernel(wtype);
     void *xq = NULL;
     int kept = 0; /* xq is keep_x */
@@ -504,8 +528,19 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
         }
         a.xaux = xaux;
     }
-    int64_t tile = k->rows_per_tile;
-    int64_t n_tiles = (n_out + tile - 1) / tile;
+    /* the matrices' work items one after another, each matrix with its own
+     * arguments (the activations shared) */
+    vf_gemm_args am[VF_MAT_MAX];
+    int64_t tile = k->rows_per_tile, first[VF_MAT_MAX + 1];
+    first[0] = 0;
+    for (int j = 0; j < n_mat; j++) {
+        am[j] = a;
+        am[j].w = mats[j].w;
+        am[j].n_out = mats[j].n_out;
+        am[j].y = mats[j].y;
+        first[j + 1] = first[j] + (mats[j].n_out + tile - 1) / tile;
+    }
+    int64_t n_tiles = first[n_mat];
     size_t scratch_sz = k->scratch(&a);
     int failed = 0;
     /* work items are handed out one at a time, each thread claiming its next
@@ -520,13 +555,17 @@ int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
             failed = 1;
         }
         int64_t i, next;
+        int j = 0;
 #pragma omp atomic capture
         i = claimed++;
         while (scratch && i < n_tiles) {
 #pragma omp atomic capture
             next = claimed++;
-            int64_t o0 = i * tile, o1 = o0 + tile < n_out ? o0 + tile : n_out;
-            k->rows(&a, o0, o1, next < n_tiles ? next * tile : -1, scratch);
+            while (i >= first[j + 1]) j++;
+            const int64_t n_out = am[j].n_out;
+            int64_t o0 = (i - first[j]) * tile, o1 = o0 + tile < n_out ? o0 + tile : n_out;
+            int64_t on = next < first[j + 1] ? (next - first[j]) * tile : -1;
+            k->rows(&am[j], o0, o1, on, scratch);
             i = next;
         }
         keep_put(&keep_s);

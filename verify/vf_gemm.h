@@ -23,6 +23,20 @@
 int vf_matmul(const void *w, int wtype, int64_t n_out, int64_t n_in,
               const float *x, int64_t n_tok, float *y);
 
+/* Several matrices on the same input: y_j = W_j x for j < n_mat (at most
+ * VF_MAT_MAX), each as vf_matmul computes it (the same bits). Where all have
+ * the same type the activations are quantized once and the matrices' rows
+ * are one list of work items for the threads (attn_q/k/v, ffn_gate/up);
+ * otherwise one vf_matmul each. */
+enum { VF_MAT_MAX = 4 };
+typedef struct vf_mat {
+    const void *w;
+    int wtype;
+    int64_t n_out;
+    float *y;
+} vf_mat;
+int vf_matmul_n(const vf_mat *mats, int n_mat, int64_t n_in, const float *x, int64_t n_tok);
+
 /* ------------------------------------------------------------------------
  * The arithmetic, exactly (every path computes this, bit for bit):
  *
