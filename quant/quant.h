@@ -223,16 +223,19 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
  * input (ncols * 32 finite floats: cov32[(b * 32 + i) * 32 + j] = mean of
  * x[32b + i] * x[32b + j] over the calibration tokens; each block's diagonal
  * >= 0, LPK_EINVAL otherwise; of a block that is not symmetric, its symmetric
- * part is used). For the types quant_type_uses_cov
- * names, each block b is then searched for the least e^T C_b e (e the block's
- * weight error) instead of a weighted squared error, and imatrix and flags
- * are not used for them (docs/QUANT.md, "q4_0 scored with the input
- * covariance"); other types ignore cov32. One scalar search: the bytes do not
- * depend on the thread count or the SIMD path. */
+ * part is used). With it, quantization aims at the least e^T C_b e per 32
+ * columns (e the weight error; docs/QUANT.md, "Scored with the input
+ * covariance"): q4_0, q5_0, q4_1, q5_1 and iq4_nl search each block's scale
+ * and values for it (imatrix and flags are then not used); q2_k, q3_k, q4_k,
+ * q5_k, q6_k and iq4_xs keep their weighted search's scales (imatrix, flags)
+ * and then move single values by one level while e^T C_b e drops; other
+ * types ignore cov32. Scalar code after the usual kernels: the bytes still do
+ * not depend on the thread count or the SIMD path. */
 int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nrows,
                             int64_t ncols, void *dst, const float *imatrix, const float *cov32,
                             unsigned flags, double *sse, double *ssx, lpk_error *err);
-/* True for the types whose search takes quant_quantize_rows_err's cov32. */
+/* True for the types quant_quantize_rows_err's cov32 changes (the block
+ * types but q8_0). */
 int quant_type_uses_cov(int type);
 /* Inverse: blocks of `type` -> f32. LPK_EINVAL for an unknown type or a ncols
  * that is not a multiple of the block size. */

@@ -27,8 +27,12 @@ static const float lv_q4_0[16] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4,
 static const float lv_q5_0[32] = {-16, -15, -14, -13, -12, -11, -10, -9, -8, -7, -6,
                                   -5,  -4,  -3,  -2,  -1,  0,   1,   2,  3,  4,  5,
                                   6,   7,   8,   9,   10,  11,  12,  13, 14, 15};
-static const float lv_u[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
-                               16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+static const float lv_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                   1,    13,   25,  38,  53,  69,  89,  113};
+static const float lv_u[64] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                               16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+                               32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
+                               48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
 
 /* What a block's candidates share: x, C_b, C_b x, C_b 1 and the scalars. */
 typedef struct {
@@ -84,36 +88,47 @@ static void cov_score(const cov_block *b, const cov_levels *L, cov_cand *c)
            m * m * b->s11;
 }
 
-/* Greedy moves of single values by one level while e^T C e drops, the best
- * move first (at most COV_MOVES); c->cy follows the moves, then c is scored. */
-static void cov_greedy(const cov_block *b, const cov_levels *L, cov_cand *c)
+/* Greedy moves of single values by one level while e^T C e (*e) drops, the
+ * best move first, at most COV_MOVES: value i is st[i] * lv[q[i]] (plus a
+ * fixed offset), q[i] in [0, nl); g = C e and cy = C lv[q] (NULL: not kept)
+ * follow the moves. C symmetric. */
+static void greedy_moves(const float *C, const float *lv, int nl, const double *st, int *q,
+                         double *g, double *cy, double *e)
 {
-    double g[32], d = c->d, m = c->m; /* g = C e */
-    for (int i = 0; i < 32; i++) g[i] = b->cx[i] - d * c->cy[i] - m * b->s[i];
     for (int it = 0; it < COV_MOVES; it++) {
         double best = 0;
         int bi = -1, bq = 0;
         for (int i = 0; i < 32; i++) {
-            double cii = b->C[33 * i];
+            double cii = C[33 * i];
             for (int s = -1; s <= 1; s += 2) {
-                int nq = c->q[i] + s;
-                if (nq < 0 || nq >= L->nl) continue;
-                double t = d * ((double)L->lv[nq] - L->lv[c->q[i]]); /* e_i -= t */
+                int nq = q[i] + s;
+                if (nq < 0 || nq >= nl) continue;
+                double t = st[i] * ((double)lv[nq] - lv[q[i]]); /* e_i -= t */
                 double de = -2 * t * g[i] + t * t * cii;
                 if (de < best) { best = de; bi = i; bq = nq; }
             }
         }
         /* a drop within the rounding of e itself is no drop */
-        if (bi < 0 || !(-best > 1e-12 * fabs(c->e))) break;
-        double dy = (double)L->lv[bq] - L->lv[c->q[bi]], t = d * dy;
-        const float *Ci = b->C + 32 * bi; /* C's column bi (C is symmetric) */
-        for (int j = 0; j < 32; j++) {
-            g[j] -= t * Ci[j];
-            c->cy[j] += dy * Ci[j];
-        }
-        c->q[bi] = bq;
-        c->e += best;
+        if (bi < 0 || !(-best > 1e-12 * fabs(*e))) break;
+        double dy = (double)lv[bq] - lv[q[bi]], t = st[bi] * dy;
+        const float *Ci = C + 32 * bi; /* C's column bi (C is symmetric) */
+        for (int j = 0; j < 32; j++) g[j] -= t * Ci[j];
+        if (cy)
+            for (int j = 0; j < 32; j++) cy[j] += dy * Ci[j];
+        q[bi] = bq;
+        *e += best;
     }
+}
+
+/* greedy_moves on candidate c (step c->d), then c is scored again. */
+static void cov_greedy(const cov_block *b, const cov_levels *L, cov_cand *c)
+{
+    double g[32], st[32], d = c->d, m = c->m; /* g = C e */
+    for (int i = 0; i < 32; i++) {
+        g[i] = b->cx[i] - d * c->cy[i] - m * b->s[i];
+        st[i] = d;
+    }
+    greedy_moves(b->C, L->lv, L->nl, st, c->q, g, c->cy, &c->e);
     cov_score(b, L, c);
 }
 
@@ -248,9 +263,7 @@ static void cov_asym(const float *x, const float *C, int nmax, uint16_t *dh, uin
  * scales). */
 static void cov_iq4_nl(const float *x, const float *C, uint16_t *dh, int q[32])
 {
-    static const float lv[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
-                                 1,    13,   25,  38,  53,  69,  89,  113};
-    cov_levels L = {lv, 16, 0, 1};
+    cov_levels L = {lv_iq4nl, 16, 0, 1};
     float xm = 0.0f;
     for (int i = 0; i < 32; i++)
         if (fabsf(x[i]) > fabsf(xm)) xm = x[i];
@@ -341,3 +354,145 @@ void quant_cov_row(int type, const float *x, const float *cov32, void *dst, int6
         }
     }
 }
+
+/* ---------------------------------------------------------------- super-blocks */
+/* The super-block types keep their scales from the weighted search; each
+ * 32-value block's values are then moved by greedy_moves under C_b. Value e
+ * (0..255) of a super-block as level q in [0, nl) with step st: the value is
+ * st * q plus a fixed offset of its sub-block. */
+static int kq_levels(int type)
+{
+    switch (type) {
+    case LPK_TYPE_IQ4_XS: return 16;
+    case LPK_TYPE_Q4_K: return 16;
+    case LPK_TYPE_Q5_K: return 32;
+    case LPK_TYPE_Q6_K: return 64;
+    case LPK_TYPE_Q3_K: return 8;
+    case LPK_TYPE_Q2_K: return 4;
+    default: return 0;
+    }
+}
+
+static void kq_get(int type, const void *blk, int e, int *q, double *st)
+{
+    switch (type) {
+    case LPK_TYPE_Q4_K: case LPK_TYPE_Q5_K: {
+        const block_q4_K *b = blk; /* q5_K's first fields are q4_K's */
+        int sc, m;
+        quant_q4k_scale_min(b->scales, e / 32, &sc, &m);
+        *st = lpk_f16_to_f32(b->d) * (float)sc;
+        *q = type == LPK_TYPE_Q4_K ? quant_q4k_q(b->qs, e) : quant_q5k_q(blk, e);
+        break;
+    }
+    case LPK_TYPE_Q6_K: {
+        const block_q6_K *b = blk;
+        *st = lpk_f16_to_f32(b->d) * (float)b->scales[e / 16];
+        *q = quant_q6k_q(b, e) + 32;
+        break;
+    }
+    case LPK_TYPE_IQ4_XS: {
+        const block_iq4_xs *b = blk;
+        *st = lpk_f16_to_f32(b->d) * (float)quant_iq4xs_scale(b, e / 32);
+        *q = (b->qs[16 * (e / 32) + e % 16] >> (4 * ((e % 32) / 16))) & 15;
+        break;
+    }
+    case LPK_TYPE_Q3_K: {
+        const block_q3_K *b = blk;
+        *st = lpk_f16_to_f32(b->d) * (float)quant_q3k_scale(b->scales, e / 16);
+        *q = quant_q3k_q(b, e) + 4;
+        break;
+    }
+    default: { /* q2_K */
+        const block_q2_K *b = blk;
+        *st = lpk_f16_to_f32(b->d) * (float)(b->scales[e / 16] & 15);
+        *q = quant_q2k_q(b->qs, e);
+        break;
+    }
+    }
+}
+
+static void set_bits(uint8_t *p, int shift, int width, int v)
+{
+    int mask = ((1 << width) - 1) << shift;
+    *p = (uint8_t)((*p & ~mask) | ((v << shift) & mask));
+}
+
+static void kq_set(int type, void *blk, int e, int q)
+{
+    switch (type) {
+    case LPK_TYPE_Q4_K:
+        set_bits(&((block_q4_K *)blk)->qs[32 * (e / 64) + e % 32], 4 * ((e / 32) % 2), 4, q);
+        break;
+    case LPK_TYPE_Q5_K: {
+        block_q5_K *b = blk;
+        set_bits(&b->qs[32 * (e / 64) + e % 32], 4 * ((e / 32) % 2), 4, q);
+        set_bits(&b->qh[e % 32], e / 32, 1, q >> 4);
+        break;
+    }
+    case LPK_TYPE_Q6_K: {
+        block_q6_K *b = blk;
+        int h = e / 128, k = (e % 128) / 32, l = e % 32;
+        set_bits(&b->ql[64 * h + 32 * (k & 1) + l], 4 * (k >> 1), 4, q);
+        set_bits(&b->qh[32 * h + l], 2 * k, 2, q >> 4);
+        break;
+    }
+    case LPK_TYPE_IQ4_XS:
+        set_bits(&((block_iq4_xs *)blk)->qs[16 * (e / 32) + e % 16], 4 * ((e % 32) / 16), 4, q);
+        break;
+    case LPK_TYPE_Q3_K: {
+        block_q3_K *b = blk;
+        set_bits(&b->qs[32 * (e / 128) + e % 32], 2 * ((e % 128) / 32), 2, q);
+        set_bits(&b->hmask[e % 32], e / 32, 1, q >> 2);
+        break;
+    }
+    default: {
+        block_q2_K *b = blk;
+        set_bits(&b->qs[32 * (e / 128) + e % 32], 2 * ((e % 128) / 32), 2, q);
+        break;
+    }
+    }
+}
+
+void quant_cov_polish_row(int type, const float *x, const float *cov32, void *dst, int64_t n)
+{
+    dequant_row_fn deq = type == LPK_TYPE_Q4_K   ? quant_deq_q4_k
+                         : type == LPK_TYPE_Q5_K ? quant_deq_q5_k
+                         : type == LPK_TYPE_Q6_K ? quant_deq_q6_k
+                         : type == LPK_TYPE_Q3_K ? quant_deq_q3_k
+                         : type == LPK_TYPE_Q2_K ? quant_deq_q2_k
+                                                 : quant_deq_iq4_xs;
+    int nl = kq_levels(type);
+    size_t bs = (size_t)lpk_type_get(type)->type_size;
+    for (int64_t sb = 0; sb < n / QK_K; sb++) {
+        uint8_t *blk = (uint8_t *)dst + (size_t)sb * bs;
+        float y[QK_K];
+        deq(blk, y, QK_K);
+        for (int k = 0; k < QK_K / 32; k++) {
+            const float *xb = x + QK_K * sb + 32 * k, *yb = y + 32 * k;
+            const float *Ck = cov32 + 1024 * (QK_K / 32 * sb + k);
+            float C[1024];
+            for (int i = 0; i < 32; i++)
+                for (int j = 0; j < 32; j++)
+                    C[32 * i + j] = (Ck[32 * i + j] + Ck[32 * j + i]) * 0.5f;
+            if (cov_dead(C)) continue;
+            double ev[32], g[32], st[32], e = 0;
+            int q[32], q0[32];
+            for (int i = 0; i < 32; i++) {
+                ev[i] = (double)xb[i] - yb[i];
+                kq_get(type, blk, 32 * k + i, &q[i], &st[i]);
+                q0[i] = q[i];
+            }
+            for (int i = 0; i < 32; i++) {
+                double a = 0;
+                for (int j = 0; j < 32; j++) a += (double)C[32 * i + j] * ev[j];
+                g[i] = a;
+                e += ev[i] * a;
+            }
+            greedy_moves(C, type == LPK_TYPE_IQ4_XS ? lv_iq4nl : lv_u, nl, st, q, g, NULL, &e);
+            for (int i = 0; i < 32; i++)
+                if (q[i] != q0[i]) kq_set(type, blk, 32 * k + i, q[i]);
+        }
+    }
+}
+
+int quant_cov_polishes(int type) { return kq_levels(type) != 0; }

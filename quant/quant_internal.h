@@ -119,6 +119,10 @@ void quant_pack_qh(const int u[32], uint8_t qh[4]);
  * floats, block k's at cov32 + 1024 k, row-major) into dst. */
 int quant_cov_supports(int type);
 void quant_cov_row(int type, const float *x, const float *cov32, void *dst, int64_t n);
+/* The super-block types (q2_k..q6_k) whose values, quantized by their own
+ * search, are then moved under C_b: whether type is one, and one row. */
+int quant_cov_polishes(int type);
+void quant_cov_polish_row(int type, const float *x, const float *cov32, void *dst, int64_t n);
 void quant_block_q4_0(const qi_ops *ops, const float *x, const float *w, block_q4_0 *b);
 void quant_block_q5_0(const qi_ops *ops, const float *x, const float *w, block_q5_0 *b);
 uint16_t quant_q8_0_scale(const float *x);

@@ -261,7 +261,7 @@ int quant_quantize_rows_ex(int type, int src_type, const void *src, int64_t nrow
                                    NULL, NULL, err);
 }
 
-int quant_type_uses_cov(int type) { return quant_cov_supports(type); }
+int quant_type_uses_cov(int type) { return quant_cov_supports(type) || quant_cov_polishes(type); }
 
 /* cov32 as quant_quantize_rows_err takes it: finite, each block's diagonal
  * >= 0. */
@@ -300,8 +300,10 @@ int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nro
                                (long long)c, (double)imatrix[c]);
     }
     /* the covariance search replaces the weights and every kernel */
-    int cv = cov32 && quant_type_uses_cov(type);
-    if (cv) {
+    int cv = cov32 && quant_cov_supports(type);
+    /* the super-block types: their own search, then the values moved under C */
+    int pol = cov32 && quant_cov_polishes(type);
+    if (cv || pol) {
         int rc = check_cov32(cov32, ncols, err);
         if (rc) return rc;
     }
@@ -368,11 +370,13 @@ int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nro
             int done = bf && !run_blocks(bf, (const char *)src + (size_t)(r0 * ncols) * es,
                                          src_type, bw, bwn, (uint8_t *)dst + (size_t)r0 * row_bytes,
                                          (r1 - r0) * ncols / ti->block_size, ti);
-            if (done && !part) continue;
+            if (done && !part && !pol) continue;
             for (int64_t r = r0; r < r1; r++) {
                 const float *x = row_f32(src_type, src, r, ncols, buf);
                 uint8_t *out = (uint8_t *)dst + (size_t)r * row_bytes;
                 if (done) {
+                    if (pol) quant_cov_polish_row(type, x, cov32, out, ncols);
+                    if (!part) continue;
                     /* the rows in cache again: dequantized and compared */
                     deq_row(type, out, ncols, yb);
                     err_row(x, yb, ncols, &part[2 * r], &part[2 * r + 1]);
@@ -395,6 +399,7 @@ int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nro
                     }
                     if (ow) output_weights(x, imatrix, ncols, ok, wb);
                     fn(x, ow ? wb : imatrix, out, ncols);
+                    if (pol) quant_cov_polish_row(type, x, cov32, out, ncols);
                     break;
                 }
                 if (part) {

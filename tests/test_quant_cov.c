@@ -15,6 +15,10 @@
 static const int cov_types[] = {LPK_TYPE_Q4_0, LPK_TYPE_Q5_0, LPK_TYPE_Q4_1, LPK_TYPE_Q5_1,
                                 LPK_TYPE_IQ4_NL};
 #define N_COV_TYPES (sizeof cov_types / sizeof cov_types[0])
+/* the super-block types: their own search, then values moved under C */
+static const int polish_types[] = {LPK_TYPE_Q2_K, LPK_TYPE_Q3_K, LPK_TYPE_Q4_K,
+                                   LPK_TYPE_Q5_K, LPK_TYPE_Q6_K, LPK_TYPE_IQ4_XS};
+#define N_POLISH_TYPES (sizeof polish_types / sizeof polish_types[0])
 
 /* Random SPD blocks: C_b = A A^T / 32 + eps I with A's rows sharing a common
  * factor (strongly correlated columns, as layer inputs are), or with diag set
@@ -245,19 +249,20 @@ static void test_cov_threads_paths(void **state)
     uint64_t s = 3;
     const int64_t nr = 40, nc = 512;
     float *x = malloc(sizeof(float) * nr * nc), *cov = malloc(sizeof(float) * nc * 32);
-    uint8_t *a = malloc(tu_qbytes(LPK_TYPE_Q5_1, nr, nc)), *b = malloc(tu_qbytes(LPK_TYPE_Q5_1, nr, nc));
+    uint8_t *a = malloc(tu_qbytes(LPK_TYPE_Q6_K, nr, nc)), *b = malloc(tu_qbytes(LPK_TYPE_Q6_K, nr, nc));
     assert_true(x && cov && a && b);
     rand_rows(&s, x, nr * nc);
     rand_cov(&s, nc, 0, cov);
     lpk_error err = {0};
-    for (size_t t = 0; t < N_COV_TYPES; t++) {
-        int type = cov_types[t];
+    for (size_t t = 0; t < N_COV_TYPES + N_POLISH_TYPES; t++) {
+        int type = t < N_COV_TYPES ? cov_types[t] : polish_types[t - N_COV_TYPES];
         size_t n = tu_qbytes(type, nr, nc);
         double e0, s0, e, s2;
         quant_set_path(QUANT_PATH_SCALAR);
         omp_set_num_threads(1);
-        assert_int_equal(quant_quantize_rows_err(type, LPK_TYPE_F32, x, nr, nc, a, NULL, cov, 0,
-                                                 &e0, &s0, &err), LPK_OK);
+        assert_int_equal(quant_quantize_rows_err(type, LPK_TYPE_F32, x, nr, nc, a, NULL, cov,
+                                                 QUANT_ROWS_OUTPUT_WEIGHTING, &e0, &s0, &err),
+                         LPK_OK);
         for (int p = 0; p < 3; p++)
             for (int th = 1; th <= 4; th *= 2) {
                 quant_set_path(p == 2 ? QUANT_PATH_SCALAR : p ? QUANT_PATH_AVX2 : QUANT_PATH_AUTO);
@@ -292,10 +297,9 @@ static void test_cov_other_types_and_bad(void **state)
     rand_cov(&s, nc, 0, cov);
     for (int c = 0; c < 256; c++) im[c] = 0.5f + (float)(c % 7);
     lpk_error err = {0};
-    const int others[] = {LPK_TYPE_Q8_0, LPK_TYPE_Q4_K, LPK_TYPE_Q6_K, LPK_TYPE_Q3_K,
-                          LPK_TYPE_IQ4_XS, LPK_TYPE_F16};
+    const int others[] = {LPK_TYPE_Q8_0, LPK_TYPE_F16, LPK_TYPE_BF16};
     for (size_t t = 0; t < sizeof others / sizeof others[0]; t++) {
-        if (quant_type_uses_cov(others[t])) continue;
+        assert_false(quant_type_uses_cov(others[t]));
         size_t n = tu_qbytes(others[t], nr, nc);
         assert_int_equal(quant_quantize_rows_err(others[t], LPK_TYPE_F32, x, nr, nc, a, im, NULL,
                                                  QUANT_ROWS_OUTPUT_WEIGHTING, NULL, NULL, &err), 0);
@@ -332,6 +336,60 @@ static void test_cov_other_types_and_bad(void **state)
     }
 }
 
+/* The super-block types: with cov32 each 32-value block's e^T C_b e is at
+ * most that of the same search without it (the same scales, values moved only
+ * while the error drops), the sum well below; with C diagonal no value moves
+ * (each is already its level nearest), so the bytes are the search's alone. */
+static void test_cov_polish(void **state)
+{
+    (void)state;
+    uint64_t s = 21;
+    const int64_t nr = 8, nc = 512;
+    float *x = malloc(sizeof(float) * nr * nc), *cov = malloc(sizeof(float) * nc * 32);
+    float *dg = malloc(sizeof(float) * nc * 32), *y = malloc(sizeof(float) * nr * nc);
+    float *y0 = malloc(sizeof(float) * nr * nc), im[512];
+    uint8_t *a = malloc(tu_qbytes(LPK_TYPE_Q6_K, nr, nc)), *b = malloc(tu_qbytes(LPK_TYPE_Q6_K, nr, nc));
+    assert_true(x && cov && dg && y && y0 && a && b);
+    rand_rows(&s, x, nr * nc);
+    rand_cov(&s, nc, 0, cov);
+    rand_cov(&s, nc, 1, dg);
+    for (int64_t c = 0; c < nc; c++) im[c] = cov[(c / 32) * 1024 + 33 * (c % 32)];
+    lpk_error err = {0};
+    for (size_t t = 0; t < N_POLISH_TYPES; t++) {
+        int type = polish_types[t];
+        size_t n = tu_qbytes(type, nr, nc);
+        assert_true(quant_type_uses_cov(type));
+        assert_int_equal(quant_quantize_rows_err(type, LPK_TYPE_F32, x, nr, nc, a, im, NULL,
+                                                 QUANT_ROWS_OUTPUT_WEIGHTING, NULL, NULL, &err), 0);
+        assert_int_equal(quant_quantize_rows_err(type, LPK_TYPE_F32, x, nr, nc, b, im, cov,
+                                                 QUANT_ROWS_OUTPUT_WEIGHTING, NULL, NULL, &err), 0);
+        assert_int_equal(quant_dequantize_rows(type, a, nr, nc, y0), 0);
+        assert_int_equal(quant_dequantize_rows(type, b, nr, nc, y), 0);
+        double e0 = 0, e1 = 0;
+        for (int64_t r = 0; r < nr; r++)
+            for (int64_t k = 0; k < nc / 32; k++) {
+                const float *xb = x + r * nc + 32 * k, *C = cov + 1024 * k;
+                double p0 = block_err(xb, y0 + r * nc + 32 * k, C);
+                double p1 = block_err(xb, y + r * nc + 32 * k, C);
+                assert_true(p1 <= p0 * (1 + 1e-6) + 1e-12);
+                e0 += p0;
+                e1 += p1;
+            }
+        assert_true(e1 < 0.8 * e0);
+        /* a diagonal C: nothing moves */
+        assert_int_equal(quant_quantize_rows_err(type, LPK_TYPE_F32, x, nr, nc, b, im, dg,
+                                                 QUANT_ROWS_OUTPUT_WEIGHTING, NULL, NULL, &err), 0);
+        assert_memory_equal(a, b, n);
+    }
+    free(x);
+    free(cov);
+    free(dg);
+    free(y);
+    free(y0);
+    free(a);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -339,6 +397,7 @@ int main(void)
         cmocka_unit_test(test_cov_diagonal_brute_force),
         cmocka_unit_test(test_cov_threads_paths),
         cmocka_unit_test(test_cov_other_types_and_bad),
+        cmocka_unit_test(test_cov_polish),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
