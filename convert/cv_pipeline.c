@@ -573,7 +573,8 @@ static int open_source(const cv_options *o, cv_open_opts *oo, cv_source **s, lpk
  * fits dt. *out_bytes = bytes written to dst. */
 static int convert_block(const char *what, const cv_tensor *t, int st, int dt, const void *src,
                          float *f32buf, void *dst, int64_t row0, int64_t nrows,
-                         const float *imw, unsigned qflags, size_t *out_bytes,
+                         const float *imw, const float *cov, unsigned qflags,
+                         size_t *out_bytes,
                          lpk_error *err)
 {
     int64_t nc = t_ncols(t);
@@ -603,7 +604,8 @@ static int convert_block(const char *what, const cv_tensor *t, int st, int dt, c
         uint64_t nb;
         int rc = lpk_type_nbytes(dt, n, &nb);
         if (!rc)
-            rc = quant_quantize_rows_ex(dt, LPK_TYPE_F32, f, nrows, nc, dst, imw, qflags, err);
+            rc = quant_quantize_rows_err(dt, LPK_TYPE_F32, f, nrows, nc, dst, imw, cov, qflags,
+                                         NULL, NULL, err);
         if (rc) {
             if (err && !strstr(err->msg, t->name))
                 lpk_err(err, rc, "%s: tensor '%s': cannot store as %s", what, t->name,
@@ -678,7 +680,7 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
     lpk_tensor *decls = NULL;
     size_t *order = NULL;
     void *b_src = NULL, *b_dst = NULL;
-    float *b_f32 = NULL, *imbuf = NULL;
+    float *b_f32 = NULL, *imbuf = NULL, *covbuf = NULL;
     lpk_writer *w = NULL;
     quant_choice *choices = NULL;
     int rc = open_source(o, &oo, &s, err);
@@ -830,11 +832,18 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
         const cv_tensor *t = &s->tensors[order[k]];
         int dt = decls[k].type;
         int64_t nr = t_nrows(t), nc = t_ncols(t), br = block_rows(t);
-        const float *imw = NULL;
+        const float *imw = NULL, *cov = NULL;
         if (recipe && o->imatrix && quant_type_is_block(dt)) {
             const lpk_imatrix_entry *e = lpk_imatrix_find(o->imatrix, t->name);
             if ((rc = imatrix_weights(e, nc, &imbuf, t->name, rep, err))) goto out;
             imw = e ? imbuf : NULL;
+            /* the input's covariance blocks, where the matrix has them */
+            if (e && e->cov32 && quant_type_uses_cov(dt)) {
+                float *cb = realloc(covbuf, (size_t)nc * 32 * sizeof *cb);
+                if (!cb) { rc = lpk_err(err, LPK_ENOMEM, "out of memory"); goto out; }
+                covbuf = cb;
+                if (lpk_imatrix_cov32(o->imatrix, t->name, nc, covbuf)) cov = covbuf;
+            }
         }
         unsigned qflags = quant_rows_flags(t->name, decls, nd);
         if ((rc = lpk_writer_tensor_begin(w, t->name, err))) goto out;
@@ -843,7 +852,7 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
             size_t ob = 0;
             if ((rc = s->ops->read_rows(s, t, r, kr, b_src, err)) ||
                 (rc = convert_block(o->src, t, t->dtype, dt, b_src, b_f32, b_dst, r, kr, imw,
-                                    qflags, &ob, err)) ||
+                                    cov, qflags, &ob, err)) ||
                 (rc = lpk_writer_tensor_write(w, b_dst, ob, err)))
                 goto out;
             done += (uint64_t)(kr * nc) * elem_size(t->dtype);
@@ -874,6 +883,7 @@ out:
     free(b_dst);
     free(b_f32);
     free(imbuf);
+    free(covbuf);
     if (s) s->ops->close(s);
     if (!report) cv_report_free(rep);
     return rc;

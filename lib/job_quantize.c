@@ -229,12 +229,16 @@ static int prepare_tensor(qrun *run, qout *q, size_t i, const lpk_tensor *t, con
     llmpack_quantize_tensor *st = &q->t[i];
     if (t->type != type) {
         lpk_error qe = {0};
-        const float *iw = NULL;
+        const float *iw = NULL, *cov = NULL;
         if (run->im && quant_type_is_block(type)) {
             const lpk_imatrix_entry *e = lpk_imatrix_find(run->im, t->name);
             if (e) {
                 lpk_imatrix_weights(e, wbuf);
                 iw = wbuf;
+                /* the input's covariance blocks, where the matrix has them
+                 * (wbuf holds 33 floats a column then; docs/QUANT.md) */
+                if (quant_type_uses_cov(type) && lpk_imatrix_cov32(run->im, t->name, nc, wbuf + nc))
+                    cov = wbuf + nc;
             } else {
                 /* no entry: the weighting used without a matrix (docs/QUANT.md) */
                 st->no_entry = 1;
@@ -248,7 +252,7 @@ static int prepare_tensor(qrun *run, qout *q, size_t i, const lpk_tensor *t, con
             /* the error sums come with the rows, while they are in cache */
             rc = quant_quantize_rows_err(type, x ? LPK_TYPE_F32 : t->type, x ? (const void *)x
                                                                              : bytes,
-                                         nr, nc, q->qbuf, iw, NULL,
+                                         nr, nc, q->qbuf, iw, cov,
                                          quant_rows_flags(t->name, q->decls, run->n),
                                          measure ? &st->sse : NULL, measure ? &st->ssx : NULL,
                                          &qe);
@@ -711,7 +715,9 @@ static int quantize(qrun *run, const llmpack_quantize_out *given, qout *outs, si
         goto done;
     }
     x = malloc((size_t)max_elems * sizeof *x);
-    wbuf = run->im ? malloc((size_t)max_cols * sizeof *wbuf) : NULL;
+    /* a row's importance, and the covariance blocks of a matrix that has them */
+    size_t wcols = run->im && lpk_imatrix_n_cov32(run->im) ? 33 : 1;
+    wbuf = run->im ? malloc((size_t)max_cols * wcols * sizeof *wbuf) : NULL;
     if (!x || (run->im && !wbuf)) { rc = lpk_err(err, LPK_ENOMEM, "out of memory"); goto done; }
 
     for (;;) { /* more than once only when a size target is missed */

@@ -390,6 +390,123 @@ static void test_cov_polish(void **state)
     free(b);
 }
 
+/* quantize and convert with a matrix whose entries carry cov32 blocks
+ * (NAME.cov32): each tensor of a type with a covariance search is
+ * quant_quantize_rows_err's with the matrix's blocks; q8_0 and the same matrix
+ * without the blocks give the bytes they gave before; convert --type gives
+ * quantize's tensors. stories260K at f32 (or the demo model's). */
+static void test_cov_imatrix_jobs(void **state)
+{
+    (void)state;
+    const char *m0 = tu_shared_or_demo("gguf/stories260K-f32.gguf", "--type f32");
+    char *model = strdup(m0);
+    const char *hf0 = tu_shared("models/stories260K/hf");
+    char *hf = strdup(hf0 ? hf0 : "examples/stories260K");
+    char *dir = tu_tmpdir(), *out = NULL, why[256];
+    char *imp = tu_fmt("%s/plain.imatrix", dir), *imc = tu_fmt("%s/cov.imatrix", dir);
+    lpk_error err = {0};
+    lpk_reader *r = NULL;
+    assert_int_equal(lpk_reader_open(model, &r, &err), LPK_OK);
+    /* every 2-D matrix but the embedding: random importance and blocks */
+    lpk_imatrix *ip = lpk_imatrix_new(), *ic = lpk_imatrix_new();
+    uint64_t s = 77;
+    size_t ncov = 0;
+    for (size_t i = 0; i < lpk_reader_n_tensors(r); i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        if (t->n_dims != 2 || !strcmp(t->name, "token_embd.weight")) continue;
+        int64_t nc = lpk_tensor_ncols(t);
+        lpk_imatrix_entry *ep, *ec;
+        assert_int_equal(lpk_imatrix_add(ip, t->name, nc, &ep), LPK_OK);
+        assert_int_equal(lpk_imatrix_add(ic, t->name, nc, &ec), LPK_OK);
+        float *cov = malloc((size_t)nc * 32 * sizeof *cov);
+        assert_non_null(cov);
+        if (nc % 32 == 0) {
+            rand_cov(&s, nc, 0, cov);
+            assert_int_equal(lpk_imatrix_add_cov32(ec), LPK_OK);
+            for (int64_t k = 0; k < nc * 32; k++) ec->cov32[k] = cov[k] * 10.0f;
+            ncov++;
+        }
+        for (int64_t c = 0; c < nc; c++)
+            ep->sum2[c] = ec->sum2[c] = nc % 32 ? 10.0f : cov[(c / 32) * 1024 + 33 * (c % 32)] * 10.0f;
+        ep->count = ec->count = 10.0f;
+        ep->ncall = ec->ncall = 1;
+        free(cov);
+    }
+    assert_true(ncov >= 4);
+    assert_int_equal(lpk_imatrix_write(imp, ip, LPK_IMATRIX_LEGACY, 0, &err), LPK_OK);
+    assert_int_equal(lpk_imatrix_write(imc, ic, LPK_IMATRIX_LEGACY, 0, &err), LPK_OK);
+    lpk_imatrix_free(ip);
+    lpk_imatrix_free(ic);
+    /* what the matrix read back gives (its blocks as the accessor scales them) */
+    lpk_imatrix *im = NULL;
+    assert_int_equal(lpk_imatrix_read(imc, &im, &err), LPK_OK);
+    const char *types[] = {"q4_0", "q4_k", "q8_0"};
+    for (size_t k = 0; k < 3; k++) {
+        char *qp = tu_fmt("%s/p-%s.lpk", dir, types[k]), *qc = tu_fmt("%s/c-%s.lpk", dir, types[k]);
+        char *cv = tu_fmt("%s/v-%s.lpk", dir, types[k]);
+        assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type %s --pure --imatrix '%s' -q",
+                                    model, qp, types[k], imp), 0);
+        free(out);
+        assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s' --type %s --pure --imatrix '%s' -q",
+                                    model, qc, types[k], imc), 0);
+        free(out);
+        int same = tu_lpk_same_tensors(qp, qc, why, sizeof why) == 0;
+        assert_int_equal(same, k == 2);
+        /* convert --type: quantize's tensors */
+        assert_int_equal(tu_llmpack(&out, "convert '%s' -o '%s' --type %s --pure --imatrix '%s' -q",
+                                    hf, cv, types[k], imc), 0);
+        free(out);
+        /* (the f32 source, else the demo model: its f16 values are what the
+         * f32 GGUF made from it holds) */
+        assert_int_equal(tu_lpk_same_tensors(cv, qc, why, sizeof why), 0);
+        /* each matrix with blocks: quant_quantize_rows_err's bytes */
+        lpk_reader *rq = NULL;
+        assert_int_equal(lpk_reader_open(qc, &rq, &err), LPK_OK);
+        size_t nq = lpk_reader_n_tensors(rq);
+        lpk_tensor *decls = malloc(nq * sizeof *decls);
+        assert_non_null(decls);
+        for (size_t i = 0; i < nq; i++) decls[i] = *lpk_reader_tensor(rq, i);
+        for (size_t i = 0; i < lpk_reader_n_tensors(r) && k < 2; i++) {
+            const lpk_tensor *t = lpk_reader_tensor(r, i), *tq = lpk_reader_find(rq, t->name);
+            const lpk_imatrix_entry *e = lpk_imatrix_find(im, t->name);
+            if (!e || !e->cov32 || tq->type != lpk_type_from_name(types[k])) continue;
+            int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
+            const void *src, *qbytes;
+            assert_int_equal(lpk_reader_tensor_data(r, i, &src, &err), LPK_OK);
+            assert_int_equal(lpk_reader_tensor_data(rq, lpk_reader_index(rq, tq), &qbytes, &err),
+                             LPK_OK);
+            float *x = malloc((size_t)(nr * nc) * sizeof *x), *w = malloc((size_t)nc * sizeof *w);
+            float *cov = malloc((size_t)nc * 32 * sizeof *cov);
+            void *want = malloc(tq->size);
+            assert_true(x && w && cov && want);
+            assert_int_equal(lpk_to_f32_row(t->type, src, x, (size_t)(nr * nc)), 0);
+            lpk_imatrix_weights(e, w);
+            assert_int_equal(lpk_imatrix_cov32(im, t->name, nc, cov), 1);
+            assert_int_equal(quant_quantize_rows_err(tq->type, LPK_TYPE_F32, x, nr, nc, want, w,
+                                                     cov, quant_rows_flags(t->name, decls, nq),
+                                                     NULL, NULL, &err), LPK_OK);
+            assert_memory_equal(want, qbytes, tq->size);
+            free(x);
+            free(w);
+            free(cov);
+            free(want);
+        }
+        lpk_reader_close(rq);
+        free(decls);
+        free(qp);
+        free(qc);
+        free(cv);
+    }
+    lpk_imatrix_free(im);
+    lpk_reader_close(r);
+    tu_rmtree(dir);
+    free(dir);
+    free(imp);
+    free(imc);
+    free(model);
+    free(hf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,6 +515,7 @@ int main(void)
         cmocka_unit_test(test_cov_threads_paths),
         cmocka_unit_test(test_cov_other_types_and_bad),
         cmocka_unit_test(test_cov_polish),
+        cmocka_unit_test(test_cov_imatrix_jobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
