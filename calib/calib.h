@@ -29,6 +29,7 @@ typedef struct calib_opts {
     int ctx;                  /* tokens per chunk; 0: 512 */
     int max_chunks;           /* 0: every whole chunk of the text */
     int no_output;            /* 1: leave out the output matrix (llama-imatrix's default) */
+    int no_cov;               /* 1: no cov32 blocks (llama-imatrix's entries only) */
     const char *dataset;      /* recorded as the matrix's dataset name (may be NULL) */
     calib_progress_fn progress;   /* may be NULL */
     void *user;
@@ -50,6 +51,12 @@ typedef struct calib_opts {
  * computes them: keys and values are rounded to f16 in the cache during the
  * run, and the sums are floats added token by token. So the values equal
  * llama-imatrix's to float rounding (a few 1e-6 relative on llama2-20m).
+ * Unless o->no_cov, every entry whose rows are a multiple of 32 long also gets
+ * its input's cov32 blocks (lpk_imatrix_entry): the 32x32 diagonal blocks of
+ * X^T X, each value summed in token order in double (products of two floats,
+ * exact), so bit for bit calib_gptq_hessian's entries rounded to float, on any
+ * thread count; made once per input (q/k/v and gate/up get equal copies).
+ * Memory: 4.5 KB per 32 columns of each input during the run.
  * LPK_EINVAL: fewer than ctx tokens. */
 int calib_run(vf_model *m, const int32_t *tokens, size_t n_tokens, int32_t bos,
               const calib_opts *o, lpk_imatrix **out, lpk_error *err);
@@ -158,6 +165,12 @@ int calib_gptq_quantize(calib_gptq *g, const char *name, int type, const float *
  * the same text), or NULL when it has no Hessian (or making it failed); valid
  * until a weight of another block is asked for, or calib_gptq_free. */
 const float *calib_gptq_imatrix(calib_gptq *g, const char *name, int64_t ncols);
+/* The Hessian H = X^T X (ncols x ncols, double, symmetric; not divided by
+ * the tokens, whose count goes to *tokens) of tensor name's input, or NULL
+ * (no Hessian, another width, or its memory already holds a factor: valid
+ * until a weight of that input is quantized, or as calib_gptq_imatrix). */
+const double *calib_gptq_hessian(calib_gptq *g, const char *name, int64_t ncols,
+                                 uint64_t *tokens);
 /* Provenance in meta: quant.method = "gptq", quant.gptq.calib_xxh3 (hex xxh3-64
  * of the calibration file's bytes), .calib_tokens, .chunks, .ctx, .damp,
  * .order ("none", "act-order", "block-act-order"), .inputs ("original",

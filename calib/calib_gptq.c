@@ -492,6 +492,16 @@ const float *calib_gptq_imatrix(calib_gptq *g, const char *name, int64_t ncols)
     return h->imatrix;
 }
 
+const double *calib_gptq_hessian(calib_gptq *g, const char *name, int64_t ncols,
+                                 uint64_t *tokens)
+{
+    lpk_error e = {0};
+    hess *h;
+    if (hess_of_name(g, name, &h, &e) || h->n != ncols || !h->h) return NULL;
+    if (tokens) *tokens = h->tokens;
+    return h->h;
+}
+
 int calib_gptq_record(const calib_gptq *g, lpk_meta *meta)
 {
     char hex[17];

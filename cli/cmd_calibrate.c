@@ -15,7 +15,11 @@ static void usage(FILE *f)
             "Runs the fp32 reference forward pass over the text (llama-imatrix's protocol:\n"
             "BOS first, chunks of --ctx tokens whose first token is BOS) and writes, for every\n"
             "attention and feed-forward matrix and the output matrix, the per-column sum of\n"
-            "squared inputs and their count. MODEL is a .lpk or GGUF with f32/f16/bf16\n"
+            "squared inputs and their count (llama-imatrix's entries), and for the matrices\n"
+            "whose rows are a multiple of 32 long the 32x32 diagonal blocks of the inputs'\n"
+            "second moments (entries NAME.cov32, 32 values per column, for the quantizers\n"
+            "that score a block's error with them; llama-quantize ignores them; --no-cov\n"
+            "leaves them out; docs/QUANT.md). MODEL is a .lpk or GGUF with f32/f16/bf16\n"
             "weights, or a checkpoint convert reads (a Hugging Face or Meta folder, an\n"
             "archive), converted in memory first (docs/VERIFY.md). FILE ending in .gguf gets newer llama.cpp's GGUF layout, any other\n"
             "name llama.cpp b4748's legacy layout (both read by quantize --imatrix).\n\n"
@@ -25,6 +29,7 @@ static void usage(FILE *f)
             "  -c, --ctx N            tokens per chunk (default 512)\n"
             "  --chunks N             only the first N chunks (default: all)\n"
             "  --no-output            leave out the output matrix (as llama-imatrix does)\n"
+            "  --no-cov               no NAME.cov32 blocks: llama-imatrix's entries only\n"
             "  -t, --threads N        worker threads (default, or 0: all cores)\n"
             "  -m, --model MODEL      MODEL as an option\n"
             "  --force                replace FILE if it exists\n"
@@ -40,14 +45,14 @@ int cmd_calibrate(int argc, char **argv)
 {
     const char *model = NULL, *text = NULL, *out = NULL;
     long ctx = 512, chunks = 0, threads = 0;
-    int force = 0, json = 0, quiet = 0, no_output = 0;
-    enum { O_CHUNKS = 256, O_NO_OUTPUT, O_FORCE, O_JSON };
+    int force = 0, json = 0, quiet = 0, no_output = 0, no_cov = 0;
+    enum { O_CHUNKS = 256, O_NO_OUTPUT, O_NO_COV, O_FORCE, O_JSON };
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},           {"output", required_argument, NULL, 'o'},
         {"model", required_argument, NULL, 'm'},    {"text", required_argument, NULL, 'f'},
         {"ctx", required_argument, NULL, 'c'},      {"chunks", required_argument, NULL, O_CHUNKS},
         {"threads", required_argument, NULL, 't'},  {"quiet", no_argument, NULL, 'q'},
-        {"no-output", no_argument, NULL, O_NO_OUTPUT},
+        {"no-output", no_argument, NULL, O_NO_OUTPUT}, {"no-cov", no_argument, NULL, O_NO_COV},
         {"force", no_argument, NULL, O_FORCE},      {"json", no_argument, NULL, O_JSON},
         {NULL, 0, NULL, 0}};
     int c;
@@ -71,6 +76,7 @@ int cmd_calibrate(int argc, char **argv)
             break;
         case 'q': quiet = 1; break;
         case O_NO_OUTPUT: no_output = 1; break;
+        case O_NO_COV: no_cov = 1; break;
         case O_FORCE: force = 1; break;
         case O_JSON: json = 1; break;
         default: return CLI_EXIT_USAGE;
@@ -90,7 +96,8 @@ int cmd_calibrate(int argc, char **argv)
         return CLI_EXIT_RUNTIME;
     }
     llmpack_calibrate_opts o = {.model = model, .text = text, .out = out, .ctx = (int)ctx,
-                                .chunks = (int)chunks, .no_output = no_output, .force = force};
+                                .chunks = (int)chunks, .no_output = no_output, .no_cov = no_cov,
+                                .force = force};
     llmpack_calibrate_result res;
     if (llmpack_calibrate(cj.j, &o, &res)) {
         int ec = cli_job_fail(&cj);
@@ -112,6 +119,7 @@ int cmd_calibrate(int argc, char **argv)
         json_object_set_new(j, "chunks", json_integer(im->chunks));
         json_object_set_new(j, "tokens", json_integer((json_int_t)tokens));
         json_object_set_new(j, "entries", json_integer((json_int_t)im->n));
+        json_object_set_new(j, "cov32_entries", json_integer((json_int_t)lpk_imatrix_n_cov32(im)));
         for (size_t i = 0; i < im->n; i++) json_array_append_new(names, json_string(im->e[i].name));
         json_object_set_new(j, "tensors", names);
         char h[32];
@@ -121,8 +129,9 @@ int cmd_calibrate(int argc, char **argv)
         json_object_set_new(j, "tokens_per_second", json_real(secs > 0 ? (double)tokens / secs : 0));
         cli_json_print(j);
     } else if (!quiet) {
-        printf("%s: %zu entries from %d chunks of %d tokens (%.1f s, %.0f tokens/s), xxh3 "
-               "%016llx\n", out, im->n, im->chunks, im->chunk_size, secs,
+        printf("%s: %zu entries (%zu with cov32 blocks) from %d chunks of %d tokens (%.1f s, "
+               "%.0f tokens/s), xxh3 %016llx\n", out, im->n, lpk_imatrix_n_cov32(im), im->chunks,
+               im->chunk_size, secs,
                secs > 0 ? (double)tokens / secs : 0.0, (unsigned long long)im->hash);
     }
     llmpack_calibrate_result_free(&res);

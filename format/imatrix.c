@@ -730,10 +730,10 @@ int lpk_imatrix_record(const lpk_imatrix *im, const char *file, lpk_meta *meta)
     if (file) st = lpk_meta_set_str(meta, "quantize.imatrix.file", file);
     if (!st && im->dataset) st = lpk_meta_set_str(meta, "quantize.imatrix.dataset", im->dataset);
     if (!st) st = lpk_meta_set_i32(meta, "quantize.imatrix.entries_count", (int32_t)im->n);
-    size_t n_cov = lpk_imatrix_n_cov32(im);
-    if (!st && n_cov) st = lpk_meta_set_i32(meta, "quant.imatrix.cov32_count", (int32_t)n_cov);
     if (!st && im->chunks > 0)
         st = lpk_meta_set_i32(meta, "quantize.imatrix.chunks_count", im->chunks);
     if (!st) st = lpk_meta_set_str(meta, "quant.imatrix.hash", h);
+    size_t n_cov = lpk_imatrix_n_cov32(im);
+    if (!st && n_cov) st = lpk_meta_set_i32(meta, "quant.imatrix.cov32_count", (int32_t)n_cov);
     return st;
 }

@@ -30,6 +30,7 @@ int llmpack_calibrate(llmpack_job *j, const llmpack_calibrate_opts *o,
     int st = job_open_model(j, o->model, lpk_reader_default_flags(), &r);
     job_chunks c = {.j = j, .what = o->text};
     calib_opts co = {.ctx = o->ctx, .max_chunks = o->chunks, .no_output = o->no_output,
+                     .no_cov = o->no_cov,
                      .progress = job_chunk_progress, .user = &c, .dataset = o->text};
     if (!st) st = job_begin(j, "calibrate", "chunks", 0, o->text);
     if (!st) st = calib_reader(r, o->text, &co, &im, err);

@@ -333,7 +333,8 @@ int llmpack_quantize_name(llmpack_job *j, const char *in, const char *name, char
 /* An importance matrix from calibration text, llama-imatrix's protocol
  * (calib/calib.h, calib_run): the fp32 reference pass over the text in chunks
  * of ctx tokens, and for every attention and feed-forward matrix and the
- * output matrix the per-column sum of squared inputs and their count. */
+ * output matrix the per-column sum of squared inputs and their count (and,
+ * unless no_cov, the 32x32 diagonal blocks of X^T X: calib_run). */
 typedef struct llmpack_calibrate_opts {
     const char *model;       /* any model llmpack_open_model opens, f32/f16/bf16 weights */
     const char *text;        /* calibration text */
@@ -342,6 +343,7 @@ typedef struct llmpack_calibrate_opts {
     int ctx;                 /* tokens per chunk (0: 512) */
     int chunks;              /* only the first chunks (0: every whole chunk) */
     int no_output;           /* leave out the output matrix (as llama-imatrix does) */
+    int no_cov;              /* no cov32 blocks: llama-imatrix's entries only */
     int force;               /* replace an existing out */
 } llmpack_calibrate_opts;
 typedef struct llmpack_calibrate_result {

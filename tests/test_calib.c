@@ -110,11 +110,25 @@ static void test_threads_and_prefix(void **state)
     assert_int_equal(a->n, 35);
     assert_int_equal(a->chunks, 20);
     assert_true(a->hash == b->hash);
+    /* the cov32 blocks too: every weight but ffn_down (172 columns) */
+    assert_int_equal(lpk_imatrix_n_cov32(a), 30);
     for (size_t i = 0; i < a->n; i++) {
         assert_string_equal(a->e[i].name, b->e[i].name);
         assert_true(a->e[i].count == 20 * 64);
         assert_memory_equal(a->e[i].sum2, b->e[i].sum2, (size_t)a->e[i].n * 4);
+        assert_true(!a->e[i].cov32 == !!strstr(a->e[i].name, "ffn_down"));
+        if (a->e[i].cov32)
+            assert_memory_equal(a->e[i].cov32, b->e[i].cov32, (size_t)a->e[i].n * 32 * 4);
     }
+    /* no_cov: the same plain entries, no blocks (llama-imatrix's file) */
+    lpk_imatrix_free(b);
+    o.no_cov = 1;
+    assert_int_equal(calib_file(model, text, &o, &b, &err), LPK_OK);
+    o.no_cov = 0;
+    assert_int_equal(b->n, 35);
+    assert_int_equal(lpk_imatrix_n_cov32(b), 0);
+    for (size_t i = 0; i < a->n; i++)
+        assert_memory_equal(a->e[i].sum2, b->e[i].sum2, (size_t)a->e[i].n * 4);
     lpk_imatrix_free(a);
     lpk_imatrix_free(b);
     /* too short a text for one chunk */
@@ -294,10 +308,28 @@ static void test_cli(void **state)
     assert_int_equal(tu_llmpack(&out, "calibrate '%s' --text '%s' --ctx 128 --chunks 10 -o '%s' "
                                 "--json", model, text, leg), 0);
     assert_non_null(strstr(out, "\"entries\": 36"));
+    assert_non_null(strstr(out, "\"cov32_entries\": 31"));   /* all but ffn_down */
     free(out);
     assert_int_equal(tu_llmpack(&out, "calibrate '%s' --text '%s' --ctx 128 --chunks 10 -o '%s' "
                                 "-q", model, text, gg), 0);
     free(out);
+    /* --no-cov: llama-imatrix's entries only, the same as the file's plain ones */
+    char *nc = tu_fmt("%s/nc.imatrix", dir);
+    assert_int_equal(tu_llmpack(&out, "calibrate '%s' --text '%s' --ctx 128 --chunks 10 -o '%s' "
+                                "--no-cov --json", model, text, nc), 0);
+    assert_non_null(strstr(out, "\"cov32_entries\": 0"));
+    free(out);
+    lpk_imatrix *p0 = NULL, *p1 = NULL;
+    assert_int_equal(lpk_imatrix_read(nc, &p0, &err), LPK_OK);
+    assert_int_equal(lpk_imatrix_read(leg, &p1, &err), LPK_OK);
+    assert_int_equal(lpk_imatrix_n_cov32(p0), 0);
+    assert_int_equal(lpk_imatrix_n_cov32(p1), 31);
+    assert_int_equal(p0->n, p1->n);
+    for (size_t i = 0; i < p0->n; i++)
+        assert_memory_equal(p0->e[i].sum2, p1->e[i].sum2, (size_t)p0->e[i].n * 4);
+    lpk_imatrix_free(p0);
+    lpk_imatrix_free(p1);
+    free(nc);
     lpk_imatrix *a = NULL, *b = NULL;
     assert_int_equal(lpk_imatrix_read(leg, &a, &err), LPK_OK);
     assert_int_equal(lpk_imatrix_read(gg, &b, &err), LPK_OK);

@@ -319,9 +319,35 @@ static void test_gptq_hessians(void **state)
         assert_int_equal(calib_gptq_collect(r, text, &go, NULL, NULL, &g[k], &err), LPK_OK);
     }
     omp_set_num_threads(2);
-    int checked = 0;
+    int checked = 0, blocks = 0;
+    float *cov = malloc(172 * 32 * sizeof(float)), *w = malloc(172 * sizeof(float));
     for (size_t i = 0; i < im->n; i++) {
         const lpk_imatrix_entry *e = &im->e[i];
+        /* calibrate's cov32 blocks are H's 32x32 diagonal blocks rounded to
+         * float, bit for bit (both sum exact products in token order in
+         * double), over the same tokens; their diagonal is the importance */
+        uint64_t tok = 0;
+        const double *h = calib_gptq_hessian(g[0], e->name, e->n, &tok);
+        if (e->cov32 && h) {
+            assert_true((double)e->count == (double)tok);
+            for (int64_t c = 0; c < e->n; c++)
+                for (int j = 0; j < 32; j++) {
+                    float want = (float)h[c * e->n + (c - c % 32 + j)];
+                    if (e->cov32[c * 32 + j] != want)
+                        fail_msg("%s column %lld, %d: cov32 %.9g, H %.9g", e->name, (long long)c,
+                                 j, (double)e->cov32[c * 32 + j], (double)want);
+                }
+            assert_int_equal(lpk_imatrix_cov32(im, e->name, e->n, cov), 1);
+            lpk_imatrix_weights(e, w);
+            for (int64_t c = 0; c < e->n; c++)
+                if (fabs(cov[c * 32 + c % 32] - w[c]) > 1e-4 * w[c] + 1e-12)
+                    fail_msg("%s column %lld: diagonal %g, importance %g", e->name, (long long)c,
+                             (double)cov[c * 32 + c % 32], (double)w[c]);
+            blocks++;
+        } else {
+            /* no blocks: ffn_down's 172 columns; no Hessian: the tied embedding */
+            assert_true(!strcmp(e->name, "token_embd.weight") || strstr(e->name, "ffn_down"));
+        }
         const float *d = calib_gptq_imatrix(g[0], e->name, e->n);
         if (!strcmp(e->name, "token_embd.weight")) {
             assert_null(d);
@@ -338,6 +364,9 @@ static void test_gptq_hessians(void **state)
         checked++;
     }
     assert_int_equal(checked, 35); /* 5 layers x 7 weights */
+    assert_int_equal(blocks, 30);  /* all but ffn_down */
+    free(cov);
+    free(w);
     /* GPTQ bytes of one weight from both collections */
     const lpk_tensor *t = lpk_reader_find(r, "blk.2.attn_q.weight");
     assert_non_null(t);
@@ -654,8 +683,10 @@ static void test_gptq_stream(void **state)
 }
 
 /* stories260K, q4_0 pure: GPTQ beats round-to-nearest with an importance
- * matrix from the same calibration chunks in KLD against the f32 model, and
- * the file says how it was made. */
+ * matrix from the same calibration chunks (llama-imatrix's entries only:
+ * calibrate --no-cov) in KLD against the f32 model, and the file says how it
+ * was made. With the matrix's cov32 blocks (quantize --calib collects them)
+ * round-to-nearest is lower than with the plain matrix. */
 static void test_gptq_end_to_end(void **state)
 {
     (void)state;
@@ -665,19 +696,27 @@ static void test_gptq_end_to_end(void **state)
     char *text = strdup(t0);
     char *dir = tu_tmpdir();
     char *out = NULL;
-    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s/rtn.lpk' --type q4_0 --pure --calib "
+    assert_int_equal(tu_llmpack(&out, "calibrate '%s' --text '%s' --ctx 512 --chunks 15 --no-cov "
+                                      "-q -o '%s/plain.imatrix'", model, text, dir), 0);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s/rtn.lpk' --type q4_0 --pure --imatrix "
+                                      "'%s/plain.imatrix' -q", model, dir, dir), 0);
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s/cov.lpk' --type q4_0 --pure --calib "
                                       "'%s' --chunks 15 -q", model, dir, text), 0);
     free(out);
     assert_int_equal(tu_llmpack(&out, "quantize '%s' -o '%s/gptq.lpk' --type q4_0 --pure --method "
                                       "gptq --calib '%s' --chunks 15 -q", model, dir, text), 0);
     free(out);
-    assert_int_equal(tu_llmpack(&out, "verify '%s/rtn.lpk' '%s/gptq.lpk' --ref '%s' --text '%s' "
-                                      "--ctx 128 --json -q", dir, dir, model, text), 0);
-    double k_rtn = json_kld(out, 0), k_gptq = json_kld(out, 1);
+    assert_int_equal(tu_llmpack(&out, "verify '%s/rtn.lpk' '%s/gptq.lpk' '%s/cov.lpk' --ref '%s' "
+                                      "--text '%s' --ctx 128 --json -q", dir, dir, dir, model,
+                                text), 0);
+    double k_rtn = json_kld(out, 0), k_gptq = json_kld(out, 1), k_cov = json_kld(out, 2);
     free(out);
-    print_message("stories260K q4_0: KLD rtn+imatrix %.5f, gptq %.5f (%.2fx)\n", k_rtn, k_gptq,
-                  k_gptq / k_rtn);
+    print_message("stories260K q4_0: KLD rtn+imatrix %.5f, gptq %.5f (%.2fx), rtn+imatrix+cov32 "
+                  "%.5f (%.2fx)\n", k_rtn, k_gptq, k_gptq / k_rtn, k_cov, k_cov / k_rtn);
     assert_true(k_rtn > 0.0 && k_gptq < 0.9 * k_rtn);
+    assert_true(k_cov < k_rtn);
     assert_int_equal(tu_llmpack(&out, "info '%s/gptq.lpk'", dir), 0);
     assert_non_null(strstr(out, "quant.method"));
     assert_non_null(strstr(out, "gptq"));
