@@ -697,9 +697,12 @@ LPK_SIMD_FN void FN(xprep_t32)(const vf_gemm_args *a, int64_t grp,
         }
         __m512 d = _mm512_div_ps(amv, _mm512_set1_ps(127.0f));
         __m512 s = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sum));
-        const int rn = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-        _mm512_storeu_ps(o[b].d, _mm512_cvtph_ps(_mm512_cvtps_ph(d, rn)));
-        _mm512_storeu_ps(o[b].s, _mm512_cvtph_ps(_mm512_cvtps_ph(s, rn)));
+        /* the rounding is an immediate: a macro, not a variable (clang wants a
+         * constant expression) */
+#define VF_RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+        _mm512_storeu_ps(o[b].d, _mm512_cvtph_ps(_mm512_cvtps_ph(d, VF_RN)));
+        _mm512_storeu_ps(o[b].s, _mm512_cvtph_ps(_mm512_cvtps_ph(s, VF_RN)));
+#undef VF_RN
     }
 }
 
