@@ -119,6 +119,13 @@ void quant_pack_qh(const int u[32], uint8_t qh[4]);
  * floats, block k's at cov32 + 1024 k, row-major) into dst. */
 int quant_cov_supports(int type);
 void quant_cov_row(int type, const float *x, const float *cov32, void *dst, int64_t n);
+/* quant_cov.c's products and moves: 0 the fast forms (AVX2 where the CPU has
+ * it), 1 their first, simple form (the tests' reference), 2 the fast forms
+ * without SIMD; the same bytes. Not thread-safe: set it between runs. */
+void quant_cov_set_reference(int mode);
+/* Tests: each candidate's and each polished block's e^T C e, in order, into
+ * buf (at most cap; *n the count); buf NULL, n NULL: off. One thread only. */
+void quant_cov_trace(double *buf, size_t cap, size_t *n);
 /* The super-block types (q2_k..q6_k) whose values, quantized by their own
  * search, are then moved under C_b: whether type is one, and one row. */
 int quant_cov_polishes(int type);

@@ -11,6 +11,7 @@
 
 #include "../format/lpk.h"
 #include "../quant/quant.h"
+#include "../quant/quant_internal.h"
 
 static const int cov_types[] = {LPK_TYPE_Q4_0, LPK_TYPE_Q5_0, LPK_TYPE_Q4_1, LPK_TYPE_Q5_1,
                                 LPK_TYPE_IQ4_NL};
@@ -507,6 +508,69 @@ static void test_cov_imatrix_jobs(void **state)
     free(hf);
 }
 
+/* The fast products and moves (AVX2 where the CPU has it, and without SIMD)
+ * give the bytes of the simple reference form, for every type: dense,
+ * diagonal and non-symmetric blocks, rows of ordinary, tiny (f16 scales that
+ * collide) and mixed magnitudes, values pushed to the ends of the levels. */
+static void test_cov_fast_reference(void **state)
+{
+    (void)state;
+    uint64_t s = 11;
+    const int64_t nr = 24, nc = 256;
+    float *x = malloc(sizeof(float) * nr * nc), *cov = malloc(sizeof(float) * nc * 32);
+    size_t n = tu_qbytes(LPK_TYPE_Q6_K, nr, nc);
+    uint8_t *a = malloc(n), *b = malloc(n);
+    enum { TRACE_CAP = 1 << 16 };
+    double *ta = malloc(TRACE_CAP * sizeof *ta), *tb = malloc(TRACE_CAP * sizeof *tb);
+    assert_true(x && cov && a && b && ta && tb);
+    for (int v = 0; v < 3; v++) {
+        rand_rows(&s, x, nr * nc);
+        for (int64_t r = 0; r < nr; r++)
+            for (int64_t c = 0; c < nc; c++) {
+                float *p = x + r * nc + c;
+                if (r % 4 == 1) *p *= 1e-6f;          /* tiny: subnormal f16 scales */
+                if (r % 4 == 2 && c % 32 < 4) *p *= 40.0f; /* outliers: values at the ends */
+                if (r % 4 == 3 && c % 7 == 0) *p = 0.0f;
+            }
+        rand_cov(&s, nc, v == 1, cov);
+        if (v == 2) /* not symmetric: the searches use the symmetric part */
+            for (int64_t k = 0; k < nc * 32; k++) cov[k] *= 1.0f + 0.25f * tu_randn(&s) * 0.1f;
+        for (size_t t = 0; t < N_COV_TYPES + N_POLISH_TYPES; t++) {
+            int type = t < N_COV_TYPES ? cov_types[t] : polish_types[t - N_COV_TYPES];
+            size_t m = tu_qbytes(type, nr, nc);
+            lpk_error err = {0};
+            size_t na, nb;
+            omp_set_num_threads(1);
+            quant_cov_set_reference(1);
+            quant_cov_trace(ta, TRACE_CAP, &na);
+            assert_int_equal(quant_quantize_rows_err(type, LPK_TYPE_F32, x, nr, nc, a, NULL, cov,
+                                                     0, NULL, NULL, &err), LPK_OK);
+            assert_true(na > 0 && na < TRACE_CAP);
+            for (int mode = 0; mode <= 2; mode += 2) {
+                quant_cov_set_reference(mode);
+                quant_cov_trace(tb, TRACE_CAP, &nb);
+                memset(b, 0x55, m);
+                assert_int_equal(quant_quantize_rows_err(type, LPK_TYPE_F32, x, nr, nc, b, NULL,
+                                                         cov, 0, NULL, NULL, &err), LPK_OK);
+                assert_memory_equal(a, b, m);
+                /* every candidate's error, bit for bit (a last-bit change of a
+                 * sum seldom changes the bytes) */
+                assert_int_equal(nb, na);
+                assert_memory_equal(ta, tb, na * sizeof *ta);
+            }
+        }
+    }
+    quant_cov_trace(NULL, 0, NULL);
+    omp_set_num_threads(omp_get_num_procs());
+    quant_cov_set_reference(0);
+    free(x);
+    free(cov);
+    free(a);
+    free(b);
+    free(ta);
+    free(tb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -516,6 +580,7 @@ int main(void)
         cmocka_unit_test(test_cov_other_types_and_bad),
         cmocka_unit_test(test_cov_polish),
         cmocka_unit_test(test_cov_imatrix_jobs),
+        cmocka_unit_test(test_cov_fast_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
