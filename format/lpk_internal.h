@@ -67,6 +67,14 @@ int gguf_header_build(const lpk_meta *meta, lpk_tensor *decls, size_t n_tensors,
 #define LPK_KEY_MAX 65535u
 #define LPK_MAX_TENSORS 1000000u
 
+/* The writer starts the writeback of its file every LPK_WB_CHUNK bytes it has
+ * written (sync_file_range, lpk_writer.c), so the fsync at finish finds little
+ * left to write. lpk_writer_writeback_started: the bytes from the file's start
+ * whose writeback was started so far (0 for a caller's file, or where the
+ * system has no such call). */
+#define LPK_WB_CHUNK ((uint64_t)32 << 20)
+uint64_t lpk_writer_writeback_started(const lpk_writer *w);
+
 static inline uint64_t lpk_align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
 /* xxh3-64 of the header+metadata+directory bytes buf[0, n) with the header's

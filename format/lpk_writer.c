@@ -42,6 +42,9 @@ struct lpk_writer {
     uint64_t head_size;
     uint64_t file_size;
     uint64_t pos;        /* bytes handed to the file so far (incl. buffered) */
+    uint64_t wpos;       /* bytes write() took so far (sequential from offset 0) */
+    uint64_t wb_from;    /* writeback started for the bytes before this offset */
+    int wb_off;          /* no early writeback: a borrowed file, or the call failed */
     size_t cur;          /* next tensor to begin */
     int in_tensor;
     uint64_t written;    /* bytes of the current tensor so far */
@@ -92,6 +95,26 @@ static int io_status(int e)
     return (e == ENOSPC || e == EDQUOT) ? LPK_ENOSPC : LPK_EIO;
 }
 
+/* Starts the writeback of what was written since the last call once that is
+ * LPK_WB_CHUNK or more, without waiting for it: the disk then writes while
+ * the rest is produced, instead of all of it in the fsync at finish (the kernel on its own waits for the dirty-page thresholds, which
+ * a file of a few GB may never reach). Durability is still the fsync's. Where
+ * sync_file_range is missing or refuses the file (not a regular file, a file
+ * system without it), the fsync does all of the writing as before. */
+static void start_writeback(lpk_writer *w)
+{
+    if (w->wb_off || w->wpos - w->wb_from < LPK_WB_CHUNK) return;
+#ifdef SYNC_FILE_RANGE_WRITE
+    if (sync_file_range(w->fd, (off_t)w->wb_from, (off_t)(w->wpos - w->wb_from),
+                        SYNC_FILE_RANGE_WRITE) != 0 &&
+        errno != EINTR)
+        w->wb_off = 1;
+    w->wb_from = w->wpos;
+#else
+    w->wb_off = 1;
+#endif
+}
+
 static int write_all(lpk_writer *w, const void *p, size_t n, lpk_error *err)
 {
     const uint8_t *b = p;
@@ -105,7 +128,9 @@ static int write_all(lpk_writer *w, const void *p, size_t n, lpk_error *err)
         }
         b += k;
         n -= (size_t)k;
+        w->wpos += (uint64_t)k;
     }
+    start_writeback(w);
     return LPK_OK;
 }
 
@@ -400,6 +425,7 @@ static int writer_open(const char *path, int fd, const lpk_meta *meta, const lpk
         /* the caller's file, written from its start; nothing to create or rename */
         w->fd = fd;
         w->borrowed = 1;
+        w->wb_off = 1; /* not ours to write back: the caller decides (no fsync either) */
         if (lseek(fd, 0, SEEK_SET) != 0 || ftruncate(fd, 0) != 0) {
             int e = errno;
             st = lpk_err(err, LPK_EIO, "%s: cannot write to the file given: %s", path,
@@ -663,3 +689,5 @@ int lpk_file_write(const char *path, const void *data, size_t n, unsigned flags,
 }
 
 uint64_t lpk_writer_file_size(const lpk_writer *w) { return w ? w->file_size : 0; }
+
+uint64_t lpk_writer_writeback_started(const lpk_writer *w) { return w ? w->wb_from : 0; }

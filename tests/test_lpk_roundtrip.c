@@ -11,6 +11,8 @@
 
 #include <xxhash.h>
 
+#include "../format/lpk_internal.h"
+
 static void roundtrip(uint64_t n_big, size_t chunk, int want_zstd)
 {
     char *dir = tu_tmpdir();
@@ -365,6 +367,78 @@ static void test_write_fd(void **state)
     free(dir);
 }
 
+/* Writes tensors of n0 and n1 f32 values (tl_byte content; the first in
+ * pieces below the writer's buffer, the second in one call) through w;
+ * returns the bytes whose writeback had started before finish. */
+static uint64_t write_two(lpk_writer *w, const lpk_tensor *d, lpk_error *err)
+{
+    for (size_t i = 0; i < 2; i++) {
+        size_t size = (size_t)d[i].dims[0] * (size_t)d[i].dims[1] * 4;
+        uint8_t *b = malloc(size);
+        assert_non_null(b);
+        for (size_t j = 0; j < size; j++) b[j] = tl_byte(i, j);
+        assert_int_equal(lpk_writer_tensor_begin(w, d[i].name, err), 0);
+        size_t piece = i ? size : 999983;
+        for (size_t off = 0; off < size; off += piece)
+            assert_int_equal(lpk_writer_tensor_write(w, b + off, size - off < piece ? size - off
+                                                                               : piece, err), 0);
+        assert_int_equal(lpk_writer_tensor_end(w, err), 0);
+        free(b);
+    }
+    uint64_t started = lpk_writer_writeback_started(w);
+    assert_int_equal(lpk_writer_finish(w, err), 0);
+    return started;
+}
+
+/* A file of several writeback chunks: the writer starts the writeback of what
+ * it wrote as it goes (a caller's file: never), and the bytes are the same. */
+static void test_writeback(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *path = tu_fmt("%s/big.lpk", dir);
+    lpk_error err = {0};
+    lpk_tensor d[2] = {{.name = "a", .type = LPK_TYPE_F32, .n_dims = 2, .dims = {3, 1000003}},
+                       {.name = "b", .type = LPK_TYPE_F32, .n_dims = 2, .dims = {7, 2000001}}};
+    uint64_t data = (3ull * 1000003 + 7ull * 2000001) * 4;
+    assert_true(data > 2 * LPK_WB_CHUNK);
+    lpk_writer *w;
+    assert_int_equal(lpk_writer_open(path, NULL, d, 2, 0, &w, &err), 0);
+    uint64_t started = write_two(w, d, &err);
+    /* every whole chunk before the end, none of the bytes not yet written */
+    assert_true(started >= data - LPK_WB_CHUNK);
+    assert_true(started <= data + 4096);
+    lpk_reader *r;
+    assert_int_equal(lpk_reader_open(path, &r, &err), 0);
+    size_t len = 0;
+    char *file = tu_read_file(path, &len);
+    assert_non_null(file);
+    for (size_t i = 0; i < 2; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        const uint8_t *b = t->data;
+        for (uint64_t j = 0; j < t->size; j++)
+            if (b[j] != tl_byte(i, j)) fail_msg("tensor %zu byte %llu differs", i,
+                                                (unsigned long long)j);
+        assert_int_equal(lpk_reader_verify_tensor(r, i, &err), 0);
+    }
+    lpk_reader_close(r);
+    /* the same container into a caller's file: same bytes, no writeback started */
+    int fd = memfd_create("big", MFD_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(lpk_writer_open_fd(fd, "in memory", NULL, d, 2, 0, &w, &err), 0);
+    assert_int_equal(write_two(w, d, &err), 0);
+    char *got = malloc(len);
+    assert_non_null(got);
+    assert_int_equal(pread(fd, got, len, 0), (ssize_t)len);
+    assert_memory_equal(got, file, len);
+    close(fd);
+    free(got);
+    free(file);
+    free(path);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 /* GGUF files written by llama.cpp (when ../shared has them) and by llmpack
  * (the demo model, f32 and Q4_K_M), copied through our reader and GGUF writer,
  * come out byte for byte the same. */
@@ -417,6 +491,7 @@ int main(void)
         cmocka_unit_test(test_exists_and_force),
         cmocka_unit_test(test_gguf_write),
         cmocka_unit_test(test_write_fd),
+        cmocka_unit_test(test_writeback),
         cmocka_unit_test(test_gguf_rewrite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
