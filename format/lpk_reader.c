@@ -533,6 +533,23 @@ static int bad_value(const lpk_reader *r, const lpk_tensor *t, uint64_t where, l
                    (unsigned long long)(where % cols));
 }
 
+/* Maps a tensor's pages of the file in one call before its first pass
+ * (MADV_POPULATE_READ) instead of a page fault every few pages: less system
+ * time for the same pages (docs/PERFORMANCE.md, "Against llama-quantize"). A
+ * failure (an older kernel, a file that shrank) is left to the pass itself. */
+static void populate(const lpk_reader *r, const lpk_tensor *t)
+{
+#ifdef MADV_POPULATE_READ
+    if (!r->mapped || !t->size) return;
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)t->data & ~(pg - 1);
+    (void)madvise((void *)a, (uintptr_t)t->data + (uintptr_t)t->size - a, MADV_POPULATE_READ);
+#else
+    (void)r;
+    (void)t;
+#endif
+}
+
 int lpk_reader_tensor_data(const lpk_reader *r, size_t i, const void **data, lpk_error *err)
 {
     *data = NULL;
@@ -540,6 +557,7 @@ int lpk_reader_tensor_data(const lpk_reader *r, size_t i, const void **data, lpk
     const lpk_tensor *t = &r->t[i];
     int st;
     if (!r->checked[i]) {
+        populate(r, t);
         if (!(r->open_flags & LPK_OPEN_NO_VERIFY) && (st = lpk_reader_verify_tensor(r, i, err)))
             return st;
         uint64_t where;
