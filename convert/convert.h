@@ -32,6 +32,8 @@ typedef struct cv_options {
     int hash_sources;         /* add source.xxh3 (one sequential read of each input) */
     int threads;              /* 0: OpenMP's default */
     int force;                /* replace an existing output */
+    int scratch;              /* out is an intermediate the caller removes once read: not
+                               * fsynced (LPK_WRITE_SCRATCH) */
     int no_tokenizer;         /* convert a checkpoint that has no tokenizer (else
                                * that is bad input: LPK_ENOTFOUND) */
     cv_progress_fn progress;  /* may be NULL */

@@ -820,7 +820,9 @@ int cv_convert(const cv_options *o, cv_report *report, lpk_error *err)
         }
         rc = lpk_writer_open_fd(fd, o->out, meta, decls, nd, 0, &w, err);
     } else {
-        rc = lpk_writer_open(o->out, meta, decls, nd, o->force ? LPK_WRITE_FORCE : 0, &w, err);
+        rc = lpk_writer_open(o->out, meta, decls, nd,
+                             (o->force ? LPK_WRITE_FORCE : 0) |
+                                 (o->scratch ? LPK_WRITE_SCRATCH : 0), &w, err);
     }
     if (rc) goto out;
     uint64_t done = 0;

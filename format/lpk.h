@@ -440,7 +440,10 @@ void lpk_reader_release_tensor(const lpk_reader *r, size_t i);
 /* ---------------------------------------------------------------- writer */
 enum lpk_writer_flags {
     LPK_WRITE_FORCE = 1u << 0,   /* replace an existing target */
-    LPK_WRITE_GGUF = 1u << 1     /* write GGUF v3 instead of .lpk */
+    LPK_WRITE_GGUF = 1u << 1,    /* write GGUF v3 instead of .lpk */
+    LPK_WRITE_SCRATCH = 1u << 2  /* an intermediate file its caller removes once it is read:
+                                  * renamed into place all the same, but neither it nor its
+                                  * folder is fsynced and its writeback is not started */
 };
 
 typedef struct lpk_writer lpk_writer;

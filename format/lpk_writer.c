@@ -393,7 +393,7 @@ static int writer_open(const char *path, int fd, const lpk_meta *meta, const lpk
 {
     if (out) *out = NULL;
     if (!path || !*path || !out || (n_tensors && !decls) ||
-        (flags & ~(unsigned)(LPK_WRITE_FORCE | LPK_WRITE_GGUF)) ||
+        (flags & ~(unsigned)(LPK_WRITE_FORCE | LPK_WRITE_GGUF | LPK_WRITE_SCRATCH)) ||
         (fd >= 0 && (flags & LPK_WRITE_FORCE)))
         return lpk_err(err, LPK_EINVAL, "lpk_writer_open: bad arguments");
     int st = fd >= 0 ? LPK_OK : lpk_writer_check_target(path, flags, err);
@@ -405,6 +405,8 @@ static int writer_open(const char *path, int fd, const lpk_meta *meta, const lpk
     w->fd = -1;
     w->slot = -1;
     w->flags = flags;
+    /* an intermediate may be read and removed before the disk needs it at all */
+    w->wb_off = (flags & LPK_WRITE_SCRATCH) != 0;
     w->sigs = lpk_signal_count();
     w->faults = lpk_map_fault_count();
     w->n = n_tensors;
@@ -607,7 +609,7 @@ int lpk_writer_finish(lpk_writer *w, lpk_error *err)
         w->fd = -1;
         goto out;
     }
-    if (fsync(w->fd) != 0) {
+    if (!(w->flags & LPK_WRITE_SCRATCH) && fsync(w->fd) != 0) {
         int e = errno;
         st = lpk_err(err, io_status(e), "%s: fsync failed: %s", w_file(w), strerror(e));
         goto out;
@@ -630,7 +632,7 @@ int lpk_writer_finish(lpk_writer *w, lpk_error *err)
     w->slot = -1;
     free(w->tmp);
     w->tmp = NULL;
-    sync_dir(w->path);
+    if (!(w->flags & LPK_WRITE_SCRATCH)) sync_dir(w->path);
 out:
     if (w && w->magic == WRITER_MAGIC) {
         if (st) w_discard(w);

@@ -37,10 +37,11 @@ static int check_opts(llmpack_job *j, const llmpack_convert_opts *o)
     return LPK_OK;
 }
 
-/* cv_convert into path (out itself, or a GGUF's temporary container), the
- * report's warning and note as notices. */
+/* cv_convert into path (out itself, or with tmp set a temporary container
+ * beside it: replaced, not synced, removed once read), the report's warning
+ * and note as notices. */
 static int convert_into(llmpack_job *j, const llmpack_convert_opts *o, const char *path,
-                        int force, cv_report *rep)
+                        int tmp, cv_report *rep)
 {
     lpk_error *err = job_err(j);
     lpk_imatrix *im = NULL;
@@ -54,7 +55,7 @@ static int convert_into(llmpack_job *j, const llmpack_convert_opts *o, const cha
     cv_options co = {.src = o->src, .out = path, .type = o->type, .pure = o->pure,
                      .tokenizer = o->tokenizer, .context_length = o->context_length,
                      .name = o->name, .hash_sources = o->hash_sources, .threads = o->threads,
-                     .force = force, .no_tokenizer = o->no_tokenizer, .progress = on_bytes,
+                     .force = tmp || o->force, .scratch = tmp, .no_tokenizer = o->no_tokenizer, .progress = on_bytes,
                      .progress_ctx = &pr, .imatrix = im, .imatrix_path = o->imatrix};
     st = cv_convert(&co, rep, err);
     job_end(j);
@@ -134,7 +135,7 @@ int llmpack_convert(llmpack_job *j, const llmpack_convert_opts *o, llmpack_conve
     } else if (!st && o->format == LLMPACK_FMT_GGUF) {
         st = convert_gguf(j, o, s);
     } else if (!st) {
-        st = convert_into(j, o, o->out, o->force, &s->report);
+        st = convert_into(j, o, o->out, 0, &s->report);
         s->file_size = s->report.bytes_out;
     }
     if (!res) llmpack_convert_result_free(&local);

@@ -182,8 +182,11 @@ static int prepare_output(qrun *run, qout *q)
         lpk_meta_free(meta);
         return lpk_err(err, LPK_ENOMEM, "out of memory");
     }
-    /* the temporary container of a GGUF output exists already (empty) */
-    unsigned flags = o->force || q->o->format == LLMPACK_FMT_GGUF ? LPK_WRITE_FORCE : 0;
+    /* the temporary container of a GGUF output exists already (empty), and is
+     * removed once exported: not synced */
+    unsigned flags = q->o->format == LLMPACK_FMT_GGUF ? LPK_WRITE_FORCE | LPK_WRITE_SCRATCH
+                     : o->force                       ? LPK_WRITE_FORCE
+                                                      : 0;
     rc = lpk_writer_open(container_of(q), meta, q->decls, run->n, flags, &q->w, err);
     lpk_meta_free(meta);
     return rc;

@@ -391,7 +391,8 @@ static uint64_t write_two(lpk_writer *w, const lpk_tensor *d, lpk_error *err)
 }
 
 /* A file of several writeback chunks: the writer starts the writeback of what
- * it wrote as it goes (a caller's file: never), and the bytes are the same. */
+ * it wrote as it goes (a caller's file or a scratch file: never), and the
+ * bytes are the same. */
 static void test_writeback(void **state)
 {
     (void)state;
@@ -422,6 +423,22 @@ static void test_writeback(void **state)
         assert_int_equal(lpk_reader_verify_tensor(r, i, &err), 0);
     }
     lpk_reader_close(r);
+    /* an intermediate file: placed all the same, no writeback started; a flag
+     * the writer does not know is refused */
+    assert_int_equal(lpk_writer_open(path, NULL, d, 2, LPK_WRITE_FORCE | (1u << 3), &w, &err),
+                     LPK_EINVAL);
+    char *scratch = tu_fmt("%s/scratch.lpk", dir);
+    assert_int_equal(lpk_writer_open(scratch, NULL, d, 2, LPK_WRITE_SCRATCH, &w, &err), 0);
+    assert_int_equal(write_two(w, d, &err), 0);
+    size_t slen = 0;
+    char *sfile = tu_read_file(scratch, &slen);
+    assert_non_null(sfile);
+    assert_int_equal(slen, len);
+    assert_memory_equal(sfile, file, len);
+    free(sfile);
+    free(scratch);
+    assert_int_equal(tu_dir_entries(dir, 1), 0); /* no temporary file left */
+    assert_int_equal(tu_dir_entries(dir, 0), 2);
     /* the same container into a caller's file: same bytes, no writeback started */
     int fd = memfd_create("big", MFD_CLOEXEC);
     assert_true(fd >= 0);
