@@ -287,15 +287,10 @@ static int write_out(qout *q, size_t i, const char *name, const void *bytes, lpk
 /* The writes of one tensor's quantized bytes (each output's qbuf2: checksum
  * and copy into the file) on a thread of their own while the next tensor is
  * quantized into qbuf. The containers are written in tensor order all the
- * same: the next writes start only once these are joined. The same thread
- * then reads and verifies tensor `ahead` of the input (its checksum, the
- * finiteness check and the first touch of its pages), which the quantize
- * loop asks for once these writes are joined: an error there is left for the
- * loop to find and report. */
+ * same: the next writes start only once these are joined. */
 typedef struct qwrites {
     qout *outs;
-    lpk_reader *r;
-    size_t n_out, i, ahead;
+    size_t n_out, i;
     const char *name;
     pthread_t th;
     int active, rc;
@@ -307,12 +302,104 @@ static void *qwrites_run(void *arg)
     qwrites *b = arg;
     for (size_t k = 0; k < b->n_out && !b->rc; k++)
         b->rc = write_out(&b->outs[k], b->i, b->name, b->outs[k].qbuf2, &b->err);
-    if (!b->rc && b->ahead < lpk_reader_n_tensors(b->r)) {
+    return NULL;
+}
+
+/* The input read ahead of the quantize loop on a thread of its own: the
+ * tensors after the one being quantized are read and verified in order (the
+ * checksum, the finiteness check and the first touch of their pages:
+ * lpk_reader_tensor_data), at most QAHEAD_LEAD bytes of them beyond the next
+ * one, so the loop finds them checked. Each tensor is taken by one side
+ * only: the loop takes the one it needs itself when the thread has not begun
+ * it, and otherwise waits until the thread is done with it. An error there
+ * is left for the loop, which meets it again and reports it. */
+#define QAHEAD_LEAD ((uint64_t)64 << 20)
+typedef struct qahead {
+    lpk_reader *r;
+    size_t n;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t cur;     /* the tensor the loop needs or works on */
+    size_t claim;   /* the next tensor to take: those before were taken */
+    size_t done;    /* the tensors before this one are finished */
+    int stop, active;
+} qahead;
+
+/* May the thread take tensor claim (lock held)? */
+static int qahead_may(const qahead *a)
+{
+    if (a->claim >= a->n) return 0;
+    if (a->claim <= a->cur + 1) return 1;
+    uint64_t lead = 0;
+    for (size_t k = a->cur + 2; k <= a->claim; k++) lead += lpk_reader_tensor(a->r, k)->size;
+    return lead <= QAHEAD_LEAD;
+}
+
+static void *qahead_run(void *arg)
+{
+    qahead *a = arg;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        while (!a->stop && a->claim < a->n && !qahead_may(a)) pthread_cond_wait(&a->cv, &a->mu);
+        if (a->stop || a->claim >= a->n) break;
+        size_t i = a->claim++;
+        pthread_mutex_unlock(&a->mu);
         const void *data;
         lpk_error ignored = {0};
-        (void)lpk_reader_tensor_data(b->r, b->ahead, &data, &ignored);
+        (void)lpk_reader_tensor_data(a->r, i, &data, &ignored);
+        pthread_mutex_lock(&a->mu);
+        a->done = i + 1;
+        pthread_cond_broadcast(&a->cv);
     }
+    pthread_mutex_unlock(&a->mu);
     return NULL;
+}
+
+/* Starts the thread (the loop reads everything itself when it cannot). */
+static void qahead_start(qahead *a, lpk_reader *r)
+{
+    memset(a, 0, sizeof *a);
+    a->r = r;
+    a->n = lpk_reader_n_tensors(r);
+    if (pthread_mutex_init(&a->mu, NULL)) return;
+    if (pthread_cond_init(&a->cv, NULL)) {
+        pthread_mutex_destroy(&a->mu);
+        return;
+    }
+    if (pthread_create(&a->th, NULL, qahead_run, a) == 0) {
+        a->active = 1;
+        return;
+    }
+    pthread_cond_destroy(&a->cv);
+    pthread_mutex_destroy(&a->mu);
+}
+
+/* The loop is about to read tensor i: it takes i itself when the thread has
+ * not, or waits for the thread to finish it. */
+static void qahead_need(qahead *a, size_t i)
+{
+    if (!a->active) return;
+    pthread_mutex_lock(&a->mu);
+    a->cur = i;
+    if (a->claim <= i) a->claim = i + 1;
+    else
+        while (a->done <= i) pthread_cond_wait(&a->cv, &a->mu);
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void qahead_stop(qahead *a)
+{
+    if (!a->active) return;
+    pthread_mutex_lock(&a->mu);
+    a->stop = 1;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->th, NULL);
+    pthread_cond_destroy(&a->cv);
+    pthread_mutex_destroy(&a->mu);
+    a->active = 0;
 }
 
 /* Waits for the writes under way; their status (and message into err). */
@@ -328,8 +415,8 @@ static int qwrites_join(qwrites *b, lpk_error *err)
 /* Starts the writes of tensor i (every output quantized it into qbuf): the
  * buffers are swapped, so the next tensor is quantized into the other one.
  * Writes on this thread when no thread can be started. */
-static int qwrites_start(qwrites *b, lpk_reader *r, qout *outs, size_t n_out, size_t i,
-                         const char *name, lpk_error *err)
+static int qwrites_start(qwrites *b, qout *outs, size_t n_out, size_t i, const char *name,
+                         lpk_error *err)
 {
     for (size_t k = 0; k < n_out; k++) {
         void *t = outs[k].qbuf;
@@ -337,18 +424,14 @@ static int qwrites_start(qwrites *b, lpk_reader *r, qout *outs, size_t n_out, si
         outs[k].qbuf2 = t;
     }
     b->outs = outs;
-    b->r = r;
     b->n_out = n_out;
     b->i = i;
-    /* tensor i + 1 is read next, while this thread runs: it takes i + 2 */
-    b->ahead = i + 2;
     b->name = name;
     b->rc = LPK_OK;
     if (pthread_create(&b->th, NULL, qwrites_run, b) == 0) {
         b->active = 1;
         return LPK_OK;
     }
-    b->ahead = SIZE_MAX;
     qwrites_run(b);
     if (b->rc && err) *err = b->err;
     return b->rc;
@@ -532,8 +615,8 @@ static int on_gptq_blocks(void *user, int done, int total, uint64_t tokens, doub
 /* One pass: every tensor read once and written to every output, the outputs
  * completed in order, the GGUF ones exported. *excess > 0 when a size target
  * was missed by that many bytes (nothing kept: plan again). */
-static int quantize_pass(qrun *run, qout *outs, size_t n_out, float *x, float *wbuf,
-                         int *tries, uint64_t *excess)
+static int quantize_pass(qrun *run, qahead *ra, qout *outs, size_t n_out, float *x,
+                         float *wbuf, int *tries, uint64_t *excess)
 {
     const llmpack_quantize_opts *o = run->o;
     llmpack_job *j = run->j;
@@ -549,6 +632,7 @@ static int quantize_pass(qrun *run, qout *outs, size_t n_out, float *x, float *w
     for (size_t i = 0; i < run->n && !rc; i++) {
         const lpk_tensor *t = lpk_reader_tensor(r, i);
         const void *bytes;
+        qahead_need(ra, i);
         rc = lpk_reader_tensor_data(r, i, &bytes, err);
         if (rc) break;
         /* an f32 copy only where something needs one: a block type's source
@@ -571,7 +655,7 @@ static int quantize_pass(qrun *run, qout *outs, size_t n_out, float *x, float *w
         int wrc = qwrites_join(&bw, err);
         if (!rc) rc = wrc;
         if (!rc && all_q) {
-            rc = qwrites_start(&bw, r, outs, n_out, i, t->name, err);
+            rc = qwrites_start(&bw, outs, n_out, i, t->name, err);
         } else {
             /* a tensor copied as is is written from the input's mapping, here */
             for (size_t k = 0; k < n_out && !rc; k++)
@@ -581,6 +665,7 @@ static int quantize_pass(qrun *run, qout *outs, size_t n_out, float *x, float *w
         run->done_bytes += t->size;
         if (!rc) rc = job_update(j, run->done_bytes, t->name, o->in);
     }
+    qahead_stop(ra);
     {
         int wrc = qwrites_join(&bw, rc ? NULL : err);
         if (!rc) rc = wrc;
@@ -661,6 +746,7 @@ static int quantize(qrun *run, const llmpack_quantize_out *given, qout *outs, si
     float **imw = NULL, *x = NULL, *wbuf = NULL;
     uint64_t budget = 0;
     int tries = 0;
+    qahead ra = {0};
     int rc = check_opts(o, given, n_out, err);
     if (!rc && !(rep->outputs = calloc(n_out, sizeof *rep->outputs)))
         rc = lpk_err(err, LPK_ENOMEM, "out of memory");
@@ -723,6 +809,10 @@ static int quantize(qrun *run, const llmpack_quantize_out *given, qout *outs, si
     wbuf = run->im ? malloc((size_t)max_cols * wcols * sizeof *wbuf) : NULL;
     if (!x || (run->im && !wbuf)) { rc = lpk_err(err, LPK_ENOMEM, "out of memory"); goto done; }
 
+    /* the input is read ahead from here on (the outputs' metadata is encoded
+     * meanwhile); the first pass ends it, a second finds every tensor checked.
+     * Not beside GPTQ, whose quantized-input passes read the input themselves. */
+    if (!run->g) qahead_start(&ra, r);
     for (;;) { /* more than once only when a size target is missed */
         uint64_t excess = 0;
         for (size_t k = 0; k < n_out && !rc; k++) rc = prepare_output(run, &outs[k]);
@@ -742,7 +832,7 @@ static int quantize(qrun *run, const llmpack_quantize_out *given, qout *outs, si
         if (!excess && n_out > 1) rc = check_space(outs, n_out, err);
         if (rc) goto done;
         if (!excess) {
-            rc = quantize_pass(run, outs, n_out, x, wbuf, &tries, &excess);
+            rc = quantize_pass(run, &ra, outs, n_out, x, wbuf, &tries, &excess);
             if (rc || !excess) break;
         }
         reset_outputs(outs, n_out, n);
@@ -752,6 +842,7 @@ static int quantize(qrun *run, const llmpack_quantize_out *given, qout *outs, si
     }
 
 done:
+    qahead_stop(&ra);
     fill_report(run, outs, n_out);
     for (size_t k = 0; k < n_out; k++) {
         lpk_writer_abort(outs[k].w);

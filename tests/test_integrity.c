@@ -161,6 +161,20 @@ static void test_checksums_every_command(void **state)
     expect_fail(3, T, NULL, "verify '%s' --ref '%s' --text '%s' --ctx 64 --chunks 1", m, ten,
                 text_p);
     assert_int_equal(tu_dir_entries(dir, 1), 0);
+    /* the last tensor's and a middle one's: quantize reads them on its read-ahead
+     * thread first, and the loop reports them all the same, for every output */
+    assert_int_equal(lpk_reader_open_flags(m, LPK_OPEN_NO_VERIFY, &r, NULL), 0);
+    size_t nt = lpk_reader_n_tensors(r);
+    for (size_t pick = 0; pick < 2; pick++) {
+        t = lpk_reader_tensor(r, pick ? nt / 2 : nt - 1);
+        copy_flip(m, ten, (size_t)t->offset + t->size - 1, 0x01);
+        char *want = tu_fmt("tensor '%s'", t->name);
+        expect_fail(3, want, o, "quantize '%s' -o '%s' --type q8_0", ten, o);
+        expect_fail(3, want, NULL, "quantize '%s' -o '%s/' --type q8_0,q4_0", ten, dir);
+        assert_int_equal(tu_dir_entries(dir, 1), 0);
+        free(want);
+    }
+    lpk_reader_close(r);
 
     /* GGUF has no checksums, and info and verify say so */
     char *gp = strdup(tu_shared_or_demo("gguf/stories260K-f32.gguf", "--type f32"));
