@@ -223,11 +223,22 @@ static int check_space(const qout *outs, size_t n_out, lpk_error *err)
  * quantized (or the source bytes), measured, written. */
 /* Tensor i for output q: quantized into q->qbuf (*out = q->qbuf) or, when the
  * output keeps the source type, the source bytes themselves (*out = bytes). */
+static int prepare_rows(qrun *run, qout *q, size_t i, const lpk_tensor *t, const void *bytes,
+                        const float *x, float *wbuf, int64_t r0, int64_t r1, const void **out);
+
 static int prepare_tensor(qrun *run, qout *q, size_t i, const lpk_tensor *t, const void *bytes,
                           const float *x, float *wbuf, const void **out)
 {
+    return prepare_rows(run, q, i, t, bytes, x, wbuf, 0, lpk_tensor_nrows(t), out);
+}
+
+/* prepare_tensor of rows r0..r1 of a tensor that is quantized (into the same
+ * rows of qbuf): the error sums are added to those of the rows before. */
+static int prepare_rows(qrun *run, qout *q, size_t i, const lpk_tensor *t, const void *bytes,
+                        const float *x, float *wbuf, int64_t r0, int64_t r1, const void **out)
+{
     lpk_error *err = job_err(run->j);
-    int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
+    int64_t nr = r1 - r0, nc = lpk_tensor_ncols(t);
     int type = q->ch[i].type, rc = LPK_OK;
     llmpack_quantize_tensor *st = &q->t[i];
     if (t->type != type) {
@@ -249,14 +260,21 @@ static int prepare_tensor(qrun *run, qout *q, size_t i, const lpk_tensor *t, con
         }
         int gptq = run->g && calib_gptq_applies(run->g, t->name, type);
         int measure = t->n_dims >= 2;
+        /* the rows from r0 (a whole tensor but in quantize_sliced) */
+        size_t es = x || t->type == LPK_TYPE_F32 ? 4 : 2;
+        const uint8_t *src = (const uint8_t *)(x ? (const void *)x : bytes) +
+                             (size_t)(r0 * nc) * es;
+        int64_t rows = lpk_tensor_nrows(t);
+        size_t row_bytes = rows ? (size_t)(q->decls[i].size / (uint64_t)rows) : 0;
+        uint8_t *dst = (uint8_t *)q->qbuf + (size_t)r0 * row_bytes;
         if (gptq)
             rc = calib_gptq_quantize(run->g, t->name, type, x, nr, nc, q->qbuf, &qe);
         else
             /* the error sums come with the rows, while they are in cache */
-            rc = quant_quantize_rows_err(type, x ? LPK_TYPE_F32 : t->type, x ? (const void *)x
-                                                                             : bytes,
-                                         nr, nc, q->qbuf, iw, cov,
-                                         quant_rows_flags(t->name, q->decls, run->n),
+            rc = quant_quantize_rows_err(type, x ? LPK_TYPE_F32 : t->type, src, nr, nc, dst, iw,
+                                         cov,
+                                         quant_rows_flags(t->name, q->decls, run->n) |
+                                             (r0 ? QUANT_ROWS_ADD_ERR : 0u),
                                          measure ? &st->sse : NULL, measure ? &st->ssx : NULL,
                                          &qe);
         if (rc == LPK_EINTR) return lpk_err(err, rc, "%s: cancelled", run->o->in);
@@ -292,6 +310,7 @@ typedef struct qwrites {
     qout *outs;
     size_t n_out, i;
     const char *name;
+    int64_t r0, r1;  /* r1 > 0: rows r0..r1 of tensor i from qbuf (quantize_sliced) */
     pthread_t th;
     int active, rc;
     lpk_error err;
@@ -300,8 +319,17 @@ typedef struct qwrites {
 static void *qwrites_run(void *arg)
 {
     qwrites *b = arg;
-    for (size_t k = 0; k < b->n_out && !b->rc; k++)
-        b->rc = write_out(&b->outs[k], b->i, b->name, b->outs[k].qbuf2, &b->err);
+    for (size_t k = 0; k < b->n_out && !b->rc; k++) {
+        qout *q = &b->outs[k];
+        if (b->r1 > 0) {
+            size_t row = (size_t)(q->decls[b->i].size /
+                                  (uint64_t)lpk_tensor_nrows(&q->decls[b->i]));
+            b->rc = lpk_writer_tensor_write(q->w, (const uint8_t *)q->qbuf + (size_t)b->r0 * row,
+                                            (size_t)(b->r1 - b->r0) * row, &b->err);
+        } else {
+            b->rc = write_out(q, b->i, b->name, q->qbuf2, &b->err);
+        }
+    }
     return NULL;
 }
 
@@ -415,18 +443,15 @@ static int qwrites_join(qwrites *b, lpk_error *err)
 /* Starts the writes of tensor i (every output quantized it into qbuf): the
  * buffers are swapped, so the next tensor is quantized into the other one.
  * Writes on this thread when no thread can be started. */
-static int qwrites_start(qwrites *b, qout *outs, size_t n_out, size_t i, const char *name,
-                         lpk_error *err)
+static int qwrites_launch(qwrites *b, qout *outs, size_t n_out, size_t i, const char *name,
+                          int64_t r0, int64_t r1, lpk_error *err)
 {
-    for (size_t k = 0; k < n_out; k++) {
-        void *t = outs[k].qbuf;
-        outs[k].qbuf = outs[k].qbuf2;
-        outs[k].qbuf2 = t;
-    }
     b->outs = outs;
     b->n_out = n_out;
     b->i = i;
     b->name = name;
+    b->r0 = r0;
+    b->r1 = r1;
     b->rc = LPK_OK;
     if (pthread_create(&b->th, NULL, qwrites_run, b) == 0) {
         b->active = 1;
@@ -435,6 +460,75 @@ static int qwrites_start(qwrites *b, qout *outs, size_t n_out, size_t i, const c
     qwrites_run(b);
     if (b->rc && err) *err = b->err;
     return b->rc;
+}
+
+static int qwrites_start(qwrites *b, qout *outs, size_t n_out, size_t i, const char *name,
+                         lpk_error *err)
+{
+    for (size_t k = 0; k < n_out; k++) {
+        void *t = outs[k].qbuf;
+        outs[k].qbuf = outs[k].qbuf2;
+        outs[k].qbuf2 = t;
+    }
+    return qwrites_launch(b, outs, n_out, i, name, 0, 0, err);
+}
+
+/* The last large tensor (those after it take less than a slice together),
+ * quantized in slices of rows (about `slice` bytes of input each, whole
+ * groups of 64 rows), each slice written while the next is quantized: its
+ * writes and their writeback then overlap its quantization instead of coming
+ * after it, when nothing else is left to do. The same bytes and error
+ * figures (QUANT_ROWS_ADD_ERR). Only where quantize_pass would quantize every
+ * output's rows from the input as they are. LLMPACK_QUANT_SLICE sets the
+ * slice's bytes (0: no slices), for tests. */
+#define QSLICE_BYTES ((uint64_t)16 << 20)
+static uint64_t slice_bytes(void)
+{
+    const char *e = getenv("LLMPACK_QUANT_SLICE");
+    return e && *e ? strtoull(e, NULL, 10) : QSLICE_BYTES;
+}
+
+static int sliceable(const qrun *run, const qout *outs, size_t n_out, size_t i,
+                     const lpk_tensor *t, int need_f32, uint64_t slice)
+{
+    if (!slice || need_f32 || t->n_dims < 2 || lpk_tensor_nrows(t) < 128 ||
+        t->size / 2 < slice)
+        return 0;
+    uint64_t rest = 0;
+    for (size_t k = i + 1; k < run->n; k++) rest += lpk_reader_tensor(run->r, k)->size;
+    if (rest >= slice) return 0;
+    for (size_t k = 0; k < n_out; k++) {
+        int dst = outs[k].ch[i].type;
+        if (dst == t->type || !quant_type_is_block(dst) ||
+            (run->g && calib_gptq_applies(run->g, t->name, dst)))
+            return 0;
+    }
+    return 1;
+}
+
+static int quantize_sliced(qrun *run, qout *outs, size_t n_out, size_t i, const lpk_tensor *t,
+                           const void *bytes, float *wbuf, uint64_t slice, qwrites *bw)
+{
+    lpk_error *err = job_err(run->j);
+    int64_t nr = lpk_tensor_nrows(t);
+    /* (slice <= size / 2: no overflow for any tensor a reader accepts) */
+    int64_t per = (int64_t)(((double)slice * (double)nr / (double)t->size + 63) / 64) * 64;
+    if (per < 64) per = 64;
+    const void *out;
+    int rc = qwrites_join(bw, err);
+    for (size_t k = 0; k < n_out && !rc; k++) rc = lpk_writer_tensor_begin(outs[k].w, t->name, err);
+    for (int64_t r0 = 0, r1; r0 < nr && !rc; r0 = r1) {
+        r1 = nr - r0 > per ? r0 + per : nr;
+        for (size_t k = 0; k < n_out && !rc; k++)
+            rc = prepare_rows(run, &outs[k], i, t, bytes, NULL, wbuf, r0, r1, &out);
+        int wrc = qwrites_join(bw, err);
+        if (!rc) rc = wrc;
+        if (!rc) rc = qwrites_launch(bw, outs, n_out, i, t->name, r0, r1, err);
+    }
+    int wrc = qwrites_join(bw, rc ? NULL : err);
+    if (!rc) rc = wrc;
+    for (size_t k = 0; k < n_out && !rc; k++) rc = lpk_writer_tensor_end(outs[k].w, err);
+    return rc;
 }
 
 /* Forgets what a pass over the tensors did to the outputs (before another). */
@@ -627,6 +721,7 @@ static int quantize_pass(qrun *run, qahead *ra, qout *outs, size_t n_out, float 
     if (run->g) calib_gptq_set_progress(run->g, on_gptq_blocks, run);
     double t0 = job_now();
     qwrites bw = {0};
+    const uint64_t slice = slice_bytes();
     const void **out = calloc(n_out ? n_out : 1, sizeof *out);
     if (!out && !rc) rc = lpk_err(err, LPK_ENOMEM, "out of memory");
     for (size_t i = 0; i < run->n && !rc; i++) {
@@ -644,6 +739,13 @@ static int quantize_pass(qrun *run, qahead *ra, qout *outs, size_t n_out, float 
             int dst = outs[k].ch[i].type;
             if (t->type == dst) need_f32 |= t->n_dims >= 2;
             else need_f32 |= !plain || (run->g && calib_gptq_applies(run->g, t->name, dst));
+        }
+        if (!rc && sliceable(run, outs, n_out, i, t, need_f32, slice)) {
+            rc = quantize_sliced(run, outs, n_out, i, t, bytes, wbuf, slice, &bw);
+            lpk_reader_release_tensor(r, i);
+            run->done_bytes += t->size;
+            if (!rc) rc = job_update(j, run->done_bytes, t->name, o->in);
+            continue;
         }
         if (need_f32) rc = to_f32(t, x, err);
         /* quantized while the previous tensor is written */

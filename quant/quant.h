@@ -198,7 +198,15 @@ int quant_quantize_rows_from(int type, int src_type, const void *src, int64_t nr
  * imatrix[c] * sqrt(sigma^2/4 + x_i^2) (sigma^2: the row's mean square; q5_k
  * sigma^2 in full, q2_k sqrt(imatrix[c]) * |x_i|, iq4_nl imatrix[c]^0.1). What
  * quantize and convert use. */
-enum { QUANT_ROWS_OUTPUT_WEIGHTING = 1u, QUANT_ROWS_LOOKUP = 2u, QUANT_ROWS_HEAD = 4u };
+enum {
+    QUANT_ROWS_OUTPUT_WEIGHTING = 1u,
+    QUANT_ROWS_LOOKUP = 2u,
+    QUANT_ROWS_HEAD = 4u,
+    QUANT_ROWS_ADD_ERR = 8u
+};
+/* QUANT_ROWS_ADD_ERR (quant_quantize_rows_err): the error sums are added to
+ * *sse and *ssx, continuing them in row order, instead of set: a tensor
+ * quantized as consecutive slices of rows gets the figures of one call. */
 /* QUANT_ROWS_HEAD: the rows are the output matrix (output.weight, or the
  * token embedding of a tied model); with an importance matrix iq4_nl and
  * iq4_xs weight them by the importance alone. */

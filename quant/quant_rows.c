@@ -414,6 +414,10 @@ int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nro
     }
     if (part && !failed && bad_row < 0) {
         double e = 0, s2 = 0;
+        if (flags & QUANT_ROWS_ADD_ERR) {
+            e = *sse;
+            s2 = *ssx;
+        }
         for (int64_t r = 0; r < nrows; r++) { e += part[2 * r]; s2 += part[2 * r + 1]; }
         *sse = e;
         *ssx = s2;
