@@ -39,6 +39,9 @@ static const char *usage_text =
     "  --max-ppl-ratio X    limit on ppl / ref_ppl       }\n"
     "  --max-kld X          limit on the mean KLD        }\n"
     "  --tensor-errors      per-tensor rel. RMSE against the reference's tensors\n"
+    "  --batch N            chunks per forward pass (default 2; 1 .. 64): every weight\n"
+    "                       matrix read once for N chunks; the same results, more\n"
+    "                       memory (each further chunk: its logits and state)\n"
     "  --kv-f16             the MODELs' attention as llama.cpp runs it with its default\n"
     "                       f16 KV cache: keys, values, queries and softmax weights\n"
     "                       rounded to f16 (REF's stays fp32)\n"
@@ -472,14 +475,14 @@ static void on_notice(void *user, const char *msg)
 int cmd_verify(int argc, char **argv)
 {
     const char *cmd = "verify", *ref_path = NULL, *text_path = NULL, *report_path = NULL;
-    long ctx = 512, max_chunks = 0, threads = 0;
+    long ctx = 512, max_chunks = 0, threads = 0, batch = 0;
     int json = 0, quiet = 0, tensor_errors = 0, force = 0, kv_f16 = 0;
     limits lim = {NAN, NAN, NAN};
     const char **paths = calloc((size_t)argc, sizeof *paths);
     int n_paths = 0;
     if (!paths) return CLI_EXIT_RUNTIME;
     enum { O_REF = 256, O_CHUNKS, O_MAX_DELTA, O_MAX_RATIO, O_MAX_KLD, O_TENSOR_ERRORS,
-           O_JSON, O_REPORT, O_FORCE, O_KV_F16 };
+           O_JSON, O_REPORT, O_FORCE, O_KV_F16, O_BATCH };
     static const struct option opts[] = {
         {"help", no_argument, NULL, 'h'},          {"model", required_argument, NULL, 'm'},
         {"text", required_argument, NULL, 'f'},    {"ctx", required_argument, NULL, 'c'},
@@ -490,6 +493,7 @@ int cmd_verify(int argc, char **argv)
         {"max-kld", required_argument, NULL, O_MAX_KLD},
         {"tensor-errors", no_argument, NULL, O_TENSOR_ERRORS},
         {"kv-f16", no_argument, NULL, O_KV_F16},
+        {"batch", required_argument, NULL, O_BATCH},
         {"json", no_argument, NULL, O_JSON},
         {"report", required_argument, NULL, O_REPORT},
         {"force", no_argument, NULL, O_FORCE},
@@ -524,6 +528,10 @@ int cmd_verify(int argc, char **argv)
             break;
         case O_TENSOR_ERRORS: tensor_errors = 1; break;
         case O_KV_F16: kv_f16 = 1; break;
+        case O_BATCH:
+            if (cli_parse_int(optarg, 1, 64, &batch))
+                urc = cli_usage_error(cmd, "--batch wants an integer in 1..64");
+            break;
         case O_JSON: json = 1; break;
         case O_REPORT: report_path = optarg; break;
         case O_FORCE: force = 1; break;
@@ -574,7 +582,8 @@ int cmd_verify(int argc, char **argv)
         .ctx = (int)ctx, .max_chunks = (int)max_chunks, .threads = (int)threads,
         .max_ppl_delta = lim.ppl_delta, .max_ppl_ratio = lim.ppl_ratio, .max_kld = lim.kld,
         /* a report shows them whenever there is a reference */
-        .tensor_errors = tensor_errors || (report_path && ref_path), .kv_f16 = kv_f16};
+        .tensor_errors = tensor_errors || (report_path && ref_path), .kv_f16 = kv_f16,
+        .batch = (int)batch};
     for (size_t k = 0; k < 3; k++) {
         double v = k == 0 ? lim.ppl_delta : k == 1 ? lim.ppl_ratio : lim.kld;
         if (!isnan(v)) vo.limits |= limit_names[k].bit;

@@ -102,7 +102,7 @@ static int evaluate(run *rn)
     int st = job_begin(rn->j, "evaluating", "tokens", (uint64_t)res->n_chunks * ctx,
                        rn->o->text);
     vf_eval_set_progress(rn->ev, on_block, rn);
-    for (int c = 0; !st && (st = vf_eval_step(rn->ev, job_err(rn->j))) == 1; c++) {
+    while (!st && (st = vf_eval_step(rn->ev, job_err(rn->j))) > 0) {
         vf_ppl_result r;
         vf_eval_result(rn->ev, 0, &r);
         if (r.has_ref)
@@ -110,7 +110,7 @@ static int evaluate(run *rn)
                      r.ref_ppl, r.kld_mean);
         else
             snprintf(rn->item, sizeof rn->item, "ppl %.4f", r.ppl);
-        st = job_update(rn->j, ((uint64_t)c + 1) * ctx, rn->item, rn->o->text);
+        st = job_update(rn->j, (uint64_t)r.chunks * ctx, rn->item, rn->o->text);
     }
     job_end(rn->j);
     return st;
@@ -171,6 +171,7 @@ static int verify_run(run *rn)
     if (!st)
         st = vf_eval_new(rn->ref_m, rn->ms, n, ids, n_ids, tok_tokenizer_bos(tok), res->ctx,
                          o->max_chunks, &rn->ev, err);
+    if (!st) st = vf_eval_set_batch(rn->ev, o->batch > 0 ? o->batch : 2, err);
     if (!st) {
         res->n_chunks = vf_eval_n_chunks(rn->ev);
         /* a context past what a model was trained on: measured, but say so */
@@ -204,9 +205,9 @@ static int check_opts(llmpack_job *j, const llmpack_verify_opts *o)
     if (!o->text) return lpk_err(err, LPK_EINVAL, "verify: no text given");
     if (o->ctx && o->ctx < 4)
         return lpk_err(err, LPK_EINVAL, "verify: context %d is too small (at least 4)", o->ctx);
-    if (o->max_chunks < 0 || o->threads < 0)
+    if (o->max_chunks < 0 || o->threads < 0 || o->batch < 0)
         return lpk_err(err, LPK_EINVAL, "verify: negative %s",
-                       o->max_chunks < 0 ? "max_chunks" : "threads");
+                       o->max_chunks < 0 ? "max_chunks" : o->threads < 0 ? "threads" : "batch");
     if (!o->ref && (o->limits || o->tensor_errors))
         return lpk_err(err, LPK_EINVAL, "verify: tensor errors and limits need a reference");
     return LPK_OK;

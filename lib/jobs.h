@@ -397,6 +397,9 @@ typedef struct llmpack_verify_opts {
     int kv_f16;                 /* the models' attention as llama.cpp's default f16 KV
                                  * cache computes it (VF_KV_F16_ATTN); the reference's
                                  * stays fp32 */
+    int batch;                  /* chunks per forward pass (vf_eval_set_batch; 0: 2): the
+                                 * same results, more memory (per extra chunk the logits
+                                 * of ctx/2 positions and the state of ctx tokens) */
 } llmpack_verify_opts;
 
 /* One input of a verification (a model, or the reference). */

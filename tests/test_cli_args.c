@@ -300,9 +300,11 @@ static void test_progress_in_logs(void **state)
 
     /* an interval of 0: the estimate, a line at every step, then "done in". The
      * demo model has 5 blocks: 6 steps a pass (the blocks, the output matrix),
-     * the last one of a chunk reported with the chunk's statistics */
+     * the last one of a chunk reported with the chunk's statistics (one chunk
+     * a forward pass: --batch 1) */
     setenv("LLMPACK_PROGRESS_INTERVAL", "0", 1);
-    assert_int_equal(tu_llmpack(&out, "verify '%s' -f '%s' -c 64 --chunks 20", m, text), 0);
+    assert_int_equal(tu_llmpack(&out, "verify '%s' -f '%s' -c 64 --chunks 20 --batch 1", m, text),
+                     0);
     assert_int_equal(count_lines(out, "llmpack verify: estimated "), 1);
     assert_int_equal(count_lines(out, "llmpack verify: "), 1 + 20 * 6 + 1);
     assert_non_null(strstr(out, " (20 chunks of 64 tokens, 1 forward pass each)\n"
@@ -312,10 +314,20 @@ static void test_progress_in_logs(void **state)
     assert_non_null(strstr(out, " tokens/s, ETA "));
     assert_non_null(strstr(out, "llmpack verify: done in "));
     free(out);
+    /* two chunks a forward pass (the default): 10 passes, a step is a sixth of
+     * 128 tokens; the third lands on the first chunk's end and is not printed
+     * (the updates at a chunk's end are the statistics', after the pass) */
+    assert_int_equal(tu_llmpack(&out, "verify '%s' -f '%s' -c 64 --chunks 20", m, text), 0);
+    assert_int_equal(count_lines(out, "llmpack verify: "), 1 + 10 * 5 + 1);
+    assert_null(strstr(out, "llmpack verify: 64 tokens / 1280 tokens"));
+    assert_non_null(strstr(out, "llmpack verify: 21 tokens / 1280 tokens (2%), "));
+    assert_non_null(strstr(out, "llmpack verify: 128 tokens / 1280 tokens (10%), "));
+    assert_non_null(strstr(out, "llmpack verify: 1280 tokens / 1280 tokens (100%), "));
+    free(out);
     /* with a reference the passes share each chunk: the reference's first
      * block is 5 of 64 tokens, its last step 32 */
-    assert_int_equal(tu_llmpack(&out, "verify '%s' --ref '%s' -f '%s' -c 64 --chunks 2", m, m,
-                                text), 0);
+    assert_int_equal(tu_llmpack(&out, "verify '%s' --ref '%s' -f '%s' -c 64 --chunks 2 --batch 1",
+                                m, m, text), 0);
     assert_int_equal(count_lines(out, "llmpack verify: "), 1 + 2 * 12 + 1);
     assert_non_null(strstr(out, "(2 chunks of 64 tokens, 2 forward passes each)\n"
                                 "llmpack verify: 5 tokens / 128 tokens (4%), "));

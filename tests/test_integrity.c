@@ -302,6 +302,17 @@ static void test_nonfinite(void **state)
     rewrite(m, huge, "token_embd.weight", put_huge_row);
     expect_fail(3, "NaN or infinite", NULL, "verify '%s' --text '%s' --ctx 64 --chunks 1", huge,
                 text);
+    /* several chunks in one forward pass name the same chunk and position as
+     * one chunk a pass does */
+    char *o1 = NULL, *o3 = NULL;
+    assert_int_equal(tu_llmpack(&o1, "verify '%s' --text '%s' --ctx 64 --chunks 3 --batch 1 -q",
+                                huge, text), 3);
+    assert_int_equal(tu_llmpack(&o3, "verify '%s' --text '%s' --ctx 64 --chunks 3 --batch 3 -q",
+                                huge, text), 3);
+    assert_non_null(strstr(o1, ": chunk "));
+    assert_string_equal(o1, o3);
+    free(o1);
+    free(o3);
     assert_int_equal(tu_dir_entries(dir, 1), 0);
     tu_rmtree(dir);
     free(dir); free(m); free(text); free(nan); free(o); free(g); free(q8); free(inf); free(huge);

@@ -756,7 +756,7 @@ static void test_verify(void **state)
     const char *models[] = {q8};
     llmpack_verify_opts o = {.models = models, .n_models = 1, .ref = f16, .text = demo_text,
                              .ctx = 128, .max_chunks = 3, .limits = LLMPACK_MAX_KLD,
-                             .max_kld = 0, .tensor_errors = 1};
+                             .max_kld = 0, .tensor_errors = 1, .batch = 1};
     llmpack_verify_result res;
     assert_int_equal(llmpack_verify(j, &o, &res), LPK_OK);
     assert_int_equal(llmpack_job_status(j), LPK_OK);
@@ -805,6 +805,24 @@ static void test_verify(void **state)
                      res.n_tokens);
     json_decref(doc);
     free(out);
+
+    /* the default batch (2 chunks a forward pass, then 1): the same numbers bit
+     * for bit, a chunk-end update per forward pass */
+    llmpack_verify_result r2;
+    j = (llmpack_job_free(j), new_verify_job(&v, 128));
+    o.batch = 0;
+    assert_int_equal(llmpack_verify(j, &o, &r2), LPK_OK);
+    assert_int_equal(v.items, 2);
+    assert_int_equal(v.s.last_done, 3 * 128);
+    const llmpack_verify_model *m2 = &r2.models[0];
+    assert_int_equal(m2->ppl.chunks, 3);
+    assert_true(m2->ppl.ppl == m->ppl.ppl && m2->ppl.ref_ppl == m->ppl.ref_ppl);
+    assert_true(m2->ppl.kld_mean == m->ppl.kld_mean && m2->ppl.kld_p99 == m->ppl.kld_p99);
+    assert_true(m2->ppl.top1_agreement == m->ppl.top1_agreement);
+    assert_int_equal(m2->n_kld, m->n_kld);
+    assert_memory_equal(m2->kld, m->kld, m->n_kld * sizeof *m->kld);
+    assert_memory_equal(m2->chunks, m->chunks, 3 * sizeof *m->chunks);
+    llmpack_verify_result_free(&r2);
     llmpack_verify_result_free(&res);
 
     /* a checkpoint as the model: converted first; a context above the trained
@@ -841,7 +859,7 @@ static void test_verify_cancel(void **state)
     v.cancel_chunk = 1;
     const char *models[] = {f16};
     llmpack_verify_opts o = {.models = models, .n_models = 1, .text = demo_text, .ctx = 64,
-                             .max_chunks = 5};
+                             .max_chunks = 5, .batch = 1};
     llmpack_verify_result res;
     assert_int_equal(llmpack_verify(j, &o, &res), LPK_EINTR);
     assert_int_equal(llmpack_job_status(j), LPK_EINTR);

@@ -640,6 +640,91 @@ static void test_paths_and_int8(void **state)
     free(ref);
 }
 
+/* The kernel paths a test runs on: what the machine has (-1), then each lower
+ * one forced (gemm and math), down to the portable code. */
+static const int seq_paths[][2] = {{-1, -1},
+                                   {VF_PATH_AVX2, VF_MATH_AVX2},
+                                   {VF_PATH_SCALAR, VF_MATH_PORTABLE}};
+enum { N_SEQ_PATHS = 3 };
+
+static void force_paths(int k)
+{
+    vf_gemm_force_path(seq_paths[k][0]);
+    vf_math_force_path(seq_paths[k][1]);
+}
+
+static void no_hook(void *user, int layer, const char *name, const float *x, int n_tok,
+                    int n_in)
+{
+    (void)user; (void)layer; (void)name; (void)x; (void)n_tok; (void)n_in;
+}
+
+/* Several sequences in one batch (vf_forward_seqs) give bit for bit the logits
+ * of one vf_forward each, on every kernel path and thread count, for fp32
+ * weights and the int8 path's types: 3 sequences of 21 tokens put the
+ * sequences' boundaries inside the kernels' token groups and tiles. */
+static void test_forward_seqs(void **state)
+{
+    (void)state;
+    const int types[] = {LPK_TYPE_F32, LPK_TYPE_F16, LPK_TYPE_BF16, LPK_TYPE_Q8_0,
+                         LPK_TYPE_Q4_0, LPK_TYPE_Q4_1, LPK_TYPE_Q5_0, LPK_TYPE_IQ4_NL};
+    enum { S = 3, N = 21, NL = 9 };
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        fixture f = fx_new(0, 1, 31 + ti, types[ti]);
+        int V = f.tm.vocab;
+        int32_t tok[S * N];
+        make_tokens(tok, S * N, V, 17 + ti);
+        opened o = open_model(f.path);
+        size_t nl = (size_t)S * NL * V;
+        float *one = malloc(nl * 4), *all = malloc(nl * 4);
+        lpk_error err = {0};
+        for (int k = 0; k < N_SEQ_PATHS; k++) {
+            force_paths(k);
+            for (int j = 0; j < S; j++)
+                assert_int_equal(vf_forward(o.m, tok + j * N, N, 0, NL,
+                                            one + (size_t)j * NL * V, &err), LPK_OK);
+#ifdef _OPENMP
+            int nt = omp_get_max_threads();
+            for (int th = 1; th <= 3; th++) {
+                omp_set_num_threads(th);
+#endif
+                memset(all, 0, nl * 4);
+                assert_int_equal(vf_forward_seqs(o.m, tok, S, N, NL, all, &err), LPK_OK);
+                if (memcmp(one, all, nl * 4))
+                    fail_msg("%s, path %d: the batched logits differ",
+                             lpk_type_get(types[ti])->name, k);
+#ifdef _OPENMP
+            }
+            omp_set_num_threads(nt);
+#endif
+            /* two sequences of the three, all logits (the whole sequence) */
+            float *two = malloc((size_t)2 * N * V * 4), *ref = malloc((size_t)N * V * 4);
+            assert_int_equal(vf_forward_seqs(o.m, tok + N, 2, N, N, two, &err), LPK_OK);
+            for (int j = 0; j < 2; j++) {
+                assert_int_equal(vf_forward(o.m, tok + (j + 1) * N, N, 0, N, ref, &err), LPK_OK);
+                assert_memory_equal(ref, two + (size_t)j * N * V, (size_t)N * V * 4);
+            }
+            free(two);
+            free(ref);
+        }
+        vf_gemm_force_path(-1);
+        vf_math_force_path(-1);
+        /* the cache continues none of the sequences; no act hook with several */
+        assert_int_equal(vf_forward_seqs(o.m, tok, S, N, NL, all, &err), LPK_OK);
+        assert_int_equal(vf_forward(o.m, tok, 4, 2, 1, one, &err), LPK_EINVAL);
+        assert_int_equal(vf_forward_seqs(o.m, tok, 0, N, NL, all, &err), LPK_EINVAL);
+        assert_int_equal(vf_forward_seqs(o.m, tok, S, N, N + 1, all, &err), LPK_EINVAL);
+        vf_model_set_act_hook(o.m, no_hook, NULL);
+        assert_int_equal(vf_forward_seqs(o.m, tok, S, N, NL, all, &err), LPK_EINVAL);
+        assert_int_equal(vf_forward_seqs(o.m, tok, 1, N, NL, all, &err), LPK_OK);
+        vf_model_set_act_hook(o.m, NULL, NULL);
+        free(one);
+        free(all);
+        close_model(&o);
+        fx_free(&f);
+    }
+}
+
 /* vf_eval follows llama.cpp's protocol: chunks of ctx with BOS first, positions
  * ctx/2 .. ctx-2 scored; checked against the naive model. A model against
  * itself: KLD 0, ratio 1, full top-1 agreement. */
@@ -747,6 +832,81 @@ static void test_eval_protocol(void **state)
     close_model(&a);
     close_model(&b);
     fx_free(&f);
+}
+
+/* Everything an evaluation reports of model i, timing left out. */
+typedef struct eval_out {
+    vf_ppl_result r;
+    vf_chunk_result ch[8];
+    float kld[8 * 32];
+    size_t nk;
+} eval_out;
+
+static void eval_get(const vf_eval *e, int i, eval_out *o)
+{
+    memset(o, 0, sizeof *o);
+    vf_eval_result(e, i, &o->r);
+    o->r.seconds = o->r.tokens_per_second = 0;
+    for (int c = 0; c < o->r.chunks && c < 8; c++) vf_eval_chunk_result(e, i, c, &o->ch[c]);
+    const float *k = vf_eval_klds(e, i, &o->nk);
+    assert_true(o->nk <= 8 * 32);
+    if (k) memcpy(o->kld, k, o->nk * sizeof *k);
+}
+
+/* vf_eval_set_batch: several chunks per forward pass give every statistic,
+ * per-chunk value and KLD bit for bit as one chunk a pass does (a reference
+ * and two models, so the paired sums too), on every kernel path and thread
+ * count; vf_eval_step returns the chunks it ran. */
+static void test_eval_batch(void **state)
+{
+    (void)state;
+    enum { CTX = 40, NC = 5, NT = NC * CTX + 7, NM = 2 };
+    fixture fr = fx_new(0, 1, 41, LPK_TYPE_F32), f8 = fx_new(0, 1, 41, LPK_TYPE_Q8_0),
+            f4 = fx_new(0, 1, 41, LPK_TYPE_Q4_0);
+    opened r = open_model(fr.path), a = open_model(f8.path), b = open_model(f4.path);
+    int32_t tok[NT];
+    make_tokens(tok, NT, fr.tm.vocab, 99);
+    vf_model *ms[NM] = {a.m, b.m};
+    eval_out want[NM], got;
+    lpk_error err = {0};
+    for (int k = 0; k < N_SEQ_PATHS; k++) {
+        force_paths(k);
+        for (int batch = 1; batch <= 6; batch++) {
+#ifdef _OPENMP
+            int nt = omp_get_max_threads();
+            omp_set_num_threads(1 + batch % 2);
+#endif
+            vf_eval *e = NULL;
+            assert_int_equal(vf_eval_new(r.m, ms, NM, tok, NT, 1, CTX, 0, &e, &err), LPK_OK);
+            assert_int_equal(vf_eval_set_batch(e, batch, &err), LPK_OK);
+            int st, done = 0, bn = batch < NC ? batch : NC;
+            while ((st = vf_eval_step(e, &err)) > 0) {
+                assert_int_equal(st, NC - done < bn ? NC - done : bn);
+                done += st;
+            }
+            assert_int_equal(st, 0);
+            assert_int_equal(done, NC);
+#ifdef _OPENMP
+            omp_set_num_threads(nt);
+#endif
+            for (int i = 0; i < NM; i++) {
+                eval_get(e, i, k == 0 && batch == 1 ? &want[i] : &got);
+                if (k == 0 && batch == 1) continue;
+                assert_int_equal(got.r.chunks, NC);
+                assert_int_equal(got.nk, (size_t)NC * vf_chunk_scored(CTX));
+                if (memcmp(&got, &want[i], sizeof got))
+                    fail_msg("model %d, path %d, batch %d: the results differ (ppl %.17g / "
+                             "%.17g, kld %.17g / %.17g)", i, k, batch, got.r.ppl, want[i].r.ppl,
+                             got.r.kld_mean, want[i].r.kld_mean);
+            }
+            assert_true(want[1].r.has_paired && want[1].r.kld_mean > want[0].r.kld_mean);
+            vf_eval_free(e);
+        }
+    }
+    vf_gemm_force_path(-1);
+    vf_math_force_path(-1);
+    close_model(&r); close_model(&a); close_model(&b);
+    fx_free(&fr); fx_free(&f8); fx_free(&f4);
 }
 
 /* A two-tensor container (embedding [4, 8], output_norm [n_norm]) with meta:
@@ -1256,7 +1416,9 @@ int main(void)
         cmocka_unit_test(test_forward_kv_f16),
         cmocka_unit_test(test_batch_cache_threads),
         cmocka_unit_test(test_paths_and_int8),
+        cmocka_unit_test(test_forward_seqs),
         cmocka_unit_test(test_eval_protocol),
+        cmocka_unit_test(test_eval_batch),
         cmocka_unit_test(test_model_errors),
         cmocka_unit_test(test_stories260k_ppl),
         cmocka_unit_test(test_kld_two_models),

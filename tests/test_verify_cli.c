@@ -94,6 +94,11 @@ static void test_usage_errors(void **state)
     free(out);
     assert_int_equal(tu_llmpack(&out, "verify x.lpk --text t --bogus"), 2);
     free(out);
+    assert_int_equal(tu_llmpack(&out, "verify x.lpk --text t --batch 0"), 2);
+    assert_non_null(strstr(out, "--batch"));
+    free(out);
+    assert_int_equal(tu_llmpack(&out, "verify x.lpk --text t --batch 65"), 2);
+    free(out);
     assert_int_equal(tu_llmpack(&out, "verify /nonexistent/x.lpk --text t"), 1);
     assert_non_null(strstr(out, "/nonexistent/x.lpk"));
     free(out);
@@ -439,15 +444,17 @@ static void test_llama2_20m(void **state)
         if (tu_long()) assert_true(fabs(num(o, "ref_ppl") - 240.8046) < 0.05);
     }
     json_decref(j);
-    /* the same report, byte for byte (but the speed), with 1 or 2 threads and on
-     * the portable paths (LLMPACK_SIMD=scalar) */
+    /* the same report, byte for byte (but the speed), with 1 or 2 threads, on
+     * the portable paths (LLMPACK_SIMD=scalar), and with both chunks in one
+     * forward pass (the default) or one chunk a pass */
     drop_speed(out);
-    const char *variants[][2] = {{"1", NULL}, {"2", "scalar"}};
+    const char *variants[][3] = {{"1", NULL, "1"}, {"2", "scalar", "2"}, {"2", NULL, "1"},
+                                 {"1", "avx2", "1"}};
     for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
         char *o2 = NULL;
         if (variants[v][1]) setenv("LLMPACK_SIMD", variants[v][1], 1);
-        rc = tu_llmpack(&o2, "verify '%s' --ref '%s' --text '%s' --chunks 2 --threads %s --json",
-                        q8, bf16, text, variants[v][0]);
+        rc = tu_llmpack(&o2, "verify '%s' --ref '%s' --text '%s' --chunks 2 --threads %s "
+                        "--batch %s --json", q8, bf16, text, variants[v][0], variants[v][2]);
         unsetenv("LLMPACK_SIMD");
         assert_int_equal(rc, 0);
         drop_speed(o2);

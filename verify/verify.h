@@ -68,6 +68,17 @@ const lpk_reader *vf_model_reader(const vf_model *m);
  * range or bad counts, LPK_ENOMEM, or a matmul error naming the tensor. */
 int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_logits,
                float *logits, lpk_error *err);
+/* n_seq independent sequences of n_tok tokens each (tokens: n_seq x n_tok), each
+ * at positions 0 .. n_tok-1 with its own causal context, as one batch: every
+ * weight matmul runs over all n_seq x n_tok tokens (each matrix is read once
+ * for all of them), attention per sequence. logits: the last n_logits tokens
+ * of each sequence, sequence after sequence ((n_seq x n_logits) x vocab_size).
+ * Bitwise what n_seq vf_forward calls (pos0 0) give, for any thread count:
+ * every step's arithmetic on a token does not depend on the batch's other
+ * tokens. Afterwards the cache continues no sequence (the next vf_forward
+ * starts at position 0). LPK_EINVAL also with an act hook installed. */
+int vf_forward_seqs(vf_model *m, const int32_t *tokens, int n_seq, int n_tok, int n_logits,
+                    float *logits, lpk_error *err);
 
 /* One block at a time (what layer-by-layer GPTQ runs, calib/): the pieces of
  * vf_forward, so a batch of hidden states goes through the same code.
@@ -159,18 +170,27 @@ int vf_eval_new(vf_model *ref, vf_model *const *models, int n_models, const int3
                 lpk_error *err);
 void vf_eval_free(vf_eval *e);   /* NULL is fine */
 int vf_eval_n_chunks(const vf_eval *e);
-/* Runs the next chunk through the reference (once) and every model and adds the
- * scored positions to the statistics. Returns 1 when a chunk was processed, 0
- * when all chunks are done, or a negative status. */
+/* Runs the next chunk (the next batch of chunks: vf_eval_set_batch) through the
+ * reference (once) and every model and adds the scored positions to the
+ * statistics. Returns the number of chunks processed (1 .. the batch), 0 when
+ * all chunks are done, or a negative status. */
 int vf_eval_step(vf_eval *e, lpk_error *err);
+/* Chunks per forward pass from the next vf_eval_step on (default 1; clamped to
+ * 1 .. the chunk count): n chunks are one batch of vf_forward_seqs, so each
+ * weight matrix is read once for all n; the statistics are bitwise the same
+ * for any n. The logits of n chunks are held (per model pass, and for the
+ * reference): n x (ctx - 1 - ctx/2) x vocab floats each, beside the model
+ * state of n x (ctx - 1) tokens. LPK_ENOMEM (the batch then back at 1). */
+int vf_eval_set_batch(vf_eval *e, int n, lpk_error *err);
 /* Statistics of model i over the chunks processed so far. */
 void vf_eval_result(const vf_eval *e, int i, vf_ppl_result *out);
 
 /* Progress inside vf_eval_step: called (from the thread running it) after each
  * block of each forward pass, with done of total text tokens, total =
- * chunks x ctx; within a chunk the passes (the reference, then each model)
- * share its ctx tokens equally, so done rises from the first block of the
- * first chunk and reaches c x ctx when chunk c is complete. A non-zero return
+ * chunks x ctx; within a step the passes (the reference, then each model)
+ * share its chunks' tokens (the batch's n x ctx) equally, so done rises from
+ * the first block of the first chunk and reaches c x ctx when a step ending
+ * with chunk c is complete. A non-zero return
  * stops the chunk there: vf_eval_step returns LPK_EINTR ("PATH: cancelled",
  * the model running) and the evaluation cannot go on (free it). */
 typedef int (*vf_progress_fn)(void *user, uint64_t done, uint64_t total);

@@ -234,22 +234,23 @@ static int matmul_n(vf_model *m, const vf_mat *mats, int n, int n_in, const floa
     return LPK_OK;
 }
 
-/* Causal attention of the batch's queries (positions pos0 .. pos0+n_tok-1) over
- * cached keys/values of positions 0 .. pos. The keys of each kv head are first
+/* Causal attention of the batch's queries (positions pos0 .. pos0+n_tok-1, batch
+ * rows row0 .. row0+n_tok-1) over cached keys/values of positions 0 .. pos
+ * (cache rows row0 .. row0+pos: a sequence's positions start at its row0). The keys of each kv head are first
  * transposed (head_dim rows of positions, zero-padded to a multiple of 64);
  * then one query head per OpenMP task, VF_ATT_QT queries at a time. Each
  * output element is computed by one thread in a fixed order (vf_math.h): a
  * score is q[0]k[0] + q[1]k[1] + ... and an output the sum over positions in
  * order (with VF_KV_F16_ATTN, of the softmax weights rounded to f16). */
-static void attention(vf_model *m, int kl, int n_tok, int pos0)
+static void attention(vf_model *m, int kl, int n_tok, int pos0, int row0)
 {
     const vf_config *c = &m->config;
     vf_state *s = &m->s;
     int hd = c->head_dim, kv_mul = c->n_heads / c->n_kv_heads, n_all = pos0 + n_tok;
     size_t qd = (size_t)c->n_heads * hd, kvd = (size_t)c->n_kv_heads * hd;
     size_t ld = (size_t)s->cap_ctx;   /* a multiple of 64 */
-    const float *kc = s->key_cache + (size_t)kl * s->cap_ctx * kvd;
-    const float *vc = s->value_cache + (size_t)kl * s->cap_ctx * kvd;
+    const float *kc = s->key_cache + ((size_t)kl * s->cap_ctx + (size_t)row0) * kvd;
+    const float *vc = s->value_cache + ((size_t)kl * s->cap_ctx + (size_t)row0) * kvd;
     float scale = 1.0f / sqrtf((float)hd);
     int n_pad = (n_all + 63) / 64 * 64;
     /* threads only pay off when there is enough work per head */
@@ -274,8 +275,8 @@ static void attention(vf_model *m, int kl, int n_tok, int pos0)
         for (int t0 = 0; t0 < n_tok; t0 += VF_ATT_QT) {
             int nq = n_tok - t0 < VF_ATT_QT ? n_tok - t0 : VF_ATT_QT;
             int n0 = pos0 + t0 + 1;   /* keys seen by the first query of the tile */
-            const float *q = s->q + (size_t)t0 * qd + (size_t)h * hd;
-            float *o = s->att_out + (size_t)t0 * qd + (size_t)h * hd;
+            const float *q = s->q + (size_t)(row0 + t0) * qd + (size_t)h * hd;
+            float *o = s->att_out + (size_t)(row0 + t0) * qd + (size_t)h * hd;
             vf_attn_scores(att, ld, q, qd, nq, kt, ld, hd, n0 + nq - 1);
             for (int j = 0; j < nq; j++) vf_softmax(att + (size_t)j * ld, n0 + j, scale);
             if (m->kv_f16 == VF_KV_F16_ATTN)
@@ -289,11 +290,15 @@ static void attention(vf_model *m, int kl, int n_tok, int pos0)
     }
 }
 
-/* Block l (weights L) on the batch in s->x, positions pos0 .. pos0+n_tok-1:
- * attention over the cache's block kl, then the FFN, both added to s->x. */
-static int layer_run(vf_model *m, const vf_layer *L, int l, int kl, int n_tok, int pos0,
-                     lpk_error *err)
+/* Block l (weights L) on the batch in s->x: n_seq sequences of n_seq_tok
+ * tokens each, one after another, at positions pos0 .. pos0+n_seq_tok-1 of
+ * each (n_seq > 1 only with pos0 = 0: sequence j's keys/values fill the cache
+ * rows of batch rows j * n_seq_tok ..): attention over the cache's block kl,
+ * each sequence on its own, then the FFN, both added to s->x. */
+static int layer_run(vf_model *m, const vf_layer *L, int l, int kl, int n_seq, int n_seq_tok,
+                     int pos0, lpk_error *err)
 {
+    int n_tok = n_seq * n_seq_tok;
     const vf_config *c = &m->config;
     vf_state *s = &m->s;
     int dim = c->dim, hd = c->head_dim, hid = c->hidden_dim, half = c->n_rot / 2;
@@ -310,8 +315,8 @@ static int layer_run(vf_model *m, const vf_layer *L, int l, int kl, int n_tok, i
         return st;
 #pragma omp parallel for schedule(static) if (big)
     for (int t = 0; t < n_tok; t++) {
-        const float *cr = s->rope_cos + (size_t)(pos0 + t) * half;
-        const float *sr = s->rope_sin + (size_t)(pos0 + t) * half;
+        const float *cr = s->rope_cos + (size_t)(pos0 + t % n_seq_tok) * half;
+        const float *sr = s->rope_sin + (size_t)(pos0 + t % n_seq_tok) * half;
         vf_rope_rotate(s->q + (size_t)t * qd, c->n_heads, hd, c->n_rot, cr, sr);
         vf_rope_rotate(kc + (size_t)t * kvd, c->n_kv_heads, hd, c->n_rot, cr, sr);
     }
@@ -320,7 +325,7 @@ static int layer_run(vf_model *m, const vf_layer *L, int l, int kl, int n_tok, i
         round_f16(vc, (size_t)n_tok * kvd);
     }
     if (m->kv_f16 == VF_KV_F16_ATTN) round_f16(s->q, (size_t)n_tok * qd);
-    attention(m, kl, n_tok, pos0);
+    for (int j = 0; j < n_seq; j++) attention(m, kl, n_seq_tok, pos0, j * n_seq_tok);
     if ((st = matmul(m, L->wo, L->wo_type, dim, qd, s->att_out, n_tok, s->xb2, "attn_output", l,
                      err)))
         return st;
@@ -352,16 +357,20 @@ static int step(vf_model *m, int done, lpk_error *err)
     return lpk_err(err, LPK_EINTR, "%s: cancelled", lpk_reader_path(m->reader));
 }
 
-int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_logits,
-               float *logits, lpk_error *err)
+/* vf_forward (n_seq = 1) and vf_forward_seqs (pos0 = 0, no act hook): n_seq
+ * sequences of n_seq_tok tokens one after another in the batch. */
+static int forward_run(vf_model *m, const int32_t *tokens, int n_seq, int n_seq_tok, int pos0,
+                       int n_logits, float *logits, lpk_error *err)
 {
     const vf_config *c = &m->config;
     const vf_weights *w = &m->w;
     vf_state *s = &m->s;
-    if (n_tok <= 0 || n_logits < 0 || n_logits > n_tok || pos0 < 0 || pos0 > s->n_past ||
-        pos0 > INT32_MAX - n_tok || (n_logits > 0 && !logits))
-        return lpk_err(err, LPK_EINVAL, "vf_forward: bad arguments (n_tok %d, pos0 %d of %d "
-                       "cached, n_logits %d)", n_tok, pos0, s->n_past, n_logits);
+    if (n_seq <= 0 || n_seq_tok <= 0 || n_seq_tok > INT32_MAX / n_seq || n_logits < 0 ||
+        n_logits > n_seq_tok || pos0 < 0 || pos0 > s->n_past || pos0 > INT32_MAX - n_seq_tok ||
+        (n_seq > 1 && (pos0 || m->act_hook)) || (n_logits > 0 && !logits))
+        return lpk_err(err, LPK_EINVAL, "vf_forward: bad arguments (%d x %d tokens, pos0 %d of "
+                       "%d cached, n_logits %d)", n_seq, n_seq_tok, pos0, s->n_past, n_logits);
+    int n_tok = n_seq * n_seq_tok;
     for (int t = 0; t < n_tok; t++)
         if (tokens[t] < 0 || tokens[t] >= c->vocab_size)
             return lpk_err(err, LPK_EINVAL, "token id %d at batch index %d is out of range "
@@ -374,21 +383,41 @@ int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_lo
     if ((st = embed(m, tokens, n_tok, s->x, err))) return st;
 
     for (int l = 0; l < c->n_layers; l++) {
-        if ((st = layer_run(m, &w->layers[l], l, l, n_tok, pos0, err))) return st;
+        if ((st = layer_run(m, &w->layers[l], l, l, n_seq, n_seq_tok, pos0, err))) return st;
         if ((st = step(m, l + 1, err))) return st;
     }
-    s->n_past = pos0 + n_tok;
+    /* several sequences: the cache holds no one sequence to continue */
+    s->n_past = n_seq == 1 ? pos0 + n_tok : 0;
     if (n_logits == 0 && !m->act_hook) return step(m, c->n_layers + 1, err);
 
-    int t0 = m->act_hook ? 0 : n_tok - n_logits;
-    rmsnorm_par(s->xb + (size_t)t0 * dim, s->x + (size_t)t0 * dim, w->output_norm, n_tok - t0,
-                dim, c->norm_eps);
-    if (m->act_hook) m->act_hook(m->act_user, -1, "output", s->xb, n_tok, dim);
-    if (n_logits == 0) return step(m, c->n_layers + 1, err);
-    t0 = n_tok - n_logits;
-    st = matmul(m, w->output, w->output_type, c->vocab_size, dim, s->xb + (size_t)t0 * dim,
-                n_logits, logits, "output", -1, err);
+    const float *xo = s->xb;   /* the output matrix's input rows */
+    if (m->act_hook) {
+        rmsnorm_par(s->xb, s->x, w->output_norm, n_tok, dim, c->norm_eps);
+        m->act_hook(m->act_user, -1, "output", s->xb, n_tok, dim);
+        if (n_logits == 0) return step(m, c->n_layers + 1, err);
+        xo += (size_t)(n_tok - n_logits) * dim;
+    } else {
+        /* each sequence's last n_logits rows, normed into consecutive rows of xb */
+        for (int j = 0; j < n_seq; j++)
+            rmsnorm_par(s->xb + (size_t)j * n_logits * dim,
+                        s->x + ((size_t)j * n_seq_tok + (size_t)(n_seq_tok - n_logits)) * dim,
+                        w->output_norm, n_logits, dim, c->norm_eps);
+    }
+    st = matmul(m, w->output, w->output_type, c->vocab_size, dim, xo, n_seq * n_logits,
+                logits, "output", -1, err);
     return st ? st : step(m, c->n_layers + 1, err);
+}
+
+int vf_forward(vf_model *m, const int32_t *tokens, int n_tok, int pos0, int n_logits,
+               float *logits, lpk_error *err)
+{
+    return forward_run(m, tokens, 1, n_tok, pos0, n_logits, logits, err);
+}
+
+int vf_forward_seqs(vf_model *m, const int32_t *tokens, int n_seq, int n_tok, int n_logits,
+                    float *logits, lpk_error *err)
+{
+    return forward_run(m, tokens, n_seq, n_tok, 0, n_logits, logits, err);
 }
 
 int vf_embed(vf_model *m, const int32_t *tokens, int n_tok, float *x, lpk_error *err)
@@ -425,7 +454,7 @@ int vf_layer_forward(vf_model *m, int l, float *x, int n_tok, const float *const
     size_t nx = (size_t)n_tok * (size_t)c->dim;
     memcpy(s->x, x, nx * sizeof *x);
     s->n_past = 0; /* the cache's first block is rewritten; the others are stale */
-    st = layer_run(m, &L, l, 0, n_tok, 0, err);
+    st = layer_run(m, &L, l, 0, 1, n_tok, 0, err);
     if (!st) memcpy(x, s->x, nx * sizeof *x);
     return st;
 }

@@ -71,15 +71,19 @@ struct vf_eval {
     const int32_t *tokens;
     int32_t bos;
     int ctx, n_scored, n_vocab, n_chunks, next;
-    int32_t *chunk;       /* (ctx) tokens of the current chunk, first set to BOS */
-    float *ref_logits;    /* (n_scored, n_vocab) */
-    float *logits;        /* (n_scored, n_vocab) */
-    double *ref_lse;      /* (n_scored) */
-    int *ref_top;         /* (n_scored) argmax of the reference */
-    double *nll, *kld;    /* (n_scored) per-position results of the model being scored */
-    int *top;             /* (n_scored) */
-    double *kld0;         /* (n_scored) models[0]'s KLD and same top-1 in the current chunk, */
-    unsigned char *same0; /* to pair the others' with (several models and a reference) */
+    int batch;            /* chunks per forward pass (vf_eval_set_batch), >= 1 */
+    int cur;              /* chunks in the step running: 1 .. batch */
+    /* below, B = batch: the current step's chunks one after another */
+    int32_t *chunk;       /* (B, ctx) tokens of the current chunks, each's first set to BOS */
+    int32_t *in;          /* (B, ctx - 1) the forward pass's input: each chunk minus its last */
+    float *ref_logits;    /* (B * n_scored, n_vocab) */
+    float *logits;        /* (B * n_scored, n_vocab) */
+    double *ref_lse;      /* (B * n_scored) */
+    int *ref_top;         /* (B * n_scored) argmax of the reference */
+    double *nll, *kld;    /* (B * n_scored) per-position results of the model being scored */
+    int *top;             /* (B * n_scored) */
+    double *kld0;         /* (B * n_scored) models[0]'s KLD and same top-1 in the current */
+    unsigned char *same0; /* chunks, to pair the others' with (several models, a reference) */
     vf_acc *acc;          /* (n_models) */
     vf_progress_fn progress;   /* vf_eval_set_progress, or NULL */
     void *progress_user;
@@ -95,9 +99,40 @@ void vf_eval_free(vf_eval *e)
         free(a->chunk_same);
     }
     free(e->acc);
-    free(e->chunk); free(e->ref_logits); free(e->logits); free(e->ref_lse); free(e->ref_top);
-    free(e->nll); free(e->kld); free(e->top); free(e->kld0); free(e->same0);
+    free(e->chunk); free(e->in); free(e->ref_logits); free(e->logits); free(e->ref_lse);
+    free(e->ref_top); free(e->nll); free(e->kld); free(e->top); free(e->kld0); free(e->same0);
     free(e);
+}
+
+/* The per-step buffers for batches of nb chunks (the old ones freed). */
+static int eval_alloc_batch(vf_eval *e, int nb)
+{
+    size_t ns = (size_t)nb * (size_t)e->n_scored, nv = (size_t)e->n_vocab;
+    if (ns > SIZE_MAX / sizeof(float) / nv) return LPK_ENOMEM;
+    size_t nl = ns * nv;
+    free(e->chunk); free(e->in); free(e->ref_logits); free(e->logits); free(e->ref_lse);
+    free(e->ref_top); free(e->nll); free(e->kld); free(e->top); free(e->kld0); free(e->same0);
+    e->ref_logits = NULL; e->ref_lse = NULL; e->ref_top = NULL; e->kld0 = NULL; e->same0 = NULL;
+    e->chunk = malloc((size_t)nb * (size_t)e->ctx * sizeof *e->chunk);
+    e->in = malloc((size_t)nb * (size_t)(e->ctx - 1) * sizeof *e->in);
+    e->logits = vf_alloc_big(nl * sizeof(float));
+    e->nll = malloc(ns * sizeof(double));
+    e->kld = malloc(ns * sizeof(double));
+    e->top = malloc(ns * sizeof(int));
+    int ok = e->chunk && e->in && e->logits && e->nll && e->kld && e->top;
+    if (ok && e->ref) {
+        e->ref_logits = vf_alloc_big(nl * sizeof(float));
+        e->ref_lse = malloc(ns * sizeof(double));
+        e->ref_top = malloc(ns * sizeof(int));
+        ok = e->ref_logits && e->ref_lse && e->ref_top;
+        if (ok && e->n_models > 1) {
+            e->kld0 = malloc(ns * sizeof(double));
+            e->same0 = malloc(ns);
+            ok = e->kld0 && e->same0;
+        }
+    }
+    e->batch = nb;
+    return ok ? LPK_OK : LPK_ENOMEM;
 }
 
 int vf_eval_new(vf_model *ref, vf_model *const *models, int n_models, const int32_t *tokens,
@@ -139,29 +174,15 @@ int vf_eval_new(vf_model *ref, vf_model *const *models, int n_models, const int3
     e->n_scored = vf_chunk_scored(ctx);
     e->n_vocab = n_vocab;
     e->n_chunks = (int)n_chunks;
-    size_t ns = (size_t)e->n_scored, nl = ns * (size_t)n_vocab;
-    int ok = nl / ns == (size_t)n_vocab && nl < SIZE_MAX / sizeof(float);
+    size_t ns = (size_t)e->n_scored;
+    int ok = eval_alloc_batch(e, 1) == LPK_OK;
     if (ok) {
-        e->chunk = malloc((size_t)ctx * sizeof *e->chunk);
-        e->logits = vf_alloc_big(nl * sizeof(float));
-        e->nll = malloc(ns * sizeof(double));
-        e->kld = malloc(ns * sizeof(double));
-        e->top = malloc(ns * sizeof(int));
         e->acc = calloc((size_t)n_models, sizeof *e->acc);
-        ok = e->chunk && e->logits && e->nll && e->kld && e->top && e->acc;
+        ok = e->acc != NULL;
         for (int i = 0; ok && i < n_models; i++)
             ok = (e->acc[i].chunk_nll = calloc(n_chunks, sizeof(double))) != NULL;
     }
     if (ok && ref) {
-        e->ref_logits = vf_alloc_big(nl * sizeof(float));
-        e->ref_lse = malloc(ns * sizeof(double));
-        e->ref_top = malloc(ns * sizeof(int));
-        ok = e->ref_logits && e->ref_lse && e->ref_top;
-        if (ok && n_models > 1) {
-            e->kld0 = malloc(ns * sizeof(double));
-            e->same0 = malloc(ns);
-            ok = e->kld0 && e->same0;
-        }
         for (int i = 0; ok && i < n_models; i++) {
             vf_acc *a = &e->acc[i];
             a->kld = malloc(n_chunks * ns * sizeof(float));
@@ -182,6 +203,18 @@ int vf_eval_new(vf_model *ref, vf_model *const *models, int n_models, const int3
 
 int vf_eval_n_chunks(const vf_eval *e) { return e->n_chunks; }
 
+int vf_eval_set_batch(vf_eval *e, int n, lpk_error *err)
+{
+    if (n < 1) n = 1;
+    if (n > e->n_chunks) n = e->n_chunks;
+    if (n == e->batch) return LPK_OK;
+    if (eval_alloc_batch(e, n) == LPK_OK) return LPK_OK;
+    /* back to one chunk a pass, so that the evaluation stays usable */
+    int st = eval_alloc_batch(e, 1);
+    return lpk_err(err, LPK_ENOMEM, "out of memory for the logits of %d chunks%s", n,
+                   st ? " (nor of one: the evaluation cannot go on)" : "");
+}
+
 void vf_eval_set_progress(vf_eval *e, vf_progress_fn fn, void *user)
 {
     e->progress = fn;
@@ -196,19 +229,20 @@ static int eval_step_done(void *user, int done, int total)
     double f = (e->pass + (double)done / total) / n_pass;
     uint64_t ctx = (uint64_t)e->ctx;
     return e->progress(e->progress_user,
-                       (uint64_t)e->next * ctx + (uint64_t)(f * (double)ctx + 0.5),
+                       (uint64_t)e->next * ctx + (uint64_t)(f * (double)(e->cur * ctx) + 0.5),
                        (uint64_t)e->n_chunks * ctx);
 }
 
-/* The chunk minus its last token: the last token is never an input whose logits
- * are scored, and causality makes the other logits independent of it. */
+/* The current chunks, each minus its last token (the last token is never an
+ * input whose logits are scored, and causality makes the other logits
+ * independent of it), in one forward pass. */
 static int run_chunk(vf_eval *e, vf_model *m, float *logits, lpk_error *err)
 {
     if (e->progress) {
         m->step_hook = eval_step_done;
         m->step_user = e;
     }
-    int st = vf_forward(m, e->chunk, e->ctx - 1, 0, e->n_scored, logits, err);
+    int st = vf_forward_seqs(m, e->in, e->cur, e->ctx - 1, e->n_scored, logits, err);
     m->step_hook = NULL;
     m->step_user = NULL;
     const lpk_reader *r = vf_model_reader(m);
@@ -216,22 +250,32 @@ static int run_chunk(vf_eval *e, vf_model *m, float *logits, lpk_error *err)
      * no statistic is computed from them (a gate must not pass unmeasured) */
     if (!st) st = lpk_reader_check_io(r, err);
     uint64_t bad;
+    uint64_t ns = (uint64_t)e->n_scored;
     if (!st && lpk_check_finite(LPK_TYPE_F32, logits,
-                                (uint64_t)e->n_scored * (uint64_t)e->n_vocab * sizeof(float), &bad))
+                                (uint64_t)e->cur * ns * (uint64_t)e->n_vocab * sizeof(float), &bad)) {
+        uint64_t pos = bad / (uint64_t)e->n_vocab;
         st = lpk_err(err, LPK_EBADVALUE, "%s: chunk %d, scored position %llu: a logit is NaN or "
-                     "infinite (the model's numbers overflow)", lpk_reader_path(r), e->next,
-                     (unsigned long long)(bad / (uint64_t)e->n_vocab));
+                     "infinite (the model's numbers overflow)", lpk_reader_path(r),
+                     e->next + (int)(pos / ns), (unsigned long long)(pos % ns));
+    }
     return st;
 }
 
 int vf_eval_step(vf_eval *e, lpk_error *err)
 {
     if (e->next >= e->n_chunks) return 0;
-    int ctx = e->ctx, ns = e->n_scored, nv = e->n_vocab, first = vf_chunk_first(ctx);
-    memcpy(e->chunk, e->tokens + (size_t)e->next * ctx, (size_t)ctx * sizeof *e->chunk);
-    if (e->bos >= 0) e->chunk[0] = e->bos;
-    /* position first + j predicts chunk[first + j + 1] */
-    const int32_t *target = e->chunk + first + 1;
+    int ctx = e->ctx, ns1 = e->n_scored, nv = e->n_vocab, first = vf_chunk_first(ctx);
+    int nb = e->n_chunks - e->next < e->batch ? e->n_chunks - e->next : e->batch;
+    int ns = nb * ns1;   /* the scored positions of the step's chunks, chunk after chunk */
+    memcpy(e->chunk, e->tokens + (size_t)e->next * ctx, (size_t)nb * ctx * sizeof *e->chunk);
+    for (int b = 0; b < nb; b++) {
+        int32_t *ch = e->chunk + (size_t)b * ctx;
+        if (e->bos >= 0) ch[0] = e->bos;
+        memcpy(e->in + (size_t)b * (ctx - 1), ch, (size_t)(ctx - 1) * sizeof *ch);
+    }
+    e->cur = nb;
+    /* position first + j of chunk b predicts its token first + j + 1 */
+#define TARGET(j) (e->chunk[(size_t)((j) / ns1) * ctx + first + 1 + (j) % ns1])
     int st;
     e->pass = 0;
     if (e->ref) {
@@ -250,7 +294,7 @@ int vf_eval_step(vf_eval *e, lpk_error *err)
         for (int j = 0; j < ns; j++) {
             const float *lg = e->logits + (size_t)j * nv;
             double lse = vf_logsumexp(lg, nv, &e->top[j]);
-            e->nll[j] = lse - lg[target[j]];
+            e->nll[j] = lse - lg[TARGET(j)];
             if (e->ref)
                 e->kld[j] = vf_kld(e->ref_logits + (size_t)j * nv, e->ref_lse[j], lg, lse, nv);
         }
@@ -259,10 +303,11 @@ int vf_eval_step(vf_eval *e, lpk_error *err)
             double v = e->nll[j];
             a->sum_nll += v;
             a->sum_nll2 += v * v;
-            a->chunk_nll[e->next] += v;
+            int c = e->next + j / ns1;
+            a->chunk_nll[c] += v;
             if (e->ref) {
                 const float *rl = e->ref_logits + (size_t)j * nv;
-                double vr = e->ref_lse[j] - rl[target[j]];
+                double vr = e->ref_lse[j] - rl[TARGET(j)];
                 a->sum_nll_ref += vr;
                 a->sum_nll_ref2 += vr * vr;
                 a->sum_nll_nll_ref += v * vr;
@@ -281,17 +326,18 @@ int vf_eval_step(vf_eval *e, lpk_error *err)
                     a->n_top_lost += !same && e->same0[j];
                 }
                 a->kld[a->count] = (float)e->kld[j];
-                a->chunk_nll_ref[e->next] += vr;
-                a->chunk_kld[e->next] += e->kld[j];
-                a->chunk_same[e->next] += same;
+                a->chunk_nll_ref[c] += vr;
+                a->chunk_kld[c] += e->kld[j];
+                a->chunk_same[c] += same;
             }
             a->count++;
         }
-        a->tokens_run += (uint64_t)ctx - 1;
+        a->tokens_run += (uint64_t)nb * ((uint64_t)ctx - 1);
         a->seconds += now_seconds() - t0;
     }
-    e->next++;
-    return 1;
+#undef TARGET
+    e->next += nb;
+    return nb;
 }
 
 /* llama.cpp's mean_and_uncertainty: mean and standard error of the mean. */

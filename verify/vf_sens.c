@@ -113,7 +113,7 @@ int vf_tensor_sensitivity(const lpk_reader *r, const int32_t *tokens, size_t n_t
         vf_eval *e = NULL;
         if (!rc && g) rc = vf_eval_new(ref, ms, g, tokens, n_tokens, bos, ctx, max_chunks, &e, err);
         int st = 1;
-        while (!rc && e && (st = vf_eval_step(e, err)) == 1) {}
+        while (!rc && e && (st = vf_eval_step(e, err)) > 0) {}
         if (!rc && st < 0) rc = st;
         for (int k = 0; k < g && !rc; k++) {
             vf_ppl_result res;
