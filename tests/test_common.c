@@ -138,6 +138,65 @@ static void test_check_finite(void **state)
     free(buf);
 }
 
+/* lpk_check_finite on block types: the f16 scales at GGML's offsets (written
+ * here from the block layouts: d, and dmin where there is one), each made Inf
+ * or NaN in blocks on both sides of the 4096-block chunks; other bytes with
+ * an all-ones exponent pattern and a partial block at the end are not looked
+ * at; the first of two bad blocks is named. */
+static void test_check_finite_blocks(void **state)
+{
+    (void)state;
+    static const struct { int type, size, n, off[2]; } L[] = {
+        {LPK_TYPE_Q4_0, 18, 1, {0}},       {LPK_TYPE_Q4_1, 20, 2, {0, 2}},
+        {LPK_TYPE_Q5_0, 22, 1, {0}},       {LPK_TYPE_Q5_1, 24, 2, {0, 2}},
+        {LPK_TYPE_Q8_0, 34, 1, {0}},       {LPK_TYPE_Q2_K, 84, 2, {80, 82}},
+        {LPK_TYPE_Q3_K, 110, 1, {108}},    {LPK_TYPE_Q4_K, 144, 2, {0, 2}},
+        {LPK_TYPE_Q5_K, 176, 2, {0, 2}},   {LPK_TYPE_Q6_K, 210, 1, {208}},
+        {LPK_TYPE_IQ4_NL, 18, 1, {0}},     {LPK_TYPE_IQ4_XS, 136, 1, {0}},
+    };
+    enum { N = 9000 };
+    const uint64_t at[] = {0, 1, 4095, 4096, 4097, 8191, 8192, N - 1};
+    for (size_t t = 0; t < sizeof L / sizeof L[0]; t++) {
+        assert_int_equal(lpk_type_get(L[t].type)->type_size, L[t].size);
+        size_t bs = (size_t)L[t].size, n = N * bs;
+        uint8_t *p = malloc(n + bs);
+        uint64_t seed = 7 + t;
+        for (size_t i = 0; i < n + bs; i++) p[i] = (uint8_t)(tu_rand(&seed) >> 24);
+        /* finite scales (the largest exponent below all ones in some) */
+        for (size_t b = 0; b < N; b++)
+            for (int j = 0; j < L[t].n; j++) {
+                uint8_t *q = p + b * bs + L[t].off[j];
+                uint16_t v = (uint16_t)(lpk_rd16(q) & (b % 3 ? 0x3fffu : 0xfbffu));
+                q[0] = (uint8_t)v; q[1] = (uint8_t)(v >> 8);
+            }
+        /* the partial block after the last one: never a scale */
+        for (size_t i = n; i + 1 < n + bs; i += 2) { p[i] = 0x00; p[i + 1] = 0x7c; }
+        uint64_t where = 0;
+        assert_int_equal(lpk_check_finite(L[t].type, p, n + bs - 1, &where), LPK_OK);
+        for (size_t k = 0; k < sizeof at / sizeof at[0]; k++)
+            for (int j = 0; j < L[t].n; j++) {
+                uint8_t *q = p + at[k] * bs + L[t].off[j];
+                uint8_t o[2] = {q[0], q[1]};
+                q[0] = k % 2 ? 0x01 : 0x00;        /* NaN or Inf, */
+                q[1] = k % 3 ? 0xfc : 0x7c;        /* either sign */
+                where = 0;
+                assert_int_equal(lpk_check_finite(L[t].type, p, n, &where), LPK_EBADVALUE);
+                assert_int_equal(where, at[k]);
+                if (at[k] + 2 < N) { /* a second one after it: the first is named */
+                    uint8_t *r = p + (at[k] + 2) * bs + L[t].off[L[t].n - 1];
+                    uint8_t o2[2] = {r[0], r[1]};
+                    r[0] = 0; r[1] = 0x7c;
+                    assert_int_equal(lpk_check_finite(L[t].type, p, n, &where), LPK_EBADVALUE);
+                    assert_int_equal(where, at[k]);
+                    r[0] = o2[0]; r[1] = o2[1];
+                }
+                q[0] = o[0]; q[1] = o[1];
+            }
+        assert_int_equal(lpk_check_finite(L[t].type, p, n, &where), LPK_OK);
+        free(p);
+    }
+}
+
 static void test_meta(void **state)
 {
     (void)state;
@@ -196,6 +255,7 @@ int main(void)
         cmocka_unit_test(test_f16),
         cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_check_finite),
+        cmocka_unit_test(test_check_finite_blocks),
         cmocka_unit_test(test_meta),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
