@@ -192,6 +192,19 @@ static int load_weights(vf_model *m, lpk_error *err)
     const lpk_reader *r = m->reader;
     vf_config *c = &m->config;
     vf_weights *w = &m->w;
+    if (!m->shape_only) {
+        /* the first touch of every tensor (its checksum and finiteness checks:
+         * a pass over the whole file) on the threads, a tensor at a time;
+         * what fails is found again, in the same order and with the same
+         * error, by the lookups below */
+        int64_t nt = (int64_t)lpk_reader_n_tensors(r);
+#pragma omp parallel for schedule(dynamic, 1) if (nt > 1)
+        for (int64_t i = 0; i < nt; i++) {
+            const void *d;
+            lpk_error e = {0};
+            (void)lpk_reader_tensor_data(r, (size_t)i, &d, &e);
+        }
+    }
     const lpk_tensor *emb = lpk_reader_find(r, "token_embd.weight");
     if (!emb)
         return lpk_err(err, LPK_ENOTFOUND, "%s: tensor token_embd.weight is missing",
