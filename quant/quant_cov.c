@@ -634,46 +634,10 @@ static void kq_get(int type, const void *blk, int e, int *q, double *st)
     }
 }
 
-static void set_bits(uint8_t *p, int shift, int width, int v)
-{
-    int mask = ((1 << width) - 1) << shift;
-    *p = (uint8_t)((*p & ~mask) | ((v << shift) & mask));
-}
-
+/* Stores kq_get's level q (q6_k and q3_k: offset to start at 0) as value e */
 static void kq_set(int type, void *blk, int e, int q)
 {
-    switch (type) {
-    case LPK_TYPE_Q4_K:
-        set_bits(&((block_q4_K *)blk)->qs[32 * (e / 64) + e % 32], 4 * ((e / 32) % 2), 4, q);
-        break;
-    case LPK_TYPE_Q5_K: {
-        block_q5_K *b = blk;
-        set_bits(&b->qs[32 * (e / 64) + e % 32], 4 * ((e / 32) % 2), 4, q);
-        set_bits(&b->qh[e % 32], e / 32, 1, q >> 4);
-        break;
-    }
-    case LPK_TYPE_Q6_K: {
-        block_q6_K *b = blk;
-        int h = e / 128, k = (e % 128) / 32, l = e % 32;
-        set_bits(&b->ql[64 * h + 32 * (k & 1) + l], 4 * (k >> 1), 4, q);
-        set_bits(&b->qh[32 * h + l], 2 * k, 2, q >> 4);
-        break;
-    }
-    case LPK_TYPE_IQ4_XS:
-        set_bits(&((block_iq4_xs *)blk)->qs[16 * (e / 32) + e % 16], 4 * ((e % 32) / 16), 4, q);
-        break;
-    case LPK_TYPE_Q3_K: {
-        block_q3_K *b = blk;
-        set_bits(&b->qs[32 * (e / 128) + e % 32], 2 * ((e % 128) / 32), 2, q);
-        set_bits(&b->hmask[e % 32], e / 32, 1, q >> 2);
-        break;
-    }
-    default: {
-        block_q2_K *b = blk;
-        set_bits(&b->qs[32 * (e / 128) + e % 32], 2 * ((e % 128) / 32), 2, q);
-        break;
-    }
-    }
+    quant_elem_set(type, blk, e, q - (type == LPK_TYPE_Q6_K ? 32 : type == LPK_TYPE_Q3_K ? 4 : 0));
 }
 
 void quant_cov_polish_row(int type, const float *x, const float *cov32, void *dst, int64_t n)

@@ -394,80 +394,6 @@ static gq_map elem_map(int type, const void *blk, int i)
     return g;
 }
 
-static void set_nibble(uint8_t *qs, int i, int u)
-{
-    /* elements j and j + 16 share byte j (low, high nibble) */
-    int j = i & 15, sh = i & 16 ? 4 : 0;
-    qs[j] = (uint8_t)((qs[j] & ~(15 << sh)) | ((u & 15) << sh));
-}
-
-static void set_qh_bit(uint8_t qh[4], int i, int u)
-{
-    uint8_t bit = (uint8_t)(1u << (i & 7));
-    qh[i >> 3] = (uint8_t)(((u >> 4) & 1) ? (qh[i >> 3] | bit) : (qh[i >> 3] & ~bit));
-}
-
-static void set_bits(uint8_t *p, int sh, int width, int u)
-{
-    int mask = ((1 << width) - 1) << sh;
-    *p = (uint8_t)((*p & ~mask) | ((u << sh) & mask));
-}
-
-/* Stores level q (in the map's [lo, hi]) as element i of the block. */
-static void elem_set(int type, void *blk, int i, int q)
-{
-    switch (type) {
-    case LPK_TYPE_Q4_0: set_nibble(((block_q4_0 *)blk)->qs, i, q + 8); break;
-    case LPK_TYPE_Q4_1: set_nibble(((block_q4_1 *)blk)->qs, i, q); break;
-    case LPK_TYPE_IQ4_NL: set_nibble(((block_iq4_nl *)blk)->qs, i, q); break;
-    case LPK_TYPE_IQ4_XS: set_nibble(((block_iq4_xs *)blk)->qs + 16 * (i / 32), i % 32, q); break;
-    case LPK_TYPE_Q5_0: {
-        block_q5_0 *b = blk;
-        set_nibble(b->qs, i, q + 16);
-        set_qh_bit(b->qh, i, q + 16);
-        break;
-    }
-    case LPK_TYPE_Q5_1: {
-        block_q5_1 *b = blk;
-        set_nibble(b->qs, i, q);
-        set_qh_bit(b->qh, i, q);
-        break;
-    }
-    case LPK_TYPE_Q8_0: ((block_q8_0 *)blk)->qs[i] = (int8_t)q; break;
-    case LPK_TYPE_Q4_K: case LPK_TYPE_Q5_K: {
-        /* 64 elements per 32 bytes: the first 32 in low nibbles, the next in high;
-         * q5_k's 5th bit of element 64c + l (+ 32) in qh[l] bit 2c (2c + 1) */
-        uint8_t *qs = type == LPK_TYPE_Q4_K ? ((block_q4_K *)blk)->qs : ((block_q5_K *)blk)->qs;
-        set_bits(&qs[32 * (i / 64) + (i & 31)], i & 32 ? 4 : 0, 4, q);
-        if (type == LPK_TYPE_Q5_K)
-            set_bits(&((block_q5_K *)blk)->qh[i & 31], 2 * (i / 64) + (i & 32 ? 1 : 0), 1, q >> 4);
-        break;
-    }
-    case LPK_TYPE_Q6_K: {
-        /* per 128: quarters t = 0..3 of 32; ql low nibbles hold t 0/1, high t 2/3;
-         * qh bits 2t..2t+1 hold the top two bits */
-        block_q6_K *b = blk;
-        int u = q + 32, c = i / 128, r = i % 128, t = r / 32, l = r % 32;
-        set_bits(&b->ql[64 * c + l + (t & 1 ? 32 : 0)], t & 2 ? 4 : 0, 4, u);
-        set_bits(&b->qh[32 * c + l], 2 * t, 2, u >> 4);
-        break;
-    }
-    case LPK_TYPE_Q2_K:
-        /* 2 bits at qs[32 * (i / 128) + i % 32], shift 2 * ((i % 128) / 32) */
-        set_bits(&((block_q2_K *)blk)->qs[32 * (i / 128) + i % 32], 2 * ((i % 128) / 32), 2, q);
-        break;
-    case LPK_TYPE_Q3_K: {
-        /* u = q + 4: low 2 bits as q2_k's, the high bit in hmask[i % 32] bit i / 32 */
-        block_q3_K *b = blk;
-        int u = q + 4;
-        set_bits(&b->qs[32 * (i / 128) + i % 32], 2 * ((i % 128) / 32), 2, u);
-        set_bits(&b->hmask[i % 32], i / 32, 1, u >> 2);
-        break;
-    }
-    default: break;
-    }
-}
-
 /* Nearest level of z under the block's fixed scales (the rounding the type's
  * quantizer packs with); stores it and returns the dequantized value. */
 static float assign(int type, void *blk, int i, float z)
@@ -476,11 +402,11 @@ static float assign(int type, void *blk, int i, float z)
     float id = g.step != 0.0f ? 1.0f / g.step : 0.0f;
     if (g.lut) {
         int q = quant_iq4nl_index(z * id);
-        elem_set(type, blk, i, q);
+        quant_elem_set(type, blk, i, q);
         return g.step * (float)g.lut[q];
     }
     int q = (int)qi_round(qi_clamp((z - g.off) * id, (float)g.lo, (float)g.hi));
-    elem_set(type, blk, i, q);
+    quant_elem_set(type, blk, i, q);
     return g.step * (float)q + g.off;
 }
 

@@ -296,4 +296,7 @@ static inline uint16_t quant_q8_0_scale_of(float amax, int neg, int pos)
     return qi_f16_sat(neg ? amax / 128.0f : amax / -128.0f);
 }
 
+/* Stores level q as element i of a block of type (quant_ref.c) */
+void quant_elem_set(int type, void *blk, int i, int q);
+
 #endif

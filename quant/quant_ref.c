@@ -408,3 +408,80 @@ void quant_deq_q8_0(const void *src, float *y, int64_t n)
         for (int j = 0; j < 32; j++) y[j] = (float)b[i].qs[j] * d;
     }
 }
+
+/* ---------------------------------------------------------------- one value */
+static void set_nibble(uint8_t *qs, int i, int u)
+{
+    /* elements j and j + 16 share byte j (low, high nibble) */
+    int j = i & 15, sh = i & 16 ? 4 : 0;
+    qs[j] = (uint8_t)((qs[j] & ~(15 << sh)) | ((u & 15) << sh));
+}
+
+static void set_qh_bit(uint8_t qh[4], int i, int u)
+{
+    uint8_t bit = (uint8_t)(1u << (i & 7));
+    qh[i >> 3] = (uint8_t)(((u >> 4) & 1) ? (qh[i >> 3] | bit) : (qh[i >> 3] & ~bit));
+}
+
+static void set_bits(uint8_t *p, int sh, int width, int u)
+{
+    int mask = ((1 << width) - 1) << sh;
+    *p = (uint8_t)((*p & ~mask) | ((u << sh) & mask));
+}
+
+/* Stores level q as element i (in the block's value order) of a block of type:
+ * the signed level where the type's getters in quant.h give one (q4_0, q5_0,
+ * q8_0, q6_k, q3_k), else the stored one; the other bits are kept. */
+void quant_elem_set(int type, void *blk, int i, int q)
+{
+    switch (type) {
+    case LPK_TYPE_Q4_0: set_nibble(((block_q4_0 *)blk)->qs, i, q + 8); break;
+    case LPK_TYPE_Q4_1: set_nibble(((block_q4_1 *)blk)->qs, i, q); break;
+    case LPK_TYPE_IQ4_NL: set_nibble(((block_iq4_nl *)blk)->qs, i, q); break;
+    case LPK_TYPE_IQ4_XS: set_nibble(((block_iq4_xs *)blk)->qs + 16 * (i / 32), i % 32, q); break;
+    case LPK_TYPE_Q5_0: {
+        block_q5_0 *b = blk;
+        set_nibble(b->qs, i, q + 16);
+        set_qh_bit(b->qh, i, q + 16);
+        break;
+    }
+    case LPK_TYPE_Q5_1: {
+        block_q5_1 *b = blk;
+        set_nibble(b->qs, i, q);
+        set_qh_bit(b->qh, i, q);
+        break;
+    }
+    case LPK_TYPE_Q8_0: ((block_q8_0 *)blk)->qs[i] = (int8_t)q; break;
+    case LPK_TYPE_Q4_K: case LPK_TYPE_Q5_K: {
+        /* 64 elements per 32 bytes: the first 32 in low nibbles, the next in high;
+         * q5_k's 5th bit of element 64c + l (+ 32) in qh[l] bit 2c (2c + 1) */
+        uint8_t *qs = type == LPK_TYPE_Q4_K ? ((block_q4_K *)blk)->qs : ((block_q5_K *)blk)->qs;
+        set_bits(&qs[32 * (i / 64) + (i & 31)], i & 32 ? 4 : 0, 4, q);
+        if (type == LPK_TYPE_Q5_K)
+            set_bits(&((block_q5_K *)blk)->qh[i & 31], 2 * (i / 64) + (i & 32 ? 1 : 0), 1, q >> 4);
+        break;
+    }
+    case LPK_TYPE_Q6_K: {
+        /* per 128: quarters t = 0..3 of 32; ql low nibbles hold t 0/1, high t 2/3;
+         * qh bits 2t..2t+1 hold the top two bits */
+        block_q6_K *b = blk;
+        int u = q + 32, c = i / 128, r = i % 128, t = r / 32, l = r % 32;
+        set_bits(&b->ql[64 * c + l + (t & 1 ? 32 : 0)], t & 2 ? 4 : 0, 4, u);
+        set_bits(&b->qh[32 * c + l], 2 * t, 2, u >> 4);
+        break;
+    }
+    case LPK_TYPE_Q2_K:
+        /* 2 bits at qs[32 * (i / 128) + i % 32], shift 2 * ((i % 128) / 32) */
+        set_bits(&((block_q2_K *)blk)->qs[32 * (i / 128) + i % 32], 2 * ((i % 128) / 32), 2, q);
+        break;
+    case LPK_TYPE_Q3_K: {
+        /* u = q + 4: low 2 bits as q2_k's, the high bit in hmask[i % 32] bit i / 32 */
+        block_q3_K *b = blk;
+        int u = q + 4;
+        set_bits(&b->qs[32 * (i / 128) + i % 32], 2 * ((i % 128) / 32), 2, u);
+        set_bits(&b->hmask[i % 32], i / 32, 1, u >> 2);
+        break;
+    }
+    default: break;
+    }
+}
