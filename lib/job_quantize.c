@@ -384,6 +384,18 @@ static void *qahead_run(void *arg)
     return NULL;
 }
 
+/* Starts a helper thread with the termination signals blocked (it inherits
+ * the mask), so that they are taken on the threads that block them while a
+ * temporary file is created and not yet registered for removal (lpk_writer);
+ * a signal taken here in that window would leave the file behind. */
+static int start_thread(pthread_t *th, void *(*fn)(void *), void *arg)
+{
+    lpk_cleanup_block();
+    int rc = pthread_create(th, NULL, fn, arg);
+    lpk_cleanup_unblock();
+    return rc;
+}
+
 /* Starts the thread (the loop reads everything itself when it cannot). */
 static void qahead_start(qahead *a, lpk_reader *r)
 {
@@ -395,7 +407,7 @@ static void qahead_start(qahead *a, lpk_reader *r)
         pthread_mutex_destroy(&a->mu);
         return;
     }
-    if (pthread_create(&a->th, NULL, qahead_run, a) == 0) {
+    if (start_thread(&a->th, qahead_run, a) == 0) {
         a->active = 1;
         return;
     }
@@ -453,7 +465,7 @@ static int qwrites_launch(qwrites *b, qout *outs, size_t n_out, size_t i, const 
     b->r0 = r0;
     b->r1 = r1;
     b->rc = LPK_OK;
-    if (pthread_create(&b->th, NULL, qwrites_run, b) == 0) {
+    if (start_thread(&b->th, qwrites_run, b) == 0) {
         b->active = 1;
         return LPK_OK;
     }
