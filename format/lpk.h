@@ -441,9 +441,17 @@ void lpk_reader_release_tensor(const lpk_reader *r, size_t i);
 enum lpk_writer_flags {
     LPK_WRITE_FORCE = 1u << 0,   /* replace an existing target */
     LPK_WRITE_GGUF = 1u << 1,    /* write GGUF v3 instead of .lpk */
-    LPK_WRITE_SCRATCH = 1u << 2  /* an intermediate file its caller removes once it is read:
+    LPK_WRITE_SCRATCH = 1u << 2, /* an intermediate file its caller removes once it is read:
                                   * renamed into place all the same, but neither it nor its
                                   * folder is fsynced and its writeback is not started */
+    LPK_WRITE_DIRECT = 1u << 3   /* write the temporary file with O_DIRECT from the writer's
+                                  * own aligned buffer, so the output does not pass through
+                                  * (nor stay in) the page cache: for a large output that is
+                                  * not read back soon, written where blocking on the device
+                                  * does not hold anything up. A hint: where the file system
+                                  * refuses O_DIRECT the file is written buffered, and a
+                                  * caller's file (lpk_writer_open_fd) is always written as
+                                  * without it. Same bytes, same fsync and rename either way */
 };
 
 typedef struct lpk_writer lpk_writer;
@@ -468,7 +476,8 @@ int lpk_writer_open(const char *path, const lpk_meta *meta, const lpk_tensor *de
  * temporary file): truncated and written from offset 0, never closed, renamed
  * or synced (lpk_writer_finish leaves the complete container in it, readable
  * with lpk_reader_open_fd); name stands for it in messages. flags: LPK_WRITE_GGUF
- * only. On failure the file's content is undefined: the caller discards it. */
+ * only (LPK_WRITE_SCRATCH and LPK_WRITE_DIRECT change nothing here). On failure
+ * the file's content is undefined: the caller discards it. */
 int lpk_writer_open_fd(int fd, const char *name, const lpk_meta *meta, const lpk_tensor *decls,
                        size_t n_tensors, unsigned flags, lpk_writer **out, lpk_error *err);
 /* What lpk_writer_open checks of the target before anything is created, for a

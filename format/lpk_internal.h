@@ -71,7 +71,8 @@ int gguf_header_build(const lpk_meta *meta, lpk_tensor *decls, size_t n_tensors,
  * written (sync_file_range, lpk_writer.c), so the fsync at finish finds little
  * left to write. lpk_writer_writeback_started: the bytes from the file's start
  * whose writeback was started so far (0 for a caller's file, or where the
- * system has no such call). */
+ * system has no such call; with LPK_WRITE_DIRECT, those written directly,
+ * once the writer has gone buffered). */
 #define LPK_WB_CHUNK ((uint64_t)32 << 20)
 uint64_t lpk_writer_writeback_started(const lpk_writer *w);
 

@@ -25,6 +25,10 @@
 /* ---------------------------------------------------------------- writer */
 #define WRITER_MAGIC 0x4c504b57u /* "LPKW" */
 #define WBUF_SIZE ((size_t)1 << 20)
+/* LPK_WRITE_DIRECT: the aligned staging buffer, and the least alignment of
+ * its writes (the file system's own, from statx, when larger) */
+#define DBUF_SIZE ((size_t)8 << 20)
+#define DIO_ALIGN_MIN ((size_t)4096)
 
 struct lpk_writer {
     uint32_t magic;
@@ -51,6 +55,11 @@ struct lpk_writer {
     XXH3_state_t *xs;
     uint8_t *buf;
     size_t buf_n;
+    size_t buf_cap;      /* WBUF_SIZE, or DBUF_SIZE once direct */
+    int direct;          /* fd has O_DIRECT: whole aligned blocks from buf only */
+    size_t align;        /* direct: the blocks' alignment (memory, offset and size) */
+    int fault;           /* test hook (dio_fault): 0, DIO_FAULT_EINVAL or DIO_FAULT_SHORT */
+    uint64_t fault_at;   /* ... at the direct write reaching past this offset */
 };
 
 /* The file written, for messages: the temporary file, or the caller's name
@@ -103,7 +112,7 @@ static int io_status(int e)
  * system without it), the fsync does all of the writing as before. */
 static void start_writeback(lpk_writer *w)
 {
-    if (w->wb_off || w->wpos - w->wb_from < LPK_WB_CHUNK) return;
+    if (w->wb_off || w->direct || w->wpos - w->wb_from < LPK_WB_CHUNK) return;
 #ifdef SYNC_FILE_RANGE_WRITE
     if (sync_file_range(w->fd, (off_t)w->wb_from, (off_t)(w->wpos - w->wb_from),
                         SYNC_FILE_RANGE_WRITE) != 0 &&
@@ -115,42 +124,164 @@ static void start_writeback(lpk_writer *w)
 #endif
 }
 
+/* ---------------------------------------------------------------- direct I/O
+ * LPK_WRITE_DIRECT: the temporary file is written with O_DIRECT, so its pages
+ * never enter the page cache (filling fresh page-cache pages is what costs
+ * there: the copy into them and, on some virtual machines, the first touch of
+ * every page). Every byte passes through the aligned buffer; only whole
+ * aligned blocks are written directly, from the file's start. Where a write
+ * is refused (EINVAL) or leaves the position unaligned, O_DIRECT is dropped
+ * and the file goes on buffered from the same position; the tail and the
+ * patched head are written buffered at finish. */
+
+enum { DIO_FAULT_EINVAL = 1, DIO_FAULT_SHORT = 2 };
+
+/* Test hook (docs/TESTING.md): LLMPACK_WRITE_DIRECT_FAULT makes the direct
+ * path meet what some file systems do: "refuse" (O_DIRECT refused at open),
+ * "einval:N" (the direct write reaching past offset N fails with EINVAL),
+ * "short:N" (that write stops at offset N: buffered where N is unaligned,
+ * as a file system that completes part of it through the page cache). */
+static int dio_fault(uint64_t *at)
+{
+    const char *e = getenv("LLMPACK_WRITE_DIRECT_FAULT");
+    *at = UINT64_MAX;
+    if (!e || !*e) return 0;
+    if (!strcmp(e, "refuse")) return -1;
+    int kind = !strncmp(e, "einval:", 7) ? DIO_FAULT_EINVAL
+               : !strncmp(e, "short:", 6) ? DIO_FAULT_SHORT
+                                          : 0;
+    if (kind) *at = strtoull(strchr(e, ':') + 1, NULL, 10);
+    return kind;
+}
+
+/* The direct-I/O alignment of fd's file: at least DIO_ALIGN_MIN; 0 where the
+ * file system says it has no direct I/O. */
+static size_t dio_align(int fd)
+{
+    size_t a = DIO_ALIGN_MIN;
+#ifdef STATX_DIOALIGN
+    struct statx sx;
+    if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
+        (sx.stx_mask & STATX_DIOALIGN)) {
+        if (!sx.stx_dio_offset_align) return 0;
+        if (sx.stx_dio_mem_align > a) a = sx.stx_dio_mem_align;
+        if (sx.stx_dio_offset_align > a) a = sx.stx_dio_offset_align;
+    }
+#else
+    (void)fd;
+#endif
+    return a;
+}
+
+/* Puts the writer's own temporary file in direct mode where the file system
+ * takes O_DIRECT; otherwise leaves it buffered, as without the flag. */
+static void dio_start(lpk_writer *w)
+{
+    w->fault = dio_fault(&w->fault_at);
+    size_t a = w->fault < 0 ? 0 : dio_align(w->fd);
+    void *buf = NULL;
+    if (!a || (a & (a - 1)) || a > DBUF_SIZE || posix_memalign(&buf, a, DBUF_SIZE)) return;
+    int fl = fcntl(w->fd, F_GETFL);
+    if (fl < 0 || fcntl(w->fd, F_SETFL, fl | O_DIRECT) != 0) {
+        free(buf);
+        return;
+    }
+    free(w->buf);
+    w->buf = buf;
+    w->buf_cap = DBUF_SIZE;
+    w->align = a;
+    w->direct = 1;
+}
+
+/* Drops O_DIRECT: the rest is written buffered from w->wpos on. -1 if the
+ * file refuses (the write that follows then fails). */
+static int dio_stop(lpk_writer *w)
+{
+    if (!w->direct) return 0;
+    int fl = fcntl(w->fd, F_GETFL);
+    if (fl < 0 || fcntl(w->fd, F_SETFL, fl & ~O_DIRECT) != 0) return -1;
+    w->direct = 0;
+    w->wb_from = w->wpos; /* the early writeback resumes from here */
+    return 0;
+}
+
+/* write(2), or what the test hook makes of a direct write. */
+static ssize_t w_write(lpk_writer *w, const uint8_t *b, size_t n)
+{
+    if (w->direct && w->fault > 0 && w->wpos + n > w->fault_at) {
+        int kind = w->fault;
+        w->fault = 0;
+        if (kind == DIO_FAULT_EINVAL) {
+            errno = EINVAL;
+            return -1;
+        }
+        size_t k = w->fault_at > w->wpos ? (size_t)(w->fault_at - w->wpos) : 1;
+        if (k % w->align == 0) return write(w->fd, b, k);
+        /* a file system that completes part of it through the page cache */
+        int fl = fcntl(w->fd, F_GETFL);
+        if (fl < 0 || fcntl(w->fd, F_SETFL, fl & ~O_DIRECT) != 0) return -1;
+        ssize_t r = write(w->fd, b, k);
+        int e = errno;
+        if (fcntl(w->fd, F_SETFL, fl) != 0) return -1;
+        errno = e;
+        return r;
+    }
+    return write(w->fd, b, n);
+}
+
 static int write_all(lpk_writer *w, const void *p, size_t n, lpk_error *err)
 {
     const uint8_t *b = p;
     while (n) {
         if (lpk_signal_count() != w->sigs) return lpk_err(err, LPK_EINTR, "%s: interrupted", w->path);
-        ssize_t k = write(w->fd, b, n);
+        ssize_t k = w_write(w, b, n);
         if (k < 0) {
             if (errno == EINTR) continue;
             int e = errno;
+            /* nothing was written: the same bytes again, buffered */
+            if (w->direct && (e == EINVAL || e == EOPNOTSUPP) && dio_stop(w) == 0) continue;
             return lpk_err(err, io_status(e), "%s: write failed: %s", w_file(w), strerror(e));
         }
         b += k;
         n -= (size_t)k;
         w->wpos += (uint64_t)k;
+        if (w->direct && w->wpos % w->align) dio_stop(w);
     }
     start_writeback(w);
     return LPK_OK;
 }
 
+/* Writes the buffer; direct, only its whole aligned blocks, the rest moved
+ * to its start. */
 static int flush_buf(lpk_writer *w, lpk_error *err)
 {
-    int st = write_all(w, w->buf, w->buf_n, err);
-    w->buf_n = 0;
+    size_t m = w->direct ? w->buf_n / w->align * w->align : w->buf_n;
+    int st = write_all(w, w->buf, m, err);
+    memmove(w->buf, w->buf + m, w->buf_n - m);
+    w->buf_n -= m;
     return st;
 }
 
 static int put(lpk_writer *w, const void *p, size_t n, lpk_error *err)
 {
+    const uint8_t *b = p;
     w->pos += n;
-    if (w->buf_n + n > WBUF_SIZE) {
+    if (!w->direct && w->buf_n + n > w->buf_cap) {
         int st = flush_buf(w, err);
         if (st) return st;
-        if (n >= WBUF_SIZE) return write_all(w, p, n, err);
+        if (n >= w->buf_cap) return write_all(w, p, n, err);
     }
-    memcpy(w->buf + w->buf_n, p, n);
-    w->buf_n += n;
+    while (n) {
+        size_t k = w->buf_cap - w->buf_n < n ? w->buf_cap - w->buf_n : n;
+        memcpy(w->buf + w->buf_n, b, k);
+        w->buf_n += k;
+        b += k;
+        n -= k;
+        if (w->buf_n == w->buf_cap) {
+            int st = flush_buf(w, err);
+            if (st) return st;
+        }
+    }
     return LPK_OK;
 }
 
@@ -393,7 +524,8 @@ static int writer_open(const char *path, int fd, const lpk_meta *meta, const lpk
 {
     if (out) *out = NULL;
     if (!path || !*path || !out || (n_tensors && !decls) ||
-        (flags & ~(unsigned)(LPK_WRITE_FORCE | LPK_WRITE_GGUF | LPK_WRITE_SCRATCH)) ||
+        (flags & ~(unsigned)(LPK_WRITE_FORCE | LPK_WRITE_GGUF | LPK_WRITE_SCRATCH |
+                             LPK_WRITE_DIRECT)) ||
         (fd >= 0 && (flags & LPK_WRITE_FORCE)))
         return lpk_err(err, LPK_EINVAL, "lpk_writer_open: bad arguments");
     int st = fd >= 0 ? LPK_OK : lpk_writer_check_target(path, flags, err);
@@ -413,6 +545,7 @@ static int writer_open(const char *path, int fd, const lpk_meta *meta, const lpk
     w->path = strdup(path);
     w->t = malloc((n_tensors ? n_tensors : 1) * sizeof *w->t);
     w->buf = malloc(WBUF_SIZE);
+    w->buf_cap = WBUF_SIZE;
     w->xs = XXH3_createState();
     if (!meta) meta = empty = lpk_meta_new();
     if (!w->path || !w->t || !w->buf || !w->xs || !meta) {
@@ -436,6 +569,8 @@ static int writer_open(const char *path, int fd, const lpk_meta *meta, const lpk
         }
     } else if ((st = make_tmp(w, err))) {
         goto fail;
+    } else if (flags & LPK_WRITE_DIRECT) {
+        dio_start(w);
     }
     struct statvfs vs;
     /* f_blocks 0: a file system without a size (a memfd's): memory is the limit */
@@ -593,6 +728,14 @@ int lpk_writer_finish(lpk_writer *w, lpk_error *err)
         goto out;
     }
     if ((st = put_zeros(w, w->file_size - w->pos, err))) goto out;
+    /* the whole blocks directly; the unaligned tail and the head's patch
+     * through the page cache */
+    if (w->direct && (st = flush_buf(w, err))) goto out;
+    if (dio_stop(w) != 0) {
+        int e = errno;
+        st = lpk_err(err, LPK_EIO, "%s: cannot leave direct I/O: %s", w_file(w), strerror(e));
+        goto out;
+    }
     if ((st = flush_buf(w, err))) goto out;
     if (!(w->flags & LPK_WRITE_GGUF)) {
         uint8_t *h = w->head;

@@ -425,7 +425,7 @@ static void test_writeback(void **state)
     lpk_reader_close(r);
     /* an intermediate file: placed all the same, no writeback started; a flag
      * the writer does not know is refused */
-    assert_int_equal(lpk_writer_open(path, NULL, d, 2, LPK_WRITE_FORCE | (1u << 3), &w, &err),
+    assert_int_equal(lpk_writer_open(path, NULL, d, 2, LPK_WRITE_FORCE | (1u << 4), &w, &err),
                      LPK_EINVAL);
     char *scratch = tu_fmt("%s/scratch.lpk", dir);
     assert_int_equal(lpk_writer_open(scratch, NULL, d, 2, LPK_WRITE_SCRATCH, &w, &err), 0);
