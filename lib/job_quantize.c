@@ -183,10 +183,12 @@ static int prepare_output(qrun *run, qout *q)
         return lpk_err(err, LPK_ENOMEM, "out of memory");
     }
     /* the temporary container of a GGUF output exists already (empty), and is
-     * removed once exported: not synced */
+     * removed once exported: not synced, and left in the page cache for the
+     * export to read. A container output is written directly: nothing reads
+     * it back, and its writes block only the writes thread (qwrites) */
     unsigned flags = q->o->format == LLMPACK_FMT_GGUF ? LPK_WRITE_FORCE | LPK_WRITE_SCRATCH
-                     : o->force                       ? LPK_WRITE_FORCE
-                                                      : 0;
+                     : o->force ? LPK_WRITE_FORCE | LPK_WRITE_DIRECT
+                                : LPK_WRITE_DIRECT;
     rc = lpk_writer_open(container_of(q), meta, q->decls, run->n, flags, &q->w, err);
     lpk_meta_free(meta);
     return rc;

@@ -4,6 +4,7 @@
 #include "tutil.h"
 #include "tlpk.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,11 +241,55 @@ static void test_page_cache(void **state)
     free(dir);
 }
 
+/* `llmpack quantize` writes its .lpk outputs directly (one or several): the
+ * same bytes as buffered (O_DIRECT refused through the test hook), and their
+ * data not in the page cache where the file system takes O_DIRECT. */
+static void test_quantize(void **state)
+{
+    (void)state;
+    const char *in = tu_demo("demo-f16.lpk", "");
+    char *dir = tu_tmpdir();
+    int direct = takes_direct(dir);
+    char *a = tu_fmt("%s/direct.lpk", dir), *b = tu_fmt("%s/buffered.lpk", dir);
+    char *m = tu_fmt("%s/multi", dir);
+    assert_int_equal(mkdir(m, 0700), 0);
+    tu_run_ok("quantize '%s' --type q4_k_m -o '%s' -q", in, a);
+    tu_run_ok("quantize '%s' --type q8_0,q4_k_m -o '%s/' -q", in, m);
+    size_t total, in_a = resident_pages(a, &total);
+    print_message("quantize: %zu of %zu pages in the page cache\n", in_a, total);
+    if (direct) assert_true(in_a < total / 2);
+    else print_message("NOTE: the file system of %s refuses O_DIRECT (or is tmpfs)\n", dir);
+    setenv("LLMPACK_WRITE_DIRECT_FAULT", "refuse", 1);
+    tu_run_ok("quantize '%s' --type q4_k_m -o '%s' -q", in, b);
+    unsetenv("LLMPACK_WRITE_DIRECT_FAULT");
+    assert_true(resident_pages(b, &total) == total);
+    tu_same_bytes(a, b);
+    /* the multi-output run's Q4_K_M (named after the model) */
+    char *ma = NULL;
+    DIR *d = opendir(m);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));)
+        if (strstr(e->d_name, "-Q4_K_M.lpk")) ma = tu_fmt("%s/%s", m, e->d_name);
+    closedir(d);
+    assert_non_null(ma);
+    if (direct) assert_true(resident_pages(ma, &total) < total / 2);
+    tu_same_bytes(a, ma);
+    assert_int_equal(tu_dir_entries(m, 0), 2);
+    assert_int_equal(tu_dir_entries(dir, 1), 0);
+    free(ma);
+    free(a);
+    free(b);
+    free(m);
+    tu_rmtree(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_same_bytes),
         cmocka_unit_test(test_page_cache),
+        cmocka_unit_test(test_quantize),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
