@@ -428,6 +428,14 @@ unsigned lpk_reader_flags(const lpk_reader *r);
  * and that the file did not shrink while mapped (LPK_ETRUNC). *data is NULL on
  * error. Not for concurrent calls on one reader. */
 int lpk_reader_tensor_data(const lpk_reader *r, size_t i, const void **data, lpk_error *err);
+/* Tensor i's bytes read into dst (its size) with read(2) instead of through
+ * the mapping, with lpk_reader_tensor_data's checks done on dst: what is
+ * checked is what the caller uses. For a stream over a large input into
+ * buffers the caller reuses: no page of the mapping is touched (where a new
+ * mapping's first touch of each page costs more than a copy; docs/
+ * PERFORMANCE.md). A file that ends early: LPK_ETRUNC. A reader of a buffer
+ * copies from it. Calls for different i may run concurrently. */
+int lpk_reader_tensor_read(const lpk_reader *r, size_t i, void *dst, lpk_error *err);
 /* Index of tensor t (a pointer from lpk_reader_tensor/find) in r. */
 size_t lpk_reader_index(const lpk_reader *r, const lpk_tensor *t);
 /* LPK_ETRUNC if r's file shrank while mapped (see lpk_map_check). */

@@ -34,6 +34,7 @@ struct lpk_reader {
     const lpk_tensor **by_name;
     unsigned open_flags;    /* LPK_OPEN_* */
     uint8_t *checked;       /* per tensor: 1 once lpk_reader_tensor_data passed */
+    int fd;                 /* the mapped file, for lpk_reader_tensor_read; -1 if none */
 };
 
 static unsigned default_flags;
@@ -360,6 +361,7 @@ static lpk_reader *reader_new(const char *path)
     lpk_reader *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->magic = READER_MAGIC;
+    r->fd = -1;
     r->path = strdup(path ? path : "(buffer)");
     r->meta = lpk_meta_new();
     if (!r->path || !r->meta) {
@@ -439,6 +441,8 @@ int lpk_reader_open_fd(int fd, const char *path, unsigned flags, lpk_reader **ou
     r->buf = m;
     r->mapped = 1;
     r->open_flags = flags;
+    /* kept for lpk_reader_tensor_read (without one, it copies from the mapping) */
+    r->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     /* a file truncated by someone else while mapped: an error, not a SIGBUS */
     if (lpk_map_guard(m, r->size, path) == LPK_OK) r->mapped = 2;
     int st = open_common(r, err);
@@ -457,6 +461,7 @@ void lpk_reader_close(lpk_reader *r)
     r->magic = 0;
     if (r->mapped == 2) lpk_map_unguard(r->buf);
     if (r->mapped) munmap((void *)r->buf, (size_t)r->size);
+    if (r->fd >= 0) close(r->fd);
     free(r->checked);
     lpk_meta_free(r->meta);
     free(r->t);
@@ -513,7 +518,8 @@ size_t lpk_reader_index(const lpk_reader *r, const lpk_tensor *t)
 
 /* Names where lpk_check_finite found a NaN/Inf: row and column of the element,
  * or of the first element of the block whose scale it is. */
-static int bad_value(const lpk_reader *r, const lpk_tensor *t, uint64_t where, lpk_error *err)
+static int bad_value(const lpk_reader *r, const lpk_tensor *t, const void *data, uint64_t where,
+                     lpk_error *err)
 {
     const lpk_type_info *ti = lpk_type_get(t->type);
     uint64_t cols = (uint64_t)lpk_tensor_ncols(t), bs = ti ? (uint64_t)ti->block_size : 1;
@@ -526,7 +532,7 @@ static int bad_value(const lpk_reader *r, const lpk_tensor *t, uint64_t where, l
                        (unsigned long long)(where % bpr * bs + bs - 1));
     }
     float v = 0;
-    const uint8_t *p = (const uint8_t *)t->data + where * (uint64_t)ti->type_size;
+    const uint8_t *p = (const uint8_t *)data + where * (uint64_t)ti->type_size;
     lpk_to_f32_row(t->type, p, &v, 1);
     return lpk_err(err, LPK_EBADVALUE, "%s: %s: %s at row %llu, column %llu", r->path, t->name,
                    v != v ? "NaN" : "Inf", (unsigned long long)(where / cols),
@@ -550,6 +556,22 @@ static void populate(const lpk_reader *r, const lpk_tensor *t)
 #endif
 }
 
+static int verify_bytes(const lpk_reader *r, size_t i, const void *data, lpk_error *err);
+
+/* The checks of tensor i's bytes at data (the mapping's, or a copy). */
+static int check_tensor(const lpk_reader *r, size_t i, const void *data, lpk_error *err)
+{
+    const lpk_tensor *t = &r->t[i];
+    int st;
+    if (!(r->open_flags & LPK_OPEN_NO_VERIFY) && (st = verify_bytes(r, i, data, err))) return st;
+    uint64_t where;
+    if (lpk_check_finite(t->type, data, t->size, &where)) {
+        if ((st = lpk_reader_check_io(r, err))) return st;
+        return bad_value(r, t, data, where, err);
+    }
+    return LPK_OK;
+}
+
 int lpk_reader_tensor_data(const lpk_reader *r, size_t i, const void **data, lpk_error *err)
 {
     *data = NULL;
@@ -558,13 +580,7 @@ int lpk_reader_tensor_data(const lpk_reader *r, size_t i, const void **data, lpk
     int st;
     if (!r->checked[i]) {
         populate(r, t);
-        if (!(r->open_flags & LPK_OPEN_NO_VERIFY) && (st = lpk_reader_verify_tensor(r, i, err)))
-            return st;
-        uint64_t where;
-        if (lpk_check_finite(t->type, t->data, t->size, &where)) {
-            if ((st = lpk_reader_check_io(r, err))) return st;
-            return bad_value(r, t, where, err);
-        }
+        if ((st = check_tensor(r, i, t->data, err))) return st;
         r->checked[i] = 1;
     }
     if ((st = lpk_reader_check_io(r, err))) return st;
@@ -572,9 +588,40 @@ int lpk_reader_tensor_data(const lpk_reader *r, size_t i, const void **data, lpk
     return LPK_OK;
 }
 
-int lpk_reader_verify_tensor(const lpk_reader *r, size_t i, lpk_error *err)
+int lpk_reader_tensor_read(const lpk_reader *r, size_t i, void *dst, lpk_error *err)
 {
-    if (!r || i >= r->n) return lpk_err(err, LPK_EINVAL, "lpk_reader_verify_tensor: bad index");
+    if (!r || i >= r->n || (!dst && r->t[i].size))
+        return lpk_err(err, LPK_EINVAL, "lpk_reader_tensor_read: bad arguments");
+    const lpk_tensor *t = &r->t[i];
+    if (r->fd < 0) {
+        memcpy(dst, t->data, (size_t)t->size);
+        int st = lpk_reader_check_io(r, err);
+        if (st) return st;
+    }
+    for (uint64_t done = 0; r->fd >= 0 && done < t->size;) {
+        size_t want = (size_t)(t->size - done);
+        ssize_t k = pread(r->fd, (uint8_t *)dst + done, want, (off_t)(t->offset + done));
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) {
+            int e = errno;
+            return lpk_err(err, LPK_EIO, "%s: tensor '%s': read failed at byte %llu: %s",
+                           r->path, t->name, (unsigned long long)(t->offset + done), strerror(e));
+        }
+        if (k == 0)
+            return lpk_err(err, LPK_ETRUNC,
+                           "%s changed or was truncated while reading: tensor '%s' (offset "
+                           "%llu, %llu bytes) ends at byte %llu of the file", r->path, t->name,
+                           (unsigned long long)t->offset, (unsigned long long)t->size,
+                           (unsigned long long)(t->offset + done));
+        done += (uint64_t)k;
+    }
+    int st = check_tensor(r, i, dst, err);
+    if (!st) ((lpk_reader *)r)->checked[i] = 1;
+    return st;
+}
+
+static int verify_bytes(const lpk_reader *r, size_t i, const void *data, lpk_error *err)
+{
     const lpk_tensor *t = &r->t[i];
     if (r->kind == LPK_KIND_LPK) {
         /* padding before this tensor must be zero */
@@ -586,7 +633,7 @@ int lpk_reader_verify_tensor(const lpk_reader *r, size_t i, lpk_error *err)
                                (unsigned long long)o, t->name);
     }
     if (!t->has_xxh3) return lpk_reader_check_io(r, err);
-    uint64_t got = XXH3_64bits(t->data, (size_t)t->size);
+    uint64_t got = XXH3_64bits(data, (size_t)t->size);
     int io = lpk_reader_check_io(r, err);
     if (io) return io;
     if (got != t->xxh3)
@@ -596,6 +643,12 @@ int lpk_reader_verify_tensor(const lpk_reader *r, size_t i, lpk_error *err)
                        (unsigned long long)t->size, (unsigned long long)t->xxh3,
                        (unsigned long long)got);
     return LPK_OK;
+}
+
+int lpk_reader_verify_tensor(const lpk_reader *r, size_t i, lpk_error *err)
+{
+    if (!r || i >= r->n) return lpk_err(err, LPK_EINVAL, "lpk_reader_verify_tensor: bad index");
+    return verify_bytes(r, i, r->t[i].data, err);
 }
 
 void lpk_reader_release_tensor(const lpk_reader *r, size_t i)

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
@@ -71,12 +72,11 @@ void llmpack_quantize_report_free(llmpack_quantize_report *rep)
 }
 
 /* Source tensor -> f32 (dequantizing block types). */
-static int to_f32(const lpk_tensor *t, float *x, lpk_error *err)
+static int to_f32(const lpk_tensor *t, const void *bytes, float *x, lpk_error *err)
 {
     int64_t nr = lpk_tensor_nrows(t), nc = lpk_tensor_ncols(t);
-    int rc = quant_type_is_block(t->type) ? quant_dequantize_rows(t->type, t->data, nr, nc, x)
-                                          : lpk_to_f32_row(t->type, t->data, x,
-                                                           (size_t)(nr * nc));
+    int rc = quant_type_is_block(t->type) ? quant_dequantize_rows(t->type, bytes, nr, nc, x)
+                                          : lpk_to_f32_row(t->type, bytes, x, (size_t)(nr * nc));
     if (rc) return lpk_err(err, LPK_EUNSUPPORTED, "%s: cannot read type %s", t->name,
                            tname(t->type));
     return LPK_OK;
@@ -337,13 +337,33 @@ static void *qwrites_run(void *arg)
 
 /* The input read ahead of the quantize loop on a thread of its own: the
  * tensors after the one being quantized are read and verified in order (the
- * checksum, the finiteness check and the first touch of their pages:
- * lpk_reader_tensor_data), at most QAHEAD_LEAD bytes of them beyond the next
- * one, so the loop finds them checked. Each tensor is taken by one side
- * only: the loop takes the one it needs itself when the thread has not begun
- * it, and otherwise waits until the thread is done with it. An error there
- * is left for the loop, which meets it again and reports it. */
+ * checksum, the finiteness check), at most QAHEAD_LEAD bytes of them beyond
+ * the next one, so the loop finds them checked. Each tensor is taken by one
+ * side only: the loop takes the one it needs itself when the thread has not
+ * begun it, and otherwise waits until the thread is done with it. An error
+ * there is left for the loop, which meets it again and reports it.
+ *
+ * Tensors of QREAD_MIN bytes or more (LLMPACK_QUANT_READ_MIN) are read
+ * (lpk_reader_tensor_read) into buffers kept for the next tensors instead of
+ * through the input's mapping: pages of a new mapping can cost more on their
+ * first touch than a copy into pages already in use (docs/PERFORMANCE.md,
+ * "Reading the input"). */
 #define QAHEAD_LEAD ((uint64_t)64 << 20)
+#define QREAD_MIN ((uint64_t)1 << 20)
+/* LLMPACK_QUANT_READ_MIN sets QREAD_MIN (bytes), for tests of the read path
+ * on small models. */
+static uint64_t read_min(void)
+{
+    const char *e = getenv("LLMPACK_QUANT_READ_MIN");
+    return e && *e ? strtoull(e, NULL, 10) : QREAD_MIN;
+}
+
+typedef struct qslot {
+    void *p;
+    size_t cap;
+    int busy;
+} qslot;
+
 typedef struct qahead {
     lpk_reader *r;
     size_t n;
@@ -353,8 +373,78 @@ typedef struct qahead {
     size_t cur;     /* the tensor the loop needs or works on */
     size_t claim;   /* the next tensor to take: those before were taken */
     size_t done;    /* the tensors before this one are finished */
-    int stop, active;
+    int stop, active, locks;
+    uint64_t read_min; /* tensors of this many bytes or more are read into buffers */
+    void **buf;     /* n: the buffer holding tensor i, or NULL (mapping) */
+    qslot *slot;    /* the buffers, in use or free for the next tensors */
+    size_t n_slot;
 } qahead;
+
+/* A buffer of at least size bytes: the smallest free one that holds it, or a
+ * new one (NULL when out of memory: the mapping is read instead). */
+static void *qslot_get(qahead *a, size_t size)
+{
+    qslot *best = NULL;
+    for (size_t k = 0; k < a->n_slot; k++)
+        if (!a->slot[k].busy && a->slot[k].cap >= size && (!best || a->slot[k].cap < best->cap))
+            best = &a->slot[k];
+    if (!best) {
+        qslot *s = realloc(a->slot, (a->n_slot + 1) * sizeof *s);
+        if (!s) return NULL;
+        a->slot = s;
+        /* whole huge pages, where the kernel gives them on request */
+        size_t cap = (size + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+        void *p = aligned_alloc((size_t)2 << 20, cap);
+        if (!p) return NULL;
+#ifdef MADV_HUGEPAGE
+        (void)madvise(p, cap, MADV_HUGEPAGE);
+#endif
+        best = &a->slot[a->n_slot++];
+        *best = (qslot){.p = p, .cap = cap};
+    }
+    best->busy = 1;
+    return best->p;
+}
+
+static void qslot_put(qahead *a, void *p)
+{
+    for (size_t k = 0; p && k < a->n_slot; k++)
+        if (a->slot[k].p == p) a->slot[k].busy = 0;
+}
+
+static void qahead_lock(qahead *a)
+{
+    if (a->locks) pthread_mutex_lock(&a->mu);
+}
+
+static void qahead_unlock(qahead *a)
+{
+    if (a->locks) pthread_mutex_unlock(&a->mu);
+}
+
+/* Tensor i's checked bytes: read into a buffer (*buf, given back with
+ * qslot_put) or, for small tensors, without one, through the mapping (*buf
+ * NULL). On error nothing is held. */
+static int qahead_read(qahead *a, size_t i, const void **data, void **buf, lpk_error *err)
+{
+    const lpk_tensor *t = lpk_reader_tensor(a->r, i);
+    *buf = NULL;
+    if (a->buf && t->size >= a->read_min) {
+        qahead_lock(a);
+        *buf = qslot_get(a, (size_t)t->size);
+        qahead_unlock(a);
+    }
+    if (!*buf) return lpk_reader_tensor_data(a->r, i, data, err);
+    int rc = lpk_reader_tensor_read(a->r, i, *buf, err);
+    *data = rc ? NULL : *buf;
+    if (rc) {
+        qahead_lock(a);
+        qslot_put(a, *buf);
+        qahead_unlock(a);
+        *buf = NULL;
+    }
+    return rc;
+}
 
 /* May the thread take tensor claim (lock held)? */
 static int qahead_may(const qahead *a)
@@ -376,9 +466,11 @@ static void *qahead_run(void *arg)
         size_t i = a->claim++;
         pthread_mutex_unlock(&a->mu);
         const void *data;
+        void *buf;
         lpk_error ignored = {0};
-        (void)lpk_reader_tensor_data(a->r, i, &data, &ignored);
+        (void)qahead_read(a, i, &data, &buf, &ignored);
         pthread_mutex_lock(&a->mu);
+        if (a->buf) a->buf[i] = buf;
         a->done = i + 1;
         pthread_cond_broadcast(&a->cv);
     }
@@ -404,33 +496,56 @@ static void qahead_start(qahead *a, lpk_reader *r)
     memset(a, 0, sizeof *a);
     a->r = r;
     a->n = lpk_reader_n_tensors(r);
+    /* without the per-tensor buffer list, every tensor through the mapping */
+    a->buf = calloc(a->n ? a->n : 1, sizeof *a->buf);
+    a->read_min = read_min();
     if (pthread_mutex_init(&a->mu, NULL)) return;
     if (pthread_cond_init(&a->cv, NULL)) {
         pthread_mutex_destroy(&a->mu);
         return;
     }
-    if (start_thread(&a->th, qahead_run, a) == 0) {
-        a->active = 1;
-        return;
-    }
-    pthread_cond_destroy(&a->cv);
-    pthread_mutex_destroy(&a->mu);
+    a->locks = 1;
+    if (start_thread(&a->th, qahead_run, a) == 0) a->active = 1;
 }
 
-/* The loop is about to read tensor i: it takes i itself when the thread has
- * not, or waits for the thread to finish it. */
-static void qahead_need(qahead *a, size_t i)
+/* The loop's tensor i, checked: what the thread read, or read here when the
+ * thread has not begun it (or met an error, reported here). */
+static int qahead_take(qahead *a, size_t i, const void **data, lpk_error *err)
 {
-    if (!a->active) return;
-    pthread_mutex_lock(&a->mu);
-    a->cur = i;
-    if (a->claim <= i) a->claim = i + 1;
-    else
-        while (a->done <= i) pthread_cond_wait(&a->cv, &a->mu);
-    pthread_cond_broadcast(&a->cv);
-    pthread_mutex_unlock(&a->mu);
+    if (a->active) {
+        pthread_mutex_lock(&a->mu);
+        a->cur = i;
+        int mine = a->claim <= i;
+        if (mine) a->claim = i + 1;
+        else
+            while (a->done <= i) pthread_cond_wait(&a->cv, &a->mu);
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+        if (!mine && a->buf[i]) {
+            *data = a->buf[i];
+            return LPK_OK;
+        }
+    }
+    void *buf = NULL;
+    int rc = qahead_read(a, i, data, &buf, err);
+    if (a->buf) a->buf[i] = buf;
+    return rc;
 }
 
+/* The loop is done with tensor i: its buffer is free for the next ones. */
+static void qahead_release(qahead *a, size_t i)
+{
+    if (a->buf && a->buf[i]) {
+        qahead_lock(a);
+        qslot_put(a, a->buf[i]);
+        a->buf[i] = NULL;
+        qahead_unlock(a);
+    } else {
+        lpk_reader_release_tensor(a->r, i);
+    }
+}
+
+/* Ends the thread; the buffers stay for another pass (qahead_free). */
 static void qahead_stop(qahead *a)
 {
     if (!a->active) return;
@@ -439,9 +554,20 @@ static void qahead_stop(qahead *a)
     pthread_cond_broadcast(&a->cv);
     pthread_mutex_unlock(&a->mu);
     pthread_join(a->th, NULL);
-    pthread_cond_destroy(&a->cv);
-    pthread_mutex_destroy(&a->mu);
     a->active = 0;
+}
+
+static void qahead_free(qahead *a)
+{
+    qahead_stop(a);
+    if (a->locks) {
+        pthread_cond_destroy(&a->cv);
+        pthread_mutex_destroy(&a->mu);
+    }
+    for (size_t k = 0; k < a->n_slot; k++) free(a->slot[k].p);
+    free(a->slot);
+    free(a->buf);
+    memset(a, 0, sizeof *a);
 }
 
 /* Waits for the writes under way; their status (and message into err). */
@@ -741,8 +867,7 @@ static int quantize_pass(qrun *run, qahead *ra, qout *outs, size_t n_out, float 
     for (size_t i = 0; i < run->n && !rc; i++) {
         const lpk_tensor *t = lpk_reader_tensor(r, i);
         const void *bytes;
-        qahead_need(ra, i);
-        rc = lpk_reader_tensor_data(r, i, &bytes, err);
+        rc = qahead_take(ra, i, &bytes, err);
         if (rc) break;
         /* an f32 copy only where something needs one: a block type's source
          * (dequantized), GPTQ, the squared sum of a matrix copied as is; the
@@ -756,12 +881,12 @@ static int quantize_pass(qrun *run, qahead *ra, qout *outs, size_t n_out, float 
         }
         if (!rc && sliceable(run, outs, n_out, i, t, need_f32, slice)) {
             rc = quantize_sliced(run, outs, n_out, i, t, bytes, wbuf, slice, &bw);
-            lpk_reader_release_tensor(r, i);
+            qahead_release(ra, i);
             run->done_bytes += t->size;
             if (!rc) rc = job_update(j, run->done_bytes, t->name, o->in);
             continue;
         }
-        if (need_f32) rc = to_f32(t, x, err);
+        if (need_f32) rc = to_f32(t, bytes, x, err);
         /* quantized while the previous tensor is written */
         int all_q = 1;
         for (size_t k = 0; k < n_out && !rc; k++) {
@@ -777,7 +902,7 @@ static int quantize_pass(qrun *run, qahead *ra, qout *outs, size_t n_out, float 
             for (size_t k = 0; k < n_out && !rc; k++)
                 rc = write_out(&outs[k], i, t->name, out[k], err);
         }
-        lpk_reader_release_tensor(r, i);
+        qahead_release(ra, i);
         run->done_bytes += t->size;
         if (!rc) rc = job_update(j, run->done_bytes, t->name, o->in);
     }
@@ -928,6 +1053,7 @@ static int quantize(qrun *run, const llmpack_quantize_out *given, qout *outs, si
     /* the input is read ahead from here on (the outputs' metadata is encoded
      * meanwhile); the first pass ends it, a second finds every tensor checked.
      * Not beside GPTQ, whose quantized-input passes read the input themselves. */
+    ra.r = r; /* without the thread and buffers: the loop reads through the mapping */
     if (!run->g) qahead_start(&ra, r);
     for (;;) { /* more than once only when a size target is missed */
         uint64_t excess = 0;
@@ -958,7 +1084,7 @@ static int quantize(qrun *run, const llmpack_quantize_out *given, qout *outs, si
     }
 
 done:
-    qahead_stop(&ra);
+    qahead_free(&ra);
     fill_report(run, outs, n_out);
     for (size_t k = 0; k < n_out; k++) {
         lpk_writer_abort(outs[k].w);

@@ -169,9 +169,14 @@ static void test_checksums_every_command(void **state)
         t = lpk_reader_tensor(r, pick ? nt / 2 : nt - 1);
         copy_flip(m, ten, (size_t)t->offset + t->size - 1, 0x01);
         char *want = tu_fmt("tensor '%s'", t->name);
-        expect_fail(3, want, o, "quantize '%s' -o '%s' --type q8_0", ten, o);
-        expect_fail(3, want, NULL, "quantize '%s' -o '%s/' --type q8_0,q4_0", ten, dir);
-        assert_int_equal(tu_dir_entries(dir, 1), 0);
+        /* through the mapping (these tensors are small) and read into buffers */
+        for (int rd = 0; rd < 2; rd++) {
+            if (rd) setenv("LLMPACK_QUANT_READ_MIN", "0", 1);
+            expect_fail(3, want, o, "quantize '%s' -o '%s' --type q8_0", ten, o);
+            expect_fail(3, want, NULL, "quantize '%s' -o '%s/' --type q8_0,q4_0", ten, dir);
+            unsetenv("LLMPACK_QUANT_READ_MIN");
+            assert_int_equal(tu_dir_entries(dir, 1), 0);
+        }
         free(want);
     }
     lpk_reader_close(r);
@@ -235,6 +240,9 @@ static void test_nonfinite(void **state)
     expect_fail(3, N, NULL, "check '%s'", nan);
     expect_fail(3, N, g, "export '%s' -o '%s'", nan, g);
     expect_fail(3, N, o, "quantize '%s' -o '%s' --type q8_0", nan, o);
+    setenv("LLMPACK_QUANT_READ_MIN", "0", 1); /* read into a buffer: the same message */
+    expect_fail(3, N, o, "quantize '%s' -o '%s' --type q8_0", nan, o);
+    unsetenv("LLMPACK_QUANT_READ_MIN");
     /* several outputs: none is left, complete or not */
     char *od = tu_fmt("%s/multi", dir);
     assert_int_equal(mkdir(od, 0700), 0);
@@ -460,6 +468,87 @@ static void test_truncated_while_mapped_library(void **state)
     assert_int_equal(tu_dir_entries(dir, 1), 0);
     tu_rmtree(dir);
     free(dir); free(p); free(o);
+}
+
+/* lpk_reader_tensor_read: the bytes of the mapping, and every check of
+ * lpk_reader_tensor_data with the same message (checksum, NaN), on the copy;
+ * a file that ends early; a reader of a buffer. */
+static void test_tensor_read(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *m = small_model(dir);
+    lpk_reader *r;
+    lpk_error err = {0};
+    assert_int_equal(lpk_reader_open(m, &r, &err), 0);
+    size_t nt = lpk_reader_n_tensors(r);
+    size_t n;
+    char *file = tu_read_file(m, &n);
+    for (size_t i = 0; i < nt; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        uint8_t *b = malloc(t->size + 1);
+        assert_int_equal(lpk_reader_tensor_read(r, i, b, &err), 0);
+        assert_memory_equal(b, file + t->offset, t->size);
+        const void *d;
+        assert_int_equal(lpk_reader_tensor_data(r, i, &d, &err), 0);
+        assert_memory_equal(b, d, t->size);
+        free(b);
+    }
+    lpk_reader_close(r);
+    /* from a buffer: copied */
+    assert_int_equal(lpk_reader_open_buffer(file, n, "buffered", &r, &err), 0);
+    const lpk_tensor *t0 = lpk_reader_tensor(r, nt - 1);
+    uint8_t *b0 = malloc(t0->size);
+    assert_int_equal(lpk_reader_tensor_read(r, nt - 1, b0, &err), 0);
+    assert_memory_equal(b0, file + t0->offset, t0->size);
+    free(b0);
+    lpk_reader_close(r);
+
+    /* a flipped byte, a NaN: the messages tensor_data gives */
+    char *bad = tu_fmt("%s/bad.lpk", dir), *nan = tu_fmt("%s/nan.lpk", dir);
+    assert_int_equal(lpk_reader_open_flags(m, LPK_OPEN_NO_VERIFY, &r, NULL), 0);
+    const lpk_tensor *tq = lpk_reader_find(r, "blk.0.attn_q.weight");
+    assert_non_null(tq);
+    size_t qi = lpk_reader_index(r, tq), qsize = (size_t)tq->size;
+    copy_flip(m, bad, (size_t)tq->offset + qsize / 2, 0x04);
+    lpk_reader_close(r);
+    rewrite(m, nan, "blk.0.attn_q.weight", put_nan);
+    const char *files[] = {bad, nan};
+    const int want[] = {LPK_ECHECKSUM, LPK_EBADVALUE};
+    for (int f = 0; f < 2; f++) {
+        lpk_error e1 = {0}, e2 = {0};
+        uint8_t *b = malloc(qsize);
+        const void *d;
+        assert_int_equal(lpk_reader_open(files[f], &r, &err), 0);
+        assert_int_equal(lpk_reader_tensor_read(r, qi, b, &e1), want[f]);
+        assert_int_equal(lpk_reader_tensor_data(r, qi, &d, &e2), want[f]);
+        assert_null(d);
+        assert_string_equal(e1.msg, e2.msg);
+        lpk_reader_close(r);
+        /* the checksum check is the caller's choice, as for tensor_data */
+        if (want[f] == LPK_ECHECKSUM) {
+            assert_int_equal(lpk_reader_open_flags(files[f], LPK_OPEN_NO_VERIFY, &r, &err), 0);
+            assert_int_equal(lpk_reader_tensor_read(r, qi, b, &err), 0);
+            lpk_reader_close(r);
+        }
+        free(b);
+    }
+
+    /* the file shrinks after the open: LPK_ETRUNC naming it and the tensor */
+    assert_int_equal(lpk_reader_open(m, &r, &err), 0);
+    const lpk_tensor *tl = lpk_reader_tensor(r, nt - 1);
+    uint8_t *bl = malloc(tl->size);
+    assert_int_equal(truncate(m, (off_t)(tl->offset + tl->size / 2)), 0);
+    lpk_error_clear(&err);
+    assert_int_equal(lpk_reader_tensor_read(r, nt - 1, bl, &err), LPK_ETRUNC);
+    char *w1 = tu_fmt("%s changed or was truncated while reading: tensor '%s'", m, tl->name);
+    if (!strstr(err.msg, w1)) fail_msg("message: %s (want %s)", err.msg, w1);
+    free(w1);
+    free(bl);
+    lpk_reader_close(r);
+    free(file);
+    tu_rmtree(dir);
+    free(dir); free(m); free(bad); free(nan);
 }
 
 static void test_truncated_while_quantizing(void **state)
@@ -1076,6 +1165,7 @@ int main(void)
         cmocka_unit_test(test_checksums_every_command),
         cmocka_unit_test(test_nonfinite),
         cmocka_unit_test(test_truncated_while_mapped_library),
+        cmocka_unit_test(test_tensor_read),
         cmocka_unit_test(test_truncated_while_quantizing),
         cmocka_unit_test(test_truncated_while_reading_every_command),
         cmocka_unit_test(test_signals_clean_up_and_exit_1),

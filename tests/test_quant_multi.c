@@ -202,10 +202,12 @@ static void drop_run_keys(json_t *j)
 
 /* The last large tensor is quantized in slices of rows, each written while
  * the next is quantized (LLMPACK_QUANT_SLICE: a slice's bytes of input, 0 for
- * none; the demo's output matrix, 172 rows, is three slices at 4096): the
- * same files and the same report (error figures to the last digit) as in one
- * piece, for one output and several, in both formats, with an importance
- * matrix. */
+ * none; the demo's output matrix, 172 rows, is three slices at 4096), and the
+ * input's tensors are read into buffers instead of through the mapping
+ * (LLMPACK_QUANT_READ_MIN: from that many bytes; the demo's are all smaller
+ * than the default): the same files and the same report (error figures to the
+ * last digit) as in one piece through the mapping, for one output and
+ * several, in both formats, with an importance matrix. */
 static void test_sliced_last_tensor(void **state)
 {
     (void)state;
@@ -214,42 +216,48 @@ static void test_sliced_last_tensor(void **state)
     tu_run_ok("calibrate '%s' --text " TEXT " --chunks 2 -o '%s' -q", in, im);
     const char *runs[][2] = {{"Q4_K_M", ""}, {"q4_1", "--pure"}, {"Q8_0,IQ4_XS,Q5_1", ""},
                              {"Q4_K_M,q6_k", "--format gguf"}, {"q4_0", "IM"}};
+    /* (slice, read-min): the first is the reference */
+    const char *conf[][2] = {{"0", "999999999"}, {"4096", "999999999"}, {"0", "0"},
+                             {"4096", "0"}};
+    enum { NC = sizeof conf / sizeof conf[0] };
     for (size_t k = 0; k < sizeof runs / sizeof runs[0]; k++) {
         int n_types = 1;
         for (const char *c = runs[k][0]; *c; c++) n_types += *c == ',';
         int multi = n_types > 1;
         char *extra = strcmp(runs[k][1], "IM") ? strdup(runs[k][1])
                                                : tu_fmt("--imatrix '%s'", im);
-        char *rep[2];
-        char *path[2];
-        for (int s = 0; s < 2; s++) {
-            setenv("LLMPACK_QUANT_SLICE", s ? "4096" : "0", 1);
+        char *rep[NC];
+        char *path[NC];
+        json_t *j[NC];
+        for (int s = 0; s < NC; s++) {
+            setenv("LLMPACK_QUANT_SLICE", conf[s][0], 1);
+            setenv("LLMPACK_QUANT_READ_MIN", conf[s][1], 1);
             path[s] = tu_fmt("%s/%d-%d%s", dir, (int)k, s, multi ? "" : ".lpk");
             if (multi) assert_int_equal(mkdir(path[s], 0700), 0);
             assert_int_equal(tu_llmpack(&rep[s], "quantize '%s' --type %s -o '%s%s' %s --json",
                                         in, runs[k][0], path[s], multi ? "/" : "", extra),
                              0);
-        }
-        unsetenv("LLMPACK_QUANT_SLICE");
-        if (multi) {
-            char *cmd = tu_fmt("diff -r '%s' '%s' > /dev/null", path[0], path[1]);
-            assert_int_equal(system(cmd), 0);
-            assert_int_equal(tu_dir_entries(path[1], 0), n_types);
-            free(cmd);
-        } else {
-            tu_same_bytes(path[0], path[1]);
-        }
-        json_t *j[2];
-        for (int s = 0; s < 2; s++) {
             j[s] = json_loads(rep[s], 0, NULL);
             if (!j[s]) fail_msg("not JSON: %s", rep[s]);
             drop_run_keys(j[s]);
         }
-        assert_true(json_equal(j[0], j[1]));
-        assert_non_null(strstr(rep[1], "rel_rmse"));
-        print_message("%s %s: the same files and report with the last tensor in slices\n",
-                      runs[k][0], extra);
-        for (int s = 0; s < 2; s++) {
+        unsetenv("LLMPACK_QUANT_SLICE");
+        unsetenv("LLMPACK_QUANT_READ_MIN");
+        for (int s = 1; s < NC; s++) {
+            if (multi) {
+                char *cmd = tu_fmt("diff -r '%s' '%s' > /dev/null", path[0], path[s]);
+                assert_int_equal(system(cmd), 0);
+                assert_int_equal(tu_dir_entries(path[s], 0), n_types);
+                free(cmd);
+            } else {
+                tu_same_bytes(path[0], path[s]);
+            }
+            assert_true(json_equal(j[0], j[s]));
+            assert_non_null(strstr(rep[s], "rel_rmse"));
+        }
+        print_message("%s %s: the same files and report with the last tensor in slices and "
+                      "the input read into buffers\n", runs[k][0], extra);
+        for (int s = 0; s < NC; s++) {
             json_decref(j[s]);
             free(rep[s]);
             free(path[s]);
