@@ -75,6 +75,13 @@ int gguf_header_build(const lpk_meta *meta, lpk_tensor *decls, size_t n_tensors,
  * once the writer has gone buffered). */
 #define LPK_WB_CHUNK ((uint64_t)32 << 20)
 uint64_t lpk_writer_writeback_started(const lpk_writer *w);
+/* A thread of the writer fdatasyncs its own (not scratch) file every
+ * LPK_SYNC_CHUNK bytes written (lpk_writer.c, "early syncs"), so the fsync at
+ * finish waits for little. lpk_writer_synced: the bytes from the file's start
+ * a completed early sync covered (0 before the first, or without any).
+ * LLMPACK_WRITE_SYNC_FAULT=eio (test hook) fails the first early sync with EIO. */
+#define LPK_SYNC_CHUNK ((uint64_t)64 << 20)
+uint64_t lpk_writer_synced(lpk_writer *w);
 
 static inline uint64_t lpk_align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 

@@ -370,7 +370,7 @@ static void test_write_fd(void **state)
 /* Writes tensors of n0 and n1 f32 values (tl_byte content; the first in
  * pieces below the writer's buffer, the second in one call) through w;
  * returns the bytes whose writeback had started before finish. */
-static uint64_t write_two(lpk_writer *w, const lpk_tensor *d, lpk_error *err)
+static void write_tensors(lpk_writer *w, const lpk_tensor *d, lpk_error *err)
 {
     for (size_t i = 0; i < 2; i++) {
         size_t size = (size_t)d[i].dims[0] * (size_t)d[i].dims[1] * 4;
@@ -385,6 +385,11 @@ static uint64_t write_two(lpk_writer *w, const lpk_tensor *d, lpk_error *err)
         assert_int_equal(lpk_writer_tensor_end(w, err), 0);
         free(b);
     }
+}
+
+static uint64_t write_two(lpk_writer *w, const lpk_tensor *d, lpk_error *err)
+{
+    write_tensors(w, d, err);
     uint64_t started = lpk_writer_writeback_started(w);
     assert_int_equal(lpk_writer_finish(w, err), 0);
     return started;
@@ -456,6 +461,67 @@ static void test_writeback(void **state)
     free(dir);
 }
 
+/* Early syncs: a file of more than LPK_SYNC_CHUNK bytes is fdatasynced by
+ * the writer's thread while it is written (what a completed sync covered
+ * grows before finish), a small, scratch or caller's file never; the bytes
+ * are the same; a failed early sync fails finish with the fsync's message and
+ * places nothing (LLMPACK_WRITE_SYNC_FAULT). */
+static void test_early_sync(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *path = tu_fmt("%s/big.lpk", dir), *ref = tu_fmt("%s/scratch.lpk", dir);
+    lpk_error err = {0};
+    lpk_tensor d[2] = {{.name = "a", .type = LPK_TYPE_F32, .n_dims = 2, .dims = {3, 1000003}},
+                       {.name = "b", .type = LPK_TYPE_F32, .n_dims = 2, .dims = {7, 2000001}}};
+    uint64_t data = (3ull * 1000003 + 7ull * 2000001) * 4;
+    assert_true(data > LPK_SYNC_CHUNK && data < 2 * LPK_SYNC_CHUNK);
+    lpk_writer *w;
+    for (int mode = 0; mode < 2; mode++) {
+        unsigned fl = mode ? LPK_WRITE_DIRECT : 0;
+        assert_int_equal(lpk_writer_open(path, NULL, d, 2, fl | LPK_WRITE_FORCE, &w, &err), 0);
+        write_tensors(w, d, &err);
+        /* one sync asked for, at the first write past the chunk: it completes */
+        uint64_t synced = 0;
+        for (int k = 0; k < 1200 && !synced; k++) {
+            synced = lpk_writer_synced(w);
+            if (!synced) usleep(100000);
+        }
+        assert_true(synced >= LPK_SYNC_CHUNK);
+        assert_true(synced <= data + 4096);
+        assert_int_equal(lpk_writer_finish(w, &err), 0);
+    }
+    /* a scratch file: never synced; the same bytes */
+    assert_int_equal(lpk_writer_open(ref, NULL, d, 2, LPK_WRITE_SCRATCH, &w, &err), 0);
+    write_tensors(w, d, &err);
+    usleep(200000);
+    assert_int_equal(lpk_writer_synced(w), 0);
+    assert_int_equal(lpk_writer_finish(w, &err), 0);
+    tu_same_bytes(path, ref);
+    /* a small file: no thread, no early sync */
+    lpk_tensor s1[2] = {{.name = "a", .type = LPK_TYPE_F32, .n_dims = 2, .dims = {10, 100}},
+                        {.name = "b", .type = LPK_TYPE_F32, .n_dims = 2, .dims = {1, 3}}};
+    char *small = tu_fmt("%s/small.lpk", dir);
+    assert_int_equal(lpk_writer_open(small, NULL, s1, 2, 0, &w, &err), 0);
+    write_tensors(w, s1, &err);
+    assert_int_equal(lpk_writer_synced(w), 0);
+    assert_int_equal(lpk_writer_finish(w, &err), 0);
+    assert_true(tu_exists(small));
+    /* the early sync fails: so does finish, and nothing is left */
+    unlink(path);
+    setenv("LLMPACK_WRITE_SYNC_FAULT", "eio", 1);
+    assert_int_equal(lpk_writer_open(path, NULL, d, 2, 0, &w, &err), 0);
+    write_tensors(w, d, &err);
+    unsetenv("LLMPACK_WRITE_SYNC_FAULT");
+    lpk_error_clear(&err);
+    assert_int_equal(lpk_writer_finish(w, &err), LPK_EIO);
+    if (!strstr(err.msg, "fsync failed: Input/output error")) fail_msg("message: %s", err.msg);
+    assert_false(tu_exists(path));
+    assert_int_equal(tu_dir_entries(dir, 1), 0); /* no temporary file left */
+    tu_rmtree(dir);
+    free(dir); free(path); free(ref); free(small);
+}
+
 /* GGUF files written by llama.cpp (when ../shared has them) and by llmpack
  * (the demo model, f32 and Q4_K_M), copied through our reader and GGUF writer,
  * come out byte for byte the same. */
@@ -509,6 +575,7 @@ int main(void)
         cmocka_unit_test(test_gguf_write),
         cmocka_unit_test(test_write_fd),
         cmocka_unit_test(test_writeback),
+        cmocka_unit_test(test_early_sync),
         cmocka_unit_test(test_gguf_rewrite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
