@@ -8,9 +8,13 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <stdio.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../format/lpk.h"
@@ -241,6 +245,59 @@ static void test_page_cache(void **state)
     free(dir);
 }
 
+/* A write that fails while the writer's thread writes the direct buffers:
+ * the failure comes back from a later call (a tensor's write or the finish)
+ * with the message a buffered writer gives, and nothing is left: no output,
+ * no temporary file. The file size limit (RLIMIT_FSIZE, SIGXFSZ ignored)
+ * makes the writes past 20 MiB fail with EFBIG, in a child process. */
+static void test_write_error(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    for (int direct = 0; direct < 2; direct++) {
+        char *path = tu_fmt("%s/limited.lpk", dir);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            signal(SIGXFSZ, SIG_IGN);
+            struct rlimit rl = {20u << 20, 20u << 20};
+            if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(2);
+            lpk_error err = {0};
+            lpk_writer *w;
+            if (lpk_writer_open(path, NULL, decls, N_DECLS, direct ? LPK_WRITE_DIRECT : 0, &w,
+                                &err))
+                _exit(3);
+            int st = 0;
+            for (size_t i = 0; i < N_DECLS && !st; i++) {
+                size_t size = (size_t)lpk_tensor_nelems(&decls[i]) *
+                              (decls[i].type == LPK_TYPE_F32 ? 4 : 2);
+                uint8_t *b = malloc(size);
+                if (!b) _exit(4);
+                for (size_t j = 0; j < size; j++) b[j] = tl_byte(i, j);
+                st = lpk_writer_tensor_begin(w, decls[i].name, &err);
+                if (!st) st = lpk_writer_tensor_write(w, b, size, &err);
+                if (!st) st = lpk_writer_tensor_end(w, &err);
+                free(b);
+            }
+            if (!st) st = lpk_writer_finish(w, &err);
+            else lpk_writer_abort(w);
+            if (st != LPK_EIO || !strstr(err.msg, "write failed: File too large")) {
+                fprintf(stderr, "status %d: %s\n", st, err.msg);
+                _exit(5);
+            }
+            _exit(0);
+        }
+        int ws = tu_wait_child(pid, 120, "writer over the file size limit");
+        if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+            fail_msg("%s writer: child status %d", direct ? "direct" : "buffered", ws);
+        assert_false(tu_exists(path));
+        assert_int_equal(tu_dir_entries(dir, 1), 0);
+        free(path);
+    }
+    tu_rmtree(dir);
+    free(dir);
+}
+
 /* `llmpack quantize` writes its .lpk outputs directly (one or several): the
  * same bytes as buffered (O_DIRECT refused through the test hook), and their
  * data not in the page cache where the file system takes O_DIRECT. */
@@ -289,6 +346,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_same_bytes),
         cmocka_unit_test(test_page_cache),
+        cmocka_unit_test(test_write_error),
         cmocka_unit_test(test_quantize),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
