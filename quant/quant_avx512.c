@@ -200,4 +200,25 @@ QL_EXPORT(quant_avx512_blocks_q4_0, LPK_TYPE_Q4_0)
 QL_EXPORT(quant_avx512_blocks_q5_0, LPK_TYPE_Q5_0)
 QL_EXPORT(quant_avx512_blocks_q4_1, LPK_TYPE_Q4_1)
 QL_EXPORT(quant_avx512_blocks_q5_1, LPK_TYPE_Q5_1)
+/* quant_avx2_err_lanes on 8 doubles a vector: lanes 0-7 and 8-15 of
+ * QUANT_ERR_LANES in two accumulators each, every lane's additions in the
+ * same order (no fused multiply-add): the same sums, bit for bit. */
+LPK_TARGET("avx512f") void quant_avx512_err_lanes(const float *x, const float *y, int64_t n,
+                                                  double *le, double *ls)
+{
+    __m512d e[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()};
+    __m512d s[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()};
+    for (int64_t i = 0; i + 16 <= n; i += 16)
+        for (int k = 0; k < 2; k++) {
+            __m512d a = _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8 * k));
+            __m512d d = _mm512_sub_pd(a, _mm512_cvtps_pd(_mm256_loadu_ps(y + i + 8 * k)));
+            e[k] = _mm512_add_pd(e[k], _mm512_mul_pd(d, d));
+            s[k] = _mm512_add_pd(s[k], _mm512_mul_pd(a, a));
+        }
+    for (int k = 0; k < 2; k++) {
+        _mm512_storeu_pd(le + 8 * k, e[k]);
+        _mm512_storeu_pd(ls + 8 * k, s[k]);
+    }
+}
+
 #endif

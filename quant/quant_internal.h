@@ -154,8 +154,10 @@ int quant_avx2_any_nonfinite(const float *x, int64_t n);
 /* The error sums of a row in QUANT_ERR_LANES lanes (quant_rows.c, err_row):
  * lane j += (x[c] - y[c])^2 and += x[c]^2 in double for c = j mod
  * QUANT_ERR_LANES; n a multiple of QUANT_ERR_LANES. The same lanes as the
- * reference, bit for bit (no fused multiply-add); the AVX-512 path uses it too. */
+ * reference, bit for bit (no fused multiply-add). */
 void quant_avx2_err_lanes(const float *x, const float *y, int64_t n, double *le, double *ls);
+/* The same on AVX-512F (quant_avx512.c), the same sums bit for bit. */
+void quant_avx512_err_lanes(const float *x, const float *y, int64_t n, double *le, double *ls);
 /* w[i] = |x[i]|, FLT_MAX for a NaN or an Inf (quant_rows.c, output_weights). */
 void quant_avx2_abs_weights(const float *x, float *w, int64_t n);
 /* AVX2 + F16C dequantizers of the 32-block types: the reference's values. */

@@ -483,7 +483,10 @@ static void err_row(const float *x, const float *y, int64_t n, double *e, double
     double le[QUANT_ERR_LANES], ls[QUANT_ERR_LANES];
     int64_t c = 0, nl = n / QUANT_ERR_LANES * QUANT_ERR_LANES;
 #if defined(__x86_64__)
-    if (g_path != QUANT_PATH_SCALAR && (lpk_cpu_features() & LPK_CPU_AVX2)) {
+    if (g_path == QUANT_PATH_AUTO && (lpk_cpu_features() & CPU_AVX512) == CPU_AVX512) {
+        quant_avx512_err_lanes(x, y, nl, le, ls);
+        c = nl;
+    } else if (g_path != QUANT_PATH_SCALAR && (lpk_cpu_features() & LPK_CPU_AVX2)) {
         quant_avx2_err_lanes(x, y, nl, le, ls);
         c = nl;
     }
