@@ -473,16 +473,11 @@ static int aio_failed(wio *a, lpk_error *err)
 static int aio_submit(lpk_writer *w, size_t m, lpk_error *err)
 {
     wio *a = w->aio;
-    int st;
     pthread_mutex_lock(&a->mu);
-    if (!m || (st = aio_failed(a, err))) {
-        st = aio_failed(a, err);
-        pthread_mutex_unlock(&a->mu);
-        return st;
-    }
     /* the next buffer must be free: at most DIO_NBUF - 1 queued after this */
-    while (!a->st && a->tail + 1 - a->head >= DIO_NBUF) pthread_cond_wait(&a->cv, &a->mu);
-    if ((st = aio_failed(a, err))) {
+    while (m && !a->st && a->tail + 1 - a->head >= DIO_NBUF) pthread_cond_wait(&a->cv, &a->mu);
+    int st = aio_failed(a, err);
+    if (!m || st) {
         pthread_mutex_unlock(&a->mu);
         return st;
     }
