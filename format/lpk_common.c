@@ -417,6 +417,32 @@ static const struct {
     {LPK_TYPE_Q6_K, 1, {208, 0}}, {LPK_TYPE_IQ4_NL, 1, {0, 0}}, {LPK_TYPE_IQ4_XS, 1, {0, 0}},
 };
 
+/* The OR over nw 64-bit words at q of ((w & wm) + low) & top (lpk_check_finite's
+ * test, lane by lane). */
+static uint64_t swar_or(const uint8_t *q, uint64_t nw, uint64_t wm, uint64_t low, uint64_t top)
+{
+    uint64_t w = 0;
+    for (uint64_t k = 0; k < nw; k++) w |= ((lpk_rd64(q + 8 * k) & wm) + low) & top;
+    return w;
+}
+
+#if defined(__x86_64__)
+/* swar_or four words at a time: the same 64-bit additions in vector lanes */
+static LPK_TARGET("avx2") uint64_t swar_or_avx2(const uint8_t *q, uint64_t nw, uint64_t wm,
+                                                uint64_t low, uint64_t top)
+{
+    __m256i acc = _mm256_setzero_si256(), vm = _mm256_set1_epi64x((long long)wm);
+    __m256i vl = _mm256_set1_epi64x((long long)low), vt = _mm256_set1_epi64x((long long)top);
+    uint64_t k = 0;
+    for (; k + 4 <= nw; k += 4) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(q + 8 * k));
+        acc = _mm256_or_si256(acc, _mm256_and_si256(_mm256_add_epi64(_mm256_and_si256(v, vm), vl), vt));
+    }
+    return (uint64_t)_mm256_testz_si256(acc, acc) ? swar_or(q + 8 * k, nw - k, wm, low, top)
+                                                   : top;
+}
+#endif
+
 int lpk_check_finite(int type, const void *data, uint64_t n, uint64_t *where)
 {
     const uint8_t *p = data;
@@ -431,11 +457,18 @@ int lpk_check_finite(int type, const void *data, uint64_t n, uint64_t *where)
         uint64_t lanes = es == 4 ? 0x0000000100000001u : 0x0001000100010001u;
         uint64_t wm = m * lanes, low = (m & (0u - m)) * lanes, top = (es == 4 ? 0x80000000u : 0x8000u) * lanes;
         uint64_t ne = n / (uint64_t)es;
+#if defined(__x86_64__)
+        const int avx2 = (lpk_cpu_features() & LPK_CPU_AVX2) != 0;
+#endif
         for (uint64_t c = 0; c < ne && bad == UINT64_MAX; c += 4096) {
             uint64_t e = ne - c < 4096 ? ne : c + 4096;
-            uint64_t w = 0, nw = (e - c) * (uint64_t)es / 8, i;
+            uint64_t nw = (e - c) * (uint64_t)es / 8, i;
             const uint8_t *q = p + c * (uint64_t)es;
-            for (uint64_t k = 0; k < nw; k++) w |= ((lpk_rd64(q + 8 * k) & wm) + low) & top;
+#if defined(__x86_64__)
+            uint64_t w = avx2 ? swar_or_avx2(q, nw, wm, low, top) : swar_or(q, nw, wm, low, top);
+#else
+            uint64_t w = swar_or(q, nw, wm, low, top);
+#endif
             unsigned hit = w != 0;
             for (i = c + nw * 8 / (uint64_t)es; i < e; i++)
                 hit |= ((es == 4 ? lpk_rd32(p + 4 * i) : lpk_rd16(p + 2 * i)) & m) == m;

@@ -134,6 +134,18 @@ static void test_check_finite(void **state)
                 put(e, es, old);
             }
         assert_int_equal(lpk_check_finite(types[t], p, (uint64_t)N * es, &where), LPK_OK);
+        /* every length of the last words (the vector path's remainder of 1-3
+         * words, the element tail), a bad value last */
+        for (uint64_t n = N - 16; n <= N; n++) {
+            uint8_t *e = p + (n - 1) * es;
+            uint32_t old = es == 4 ? lpk_rd32(e) : lpk_rd16(e);
+            assert_int_equal(lpk_check_finite(types[t], p, n * es, &where), LPK_OK);
+            put(e, es, m);
+            where = 0;
+            assert_int_equal(lpk_check_finite(types[t], p, n * es, &where), LPK_EBADVALUE);
+            assert_int_equal(where, n - 1);
+            put(e, es, old);
+        }
     }
     free(buf);
 }
