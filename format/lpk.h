@@ -436,6 +436,20 @@ int lpk_reader_tensor_data(const lpk_reader *r, size_t i, const void **data, lpk
  * PERFORMANCE.md). A file that ends early: LPK_ETRUNC. A reader of a buffer
  * copies from it. Calls for different i may run concurrently. */
 int lpk_reader_tensor_read(const lpk_reader *r, size_t i, void *dst, lpk_error *err);
+/* Tensor i read in consecutive parts into buffers of the caller's (a stream
+ * over a large tensor in bounded memory): lpk_reader_tensor_read's checks over
+ * the whole. Each lpk_reader_part_read reads the next n bytes into dst (a
+ * multiple of the type's block or element size, but for the last part) and
+ * checks their values (an error names the element's row and column in the
+ * tensor); the part that ends the tensor compares its xxh3. A part with a
+ * NaN/Inf first hashes the rest of the tensor (through the mapping): a
+ * checksum mismatch is reported before the value, as a whole read does. The
+ * padding before the tensor is checked by lpk_reader_part_begin. One
+ * lpk_part_read is for one thread; several may run on one reader. */
+typedef struct lpk_part_read lpk_part_read;
+int lpk_reader_part_begin(const lpk_reader *r, size_t i, lpk_part_read **p, lpk_error *err);
+int lpk_reader_part_read(lpk_part_read *p, void *dst, uint64_t n, lpk_error *err);
+void lpk_reader_part_end(lpk_part_read *p);
 /* Index of tensor t (a pointer from lpk_reader_tensor/find) in r. */
 size_t lpk_reader_index(const lpk_reader *r, const lpk_tensor *t);
 /* LPK_ETRUNC if r's file shrank while mapped (see lpk_map_check). */

@@ -518,7 +518,7 @@ size_t lpk_reader_index(const lpk_reader *r, const lpk_tensor *t)
 
 /* Names where lpk_check_finite found a NaN/Inf: row and column of the element,
  * or of the first element of the block whose scale it is. */
-static int bad_value(const lpk_reader *r, const lpk_tensor *t, const void *data, uint64_t where,
+static int bad_value(const lpk_reader *r, const lpk_tensor *t, const void *elem, uint64_t where,
                      lpk_error *err)
 {
     const lpk_type_info *ti = lpk_type_get(t->type);
@@ -532,8 +532,7 @@ static int bad_value(const lpk_reader *r, const lpk_tensor *t, const void *data,
                        (unsigned long long)(where % bpr * bs + bs - 1));
     }
     float v = 0;
-    const uint8_t *p = (const uint8_t *)data + where * (uint64_t)ti->type_size;
-    lpk_to_f32_row(t->type, p, &v, 1);
+    lpk_to_f32_row(t->type, elem, &v, 1);
     return lpk_err(err, LPK_EBADVALUE, "%s: %s: %s at row %llu, column %llu", r->path, t->name,
                    v != v ? "NaN" : "Inf", (unsigned long long)(where / cols),
                    (unsigned long long)(where % cols));
@@ -557,6 +556,8 @@ static void populate(const lpk_reader *r, const lpk_tensor *t)
 }
 
 static int verify_bytes(const lpk_reader *r, size_t i, const void *data, lpk_error *err);
+static int check_padding(const lpk_reader *r, size_t i, lpk_error *err);
+static int hash_matches(const lpk_reader *r, const lpk_tensor *t, uint64_t got, lpk_error *err);
 
 /* The checks of tensor i's bytes at data (the mapping's, or a copy). */
 static int check_tensor(const lpk_reader *r, size_t i, const void *data, lpk_error *err)
@@ -567,7 +568,8 @@ static int check_tensor(const lpk_reader *r, size_t i, const void *data, lpk_err
     uint64_t where;
     if (lpk_check_finite(t->type, data, t->size, &where)) {
         if ((st = lpk_reader_check_io(r, err))) return st;
-        return bad_value(r, t, data, where, err);
+        return bad_value(r, t, (const uint8_t *)data + where * (uint64_t)lpk_type_get(t->type)->type_size,
+                         where, err);
     }
     return LPK_OK;
 }
@@ -588,39 +590,125 @@ int lpk_reader_tensor_data(const lpk_reader *r, size_t i, const void **data, lpk
     return LPK_OK;
 }
 
-int lpk_reader_tensor_read(const lpk_reader *r, size_t i, void *dst, lpk_error *err)
+/* Bytes off..off+n of tensor t into dst: read(2) from the file, or copied
+ * from the buffer of a reader without one. */
+static int read_at(const lpk_reader *r, const lpk_tensor *t, uint64_t off, void *dst, uint64_t n,
+                   lpk_error *err)
 {
-    if (!r || i >= r->n || (!dst && r->t[i].size))
-        return lpk_err(err, LPK_EINVAL, "lpk_reader_tensor_read: bad arguments");
-    const lpk_tensor *t = &r->t[i];
     if (r->fd < 0) {
-        memcpy(dst, t->data, (size_t)t->size);
-        int st = lpk_reader_check_io(r, err);
-        if (st) return st;
+        memcpy(dst, t->data + off, (size_t)n);
+        return lpk_reader_check_io(r, err);
     }
-    for (uint64_t done = 0; r->fd >= 0 && done < t->size;) {
-        size_t want = (size_t)(t->size - done);
-        ssize_t k = pread(r->fd, (uint8_t *)dst + done, want, (off_t)(t->offset + done));
+    for (uint64_t done = 0; done < n;) {
+        size_t want = (size_t)(n - done);
+        ssize_t k = pread(r->fd, (uint8_t *)dst + done, want, (off_t)(t->offset + off + done));
         if (k < 0 && errno == EINTR) continue;
         if (k < 0) {
             int e = errno;
             return lpk_err(err, LPK_EIO, "%s: tensor '%s': read failed at byte %llu: %s",
-                           r->path, t->name, (unsigned long long)(t->offset + done), strerror(e));
+                           r->path, t->name, (unsigned long long)(t->offset + off + done),
+                           strerror(e));
         }
         if (k == 0)
             return lpk_err(err, LPK_ETRUNC,
                            "%s changed or was truncated while reading: tensor '%s' (offset "
                            "%llu, %llu bytes) ends at byte %llu of the file", r->path, t->name,
                            (unsigned long long)t->offset, (unsigned long long)t->size,
-                           (unsigned long long)(t->offset + done));
+                           (unsigned long long)(t->offset + off + done));
         done += (uint64_t)k;
     }
-    int st = check_tensor(r, i, dst, err);
+    return LPK_OK;
+}
+
+int lpk_reader_tensor_read(const lpk_reader *r, size_t i, void *dst, lpk_error *err)
+{
+    if (!r || i >= r->n || (!dst && r->t[i].size))
+        return lpk_err(err, LPK_EINVAL, "lpk_reader_tensor_read: bad arguments");
+    int st = read_at(r, &r->t[i], 0, dst, r->t[i].size, err);
+    if (!st) st = check_tensor(r, i, dst, err);
     if (!st) ((lpk_reader *)r)->checked[i] = 1;
     return st;
 }
 
+struct lpk_part_read {
+    const lpk_reader *r;
+    size_t i;
+    uint64_t at;       /* bytes of the tensor read so far */
+    int verify;        /* its xxh3 is compared at the end */
+    XXH3_state_t *h;
+};
+
+int lpk_reader_part_begin(const lpk_reader *r, size_t i, lpk_part_read **out, lpk_error *err)
+{
+    *out = NULL;
+    if (!r || i >= r->n) return lpk_err(err, LPK_EINVAL, "lpk_reader_part_begin: bad index");
+    lpk_part_read *p = calloc(1, sizeof *p);
+    if (!p) return lpk_err(err, LPK_ENOMEM, "%s: out of memory", r->path);
+    *p = (lpk_part_read){.r = r, .i = i};
+    p->verify = !(r->open_flags & LPK_OPEN_NO_VERIFY);
+    int st = p->verify ? check_padding(r, i, err) : LPK_OK;
+    if (!st && p->verify && r->t[i].has_xxh3) {
+        p->h = XXH3_createState();
+        if (!p->h || XXH3_64bits_reset(p->h) != XXH_OK)
+            st = lpk_err(err, LPK_ENOMEM, "%s: out of memory", r->path);
+    }
+    if (st) {
+        lpk_reader_part_end(p);
+        return st;
+    }
+    *out = p;
+    return LPK_OK;
+}
+
+int lpk_reader_part_read(lpk_part_read *p, void *dst, uint64_t n, lpk_error *err)
+{
+    const lpk_reader *r = p->r;
+    const lpk_tensor *t = &r->t[p->i];
+    const lpk_type_info *ti = lpk_type_get(t->type);
+    uint64_t ts = ti ? (uint64_t)ti->type_size : 1;
+    if (n > t->size - p->at || (n % ts && p->at + n < t->size) || (!dst && n))
+        return lpk_err(err, LPK_EINVAL, "lpk_reader_part_read: bad arguments");
+    int st = read_at(r, t, p->at, dst, n, err);
+    if (st) return st;
+    if (p->h) XXH3_64bits_update(p->h, dst, (size_t)n);
+    uint64_t where;
+    if (lpk_check_finite(t->type, dst, n, &where)) {
+        /* the hash of the whole tensor decides first, as in a read of all of it:
+         * the rest through the mapping */
+        if (p->h) {
+            XXH3_64bits_update(p->h, t->data + p->at + n, (size_t)(t->size - p->at - n));
+            if ((st = hash_matches(r, t, XXH3_64bits_digest(p->h), err))) return st;
+        }
+        if ((st = lpk_reader_check_io(r, err))) return st;
+        return bad_value(r, t, (const uint8_t *)dst + where * ts, p->at / ts + where, err);
+    }
+    p->at += n;
+    if (p->at < t->size) return LPK_OK;
+    if (p->h && (st = hash_matches(r, t, XXH3_64bits_digest(p->h), err))) return st;
+    if (!p->h && (st = lpk_reader_check_io(r, err))) return st;
+    ((lpk_reader *)r)->checked[p->i] = 1;
+    return LPK_OK;
+}
+
+void lpk_reader_part_end(lpk_part_read *p)
+{
+    if (!p) return;
+    if (p->h) XXH3_freeState(p->h);
+    free(p);
+}
+
+
 static int verify_bytes(const lpk_reader *r, size_t i, const void *data, lpk_error *err)
+{
+    const lpk_tensor *t = &r->t[i];
+    int st = check_padding(r, i, err);
+    if (st) return st;
+    if (!t->has_xxh3) return lpk_reader_check_io(r, err);
+    return hash_matches(r, t, XXH3_64bits(data, (size_t)t->size), err);
+}
+
+/* .lpk: the padding before tensor i must be zero */
+static int check_padding(const lpk_reader *r, size_t i, lpk_error *err)
 {
     const lpk_tensor *t = &r->t[i];
     if (r->kind == LPK_KIND_LPK) {
@@ -632,8 +720,12 @@ static int verify_bytes(const lpk_reader *r, size_t i, const void *data, lpk_err
                                "%s: padding byte %llu before tensor '%s' is not zero", r->path,
                                (unsigned long long)o, t->name);
     }
-    if (!t->has_xxh3) return lpk_reader_check_io(r, err);
-    uint64_t got = XXH3_64bits(data, (size_t)t->size);
+    return LPK_OK;
+}
+
+/* The tensor's xxh3 against got, the hash of its bytes as read. */
+static int hash_matches(const lpk_reader *r, const lpk_tensor *t, uint64_t got, lpk_error *err)
+{
     int io = lpk_reader_check_io(r, err);
     if (io) return io;
     if (got != t->xxh3)

@@ -551,6 +551,116 @@ static void test_tensor_read(void **state)
     free(dir); free(m); free(bad); free(nan);
 }
 
+/* Reads tensor i of path in parts of `part` bytes (the last shorter); the
+ * status of the first part that fails (its message in err), or 0 with the
+ * bytes in b. */
+static int read_parts(const char *path, size_t i, size_t part, uint8_t *b, lpk_error *err)
+{
+    lpk_reader *r;
+    assert_int_equal(lpk_reader_open(path, &r, err), 0);
+    const lpk_tensor *t = lpk_reader_tensor(r, i);
+    lpk_part_read *p;
+    int rc = lpk_reader_part_begin(r, i, &p, err);
+    for (uint64_t at = 0; !rc && at < t->size; at += part) {
+        uint64_t k = t->size - at < part ? t->size - at : part;
+        rc = lpk_reader_part_read(p, b + at, k, err);
+    }
+    lpk_reader_part_end(p);
+    lpk_reader_close(r);
+    return rc;
+}
+
+static void put_nan_late(const lpk_tensor *t, uint8_t *b)
+{
+    float v = NAN;
+    memcpy(b + 4 * (size_t)(150 * lpk_tensor_ncols(t) + 5), &v, 4); /* row 150, column 5 */
+}
+
+static void put_nan_early(const lpk_tensor *t, uint8_t *b)
+{
+    float v = INFINITY;
+    memcpy(b + 4 * (size_t)(10 * lpk_tensor_ncols(t) + 3), &v, 4); /* row 10, column 3 */
+}
+
+/* A tensor read in parts (lpk_reader_part_read, as quantize reads a large
+ * tensor in pieces) is checked as a whole read checks it: the same bytes, and
+ * the same status and message for a flipped byte in any part, a NaN in a
+ * later part (its row and column in the tensor), and a NaN in a part before
+ * the flipped byte (the checksum first, as in a whole read); also through
+ * `quantize` with pieces of the stories260K ffn_gate (172 rows: 64, 64, 44
+ * at LLMPACK_QUANT_SLICE=4096). */
+static void test_parts_checked(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *m = small_model(dir);
+    const char *name = "blk.0.ffn_gate.weight";
+    lpk_reader *r;
+    const lpk_tensor *t = tensor_of(m, name, &r);
+    size_t ti = lpk_reader_index(r, t), size = (size_t)t->size, row = size / (size_t)lpk_tensor_nrows(t);
+    size_t toff = (size_t)t->offset;
+    assert_true(lpk_tensor_nrows(t) > 150);
+    lpk_reader_close(r);
+    char *flip = tu_fmt("%s/flip.lpk", dir), *late = tu_fmt("%s/late.lpk", dir);
+    char *both = tu_fmt("%s/both.lpk", dir), *o = tu_fmt("%s/o.lpk", dir);
+    copy_flip(m, flip, toff + 100 * row + 9, 0x04);
+    rewrite(m, late, name, put_nan_late);
+    rewrite(m, both, name, put_nan_early);
+    {
+        /* the NaN at row 10, then a byte of row 120 flipped */
+        char *tmp = tu_fmt("%s/tmp.lpk", dir);
+        copy_flip(both, tmp, toff + 120 * row + 2, 0x10);
+        assert_int_equal(rename(tmp, both), 0);
+        free(tmp);
+    }
+    size_t n;
+    char *file = tu_read_file(m, &n);
+    uint8_t *b = malloc(size), *w = malloc(size);
+    const size_t parts[] = {4, 64 * row, 1000 * 4, size - 4, size};
+    for (size_t k = 0; k < sizeof parts / sizeof parts[0]; k++) {
+        lpk_error e = {0};
+        assert_int_equal(read_parts(m, ti, parts[k], b, &e), 0);
+        assert_memory_equal(b, file + toff, size);
+        const char *bad[] = {flip, late, both};
+        const int want[] = {LPK_ECHECKSUM, LPK_EBADVALUE, LPK_ECHECKSUM};
+        for (int f = 0; f < 3; f++) {
+            lpk_error ew = {0};
+            assert_int_equal(lpk_reader_open(bad[f], &r, &ew), 0);
+            assert_int_equal(lpk_reader_tensor_read(r, ti, w, &ew), want[f]);
+            lpk_reader_close(r);
+            lpk_error_clear(&e);
+            assert_int_equal(read_parts(bad[f], ti, parts[k], b, &e), want[f]);
+            assert_string_equal(e.msg, ew.msg);
+        }
+    }
+    /* a part that is not whole elements, or runs past the end */
+    assert_int_equal(lpk_reader_open(m, &r, NULL), 0);
+    lpk_part_read *p;
+    lpk_error e = {0};
+    assert_int_equal(lpk_reader_part_begin(r, ti, &p, &e), 0);
+    assert_int_equal(lpk_reader_part_read(p, b, 3, &e), LPK_EINVAL);
+    assert_int_equal(lpk_reader_part_read(p, b, size + 4, &e), LPK_EINVAL);
+    lpk_reader_part_end(p);
+    lpk_reader_close(r);
+
+    /* quantize in pieces: the same messages, nothing written */
+    const char *NL = "blk.0.ffn_gate.weight: NaN at row 150, column 5";
+    setenv("LLMPACK_QUANT_SLICE", "4096", 1);
+    expect_fail(3, NL, o, "quantize '%s' -o '%s' --type q8_0", late, o);
+    expect_fail(3, NL, NULL, "quantize '%s' -o '%s/' --type q8_0,q4_k_m", late, dir);
+    const char *T = "tensor 'blk.0.ffn_gate.weight' (offset";
+    expect_fail(3, T, o, "quantize '%s' -o '%s' --type q4_1", flip, o);
+    expect_fail(3, T, o, "quantize '%s' -o '%s' --type q4_1", both, o);
+    unsetenv("LLMPACK_QUANT_SLICE");
+    expect_fail(3, NL, NULL, "check '%s'", late);
+    expect_fail(3, T, NULL, "check '%s'", both);
+    free(b);
+    free(w);
+    free(file);
+    tu_rmtree(dir);
+    free(dir); free(m); free(flip); free(late); free(both); free(o);
+}
+
 static void test_truncated_while_quantizing(void **state)
 {
     (void)state;
@@ -1166,6 +1276,7 @@ int main(void)
         cmocka_unit_test(test_nonfinite),
         cmocka_unit_test(test_truncated_while_mapped_library),
         cmocka_unit_test(test_tensor_read),
+        cmocka_unit_test(test_parts_checked),
         cmocka_unit_test(test_truncated_while_quantizing),
         cmocka_unit_test(test_truncated_while_reading_every_command),
         cmocka_unit_test(test_signals_clean_up_and_exit_1),
