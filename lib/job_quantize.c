@@ -37,6 +37,7 @@ typedef struct qrun {
     const llmpack_quantize_opts *o;
     lpk_reader *r;
     size_t n;
+    int64_t *per;              /* n: the rows of each piece of tensor i, 0: whole */
     lpk_imatrix *im;
     calib_gptq *g;
     quant_target_result tres;
@@ -69,6 +70,23 @@ void llmpack_quantize_report_free(llmpack_quantize_report *rep)
     free(rep->outputs);
     lpk_imatrix_free(rep->imatrix);
     memset(rep, 0, sizeof *rep);
+}
+
+/* A buffer of at least size bytes (*cap: its size) in whole huge pages where
+ * the kernel gives them on request: one page fault per 2 MiB instead of per 4
+ * KiB on first touch, which costs more than the bytes' own writes on some
+ * virtual machines (docs/PERFORMANCE.md, "Reading the input"). Freed with free. */
+static void *huge_alloc(size_t size, size_t *cap)
+{
+    const size_t huge = (size_t)2 << 20;
+    size_t c = size > SIZE_MAX - huge ? 0 : (size + huge - 1) & ~(huge - 1);
+    if (!c) c = huge;
+    void *p = c >= size ? aligned_alloc(huge, c) : NULL;
+#ifdef MADV_HUGEPAGE
+    if (p) (void)madvise(p, c, MADV_HUGEPAGE);
+#endif
+    if (cap) *cap = c;
+    return p;
 }
 
 /* Source tensor -> f32 (dequantizing block types). */
@@ -139,7 +157,7 @@ static int prepare_output(qrun *run, qout *q)
     const llmpack_quantize_opts *o = run->o;
     lpk_error *err = job_err(run->j);
     lpk_reader *r = run->r;
-    uint64_t max_bytes = 1;
+    uint64_t max_bytes = 1; /* what qbuf holds: a tensor quantized whole, or a piece */
     for (size_t i = 0; i < run->n; i++) {
         const lpk_tensor *t = lpk_reader_tensor(r, i);
         int src = t->type, dst = q->ch[i].type;
@@ -154,7 +172,9 @@ static int prepare_output(qrun *run, qout *q)
         if (lpk_type_nbytes(dst, lpk_tensor_nelems(t), &q->decls[i].size))
             return lpk_err(err, LPK_EINVAL, "%s: %s does not fit type %s", o->in, t->name,
                            tname(dst));
-        if (q->decls[i].size > max_bytes) max_bytes = q->decls[i].size;
+        uint64_t b = src == dst ? 0 : q->decls[i].size;
+        if (run->per[i]) b = b / (uint64_t)lpk_tensor_nrows(t) * (uint64_t)run->per[i];
+        if (b > max_bytes) max_bytes = b;
     }
     if (o->allow_requantize)
         for (size_t i = 0; i < run->n; i++) {
@@ -177,8 +197,8 @@ static int prepare_output(qrun *run, qout *q)
         lpk_meta_free(meta);
         return lpk_err(err, rc, "cannot record the recipe in the metadata");
     }
-    if (max_bytes > SIZE_MAX || !(q->qbuf = malloc((size_t)max_bytes)) ||
-        !(q->qbuf2 = malloc((size_t)max_bytes))) {
+    if (max_bytes > SIZE_MAX || !(q->qbuf = huge_alloc((size_t)max_bytes, NULL)) ||
+        !(q->qbuf2 = huge_alloc((size_t)max_bytes, NULL))) {
         lpk_meta_free(meta);
         return lpk_err(err, LPK_ENOMEM, "out of memory");
     }
@@ -223,22 +243,16 @@ static int check_space(const qout *outs, size_t n_out, lpk_error *err)
 /* Output q's version of tensor i (t, its bytes, its f32 values in x when
  * converted, else NULL: quantized from the f32/f16/bf16 bytes row by row):
  * quantized (or the source bytes), measured, written. */
-/* Tensor i for output q: quantized into q->qbuf (*out = q->qbuf) or, when the
- * output keeps the source type, the source bytes themselves (*out = bytes). */
+/* Rows r0..r1 of tensor i for output q, from those rows of the input (bytes,
+ * or x, its f32 copy, where one is needed): quantized into dst (*out = dst) or,
+ * when the output keeps the source type, the bytes themselves (*out = bytes;
+ * whole tensors only). Rows after the first of a tensor add their error sums
+ * to those of the rows before. GPTQ takes whole tensors from x. */
 static int prepare_rows(qrun *run, qout *q, size_t i, const lpk_tensor *t, const void *bytes,
-                        const float *x, float *wbuf, int64_t r0, int64_t r1, const void **out);
-
-static int prepare_tensor(qrun *run, qout *q, size_t i, const lpk_tensor *t, const void *bytes,
-                          const float *x, float *wbuf, const void **out)
+                        const float *x, float *wbuf, int64_t r0, int64_t r1, void *dst,
+                        const void **out)
 {
-    return prepare_rows(run, q, i, t, bytes, x, wbuf, 0, lpk_tensor_nrows(t), out);
-}
-
-/* prepare_tensor of rows r0..r1 of a tensor that is quantized (into the same
- * rows of qbuf): the error sums are added to those of the rows before. */
-static int prepare_rows(qrun *run, qout *q, size_t i, const lpk_tensor *t, const void *bytes,
-                        const float *x, float *wbuf, int64_t r0, int64_t r1, const void **out)
-{
+    const void *src = x ? (const void *)x : bytes;
     lpk_error *err = job_err(run->j);
     int64_t nr = r1 - r0, nc = lpk_tensor_ncols(t);
     int type = q->ch[i].type, rc = LPK_OK;
@@ -262,28 +276,21 @@ static int prepare_rows(qrun *run, qout *q, size_t i, const lpk_tensor *t, const
         }
         int gptq = run->g && calib_gptq_applies(run->g, t->name, type);
         int measure = t->n_dims >= 2;
-        /* the rows from r0 (a whole tensor but in quantize_sliced) */
-        size_t es = x || t->type == LPK_TYPE_F32 ? 4 : 2;
-        const uint8_t *src = (const uint8_t *)(x ? (const void *)x : bytes) +
-                             (size_t)(r0 * nc) * es;
-        int64_t rows = lpk_tensor_nrows(t);
-        size_t row_bytes = rows ? (size_t)(q->decls[i].size / (uint64_t)rows) : 0;
-        uint8_t *dst = (uint8_t *)q->qbuf + (size_t)r0 * row_bytes;
         if (gptq)
-            rc = calib_gptq_quantize(run->g, t->name, type, x, nr, nc, q->qbuf, &qe);
+            rc = calib_gptq_quantize(run->g, t->name, type, x, nr, nc, dst, &qe);
         else
             /* the error sums come with the rows, while they are in cache */
-            rc = quant_quantize_rows_err(type, x ? LPK_TYPE_F32 : t->type, src, nr, nc, dst, iw,
-                                         cov,
+            rc = quant_quantize_rows_err(type, x ? LPK_TYPE_F32 : t->type, src, nr, nc, dst,
+                                         iw, cov,
                                          quant_rows_flags(t->name, q->decls, run->n) |
                                              (r0 ? QUANT_ROWS_ADD_ERR : 0u),
                                          measure ? &st->sse : NULL, measure ? &st->ssx : NULL,
                                          &qe);
         if (rc == LPK_EINTR) return lpk_err(err, rc, "%s: cancelled", run->o->in);
         if (rc) return lpk_err(err, rc, "%s: tensor %s: %s", run->o->in, t->name, qe.msg);
-        if (measure && gptq) quant_error(type, x, q->qbuf, nr, nc, &st->sse, &st->ssx);
+        if (measure && gptq) quant_error(type, x, dst, nr, nc, &st->sse, &st->ssx);
         st->has_err = measure;
-        *out = q->qbuf;
+        *out = dst;
         return LPK_OK;
     }
     if (t->n_dims >= 2) {
@@ -304,15 +311,18 @@ static int write_out(qout *q, size_t i, const char *name, const void *bytes, lpk
     return rc;
 }
 
-/* The writes of one tensor's quantized bytes (each output's qbuf2: checksum
- * and copy into the file) on a thread of their own while the next tensor is
- * quantized into qbuf. The containers are written in tensor order all the
- * same: the next writes start only once these are joined. */
+/* The writes of quantized bytes (each output's qbuf2: checksum and copy into
+ * the file) on a thread of their own while the next rows are quantized into
+ * qbuf: a whole tensor, or the rows of one piece of a tensor quantized piece
+ * by piece (the first begins the tensor, the last ends it). The containers are
+ * written in tensor order all the same: the next writes start only once these
+ * are joined. */
 typedef struct qwrites {
     qout *outs;
     size_t n_out, i;
     const char *name;
-    int64_t r0, r1;  /* r1 > 0: rows r0..r1 of tensor i from qbuf (quantize_sliced) */
+    int64_t r0, r1;  /* the rows of tensor i in qbuf2 */
+    int begin, end;  /* they begin / end the tensor (both: all of it) */
     pthread_t th;
     int active, rc;
     lpk_error err;
@@ -323,32 +333,37 @@ static void *qwrites_run(void *arg)
     qwrites *b = arg;
     for (size_t k = 0; k < b->n_out && !b->rc; k++) {
         qout *q = &b->outs[k];
-        if (b->r1 > 0) {
-            size_t row = (size_t)(q->decls[b->i].size /
-                                  (uint64_t)lpk_tensor_nrows(&q->decls[b->i]));
-            b->rc = lpk_writer_tensor_write(q->w, (const uint8_t *)q->qbuf + (size_t)b->r0 * row,
-                                            (size_t)(b->r1 - b->r0) * row, &b->err);
-        } else {
-            b->rc = write_out(q, b->i, b->name, q->qbuf2, &b->err);
-        }
+        const lpk_tensor *d = &q->decls[b->i];
+        size_t len = (size_t)d->size;
+        if (!b->begin || !b->end) len = (size_t)(d->size / (uint64_t)lpk_tensor_nrows(d)) *
+                                         (size_t)(b->r1 - b->r0);
+        if (b->begin) b->rc = lpk_writer_tensor_begin(q->w, b->name, &b->err);
+        if (!b->rc) b->rc = lpk_writer_tensor_write(q->w, q->qbuf2, len, &b->err);
+        if (!b->rc && b->end) b->rc = lpk_writer_tensor_end(q->w, &b->err);
     }
     return NULL;
 }
 
-/* The input read ahead of the quantize loop on a thread of its own: the
- * tensors after the one being quantized are read and verified in order (the
- * checksum, the finiteness check), at most QAHEAD_LEAD bytes of them beyond
- * the next one, so the loop finds them checked. Each tensor is taken by one
- * side only: the loop takes the one it needs itself when the thread has not
- * begun it, and otherwise waits until the thread is done with it. An error
- * there is left for the loop, which meets it again and reports it.
+/* The input read ahead of the quantize loop on a thread of its own, in
+ * pieces: a tensor whole, or a large one in pieces of whole rows (the loop
+ * quantizes and writes each piece while the next are read; docs/
+ * PERFORMANCE.md, "Pieces"). The pieces after the one being quantized are
+ * read and checked in order (the checksum, over a tensor's pieces together;
+ * the finiteness check), at most QAHEAD_LEAD bytes of them beyond the next
+ * one, so the loop finds them checked. Each piece is taken by one side only:
+ * the loop takes the one it needs itself when the thread has not begun it,
+ * and otherwise waits until the thread is done with it; the next piece of the
+ * same tensor waits until the one before is read (its checksum is one hash
+ * over them in order). An error is kept with its piece and reported by the
+ * loop when it gets there.
  *
- * Tensors of QREAD_MIN bytes or more (LLMPACK_QUANT_READ_MIN) are read
- * (lpk_reader_tensor_read) into buffers kept for the next tensors instead of
- * through the input's mapping: pages of a new mapping can cost more on their
- * first touch than a copy into pages already in use (docs/PERFORMANCE.md,
- * "Reading the input"). */
-#define QAHEAD_LEAD ((uint64_t)64 << 20)
+ * Pieces of QREAD_MIN bytes or more (LLMPACK_QUANT_READ_MIN) are read
+ * (lpk_reader_tensor_read, lpk_reader_part_read) into buffers kept for the
+ * next pieces instead of through the input's mapping: pages of a new mapping,
+ * or new pages of the process, cost more on their first touch than a copy
+ * into pages already in use (docs/PERFORMANCE.md, "Reading the input"), so
+ * the pieces keep the memory in use small. */
+#define QAHEAD_LEAD ((uint64_t)32 << 20)
 #define QREAD_MIN ((uint64_t)1 << 20)
 /* LLMPACK_QUANT_READ_MIN sets QREAD_MIN (bytes), for tests of the read path
  * on small models. */
@@ -358,30 +373,71 @@ static uint64_t read_min(void)
     return e && *e ? strtoull(e, NULL, 10) : QREAD_MIN;
 }
 
+/* Tensors of at least two pieces' bytes are read and quantized in pieces of
+ * about QPIECE_BYTES (whole groups of 64 rows) where every output quantizes
+ * them from the input as it is. LLMPACK_QUANT_SLICE sets the bytes (0: every
+ * tensor whole), for tests. */
+#define QPIECE_BYTES ((uint64_t)8 << 20)
+static uint64_t piece_bytes(void)
+{
+    const char *e = getenv("LLMPACK_QUANT_SLICE");
+    return e && *e ? strtoull(e, NULL, 10) : QPIECE_BYTES;
+}
+
+/* The rows of each piece of tensor i, 0 when it is read and quantized whole. */
+static int64_t piece_rows(const qrun *run, const qout *outs, size_t n_out, size_t i)
+{
+    const lpk_tensor *t = lpk_reader_tensor(run->r, i);
+    uint64_t bytes = piece_bytes();
+    int plain = t->type == LPK_TYPE_F32 || t->type == LPK_TYPE_F16 || t->type == LPK_TYPE_BF16;
+    int64_t nr = lpk_tensor_nrows(t);
+    if (!bytes || !plain || t->n_dims < 2 || nr < 128 || t->size / 2 < bytes) return 0;
+    for (size_t k = 0; k < n_out; k++) {
+        int dst = outs[k].ch[i].type;
+        if (dst == t->type || !quant_type_is_block(dst) ||
+            (run->g && calib_gptq_applies(run->g, t->name, dst)))
+            return 0;
+    }
+    /* (bytes <= size / 2: no overflow for any tensor a reader accepts) */
+    int64_t per = (int64_t)(((double)bytes * (double)nr / (double)t->size + 63) / 64) * 64;
+    return per < 64 ? 64 : per;
+}
+
 typedef struct qslot {
     void *p;
     size_t cap;
     int busy;
 } qslot;
 
+typedef struct qpiece {
+    size_t i;           /* the tensor */
+    int64_t r0, r1;     /* its rows */
+    uint64_t off, len;  /* its bytes */
+    int first, last;    /* it begins / ends the tensor (both: all of it) */
+    const void *data;   /* once read: the bytes */
+    void *buf;          /* the buffer holding them, or NULL (the mapping) */
+    int ready, rc;      /* read (rc: how it went) */
+    lpk_error *err;     /* the message of a failed read */
+} qpiece;
+
 typedef struct qahead {
     lpk_reader *r;
-    size_t n;
+    qpiece *pc;         /* the pieces in order */
+    size_t np;
+    lpk_part_read **part; /* per tensor: its checks while its pieces are read */
     pthread_t th;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    size_t cur;     /* the tensor the loop needs or works on */
-    size_t claim;   /* the next tensor to take: those before were taken */
-    size_t done;    /* the tensors before this one are finished */
-    int stop, active, locks;
-    uint64_t read_min; /* tensors of this many bytes or more are read into buffers */
-    void **buf;     /* n: the buffer holding tensor i, or NULL (mapping) */
-    qslot *slot;    /* the buffers, in use or free for the next tensors */
+    size_t cur;         /* the piece the loop needs or works on */
+    size_t claim;       /* the next piece to take: those before were taken */
+    int stop, active, locks, bufs;
+    uint64_t read_min;  /* pieces of this many bytes or more are read into buffers */
+    qslot *slot;        /* the buffers, in use or free for the next pieces */
     size_t n_slot;
 } qahead;
 
 /* A buffer of at least size bytes: the smallest free one that holds it, or a
- * new one (NULL when out of memory: the mapping is read instead). */
+ * new one (NULL when out of memory). */
 static void *qslot_get(qahead *a, size_t size)
 {
     qslot *best = NULL;
@@ -392,13 +448,9 @@ static void *qslot_get(qahead *a, size_t size)
         qslot *s = realloc(a->slot, (a->n_slot + 1) * sizeof *s);
         if (!s) return NULL;
         a->slot = s;
-        /* whole huge pages, where the kernel gives them on request */
-        size_t cap = (size + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
-        void *p = aligned_alloc((size_t)2 << 20, cap);
+        size_t cap;
+        void *p = huge_alloc(size, &cap);
         if (!p) return NULL;
-#ifdef MADV_HUGEPAGE
-        (void)madvise(p, cap, MADV_HUGEPAGE);
-#endif
         best = &a->slot[a->n_slot++];
         *best = (qslot){.p = p, .cap = cap};
     }
@@ -422,37 +474,60 @@ static void qahead_unlock(qahead *a)
     if (a->locks) pthread_mutex_unlock(&a->mu);
 }
 
-/* Tensor i's checked bytes: read into a buffer (*buf, given back with
- * qslot_put) or, for small tensors, without one, through the mapping (*buf
- * NULL). On error nothing is held. */
-static int qahead_read(qahead *a, size_t i, const void **data, void **buf, lpk_error *err)
+/* Reads and checks piece p into its fields (on error: rc, err, nothing held). */
+static void qahead_read(qahead *a, size_t p)
 {
-    const lpk_tensor *t = lpk_reader_tensor(a->r, i);
-    *buf = NULL;
-    if (a->buf && t->size >= a->read_min) {
+    qpiece *c = &a->pc[p];
+    const lpk_tensor *t = lpk_reader_tensor(a->r, c->i);
+    lpk_error e = {0};
+    int whole = c->first && c->last;
+    void *buf = NULL;
+    const void *data = NULL;
+    int rc = LPK_OK;
+    if (a->bufs && (!whole || t->size >= a->read_min)) {
         qahead_lock(a);
-        *buf = qslot_get(a, (size_t)t->size);
+        buf = qslot_get(a, (size_t)c->len);
         qahead_unlock(a);
+        if (!buf && !whole) rc = lpk_err(&e, LPK_ENOMEM, "out of memory for a piece of %s", t->name);
     }
-    if (!*buf) return lpk_reader_tensor_data(a->r, i, data, err);
-    int rc = lpk_reader_tensor_read(a->r, i, *buf, err);
-    *data = rc ? NULL : *buf;
     if (rc) {
-        qahead_lock(a);
-        qslot_put(a, *buf);
-        qahead_unlock(a);
-        *buf = NULL;
+        /* nothing read */
+    } else if (whole && !buf) {
+        rc = lpk_reader_tensor_data(a->r, c->i, &data, &e);
+    } else if (whole) {
+        rc = lpk_reader_tensor_read(a->r, c->i, buf, &e);
+    } else {
+        if (c->first) rc = lpk_reader_part_begin(a->r, c->i, &a->part[c->i], &e);
+        else if (!a->part[c->i]) rc = lpk_err(&e, LPK_EINVAL, "%s: a piece out of order", t->name);
+        if (!rc) rc = lpk_reader_part_read(a->part[c->i], buf, c->len, &e);
+        if (rc || c->last) {
+            lpk_reader_part_end(a->part[c->i]);
+            a->part[c->i] = NULL;
+        }
     }
-    return rc;
+    if (!rc && buf) data = buf;
+    if (rc && buf) {
+        qahead_lock(a);
+        qslot_put(a, buf);
+        qahead_unlock(a);
+        buf = NULL;
+    }
+    if (rc && !(c->err = malloc(sizeof *c->err))) rc = LPK_ENOMEM;
+    if (c->err) *c->err = e;
+    c->data = rc ? NULL : data;
+    c->buf = buf;
+    c->rc = rc;
 }
 
-/* May the thread take tensor claim (lock held)? */
+/* May the thread take piece claim (lock held)? */
 static int qahead_may(const qahead *a)
 {
-    if (a->claim >= a->n) return 0;
+    if (a->claim >= a->np) return 0;
+    /* a tensor's pieces are hashed in order */
+    if (!a->pc[a->claim].first && !a->pc[a->claim - 1].ready) return 0;
     if (a->claim <= a->cur + 1) return 1;
     uint64_t lead = 0;
-    for (size_t k = a->cur + 2; k <= a->claim; k++) lead += lpk_reader_tensor(a->r, k)->size;
+    for (size_t k = a->cur + 2; k <= a->claim; k++) lead += a->pc[k].len;
     return lead <= QAHEAD_LEAD;
 }
 
@@ -461,17 +536,13 @@ static void *qahead_run(void *arg)
     qahead *a = arg;
     pthread_mutex_lock(&a->mu);
     for (;;) {
-        while (!a->stop && a->claim < a->n && !qahead_may(a)) pthread_cond_wait(&a->cv, &a->mu);
-        if (a->stop || a->claim >= a->n) break;
-        size_t i = a->claim++;
+        while (!a->stop && a->claim < a->np && !qahead_may(a)) pthread_cond_wait(&a->cv, &a->mu);
+        if (a->stop || a->claim >= a->np) break;
+        size_t p = a->claim++;
         pthread_mutex_unlock(&a->mu);
-        const void *data;
-        void *buf;
-        lpk_error ignored = {0};
-        (void)qahead_read(a, i, &data, &buf, &ignored);
+        qahead_read(a, p);
         pthread_mutex_lock(&a->mu);
-        if (a->buf) a->buf[i] = buf;
-        a->done = i + 1;
+        a->pc[p].ready = 1;
         pthread_cond_broadcast(&a->cv);
     }
     pthread_mutex_unlock(&a->mu);
@@ -490,71 +561,113 @@ static int start_thread(pthread_t *th, void *(*fn)(void *), void *arg)
     return rc;
 }
 
-/* Starts the thread (the loop reads everything itself when it cannot). */
-static void qahead_start(qahead *a, lpk_reader *r)
+/* The pieces of a pass (per[i]: the rows of tensor i's pieces, 0: whole), and
+ * with ahead the thread that reads them into buffers (the loop reads them
+ * itself when it cannot start); without, the loop reads every tensor whole
+ * through the mapping. The buffers of an earlier pass are kept. */
+static int qahead_start(qahead *a, lpk_reader *r, const int64_t *per, int ahead, lpk_error *err)
 {
-    memset(a, 0, sizeof *a);
+    size_t n = lpk_reader_n_tensors(r), np = 0;
+    for (size_t i = 0; i < n; i++)
+        np += per[i] ? (size_t)((lpk_tensor_nrows(lpk_reader_tensor(r, i)) + per[i] - 1) / per[i])
+                     : 1;
     a->r = r;
-    a->n = lpk_reader_n_tensors(r);
-    /* without the per-tensor buffer list, every tensor through the mapping */
-    a->buf = calloc(a->n ? a->n : 1, sizeof *a->buf);
+    a->bufs = ahead;
     a->read_min = read_min();
-    if (pthread_mutex_init(&a->mu, NULL)) return;
-    if (pthread_cond_init(&a->cv, NULL)) {
-        pthread_mutex_destroy(&a->mu);
-        return;
+    a->cur = a->claim = 0;
+    a->stop = 0;
+    a->pc = calloc(np ? np : 1, sizeof *a->pc);
+    a->part = calloc(n ? n : 1, sizeof *a->part);
+    if (!a->pc || !a->part) return lpk_err(err, LPK_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const lpk_tensor *t = lpk_reader_tensor(r, i);
+        int64_t nr = lpk_tensor_nrows(t), step = per[i] ? per[i] : nr;
+        uint64_t row = nr ? t->size / (uint64_t)nr : 0;
+        for (int64_t r0 = 0; r0 < nr || (r0 == 0 && !nr); r0 += step) {
+            int64_t r1 = per[i] && nr - r0 > step ? r0 + step : nr;
+            qpiece *c = &a->pc[a->np++];
+            *c = (qpiece){.i = i, .r0 = r0, .r1 = r1, .first = r0 == 0, .last = r1 == nr};
+            c->off = per[i] ? (uint64_t)r0 * row : 0;
+            c->len = per[i] ? (uint64_t)(r1 - r0) * row : t->size;
+            if (!nr) break;
+        }
     }
-    a->locks = 1;
+    if (!ahead) return LPK_OK;
+    if (!a->locks) {
+        if (pthread_mutex_init(&a->mu, NULL)) return LPK_OK;
+        if (pthread_cond_init(&a->cv, NULL)) {
+            pthread_mutex_destroy(&a->mu);
+            return LPK_OK;
+        }
+        a->locks = 1;
+    }
     if (start_thread(&a->th, qahead_run, a) == 0) a->active = 1;
+    return LPK_OK;
 }
 
-/* The loop's tensor i, checked: what the thread read, or read here when the
- * thread has not begun it (or met an error, reported here). */
-static int qahead_take(qahead *a, size_t i, const void **data, lpk_error *err)
+/* The loop's piece p, checked: what the thread read, or read here when the
+ * thread has not begun it. On error, the piece's message in err. */
+static int qahead_take(qahead *a, size_t p, const void **data, lpk_error *err)
+{
+    qpiece *c = &a->pc[p];
+    int mine = 1;
+    if (a->active) {
+        pthread_mutex_lock(&a->mu);
+        a->cur = p;
+        mine = a->claim <= p;
+        if (mine) a->claim = p + 1;
+        else
+            while (!c->ready) pthread_cond_wait(&a->cv, &a->mu);
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+    }
+    if (mine) {
+        qahead_read(a, p);
+        qahead_lock(a);
+        c->ready = 1;
+        pthread_cond_broadcast(&a->cv);
+        qahead_unlock(a);
+    }
+    *data = c->data;
+    if (c->rc && err) *err = c->err ? *c->err : (lpk_error){c->rc, "out of memory"};
+    return c->rc;
+}
+
+/* The loop is done with piece p: its buffer is free for the next ones. */
+static void qahead_release(qahead *a, size_t p)
+{
+    qpiece *c = &a->pc[p];
+    if (c->buf) {
+        qahead_lock(a);
+        qslot_put(a, c->buf);
+        c->buf = NULL;
+        qahead_unlock(a);
+    } else if (c->last) {
+        lpk_reader_release_tensor(a->r, c->i);
+    }
+}
+
+/* Ends the thread and forgets the pieces; the buffers stay for another pass
+ * (qahead_free). */
+static void qahead_stop(qahead *a)
 {
     if (a->active) {
         pthread_mutex_lock(&a->mu);
-        a->cur = i;
-        int mine = a->claim <= i;
-        if (mine) a->claim = i + 1;
-        else
-            while (a->done <= i) pthread_cond_wait(&a->cv, &a->mu);
+        a->stop = 1;
         pthread_cond_broadcast(&a->cv);
         pthread_mutex_unlock(&a->mu);
-        if (!mine && a->buf[i]) {
-            *data = a->buf[i];
-            return LPK_OK;
-        }
+        pthread_join(a->th, NULL);
+        a->active = 0;
     }
-    void *buf = NULL;
-    int rc = qahead_read(a, i, data, &buf, err);
-    if (a->buf) a->buf[i] = buf;
-    return rc;
-}
-
-/* The loop is done with tensor i: its buffer is free for the next ones. */
-static void qahead_release(qahead *a, size_t i)
-{
-    if (a->buf && a->buf[i]) {
-        qahead_lock(a);
-        qslot_put(a, a->buf[i]);
-        a->buf[i] = NULL;
-        qahead_unlock(a);
-    } else {
-        lpk_reader_release_tensor(a->r, i);
-    }
-}
-
-/* Ends the thread; the buffers stay for another pass (qahead_free). */
-static void qahead_stop(qahead *a)
-{
-    if (!a->active) return;
-    pthread_mutex_lock(&a->mu);
-    a->stop = 1;
-    pthread_cond_broadcast(&a->cv);
-    pthread_mutex_unlock(&a->mu);
-    pthread_join(a->th, NULL);
-    a->active = 0;
+    size_t n = a->r ? lpk_reader_n_tensors(a->r) : 0;
+    for (size_t i = 0; a->part && i < n; i++) lpk_reader_part_end(a->part[i]);
+    for (size_t p = 0; p < a->np; p++) free(a->pc[p].err);
+    free(a->part);
+    free(a->pc);
+    a->part = NULL;
+    a->pc = NULL;
+    a->np = 0;
+    for (size_t k = 0; k < a->n_slot; k++) a->slot[k].busy = 0;
 }
 
 static void qahead_free(qahead *a)
@@ -566,7 +679,6 @@ static void qahead_free(qahead *a)
     }
     for (size_t k = 0; k < a->n_slot; k++) free(a->slot[k].p);
     free(a->slot);
-    free(a->buf);
     memset(a, 0, sizeof *a);
 }
 
@@ -580,19 +692,20 @@ static int qwrites_join(qwrites *b, lpk_error *err)
     return b->rc;
 }
 
-/* Starts the writes of tensor i (every output quantized it into qbuf): the
- * buffers are swapped, so the next tensor is quantized into the other one.
- * Writes on this thread when no thread can be started. */
+/* Starts the writes of rows r0..r1 of tensor i (every output quantized them
+ * into qbuf; begin, end: see qwrites): the buffers are swapped, so the next
+ * rows are quantized into the other one. Writes on this thread when no thread
+ * can be started. */
 static int qwrites_launch(qwrites *b, qout *outs, size_t n_out, size_t i, const char *name,
-                          int64_t r0, int64_t r1, lpk_error *err)
+                          int64_t r0, int64_t r1, int begin, int end, lpk_error *err)
 {
-    b->outs = outs;
-    b->n_out = n_out;
-    b->i = i;
-    b->name = name;
-    b->r0 = r0;
-    b->r1 = r1;
-    b->rc = LPK_OK;
+    for (size_t k = 0; k < n_out; k++) {
+        void *t = outs[k].qbuf;
+        outs[k].qbuf = outs[k].qbuf2;
+        outs[k].qbuf2 = t;
+    }
+    *b = (qwrites){.outs = outs, .n_out = n_out, .i = i, .name = name, .r0 = r0, .r1 = r1,
+                   .begin = begin, .end = end};
     if (start_thread(&b->th, qwrites_run, b) == 0) {
         b->active = 1;
         return LPK_OK;
@@ -600,75 +713,6 @@ static int qwrites_launch(qwrites *b, qout *outs, size_t n_out, size_t i, const 
     qwrites_run(b);
     if (b->rc && err) *err = b->err;
     return b->rc;
-}
-
-static int qwrites_start(qwrites *b, qout *outs, size_t n_out, size_t i, const char *name,
-                         lpk_error *err)
-{
-    for (size_t k = 0; k < n_out; k++) {
-        void *t = outs[k].qbuf;
-        outs[k].qbuf = outs[k].qbuf2;
-        outs[k].qbuf2 = t;
-    }
-    return qwrites_launch(b, outs, n_out, i, name, 0, 0, err);
-}
-
-/* The last large tensor (those after it take less than a slice together),
- * quantized in slices of rows (about `slice` bytes of input each, whole
- * groups of 64 rows), each slice written while the next is quantized: its
- * writes and their writeback then overlap its quantization instead of coming
- * after it, when nothing else is left to do. The same bytes and error
- * figures (QUANT_ROWS_ADD_ERR). Only where quantize_pass would quantize every
- * output's rows from the input as they are. LLMPACK_QUANT_SLICE sets the
- * slice's bytes (0: no slices), for tests. */
-#define QSLICE_BYTES ((uint64_t)16 << 20)
-static uint64_t slice_bytes(void)
-{
-    const char *e = getenv("LLMPACK_QUANT_SLICE");
-    return e && *e ? strtoull(e, NULL, 10) : QSLICE_BYTES;
-}
-
-static int sliceable(const qrun *run, const qout *outs, size_t n_out, size_t i,
-                     const lpk_tensor *t, int need_f32, uint64_t slice)
-{
-    if (!slice || need_f32 || t->n_dims < 2 || lpk_tensor_nrows(t) < 128 ||
-        t->size / 2 < slice)
-        return 0;
-    uint64_t rest = 0;
-    for (size_t k = i + 1; k < run->n; k++) rest += lpk_reader_tensor(run->r, k)->size;
-    if (rest >= slice) return 0;
-    for (size_t k = 0; k < n_out; k++) {
-        int dst = outs[k].ch[i].type;
-        if (dst == t->type || !quant_type_is_block(dst) ||
-            (run->g && calib_gptq_applies(run->g, t->name, dst)))
-            return 0;
-    }
-    return 1;
-}
-
-static int quantize_sliced(qrun *run, qout *outs, size_t n_out, size_t i, const lpk_tensor *t,
-                           const void *bytes, float *wbuf, uint64_t slice, qwrites *bw)
-{
-    lpk_error *err = job_err(run->j);
-    int64_t nr = lpk_tensor_nrows(t);
-    /* (slice <= size / 2: no overflow for any tensor a reader accepts) */
-    int64_t per = (int64_t)(((double)slice * (double)nr / (double)t->size + 63) / 64) * 64;
-    if (per < 64) per = 64;
-    const void *out;
-    int rc = qwrites_join(bw, err);
-    for (size_t k = 0; k < n_out && !rc; k++) rc = lpk_writer_tensor_begin(outs[k].w, t->name, err);
-    for (int64_t r0 = 0, r1; r0 < nr && !rc; r0 = r1) {
-        r1 = nr - r0 > per ? r0 + per : nr;
-        for (size_t k = 0; k < n_out && !rc; k++)
-            rc = prepare_rows(run, &outs[k], i, t, bytes, NULL, wbuf, r0, r1, &out);
-        int wrc = qwrites_join(bw, err);
-        if (!rc) rc = wrc;
-        if (!rc) rc = qwrites_launch(bw, outs, n_out, i, t->name, r0, r1, err);
-    }
-    int wrc = qwrites_join(bw, rc ? NULL : err);
-    if (!rc) rc = wrc;
-    for (size_t k = 0; k < n_out && !rc; k++) rc = lpk_writer_tensor_end(outs[k].w, err);
-    return rc;
 }
 
 /* Forgets what a pass over the tensors did to the outputs (before another). */
@@ -861,13 +905,33 @@ static int quantize_pass(qrun *run, qahead *ra, qout *outs, size_t n_out, float 
     if (run->g) calib_gptq_set_progress(run->g, on_gptq_blocks, run);
     double t0 = job_now();
     qwrites bw = {0};
-    const uint64_t slice = slice_bytes();
     const void **out = calloc(n_out ? n_out : 1, sizeof *out);
     if (!out && !rc) rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+    size_t p = 0; /* the piece */
     for (size_t i = 0; i < run->n && !rc; i++) {
         const lpk_tensor *t = lpk_reader_tensor(r, i);
         const void *bytes;
-        rc = qahead_take(ra, i, &bytes, err);
+        if (ra->pc[p].first && !ra->pc[p].last) {
+            /* in pieces: each quantized while the one before is written */
+            for (int last = 0; !last && !rc; p++) {
+                qpiece *c = &ra->pc[p];
+                last = c->last;
+                rc = qahead_take(ra, p, &bytes, err);
+                for (size_t k = 0; k < n_out && !rc; k++)
+                    rc = prepare_rows(run, &outs[k], i, t, bytes, NULL, wbuf, c->r0, c->r1,
+                                      outs[k].qbuf, &out[k]);
+                int wrc = qwrites_join(&bw, err);
+                if (!rc) rc = wrc;
+                if (!rc)
+                    rc = qwrites_launch(&bw, outs, n_out, i, t->name, c->r0, c->r1, c->first,
+                                        c->last, err);
+                qahead_release(ra, p);
+            }
+            run->done_bytes += t->size;
+            if (!rc) rc = job_update(j, run->done_bytes, t->name, o->in);
+            continue;
+        }
+        rc = qahead_take(ra, p, &bytes, err);
         if (rc) break;
         /* an f32 copy only where something needs one: a block type's source
          * (dequantized), GPTQ, the squared sum of a matrix copied as is; the
@@ -879,30 +943,24 @@ static int quantize_pass(qrun *run, qahead *ra, qout *outs, size_t n_out, float 
             if (t->type == dst) need_f32 |= t->n_dims >= 2;
             else need_f32 |= !plain || (run->g && calib_gptq_applies(run->g, t->name, dst));
         }
-        if (!rc && sliceable(run, outs, n_out, i, t, need_f32, slice)) {
-            rc = quantize_sliced(run, outs, n_out, i, t, bytes, wbuf, slice, &bw);
-            qahead_release(ra, i);
-            run->done_bytes += t->size;
-            if (!rc) rc = job_update(j, run->done_bytes, t->name, o->in);
-            continue;
-        }
         if (need_f32) rc = to_f32(t, bytes, x, err);
         /* quantized while the previous tensor is written */
         int all_q = 1;
         for (size_t k = 0; k < n_out && !rc; k++) {
-            rc = prepare_tensor(run, &outs[k], i, t, bytes, need_f32 ? x : NULL, wbuf, &out[k]);
+            rc = prepare_rows(run, &outs[k], i, t, bytes, need_f32 ? x : NULL, wbuf, 0,
+                              lpk_tensor_nrows(t), outs[k].qbuf, &out[k]);
             all_q &= out[k] == outs[k].qbuf;
         }
         int wrc = qwrites_join(&bw, err);
         if (!rc) rc = wrc;
         if (!rc && all_q) {
-            rc = qwrites_start(&bw, outs, n_out, i, t->name, err);
+            rc = qwrites_launch(&bw, outs, n_out, i, t->name, 0, lpk_tensor_nrows(t), 1, 1, err);
         } else {
             /* a tensor copied as is is written from the input's mapping, here */
             for (size_t k = 0; k < n_out && !rc; k++)
                 rc = write_out(&outs[k], i, t->name, out[k], err);
         }
-        qahead_release(ra, i);
+        qahead_release(ra, p++);
         run->done_bytes += t->size;
         if (!rc) rc = job_update(j, run->done_bytes, t->name, o->in);
     }
@@ -1051,10 +1109,14 @@ static int quantize(qrun *run, const llmpack_quantize_out *given, qout *outs, si
     if (!x || (run->im && !wbuf)) { rc = lpk_err(err, LPK_ENOMEM, "out of memory"); goto done; }
 
     /* the input is read ahead from here on (the outputs' metadata is encoded
-     * meanwhile); the first pass ends it, a second finds every tensor checked.
-     * Not beside GPTQ, whose quantized-input passes read the input themselves. */
-    ra.r = r; /* without the thread and buffers: the loop reads through the mapping */
-    if (!run->g) qahead_start(&ra, r);
+     * meanwhile); each pass ends it. Not beside GPTQ, whose quantized-input
+     * passes read the input themselves: the loop reads through the mapping. */
+    if (!(run->per = calloc(n ? n : 1, sizeof *run->per))) {
+        rc = lpk_err(err, LPK_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n && !run->g; i++) run->per[i] = piece_rows(run, outs, n_out, i);
+    if ((rc = qahead_start(&ra, r, run->per, !run->g, err))) goto done;
     for (;;) { /* more than once only when a size target is missed */
         uint64_t excess = 0;
         for (size_t k = 0; k < n_out && !rc; k++) rc = prepare_output(run, &outs[k]);
@@ -1081,6 +1143,9 @@ static int quantize(qrun *run, const llmpack_quantize_out *given, qout *outs, si
         budget = budget > excess ? budget - excess : 0;
         rc = plan_target(run, &outs[0], (const float *const *)imw, gains, budget);
         if (rc) goto done;
+        qahead_stop(&ra);
+        for (size_t i = 0; i < n && !run->g; i++) run->per[i] = piece_rows(run, outs, n_out, i);
+        if ((rc = qahead_start(&ra, r, run->per, !run->g, err))) goto done;
     }
 
 done:
@@ -1097,6 +1162,8 @@ done:
     }
     free(x);
     free(wbuf);
+    free(run->per);
+    run->per = NULL;
     free(gains);
     for (size_t i = 0; imw && i < run->n; i++) free(imw[i]);
     free(imw);
