@@ -10,7 +10,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <xxhash.h>
+#include "../format/lpk_xxh.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <omp.h>
-#include <xxhash.h>
+#include "../format/lpk_xxh.h"
 
 #include "../quant/quant.h"
 

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <xxhash.h>
+#include "lpk_xxh.h"
 
 #define SUM2_SUFFIX ".in_sum2"
 #define COUNTS_SUFFIX ".counts"

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <xxhash.h>
+#include "lpk_xxh.h"
 
 uint64_t lpk_header_hash(const uint8_t *buf, uint64_t n)
 {

@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <xxhash.h>
+#include "lpk_xxh.h"
 #include <zstd.h>
 
 #define READER_MAGIC 0x4c504b52u /* "LPKR" */

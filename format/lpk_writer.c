@@ -20,7 +20,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <xxhash.h>
+#include "lpk_xxh.h"
 #include <zstd.h>
 
 /* ---------------------------------------------------------------- writer */
