@@ -452,6 +452,52 @@ LPK_SIMD_INL __m256i ql_levels32(const float *x, float id, float lo, float hi, i
     return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+/* The error lanes of one row (quant_err_acc) in registers: (x - y)^2 of lanes
+ * 4k..4k+3 in e[k], x^2 in s[k] */
+typedef struct {
+    __m256d e[4], s[4];
+} qe;
+
+LPK_SIMD_INL qe qe_load(const double *p)
+{
+    qe a;
+    for (int k = 0; k < 4; k++) {
+        a.e[k] = _mm256_loadu_pd(p + 4 * k);
+        a.s[k] = _mm256_loadu_pd(p + 16 + 4 * k);
+    }
+    return a;
+}
+
+LPK_SIMD_INL void qe_store(double *p, qe a)
+{
+    for (int k = 0; k < 4; k++) {
+        _mm256_storeu_pd(p + 4 * k, a.e[k]);
+        _mm256_storeu_pd(p + 16 + 4 * k, a.s[k]);
+    }
+}
+
+/* One block's values x[0..31] added to the lanes: value j then value j + 16
+ * into lane j; y = (q - off) * d, + m when asym (two roundings, as deq_row), q
+ * the levels u (int8, element order); the differences and squares in double */
+LPK_SIMD_INL qe ql_err32(qe a, const float *x, __m256i u, int off, float d, float m, int asym)
+{
+    uint8_t lv[32];
+    _mm256_storeu_si256((__m256i *)(void *)lv, u);
+    for (int h = 0; h < 2; h++) {
+        for (int k = 0; k < 4; k++) {
+            __m128i qi = _mm_cvtepi8_epi32(_mm_cvtsi32_si128((int)lpk_rd32(lv + 16 * h + 4 * k)));
+            if (off) qi = _mm_sub_epi32(qi, _mm_set1_epi32(off));
+            __m128 y = _mm_mul_ps(_mm_cvtepi32_ps(qi), _mm_set1_ps(d));
+            if (asym) y = _mm_add_ps(y, _mm_set1_ps(m));
+            __m256d xd = _mm256_cvtps_pd(_mm_loadu_ps(x + 16 * h + 4 * k));
+            __m256d r = _mm256_sub_pd(xd, _mm256_cvtps_pd(y));
+            a.e[k] = _mm256_add_pd(a.e[k], _mm256_mul_pd(r, r));
+            a.s[k] = _mm256_add_pd(a.s[k], _mm256_mul_pd(xd, xd));
+        }
+    }
+    return a;
+}
+
 #include "quant_lanes.h"
 
 /* the further primitives of quant_lanes_k.h */

@@ -161,6 +161,60 @@ LPK_SIMD_INL __m256i ql_levels32(const float *x, float id, float lo, float hi, i
                                    _mm512_cvtsepi32_epi8(q[1]), 1);
 }
 
+LPK_SIMD_INL __m512d d_lo(qv a) { return _mm512_cvtps_pd(_mm512_castps512_ps256(a)); }
+LPK_SIMD_INL __m512d d_hi(qv a)
+{
+    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+}
+
+/* The error lanes of one row (quant_err_acc) in registers: (x - y)^2 of lanes
+ * 0-7 and 8-15, x^2 of the same */
+typedef struct {
+    __m512d e0, e1, s0, s1;
+} qe;
+
+LPK_SIMD_INL qe qe_load(const double *p)
+{
+    qe a = {_mm512_loadu_pd(p), _mm512_loadu_pd(p + 8), _mm512_loadu_pd(p + 16),
+            _mm512_loadu_pd(p + 24)};
+    return a;
+}
+
+LPK_SIMD_INL void qe_store(double *p, qe a)
+{
+    _mm512_storeu_pd(p, a.e0);
+    _mm512_storeu_pd(p + 8, a.e1);
+    _mm512_storeu_pd(p + 16, a.s0);
+    _mm512_storeu_pd(p + 24, a.s1);
+}
+
+/* One block's values x[0..31] added to the lanes: value j then value j + 16
+ * into lane j; y = (q - off) * d, + m when asym (two roundings, as deq_row), q
+ * the levels u (int8, element order); the differences and squares in double */
+LPK_SIMD_INL qe ql_err32(qe a, const float *x, __m256i u, int off, float d, float m, int asym)
+{
+    uint8_t lv[32];
+    _mm256_storeu_si256((__m256i *)(void *)lv, u);
+    for (int h = 0; h < 2; h++) {
+        for (int k = 0; k < 2; k++) {
+            __m256i qi = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)(lv + 16 * h + 8 * k)));
+            if (off) qi = _mm256_sub_epi32(qi, _mm256_set1_epi32(off));
+            __m256 y = _mm256_mul_ps(_mm256_cvtepi32_ps(qi), _mm256_set1_ps(d));
+            if (asym) y = _mm256_add_ps(y, _mm256_set1_ps(m));
+            __m512d xd = _mm512_cvtps_pd(_mm256_loadu_ps(x + 16 * h + 8 * k));
+            __m512d r = _mm512_sub_pd(xd, _mm512_cvtps_pd(y));
+            if (k) {
+                a.e1 = _mm512_add_pd(a.e1, _mm512_mul_pd(r, r));
+                a.s1 = _mm512_add_pd(a.s1, _mm512_mul_pd(xd, xd));
+            } else {
+                a.e0 = _mm512_add_pd(a.e0, _mm512_mul_pd(r, r));
+                a.s0 = _mm512_add_pd(a.s0, _mm512_mul_pd(xd, xd));
+            }
+        }
+    }
+    return a;
+}
+
 #include "quant_lanes.h"
 
 /* the further primitives of quant_lanes_k.h */
@@ -173,11 +227,6 @@ LPK_SIMD_INL qd d_zero(void)
 {
     qd r = {_mm512_setzero_pd(), _mm512_setzero_pd()};
     return r;
-}
-LPK_SIMD_INL __m512d d_lo(qv a) { return _mm512_cvtps_pd(_mm512_castps512_ps256(a)); }
-LPK_SIMD_INL __m512d d_hi(qv a)
-{
-    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
 }
 /* s + (a * b) * c, every lane in double */
 LPK_SIMD_INL qd d_acc(qd s, qv a, qv b, qv c)

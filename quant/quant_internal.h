@@ -13,16 +13,34 @@
  * importance (n values) or NULL for plain squared error. */
 typedef void (*quant_row_fn)(const float *x, const float *w, void *dst, int64_t n);
 typedef void (*dequant_row_fn)(const void *src, float *y, int64_t n);
+enum { QUANT_ERR_LANES = 16 };
+
+/* The error sums of a run of whole rows, added up by a 32-block kernel while it
+ * quantizes (quant_rows.c, err_row). Block k < nv of a call is block k0 + k of
+ * the run, in row (k0 + k) / bpr; its value j goes to lane l = j mod
+ * QUANT_ERR_LANES of that row: lanes[2 * QUANT_ERR_LANES * row + l] += (x -
+ * y)^2 and lanes[2 * QUANT_ERR_LANES * row + QUANT_ERR_LANES + l] += x^2 in
+ * double (y the value dequantized from the block's bytes, x as the kernel read
+ * it), value j before value j + 16 and the blocks in order: err_row's additions
+ * exactly. Blocks from nv on (padding) add nothing. The caller zeroes the lanes
+ * of a run before its first call. */
+typedef struct {
+    double *lanes;
+    int64_t bpr, k0, nv;
+} quant_err_acc;
+
 /* Quantizes nb consecutive 32-blocks (nb a multiple of QI_GROUP; for the
  * super-block types nb super-blocks, any count): x holds
  * nb * 32 (256) values of src_type (LPK_TYPE_F32, F16 or BF16), converted to f32 on
  * the way; w: NULL, or importance weights with period wn (value i has weight
- * w[i % wn], wn a multiple of the block), so a run of whole rows is one call. Returns
- * nonzero when x holds a NaN or an Inf (dst is then unspecified). The bytes
- * equal quantize_ref's on the same values, row by row. */
+ * w[i % wn], wn a multiple of the block), so a run of whole rows is one call;
+ * ea: NULL, or where the 32-block kernels add the error sums (the super-block
+ * kernels take NULL). Returns nonzero when x holds a NaN or an Inf (dst and
+ * the sums are then unspecified). The bytes equal quantize_ref's on the same
+ * values, row by row. */
 #define QI_GROUP 16
 typedef int (*quant_blocks_fn)(const void *x, int src_type, const float *w, int64_t wn,
-                               void *dst, int64_t nb);
+                               void *dst, int64_t nb, const quant_err_acc *ea);
 
 /* One row per block type: the table the rest of quant/ loops over. */
 typedef struct quant_kind {
@@ -146,8 +164,6 @@ void quant_q6k_finish(const float *x, uint16_t d, const int sc[16], block_q6_K *
 /* q3_k's packing of the 16 signed 6-bit sub-block scales (quant_kq.c) */
 void quant_q3k_pack_scales(const int sc[16], uint8_t out[12]);
 
-enum { QUANT_ERR_LANES = 16 };
-
 #if defined(__x86_64__)
 /* AVX2 quantizers (quant_avx2.c): byte-identical to the reference. */
 int quant_avx2_any_nonfinite(const float *x, int64_t n);
@@ -179,48 +195,48 @@ void quant_avx2_iq4_xs(const float *x, const float *w, void *dst, int64_t n);
 const qi_ops *quant_avx2_ops(void);
 /* q4_0, q4_1, q5_0, q5_1 and q8_0, 8 blocks per vector (quant_lanes.h) */
 int quant_avx2_blocks_q4_0(const void *x, int src_type, const float *w, int64_t wn, void *dst,
-                           int64_t nb);
+                           int64_t nb, const quant_err_acc *ea);
 int quant_avx2_blocks_q4_1(const void *x, int src_type, const float *w, int64_t wn, void *dst,
-                           int64_t nb);
+                           int64_t nb, const quant_err_acc *ea);
 int quant_avx2_blocks_q5_1(const void *x, int src_type, const float *w, int64_t wn, void *dst,
-                           int64_t nb);
+                           int64_t nb, const quant_err_acc *ea);
 int quant_avx2_blocks_q5_0(const void *x, int src_type, const float *w, int64_t wn, void *dst,
-                           int64_t nb);
+                           int64_t nb, const quant_err_acc *ea);
 int quant_avx2_blocks_q8_0(const void *x, int src_type, const float *w, int64_t wn, void *dst,
-                           int64_t nb);
+                           int64_t nb, const quant_err_acc *ea);
 /* q3_k, q6_k, q4_k, q5_k and q2_k, 8 super-blocks per vector
  * (quant_lanes_k.h); nb counts super-blocks */
 int quant_avx2_sblocks_q3_k(const void *x, int src_type, const float *w, int64_t wn, void *dst,
-                            int64_t nb);
+                            int64_t nb, const quant_err_acc *ea);
 int quant_avx2_sblocks_q6_k(const void *x, int src_type, const float *w, int64_t wn, void *dst,
-                            int64_t nb);
+                            int64_t nb, const quant_err_acc *ea);
 int quant_avx2_sblocks_q4_k(const void *x, int src_type, const float *w, int64_t wn, void *dst,
-                            int64_t nb);
+                            int64_t nb, const quant_err_acc *ea);
 int quant_avx2_sblocks_q5_k(const void *x, int src_type, const float *w, int64_t wn, void *dst,
-                            int64_t nb);
+                            int64_t nb, const quant_err_acc *ea);
 int quant_avx2_sblocks_q2_k(const void *x, int src_type, const float *w, int64_t wn, void *dst,
-                            int64_t nb);
+                            int64_t nb, const quant_err_acc *ea);
 /* AVX-512 (F, BW, VL) quantizers (quant_avx512.c): the same, 16 blocks per vector. */
 int quant_avx512_blocks_q4_0(const void *x, int src_type, const float *w, int64_t wn,
-                             void *dst, int64_t nb);
+                             void *dst, int64_t nb, const quant_err_acc *ea);
 int quant_avx512_blocks_q4_1(const void *x, int src_type, const float *w, int64_t wn,
-                             void *dst, int64_t nb);
+                             void *dst, int64_t nb, const quant_err_acc *ea);
 int quant_avx512_blocks_q5_1(const void *x, int src_type, const float *w, int64_t wn,
-                             void *dst, int64_t nb);
+                             void *dst, int64_t nb, const quant_err_acc *ea);
 int quant_avx512_blocks_q5_0(const void *x, int src_type, const float *w, int64_t wn,
-                             void *dst, int64_t nb);
+                             void *dst, int64_t nb, const quant_err_acc *ea);
 int quant_avx512_blocks_q8_0(const void *x, int src_type, const float *w, int64_t wn,
-                             void *dst, int64_t nb);
+                             void *dst, int64_t nb, const quant_err_acc *ea);
 int quant_avx512_sblocks_q3_k(const void *x, int src_type, const float *w, int64_t wn,
-                              void *dst, int64_t nb);
+                              void *dst, int64_t nb, const quant_err_acc *ea);
 int quant_avx512_sblocks_q6_k(const void *x, int src_type, const float *w, int64_t wn,
-                              void *dst, int64_t nb);
+                              void *dst, int64_t nb, const quant_err_acc *ea);
 int quant_avx512_sblocks_q4_k(const void *x, int src_type, const float *w, int64_t wn,
-                              void *dst, int64_t nb);
+                              void *dst, int64_t nb, const quant_err_acc *ea);
 int quant_avx512_sblocks_q5_k(const void *x, int src_type, const float *w, int64_t wn,
-                              void *dst, int64_t nb);
+                              void *dst, int64_t nb, const quant_err_acc *ea);
 int quant_avx512_sblocks_q2_k(const void *x, int src_type, const float *w, int64_t wn,
-                              void *dst, int64_t nb);
+                              void *dst, int64_t nb, const quant_err_acc *ea);
 #endif
 
 /* ---------------------------------------------------------------- helpers */

@@ -19,8 +19,11 @@
  * (clamp, then (v + 1.5*2^23) - 1.5*2^23), and e = x - q*d is one fused
  * multiply-add because q*d is exact (|q| <= 128 is 8 bits, d an f16 value has
  * 11 significant bits and is never below 2^-24). The levels of the chosen scale
- * are then assigned block by block in the natural layout and packed. Only quant/quant_avx2.c and quant/quant_avx512.c
- * include this file. */
+ * are then assigned block by block in the natural layout and packed, and when
+ * the caller asks for them each block's error sums (quant_err_acc: the
+ * including file's qe, qe_load, qe_store, ql_err32) are added to its row's
+ * lanes from the values and levels at hand, so the rows need no second pass.
+ * Only quant/quant_avx2.c and quant/quant_avx512.c include this file. */
 #ifndef QUANT_LANES_H
 #define QUANT_LANES_H
 
@@ -352,6 +355,70 @@ LPK_SIMD_INL __m128i ql_nibbles(__m256i u)
                         _mm_slli_epi16(_mm_and_si128(hi, _mm_set1_epi8(15)), 4));
 }
 
+/* The error lanes of a call's blocks in order (quant_err_acc): ql_enext gives
+ * the row lanes of the next block, NULL when it adds nothing (no sums asked, or
+ * padding). Counted, not divided: blocks stay in order within and across groups. */
+typedef struct {
+    double *row;
+    int64_t col, bpr, left;
+} ql_epos;
+
+LPK_SIMD_INL ql_epos ql_epos_at(const quant_err_acc *ea)
+{
+    ql_epos p = {NULL, 0, 1, 0};
+    if (ea) {
+        p.row = ea->lanes + 2 * QUANT_ERR_LANES * (ea->k0 / ea->bpr);
+        p.col = ea->k0 % ea->bpr;
+        p.bpr = ea->bpr;
+        p.left = ea->nv;
+    }
+    return p;
+}
+
+LPK_SIMD_INL double *ql_enext(ql_epos *p)
+{
+    if (p->left <= 0) return NULL;
+    double *r = p->row;
+    p->left--;
+    if (++p->col == p->bpr) {
+        p->col = 0;
+        p->row += 2 * QUANT_ERR_LANES;
+    }
+    return r;
+}
+
+/* The lanes of the row a group's blocks are in, held in registers (ql_err32)
+ * until a block of another row or the end of the group (ql_eg_end). */
+typedef struct {
+    double *row;
+    qe a;
+} ql_eg;
+
+LPK_SIMD_INL ql_eg ql_eg_begin(void)
+{
+    ql_eg g;
+    memset(&g, 0, sizeof g);
+    return g;
+}
+
+/* the next block's values x and levels u (ql_err32) */
+LPK_SIMD_INL void ql_eg_block(ql_epos *p, ql_eg *g, const float *x, __m256i u, int off, float d,
+                              float m, int asym)
+{
+    double *e = ql_enext(p);
+    if (e != g->row) {
+        if (g->row) qe_store(g->row, g->a);
+        g->row = e;
+        if (e) g->a = qe_load(e);
+    }
+    if (e) g->a = ql_err32(g->a, x, u, off, d, m, asym);
+}
+
+LPK_SIMD_INL void ql_eg_end(ql_eg *g)
+{
+    if (g->row) qe_store(g->row, g->a);
+}
+
 /* q8_0 without weights (quant_q8_0_scale, round to nearest) for a group of SIMD_W
  * blocks, read in the natural layout (this type is bound by reading its input:
  * no transpose). Per block, as integers on the f32 bits: the largest
@@ -360,9 +427,9 @@ LPK_SIMD_INL __m128i ql_nibbles(__m256i u)
  * the SIMD_W blocks are reduced together (ql_reduce_max, block b in lane b). max
  * |x| is the larger magnitude of the two; +max occurs when the first equals it,
  * -max when the second is its negation; a NaN or Inf shows as a non-finite max
- * (its bits exceed every finite value's). xf receives the values as f32.
- * Returns nonzero when a block holds NaN/Inf. */
-LPK_SIMD_INL int ql_q8_0_group(const void *x, int st, float *xf, block_q8_0 *b)
+ * (its bits exceed every finite value's). xf receives the values as f32; the
+ * blocks' error sums go where ep says. Returns nonzero when a block holds NaN/Inf. */
+LPK_SIMD_INL int ql_q8_0_group(const void *x, int st, float *xf, block_q8_0 *b, ql_epos *ep)
 {
     qv vs[SIMD_W], vu[SIMD_W];
     for (int p = 0; p < SIMD_W; p++) {
@@ -383,13 +450,18 @@ LPK_SIMD_INL int ql_q8_0_group(const void *x, int st, float *xf, block_q8_0 *b)
     qv div = v_blend(neg, v_set1(-128.0f), v_blend(pos, v_set1(128.0f), v_set1(127.0f)));
     qh h = h_blend(v_eq(amax, v_zero()), h_f16sat(v_div(amax, div)), h_zero());
     uint16_t hs[SIMD_W];
-    float ids[SIMD_W];
+    float ids[SIMD_W], df[SIMD_W];
     h_store(hs, h);
+    v_store(df, h_to_f(h));
     v_store(ids, ql_recip(h_to_f(h)));
+    ql_eg g = ql_eg_begin();
     for (int k = 0; k < SIMD_W; k++) {
+        __m256i u = ql_levels32(xf + 32 * k, ids[k], -128.0f, 127.0f, 0);
         b[k].d = hs[k];
-        _mm256_storeu_si256((__m256i *)(void *)b[k].qs, ql_levels32(xf + 32 * k, ids[k], -128.0f, 127.0f, 0));
+        _mm256_storeu_si256((__m256i *)(void *)b[k].qs, u);
+        ql_eg_block(ep, &g, xf + 32 * k, u, 0, df[k], 0.0f, 0);
     }
+    ql_eg_end(&g);
     return m_any(v_notfinite(amax));
 }
 
@@ -428,24 +500,27 @@ LPK_SIMD_FN __attribute__((noinline)) void ql_search_asym_nw(const qv *xt, int n
 
 /* The blocks of a group of q4_1 or q5_1 (i: the first's index in dst): the
  * search on the transposed values, then each block's levels in the natural
- * layout, packed. */
+ * layout, packed, and its error sums where ep says. */
 LPK_SIMD_INL void ql_asym_group(const qv *xt, const qv *wt, const float *xf, int type, void *dst,
-                         int64_t i)
+                                int64_t i, ql_epos *ep)
 {
     int nmax = type == LPK_TYPE_Q4_1 ? 15 : 31;
     qh dh, mh;
     if (wt) ql_search_asym_w(xt, wt, nmax, &dh, &mh);
     else ql_search_asym_nw(xt, nmax, &dh, &mh);
     uint16_t ds[SIMD_W], ms[SIMD_W];
-    float ids[SIMD_W], mf[SIMD_W];
+    float ids[SIMD_W], mf[SIMD_W], df[SIMD_W];
     h_store(ds, dh);
     h_store(ms, mh);
+    v_store(df, h_to_f(dh));
     v_store(ids, ql_recip(h_to_f(dh)));
     v_store(mf, h_to_f(mh));
+    ql_eg g = ql_eg_begin();
     for (int b = 0; b < SIMD_W; b++) {
         float t[32];
         for (int j = 0; j < 32; j++) t[j] = xf[32 * b + j] - mf[b];
         __m256i u = ql_levels32(t, ids[b], 0.0f, (float)nmax, 0);
+        ql_eg_block(ep, &g, xf + 32 * b, u, 0, df[b], mf[b], 1);
         if (type == LPK_TYPE_Q4_1) {
             block_q4_1 *o = (block_q4_1 *)dst + i + b;
             o->d = ds[b];
@@ -460,14 +535,16 @@ LPK_SIMD_INL void ql_asym_group(const qv *xt, const qv *wt, const float *xf, int
             _mm_storeu_si128((__m128i *)(void *)o->qs, ql_nibbles(u));
         }
     }
+    ql_eg_end(&g);
 }
 
 /* nb blocks (a multiple of SIMD_W) of type (q4_0, q4_1, q5_0, q5_1 or q8_0) from x (type st),
- * importance weights w of period wn or NULL. */
+ * importance weights w of period wn or NULL, the error sums to ea or NULL. */
 LPK_SIMD_INL int ql_run(const void *x, int st, const float *w, int64_t wn, void *dst, int64_t nb,
-                 int type)
+                        int type, const quant_err_acc *ea)
 {
-    float xf[SIMD_W * 32], ids[SIMD_W];
+    float xf[SIMD_W * 32], ids[SIMD_W], df[SIMD_W];
+    ql_epos ep = ql_epos_at(ea);
     uint16_t hs[SIMD_W];
     qv xt[32], wt[32];
     int bad = 0;
@@ -478,7 +555,7 @@ LPK_SIMD_INL int ql_run(const void *x, int st, const float *w, int64_t wn, void 
         if (type == LPK_TYPE_Q8_0 && !w) {
             for (size_t o = 0; o < SIMD_W * 32 * es; o += 64)
                 _mm_prefetch((const char *)((uintptr_t)xi + QI_PREFETCH + o), _MM_HINT_T0);
-            bad |= ql_q8_0_group(xi, st, xf, (block_q8_0 *)dst + i);
+            bad |= ql_q8_0_group(xi, st, xf, (block_q8_0 *)dst + i, &ep);
             continue;
         }
         bad |= ql_load(xi, st, xf, xt);
@@ -488,22 +565,25 @@ LPK_SIMD_INL int ql_run(const void *x, int st, const float *w, int64_t wn, void 
             ql_transpose32(rows, wt);
         }
         if (type == LPK_TYPE_Q4_1 || type == LPK_TYPE_Q5_1) {
-            ql_asym_group(xt, w ? wt : NULL, xf, type, dst, i);
+            ql_asym_group(xt, w ? wt : NULL, xf, type, dst, i, &ep);
             continue;
         }
         /* the NULL is a constant in the inlined search: no per-element test */
         qh h = w ? ql_search_sym(xt, wt, nlo, nlo - 1) : ql_search_sym(xt, NULL, nlo, nlo - 1);
         h_store(hs, h);
+        v_store(df, h_to_f(h));
         v_store(ids, ql_recip(h_to_f(h)));
+        int off = type == LPK_TYPE_Q8_0 ? 0 : nlo;
+        ql_eg g = ql_eg_begin();
         for (int b = 0; b < SIMD_W; b++) {
             const float *xb = xf + 32 * b;
+            __m256i u = ql_levels32(xb, ids[b], (float)-nlo, (float)(nlo - 1), off);
             if (type == LPK_TYPE_Q4_0) {
                 block_q4_0 *o = (block_q4_0 *)dst + i + b;
                 o->d = hs[b];
-                _mm_storeu_si128((__m128i *)(void *)o->qs, ql_nibbles(ql_levels32(xb, ids[b], -8.0f, 7.0f, 8)));
+                _mm_storeu_si128((__m128i *)(void *)o->qs, ql_nibbles(u));
             } else if (type == LPK_TYPE_Q5_0) {
                 block_q5_0 *o = (block_q5_0 *)dst + i + b;
-                __m256i u = ql_levels32(xb, ids[b], -16.0f, 15.0f, 16);
                 uint32_t hb = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(u, 3));
                 o->d = hs[b];
                 memcpy(o->qh, &hb, 4);
@@ -511,9 +591,11 @@ LPK_SIMD_INL int ql_run(const void *x, int st, const float *w, int64_t wn, void 
             } else {
                 block_q8_0 *o = (block_q8_0 *)dst + i + b;
                 o->d = hs[b];
-                _mm256_storeu_si256((__m256i *)(void *)o->qs, ql_levels32(xb, ids[b], -128.0f, 127.0f, 0));
+                _mm256_storeu_si256((__m256i *)(void *)o->qs, u);
             }
+            ql_eg_block(&ep, &g, xb, u, off, df[b], 0.0f, 0);
         }
+        ql_eg_end(&g);
     }
     return bad;
 }
@@ -521,12 +603,13 @@ LPK_SIMD_INL int ql_run(const void *x, int st, const float *w, int64_t wn, void 
 /* The exported kernels: one body per source type so the loads specialise. */
 #define QL_EXPORT(name, type)                                                              \
     LPK_TARGET(SIMD_TGT) int name(const void *x, int src_type, const float *w, \
-                                                int64_t wn, void *dst, int64_t nb)           \
+                                                int64_t wn, void *dst, int64_t nb,           \
+                                                const quant_err_acc *ea)                     \
     {                                                                                      \
         switch (src_type) {                                                                \
-        case LPK_TYPE_F16: return ql_run(x, LPK_TYPE_F16, w, wn, dst, nb, type);           \
-        case LPK_TYPE_BF16: return ql_run(x, LPK_TYPE_BF16, w, wn, dst, nb, type);         \
-        default: return ql_run(x, LPK_TYPE_F32, w, wn, dst, nb, type);                     \
+        case LPK_TYPE_F16: return ql_run(x, LPK_TYPE_F16, w, wn, dst, nb, type, ea);       \
+        case LPK_TYPE_BF16: return ql_run(x, LPK_TYPE_BF16, w, wn, dst, nb, type, ea);     \
+        default: return ql_run(x, LPK_TYPE_F32, w, wn, dst, nb, type, ea);                 \
         }                                                                                  \
     }
 

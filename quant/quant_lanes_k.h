@@ -623,8 +623,9 @@ LPK_SIMD_INL int qk_run(const void *x, int st, const float *w, int64_t wn, void 
  * body per source type so the loads specialise. */
 #define QK_EXPORT(name, type)                                                              \
     LPK_TARGET(SIMD_TGT) int name(const void *x, int src_type, const float *w, int64_t wn, \
-                                  void *dst, int64_t nb)                                   \
+                                  void *dst, int64_t nb, const quant_err_acc *ea)          \
     {                                                                                      \
+        (void)ea; /* no error sums here */                                                 \
         switch (src_type) {                                                                \
         case LPK_TYPE_F16: return qk_run(x, LPK_TYPE_F16, w, wn, dst, nb, type);       \
         case LPK_TYPE_BF16: return qk_run(x, LPK_TYPE_BF16, w, wn, dst, nb, type);     \

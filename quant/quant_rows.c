@@ -148,15 +148,19 @@ static const float *row_f32(int src_type, const void *src, int64_t r, int64_t nc
 /* nb blocks of type ti through a many-block kernel: whole groups of QI_GROUP
  * in place, the rest converted to f32 and padded with zero blocks (their
  * weights copied out of the period) into one more group whose first blocks are
- * kept; super-blocks in one call (their kernels take any count). */
+ * kept; super-blocks in one call (their kernels take any count). lanes: NULL,
+ * or the zeroed error lanes (quant_err_acc) of the run's rows of bpr blocks,
+ * which the 32-block kernels fill. */
 static int run_blocks(quant_blocks_fn bf, const void *x, int st, const float *w, int64_t wn,
-                      uint8_t *dst, int64_t nb, const lpk_type_info *ti)
+                      uint8_t *dst, int64_t nb, const lpk_type_info *ti, double *lanes,
+                      int64_t bpr)
 {
     size_t bsize = (size_t)ti->type_size;
-    if (ti->block_size == QK_K) return bf(x, st, w, wn, dst, nb); /* any count */
+    if (ti->block_size == QK_K) return bf(x, st, w, wn, dst, nb, NULL); /* any count */
     int64_t full = nb / QI_GROUP * QI_GROUP, r = nb - full;
     size_t es = st == LPK_TYPE_F32 ? 4 : 2;
-    int bad = full ? bf(x, st, w, wn, dst, full) : 0;
+    quant_err_acc ea = {lanes, bpr, 0, full};
+    int bad = full ? bf(x, st, w, wn, dst, full, lanes ? &ea : NULL) : 0;
     if (!r) return bad;
     float t[QI_GROUP * 32], tw[QI_GROUP * 32];
     uint8_t tb[QI_GROUP * 64];
@@ -164,7 +168,9 @@ static int run_blocks(quant_blocks_fn bf, const void *x, int st, const float *w,
     memset(t + 32 * r, 0, (size_t)(QI_GROUP - r) * 32 * sizeof(float));
     if (w)
         for (int64_t j = 0; j < QI_GROUP * 32; j++) tw[j] = w[(full * 32 + j) % wn];
-    bad |= bf(t, LPK_TYPE_F32, w ? tw : NULL, QI_GROUP * 32, tb, QI_GROUP);
+    ea.k0 = full;
+    ea.nv = r;
+    bad |= bf(t, LPK_TYPE_F32, w ? tw : NULL, QI_GROUP * 32, tb, QI_GROUP, lanes ? &ea : NULL);
     memcpy(dst + (size_t)full * bsize, tb, (size_t)r * bsize);
     return bad;
 }
@@ -282,6 +288,7 @@ static int check_cov32(const float *cov32, int64_t ncols, lpk_error *err)
 
 static void deq_row(int type, const void *in, int64_t ncols, float *y);
 static void err_row(const float *x, const float *y, int64_t n, double *e, double *s);
+static void err_lanes_sum(const double *le, const double *ls, double *e, double *s);
 
 int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nrows,
                             int64_t ncols, void *dst, const float *imatrix, const float *cov32,
@@ -338,6 +345,9 @@ int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nro
     if (sse && ssx && !part)
         return lpk_err(err, LPK_ENOMEM, "out of memory for the error sums of %lld rows",
                        (long long)nrows);
+    /* the 32-block kernels add up the error lanes of a chunk's rows while they
+     * quantize (quant_err_acc): no second pass over the rows */
+    int fuse = part && bf && ti->block_size == 32 && !pol;
 #pragma omp parallel if (par)
     {
         /* f16/bf16 rows are converted one at a time into a per-thread buffer
@@ -348,14 +358,18 @@ int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nro
         float *wb = ow ? malloc((size_t)(bf ? per : 1) * (size_t)ncols * sizeof(float)) : NULL;
         /* a quantized row dequantized again, for the error sums */
         float *yb = part ? malloc((size_t)ncols * sizeof(float)) : NULL;
-        if ((src_type != LPK_TYPE_F32 && !buf) || (ow && !wb) || (part && !yb)) {
+        /* the error lanes of a chunk's rows, when the kernel adds them up */
+        double *lb = fuse ? malloc((size_t)per * 2 * QUANT_ERR_LANES * sizeof(double)) : NULL;
+        int nomem = (src_type != LPK_TYPE_F32 && !buf) || (ow && !wb) || (part && !yb) ||
+                    (fuse && !lb);
+        if (nomem) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ch = 0; ch < nchunks; ch++) {
             int64_t r0 = ch * per, r1 = r0 + per < nrows ? r0 + per : nrows;
-            if ((src_type != LPK_TYPE_F32 && !buf) || (ow && !wb) || (part && !yb)) continue;
+            if (nomem) continue;
             const float *bw = imatrix;
             int64_t bwn = ncols;
             if (bf && ow) {
@@ -366,10 +380,19 @@ int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nro
                 bw = wb;
                 bwn = (r1 - r0) * ncols;
             }
+            if (fuse) memset(lb, 0, (size_t)(r1 - r0) * 2 * QUANT_ERR_LANES * sizeof(double));
             /* on NaN/Inf the rows are walked one by one to name the first */
             int done = bf && !run_blocks(bf, (const char *)src + (size_t)(r0 * ncols) * es,
                                          src_type, bw, bwn, (uint8_t *)dst + (size_t)r0 * row_bytes,
-                                         (r1 - r0) * ncols / ti->block_size, ti);
+                                         (r1 - r0) * ncols / ti->block_size, ti, lb,
+                                         ncols / ti->block_size);
+            if (done && fuse) {
+                for (int64_t r = r0; r < r1; r++) {
+                    const double *l = lb + (r - r0) * 2 * QUANT_ERR_LANES;
+                    err_lanes_sum(l, l + QUANT_ERR_LANES, &part[2 * r], &part[2 * r + 1]);
+                }
+                continue;
+            }
             if (done && !part && !pol) continue;
             for (int64_t r = r0; r < r1; r++) {
                 const float *x = row_f32(src_type, src, r, ncols, buf);
@@ -411,6 +434,7 @@ int quant_quantize_rows_err(int type, int src_type, const void *src, int64_t nro
         free(buf);
         free(wb);
         free(yb);
+        free(lb);
     }
     if (part && !failed && bad_row < 0) {
         double e = 0, s2 = 0;
@@ -498,6 +522,12 @@ static void err_row(const float *x, const float *y, int64_t n, double *e, double
         le[c % QUANT_ERR_LANES] += d * d;
         ls[c % QUANT_ERR_LANES] += (double)x[c] * x[c];
     }
+    err_lanes_sum(le, ls, e, s);
+}
+
+/* A row's error sums from its lanes, added in order. */
+static void err_lanes_sum(const double *le, const double *ls, double *e, double *s)
+{
     double se = 0, ss = 0;
     for (int j = 0; j < QUANT_ERR_LANES; j++) { se += le[j]; ss += ls[j]; }
     *e = se;

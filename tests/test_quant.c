@@ -495,6 +495,108 @@ static void test_simd_and_threads(void **state)
     free(w);
 }
 
+/* The error sums that the 32-block kernels add up while they quantize
+ * (quant_err_acc) against the separate pass over the rows (the scalar path:
+ * the reference quantizer, then the rows dequantized and compared) and
+ * quant_error on the f32 values: the same bits, from f32, f16 and bf16 rows,
+ * with and without weights, added to a previous figure or not, in shapes whose
+ * groups of 8 and 16 blocks span rows (a row of 1, 3, 5, 19 blocks), end in a
+ * padded group (257 blocks: one row per chunk) or hold whole rows. A NaN in a
+ * whole group, in a padded one or in the last block gives the same error and
+ * leaves the sums alone on every path. */
+static void test_fused_err_sums(void **state)
+{
+    (void)state;
+    const int64_t shapes[][2] = {{37, 5}, {50, 3}, {9, 19}, {3, 257}, {64, 1}, {11, 16}};
+    const int types[] = {LPK_TYPE_Q8_0, LPK_TYPE_Q4_0, LPK_TYPE_Q4_1, LPK_TYPE_Q5_0,
+                         LPK_TYPE_Q5_1};
+    const int srcs[] = {LPK_TYPE_F32, LPK_TYPE_F16, LPK_TYPE_BF16};
+    uint64_t sd = 23;
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+        int64_t nr = shapes[sh][0], nc = 32 * shapes[sh][1], n = nr * nc;
+        float *x = malloc((size_t)n * sizeof(float)), *xs = malloc((size_t)n * sizeof(float));
+        float *w = malloc((size_t)nc * sizeof(float));
+        uint16_t *h = malloc((size_t)n * 2);
+        for (int64_t i = 0; i < n; i++) {
+            x[i] = tu_randn(&sd) * (i % 71 == 0 ? 0.4f : 0.02f);
+            if (i % 613 == 0) x[i] = -0.0f;
+        }
+        for (int64_t i = 0; i < nc; i++) w[i] = (float)(tu_rand(&sd) % 90) / 9.0f;
+        for (size_t si = 0; si < sizeof srcs / sizeof srcs[0]; si++) {
+            int st = srcs[si];
+            const void *src = st == LPK_TYPE_F32 ? (const void *)x : h;
+            for (int64_t i = 0; i < n; i++) {
+                if (st == LPK_TYPE_F16) h[i] = lpk_f32_to_f16(x[i]);
+                if (st == LPK_TYPE_BF16) h[i] = lpk_f32_to_bf16(x[i]);
+                xs[i] = st == LPK_TYPE_F32 ? x[i] : st == LPK_TYPE_F16 ? lpk_f16_to_f32(h[i])
+                                                                       : lpk_bf16_to_f32(h[i]);
+            }
+            for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+                size_t nb = tu_qbytes(types[t], nr, nc);
+                uint8_t *a = malloc(nb), *b = malloc(nb);
+                lpk_error err = {0};
+                for (int wi = 0; wi < 4; wi++) {
+                    const float *im = wi & 1 ? w : NULL;
+                    unsigned fl = wi & 2 ? QUANT_ROWS_ADD_ERR : 0u;
+                    double e0 = 0.25, s0 = 3.0, e, s;
+                    quant_set_path(QUANT_PATH_SCALAR);
+                    omp_set_num_threads(1);
+                    assert_int_equal(quant_quantize_rows_err(types[t], st, src, nr, nc, a, im, NULL,
+                                                             fl, &e0, &s0, &err), 0);
+                    if (!fl) {
+                        assert_int_equal(quant_error(types[t], xs, a, nr, nc, &e, &s), 0);
+                        assert_memory_equal(&e, &e0, sizeof e);
+                        assert_memory_equal(&s, &s0, sizeof s);
+                    }
+                    for (int p = 0; p < 2; p++) {
+                        quant_set_path(p ? QUANT_PATH_AVX2 : QUANT_PATH_AUTO);
+                        omp_set_num_threads(2);
+                        memset(b, 0xaa, nb);
+                        e = 0.25;
+                        s = 3.0;
+                        assert_int_equal(quant_quantize_rows_err(types[t], st, src, nr, nc, b, im,
+                                                                 NULL, fl, &e, &s, &err), 0);
+                        assert_memory_equal(a, b, nb);
+                        assert_memory_equal(&e, &e0, sizeof e);
+                        assert_memory_equal(&s, &s0, sizeof s);
+                    }
+                }
+                /* a NaN: the first, in a padded group, at the very end */
+                int64_t at[3] = {nr / 2 * nc + nc / 3, n - 33, n - 1};
+                for (int k = 0; k < 3; k++) {
+                    float keep = x[at[k]];
+                    uint16_t hk = h[at[k]];
+                    x[at[k]] = NAN;
+                    h[at[k]] = st == LPK_TYPE_F16 ? 0x7e00 : 0x7fc0;
+                    char want[64];
+                    snprintf(want, sizeof want, "NaN at row %lld, column %lld",
+                             (long long)(at[k] / nc), (long long)(at[k] % nc));
+                    for (int p = 0; p < 3; p++) {
+                        quant_set_path(p == 2 ? QUANT_PATH_SCALAR : p ? QUANT_PATH_AVX2
+                                                                      : QUANT_PATH_AUTO);
+                        double e = 0.5, s = 0.75;
+                        lpk_error en = {0};
+                        assert_int_equal(quant_quantize_rows_err(types[t], st, src, nr, nc, b,
+                                                                 NULL, NULL, 0, &e, &s, &en),
+                                         LPK_EBADVALUE);
+                        assert_non_null(strstr(en.msg, want));
+                        assert_true(e == 0.5 && s == 0.75);
+                    }
+                    x[at[k]] = keep;
+                    h[at[k]] = hk;
+                }
+                quant_set_path(QUANT_PATH_AUTO);
+                free(a);
+                free(b);
+            }
+        }
+        free(x);
+        free(xs);
+        free(w);
+        free(h);
+    }
+}
+
 /* Blocks chosen to hit every branch of the scale rules: both signs at the
  * maximum, -0.0, all-zero, f16-subnormal and underflowing scales, +-FLT_MAX,
  * denormals, a single non-zero value, a +0 minimum beside -0 values; every path
@@ -1022,7 +1124,7 @@ int main(void)
         cmocka_unit_test(test_dequant_formulas),  cmocka_unit_test(test_exact_values),
         cmocka_unit_test(test_roundtrip_random),  cmocka_unit_test(test_simd_and_threads),
         cmocka_unit_test(test_rows_from_halfs),   cmocka_unit_test(test_simd_edge_bytes),
-        cmocka_unit_test(test_simd_edge_bytes_k),
+        cmocka_unit_test(test_simd_edge_bytes_k), cmocka_unit_test(test_fused_err_sums),
         cmocka_unit_test(test_edge_values),       cmocka_unit_test(test_recipe_rules),
         cmocka_unit_test(test_recipe_llama_cpp),  cmocka_unit_test(test_gguf_crosscheck),
         cmocka_unit_test(test_cli_recipes),       cmocka_unit_test(test_cli_nan),
