@@ -558,6 +558,10 @@ LPK_SIMD_INL int ql_run(const void *x, int st, const float *w, int64_t wn, void 
             bad |= ql_q8_0_group(xi, st, xf, (block_q8_0 *)dst + i, &ep);
             continue;
         }
+        /* the next group's input, fetched while this one is searched (its
+         * loads missed the cache; fetching the output lines too did not help) */
+        for (size_t o = 0; o < SIMD_W * 32 * es; o += 64)
+            _mm_prefetch((const char *)((uintptr_t)xi + SIMD_W * 32 * es + o), _MM_HINT_T0);
         bad |= ql_load(xi, st, xf, xt);
         if (w) {
             const float *rows[SIMD_W];
