@@ -357,9 +357,10 @@ static void *qwrites_run(void *arg)
  * over them in order). An error is kept with its piece and reported by the
  * loop when it gets there.
  *
- * Pieces of QREAD_MIN bytes or more (LLMPACK_QUANT_READ_MIN) are read
- * (lpk_reader_tensor_read, lpk_reader_part_read) into buffers kept for the
- * next pieces instead of through the input's mapping: pages of a new mapping,
+ * Every piece of a tensor read in pieces, and whole tensors of QREAD_MIN
+ * bytes or more (LLMPACK_QUANT_READ_MIN), are read (lpk_reader_part_read,
+ * lpk_reader_tensor_read) into buffers kept for the next pieces instead of
+ * through the input's mapping: pages of a new mapping,
  * or new pages of the process, cost more on their first touch than a copy
  * into pages already in use (docs/PERFORMANCE.md, "Reading the input"), so
  * the pieces keep the memory in use small. */
