@@ -207,6 +207,11 @@ enum lpk_cpu_flag {
  * variable LLMPACK_SIMD: "scalar" (none), "avx2" (AVX2+FMA+F16C only), "avx512"
  * or unset (all detected). Computed once; thread-safe after the first call. */
 unsigned lpk_cpu_features(void);
+/* malloc(n), or for n of 4 MiB and more a block aligned to 2 MiB that the
+ * kernel is asked to back with huge pages: one page fault per 2 MiB on first
+ * touch instead of per 4 KiB (large work buffers: the forward pass's state,
+ * quantize's input pieces); free() it. */
+void *lpk_alloc_big(size_t n);
 /* Human-readable list of the SIMD paths in use, e.g. "avx2 fma f16c". */
 const char *lpk_cpu_describe(void);
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <strings.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -113,6 +114,20 @@ unsigned lpk_cpu_features(void)
         __atomic_store_n(&cpu_done, 1, __ATOMIC_RELEASE);
     }
     return __atomic_load_n(&cpu_flags, __ATOMIC_RELAXED);
+}
+
+void *lpk_alloc_big(size_t n)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const size_t huge = (size_t)2 << 20;
+    if (n >= 2 * huge && n <= SIZE_MAX - huge) {
+        size_t r = (n + huge - 1) & ~(huge - 1);
+        void *p = aligned_alloc(huge, r);
+        if (p) madvise(p, r, MADV_HUGEPAGE); /* a hint: without it, 4 KiB pages */
+        return p;
+    }
+#endif
+    return malloc(n ? n : 1);
 }
 
 const char *lpk_version(void)

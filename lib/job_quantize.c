@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
@@ -70,23 +69,6 @@ void llmpack_quantize_report_free(llmpack_quantize_report *rep)
     free(rep->outputs);
     lpk_imatrix_free(rep->imatrix);
     memset(rep, 0, sizeof *rep);
-}
-
-/* A buffer of at least size bytes (*cap: its size) in whole huge pages where
- * the kernel gives them on request: one page fault per 2 MiB instead of per 4
- * KiB on first touch, which costs more than the bytes' own writes on some
- * virtual machines (docs/PERFORMANCE.md, "Reading the input"). Freed with free. */
-static void *huge_alloc(size_t size, size_t *cap)
-{
-    const size_t huge = (size_t)2 << 20;
-    size_t c = size > SIZE_MAX - huge ? 0 : (size + huge - 1) & ~(huge - 1);
-    if (!c) c = huge;
-    void *p = c >= size ? aligned_alloc(huge, c) : NULL;
-#ifdef MADV_HUGEPAGE
-    if (p) (void)madvise(p, c, MADV_HUGEPAGE);
-#endif
-    if (cap) *cap = c;
-    return p;
 }
 
 /* Source tensor -> f32 (dequantizing block types). */
@@ -197,8 +179,8 @@ static int prepare_output(qrun *run, qout *q)
         lpk_meta_free(meta);
         return lpk_err(err, rc, "cannot record the recipe in the metadata");
     }
-    if (max_bytes > SIZE_MAX || !(q->qbuf = huge_alloc((size_t)max_bytes, NULL)) ||
-        !(q->qbuf2 = huge_alloc((size_t)max_bytes, NULL))) {
+    if (max_bytes > SIZE_MAX || !(q->qbuf = lpk_alloc_big((size_t)max_bytes)) ||
+        !(q->qbuf2 = lpk_alloc_big((size_t)max_bytes))) {
         lpk_meta_free(meta);
         return lpk_err(err, LPK_ENOMEM, "out of memory");
     }
@@ -449,11 +431,10 @@ static void *qslot_get(qahead *a, size_t size)
         qslot *s = realloc(a->slot, (a->n_slot + 1) * sizeof *s);
         if (!s) return NULL;
         a->slot = s;
-        size_t cap;
-        void *p = huge_alloc(size, &cap);
+        void *p = lpk_alloc_big(size);
         if (!p) return NULL;
         best = &a->slot[a->n_slot++];
-        *best = (qslot){.p = p, .cap = cap};
+        *best = (qslot){.p = p, .cap = size};
     }
     best->busy = 1;
     return best->p;

@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)
-#include <sys/mman.h>
 #endif
 
 #include "vf_gemm.h"
@@ -88,20 +87,6 @@ void vf_state_free(vf_state *s)
     memset(s, 0, sizeof *s);
 }
 
-void *vf_alloc_big(size_t n)
-{
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    const size_t huge = (size_t)2 << 20;
-    if (n >= 2 * huge && n <= SIZE_MAX - huge) {
-        size_t r = (n + huge - 1) & ~(huge - 1);
-        void *p = aligned_alloc(huge, r);
-        if (p) madvise(p, r, MADV_HUGEPAGE); /* a hint: without it, 4 KiB pages */
-        return p;
-    }
-#endif
-    return malloc(n ? n : 1);
-}
-
 static float *alloc_f(size_t a, size_t b, size_t c, int *fail)
 {
     /* every factor is bounded by vf_model's limits times an int, so the product
@@ -111,7 +96,7 @@ static float *alloc_f(size_t a, size_t b, size_t c, int *fail)
     size_t n = a * b;
     if (c && n > SIZE_MAX / sizeof(float) / c) { *fail = 1; return NULL; }
     n *= c;
-    float *p = vf_alloc_big(n * sizeof(float));
+    float *p = lpk_alloc_big(n * sizeof(float));
     if (!p) *fail = 1;
     return p;
 }

@@ -76,10 +76,6 @@ struct vf_model {
 };
 
 void vf_state_free(vf_state *s);
-/* malloc(n), or for n of 4 MiB and more a block aligned to 2 MiB that the
- * kernel is asked to back with huge pages (the forward pass's state and the
- * logits: first touching them took ~16000 page faults per 64 MB); free() it. */
-void *vf_alloc_big(size_t n);
 
 /* out[i] = w[i] * x[i] / sqrt(mean(x^2) + eps); the mean is summed in double. */
 void vf_rmsnorm(float *out, const float *x, const float *w, int n, float eps);

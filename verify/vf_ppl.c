@@ -115,13 +115,13 @@ static int eval_alloc_batch(vf_eval *e, int nb)
     e->ref_logits = NULL; e->ref_lse = NULL; e->ref_top = NULL; e->kld0 = NULL; e->same0 = NULL;
     e->chunk = malloc((size_t)nb * (size_t)e->ctx * sizeof *e->chunk);
     e->in = malloc((size_t)nb * (size_t)(e->ctx - 1) * sizeof *e->in);
-    e->logits = vf_alloc_big(nl * sizeof(float));
+    e->logits = lpk_alloc_big(nl * sizeof(float));
     e->nll = malloc(ns * sizeof(double));
     e->kld = malloc(ns * sizeof(double));
     e->top = malloc(ns * sizeof(int));
     int ok = e->chunk && e->in && e->logits && e->nll && e->kld && e->top;
     if (ok && e->ref) {
-        e->ref_logits = vf_alloc_big(nl * sizeof(float));
+        e->ref_logits = lpk_alloc_big(nl * sizeof(float));
         e->ref_lse = malloc(ns * sizeof(double));
         e->ref_top = malloc(ns * sizeof(int));
         ok = e->ref_logits && e->ref_lse && e->ref_top;
